@@ -519,3 +519,10 @@ def test_an_option_of_fixed_values_lists_them_in_help_and_refuses_another_naming
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and f"'{option}'" in out, out
     assert "'loud' is not one of " + ", ".join(f"'{v}'" for v in values) in out, out
+
+
+def test_keys_list_of_a_folder_says_it_is_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    r = runner.invoke(app, ["keys", "list", "--keys-file", str(tmp_path)])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"--keys-file {tmp_path}: a directory, not a key file" in said, r.output

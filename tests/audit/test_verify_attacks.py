@@ -611,3 +611,13 @@ async def test_past_max_kept_the_first_bad_record_is_still_shown(tmp_path: Path,
     assert out[6:] == ["  - record 14: content does not match its hash (changed)",
                        "  - record 16: content does not match its hash (changed)",
                        "  ... and 7 more (7 not kept: a report keeps the first 5 by record)"], out  # 12 problems
+
+
+def test_a_missing_database_is_named_before_a_missing_public_key(tmp_path: Path) -> None:
+    """`aigrid audit verify` of a database that is not there reported the (default) public key missing."""
+    path, no_key = tmp_path / "audit.db", tmp_path / "no.pub"
+    assert run(path, no_key) == (2, [f"cannot verify: no audit database at {path}"])
+    anchor = f"7:{'ab' * 32}"  # the log an anchor vouches for is gone: that needs no key to say
+    code, out = run(path, no_key, anchor)
+    assert code == 1 and out[0] == f"cannot verify: no audit database at {path}" and out[1].startswith("TAMPERED"), out
+    assert run(path, no_key, "bogus")[0] == 2  # a bad anchor stays 2

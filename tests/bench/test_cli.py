@@ -116,3 +116,14 @@ def test_a_peers_failure_is_one_cell_of_compare_md() -> None:
               "targets": {"litellm": {"error": "boom | <img src=x onerror=alert(1)> [a](javascript:x)\nmore"}}}
     row = next(line for line in markdown(report).splitlines() if line.startswith("| litellm"))
     assert row.replace("\\|", "").count("|") == 10 and "<img" not in row and "](" not in row.replace("\\]", ""), row
+
+
+def test_a_url_that_refuses_connections_is_named() -> None:
+    import socket
+
+    with socket.socket() as held:  # bound, not listening: a connection to it is refused
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}/v1"
+        r = runner.invoke(app, ["bench", url, "--quiet", "-n", "1"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"GET {url}/models: " in said and "refused" in said, r.output

@@ -75,3 +75,8 @@ def test_models_eval_plot_into_a_new_folder_and_into_a_file(tmp_path):
     r = runner.invoke(app, ["models", "eval", "--data", data, "--no-baseline",
                             "--plot", str(tmp_path / "taken" / "curve.png")])
     assert r.exit_code == 2 and "--plot" in r.output and not isinstance(r.exception, OSError), r.output
+
+
+def test_models_eval_names_split_when_it_is_not_a_split(tmp_path):
+    r = runner.invoke(app, ["models", "eval", "--data", str(_write(tmp_path / "s.csv")), "--split", "bogus"])
+    assert r.exit_code == 2 and "--split bogus: must be one of train, validation, test" in r.output, r.output

@@ -71,6 +71,12 @@ def test_a_long_file_with_a_nan_or_negative_judge_score_is_refused(tmp_path: Pat
     (b"prompt,a_correct,b_correct\r\nq1,1,0\r\n\r\n\"multi\r\n\r\nline\",1,0\r\n\r\nq2,7,1\r\n",
      "line 8, column 'a_correct': '7'"),
     (b"prompt,a_correct,b_correct\n\n\"two\nlines\",x,0\n", "line 3, column 'a_correct': 'x'"),
+    # a column given twice: the last cell of the name was read, the other column as if it were not there
+    (b"prompt,a_correct,a_correct,b_correct\nq1,1,0,1\n", "line 1: the header names column 'a_correct' twice"),
+    (b"Prompt,a_correct,prompt ,b_correct\nq1,1,q,1\n", "line 1: the header names column 'prompt' twice"),
+    # an unclosed quote read the rest of the file into one cell: reported as a short row further on
+    (b"prompt,a_correct,b_correct\nq1,1,0\n\"q2,0,1\nq3,1,1\n", "line 3: a quote that is never closed"),
+    (b"prompt,a_correct,b_correct\n\"a\nb\",1,0\n\nq2,\"0,1\nq3,1,1\n", "line 5: a quote that is never closed"),
 ])
 def test_files_that_cannot_be_used_are_named(tmp_path: Path, body: bytes, named: str) -> None:
     f = tmp_path / "d.csv"

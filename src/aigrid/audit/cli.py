@@ -25,8 +25,20 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     escaped)."""
     paths = [public_key_path] if isinstance(public_key_path, Path) else list(public_key_path)
     try:
-        keys = [public_key(p) for p in paths]
         anchored = None if anchor is None else parse_anchor(anchor)
+    except ValueError as e:
+        echo(f"cannot verify: {e}")
+        return 2
+    if not db_path.exists() and not db_path.is_symlink():
+        # the database first: it reported the default public key missing, and then (given one) the database
+        echo(f"cannot verify: no audit database at {db_path}")
+        if anchored is None:
+            return 2
+        echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
+             "or replaced)")
+        return 1
+    try:
+        keys = [public_key(p) for p in paths]
     except ValueError as e:
         echo(f"cannot verify: {e}")
         return 2

@@ -42,7 +42,10 @@ class Mode(StrEnum):
 def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
     """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
     url = base_url.rstrip("/") + "/models"
-    r = httpx.get(url, headers=list(headers), timeout=5, trust_env=False)
+    try:
+        r = httpx.get(url, headers=list(headers), timeout=5, trust_env=False)
+    except httpx.TransportError as e:  # it said "[Errno 111] Connection refused", no URL
+        raise ValueError(f"GET {url}: {e or type(e).__name__} (is the server up at {base_url}?)") from None
     if r.status_code != 200:  # raise_for_status said "Client error '404 Not Found' ..." and sent the user to MDN
         hint = {404: "give the OpenAI base URL, the one that ends in /v1 (e.g. http://127.0.0.1:8080/v1), or "
                      "pass --model",

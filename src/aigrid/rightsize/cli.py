@@ -26,7 +26,7 @@ from aigrid.rightsize.evaluation import (
     summary_rows,
     write_plot,
 )
-from aigrid.rightsize.routing_data import RoutingData, concat, read_routing_csv, split_mask
+from aigrid.rightsize.routing_data import SPLITS, RoutingData, concat, read_routing_csv, split_mask
 
 app = typer.Typer(no_args_is_help=True, help="Right-sized models: the per-prompt quality estimate.")
 console = Console(soft_wrap=True)
@@ -53,6 +53,8 @@ def eval_command(
 ) -> None:
     """Print quality vs share of large-model calls, APGR and the calls needed for 50% / 80% of the gap."""
     try:
+        if split is not None and split not in SPLITS:  # before reading any file; it said "split must be ..."
+            raise InvalidRequest(f"--split {split}: must be one of {', '.join(SPLITS)}", param="split")
         if plot is not None:
             plot = _plot_path(plot)  # before the evaluation, not after it
         estimator = QualityEstimator.load()

@@ -159,6 +159,7 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
     if text.lstrip()[:1] in ("{", "["):
         raise InvalidRequest(f"{path}: looks like JSON, not CSV; write it as a CSV with a header row", param="data")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a prompt may be longer than csv's default 128 KiB
+    _refuse_an_unclosed_quote(path, text)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     starts = _Starts(reader.reader)
     reader.reader = starts  # type: ignore[assignment]  # read through it: where each record starts
@@ -167,6 +168,11 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
     try:
         canon = {c: c.strip().lower() if c.strip().lower() in STRUCTURAL else c.strip()
                  for c in reader.fieldnames or []}
+        given = [canon[c] for c in reader.fieldnames or [] if canon[c]]
+        if twice := sorted({c for c in given if given.count(c) > 1}):
+            # DictReader keeps the last cell of a name: the other column was read as if it were not there
+            raise InvalidRequest(f"{path}, line {starts.start or 1}: the header names column "
+                                 f"{', '.join(repr(c) for c in twice)} twice; each column once", param="data")
         width = max(len(reader.fieldnames or []), 1)
         for r in reader:
             if (len(rows) + 1) * width > MAX_CELLS:
@@ -194,6 +200,23 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
                  ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if len(cols) == 1 and sep in cols[0]), "")
     raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
                          f"'turn_prompt' columns (one row per model); found {', '.join(cols)}{hint}", param="data")
+
+
+def _refuse_an_unclosed_quote(path: Path, text: str) -> None:
+    """InvalidRequest naming the line where a quoted cell opens that never closes: csv (not strict) reads the
+    rest of the file into that one cell, which was reported as a short row or a bad value further on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as e:
+        if "unexpected end of data" not in str(e):
+            return  # another strictness (a quote inside a cell): csv's ordinary reading decides
+        opened = next((start + k for k, line in enumerate(text.splitlines()[start - 1:]) if '"' in line), start)
+        raise InvalidRequest(f"{path}, line {opened}: a quote that is never closed (the rest of the file would "
+                             "be one cell); close it, or double a quote inside a quoted cell (\"\")",
+                             param="data") from None
 
 
 class _Starts:

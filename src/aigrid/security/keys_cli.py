@@ -89,6 +89,9 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
 
 
 def list_keys(keys_file: Path, *, secret: bytes | None = None, echo: Callable[[str], None] = print) -> None:
+    if keys_file.is_dir():  # it said "no such file"
+        raise ConfigError(f"--keys-file {keys_file}: a directory, not a key file (give the file `aigrid keys create` "
+                          "wrote)")
     if not keys_file.is_file():
         raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
     ring = _load(keys_file, secret if secret is not None else server_secret())
