@@ -24,7 +24,7 @@ from aigrid.errors import SpecError, listed
 from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
-from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, trace_source
+from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twice, trace_source
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import read_yaml, unknown_key_hint
 from aigrid.spec.models import MAX_TOKENS
@@ -236,7 +236,7 @@ class Demand(Strict):
         if len(set(names)) != len(names):
             problems.append(f"tenants: duplicate names in {names}")
         given = [m.name for m in self.models]
-        twice = sorted({n for n in given if given.count(n) > 1})
+        twice = given_twice(given)
         if twice:  # the last of a name silently replaced the others (their sizes, their KV bytes)
             problems.append(f"models: {', '.join(map(repr, twice))} given more than once (each name once)")
         load = load_problem(self)

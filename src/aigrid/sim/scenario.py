@@ -3,6 +3,7 @@ the field, never a traceback. See examples/sim/*.yaml and docs/simulator.md."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,6 +28,11 @@ from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import MAX_PARAMS_B, MAX_TOKENS, AdmissionLimits
 from aigrid.traces import TraceFileError, read_trace_cached
+
+
+def given_twice(names: list[str]) -> list[str]:
+    """The names given more than once, sorted; linear (a count per name was quadratic: 40,000 models 24 s)."""
+    return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
 class ScenarioError(SpecError):
@@ -322,7 +328,7 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         for field, given in (("models", [m.name for m in self.models]), ("tenants", [t.name for t in self.tenants])):
-            twice = sorted({n for n in given if given.count(n) > 1})
+            twice = given_twice(given)
             if twice:  # the last of a name silently replaced the others (a model's size, a tenant's results)
                 raise ValueError(f"{field}: {', '.join(map(repr, twice))} given more than once (each name once)")
         names = {m.name for m in self.models}
