@@ -29,6 +29,9 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--mode", "trace", "--speedup", "inf"], "--speedup must be a positive number, not inf"),
     (["--mode", "trace", "--speedup", "0"], "--speedup must be a positive number, not 0.0"),
     (["--mode", "trace", "--trace-start", "-1"], "--trace-start"),
+    # a run that would wait ~1e300 s for its first request (a week is the most)
+    (["--mode", "poisson", "--rate", "1e-300"], "--rate 1e-300: the 100 requests would be sent over"),
+    (["--mode", "trace", "--speedup", "1e-9"], "--speedup 1e-09: the 100 requests would be sent over"),
     (["--mode", "trace", "--max-output-tokens", "0"], "--max-output-tokens"),
 ])
 def test_bad_arguments_are_refused_before_the_run(args: list[str], named: str) -> None:

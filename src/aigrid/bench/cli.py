@@ -39,6 +39,10 @@ class Mode(StrEnum):
     closed = "closed"
 
 
+MAX_SCHEDULE_S = 7 * 24 * 3600
+"""The longest a run's arrivals may be spread over (the last request's send time, poisson or trace)."""
+
+
 def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
     """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
     url = base_url.rstrip("/") + "/models"
@@ -135,6 +139,11 @@ def bench_command(
                                    max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         else:
             plans = workload.closed(requests, prompt_tokens, output_tokens)
+        span = max((p.at for p in plans if p.at is not None), default=0.0)
+        if span > MAX_SCHEDULE_S:  # --rate 1e-300 waited ~1e300 s for its first request
+            flag = f"--rate {rate:g}" if mode is Mode.poisson else f"--speedup {speedup:g}"
+            raise ValueError(f"{flag}: the {len(plans):,} requests would be sent over {span:.3g} s, past "
+                             f"{MAX_SCHEDULE_S:,} s (a week); raise {flag.split()[0]} or send fewer (--requests)")
         for flag, value in (("--timeout", timeout), ("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
             if not 0 < value < math.inf:  # NaN too: every comparison with it is false
                 raise ValueError(f"{flag} must be a positive number, not {value}")
