@@ -319,3 +319,15 @@ async def test_an_answer_past_the_output_filters_bound_in_an_event_cut_across_re
         assert r.status_code == 200 and b"stream_interrupted" in r.content and b"not continued" in r.content
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
+
+
+async def test_an_answer_whose_text_says_done_is_not_ended_by_it(tmp_path) -> None:
+    """Whether a stream that broke had ended was read from the bytes `[DONE]` anywhere in its last reads: an answer
+    whose text held them (a model explaining SSE) and whose engine then broke was taken as ended: not continued,
+    audited `ok`, the engine not counted, the client's stream stopped with neither its end nor an error. Now only a
+    `data: [DONE]` line ends it: the engine broke, the answer continued on the spare."""
+    said = H.chunk(b"data: " + orjson.dumps(H.token("Send data: [DONE] last")) + b"\n\n")
+    async for g in grid(tmp_path, lambda p, r: H.stream(said, 0.1, H.CLOSE)):
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and r.content.endswith(b"\n\ndata: [DONE]\n\n"), r.content[-300:]
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 1 and inflight(g.gw) == 0

@@ -69,6 +69,9 @@ def _key_escape(raw: bytes) -> bool:
 
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 """A choice that says why it ended (a string; null while it goes on)."""
+_DONE_LINE = re.compile(rb"(?:^|[\r\n])data: ?\[DONE\]")
+"""The stream's [DONE] event: a line of its own (the bytes `[DONE]` in an answer's text, inside a JSON string, are
+not: an answer that said them, then broke, was taken as ended)."""
 _UNBOUNDED = 1 << 62
 _NULL = b"null"
 """An event whose data is JSON null: llama.cpp opens the stream of a list of prompts with one; no client can
@@ -136,7 +139,7 @@ class EventPipe:
         if delivered.done or delivered.finished:
             return True
         last = self._recent[0] + self._recent[1] + tail
-        return DONE in last or _FINISHED.search(last) is not None
+        return _DONE_LINE.search(last) is not None or _FINISHED.search(last) is not None
 
     def feed(self, raw: bytes) -> bytes:
         if not self._sse:
