@@ -148,3 +148,21 @@ def test_a_bad_agent_spec_names_its_field(tmp_path: Path, agent_spec: dict[str, 
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     assert f"{field}: " in str(info.value) and words in str(info.value), str(info.value)
+
+
+def test_an_agent_output_no_engine_can_hold_is_refused_naming_the_field(tmp_path: Path) -> None:
+    """output_tokens: 100,000,000 validated (<= MAX_TOKENS) and `aigrid sim` ran for minutes: no engine's KV
+    cache holds that many tokens of one request (the simulator's model of the hardware knows how many it holds)."""
+    from aigrid.sim.cli import run_scenario
+
+    raw = {"name": "long", "duration_s": 10, "requests": 10, "models": [MODEL],
+           "sites": [{"id": "s", "city": "Paris", "models": ["m8"]}], "policies": ["nearest"],
+           "tenants": [{"name": "a", "share": 1, "model": "m8", "agent": {"steps": 2, "output_tokens": 100_000_000}}]}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ScenarioError, match=r"tenants\.0\.agent\.output_tokens: 100,000,000 tokens cannot fit the "
+                                            r"KV cache of any engine \(the largest holds [0-9,]+ tokens"):
+        run_scenario(path, tmp_path / "out", plots=False, quiet=True, workers=1)
+    raw["tenants"][0]["agent"]["output_tokens"] = 64  # within it: runs
+    path.write_text(yaml.safe_dump(raw))
+    assert run_scenario(path, tmp_path / "out", plots=False, quiet=True, workers=1)
