@@ -161,8 +161,9 @@ def test_the_reader_gives_the_same_json_value_however_the_text_is_cut() -> None:
         text = _escaped(value, rng)
         cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 6))))
         reader = EscapeReader(True)
-        got = "".join(reader.written(reader.feed(text[a:b])) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
-        got += reader.written(reader.flush())
+        got = "".join(reader.written(reader.feed(text[a:b]), final=False)
+                      for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+        got += reader.written(reader.flush(), final=True)
         assert got == json_read(text, True)
         assert json.loads(got) == json.loads(text)  # json: lone surrogates too
         assert not [m for m in re.findall(r"\\u([0-9a-f]{4})", got) if int(m, 16) >= 0x20 and m not in ("0022", "005c")

@@ -13,7 +13,11 @@ from tests.gateway.test_output_filter_json_escapes import firewall, streamed, wh
 
 AFTER_PROSE = ['Here: {"contact": "jo\\u0040example.com", "n": 1}',
                'Sure!\n```json\n[{"card": "4111\\u00201111\\u00201111\\u00201111"}]\n```\nAnything else?',
-               'The "ssn" is [\n  "078\\u002d05\\u002d1120"\n]']
+               'The "ssn" is [\n  "078\\u002d05\\u002d1120"\n]',
+               # a stray quote in the prose after a bracket (one that no JSON string follows, or one left open before a
+               # line break) is prose: until the twenty-fifth session's review it flipped every string after it
+               'Sizes [1]: 5" wide. {"c": "jo\\u0040example.com"}',
+               'Sizes [1]: "5 wide\n{"c": "jo\\u0040example.com"}']
 
 
 @pytest.mark.parametrize("text", AFTER_PROSE)
@@ -31,11 +35,13 @@ def test_prose_around_json_is_read_and_sent_as_written() -> None:
     """Before the first `{` or `[`, and outside the strings after it, the text is as written: an escape there is
     prose; a raw NUL and the escapes a JSON string may not hold raw go out as they came."""
     for text in ['In JSON, write "\\u0040" for @.', 'write \\u0040 {"a": "\\"q\\" \\\\ \\n"} \\u0040 \x00 "\x00"',
-                 '[1] "x\\u00e9" and "y"']:
+                 '[1] "x\\u00e9" and "y"', 'See [1] "x\\u00e9", "y"']:
         assert streamed(list(text)) == json_read(text, None)
     assert json_read('In JSON, write "\\u0040" for @.', None) == 'In JSON, write "\\u0040" for @.'
     assert json_read('write \\u0040 {"a": "\\"q\\" \\\\ \\n"} \\u0040 \x00', None) == \
         'write \\u0040 {"a": "\\"q\\" \\\\ \\n"} \\u0040 \x00'
     assert json_read('[1] "x\\u00e9"', None) == '[1] "xé"'  # a string after a bracket: its JSON value
+    assert json_read('See [1] "x\\u00e9"', None) == 'See [1] "x\\u00e9"'  # in prose, a quote after "]" is prose
+    assert json_read('See [1, "x\\u00e9"]', None) == 'See [1, "xé"]'
     out, _ = redact_json_answer(firewall(), "t", whole({"content": '{"n": "caf\\u00e9"} ok'}))
     assert orjson.loads(out)["choices"][0]["message"]["content"] == '{"n": "caf\\u00e9"} ok'  # nothing found: as it was

@@ -61,7 +61,9 @@ character, which no detector's item holds or reads through, and which valid JSON
 _SPECIAL = re.compile(r"[\\\x00]")
 _PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
 _OPENS = re.compile(r"[{\[]")
-_IN_PROSE = re.compile('["\\\\\x00]')
+_IN_PROSE = re.compile('["\\\\\x00\n]')
+_OPENS_A_STRING = "{[,:"
+"""What a JSON string follows (past whitespace): a quote after anything else in prose is prose."""
 _NUMBER = re.compile(r"[0-9.eE+-]*")
 """The characters of a JSON number (outside a string, `e` and `E` are in nothing else a placeholder may touch)."""
 _NUMBER_CHARS = "0123456789.eE+-"
@@ -95,6 +97,7 @@ class EscapeReader:
         self._dropping = False  # the rest of a number a placeholder outside a string stands for is left out
         self._opened = False  # prose: a `{` or `[` read, from which on a quote opens or closes a string
         self._in_string = False
+        self._last = " "  # prose: the last character outside a string but whitespace, from the first `{` or `[` on
 
     def feed(self, chunk: str) -> str:
         """The text the redaction reads for `chunk`."""
@@ -141,8 +144,16 @@ class EscapeReader:
         while (special := _IN_PROSE.search(text, i)) is not None:
             at = special.start()
             out.append(text[i:at])
-            if text[at] == '"':
-                self._in_string = not self._in_string
+            if not self._in_string and (last := text[i:at].rstrip()):
+                self._last = last[-1]
+            if text[at] == "\n":  # no JSON string holds a raw line break: one left open ends there
+                self._in_string = False
+                out.append("\n")
+                i = at + 1
+            elif text[at] == '"':
+                if self._in_string or self._last in _OPENS_A_STRING:
+                    self._in_string = not self._in_string
+                self._last = '"'
                 out.append('"')
                 i = at + 1
             elif text[at] == _KEPT:  # a raw NUL: queued as kept, as written puts back each it reads
@@ -150,6 +161,7 @@ class EscapeReader:
                 out.append(_KEPT)
                 i = at + 1
             elif not self._in_string:
+                self._last = "\\"
                 out.append("\\")
                 i = at + 1
             elif (got := _read_escape(text, at)) is None:  # not all here yet
@@ -160,6 +172,8 @@ class EscapeReader:
                     self._kept.append(text[at:got[1]])
                 out.append(_KEPT if got[0] is None else got[0])
                 i = got[1]
+        if not self._in_string and (last := text[i:].rstrip()):
+            self._last = last[-1]
         out.append(text[i:])
         return "".join(out)
 
@@ -171,7 +185,7 @@ class EscapeReader:
         self._held = ""
         return _KEPT
 
-    def written(self, text: str, final: bool = False) -> str:
+    def written(self, text: str, *, final: bool) -> str:
         """`text` (what feed and flush gave, redacted) with each escape kept put back as it was written, and each
         placeholder outside a string (an item written as a JSON number, `{"card": 4111111111111111}`) written as a
         string standing for the whole number, so that the JSON stays valid. In what feed gives every quote opens or
@@ -313,7 +327,7 @@ class OutputFilter:
             found = self._redactors[key] = StreamingRedactor()
             self._readers[key] = EscapeReader(True if key[1] == "tool" else _json_field(key[1], self._json_answer))
         reader = self._readers[key]
-        return reader.written(found.feed(reader.feed(text)))
+        return reader.written(found.feed(reader.feed(text)), final=False)
 
     def _end(self, choice: dict[str, Any], index: int, completion: bool) -> None:
         """Each text of the choice still held back, flushed into the choice's last chunk (`choice`)."""
