@@ -472,11 +472,18 @@ def test_a_pipe_is_read_on_a_descriptor_past_1023_and_a_fifo_no_one_opens_is_ref
     assert _finishes(lambda: load.read_bounded(fifo, 100)) == [b"late"]
 
 
-def test_a_spec_with_many_problems_lists_the_first_twenty_and_counts_the_rest() -> None:
+def test_a_spec_with_many_problems_lists_the_first_twenty_and_counts_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import difflib
+
+    nearest = difflib.get_close_matches
+    calls = []
+    monkeypatch.setattr(difflib, "get_close_matches", lambda *a, **k: calls.append(a) or nearest(*a, **k))
     raw = demo_raw()
     raw["sites"]["fra"].update({f"junk{k}": 1 for k in range(2000)})
     with pytest.raises(SpecError) as e:
         parse_spec(raw, "g.yaml")
+    assert len(calls) == 20  # the nearest field looked for the listed ones only (200,000 keys: ~20 s of difflib)
     assert len(e.value.problems) == 2000  # every problem kept on the error, the message lists 20
     lines = str(e.value).splitlines()
     assert lines[0] == "invalid grid spec g.yaml:"

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from aigrid.errors import SpecError, listed
+from aigrid.errors import MAX_LISTED, SpecError, listed
 from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -283,10 +283,10 @@ def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None
         return Demand.model_validate(raw, context={"base": str(base) if base is not None else None})
     except ValidationError as e:
         lines = []
-        for err in e.errors():
+        for k, err in enumerate(e.errors()):
             field = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
+            if err["type"] == "extra_forbidden" and k < MAX_LISTED:  # hints for the errors listed only
                 msg += unknown_key_hint(Demand, tuple(err["loc"]))
             if field:
                 lines.append(f"{field}: {msg}")

@@ -20,7 +20,7 @@ from pydantic import (
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
 from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
-from aigrid.errors import SpecError, listed
+from aigrid.errors import MAX_LISTED, SpecError, listed
 from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -404,4 +404,5 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         return Scenario.model_validate(raw, context={"base": str(path.parent)})
     except ValidationError as e:
-        raise ScenarioError(str(path), [describe(err, Scenario) for err in e.errors()]) from None
+        raise ScenarioError(str(path), [describe(err, Scenario if k < MAX_LISTED else None)  # hints: listed only
+                                        for k, err in enumerate(e.errors())]) from None
