@@ -634,6 +634,12 @@ async def test_a_paged_tool_list_is_read_page_after_page(monkeypatch: pytest.Mon
     async with McpServer("endless", [*hostile, "endless"], cwd=ROOT, call_timeout_s=20) as mcp:
         assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(7)]
     assert "MCP server endless lists its tools in more than 7 pages: the tools of the first 7 are read" in caplog.text
+    # each page one message of up to max_message_bytes (16 MiB): 100 pages held 1.6 GiB of tool text; pages are
+    # asked for only while the tools read so far are within MAX_LISTED_CHARS (here 50: each endless tool 20)
+    monkeypatch.setattr(mcp_tools, "MAX_LISTED_CHARS", 50, raising=False)
+    async with McpServer("endless", [*hostile, "endless"], cwd=ROOT, call_timeout_s=20) as mcp:
+        assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(3)]
+    assert "characters of tools in its first 3 pages, over 50 (MAX_LISTED_CHARS)" in caplog.text
 
 
 def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:

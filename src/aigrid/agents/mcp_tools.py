@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import shutil
@@ -50,6 +51,10 @@ at start and at every change: a list of 100,000 was about 2 minutes of a thread 
 MAX_PAGES = 100
 """The most pages of a paged list read (each a request to the server): a server naming a next page forever (a
 cursor never seen before each time) is read no further."""
+MAX_LISTED_CHARS = 32 * 2**20
+"""The most characters of tools (as the SDK read them, JSON) a paged list is read to: further pages are not asked
+for. Each page is one message of up to `max_message_bytes` (16 MiB by default): 100 pages held 1.6 GiB of tool text
+before the tools over MAX_TOOL_TEXT were dropped; about MAX_TOOLS tools of MAX_TOOL_TEXT."""
 MAX_TOOL_TEXT = 32_768
 """The most characters of a tool's text as a model reads it (name, description and input schema: McpTool.model_text)
 offered: the firewall reads it at 4-10 s per MB (1,000,000 characters 4.2 s at load 7.4; a description of 1 MB
@@ -159,11 +164,17 @@ class McpServer:
         listed = await session.list_tools()
         tools = list(listed.tools)
         pages, cursor = 1, listed.next_cursor
-        while cursor is not None and len(tools) <= MAX_TOOLS and pages < MAX_PAGES:
+        chars = sum(map(_listed_chars, tools))
+        while cursor is not None and len(tools) <= MAX_TOOLS and pages < MAX_PAGES and chars <= MAX_LISTED_CHARS:
             page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
             tools += page.tools
+            chars += sum(map(_listed_chars, page.tools))
             pages, cursor = pages + 1, page.next_cursor
-        if cursor is not None and pages >= MAX_PAGES and len(tools) <= MAX_TOOLS:
+        if cursor is not None and len(tools) <= MAX_TOOLS and chars > MAX_LISTED_CHARS:
+            log.error("MCP server %s lists %s characters of tools in its first %d pages, over %s (MAX_LISTED_CHARS): "
+                      "the tools of those pages are read, the others not offered", self.name, f"{chars:,}", pages,
+                      f"{MAX_LISTED_CHARS:,}")
+        elif cursor is not None and pages >= MAX_PAGES and len(tools) <= MAX_TOOLS:
             log.error("MCP server %s lists its tools in more than %d pages: the tools of the first %d are read, the "
                       "others not offered", self.name, MAX_PAGES, MAX_PAGES)
         return SimpleNamespace(tools=tools, next_cursor=cursor)
@@ -305,6 +316,12 @@ def _reason(e: Exception) -> str:
     if isinstance(e, ValidationError):
         return f"the list could not be read: {_first_error(e)}"
     return _said(str(e) or type(e).__name__)  # the server's words: escaped and cut, as at start
+
+
+def _listed_chars(tool: Any) -> int:
+    """About how many characters a listed tool holds: its name, title, description and input schema as JSON."""
+    return sum(len(getattr(tool, f, None) or "") for f in ("name", "title", "description")) + len(
+        json.dumps(getattr(tool, "input_schema", None)))
 
 
 SAID_MAX = 300
