@@ -104,11 +104,11 @@ async def test_a_stream_that_does_not_stop_is_cut_at_a_whole_answers_bound(tmp_p
 async def test_a_stream_of_keep_alives_only_is_silent(tmp_path) -> None:
     """Comments (`: keep-alive`) are reads, so the read timeout (gateway.stream_idle_s) never caught an engine that
     sends nothing else: the answer never ended. Now reads without a data event for that long are its silence."""
-    async for g in grid(tmp_path, endless(*[H.chunk(b": keep-alive\n\n"), 0.05] * 200), idle_s=0.5):  # 10 s
+    async for g in grid(tmp_path, endless(*[H.chunk(b": keep-alive\n\n"), 0.05] * 400), idle_s=0.5):  # 20 s
         started = time.monotonic()
-        r = await asyncio.wait_for(g.post("chat", True), 20)
+        r = await asyncio.wait_for(g.post("chat", True), 30)
         assert r.status_code == 200 and b"stream_interrupted" in r.content and b"no data event" in r.content
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # the keep-alives last 20 s; margin for a loaded machine
         assert (await the_one_record(g.gw))["outcome"] == "interrupted" and g.failures("nrt-smollm2") == 1
 
 
@@ -131,7 +131,7 @@ async def test_a_stream_of_empty_data_events_is_cut_at_its_ceiling(tmp_path, doo
         r = await asyncio.wait_for(g.post(door, True), 20)
         assert r.status_code == 200 and b"stream_interrupted" in r.content
         assert b"streamed for more than 0.5 s" in r.content
-        assert 0.5 <= time.monotonic() - started < 5
+        assert 0.5 <= time.monotonic() - started < 15  # the engine's bytes last 20 s; margin for a loaded machine
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
         assert inflight(g.gw) == 0
@@ -221,7 +221,7 @@ async def test_a_fanned_out_stream_is_held_to_the_ceiling(tmp_path, door: str, s
         r = await asyncio.wait_for(g.post(door, True, n=2), 20)
         assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
         assert b"streamed for more than 0.5 s" in r.content and b"[DONE]" not in r.content
-        assert 0.5 <= time.monotonic() - started < 5
+        assert 0.5 <= time.monotonic() - started < 15  # the engine's bytes last 20 s; margin for a loaded machine
         row = await the_one_record(g.gw)
         assert row["outcome"] == "interrupted" and g.bad.requests == 2
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
@@ -238,7 +238,7 @@ async def test_a_fanned_out_stream_of_keep_alives_is_silent(tmp_path, door: str)
         started = time.monotonic()
         r = await asyncio.wait_for(g.post(door, True, n=2), 20)
         assert r.status_code == 200 and b"stream_interrupted" in r.content and b"no data event" in r.content
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # the keep-alives last 20 s; margin for a loaded machine
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
 
@@ -253,7 +253,7 @@ async def test_a_streamed_tool_loop_is_held_to_the_ceiling(tmp_path) -> None:
         r = await asyncio.wait_for(g.post("chat", True, tools=T.CALCULATOR), 20)
         assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
         assert b"streamed for more than 0.5 s" in r.content
-        assert 0.5 <= time.monotonic() - started < 5
+        assert 0.5 <= time.monotonic() - started < 15  # the engine's bytes last 20 s; margin for a loaded machine
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
 
@@ -293,14 +293,16 @@ async def test_an_event_past_its_bound_holding_done_is_not_an_ended_answer(tmp_p
     """An event larger than sse.MAX_EVENT_BYTES fails the stream (the decoder's SseError), and none of it reaches the
     client; but the relay judged whether the answer had ended from the raw bytes of its last reads, the unrelayed
     event's included: one whose text held `[DONE]` was taken as an answer that had ended, audited `ok`, the engine not
-    counted, the client's stream stopped with neither its end nor an error. Now it is an engine that broke: counted,
-    the answer continued on the spare (what was relayed, `Hi`, its prefill), its end relayed."""
+    counted, the client's stream stopped with neither its end nor an error. Now it is an engine that broke, counted;
+    and such an event is the engine's own answer at fault, as past the other bounds (it was continued on the spare,
+    what the hostile engine streamed its prefill): the in-stream error, not continued."""
     huge = H.chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"[DONE]" * 750_000)  # 4.5 MB
     async for g in grid(tmp_path, endless(huge, 30.0)):
         r = await asyncio.wait_for(g.post("chat", True), 20)
-        assert r.status_code == 200 and b"Hi" in r.content and r.content.endswith(b"data: [DONE]\n\n"), r.content[-300:]
-        assert r.content.count(b"[DONE]") == 1 and b"stream_interrupted" not in r.content
-        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 1 and inflight(g.gw) == 0
+        assert r.status_code == 200 and b"Hi" in r.content and b"stream_interrupted" in r.content, r.content[-300:]
+        assert b"not continued" in r.content and b"[DONE]" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
 
 
 async def test_an_answer_past_the_output_filters_bound_in_an_event_cut_across_reads_is_not_an_ended_answer(
@@ -331,3 +333,29 @@ async def test_an_answer_whose_text_says_done_is_not_ended_by_it(tmp_path) -> No
         r = await asyncio.wait_for(g.post("chat", True), 20)
         assert r.status_code == 200 and r.content.endswith(b"\n\ndata: [DONE]\n\n"), r.content[-300:]
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 1 and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("end", [b'"finish_reason":"stop"}]}', b"\ndata: [DONE]"], ids=["finish_reason", "done"])
+async def test_an_unfinished_end_is_not_an_ended_answer_at_the_ceiling(tmp_path, end: bytes) -> None:
+    """The end of an answer cut at gateway.stream_max_s was read from its engine's raw reads, the start of an event the
+    client never got included: an engine that sent `"finish_reason":"` (or a `data: [DONE]` line) in an unfinished
+    event, then nothing, had its answer taken as ended: audited `ok`, the engine not counted, the client's stream
+    stopped with neither its end nor an error. Now only relayed bytes count: the in-stream error, the engine counted."""
+    unfinished = H.chunk(b'data: {"choices":[{"index":0,"delta":{},' + end)
+    async for g in grid(tmp_path, endless(unfinished, 30.0), max_s=0.5):
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
+        assert b"streamed for more than 0.5 s" in r.content and b"finish_reason\":\"stop" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
+
+
+async def test_an_answer_whose_finish_is_relayed_at_the_ceiling_stands(tmp_path) -> None:
+    """The honest answer at the same ceiling: its finish chunk relayed whole, then the wait for its [DONE] cut: the
+    answer has ended (audited `ok`, the engine not counted), not cut."""
+    finish = H.chunk(b"data: " + orjson.dumps(H.token("", "stop")) + b"\n\n")
+    async for g in grid(tmp_path, endless(finish, 30.0), max_s=0.5):
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" not in r.content and b'"stop"' in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+        assert g.failures("nrt-smollm2") == 0 and g.good.requests == 0 and inflight(g.gw) == 0

@@ -504,3 +504,113 @@ async def test_an_engines_own_429_passes_its_retry_after_and_the_gateways_rule(
                                                        "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 429 and r.headers["retry-after"] == retry_after
     assert r.headers.get("x-should-retry") == should_retry
+
+
+_FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+
+
+@pytest.mark.parametrize("bound", ["bytes", "quiet", "ceiling"])
+def test_an_unfinished_event_cut_at_a_bound_does_not_end_the_answer(bound: str) -> None:
+    """The end of an answer that broke was read from the engine's raw reads, the start of an event the decoder held
+    back (never relayed) included: an engine cut at a bound with `"finish_reason":"` (or a `data: [DONE]` line) in
+    an unfinished event had its answer taken as ended (audited ok, the engine not counted, no error for the client).
+    Only relayed bytes count now."""
+    now = [0.0]
+    pipe = EventPipe(None, sse=True, track=False, most_bytes=4096, quiet_s=1, max_s=60, clock=lambda: now[0])
+    assert pipe.feed(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
+    assert pipe.feed(_FINISH[:-2] + b"\ndata: [DONE]") == b""  # unfinished: held back, nothing relayed
+    with pytest.raises(SseError):
+        if bound == "bytes":
+            pipe.feed(b": " + b"x" * 5000 + b"\n\n")
+        elif bound == "quiet":  # the unfinished event's read was the first without a data event
+            now[0] = 5.0
+            pipe.feed(b"x")
+        else:
+            pipe.expire()
+            pipe.feed(b"\n\n")
+    assert pipe.past is not None and not pipe.ended(b"")
+
+
+def test_a_finish_relayed_just_at_the_ceiling_ends_the_answer() -> None:
+    """The honest answer: its finish chunk relayed whole, the ceiling cuts the wait for its [DONE]: it has ended."""
+    pipe = EventPipe(None, sse=True, track=False, max_s=60)
+    assert pipe.feed(_FINISH[:20]) == b""
+    assert pipe.feed(_FINISH[20:]) == _FINISH  # completed across reads
+    pipe.expire()
+    with pytest.raises(SseError):
+        pipe.feed(b"data: [DONE]\n\n")
+    assert pipe.ended(b"")
+
+
+def test_an_event_past_its_bound_is_the_engines_fault() -> None:
+    """An event over sse.MAX_EVENT_BYTES fails the stream as the other bounds do: `past` says why (not continued on a
+    spare, which was handed what the hostile engine streamed as its prefill)."""
+    pipe = EventPipe(None, sse=True, track=False)
+    with pytest.raises(SseError):
+        for _ in range(5):
+            pipe.feed(b'data: {"' + b"x" * (1 << 20))
+    assert pipe.past is not None and not pipe.ended(b"")
+
+
+class _Swallowing:
+    """An engine body that swallows the ceiling's cancel, then fails (`fail`) or ends."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def __aiter__(self) -> _Swallowing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        if self.fail:
+            from aigrid.errors import EngineStreamBroken
+            raise EngineStreamBroken("the engine went away")
+        raise StopAsyncIteration
+
+
+class _Proxy:
+    stream_idle_s = 10.0
+    stream_max_s = 0.05
+
+    def most_tokens(self, cand: object, record: object) -> None:
+        return None
+
+    def most_bytes(self, cand: object, record: object) -> int:
+        return 1 << 20
+
+    async def abandon(self, opened: object, record: object, reason: str) -> None:
+        self.abandoned = reason
+
+    def error_event(self, record: object, message: str) -> bytes:
+        return b"event: error\ndata: " + message.encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("fail", [True, False], ids=["engine-error", "end"])
+async def test_a_body_that_swallows_the_ceilings_cancel_leaves_no_cancel_behind(fail: bool) -> None:
+    """The ceiling cancels the task's wait for a read; a body that swallowed it, then raised EngineError or ended, had
+    the take-back skipped: the task kept a cancel count of 1 (on 3.11 an asyncio.timeout in it then never raises
+    TimeoutError). Now taken back on every way out of the read, and the answer cut as past its ceiling."""
+    from types import SimpleNamespace
+
+    from aigrid.gateway.relay import StreamRelay
+
+    async def stack_close() -> None:
+        return None
+
+    upstream = SimpleNamespace(status=200, headers={"content-type": "text/event-stream"}, body=_Swallowing(fail))
+    opened = SimpleNamespace(cand=None, upstream=upstream, stack=SimpleNamespace(aclose=stack_close),
+                             first=b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
+    record = SimpleNamespace(usage=None)
+
+    async def read_all() -> tuple[bytes, int]:
+        relay = StreamRelay(_Proxy(), "/v1/chat/completions", {}, opened, [], record, None)  # type: ignore[arg-type]
+        out = b"".join([chunk async for chunk in relay])
+        task = asyncio.current_task()
+        assert task is not None
+        return out, task.cancelling()
+
+    out, cancelling = await asyncio.wait_for(read_all(), 10)
+    assert cancelling == 0
+    assert b"streamed for more than 0.05 s" in out and b"event: error" in out

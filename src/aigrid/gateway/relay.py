@@ -115,8 +115,12 @@ class EventPipe:
         self._rewriter: Rewriter | None = None
         self._decoder = SseDecoder()
         self._recent: tuple[bytes, bytes] = (b"", b"")
-        """The last two reads as they came (references, no copy): whether the answer ended (a finish_reason,
-        [DONE]) is read from them only when its stream ends without the pipe having seen [DONE]."""
+        """The engine's bytes of the last two reads relayed (references, no copy: the decoder's `complete`, whole
+        events, not the start of one it holds back, nor a read cut at a bound): whether the answer ended (a
+        finish_reason, [DONE]) is read from them only when its stream ends or breaks without the pipe having seen
+        [DONE]. Raw reads were kept before: an engine cut at a bound (bytes, quiet time, the ceiling) with an
+        unfinished event holding `"finish_reason":"` had its answer judged ended, audited ok, the engine not
+        counted, the client's stream stopped with neither its end nor an error."""
 
     @property
     def sse(self) -> bool:
@@ -133,8 +137,8 @@ class EventPipe:
         self._sse = sse
 
     def ended(self, tail: bytes) -> bool:
-        """At the end of the stream: did the answer end (its [DONE], or a finish_reason in the last reads or the
-        unterminated tail), whether or not the pipe tracked the text."""
+        """At the end of the stream: did the answer end (its [DONE], or a finish_reason in the last relayed reads or
+        the unterminated tail), whether or not the pipe tracked the text."""
         delivered = self.delivered
         if delivered.done or delivered.finished:
             return True
@@ -148,13 +152,13 @@ class EventPipe:
         if self._read > self._most_bytes:  # past the byte bound, or the time bound (expire)
             self._cut(self._over_time() if self._expired
                       else f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
-        self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in raw and not (_ESCAPE in raw and _key_escape(raw))
                 and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 self._silence.since = None
+                self._recent = (self._recent[1], raw)
                 if self.track:
                     observe = self.delivered.observe
                     for data in datas:
@@ -165,9 +169,8 @@ class EventPipe:
                 return raw
         try:
             events = self._decoder.feed(raw)
-        except SseError:  # an event past sse.MAX_EVENT_BYTES (it spans this read and the last: reads are far smaller)
-            self._unrelayed()
-            raise
+        except SseError as e:  # an event past sse.MAX_EVENT_BYTES: the engine's own answer, as past the other bounds
+            self._cut(str(e))
         if not events:
             self._quiet()
             return b""
@@ -188,8 +191,10 @@ class EventPipe:
                             observe(orjson.loads(ev.data))
                         except orjson.JSONDecodeError:
                             continue
+            self._recent = (self._recent[1], complete)
             return complete
         framed = [self._event(ev) for ev in events]
+        self._recent = (self._recent[1], complete)  # after _event: a read it cuts (MAX_TEXTS) is not relayed
         if self._rewriter is None and all(f is None for f in framed):
             return complete
         return b"".join(_frame(ev) if f is None else f for f, ev in zip(framed, events, strict=True))
@@ -213,11 +218,6 @@ class EventPipe:
             self._silence.read()
         except SseError as e:
             self._cut(str(e))
-
-    def _unrelayed(self) -> None:
-        """The stream fails on this read: none of it is relayed, nor the start of its event the last read held back,
-        so an end in their bytes (`[DONE]` or a finish_reason in an event's text) is not the client's (`ended`)."""
-        self._recent = (b"", b"")
 
     def _cut(self, why: str) -> None:
         self.past = why
@@ -268,7 +268,6 @@ class EventPipe:
             try:
                 obj, changed = filt.event(obj), True
             except SseError as e:  # past output_filter.MAX_TEXTS: the engine's own answer, not continued elsewhere
-                self._unrelayed()
                 self._cut(str(e))
             if obj is None:
                 return b""
@@ -380,21 +379,25 @@ class StreamRelay:
                         continue
                 if self._task is None:  # read without __aiter__
                     self._task = asyncio.current_task()
+                # _task is taken once (__aiter__ or here), not per read (asyncio.current_task, ~0.45 us a read,
+                # 6cf9f0e2): right only while the one task that started reading makes every read,
+                # as a response's send loop does (the ceiling cancels _task's wait; another task's would not be cut).
+                # Not checked per read for that cost; a relay handed between tasks would need _task taken again.
                 self._waiting = True  # a wait the ceiling may cut (_at_ceiling)
                 try:
                     try:
                         chunk = await cur.upstream.body.__anext__()
                     finally:
                         self._waiting = False
-                    if self._ceiling_cut:  # the read swallowed the ceiling's cancel: taken back (the pipe, expired,
-                        self._ceiling_cut = False  # cuts the read instead)
-                        self._uncancel()
+                    self._swallowed()  # the pipe, expired, cuts the read instead
                 except StopAsyncIteration:
+                    swallowed = self._swallowed()
                     tail = self.pipe.end()
                     if self.pipe.sse and cur.upstream.status < 400 and not self.pipe.ended(tail):
                         # closed cleanly, but before its [DONE] or a finish_reason: the answer is cut short,
                         # not complete (continued elsewhere, or the in-stream error event the SDKs raise)
-                        out = await self._broke(cur, EngineStreamBroken(CUT_SHORT))
+                        why = self.pipe.cut_at_ceiling() if swallowed else CUT_SHORT
+                        out = await self._broke(cur, EngineStreamBroken(why))
                         if out and (sent := await self._emit(out)) is not None:
                             return sent
                         continue
@@ -408,7 +411,8 @@ class StreamRelay:
                         return sent
                     raise StopAsyncIteration from None
                 except EngineError as e:
-                    out = await self._broke(cur, e)
+                    failed = EngineStreamBroken(f"{self.pipe.cut_at_ceiling()} ({e})") if self._swallowed() else e
+                    out = await self._broke(cur, failed)
                     if out and (sent := await self._emit(out)) is not None:
                         return sent
                     continue
@@ -441,6 +445,16 @@ class StreamRelay:
         """Whether the CancelledError being handled is the ceiling's alone (then the answer is cut, not raised on)."""
         cut, self._ceiling_cut = self._ceiling_cut, False
         return cut and self._uncancel() == 0
+
+    def _swallowed(self) -> bool:
+        """Past a read that did not raise the ceiling's cancel (the engine's body swallowed it, then returned a read,
+        ended or raised EngineError): the cancel taken back, so the task's cancel count is 0 again (left at 1, an
+        asyncio.timeout in the task no longer raises TimeoutError on 3.11); True when there was one."""
+        if not self._ceiling_cut:
+            return False
+        self._ceiling_cut = False
+        self._uncancel()
+        return True
 
     def _uncancel(self) -> int:
         return 1 if self._task is None else self._task.uncancel()
