@@ -5,18 +5,20 @@ chat bodies, with the firewall's defaults (injection block, personal data redact
 (injection off), score cache on (a repeated body's injection scores are kept, as a conversation's earlier turns
 are); what the streaming redactor costs a chunk of an answer; and the worst case of reading the seams alone
 (`pii.read_together` alone on 400 one-digit parts each padded by 2,000 zero-width characters and on thousands of tiny
-parts, its last four lines). CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
+parts, its last five lines). CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
 on the code before a change and after. Usage:
     .venv/bin/python scripts/firewall_pii_seams_cost.py [CALLS]
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pii_worst_case import random_groups  # noqa: E402
 from firewall_seams_cost import _us  # noqa: E402
 
 from aigrid.security.firewall.injection import InjectionModel  # noqa: E402
@@ -76,7 +78,9 @@ def main() -> None:
                           ["1" + "\u200b" * 2_000 for _ in range(400)]),
                          ("4,000 one-digit parts", ["1"] * 4_000),
                          ("4,000 parts '12 ' (a phone number begins at every seam, with a break there)", ["12 "] * 4_000),
-                         ("3,000 parts 'a@b.cd' (an address ends at every seam, with a break there)", ["a@b.cd"] * 3_000)):
+                         ("3,000 parts 'a@b.cd' (an address ends at every seam, with a break there)", ["a@b.cd"] * 3_000),
+                         ("4,000 one-character parts of random digit groups (bench_pii_worst_case.random_groups, seed 7)",
+                          list(random_groups(4_000, random.Random(7))))):
         own = [find_pii(p) for p in pieces]
         start = time.process_time()
         read_together(pieces, own)
