@@ -44,7 +44,10 @@ def write_whole(out: Path, write: Callable[[Path], list[Path]], *, last: str, ow
     an earlier run's PNGs (the new run had --no-plots) are not left beside the new reports as if current.
     Nothing else in `out` is touched. A run stopped while writing (Ctrl-C, a full disk) leaves `out` as it was.
     Returns the paths in `out`; an OSError is the ConfigError of write_failed, naming the file in `out`."""
-    staging = Path(tempfile.mkdtemp(prefix=".aigrid-", dir=out))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".aigrid-", dir=out))
+    except OSError as e:  # a full disk already: the same error, not a traceback
+        raise write_failed(flag, out, e) from None
     try:
         names = [p.relative_to(staging) for p in write(staging)]
         (out / last).unlink(missing_ok=True)
