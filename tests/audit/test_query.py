@@ -53,20 +53,24 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture
-def log(tmp_path: Path) -> Path:
-    path = tmp_path / "audit.db"
+def write_log(path: Path, written: list[AuditRecord], checkpoint_every: int) -> Path:
+    """A real signed log at `path` holding `written`, written by the audit writer, with its public key beside it."""
 
     async def write() -> None:
-        audit = AuditLog(path, KEY, checkpoint_every=2)
+        audit = AuditLog(path, KEY, checkpoint_every=checkpoint_every)
         await audit.start()
-        for r in RECORDS:
+        for r in written:
             await audit.append(r)
         await audit.stop()
 
     asyncio.run(write())
-    public_pem(tmp_path / "audit.pub.pem")
+    public_pem(path.parent / "audit.pub.pem")
     return path
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return write_log(tmp_path / "audit.db", RECORDS, checkpoint_every=2)
 
 
 def cli(*args: str) -> tuple[int, str, str]:

@@ -4,18 +4,16 @@ exactly the records that hold a verdict that did that (any: at least one verdict
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from aigrid.audit.log import AuditLog
 from aigrid.audit.record import AuditRecord
 from aigrid.cli import app
 from aigrid.security.firewall.pipeline import Verdict
-from tests.audit.test_audit_log import KEY
+from tests.audit.test_query import elsewhere, write_log  # noqa: F401 (elsewhere: an autouse fixture)
 
 T0 = 1_796_000_000.0
 
@@ -34,29 +32,14 @@ KINDS: list[tuple[str, list[Verdict]]] = [  # request id, its verdicts
 ]
 
 
-@pytest.fixture(autouse=True)
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run where no default public key (.aigrid/audit-signing.pub.pem) lies."""
-    monkeypatch.chdir(tmp_path)
-
-
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
-    path = tmp_path / "audit.db"
-
-    async def write() -> None:
-        audit = AuditLog(path, KEY, checkpoint_every=3)
-        await audit.start()
-        for i, (request_id, verdicts) in enumerate(KINDS):
-            blocked = any(v.action == "blocked" for v in verdicts)
-            await audit.append(AuditRecord(
-                ts=T0 + i, request_id=request_id, tenant="bank", key_id="key-bank", model="smollm2-135m",
-                decision={"chosen": None}, outcome="error:prompt_blocked" if blocked else "ok",
-                firewall=[v.to_dict() for v in verdicts], extra={"route": "/v1/chat/completions"}))
-        await audit.stop()
-
-    asyncio.run(write())
-    return path
+    blocked = [any(v.action == "blocked" for v in verdicts) for _, verdicts in KINDS]
+    return write_log(tmp_path / "audit.db", [AuditRecord(
+        ts=T0 + i, request_id=request_id, tenant="bank", key_id="key-bank", model="smollm2-135m",
+        decision={"chosen": None}, outcome="error:prompt_blocked" if blocked[i] else "ok",
+        firewall=[v.to_dict() for v in verdicts], extra={"route": "/v1/chat/completions"})
+        for i, (request_id, verdicts) in enumerate(KINDS)], checkpoint_every=3)
 
 
 @pytest.mark.parametrize(("action", "request_ids"), [
