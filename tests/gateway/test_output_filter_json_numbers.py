@@ -89,3 +89,20 @@ def test_a_long_run_of_digits_before_an_item_outside_a_string_is_read_in_linear_
     want = [0.1111111111111111, "[REDACTED:CARD]", None]
     assert json.loads(whole_content(text)) == want
     assert json.loads(streamed([text])) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("[1] Call 4155550100. Thanks", "[1] Call [REDACTED:PHONE]. Thanks"),
+    ("[1]\nCall +1 415 555 0100.", "[1]\nCall [REDACTED:PHONE]."),
+    ("{see} card 4111111111111111e5 x", "{see} card [REDACTED:CARD]e5 x"),
+    ('[1, 4111111111111111.5, {"b": -4155550100.5}]', '[1, "[REDACTED:CARD]", {"b": "[REDACTED:PHONE]"}]'),
+])
+def test_a_placeholder_where_no_json_value_is_stays_as_it_is(text: str, want: str) -> None:
+    """An answer that begins with a bracket but is prose is read as JSON: a placeholder there is written as a string
+    standing for a whole number only where JSON's grammar lets a number stand (after `[`, `,` or `:`, or alone).
+    Until the twenty-fifth session's review a placeholder anywhere outside a string was, and the `.`, `-`, `+` or `e`
+    beside it was dropped as part of the number: `[1] Call "[REDACTED:PHONE]" Thanks`."""
+    assert whole_content(text) == want
+    assert streamed(list(text)) == want
+    for cut in range(1, len(text)):
+        assert streamed([text[:cut], text[cut:]]) == want, cut

@@ -63,6 +63,9 @@ _PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
 _OPENS = re.compile(r"[{\[]")
 _IN_PROSE = re.compile('["\\\\\x00\n]')
 _OPENS_A_STRING = "{[,:"
+_VALUE_AFTER = "[,:"
+"""What a JSON number outside a string follows (past whitespace), where anything does: a placeholder elsewhere (a
+text that begins with a bracket but is prose, `[1] Call 4155550100. Thanks`) is not one, and stays as it is."""
 """What a JSON string follows (past whitespace): a quote after anything else in prose is prose."""
 _NUMBER = re.compile(r"[0-9.eE+-]*")
 """The characters of a JSON number (outside a string, `e` and `E` are in nothing else a placeholder may touch)."""
@@ -98,6 +101,7 @@ class EscapeReader:
         self._opened = False  # prose: a `{` or `[` read, from which on a quote opens or closes a string
         self._in_string = False
         self._last = " "  # prose: the last character outside a string but whitespace, from the first `{` or `[` on
+        self._tail = ""  # JSON: the last character but whitespace written so far
 
     def feed(self, chunk: str) -> str:
         """The text the redaction reads for `chunk`."""
@@ -223,7 +227,13 @@ class EscapeReader:
                 continue
             before = text[pos:placed.start()]
             if before or not same:  # (else a second item in the same number, which the placeholder stands for)
-                out += [before[:_number_start(before)], f'"{placed.group()}"']
+                start = _number_start(before)
+                if (lead := before[:start].rstrip()) and lead[-1] not in _VALUE_AFTER \
+                        or not lead and self._last_of(out) not in ("", *_VALUE_AFTER):
+                    out += [before, placed.group()]  # where no JSON value is (prose after a bracket): as it is
+                    pos, same = placed.end(), False
+                    continue
+                out += [before[:start], f'"{placed.group()}"']
             pos, same = _past_number(text, placed.end()), True
             self._dropping = pos == len(text) and not final
         rest = text[pos:]
@@ -231,7 +241,15 @@ class EscapeReader:
         if not final and not self._quotes % 2 and 0 < len(rest) - (start := _number_start(rest)) <= _LONGEST_HELD:
             self._number, rest = rest[start:], rest[:start]
         out.append(rest)
+        self._tail = self._last_of(out)
         return "".join(out)
+
+    def _last_of(self, out: list[str]) -> str:
+        """The last character but whitespace of what was written so far, `out` last ("": none)."""
+        for part in reversed(out):
+            if last := part.rstrip():
+                return last[-1]
+        return self._tail
 
 
 def _number_start(text: str) -> int:
