@@ -614,3 +614,18 @@ async def test_a_body_that_swallows_the_ceilings_cancel_leaves_no_cancel_behind(
     out, cancelling = await asyncio.wait_for(read_all(), 10)
     assert cancelling == 0
     assert b"streamed for more than 0.05 s" in out and b"event: error" in out
+
+
+def test_a_finish_in_a_read_cut_at_the_output_filters_bound_does_not_end_the_answer() -> None:
+    """A read whose later event is past output_filter.MAX_TEXTS is not relayed, none of it: a finish_reason (or a
+    [DONE]) in an earlier event of that read, noted as the events were read (Delivered.finished, .done), had the answer
+    taken as ended (audited ok, the engine not counted, the client's stream stopped with neither its end nor an
+    error). Its events' end is not the client's."""
+    from aigrid.gateway.output_filter import MAX_TEXTS
+
+    pipe = EventPipe(OutputFilter(True, strip_usage=False), sse=True, track=True)
+    events = [b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n']
+    events += [b'data: {"choices":[{"index":%d,"delta":{"content":"a"}}]}\n\n' % i for i in range(1, MAX_TEXTS + 1)]
+    with pytest.raises(SseError, match="texts"):
+        pipe.feed(b"".join(events))
+    assert pipe.past is not None and not pipe.ended(b"")

@@ -193,7 +193,13 @@ class EventPipe:
                             continue
             self._recent = (self._recent[1], complete)
             return complete
-        framed = [self._event(ev) for ev in events]
+        delivered = self.delivered
+        ended = delivered.finished, delivered.done
+        try:
+            framed = [self._event(ev) for ev in events]
+        except SseError:  # an event past MAX_TEXTS: none of this read is relayed, so an end its events told is not
+            delivered.finished, delivered.done = ended  # the client's (`ended`)
+            raise
         self._recent = (self._recent[1], complete)  # after _event: a read it cuts (MAX_TEXTS) is not relayed
         if self._rewriter is None and all(f is None for f in framed):
             return complete
