@@ -621,3 +621,13 @@ def test_a_missing_database_is_named_before_a_missing_public_key(tmp_path: Path)
     code, out = run(path, no_key, anchor)
     assert code == 1 and out[0] == f"cannot verify: no audit database at {path}" and out[1].startswith("TAMPERED"), out
     assert run(path, no_key, "bogus")[0] == 2  # a bad anchor stays 2
+
+
+def test_a_database_path_that_cannot_be_looked_at_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Review of 0a2a43f3: the database's presence was read with Path.exists, which raises any error but a
+    missing file: a name too long for the file system was an OSError traceback out of `aigrid audit verify`."""
+    path = tmp_path / ("a" * 300)
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 2 and out[0].startswith("cannot verify: ") and "File name too long" in out[0], out
+    code, out = run(path, public_pem(tmp_path / "k.pub"), f"7:{'ab' * 32}")
+    assert code == 1 and out[1].startswith("TAMPERED"), out

@@ -29,7 +29,7 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     except ValueError as e:
         echo(f"cannot verify: {e}")
         return 2
-    if not db_path.exists() and not db_path.is_symlink():
+    if _missing(db_path):
         # the database first: it reported the default public key missing, and then (given one) the database
         echo(f"cannot verify: no audit database at {db_path}")
         if anchored is None:
@@ -95,6 +95,18 @@ def public_key(path: Path) -> Ed25519PublicKey:
     except ValueError:
         raise ValueError(f"--public-key {path}: not an Ed25519 public key (PEM, as `aigrid audit keygen` "
                          "writes it)") from None
+
+
+def _missing(path: Path) -> bool:
+    """Nothing at `path` (not even a dangling link). Any other failure to look (a name too long, a folder that may
+    not be searched) is left to verify, which names it: Path.exists raised it, a traceback."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
