@@ -42,7 +42,9 @@ def write_whole(out: Path, write: Callable[[Path], list[Path]], *, last: str, ow
     summary.json, plan.json) removed first and moved in last. Then each file of `out` matching one of the
     `owned` patterns (the names the command writes, relative to `out`) that this run did not write is removed:
     an earlier run's PNGs (the new run had --no-plots) are not left beside the new reports as if current.
-    Nothing else in `out` is touched. A run stopped while writing (Ctrl-C, a full disk) leaves `out` as it was.
+    Only where `out` held `last` (an earlier run's folder, not the user's home with a map.png of theirs), and
+    never through a linked subfolder (checks/ a link to another folder). Nothing else in `out` is touched. A
+    run stopped while writing (Ctrl-C, a full disk) leaves `out` as it was.
     Returns the paths in `out`; an OSError is the ConfigError of write_failed, naming the file in `out`."""
     try:
         staging = Path(tempfile.mkdtemp(prefix=".aigrid-", dir=out))
@@ -50,12 +52,13 @@ def write_whole(out: Path, write: Callable[[Path], list[Path]], *, last: str, ow
         raise write_failed(flag, out, e) from None
     try:
         names = [p.relative_to(staging) for p in write(staging)]
+        earlier = (out / last).is_file()  # a folder an earlier run wrote: its files of `owned` names are its
         (out / last).unlink(missing_ok=True)
         for name in [n for n in names if n.as_posix() != last]:
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, out / name)
         for stale in sorted({p for pattern in owned for p in out.glob(pattern)} - {out / n for n in names}):
-            if stale.is_file() or stale.is_symlink():
+            if earlier and not _through_link(out, stale) and (stale.is_file() or stale.is_symlink()):
                 stale.unlink()
         if Path(last) in names:
             os.replace(staging / last, out / last)
@@ -66,3 +69,8 @@ def write_whole(out: Path, write: Callable[[Path], list[Path]], *, last: str, ow
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / n for n in names]
+
+
+def _through_link(out: Path, path: Path) -> bool:
+    """Whether a folder between `out` and `path` (inside it) is a symbolic link: glob follows it out of `out`."""
+    return any((out / parent).is_symlink() for parent in path.relative_to(out).parents if parent != Path("."))
