@@ -567,8 +567,11 @@ class FailingOnce:
         self.lists += 1
         if self.lists == 1:
             TypeAdapter(dict).validate_python([1])  # raises pydantic's ValidationError
-        return SimpleNamespace(tools=[SimpleNamespace(name="t", description="d", title=None,
-                                                      input_schema={"type": "object"})], next_cursor=None)
+        import mcp.types as types
+
+        # the SDK's Tool, as a real session answers (mcp_tools._listed_chars reads its JSON)
+        return SimpleNamespace(tools=[types.Tool(name="t", description="d", inputSchema={"type": "object"})],
+                               next_cursor=None)
 
 
 async def test_after_a_list_that_could_not_be_read_the_next_change_reads_it_again(
@@ -635,11 +638,12 @@ async def test_a_paged_tool_list_is_read_page_after_page(monkeypatch: pytest.Mon
         assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(7)]
     assert "MCP server endless lists its tools in more than 7 pages: the tools of the first 7 are read" in caplog.text
     # each page one message of up to max_message_bytes (16 MiB): 100 pages held 1.6 GiB of tool text; pages are
-    # asked for only while the tools read so far are within MAX_LISTED_CHARS (here 50: each endless tool 20)
-    monkeypatch.setattr(mcp_tools, "MAX_LISTED_CHARS", 50, raising=False)
+    # asked for only while the tools read so far are within MAX_LISTED_CHARS (here 90: each endless tool 45, as
+    # JSON: {"name":"t0","inputSchema":{"type":"object"}})
+    monkeypatch.setattr(mcp_tools, "MAX_LISTED_CHARS", 90)
     async with McpServer("endless", [*hostile, "endless"], cwd=ROOT, call_timeout_s=20) as mcp:
         assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(3)]
-    assert "characters of tools in its first 3 pages, over 50 (MAX_LISTED_CHARS)" in caplog.text
+    assert "characters of tools in its first 3 pages, over 90 (MAX_LISTED_CHARS)" in caplog.text
 
 
 def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:
@@ -728,3 +732,15 @@ async def test_a_changed_list_s_error_is_logged_printable_and_short(caplog: pyte
     said = [r.getMessage() for r in caplog.records if "could not be read again" in r.getMessage()]
     assert len(said) == 1 and "broken\\x1b[2J" in said[0] and "\x1b" not in said[0], said
     assert len(said[0]) < 200 + mcp_tools.SAID_MAX
+
+
+def test_a_listed_tool_s_characters_count_every_field_it_holds() -> None:
+    """Review of 4a7ee479: MAX_LISTED_CHARS counted a tool's name, title, description and input schema only, so
+    pages of tools with an output schema or _meta of megabytes were all read (up to MAX_PAGES of 16 MiB each)."""
+    import mcp.types as types
+
+    from aigrid.agents import mcp_tools
+
+    bulky = types.Tool(name="t", inputSchema={"type": "object"},
+                       outputSchema={"type": "object", "description": "x" * 100_000}, _meta={"k": "y" * 100_000})
+    assert mcp_tools._listed_chars(bulky) > 200_000

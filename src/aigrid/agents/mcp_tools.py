@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import os
 import shutil
@@ -319,9 +318,9 @@ def _reason(e: Exception) -> str:
 
 
 def _listed_chars(tool: Any) -> int:
-    """About how many characters a listed tool holds: its name, title, description and input schema as JSON."""
-    return sum(len(getattr(tool, f, None) or "") for f in ("name", "title", "description")) + len(
-        json.dumps(getattr(tool, "input_schema", None)))
+    """How many characters a listed tool holds, as JSON: every field of it (an output schema, annotations, _meta,
+    icons as much as its name, description and input schema: each is held until the list is read)."""
+    return len(tool.model_dump_json(by_alias=True, exclude_none=True))
 
 
 SAID_MAX = 300
