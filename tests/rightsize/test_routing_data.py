@@ -144,3 +144,14 @@ def test_a_question_of_thousands_of_turns_is_read_in_time_linear_in_the_file(tmp
     start = time.process_time()
     d = read_routing_csv(f)
     assert time.process_time() - start < 3.0 and len(d) == 8_000 and d.turns is not None
+
+
+@pytest.mark.parametrize("turn", ["\u00b2", "9" * 5000])
+def test_a_turn_int_cannot_read_is_not_a_turn_not_a_traceback(tmp_path: Path, turn: str) -> None:
+    """Review of dd8669d5: a turn str.isdigit() takes but int() refuses ('²', or over 4,300 digits) was a
+    ValueError out of read_routing_csv (a traceback from aigrid models eval); such a file has no turns."""
+    path = tmp_path / "long.csv"
+    path.write_text("turn_prompt,model,judge_score,question_id,turn\n"
+                    f"hi,a,1,q1,{turn}\nhi,b,0,q1,{turn}\nyo,a,1,q1,1\nyo,b,0,q1,1\n")
+    data = read_routing_csv(path)
+    assert len(data) == 2 and data.turns is None

@@ -361,8 +361,9 @@ def _conversations(keys: list[tuple[str, str, str]], every: list[tuple[str, str,
         tuple[tuple[str, int], ...] | None, Mapping[str, tuple[tuple[int, str], ...]] | None]:
     """RoutingData.turns and .conversations for a long file's prompts `keys` (question_id, turn, prompt), from all
     its prompts `every`, in time linear in the file; (None, None) unless every prompt has a question_id and a
-    whole-number turn."""
-    if not all(q and t.isdigit() for q, t, _ in every):
+    whole-number turn (ASCII digits, at most 9: str.isdigit takes '²', which int() refuses, as it refuses a
+    turn of over 4,300 digits; both were a ValueError traceback out of aigrid models eval)."""
+    if not all(q and t.isascii() and t.isdigit() and len(t) <= 9 for q, t, _ in every):
         return None, None
     turns: dict[str, dict[int, str]] = {}
     for q, t, p in every:
