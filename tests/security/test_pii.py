@@ -611,7 +611,7 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
     """read_together reads forwards from the items read so far to each break (pii._ending_at, 9e9e508) only where an
     item not yet redacted may end there (pii._may_end): 2,000 one-character pieces of random digit groups (as
     scripts/bench_pii_worst_case.py's, seed 7) ran pii._find 6,583 times, ~3.3 a piece (2,032 before 9e9e508), and
-    cost 3 times as much; now ~1.6. Counted, not timed."""
+    cost 3 times as much; now ~1.0, as before it. Counted, not timed."""
     from aigrid.security.firewall import pii
     from aigrid.security.firewall.pii import read_together
 
@@ -630,7 +630,7 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
 
     monkeypatch.setattr(pii, "_find", counted)
     found = read_together(pieces, own)
-    assert calls < 2 * len(pieces), calls
+    assert calls < 3 * len(pieces) // 2, calls
     monkeypatch.undo()
     assert found == read_together(pieces, own)  # counted, the same reading
 

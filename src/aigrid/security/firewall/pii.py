@@ -705,7 +705,7 @@ def _ending_at(text: str, seam: int, kinds: frozenset[str] | None, bare: Sequenc
             i = bisect_left(redacted, (end,)) - 1
             covered = redacted[i][0] if i >= 0 and redacted[i][1] >= end else seam
             firsts = sorted({a for _, a in bare[j:k] if a < covered})[:_STARTS_TRIED]
-            if not firsts or not _may_end(text, firsts, end, back, kinds):
+            if not firsts or not _may_end(text, firsts, min(end, covered), end, back, kinds):
                 return out
             for first in firsts:  # an item begins there: read from it
                 more = [(m.kind, first + m.start, first + m.end) for m in _find(text[first:seam], kinds, 0, True, True,
@@ -721,8 +721,9 @@ _STARTS_TRIED = 4
 """The most items read before a break that _ending_at reads forwards from, to a number that follows one."""
 
 
-def _may_end(text: str, firsts: Sequence[int], end: int, back: str, kinds: frozenset[str] | None) -> bool:
-    """Whether an item read from one of `firsts` (in order) may end at `end` (`back`: the text before it, backwards):
+def _may_end(text: str, firsts: Sequence[int], before: int, end: int, back: str, kinds: frozenset[str] | None) -> bool:
+    """Whether an item read from one of `firsts` (in order) may end at `end` (`back`: the text before it, backwards),
+    beginning before `before` (from there on all is redacted up to `end`):
     a detector's pattern, without its look-arounds, matches there (_BACKWARDS_BARE), and for a number, from one of
     `firsts` or a start after a character that is not a digit (where one may follow an item, which ends before a
     non-digit, or a placeholder) up to `end`, with its validator's consent (an item _settled reads after another, or
@@ -735,7 +736,7 @@ def _may_end(text: str, firsts: Sequence[int], end: int, back: str, kinds: froze
             numbers.append(kind)
     if not numbers:
         return False
-    starts = {*firsts, *(m.start() for m in _NUMBER_START.finditer(text, firsts[0], end))}
+    starts = {*firsts, *(m.start() for m in _NUMBER_START.finditer(text, firsts[0], before))}
     for kind in numbers:
         pattern, valid = _FRESH[kind], _DETECTOR[kind][1]
         if any((m := pattern.fullmatch(text, s, end)) is not None and (valid is None or valid(m.group()))
