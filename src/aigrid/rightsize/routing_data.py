@@ -28,6 +28,7 @@ import math
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -177,7 +178,7 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         canon = {c: c.strip().lower() if c.strip().lower() in STRUCTURAL else c.strip()
                  for c in reader.fieldnames or []}
         given = [canon[c] for c in reader.fieldnames or [] if canon[c]]
-        if twice := sorted({c for c in given if given.count(c) > 1}):
+        if twice := sorted(c for c, n in Counter(given).items() if n > 1):  # linear: a header may be 100,000 wide
             # DictReader keeps the last cell of a name: the other column was read as if it were not there
             raise InvalidRequest(f"{path}, line {starts.start or 1}: the header names column "
                                  f"{', '.join(repr(c) for c in twice)} twice; each column once", param="data")
