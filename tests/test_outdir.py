@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aigrid.errors import ConfigError
-from aigrid.outdir import write_whole
+from aigrid.outdir import prepare_dir, write_whole
 
 
 def _reports(folder: Path) -> list[Path]:
@@ -54,3 +54,9 @@ def test_owned_names_are_removed_only_in_an_earlier_run_s_folder_and_never_throu
     write_whole(out, _reports, last="summary.json", owned=owned)  # now it is: map.png an earlier run's name
     assert not (out / "map.png").exists()
     assert (elsewhere / "00-07h-all-up.yaml").read_text() == "the user's too"
+
+
+def test_an_out_path_that_cannot_be_looked_at_is_the_error_naming_the_flag(tmp_path: Path) -> None:
+    # Path.exists raises every error but a missing file: --out with a name too long was an OSError traceback
+    with pytest.raises(ConfigError, match=r"^--out .*: cannot read it \(File name too long\)"):
+        prepare_dir(tmp_path / ("a" * 300))

@@ -17,7 +17,11 @@ from aigrid.errors import ConfigError
 
 def prepare_dir(path: Path, flag: str = "--out") -> Path:
     """Create `path` (and its parents) if needed and check it can be written; ConfigError otherwise."""
-    if path.exists() and not path.is_dir():
+    try:
+        a_file = path.exists() and not path.is_dir()
+    except OSError as e:  # a name too long, a folder that may not be searched: Path.exists raises them
+        raise ConfigError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
+    if a_file:
         raise ConfigError(f"{flag} {path}: is a file, not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
