@@ -78,6 +78,9 @@ def test_a_long_file_with_a_nan_or_negative_judge_score_is_refused(tmp_path: Pat
     # an unclosed quote read the rest of the file into one cell: reported as a short row further on
     (b"prompt,a_correct,b_correct\nq1,1,0\n\"q2,0,1\nq3,1,1\n", "line 3: a quote that is never closed"),
     (b"prompt,a_correct,b_correct\n\"a\nb\",1,0\n\nq2,\"0,1\nq3,1,1\n", "line 5: a quote that is never closed"),
+    # lines counted by str.splitlines, which also breaks at a form feed or U+2028 inside a cell: line 7 (review)
+    ("prompt,a_correct,b_correct\na\u2028b,1,0\nc\fd,1,0\nok,1,0\n\"open,1,0\nx,1,0\n".encode(),
+     "line 5: a quote that is never closed"),
 ])
 def test_files_that_cannot_be_used_are_named(tmp_path: Path, body: bytes, named: str) -> None:
     f = tmp_path / "d.csv"

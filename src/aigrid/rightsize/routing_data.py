@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 import sys
@@ -222,7 +223,9 @@ def _refuse_an_unclosed_quote(path: Path, text: str) -> None:
     except csv.Error as e:
         if "unexpected end of data" not in str(e):
             return  # another strictness (a quote inside a cell): csv's ordinary reading decides
-        opened = next((start + k for k, line in enumerate(text.splitlines()[start - 1:]) if '"' in line), start)
+        # lines as csv counts them (\n, \r, \r\n): str.splitlines also breaks at \f, \x1c, \u2028 (one a cell may hold)
+        lines = itertools.islice(io.StringIO(text, newline=""), start - 1, None)
+        opened = next((start + k for k, line in enumerate(lines) if '"' in line), start)
         raise InvalidRequest(f"{path}, line {opened}: a quote that is never closed (the rest of the file would "
                              "be one cell); close it, or double a quote inside a quoted cell (\"\")",
                              param="data") from None
