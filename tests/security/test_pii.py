@@ -611,7 +611,7 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
     """read_together reads forwards from the items read so far to each break (pii._ending_at, 9e9e508) only where an
     item not yet redacted may end there (pii._may_end): 2,000 one-character pieces of random digit groups (as
     scripts/bench_pii_worst_case.py's, seed 7) ran pii._find 6,583 times, ~3.3 a piece (2,032 before 9e9e508), and
-    cost 3 times as much; now ~1.0, as before it. Counted, not timed."""
+    cost 3 times as much; now ~1.6. Counted, not timed."""
     from aigrid.security.firewall import pii
     from aigrid.security.firewall.pii import read_together
 
@@ -630,7 +630,7 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
 
     monkeypatch.setattr(pii, "_find", counted)
     found = read_together(pieces, own)
-    assert calls < 3 * len(pieces) // 2, calls
+    assert calls < 2 * len(pieces), calls
     monkeypatch.undo()
     assert found == read_together(pieces, own)  # counted, the same reading
 
@@ -666,6 +666,9 @@ def test_a_reading_keeps_no_window_of_its_text_for_the_next(monkeypatch: pytest.
     (["050130", "1111", "41542", "12 +4401300044", "example"], 1, 4),
     (["\u200b@0130+44078", "555 05320044555 555 ", "0505", "078", "1111DE894111 @"], 1, 4),
     (["4111 +44", "hello x42C", "56112012", "4111 0044\uff101120", "0532", "34AB370412"], 2, 5),
+    # a number made one with the item before it ("10100.555" and " 370411110532", laid bare after its placeholder),
+    # its later part inside the span read so far up to the break after "0532": "10100." was left (57ac9d21)
+    (["4", "0044555  ", "10100.", "555 37041111", "0532", ".3704", "2"], 2, 5),
 ])
 def test_a_number_laid_bare_where_a_break_cuts_the_pieces_is_redacted(pieces: list[str], a: int, b: int) -> None:
     """Items find_pii reads in the pieces from `a` to `b` joined (a break on either side), which read_together left in

@@ -705,7 +705,7 @@ def _ending_at(text: str, seam: int, kinds: frozenset[str] | None, bare: Sequenc
             i = bisect_left(redacted, (end,)) - 1
             covered = redacted[i][0] if i >= 0 and redacted[i][1] >= end else seam
             firsts = sorted({a for _, a in bare[j:k] if a < covered})[:_STARTS_TRIED]
-            if not firsts or not _may_end(text, firsts, min(end, covered), end, back, kinds):
+            if not firsts or not _may_end(text, firsts, end, back, kinds):
                 return out
             for first in firsts:  # an item begins there: read from it
                 more = [(m.kind, first + m.start, first + m.end) for m in _find(text[first:seam], kinds, 0, True, True,
@@ -721,13 +721,14 @@ _STARTS_TRIED = 4
 """The most items read before a break that _ending_at reads forwards from, to a number that follows one."""
 
 
-def _may_end(text: str, firsts: Sequence[int], before: int, end: int, back: str, kinds: frozenset[str] | None) -> bool:
-    """Whether an item read from one of `firsts` (in order) may end at `end` (`back`: the text before it, backwards),
-    beginning before `before` (from there on all is redacted up to `end`):
+def _may_end(text: str, firsts: Sequence[int], end: int, back: str, kinds: frozenset[str] | None) -> bool:
+    """Whether an item read from one of `firsts` (in order) may end at `end` (`back`: the text before it, backwards):
     a detector's pattern, without its look-arounds, matches there (_BACKWARDS_BARE), and for a number, from one of
     `firsts` or a start after a character that is not a digit (where one may follow an item, which ends before a
     non-digit, or a placeholder) up to `end`, with its validator's consent (an item _settled reads after another, or
-    _split cuts, is such a match)."""
+    _split cuts, is such a match). Starts inside the span already redacted up to `end` count too: a number read there
+    is made one with the item before it, which may begin before that span (57ac9d21 left them out, and "10100." of "4" |
+    "0044555  " | "10100." | "555 37041111" | "0532" | ".3704" | "2", breaks before "10100." and after "0532", passed)."""
     numbers = []
     for kind, bare_back in _BACKWARDS_BARE.items():
         if (kinds is None or kind in kinds) and bare_back.match(back) is not None:
@@ -736,7 +737,7 @@ def _may_end(text: str, firsts: Sequence[int], before: int, end: int, back: str,
             numbers.append(kind)
     if not numbers:
         return False
-    starts = {*firsts, *(m.start() for m in _NUMBER_START.finditer(text, firsts[0], before))}
+    starts = {*firsts, *(m.start() for m in _NUMBER_START.finditer(text, firsts[0], end))}
     for kind in numbers:
         pattern, valid = _FRESH[kind], _DETECTOR[kind][1]
         if any((m := pattern.fullmatch(text, s, end)) is not None and (valid is None or valid(m.group()))
