@@ -63,10 +63,10 @@ _PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
 _OPENS = re.compile(r"[{\[]")
 _IN_PROSE = re.compile('["\\\\\x00\n]')
 _OPENS_A_STRING = "{[,:"
+"""What a JSON string follows (past whitespace): a quote after anything else in prose is prose."""
 _VALUE_AFTER = "[,:"
 """What a JSON number outside a string follows (past whitespace), where anything does: a placeholder elsewhere (a
 text that begins with a bracket but is prose, `[1] Call 4155550100. Thanks`) is not one, and stays as it is."""
-"""What a JSON string follows (past whitespace): a quote after anything else in prose is prose."""
 _NUMBER = re.compile(r"[0-9.eE+-]*")
 """The characters of a JSON number (outside a string, `e` and `E` are in nothing else a placeholder may touch)."""
 _NUMBER_CHARS = "0123456789.eE+-"
