@@ -553,9 +553,10 @@ def test_an_event_past_its_bound_is_the_engines_fault() -> None:
 
 
 class _Swallowing:
-    """An engine body that swallows the ceiling's cancel, then fails (`fail`) or ends."""
+    """An engine body that swallows the ceiling's cancel, then fails (`fail`: True an EngineError, "bug" any other
+    exception) or ends."""
 
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: bool | str) -> None:
         self.fail = fail
 
     def __aiter__(self) -> _Swallowing:
@@ -564,6 +565,8 @@ class _Swallowing:
     async def __anext__(self) -> bytes:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
+        if self.fail == "bug":
+            raise RuntimeError("a body's own bug")
         if self.fail:
             from aigrid.errors import EngineStreamBroken
             raise EngineStreamBroken("the engine went away")
@@ -614,6 +617,29 @@ async def test_a_body_that_swallows_the_ceilings_cancel_leaves_no_cancel_behind(
     out, cancelling = await asyncio.wait_for(read_all(), 10)
     assert cancelling == 0
     assert b"streamed for more than 0.05 s" in out and b"event: error" in out
+
+
+async def test_a_body_that_swallows_the_ceilings_cancel_then_raises_anything_leaves_no_cancel_behind() -> None:
+    """As above, the body then raising an exception that is neither an EngineError nor its end (a bug): the exception
+    goes on (it ends the response) and the cancel is taken back, not left on the task."""
+    from types import SimpleNamespace
+
+    from aigrid.gateway.relay import StreamRelay
+
+    upstream = SimpleNamespace(status=200, headers={"content-type": "text/event-stream"}, body=_Swallowing("bug"))
+    opened = SimpleNamespace(cand=None, upstream=upstream, stack=None,
+                             first=b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
+
+    async def read_all() -> int:
+        relay = StreamRelay(_Proxy(), "/v1/chat/completions", {}, opened, [], SimpleNamespace(usage=None),  # type: ignore[arg-type]
+                            None)
+        with pytest.raises(RuntimeError, match="own bug"):
+            _ = [chunk async for chunk in relay]
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    assert await asyncio.wait_for(read_all(), 10) == 0
 
 
 def test_a_finish_in_a_read_cut_at_the_output_filters_bound_does_not_end_the_answer() -> None:

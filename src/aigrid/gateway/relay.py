@@ -429,6 +429,9 @@ class StreamRelay:
                     if out and (sent := await self._emit(out)) is not None:
                         return sent
                     continue
+                except Exception:  # a body's own bug: it ends the response; the swallowed cancel is not left behind
+                    self._swallowed()
+                    raise
             try:
                 out = self.pipe.feed(chunk)
             except SseError as e:
