@@ -241,7 +241,7 @@ async def test_a_dns_that_never_answers_holds_neither_the_shared_threads_nor_the
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80))]
 
     monkeypatch.setattr(socket, "getaddrinfo", stuck)
-    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.3, raising=False)
+    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.3)
     lookups = [asyncio.ensure_future(resolve(f"n{i}.slow.example", 80)) for i in range(40)]
     try:
         await asyncio.sleep(0.05)
@@ -291,8 +291,8 @@ async def test_a_caller_s_share_of_dns_threads_and_a_name_without_answer_remembe
     monkeypatch.setattr(socket, "getaddrinfo", stuck)
     monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.2)
     monkeypatch.setattr(public_only, "_DNS", ThreadPoolExecutor(8))  # a pool of 8, to fill it below
-    monkeypatch.setattr(public_only, "_failed", OrderedDict(), raising=False)
-    monkeypatch.setattr(public_only, "FAILURES_KEPT", 3, raising=False)
+    monkeypatch.setattr(public_only, "_failed", OrderedDict())
+    monkeypatch.setattr(public_only, "FAILURES_KEPT", 3)
     try:
         with public_only.lookups_at_once(2):
             one = await asyncio.gather(*(resolve(f"n{i}.slow.example", 80) for i in range(6)), return_exceptions=True)

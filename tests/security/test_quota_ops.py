@@ -133,7 +133,7 @@ async def test_a_charge_whose_release_fails_too_is_released_once_the_store_answe
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The store applies the charge, its answer is lost, the release fails too, then the store answers again. Before:
     logged "could not be released", and the charge stayed for its whole window (a day, for a budget)."""
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01)
     async with backend(kind, work, request) as inner:
         store = LateAnswer(inner)
         q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
@@ -154,10 +154,10 @@ async def test_a_release_that_keeps_failing_is_given_up_when_its_op_is_forgotten
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Tried again only while the store keeps the charge's op; RELEASE_RETRY_MAX waiting at most; each given up is
     logged and counted, and a stop gives up those still waiting."""
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01)
     # 1 s (100 pauses) for a retry to happen at all: a loaded 2-core machine can stall the loop for tenths of a second
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_WITHIN_S", 1.0, raising=False)
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_MAX", 2, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_WITHIN_S", 1.0)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_MAX", 2)
     inner = MemoryQuotaBackend()
     store = LateAnswer(inner)
     calls = {"release": 0}
@@ -189,7 +189,7 @@ async def test_a_release_the_store_keeps_failing_does_not_hold_up_the_others(mon
     """Two failed charges wait for their release; the store keeps failing the first one's release (from the first
     round on) but takes the second's. Before, a round stopped at its first failure: the second was never tried while
     the first waited (RELEASE_RETRY_WITHIN_S, 25 s), its charge held all that time."""
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01)
     inner = MemoryQuotaBackend()
     store = LateAnswer(inner)
     q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
