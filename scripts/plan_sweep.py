@@ -21,11 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 WITHOUT = Path(__file__).with_name("plan_without.py")
 HEAD = re.compile(r"^(?P<sites>\d+) sites, (?P<devices>\d+) devices, \$(?P<usd>[\d.]+)/h: (?P<what>.*)$")
 CHECK = re.compile(r"^(?P<label>.+?): (?P<verdict>meets|FAILS); worst tenant (?P<tenant>\S+) (?P<share>[\d.]+)% "
                    r"within the SLO; TTFT p99 (?P<ttft>\d+) ms; (?P<rejected>\d+) not served$")
+DONE = re.compile(r"^(?P<n>\d+) checks in \d+ s$")
 
 
 def read_variants(path: Path) -> list[list[str]]:
@@ -50,13 +52,18 @@ def summary(what: str) -> str:
 def parse(text: str) -> dict:
     head = None
     checks = []
+    ran = None
     for line in text.splitlines():
         if head is None and (m := HEAD.match(line)):
             head = m
         elif m := CHECK.match(line):
             checks.append(m)
+        elif m := DONE.match(line):
+            ran = int(m["n"])
     if head is None:
         raise ValueError("no placement line in plan_without.py's output")
+    if ran != len(checks):
+        raise ValueError(f"plan_without.py ran {ran} checks and {len(checks)} of their lines could be read")
     worst = min(checks, key=lambda c: float(c["share"])) if checks else None
     return {
         "usd": float(head["usd"]), "devices": int(head["devices"]), "placement": summary(head["what"]),
@@ -66,41 +73,29 @@ def parse(text: str) -> dict:
 
 
 def price_only(demand: str, plan_dir: Path, args: list[str]) -> float:
-    """The variant's $/h before running it (for --max-usd), from plan.json and the demand's prices with
-    plan_without.py's rules (a site scaled below one replica keeps one); the run's own first line is the one
-    the table shows."""
+    """The variant's $/h before running it (for --max-usd): the placement plan_without.py's own edit makes of
+    plan.json (SystemExit, as plan_without.py's, for a site or hardware that is not there); the run's own
+    first line is the one the table shows."""
     import json
 
     from aigrid.plan.demand import load_demand
-    from aigrid.plan.placement import price_of
 
-    d = load_demand(demand)
+    a = _without().parse_args([demand, str(plan_dir), *args])
     doc = json.loads((plan_dir / "plan.json").read_text())
-    opts = _options(args)
-    total = 0.0
-    for s in doc["plan"]["sites"]:
-        if s["id"] in opts["--drop"]:
-            continue
-        hw = dict(x.split("=", 1) for x in opts["--hardware"]).get(s["id"], s["hardware"])
-        delta = dict(x.split("=", 1) for x in opts["--scale"]).get(s["id"], "0")
-        n = sum(max(1, v + int(delta)) for v in s["replicas"].values())
-        usd, gpus = price_of(d, hw)
-        total += usd * gpus * n
-    for x in opts["--add"]:
-        usd, gpus = price_of(d, x.split("=", 1)[1])
-        total += usd * gpus
-    return round(total, 2)
+    return round(_without().edited(a, load_demand(demand), doc).usd_per_hour, 2)
 
 
-def _options(args: list[str]) -> dict[str, list[str]]:
-    opts: dict[str, list[str]] = {"--drop": [], "--scale": [], "--hardware": [], "--add": []}
-    key = None
-    for a in args:
-        if a.startswith("--"):
-            key = a if a in opts else None
-        elif key:
-            opts[key].append(a)
-    return opts
+def _without() -> ModuleType:
+    """scripts/plan_without.py as a module (a script, not a package: loaded by path, once)."""
+    if "plan_without" not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("plan_without", WITHOUT)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["plan_without"] = module
+    return sys.modules["plan_without"]
 
 
 def main() -> None:
@@ -119,7 +114,12 @@ def main() -> None:
     t_all = time.perf_counter()
     for k, args in enumerate(variants, 1):
         label = " ".join(args) or "(the plan)"
-        usd = price_only(a.demand, a.plan_dir, args)
+        try:
+            usd = price_only(a.demand, a.plan_dir, args)
+        except SystemExit as e:  # plan_without.py's refusal of the variant: listed, the sweep goes on
+            print(f"[{k}/{len(variants)}] {label}: {e}", flush=True)
+            rows.append((label, {"usd": 0.0, "placement": "-", "passed": 0, "checks": 0, "worst": f"refused: {e}"}))
+            continue
         if a.max_usd is not None and usd > a.max_usd + 1e-9:
             print(f"[{k}/{len(variants)}] {label}: ${usd:.2f}/h > ${a.max_usd:.2f}/h, not run", flush=True)
             rows.append((label, {"usd": usd, "placement": "-", "passed": 0, "checks": 0, "worst": "not run"}))

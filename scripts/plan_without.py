@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aigrid.plan.checks import Check
 from aigrid.plan.chunks import DEFAULT_CHUNK
-from aigrid.plan.demand import load_demand
+from aigrid.plan.demand import Demand, load_demand
 from aigrid.plan.placement import Placement, PlannedSite, chunk_of, price_of
 from aigrid.plan.runs import LocalBackend
 from aigrid.plan.supply import candidate_sites
@@ -31,7 +31,7 @@ from aigrid.plan.verify import Verifier, passes
 from aigrid.sim.geography import load_cities
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("demand")
     ap.add_argument("plan_dir", type=Path)
@@ -41,9 +41,12 @@ def main() -> None:
     ap.add_argument("--add", nargs="*", default=[], metavar="CANDIDATE=HW")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--detail", action="store_true", help="per site figures of each failing check")
-    a = ap.parse_args()
-    demand = load_demand(a.demand)
-    doc = json.loads((a.plan_dir / "plan.json").read_text())
+    return ap.parse_args(argv)
+
+
+def edited(a: argparse.Namespace, demand: Demand, doc: dict) -> Placement:
+    """The plan of `doc` (plan.json) with a's edits; SystemExit naming a site or hardware that is not there.
+    Also what scripts/plan_sweep.py prices a variant with before running it."""
     known = {s["id"] for s in doc["plan"]["sites"]}
     deltas = {k: int(v) for k, v in (x.split("=", 1) for x in a.scale)}
     moves = dict(x.split("=", 1) for x in a.hardware)
@@ -65,9 +68,8 @@ def main() -> None:
             hw = moves[site.id]
             sites[k] = replace(site, hardware=hw, usd_per_device_hour=price_of(demand, hw)[0],
                                gpus_per_replica=price_of(demand, hw)[1], chunk_tokens=chunk_of(demand, hw))
-    cities = load_cities()
     if adds:
-        cands = candidate_sites(demand, cities, a.demand)
+        cands = candidate_sites(demand, load_cities(), a.demand)
         model = demand.models[0].name
         for cid, hw in adds.items():
             if cid not in cands.id or cid in known:
@@ -76,7 +78,16 @@ def main() -> None:
             price, gpus = price_of(demand, hw)
             sites.append(PlannedSite(cid, cands.city[i], float(cands.lat[i]), float(cands.lon[i]), cands.country[i],
                                      cands.jurisdiction[i], hw, gpus, price, ((model, 1),), chunk_of(demand, hw)))
-    placement = Placement("edited", tuple(sites))
+    return Placement("edited", tuple(sites))
+
+
+def main() -> None:
+    a = parse_args()
+    demand = load_demand(a.demand)
+    doc = json.loads((a.plan_dir / "plan.json").read_text())
+    placement = edited(a, demand, doc)
+    sites = placement.sites
+    cities = load_cities()
     print(f"{len(sites)} sites, {placement.devices} devices, ${placement.usd_per_hour:.2f}/h: "
           + ", ".join(f"{x.id} {x.hardware} x {x.devices} (chunk {x.chunk_tokens})" for x in sites))
     hours = sorted({int(c["check"][:2]) for c in doc["checks"]})  # labels: "HH:00 UTC, ..."

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "plan_sweep.py"
 DEMAND = ROOT / "examples" / "plan" / "global.yaml"
@@ -70,3 +72,25 @@ def test_a_variant_dearer_than_max_usd_is_listed_and_not_run(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "[1/1] (the plan): $15.00/h > $14.00/h, not run" in done.stdout
     assert "| `(the plan)` | - | 15.00 | 0 of 0 | not run |" in done.stdout
+
+
+def test_a_check_line_that_cannot_be_read_is_an_error_not_a_check_fewer() -> None:
+    garbled = OUTPUT.replace("TTFT p99 1204 ms", "TTFT p99 n/a ms")
+    with pytest.raises(ValueError, match="ran 3 checks and 2"):
+        sweep.parse(garbled)
+
+
+def test_a_variant_plan_without_would_refuse_is_refused_when_priced(tmp_path: Path) -> None:
+    d = plan_dir(tmp_path)
+    with pytest.raises(SystemExit, match="not sites of the plan: xx-nowhere-1"):
+        sweep.price_only(str(DEMAND), d, ["--scale", "xx-nowhere-1=1"])
+    with pytest.raises(SystemExit, match="not hardware options of the demand: b200"):
+        sweep.price_only(str(DEMAND), d, ["--hardware", "eu-north-1=b200"])
+
+
+def test_an_unmoved_site_keeps_the_price_of_its_plan(tmp_path: Path) -> None:
+    d = plan_dir(tmp_path)
+    doc = json.loads((d / "plan.json").read_text())
+    doc["plan"]["sites"][0]["usd_per_device_hour"] = 3.5  # the plan's price, not the demand's today
+    (d / "plan.json").write_text(json.dumps(doc))
+    assert sweep.price_only(str(DEMAND), d, []) == 16.00
