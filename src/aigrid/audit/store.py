@@ -25,17 +25,17 @@ hosts: a writer on another host opens the log too, and SQLite itself may corrupt
 
 The head file (`<log>-head`, audit/head.py): after each batch is committed the writer signs the log's new last
 record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
-before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence.
-So is a head behind the last checkpoint of this key that says it keeps one (an older head put back: that checkpoint
-was signed only once the head was at or past it). A head whose signature does not hold for the writer's key is
-refused too (LogCut) when it names that key, or when
-the key's last checkpoint says it keeps one and no other key signed after it (a head the writer accepted would be
-signed again at its next batch: a cut hidden). At open, a log without a head file (written before it existed) gets
-one at its last checkpoint signed with the writer's key (what it already vouches for), never at records it did not
-write. Every checkpoint this writer signs says, signed, that it keeps a head (v2), and is signed only once the head is on disk at its record (the file and
-its folder fsynced): a log whose last checkpoint of this key says so (or, after a key rotation, a log of this format whose
-later checkpoints are another key's) and whose head file is gone was cut with its
-head deleted, perhaps, and the writer refuses it (LogCut), as verify fails it.
+before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence. So is
+a head behind the last checkpoint of this key that says it keeps one (an older head put back: that checkpoint was
+signed only once the head was at or past it). A head whose signature does not hold for the writer's key is refused
+too (LogCut) when it names that key, or when the key's last checkpoint says it keeps one and no other key signed
+after it (a head the writer accepted would be signed again at its next batch: a cut hidden). At open, a log without
+a head file (written before it existed) gets one at its last checkpoint signed with the writer's key (what it
+already vouches for), never at records it did not write. Every checkpoint this writer signs says, signed, that it
+keeps a head (v2), and is signed only once the head is on disk at its record (the file and its folder fsynced): a
+log whose last checkpoint of this key says so (or, after a key rotation, a log of this format whose later
+checkpoints are another key's) and whose head file is gone was cut with its head deleted, perhaps, and the writer
+refuses it (LogCut), as verify fails it.
 """
 
 from __future__ import annotations
@@ -177,9 +177,9 @@ class AuditStore:
                    log_format: int) -> None:
         """Refuse a log cut before its head file, or without one where its last checkpoint of this key says its
         writer keeps one (`head_kept`), or where another key signed after this key's last checkpoint in a log a
-        writer of this format had already opened (`log_format`, read at open: every such writer keeps a head, so those checkpoints,
-        which this key cannot check, say so: a key rotation) (LogCut); give a log without one a head at its last
-        checkpoint signed with this key (or leave it where it is, when it is past that)."""
+        writer of this format had already opened (`log_format`, read at open: every such writer keeps a head, so
+        those checkpoints, which this key cannot check, say so: a key rotation) (LogCut); give a log without one a
+        head at its last checkpoint signed with this key (or leave it where it is, when it is past that)."""
         path = head_path(self.path)
         try:
             head = read_head(path)

@@ -19,7 +19,8 @@ signed after each batch) finds, without an anchor, a log cut at its end together
 put back without its head; what it cannot find is an older copy of both files put back together (the anchor does).
 A missing head file fails a log whose valid checkpoints say their writer keeps one (the v2 statement,
 chain.checkpoint_message: signed only once the head is on disk at its record), and so does a head before the last
-of them (an older head put back); a log none of whose checkpoints say so (written before 6 Dec 2026) without a head gets a note only.
+of them (an older head put back); a log none of whose checkpoints say so (written before 6 Dec 2026) without a
+head gets a note only.
 
 Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
 together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
