@@ -307,6 +307,7 @@ async def test_a_cancelled_background_response(client: httpx.AsyncClient, metere
         if any(f.received for f in fakes.values()):
             break
         await asyncio.sleep(0.01)
+    assert any(f.received for f in fakes.values()), "the run never reached an engine: the cancel would test nothing"
     cancelled = await client.post(f"/v1/responses/{rid}/cancel", headers=TENANT)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
     rows = await settled(metered, 0, "ok", "cancelled", "ok")  # no engine answered: nothing charged
