@@ -115,16 +115,14 @@ class AgentRuntime:
             # (mcp_tools.MAX_TOOL_TEXT), and the firewall reads it at about 10 s per MB
             verdicts = await asyncio.to_thread(_vet_all, vet, tools)
             for tool, verdict in zip(tools, verdicts, strict=True):
-                try:
-                    self._offer(server, tool, verdict)
-                except ValueError as e:  # a name taken by a built-in or another server's tool: as in _changed
-                    log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
+                self._offer(server, tool, verdict)
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
             if server.tools is not tools:  # a change read while they were vetted (no owner yet): taken now
                 await self._changed(server, tools, server.tools, vet)
 
     def _offer(self, server: McpServer, tool: McpTool, verdict: Verdict | None) -> bool:
-        """Offer one MCP tool unless the firewall's verdict on it blocks it; whether it is offered."""
+        """Offer one MCP tool unless the firewall's verdict on it blocks it or its name is taken (by a built-in or
+        another server's tool: logged); whether it is offered."""
         if verdict is not None and verdict.action == "blocked":
             self.withheld[tool.name] = verdict
             log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
@@ -133,7 +131,11 @@ class AgentRuntime:
         if verdict is not None:
             log.warning("MCP server %s: tool %s offered, its description flagged: %s (score %s)",
                         server.name, tool.name, verdict.detail, verdict.score)
-        self.tools.add(tool)
+        try:
+            self.tools.add(tool)
+        except ValueError as e:  # a name taken by a built-in or another server's tool
+            log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
+            return False
         return True
 
     async def _changed(self, server: McpServer, old: list[McpTool], tools: list[McpTool],
@@ -150,13 +152,8 @@ class AgentRuntime:
             for t in old:
                 if t.name in self.withheld and t.name not in self.tools:
                     del self.withheld[t.name]
-            offered = []
-            for tool, verdict in zip(tools, verdicts, strict=True):
-                try:
-                    if self._offer(server, tool, verdict):
-                        offered.append(tool.name)
-                except ValueError as e:  # a name taken by a built-in or another server's tool
-                    log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
+            offered = [tool.name for tool, verdict in zip(tools, verdicts, strict=True)
+                       if self._offer(server, tool, verdict)]
             log.warning("MCP server %s changed its tools: now offering %s (was %s)", server.name,
                         ", ".join(sorted(offered)) or "none", ", ".join(sorted(before)) or "none")
 
