@@ -16,6 +16,9 @@ from aigrid.gateway.guard import Guard
 from aigrid.gateway.routes import CHAT_PATH
 from tests.gateway.conftest import spec_in
 
+WAIT_S = 2.0
+"""AUDIT_WAIT_S where a test cancels a close halfway through another's wait: a second on either side of the cancel."""
+
 
 class FullQueue:
     """An audit sink whose queue holds one record and starts full, appended to as AuditLog.append_entry does (a put
@@ -120,18 +123,30 @@ async def test_a_close_cancelled_while_stop_waits_for_the_others_is_waited_for_t
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Before: stop() waited only for the appends there when it got there; a close cancelled during that wait left
     one nothing waited for (not yet counted when stop returned)."""
-    monkeypatch.setattr(guard_module, "AUDIT_WAIT_S", 0.3)
+    monkeypatch.setattr(guard_module, "AUDIT_WAIT_S", WAIT_S)
     sink = FullQueue()
     guard = Guard(spec_in(tmp_path), audit_sink=sink)
     await guard.start()
     first = await _cancelled_while_its_record_waits(guard, sink)
     second, request = await _waiting_close(guard, sink)
+    waits = asyncio.Event()
+    appended = guard._appended
+
+    async def seen() -> None:
+        waits.set()
+        await appended()
+
+    monkeypatch.setattr(guard, "_appended", seen)
     stopping = asyncio.create_task(guard.stop())
-    await asyncio.sleep(0.05)  # stop() waits for the first's append
+    await asyncio.wait_for(waits.wait(), 30)  # stop() waits for the first's append (an event, not a sleep)
+    # the cancel lands halfway through that wait: the second's append then ends a second after the first's, not
+    # with it (two timeouts a few ms apart fire in one turn of the loop, and the test would pass the bug)
+    await asyncio.sleep(WAIT_S / 2)
+    assert len(guard._appending) == 1 and not request.done() and not stopping.done()  # all three still waiting
     request.cancel()  # a shutdown's second cancel: the second's record goes to a task of its own, made now
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(request, 5)
-    await asyncio.wait_for(stopping, 5)
+        await asyncio.wait_for(request, 30)
+    await asyncio.wait_for(stopping, 30)
     assert guard.audit_failures == 2 and not guard._appending
     _lost_in_logs(caplog, first, second)
 
