@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aigrid.agents import Finished, McpServer, ToolRegistry, builtin_tools, mcp_relay, run_tool_loop
-from aigrid.agents.mcp_tools import MAX_OUTPUT
+from aigrid.agents.mcp_tools import MAX_OUTPUT, Listed
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
@@ -309,8 +309,8 @@ async def test_a_server_listing_too_many_tools_has_the_first_read_only(caplog: p
     were about 2 minutes of a thread each time the server said its tools changed. The first MAX_TOOLS are read."""
     from aigrid.agents import mcp_tools
 
-    listed = SimpleNamespace(tools=[SimpleNamespace(name=f"t{i}", description="d", title=None,
-                                                    input_schema={"type": "object"}) for i in range(1_500)])
+    listed = Listed([SimpleNamespace(name=f"t{i}", description="d", title=None, input_schema={"type": "object"})
+                     for i in range(1_500)])
     tools = McpServer("many", ["x"])._tools_of(listed)
     assert [t.name for t in tools] == [f"t{i}" for i in range(mcp_tools.MAX_TOOLS)]
     assert "lists 1500 tools: the first 1000 are read" in caplog.text
@@ -324,7 +324,7 @@ class CountedLists:
 
     async def list_tools(self) -> SimpleNamespace:
         self.lists += 1
-        return SimpleNamespace(tools=[])
+        return SimpleNamespace(tools=[], next_cursor=None)
 
 
 async def test_a_flood_of_tools_changed_notifications_reads_the_list_at_a_bounded_rate(
@@ -646,6 +646,58 @@ async def test_a_paged_tool_list_is_read_page_after_page(monkeypatch: pytest.Mon
     assert "characters of tools in its first 3 pages, over 90 (MAX_LISTED_CHARS)" in caplog.text
 
 
+class SlowPages:
+    """A session naming a next page forever, each answered just within call_timeout_s (10 s, on a clock of its own)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pages = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def list_tools(self, params: Any = None) -> Any:
+        from mcp import types
+
+        self.now += 10.0
+        self.pages += 1
+        return SimpleNamespace(tools=[types.Tool(name=f"t{self.pages}", inputSchema={"type": "object"})],
+                               next_cursor=f"c{self.pages}")
+
+
+async def test_a_slow_paged_list_is_read_for_max_list_s_only(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Final read of s34: each page is bounded by call_timeout_s, not the listing: a server answering each page in
+    just under it held the gateway's start for MAX_PAGES x call_timeout_s (1,000 s at the default 10 s). Further
+    pages are asked for within MAX_LIST_S of the first; those read are offered, the rest not, logged."""
+    from aigrid.agents import mcp_tools
+
+    session = SlowPages()
+    monkeypatch.setattr(mcp_tools, "time", session)  # the session's clock: no waiting, no timing on a loaded machine
+    listed = await McpServer("slow", ["x"])._list_tools(session)
+    assert session.pages == 3 and session.now == 30.0  # before: 100 pages, 1,000 s
+    assert [t.name for t in listed.tools] == ["t1", "t2", "t3"] and listed.next_cursor == "c3"
+    assert "MCP server slow had not listed its tools in 30s (MAX_LIST_S, 3 pages)" in caplog.text
+
+
+async def test_an_sdk_error_at_start_is_not_said_to_be_the_server_s(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Final read of s34: every RuntimeError out of start was "did not start" (an OSError the gateway reports as the
+    server's command failing): a bug of the SDK's was blamed on the server. Only the SDK's refusal of the server's
+    protocol version (and its errors of the connection: test above) are; another error is raised as it is, logged
+    naming the server."""
+    from mcp import ClientSession
+
+    async def broken(self: Any) -> None:
+        raise RuntimeError("a bug of the SDK")
+
+    monkeypatch.setattr(ClientSession, "initialize", broken)
+    with pytest.raises(RuntimeError, match="a bug of the SDK"):
+        await server().start()
+    assert "MCP server test: start failed on an error of the MCP SDK or aigrid, not the server's: RuntimeError: a bug " \
+           "of the SDK" in caplog.text
+
+
 def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:
     """The firewall reads a tool's description and schema at about 10 s per MB: a description of 1 MB held the
     event loop 9.6 s at start. A tool whose text as a model reads it is over MAX_TOOL_TEXT is logged, not offered
@@ -657,9 +709,8 @@ def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture)
                                input_schema=schema or {"type": "object"})
 
     big_schema = {"type": "object", "properties": {"a": {"type": "string", "description": "x" * 40_000}}}
-    listed = SimpleNamespace(tools=[tool("usual", "A tool of a few KB. " * 200), tool("huge", "y" * 1_000_000),
-                                    tool("big_schema", "d", big_schema),
-                                    tool("at_most", "z" * (mcp_tools.MAX_TOOL_TEXT - 200))])
+    listed = Listed([tool("usual", "A tool of a few KB. " * 200), tool("huge", "y" * 1_000_000),
+                     tool("big_schema", "d", big_schema), tool("at_most", "z" * (mcp_tools.MAX_TOOL_TEXT - 200))])
     tools = McpServer("big", ["x"])._tools_of(listed)
     assert [t.name for t in tools] == ["usual", "at_most"]
     assert all(len(t.model_text()) <= mcp_tools.MAX_TOOL_TEXT for t in tools)

@@ -15,7 +15,8 @@ and handed to `on_tools_changed` (the owner vets and offers it: gateway/agent_ru
 read again (an error, a timeout, a list the SDK cannot read), or that the owner fails to take, leaves the tools
 offered as they were, with a warning, and the next change reads it again.
 
-A list answered in pages (MCP's `nextCursor`) is read page after page, up to MAX_TOOLS tools and MAX_PAGES pages.
+A list answered in pages (MCP's `nextCursor`) is read page after page, up to MAX_TOOLS tools and MAX_PAGES pages,
+asked for within MAX_LIST_S.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace, TracebackType
+from types import TracebackType
 from typing import Any
 
 from aigrid.agents import mcp_relay
@@ -50,6 +52,11 @@ at start and at every change: a list of 100,000 was about 2 minutes of a thread 
 MAX_PAGES = 100
 """The most pages of a paged list read (each a request to the server): a server naming a next page forever (a
 cursor never seen before each time) is read no further."""
+MAX_LIST_S = 30.0
+"""The most seconds a paged list's further pages are asked for (from the first page's request): a server answering
+each page just within `call_timeout_s` held the gateway's start for MAX_PAGES x call_timeout_s (1,000 s at the
+default 10 s). The listing takes at most MAX_LIST_S + call_timeout_s (the page asked for last); the tools of the
+pages read are offered, the others not (logged)."""
 MAX_LISTED_CHARS = 32 * 2**20
 """The most characters of tools (as the SDK read them, JSON) a paged list is read to: further pages are not asked
 for. Each page is one message of up to `max_message_bytes` (16 MiB by default): 100 pages held 1.6 GiB of tool text
@@ -59,6 +66,10 @@ MAX_TOOL_TEXT = 32_768
 offered: the firewall reads it at 4-10 s per MB (1,000,000 characters 4.2 s at load 7.4; a description of 1 MB
 held the event loop 9.6 s at start, before it was read on a thread), 32,768 in 0.18 s. Real servers' tools are a
 few KB at most; a longer one is logged and not offered."""
+PROTOCOL_REFUSALS = ("Unsupported protocol version", "No mutually supported")
+"""How the SDK's RuntimeError begins where it refuses the server's protocol version (ClientSession.initialize,
+adopt): the server's doing, so it did not start (an OSError the owner names). Any other RuntimeError out of start is
+a bug of the SDK's or aigrid's: logged naming the server, and raised as it is."""
 RELIST_GAP_S = 1.0
 RELIST_SHARE = 9.0
 """After reading a changed list, the next reading waits RELIST_GAP_S, or RELIST_SHARE times what the reading took if
@@ -66,6 +77,14 @@ longer: the SDK reads a list on the event loop (100,000 tools: 4.4 s held at onc
 changed every millisecond had it read back to back, the loop held most of the time."""
 RELAY = Path(mcp_relay.__file__)
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A server's tool list as read (McpServer._list_tools): the SDK's tools of every page read, and the cursor of
+    the next page where more were left unread."""
+    tools: list[Any]
+    next_cursor: str | None = None
 
 
 class McpTool:
@@ -139,32 +158,43 @@ class McpServer:
             if isinstance(e, ValidationError):  # a tool the SDK cannot read fails the whole list
                 raise ConnectionError(f"MCP server {self.name!r} did not start: its tool list could not be read: "
                                       f"{_first_error(e)}") from e
-            if isinstance(e, MCPError | TimeoutError | RuntimeError | anyio.ClosedResourceError
-                          | anyio.BrokenResourceError):
-                # a server that never answers initialize or tools/list, exits at once or answers a protocol version
-                # the SDK does not speak (its RuntimeError): an OSError, as a command that cannot be started, which
-                # the owner names (agent_runtime: the spec's field, not a traceback). The server's own words cut and
-                # escaped: a megabyte of them, or a terminal's escape codes, went whole into the operator's error
+            refused = isinstance(e, RuntimeError) and str(e).startswith(PROTOCOL_REFUSALS)
+            if refused or isinstance(e, MCPError | TimeoutError | anyio.ClosedResourceError | anyio.BrokenResourceError):
+                # a server that never answers initialize or tools/list, exits at once (the SDK's MCPError "Connection
+                # closed") or answers a protocol version the SDK does not speak (its RuntimeError, PROTOCOL_REFUSALS):
+                # an OSError, as a command that cannot be started, which the owner names (agent_runtime: the spec's
+                # field, not a traceback). The server's own words cut and escaped: a megabyte of them, or a
+                # terminal's escape codes, went whole into the operator's error
                 why = _said(self.stopped_why or str(e) or type(e).__name__)
                 if isinstance(e, TimeoutError) or "timed out" in why:
                     why += f" (call_timeout_s: {self.call_timeout_s:g}s)"
                 raise ConnectionError(f"MCP server {self.name!r} did not start: {why}") from e
+            if isinstance(e, Exception):  # not the server's doing: every RuntimeError was "did not start", an SDK
+                # bug blamed on the server; said here with the server's name (the traceback alone names none)
+                log.error("MCP server %s: start failed on an error of the MCP SDK or aigrid, not the server's: %s",
+                          self.name, _said(f"{type(e).__name__}: {e}"))
             raise
         self._stack, self._session = stack, session
         self.tools = self._tools_of(listed)
         return self.tools
 
-    async def _list_tools(self, session: Any) -> Any:
-        """The server's tool list, every page of it (MCP's `nextCursor`) up to MAX_TOOLS tools and MAX_PAGES pages:
-        one result whose `tools` are those read and `next_cursor` set where more were left unread. Before, only
-        the first page was read: the tools on the others never reached a model."""
+    async def _list_tools(self, session: Any) -> Listed:
+        """The server's tool list, every page of it (MCP's `nextCursor`) up to MAX_TOOLS tools, MAX_PAGES pages and
+        MAX_LISTED_CHARS characters, each next page asked for within MAX_LIST_S of the first: `next_cursor` set where
+        more were left unread. Before, only the first page was read: the tools on the others never reached a
+        model."""
         from mcp import types
 
+        until = time.monotonic() + MAX_LIST_S
         listed = await session.list_tools()
         tools = list(listed.tools)
         pages, cursor = 1, listed.next_cursor
         chars = sum(map(_listed_chars, tools))
         while cursor is not None and len(tools) <= MAX_TOOLS and pages < MAX_PAGES and chars <= MAX_LISTED_CHARS:
+            if time.monotonic() >= until:
+                log.error("MCP server %s had not listed its tools in %gs (MAX_LIST_S, %d pages): the tools of those "
+                          "pages are read, the others not offered", self.name, MAX_LIST_S, pages)
+                break
             page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
             tools += page.tools
             chars += sum(map(_listed_chars, page.tools))
@@ -176,9 +206,9 @@ class McpServer:
         elif cursor is not None and pages >= MAX_PAGES and len(tools) <= MAX_TOOLS:
             log.error("MCP server %s lists its tools in more than %d pages: the tools of the first %d are read, the "
                       "others not offered", self.name, MAX_PAGES, MAX_PAGES)
-        return SimpleNamespace(tools=tools, next_cursor=cursor)
+        return Listed(tools, cursor)
 
-    def _tools_of(self, listed: Any) -> list[McpTool]:
+    def _tools_of(self, listed: Listed) -> list[McpTool]:
         """The listed tools that can be offered: a name the loop can print into a prompt and a client can name (1-64
         letters, digits, `_` or `-`, with the prefix, as a client tool's), not listed twice, and an input schema
         that is a JSON Schema object, as a client tool's must be (loop.check_tool_definition). The others are
@@ -189,7 +219,7 @@ class McpServer:
         names: set[str] = set()
         if len(listed.tools) > MAX_TOOLS:
             log.error("MCP server %s lists %s%d tools: the first %d are read, the others not offered", self.name,
-                      "more than " if getattr(listed, "next_cursor", None) is not None else "", len(listed.tools),
+                      "more than " if listed.next_cursor is not None else "", len(listed.tools),
                       MAX_TOOLS)
         for t in listed.tools[:MAX_TOOLS]:
             tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
