@@ -260,16 +260,19 @@ async def cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_stop_during_the_wait_before_a_restart_brings_nothing_back(tmp_path: Path) -> None:
+async def test_stop_during_the_wait_before_a_restart_brings_nothing_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A review's finding: stop() while supervise waited to restart started a child nobody would stop."""
     server, _ = serving(tmp_path)
+    caplog.set_level(logging.WARNING, logger="aigrid.engines")
     await server.start()
-    task = asyncio.create_task(server.supervise("e", backoff_s=(0.3,)))
+    task = asyncio.create_task(server.supervise("e", backoff_s=(2.0,)))
     assert server.pid is not None
     os.kill(server.pid, signal.SIGKILL)
-    await asyncio.sleep(0.1)  # supervise has seen the exit and waits 0.3 s
+    await until(lambda: "restarting it in" in caplog.text)  # supervise has seen the exit and waits 2 s
     await server.stop()
-    await asyncio.wait_for(task, 5)
+    assert not task.done()  # stop() came during the wait, not after it
+    await asyncio.wait_for(task, 30)
     assert server.restarts == 0 and server.pid is None
     assert (tmp_path / "engine.log").read_text().count("$ ") == 1  # never started again
 
