@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigrid.engines.sse import Event, SseDecoder, SseError, encode
+from aigrid.engines.sse import Event, Quiet, SseDecoder, SseError, encode
 
 
 def decode(stream: bytes, cuts: list[int] | None = None) -> tuple[list[Event], bytes, bytes]:
@@ -143,3 +143,21 @@ def test_data_only_reads_agree_with_feed() -> None:
     assert got == data_of(expected)
     assert taken == [b"data: a\n\n", b"data: b\n\ndata: c\n\n", b"data: [DONE]\n\n", b"data: after\n\n",
                      b"data: e\n\n"]
+
+
+def test_quiet_after_a_read_s_events_counts_reads_without_data() -> None:
+    """sse.Quiet.after, the relay's, the fan-out's and the tool loop's one rule: a read completing no event or only
+    comments is quiet; past `limit` seconds of such reads SseError; a read completing a data event ends the quiet."""
+    now = [0.0]
+    quiet = Quiet(5.0, lambda: now[0])
+    quiet.after([])
+    assert quiet.since == 0.0
+    now[0] = 4.0
+    quiet.after([Event(None, comments=(b"keep-alive",))])
+    quiet.after([Event(None), Event(b"{}")])  # a data event among them
+    assert quiet.since is None
+    now[0] = 10.0
+    quiet.after([Event(None)])
+    now[0] = 15.5
+    with pytest.raises(SseError, match="no data event for 5 s"):
+        quiet.after([])

@@ -666,13 +666,10 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
                     size += len(chunk)
                 events = decoder.feed(chunk)
                 if silence is not None:
-                    if any(ev.data is not None for ev in events):
-                        silence.since = None
-                    else:
-                        try:
-                            silence.read()
-                        except SseError as e:
-                            raise EngineStreamBroken(f"a model turn of the tool loop sent {e}") from e
+                    try:
+                        silence.after(events)
+                    except SseError as e:
+                        raise EngineStreamBroken(f"a model turn of the tool loop sent {e}") from e
                 for ev in events:
                     if ev.data is None or done:
                         continue

@@ -260,10 +260,7 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1, quiet_s: fl
             async for chunk in answer.body:
                 events = decoder.feed(chunk)
                 if silence is not None:
-                    if any(ev.data is not None for ev in events):
-                        silence.since = None
-                    else:
-                        silence.read()
+                    silence.after(events)
                 for ev in events:
                     ended = await forward(ev) or ended
             final = decoder.flush()  # an event that lacked only its blank line ([DONE] written without it)

@@ -20,7 +20,7 @@ forward the engine's own bytes untouched, cut only at event boundaries, and hold
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 _EOL = re.compile(rb"(\r\n|\r|\n)")
@@ -40,8 +40,10 @@ class SseError(ValueError):
 class Quiet:
     """An engine stream's reads that complete no data event (comments, keep-alives, pieces of one event): the read
     timeout (gateway.stream_idle_s) sees reads, not events, so an engine that sent only those was never silent. Past
-    `limit` seconds of such reads, read() raises SseError. The one implementation for the relay (relay.EventPipe)
-    and a tool loop's model turn (agents/loop.py); a read that completes a data event sets `since` to None."""
+    `limit` seconds of such reads, read() raises SseError. The one implementation for the relay (relay.EventPipe),
+    the fan-out of `n` choices (engines/fan_out.py, each engine stream's) and a tool loop's model turn
+    (agents/loop.py), each telling it every read's events (after()); a read that completes a data event sets `since`
+    to None."""
 
     __slots__ = ("limit", "since", "_clock")
 
@@ -58,6 +60,13 @@ class Quiet:
             self.since = now
         elif now - self.since > self.limit:
             raise SseError(f"no data event for {self.limit:g} s (only comments or pieces of one)")
+
+    def after(self, events: Sequence[Event]) -> None:
+        """A read and the events it completed: one holding data ends the quiet; none (or no event), read()."""
+        if any(ev.data is not None for ev in events):
+            self.since = None
+        else:
+            self.read()
 
 
 @dataclass(slots=True)

@@ -171,13 +171,9 @@ class EventPipe:
             events = self._decoder.feed(raw)
         except SseError as e:  # an event past sse.MAX_EVENT_BYTES: the engine's own answer, as past the other bounds
             self._cut(str(e))
+        self._quiet(events)
         if not events:
-            self._quiet()
             return b""
-        if any(ev.data is not None for ev in events):
-            self._silence.since = None
-        else:
-            self._quiet()
         complete = self._decoder.complete
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in complete and not (_ESCAPE in complete and _key_escape(complete))
@@ -218,10 +214,11 @@ class EventPipe:
     def _over_time(self) -> str:
         return f"the answer streamed for more than {self.max_s:g} s"
 
-    def _quiet(self) -> None:
-        """A read that completed no data event: past `quiet_s` of such reads, the engine is silent (SseError)."""
+    def _quiet(self, events: list[Event]) -> None:
+        """A read and its events (sse.Quiet.after): past `quiet_s` of reads with no data event, the engine is
+        silent (SseError)."""
         try:
-            self._silence.read()
+            self._silence.after(events)
         except SseError as e:
             self._cut(str(e))
 
