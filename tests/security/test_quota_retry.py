@@ -12,7 +12,7 @@ async def test_aclose_cancels_the_task_in_its_pause() -> None:
     """A gateway that stops while the task waits its pause between rounds: aclose cancels it and gives up what
     waits. Before, aclose cleared the task before `stop` looked at it, so nothing was cancelled and it waited out
     the pause (RELEASE_RETRY_PAUSE_MAX_S, 4 s, for the quotas' releases; here an hour)."""
-    async def send(item: int) -> None:
+    async def send(item: int, first: float) -> None:
         raise ConnectionError("the store is down")
 
     lost: list[tuple[int, str]] = []

@@ -336,11 +336,11 @@ class HubQuotaBackend:
         self._client = client
         self.unsettled = 0
         self.on_unsettled: Callable[[], None] | None = None
-        self._resend = TryAgain[tuple[float, dict[str, Any]]](
-            self._post_again, lambda waiting, why: self._lose(why, waiting[1]), what="quota settlement",
+        self._resend = TryAgain[dict[str, Any]](
+            self._post, lambda wire, why: self._lose(why, wire), what="quota settlement",
             within_s=RESEND_WITHIN_S, max_waiting=RESEND_MAX, pause_s=RESEND_PAUSE_S, pause_max_s=RESEND_PAUSE_S,
             wait_first=False)
-        """Settlements waiting to be sent again: (first posted, monotonic; the message)."""
+        """Settlements waiting to be sent again (the message; TryAgain holds when it was first posted)."""
         client.closing.append(self._give_up)
 
     async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
@@ -394,14 +394,11 @@ class HubQuotaBackend:
         """A settlement under its op, that the hub may not have (`error`), queued to be sent again once the hub can
         be reached (quota_retry.TryAgain, every RESEND_PAUSE_S); past RESEND_MAX waiting or RESEND_WITHIN_S from its
         first post, lost."""
-        why = self._resend.add((first, wire), first)
+        why = self._resend.add(wire, first)
         if why is not None:
             self._lose(f"{error}; settlements: {why}", wire)
         else:
             log.warning("quota settlement %s %s; sent again once the hub can be reached", wire["op"], error)
-
-    async def _post_again(self, waiting: tuple[float, dict[str, Any]]) -> None:
-        await self._post(waiting[1], waiting[0])
 
     def _give_up(self) -> None:
         """The worker stops: the settlements still waiting are lost."""

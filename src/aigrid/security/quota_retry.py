@@ -27,12 +27,12 @@ that refuses one call, or was slow once) costs the calls behind it nothing."""
 
 
 class TryAgain(Generic[T]):
-    """Calls waiting to be tried again (`send(item)`; an exception is a failure), each with when it was first tried
-    (monotonic). Rounds start `pause_s` apart (the first at once where not `wait_first`), the pause doubled after a round in which nothing got through, up to
+    """Calls waiting to be tried again (`send(item, first)`; an exception is a failure), each with when it was first
+    tried (monotonic: `first`, held here only). Rounds start `pause_s` apart (the first at once where not `wait_first`), the pause doubled after a round in which nothing got through, up to
     `pause_max_s`, and back to `pause_s` after one that did. `lost(item, why)` is told of each given up: past
     `within_s`, or still waiting when `stop` is called."""
 
-    def __init__(self, send: Callable[[T], Awaitable[object]], lost: Callable[[T, str], None], *, what: str,
+    def __init__(self, send: Callable[[T, float], Awaitable[object]], lost: Callable[[T, str], None], *, what: str,
                  within_s: float, max_waiting: int, pause_s: float, pause_max_s: float,
                  wait_first: bool = True, sent: Callable[[T], None] | None = None) -> None:
         self._send = send
@@ -88,7 +88,7 @@ class TryAgain(Generic[T]):
                 self._lost(item, f"not taken within {self.within_s:g} s of its first try")
                 continue
             try:
-                await self._send(item)
+                await self._send(item, first)
             except Exception as e:  # noqa: BLE001 (still failing: to the back, the round goes on)
                 failures += 1
                 log.debug("%s tried again and failed (%d waiting): %s", self.what, len(self._waiting), e)

@@ -197,8 +197,8 @@ class Quotas:
         if why is not None:
             self._give_up(op, f"failed charges: {why}")
 
-    async def _release(self, waiting: tuple[str, list[Counter]]) -> None:
-        await self.backend.release(*waiting)
+    async def _release(self, waiting: tuple[str, list[Counter]], first: float) -> None:
+        await self.backend.release(*waiting)  # within RELEASE_RETRY_WITHIN_S of `first`: TryAgain's bound
 
     @staticmethod
     def _released(waiting: tuple[str, list[Counter]]) -> None:
