@@ -102,10 +102,8 @@ def _missing(path: Path) -> bool:
     not be searched) is left to verify, which names it: Path.exists raised it, a traceback."""
     try:
         path.lstat()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
+    except OSError as e:
+        return isinstance(e, FileNotFoundError)
     return False
 
 
