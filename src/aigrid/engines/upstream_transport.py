@@ -24,11 +24,20 @@ before (a silent engine's ReadTimeout included).
 
 HTTP/1.1 over plain TCP only (engines sit on loopback or a private network); https:// raises
 httpx.UnsupportedProtocol so that a caller can keep httpx's own transport for such URLs.
+
+What an engine may send that is not one answer to the request sent (docs/reliability.md, "The wire"): interim
+responses (100 Continue, 103 Early Hints) are skipped, their heads counted in the head's bound; a 101 (an upgrade
+the gateway never asks for) is a protocol error; any byte after a response's end (a second response glued to it, a
+response sent before the next request) is never read as part of an answer and the connection is not reused, so a
+later request cannot be handed another's bytes. A connection closed without a byte of answer is reported as
+CLOSED_IDLE (which callers resend once) only when it was a pooled one: a fresh connection's request may have been
+read and acted on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -38,7 +47,11 @@ import httptools
 import httpx
 
 CLOSED_IDLE = "Server disconnected without sending a response"
-"""The same message httpcore raises, so that callers that resend on it (openai_compat) keep working."""
+"""The same message httpcore raises, so that callers that resend on it (openai_compat) keep working; raised for a
+pooled (kept-alive) connection only."""
+CLOSED_FRESH = "the engine closed a new connection without answering"
+"""A fresh connection closed before any byte of answer: the engine may have read the request, so it is not resent."""
+SWITCHED = "the engine switched protocols (HTTP 101), which the gateway never asks for"
 HIGH_WATER = 256 * 1024
 """Response bytes buffered per connection before it stops reading from the socket."""
 MAX_HEAD_BYTES = 1 << 20
@@ -46,6 +59,8 @@ MAX_HEAD_BYTES = 1 << 20
 10 MB, nginx a few KiB a line; an engine's head is a few hundred bytes)."""
 Sink = Callable[[bytes], bool]
 """Takes one read's body bytes; False: detach me (the bytes passed were taken all the same)."""
+
+log = logging.getLogger("aigrid.engines")
 
 
 def _expire(future: asyncio.Future[None], error: type[httpx.TimeoutException], message: str) -> None:
@@ -92,6 +107,10 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
+        self.reused = False
+        """Taken from the pool for this request (a kept-alive connection), not opened for it."""
+        self._interim = False
+        """The message being parsed is an interim (1xx) response: skipped, the final one follows."""
         self._head_left: int | None = MAX_HEAD_BYTES
         """Bytes the response head may still take (httptools keeps a header whole until its line ends: a head that
         never ended held the gateway's memory without bound until the first-byte deadline); None once it is whole."""
@@ -120,7 +139,7 @@ class _Conn(asyncio.Protocol):
         self.resume_writing()
         if not self.complete and self._error is None:  # else the error that closed it (_fail) is the one to say
             if not self.got_bytes:
-                self._error = httpx.RemoteProtocolError(CLOSED_IDLE)
+                self._error = httpx.RemoteProtocolError(CLOSED_IDLE if self.reused else CLOSED_FRESH)
             else:
                 self._error = httpx.ReadError(f"connection lost mid-response: {exc!r}" if exc else
                                               "server closed the connection mid-response")
@@ -128,6 +147,9 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self._head is None:  # nothing asked yet on this connection (reset() clears it for a pooled one)
+            self._fail(httpx.RemoteProtocolError("the engine sent a response it was not asked for"))
+            return
         if self._head_left is not None:  # the head is still coming (None once it is whole)
             self._head_left -= len(data)
             if self._head_left < 0:
@@ -135,13 +157,21 @@ class _Conn(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # a 101 parsed to its end: llhttp stops at the switch
+            self._fail(httpx.RemoteProtocolError(SWITCHED))
+            return
         except httptools.HttpParserError as e:
-            self._fail(httpx.RemoteProtocolError(f"invalid HTTP response: {e}"))
+            # a callback's own refusal (on_message_begin, on_headers_complete) is the error's context
+            own = e.__context__
+            self._fail(own if isinstance(own, httpx.RemoteProtocolError) else
+                       httpx.RemoteProtocolError(f"invalid HTTP response: {e}"))
             return
         if self._sink is not None and self._chunks:
             self._deliver()
 
     def _fail(self, error: Exception) -> None:
+        if self.complete:  # the answer was whole: it stands, the connection is not reused
+            log.warning("engine %s:%d: %s after a whole response; connection closed", *self.origin, error)
         self._error = error
         self.keep_alive = False
         if self.transport is not None:
@@ -149,10 +179,23 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes past the response's end: never part of this answer nor of the next request's
+            raise httpx.RemoteProtocolError("the engine sent a response it was not asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # interim (RFC 9110 15.2): skipped; its bytes stay counted in the head's bound
+            self._headers = []
+            if status < 100:
+                raise httpx.RemoteProtocolError(f"invalid HTTP response: status {status}")
+            if status == 101:
+                raise httpx.RemoteProtocolError(SWITCHED)
+            self._interim = True
+            return
         self._head_left = None
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
@@ -168,6 +211,9 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:  # the final response follows on the same connection
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
@@ -239,14 +285,16 @@ class _Conn(asyncio.Protocol):
     def reset(self) -> None:
         self.stop_read_timer()
         self.parser = httptools.HttpResponseParser(self)
-        self._headers, self._chunks, self._error = [], deque(), None
-        self.complete = self.keep_alive = self.got_bytes = self._timed_out = False
+        self._headers, self._chunks, self._error, self._head = [], deque(), None, None
+        self.complete = self.keep_alive = self.got_bytes = self._timed_out = self._interim = False
         self._head_left = MAX_HEAD_BYTES
         self.buffered = 0
         self._sink = self._detached = None
 
     async def send(self, data: bytes, timeouts: Mapping[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.transport is not None
+        if self._error is not None:  # the engine spoke first (data_received) and the connection is closing
+            raise self._error
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         if self._writable is not None:  # the engine is not reading the request body
@@ -255,7 +303,7 @@ class _Conn(asyncio.Protocol):
         # the read timeout
         head = timeouts["head"] if "head" in timeouts else timeouts.get("read")
         await _wait(self._head, head, "timed out waiting for the response head")
-        if self._error is not None and not self._headers:
+        if self._error is not None and self._head_left is not None:  # failed before a final head was whole
             raise self._error
         return self.parser.get_status_code(), self._headers
 
@@ -458,6 +506,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             conn = pool.idle.pop()
             if not conn.closed and now - conn.idle_since < self._expiry:
                 conn.reset()
+                conn.reused = True
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
