@@ -718,6 +718,27 @@ def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture)
     assert "tool 'big_schema' not offered" in caplog.text
 
 
+def test_a_server_s_tools_past_max_vetted_chars_are_not_offered(caplog: pytest.LogCaptureFixture) -> None:
+    """Final read of s34: 1,000 tools each just within MAX_TOOL_TEXT were about 30 MB for the firewall to vet, a
+    minute of CPU (3 wall at load 8) at start and at each change. The tools are offered, in the list's order, up to
+    MAX_VETTED_CHARS characters as a model reads them; the rest are not, in one error line."""
+    from aigrid.agents import mcp_tools
+
+    def tool(i: int) -> SimpleNamespace:
+        return SimpleNamespace(name=f"t{i}", description="d" * 30_000, title=None, input_schema={"type": "object"})
+
+    tools = McpServer("big", ["x"])._tools_of(Listed([tool(i) for i in range(1_000)]))
+    each = len(tools[0].model_text())
+    assert len(tools) == mcp_tools.MAX_VETTED_CHARS // each  # before: all 1,000, 30 MB
+    assert sum(len(t.model_text()) for t in tools) <= mcp_tools.MAX_VETTED_CHARS
+    said = [r.getMessage() for r in caplog.records if "MAX_VETTED_CHARS" in r.getMessage()]
+    assert len(said) == 1 and f"and the {1_000 - len(tools) - 1} listed after it are not offered" in said[0], said
+    few = McpServer("few", ["x"])._tools_of(Listed([SimpleNamespace(name=f"t{i}", description="d" * 3_900, title=None,
+                                                                    input_schema={"type": "object"})
+                                                    for i in range(1_000)]))
+    assert len(few) == 1_000  # 1,000 tools of 4 KB are within it
+
+
 async def test_tools_are_vetted_off_the_event_loop_at_start(tmp_path: Path) -> None:
     """At start each tool's text is read by the firewall on a worker thread, as a changed list's is: before, on the
     event loop (a long description held it, and with it every other task of the gateway)."""

@@ -66,6 +66,12 @@ MAX_TOOL_TEXT = 32_768
 offered: the firewall reads it at 4-10 s per MB (1,000,000 characters 4.2 s at load 7.4; a description of 1 MB
 held the event loop 9.6 s at start, before it was read on a thread), 32,768 in 0.18 s. Real servers' tools are a
 few KB at most; a longer one is logged and not offered."""
+MAX_VETTED_CHARS = 4 * 2**20
+"""The most characters of one server's tools, as a model reads them (McpTool.model_text), offered: the firewall vets
+each at start and at every change, about 2 s of CPU per million characters (1,000 tools of 30,440 characters:
+67.9 s of CPU, 238 s wall at load 5-9; 1,000 of 3,840: 8.5 s; `scripts/bench_mcp_vetting.py 1000x32000 1000x4000`).
+The tools past it, in the list's order, are not offered (one error logged): about 9 s of CPU a server at most.
+1,000 tools of 4 KB are within it; real servers' tools are a few KB each, a few hundred KB in all."""
 PROTOCOL_REFUSALS = ("Unsupported protocol version", "No mutually supported")
 """How the SDK's RuntimeError begins where it refuses the server's protocol version (ClientSession.initialize,
 adopt): the server's doing, so it did not start (an OSError the owner names). Any other RuntimeError out of start is
@@ -217,11 +223,13 @@ class McpServer:
         is not one: `start` says so.)"""
         tools: list[McpTool] = []
         names: set[str] = set()
+        vetted = 0
         if len(listed.tools) > MAX_TOOLS:
             log.error("MCP server %s lists %s%d tools: the first %d are read, the others not offered", self.name,
                       "more than " if listed.next_cursor is not None else "", len(listed.tools),
                       MAX_TOOLS)
-        for t in listed.tools[:MAX_TOOLS]:
+        read = listed.tools[:MAX_TOOLS]
+        for i, t in enumerate(read):
             tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
                            t.input_schema or {"type": "object"}, t.name)
             try:
@@ -234,6 +242,13 @@ class McpServer:
             except InvalidRequest as e:
                 log.error("MCP server %s: tool %r not offered: %s", self.name, tool.name[:100], e.message)
                 continue
+            if vetted + len(text) > MAX_VETTED_CHARS:
+                log.error("MCP server %s: its tools up to %r are %s characters as a model reads them, over %s "
+                          "(MAX_VETTED_CHARS, each vetted by the firewall): that tool and the %d listed after it are "
+                          "not offered", self.name, tool.name[:100], f"{vetted + len(text):,}", f"{MAX_VETTED_CHARS:,}",
+                          len(read) - i - 1)
+                break
+            vetted += len(text)
             names.add(tool.name)
             tools.append(tool)
         return tools
