@@ -127,11 +127,12 @@ def test_a_socket_closed_while_the_engine_is_silent_mid_response_is_seen_at_once
                                             additional_headers=HEADERS) as ws:
             ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello",
                                 "max_output_tokens": 100}))
-            while json.loads(ws.recv(timeout=5))["type"] != "response.in_progress":
+            while json.loads(ws.recv(timeout=30))["type"] != "response.in_progress":
                 pass
         hung_up = time.monotonic()
         rows = grid.until_records("/v1/responses", 1)
-        assert time.monotonic() - hung_up < 2.0, "the response's record came only after the engine's next chunk"
+        # "at once": well within the engine's silence (SILENT_S), with room for a loaded machine
+        assert time.monotonic() - hung_up < SILENT_S / 2, "the response's record came only after the engine's next chunk"
         assert [r["outcome"] for r in rows] == ["client_closed"]
         socket_row = grid.until_records("WS /v1/responses", 1)[0]
         assert socket_row["extra"]["responses"] == 1

@@ -463,7 +463,7 @@ def test_a_steer_waiting_is_held_as_the_bytes_it_came_in(tmp_path: Path) -> None
         with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses", additional_headers=TENANT,
                                             max_size=None) as raw:
             raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "WAIT Say hello"}))
-            while (event := json.loads(raw.recv(timeout=5)))["type"] != "response.created":
+            while (event := json.loads(raw.recv(timeout=30)))["type"] != "response.created":
                 pass
             message = json.dumps({**steer, "previous_response_id": event["response"]["id"]}, separators=(",", ":"))
             assert len(message) < limit
