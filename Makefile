@@ -20,7 +20,7 @@ run: install engine
 
 ## test: install what the tests need and run them all
 test: install engine system-deps promtool
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 install: $(STAMP) core
 
