@@ -18,6 +18,15 @@ head of any size (64 MiB served), and httptools joins a header value's pieces as
 in its length (5.8 s of the event loop for one 64 MiB header, every client stalled). A head that grows past it is
 answered 431 and closed as it arrives; a complete one over it is answered 431 instead of being served.
 
+Requests a client pipelines (sends before reading the answers to the earlier ones) are bounded too: uvicorn parsed
+every request of each read into a request cycle (about 2.4 KB each, for as little as 18 bytes sent), queued them
+without limit and read on after each answer, so a client that pipelined small requests and never read its answers
+had the gateway hold 475 MB (200,000 GETs) and more as it sent. While requests wait behind the one being answered
+the connection is not read; at most MAX_PIPELINED wait, and the request past them is not served: the waiting ones are
+answered in turn, the last with `connection: close`, and the connection closed (logged), as an HTTP/1.1 server may
+(RFC 9112 9.3.2: a client retries on a new connection what was not answered). The head deadline waits while
+an answer is owed on the connection (a pipelined head is not read then), and counts from its end.
+
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
 with pongs the gateway would hold for it without bound.
 """
@@ -46,6 +55,9 @@ def body_deadline_s(declared: int | None, limit: int) -> float:
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024
 """A request's line and headers; a large JWT is a few KiB."""
+MAX_PIPELINED = 16
+"""Requests a connection may have waiting behind the one being answered (browsers do not pipeline; a client that
+does, a few)."""
 HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TOO_LARGE_BODY = (b'{"error":{"message":"the request\'s headers are larger than the gateway takes (%d bytes)",'
                    b'"type":"invalid_request_error","param":null,"code":"request_header_too_large"}}' % MAX_HEAD_BYTES)
@@ -90,6 +102,10 @@ class HeadDeadline(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         """What the head being read has sent in the pieces fed whole into it (the piece that starts it not)."""
+        self._ended = False
+        """A request ended within the piece being fed (data_received): the rest of the piece is not all head."""
+        self._overflow = False
+        """More than MAX_PIPELINED requests were pipelined: no more is read; closed after the last one waiting."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -104,14 +120,44 @@ class HeadDeadline(HttpToolsProtocol):
         self._arm()  # a later request on a kept connection: its head has the same time from its first byte
 
     def data_received(self, data: bytes) -> None:
+        if self._overflow:  # past MAX_PIPELINED: nothing more is read (the parser stopped in error)
+            return
         in_head = self._head_timer is not None  # armed from a head's first byte to its end
+        self._ended = False
         super().data_received(data)
-        if in_head and self._head_timer is not None:  # the piece went whole into an unfinished head
+        if in_head and not self._ended and self._head_timer is not None:  # the piece went whole into that head
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._ended = True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # reads again, and starts the next request waiting
+        if self.pipeline or self._overflow:  # uvicorn read on after every answer, the queue growing without end
+            self.flow.pause_reading()
+        elif self._head_timer is not None:  # a head begun while an answer was owed: its time counts from now
+            self._disarm()
+            self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._overflow:
+            super().send_400_response(msg)
+            return
+        # past MAX_PIPELINED (on_headers_complete stopped the parser): the waiting requests are answered, the last
+        # with connection: close, and the connection is closed after it; nothing more is read
+        self.flow.pause_reading()
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+
     def on_headers_complete(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._disarm()
+            self._overflow = True
+            self._log_refused(f"it pipelined more than {MAX_PIPELINED} requests; closed after those answered")
+            raise ConnectionAbortedError("too many pipelined requests")  # stops the parser: send_400_response
         self._disarm()
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         self._head_bytes = 0
@@ -136,6 +182,9 @@ class HeadDeadline(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:  # an answer is owed: the head is not read
+            self._arm()  # (on_response_complete counts its time again from that answer's end)
+            return
         self._close(TIMED_OUT, f"its request head was not complete within {self.head_timeout_s:.0f} s (408)")
 
     def _refuse_head(self) -> None:
