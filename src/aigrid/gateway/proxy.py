@@ -738,6 +738,8 @@ def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
     whole one JSON, and neither compressed (the gateway asks for `accept-encoding: identity`: it reads the bytes).
     Passed on, an HTML page, a gzip body or a whole answer to a stream reached the client as a 200 and was audited
     `ok`, the engine never counted as failing (docs/reliability.md, "Failing before the first byte")."""
+    if upstream.status >= 300:  # a redirect (or another 3xx) is no answer: passed on, a 302 reached the client, `ok`
+        return f"answered HTTP {upstream.status}, not an answer"
     headers = upstream.headers
     encoding = coded(headers)
     if encoding is not None:
