@@ -173,9 +173,9 @@ async def test_a_usage_key_written_with_escapes_is_read_as_usage(tmp_path, door:
 def test_hiding_addresses_in_a_long_error_is_linear(text: str) -> None:
     """EngineNames.hide drops an adapter's repr with `\\w+Engine\\([^()]*\\)`, which retried from every character of a
     run of letters (and read to the end from each `Engine(`): quadratic, 300 KB took minutes, the event loop held."""
-    started = time.monotonic()
+    started = time.process_time()  # CPU time (hide runs on this thread): a loaded machine does not stretch it
     assert EngineNames({}).hide(text) == text
-    assert time.monotonic() - started < 1
+    assert time.process_time() - started < 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
