@@ -12,14 +12,14 @@ COMPILE ?= 1
 CORE_PY := $(shell $(PYTHON) scripts/build_core.py --sources 2>/dev/null || find src/aigrid/core src/aigrid/sim -name '*.py')
 CORE_BUILD := src/aigrid/core/_compiled.txt
 
-.PHONY: run test install core clean-core engine system-deps promtool lint clean
+.PHONY: run test install core clean-core engine system-deps promtool sdk-js lint clean
 
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
 run: install engine
 	$(VENV)/bin/aigrid up $(SPEC)
 
 ## test: install what the tests need and run them all
-test: install engine system-deps promtool
+test: install engine system-deps promtool sdk-js
 	$(PY) -m pytest -q -rs
 
 install: $(STAMP) core
@@ -71,6 +71,16 @@ system-deps:
 	    if [ "$$(id -u)" = 0 ]; then echo "installing$$missing (Debian)"; apt-get update -qq && \
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	    else echo "missing:$$missing; sudo apt-get install$$missing (those tests will skip)"; fi; fi
+
+## sdk-js: the official JavaScript SDKs (openai, @anthropic-ai/sdk, pinned by tests/parity/js/package-lock.json)
+## for tests/parity/test_js_sdk_surface.py: npm ci into tests/parity/js, again only when the lock file changes
+## (~70 MB). Without node and npm it says so in one line and those tests skip.
+JS_SDKS := tests/parity/js
+sdk-js:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "no node/npm: the JavaScript SDK tests (tests/parity/test_js_sdk_surface.py) will skip"; \
+	elif [ ! $(JS_SDKS)/node_modules/.installed -nt $(JS_SDKS)/package-lock.json ]; then \
+	  npm ci --prefix $(JS_SDKS) --no-audit --no-fund --loglevel=error && touch $(JS_SDKS)/node_modules/.installed; fi
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts
