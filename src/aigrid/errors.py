@@ -263,6 +263,17 @@ class QuotaUnavailable(ApiError):
     code = "quota_unavailable"
 
 
+class ShuttingDown(ApiError):
+    """The gateway is stopping and its grace ran out (or a second Ctrl-C/SIGTERM cut it short) before this request's
+    answer began: cut, its quota settled and its record written (`cancelled`), then answered this, never the
+    server's plain-text 500 (gateway/stopping.py). Retried by the SDKs: another gateway, or this one started
+    again, serves it."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "shutting_down"
+
+
 class StoreUnavailable(ApiError):
     """The store that holds stored Responses, background placeholders or Conversations (a jurisdiction's
     Redis, or the workers' hub) did not answer: the request that needs it is refused, never answered from a

@@ -115,6 +115,9 @@ class Gateway:
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
+    stopping: bool = False
+    """Set at the process's first SIGINT/SIGTERM (stopping.GatewayServer): a WebSocket the server closes then was
+    closed by the stop, not by its client (responses_socket.py)."""
     startup_error: BaseException | None = None
     """Why the lifespan's start failed (a document not found, an MCP server that would not start, an audit log
     that cannot be opened): what started before it is stopped, and the server reports it in one line

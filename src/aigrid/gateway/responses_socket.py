@@ -49,7 +49,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -162,7 +162,7 @@ class ResponsesSocket:
             self.gw.metrics.responses_sockets.inc()
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
-                               self.gw.spec.gateway.max_body_bytes, self.pool)
+                               self.gw.spec.gateway.max_body_bytes, self.pool, lambda: self.gw.stopping)
             try:
                 await conn.run()
             finally:
@@ -282,8 +282,10 @@ class _Connection:
     """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
 
     def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int,
-                 pool: _Waiting) -> None:
+                 pool: _Waiting, stopping: Callable[[], bool] = lambda: False) -> None:
         self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
+        self.stopping = stopping
+        """Whether the gateway is stopping (Gateway.stopping): a close then is the server's (uvicorn's 1012)."""
         self.queue: asyncio.Queue[_Run | None] = asyncio.Queue()
         self.queued_bytes = 0
         self.gone = asyncio.Event()
@@ -294,6 +296,7 @@ class _Connection:
         self.dropped = 0
         """Creates still waiting when the client left: never served, counted in the socket's record."""
         self.closed_by = "client"
+        """Who ended the socket: `client`, `idle`, or `server` (the gateway stopping)."""
         self.active: dict[str, _Run] = {}
         """The responses running now (created, not ended), by id: what a steer may target."""
         self.ended: dict[str, str] = {}
@@ -310,12 +313,18 @@ class _Connection:
         try:
             await self._read()
         finally:
-            self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
                 run.cut.wanted = False
+            if self.closed_by == "server":  # the stop closed it (1012): the running response is cancelled, as the
+                runner.cancel()  # stop cancels an HTTP request (`cancelled`), not one its client left (`client_closed`)
+            self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
             try:
                 await runner
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.closed_by != "server" or (task is not None and task.cancelling()):
+                    raise
             finally:  # what still waits is dropped: the process's count of waiting bytes lets it go
                 self.pool.held -= self.queued_bytes + self.steer_bytes
             while not self.queue.empty():
@@ -348,6 +357,8 @@ class _Connection:
                     await self.ws.close(CLOSE_NORMAL, f"idle for {IDLE_S:g} s")
                 return
             if message["type"] == "websocket.disconnect":
+                if self.stopping():
+                    self.closed_by = "server"
                 return
             self.last_active = time.monotonic()
             data = message.get("bytes") if message.get("text") is None else message["text"].encode()

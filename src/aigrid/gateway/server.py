@@ -4,7 +4,6 @@ gateway (uvicorn) in front of them. Ctrl-C (or SIGTERM) stops the gateway, then 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import json
@@ -15,7 +14,7 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_proble
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
+from aigrid.gateway.stopping import GRACE_S, CutAnswers, GatewayServer, stop_on_signals
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
@@ -42,27 +42,6 @@ from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 
 LOG_DIR = Path(".aigrid") / "logs"
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling: it re-raises SIGTERM after shutting down, which would kill the
-    process before the engines, namespaces and audit log are closed. run_grid owns the signals instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _stop_on_signals(server: uvicorn.Server) -> None:
-    """First Ctrl-C or SIGTERM: graceful stop; a second one: stop now (engines are still cleaned up)."""
-    def stop() -> None:
-        if server.should_exit:
-            server.force_exit = True
-        server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
 
 
 async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) -> SiteNetwork | None:
@@ -258,11 +237,11 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # a failed start is raised below, in one line
         # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
-                                loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5,
+        config = uvicorn.Config(CutAnswers(app), host=host, port=port, log_config=None, log_level="warning",
+                                loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=GRACE_S,
                                 **server_options(spec))
-        server = _Server(config)
-        _stop_on_signals(server)
+        server = GatewayServer(config, gateway)  # the signals are its own (stopping.py)
+        stop_on_signals(server)
 
         async def announce() -> None:  # only once the gateway really listens
             if await settle_when_started(server, 0.02):

@@ -52,12 +52,16 @@ from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, H
 from aigrid.gateway.metrics import retire_worker
 from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
+from aigrid.gateway.stopping import GRACE_S, CutAnswers, GatewayServer, stop_on_signals
 from aigrid.gateway.wiring import Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
 log = logging.getLogger("aigrid.workers")
 RESTART_DELAY_S = 1.0
+REAP_SLACK_S = 10.0
+"""Past a worker's grace and batch drain, what its lifespan's shutdown may take (background runs, MCP servers, the
+audit records posted to the hub) before the parent kills it."""
 STARTUP_FAILED = 3
 """A worker's exit code when it could not start (uvicorn's own for a failed lifespan start); why is in the file
 `worker-INDEX.failed` beside its configuration, one line."""
@@ -108,17 +112,25 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                                          **worker_options}))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         stop = asyncio.Event()
+        procs: list[asyncio.subprocess.Process | None] = [None] * count
+
+        def signalled() -> None:  # the first: each worker stops gracefully; the next ones: each cuts its grace short
+            if stop.is_set():
+                _signal_all(procs)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        procs: list[asyncio.subprocess.Process | None] = [None] * count
+            loop.add_signal_handler(sig, signalled)
         ready = False
         failed: list[str] = []
 
         async def start(i: int) -> asyncio.subprocess.Process:
+            # a session of its own: the terminal's Ctrl-C reaches the parent alone, which passes each signal on
+            # (a worker that got the terminal's SIGINT and the parent's SIGTERM counted two: its grace cut short)
             procs[i] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
-                pass_fds=(fd,), env=env)
+                pass_fds=(fd,), env=env, start_new_session=True)
             return procs[i]  # type: ignore[return-value]
 
         async def keep(i: int) -> None:
@@ -151,11 +163,8 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                 started()
             await stop.wait()
         finally:
-            for proc in procs:
-                if proc is not None and proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGTERM)
-            await _reap(procs)
+            _signal_all(procs)
+            await _reap(procs, GRACE_S + spec.gateway.batch.drain_s + REAP_SLACK_S)
             for task in keepers:
                 task.cancel()
             for task in keepers:
@@ -170,6 +179,13 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
         shutil.rmtree(work, ignore_errors=True)
     if failed:
         raise ConfigError(failed[0])
+
+
+def _signal_all(procs: Sequence[asyncio.subprocess.Process | None]) -> None:
+    for proc in procs:
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
 
 
 def _failure(work: Path, index: int) -> str | None:
@@ -208,7 +224,10 @@ async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float | N
     return False
 
 
-async def _reap(procs: Sequence[asyncio.subprocess.Process | None], timeout_s: float = 15.0) -> None:
+async def _reap(procs: Sequence[asyncio.subprocess.Process | None], timeout_s: float) -> None:
+    """Wait for the workers to stop, `timeout_s` at most (their whole stop: the grace, the batches' drain; 15 s
+    before, less than that, so a worker still draining its batch lines was killed: their records lost), then kill
+    what is left, said in the log."""
     live = [p for p in procs if p is not None and p.returncode is None]
     try:
         async with asyncio.timeout(timeout_s):
@@ -216,6 +235,8 @@ async def _reap(procs: Sequence[asyncio.subprocess.Process | None], timeout_s: f
     except TimeoutError:
         for p in live:
             if p.returncode is None:
+                log.error("gateway worker pid %d did not stop within %g s: killed (what it was doing has no record)",
+                          p.pid, timeout_s)
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
         await asyncio.gather(*(p.wait() for p in live))
@@ -262,9 +283,10 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # the parent says why, once, from this worker's file
         # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
-        uv = uvicorn.Config(app, log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
-                            timeout_graceful_shutdown=5, **server_options(spec))
-        server = uvicorn.Server(uv)
+        uv = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
+                            timeout_graceful_shutdown=GRACE_S, **server_options(spec))
+        server = GatewayServer(uv, gateway)  # the parent passes each signal on (stopping.py); uvicorn's own re-raised
+        stop_on_signals(server)  # SIGTERM at its end, killing the worker before its hub client closed
         settling = asyncio.create_task(settle_when_started(server))
         try:
             await server.serve(sockets=[sock])

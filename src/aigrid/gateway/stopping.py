@@ -1,0 +1,160 @@
+"""How a gateway process stops (server.py's one process, and each of workers.py's workers): its signals, its grace,
+and what a request the stop cuts answers.
+
+The first SIGINT or SIGTERM: uvicorn's graceful stop. No new connection is taken; a WebSocket is closed at once
+(1012, its running response cancelled: outcome `cancelled`, responses_socket.py); every HTTP request gets
+GRACE_S to end, and one still running then is cancelled (its quota settled, its record `cancelled`). Then the
+lifespan's shutdown (app.py): background runs cancelled, running batch lines given `gateway.batch.drain_s`, the
+MCP servers stopped, the audit log's final checkpoint. A second signal cuts the grace short: every request still
+running is cancelled now and the batches' drain is skipped; the lifespan's shutdown still runs. uvicorn's own
+second Ctrl-C (`force_exit`) skipped the lifespan's shutdown: no record for the requests then running, no final
+checkpoint, and the process hung for good in asyncio.run's last cancel (found 2026-12-06 by SIGTERM twice,
+`tests/gateway/test_shutdown.py`).
+
+A request cut before its answer began is answered 503 `shutting_down` in its API's envelope (`CutAnswers`), and
+a stream cut mid-way ends with an error event in its front door's form; before, uvicorn's plain-text 500 and a
+chunked body cut off mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import uvicorn
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from aigrid.errors import ShuttingDown
+from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_error_handler
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
+
+log = logging.getLogger("aigrid.gateway")
+GRACE_S = 5
+"""How long the HTTP requests running at the first signal may take to end (uvicorn's timeout_graceful_shutdown)."""
+CUT = "the gateway is stopping"
+SEND_BOUND_S = 1.0
+"""The most a cut request's last words wait for a client that reads nothing."""
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, its signals handled here (`stop_on_signals`): uvicorn re-raised SIGTERM after shutting down, which
+    killed the process before the engines, the hub and the audit log were closed, and its second Ctrl-C skipped the
+    lifespan's shutdown (module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.hurried = False
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def signalled(self) -> None:
+        """One SIGINT or SIGTERM: the first stops gracefully, the next ones cut the grace short."""
+        self.gateway.stopping = True
+        if not self.should_exit:
+            self.should_exit = True
+            return
+        self.hurry()
+
+    def hurry(self) -> None:
+        """Every request still running is cancelled now (each settles and writes its record), the batches' drain
+        is skipped; the lifespan's shutdown still runs."""
+        if not self.hurried:
+            log.warning("stopping now: the requests still running are cut (their records say `cancelled`)")
+        self.hurried = True
+        self.config.timeout_graceful_shutdown = 0  # a stop not yet at its wait cancels what runs at once
+        for task in list(self.server_state.tasks):
+            task.cancel(CUT)
+        if self.gateway.batches is not None:
+            self.gateway.batches.runner.hurry()
+
+
+def stop_on_signals(server: GatewayServer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.signalled)
+
+
+class CutAnswers:
+    """An HTTP request the stop cancels (`GatewayServer`, or uvicorn at the end of the grace) ends with words its
+    client can read: 503 `shutting_down` in the API's envelope when no answer had begun, an error event when a
+    stream (text/event-stream) had. Its record was written on the way out (routes.Audited: `cancelled`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answer = _Watched(send)
+        try:
+            await self.app(scope, receive, answer.send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cut is taken: the last words below are sent, not cancelled again
+            if not await answer.last_words(scope, receive):
+                raise
+
+
+class _Watched:
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = self.ended = self.stream = False
+        self.events = 0
+        """Events with a name sent so far: the next one's sequence_number on the Responses API."""
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            headers = dict((bytes(k).lower(), bytes(v)) for k, v in message.get("headers") or ())
+            self.stream = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+        elif message["type"] == "http.response.body":
+            body = bytes(message.get("body", b""))
+            self.events += body.startswith(b"event: ") + body.count(b"\nevent: ")
+            self.ended = not message.get("more_body", False)
+        await self._send(message)
+
+    async def last_words(self, scope: Scope, receive: Receive) -> bool:
+        """Whether the client got an end it can read (else the connection is closed on it, as before)."""
+        if self.ended:
+            return True
+        if self.started and not self.stream:  # a body begun and cut: nothing can be added to it
+            return False
+        err = ShuttingDown(f"{CUT}: this request was cut before its answer ended; send it again",
+                           headers={"retry-after": "1"})
+        try:
+            async with asyncio.timeout(SEND_BOUND_S):
+                if not self.started:
+                    response = await api_error_handler(Request(scope), err)
+                    await response(scope, receive, self._send)
+                else:
+                    await self._send({"type": "http.response.body", "body": self._event(scope, err),
+                                      "more_body": False})
+        except (TimeoutError, OSError) as e:
+            log.info("a cut request's last words were not sent: %r", e)
+            return False
+        return True
+
+    def _event(self, scope: Scope, err: ShuttingDown) -> bytes:
+        path = str(scope.get("path", ""))
+        headers = {bytes(k).lower() for k, _ in scope.get("headers") or ()}
+        if path.startswith(ANTHROPIC_PREFIX) or ANTHROPIC_VERSION.encode() in headers:
+            data: dict[str, Any] = {"type": "error", "error": {"type": "overloaded_error", "message": err.message}}
+            return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+        if path.startswith("/v1/responses"):
+            data = {"type": "error", "code": err.code, "message": err.message, "param": None,
+                    "sequence_number": self.events}
+            return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+        return b"data: " + orjson.dumps(err.envelope()) + b"\n\n"

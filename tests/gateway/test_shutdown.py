@@ -1,0 +1,251 @@
+"""Stopping under load (issue 12: every exit settles and writes its audit record): a real gateway process, in front
+of the engine emulator, is sent SIGTERM (then, where asked, a second one) while streamed and whole chat answers
+run on the engine, a WebSocket response streams, a file upload is mid-body, a batch's lines run and an MCP server
+runs. Each client gets an end it can read (an error event, a 503 in the envelope, close 1012), the process exits
+within its grace, every request has exactly one record (`cancelled`), the chain verifies, no process is left,
+and a restart resumes the batch.
+
+Found so (2026-12-06): a second SIGTERM left the one-process gateway hung for good with no record of the requests
+it cut and no final checkpoint (uvicorn's force_exit skipped the lifespan's shutdown); with --workers 2 the parent
+killed its workers 15 s after one SIGTERM, while their batch lines still had the 10 s of drain_s after the 5 s of
+grace (the lines' records lost); a request cut before its answer got uvicorn's plain-text 500, a cut stream a
+chunked body broken off; the WebSocket response the stop closed was recorded `client_closed`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from aigrid.engines.llama_server import free_port
+from tests.e2e.processes import wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+H = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Frankfurt"}
+LONG = 2000
+"""Output tokens per request: ~80 s at the emulator's 40 ms a step, so every request still runs when stopped."""
+
+
+def _chat(stream: bool) -> dict[str, Any]:
+    return {"model": "emulated", "messages": [{"role": "user", "content": "hello"}], "max_tokens": LONG,
+            "stream": stream}
+
+
+def _grid(tmp: Path, engine_port: int) -> dict[str, Any]:
+    return {"name": "stop", "gateway": {"host": "127.0.0.1", "port": free_port(), "network": "none",
+                                        "batch": {"dir": str(tmp / "batches")}},
+            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
+            "sites": {"s0": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
+            "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm", "slots": 32,
+                           "url": f"http://127.0.0.1:{engine_port}"}],
+            "tenants": {"metered": {"quotas": {"requests_per_min": 1000, "tokens_per_min": 10_000_000}}},
+            "agents": {"mcp_servers": {"m": {"command": [sys.executable, str(ROOT / "tests/agents/mcp_server.py")]}}},
+            "security": {"audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")}}}
+
+
+def _start(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _running(engine: str) -> int:
+    text = httpx.get(engine + "/metrics", timeout=2).text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("vllm:num_requests_running"))
+
+
+def _until(what: str, check: Any, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Clients:
+    """What each client in flight got at its end."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.started = {name: asyncio.Event() for name in ("stream0", "stream1", "ws")}
+        """Set at the first text each streamed answer got."""
+        self.got: dict[str, Any] = {}
+
+    async def stream(self, c: httpx.AsyncClient, name: str) -> None:
+        lines: list[str] = []
+        async with c.stream("POST", self.base + "/v1/chat/completions", json=_chat(True), headers=H) as r:
+            async for line in r.aiter_lines():  # a body broken off raises here (httpx.RemoteProtocolError)
+                if line:
+                    lines.append(line)
+                    self.started[name].set()
+        self.got[name] = lines[-1]
+
+    async def whole(self, c: httpx.AsyncClient, name: str) -> None:
+        r = await c.post(self.base + "/v1/chat/completions", json=_chat(False), headers=H)
+        self.got[name] = (r.status_code, r.json())
+
+    async def socket(self, name: str) -> None:
+        url = self.base.replace("http://", "ws://") + "/v1/responses"
+        async with websockets.connect(url, additional_headers=H) as ws:
+            await ws.send(json.dumps({"type": "response.create", "model": "emulated", "input": "hi",
+                                      "max_output_tokens": LONG}))
+            try:
+                async for message in ws:
+                    if json.loads(message).get("type") == "response.output_text.delta":
+                        self.started[name].set()
+            except websockets.ConnectionClosed:
+                pass
+        self.got[name] = ws.close_code
+
+    async def upload(self, port: int, name: str) -> None:
+        """A multipart upload whose body stops coming half-way."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (f"POST /v1/files HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nx-aigrid-tenant: metered\r\n"
+                "content-type: multipart/form-data; boundary=XX\r\ncontent-length: 100000\r\n\r\n--XX\r\n"
+                'content-disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--XX\r\n'
+                'content-disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{"custom_id"')
+        writer.write(head.encode())
+        await writer.drain()
+        self.got[name] = await reader.read()
+        writer.close()
+
+
+def _records(tmp: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "query", str(tmp / "audit.db"), "--format",
+                          "jsonl", "--limit", "1000", "--public-key", str(tmp / "audit.pub.pem")],
+                         capture_output=True, text=True, cwd=tmp, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def _verified(tmp: Path) -> None:
+    v = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp / "audit.db"),
+                        "--public-key", str(tmp / "audit.pub.pem")], capture_output=True, text=True, cwd=tmp)
+    assert v.returncode == 0 and "OK: the chain is intact" in v.stdout, v.stdout + v.stderr
+
+
+@pytest.mark.parametrize(("workers", "signals"), [(1, 2), (2, 2), (2, 1)])
+def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_once(
+        tmp_path: Path, workers: int, signals: int) -> None:
+    engine_port = free_port()
+    logs = tmp_path / "logs.txt"
+    emulator = _start([sys.executable, "-m", "aigrid.cli", "emulator", "--port", str(engine_port), "--engines", "1",
+                       "--model", "emulated", "--slots", "64", "--decode-base-ms", "40"], tmp_path, logs)
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        engine = f"http://127.0.0.1:{engine_port}"
+        wait_http(engine + "/health")
+        grid = _grid(tmp_path, engine_port)
+        port = grid["gateway"]["port"]
+        (tmp_path / "spec.json").write_text(json.dumps(grid))
+        argv = [sys.executable, "-m", "aigrid.cli", "gateway", str(tmp_path / "spec.json"), "--workers", str(workers)]
+        gateway = _start(argv, tmp_path, logs)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/livez", timeout_s=120)
+
+        async def load(clients: Clients) -> float:
+            async with httpx.AsyncClient(timeout=120) as c:
+                lines = "\n".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
+                                              "body": _chat(False)}) for i in range(3))
+                f = await c.post(base + "/v1/files", files={"file": ("b.jsonl", lines.encode())},
+                                 data={"purpose": "batch"}, headers=H)
+                b = await c.post(base + "/v1/batches", json={"input_file_id": f.json()["id"], "completion_window": "24h",
+                                                             "endpoint": "/v1/chat/completions"}, headers=H)
+                clients.got["batch"] = b.json()["id"]
+                tasks = [asyncio.create_task(clients.stream(c, f"stream{i}")) for i in range(2)]
+                tasks += [asyncio.create_task(clients.whole(c, "whole")), asyncio.create_task(clients.socket("ws")),
+                          asyncio.create_task(clients.upload(port, "upload"))]
+                # every request on the engine: 2 streams, the whole one, the socket's, 3 batch lines
+                await asyncio.to_thread(_until, "7 requests running on the engine", lambda: _running(engine) >= 7)
+                for started in clients.started.values():
+                    await asyncio.wait_for(started.wait(), 60)
+                clients.got["spawned"] = _descendants(gateway.pid)  # type: ignore[union-attr]
+                stopped = time.monotonic()
+                for _ in range(signals):
+                    gateway.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                    await asyncio.sleep(0.5)
+                _, pending = await asyncio.wait(tasks, timeout=60)
+                assert not pending, f"clients still waiting 60 s after the stop: {pending}"
+                for task in tasks:
+                    task.result()  # none broke off: each read an end
+                return stopped
+
+        clients = Clients(base)
+        stopped = asyncio.run(load(clients))
+        code = gateway.wait(timeout=60)
+        took = time.monotonic() - stopped
+        # within its grace: 5 s for the HTTP requests, then the batch lines' drain_s (10 s); a second signal: at once
+        assert code == 0 and took < (10 if signals == 2 else 25), (code, took)
+        for name in ("stream0", "stream1"):
+            event = json.loads(clients.got[name].removeprefix("data: "))
+            assert event["error"]["code"] == "shutting_down", clients.got[name]
+        assert clients.got["whole"][0] == 503 and clients.got["whole"][1]["error"]["code"] == "shutting_down"
+        assert clients.got["upload"].startswith(b"HTTP/1.1 503 "), clients.got["upload"][:300]
+        assert b'"code":"shutting_down"' in clients.got["upload"]
+        assert clients.got["ws"] == 1012
+        left = [pid for pid in clients.got["spawned"] if _alive(pid)]
+        assert not left, f"left running: {left}"
+
+        records = _records(tmp_path)
+        ids = [r["request_id"] for r in records]
+        assert len(ids) == len(set(ids))
+        by_route: dict[str, list[str]] = {}
+        for r in records:
+            route = r["extra"]["route"]
+            by_route.setdefault("batch line" if route.startswith("/v1/batches (line)") else route, []).append(r["outcome"])
+        assert by_route["/v1/chat/completions"] == ["cancelled"] * 3, by_route
+        assert by_route["/v1/responses"] == ["cancelled"], by_route  # the socket's response: the stop's, not the client's
+        assert by_route["POST /v1/files"] == ["ok", "cancelled"], by_route
+        assert by_route["batch line"] == ["cancelled"] * 3, by_route
+        _verified(tmp_path)
+
+        # started again: the batch's lines run again (and the chain still verifies after this second run)
+        gateway = _start(argv[:-1] + ["1"], tmp_path, logs)
+        wait_http(base + "/livez", timeout_s=120)
+        _until("the batch resumed", lambda: _running(engine) >= 3)
+        status = httpx.get(base + f"/v1/batches/{clients.got['batch']}", headers=H).json()["status"]
+        assert status == "in_progress"
+        for _ in range(2):
+            gateway.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+        assert gateway.wait(timeout=60) == 0
+        _verified(tmp_path)
+    finally:
+        for proc in (gateway, emulator):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if os.environ.get("AIGRID_SHOW_LOGS"):
+            print(logs.read_text(errors="replace")[-20000:])
