@@ -321,6 +321,8 @@ def test_files_batches_and_every_list_a_page_at_a_time_through_the_js_sdks(surfa
     assert paging["items"] == paging["convItems"] == ["one", "two", "three"]
     assert paging["claudeModels"][:2] == [MODEL, "auto"] and len(paging["claudeModels"]) == 4
     assert paging["listedBatches"][:2] == paging["batches"][::-1] and len(paging["listedBatches"]) == 3
+    listed = paging["listedOpenaiBatches"]  # these two, then the batches case's
+    assert listed[:2] == paging["openaiBatches"][::-1] and len(listed) == len(set(listed)) == 3
 
 
 def test_messages_through_the_anthropic_js_sdk(surface: dict[str, Any]) -> None:

@@ -548,7 +548,15 @@ const cases = {
     }
     const listedBatches = [];
     for await (const b of claude.messages.batches.list({ limit: 1 })) listedBatches.push(b.id);
-    return { files, listedFiles, items, convItems, claudeModels, batches, listedBatches };
+    const openaiBatches = [];
+    for (let i = 0; i < 2; i++) {
+      openaiBatches.push((await oai.batches.create({ input_file_id: files[0], endpoint: '/v1/chat/completions',
+        completion_window: '24h' })).id);
+    }
+    const listedOpenaiBatches = [];
+    for await (const b of oai.batches.list({ limit: 1 })) listedOpenaiBatches.push(b.id);
+    return { files, listedFiles, items, convItems, claudeModels, batches, listedBatches, openaiBatches,
+      listedOpenaiBatches };
   },
   // --- every site's engine breaks after its first byte: no continuation can finish the answer -------------
   async broken() {
