@@ -111,23 +111,42 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
         return
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            yield TextPiece(delta["content"], token_logprobs(choice))
+        content = _text(delta, "content")
+        if content:
+            yield TextPiece(content, token_logprobs(choice))
         for call in delta.get("tool_calls") or ():
-            index = int(call.get("index", 0))
+            index = call.get("index", 0)
+            if type(index) is not int:
+                raise ValueError(f"a tool call's index is {str(index)[:40]}")
             fn = call.get("function") or {}
             if index not in seen_tools:
                 seen_tools.add(index)
-                yield ToolStart(index, str(call.get("id") or f"call_{index}"), str(fn.get("name") or ""))
-            if fn.get("arguments"):
-                yield ToolArgs(index, str(fn["arguments"]))
-        if choice.get("finish_reason"):
-            yield Finish(str(choice["finish_reason"]), matched_stop(choice), loop_stop_of(obj))
-    if isinstance(obj.get("aigrid_steps"), list) and obj["aigrid_steps"]:
-        yield Steps(obj["aigrid_steps"])
+                yield ToolStart(index, _text(call, "id") or f"call_{index}", _text(fn, "name") or "")
+            arguments = _text(fn, "arguments")
+            if arguments:
+                yield ToolArgs(index, arguments)
+        finish = _text(choice, "finish_reason")
+        if finish:
+            yield Finish(finish, matched_stop(choice), loop_stop_of(obj))
+    steps = obj.get("aigrid_steps")
+    if steps is not None and not (isinstance(steps, list) and all(isinstance(s, dict) for s in steps)):
+        raise ValueError("aigrid_steps is not a list of steps")
+    if steps:
+        yield Steps(steps)
     usage = usage_of(obj)
     if usage is not None:
         yield usage
+
+
+def _text(obj: dict[str, Any], key: str) -> str | None:
+    """A chunk's string field, or None: what is neither (a list as `content`, an object as a tool call's `arguments`)
+    is a chunk of another shape (ValueError). Until the twenty-sixth session it was written out as Python shows it
+    (`str()`) or dropped: an object's text reached an Anthropic tool_use block and a Responses function call past the
+    output filter, which reads the strings of an answer only."""
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{key} is not a string but {type(value).__name__}")
 
 
 STEP_COMMENT = b" aigrid-step "
@@ -138,9 +157,11 @@ def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
     for text in ev.comments:
         if text.startswith(STEP_COMMENT):
             try:
-                yield Steps([orjson.loads(text[len(STEP_COMMENT):])])
+                step = orjson.loads(text[len(STEP_COMMENT):])
             except orjson.JSONDecodeError:
                 continue
+            if isinstance(step, dict):  # a step is an object (a string raised in the Responses door's stream)
+                yield Steps([step])
     if ev.data is None or ev.data == DONE:
         return
     try:

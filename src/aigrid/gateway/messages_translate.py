@@ -337,6 +337,9 @@ def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence
 
 def anthropic_usage(prompt: int, completion: int, cached: int) -> dict[str, int]:
     """Anthropic's usage: `input_tokens` are the prompt tokens not read from the engine's prefix cache, which
-    are `cache_read_input_tokens` (engines report no cache writes)."""
+    are `cache_read_input_tokens` (engines report no cache writes). An engine's cached count is at most its prompt's:
+    more (2**64 - 1 of a prompt of 5) made `input_tokens` negative, past what JSON's writer holds (a 500, or a
+    stream cut with a traceback)."""
+    cached = min(max(cached, 0), prompt)
     return {"input_tokens": prompt - cached, "output_tokens": completion, "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": 0}

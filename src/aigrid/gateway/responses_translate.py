@@ -256,11 +256,21 @@ def wants_logprobs(req: ResponsesRequest) -> bool:
 
 def logprobs_of(tokens: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chat token log-probabilities (chat_events.token_logprobs) in the Responses shape: token, logprob, bytes
-    and top_logprobs, per token (engines' extra keys, such as llama.cpp's token ids, left out)."""
-    return [{"token": t.get("token", ""), "logprob": t.get("logprob", 0.0), "bytes": t.get("bytes"),
-             "top_logprobs": [{"token": o.get("token", ""), "logprob": o.get("logprob", 0.0), "bytes": o.get("bytes")}
-                              for o in t.get("top_logprobs") or () if isinstance(o, dict)]}
+    and top_logprobs, per token (engines' extra keys, such as llama.cpp's token ids, left out). What is not of its
+    type (an engine's `top_logprobs: 5` raised here: a 500, or a stream cut with a traceback) is left out."""
+    return [{**_logprob(t), "top_logprobs": [_logprob(o) for o in _listed_of(t.get("top_logprobs"))]}
             for t in tokens]
+
+
+def _listed_of(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _logprob(t: dict[str, Any]) -> dict[str, Any]:
+    token, logprob, raw = t.get("token"), t.get("logprob"), t.get("bytes")
+    return {"token": token if isinstance(token, str) else "",
+            "logprob": logprob if isinstance(logprob, int | float) and not isinstance(logprob, bool) else 0.0,
+            "bytes": raw if isinstance(raw, list) and all(type(b) is int and 0 <= b < 256 for b in raw) else None}
 
 
 # --- the answer -----------------------------------------------------------------------------------------
@@ -290,7 +300,8 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
     """A chat completion's output items, and its finish_reason."""
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
-    items = [mcp_call_item(s) for s in chat.get("aigrid_steps") or ()]
+    steps = chat.get("aigrid_steps")
+    items = [mcp_call_item(s) for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
     if msg.get("content"):
         items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(token_logprobs(choice))))
     for call in msg.get("tool_calls") or ():
@@ -302,7 +313,9 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
 
 def usage_block(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     """A Response's usage; `cached`: prompt tokens the engine read from its prefix cache (counted in input).
-    `cache_write_tokens` (which the SDK's type requires) is 0: no engine says what it wrote to its cache."""
+    `cache_write_tokens` (which the SDK's type requires) is 0: no engine says what it wrote to its cache. An engine's
+    cached count is at most its prompt's."""
+    cached = min(max(cached, 0), prompt)
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}

@@ -1,0 +1,204 @@
+"""A hostile engine through the translating front doors (a FAKE engine on a real socket, hostile_engine.py, read by the
+gateway's real adapter; the grid of test_hostile_engines.py): answers whose fields have the wrong types, nest too deep
+or carry text where the output filter does not read. Whatever it sends, the client gets an answer or its API's own
+error (never a 500 or a stream cut with a traceback), the quota is settled and one audit record written with the
+engine at fault, and no text reaches the client past the tenant's redaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.gateway.usage import whole_answer
+from aigrid.security.firewall.pipeline import Action
+from tests.gateway import hostile_engine as H
+from tests.gateway import test_hostile_engines as T
+from tests.gateway.test_exit_paths import balance, inflight, the_one_record
+
+PII = "jo@example.com"
+"""Personal data the tenant's policy redacts in answers (when `redacting`)."""
+DEEP = json.loads("[" * 300 + "]" * 300)
+"""JSON orjson reads (1,024 levels) and cannot write (254)."""
+
+
+def answer(**message: Any) -> dict[str, Any]:
+    """A whole chat completion whose message is `message` (beside its role)."""
+    return H.answer_of() | {"choices": [{"index": 0, "message": {"role": "assistant", **message},
+                                         "finish_reason": "stop"}]}
+
+
+def call(**function: Any) -> dict[str, Any]:
+    return {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}", **function}}
+
+
+def chunk(delta: Any, finish: Any = None, **extra: Any) -> dict[str, Any]:
+    return {"id": "chatcmpl-h", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+def engine(whole: dict[str, Any] | None = None, events: list[Any] | None = None,
+           comments: list[bytes] = ()) -> Callable[[str, dict], H.Script]:
+    """An engine answering a whole request with `whole` and a stream with `events` (after `comments`), each written
+    by json (which writes integers past 64 bits, as a hostile engine may)."""
+    def script(path: str, req: dict) -> H.Script:
+        if req.get("stream"):
+            evs = events or [chunk({"content": "Hi"}), chunk({}, "stop")]
+            return H.stream(*[H.chunk(c) for c in comments], *H.sse(*[json.dumps(e).encode() for e in evs]))
+        return H.whole(json.dumps(whole or H.answer_of()).encode())
+    return script
+
+
+async def grid(tmp_path, bad: Callable[[str, dict], H.Script], *, redacting: bool = False) -> AsyncIterator[T.Grid]:
+    """Every endpoint on the hostile engine; `redacting`: the tenant's policy redacts personal data in answers."""
+    async for g in T.grid(tmp_path, bad, good=bad):
+        if redacting:
+            firewall = g.gw.guard.firewall
+            firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+        yield g
+
+
+NOT_COMPLETIONS = {
+    "finish-reason-a-list": H.answer_of() | {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"},
+                                                          "finish_reason": ["stop"]}]},
+    "message-null": H.answer_of() | {"choices": [{"index": 0, "message": None, "finish_reason": "stop"}]},
+    "content-a-list": answer(content=[{"type": "text", "text": PII}]),
+    "content-an-object": answer(content={"text": PII}),
+    "arguments-an-object": answer(content=None, tool_calls=[call(arguments={"email": PII})]),
+    "name-an-object": answer(content=None, tool_calls=[call(name={"n": PII})]),
+    "id-an-object": answer(content=None, tool_calls=[call() | {"id": {"n": PII}}]),
+    "index-a-string": H.answer_of() | {"choices": [{"index": "0", "message": {"role": "assistant", "content": "x"}}]},
+    "nested-300-levels": H.answer_of() | {"pad": DEEP},
+    "nested-300-levels-usage-taken-out": H.answer_of(usage={"prompt_tokens": -1}) | {"pad": DEEP},
+}
+
+
+@pytest.mark.parametrize("redacting", [False, True], ids=["plain", "redacting"])
+@pytest.mark.parametrize("doc", list(NOT_COMPLETIONS.values()), ids=list(NOT_COMPLETIONS))
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+async def test_a_whole_answer_of_the_wrong_shape_is_the_engines_failure(
+        tmp_path, doc: dict[str, Any], door: str, redacting: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Such answers passed usage.whole_answer: a finish_reason that is a list raised in the Messages and Responses
+    doors (a 500, audited `error:internal`, the engine never counted); a message's text as a list or an object, a tool
+    call's arguments or name as an object reached the client past the tenant's redaction, which reads strings (the
+    Anthropic tool_use `input` and the Responses function call showed them whole); an answer nested 300 levels deep
+    whose usage the gateway took out raised when written again (a 500 on every door, the endpoint's in-flight slot
+    never released). Now each is not a completion: the door's own error, the engine charged a failure, the quota
+    settled once, the slot released."""
+    caplog.set_level(logging.WARNING)
+    async for g in grid(tmp_path, engine(whole=doc), redacting=redacting):
+        r = await g.post(door, False)
+        assert r.status_code in (500, 502) and b"not a completion" in r.content, r.text
+        assert PII.encode() not in r.content and b"internal error" not in r.content
+        if door == "messages":
+            assert r.json()["type"] == "error"  # Anthropic's envelope
+        else:
+            assert r.json()["error"]["code"] == "upstream_failed"
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "error:upstream_failed"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert await balance(g.gw) == row["extra"]["charged_tokens"]  # settled once, as its record says
+        assert "with what is not a completion" in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("cached", [50, 2**64 - 1], ids=["past-the-prompt", "past-63-bits"])
+async def test_a_cached_count_past_the_prompts_is_the_prompts(tmp_path, stream: bool, cached: int) -> None:
+    """The Messages door wrote `input_tokens` as the prompt less its cached tokens: an engine's cached count past its
+    prompt's was a negative count for the client, and 2**64 - 1 one that JSON's writer cannot hold (a 500; streamed,
+    the answer cut with a traceback). Now the cached count is at most the prompt's."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
+             "prompt_tokens_details": {"cached_tokens": cached}}
+    bad = engine(whole=H.answer_of(usage=usage), events=[chunk({"content": "Hi"}), chunk({}, "stop"),
+                                                         {"choices": [], "usage": usage}])
+    for door in ("messages", "responses"):
+        async for g in grid(tmp_path / door, bad):
+            r = await g.post(door, stream)
+            assert r.status_code == 200, r.text
+            if door == "messages":
+                text = r.text.split("event: message_delta\ndata: ")[-1].split("\n")[0] if stream else r.text
+                used = json.loads(text)["usage"]
+                assert (used["input_tokens"], used["cache_read_input_tokens"]) == (0, 5)
+            else:
+                text = r.text.split("event: response.completed\ndata: ")[-1].split("\n")[0] if stream else r.text
+                doc = json.loads(text)
+                used = (doc["response"] if stream else doc)["usage"]
+                assert (used["input_tokens"], used["input_tokens_details"]["cached_tokens"]) == (5, 5)
+            assert (await the_one_record(g.gw))["outcome"] == "ok" and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_log_probabilities_of_another_shape_are_left_out_of_a_response(tmp_path, stream: bool) -> None:
+    """The Responses door read an engine's `top_logprobs` as a list: a number raised there (a 500; streamed, the answer
+    cut with a traceback). Now what is not of its type is left out."""
+    logprobs = {"content": [{"token": "Hi", "logprob": -0.5, "bytes": "zz", "top_logprobs": 5},
+                            {"token": 7, "logprob": "x", "top_logprobs": [{"token": "a", "logprob": True}, 3]}]}
+    whole = H.answer_of() | {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                                          "finish_reason": "stop", "logprobs": logprobs}]}
+    events = [{**chunk({"content": "Hi"}), "choices": [{"index": 0, "delta": {"content": "Hi"},
+                                                         "logprobs": logprobs}]}, chunk({}, "stop")]
+    async for g in grid(tmp_path, engine(whole=whole, events=events)):
+        r = await g.post("responses", stream, include=["message.output_text.logprobs"])
+        assert r.status_code == 200 and b"response.failed" not in r.content, r.text
+        text = r.text.split("event: response.completed\ndata: ")[-1].split("\n")[0] if stream else r.text
+        doc = json.loads(text)
+        got = (doc["response"] if stream else doc)["output"][0]["content"][0]["logprobs"]
+        assert got == [{"token": "Hi", "logprob": -0.5, "bytes": None, "top_logprobs": []},
+                       {"token": "", "logprob": 0.0, "bytes": None,
+                        "top_logprobs": [{"token": "a", "logprob": 0.0, "bytes": None}]}]
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+STREAMED = {
+    "content-a-list": [chunk({"content": [{"type": "text", "text": PII}]}), chunk({}, "stop")],
+    "arguments-an-object": [chunk({"tool_calls": [call(arguments={"email": PII}) | {"index": 0}]}),
+                            chunk({}, "tool_calls")],
+    "name-an-object": [chunk({"tool_calls": [call(name={"n": PII}) | {"index": 0}]}), chunk({}, "tool_calls")],
+    "call-index-a-float": [chunk({"tool_calls": [call() | {"index": 1e300}]}), chunk({}, "tool_calls")],
+    "finish-reason-an-object": [chunk({"content": "Hi"}), chunk({}, {"reason": "stop"})],
+    "steps-not-objects": [chunk({"content": "Hi"}), chunk({}, "stop", aigrid_steps=["zz"])],
+}
+
+
+@pytest.mark.parametrize("redacting", [False, True], ids=["plain", "redacting"])
+@pytest.mark.parametrize("events", list(STREAMED.values()), ids=list(STREAMED))
+@pytest.mark.parametrize("door", ["messages", "responses"])
+async def test_a_chunk_of_the_wrong_shape_ends_a_translated_stream_as_the_engines_failure(
+        tmp_path, events: list[Any], door: str, redacting: bool) -> None:
+    """chat_events wrote a tool call's arguments, its name or id and a finish_reason that were not strings as Python
+    shows them (`str()`): an object's text went into the Anthropic tool_use block and the Responses function call past
+    the tenant's redaction, which reads strings only; a list of steps that are not objects raised in the Responses
+    door (the stream cut with a traceback). Now such a chunk ends the answer with the door's own error, the engine
+    charged a failure."""
+    async for g in grid(tmp_path, engine(events=events), redacting=redacting):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and T.ENDS[door] in r.content and b"not a chat completion chunk" in r.content
+        assert PII.encode() not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+async def test_a_step_comment_that_is_not_an_object_is_not_a_step(tmp_path) -> None:
+    """A `: aigrid-step` comment holding a JSON string was read as a step: the Responses door raised on it (the stream
+    cut with a traceback). Now it is no step."""
+    async for g in grid(tmp_path, engine(comments=[b': aigrid-step "zz"\n\n'])):
+        r = await g.post("responses", True)
+        assert r.status_code == 200 and b"response.completed" in r.content and b"mcp_call" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+def test_an_answer_of_the_right_shape_passes_whole() -> None:
+    """The shape check refuses none of what engines send: a chat answer with text, tool calls, reasoning and
+    log-probabilities, a completion's text, nulls where a field is empty."""
+    chat = answer(content=None, reasoning_content="hm", refusal=None, tool_calls=[call()]) | {"usage": None}
+    chat["choices"][0]["logprobs"] = {"content": [{"token": "a", "logprob": -1.0, "top_logprobs": []}]}
+    text = {"id": "cmpl-1", "object": "text_completion", "choices": [{"index": 0, "text": "Hi", "finish_reason": None,
+                                                                       "logprobs": None}]}
+    for doc in (chat, text, H.answer_of(), {"choices": []}):
+        raw = orjson.dumps(doc)
+        assert whole_answer(raw, None)[0] == raw
