@@ -373,9 +373,10 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
     """A message batch's requests and results are files of its tenant on the gateway's disk: batch after batch
     filled it, bounded only by max_file_bytes each. They count in the tenant's storage quota (quotas.storage_bytes,
     storage_files) with its Files API uploads: a batch past it is Anthropic's 400 invalid_request_error naming the
-    limit; its results count once it has ended; deleting it makes room again. A tenant at its limit is refused
-    before its body is read (it was read and checked whole, up to max_file_bytes, then refused)."""
-    gw = await started(storage_spec(tmp_path, 2000, 2), engines)
+    limit; its results count once it has ended; deleting it makes room again. A tenant without room for a batch's
+    three files (its requests and two result files) is refused before its body is read (it was read and checked
+    whole, up to max_file_bytes, then refused)."""
+    gw = await started(storage_spec(tmp_path, 2000, 4), engines)
     try:
         claude, other = clients(gw)
         with pytest.raises(anthropic.BadRequestError) as big:
@@ -385,10 +386,10 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
         assert "requests: " in err["error"]["message"] and "2000 bytes (quotas.storage_bytes)" in err["error"]["message"]  # type: ignore[index]
         assert not list(Path(gw.spec.gateway.batch.dir).glob("default/*"))  # nothing of it kept
         done = await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
-        assert done.request_counts.succeeded == 1  # its requests and its results: two files
+        assert done.request_counts.succeeded == 1  # its requests and its results: two files, room for two more
         with pytest.raises(anthropic.BadRequestError) as many:
             await claude.messages.batches.create(requests=[req("b", "hi")])
-        assert "2 files (quotas.storage_files)" in many.value.body["error"]["message"]  # type: ignore[index]
+        assert "4 files (quotas.storage_files)" in many.value.body["error"]["message"]  # type: ignore[index]
         assert (await other.messages.batches.create(requests=[req("o", "hi")])).id  # another tenant's room is its own
         read: list[bool] = []
 
@@ -399,7 +400,7 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      headers=TENANT) as c:  # at its limit: refused before its body is read
             r = await c.post("/v1/messages/batches", content=body())
-        assert r.status_code == 400 and "2 files (quotas.storage_files)" in r.json()["error"]["message"], r.text
+        assert r.status_code == 400 and "4 files (quotas.storage_files)" in r.json()["error"]["message"], r.text
         assert read == []
         await claude.messages.batches.delete(done.id)
         assert (await claude.messages.batches.create(requests=[req("b", "hi")])).id
@@ -758,16 +759,63 @@ async def test_a_tenant_s_message_batches_are_as_many_as_its_storage_files(
         tmp_path: Path, engines: dict[str, Gated]) -> None:
     """`gateway.batch.max_batches` counts OpenAI batches only (many may share one input file). A message batch needs
     no such count: each keeps its own requests file (hidden: the Files API neither lists nor deletes it; no expiry)
-    while it exists, so `quotas.storage_files` bounds them (S, twenty-second session: checked, no cap added)."""
-    gw = await started(storage_spec(tmp_path, 1 << 20, 3), engines)
+    while it exists, so `quotas.storage_files` bounds them (S, twenty-second session: checked, no cap added). Each
+    asks room for its three files (requests, results, errors) at its create."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 6), engines)
     try:
         claude, _ = clients(gw)
         made = [await claude.messages.batches.create(requests=[req(f"r{i}", "hi")]) for i in range(2)]
         for b in made:
-            await until_ended(claude, b.id)  # ended: its results are a file too (requests + results: 4 files)
+            await until_ended(claude, b.id)  # ended: its results are a file too (requests + results: 4 files, and
+            # 3 more would pass 6)
         with pytest.raises(anthropic.BadRequestError) as full:
             await claude.messages.batches.create(requests=[req("more", "hi")])
         assert "quotas.storage_files" in str(full.value), full.value
     finally:
         await stopped(gw)
 
+
+
+async def test_a_message_batchs_result_files_count_from_its_start(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """Leftover of s34 (area L): a message batch's create asked room for its requests file only, and its two result
+    files (results, errors) counted each from the line that made it, the line written all the same: a tenant allowed
+    2 files made a batch and ended with 3; one allowed 3 uploaded a file while the batch's first line ran and held 4.
+    As an OpenAI batch (1e6811b): the create asks room for the three files (400 naming quotas.storage_files), and the
+    batch counts both result files before its first line (an upload that would pass the count is refused)."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 2, concurrency=1), engines)
+    try:
+        claude, _ = clients(gw)
+        with pytest.raises(anthropic.BadRequestError) as refused:  # before: made, then 3 files
+            await claude.messages.batches.create(requests=[req("a", "hi"), req("b", "FAIL please")])
+        message = refused.value.body["error"]["message"]  # type: ignore[index]
+        assert message.startswith("requests: ") and "2 files (quotas.storage_files); a message batch's 3 files" in message
+    finally:
+        await stopped(gw)
+    gw = await started(storage_spec(tmp_path / "upload", 1 << 20, 3, concurrency=1), engines_for(tmp_path / "upload"))
+    uploaded = asyncio.Event()
+    try:
+        app = build_app(gw)  # one app, its runner (gw.batches) the one both clients reach
+        claude = anthropic_client(app).with_options(default_headers=TENANT)
+        oai = openai_client(app).with_options(default_headers=TENANT)
+        assert gw.batches is not None
+        runner = gw.batches.runner
+        real, waiting = runner.run_line, asyncio.Event()
+
+        async def run_line(row: Any, batch_line: Any) -> Any:
+            waiting.set()
+            await uploaded.wait()
+            return await real(row, batch_line)
+
+        runner.run_line = run_line  # type: ignore[method-assign]
+        created = await claude.messages.batches.create(requests=[req("a", "hi"), req("b", "FAIL please")])
+        await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
+        with pytest.raises(openai.BadRequestError) as full:  # before: taken (2 files), the batch then made 2 more
+            await oai.files.create(file=("more.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
+        assert "3 files (quotas.storage_files)" in full.value.body["message"]  # type: ignore[index]
+        uploaded.set()
+        done = await until_ended(claude, created.id)
+        assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 1), done
+        assert sorted([r.custom_id async for r in await claude.messages.batches.results(created.id)]) == ["a", "b"]
+    finally:
+        uploaded.set()
+        await stopped(gw)

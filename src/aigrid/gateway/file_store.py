@@ -426,7 +426,7 @@ class FileStore:
                          limit: StorageLimit | None = None, jurisdictions: frozenset[str] | None = None) -> None:
         """StorageFull naming `param` unless the tenant's files leave room for `files` more files, `size` bytes in
         all (`size` 0: the tenant is not at its limit; asked before a batch is created, `files` 2: its output and
-        its error file);
+        its error file; 3 for a message batch: its requests file too);
         `jurisdictions`: those of the key that asks (None: every one); a key narrowed to some is refused naming no
         totals."""
         narrowed = jurisdictions is not None
@@ -586,7 +586,9 @@ def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: s
     used, count = held
     if used + max(size, 1) > limit.bytes or count + files > limit.files:  # a new file needs a byte of room at least
         adding = (f"; this one of {size} bytes would pass it" if size else
-                  f"; a batch's {files} result files (output and error) would pass it" if files > 1 else "")
+                  f"; a batch's {files} result files (output and error) would pass it" if files == 2 else
+                  f"; a message batch's {files} files (its requests, results and errors) would pass it" if files > 2
+                  else "")
         raise StorageFull(_full_message(param, limit, held, adding, narrowed), param=param)
 
 

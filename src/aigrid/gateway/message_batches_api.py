@@ -153,6 +153,10 @@ class MessageBatchesApi:
         if declared is not None and declared > limit:
             raise self._too_large()
         deadline = body_deadline_s(declared, limit)
+        # its requests file and its two result files (results, errors) will be the tenant's files, the result files
+        # counted from its start (batch_runner._room_to_start), as an OpenAI batch's: room for the three asked before
+        # its body is read (before, for its requests file alone: its results then passed the count by up to two)
+        await self.files.check_room(caller.tenant, "requests", files=3, jurisdictions=caller.scopes.jurisdictions)
         # the room the tenant has left, up to the body's size, held while it arrives (a tenant at its storage quota:
         # refused before its body is read); the requests' file takes its place
         held = await self.files.reserve(caller.tenant, "requests", limit if declared is None else declared, 0,
