@@ -27,6 +27,12 @@ answered in turn, the last with `connection: close`, and the connection closed (
 (RFC 9112 9.3.2: a client retries on a new connection what was not answered). The head deadline waits while
 an answer is owed on the connection (a pipelined head is not read then), and counts from its end.
 
+A process holds at most max_connections() client connections (half its file-descriptor limit, RLIMIT_NOFILE): uvicorn
+accepted connections (3,000 idle ones held, about 10 KB each) up to the process's descriptor limit, which its own
+connections to engines, Redis, the audit log and files share (not measured: an engine connection refused for want of
+a descriptor counts as the engine's failure). One past the bound is answered 503 `overloaded` and closed as it is
+accepted, logged at most every LOG_EVERY_S.
+
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
 with pongs the gateway would hold for it without bound.
 """
@@ -35,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -58,6 +66,22 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_PIPELINED = 16
 """Requests a connection may have waiting behind the one being answered (browsers do not pipeline; a client that
 does, a few)."""
+CONNECTIONS_SHARE = 0.5
+"""The share of the process's file descriptors its client connections may hold; the rest are for engines, Redis,
+the audit log, files and MCP servers."""
+LOG_EVERY_S = 10.0
+_BUSY_BODY = (b'{"error":{"message":"the gateway holds as many connections as it takes; try again shortly",'
+              b'"type":"server_error","param":null,"code":"overloaded"}}')
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+def max_connections() -> int:
+    """Client connections one process holds at most: CONNECTIONS_SHARE of its soft RLIMIT_NOFILE (at least 64)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(64, int(soft * CONNECTIONS_SHARE))
+
+
 HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TOO_LARGE_BODY = (b'{"error":{"message":"the request\'s headers are larger than the gateway takes (%d bytes)",'
                    b'"type":"invalid_request_error","param":null,"code":"request_header_too_large"}}' % MAX_HEAD_BYTES)
@@ -96,6 +120,7 @@ class HeadDeadline(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on each request's head (module docstring)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
+    max_connections = staticmethod(max_connections)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,6 +134,9 @@ class HeadDeadline(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections():
+            self._refuse_connection()
+            return
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -190,6 +218,21 @@ class HeadDeadline(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._disarm()
         self._close(HEAD_TOO_LARGE, f"its request head passed {MAX_HEAD_BYTES} bytes (431)")
+
+    def _refuse_connection(self) -> None:
+        """Past max_connections: 503 and closed before anything is read (the connection leaves the count at once)."""
+        self.connections.discard(self)
+        state = self.server_state
+        now = time.monotonic()
+        refused = getattr(state, "aigrid_refused", 0) + 1
+        if now - getattr(state, "aigrid_refused_logged", -LOG_EVERY_S) >= LOG_EVERY_S:
+            log.warning("refused %d connection(s) in the last %.0f s: this process holds %d, its bound %d "
+                        "(slow_clients.max_connections)", refused, LOG_EVERY_S, len(self.connections),
+                        self.max_connections())
+            state.aigrid_refused_logged, refused = now, 0  # type: ignore[attr-defined]
+        state.aigrid_refused = refused  # type: ignore[attr-defined]
+        self.transport.write(BUSY)
+        self.transport.close()
 
     def _log_refused(self, why: str) -> None:
         who = f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
