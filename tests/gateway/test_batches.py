@@ -852,6 +852,21 @@ async def test_a_retry_after_longer_than_the_window_expires_the_batch_instead_of
         await runner.stop()
 
 
+def lines_held(gw: Gateway, until: asyncio.Event) -> asyncio.Event:
+    """Each line the gateway's batch runner runs waits for `until` first; the event returned is set once one waits."""
+    assert gw.batches is not None
+    runner = gw.batches.runner
+    real, waiting = runner.run_line, asyncio.Event()
+
+    async def run_line(row: Any, batch_line: Any) -> Any:
+        waiting.set()
+        await until.wait()
+        return await real(row, batch_line)
+
+    runner.run_line = run_line  # type: ignore[method-assign]
+    return waiting
+
+
 def storage_spec(tmp: Path, storage_bytes: int, storage_files: int, **batch: Any) -> GridSpec:
     """batch_spec with the default tenant's storage quota set (every tenant without quotas of its own)."""
     spec = batch_spec(tmp, **batch)
@@ -1263,16 +1278,7 @@ async def test_a_batchs_output_and_error_files_count_in_the_tenants_number_of_fi
     uploaded = asyncio.Event()
     try:
         oai, _ = clients(gw)
-        assert gw.batches is not None
-        runner = gw.batches.runner
-        real, waiting = runner.run_line, asyncio.Event()
-
-        async def run_line(row: Any, batch_line: Any) -> Any:
-            waiting.set()
-            await uploaded.wait()
-            return await real(row, batch_line)
-
-        runner.run_line = run_line
+        waiting = lines_held(gw, uploaded)
         created = await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL")))
         await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
         with pytest.raises(openai.BadRequestError) as refused:  # before: taken (2 files), the batch then made 2 more

@@ -39,6 +39,7 @@ from tests.gateway.test_batches import (
     Gated,
     batch_spec,
     engines_for,
+    lines_held,
     received,
     started,
     stopped,
@@ -797,16 +798,7 @@ async def test_a_message_batchs_result_files_count_from_its_start(tmp_path: Path
         app = build_app(gw)  # one app, its runner (gw.batches) the one both clients reach
         claude = anthropic_client(app).with_options(default_headers=TENANT)
         oai = openai_client(app).with_options(default_headers=TENANT)
-        assert gw.batches is not None
-        runner = gw.batches.runner
-        real, waiting = runner.run_line, asyncio.Event()
-
-        async def run_line(row: Any, batch_line: Any) -> Any:
-            waiting.set()
-            await uploaded.wait()
-            return await real(row, batch_line)
-
-        runner.run_line = run_line  # type: ignore[method-assign]
+        waiting = lines_held(gw, uploaded)
         created = await claude.messages.batches.create(requests=[req("a", "hi"), req("b", "FAIL please")])
         await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
         with pytest.raises(openai.BadRequestError) as full:  # before: taken (2 files), the batch then made 2 more
