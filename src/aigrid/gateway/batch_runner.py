@@ -102,6 +102,8 @@ class BatchRunner:
         again, and drops them when it ends; the ticker drops those of a batch the index says ended while this process
         did not run it (another process resumed it)."""
         self._ticker: asyncio.Task[None] | None = None
+        self._hurried = asyncio.Event()
+        """Set by hurry(): the drain of stop() ends at once."""
         self._swept = 0.0
         self.stopping = False
 
@@ -115,14 +117,21 @@ class BatchRunner:
     async def start(self) -> None:
         """Claim what nobody runs (batches left by a stop or a dead process) and keep the claims renewed."""
         self.stopping = False
+        self._hurried.clear()
         self._ensure_ticker()
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_loop(), name="aigrid-batches")
 
+    def hurry(self) -> None:
+        """A second Ctrl-C/SIGTERM (stopping.py): the drain of `stop`, begun or to come, ends now; the lines still
+        running are stopped as after drain_s (each settles and writes its record)."""
+        self._hurried.set()
+
     async def stop(self) -> None:
-        """No new line starts; running lines get drain_s, then are stopped; every claim is released."""
+        """No new line starts; running lines get drain_s (none once hurried), then are stopped; every claim is
+        released."""
         self.stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -134,7 +143,14 @@ class BatchRunner:
         tasks = {run.task for run in runs if run.task is not None}
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=self.spec.drain_s)
+        drained = asyncio.ensure_future(asyncio.wait(tasks))
+        hurried = asyncio.ensure_future(self._hurried.wait())
+        try:
+            await asyncio.wait({drained, hurried}, timeout=self.spec.drain_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            hurried.cancel()
+        pending = {task for task in tasks if not task.done()}
         if pending:
             for run in runs:
                 for line in list(run.lines):
