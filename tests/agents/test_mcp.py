@@ -371,6 +371,30 @@ async def test_a_call_on_a_closed_transport_is_a_tool_error() -> None:
         await mcp.call("x", {})
 
 
+async def test_a_result_the_sdk_refuses_against_the_tool_s_output_schema_is_a_tool_error() -> None:
+    """The SDK checks a result against the tool's output schema and raises RuntimeError where it does not match (or
+    has no structured content): the server's doing, now a ToolError naming the server (its words cut and escaped);
+    before, the loop logged it as a bug of the tool. Any other RuntimeError is still raised as it is."""
+    class Refusing:
+        def __init__(self, said: str) -> None:
+            self.said = said
+
+        async def call_tool(self, tool: str, arguments: dict[str, Any], read_timeout_seconds: float) -> None:
+            raise RuntimeError(self.said)
+
+    mcp = server()
+    mcp._session = Refusing("Invalid structured content returned by tool t: " + "\x1b[2J" + "x" * 10_000)
+    with pytest.raises(ToolError, match="MCP server 'test': Invalid structured content returned by tool t") as e:
+        await mcp.call("t", {})
+    assert len(str(e.value)) < 500 and "\x1b" not in str(e.value)
+    mcp._session = Refusing("Tool t has an output schema but did not return structured content")
+    with pytest.raises(ToolError, match="did not return structured content"):
+        await mcp.call("t", {})
+    mcp._session = Refusing("a bug of the SDK")
+    with pytest.raises(RuntimeError, match="a bug of the SDK"):
+        await mcp.call("t", {})
+
+
 async def test_a_server_cannot_write_the_relay_s_notice_in_its_own_words(caplog: pytest.LogCaptureFixture) -> None:
     """The relay's notice is a notification any server can send: its text is McpServer's own, logged once."""
     from mcp import types

@@ -76,6 +76,11 @@ PROTOCOL_REFUSALS = ("Unsupported protocol version", "No mutually supported")
 """How the SDK's RuntimeError begins where it refuses the server's protocol version (ClientSession.initialize,
 adopt): the server's doing, so it did not start (an OSError the owner names). Any other RuntimeError out of start is
 a bug of the SDK's or aigrid's: logged naming the server, and raised as it is."""
+RESULT_REFUSALS = ("Tool ", "Invalid schema for tool ", "Invalid structured content returned by tool ")
+"""How the SDK's RuntimeError begins where it refuses a tool's result against the tool's output schema
+(ClientSession.call_tool: no structured content, a schema that is not one, content that does not match it): the
+server's doing, a tool error the model reads (the server's words cut and escaped). Before, the loop logged it as a
+bug of the tool, with a traceback, and the model read "the tool failed unexpectedly"."""
 RELIST_GAP_S = 1.0
 RELIST_SHARE = 9.0
 """After reading a changed list, the next reading waits RELIST_GAP_S, or RELIST_SHARE times what the reading took if
@@ -329,6 +334,10 @@ class McpServer:
             raise ToolError(f"MCP server {self.name!r} is not connected: {self.stopped_why or 'it exited'}") from e
         except TimeoutError as e:
             raise ToolError(f"MCP server {self.name!r} did not answer within {self.call_timeout_s}s") from e
+        except RuntimeError as e:
+            if not str(e).startswith(RESULT_REFUSALS):
+                raise  # not the server's: the loop logs it as a tool's bug
+            raise ToolError(f"MCP server {self.name!r}: {_said(str(e))}") from e
         text = _content_text(result.content)
         if not text and result.structured_content is not None:
             text = _bounded(_structured(result.structured_content))
