@@ -184,9 +184,11 @@ TRUNCATED = StreamError("the answer was interrupted: the engine's stream ended b
 event, the Responses API's `response.failed`), never an answer that looks whole to the client's SDK."""
 
 
-async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
+async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> AsyncIterator[ChatEvent]:
     """Events of one streamed chat answer (blocks of whole or partial SSE events). A stream that stops
-    without a finish_reason, a [DONE] or an error event ends with TRUNCATED."""
+    without a finish_reason, a [DONE] or an error event ends with TRUNCATED. `steps`: a tool loop serves the answer,
+    so its steps are the gateway's; else Steps are left out (an engine's `aigrid_steps` or `: aigrid-step` comments
+    were shown as the grid's own tool runs, mcp_call items on the Responses door, past the output filter)."""
     seen_tools: set[int] = set()
     decoder = SseDecoder()
     ended = False
@@ -197,6 +199,8 @@ async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
                 ended = True
                 break
             for event in _events_of(ev, seen_tools):
+                if isinstance(event, Steps) and not steps:
+                    continue
                 if isinstance(event, Finish | StreamError):
                     ended = True
                     if failed is not None and isinstance(event, StreamError):
@@ -211,6 +215,8 @@ async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     if last is not None:
         ended = ended or last.data == DONE
         for event in _events_of(last, seen_tools):
+            if isinstance(event, Steps) and not steps:
+                continue
             if isinstance(event, Finish | StreamError):
                 ended = True
                 if failed is not None and isinstance(event, StreamError):

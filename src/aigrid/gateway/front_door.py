@@ -80,12 +80,12 @@ async def whole_body(resp: Response) -> bytes:
     return bytes(resp.body)
 
 
-async def restream(resp: RelayResponse,
-                   translate: Callable[[AsyncIterator[ChatEvent]], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
-    """The relay's chat SSE, translated; the relay is closed however this stream ends."""
+async def restream(resp: RelayResponse, translate: Callable[[AsyncIterator[ChatEvent]], AsyncIterator[bytes]],
+                   steps: bool = False) -> AsyncIterator[bytes]:
+    """The relay's chat SSE, translated; the relay is closed however this stream ends. `steps`: chat_events'."""
     chunks = resp.body_iterator
     try:
-        async for out in translate(chat_events(chunks)):
+        async for out in translate(chat_events(chunks, steps)):
             yield out
     finally:
         await aclose_body(chunks)

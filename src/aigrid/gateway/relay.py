@@ -274,7 +274,14 @@ class EventPipe:
                 self._cut(str(e))
             if obj is None:
                 return b""
-        return encode(orjson.dumps(obj), event=ev.event) if changed else None
+        if not changed:
+            return None
+        try:
+            return encode(orjson.dumps(obj), event=ev.event)
+        except orjson.JSONEncodeError as e:  # orjson reads 1,024 levels, writes 254: an event nested between them
+            # (a redacted or metered one, written again) raised here, the stream cut with a traceback
+            self._cut(f"the engine sent an event the gateway cannot write again ({e})")
+            raise  # not reached: _cut raises
 
 
 def _frame(ev: Event) -> bytes:

@@ -296,12 +296,14 @@ def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
             "error": None if ok else str(step.get("result", ""))}
 
 
-def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """A chat completion's output items, and its finish_reason."""
+def output_items(chat: dict[str, Any], steps: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """A chat completion's output items, and its finish_reason. `steps`: a tool loop answered, so its `aigrid_steps`
+    are the gateway's (mcp_call items); an engine's own are left out (shown, they were the grid's tool runs, forged,
+    past the output filter)."""
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
-    steps = chat.get("aigrid_steps")
-    items = [mcp_call_item(s) for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+    ran = chat.get("aigrid_steps") if steps else None
+    items = [mcp_call_item(s) for s in ran if isinstance(s, dict)] if isinstance(ran, list) else []
     if msg.get("content"):
         items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(token_logprobs(choice))))
     for call in msg.get("tool_calls") or ():
