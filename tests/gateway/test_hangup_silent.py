@@ -200,7 +200,7 @@ async def test_an_answer_that_has_ended_is_not_cut_while_the_responses_door_stor
         async with asyncio.timeout(5):
             await storing.wait()
         writer.close()  # while the finished answer is stored
-        assert await _until(lambda: bool(access.lines), 3.0)
+        assert await _until(lambda: bool(access.lines), 30)
         assert sum(f.completed for f in engines.values()) == 1 and inflight(gw) == 0
         assert isinstance(await book.lookup(TENANT, found.group(1).decode()), StoredResponse), "the store was cut"
 
