@@ -93,6 +93,33 @@ def test_up_fails_fast_when_the_port_is_taken() -> None:
     assert r.exit_code == 2 and "is another gateway running" in r.output
 
 
+def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port() -> None:
+    """`make run` beside a running grid said only "pick another port with --port", which `make run` does not
+    take: the error now names the command that shows what holds the port, a port free now past it (one taken
+    right after it is skipped), and the demo's start on that port."""
+    import re
+    import socket
+
+    with socket.socket() as taken, socket.socket() as next_taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            next_taken.bind(("127.0.0.1", port + 1))
+        except OSError:  # someone else's already: taken all the same
+            pass
+        else:
+            next_taken.listen()
+        r = runner.invoke(app, ["up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)])
+    assert r.exit_code == 2, r.output
+    out = " ".join(r.output.split())
+    assert f"ss -ltnp 'sport = :{port}'" in out
+    free = re.search(r"add --port (\d+) \(free now\) to this command", out)
+    assert free is not None, out
+    assert port + 2 <= int(free[1]) <= port + 21
+    assert f"aigrid up examples/demo.yaml --port {free[1]}" in out
+
+
 @pytest.mark.parametrize("content", [None, b"not a database, a text file\n" * 200, b""])
 def test_audit_verify_of_what_is_not_an_audit_log(tmp_path: Path, content: bytes | None) -> None:
     pub = tmp_path / "a.pub.pem"

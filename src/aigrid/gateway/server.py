@@ -170,18 +170,40 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail before starting any engine when the gateway's port is taken (another grid still running?)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:  # as workers.listen
+def _bind(host: str, port: int) -> None:
+    """Bind (and let go of) host:port as the gateway will (workers.listen); OSError when it cannot."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+
+
+def _free_port_after(host: str, port: int, tries: int = 20) -> int | None:
+    """The first of the next `tries` ports that host can listen on now, to name in the error."""
+    for candidate in range(port + 1, min(port + 1 + tries, 65536)):
         try:
-            sock.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running? "
-                                  "Stop it or pick another port with --port") from e
-            raise ConfigError(f"gateway.host: cannot listen on {host}:{port}: {e.strerror or e} (an address "
-                              "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
+            _bind(host, candidate)
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before starting any engine when the gateway's port is taken (another grid still running?), naming
+    how to find what holds it and a free port to start on instead (`make run` takes no --port)."""
+    try:
+        _bind(host, port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            free = _free_port_after(host, port)
+            other = f"--port {free} (free now)" if free else "--port N"
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running (`make run` or "
+                f"`aigrid up` in another terminal)? `ss -ltnp 'sport = :{port}'` names what holds the port. Stop "
+                f"it (Ctrl-C where it runs), or add {other} to this command (`make run` takes no options: "
+                f"`{_aigrid()} up examples/demo.yaml --port {free or 'N'}` starts the demo grid)") from e
+        raise ConfigError(f"gateway.host: cannot listen on {host}:{port}: {e.strerror or e} (an address "
+                          "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
 
 
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
