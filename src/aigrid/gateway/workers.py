@@ -85,7 +85,8 @@ def listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
+    # not inheritable: each worker gets it through pass_fds; inheritable, uvloop (whose subprocesses keep every
+    # inheritable fd, close_fds or not) handed it to every process started after it, an engine restarted included
     return sock
 
 
@@ -265,6 +266,7 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     config = orjson.loads(config_path.read_bytes())
     die_with_parent(int(config["parent"]))
     sock = socket.socket(fileno=int(config["fd"]))
+    sock.set_inheritable(False)  # pass_fds made it inheritable here: none of this worker's own children gets it
     hub = HubClient(Path(config["hub"]))
     up: Upstream | None = None
     try:
