@@ -44,9 +44,19 @@ MODEL = "smollm2-135m"
 SECRET = "js-sdk-test-secret-0123456789abcdef"
 RPM_TENANT = "one-a-minute"
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or not (JS / "node_modules" / "openai").is_dir() or not (JS / "node_modules" / "@anthropic-ai").is_dir(),
-    reason="node or the JavaScript SDKs are not installed (make sdk-js)")
+
+def _not_ready() -> str:
+    """Why the driver cannot run here ('' when it can): no node, or a package that package.json pins missing from
+    node_modules (openai, @anthropic-ai/sdk, ws)."""
+    if NODE is None:
+        return "no node on PATH: install Node.js (20 or later), then make sdk-js"
+    pinned = json.loads((JS / "package.json").read_text(encoding="utf-8"))["dependencies"]
+    missing = [name for name in sorted(pinned) if not (JS / "node_modules" / name / "package.json").is_file()]
+    return f"{', '.join(missing)} not installed in tests/parity/js/node_modules: make sdk-js" if missing else ""
+
+
+NOT_READY = _not_ready()
+pytestmark = pytest.mark.skipif(bool(NOT_READY), reason=NOT_READY)
 
 
 @asynccontextmanager
