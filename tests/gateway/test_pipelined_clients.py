@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aigrid.gateway.slow_clients import MAX_HEAD_BYTES, MAX_PIPELINED, TIMED_OUT, HeadDeadline
+from aigrid.gateway.slow_clients import MAX_HEAD_BYTES, MAX_PIPELINED, NOT_HTTP, TIMED_OUT, HeadDeadline
 
 
 class QuickDeadline(HeadDeadline):
@@ -137,4 +137,26 @@ async def test_the_head_deadline_never_cuts_an_answer_owed_on_the_connection(
     writer.write(b"GET /slow HTTP/1.1\r\nhost: gw\r\n\r\nGET / HTTP/1.1\r\nhost:")  # the next head never ends
     got = await asyncio.wait_for(reader.read(), 30)
     assert got.startswith(b"HTTP/1.1 200 ") and b"slow" in got and got.endswith(TIMED_OUT)
+    writer.close()
+
+
+async def test_a_request_http_refuses_is_answered_in_the_apis_envelope(served: tuple[int, App, uvicorn.Server]) -> None:
+    """Before: uvicorn's `Invalid HTTP request received.` in plain text."""
+    port, _, _ = served
+    for sent in (b"NOT\x1b HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sent)
+        assert await asyncio.wait_for(reader.read(), 30) == NOT_HTTP
+        writer.close()
+
+
+async def test_a_request_http_refuses_behind_an_owed_answer_does_not_cut_it(
+        served: tuple[int, App, uvicorn.Server]) -> None:
+    """Before: uvicorn wrote its 400 at once, ahead of the answer still owed (1 s here), and closed the connection:
+    that answer was lost."""
+    port, _, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\nhost: gw\r\n\r\nNOT\x1b HTTP\r\n\r\n")
+    got = await asyncio.wait_for(reader.read(), 30)
+    assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"slow") and b"connection: close" in got
     writer.close()

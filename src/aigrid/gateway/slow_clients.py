@@ -27,6 +27,10 @@ answered in turn, the last with `connection: close`, and the connection closed (
 (RFC 9112 9.3.2: a client retries on a new connection what was not answered). The head deadline waits while
 an answer is owed on the connection (a pipelined head is not read then), and counts from its end.
 
+A request HTTP refuses (llhttp's strict parse: a smuggling shape, a bad chunk, a control character) is answered 400
+in the API's envelope (NOT_HTTP; uvicorn's was plain text) and closed; behind an answer still owed it is not answered
+at once (uvicorn wrote its 400 into that answer and closed the connection): the owed answers go out, then the close.
+
 A process holds at most max_connections() client connections (half its file-descriptor limit, RLIMIT_NOFILE): uvicorn
 accepted connections (3,000 idle ones held, about 10 KB each) up to the process's descriptor limit, which its own
 connections to engines, Redis, the audit log and files share (not measured: an engine connection refused for want of
@@ -74,6 +78,12 @@ _BUSY_BODY = (b'{"error":{"message":"the gateway holds as many connections as it
               b'"type":"server_error","param":null,"code":"overloaded"}}')
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
         b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+_NOT_HTTP_BODY = (b'{"error":{"message":"the request is not valid HTTP/1.1","type":"invalid_request_error",'
+                  b'"param":null,"code":"invalid_request"}}')
+NOT_HTTP = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (len(_NOT_HTTP_BODY), _NOT_HTTP_BODY))
 
 
 def max_connections() -> int:
@@ -171,11 +181,18 @@ class HeadDeadline(HttpToolsProtocol):
             self._arm()
 
     def send_400_response(self, msg: str) -> None:
-        if not self._overflow:
-            super().send_400_response(msg)
+        """What a request HTTP refuses is answered (in the API's envelope, not uvicorn's plain text), unless answers
+        are owed on the connection: uvicorn wrote its 400 into the answer being sent and closed the connection."""
+        owed = self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body
+        if not (self._overflow or owed):
+            self._close(NOT_HTTP, "its request is not valid HTTP/1.1 (400)")
             return
-        # past MAX_PIPELINED (on_headers_complete stopped the parser): the waiting requests are answered, the last
-        # with connection: close, and the connection is closed after it; nothing more is read
+        if not self._overflow:
+            self._overflow = True
+            self._log_refused("a request it pipelined is not valid HTTP/1.1; closed after the answers owed")
+        # past MAX_PIPELINED (on_headers_complete stopped the parser) or a request HTTP refuses behind owed answers:
+        # the waiting requests are answered, the last with connection: close, and the connection is closed after it;
+        # nothing more is read
         self.flow.pause_reading()
         if self.cycle is not None:
             self.cycle.keep_alive = False
