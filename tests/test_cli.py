@@ -435,6 +435,25 @@ def test_explain_takes_an_id_pasted_with_its_header_line_end_and_stays_under_dec
     assert "not a decision" in out, out
 
 
+@pytest.mark.parametrize("pasted", ["x-aigrid-decision: dec-1", "X-Aigrid-Decision:dec-1\r", "request-id: dec-1"])
+def test_explain_takes_the_header_line_pasted_whole(monkeypatch: pytest.MonkeyPatch, pasted: str) -> None:
+    """The quickstart's `curl -s -D - ... | grep x-aigrid` prints `x-aigrid-decision: dec-...`; that line pasted
+    whole (quoted) asked for a decision named `x-aigrid-decision: dec-...` and was told it is not a decision id,
+    with an `aigrid audit query --request-id` of the whole line to run."""
+    import httpx
+
+    asked: list[str] = []
+
+    def get(url: str, **kwargs: object) -> httpx.Response:
+        asked.append(url)
+        return httpx.Response(200, json=DECISION)
+
+    monkeypatch.setattr(httpx, "get", get)
+    r = runner.invoke(app, ["explain", pasted])
+    assert r.exit_code == 0, r.output
+    assert asked == ["http://127.0.0.1:8080/v1/decisions/dec-1"], asked
+
+
 def test_audit_verify_names_the_public_key_it_could_not_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from another folder, verify read the default key and said only "[Errno 2] No such file or directory:
     '.aigrid/audit-signing.pub.pem'" (nothing about --public-key); a file that is no PEM key sent the reader to

@@ -365,6 +365,10 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
     gateway = gateway.rstrip("/").removesuffix("/v1")
     # an id cut from `curl -D -` keeps the header's CR; one with / or .. asked another route (quoted: it cannot)
     decision_id = decision_id.strip()
+    # the whole line of `curl -D - ... | grep x-aigrid` pasted (quoted): the header's name taken off
+    name, colon, value = decision_id.partition(":")
+    if colon and name.strip().lower() in ID_HEADERS:
+        decision_id = value.strip()
     try:
         r = httpx.get(f"{gateway}/v1/decisions/{quote(decision_id, safe='')}", headers=headers, timeout=5,
                       trust_env=False)
@@ -395,6 +399,8 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
 
 
 EXPLAIN_WIDTH = 200
+ID_HEADERS = ("x-aigrid-decision", "x-request-id", "request-id")
+"""The answer's headers whose value `aigrid explain` takes, pasted with the header's name."""
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
 
 
