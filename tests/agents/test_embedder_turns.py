@@ -167,7 +167,7 @@ async def test_a_caller_that_leaves_mid_batch_holds_the_embedder_until_its_batch
     vectors, _ = await embedder.embed(["q"])
     assert vectors.shape == (1, 384)
     assert most[0] == 1, most
-    for _ in range(100):
+    for _ in range(1500):  # polled up to 30 s: a loaded machine is late, not wrong
         if not running[0]:
             break
         await asyncio.sleep(0.02)

@@ -387,7 +387,7 @@ def _dead_names_and_a_good_one(monkeypatch: pytest.MonkeyPatch) -> tuple[object,
 
 async def _threads_back(answer: object, running: list[int]) -> None:
     answer.set()  # type: ignore[attr-defined]
-    for _ in range(200):  # the pool's threads back before the next test
+    for _ in range(3000):  # the pool's threads back before the next test
         if not running[0]:
             return
         await asyncio.sleep(0.01)

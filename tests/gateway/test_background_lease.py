@@ -157,7 +157,7 @@ async def _comes_back(a: Gateway, rids: list[str]) -> None:
     assert charged > 0  # the runs' reservations, as admitted
     a.background.stopping = False
     a.background._watcher = asyncio.create_task(a.background._watch(a.stores.responses))
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if not any(a.background.owns(rid) for rid in rids):
             break
         await asyncio.sleep(0.01)

@@ -134,7 +134,7 @@ async def test_a_batch_whose_input_went_while_it_was_stopped_fails_keeping_what_
     for e in first_engines.values():
         e.gate.clear()
     created = await submit(oai, jsonl(line("l1", "Name a river."), line("l2", "SLOW river"), line("l3", "hi")))
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if len([r for e in first_engines.values() for r in e.received]) == 2:
             break
         await asyncio.sleep(0.01)

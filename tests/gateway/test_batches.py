@@ -437,7 +437,7 @@ async def test_a_batch_stopped_by_shutdown_resumes_in_the_next_gateway(tmp_path:
     data = jsonl(line("l1", "Name a river."), line("l2", "SLOW river"), line("l3", "Name a lake."),
                  line("l4", "Name a sea."))
     created = await submit(oai, data)
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if any("SLOW" in orjson.dumps(r).decode() for r in received(first_engines)):
             break
         await asyncio.sleep(0.01)
@@ -695,7 +695,7 @@ async def test_lines_run_as_their_creator_checked_again_for_each_line(
 async def _until_in_store(gw: Gateway, bid: str) -> dict[str, Any]:
     """The batch as stored, once completed (its creator's key is revoked: it cannot poll it any more)."""
     assert gw.batches is not None
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         obj = await gw.batches.store.get("default", bid)
         if obj is not None and obj["status"] == "completed":
             return obj
@@ -841,7 +841,7 @@ async def test_a_retry_after_longer_than_the_window_expires_the_batch_instead_of
                              "input_file_id": f.id, "endpoint": CHAT}, {}, {})
     runner.submit("batch_w")
     try:
-        for _ in range(300):
+        for _ in range(1500):  # polled up to 30 s: a loaded machine is late, not wrong
             obj = await store.get("t", "batch_w")
             if obj and obj["status"] in ("completed", "expired", "failed"):
                 break
@@ -1165,7 +1165,7 @@ async def test_a_batchs_input_file_is_read_a_line_at_a_time_never_held_whole(tmp
             created = await oai.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
             assert created.status == "validating" and created.request_counts is not None
             assert created.request_counts.total == 4000
-            for _ in range(500):
+            for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
                 if len(received(engines)) >= 2:
                     break
                 await asyncio.sleep(0.01)
@@ -1410,7 +1410,7 @@ async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
         for e in engines.values():
             e.gate.clear()
         created = await submit(oai, jsonl(*(line(f"q{i}", f"SLOW {i}") for i in range(6))))
-        for _ in range(500):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if len(received(engines)) >= 3:
                 break
             await asyncio.sleep(0.01)
@@ -1461,7 +1461,7 @@ async def test_an_upload_is_spooled_where_the_floor_sees_it_and_never_left_behin
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      headers=TENANT) as c:
             upload = asyncio.create_task(c.post("/v1/files", content=slow(), headers=MULTIPART))
-            for _ in range(500):
+            for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
                 spools = list(folder.glob(".upload-*.part")) if folder.exists() else []
                 if spools and spools[0].stat().st_size >= 2 << 20:
                     break
@@ -1607,7 +1607,7 @@ async def test_batches_running_side_by_side_count_each_others_results(tmp_path: 
         for e in engines.values():
             e.gate.clear()
         first = await submit(oai, a)
-        for _ in range(500):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if any("SLOW" in orjson.dumps(r).decode() for r in received(engines)):
                 break
             await asyncio.sleep(0.01)

@@ -87,7 +87,7 @@ async def results(claude: anthropic.AsyncAnthropic, bid: str) -> dict[str, Messa
 
 
 async def wait_for_slow(engines: dict[str, Gated]) -> None:
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if any("SLOW" in orjson.dumps(r).decode() for r in received(engines)):
             return
         await asyncio.sleep(0.01)

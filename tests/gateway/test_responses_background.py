@@ -102,7 +102,7 @@ def inflight(gw: Gateway) -> int:
 
 async def until(oai: openai.AsyncOpenAI, rid: str, *statuses: str) -> Any:
     """Poll `retrieve` as a client would, until the response reaches one of `statuses`."""
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         got = await oai.responses.retrieve(rid)
         if got.status in statuses:
             return got
@@ -112,7 +112,7 @@ async def until(oai: openai.AsyncOpenAI, rid: str, *statuses: str) -> Any:
 
 async def ended(gw: Gateway, rid: str) -> None:
     """Until the run has closed its exchange (just after its final status is visible)."""
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if not gw.background.owns(rid):
             return
         await asyncio.sleep(0.01)
@@ -125,7 +125,7 @@ async def stalled(engines: dict[str, Stalling]) -> None:
 
 
 async def reached_an_engine(engines: dict[str, Stalling]) -> None:
-    for _ in range(500):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if any(e.received for e in engines.values()):
             return
         await asyncio.sleep(0.01)

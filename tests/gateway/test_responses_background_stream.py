@@ -394,7 +394,7 @@ async def test_readers_of_event_logs_are_bounded_per_tenant(tmp_path: Path, monk
             await oai.responses.retrieve(rid, stream=True)
         assert full.value.response.headers["retry-after"] == "1"
         await readers[0].close()
-        for _ in range(100):  # the server notices the reader gone (its next write)
+        for _ in range(600):  # the server notices the reader gone (its next write)
             try:
                 readers[0] = await oai.responses.retrieve(rid, stream=True)
                 break
