@@ -89,4 +89,4 @@ lint: install
 
 clean:
 	-test -x $(PY) && $(PY) scripts/build_core.py --clean
-	rm -rf $(VENV) .pytest_cache .ruff_cache build/mypyc
+	rm -rf $(VENV) .pytest_cache .ruff_cache build/mypyc tests/parity/js/node_modules
