@@ -585,10 +585,12 @@ def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: s
                  files: int = 1) -> None:
     used, count = held
     if used + max(size, 1) > limit.bytes or count + files > limit.files:  # a new file needs a byte of room at least
+        # a batch's files named only where they pass the count (a tenant at its bytes was told they would, not so)
+        over = count + files > limit.files
         adding = (f"; this one of {size} bytes would pass it" if size else
-                  f"; a batch's {files} result files (output and error) would pass it" if files == 2 else
-                  f"; a message batch's {files} files (its requests, results and errors) would pass it" if files > 2
-                  else "")
+                  f"; a batch's {files} result files (output and error) would pass it" if over and files == 2 else
+                  f"; a message batch's {files} files (its requests, results and errors) would pass it"
+                  if over and files > 2 else "")
         raise StorageFull(_full_message(param, limit, held, adding, narrowed), param=param)
 
 
