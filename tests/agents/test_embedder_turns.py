@@ -135,7 +135,7 @@ async def test_a_caller_cancelled_waiting_or_as_its_turn_came_passes_the_turn_on
     await asyncio.gather(gone, handed, last, return_exceptions=True)
     assert served == ["last"] and gone.cancelled() and handed.cancelled()
     assert not turns._busy and not turns._waiting
-    await asyncio.wait_for(take("again", "a"), 1)
+    await asyncio.wait_for(take("again", "a"), 30)  # at once; a turn left held would never come
 
 
 async def test_a_caller_that_leaves_mid_batch_holds_the_embedder_until_its_batch_is_done() -> None:
