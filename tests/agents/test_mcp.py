@@ -371,10 +371,13 @@ async def test_a_call_on_a_closed_transport_is_a_tool_error() -> None:
         await mcp.call("x", {})
 
 
-async def test_a_result_the_sdk_refuses_against_the_tool_s_output_schema_is_a_tool_error() -> None:
+async def test_a_result_the_sdk_refuses_against_the_tool_s_output_schema_is_a_tool_error(
+        caplog: pytest.LogCaptureFixture) -> None:
     """The SDK checks a result against the tool's output schema and raises RuntimeError where it does not match (or
     has no structured content): the server's doing, now a ToolError naming the server (its words cut and escaped);
-    before, the loop logged it as a bug of the tool. Any other RuntimeError is still raised as it is."""
+    before, the loop logged it as a bug of the tool. Any other RuntimeError is still raised as it is. The operator
+    is told too, naming the server and the tool (review of fcb31e9: the loop logs no ToolError, so the refusal,
+    logged as a bug before, was said to no one but the model)."""
     class Refusing:
         def __init__(self, said: str) -> None:
             self.said = said
@@ -387,6 +390,11 @@ async def test_a_result_the_sdk_refuses_against_the_tool_s_output_schema_is_a_to
     with pytest.raises(ToolError, match="MCP server 'test': Invalid structured content returned by tool t") as e:
         await mcp.call("t", {})
     assert len(str(e.value)) < 500 and "\x1b" not in str(e.value)
+    said = [r for r in caplog.records if "refused against its output schema" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING", caplog.text
+    assert said[0].getMessage().startswith("MCP server test: tool 't': its result refused against its output schema "
+                                           "by the MCP SDK: Invalid structured content returned by tool t")
+    assert len(said[0].getMessage()) < 500 and "\x1b" not in said[0].getMessage()
     mcp._session = Refusing("Tool t has an output schema but did not return structured content")
     with pytest.raises(ToolError, match="did not return structured content"):
         await mcp.call("t", {})

@@ -337,7 +337,10 @@ class McpServer:
         except RuntimeError as e:
             if not str(e).startswith(RESULT_REFUSALS):
                 raise  # not the server's: the loop logs it as a tool's bug
-            raise ToolError(f"MCP server {self.name!r}: {_said(str(e))}") from e
+            said = _said(str(e))  # the loop logs no ToolError: the operator is told here, the model by the error
+            log.warning("MCP server %s: tool %r: its result refused against its output schema by the MCP SDK: %s",
+                        self.name, tool[:100], said)
+            raise ToolError(f"MCP server {self.name!r}: {said}") from e
         text = _content_text(result.content)
         if not text and result.structured_content is not None:
             text = _bounded(_structured(result.structured_content))
