@@ -177,8 +177,13 @@ async def test_a_chunk_of_the_wrong_shape_ends_a_translated_stream_as_the_engine
     charged a failure."""
     async for g in grid(tmp_path, engine(events=events), redacting=redacting):
         r = await g.post(door, True)
-        assert r.status_code == 200 and T.ENDS[door] in r.content and b"not a chat completion chunk" in r.content
-        assert PII.encode() not in r.content
+        assert r.status_code == 200 and PII.encode() not in r.content
+        if redacting and events is STREAMED["steps-not-objects"]:  # an engine's steps, left out of a redacted answer
+            assert (await the_one_record(g.gw))["outcome"] == "ok"  # (known_only) before any door reads them
+            continue
+        # the door's reader (chat_events) finds it; redacted, a text the output filter finds first (output_filter.unread)
+        whys = (b"not a chat completion chunk", b"the redaction cannot read") if redacting else (b"not a chat completion",)
+        assert T.ENDS[door] in r.content and any(why in r.content for why in whys)
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
 
@@ -229,10 +234,57 @@ async def test_an_event_nested_past_what_json_writes_ends_a_redacted_stream_as_t
     """An event the relay writes again (a redacted tenant's, or one holding usage) nested 300 levels deep raised in the
     relay (orjson reads 1,024 levels, writes 254): the stream cut with a traceback. Now the engine's own fault, as past
     the relay's other bounds: the in-stream error, the engine charged a failure."""
-    events = [{**chunk({"content": "Hi"}), "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": DEEP}]},
-              chunk({}, "stop")]
+    events = [chunk({"content": "Hi", "tool_calls": [call() | {"index": 0, "pad": DEEP}]}), chunk({}, "stop")]
     async for g in grid(tmp_path, engine(events=events), redacting=True):
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"stream_interrupted" in r.content and b"cannot write again" in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+UNREAD_WHOLE = {
+    "logprobs-unasked": H.answer_of() | {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                                                      "finish_reason": "stop",
+                                                      "logprobs": {"content": [{"token": PII, "logprob": -1.0}]}}]},
+    "annotations": answer(content="Hi", annotations=[{"type": "url_citation", "url_citation": {"title": PII}}]),
+    "steps-without-a-loop": H.answer_of() | {"aigrid_steps": [FORGED], "aigrid_loop": {"stop": PII}},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("doc", list(UNREAD_WHOLE.values()), ids=list(UNREAD_WHOLE))
+async def test_a_redacted_chat_answer_keeps_no_field_the_redaction_does_not_read(
+        tmp_path, doc: dict[str, Any], stream: bool) -> None:
+    """A redacted answer kept an engine's `logprobs` (the tenant is refused them when it asks, but an engine sent them
+    unasked: the answer's tokens, unredacted), a message's `annotations`, and `aigrid_steps` / `aigrid_loop` where no
+    tool loop ran (an engine's own, unread). Now they are left out; the answer is the engine's, `ok`."""
+    streamed = {**doc, "object": "chat.completion.chunk",  # the same answer as one chunk: its message a delta
+                "choices": [{**{k: v for k, v in c.items() if k != "message"}, "delta": c["message"]}
+                            for c in doc["choices"]]}
+    async for g in grid(tmp_path, engine(whole=doc, events=[streamed, chunk({}, "stop")]), redacting=True):
+        r = await g.post("chat", stream)
+        assert r.status_code == 200 and PII.encode() not in r.content, r.text
+        assert b"aigrid_steps" not in r.content and b"logprobs\":{" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("event", [
+    pytest.param(json.dumps(chunk({"content": [{"type": "text", "text": PII}]})).encode(), id="content-a-list"),
+    pytest.param(json.dumps(chunk({"tool_calls": [call(arguments={"e": PII}) | {"index": 0}]})).encode(),
+                 id="arguments-an-object"),
+    pytest.param(json.dumps(chunk(PII)).encode(), id="delta-a-string"),
+    pytest.param(b"not JSON: " + PII.encode(), id="not-json"),
+])
+async def test_a_redacted_stream_with_text_the_redaction_cannot_read_is_the_engines_failure(
+        tmp_path, event: bytes) -> None:
+    """On the chat door a redacted stream passed on what the redaction does not read as the engine wrote it: a list as
+    `content`, an object as `arguments`, a delta that is a string, an event that is not JSON. Now the stream ends there
+    with the in-stream error, the engine charged a failure."""
+    def script(path: str, req: dict) -> H.Script:
+        return H.stream(*H.sse(json.dumps(chunk({"content": "Hi"})).encode(), event,
+                               json.dumps(chunk({}, "stop")).encode()))
+    async for g in grid(tmp_path, script, redacting=True):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content and PII.encode() not in r.content, r.text
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0

@@ -35,15 +35,21 @@ TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
 `function.arguments` are read too (redacting inside a JSON string leaves it valid JSON)."""
 
 ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier",
-                         "error", "aigrid_steps", "aigrid_loop"})
-CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "logprobs", "stop_reason", "matched_stop"})
-MESSAGE_KEYS = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "annotations"})
+                         "error"})
+LOOP_KEYS = frozenset({"aigrid_steps", "aigrid_loop"})
+"""aigrid's own fields of a tool loop's answer (its steps already through the output policy: redacted_step), kept only
+where a tool loop answers (`steps`); an engine's are its own text, unread."""
+CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "stop_reason", "matched_stop"})
+MESSAGE_KEYS = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls"})
 """What a redacted answer keeps, at its three levels (the answer or chunk, each choice, its message or delta): the
 fields of OpenAI's chat and completions answers, the engines' `stop_reason` / `matched_stop` (the request's own stop
 string) and aigrid's own. An engine's other fields repeat the answer in a form the redaction does not read, on a
 client's asking: llama.cpp's `__verbose` (`"verbose": true`: the whole text again, unredacted, with the rendered
 prompt), vLLM's `token_ids` (`"return_token_ids": true`: the answer as token ids any tokenizer turns back into
-text). For a tenant whose answers are redacted they are left out (timings and the like with them)."""
+text). For a tenant whose answers are redacted they are left out (timings and the like with them). Also left out
+since the twenty-sixth session: `logprobs` (such a tenant is refused them, refuse_unredacted_logprobs, but an engine
+that sent them unasked had the answer's tokens reach the client unredacted) and a message's `annotations` (free text
+no engine of the grid writes, unread)."""
 
 Key = tuple[int, str, int]
 """(choice index, field, tool call index): one redactor per text of a choice (`text` for a completion's, `tool` for
@@ -283,12 +289,13 @@ def json_read(text: str, json: bool | None) -> str:
 
 
 class OutputFilter:
-    def __init__(self, redacts: bool, strip_usage: bool, json_answer: bool = False) -> None:
+    def __init__(self, redacts: bool, strip_usage: bool, json_answer: bool = False, steps: bool = False) -> None:
         """`redacts`: the tenant's policy redacts answers (Firewall.redacts_output); each text of each choice (a
         request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own.
         `json_answer`: the request's `response_format` asks for JSON (json_object, json_schema), so each choice's
-        `content` is read as JSON whatever its first character (_json_field)."""
+        `content` is read as JSON whatever its first character (_json_field). `steps`: a tool loop answers (known_only)."""
         self._json_answer = json_answer
+        self._steps = steps
         self._redactors: dict[Key, StreamingRedactor] = {}
         self._readers: dict[Key, EscapeReader] = {}
         self._redacts = redacts
@@ -314,10 +321,12 @@ class OutputFilter:
                 obj = {k: v for k, v in obj.items() if k != "usage"}
         if not self._redacts:
             return obj
-        obj = known_only(obj)
+        obj = known_only(obj, self._steps)
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
+            if (why := unread(choice)) is not None:
+                raise SseError(f"the engine's answer holds {why}: text the redaction cannot read")
             index = choice.get("index")
             index = index if isinstance(index, int) else 0
             delta = choice.get("delta")
@@ -401,9 +410,32 @@ def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -
                              code="logprobs_not_allowed")
 
 
-def known_only(answer: dict[str, Any]) -> dict[str, Any]:
-    """`answer` (a whole answer or one chunk) without the fields a redacted answer does not keep (ANSWER_KEYS)."""
-    out = {k: v for k, v in answer.items() if k in ANSWER_KEYS}
+def unread(choice: dict[str, Any]) -> str | None:
+    """What of a streamed choice holds text the redaction does not read (None: nothing): a delta that is not an object,
+    a text field (TEXT_FIELDS, a completion's `text`) that is not a string, a tool call's id, name or arguments that are
+    not strings. Until the twenty-sixth session they went to the client as the engine wrote them (a list as `content`,
+    an object as `arguments`), unredacted; a whole answer of that shape is not a completion (usage.not_a_completion)."""
+    delta = choice.get("delta")
+    if delta is None:
+        return None if isinstance(choice.get("text") or "", str) else "a text that is not a string"
+    if not isinstance(delta, dict):
+        return "a delta that is not an object"
+    for field in TEXT_FIELDS:
+        if not isinstance(delta.get(field) or "", str):
+            return f"a {field} that is not a string"
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else () if calls is None else [None]:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(call, dict) or not isinstance(fn or {}, dict) or not isinstance(call.get("id") or "", str) \
+                or not all(isinstance((fn or {}).get(k) or "", str) for k in ("name", "arguments")):
+            return "a tool call whose id, name or arguments are not strings"
+    return None
+
+
+def known_only(answer: dict[str, Any], steps: bool = False) -> dict[str, Any]:
+    """`answer` (a whole answer or one chunk) without the fields a redacted answer does not keep (ANSWER_KEYS; LOOP_KEYS
+    with `steps`)."""
+    out = {k: v for k, v in answer.items() if k in ANSWER_KEYS or steps and k in LOOP_KEYS}
     choices = out.get("choices")
     if isinstance(choices, list):
         out["choices"] = [_known_choice(c) if isinstance(c, dict) else c for c in choices]
@@ -468,12 +500,12 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
     return dataclasses.replace(step, arguments=arguments, result=result), verdicts
 
 
-def redact_json_answer(firewall: Firewall, tenant: str, body: bytes,
-                       json_answer: bool = False) -> tuple[bytes, list[Verdict]]:
+def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer: bool = False,
+                       steps: bool = False) -> tuple[bytes, list[Verdict]]:
     """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
     completion's text) per the tenant's output policy, a JSON text read with its escapes decoded (EscapeReader; a
     text with nothing found is kept as written); a redacted answer keeps only the fields it knows (known_only).
-    `json_answer`: as OutputFilter's, each choice's `content` read as JSON."""
+    `json_answer`: as OutputFilter's, each choice's `content` read as JSON; `steps`: a tool loop answered (known_only)."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -481,7 +513,7 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes,
     verdicts: list[Verdict] = []
     dropped = False
     if isinstance(obj, dict) and firewall.redacts_output(tenant):
-        known = known_only(obj)
+        known = known_only(obj, steps)
         dropped, obj = known != obj, known
 
     def check(holder: dict[str, Any], key: str, json: bool | None = None) -> None:

@@ -250,6 +250,8 @@ class EventPipe:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
+            if filt is not None and filt.redacts:  # text the redaction cannot read: passed on, it went out unredacted
+                self._cut("the engine sent an event that is not JSON, which the redaction cannot read")
             return None  # not JSON: nothing to read in it, passed on
         changed = False
         if self._rewriter is not None:

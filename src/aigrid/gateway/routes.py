@@ -596,15 +596,16 @@ class Routes:
         assert ex.principal is not None and ex.decision is not None and ex.record is not None
         tenant = ex.principal.tenant
         json_answer = structured(body.get("response_format"))  # the answer is JSON: read as such (output_filter)
+        steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's: left out)
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage,  # also meters usage
-                                     json_answer=json_answer)
+                                     json_answer=json_answer, steps=steps)
 
         def redact(answer: bytes) -> bytes:
-            redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer)
+            redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer, steps)
             ex.verdicts.extend(verdicts)
             return redacted
 
