@@ -10,7 +10,12 @@ from typing import Any
 
 import orjson
 
-from aigrid.engines.legacy_completions import LegacyCompletionsEngine, needs_legacy
+from aigrid.engines.legacy_completions import (
+    LegacyCompletionsEngine,
+    legacy_answer,
+    legacy_stream,
+    needs_legacy,
+)
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.engines.sse import SseDecoder
 from aigrid.engines.wrapped import once
@@ -123,3 +128,28 @@ async def test_other_paths_and_engines_are_left_alone() -> None:
     vllm.kind = "vllm"
     assert needs_legacy(inner, {"echo": True}) and needs_legacy(inner, {"logprobs": 0})
     assert not needs_legacy(vllm, {"echo": True, "logprobs": 3}) and not needs_legacy(inner, {"prompt": "x"})
+
+
+async def test_a_hostile_engine_gets_the_prompt_echoed_once_per_choice_asked_for() -> None:
+    """An engine that named a new choice index in each chunk (or answered many choices whole) had the prompt put in
+    front of each: 1,000 chunks of ~40 bytes with a 10 KB prompt came out as 10 MB. Now only the choices asked for
+    (an index below the number of prompts) are echoed, once each."""
+    prompt = "P" * 10_000
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(1000):
+            yield b"data: " + orjson.dumps({"choices": [{"index": i, "text": "a"}]}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    out = b"".join([c async for c in legacy_stream(body(), [prompt])])
+    assert out.count(prompt.encode()) == 1 and len(out) < 100_000
+    whole = orjson.dumps({"choices": [{"index": i % 2, "text": "a"} for i in range(1000)]})
+    assert legacy_answer(whole, [prompt]).count(prompt.encode()) == 1
+
+
+async def test_alternatives_that_are_not_a_list_are_none() -> None:
+    """`top_logprobs: 5` raised in the conversion (a TypeError out of the engine's wrapper); now no alternatives."""
+    doc = {"choices": [{"index": 0, "text": "a", "logprobs": {"content": [{"token": "a", "logprob": -1.0,
+                                                                           "top_logprobs": 5}]}}]}
+    got = orjson.loads(legacy_answer(orjson.dumps(doc), None))["choices"][0]["logprobs"]
+    assert got == {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [{}], "text_offset": [0]}

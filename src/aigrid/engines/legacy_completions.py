@@ -119,7 +119,9 @@ class Offsets:
             tokens.append(token)
             logprob = item.get("logprob")
             logprobs.append(float(logprob) if isinstance(logprob, (int, float)) else None)
-            tops.append({t["token"]: float(t["logprob"]) for t in item.get("top_logprobs") or ()
+            alternatives = item.get("top_logprobs")  # a list; anything else (an engine's `5`) raised here
+            tops.append({t["token"]: float(t["logprob"])
+                         for t in (alternatives if isinstance(alternatives, list) else ())
                          if isinstance(t, dict) and isinstance(t.get("token"), str)
                          and isinstance(t.get("logprob"), (int, float))})
             offsets.append(at)
@@ -138,12 +140,24 @@ def legacy_answer(answer: bytes, prompts: list[str] | None) -> bytes:
     if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
         return answer
     offsets = Offsets(prompts)
+    echoed: set[int] = set()
     for choice in doc["choices"]:
         if isinstance(choice, dict):
             offsets.legacy(choice)
-            if prompts is not None:
-                choice["text"] = offsets.prompt(_index(choice)) + str(choice.get("text") or "")
+            index = _index(choice)
+            if prompts is not None and _echoes(index, prompts, echoed):
+                choice["text"] = offsets.prompt(index) + str(choice.get("text") or "")
     return orjson.dumps(doc)
+
+
+def _echoes(index: int, prompts: list[str], echoed: set[int]) -> bool:
+    """Is choice `index` echoed (its prompt put in front), once each and only for the choices asked for? An engine that
+    named a new index in each chunk (or answered 100,000 choices) had the prompt sent again for each: 40-byte chunks of
+    a 10 KB prompt came out 250 times larger than the engine sent them."""
+    if index in echoed or not 0 <= index < max(len(prompts), 1):
+        return False
+    echoed.add(index)
+    return True
 
 
 def _index(choice: Mapping[str, Any]) -> int:
@@ -169,8 +183,7 @@ async def legacy_stream(body: AsyncIterator[bytes], prompts: list[str] | None) -
             if not isinstance(choice, dict):
                 continue
             index = _index(choice)
-            if prompts is not None and index not in echoed:
-                echoed.add(index)
+            if prompts is not None and _echoes(index, prompts, echoed):
                 first = {"index": index, "text": offsets.prompt(index), "logprobs": None, "finish_reason": None}
                 out.append(encode(orjson.dumps({**event, "choices": [first], "usage": None})))
             offsets.legacy(choice)
