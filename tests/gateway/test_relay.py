@@ -26,6 +26,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
 from aigrid.gateway.relay_response import ClientWire
+from aigrid.gateway.stopping import CutAnswers
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from tests.ports import on_a_free_port
@@ -50,7 +51,8 @@ async def gateway_on_socket(urls: list[str], up: Upstream | None = None) -> Asyn
     sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    # wrapped as server.py and workers.py serve it: the wire must be found through CutAnswers too
+    server = uvicorn.Server(uvicorn.Config(CutAnswers(build_app(gw)), log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -112,3 +112,25 @@ async def test_a_whole_body_begun_and_cut_is_raised_on_as_before() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(sent) == 2  # nothing sent after the cut
+
+
+async def test_a_cancelled_error_that_is_no_cancel_of_the_request_is_raised_on() -> None:
+    """A CancelledError out of the app while nobody cancelled its task (a future some other task cancelled, awaited
+    here: a bug of ours, stop or no stop) is not a cut: it goes on to uvicorn (its 500 and the traceback in the
+    log), not answered 503 `shutting_down` with nothing logged."""
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        other = asyncio.get_running_loop().create_future()
+        other.cancel()
+        await other
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        await asyncio.Event().wait()
+
+    with pytest.raises(asyncio.CancelledError):
+        await CutAnswers(app)(_scope("/v1/chat/completions"), receive, send)
+    assert sent == []

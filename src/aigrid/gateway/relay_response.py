@@ -53,8 +53,13 @@ class ClientWire:
     @classmethod
     def of(cls, send: Send, gone: asyncio.Future[None]) -> ClientWire | None:
         """The wire behind `send` once the response head was sent, or None (another server, a wrapped send,
-        a body that is not chunked)."""
+        a body that is not chunked). A wrapper that passes every message on and names the server's send as
+        `server_send` (stopping.CutAnswers', around every request of `aigrid up` and each worker) is seen
+        through: the bytes written on the wire do not pass it."""
         cycle = getattr(send, "__self__", None)
+        server_send = getattr(cycle, "server_send", None)
+        if server_send is not None:
+            cycle = getattr(server_send, "__self__", None)
         if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
             return None
         try:
