@@ -207,6 +207,20 @@ def test_explain_names_the_gateway_it_cannot_reach() -> None:
     assert r.exit_code == 2 and "http://127.0.0.1:1" in r.output, r.output
 
 
+def test_explain_with_no_gateway_running_says_how_to_start_one_or_name_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid explain` before `make run` (or after it stopped) said only "[Errno 111] Connection refused"."""
+    import httpx
+
+    def refused(url: str, **kwargs: object) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(httpx, "get", refused)
+    r = runner.invoke(app, ["explain", "dec-1"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "http://127.0.0.1:8080" in out, out
+    assert "is it running? `make run` starts" in out and "--gateway URL names another" in out, out
+
+
 @pytest.mark.parametrize("command", ["up", "gateway"])
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_gateway_port_out_of_range(command: str, port: str) -> None:

@@ -373,7 +373,8 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
         r = httpx.get(f"{gateway}/v1/decisions/{quote(decision_id, safe='')}", headers=headers, timeout=5,
                       trust_env=False)
     except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e}")) from None
+        raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e} (is it running? `make run` starts the "
+                                "demo's at http://127.0.0.1:8080; --gateway URL names another)")) from None
     try:
         body = r.json()
     except ValueError:  # not an aigrid gateway (an HTML error page, another server)
