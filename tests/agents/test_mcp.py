@@ -403,6 +403,37 @@ async def test_a_result_the_sdk_refuses_against_the_tool_s_output_schema_is_a_to
         await mcp.call("t", {})
 
 
+async def test_a_server_asking_for_input_or_returning_a_claimed_result_is_a_tool_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review of 1583bc45: the SDK's RuntimeError for a server's InputRequiredResult and its UnexpectedClaimedResult
+    (a RuntimeError) are the server's doing, yet were raised as they were: the loop logged a tool's bug with a
+    traceback and the model read "the tool failed unexpectedly". Each is a ToolError in the grid's words, logged
+    once as a warning naming the server and the tool."""
+    from mcp import types
+    from mcp.client import UnexpectedClaimedResult
+
+    class Raising:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def call_tool(self, tool: str, arguments: dict[str, Any], read_timeout_seconds: float) -> None:
+            raise self.error
+
+    mcp = server()
+    mcp._session = Raising(RuntimeError("Server returned InputRequiredResult; pass allow_input_required=True to "
+                                        "receive it and retry call_tool(..., input_responses=...)."))
+    with pytest.raises(ToolError, match="^MCP server 'test': the server asked for input the grid cannot give$"):
+        await mcp.call("t", {})
+    mcp._session = Raising(UnexpectedClaimedResult(types.Result()))
+    with pytest.raises(ToolError, match="^MCP server 'test': the server returned a result it was not asked for$"):
+        await mcp.call("u", {})
+    said = [r.getMessage() for r in caplog.records if r.name == "aigrid.agents.mcp_tools"]
+    assert [r.levelname for r in caplog.records if r.name == "aigrid.agents.mcp_tools"] == ["WARNING", "WARNING"]
+    assert said[0].startswith("MCP server test: tool 't': the server asked for input the grid cannot give"), said
+    assert said[1].startswith("MCP server test: tool 'u': the server returned a result it was not asked for"), said
+    assert not any(r.exc_info for r in caplog.records), caplog.text
+
+
 async def test_a_server_cannot_write_the_relay_s_notice_in_its_own_words(caplog: pytest.LogCaptureFixture) -> None:
     """The relay's notice is a notification any server can send: its text is McpServer's own, logged once."""
     from mcp import types
@@ -728,6 +759,25 @@ async def test_an_sdk_error_at_start_is_not_said_to_be_the_server_s(monkeypatch:
         await server().start()
     assert "MCP server test: start failed on an error of the MCP SDK or aigrid, not the server's: RuntimeError: a bug " \
            "of the SDK" in caplog.text
+
+
+async def test_an_os_error_at_start_is_raised_as_it_is_and_not_said_to_be_an_sdk_bug(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Review of this session's start: an OSError raised inside start (EMFILE, EAGAIN at the relay's spawn) is the
+    machine's, raised as it is for the owner to name (agent_runtime's ConfigError "cannot start"); it was also
+    logged as "an error of the MCP SDK or aigrid, not the server's"."""
+    import errno
+
+    from mcp import ClientSession
+
+    async def no_files(self: Any) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(ClientSession, "initialize", no_files)
+    with pytest.raises(OSError, match="Too many open files") as raised:
+        await server().start()
+    assert raised.value.errno == errno.EMFILE
+    assert "not the server's" not in caplog.text, caplog.text
 
 
 def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:

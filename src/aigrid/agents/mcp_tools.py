@@ -68,9 +68,10 @@ held the event loop 9.6 s at start, before it was read on a thread), 32,768 in 0
 few KB at most; a longer one is logged and not offered."""
 MAX_VETTED_CHARS = 4 * 2**20
 """The most characters of one server's tools, as a model reads them (McpTool.model_text), offered: the firewall vets
-each at start and at every change, about 2 s of CPU per million characters (1,000 tools of 30,440 characters:
-67.9 s of CPU, 238 s wall at load 5-9; 1,000 of 3,840: 8.5 s; `scripts/bench_mcp_vetting.py 1000x32000 1000x4000`).
-The tools past it, in the list's order, are not offered (one error logged): about 9 s of CPU a server at most.
+each at start and at every change, about 2-2.6 s of CPU per million characters (1,000 tools of 30,440 characters:
+67.9 s of CPU, 238 s wall at load 5-9; 1,000 of 3,840: 8.5-9.3 s of CPU, 25.9 s wall at load 6.6-7.3;
+`scripts/bench_mcp_vetting.py 1000x32000 1000x4000`). The tools past it, in the list's order, are not offered (one
+error logged): about 10 s of CPU a server at most (more wall time on a loaded machine).
 1,000 tools of 4 KB are within it; real servers' tools are a few KB each, a few hundred KB in all."""
 PROTOCOL_REFUSALS = ("Unsupported protocol version", "No mutually supported")
 """How the SDK's RuntimeError begins where it refuses the server's protocol version (ClientSession.initialize,
@@ -81,6 +82,11 @@ RESULT_REFUSALS = ("Tool ", "Invalid schema for tool ", "Invalid structured cont
 (ClientSession.call_tool: no structured content, a schema that is not one, content that does not match it): the
 server's doing, a tool error the model reads (the server's words cut and escaped). Before, the loop logged it as a
 bug of the tool, with a traceback, and the model read "the tool failed unexpectedly"."""
+INPUT_REQUIRED = "Server returned InputRequiredResult"
+"""How the SDK's RuntimeError begins where a server answers a call with an InputRequiredResult (it asks the client
+for input mid-call, which the grid has no one to give): the server's doing, a ToolError in the grid's words, as is the
+SDK's UnexpectedClaimedResult (a RuntimeError: an MCP extension's result the call did not ask for). Until the
+twenty-sixth session both were logged as a bug of the tool, with a traceback."""
 RELIST_GAP_S = 1.0
 RELIST_SHARE = 9.0
 """After reading a changed list, the next reading waits RELIST_GAP_S, or RELIST_SHARE times what the reading took if
@@ -180,8 +186,10 @@ class McpServer:
                 if isinstance(e, TimeoutError) or "timed out" in why:
                     why += f" (call_timeout_s: {self.call_timeout_s:g}s)"
                 raise ConnectionError(f"MCP server {self.name!r} did not start: {why}") from e
-            if isinstance(e, Exception):  # not the server's doing: every RuntimeError was "did not start", an SDK
-                # bug blamed on the server; said here with the server's name (the traceback alone names none)
+            if isinstance(e, Exception) and not isinstance(e, OSError):  # not the server's doing: every
+                # RuntimeError was "did not start", an SDK bug blamed on the server; said here with the server's name
+                # (the traceback alone names none). An OSError (EMFILE, EAGAIN at the relay's spawn) is the machine's,
+                # raised as it is: the owner names it (agent_runtime's ConfigError "cannot start")
                 log.error("MCP server %s: start failed on an error of the MCP SDK or aigrid, not the server's: %s",
                           self.name, _said(f"{type(e).__name__}: {e}"))
             raise
@@ -335,9 +343,21 @@ class McpServer:
         except TimeoutError as e:
             raise ToolError(f"MCP server {self.name!r} did not answer within {self.call_timeout_s}s") from e
         except RuntimeError as e:
+            from mcp.client import UnexpectedClaimedResult
+
+            # the loop logs no ToolError: the operator is told here (once, naming the server and the tool), the model
+            # by the error; any other RuntimeError is not the server's, and the loop logs it as a tool's bug
+            if isinstance(e, UnexpectedClaimedResult):  # a result of an MCP extension's that the call did not take
+                log.warning("MCP server %s: tool %r: the server returned a result it was not asked for (an MCP "
+                            "extension's %s, refused by the MCP SDK)", self.name, tool[:100], type(e.result).__name__)
+                raise ToolError(f"MCP server {self.name!r}: the server returned a result it was not asked for") from e
+            if str(e).startswith(INPUT_REQUIRED):  # the server asked the client for input (elicitation, sampling)
+                log.warning("MCP server %s: tool %r: the server asked for input the grid cannot give (an "
+                            "InputRequiredResult, refused by the MCP SDK)", self.name, tool[:100])
+                raise ToolError(f"MCP server {self.name!r}: the server asked for input the grid cannot give") from e
             if not str(e).startswith(RESULT_REFUSALS):
-                raise  # not the server's: the loop logs it as a tool's bug
-            said = _said(str(e))  # the loop logs no ToolError: the operator is told here, the model by the error
+                raise
+            said = _said(str(e))
             log.warning("MCP server %s: tool %r: its result refused against its output schema by the MCP SDK: %s",
                         self.name, tool[:100], said)
             raise ToolError(f"MCP server {self.name!r}: {said}") from e
