@@ -1280,7 +1280,7 @@ async def test_a_batchs_output_and_error_files_count_in_the_tenants_number_of_fi
         oai, _ = clients(gw)
         waiting = lines_held(gw, uploaded)
         created = await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL")))
-        await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
+        await asyncio.wait_for(waiting.wait(), 30)  # its first line runs: no result file written yet
         with pytest.raises(openai.BadRequestError) as refused:  # before: taken (2 files), the batch then made 2 more
             await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")
         assert "3 files (quotas.storage_files)" in refused.value.body["message"]  # type: ignore[index]

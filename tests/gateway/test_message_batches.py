@@ -800,7 +800,7 @@ async def test_a_message_batchs_result_files_count_from_its_start(tmp_path: Path
         oai = openai_client(app).with_options(default_headers=TENANT)
         waiting = lines_held(gw, uploaded)
         created = await claude.messages.batches.create(requests=[req("a", "hi"), req("b", "FAIL please")])
-        await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
+        await asyncio.wait_for(waiting.wait(), 30)  # its first line runs: no result file written yet
         with pytest.raises(openai.BadRequestError) as full:  # before: taken (2 files), the batch then made 2 more
             await oai.files.create(file=("more.jsonl", b'{"custom_id": "x"}\n'), purpose="batch")
         assert "3 files (quotas.storage_files)" in full.value.body["message"]  # type: ignore[index]
@@ -811,3 +811,35 @@ async def test_a_message_batchs_result_files_count_from_its_start(tmp_path: Path
     finally:
         uploaded.set()
         await stopped(gw)
+
+
+async def test_a_requests_file_whose_batch_could_not_be_stored_is_removed(gw: Gateway,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A create stores the batch's requests file, then the batch's row: where the row could not be written (the
+    index's error), the requests file was left stored with no batch naming it (hidden from /v1/files, counting
+    against the tenant's storage quota for good). It is removed, and the log says so."""
+    import sqlite3
+
+    claude, _ = clients(gw)  # builds the app, and with it gw.batches
+    assert gw.batches is not None
+    files, api = gw.batches.files, gw.batches.message_batches_api
+    stored: list[Any] = []
+    add = files.add
+
+    async def kept(*args: Any, **kwargs: Any) -> Any:
+        stored.append(await add(*args, **kwargs))
+        return stored[-1]
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(files, "add", kept)
+    monkeypatch.setattr(api.store, "create", broken)
+    with pytest.raises(anthropic.InternalServerError):
+        await claude.messages.batches.create(requests=[req("a", "hi")])
+    assert len(stored) == 1
+    tenant = stored[0].tenant
+    assert await files.get(tenant, stored[0].id, hidden=True) is None  # before: still there
+    assert not files.disk_path(stored[0]).exists()
+    assert f"its requests file {stored[0].id} removed" in caplog.text

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -67,6 +68,7 @@ from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
+log = logging.getLogger("aigrid.batches")
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
 PREFIX = "msgbatch_"
 MAX_LIST = 1000
@@ -184,8 +186,18 @@ class MessageBatchesApi:
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
-        await self.store.create(caller.tenant, obj, caller_record(caller), kept,
-                                jurisdictions=caller.scopes.jurisdictions)
+        try:
+            await self.store.create(caller.tenant, obj, caller_record(caller), kept,
+                                    jurisdictions=caller.scopes.jurisdictions)
+        except BaseException as e:  # no batch names the requests file: removed, not left counting against the
+            # tenant's storage quota with nothing to delete it by (it is hidden from /v1/files)
+            log.warning("message batch %s of tenant %r not created (%s): its requests file %s removed", bid,
+                        caller.tenant, type(e).__name__, stored.id)
+            try:
+                await self.files.delete(caller.tenant, stored.id, hidden=True)
+            except Exception:
+                log.exception("message batch %s: its requests file %s could not be removed", bid, stored.id)
+            raise
         self.runner.submit(bid)
         return json_response(message_batch(obj, self._base(request)))
 
