@@ -80,19 +80,37 @@ async def on_socket(gw: Gateway) -> AsyncIterator[str]:
             await task
 
 
+RUN_JS_S = 120.0
+"""How long one node process may run; past it, it is killed and the test fails with what it wrote."""
+SHOWN = 2_000
+"""How many of the last characters of node's stderr and stdout a timed-out run's failure shows."""
+
+
+async def _drain(stream: asyncio.StreamReader | None, into: bytearray) -> None:
+    while stream is not None and (chunk := await stream.read(65536)):
+        into += chunk
+
+
 async def run_js(url: str, *cases: str, **env: str) -> dict[str, Any]:
     """The driver's answer to `cases`, run in one node process against `url` (this event loop serves it
-    meanwhile)."""
+    meanwhile). Past RUN_JS_S node is killed, and the failure shows the end of what it wrote (before: a bare
+    TimeoutError, node's stderr lost)."""
     assert NODE is not None
     proc = await asyncio.create_subprocess_exec(
         NODE, str(JS / "driver.mjs"), *cases, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "AIGRID_URL": url, **env})
+    out, err = bytearray(), bytearray()
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        await asyncio.wait_for(asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err), proc.wait()),
+                               RUN_JS_S)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise
+        with contextlib.suppress(TimeoutError):  # what was left in the pipes (a reading cancelled loses nothing)
+            await asyncio.wait_for(asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err)), 5)
+        pytest.fail(f"node ran past {RUN_JS_S:g} s and was killed ({' '.join(cases)}); its stderr (the last "
+                    f"{SHOWN:,} characters): {err.decode(errors='replace')[-SHOWN:]!r}; its stdout: "
+                    f"{out.decode(errors='replace')[-SHOWN:]!r}")
     assert proc.returncode == 0, err.decode()
     results: dict[str, Any] = json.loads(out)
     return results
@@ -446,3 +464,22 @@ async def test_failures_are_each_js_sdks_errors(gateway: Gateway, fakes: dict[st
     openai_error(nowhere["responses"], "InternalServerError", 503, "no_eligible_endpoint", "service_unavailable_error")
     for name in ("messages", "messagesStream"):
         anthropic_error(nowhere[name], "OverloadedError", 529, "overloaded_error")
+
+
+async def test_a_node_run_past_its_time_fails_showing_what_node_wrote(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_js killed node at its timeout and raised a bare TimeoutError: what node had written to stderr (a hung
+    SDK's warning, a stack) was lost. The failure now shows the end of its stderr and stdout. A stand-in for node
+    that writes, then sleeps past a timeout of 3 s."""
+    import sys
+
+    stand_in = tmp_path / "node"
+    stand_in.write_text("#!/bin/sh\necho 'a case hung: the stack' >&2\necho '{\"partial\"'\nexec sleep 120\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(sys.modules[__name__], "NODE", str(stand_in))
+    monkeypatch.setattr(sys.modules[__name__], "RUN_JS_S", 3.0)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        await run_js("http://127.0.0.1:9", "a_case")
+    said = str(failed.value)
+    assert "node ran past 3 s and was killed (a_case)" in said
+    assert "a case hung: the stack" in said and '{"partial"' in said, said
