@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from aigrid.bench.procs import tree
 from aigrid.gateway.workers import listen
-from tests.gateway.test_workers import both_workers, gateway_with_workers
+from tests.gateway.test_workers import gateway_with_workers, serving_workers, worker_processes
 
 O_CLOEXEC = 0o2000000
+MCP_SERVER = Path(__file__).resolve().parents[1] / "agents" / "mcp_server.py"
 
 HOLDS = """
 import os, socket, sys
@@ -78,26 +82,57 @@ def _flags(pid: int, fd: int) -> int:
     raise AssertionError(f"no flags for fd {fd} of {pid}")
 
 
-def test_the_gateway_and_its_workers_keep_the_socket_from_their_children(tmp_path: Path) -> None:
-    """`aigrid gateway --workers 2` as real processes: the parent and each worker hold the listening socket
-    close-on-exec, so an engine the parent restarts, or a program a worker starts (an MCP server's relay), does
-    not get it."""
+def _holders(gw_pid: int, port: int, gateway: list[int]) -> list[int]:
+    """Check the gateway's own processes (`gateway`: the parent and its workers) hold the listening socket, each
+    close-on-exec, and no other process under the parent holds it; the other processes (the MCP relays and
+    servers) returned."""
+    for pid in gateway:
+        fds = _listening_fds(pid, port)
+        assert fds, f"pid {pid} ({'parent' if pid == gw_pid else 'worker'}) does not hold the socket"
+        for fd in fds:
+            assert _flags(pid, fd) & O_CLOEXEC, f"pid {pid} ({'parent' if pid == gw_pid else 'worker'}) fd {fd}"
+    others = [p for p in tree(gw_pid) if p not in gateway]
+    assert {p: _held(p, port) for p in others} == dict.fromkeys(others, [])
+    return others
+
+
+def _held(pid: int, port: int) -> list[int]:
+    """`_listening_fds`, none for a process gone meanwhile."""
+    try:
+        return _listening_fds(pid, port)
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_gateway_and_its_workers_keep_the_socket_from_their_children(tmp_path: Path, workers: int) -> None:
+    """`aigrid gateway --workers 2` as real processes, an MCP server started by each worker: the parent and each
+    worker hold the listening socket close-on-exec (each serves), and no MCP relay (a uvloop child of a worker)
+    holds it, nor after a worker is killed and started again (the socket handed on by pass_fds once more). With
+    one process the socket is uvicorn's own, made after its MCP server started: only its flag is checked."""
     def doc(port: int) -> dict:
         return {"name": "sockets", "gateway": {"host": "127.0.0.1", "port": port, "network": "none"},
                 "models": {"m": {"family": "m", "params_b": 1.0}},
                 "sites": {"s": {"name": "S", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU"}},
                 "endpoints": [{"id": "e", "site": "s", "model": "m", "engine": "vllm", "url": "http://127.0.0.1:9"}],
+                "agents": {"mcp_servers": {"m": {"command": [sys.executable, str(MCP_SERVER)]}}},
                 "security": {"audit": {"path": str(tmp_path / "audit.db"), "signing_key": str(tmp_path / "a.pem")}}}
 
-    gw, port = gateway_with_workers(tmp_path, doc)
+    gw, port = gateway_with_workers(tmp_path, doc, workers=workers)
     try:
-        workers = both_workers(gw.pid)
-        seen = 0
-        for pid in [gw.pid, *workers]:
-            for fd in _listening_fds(pid, port):
-                seen += 1
-                assert _flags(pid, fd) & O_CLOEXEC, f"pid {pid} ({'parent' if pid == gw.pid else 'worker'}) fd {fd}"
-        assert seen >= 3  # the parent's and each worker's
-        assert all(p in (gw.pid, *workers) or not _listening_fds(p, port) for p in tree(gw.pid))
+        if workers == 1:  # no workers: uvicorn's own socket, close-on-exec (an engine restarted later gets none)
+            _holders(gw.pid, port, [gw.pid])
+            return
+        first = serving_workers(gw.pid, port)  # each serves: each got the socket, and made it close-on-exec
+        assert len(_holders(gw.pid, port, [gw.pid, *first])) >= 2  # each worker's MCP relay (and its server)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (first[0] in worker_processes(gw.pid) or len(worker_processes(gw.pid)) != 2) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        again = serving_workers(gw.pid, port)
+        (new,) = set(again) - set(first)
+        _holders(gw.pid, port, [gw.pid, *again])
+        assert len(tree(new)) > 1  # the new worker's MCP relay among those checked
     finally:
         gw.stop()
