@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.json_depth import MAX_DEPTH, too_deep_raw
+from aigrid.json_depth import MAX_DEPTH
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
@@ -54,10 +54,10 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         raise NotAnAnswer(f"not JSON: {answer[:60]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
         raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
-    if too_deep_raw(answer, doc, MAX_DEPTH) is not None:  # orjson reads 1,024 levels and writes 254: re-written (a
-        # redaction, a usage taken out, a front door's translation, a batch's line) it raised, a 500 with the engine's
-        # slot never released
-        raise NotAnAnswer(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if _deeper_than(answer, doc, MAX_DEPTH):  # orjson reads 1,024 levels and writes 254: re-written (a redaction, a
+        # usage taken out, a front door's translation, a batch's line) it raised, a 500 with the engine's slot never
+        # released
+        raise NotAnAnswer(f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)")
     for choice in doc["choices"]:
         why = not_a_completion(choice)
         if why is not None:
@@ -71,6 +71,26 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         return answer, usage, None
     del doc["usage"]
     return orjson.dumps(doc), None, why
+
+
+WRITTEN_LEVELS = 254
+"""The most levels of objects and arrays orjson writes."""
+
+
+def _deeper_than(raw: bytes, doc: Any, limit: int) -> bool:
+    """Does `doc` (`raw` parsed) nest more than `limit` levels (or hold what orjson cannot write)? Fewer brackets than
+    `limit` cannot; else `doc` is written inside WRITTEN_LEVELS - `limit` more levels, which orjson refuses exactly when
+    it is deeper: C speed (1.1 MB of log-probabilities: 5 ms, where json_depth's walk took 75 ms and its byte count 31)."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    wrapped = doc
+    for _ in range(WRITTEN_LEVELS - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 TEXTS = ("content", "reasoning_content", "reasoning", "refusal")
