@@ -175,6 +175,30 @@ async def test_a_new_connection_closed_unanswered_is_not_resent_but_a_pooled_one
         assert (pooled.connections, pooled.requests) == (2, 3)
 
 
+async def test_on_httpxs_client_too_a_new_connection_closed_unanswered_is_not_resent() -> None:
+    """An engine not on Http1Transport (https, or no transport given: httpx's own client, openai_compat._send), whose
+    httpcore says the same "Server disconnected without sending a response" for a new connection and a pooled one.
+    Before: a request whose new connection the engine closed after reading it was sent again (read twice); a pooled
+    one is still resent, as on Http1Transport."""
+    engine = Scripted([READ, CLOSE])
+    async for _ in serving(engine):
+        async with httpx.AsyncClient() as client:
+            adapter = OpenAICompatEngine("vllm", f"http://127.0.0.1:{engine.port}", client)
+            with pytest.raises(EngineUnavailable, match="Server disconnected"):
+                async with adapter.open("/v1/chat/completions", b"{}"):
+                    pass
+        assert engine.requests == 1
+
+    pooled = Scripted([READ, answer(b"{}"), READ, CLOSE], [READ, answer(b"{}")])
+    async for _ in serving(pooled):
+        async with httpx.AsyncClient() as client:
+            adapter = OpenAICompatEngine("vllm", f"http://127.0.0.1:{pooled.port}", client)
+            for _ in range(2):  # the second on the kept connection, which the engine closes: resent on a new one
+                async with adapter.open("/v1/chat/completions", b"{}") as up:
+                    assert up.status == 200 and b"".join([c async for c in up.body]) == b"{}"
+        assert (pooled.connections, pooled.requests) == (2, 3)
+
+
 @pytest.fixture(autouse=True)
 def _warnings(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)

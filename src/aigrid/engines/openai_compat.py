@@ -63,6 +63,8 @@ HEALTH_MAX_BYTES = 64 << 10
 
 CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
+CONNECTING = "connection.connect_tcp.started"
+"""httpcore's trace event when it opens a connection for a request (none when it reuses a pooled one)."""
 
 
 def why(exc: BaseException) -> str:
@@ -230,14 +232,23 @@ class OpenAICompatEngine:
         return response
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """Send once more if the server had closed the pooled keep-alive connection before reading the
-        request (seen with llama-server after streamed responses, with no `Connection: close`). Like
-        Go's net/http for a closed idle connection, this is safe even for POST: the request was never
-        read. Any other failure is raised to the caller."""
+        """Send once more if the server closed a pooled keep-alive connection without answering (seen with
+        llama-server after streamed responses, with no `Connection: close`: it closed the connection while idle).
+        Not when the connection was opened for this request (httpcore's error says the same for both; its trace
+        says whether it connected): the engine may have read it, and it would be read twice, as Http1Transport's
+        CLOSED_FRESH. A pooled connection closed after the engine read the request cannot be told apart: resent
+        (docs/reliability.md, "The wire"). Any other failure is raised to the caller."""
+        connected: list[str] = []
+
+        async def trace(event: str, info: Mapping[str, object]) -> None:
+            if event == CONNECTING:
+                connected.append(event)
+
+        request.extensions["trace"] = trace
         try:
             return await self._client.send(request, stream=stream)
         except httpx.RemoteProtocolError as exc:
-            if CLOSED_IDLE not in str(exc):
+            if CLOSED_IDLE not in str(exc) or connected:
                 raise
             log.debug("%r: %s closed a pooled connection before answering; resending once", self, request.url)
         return await self._client.send(request, stream=stream)
