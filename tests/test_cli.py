@@ -221,6 +221,24 @@ def test_explain_with_no_gateway_running_says_how_to_start_one_or_name_another(m
     assert "is it running? `make run` starts" in out and "--gateway URL names another" in out, out
 
 
+@pytest.mark.parametrize(("gateway", "said"), [("http://127.0.0.1:8080", "timed out"), ("http://[::1", "Invalid")])
+def test_explain_asks_whether_the_gateway_runs_only_where_no_connection_was_made(
+        monkeypatch: pytest.MonkeyPatch, gateway: str, said: str) -> None:
+    """A gateway that took past explain's 5 s runs (asking whether it does sent the reader to start a second
+    one, whose port is taken), and a mistyped --gateway is a URL to fix: neither is asked whether it runs."""
+    import httpx
+
+    def slow(url: str, **kwargs: object) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    if said == "timed out":
+        monkeypatch.setattr(httpx, "get", slow)
+    r = runner.invoke(app, ["explain", "dec-1", "--gateway", gateway])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"cannot reach the gateway at {gateway}" in out and said in out, out
+    assert "is it running" not in out, out
+
+
 @pytest.mark.parametrize("command", ["up", "gateway"])
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_gateway_port_out_of_range(command: str, port: str) -> None:

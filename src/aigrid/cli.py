@@ -373,8 +373,10 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
         r = httpx.get(f"{gateway}/v1/decisions/{quote(decision_id, safe='')}", headers=headers, timeout=5,
                       trust_env=False)
     except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e} (is it running? `make run` starts the "
-                                "demo's at http://127.0.0.1:8080; --gateway URL names another)")) from None
+        # the hint only where no connection was made: a gateway too slow to answer runs, a URL mistyped is the URL
+        hint = (" (is it running? `make run` starts the demo's at http://127.0.0.1:8080; --gateway URL names "
+                "another)") if isinstance(e, httpx.ConnectError) else ""
+        raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e}{hint}")) from None
     try:
         body = r.json()
     except ValueError:  # not an aigrid gateway (an HTML error page, another server)
