@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 
 from aigrid.engines.llama_server import free_port
 from aigrid.errors import ConfigError
+from aigrid.gateway import server
 from aigrid.gateway.server import _check_port_free
 from aigrid.gateway.workers import _ready
 from tests.ports import on_a_free_port, port_taken
@@ -150,6 +152,20 @@ def test_the_port_check_names_a_bad_host_and_takes_ipv6() -> None:
         taken.listen()
         with pytest.raises(ConfigError, match="is another gateway running"):
             _check_port_free("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_port_refused_for_its_privilege_is_named_as_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--port 80` run as a user: the kernel's EACCES was said as `gateway.host: ... (an address of this
+    machine, e.g. 127.0.0.1 or 0.0.0.0)`, sending the reader to a host that was right."""
+    def refused(host: str, port: int) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(server, "_bind", refused)  # this machine's tests may run as root, which may bind port 80
+    with pytest.raises(ConfigError) as e:
+        _check_port_free("127.0.0.1", 80)
+    assert str(e.value) == ("gateway.port: cannot listen on 127.0.0.1:80: Permission denied; a port below 1024 "
+                            "needs root (net.ipv4.ip_unprivileged_port_start): give --port or gateway.port 1024 or "
+                            "above")
 
 
 def _key_a_folder(tmp: Path) -> str:

@@ -202,6 +202,10 @@ def _check_port_free(host: str, port: int) -> None:
                 f"`aigrid up` in another terminal)? `ss -ltnp 'sport = :{port}'` names what holds the port. Stop "
                 f"it (Ctrl-C where it runs), or add {other} to this command (`make run` takes no options: "
                 f"`{_aigrid()} up examples/demo.yaml --port {free or 'N'}` starts the demo grid)") from e
+        if e.errno == errno.EACCES:  # the port, not the host: it was blamed on gateway.host
+            raise ConfigError(f"gateway.port: cannot listen on {host}:{port}: {e.strerror}; a port below 1024 "
+                              "needs root (net.ipv4.ip_unprivileged_port_start): give --port or gateway.port "
+                              "1024 or above") from e
         raise ConfigError(f"gateway.host: cannot listen on {host}:{port}: {e.strerror or e} (an address "
                           "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
 
