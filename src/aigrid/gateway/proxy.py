@@ -734,10 +734,10 @@ class Proxy:
 
 
 def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
-    """Why an engine's 2xx cannot be the answer asked for (None: it can): a streamed one must be an event stream, a
-    whole one JSON, and neither compressed (the gateway asks for `accept-encoding: identity`: it reads the bytes).
-    Passed on, an HTML page, a gzip body or a whole answer to a stream reached the client as a 200 and was audited
-    `ok`, the engine never counted as failing (docs/reliability.md, "Failing before the first byte")."""
+    """Why an engine's answer (a 2xx or 3xx) cannot be the one asked for (None: it can): a 3xx never is, a streamed
+    one must be an event stream, a whole one JSON, and neither compressed (the gateway asks for `accept-encoding:
+    identity`: it reads the bytes). Passed on, an HTML page, a gzip body or a whole answer to a stream reached the
+    client as a 200 and was audited `ok`, the engine never counted as failing (docs/reliability.md, "Failing before the first byte")."""
     if upstream.status >= 300:  # a redirect (or another 3xx) is no answer: passed on, a 302 reached the client, `ok`
         return f"answered HTTP {upstream.status}, not an answer"
     headers = upstream.headers

@@ -21,7 +21,7 @@ answered 431 and closed as it arrives; a complete one over it is answered 431 in
 Requests a client pipelines (sends before reading the answers to the earlier ones) are bounded too: uvicorn parsed
 every request of each read into a request cycle (about 2.4 KB each, for as little as 18 bytes sent), queued them
 without limit and read on after each answer, so a client that pipelined small requests and never read its answers
-had the gateway hold 475 MB (200,000 GETs) and more as it sent. While requests wait behind the one being answered
+had the gateway hold 481 MB (200,000 GETs) and more as it sent. While requests wait behind the one being answered
 the connection is not read; at most MAX_PIPELINED wait, and the request past them is not served: the waiting ones are
 answered in turn, the last with `connection: close`, and the connection closed (logged), as an HTTP/1.1 server may
 (RFC 9112 9.3.2: a client retries on a new connection what was not answered). The head deadline waits while
@@ -243,8 +243,8 @@ class HeadDeadline(HttpToolsProtocol):
         now = time.monotonic()
         refused = getattr(state, "aigrid_refused", 0) + 1
         if now - getattr(state, "aigrid_refused_logged", -LOG_EVERY_S) >= LOG_EVERY_S:
-            log.warning("refused %d connection(s) in the last %.0f s: this process holds %d, its bound %d "
-                        "(slow_clients.max_connections)", refused, LOG_EVERY_S, len(self.connections),
+            log.warning("refused %d connection(s) since the last such line (at most one every %.0f s): this process "
+                        "holds %d, its bound %d (slow_clients.max_connections)", refused, LOG_EVERY_S, len(self.connections),
                         self.max_connections())
             state.aigrid_refused_logged, refused = now, 0  # type: ignore[attr-defined]
         state.aigrid_refused = refused  # type: ignore[attr-defined]
