@@ -171,7 +171,7 @@ async def last_audit(gw: Gateway) -> dict[str, Any]:
 
 
 async def polled(c: httpx.AsyncClient, url: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """GET `url` until `done` says so (at most about 5 s); the last answer."""
+    """GET `url` until `done` says so (at most about 30 s); the last answer."""
     obj = (await c.get(url)).json()
     for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if done(obj):

@@ -482,7 +482,8 @@ async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Pat
         assert await _until(lambda: bool(access.lines), 30)
         # at once, not at the next byte (after the tool's 3 s), with room for a loaded machine
         assert access.lines[0][0] - hung_up < TOOL_RUN_S / 2, access.lines[0][0] - hung_up
-        await asyncio.sleep(TOOL_RUN_S + 0.2)  # what would have come next: the loop's next turn or tool
+        # what would have come next: the loop's next turn or tool (0.3 s each); the tool under way ending (its 3 s)
+        await asyncio.sleep(TOOL_RUN_S + 0.2 if phase == "tool" else 1.2)
         begun, finished = {"first-turn": (1, 0), "later-turn": (2, 1), "tool": (2, 2)}[phase]
         assert (engine.turns, len(engine.received)) == (begun, finished)  # the turn under way closed, no next one
         assert tool.started == (1 if phase == "tool" else 0)
