@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPEC ?= examples/demo.yaml
+# PORT=N: the gateway's port for `make run` (make run PORT=8081); unset, the spec's gateway.port (8080 in the demo).
+# Only from make's command line (or a makefile): a PORT in the environment (set by some platforms for their own
+# servers) does not move the gateway.
+PORT :=
 # COMPILE=0: do not compile the routing core and simulator (make install COMPILE=0); AIGRID_PURE=1 at run time
 # ignores a build
 COMPILE ?= 1
@@ -14,9 +18,10 @@ CORE_BUILD := src/aigrid/core/_compiled.txt
 
 .PHONY: run test install core clean-core engine system-deps promtool sdk-js lint clean
 
-## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
+## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all);
+## PORT=N starts its gateway on port N (make run PORT=8081), SPEC=FILE another spec
 run: install engine
-	$(VENV)/bin/aigrid up $(SPEC)
+	$(VENV)/bin/aigrid up $(SPEC)$(if $(PORT), --port $(PORT))
 
 ## test: install what the tests need and run them all
 test: install engine system-deps promtool sdk-js

@@ -93,11 +93,8 @@ def test_up_fails_fast_when_the_port_is_taken() -> None:
     assert r.exit_code == 2 and "is another gateway running" in r.output
 
 
-def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port() -> None:
-    """`make run` beside a running grid said only "pick another port with --port", which `make run` does not
-    take: the error now names the command that shows what holds the port, a port free now past it (one taken
-    right after it is skipped), and the demo's start on that port."""
-    import re
+def _up_on_a_taken_port() -> tuple[int, str]:
+    """`aigrid up` of the demo on a port taken (and the one after it taken too): the port and what it said."""
     import socket
 
     with socket.socket() as taken, socket.socket() as next_taken:
@@ -112,12 +109,62 @@ def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port() -> None:
             next_taken.listen()
         r = runner.invoke(app, ["up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)])
     assert r.exit_code == 2, r.output
-    out = " ".join(r.output.split())
+    return port, " ".join(r.output.split())
+
+
+def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` beside a running grid said only "pick another port with --port", which `make run` did not
+    take: the error now names the command that shows what holds the port, a port free now past it (one taken
+    right after it is skipped), and the demo's start on that port, with aigrid and with make."""
+    import re
+
+    monkeypatch.delenv("MAKELEVEL", raising=False)  # as from a shell (`make test` runs the tests under make)
+    port, out = _up_on_a_taken_port()
     assert f"ss -ltnp 'sport = :{port}'" in out
     free = re.search(r"add --port (\d+) \(free now\) to this command", out)
     assert free is not None, out
     assert port + 2 <= int(free[1]) <= port + 21
-    assert f"aigrid up examples/demo.yaml --port {free[1]}" in out
+    assert f"aigrid up examples/demo.yaml --port {free[1]}" in out and f"`make run PORT={free[1]}` with make" in out
+
+
+def test_a_taken_port_under_make_run_is_told_as_makes_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make run` (make sets MAKELEVEL) the error said "add --port N to this command", and `make run`
+    took no --port: it now says `make run PORT=N` with the free port, and the aigrid form beside it."""
+    import re
+
+    monkeypatch.setenv("MAKELEVEL", "1")
+    port, out = _up_on_a_taken_port()
+    free = re.search(r"start on port (\d+) \(free now\) instead: `make run PORT=(\d+)`", out)
+    assert free is not None and free[1] == free[2], out
+    assert port + 2 <= int(free[1]) <= port + 21
+    assert "to this command" not in out and f"up SPEC --port {free[1]}` without make" in out, out
+
+
+def _make_run(*args: str, env_port: str | None = None) -> str:
+    """The line `make -n run ARGS` would run to start the grid (nothing is run, installed or built)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    if env_port is not None:
+        env["PORT"] = env_port
+    out = subprocess.run(["make", "-n", "run", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    [line] = [line for line in out.splitlines() if "bin/aigrid up " in line]
+    return line
+
+
+def test_make_run_takes_a_port() -> None:
+    """A newcomer with 8080 taken was told to type `.venv/bin/aigrid up examples/demo.yaml --port 8081`: `make
+    run PORT=8081` now passes --port 8081 to `aigrid up`, and gives no --port without PORT, even where the
+    environment has a PORT of its own (a platform's, for its servers)."""
+    assert _make_run("PORT=8081").endswith("bin/aigrid up examples/demo.yaml --port 8081")
+    assert _make_run("PORT=8081", "SPEC=examples/demo-netns.yaml").endswith(
+        "bin/aigrid up examples/demo-netns.yaml --port 8081")
+    assert _make_run(env_port="3000").endswith("bin/aigrid up examples/demo.yaml")
 
 
 @pytest.mark.parametrize("content", [None, b"not a database, a text file\n" * 200, b""])

@@ -190,18 +190,24 @@ def _free_port_after(host: str, port: int, tries: int = 20) -> int | None:
 
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?), naming
-    how to find what holds it and a free port to start on instead (`make run` takes no --port)."""
+    how to find what holds it and a free port to start on instead: as `make run PORT=N` when make started this
+    (make sets MAKELEVEL for what it runs), else as --port N (and `make run PORT=N` beside it)."""
     try:
         _bind(host, port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             free = _free_port_after(host, port)
-            other = f"--port {free} (free now)" if free else "--port N"
+            n, free_now = (free, " (free now)") if free else ("N", "")
+            if os.environ.get("MAKELEVEL"):
+                other = (f"start on port {n}{free_now} instead: `make run PORT={n}` (add PORT={n} to the make "
+                         f"command you ran; `{_aigrid()} up SPEC --port {n}` without make)")
+            else:
+                other = (f"add --port {n}{free_now} to this command (`{_aigrid()} up examples/demo.yaml --port {n}` "
+                         f"starts the demo grid; `make run PORT={n}` with make)")
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running (`make run` or "
                 f"`aigrid up` in another terminal)? `ss -ltnp 'sport = :{port}'` names what holds the port. Stop "
-                f"it (Ctrl-C where it runs), or add {other} to this command (`make run` takes no options: "
-                f"`{_aigrid()} up examples/demo.yaml --port {free or 'N'}` starts the demo grid)") from e
+                f"it (Ctrl-C where it runs), or {other}") from e
         if e.errno == errno.EACCES:  # the port, not the host: it was blamed on gateway.host
             raise ConfigError(f"gateway.port: cannot listen on {host}:{port}: {e.strerror}; a port below 1024 "
                               "needs root (net.ipv4.ip_unprivileged_port_start): give --port or gateway.port "
