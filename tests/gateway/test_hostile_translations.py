@@ -288,3 +288,89 @@ async def test_a_redacted_stream_with_text_the_redaction_cannot_read_is_the_engi
         assert r.status_code == 200 and b"stream_interrupted" in r.content and PII.encode() not in r.content, r.text
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+def real_whole(engine_kind: str, path: str) -> dict[str, Any]:
+    """A whole answer as vLLM, llama.cpp and SGLang write one (fields as their OpenAI servers send them)."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8, "prompt_tokens_details": None}
+    if path == "/v1/completions":
+        return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [
+            {"index": 0, "text": " Hello", "logprobs": None, "finish_reason": "length", "stop_reason": None,
+             "prompt_logprobs": None}], "usage": usage, "service_tier": None, "system_fingerprint": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "Hello", "reasoning_content": "hm", "refusal": None,
+                               "annotations": None, "audio": None, "function_call": None, "tool_calls": []}
+    choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+    if engine_kind == "vllm":
+        choice["stop_reason"] = 128001  # the stop token's id (an int), beside finish_reason
+        extra: dict[str, Any] = {"service_tier": None, "system_fingerprint": None, "prompt_logprobs": None,
+                                 "kv_transfer_params": None}
+    elif engine_kind == "vllm-tools":
+        message |= {"content": None, "reasoning_content": None, "annotations": [], "tool_calls": [
+            {"id": "chatcmpl-tool-1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}
+        choice |= {"finish_reason": "tool_calls", "stop_reason": None}
+        extra = {"service_tier": None, "system_fingerprint": None, "prompt_logprobs": None}
+    elif engine_kind == "llamacpp":
+        message = {"role": "assistant", "content": "Hello", "reasoning_content": "hm"}
+        choice = {"finish_reason": "stop", "index": 0, "message": message}
+        extra = {"system_fingerprint": "b6100-abc", "timings": {"prompt_n": 5, "predicted_n": 3}}
+    else:  # sglang
+        message |= {"reasoning_content": None, "tool_calls": None}
+        choice |= {"matched_stop": 2, "hidden_states": None}
+        extra = {"metadata": {"weight_version": "default"}}
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice],
+            "usage": usage, **extra}
+
+
+def real_stream(engine_kind: str, path: str) -> list[dict[str, Any]]:
+    """The same answers streamed: a role chunk, text (or a tool call) in pieces, the finish, the usage chunk."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    if path == "/v1/completions":
+        piece = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m"}
+        return [piece | {"choices": [{"index": 0, "text": t, "logprobs": None, "finish_reason": f, "stop_reason": s}]}
+                for t, f, s in ((" Hel", None, None), ("lo", "stop", 128001))] + [piece | {"choices": [],
+                                                                                           "usage": usage}]
+    def one(delta: dict[str, Any], finish: Any = None, **more: Any) -> dict[str, Any]:
+        return chunk(delta, finish) | {"choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                    "finish_reason": finish, **more}]}
+    if engine_kind == "vllm-tools":
+        return [one({"role": "assistant", "content": ""}),
+                one({"tool_calls": [{"id": "chatcmpl-tool-1", "type": "function", "index": 0,
+                                     "function": {"name": "f", "arguments": ""}}]}),
+                one({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\": 1}"}}]}),
+                one({"content": None, "tool_calls": []}, "tool_calls", stop_reason=None),
+                chunk({}) | {"choices": [], "usage": usage}]
+    stop = {"vllm": {"stop_reason": 128001}, "sglang": {"matched_stop": 2}}.get(engine_kind, {})
+    first = {"role": "assistant", "content": None if engine_kind == "llamacpp" else ""}
+    return [one(first), one({"reasoning_content": "hm", "content": None}), one({"content": "Hel"}),
+            one({"content": "lo", "refusal": None, "tool_calls": []}), one({}, "stop", **stop),
+            chunk({}) | {"choices": [], "usage": usage, "system_fingerprint": None}]
+
+
+@pytest.mark.parametrize("redacting", [False, True], ids=["plain", "redacting"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("kind", ["vllm", "vllm-tools", "llamacpp", "sglang"])
+async def test_real_engines_answers_pass_every_door(tmp_path, kind: str, stream: bool, redacting: bool) -> None:
+    """The shape checks of the twenty-sixth session (usage.not_a_completion, chat_events, output_filter.unread) refuse
+    none of what real engines send: vLLM's `stop_reason` as an int, `prompt_logprobs`, `service_tier` and
+    `system_fingerprint` as null, `refusal` / `annotations` / `logprobs` null, `tool_calls: []`, `content: null`
+    beside tool calls, `reasoning_content`; llama.cpp's `timings`; SGLang's `matched_stop` and `metadata`. Each door
+    answers 200, the engine is not counted as failing, one record `ok`, the quota settled once."""
+    def script(path: str, req: dict) -> H.Script:
+        if req.get("stream"):
+            return H.stream(*H.sse(*[json.dumps(e).encode() for e in real_stream(kind, path)]))
+        return H.whole(json.dumps(real_whole(kind, path)).encode())
+
+    for door in ("chat", "completions", "messages", "responses"):
+        if door == "completions" and kind != "vllm":
+            continue  # one completion shape (vLLM's; llama.cpp's and SGLang's hold the same fields)
+        async for g in grid(tmp_path / door, script, redacting=redacting):
+            r = await g.post(door, stream)
+            assert r.status_code == 200, (door, r.text)
+            said = (b"f", b"chatcmpl-tool-1") if kind == "vllm-tools" and door != "completions" else (b"lo",)
+            assert all(s in r.content for s in said), (door, r.text)
+            assert not any(e in r.content for e in (b'"error":{', b"event: error", b"response.failed")), (door, r.text)
+            row = await the_one_record(g.gw)
+            assert row["outcome"] == "ok", (door, row["outcome"])
+            assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0
+            assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 3), door  # the engine's count, charged once
+            assert await balance(g.gw) == 8 and "charged_tokens" not in row["extra"], door
