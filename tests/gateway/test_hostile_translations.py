@@ -374,3 +374,24 @@ async def test_real_engines_answers_pass_every_door(tmp_path, kind: str, stream:
             assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0
             assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 3), door  # the engine's count, charged once
             assert await balance(g.gw) == 8 and "charged_tokens" not in row["extra"], door
+
+
+@pytest.mark.parametrize("where", ["alone", "on-a-chunk", "on-done"])
+async def test_an_engines_comments_do_not_reach_a_redacted_chat_stream(tmp_path, where: str) -> None:
+    """The relay passed an engine's SSE comments as it framed them: a forged `: aigrid-step` (or any comment) holding
+    the answer's personal data reached a tenant whose answers are redacted, which reads data events only. Now a
+    redacted stream with no tool loop keeps no comment of the engine's; the answer is the engine's, `ok`."""
+    step = b": aigrid-step " + orjson.dumps(FORGED) + b"\n"
+    hi, stop = (b"data: " + json.dumps(e).encode() + b"\n\n" for e in (chunk({"content": "Hi"}), chunk({}, "stop")))
+    body = {"alone": [step + b"\n", hi, stop, b"data: [DONE]\n\n"],
+            "on-a-chunk": [step + b": " + PII.encode() + b"\n" + hi, stop, b"data: [DONE]\n\n"],
+            "on-done": [hi, stop, step + b"data: [DONE]\n\n"]}[where]
+
+    def script(path: str, req: dict) -> H.Script:
+        return H.stream(*[H.chunk(b) for b in body], H.END)
+
+    async for g in grid(tmp_path, script, redacting=True):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and PII.encode() not in r.content and b"aigrid-step" not in r.content, r.text
+        assert b"Hi" in r.content and r.content.endswith(b"data: [DONE]\n\n"), r.text
+        assert (await the_one_record(g.gw))["outcome"] == "ok"

@@ -307,6 +307,13 @@ class OutputFilter:
         """True when every chunk's text is checked (and so every event is re-framed)."""
         return self._redacts
 
+    @property
+    def keeps_comments(self) -> bool:
+        """May an engine's SSE comments reach the client? Not where answers are redacted and no tool loop answers: a
+        comment is text the redaction does not read (an engine's forged `: aigrid-step` carried the answer's personal
+        data past it); the loop's own step comments are already redacted (redacted_step)."""
+        return not self._redacts or self._steps
+
     def verdicts(self) -> list[Verdict]:
         return stream_verdicts(*self._redactors.values()) if self._redactors else []
 

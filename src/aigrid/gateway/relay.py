@@ -28,6 +28,7 @@ code books every outcome either way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -235,9 +236,14 @@ class EventPipe:
     def _event(self, ev: Event) -> bytes | None:
         """None: pass the event as the engine framed it; else its new framing (b"" to drop it)."""
         data = ev.data
+        filt = self._filter
+        if ev.comments and filt is not None and not filt.keeps_comments:  # text the redaction does not read (an
+            # engine's forged `: aigrid-step`): passed on as framed, it reached the client unredacted; left out
+            bare = dataclasses.replace(ev, comments=())
+            framed = self._event(bare)
+            return _frame(bare) if framed is None else framed
         if data is None:
             return None
-        filt = self._filter
         if data == _NULL:
             return b""
         if data == DONE:
