@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigrid.errors import ApiError, InvalidRequest
+from aigrid.gateway.unknown_path import nearest_route, shown_path
 
 log = logging.getLogger("aigrid.gateway")
 ANTHROPIC_PREFIX = "/v1/messages"
@@ -119,20 +120,27 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     answered as the 404 of a path not served: the SDKs have no class for a 405 (a bare `APIStatusError`), and
     every such call is an SDK method aigrid does not serve (`client.models.delete`,
     `client.chat.completions.list`), which they should see as the `NotFoundError`
-    an unknown path is. Elsewhere (the dashboard) a 405 stays a 405."""
+    an unknown path is. Elsewhere (the dashboard) a 405 stays a 405. A 404 names the route nearest the path
+    when one is (unknown_path.py), in Anthropic's envelope when that route is under /v1/messages; the path is
+    said back escaped, and cut (a path of any length was said whole)."""
     assert isinstance(exc, HTTPException)
     not_served = exc.status_code == 405 and request.url.path.startswith(API_PREFIX)
     status = 404 if not_served else exc.status_code
     typ, code = _HTTP_TYPES.get(status, ("invalid_request_error", "http_error"))
-    message = f"{exc.detail}: {request.method} {request.url.path}" + _base_url_hint(request, status)
+    path = shown_path(request.scope["path"])
+    hint = _base_url_hint(request, status)
+    routes = getattr(request.scope.get("app"), "routes", ())  # the app's own (scope["app"]: Starlette's)
+    near = nearest_route(routes, request.scope["path"]) if exc.status_code == 404 and not hint else None
+    message = (f"{exc.detail}: {request.method} {path}" + hint
+               + (f" (did you mean {near.said(request.method)}?)" if near else ""))
     if not_served:
         allowed = (exc.headers or {}).get("Allow", "")
-        message = (f"{request.method} {request.url.path} is not served by this gateway"
+        message = (f"{request.method} {path} is not served by this gateway"
                    + (f" (this path takes {allowed})" if allowed else ""))
     body: dict[str, object] = {"error": {"message": message, "type": typ, "param": None, "code": code}}
     request_id = f"req-{secrets.token_hex(8)}"  # as an audited route's own (Exchange.request_id): the SDKs' err.request_id
     headers = {"x-request-id": request_id, "request-id": request_id, "x-should-retry": "false"}
-    if _anthropic(request):
+    if _anthropic(request) or (near is not None and near.path.startswith(ANTHROPIC_PREFIX)):
         return anthropic_error(status, message, headers, request_id=request_id)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 

@@ -1,0 +1,85 @@
+"""What a 404 says of a path this gateway does not serve (envelope.http_error_handler): the client's path,
+escaped and cut to a length, and the route nearest it when one is close (`POST /v1/chat/completion`: did you
+mean /v1/chat/completions?), found by difflib among the app's own routes."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.routing import BaseRoute, Route
+
+SHOWN_PATH_CHARS = 200
+"""At most this much of a client's path is said back (the rest counted, not shown)."""
+NEAR = 0.8
+"""difflib's ratio a route must reach to be named: /v1/chat/complete (0.83 with /v1/ set aside) is named,
+/v1/moderations (0.75 to /v1/conversations, another API of OpenAI's) is not."""
+_URL_SAFE = "/:@!$&'()*+,;=-._~"
+"""What a path shows as it is; anything else (a space, a quote, <, a control or non-ASCII character, %) as a
+URL writes it, %XX."""
+_API = "/v1/"
+"""Set aside before comparing: every API path starts with it, which made any /v1/ path look near any route."""
+
+
+def shown_path(path: str) -> str:
+    """The client's path as a URL writes it (percent-escaped), at most SHOWN_PATH_CHARS of it."""
+    escaped = quote(path, safe=_URL_SAFE)
+    if len(escaped) <= SHOWN_PATH_CHARS:
+        return escaped
+    return f"{escaped[:SHOWN_PATH_CHARS]}... ({len(path)} characters)"
+
+
+@dataclass(frozen=True)
+class Near:
+    """A route near a path not served: its path and the methods it takes."""
+
+    path: str
+    methods: frozenset[str]
+
+    def said(self, method: str) -> str:
+        """'/v1/chat/completions', or 'GET /v1/models' to a method the route does not take (escaped: a route
+        with parameters holds the client's own values)."""
+        if method in self.methods:
+            return shown_path(self.path)
+        return f"{' or '.join(sorted(self.methods - {'HEAD'}))} {shown_path(self.path)}"
+
+
+def _templates(routes: Iterable[BaseRoute]) -> Iterator[tuple[list[str], frozenset[int], frozenset[str]]]:
+    """Each HTTP route: its path's segments, which of them are parameters, its methods."""
+    for route in routes:
+        if isinstance(route, Route):  # not a Mount (the dashboard's files), nor a WebSocket route
+            parts = route.path.split("/")
+            yield parts, frozenset(i for i, part in enumerate(parts) if part[:1] == "{"), frozenset(route.methods or ())
+
+
+def nearest_route(routes: Iterable[BaseRoute], path: str) -> Near | None:
+    """The route nearest `path`, or None when none is near, when the path is longer than any route a typo
+    makes, or when it is a part below a route (/v1/chat/completions/ID: a resource not served, not a typo). A
+    route with parameters (/v1/files/{file_id}/content) is named with the path's own values in them, and
+    compared without them (/v1/images/generations is not near /v1/files/generations)."""
+    if len(path) > SHOWN_PATH_CHARS:
+        return None
+    segments = path.split("/")
+    found: dict[str, tuple[str, str, set[str]]] = {}  # each route as named: the path and it compared, methods
+    for parts, params, methods in _templates(routes):
+        if params and len(parts) != len(segments):
+            continue
+        named = "/".join(segments[i] if i in params else part for i, part in enumerate(parts))
+        mine = "/".join("*" if i in params else segment for i, segment in enumerate(segments))
+        theirs = "/".join("*" if i in params else part for i, part in enumerate(parts))
+        found.setdefault(named, (mine.removeprefix(_API), theirs.removeprefix(_API), set()))[2].update(methods)
+    best: str | None = None
+    best_ratio = NEAR
+    for named, (mine, theirs, _) in found.items():
+        if 2 * min(len(mine), len(theirs)) < best_ratio * (len(mine) + len(theirs)) or named == path:
+            continue  # no ratio can reach it (difflib's real_quick_ratio)
+        match = difflib.SequenceMatcher(None, mine, theirs)
+        if match.quick_ratio() >= best_ratio:
+            ratio = match.ratio()
+            if ratio > best_ratio or (ratio == best_ratio and best is None):
+                best, best_ratio = named, ratio
+    if best is None or path.startswith(best.rstrip("/") + "/"):
+        return None
+    return Near(best, frozenset(found[best][2]))

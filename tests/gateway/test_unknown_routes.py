@@ -1,0 +1,98 @@
+"""A path the gateway does not serve: the API's own 404 envelope, naming the route nearest a typo (difflib on
+the app's own routes), nothing for a path near no route, and the client's path said back escaped and cut."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aigrid.gateway.unknown_path import SHOWN_PATH_CHARS
+
+ANTHROPIC = {"anthropic-version": "2023-06-01"}
+
+
+def _openai_message(r: httpx.Response) -> str:
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == "not_found", err
+    return str(err["message"])
+
+
+def _anthropic_message(r: httpx.Response) -> str:
+    assert r.status_code == 404, r.text
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error", body
+    return str(body["error"]["message"])
+
+
+@pytest.mark.parametrize(("method", "path", "near"), [
+    ("POST", "/v1/chat/completion", "/v1/chat/completions"),
+    ("POST", "/v1/chat/complete", "/v1/chat/completions"),
+    ("POST", "/v2/chat/completions", "/v1/chat/completions"),
+    ("POST", "/v1/embedding", "/v1/embeddings"),
+    ("GET", "/v1/model", "/v1/models"),
+    ("POST", "/v1/model", "GET /v1/models"),  # the route takes another method: said
+    ("POST", "/v1/response/compact", "/v1/responses/compact"),
+    ("GET", "/v1/files/file-1/contents", "/v1/files/file-1/content"),  # a route's parameter: the client's own value
+    ("GET", "/helthz", "/healthz"),
+])
+async def test_a_typo_of_a_route_is_told_the_route(client: httpx.AsyncClient, method: str, path: str,
+                                                    near: str) -> None:
+    """`POST /v1/chat/completion` got "Not Found: POST /v1/chat/completion" and nothing more."""
+    message = _openai_message(await client.request(method, path, json={}))
+    assert message == f"Not Found: {method} {path} (did you mean {near}?)", message
+
+
+@pytest.mark.parametrize("headers", [{}, ANTHROPIC])
+async def test_a_typo_of_the_messages_route_is_answered_in_anthropics_envelope(
+        client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    """/v1/message is not under /v1/messages, so it was answered in OpenAI's envelope to a client without
+    `anthropic-version` (curl); the route it is near is Anthropic's, so is its envelope, with or without."""
+    for path, near in (("/v1/message", "/v1/messages"), ("/v1/messages/count-tokens", "/v1/messages/count_tokens"),
+                       ("/v1/message/batches", "/v1/messages/batches")):
+        r = await client.post(path, json={}, headers=headers)
+        assert _anthropic_message(r) == f"Not Found: POST {path} (did you mean {near}?)"
+        assert r.headers["request-id"] == r.json()["request_id"]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/zzzz"),
+    ("POST", "/v1/moderations"),  # OpenAI's, not served: not "/v1/conversations"
+    ("POST", "/v1/complete"),  # Anthropic's legacy Text Completions: not "/v1/completions"
+    ("POST", "/v1/images/generations"),  # not /v1/files/{file_id} filled with "generations"
+    ("GET", "/v1/chat/completions/chatcmpl-1"),  # a resource below a route, not a typo of it
+    ("GET", "/nothing-here"),
+])
+async def test_a_path_near_no_route_names_none(client: httpx.AsyncClient, method: str, path: str) -> None:
+    message = _openai_message(await client.request(method, path))
+    assert message == f"Not Found: {method} {path}", message
+
+
+async def test_a_path_without_v1_is_told_the_base_url_not_a_route_too(client: httpx.AsyncClient) -> None:
+    """/chat/completions is near /v1/chat/completions, but the mistake is the client's base URL, which the
+    404 already names: one hint, not two."""
+    message = _openai_message(await client.post("/chat/completions", json={}))
+    assert "base URL is http://gw/v1" in message and "did you mean" not in message, message
+
+
+async def test_a_long_path_is_said_back_cut_and_escaped(client: httpx.AsyncClient) -> None:
+    """A client's path was said back whole, whatever its length, with what it held (<, ", control
+    characters) as they came: now at most SHOWN_PATH_CHARS of it as a URL writes it, its length counted."""
+    path = "/v1/" + '<script>"x"</script>%0A%1B' * 300
+    r = await client.get(path)
+    message = _openai_message(r)
+    assert len(message) < SHOWN_PATH_CHARS + 80, len(message)
+    assert message.startswith("Not Found: GET /v1/%3Cscript%3E%22x%22%3C/script%3E%0A%1B%3Cscript%3E"), message
+    assert message.endswith(f"... ({len(path) - 2 * 2 * 300} characters)"), message  # %0A, %1B: 1 character each
+    assert not any(c in message for c in '<>"\n\x1b'), message
+
+
+async def test_a_routes_parameter_in_the_suggestion_is_escaped(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/files/<b>/contents")
+    assert _openai_message(r) == "Not Found: GET /v1/files/%3Cb%3E/contents (did you mean /v1/files/%3Cb%3E/content?)"
+
+
+async def test_a_method_a_path_does_not_take_is_still_said_so(client: httpx.AsyncClient) -> None:
+    """The 405 under /v1/ answered as a 404 keeps its own sentence (no route is "near" a route it names)."""
+    message = _openai_message(await client.get("/v1/chat/completions"))
+    assert message == "GET /v1/chat/completions is not served by this gateway (this path takes POST)", message
