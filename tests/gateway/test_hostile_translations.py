@@ -395,3 +395,28 @@ async def test_an_engines_comments_do_not_reach_a_redacted_chat_stream(tmp_path,
         assert r.status_code == 200 and PII.encode() not in r.content and b"aigrid-step" not in r.content, r.text
         assert b"Hi" in r.content and r.content.endswith(b"data: [DONE]\n\n"), r.text
         assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("tail", ["finish", "not-json"])
+async def test_a_last_event_without_its_blank_line_is_redacted_too(tmp_path, tail: str) -> None:
+    """The relay passed the bytes an engine's stream ended with, short of an event's closing blank line, as the engine
+    wrote them: a redacted tenant got that last chunk's text unredacted (`data: {...personal data..., "finish_reason":
+    "stop"}` and the body's end). Now that last event is read as one and redacted (the answer whole, `ok`), or left out
+    where the redaction cannot read it (the answer cut short: the in-stream error, the engine charged a failure)."""
+    hi = b"data: " + json.dumps(chunk({"content": "Hi"})).encode() + b"\n\n"
+    last = {"finish": json.dumps(chunk({"content": f" mail {PII}"}, "stop")).encode(),
+            "not-json": b"{\"choices\": " + PII.encode()}[tail]
+
+    def script(path: str, req: dict) -> H.Script:
+        return H.stream(H.chunk(hi), H.chunk(b"data: " + last), H.END)
+
+    async for g in grid(tmp_path, script, redacting=True):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and PII.encode() not in r.content, r.text
+        if tail == "finish":
+            assert b'"content":"Hi mail [REDACTED:EMAIL]"},"finish_reason":"stop"' in r.content, r.text
+            assert (await the_one_record(g.gw))["outcome"] == "ok"
+        else:
+            assert b"stream_interrupted" in r.content, r.text
+            assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+            assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0

@@ -228,10 +228,20 @@ class EventPipe:
         raise SseError(why)
 
     def end(self) -> bytes:
-        """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are."""
+        """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are; where the
+        answer is redacted, that last event read as one (as the lenient readers take it), or nothing where the
+        redaction cannot read it (passed as they were, its text reached the client unredacted)."""
         tail = self._decoder.pending if self._sse else b""
-        self._decoder.flush()
-        return tail
+        last = self._decoder.flush()
+        if not tail or self._filter is None or not self._filter.redacts:
+            return tail
+        if last is None:
+            return b""
+        try:
+            framed = self._event(last)
+        except SseError:  # the answer ends before it: cut short, unless it had ended (EventPipe.ended)
+            return b""
+        return _frame(last) if framed is None else framed
 
     def _event(self, ev: Event) -> bytes | None:
         """None: pass the event as the engine framed it; else its new framing (b"" to drop it)."""
