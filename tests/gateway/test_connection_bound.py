@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -18,6 +16,7 @@ from starlette.routing import Route
 
 from aigrid.gateway import slow_clients
 from aigrid.gateway.slow_clients import BUSY, HeadDeadline
+from tests.serving import serving
 
 BOUND = 8
 
@@ -32,18 +31,8 @@ async def _ok(request: Request) -> PlainTextResponse:
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off",
-                                           log_level="error"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(60):
-        while not server.started:
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.01)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    await task
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off", log_level="error") as s:
+        yield s.port
 
 
 async def served(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> bool:

@@ -5,19 +5,18 @@ answers, or the answer after the interim ones is the answer; one audit record, t
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-import uvicorn
 
 from aigrid.gateway.app import build_app
 from aigrid.gateway.slow_clients import HeadDeadline
 from tests.gateway import hostile_engine as H
 from tests.gateway.test_exit_paths import TENANT, inflight, the_one_record
 from tests.gateway.test_hostile_engines import DOORS, SANE, Grid, grid
+from tests.serving import serving
 
 
 def status(line: bytes, extra: bytes = b"") -> Callable[[str, dict], H.Script]:
@@ -35,16 +34,8 @@ def status(line: bytes, extra: bytes = b"") -> Callable[[str, dict], H.Script]:
 
 async def post(g: Grid, stream: bool) -> bytes:
     """The chat door over a real socket: the raw answer."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(build_app(g.gw), http=HeadDeadline, lifespan="off", log_level="error"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(60):
-            while not server.started:
-                assert not task.done(), task.exception()
-                await asyncio.sleep(0.01)
-        port = sock.getsockname()[1]
+    async with serving(build_app(g.gw), http=HeadDeadline, lifespan="off", log_level="error") as s:
+        port = s.port
         data = orjson.dumps({**DOORS["chat"][1], "stream": stream})
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = "".join(f"{k}: {v}\r\n" for k, v in TENANT.items()).encode()
@@ -53,9 +44,6 @@ async def post(g: Grid, stream: bool) -> bytes:
         got = await asyncio.wait_for(reader.read(), 30)
         writer.close()
         return got
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.mark.parametrize("line,extra", [

@@ -5,7 +5,6 @@ uvicorn runs in this process on a socket bound here (port 0), with the head dead
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from aigrid.gateway.slow_clients import MAX_HEAD_BYTES, MAX_PIPELINED, NOT_HTTP, TIMED_OUT, HeadDeadline
+from tests.serving import serving
 
 
 class QuickDeadline(HeadDeadline):
@@ -45,19 +45,10 @@ class App:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[int, App, uvicorn.Server]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     app = App()
-    server = uvicorn.Server(uvicorn.Config(app.app, http=QuickDeadline, lifespan="off", log_level="error"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(60):
-        while not server.started:
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.01)
-    yield sock.getsockname()[1], app, server
-    app.release.set()
-    server.should_exit = True
-    await task
+    async with serving(app.app, http=QuickDeadline, lifespan="off", log_level="error") as s:
+        yield s.port, app, s.server
+        app.release.set()
 
 
 def waiting(server: uvicorn.Server) -> int:

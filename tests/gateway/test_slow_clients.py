@@ -5,13 +5,11 @@ socket bound here (port 0), with the deadline shortened."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -27,6 +25,7 @@ from aigrid.gateway.slow_clients import (
     HeadDeadline,
 )
 from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in, trickled
+from tests.serving import serving
 
 
 class QuickDeadline(HeadDeadline):
@@ -43,17 +42,8 @@ ok = Starlette(routes=[Route("/", _read_then_ok, methods=["GET", "POST"])])
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(ok, http=QuickDeadline, lifespan="off", log_level="error"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(60):  # a server that cannot start fails the test, not hangs it
-        while not server.started:
-            assert not task.done(), task.result()
-            await asyncio.sleep(0.01)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    await task
+    async with serving(ok, http=QuickDeadline, lifespan="off", log_level="error") as s:
+        yield s.port
 
 
 ANSWER_S = 30.0
