@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.engines.protocol import Engine, EngineStats
 from aigrid.errors import EngineError, EngineStreamBroken, EngineUnavailable
+from tests.serving import serving
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,19 +71,8 @@ class FakeEngine:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[FakeEngine, str]]:
     app = FakeEngine()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="critical"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serving(app, lifespan="off", log_level="critical") as s:
+        yield app, s.url
 
 
 async def test_streams_bytes_as_they_arrive(served: tuple[FakeEngine, str]) -> None:

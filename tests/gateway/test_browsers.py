@@ -7,17 +7,14 @@ server-side tool run), and a page whose name was re-resolved to 127.0.0.1 read t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from pydantic import ValidationError
 
@@ -28,6 +25,7 @@ from aigrid.security.keys import KeyRing
 from aigrid.spec.models import GatewaySpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import serving
 
 SECRET = "browsers-test-secret-0123456789abc"
 CHAT = b'{"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}'
@@ -61,17 +59,8 @@ async def live(tmp: Path, *, enforce: bool = False, allowed_hosts: tuple[str, ..
     engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
     await gw.scraper.scrape_once()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield Live(gw, sock.getsockname()[1], engines, key)
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(build_app(gw)) as s:
+        yield Live(gw, s.port, engines, key)
 
 
 @pytest.fixture(autouse=True)

@@ -4,13 +4,10 @@ a variable that is missing stops the start before anything runs, naming the fiel
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 from aigrid.engines.emulator import bound_port, serve
@@ -22,6 +19,7 @@ from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, engine_keys, upstream
 from aigrid.spec.load import parse_spec
 from tests.gateway.test_relay import spec_for
+from tests.serving import serving
 
 RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
 
@@ -109,33 +107,26 @@ async def test_an_engine_that_refuses_the_gateways_key_moves_the_request_and_the
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"error": "invalid api key"}'})  # type: ignore[operator]
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    refusing = uvicorn.Server(uvicorn.Config(refuses, lifespan="off", log_level="critical"))
-    task = asyncio.create_task(refusing.serve(sockets=[sock]))
     emulator, _ = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1))
     up = None
     try:
-        while not refusing.started:
-            await asyncio.sleep(0.01)
-        raw = spec_for([f"http://127.0.0.1:{sock.getsockname()[1]}", f"http://127.0.0.1:{bound_port(emulator)}"])
-        raw["endpoints"][0].update(engine="openai", api_key_env="EMU0_KEY")
-        raw["endpoints"][1].update(price_in_per_mtok=50.0, price_out_per_mtok=100.0)  # the refusing one ranks first
-        spec = parse_spec(raw)
-        up = upstream(spec)
-        gw = build_gateway(spec, build_engines(spec, {}, up, environ={"EMU0_KEY": "rotated-away"}))
-        transport = httpx.ASGITransport(app=build_app(gw))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
-            for _ in range(4):  # whichever is ranked first, a refusal moves the request on
-                r = await client.post("/v1/chat/completions", json={
-                    "model": "emulated", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
-                assert r.status_code == 200, r.text
-                assert r.headers["x-aigrid-site"] == "s1"
-        refused = [a for d in gw.decisions.recent(10) for a in d.attempts if a.get("endpoint") == "emu0"]
-        assert refused and all("refused the gateway's key (check $EMU0_KEY" in a["error"] for a in refused)
+        async with serving(refuses, lifespan="off", log_level="critical") as refusing:
+            raw = spec_for([refusing.url, f"http://127.0.0.1:{bound_port(emulator)}"])
+            raw["endpoints"][0].update(engine="openai", api_key_env="EMU0_KEY")
+            raw["endpoints"][1].update(price_in_per_mtok=50.0, price_out_per_mtok=100.0)  # the refusing one ranks first
+            spec = parse_spec(raw)
+            up = upstream(spec)
+            gw = build_gateway(spec, build_engines(spec, {}, up, environ={"EMU0_KEY": "rotated-away"}))
+            transport = httpx.ASGITransport(app=build_app(gw))
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+                for _ in range(4):  # whichever is ranked first, a refusal moves the request on
+                    r = await client.post("/v1/chat/completions", json={
+                        "model": "emulated", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+                    assert r.status_code == 200, r.text
+                    assert r.headers["x-aigrid-site"] == "s1"
+            refused = [a for d in gw.decisions.recent(10) for a in d.attempts if a.get("endpoint") == "emu0"]
+            assert refused and all("refused the gateway's key (check $EMU0_KEY" in a["error"] for a in refused)
     finally:
         if up is not None:
             await up.aclose()
-        refusing.should_exit = True
-        await task
         emulator.close()

@@ -5,19 +5,17 @@ in docs/security.md ("Cost")."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import socket
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import serving
 
 STREAMS = 100
 LAG_SHARE = 1 / 3
@@ -64,15 +62,8 @@ async def test_a_4_mib_prompt_is_screened_off_the_event_loop(tmp_path: Path) -> 
                     chunks_during[0] += 1
         return n
 
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
     limits = httpx.Limits(max_connections=STREAMS + 10)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as c:
+    async with serving(build_app(gw)) as s, httpx.AsyncClient(base_url=s.url, timeout=60, limits=limits) as c:
         tick = asyncio.create_task(ticker())
         streams = [asyncio.create_task(stream(c)) for _ in range(STREAMS)]
         await asyncio.sleep(0.3)  # the streams are under way
@@ -84,9 +75,6 @@ async def test_a_4_mib_prompt_is_screened_off_the_event_loop(tmp_path: Path) -> 
         screening.clear()
         received = await asyncio.gather(*streams)
         tick.cancel()
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await serving
     assert big.status_code == 200, big.text[:300]
     assert all(n > 10 for n in received)
     assert chunks_during[0] > STREAMS, chunks_during  # the other streams kept flowing meanwhile
