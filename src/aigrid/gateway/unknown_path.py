@@ -24,11 +24,15 @@ _API = "/v1/"
 
 
 def shown_path(path: str) -> str:
-    """The client's path as a URL writes it (percent-escaped), at most SHOWN_PATH_CHARS of it."""
-    escaped = quote(path, safe=_URL_SAFE)
-    if len(escaped) <= SHOWN_PATH_CHARS:
+    """The client's path as a URL writes it (percent-escaped), at most SHOWN_PATH_CHARS of it. Only what can be
+    shown is escaped (escaping a head's 64 KiB path of "<" whole took 5.5 ms of the event loop), and the cut leaves no
+    %XX in halves."""
+    escaped = quote(path[:SHOWN_PATH_CHARS], safe=_URL_SAFE)  # each character escapes to one or more
+    if len(escaped) <= SHOWN_PATH_CHARS and len(path) <= SHOWN_PATH_CHARS:
         return escaped
-    return f"{escaped[:SHOWN_PATH_CHARS]}... ({len(path)} characters)"
+    cut = escaped[:SHOWN_PATH_CHARS]
+    torn = cut.rfind("%", len(cut) - 2)  # a %XX cut after its % or its first digit
+    return f"{cut[:torn] if torn >= 0 else cut}... ({len(path)} characters)"
 
 
 @dataclass(frozen=True)
