@@ -119,3 +119,18 @@ def test_only_the_shown_part_of_a_long_path_is_escaped(monkeypatch: pytest.Monke
         head = unknown_path.shown_path("/" + "a" * n + "<" * 100).split("...")[0]
         assert head.endswith(("a", "%3C")) and len(head) <= SHOWN_PATH_CHARS, (n, head)
     assert unknown_path.shown_path("/" + "<" * 66) == "/" + "%3C" * 66  # 199 escaped: whole, no count
+
+
+def test_a_file_not_found_under_a_mount_is_told_no_route() -> None:
+    """The dashboard's static folder (a Mount) answers a file it does not hold with a 404 through the same
+    handler: /dashboard/static/x was told "did you mean /dashboard/state?", a route it is no typo of."""
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    from aigrid.gateway.unknown_path import nearest_route
+
+    routes = [Route("/dashboard/state", Response, methods=["GET"]), Mount("/dashboard/static", app=Response)]
+    assert nearest_route(routes, "/dashboard/static/x") is None
+    assert nearest_route(routes, "/dashboard/static/st") is None
+    near = nearest_route(routes, "/dashboard/stat")  # beside the Mount, a typo still is one
+    assert near is not None and near.path == "/dashboard/state"

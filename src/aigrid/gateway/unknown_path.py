@@ -5,11 +5,11 @@ mean /v1/chat/completions?), found by difflib among the app's own routes."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 SHOWN_PATH_CHARS = 200
 """At most this much of a client's path is said back (the rest counted, not shown)."""
@@ -58,12 +58,14 @@ def _templates(routes: Iterable[BaseRoute]) -> Iterator[tuple[list[str], frozens
             yield parts, frozenset(i for i, part in enumerate(parts) if part[:1] == "{"), frozenset(route.methods or ())
 
 
-def nearest_route(routes: Iterable[BaseRoute], path: str) -> Near | None:
+def nearest_route(routes: Sequence[BaseRoute], path: str) -> Near | None:
     """The route nearest `path`, or None when none is near, when the path is longer than any route a typo
     makes, or when it is a part below a route (/v1/chat/completions/ID: a resource not served, not a typo). A
     route with parameters (/v1/files/{file_id}/content) is named with the path's own values in them, and
-    compared without them (/v1/images/generations is not near /v1/files/generations)."""
-    if len(path) > SHOWN_PATH_CHARS:
+    compared without them (/v1/images/generations is not near /v1/files/generations). A path under a Mount
+    (a file the dashboard's static folder does not hold) is not a typo either: /dashboard/static/x was told
+    /dashboard/state."""
+    if len(path) > SHOWN_PATH_CHARS or any(isinstance(r, Mount) and path.startswith(r.path + "/") for r in routes):
         return None
     segments = path.split("/")
     found: dict[str, tuple[str, str, set[str]]] = {}  # each route as named: the path and it compared, methods
