@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from aigrid.bench.procs import Proc, rss_mb
 from aigrid.engines.emulator import bound_port, serve
@@ -30,6 +29,7 @@ from aigrid.gateway.stopping import CutAnswers
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from tests.ports import on_a_free_port
+from tests.serving import serving
 
 
 def spec_for(urls: list[str], port: int = 8080) -> dict:
@@ -48,21 +48,12 @@ async def gateway_on_socket(urls: list[str], up: Upstream | None = None) -> Asyn
     up = up or upstream()
     spec = parse_spec(spec_for(urls), "relay")
     gw = build_gateway(spec, build_engines(spec, {}, up))
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # wrapped as server.py and workers.py serve it: the wire must be found through CutAnswers too
-    server = uvicorn.Server(uvicorn.Config(CutAnswers(build_app(gw)), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        await gw.scraper.scrape_once()
-        yield gw, f"http://127.0.0.1:{port}"
+        # wrapped as server.py and workers.py serve it: the wire must be found through CutAnswers too
+        async with serving(CutAnswers(build_app(gw))) as s:
+            await gw.scraper.scrape_once()
+            yield gw, s.url
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await up.aclose()
 
 

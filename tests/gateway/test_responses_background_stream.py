@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from aigrid.gateway import responses_api
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -41,6 +39,7 @@ from tests.gateway.test_responses_background import (
     run_record,
     until,
 )
+from tests.serving import serving
 
 WORDS = tuple(f" w{i}" for i in range(40))
 
@@ -67,23 +66,16 @@ async def _gateway(tmp: Path, engines: dict[str, Stalling]) -> Gateway:
 @contextlib.asynccontextmanager
 async def served(gw: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
     """The gateway on a real socket, and the SDK talking to it."""
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
-                                default_headers=TENANT)
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        yield client
+        async with serving(build_app(gw)) as s:
+            client = openai.AsyncOpenAI(base_url=f"{s.url}/v1", api_key="unused", max_retries=0,
+                                        default_headers=TENANT)
+            try:
+                yield client
+            finally:
+                await client.close()
+                await gw.background.stop()
     finally:
-        await client.close()
-        await gw.background.stop()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await gw.guard.stop()
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,7 +26,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
@@ -36,6 +34,7 @@ from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.test_batches import batch_spec, engines_for
 from tests.parity.test_openai_sdk_surface import WORDS, FixedEmbedder, VllmLike
+from tests.serving import serving
 
 JS = Path(__file__).resolve().parent / "js"
 NODE = shutil.which("node")
@@ -65,19 +64,8 @@ async def on_socket(gw: Gateway) -> AsyncIterator[str]:
     the scraper); its base URL."""
     gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
     await gw.scraper.scrape_once()
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "the gateway did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with serving(build_app(gw)) as s:
+        yield s.url
 
 
 RUN_JS_S = 120.0
