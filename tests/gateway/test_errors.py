@@ -438,3 +438,18 @@ async def test_a_404_says_when_the_base_url_lacks_or_doubles_v1(client: httpx.As
     assert r.status_code == 404 and "their base URL is http://gw;" in r.json()["error"]["message"], r.text
     r = await client.get("/nothing-here")
     assert "base URL" not in assert_envelope(r, 404, "not_found")["message"]
+
+
+def test_the_base_url_hint_echoes_the_clients_host_escaped_and_cut() -> None:
+    """The hint's base URL comes from the client's Host header (Starlette drops one with characters a host cannot
+    hold, not a long one), which was echoed whole, up to the head's 64 KiB; it is now shown as the path is
+    (unknown_path.shown_path): at most 200 characters, escaped."""
+    from starlette.requests import Request
+
+    from aigrid.gateway.envelope import _base_url_hint
+    scope = {"type": "http", "method": "POST", "path": "/chat/completions", "root_path": "", "scheme": "http",
+             "query_string": b"", "server": ("127.0.0.1", 8080),
+             "headers": [(b"host", b"a" * 5000 + b".example")]}
+    message = _base_url_hint(Request(scope), 404)
+    assert "(the API is under /v1: an OpenAI client's base URL is http://aaaa" in message, message
+    assert "(5015 characters)" in message and len(message) < 400, message

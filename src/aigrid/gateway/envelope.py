@@ -149,10 +149,10 @@ def _base_url_hint(request: Request, status: int) -> str:
     """What a 404 says when the client's base URL is the likely mistake: a client configured with the gateway's
     address and no /v1 (OpenAI's SDKs and most tools add only the path), or one with /v1 that adds /v1 itself
     (the Anthropic SDKs and Claude Code)."""
-    path = request.url.path
-    base = str(request.base_url).rstrip("/")
     if status != 404:
         return ""
+    path = request.url.path
+    base = shown_path(str(request.base_url).rstrip("/"))  # from the client's Host header: escaped and cut
     if path.startswith(API_PREFIX + "v1/"):
         return (f" (/v1 twice: the Anthropic SDKs and Claude Code add /v1 themselves, so their base URL is {base}; "
                 f"OpenAI's is {base}/v1)")
