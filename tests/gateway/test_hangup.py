@@ -12,10 +12,8 @@ findings in docs/reliability.md, "A client that hangs up before its answer start
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,7 +25,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
 from aigrid.agents.tool import ToolContext
 from aigrid.engines.emulator import bound_port, serve
@@ -49,6 +46,7 @@ from aigrid.spec.models import AdmissionSpec, GridSpec, PrioritySpec, QuotaSpec,
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import serving as on_socket
 
 TENANT = "metered"
 HEADERS = {"x-aigrid-tenant": TENANT, "x-aigrid-client-location": "Tokyo"}
@@ -239,21 +237,13 @@ async def serving(gw: Gateway) -> AsyncIterator[tuple[int, _Access]]:
     level = logger.level
     logger.addHandler(access)
     logger.setLevel(logging.INFO)
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        assert await _until(lambda: server.started)
-        gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
-        yield port, access
+        async with on_socket(build_app(gw)) as s:
+            gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+            yield s.port, access
     finally:
         logger.removeHandler(access)
         logger.setLevel(level)
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def tokens(gw: Gateway) -> int:

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
@@ -38,6 +37,7 @@ from aigrid.security.keys_cli import revoke_key
 from aigrid.spec.models import QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import FORCE_S, START_S, STOP_S, serving
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 MODEL = "smollm2-135m"
@@ -112,36 +112,36 @@ def served(tmp: Path, *, words: tuple[str, ...] = ("Hello", " from", " the", " g
         ring = KeyRing(SECRET.encode())
         key = ring.issue("metered").api_key
         ring.save(tmp / "keys.json")
-    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     started, stop = threading.Event(), threading.Event()
     box: dict[str, Any] = {}
 
     async def main() -> None:
-        gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
-        gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
-        await gw.scraper.scrape_once()
-        server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning", http=HeadDeadline,
-                                               **server_options(spec)))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
-        box["grid"] = Grid(gw, port, asyncio.get_running_loop(), engines, key)
-        started.set()
-        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # the lifespan started the guard (its audit log) and stops it
+        try:
+            gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
+            gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+            await gw.scraper.scrape_once()
+            # the lifespan starts the guard (its audit log) and stops it
+            async with serving(build_app(gw), http=HeadDeadline, **server_options(spec)) as s:
+                box["grid"] = Grid(gw, s.port, asyncio.get_running_loop(), engines, key)
+                started.set()
+                await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        except Exception as e:  # noqa: BLE001 (raised again in the test's thread, not lost with this one)
+            box["error"] = e
+            started.set()
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     thread.start()
-    assert started.wait(10), "the gateway did not start"
+    started.wait(START_S + 10)
     try:
+        if "error" in box:
+            raise box["error"]
+        assert "grid" in box, "the gateway did not start"
         yield box["grid"]
     finally:
         stop.set()
-        thread.join(10)
+        thread.join(STOP_S + FORCE_S + 10)
+    if "error" in box:  # it did not stop
+        raise box["error"]
 
 
 @pytest.fixture
