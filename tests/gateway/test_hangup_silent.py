@@ -197,7 +197,7 @@ async def test_an_answer_that_has_ended_is_not_cut_while_the_responses_door_stor
         _, writer, got = await _started(port, route.path, route.body)
         found = re.search(rb'"id":\s*"(resp_[^"]+)"', got)
         assert found is not None, got[:500]
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             await storing.wait()
         writer.close()  # while the finished answer is stored
         assert await _until(lambda: bool(access.lines), 30)
