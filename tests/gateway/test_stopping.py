@@ -1,16 +1,27 @@
 """stopping.CutAnswers: what a request the stop cancels answers, in each front door's form (the real processes:
 test_shutdown.py). Before, uvicorn's plain-text 500 for a request whose answer had not begun, and a stream's
-chunked body broken off."""
+chunked body broken off. Also: the 503 names the request as its audit record does, the last words are not cut by
+a later cancel, a later signal cancels no request twice (GatewayServer.hurry)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+import uvicorn
 
-from aigrid.gateway.stopping import CutAnswers
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway.app import build_app
+from aigrid.gateway.stopping import CutAnswers, GatewayServer
+from aigrid.spec.load import load_spec
+from tests.gateway.conftest import DEMO, audit_rows, serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
@@ -134,3 +145,121 @@ async def test_a_cancelled_error_that_is_no_cancel_of_the_request_is_raised_on()
     with pytest.raises(asyncio.CancelledError):
         await CutAnswers(app)(_scope("/v1/chat/completions"), receive, send)
     assert sent == []
+
+
+class _Held(FakeEngine):
+    """An engine that takes the request and never answers (`reached` set when it has it)."""
+
+    def __init__(self, name: str, reached: asyncio.Event) -> None:
+        super().__init__(name)
+        self.reached = reached
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.reached.set()
+        await asyncio.Event().wait()
+        yield UpstreamResponse(200, {}, None)  # pragma: no cover (never reached)
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), [
+    ("/v1/chat/completions", {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}, []),
+    ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+     [(b"anthropic-version", b"2023-06-01")])])
+async def test_a_cut_requests_503_names_the_request_its_audit_record_names(
+        tmp_path: Path, path: str, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    """The 503 `shutting_down` of an audited route carries x-request-id and request-id, the `request_id` of its
+    `cancelled` record (Anthropic's body too, as Anthropic's errors do). Before, it carried neither: a client could
+    not match the refusal to its record, while every other answer of these routes names it (README)."""
+    reached = asyncio.Event()
+    engines = {e.id: _Held(e.id, reached) for e in load_spec(DEMO).endpoints}
+    async with serving(spec_in(tmp_path), engines) as (_, gw):
+        app = CutAnswers(build_app(gw))
+        sent: list[dict[str, Any]] = []
+        chunks = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if chunks:
+                return chunks.pop()
+            await asyncio.Event().wait()  # the client waits for its answer
+            return {}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = _scope(path, [(b"content-type", b"application/json"), (b"x-aigrid-client-location", b"Tokyo"),
+                              *headers])
+        task = asyncio.create_task(app(scope, receive, send))
+        await asyncio.wait_for(reached.wait(), 10)  # on its engine, no answer begun
+        task.cancel("Task cancelled, timeout graceful shutdown exceeded")
+        await task
+        assert sent[0]["status"] in (503, 529)
+        answer = dict(sent[0]["headers"])
+        [record] = [r for r in await audit_rows(gw) if r["extra"]["route"] == path]
+        assert record["outcome"] == "cancelled"
+        assert answer[b"x-request-id"] == answer[b"request-id"] == record["request_id"].encode()
+        if path == "/v1/messages":
+            assert orjson.loads(sent[1]["body"])["request_id"] == record["request_id"]
+
+
+async def test_a_later_cancel_does_not_cut_the_last_words_being_sent() -> None:
+    """The 503 being written to a client slow to read (a full socket: the send waits) when its request is
+    cancelled again (the grace's end after a second signal, a third signal): the answer is still sent whole and
+    the request ends. Before, the second cancel cut the send mid-way (the head sent, no body) and was raised on."""
+    started, reading = asyncio.Event(), asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def receive() -> Any:
+        await asyncio.Event().wait()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+        await reading.wait()  # the client reads nothing yet
+
+    task = asyncio.create_task(CutAnswers(app)(_scope("/v1/chat/completions"), receive, send))
+    await started.wait()
+    task.cancel("the first cut")
+    while not sent:
+        await asyncio.sleep(0)
+    task.cancel("a second cut")  # while the 503's head waits on the client
+    for _ in range(5):
+        await asyncio.sleep(0)
+    reading.set()
+    await asyncio.wait_for(task, 5)  # answered, not raised on
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert orjson.loads(sent[1]["body"])["error"]["code"] == "shutting_down"
+
+
+async def test_a_later_signal_cancels_no_request_twice() -> None:
+    """A second signal cuts every request (`hurry`); a third cuts none of them again (each is sending its last
+    words or writing its record). Before, each signal cancelled every request again."""
+    runner = SimpleNamespace(hurried=0)
+    runner.hurry = lambda: setattr(runner, "hurried", runner.hurried + 1)
+    gateway = SimpleNamespace(stopping=False, batches=SimpleNamespace(runner=runner))
+    server = GatewayServer(uvicorn.Config(lambda *_: None), gateway)  # type: ignore[arg-type]
+    cancels: list[str] = []
+    over = asyncio.Event()
+
+    async def request() -> None:  # a request that takes each cut (its last words, its record) and ends when told
+        while not over.is_set():
+            try:
+                await over.wait()
+            except asyncio.CancelledError as e:
+                cancels.append(str(e))
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    task = asyncio.create_task(request())
+    server.server_state.tasks.add(task)
+    await asyncio.sleep(0)
+    for _ in range(3):  # SIGTERM three times
+        server.signalled()
+        await asyncio.sleep(0)
+    ended_early = task.done()
+    over.set()
+    await task
+    assert gateway.stopping and server.should_exit and server.hurried and not ended_early
+    assert cancels == ["the gateway is stopping"]
+    assert runner.hurried == 2  # the batches' drain skipped (a second time: that cancels nothing twice)

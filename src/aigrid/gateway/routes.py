@@ -83,6 +83,7 @@ from aigrid.gateway.request_info import (
 )
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest, output_limit
 from aigrid.gateway.slow_clients import body_deadline_s
+from aigrid.gateway.stopping import EXCHANGE
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
@@ -169,7 +170,7 @@ class Audited:
         self.watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ex = Exchange(self.route, time.time())
+        ex = scope[EXCHANGE] = Exchange(self.route, time.time())  # a cut's 503 names its id (stopping.CutAnswers)
         if (socket := scope.get("extensions", {}).get(SOCKET)) is not None:  # a response.create of a WebSocket
             ex.notes["socket"] = socket
         hangup = ex.hangup = Hangup(receive, asyncio.current_task()) if self.watch else None

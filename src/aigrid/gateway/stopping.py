@@ -13,7 +13,11 @@ checkpoint, and the process hung for good in asyncio.run's last cancel (found 20
 
 A request cut before its answer began is answered 503 `shutting_down` in its API's envelope (`CutAnswers`), and
 a stream cut mid-way ends with an error event in its front door's form; before, uvicorn's plain-text 500 and a
-chunked body cut off mid-way.
+chunked body cut off mid-way. The 503 names the request as its audit record does (`x-request-id`, `request-id`,
+routes.Audited's Exchange under the scope's EXCHANGE; a stream's head carried them already); before, it named none,
+so a client could not match the refusal to its `cancelled` record. The last words are sent whole: a later cancel
+(a third signal, the grace's end after a second signal) waits for them, SEND_BOUND_S at most; before, it cut them
+mid-way (the 503's body, the error event) and the connection was closed on the client.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, MutableMapping
+import weakref
+from collections.abc import Coroutine, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +40,7 @@ from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_err
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
+    from aigrid.gateway.exchange import Exchange
 
 log = logging.getLogger("aigrid.gateway")
 GRACE_S = 5
@@ -42,6 +48,10 @@ GRACE_S = 5
 CUT = "the gateway is stopping"
 SEND_BOUND_S = 1.0
 """The most a cut request's last words wait for a client that reads nothing."""
+EXCHANGE = "aigrid.exchange"
+"""The ASGI scope's key under which routes.Audited leaves its request's Exchange when it opens it: the request id a
+cut request's 503 names (x-request-id, request-id), the one its audit record keeps. A key of the request's own scope,
+not its `state`: a WebSocket's response.create shares the socket's state (responses_socket._request_scope)."""
 
 
 class GatewayServer(uvicorn.Server):
@@ -53,6 +63,9 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.gateway = gateway
         self.hurried = False
+        self._cut: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        """The requests' tasks `hurry` cancelled: a later signal does not cancel them again (their records being
+        written, their last words sent)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -68,13 +81,16 @@ class GatewayServer(uvicorn.Server):
 
     def hurry(self) -> None:
         """Every request still running is cancelled now (each settles and writes its record), the batches' drain
-        is skipped; the lifespan's shutdown still runs."""
+        is skipped; the lifespan's shutdown still runs. Each request is cancelled once: a third signal cancelled
+        every one again, cutting the last words being sent (CutAnswers) and the closes under way."""
         if not self.hurried:
             log.warning("stopping now: the requests still running are cut (their records say `cancelled`)")
         self.hurried = True
         self.config.timeout_graceful_shutdown = 0  # a stop not yet at its wait cancels what runs at once
         for task in list(self.server_state.tasks):
-            task.cancel(CUT)
+            if task not in self._cut:
+                self._cut.add(task)
+                task.cancel(CUT)
         if self.gateway.batches is not None:
             self.gateway.batches.runner.hurry()
 
@@ -105,8 +121,22 @@ class CutAnswers:
             if task is None or not task.cancelling():  # not a cancel of this request (the stop's are): a bug of
                 raise  # ours (a future someone else cancelled), uvicorn's 500 and its traceback, not `shutting_down`
             task.uncancel()  # the cut is taken: the last words below are sent, not cancelled again
-            if not await answer.last_words(scope, receive):
+            if not await _whole(answer.last_words(scope, receive), task):
                 raise
+
+
+async def _whole(words: Coroutine[Any, Any, bool], task: asyncio.Task[Any]) -> bool:
+    """The last words sent whole, by a task of their own: a cancel of the request's `task` meanwhile (the grace's end
+    after a second signal's cut, a third signal) waits for them (SEND_BOUND_S at most, `last_words`) and is taken
+    back. Before, it cut the send mid-way: the 503's body or the error event never ended, the connection closed."""
+    sending = asyncio.ensure_future(words)
+    while True:
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            if sending.cancelled():  # not by us (nobody else holds it): nothing left to wait for
+                raise
+            task.uncancel()  # waited out: the next turn returns what they came to, once sent
 
 
 class _Watched:
@@ -142,10 +172,14 @@ class _Watched:
             return False
         err = ShuttingDown(f"{CUT}: this request was cut before its answer ended; send it again",
                            headers={"retry-after": "1"})
+        ex: Exchange | None = scope.get(EXCHANGE)
+        rid = None if ex is None else ex.request_id  # an audited route's: its record's (a stream's head had it)
         try:
             async with asyncio.timeout(SEND_BOUND_S):
                 if not self.started:
-                    response = await api_error_handler(Request(scope), err)
+                    response = await api_error_handler(Request(scope), err, request_id=rid)
+                    if rid is not None:
+                        response.raw_headers.extend(((b"x-request-id", rid.encode()), (b"request-id", rid.encode())))
                     await response(scope, receive, self._send)
                 else:
                     await self._send({"type": "http.response.body", "body": self._event(scope, err),
