@@ -263,3 +263,21 @@ async def test_a_later_signal_cancels_no_request_twice() -> None:
     assert gateway.stopping and server.should_exit and server.hurried and not ended_early
     assert cancels == ["the gateway is stopping"]
     assert runner.hurried == 2  # the batches' drain skipped (a second time: that cancels nothing twice)
+
+
+@pytest.mark.parametrize(("code", "stopping", "closed_by"), [
+    (1012, True, "server"), (1000, True, "client"), (1006, True, "client"), (1012, False, "client")])
+async def test_a_sockets_close_is_the_servers_only_when_the_stop_closed_it(
+        code: int, stopping: bool, closed_by: str) -> None:
+    """Who ended a Responses WebSocket is read from the close itself: uvicorn's 1012 while the gateway stops is the
+    server's (its running response `cancelled`); a client's own close (1000, or its connection lost: 1006) during
+    a stop is the client's. Before, any close during a stop was recorded `server`."""
+    from aigrid.gateway.responses_socket import _Connection, _Waiting
+
+    class Ws:
+        async def receive(self) -> dict[str, Any]:
+            return {"type": "websocket.disconnect", "code": code}
+
+    conn = _Connection(Ws(), None, {}, 1000, _Waiting(10_000), lambda: stopping)  # type: ignore[arg-type]
+    await conn.run()
+    assert conn.closed_by == closed_by

@@ -103,6 +103,8 @@ SLACK_BYTES = 64 * 1024
 MAX_ENDED = 1024
 """Ids of this socket's ended responses it remembers, to tell a steer that it came too late (else not found)."""
 CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
+CLOSE_RESTART = 1012
+"""uvicorn's close of a WebSocket when the server stops (its `shutdown`): the app reads it as the disconnect's code."""
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _CHAINED = frozenset({"completed", "incomplete"})
 """The statuses of a response stored with its answer, which a successor continues."""
@@ -285,7 +287,7 @@ class _Connection:
                  pool: _Waiting, stopping: Callable[[], bool] = lambda: False) -> None:
         self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
         self.stopping = stopping
-        """Whether the gateway is stopping (Gateway.stopping): a close then is the server's (uvicorn's 1012)."""
+        """Whether the gateway is stopping (Gateway.stopping): a close then with uvicorn's 1012 is the server's."""
         self.queue: asyncio.Queue[_Run | None] = asyncio.Queue()
         self.queued_bytes = 0
         self.gone = asyncio.Event()
@@ -357,7 +359,10 @@ class _Connection:
                     await self.ws.close(CLOSE_NORMAL, f"idle for {IDLE_S:g} s")
                 return
             if message["type"] == "websocket.disconnect":
-                if self.stopping():
+                # the stop's close is uvicorn's 1012 (Service Restart), put before the client's own close code; a
+                # client that closed on its own during a stop (1000, 1001, 1006) left: `client`, its response
+                # `client_closed`. Before, any close during a stop was recorded the server's
+                if message.get("code") == CLOSE_RESTART and self.stopping():
                     self.closed_by = "server"
                 return
             self.last_active = time.monotonic()
