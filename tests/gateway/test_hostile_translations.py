@@ -181,7 +181,8 @@ async def test_a_chunk_of_the_wrong_shape_ends_a_translated_stream_as_the_engine
         if redacting and events is STREAMED["steps-not-objects"]:  # an engine's steps, left out of a redacted answer
             assert (await the_one_record(g.gw))["outcome"] == "ok"  # (known_only) before any door reads them
             continue
-        # the door's reader (chat_events) finds it; redacted, a text the output filter finds first (output_filter.unread)
+        # the door's reader (chat_events) finds it; redacted, a text the output filter finds first (OutputFilter.event,
+        # engines/answer_shape.choice_fault)
         whys = (b"not a chat completion chunk", b"the redaction cannot read") if redacting else (b"not a chat completion",)
         assert T.ENDS[door] in r.content and any(why in r.content for why in whys)
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
@@ -350,11 +351,11 @@ def real_stream(engine_kind: str, path: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("kind", ["vllm", "vllm-tools", "llamacpp", "sglang"])
 async def test_real_engines_answers_pass_every_door(tmp_path, kind: str, stream: bool, redacting: bool) -> None:
-    """The shape checks of the twenty-sixth session (usage.not_a_completion, chat_events, output_filter.unread) refuse
-    none of what real engines send: vLLM's `stop_reason` as an int, `prompt_logprobs`, `service_tier` and
-    `system_fingerprint` as null, `refusal` / `annotations` / `logprobs` null, `tool_calls: []`, `content: null`
-    beside tool calls, `reasoning_content`; llama.cpp's `timings`; SGLang's `matched_stop` and `metadata`. Each door
-    answers 200, the engine is not counted as failing, one record `ok`, the quota settled once."""
+    """The shape checks of the twenty-sixth session (engines/answer_shape.py, called by usage.whole_answer, chat_events
+    and OutputFilter.event) refuse none of what real engines send: vLLM's `stop_reason` as an int, `prompt_logprobs`,
+    `service_tier` and `system_fingerprint` as null, `refusal` / `annotations` / `logprobs` null, `tool_calls: []`,
+    `content: null` beside tool calls, `reasoning_content`; llama.cpp's `timings`; SGLang's `matched_stop` and
+    `metadata`. Each door answers 200, the engine is not counted as failing, one record `ok`, the quota settled once."""
     def script(path: str, req: dict) -> H.Script:
         if req.get("stream"):
             return H.stream(*H.sse(*[json.dumps(e).encode() for e in real_stream(kind, path)]))
@@ -420,3 +421,31 @@ async def test_a_last_event_without_its_blank_line_is_redacted_too(tmp_path, tai
             assert b"stream_interrupted" in r.content, r.text
             assert (await the_one_record(g.gw))["outcome"] == "interrupted"
             assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("redacting", [False, True], ids=["plain", "redacting"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_tool_call_with_null_arguments_is_a_call_with_none_whole_and_streamed(
+        tmp_path, stream: bool, redacting: bool) -> None:
+    """`"arguments": null` (no text, as `content: null` beside a call; engines/answer_shape's one null rule) passed
+    in a stream and was refused in a whole answer (usage.not_a_completion: a 502, the engine counted as failing).
+    Now it is a call with no arguments on every door, whole and streamed: the Responses function call's `arguments`
+    "" (not Python's "None"), Anthropic's tool_use `input` {}."""
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": None}}]
+    whole = answer(content=None, tool_calls=calls)
+    whole["choices"][0]["finish_reason"] = "tool_calls"
+    events = [chunk({"role": "assistant", "content": None, "tool_calls": [calls[0] | {"index": 0}]}),
+              chunk({}, "tool_calls")]
+    for door in ("chat", "messages", "responses"):
+        async for g in grid(tmp_path / door, engine(whole=whole, events=events), redacting=redacting):
+            r = await g.post(door, stream)
+            assert r.status_code == 200 and b"get_time" in r.content, (door, r.text)
+            assert b"None" not in r.content and b"not a completion" not in r.content, (door, r.text)
+            if door == "responses" and not stream:
+                (item,) = [i for i in r.json()["output"] if i["type"] == "function_call"]
+                assert item["arguments"] == ""
+            if door == "messages" and not stream:
+                (block,) = [b for b in r.json()["content"] if b["type"] == "tool_use"]
+                assert block["input"] == {}
+            assert (await the_one_record(g.gw))["outcome"] == "ok", door
+            assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0

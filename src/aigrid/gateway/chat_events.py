@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.answer_shape import choice_fault
 from aigrid.engines.sse import DONE, Event, SseDecoder
 
 log = logging.getLogger("aigrid.proxy")
@@ -110,8 +111,12 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
         yield StreamError(str(err.get("message", "the answer was interrupted")), str(err.get("code") or "error"))
         return
     for choice in obj.get("choices") or ():
+        if (why := choice_fault(choice, whole=False)) is not None:  # (a list as `content`, an object as a tool call's
+            # `arguments`): until the twenty-sixth session written out as Python shows it (`str()`) or dropped, an
+            # object's text reaching an Anthropic tool_use block and a Responses function call past the output filter
+            raise ValueError(why)
         delta = choice.get("delta") or {}
-        content = _text(delta, "content")
+        content = delta.get("content")
         if content:
             yield TextPiece(content, token_logprobs(choice))
         for call in delta.get("tool_calls") or ():
@@ -121,11 +126,11 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
             fn = call.get("function") or {}
             if index not in seen_tools:
                 seen_tools.add(index)
-                yield ToolStart(index, _text(call, "id") or f"call_{index}", _text(fn, "name") or "")
-            arguments = _text(fn, "arguments")
+                yield ToolStart(index, call.get("id") or f"call_{index}", fn.get("name") or "")
+            arguments = fn.get("arguments")
             if arguments:
                 yield ToolArgs(index, arguments)
-        finish = _text(choice, "finish_reason")
+        finish = choice.get("finish_reason")
         if finish:
             yield Finish(finish, matched_stop(choice), loop_stop_of(obj))
     steps = obj.get("aigrid_steps")
@@ -136,17 +141,6 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
     usage = usage_of(obj)
     if usage is not None:
         yield usage
-
-
-def _text(obj: dict[str, Any], key: str) -> str | None:
-    """A chunk's string field, or None: what is neither (a list as `content`, an object as a tool call's `arguments`)
-    is a chunk of another shape (ValueError). Until the twenty-sixth session it was written out as Python shows it
-    (`str()`) or dropped: an object's text reached an Anthropic tool_use block and a Responses function call past the
-    output filter, which reads the strings of an answer only."""
-    value = obj.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"{key} is not a string but {type(value).__name__}")
 
 
 STEP_COMMENT = b" aigrid-step "

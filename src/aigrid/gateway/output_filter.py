@@ -24,15 +24,11 @@ import orjson
 
 from aigrid.agents.answer_stream import json_escape
 from aigrid.agents.loop import Step
+from aigrid.engines.answer_shape import TEXTS, choice_fault
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
-
-TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
-"""The texts of a chat message (or a streamed delta) a client reads: the answer, a reasoning model's reasoning
-(vLLM's, SGLang's and llama.cpp's `reasoning_content`, vLLM's newer `reasoning`) and a refusal. A tool call's
-`function.arguments` are read too (redacting inside a JSON string leaves it valid JSON)."""
 
 ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier",
                          "error"})
@@ -332,13 +328,13 @@ class OutputFilter:
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            if (why := unread(choice)) is not None:
+            if (why := choice_fault(choice, whole=False)) is not None:  # a text that is not a string or null
                 raise SseError(f"the engine's answer holds {why}: text the redaction cannot read")
             index = choice.get("index")
             index = index if isinstance(index, int) else 0
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                for field in TEXT_FIELDS:
+                for field in TEXTS:
                     if isinstance(delta.get(field), str):
                         delta[field] = self._feed((index, field, 0), delta[field])
                 for k, fn in _call_functions(delta):
@@ -417,28 +413,6 @@ def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -
                              code="logprobs_not_allowed")
 
 
-def unread(choice: dict[str, Any]) -> str | None:
-    """What of a streamed choice holds text the redaction does not read (None: nothing): a delta that is not an object,
-    a text field (TEXT_FIELDS, a completion's `text`) that is not a string, a tool call's id, name or arguments that are
-    not strings. Until the twenty-sixth session they went to the client as the engine wrote them (a list as `content`,
-    an object as `arguments`), unredacted; a whole answer of that shape is not a completion (usage.not_a_completion)."""
-    delta = choice.get("delta")
-    if delta is None:
-        return None if isinstance(choice.get("text") or "", str) else "a text that is not a string"
-    if not isinstance(delta, dict):
-        return "a delta that is not an object"
-    for field in TEXT_FIELDS:
-        if not isinstance(delta.get(field) or "", str):
-            return f"a {field} that is not a string"
-    calls = delta.get("tool_calls")
-    for call in calls if isinstance(calls, list) else () if calls is None else [None]:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(call, dict) or not isinstance(fn or {}, dict) or not isinstance(call.get("id") or "", str) \
-                or not all(isinstance((fn or {}).get(k) or "", str) for k in ("name", "arguments")):
-            return "a tool call whose id, name or arguments are not strings"
-    return None
-
-
 def known_only(answer: dict[str, Any], steps: bool = False) -> dict[str, Any]:
     """`answer` (a whole answer or one chunk) without the fields a redacted answer does not keep (ANSWER_KEYS; LOOP_KEYS
     with `steps`)."""
@@ -509,7 +483,7 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer: bool = False,
                        steps: bool = False) -> tuple[bytes, list[Verdict]]:
-    """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
+    """A whole (non-streamed) answer: redact each choice's texts (TEXTS, its tool calls' arguments, a
     completion's text) per the tenant's output policy, a JSON text read with its escapes decoded (EscapeReader; a
     text with nothing found is kept as written); a redacted answer keeps only the fields it knows (known_only).
     `json_answer`: as OutputFilter's, each choice's `content` read as JSON; `steps`: a tool loop answered (known_only)."""
@@ -534,7 +508,7 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
     for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
         msg = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(msg, dict):
-            for field in TEXT_FIELDS:
+            for field in TEXTS:
                 if isinstance(msg.get(field), str):
                     check(msg, field, _json_field(field, json_answer))
             for _, fn in _call_functions(msg):

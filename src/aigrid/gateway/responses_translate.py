@@ -309,7 +309,7 @@ def output_items(chat: dict[str, Any], steps: bool = False) -> tuple[list[dict[s
     for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
         items.append(function_call_item(str(call.get("id") or new_id("call")), str(fn.get("name", "")),
-                                        str(fn.get("arguments", "")), new_id("fc")))
+                                        fn.get("arguments") or "", new_id("fc")))
     return items, choice.get("finish_reason")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.answer_shape import choice_fault
 from aigrid.json_depth import MAX_DEPTH
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -47,7 +48,9 @@ def unbelievable(usage: Mapping[str, Any], most: int | None) -> str | None:
 def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
     """An engine's 2xx whole (non-streamed) answer as the gateway passes it on: its bytes, its usage, and why that
     usage was taken out (its counts cannot be charged: `unbelievable`; then the answer's count is unknown). Raises
-    NotAnAnswer when it is not a completion (`not_a_completion`)."""
+    NotAnAnswer when it is not a completion (a choice of another shape: engines/answer_shape.choice_fault; a list as
+    finish_reason raised in a front door, a list as `content` or an object as `arguments` passed the tenant's
+    redaction)."""
     try:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
@@ -59,7 +62,7 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         # released
         raise NotAnAnswer(f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)")
     for choice in doc["choices"]:
-        why = not_a_completion(choice)
+        why = choice_fault(choice, whole=True)
         if why is not None:
             raise NotAnAnswer(f"{why}: {str(choice)[:60]}")
     usage = doc.get("usage")
@@ -91,43 +94,3 @@ def _deeper_than(raw: bytes, doc: Any, limit: int) -> bool:
     except orjson.JSONEncodeError:
         return True
     return False
-
-
-TEXTS = ("content", "reasoning_content", "reasoning", "refusal")
-"""A chat message's texts (output_filter.TEXT_FIELDS): each a string or null."""
-
-
-def not_a_completion(choice: Any) -> str | None:
-    """Why one of a whole answer's choices is not a chat completion's or a completion's (None: it is), in what the
-    front doors and the output filter read of it: an object with an integer `index`, a string (or null)
-    `finish_reason`, and a `message` object (chat) or a string `text` (completions); a message's texts strings or
-    null, its `tool_calls` a list of calls, each with a string `id` and a `function` object of a string `name` and
-    string `arguments`. Anything else raised in a front door (a list as finish_reason: a 500), or carried text the
-    output filter does not read past it to the client (a list as `content`, an object as `arguments`: a tenant's
-    redaction passed over it; Anthropic's tool_use `input` showed it whole)."""
-    if not isinstance(choice, dict):
-        return "a choice that is not an object"
-    index = choice.get("index", 0)
-    if type(index) is not int:
-        return "a choice whose index is not a whole number"
-    if not isinstance(choice.get("finish_reason") or "", str):
-        return "a finish_reason that is not a string"
-    if "message" not in choice:
-        return None if isinstance(choice.get("text"), str) else "a choice with neither a message nor a text"
-    msg = choice["message"]
-    if not isinstance(msg, dict):
-        return "a message that is not an object"
-    for key in TEXTS:
-        if msg.get(key) is not None and not isinstance(msg[key], str):
-            return f"a message whose {key} is not a string"
-    calls = msg.get("tool_calls")
-    if calls is None:
-        return None
-    if not isinstance(calls, list):
-        return "tool_calls that are not a list"
-    for call in calls:
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or not isinstance(call.get("id") or "", str) \
-                or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments", ""), str):
-            return "a tool call that is not a function's name and arguments as strings"
-    return None
