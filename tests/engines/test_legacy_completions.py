@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 
 from aigrid.engines.legacy_completions import (
     LegacyCompletionsEngine,
@@ -19,6 +20,7 @@ from aigrid.engines.legacy_completions import (
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.engines.sse import SseDecoder
 from aigrid.engines.wrapped import once
+from aigrid.gateway.usage import NotAnAnswer, whole_answer
 
 TOKENS = [("Paris", -0.1, [("Paris", -0.1), ("Lyon", -2.5)]), (".", -0.3, [(".", -0.3), ("!", -1.9)])]
 
@@ -153,3 +155,18 @@ async def test_alternatives_that_are_not_a_list_are_none() -> None:
                                                                            "top_logprobs": 5}]}}]}
     got = orjson.loads(legacy_answer(orjson.dumps(doc), None))["choices"][0]["logprobs"]
     assert got == {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [{}], "text_offset": [0]}
+
+
+@pytest.mark.parametrize("text", [["jo@example.com"], {"t": "x"}, 7, None])
+async def test_a_text_of_another_shape_is_not_echoed_but_left_for_the_gateways_check(text: Any) -> None:
+    """legacy_answer wrote a choice's text as Python shows it (`str()`) after the prompt: a list's `['...']` became
+    a string that passed the gateway's check of the whole answer (and a null text the prompt alone). Now a choice of
+    another shape (answer_shape.choice_fault) is left as the engine sent it, and the gateway refuses the answer."""
+    doc = {"id": "cmpl-1", "object": "text_completion",
+           "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+    out = legacy_answer(orjson.dumps(doc), ["Say hi."])
+    assert orjson.loads(out)["choices"][0]["text"] == text
+    with pytest.raises(NotAnAnswer):
+        whole_answer(out, None)
+    fine = legacy_answer(orjson.dumps({"choices": [{"index": 0, "text": " hi", "finish_reason": "stop"}]}), ["Say"])
+    assert orjson.loads(fine)["choices"][0]["text"] == "Say hi"

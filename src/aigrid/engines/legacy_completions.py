@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.answer_shape import choice_fault
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode, rewritten
 from aigrid.engines.wrapped import WrappedEngine, once, read_whole
@@ -132,7 +133,10 @@ class Offsets:
 
 
 def legacy_answer(answer: bytes, prompts: list[str] | None) -> bytes:
-    """A whole completion with the legacy log-probabilities and, with `prompts`, each choice's prompt in front."""
+    """A whole completion with the legacy log-probabilities and, with `prompts`, each choice's prompt in front of its
+    text. A choice of another shape (answer_shape.choice_fault: a list as `text`, no text) is left as the engine sent
+    it, for the gateway's check of the whole answer to refuse (usage.whole_answer): until the twenty-sixth session its
+    text was written out as Python shows it (`str()`), a list's `['...']` after the prompt passing as the answer."""
     try:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
@@ -145,8 +149,8 @@ def legacy_answer(answer: bytes, prompts: list[str] | None) -> bytes:
         if isinstance(choice, dict):
             offsets.legacy(choice)
             index = _index(choice)
-            if prompts is not None and _echoes(index, prompts, echoed):
-                choice["text"] = offsets.prompt(index) + str(choice.get("text") or "")
+            if prompts is not None and choice_fault(choice, whole=True) is None and _echoes(index, prompts, echoed):
+                choice["text"] = offsets.prompt(index) + (choice.get("text") or "")
     return orjson.dumps(doc)
 
 
