@@ -249,3 +249,26 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
                 proc.wait()
         if os.environ.get("AIGRID_SHOW_LOGS"):
             print(logs.read_text(errors="replace")[-20000:])
+
+
+def test_the_parents_wait_for_its_workers_is_the_sum_of_a_workers_named_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """workers.reap_wait_s, with each constant patched to a distinct small value: the grace, two hub calls cut, the
+    drain, each MCP server's stop, the hub's two stop waits and the margin, nothing else; and MCP_STOP_S covers the
+    MCP SDK's own waits (an upgrade that lengthens them fails here). Before, a fixed 10 s past grace and drain."""
+    import mcp.client.stdio as sdk
+
+    from aigrid.gateway import workers
+    from aigrid.spec.load import parse_spec
+
+    for name, value in (("GRACE_S", 1), ("CALL_TIMEOUT_S", 0.01), ("STOP_WAIT_S", 0.001), ("MCP_STOP_S", 0.1),
+                        ("REAP_MARGIN_S", 0.0001)):
+        monkeypatch.setattr(workers, name, value)
+    grid = _grid(tmp_path, 1)
+    grid["gateway"]["batch"]["drain_s"] = 100
+    grid["agents"]["mcp_servers"]["n"] = grid["agents"]["mcp_servers"]["m"]  # two servers
+    assert workers.reap_wait_s(parse_spec(grid, "spec")) == pytest.approx(101.2221)
+    monkeypatch.undo()
+    sdk_waits = sum(getattr(sdk, n, 0.0) for n in ("_WRITER_FLUSH_TIMEOUT", "PROCESS_TERMINATION_TIMEOUT",
+                                                    "FORCE_KILL_TIMEOUT", "_KILL_REAP_TIMEOUT"))
+    assert 0 < sdk_waits <= workers.MCP_STOP_S

@@ -48,7 +48,14 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_proble
 from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.hub import Hub
-from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.gateway.hub_client import (
+    CALL_TIMEOUT_S,
+    STOP_WAIT_S,
+    HubAuditLog,
+    HubClient,
+    HubQuotaBackend,
+    HubSharedState,
+)
 from aigrid.gateway.metrics import retire_worker
 from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
@@ -59,9 +66,27 @@ from aigrid.spec.models import GridSpec
 
 log = logging.getLogger("aigrid.workers")
 RESTART_DELAY_S = 1.0
-REAP_SLACK_S = 10.0
-"""Past a worker's grace and batch drain, what its lifespan's shutdown may take (background runs, MCP servers, the
-audit records posted to the hub) before the parent kills it."""
+MCP_STOP_S = 6.5
+"""The longest one MCP server's stop takes (AgentRuntime.stop stops them one after another): the MCP SDK's stdio client
+(mcp.client.stdio) lets its writer flush (_WRITER_FLUSH_TIMEOUT, 0.5 s), waits for the server to exit once its stdin is
+closed (PROCESS_TERMINATION_TIMEOUT, 2 s), SIGTERMs its group and waits (FORCE_KILL_TIMEOUT, 2 s; agents/mcp_relay.py's
+own 1 s falls within), then waits for the kill to be seen (_KILL_REAP_TIMEOUT, 2 s)."""
+REAP_MARGIN_S = 3.0
+"""The rest of a worker's stop, bounded by nothing named (its stores' and engines' clients closed, the interpreter's
+exit), on a loaded machine."""
+
+
+def reap_wait_s(spec: GridSpec) -> float:
+    """How long the parent waits for its workers after passing a stop on, before it kills what is left: a worker's
+    stop at its longest, each wait by the constant that bounds it, one after another (a sum: a bound, not how long a
+    stop takes): the HTTP requests' grace (GRACE_S); the background runs cut, one of them waiting out a charge under
+    way on the hub (guard._uncut, hub_client.CALL_TIMEOUT_S); the batch lines' drain (gateway.batch.drain_s), then
+    those cut the same way (CALL_TIMEOUT_S again); each MCP server's stop (MCP_STOP_S); the hub's acknowledgement of
+    the last audit records (HubAuditLog.stop, hub_client.STOP_WAIT_S) and the hub connection's close
+    (HubClient.aclose, STOP_WAIT_S again); REAP_MARGIN_S. Before, 10 s past the grace and drain, a guess, below what
+    the hub client alone may take after the drain."""
+    return (GRACE_S + 2 * CALL_TIMEOUT_S + spec.gateway.batch.drain_s + MCP_STOP_S * len(spec.agents.mcp_servers)
+            + 2 * STOP_WAIT_S + REAP_MARGIN_S)
 STARTUP_FAILED = 3
 """A worker's exit code when it could not start (uvicorn's own for a failed lifespan start); why is in the file
 `worker-INDEX.failed` beside its configuration, one line."""
@@ -165,7 +190,7 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
             await stop.wait()
         finally:
             _signal_all(procs)
-            await _reap(procs, GRACE_S + spec.gateway.batch.drain_s + REAP_SLACK_S)
+            await _reap(procs, reap_wait_s(spec))
             for task in keepers:
                 task.cancel()
             for task in keepers:
