@@ -115,7 +115,7 @@ class Clients:
 
     async def whole(self, c: httpx.AsyncClient, name: str) -> None:
         r = await c.post(self.base + "/v1/chat/completions", json=_chat(False), headers=H)
-        self.got[name] = (r.status_code, r.json())
+        self.got[name] = (r.status_code, r.json(), r.headers.get("x-request-id"))
 
     async def socket(self, name: str) -> None:
         url = self.base.replace("http://", "ws://") + "/v1/responses"
@@ -226,6 +226,8 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
             route = r["extra"]["route"]
             by_route.setdefault("batch line" if route.startswith("/v1/batches (line)") else route, []).append(r["outcome"])
         assert by_route["/v1/chat/completions"] == ["cancelled"] * 3, by_route
+        # the 503 names its request as its record does (before, it named none)
+        assert clients.got["whole"][2] in {r["request_id"] for r in records if r["outcome"] == "cancelled"}
         assert by_route["/v1/responses"] == ["cancelled"], by_route  # the socket's response: the stop's, not the client's
         assert by_route["POST /v1/files"] == ["ok", "cancelled"], by_route
         assert by_route["batch line"] == ["cancelled"] * 3, by_route
