@@ -105,6 +105,22 @@ def test_a_whole_answer_s_reasoning_and_tool_calls_are_redacted() -> None:
     assert len(verdicts) == 2
 
 
+def test_a_text_beside_a_message_or_a_delta_is_redacted_too() -> None:
+    """A choice's `text` was read only where the choice had no message (whole) or delta (streamed): an engine that
+    sent both had its `text`, which the client receives, passed unread to a tenant whose policy redacts."""
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    answer = {"choices": [{"index": 0, "text": "mail jane.doe@example.com", "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "ok"}}]}
+    out, verdicts = redact_json_answer(fw, "t", orjson.dumps(answer))
+    assert orjson.loads(out)["choices"][0]["text"] == "mail [REDACTED:EMAIL]" and len(verdicts) == 1
+    f = OutputFilter(True, strip_usage=False)
+    first = chunk({"content": "ok"})
+    first["choices"][0]["text"] = "mail jane.doe@example.com"  # type: ignore[index]
+    sent = [f.event(first), f.event(chunk({}, "stop"))]
+    text = "".join(c["choices"][0].get("text") or "" for c in sent)  # type: ignore[index]
+    assert text == "mail [REDACTED:EMAIL]" and "jane" not in orjson.dumps(sent).decode()
+
+
 def test_a_completions_stream_cut_before_its_finish_gets_its_text_as_a_completion() -> None:
     """The held text of a completions stream that ended without finish_reason goes out as a `text_completion`
     chunk with the choice's `text` (it went in a chat chunk's `delta.content`, which a completions client never

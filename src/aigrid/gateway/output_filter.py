@@ -339,7 +339,7 @@ class OutputFilter:
                         delta[field] = self._feed((index, field, 0), delta[field])
                 for k, fn in _call_functions(delta):
                     fn["arguments"] = self._feed((index, "tool", k), fn["arguments"])
-            elif isinstance(choice.get("text"), str):
+            if isinstance(choice.get("text"), str):  # a completion's, or one beside a delta: the client reads it too
                 choice["text"] = self._feed((index, "text", 0), choice["text"])
             if choice.get("finish_reason"):
                 # the last chunk as engines send it (`"delta": {}`, or no delta at all): what is held back goes in
@@ -513,6 +513,6 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
                     check(msg, field, _json_field(field, json_answer))
             for _, fn in _call_functions(msg):
                 check(fn, "arguments", json=True)
-        elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
+        if isinstance(choice, dict) and isinstance(choice.get("text"), str):  # beside a message too: it is sent
             check(choice, "text")
     return (orjson.dumps(obj) if verdicts or dropped else body), verdicts
