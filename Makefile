@@ -21,7 +21,7 @@ CORE_BUILD := src/aigrid/core/_compiled.txt
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all);
 ## PORT=N starts its gateway on port N (make run PORT=8081), SPEC=FILE another spec
 run: install engine
-	$(VENV)/bin/aigrid up $(SPEC)$(if $(PORT), --port $(PORT))
+	AIGRID_MAKE_RUN=1 $(VENV)/bin/aigrid up $(SPEC)$(if $(PORT), --port $(PORT))
 
 ## test: install what the tests need and run them all
 test: install engine system-deps promtool sdk-js

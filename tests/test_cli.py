@@ -118,7 +118,8 @@ def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port(monkeypatch: 
     right after it is skipped), and the demo's start on that port, with aigrid and with make."""
     import re
 
-    monkeypatch.delenv("MAKELEVEL", raising=False)  # as from a shell (`make test` runs the tests under make)
+    monkeypatch.delenv("AIGRID_MAKE_RUN", raising=False)  # as from a shell
+    monkeypatch.setenv("MAKELEVEL", "1")  # a user's own Makefile (and `make test`) run under make, not `make run`
     port, out = _up_on_a_taken_port()
     assert f"ss -ltnp 'sport = :{port}'" in out
     free = re.search(r"add --port (\d+) \(free now\) to this command", out)
@@ -128,11 +129,11 @@ def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port(monkeypatch: 
 
 
 def test_a_taken_port_under_make_run_is_told_as_makes_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under `make run` (make sets MAKELEVEL) the error said "add --port N to this command", and `make run`
-    took no --port: it now says `make run PORT=N` with the free port, and the aigrid form beside it."""
+    """Under `make run` (its recipe sets AIGRID_MAKE_RUN) the error said "add --port N to this command", and
+    `make run` took no --port: it now says `make run PORT=N` with the free port, and the aigrid form beside it."""
     import re
 
-    monkeypatch.setenv("MAKELEVEL", "1")
+    monkeypatch.setenv("AIGRID_MAKE_RUN", "1")
     port, out = _up_on_a_taken_port()
     free = re.search(r"start on port (\d+) \(free now\) instead: `make run PORT=(\d+)`", out)
     assert free is not None and free[1] == free[2], out
@@ -162,6 +163,7 @@ def test_make_run_takes_a_port() -> None:
     run PORT=8081` now passes --port 8081 to `aigrid up`, and gives no --port without PORT, even where the
     environment has a PORT of its own (a platform's, for its servers)."""
     assert _make_run("PORT=8081").endswith("bin/aigrid up examples/demo.yaml --port 8081")
+    assert _make_run().startswith("AIGRID_MAKE_RUN=1 ")  # what tells the port error it was `make run`
     assert _make_run("PORT=8081", "SPEC=examples/demo-netns.yaml").endswith(
         "bin/aigrid up examples/demo-netns.yaml --port 8081")
     assert _make_run(env_port="3000").endswith("bin/aigrid up examples/demo.yaml")

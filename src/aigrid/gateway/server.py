@@ -190,15 +190,16 @@ def _free_port_after(host: str, port: int, tries: int = 20) -> int | None:
 
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?), naming
-    how to find what holds it and a free port to start on instead: as `make run PORT=N` when make started this
-    (make sets MAKELEVEL for what it runs), else as --port N (and `make run PORT=N` beside it)."""
+    how to find what holds it and a free port to start on instead: as `make run PORT=N` when `make run` started this
+    (its recipe sets AIGRID_MAKE_RUN; not MAKELEVEL, which any make sets, a user's own Makefile too), else as
+    --port N (and `make run PORT=N` beside it)."""
     try:
         _bind(host, port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             free = _free_port_after(host, port)
             n, free_now = (free, " (free now)") if free else ("N", "")
-            if os.environ.get("MAKELEVEL"):
+            if os.environ.get("AIGRID_MAKE_RUN"):
                 other = (f"start on port {n}{free_now} instead: `make run PORT={n}` (add PORT={n} to the make "
                          f"command you ran; `{_aigrid()} up SPEC --port {n}` without make)")
             else:
