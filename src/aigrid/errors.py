@@ -21,6 +21,7 @@
           ├── DeadlineUnmeetable   503  deadline_unmeetable (refused before any engine work; not retried)
           ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
           ├── StoreUnavailable     503  store_unavailable (the store of stored responses/conversations)
+          ├── ShuttingDown         503  shutting_down (a request the gateway's stop cut before its answer began)
           └── UpstreamFailed       502  upstream_error
 
 Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
