@@ -36,7 +36,7 @@ LOOP_KEYS = frozenset({"aigrid_steps", "aigrid_loop"})
 """aigrid's own fields of a tool loop's answer (its steps already through the output policy: redacted_step), kept only
 where a tool loop answers (`steps`); an engine's are its own text, unread."""
 CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "stop_reason", "matched_stop"})
-MESSAGE_KEYS = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls"})
+MESSAGE_KEYS = frozenset({"role", *TEXTS, "tool_calls"})
 """What a redacted answer keeps, at its three levels (the answer or chunk, each choice, its message or delta): the
 fields of OpenAI's chat and completions answers, the engines' `stop_reason` / `matched_stop` (the request's own stop
 string) and aigrid's own. An engine's other fields repeat the answer in a form the redaction does not read, on a
