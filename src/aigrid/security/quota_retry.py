@@ -28,9 +28,10 @@ that refuses one call, or was slow once) costs the calls behind it nothing."""
 
 class TryAgain(Generic[T]):
     """Calls waiting to be tried again (`send(item, first)`; an exception is a failure), each with when it was first
-    tried (monotonic: `first`, held here only). Rounds start `pause_s` apart (the first at once where not `wait_first`), the pause doubled after a round in which nothing got through, up to
-    `pause_max_s`, and back to `pause_s` after one that did. `lost(item, why)` is told of each given up: past
-    `within_s`, or still waiting when `stop` is called."""
+    tried (monotonic: `first`, held here only). Rounds start `pause_s` apart (the first at once where not
+    `wait_first`), the pause doubled after a round in which nothing got through, up to `pause_max_s`, and back to
+    `pause_s` after one that did. `lost(item, why)` is told of each given up: past `within_s`, or still waiting when
+    `stop` is called."""
 
     def __init__(self, send: Callable[[T, float], Awaitable[object]], lost: Callable[[T, str], None], *, what: str,
                  within_s: float, max_waiting: int, pause_s: float, pause_max_s: float,
