@@ -33,8 +33,7 @@ from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.responses_socket import server_options
-from aigrid.gateway.slow_clients import HeadDeadline
-from aigrid.gateway.stopping import GRACE_S, CutAnswers, GatewayServer, stop_on_signals
+from aigrid.gateway.stopping import gateway_server
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
@@ -269,12 +268,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # a failed start is raised below, in one line
-        # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
-        config = uvicorn.Config(CutAnswers(app), host=host, port=port, log_config=None, log_level="warning",
-                                loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=GRACE_S,
-                                **server_options(spec))
-        server = GatewayServer(config, gateway)  # the signals are its own (stopping.py)
-        stop_on_signals(server)
+        server = gateway_server(app, gateway, host=host, port=port, loop="uvloop", **server_options(spec))
 
         async def announce() -> None:  # only once the gateway really listens
             if await settle_when_started(server, 0.02):

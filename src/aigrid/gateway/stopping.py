@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.errors import ShuttingDown
 from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_error_handler
+from aigrid.gateway.slow_clients import HeadDeadline
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -99,6 +100,18 @@ def stop_on_signals(server: GatewayServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.signalled)
+
+
+def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewayServer:
+    """uvicorn as `aigrid up` (server.py) and each worker (workers.py) run the app: a cut request's last words
+    (CutAnswers), the head deadline and its bounds (slow_clients.HeadDeadline), GRACE_S, the signals handled here
+    (stop_on_signals); `options` the rest of uvicorn.Config's (where it listens, responses_socket.server_options).
+    log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)."""
+    config = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
+                            timeout_graceful_shutdown=GRACE_S, **options)
+    server = GatewayServer(config, gateway)
+    stop_on_signals(server)
+    return server
 
 
 class CutAnswers:

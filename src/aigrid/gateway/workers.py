@@ -58,8 +58,7 @@ from aigrid.gateway.hub_client import (
 )
 from aigrid.gateway.metrics import retire_worker
 from aigrid.gateway.responses_socket import server_options
-from aigrid.gateway.slow_clients import HeadDeadline
-from aigrid.gateway.stopping import GRACE_S, CutAnswers, GatewayServer, stop_on_signals
+from aigrid.gateway.stopping import GRACE_S, gateway_server
 from aigrid.gateway.wiring import Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
@@ -309,11 +308,9 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # the parent says why, once, from this worker's file
-        # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
-        uv = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
-                            timeout_graceful_shutdown=GRACE_S, **server_options(spec))
-        server = GatewayServer(uv, gateway)  # the parent passes each signal on (stopping.py); uvicorn's own re-raised
-        stop_on_signals(server)  # SIGTERM at its end, killing the worker before its hub client closed
+        # the parent passes each signal on (stopping.py); uvicorn's own re-raised SIGTERM at its end, killing the
+        # worker before its hub client closed
+        server = gateway_server(app, gateway, **server_options(spec))
         settling = asyncio.create_task(settle_when_started(server))
         try:
             await server.serve(sockets=[sock])
