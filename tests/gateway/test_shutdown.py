@@ -21,14 +21,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
-from aigrid.engines.llama_server import free_port
 from tests.e2e.processes import wait_http
+from tests.ports import on_a_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 H = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Frankfurt"}
@@ -41,8 +42,8 @@ def _chat(stream: bool) -> dict[str, Any]:
             "stream": stream}
 
 
-def _grid(tmp: Path, engine_port: int) -> dict[str, Any]:
-    return {"name": "stop", "gateway": {"host": "127.0.0.1", "port": free_port(), "network": "none",
+def _grid(tmp: Path, engine_port: int, port: int = 8080) -> dict[str, Any]:
+    return {"name": "stop", "gateway": {"host": "127.0.0.1", "port": port, "network": "none",
                                         "batch": {"dir": str(tmp / "batches")}},
             "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
             "sites": {"s0": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
@@ -56,6 +57,20 @@ def _grid(tmp: Path, engine_port: int) -> dict[str, Any]:
 def _start(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _serving(argv: list[str], cwd: Path, log: Path, url: str) -> subprocess.Popen[bytes]:
+    """`argv` started, once `url` answers 200; a RuntimeError with what it logged if it exits first (on_a_free_port
+    starts it again on a new port when that says its port was taken)."""
+    proc = _start(argv, cwd, log)
+    try:  # wait_http reads the process's .p and .log
+        wait_http(url, timeout_s=120, proc=SimpleNamespace(p=proc, log=log))  # type: ignore[arg-type]
+    except BaseException:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc
 
 
 def _running(engine: str) -> int:
@@ -159,21 +174,25 @@ def _verified(tmp: Path) -> None:
 @pytest.mark.parametrize(("workers", "signals"), [(1, 2), (2, 2), (2, 1)])
 def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_once(
         tmp_path: Path, workers: int, signals: int) -> None:
-    engine_port = free_port()
     logs = tmp_path / "logs.txt"
-    emulator = _start([sys.executable, "-m", "aigrid.cli", "emulator", "--port", str(engine_port), "--engines", "1",
-                       "--model", "emulated", "--slots", "64", "--decode-base-ms", "40"], tmp_path, logs)
+
+    def emulated(port: int) -> tuple[subprocess.Popen[bytes], int]:
+        return _serving([sys.executable, "-m", "aigrid.cli", "emulator", "--port", str(port), "--engines", "1",
+                         "--model", "emulated", "--slots", "64", "--decode-base-ms", "40"], tmp_path, logs,
+                        f"http://127.0.0.1:{port}/health"), port
+
+    emulator, engine_port = on_a_free_port(emulated)
     gateway: subprocess.Popen[bytes] | None = None
     try:
         engine = f"http://127.0.0.1:{engine_port}"
-        wait_http(engine + "/health")
-        grid = _grid(tmp_path, engine_port)
-        port = grid["gateway"]["port"]
-        (tmp_path / "spec.json").write_text(json.dumps(grid))
         argv = [sys.executable, "-m", "aigrid.cli", "gateway", str(tmp_path / "spec.json"), "--workers", str(workers)]
-        gateway = _start(argv, tmp_path, logs)
+
+        def gateway_on(port: int) -> tuple[subprocess.Popen[bytes], int]:
+            (tmp_path / "spec.json").write_text(json.dumps(_grid(tmp_path, engine_port, port)))
+            return _serving(argv, tmp_path, logs, f"http://127.0.0.1:{port}/livez"), port
+
+        gateway, port = on_a_free_port(gateway_on)
         base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/livez", timeout_s=120)
 
         async def load(clients: Clients) -> float:
             async with httpx.AsyncClient(timeout=120) as c:
