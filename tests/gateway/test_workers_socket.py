@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,10 @@ def test_a_process_started_after_the_socket_does_not_get_it() -> None:
     sock = listen("127.0.0.1", 0)
     try:
         assert uvloop.run(child_holds(sock.getsockname()[1])) == "[]"
+        # the check itself finds the socket where a child does get it
+        given = subprocess.run([sys.executable, "-c", HOLDS, str(sock.getsockname()[1])], pass_fds=(sock.fileno(),),
+                               capture_output=True, text=True, timeout=60)
+        assert given.stdout.strip() == f"[{sock.fileno()}]", given
     finally:
         sock.close()
 
