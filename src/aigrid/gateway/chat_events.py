@@ -103,7 +103,7 @@ def loop_stop_of(obj: dict[str, Any]) -> str | None:
     return stop if isinstance(stop, str) else None
 
 
-def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
+def _chunk_events(obj: Any, seen_tools: set[int], steps: bool) -> Iterator[ChatEvent]:
     if not isinstance(obj, dict):
         return
     if isinstance(obj.get("error"), dict):
@@ -133,11 +133,11 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
         finish = choice.get("finish_reason")
         if finish:
             yield Finish(finish, matched_stop(choice), loop_stop_of(obj))
-    steps = obj.get("aigrid_steps")
-    if steps is not None and not (isinstance(steps, list) and all(isinstance(s, dict) for s in steps)):
+    ran = obj.get("aigrid_steps") if steps else None  # without a tool loop, an engine's own field: not read at all
+    if ran is not None and not (isinstance(ran, list) and all(isinstance(s, dict) for s in ran)):
         raise ValueError("aigrid_steps is not a list of steps")
-    if steps:
-        yield Steps(steps)
+    if ran:
+        yield Steps(ran)
     usage = usage_of(obj)
     if usage is not None:
         yield usage
@@ -147,8 +147,8 @@ STEP_COMMENT = b" aigrid-step "
 """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
 
 
-def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
-    for text in ev.comments:
+def _events_of(ev: Event, seen_tools: set[int], steps: bool) -> Iterator[ChatEvent]:
+    for text in ev.comments if steps else ():  # without a tool loop, no comment is a step (chat_events)
         if text.startswith(STEP_COMMENT):
             try:
                 step = orjson.loads(text[len(STEP_COMMENT):])
@@ -163,7 +163,7 @@ def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
     except orjson.JSONDecodeError:
         return  # not JSON: nothing a client of the other API could use
     try:
-        yield from _chunk_events(obj, seen_tools)
+        yield from _chunk_events(obj, seen_tools, steps)
     except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
         # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
         log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
@@ -192,9 +192,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
             if ev.data == DONE:
                 ended = True
                 break
-            for event in _events_of(ev, seen_tools):
-                if isinstance(event, Steps) and not steps:
-                    continue
+            for event in _events_of(ev, seen_tools, steps):
                 if isinstance(event, Finish | StreamError):
                     ended = True
                     if failed is not None and isinstance(event, StreamError):
@@ -208,9 +206,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
     last = decoder.flush()  # lenient: a last event without its blank line
     if last is not None:
         ended = ended or last.data == DONE
-        for event in _events_of(last, seen_tools):
-            if isinstance(event, Steps) and not steps:
-                continue
+        for event in _events_of(last, seen_tools, steps):
             if isinstance(event, Finish | StreamError):
                 ended = True
                 if failed is not None and isinstance(event, StreamError):
