@@ -12,6 +12,9 @@
   `escaped` (a JSON-RPC error whose text holds a terminal's clear-screen) or `silent` (never).
 - `paged`: lists its five tools (p0 to p4) two a page (`nextCursor`), the first page without a cursor, as MCP's pagination does.
 - `endless`: every page of its list names a next page (a cursor never seen before), each of one tool.
+- `schema-none` / `schema-wrong`: lists one tool `t` with an output schema its results break: a call returns text
+  without structured content, or structured content that does not match the schema (an integer where a string is
+  required).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import sys
 
 OBJECT = {"type": "object"}
+SCHEMA = {"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}
 TOOLS = [
     {"name": "good", "description": "A good tool.", "inputSchema": {"type": "object",
                                                                      "properties": {"a": {"type": "string"}}}},
@@ -79,6 +83,14 @@ def main(mode: str) -> None:
                     {"name": "newer", "description": "A newer tool.", "inputSchema": OBJECT}]}})
             elif how == "escaped":
                 send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": "broken\x1b[2J" + "x" * 5_000}})
+        elif method == "tools/list" and mode.startswith("schema-"):
+            send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
+                {"name": "t", "inputSchema": OBJECT, "outputSchema": SCHEMA}]}})
+        elif method == "tools/call" and mode.startswith("schema-"):
+            result: dict[str, object] = {"content": [{"type": "text", "text": "ran"}]}
+            if mode == "schema-wrong":
+                result["structuredContent"] = {"s": 5}
+            send({"jsonrpc": "2.0", "id": rid, "result": result})
         elif method == "tools/list":
             lists += 1
             tools = [*TOOLS, {"name": "listed", "inputSchema": {"type": "object", "properties": [1]}}] \

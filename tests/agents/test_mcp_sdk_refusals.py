@@ -17,10 +17,10 @@ pytest.importorskip("mcp", reason="the MCP SDK is not installed (pip install mcp
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("mode", "said"), [("none", "did not return structured content"),
-                                            ("wrong", "Invalid structured content returned by tool t")])
+@pytest.mark.parametrize(("mode", "said"), [("schema-none", "did not return structured content"),
+                                            ("schema-wrong", "Invalid structured content returned by tool t")])
 async def test_a_result_the_sdk_refuses_against_the_output_schema_is_a_tool_error(mode: str, said: str) -> None:
-    mcp = McpServer("s", [sys.executable, "-m", "tests.agents.mcp_schema_server", mode], cwd=ROOT, call_timeout_s=20)
+    mcp = McpServer("s", [sys.executable, "-m", "tests.agents.mcp_hostile_server", mode], cwd=ROOT, call_timeout_s=20)
     async with mcp:
         with pytest.raises(ToolError, match=f"MCP server 's': .*{said}"):
             await mcp.call("t", {})
