@@ -152,6 +152,26 @@ async def _whole(words: Coroutine[Any, Any, bool], task: asyncio.Task[Any]) -> b
             task.uncancel()  # waited out: the next turn returns what they came to, once sent
 
 
+_DATA = b'data: {"type":"'
+_NUMBER = b',"sequence_number":'
+_HEAD_BYTES = 160
+"""More than the longest head _sequence_number reads (an event type of at most 100 bytes, a number of at most 18
+digits): what of a send is kept to read a number split between it and the next."""
+
+
+def _sequence_number(seen: bytes, at: int) -> tuple[int, int] | None:
+    """The sequence_number of the event whose type begins at seen[at] (_DATA before it) and where it ends, where it
+    is all there (the `,` or `}` after its digits); None else. No JSON string holds `","sequence_number":` (its
+    quotes would be escaped), so what follows the type's closing quote is the event's own."""
+    quote = seen.find(b'"', at, at + 101)
+    if quote < 0 or not seen.startswith(_NUMBER, quote + 1):
+        return None
+    start = quote + 1 + len(_NUMBER)
+    ahead = seen[start:start + 19]
+    end = start + len(ahead) - len(ahead.lstrip(b"0123456789"))
+    return (int(seen[start:end]), end) if start < end < len(seen) and seen[end] in b",}" else None
+
+
 class _Watched:
     """What a request's answer has sent so far, seen on its way to the server's send. The relay's ClientWire sees
     through it (`server_send`) and writes a pass-through stream's chunks on the client's socket, past this: only
@@ -163,8 +183,10 @@ class _Watched:
         self._send = self.server_send = send
         self.started = self.ended = self.stream = False
         self.events = 0
-        """Events with a name sent so far: the next one's sequence_number on the Responses API (translated
-        streams, which are never written on the wire)."""
+        """The next event's sequence_number on the Responses API (translated streams, which are never written on the
+        wire): the last one sent plus one, read from the events (`_count`), or the events with a name sent so far
+        where they carry none."""
+        self._tail = b""
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -173,9 +195,33 @@ class _Watched:
             self.stream = headers.get(b"content-type", b"").startswith(b"text/event-stream")
         elif message["type"] == "http.response.body":
             body = bytes(message.get("body", b""))
-            self.events += body.startswith(b"event: ") + body.count(b"\nevent: ")
+            if self.stream:
+                self._count(body)
             self.ended = not message.get("more_body", False)
         await self._send(message)
+
+    def _count(self, body: bytes) -> None:
+        """The next sequence_number after `body`: the last event's whose number is all here (a Responses event's data
+        begins `{"type":"...","sequence_number":N,`, responses_stream._Events), plus one. Until the twenty-seventh
+        session the events were counted from 0 in each response: a stream that does not begin at 0 (a background
+        response followed with `starting_after`, or its create's stream numbered on from its event log) ended with
+        an error event numbered as one already sent. A number split between two sends is read with the next (the
+        last _HEAD_BYTES of each kept)."""
+        at = body.rfind(_DATA)
+        if at >= 0 and (got := _sequence_number(body, at + len(_DATA))) is not None:  # one event a send, mostly
+            self.events = got[0] + 1
+        else:
+            seen = self._tail + body
+            at = len(seen)
+            while (at := seen.rfind(_DATA, 0, at)) >= 0:
+                got = _sequence_number(seen, at + len(_DATA))
+                if got is not None:
+                    if got[1] >= len(self._tail):  # (else read with the last send: the character after it was there)
+                        self.events = got[0] + 1
+                    break
+            else:  # events without a number (none of the Responses API's)
+                self.events += body.startswith(b"event: ") + body.count(b"\nevent: ")
+        self._tail = body[-_HEAD_BYTES:] if len(body) >= _HEAD_BYTES else (self._tail + body)[-_HEAD_BYTES:]
 
     async def last_words(self, scope: Scope, receive: Receive) -> bool:
         """Whether the client got an end it can read (else the connection is closed on it, as before)."""
