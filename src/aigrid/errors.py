@@ -22,6 +22,8 @@
           ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
           ├── StoreUnavailable     503  store_unavailable (the store of stored responses/conversations)
           ├── ShuttingDown         503  shutting_down (a request the gateway's stop cut before its answer began)
+          ├── TooManyConnections   503  too_many_connections (a connection past the process's bound or its
+          │                             address's share, refused as it is accepted; Retry-After)
           └── UpstreamFailed       502  upstream_error
 
 Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
@@ -273,6 +275,18 @@ class ShuttingDown(ApiError):
     status = 503
     type = "service_unavailable_error"
     code = "shutting_down"
+
+
+class TooManyConnections(ApiError):
+    """A client connection past what one gateway process holds (gateway/slow_clients.py: half its file-descriptor
+    limit), or past its address's share of that (gateway.connection_share_per_address): answered as it is accepted,
+    before a byte of its request is read, and closed. The gateway's own capacity, not the client's rate: 503 with
+    Retry-After (as nginx's limit_conn and Envoy's overload manager answer), never the 429 `overloaded` the
+    admission queue sheds with. Retried by the SDKs (on a new connection, once others close)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "too_many_connections"
 
 
 class StoreUnavailable(ApiError):

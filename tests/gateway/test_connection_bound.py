@@ -77,4 +77,4 @@ async def test_a_connection_past_the_bound_is_answered_503_and_closed(
 def test_the_bound_is_half_the_file_descriptor_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert slow_clients.max_connections() == max(64, soft // 2)
-    assert b'"code":"overloaded"' in BUSY and b"retry-after: 1" in BUSY
+    assert b'"code":"too_many_connections"' in BUSY and b"retry-after: 1" in BUSY  # test_slow_clients_bounds.py

@@ -30,12 +30,20 @@ an answer is owed on the connection (a pipelined head is not read then), and cou
 A request HTTP refuses (llhttp's strict parse: a smuggling shape, a bad chunk, a control character) is answered 400
 in the API's envelope (NOT_HTTP; uvicorn's was plain text) and closed; behind an answer still owed it is not answered
 at once (uvicorn wrote its 400 into that answer and closed the connection): the owed answers go out, then the close.
+One refused in its body, after its head was handed to the app (a bad chunk size), is refused by the app itself: the
+body's next read raises InvalidRequest (RefusableCycle), which the app answers in its envelope and audits as the
+client's bad request (routes.Audited), and the connection is closed after that answer. Before, the connection was
+closed under the app, whose read saw a client that hung up: audited `client_closed`.
 
-A process holds at most max_connections() client connections (half its file-descriptor limit, RLIMIT_NOFILE): uvicorn
-accepted connections (3,000 idle ones held, about 10 KB each) up to the process's descriptor limit, which its own
-connections to engines, Redis, the audit log and files share (not measured: an engine connection refused for want of
-a descriptor counts as the engine's failure). One past the bound is answered 503 `overloaded` and closed as it is
-accepted, logged at most every LOG_EVERY_S.
+A process holds at most max_connections() client connections (half its file-descriptor limit, RLIMIT_NOFILE, read
+once per server: Connections): uvicorn accepted connections (3,000 idle ones held, about 10 KB each) up to the
+process's descriptor limit, which its own connections to engines, Redis, the audit log and files share (not measured:
+an engine connection refused for want of a descriptor counts as the engine's failure). One client address holds at
+most its share of them (gateway.connection_share_per_address, half by default; loopback exempt: a proxy or sidecar on
+the same host brings every client from it). One past either is answered 503 `too_many_connections` with Retry-After
+(errors.TooManyConnections, BUSY) and closed as it is accepted, logged at most every LOG_EVERY_S: the gateway's own
+capacity, as nginx's limit_conn and Envoy's overload manager answer it, not the client's rate nor a request the
+admission queue shed (429 `overloaded`).
 
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
 with pongs the gateway would hold for it without bound.
@@ -47,10 +55,16 @@ import asyncio
 import logging
 import resource
 import time
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+from aigrid.errors import ApiError, InvalidRequest, TooManyConnections
+from aigrid.gateway.envelope import error_response
 
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
@@ -73,23 +87,105 @@ does, a few)."""
 CONNECTIONS_SHARE = 0.5
 """The share of the process's file descriptors its client connections may hold; the rest are for engines, Redis,
 the audit log, files and MCP servers."""
+ADDRESS_SHARE = 0.5
+"""The default share of those one client address may hold (the spec's gateway.connection_share_per_address)."""
 LOG_EVERY_S = 10.0
-_BUSY_BODY = (b'{"error":{"message":"the gateway holds as many connections as it takes; try again shortly",'
-              b'"type":"server_error","param":null,"code":"overloaded"}}')
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
-_NOT_HTTP_BODY = (b'{"error":{"message":"the request is not valid HTTP/1.1","type":"invalid_request_error",'
-                  b'"param":null,"code":"invalid_request"}}')
-NOT_HTTP = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (len(_NOT_HTTP_BODY), _NOT_HTTP_BODY))
+def wire_answer(err: ApiError) -> bytes:
+    """`err`'s whole HTTP/1.1 answer as the app renders it (envelope.error_response: the envelope, its headers and
+    x-should-retry), with `connection: close`: what is written on a connection refused outside the app."""
+    response = error_response(err)
+    head = b"".join(b"%s: %s\r\n" % (name, value) for name, value in response.raw_headers)
+    status = b"HTTP/1.1 %d %s\r\n" % (err.status, HTTPStatus(err.status).phrase.encode())
+    return status + head + b"connection: close\r\n\r\n" + bytes(response.body)
+
+
+BUSY = wire_answer(TooManyConnections("the gateway holds as many connections as it takes; try again shortly",
+                                      headers={"retry-after": "1"}))
+"""A connection past the process's bound, as it is accepted."""
+BUSY_ADDRESS = wire_answer(TooManyConnections(
+    "this client address holds as many connections as the gateway gives one address "
+    "(gateway.connection_share_per_address); close one or try again shortly", headers={"retry-after": "1"}))
+"""A connection past its address's share, as it is accepted."""
+NOT_HTTP = wire_answer(InvalidRequest("the request is not valid HTTP/1.1"))
+NOT_HTTP_BODY = "the request's body is not valid HTTP/1.1 (its chunked framing: a chunk's size or line end)"
+"""What a request refused in its body is told (RefusableCycle)."""
 
 
 def max_connections() -> int:
     """Client connections one process holds at most: CONNECTIONS_SHARE of its soft RLIMIT_NOFILE (at least 64)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 30 if soft == resource.RLIM_INFINITY else max(64, int(soft * CONNECTIONS_SHARE))
+
+
+def loopback(host: str) -> bool:
+    """Whether a client's address (as uvicorn gives it) is this host's own."""
+    return host.startswith(("127.", "::ffff:127.")) or host == "::1"
+
+
+class Connections:
+    """One server's bounds on its client connections, shared by all of them (on uvicorn's ServerState): `cap`, read
+    once (max_connections' system call ran on every accepted connection before), and how many each address holds.
+    The table holds only addresses with a connection open, at most `cap` of them: an address leaves it with its last
+    connection."""
+
+    __slots__ = ("cap", "per_address", "held", "exempt", "refused", "logged_at")
+
+    def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = loopback) -> None:
+        self.cap = cap
+        self.per_address = max(1, int(cap * share))
+        """Connections one address holds at most; at `cap` it bounds nothing more."""
+        self.held: dict[str, int] = {}
+        self.exempt = exempt
+        """Addresses not counted (default: loopback, a proxy or sidecar on the same host)."""
+        self.refused = 0
+        self.logged_at = -LOG_EVERY_S
+
+    def take(self, host: str | None, open_now: int) -> bytes | None:
+        """None: the connection (one of `open_now` the server holds, itself counted) is kept and counted under `host`
+        (`give_back` when it ends); else the answer it is refused with."""
+        if open_now > self.cap:
+            return BUSY
+        if host is None or self.per_address >= self.cap or self.exempt(host):
+            return None
+        held = self.held.get(host, 0)
+        if held >= self.per_address:
+            return BUSY_ADDRESS
+        self.held[host] = held + 1
+        return None
+
+    def give_back(self, host: str) -> None:
+        held = self.held.get(host, 0) - 1
+        if held > 0:
+            self.held[host] = held
+        else:
+            self.held.pop(host, None)
+
+
+_CONNECTIONS = "aigrid_connections"
+"""The attribute of uvicorn's ServerState (one per server, shared by its connections) that holds its Connections."""
+
+
+def bound_connections(state: ServerState, share: float) -> None:
+    """The server's Connections from the spec's share (stopping.gateway_server, before it serves); a server without
+    one gets HeadDeadline's defaults at its first connection."""
+    setattr(state, _CONNECTIONS, Connections(max_connections(), share))
+
+
+class RefusableCycle(RequestResponseCycle):
+    """uvicorn's request cycle, whose body the connection may refuse part-way (HeadDeadline.send_400_response): the
+    app's next read of it raises InvalidRequest, which the app answers and audits as it does any bad request."""
+
+    refused = False
+
+    async def receive(self) -> Any:
+        if self.refused:
+            raise InvalidRequest(NOT_HTTP_BODY)
+        message = await super().receive()
+        if self.refused:  # refused while this read waited for the body
+            raise InvalidRequest(NOT_HTTP_BODY)
+        return message
 
 
 HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -131,6 +227,9 @@ class HeadDeadline(HttpToolsProtocol):
 
     head_timeout_s = HEAD_TIMEOUT_S
     max_connections = staticmethod(max_connections)
+    """The process's bound, read once per server (Connections) unless stopping.gateway_server set it."""
+    connection_share = ADDRESS_SHARE
+    exempt = staticmethod(loopback)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -141,17 +240,39 @@ class HeadDeadline(HttpToolsProtocol):
         """A request ended within the piece being fed (data_received): the rest of the piece is not all head."""
         self._overflow = False
         """More than MAX_PIPELINED requests were pipelined: no more is read; closed after the last one waiting."""
+        self._counted: str | None = None
+        """The address this connection is counted under in its server's Connections, while it is."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections():
-            self._refuse_connection()
+        book: Connections | None = getattr(self.server_state, _CONNECTIONS, None)
+        if book is None:
+            book = Connections(self.max_connections(), self.connection_share, self.exempt)
+            setattr(self.server_state, _CONNECTIONS, book)
+        host = self.client[0] if self.client else None
+        refused = book.take(host, len(self.connections))
+        if refused is not None:
+            self._refuse_connection(book, refused, host)
             return
+        if host is not None and host in book.held:
+            self._counted = host
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._uncount()
         super().connection_lost(exc)
+
+    def _uncount(self) -> None:
+        if self._counted is not None:
+            getattr(self.server_state, _CONNECTIONS).give_back(self._counted)
+            self._counted = None
+
+    def handle_websocket_upgrade(self) -> None:
+        """A WebSocket, once upgraded, leaves its address's count (its protocol, not this one, sees it end); it stays
+        in the process's, and gateway.max_sockets_per_tenant and _per_key bound it."""
+        self._uncount()
+        super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -182,8 +303,18 @@ class HeadDeadline(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """What a request HTTP refuses is answered (in the API's envelope, not uvicorn's plain text), unless answers
-        are owed on the connection: uvicorn wrote its 400 into the answer being sent and closed the connection."""
-        owed = self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body
+        are owed on the connection: uvicorn wrote its 400 into the answer being sent and closed the connection. A
+        request refused in its body (its head handed to the app) is refused by the app (RefusableCycle)."""
+        cycle = self.cycle
+        if isinstance(cycle, RefusableCycle) and cycle.more_body and not cycle.response_complete and not self._overflow:
+            self._overflow = True  # nothing more is read
+            self._log_refused("its request body is not valid HTTP/1.1 (400 by the app); closed after its answer")
+            self.flow.pause_reading()
+            cycle.refused = True
+            cycle.keep_alive = False
+            cycle.message_event.set()  # a read waiting for the body sees it now
+            return
+        owed = cycle is not None and not cycle.response_complete and not cycle.more_body
         if not (self._overflow or owed):
             self._close(NOT_HTTP, "its request is not valid HTTP/1.1 (400)")
             return
@@ -194,8 +325,8 @@ class HeadDeadline(HttpToolsProtocol):
         # the waiting requests are answered, the last with connection: close, and the connection is closed after it;
         # nothing more is read
         self.flow.pause_reading()
-        if self.cycle is not None:
-            self.cycle.keep_alive = False
+        if cycle is not None:
+            cycle.keep_alive = False
 
     def on_headers_complete(self) -> None:
         if len(self.pipeline) >= MAX_PIPELINED:
@@ -208,6 +339,8 @@ class HeadDeadline(HttpToolsProtocol):
         self._head_bytes = 0
         if size <= MAX_HEAD_BYTES:
             super().on_headers_complete()
+            if type(self.cycle) is RequestResponseCycle:  # the one just made (none for an upgrade: the one before)
+                self.cycle.__class__ = RefusableCycle  # its body may be refused part-way (send_400_response)
             return
         self._log_refused(f"its request head is {size} bytes, over {MAX_HEAD_BYTES} (431)")
         app, self.app = self.app, _head_too_large
@@ -236,19 +369,20 @@ class HeadDeadline(HttpToolsProtocol):
         self._disarm()
         self._close(HEAD_TOO_LARGE, f"its request head passed {MAX_HEAD_BYTES} bytes (431)")
 
-    def _refuse_connection(self) -> None:
-        """Past max_connections: 503 and closed before anything is read (the connection leaves the count at once)."""
+    def _refuse_connection(self, book: Connections, answer: bytes, host: str | None) -> None:
+        """Past the process's bound or its address's share: `answer` (503) and closed before anything is read (the
+        connection leaves the count at once)."""
         self.connections.discard(self)
-        state = self.server_state
         now = time.monotonic()
-        refused = getattr(state, "aigrid_refused", 0) + 1
-        if now - getattr(state, "aigrid_refused_logged", -LOG_EVERY_S) >= LOG_EVERY_S:
+        book.refused += 1
+        if now - book.logged_at >= LOG_EVERY_S:
             log.warning("refused %d connection(s) since the last such line (at most one every %.0f s): this process "
-                        "holds %d, its bound %d (slow_clients.max_connections)", refused, LOG_EVERY_S, len(self.connections),
-                        self.max_connections())
-            state.aigrid_refused_logged, refused = now, 0  # type: ignore[attr-defined]
-        state.aigrid_refused = refused  # type: ignore[attr-defined]
-        self.transport.write(BUSY)
+                        "holds %d, its bound %d, at most %d from one address (slow_clients.max_connections, "
+                        "gateway.connection_share_per_address); the last from %s, which holds %d",
+                        book.refused, LOG_EVERY_S, len(self.connections), book.cap, book.per_address, host,
+                        book.held.get(host or "", 0))
+            book.logged_at, book.refused = now, 0
+        self.transport.write(answer)
         self.transport.close()
 
     def _log_refused(self, why: str) -> None:

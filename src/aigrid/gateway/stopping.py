@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.errors import ShuttingDown
 from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_error_handler
-from aigrid.gateway.slow_clients import HeadDeadline
+from aigrid.gateway.slow_clients import HeadDeadline, bound_connections
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -110,6 +110,7 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
     config = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
                             timeout_graceful_shutdown=GRACE_S, **options)
     server = GatewayServer(config, gateway)
+    bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address)
     stop_on_signals(server)
     return server
 

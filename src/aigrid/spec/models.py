@@ -714,6 +714,12 @@ class GatewaySpec(StrictModel):
         "keys out; one more is refused at the handshake, 429 overloaded. Not counted without keys (every "
         "anonymous client of a tenant is one caller: max_sockets_per_tenant bounds them). At or above "
         "max_sockets_per_tenant it bounds nothing more"))
+    connection_share_per_address: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False, description=(
+        "the share of one gateway process's client connections (at most half its file-descriptor limit, "
+        "docs/reliability.md 'The wire') that one client address may hold, so that one client cannot hold them all; "
+        "one more from it is refused as it is accepted, 503 too_many_connections. Loopback addresses are exempt (a "
+        "proxy or sidecar on the same host brings every client from one). Behind a load balancer or proxy on "
+        "another host every client comes from its few addresses: set 1 there, which bounds nothing more"))
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     stream_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False, description=(

@@ -1,0 +1,240 @@
+"""The connection bounds of gateway/slow_clients.py over real sockets on 127.0.0.1 (uvicorn in this process, port 0):
+a refused connection answered in the API's envelope from the one error hierarchy (503 too_many_connections, never the
+admission queue's 429 overloaded), one client address held to its share of the process's bound, that bound read once
+per server, and a request refused in its body (a bad chunk) answered and audited as the client's bad request."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from aigrid.errors import Overloaded, TooManyConnections
+from aigrid.gateway import slow_clients
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.slow_clients import BUSY, BUSY_ADDRESS, NOT_HTTP_BODY, HeadDeadline
+from aigrid.gateway.stopping import gateway_server
+from aigrid.spec.models import QuotaSpec
+from tests.gateway.conftest import FakeEngine, spec_in
+from tests.gateway.test_exit_paths import TENANT, balance, metered_gateway, the_one_record
+from tests.serving import serving
+
+BOUND = 8
+SHARE = 4  # half of BOUND: the default share
+
+
+class Bounded(HeadDeadline):
+    """The process's bound lowered to BOUND; loopback counted like any address (the test's clients are 127.0.0.x)."""
+
+    max_connections = staticmethod(lambda: BOUND)
+    exempt = staticmethod(lambda host: False)
+
+
+class BoundedLoopbackExempt(HeadDeadline):
+    max_connections = staticmethod(lambda: BOUND)
+
+
+async def _ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(port: int, source: str) -> Conn:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def served(connection: Conn) -> bool:
+    reader, writer = connection
+    writer.write(b"GET / HTTP/1.1\r\nhost: gw\r\n\r\n")
+    return (await asyncio.wait_for(reader.readuntil(b"ok"), 30)).startswith(b"HTTP/1.1 200 ")
+
+
+async def refused(port: int, source: str) -> bytes:
+    """What a connection from `source` is answered before it sends anything (then closed)."""
+    reader, writer = await connect(port, source)
+    try:
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+async def admitted(port: int, source: str) -> Conn:
+    """A connection from `source` the server kept and served: one accepted before the server saw the closes that made
+    room (a loaded machine may take a while) is refused, and the next is tried."""
+    async with asyncio.timeout(30):
+        while True:
+            connection = await connect(port, source)
+            try:
+                if await served(connection):
+                    return connection
+            except asyncio.IncompleteReadError as e:
+                assert e.partial in (BUSY, BUSY_ADDRESS)
+            connection[1].close()
+            await asyncio.sleep(0.05)
+
+
+def close(connections: list[Conn]) -> None:
+    for _, writer in connections:
+        writer.close()
+
+
+def parse(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """A whole HTTP/1.1 answer's status, headers and JSON body."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, orjson.loads(body)
+
+
+def test_a_refused_connection_is_the_error_hierarchys_503_not_the_sheds_429() -> None:
+    """Before: a hand-written body, 503 with `overloaded` (type server_error), the code the admission queue sheds
+    with as 429 (errors.Overloaded) and the WebSocket bounds answer 429: one code, two statuses."""
+    for answer in (BUSY, BUSY_ADDRESS):
+        status, headers, body = parse(answer)
+        err = TooManyConnections("", headers={"retry-after": "1"})
+        assert (status, body["error"]["type"], body["error"]["code"]) == (err.status, err.type, err.code) == (
+            503, "service_unavailable_error", "too_many_connections")
+        assert body["error"]["code"] != Overloaded.code
+        assert headers["retry-after"] == "1" and headers["x-should-retry"] == "true"
+        assert headers["connection"] == "close" and int(headers["content-length"]) == len(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.fixture
+async def bounded() -> AsyncIterator[tuple[int, Any]]:
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off", log_level="error") as s:
+        yield s.port, s.server
+
+
+async def test_one_address_holds_at_most_its_share_of_the_connections(
+        bounded: tuple[int, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Before: one client could hold every connection the process takes (each re-opened within the head deadline),
+    every other client refused."""
+    port, server = bounded
+    mine = [await connect(port, "127.0.0.2") for _ in range(SHARE)]
+    assert await refused(port, "127.0.0.2") == BUSY_ADDRESS  # its share held: refused as accepted
+    others = [await connect(port, "127.0.0.3") for _ in range(SHARE)]  # another address has its own share
+    assert all([await served(c) for c in [*mine, *others]])
+    assert await refused(port, "127.0.0.4") == BUSY  # the process's bound: every address together
+    assert "from 127.0.0.2" in caplog.text
+    close(mine[:1])
+    mine[1:] = mine[1:] + [await admitted(port, "127.0.0.2")]  # room for that address again once one closed
+    close([*mine, *others])
+    book = server.server_state.aigrid_connections
+    async with asyncio.timeout(30):
+        while book.held:  # the table keeps only addresses with a connection open
+            await asyncio.sleep(0.02)
+
+
+async def test_loopback_is_not_held_to_a_share() -> None:
+    """A proxy or sidecar on the same host brings every client from a loopback address: it has the process's
+    whole bound (as before), the same for the spec's share."""
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=BoundedLoopbackExempt, lifespan="off",
+                       log_level="error") as s:
+        held = [await connect(s.port, "127.0.0.2") for _ in range(BOUND)]
+        assert all([await served(c) for c in held])
+        assert await refused(s.port, "127.0.0.2") == BUSY
+        close(held)
+
+
+async def test_the_bound_is_read_once_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: getrlimit (a system call) on every accepted connection."""
+    calls: list[int] = []
+    getrlimit = resource.getrlimit
+
+    def counted(which: int) -> tuple[int, int]:
+        if which == resource.RLIMIT_NOFILE:
+            calls.append(which)
+        return getrlimit(which)
+
+    monkeypatch.setattr(resource, "getrlimit", counted)
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=HeadDeadline, lifespan="off", log_level="error") as s:
+        for _ in range(5):
+            connection = await connect(s.port, "127.0.0.1")
+            assert await served(connection)
+            close([connection])
+    assert len(calls) == 1
+
+
+async def test_the_share_comes_from_the_spec(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """stopping.gateway_server (`aigrid up`, each worker) bounds its server by gateway.connection_share_per_address."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"connection_share_per_address": 0.25})})
+    gw = build_gateway(spec, fakes)
+    loop = asyncio.get_running_loop()
+    try:
+        server = gateway_server(build_app(gw), gw)
+    finally:
+        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
+            loop.remove_signal_handler(sig)
+    book = server.server_state.aigrid_connections
+    assert (book.cap, book.per_address) == (slow_clients.max_connections(), int(slow_clients.max_connections() * 0.25))
+    assert book.exempt("127.0.0.1") and book.exempt("::1") and not book.exempt("10.0.0.1")
+
+
+
+
+@pytest.mark.parametrize("pause", [False, True], ids=["in-one-piece", "while-the-app-reads"])
+async def test_a_request_refused_in_its_body_is_the_clients_400_audited_and_settled(
+        tmp_path: Path, fakes: dict[str, FakeEngine], pause: bool) -> None:
+    """A chat request whose chunked body has a chunk size that is not hex: llhttp refuses it after its head reached
+    the app. Before: the connection was closed under the app (NOT_HTTP with no request id), whose read saw a client
+    gone: audited `client_closed`. Now the app's read raises the 400, answered in the envelope with its request id,
+    one record `error:invalid_request`, nothing charged, no engine asked."""
+    gw = await metered_gateway(tmp_path, fakes, QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))
+    try:
+        async with serving(build_app(gw), http=HeadDeadline, lifespan="off", log_level="error") as s:
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            head = "".join(f"{k}: {v}\r\n" for k, v in TENANT.items()).encode()
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                         b"transfer-encoding: chunked\r\n" + head + b"\r\n5\r\n{\"mod\r\n")
+            if pause:  # the app waits in its read of the body when the bad chunk comes
+                await writer.drain()
+                await asyncio.sleep(0.3)
+            writer.write(b"zz\r\nel\"\r\n0\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+        status, headers, body = parse(answer)
+        assert status == 400 and body["error"]["code"] == "invalid_request", answer
+        assert body["error"]["message"] == NOT_HTTP_BODY and headers["connection"] == "close"
+        row = await the_one_record(gw)
+        assert row["outcome"] == "error:invalid_request" and headers["x-request-id"] == row["request_id"]
+        assert await balance(gw) == 0 and all(not e.received for e in fakes.values())
+    finally:
+        await gw.guard.stop()
+
+
+async def _socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.receive_text()  # until the client closes
+    await websocket.close()
+
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nhost: gw\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+           b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+
+
+async def test_a_websocket_leaves_its_addresss_count_when_upgraded() -> None:
+    """Its connection ends under the WebSocket protocol, which does not count it down: without this the count of its
+    address never fell, and an address that had opened its share of WebSockets was refused for good."""
+    app = Starlette(routes=[Route("/", _ok), WebSocketRoute("/ws", _socket)])
+    async with serving(app, http=Bounded, lifespan="off", log_level="error") as s:
+        for _ in range(SHARE + 1):  # more than the address's share, one after the other
+            reader, writer = await connect(s.port, "127.0.0.2")
+            writer.write(UPGRADE)
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 101 ")
+            assert "127.0.0.2" not in s.server.server_state.aigrid_connections.held
+            writer.close()
+            await writer.wait_closed()
+        assert await served(await admitted(s.port, "127.0.0.2"))
