@@ -1,14 +1,17 @@
-"""What the request-depth check (aigrid/json_depth.py) costs beside orjson's own parse, on three bodies: an
-agent request with tools and a long history (~28 KB), a 4 MiB flat array, 4 MiB of empty arrays.
+"""What the depth check (aigrid/json_depth.py: deeper_than, which too_deep_raw calls for a request and
+usage.whole_answer for an engine's answer) costs beside orjson's own parse, on four bodies: an agent request with
+tools and a long history (~28 KB), an answer with log-probabilities (~0.9 MB), a 4 MiB flat array, 4 MiB of empty
+arrays.
 
     .venv/bin/python scripts/bench_json_depth.py
 
-Prints the best of a few runs in milliseconds (wall time); no pass/fail. json_depth.too_deep_raw's docstring
+Prints the best of a few runs in milliseconds (wall time); no pass/fail. json_depth.deeper_than's docstring
 quotes these figures.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +21,7 @@ import orjson
 from aigrid.json_depth import too_deep_raw
 
 
-def best_ms(fn: Callable[[], Any], runs: int = 5) -> float:
+def best_ms(fn: Callable[[], Any], runs: int = 15) -> float:
     best = float("inf")
     for _ in range(runs):
         start = time.perf_counter()
@@ -35,7 +38,13 @@ def main() -> None:
         {"role": "user" if i % 2 == 0 else "assistant", "content": "hello " * 50} for i in range(60)]})
     flat = b'{"model":"m","messages":[{"role":"user","content":"' + b"{" * 200 + b'"}],"x":[' + b"0," * 2_000_000 + b"0]}"
     empty = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":[' + b"[]," * 1_300_000 + b"[]]}"
-    for name, raw in (("agent request with 12 tools, 60 turns", agent), ("4 MiB flat array", flat),
+    rng = random.Random(1)
+    logprob = {"token": "abc", "logprob": -0.1, "bytes": [97, 98, 99], "top_logprobs": [
+        {"token": f"t{i}", "logprob": -rng.random(), "bytes": [116]} for i in range(5)]}
+    answer = orjson.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi " * 1000},
+                                                   "logprobs": {"content": [logprob] * 2400}, "finish_reason": "stop"}]})
+    for name, raw in (("agent request with 12 tools, 60 turns", agent), ("answer with log-probabilities", answer),
+                      ("4 MiB flat array", flat),
                       ("4 MiB of empty arrays", empty)):
         value = orjson.loads(raw)
         print(f"{name} ({len(raw):,} bytes): orjson.loads {best_ms(lambda r=raw: orjson.loads(r), 3):.3f} ms, "

@@ -1,5 +1,6 @@
-"""json_depth: the depth read from the bytes (raw_depth) is the depth of the parsed value, whatever its strings
-hold; a large body is judged from its bytes, a small one by the walk, with the same answer."""
+"""json_depth: deeper_than (a bracket count, then orjson writing the value inside more levels) says what the
+depth of the parsed value says, whatever its strings hold and whatever the limit; too_deep_raw, which serves the
+front doors, and usage.whole_answer (an engine's answer) both use it, and a large body gets the walk's answer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.json_depth import MAX_DEPTH, raw_depth, too_deep, too_deep_raw
+from aigrid.json_depth import MAX_DEPTH, WRITTEN_LEVELS, deeper_than, too_deep, too_deep_raw
 
 NASTY = ['"', "\\", "\\\"", "[", "]", "{", "}", "\\\\", "[[[{{", "\"]}", "é", "\u2028", "x"]
 
@@ -29,12 +30,52 @@ def value(rng: random.Random, levels: int) -> Any:
     return {"".join(rng.choice(NASTY) for _ in range(3)) + str(i): value(rng, levels - 1) for i in range(rng.randint(0, 3))}
 
 
-def test_raw_depth_is_the_depth_of_the_parsed_value_whatever_its_strings_hold() -> None:
+def test_deeper_than_is_the_depth_of_the_parsed_value_whatever_its_strings_hold() -> None:
     rng = random.Random(12)
     for _ in range(2_000):
         v = value(rng, rng.randint(0, 12))
         raw = orjson.dumps(v)
-        assert raw_depth(raw) == depth(v), raw
+        for limit in range(1, 13):
+            assert deeper_than(raw, v, limit) == (depth(v) > limit), (raw, limit)
+
+
+def nest(levels: int) -> Any:
+    v: Any = "leaf"
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+def test_deeper_than_holds_at_the_limit_and_past_what_orjson_writes() -> None:
+    """Each side of MAX_DEPTH, and values deeper than orjson writes (a body of 300 levels parses: it reads 1,024)."""
+    for levels in (1, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, WRITTEN_LEVELS, WRITTEN_LEVELS + 1, 300, 1_000):
+        raw = b"[" * levels + b"0" + b"]" * levels
+        v = orjson.loads(raw)
+        assert deeper_than(raw, v) == (levels > MAX_DEPTH), levels
+        assert (too_deep_raw(raw, v) is None) == (levels <= MAX_DEPTH), levels
+    for limit in (0, WRITTEN_LEVELS):
+        try:
+            deeper_than(b"[]", [], limit)
+        except ValueError:
+            continue
+        raise AssertionError(f"limit {limit} taken")
+
+
+def test_an_answer_nested_too_deep_is_not_an_answer() -> None:
+    """The engine's whole answer (usage.whole_answer) is judged by the same check as a request."""
+    from aigrid.gateway.usage import NotAnAnswer, whole_answer
+
+    def answer(levels: int) -> bytes:
+        return orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                          "finish_reason": "stop", "logprobs": nest(levels - 3)}]})
+
+    assert whole_answer(answer(MAX_DEPTH), None)[0] == answer(MAX_DEPTH)
+    try:
+        whole_answer(answer(MAX_DEPTH + 1), None)
+    except NotAnAnswer as e:
+        assert "nested deeper than 128" in str(e), e
+    else:
+        raise AssertionError("an answer of 129 levels passed")
 
 
 def test_a_large_body_is_judged_from_its_bytes_with_the_walks_answer() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.answer_shape import choice_fault
-from aigrid.json_depth import MAX_DEPTH
+from aigrid.json_depth import MAX_DEPTH, deeper_than
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
@@ -57,7 +57,7 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         raise NotAnAnswer(f"not JSON: {answer[:60]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
         raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
-    if _deeper_than(answer, doc, MAX_DEPTH):  # orjson reads 1,024 levels and writes 254: re-written (a redaction, a
+    if deeper_than(answer, doc):  # orjson reads 1,024 levels and writes 254: re-written (a redaction, a
         # usage taken out, a front door's translation, a batch's line) it raised, a 500 with the engine's slot never
         # released
         raise NotAnAnswer(f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)")
@@ -75,22 +75,3 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     del doc["usage"]
     return orjson.dumps(doc), None, why
 
-
-WRITTEN_LEVELS = 254
-"""The most levels of objects and arrays orjson writes."""
-
-
-def _deeper_than(raw: bytes, doc: Any, limit: int) -> bool:
-    """Does `doc` (`raw` parsed) nest more than `limit` levels (or hold what orjson cannot write)? Fewer brackets than
-    `limit` cannot; else `doc` is written inside WRITTEN_LEVELS - `limit` more levels, which orjson refuses exactly when
-    it is deeper: C speed (1.1 MB of log-probabilities: 5 ms, where json_depth's walk took 75 ms and its byte count 31)."""
-    if raw.count(b"{") + raw.count(b"[") <= limit:
-        return False
-    wrapped = doc
-    for _ in range(WRITTEN_LEVELS - limit):
-        wrapped = [wrapped]
-    try:
-        orjson.dumps(wrapped)
-    except orjson.JSONEncodeError:
-        return True
-    return False
