@@ -241,20 +241,23 @@ class Screen:
 
     def _swaps(self, current: Sizing, rho: float, pool: list[int], max_moves: int, size: Sizer) -> Sizing:
         for _ in range(max_moves):
-            improved = False
-            open_ = list(current.sites)
-            for s in open_:
-                near = sorted((x for x in pool if x not in open_), key=lambda x: _km(self.cands, s, x))
-                for x in near[:6]:
-                    trial = size([y for y in open_ if y != s] + [x], rho)
-                    if trial.score < current.score - 1e-9 and len(trial.sites) == len(open_):
-                        current, improved = trial, True
-                        break
-                if improved:
-                    break
-            if not improved:
+            better = self._swap(current, rho, pool, size, keep_count=True)
+            if better is None:
                 break
+            current = better
         return current
+
+    def _swap(self, current: Sizing, rho: float, pool: list[int], size: Sizer, keep_count: bool) -> Sizing | None:
+        """The first placement that swaps one open site for one of the 6 closed sites nearest it and scores better
+        (`keep_count`: one that keeps as many sites), or None: the swap move of `search` and `spread`."""
+        open_ = list(current.sites)
+        for s in open_:
+            near = sorted((x for x in pool if x not in open_), key=lambda x: _km(self.cands, s, x))
+            for x in near[:6]:
+                trial = size([y for y in open_ if y != s] + [x], rho)
+                if trial.score < current.score - 1e-9 and (not keep_count or len(trial.sites) == len(open_)):
+                    return trial
+        return None
 
     def search(self, rho: float, start: list[int] | None = None, max_moves: int = 60,
                size: Sizer | None = None) -> Sizing:
@@ -279,18 +282,10 @@ class Screen:
                     current, improved = trial, True
                     break
             if not improved:
-                for s in open_:
-                    near = [int(x) for x in pool if x not in open_]
-                    near.sort(key=lambda x: _km(self.cands, s, x))
-                    for x in near[:6]:
-                        trial = size([y for y in open_ if y != s] + [x], rho)
-                        if trial.score < current.score - 1e-9:
-                            current, improved = trial, True
-                            break
-                    if improved:
-                        break
-            if not improved:
-                break
+                better = self._swap(current, rho, pool, size, keep_count=False)
+                if better is None:
+                    break
+                current = better
         return current
 
 
