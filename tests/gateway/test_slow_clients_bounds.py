@@ -238,3 +238,15 @@ async def test_a_websocket_leaves_its_addresss_count_when_upgraded() -> None:
             writer.close()
             await writer.wait_closed()
         assert await served(await admitted(s.port, "127.0.0.2"))
+
+
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """A host or home is given a /64: counted by address, one client had a share per address it chose (2^64 of
+    them), the process's bound its only bound. IPv4 (mapped too) by address; loopback not counted."""
+    book = slow_clients.Connections(BOUND)
+    same = [f"2001:db8:1:2:{i:x}::1" for i in range(1, SHARE + 2)]
+    assert [book.take(h, 1)[0] for h in same] == [None] * SHARE + [BUSY_ADDRESS]
+    assert book.take("2001:db8:1:3::1", 1) == (None, "2001:db8:1:3::/64")  # the next /64: its own share
+    assert book.take("::ffff:10.0.0.1", 1) == (None, "::ffff:10.0.0.1") and book.take("::1", 1) == (None, None)
+    book.give_back("2001:db8:1:2::/64")
+    assert book.take(same[-1], 1)[0] is None  # room again once one of that /64 ended

@@ -52,6 +52,7 @@ with pongs the gateway would hold for it without bound.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import time
@@ -119,6 +120,17 @@ def max_connections() -> int:
     return 1 << 30 if soft == resource.RLIM_INFINITY else max(64, int(soft * CONNECTIONS_SHARE))
 
 
+def address_of(host: str) -> str:
+    """What one client's share is counted under: its IPv4 address, or its IPv6 address's /64 (the block one home or
+    host is given: counted by address, a client with a /64 had 2^64 shares)."""
+    if ":" not in host or host.startswith("::ffff:"):
+        return host
+    try:
+        return f"{ipaddress.IPv6Network((host.partition('%')[0], 64), strict=False).network_address}/64"
+    except ValueError:
+        return host
+
+
 def loopback(host: str) -> bool:
     """Whether a client's address (as uvicorn gives it) is this host's own."""
     return host.startswith(("127.", "::ffff:127.")) or host == "::1"
@@ -142,20 +154,23 @@ class Connections:
         self.refused = 0
         self.logged_at = -LOG_EVERY_S
 
-    def take(self, host: str | None, open_now: int) -> bytes | None:
-        """None: the connection (one of `open_now` the server holds, itself counted) is kept and counted under `host`
-        (`give_back` when it ends); else the answer it is refused with."""
+    def take(self, host: str | None, open_now: int) -> tuple[bytes | None, str | None]:
+        """A new connection from `host` (one of `open_now` the server holds, itself counted): the answer it is
+        refused with (else None), and what it is counted under (address_of: `give_back` it when the connection ends;
+        None: not counted)."""
         if open_now > self.cap:
-            return BUSY
+            return BUSY, None
         if host is None or self.per_address >= self.cap or self.exempt(host):
-            return None
-        held = self.held.get(host, 0)
+            return None, None
+        key = address_of(host)
+        held = self.held.get(key, 0)
         if held >= self.per_address:
-            return BUSY_ADDRESS
-        self.held[host] = held + 1
-        return None
+            return BUSY_ADDRESS, None
+        self.held[key] = held + 1
+        return None, key
 
     def give_back(self, host: str) -> None:
+        """One connection counted under `host` (take's) has ended."""
         held = self.held.get(host, 0) - 1
         if held > 0:
             self.held[host] = held
@@ -250,12 +265,10 @@ class HeadDeadline(HttpToolsProtocol):
             book = Connections(self.max_connections(), self.connection_share, self.exempt)
             setattr(self.server_state, _CONNECTIONS, book)
         host = self.client[0] if self.client else None
-        refused = book.take(host, len(self.connections))
+        refused, self._counted = book.take(host, len(self.connections))
         if refused is not None:
             self._refuse_connection(book, refused, host)
             return
-        if host is not None and host in book.held:
-            self._counted = host
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -380,7 +393,7 @@ class HeadDeadline(HttpToolsProtocol):
                         "holds %d, its bound %d, at most %d from one address (slow_clients.max_connections, "
                         "gateway.connection_share_per_address); the last from %s, which holds %d",
                         book.refused, LOG_EVERY_S, len(self.connections), book.cap, book.per_address, host,
-                        book.held.get(host or "", 0))
+                        book.held.get(address_of(host) if host else "", 0))
             book.logged_at, book.refused = now, 0
         self.transport.write(answer)
         self.transport.close()

@@ -718,7 +718,8 @@ class GatewaySpec(StrictModel):
         "the share of one gateway process's client connections (at most half its file-descriptor limit, "
         "docs/reliability.md 'The wire') that one client address may hold, so that one client cannot hold them all; "
         "one more from it is refused as it is accepted, 503 too_many_connections. Loopback addresses are exempt (a "
-        "proxy or sidecar on the same host brings every client from one). Behind a load balancer or proxy on "
+        "proxy or sidecar on the same host brings every client from one); an IPv6 client is counted by its /64. Behind "
+        "a load balancer or proxy on "
         "another host every client comes from its few addresses: set 1 there, which bounds nothing more"))
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
