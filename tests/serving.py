@@ -1,12 +1,16 @@
 """An ASGI app served by uvicorn in this event loop, on a 127.0.0.1 socket bound here (port 0, handed to uvicorn:
-no other process can take the port meanwhile). The one helper every test that needs a real socket uses."""
+no other process can take the port meanwhile). The one helper every test that needs a real socket uses:
+`serving` in a test's own event loop, `serving_in_thread` (the same, on an event loop of its own in a thread) for
+a test whose thread blocks while the server answers (a synchronous browser driver)."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,3 +91,45 @@ async def serving(app: Any, *, http: type[asyncio.Protocol] | str | None = None,
                 raise AssertionError(forced)
     finally:
         sock.close()
+
+
+@contextmanager
+def serving_in_thread(app: Any, **options: Any) -> Iterator[Served]:
+    """serving(app, **options) on an event loop of its own in a background thread, until the block ends: for a
+    test whose own thread blocks while the server answers (a synchronous browser driver or client). Start and stop
+    are serving()'s: a server that cannot start raises serve()'s error here; one that had to be forced (or whose
+    thread did not end) fails the test once the block ends, unless the block itself failed."""
+    start_s, stop_s = float(options.get("start_s", START_S)), float(options.get("stop_s", STOP_S))
+    started: queue.SimpleQueue[tuple[Served, asyncio.AbstractEventLoop, asyncio.Event] | BaseException] = \
+        queue.SimpleQueue()
+    failed: list[BaseException] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        async with serving(app, **options) as served:
+            started.put((served, asyncio.get_running_loop(), stop))
+            await stop.wait()
+
+    def main() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as e:  # noqa: BLE001 -- handed to the test's thread, raised there
+            failed.append(e)
+            started.put(e)
+
+    thread = threading.Thread(target=main, name="tests.serving", daemon=True)
+    thread.start()
+    first = started.get(timeout=start_s + stop_s + FORCE_S)
+    if isinstance(first, BaseException):
+        thread.join()
+        raise first
+    served, loop, stop = first
+    try:
+        yield served
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=stop_s + FORCE_S + 5)
+    if thread.is_alive():
+        raise AssertionError(f"the server's thread did not end within {stop_s + FORCE_S + 5:g} s of the block")
+    if failed:
+        raise failed[0]

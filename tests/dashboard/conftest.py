@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import random
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +15,9 @@ from starlette.applications import Starlette
 from aigrid.dashboard import dashboard_routes
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
+from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import serving_in_thread
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16,
@@ -52,43 +53,29 @@ class Served:
     gateway: Gateway
 
 
-class ServerThread:
-    """A real uvicorn socket in a background thread, so a real browser can open the page."""
+def dashboard_app(gw: Gateway, replay_dir: Path, **options: Any) -> tuple[Starlette, list[uvicorn.Server]]:
+    """The gateway's app with the dashboard mounted (0.3 s ticks, `replay_dir`'s runs), and a list for the server
+    that serves it: its feeds end once that server is stopping (a browser's open feed would hold its stop)."""
+    server: list[uvicorn.Server] = []
+    routes = dashboard_routes(gw, interval_s=0.3, replay_dir=replay_dir,
+                              stopping=lambda: bool(server) and server[0].should_exit, **options)
+    return build_app(gw, extra_routes=routes), server
 
-    def __init__(self, app: Starlette) -> None:
-        # bound here and handed to uvicorn: a port picked with free_port() and bound later could be taken meanwhile
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+@contextmanager
+def served_dashboard(app: Starlette, server: list[uvicorn.Server]) -> Iterator[str]:
+    """`app` on a real socket (tests/serving.py, in a thread of its own: the browser's driver blocks this one) for
+    a real browser to open: its base URL."""
+    with serving_in_thread(app, lifespan="on", timeout_graceful_shutdown=1) as srv:
+        server.append(srv.server)
+        yield srv.url
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """The demo spec behind a real socket, FAKE engines (instant answers), the dashboard mounted."""
-    spec = load_spec(DEMO)
+    spec = spec_in(tmp_path)  # its audit log under tmp_path: the demo's is .aigrid/audit.db, in the checkout
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7),
                        sleep=no_sleep)
-    holder: list[ServerThread] = []
-    routes = dashboard_routes(gw, interval_s=0.3, replay_dir=tmp_path / "run",
-                              stopping=lambda: bool(holder) and holder[0].server.should_exit)
-    with ServerThread(build_app(gw, extra_routes=routes)) as srv:
-        holder.append(srv)
-        yield Served(srv.base, gw)
+    with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base:
+        yield Served(base, gw)

@@ -51,14 +51,14 @@ def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served,
             assert cells[1] == city and cells[3] == CITIES[city], cells
             assert all(0 <= float(v) <= 1 for v in cells[5:10]), cells  # the five axis scores
             assert cells[12].endswith(" ms") and cells[13] == "ok", cells
-        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length >= 6", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length >= 6", timeout=30000)
         arc_sites = page.eval_on_selector_all("#map-arcs path.arc", "ps => ps.map(p => p.dataset.site)")
         assert set(arc_sites) == set(CITIES.values())
         cards = page.eval_on_selector_all("#site-cards .card", "cs => cs.map(c => c.dataset.site)")
         assert cards == ["fra", "gru", "iad", "nrt"]
         page.wait_for_function("() => [...document.querySelectorAll('#site-cards .card')].some("
                                "c => /tok\\/s/.test(c.textContent) && !/^n\\/a/.test(c.querySelectorAll('.chart')[2].textContent))",
-                               timeout=5000)
+                               timeout=30000)
         countries = int(page.get_attribute("#map-land path.land", "data-countries"))
         assert countries > 150
         page.screenshot(path=str(tmp_path / "dashboard-live.png"), full_page=True)
@@ -99,7 +99,7 @@ def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served:
         page.goto(served.base + "/dashboard")
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
         page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
-        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=5000)
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=30000)
         page.select_option("#replay-speed", "60")
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=15000)
         policies = page.eval_on_selector_all("#replay-policy option", "os => os.map(o => o.value)")
@@ -111,7 +111,7 @@ def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served:
 
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
-        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=30000)
         page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length > 0", timeout=15000)
         sites = page.eval_on_selector_all("#map-arcs path.arc", "ps => ps.map(p => p.dataset.site)")
         assert set(sites) <= {"fra", "nrt", "gru", "iad"}
@@ -133,7 +133,7 @@ def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tm
         page.goto(served.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
         page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
-        page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=5000)
+        page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=30000)
         assert page.text_content("#mode").startswith("replay: summary.json is not JSON")
     assert external == []
 
@@ -146,11 +146,10 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
     opened on ?replay=1 asks for the key too (it said "no simulator run at /dashboard/replay/")."""
     import random
 
-    from aigrid.dashboard import dashboard_routes
     from aigrid.errors import AuthenticationError
-    from aigrid.gateway.app import build_app, build_gateway
-    from aigrid.spec.load import load_spec
-    from tests.dashboard.conftest import DEMO, ServerThread, no_sleep
+    from aigrid.gateway.app import build_gateway
+    from tests.dashboard.conftest import dashboard_app, no_sleep, served_dashboard
+    from tests.gateway.conftest import spec_in
     from tests.gateway.fake_engine import FakeEngine
 
     key = "aig_operator_h138"
@@ -159,23 +158,20 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
         if authorization != "Bearer " + key:
             raise AuthenticationError("an operator key is needed")
 
-    spec = load_spec(DEMO)
+    spec = spec_in(tmp_path)  # its audit log under tmp_path, not the demo's in the checkout
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=no_sleep)
-    holder: list[ServerThread] = []
     write_run(tmp_path / "run")
-    routes = dashboard_routes(gw, authenticate=operator_only, interval_s=0.3, replay_dir=tmp_path / "run",
-                              stopping=lambda: bool(holder) and holder[0].server.should_exit)
     external: list[str] = []
-    with ServerThread(build_app(gw, extra_routes=routes)) as srv, chromium_page(srv.base, external) as page:
-        holder.append(srv)
+    with served_dashboard(*dashboard_app(gw, tmp_path / "run", authenticate=operator_only)) as base, \
+            chromium_page(base, external) as page:
         errors = errors_of(page)
         leaked: list[str] = []
         page.on("request", lambda r: leaked.append(r.url) if key in str(r.headers) and
-                not r.url.startswith(srv.base) else None)
+                not r.url.startswith(base) else None)
         for opened, mode in (("/dashboard?replay=1", "replay"), ("/dashboard", "live")):
-            if page.url.startswith(srv.base):
+            if page.url.startswith(base):
                 page.evaluate("() => sessionStorage.clear()")  # as a new tab: the page asks for the key
-            page.goto(srv.base + opened)
+            page.goto(base + opened)
             page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
             page.fill("#key-input", key)
             page.press("#key-input", "Enter")
@@ -183,7 +179,7 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
             assert "key" not in page.url  # the form never submitted itself (the key in the address bar, the logs)
         for link in ("/dashboard/static/index.html?replay=https://replay.example/run/",
                      "/dashboard?replay=/%5Creplay.example/run/"):
-            page.goto(srv.base + link)
+            page.goto(base + link)
             page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=15000)
             assert "only a folder on this gateway" in page.text_content("#mode"), link
     assert external == [] and leaked == [], (external, leaked)
@@ -202,5 +198,5 @@ def test_a_site_that_opened_the_dashboard_keeps_no_handle_on_its_tab(served: Ser
         with page.expect_popup() as popup:
             page.evaluate(f"() => {{ window.w = window.open('{served.base}/dashboard'); }}")
         popup.value.wait_for_load_state()
-        page.wait_for_function("() => window.w.closed === true", timeout=5000)
+        page.wait_for_function("() => window.w.closed === true", timeout=30000)
     assert external == [], external

@@ -115,7 +115,7 @@ def replaying(run: Path, served: Served, tmp_path: Path, external: list[str]) ->
     with chromium_page(served.base, external) as page:
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
-        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=30000)
         yield page, page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
 
 
@@ -128,7 +128,7 @@ def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -
             "balanced", "nearest", "least-loaded"]
         page.select_option("#replay-speed", "10")
         page.wait_for_function("() => Number(document.body.dataset.replayT) > 20", timeout=20000)
-        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length > 20", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length > 20", timeout=30000)
         assert page.text_content("#replay-note") == ""
         page.screenshot(path=str(tmp_path / "dashboard-replay.png"))
     assert external == []
