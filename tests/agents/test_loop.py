@@ -294,9 +294,13 @@ def test_tool_results_may_answer_consecutive_assistant_turns() -> None:
         return {"role": "assistant", "content": None,
                 "tool_calls": [{"id": cid, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
 
-    check_tool_results([{"role": "user", "content": "q"}, turn("t1"), turn("t2"),
-                        {"role": "tool", "tool_call_id": "t1", "content": "a"},
-                        {"role": "tool", "tool_call_id": "t2", "content": "b"}])
+    results = [{"role": "tool", "tool_call_id": "t1", "content": "a"},
+               {"role": "tool", "tool_call_id": "t2", "content": "b"}]
+    check_tool_results([{"role": "user", "content": "q"}, turn("t1"), turn("t2"), *results])  # not refused
+    # the control: a user turn between the two assistant turns ends the first, and its call is answered by nothing
+    with pytest.raises(InvalidRequest, match="no tool call 't1'"):
+        check_tool_results([{"role": "user", "content": "q"}, turn("t1"), {"role": "user", "content": "more"},
+                            turn("t2"), *results])
 
 
 async def test_a_tool_taken_back_while_the_loop_runs_is_an_error_result_not_a_crash() -> None:

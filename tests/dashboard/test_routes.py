@@ -64,11 +64,14 @@ async def test_the_page_sets_what_others_write_as_text_only() -> None:
 
 
 async def test_no_asset_reaches_for_a_cdn() -> None:
+    read = set()
     for path in STATIC.iterdir():
         if path.suffix in {".js", ".html", ".css"}:
             text = path.read_text()
             # the SVG namespace is a name, not a fetch; the browser test records every request the page makes
             assert not re.search(r"https?://(?!github\.com/topojson|www\.w3\.org/2000/svg)", text), path.name
+            read.add(path.name)
+    assert {"index.html", "app.js"} <= read, read  # the page and its script were read (not an empty folder)
 
 
 async def test_state_snapshot_and_a_bounded_event_stream(client: httpx.AsyncClient) -> None:

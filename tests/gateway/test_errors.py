@@ -237,8 +237,10 @@ def test_a_response_format_type_of_an_engines_own_passes() -> None:
     from aigrid.gateway.front_door import validate
     from aigrid.gateway.schemas import ChatRequest
 
-    validate(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                           "response_format": {"type": "structural_tag", "structures": [], "triggers": []}})
+    body = validate(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                  "response_format": {"type": "structural_tag", "structures": [], "triggers": []}})
+    assert body.model_dump(exclude_none=True)["response_format"] == {
+        "type": "structural_tag", "structures": [], "triggers": []}  # passed on whole, for the engine to read
 
 
 @pytest.mark.parametrize("route,body,param,code", [

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aigrid.security.firewall.pii import PiiMatch, find_pii, iban_ok, luhn_ok, redact
@@ -203,6 +203,8 @@ _cuts = st.sampled_from(["hello ", "42", " ", "jane", "@", "example", ".com", "4
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=1, max_size=6))
+# an item across a seam, always among the examples: the check below runs only for such items
+@example(["write to jane@", "example.com"])
 def test_every_item_a_model_reads_across_the_pieces_joined_is_redacted(pieces: list[str]) -> None:
     from aigrid.security.firewall.pii import read_together
 
@@ -230,6 +232,8 @@ def test_an_item_cut_at_a_seam_and_running_into_the_next_piece_is_redacted() -> 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=2, max_size=6))
+# an item across a seam, always among the examples: the check below runs only for such items
+@example(["write to jane@", "example.com"])
 def test_every_item_a_model_reads_across_two_neighbouring_pieces_is_redacted(pieces: list[str]) -> None:
     from aigrid.security.firewall.pii import read_together
 
@@ -264,6 +268,8 @@ def test_an_item_ending_one_separator_before_a_break_is_redacted() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=3, max_size=6))
+# an item across a seam, always among the examples: the check below runs only for such items
+@example(["x", "write to jane@", "example.com"])
 def test_every_item_a_model_reads_in_the_pieces_before_or_after_a_break_is_redacted(pieces: list[str]) -> None:
     """A break (a template's line, a role marker) at one seam: the pieces before it read joined, and those after."""
     from aigrid.security.firewall.pii import read_together
