@@ -173,8 +173,8 @@ def test_the_gateway_image_health_check_asks_only_whether_the_process_answers() 
 
 def test_the_pod_s_grace_outlasts_the_gateway_s_own_stop() -> None:
     """Kubernetes kills a pod terminationGracePeriodSeconds after its SIGTERM. The gateway's stop may take up to
-    workers.reap_wait_s (grace, drain, hub and MCP waits: 38 s for this grid since the twenty-sixth session); the
-    manifest's 30 s would have killed a stop still draining batch lines or writing its last records."""
+    workers.reap_wait_s (grace, cut requests, drain, hub and MCP waits: 40 s for this grid since the twenty-seventh
+    session); the manifest's 30 s would have killed a stop still draining batch lines or writing its last records."""
     from aigrid.gateway.workers import reap_wait_s
     spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
     grace = deployment("aigrid-gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

@@ -274,21 +274,23 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
 
 def test_the_parents_wait_for_its_workers_is_the_sum_of_a_workers_named_waits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """workers.reap_wait_s, with each constant patched to a distinct small value: the grace, two hub calls cut, the
-    drain, each MCP server's stop, the hub's two stop waits and the margin, nothing else; and MCP_STOP_S covers the
-    MCP SDK's own waits (an upgrade that lengthens them fails here). Before, a fixed 10 s past grace and drain."""
+    """workers.reap_wait_s, with the spec's grace and each constant patched to a distinct small value: the grace
+    (gateway.shutdown_grace_s), the wait for the requests it cut, two hub calls cut, the drain, each MCP server's
+    stop, the hub's two stop waits and the margin, nothing else; and MCP_STOP_S covers the MCP SDK's own waits (an
+    upgrade that lengthens them fails here). Before, a fixed 10 s past grace and drain."""
     import mcp.client.stdio as sdk
 
     from aigrid.gateway import workers
     from aigrid.spec.load import parse_spec
 
-    for name, value in (("GRACE_S", 1), ("CALL_TIMEOUT_S", 0.01), ("STOP_WAIT_S", 0.001), ("MCP_STOP_S", 0.1),
-                        ("REAP_MARGIN_S", 0.0001)):
+    for name, value in (("CUT_WAIT_S", 0.00001), ("CALL_TIMEOUT_S", 0.01), ("STOP_WAIT_S", 0.001),
+                        ("MCP_STOP_S", 0.1), ("REAP_MARGIN_S", 0.0001)):
         monkeypatch.setattr(workers, name, value)
     grid = _grid(tmp_path, 1)
+    grid["gateway"]["shutdown_grace_s"] = 1  # the spec's grace (a constant, stopping.GRACE_S, until 2026-12-06)
     grid["gateway"]["batch"]["drain_s"] = 100
     grid["agents"]["mcp_servers"]["n"] = grid["agents"]["mcp_servers"]["m"]  # two servers
-    assert workers.reap_wait_s(parse_spec(grid, "spec")) == pytest.approx(101.2221)
+    assert workers.reap_wait_s(parse_spec(grid, "spec")) == pytest.approx(101.22211)
     monkeypatch.undo()
     sdk_waits = sum(getattr(sdk, n, 0.0) for n in ("_WRITER_FLUSH_TIMEOUT", "PROCESS_TERMINATION_TIMEOUT",
                                                     "FORCE_KILL_TIMEOUT", "_KILL_REAP_TIMEOUT"))

@@ -6,6 +6,7 @@ a later cancel, a later signal cancels no request twice (GatewayServer.hurry).""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -281,3 +282,186 @@ async def test_a_sockets_close_is_the_servers_only_when_the_stop_closed_it(
     conn = _Connection(Ws(), None, {}, 1000, _Waiting(10_000), lambda: stopping)  # type: ignore[arg-type]
     await conn.run()
     assert conn.closed_by == closed_by
+
+
+class _Gated(FakeEngine):
+    """An engine whose streamed answer stops after its first word until `gate` is set."""
+
+    def __init__(self, name: str, gate: asyncio.Event) -> None:
+        super().__init__(name, ("Hello", " from", " the", " grid"))
+        self.gate = gate
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:  # type: ignore[type-arg]
+        chunks = 0
+        async for chunk in super()._sse(req):
+            yield chunk
+            chunks += 1
+            if chunks == 2:  # the role's chunk and the first word sent
+                await self.gate.wait()
+
+
+@asynccontextmanager
+async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float, held: bool = False
+                            ) -> AsyncIterator[tuple[GatewayServer, int, asyncio.Task[None]]]:
+    """The gateway as `aigrid gateway` serves it (stopping.gateway_server: its grace from the spec, its WebSocket
+    protocol, its signal handling: `signalled()` is what SIGTERM calls) on 127.0.0.1, every engine `_Gated` (`held`:
+    `_Held`, which sets `gate` once it has the request)."""
+    import random
+    import socket
+
+    from aigrid.gateway.app import build_gateway
+    from aigrid.gateway.responses_socket import server_options
+    from aigrid.gateway.stopping import gateway_server
+    from tests.gateway.conftest import _no_sleep
+
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"shutdown_grace_s": grace_s})})
+    engines = {e.id: _Held(e.id, gate) if held else _Gated(e.id, gate) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    loop = asyncio.get_running_loop()
+    server = gateway_server(build_app(gw), gw, **server_options(spec))
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 0))
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                assert not task.done(), "the gateway did not start"
+                await asyncio.sleep(0.01)
+            yield server, sock.getsockname()[1], task
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            gate.set()
+            if not task.done():
+                server.signalled()
+                server.signalled()
+            await asyncio.wait_for(task, 60)
+
+
+def _records(tmp_path: Path, route: str) -> list[dict[str, Any]]:
+    """The route's audit records, read from the log's file once the gateway stopped (its final checkpoint)."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "audit.db")
+    try:
+        rows = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()
+    return [r for r in rows if r["extra"]["route"] == route]
+
+
+async def _until(ws: Any, kind: str) -> list[dict[str, Any]]:
+    """The socket's messages up to the first of type `kind`, included."""
+    got = []
+    while not got or got[-1]["type"] != kind:
+        got.append(orjson.loads(await asyncio.wait_for(ws.recv(), 30)))
+    return got
+
+
+CREATE = {"type": "response.create", "model": "smollm2-135m", "input": "hi", "max_output_tokens": 16}
+
+
+async def test_a_sockets_response_under_way_gets_the_grace_then_the_socket_is_closed_1012(tmp_path: Path) -> None:
+    """The first signal: a Responses WebSocket's response under way runs to its end (the grace, as an HTTP request's),
+    a response.create sent meanwhile is refused (`error` event, 503 `shutting_down`), then the gateway closes the
+    socket 1012, recorded closed by the server. Before, uvicorn closed it 1012 at once: the response was cut
+    (`cancelled`) with no grace, the refusal never came."""
+    import websockets
+
+    gate = asyncio.Event()
+    async with _stopping_gateway(tmp_path, gate, grace_s=60) as (server, port, task):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/responses",
+                                      additional_headers={"x-aigrid-client-location": "Tokyo"}) as ws:
+            await ws.send(orjson.dumps(CREATE).decode())
+            begun = await _until(ws, "response.output_text.delta")  # the response under way, held at its engine
+            server.signalled()  # SIGTERM
+            await ws.send(orjson.dumps({**CREATE, "stream_id": "late"}).decode())
+            refused = (await _until(ws, "error"))[-1]
+            assert refused["status"] == 503 and refused["error"]["code"] == "shutting_down", refused
+            assert refused["error"]["headers"]["retry-after"] == "1"
+            gate.set()  # the engine answers on, within the grace
+            done = begun + await _until(ws, "response.completed")
+            assert done[-1]["response"]["status"] == "completed"
+            assert "".join(e["delta"] for e in done if e["type"] == "response.output_text.delta") == "Hello from the grid"
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == 1012
+        await asyncio.wait_for(task, 60)  # the gateway stopped (well within its 60 s of grace)
+    assert [r["outcome"] for r in _records(tmp_path, "/v1/responses")] == ["ok"]
+    [sock] = _records(tmp_path, "WS /v1/responses")
+    assert (sock["extra"]["closed"], sock["extra"]["responses"], sock["extra"]["refused_events"]) == ("server", 1, 1)
+
+
+async def test_a_sockets_response_still_running_at_the_graces_end_is_cut_then_closed_1012(tmp_path: Path) -> None:
+    """The grace (gateway.shutdown_grace_s, here 0.2 s) ends with the response still running: it is cancelled
+    (`cancelled`, its quota settled), its client told (`error` event `shutting_down`, as a stream cut over HTTP ends
+    with one), and the socket closed 1012 by the server; uvicorn's own log has no traceback of it."""
+    import websockets
+
+    gate = asyncio.Event()  # never set while the gateway stops: the engine never ends its answer
+    async with _stopping_gateway(tmp_path, gate, grace_s=0.2) as (server, port, task):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/responses",
+                                      additional_headers={"x-aigrid-client-location": "Tokyo"}) as ws:
+            await ws.send(orjson.dumps({**CREATE, "stream_id": "s1"}).decode())
+            await _until(ws, "response.output_text.delta")
+            server.signalled()
+            cut = (await _until(ws, "error"))[-1]
+            assert cut["error"]["code"] == "shutting_down" and cut["stream_id"] == "s1", cut
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == 1012
+        await asyncio.wait_for(task, 60)
+    assert [r["outcome"] for r in _records(tmp_path, "/v1/responses")] == ["cancelled"]
+    assert [r["extra"]["closed"] for r in _records(tmp_path, "WS /v1/responses")] == ["server"]
+
+
+async def test_the_grace_is_the_specs(tmp_path: Path) -> None:
+    """gateway.shutdown_grace_s is the server's grace (uvicorn's timeout_graceful_shutdown), 5 s by default, and a
+    grace that is not a number of seconds is refused naming the field. Before, a constant (stopping.GRACE_S)."""
+    from aigrid.gateway.app import build_gateway
+    from aigrid.gateway.stopping import gateway_server
+    from aigrid.spec.load import parse_spec
+    from aigrid.spec.models import GatewaySpec
+
+    assert GatewaySpec().shutdown_grace_s == 5
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"shutdown_grace_s": 12.5})})
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints})
+    try:
+        assert gateway_server(build_app(gw), gw).config.timeout_graceful_shutdown == 12.5
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+    grid = {"name": "g", "gateway": {"shutdown_grace_s": -1}, "models": {}, "sites": {}, "endpoints": []}
+    with pytest.raises(Exception, match="shutdown_grace_s"):
+        parse_spec(grid, "spec.yaml")
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+async def test_a_request_the_stop_cuts_while_its_engine_holds_it_is_charged_its_prompt(
+        tmp_path: Path, signals: int) -> None:
+    """A whole answer on its engine, no byte of it yet, when the stop cuts it (the grace's end; or a second signal):
+    the engine read its prompt, so its prompt (the gateway's estimate) is charged, as for a client that hangs up then
+    (docs/reliability.md, 'A client that hangs up before its answer starts'), at that endpoint's prices. Before, the
+    stop's cut was charged nothing, its record without charged_tokens or cost."""
+    import httpx
+
+    reached = asyncio.Event()
+    async with _stopping_gateway(tmp_path, reached, grace_s=0.2 if signals == 1 else 60, held=True) as (
+            server, port, task):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            asked = asyncio.create_task(c.post("/v1/chat/completions", headers={"x-aigrid-client-location": "Tokyo"},
+                                               json={"model": "smollm2-135m", "messages": [
+                                                   {"role": "user", "content": "Name three rivers in Japan."}]}))
+            await asyncio.wait_for(reached.wait(), 30)  # on its engine
+            for _ in range(signals):
+                server.signalled()
+            answer = await asyncio.wait_for(asked, 60)
+        await asyncio.wait_for(task, 60)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "shutting_down"
+    [record] = _records(tmp_path, "/v1/chat/completions")
+    assert record["outcome"] == "cancelled"
+    # the prompt's estimate (a few dozen tokens), not the reservation (its output allowance too: thousands)
+    assert 0 < record["extra"].get("charged_tokens", 0) < 100, record["extra"]
+    assert record["extra"]["cost_usd"] > 0

@@ -62,6 +62,7 @@ from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
+from aigrid.gateway.stopping import STOP_CUTS
 from aigrid.gateway.usage import NotAnAnswer, whole_answer, whole_max_bytes
 from aigrid.logs import fields
 from aigrid.spec.models import GatewaySpec
@@ -623,8 +624,10 @@ class Proxy:
                 entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
-                    if sent and record.left_at is None:
-                        record.left_at = cand.endpoint_id
+                # its client gone, or the gateway's stop, while its engine held it: the engine read the prompt,
+                # charged (Exchange.used_tokens); a stop's cut was charged nothing until 2026-12-06
+                if sent and (why == CLIENT_GONE or why in STOP_CUTS) and record.left_at is None:
+                    record.left_at = cand.endpoint_id
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
                 entry.update(error=attempt_error(f"refused: {e}"), ms=round(elapsed * 1000, 1))
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback

@@ -41,6 +41,12 @@ response's own. A message larger than
 itself stops reading at SLACK_BYTES past it (uvicorn's `ws_max_size`, `server_options`: close 1009); a message
 that is not a JSON object, is nested too deep, or names an unknown `type` is an `error` event naming it, the
 socket kept open; a socket silent for IDLE_S with nothing running is closed (1000, "idle").
+
+When the gateway stops (stopping.Lingering tells the socket, `_Connection._halt`), the response under way gets the
+stop's grace (gateway.shutdown_grace_s) as an HTTP request does; creates waiting or sent meanwhile are refused (an
+`error` event, 503 `shutting_down`), then the socket is closed 1012 (`closed: server`). One still running at the
+grace's end is cancelled (`cancelled`), told so (an `error` event), and closed 1012. Before 2026-12-06 uvicorn closed
+every socket 1012 at once, its response cut with no grace.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aigrid.engines.sse import Event, SseDecoder
-from aigrid.errors import ApiError, InvalidRequest, Overloaded
+from aigrid.errors import ApiError, InvalidRequest, Overloaded, ShuttingDown
 from aigrid.gateway.browsers import check_origin
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
@@ -79,7 +85,7 @@ from aigrid.gateway.responses_steer import (
     unsupported,
 )
 from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
-from aigrid.gateway.slow_clients import PongsWhileRead
+from aigrid.gateway.stopping import SEND_BOUND_S, STOP_NOTICE, Lingering, StopNotice
 from aigrid.spec.models import GridSpec
 
 if TYPE_CHECKING:
@@ -118,8 +124,9 @@ log = logging.getLogger("aigrid.gateway")
 def server_options(spec: GridSpec) -> dict[str, Any]:
     """uvicorn's WebSocket settings for this grid: a message is read no further than the HTTP body limit plus
     SLACK_BYTES (uvicorn's default, 16 MiB, whatever the limit), compressed or not; pongs are not piled up for a
-    client that reads nothing (slow_clients.PongsWhileRead)."""
-    return {"ws_max_size": spec.gateway.max_body_bytes + SLACK_BYTES, "ws": PongsWhileRead}
+    client that reads nothing (slow_clients.PongsWhileRead); at the stop the socket is the app's to close
+    (stopping.Lingering: its response under way gets the grace)."""
+    return {"ws_max_size": spec.gateway.max_body_bytes + SLACK_BYTES, "ws": Lingering}
 
 
 class ResponsesSocket:
@@ -164,7 +171,8 @@ class ResponsesSocket:
             self.gw.metrics.responses_sockets.inc()
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
-                               self.gw.spec.gateway.max_body_bytes, self.pool, lambda: self.gw.stopping)
+                               self.gw.spec.gateway.max_body_bytes, self.pool, lambda: self.gw.stopping,
+                               scope.get("extensions", {}).get(STOP_NOTICE))
             try:
                 await conn.run()
             finally:
@@ -284,10 +292,18 @@ class _Connection:
     """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
 
     def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int,
-                 pool: _Waiting, stopping: Callable[[], bool] = lambda: False) -> None:
+                 pool: _Waiting, stopping: Callable[[], bool] = lambda: False, notice: StopNotice | None = None) -> None:
         self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
         self.stopping = stopping
         """Whether the gateway is stopping (Gateway.stopping): a close then with uvicorn's 1012 is the server's."""
+        self.notice = notice
+        """The server's word that the stop began (stopping.Lingering); None under a server that closes at once."""
+        if notice is not None:
+            notice.heeded = True
+        self.halting = False
+        """The stop began: the response under way may end within the grace, nothing new is served (`_halt`)."""
+        self.current: _Run | None = None
+        """The response running now or last."""
         self.queue: asyncio.Queue[_Run | None] = asyncio.Queue()
         self.queued_bytes = 0
         self.gone = asyncio.Event()
@@ -312,9 +328,23 @@ class _Connection:
 
     async def run(self) -> None:
         runner = asyncio.create_task(self._serve())
+        halter = None if self.notice is None else asyncio.create_task(self._halt(self.notice, runner))
+        cut, cut_run = False, None
         try:
             await self._read()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (self.halting or self.stopping()) or task is None or not task.cancelling():
+                raise
+            # the stop's cut (the grace's end, a second signal) of a socket whose response still runs: taken, as an
+            # HTTP request's is (stopping.CutAnswers): its response cancelled, then the socket closed 1012 below
+            task.uncancel()
+            self.closed_by, cut = "server", True
+            cut_run = self.current if self.running else None
         finally:
+            if halter is not None:
+                halter.cancel()
+                await asyncio.wait([halter])
             for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
                 run.cut.wanted = False
             if self.closed_by == "server":  # the stop closed it (1012): the running response is cancelled, as the
@@ -339,6 +369,42 @@ class _Connection:
             if counts["dropped"]:
                 log.info("%s: the client left with %d accepted steers not yet committed: dropped", ROUTE,
                          counts["dropped"])
+        if cut:  # its response cut: it ends with an `error` event (as a stream cut over HTTP), then the close
+            try:  # bounded as an HTTP request's last words are: a client that reads nothing holds up no stop
+                async with asyncio.timeout(SEND_BOUND_S):
+                    if cut_run is not None:
+                        await self.ws.send_text(_tagged(cut_run.stream_id, _stopping_event(
+                            "this response was cut at the end of the stop's grace (gateway.shutdown_grace_s)")).decode())
+                    await self._close_for_stop()
+            except (TimeoutError, *_GONE) as e:
+                log.info("%s: a cut socket's last words were not sent: %r", ROUTE, e)
+
+    async def _halt(self, notice: StopNotice, runner: asyncio.Task[None]) -> None:
+        """The stop began (stopping.Lingering): the creates waiting are refused (an `error` event, 503
+        `shutting_down`, as a POST refused by the stop), and so is every later one; the response under way runs to
+        its end (the grace: gateway.shutdown_grace_s; at its end the stop cancels it, `run`), and no successor of
+        it is started; then the socket is closed 1012 as uvicorn closed it at once before (closed_by `server`)."""
+        await notice.begun.wait()
+        self.halting = True
+        while not self.queue.empty():
+            waiting = self.queue.get_nowait()
+            if waiting is None:
+                continue
+            self.queued_bytes -= waiting.size
+            self.pool.held -= waiting.size
+            self.refused += 1
+            await self._send(_tagged(waiting.stream_id, _stopping_event()))
+        self.queue.put_nowait(None)  # the runner ends after the response it runs
+        await asyncio.wait([runner])
+        await self._close_for_stop()
+
+    async def _close_for_stop(self) -> None:
+        try:
+            await self.ws.close(CLOSE_RESTART, "the gateway is stopping")
+        except _GONE as e:  # the client closed it at the same moment: its close stands
+            log.debug("%s: the stop's close of a socket already closed: %r", ROUTE, e)
+            return
+        self.closed_by = "server"
 
     # --- the client's messages ------------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -383,6 +449,8 @@ class _Connection:
             if kind != "response.create":
                 raise InvalidRequest(f"type: unknown client event {kind!r}; this socket takes 'response.create' and "
                                      "'response.steer'", param="type", code="unknown_event_type")
+            if self.halting:
+                raise _shutting_down()
             stream_id = event.pop("stream_id", None)
             event.pop("type")
             if stream_id is not None and not isinstance(stream_id, str):
@@ -419,6 +487,9 @@ class _Connection:
             items = steer_items(event)
         except InvalidRequest as e:
             await self._steer_refused(event, "invalid_input", e.message)
+            return
+        if self.halting:  # its successor would not run
+            await self._steer_refused(event, "shutting_down", _shutting_down().message)
             return
         rid = event["previous_response_id"]
         run = self.active.get(rid)
@@ -504,6 +575,9 @@ class _Connection:
         steers, run.steers = run.steers, []
         if not steers or self.gone.is_set():
             return None
+        if self.halting:
+            await self._lose(steers, "shutting_down", _shutting_down().message)
+            return None
         status = None if run.final is None else run.final.get("status")
         if run.rid is None or status not in _CHAINED:
             await self._lose(steers, "response_not_active", f"the response {run.rid!r} ended "
@@ -541,7 +615,7 @@ class _Connection:
                 next_run = await self._after(next_run)
 
     async def _serve_one(self, run: _Run) -> None:
-        self.running = True
+        self.running, self.current = True, run
         try:
             await self._respond(run)
         except Exception:  # the endpoint answers its own errors; anything else is ours: logged, said, go on
@@ -641,6 +715,20 @@ class _Answer:
                      "message": self.pending.decode("utf-8", "replace")[:500]}
         message = _error_event(self.status, error, self.headers)
         await self.conn._send(self.tag + message[1:] if self.tag else message)
+
+
+def _shutting_down(what: str = "this socket serves no new response (the one under way may end)") -> ShuttingDown:
+    return ShuttingDown(f"the gateway is stopping: {what}; send it again on a new socket", headers={"retry-after": "1"})
+
+
+def _stopping_event(what: str | None = None) -> bytes:
+    e = _shutting_down() if what is None else _shutting_down(what)
+    return _error_event(e.status, cast(Mapping[str, Any], e.envelope()["error"]), e.response_headers())
+
+
+def _tagged(stream_id: str | None, message: bytes) -> bytes:
+    """A message of the lane `stream_id` (the create's own, given back)."""
+    return message if stream_id is None else b'{"stream_id":' + orjson.dumps(stream_id) + b"," + message[1:]
 
 
 def _error_event(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> bytes:

@@ -1,9 +1,12 @@
 """How a gateway process stops (server.py's one process, and each of workers.py's workers): its signals, its grace,
 and what a request the stop cuts answers.
 
-The first SIGINT or SIGTERM: uvicorn's graceful stop. No new connection is taken; a WebSocket is closed at once
-(1012, its running response cancelled: outcome `cancelled`, responses_socket.py); every HTTP request gets
-GRACE_S to end, and one still running then is cancelled (its quota settled, its record `cancelled`). Then the
+The first SIGINT or SIGTERM: uvicorn's graceful stop. No new connection is taken; every HTTP request gets the grace
+(`gateway.shutdown_grace_s`, 5 s by default) to end, and one still running then is cancelled (its quota settled,
+its record `cancelled`); a Responses WebSocket gets the same grace for the response it is running, new
+`response.create` events refused meanwhile (`error` event, 503 `shutting_down`), and is then closed 1012 by the
+gateway (`Lingering`, responses_socket.py); a response still running at the grace's end is cancelled (`cancelled`)
+and its socket closed 1012. Before, a socket was closed 1012 at once, its response cut with no grace. Then the
 lifespan's shutdown (app.py): background runs cancelled, running batch lines given `gateway.batch.drain_s`, the
 MCP servers stopped, the audit log's final checkpoint. A second signal cuts the grace short: every request still
 running is cancelled now and the batches' drain is skipped; the lifespan's shutdown still runs. uvicorn's own
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import weakref
 from collections.abc import Coroutine, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -37,18 +41,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.errors import ShuttingDown
 from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_error_handler
-from aigrid.gateway.slow_clients import HeadDeadline, bound_connections
+from aigrid.gateway.slow_clients import HeadDeadline, PongsWhileRead, bound_connections
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
     from aigrid.gateway.exchange import Exchange
 
 log = logging.getLogger("aigrid.gateway")
-GRACE_S = 5
-"""How long the HTTP requests running at the first signal may take to end (uvicorn's timeout_graceful_shutdown)."""
 CUT = "the gateway is stopping"
+GRACE_END = "Task cancelled, timeout graceful shutdown exceeded"
+"""uvicorn's cancel of the requests still running at the grace's end (uvicorn.Server.shutdown)."""
+STOP_CUTS = frozenset({CUT, GRACE_END})
+"""The stop's cancels of a request (a second signal's, the grace's end): one whose engine held it is charged its prompt
+(proxy.py, Exchange.used_tokens), as for a client that hangs up then (docs/reliability.md)."""
 SEND_BOUND_S = 1.0
 """The most a cut request's last words wait for a client that reads nothing."""
+CUT_WAIT_S = 2 * SEND_BOUND_S
+"""At the grace's end, how long the requests uvicorn then cancels may take to end (their last words, SEND_BOUND_S at
+most, and their records) before the lifespan's shutdown stops the audit log (`GatewayServer.shutdown`)."""
 EXCHANGE = "aigrid.exchange"
 """The ASGI scope's key under which routes.Audited leaves its request's Exchange when it opens it: the request id a
 cut request's 503 names (x-request-id, request-id), the one its audit record keeps. A key of the request's own scope,
@@ -71,6 +81,22 @@ class GatewayServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's, whose lifespan's shutdown waits for the requests it cancelled at the grace's end (CUT_WAIT_S at
+        most). uvicorn cancels them and runs the lifespan's shutdown at once, which stopped the audit log while they
+        were still writing their records: a WebSocket's response cut so, and its socket's, were lost (`audit record
+        lost ... the audit log is not running`; a request's record wins that race only by having fewer steps)."""
+        lifespan = self.lifespan
+        closing = lifespan.shutdown
+
+        async def after_the_cut() -> None:
+            if cut := [task for task in self.server_state.tasks if not task.done()]:
+                await asyncio.wait(cut, timeout=CUT_WAIT_S)
+            await closing()
+
+        lifespan.shutdown = after_the_cut
+        await super().shutdown(sockets)
 
     def signalled(self) -> None:
         """One SIGINT or SIGTERM: the first stops gracefully, the next ones cut the grace short."""
@@ -104,15 +130,59 @@ def stop_on_signals(server: GatewayServer) -> None:
 
 def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewayServer:
     """uvicorn as `aigrid up` (server.py) and each worker (workers.py) run the app: a cut request's last words
-    (CutAnswers), the head deadline and its bounds (slow_clients.HeadDeadline), GRACE_S, the signals handled here
-    (stop_on_signals); `options` the rest of uvicorn.Config's (where it listens, responses_socket.server_options).
-    log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)."""
+    (CutAnswers), the head deadline and its bounds (slow_clients.HeadDeadline), the grace (the spec's
+    gateway.shutdown_grace_s: uvicorn's timeout_graceful_shutdown), the signals handled here (stop_on_signals);
+    `options` the rest of uvicorn.Config's (where it listens, responses_socket.server_options: its WebSocket protocol
+    is a Lingering one). log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them
+    off uvicorn.error). The benchmarks' gateway (bench/gateway_launch.py) is built here too."""
     config = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
-                            timeout_graceful_shutdown=GRACE_S, **options)
+                            # uvicorn types it int; its wait (asyncio.timeout) takes the spec's float
+                            timeout_graceful_shutdown=gateway.spec.gateway.shutdown_grace_s,  # type: ignore[arg-type]
+                            **options)
     server = GatewayServer(config, gateway)
     bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address)
     stop_on_signals(server)
     return server
+
+
+STOP_NOTICE = "aigrid.stop_notice"
+"""The WebSocket scope's extension under which a Lingering connection hands its app its StopNotice."""
+
+
+class StopNotice:
+    """What a WebSocket's app is told when the stop begins (`begun`), if it said it ends its socket itself then
+    (`heeded`: responses_socket._Connection, which lets its response under way end within the grace, refuses new
+    ones, then closes 1012)."""
+
+    def __init__(self) -> None:
+        self.begun = asyncio.Event()
+        self.heeded = False
+
+
+class Lingering(PongsWhileRead):
+    """uvicorn's WebSocket protocol (slow_clients.PongsWhileRead) whose socket is not closed at once when the stop
+    begins: uvicorn's shutdown closed every WebSocket there and then (1012), its response under way cut, while an
+    HTTP request got the grace. Here, when the app heeds the StopNotice (the scope's extensions[STOP_NOTICE]), the
+    stop only tells it (`begun`); the app closes 1012 once its response ends, or when uvicorn cancels it at the
+    grace's end (or a second signal: GatewayServer.hurry). An app that does not heed it is closed at once, as before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notice = StopNotice()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # made for a handshake it takes (101) only; its app runs after this
+        if scope is not None:
+            scope["extensions"][STOP_NOTICE] = self.notice
+
+    def shutdown(self) -> None:
+        if (self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
+                and not self.disconnected):
+            self.notice.begun.set()
+            return
+        super().shutdown()
 
 
 class CutAnswers:

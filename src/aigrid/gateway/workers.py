@@ -58,7 +58,7 @@ from aigrid.gateway.hub_client import (
 )
 from aigrid.gateway.metrics import retire_worker
 from aigrid.gateway.responses_socket import server_options
-from aigrid.gateway.stopping import GRACE_S, gateway_server
+from aigrid.gateway.stopping import CUT_WAIT_S, gateway_server
 from aigrid.gateway.wiring import Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
@@ -78,14 +78,15 @@ exit), on a loaded machine."""
 def reap_wait_s(spec: GridSpec) -> float:
     """How long the parent waits for its workers after passing a stop on, before it kills what is left: a worker's
     stop at its longest, each wait by the constant that bounds it, one after another (a sum: a bound, not how long a
-    stop takes): the HTTP requests' grace (GRACE_S); the background runs cut, one of them waiting out a charge under
-    way on the hub (guard._uncut, hub_client.CALL_TIMEOUT_S); the batch lines' drain (gateway.batch.drain_s), then
-    those cut the same way (CALL_TIMEOUT_S again); each MCP server's stop (MCP_STOP_S); the hub's acknowledgement of
-    the last audit records (HubAuditLog.stop, hub_client.STOP_WAIT_S) and the hub connection's close
-    (HubClient.aclose, STOP_WAIT_S again); REAP_MARGIN_S. Before, 10 s past the grace and drain, a guess, below what
+    stop takes): the requests' grace (gateway.shutdown_grace_s; before, stopping.GRACE_S, a constant) and the wait for
+    those it cut (stopping.CUT_WAIT_S); the background runs cut, one of them waiting out a charge under way on the
+    hub (guard._uncut, hub_client.CALL_TIMEOUT_S); the batch lines' drain (gateway.batch.drain_s), then those cut the
+    same way (CALL_TIMEOUT_S again); each MCP server's stop (MCP_STOP_S); the hub's acknowledgement of the last audit
+    records (HubAuditLog.stop, hub_client.STOP_WAIT_S) and the hub connection's close (HubClient.aclose, STOP_WAIT_S
+    again); REAP_MARGIN_S. Before, 10 s past the grace and drain, a guess, below what
     the hub client alone may take after the drain."""
-    return (GRACE_S + 2 * CALL_TIMEOUT_S + spec.gateway.batch.drain_s + MCP_STOP_S * len(spec.agents.mcp_servers)
-            + 2 * STOP_WAIT_S + REAP_MARGIN_S)
+    return (spec.gateway.shutdown_grace_s + CUT_WAIT_S + 2 * CALL_TIMEOUT_S + spec.gateway.batch.drain_s
+            + MCP_STOP_S * len(spec.agents.mcp_servers) + 2 * STOP_WAIT_S + REAP_MARGIN_S)
 STARTUP_FAILED = 3
 """A worker's exit code when it could not start (uvicorn's own for a failed lifespan start); why is in the file
 `worker-INDEX.failed` beside its configuration, one line."""

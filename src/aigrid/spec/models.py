@@ -721,6 +721,11 @@ class GatewaySpec(StrictModel):
         "proxy or sidecar on the same host brings every client from one); an IPv6 client is counted by its /64. Behind "
         "a load balancer or proxy on "
         "another host every client comes from its few addresses: set 1 there, which bounds nothing more"))
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False, description=(
+        "on the first SIGINT/SIGTERM, how long the requests running (HTTP, and a WebSocket's response under way) "
+        "may take to end before they are cut (503 shutting_down, an error event; docs/reliability.md, 'Stopping "
+        "cleanly'); a second signal cuts it short. It counts in how long the --workers parent waits for its "
+        "workers (workers.reap_wait_s), which a Kubernetes pod's terminationGracePeriodSeconds must outlast"))
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     stream_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False, description=(
