@@ -29,6 +29,20 @@ def test_spec_check_ok_and_bad(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "sites.fra.lat" in r.output and "Traceback" not in r.output
 
 
+def test_spec_check_says_the_path_as_given_on_one_line(tmp_path: Path) -> None:
+    """`aigrid spec check` printed the path through rich markup unescaped (`[x].yaml` came out as `.yaml`, the
+    file another one) and wrapped its line at 80 columns when piped, the command it names cut in two."""
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 3)
+    folder.mkdir()
+    for example, end in (("demo.yaml", "4 sites, 4 endpoints, 1 model, 2 tenants"),
+                         ("sim/small.yaml", "`aigrid sim {path}`")):
+        path = folder / f"[x]{Path(example).name}"
+        path.write_text((ROOT / "examples" / example).read_text())
+        r = runner.invoke(app, ["spec", "check", str(path)])
+        line = r.output.splitlines()[0]  # (a stale compiled build's note may follow, on stderr)
+        assert r.exit_code == 0 and line.startswith(f"ok {path}: ") and line.endswith(end.format(path=path)), r.output
+
+
 def test_gateway_refuses_embedded_endpoints() -> None:
     """Said before the port is checked: beside a running `make run` (the demo's port taken) it said only that the
     port was in use, and the spec was named "(spec)"."""

@@ -318,7 +318,8 @@ def spec_check(spec: SpecArg) -> None:
         return
     counts = ", ".join(_count(n, what) for n, what in (
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
-    console.print(f"[green]ok[/] {spec}: {counts}")
+    # the path escaped (a `[x]` in it was read as markup) and the line unwrapped (piped, it was cut at 80 columns)
+    console.print(f"[green]ok[/] {escape(str(spec))}: {counts}", soft_wrap=True)
 
 
 def _count(n: int, what: str) -> str:
@@ -346,7 +347,7 @@ def _other_input(path: Path, raw: object) -> bool:
         raise _fail(e) from None
     counts = ", ".join(_count(len(getattr(loaded, p)), p[:-3] + "y" if p.endswith("ies") else p[:-1]) for p in parts)
     console.print(f"[green]ok[/] {escape(str(path))}: {what}, not a grid spec ({counts}): "
-                  f"`aigrid {command} {escape(str(path))}`")
+                  f"`aigrid {command} {escape(str(path))}`", soft_wrap=True)
     return True
 
 
