@@ -3,8 +3,11 @@
 transport, event loop and ASGI server (granian: `pip install granian`, measurement only, not a dependency).
 
 The side-by-side benchmark uses it to measure each hot-path change on its own (docs/benchmarks.md). It
-builds the gateway exactly as `aigrid up` does (build_gateway + build_engines + uvicorn/httptools); only the
-upstream client's transport and the event loop differ.
+builds the gateway exactly as `aigrid up` does (build_gateway + build_engines, served by stopping.gateway_server:
+the head deadline and connection bounds, the cut requests' last words, the WebSocket settings, the signals and the
+grace); only the upstream client's transport and the event loop differ (and the server with `--server granian`).
+Until 2026-12-06 it ran a plain uvicorn.Server of its own (HeadDeadline, no CutAnswers, no connection bound, no
+WebSocket bound): the benchmarks did not measure the server `aigrid up` ships.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.heap import settle_when_started
-from aigrid.gateway.slow_clients import HeadDeadline
+from aigrid.gateway.responses_socket import server_options
+from aigrid.gateway.stopping import gateway_server
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.security.firewall.abuse import AbuseAction, AbuseVerdict, RequestTraits
 from aigrid.spec.load import load_spec
@@ -61,9 +64,8 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True, 
         if server == "granian":
             await _granian(build_app(gateway), spec.gateway.host, port)
         else:
-            config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
-                                    http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5)
-            uv_server = uvicorn.Server(config)
+            uv_server = gateway_server(build_app(gateway), gateway, host=spec.gateway.host, port=port,
+                                       **server_options(spec))
             settling = asyncio.create_task(settle_when_started(uv_server))
             try:
                 await uv_server.serve()
