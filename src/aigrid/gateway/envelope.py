@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigrid.errors import ApiError, InvalidRequest
-from aigrid.gateway.unknown_path import nearest_route, shown_path
+from aigrid.gateway.unknown_path import route_index, shown_path
 
 log = logging.getLogger("aigrid.gateway")
 ANTHROPIC_PREFIX = "/v1/messages"
@@ -129,8 +129,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     typ, code = _HTTP_TYPES.get(status, ("invalid_request_error", "http_error"))
     path = shown_path(request.scope["path"])
     hint = _base_url_hint(request, status)
-    routes = getattr(request.scope.get("app"), "routes", ())  # the app's own (scope["app"]: Starlette's)
-    near = nearest_route(routes, request.scope["path"]) if exc.status_code == 404 and not hint else None
+    near = (route_index(request.scope.get("app")).nearest(request.scope["path"])  # the app's own routes
+            if exc.status_code == 404 and not hint else None)  # (scope["app"]: Starlette's)
     message = (f"{exc.detail}: {request.method} {path}" + hint
                + (f" (did you mean {near.said(request.method)}?)" if near else ""))
     if not_served:

@@ -50,42 +50,76 @@ class Near:
         return f"{' or '.join(sorted(self.methods - {'HEAD'}))} {shown_path(self.path)}"
 
 
-def _templates(routes: Iterable[BaseRoute]) -> Iterator[tuple[list[str], frozenset[int], frozenset[str]]]:
-    """Each HTTP route: its path's segments, which of them are parameters, its methods."""
+def _templates(routes: Iterable[BaseRoute]) -> Iterator[tuple[str, list[str], frozenset[int], frozenset[str]]]:
+    """Each HTTP route: its path, the path's segments, which of them are parameters, its methods."""
     for route in routes:
         if isinstance(route, Route):  # not a Mount (the dashboard's files), nor a WebSocket route
             parts = route.path.split("/")
-            yield parts, frozenset(i for i, part in enumerate(parts) if part[:1] == "{"), frozenset(route.methods or ())
+            params = frozenset(i for i, part in enumerate(parts) if part[:1] == "{")
+            yield route.path, parts, params, frozenset(route.methods or ())
 
 
-def nearest_route(routes: Sequence[BaseRoute], path: str) -> Near | None:
-    """The route nearest `path`, or None when none is near, when the path is longer than any route a typo
-    makes, or when it is a part below a route (/v1/chat/completions/ID: a resource not served, not a typo). A
-    route with parameters (/v1/files/{file_id}/content) is named with the path's own values in them, and
-    compared without them (/v1/images/generations is not near /v1/files/generations). A path under a Mount
-    (a file the dashboard's static folder does not hold) is not a typo either: /dashboard/static/x was told
-    /dashboard/state."""
-    if len(path) > SHOWN_PATH_CHARS or any(isinstance(r, Mount) and path.startswith(r.path + "/") for r in routes):
-        return None
-    segments = path.split("/")
-    found: dict[str, tuple[str, str, set[str]]] = {}  # each route as named: the path and it compared, methods
-    for parts, params, methods in _templates(routes):
-        if params and len(parts) != len(segments):
-            continue
-        named = "/".join(segments[i] if i in params else part for i, part in enumerate(parts))
-        mine = "/".join("*" if i in params else segment for i, segment in enumerate(segments))
-        theirs = "/".join("*" if i in params else part for i, part in enumerate(parts))
-        found.setdefault(named, (mine.removeprefix(_API), theirs.removeprefix(_API), set()))[2].update(methods)
-    best: str | None = None
-    best_ratio = NEAR
-    for named, (mine, theirs, _) in found.items():
-        if 2 * min(len(mine), len(theirs)) < best_ratio * (len(mine) + len(theirs)) or named == path:
-            continue  # no ratio can reach it (difflib's real_quick_ratio)
-        match = difflib.SequenceMatcher(None, mine, theirs)
-        if match.quick_ratio() >= best_ratio:
-            ratio = match.ratio()
-            if ratio > best_ratio or (ratio == best_ratio and best is None):
-                best, best_ratio = named, ratio
-    if best is None or path.startswith(best.rstrip("/") + "/"):
-        return None
-    return Near(best, frozenset(found[best][2]))
+class RouteIndex:
+    """An app's routes as nearest() compares them, built once per app (route_index): each route's segments,
+    parameters, methods and compared form, and a difflib matcher per compared form (what difflib builds of the
+    route's side, once). They were built again on every 404."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = tuple(routes)
+        self._mounts = tuple(r.path + "/" for r in self.routes if isinstance(r, Mount))
+        self._entries: list[tuple[str, list[str], frozenset[int], frozenset[str], str]] = []
+        self._matchers: dict[str, difflib.SequenceMatcher[str]] = {}
+        for path, parts, params, methods in _templates(self.routes):
+            theirs = "/".join("*" if i in params else part for i, part in enumerate(parts)).removeprefix(_API)
+            self._entries.append((path, parts, params, methods, theirs))
+            if theirs not in self._matchers:
+                self._matchers[theirs] = difflib.SequenceMatcher(None, "", theirs)
+
+    def nearest(self, path: str) -> Near | None:
+        """The route nearest `path`, or None when none is near, when the path is longer than any route a typo
+        makes, or when it is a part below a route (/v1/chat/completions/ID: a resource not served, not a typo). A
+        route with parameters (/v1/files/{file_id}/content) is named with the path's own values in them, and
+        compared without them (/v1/images/generations is not near /v1/files/generations). A path under a Mount
+        (a file the dashboard's static folder does not hold) is not a typo either: /dashboard/static/x was told
+        /dashboard/state."""
+        if len(path) > SHOWN_PATH_CHARS or path.startswith(self._mounts):
+            return None
+        segments = path.split("/")
+        whole = path.removeprefix(_API)
+        found: dict[str, tuple[str, str, set[str]]] = {}  # each route as named: the path and it compared, methods
+        for route_path, parts, params, methods, theirs in self._entries:
+            if not params:
+                found.setdefault(route_path, (whole, theirs, set()))[2].update(methods)
+                continue
+            if len(parts) != len(segments):
+                continue
+            named = "/".join(segments[i] if i in params else part for i, part in enumerate(parts))
+            mine = "/".join("*" if i in params else segment for i, segment in enumerate(segments))
+            found.setdefault(named, (mine.removeprefix(_API), theirs, set()))[2].update(methods)
+        best: str | None = None
+        best_ratio = NEAR
+        for named, (mine, theirs, _) in found.items():
+            if 2 * min(len(mine), len(theirs)) < best_ratio * (len(mine) + len(theirs)) or named == path:
+                continue  # no ratio can reach it (difflib's real_quick_ratio)
+            match = self._matchers[theirs]  # its route's side built once; this path's set here
+            match.set_seq1(mine)
+            if match.quick_ratio() >= best_ratio:
+                ratio = match.ratio()
+                if ratio > best_ratio or (ratio == best_ratio and best is None):
+                    best, best_ratio = named, ratio
+        if best is None or path.startswith(best.rstrip("/") + "/"):
+            return None
+        return Near(best, frozenset(found[best][2]))
+
+
+def route_index(app: object) -> RouteIndex:
+    """The RouteIndex of `app` (a Starlette app; scope["app"]), kept on its state: built at its first 404, again
+    only if its routes changed since."""
+    routes: Sequence[BaseRoute] = getattr(app, "routes", ())
+    state = getattr(app, "state", None)
+    index: RouteIndex | None = getattr(state, "route_index", None)
+    if index is None or index.routes != tuple(routes):
+        index = RouteIndex(routes)
+        if state is not None:
+            state.route_index = index
+    return index
