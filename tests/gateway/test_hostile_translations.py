@@ -236,7 +236,9 @@ async def test_an_event_nested_past_what_json_writes_ends_a_redacted_stream_as_t
     """An event the relay writes again (a redacted tenant's, or one holding usage) nested 300 levels deep raised in the
     relay (orjson reads 1,024 levels, writes 254): the stream cut with a traceback. Now the engine's own fault, as past
     the relay's other bounds: the in-stream error, the engine charged a failure."""
-    events = [chunk({"content": "Hi", "tool_calls": [call() | {"index": 0, "pad": DEEP}]}), chunk({}, "stop")]
+    deep = chunk({"content": "Hi", "tool_calls": [call() | {"index": 0}]})
+    deep["choices"][0]["stop_reason"] = DEEP  # a field a redacted chunk keeps (a tool call's unknown keys are left
+    events = [deep, chunk({}, "stop")]  # out since the twenty-seventh session, output_filter.CALL_KEYS)
     async for g in grid(tmp_path, engine(events=events), redacting=True):
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"stream_interrupted" in r.content and b"cannot write again" in r.content

@@ -68,6 +68,7 @@ from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import (
     OutputFilter,
+    offered_names,
     redact_json_answer,
     redacted_step,
     refuse_unredacted_logprobs,
@@ -598,15 +599,16 @@ class Routes:
         tenant = ex.principal.tenant
         json_answer = structured(body.get("response_format"))  # the answer is JSON: read as such (output_filter)
         steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's: left out)
+        tools = offered_names(body)  # a tool call naming one of them keeps its name (output_filter.CallNames)
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage,  # also meters usage
-                                     json_answer=json_answer, steps=steps)
+                                     json_answer=json_answer, steps=steps, tools=tools)
 
         def redact(answer: bytes) -> bytes:
-            redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer, steps)
+            redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer, steps, tools)
             ex.verdicts.extend(verdicts)
             return redacted
 

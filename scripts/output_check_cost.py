@@ -1,0 +1,106 @@
+"""What the twenty-seventh session's output checks cost, one by one (timeit, cache-hot, one process):
+
+- a whole answer written again (output_filter.redact_json_answer sends what it read, never the engine's bytes: a key an
+  engine wrote twice is one value, the one read): orjson.dumps of a realistic answer (about 2 KB: prose and two tool
+  calls), beside redact_json_answer as a whole (its reading, with the personal-data check of each text);
+- a redacted stream's chunk (OutputFilter.event): a content chunk, and a tool call's first piece (its id and name
+  read whole: CallNames) and a later piece (the id read again from the last one's cache);
+- a cut Responses stream's next sequence_number (stopping._Watched._count) for one delta event a send, beside the
+  count it replaced.
+
+    PYTHONPATH=src python scripts/output_check_cost.py [--n 20000]
+
+Prints microseconds per call; the machine's load beside them matters (`cat /proc/loadavg`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.event_log import event
+from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
+from aigrid.gateway.stopping import _Watched
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+
+PROSE = ("The quarterly report shows revenue up 4% on the year, driven by the northern region; costs held flat. "
+         "I will look up the two open invoices and send the summary to the finance channel as you asked. ") * 6
+ANSWER = orjson.dumps({
+    "id": "chatcmpl-0123456789abcdef", "object": "chat.completion", "created": 1796231436, "model": "qwen2.5-7b",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": PROSE, "tool_calls": [
+            {"id": "chatcmpl-tool-5f1e2d3c4b5a69788796a5b4", "type": "function",
+             "function": {"name": "lookup_invoice", "arguments": '{"invoice": "INV-2026-0412", "fields": ["total"]}'}},
+            {"id": "chatcmpl-tool-0a1b2c3d4e5f60718293a4b5", "type": "function",
+             "function": {"name": "post_summary", "arguments": '{"channel": "finance", "text": "Q3 summary"}'}}]}}],
+    "usage": {"prompt_tokens": 812, "completion_tokens": 141, "total_tokens": 953}})
+
+
+def per_call(fn: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def chunk(delta: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "chatcmpl-0123456789abcdef", "object": "chat.completion.chunk", "created": 1796231436,
+            "model": "qwen2.5-7b", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    ap.add_argument("--n", type=int, default=20000)
+    n = ap.parse_args().n
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    obj = orjson.loads(ANSWER)
+    print(f"whole answer ({len(ANSWER)} bytes): orjson.dumps {per_call(lambda: orjson.dumps(obj), n):.2f} us; "
+          f"redact_json_answer {per_call(lambda: redact_json_answer(fw, 't', ANSWER), max(n // 20, 10)):.1f} us")
+
+    f = OutputFilter(True, strip_usage=False)
+    text = chunk({"content": " tok"})
+    print(f"redacted stream, content chunk: OutputFilter.event {per_call(lambda: f.event(orjson.loads(orjson.dumps(text))), n):.2f} us"
+          " (with the chunk's copy)")
+    first = chunk({"tool_calls": [{"index": 0, "id": "chatcmpl-tool-5f1e2d3c4b5a69788796a5b4", "type": "function",
+                                   "function": {"name": "lookup_invoice", "arguments": ""}}]})
+    later = chunk({"tool_calls": [{"index": 0, "id": "chatcmpl-tool-5f1e2d3c4b5a69788796a5b4",
+                                   "function": {"arguments": '{"invoice": '}}]})
+    raw_first, raw_later = orjson.dumps(first), orjson.dumps(later)
+
+    def first_piece() -> None:
+        OutputFilter(True, strip_usage=False).event(orjson.loads(raw_first))
+
+    g = OutputFilter(True, strip_usage=False)
+    g.event(orjson.loads(raw_first))
+    print(f"redacted stream, a call's first piece (new filter each time): {per_call(first_piece, max(n // 10, 10)):.1f} us;"
+          f" a later piece with its id again: {per_call(lambda: g.event(orjson.loads(raw_later)), n):.2f} us"
+          f" (copy alone {per_call(lambda: orjson.loads(raw_later), n):.2f} us)")
+
+    delta = {"content": " tok"}
+    piece = later["choices"][0]["delta"]
+    print(f"  of which the id and name check (OutputFilter._call_names): a chunk without calls "
+          f"{per_call(lambda: g._call_names(0, delta), n):.2f} us, a later piece "
+          f"{per_call(lambda: g._call_names(0, piece), n):.2f} us")
+
+    async def sink(message: Any) -> None:
+        pass
+
+    w = _Watched(sink)
+    w.stream = True
+    ev = event("response.output_text.delta", 12345, item_id="msg_0123456789abcdef", output_index=0,
+               content_index=0, delta=" tok", logprobs=[]).encode()
+
+    def old() -> None:
+        w.events += ev.startswith(b"event: ") + ev.count(b"\nevent: ")
+
+    print(f"Responses event ({len(ev)} bytes) a send: _Watched._count {per_call(lambda: w._count(ev), n):.2f} us; "
+          f"the old count {per_call(old, n):.2f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""A tool call's `id` and its function's `name` under a tenant whose answers are redacted (output_filter.CallNames),
+and what goes out of a whole answer an engine wrote with a key twice. Until the twenty-seventh session the output
+filter read a call's `arguments` only: personal data in a call's id or name reached the client on every door (chat's
+`tool_calls`, the Responses API's `call_id` and `name`, a Messages `tool_use` block's `id` and `name`), whole and
+streamed; and a whole answer in which nothing was found went out as the engine's bytes, its duplicated keys with it,
+so a client whose parser keeps the first of two keys read a text the redaction never read (orjson keeps the last)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.engines.sse import SseError
+from aigrid.gateway.output_filter import OutputFilter, offered_names, redact_json_answer
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from tests.gateway import hostile_engine as H
+from tests.gateway.test_exit_paths import the_one_record
+from tests.gateway.test_hostile_translations import chunk, grid
+
+PII = "jo@example.com"
+SSN = "123-45-6789"
+CALL_ID = f"call_{PII}"
+"""An id an engine wrote with an address in it (what a model that writes its own call ids can put there)."""
+NAME = f"lookup_{SSN}"
+"""A function name the request did not offer, with a social security number in it."""
+OFFERED = f"notify_{SSN}"
+"""A function name the request offered: the client's own, sent back as it is (its client dispatches by it)."""
+REPLACED = re.compile(r"call_[0-9a-f]{24}")
+
+
+def firewall() -> Firewall:
+    return Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT),
+                                            "open": FirewallPolicy(pii_output=Action.FLAG)})
+
+
+def calls() -> list[dict[str, Any]]:
+    return [{"id": CALL_ID, "type": "function", "function": {"name": NAME, "arguments": "{}"}},
+            {"id": CALL_ID, "type": "function", "function": {"name": OFFERED, "arguments": "{}"}},
+            {"id": "chatcmpl-tool-3", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
+
+
+def whole(message_calls: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "tool_calls",
+         "message": {"role": "assistant", "content": None, "tool_calls": message_calls}}]})
+
+
+def test_a_whole_answers_call_ids_and_names_are_redacted_and_stay_usable() -> None:
+    out, verdicts = redact_json_answer(firewall(), "t", whole(calls()), tools=frozenset({OFFERED, "lookup"}))
+    assert PII.encode() not in out and NAME.encode() not in out, out
+    got = orjson.loads(out)["choices"][0]["message"]["tool_calls"]
+    assert got[0]["function"]["name"] == "lookup_REDACTED_SSN"  # still a tool name: letters, digits and _
+    assert got[1]["function"]["name"] == OFFERED and got[2]["function"]["name"] == "lookup"
+    assert REPLACED.fullmatch(got[0]["id"]) and got[1]["id"] == got[0]["id"]  # one id, one replacement
+    assert got[2]["id"] == "chatcmpl-tool-3" and verdicts
+    flagged, verdicts = redact_json_answer(firewall(), "open", whole(calls()))
+    assert orjson.loads(flagged)["choices"][0]["message"]["tool_calls"] == calls() and verdicts  # flagged, as sent
+
+
+def test_a_redacted_tool_call_keeps_only_the_keys_it_knows() -> None:
+    """A call's own `name` beside its function, a function's `description`, a `type` that is not "function": text the
+    redaction does not read, left out."""
+    call = {"id": "c1", "type": PII, "name": PII, "function": {"name": "f", "arguments": "{}", "description": PII}}
+    out, _ = redact_json_answer(firewall(), "t", whole([call]))
+    assert orjson.loads(out)["choices"][0]["message"]["tool_calls"] == [
+        {"id": "c1", "function": {"name": "f", "arguments": "{}"}}]
+    f = OutputFilter(True, strip_usage=False)
+    sent = f.event(chunk({"tool_calls": [call | {"index": 0}]}))
+    assert PII.encode() not in orjson.dumps(sent)
+
+
+def test_a_streamed_calls_id_and_name_are_redacted_the_id_the_same_in_every_piece() -> None:
+    f = OutputFilter(True, strip_usage=False, tools=frozenset({OFFERED}))
+    pieces = [{"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": NAME,
+                                                                                         "arguments": ""}}]},
+              {"tool_calls": [{"index": 0, "id": CALL_ID, "function": {"arguments": "{}"}}]},  # the id repeated
+              {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": OFFERED, "arguments": "{}"}}]}]
+    sent = [f.event(chunk(p)) for p in pieces] + [f.event(chunk({}, "tool_calls"))]
+    assert PII.encode() not in orjson.dumps(sent) and NAME.encode() not in orjson.dumps(sent)
+    ids = [c["choices"][0]["delta"]["tool_calls"][0]["id"] for c in sent[:3]]  # type: ignore[index]
+    assert REPLACED.fullmatch(ids[0]) and ids[1] == ids[0] and ids[2] == "c2"
+    names = [c["choices"][0]["delta"]["tool_calls"][0]["function"].get("name") for c in sent[:3]]  # type: ignore[index]
+    assert names == ["lookup_REDACTED_SSN", None, OFFERED]
+    assert f.verdicts() and "email" in f.verdicts()[0].detail and "ssn" in f.verdicts()[0].detail
+
+
+def test_a_name_sent_in_pieces_is_refused_on_a_redacted_stream() -> None:
+    """The redaction reads a name whole; a name split so that no piece holds the item ("lookup_123-45", "-6789")
+    would pass it piece by piece."""
+    f = OutputFilter(True, strip_usage=False)
+    f.event(chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "lookup_123-45", "arguments": ""}}]}))
+    with pytest.raises(SseError, match="name in pieces"):
+        f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "-6789"}}]}))
+    same = OutputFilter(True, strip_usage=False)  # an engine that repeats the whole name in each piece: read again
+    for _ in range(2):
+        out = same.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}))
+        assert out["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "f"  # type: ignore[index]
+
+
+def test_offered_names_are_the_tools_and_functions_of_a_chat_body() -> None:
+    body = {"tools": [{"type": "function", "function": {"name": "a"}}, {"type": "custom"}, "x"],
+            "functions": [{"name": "b"}, {"name": 3}]}
+    assert offered_names(body) == {"a", "b"}
+    assert offered_names({"tools": "x", "functions": None}) == frozenset()
+
+
+TOOLS = {"chat": {"tools": [{"type": "function", "function": {"name": OFFERED, "parameters": {"type": "object"}}}]},
+         "messages": {"tools": [{"name": OFFERED, "input_schema": {"type": "object"}}]},
+         "responses": {"tools": [{"type": "function", "name": OFFERED, "parameters": {"type": "object"}}]}}
+
+
+def tool_engine(path: str, req: dict) -> H.Script:
+    if req.get("stream"):
+        events = [chunk({"role": "assistant", "content": ""})]
+        for i, c in enumerate(calls()):
+            fn = c["function"]
+            events += [chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                              "function": {"name": fn["name"], "arguments": ""}}]}),
+                       chunk({"tool_calls": [{"index": i, "function": {"arguments": "{}"}}]})]
+        events.append(chunk({}, "tool_calls"))
+        return H.stream(*H.sse(*[json.dumps(e).encode() for e in events]))
+    return H.whole(whole(calls()))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+async def test_every_door_redacts_a_calls_id_and_name(tmp_path, door: str, stream: bool) -> None:
+    """Chat's tool calls, the Responses API's function_call items (`call_id`, `name`) and Anthropic's tool_use blocks
+    (`id`, `name`) are the chat answer's calls after the filter: each door shows the redacted id (one replacement for
+    one id) and name, and the offered name as it is."""
+    async for g in grid(tmp_path, tool_engine, redacting=True):
+        spec = g.gw.spec  # the engine's own tool calls, as they came (the constrained mode's loop runs none it was
+        g.gw.spec = spec.model_copy(update={"models": {  # not offered)
+            name: m.model_copy(update={"tool_calls": "native"}) for name, m in spec.models.items()}})
+        r = await g.post(door, stream, **TOOLS[door])
+        assert r.status_code == 200, r.text
+        assert PII.encode() not in r.content and NAME.encode() not in r.content, r.text
+        assert b"lookup_REDACTED_SSN" in r.content and OFFERED.encode() in r.content, r.text
+        assert len(set(REPLACED.findall(r.text))) == 1 and b"chatcmpl-tool-3" in r.content, r.text
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok" and "pii_output" in json.dumps(row), row
+
+
+DUPLICATED = (b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+              b'"finish_reason":"stop","message":{"role":"assistant","content":"jo@example.com","content":"Hello"}}]}')
+"""A whole answer with `content` twice: the first the address, the last what orjson (the filter) reads."""
+
+
+def test_a_whole_answer_goes_out_as_read_never_as_the_engines_bytes() -> None:
+    out, verdicts = redact_json_answer(firewall(), "t", DUPLICATED)
+    assert not verdicts and PII.encode() not in out  # read: "Hello"; sent: "Hello" once, the address nowhere
+    assert json.loads(out, object_pairs_hook=lambda pairs: pairs)[4][1][0][2][1] == [("role", "assistant"),
+                                                                                   ("content", "Hello")]
+    flagged, _ = redact_json_answer(firewall(), "open", DUPLICATED)  # a flagging tenant's too: what was read
+    assert PII.encode() not in flagged
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+async def test_an_answer_with_a_key_twice_reaches_no_client_as_the_engine_wrote_it(
+        tmp_path, door: str, stream: bool) -> None:
+    """Streamed, a redacted chunk was written again already (the relay re-frames every event it reads for such a
+    tenant); whole, it went out as the engine's bytes. Now every door sends one `content`, the one read."""
+    def script(path: str, req: dict) -> H.Script:
+        if req.get("stream"):
+            twice = (b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                     b'"delta":{"content":"jo@example.com","content":"Hello"},"finish_reason":null}]}')
+            return H.stream(*H.sse(twice, json.dumps(chunk({}, "stop")).encode()))
+        return H.whole(DUPLICATED)
+
+    async for g in grid(tmp_path, script, redacting=True):
+        r = await g.post(door, stream)
+        assert r.status_code == 200 and PII.encode() not in r.content and b"Hello" in r.content, r.text
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
