@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 from aigrid.errors import Overloaded, TooManyConnections
 from aigrid.gateway import slow_clients
 from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.slow_clients import BUSY, BUSY_ADDRESS, NOT_HTTP_BODY, HeadDeadline
 from aigrid.gateway.stopping import gateway_server
 from aigrid.spec.models import QuotaSpec
@@ -250,3 +251,35 @@ def test_an_ipv6_client_is_counted_by_its_64() -> None:
     assert book.take("::ffff:10.0.0.1", 1) == (None, "::ffff:10.0.0.1") and book.take("::1", 1) == (None, None)
     book.give_back("2001:db8:1:2::/64")
     assert book.take(same[-1], 1)[0] is None  # room again once one of that /64 ended
+
+
+async def test_a_body_refused_after_a_streamed_answer_began_cuts_it_cleanly(caplog: pytest.LogCaptureFixture) -> None:
+    """A route that streams without reading its chunked body: its only read is the stream's disconnect watch
+    (relay_response._disconnected). A bad chunk then can no longer be answered 400: the answer is cut as a client
+    gone, its cleanup run. Before: the watch's read raised InvalidRequest, re-raised by RelayResponse's cleanup
+    before it closed the body: 'Exception in ASGI application' with a traceback, the body's close skipped."""
+    closed = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            while True:
+                await asyncio.sleep(0.02)
+                yield b""
+        finally:
+            closed.set()
+
+    async def streams(request: Request) -> RelayResponse:
+        return RelayResponse(chunks(), 200, {"content-type": "text/plain"})
+
+    async with serving(Starlette(routes=[Route("/", streams, methods=["POST"])]), http=HeadDeadline, lifespan="off",
+                       log_level="error") as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n")
+        got = await asyncio.wait_for(reader.readuntil(b"first"), 30)
+        writer.write(b"zz\r\n")
+        got += await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        await asyncio.wait_for(closed.wait(), 30)
+    assert got.startswith(b"HTTP/1.1 200 ") and b"invalid_request" not in got
+    assert "Exception in ASGI application" not in caplog.text

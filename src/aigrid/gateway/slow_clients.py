@@ -190,17 +190,23 @@ def bound_connections(state: ServerState, share: float) -> None:
 
 class RefusableCycle(RequestResponseCycle):
     """uvicorn's request cycle, whose body the connection may refuse part-way (HeadDeadline.send_400_response): the
-    app's next read of it raises InvalidRequest, which the app answers and audits as it does any bad request."""
+    app's next read of it raises InvalidRequest, which the app answers and audits as it does any bad request. Once
+    the answer has begun (a route that streams without reading the body: its read is the disconnect watch,
+    relay_response._disconnected) it can no longer be a 400: the connection is closed and the read says the client
+    is gone, as before RefusableCycle (a raise there ended the stream with a traceback, its cleanup skipped)."""
 
     refused = False
 
     async def receive(self) -> Any:
-        if self.refused:
+        if not self.refused:
+            message = await super().receive()
+            if not self.refused:  # else refused while this read waited for the body
+                return message
+        if not self.response_started:
             raise InvalidRequest(NOT_HTTP_BODY)
-        message = await super().receive()
-        if self.refused:  # refused while this read waited for the body
-            raise InvalidRequest(NOT_HTTP_BODY)
-        return message
+        self.disconnected = True
+        self.transport.close()
+        return {"type": "http.disconnect"}
 
 
 HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
