@@ -530,6 +530,29 @@ def test_explain_takes_an_id_pasted_with_its_header_line_end_and_stays_under_dec
     assert "not a decision" in out, out
 
 
+@pytest.mark.parametrize(("given", "says"), [
+    ([], "--api-key KEY or in AIGRID_API_KEY"), (["--api-key", "aig_wrong"], "(--api-key or AIGRID_API_KEY) was refused")])
+def test_explain_refused_for_a_key_says_how_explain_takes_one(monkeypatch: pytest.MonkeyPatch, given: list[str],
+                                                              says: str) -> None:
+    """A gateway that enforces keys answered explain with its message for an HTTP client ("send 'Authorization:
+    Bearer <key>'"), which a user of the command cannot act on: it now says how explain takes a key."""
+    import httpx
+
+    sent: list[object] = []
+
+    def get(url: str, **kwargs: object) -> httpx.Response:
+        sent.append(kwargs.get("headers"))
+        message = "invalid API key" if given else "missing API key: send 'Authorization: Bearer <key>'"
+        return httpx.Response(401, json={"error": {"message": message, "type": "authentication_error"}})
+
+    monkeypatch.setattr(httpx, "get", get)
+    monkeypatch.delenv("AIGRID_API_KEY", raising=False)
+    r = runner.invoke(app, ["explain", "dec-1", *given])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and says in out and "Traceback" not in out, out
+    assert sent == [{"authorization": "Bearer aig_wrong"} if given else {}], sent
+
+
 @pytest.mark.parametrize("pasted", ["x-aigrid-decision: dec-1", "X-Aigrid-Decision:dec-1\r", "request-id: dec-1"])
 def test_explain_takes_the_header_line_pasted_whole(monkeypatch: pytest.MonkeyPatch, pasted: str) -> None:
     """The quickstart's `curl -s -D - ... | grep x-aigrid` prints `x-aigrid-decision: dec-...`; that line pasted
