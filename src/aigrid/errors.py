@@ -11,6 +11,8 @@
      ├── WorkerError               a simulation run in a worker process died or failed unpicklably
      └── ApiError                  a client-facing error, mapped to the OpenAI error envelope
           ├── InvalidRequest       400  invalid_request_error
+          ├── RequestTimeout       408  request_timeout (a request's head or body not sent within its deadline)
+          ├── RequestHeaderTooLarge 431 request_header_too_large (a request's head over what the gateway takes)
           ├── AuthenticationError  401  authentication_error
           ├── PermissionDenied     403  permission_error
           ├── ModelNotFound        404  model_not_found
@@ -164,10 +166,17 @@ class InvalidRequest(ApiError):
 
 
 class RequestTimeout(ApiError):
-    """The client did not send its request body within the gateway's deadline (gateway/slow_clients.py)."""
+    """The client did not send its request's head or body within the gateway's deadline (gateway/slow_clients.py)."""
     status = 408
     type = "invalid_request_error"
     code = "request_timeout"
+
+
+class RequestHeaderTooLarge(ApiError):
+    """A request's head larger than the gateway takes (gateway/slow_clients.MAX_HEAD_BYTES)."""
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_too_large"
 
 
 class AuthenticationError(ApiError):

@@ -101,6 +101,7 @@ async def test_a_head_larger_than_the_limit_is_answered_431_and_never_served(por
     writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n" + headers + b"\r\n")
     got = await answer(reader)
     assert got.startswith(b"HTTP/1.1 431 ") and b"request_header_too_large" in got, got[:200]
+    assert got.partition(b"\r\n\r\n")[2] == HEAD_TOO_LARGE.partition(b"\r\n\r\n")[2]  # one answer, however refused
     writer.close()
 
 

@@ -19,11 +19,26 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from aigrid.errors import Overloaded, TooManyConnections
+from aigrid.errors import (
+    ApiError,
+    InvalidRequest,
+    Overloaded,
+    RequestHeaderTooLarge,
+    RequestTimeout,
+    TooManyConnections,
+)
 from aigrid.gateway import slow_clients
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.slow_clients import BUSY, BUSY_ADDRESS, NOT_HTTP_BODY, HeadDeadline
+from aigrid.gateway.slow_clients import (
+    BUSY,
+    BUSY_ADDRESS,
+    HEAD_TOO_LARGE,
+    NOT_HTTP,
+    NOT_HTTP_BODY,
+    TIMED_OUT,
+    HeadDeadline,
+)
 from aigrid.gateway.stopping import gateway_server
 from aigrid.spec.models import QuotaSpec
 from tests.gateway.conftest import FakeEngine, spec_in
@@ -110,6 +125,18 @@ def test_a_refused_connection_is_the_error_hierarchys_503_not_the_sheds_429() ->
         assert body["error"]["code"] != Overloaded.code
         assert headers["retry-after"] == "1" and headers["x-should-retry"] == "true"
         assert headers["connection"] == "close" and int(headers["content-length"]) == len(answer.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize(("answer", "err"), [(TIMED_OUT, RequestTimeout), (HEAD_TOO_LARGE, RequestHeaderTooLarge),
+                                              (NOT_HTTP, InvalidRequest)], ids=["408", "431", "400"])
+def test_every_answer_written_outside_the_app_is_the_error_hierarchys(answer: bytes, err: type[ApiError]) -> None:
+    """Before: the 408 of a head's deadline and the 431 of a head growing past its size were hand-written with no
+    body (content-length 0): no envelope saying what was wrong, no x-should-retry."""
+    status, headers, body = parse(answer)
+    assert (status, body["error"]["type"], body["error"]["code"]) == (err.status, err.type, err.code)
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert headers["x-should-retry"] == ("true" if err("").should_retry() else "false")
+    assert int(headers["content-length"]) == len(answer.partition(b"\r\n\r\n")[2])
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from aigrid.errors import ApiError, InvalidRequest, TooManyConnections
+from aigrid.errors import ApiError, InvalidRequest, RequestHeaderTooLarge, RequestTimeout, TooManyConnections
 from aigrid.gateway.envelope import error_response
 
 HEAD_TIMEOUT_S = 10.0
@@ -79,7 +79,6 @@ def body_deadline_s(declared: int | None, limit: int) -> float:
     """How long a body of `declared` bytes (its Content-Length; None: sent in chunks, then the route's `limit`)
     may take to arrive."""
     return BODY_TIMEOUT_S + (limit if declared is None else min(declared, limit)) / MIN_BODY_RATE
-TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024
 """A request's line and headers; a large JWT is a few KiB."""
 MAX_PIPELINED = 16
@@ -110,6 +109,11 @@ BUSY_ADDRESS = wire_answer(TooManyConnections(
     "(gateway.connection_share_per_address); close one or try again shortly", headers={"retry-after": "1"}))
 """A connection past its address's share, as it is accepted."""
 NOT_HTTP = wire_answer(InvalidRequest("the request is not valid HTTP/1.1"))
+TIMED_OUT = wire_answer(RequestTimeout(f"the request's head was not complete within {HEAD_TIMEOUT_S:g} s"))
+"""A head not complete within its deadline (HeadDeadline.head_timeout_s)."""
+_TOO_LARGE = RequestHeaderTooLarge(f"the request's headers are larger than the gateway takes ({MAX_HEAD_BYTES} bytes)")
+HEAD_TOO_LARGE = wire_answer(_TOO_LARGE)
+"""A head that grows past MAX_HEAD_BYTES, as it arrives (a complete one: _head_too_large, the same answer)."""
 NOT_HTTP_BODY = "the request's body is not valid HTTP/1.1 (its chunked framing: a chunk's size or line end)"
 """What a request refused in its body is told (RefusableCycle)."""
 
@@ -209,17 +213,12 @@ class RefusableCycle(RequestResponseCycle):
         return {"type": "http.disconnect"}
 
 
-HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-_TOO_LARGE_BODY = (b'{"error":{"message":"the request\'s headers are larger than the gateway takes (%d bytes)",'
-                   b'"type":"invalid_request_error","param":null,"code":"request_header_too_large"}}' % MAX_HEAD_BYTES)
-
-
 async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
-    """What a complete head over MAX_HEAD_BYTES is answered, in place of the gateway's app."""
-    await send({"type": "http.response.start", "status": 431,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                            (b"content-length", str(len(_TOO_LARGE_BODY)).encode())]})
-    await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
+    """What a complete head over MAX_HEAD_BYTES is answered, in place of the gateway's app (HEAD_TOO_LARGE's)."""
+    response = error_response(_TOO_LARGE)
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": [*response.raw_headers, (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": bytes(response.body)})
 
 log = logging.getLogger("aigrid.gateway")
 
