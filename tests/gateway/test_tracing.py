@@ -34,18 +34,23 @@ BODY = {"model": "smollm2-135m", "max_tokens": 16, "temperature": 0.5,
 FRANKFURT = {"x-aigrid-client-location": "Frankfurt"}
 
 
-class TracedFake(FakeEngine):
-    """A FAKE engine that keeps the trace headers each request would carry to it."""
+class Traced:
+    """An engine (FakeEngine, ScriptedEngine) that keeps the trace headers each request (each model turn) would carry
+    to it."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.trace_headers: list[dict[str, str]] = []
+    trace_headers: list[dict[str, str]]
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         self.trace_headers.append(dict(TRACE_HEADERS.get()))
-        async with super().open(path, body) as upstream:
+        async with super().open(path, body) as upstream:  # type: ignore[misc]
             yield upstream
+
+
+class TracedFake(Traced, FakeEngine):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.trace_headers = []
 
 
 @pytest.fixture
@@ -191,18 +196,10 @@ async def test_the_openai_compatible_adapter_sends_the_trace_context() -> None:
     assert "traceparent" not in seen[1]
 
 
-class TracedScript(ScriptedEngine):
-    """A SCRIPTED engine that keeps the trace headers of each model turn."""
-
+class TracedScript(Traced, ScriptedEngine):
     def __init__(self, replies: list[dict]) -> None:
         super().__init__(replies)
-        self.trace_headers: list[dict[str, str]] = []
-
-    @asynccontextmanager
-    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        self.trace_headers.append(dict(TRACE_HEADERS.get()))
-        async with super().open(path, body) as upstream:
-            yield upstream
+        self.trace_headers = []
 
 
 async def test_every_turn_of_a_streamed_tool_loop_carries_the_trace(tmp_path: Path,
