@@ -25,6 +25,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
 from aigrid.gateway.relay_response import ClientWire
+from aigrid.gateway.slow_clients import HeadDeadline
 from aigrid.gateway.stopping import CutAnswers
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
@@ -44,13 +45,14 @@ def spec_for(urls: list[str], port: int = 8080) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def gateway_on_socket(urls: list[str], up: Upstream | None = None) -> AsyncIterator[tuple[Gateway, str]]:
+async def gateway_on_socket(urls: list[str], up: Upstream | None = None,
+                            http: type[asyncio.Protocol] | None = None) -> AsyncIterator[tuple[Gateway, str]]:
     up = up or upstream()
     spec = parse_spec(spec_for(urls), "relay")
     gw = build_gateway(spec, build_engines(spec, {}, up))
     try:
         # wrapped as server.py and workers.py serve it: the wire must be found through CutAnswers too
-        async with serving(CutAnswers(build_app(gw))) as s:
+        async with serving(CutAnswers(build_app(gw)), http=http) as s:
             await gw.scraper.scrape_once()
             yield gw, s.url
     finally:
@@ -283,6 +285,21 @@ async def test_the_wire_sends_the_bytes_send_would(monkeypatch: pytest.MonkeyPat
                 assert (counted.writes > before) == wire  # the wire carried most of the answer, or none of it
         assert answers[True] == answers[False]
         assert answers[True].count(b" tok") == 20 and b"usage" not in answers[True]
+    finally:
+        server.close()
+
+
+async def test_the_wire_is_found_under_the_gateways_own_http_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid up` and each worker serve with slow_clients.HeadDeadline, whose request cycles are its RefusableCycle
+    (3c867ed2): ClientWire.of took uvicorn's own cycle class only, so there no answer went over the wire."""
+    server, _ = await serve(EmulatorConfig(decode_base_ms=3, prefill_base_ms=1))
+    counted = _Counted(monkeypatch)
+    try:
+        async with gateway_on_socket([f"http://127.0.0.1:{bound_port(server)}"], http=HeadDeadline) as (gw, base):
+            raw, decision = await _stream(base, {**BODY, "max_tokens": 20})
+            record = gw.decisions.get(decision)
+            assert record is not None and record.status == "ok" and raw.count(b" tok") == 20
+            assert counted.writes > 0
     finally:
         server.close()
 

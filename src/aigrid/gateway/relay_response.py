@@ -38,8 +38,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 try:  # uvicorn's internals: a uvicorn without them (or another server) gets `send` only
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from aigrid.gateway.slow_clients import RefusableCycle
+    _CYCLES: tuple[type, ...] = (RequestResponseCycle, RefusableCycle)
+    """uvicorn's cycle, and the gateway's own protocol's (slow_clients.HeadDeadline: `aigrid up`, each worker)."""
 except ImportError:  # pragma: no cover
-    RequestResponseCycle = None  # type: ignore[assignment,misc]
+    _CYCLES = ()
 
 
 class ClientWire:
@@ -60,7 +64,7 @@ class ClientWire:
         server_send = getattr(cycle, "server_send", None)
         if server_send is not None:
             cycle = getattr(server_send, "__self__", None)
-        if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
+        if cycle is None or type(cycle) not in _CYCLES:
             return None
         try:
             usable = (cycle.chunked_encoding is True and cycle.response_started and not cycle.response_complete
