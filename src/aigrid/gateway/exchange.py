@@ -83,6 +83,11 @@ class Exchange:
     loop_holding: int = 0
     """The prompt tokens (the gateway's estimate) of the tool loop's later model turn an engine holds now: charged
     with `loop_usage` when the client leaves during that turn (its engine read the prompt)."""
+    steps: bool = False
+    """A tool loop with server-side tools answers it (routes.Routes._forward decides, once): only then are an
+    answer's steps (`aigrid_steps`, `: aigrid-step` comments) the gateway's own. A front door that reads steps
+    (responses_api.py: mcp_call items) reads this, not the rule again: the tools an MCP server offers change while a
+    request runs."""
     tool_runs: list[dict[str, Any]] = field(default_factory=list)
     """Every server-side tool the tool loop had run for it, in order, each as it started and, once it ended, how
     (routes._tool_loop): `tool`, `site`, `call_id`, `arguments`, then `ok` and `ms` (a call the model made

@@ -257,7 +257,7 @@ class ResponsesApi:
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
             events = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, lead=turn.lead,
-                                                                spent=turn.spent), steps=self._steps(turn))
+                                                                spent=turn.spent), steps=ex.steps)
             return RelayResponse(events, 200, {**extra, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -265,7 +265,7 @@ class ResponsesApi:
             ex.hangup.hold()  # the answer is whole: it is stored (and its conversation's turn added) whoever waits
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
             return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
-        final = _final(turn, body, rid, int(time.time()), self._steps(turn))
+        final = _final(turn, body, rid, int(time.time()), ex.steps)
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
 
@@ -580,7 +580,7 @@ class ResponsesApi:
             outcome.append(await self._keep_background(turn, final, aigrid_headers(resp), ex))
 
         chunks = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, created=created,
-                                                            seq=writer.next), steps=self._steps(turn))
+                                                            seq=writer.next), steps=ex.steps)
         try:
             async for chunk in chunks:
                 self.gw.background.check(rid)
@@ -759,11 +759,6 @@ class ResponsesApi:
         if ex is not None and found is not None and found.status == "failed" and found.error == ABANDONED:
             _abandoned_alive(ex)
 
-    def _steps(self, turn: _Turn) -> bool:
-        """Does a tool loop answer this turn (server-side tools, routes.route's rule)? Only then are an answer's steps
-        (`aigrid_steps`, `: aigrid-step` comments) the gateway's own; an engine's are not shown as mcp_call items."""
-        return wants_server_tools(turn.chat, self.gw.agents.tools)
-
     async def _finish(self, turn: _Turn, resp: Response, body: bytes, rid: str, created: int,
                       ex: Exchange) -> None:
         """The answer of a background run stored (its placeholder dropped), or its placeholder failed."""
@@ -776,7 +771,7 @@ class ResponsesApi:
             await self._end(tenant, rid, "failed", {"code": "server_error", "message": message}, ex)
             return
         try:
-            final = _final(turn, body, rid, created, self._steps(turn))
+            final = _final(turn, body, rid, created, ex.steps)
         except ApiError as e:
             ex.error = e
             await self._end(tenant, rid, "failed", error_object(e), ex)

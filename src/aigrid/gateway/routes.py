@@ -598,7 +598,7 @@ class Routes:
         assert ex.principal is not None and ex.decision is not None and ex.record is not None
         tenant = ex.principal.tenant
         json_answer = structured(body.get("response_format"))  # the answer is JSON: read as such (output_filter)
-        steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's: left out)
+        ex.steps = steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's)
         tools = offered_names(body)  # a tool call naming one of them keeps its name (output_filter.CallNames)
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
