@@ -965,6 +965,23 @@ async def arrives(upload: asyncio.Task[httpx.Response], arriving: asyncio.Event)
     assert arriving.is_set(), upload.result().text if upload.done() else "its body was not read within 120 s"
 
 
+class HeldUpload:
+    """A multipart upload of a `size`-byte file whose body (`body()`) stops after its head until `go` is set;
+    `arriving` is set once its head is read (the upload is in _receive, past the reserve that holds its room)."""
+
+    def __init__(self, size: int) -> None:
+        self.go, self.arriving = asyncio.Event(), asyncio.Event()
+        self.head, data, tail = form_parts(size)
+        self.rest = data + tail
+        self.whole = self.head + self.rest
+
+    async def body(self) -> AsyncIterator[bytes]:
+        yield self.head
+        self.arriving.set()
+        await self.go.wait()
+        yield self.rest
+
+
 async def test_an_upload_is_stopped_as_soon_as_it_passes_what_the_storage_quota_leaves(
         tmp_path: Path, engines: dict[str, Gated]) -> None:
     """An upload sent in chunks (no Content-Length) was spooled whole, up to max_file_bytes, before the quota was
@@ -1003,26 +1020,18 @@ async def test_uploads_side_by_side_hold_their_room_while_they_arrive(tmp_path: 
     every worker process): another, sent meanwhile, has only what is left and is refused; the first is kept."""
     gw = await started(storage_spec(tmp_path, 1000, 3), engines)
     folder = Path(gw.spec.gateway.batch.dir) / "default"
-    go, arriving = asyncio.Event(), asyncio.Event()
-    head, data, tail = form_parts(700)
-
-    async def slow() -> AsyncIterator[bytes]:
-        yield head
-        arriving.set()  # its head read: the upload is in _receive, past the reserve that holds its room
-        await go.wait()
-        yield data + tail
-
+    upload = HeldUpload(700)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      headers=TENANT) as c:
-            size = str(len(head + data + tail))
-            first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**MULTIPART,
-                                                                                     "content-length": size}))
-            await arrives(first, arriving)  # the second sent while the first arrives, not before
-            second = await c.post("/v1/files", content=head + data + tail, headers=MULTIPART)
+            size = str(len(upload.whole))
+            first = asyncio.create_task(c.post("/v1/files", content=upload.body(), headers={**MULTIPART,
+                                                                                            "content-length": size}))
+            await arrives(first, upload.arriving)  # the second sent while the first arrives, not before
+            second = await c.post("/v1/files", content=upload.whole, headers=MULTIPART)
             assert second.status_code == 400 and second.json()["error"]["code"] == "storage_quota_exceeded", second.text
             assert "uploads arriving included" in second.json()["error"]["message"]
-            go.set()
+            upload.go.set()
             r = await first
             assert r.status_code == 200 and r.json()["bytes"] == 700, r.text
             assert sorted(p.name for p in folder.iterdir()) == [f"{r.json()['id']}.jsonl"]
@@ -1118,30 +1127,22 @@ async def test_uploads_side_by_side_cannot_together_take_the_disk_below_its_floo
     gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20), engines)
     monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage",
                         lambda _: SimpleNamespace(free=(10 << 20) + 1500))  # room for one 700-byte upload, not two
-    go, arriving = asyncio.Event(), asyncio.Event()
-    head, data, tail = form_parts(700)
-    size = {**MULTIPART, "content-length": str(len(head + data + tail))}
-
-    async def slow() -> AsyncIterator[bytes]:
-        yield head
-        arriving.set()  # its head read: the upload is in _receive, past the reserve that holds its room
-        await go.wait()
-        yield data + tail
-
+    upload = HeldUpload(700)
+    size = {**MULTIPART, "content-length": str(len(upload.whole))}
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**size, **TENANT}))
-            await arrives(first, arriving)  # the second sent while the first arrives, not before
-            second = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
+            first = asyncio.create_task(c.post("/v1/files", content=upload.body(), headers={**size, **TENANT}))
+            await arrives(first, upload.arriving)  # the second sent while the first arrives, not before
+            second = await c.post("/v1/files", content=upload.whole, headers={**size, **OTHER})
             assert second.status_code == 503, second.text
             assert second.json()["error"]["code"] == "insufficient_storage" and second.json()["error"]["param"] == "file"
             message = await c.post("/v1/messages/batches", headers=OTHER, json={"requests": [{"custom_id": "a", "params": {
                 "model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 600}]}}]})
             assert message.status_code == 529 and "too little free space" in message.text, message.text
-            go.set()
+            upload.go.set()
             r = await first
             assert r.status_code == 200 and r.json()["bytes"] == 700, r.text
-            third = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
+            third = await c.post("/v1/files", content=upload.whole, headers={**size, **OTHER})
             assert third.status_code == 200, third.text  # the first's room given back: it is on the disk now
     finally:
         await stopped(gw)
