@@ -33,7 +33,8 @@ at once (uvicorn wrote its 400 into that answer and closed the connection): the 
 One refused in its body, after its head was handed to the app (a bad chunk size), is refused by the app itself: the
 body's next read raises InvalidRequest (RefusableCycle), which the app answers in its envelope and audits as the
 client's bad request (routes.Audited), and the connection is closed after that answer. Before, the connection was
-closed under the app, whose read saw a client that hung up: audited `client_closed`.
+closed under the app, whose read saw a client that hung up: audited `client_closed`; so it still is once the answer
+has begun (a route that streams without reading its body), when a 400 can no longer be sent.
 
 A process holds at most max_connections() client connections (half its file-descriptor limit, RLIMIT_NOFILE, read
 once per server: Connections): uvicorn accepted connections (3,000 idle ones held, about 10 KB each) up to the
