@@ -154,8 +154,15 @@ DUPLICATED = (b'{"id":"c","object":"chat.completion","created":1,"model":"m","ch
 def test_a_whole_answer_goes_out_as_read_never_as_the_engines_bytes() -> None:
     out, verdicts = redact_json_answer(firewall(), "t", DUPLICATED)
     assert not verdicts and PII.encode() not in out  # read: "Hello"; sent: "Hello" once, the address nowhere
-    assert json.loads(out, object_pairs_hook=lambda pairs: pairs)[4][1][0][2][1] == [("role", "assistant"),
-                                                                                   ("content", "Hello")]
+    messages: list[list[tuple[str, Any]]] = []
+
+    def pairs(got: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        if any(k == "role" for k, _ in got):
+            messages.append(got)
+        return got
+
+    json.loads(out, object_pairs_hook=pairs)  # as a parser that keeps every pair sees it
+    assert messages == [[("role", "assistant"), ("content", "Hello")]]
     flagged, _ = redact_json_answer(firewall(), "open", DUPLICATED)  # a flagging tenant's too: what was read
     assert PII.encode() not in flagged
 
@@ -177,3 +184,30 @@ async def test_an_answer_with_a_key_twice_reaches_no_client_as_the_engine_wrote_
         r = await g.post(door, stream)
         assert r.status_code == 200 and PII.encode() not in r.content and b"Hello" in r.content, r.text
         assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+def test_every_other_string_a_redacted_answer_keeps_is_read() -> None:
+    """An engine's `stop_reason`, `system_fingerprint`, `service_tier`, a chunk's `id` and `model`, a key or a value of
+    its `usage`, a message's `role`, a call's `type`: strings a redacted answer keeps (known_only), which went out
+    unread (output_filter.read_the_rest)."""
+    doc = {"id": f"c-{PII}", "object": "chat.completion", "created": 1, "model": PII, "system_fingerprint": PII,
+           "service_tier": PII, "usage": {"prompt_tokens": 1, PII: 2, "note": [PII]},
+           "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": PII, "matched_stop": PII,
+                        "message": {"role": PII, "content": "Hello"}}]}
+    out, verdicts = redact_json_answer(firewall(), "t", orjson.dumps(doc))
+    assert PII.encode() not in out and verdicts, out
+    assert orjson.loads(out)["choices"][0]["message"]["content"] == "Hello"
+    f = OutputFilter(True, strip_usage=False)
+    streamed = {**doc, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "finish_reason": None, "stop_reason": PII, "delta": {"role": PII}}]}
+    sent = [f.event(orjson.loads(orjson.dumps(streamed))) for _ in range(2)] + [f.event(chunk({}, "stop"))]
+    assert PII.encode() not in orjson.dumps(sent) and f.verdicts()
+
+
+def test_a_kept_field_nested_past_what_the_filter_reads_ends_a_redacted_stream() -> None:
+    deep: Any = "x"
+    for _ in range(200):
+        deep = [deep]
+    f = OutputFilter(True, strip_usage=False)
+    with pytest.raises(SseError, match="nested past"):
+        f.event({**chunk({"content": "Hi"}), "system_fingerprint": deep})

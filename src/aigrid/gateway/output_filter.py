@@ -30,6 +30,7 @@ from aigrid.agents.loop import Step
 from aigrid.engines.answer_shape import TEXTS, choice_fault
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
+from aigrid.json_depth import MAX_DEPTH
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 
@@ -293,6 +294,10 @@ def json_read(text: str, json: bool | None) -> str:
     return reader.written(reader.feed(text) + reader.flush(), final=True)
 
 
+_SHORT_KEPT = 256
+"""The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
+
+
 class CallNames:
     """A tool call's `id` and its function's `name` as a redacting tenant's client gets them. Each is read whole by
     `read` (the output policy's check; a name or an id is never split across a stream's pieces by the grid's engines,
@@ -357,6 +362,7 @@ class OutputFilter:
         self._calls = CallNames(tools, self._read_whole)
         self._names: dict[tuple[int, int], str] = {}
         self._found = StreamingRedactor()  # what the reads of ids and names found (its `found` only)
+        self._short: dict[str, str] = {}
         self._steps = steps
         self._redactors: dict[Key, StreamingRedactor] = {}
         self._readers: dict[Key, EscapeReader] = {}
@@ -380,6 +386,15 @@ class OutputFilter:
         if not self._redactors and not self._found.found:
             return []
         return stream_verdicts(*self._redactors.values(), self._found)
+
+    def _read_short(self, text: str) -> str:
+        """A string of the answer's other fields (read_the_rest), read whole; each value read once (a stream repeats
+        its id, model, role in every chunk), up to _SHORT_KEPT of them kept."""
+        if (out := self._short.get(text)) is None:
+            if len(self._short) >= _SHORT_KEPT:
+                self._short.clear()
+            out = self._short[text] = self._read_whole(text)
+        return out
 
     def _read_whole(self, text: str) -> str:
         """A tool call's id or name, read whole (CallNames)."""
@@ -425,6 +440,10 @@ class OutputFilter:
         if not self._redacts:
             return obj
         obj = known_only(obj, self._steps)
+        try:
+            read_the_rest(obj, self._read_short, self._steps)
+        except ValueError as e:
+            raise SseError(f"the engine's answer holds {e}: text the redaction cannot read") from None
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -541,6 +560,61 @@ def _known_call(call: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_the_rest(answer: dict[str, Any], read: Callable[[str], str], steps: bool = False) -> None:
+    """Every other string a redacted answer (or chunk) keeps (known_only), each read whole by `read` and replaced by
+    what it gives, keys too: the answer's `id`, `model`, `object`, `system_fingerprint`, `service_tier`, its `usage`
+    and `error` at any depth, each choice's `finish_reason`, `stop_reason` and `matched_stop`, a message's `role` and a
+    tool call's `type`. An engine writes them all; until the twenty-seventh session they went out unread to a tenant
+    whose answers are redacted (the engine's `stop_reason`, `system_fingerprint` or a chunk's `id` could carry what the
+    content had redacted). The choices' TEXTS, a completion's `text` and a call's `arguments`, `id` and `name` are read
+    elsewhere; a tool loop's own steps (`steps`) were read by redacted_step. A value nested past MAX_NESTED levels
+    (a stream's event: orjson reads 1,024) is text the redaction does not read: ValueError."""
+    for key in _OTHER_FIELDS:  # (known_only left no other key but `choices` and, with steps, the loop's)
+        value = answer.get(key)
+        if value is not None and not isinstance(value, int | float):
+            answer[key] = _each(value, read, 0)
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        for key in ("finish_reason", "stop_reason", "matched_stop"):
+            value = choice.get(key)
+            if value is not None and not isinstance(value, int | float):
+                choice[key] = _each(value, read, 0)
+        for message in (choice.get("message"), choice.get("delta")):
+            if isinstance(message, dict) and "role" in message:
+                message["role"] = _each(message["role"], read, 0)
+            calls = message.get("tool_calls") if isinstance(message, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict) and "type" in call:
+                    call["type"] = _each(call["type"], read, 0)
+
+
+_OTHER_FIELDS = tuple(sorted(ANSWER_KEYS - {"choices"}))
+MAX_NESTED = MAX_DEPTH
+"""The most levels read_the_rest reads into a value (an answer's `usage` or `error` is an object of two or three; a
+whole answer is refused past MAX_DEPTH levels before, usage.whole_answer)."""
+PLAIN = frozenset({
+    "chat.completion", "chat.completion.chunk", "text_completion", "assistant", "function", "stop", "length",
+    "tool_calls", "content_filter", "function_call", "default", "auto", "flex", "priority", "prompt_tokens",
+    "completion_tokens", "total_tokens", "prompt_tokens_details", "completion_tokens_details", "cached_tokens",
+    "reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"})
+"""Strings of OpenAI's answers (objects, roles, finish reasons, service tiers, usage's keys) that read_the_rest does
+not read again: no personal data, and a whole answer's reading of each costs a detector pass."""
+
+
+def _each(value: Any, read: Callable[[str], str], depth: int) -> Any:
+    if isinstance(value, str):
+        return value if value in PLAIN else read(value)
+    if depth >= MAX_NESTED and isinstance(value, dict | list) and value:
+        raise ValueError(f"a field nested past {MAX_NESTED} levels")
+    if isinstance(value, dict):
+        return {_each(k, read, depth + 1): _each(v, read, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_each(v, read, depth + 1) for v in value]
+    return value
+
+
 def _call_functions(message: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     """(call index, its `function`) of a message's or delta's tool calls whose arguments are a string (a streamed
     call's index is its `index`, a whole one's its place)."""
@@ -627,6 +701,8 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
         return out
 
     names = CallNames(tools, read)
+    if isinstance(obj, dict) and firewall.redacts_output(tenant):  # (a flagging tenant gets the answer as it came)
+        read_the_rest(obj, read, steps)  # (nested MAX_DEPTH levels at most: usage.whole_answer)
     for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
         msg = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(msg, dict):
