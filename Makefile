@@ -16,7 +16,7 @@ COMPILE ?= 1
 CORE_PY := $(shell $(PYTHON) scripts/build_core.py --sources 2>/dev/null || find src/aigrid/core src/aigrid/sim -name '*.py')
 CORE_BUILD := src/aigrid/core/_compiled.txt
 
-.PHONY: run test install core clean-core engine system-deps promtool sdk-js lint clean
+.PHONY: run test install core clean-core engine system-deps promtool sdk-js sdk-matrix lint clean
 
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all);
 ## PORT=N starts its gateway on port N (make run PORT=8081), SPEC=FILE another spec
@@ -86,6 +86,13 @@ sdk-js:
 	  echo "no node/npm: the JavaScript SDK tests (tests/parity/test_js_sdk_surface.py) will skip"; \
 	elif [ ! $(JS_SDKS)/node_modules/.installed -nt $(JS_SDKS)/package-lock.json ]; then \
 	  npm ci --prefix $(JS_SDKS) --no-audit --no-fund --loglevel=error && touch $(JS_SDKS)/node_modules/.installed; fi
+
+## sdk-matrix: the SDK parity tests (tests/parity) against older majors of the official SDKs (openai 1 and 2,
+## anthropic 0.x and 1 in Python; openai 4, 5 and 6 and @anthropic-ai/sdk 0.x in Node), each installed into
+## ~/.cache/aigrid/sdk-matrix (never .venv or tests/parity/js); prints versions x passed/skipped/failed
+## (scripts/sdk_matrix.py; about 8 min). Not part of `make test`.
+sdk-matrix: install sdk-js
+	$(PY) scripts/sdk_matrix.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts

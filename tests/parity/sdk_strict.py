@@ -4,8 +4,11 @@ with the type's pydantic validation, so a field the real API always sends and th
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
 from typing import Any
 
+import pytest
 from pydantic import TypeAdapter
 
 
@@ -24,3 +27,23 @@ def sse_data(text: str) -> list[Any]:
 
     return [orjson.loads(line[6:]) for line in text.splitlines()
             if line.startswith("data: ") and line[6:].strip() != "[DONE]"]
+
+
+async def parsed(raw: Any) -> Any:
+    """What a raw response (`client.X.with_raw_response.Y(...)`) parses to, in every SDK major: anthropic 1 and
+    later parse an async client's raw response with `await raw.parse()`, anthropic 0.x and openai (its
+    LegacyAPIResponse) with a plain `raw.parse()`."""
+    got = raw.parse()
+    return await got if inspect.isawaitable(got) else got
+
+
+def needs(owner: Any, *path: str) -> Any:
+    """`owner.a.b...` (path "a", "b"), or a skip naming it where this SDK version has no such attribute (an older
+    major run by scripts/sdk_matrix.py: a feature it lacks is a skip, not a failure)."""
+    got = owner
+    for name in path:
+        if not hasattr(got, name):
+            sdk = type(owner).__module__.split(".")[0]
+            pytest.skip(f"{sdk} {importlib.metadata.version(sdk)} has no {'.'.join(path)}")
+        got = getattr(got, name)
+    return got

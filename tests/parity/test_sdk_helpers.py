@@ -28,7 +28,7 @@ from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.gateway.test_batches import batch_spec, engines_for, started, stopped
-from tests.parity.sdk_strict import sse_data, strict
+from tests.parity.sdk_strict import needs, sse_data, strict
 
 MODEL = "smollm2-135m"
 HI = [{"role": "user", "content": "Hi"}]
@@ -155,7 +155,7 @@ async def test_lists_auto_page_with_limit_1(tmp_path: Path) -> None:
 
 async def test_responses_input_tokens_are_counted(clients: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic]) -> None:
     oai, _ = clients
-    counted = await oai.responses.input_tokens.count(model=MODEL, input="Hi", instructions="Be brief.")
+    counted = await needs(oai, "responses", "input_tokens", "count")(model=MODEL, input="Hi", instructions="Be brief.")
     assert counted.object == "response.input_tokens" and counted.input_tokens > 0
 
 

@@ -3,10 +3,26 @@
 // Prints one JSON object: each case's name -> what the SDK handed back (values the test asserts on), or
 // {"threw": ...} with the SDK's error as it reports it. A case that throws does not stop the others.
 // Driven by tests/parity/test_js_sdk_surface.py.
+// Older SDK majors run it too (tests/parity/test_js_sdk_surface.py's AIGRID_JS_SDKS, scripts/sdk_matrix.py): what a
+// version lacks (a module, a resource, a helper) makes the cases that use it answer {"unsupported": WHAT}, which the
+// test skips naming WHAT, instead of failing the whole run.
 import OpenAI, { toFile } from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { ResponsesWS } from 'openai/resources/responses/ws';
-import { betaTool } from '@anthropic-ai/sdk/helpers/beta/json-schema';
+import { VERSION as OPENAI_VERSION } from 'openai/version';
+import { VERSION as ANTHROPIC_VERSION } from '@anthropic-ai/sdk/version';
+
+const { ResponsesWS } = await import('openai/resources/responses/ws').catch(() => ({}));
+const { betaTool } = await import('@anthropic-ai/sdk/helpers/beta/json-schema').catch(() => ({}));
+
+/** Thrown by need(): this SDK version has no `what`; the case answers {"unsupported": what}. */
+class Unsupported extends Error {}
+
+/** Each of `features` ({name: value}) present in this SDK version, else Unsupported naming the first missing. */
+function need(features) {
+  for (const [what, value] of Object.entries(features)) {
+    if (value === undefined || value === null) throw new Unsupported(`${what} (not in this version)`);
+  }
+}
 
 const BASE = process.env.AIGRID_URL;
 const KEY = process.env.AIGRID_KEY || 'unused';
@@ -15,6 +31,21 @@ const ASK = [{ role: 'user', content: 'Name a colour.' }];
 const HI = [{ role: 'user', content: 'Hi' }];
 const oai = new OpenAI({ baseURL: `${BASE}/v1`, apiKey: KEY, maxRetries: 0, timeout: 20_000 });
 const claude = new Anthropic({ baseURL: BASE, apiKey: KEY, maxRetries: 0, timeout: 20_000 });
+
+// The chat helpers (stream, runTools) are oai.chat.completions' since openai 5; openai 4 has them under beta
+const chatHelpers = oai.chat.completions.stream ? oai.chat.completions : oai.beta.chat.completions;
+// openai 4 deletes a file with files.del
+const deleteFile = (id) => (oai.files.delete ? oai.files.delete(id) : oai.files.del(id));
+// A response's text: the SDK's output_text, which openai 6 and later add to every Response they hand back; openai 4
+// and 5 add it to some only (create()'s answer, retrieve()'s from 5; not withResponse()'s data or a stream helper's
+// final response), so there it is the text of its output's message items, as a user of those versions reads it
+const OLD_OUTPUT_TEXT = Number(OPENAI_VERSION.split('.')[0]) <= 5;
+const outputText = (r) => (OLD_OUTPUT_TEXT && r.output_text === undefined
+  ? r.output.filter((o) => o.type === 'message').flatMap((o) => o.content)
+    .filter((p) => p.type === 'output_text').map((p) => p.text).join('')
+  : r.output_text);
+// an error's response header: a Headers object in openai 5 and later, a plain object in openai 4
+const header = (e, name) => (typeof e.headers?.get === 'function' ? e.headers.get(name) : e.headers?.[name]);
 
 const WEATHER_FN = {
   type: 'function',
@@ -37,17 +68,18 @@ function described(e) {
   if (e instanceof OpenAI.APIError) {
     return {
       sdk: 'openai', class: OPENAI_ERRORS.find((n) => OpenAI[n] && e instanceof OpenAI[n]) ?? 'APIError',
-      status: e.status ?? null, requestID: e.requestID ?? null, type: e.type ?? null, code: e.code ?? null,
-      param: e.param ?? null, message: e.message, retryAfter: e.headers?.get('retry-after') ?? null,
-      shouldRetry: e.headers?.get('x-should-retry') ?? null, error: e.error ?? null,
+      status: e.status ?? null, requestID: e.requestID ?? e.request_id ?? null, type: e.type ?? null,  // 4: request_id
+      code: e.code ?? null,
+      param: e.param ?? null, message: e.message, retryAfter: header(e, 'retry-after') ?? null,
+      shouldRetry: header(e, 'x-should-retry') ?? null, error: e.error ?? null,
     };
   }
   if (e instanceof Anthropic.APIError) {
     return {
       sdk: 'anthropic', class: ANTHROPIC_ERRORS.find((n) => Anthropic[n] && e instanceof Anthropic[n]) ?? 'APIError',
       status: e.status ?? null, requestID: e.requestID ?? null, type: e.type ?? null, errorCode: e.errorCode ?? null,
-      apiMessage: e.apiMessage ?? null, retryAfter: e.headers?.get('retry-after') ?? null,
-      shouldRetry: e.headers?.get('x-should-retry') ?? null, error: e.error ?? null,
+      apiMessage: e.apiMessage ?? null, retryAfter: header(e, 'retry-after') ?? null,
+      shouldRetry: header(e, 'x-should-retry') ?? null, error: e.error ?? null,
     };
   }
   return { sdk: null, class: e?.constructor?.name ?? typeof e, message: String(e?.message ?? e), stack: e?.stack };
@@ -109,7 +141,7 @@ const cases = {
   },
   async chat_stream_helper() {
     const texts = [];
-    const runner = oai.chat.completions.stream({ model: MODEL, messages: ASK,
+    const runner = chatHelpers.stream({ model: MODEL, messages: ASK,
       stream_options: { include_usage: true } });
     runner.on('content', (delta) => texts.push(delta));
     const done = await runner.finalChatCompletion();
@@ -118,7 +150,7 @@ const cases = {
   },
   async chat_n() {
     const whole = await oai.chat.completions.create({ model: MODEL, messages: ASK, n: 2 });
-    const runner = oai.chat.completions.stream({ model: MODEL, messages: ASK, n: 2,
+    const runner = chatHelpers.stream({ model: MODEL, messages: ASK, n: 2,
       stream_options: { include_usage: true } });
     const streamed = await runner.finalChatCompletion();
     const shape = (d) => ({ choices: d.choices.map((c) => [c.index, chatText(c), c.finish_reason]), usage: d.usage });
@@ -129,8 +161,8 @@ const cases = {
       t.top_logprobs.map((x) => x.token)]) ?? null);
     const params = { model: MODEL, messages: ASK, logprobs: true, top_logprobs: 1 };
     const whole = await oai.chat.completions.create(params);
-    const streamed = await oai.chat.completions.stream(params).finalChatCompletion();
-    const two = await oai.chat.completions.stream({ ...params, n: 2 }).finalChatCompletion();
+    const streamed = await chatHelpers.stream(params).finalChatCompletion();
+    const two = await chatHelpers.stream({ ...params, n: 2 }).finalChatCompletion();
     return { whole: tokens(whole), bytes: whole.choices[0].logprobs?.content?.map((t) => t.bytes) ?? null,
       streamed: tokens(streamed), streamedN2: tokens(two) };
   },
@@ -184,10 +216,10 @@ const cases = {
     const again = await oai.responses.retrieve(data.id);
     const next = await oai.responses.create({ model: MODEL, input: 'And another?', previous_response_id: data.id });
     return {
-      id: data.id, object: data.object, status: data.status, model: data.model, outputText: data.output_text,
+      id: data.id, object: data.object, status: data.status, model: data.model, outputText: outputText(data),
       output: data.output.map((o) => [o.type, o.role, o.content?.map((p) => p.type)]), usage: data.usage,
-      metadata: data.metadata, requestID: request_id, retrieved: [again.id, again.status, again.output_text],
-      next: [next.status, next.previous_response_id, next.output_text],
+      metadata: data.metadata, requestID: request_id, retrieved: [again.id, again.status, outputText(again)],
+      next: [next.status, next.previous_response_id, outputText(next)],
     };
   },
   async responses_stream() {
@@ -199,9 +231,9 @@ const cases = {
     return {
       types: events.map((e) => e.type), sequence: events.map((e) => e.sequence_number),
       text: events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join(''),
-      completed: events.at(-1).response ? [events.at(-1).response.status, events.at(-1).response.output_text ?? null,
+      completed: events.at(-1).response ? [events.at(-1).response.status, outputText(events.at(-1).response) ?? null,
         events.at(-1).response.usage?.total_tokens ?? null] : null,
-      helper: { deltas, status: final.status, outputText: final.output_text, id: final.id },
+      helper: { deltas, status: final.status, outputText: outputText(final), id: final.id },
     };
   },
   async responses_background() {
@@ -216,9 +248,9 @@ const cases = {
     const final = await helper.finalResponse();
     return {
       queued: [queued.object, queued.status, queued.background], done: [done.id === queued.id, done.status,
-        done.output_text],
+        outputText(done)],
       streamed: events.map((e) => [e.sequence_number, e.type]), resumed: resumed.map((e) => [e.sequence_number, e.type]),
-      helper: [final.id === id, final.status, final.output_text],
+      helper: [final.id === id, final.status, outputText(final)],
     };
   },
   async responses_logprobs() {
@@ -242,6 +274,7 @@ const cases = {
   // WebSocket mode (the SDK's ResponsesWS, over the `ws` package): two responses on one socket, the second
   // continuing the first with previous_response_id
   async responses_socket() {
+    need({ 'openai/resources/responses/ws (ResponsesWS)': ResponsesWS });
     const ws = new ResponsesWS(oai);
     const seen = [];
     const finals = [];
@@ -267,6 +300,8 @@ const cases = {
       chained: finals.length === 2 && finals[1].previous_response_id === finals[0].id };
   },
   async responses_more() {
+    need({ 'responses.inputTokens': oai.responses.inputTokens, 'responses.compact': oai.responses.compact,
+      conversations: oai.conversations });
     const counted = await oai.responses.inputTokens.count({ model: MODEL, input: 'Name a colour.',
       instructions: 'Be brief.' });
     const compacted = await oai.responses.compact({ model: MODEL, input: [
@@ -293,10 +328,10 @@ const cases = {
     return {
       counted: [counted.object, counted.input_tokens > 0],
       compacted: [compacted.object, item?.type, typeof item?.encrypted_content, compacted.usage?.total_tokens > 0],
-      after: [after.status, after.output_text], deleted: [deleted.class, deleted.status],
+      after: [after.status, outputText(after)], deleted: [deleted.class, deleted.status],
       cancelled: [cancelled.id === bg.id, cancelled.status],
       conversation: [conv.object, conv.metadata, updated.metadata, inConv.conversation?.id === conv.id,
-        inConv.output_text],
+        outputText(inConv)],
       added: [added.object, added.data.map((i) => [i.type, i.role])], items, one: [one.id === added.data[0].id,
         one.type], afterDelete: afterDelete.id === conv.id, convDeleted: [convDeleted.id === conv.id,
         convDeleted.deleted, convDeleted.object],
@@ -387,7 +422,7 @@ const cases = {
     const out = done.output_file_id ? (await (await oai.files.content(done.output_file_id)).text()) : '';
     const answers = out.split('\n').filter(Boolean).map(JSON.parse)
       .map((x) => [x.custom_id, x.response.status_code, x.response.body.choices[0].message.content]);
-    const deleted = await oai.files.delete(file.id);
+    const deleted = await deleteFile(file.id);
     return { file: [file.object, file.purpose, file.bytes, file.filename], status: done.status,
       counts: done.request_counts, answers: answers.sort(), deleted: [deleted.id === file.id, deleted.deleted] };
   },
@@ -406,13 +441,13 @@ const cases = {
   async chat_tools() {
     const whole = await oai.chat.completions.create({ model: MODEL, messages: ASK, tools: [WEATHER_FN] });
     const call = whole.choices[0].message.tool_calls?.[0];
-    const streamed = await oai.chat.completions.stream({ model: MODEL, messages: ASK, tools: [WEATHER_FN] })
+    const streamed = await chatHelpers.stream({ model: MODEL, messages: ASK, tools: [WEATHER_FN] })
       .finalChatCompletion();
     const scall = streamed.choices[0].message.tool_calls?.[0];
     const answered = await oai.chat.completions.create({ model: MODEL, tools: [WEATHER_FN], messages: [
       ...ASK, whole.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
     const ran = [];
-    const runner = oai.chat.completions.runTools({ model: MODEL, messages: ASK, tools: [{ type: 'function',
+    const runner = chatHelpers.runTools({ model: MODEL, messages: ASK, tools: [{ type: 'function',
       function: { ...WEATHER_FN.function, parse: JSON.parse, function: (args) => { ran.push(args); return 'sunny'; } } }] });
     const content = await runner.finalContent();
     return {
@@ -444,7 +479,7 @@ const cases = {
   // text before the calls, and two calls in one turn (the test's engine does both when asked, with native calls)
   async parallel_tools() {
     const ask = (text) => [{ role: 'user', content: text }];
-    const chat = await oai.chat.completions.stream({ model: MODEL, messages: ask('TALK TWICE'), tools: [WEATHER_FN] })
+    const chat = await chatHelpers.stream({ model: MODEL, messages: ask('TALK TWICE'), tools: [WEATHER_FN] })
       .finalChatCompletion();
     const chatWhole = await oai.chat.completions.create({ model: MODEL, messages: ask('TALK TWICE'),
       tools: [WEATHER_FN] });
@@ -462,7 +497,7 @@ const cases = {
       (c.choices[0].message.tool_calls ?? []).map((t) => [t.id, t.function.name, JSON.parse(t.function.arguments)])];
     const messageShape = (m) => [m.stop_reason, m.content.map((b) => (b.type === 'text' ? ['text', b.text]
       : [b.type, b.id, b.name, b.input]))];
-    const responseShape = (r) => [r.status, r.output.map((o) => (o.type === 'message' ? ['message', r.output_text]
+    const responseShape = (r) => [r.status, r.output.map((o) => (o.type === 'message' ? ['message', outputText(r)]
       : [o.type, o.call_id, o.name, JSON.parse(o.arguments)]))];
     return {
       chat: chatShape(chat), chatWhole: chatShape(chatWhole), message: messageShape(message),
@@ -471,6 +506,8 @@ const cases = {
     };
   },
   async tool_runner() {
+    need({ '@anthropic-ai/sdk/helpers/beta/json-schema (betaTool)': betaTool,
+      'beta.messages.toolRunner': claude.beta.messages.toolRunner });
     const ran = [];
     const weather = betaTool({ name: 'get_weather', description: 'Weather in a city',
       inputSchema: WEATHER_TOOL.input_schema, run: (input) => { ran.push(input); return 'sunny'; } });
@@ -498,14 +535,14 @@ const cases = {
       helper: [helped.status, hcall?.name, JSON.parse(hcall?.arguments ?? 'null'), hcall?.call_id === undefined],
       call: [r.status, call?.name, JSON.parse(call?.arguments ?? 'null'), typeof call?.call_id],
       streamed: [events.at(-1).type, done?.arguments ? JSON.parse(done.arguments) : null],
-      next: [next.status, next.output_text],
+      next: [next.status, outputText(next)],
     };
   },
   // --- a tool the grid runs itself (calculator), in the gateway's tool loop --------------------------------
   async server_tools() {
     const tools = [{ type: 'function', name: 'calculator' }];
     const input = 'What is 1234 * 5678?';
-    const shape = (r) => ({ status: r.status, text: r.output_text, output: r.output.map((o) => [o.type, o.name ?? null,
+    const shape = (r) => ({ status: r.status, text: outputText(r), output: r.output.map((o) => [o.type, o.name ?? null,
       o.output ?? null, o.server_label ?? null]) });
     const whole = await oai.responses.create({ model: MODEL, input, tools });
     const events = [];
@@ -515,7 +552,7 @@ const cases = {
     const fn = [{ type: 'function', function: { name: 'calculator' } }];
     const chat = await oai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: input }],
       tools: fn });
-    const chatStreamed = await oai.chat.completions.stream({ model: MODEL, messages: [{ role: 'user',
+    const chatStreamed = await chatHelpers.stream({ model: MODEL, messages: [{ role: 'user',
       content: input }], tools: fn }).finalChatCompletion();
     return { whole: shape(whole), streamed: shape(streamed), events,
       chat: [chat.choices[0].finish_reason, chat.choices[0].message.content],
@@ -523,6 +560,7 @@ const cases = {
   },
   // --- lists a page at a time: the SDKs' auto-pagers follow has_more / last_id ----------------------------
   async paging() {
+    need({ conversations: oai.conversations });
     const files = [];
     for (const name of ['a.jsonl', 'b.jsonl', 'c.jsonl']) {
       files.push((await oai.files.create({ file: await toFile(Buffer.from('{}\n'), name), purpose: 'batch' })).id);
@@ -609,7 +647,8 @@ for (const name of process.argv.slice(2)) {
   try {
     out[name] = await cases[name]();
   } catch (e) {
-    out[name] = { threw: described(e) };
+    out[name] = e instanceof Unsupported ? { unsupported: e.message } : { threw: described(e) };
   }
 }
+out._versions = { openai: OPENAI_VERSION, anthropic: ANTHROPIC_VERSION };
 process.stdout.write(JSON.stringify(out) + '\n');
