@@ -465,3 +465,33 @@ async def test_a_request_the_stop_cuts_while_its_engine_holds_it_is_charged_its_
     # the prompt's estimate (a few dozen tokens), not the reservation (its output allowance too: thousands)
     assert 0 < record["extra"].get("charged_tokens", 0) < 100, record["extra"]
     assert record["extra"]["cost_usd"] > 0
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+async def test_a_sockets_response_the_stop_cuts_while_its_engine_holds_it_is_charged_its_prompt(
+        tmp_path: Path, signals: int) -> None:
+    """The socket's form of the case above: a Responses WebSocket's response on its engine, no byte of it yet, cut by
+    the stop (the grace's end; or a second signal) is charged its prompt as an HTTP request cut so is. Before (review
+    RV2), the socket cancelled its response with no reason (`runner.cancel()`): the proxy took it for a lost hedge and
+    charged nothing."""
+    import websockets
+
+    reached = asyncio.Event()
+    async with _stopping_gateway(tmp_path, reached, grace_s=0.2 if signals == 1 else 60, held=True) as (
+            server, port, task):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/responses",
+                                      additional_headers={"x-aigrid-client-location": "Tokyo"}) as ws:
+            await ws.send(orjson.dumps({**CREATE, "input": "Name three rivers in Japan."}).decode())
+            await asyncio.wait_for(reached.wait(), 30)  # on its engine
+            for _ in range(signals):
+                server.signalled()
+            cut = (await _until(ws, "error"))[-1]
+            assert cut["error"]["code"] == "shutting_down", cut
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == 1012
+        await asyncio.wait_for(task, 60)
+    [record] = _records(tmp_path, "/v1/responses")
+    assert record["outcome"] == "cancelled"
+    assert 0 < record["extra"].get("charged_tokens", 0) < 100, record["extra"]
+    assert record["extra"]["cost_usd"] > 0

@@ -85,7 +85,7 @@ from aigrid.gateway.responses_steer import (
     unsupported,
 )
 from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
-from aigrid.gateway.stopping import SEND_BOUND_S, STOP_NOTICE, Lingering, StopNotice
+from aigrid.gateway.stopping import CUT, SEND_BOUND_S, STOP_NOTICE, Lingering, StopNotice
 from aigrid.spec.models import GridSpec
 
 if TYPE_CHECKING:
@@ -348,7 +348,9 @@ class _Connection:
             for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
                 run.cut.wanted = False
             if self.closed_by == "server":  # the stop closed it (1012): the running response is cancelled, as the
-                runner.cancel()  # stop cancels an HTTP request (`cancelled`), not one its client left (`client_closed`)
+                # stop cancels an HTTP request (`cancelled`, not `client_closed`), and with its reason: one whose
+                # engine held it is charged its prompt (proxy.py, STOP_CUTS); with none it was charged nothing
+                runner.cancel(CUT)
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
             try:
