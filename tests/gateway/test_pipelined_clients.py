@@ -14,12 +14,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aigrid.gateway.slow_clients import MAX_HEAD_BYTES, MAX_PIPELINED, NOT_HTTP, TIMED_OUT, HeadDeadline
+from aigrid.gateway.slow_clients import MAX_HEAD_BYTES, MAX_PIPELINED, NOT_HTTP, HeadDeadline, timed_out
 from tests.serving import serving
 
 
 class QuickDeadline(HeadDeadline):
     head_timeout_s = 0.4
+
+
+TIMED_OUT = timed_out(QuickDeadline.head_timeout_s)
 
 
 class App:

@@ -165,6 +165,46 @@ async def test_one_address_holds_at_most_its_share_of_the_connections(
             await asyncio.sleep(0.02)
 
 
+class BoundedThirds(Bounded):
+    """Room for three addresses' shares of SHARE each, so that two may be refused for theirs at once."""
+
+    max_connections = staticmethod(lambda: 3 * SHARE)
+    connection_share = 0.34  # int(12 * 0.34) = 4 = SHARE
+
+
+async def test_an_addresss_refusal_is_logged_per_address_naming_it_its_count_and_the_setting(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An operator behind a proxy on another host (an ingress, Docker's 172.17.0.1) sees every client refused from
+    the proxy's address: the line must say which address, what it holds and which setting to raise. Before: one
+    line every 10 s for every refusal of the process together, naming only the last address (here: 127.0.0.3's
+    refusals said nothing of 127.0.0.2's), and no hint of what to set. Now one line per address (at most one a minute
+    each, not one per connection), each naming its address, its count and the setting."""
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=BoundedThirds, lifespan="off",
+                       log_level="error") as s:
+        held = [await connect(s.port, source) for source in ("127.0.0.2", "127.0.0.3") for _ in range(SHARE)]
+        assert all([await served(c) for c in held])
+        for source in ("127.0.0.2", "127.0.0.3") * 3:
+            assert await refused(s.port, source) == BUSY_ADDRESS
+        close(held)
+    lines = [r.getMessage() for r in caplog.records if "connection_share_per_address" in r.getMessage()]
+    assert len(lines) == 2, lines
+    for line, source in zip(lines, ("127.0.0.2", "127.0.0.3"), strict=True):
+        assert f"from {source} " in line and f"it holds {SHARE}," in line, line
+        assert "gateway.connection_share_per_address 0.34 of this process's bound 12" in line, line
+        assert "set gateway.connection_share_per_address to 1" in line, line
+
+
+def test_an_addresss_refusals_within_its_minute_are_counted_into_its_next_line() -> None:
+    book = slow_clients.Connections(8)
+    assert book.refused_address("10.0.0.1", 100.0) == 1  # the first: a line at once
+    assert [book.refused_address("10.0.0.1", 100.0 + t) for t in (1, 30, 59)] == [0, 0, 0]
+    assert book.refused_address("10.0.0.2", 101.0) == 1  # another address has its own minute
+    assert book.refused_address("10.0.0.1", 160.0) == 4  # the three between its lines, and this one
+    assert set(book.refused_from) == {"10.0.0.1", "10.0.0.2"}
+    assert book.refused_address("10.0.0.1", 230.0) == 1
+    assert set(book.refused_from) == {"10.0.0.1"}  # an address whose line is a minute old has left the table
+
+
 async def test_loopback_is_not_held_to_a_share() -> None:
     """A proxy or sidecar on the same host brings every client from a loopback address: it has the process's
     whole bound (as before), the same for the spec's share."""

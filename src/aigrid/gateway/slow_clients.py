@@ -42,9 +42,16 @@ process's descriptor limit, which its own connections to engines, Redis, the aud
 an engine connection refused for want of a descriptor counts as the engine's failure). One client address holds at
 most its share of them (gateway.connection_share_per_address, half by default; loopback exempt: a proxy or sidecar on
 the same host brings every client from it). One past either is answered 503 `too_many_connections` with Retry-After
-(errors.TooManyConnections, BUSY) and closed as it is accepted, logged at most every LOG_EVERY_S: the gateway's own
-capacity, as nginx's limit_conn and Envoy's overload manager answer it, not the client's rate nor a request the
-admission queue shed (429 `overloaded`).
+(errors.TooManyConnections, BUSY) and closed as it is accepted: the gateway's own capacity, as nginx's limit_conn and
+Envoy's overload manager answer it, not the client's rate nor a request the admission queue shed (429 `overloaded`).
+Refusals for the process's bound are logged at most every LOG_EVERY_S; for an address's share at most once a minute
+per address (ADDRESS_LOG_EVERY_S), each line naming the address, what it holds and the setting: behind a proxy on
+another host (an ingress, a Kubernetes Service, Docker's 172.17.0.1) every client may come from a few addresses, and
+the share is then set to 1 (docs/deploy.md).
+
+The class swap (RefusableCycle) and relay_response.ClientWire rely on uvicorn's internals, and pyproject allows any
+uvicorn from 0.44 on: uvicorn_fits checks them once per process (at startup) and, where they are not what this was
+written against, logs a warning and leaves uvicorn's own behaviour in place rather than break a request.
 
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
 with pongs the gateway would hold for it without bound.
@@ -53,14 +60,17 @@ with pongs the gateway would hold for it without bound.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import ipaddress
 import logging
 import resource
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -91,6 +101,9 @@ the audit log, files and MCP servers."""
 ADDRESS_SHARE = 0.5
 """The default share of those one client address may hold (the spec's gateway.connection_share_per_address)."""
 LOG_EVERY_S = 10.0
+"""A refusal for the process's bound is logged at most this often (with how many since the last line)."""
+ADDRESS_LOG_EVERY_S = 60.0
+"""A refusal for one address's share is logged at most this often per address (with how many since its last line)."""
 
 
 def wire_answer(err: ApiError) -> bytes:
@@ -110,8 +123,17 @@ BUSY_ADDRESS = wire_answer(TooManyConnections(
     "(gateway.connection_share_per_address); close one or try again shortly", headers={"retry-after": "1"}))
 """A connection past its address's share, as it is accepted."""
 NOT_HTTP = wire_answer(InvalidRequest("the request is not valid HTTP/1.1"))
-TIMED_OUT = wire_answer(RequestTimeout(f"the request's head was not complete within {HEAD_TIMEOUT_S:g} s"))
-"""A head not complete within its deadline (HeadDeadline.head_timeout_s)."""
+
+
+@functools.cache
+def timed_out(seconds: float) -> bytes:
+    """What a head not complete within its deadline (HeadDeadline.head_timeout_s, `seconds`) is answered: 408 naming
+    the deadline in force (it named HEAD_TIMEOUT_S whatever the protocol's was)."""
+    return wire_answer(RequestTimeout(f"the request's head was not complete within {seconds:g} s"))
+
+
+TIMED_OUT = timed_out(HEAD_TIMEOUT_S)
+"""A head not complete within the default deadline, HEAD_TIMEOUT_S."""
 _TOO_LARGE = RequestHeaderTooLarge(f"the request's headers are larger than the gateway takes ({MAX_HEAD_BYTES} bytes)")
 HEAD_TOO_LARGE = wire_answer(_TOO_LARGE)
 """A head that grows past MAX_HEAD_BYTES, as it arrives (a complete one: _head_too_large, the same answer)."""
@@ -147,17 +169,22 @@ class Connections:
     The table holds only addresses with a connection open, at most `cap` of them: an address leaves it with its last
     connection."""
 
-    __slots__ = ("cap", "per_address", "held", "exempt", "refused", "logged_at")
+    __slots__ = ("cap", "share", "per_address", "held", "exempt", "refused", "logged_at", "refused_from")
 
     def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = loopback) -> None:
         self.cap = cap
+        self.share = share
         self.per_address = max(1, int(cap * share))
         """Connections one address holds at most; at `cap` it bounds nothing more."""
         self.held: dict[str, int] = {}
         self.exempt = exempt
         """Addresses not counted (default: loopback, a proxy or sidecar on the same host)."""
         self.refused = 0
+        """Refusals for the process's bound since its last log line (at `logged_at`)."""
         self.logged_at = -LOG_EVERY_S
+        self.refused_from: dict[str, tuple[int, float]] = {}
+        """Per address refused for its share within ADDRESS_LOG_EVERY_S: the refusals since its last log line, and
+        when that line was (addresses whose line is older leave it when another line is due)."""
 
     def take(self, host: str | None, open_now: int) -> tuple[bytes | None, str | None]:
         """A new connection from `host` (one of `open_now` the server holds, itself counted): the answer it is
@@ -174,6 +201,19 @@ class Connections:
         self.held[key] = held + 1
         return None, key
 
+    def refused_address(self, key: str, now: float) -> int:
+        """A connection counted under `key` (address_of) refused for its share at `now` (monotonic): how many were
+        refused since that address's last log line, this one counted, when a line is due (at most one every
+        ADDRESS_LOG_EVERY_S per address), else 0."""
+        count, at = self.refused_from.get(key, (0, -ADDRESS_LOG_EVERY_S))
+        if now - at < ADDRESS_LOG_EVERY_S:
+            self.refused_from[key] = (count + 1, at)
+            return 0
+        for old in [k for k, (_, t) in self.refused_from.items() if now - t >= ADDRESS_LOG_EVERY_S]:
+            del self.refused_from[old]
+        self.refused_from[key] = (0, now)
+        return count + 1
+
     def give_back(self, host: str) -> None:
         """One connection counted under `host` (take's) has ended."""
         held = self.held.get(host, 0) - 1
@@ -189,8 +229,73 @@ _CONNECTIONS = "aigrid_connections"
 
 def bound_connections(state: ServerState, share: float) -> None:
     """The server's Connections from the spec's share (stopping.gateway_server, before it serves); a server without
-    one gets HeadDeadline's defaults at its first connection."""
+    one gets HeadDeadline's defaults at its first connection. uvicorn's internals are checked here too (uvicorn_fits:
+    a warning at startup, once per process, where they are not what this module was written against)."""
+    uvicorn_fits()
     setattr(state, _CONNECTIONS, Connections(max_connections(), share))
+
+
+SWAP_READS = ("receive", "response_started", "response_complete", "more_body", "keep_alive", "message_event",
+              "transport", "disconnected")
+"""What RefusableCycle and HeadDeadline.send_400_response use of uvicorn's cycle (its class swapped under it)."""
+WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
+              "flow")
+"""What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket."""
+
+
+class Fit(NamedTuple):
+    """What of uvicorn's internals the gateway may rely on (uvicorn_fits)."""
+
+    swap: bool
+    """HeadDeadline makes each request's cycle a RefusableCycle (a body refused part-way is the app's 400)."""
+    wire: bool
+    """relay_response.ClientWire finds the client's socket under a streamed answer (its chunks written directly)."""
+
+
+def _names(cls: type) -> set[str]:
+    """The attributes a class has, and those its __init__ sets (the names its code stores on self)."""
+    init = getattr(cls, "__init__", None)
+    code = getattr(init, "__code__", None)
+    return set(dir(cls)) | set(code.co_names if code is not None else ())
+
+
+@functools.cache
+def uvicorn_fits() -> Fit:
+    """Whether uvicorn's httptools protocol builds the request cycle this module and relay_response.ClientWire were
+    written against (uvicorn's own RequestResponseCycle, the class RefusableCycle extends, with the attributes they
+    use): pyproject allows any uvicorn from 0.44 on, and these are its internals. Where it does not, one warning each
+    (once per process: at startup, stopping.gateway_server's bound_connections, or a server's first connection) and
+    uvicorn's own behaviour in its place, never a broken request: no class swap (a request refused in its chunked
+    body has its connection closed under the app, as uvicorn does), and streamed answers through ASGI `send`."""
+    built = getattr(httptools_impl, "RequestResponseCycle", None)  # what on_headers_complete builds (by that name)
+    builds = "RequestResponseCycle" in HttpToolsProtocol.on_headers_complete.__code__.co_names
+    ours = builds and built is RequestResponseCycle
+    names = _names(built) if isinstance(built, type) else set()
+    missing_swap = sorted(set(SWAP_READS) - names)
+    swap = ours and not missing_swap and inspect.iscoroutinefunction(getattr(built, "receive", None))
+    missing_wire = sorted(set(WIRE_READS) - names)
+    wire = ours and not missing_wire
+    what = (f"uvicorn {_uvicorn_version()}'s httptools protocol " + (
+        f"builds {_qualified(built)!r}, not the RequestResponseCycle this gateway extends"
+        if not ours else "builds a RequestResponseCycle without {}"))
+    if not swap:
+        log.warning("%s: a request refused in its chunked body has its connection closed under the app (uvicorn's "
+                    "own behaviour; slow_clients.RefusableCycle not used)",
+                    what.format(", ".join(missing_swap) or "an async receive"))
+    if not wire:
+        log.warning("%s: streamed answers go through ASGI send, not written on the client's socket "
+                    "(relay_response.ClientWire finds no wire: slower, still correct)",
+                    what.format(", ".join(missing_wire)))
+    return Fit(swap, wire)
+
+
+def _qualified(built: object) -> str:
+    return f"{getattr(built, '__module__', '?')}.{getattr(built, '__qualname__', built)}"
+
+
+def _uvicorn_version() -> str:
+    import uvicorn
+    return str(getattr(uvicorn, "__version__", "?"))
 
 
 class RefusableCycle(RequestResponseCycle):
@@ -254,6 +359,8 @@ class HeadDeadline(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._swap = uvicorn_fits().swap
+        """Each request's cycle is made a RefusableCycle (else uvicorn's, as it built it: uvicorn_fits)."""
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         """What the head being read has sent in the pieces fed whole into it (the piece that starts it not)."""
@@ -358,7 +465,7 @@ class HeadDeadline(HttpToolsProtocol):
         self._head_bytes = 0
         if size <= MAX_HEAD_BYTES:
             super().on_headers_complete()
-            if type(self.cycle) is RequestResponseCycle:  # the one just made (none for an upgrade: the one before)
+            if self._swap and type(self.cycle) is RequestResponseCycle:  # the one just made (for an upgrade: none)
                 self.cycle.__class__ = RefusableCycle  # its body may be refused part-way (send_400_response)
             return
         self._log_refused(f"its request head is {size} bytes, over {MAX_HEAD_BYTES} (431)")
@@ -382,7 +489,8 @@ class HeadDeadline(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:  # an answer is owed: the head is not read
             self._arm()  # (on_response_complete counts its time again from that answer's end)
             return
-        self._close(TIMED_OUT, f"its request head was not complete within {self.head_timeout_s:.0f} s (408)")
+        self._close(timed_out(self.head_timeout_s),
+                    f"its request head was not complete within {self.head_timeout_s:g} s (408)")
 
     def _refuse_head(self) -> None:
         self._disarm()
@@ -393,14 +501,24 @@ class HeadDeadline(HttpToolsProtocol):
         connection leaves the count at once)."""
         self.connections.discard(self)
         now = time.monotonic()
-        book.refused += 1
-        if now - book.logged_at >= LOG_EVERY_S:
-            log.warning("refused %d connection(s) since the last such line (at most one every %.0f s): this process "
-                        "holds %d, its bound %d, at most %d from one address (slow_clients.max_connections, "
-                        "gateway.connection_share_per_address); the last from %s, which holds %d",
-                        book.refused, LOG_EVERY_S, len(self.connections), book.cap, book.per_address, host,
-                        book.held.get(address_of(host) if host else "", 0))
-            book.logged_at, book.refused = now, 0
+        if answer is BUSY_ADDRESS and host is not None:
+            key = address_of(host)
+            refused = book.refused_address(key, now)
+            if refused:
+                log.warning("refused %d connection(s) from %s since its last such line (at most one a minute per "
+                            "address): it holds %d, the most one address may (gateway.connection_share_per_address "
+                            "%g of this process's bound %d; loopback exempt). Behind a reverse proxy, ingress, "
+                            "Service or Docker's published port every client may come from the proxy's few "
+                            "addresses: set gateway.connection_share_per_address to 1 there (docs/deploy.md)",
+                            refused, key, book.held.get(key, 0), book.share, book.cap)
+        else:
+            book.refused += 1
+            if now - book.logged_at >= LOG_EVERY_S:
+                log.warning("refused %d connection(s) since the last such line (at most one every %.0f s): this "
+                            "process holds %d, its bound %d (slow_clients.max_connections: half the file-descriptor "
+                            "limit); the last from %s", book.refused, LOG_EVERY_S, len(self.connections), book.cap,
+                            host)
+                book.logged_at, book.refused = now, 0
         self.transport.write(answer)
         self.transport.close()
 
