@@ -495,3 +495,30 @@ async def test_a_sockets_response_the_stop_cuts_while_its_engine_holds_it_is_cha
     assert record["outcome"] == "cancelled"
     assert 0 < record["extra"].get("charged_tokens", 0) < 100, record["extra"]
     assert record["extra"]["cost_usd"] > 0
+
+
+async def test_a_socket_whose_client_never_answers_the_stops_close_holds_the_stop_no_longer_than_a_last_word(
+        tmp_path: Path) -> None:
+    """An idle socket whose client neither reads nor answers a close (a peer gone without a word): the stop's close
+    (1012, Lingering) waits SEND_BOUND_S for its echo, as a cut request's last words wait, then drops the connection.
+    Before (review RV2), uvicorn's close_timeout (10 s) applied: every such socket held the stop for the whole grace
+    or 10 s (measured: 10.2 s with a 30 s grace, 3.2 s with 3 s), where uvicorn's own close at the stop took 0.2 s."""
+    import base64
+    import os
+
+    gate = asyncio.Event()
+    async with _stopping_gateway(tmp_path, gate, grace_s=60) as (server, port, task):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write(f"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                         "x-aigrid-client-location: Tokyo\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            server.signalled()  # from now on the client reads nothing and never echoes the close
+            # well past SEND_BOUND_S (1 s), below uvicorn's close_timeout (10 s) and the grace (60 s)
+            await asyncio.wait_for(task, 8)
+        finally:
+            writer.close()

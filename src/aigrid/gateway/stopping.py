@@ -180,6 +180,9 @@ class Lingering(PongsWhileRead):
     def shutdown(self) -> None:
         if (self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
                 and not self.disconnected):
+            # the app's close then waits for the client's echo as long as a cut request's last words wait (uvicorn's
+            # close_timeout, 10 s, held the stop that long, or the grace, for a client that never echoed it)
+            self.close_timeout = SEND_BOUND_S
             self.notice.begun.set()
             return
         super().shutdown()
