@@ -531,18 +531,20 @@ def test_explain_takes_an_id_pasted_with_its_header_line_end_and_stays_under_dec
 
 
 @pytest.mark.parametrize(("given", "says"), [
-    ([], "--api-key KEY or in AIGRID_API_KEY"), (["--api-key", "aig_wrong"], "(--api-key or AIGRID_API_KEY) was refused")])
+    ([], "--api-key KEY or in AIGRID_API_KEY"), (["--api-key", "aig_wrong"], "(--api-key or AIGRID_API_KEY) was refused"),
+    (["--api-key", ""], "--api-key KEY or in AIGRID_API_KEY")], ids=["none", "wrong", "empty"])
 def test_explain_refused_for_a_key_says_how_explain_takes_one(monkeypatch: pytest.MonkeyPatch, given: list[str],
                                                               says: str) -> None:
     """A gateway that enforces keys answered explain with its message for an HTTP client ("send 'Authorization:
-    Bearer <key>'"), which a user of the command cannot act on: it now says how explain takes a key."""
+    Bearer <key>'"), which a user of the command cannot act on: it now says how explain takes a key. An empty key
+    (AIGRID_API_KEY= exported empty) is sent as none: it is told how to give one, not that a key was refused."""
     import httpx
 
     sent: list[object] = []
 
     def get(url: str, **kwargs: object) -> httpx.Response:
         sent.append(kwargs.get("headers"))
-        message = "invalid API key" if given else "missing API key: send 'Authorization: Bearer <key>'"
+        message = "invalid API key" if "aig_wrong" in given else "missing API key: send 'Authorization: Bearer <key>'"
         return httpx.Response(401, json={"error": {"message": message, "type": "authentication_error"}})
 
     monkeypatch.setattr(httpx, "get", get)
@@ -550,7 +552,7 @@ def test_explain_refused_for_a_key_says_how_explain_takes_one(monkeypatch: pytes
     r = runner.invoke(app, ["explain", "dec-1", *given])
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and says in out and "Traceback" not in out, out
-    assert sent == [{"authorization": "Bearer aig_wrong"} if given else {}], sent
+    assert sent == [{"authorization": "Bearer aig_wrong"} if "aig_wrong" in given else {}], sent
 
 
 @pytest.mark.parametrize("pasted", ["x-aigrid-decision: dec-1", "X-Aigrid-Decision:dec-1\r", "request-id: dec-1"])

@@ -388,7 +388,7 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
         message = message if isinstance(message, str) else None
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
         if r.status_code == 401:  # the gateway's own words ("send 'Authorization: Bearer <key>'") are a client's
-            message += ("; aigrid explain sends the key given with --api-key KEY or in AIGRID_API_KEY" if api_key is None
+            message += ("; aigrid explain sends the key given with --api-key KEY or in AIGRID_API_KEY" if not api_key
                         else "; the key given to aigrid explain (--api-key or AIGRID_API_KEY) was refused")
         if r.status_code == 404 and not decision_id.startswith("dec-"):
             # x-request-id is a req- id when the gateway answered without routing (refused before it decided)
