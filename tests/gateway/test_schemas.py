@@ -52,3 +52,43 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]
         assert refused.isdisjoint(schemas[name]["properties"]), (name, refused & set(schemas[name]["properties"]))
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("messages,index", [
+    ([{"role": "user"}], 0),  # what llama.cpp answered "All non-assistant messages must contain 'content'"
+    ([{"role": "user", "content": None}], 0),
+    ([{"role": "system"}, {"role": "user", "content": "hi"}], 0),
+    ([{"role": "developer", "content": None}, {"role": "user", "content": "hi"}], 0),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant"}, {"role": "user", "content": "and?"}], 1),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [CALL]},
+      {"role": "tool", "tool_call_id": "call_1"}], 2),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "function_call": {"name": "lookup", "arguments": "{}"}},
+      {"role": "function", "name": "lookup"}], 2),
+])
+async def test_a_message_without_its_content_is_refused_naming_the_field(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine], messages: list[dict], index: int) -> None:
+    """OpenAI's rule (the SDK's message types: content Required for system, developer, user and tool; a function
+    message's key required, null allowed; an assistant's only with neither tool_calls nor function_call). A user
+    message without content reached llama.cpp, whose 400 the client got with `param` and `code` null."""
+    r = await client.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == f"messages.{index}.content" and error["code"] == "invalid_request", r.text
+    assert f"'messages.{index}.content'" in error["message"], r.text
+    assert all(not f.received for f in fakes.values())
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [CALL]},
+     {"role": "tool", "tool_call_id": "call_1", "content": "42"}, {"role": "user", "content": "so?"}],
+    # the gateway's own answer with no text (content null), sent back as history
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}, {"role": "user", "content": "hi"}],
+    [{"role": "user", "content": ""}],
+])
+async def test_the_messages_that_may_leave_content_out_or_empty_are_served(
+        client: httpx.AsyncClient, messages: list[dict]) -> None:
+    r = await client.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert r.status_code == 200, r.text

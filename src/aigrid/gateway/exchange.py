@@ -132,6 +132,16 @@ class Exchange:
             return "ok"
         return "client_closed" if self.record.status in UNFINISHED else self.record.status
 
+    def error_status(self) -> int | None:
+        """The HTTP status of an answer that is an error: the gateway's own (`error`), or an engine's refusal passed
+        on (outcome `http_NNN`, proxy.finish: the access line said `status: null` for an engine's 400); None for an
+        answer, and for an exit that sent no status of its own (client_closed, cancelled)."""
+        if self.error is not None:
+            return self.error.status
+        outcome = self.final_outcome()
+        code = outcome.removeprefix("http_")
+        return int(code) if code != outcome and code.isdigit() else None
+
     def used_tokens(self) -> int:
         """What to charge: the engine's count when it sent one (a tool loop's client gone during a later model
         turn: its finished turns' counts and that turn's prompt); the reservation when an engine answered but
@@ -181,7 +191,7 @@ class Exchange:
                 "tenant": self.principal.tenant if self.principal else None,
                 "key": self.principal.key_id if self.principal else None, "model": self.model,
                 "site": site, "endpoint": served or None, "outcome": self.final_outcome(),
-                "status": self.error.status if self.error is not None else None,
+                "status": self.error_status(),
                 "ms": round((now - self.started) * 1000, 1),
                 "ttft_ms": None if record is None or record.ttft_ms is None else round(record.ttft_ms, 1),
                 "attempts": len(record.attempts) if record is not None else 0,

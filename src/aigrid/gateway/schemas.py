@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from aigrid.engines.fan_out import MAX_CHOICES
 
@@ -165,6 +166,31 @@ class Message(BaseModel):
             raise _unread(f"content[{j}]: a content part of type {kind!r}" if kind not in TEXT_PARTS
                           else f"content[{j}]: a text part without a string `text`")
         return v
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Message:
+        """OpenAI's rule for `content` (the SDK's message types): a system, developer, user or tool message carries
+        it, a string or a list of parts, not null; a legacy `function` message carries the key (null allowed); an
+        assistant message may leave it out only when it calls tools (`tool_calls`, or a legacy `function_call`).
+        `{"role": "user"}` went to the engine, and llama.cpp's 400 ("All non-assistant messages must contain
+        'content'") reached the client without a `param`. Refused naming `messages.N.content`: a ValidationError
+        raised here keeps its location under the message's (pydantic-core adds the outer `messages.N`)."""
+        given = "content" in self.model_fields_set
+        if self.role == "assistant":
+            calls = self.tool_calls or (self.model_extra or {}).get("function_call")
+            missing = not given and not calls
+            why = "an assistant message carries `content` unless it calls tools (`tool_calls`)"
+        elif self.role == "function":
+            missing = not given
+            why = "a `function` message carries `content` (the function's result; null if it returned none)"
+        else:
+            missing = self.content is None
+            why = (f"a {self.role} message carries `content`, a string or a list of content parts"
+                   f"{', not null' if given else ''}")
+        if missing:
+            raise ValidationError.from_exception_data("Message", [InitErrorDetails(
+                type=PydanticCustomError("missing", why), loc=("content",), input=self.content)])
+        return self
 
 
 class StreamOptions(BaseModel):
