@@ -78,7 +78,9 @@ def test_an_answer_nested_too_deep_is_not_an_answer() -> None:
         raise AssertionError("an answer of 129 levels passed")
 
 
-def test_a_large_body_is_judged_from_its_bytes_with_the_walks_answer() -> None:
+def test_a_large_body_gets_the_walks_answer_and_path() -> None:
+    """A body past what the walk once served alone (64 KiB; its bytes were read by numpy then): deeper_than first,
+    the walk only for the path of one found too deep."""
     shallow = {"messages": [{"role": "user", "content": "[{" * 200}], "x": list(range(100_000))}
     raw = orjson.dumps(shallow)
     assert len(raw) > 65_536 and too_deep_raw(raw, shallow) is None
