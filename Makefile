@@ -90,7 +90,7 @@ sdk-js:
 ## sdk-matrix: the SDK parity tests (tests/parity) against older majors of the official SDKs (openai 1 and 2,
 ## anthropic 0.x and 1 in Python; openai 4, 5 and 6 and @anthropic-ai/sdk 0.x in Node), each installed into
 ## ~/.cache/aigrid/sdk-matrix (never .venv or tests/parity/js); prints versions x passed/skipped/failed
-## (scripts/sdk_matrix.py; about 8 min). Not part of `make test`.
+## (scripts/sdk_matrix.py; 13 min at a load average of 10 on 2 cores). Not part of `make test`.
 sdk-matrix: install sdk-js
 	$(PY) scripts/sdk_matrix.py
 

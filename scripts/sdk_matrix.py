@@ -12,7 +12,7 @@ into a cache folder (never into .venv or tests/parity/js) and runs the surface t
 
 It prints one row per version: tests passed, skipped (a feature that version lacks, or a known bug of that SDK
 version; the reasons follow the table) and failed. Exit status 1 when a test failed. Not part of `make test`
-(about 8 minutes on two loaded cores). Installs are kept in the cache; a second run only runs the tests.
+(13 minutes at a load average of 10 on two cores). Installs are kept in the cache; a second run only runs the tests.
 
     python scripts/sdk_matrix.py [--only NAME-VERSION ...] [--cache DIR]
 """

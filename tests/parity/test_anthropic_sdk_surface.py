@@ -180,7 +180,7 @@ async def test_message_batches_through_their_whole_lifecycle_are_valid_objects(t
         deleted = await parsed(raw_d)
         assert (deleted.id, deleted.type) == (second.id, "message_batch_deleted")
         # last: anthropic 0.x has no with_raw_response.results (a skip from here, the lifecycle checked above)
-        results = await needs(claude.messages.batches.with_raw_response, "results")(batch.id)
+        results = await needs(claude, "messages", "batches", "with_raw_response", "results")(batch.id)
         lines = [orjson.loads(x) for x in (await results.http_response.aread()).splitlines()]
         for line in lines:
             strict(MessageBatchIndividualResponse, line)
