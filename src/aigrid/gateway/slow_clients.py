@@ -235,7 +235,7 @@ def bound_connections(state: ServerState, share: float) -> None:
     setattr(state, _CONNECTIONS, Connections(max_connections(), share))
 
 
-SWAP_READS = ("receive", "response_started", "response_complete", "more_body", "keep_alive", "message_event",
+SWAP_READS = ("send", "receive", "response_started", "response_complete", "more_body", "keep_alive", "message_event",
               "transport", "disconnected")
 """What RefusableCycle and HeadDeadline.send_400_response use of uvicorn's cycle (its class swapped under it)."""
 WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
@@ -272,7 +272,8 @@ def uvicorn_fits() -> Fit:
     ours = builds and built is RequestResponseCycle
     names = _names(built) if isinstance(built, type) else set()
     missing_swap = sorted(set(SWAP_READS) - names)
-    swap = ours and not missing_swap and inspect.iscoroutinefunction(getattr(built, "receive", None))
+    swap = ours and not missing_swap and all(inspect.iscoroutinefunction(getattr(built, name, None))
+                                             for name in ("send", "receive"))
     missing_wire = sorted(set(WIRE_READS) - names)
     wire = ours and not missing_wire
     what = (f"uvicorn {_uvicorn_version()}'s httptools protocol " + (
@@ -281,7 +282,7 @@ def uvicorn_fits() -> Fit:
     if not swap:
         log.warning("%s: a request refused in its chunked body has its connection closed under the app (uvicorn's "
                     "own behaviour; slow_clients.RefusableCycle not used)",
-                    what.format(", ".join(missing_swap) or "an async receive"))
+                    what.format(", ".join(missing_swap) or "an async send and receive"))
     if not wire:
         log.warning("%s: streamed answers go through ASGI send, not written on the client's socket "
                     "(relay_response.ClientWire finds no wire: slower, still correct)",
@@ -306,6 +307,15 @@ class RefusableCycle(RequestResponseCycle):
     is gone, as before RefusableCycle (a raise there ended the stream with a traceback, its cleanup skipped)."""
 
     refused = False
+
+    async def send(self, message: Any) -> None:
+        """uvicorn's send, with `connection: close` on an answer's head when the connection closes after it
+        (keep_alive False: HeadDeadline's refusals, an HTTP/1.0 client): uvicorn writes it itself only from 0.53 on,
+        and pyproject allows 0.44 (before, those answers said nothing of the close that followed)."""
+        if (message["type"] == "http.response.start" and not self.keep_alive
+                and not any(name.lower() == b"connection" for name, _ in message.get("headers", ()))):
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await super().send(message)
 
     async def receive(self) -> Any:
         if not self.refused:
