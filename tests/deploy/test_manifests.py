@@ -181,6 +181,15 @@ def test_the_pod_s_grace_outlasts_the_gateway_s_own_stop() -> None:
     assert grace > reap_wait_s(spec), (grace, reap_wait_s(spec))
 
 
+def test_behind_the_service_one_address_may_hold_the_whole_connection_bound() -> None:
+    """Clients reach the pods through the Service (and an Ingress or load balancer): a few proxy or node addresses
+    bring every one of them, and the default share (0.5 of the bound per address, for a gateway reached directly)
+    held each to half the bound (503 too_many_connections with room left). The ConfigMap sets it to 1."""
+    spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
+    assert spec.gateway.connection_share_per_address == 1
+    assert "connection_share_per_address: 1" in grid_spec_text()
+
+
 def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> None:
     spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
     assert spec.gateway.host == "0.0.0.0" and spec.gateway.network == "none"
