@@ -13,11 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigrid.engines.sse import SseError
 from aigrid.gateway.output_filter import OutputFilter, offered_names, redact_json_answer
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
 from tests.gateway.test_exit_paths import the_one_record
 from tests.gateway.test_hostile_translations import chunk, grid
@@ -211,3 +214,19 @@ def test_a_kept_field_nested_past_what_the_filter_reads_ends_a_redacted_stream()
     f = OutputFilter(True, strip_usage=False)
     with pytest.raises(SseError, match="nested past"):
         f.event({**chunk({"content": "Hi"}), "system_fingerprint": deep})
+
+
+_bits = st.sampled_from(["get_", "weather", "chatcmpl-", "7", "42", "-", "@", "example.com", PII, SSN,
+                         "4111 1111 1111 1111", "+44 20 7946 0958", "\u200b", "\uff14", "\uff20", " ", "_"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_bits | st.text(max_size=3), max_size=14))
+def test_a_short_string_is_read_as_a_streaming_redactor_fed_it_whole_reads_it(bits: list[str]) -> None:
+    """OutputFilter._read_whole (one find_pii, pii.cannot_hold's skip first) gives the text and the kinds found that
+    a StreamingRedactor fed the string and flushed gave, as it read each string until review RV4 (twice the cost)."""
+    text = "".join(bits)
+    redactor = StreamingRedactor()
+    filt = OutputFilter(True, strip_usage=False)
+    assert filt._read_whole(text) == redactor.feed(text) + redactor.flush()
+    assert filt._found.found == list(dict.fromkeys(redactor.found))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from aigrid.security.firewall.pii import PiiMatch, find_pii, iban_ok, luhn_ok, redact
+from aigrid.security.firewall.pii import PiiMatch, cannot_hold, find_pii, iban_ok, luhn_ok, redact
 from aigrid.security.firewall.streaming import StreamingRedactor
 
 CARD = "4111 1111 1111 1111"
@@ -113,6 +113,18 @@ def test_skipping_impossible_scans_finds_exactly_what_scanning_everything_finds(
     text = "".join(bits)
     start = min(start, len(text))
     assert find_pii(text, start=start) == find_pii(text, start=start, prune=False)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_bits | st.text(max_size=3), max_size=12))
+def test_a_text_cannot_hold_tells_holds_nothing_any_detector_finds(bits: list[str]) -> None:
+    """pii.cannot_hold, the output filter's cheap skip of a short string (an id, a model, a tool name): every
+    text it passes over, every detector run on it finds nothing; and it passes over the plain ones."""
+    text = "".join(bits)
+    if cannot_hold(text):
+        assert find_pii(text, prune=False) == [], text
+    assert cannot_hold("get_weather") and cannot_hold("chat.completion.chunk") and cannot_hold("gpt-4o")
+    assert not cannot_hold("a@b") and not cannot_hold("12") and not cannot_hold("\uff10\uff11")
 
 
 def test_a_text_without_digits_or_at_signs_is_scanned_for_nothing() -> None:

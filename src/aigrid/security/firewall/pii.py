@@ -121,6 +121,16 @@ def _digits(text: str, start: int, end: int) -> int:
     return n
 
 
+def cannot_hold(text: str) -> bool:
+    """Whether no detector can match `text`, told cheaply: ASCII (what a model reads of it is itself, model_reading)
+    and, for each detector, fewer digits than it needs or without the character it needs (_NEEDS). find_pii's
+    answer for such a text is [], the same result (what _find's prune skips, after a reading and a scan)."""
+    if not text.isascii():
+        return False
+    digits = sum(text.count(d) for d in "0123456789")
+    return all(digits < fewest or (char is not None and char not in text) for fewest, char in _NEEDS.values())
+
+
 def model_reading(text: str) -> tuple[str, list[int] | None] | None:
     """What a model reads of a non-ASCII text, for the detectors: ASCII smuggled in tag characters as ASCII,
     Cyrillic and Greek look-alikes made Latin, invisible characters dropped (zero-width, soft hyphen,
