@@ -473,7 +473,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `ai
         raise _fail(e) from None
     except OSError as e:
         raise _fail(_keys_file_error(keys_file, e, "change")) from None
-    console.print(f"revoked {key_id}")
+    console.print(f"revoked {escape(key_id)}")
 
 
 @audit_app.command("verify")
