@@ -7,8 +7,8 @@ import io
 import json
 import os
 import re
+import runpy
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,18 +136,26 @@ def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -
         shutil.copy(tmp_path / "dashboard-replay.png", ROOT / "docs" / "img" / "dashboard-replay.png")
 
 
-def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    def prepare(requests_csv: bytes) -> subprocess.CompletedProcess[str]:
+def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def prepare(requests_csv: bytes) -> str:
+        """`python -m aigrid.dashboard.replay_files SCENARIO RUN` run in this process (runpy: the module's own
+        __main__ code, without a new interpreter importing the simulator again): the one line it exits with.
+        Any other exception, a traceback in the shell, fails here."""
         (tmp_path / "requests.csv").write_bytes(requests_csv)
-        return subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
-                              capture_output=True, text=True, timeout=120)
+        monkeypatch.setattr(sys, "argv", ["replay_files", str(SMALL), str(tmp_path)])
+        monkeypatch.delitem(sys.modules, "aigrid.dashboard.replay_files", raising=False)  # as -m: not imported
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("aigrid.dashboard.replay_files", run_name="__main__", alter_sys=True)
+        assert isinstance(done.value.code, str) and "\n" not in done.value.code  # exit status 1, one line
+        return done.value.code
 
-    done = prepare(b'"policy","request","arrival_s","site"\r\n"balanced","4.x",0.5,"a"\r\n')
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in done.stderr
+    said = prepare(b'"policy","request","arrival_s","site"\r\n"balanced","4.x",0.5,"a"\r\n')
+    assert said.startswith("replay_files: ")
+    assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in said
     assert (tmp_path / "requests.csv").read_bytes().endswith(b'"a"\r\n')  # left as it was
-    done = prepare(b'"policy","request","tenant"\r\n"b",0,"' + b"x" * 200_000 + b'"\r\n')  # past csv's limit
-    assert done.returncode == 1 and "Traceback" not in done.stderr and "field larger than field limit" in done.stderr
+    said = prepare(b'"policy","request","tenant"\r\n"b",0,"' + b"x" * 200_000 + b'"\r\n')  # past csv's limit
+    assert "field larger than field limit" in said
 
 
 def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path) -> None:

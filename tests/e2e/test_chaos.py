@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import Proc, engine_pid, start_gateway, start_node, write_spec
+from tests.e2e.processes import Proc, engine_pid, start_gateway, start_node, wait_http, write_spec
 from tests.engine_support import require_llama_server
 from tests.security.redis_server import redis_server
 
@@ -30,17 +30,29 @@ def report(name: str, **figures: object) -> None:
     print(f"\nCHAOS {name}: {json.dumps(figures)}")
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[dict[str, tuple[Proc, str]]]:
+@pytest.fixture(scope="module")
+def started_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Proc, str]]]:
+    """Three `aigrid node` engines for the module's tests (each test starts its own gateways): started once, not
+    once a test (three llama-servers loading took most of each test's time)."""
     require_llama_server()
+    cwd = tmp_path_factory.mktemp("nodes")
     started: dict[str, tuple[Proc, str]] = {}
     try:
         for site in ("fra", "iad", "nrt"):
-            started[site] = start_node(tmp_path, site)
+            started[site] = start_node(cwd, site)
         yield started
     finally:
         for proc, _ in started.values():
             proc.stop()
+
+
+@pytest.fixture
+def nodes(started_nodes: dict[str, tuple[Proc, str]]) -> dict[str, tuple[Proc, str]]:
+    """The module's nodes once each answers /health: an engine a test killed -9 is started again by its node
+    (`aigrid node` supervises it) before the next test uses it."""
+    for _, url in started_nodes.values():
+        wait_http(url + "/health", timeout_s=120)
+    return started_nodes
 
 
 def stream(base: str, city: str, body: dict = CHAT, on_event=None) -> dict:  # type: ignore[no-untyped-def]
