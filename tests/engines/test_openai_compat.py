@@ -109,7 +109,8 @@ async def test_health_and_stats_over_a_real_socket(served: tuple[FakeEngine, str
         assert await engine.health() is True
         stats = await engine.stats()
         assert (stats.running, stats.waiting, stats.prompt_tokens_total) == (2, 1, 65.0)
-        assert await OpenAICompatEngine("llamacpp", url, client, health_path="/nope").health() is False
+        with pytest.raises(EngineUnavailable, match=r"/nope answered HTTP 404 \(no such path there"):
+            await OpenAICompatEngine("llamacpp", url, client, health_path="/nope").health()  # (it was a bare False)
         await engine.aclose()
         assert not client.is_closed  # the client belongs to the caller
 
@@ -128,7 +129,8 @@ async def test_unreachable_engine() -> None:
         assert str(down.value).startswith(f"vllm engine at http://127.0.0.1:{port}: /v1/chat/completions failed "
                                           "before the response: ConnectError: "), str(down.value)
         assert "OpenAICompatEngine(" not in str(down.value) and "ConnectError(" not in str(down.value)
-        assert await engine.health() is False
+        with pytest.raises(EngineUnavailable, match=f"cannot reach http://127.0.0.1:{port}/health: ConnectError"):
+            await engine.health()  # (it was a bare False: no reason in the scraper's line)
         with pytest.raises(EngineUnavailable):
             await engine.stats()
 

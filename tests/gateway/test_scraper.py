@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.scraper import Scraper
 from aigrid.spec import load
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_hostile_engines import grid, sane
 
 
 async def test_the_waiting_gauge_takes_the_engines_number_bounded(gateway: Gateway,
@@ -61,3 +65,27 @@ async def test_an_engine_that_does_not_answer_its_probe_delays_no_other_endpoint
         stuck.set()
         await start
         await scraper.stop()
+
+
+async def test_the_unhealthy_line_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An `openai` endpoint whose models path answers 404 (a url whose base is wrong: until 6 Dec 2026 one ending in
+    /v1, asked /v1/v1/models) was logged "endpoint X is now UNHEALTHY" and nothing more: the adapter's health probe
+    said False, the 404 unsaid. The probe now says why, and the scraper's line carries it."""
+    with caplog.at_level("WARNING", logger="aigrid.scraper"):
+        async for g in grid(tmp_path, sane, kind="openai"):  # the engines serve GET /health and /metrics only
+            assert not g.gw.store.snapshot().state("nrt-smollm2").healthy
+    lines = [r for r in caplog.records if r.name == "aigrid.scraper" and "UNHEALTHY" in r.getMessage()]
+    assert lines, caplog.text
+    for line in lines:
+        assert "/v1/models answered HTTP 404 (no such path there" in line.getMessage(), line.getMessage()
+        assert "answered HTTP 404" in line.aigrid_fields["reason"]  # type: ignore[attr-defined]
+
+
+async def test_an_engine_without_a_reason_is_unhealthy_saying_its_check_failed(
+        gateway: Gateway, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    await gateway.scraper.scrape_once()
+    fakes["fra-smollm2"].down = True
+    with caplog.at_level("WARNING", logger="aigrid.scraper"):
+        await gateway.scraper.scrape_once()
+    assert [r.getMessage() for r in caplog.records if r.name == "aigrid.scraper"] == [
+        "endpoint fra-smollm2 is now UNHEALTHY: health check failed"]

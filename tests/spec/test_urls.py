@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from aigrid.cli import app
 from aigrid.errors import SpecError
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
+from tests.gateway import hostile_engine as H
 
 RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
 
@@ -55,7 +58,57 @@ def test_good_urls_pass() -> None:
     spec = raw()
     spec["endpoints"][0]["url"] = "https://[::1]:8443/v1"
     spec["gateway"].update(shared_state_url="unix:///run/redis.sock", otel={"endpoint": "http://collector:4318"})
-    assert parse_spec(spec).endpoints[0].url == "https://[::1]:8443/v1"
+    assert parse_spec(spec).endpoints[0].url == "https://[::1]:8443"  # its /v1 taken off (below)
+
+
+@pytest.mark.parametrize(("url", "base"), [
+    ("http://10.0.0.5:8000/v1", "http://10.0.0.5:8000"),  # vLLM's, as OpenAI's SDKs and LiteLLM take it
+    ("http://10.0.0.5:8000/v1/", "http://10.0.0.5:8000"),
+    ("https://api.openai.com/v1", "https://api.openai.com"),
+    ("https://llm.example.com/team-a/v1", "https://llm.example.com/team-a"),  # a server under a path
+    ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),  # a base, as it was
+    ("http://10.0.0.5:8000/", "http://10.0.0.5:8000/"),
+    ("http://10.0.0.5:8000/v10", "http://10.0.0.5:8000/v10"),
+])
+def test_an_endpoint_url_given_with_v1_is_the_servers_base(url: str, base: str) -> None:
+    """What a newcomer pastes is the base URL an OpenAI client takes, with /v1; the adapters add /v1/chat/completions
+    and probe /v1/models, so `spec check` passed it and the endpoint was asked /v1/v1/... and stayed UNHEALTHY."""
+    spec = raw()
+    spec["endpoints"][0]["url"] = url
+    assert parse_spec(spec, "grid.yaml").endpoints[0].url == base
+
+
+def test_an_endpoint_url_that_is_an_api_path_names_the_field() -> None:
+    spec = raw()
+    spec["endpoints"][0]["url"] = "http://10.0.0.5:8000/v1/chat/completions"
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec, "grid.yaml")
+    assert "endpoints.0.url: 'http://10.0.0.5:8000/v1/chat/completions': give the server's base URL" in str(e.value)
+
+
+async def test_an_engine_given_with_v1_is_asked_at_its_own_paths(tmp_path: Path) -> None:
+    """End to end, spec to adapter: an `openai` endpoint whose url ends in /v1 is probed at /v1/models (it was
+    /v1/v1/models, a 404: unhealthy) and sent its requests at /v1/chat/completions."""
+    paths: list[str] = []
+
+    def answer(path: str, request: dict) -> H.Script:
+        paths.append(path)
+        return H.whole(orjson.dumps(H.answer_of()))
+
+    engine = await H.HostileEngine(answer).start()
+    engine.gets["/v1/models"] = lambda: H.whole(b'{"object": "list", "data": []}')
+    spec = raw()
+    spec["endpoints"] = [{**spec["endpoints"][0], "engine": "openai", "url": f"{engine.url}/v1"}]
+    up = upstream()
+    try:
+        adapter = build_engines(parse_spec(spec, "grid.yaml"), {}, up)[spec["endpoints"][0]["id"]]
+        assert await adapter.health() is True
+        async with adapter.open("/v1/chat/completions", b'{"model": "m", "messages": []}') as answered:
+            assert answered.status == 200
+        assert paths == ["/v1/chat/completions"]
+    finally:
+        await up.aclose()
+        await engine.stop()
 
 
 def test_gateway_redis_option_is_checked_before_anything_starts() -> None:

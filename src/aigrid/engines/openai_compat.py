@@ -254,16 +254,22 @@ class OpenAICompatEngine:
         return await self._client.send(request, stream=stream)
 
     async def health(self) -> bool:
-        """True when the engine's health path answers 200. Unreachable is False, not an error; an engine that
-        refuses the gateway's key (or asks for one) raises EngineUnavailable saying so."""
+        """True when the engine's health path answers 200; else EngineUnavailable saying why, the reason the scraper
+        logs and records: unreachable (and why: a refused connection, a certificate that did not verify), the key
+        refused, or the status it answered. Until 6 Dec 2026 unreachable and any other status were a bare False:
+        "endpoint X is now UNHEALTHY" with no reason (an `openai` endpoint whose url ended in /v1 got 404 on
+        /v1/v1/models)."""
+        url = self._url(self._health_path)
         try:
-            status, _ = await self._get(self._url(self._health_path), self._headers, HEALTH_MAX_BYTES)
+            status, _ = await self._get(url, self._headers, HEALTH_MAX_BYTES)
         except httpx.TransportError as exc:
-            log.debug("%r health probe failed: %r", self, exc)
-            return False
+            raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
         if status in self._refused_statuses:  # the operator's to fix: said, not just "unhealthy"
             raise EngineUnavailable(self._refused(self._health_path, status))
-        return status == 200
+        if status != 200:
+            raise EngineUnavailable(f"{self}: {url} answered HTTP {status}" + (
+                " (no such path there: is the endpoint's url the server's base URL?)" if status == 404 else ""))
+        return True
 
     async def stats(self) -> EngineStats:
         """The engine's load from its own metrics (all None for kinds without metrics), plus GPU power

@@ -52,16 +52,19 @@ class Scraper:
         except Exception as e:  # noqa: BLE001 -- logged: one engine's scrape never fails the others' (nor a start)
             if not isinstance(e, EngineError):
                 log.warning("endpoint %s: unexpected error reading its health or metrics", endpoint.id, exc_info=e)
+            why = str(e) or type(e).__name__
             if self._store.state(endpoint.id).healthy:
-                log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, e,
-                            extra=fields(endpoint=endpoint.id, healthy=False, reason=str(e)))
-            self._store.record_scrape(endpoint.id, False, None, reason=str(e) or type(e).__name__)
+                log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, why,
+                            extra=fields(endpoint=endpoint.id, healthy=False, reason=why))
+            self._store.record_scrape(endpoint.id, False, None, reason=why)
             self._metrics.healthy.labels(*labels).set(0)
             return
         was_healthy = self._store.state(endpoint.id).healthy
-        self._store.record_scrape(endpoint.id, healthy, stats, reason="" if healthy else "health check failed")
+        reason = "" if healthy else "health check failed"  # an engine's probe that says why raises (above)
+        self._store.record_scrape(endpoint.id, healthy, stats, reason=reason)
         if was_healthy != healthy:
-            log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else "UNHEALTHY")
+            log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else f"UNHEALTHY: {reason}",
+                        extra=fields(endpoint=endpoint.id, healthy=healthy, **({"reason": reason} if reason else {})))
         self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
         if waiting is not None:

@@ -74,6 +74,29 @@ def http_url(url: str | None) -> str | None:
     return url
 
 
+API_ROOT = "/v1"
+"""Where an OpenAI-compatible server's API lives under its base URL: the engine adapters add it to each path."""
+
+
+def engine_base_url(url: str | None) -> str | None:
+    """An endpoint's `url` as its engine's base (http_url's checks first): a trailing `/v1` (or `/v1/`) taken off.
+    OpenAI's SDKs, LiteLLM and most clients take the base URL with /v1 (`http://host:8000/v1`, an aigrid gateway's
+    banner prints one), and that is what a newcomer pastes; the adapters add `/v1/chat/completions` and probe
+    `/v1/models`, so it was asked `/v1/v1/...` and only ever showed UNHEALTHY. An API path past it (`/v1/chat/...`)
+    is refused, naming the field."""
+    url = http_url(url)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith(API_ROOT):
+        return parts._replace(path=path.removesuffix(API_ROOT)).geturl()
+    if f"{API_ROOT}/" in path:
+        raise ValueError(f"{_without_password(url)!r}: give the server's base URL (e.g. http://host:8000, or with "
+                         f"/v1), not an API path: the gateway adds /v1/chat/completions and the rest")
+    return url
+
+
 def _without_password(url: str) -> str:
     """The URL as an error may quote it: a password in it (a proxy's user:password@) replaced by ***."""
     scheme, sep, rest = url.partition("://")
@@ -181,7 +204,8 @@ class EndpointSpec(StrictModel):
     site: str
     model: str
     engine: EngineKind = "embedded"
-    url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000")
+    url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000 "
+                            "(http://host:8000/v1, as OpenAI clients take it, is the same: the /v1 is taken off)")
     served_model: str | None = Field(default=None, min_length=1,
                                      description="model name the engine expects, if different")
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -205,7 +229,8 @@ class EndpointSpec(StrictModel):
     prefill_tps: float = Field(default=500.0, ge=MIN_TPS, le=MAX_TPS, description="profile estimate until measured")
     decode_tps: float = Field(default=40.0, ge=MIN_TPS, le=MAX_TPS, description="per-request decode tokens/s estimate")
 
-    _urls = field_validator("url", "power_metrics_url", "proxy")(http_url)
+    _urls = field_validator("power_metrics_url", "proxy")(http_url)
+    _url = field_validator("url")(engine_base_url)
 
     @model_validator(mode="after")
     def _url_for_external(self) -> EndpointSpec:
