@@ -15,7 +15,7 @@ import pytest
 from uvicorn.protocols.http import httptools_impl
 
 from aigrid.gateway import slow_clients
-from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.relay_response import ClientWire, RelayResponse
 from aigrid.gateway.slow_clients import NOT_HTTP, HeadDeadline, RefusableCycle
 from tests.serving import serving
 
@@ -127,3 +127,29 @@ async def test_with_uvicorn_as_expected_each_cycle_is_swapped() -> None:
     async with serving(app, http=HeadDeadline, lifespan="off", log_level="error") as s:
         assert (await exchange(s.port, GET)).startswith(b"HTTP/1.1 200 ")
     assert app.cycles == [RefusableCycle]
+
+
+async def test_a_flow_without_what_clientwire_uses_sends_streams_through_asgi_send(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A uvicorn whose flow control lacks what ClientWire uses to write (here a name added to WIRE_FLOW_READS, as a
+    uvicorn that renamed `drain` would look): one warning, and ClientWire finds no wire, so a stream goes through
+    ASGI send, whole, rather than fail mid-answer on the missing name; the swap, which does not use it, still
+    happens. Before, ClientWire.of gave the wire (its class check passed). The control (the wire used when uvicorn
+    fits) is test_relay's test_the_wire_is_found_under_the_gateways_own_http_protocol."""
+    monkeypatch.setattr(slow_clients, "WIRE_FLOW_READS", (*slow_clients.WIRE_FLOW_READS, "drain_hook"))
+    found: list[ClientWire | None] = []
+    of = ClientWire.of
+
+    def noted(send: Any, gone: Any) -> ClientWire | None:
+        found.append(of(send, gone))
+        return found[-1]
+
+    monkeypatch.setattr(ClientWire, "of", noted)
+    app = Built()
+    async with serving(app, http=HeadDeadline, lifespan="off", log_level="error") as s:
+        streamed = await exchange(s.port, STREAM)
+    assert streamed.startswith(b"HTTP/1.1 200 ") and b"one " in streamed and b"three" in streamed
+    assert found == [None] and app.cycles == [RefusableCycle]  # asked, and no wire given
+    said = warnings_of(caplog)
+    assert len(said) == 1 and "without flow.drain_hook" in said[0] and "relay_response.ClientWire" in said[0], said
+    assert slow_clients.uvicorn_fits() == slow_clients.Fit(swap=True, wire=False)

@@ -39,7 +39,7 @@ from starlette.types import Message, Receive, Scope, Send
 try:  # uvicorn's internals: a uvicorn without them (or another server) gets `send` only
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-    from aigrid.gateway.slow_clients import RefusableCycle
+    from aigrid.gateway.slow_clients import RefusableCycle, uvicorn_fits
     _CYCLES: tuple[type, ...] = (RequestResponseCycle, RefusableCycle)
     """uvicorn's cycle, and the gateway's own protocol's (slow_clients.HeadDeadline: `aigrid up`, each worker)."""
 except ImportError:  # pragma: no cover
@@ -64,7 +64,7 @@ class ClientWire:
         server_send = getattr(cycle, "server_send", None)
         if server_send is not None:
             cycle = getattr(server_send, "__self__", None)
-        if cycle is None or type(cycle) not in _CYCLES:
+        if cycle is None or type(cycle) not in _CYCLES or not uvicorn_fits().wire:  # (uvicorn_fits: warned once)
             return None
         try:
             usable = (cycle.chunked_encoding is True and cycle.response_started and not cycle.response_complete

@@ -71,6 +71,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -241,6 +242,8 @@ SWAP_READS = ("send", "receive", "response_started", "response_complete", "more_
 WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
               "flow")
 """What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket."""
+WIRE_FLOW_READS = ("write_paused", "drain")
+"""What ClientWire uses of the cycle's flow (uvicorn's FlowControl)."""
 
 
 class Fit(NamedTuple):
@@ -274,7 +277,8 @@ def uvicorn_fits() -> Fit:
     missing_swap = sorted(set(SWAP_READS) - names)
     swap = ours and not missing_swap and all(inspect.iscoroutinefunction(getattr(built, name, None))
                                              for name in ("send", "receive"))
-    missing_wire = sorted(set(WIRE_READS) - names)
+    missing_wire = sorted(set(WIRE_READS) - names) + sorted(f"flow.{name}" for name in set(WIRE_FLOW_READS)
+                                                            - _names(FlowControl))
     wire = ours and not missing_wire
     what = (f"uvicorn {_uvicorn_version()}'s httptools protocol " + (
         f"builds {_qualified(built)!r}, not the RequestResponseCycle this gateway extends"
