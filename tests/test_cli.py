@@ -54,7 +54,7 @@ def test_gateway_refuses_embedded_endpoints() -> None:
         port = str(taken.getsockname()[1])
         r = runner.invoke(app, ["gateway", str(ROOT / "examples" / "demo.yaml"), "--port", port])
     assert r.exit_code == 2 and "use `aigrid up`" in r.output, r.output
-    assert "invalid grid spec 'demo'" in r.output, r.output
+    assert f"invalid grid spec {ROOT / 'examples' / 'demo.yaml'}:" in " ".join(r.output.split()), r.output  # the file
 
 
 def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -221,7 +221,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
     try:
         _run(run_grid(_with_log_level(load_spec(spec), log_level), console, port=port,
                       extra_routes=_dashboard(replay), workers=_workers(workers),
-                      worker_options=_worker_options(replay)))
+                      worker_options=_worker_options(replay), source=str(spec)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -248,7 +248,7 @@ def gateway(spec: SpecArg,
         if redis is not None:
             s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
         _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay),
-                      workers=_workers(workers), worker_options=_worker_options(replay)))
+                      workers=_workers(workers), worker_options=_worker_options(replay), source=str(spec)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

@@ -37,8 +37,9 @@ from aigrid.gateway.stopping import gateway_server
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
+from aigrid.security.keys_cli import SECRET_ENV
 from aigrid.spec import load
-from aigrid.spec.models import GridSpec
+from aigrid.spec.models import GridSpec, SecuritySpec
 
 LOG_DIR = Path(".aigrid") / "logs"
 
@@ -147,8 +148,11 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"-H {shlex.quote('x-aigrid-client-location: ' + _a_city(spec))} -d {shlex.quote(body)}")
     # explain asks http://127.0.0.1:8080 unless told: another grid's gateway answered "no decision"
     gateway = "" if base == DEFAULT_GATEWAY else f" --gateway {base}"
-    keys = (f"  keys:  enforced: {_aigrid()} keys create TENANT (with AIGRID_KEY_SECRET), then export "
-            "AIGRID_API_KEY=<the key> for the lines below\n") if enforce else ""
+    keys = (f"  keys:  enforced: {escape(_keys_create(spec))}, then export AIGRID_API_KEY=<the key> for the lines "
+            "below\n") if enforce else ""
+    # the engines this process started: the embedded ones (`aigrid gateway` refuses a spec with any; `aigrid up`
+    # starts them all); it said "and every engine" where it had started none, and the engines ran on
+    owns = any(e.engine == "embedded" for e in spec.endpoints)
     return (f"\n[bold green]aigrid gateway[/] on {base}  (OpenAI base URL: {base}/v1)\n"
             f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
             f"{keys}"
@@ -156,7 +160,22 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  then:  {_aigrid()} explain <x-aigrid-decision header>{gateway}   |   {base}/metrics   |   "
             f"{base}/v1/grid\n"
             f"  map:   {base}/dashboard\n"
-            f"  Ctrl-C stops the gateway and every engine.\n")
+            f"  Ctrl-C stops the gateway{' and every engine' if owns else ' (its engines run elsewhere, and run on)'}."
+            "\n")
+
+
+def _keys_create(spec: GridSpec) -> str:
+    """The command that makes a key this gateway takes: `keys create` writes the default key file and reads the
+    secret from AIGRID_KEY_SECRET, so a spec's own security.keys_file is given as --keys-file (the key went to a
+    file the gateway never reads: 401) and its own secret_env's value handed over in AIGRID_KEY_SECRET."""
+    defaults = SecuritySpec()
+    sec = spec.security
+    command = f"{_aigrid()} keys create TENANT"
+    if sec.keys_file != defaults.keys_file:
+        command += f" --keys-file {shlex.quote(sec.keys_file)}"
+    if sec.secret_env == SECRET_ENV:
+        return f"{command} (with {SECRET_ENV})"
+    return f'{SECRET_ENV}="${sec.secret_env}" {command}'  # the gateway's secret, under the name the CLI reads
 
 
 def _loopback(host: str) -> bool:
@@ -222,24 +241,28 @@ ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 
 async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None, workers: int = 1,
-                   worker_options: Mapping[str, Any] | None = None) -> None:
+                   worker_options: Mapping[str, Any] | None = None, source: str | None = None) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped:
     in this process (workers=1), or in `workers` processes on one socket (workers.py; `worker_options` tell
-    each worker what `extra_routes` would have mounted, since a function cannot cross processes)."""
+    each worker what `extra_routes` would have mounted, since a function cannot cross processes). `source`: the
+    spec's file, which a problem found here names (as the loader's do)."""
     host, port = spec.gateway.host, port or spec.gateway.port
     logs = configure_logs(spec.gateway.log_level)
     try:
-        await _serve_grid(spec, console, host, port, start_engines, extra_routes, workers, worker_options or {})
+        await _serve_grid(spec, console, host, port, start_engines, extra_routes, workers, worker_options or {},
+                          source or repr(spec.name))
     finally:
         logs.stop()
 
 
 async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
-                      extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any]) -> None:
+                      extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any],
+                      source: str) -> None:
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:  # before the port: `aigrid gateway` of the demo beside `make run` said "in use"
-        raise SpecError(repr(spec.name), [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or "
-                                          "give them engine: llamacpp and the url of a running llama-server"])
+        # named by its file, as `spec check` names it: it said "invalid grid spec 'demo'" (the spec's name:)
+        raise SpecError(source, [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or "
+                                 "give them engine: llamacpp and the url of a running llama-server"])
     _check_port_free(host, port)
     engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
     https_origins(spec)  # and a CA file that cannot be read, a proxy's credentials missing
@@ -255,7 +278,8 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
 
             await run_workers(spec, host, port, urls, workers, worker_options=worker_options, started=started,
                               embedded_key=key)
-            console.print("stopping engines...")
+            if embedded:
+                console.print("stopping engines...")
             return
         up = upstream(spec)
         stack.push_async_callback(up.aclose)
@@ -283,7 +307,8 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
             raise ConfigError(startup_problem(gateway.startup_error)) from None
         finally:
             announcer.cancel()
-        console.print("stopping engines...")
+        if embedded:
+            console.print("stopping engines...")
 
 
 async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str,

@@ -1,0 +1,76 @@
+"""What `aigrid up` and `aigrid gateway` say at the start (gateway/server.py): the banner's lines, as printed, work;
+a problem with the spec names its file."""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+from aigrid.gateway.server import banner
+from aigrid.security.keys import KeyRing
+from aigrid.spec.load import load_spec
+from aigrid.spec.models import GridSpec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def shown(spec: GridSpec) -> str:
+    """The banner as the gateway prints it (rich markup)."""
+    out = StringIO()
+    Console(file=out, width=400).print(banner(spec, "127.0.0.1", 8080), highlight=False, soft_wrap=True)
+    return out.getvalue()
+
+
+def test_ctrl_c_stops_every_engine_only_where_the_gateway_started_them() -> None:
+    """`aigrid gateway` (and `aigrid up` of a grid without embedded engines) said "Ctrl-C stops the gateway and every
+    engine": it started none, and Ctrl-C left them running."""
+    assert "Ctrl-C stops the gateway and every engine." in shown(load_spec(EXAMPLES / "demo.yaml"))
+    external = load_spec(EXAMPLES / "right-size.yaml")
+    assert all(e.engine != "embedded" for e in external.endpoints)
+    text = shown(external)
+    assert "every engine" not in text and "Ctrl-C stops the gateway (its engines run elsewhere, and run on)." in text
+
+
+@pytest.mark.parametrize(("keys_file", "secret_env"), [
+    (None, None), ("custom/keys.json", None), ("custom/keys.json", "GRID_SECRET"), (None, "GRID_SECRET")])
+def test_the_keys_line_makes_a_key_this_gateway_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys_file: str | None, secret_env: str | None) -> None:
+    """With keys enforced the banner said `aigrid keys create TENANT (with AIGRID_KEY_SECRET)` whatever the spec's
+    security.keys_file: the key went to .aigrid/keys.json, which a gateway reading another file never read (401).
+    Now the command as printed, run in the gateway's folder, makes a key the gateway's key ring verifies."""
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(EXAMPLES / "demo.yaml")
+    security = {"enforce": True, **({"keys_file": keys_file} if keys_file else {}),
+                **({"secret_env": secret_env} if secret_env else {})}
+    spec = spec.model_copy(update={"security": spec.security.model_copy(update=security)})
+    line = next(x for x in shown(spec).splitlines() if "keys create" in x)
+    command = line.split("enforced: ", 1)[1].split(", then export", 1)[0]
+    assert ("--keys-file" in command) == (keys_file is not None), command
+    words = shlex.split(command.removesuffix(" (with AIGRID_KEY_SECRET)"))
+    gateway_secret = "s3cret-of-the-gateway-" + "x" * 16
+    env = {spec.security.secret_env: gateway_secret}
+    if words[0].startswith("AIGRID_KEY_SECRET="):  # the gateway's secret handed over under the CLI's name
+        assert words.pop(0) == f"AIGRID_KEY_SECRET=${secret_env}", command
+        env["AIGRID_KEY_SECRET"] = gateway_secret
+    assert words[:3] == ["aigrid", "keys", "create"] and words[3] == "TENANT", command
+    result = CliRunner().invoke(app, [*words[1:3], "acme", *words[4:]], env=env)
+    assert result.exit_code == 0, result.output
+    api_key = next(x.split("api key: ", 1)[1] for x in result.output.splitlines() if x.startswith("api key: "))
+    record = KeyRing.load(Path(spec.security.keys_file), gateway_secret.encode()).verify(api_key.strip())
+    assert record is not None and record.tenant == "acme"
+
+
+def test_a_spec_problem_found_at_start_names_the_file() -> None:
+    """`aigrid gateway examples/demo.yaml` (embedded engines, which only `aigrid up` starts) said "invalid grid spec
+    'demo'": the spec's `name:`, where every other spec error names the file."""
+    path = EXAMPLES / "demo.yaml"
+    result = CliRunner().invoke(app, ["gateway", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"invalid grid spec {path}:" in " ".join(result.output.split()), result.output
+    assert "'demo'" not in result.output
