@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aigrid.engines.sse import SseError
-from aigrid.gateway.output_filter import OutputFilter, offered_names, redact_json_answer
+from aigrid.gateway.output_filter import MAX_NAME_CHARS, OutputFilter, offered_names, redact_json_answer
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -85,24 +85,70 @@ def test_a_streamed_calls_id_and_name_are_redacted_the_id_the_same_in_every_piec
               {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": OFFERED, "arguments": "{}"}}]}]
     sent = [f.event(chunk(p)) for p in pieces] + [f.event(chunk({}, "tool_calls"))]
     assert PII.encode() not in orjson.dumps(sent) and NAME.encode() not in orjson.dumps(sent)
-    ids = [c["choices"][0]["delta"]["tool_calls"][0]["id"] for c in sent[:3]]  # type: ignore[index]
-    assert REPLACED.fullmatch(ids[0]) and ids[1] == ids[0] and ids[2] == "c2"
-    names = [c["choices"][0]["delta"]["tool_calls"][0]["function"].get("name") for c in sent[:3]]  # type: ignore[index]
-    assert names == ["lookup_REDACTED_SSN", None, OFFERED]
+    # a name not offered, without arguments yet, may come in pieces: held, and sent whole with the call's next piece
+    assert "tool_calls" not in sent[0]["choices"][0]["delta"]  # type: ignore[index]
+    ids = [c["choices"][0]["delta"]["tool_calls"][0]["id"] for c in sent[1:3]]  # type: ignore[index]
+    assert REPLACED.fullmatch(ids[0]) and ids[1] == "c2"
+    names = [c["choices"][0]["delta"]["tool_calls"][0]["function"].get("name") for c in sent[1:3]]  # type: ignore[index]
+    assert names == ["lookup_REDACTED_SSN", OFFERED]
     assert f.verdicts() and "email" in f.verdicts()[0].detail and "ssn" in f.verdicts()[0].detail
 
 
-def test_a_name_sent_in_pieces_is_refused_on_a_redacted_stream() -> None:
-    """The redaction reads a name whole; a name split so that no piece holds the item ("lookup_123-45", "-6789")
-    would pass it piece by piece."""
+def joined(sent: list[Any]) -> dict[int, dict[str, str]]:
+    """What a client that joins a stream's call pieces (openai-python's accumulator: strings added) reads of each."""
+    out: dict[int, dict[str, str]] = {}
+    for event in sent:
+        for choice in (event or {}).get("choices") or ():
+            for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                got = out.setdefault(call["index"], {"id": "", "name": "", "arguments": ""})
+                got["id"] += call.get("id") or ""
+                for field in ("name", "arguments"):
+                    got[field] += (call.get("function") or {}).get(field) or ""
+    return out
+
+
+@pytest.mark.parametrize("end", ["arguments", "finish", "finish without a delta", "the stream's end"])
+def test_a_name_sent_in_pieces_is_read_whole_and_goes_out_whole(end: str) -> None:
+    """A name split so that no piece holds the item ("lookup_123-45", "-6789": Gemini's OpenAI-compatible endpoint
+    splits names) is held until it ends, then read and sent whole, with the call's id; until review RV4 of the
+    twenty-seventh session such a stream was refused (the first piece had gone out unread)."""
+    f = OutputFilter(True, strip_usage=False, tools=frozenset({"lookup"}))
+    pieces = [{"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "lookup_123-45"}}]},
+              {"tool_calls": [{"index": 0, "function": {"name": "-6789", "arguments": ""}}]}]
+    if end == "arguments":
+        pieces.append({"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 1}'}}]})
+    sent = [f.event(chunk(p)) for p in pieces]
+    if end == "finish":
+        sent.append(f.event(chunk({}, "tool_calls")))
+    elif end == "finish without a delta":
+        sent.append(f.event({"id": "chatcmpl-h", "choices": [{"index": 0, "finish_reason": "tool_calls"}]}))
+    else:
+        sent += [f.event(chunk({}, "tool_calls"))] if end == "arguments" else [f.flush_event()]
+    assert b"123-45" not in orjson.dumps(sent), sent
+    assert joined(sent) == {0: {"id": "c", "name": "lookup_REDACTED_SSN",
+                                "arguments": '{"a": 1}' if end == "arguments" else ""}}
+    assert f.verdicts() and "ssn" in f.verdicts()[0].detail
+
+
+def test_a_name_repeated_whole_in_each_piece_goes_out_once_and_more_of_a_sent_name_is_refused() -> None:
+    same = OutputFilter(True, strip_usage=False)  # an engine that repeats the whole name (MiniMax through NIM)
+    sent = [same.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": a}}]}))
+            for a in ("", '{"x"', ": 2}")] + [same.event(chunk({}, "tool_calls"))]
+    names = [[c["function"].get("name") for c in e["choices"][0]["delta"].get("tool_calls") or ()]  # type: ignore[index]
+             for e in sent]
+    assert names == [[], ["f"], ["f"], [None]]  # held "f", then "f" again: one name, not "ff"; then passed on as sent
+    f = OutputFilter(True, strip_usage=False, tools=frozenset({"lookup"}))  # an offered name goes out at once
+    out = f.event(chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "lookup"}}]}))
+    assert out["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "lookup"  # type: ignore[index]
+    with pytest.raises(SseError, match="after the name went out"):
+        f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "_123-45-6789"}}]}))
+
+
+def test_a_name_held_back_is_bounded() -> None:
     f = OutputFilter(True, strip_usage=False)
-    f.event(chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "lookup_123-45", "arguments": ""}}]}))
-    with pytest.raises(SseError, match="name in pieces"):
-        f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "-6789"}}]}))
-    same = OutputFilter(True, strip_usage=False)  # an engine that repeats the whole name in each piece: read again
-    for _ in range(2):
-        out = same.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}))
-        assert out["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "f"  # type: ignore[index]
+    with pytest.raises(SseError, match="name of more than"):
+        for i in range(MAX_NAME_CHARS // 2 + 1):  # (a piece equal to the name so far is read as a repeat of it)
+            f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "ab" if i % 2 else "cd"}}]}))
 
 
 def test_offered_names_are_the_tools_and_functions_of_a_chat_body() -> None:

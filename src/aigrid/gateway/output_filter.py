@@ -295,14 +295,17 @@ def json_read(text: str, json: bool | None) -> str:
     return reader.written(reader.feed(text) + reader.flush(), final=True)
 
 
+MAX_NAME_CHARS = 4096
+"""The longest tool call name a redacted stream's pieces may join into (OpenAI allows 64 characters): a name held
+back until it ends (OutputFilter._call_names) is bounded."""
 _SHORT_KEPT = 256
 """The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
 
 
 class CallNames:
     """A tool call's `id` and its function's `name` as a redacting tenant's client gets them. Each is read whole by
-    `read` (the output policy's check; a name or an id is never split across a stream's pieces by the grid's engines,
-    and OutputFilter refuses a name that is); until the twenty-seventh session neither was read, and a phone number
+    `read` (the output policy's check; an id is never split across a stream's pieces, and a name that may be is held
+    back until it ends, OutputFilter._call_names); until the twenty-seventh session neither was read, and a phone number
     in a function name or an address in a call id reached the client (the Responses API's `call_id` and `name`, a
     Messages `tool_use` block's `id` and `name` are these). What is found is handled so that the call stays usable:
 
@@ -361,7 +364,8 @@ class OutputFilter:
         request offers (offered_names)."""
         self._json_answer = json_answer
         self._calls = CallNames(tools, self._read_whole)
-        self._names: dict[tuple[int, int], str] = {}
+        self._names: dict[tuple[int, int], str] = {}  # (choice, call): the name sent
+        self._held: dict[tuple[int, int], dict[str, Any]] = {}  # (choice, call): the call held until its name ends
         self._found = StreamingRedactor()  # what the reads of ids and names found (its `found` only)
         self._short: dict[str, str] = {}
         self._steps = steps
@@ -408,30 +412,92 @@ class OutputFilter:
         self._found.found.extend(m.kind for m in found if m.kind not in self._found.found)
         return redact(text, found) if found else text
 
-    def _call_names(self, index: int, delta: dict[str, Any]) -> None:
-        """Each streamed tool call's id and name (CallNames). A name the engine sends in pieces (a second, other
-        name for the same call) is refused: the redaction reads a name whole, and what it let through in the first
-        piece cannot be taken back."""
-        calls = delta.get("tool_calls")
-        for place, call in enumerate(calls if isinstance(calls, list) else ()):
+    def _call_names(self, index: int, delta: dict[str, Any], argued: set[int]) -> None:
+        """Each streamed tool call's id and name (CallNames); `argued`: the calls whose arguments this piece began or
+        went on with. A name is read whole: a call's first piece whose name is not complete for sure (no arguments
+        with it, and not one of the offered names that is no other's beginning) is held back, the call's id and type
+        with it, and goes out whole, its pieces joined, with the call's next piece that holds no more of it (its
+        arguments, another call, the choice's end: _release). Gemini's OpenAI-compatible endpoint sends a name in
+        pieces ("edit_ex", "isting_file"), as OpenAI's chat streams may; the grid's own engines (vLLM, SGLang,
+        llama.cpp, Ollama, TGI) send it whole. A piece of a name already sent that is not that name again (an engine
+        that repeats it whole each time) is refused: what went out cannot be taken back."""
+        given = delta.get("tool_calls")
+        calls: list[Any] = given if isinstance(given, list) else []
+        pieces: dict[int, dict[str, Any]] = {}
+        for place, call in enumerate(calls):
             if not isinstance(call, dict):
                 continue
             if isinstance(call.get("id"), str) and call["id"]:
                 call["id"] = self._calls.id(call["id"])
             fn = call.get("function")
-            if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]):
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]:
+                pieces.setdefault(call["index"] if isinstance(call.get("index"), int) else place, call)
+        for key in [key for key in self._held if key[0] == index and key[1] not in pieces]:
+            self._release(key, delta)
+        for k, call in pieces.items():
+            key, name = (index, k), call["function"]["name"]
+            held = self._held.get(key)
+            if held is not None:  # the name's next piece (or the same name again)
+                joined = held["function"]["name"]
+                joined = held["function"]["name"] = joined if name == joined else joined + name
+                if len(joined) > MAX_NAME_CHARS:
+                    raise SseError(f"the engine's answer sent a tool call's name of more than {MAX_NAME_CHARS} "
+                                   "characters: not an answer the grid asked for")
+                held.update((field, call[field]) for field in ("id", "type") if field in call)
+                if k in argued:  # its arguments began: the name is whole
+                    self._release(key, delta)
+                else:
+                    calls.remove(call)
                 continue
-            key = (index, call["index"] if isinstance(call.get("index"), int) else place)
-            first = self._names.get(key)
-            if first is None:
-                if len(self._names) >= MAX_TEXTS:
+            sent = self._names.get(key)
+            if sent is None:
+                if len(self._names) + len(self._held) >= MAX_TEXTS:
                     raise SseError(f"the engine's answer opened more than {MAX_TEXTS} tool calls: not an answer the "
                                    "grid asked for")
-                first = self._names[key] = fn["name"]
-            elif first != fn["name"]:
-                raise SseError("the engine's answer sent a tool call's name in pieces, which the redaction cannot "
-                               "read whole")
-            fn["name"] = self._calls.name(fn["name"])
+                if k not in argued and not self._complete(name):
+                    self._held[key] = {field: call[field] for field in ("id", "type") if field in call} | {
+                        "index": k, "function": {"name": name}}
+                    calls.remove(call)
+                    continue
+                sent = self._names[key] = name
+            elif sent != name:
+                raise SseError("the engine's answer sent more of a tool call's name after the name went out, which "
+                               "the redaction cannot take back")
+            call["function"]["name"] = self._calls.name(name)
+        if pieces and not delta.get("tool_calls"):
+            delta.pop("tool_calls", None)  # each of its calls held back
+
+    def _complete(self, name: str) -> bool:
+        """Whether a call's first piece holds its whole name for sure: one of the offered names, and no other
+        offered name begins with it."""
+        return name in self._calls.offered and not any(o != name and o.startswith(name) for o in self._calls.offered)
+
+    def _release(self, key: tuple[int, int], delta: dict[str, Any]) -> None:
+        """A held call's id, type and whole name (read: CallNames) into `delta`: into the call's piece there (its
+        arguments), else as a piece of its own before the others."""
+        held = self._held.pop(key)
+        name = self._names[key] = held["function"]["name"]
+        held["function"]["name"] = self._calls.name(name)
+        calls = delta.get("tool_calls")
+        if not isinstance(calls, list):
+            calls = delta["tool_calls"] = []
+        for call in calls:
+            if isinstance(call, dict) and call.get("index") == key[1]:
+                if not isinstance(call.get("function"), dict):
+                    call["function"] = {}
+                call["function"]["name"] = held["function"]["name"]
+                for field in ("id", "type"):
+                    if field in held and field not in call:
+                        call[field] = held[field]
+                return
+        calls.insert(0, held)
+
+    def _release_all(self, index: int, choice: dict[str, Any]) -> None:
+        """Each call of the choice still held back, into its last chunk (`choice`)."""
+        for key in [key for key in self._held if key[0] == index]:
+            if not isinstance(choice.get("delta"), dict):
+                choice["delta"] = {}
+            self._release(key, choice["delta"])
 
     def event(self, obj: Any) -> Any | None:
         """One chunk as the client must see it; None to drop it."""
@@ -461,15 +527,17 @@ class OutputFilter:
                 for field in TEXTS:
                     if isinstance(delta.get(field), str):
                         delta[field] = self._feed((index, field, 0), delta[field])
+                argued = {k for k, fn in _call_functions(delta) if fn["arguments"]}
                 for k, fn in _call_functions(delta):
                     fn["arguments"] = self._feed((index, "tool", k), fn["arguments"])
-                self._call_names(index, delta)
+                self._call_names(index, delta, argued)
             if isinstance(choice.get("text"), str):  # a completion's, or one beside a delta: the client reads it too
                 choice["text"] = self._feed((index, "text", 0), choice["text"])
             if choice.get("finish_reason"):
                 # the last chunk as engines send it (`"delta": {}`, or no delta at all): what is held back goes in
                 # it, not after it (in a chunk without id or model, which a client that stops at finish_reason
                 # never reads); a completions chunk (`object: text_completion`) takes it as its text
+                self._release_all(index, choice)
                 self._end(choice, index, completion=obj.get("object") == "text_completion")
         return obj
 
@@ -509,9 +577,10 @@ class OutputFilter:
         completions stream's as a `text_completion` chunk with the choice's `text`."""
         choices = []
         completion = any(k[1] == "text" for k in self._redactors)
-        for index in sorted({k[0] for k in self._redactors}):
+        for index in sorted({k[0] for k in self._redactors} | {k[0] for k in self._held}):
             choice: dict[str, Any] = {"index": index, "finish_reason": None} if completion else \
                 {"index": index, "delta": {}, "finish_reason": None}
+            self._release_all(index, choice)
             self._end(choice, index, completion=completion)
             if choice.get("delta") or choice.get("text"):
                 choices.append(choice)
