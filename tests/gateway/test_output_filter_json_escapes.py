@@ -127,13 +127,18 @@ CLEAN = '{"title": "caf\\u00e9 \\"menu\\"\\n", "path": "a\\/b", "emoji": "\\ud83
 
 
 def test_a_clean_json_answer_passes_as_it_came_whole_and_streamed() -> None:
-    """Nothing found: a whole answer's text is kept byte for byte (escapes and all), and so is a streamed JSON text
-    without `\\u` or `\\/` escapes; one with them streams as the same JSON value, those escapes written as the
-    characters they stand for (what the client's parser reads either way)."""
-    body = whole({"content": CLEAN, "tool_calls": [{"id": "x", "type": "function",
-                                                      "function": {"name": "f", "arguments": CLEAN}}]})
+    """Nothing found: a whole answer's texts are kept as written (escapes and all) inside the answer orjson writes
+    again (since f779b67c never the engine's bytes: the same JSON value), and so is a streamed JSON text without
+    `\\u` or `\\/` escapes; one with them streams as the same JSON value, those escapes written as the characters
+    they stand for (what the client's parser reads either way)."""
+    message = {"content": CLEAN, "tool_calls": [{"id": "x", "type": "function",
+                                                "function": {"name": "f", "arguments": CLEAN}}]}
+    # the engine's own bytes: spaces after separators and ASCII escapes, as Python's json writes, not orjson's form
+    body = json.dumps(orjson.loads(whole(message)), ensure_ascii=True).encode()
     out, verdicts = redact_json_answer(firewall(), "t", body)
-    assert out == body and not verdicts
+    assert not verdicts and orjson.loads(out) == json.loads(body)
+    said = orjson.loads(out)["choices"][0]["message"]
+    assert said["content"] == CLEAN and said["tool_calls"][0]["function"]["arguments"] == CLEAN
     plain = '{"title": "menu \\"du jour\\"\\n\\t", "n": [1, 2.5e3, null], "ok": true}'
     for field in ("content", "arguments"):
         assert streamed([plain[:7], plain[7:30], plain[30:]], field) == plain
