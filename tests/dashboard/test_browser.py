@@ -127,6 +127,7 @@ def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tm
     (run / "sites.json").write_text("<html>not found</html>")
     external: list[str] = []
     with chromium_page(served.base, external) as page:
+        page.add_init_script(FEED_WATCH)
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=15000)
         assert page.text_content("#mode").startswith("replay: sites.json is not JSON")
@@ -134,8 +135,29 @@ def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tm
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
         page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
         page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=30000)
+        # The live feed sends an event every 0.3 s here: its status update put 'live' back over the error (the
+        # test failed under load, between the wait above and reading the text). Wait for whichever comes first,
+        # the next live event's badge or the page closing its feed: only the error may be left on the badge.
+        page.wait_for_function("() => window.__feedClosed || document.body.dataset.mode !== 'error'", timeout=30000)
         assert page.text_content("#mode").startswith("replay: summary.json is not JSON")
+        with httpx.Client(base_url=served.base, timeout=10) as http:  # a live decision after the error
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+        assert page.text_content("#mode").startswith("replay: summary.json is not JSON")
+        page.click("#live-button")  # leaving replay mode is the user's: the live feed again
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
     assert external == []
+
+
+# Records, in the page, that the dashboard closed its live feed (aborted the fetch of /dashboard/events).
+FEED_WATCH = """
+window.__feedClosed = false;
+const pageFetch = window.fetch;
+window.fetch = function (input, init) {
+  if (String(input).includes("/dashboard/events") && init && init.signal)
+    init.signal.addEventListener("abort", () => { window.__feedClosed = true; });
+  return pageFetch.apply(this, arguments);
+};
+"""
 
 
 def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_path: Path) -> None:

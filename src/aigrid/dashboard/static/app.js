@@ -89,13 +89,19 @@ function fmtSim(s) {
   return [s / 3600, (s % 3600) / 60, s % 60].map(v => String(Math.floor(v)).padStart(2, "0")).join(":");
 }
 
-function startReplay({rows, sites, summary, name}) {
+// A replay (even one whose files then fail to load) ends the live feed until the user clicks Live: the feed's
+// status update on every event put "live" back over a replay's error within one tick.
+function leaveLive() {
   if (stopLive) { stopLive(); stopLive = null; }
+  $("live-button").hidden = false;
+}
+
+function startReplay({rows, sites, summary, name}) {
+  leaveLive();
   stopReplay();
   charts.reset(); table.reset(); map.clearArcs();
   replay = new Replay(rows, sites);
   $("replay-bar").hidden = false;
-  $("live-button").hidden = false;
   setMode("replay", "replay");
   $("grid-name").textContent = name || "simulator run";
   renderSummary(summary);
@@ -158,6 +164,7 @@ function replayFailed(e) {
 }
 
 async function readFiles(fileList) {
+  leaveLive();
   const files = Object.fromEntries([...fileList].map(f => [f.name.replace(/^.*[\\/]/, ""), f]));
   const csv = files["requests.csv"] || Object.values(files).find(f => f.name.endsWith(".csv"));
   if (!csv) { setMode("replay needs requests.csv", "error"); return; }

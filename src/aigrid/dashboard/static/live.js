@@ -38,8 +38,10 @@ export function follow(url, {onEvent, onStatus, askKey}) {
     while (!ctl.signal.aborted) {
       try {
         onStatus("connecting");
-        await readEvents(url, sessionStorage.getItem("aigrid-key"), (n, d) => { onStatus("live"); onEvent(n, d); },
-          ctl.signal);
+        await readEvents(url, sessionStorage.getItem("aigrid-key"), (n, d) => {
+          if (ctl.signal.aborted) return;  // stopped: a block read before the abort must not touch the page
+          onStatus("live"); onEvent(n, d);
+        }, ctl.signal);
         if (!ctl.signal.aborted) onStatus("reconnecting");
       } catch (e) {
         if (ctl.signal.aborted) return;
