@@ -69,6 +69,8 @@ def test_good_urls_pass() -> None:
     ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),  # a base, as it was
     ("http://10.0.0.5:8000/", "http://10.0.0.5:8000/"),
     ("http://10.0.0.5:8000/v10", "http://10.0.0.5:8000/v10"),
+    # a base with /v1/ in its own path (Cloudflare AI Gateway's, which serves /v1/chat/completions under it)
+    ("https://gateway.ai.cloudflare.com/v1/acc/gw/workers-ai", "https://gateway.ai.cloudflare.com/v1/acc/gw/workers-ai"),
 ])
 def test_an_endpoint_url_given_with_v1_is_the_servers_base(url: str, base: str) -> None:
     """What a newcomer pastes is the base URL an OpenAI client takes, with /v1; the adapters add /v1/chat/completions
@@ -78,12 +80,14 @@ def test_an_endpoint_url_given_with_v1_is_the_servers_base(url: str, base: str) 
     assert parse_spec(spec, "grid.yaml").endpoints[0].url == base
 
 
-def test_an_endpoint_url_that_is_an_api_path_names_the_field() -> None:
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8000/v1/chat/completions", "http://10.0.0.5:8000/v1/models/",
+                                 "https://gateway.ai.cloudflare.com/v1/acc/gw/workers-ai/v1/chat/completions"])
+def test_an_endpoint_url_that_is_an_api_path_names_the_field(url: str) -> None:
     spec = raw()
-    spec["endpoints"][0]["url"] = "http://10.0.0.5:8000/v1/chat/completions"
+    spec["endpoints"][0]["url"] = url
     with pytest.raises(SpecError) as e:
         parse_spec(spec, "grid.yaml")
-    assert "endpoints.0.url: 'http://10.0.0.5:8000/v1/chat/completions': give the server's base URL" in str(e.value)
+    assert f"endpoints.0.url: '{url}': give the server's base URL" in str(e.value)
 
 
 async def test_an_engine_given_with_v1_is_asked_at_its_own_paths(tmp_path: Path) -> None:

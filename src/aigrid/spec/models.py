@@ -76,14 +76,18 @@ def http_url(url: str | None) -> str | None:
 
 API_ROOT = "/v1"
 """Where an OpenAI-compatible server's API lives under its base URL: the engine adapters add it to each path."""
+API_RESOURCES = frozenset({"chat", "completions", "embeddings", "models", "responses", "messages"})
+"""What follows /v1/ in a request's path (/v1/chat/completions, /v1/models): a url whose path goes on so past its
+last /v1/ is an API path, not a base. Another segment there is a base's own (Cloudflare AI Gateway's
+`https://gateway.ai.cloudflare.com/v1/ACCOUNT/GATEWAY/workers-ai`, which serves /v1/chat/completions)."""
 
 
 def engine_base_url(url: str | None) -> str | None:
     """An endpoint's `url` as its engine's base (http_url's checks first): a trailing `/v1` (or `/v1/`) taken off.
     OpenAI's SDKs, LiteLLM and most clients take the base URL with /v1 (`http://host:8000/v1`, an aigrid gateway's
     banner prints one), and that is what a newcomer pastes; the adapters add `/v1/chat/completions` and probe
-    `/v1/models`, so it was asked `/v1/v1/...` and only ever showed UNHEALTHY. An API path past it (`/v1/chat/...`)
-    is refused, naming the field."""
+    `/v1/models`, so it was asked `/v1/v1/...` and only ever showed UNHEALTHY. An API path past it (`/v1/chat/...`,
+    API_RESOURCES) is refused, naming the field; a base with /v1/ inside its own path is kept."""
     url = http_url(url)
     if url is None:
         return None
@@ -91,7 +95,8 @@ def engine_base_url(url: str | None) -> str | None:
     path = parts.path.rstrip("/")
     if path.endswith(API_ROOT):
         return parts._replace(path=path.removesuffix(API_ROOT)).geturl()
-    if f"{API_ROOT}/" in path:
+    _, root, past = path.rpartition(f"{API_ROOT}/")
+    if root and past.split("/")[0] in API_RESOURCES:
         raise ValueError(f"{_without_password(url)!r}: give the server's base URL (e.g. http://host:8000, or with "
                          f"/v1), not an API path: the gateway adds /v1/chat/completions and the rest")
     return url
