@@ -297,6 +297,10 @@ async def test_the_output_redacted_in_a_stream(client: httpx.AsyncClient, metere
 
 async def test_a_cancelled_background_response(client: httpx.AsyncClient, metered: Gateway,
                                                fakes: dict[str, FakeEngine]) -> None:
+    """A client's cancel of its background response while an engine holds it, before any answer, is charged the prompt
+    the engine was handed (the gateway's estimate), as a client that hangs up then is (docs/reliability.md). Until
+    2026-12-06 the run was cancelled with no reason and charged nothing: a long prompt created in the background and
+    cancelled at once was prefilled for free."""
     for f in fakes.values():
         f.first_byte_delay_s = 5.0  # the run waits on its engine when it is cancelled
     created = await client.post("/v1/responses", json={"model": "smollm2-135m", "input": "Count", "background": True,
@@ -310,9 +314,12 @@ async def test_a_cancelled_background_response(client: httpx.AsyncClient, metere
     assert any(f.received for f in fakes.values()), "the run never reached an engine: the cancel would test nothing"
     cancelled = await client.post(f"/v1/responses/{rid}/cancel", headers=TENANT)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
-    rows = await settled(metered, 0, "ok", "cancelled", "ok")  # no engine answered: nothing charged
+    prompt = [r.prompt_tokens for r in metered.decisions.recent(10)]
+    assert len(prompt) == 1 and 0 < prompt[0] < 400, prompt
+    rows = await settled(metered, prompt[0], "ok", "cancelled", "ok")  # the prompt its engine held, once
     routes = [r["extra"]["route"] for r in rows]
     assert routes[1] == BACKGROUND_ROUTE and rows[1]["extra"]["response_id"] == rid, routes
+    assert rows[1]["extra"]["charged_tokens"] == prompt[0] and rows[1]["prompt_tokens"] == 0  # no engine count
 
 
 async def test_the_tool_loop_at_its_step_limit(tmp_path: Path) -> None:

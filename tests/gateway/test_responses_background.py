@@ -100,6 +100,17 @@ def inflight(gw: Gateway) -> int:
     return sum(gw.store.inflight(e.id) for e in gw.store.snapshot().endpoints)
 
 
+async def charged_the_prompt(gw: Gateway) -> None:
+    """A run cut while its engine held it, before any answer (its client's cancel, the gateway's stop): its tenant is
+    charged the prompt its engine was handed (the gateway's estimate), once, as a client that hangs up then is
+    (docs/reliability.md); its record says so. Until 2026-12-06 nothing: a prefill for free."""
+    prompt = [r.prompt_tokens for r in gw.decisions.recent(10)]
+    assert len(prompt) == 1 and 0 < prompt[0] < 100, prompt
+    row = await run_record(gw)
+    assert row["extra"]["charged_tokens"] == prompt[0] and row["prompt_tokens"] == 0  # no engine count
+    assert await balance(gw) == prompt[0]
+
+
 async def until(oai: openai.AsyncOpenAI, rid: str, *statuses: str) -> Any:
     """Poll `retrieve` as a client would, until the response reaches one of `statuses`."""
     for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
@@ -218,7 +229,8 @@ async def test_cancel_stops_a_stalled_run_settles_and_audits(
     assert (await oai.responses.retrieve(created.id)).status == "cancelled"
     row = await run_record(metered)  # written before the cancel answered
     assert row["outcome"] == "cancelled" and row["tenant"] == "metered"
-    assert await balance(metered) == 0 and inflight(metered) == 0  # no answer came: nothing charged
+    await charged_the_prompt(metered)  # no answer came: the prompt its engine held
+    assert inflight(metered) == 0
     assert not metered.background.owns(created.id)
     routes = [(r["extra"]["route"], r["outcome"]) for r in await audit_rows(metered)]
     assert (CANCEL_ROUTE, "ok") in routes
@@ -409,7 +421,8 @@ async def test_gateway_shutdown_fails_the_runs_after_settling_and_auditing_them(
     stopped = await oai.responses.retrieve(created.id)
     assert stopped.status == "failed" and stopped.error is not None and "stopped" in stopped.error.message
     assert (await run_record(metered))["outcome"] == "cancelled"
-    assert await balance(metered) == 0 and inflight(metered) == 0
+    await charged_the_prompt(metered)  # as the stop's cut of an HTTP request (stopping.CUT); never run again
+    assert inflight(metered) == 0
 
 
 def test_a_placeholder_holds_no_content_is_bounded_and_a_cancel_wins_over_a_late_answer() -> None:
@@ -466,7 +479,8 @@ async def test_any_worker_polls_and_cancels_a_run_another_worker_owns(tmp_path: 
                 break
             await asyncio.sleep(0.01)
         assert not a.background.owns(created.id)
-        assert (await run_record(a))["outcome"] == "cancelled" and await balance(a) == 0 and inflight(a) == 0
+        assert (await run_record(a))["outcome"] == "cancelled" and inflight(a) == 0
+        await charged_the_prompt(a)  # cancelled on B: A's run charged as one cancelled on A
         assert (await on_b.responses.retrieve(created.id)).status == "cancelled"
         # a run that completes on A is read whole on B (stored through the hub, in its jurisdiction)
         for e in engines_a.values():
@@ -488,3 +502,31 @@ async def close_hub_pair(gateways: tuple[Gateway, ...], clients: tuple[openai.As
         await gw.hub.aclose()
     for client in clients:
         await client.close()
+
+
+async def test_a_lost_cancel_is_delivered_at_the_runs_next_step_with_its_reason() -> None:
+    """check() re-raises a halted run's cancel with the reason it was given (a cancel lost in a Redis call, _halt):
+    the client's cancel (background.CANCELLED) or the stop's (stopping.CUT), which proxy.py reads to charge a prompt
+    an engine held; before 2026-12-06 a bare CancelledError, read there as 'another attempt answered first'."""
+    from aigrid.gateway.background import CANCELLED, BackgroundRuns
+    from aigrid.gateway.stopping import CUT
+    runs = BackgroundRuns()
+    seen: dict[str, tuple[object, ...]] = {}
+
+    async def run(rid: str) -> None:  # its cancel lost (swallowed, as asyncio.wait_for on 3.11 can), then a step
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        try:
+            runs.check(rid)
+        except asyncio.CancelledError as e:
+            seen[rid] = e.args
+
+    runs.spawn("resp_a", "t", run("resp_a"))
+    await asyncio.sleep(0)  # at its wait
+    await runs.cancel("resp_a", wait_s=5)
+    runs.spawn("resp_b", "t", run("resp_b"))
+    await asyncio.sleep(0)
+    await runs.stop()
+    assert seen == {"resp_a": (CANCELLED,), "resp_b": (CUT,)}

@@ -42,6 +42,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from aigrid.errors import ApiError, Overloaded, StoreUnavailable
+from aigrid.gateway.stopping import CUT
 
 log = logging.getLogger("aigrid.gateway")
 BACKGROUND_ROUTE = "/v1/responses (background)"
@@ -58,6 +59,12 @@ this long is failed by its next reader. More than twice poll_s (a live owner ren
 ABANDONED = {"code": "server_error", "message": "the gateway running this background response stopped before it "
                                                "ended"}
 """A background response's error when its owner's lease ended before it did (its process died)."""
+CANCELLED = "the background response was cancelled"
+"""The reason a run is cancelled with when its client cancels it (POST /v1/responses/{id}/cancel, here or on another
+worker: `watch`), or a reader failed it, taking its owner for dead. One whose engine held it is charged its prompt
+(proxy.py), as a client that hangs up then is: before 2026-12-06 the run was cancelled with no reason and charged
+nothing, so a long prompt created in the background and cancelled at once was prefilled for free. The stop's
+cancel is stopping.CUT: charged so too (a run the stop cuts fails, STOPPED; it is never run again)."""
 
 
 class Keeper(Protocol):
@@ -79,7 +86,7 @@ class BackgroundRuns:
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # response id -> (tenant, its run)
         self._per_tenant: dict[str, int] = {}
         self._ending: set[str] = set()
-        self._halted: set[str] = set()  # runs told to stop (a cancel can be lost: _halt)
+        self._halted: dict[str, str] = {}  # runs told to stop, and why (a cancel can be lost: _halt)
         self._poll_s = poll_s
         self._max, self._max_per_tenant = max_runs, max_per_tenant
         self._watcher: asyncio.Task[None] | None = None
@@ -123,7 +130,7 @@ class BackgroundRuns:
     def _ended(self, rid: str) -> None:
         found = self._tasks.pop(rid, None)
         self._ending.discard(rid)
-        self._halted.discard(rid)
+        self._halted.pop(rid, None)
         if found is not None:
             left = self._per_tenant.pop(found[0], 1) - 1
             if left:
@@ -136,19 +143,20 @@ class BackgroundRuns:
     def owns(self, rid: str) -> bool:
         return rid in self._tasks
 
-    def _halt(self, rid: str, task: asyncio.Task[None]) -> None:
-        """Stop the run `rid`: cancel its task, and remember it, because the cancel can be lost. redis-py runs
-        each command inside asyncio.wait_for (its socket timeout), which on Python 3.11 swallows a cancel that
-        lands as the command completes (CPython gh-86296; tests/telemetry/test_periodic.py), and the run would
-        go on to its end. The run calls check() between its steps (per streamed chunk, after a whole answer)."""
-        self._halted.add(rid)
-        task.cancel()
+    def _halt(self, rid: str, task: asyncio.Task[None], why: str) -> None:
+        """Stop the run `rid`: cancel its task with `why` (CANCELLED, the stop's CUT: what proxy.py reads to charge
+        a prompt its engine held), and remember it, because the cancel can be lost. redis-py runs each command
+        inside asyncio.wait_for (its socket timeout), which on Python 3.11 swallows a cancel that lands as the
+        command completes (CPython gh-86296; tests/telemetry/test_periodic.py), and the run would go on to its end.
+        The run calls check() between its steps (per streamed chunk, after a whole answer)."""
+        self._halted.setdefault(rid, why)
+        task.cancel(why)
 
     def check(self, rid: str) -> None:
         """Raise CancelledError in the run `rid` when it was told to stop and has not begun recording its
-        outcome: a cancel lost in a Redis call (_halt) is delivered here at the run's next step."""
+        outcome: a cancel lost in a Redis call (_halt) is delivered here at the run's next step, with its reason."""
         if (rid in self._halted or self.stopping) and rid not in self._ending:
-            raise asyncio.CancelledError
+            raise asyncio.CancelledError(self._halted.get(rid, CUT))
 
     async def cancel(self, rid: str, wait_s: float = CANCEL_WAIT_S) -> None:
         """Cancel this process's run `rid` (unless it is recording its outcome) and wait until it ended."""
@@ -157,7 +165,7 @@ class BackgroundRuns:
             return
         task = found[1]
         if rid not in self._ending:
-            self._halt(rid, task)
+            self._halt(rid, task, CANCELLED)
         await asyncio.wait({task}, timeout=wait_s)
 
     async def _watch(self, shared: Keeper) -> None:
@@ -175,10 +183,12 @@ class BackgroundRuns:
             for rid in stop:
                 found = self._tasks.get(rid)
                 if found is not None and rid not in self._ending:
-                    self._halt(rid, found[1])
+                    self._halt(rid, found[1], CANCELLED)
 
     async def stop(self) -> None:
-        """The gateway stops: every run still going is cancelled (unless recording its outcome) and awaited."""
+        """The gateway stops: every run still going is cancelled (unless recording its outcome) and awaited. Its
+        reason is the stop's (stopping.CUT): a run whose engine held it is charged its prompt, as an HTTP request the
+        stop cuts then is; its response fails (STOPPED) and is never run again, so nothing charges it twice."""
         self.stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -187,7 +197,7 @@ class BackgroundRuns:
         tasks = [task for _, task in self._tasks.values()]
         for rid, (_, task) in list(self._tasks.items()):
             if rid not in self._ending:
-                self._halt(rid, task)
+                self._halt(rid, task, CUT)
         if tasks:
             await asyncio.wait(tasks)
 

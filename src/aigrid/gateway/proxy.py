@@ -44,6 +44,7 @@ from aigrid.errors import (
     UpstreamFailed,
     retry_after_s,
 )
+from aigrid.gateway.background import CANCELLED as BACKGROUND_CANCELLED
 from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord, attempt_error
@@ -624,9 +625,10 @@ class Proxy:
                 entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
-                # its client gone, or the gateway's stop, while its engine held it: the engine read the prompt,
-                # charged (Exchange.used_tokens); a stop's cut was charged nothing until 2026-12-06
-                if sent and (why == CLIENT_GONE or why in STOP_CUTS) and record.left_at is None:
+                # its client gone, a background response's cancel, or the gateway's stop, while its engine held it:
+                # the engine read the prompt, charged (Exchange.used_tokens); a stop's cut and a background cancel
+                # were charged nothing until 2026-12-06
+                if sent and why in _CHARGED_CUTS and record.left_at is None:
                     record.left_at = cand.endpoint_id
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
                 entry.update(error=attempt_error(f"refused: {e}"), ms=round(elapsed * 1000, 1))
@@ -752,6 +754,12 @@ def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
         return None
     return (f"answered HTTP {upstream.status} with content-type {ctype or '(none)'}, not "
             f"{'an event stream' if stream else 'JSON'}")
+
+
+_CHARGED_CUTS = frozenset({CLIENT_GONE, BACKGROUND_CANCELLED, *STOP_CUTS})
+"""The cancels of a request that charge it its prompt when an engine held it (docs/reliability.md): its client gone,
+its client's cancel of its background response, the gateway's stop. Not another attempt's win, nor a batch line the
+stop cuts (it runs again at the next start)."""
 
 
 def _why(e: BaseException, default: str) -> str:
