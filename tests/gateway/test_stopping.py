@@ -19,7 +19,7 @@ import uvicorn
 
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import build_app
-from aigrid.gateway.stopping import CutAnswers, GatewayServer
+from aigrid.gateway.stopping import GRACE_END, CutAnswers, GatewayServer
 from aigrid.spec.load import load_spec
 from tests.gateway.conftest import DEMO, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -264,6 +264,44 @@ async def test_a_later_signal_cancels_no_request_twice() -> None:
     assert gateway.stopping and server.should_exit and server.hurried and not ended_early
     assert cancels == ["the gateway is stopping"]
     assert runner.hurried == 2  # the batches' drain skipped (a second time: that cancels nothing twice)
+
+
+async def test_a_signal_after_the_graces_end_cancels_no_request_uvicorn_cut_again() -> None:
+    """The grace ends with a request (or a socket) still running: uvicorn cancels it (GRACE_END) and the lifespan's
+    shutdown waits for it (CUT_WAIT_S at most). A second signal then cuts nothing uvicorn cut: its last words, a
+    socket's 1012 close, go on. Until 2026-12-06 `hurry` skipped only the tasks it had cut itself and cancelled it
+    again. Also: GRACE_END is the message uvicorn cancels with."""
+    gateway = SimpleNamespace(stopping=False, batches=None)
+    server = GatewayServer(uvicorn.Config(lambda *_: None, timeout_graceful_shutdown=0), gateway)  # type: ignore[arg-type]
+    cancels: list[str] = []
+    over, first = asyncio.Event(), asyncio.Event()
+
+    async def request() -> None:  # a request that takes each cut (its last words, its record) and ends when told
+        while not over.is_set():
+            try:
+                await over.wait()
+            except asyncio.CancelledError as e:
+                cancels.append(str(e))
+                first.set()
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def lifespan_shutdown() -> None:
+        pass
+
+    task = asyncio.create_task(request())
+    server.server_state.tasks.add(task)
+    server.lifespan = SimpleNamespace(shutdown=lifespan_shutdown)  # type: ignore[assignment]
+    server.servers = []  # uvicorn's listening servers (startup's): none here
+    server.signalled()  # the first signal: the grace (0 s here)
+    stopping = asyncio.create_task(server.shutdown())
+    await asyncio.wait_for(first.wait(), 30)  # uvicorn has cut it; the lifespan's shutdown waits for it
+    server.signalled()  # a second signal, within CUT_WAIT_S of the grace's end
+    await asyncio.sleep(0)
+    over.set()
+    await task
+    server.server_state.tasks.discard(task)
+    await stopping
+    assert server.hurried and cancels == [GRACE_END]
 
 
 @pytest.mark.parametrize(("code", "stopping", "closed_by"), [

@@ -75,8 +75,10 @@ class GatewayServer(uvicorn.Server):
         self.gateway = gateway
         self.hurried = False
         self._cut: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-        """The requests' tasks `hurry` cancelled: a later signal does not cancel them again (their records being
-        written, their last words sent)."""
+        """The requests' tasks the stop cancelled (`hurry`, and uvicorn at the grace's end: `shutdown`): a later signal
+        does not cancel them again (their records being written, their last words sent, a socket's 1012 close). Until
+        2026-12-06 only hurry's own: a second signal within CUT_WAIT_S of the grace's end cancelled the requests and
+        sockets uvicorn had just cut again, cutting their last words and a socket's close."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -91,7 +93,8 @@ class GatewayServer(uvicorn.Server):
         closing = lifespan.shutdown
 
         async def after_the_cut() -> None:
-            if cut := [task for task in self.server_state.tasks if not task.done()]:
+            if cut := [task for task in self.server_state.tasks if not task.done()]:  # uvicorn cancelled them just now
+                self._cut.update(cut)  # (GRACE_END), before any await: a signal from now on cuts none of them again
                 await asyncio.wait(cut, timeout=CUT_WAIT_S)
             await closing()
 
