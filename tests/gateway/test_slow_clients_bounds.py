@@ -196,13 +196,35 @@ async def test_an_addresss_refusal_is_logged_per_address_naming_it_its_count_and
 
 def test_an_addresss_refusals_within_its_minute_are_counted_into_its_next_line() -> None:
     book = slow_clients.Connections(8)
-    assert book.refused_address("10.0.0.1", 100.0) == 1  # the first: a line at once
-    assert [book.refused_address("10.0.0.1", 100.0 + t) for t in (1, 30, 59)] == [0, 0, 0]
-    assert book.refused_address("10.0.0.2", 101.0) == 1  # another address has its own minute
-    assert book.refused_address("10.0.0.1", 160.0) == 4  # the three between its lines, and this one
+    assert book.refused_address("10.0.0.1", 100.0) == [("10.0.0.1", 1)]  # the first: a line at once
+    assert [book.refused_address("10.0.0.1", 100.0 + t) for t in (1, 30, 59)] == [[], [], []]
+    assert book.refused_address("10.0.0.2", 101.0) == [("10.0.0.2", 1)]  # another address has its own minute
+    assert book.refused_address("10.0.0.2", 102.0) == []  # counted, not yet told
+    assert book.refused_address("10.0.0.1", 160.0) == [("10.0.0.1", 4)]  # the three between its lines, and this one
     assert set(book.refused_from) == {"10.0.0.1", "10.0.0.2"}
-    assert book.refused_address("10.0.0.1", 230.0) == 1
-    assert set(book.refused_from) == {"10.0.0.1"}  # an address whose line is a minute old has left the table
+    # 10.0.0.2's line is a minute old: it leaves the table, its untold refusal told (it was dropped untold)
+    assert book.refused_address("10.0.0.1", 230.0) == [("10.0.0.1", 1), ("10.0.0.2", 1)]
+    assert set(book.refused_from) == {"10.0.0.1"}
+
+
+async def test_an_addresss_refusals_not_yet_told_are_logged_when_it_leaves_the_table(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """127.0.0.2 refused twice within its minute (the second counted for its next line), then, past that minute,
+    127.0.0.3 refused: 127.0.0.2 leaves the table and its second refusal is logged then, not dropped untold (which
+    it was: two lines for three refusals)."""
+    clock = [1000.0]
+    monkeypatch.setattr(slow_clients, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=BoundedThirds, lifespan="off",
+                       log_level="error") as s:
+        held = [await connect(s.port, source) for source in ("127.0.0.2", "127.0.0.3") for _ in range(SHARE)]
+        assert all([await served(c) for c in held])
+        for at, source in ((1000.0, "127.0.0.2"), (1001.0, "127.0.0.2"), (1000.0 + 61, "127.0.0.3")):
+            clock[0] = at
+            assert await refused(s.port, source) == BUSY_ADDRESS
+        close(held)
+    lines = [r.getMessage() for r in caplog.records if "connection_share_per_address" in r.getMessage()]
+    told = sorted(line.split(" since ")[0] for line in lines)
+    assert told == ["refused 1 connection(s) from 127.0.0.2"] * 2 + ["refused 1 connection(s) from 127.0.0.3"], lines
 
 
 async def test_loopback_is_not_held_to_a_share() -> None:

@@ -185,7 +185,7 @@ class Connections:
         self.logged_at = -LOG_EVERY_S
         self.refused_from: dict[str, tuple[int, float]] = {}
         """Per address refused for its share within ADDRESS_LOG_EVERY_S: the refusals since its last log line, and
-        when that line was (addresses whose line is older leave it when another line is due)."""
+        when that line was (addresses whose line is older leave it when another line is due, their count told)."""
 
     def take(self, host: str | None, open_now: int) -> tuple[bytes | None, str | None]:
         """A new connection from `host` (one of `open_now` the server holds, itself counted): the answer it is
@@ -202,18 +202,23 @@ class Connections:
         self.held[key] = held + 1
         return None, key
 
-    def refused_address(self, key: str, now: float) -> int:
-        """A connection counted under `key` (address_of) refused for its share at `now` (monotonic): how many were
-        refused since that address's last log line, this one counted, when a line is due (at most one every
-        ADDRESS_LOG_EVERY_S per address), else 0."""
+    def refused_address(self, key: str, now: float) -> list[tuple[str, int]]:
+        """A connection counted under `key` (address_of) refused for its share at `now` (monotonic): the log lines
+        due, as (address, refusals since its last line): `key`'s, this one counted, when its line is due (at most one
+        every ADDRESS_LOG_EVERY_S per address), and then any other address whose line is that old with refusals
+        not yet told, as it leaves the table (they were dropped untold); else none."""
         count, at = self.refused_from.get(key, (0, -ADDRESS_LOG_EVERY_S))
         if now - at < ADDRESS_LOG_EVERY_S:
             self.refused_from[key] = (count + 1, at)
-            return 0
-        for old in [k for k, (_, t) in self.refused_from.items() if now - t >= ADDRESS_LOG_EVERY_S]:
-            del self.refused_from[old]
+            return []
+        due = [(key, count + 1)]
+        for old, (untold, t) in list(self.refused_from.items()):
+            if old != key and now - t >= ADDRESS_LOG_EVERY_S:
+                del self.refused_from[old]
+                if untold:
+                    due.append((old, untold))
         self.refused_from[key] = (0, now)
-        return count + 1
+        return due
 
     def give_back(self, host: str) -> None:
         """One connection counted under `host` (take's) has ended."""
@@ -516,9 +521,7 @@ class HeadDeadline(HttpToolsProtocol):
         self.connections.discard(self)
         now = time.monotonic()
         if answer is BUSY_ADDRESS and host is not None:
-            key = address_of(host)
-            refused = book.refused_address(key, now)
-            if refused:
+            for key, refused in book.refused_address(address_of(host), now):
                 log.warning("refused %d connection(s) from %s since its last such line (at most one a minute per "
                             "address): it holds %d, the most one address may (gateway.connection_share_per_address "
                             "%g of this process's bound %d; loopback exempt). Behind a reverse proxy, ingress, "
