@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,12 +89,19 @@ def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = N
 
 
 def engine_pid(proc: Proc) -> int:
+    """The pid of the node's llama-server now running: the last one its log names that is alive as llama-server (the
+    node restarts a killed engine and logs the new pid, and module-scoped nodes outlive the test that killed one:
+    the first pid of the log may be dead, or reused by another process)."""
     for _ in range(50):
         text = proc.log.read_text(errors="replace")
-        if " pid " in text:
-            return int(text.split(" pid ")[1].split()[0])
+        for pid in reversed([int(n) for n in re.findall(r" pid (\d+)", text)]):
+            try:
+                if b"llama-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                continue
         time.sleep(0.1)
-    raise RuntimeError(f"no pid in {proc.log}")
+    raise RuntimeError(f"no running llama-server pid in {proc.log}")
 
 
 def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, api_key_env: str | None = None,

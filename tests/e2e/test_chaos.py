@@ -50,8 +50,8 @@ def started_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 def nodes(started_nodes: dict[str, tuple[Proc, str]]) -> dict[str, tuple[Proc, str]]:
     """The module's nodes once each answers /health: an engine a test killed -9 is started again by its node
     (`aigrid node` supervises it) before the next test uses it."""
-    for _, url in started_nodes.values():
-        wait_http(url + "/health", timeout_s=120)
+    for proc, url in started_nodes.values():
+        wait_http(url + "/health", timeout_s=120, proc=proc)
     return started_nodes
 
 
