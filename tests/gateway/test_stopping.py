@@ -6,8 +6,9 @@ a later cancel, a later signal cancels no request twice (GatewayServer.hurry).""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import pytest
 import uvicorn
 
 from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway import stopping
 from aigrid.gateway.app import build_app
 from aigrid.gateway.stopping import GRACE_END, CutAnswers, GatewayServer
 from aigrid.spec.load import load_spec
@@ -290,7 +292,7 @@ async def test_a_signal_after_the_graces_end_cancels_no_request_uvicorn_cut_agai
 
     task = asyncio.create_task(request())
     server.server_state.tasks.add(task)
-    server.lifespan = SimpleNamespace(shutdown=lifespan_shutdown)  # type: ignore[assignment]
+    server.lifespan = SimpleNamespace(shutdown=lifespan_shutdown)
     server.servers = []  # uvicorn's listening servers (startup's): none here
     server.signalled()  # the first signal: the grace (0 s here)
     stopping = asyncio.create_task(server.shutdown())
@@ -560,3 +562,57 @@ async def test_a_socket_whose_client_never_answers_the_stops_close_holds_the_sto
             await asyncio.wait_for(task, 8)
         finally:
             writer.close()
+
+
+@pytest.fixture
+def fits_afresh() -> Iterator[None]:
+    """stopping.stop_fits runs once per process (cached): a test checks again, and leaves no answer of its own."""
+    stopping.stop_fits.cache_clear()
+    yield
+    stopping.stop_fits.cache_clear()
+
+
+def test_the_installed_uvicorn_is_what_the_stop_was_written_against(
+        fits_afresh: None, caplog: pytest.LogCaptureFixture) -> None:
+    """Lingering's attributes are uvicorn's WebSocket protocol's, and GRACE_END is the message uvicorn's Server.shutdown
+    cancels with (a request cut with another is not charged its prompt, proxy.py): no warning."""
+    with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+        assert stopping.stop_fits() == stopping.StopFit(lingers=True, grace_end=True)
+    assert not caplog.records
+
+
+def test_a_grace_end_message_uvicorn_does_not_cancel_with_is_one_warning(
+        fits_afresh: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(stopping, "GRACE_END", "Task cancelled, some other words")
+    with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+        for _ in range(3):  # once per process
+            assert stopping.stop_fits() == stopping.StopFit(lingers=True, grace_end=False)
+    [warning] = caplog.records
+    assert "some other words" in warning.getMessage() and "charged nothing" in warning.getMessage()
+
+
+async def test_under_a_uvicorn_without_lingerings_attributes_a_socket_is_closed_at_the_stop_as_uvicorn_does(
+        tmp_path: Path, fits_afresh: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Lingering reads uvicorn's WebSocket protocol's internals (handshake_complete, close_sent, ...) inside uvicorn's
+    connection.shutdown(), which nothing catches. Where uvicorn lacks one (here: a name made up), one warning at
+    startup and uvicorn's own behaviour: the socket closed 1012 when the stop begins, its response under way cut, the
+    stop not held for the grace (60 s)."""
+    import websockets
+
+    monkeypatch.setattr(stopping, "LINGER_READS", (*stopping.LINGER_READS, "no_such_attribute"))
+    gate = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+        async with _stopping_gateway(tmp_path, gate, grace_s=60) as (server, port, task):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/responses",
+                                          additional_headers={"x-aigrid-client-location": "Tokyo"}) as ws:
+                await ws.send(orjson.dumps(CREATE).decode())
+                await _until(ws, "response.output_text.delta")  # held at its engine
+                server.signalled()  # SIGTERM
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 30)
+            assert ws.close_code == 1012
+            await asyncio.wait_for(task, 30)  # no grace held: the engine's gate never opened
+    warnings = [r.getMessage() for r in caplog.records if "no_such_attribute" in r.getMessage()]
+    assert len(warnings) == 1 and "Lingering not used" in warnings[0], warnings
+    assert [r["outcome"] for r in _records(tmp_path, "/v1/responses")] == ["cancelled"]  # cut by the stop's close

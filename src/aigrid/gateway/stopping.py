@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
 import weakref
 from collections.abc import Coroutine, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import uvicorn
@@ -144,6 +145,7 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
                             **options)
     server = GatewayServer(config, gateway)
     bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address)
+    stop_fits()  # with slow_clients.uvicorn_fits (bound_connections): at startup, once per process
     stop_on_signals(server)
     return server
 
@@ -162,26 +164,78 @@ class StopNotice:
         self.heeded = False
 
 
+LINGER_READS = ("handshake_complete", "initial_response", "close_sent", "disconnected", "scope", "close_timeout",
+                "handle_connect", "shutdown")
+"""What Lingering reads and sets of uvicorn's WebSocket protocol (its internals: pyproject allows any uvicorn from 0.44
+on): checked once per process by stop_fits."""
+
+
+class StopFit(NamedTuple):
+    """What of uvicorn the stop may rely on (stop_fits)."""
+
+    lingers: bool
+    """Lingering lets a WebSocket's response end within the grace (else uvicorn's own close at once, 1012)."""
+    grace_end: bool
+    """GRACE_END is the message uvicorn cancels the requests still running at the grace's end with (else such a cut
+    is not taken for the stop's: a request whose engine held it is not charged its prompt, proxy.py)."""
+
+
+def _uvicorn_names(cls: type) -> set[str]:
+    """The attributes uvicorn's classes among `cls`'s bases have, and the names their methods read or store."""
+    names = set(dir(cls))
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] != "uvicorn":
+            continue
+        for value in vars(klass).values():
+            code = getattr(getattr(value, "__func__", value), "__code__", None)
+            if code is not None:
+                names.update(code.co_names)
+    return names
+
+
+@functools.cache
+def stop_fits() -> StopFit:
+    """Whether uvicorn is what the stop was written against: its WebSocket protocol with the attributes Lingering
+    reads (LINGER_READS), and its Server.shutdown cancelling with GRACE_END. Once per process (at startup,
+    gateway_server, beside slow_clients.uvicorn_fits; else a Lingering's first connection); where it is not, one
+    warning each and uvicorn's own behaviour instead (Lingering acts as uvicorn's protocol: a WebSocket closed 1012
+    when the stop begins), never an AttributeError in uvicorn's connection.shutdown(), which nothing there catches."""
+    missing = sorted(set(LINGER_READS) - _uvicorn_names(PongsWhileRead))
+    grace_end = GRACE_END in getattr(getattr(uvicorn.Server.shutdown, "__code__", None), "co_consts", ())
+    version = getattr(uvicorn, "__version__", "?")
+    if missing:
+        log.warning("uvicorn %s's WebSocket protocol has no %s: a Responses WebSocket is closed 1012 when the stop "
+                    "begins, its response under way cut (uvicorn's own behaviour; stopping.Lingering not used)",
+                    version, ", ".join(missing))
+    if not grace_end:
+        log.warning("uvicorn %s's Server.shutdown does not cancel with %r (stopping.GRACE_END): a request cut at the "
+                    "grace's end while its engine held it is charged nothing, not its prompt", version, GRACE_END)
+    return StopFit(not missing, grace_end)
+
+
 class Lingering(PongsWhileRead):
     """uvicorn's WebSocket protocol (slow_clients.PongsWhileRead) whose socket is not closed at once when the stop
     begins: uvicorn's shutdown closed every WebSocket there and then (1012), its response under way cut, while an
     HTTP request got the grace. Here, when the app heeds the StopNotice (the scope's extensions[STOP_NOTICE]), the
     stop only tells it (`begun`); the app closes 1012 once its response ends, or when uvicorn cancels it at the
     grace's end (or a second signal: GatewayServer.hurry). An app that does not heed it is closed at once, as before.
+    Under a uvicorn without the attributes this reads (stop_fits), it is uvicorn's own protocol: no notice in the
+    scope, every socket closed at the stop's beginning.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notice = StopNotice()
+        self._lingers = stop_fits().lingers
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # made for a handshake it takes (101) only; its app runs after this
-        if scope is not None:
+        if scope is not None and self._lingers:
             scope["extensions"][STOP_NOTICE] = self.notice
 
     def shutdown(self) -> None:
-        if (self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
+        if (self._lingers and self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
                 and not self.disconnected):
             # the app's close then waits for the client's echo as long as a cut request's last words wait (uvicorn's
             # close_timeout, 10 s, held the stop that long, or the grace, for a client that never echoed it)
