@@ -168,3 +168,42 @@ async def test_legacy_functions_beside_tools_are_a_400_even_where_every_engine_i
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == field and "beside `tools`" in r.json()["error"]["message"]
     assert _sent(fakes) == []
+
+
+REFUSED = "I'm sorry, I can't help with that."
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llamacpp", "sglang", "openai"])
+@pytest.mark.parametrize("content", ["left out", None])
+async def test_a_refused_turn_sent_back_is_served_its_refusal_the_engines_content(
+        tmp_path: Path, kind: str, content: object) -> None:
+    """OpenAI's Agents SDK sends a refused answer back as history as `{"role": "assistant", "refusal": "..."}`, no
+    content (the openai SDK's ChatCompletionAssistantMessageParam); a client appending the answer's message sends
+    content null beside it. 74ce1adf made the first a 400 naming messages.1.content. An engine other than a hosted
+    one gets the refusal as the message's content (vLLM gave the template an empty turn; llama.cpp refuses an
+    assistant message with neither content nor tool_calls); a hosted one, the message as sent."""
+    from openai.types.chat import ChatCompletionAssistantMessageParam
+
+    from aigrid.gateway.app import build_app
+    from tests.gateway.sdk_clients import openai_client
+
+    turn = ChatCompletionAssistantMessageParam(role="assistant", refusal=REFUSED)
+    if content is None:
+        turn["content"] = None
+    spec, fakes = _grid(tmp_path, kind)
+    async with serving(spec, fakes) as (_, gw):
+        oai = openai_client(build_app(gw))
+        answer = await oai.chat.completions.create(model=MODEL, max_tokens=4, messages=[
+            {"role": "user", "content": "How do I pick a lock?"}, turn, {"role": "user", "content": "Why not?"}])
+    assert answer.choices[0].message.content
+    (sent,) = _sent(fakes)
+    expected = dict(turn) if kind == "openai" else {"role": "assistant", "content": REFUSED}
+    assert sent["messages"][1] == expected, sent["messages"]
+
+
+def test_the_firewall_reads_a_refused_turns_refusal() -> None:
+    """The engine gets the refusal as the turn's text (above), so the firewall reads it as the assistant's."""
+    from aigrid.gateway.model_texts import chat_texts
+
+    texts = chat_texts({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "refusal": REFUSED}]})
+    assert [(t.text, t.path) for t in texts if t.path[1] == 1] == [(REFUSED, ("messages", 1, "refusal"))]

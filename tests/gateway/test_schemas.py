@@ -92,3 +92,14 @@ async def test_the_messages_that_may_leave_content_out_or_empty_are_served(
         client: httpx.AsyncClient, messages: list[dict]) -> None:
     r = await client.post("/v1/chat/completions", json={**CHAT, "messages": messages})
     assert r.status_code == 200, r.text
+
+
+async def test_an_assistant_messages_refusal_names_every_way_to_leave_content_out(
+        client: httpx.AsyncClient) -> None:
+    """An assistant may leave content out beside `tool_calls`, a legacy `function_call` or a string `refusal`: the
+    400 named `tool_calls` only."""
+    r = await client.post("/v1/chat/completions", json={**CHAT, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant"}, {"role": "user", "content": "and?"}]})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert all(f"`{key}`" in message for key in ("tool_calls", "function_call", "refusal")), message

@@ -24,6 +24,13 @@ template refuses). The call gets a `tool_calls` entry whose id is derived from i
 (`call_legacy_3` for messages[3]: the same for every attempt and turn), and its result is the `tool` message
 answering that id. A `function` message that answers no `function_call` of the assistant turn right before it is
 the client's 400 naming it (check_legacy_functions), as a `tool` message answering nothing is.
+
+An assistant turn the model refused, sent back as history (the openai SDK's `{"role": "assistant", "refusal": "..."}`
+with no content or content null: what OpenAI's Agents SDK sends), goes to every engine but a hosted one with its
+refusal as its content, the `refusal` key dropped: vLLM and SGLang read no `refusal` and gave the template an empty
+turn, and llama.cpp builds refuse an assistant message with neither `content` nor `tool_calls`. The model reads that
+it refused, as the hosted API's model does; the firewall reads the refusal as the message's text either way
+(model_texts._beside_content).
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ KNOWS_DEVELOPER = frozenset({"openai"})
 SERVES_FUNCTIONS = frozenset({"openai"})
 """Engine kinds that serve the deprecated `functions` and `function_call`."""
 LEGACY_FIELDS = ("functions", "function_call")
+KNOWS_REFUSAL = frozenset({"openai"})
+"""Engine kinds sent an assistant's `refusal` (with no content) as the client sent it; the others get it as the
+message's content."""
 
 
 def _developer(message: Any) -> bool:
@@ -49,6 +59,15 @@ def _legacy(message: Any) -> bool:
     return isinstance(message, dict) and (message.get("role") == "function" or "function_call" in message)
 
 
+def _refusal(message: Any) -> bool:
+    return (isinstance(message, dict) and message.get("role") == "assistant" and message.get("content") is None
+            and isinstance(message.get("refusal"), str))
+
+
+def _refusal_as_content(message: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in message.items() if k != "refusal"}, "content": message["refusal"]}
+
+
 def legacy_call_id(index: int) -> str:
     """The id an assistant's legacy `function_call` at messages[index] is given as a tool call (CALL_ID's form)."""
     return f"call_legacy_{index}"
@@ -56,17 +75,20 @@ def legacy_call_id(index: int) -> str:
 
 def for_engine(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """`body` as an engine of `kind` is to get it: each `developer` message renamed `system` where the engine does
-    not know the role, and a legacy `function_call` / `function` message as a tool call and its `tool` result where
-    the engine does not serve them. The body itself where nothing changes (no copy); never modified in place."""
+    not know the role, a legacy `function_call` / `function` message as a tool call and its `tool` result where
+    the engine does not serve them, and an assistant's `refusal` without content as its content. The body itself where nothing changes (no copy); never modified in place."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body
     rename = kind not in KNOWS_DEVELOPER and any(map(_developer, messages))
     translate = kind not in SERVES_FUNCTIONS and any(map(_legacy, messages))
-    if not rename and not translate:
+    refusals = kind not in KNOWS_REFUSAL and any(map(_refusal, messages))
+    if not rename and not translate and not refusals:
         return body
     if rename:
         messages = [{**m, "role": "system"} if _developer(m) else m for m in messages]
+    if refusals:
+        messages = [_refusal_as_content(m) if _refusal(m) else m for m in messages]
     if translate:
         messages = _as_tool_calls(messages)
     return {**body, "messages": messages}

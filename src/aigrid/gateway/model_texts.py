@@ -67,8 +67,8 @@ REASONING_KEYS = ("reasoning_content", "reasoning")
 
 def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[ModelText]:
     """What a chat template renders of a message beside its content: an assistant turn's tool calls and the
-    legacy `function_call`, and its reasoning, read as the message's own text (an assistant's: the personal-data
-    policy, as its content; counted by the context check)."""
+    legacy `function_call`, its reasoning and its `refusal` (a refused turn sent back), read as the message's own
+    text (an assistant's: the personal-data policy, as its content; counted by the context check)."""
     out: list[ModelText] = []
     calls = message.get("tool_calls")
     for k, call in enumerate(calls if isinstance(calls, list) else ()):
@@ -76,6 +76,8 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     out += _call(message.get("function_call"), ("messages", i, "function_call"), source, outer=False)
     for key in REASONING_KEYS:
         out += _strings(message.get(key), ("messages", i, key), source)
+    if isinstance(message.get("refusal"), str):  # the engine gets it as the content (engine_body.for_engine)
+        out.append(ModelText(message["refusal"], source, ("messages", i, "refusal")))
     return out
 
 

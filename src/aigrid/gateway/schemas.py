@@ -171,15 +171,19 @@ class Message(BaseModel):
     def _has_content(self) -> Message:
         """OpenAI's rule for `content` (the SDK's message types): a system, developer, user or tool message carries
         it, a string or a list of parts, not null; a legacy `function` message carries the key (null allowed); an
-        assistant message may leave it out only when it calls tools (`tool_calls`, or a legacy `function_call`).
+        assistant message may leave it out only when it calls tools (`tool_calls`, or a legacy `function_call`) or
+        refused (a string `refusal`: the openai SDK's assistant message type; OpenAI's Agents SDK sends a refused
+        answer back as history so, with no content; engine_body.for_engine gives the engine its refusal as content).
         `{"role": "user"}` went to the engine, and llama.cpp's 400 ("All non-assistant messages must contain
         'content'") reached the client without a `param`. Refused naming `messages.N.content`: a ValidationError
         raised here keeps its location under the message's (pydantic-core adds the outer `messages.N`)."""
         given = "content" in self.model_fields_set
         if self.role == "assistant":
-            calls = self.tool_calls or (self.model_extra or {}).get("function_call")
-            missing = not given and not calls
-            why = "an assistant message carries `content` unless it calls tools (`tool_calls`)"
+            extra = self.model_extra or {}
+            calls = self.tool_calls or extra.get("function_call")
+            missing = not given and not calls and not isinstance(extra.get("refusal"), str)
+            why = ("an assistant message carries `content` unless it calls tools (`tool_calls` or `function_call`) "
+                   "or is a refusal (a string `refusal`)")
         elif self.role == "function":
             missing = not given
             why = "a `function` message carries `content` (the function's result; null if it returned none)"
