@@ -316,10 +316,23 @@ def spec_check(spec: SpecArg) -> None:
         if not _other_input(spec, raw):
             raise _fail(e) from None
         return
+    _bases_given_with_v1(s, read_yaml(spec))
     counts = ", ".join(_count(n, what) for n, what in (
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
     # the path escaped (a `[x]` in it was read as markup) and the line unwrapped (piped, it was cut at 80 columns)
     console.print(f"[green]ok[/] {escape(str(spec))}: {counts}", soft_wrap=True)
+
+
+def _bases_given_with_v1(s: GridSpec, raw: object) -> None:
+    """One info line per endpoint whose url the spec's reading changed (a trailing /v1 taken off:
+    spec.models.engine_base_url), naming it and the URL the gateway calls: it was done without a word."""
+    given = raw.get("endpoints") if isinstance(raw, dict) else None
+    for i, (e, r) in enumerate(zip(s.endpoints, given if isinstance(given, list) else (), strict=False)):
+        url = r.get("url") if isinstance(r, dict) else None
+        if e.url and isinstance(url, str) and url != e.url:
+            console.print(f"[cyan]info[/] endpoints.{i} ({escape(e.id)}): url {escape(repr(url))} is the base "
+                          f"{escape(e.url)} (the /v1 taken off): the gateway calls "
+                          f"{escape(e.url.rstrip('/'))}/v1/chat/completions", soft_wrap=True, highlight=False)
 
 
 def _count(n: int, what: str) -> str:

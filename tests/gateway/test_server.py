@@ -30,11 +30,25 @@ def shown(spec: GridSpec) -> str:
 def test_ctrl_c_stops_every_engine_only_where_the_gateway_started_them() -> None:
     """`aigrid gateway` (and `aigrid up` of a grid without embedded engines) said "Ctrl-C stops the gateway and every
     engine": it started none, and Ctrl-C left them running."""
-    assert "Ctrl-C stops the gateway and every engine." in shown(load_spec(EXAMPLES / "demo.yaml"))
+    assert "Ctrl-C stops the gateway and the engines it started." in shown(load_spec(EXAMPLES / "demo.yaml"))
     external = load_spec(EXAMPLES / "right-size.yaml")
     assert all(e.engine != "embedded" for e in external.endpoints)
     text = shown(external)
     assert "every engine" not in text and "Ctrl-C stops the gateway (its engines run elsewhere, and run on)." in text
+
+
+def test_ctrl_c_names_only_the_engines_started_where_up_mixes_embedded_and_external() -> None:
+    """`aigrid up` of a grid with embedded and external endpoints starts and stops the embedded ones only; the
+    banner said "and every engine"."""
+    demo = load_spec(EXAMPLES / "demo.yaml")
+    first, *rest = demo.endpoints
+    mixed = demo.model_copy(update={"endpoints": [
+        first.model_copy(update={"engine": "vllm", "url": "http://10.0.0.5:8000"}), *rest]})
+    assert rest and all(e.engine == "embedded" for e in rest)
+    text = shown(mixed)
+    assert "every engine" not in text, text
+    assert ("Ctrl-C stops the gateway and the engines it started (the others run elsewhere, and run on)."
+            in text), text
 
 
 @pytest.mark.parametrize(("keys_file", "secret_env"), [

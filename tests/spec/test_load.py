@@ -494,3 +494,16 @@ def test_a_spec_with_many_problems_lists_the_first_twenty_and_counts_the_rest(
     with pytest.raises(SpecError) as e:
         parse_spec(raw, "g.yaml")
     assert len(str(e.value).splitlines()) == 21 and "more" not in str(e.value)  # 20: all listed
+
+
+@pytest.mark.parametrize("name", ["MY-SECRET", "1SECRET", "MY SECRET", "$SECRET", ""])
+def test_the_key_hashing_secrets_variable_is_a_name_a_shell_reads(name: str) -> None:
+    """security.secret_env had no pattern (api_key_env has one): the banner printed AIGRID_KEY_SECRET="$MY-SECRET",
+    which the shell reads as $MY followed by -SECRET, so `keys create` hashed with another secret (the key a 401)."""
+    raw = demo_raw()
+    raw["security"] = {**raw.get("security", {}), "secret_env": name}
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert "security.secret_env: String should match pattern" in str(e.value), str(e.value)
+    raw["security"]["secret_env"] = "MY_SECRET_2"
+    assert parse_spec(raw, "grid.yaml").security.secret_env == "MY_SECRET_2"

@@ -8,12 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from aigrid.cli import app
 from aigrid.errors import SpecError
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
+from aigrid.spec.models import engine_base_url
 from tests.gateway import hostile_engine as H
 
 RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
@@ -88,6 +91,33 @@ def test_an_endpoint_url_that_is_an_api_path_names_the_field(url: str) -> None:
     with pytest.raises(SpecError) as e:
         parse_spec(spec, "grid.yaml")
     assert f"endpoints.0.url: '{url}': give the server's base URL" in str(e.value)
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8000/v1/v1", "http://10.0.0.5:8000/v1/v1/",
+                                 "https://llm.example.com/team-a/v1//v1"])
+def test_an_endpoint_url_with_v1_twice_is_refused_naming_the_field(url: str) -> None:
+    """A url ending in /v1/v1 had one /v1 taken off, and the url so read, read again (a spec written back, a
+    second load), had the other taken off: a different engine base."""
+    spec = raw()
+    spec["endpoints"][0]["url"] = url
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec, "grid.yaml")
+    assert f"endpoints.0.url: '{url}': /v1 twice; give the server's base URL" in str(e.value), str(e.value)
+
+
+_SEGMENTS = st.sampled_from(["v1", "v1", "", "team-a", "chat", "completions", "models", "x", "V1", "v10"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_SEGMENTS, max_size=6), st.sampled_from(["http://10.0.0.5:8000", "https://[::1]:8443"]))
+def test_an_endpoint_url_read_again_is_the_same_url(segments: list[str], host: str) -> None:
+    """engine_base_url is idempotent: what it makes of a url it makes of again, unchanged, and never refuses."""
+    url = host + "".join(f"/{s}" for s in segments)
+    try:
+        base = engine_base_url(url)
+    except ValueError:
+        return
+    assert base is not None and engine_base_url(base) == base, (url, base)
 
 
 async def test_an_engine_given_with_v1_is_asked_at_its_own_paths(tmp_path: Path) -> None:
@@ -170,3 +200,19 @@ def test_a_jwks_url_is_accepted() -> None:
     spec = raw()
     spec.setdefault("security", {})["jwt"] = {"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks"}
     assert parse_spec(spec, "right-size.yaml").security.jwt.jwks_url == "https://idp.example/jwks"  # type: ignore[union-attr]
+
+
+def test_spec_check_says_which_url_it_calls_for_an_endpoint_given_with_v1(tmp_path: Path) -> None:
+    """`spec check` took a trailing /v1 off without a word: one info line names the endpoint and the URL called."""
+    spec = raw()
+    spec["endpoints"][0]["url"] = "http://10.0.0.5:8000/v1/"
+    spec["endpoints"][1]["url"] = "http://10.0.0.6:8000"
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = CliRunner().invoke(app, ["spec", "check", str(path)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    ident = spec["endpoints"][0]["id"]
+    lines = [line for line in r.output.splitlines() if "/v1" in line]
+    assert lines == [f"info endpoints.0 ({ident}): url 'http://10.0.0.5:8000/v1/' is the base http://10.0.0.5:8000 "
+                     "(the /v1 taken off): the gateway calls http://10.0.0.5:8000/v1/chat/completions"], r.output
+    assert r.output.splitlines()[-1].startswith("ok "), r.output

@@ -151,8 +151,11 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
     keys = (f"  keys:  enforced: {escape(_keys_create(spec))}, then export AIGRID_API_KEY=<the key> for the lines "
             "below\n") if enforce else ""
     # the engines this process started: the embedded ones (`aigrid gateway` refuses a spec with any; `aigrid up`
-    # starts them all); it said "and every engine" where it had started none, and the engines ran on
-    owns = any(e.engine == "embedded" for e in spec.endpoints)
+    # starts them all); it said "and every engine" where it had started none, and the engines ran on; and where
+    # `up` mixes embedded and external endpoints, it stops the ones it started only
+    embedded = [e.engine == "embedded" for e in spec.endpoints]
+    stops = (" and the engines it started" + ("" if all(embedded) else " (the others run elsewhere, and run on)")
+             if any(embedded) else " (its engines run elsewhere, and run on)")
     return (f"\n[bold green]aigrid gateway[/] on {base}  (OpenAI base URL: {base}/v1)\n"
             f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
             f"{keys}"
@@ -160,7 +163,7 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  then:  {_aigrid()} explain <x-aigrid-decision header>{gateway}   |   {base}/metrics   |   "
             f"{base}/v1/grid\n"
             f"  map:   {base}/dashboard\n"
-            f"  Ctrl-C stops the gateway{' and every engine' if owns else ' (its engines run elsewhere, and run on)'}."
+            f"  Ctrl-C stops the gateway{stops}."
             "\n")
 
 

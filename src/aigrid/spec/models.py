@@ -74,6 +74,9 @@ def http_url(url: str | None) -> str | None:
     return url
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""An environment variable's name as a shell reads it: the gateway's banner prints `VAR="$NAME"` for one
+(security.secret_env), and `$MY-SECRET` is $MY followed by -SECRET."""
 API_ROOT = "/v1"
 """Where an OpenAI-compatible server's API lives under its base URL: the engine adapters add it to each path."""
 API_RESOURCES = frozenset({"chat", "completions", "embeddings", "models", "responses", "messages"})
@@ -87,19 +90,26 @@ def engine_base_url(url: str | None) -> str | None:
     OpenAI's SDKs, LiteLLM and most clients take the base URL with /v1 (`http://host:8000/v1`, an aigrid gateway's
     banner prints one), and that is what a newcomer pastes; the adapters add `/v1/chat/completions` and probe
     `/v1/models`, so it was asked `/v1/v1/...` and only ever showed UNHEALTHY. An API path past it (`/v1/chat/...`,
-    API_RESOURCES) is refused, naming the field; a base with /v1/ inside its own path is kept."""
+    API_RESOURCES) is refused, naming the field; a base with /v1/ inside its own path is kept. So is `/v1/v1`
+    (taking one off left a url ending in /v1, which a second reading took off again: the engine's base would depend
+    on how often the url was read), and what taking /v1 off leaves must pass the same checks: a url read again is
+    the same url (parse(parse(x)) == parse(x))."""
     url = http_url(url)
     if url is None:
         return None
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
-    if path.endswith(API_ROOT):
-        return parts._replace(path=path.removesuffix(API_ROOT)).geturl()
+    given_v1 = path.endswith(API_ROOT)
+    if given_v1:
+        path = path.removesuffix(API_ROOT)
+        if path.rstrip("/").endswith(API_ROOT):
+            raise ValueError(f"{_without_password(url)!r}: /v1 twice; give the server's base URL (e.g. "
+                             f"http://host:8000, or with one /v1): the gateway adds /v1/chat/completions and the rest")
     _, root, past = path.rpartition(f"{API_ROOT}/")
     if root and past.split("/")[0] in API_RESOURCES:
         raise ValueError(f"{_without_password(url)!r}: give the server's base URL (e.g. http://host:8000, or with "
                          f"/v1), not an API path: the gateway adds /v1/chat/completions and the rest")
-    return url
+    return parts._replace(path=path).geturl() if given_v1 else url
 
 
 def _without_password(url: str) -> str:
@@ -213,7 +223,7 @@ class EndpointSpec(StrictModel):
                             "(http://host:8000/v1, as OpenAI clients take it, is the same: the /v1 is taken off)")
     served_model: str | None = Field(default=None, min_length=1,
                                      description="model name the engine expects, if different")
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME,
                                     description="environment variable holding the key this engine requires "
                                     "(vLLM/SGLang/llama.cpp --api-key, a hosted provider's or another "
                                     "region's gateway's key), sent as Authorization: Bearer to its URL only")
@@ -444,7 +454,8 @@ class AuditSpec(StrictModel):
 class SecuritySpec(StrictModel):
     enforce: bool = Field(default=False, description="every request needs an API key or a JWT")
     keys_file: str = ".aigrid/keys.json"
-    secret_env: str = Field(default="AIGRID_KEY_SECRET", description="env var with the key-hashing secret")
+    secret_env: str = Field(default="AIGRID_KEY_SECRET", pattern=ENV_NAME,
+                            description="env var with the key-hashing secret")
     jwt: JwtSpec | None = None
     quotas_redis_url: str | None = Field(default=None, description="share quota counters between gateways")
     default_quotas: QuotaSpec = QuotaSpec()
