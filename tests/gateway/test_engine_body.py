@@ -207,3 +207,20 @@ def test_the_firewall_reads_a_refused_turns_refusal() -> None:
 
     texts = chat_texts({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "refusal": REFUSED}]})
     assert [(t.text, t.path) for t in texts if t.path[1] == 1] == [(REFUSED, ("messages", 1, "refusal"))]
+
+
+@pytest.mark.parametrize("kind", ["vllm", "openai"])
+async def test_personal_data_in_a_refused_turn_is_redacted_before_any_engine_reads_it(
+        tmp_path: Path, kind: str) -> None:
+    """A redacting tenant's refused turn sent back: the refusal reached a hosted engine (which reads it) unread."""
+    spec, fakes = _grid(tmp_path, kind)
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", headers={"x-aigrid-tenant": "eu-bank"}, json={
+            "model": MODEL, "max_tokens": 4, "messages": [
+                {"role": "user", "content": "Write to my colleague."},
+                {"role": "assistant", "refusal": "I won't email jane.doe@example.com for you."},
+                {"role": "user", "content": "Why not?"}]})
+    assert r.status_code == 200, r.text
+    (sent,) = _sent(fakes)
+    turn = sent["messages"][1]
+    assert "jane.doe@example.com" not in str(sent) and "[REDACTED:EMAIL]" in str(turn.get("content", turn)), turn
