@@ -216,3 +216,18 @@ def test_spec_check_says_which_url_it_calls_for_an_endpoint_given_with_v1(tmp_pa
     assert lines == [f"info endpoints.0 ({ident}): url 'http://10.0.0.5:8000/v1/' is the base http://10.0.0.5:8000 "
                      "(the /v1 taken off): the gateway calls http://10.0.0.5:8000/v1/chat/completions"], r.output
     assert r.output.splitlines()[-1].startswith("ok "), r.output
+
+
+def test_spec_check_s_info_line_prints_no_password_of_an_endpoint_url(tmp_path: Path) -> None:
+    """The info line for a url given with /v1 quoted it whole, a proxy's user:password@ included (CI logs keep
+    `spec check`'s output); it masks the password as the spec's errors do (spec.models._without_password)."""
+    spec = raw()
+    spec["endpoints"][0]["url"] = "http://bob:s3cret@10.0.0.5:8000/v1"
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = CliRunner().invoke(app, ["spec", "check", str(path)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "s3cret" not in r.output, r.output
+    ident = spec["endpoints"][0]["id"]
+    assert (f"info endpoints.0 ({ident}): url 'http://bob:***@10.0.0.5:8000/v1' is the base http://bob:***@10.0.0.5:8000 "
+            "(the /v1 taken off): the gateway calls http://bob:***@10.0.0.5:8000/v1/chat/completions") in r.output, r.output
