@@ -173,6 +173,7 @@ async def _comes_back(a: Gateway, rids: list[str]) -> None:
     prompts = [d.prompt_tokens for d in a.decisions.recent(10)]
     assert len(prompts) == len(rids) and 0 < sum(prompts) < charged, (prompts, charged)
     assert await a.guard.quotas.tokens_this_minute(principal) == sum(prompts)
+    assert sorted(r["extra"].get("charged_tokens") for r in settled) == sorted(prompts), settled  # audit = quota
 
 
 async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -> None:
