@@ -376,7 +376,7 @@ async def test_in_one_redis_an_answer_and_its_placeholder_move_in_one_step(port:
         for rid in ("r1", "r2", "r3"):
             await book.pending_add(Pending(rid, "t", "m", 1))
         assert (await book.mark("t", "r1", "cancelled")).status == "cancelled"  # type: ignore[union-attr]
-        assert await book.cancelled([("t", "r1"), ("t", "r2"), ("u", "r1")]) == ["r1"]
+        assert await book.cancelled([("t", "r1"), ("t", "r2"), ("u", "r1")]) == {"r1": "cancelled"}
         assert await book.complete(StoredResponse("r1", "t", "EU", "fra", {"id": "r1"}), None) == "cancelled"
         assert isinstance(await book.lookup("t", "r1"), Pending)  # the late answer was not stored
         late = await book.mark("t", "r1", "failed", {"code": "server_error", "message": "x"})

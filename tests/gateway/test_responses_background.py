@@ -101,7 +101,7 @@ def inflight(gw: Gateway) -> int:
 
 
 async def charged_the_prompt(gw: Gateway) -> None:
-    """A run cut while its engine held it, before any answer (its client's cancel, the gateway's stop): its tenant is
+    """A run its client cancelled while its engine held it, before any answer: its tenant is
     charged the prompt its engine was handed (the gateway's estimate), once, as a client that hangs up then is
     (docs/reliability.md); its record says so. Until 2026-12-06 nothing: a prefill for free."""
     prompt = [r.prompt_tokens for r in gw.decisions.recent(10)]
@@ -421,7 +421,12 @@ async def test_gateway_shutdown_fails_the_runs_after_settling_and_auditing_them(
     stopped = await oai.responses.retrieve(created.id)
     assert stopped.status == "failed" and stopped.error is not None and "stopped" in stopped.error.message
     assert (await run_record(metered))["outcome"] == "cancelled"
-    await charged_the_prompt(metered)  # as the stop's cut of an HTTP request (stopping.CUT); never run again
+    # the grid threw the work away (stopping.CUT): charged nothing beyond what was delivered (nothing), as the stop's
+    # cut of an HTTP request; from 50ba825a to area W (twenty-seventh session) the prompt was charged
+    assert len(metered.decisions.recent(10)) == 1  # an engine held it: the case a charge would come from
+    row = await run_record(metered)
+    assert row["extra"].get("charged_tokens", 0) == 0 and row["prompt_tokens"] == 0, row["extra"]
+    assert await balance(metered) == 0
     assert inflight(metered) == 0
 
 
@@ -506,8 +511,8 @@ async def close_hub_pair(gateways: tuple[Gateway, ...], clients: tuple[openai.As
 
 async def test_a_lost_cancel_is_delivered_at_the_runs_next_step_with_its_reason() -> None:
     """check() re-raises a halted run's cancel with the reason it was given (a cancel lost in a Redis call, _halt):
-    the client's cancel (background.CANCELLED) or the stop's (stopping.CUT), which proxy.py reads to charge a prompt
-    an engine held; before 2026-12-06 a bare CancelledError, read there as 'another attempt answered first'."""
+    the client's cancel (background.CANCELLED, which proxy.py reads to charge a prompt an engine held) or the stop's
+    (stopping.CUT, charged nothing beyond what was delivered); before 2026-12-06 a bare CancelledError, read there as 'another attempt answered first'."""
     from aigrid.gateway.background import CANCELLED, BackgroundRuns
     from aigrid.gateway.stopping import CUT
     runs = BackgroundRuns()

@@ -61,17 +61,24 @@ ABANDONED = {"code": "server_error", "message": "the gateway running this backgr
 """A background response's error when its owner's lease ended before it did (its process died)."""
 CANCELLED = "the background response was cancelled"
 """The reason a run is cancelled with when its client cancels it (POST /v1/responses/{id}/cancel, here or on another
-worker: `watch`), or a reader failed it, taking its owner for dead. One whose engine held it is charged its prompt
+worker: `watch`). One whose engine held it is charged its prompt
 (proxy.py), as a client that hangs up then is: before 2026-12-06 the run was cancelled with no reason and charged
 nothing, so a long prompt created in the background and cancelled at once was prefilled for free. The stop's
-cancel is stopping.CUT: charged so too (a run the stop cuts fails, STOPPED; it is never run again)."""
+cancel is stopping.CUT: work the grid throws away, charged nothing beyond what was delivered (docs/reliability.md)."""
+
+
+LAPSED = "the background response's owner was taken for dead"
+"""The reason a run is cancelled with when a reader failed it, its owner's lease lapsed (ABANDONED), and the owner
+comes back: work the grid throws away, charged nothing beyond what was delivered (proxy._CHARGED_CUTS leaves it out).
+From c92da63f to area W (twenty-seventh session) such a run was cancelled with CANCELLED and charged its prompt."""
 
 
 class Keeper(Protocol):
     """The shared store of this process's runs (stores.Responses): cancels read, the lease renewed."""
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
-        """Of these runs (tenant, response id), the ids a client cancelled (or a reader failed)."""
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
+        """Of these runs (tenant, response id), the ids a client cancelled ("cancelled") or a reader failed
+        ("failed", its owner taken for dead), each with that status."""
         ...
 
     async def heartbeat(self, owner: str, lease_s: float) -> None: ...
@@ -144,8 +151,8 @@ class BackgroundRuns:
         return rid in self._tasks
 
     def _halt(self, rid: str, task: asyncio.Task[None], why: str) -> None:
-        """Stop the run `rid`: cancel its task with `why` (CANCELLED, the stop's CUT: what proxy.py reads to charge
-        a prompt its engine held), and remember it, because the cancel can be lost. redis-py runs each command
+        """Stop the run `rid`: cancel its task with `why` (CANCELLED, which proxy.py reads to charge a prompt its
+        engine held; the stop's CUT, charged nothing), and remember it, because the cancel can be lost. redis-py runs each command
         inside asyncio.wait_for (its socket timeout), which on Python 3.11 swallows a cancel that lands as the
         command completes (CPython gh-86296; tests/telemetry/test_periodic.py), and the run would go on to its end.
         The run calls check() between its steps (per streamed chunk, after a whole answer)."""
@@ -176,19 +183,19 @@ class BackgroundRuns:
             keys = [(tenant, rid) for rid, (tenant, _) in self._tasks.items() if rid not in self._ending]
             try:
                 await self.renew(shared)
-                stop = await shared.cancelled(keys) if keys else []
+                stop = await shared.cancelled(keys) if keys else {}
             except (ConnectionError, StoreUnavailable) as e:  # its store away (hub, Redis): ask again next time
                 log.debug("background runs: could not renew the lease or ask for cancels: %s", e)
                 continue
-            for rid in stop:
+            for rid, status in stop.items():
                 found = self._tasks.get(rid)
                 if found is not None and rid not in self._ending:
-                    self._halt(rid, found[1], CANCELLED)
+                    self._halt(rid, found[1], CANCELLED if status == "cancelled" else LAPSED)
 
     async def stop(self) -> None:
         """The gateway stops: every run still going is cancelled (unless recording its outcome) and awaited. Its
-        reason is the stop's (stopping.CUT): a run whose engine held it is charged its prompt, as an HTTP request the
-        stop cuts then is; its response fails (STOPPED) and is never run again, so nothing charges it twice."""
+        reason is the stop's (stopping.CUT): the grid's cut, charged nothing beyond what was delivered, as an HTTP
+        request the stop cuts; its response fails (STOPPED) and is never run again."""
         self.stopping = True
         if self._watcher is not None:
             self._watcher.cancel()

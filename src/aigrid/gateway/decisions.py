@@ -117,9 +117,9 @@ class DecisionRecord:
     usage: dict[str, Any] | None = None
     """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
     left_at: str | None = None
-    """The endpoint that held the request when its client left, or the gateway's stop cut it (proxy.py,
-    stopping.STOP_CUTS), before any answer: the engine read (part of) the prompt, which is charged
-    (Exchange.used_tokens) at that endpoint's prices."""
+    """The endpoint that held the request when its client left or cancelled it (its background response), before any
+    answer (proxy._CHARGED_CUTS): the engine read (part of) the prompt, which is charged (Exchange.used_tokens) at
+    that endpoint's prices. The grid's own cuts (the stop's) set none: charged nothing beyond what was delivered."""
     trace: RequestTrace = NO_TRACE
     """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 

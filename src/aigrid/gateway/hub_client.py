@@ -262,8 +262,9 @@ class HubClient:
         arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]
         return str(await self.call("response_complete", arg))
 
-    async def response_cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
-        return [str(rid) for rid in await self.call("response_cancelled", [list(k) for k in keys])]
+    async def response_cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
+        found = await self.call("response_cancelled", [list(k) for k in keys])
+        return {str(rid): str(status) for rid, status in found.items()}
 
     async def response_pending_delete(self, tenant: str, response_id: str) -> Pending | None:
         found = await self.call("response_pending_delete", [tenant, response_id])

@@ -63,7 +63,6 @@ from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
-from aigrid.gateway.stopping import STOP_CUTS
 from aigrid.gateway.usage import NotAnAnswer, whole_answer, whole_max_bytes
 from aigrid.logs import fields
 from aigrid.spec.models import GatewaySpec
@@ -625,9 +624,9 @@ class Proxy:
                 entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
-                # its client gone, a background response's cancel, or the gateway's stop, while its engine held it:
-                # the engine read the prompt, charged (Exchange.used_tokens); a stop's cut and a background cancel
-                # were charged nothing until 2026-12-06
+                # its client gone or its background response's cancel (the tenant's act) while its engine held it:
+                # the engine read the prompt, charged (Exchange.used_tokens); the grid's own cuts (the stop's, a
+                # lease lapse's) charge nothing beyond what was delivered (docs/reliability.md)
                 if sent and why in _CHARGED_CUTS and record.left_at is None:
                     record.left_at = cand.endpoint_id
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
@@ -756,10 +755,11 @@ def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
             f"{'an event stream' if stream else 'JSON'}")
 
 
-_CHARGED_CUTS = frozenset({CLIENT_GONE, BACKGROUND_CANCELLED, *STOP_CUTS})
-"""The cancels of a request that charge it its prompt when an engine held it (docs/reliability.md): its client gone,
-its client's cancel of its background response, the gateway's stop. Not another attempt's win, nor a batch line the
-stop cuts (it runs again at the next start)."""
+_CHARGED_CUTS = frozenset({CLIENT_GONE, BACKGROUND_CANCELLED})
+"""The cancels of a request that charge it its prompt when an engine held it (docs/reliability.md): the tenant pays
+for engine work its own act threw away: its client gone, its client's cancel of its background response. Work the grid
+throws away (the stop's cut, stopping.STOP_CUTS; another attempt's win; a run whose owner's lease lapsed) is charged
+nothing beyond what was delivered."""
 
 
 def _why(e: BaseException, default: str) -> str:

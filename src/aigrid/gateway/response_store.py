@@ -194,11 +194,11 @@ class ResponseStore:
         self._pending.pop(record.tenant, record.id)
         return "stored"
 
-    def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
-        """Of these (tenant, id), the ids whose placeholder says cancelled, or failed by a reader that took
-        its owner for dead (a worker's runs to stop)."""
-        return [rid for tenant, rid in keys
-                if (found := self._pending.get(tenant, rid)) is not None and found.status in UNKEPT]
+    def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
+        """Of these (tenant, id), the ids whose placeholder says cancelled (its client's act), or failed by a reader
+        that took its owner for dead (the grid's), each with that status: a worker's runs to stop, and why."""
+        return {rid: found.status for tenant, rid in keys
+                if (found := self._pending.get(tenant, rid)) is not None and found.status in UNKEPT}
 
     def heartbeat(self, owner: str, lease_s: float) -> None:
         """`owner`'s runs are alive for `lease_s` more (the owner renews it every poll while it has runs)."""

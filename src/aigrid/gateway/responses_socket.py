@@ -348,8 +348,8 @@ class _Connection:
             for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
                 run.cut.wanted = False
             if self.closed_by == "server":  # the stop closed it (1012): the running response is cancelled, as the
-                # stop cancels an HTTP request (`cancelled`, not `client_closed`), and with its reason: one whose
-                # engine held it is charged its prompt (proxy.py, STOP_CUTS); with none it was charged nothing
+                # stop cancels an HTTP request (`cancelled`, not `client_closed`), and with its reason (STOP_CUTS):
+                # the grid's cut, charged nothing beyond what was delivered (proxy._CHARGED_CUTS)
                 runner.cancel(CUT)
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path

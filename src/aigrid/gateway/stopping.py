@@ -53,8 +53,8 @@ CUT = "the gateway is stopping"
 GRACE_END = "Task cancelled, timeout graceful shutdown exceeded"
 """uvicorn's cancel of the requests still running at the grace's end (uvicorn.Server.shutdown)."""
 STOP_CUTS = frozenset({CUT, GRACE_END})
-"""The stop's cancels of a request (a second signal's, the grace's end): one whose engine held it is charged its prompt
-(proxy.py, Exchange.used_tokens), as for a client that hangs up then (docs/reliability.md)."""
+"""The stop's cancels of a request (a second signal's, the grace's end): work the grid throws away, charged nothing
+beyond what was delivered (proxy._CHARGED_CUTS leaves them out; docs/reliability.md, 'Stopping cleanly')."""
 SEND_BOUND_S = 1.0
 """The most a cut request's last words wait for a client that reads nothing."""
 CUT_WAIT_S = 2 * SEND_BOUND_S
@@ -177,7 +177,7 @@ class StopFit(NamedTuple):
     """Lingering lets a WebSocket's response end within the grace (else uvicorn's own close at once, 1012)."""
     grace_end: bool
     """GRACE_END is the message uvicorn cancels the requests still running at the grace's end with (else such a cut
-    is not taken for the stop's: a request whose engine held it is not charged its prompt, proxy.py)."""
+    is not named as the stop's in its attempt's record)."""
 
 
 def _uvicorn_names(cls: type) -> set[str]:
@@ -209,7 +209,7 @@ def stop_fits() -> StopFit:
                     version, ", ".join(missing))
     if not grace_end:
         log.warning("uvicorn %s's Server.shutdown does not cancel with %r (stopping.GRACE_END): a request cut at the "
-                    "grace's end while its engine held it is charged nothing, not its prompt", version, GRACE_END)
+                    "grace's end is not named as the stop's cut in its attempt's record", version, GRACE_END)
     return StopFit(not missing, grace_end)
 
 

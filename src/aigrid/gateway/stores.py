@@ -70,7 +70,7 @@ class ResponseBook(Protocol):
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str: ...
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]: ...
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]: ...
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None: ...
 
@@ -136,7 +136,7 @@ class MemoryResponses:
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         return self.store.complete(record, allowed)
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
         return self.store.cancelled(keys)
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
@@ -210,7 +210,7 @@ class HubResponses:
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         return await _hub(self.hub.response_complete(record, allowed))
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
         return await _hub(self.hub.response_cancelled(keys))
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
@@ -324,7 +324,7 @@ class Responses:
                    error: dict[str, Any] | None = None) -> Pending | None:
         return await self._pending.mark(tenant, rid, status, error)
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
         return await self._pending.cancelled(keys)
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:

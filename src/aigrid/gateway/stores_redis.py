@@ -483,7 +483,7 @@ class RedisResponses:
                         self.record_key(record.jurisdiction, record.tenant, record.id))
         return await self._ledger.complete(record.tenant, pending, key, fields)
 
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+    async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
         async def read() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for tenant, rid in keys:
@@ -492,7 +492,7 @@ class RedisResponses:
 
         statuses = await self._g(read())
         unkept = {s.encode() for s in UNKEPT}
-        return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status in unkept]
+        return {rid: status.decode() for (_, rid), status in zip(keys, statuses, strict=True) if status in unkept}
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         ledger = self._ledger.keys(tenant)
