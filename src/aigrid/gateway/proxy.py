@@ -758,7 +758,7 @@ def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
 _CHARGED_CUTS = frozenset({CLIENT_GONE, BACKGROUND_CANCELLED})
 """The cancels of a request that charge it its prompt when an engine held it (docs/reliability.md): the tenant pays
 for engine work its own act threw away: its client gone, its client's cancel of its background response. Work the grid
-throws away (the stop's cut, stopping.STOP_CUTS; another attempt's win; a run whose owner's lease lapsed) is charged
+throws away (the stop's cut, stopping.CUT and GRACE_END; another attempt's win; a run whose owner's lease lapsed) is charged
 nothing beyond what was delivered."""
 
 

@@ -348,7 +348,7 @@ class _Connection:
             for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
                 run.cut.wanted = False
             if self.closed_by == "server":  # the stop closed it (1012): the running response is cancelled, as the
-                # stop cancels an HTTP request (`cancelled`, not `client_closed`), and with its reason (STOP_CUTS):
+                # stop cancels an HTTP request (`cancelled`, not `client_closed`), and with its reason (stopping.CUT):
                 # the grid's cut, charged nothing beyond what was delivered (proxy._CHARGED_CUTS)
                 runner.cancel(CUT)
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped

@@ -50,11 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aigrid.gateway")
 CUT = "the gateway is stopping"
+"""The stop's cancel of a request (a second signal's; GRACE_END is uvicorn's at the grace's end): work the grid throws
+away, charged nothing beyond what was delivered (proxy._CHARGED_CUTS leaves both out; docs/reliability.md)."""
 GRACE_END = "Task cancelled, timeout graceful shutdown exceeded"
 """uvicorn's cancel of the requests still running at the grace's end (uvicorn.Server.shutdown)."""
-STOP_CUTS = frozenset({CUT, GRACE_END})
-"""The stop's cancels of a request (a second signal's, the grace's end): work the grid throws away, charged nothing
-beyond what was delivered (proxy._CHARGED_CUTS leaves them out; docs/reliability.md, 'Stopping cleanly')."""
 SEND_BOUND_S = 1.0
 """The most a cut request's last words wait for a client that reads nothing."""
 CUT_WAIT_S = 2 * SEND_BOUND_S
