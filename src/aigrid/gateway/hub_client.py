@@ -264,6 +264,9 @@ class HubClient:
 
     async def response_cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
         found = await self.call("response_cancelled", [list(k) for k in keys])
+        if isinstance(found, list):  # a hub of the code before 8b3971f4 (this worker started again after an upgrade
+            # on disk, its hub the running parent's): ids only, cancels and failures alike, read as before (cancels)
+            return {str(rid): "cancelled" for rid in found}
         return {str(rid): str(status) for rid, status in found.items()}
 
     async def response_pending_delete(self, tenant: str, response_id: str) -> Pending | None:
