@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from aigrid.gateway.background import BackgroundRuns
 
@@ -58,3 +61,30 @@ async def test_a_run_recording_its_outcome_is_not_stopped_by_check() -> None:
     gate.set()
     await cancelling
     assert recorded == ["resp_1"] and not runs.owns("resp_1")
+
+
+async def test_the_watcher_logs_a_stores_unexpected_error_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """An error the watcher did not expect from its store (a hub answering in an older form: AttributeError) ended
+    the watcher unlogged, so the lease went unrenewed and later cancels were never read. It is logged, and the next
+    poll renews the lease and stops the run a client cancelled."""
+    runs, asked = BackgroundRuns(poll_s=0.01, lease_s=1.0), []
+
+    class Store:
+        async def heartbeat(self, owner: str, lease_s: float) -> None:
+            asked.append("heartbeat")
+
+        async def cancelled(self, keys: list[tuple[str, str]]) -> dict[str, str]:
+            if "broken" not in asked:
+                asked.append("broken")
+                raise AttributeError("'list' object has no attribute 'items'")
+            return {rid: "cancelled" for _, rid in keys}
+
+    async def run() -> None:
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR, logger="aigrid.gateway"):
+        runs.spawn("resp_1", "acme", run(), Store())
+        task = runs._tasks["resp_1"][1]
+        await asyncio.wait_for(asyncio.wait({task}), 10)
+    assert task.cancelled() and asked.count("heartbeat") >= 2  # renewed after the error too
+    assert [r.getMessage() for r in caplog.records] == ["background runs: could not renew the lease or ask for cancels"]

@@ -187,6 +187,10 @@ class BackgroundRuns:
             except (ConnectionError, StoreUnavailable) as e:  # its store away (hub, Redis): ask again next time
                 log.debug("background runs: could not renew the lease or ask for cancels: %s", e)
                 continue
+            except Exception:  # a bug, or a store answering in another form: logged, and the watcher goes on (it
+                # ended, unlogged: the lease went unrenewed and readers failed this process's live runs as dead)
+                log.exception("background runs: could not renew the lease or ask for cancels")
+                continue
             for rid, status in stop.items():
                 found = self._tasks.get(rid)
                 if found is not None and rid not in self._ending:
