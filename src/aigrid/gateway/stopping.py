@@ -174,9 +174,6 @@ class StopFit(NamedTuple):
 
     lingers: bool
     """Lingering lets a WebSocket's response end within the grace (else uvicorn's own close at once, 1012)."""
-    grace_end: bool
-    """GRACE_END is the message uvicorn cancels the requests still running at the grace's end with (else such a cut
-    is not named as the stop's in its attempt's record)."""
 
 
 def _uvicorn_names(cls: type) -> set[str]:
@@ -195,21 +192,17 @@ def _uvicorn_names(cls: type) -> set[str]:
 @functools.cache
 def stop_fits() -> StopFit:
     """Whether uvicorn is what the stop was written against: its WebSocket protocol with the attributes Lingering
-    reads (LINGER_READS), and its Server.shutdown cancelling with GRACE_END. Once per process (at startup,
+    reads (LINGER_READS). Once per process (at startup,
     gateway_server, beside slow_clients.uvicorn_fits; else a Lingering's first connection); where it is not, one
-    warning each and uvicorn's own behaviour instead (Lingering acts as uvicorn's protocol: a WebSocket closed 1012
+    warning and uvicorn's own behaviour instead (Lingering acts as uvicorn's protocol: a WebSocket closed 1012
     when the stop begins), never an AttributeError in uvicorn's connection.shutdown(), which nothing there catches."""
     missing = sorted(set(LINGER_READS) - _uvicorn_names(PongsWhileRead))
-    grace_end = GRACE_END in getattr(getattr(uvicorn.Server.shutdown, "__code__", None), "co_consts", ())
     version = getattr(uvicorn, "__version__", "?")
     if missing:
         log.warning("uvicorn %s's WebSocket protocol has no %s: a Responses WebSocket is closed 1012 when the stop "
                     "begins, its response under way cut (uvicorn's own behaviour; stopping.Lingering not used)",
                     version, ", ".join(missing))
-    if not grace_end:
-        log.warning("uvicorn %s's Server.shutdown does not cancel with %r (stopping.GRACE_END): a request cut at the "
-                    "grace's end is not named as the stop's cut in its attempt's record", version, GRACE_END)
-    return StopFit(not missing, grace_end)
+    return StopFit(not missing)
 
 
 class Lingering(PongsWhileRead):
