@@ -107,6 +107,9 @@ def _messages(messages: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None
 SYSTEM_PARTS: list[dict[str, Any]] = [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."},
                                                {"type": "text", "text": "Use metric units."}]}, *ASK]
 HISTORY_REFUSAL: list[dict[str, Any]] = [*ASK, {"role": "assistant", "content": None, "refusal": "I cannot help with that."}, *ASK]
+REFUSAL_READ: list[dict[str, Any]] = [*ASK, {"role": "assistant", "content": "I cannot help with that."}, *ASK]
+"""What an engine other than `openai` gets of HISTORY_REFUSAL (9b9ae374): the refusal as the turn's content, which
+vLLM, SGLang and llama.cpp read (none reads `refusal`)."""
 NAMED: list[dict[str, Any]] = [{"role": "user", "content": "Hi, I am Ann.", "name": "ann"}, {"role": "user", "content": "I am Bo.", "name": "bo"}]
 DEVELOPER: list[dict[str, Any]] = [{"role": "developer", "content": "Answer briefly."}, *ASK]
 EMPTY: list[dict[str, Any]] = [{"role": "user", "content": []}]
@@ -156,7 +159,7 @@ PASSED: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None]]] = [
     ("messages with name", {"messages": NAMED}, _messages(NAMED)),
     # renamed `system` for every engine but a hosted one (kind openai): older llama.cpp and vLLM templates refuse it
     ("developer role", {"messages": DEVELOPER}, _messages([{**DEVELOPER[0], "role": "system"}, *DEVELOPER[1:]])),
-    ("assistant refusal in the history", {"messages": HISTORY_REFUSAL}, _messages(HISTORY_REFUSAL)),
+    ("assistant refusal in the history", {"messages": HISTORY_REFUSAL}, _messages(REFUSAL_READ)),
     ("content an empty list", {"messages": EMPTY}, _messages(EMPTY)),
     ("system as a list of text parts", {"messages": SYSTEM_PARTS}, _messages(SYSTEM_PARTS)),
     ("image_url with detail", {"messages": IMAGE}, _messages(IMAGE)),
