@@ -236,6 +236,18 @@ async def test_a_later_cancel_does_not_cut_the_last_words_being_sent() -> None:
     assert orjson.loads(sent[1]["body"])["error"]["code"] == "shutting_down"
 
 
+async def taking_cuts(over: asyncio.Event, cancels: list[str], first: asyncio.Event) -> None:
+    """A request that takes each cut (its last words, its record: each cancel's message kept in `cancels`, `first`
+    set at the first) and ends when `over` is set."""
+    while not over.is_set():
+        try:
+            await over.wait()
+        except asyncio.CancelledError as e:
+            cancels.append(str(e))
+            first.set()
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+
 async def test_a_later_signal_cancels_no_request_twice() -> None:
     """A second signal cuts every request (`hurry`); a third cuts none of them again (each is sending its last
     words or writing its record). Before, each signal cancelled every request again."""
@@ -245,16 +257,7 @@ async def test_a_later_signal_cancels_no_request_twice() -> None:
     server = GatewayServer(uvicorn.Config(lambda *_: None), gateway)  # type: ignore[arg-type]
     cancels: list[str] = []
     over = asyncio.Event()
-
-    async def request() -> None:  # a request that takes each cut (its last words, its record) and ends when told
-        while not over.is_set():
-            try:
-                await over.wait()
-            except asyncio.CancelledError as e:
-                cancels.append(str(e))
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-
-    task = asyncio.create_task(request())
+    task = asyncio.create_task(taking_cuts(over, cancels, asyncio.Event()))
     server.server_state.tasks.add(task)
     await asyncio.sleep(0)
     for _ in range(3):  # SIGTERM three times
@@ -278,19 +281,10 @@ async def test_a_signal_after_the_graces_end_cancels_no_request_uvicorn_cut_agai
     cancels: list[str] = []
     over, first = asyncio.Event(), asyncio.Event()
 
-    async def request() -> None:  # a request that takes each cut (its last words, its record) and ends when told
-        while not over.is_set():
-            try:
-                await over.wait()
-            except asyncio.CancelledError as e:
-                cancels.append(str(e))
-                first.set()
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-
     async def lifespan_shutdown() -> None:
         pass
 
-    task = asyncio.create_task(request())
+    task = asyncio.create_task(taking_cuts(over, cancels, first))
     server.server_state.tasks.add(task)
     server.lifespan = SimpleNamespace(shutdown=lifespan_shutdown)
     server.servers = []  # uvicorn's listening servers (startup's): none here
