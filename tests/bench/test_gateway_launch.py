@@ -6,16 +6,13 @@ handling. A real process on 127.0.0.1; its engine is never reached (nothing here
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
-import orjson
 import pytest
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
-from aigrid.bench.procs import Proc
-from tests.ports import on_a_free_port
+from tests.gateway.test_workers import gateway_process
 
 LIMIT = 4096
 """The spec's gateway.max_body_bytes: a WebSocket message is read up to it plus responses_socket.SLACK_BYTES."""
@@ -36,19 +33,8 @@ def test_the_launched_gateway_is_the_shipped_server(tmp_path: Path) -> None:
     server's ws_max_size, not uvicorn's 16 MiB default, which read it whole), and SIGINT stops the process through
     the gateway's own stop (exit 0; uvicorn's own handling raised the signal again at its end, exit -2)."""
 
-    def start(port: int) -> tuple[Proc, int]:
-        spec = tmp_path / "spec.yaml"
-        spec.write_bytes(orjson.dumps(_spec(port)))  # JSON is YAML
-        proc = Proc("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port", str(port),
-                                "--loop", "asyncio"], tmp_path).start()
-        try:
-            proc.wait_ready(f"http://127.0.0.1:{port}/livez", timeout_s=120)
-        except BaseException:
-            proc.stop()
-            raise
-        return proc, port
-
-    proc, port = on_a_free_port(start)
+    proc, port = gateway_process(tmp_path, _spec, lambda spec, port: [
+        "-m", "aigrid.bench.gateway_launch", str(spec), "--port", str(port), "--loop", "asyncio"])
     try:
         with websockets.sync.client.connect(f"ws://127.0.0.1:{port}/v1/responses", open_timeout=30,
                                             max_size=None) as ws:

@@ -65,13 +65,20 @@ def emulator(tmp_path: Path, decode_ms: int) -> tuple[Proc, int]:
 
 
 def gateway_with_workers(tmp_path: Path, doc: Callable[[int], dict], workers: int = 2) -> tuple[Proc, int]:
-    """`aigrid gateway --workers 2` (or `workers`) with the spec `doc(port)`, once /livez answers; on a new port when
-    another process took the picked one before the gateway bound it (tests/ports.py)."""
+    """`aigrid gateway --workers 2` (or `workers`) with the spec `doc(port)`, once /livez answers."""
+    return gateway_process(tmp_path, doc, lambda spec_path, _port: [
+        "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)])
+
+
+def gateway_process(tmp_path: Path, doc: Callable[[int], dict],
+                    args: Callable[[Path, int], list[str]]) -> tuple[Proc, int]:
+    """`python args(spec_path, port)` serving the spec `doc(port)` (written to tmp_path/spec.yaml), once /livez
+    answers (stopped if it does not); on a new port when another process took the picked one before the gateway
+    bound it (tests/ports.py)."""
     def start(gw_port: int) -> tuple[Proc, int]:
         spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(doc(gw_port)))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
-                  tmp_path, cwd=tmp_path).start()
+        spec_path.write_bytes(orjson.dumps(doc(gw_port)))  # JSON is YAML
+        gw = Proc("gateway", [sys.executable, *args(spec_path, gw_port)], tmp_path, cwd=tmp_path).start()
         try:
             gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
         except BaseException:
