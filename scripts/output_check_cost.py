@@ -105,8 +105,8 @@ def main() -> None:
     delta = {"content": " tok"}
     piece = later["choices"][0]["delta"]
     print(f"  of which the id and name check (OutputFilter._call_names): a chunk without calls "
-          f"{per_call(lambda: g._call_names(0, delta), n):.2f} us, a later piece "
-          f"{per_call(lambda: g._call_names(0, piece), n):.2f} us")
+          f"{per_call(lambda: g._call_names(0, delta, set()), n):.2f} us, a later piece "
+          f"{per_call(lambda: g._call_names(0, piece, {0}), n):.2f} us")  # (its arguments go on: `argued`)
 
     async def sink(message: Any) -> None:
         pass
