@@ -404,8 +404,10 @@ class OutputFilter:
     def _read_whole(self, text: str) -> str:
         """A tool call's id or name, or another string of the answer (read_the_rest), read whole: one reading of
         the detectors (find_pii), where a StreamingRedactor fed it and flushed it read it twice, plus its holdback's
-        bookkeeping (until review RV4 of the twenty-seventh session: 70-120 us a short string at a load of 9 on 2
-        cores, 13-27 us now); an ASCII string with neither `@` nor two digits is none of the items (pii.cannot_hold)."""
+        bookkeeping (until review RV4 of the twenty-seventh session, bf2d4e69: a chat id 47 -> 23 us, a model's name
+        49 -> 21, "assistant" 24 -> 3, at a load of ~10.5 on 2 cores, timed with a scratch timeit not kept; a call's
+        first piece in `scripts/output_check_cost.py`); an ASCII string with neither `@` nor two digits is none of the
+        items (pii.cannot_hold)."""
         if cannot_hold(text):
             return text
         found = find_pii(text)
