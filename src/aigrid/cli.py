@@ -304,19 +304,19 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
 @spec_app.command("check")
 def spec_check(spec: SpecArg) -> None:
     """Validate a grid spec and summarise it (a simulator scenario or a planner demand file too: it says which)."""
-    from aigrid.spec.load import load_spec, read_yaml
+    from aigrid.spec.load import parse_spec, read_yaml
 
-    try:
-        s = load_spec(spec)
+    try:  # read once: a spec given as a pipe (`<(...)`) reads as empty the second time, a FIFO waits for a writer
+        raw = read_yaml(spec)
     except AigridError as e:
-        try:
-            raw = read_yaml(spec)
-        except AigridError:
-            raise _fail(e) from None
+        raise _fail(e) from None
+    try:
+        s = parse_spec(raw, str(spec))
+    except AigridError as e:
         if not _other_input(spec, raw):
             raise _fail(e) from None
         return
-    _bases_given_with_v1(s, read_yaml(spec))
+    _bases_given_with_v1(s, raw)
     counts = ", ".join(_count(n, what) for n, what in (
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
     # the path escaped (a `[x]` in it was read as markup) and the line unwrapped (piped, it was cut at 80 columns)

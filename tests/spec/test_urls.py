@@ -231,3 +231,27 @@ def test_spec_check_s_info_line_prints_no_password_of_an_endpoint_url(tmp_path: 
     ident = spec["endpoints"][0]["id"]
     assert (f"info endpoints.0 ({ident}): url 'http://bob:***@10.0.0.5:8000/v1' is the base http://bob:***@10.0.0.5:8000 "
             "(the /v1 taken off): the gateway calls http://bob:***@10.0.0.5:8000/v1/chat/completions") in r.output, r.output
+
+
+def test_spec_check_of_a_fifo_reads_it_once_and_says_its_info_lines(tmp_path: Path) -> None:
+    """`spec check` read the file a second time for its info lines: a spec given as a pipe or FIFO (`aigrid spec
+    check <(...)`) had been drained by the first read, so the lines were missing (a pipe) or the check waited for a
+    writer and failed with an error (a FIFO)."""
+    import os
+    import threading
+
+    spec = raw()
+    spec["endpoints"][0]["url"] = "http://10.0.0.5:8000/v1"
+    fifo = tmp_path / "grid.yaml"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:  # blocks until spec check opens it to read
+            f.write(yaml.safe_dump(spec).encode())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    r = CliRunner().invoke(app, ["spec", "check", str(fifo)], env={"COLUMNS": "300"})
+    writer.join(timeout=30)
+    assert r.exit_code == 0, r.output
+    assert f"info endpoints.0 ({spec['endpoints'][0]['id']}): url 'http://10.0.0.5:8000/v1'" in r.output, r.output
