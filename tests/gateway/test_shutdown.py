@@ -225,6 +225,7 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
         stopped = asyncio.run(load(clients))
         code = gateway.wait(timeout=60)
         took = time.monotonic() - stopped
+        print(f"{workers} worker(s), {signals} SIGTERM: the gateway exited {took:.1f} s after the first")  # (-s)
         # within its grace: 5 s for the HTTP requests, then the batch lines' drain_s (10 s); a second signal: at once
         assert code == 0 and took < (10 if signals == 2 else 25), (code, took)
         for name in ("stream0", "stream1"):
