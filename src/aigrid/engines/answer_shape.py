@@ -1,7 +1,7 @@
 """What a chat completion's (or a completion's) texts are, once, for everything that reads an engine's answer: a whole
-answer's check (gateway/usage.py: `not_a_completion`), the output filter's check of a redacted stream
-(gateway/output_filter.py: `unread`), the translating doors' reader of a stream (gateway/chat_events.py) and the
-legacy completions' echo (engines/legacy_completions.py).
+answer's check (gateway/usage.py: `whole_answer`), the output filter's check of a redacted stream
+(gateway/output_filter.py: `OutputFilter.event`), the translating doors' reader of a stream (gateway/chat_events.py)
+and the legacy completions' echo (engines/legacy_completions.py).
 
 A choice's texts are its message's (or its delta's) TEXTS, a completion's `text`, and each tool call's `id` and its
 function's `name` and `arguments`: each a string, or null. One null rule at every level: null is no text, the same as
