@@ -77,6 +77,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 
 from aigrid.errors import ApiError, InvalidRequest, RequestHeaderTooLarge, RequestTimeout, TooManyConnections
+from aigrid.gateway.browsers import is_loopback
 from aigrid.gateway.envelope import error_response
 
 HEAD_TIMEOUT_S = 10.0
@@ -159,11 +160,6 @@ def address_of(host: str) -> str:
         return host
 
 
-def loopback(host: str) -> bool:
-    """Whether a client's address (as uvicorn gives it) is this host's own."""
-    return host.startswith(("127.", "::ffff:127.")) or host == "::1"
-
-
 class Connections:
     """One server's bounds on its client connections, shared by all of them (on uvicorn's ServerState): `cap`, read
     once (max_connections' system call ran on every accepted connection before), and how many each address holds.
@@ -172,7 +168,7 @@ class Connections:
 
     __slots__ = ("cap", "share", "per_address", "held", "exempt", "refused", "logged_at", "refused_from")
 
-    def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = loopback) -> None:
+    def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = is_loopback) -> None:
         self.cap = cap
         self.share = share
         self.per_address = max(1, int(cap * share))
@@ -374,7 +370,7 @@ class HeadDeadline(HttpToolsProtocol):
     max_connections = staticmethod(max_connections)
     """The process's bound, read once per server (Connections) unless stopping.gateway_server set it."""
     connection_share = ADDRESS_SHARE
-    exempt = staticmethod(loopback)
+    exempt = staticmethod(is_loopback)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
