@@ -326,14 +326,14 @@ def spec_check(spec: SpecArg) -> None:
 def _bases_given_with_v1(s: GridSpec, raw: object) -> None:
     """One info line per endpoint whose url the spec's reading changed (a trailing /v1 taken off:
     spec.models.engine_base_url), naming it and the URL the gateway calls: it was done without a word."""
-    from aigrid.spec.models import _without_password
+    from aigrid.spec.models import url_without_password
 
     given = raw.get("endpoints") if isinstance(raw, dict) else None
     for i, (e, r) in enumerate(zip(s.endpoints, given if isinstance(given, list) else (), strict=False)):
         url = r.get("url") if isinstance(r, dict) else None
         if e.url and isinstance(url, str) and url != e.url:
-            base = _without_password(e.url)  # a proxy's user:password@ is not printed (as the spec's errors quote it)
-            console.print(f"[cyan]info[/] endpoints.{i} ({escape(e.id)}): url {escape(repr(_without_password(url)))} "
+            base = url_without_password(e.url)  # a proxy's user:password@ is not printed (as the spec's errors quote it)
+            console.print(f"[cyan]info[/] endpoints.{i} ({escape(e.id)}): url {escape(repr(url_without_password(url)))} "
                           f"is the base {escape(base)} (the /v1 taken off): the gateway calls "
                           f"{escape(base.rstrip('/'))}/v1/chat/completions", soft_wrap=True, highlight=False)
 

@@ -220,7 +220,7 @@ def test_spec_check_says_which_url_it_calls_for_an_endpoint_given_with_v1(tmp_pa
 
 def test_spec_check_s_info_line_prints_no_password_of_an_endpoint_url(tmp_path: Path) -> None:
     """The info line for a url given with /v1 quoted it whole, a proxy's user:password@ included (CI logs keep
-    `spec check`'s output); it masks the password as the spec's errors do (spec.models._without_password)."""
+    `spec check`'s output); it masks the password as the spec's errors do (spec.models.url_without_password)."""
     spec = raw()
     spec["endpoints"][0]["url"] = "http://bob:s3cret@10.0.0.5:8000/v1"
     path = tmp_path / "grid.yaml"

@@ -599,7 +599,8 @@ class Routes:
         tenant = ex.principal.tenant
         json_answer = structured(body.get("response_format"))  # the answer is JSON: read as such (output_filter)
         ex.steps = steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's)
-        tools = offered_names(body)  # a tool call naming one of them keeps its name (output_filter.CallNames)
+        checked = fw.policy(tenant).pii_output != "off"  # else no output check reads the answer's tool calls
+        tools = offered_names(body) if checked else frozenset()  # a call naming one keeps its name (CallNames)
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
@@ -612,7 +613,7 @@ class Routes:
             ex.verdicts.extend(verdicts)
             return redacted
 
-        needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
+        needs_redaction = not parsed.stream and checked
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged

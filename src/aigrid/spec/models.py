@@ -59,7 +59,7 @@ def http_url(url: str | None) -> str | None:
     only ever showed UNHEALTHY."""
     if url is None:
         return None
-    shown = repr(_without_password(url))
+    shown = repr(url_without_password(url))
     if "${" in url:
         raise ValueError(f"{shown}: environment variables are not expanded in a grid spec; write the value")
     parts = urlsplit(url)
@@ -103,16 +103,16 @@ def engine_base_url(url: str | None) -> str | None:
     if given_v1:
         path = path.removesuffix(API_ROOT)
         if path.rstrip("/").endswith(API_ROOT):
-            raise ValueError(f"{_without_password(url)!r}: /v1 twice; give the server's base URL (e.g. "
+            raise ValueError(f"{url_without_password(url)!r}: /v1 twice; give the server's base URL (e.g. "
                              f"http://host:8000, or with one /v1): the gateway adds /v1/chat/completions and the rest")
     _, root, past = path.rpartition(f"{API_ROOT}/")
     if root and past.split("/")[0] in API_RESOURCES:
-        raise ValueError(f"{_without_password(url)!r}: give the server's base URL (e.g. http://host:8000, or with "
+        raise ValueError(f"{url_without_password(url)!r}: give the server's base URL (e.g. http://host:8000, or with "
                          f"/v1), not an API path: the gateway adds /v1/chat/completions and the rest")
     return parts._replace(path=path).geturl() if given_v1 else url
 
 
-def _without_password(url: str) -> str:
+def url_without_password(url: str) -> str:
     """The URL as an error may quote it: a password in it (a proxy's user:password@) replaced by ***."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.partition("@") if "@" in rest.split("/", 1)[0] else ("", "", rest)
@@ -161,7 +161,7 @@ def _redis_tls_problem(url: str) -> str | None:
     tls = sorted(name for name in query if name.startswith("ssl_"))
     if not tls:
         return None
-    shown = repr(_without_password(url))
+    shown = repr(url_without_password(url))
     if not url.startswith("rediss://"):
         return f"{shown}: {', '.join(tls)} are TLS settings, for a rediss:// URL (this one is not TLS)"
     unknown = [name for name in tls if name not in REDIS_TLS_SETTINGS]
