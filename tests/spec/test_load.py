@@ -507,3 +507,18 @@ def test_the_key_hashing_secrets_variable_is_a_name_a_shell_reads(name: str) -> 
     assert "security.secret_env: String should match pattern" in str(e.value), str(e.value)
     raw["security"]["secret_env"] = "MY_SECRET_2"
     assert parse_spec(raw, "grid.yaml").security.secret_env == "MY_SECRET_2"
+
+
+@pytest.mark.parametrize("name", ["MY-JWT", "1JWT", "MY JWT", "$JWT", ""])
+def test_the_jwt_secrets_variable_is_a_name_a_shell_reads(name: str) -> None:
+    """security.jwt.secret_env had no pattern while security.secret_env has ENV_NAME: `MY-JWT` loaded and the
+    gateway failed only at start ("MY-JWT is empty", no variable can hold that name in a shell); now refused at
+    spec load, naming the field."""
+    raw = demo_raw()
+    raw["security"] = {**raw.get("security", {}), "jwt": {"issuer": "i", "audience": "a", "secret_env": name}}
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert "security.jwt.secret_env: String should match pattern" in str(e.value), str(e.value)
+    raw["security"]["jwt"]["secret_env"] = "MY_JWT_2"
+    jwt = parse_spec(raw, "grid.yaml").security.jwt
+    assert jwt is not None and jwt.secret_env == "MY_JWT_2"

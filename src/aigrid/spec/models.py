@@ -408,7 +408,8 @@ class JwtSpec(StrictModel):
     issuer: str
     audience: str
     key_file: str | None = Field(default=None, description="PEM public key (RS256/ES256/EdDSA)")
-    secret_env: str | None = Field(default=None, description="environment variable holding an HS256 secret")
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME,
+                                   description="environment variable holding an HS256 secret")
     jwks_url: str | None = Field(default=None, description="the identity provider's JWKS (OpenID Connect jwks_uri):"
                                  " each token checked with the key its kid names; fetched in the background")
     jwks_refresh_s: float = Field(default=300.0, ge=10.0, le=86_400.0, description="how often the JWKS is fetched "
