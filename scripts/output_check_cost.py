@@ -111,7 +111,7 @@ def main() -> None:
     async def sink(message: Any) -> None:
         pass
 
-    w = _Watched(sink)
+    w = _Watched(sink, {"type": "http", "path": "/v1/responses", "headers": []})
     w.stream = True
     ev = event("response.output_text.delta", 12345, item_id="msg_0123456789abcdef", output_index=0,
                content_index=0, delta=" tok", logprobs=[]).encode()

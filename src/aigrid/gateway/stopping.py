@@ -249,7 +249,7 @@ class CutAnswers:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        answer = _Watched(send)
+        answer = _Watched(send, scope)
         try:
             await self.app(scope, receive, answer.send)
         except asyncio.CancelledError:
@@ -273,6 +273,16 @@ async def _whole(words: Coroutine[Any, Any, bool], task: asyncio.Task[Any]) -> b
             if sending.cancelled():  # not by us (nobody else holds it): nothing left to wait for
                 raise
             task.uncancel()  # waited out: the next turn returns what they came to, once sent
+
+
+def _door(scope: Scope) -> str:
+    """The front door whose form a cut stream's error event takes (_Watched._event): `anthropic` (its path, or an
+    anthropic-version header on any), `responses` (the one whose error event carries a sequence_number), else
+    `openai` (Chat Completions, Completions)."""
+    if str(scope.get("path", "")).startswith(ANTHROPIC_PREFIX) or any(
+            bytes(k).lower() == ANTHROPIC_VERSION.encode() for k, _ in scope.get("headers") or ()):
+        return "anthropic"
+    return "responses" if str(scope.get("path", "")).startswith("/v1/responses") else "openai"
 
 
 _DATA = b'data: {"type":"'
@@ -302,13 +312,16 @@ class _Watched:
     Before it named `server_send`, every request of `aigrid up` and of each worker went without the wire (a
     relayed chunk ~34 us instead of ~24 us, docs/benchmarks.md's fifth round)."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, scope: Scope) -> None:
         self._send = self.server_send = send
-        self.started = self.ended = self.stream = False
+        self._scope = scope
+        self.started = self.ended = self.stream = self._numbered = False
         self.events = 0
         """The next event's sequence_number on the Responses API (translated streams, which are never written on the
         wire): the last one sent plus one, read from the events (`_count`), or the events with a name sent so far
-        where they carry none."""
+        where they carry none. Read on a Responses stream only (`_numbered`): until the twenty-eighth session every
+        chunk of every stream passing here (Chat Completions, Anthropic Messages) was searched for a number its
+        error event does not carry."""
         self._tail = b""
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
@@ -316,10 +329,10 @@ class _Watched:
             self.started = True
             headers = dict((bytes(k).lower(), bytes(v)) for k, v in message.get("headers") or ())
             self.stream = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+            self._numbered = self.stream and _door(self._scope) == "responses"  # once a stream, at its head
         elif message["type"] == "http.response.body":
-            body = bytes(message.get("body", b""))
-            if self.stream:
-                self._count(body)
+            if self._numbered:
+                self._count(bytes(message.get("body", b"")))
             self.ended = not message.get("more_body", False)
         await self._send(message)
 
@@ -364,20 +377,18 @@ class _Watched:
                         response.raw_headers.extend(((b"x-request-id", rid.encode()), (b"request-id", rid.encode())))
                     await response(scope, receive, self._send)
                 else:
-                    await self._send({"type": "http.response.body", "body": self._event(scope, err),
+                    await self._send({"type": "http.response.body", "body": self._event(_door(scope), err),
                                       "more_body": False})
         except (TimeoutError, OSError) as e:
             log.info("a cut request's last words were not sent: %r", e)
             return False
         return True
 
-    def _event(self, scope: Scope, err: ShuttingDown) -> bytes:
-        path = str(scope.get("path", ""))
-        headers = {bytes(k).lower() for k, _ in scope.get("headers") or ()}
-        if path.startswith(ANTHROPIC_PREFIX) or ANTHROPIC_VERSION.encode() in headers:
+    def _event(self, door: str, err: ShuttingDown) -> bytes:
+        if door == "anthropic":
             data: dict[str, Any] = {"type": "error", "error": {"type": "overloaded_error", "message": err.message}}
             return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
-        if path.startswith("/v1/responses"):
+        if door == "responses":
             data = {"type": "error", "code": err.code, "message": err.message, "param": None,
                     "sequence_number": self.events}
             return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
