@@ -73,6 +73,37 @@ def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "revoked" in runner.invoke(app, ["keys", "list", "--keys-file", str(keys)]).output
 
 
+def test_keys_read_the_secret_from_the_variable_secret_env_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid keys` read AIGRID_KEY_SECRET only: a gateway whose spec names another (security.secret_env) needed
+    its value copied over under that name. `--secret-env NAME` reads NAME, held to security.secret_env's pattern."""
+    from aigrid.security.keys import KeyRing
+
+    monkeypatch.delenv("AIGRID_KEY_SECRET", raising=False)
+    monkeypatch.setenv("GRID_SECRET", "0123456789abcdef-grid")
+    keys = tmp_path / "keys.json"
+    r = runner.invoke(app, ["keys", "create", "eu-bank", "--keys-file", str(keys), "--secret-env", "GRID_SECRET"])
+    assert r.exit_code == 0 and "api key: aig_" in r.output, r.output
+    api_key = r.output.split("api key: ")[1].split()[0]
+    key_id = r.output.split("key id:")[1].split()[0]
+    record = KeyRing.load(keys, b"0123456789abcdef-grid").verify(api_key)  # hashed with GRID_SECRET's value
+    assert record is not None and record.key_id == key_id
+    r = runner.invoke(app, ["keys", "list", "--keys-file", str(keys), "--secret-env", "GRID_SECRET"])
+    assert r.exit_code == 0 and key_id in r.output and "active" in r.output, r.output
+    r = runner.invoke(app, ["keys", "revoke", key_id, "--keys-file", str(keys), "--secret-env", "GRID_SECRET"])
+    assert r.exit_code == 0 and "revoked" in r.output, r.output
+    r = runner.invoke(app, ["keys", "list", "--keys-file", str(keys)])  # without it: AIGRID_KEY_SECRET, unset
+    assert r.exit_code == 2 and "set AIGRID_KEY_SECRET" in r.output, r.output
+    for args in (["create", "chat"], ["list"], ["revoke", key_id]):
+        r = runner.invoke(app, ["keys", *args, "--keys-file", str(keys), "--secret-env", "OTHER_SECRET"])
+        assert r.exit_code == 2 and "set OTHER_SECRET" in r.output, r.output
+        for bad in ("GRID-SECRET", "1SECRET", "$GRID_SECRET", ""):
+            fresh = tmp_path / "new" / "keys.json"
+            r = runner.invoke(app, ["keys", *args, "--keys-file", str(fresh), "--secret-env", bad])
+            said = " ".join(r.output.split())
+            assert r.exit_code == 2 and f"--secret-env {bad!r}: not an environment variable's name" in said, said
+            assert not fresh.parent.exists()  # refused before the key file is touched
+
+
 def test_audit_verify_intact_then_tampered(tmp_path: Path) -> None:
     priv, pub, db = tmp_path / "a.pem", tmp_path / "a.pub.pem", tmp_path / "audit.db"
     generate_keypair(priv, pub)

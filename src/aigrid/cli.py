@@ -131,7 +131,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                                   {"sim": _typer("aigrid.sim.cli"), "models": _typer("aigrid.rightsize.cli", "models")}))
 spec_app = typer.Typer(no_args_is_help=True, help="Grid specs.")
 app.add_typer(spec_app, name="spec")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; needs AIGRID_KEY_SECRET).")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; needs the key-hashing secret: "
+                       "AIGRID_KEY_SECRET, or the variable --secret-env names).")
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.",
                         cls=_lazy_group({"query": _command("aigrid.audit.query_cli", "query_command", "query"),
@@ -425,6 +426,8 @@ EXPLAIN_WIDTH = 200
 ID_HEADERS = ("x-aigrid-decision", "x-request-id", "request-id")
 """The answer's headers whose value `aigrid explain` takes, pasted with the header's name."""
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
+SecretEnv = Annotated[str, typer.Option(help="environment variable holding the key-hashing secret (the spec's "
+                                        "security.secret_env)")]
 
 
 @keys_app.command("create")
@@ -436,14 +439,16 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                 policy: Annotated[str | None, typer.Option(help="bind the key to a routing policy")] = None,
                 max_priority: Annotated[str | None, typer.Option(
                     help="highest urgency its requests may ask for: interactive, standard, batch or 0-9")] = None,
-                name: Annotated[str, typer.Option(help="a label for the key")] = "") -> None:
+                name: Annotated[str, typer.Option(help="a label for the key")] = "",
+                secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
-    from aigrid.security.keys_cli import create_key
+    from aigrid.security.keys_cli import create_key, secret_env_name
 
     try:
+        secret_env_name(secret_env)
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
-                   policy=policy, max_priority=max_priority, name=name, echo=console.print)
+                   policy=policy, max_priority=max_priority, name=name, secret_env=secret_env, echo=console.print)
     except AigridError as e:
         raise _fail(e) from None
     except OSError as e:
@@ -461,12 +466,12 @@ def _keys_file_error(keys_file: Path, e: OSError, doing: str) -> ConfigError:
 
 
 @keys_app.command("list")
-def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
+def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
     """List keys (ids, tenants, scopes; never secrets)."""
-    from aigrid.security.keys_cli import list_keys
+    from aigrid.security.keys_cli import list_keys, secret_env_name
 
     try:
-        list_keys(keys_file, echo=console.print)
+        list_keys(keys_file, secret_env=secret_env_name(secret_env), echo=console.print)
     except AigridError as e:
         raise _fail(e) from None
     except OSError as e:
@@ -477,12 +482,13 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `aigrid keys list` shows it")],
-                keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
+                keys_file: KeysFile = Path(".aigrid/keys.json"),
+                secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
     """Revoke a key by id."""
-    from aigrid.security.keys_cli import revoke_key
+    from aigrid.security.keys_cli import revoke_key, secret_env_name
 
     try:
-        if not revoke_key(keys_file, key_id):
+        if not revoke_key(keys_file, key_id, secret_env=secret_env_name(secret_env)):
             print_error(err_console, f"no key {key_id}")
             raise typer.Exit(1)
     except AigridError as e:

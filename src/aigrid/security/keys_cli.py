@@ -1,7 +1,8 @@
 """Command-line helpers the CLI mounts as `aigrid keys create|list|revoke` (plain functions, no framework).
 
-The server secret comes from the environment variable AIGRID_KEY_SECRET (at least 16 bytes); the key
-file holds only digests. `create` and `revoke` read, change and write the file under an exclusive lock (`flock` on
+The server secret comes from an environment variable (at least 16 bytes): AIGRID_KEY_SECRET, or the one
+`--secret-env NAME` names (the spec's security.secret_env, where a gateway reads it from another); the key file
+holds only digests. `create` and `revoke` read, change and write the file under an exclusive lock (`flock` on
 `<file>.lock` beside it): two run side by side (a script creating keys while an operator revokes a leaked one)
 each see the other's change; before, the one that wrote last wrote back the file it had read, and a revocation
 made meanwhile was lost (the key valid again).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,14 +22,25 @@ from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
+from aigrid.spec.models import ENV_NAME
 
 SECRET_ENV = "AIGRID_KEY_SECRET"
 
 
-def server_secret(env: dict[str, str] | None = None) -> bytes:
-    value = (os.environ if env is None else env).get(SECRET_ENV, "")
+def secret_env_name(name: str) -> str:
+    """`--secret-env`'s value, held to the pattern security.secret_env has (ENV_NAME): checked before the key file
+    is touched."""
+    if not re.fullmatch(ENV_NAME, name):
+        raise ConfigError(f"--secret-env {name!r}: not an environment variable's name (letters, digits and _, not "
+                          "starting with a digit), as the spec's security.secret_env names it")
+    return name
+
+
+def server_secret(env: dict[str, str] | None = None, name: str = SECRET_ENV) -> bytes:
+    """The key-hashing secret, from the variable `name` (AIGRID_KEY_SECRET unless `--secret-env` names another)."""
+    value = (os.environ if env is None else env).get(secret_env_name(name), "")
     if len(value.encode()) < 16:
-        raise ConfigError(f"set {SECRET_ENV} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
+        raise ConfigError(f"set {name} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
     return value.encode()
 
 
@@ -60,7 +73,8 @@ def _load(keys_file: Path, secret: bytes) -> KeyRing:
 
 def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
                sites: Sequence[str] = (), policy: str | None = None, max_priority: str | int | None = None,
-               name: str = "", secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
+               name: str = "", secret: bytes | None = None, secret_env: str = SECRET_ENV,
+               echo: Callable[[str], None] = print) -> str:
     """Issue a key, store its digest, print the secret once; returns the key id."""
     if not tenant.strip() or tenant != tenant.strip():
         raise ConfigError(f"tenant {tenant!r}: a tenant's name, as the grid spec's `tenants` has it (not empty, "
@@ -75,7 +89,7 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
         level = None if max_priority is None else parse_level(max_priority)
     except ValueError as e:
         raise ConfigError(f"--max-priority: {e}") from None
-    secret = secret if secret is not None else server_secret()
+    secret = secret if secret is not None else server_secret(name=secret_env)
     scopes = Scopes(models=frozenset(models) or None, jurisdictions=frozenset(jurisdictions) or None,
                     sites=frozenset(sites) or None, policy=policy, max_priority=level)
     with _changing(keys_file):
@@ -88,13 +102,14 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
     return issued.record.key_id
 
 
-def list_keys(keys_file: Path, *, secret: bytes | None = None, echo: Callable[[str], None] = print) -> None:
+def list_keys(keys_file: Path, *, secret: bytes | None = None, secret_env: str = SECRET_ENV,
+              echo: Callable[[str], None] = print) -> None:
     if keys_file.is_dir():  # it said "no such file"
         raise ConfigError(f"--keys-file {keys_file}: a directory, not a key file (give the file `aigrid keys create` "
                           "wrote)")
     if not keys_file.is_file():
         raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
-    ring = _load(keys_file, secret if secret is not None else server_secret())
+    ring = _load(keys_file, secret if secret is not None else server_secret(name=secret_env))
     for r in ring.records():
         state = "revoked" if r.revoked else "active"
         echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name or '-'}  {scopes_text(r.scopes)}")
@@ -107,8 +122,8 @@ def scopes_text(scopes: Scopes) -> str:
     return " ".join(parts) or "any model, any site"
 
 
-def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None) -> bool:
-    secret = secret if secret is not None else server_secret()
+def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None, secret_env: str = SECRET_ENV) -> bool:
+    secret = secret if secret is not None else server_secret(name=secret_env)
     with _changing(keys_file):
         ring = _load(keys_file, secret)
         if not ring.revoke(key_id):
