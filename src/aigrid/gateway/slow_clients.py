@@ -312,14 +312,24 @@ class RefusableCycle(RequestResponseCycle):
     is gone, as before RefusableCycle (a raise there ended the stream with a traceback, its cleanup skipped)."""
 
     refused = False
+    answering = False
+    """The app has sent its answer's head. uvicorn's response_started is set later, once its send has waited for a
+    client that reads nothing to take what the connection holds (flow.drain, before the head is written): a refusal
+    in that wait is past the app's answer, as one after it (receive)."""
 
     async def send(self, message: Any) -> None:
         """uvicorn's send, with `connection: close` on an answer's head when the connection closes after it
         (keep_alive False: HeadDeadline's refusals, an HTTP/1.0 client): uvicorn writes it itself only from 0.53 on,
-        and pyproject allows 0.44 (before, those answers said nothing of the close that followed)."""
-        if (message["type"] == "http.response.start" and not self.keep_alive
-                and not any(name.lower() == b"connection" for name, _ in message.get("headers", ()))):
-            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        and pyproject allows 0.44 (before, those answers said nothing of the close that followed). The connection
+        is read after super().send's wait for a client that reads nothing (flow.drain), done here first: a body
+        refused during it (keep_alive then False) had its answer's head say nothing of the close under 0.44-0.52."""
+        if message["type"] == "http.response.start":
+            self.answering = True  # before the wait below, which comes before uvicorn's response_started
+            if uvicorn_fits().wire and self.flow.write_paused and not self.disconnected:  # (flow as ClientWire's)
+                await self.flow.drain()
+            if not self.keep_alive and not any(name.lower() == b"connection"
+                                               for name, _ in message.get("headers", ())):
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
         await super().send(message)
 
     async def receive(self) -> Any:
@@ -327,9 +337,9 @@ class RefusableCycle(RequestResponseCycle):
             message = await super().receive()
             if not self.refused:  # else refused while this read waited for the body
                 return message
-        if not self.response_started:
+        if not self.answering:  # (not response_started: the app's head may still wait in send, flow.drain)
             raise InvalidRequest(NOT_HTTP_BODY)
-        self.disconnected = True
+        self.disconnected = True  # a head still waiting in send is then never written (super().send returns)
         self.transport.close()
         return {"type": "http.disconnect"}
 
