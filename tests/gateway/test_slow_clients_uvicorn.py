@@ -1,6 +1,6 @@
 """gateway/slow_clients.py and relay_response.ClientWire rely on uvicorn's internals (pyproject allows any uvicorn from
 0.44 on): the class swap of each request's cycle to RefusableCycle, and ClientWire finding the client's socket under
-uvicorn's cycle. slow_clients.uvicorn_fits checks them once per process; where uvicorn is not what they were written
+uvicorn's cycle. uvicorn_fit.uvicorn_fits checks them once per process; where uvicorn is not what they were written
 against (here: its protocol made to build another class, or a name the swap uses missing), one warning each and
 uvicorn's own behaviour, every request still served. uvicorn runs in this process on 127.0.0.1 (port 0)."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http import httptools_impl
 
-from aigrid.gateway import slow_clients
+from aigrid.gateway import uvicorn_fit
 from aigrid.gateway.relay_response import ClientWire, RelayResponse
 from aigrid.gateway.slow_clients import NOT_HTTP, HeadDeadline, RefusableCycle
 from tests.serving import serving
@@ -23,9 +23,9 @@ from tests.serving import serving
 @pytest.fixture(autouse=True)
 def checked_afresh() -> Iterator[None]:
     """uvicorn_fits runs once per process (cached): each test checks again, and leaves no answer of its own behind."""
-    slow_clients.uvicorn_fits.cache_clear()
+    uvicorn_fit.uvicorn_fits.cache_clear()
     yield
-    slow_clients.uvicorn_fits.cache_clear()
+    uvicorn_fit.uvicorn_fits.cache_clear()
 
 
 class Built:
@@ -73,7 +73,7 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_the_uvicorn_installed_fits_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     """The control: the uvicorn this project installs (pyproject's) is what the swap and ClientWire expect."""
-    assert slow_clients.uvicorn_fits() == slow_clients.Fit(swap=True, wire=True)
+    assert uvicorn_fit.uvicorn_fits() == uvicorn_fit.Fit(swap=True, wire=True, lingers=True)
     assert warnings_of(caplog) == []
 
 
@@ -101,7 +101,7 @@ async def test_a_uvicorn_that_builds_another_cycle_is_warned_once_and_served_as_
     assert len(said) == 2, said
     assert ".Renamed'" in said[0] and "RefusableCycle not used" in said[0]
     assert ".Renamed'" in said[1] and "relay_response.ClientWire" in said[1]
-    assert slow_clients.uvicorn_fits() == slow_clients.Fit(swap=False, wire=False)
+    assert uvicorn_fit.uvicorn_fits() == uvicorn_fit.Fit(swap=False, wire=False, lingers=True)
 
 
 async def test_a_cycle_without_a_name_the_swap_uses_is_left_as_uvicorn_built_it(
@@ -110,7 +110,7 @@ async def test_a_cycle_without_a_name_the_swap_uses_is_left_as_uvicorn_built_it(
     the swap reads, as a uvicorn that renamed one would look): no swap (a RefusableCycle would fail on that name
     mid-request), one warning naming it, the request refused in its body closed as uvicorn does; ClientWire, which
     does not read it, still finds its wire."""
-    monkeypatch.setattr(slow_clients, "SWAP_READS", (*slow_clients.SWAP_READS, "body_refusal_hook"))
+    monkeypatch.setattr(uvicorn_fit, "SWAP_READS", (*uvicorn_fit.SWAP_READS, "body_refusal_hook"))
     app = Built()
     async with serving(app, http=HeadDeadline, lifespan="off", log_level="error") as s:
         assert (await exchange(s.port, GET)).startswith(b"HTTP/1.1 200 ")
@@ -118,7 +118,7 @@ async def test_a_cycle_without_a_name_the_swap_uses_is_left_as_uvicorn_built_it(
     assert app.cycles == [httptools_impl.RequestResponseCycle] * 2
     said = warnings_of(caplog)
     assert len(said) == 1 and "without body_refusal_hook" in said[0], said
-    assert slow_clients.uvicorn_fits() == slow_clients.Fit(swap=False, wire=True)
+    assert uvicorn_fit.uvicorn_fits() == uvicorn_fit.Fit(swap=False, wire=True, lingers=True)
 
 
 async def test_with_uvicorn_as_expected_each_cycle_is_swapped() -> None:
@@ -136,7 +136,7 @@ async def test_a_flow_without_what_clientwire_uses_sends_streams_through_asgi_se
     ASGI send, whole, rather than fail mid-answer on the missing name; the swap, which does not use it, still
     happens. Before, ClientWire.of gave the wire (its class check passed). The control (the wire used when uvicorn
     fits) is test_relay's test_the_wire_is_found_under_the_gateways_own_http_protocol."""
-    monkeypatch.setattr(slow_clients, "WIRE_FLOW_READS", (*slow_clients.WIRE_FLOW_READS, "drain_hook"))
+    monkeypatch.setattr(uvicorn_fit, "WIRE_FLOW_READS", (*uvicorn_fit.WIRE_FLOW_READS, "drain_hook"))
     found: list[ClientWire | None] = []
     of = ClientWire.of
 
@@ -152,4 +152,4 @@ async def test_a_flow_without_what_clientwire_uses_sends_streams_through_asgi_se
     assert found == [None] and app.cycles == [RefusableCycle]  # asked, and no wire given
     said = warnings_of(caplog)
     assert len(said) == 1 and "without flow.drain_hook" in said[0] and "relay_response.ClientWire" in said[0], said
-    assert slow_clients.uvicorn_fits() == slow_clients.Fit(swap=True, wire=False)
+    assert uvicorn_fit.uvicorn_fits() == uvicorn_fit.Fit(swap=True, wire=False, lingers=True)

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from aigrid.engines.protocol import UpstreamResponse
-from aigrid.gateway import stopping
+from aigrid.gateway import uvicorn_fit
 from aigrid.gateway.app import build_app
 from aigrid.gateway.stopping import GRACE_END, CutAnswers, GatewayServer
 from aigrid.spec.load import load_spec
@@ -558,10 +558,10 @@ async def test_a_socket_whose_client_never_answers_the_stops_close_holds_the_sto
 
 @pytest.fixture
 def fits_afresh() -> Iterator[None]:
-    """stopping.stop_fits runs once per process (cached): a test checks again, and leaves no answer of its own."""
-    stopping.stop_fits.cache_clear()
+    """uvicorn_fit.uvicorn_fits runs once per process (cached): a test checks again, and leaves no answer of its own."""
+    uvicorn_fit.uvicorn_fits.cache_clear()
     yield
-    stopping.stop_fits.cache_clear()
+    uvicorn_fit.uvicorn_fits.cache_clear()
 
 
 def test_the_installed_uvicorn_is_what_the_stop_was_written_against(
@@ -570,7 +570,7 @@ def test_the_installed_uvicorn_is_what_the_stop_was_written_against(
     cancels with at the grace's end is checked by test_a_signal_after_the_graces_end_cancels_no_request_uvicorn_cut_again:
     since 8b3971f4 nothing in the gateway compares a cancel's message with it, so it is no startup check.)"""
     with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
-        assert stopping.stop_fits() == stopping.StopFit(lingers=True)
+        assert uvicorn_fit.uvicorn_fits().lingers
     assert not caplog.records
 
 
@@ -582,7 +582,7 @@ async def test_under_a_uvicorn_without_lingerings_attributes_a_socket_is_closed_
     stop not held for the grace (60 s)."""
     import websockets
 
-    monkeypatch.setattr(stopping, "LINGER_READS", (*stopping.LINGER_READS, "no_such_attribute"))
+    monkeypatch.setattr(uvicorn_fit, "LINGER_READS", (*uvicorn_fit.LINGER_READS, "no_such_attribute"))
     gate = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
         async with _stopping_gateway(tmp_path, gate, grace_s=60) as (server, port, task):

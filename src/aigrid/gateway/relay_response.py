@@ -39,7 +39,8 @@ from starlette.types import Message, Receive, Scope, Send
 try:  # uvicorn's internals: a uvicorn without them (or another server) gets `send` only
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-    from aigrid.gateway.slow_clients import RefusableCycle, uvicorn_fits
+    from aigrid.gateway.slow_clients import RefusableCycle
+    from aigrid.gateway.uvicorn_fit import uvicorn_fits
     _CYCLES: tuple[type, ...] = (RequestResponseCycle, RefusableCycle)
     """uvicorn's cycle, and the gateway's own protocol's (slow_clients.HeadDeadline: `aigrid up`, each worker)."""
 except ImportError:  # pragma: no cover

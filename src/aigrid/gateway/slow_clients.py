@@ -50,8 +50,8 @@ another host (an ingress, a Kubernetes Service, Docker's 172.17.0.1) every clien
 the share is then set to 1 (docs/deploy.md).
 
 The class swap (RefusableCycle) and relay_response.ClientWire rely on uvicorn's internals, and pyproject allows any
-uvicorn from 0.44 on: uvicorn_fits checks them once per process (at startup) and, where they are not what this was
-written against, logs a warning and leaves uvicorn's own behaviour in place rather than break a request.
+uvicorn from 0.44 on: uvicorn_fit.uvicorn_fits checks them once per process (at startup) and, where they are not what
+this was written against, logs a warning and leaves uvicorn's own behaviour in place rather than break a request.
 
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
 with pongs the gateway would hold for it without bound.
@@ -61,17 +61,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import ipaddress
 import logging
 import resource
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any
 
-from uvicorn.protocols.http import httptools_impl
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -79,6 +76,7 @@ from uvicorn.server import ServerState
 from aigrid.errors import ApiError, InvalidRequest, RequestHeaderTooLarge, RequestTimeout, TooManyConnections
 from aigrid.gateway.browsers import is_loopback
 from aigrid.gateway.envelope import error_response
+from aigrid.gateway.uvicorn_fit import uvicorn_fits
 
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
@@ -231,77 +229,8 @@ _CONNECTIONS = "aigrid_connections"
 
 def bound_connections(state: ServerState, share: float) -> None:
     """The server's Connections from the spec's share (stopping.gateway_server, before it serves); a server without
-    one gets HeadDeadline's defaults at its first connection. uvicorn's internals are checked here too (uvicorn_fits:
-    a warning at startup, once per process, where they are not what this module was written against)."""
-    uvicorn_fits()
+    one gets HeadDeadline's defaults at its first connection."""
     setattr(state, _CONNECTIONS, Connections(max_connections(), share))
-
-
-SWAP_READS = ("send", "receive", "response_started", "response_complete", "more_body", "keep_alive", "message_event",
-              "transport", "disconnected")
-"""What RefusableCycle and HeadDeadline.send_400_response use of uvicorn's cycle (its class swapped under it)."""
-WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
-              "flow")
-"""What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket."""
-WIRE_FLOW_READS = ("write_paused", "drain")
-"""What ClientWire uses of the cycle's flow (uvicorn's FlowControl)."""
-
-
-class Fit(NamedTuple):
-    """What of uvicorn's internals the gateway may rely on (uvicorn_fits)."""
-
-    swap: bool
-    """HeadDeadline makes each request's cycle a RefusableCycle (a body refused part-way is the app's 400)."""
-    wire: bool
-    """relay_response.ClientWire finds the client's socket under a streamed answer (its chunks written directly)."""
-
-
-def _names(cls: type) -> set[str]:
-    """The attributes a class has, and those its __init__ sets (the names its code stores on self)."""
-    init = getattr(cls, "__init__", None)
-    code = getattr(init, "__code__", None)
-    return set(dir(cls)) | set(code.co_names if code is not None else ())
-
-
-@functools.cache
-def uvicorn_fits() -> Fit:
-    """Whether uvicorn's httptools protocol builds the request cycle this module and relay_response.ClientWire were
-    written against (uvicorn's own RequestResponseCycle, the class RefusableCycle extends, with the attributes they
-    use): pyproject allows any uvicorn from 0.44 on, and these are its internals. Where it does not, one warning each
-    (once per process: at startup, stopping.gateway_server's bound_connections, or a server's first connection) and
-    uvicorn's own behaviour in its place, never a broken request: no class swap (a request refused in its chunked
-    body has its connection closed under the app, as uvicorn does), and streamed answers through ASGI `send`."""
-    built = getattr(httptools_impl, "RequestResponseCycle", None)  # what on_headers_complete builds (by that name)
-    builds = "RequestResponseCycle" in HttpToolsProtocol.on_headers_complete.__code__.co_names
-    ours = builds and built is RequestResponseCycle
-    names = _names(built) if isinstance(built, type) else set()
-    missing_swap = sorted(set(SWAP_READS) - names)
-    swap = ours and not missing_swap and all(inspect.iscoroutinefunction(getattr(built, name, None))
-                                             for name in ("send", "receive"))
-    missing_wire = sorted(set(WIRE_READS) - names) + sorted(f"flow.{name}" for name in set(WIRE_FLOW_READS)
-                                                            - _names(FlowControl))
-    wire = ours and not missing_wire
-    what = (f"uvicorn {_uvicorn_version()}'s httptools protocol " + (
-        f"builds {_qualified(built)!r}, not the RequestResponseCycle this gateway extends"
-        if not ours else "builds a RequestResponseCycle without {}"))
-    if not swap:
-        log.warning("%s: a request refused in its chunked body has its connection closed under the app (uvicorn's "
-                    "own behaviour; slow_clients.RefusableCycle not used)",
-                    what.format(", ".join(missing_swap) or "an async send and receive"))
-    if not wire:
-        log.warning("%s: streamed answers go through ASGI send, not written on the client's socket "
-                    "(relay_response.ClientWire finds no wire: slower, still correct)",
-                    what.format(", ".join(missing_wire)))
-    return Fit(swap, wire)
-
-
-def _qualified(built: object) -> str:
-    return f"{getattr(built, '__module__', '?')}.{getattr(built, '__qualname__', built)}"
-
-
-def _uvicorn_version() -> str:
-    import uvicorn
-    return str(getattr(uvicorn, "__version__", "?"))
 
 
 class RefusableCycle(RequestResponseCycle):
@@ -385,7 +314,7 @@ class HeadDeadline(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._swap = uvicorn_fits().swap
-        """Each request's cycle is made a RefusableCycle (else uvicorn's, as it built it: uvicorn_fits)."""
+        """Each request's cycle is made a RefusableCycle (else uvicorn's, as it built it: uvicorn_fit.uvicorn_fits)."""
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         """What the head being read has sent in the pieces fed whole into it (the piece that starts it not)."""

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import socket
 import weakref
 from collections.abc import Coroutine, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
@@ -43,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aigrid.errors import ShuttingDown
 from aigrid.gateway.envelope import ANTHROPIC_PREFIX, ANTHROPIC_VERSION, api_error_handler
 from aigrid.gateway.slow_clients import HeadDeadline, PongsWhileRead, bound_connections
+from aigrid.gateway.uvicorn_fit import uvicorn_fits
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -144,7 +144,7 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
                             **options)
     server = GatewayServer(config, gateway)
     bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address)
-    stop_fits()  # with slow_clients.uvicorn_fits (bound_connections): at startup, once per process
+    uvicorn_fits()  # uvicorn's internals HeadDeadline, ClientWire and Lingering use: at startup, once per process
     stop_on_signals(server)
     return server
 
@@ -163,62 +163,20 @@ class StopNotice:
         self.heeded = False
 
 
-LINGER_READS = ("handshake_complete", "initial_response", "close_sent", "disconnected", "scope", "close_timeout",
-                "handle_connect", "shutdown")
-"""What Lingering reads and sets of uvicorn's WebSocket protocol (its internals: pyproject allows any uvicorn from 0.44
-on): checked once per process by stop_fits."""
-
-
-class StopFit(NamedTuple):
-    """What of uvicorn the stop may rely on (stop_fits)."""
-
-    lingers: bool
-    """Lingering lets a WebSocket's response end within the grace (else uvicorn's own close at once, 1012)."""
-
-
-def _uvicorn_names(cls: type) -> set[str]:
-    """The attributes uvicorn's classes among `cls`'s bases have, and the names their methods read or store."""
-    names = set(dir(cls))
-    for klass in cls.__mro__:
-        if klass.__module__.split(".")[0] != "uvicorn":
-            continue
-        for value in vars(klass).values():
-            code = getattr(getattr(value, "__func__", value), "__code__", None)
-            if code is not None:
-                names.update(code.co_names)
-    return names
-
-
-@functools.cache
-def stop_fits() -> StopFit:
-    """Whether uvicorn is what the stop was written against: its WebSocket protocol with the attributes Lingering
-    reads (LINGER_READS). Once per process (at startup,
-    gateway_server, beside slow_clients.uvicorn_fits; else a Lingering's first connection); where it is not, one
-    warning and uvicorn's own behaviour instead (Lingering acts as uvicorn's protocol: a WebSocket closed 1012
-    when the stop begins), never an AttributeError in uvicorn's connection.shutdown(), which nothing there catches."""
-    missing = sorted(set(LINGER_READS) - _uvicorn_names(PongsWhileRead))
-    version = getattr(uvicorn, "__version__", "?")
-    if missing:
-        log.warning("uvicorn %s's WebSocket protocol has no %s: a Responses WebSocket is closed 1012 when the stop "
-                    "begins, its response under way cut (uvicorn's own behaviour; stopping.Lingering not used)",
-                    version, ", ".join(missing))
-    return StopFit(not missing)
-
-
 class Lingering(PongsWhileRead):
     """uvicorn's WebSocket protocol (slow_clients.PongsWhileRead) whose socket is not closed at once when the stop
     begins: uvicorn's shutdown closed every WebSocket there and then (1012), its response under way cut, while an
     HTTP request got the grace. Here, when the app heeds the StopNotice (the scope's extensions[STOP_NOTICE]), the
     stop only tells it (`begun`); the app closes 1012 once its response ends, or when uvicorn cancels it at the
     grace's end (or a second signal: GatewayServer.hurry). An app that does not heed it is closed at once, as before.
-    Under a uvicorn without the attributes this reads (stop_fits), it is uvicorn's own protocol: no notice in the
-    scope, every socket closed at the stop's beginning.
+    Under a uvicorn without the attributes this reads (uvicorn_fit.LINGER_READS, checked once per process:
+    uvicorn_fits), it is uvicorn's own protocol: no notice in the scope, every socket closed at the stop's beginning.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notice = StopNotice()
-        self._lingers = stop_fits().lingers
+        self._lingers = uvicorn_fits().lingers
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
