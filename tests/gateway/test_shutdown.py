@@ -21,15 +21,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
-from tests.e2e.processes import wait_http
-from tests.ports import on_a_free_port
+from aigrid.bench.procs import Proc, tree
+from tests.gateway.test_workers import emulator as emulator_on
+from tests.gateway.test_workers import gateway_with_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 H = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Frankfurt"}
@@ -54,25 +54,6 @@ def _grid(tmp: Path, engine_port: int, port: int = 8080) -> dict[str, Any]:
             "security": {"audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")}}}
 
 
-def _start(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _serving(argv: list[str], cwd: Path, log: Path, url: str) -> subprocess.Popen[bytes]:
-    """`argv` started, once `url` answers 200; a RuntimeError with what it logged if it exits first (on_a_free_port
-    starts it again on a new port when that says its port was taken)."""
-    proc = _start(argv, cwd, log)
-    try:  # wait_http reads the process's .p and .log
-        wait_http(url, timeout_s=120, proc=SimpleNamespace(p=proc, log=log))  # type: ignore[arg-type]
-    except BaseException:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    return proc
-
-
 def _running(engine: str) -> int:
     text = httpx.get(engine + "/metrics", timeout=2).text
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
@@ -84,23 +65,6 @@ def _until(what: str, check: Any, timeout_s: float = 90) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
         time.sleep(0.1)
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -174,25 +138,14 @@ def _verified(tmp: Path) -> None:
 @pytest.mark.parametrize(("workers", "signals"), [(1, 2), (2, 2), (2, 1)])
 def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_once(
         tmp_path: Path, workers: int, signals: int) -> None:
-    logs = tmp_path / "logs.txt"
-
-    def emulated(port: int) -> tuple[subprocess.Popen[bytes], int]:
-        return _serving([sys.executable, "-m", "aigrid.cli", "emulator", "--port", str(port), "--engines", "1",
-                         "--model", "emulated", "--slots", "64", "--decode-base-ms", "40"], tmp_path, logs,
-                        f"http://127.0.0.1:{port}/health"), port
-
-    emulator, engine_port = on_a_free_port(emulated)
-    gateway: subprocess.Popen[bytes] | None = None
+    emulator, engine_port = emulator_on(tmp_path, decode_ms=40)  # its second engine unused
+    gateway: Proc | None = None
     try:
         engine = f"http://127.0.0.1:{engine_port}"
-        argv = [sys.executable, "-m", "aigrid.cli", "gateway", str(tmp_path / "spec.json"), "--workers", str(workers)]
-
-        def gateway_on(port: int) -> tuple[subprocess.Popen[bytes], int]:
-            (tmp_path / "spec.json").write_text(json.dumps(_grid(tmp_path, engine_port, port)))
-            return _serving(argv, tmp_path, logs, f"http://127.0.0.1:{port}/livez"), port
-
-        gateway, port = on_a_free_port(gateway_on)
+        gateway, port = gateway_with_workers(tmp_path, lambda port: _grid(tmp_path, engine_port, port), workers)
         base = f"http://127.0.0.1:{port}"
+        stopped_proc = gateway.popen
+        assert stopped_proc is not None
 
         async def load(clients: Clients) -> float:
             async with httpx.AsyncClient(timeout=120) as c:
@@ -210,10 +163,10 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
                 await asyncio.to_thread(_until, "7 requests running on the engine", lambda: _running(engine) >= 7)
                 for started in clients.started.values():
                     await asyncio.wait_for(started.wait(), 60)
-                clients.got["spawned"] = _descendants(gateway.pid)  # type: ignore[union-attr]
+                clients.got["spawned"] = set(tree(stopped_proc.pid)) - {stopped_proc.pid}
                 stopped = time.monotonic()
                 for _ in range(signals):
-                    gateway.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                    stopped_proc.send_signal(signal.SIGTERM)
                     await asyncio.sleep(0.5)
                 _, pending = await asyncio.wait(tasks, timeout=60)
                 assert not pending, f"clients still waiting 60 s after the stop: {pending}"
@@ -223,7 +176,7 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
 
         clients = Clients(base)
         stopped = asyncio.run(load(clients))
-        code = gateway.wait(timeout=60)
+        code = stopped_proc.wait(timeout=60)
         took = time.monotonic() - stopped
         print(f"{workers} worker(s), {signals} SIGTERM: the gateway exited {took:.1f} s after the first")  # (-s)
         # within its grace: 5 s for the HTTP requests, then the batch lines' drain_s (10 s); a second signal: at once
@@ -253,24 +206,26 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
         assert by_route["batch line"] == ["cancelled"] * 3, by_route
         _verified(tmp_path)
 
-        # started again: the batch's lines run again (and the chain still verifies after this second run)
-        gateway = _start(argv[:-1] + ["1"], tmp_path, logs)
-        wait_http(base + "/livez", timeout_s=120)
+        # started again (one process, on a port of its own): the batch's lines run again (and the chain still
+        # verifies after this second run)
+        gateway.log_path.rename(tmp_path / "gateway-stopped.log")  # (the restart's log is gateway.log)
+        gateway, port = gateway_with_workers(tmp_path, lambda port: _grid(tmp_path, engine_port, port), 1)
         _until("the batch resumed", lambda: _running(engine) >= 3)
-        status = httpx.get(base + f"/v1/batches/{clients.got['batch']}", headers=H).json()["status"]
+        status = httpx.get(f"http://127.0.0.1:{port}/v1/batches/{clients.got['batch']}", headers=H).json()["status"]
         assert status == "in_progress"
+        assert gateway.popen is not None
         for _ in range(2):
-            gateway.send_signal(signal.SIGTERM)
+            gateway.popen.send_signal(signal.SIGTERM)
             time.sleep(0.2)
-        assert gateway.wait(timeout=60) == 0
+        assert gateway.popen.wait(timeout=60) == 0
         _verified(tmp_path)
     finally:
         for proc in (gateway, emulator):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            if proc is not None:
+                proc.stop()
         if os.environ.get("AIGRID_SHOW_LOGS"):
-            print(logs.read_text(errors="replace")[-20000:])
+            for log in sorted(tmp_path.glob("*.log")):
+                print(f"--- {log.name}\n" + log.read_text(errors="replace")[-20000:])
 
 
 def test_the_parents_wait_for_its_workers_is_the_sum_of_a_workers_named_waits(
