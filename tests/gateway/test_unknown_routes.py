@@ -159,3 +159,41 @@ async def test_the_routes_compared_are_read_once_per_app(client: httpx.AsyncClie
         message = _openai_message(await client.request(method, path))
         assert message == f"Not Found: {method} {path} (did you mean {near}?)", message
     assert len(reads) == 1, reads
+
+
+def test_two_threads_asking_at_once_each_get_their_own_paths_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RouteIndex kept one difflib matcher per route for every caller: a thread that had set its path on one
+    (set_seq1) and not yet read its ratio had the ratio of another thread's path, set meanwhile: /v1/embedding
+    was told nothing. Each thread now compares with matchers of its own. Deterministic: the first thread is held
+    between set_seq1 and ratio() until the second has asked."""
+    import difflib
+    import threading
+    import types
+
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from aigrid.gateway import unknown_path
+
+    first: list[threading.Thread] = []
+    held, other_asked = threading.Event(), threading.Event()
+
+    class Held(difflib.SequenceMatcher[str]):
+        def ratio(self) -> float:
+            if first and threading.current_thread() is first[0] and not held.is_set():
+                held.set()
+                assert other_asked.wait(10)
+            return super().ratio()
+
+    monkeypatch.setattr(unknown_path, "difflib", types.SimpleNamespace(SequenceMatcher=Held))
+    index = unknown_path.RouteIndex([Route("/v1/embeddings", Response, methods=["POST"]),
+                                     Route("/v1/models", Response, methods=["GET"])])
+    said: dict[str, unknown_path.Near | None] = {}
+    first.append(threading.Thread(target=lambda: said.update(first=index.nearest("/v1/embedding"))))
+    first[0].start()
+    assert held.wait(10)
+    said["other"] = index.nearest("/v1/xxxxxxxxxx")  # the embeddings route compared, near nothing
+    other_asked.set()
+    first[0].join(10)
+    assert said["other"] is None
+    assert said["first"] is not None and said["first"].path == "/v1/embeddings", said

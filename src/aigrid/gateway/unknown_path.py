@@ -5,6 +5,7 @@ mean /v1/chat/completions?), found by difflib among the app's own routes."""
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -61,19 +62,35 @@ def _templates(routes: Iterable[BaseRoute]) -> Iterator[tuple[str, list[str], fr
 
 class RouteIndex:
     """An app's routes as nearest() compares them, built once per app (route_index): each route's segments,
-    parameters, methods and compared form, and a difflib matcher per compared form (what difflib builds of the
-    route's side, once). They were built again on every 404."""
+    parameters, methods and compared form, and a difflib matcher per compared form and thread (what difflib
+    builds of the route's side, once). They were built again on every 404.
+
+    A matcher holds the path it compares (set_seq1) until its ratio is read, so one shared by two threads could
+    rate one client's path against another's (a wrong "did you mean", or none). The index lives on the app's
+    state, which any thread serving that app reaches (Starlette's TestClient runs an app in a thread of its own;
+    a sync handler would run in the thread pool), so each thread has its own matchers (`_matcher`, built as that
+    thread first compares a route): nearest() is safe from any number of threads, at the cost of shared
+    matchers (13-89 us a 404's nearest() on the demo's 45 routes, the shared ones' 13-80 us; built on every call,
+    13-151 us, four times as much for /helthz: scripts/bench_route_index.py, 6 Dec 2026, a loaded machine)."""
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.routes = tuple(routes)
         self._mounts = tuple(r.path + "/" for r in self.routes if isinstance(r, Mount))
         self._entries: list[tuple[str, list[str], frozenset[int], frozenset[str], str]] = []
-        self._matchers: dict[str, difflib.SequenceMatcher[str]] = {}
+        self._local = threading.local()  # .matchers: this thread's, by compared form
         for path, parts, params, methods in _templates(self.routes):
             theirs = "/".join("*" if i in params else part for i, part in enumerate(parts)).removeprefix(_API)
             self._entries.append((path, parts, params, methods, theirs))
-            if theirs not in self._matchers:
-                self._matchers[theirs] = difflib.SequenceMatcher(None, "", theirs)
+
+    def _matcher(self, theirs: str) -> difflib.SequenceMatcher[str]:
+        """This thread's matcher of a route's compared form (difflib's side of it built once per thread)."""
+        matchers: dict[str, difflib.SequenceMatcher[str]] | None = getattr(self._local, "matchers", None)
+        if matchers is None:
+            matchers = self._local.matchers = {}
+        match = matchers.get(theirs)
+        if match is None:
+            match = matchers[theirs] = difflib.SequenceMatcher(None, "", theirs)
+        return match
 
     def nearest(self, path: str) -> Near | None:
         """The route nearest `path`, or None when none is near, when the path is longer than any route a typo
@@ -101,7 +118,7 @@ class RouteIndex:
         for named, (mine, theirs, _) in found.items():
             if 2 * min(len(mine), len(theirs)) < best_ratio * (len(mine) + len(theirs)) or named == path:
                 continue  # no ratio can reach it (difflib's real_quick_ratio)
-            match = self._matchers[theirs]  # its route's side built once; this path's set here
+            match = self._matcher(theirs)  # its route's side built once (a thread); this path's set here
             match.set_seq1(mine)
             if match.quick_ratio() >= best_ratio:
                 ratio = match.ratio()
