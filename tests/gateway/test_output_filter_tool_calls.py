@@ -17,7 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aigrid.engines.sse import SseError
-from aigrid.gateway.output_filter import MAX_NAME_CHARS, OutputFilter, offered_names, redact_json_answer
+from aigrid.gateway.output_filter import (
+    MAX_NAME_CHARS,
+    OutputFilter,
+    OutputReads,
+    offered_names,
+    redact_json_answer,
+)
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -269,10 +275,41 @@ _bits = st.sampled_from(["get_", "weather", "chatcmpl-", "7", "42", "-", "@", "e
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_bits | st.text(max_size=3), max_size=14))
 def test_a_short_string_is_read_as_a_streaming_redactor_fed_it_whole_reads_it(bits: list[str]) -> None:
-    """OutputFilter._read_whole (one find_pii, pii.cannot_hold's skip first) gives the text and the kinds found that
-    a StreamingRedactor fed the string and flushed gave, as it read each string until review RV4 (twice the cost)."""
+    """OutputReads (pipeline.read_output: one find_pii, pii.cannot_hold's skip first) gives the text and the kinds found
+    that a StreamingRedactor fed the string and flushed gave, as it read each string until review RV4 (twice the cost),
+    and Firewall.check_output the same text."""
     text = "".join(bits)
     redactor = StreamingRedactor()
-    filt = OutputFilter(True, strip_usage=False)
-    assert filt._read_whole(text) == redactor.feed(text) + redactor.flush()
-    assert filt._found.found == list(dict.fromkeys(redactor.found))
+    read = OutputReads(Action.REDACT)
+    assert read(text) == redactor.feed(text) + redactor.flush() == firewall().check_output("t", text)[0]
+    assert read.kinds == list(dict.fromkeys(redactor.found))
+
+
+@pytest.mark.parametrize("tenant", ["t", "open"], ids=["redact", "flag"])
+def test_a_calls_id_and_name_read_streamed_and_whole_give_the_same_redactions_and_verdicts(tenant: str) -> None:
+    """One reading of a call's id and name for a stream (OutputFilter) and a whole answer (redact_json_answer): the same
+    answer both ways, an address in the call's id and an SSN in a name the request did not offer, comes out redacted
+    alike (the name the same, the id a `call_` replacement) and audited with the same verdicts. Until the
+    twenty-eighth session a whole answer had a verdict per text read (here two, "email" and "ssn"), a stream one for the
+    answer ("email, ssn"). A flagging tenant's stream is not read (docs/security.md, "Limits")."""
+    message_calls = [{"id": CALL_ID, "type": "function", "function": {"name": NAME, "arguments": '{"a": 1}'}}]
+    out, whole_verdicts = redact_json_answer(firewall(), tenant, whole(message_calls))
+    got = orjson.loads(out)["choices"][0]["message"]["tool_calls"][0]
+    if tenant == "open":
+        assert got == message_calls[0]
+        assert [v.to_dict() for v in whole_verdicts] == [
+            {"check": "pii_output", "action": "flagged", "detail": "personal data: email, ssn", "score": None,
+             "where": None, "source": None}]
+        return
+    f = OutputFilter(firewall().redacts_output(tenant), strip_usage=False)
+    sent = [f.event(chunk({"role": "assistant", "tool_calls": [
+                {"index": 0, "id": CALL_ID, "type": "function", "function": {"name": NAME, "arguments": ""}}]})),
+            f.event(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 1}'}}]})),
+            f.event(chunk({}, "tool_calls"))]
+    streamed = joined(sent)[0]
+    assert streamed["name"] == got["function"]["name"] == "lookup_REDACTED_SSN"
+    assert REPLACED.fullmatch(streamed["id"]) and REPLACED.fullmatch(got["id"])
+    assert streamed["arguments"] == got["function"]["arguments"] == '{"a": 1}'
+    assert [v.to_dict() for v in f.verdicts()] == [v.to_dict() for v in whole_verdicts] == [
+        {"check": "pii_output", "action": "redacted", "detail": "personal data: email, ssn", "score": None,
+         "where": None, "source": None}]

@@ -20,7 +20,7 @@ import hashlib
 import re
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -31,8 +31,7 @@ from aigrid.engines.answer_shape import TEXTS, choice_fault
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
 from aigrid.json_depth import MAX_DEPTH
-from aigrid.security.firewall.pii import cannot_hold, find_pii, redact
-from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
+from aigrid.security.firewall.pipeline import Action, Firewall, Verdict, output_verdicts, read_output
 from aigrid.security.firewall.streaming import StreamingRedactor
 
 ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier",
@@ -302,6 +301,32 @@ _SHORT_KEPT = 256
 """The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
 
 
+class OutputReads:
+    """The texts of one answer read whole under the tenant's output policy (`action`: redact, flag or off), each by one
+    reading of the detectors (pipeline.read_output), the kinds found kept for the answer's one verdict (`verdicts`). The
+    one reading of a tool call's id and name (CallNames) and of the answer's other fields (read_the_rest) for a stream
+    (OutputFilter) and a whole answer (redact_json_answer), and of a whole answer's texts, so that both give the same
+    redactions and the same verdicts: until the twenty-eighth session a stream read them by OutputFilter._read_whole
+    (one verdict for the answer), a whole answer by Firewall.check_output (one verdict per text found holding an
+    item). One reading of the detectors a string, where a StreamingRedactor fed it and flushed it read it twice (review
+    RV4 of the twenty-seventh session, bf2d4e69: a chat id 47 -> 23 us)."""
+
+    def __init__(self, action: Action | str) -> None:
+        self.action = action
+        self.kinds: list[str] = []
+
+    def __call__(self, text: str) -> str:
+        if self.action == Action.OFF:
+            return text
+        out, kinds = read_output(text)
+        self.kinds.extend(k for k in kinds if k not in self.kinds)
+        return out if self.action == Action.REDACT else text
+
+    def verdicts(self, *more: Iterable[str]) -> list[Verdict]:
+        """The answer's verdict: one, naming every kind found (here and in `more`: a stream's redactors')."""
+        return output_verdicts([*self.kinds, *(k for kinds in more for k in kinds)], self.action)
+
+
 class CallNames:
     """A tool call's `id` and its function's `name` as a redacting tenant's client gets them. Each is read whole by
     `read` (the output policy's check; an id is never split across a stream's pieces, and a name that may be is held
@@ -363,10 +388,10 @@ class OutputFilter:
         character (_json_field). `steps`: a tool loop answers (known_only). `tools`: the names of the tools the
         request offers (offered_names)."""
         self._json_answer = json_answer
-        self._calls = CallNames(tools, self._read_whole)
+        self._reads = OutputReads(Action.REDACT if redacts else Action.OFF)
+        self._calls = CallNames(tools, self._reads)
         self._names: dict[tuple[int, int], str] = {}  # (choice, call): the name sent
         self._held: dict[tuple[int, int], dict[str, Any]] = {}  # (choice, call): the call held until its name ends
-        self._found = StreamingRedactor()  # what the reads of ids and names found (its `found` only)
         self._short: dict[str, str] = {}
         self._steps = steps
         self._redactors: dict[Key, StreamingRedactor] = {}
@@ -388,9 +413,7 @@ class OutputFilter:
         return not self._redacts or self._steps
 
     def verdicts(self) -> list[Verdict]:
-        if not self._redactors and not self._found.found:
-            return []
-        return stream_verdicts(*self._redactors.values(), self._found)
+        return self._reads.verdicts(*(r.found for r in self._redactors.values()))
 
     def _read_short(self, text: str) -> str:
         """A string of the answer's other fields (read_the_rest), read whole; each value read once (a stream repeats
@@ -398,21 +421,8 @@ class OutputFilter:
         if (out := self._short.get(text)) is None:
             if len(self._short) >= _SHORT_KEPT:
                 self._short.clear()
-            out = self._short[text] = self._read_whole(text)
+            out = self._short[text] = self._reads(text)
         return out
-
-    def _read_whole(self, text: str) -> str:
-        """A tool call's id or name, or another string of the answer (read_the_rest), read whole: one reading of
-        the detectors (find_pii), where a StreamingRedactor fed it and flushed it read it twice, plus its holdback's
-        bookkeeping (until review RV4 of the twenty-seventh session, bf2d4e69: a chat id 47 -> 23 us, a model's name
-        49 -> 21, "assistant" 24 -> 3, at a load of ~10.5 on 2 cores, timed with a scratch timeit not kept; a call's
-        first piece in `scripts/output_check_cost.py`); an ASCII string with neither `@` nor two digits is none of the
-        items (pii.cannot_hold)."""
-        if cannot_hold(text):
-            return text
-        found = find_pii(text)
-        self._found.found.extend(m.kind for m in found if m.kind not in self._found.found)
-        return redact(text, found) if found else text
 
     def _call_names(self, index: int, delta: dict[str, Any], argued: set[int]) -> None:
         """Each streamed tool call's id and name (CallNames); `argued`: the calls whose arguments this piece began or
@@ -503,7 +513,9 @@ class OutputFilter:
 
     def event(self, obj: Any) -> Any | None:
         """One chunk as the client must see it; None to drop it."""
-        if not isinstance(obj, dict):
+        if not isinstance(obj, dict):  # (`null` the relay drops before)
+            if self._redacts:  # a JSON string or list: passed on, it went out unread until the twenty-eighth session
+                raise SseError("the engine sent an event that is not an object, which the redaction cannot read")
             return obj
         if isinstance(obj.get("usage"), dict):
             if self.strip_usage:
@@ -512,15 +524,17 @@ class OutputFilter:
                 obj = {k: v for k, v in obj.items() if k != "usage"}
         if not self._redacts:
             return obj
-        obj = known_only(obj, self._steps)
+        obj = known_only(obj, self._steps, streamed=True)
         try:
             read_the_rest(obj, self._read_short, self._steps)
         except ValueError as e:
             raise SseError(f"the engine's answer holds {e}: text the redaction cannot read") from None
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            if (why := choice_fault(choice, whole=False)) is not None:  # a text that is not a string or null
+        choices = obj.get("choices")
+        if choices is not None and not isinstance(choices, list):  # (a string or an object went out unread)
+            raise SseError("the engine's answer holds choices that are not a list: text the redaction cannot read")
+        for choice in choices or ():
+            if (why := choice_fault(choice, whole=False)) is not None:  # a text that is not a string or null, a
+                # choice that is not an object (until the twenty-eighth session passed on unread)
                 raise SseError(f"the engine's answer holds {why}: text the redaction cannot read")
             index = choice.get("index")
             index = index if isinstance(index, int) else 0
@@ -542,6 +556,13 @@ class OutputFilter:
                 self._release_all(index, choice)
                 self._end(choice, index, completion=obj.get("object") == "text_completion")
         return obj
+
+    def event_name(self, name: bytes) -> bytes:
+        """An event's type (SSE `event:`, empty for the default) as the client gets it: read as the answer's other
+        strings are where answers are redacted (until the twenty-eighth session it went out unread)."""
+        if not name or not self._redacts:
+            return name
+        return self._read_short(name.decode("utf-8", "replace")).encode()
 
     def _feed(self, key: Key, text: str) -> str:
         found = self._redactors.get(key)
@@ -609,18 +630,22 @@ def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -
                              code="logprobs_not_allowed")
 
 
-def known_only(answer: dict[str, Any], steps: bool = False) -> dict[str, Any]:
-    """`answer` (a whole answer or one chunk) without the fields a redacted answer does not keep (ANSWER_KEYS; LOOP_KEYS
-    with `steps`)."""
+def known_only(answer: dict[str, Any], steps: bool = False, streamed: bool = False) -> dict[str, Any]:
+    """`answer` (a whole answer or, `streamed`, one chunk) without the fields a redacted answer does not keep
+    (ANSWER_KEYS; LOOP_KEYS with `steps`). A whole answer's choice keeps its `message`, a chunk's its `delta`, not the
+    other (which the redaction does not read); an `index` of a choice or a tool call only where it is a number. Until
+    the twenty-eighth session both were kept, a chunk's `message` and a whole choice's `delta` went out unread, and so
+    did an `index` written as a string."""
     out = {k: v for k, v in answer.items() if k in ANSWER_KEYS or steps and k in LOOP_KEYS}
     choices = out.get("choices")
     if isinstance(choices, list):
-        out["choices"] = [_known_choice(c) if isinstance(c, dict) else c for c in choices]
+        out["choices"] = [_known_choice(c, streamed) if isinstance(c, dict) else c for c in choices]
     return out
 
 
-def _known_choice(choice: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in choice.items() if k in CHOICE_KEYS}
+def _known_choice(choice: dict[str, Any], streamed: bool) -> dict[str, Any]:
+    unread = "message" if streamed else "delta"
+    out = {k: v for k, v in choice.items() if k in CHOICE_KEYS and k != unread and (k != "index" or _number(v))}
     for key in ("message", "delta"):
         if isinstance(out.get(key), dict):
             out[key] = message = {k: v for k, v in out[key].items() if k in MESSAGE_KEYS}
@@ -630,10 +655,15 @@ def _known_choice(choice: dict[str, Any]) -> dict[str, Any]:
 
 
 def _known_call(call: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in call.items() if k in CALL_KEYS and (k != "type" or v == "function")}
+    out = {k: v for k, v in call.items()
+           if k in CALL_KEYS and (k != "type" or v == "function") and (k != "index" or _number(v))}
     if isinstance(out.get("function"), dict):
         out["function"] = {k: v for k, v in out["function"].items() if k in FUNCTION_KEYS}
     return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float)
 
 
 def read_the_rest(answer: dict[str, Any], read: Callable[[str], str], steps: bool = False) -> None:
@@ -746,7 +776,8 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
     """A whole (non-streamed) answer: redact each choice's texts (TEXTS, its tool calls' arguments, a
     completion's text) and its tool calls' ids and names (CallNames; `tools`: the names the request offers) per the
     tenant's output policy, a JSON text read with its escapes decoded (EscapeReader; a text with nothing found is kept
-    as written); a redacted answer keeps only the fields it knows (known_only). `json_answer`: as OutputFilter's,
+    as written), each read as a stream's are (OutputReads: one verdict for the answer, naming every kind found); a
+    redacted answer keeps only the fields it knows (known_only). `json_answer`: as OutputFilter's,
     each choice's `content` read as JSON; `steps`: a tool loop answered (known_only).
 
     What goes out is always the answer as read, written again (orjson), never the engine's bytes: a key an engine
@@ -759,22 +790,15 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:  # not reached from the proxy: usage.whole_answer refused it first (NotAnAnswer)
         return body, []
-    verdicts: list[Verdict] = []
     if isinstance(obj, dict) and firewall.redacts_output(tenant):
         obj = known_only(obj, steps)
+    read = OutputReads(firewall.policy(tenant).pii_output)
 
     def check(holder: dict[str, Any], key: str, json: bool | None = None) -> None:
         reader = EscapeReader(json)
-        read = reader.feed(holder[key]) + reader.flush()
-        out, found = firewall.check_output(tenant, read)
-        if out != read:
+        text = reader.feed(holder[key]) + reader.flush()
+        if (out := read(text)) != text:
             holder[key] = reader.written(out, final=True)
-        verdicts.extend(found)
-
-    def read(text: str) -> str:
-        out, found = firewall.check_output(tenant, text)
-        verdicts.extend(found)
-        return out
 
     names = CallNames(tools, read)
     if isinstance(obj, dict) and firewall.redacts_output(tenant):  # (a flagging tenant gets the answer as it came)
@@ -796,4 +820,4 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes, json_answer
                     function["name"] = names.name(function["name"])
         if isinstance(choice, dict) and isinstance(choice.get("text"), str):  # beside a message too: it is sent
             check(choice, "text")
-    return orjson.dumps(obj), verdicts
+    return orjson.dumps(obj), read.verdicts()

@@ -295,7 +295,7 @@ class EventPipe:
         if not changed:
             return None
         try:
-            return encode(orjson.dumps(obj), event=ev.event)
+            return encode(orjson.dumps(obj), event=ev.event if filt is None else filt.event_name(ev.event))
         except orjson.JSONEncodeError as e:  # orjson reads 1,024 levels, writes 254: an event nested between them
             # (a redacted or metered one, written again) raised here, the stream cut with a traceback
             self._cut(f"the engine sent an event the gateway cannot write again ({e})")

@@ -17,7 +17,7 @@ the gateway calls it through the choke point (screen.Screen), which runs large i
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import accumulate
@@ -25,7 +25,7 @@ from itertools import accumulate
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.features import STEP, WINDOW
 from aigrid.security.firewall.injection import InjectionModel, more_severe, other_readings, pasted_start
-from aigrid.security.firewall.pii import PiiMatch, find_pii, read_together, redact
+from aigrid.security.firewall.pii import PiiMatch, cannot_hold, find_pii, read_together, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText, Source
@@ -245,14 +245,12 @@ class Firewall:
         return text
 
     def check_output(self, tenant: str, text: str) -> tuple[str, list[Verdict]]:
-        """A whole (non-streamed) response: returns the text to send and the verdicts."""
+        """A whole (non-streamed) text of an answer: returns the text to send and the verdicts (read_output, once)."""
         action = self.policy(tenant).pii_output
-        kinds = sorted({m.kind for m in find_pii(text)}) if action != Action.OFF else []
-        if not kinds:
+        if action == Action.OFF:
             return text, []
-        done = "redacted" if action == Action.REDACT else "flagged"
-        verdict = Verdict("pii_output", done, f"personal data: {', '.join(kinds)}")
-        return (redact(text) if action == Action.REDACT else text), [verdict]
+        out, kinds = read_output(text)
+        return (out if action == Action.REDACT else text), output_verdicts(kinds, action)
 
     def redacts_output(self, tenant: str) -> bool:
         """Whether the tenant's policy redacts answers (a stream's texts then go through StreamingRedactors)."""
@@ -339,9 +337,30 @@ def sent_by_client(text: ModelText) -> bool:
     return text.source in FROM_CLIENT or (text.source == Source.DOCUMENT and bool(text.path))
 
 
-def stream_verdicts(*redactors: StreamingRedactor) -> list[Verdict]:
-    """Verdicts for a finished stream (call after flush): one for what its redactors (one per choice) found."""
-    found = sorted({kind for r in redactors for kind in r.found})
+def read_output(text: str) -> tuple[str, list[str]]:
+    """A text of an answer read whole under the output policy: the text with each item found redacted, and the kinds
+    found (each once, in the order found). One reading of the detectors (find_pii), none for a text that cannot hold
+    an item (pii.cannot_hold); until the twenty-eighth session check_output read each text twice where it found an
+    item (find_pii, then redact's own find_pii). The one reading of Firewall.check_output and of the output filter's
+    strings read whole (gateway/output_filter.py: OutputReads)."""
+    if cannot_hold(text):
+        return text, []
+    found = find_pii(text)
+    if not found:
+        return text, []
+    return redact(text, found), list(dict.fromkeys(m.kind for m in found))
+
+
+def output_verdicts(kinds: Iterable[str], action: Action | str = Action.REDACT) -> list[Verdict]:
+    """The verdict on an answer (or one text of it) in which the output policy (`action`: redact or flag) found
+    `kinds`: one, naming each kind once, sorted; none where nothing was found."""
+    found = sorted(set(kinds))
     if not found:
         return []
-    return [Verdict("pii_output", "redacted", f"personal data: {', '.join(found)}")]
+    done = "redacted" if action == Action.REDACT else "flagged"
+    return [Verdict("pii_output", done, f"personal data: {', '.join(found)}")]
+
+
+def stream_verdicts(*redactors: StreamingRedactor) -> list[Verdict]:
+    """Verdicts for a finished stream (call after flush): one for what its redactors (one per choice) found."""
+    return output_verdicts(kind for r in redactors for kind in r.found)

@@ -1,0 +1,75 @@
+"""Strings of an answer that reached a redacting tenant's client (`pii_output: redact`) without being read by the output
+check, found reading the output filter as an attacker (twenty-eighth session): an engine's streamed event that is not
+an object (a JSON string or list), a chunk whose `choices` is not a list of objects, an `index` of a choice or of a tool
+call that is not a number, a streamed choice's `message` beside its delta (and a whole choice's `delta` beside its
+message), and the SSE fields around an event's data (`event:`, `id:`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.engines.sse import SseError
+from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
+from aigrid.gateway.relay import EventPipe
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from tests.gateway.test_hostile_translations import chunk
+
+PII = "jo@example.com"
+
+
+def sent(events: list[Any]) -> bytes:
+    """What a redacted stream sends for `events` (each through OutputFilter.event), or b"" where it is cut."""
+    f = OutputFilter(True, strip_usage=False)
+    out = []
+    for ev in events:
+        try:
+            out.append(f.event(ev))
+        except SseError:
+            break
+    return orjson.dumps(out)
+
+
+@pytest.mark.parametrize("event", [
+    PII, [PII], {"choices": PII}, {"choices": [PII]}, {"choices": {PII: 1}},
+    chunk({"content": "Hi"}) | {"choices": [{"index": PII, "delta": {"content": "Hi"}}]},
+    chunk({"tool_calls": [{"index": PII, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}),
+    chunk({"content": "Hi"}) | {"choices": [{"index": 0, "delta": {}, "message": {"content": PII}}]},
+], ids=["a string", "a list", "choices a string", "a choice a string", "choices an object", "a choice's index",
+        "a call's index", "a message beside the delta"])
+def test_no_string_of_a_streamed_event_reaches_the_client_unread(event: Any) -> None:
+    assert PII.encode() not in sent([event, chunk({}, "stop")])
+
+
+def test_no_string_of_a_whole_answer_reaches_the_client_unread() -> None:
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "delta": {"content": PII},
+         "message": {"role": "assistant", "content": "Hi", "tool_calls": [
+             {"index": PII, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}
+    out, _ = redact_json_answer(fw, "t", orjson.dumps(answer))
+    assert PII.encode() not in out, out
+    assert orjson.loads(out)["choices"][0]["message"]["content"] == "Hi"
+
+
+@pytest.mark.parametrize("raw", [
+    b"event: " + PII.encode() + b'\ndata: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n',
+    b"id: " + PII.encode() + b"\n\n", b"event: " + PII.encode() + b"\n\n",
+], ids=["an event's name", "an id alone", "a name alone"])
+def test_no_sse_field_around_a_streamed_event_reaches_the_client_unread(raw: bytes) -> None:
+    pipe = EventPipe(OutputFilter(True, strip_usage=False), sse=True, track=False)
+    assert PII.encode() not in pipe.feed(raw) + pipe.end()
+
+
+def test_a_plain_stream_keeps_its_shape_and_an_error_events_name() -> None:
+    """What the checks above leave of an ordinary chunk and of an engine's `event: error` (its name kept, read)."""
+    pipe = EventPipe(OutputFilter(True, strip_usage=False), sse=True, track=False)
+    out = pipe.feed(b'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "c", '
+                    b'"function": {"name": "f", "arguments": "{}"}}]}}]}\n\nevent: error\ndata: {"error": '
+                    b'{"message": "x"}}\n\n')
+    first, second = out.split(b"\n\n")[:2]
+    assert orjson.loads(first.removeprefix(b"data: "))["choices"][0]["delta"]["tool_calls"][0]["index"] == 1
+    assert second.startswith(b"event: error\n")
