@@ -467,6 +467,10 @@ async def test_a_grid_without_an_audit_log_loses_nothing_after_stop(tmp_path: Pa
     ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": "x"}, "top_logprobs"),
     ("/v1/completions", {"model": "smollm2-135m", "prompt": "Say hello", "top_logprobs": "x"}, "top_logprobs"),
     ("/v1/chat/completions", {**CHAT, "top_logprobs": 2.5}, "top_logprobs"),
+    # a number as a string: read as a number until the twenty-eighth session, and sent on as the string, which
+    # llama.cpp refused in its own words (test_request_field_types.py)
+    ("/v1/chat/completions", {**CHAT, "temperature": "0"}, "temperature"),
+    ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": "5"}, "top_logprobs"),
     ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "hello", "temperature": "hot"}, "temperature"),
     ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "hello", "top_logprobs": [5]}, "top_logprobs"),
 ])
@@ -480,13 +484,6 @@ async def test_a_body_field_of_the_wrong_type_is_the_clients_400_naming_it(
     assert f"invalid value for '{param}'" in err["message"]
     assert (await the_one_record(metered))["outcome"] == "error:invalid_request"
     assert await balance(metered) == 0 and not any(f.received for f in fakes.values())
-
-
-async def test_lax_values_the_schemas_accept_are_read_as_numbers(client: httpx.AsyncClient, metered: Gateway) -> None:
-    r = await client.post("/v1/chat/completions", json={**CHAT, "temperature": "0", "logprobs": True,
-                                                        "top_logprobs": "5"}, headers=TENANT)
-    assert r.status_code == 200, r.text
-    assert (await the_one_record(metered))["outcome"] == "ok"
 
 
 async def test_reading_and_deleting_a_stored_response_is_audited(

@@ -31,6 +31,11 @@ refusal as its content, the `refusal` key dropped: vLLM and SGLang read no `refu
 turn, and llama.cpp builds refuse an assistant message with neither `content` nor `tool_calls`. The model reads that
 it refused, as the hosted API's model does; the firewall reads the refusal as the message's text either way
 (model_texts._beside_content).
+
+A field the client set to null (OpenAI's "or null": the default; the openai SDK sends `stream=None` as
+`"stream": null`) is left out of the body every engine but a hosted one gets: vLLM and llama.cpp read a null as
+the default, but SGLang declares `stream`, `n`, `logprobs`, `frequency_penalty` and `parallel_tool_calls` as a
+plain boolean or number and refused a null in its own words.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ KNOWS_DEVELOPER = frozenset({"openai"})
 SERVES_FUNCTIONS = frozenset({"openai"})
 """Engine kinds that serve the deprecated `functions` and `function_call`."""
 LEGACY_FIELDS = ("functions", "function_call")
+KNOWS_NULL = frozenset({"openai"})
+"""Engine kinds sent a body's top-level nulls as the client sent them; the others get those fields left out."""
 KNOWS_REFUSAL = frozenset({"openai"})
 """Engine kinds sent an assistant's `refusal` (with no content) as the client sent it; the others get it as the
 message's content."""
@@ -76,7 +83,11 @@ def legacy_call_id(index: int) -> str:
 def for_engine(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """`body` as an engine of `kind` is to get it: each `developer` message renamed `system` where the engine does
     not know the role, a legacy `function_call` / `function` message as a tool call and its `tool` result where
-    the engine does not serve them, and an assistant's `refusal` without content as its content. The body itself where nothing changes (no copy); never modified in place."""
+    the engine does not serve them, an assistant's `refusal` without content as its content, and a field set to
+    null left out where the engine does not read a null as the default. The body itself where nothing changes (no
+    copy); never modified in place."""
+    if kind not in KNOWS_NULL and None in body.values():
+        body = {k: v for k, v in body.items() if v is not None}
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from aigrid.gateway.conversations_schema import Metadata
 from aigrid.gateway.schemas import _refusing, bounding
@@ -51,6 +51,8 @@ class ResponsesRequest(BaseModel):
     top_p: float | None = Field(default=None, ge=0, le=1)
     stream: bool = False
     store: bool = True
+    """`stream` and `store`: null is the default (false, true), as OpenAI's "boolean or null" and the openai SDK's own
+    `stream=None`, `store=None` (a 400 "Input should be a valid boolean" until the twenty-eighth session)."""
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
     conversation: str | None = Field(default=None, min_length=1, max_length=128)
     """A conversation of the Conversations API (conversations_api.py): its id, or `{"id": ...}` (read as the id)."""
@@ -82,6 +84,11 @@ class ResponsesRequest(BaseModel):
     @classmethod
     def _conversation_id(cls, value: Any) -> Any:
         return value["id"] if isinstance(value, dict) and set(value) == {"id"} else value
+
+    @field_validator("stream", "store", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[str(info.field_name)].default if value is None else value
 
 
 class CompactRequest(ResponsesRequest):

@@ -199,7 +199,23 @@ class Message(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool | None = None
+    include_usage: bool | None = Field(default=None, strict=True)
+    """A boolean (`"yes"` was taken as true, and was llama.cpp's own 400: _numbers)."""
+
+
+def _numbers(*fields: str) -> Any:
+    """The validator that refuses a string or a boolean for a number field: a 400 naming the field, as OpenAI's
+    ("Invalid type for 'temperature'"). Pydantic's lax int and float took `"0"` as 0 and `true` as 1, and the body
+    went on to the engine as sent: llama.cpp answered its own 400 ("[json.exception.type_error.302] type must be
+    number, but is string", no `param`) after the request was routed and counted. (A strict int would refuse 100.0,
+    which engines read as 100: still served.) The booleans of these requests are strict for the same reason:
+    `"stream": "true"` was a stream to the schema and none to the proxy, which reads the body as sent."""
+    def number(cls: type, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str | bool):
+            kind = "a string" if isinstance(v, str) else "a boolean"
+            raise ValueError(f"expected a number, got {kind} ({str(v).lower() if isinstance(v, bool) else repr(v)})")
+        return v
+    return field_validator(*fields, mode="before")(classmethod(number))
 
 
 _INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
@@ -232,7 +248,10 @@ class _Common(BaseModel):
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     """vLLM's: the `prompt_logprobs` most likely tokens at every position of the prompt; at most 20, as
     top_logprobs (-1, the whole vocabulary, refused); counted by the abuse signals (guard.request_traits)."""
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
+    """A boolean; null is the default, false (OpenAI's "boolean or null", vLLM's Optional[bool], and the openai SDK's
+    own `stream=None`: a 400 until the twenty-eighth session). The body goes on without it (engine_body.for_engine:
+    SGLang and TGI refuse a null boolean). Strict (_numbers)."""
     stream_options: StreamOptions | None = None
     """Only with `stream: true`, as OpenAI's (vLLM refused it otherwise in its own words, without a `param`, and
     llama.cpp took it: one request, two answers by the endpoint it was routed to)."""
@@ -255,8 +274,15 @@ class _Common(BaseModel):
     llama.cpp (`stop: 5`: the client believed it stopped at something); an empty string ended every answer at
     once, empty (llama.cpp matches it before the first token)."""
 
+    _typed = _numbers("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
+
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_is_no_stream(cls, v: Any) -> Any:
+        return False if v is None else v
 
     @field_validator("stream_options")
     @classmethod
@@ -346,8 +372,9 @@ class ResponseFormat(BaseModel):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     _bounded = bounding("messages")
-    logprobs: bool | None = None
+    logprobs: bool | None = Field(default=None, strict=True)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    _typed_chat = _numbers("top_logprobs")
     tools: list[dict[str, Any]] | None = None
     """A list of tool objects (each checked where the tool loop reads it: agents/loop.offered_tools); not a list
     was llama.cpp's "Failed to parse tools" without a `param`."""
@@ -496,7 +523,7 @@ class CompletionRequest(_Common):
     def _no_embedded_prompt(cls, v: Any) -> None:
         if v is not None:
             raise _unread("a prompt given as embeddings")
-    echo: bool | None = None
+    echo: bool | None = Field(default=None, strict=True)
     best_of: Any = None
     """OpenAI's legacy `best_of`: the engine samples that many completions and returns the best n. vLLM's V0 engine
     did, charged as n (best_of 100 at the price of one); llama.cpp ignores it. Only 1 (the default) is served."""
@@ -511,6 +538,7 @@ class CompletionRequest(_Common):
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
     serves both fields where the engine ignores them); at most 20, as chat's top_logprobs (llama-server read any
     N: 49,152, the whole distribution)."""
+    _typed_completion = _numbers("logprobs")
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
