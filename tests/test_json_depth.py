@@ -8,8 +8,9 @@ import random
 from typing import Any
 
 import orjson
+import pytest
 
-from aigrid.json_depth import MAX_DEPTH, WRITTEN_LEVELS, deeper_than, too_deep, too_deep_raw
+from aigrid.json_depth import MAX_DEPTH, WRITTEN_LEVELS, deeper_than, too_deep, too_deep_raw, written
 
 NASTY = ['"', "\\", "\\\"", "[", "]", "{", "}", "\\\\", "[[[{{", "\"]}", "é", "\u2028", "x"]
 
@@ -59,6 +60,51 @@ def test_deeper_than_holds_at_the_limit_and_past_what_orjson_writes() -> None:
         except ValueError:
             continue
         raise AssertionError(f"limit {limit} taken")
+
+
+def test_written_is_what_orjson_writes_or_none_past_the_limit() -> None:
+    rng = random.Random(13)
+    for _ in range(1_000):
+        v = value(rng, rng.randint(0, 12))
+        for limit in range(1, 13):
+            assert written(v, limit) == (orjson.dumps(v) if depth(v) <= limit else None), (v, limit)
+    for levels in (MAX_DEPTH, MAX_DEPTH + 1, WRITTEN_LEVELS + 1):
+        assert written(nest(levels)) == (orjson.dumps(nest(levels)) if levels <= MAX_DEPTH else None)
+
+
+def test_an_answer_whose_usage_is_taken_out_is_written_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """usage.whole_answer wrote an answer whose counts cannot be charged twice: once for the depth check, once
+    without its usage. Now once (and its usage alone, for the usage's depth); what it answers is the same: the answer
+    without its usage, NotAnAnswer for an answer or a usage too deep, whichever holds the depth."""
+    from aigrid.gateway import usage as usage_module
+    from aigrid.gateway.usage import NotAnAnswer, whole_answer
+
+    logprob = {"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "b", "logprob": -1.0}]}
+    doc = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                   "logprobs": {"content": [logprob] * 200}, "finish_reason": "stop"}]}
+    raw = orjson.dumps({**doc, "usage": {"prompt_tokens": -5, "completion_tokens": 1}})
+    wrote: list[int] = []
+    dumps = orjson.dumps
+
+    def counted(v: Any, *args: Any) -> bytes:
+        out = dumps(v, *args)
+        wrote.append(len(out))
+        return out
+    monkeypatch.setattr(usage_module.orjson, "dumps", counted)  # orjson itself: json_depth's and usage's
+    out, charged, why = whole_answer(raw, None)
+    assert (orjson.loads(out), charged, why) == (doc, None, "prompt_tokens is -5")
+    assert sum(wrote) < len(raw) * 1.1, wrote  # 2x before
+    monkeypatch.undo()
+
+    def deep_usage(levels: int) -> bytes:  # a usage of `levels` levels, written by hand: orjson writes 254 at most
+        lists = levels - 1
+        return orjson.dumps(doc)[:-1] + b',"usage":{"prompt_tokens":' + b"[" * lists + b"0" + b"]" * lists + b"}}"
+    assert whole_answer(deep_usage(MAX_DEPTH - 1), None)[2] == f"prompt_tokens is {orjson.loads(deep_usage(MAX_DEPTH - 1))['usage']['prompt_tokens']!r}"
+    for deep in (deep_usage(MAX_DEPTH), deep_usage(1_000), orjson.dumps({**doc, "usage": nest(MAX_DEPTH)}),
+                 orjson.dumps({**doc, "choices": [{**doc["choices"][0], "x": nest(MAX_DEPTH - 2)}],  # type: ignore[index]
+                               "usage": {"prompt_tokens": -1}})):
+        with pytest.raises(NotAnAnswer, match="nested deeper than 128"):
+            whole_answer(deep, None)
 
 
 def test_an_answer_nested_too_deep_is_not_an_answer() -> None:

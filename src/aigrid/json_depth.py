@@ -56,23 +56,39 @@ WRITTEN_LEVELS = 254
 def deeper_than(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
     """Does `value` (the JSON `raw` parsed) nest more than `limit` levels of objects and arrays (or hold what orjson
     cannot write)? The one depth check of a whole body, a request's (too_deep_raw) or an engine's answer
-    (usage.whole_answer). A body with no more brackets than `limit` cannot (two counts: most chat requests stop
-    there); else `value` is written inside WRITTEN_LEVELS - `limit` more levels, which orjson refuses exactly when
-    it is deeper. Best of 15, `scripts/bench_json_depth.py` (load ~4.7): a 28 KB agent request 0.04 ms (the walk
+    (usage.whole_answer; `written` where it writes the answer anyway). A body with no more brackets than `limit`
+    cannot (two counts: most chat requests stop there); else `value` is written inside WRITTEN_LEVELS - `limit`
+    more levels, which orjson refuses exactly when it is deeper. Best of 15, `scripts/bench_json_depth.py` (load ~4.7): a 28 KB agent request 0.04 ms (the walk
     that served requests took 0.15), a 0.9 MB answer of log-probabilities 2.5 ms (bytes and numpy: 23), 4 MiB of
     empty arrays 39 ms (110); a 4 MiB flat array of numbers 58 ms (27), where orjson's parse took 113."""
     if not 0 < limit < WRITTEN_LEVELS:
         raise ValueError(f"limit {limit}: orjson writes 1 to {WRITTEN_LEVELS} levels")
     if raw.count(b"{") + raw.count(b"[") <= limit:
         return False
+    return _written_within(value, limit) is None
+
+
+def written(value: Any, limit: int = MAX_DEPTH) -> bytes | None:
+    """`value` as orjson writes it, or None when it nests more than `limit` levels of objects and arrays: the depth
+    check and the write in one (deeper_than's write, the wrapping levels cut off the bytes), for a value the caller
+    writes anyway (usage.whole_answer's answer without its usage)."""
+    if not 0 < limit < WRITTEN_LEVELS:
+        raise ValueError(f"limit {limit}: orjson writes 1 to {WRITTEN_LEVELS} levels")
+    out = _written_within(value, limit)
+    levels = WRITTEN_LEVELS - limit
+    return None if out is None else out[levels:len(out) - levels]
+
+
+def _written_within(value: Any, limit: int) -> bytes | None:
+    """`value` written inside WRITTEN_LEVELS - `limit` arrays (no spaces: `[[...value...]]`), or None where orjson
+    refuses it, which is exactly when `value` nests more than `limit` levels."""
     wrapped = value
     for _ in range(WRITTEN_LEVELS - limit):
         wrapped = [wrapped]
     try:
-        orjson.dumps(wrapped)
+        return orjson.dumps(wrapped)
     except orjson.JSONEncodeError:
-        return True
-    return False
+        return None
 
 
 def _path_to(value: Any, limit: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.answer_shape import choice_fault
-from aigrid.json_depth import MAX_DEPTH, deeper_than
+from aigrid.json_depth import MAX_DEPTH, deeper_than, written
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
@@ -50,28 +50,41 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     usage was taken out (its counts cannot be charged: `unbelievable`; then the answer's count is unknown). Raises
     NotAnAnswer when it is not a completion (a choice of another shape: engines/answer_shape.choice_fault; a list as
     finish_reason raised in a front door, a list as `content` or an object as `arguments` passed the tenant's
-    redaction)."""
+    redaction). Written at most once: an answer whose usage is taken out is checked for depth as it is written
+    without it (json_depth.written; until 6 Dec 2026 written twice, `scripts/bench_whole_answer.py`)."""
     try:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
         raise NotAnAnswer(f"not JSON: {answer[:60]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
         raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
-    if deeper_than(answer, doc):  # orjson reads 1,024 levels and writes 254: re-written (a redaction, a
-        # usage taken out, a front door's translation, a batch's line) it raised, a 500 with the engine's slot never
-        # released
-        raise NotAnAnswer(f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)")
-    for choice in doc["choices"]:
-        why = choice_fault(choice, whole=True)
-        if why is not None:
-            raise NotAnAnswer(f"{why}: {str(choice)[:60]}")
+    # orjson reads 1,024 levels and writes 254: re-written (a redaction, a usage taken out, a front door's
+    # translation, a batch's line) it raised, a 500 with the engine's slot never released. The usage first (one level
+    # down), which its verdict quotes; then the answer, written once: checked as it is, or written without its usage
     usage = doc.get("usage")
+    if usage is not None and written(usage, MAX_DEPTH - 1) is None:  # not the answer's brackets counted again
+        raise NotAnAnswer(_DEEP)
     if usage is None or isinstance(usage, dict):
         why = None if usage is None else unbelievable(usage, most)
     else:
         why = f"usage is {str(usage)[:40]}, not an object"
+    stripped = None
     if why is None:
+        if deeper_than(answer, doc):
+            raise NotAnAnswer(_DEEP)
+    else:
+        del doc["usage"]
+        stripped = written(doc)
+        if stripped is None:
+            raise NotAnAnswer(_DEEP)
+    for choice in doc["choices"]:
+        fault = choice_fault(choice, whole=True)
+        if fault is not None:
+            raise NotAnAnswer(f"{fault}: {str(choice)[:60]}")
+    if stripped is None:
         return answer, usage, None
-    del doc["usage"]
-    return orjson.dumps(doc), None, why
+    return stripped, None, why
+
+
+_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)"
 
