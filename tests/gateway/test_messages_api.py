@@ -308,6 +308,19 @@ async def test_count_tokens(claude: anthropic.AsyncAnthropic) -> None:
         await claude.messages.count_tokens(model="nope", messages=[{"role": "user", "content": "x"}])
 
 
+async def test_count_tokens_counts_a_history_of_tool_calls(claude: anthropic.AsyncAnthropic) -> None:
+    """The Messages door's tool_use blocks become the chat request's tool calls, which the estimate (the same figure
+    that sizes the request's reservations) now counts: 20 calls of 2,000 characters of input (about 10,000 tokens)
+    were counted as 364 tokens."""
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
+    for i in range(20):
+        messages += [{"role": "assistant", "content": [{"type": "tool_use", "id": f"toolu_{i}", "name": "write_file",
+                                                        "input": {"text": "x" * 1988}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "ok"}]}]
+    counted = await claude.messages.count_tokens(model="smollm2-135m", messages=messages)  # type: ignore[arg-type]
+    assert 20 * 2000 // 4 <= counted.input_tokens <= 20 * 2000 // 4 * 1.05 + 8 * (len(messages) + 2)
+
+
 WEATHER = {"name": "get_weather", "description": "Weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 

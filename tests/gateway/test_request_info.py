@@ -1,10 +1,17 @@
-"""gateway/request_info.py: the keys a request's cache warmth is found by (prefix_hash, session) and the
-size of what a warm endpoint holds (prefix_tokens)."""
+"""gateway/request_info.py: the keys a request's cache warmth is found by (prefix_hash, session), the
+size of what a warm endpoint holds (prefix_tokens), and the prompt's token estimate (prompt_tokens)."""
 
 from __future__ import annotations
 
 from aigrid.core.types import RequestInfo
-from aigrid.gateway.request_info import build_request_info, hash_key
+from aigrid.gateway.request_info import (
+    CHARS_PER_TOKEN,
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    build_request_info,
+    chat_prompt_tokens,
+    hash_key,
+    turn_prompt_tokens,
+)
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 
 MODELS = frozenset({"m"})
@@ -51,3 +58,58 @@ def test_the_clients_session_wins_over_the_conversation_key() -> None:
 def test_only_a_leading_system_prompt_is_a_cached_prefix() -> None:
     late = info([{"role": "user", "content": "Hi"}, {"role": "system", "content": APP}])
     assert late.prefix_hash == hash_key("Hi") and late.prefix_tokens is None and late.session is None
+
+
+def history_of_calls(calls: int, size: int) -> list[dict[str, object]]:
+    """An agent's history: one short request, then `calls` tool calls whose arguments are `size` characters each
+    (a file the agent wrote) and their one-word results."""
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
+    for i in range(calls):
+        arguments = '{"text": "' + "x" * (size - 12) + '"}'
+        messages += [{"role": "assistant", "content": None, "tool_calls": [{"id": f"call_{i}", "type": "function",
+                      "function": {"name": "write_file", "arguments": arguments}}]},
+                     {"role": "tool", "tool_call_id": f"call_{i}", "content": "ok"}]
+    return messages
+
+
+def test_an_agents_history_of_tool_calls_is_estimated_near_its_size() -> None:
+    """The estimate read each message's content only: 30 calls of 2,000 characters of arguments (15,000 tokens at
+    4 characters a token) were estimated at 531 tokens, what admission and the quota reserved and a hang-up charged."""
+    messages = history_of_calls(30, 2000)
+    arguments = 30 * 2000 // CHARS_PER_TOKEN
+    estimate = info(messages).prompt_tokens
+    assert arguments <= estimate <= arguments * 1.05 + TEMPLATE_TOKENS_PER_MESSAGE * (len(messages) + 2)
+
+
+def test_a_replayed_refusal_and_reasoning_are_estimated() -> None:
+    """An assistant's refusal (its engine reads it as the turn's content: engine_body.for_engine) and its reasoning
+    (reasoning models' templates render it) reach the model: both are counted, as the context check counts them."""
+    ask = {"role": "user", "content": "Hi"}
+    plain = info([ask, {"role": "assistant", "content": "Hello"}, ask]).prompt_tokens
+    refused = info([ask, {"role": "assistant", "refusal": "No. " * 1000}, ask]).prompt_tokens
+    reasoned = info([ask, {"role": "assistant", "content": "Hello", "reasoning_content": "Hmm. " * 800}, ask]).prompt_tokens
+    assert refused >= plain + 1000 - 2 and reasoned >= plain + 1000
+    parts = info([ask, {"role": "assistant", "content": [{"type": "refusal", "refusal": "No. " * 1000}]}, ask])
+    assert parts.prompt_tokens == refused
+
+
+def test_a_request_and_a_tool_loops_later_turn_are_estimated_alike() -> None:
+    """One way of counting (agents.prompt_size): a request's estimate and a loop turn's of the same messages agree,
+    whatever each message carries (the turn's read no refusal nor reasoning, the request's no tool call)."""
+    messages = [{"role": "system", "content": [{"type": "text", "text": "Be brief. " * 20}]},
+                *history_of_calls(3, 500),
+                {"role": "assistant", "refusal": "I cannot. " * 30},
+                {"role": "user", "content": "Go on."},
+                {"role": "assistant", "content": "Done.", "reasoning_content": "Think. " * 40, "reasoning": "R" * 90},
+                {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": '{"a": 1}'}},
+                {"role": "function", "name": "f", "content": "1"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "index": 0,
+                                                                       "function": {"name": "g", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "2"}]
+    request = info(messages).prompt_tokens
+    assert request == turn_prompt_tokens({"model": "m", "messages": messages})
+    calls = 3 * (500 + len("write_file") + len("call_0")) + 3 * len("ok")  # a call: its id, name and arguments
+    legacy = len('{"name":"f","arguments":"{\\"a\\": 1}"}') + 1  # other forms: their JSON
+    other = len('{"id":"c","type":"function","index":0,"function":{"name":"g","arguments":"{}"}}') + 1
+    chars = 200 + len("Fix the failing test.") + calls + 300 + 6 + 5 + 280 + 90 + legacy + other
+    assert request == chat_prompt_tokens(chars, len(messages))

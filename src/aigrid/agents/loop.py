@@ -38,6 +38,7 @@ import orjson
 
 from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.engine_refusal import raise_for_server_error
+from aigrid.agents.prompt_size import prompt_chars
 from aigrid.agents.steps import (
     CUT_OFF,
     NOT_AN_OBJECT,
@@ -586,19 +587,6 @@ def _cap_output(payload: dict[str, Any], granted: int) -> bool:
 
 def _has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:
     return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
-
-
-def prompt_chars(payload: Mapping[str, Any]) -> int:
-    """Characters of a model turn's messages (their text, and the tools offered natively)."""
-    total = sum(len(orjson.dumps(t)) for t in payload.get("tools") or ())
-    for m in payload.get("messages") or ():
-        content = m.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, Mapping))
-        total += sum(len(orjson.dumps(c)) for c in m.get("tool_calls") or ())
-    return total
 
 
 def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:

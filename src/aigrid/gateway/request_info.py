@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.agents.loop import prompt_chars
+from aigrid.agents.prompt_size import message_chars, prompt_chars
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -53,8 +53,12 @@ def hash_key(text: str) -> str:
 
 
 def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
+    """A request's prompt tokens before an engine tokenizes it: a chat request's messages as a model reads them
+    (agents.prompt_size.message_chars: content, tool calls, reasoning, a refusal; counted as turn_prompt_tokens
+    counts a tool loop's later turn), a completion's prompt."""
     if isinstance(body, ChatRequest):
-        return chat_prompt_tokens(len(body.prompt_text()), len(body.messages))
+        chars = sum(message_chars(m.content, m.tool_calls, m.model_extra or {}) for m in body.messages)
+        return chat_prompt_tokens(chars, len(body.messages))
     return max(1, len(body.prompt_text()) // CHARS_PER_TOKEN)
 
 

@@ -1,0 +1,63 @@
+"""What the gateway's prompt-token estimate (gateway/request_info.py: estimate_prompt_tokens, which sizes a request's
+admission and quota reservations and its hang-up charge, and turn_prompt_tokens, a tool loop's later turn) costs per
+request, on three validated chat requests: a 60-turn conversation of text (~18 KB), an agent's history of 40 tool
+calls with their results (~50 KB, most of it the calls' arguments), and one short message. Also the validation of the
+same bodies (pydantic), for scale.
+
+    .venv/bin/python scripts/bench_prompt_estimate.py
+
+Prints the best of a few runs in microseconds a call (wall time); no pass/fail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.request_info import estimate_prompt_tokens, turn_prompt_tokens
+from aigrid.gateway.schemas import ChatRequest
+
+
+def best_us(fn: Callable[[], Any], calls: int = 200, runs: int = 7) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e6
+
+
+def agent_history(calls: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are a coding agent."},
+                                      {"role": "user", "content": "Fix the failing test."}]
+    for i in range(calls):
+        arguments = orjson.dumps({"path": f"src/module_{i}.py", "content": "def f(x):\n    return x + 1\n" * 40})
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{i}", "type": "function", "function": {"name": "write_file", "arguments": arguments.decode()}}]})
+        messages.append({"role": "tool", "tool_call_id": f"call_{i}", "content": "ok"})
+    return messages
+
+
+def main() -> None:
+    bodies = {
+        "60 turns of text": [{"role": "user" if i % 2 == 0 else "assistant", "content": "hello there " * 25}
+                             for i in range(60)],
+        "agent history, 40 tool calls": agent_history(40),
+        "one short message": [{"role": "user", "content": "Hi"}],
+    }
+    for name, messages in bodies.items():
+        body = {"model": "m", "messages": messages}
+        size = len(orjson.dumps(body))
+        chat = ChatRequest.model_validate(body)
+        print(f"{name} ({size:,} bytes, {len(messages)} messages): estimate {estimate_prompt_tokens(chat):,} tokens "
+              f"(bytes/4 {size // 4:,}); estimate_prompt_tokens {best_us(lambda c=chat: estimate_prompt_tokens(c)):.1f} us, "
+              f"turn_prompt_tokens {best_us(lambda b=body: turn_prompt_tokens(b)):.1f} us, "
+              f"validation {best_us(lambda b=body: ChatRequest.model_validate(b), calls=20):.1f} us")
+
+
+if __name__ == "__main__":
+    main()
