@@ -101,6 +101,24 @@ async def test_bad_embedding_requests(body: dict, param: str) -> None:
     assert e.value.param == param
 
 
+@pytest.mark.parametrize(("dimensions", "says"), [
+    (4, "hash gives vectors of 8 dimensions only, not 4: send dimensions 8 or leave it out"),
+    # a client moved from OpenAI's text-embedding-3-small sends its size: no shortening was asked for
+    (1536, "hash gives vectors of 8 dimensions only, not 1536: send dimensions 8 or leave it out"),
+    ("8", "dimensions must be an integer, not str '8'"),
+    (True, "dimensions must be an integer, not bool True"),
+])
+async def test_dimensions_other_than_the_models_say_what_it_gives(dimensions: object, says: str) -> None:
+    """It said "hash has 8 dimensions and cannot be shortened" for 1536 (more, not fewer) and for "8" (the
+    model's own size, as a string)."""
+    with pytest.raises(InvalidRequest) as e:
+        await create_embeddings({"model": "hash", "input": "x", "dimensions": dimensions}, {"hash": HashEmbedder()})
+    assert (e.value.param, e.value.message) == ("dimensions", says)
+    for same in (8, 8.0, None):  # the model's own size (a whole float as JSON may write it), or none: served
+        out = await create_embeddings({"model": "hash", "input": "x", "dimensions": same}, {"hash": HashEmbedder()})
+        assert len(out["data"][0]["embedding"]) == 8
+
+
 def test_vector_store_and_chunking() -> None:
     store = VectorStore(2)
     store.add([Document("a", "s1"), Document("b", "s2", "t1")], np.array([[1, 0], [0, 1]], np.float32))

@@ -232,9 +232,15 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
     if fmt not in ("float", "base64"):
         raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
     dims = body.get("dimensions")
-    if dims is not None and dims != embedder.dimensions:
-        raise InvalidRequest(f"{embedder.model} has {embedder.dimensions} dimensions and cannot be shortened",
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int | float)
+                             or isinstance(dims, float) and not dims.is_integer()):
+        raise InvalidRequest(f"dimensions must be an integer, not {type(dims).__name__} {dims!r}"[:200],
                              param="dimensions")
+    if dims is not None and dims != embedder.dimensions:
+        # OpenAI's text-embedding-3 models shorten their vectors to `dimensions`; clients moved from them often send
+        # the size they had (1536, 3072), which is no shortening: say what this model gives, not "cannot be shortened"
+        raise InvalidRequest(f"{embedder.model} gives vectors of {embedder.dimensions} dimensions only, not {dims:g}: "
+                             f"send dimensions {embedder.dimensions} or leave it out", param="dimensions")
     texts = embedding_inputs(body)
     with for_tenant(tenant):
         vectors, tokens = await embedder.embed(texts)
