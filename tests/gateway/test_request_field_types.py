@@ -120,3 +120,20 @@ async def test_the_sdk_names_a_wrong_type_as_its_bad_request(tmp_path: Path, fak
             await client.chat.completions.create(model=MODEL, messages=CHAT["messages"],
                                                  temperature="0")  # type: ignore[arg-type]
         assert e.value.param == "temperature" and "expected a number, got a string" in e.value.message
+
+
+async def test_a_stream_given_as_a_string_opens_no_circuit_for_the_other_tenants(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """An engine whose schema reads `"stream": "true"` as true (vLLM's and SGLang's lax pydantic; the fake engine
+    here) streamed, while the gateway, reading the body as sent, waited for a whole answer: each candidate's
+    text/event-stream answer was an engine failure before the first byte, counted by its circuit breaker. Four such
+    requests from one anonymous client opened the circuit of every endpoint, and another tenant's plain request was
+    a 503 "circuit breaker open" (seen on the sources before the twenty-eighth session). Now a 400 before routing."""
+    async with serving(spec_in(tmp_path), fakes) as (http, gw):
+        for _ in range(4):
+            r = await http.post("/v1/chat/completions", json={**CHAT, "stream": "true"})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "stream", r.text
+        assert not _sent(fakes)
+        assert all(s.circuit.value == "closed" for s in gw.store.snapshot().states.values())
+        ok = await http.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-tenant": "eu-bank"})
+        assert ok.status_code == 200, ok.text
