@@ -2,7 +2,7 @@
 check, found reading the output filter as an attacker (twenty-eighth session): an engine's streamed event that is not
 an object (a JSON string or list), a chunk whose `choices` is not a list of objects, an `index` of a choice or of a tool
 call that is not a number, a streamed choice's `message` beside its delta (and a whole choice's `delta` beside its
-message), and the SSE fields around an event's data (`event:`, `id:`)."""
+message), the SSE fields around an event's data (`event:`, `id:`), and an engine's refusal (a 4xx)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.relay import EventPipe
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
-from tests.gateway.test_hostile_translations import chunk
+from tests.gateway import hostile_engine as H
+from tests.gateway.test_exit_paths import the_one_record
+from tests.gateway.test_hostile_translations import chunk, grid
 
 PII = "jo@example.com"
 
@@ -73,3 +75,20 @@ def test_a_plain_stream_keeps_its_shape_and_an_error_events_name() -> None:
     first, second = out.split(b"\n\n")[:2]
     assert orjson.loads(first.removeprefix(b"data: "))["choices"][0]["delta"]["tool_calls"][0]["index"] == 1
     assert second.startswith(b"event: error\n")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+async def test_an_engines_refusal_is_read_as_its_answer_is(tmp_path, door: str, stream: bool) -> None:
+    """An engine's 4xx refusal reaches the client in OpenAI's envelope (engine_errors.openai_error): its message, type,
+    param and code are the engine's text, which went out unread to a redacting tenant, whole and streamed (a stream's
+    refusal is read whole, before any byte), on every door, until the twenty-eighth session."""
+    def refusing(path: str, req: dict) -> H.Script:
+        return H.whole(orjson.dumps({"error": {"message": f"cannot write to {PII}", "type": "invalid_request_error",
+                                               "param": PII, "code": PII}}), status=400)
+
+    async for g in grid(tmp_path, refusing, redacting=True):
+        r = await g.post(door, stream)
+        assert r.status_code == 400 and PII.encode() not in r.content and b"REDACTED" in r.content, r.text
+        row = await the_one_record(g.gw)
+        assert "pii_output" in orjson.dumps(row).decode(), row

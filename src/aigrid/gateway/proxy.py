@@ -286,8 +286,8 @@ class Proxy:
                       redact_answer: Callable[[bytes], bytes] | None = None, wrap: Wrap | None = None,
                       escalate: Escalation | None = None) -> Response:
         """Serve the request from the decision's ranking. `output` filters a stream's events (firewall,
-        usage metering), `redact_answer` a whole answer. The outcome, the serving endpoint and the usage
-        end up on `record` (the caller settles and audits once the response is over). `escalate`: a whole
+        usage metering), `redact_answer` a whole answer (and an engine's refusal, streamed or not). The outcome, the
+        serving endpoint and the usage end up on `record` (the caller settles and audits once the response is over). `escalate`: a whole
         answer its model is unsure of is asked again of a larger model (escalation.py)."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
@@ -351,6 +351,8 @@ class Proxy:
             answer = redact_answer(answer)
         if status >= 400:  # the engine's refusal in OpenAI's envelope (engine_errors.py), its addresses hidden
             answer = openai_error(answer, status, lambda m: self.names.hide(m, cand.endpoint_id))
+            if redact_answer is not None:  # its texts are the engine's: read as its answer's are (a stream's too)
+                answer = redact_answer(answer)
             headers = {**headers, "content-type": "application/json"}
             headers.pop("cache-control", None)
         elif path.rstrip("/") == COMPLETIONS_PATH:

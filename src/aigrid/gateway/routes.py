@@ -613,7 +613,7 @@ class Routes:
             ex.verdicts.extend(verdicts)
             return redacted
 
-        needs_redaction = not parsed.stream and checked
+        needs_redaction = checked  # a whole answer; a stream's only where the engine refuses it (read whole: proxy.py)
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged
