@@ -32,15 +32,17 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 log = logging.getLogger("aigrid.gateway")
 
-SWAP_READS = ("send", "receive", "response_started", "response_complete", "more_body", "keep_alive", "message_event",
-              "transport", "disconnected")
+SWAP_READS = ("send", "receive", "response_complete", "more_body", "keep_alive", "message_event", "transport",
+              "disconnected")
 """What slow_clients.RefusableCycle and HeadDeadline.send_400_response use of uvicorn's cycle (its class swapped
-under it)."""
+under it). RefusableCycle.send reads the cycle's `flow` too (write_paused, drain), only where `wire` fits: those are
+WIRE_READS' and WIRE_FLOW_READS'. (`response_started` was listed until RefusableCycle.answering replaced its read.)"""
 WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
               "flow")
 """What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket."""
 WIRE_FLOW_READS = ("write_paused", "drain")
-"""What ClientWire uses of the cycle's flow (uvicorn's FlowControl)."""
+"""What ClientWire (and RefusableCycle.send, before an answer's head) uses of the cycle's flow (uvicorn's
+FlowControl)."""
 LINGER_READS = ("handshake_complete", "initial_response", "close_sent", "disconnected", "scope", "close_timeout",
                 "handle_connect", "shutdown")
 """What stopping.Lingering reads and sets of uvicorn's WebSocket protocol (slow_clients.PongsWhileRead's base)."""
