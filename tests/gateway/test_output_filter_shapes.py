@@ -92,3 +92,19 @@ async def test_an_engines_refusal_is_read_as_its_answer_is(tmp_path, door: str, 
         assert r.status_code == 400 and PII.encode() not in r.content and b"REDACTED" in r.content, r.text
         row = await the_one_record(g.gw)
         assert "pii_output" in orjson.dumps(row).decode(), row
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_an_engines_retry_after_reaches_the_client_only_as_a_time(tmp_path, stream: bool) -> None:
+    """`retry-after` is the one header of an engine's the gateway passes on (proxy._PASS_HEADERS): any text an engine
+    wrote there went out as written, unread; now only a number of seconds or an HTTP date."""
+    def refusing(wait: str) -> Any:
+        def script(path: str, req: dict) -> H.Script:
+            return H.whole(orjson.dumps({"error": {"message": "busy"}}), 429, extra=[f"retry-after: {wait}"])
+        return script
+
+    for wait, kept in ((PII, False), ("7", True), ("Wed, 21 Oct 2026 07:28:00 GMT", True)):
+        async for g in grid(tmp_path, refusing(wait), redacting=True):
+            r = await g.post("chat", stream)
+            assert r.status_code == 429, r.text
+            assert (r.headers.get("retry-after") == wait) is kept and PII not in str(r.headers), r.headers

@@ -21,6 +21,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -725,7 +726,7 @@ class Proxy:
 
     @staticmethod
     def _headers(cand: Candidate, decision: Decision, upstream: UpstreamResponse) -> dict[str, str]:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS}
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS and _a_time(v)}
         sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
         headers["content-type"] = "text/event-stream" if sse else "application/json"
         headers.update({"x-aigrid-site": cand.site_id, "x-aigrid-endpoint": cand.endpoint_id,
@@ -737,6 +738,20 @@ class Proxy:
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
             headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
+
+
+def _a_time(value: str) -> bool:
+    """Whether a `retry-after` is one (seconds, or an HTTP date): an engine's other text there went out as written, to
+    a tenant whose answers are redacted too, until the twenty-eighth session."""
+    try:
+        float(value)
+        return True
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError, IndexError):
+        return False
 
 
 def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
