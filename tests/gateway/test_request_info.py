@@ -3,6 +3,8 @@ size of what a warm endpoint holds (prefix_tokens), and the prompt's token estim
 
 from __future__ import annotations
 
+import orjson
+
 from aigrid.core.types import RequestInfo
 from aigrid.gateway.request_info import (
     CHARS_PER_TOKEN,
@@ -113,3 +115,14 @@ def test_a_request_and_a_tool_loops_later_turn_are_estimated_alike() -> None:
     other = len('{"id":"c","type":"function","index":0,"function":{"name":"g","arguments":"{}"}}') + 1
     chars = 200 + len("Fix the failing test.") + calls + 300 + 6 + 5 + 280 + 90 + legacy + other
     assert request == chat_prompt_tokens(chars, len(messages))
+
+
+def test_the_tools_a_request_offers_are_estimated_as_a_loop_turns_are() -> None:
+    """A request's own tools (templates print their definitions into the system turn) were left out of its estimate,
+    though a loop's later turn and the token-count routes counted them."""
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city. " * 40,
+                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Paris?"}]
+    offered = info(messages, tools=[tool, tool]).prompt_tokens
+    assert offered == turn_prompt_tokens({"messages": messages, "tools": [tool, tool]})
+    assert offered >= info(messages).prompt_tokens + 2 * len(orjson.dumps(tool)) // CHARS_PER_TOKEN

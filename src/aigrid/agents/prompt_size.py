@@ -2,14 +2,15 @@
 gateway/request_info.estimate_prompt_tokens, which sizes its admission and quota reservations and its hang-up charge;
 a tool loop's later turn's: turn_prompt_tokens) and for the tool loop's context bound (LoopConfig.max_prompt_chars).
 
-A message counts its content (a string, or its parts' `text` and `refusal`) and what the engines are sent beside it,
-which a chat template renders into the prompt: an assistant turn's tool calls (call_chars: an OpenAI call's id, function
-name and arguments; another form's JSON), a legacy `function_call` (engines but a hosted one get it as a tool call:
-engine_body.for_engine), its reasoning as clients replay it (`reasoning_content`, `reasoning`) and its `refusal` (a
-refused turn sent back: engines but a hosted one get it as the content). Until 6 Dec 2026 a request's estimate read
-its content only: an agent's history of tool calls (their arguments most of its size) was reserved, and charged when
-its client hung up, at a small part of its size (40 calls, 59 KB: 713 tokens, now 12,868), and a loop turn's read no
-refusal nor reasoning. Cheap: no JSON is written but a tool call's of a form other than OpenAI's, alone
+The tools a body offers count as their JSON. A message counts its content (a string, or its parts' `text` and
+`refusal`) and what the engines are sent beside it, which a chat template renders into the prompt: an assistant turn's
+tool calls (call_chars: an OpenAI call's id, function name and arguments; another form's JSON), a legacy
+`function_call` (engines but a hosted one get it as a tool call: engine_body.for_engine), its reasoning as clients
+replay it (`reasoning_content`, `reasoning`) and its `refusal` (a refused turn sent back: engines but a hosted one get
+it as the content). Until 6 Dec 2026 a request's estimate read its messages' content only and not its tools: an
+agent's history of tool calls (their arguments most of its size) was reserved, and charged when its client hung up, at
+a small part of its size (40 calls, 59 KB: 713 tokens, now 12,868); a loop turn's read no refusal nor reasoning.
+Cheap: no JSON is written but the tools' and a tool call's of a form other than OpenAI's, each alone
 (scripts/bench_prompt_estimate.py).
 """
 
@@ -69,9 +70,14 @@ def call_chars(call: Any) -> int:
     return len(orjson.dumps(call))
 
 
+def tools_chars(tools: Any) -> int:
+    """Characters of the tools a chat body offers (each one's JSON, which templates print into the system turn)."""
+    return sum(len(orjson.dumps(t)) for t in tools) if tools else 0
+
+
 def prompt_chars(payload: Mapping[str, Any]) -> int:
-    """Characters of a chat body's messages (message_chars) and the tools it offers natively (each one's JSON)."""
-    total = sum(len(orjson.dumps(t)) for t in payload.get("tools") or ())
+    """Characters of a chat body's messages (message_chars) and the tools it offers natively (tools_chars)."""
+    total = tools_chars(payload.get("tools"))
     for m in payload.get("messages") or ():
         total += message_chars(m.get("content"), m.get("tool_calls"), m)
     return total

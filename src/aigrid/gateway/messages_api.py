@@ -45,7 +45,7 @@ from aigrid.gateway.messages_translate import (
     prefill_of,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import estimate_input_tokens
+from aigrid.gateway.request_info import estimate_prompt_tokens
 from aigrid.gateway.routes import CHAT_PATH, Routes, audited_route, authenticate
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
@@ -137,7 +137,7 @@ class MessagesApi:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
-        return Response(orjson.dumps({"input_tokens": estimate_input_tokens(chat, tools.get("tools", ()))}),
+        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}),
                         media_type=_JSON)
 
 

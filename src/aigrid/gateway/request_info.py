@@ -6,13 +6,11 @@ reads what the request itself says."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from math import ceil
 from typing import Any
 
-import orjson
-
-from aigrid.agents.prompt_size import message_chars, prompt_chars
+from aigrid.agents.prompt_size import message_chars, prompt_chars, tools_chars
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -54,10 +52,12 @@ def hash_key(text: str) -> str:
 
 def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
     """A request's prompt tokens before an engine tokenizes it: a chat request's messages as a model reads them
-    (agents.prompt_size.message_chars: content, tool calls, reasoning, a refusal; counted as turn_prompt_tokens
-    counts a tool loop's later turn), a completion's prompt."""
+    (agents.prompt_size.message_chars: content, tool calls, reasoning, a refusal) and the tools it offers (their
+    JSON), counted as turn_prompt_tokens counts a tool loop's later turn; a completion's prompt. What the front
+    doors' token-count routes answer too (Messages count_tokens, Responses input_tokens)."""
     if isinstance(body, ChatRequest):
-        chars = sum(message_chars(m.content, m.tool_calls, m.model_extra or {}) for m in body.messages)
+        chars = tools_chars(body.tools)
+        chars += sum(message_chars(m.content, m.tool_calls, m.model_extra or {}) for m in body.messages)
         return chat_prompt_tokens(chars, len(body.messages))
     return max(1, len(body.prompt_text()) // CHARS_PER_TOKEN)
 
@@ -71,13 +71,6 @@ def turn_prompt_tokens(payload: Mapping[str, Any]) -> int:
     """A tool loop's later model turn (the conversation so far, with its tool calls and results, and the tools
     it offers) estimated as estimate_prompt_tokens estimates a request."""
     return chat_prompt_tokens(prompt_chars(payload), len(payload.get("messages") or ()))
-
-
-def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:
-    """A chat request's input tokens as the router estimates them, with the tools it offers (their JSON); what
-    the front doors' token-count routes answer (Messages count_tokens, Responses input_tokens)."""
-    tool_tokens = len(orjson.dumps(list(tools))) // CHARS_PER_TOKEN if tools else 0
-    return estimate_prompt_tokens(chat) + tool_tokens
 
 
 def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None) -> list[str]:

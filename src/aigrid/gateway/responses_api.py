@@ -93,7 +93,7 @@ from aigrid.gateway.front_door import (
     whole_body,
 )
 from aigrid.gateway.relay_response import RelayResponse, aclose_body
-from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_input_tokens
+from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_prompt_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
 from aigrid.gateway.responses_stream import Spent, added, responses_stream
@@ -410,7 +410,7 @@ class ResponsesApi:
             if threshold is None:
                 context = smallest_context(chat.model, self.gw.spec.models)
                 threshold = None if context is None else int(context * AUTO_SHARE)
-            if threshold is None or estimate_input_tokens(chat, turn.chat.get("tools") or ()) <= threshold:
+            if threshold is None or estimate_prompt_tokens(chat) <= threshold:
                 return turn
         except ApiError as e:
             _own_error(e, turn)
@@ -849,7 +849,7 @@ class ResponsesApi:
             _own_error(e, turn)
             raise
         return json_response({"object": "response.input_tokens",
-                              "input_tokens": estimate_input_tokens(chat, turn.chat.get("tools") or ())})
+                              "input_tokens": estimate_prompt_tokens(chat)})
 
     async def _stored_access(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[Principal, str]:
         """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record; `heavy`: a read
