@@ -11,7 +11,11 @@ signal; a key whose window slides past its requests is re-checked within RECHECK
 
 The request path does no I/O: one deque append and one dict lookup more than a lone gateway. The hub's
 view of the other workers' requests is at most two batch intervals old (their next send, then this
-worker's next answer). Without an answer from the hub the worker answers from its own monitor alone.
+worker's next answer). Those are each worker's own intervals, not one clock: a worker whose event loop runs late
+(starved of CPU, or busy) sends its digests late, and every worker learns of its requests that much later; it
+takes its own verdicts late too. A key's requests on the workers that keep time are counted on time whatever
+one worker does (tests/gateway/test_workers.py counts each worker's exchanges apart). Without an answer from the
+hub the worker answers from its own monitor alone.
 No clock crosses processes: the hub counts a digest at the time it arrives (at most one interval late).
 """
 
