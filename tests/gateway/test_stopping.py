@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -334,12 +334,28 @@ class _Gated(FakeEngine):
                 await self.gate.wait()
 
 
+class _Waiting(FakeEngine):
+    """An engine that takes the request (`reached` set), answers nothing until `gate` is set, then answers whole."""
+
+    def __init__(self, name: str, reached: asyncio.Event, gate: asyncio.Event) -> None:
+        super().__init__(name)
+        self.reached, self.gate = reached, gate
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.reached.set()
+        await self.gate.wait()
+        async with super().open(path, body) as response:
+            yield response
+
+
 @asynccontextmanager
-async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float, held: bool = False
+async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float, held: bool = False,
+                            engine: Callable[[str], FakeEngine] | None = None,
                             ) -> AsyncIterator[tuple[GatewayServer, int, asyncio.Task[None]]]:
     """The gateway as `aigrid gateway` serves it (stopping.gateway_server: its grace from the spec, its WebSocket
     protocol, its signal handling: `signalled()` is what SIGTERM calls) on 127.0.0.1, every engine `_Gated` (`held`:
-    `_Held`, which sets `gate` once it has the request)."""
+    `_Held`, which sets `gate` once it has the request; `engine`: the one it makes of an endpoint's id)."""
     import random
     import socket
 
@@ -350,7 +366,8 @@ async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float,
 
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"shutdown_grace_s": grace_s})})
-    engines = {e.id: _Held(e.id, gate) if held else _Gated(e.id, gate) for e in spec.endpoints}
+    engines = {e.id: engine(e.id) if engine else _Held(e.id, gate) if held else _Gated(e.id, gate)
+               for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     loop = asyncio.get_running_loop()
@@ -470,6 +487,40 @@ async def test_the_grace_is_the_specs(tmp_path: Path) -> None:
     grid = {"name": "g", "gateway": {"shutdown_grace_s": -1}, "models": {}, "sites": {}, "endpoints": []}
     with pytest.raises(Exception, match="shutdown_grace_s"):
         parse_spec(grid, "spec.yaml")
+
+
+async def test_a_whole_answer_on_its_engine_when_the_stop_begins_gets_the_grace(tmp_path: Path) -> None:
+    """A whole answer held on its engine when the first signal comes is given the grace: uvicorn's stop (its servers
+    closed, each connection's shutdown) does not end it, and the engine's answer, once it comes, is the client's 200
+    (recorded `ok`). Under uvicorn 0.44.0 (pyproject's floor until the twenty-eighth session's area G) a connection's
+    shutdown made the request's `receive` return http.disconnect at once: the gateway took the stop for its client
+    hanging up, cut the request at the stop's beginning (no grace; `client_closed`, charged as a hang-up) and uvicorn
+    answered its own plain-text 500 ("ASGI callable returned without starting response"). uvicorn 0.45.0 dropped
+    that; pyproject asks for it since. CI runs the installed uvicorn; this fails with
+    PYTHONPATH=<uvicorn 0.44.0 unpacked> (docs/upgrading.md)."""
+    import httpx
+
+    reached, gate = asyncio.Event(), asyncio.Event()
+    async with _stopping_gateway(tmp_path, gate, grace_s=60, engine=lambda name: _Waiting(name, reached, gate)) as (
+            server, port, task):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            asked = asyncio.create_task(c.post("/v1/chat/completions", headers={"x-aigrid-client-location": "Tokyo"},
+                                               json={"model": "smollm2-135m", "messages": [
+                                                   {"role": "user", "content": "Name three rivers in Japan."}]}))
+            await asyncio.wait_for(reached.wait(), 30)  # on its engine
+            server.signalled()  # SIGTERM
+            while any(s.is_serving() for s in server.servers):  # uvicorn's stop begun: its servers closed, then at
+                assert not task.done()  # once (no await between) each connection's shutdown
+                await asyncio.sleep(0.01)
+            for _ in range(100):  # turns of the loop, for whatever that shutdown set off to run its course
+                await asyncio.sleep(0)
+            assert not asked.done(), asked.result().text
+            gate.set()  # the engine answers, well within the grace
+            answer = await asyncio.wait_for(asked, 30)
+        await asyncio.wait_for(task, 60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Hello from the grid"
+    assert [r["outcome"] for r in _records(tmp_path, "/v1/chat/completions")] == ["ok"]
 
 
 @pytest.mark.parametrize("signals", [1, 2])

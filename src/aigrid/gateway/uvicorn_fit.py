@@ -1,4 +1,4 @@
-"""Whether the installed uvicorn still has the internals the gateway relies on: pyproject allows any uvicorn from 0.44
+"""Whether the installed uvicorn still has the internals the gateway relies on: pyproject allows any uvicorn from 0.45
 on, and three parts of the gateway reach past its public API.
 
 - slow_clients.RefusableCycle: HeadDeadline swaps the class of each request cycle uvicorn's httptools protocol
