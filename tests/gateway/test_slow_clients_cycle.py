@@ -104,7 +104,7 @@ async def test_a_body_refused_while_a_streamed_answers_head_waits_for_the_client
 async def test_a_body_refused_while_a_whole_answers_head_waits_is_that_one_answer_then_closed() -> None:
     """An answer sent whole without reading the body (no read in flight: nothing raises): the refusal is not a
     second answer; the one the app sent goes out once the client reads, says `connection: close` and is the last.
-    Under uvicorn 0.44-0.52 (pyproject allows 0.44) its head said nothing of the close: RefusableCycle.send read
+    Under uvicorn 0.45-0.52 (pyproject allows 0.45) its head said nothing of the close: RefusableCycle.send read
     keep_alive before uvicorn's send waited (flow.drain), and the refusal came in that wait."""
     cycle, flow, wire = paused_cycle()
     answer = asyncio.ensure_future(PlainTextResponse("no")(SCOPE, cycle.receive, cycle.send))

@@ -1,5 +1,5 @@
 """gateway/slow_clients.py and relay_response.ClientWire rely on uvicorn's internals (pyproject allows any uvicorn from
-0.44 on): the class swap of each request's cycle to RefusableCycle, and ClientWire finding the client's socket under
+0.45 on): the class swap of each request's cycle to RefusableCycle, and ClientWire finding the client's socket under
 uvicorn's cycle. uvicorn_fit.uvicorn_fits checks them once per process; where uvicorn is not what they were written
 against (here: its protocol made to build another class, or a name the swap uses missing), one warning each and
 uvicorn's own behaviour, every request still served. uvicorn runs in this process on 127.0.0.1 (port 0)."""

@@ -50,7 +50,7 @@ another host (an ingress, a Kubernetes Service, Docker's 172.17.0.1) every clien
 the share is then set to 1 (docs/deploy.md).
 
 The class swap (RefusableCycle) and relay_response.ClientWire rely on uvicorn's internals, and pyproject allows any
-uvicorn from 0.44 on: uvicorn_fit.uvicorn_fits checks them once per process (at startup) and, where they are not what
+uvicorn from 0.45 on: uvicorn_fit.uvicorn_fits checks them once per process (at startup) and, where they are not what
 this was written against, logs a warning and leaves uvicorn's own behaviour in place rather than break a request.
 
 `PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
@@ -249,9 +249,9 @@ class RefusableCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         """uvicorn's send, with `connection: close` on an answer's head when the connection closes after it
         (keep_alive False: HeadDeadline's refusals, an HTTP/1.0 client): uvicorn writes it itself only from 0.53 on,
-        and pyproject allows 0.44 (before, those answers said nothing of the close that followed). The connection
+        and pyproject allows 0.45 (before, those answers said nothing of the close that followed). The connection
         is read after super().send's wait for a client that reads nothing (flow.drain), done here first: a body
-        refused during it (keep_alive then False) had its answer's head say nothing of the close under 0.44-0.52."""
+        refused during it (keep_alive then False) had its answer's head say nothing of the close under 0.45-0.52."""
         if message["type"] == "http.response.start":
             self.answering = True  # before the wait below, which comes before uvicorn's response_started
             if uvicorn_fits().wire and self.flow.write_paused and not self.disconnected:  # (flow as ClientWire's)
