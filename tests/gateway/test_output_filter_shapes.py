@@ -103,7 +103,12 @@ async def test_an_engines_retry_after_reaches_the_client_only_as_a_time(tmp_path
             return H.whole(orjson.dumps({"error": {"message": "busy"}}), 429, extra=[f"retry-after: {wait}"])
         return script
 
-    for wait, kept in ((PII, False), ("7", True), ("Wed, 21 Oct 2026 07:28:00 GMT", True)):
+    for wait, kept in ((PII, False), ("7", True), ("Wed, 21 Oct 2026 07:28:00 GMT", True),
+                       ("Sun Nov  6 08:49:37 1994", True),  # an HTTP date in asctime's form (RFC 9110 5.6.7)
+                       # what email.utils.parsedate_to_datetime takes as a date (review RV3: a time zone, a day's
+                       # name or words after it are any text), and one it raises OverflowError on (a 500)
+                       ("21 Oct 2026 07:28:00 " + PII, False), (PII + ", 21 Oct 2026 07:28:00 GMT", False),
+                       ("Wed, 21 Oct 2026 07:28:00 GMT " + PII, False), ("21 Oct 2026 07:28:00 4111111111111111", False)):
         async for g in grid(tmp_path, refusing(wait), redacting=True):
             r = await g.post("chat", stream)
             assert r.status_code == 429, r.text

@@ -21,7 +21,6 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -740,18 +739,22 @@ class Proxy:
         return headers
 
 
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_A_TIME = re.compile(
+    r"\d{1,10}(?:\.\d{1,6})?"  # seconds (RFC 9110's delay-seconds, and a fraction as e6f9b419 took)
+    rf"|{_DAY}, \d\d {_MONTH} \d{{4}} \d\d:\d\d:\d\d GMT"  # an HTTP date (IMF-fixdate)
+    rf"|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d\d-{_MONTH}-\d\d \d\d:\d\d:\d\d GMT"  # (RFC 850's form)
+    rf"|{_DAY} {_MONTH} [ \d]\d \d\d:\d\d:\d\d \d{{4}}", re.ASCII)  # (asctime's form)
+
+
 def _a_time(value: str) -> bool:
-    """Whether a `retry-after` is one (seconds, or an HTTP date): an engine's other text there went out as written, to
-    a tenant whose answers are redacted too, until the twenty-eighth session."""
-    try:
-        float(value)
-        return True
-    except ValueError:
-        pass
-    try:
-        return parsedate_to_datetime(value) is not None
-    except (TypeError, ValueError, IndexError):
-        return False
+    """Whether a `retry-after` is one (seconds, or an HTTP date in one of RFC 9110's three forms): an engine's other
+    text there went out as written, to a tenant whose answers are redacted too, until the twenty-eighth session. Read
+    by its grammar, not email.utils.parsedate_to_datetime (e6f9b419, review RV3): that takes any word as a time zone
+    or a day's name and ignores words after the time (`21 Oct 2026 07:28:00 jo@example.com` went out), and raised
+    OverflowError on a long number as the zone, a 500 for an engine's header."""
+    return _A_TIME.fullmatch(value) is not None
 
 
 def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
