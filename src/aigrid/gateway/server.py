@@ -170,7 +170,8 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
 def _keys_create(spec: GridSpec) -> str:
     """The command that makes a key this gateway takes: `keys create` writes the default key file and reads the
     secret from AIGRID_KEY_SECRET, so a spec's own security.keys_file is given as --keys-file (the key went to a
-    file the gateway never reads: 401) and its own secret_env's value handed over in AIGRID_KEY_SECRET."""
+    file the gateway never reads: 401) and its own security.secret_env as --secret-env (a name ENV_NAME holds to a
+    shell word, so it needs no quoting)."""
     defaults = SecuritySpec()
     sec = spec.security
     command = f"{_aigrid()} keys create TENANT"
@@ -178,7 +179,7 @@ def _keys_create(spec: GridSpec) -> str:
         command += f" --keys-file {shlex.quote(sec.keys_file)}"
     if sec.secret_env == SECRET_ENV:
         return f"{command} (with {SECRET_ENV})"
-    return f'{SECRET_ENV}="${sec.secret_env}" {command}'  # the gateway's secret, under the name the CLI reads
+    return f"{command} --secret-env {sec.secret_env}"
 
 
 def _loopback(host: str) -> bool:
