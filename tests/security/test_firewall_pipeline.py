@@ -13,7 +13,7 @@ from aigrid.errors import InvalidRequest
 from aigrid.gateway.model_texts import apply, beside_messages, chat_texts, completion_texts
 from aigrid.security.firewall.injection import InjectionModel, InjectionScore
 from aigrid.security.firewall.pii import PiiMatch
-from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, stream_verdicts
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, output_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import ModelText, Source
 
@@ -137,7 +137,7 @@ def test_output_redaction_whole_and_streamed(firewall: Firewall) -> None:
     redactor = StreamingRedactor()
     out = redactor.feed("IBAN DE89 3704 00") + redactor.feed("44 0532 0130 00 ok") + redactor.flush()
     assert out == "IBAN [REDACTED:IBAN] ok"
-    assert stream_verdicts(redactor)[0].detail == "personal data: iban"
+    assert output_verdicts(redactor.found)[0].detail == "personal data: iban"
 
 
 def test_client_tool_descriptions_follow_their_own_action_and_injection_off() -> None:

@@ -27,7 +27,6 @@ from aigrid.security.firewall.features import STEP, WINDOW
 from aigrid.security.firewall.injection import InjectionModel, more_severe, other_readings, pasted_start
 from aigrid.security.firewall.pii import PiiMatch, cannot_hold, find_pii, read_together, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
-from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText, Source
 
 SHORT = 100
@@ -359,8 +358,3 @@ def output_verdicts(kinds: Iterable[str], action: Action | str = Action.REDACT) 
         return []
     done = "redacted" if action == Action.REDACT else "flagged"
     return [Verdict("pii_output", done, f"personal data: {', '.join(found)}")]
-
-
-def stream_verdicts(*redactors: StreamingRedactor) -> list[Verdict]:
-    """Verdicts for a finished stream (call after flush): one for what its redactors (one per choice) found."""
-    return output_verdicts(kind for r in redactors for kind in r.found)
