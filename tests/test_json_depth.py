@@ -107,6 +107,32 @@ def test_an_answer_whose_usage_is_taken_out_is_written_once(monkeypatch: pytest.
             whole_answer(deep, None)
 
 
+def test_a_plain_answer_is_written_only_without_its_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer of no more brackets than MAX_DEPTH (a plain chat answer: most) nests no deeper, so nothing is
+    written to check its depth: its usage charged, nothing written; taken out, the answer once, without it. d77fa73d
+    wrote each answer's usage inside 127 arrays to check it (a plain answer's whole_answer 3.3 -> 11.6 us), and one
+    whose usage was taken out inside 126 more (3.7 -> 37 us)."""
+    from aigrid.gateway import usage as usage_module
+    from aigrid.gateway.usage import whole_answer
+
+    doc = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello [{"},
+                                   "finish_reason": "stop"}]}
+    wrote: list[bytes] = []
+    dumps = orjson.dumps
+
+    def counted(v: Any, *args: Any) -> bytes:
+        out = dumps(v, *args)
+        wrote.append(out)
+        return out
+    charged = orjson.dumps({**doc, "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+    taken_out = orjson.dumps({**doc, "usage": {"prompt_tokens": -5, "completion_tokens": 2}})
+    monkeypatch.setattr(usage_module.orjson, "dumps", counted)  # orjson itself: json_depth's and usage's
+    assert whole_answer(charged, None) == (charged, {"prompt_tokens": 5, "completion_tokens": 2}, None)
+    assert wrote == []
+    assert whole_answer(taken_out, None) == (dumps(doc), None, "prompt_tokens is -5")
+    assert wrote == [dumps(doc)]
+
+
 def test_an_answer_nested_too_deep_is_not_an_answer() -> None:
     """The engine's whole answer (usage.whole_answer) is judged by the same check as a request."""
     from aigrid.gateway.usage import NotAnAnswer, whole_answer

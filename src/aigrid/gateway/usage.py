@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.answer_shape import choice_fault
-from aigrid.json_depth import MAX_DEPTH, deeper_than, written
+from aigrid.json_depth import MAX_DEPTH, deeper_than, few_brackets, written
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
@@ -60,9 +60,11 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
     # orjson reads 1,024 levels and writes 254: re-written (a redaction, a usage taken out, a front door's
     # translation, a batch's line) it raised, a 500 with the engine's slot never released. The usage first (one level
-    # down), which its verdict quotes; then the answer, written once: checked as it is, or written without its usage
+    # down), which its verdict quotes; then the answer, written once: checked as it is, or written without its usage.
+    # An answer of no more brackets than MAX_DEPTH (most) nests no deeper: nothing written to check it
+    shallow = few_brackets(answer)
     usage = doc.get("usage")
-    if usage is not None and written(usage, MAX_DEPTH - 1) is None:  # not the answer's brackets counted again
+    if usage is not None and not shallow and written(usage, MAX_DEPTH - 1) is None:
         raise NotAnAnswer(_DEEP)
     if usage is None or isinstance(usage, dict):
         why = None if usage is None else unbelievable(usage, most)
@@ -70,11 +72,11 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         why = f"usage is {str(usage)[:40]}, not an object"
     stripped = None
     if why is None:
-        if deeper_than(answer, doc):
+        if not shallow and deeper_than(answer, doc):
             raise NotAnAnswer(_DEEP)
     else:
         del doc["usage"]
-        stripped = written(doc)
+        stripped = orjson.dumps(doc) if shallow else written(doc)
         if stripped is None:
             raise NotAnAnswer(_DEEP)
     for choice in doc["choices"]:
