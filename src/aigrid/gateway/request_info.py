@@ -89,8 +89,11 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
                             f"Available: {', '.join(usable_models(known_models, may_use))}", param="model")
     budget = body.output_budget()
     if budget is not None and budget > max_output_tokens:
-        raise InvalidRequest(f"max_tokens {budget} exceeds this grid's limit of {max_output_tokens}",
-                             param="max_tokens")
+        # the field the client sent (output_budget reads max_completion_tokens first): a 400 naming max_tokens for a
+        # max_completion_tokens pointed at a field the body did not have (the Responses door renames it
+        # max_output_tokens, the Messages door's is max_tokens)
+        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise InvalidRequest(f"{field} {budget} exceeds this grid's limit of {max_output_tokens}", param=field)
     session = headers.get(H_SESSION) or body.user
     conversation = body.conversation_text()  # None unless the prefix is a system prompt
     prefix = body.prefix_text()

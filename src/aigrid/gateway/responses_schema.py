@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from aigrid.gateway.conversations_schema import Metadata
-from aigrid.gateway.schemas import _refusing, bounding
+from aigrid.gateway.schemas import _refusing, bounding, served_tier
 
 
 class TextFormat(BaseModel):
@@ -71,6 +71,12 @@ class ResponsesRequest(BaseModel):
     """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
     POST /v1/responses/{id}/cancel stops it."""
 
+    service_tier: str | None = None
+    """OpenAI's processing tier, as on chat (schemas.served_tier): `auto` and `default` pass (not sent on: the engines
+    have no tiers); `flex`, `scale` and `priority` are a 400 naming `service_tier` (they were accepted and the
+    request served at the grid's one tier, the client told nothing, while chat refused them)."""
+    _tiers = field_validator("service_tier")(classmethod(lambda cls, v: served_tier(v)))
+
     prompt: Any = None
     """OpenAI's reusable prompt template (`{id, version, variables}`, stored on OpenAI's platform): not served, a 400
     naming `prompt` (it was accepted and ignored: the template's instructions never reached the model)."""
@@ -94,8 +100,8 @@ class ResponsesRequest(BaseModel):
 class CompactRequest(ResponsesRequest):
     """POST /v1/responses/compact (the SDK's `responses.compact`): a model and the conversation to compact, as
     `input` items and/or the stored history of `previous_response_id`, with `instructions`. The other fields of a
-    Responses request are accepted and not used (the SDK's image, prompt cache, safety and service tier settings
-    are hints only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact), and a
-    `prompt` template as in a create."""
+    Responses request are accepted and not used (the SDK's image, prompt cache and safety settings are hints
+    only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact), and a `prompt`
+    template and a `service_tier` other than `auto` or `default` as in a create."""
 
     input: str | list[dict[str, Any]] = Field(default_factory=list)

@@ -102,6 +102,16 @@ Refused = SkipJsonSchema[Any]
 read and refused, and left out of /openapi.json, which offered it as a field served."""
 
 
+def served_tier(v: str | None) -> str | None:
+    """OpenAI's `service_tier` as the chat and Responses doors take it: the grid has one tier, so `auto` and
+    `default` (and null) pass, and `flex`, `scale` and `priority` are refused on both doors (the Responses API took
+    them and served the grid's one tier, the client told nothing: twenty-eighth session)."""
+    if v not in (None, "auto", "default"):
+        raise ValueError(f"the service tier {v!r} is not served by this grid: it has no tiers (send 'auto' or "
+                         "'default', or leave it out; a request's urgency is the x-aigrid-priority header)")
+    return v
+
+
 def _refusing(reasons: dict[str, str]) -> Any:
     """The one validator of a model's refused fields: any value of a field named in `reasons` is refused with
     its reason (declare the field `Refused`, or `Any` where /openapi.json shows it)."""
@@ -418,13 +428,7 @@ class ChatRequest(_Common):
                               "tools a request offers (the firewall reads every page a model is given)",
         "audio": "audio output is not served by this grid: its models answer in text only"})
 
-    @field_validator("service_tier")
-    @classmethod
-    def _no_tiers(cls, v: str | None) -> str | None:
-        if v not in (None, "auto", "default"):
-            raise ValueError(f"the service tier {v!r} is not served by this grid: it has no tiers (send 'auto' or "
-                             "'default', or leave it out; a request's urgency is the x-aigrid-priority header)")
-        return v
+    _tiers = field_validator("service_tier")(classmethod(lambda cls, v: served_tier(v)))
 
     @field_validator("store")
     @classmethod
