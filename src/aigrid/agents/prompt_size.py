@@ -23,10 +23,12 @@ import orjson
 
 PART_TEXTS = ("text", "refusal")
 """A content part's texts the model reads (gateway.schemas.PART_TEXTS)."""
-BESIDE_CONTENT = ("refusal", "reasoning_content", "reasoning")
-"""A message's texts beside its content that its engine is sent: an assistant's refusal, and its reasoning
-(vLLM, SGLang, llama.cpp and DeepSeek's `reasoning_content`; vLLM's newer `reasoning`: gateway.model_texts.REASONING_KEYS),
-which reasoning models' templates render."""
+REASONING_KEYS = ("reasoning_content", "reasoning")
+"""An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's
+`reasoning_content`; vLLM's newer `reasoning`), which reasoning models' templates (Qwen3, DeepSeek-R1) render: counted
+here, read by the firewall (gateway.model_texts)."""
+BESIDE_CONTENT = ("refusal", *REASONING_KEYS)
+"""A message's texts beside its content that its engine is sent: an assistant's refusal, and its reasoning."""
 
 
 def message_chars(content: Any, tool_calls: Any, beside: Mapping[str, Any]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.agents.prompt_size import REASONING_KEYS
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.schemas import PART_TEXTS
 from aigrid.security.firewall.pii import redact
@@ -58,11 +59,6 @@ def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[Mod
                     for key in PART_TEXTS if isinstance(part.get(key), str)]
         out += _beside_content(message, i, source)
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
-
-
-REASONING_KEYS = ("reasoning_content", "reasoning")
-"""An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's
-`reasoning_content`; vLLM's newer `reasoning`), which reasoning models' templates (Qwen3, DeepSeek-R1) render."""
 
 
 def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[ModelText]:
