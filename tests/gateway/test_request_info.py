@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 
+from aigrid.agents.prompt_size import prompt_chars
 from aigrid.core.types import RequestInfo
 from aigrid.gateway.request_info import (
     CHARS_PER_TOKEN,
@@ -111,9 +112,10 @@ def test_a_request_and_a_tool_loops_later_turn_are_estimated_alike() -> None:
     request = info(messages).prompt_tokens
     assert request == turn_prompt_tokens({"model": "m", "messages": messages})
     calls = 3 * (500 + len("write_file") + len("call_0")) + 3 * len("ok")  # a call: its id, name and arguments
-    legacy = len('{"name":"f","arguments":"{\\"a\\": 1}"}') + 1  # other forms: their JSON
-    other = len('{"id":"c","type":"function","index":0,"function":{"name":"g","arguments":"{}"}}') + 1
-    chars = 200 + len("Fix the failing test.") + calls + 300 + 6 + 5 + 280 + 90 + legacy + other
+    legacy = len('{"name":"f","arguments":"{\\"a\\": 1}"}')  # other forms: their JSON
+    other = len('{"id":"c","type":"function","index":0,"function":{"name":"g","arguments":"{}"}}')
+    chars = 200 + len("Fix the failing test.") + calls + 300 + 6 + 5 + 280 + 90 + legacy + len("1") + other + len("2")
+    assert prompt_chars({"messages": messages}) == chars  # exact: the tokens below are chars // 4
     assert request == chat_prompt_tokens(chars, len(messages))
 
 

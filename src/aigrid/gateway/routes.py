@@ -883,10 +883,10 @@ def refuse_unallowed_tools(body: Mapping[str, Any], registry: ToolRegistry, prin
 def first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,
                      model: ModelSpec | None) -> int:
     """What admission reserves of a tool loop's first model turn: its prompt's estimate with what it offers of the
-    tools (a constrained turn's instructions, a native turn's definitions: the request's own estimate counts neither)
-    and the fewest output tokens it is sent with (MIN_TURN_OUTPUT, or its max_tokens if fewer: the rest is reserved
-    as the turn starts, Guard.extend, shortened to the room left), in the model's tool-call mode (the larger of both
-    for `auto`, whose model the routing picks)."""
+    tools (a constrained turn's instructions, a native turn's definitions: the request's own estimate counts neither,
+    only its `tools` as the client sent them) and the fewest output tokens it is sent with (MIN_TURN_OUTPUT, or its
+    max_tokens if fewer: the rest is reserved as the turn starts, Guard.extend, shortened to the room left), in the
+    model's tool-call mode (the larger of both for `auto`, whose model the routing picks)."""
     modes: tuple[ToolMode, ...] = (model.tool_calls,) if model is not None else ("constrained", "native")
     turns = (first_turn(body, registry, replace(loop, mode=mode)) for mode in modes)
     return max(turn_prompt_tokens(t) + min(output_limit(t) or DEFAULT_OUTPUT_TOKENS, MIN_TURN_OUTPUT) for t in turns)
