@@ -1,7 +1,7 @@
 """What the gateway's prompt-token estimate (gateway/request_info.py: estimate_prompt_tokens, which sizes a request's
 admission and quota reservations and its hang-up charge, and turn_prompt_tokens, a tool loop's later turn) costs per
-request, on three validated chat requests: a 60-turn conversation of text (~18 KB), an agent's history of 40 tool
-calls with their results (~50 KB, most of it the calls' arguments), and one short message. Also the validation of the
+request, on three validated chat requests: a 60-turn conversation of text (~20 KB), an agent's history of 40 tool
+calls with their results (~59 KB, most of it the calls' arguments), and one short message. Also the validation of the
 same bodies (pydantic), for scale.
 
     .venv/bin/python scripts/bench_prompt_estimate.py
