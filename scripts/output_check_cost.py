@@ -7,9 +7,15 @@
 - a redacted stream's chunk (OutputFilter.event): a content chunk, and a tool call's first piece (its id and name
   read whole: CallNames) and a later piece (the id read again from the last one's cache);
 - a cut Responses stream's next sequence_number (stopping._Watched._count) for one delta event a send, beside the
-  count it replaced.
+  count it replaced;
+- first, Firewall.check_output of a text (one reading of the detectors since the twenty-eighth session, two before
+  where an item was found: find_pii, then redact's own) and redact_json_answer of an answer holding personal data,
+  in microseconds of CPU time, best of `--runs` (until review RV3 of the twenty-eighth session a script of their own,
+  scripts/check_output_cost.py; its `--n 1000` is this script's default `--n 20000`). `--check-output-only` prints
+  just these: they run on a tree from before the twenty-eighth session too (`git archive REV src | tar -x -C DIR`,
+  that `src` on PYTHONPATH), where the rest may not.
 
-    PYTHONPATH=src python scripts/output_check_cost.py [--n 20000]
+    PYTHONPATH=src python scripts/output_check_cost.py [--n 20000] [--runs 5] [--check-output-only]
 
 Prints microseconds per call; the machine's load beside them matters (`cat /proc/loadavg`).
 """
@@ -41,6 +47,38 @@ ANSWER = orjson.dumps({
             {"id": "chatcmpl-tool-0a1b2c3d4e5f60718293a4b5", "type": "function",
              "function": {"name": "post_summary", "arguments": '{"channel": "finance", "text": "Q3 summary"}'}}]}}],
     "usage": {"prompt_tokens": 812, "completion_tokens": 141, "total_tokens": 953}})
+TEXTS = {
+    "prose, nothing found (~1.2 KB)": PROSE,
+    "prose with an address (~1.2 KB)": PROSE + "Write to jo@example.com.",
+    "prose with a phone and a card (~1.2 KB)": PROSE + "Call +44 20 7946 0958, card 4111 1111 1111 1111.",
+    "a call id with an address": "call_jo@example.com",
+}
+ANSWER_WITH_ITEMS = orjson.dumps({
+    "id": "chatcmpl-0123456789abcdef", "object": "chat.completion", "created": 1796231436, "model": "qwen2.5-7b",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": TEXTS["prose with an address (~1.2 KB)"], "tool_calls": [
+            {"id": "call_jo@example.com", "type": "function",
+             "function": {"name": "lookup_123-45-6789", "arguments": '{"to": "jo@example.com"}'}}]}}],
+    "usage": {"prompt_tokens": 812, "completion_tokens": 141, "total_tokens": 953}})
+
+
+def cpu_per_call(fn: Callable[[], Any], n: int, runs: int) -> float:
+    """Microseconds of CPU time (process_time) a call, the best of `runs` runs of `n` calls."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.process_time() - start) / n * 1e6)
+    return best
+
+
+def check_output_figures(fw: Firewall, n: int, runs: int) -> None:
+    for what, text in TEXTS.items():
+        print(f"check_output, {what}: {cpu_per_call(lambda t=text: fw.check_output('t', t), n, runs):.1f} us")
+    print(f"redact_json_answer, an answer with an address, an SSN in a call's name and an address in its id and "
+          f"arguments ({len(ANSWER_WITH_ITEMS)} bytes): "
+          f"{cpu_per_call(lambda: redact_json_answer(fw, 't', ANSWER_WITH_ITEMS), max(n // 4, 1), runs):.1f} us")
 
 
 def per_call(fn: Callable[[], Any], n: int) -> float:
@@ -58,8 +96,14 @@ def chunk(delta: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--n", type=int, default=20000)
-    n = ap.parse_args().n
+    ap.add_argument("--runs", type=int, default=5, help="check_output's figures: the best of this many runs")
+    ap.add_argument("--check-output-only", action="store_true", help="print check_output's figures only")
+    args = ap.parse_args()
+    n = args.n
     fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    check_output_figures(fw, max(n // 20, 1), args.runs)
+    if args.check_output_only:
+        return
     obj = orjson.loads(ANSWER)
     print(f"whole answer ({len(ANSWER)} bytes): orjson.dumps {per_call(lambda: orjson.dumps(obj), n):.2f} us; "
           f"redact_json_answer {per_call(lambda: redact_json_answer(fw, 't', ANSWER), max(n // 20, 10)):.1f} us")
