@@ -51,7 +51,8 @@ class Exchange:
     counted twice); it settles the `reservation` it was handed."""
     abuse: AbuseVerdict | None = None
     verdicts: list[Verdict] = field(default_factory=list)
-    """Input verdicts, then those of the tool loop and of a whole (non-streamed) answer."""
+    """Input verdicts, then those of the tool loop and of a whole (non-streamed) answer or an engine's refusal (streamed
+    too: read whole, proxy.py)."""
     output: OutputFilter | None = None
     """A streamed answer's filter: its verdicts are read when the exchange closes."""
     decision: Decision | None = None
