@@ -67,3 +67,20 @@ async def test_the_grids_own_tier_is_served_on_chat_and_responses_alike(
         tmp_path: Path, fakes: dict[str, FakeEngine], path: str, body: dict[str, Any], tier: str | None) -> None:
     r = await _post(tmp_path, fakes, path, {"model": MODEL, "service_tier": tier, **body})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"messages": HI, "max_tokens": 4}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 4}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 4}),
+    ("/v1/messages", {"messages": HI, "max_tokens": 4}),
+])
+async def test_no_door_sends_the_clients_priority_to_an_engine(
+        tmp_path: Path, fakes: dict[str, FakeEngine], path: str, body: dict[str, Any]) -> None:
+    """vLLM reads a body `priority` the other way (lower runs earlier; aigrid's higher is more urgent): a client's
+    value sent on would be read backwards, so no door sends it (docs/routing.md, "Urgency"). A guard: passes on
+    HEAD too (P asked whether the value reached vLLM: it did not)."""
+    r = await _post(tmp_path, fakes, path, {"model": MODEL, "priority": 1, **body})
+    assert r.status_code == 200, r.text
+    sent = [s for f in fakes.values() for s in f.received]
+    assert sent and all("priority" not in s for s in sent), sent
