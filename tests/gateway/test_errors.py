@@ -320,11 +320,17 @@ def test_a_legacy_completions_logprobs_count_reads_as_top_logprobs_to_the_abuse_
     """A completion's `logprobs: 5` asks for the 5 most likely tokens per position, as chat's top_logprobs 5 does:
     the extraction signal counted only chat's field, so a sweep through /v1/completions was never seen."""
     from aigrid.gateway.guard import request_traits
+    from aigrid.gateway.schemas import CompletionRequest
 
     legacy = request_traits({"prompt": "x", "logprobs": 5}, "x")
     assert legacy.logprobs and legacy.top_logprobs == 5
     assert request_traits({"logprobs": True, "top_logprobs": 7}, "x").top_logprobs == 7
     assert request_traits({"logprobs": True}, "x").top_logprobs == 0
+    # 5.0: CompletionRequest serves it as 5 (a whole float, as the engines read it); it counted 0, and the
+    # extraction signal (logprobs with top_logprobs >= 5) never saw a sweep sent so
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "logprobs": 5.0}).logprobs == 5
+    assert request_traits({"prompt": "x", "logprobs": 5.0}, "x").top_logprobs == 5
+    assert request_traits({"prompt": "x", "logprobs": 2.5}, "x").top_logprobs == 0  # not a count (a 400 there)
     # vLLM's prompt_logprobs: the same distribution over the prompt's positions (until 2026-12-04 not counted;
     # at most 20 and never -1, the whole vocabulary: test_prompt_logprobs_are_bounded_as_top_logprobs)
     prompt = request_traits({"prompt": "x", "prompt_logprobs": 20}, "x")

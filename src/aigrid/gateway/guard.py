@@ -105,6 +105,8 @@ def request_traits(body: Mapping[str, Any], prompt: str) -> RequestTraits:
     """What the abuse signals read of a request body, type-checked here for every audited route: the
     completion routes' schemas do not know top_logprobs, and /v1/embeddings bodies have no schema at all."""
     legacy = body.get("logprobs")  # a completion's `logprobs: N` asks for the N most likely tokens, as top_logprobs
+    if isinstance(legacy, float) and legacy.is_integer():
+        legacy = int(legacy)  # 5.0: the schema (lax int) and the engines read it as 5
     legacy_n = legacy if isinstance(legacy, int) and not isinstance(legacy, bool) else 0
     # vLLM's `prompt_logprobs: N`: the N most likely tokens at every position of the prompt, the same distribution
     prompt_n = _typed(body, "prompt_logprobs", int, _INTEGER) or 0
