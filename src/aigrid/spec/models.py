@@ -75,8 +75,8 @@ def http_url(url: str | None) -> str | None:
 
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-"""An environment variable's name as a shell reads it: the gateway's banner prints `VAR="$NAME"` for one
-(security.secret_env), and `$MY-SECRET` is $MY followed by -SECRET."""
+"""An environment variable's name as a shell reads it (`$MY-SECRET` is $MY followed by -SECRET): the gateway's banner
+prints `aigrid keys create TENANT --secret-env NAME` for one (security.secret_env), unquoted."""
 API_ROOT = "/v1"
 """Where an OpenAI-compatible server's API lives under its base URL: the engine adapters add it to each path."""
 API_RESOURCES = frozenset({"chat", "completions", "embeddings", "models", "responses", "messages"})
