@@ -413,6 +413,8 @@ class OutputFilter:
         return not self._redacts or self._steps
 
     def verdicts(self) -> list[Verdict]:
+        if not self._redacts:  # nothing read, no verdict: a stream not redacted pays nothing for it (review RV3)
+            return []
         return self._reads.verdicts(*(r.found for r in self._redactors.values()))
 
     def _read_short(self, text: str) -> str:
