@@ -4,15 +4,21 @@ engine that does not answer its probes holds no other endpoint's scrape."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
-from aigrid.gateway.app import Gateway
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.gateway.app import Gateway, build_gateway
 from aigrid.gateway.scraper import Scraper
+from aigrid.gateway.wiring import upstream
 from aigrid.spec import load
+from tests.gateway import hostile_engine as H
+from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.test_hostile_engines import grid, sane
 
@@ -89,3 +95,69 @@ async def test_an_engine_without_a_reason_is_unhealthy_saying_its_check_failed(
         await gateway.scraper.scrape_once()
     assert [r.getMessage() for r in caplog.records if r.name == "aigrid.scraper"] == [
         "endpoint fra-smollm2 is now UNHEALTHY: health check failed"]
+
+
+GGUF = "/home/op/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", scrapes: int = 2) -> list[str]:
+    """The scraper's lines (INFO and up) over `scrapes` scrapes of the demo grid, every endpoint of `kind` on one
+    engine whose GET /v1/models answers `models`."""
+    engine = H.HostileEngine(sane)
+    engine.gets["/v1/models"] = lambda: models
+    await engine.start()
+    up = upstream()
+    spec = spec_in(tmp_path)
+    adapters = {e.id: OpenAICompatEngine(kind, engine.url, up.client, transport=up.http1) for e in spec.endpoints}
+    gw = build_gateway(spec, adapters)
+    logger = logging.getLogger("aigrid.scraper")
+    seen: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda r: seen.append(r.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(scrapes):
+            await gw.scraper.scrape_once()
+        assert all(gw.store.snapshot().state(e.id).healthy for e in spec.endpoints)
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+        await up.aclose()
+        await engine.stop()
+    return seen
+
+
+def _listing(*ids: str) -> H.Script:
+    return H.whole(orjson.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}))
+
+
+@pytest.mark.parametrize("kind", ["vllm", "openai"])
+async def test_an_engine_serving_another_name_than_the_gateway_sends_is_warned_of_once(
+        tmp_path: Path, kind: str) -> None:
+    """A llama-server started without --alias answers every request with its GGUF file's path in `model`, which the
+    gateway passed to clients (the site's file system shown to them) and nothing told the operator (P, twenty-eighth
+    session); vLLM refuses a name it does not serve. Now the scraper reads each engine's GET /v1/models once it is
+    healthy and warns, once an endpoint, naming the endpoint, both names and the fix."""
+    lines = await _named_scrapes(tmp_path, _listing(GGUF), kind)
+    spec = spec_in(tmp_path)
+    warned = [line for line in lines if "GET /v1/models" in line]
+    assert len(warned) == len(spec.endpoints), lines  # one for each endpoint, not one a scrape
+    for e in spec.endpoints:
+        name = e.served_model or e.model
+        line = next(line for line in warned if line.startswith(f"endpoint {e.id}:"))
+        assert repr(GGUF) in line and repr(name) in line and f"--alias {name}" in line, line
+        assert f"--served-model-name {name}" in line, line
+
+
+async def test_an_engine_serving_the_name_it_is_sent_is_not_warned_of(tmp_path: Path) -> None:
+    names = {e.served_model or e.model for e in spec_in(tmp_path).endpoints}
+    lines = await _named_scrapes(tmp_path, _listing("other", *names))
+    assert not [line for line in lines if "/v1/models" in line], lines
+
+
+async def test_an_engine_without_a_model_list_is_said_once_and_stays_healthy(tmp_path: Path) -> None:
+    lines = await _named_scrapes(tmp_path, H.whole(b"<html>no</html>", 200, "text/html"))
+    said = [line for line in lines if "model names were not read" in line]
+    assert len(said) == len(spec_in(tmp_path).endpoints) and "answered no JSON" in said[0], lines

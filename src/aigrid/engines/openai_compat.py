@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import cast
 
 import httpx
+import orjson
 
 from aigrid.content_coding import IDENTITY, Encoded, read_identity
 from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
@@ -60,6 +61,9 @@ METRICS_MAX_BYTES = 16 << 20
 of 8 GPUs less): more is not read, the scrape fails (EngineError)."""
 HEALTH_MAX_BYTES = 64 << 10
 """The most bytes of a health answer read (only its status counts)."""
+MODELS_PATH = "/v1/models"
+MODELS_MAX_BYTES = 1 << 20
+"""The most bytes of an engine's model list read (a hosted provider's lists a few hundred models in under 100 KiB)."""
 
 CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
@@ -270,6 +274,30 @@ class OpenAICompatEngine:
             raise EngineUnavailable(f"{self}: {url} answered HTTP {status}" + (
                 " (no such path there: is the endpoint's url the server's base URL?)" if status == 404 else ""))
         return True
+
+    async def model_ids(self) -> list[str]:
+        """The names the engine serves, from its GET /v1/models (each entry's `id`): what its answers carry in their
+        `model` field, and the names a request may give it (vLLM and SGLang refuse another; llama-server serves its one
+        model under any name and answers with its `--alias`, else its GGUF file's path). Read once an endpoint is first
+        healthy (gateway/scraper.py), never on the data path. Raises EngineUnavailable when it cannot be reached and
+        EngineError when the answer is not a model list."""
+        url = self._url(MODELS_PATH)
+        try:
+            status, body = await self._get(url, self._headers, MODELS_MAX_BYTES)
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
+        if status != 200:
+            raise EngineError(f"{self}: {url} answered HTTP {status}")
+        if body is None:
+            raise EngineError(f"{self}: {url} answered more than {MODELS_MAX_BYTES} bytes")
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise EngineError(f"{self}: {url} answered no JSON: {body[:60]!r}") from None
+        data = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(data, list):
+            raise EngineError(f"{self}: {url} answered no model list (`data`): {body[:60]!r}")
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def stats(self) -> EngineStats:
         """The engine's load from its own metrics (all None for kinds without metrics), plus GPU power

@@ -170,7 +170,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
-        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
+        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served),
         rng=rng or random.Random(), clock=clock, guard=guard, location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id, metrics),

@@ -15,7 +15,7 @@ from functools import partial
 
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
-from aigrid.errors import EngineError
+from aigrid.errors import EngineError, EngineUnavailable
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
@@ -26,11 +26,15 @@ log = logging.getLogger("aigrid.scraper")
 
 class Scraper:
     def __init__(self, store: TelemetryStore, engines: Mapping[str, Engine], endpoints: tuple[Endpoint, ...],
-                 metrics: GatewayMetrics, interval_s: float) -> None:
+                 metrics: GatewayMetrics, interval_s: float, served: Mapping[str, str] | None = None) -> None:
+        """`served`: endpoint id -> the model name the gateway sends its engine (its served_model, else its model)."""
         self._store = store
         self._engines = engines
         self._endpoints = endpoints
         self._metrics = metrics
+        self._served = dict(served or {})
+        self._named: set[str] = set()
+        """The endpoints whose engine's model names were read (name_check): once each."""
         self._periodic = [Periodic(partial(self._scrape, e), interval_s, f"aigrid-scraper-{e.id}") for e in endpoints]
 
     async def scrape_once(self) -> None:
@@ -69,6 +73,40 @@ class Scraper:
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
         if waiting is not None:
             self._metrics.queue.labels(*labels).set(waiting)
+        if healthy and endpoint.id not in self._named:
+            await self._name_check(endpoint, engine)
+
+    async def _name_check(self, endpoint: Endpoint, engine: Engine) -> None:
+        """Once an endpoint is first healthy: a warning, once, when its engine does not serve the name the gateway
+        sends it (GET /v1/models). The engine's answers carry its own name in `model`, which the gateway passes to the
+        client as the engine wrote it (the relay does not read a stream's chunks to rewrite it, docs/engines.md): a
+        llama-server started without --alias answered with its GGUF file's path (/home/.../SmolLM2-135M-Instruct.
+        Q4_1.gguf), the site's file system shown to every client; vLLM and SGLang refuse a name they do not serve."""
+        model_ids = getattr(engine, "model_ids", None)  # engines that speak OpenAI's API over HTTP
+        if model_ids is None:
+            self._named.add(endpoint.id)
+            return
+        name = self._served.get(endpoint.id, endpoint.model)
+        try:
+            ids = await model_ids()
+        except EngineUnavailable:
+            return  # unreachable just now: read at its next healthy scrape
+        except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
+            self._named.add(endpoint.id)
+            log.info("endpoint %s: its engine's model names were not read (%s); the name %r it is sent is not checked",
+                     endpoint.id, str(e) or type(e).__name__, name, extra=fields(endpoint=endpoint.id))
+            return
+        self._named.add(endpoint.id)
+        if name in ids:
+            return
+        shown = ", ".join(repr(i[:200]) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        log.warning("endpoint %s: its engine serves %s (GET /v1/models), not %r, the name the gateway sends it: "
+                    "vLLM and SGLang refuse the requests, llama-server answers them with its own name in `model`, "
+                    "which clients get as written (without --alias, its GGUF file's path: the site's file system "
+                    "shown to every client). Start the engine under the name %r (llama-server --alias %s; vLLM, "
+                    "SGLang --served-model-name %s), or, for vLLM or SGLang, set the endpoint's served_model to a name it "
+                    "serves", endpoint.id, shown or "no model", name, name, name, name,
+                    extra=fields(endpoint=endpoint.id, served=name))
 
     async def start(self) -> None:
         """Every endpoint scraped once (the first request sees them), then each on its own interval."""
