@@ -60,7 +60,8 @@ def test_no_string_of_a_whole_answer_reaches_the_client_unread() -> None:
 @pytest.mark.parametrize("raw", [
     b"event: " + PII.encode() + b'\ndata: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n',
     b"id: " + PII.encode() + b"\n\n", b"event: " + PII.encode() + b"\n\n",
-], ids=["an event's name", "an id alone", "a name alone"])
+    b"event: " + PII.encode() + b"\ndata: [DONE]\n\n",  # (its name went out unread until review RV3: relay.py)
+], ids=["an event's name", "an id alone", "a name alone", "the end's name"])
 def test_no_sse_field_around_a_streamed_event_reaches_the_client_unread(raw: bytes) -> None:
     pipe = EventPipe(OutputFilter(True, strip_usage=False), sse=True, track=False)
     assert PII.encode() not in pipe.feed(raw) + pipe.end()

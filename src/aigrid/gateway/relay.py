@@ -259,7 +259,12 @@ class EventPipe:
         if data == DONE:
             self.delivered.done = True
             held = filt.flush_event() if filt is not None else None
-            return None if held is None else encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
+            if held is not None:
+                return encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
+            if ev.event and filt is not None and filt.redacts:  # its type read as a redacted event's is (event_name;
+                # passed on as framed, it went out unread until review RV3 of the twenty-eighth session)
+                return _frame(dataclasses.replace(ev, event=filt.event_name(ev.event)))
+            return None
         wants_usage = _USAGE in data or (_ESCAPE in data and _key_escape(data))
         if not (wants_usage or self.track or self._rewriter is not None or (filt is not None and filt.redacts)):
             return None
