@@ -15,6 +15,7 @@ from functools import partial
 
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
+from aigrid.engines.wrapped import WrappedEngine
 from aigrid.errors import EngineError, EngineUnavailable
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.logs import fields
@@ -22,6 +23,11 @@ from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore, bounded_stats
 
 log = logging.getLogger("aigrid.scraper")
+
+NAME_TRIES = 3
+"""Healthy scrapes at which an engine's GET /v1/models that cannot be reached (closed, or no whole answer within the
+probe timeout) is asked (_name_check); then one INFO line and no more: each try holds the endpoint's next scrape up
+to the probe timeout."""
 
 
 class Scraper:
@@ -35,6 +41,8 @@ class Scraper:
         self._served = dict(served or {})
         self._named: set[str] = set()
         """The endpoints whose engine's model names were read (name_check): once each."""
+        self._name_tries: dict[str, int] = {}
+        """Endpoint id -> the healthy scrapes at which its model names could not be reached (up to NAME_TRIES)."""
         self._periodic = [Periodic(partial(self._scrape, e), interval_s, f"aigrid-scraper-{e.id}") for e in endpoints]
 
     async def scrape_once(self) -> None:
@@ -82,6 +90,8 @@ class Scraper:
         client as the engine wrote it (the relay does not read a stream's chunks to rewrite it, docs/engines.md): a
         llama-server started without --alias answered with its GGUF file's path (/home/.../SmolLM2-135M-Instruct.
         Q4_1.gguf), the site's file system shown to every client; vLLM and SGLang refuse a name they do not serve."""
+        while isinstance(engine, WrappedEngine):  # a llamacpp endpoint's StopWordEngine (gateway/wiring.py)
+            engine = engine.inner
         model_ids = getattr(engine, "model_ids", None)  # engines that speak OpenAI's API over HTTP
         if model_ids is None:
             self._named.add(endpoint.id)
@@ -89,9 +99,10 @@ class Scraper:
         name = self._served.get(endpoint.id, endpoint.model)
         try:
             ids = await model_ids()
-        except EngineUnavailable:
-            return  # unreachable just now: read at its next healthy scrape
         except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
+            tries = self._name_tries[endpoint.id] = self._name_tries.get(endpoint.id, 0) + 1
+            if isinstance(e, EngineUnavailable) and tries < NAME_TRIES:
+                return  # unreachable just now: asked again at its next healthy scrape
             self._named.add(endpoint.id)
             log.info("endpoint %s: its engine's model names were not read (%s); the name %r it is sent is not checked",
                      endpoint.id, str(e) or type(e).__name__, name, extra=fields(endpoint=endpoint.id))
