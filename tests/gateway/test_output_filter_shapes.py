@@ -6,6 +6,7 @@ message), the SSE fields around an event's data (`event:`, `id:`), and an engine
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -17,7 +18,8 @@ from aigrid.gateway.relay import EventPipe
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_exit_paths import the_one_record
+from tests.gateway.test_exit_paths import inflight, the_one_record
+from tests.gateway.test_hostile_engines import grid as two_engines
 from tests.gateway.test_hostile_translations import chunk, grid
 
 PII = "jo@example.com"
@@ -114,3 +116,25 @@ async def test_an_engines_retry_after_reaches_the_client_only_as_a_time(tmp_path
             r = await g.post("chat", stream)
             assert r.status_code == 429, r.text
             assert (r.headers.get("retry-after") == wait) is kept and PII not in str(r.headers), r.headers
+
+
+@pytest.mark.parametrize("redacting", [True, False], ids=["redacted", "plain"])
+async def test_a_continuation_an_engine_refuses_ends_the_stream_with_its_error_event(tmp_path, redacting: bool) -> None:
+    """An engine breaks mid-stream and every spare refuses the continuation (a 4xx): the refusal's body went into the
+    client's event stream as it came, unread and unframed (`{"error": ...}` after the first chunk's event, the address
+    in it reaching a redacting tenant), until review RV3 of the twenty-eighth session. Now each refusing spare is
+    released, not counted as failing, and the stream ends with the stream_interrupted error event."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    refusal = H.whole(orjson.dumps({"error": {"message": f"cannot write to {PII}"}}), 400)
+    async for g in two_engines(tmp_path, lambda p, r: broken, good=lambda p, r: refusal):
+        if redacting:
+            fw = g.gw.guard.firewall
+            fw.policies["metered"] = dataclasses.replace(fw.policy("metered"), pii_output=Action.REDACT)
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and PII.encode() not in r.content, r.content
+        events = [e for e in r.content.split(b"\n\n") if e]
+        assert all(e.startswith(b"data: ") for e in events), events
+        assert orjson.loads(events[-1].removeprefix(b"data: "))["error"]["code"] == "stream_interrupted"
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted" and inflight(g.gw) == 0
+        assert g.good.requests >= 1 and g.failures("nrt-smollm2") == 1
+        assert all(g.failures(e) == 0 for e in g.gw.store._live if e != "nrt-smollm2")

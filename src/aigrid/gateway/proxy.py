@@ -672,6 +672,13 @@ class Proxy:
                 opened = await self._attempt(path, cont, cand, record, hedged=False)
             except (EngineError, ApiError):  # ApiError: the spare could not read the continuation (engine_refusal)
                 continue
+            if opened.upstream.status >= 400:  # it refused the continuation (a 5xx failed in _attempt): its body went
+                # into the client's event stream as it came, unread and unframed, until review RV3 of the
+                # twenty-eighth session; now released (not its failure: a refusal, booked so) and the next one tried
+                await opened.stack.aclose()
+                self.finish(cand, record, opened.upstream.status, None)
+                record.attempts[-1].update(ok=False, error=f"refused the continuation: HTTP {opened.upstream.status}")
+                continue
             record.attempts[-1]["continuation_after_chars"] = len(delivered.sent_text())
             self._metrics.continuations.labels(cand.site_id).inc()
             record.served_by = f"{record.served_by} -> {cand.endpoint_id}"
