@@ -666,6 +666,7 @@ class Proxy:
         if reason is not None:
             return None, reason
         tried = {a["endpoint"] for a in record.attempts}
+        refused: list[str] = []
         for cand in [c for c in spare if c.endpoint_id not in tried][: self._max_attempts]:
             cont = continuation_body(body, delivered, self._engines[cand.endpoint_id].kind)
             try:
@@ -678,11 +679,14 @@ class Proxy:
                 await opened.stack.aclose()
                 self.finish(cand, record, opened.upstream.status, None)
                 record.attempts[-1].update(ok=False, error=f"refused the continuation: HTTP {opened.upstream.status}")
+                refused.append(f"{cand.endpoint_id}: HTTP {opened.upstream.status}")
                 continue
             record.attempts[-1]["continuation_after_chars"] = len(delivered.sent_text())
             self._metrics.continuations.labels(cand.site_id).inc()
             record.served_by = f"{record.served_by} -> {cand.endpoint_id}"
             return opened, ""
+        if refused:
+            return None, f"the continuation was refused ({'; '.join(refused)})"
         return None, "no other endpoint of the same model family could take over"
 
     async def abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
