@@ -410,6 +410,25 @@ async def _until(ws: Any, kind: str) -> list[dict[str, Any]]:
     return got
 
 
+def _ask_whole(c: Any) -> asyncio.Task[Any]:
+    """A whole (not streamed) chat answer asked of the gateway through httpx client `c`, under way as a task."""
+    return asyncio.create_task(c.post("/v1/chat/completions", headers={"x-aigrid-client-location": "Tokyo"},
+                                      json={"model": "smollm2-135m", "messages": [
+                                          {"role": "user", "content": "Name three rivers in Japan."}]}))
+
+
+async def _until_closed(server: GatewayServer, task: asyncio.Task[Any], timeout_s: float = 30) -> None:
+    """Until uvicorn closed its listening servers (its stop begun), the server's task still running meanwhile;
+    a stop that never closes them fails in `timeout_s`, saying so (not at pytest-timeout's 300 s)."""
+    try:
+        async with asyncio.timeout(timeout_s):  # in this task: no turn of the loop added once they are closed
+            while any(s.is_serving() for s in server.servers):
+                assert not task.done()
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"uvicorn's servers still serving {timeout_s} s after the signal: its stop never closed them")
+
+
 CREATE = {"type": "response.create", "model": "smollm2-135m", "input": "hi", "max_output_tokens": 16}
 
 
@@ -504,14 +523,11 @@ async def test_a_whole_answer_on_its_engine_when_the_stop_begins_gets_the_grace(
     async with _stopping_gateway(tmp_path, gate, grace_s=60, engine=lambda name: _Waiting(name, reached, gate)) as (
             server, port, task):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            asked = asyncio.create_task(c.post("/v1/chat/completions", headers={"x-aigrid-client-location": "Tokyo"},
-                                               json={"model": "smollm2-135m", "messages": [
-                                                   {"role": "user", "content": "Name three rivers in Japan."}]}))
+            asked = _ask_whole(c)
             await asyncio.wait_for(reached.wait(), 30)  # on its engine
             server.signalled()  # SIGTERM
-            while any(s.is_serving() for s in server.servers):  # uvicorn's stop begun: its servers closed, then at
-                assert not task.done()  # once (no await between) each connection's shutdown
-                await asyncio.sleep(0.01)
+            await _until_closed(server, task)  # uvicorn's stop begun: its servers closed, then at once (no await
+            # between) each connection's shutdown
             for _ in range(100):  # turns of the loop, for whatever that shutdown set off to run its course
                 await asyncio.sleep(0)
             assert not asked.done(), asked.result().text
@@ -536,9 +552,7 @@ async def test_a_request_the_stop_cuts_while_its_engine_holds_it_is_charged_noth
     async with _stopping_gateway(tmp_path, reached, grace_s=0.2 if signals == 1 else 60, held=True) as (
             server, port, task):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            asked = asyncio.create_task(c.post("/v1/chat/completions", headers={"x-aigrid-client-location": "Tokyo"},
-                                               json={"model": "smollm2-135m", "messages": [
-                                                   {"role": "user", "content": "Name three rivers in Japan."}]}))
+            asked = _ask_whole(c)
             await asyncio.wait_for(reached.wait(), 30)  # on its engine
             for _ in range(signals):
                 server.signalled()

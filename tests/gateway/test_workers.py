@@ -218,7 +218,9 @@ worker and the next request's."""
 ROUNDS_BOUND = 5
 """The verdict reaches a worker within this many of its own exchanges and of the crossing request's worker's own
 exchanges (each counted apart) after the total passed the threshold: one or two of the crossing request's worker
-suffice (it sends the request, then takes the verdict back), then one or two of the other. Counted over both
+suffice (it sends the request, then takes the verdict back), then one or two of the other, whose are counted from
+the crossing worker's second (before the twenty-eighth session's area Z, from the crossing request's answer: its
+exchanges made early, then a stall, made a request to it due that the verdict could not yet reach). Counted over both
 workers together (10, before the twenty-eighth session), a lagging worker loosened it for the other: the crossing
 worker could make all 10 while the lagging one made none, twice the bound for a request to it, and a request to the
 lagging worker, 2 of its own exchanges after, was held to it. With the workers exchanging every 16th tick only (a
@@ -343,10 +345,12 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
         ports = [c.sock.getsockname()[1] for c in pair]
         folder = metrics_folder(pids[0])
         crossing = pids[ABUSE_MAX % 2]  # the worker of the request that takes the total over the threshold
+        other = pids[1 - ABUSE_MAX % 2]
         statuses: list[int] = []
         throttled: list[tuple[dict, str | None]] = []
         answered = {w: own_syncs(folder, w) for w in pids}  # each worker's exchanges once the last answer came
-        over_at: dict[int, int] = {}  # each worker's exchanges once the crossing request was answered
+        over_at: dict[int, int] = {}  # the crossing worker's exchanges once the crossing request was answered, the
+        # other's once the crossing worker had made 2 more
         after: list[tuple[int, int, int]] = []  # each later request: its worker's and the crossing worker's own
         # exchanges since then (at least), its status
         for i in range(2 * ABUSE_MAX):  # a new prompt each: diversity (from 6 requests) + volume (over 10) = throttle
@@ -354,11 +358,11 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
             # requests the workers exchange with the hub SYNC_STEP times each (counted apart, not a fixed sleep): the
             # last request's worker, so that each request is in the hub's count before the next; once the total is
             # over, the crossing request's worker and the next request's, so that one can take the verdict back
+            if statuses.count(429) >= 4:
+                break  # throttled, and it stayed so
             waited = {pids[(i - 1) % 2]} if i <= ABUSE_MAX else {crossing, pids[i % 2]}
             sent_at = wait_for_own_syncs(folder, {w: answered[w] + SYNC_STEP for w in waited}) if i else answered
             sent_at = {**answered, **sent_at}
-            if statuses.count(429) >= 4:
-                break  # throttled, and it stayed so
             conn = pair[i % 2]
             conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
                          body=orjson.dumps({"model": "emulated", "max_tokens": 4, "messages": [
@@ -369,7 +373,12 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
             statuses.append(resp.status)
             answered = {w: own_syncs(folder, w) for w in pids}
             if i == ABUSE_MAX:
-                over_at = answered
+                # the other worker counted from when the crossing one had made 2 exchanges since (the crossing
+                # request in the hub's count by then): read at the first poll that sees those 2, the crossing worker
+                # read first, so no exchange the other made before the hub had that count is counted (its own made
+                # early, then a stall, would have made a request to it due that the verdict could not yet reach)
+                digested = wait_for_own_syncs(folder, {crossing: answered[crossing] + 2, other: 0})
+                over_at = {crossing: answered[crossing], other: digested[other]}
             elif i > ABUSE_MAX:
                 worker = pids[i % 2]
                 after.append((sent_at[worker] - over_at[worker], sent_at[crossing] - over_at[crossing], resp.status))
@@ -383,8 +392,8 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
         assert statuses[first:] == [429] * (len(statuses) - first), statuses  # once throttled, throttled
         # and it came within ROUNDS_BOUND exchanges of the request's worker and of the crossing one, each its own: no
         # request sent once both had made that many was let through (counted before it was sent, after the crossing
-        # request's answer: at least that many had passed, however late the test read them; one such request was
-        # always sent)
+        # request's answer, the other worker's after the crossing one's 2 more: at least that many had passed,
+        # however late the test read them; one such request was always sent)
         print(f"statuses {statuses}; after the crossing (own exchanges, the crossing worker's, status): {after}")
         due = [status for own, theirs, status in after if min(own, theirs) >= ROUNDS_BOUND]
         assert due and all(status == 429 for status in due), after
