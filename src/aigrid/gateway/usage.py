@@ -51,7 +51,7 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     NotAnAnswer when it is not a completion (a choice of another shape: engines/answer_shape.choice_fault; a list as
     finish_reason raised in a front door, a list as `content` or an object as `arguments` passed the tenant's
     redaction). Written at most once: an answer whose usage is taken out is checked for depth as it is written
-    without it (json_depth.written; until 6 Dec 2026 written twice, `scripts/bench_whole_answer.py`)."""
+    without it (json_depth.written; until 6 Dec 2026 written twice, `scripts/bench_json_depth.py`)."""
     try:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
