@@ -428,6 +428,9 @@ ID_HEADERS = ("x-aigrid-decision", "x-request-id", "request-id")
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
 SecretEnv = Annotated[str, typer.Option(help="environment variable holding the key-hashing secret (the spec's "
                                         "security.secret_env)")]
+SECRET_ENV = "AIGRID_KEY_SECRET"
+"""`aigrid keys`' default --secret-env: security.keys_cli.SECRET_ENV, written here too since cli.py imports that
+module only when a keys command runs."""
 
 
 @keys_app.command("create")
@@ -440,7 +443,7 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                 max_priority: Annotated[str | None, typer.Option(
                     help="highest urgency its requests may ask for: interactive, standard, batch or 0-9")] = None,
                 name: Annotated[str, typer.Option(help="a label for the key")] = "",
-                secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
+                secret_env: SecretEnv = SECRET_ENV) -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
     from aigrid.security.keys_cli import create_key, secret_env_name
 
@@ -466,7 +469,7 @@ def _keys_file_error(keys_file: Path, e: OSError, doing: str) -> ConfigError:
 
 
 @keys_app.command("list")
-def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
+def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: SecretEnv = SECRET_ENV) -> None:
     """List keys (ids, tenants, scopes; never secrets)."""
     from aigrid.security.keys_cli import list_keys, secret_env_name
 
@@ -483,7 +486,7 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: Secre
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `aigrid keys list` shows it")],
                 keys_file: KeysFile = Path(".aigrid/keys.json"),
-                secret_env: SecretEnv = "AIGRID_KEY_SECRET") -> None:
+                secret_env: SecretEnv = SECRET_ENV) -> None:
     """Revoke a key by id."""
     from aigrid.security.keys_cli import revoke_key, secret_env_name
 

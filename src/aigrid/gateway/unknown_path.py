@@ -69,9 +69,9 @@ class RouteIndex:
     rate one client's path against another's (a wrong "did you mean", or none). The index lives on the app's
     state, which any thread serving that app reaches (Starlette's TestClient runs an app in a thread of its own;
     a sync handler would run in the thread pool), so each thread has its own matchers (`_matcher`, built as that
-    thread first compares a route): nearest() is safe from any number of threads, at the cost of shared
-    matchers (13-89 us a 404's nearest() on the demo's 45 routes, the shared ones' 13-80 us; built on every call,
-    13-151 us, four times as much for /helthz: scripts/bench_route_index.py, 6 Dec 2026, a loaded machine)."""
+    thread first compares a route): nearest() is safe from any number of threads. 13-89 us a 404's nearest() on
+    the demo's 45 routes with this thread's matchers kept; built on every call, 13-151 us, four times as much for
+    /helthz (`.venv/bin/python scripts/bench_route_index.py`, 6 Dec 2026, a loaded machine)."""
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.routes = tuple(routes)
