@@ -79,8 +79,9 @@ async def test_no_door_sends_the_clients_priority_to_an_engine(
         tmp_path: Path, fakes: dict[str, FakeEngine], path: str, body: dict[str, Any]) -> None:
     """vLLM reads a body `priority` the other way (lower runs earlier; aigrid's higher is more urgent): a client's
     value sent on would be read backwards, so no door sends it (docs/routing.md, "Urgency"). A guard: passes on
-    HEAD too (P asked whether the value reached vLLM: it did not)."""
-    r = await _post(tmp_path, fakes, path, {"model": MODEL, "priority": 1, **body})
+    HEAD too (P asked whether the value reached vLLM: it did not). Nor the other body field of the gateway's,
+    `deadline_ms` (docs/routing.md says both)."""
+    r = await _post(tmp_path, fakes, path, {"model": MODEL, "priority": 1, "deadline_ms": 60_000, **body})
     assert r.status_code == 200, r.text
     sent = [s for f in fakes.values() for s in f.received]
-    assert sent and all("priority" not in s for s in sent), sent
+    assert sent and all("priority" not in s and "deadline_ms" not in s for s in sent), sent
