@@ -16,6 +16,9 @@ OUT = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "aigrid-dashb
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SITE = 'site=~"$site"'
 RATE = "$__rate_interval"
+NOT_FAILED = "ok|client_closed|steered"
+"""aigrid_requests_total's outcomes that are no failure of the site (deploy/prometheus/aigrid-rules.yaml's error ratio
+leaves out the same)."""
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -64,11 +67,11 @@ def dashboard() -> dict[str, Any]:
               "counts each attempt that failed before its first byte, then the answer where it was served).",
               [(f"sum(rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "requests/s")], kind="stat", unit="reqps",
               w=6, h=4),
-        panel("Errors (5 m)", "Share of attempts at the chosen sites whose outcome is not ok (failed before the "
-              "first byte, broke, the client closed, an engine's 4xx/5xx), as the AigridSiteErrors rule counts "
-              "them: a request served after failing over elsewhere counts its failed attempt here (0, not no "
-              "data, while every outcome is ok).",
-              [(f'(sum(rate(aigrid_requests_total{{{SITE},outcome!="ok"}}[5m])) or vector(0)) / '
+        panel("Errors (5 m)", "Share of attempts at the chosen sites that failed (failed before the first byte, "
+              "broke mid-stream, an engine's 4xx/5xx), as the AigridSiteErrors rule counts them: a client that "
+              "hung up and an answer the gateway stopped itself (steered) are no failure; a request served after "
+              "failing over elsewhere counts its failed attempt here (0, not no data, while nothing failed).",
+              [(f'(sum(rate(aigrid_requests_total{{{SITE},outcome!~"{NOT_FAILED}"}}[5m])) or vector(0)) / '
                 f"sum(rate(aigrid_requests_total{{{SITE}}}[5m]))", "errors")], kind="stat", unit="percentunit",
               w=6, h=4),
         panel("TTFT p99 (5 m)", "Time to first byte from the engines, as the gateway saw it.",
@@ -80,7 +83,8 @@ def dashboard() -> dict[str, Any]:
               kind="stat", w=6, h=4),
         panel("Requests / s by site", "Where the routing core sends traffic.",
               [(f"sum by (site) (rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "{{site}}")], unit="reqps"),
-        panel("Requests / s by outcome", "ok, http_4xx/5xx from engines, client_closed, interrupted.",
+        panel("Requests / s by outcome", "ok; failed_before_first_byte, broke_mid_stream, http_4xx/5xx from "
+              "engines (failures); client_closed, steered (not failures).",
               [(f"sum by (outcome) (rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "{{outcome}}")],
               unit="reqps"),
         panel("Refused before routing, by code", "The gateway's own refusals: validation, keys, quotas, "

@@ -89,3 +89,13 @@ def test_panels_have_unique_ids_use_the_datasource_variable_and_do_not_overlap()
         assert not mine & cells, p["title"]
         cells |= mine
     assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "site"}
+
+
+def test_the_errors_panel_counts_what_the_alert_counts() -> None:
+    """The Errors stat says it counts as the AigridSiteErrors rule does: the same outcomes left out."""
+    from tests.deploy.test_prometheus_rules import not_failed_outcomes, rules
+    (rule,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:error_ratio_5m"]
+    board = json.loads(DASHBOARD.read_text())
+    (errors,) = [p for p in board["panels"] if p["title"] == "Errors (5 m)"]
+    (target,) = errors["targets"]
+    assert not_failed_outcomes(target["expr"]) == not_failed_outcomes(rule["expr"])

@@ -76,3 +76,20 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass(command: list[str]
                          check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout, run.stdout
+
+
+def not_failed_outcomes(expr: str) -> set[str]:
+    """The outcomes of aigrid_requests_total that `expr`'s failure count leaves out (its `outcome!=` / `!~` matcher)."""
+    (values,) = re.findall(r'aigrid_requests_total\{[^}]*outcome\s*!(?:=|~)\s*"([^"]*)"', expr)
+    return set(values.split("|"))
+
+
+def test_a_site_s_error_ratio_counts_failures_not_clients_that_hung_up() -> None:
+    """aigrid_requests_total's outcomes (proxy.Proxy.finish): ok, failed_before_first_byte, broke_mid_stream, http_NNN
+    (the engine's status), client_closed (the client hung up, or the gateway's stop cut it) and steered (an answer
+    the gateway stopped itself, relay_response.STEERED). The error ratio counted every outcome but ok, so a site whose
+    clients cancel their streams (agents often do) fired AigridSiteErrors with nothing wrong at the site."""
+    from aigrid.gateway.relay_response import STEERED
+    (rule,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:error_ratio_5m"]
+    left_out = not_failed_outcomes(rule["expr"])
+    assert left_out == {"ok", "client_closed", STEERED}, left_out
