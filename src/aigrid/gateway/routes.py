@@ -608,12 +608,11 @@ class Routes:
             ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage,  # also meters usage
                                      json_answer=json_answer, steps=steps, tools=tools)
 
-        def redact(answer: bytes) -> bytes:
+        def redact(answer: bytes) -> bytes:  # a whole answer, or an engine's refusal of a stream (proxy.py)
             redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer, steps, tools)
             ex.verdicts.extend(verdicts)
             return redacted
 
-        needs_redaction = checked  # a whole answer; a stream's only where the engine refuses it (read whole: proxy.py)
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged
@@ -629,7 +628,7 @@ class Routes:
             # (docs/reliability.md); a streamed one stops at a hang-up, a tool already running left to finish
             ex.hangup.hold()
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
-                                           redact_answer=redact if needs_redaction else None, wrap=wrap,
+                                           redact_answer=redact if checked else None, wrap=wrap,
                                            escalate=escalate)
 
     def _escalation(self, body: dict[str, Any], ex: Exchange) -> Escalation | None:

@@ -111,6 +111,11 @@ class Scraper:
         if name in ids:
             return
         shown = ", ".join(repr(i[:200]) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        if endpoint.engine == "openai":  # a hosted provider: no --alias to give, and some serve names they do not list
+            log.warning("endpoint %s: the provider lists %s (GET /v1/models), not %r, the name the gateway sends it: "
+                        "if it refuses the requests, set the endpoint's served_model to the provider's name for the "
+                        "model", endpoint.id, shown or "no model", name, extra=fields(endpoint=endpoint.id, served=name))
+            return
         log.warning("endpoint %s: its engine serves %s (GET /v1/models), not %r, the name the gateway sends it: "
                     "vLLM and SGLang refuse the requests, llama-server answers them with its own name in `model`, "
                     "which clients get as written (without --alias, its GGUF file's path: the site's file system "
