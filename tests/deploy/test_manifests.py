@@ -178,7 +178,41 @@ def test_the_pod_s_grace_outlasts_the_gateway_s_own_stop() -> None:
     from aigrid.gateway.workers import reap_wait_s
     spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
     grace = deployment("aigrid-gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > reap_wait_s(spec), (grace, reap_wait_s(spec))
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    hook_s = pre_stop_sleep_s(gateway)  # the grace counts from the hook's start, before the SIGTERM
+    assert grace > hook_s + reap_wait_s(spec), (grace, hook_s, reap_wait_s(spec))
+
+
+def pre_stop_sleep_s(container: Doc) -> float:
+    """The seconds a container's preStop hook sleeps (`sleep N` or Kubernetes' own sleep action); 0 without one."""
+    hook = container.get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0.0
+    if "sleep" in hook:
+        return float(hook["sleep"]["seconds"])
+    command = hook["exec"]["command"]
+    assert command[0] in ("sleep", "/bin/sleep") and len(command) == 2, command
+    return float(command[1])
+
+
+def test_a_stopping_gateway_serves_until_the_service_no_longer_sends_it_connections() -> None:
+    """Kubernetes removes a stopping pod from the Service's endpoints as it runs the pod's stop, and kube-proxy,
+    Ingress controllers and load balancers see it later (a second or more); the gateway closes its listening socket
+    at SIGTERM (uvicorn's stop). Without a preStop hook that waits, the connections sent to it in between were
+    refused at each rolling update, scale-down or drain."""
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    assert pre_stop_sleep_s(gateway) >= 5, gateway.get("lifecycle")
+
+
+def test_liveness_waits_for_the_gateway_s_start() -> None:
+    """/livez answers only once the gateway listens, after its start (audit log, site documents embedded, batches
+    resumed); liveness without a startup probe restarts a pod whose start takes more than its failures allow."""
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    startup, liveness = gateway.get("startupProbe"), gateway["livenessProbe"]
+    assert startup is not None and startup["httpGet"]["path"] == "/livez", startup
+    startup_s = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    liveness_s = liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3)
+    assert startup_s >= 120 > liveness_s, (startup_s, liveness_s)
 
 
 def test_behind_the_service_one_address_may_hold_the_whole_connection_bound() -> None:
