@@ -285,6 +285,38 @@ async def test_no_eligible_site_is_anthropics_overloaded_error(
     assert info.value.body["error"]["type"] == "overloaded_error"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize(("wait", "should_retry"), [("7", None), ("3600", "false")])
+async def test_an_engines_rate_limit_keeps_its_retry_after_and_the_request_id(
+        tmp_path: Path, stream: bool, wait: str, should_retry: str | None) -> None:
+    """A hosted engine's own 429: its Retry-After (and, past the wait an SDK sits through, `x-should-retry: false`)
+    reaches an Anthropic client as it reaches a chat client (proxy.py), and the body carries the `request-id` header's
+    id as every other Anthropic error does. Until the twenty-eighth session the Messages door dropped both headers
+    (the SDKs retried an engine's hour-long wait within seconds) and the body had no request_id."""
+    from contextlib import asynccontextmanager
+
+    from aigrid.engines.protocol import UpstreamResponse
+
+    async def refusal() -> AsyncIterator[bytes]:
+        yield b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}'
+
+    @asynccontextmanager
+    async def limited(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(429, {"content-type": "application/json", "retry-after": wait}, refusal())
+
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    for f in fakes.values():
+        f.open = limited  # type: ignore[method-assign]
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 5, "stream": stream,
+                                               "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 429, r.text
+    assert r.json() == {"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited"},
+                        "request_id": r.headers["request-id"]}
+    assert r.headers.get("retry-after") == wait and r.headers.get("x-should-retry") == should_retry, r.headers
+
+
 async def test_authentication_failure_is_the_sdks_authentication_error(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}

@@ -111,11 +111,11 @@ class MessagesApi:
         body = await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own refusal (an OpenAI envelope), in Anthropic's shape
             return anthropic_error(resp.status_code if resp.status_code < 500 else 500, engine_error_message(body),
-                                   headers)
+                                   {**headers, **_retry_headers(resp)}, request_id=ex.request_id)
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return anthropic_error(500, "the engine's answer was not JSON", headers)
+            return anthropic_error(500, "the engine's answer was not JSON", headers, request_id=ex.request_id)
         return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill,
                                                        prewarm=req.max_tokens == 0)),
                         media_type=_JSON, headers=headers)
@@ -139,6 +139,17 @@ class MessagesApi:
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}),
                         media_type=_JSON)
+
+
+RETRY_HEADERS = ("retry-after", "x-should-retry")
+"""What the pipeline's answer to an engine's refusal says about trying again (proxy.py: a hosted engine's 429 with
+its Retry-After, and `x-should-retry: false` past a wait an SDK sits through), kept in Anthropic's envelope as
+`/v1/chat/completions` keeps them: until the twenty-eighth session the Messages door dropped both, so the SDKs retried
+an engine's `retry-after: 3600` (and its `retry-after: 7`) within seconds, after their own backoff."""
+
+
+def _retry_headers(resp: Response) -> dict[str, str]:
+    return {k: resp.headers[k] for k in RETRY_HEADERS if k in resp.headers}
 
 
 def no_thread(req: CountTokensRequest) -> None:
