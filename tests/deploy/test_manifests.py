@@ -291,6 +291,19 @@ def test_only_the_gateways_reach_the_engines_and_redis() -> None:
         assert all(peer["podSelector"]["matchLabels"] for peer in sources)  # nobody else: no empty selector
 
 
+def test_no_policy_lets_in_a_pod_of_any_namespace_by_a_label_its_owner_chose() -> None:
+    """A peer of another namespace is named by that namespace's kubernetes.io/metadata.name, which the API server
+    sets (a namespace's other labels are its creator's). `namespaceSelector: {}` with a pod label let in a pod of that
+    label (app.kubernetes.io/name: prometheus) from any namespace, on every port of every engine: whoever may create
+    a pod anywhere in the cluster reached vLLM's routes that need no key (/invocations, /tokenize, ...)."""
+    for policy in of_kind("NetworkPolicy"):
+        for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
+            for peer in rule.get("from", []) + rule.get("to", []):
+                if "namespaceSelector" in peer:
+                    names = peer["namespaceSelector"].get("matchLabels", {})
+                    assert set(names) == {"kubernetes.io/metadata.name"}, (policy["metadata"]["name"], peer)
+
+
 def dockerfile_lines(path: Path) -> list[str]:
     """Instructions with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n\s*", " ", path.read_text())
