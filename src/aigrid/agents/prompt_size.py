@@ -22,7 +22,9 @@ from typing import Any
 import orjson
 
 PART_TEXTS = ("text", "refusal")
-"""A content part's texts the model reads (gateway.schemas.PART_TEXTS)."""
+"""A content part's texts the model reads: any part's `text`, and an assistant's refusal part's (the chat schema,
+gateway.schemas.Message, serves no other part with text). The one definition: the gateway's schema and firewall
+(gateway.model_texts) read it from here."""
 REASONING_KEYS = ("reasoning_content", "reasoning")
 """An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's
 `reasoning_content`; vLLM's newer `reasoning`), which reasoning models' templates (Qwen3, DeepSeek-R1) render: counted

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from aigrid.gateway.schemas import MAX_PARTS, bounding, counted_parts
+from aigrid.gateway.schemas import MAX_PARTS, bounding, counted_parts, null_is_default, number_fields
 
 
 class _Open(BaseModel):
@@ -86,7 +86,7 @@ class ToolResultBlock(_Open):
                                   Field(discriminator="type")]] | None = None
     """Anthropic's forms: a string, or text, image, document and search_result blocks (an agent keeps them in
     every later turn, so a form refused here would refuse the rest of its session)."""
-    is_error: bool | None = None
+    is_error: bool | None = Field(default=None, strict=True)
 
 
 class ThinkingBlock(_Open):
@@ -136,7 +136,7 @@ class ToolParam(_Open):
 class ToolChoice(_Open):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = Field(default=None, min_length=1)
-    disable_parallel_tool_use: bool | None = None
+    disable_parallel_tool_use: bool | None = Field(default=None, strict=True)
 
 
 class Metadata(_Open):
@@ -205,10 +205,17 @@ class MessagesRequest(CountTokensRequest):
         if v is not None and not all(v):
             raise PydanticCustomError("empty_stop", "each stop sequence must be non-empty")
         return v
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
+    """A boolean, as Anthropic's API takes it ("stream: Input should be a valid boolean"): `"stream": "true"` streamed
+    until the twenty-eighth session. Null is the default, not streamed (null_is_default, as on every door of the grid;
+    Anthropic's API refuses a null, and its SDKs send none)."""
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
+    _null_stream = null_is_default("stream")
+    _typed = number_fields("max_tokens", "temperature", "top_p", "top_k")
+    """Numbers, as Anthropic's API takes them ("temperature: Input should be a valid number"): `"max_tokens": "8"`
+    and `"temperature": "0.5"` were served until the twenty-eighth session."""
     metadata: Metadata | None = None
     output_config: OutputConfig | None = None
     output_format: JsonOutputFormat | None = None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from aigrid.gateway.conversations_schema import Metadata
-from aigrid.gateway.schemas import _refusing, bounding, served_tier
+from aigrid.gateway.schemas import _refusing, bounding, null_is_default, number_fields, served_tier
 
 
 class TextFormat(BaseModel):
@@ -49,10 +49,16 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stream: bool = False
-    store: bool = True
+    stream: bool = Field(default=False, strict=True)
+    store: bool = Field(default=True, strict=True)
     """`stream` and `store`: null is the default (false, true), as OpenAI's "boolean or null" and the openai SDK's own
-    `stream=None`, `store=None` (a 400 "Input should be a valid boolean" until the twenty-eighth session)."""
+    `stream=None`, `store=None` (a 400 "Input should be a valid boolean" until the twenty-eighth session). A boolean,
+    as OpenAI's API takes it ("Invalid type for 'stream': expected a boolean, but got a string instead"):
+    `"stream": "true"` was a stream, `"store": "false"` not stored, until the twenty-eighth session."""
+    _null_is_the_default = null_is_default("stream", "store")
+    _typed = number_fields("max_output_tokens", "temperature", "top_p", "top_logprobs")
+    """Numbers, as OpenAI's API takes them ("Invalid type for 'max_output_tokens': expected an integer, but got a
+    string instead"): `"temperature": "0"`, `"max_output_tokens": "8"` were served until the twenty-eighth session."""
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
     conversation: str | None = Field(default=None, min_length=1, max_length=128)
     """A conversation of the Conversations API (conversations_api.py): its id, or `{"id": ...}` (read as the id)."""
@@ -60,14 +66,14 @@ class ResponsesRequest(BaseModel):
     """OpenAI's limits, as Conversations and Batches check them: at most 16 pairs, keys of at most 64
     characters, string values of at most 512."""
     user: str | None = Field(default=None, max_length=256)
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool | None = Field(default=None, strict=True)
     text: TextConfig | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include: list[str] | None = None
     """Of the includables, `message.output_text.logprobs` is served (the engine's log-probabilities)."""
     context_management: list[ContextManagement] | None = Field(default=None, max_length=1)
     """Automatic compaction (ResponsesApi._auto_compact): at most one entry, as OpenAI has one type."""
-    background: bool | None = None
+    background: bool | None = Field(default=None, strict=True)
     """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
     POST /v1/responses/{id}/cancel stops it."""
 
@@ -90,11 +96,6 @@ class ResponsesRequest(BaseModel):
     @classmethod
     def _conversation_id(cls, value: Any) -> Any:
         return value["id"] if isinstance(value, dict) and set(value) == {"id"} else value
-
-    @field_validator("stream", "store", mode="before")
-    @classmethod
-    def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
-        return cls.model_fields[str(info.field_name)].default if value is None else value
 
 
 class CompactRequest(ResponsesRequest):

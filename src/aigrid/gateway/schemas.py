@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from aigrid.agents.prompt_size import PART_TEXTS
 from aigrid.engines.fan_out import MAX_CHOICES
 
 CALL_ID = r"^[A-Za-z0-9_.:-]*$"
@@ -21,9 +22,6 @@ CALL_ID = r"^[A-Za-z0-9_.:-]*$"
 _CALL_ID = re.compile(CALL_ID)
 TEXT_PARTS = frozenset({"text", "input_text", "output_text", None})
 """The content part types that carry text (OpenAI's, the Responses API's; a part with no type: its `text`)."""
-PART_TEXTS = ("text", "refusal")
-"""A content part's texts the model reads: any part's `text`, and an assistant's refusal part's (Message serves no
-other part with text)."""
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 """The content part types that carry an image (OpenAI's, the Responses API's and Anthropic's names)."""
 
@@ -210,12 +208,13 @@ class Message(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool | None = Field(default=None, strict=True)
-    """A boolean (`"yes"` was taken as true, and was llama.cpp's own 400: _numbers)."""
+    """A boolean (`"yes"` was taken as true, and was llama.cpp's own 400: number_fields)."""
 
 
-def _numbers(*fields: str) -> Any:
+def number_fields(*fields: str) -> Any:
     """The validator that refuses a string or a boolean for a number field: a 400 naming the field, as OpenAI's
-    ("Invalid type for 'temperature'"). Pydantic's lax int and float took `"0"` as 0 and `true` as 1, and the body
+    ("Invalid type for 'temperature'") and Anthropic's ("temperature: Input should be a valid number") APIs refuse
+    it, on every door that has the field (chat, completions, Responses, Messages). Pydantic's lax int and float took `"0"` as 0 and `true` as 1, and the body
     went on to the engine as sent: llama.cpp answered its own 400 ("[json.exception.type_error.302] type must be
     number, but is string", no `param`) after the request was routed and counted. (A strict int would refuse 100.0,
     which engines read as 100: still served.) The booleans of these requests are strict for the same reason:
@@ -226,6 +225,15 @@ def _numbers(*fields: str) -> Any:
             raise ValueError(f"expected a number, got {kind} ({str(v).lower() if isinstance(v, bool) else repr(v)})")
         return v
     return field_validator(*fields, mode="before")(classmethod(number))
+
+
+def null_is_default(*fields: str) -> Any:
+    """The validator that reads a null as the field's default (`"stream": null`: not streamed; `"store": null` on the
+    Responses API: stored), on every door: OpenAI's "boolean or null", and the openai SDK's own `stream=None` and
+    `store=None`, sent as nulls. Before it, pydantic's "Input should be a valid boolean"."""
+    def default(cls: type[BaseModel], v: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[str(info.field_name)].default if v is None else v
+    return field_validator(*fields, mode="before")(classmethod(default))
 
 
 _INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
@@ -261,7 +269,7 @@ class _Common(BaseModel):
     stream: bool = Field(default=False, strict=True)
     """A boolean; null is the default, false (OpenAI's "boolean or null", vLLM's Optional[bool], and the openai SDK's
     own `stream=None`: a 400 until the twenty-eighth session). The body goes on without it (engine_body.for_engine:
-    SGLang and TGI refuse a null boolean). Strict (_numbers)."""
+    SGLang and TGI refuse a null boolean). Strict (number_fields)."""
     stream_options: StreamOptions | None = None
     """Only with `stream: true`, as OpenAI's (vLLM refused it otherwise in its own words, without a `param`, and
     llama.cpp took it: one request, two answers by the endpoint it was routed to)."""
@@ -284,15 +292,11 @@ class _Common(BaseModel):
     llama.cpp (`stop: 5`: the client believed it stopped at something); an empty string ended every answer at
     once, empty (llama.cpp matches it before the first token)."""
 
-    _typed = _numbers("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
+    _typed = number_fields("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
+    _null_stream = null_is_default("stream")
 
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
-
-    @field_validator("stream", mode="before")
-    @classmethod
-    def _null_is_no_stream(cls, v: Any) -> Any:
-        return False if v is None else v
 
     @field_validator("stream_options")
     @classmethod
@@ -384,7 +388,7 @@ class ChatRequest(_Common):
     _bounded = bounding("messages")
     logprobs: bool | None = Field(default=None, strict=True)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    _typed_chat = _numbers("top_logprobs")
+    _typed_chat = number_fields("top_logprobs")
     tools: list[dict[str, Any]] | None = None
     """A list of tool objects (each checked where the tool loop reads it: agents/loop.offered_tools); not a list
     was llama.cpp's "Failed to parse tools" without a `param`."""
@@ -542,7 +546,7 @@ class CompletionRequest(_Common):
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
     serves both fields where the engine ignores them); at most 20, as chat's top_logprobs (llama-server read any
     N: 49,152, the whole distribution)."""
-    _typed_completion = _numbers("logprobs")
+    _typed_completion = number_fields("logprobs")
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
