@@ -6,6 +6,7 @@ caller that sends `anthropic-version` (the Anthropic SDKs, on every route)."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 import orjson
@@ -65,13 +66,45 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(out)
 
 
+SHOWN_CHARS = 200
+"""The most characters of a client's value a validation error quotes (shown_values): the rest is the client's own."""
+VALIDATION_MESSAGE_CHARS = 2000
+"""The most characters of a validation error's sentence (the grid's own are under 600): past it, what remains is a
+client's value of many parts (a list of strings each within SHOWN_CHARS), cut there."""
+_QUOTED = re.compile(r"(?<!\w)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")(?!\w)")
+"""A quoted value in a sentence: a repr (`'...'`, or `"..."` where it holds a `'`), or a field path the sentence
+quotes; an apostrophe inside a word (the grid's) opens none."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def shown_values(message: str) -> str:
+    """`message` with each quoted value in it (a client's value, as a validator's sentence quotes it with repr, or a
+    field path holding a client's key) cut to SHOWN_CHARS characters and `...` inside its quotes. A 400 for
+    `"temperature": "x" * 100000` said the whole value back (100,171 bytes; service_tier, a tool call's or an
+    Anthropic tool's `type`, a metadata key, alike): the client's own value, at most SHOWN_CHARS of it, is enough
+    to find the mistake."""
+    if len(message) <= SHOWN_CHARS:  # no quoted value in it can be longer
+        return message
+    return _QUOTED.sub(lambda m: m[0] if len(m[0]) <= SHOWN_CHARS + 2 else m[0][0] + _cut(m[0][1:-1]) + m[0][-1],
+                       message)
+
+
 def from_validation(e: ValidationError) -> InvalidRequest:
+    """The client's 400 of a request that failed its schema, on every door that has one (chat, completions,
+    Messages, Responses, a batch's lines): the deepest error's field and sentence, the values quoted in it cut
+    (shown_values), and the whole sentence at most VALIDATION_MESSAGE_CHARS."""
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
-    loc = field_path(first["loc"])
+    loc = _cut(field_path(first["loc"]))  # a dict's key is in it (metadata.KEY): the client's
     msg = first["msg"]
     if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
         msg = msg.removeprefix("Value error, ")
+    msg = shown_values(msg)
+    if len(msg) > VALIDATION_MESSAGE_CHARS:
+        msg = f"{msg[:VALIDATION_MESSAGE_CHARS]}... ({len(msg):,} characters)"
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
 
 
