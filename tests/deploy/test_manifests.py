@@ -151,6 +151,22 @@ def test_the_hpa_scales_the_gateway() -> None:
     assert hpa["spec"]["minReplicas"] >= 2
 
 
+def test_a_drain_takes_one_gateway_at_a_time_even_while_none_is_ready() -> None:
+    """The PDB's budget at the HPA's bounds: `minAvailable: 1` allowed a drain to evict 9 of 10 gateways at once,
+    the load of 10 on the one left. And the gateways are unready whenever they see no healthy engine (/healthz 503):
+    under the default unhealthyPodEvictionPolicy (IfHealthyBudget) a budget not met refuses every eviction, so while
+    the engines were down no node that runs a gateway could be drained."""
+    (pdb,) = [p for p in of_kind("PodDisruptionBudget")
+              if p["spec"]["selector"]["matchLabels"].items()
+              <= deployment("aigrid-gateway")["spec"]["template"]["metadata"]["labels"].items()]
+    (hpa,) = of_kind("HorizontalPodAutoscaler")
+    spec = pdb["spec"]
+    for replicas in (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]):
+        allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else replicas - spec["minAvailable"]
+        assert allowed == 1, (replicas, spec)
+    assert spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow", spec
+
+
 def test_each_gateway_pod_runs_the_workers_its_cpu_request_pays_for() -> None:
     """Without --workers a gateway runs one worker per core it may use (aigrid.cores), and a pod without a CPU
     limit may use every core of its node: 32 workers on a 32-core node, in a pod of 1 GiB. Its args say how many."""
