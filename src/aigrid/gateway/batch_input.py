@@ -343,9 +343,11 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         out.fail("model_not_found", f"The model {_shown(model)} does not exist on this grid. Available: "
                  f"{', '.join(usable_models(known, may_use))}", number, "body.model")
         return None
-    if body.get("stream") not in (None, False):
-        out.fail("invalid_request", "body.stream: a batch request is answered whole; leave stream out or false.",
-                 number, "body.stream")
+    stream = body.get("stream")
+    if stream is not None and stream is not False:
+        why = ("a batch request is answered whole" if stream is True else
+               f"a boolean, not {_shown(stream)} (a batch request is answered whole)")
+        out.fail("invalid_request", f"body.stream: {why}; leave stream out or send false.", number, "body.stream")
         return None
     out.models.add(model)
     return Line(number, cid, text)

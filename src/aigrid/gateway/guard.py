@@ -90,8 +90,10 @@ _INTEGER: TypeAdapter[int] = TypeAdapter(int)
 
 
 def _typed(body: Mapping[str, Any], name: str, kind: type, adapter: TypeAdapter[Any]) -> Any:
-    """`body[name]` as `kind` (None when absent), by pydantic's lax rules, as the request schemas read it:
-    a value of the wrong type is the client's 400 naming the field, never a TypeError (500) further on."""
+    """`body[name]` as `kind` (None when absent), by pydantic's lax rules (`"0.5"` read as 0.5, `true` as 1): a value
+    that is not one is the client's 400 naming the field, never a TypeError (500) further on. Laxer than the request
+    schemas, which refuse a string or a boolean for a number (schemas.number_fields) before this reads their bodies:
+    the leniency reaches only a body without a schema (/v1/embeddings, whose engine reads no sampling field)."""
     value = body.get(name)
     if value is None or type(value) is kind:
         return value
