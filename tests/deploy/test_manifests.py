@@ -107,6 +107,18 @@ def test_probes_ask_the_gateway_and_the_engines_the_right_question() -> None:
             assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
 
 
+def test_a_busy_gpu_engine_stays_in_its_service() -> None:
+    """vLLM answers /health late while saturated (its API server's event loop busy with the batch: deployments
+    elsewhere report missed 1-2 s deadlines, and llm-d's benchmark raised its probes to 15 s). Its readiness probe gave up after 3 misses of 3 s, which took the site's only pod out of
+    the Service, every request of the gateway then refused while the engine was busiest; liveness after 4 of 5 s
+    restarted it (the weights loaded again). Each check now waits 10 s, and a minute of misses or more is needed."""
+    (vllm,) = containers(deployment("aigrid-site-fra-vllm"))
+    for name, at_least_s in (("readinessProbe", 60), ("livenessProbe", 120)):
+        probe = vllm[name]
+        assert probe.get("timeoutSeconds", 1) >= 10, (name, probe)
+        assert probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) >= at_least_s, (name, probe)
+
+
 def keys_its_metrics(dep: Doc) -> bool:
     """A llama.cpp engine with a key: its /metrics needs the key too; the gateway's under security.metrics:
     operator needs an operator tenant's key."""
