@@ -317,6 +317,52 @@ async def test_an_engines_rate_limit_keeps_its_retry_after_and_the_request_id(
     assert r.headers.get("retry-after") == wait and r.headers.get("x-should-retry") == should_retry, r.headers
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                stream: bool) -> None:
+    """Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (the reset an RFC 3339 time) on an
+    answer the quota admitted and on the quota's own 429s (a full minute window, a request larger than the tokens per
+    minute), beside OpenAI's x-ratelimit-*: until the twenty-eighth session this door sent only OpenAI's names."""
+    import time
+    from datetime import datetime
+
+    from aigrid.security.keys import KeyRing
+    from aigrid.spec.models import QuotaSpec, TenantSpec
+
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "x" * 32)
+    ring = KeyRing(b"x" * 32)
+    requests, tokens = ring.issue("requests").api_key, ring.issue("tokens").api_key
+    spec = spec_in(tmp_path, enforce=True)
+    ring.save(Path(spec.security.keys_file or ""))
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "requests": TenantSpec(quotas=QuotaSpec(requests_per_min=1)),
+                                               "tokens": TenantSpec(quotas=QuotaSpec(tokens_per_min=100))}})
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+
+    def said(r: httpx.Response, kind: str) -> tuple[str, str]:
+        reset = datetime.fromisoformat(r.headers[f"anthropic-ratelimit-{kind}-reset"].replace("Z", "+00:00"))
+        assert time.time() - 1 <= reset.timestamp() <= time.time() + 61, reset  # within the minute's window
+        assert r.headers[f"anthropic-ratelimit-{kind}-reset"].endswith("Z")
+        return r.headers[f"anthropic-ratelimit-{kind}-limit"], r.headers[f"anthropic-ratelimit-{kind}-remaining"]
+
+    ask = {"model": "smollm2-135m", "max_tokens": 5, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": requests})
+            assert r.status_code == 200 and said(r, "requests") == ("1", "0"), r.headers
+            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": requests})
+            assert r.status_code == 429 and said(r, "requests") == ("1", "0") and "retry-after" in r.headers, r.text
+            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": tokens})
+            assert r.status_code == 200 and said(r, "tokens")[0] == "100", r.headers
+            assert r.headers["anthropic-ratelimit-tokens-remaining"] == r.headers["x-ratelimit-remaining-tokens"]
+            r = await c.post("/v1/messages", json={**ask, "max_tokens": 500}, headers={"x-api-key": tokens})
+            assert r.status_code == 429 and said(r, "tokens") == ("100", "0"), r.text
+    finally:
+        await gw.guard.stop()
+
+
 async def test_authentication_failure_is_the_sdks_authentication_error(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}

@@ -11,7 +11,11 @@ SDKs raise their own exception classes. See docs/messages-api.md.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -50,6 +54,7 @@ from aigrid.gateway.routes import CHAT_PATH, Routes, audited_route, authenticate
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal
+from aigrid.security.quotas import Headroom
 
 MESSAGES_PATH = "/v1/messages"
 _JSON = "application/json"
@@ -93,9 +98,12 @@ class MessagesApi:
         except ApiError as e:
             if not _name_document(e, documents):
                 name_own_field(e, origins)
+            e.headers.update(anthropic_rate_limits(_rooms_said(e.headers), time.time()))  # the quota's 429
             raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
+        if ex.reservation is not None and resp.status_code < 400:  # routes.py adds OpenAI's x-ratelimit-* to it
+            headers.update(anthropic_rate_limits(ex.reservation.headroom, time.time()))
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
             # the router's own estimate of the prompt (RequestInfo.prompt_tokens), until the engine's usage comes
@@ -150,6 +158,36 @@ an engine's `retry-after: 3600` (and its `retry-after: 7`) within seconds, after
 
 def _retry_headers(resp: Response) -> dict[str, str]:
     return {k: resp.headers[k] for k in RETRY_HEADERS if k in resp.headers}
+
+
+def anthropic_rate_limits(rooms: Iterable[Headroom], now: float) -> dict[str, str]:
+    """Anthropic's rate-limit headers for the tenant's or key's per-minute limits (the tightest of each kind, as
+    OpenAI's x-ratelimit-* beside them say): `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` (an RFC 3339
+    time) and the same for `tokens` (the grid counts input and output tokens together, as Anthropic's
+    `anthropic-ratelimit-tokens-*` do). Until the twenty-eighth session the Messages door sent only OpenAI's names,
+    which an Anthropic client's throttle does not read."""
+    out: dict[str, str] = {}
+    for room in rooms:
+        reset = datetime.fromtimestamp(math.ceil(now + room.reset_s), UTC)  # the window's end, its second
+        out[f"anthropic-ratelimit-{room.kind}-limit"] = str(room.limit)
+        out[f"anthropic-ratelimit-{room.kind}-remaining"] = str(room.remaining)
+        out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+_DURATION = re.compile(r"(?:(\d+)m)?(\d+)s")
+"""quotas.rate_limit_headers' reset: "26s", "1m0s"."""
+
+
+def _rooms_said(headers: Mapping[str, str]) -> list[Headroom]:
+    """The per-minute limits a refusal's x-ratelimit-* headers name (the quota's 429: quotas.RateLimited)."""
+    rooms = []
+    for kind in ("requests", "tokens"):
+        limit, left = headers.get(f"x-ratelimit-limit-{kind}"), headers.get(f"x-ratelimit-remaining-{kind}")
+        reset = _DURATION.fullmatch(headers.get(f"x-ratelimit-reset-{kind}", ""))
+        if limit is not None and left is not None and reset is not None:
+            rooms.append(Headroom(kind, int(limit), int(left), 60 * int(reset[1] or 0) + int(reset[2])))
+    return rooms
 
 
 def no_thread(req: CountTokensRequest) -> None:
