@@ -128,10 +128,11 @@ def dashboard() -> dict[str, Any]:
                 "sync p99 (s)"),
                (f"sum(rate(aigrid_shared_sync_failures_total[{RATE}]))", "failures/s")]),
         row("Audit and quotas"),
-        panel("Audit records lost, quota settle failures, background runs abandoned (1 h)", "Each should stay "
-              "0; each is also logged at error level and alerted on (deploy/prometheus/aigrid-rules.yaml).",
+        panel("Audit records lost, quota settle failures, charges unreleased, background runs abandoned (1 h)",
+              "Each should stay 0; each is also logged and alerted on (deploy/prometheus/aigrid-rules.yaml).",
               [("sum(increase(aigrid_audit_records_lost_total[1h]))", "audit records lost"),
                ("sum(increase(aigrid_quota_settle_failures_total[1h]))", "quota settle failures"),
+               ("sum(increase(aigrid_quota_unreleased_total[1h]))", "quota charges unreleased"),
                ("sum(increase(aigrid_background_abandoned_total[1h]))", "background abandoned")], w=24),
     ]
     return {

@@ -99,3 +99,18 @@ def test_the_errors_panel_counts_what_the_alert_counts() -> None:
     (errors,) = [p for p in board["panels"] if p["title"] == "Errors (5 m)"]
     (target,) = errors["targets"]
     assert not_failed_outcomes(target["expr"]) == not_failed_outcomes(rule["expr"])
+
+
+def test_what_an_alert_watches_has_a_panel_and_what_should_stay_zero_is_alerted_on() -> None:
+    """An operator paged by an alert finds its metric on the dashboard, and a panel that says each of its counters
+    should stay 0 and is alerted on has an alert for each. aigrid_quota_unreleased_total (AigridQuotaChargesUnreleased)
+    had no panel, and aigrid_background_abandoned_total, on the panel that said so, had no alert."""
+    from tests.deploy.test_prometheus_rules import rules
+    alerted = {name for rule in rules() if "alert" in rule for name, _ in NAME.findall(rule["expr"])}
+    shown = {name for expr in queries() for name, _ in NAME.findall(expr)}
+    assert alerted <= shown, sorted(alerted - shown)
+    board = json.loads(DASHBOARD.read_text())
+    for p in board["panels"]:
+        if "alerted on" in p.get("description", ""):
+            watched = {name for t in p["targets"] for name, _ in NAME.findall(t["expr"])}
+            assert watched <= alerted, (p["title"], sorted(watched - alerted))
