@@ -118,7 +118,7 @@ async def live_embedded(repeats: int) -> dict[str, Any]:
     rows = []
     model_ms: list[float] = []
     tool_ms: list[float] = []
-    async with LlamaServerProcess(embedded_config(log, slots=1, threads=1)) as server, \
+    async with LlamaServerProcess(embedded_config(log, context=2048, slots=1, threads=1)) as server, \
             httpx.AsyncClient(timeout=120) as client:
         engine = OpenAICompatEngine("llamacpp", server.base_url, client)
         await finish(engine, TASK)  # warm the prompt cache once, so both loops start equal

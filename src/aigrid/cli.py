@@ -281,12 +281,20 @@ def worker(config: Annotated[Path, typer.Argument(help="the worker configuration
         logs.stop()
 
 
+NODE_CONTEXT = 8192
+"""`aigrid node --context`'s default: a spec model's `context` default (spec.models.ModelSpec), so that a node and a
+spec that both leave it out agree (before, a node held 2048 tokens a slot, whatever the spec declared)."""
+
+
 @app.command()
 def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the engine's OpenAI API")] = 8100,
          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
          slots: Annotated[int, typer.Option(min=1, help="concurrent batch slots (-np)")] = 2,
          threads: Annotated[int, typer.Option(min=1, help="CPU threads")] = 1,
          alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m",
+         context: Annotated[int, typer.Option(min=1, help=(
+             "tokens each slot holds (--ctx-size is this x the slots): the gateway's spec declares the same as "
+             "the model's context, whose default is this one"))] = NODE_CONTEXT,
          api_key_env: Annotated[str | None, typer.Option(
              help="environment variable holding the key the engine requires of every request but /health "
                   "(the gateway's endpoint names the same variable in api_key_env)")] = None) -> None:
@@ -294,7 +302,7 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
     from aigrid.gateway.server import run_node
 
     try:
-        _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias,
+        _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias, context=context,
                       api_key_env=api_key_env))
     except AigridError as e:
         raise _fail(e) from None

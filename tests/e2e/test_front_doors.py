@@ -22,6 +22,8 @@ from tests.engine_support import require_llama_server
 
 pytestmark = pytest.mark.engine
 EU = {"x-aigrid-client-location": "Frankfurt"}
+CONTEXT = 4096
+"""The model's context in the spec, which each engine slot holds (2 slots: --ctx-size 8192, about 310 MB an engine)."""
 MODEL = "smollm2-135m"
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -31,7 +33,7 @@ def two_sites(tmp: Path) -> Path:
     spec = {
         "name": "front-doors",
         "gateway": {"host": "127.0.0.1", "network": "none", "scrape_interval_s": 0.5, "default_policy": "balanced"},
-        "models": {MODEL: {"family": "smollm2", "params_b": 0.135}},
+        "models": {MODEL: {"family": "smollm2", "params_b": 0.135, "context": CONTEXT}},
         "sites": {"fra": {"name": "Frankfurt", "lat": 50.11, "lon": 8.68, "jurisdiction": "EU"},
                   "iad": {"name": "Ashburn", "lat": 39.04, "lon": -77.49, "jurisdiction": "US"}},
         "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": MODEL, "engine": "embedded", "slots": 2,
@@ -425,3 +427,19 @@ def test_chat_several_choices_and_logprobs(oai: openai.OpenAI) -> None:
     deltas = [e for e in events if e.type == "response.output_text.delta"]
     done = next(e for e in events if e.type == "response.output_text.done")
     assert deltas and all(d.logprobs for d in deltas) and len(done.logprobs) == sum(len(d.logprobs) for d in deltas)
+
+
+def test_a_prompt_within_the_specs_context_is_served_and_one_over_it_refused_at_the_gateway(base: str) -> None:
+    """Each embedded engine's slot held 2048 tokens whatever the spec's model declared: a chat of ~2,500 tokens passed
+    the gateway's check against the spec's context and met llama.cpp's own 400 ("exceeds the available context size
+    (2048 tokens)", no code). Now the engine holds the spec's context, and a prompt the gateway can tell is over it
+    is its `context_length_exceeded` before any engine."""
+    ask = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "Name a river. " * 600}]}
+    r = httpx.post(base + "/v1/chat/completions", json=ask, headers=EU, timeout=300)
+    assert r.status_code == 200, r.text
+    assert 2048 < r.json()["usage"]["prompt_tokens"] < CONTEXT, r.json()["usage"]
+    # one character more than the gateway's lower bound lets through (8 characters a token)
+    over = {**ask, "messages": [{"role": "user", "content": ("Name a river. " * 3000)[:CONTEXT * 8 + 8]}]}
+    r = httpx.post(base + "/v1/chat/completions", json=over, headers=EU, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+    assert f"maximum context length is {CONTEXT} tokens" in r.json()["error"]["message"]

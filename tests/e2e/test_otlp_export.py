@@ -65,7 +65,7 @@ def collector() -> Iterator[Collector]:
 
 def one_site(tmp: Path) -> Path:
     spec = {"name": "otlp", "gateway": {"network": "none", "scrape_interval_s": 0.5},
-            "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135}},
+            "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135, "context": 2048}},  # 1 slot: ~215 MB
             "sites": {"fra": {"name": "Frankfurt", "lat": 50.11, "lon": 8.68, "jurisdiction": "EU"}},
             "endpoints": [{"id": "fra-smollm2", "site": "fra", "model": "smollm2-135m", "engine": "embedded",
                            "slots": 1, "prefill_tps": 250, "decode_tps": 150}]}

@@ -32,7 +32,7 @@ async def test_a_key_that_cannot_be_used_stops_the_node_before_its_engine_starts
     out = io.StringIO()
     with pytest.raises(ConfigError, match=says):
         await run_node(Console(file=out), host="127.0.0.1", port=1, slots=1, threads=1, alias="m",
-                       api_key_env=api_key_env, environ=environ)
+                       context=2048, api_key_env=api_key_env, environ=environ)
     if "LLAMA_API_KEY" in environ:  # llama.cpp's own variable is honoured, and that is said
         assert "as if --api-key-env LLAMA_API_KEY" in out.getvalue()
 

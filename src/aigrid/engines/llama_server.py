@@ -58,6 +58,8 @@ class LlamaServerConfig:
     port: int = 0
     slots: int = 2
     ctx_per_slot: int = 2048
+    """Tokens each slot holds (llama-server's --ctx-size is this times the slots); embedded_config sets the spec's
+    model context."""
     threads: int = 1
     extra_args: tuple[str, ...] = ()
     hidden_env: frozenset[str] = frozenset()
@@ -71,12 +73,15 @@ class LlamaServerConfig:
     host to the namespace's address and a fixed port: free_port() can only probe this namespace)."""
 
 
-def embedded_config(log_path: Path, *, slots: int = 2, threads: int = 1, port: int = 0,
+def embedded_config(log_path: Path, *, context: int, slots: int = 2, threads: int = 1, port: int = 0,
                     alias: str = "smollm2-135m") -> LlamaServerConfig:
-    """The embedded engine's config: the cached (or $AIGRID_LLAMA_SERVER) binary and the SmolLM2 model.
+    """The embedded engine's config: the cached (or $AIGRID_LLAMA_SERVER) binary and the SmolLM2 model, each of
+    its `slots` holding `context` tokens (the spec's model `context`: what the gateway's context check, an
+    agent loop's context_limit and Responses' compaction count against; before, every engine ran 2048 a slot
+    whatever the spec declared, and llama.cpp refused what the gateway had let through).
     Raises EngineBuildError, saying how to fix it, when either file is missing."""
     return LlamaServerConfig(binary=find_llama_server(), model=find_model_file(), log_path=log_path,
-                             alias=alias, port=port, slots=slots, threads=threads)
+                             alias=alias, port=port, slots=slots, ctx_per_slot=context, threads=threads)
 
 
 def has_flag(help_text: str, flag: str) -> bool:

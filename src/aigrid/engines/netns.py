@@ -2,7 +2,7 @@
 by a veth pair whose packets the kernel holds for the site's one-way delay in each direction.
 
     async with SiteNetwork(plan_links(gateway_point, site_points)) as net:
-        cfg = in_namespace(embedded_config(log), net, "nrt")   # llama-server inside nrt's namespace
+        cfg = in_namespace(embedded_config(log, context=8192), net, "nrt")   # llama-server inside nrt's namespace
         ...  # the gateway reaches it at http://{net.address('nrt')}:{cfg.port}, ~RTT(gateway, Tokyo) away
 
 Two ways to delay, chosen once at start() (method="auto"):

@@ -83,8 +83,9 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
     per_site: dict[str, int] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
-            cfg = embedded_config(LOG_DIR / f"{ep.id}.log", slots=ep.slots, threads=ep.threads,
-                                  alias=ep.served_model or ep.model)
+            # each slot holds the spec's model context, what the gateway and the agent loop count against
+            cfg = embedded_config(LOG_DIR / f"{ep.id}.log", context=spec.models[ep.model].context, slots=ep.slots,
+                                  threads=ep.threads, alias=ep.served_model or ep.model)
             cfg = replace(cfg, api_key=api_key, hidden_env=secret_variables(spec))
             if net is not None:
                 per_site[ep.site] = per_site.get(ep.site, -1) + 1
@@ -315,9 +316,10 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
             console.print("stopping engines...")
 
 
-async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str,
+async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str, context: int,
                    api_key_env: str | None = None, environ: Mapping[str, str] | None = None) -> None:
     """One embedded engine in the foreground, for a site on another machine; stops on Ctrl-C or SIGTERM.
+    `context`: the tokens each slot holds (the gateway's spec declares the same as its model's `context`).
     `api_key_env`: the environment variable whose value the engine requires of every request but /health
     (the gateway's endpoint names the same variable in its `api_key_env`)."""
     env = os.environ if environ is None else environ
@@ -340,14 +342,15 @@ async def run_node(console: Console, *, host: str, port: int, slots: int, thread
         console.print(f"[yellow]warning[/]: the engine listens on {escape(host)} without a key: whoever reaches "
                       f"port {port} uses the model past the gateway's firewall, quotas and audit log "
                       "(give --api-key-env NAME, and the endpoint api_key_env: NAME)", soft_wrap=True)
-    cfg = replace(embedded_config(LOG_DIR / f"node-{port}.log", slots=slots, threads=threads, port=port,
-                                  alias=alias), host=host, api_key=key)
+    cfg = replace(embedded_config(LOG_DIR / f"node-{port}.log", context=context, slots=slots, threads=threads,
+                                  port=port, alias=alias), host=host, api_key=key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with LlamaServerProcess(cfg) as proc:
-        console.print(f"engine {alias} at {proc.base_url}  pid {proc.pid}  log {cfg.log_path}", soft_wrap=True)
+        console.print(f"engine {alias} at {proc.base_url}  pid {proc.pid}  context {context} tokens a slot "
+                      f"x {slots} slots  log {cfg.log_path}", soft_wrap=True)
         supervisor = asyncio.create_task(proc.supervise(alias), name=f"supervise {alias}")
         try:
             await stop.wait()
