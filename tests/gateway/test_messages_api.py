@@ -322,7 +322,8 @@ async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, 
                                                                 stream: bool) -> None:
     """Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (the reset an RFC 3339 time) on an
     answer the quota admitted and on the quota's own 429s (a full minute window, a request larger than the tokens per
-    minute), beside OpenAI's x-ratelimit-*: until the twenty-eighth session this door sent only OpenAI's names."""
+    minute), count_tokens' (a request counted) too, beside OpenAI's x-ratelimit-*: until the twenty-eighth session
+    this door sent only OpenAI's names."""
     import time
     from datetime import datetime
 
@@ -334,7 +335,7 @@ async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, 
     requests, tokens = ring.issue("requests").api_key, ring.issue("tokens").api_key
     spec = spec_in(tmp_path, enforce=True)
     ring.save(Path(spec.security.keys_file or ""))
-    spec = spec.model_copy(update={"tenants": {**spec.tenants, "requests": TenantSpec(quotas=QuotaSpec(requests_per_min=1)),
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "requests": TenantSpec(quotas=QuotaSpec(requests_per_min=2)),
                                                "tokens": TenantSpec(quotas=QuotaSpec(tokens_per_min=100))}})
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=_no_sleep)
     gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
@@ -350,10 +351,14 @@ async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, 
     await gw.guard.start()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            count = {"model": "smollm2-135m", "messages": ask["messages"]}
+            r = await c.post("/v1/messages/count_tokens", json=count, headers={"x-api-key": requests})
+            assert r.status_code == 200 and said(r, "requests") == ("2", "1"), r.headers  # one request counted
             r = await c.post("/v1/messages", json=ask, headers={"x-api-key": requests})
-            assert r.status_code == 200 and said(r, "requests") == ("1", "0"), r.headers
-            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": requests})
-            assert r.status_code == 429 and said(r, "requests") == ("1", "0") and "retry-after" in r.headers, r.text
+            assert r.status_code == 200 and said(r, "requests") == ("2", "0"), r.headers
+            for path, body in (("/v1/messages", ask), ("/v1/messages/count_tokens", count)):
+                r = await c.post(path, json=body, headers={"x-api-key": requests})
+                assert r.status_code == 429 and said(r, "requests") == ("2", "0") and "retry-after" in r.headers, r.text
             r = await c.post("/v1/messages", json=ask, headers={"x-api-key": tokens})
             assert r.status_code == 200 and said(r, "tokens")[0] == "100", r.headers
             assert r.headers["anthropic-ratelimit-tokens-remaining"] == r.headers["x-ratelimit-remaining-tokens"]

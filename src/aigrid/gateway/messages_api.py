@@ -134,7 +134,11 @@ class MessagesApi:
         call is audited and counts as one request against requests per minute (routes.authenticate), as the
         Responses API's input_tokens."""
         gw = self.pipeline.gw
-        principal, _ = await authenticate(gw, request, ex)  # before the body
+        try:
+            principal, _ = await authenticate(gw, request, ex)  # before the body
+        except ApiError as e:
+            e.headers.update(anthropic_rate_limits(_rooms_said(e.headers), time.time()))  # the quota's 429
+            raise
         raw = await self.pipeline.read_json(request)
         ex.body = {"model": raw["model"]} if "model" in raw else {}
         req = validate(CountTokensRequest, raw)
@@ -145,8 +149,8 @@ class MessagesApi:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
-        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}),
-                        media_type=_JSON)
+        said = anthropic_rate_limits(ex.reservation.headroom, time.time()) if ex.reservation is not None else {}
+        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON, headers=said)
 
 
 RETRY_HEADERS = ("retry-after", "x-should-retry")
