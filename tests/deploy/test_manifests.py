@@ -179,6 +179,16 @@ def test_a_drain_takes_one_gateway_at_a_time_even_while_none_is_ready() -> None:
     assert spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow", spec
 
 
+def test_the_gateways_spread_over_nodes_as_well_as_zones() -> None:
+    """A pod that names topologySpreadConstraints of its own gets none of the cluster's default ones (which spread
+    over hostnames): with the zone alone, a cluster of one zone could put both replicas on one node, one node's
+    failure then every gateway."""
+    spec = deployment("aigrid-gateway")["spec"]["template"]["spec"]
+    keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]
+            if c["labelSelector"]["matchLabels"].items() <= deployment("aigrid-gateway")["spec"]["template"]["metadata"]["labels"].items()}
+    assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, keys
+
+
 def test_each_gateway_pod_runs_the_workers_its_cpu_request_pays_for() -> None:
     """Without --workers a gateway runs one worker per core it may use (aigrid.cores), and a pod without a CPU
     limit may use every core of its node: 32 workers on a 32-core node, in a pod of 1 GiB. Its args say how many."""
