@@ -30,5 +30,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["/usr/local/bin/llama-server"]
+# --ctx-size is the total over the --parallel slots: 4 x 8192, the model's context in each (deploy/kubernetes/gateway.yaml)
 CMD ["--model", "/models/smollm2-135m-instruct.gguf", "--alias", "smollm2-135m", "--host", "0.0.0.0", \
-     "--port", "8080", "--parallel", "4", "--ctx-size", "8192", "--threads", "2", "--metrics", "--no-webui"]
+     "--port", "8080", "--parallel", "4", "--ctx-size", "32768", "--threads", "2", "--metrics", "--no-webui"]

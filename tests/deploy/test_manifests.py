@@ -373,6 +373,21 @@ def test_the_site_image_builds_the_engine_with_the_project_script_and_runs_the_m
     assert any(ln.startswith("EXPOSE 8080") for ln in lines)
 
 
+def test_each_llamacpp_slot_holds_the_context_the_grid_spec_promises() -> None:
+    """llama-server's --ctx-size is the total, split evenly over its --parallel slots (engines/llama_server.py). The
+    manifest ran 8192 over 4 slots, 2048 a slot, while the ConfigMap's model says context 8192 and its endpoint 4
+    slots: the gateway's context check let through prompts of 2048-8192 tokens that the engine then refused (400),
+    each counted a failure of the site. The embedded engines had the same fault, fixed earlier (embedded_config)."""
+    spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
+    (llama,) = containers(deployment("aigrid-site-fra-llamacpp"))
+    args = llama["args"]
+    total, slots = int(args[args.index("--ctx-size") + 1]), int(args[args.index("--parallel") + 1])
+    alias = args[args.index("--alias") + 1]
+    (endpoint,) = [e for e in spec.endpoints if e.engine == "llamacpp" and (e.served_model or e.model) == alias]
+    assert endpoint.slots == slots, (endpoint.slots, slots)
+    assert total // slots == spec.models[endpoint.model].context, (total, slots, spec.models[endpoint.model].context)
+
+
 def test_the_engine_knows_every_flag_the_manifest_passes() -> None:
     try:
         binary = find_llama_server()
