@@ -233,6 +233,21 @@ def pre_stop_sleep_s(container: Doc) -> float:
     return float(command[1])
 
 
+def test_the_docs_give_the_manifest_s_stop_arithmetic() -> None:
+    """docs/reliability.md ("Stopping cleanly") and docs/deploy.md say the pod's grace and its preStop hook's sleep:
+    the same figures as the manifest (reliability.md still said 45 s after the hook raised the grace to 50)."""
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    grace = deployment("aigrid-gateway")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    reliability = (ROOT / "docs" / "reliability.md").read_text()
+    deploy = " ".join((ROOT / "docs" / "deploy.md").read_text().split())
+    said = re.findall(r"`deploy/kubernetes/gateway\.yaml`: (\d+) s", reliability)
+    assert said == [str(grace)], said
+    assert re.findall(r"`terminationGracePeriodSeconds`, (\d+)", deploy) == [str(grace)]
+    (hook,) = re.findall(r"preStop hook,? (?:which )?sleeps (\d+) s", " ".join(reliability.split()))
+    assert float(hook) == pre_stop_sleep_s(gateway)
+    assert re.findall(r"preStop hook sleeps (\d+) s", deploy) == [hook]
+
+
 def test_a_stopping_gateway_serves_until_the_service_no_longer_sends_it_connections() -> None:
     """Kubernetes removes a stopping pod from the Service's endpoints as it runs the pod's stop, and kube-proxy,
     Ingress controllers and load balancers see it later (a second or more); the gateway closes its listening socket
