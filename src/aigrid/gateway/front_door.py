@@ -64,6 +64,19 @@ def aigrid_headers(resp: Response) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.startswith("x-aigrid-")}
 
 
+RETRY_HEADERS = ("retry-after", "x-should-retry")
+"""What the pipeline's answer to an engine's refusal says about trying again (proxy.py: a hosted engine's 429 with
+its Retry-After, when it is a time (`_a_time`), and `x-should-retry: false` past a wait an SDK sits through), kept by
+every door that answers in its own shape (`retry_headers`) as `/v1/chat/completions` passes them: until the
+twenty-eighth session the Messages and Responses doors dropped both, so the SDKs retried an engine's
+`retry-after: 3600` (and its `retry-after: 7`) within seconds, after their own backoff."""
+
+
+def retry_headers(resp: Response) -> dict[str, str]:
+    """The RETRY_HEADERS of the pipeline's answer (an engine's refusal), for a door's own answer to it."""
+    return {k: resp.headers[k] for k in RETRY_HEADERS if k in resp.headers}
+
+
 def is_event_stream(resp: Response) -> bool:
     return isinstance(resp, RelayResponse) and resp.status_code < 400 \
         and resp.headers.get("content-type", "").startswith("text/event-stream")

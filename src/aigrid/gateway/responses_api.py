@@ -89,6 +89,7 @@ from aigrid.gateway.front_door import (
     name_own_field,
     pipeline_headers,
     restream,
+    retry_headers,
     validate,
     whole_body,
 )
@@ -264,7 +265,7 @@ class ResponsesApi:
         if ex.hangup is not None:
             ex.hangup.hold()  # the answer is whole: it is stored (and its conversation's turn added) whoever waits
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
-            return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
+            return _refused(resp, body, extra)
         final = _final(turn, body, rid, int(time.time()), ex.steps)
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
@@ -357,7 +358,7 @@ class ResponsesApi:
         resp = await self._route(turn, headers, read, ex, caller)
         extra, body = aigrid_headers(resp), await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
-            return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
+            return _refused(resp, body, extra)
         item, spent = self._sealed(turn, body, ex)
         return Response(orjson.dumps({
             "id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
@@ -443,7 +444,7 @@ class ResponsesApi:
             body = await whole_body(resp)
             if resp.status_code >= 400:
                 raise UpstreamFailed(f"the compaction pass (context_management) failed: the engine answered "
-                                     f"{resp.status_code}; the response was not served")
+                                     f"{resp.status_code}; the response was not served", headers=retry_headers(resp))
             return self._sealed(turn, body, ex)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
@@ -992,6 +993,15 @@ def _own_error(e: ApiError, turn: _Turn) -> None:
         own = _FORMAT.sub("text.format", e.param)
         e.message = e.message.replace(e.param, own)
         e.param = own
+
+
+def _refused(resp: Response, body: bytes, extra: dict[str, str]) -> Response:
+    """An engine's own refusal (already the OpenAI envelope), whole or asked streamed, with what the pipeline says
+    about trying again (front_door.retry_headers: the engine's Retry-After, `x-should-retry: false` past a wait an SDK
+    sits through) as chat passes it; the WebSocket's `error` event carries them among its `headers`. Until the
+    twenty-eighth session this door dropped both: the SDKs retried an engine's `retry-after: 3600` within seconds."""
+    return Response(body, status_code=resp.status_code, media_type="application/json",
+                    headers={**extra, **retry_headers(resp)})
 
 
 def _final(turn: _Turn, body: bytes, rid: str, created: int, steps: bool) -> dict[str, Any]:
