@@ -368,6 +368,52 @@ async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, 
         await gw.guard.stop()
 
 
+async def test_each_door_says_its_own_apis_rate_limit_headers_and_an_engines_failure_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guard (passes on e31f7698, review RV7): the chat door of a tenant with per-minute limits says OpenAI's
+    x-ratelimit-* and none of Anthropic's names (only the Messages door adds those); an engine's 200 that is not a
+    completion (proxy.py's UpstreamFailed) is an error on /v1/messages with neither family, whose remaining > 0 would
+    read to a client's throttle as "retry now" (routes.py)."""
+    from contextlib import asynccontextmanager
+
+    from aigrid.engines.protocol import UpstreamResponse
+    from aigrid.security.keys import KeyRing
+    from aigrid.spec.models import QuotaSpec, TenantSpec
+
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "x" * 32)
+    ring = KeyRing(b"x" * 32)
+    key = ring.issue("limited").api_key
+    spec = spec_in(tmp_path, enforce=True)
+    ring.save(Path(spec.security.keys_file or ""))
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "limited": TenantSpec(
+        quotas=QuotaSpec(requests_per_min=50, tokens_per_min=100_000))}})
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep)
+    ask = {"model": "smollm2-135m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json=ask, headers={"x-api-key": key})
+            assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "50", r.headers
+            assert not [k for k in r.headers if k.startswith("anthropic-ratelimit-")], r.headers
+
+            async def garbage() -> AsyncIterator[bytes]:
+                yield b"<html>not json</html>"
+
+            @asynccontextmanager
+            async def unreadable(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+                yield UpstreamResponse(200, {"content-type": "application/json"}, garbage())
+
+            for f in fakes.values():
+                f.open = unreadable  # type: ignore[method-assign]
+            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": key})
+            assert r.status_code >= 500 and r.json()["type"] == "error", r.text
+            assert not [k for k in r.headers if "ratelimit" in k], r.headers
+    finally:
+        await gw.guard.stop()
+
+
 async def test_authentication_failure_is_the_sdks_authentication_error(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
