@@ -73,7 +73,7 @@ def error(r: httpx.Response, status: int) -> dict:
 async def test_missing_and_wrong_keys_are_401(secured: tuple[httpx.AsyncClient, Gateway]) -> None:
     c, _ = secured
     r = await c.post("/v1/chat/completions", json=CHAT)
-    assert error(r, 401) == {"message": "missing API key: send 'Authorization: Bearer <key>'",
+    assert error(r, 401) == {"message": "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                              "type": "authentication_error", "param": None, "code": "missing_api_key"}
     assert r.headers["www-authenticate"] == "Bearer"
     r = await c.post("/v1/chat/completions", json=CHAT, headers=auth("aig_nope_nope"))

@@ -23,6 +23,11 @@ never meet)."""
 
 ANONYMOUS_KEY_ID = "anonymous"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+"""The 401 of a request without credentials, on every door (one message: each door's own envelope wraps it): both
+ways every route reads a key (front_door.with_api_key). Until the twenty-eighth session it named Authorization
+alone, on the Anthropic Messages door too, whose clients send `x-api-key` (the Anthropic SDK's `api_key`, Claude
+Code's ANTHROPIC_API_KEY)."""
 
 
 @dataclass(slots=True)
@@ -40,8 +45,7 @@ class Authenticator:
             token = None  # enforcement off: SDKs must send some key ("sk-...", "unused"); only ours are checked
         if token is None:
             if self.enforce:
-                raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'",
-                                          code="missing_api_key", headers=dict(_CHALLENGE))
+                raise AuthenticationError(MISSING_KEY, code="missing_api_key", headers=dict(_CHALLENGE))
             return Principal(self.default_tenant, ANONYMOUS_KEY_ID, self._tenant_scopes(self.default_tenant),
                              method="anonymous")
         if self.jwt is not None and looks_like_jwt(token):
