@@ -208,6 +208,22 @@ def test_redis_requires_the_password_of_a_secret_that_the_gateway_reads_through_
     assert all(urlsplit(u).password is None for u in urls if u), "a password in a Redis URL of the ConfigMap"
 
 
+def test_the_redis_of_the_quota_counters_evicts_nothing() -> None:
+    """Every quota counter has a TTL (quotas_redis.py: its window's end plus a minute), so an evicting policy,
+    allkeys-lru or volatile-lru alike, may pick a counter a tenant spent and left idle: its minute begins again at 0.
+    Measured with redis-server 3mb and RedisQuotaBackend (a scratch script): tenant-a refused at 10 of 10, then other
+    tenants' charges filled the memory and tenant-a was admitted 10 more in the same minute under both; under
+    noeviction the others' charges were refused (OOM: the gateway's 503) and tenant-a stayed at 10."""
+    (cm,) = [d for d in DOCS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "aigrid-grid"]
+    spec = parse_spec(yaml.safe_load(cm["data"]["grid.yaml"]))
+    assert spec.security.quotas_redis_url is not None
+    assert str(urlsplit(spec.security.quotas_redis_url).hostname).startswith("aigrid-redis.")  # this manifest's Redis
+    (redis,) = pod(named("aigrid-redis"))["containers"]
+    args = redis["args"]
+    policy = args[args.index("--maxmemory-policy") + 1] if "--maxmemory-policy" in args else "noeviction"
+    assert policy == "noeviction", policy
+
+
 def test_the_gateway_takes_ingress_on_its_api_port_only() -> None:
     gateway = named("aigrid-gateway")
     rules = [r for p in policies_for(gateway) if "Ingress" in p["spec"]["policyTypes"]
