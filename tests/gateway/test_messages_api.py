@@ -285,6 +285,24 @@ async def test_no_eligible_site_is_anthropics_overloaded_error(
     assert info.value.body["error"]["type"] == "overloaded_error"
 
 
+def _answer_always(fakes: dict[str, FakeEngine], status: int, headers: dict[str, str], body: bytes) -> None:
+    """Every engine answers each request with `status`, `headers` and `body` (a hosted engine's 429, a 200 that is
+    not a completion)."""
+    from contextlib import asynccontextmanager
+
+    from aigrid.engines.protocol import UpstreamResponse
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    @asynccontextmanager
+    async def answered(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(status, headers, chunks())
+
+    for f in fakes.values():
+        f.open = answered  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize(("wait", "should_retry"), [("7", None), ("3600", "false")])
 async def test_an_engines_rate_limit_keeps_its_retry_after_and_the_request_id(
@@ -293,20 +311,9 @@ async def test_an_engines_rate_limit_keeps_its_retry_after_and_the_request_id(
     reaches an Anthropic client as it reaches a chat client (proxy.py), and the body carries the `request-id` header's
     id as every other Anthropic error does. Until the twenty-eighth session the Messages door dropped both headers
     (the SDKs retried an engine's hour-long wait within seconds) and the body had no request_id."""
-    from contextlib import asynccontextmanager
-
-    from aigrid.engines.protocol import UpstreamResponse
-
-    async def refusal() -> AsyncIterator[bytes]:
-        yield b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}'
-
-    @asynccontextmanager
-    async def limited(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
-        yield UpstreamResponse(429, {"content-type": "application/json", "retry-after": wait}, refusal())
-
     fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
-    for f in fakes.values():
-        f.open = limited  # type: ignore[method-assign]
+    _answer_always(fakes, 429, {"content-type": "application/json", "retry-after": wait},
+                   b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}')
     gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         r = await c.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 5, "stream": stream,
@@ -374,9 +381,6 @@ async def test_each_door_says_its_own_apis_rate_limit_headers_and_an_engines_fai
     x-ratelimit-* and none of Anthropic's names (only the Messages door adds those); an engine's 200 that is not a
     completion (proxy.py's UpstreamFailed) is an error on /v1/messages with neither family, whose remaining > 0 would
     read to a client's throttle as "retry now" (routes.py)."""
-    from contextlib import asynccontextmanager
-
-    from aigrid.engines.protocol import UpstreamResponse
     from aigrid.security.keys import KeyRing
     from aigrid.spec.models import QuotaSpec, TenantSpec
 
@@ -397,16 +401,7 @@ async def test_each_door_says_its_own_apis_rate_limit_headers_and_an_engines_fai
             r = await c.post("/v1/chat/completions", json=ask, headers={"x-api-key": key})
             assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "50", r.headers
             assert not [k for k in r.headers if k.startswith("anthropic-ratelimit-")], r.headers
-
-            async def garbage() -> AsyncIterator[bytes]:
-                yield b"<html>not json</html>"
-
-            @asynccontextmanager
-            async def unreadable(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
-                yield UpstreamResponse(200, {"content-type": "application/json"}, garbage())
-
-            for f in fakes.values():
-                f.open = unreadable  # type: ignore[method-assign]
+            _answer_always(fakes, 200, {"content-type": "application/json"}, b"<html>not json</html>")
             r = await c.post("/v1/messages", json=ask, headers={"x-api-key": key})
             assert r.status_code >= 500 and r.json()["type"] == "error", r.text
             assert not [k for k in r.headers if "ratelimit" in k], r.headers
