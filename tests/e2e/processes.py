@@ -76,11 +76,16 @@ def _serving(argv: list[str], cwd: Path, log: Path, port: int, health: str) -> t
     return proc, url
 
 
+NODE_CONTEXT = 2048
+"""Tokens a slot of start_node's engines holds, and write_spec's model context: the two agree (the gateway checks
+against the spec), and 2048 a slot keeps a 2-slot node at about 216 MB, 486 MB at `aigrid node`'s default 8192."""
+
+
 def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = None) -> tuple[Proc, str]:
     """`aigrid node` on a free port, once its engine answers /health; on a new port when another process took the
     picked one before llama-server bound it (tests/ports.py)."""
     def start(port: int) -> tuple[Proc, str]:
-        argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)]
+        argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots), "--context", str(NODE_CONTEXT)]
         argv += ["--api-key-env", api_key_env] if api_key_env else []
         return _serving(argv, cwd, cwd / f"node-{site}.log", port, "/health")
 
@@ -110,7 +115,7 @@ def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, ap
         "name": "chaos",
         "gateway": {"network": "none", "scrape_interval_s": 0.5, **gateway,
                     **({"shared_state_url": redis_url} if redis_url else {})},
-        "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135}},
+        "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135, "context": NODE_CONTEXT}},
         "sites": SITES,
         "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": "smollm2-135m", "engine": "llamacpp", "url": u,
                        "slots": 2, "prefill_tps": 250, "decode_tps": 150,

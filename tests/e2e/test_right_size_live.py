@@ -28,7 +28,7 @@ import yaml
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.routing_data import read_routing_csv
 from aigrid.spec.load import load_spec
-from tests.e2e.processes import SITES, Proc, start_gateway, start_node, wait_until_healthy
+from tests.e2e.processes import NODE_CONTEXT, SITES, Proc, start_gateway, start_node, wait_until_healthy
 from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +60,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         spec = {
             "name": "right-size-live",
             "gateway": {"network": "none", "scrape_interval_s": 0.5},
-            "models": {"small-1b": {"family": "llama", "params_b": 1.0},
-                       "large-70b": {"family": "llama", "params_b": 70.0}},
+            "models": {"small-1b": {"family": "llama", "params_b": 1.0, "context": NODE_CONTEXT},  # what the nodes hold
+                       "large-70b": {"family": "llama", "params_b": 70.0, "context": NODE_CONTEXT}},
             "sites": {s: SITES[s] for s in ("fra", "iad")},
             "endpoints": [
                 {"id": "fra-small", "site": "fra", "model": "small-1b", "engine": "llamacpp", "url": urls["fra"],
