@@ -724,3 +724,14 @@ def test_keys_list_of_a_folder_says_it_is_a_folder(tmp_path: Path, monkeypatch: 
     r = runner.invoke(app, ["keys", "list", "--keys-file", str(tmp_path)])
     said = " ".join(r.output.split())
     assert r.exit_code == 2 and f"--keys-file {tmp_path}: a directory, not a key file" in said, r.output
+
+
+def test_the_keys_commands_default_secret_env_is_the_one_the_key_store_reads() -> None:
+    """cli.SECRET_ENV (eeaf38eb) writes keys_cli.SECRET_ENV's value again, since cli.py imports keys_cli only when a
+    keys command runs, and security.secret_env's default is a third spelling: `aigrid keys create` with no
+    --secret-env must hash with the secret a gateway of a spec without secret_env reads."""
+    from aigrid import cli
+    from aigrid.security import keys_cli
+    from aigrid.spec.models import SecuritySpec
+
+    assert cli.SECRET_ENV == keys_cli.SECRET_ENV == SecuritySpec.model_fields["secret_env"].default
