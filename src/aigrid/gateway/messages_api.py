@@ -33,6 +33,7 @@ from aigrid.gateway.front_door import (
     name_own_field,
     pipeline_headers,
     restream,
+    retry_headers,
     validate,
     whole_body,
 )
@@ -119,7 +120,7 @@ class MessagesApi:
         body = await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own refusal (an OpenAI envelope), in Anthropic's shape
             return anthropic_error(resp.status_code if resp.status_code < 500 else 500, engine_error_message(body),
-                                   {**headers, **_retry_headers(resp)}, request_id=ex.request_id)
+                                   {**headers, **retry_headers(resp)}, request_id=ex.request_id)
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -151,17 +152,6 @@ class MessagesApi:
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         said = anthropic_rate_limits(ex.reservation.headroom, time.time()) if ex.reservation is not None else {}
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON, headers=said)
-
-
-RETRY_HEADERS = ("retry-after", "x-should-retry")
-"""What the pipeline's answer to an engine's refusal says about trying again (proxy.py: a hosted engine's 429 with
-its Retry-After, and `x-should-retry: false` past a wait an SDK sits through), kept in Anthropic's envelope as
-`/v1/chat/completions` keeps them: until the twenty-eighth session the Messages door dropped both, so the SDKs retried
-an engine's `retry-after: 3600` (and its `retry-after: 7`) within seconds, after their own backoff."""
-
-
-def _retry_headers(resp: Response) -> dict[str, str]:
-    return {k: resp.headers[k] for k in RETRY_HEADERS if k in resp.headers}
 
 
 def anthropic_rate_limits(rooms: Iterable[Headroom], now: float) -> dict[str, str]:
