@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import textwrap
 from contextlib import AsyncExitStack
 from io import StringIO
 from pathlib import Path
@@ -25,17 +24,9 @@ from aigrid.errors import EngineBuildError
 from aigrid.gateway.server import run_node, start_embedded
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import ModelSpec
+from tests.engines.test_llama_server import SERVE_OK
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
-SERVE_OK = textwrap.dedent("""
-    import http.server, sys
-    port = int(sys.argv[sys.argv.index("--port") + 1])
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-        def log_message(self, *a): pass
-    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-""")
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ def started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         find_model_file()
     except EngineBuildError as exc:
         pytest.skip(f"the embedded model is not installed: {exc}")
-    (tmp_path / "serve.py").write_text(SERVE_OK)
+    (tmp_path / "serve.py").write_text("import http.server, sys\n" + SERVE_OK)
     argv = tmp_path / "argv.txt"
     binary = tmp_path / "llama-server"
     binary.write_text('#!/bin/sh\nif [ "$1" = "--help" ]; then echo "--metrics  enable"; exit 0; fi\n'
