@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from aigrid.spec.load import parse_spec
+from tests.deploy.test_manifests import dockerfile_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -229,11 +230,6 @@ def test_the_gateway_takes_ingress_on_its_api_port_only() -> None:
     rules = [r for p in policies_for(gateway) if "Ingress" in p["spec"]["policyTypes"]
              for r in p["spec"].get("ingress", [])]
     assert rules and all({p["port"] for p in r["ports"]} == {"http"} for r in rules)
-
-
-def dockerfile_lines(path: Path) -> list[str]:
-    text = re.sub(r"\\\n\s*", " ", path.read_text())
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def test_every_image_is_pinned_to_a_release() -> None:

@@ -403,6 +403,32 @@ def test_each_llamacpp_slot_holds_the_context_the_grid_spec_promises() -> None:
     assert total // slots == spec.models[endpoint.model].context, (total, slots, spec.models[endpoint.model].context)
 
 
+# llama-server's RSS with the manifest's args, by (--ctx-size, --parallel), SmolLM2-135M, after a chat in each slot:
+# measured on 6 Dec 2026, twenty-eighth session, with the manifest's flags on 127.0.0.1 (847 MiB after start,
+# 864 after the chats). Another context or slot count is not measured: measure it and add it here.
+MEASURED_LLAMACPP_RSS_MIB = {(32768, 4): 864}
+HEADROOM = 1.25  # the request covers what was measured and a quarter more (prompt batches, another build)
+BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def memory_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", str(quantity)).groups()  # type: ignore[union-attr]
+    return int(number) * BINARY_UNITS.get(unit or "", 1)
+
+
+def test_the_llamacpp_site_requests_the_memory_its_context_holds() -> None:
+    """--ctx-size 32768 over 4 slots is 4 x 8192 tokens of KV cache: 847 MiB RSS after start, against a request of
+    1Gi, so the scheduler placed the pod on a node with room for 1 GiB and it took (and kept growing to) most of it.
+    The request covers the measured figure with headroom, the limit the request."""
+    (llama,) = containers(deployment("aigrid-site-fra-llamacpp"))
+    args = llama["args"]
+    key = (int(args[args.index("--ctx-size") + 1]), int(args[args.index("--parallel") + 1]))
+    assert key in MEASURED_LLAMACPP_RSS_MIB, f"{key}: not measured; measure llama-server's RSS with these args"
+    request = memory_bytes(llama["resources"]["requests"]["memory"])
+    assert request >= MEASURED_LLAMACPP_RSS_MIB[key] * HEADROOM * 2**20, (request, key)
+    assert memory_bytes(llama["resources"]["limits"]["memory"]) >= request
+
+
 def test_the_engine_knows_every_flag_the_manifest_passes() -> None:
     try:
         binary = find_llama_server()
