@@ -22,6 +22,8 @@ RULE_TESTS = ROOT / "deploy" / "prometheus" / "aigrid-rules.test.yaml"
 NAME = re.compile(r"(?<![\w:])((?:aigrid|gen_ai)_[a-z0-9_]+)(?![\w:])(\{[^}]*\})?")  # not a recorded rule's name
 BY = re.compile(r"\bby\s*\(([^)]*)\)")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GATEWAY_JOB = "aigrid-gateway"  # the gateways' scrape job, as docs/deploy.md ("Gateway keys") names it
+UP = re.compile(r'\bup\{job="([^"]*)"\}')  # Prometheus's own series per scrape target
 
 
 def exported() -> dict[str, tuple[str, set[str]]]:
@@ -50,7 +52,8 @@ def test_every_metric_and_label_a_rule_names_is_exported() -> None:
     for rule in rules():
         expr = rule["expr"]
         names = NAME.findall(expr)
-        assert names or re.search(r"\b\w+:\w+:\w+\b", expr), f"{rule}: names no metric"
+        assert names or re.search(r"\b\w+:\w+:\w+\b", expr) or UP.search(expr), f"{rule}: names no metric"
+        assert set(UP.findall(expr)) <= {GATEWAY_JOB}, f"{rule}: up of a job the docs do not name"
         labels_used: set[str] = set()
         for name, matchers in names:
             assert name in series, f"{rule.get('alert') or rule.get('record')}: {name} is not exported " \
@@ -93,3 +96,22 @@ def test_a_site_s_error_ratio_counts_failures_not_clients_that_hung_up() -> None
     (rule,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:error_ratio_5m"]
     left_out = not_failed_outcomes(rule["expr"])
     assert left_out == {"ok", "client_closed", STEERED}, left_out
+
+
+def test_one_gateway_whose_scrape_fails_is_alerted_on_the_job_the_docs_name() -> None:
+    """AigridGatewayMetricsAbsent is absent(): it fires only when no gateway at all is scraped, so one replica whose
+    scrape is refused (a 401) left the alerts half blind with nothing said. A rule on `up` of the gateways' job does;
+    its job name must be the one docs/deploy.md tells operators to give the scrape job, or it never matches."""
+    on_up = [r for r in rules() if UP.search(r["expr"])]
+    assert [r.get("alert") for r in on_up] == ["AigridGatewayScrapeFailing"], on_up
+    assert re.search(rf"\bup\{{job=\"{GATEWAY_JOB}\"\}}\s*==\s*0\b", on_up[0]["expr"]), on_up[0]["expr"]
+    assert f"job_name: {GATEWAY_JOB}" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_refusals_for_a_quota_store_that_does_not_answer_are_alerted() -> None:
+    """A quota store that refuses or hangs makes every charge a 503 quota_unavailable (guard.Guard._reserve), counted in
+    aigrid_requests_rejected_total{code=...}: no rule read it, so a Redis full under noeviction refused every request
+    unalerted. The code the rule names must be the error's own."""
+    from aigrid.errors import QuotaUnavailable
+    (rule,) = [r for r in rules() if r.get("alert") == "AigridQuotaUnavailable"]
+    assert f'aigrid_requests_rejected_total{{code="{QuotaUnavailable.code}"}}' in rule["expr"], rule["expr"]
