@@ -375,12 +375,46 @@ async def test_a_quota_is_said_in_anthropics_rate_limit_headers(tmp_path: Path, 
         await gw.guard.stop()
 
 
+async def test_the_quotas_429_says_the_windows_end_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quota's 429 on /v1/messages says anthropic-ratelimit-requests-reset at the window's end, rounded up once
+    (review RV7 of e31f7698): before, the door re-read the whole seconds of the x-ratelimit-reset the quota wrote ("30s"
+    for 29.8 s left) and rounded up again, a second past the window's end."""
+    import time
+
+    from aigrid.security.keys import KeyRing
+    from aigrid.spec.models import QuotaSpec, TenantSpec
+
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "x" * 32)
+    ring = KeyRing(b"x" * 32)
+    key = ring.issue("requests").api_key
+    spec = spec_in(tmp_path, enforce=True)
+    ring.save(Path(spec.security.keys_file or ""))
+    spec = spec.model_copy(update={"tenants": {**spec.tenants,
+                                               "requests": TenantSpec(quotas=QuotaSpec(requests_per_min=1))}})
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=_no_sleep)
+    now = 1_800_000_030.2  # 29.8 s before the minute's window ends at 1_800_000_060
+    gw.guard.quotas.clock = lambda: now
+    monkeypatch.setattr(time, "time", lambda: now)
+    ask = {"model": "smollm2-135m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            assert (await c.post("/v1/messages", json=ask, headers={"x-api-key": key})).status_code == 200
+            r = await c.post("/v1/messages", json=ask, headers={"x-api-key": key})
+            assert r.status_code == 429, r.text
+            assert r.headers["anthropic-ratelimit-requests-reset"] == "2027-01-15T08:01:00Z", r.headers
+            assert r.headers["anthropic-ratelimit-requests-remaining"] == "0", r.headers
+    finally:
+        await gw.guard.stop()
+
+
 async def test_each_door_says_its_own_apis_rate_limit_headers_and_an_engines_failure_none(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A guard (passes on e31f7698, review RV7): the chat door of a tenant with per-minute limits says OpenAI's
     x-ratelimit-* and none of Anthropic's names (only the Messages door adds those); an engine's 200 that is not a
     completion (proxy.py's UpstreamFailed) is an error on /v1/messages with neither family, whose remaining > 0 would
-    read to a client's throttle as "retry now" (routes.py)."""
+    read to a client's throttle as "retry now" (routes.py), asked whole or streamed."""
     from aigrid.security.keys import KeyRing
     from aigrid.spec.models import QuotaSpec, TenantSpec
 
@@ -404,6 +438,12 @@ async def test_each_door_says_its_own_apis_rate_limit_headers_and_an_engines_fai
             _answer_always(fakes, 200, {"content-type": "application/json"}, b"<html>not json</html>")
             r = await c.post("/v1/messages", json=ask, headers={"x-api-key": key})
             assert r.status_code >= 500 and r.json()["type"] == "error", r.text
+            assert not [k for k in r.headers if "ratelimit" in k], r.headers
+            # asked streamed, an engine's 200 that is not an event stream fails before its first byte (proxy.py): it
+            # never reaches the Messages door as an answer to read whole (whose "not JSON" 500 branch, carrying
+            # anthropic-ratelimit-*, review RV7 of e31f7698 removed as unreachable)
+            r = await c.post("/v1/messages", json={**ask, "stream": True}, headers={"x-api-key": key})
+            assert r.status_code >= 500 and "not an event stream" in r.json()["error"]["message"], r.text
             assert not [k for k in r.headers if "ratelimit" in k], r.headers
     finally:
         await gw.guard.stop()

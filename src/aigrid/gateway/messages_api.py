@@ -11,11 +11,7 @@ SDKs raise their own exception classes. See docs/messages-api.md.
 
 from __future__ import annotations
 
-import math
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -55,7 +51,7 @@ from aigrid.gateway.routes import CHAT_PATH, Routes, audited_route, authenticate
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal
-from aigrid.security.quotas import Headroom
+from aigrid.security.quotas import QuotaExceeded, Reservation, rate_limit_headers
 
 MESSAGES_PATH = "/v1/messages"
 _JSON = "application/json"
@@ -99,12 +95,12 @@ class MessagesApi:
         except ApiError as e:
             if not _name_document(e, documents):
                 name_own_field(e, origins)
-            e.headers.update(anthropic_rate_limits(_rooms_said(e.headers), time.time()))  # the quota's 429
+            if isinstance(e, QuotaExceeded) and e.headroom:  # the quota's 429: its limit, remaining 0
+                e.headers.update(rate_limit_headers(*e.headroom, family="anthropic"))
             raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
-        if ex.reservation is not None and resp.status_code < 400:  # routes.py adds OpenAI's x-ratelimit-* to it
-            headers.update(anthropic_rate_limits(ex.reservation.headroom, time.time()))
+        said = anthropic_rate_limits(ex.reservation)  # an answer served only (routes.py adds OpenAI's x-ratelimit-*)
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
             # the router's own estimate of the prompt (RequestInfo.prompt_tokens), until the engine's usage comes
@@ -115,19 +111,19 @@ class MessagesApi:
                                                                 input_estimate=estimate,
                                                                 stop_sequences=req.stop_sequences, prefill=prefill,
                                                                 prewarm=prewarm))
-            return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
+            return RelayResponse(events, 200, {**headers, **said, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own refusal (an OpenAI envelope), in Anthropic's shape
             return anthropic_error(resp.status_code if resp.status_code < 500 else 500, engine_error_message(body),
                                    {**headers, **retry_headers(resp)}, request_id=ex.request_id)
-        try:
-            chat = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return anthropic_error(500, "the engine's answer was not JSON", headers, request_id=ex.request_id)
+        # a 2xx whole answer is a completion's JSON: proxy._whole (every whole answer, wrapped or not) and the
+        # escalation check it (usage.whole_answer) and fail one that is not (UpstreamFailed, 502); a stream that is
+        # not text/event-stream fails before its first byte (test_each_door_says_its_own_apis_rate_limit_headers...)
+        chat = orjson.loads(body)
         return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill,
                                                        prewarm=req.max_tokens == 0)),
-                        media_type=_JSON, headers=headers)
+                        media_type=_JSON, headers={**headers, **said})
 
     async def count_tokens(self, request: Request, ex: Exchange) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
@@ -138,7 +134,8 @@ class MessagesApi:
         try:
             principal, _ = await authenticate(gw, request, ex)  # before the body
         except ApiError as e:
-            e.headers.update(anthropic_rate_limits(_rooms_said(e.headers), time.time()))  # the quota's 429
+            if isinstance(e, QuotaExceeded) and e.headroom:  # the quota's 429
+                e.headers.update(rate_limit_headers(*e.headroom, family="anthropic"))
             raise
         raw = await self.pipeline.read_json(request)
         ex.body = {"model": raw["model"]} if "model" in raw else {}
@@ -150,38 +147,18 @@ class MessagesApi:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
-        said = anthropic_rate_limits(ex.reservation.headroom, time.time()) if ex.reservation is not None else {}
-        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON, headers=said)
+        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON,
+                        headers=anthropic_rate_limits(ex.reservation))
 
 
-def anthropic_rate_limits(rooms: Iterable[Headroom], now: float) -> dict[str, str]:
-    """Anthropic's rate-limit headers for the tenant's or key's per-minute limits (the tightest of each kind, as
-    OpenAI's x-ratelimit-* beside them say): `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` (an RFC 3339
-    time) and the same for `tokens` (the grid counts input and output tokens together, as Anthropic's
-    `anthropic-ratelimit-tokens-*` do). Until the twenty-eighth session the Messages door sent only OpenAI's names,
-    which an Anthropic client's throttle does not read."""
-    out: dict[str, str] = {}
-    for room in rooms:
-        reset = datetime.fromtimestamp(math.ceil(now + room.reset_s), UTC)  # the window's end, its second
-        out[f"anthropic-ratelimit-{room.kind}-limit"] = str(room.limit)
-        out[f"anthropic-ratelimit-{room.kind}-remaining"] = str(room.remaining)
-        out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out
-
-
-_DURATION = re.compile(r"(?:(\d+)m)?(\d+)s")
-"""quotas.rate_limit_headers' reset: "26s", "1m0s"."""
-
-
-def _rooms_said(headers: Mapping[str, str]) -> list[Headroom]:
-    """The per-minute limits a refusal's x-ratelimit-* headers name (the quota's 429: quotas.RateLimited)."""
-    rooms = []
-    for kind in ("requests", "tokens"):
-        limit, left = headers.get(f"x-ratelimit-limit-{kind}"), headers.get(f"x-ratelimit-remaining-{kind}")
-        reset = _DURATION.fullmatch(headers.get(f"x-ratelimit-reset-{kind}", ""))
-        if limit is not None and left is not None and reset is not None:
-            rooms.append(Headroom(kind, int(limit), int(left), 60 * int(reset[1] or 0) + int(reset[2])))
-    return rooms
+def anthropic_rate_limits(reservation: Reservation | None) -> dict[str, str]:
+    """Anthropic's rate-limit headers of an admitted request's per-minute limits (quotas.rate_limit_headers, the
+    tightest of each kind, as OpenAI's x-ratelimit-* beside them say); nothing, and no work, for a tenant without
+    per-minute limits. Until the twenty-eighth session the Messages door sent only OpenAI's names, which an Anthropic
+    client's throttle does not read."""
+    if reservation is None or not reservation.headroom:
+        return {}
+    return rate_limit_headers(*reservation.headroom, family="anthropic")
 
 
 def no_thread(req: CountTokensRequest) -> None:

@@ -15,7 +15,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
@@ -74,6 +75,17 @@ class Reservation:
     """The token limits admission charged: where extend() charges, in the windows current at the time."""
     op: str = ""
     """Admission's op key (quota_backend.py): extend's and settle's ops are named after it."""
+
+
+class QuotaExceeded(RateLimited):
+    """The quota's own 429: a per-minute limit or a budget full, or a request larger than one. `headroom`: the
+    per-minute limit it names (remaining 0, the window's exact time left), which each door says in its own API's
+    rate-limit headers (rate_limit_headers; the OpenAI family is in `headers` already); () for a budget."""
+
+    def __init__(self, message: str, headroom: tuple[Headroom, ...], *, headers: dict[str, str] | None = None,
+                 retry: bool | None = None) -> None:
+        super().__init__(message, headers=headers, retry=retry)
+        self.headroom = headroom
 
 
 log = logging.getLogger("aigrid.quotas")
@@ -143,10 +155,10 @@ class Quotas:
                 token_limits.append(TokenLimit(f"{base}:budget", limits.token_budget, limits.budget_period_s))
         for counter, what, kind in counters:  # more than the whole limit: no wait makes room for it
             if counter.amount > counter.limit:
-                headers = rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)) if kind else {}
-                raise RateLimited(f"request too large for the {what}: it reserves {counter.amount} tokens (the "
-                                  f"prompt's estimate plus its maximum output); lower max_tokens or shorten the "
-                                  f"prompt", headers=headers, retry=False)
+                rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s),) if kind else ()
+                raise QuotaExceeded(f"request too large for the {what}: it reserves {counter.amount} tokens (the "
+                                    f"prompt's estimate plus its maximum output); lower max_tokens or shorten the "
+                                    f"prompt", rooms, headers=rate_limit_headers(*rooms), retry=False)
         # the longest wait first: the backend names the first full counter, so Retry-After is the time until
         # every full one has room (a full minute window beside a spent day's budget says the day's end)
         counters.sort(key=lambda c: -c[0].ttl_s)
@@ -156,11 +168,10 @@ class Quotas:
         if full is not None:
             counter, what, kind = counters[full]
             retry = max(1, math.ceil(counter.ttl_s))
-            headers = {"Retry-After": str(retry)}
-            if kind is not None:
-                headers.update(rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)))
+            rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s),) if kind else ()
             # above RETRY_WAIT_MAX_S (a budget's period) the error says x-should-retry: false (errors.py)
-            raise RateLimited(f"rate limit reached: {what}; retry after {retry} s", headers=headers)
+            raise QuotaExceeded(f"rate limit reached: {what}; retry after {retry} s", rooms,
+                                headers={"Retry-After": str(retry), **rate_limit_headers(*rooms)})
         tightest: dict[str, Headroom] = {}
         for (counter, _, kind), used in zip(counters, values, strict=False):
             if kind is None:
@@ -333,10 +344,26 @@ def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> 
     return Counter(f"{key}:{index}", amount, limit, end, end - now)
 
 
-def rate_limit_headers(*rooms: Headroom) -> dict[str, str]:
-    """OpenAI's rate-limit response headers (x-ratelimit-limit-requests, -remaining-tokens, -reset-requests
-    ...: the reset as a duration, "1s", "6m0s"), which the SDKs' and agents' own throttles read."""
+RateLimitFamily = Literal["openai", "anthropic"]
+
+
+def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
+                       now: float | None = None) -> dict[str, str]:
+    """The rate-limit response headers of each door's API, which the SDKs' and agents' own throttles read, from the
+    per-minute limits' Headroom (the one builder of both families). "openai": x-ratelimit-limit-requests,
+    -remaining-tokens, -reset-requests ... (the reset a duration, "1s", "6m0s"). "anthropic":
+    anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: `now`, time.time() if None, plus the
+    window's exact time left, rounded up once to its second) and the same for tokens (the grid counts input and
+    output tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
     out: dict[str, str] = {}
+    if family == "anthropic":
+        at = time.time() if now is None else now
+        for room in rooms:
+            reset = datetime.fromtimestamp(math.ceil(at + room.reset_s), UTC)  # the window's end, its second
+            out[f"anthropic-ratelimit-{room.kind}-limit"] = str(room.limit)
+            out[f"anthropic-ratelimit-{room.kind}-remaining"] = str(room.remaining)
+            out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return out
     for room in rooms:
         out[f"x-ratelimit-limit-{room.kind}"] = str(room.limit)
         out[f"x-ratelimit-remaining-{room.kind}"] = str(room.remaining)
