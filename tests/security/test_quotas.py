@@ -8,7 +8,7 @@ import pytest
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal, Scopes
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, rate_limit_headers
+from aigrid.security.quotas import QuotaExceeded, QuotaLimits, QuotaRules, Quotas, rate_limit_headers
 
 ALICE = Principal("acme", "k-alice", Scopes())
 BOB = Principal("acme", "k-bob", Scopes())
@@ -85,6 +85,27 @@ async def test_concurrent_admissions_never_exceed_the_limit() -> None:
 
     results = await asyncio.gather(*(one() for _ in range(400)))
     assert sum(results) == 50
+
+
+async def test_the_quotas_429_carries_its_headroom_and_each_family_is_built_from_it() -> None:
+    """The quota's 429 carries the limit it names (remaining 0, the window's exact time left), from which the one
+    builder says OpenAI's x-ratelimit-* (in its headers already) or Anthropic's anthropic-ratelimit-* (the reset the
+    window's end, rounded up once); a spent budget has no per-minute headroom (review RV7 of e31f7698)."""
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=1)), clock=lambda: 1_800_000_030.2)
+    await q.admit(ALICE, 10)
+    with pytest.raises(QuotaExceeded) as e:
+        await q.admit(ALICE, 10)
+    [room] = e.value.headroom
+    assert (room.kind, room.limit, room.remaining) == ("requests", 1, 0)
+    assert room.reset_s == pytest.approx(29.8)
+    assert e.value.headers["x-ratelimit-reset-requests"] == "30s" and e.value.headers["Retry-After"] == "30"
+    assert rate_limit_headers(room, family="anthropic", now=1_800_000_030.2) == {
+        "anthropic-ratelimit-requests-limit": "1", "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2027-01-15T08:01:00Z"}  # 1_800_000_060, the window's end
+    spent = Quotas(QuotaRules(default_key=QuotaLimits(token_budget=5)), clock=lambda: 30.0)
+    with pytest.raises(QuotaExceeded) as e:
+        await spent.admit(ALICE, 10)  # larger than the budget
+    assert e.value.headroom == () and not [k for k in e.value.headers if "ratelimit" in k]
 
 
 async def test_the_headroom_left_is_the_tightest_of_the_tenants_and_the_keys() -> None:
