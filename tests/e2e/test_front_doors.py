@@ -443,3 +443,19 @@ def test_a_prompt_within_the_specs_context_is_served_and_one_over_it_refused_at_
     r = httpx.post(base + "/v1/chat/completions", json=over, headers=EU, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert f"maximum context length is {CONTEXT} tokens" in r.json()["error"]["message"]
+
+
+def test_a_prompt_the_engine_refuses_as_over_its_context_is_the_gateways_code(base: str) -> None:
+    """A prompt between the engine's context and the gateway's lower bound (8 characters a token) passes the gateway's
+    check and meets llama.cpp's own 400 ("exceeds the available context size", no `code`): the client now gets the
+    gateway's own `context_length_exceeded` naming the engine's context, on the chat and Messages doors alike."""
+    text = "Name a river. " * 1500  # about 5,000 tokens, 21,000 characters: under 8 x 4096, over 4096 tokens
+    r = httpx.post(base + "/v1/chat/completions", json={"model": MODEL, "max_tokens": 1, "messages": [
+        {"role": "user", "content": text}]}, headers=EU, timeout=300)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "context_length_exceeded" and err["param"] == "messages", r.text
+    assert f"maximum context length is {CONTEXT} tokens" in err["message"], err
+    m = httpx.post(base + "/v1/messages", json={"model": MODEL, "max_tokens": 1, "messages": [
+        {"role": "user", "content": text}]}, headers=EU, timeout=300)
+    assert m.status_code == 400 and m.json()["error"]["type"] == "invalid_request_error", m.text
+    assert f"maximum context length is {CONTEXT} tokens" in m.json()["error"]["message"], m.text

@@ -515,9 +515,9 @@ async def test_an_engines_refusal_is_passed_on_and_charged_nothing(
 
 
 @pytest.mark.parametrize("body,ctype,message,param", [
-    (b'{"error": {"message": "This model\'s maximum context length is 2048 tokens (at URL)", '
-     b'"type": "BadRequestError", "param": "messages", "code": 400}}', "application/json",
-     "maximum context length is 2048 tokens", "messages"),  # vLLM's
+    (b'{"error": {"message": "temperature must be non-negative, got -1.0 (at URL)", '
+     b'"type": "BadRequestError", "param": "temperature", "code": 400}}', "application/json",
+     "temperature must be non-negative", "temperature"),  # vLLM's (its context refusal: test_engine_context_exceeded)
     (b'{"object": "error", "message": "bad sampling (at URL)", "type": "BadRequestError", "param": null, '
      b'"code": 400}', "application/json", "bad sampling", None),  # SGLang's and older vLLM's
     (b'{"error": "Input validation error (at URL)", "error_type": "validation"}', "application/json",

@@ -11,6 +11,7 @@ addresses named by endpoint), OpenAI's type for the status, its `param` and `cod
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,10 +53,45 @@ def engine_error_message(body: bytes) -> str:
     return _message(_fields(body))[:MAX_MESSAGE]
 
 
-def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m) -> bytes:
+CONTEXT_EXCEEDED = re.compile(
+    r"exceeds the available context size(?: \((?P<llama>\d+) tokens\))?"  # llama.cpp's (older: no figure)
+    r"|maximum context length (?:is|of) (?P<vllm>\d+) tokens"  # vLLM's (and SGLang's newer)
+    r"|is longer than the model's context length \((?P<sglang>\d+) tokens\)")  # SGLang's
+"""The engines' own words for a prompt longer than their context (matched narrowly: any other 400 is passed on)."""
+CONTEXT_CODE = "context_length_exceeded"
+
+
+def context_exceeded(fields: Mapping[str, Any], status: int) -> tuple[int | None] | None:
+    """None unless the engine's 400 says the request exceeded its context; else (its context, when it named one)."""
+    if status != 400:
+        return None
+    found = CONTEXT_EXCEEDED.search(_message(fields)[:MAX_MESSAGE])
+    if found is None and fields.get("type") != "exceed_context_size_error":
+        return None
+    n_ctx = fields.get("n_ctx")  # llama.cpp's exceed_context_size_error carries its slot's context
+    if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+        return (n_ctx,)
+    figure = next((g for g in found.groups() if g is not None), None) if found is not None else None
+    return (int(figure) if figure is not None else None,)
+
+
+def context_message(context: int | None, param: str) -> str:
+    """The gateway's own words for an engine's refusal of a prompt longer than its context."""
+    said = f"This model's maximum context length is {context} tokens." if context is not None else \
+        "The request exceeds the model's context length."
+    return f"{said} The engine refused the request as longer than that: please reduce the length of the {param}."
+
+
+def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m, param: str = "messages") -> bytes:
     """The engine's error `body` in OpenAI's envelope, for a client of `status`; `hide` rewrites its texts (engine
-    addresses named by endpoint) before they are cut, so an address is never cut in two and half shown."""
+    addresses named by endpoint) before they are cut, so an address is never cut in two and half shown. An engine's
+    400 saying the context was exceeded (llama.cpp's, vLLM's, SGLang's words) becomes the gateway's own
+    `context_length_exceeded` on `param`, as its own check answers, whoever the engine."""
     fields = _fields(body)
+    exceeded = context_exceeded(fields, status)
+    if exceeded is not None:
+        return orjson.dumps({"error": {"message": context_message(exceeded[0], param), "type": "invalid_request_error",
+                                       "param": param, "code": CONTEXT_CODE}})
     kind = fields.get("type")
     if kind not in OPENAI_TYPES:
         kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"

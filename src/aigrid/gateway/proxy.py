@@ -350,7 +350,8 @@ class Proxy:
         if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
         if status >= 400:  # the engine's refusal in OpenAI's envelope (engine_errors.py), its addresses hidden
-            answer = openai_error(answer, status, lambda m: self.names.hide(m, cand.endpoint_id))
+            answer = openai_error(answer, status, lambda m: self.names.hide(m, cand.endpoint_id),
+                                  "prompt" if path.rstrip("/") == COMPLETIONS_PATH else "messages")
             if redact_answer is not None:  # its texts are the engine's: read as its answer's are (a stream's too)
                 answer = redact_answer(answer)
             headers = {**headers, "content-type": "application/json"}

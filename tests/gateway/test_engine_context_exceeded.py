@@ -1,0 +1,91 @@
+"""An engine's own "context exceeded" 400 (llama.cpp's, vLLM's, SGLang's words) reaches the client as the gateway's own
+`context_length_exceeded` 400, in each door's envelope (gateway/engine_errors.py). Until the twenty-eighth session a
+prompt between the engine's real context and the gateway's estimate got the engine's 400 as it wrote it, with no
+`code` (llama.cpp) or a `code` of 400 (vLLM, SGLang): a client could not handle one code whoever answered."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.engine_errors import openai_error
+from aigrid.spec.load import load_spec
+from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
+                       "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100, "n_ctx": 2048}}
+LLAMA_BRIEF = {"error": {"code": 400, "message": "the request exceeds the available context size (2048 tokens), try "
+                         "increasing it", "type": "invalid_request_error"}}
+LLAMA_OLD = {"error": {"code": 400, "message": "the request exceeds the available context size. try increasing the "
+                       "context size or enable context shift", "type": "invalid_request_error"}}
+VLLM = {"object": "error", "message": "This model's maximum context length is 2048 tokens. However, you requested 2472 "
+        "tokens (376 in the messages, 2096 in the completion). Please reduce the length of the messages or completion.",
+        "type": "BadRequestError", "param": None, "code": 400}
+SGLANG = {"object": "error", "message": "The input (2500 tokens) is longer than the model's context length (2048 tokens).",
+          "type": "BadRequestError", "param": None, "code": 400}
+WORDINGS = {"llamacpp": (LLAMA_NEW, 2048), "llamacpp-figure": (LLAMA_BRIEF, 2048), "llamacpp-old": (LLAMA_OLD, None),
+            "vllm": (VLLM, 2048), "sglang": (SGLANG, 2048)}
+
+
+@pytest.mark.parametrize("name", list(WORDINGS))
+def test_each_engines_wording_is_the_gateways_context_length_exceeded(name: str) -> None:
+    body, context = WORDINGS[name]
+    err = orjson.loads(openai_error(orjson.dumps(body), 400, param="prompt"))["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == "prompt", err
+    assert err["type"] == "invalid_request_error"
+    assert (f"maximum context length is {context} tokens" in err["message"]) == (context is not None), err
+
+
+def test_other_400s_and_other_statuses_are_unchanged() -> None:
+    other = {"error": {"message": "the context of this tool call is missing", "type": "invalid_request_error"}}
+    assert orjson.loads(openai_error(orjson.dumps(other), 400))["error"] == {
+        "message": "the context of this tool call is missing", "type": "invalid_request_error", "param": None,
+        "code": None}
+    assert orjson.loads(openai_error(orjson.dumps(VLLM), 500))["error"]["code"] is None  # a 5xx is a failure
+
+
+def _answer_always(fakes: dict[str, FakeEngine], body: bytes) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    @asynccontextmanager
+    async def answered(path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(400, {"content-type": "application/json"}, chunks())
+
+    for f in fakes.values():
+        f.open = answered  # type: ignore[method-assign, assignment]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("name", list(WORDINGS))
+async def test_chat_and_messages_doors_answer_the_gateways_code(tmp_path: Path, name: str, stream: bool) -> None:
+    body, context = WORDINGS[name]
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    _answer_always(fakes, orjson.dumps(body))
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
+    message = {"role": "user", "content": "hi"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        chat = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "stream": stream,
+                                                          "messages": [message]})
+        completion = await c.post("/v1/completions", json={"model": "smollm2-135m", "stream": stream,
+                                                           "prompt": "hi"})
+        claude = await c.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 5, "stream": stream,
+                                                    "messages": [message]})
+    err = chat.json()["error"]
+    assert chat.status_code == 400 and err["code"] == "context_length_exceeded" and err["param"] == "messages", chat.text
+    assert completion.status_code == 400 and completion.json()["error"]["param"] == "prompt", completion.text
+    assert completion.json()["error"]["code"] == "context_length_exceeded"
+    assert claude.status_code == 400, claude.text
+    said = claude.json()["error"]
+    assert said["type"] == "invalid_request_error", said
+    assert (f"maximum context length is {context} tokens" in said["message"]) == (context is not None), said
+    assert said["message"] == err["message"]
