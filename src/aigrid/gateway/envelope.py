@@ -36,9 +36,24 @@ _API_FAMILIES = frozenset({"chat", "completions", "embeddings", "models", "messa
 
 
 def error_response(err: ApiError) -> Response:
-    """The OpenAI envelope, with the error's headers and `x-should-retry` (ApiError.should_retry)."""
-    return Response(orjson.dumps(err.envelope()), status_code=err.status,
+    """The OpenAI envelope, with the error's headers and `x-should-retry` (ApiError.should_retry); its message and
+    param bounded (bounded_error)."""
+    return Response(orjson.dumps(bounded_error(err.envelope())), status_code=err.status,
                     media_type="application/json", headers=err.response_headers())
+
+
+def bounded_error(envelope: dict[str, object]) -> dict[str, object]:
+    """An OpenAI envelope (ApiError.envelope) with its message bounded (bounded_message) and its param cut to
+    SHOWN_CHARS: a new dict where either changed, else the same one."""
+    error = envelope.get("error")
+    if not isinstance(error, dict):
+        return envelope
+    message, param = error.get("message"), error.get("param")
+    shown = bounded_message(message) if isinstance(message, str) else message
+    cut = _cut(param) if isinstance(param, str) else param
+    if shown is message and cut is param:
+        return envelope
+    return {**envelope, "error": {**error, "message": shown, "param": cut}}
 
 
 _UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
@@ -94,6 +109,23 @@ def shown_values(message: str) -> str:
                        message)
 
 
+ERROR_MESSAGE_CHARS = VALIDATION_MESSAGE_CHARS + 500
+"""The most characters of any error's message a client gets (bounded_message): above a validation error's own
+(from_validation: its sentence, a field path of SHOWN_CHARS and a few words), so those pass as they are."""
+
+
+def bounded_message(message: str) -> str:
+    """Any error's message as a client gets it, on every door's renderer (error_response, anthropic_error, the
+    Responses WebSocket's error event): the values quoted in it cut (shown_values), and the whole at most
+    ERROR_MESSAGE_CHARS. About 40 messages quote a client's value or an id from the URL with repr (a Responses
+    `include` entry of 100,000 characters was a 100,405-byte 400): bounded here, none of them by its own site.
+    A message within SHOWN_CHARS is returned as it is (the same object)."""
+    shown = shown_values(message)
+    if len(shown) > ERROR_MESSAGE_CHARS:
+        shown = f"{shown[:ERROR_MESSAGE_CHARS]}... ({len(shown):,} characters)"
+    return shown
+
+
 def from_validation(e: ValidationError) -> InvalidRequest:
     """The client's 400 of a request that failed its schema, on every door that has one (chat, completions,
     Messages, Responses, a batch's lines): the deepest error's field and sentence, the values quoted in it cut
@@ -117,10 +149,10 @@ tool runner its recovery, by it)."""
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None,
                     error_code: str | None = None, request_id: str | None = None) -> Response:
-    """Anthropic's envelope; `request_id` (the id the `request-id` header carries) in the body too, as
-    Anthropic's API answers, when the caller knows it."""
+    """Anthropic's envelope, its message bounded (bounded_message); `request_id` (the id the `request-id` header
+    carries) in the body too, as Anthropic's API answers, when the caller knows it."""
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    error: dict[str, object] = {"type": kind, "message": message}
+    error: dict[str, object] = {"type": kind, "message": bounded_message(message)}
     if error_code is not None:
         error["details"] = {"error_code": error_code}
     body: dict[str, object] = {"type": "error", "error": error}

@@ -66,7 +66,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from aigrid.engines.sse import Event, SseDecoder
 from aigrid.errors import ApiError, InvalidRequest, Overloaded, ShuttingDown
 from aigrid.gateway.browsers import check_origin
-from aigrid.gateway.envelope import error_response
+from aigrid.gateway.envelope import bounded_error, error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.relay_response import STEER, SteerCut
@@ -736,4 +736,6 @@ def _tagged(stream_id: str | None, message: bytes) -> bytes:
 def _error_event(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> bytes:
     """The SDKs' ResponseWsError: the HTTP error's envelope, its status and the headers a client acts on."""
     kept = {k: v for k, v in headers.items() if k in _ERROR_HEADERS or k.startswith("x-ratelimit-")}
-    return orjson.dumps({"type": "error", "status": status, "error": {**error, "headers": kept}})
+    shown = bounded_error({"error": dict(error)})["error"]  # its message bounded, as error_response's
+    return orjson.dumps({"type": "error", "status": status, "error": {**cast(Mapping[str, Any], shown),
+                                                                       "headers": kept}})

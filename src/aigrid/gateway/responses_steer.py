@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.responses_translate import input_messages
 
 MAX_STEERS = 16
@@ -182,7 +183,8 @@ def failed(seq: int, code: str, message: str, sent: Mapping[str, Any] | Steer, s
     else:
         steer = {"input": sent.get("input"), "previous_response_id": sent.get("previous_response_id")}
     return _event("response.steer.failed", seq, stream_id,
-                  error={"type": "invalid_request_error", "code": code, "message": message}, steer=steer)
+                  error={"type": "invalid_request_error", "code": code, "message": bounded_message(message)},
+                  steer=steer)
 
 
 def _event(kind: str, seq: int, stream_id: str | None, **fields: Any) -> bytes:
