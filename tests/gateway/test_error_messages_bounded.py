@@ -80,3 +80,21 @@ def test_a_steers_refusal_is_cut_in_its_message() -> None:
     message = event["error"]["message"]
     assert CUT in message and "x" * (SHOWN_CHARS + 1) not in message and message.startswith("no response 'x")
     assert event["steer"]["previous_response_id"] == BIG
+
+
+async def test_the_messages_streams_error_event_is_cut() -> None:
+    """An error mid-stream on /v1/messages (an engine's error event, its message as sent) is rendered by
+    messages_stream.anthropic_stream itself, not anthropic_error: bounded there too (review RV10)."""
+    from collections.abc import AsyncIterator
+
+    from aigrid.gateway.chat_events import ChatEvent, StreamError
+    from aigrid.gateway.messages_stream import anthropic_stream
+
+    async def events() -> AsyncIterator[ChatEvent]:
+        yield StreamError(f"the answer was interrupted: {BIG!r}", "error")
+
+    chunks = [c async for c in anthropic_stream(events(), message_id="msg_1", model=MODEL, input_estimate=1)]
+    last = chunks[-1].decode()
+    assert last.startswith("event: error"), last[:200]
+    assert len(last) < 2_000, len(last)  # 100,1xx bytes before
+    assert CUT in last and "x" * (SHOWN_CHARS + 1) not in last, last[:500]

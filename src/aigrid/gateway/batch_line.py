@@ -31,6 +31,7 @@ from starlette.responses import Response
 from aigrid.errors import ApiError, InvalidRequest, UpstreamFailed, retry_after_s
 from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_store import StoredBatch
+from aigrid.gateway.envelope import bounded_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import whole_body
 from aigrid.gateway.guard import Guard
@@ -195,7 +196,7 @@ class BatchLine(LineRun):
                           usage if isinstance(usage, dict) else None)
 
     def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
-        return LineResult(False, request_line(line.custom_id, e.status, ex.request_id, e.envelope()),
+        return LineResult(False, request_line(line.custom_id, e.status, ex.request_id, bounded_error(e.envelope())),
                           retry_after_s=retry_after(e))
 
     def failed(self, line: Line, ex: Exchange) -> LineResult:

@@ -25,6 +25,7 @@ from aigrid.gateway.chat_events import (
     Usage,
 )
 from aigrid.gateway.continuation import EchoStrip
+from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.messages_translate import anthropic_usage, stop_of
 
 
@@ -91,7 +92,8 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
             usage = ev
         elif isinstance(ev, StreamError):
             yield blocks.close()
-            yield sse("error", {"type": "error", "error": {"type": "api_error", "message": ev.message}})
+            yield sse("error", {"type": "error", "error": {"type": "api_error",
+                                                      "message": bounded_message(ev.message)}})
             return
     yield blocks.close()
     yield sse("message_delta", {"type": "message_delta",
