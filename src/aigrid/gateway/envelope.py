@@ -86,11 +86,12 @@ SHOWN_CHARS = 200
 VALIDATION_MESSAGE_CHARS = 2000
 """The most characters of a validation error's sentence (the grid's own are under 600): past it, what remains is a
 client's value of many parts (a list of strings each within SHOWN_CHARS), cut there."""
-_QUOTED = re.compile(r"(?<![\w\\])(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+_QUOTED = re.compile(r"(?<![\w\\])(?:'(?:[^'\\]++|\\.)*+'|\"(?:[^\"\\]++|\\.)*+\")")
 """A quoted value in a sentence: a repr (`'...'`, or `"..."` where it holds a `'`), or a field path the sentence
 quotes; an apostrophe inside a word (the grid's) or an escaped quote opens none, and a run ends at the first quote
 not escaped: linear in the sentence (a closing quote also checked for a word after it was quadratic on a value of
-escaped quotes, 300,000 of them: minutes)."""
+escaped quotes, 300,000 of them: minutes). Possessive runs (Python 3.11), which match the same spans: a run of
+plain characters is one step, not one a character (a 2 MB value quoted in a message took 1 s on 2 shared cores)."""
 
 
 def _cut(text: str) -> str:
