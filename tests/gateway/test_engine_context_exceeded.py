@@ -43,6 +43,9 @@ def test_each_engines_wording_is_the_gateways_context_length_exceeded(name: str)
     assert err["code"] == "context_length_exceeded" and err["param"] == "prompt", err
     assert err["type"] == "invalid_request_error"
     assert (f"maximum context length is {context} tokens" in err["message"]) == (context is not None), err
+    # vLLM counts the output asked for in (2096 of its 2472 tokens): a client told only to shorten its messages could
+    # not tell that max_tokens was the cause (review RV10)
+    assert err["message"].endswith("reduce the length of the prompt or lower max_tokens."), err
 
 
 def test_other_400s_and_other_statuses_are_unchanged() -> None:

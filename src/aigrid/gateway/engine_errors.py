@@ -76,10 +76,12 @@ def context_exceeded(fields: Mapping[str, Any], status: int) -> tuple[int | None
 
 
 def context_message(context: int | None, param: str) -> str:
-    """The gateway's own words for an engine's refusal of a prompt longer than its context."""
+    """The gateway's own words for an engine's refusal of a request longer than its context: the prompt, or the prompt
+    and the output it may write (vLLM counts max_tokens in: '376 in the messages, 2096 in the completion')."""
     said = f"This model's maximum context length is {context} tokens." if context is not None else \
         "The request exceeds the model's context length."
-    return f"{said} The engine refused the request as longer than that: please reduce the length of the {param}."
+    return f"{said} The engine refused the request as longer than that: please reduce the length of the {param} " \
+        "or lower max_tokens."
 
 
 def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m, param: str = "messages") -> bytes:
