@@ -50,6 +50,9 @@ class Headroom:
     limit: int
     remaining: int
     reset_s: float
+    ends_at: float | None = None
+    """The window's end on the quotas' clock (time.time() in a gateway), which Anthropic's reset says: `now` plus
+    reset_s, read when the answer's headers are built, is later by however long the request took."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,7 @@ class Quotas:
                 token_limits.append(TokenLimit(f"{base}:budget", limits.token_budget, limits.budget_period_s))
         for counter, what, kind in counters:  # more than the whole limit: no wait makes room for it
             if counter.amount > counter.limit:
-                rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s),) if kind else ()
+                rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s, counter.expires_at),) if kind else ()
                 raise QuotaExceeded(f"request too large for the {what}: it reserves {counter.amount} tokens (the "
                                     f"prompt's estimate plus its maximum output); lower max_tokens or shorten the "
                                     f"prompt", rooms, headers=rate_limit_headers(*rooms), retry=False)
@@ -168,7 +171,7 @@ class Quotas:
         if full is not None:
             counter, what, kind = counters[full]
             retry = max(1, math.ceil(counter.ttl_s))
-            rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s),) if kind else ()
+            rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s, counter.expires_at),) if kind else ()
             # above RETRY_WAIT_MAX_S (a budget's period) the error says x-should-retry: false (errors.py)
             raise QuotaExceeded(f"rate limit reached: {what}; retry after {retry} s", rooms,
                                 headers={"Retry-After": str(retry), **rate_limit_headers(*rooms)})
@@ -176,7 +179,7 @@ class Quotas:
         for (counter, _, kind), used in zip(counters, values, strict=False):
             if kind is None:
                 continue
-            room = Headroom(kind, counter.limit, max(0, counter.limit - used), counter.ttl_s)
+            room = Headroom(kind, counter.limit, max(0, counter.limit - used), counter.ttl_s, counter.expires_at)
             held = tightest.get(kind)
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
@@ -352,14 +355,15 @@ def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
     """The rate-limit response headers of each door's API, which the SDKs' and agents' own throttles read, from the
     per-minute limits' Headroom (the one builder of both families). "openai": x-ratelimit-limit-requests,
     -remaining-tokens, -reset-requests ... (the reset a duration, "1s", "6m0s"). "anthropic":
-    anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: `now`, time.time() if None, plus the
-    window's exact time left, rounded up once to its second) and the same for tokens (the grid counts input and
+    anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: the window's end, Headroom.ends_at,
+    else `now`, time.time() if None, plus its time left; rounded up once to its second) and the same for tokens (the grid counts input and
     output tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
     out: dict[str, str] = {}
     if family == "anthropic":
         at = time.time() if now is None else now
         for room in rooms:
-            reset = datetime.fromtimestamp(math.ceil(at + room.reset_s), UTC)  # the window's end, its second
+            end = at + room.reset_s if room.ends_at is None else room.ends_at
+            reset = datetime.fromtimestamp(math.ceil(end), UTC)  # the window's end, its second
             out[f"anthropic-ratelimit-{room.kind}-limit"] = str(room.limit)
             out[f"anthropic-ratelimit-{room.kind}-remaining"] = str(room.remaining)
             out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
