@@ -18,7 +18,7 @@ from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 SLOTS = 2
 
 
-def rss_mb(pid: int) -> float:
+def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -31,14 +31,14 @@ async def main(contexts: list[int]) -> None:
         cfg = embedded_config(logs / f"engine-{context}.log", context=context, slots=SLOTS)
         async with LlamaServerProcess(cfg) as engine:
             assert engine.pid is not None
-            started = rss_mb(engine.pid)
+            started = rss_mib(engine.pid)
             async with httpx.AsyncClient(timeout=300) as client:
                 r = await client.post(engine.base_url + "/v1/chat/completions", json={
                     "model": cfg.alias, "max_tokens": 8,
                     "messages": [{"role": "user", "content": "Name a river. " * 200}]})
                 r.raise_for_status()
-            print(f"context {context} a slot x {SLOTS} slots (--ctx-size {context * SLOTS}): RSS {started:.0f} MB "
-                  f"started, {rss_mb(engine.pid):.0f} MB after a {r.json()['usage']['prompt_tokens']}-token chat",
+            print(f"context {context} a slot x {SLOTS} slots (--ctx-size {context * SLOTS}): RSS {started:.0f} MiB "
+                  f"started, {rss_mib(engine.pid):.0f} MiB after a {r.json()['usage']['prompt_tokens']}-token chat",
                   flush=True)
 
 
