@@ -6,8 +6,10 @@ missing_api_key there, while models, files, decisions and Messages served it."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,3 +64,38 @@ async def test_a_key_sent_as_x_api_key_keeps_its_scopes_and_a_wrong_one_is_refus
     for method, path, body in ROUTES:
         r = await c.request(method, path, json=body, headers={"x-api-key": "aig_nope_nope"})
         assert r.status_code == 401 and "invalid API key" in r.json()["error"]["message"], (path, r.text)
+
+
+TOLD = [(path, body) for _, path, body in ROUTES if path in ("/v1/messages", "/v1/chat/completions")]
+"""The two doors whose 401 says how to send a key, each in its own envelope."""
+_HEADER_LINE = re.compile(r"'([A-Za-z-]+): ([^']*)'")
+"""A header line the message quotes ('Name: value'), `<key>` standing for the key."""
+
+
+def _message(door: str, r: httpx.Response) -> str:
+    assert r.status_code == 401, r.text
+    body: dict[str, Any] = r.json()
+    if door == "/v1/messages":  # Anthropic's envelope
+        assert body["type"] == "error" and body["error"]["type"] == "authentication_error", body
+    else:
+        assert body["error"]["code"] == "missing_api_key", body
+    message = body["error"]["message"]
+    assert isinstance(message, str)
+    return message
+
+
+@pytest.mark.parametrize(("path", "body"), TOLD, ids=["chat", "messages"])
+async def test_a_request_without_a_key_is_told_both_ways_to_send_one_and_each_works(
+        client: tuple[httpx.AsyncClient, dict[str, str]], path: str, body: dict[str, Any]) -> None:
+    """A request without a key (keys enforced) is told how to send one, in each door's envelope: its 401 names both
+    ways every route reads a key (the Authorization header, or `x-api-key`: front_door.with_api_key), and each way it
+    names, sent as written with a real key, is served. Until the twenty-eighth session the message named Authorization
+    alone, on the Anthropic Messages door too, whose clients send `x-api-key`."""
+    c, keys = client
+    message = _message(path, await c.post(path, json=body))
+    told = {name.lower(): value for name, value in _HEADER_LINE.findall(message)}
+    assert set(told) == {"authorization", "x-api-key"}, message
+    for name, value in told.items():
+        r = await c.post(path, json=body, headers={name: value.replace("<key>", keys["whole"])})
+        assert r.status_code == 200, (name, r.text)
+
