@@ -95,8 +95,7 @@ class MessagesApi:
         except ApiError as e:
             if not _name_document(e, documents):
                 name_own_field(e, origins)
-            if isinstance(e, QuotaExceeded) and e.headroom:  # the quota's 429: its limit, remaining 0
-                e.headers.update(rate_limit_headers(*e.headroom, family="anthropic"))
+            over_quota_limits(e)
             raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
@@ -134,8 +133,7 @@ class MessagesApi:
         try:
             principal, _ = await authenticate(gw, request, ex)  # before the body
         except ApiError as e:
-            if isinstance(e, QuotaExceeded) and e.headroom:  # the quota's 429
-                e.headers.update(rate_limit_headers(*e.headroom, family="anthropic"))
+            over_quota_limits(e)
             raise
         raw = await self.pipeline.read_json(request)
         ex.body = {"model": raw["model"]} if "model" in raw else {}
@@ -149,6 +147,13 @@ class MessagesApi:
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON,
                         headers=anthropic_rate_limits(ex.reservation))
+
+
+def over_quota_limits(e: ApiError) -> None:
+    """The quota's own 429 (QuotaExceeded) says Anthropic's rate-limit headers of the per-minute limit it names
+    (remaining 0) beside OpenAI's: the one place both of this door's routes (a message, count_tokens) add them."""
+    if isinstance(e, QuotaExceeded) and e.headroom:
+        e.headers.update(rate_limit_headers(*e.headroom, family="anthropic"))
 
 
 def anthropic_rate_limits(reservation: Reservation | None) -> dict[str, str]:
