@@ -185,8 +185,8 @@ class Lingering(PongsWhileRead):
             scope["extensions"][STOP_NOTICE] = self.notice
 
     def shutdown(self) -> None:
-        if (self._lingers and self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
-                and not self.disconnected):
+        if (self.notice.heeded and self.handshake_complete and self.initial_response is None and not self.close_sent
+                and not self.disconnected):  # heeded only where handle_connect gave the notice (_lingers)
             # the app's close then waits for the client's echo as long as a cut request's last words wait (uvicorn's
             # close_timeout, 10 s, held the stop that long, or the grace, for a client that never echoed it)
             self.close_timeout = SEND_BOUND_S
