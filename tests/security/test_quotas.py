@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from unittest.mock import patch
 
 import pytest
 
@@ -99,13 +101,14 @@ async def test_the_quotas_429_carries_its_headroom_and_each_family_is_built_from
     assert (room.kind, room.limit, room.remaining) == ("requests", 1, 0)
     assert room.reset_s == pytest.approx(29.8)
     assert e.value.headers["x-ratelimit-reset-requests"] == "30s" and e.value.headers["Retry-After"] == "30"
-    assert rate_limit_headers(room, family="anthropic", now=1_800_000_030.2) == {
+    assert rate_limit_headers(room, family="anthropic") == {
         "anthropic-ratelimit-requests-limit": "1", "anthropic-ratelimit-requests-remaining": "0",
         "anthropic-ratelimit-requests-reset": "2027-01-15T08:01:00Z"}  # 1_800_000_060, the window's end
     # built later (an answer's headers, after the request ran 5.5 s): still the window's end, not 5.5 s past it;
     # read as now + reset_s it said 08:01:06Z, and a second past the end for any delay at all (review RV10)
-    assert rate_limit_headers(room, family="anthropic", now=1_800_000_035.7)[
-        "anthropic-ratelimit-requests-reset"] == "2027-01-15T08:01:00Z"
+    with patch.object(time, "time", lambda: 1_800_000_035.7):
+        assert rate_limit_headers(room, family="anthropic")["anthropic-ratelimit-requests-reset"] == \
+            "2027-01-15T08:01:00Z"
     spent = Quotas(QuotaRules(default_key=QuotaLimits(token_budget=5)), clock=lambda: 30.0)
     with pytest.raises(QuotaExceeded) as e:
         await spent.admit(ALICE, 10)  # larger than the budget

@@ -50,7 +50,7 @@ class Headroom:
     limit: int
     remaining: int
     reset_s: float
-    ends_at: float | None = None
+    ends_at: float
     """The window's end on the quotas' clock (time.time() in a gateway), which Anthropic's reset says: `now` plus
     reset_s, read when the answer's headers are built, is later by however long the request took."""
 
@@ -350,20 +350,17 @@ def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> 
 RateLimitFamily = Literal["openai", "anthropic"]
 
 
-def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
-                       now: float | None = None) -> dict[str, str]:
+def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai") -> dict[str, str]:
     """The rate-limit response headers of each door's API, which the SDKs' and agents' own throttles read, from the
     per-minute limits' Headroom (the one builder of both families). "openai": x-ratelimit-limit-requests,
     -remaining-tokens, -reset-requests ... (the reset a duration, "1s", "6m0s"). "anthropic":
     anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: the window's end, Headroom.ends_at,
-    else `now`, time.time() if None, plus its time left; rounded up once to its second) and the same for tokens (the grid counts input and
-    output tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
+    rounded up once to its second: the same whenever the headers are built) and the same for tokens (the grid
+    counts input and output tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
     out: dict[str, str] = {}
     if family == "anthropic":
-        at = time.time() if now is None else now
         for room in rooms:
-            end = at + room.reset_s if room.ends_at is None else room.ends_at
-            reset = datetime.fromtimestamp(math.ceil(end), UTC)  # the window's end, its second
+            reset = datetime.fromtimestamp(math.ceil(room.ends_at), UTC)  # the window's end, its second
             out[f"anthropic-ratelimit-{room.kind}-limit"] = str(room.limit)
             out[f"anthropic-ratelimit-{room.kind}-remaining"] = str(room.remaining)
             out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
