@@ -749,13 +749,10 @@ def _put_arguments(delta: dict[str, Any], k: int, rest: str) -> None:
 def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, list[Verdict]]:
     """A tool loop's step as a client of `tenant` sees it (`aigrid_steps`, the stream's step comments): its arguments
     (the model's output) and result (a tool's, already read by the input policy before the model read it) through
-    the output policy, as the answer's texts are (until 5 Dec 2026 they were shown as they came)."""
-    verdicts: list[Verdict] = []
-
-    def text(value: str) -> str:
-        out, found = firewall.check_output(tenant, value)
-        verdicts.extend(found)
-        return out
+    the output policy, as the answer's texts are (until 5 Dec 2026 they were shown as they came), and by the same
+    reading (OutputReads): one verdict for the step, naming every kind found (until the twenty-eighth session's final
+    review, one a string found holding an item, where an answer's texts got one for the answer)."""
+    text = OutputReads(firewall.policy(tenant).pii_output)
 
     def each(value: Any) -> Any:  # every string of the arguments, keys too; numbers and the structure kept
         if isinstance(value, str):
@@ -768,7 +765,7 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
 
     arguments = each(step.arguments)
     result = text(step.result)
-    if not verdicts:
+    if not (verdicts := text.verdicts()):
         return step, []
     return dataclasses.replace(step, arguments=arguments, result=result), verdicts
 
