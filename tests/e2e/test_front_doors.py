@@ -23,7 +23,8 @@ from tests.engine_support import require_llama_server
 pytestmark = pytest.mark.engine
 EU = {"x-aigrid-client-location": "Frankfurt"}
 CONTEXT = 4096
-"""The model's context in the spec, which each engine slot holds (2 slots: --ctx-size 8192, about 310 MB an engine)."""
+"""The model's context in the spec, which each engine slot holds (2 slots: --ctx-size 8192, about 306 MiB an engine
+after its start: scripts/engine_context_memory.py 4096, docs/engines.md)."""
 MODEL = "smollm2-135m"
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
