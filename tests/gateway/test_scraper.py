@@ -165,9 +165,12 @@ async def test_an_engine_serving_another_name_than_the_gateway_sends_is_warned_o
 
 
 async def test_an_engine_serving_the_name_it_is_sent_is_not_warned_of(tmp_path: Path) -> None:
-    names = {e.served_model or e.model for e in spec_in(tmp_path).endpoints}
-    lines = await _named_scrapes(tmp_path, _listing("other", *names))
+    endpoints = spec_in(tmp_path).endpoints
+    names = {e.served_model or e.model for e in endpoints}
+    asked = [0]
+    lines = await _named_scrapes(tmp_path, _listing("other", *names), asked=asked)
     assert not [line for line in lines if "/v1/models" in line], lines
+    assert asked[0] == len(endpoints)  # read (once an endpoint, over 2 scrapes), not left unchecked
 
 
 @pytest.mark.parametrize("models, why", [
