@@ -78,7 +78,7 @@ def _serving(argv: list[str], cwd: Path, log: Path, port: int, health: str) -> t
 
 NODE_CONTEXT = 2048
 """Tokens a slot of start_node's engines holds, and write_spec's model context: the two agree (the gateway checks
-against the spec), and 2048 a slot keeps a 2-slot node at about 216 MB, 486 MB at `aigrid node`'s default 8192."""
+against the spec), and 2048 a slot keeps a 2-slot node at about 216 MiB, 486 MiB at `aigrid node`'s default 8192 (scripts/engine_context_memory.py)."""
 
 
 def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = None) -> tuple[Proc, str]:
