@@ -105,6 +105,8 @@ async def test_bad_embedding_requests(body: dict, param: str) -> None:
     (4, "hash gives vectors of 8 dimensions only, not 4: send dimensions 8 or leave it out"),
     # a client moved from OpenAI's text-embedding-3-small sends its size: no shortening was asked for
     (1536, "hash gives vectors of 8 dimensions only, not 1536: send dimensions 8 or leave it out"),
+    # written whole, never in exponent form ({:g} said "not 1e+06")
+    (1_000_000, "hash gives vectors of 8 dimensions only, not 1000000: send dimensions 8 or leave it out"),
     ("8", "dimensions must be an integer, not str '8'"),
     (True, "dimensions must be an integer, not bool True"),
 ])

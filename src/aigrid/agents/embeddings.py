@@ -239,7 +239,7 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
     if dims is not None and dims != embedder.dimensions:
         # OpenAI's text-embedding-3 models shorten their vectors to `dimensions`; clients moved from them often send
         # the size they had (1536, 3072), which is no shortening: say what this model gives, not "cannot be shortened"
-        raise InvalidRequest(f"{embedder.model} gives vectors of {embedder.dimensions} dimensions only, not {dims:g}: "
+        raise InvalidRequest(f"{embedder.model} gives vectors of {embedder.dimensions} dimensions only, not {int(dims)}: "
                              f"send dimensions {embedder.dimensions} or leave it out", param="dimensions")
     texts = embedding_inputs(body)
     with for_tenant(tenant):
