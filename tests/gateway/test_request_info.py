@@ -128,3 +128,32 @@ def test_the_tools_a_request_offers_are_estimated_as_a_loop_turns_are() -> None:
     offered = info(messages, tools=[tool, tool]).prompt_tokens
     assert offered == turn_prompt_tokens({"messages": messages, "tools": [tool, tool]})
     assert offered >= info(messages).prompt_tokens + 2 * len(orjson.dumps(tool)) // CHARS_PER_TOKEN
+
+
+def test_a_request_and_a_loop_turn_are_counted_by_one_implementation() -> None:
+    """One count of a chat prompt (agents.prompt_size.prompt_chars) for a body as JSON (a tool loop's turn) and as the
+    gateway validated it (a request's estimate): until the twenty-ninth session the request's estimate kept its own
+    loop over the messages and tools beside prompt_chars'. A body holding all at once: tools offered, tool calls (an
+    OpenAI call and a call of another form), a legacy function call, replayed reasoning, a refusal (a field and a
+    part), text parts."""
+    tool = {"type": "function", "function": {"name": "lookup", "description": "Find a record. " * 10,
+                                             "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+    messages: list[dict[str, object]] = [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief. " * 12}]},
+        *history_of_calls(2, 300),
+        {"role": "assistant", "content": "Thinking done.", "reasoning_content": "Hmm. " * 30, "reasoning": "R" * 40,
+         "tool_calls": [{"id": "c9", "type": "function", "index": 0, "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c9", "content": "none"},
+        {"role": "assistant", "refusal": "I cannot. " * 20},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No. " * 15}]},
+        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": '{"a": 1}'}},
+        {"role": "function", "name": "f", "content": "1"},
+        {"role": "user", "content": "Go on."}]
+    body = {"model": "m", "messages": messages, "tools": [tool, tool]}
+    validated = ChatRequest.model_validate(body)
+    chars = prompt_chars(body)
+    assert prompt_chars(validated) == chars  # the request's count is the loop turn's, by the same function
+    assert info(messages, tools=[tool, tool]).prompt_tokens == turn_prompt_tokens(body) == chat_prompt_tokens(
+        chars, len(messages))
+    # the tools offered counted once each, as their JSON
+    assert chars == prompt_chars({"messages": messages}) + 2 * len(orjson.dumps(tool))

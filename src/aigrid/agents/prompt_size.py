@@ -16,8 +16,8 @@ Cheap: no JSON is written but the tools' and a tool call's of a form other than 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,9 +33,35 @@ BESIDE_CONTENT = ("refusal", *REASONING_KEYS)
 """A message's texts beside its content that its engine is sent: an assistant's refusal, and its reasoning."""
 
 
-def message_chars(content: Any, tool_calls: Any, beside: Mapping[str, Any]) -> int:
-    """The characters of one chat message: its `content`, its `tool_calls`, and from `beside` (the message itself
-    where it is a JSON object; a validated message's extra fields) its refusal, reasoning and legacy function call."""
+class ValidatedMessage(Protocol):
+    """A chat message as the gateway's schema validated it (gateway.schemas.Message): its content and tool calls, and
+    its other fields (refusal, reasoning, a legacy function call) as extra fields."""
+
+    @property
+    def content(self) -> Any: ...
+    @property
+    def tool_calls(self) -> Any: ...
+    @property
+    def model_extra(self) -> dict[str, Any] | None: ...
+
+
+class ValidatedChat(Protocol):
+    """A chat request as the gateway's schema validated it (gateway.schemas.ChatRequest)."""
+
+    @property
+    def tools(self) -> Any: ...
+    @property
+    def messages(self) -> Sequence[ValidatedMessage]: ...
+
+
+def message_chars(message: dict[str, Any] | ValidatedMessage) -> int:
+    """The characters of one chat message, a JSON object or a validated message: its `content`, its `tool_calls`, and
+    its refusal, reasoning and legacy function call (a JSON object's keys; a validated message's extra fields)."""
+    beside: Mapping[str, Any] | None
+    if isinstance(message, dict):
+        content, tool_calls, beside = message.get("content"), message.get("tool_calls"), message
+    else:
+        content, tool_calls, beside = message.content, message.tool_calls, message.model_extra
     total = 0
     if isinstance(content, str):
         total += len(content)
@@ -79,9 +105,12 @@ def tools_chars(tools: Any) -> int:
     return sum(len(orjson.dumps(t)) for t in tools) if tools else 0
 
 
-def prompt_chars(payload: Mapping[str, Any]) -> int:
-    """Characters of a chat body's messages (message_chars) and the tools it offers natively (tools_chars)."""
-    total = tools_chars(payload.get("tools"))
-    for m in payload.get("messages") or ():
-        total += message_chars(m.get("content"), m.get("tool_calls"), m)
-    return total
+def prompt_chars(body: Mapping[str, Any] | ValidatedChat) -> int:
+    """Characters of a chat body's messages (message_chars) and the tools it offers natively (tools_chars): the one
+    count of a prompt, for a body as JSON (a tool loop's turn) and as the gateway validated it (a request's estimate:
+    gateway/request_info.estimate_prompt_tokens)."""
+    if isinstance(body, Mapping):
+        tools, messages = body.get("tools"), body.get("messages") or ()
+    else:
+        tools, messages = body.tools, body.messages
+    return tools_chars(tools) + sum(map(message_chars, messages))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Mapping
 from math import ceil
 from typing import Any
 
-from aigrid.agents.prompt_size import message_chars, prompt_chars, tools_chars
+from aigrid.agents.prompt_size import prompt_chars
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -51,14 +51,13 @@ def hash_key(text: str) -> str:
 
 
 def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
-    """A request's prompt tokens before an engine tokenizes it: a chat request's messages as a model reads them
-    (agents.prompt_size.message_chars: content, tool calls, reasoning, a refusal) and the tools it offers (their
-    JSON), counted as turn_prompt_tokens counts a tool loop's later turn; a completion's prompt. What the front
-    doors' token-count routes answer too (Messages count_tokens, Responses input_tokens)."""
+    """A request's prompt tokens before an engine tokenizes it: a chat request's messages as a model reads them and
+    the tools it offers, by the one count of a chat prompt (agents.prompt_size.prompt_chars: content, tool calls,
+    reasoning, a refusal, the tools' JSON), which a tool loop's later turn gets too (turn_prompt_tokens); a
+    completion's prompt. What the front doors' token-count routes answer too (Messages count_tokens, Responses
+    input_tokens)."""
     if isinstance(body, ChatRequest):
-        chars = tools_chars(body.tools)
-        chars += sum(message_chars(m.content, m.tool_calls, m.model_extra or {}) for m in body.messages)
-        return chat_prompt_tokens(chars, len(body.messages))
+        return chat_prompt_tokens(prompt_chars(body), len(body.messages))
     return max(1, len(body.prompt_text()) // CHARS_PER_TOKEN)
 
 
@@ -68,8 +67,8 @@ def chat_prompt_tokens(chars: int, messages: int) -> int:
 
 
 def turn_prompt_tokens(payload: Mapping[str, Any]) -> int:
-    """A tool loop's later model turn (the conversation so far, with its tool calls and results, and the tools
-    it offers) estimated as estimate_prompt_tokens estimates a request."""
+    """A tool loop's later model turn (the conversation so far, with its tool calls and results, and the tools it
+    offers, as JSON) estimated as estimate_prompt_tokens estimates a request: the same count (prompt_chars)."""
     return chat_prompt_tokens(prompt_chars(payload), len(payload.get("messages") or ()))
 
 
