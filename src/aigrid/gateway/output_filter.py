@@ -577,12 +577,14 @@ class OutputFilter:
         reader = self._readers[key]
         return reader.written(found.feed(reader.feed(text)), final=False)
 
-    def _end(self, choice: dict[str, Any], index: int, completion: bool) -> None:
-        """Each text of the choice still held back, flushed into the choice's last chunk (`choice`)."""
+    def _end(self, choice: dict[str, Any], index: int, completion: bool, broken: bool = False) -> None:
+        """Each text of the choice still held back, flushed into the choice's last chunk (`choice`); `broken`: the
+        answer was cut before its end (cut_event: StreamingRedactor.cut)."""
         for key in [k for k in self._redactors if k[0] == index and k not in self._flushed]:
             self._flushed.add(key)
             redactor, reader = self._redactors[key], self._readers[key]
-            rest = reader.written(redactor.feed(reader.flush()) + redactor.flush(), final=True)
+            held = redactor.feed(reader.flush())
+            rest = reader.written(held + (redactor.cut() if broken else redactor.flush()), final=True)
             if not rest:
                 continue
             _, field, k = key
@@ -600,13 +602,24 @@ class OutputFilter:
     def flush_event(self) -> dict[str, Any] | None:
         """Before [DONE]: a chunk with the texts still held back (a stream that ended without finish_reason); a
         completions stream's as a `text_completion` chunk with the choice's `text`."""
+        return self._held_event(broken=False)
+
+    def cut_event(self) -> dict[str, Any] | None:
+        """Before the error event of an answer cut before its end (its engine failed and no other continues it, a
+        bound cut it): the chunk with what each text still holds back, as flush_event's, but for the text at each
+        one's end that more of the answer could have made an item, left out (StreamingRedactor.cut). Until the
+        twenty-ninth session what a cut stream held back was lost: the client never read the last ~100 characters
+        the engine had sent."""
+        return self._held_event(broken=True)
+
+    def _held_event(self, broken: bool) -> dict[str, Any] | None:
         choices = []
         completion = any(k[1] == "text" for k in self._redactors)
         for index in sorted({k[0] for k in self._redactors} | {k[0] for k in self._held}):
             choice: dict[str, Any] = {"index": index, "finish_reason": None} if completion else \
                 {"index": index, "delta": {}, "finish_reason": None}
             self._release_all(index, choice)
-            self._end(choice, index, completion=completion)
+            self._end(choice, index, completion=completion, broken=broken)
             if choice.get("delta") or choice.get("text"):
                 choices.append(choice)
         if not choices:

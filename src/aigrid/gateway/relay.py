@@ -227,6 +227,16 @@ class EventPipe:
         self.past = why
         raise SseError(why)
 
+    def held_at_cut(self) -> bytes:
+        """The answer is cut before its end (its error event follows): the event with what the redaction still holds
+        back of it (OutputFilter.cut_event: each item redacted, the start of one whose rest never came left out);
+        b"" where nothing is held. Until the twenty-ninth session that text was lost."""
+        filt = self._filter
+        if filt is None or not filt.redacts or not self._sse:
+            return b""
+        held = filt.cut_event()
+        return b"" if held is None else encode(orjson.dumps(held))
+
     def end(self) -> bytes:
         """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are; where the
         answer is redacted, that last event read as one (as the lenient readers take it), or nothing where the
@@ -554,14 +564,15 @@ class StreamRelay:
         record.usage = self.pipe.usage
         if delivered.done or delivered.finished:
             return b""
+        # not continued: what the redaction holds back goes out before the error event (held_at_cut)
         if self.pipe.past is not None:  # the engine's own answer is the fault: no other engine continues it
-            return proxy.error_event(record, f"{e}; not continued")
+            return self.pipe.held_at_cut() + proxy.error_event(record, f"{e}; not continued")
         if not self._continuable:
             reason = why_not_continuable(self._body, delivered) or "no other endpoint of the same model family"
-            return proxy.error_event(record, f"{e}; could not continue: {reason}")
+            return self.pipe.held_at_cut() + proxy.error_event(record, f"{e}; could not continue: {reason}")
         nxt, reason = await proxy.continue_stream(self._path, self._body, delivered, self._spare, record)
         if nxt is None:
-            return proxy.error_event(record, f"{e}; could not continue: {reason}")
+            return self.pipe.held_at_cut() + proxy.error_event(record, f"{e}; could not continue: {reason}")
         self.pipe.continuation(_is_sse(nxt))
         self._current, self._first = nxt, nxt.first
         return b""

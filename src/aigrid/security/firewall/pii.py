@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import regex
+
 from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
 MAX_ITEM_CHARS = 96
@@ -881,6 +883,36 @@ def _merged(matches: list[PiiMatch]) -> list[PiiMatch]:
 
 
 _RANK = {kind: n for n, kind in enumerate(KINDS)}
+
+
+_UNFINISHED = {kind: regex.compile(f"(?:{pattern.pattern})\\Z") for kind, pattern, _ in _DETECTORS}
+"""Each detector's pattern, up to the text's end, for the `regex` package, whose partial matching tells a text's end
+that more text could still make a match (unfinished_start). Anchored at the end: unanchored, a whole match that stops
+short of the end (an IBAN's first groups) was taken over a partial one from the same start that reaches it."""
+
+
+def unfinished_start(text: str, kinds: frozenset[str] | None = None, start: int = 0) -> int:
+    """Where the earliest part of `text` begins (at or after `start`) that more text could still make an item, or
+    len(text): a start from which a detector's pattern matches up to the text's end or is cut off by it (`regex`'s
+    partial match, every start tried), read as a model reads the text (model_reading). Validators are not asked:
+    more digits may make any number valid. An address's local part is any word, so a text that ends in a word (or in
+    `.`, `+` or `-` after one) ends in such a part, and one that ends in a digit group too. For a stream cut before its
+    end (StreamingRedactor.cut): what lies from here on may be the start of an item whose rest never came."""
+    reading = model_reading(text)
+    read, at = (text, None) if reading is None else reading
+    begin = start if at is None else bisect_left(at, start)
+    end = len(read)
+    first = end
+    for kind, pattern in _UNFINISHED.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        for m in pattern.finditer(read, begin, end, partial=True, overlapped=True):
+            if m.end() == end and m.start() < min(first, end):
+                first = m.start()
+                break
+    if first == end:
+        return len(text)
+    return first if at is None else at[first]
 
 
 def placeholder(kind: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from aigrid.security.firewall.features import INVISIBLE
-from aigrid.security.firewall.pii import MAX_ITEM_CHARS, find_pii, held_start, placeholder
+from aigrid.security.firewall.pii import MAX_ITEM_CHARS, find_pii, held_start, placeholder, unfinished_start
 
 _CONTEXT = 16
 _MOST = 16
@@ -67,12 +67,24 @@ class StreamingRedactor:
         """End of stream: return everything still held, redacted."""
         return self._emit(final=True)
 
-    def _emit(self, *, final: bool) -> str:
+    def cut(self) -> str:
+        """The stream was cut before its end (its engine failed, a bound cut it): what is still held, read as the
+        answer's end is (flush: each item in it redacted), up to the text at its end that more of the answer could
+        still have made an item (pii.unfinished_start: a word, a digit group, an address's first part), which is left
+        out: the part of an item whose rest never came is not sent. Until the twenty-ninth session a cut stream's held
+        text was dropped whole (up to MAX_ITEM_CHARS characters and more of the answer lost)."""
+        return self._emit(final=True, broken=True)
+
+    def _emit(self, *, final: bool, broken: bool = False) -> str:
         text = self._context + self._pending
         offset = len(self._context)
         # the context only serves look-behinds: an item starting there was whole in the buffer when that
         # text was emitted, and was redacted then
         matches = find_pii(text, self.kinds, start=offset)
+        if broken:  # up to what may be an item's start, or the end of an item found that holds it (redacted whole)
+            end = unfinished_start(text, self.kinds, start=offset)
+            end = next((m.end for m in matches if m.start <= end < m.end), end)
+            text = text[:end]
         cut = len(text) if final else max(offset, held_start(text, self.holdback, _MOST * self.holdback))
         for m in matches:
             if m.start < cut < m.end:

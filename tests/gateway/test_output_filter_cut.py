@@ -1,0 +1,125 @@
+"""A redacted stream cut before its end (its engine failed and no other continues it, a bound cut it): what the
+redaction still holds back (the answer's last ~100 characters) reaches the client before the error event, read as
+the end of a whole answer is (each item redacted), but for the text at its end that more of the answer could have
+made an item, which is left out: no part of an item whose rest never came goes out. Until the twenty-ninth session
+that held text was lost."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.gateway.output_filter import OutputFilter
+from aigrid.security.firewall.pii import find_pii, placeholder, unfinished_start
+from aigrid.security.firewall.pipeline import Action
+from aigrid.security.firewall.streaming import StreamingRedactor
+from tests.gateway import hostile_engine as H
+from tests.gateway import test_hostile_engines as T
+from tests.gateway.test_exit_paths import the_one_record
+
+
+def streamed(chunks: list[str]) -> tuple[str, str]:
+    """What a redactor fed `chunks` sent as they came, and what its cut then sends."""
+    r = StreamingRedactor()
+    return "".join(r.feed(c) for c in chunks), r.cut()
+
+
+def test_a_cut_outside_any_item_sends_what_was_held() -> None:
+    sent, rest = streamed(["The answer ", "is fine. ", "Thanks for asking! "])
+    assert sent + rest == "The answer is fine. Thanks for asking! "
+
+
+def test_a_cut_inside_a_held_item_sends_the_text_before_it_only() -> None:
+    sent, rest = streamed(["Write to ", "jane.doe@exam"])  # the address's rest never came
+    assert sent + rest == "Write to "
+    sent, rest = streamed(["Call me on +44 20 ", "79"])  # six digits: no phone number yet
+    assert sent + rest == "Call me on "
+
+
+def test_a_cut_just_after_a_whole_item_redacts_it() -> None:
+    """An item that more text could still have made longer (a card's digits, an address's domain) is found as it
+    stands and redacted whole, as the whole answer's end is."""
+    assert "".join(streamed(["Your card: ", "4111 1111 1111 1111"])) == "Your card: [REDACTED:CARD]"
+    assert "".join(streamed(["mail jane.doe@example.com"])) == "mail [REDACTED:EMAIL]"
+    assert "".join(streamed(["call +44 20 7946 0958 now, or"])) == "call [REDACTED:PHONE] now, "
+
+
+ITEMS = ["jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "078-05-1120",
+         "DE89 3704 0044 0532 0130 00", "AB 12 34 56 C"]
+
+
+@pytest.mark.parametrize("item", ITEMS)
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_a_stream_cut_anywhere_in_an_item_sends_no_part_of_it(item: str, size: int) -> None:
+    """Cut after each character of the item, in chunks of `size`: what goes out is the text before the item, then
+    nothing or one placeholder (what it read as an item so far), never a character of it."""
+    before = "Sure, here it is: "
+    text = before + item + " and that is all."
+    assert [m.kind for m in find_pii(text)] and find_pii(text)[0].start == len(before)
+    placeholders = re.compile(r"(?:\[REDACTED:[A-Z_]+\])?")
+    for k in range(len(before) + 1, len(before) + len(item)):
+        cut = text[:k]
+        sent, rest = streamed([cut[i:i + size] for i in range(0, len(cut), size)])
+        out = sent + rest
+        assert out.startswith(before) and placeholders.fullmatch(out[len(before):]), (k, out)
+
+
+def test_the_start_of_what_more_text_could_make_an_item() -> None:
+    assert unfinished_start("Write to john.doe@exam") == len("Write to ")
+    assert unfinished_start("The answer is fine. ") == len("The answer is fine. ")
+    assert unfinished_start("costs 12 ") == len("costs ")  # a digit group a phone number may go on from
+    assert unfinished_start("ok!") == 3
+    assert unfinished_start("mail jo\u200b@exa") == len("mail ")  # read as a model reads it
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "created": 1,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_the_cut_event_holds_each_text_held_back() -> None:
+    f = OutputFilter(True, strip_usage=False)
+    assert f.event(chunk({"content": "Thanks, write to "})) is not None
+    f.event(chunk({"content": "jane.doe@exam"}))
+    f.event(chunk({"reasoning_content": "The user is on +44 20 7946 0958. Done. "}))
+    held = f.cut_event()
+    assert held is not None
+    delta = held["choices"][0]["delta"]
+    assert delta == {"content": "Thanks, write to ", "reasoning_content": "The user is on [REDACTED:PHONE]. Done. "}
+    assert f.cut_event() is None and f.flush_event() is None  # sent once
+    assert [v.detail for v in f.verdicts()] == ["personal data: phone"]
+
+
+def broken(*texts: str) -> Any:
+    """An engine that streams `texts` and then drops the connection, mid-answer."""
+    def script(path: str, req: dict) -> H.Script:
+        return H.stream(*[H.chunk(b"data: " + orjson.dumps(H.token(t)) + b"\n\n") for t in texts], H.CLOSE)
+    return script
+
+
+@pytest.mark.parametrize(("texts", "shown", "hidden"), [
+    (["Sure. The answer is fine. ", "Thanks!"], "Sure. The answer is fine. Thanks!", None),
+    (["Sure. Write to ", "jane.doe@exam"], "Sure. Write to ", "jane"),
+    (["Sure. Mail jane.doe@example.com ", "or call"], f"Sure. Mail {placeholder('email')} or ", "jane"),
+], ids=["outside-an-item", "inside-an-item", "after-an-item"])
+async def test_a_redacted_stream_whose_engine_breaks_sends_what_was_held_before_its_error(
+        tmp_path, texts: list[str], shown: str, hidden: str | None) -> None:
+    """Both engines break after `texts`; the request cannot be continued elsewhere (its `response_format`): the
+    client gets the held text (redacted) and then the error event; the audit record says what was found."""
+    async for g in T.grid(tmp_path, broken(*texts), good=broken(*texts)):
+        firewall = g.gw.guard.firewall
+        firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+        r = await g.post("chat", True, response_format={"type": "text"})
+        assert r.status_code == 200, r.text
+        events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert events[-1]["error"]["code"] == "stream_interrupted", r.text
+        text = "".join(c["delta"].get("content") or "" for e in events[:-1] for c in e["choices"])
+        assert text == shown, r.text
+        assert hidden is None or hidden not in r.text
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "interrupted", row
+        assert ("pii_output" in orjson.dumps(row).decode()) == (placeholder("email") in shown), row
