@@ -145,12 +145,30 @@ class Grid:
     banner: str
 
 
+def with_context(spec: Path, cwd: Path, context: int) -> Path:
+    """A copy of `spec` in `cwd` whose every model declares `context` tokens. Each slot of an embedded engine holds
+    its model's context (about 22.5 KiB of KV cache a token, allocated at start): the demo's four 2-slot engines at
+    its 8192 made tests/e2e/test_demo_grid.py's process tree peak at 2,460 MiB (scripts/tree_rss.py), where tests
+    that send short prompts need no more than NODE_CONTEXT. Written to `cwd` under the spec's name (the copy's
+    relative paths then read from `cwd`: none in the demo specs)."""
+    raw = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    for model in raw["models"].values():
+        model["context"] = context
+    copy = cwd / spec.name
+    copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return copy
+
+
 @contextmanager
 def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
-                 healthy: int = 4) -> Iterator[Grid]:
+                 healthy: int = 4, context: int | None = None) -> Iterator[Grid]:
     """`aigrid up SPEC` as a real process (the CLI users run, dashboard mounted): returns once its banner is
     printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards. Started again on a
-    new port when another process took the picked one before `aigrid up` could listen there (tests/ports.py)."""
+    new port when another process took the picked one before `aigrid up` could listen there (tests/ports.py).
+    `context`: every model of a copy of the spec declares it (with_context), for tests whose prompts are short."""
+    if context is not None:
+        spec = with_context(spec, cwd, context)
+
     def start(port: int) -> Grid:
         # warnings only: stdout is read up to the banner, so an access line per request would fill the pipe
         proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port), "--log-level", "warning"],

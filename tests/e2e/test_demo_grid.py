@@ -18,7 +18,7 @@ import pytest
 from openai import OpenAI
 
 from aigrid.engines.llama_server import RESTART_BACKOFF_S
-from tests.e2e.processes import running_grid
+from tests.e2e.processes import NODE_CONTEXT, running_grid
 from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     require_llama_server()
-    with running_grid(ROOT / "examples" / "demo.yaml", tmp_path_factory.mktemp("grid")) as g:
+    # every prompt here is short: the demo's engines at 2048 tokens a slot, not its 8192 (scripts/tree_rss.py: peak 1,374 MiB, not 2,460)
+    with running_grid(ROOT / "examples" / "demo.yaml", tmp_path_factory.mktemp("grid"), context=NODE_CONTEXT) as g:
         pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", g.banner)}
         assert len(pids) == 4, g.banner
         yield {"base": g.base, "proc": g.proc, "pids": pids, "banner": g.banner}
