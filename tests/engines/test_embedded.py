@@ -15,7 +15,9 @@ from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
 from aigrid.engines.model_files import find_llama_server, find_model_file
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.errors import EngineBuildError, EngineUnavailable
-from aigrid.gateway.wiring import upstream
+from aigrid.gateway.app import build_gateway
+from aigrid.gateway.wiring import build_engines, upstream
+from tests.gateway.conftest import spec_in
 
 pytestmark = pytest.mark.engine
 
@@ -107,3 +109,33 @@ async def test_a_keyed_engine_answers_only_the_holder_of_its_key(engine_config: 
     finally:
         await up.aclose()
     assert key not in config.log_path.read_text()
+
+
+async def test_a_real_llama_server_says_its_context_a_slot_and_the_gateway_warns_of_less_than_the_spec_s(
+        engine_config: LlamaServerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """GET /props' `default_generation_settings.n_ctx` is each slot's context (--ctx-size / --parallel), not the
+    whole --ctx-size, and answers the gateway's key (llama-server keys every route but /health): an engine holding
+    1024 tokens a slot under a spec that declares the demo's 8192 is one warning of the scraper's, naming both."""
+    key = "k-" + "y" * 40
+    monkeypatch.setenv("AIGRID_TEST_ENGINE_KEY", key)
+    up = upstream()
+    try:
+        async with LlamaServerProcess(replace(engine_config, ctx_per_slot=1024, api_key=key)) as server:
+            keyed = OpenAICompatEngine("llamacpp", server.base_url, up.client, headers={"authorization": f"Bearer {key}"})
+            assert await keyed.slot_context() == (1024, 2)
+            spec = spec_in(tmp_path)
+            endpoints = [e.model_copy(update={"engine": "llamacpp", "url": server.base_url,
+                                              "api_key_env": "AIGRID_TEST_ENGINE_KEY"}) for e in spec.endpoints[:1]]
+            spec = spec.model_copy(update={"endpoints": endpoints})
+            gw = build_gateway(spec, build_engines(spec, {}, up))
+            with caplog.at_level("WARNING", logger="aigrid.scraper"):
+                await gw.scraper.scrape_once()
+                await gw.scraper.scrape_once()
+            assert gw.store.snapshot().state(endpoints[0].id).healthy
+    finally:
+        await up.aclose()
+    warned = [r.getMessage() for r in caplog.records if "GET /props" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert f"endpoint {endpoints[0].id}: its engine holds 1024 tokens a slot" in warned[0], warned[0]
+    assert "total_slots 2" in warned[0] and "fewer than the 8192 the spec declares" in warned[0], warned[0]

@@ -100,18 +100,26 @@ GGUF = "/home/op/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", scrapes: int = 2,
-                         asked: list[int] | None = None) -> list[str]:
+                         asked: list[int] | None = None, props: H.Script | None = None,
+                         props_asked: list[int] | None = None) -> list[str]:
     """The scraper's lines (INFO and up) over `scrapes` scrapes of the demo grid, every endpoint of `kind` on one
-    engine whose GET /v1/models answers `models` (each GET counted in `asked`), its adapters built as a gateway
-    builds them (build_engines: a llamacpp endpoint's is a StopWordEngine around its OpenAICompatEngine)."""
+    engine whose GET /v1/models answers `models` (each GET counted in `asked`) and GET /props `props` (counted in
+    `props_asked`; None: a 404), its adapters built as a gateway builds them (build_engines: a llamacpp endpoint's
+    is a StopWordEngine around its OpenAICompatEngine)."""
     engine = H.HostileEngine(sane)
     count = asked if asked is not None else [0]
+    props_count = props_asked if props_asked is not None else [0]
 
     def listing() -> H.Script:
         count[0] += 1
         return models
 
+    def properties() -> H.Script:
+        props_count[0] += 1
+        return props if props is not None else H.whole(b"", 404)
+
     engine.gets["/v1/models"] = listing
+    engine.gets["/props"] = properties
     await engine.start()
     up = upstream()
     spec = spec_in(tmp_path)
@@ -195,3 +203,74 @@ async def test_an_engine_whose_model_list_cannot_be_reached_is_asked_a_few_times
     said = [line for line in lines if "model names were not read" in line]
     assert len(said) == endpoints and "cannot reach" in said[0], lines
     assert asked[0] <= 2 * NAME_TRIES * endpoints, asked  # at most once more a try (a closed pooled connection)
+
+
+def _props(n_ctx: object, total_slots: object = 2) -> H.Script:
+    """llama-server's GET /props, as this project's build (0.3.36) answers it, cut to what the check reads."""
+    return H.whole(orjson.dumps({"default_generation_settings": {"params": {"temperature": 0.8}, "n_ctx": n_ctx},
+                                 "total_slots": total_slots, "model_alias": "smollm2-135m"}))
+
+
+async def test_a_llamacpp_engine_holding_fewer_tokens_a_slot_than_the_spec_declares_is_warned_of_once(
+        tmp_path: Path) -> None:
+    """The gateway checks a prompt against the spec's `context` for its model (8192 in the demo) and trusted it: an
+    external llama-server holding fewer tokens a slot (--ctx-size 4096 --parallel 4: 1024) refused, in its own words,
+    every prompt between the two that the gateway had let through, and nothing told the operator. Now the scraper
+    reads llama-server's GET /props once an endpoint is first healthy and warns, once an endpoint, naming the
+    endpoint, both numbers and what to change."""
+    spec = spec_in(tmp_path)
+    asked = [0]
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", scrapes=3,
+                                 props=_props(1024, 4), props_asked=asked)
+    warned = [line for line in lines if "GET /props" in line]
+    assert len(warned) == len(spec.endpoints), lines  # one for each endpoint, not one a scrape
+    assert asked[0] == len(spec.endpoints)
+    for e in spec.endpoints:
+        declared = spec.models[e.model].context
+        line = next(line for line in warned if line.startswith(f"endpoint {e.id}:"))
+        assert "holds 1024 tokens a slot" in line and f"the {declared} the spec declares" in line, line
+        assert f"models.{e.model}.context to 1024" in line and f"aigrid node --context {declared}" in line, line
+        assert f"--ctx-size {declared * 4} --parallel 4" in line, line
+
+
+@pytest.mark.parametrize("n_ctx", [8192, 131072])
+async def test_a_llamacpp_engine_holding_the_declared_context_or_more_is_read_once_and_not_warned_of(
+        tmp_path: Path, n_ctx: int) -> None:
+    spec = spec_in(tmp_path)
+    assert {m.context for m in spec.models.values()} == {8192}
+    asked = [0]
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", props=_props(n_ctx),
+                                 props_asked=asked)
+    assert not [line for line in lines if "/props" in line or "context" in line], lines
+    assert asked[0] == len(spec.endpoints)  # read (once an endpoint, over 2 scrapes), not left unchecked
+
+
+async def test_only_a_llamacpp_engine_is_asked_its_context(tmp_path: Path) -> None:
+    """vLLM has no /props (it answers the model's max_model_len in GET /v1/models, not read here)."""
+    asked = [0]
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "vllm", props=_props(16), props_asked=asked)
+    assert asked[0] == 0 and not [line for line in lines if "context" in line], lines
+
+
+@pytest.mark.parametrize("props, why", [
+    (None, "answered HTTP 404"),
+    (_props("8192"), "answered no context"),
+    (_props(0), "answered no context"),
+    (H.whole(b"[1]"), "answered no JSON object"),
+])
+async def test_an_engine_that_does_not_say_its_context_is_said_once_and_stays_healthy(
+        tmp_path: Path, props: H.Script | None, why: str) -> None:
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", props=props)
+    said = [line for line in lines if "context was not read" in line]
+    assert len(said) == len(spec_in(tmp_path).endpoints) and why in said[0], lines
+    assert "the context 8192 the spec declares for its model is not checked" in said[0], said[0]
+
+
+async def test_an_engine_whose_context_cannot_be_reached_is_asked_a_few_times_then_said_once(tmp_path: Path) -> None:
+    asked = [0]
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", scrapes=2 * NAME_TRIES + 2,
+                                 props=[H.CLOSE], props_asked=asked)
+    endpoints = len(spec_in(tmp_path).endpoints)
+    said = [line for line in lines if "context was not read" in line]
+    assert len(said) == endpoints and "cannot reach" in said[0], lines
+    assert asked[0] <= 2 * NAME_TRIES * endpoints, asked

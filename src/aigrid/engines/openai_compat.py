@@ -64,6 +64,9 @@ HEALTH_MAX_BYTES = 64 << 10
 MODELS_PATH = "/v1/models"
 MODELS_MAX_BYTES = 1 << 20
 """The most bytes of an engine's model list read (a hosted provider's lists a few hundred models in under 100 KiB)."""
+PROPS_PATH = "/props"
+PROPS_MAX_BYTES = 1 << 20
+"""The most bytes of llama-server's GET /props read (SmolLM2's is 3 KiB; its chat template is most of it)."""
 
 CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
@@ -281,23 +284,46 @@ class OpenAICompatEngine:
         model under any name and answers with its `--alias`, else its GGUF file's path). Read once an endpoint is first
         healthy (gateway/scraper.py), never on the data path. Raises EngineUnavailable when it cannot be reached and
         EngineError when the answer is not a model list."""
-        url = self._url(MODELS_PATH)
+        url, doc = await self._json(MODELS_PATH, MODELS_MAX_BYTES)
+        data = doc.get("data")
+        if not isinstance(data, list):
+            raise EngineError(f"{self}: {url} answered no model list (`data`)")
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+    async def slot_context(self) -> tuple[int, int | None]:
+        """llama-server's context a slot and its slots, from its GET /props: `default_generation_settings.n_ctx`, what
+        one request may hold (each slot's own n_ctx: --ctx-size / --parallel; the whole --ctx-size, shared, with
+        --kv-unified), and `total_slots` (None when not given). Measured on this project's build (0.3.36, 6 Dec
+        2026): --ctx-size 4096 --parallel 2 answers n_ctx 2048, total_slots 2; with --kv-unified, n_ctx 4096. Read once
+        an endpoint is first healthy (gateway/scraper.py). Raises EngineUnavailable when it cannot be reached and
+        EngineError when the answer does not say (an engine without /props: not llama-server)."""
+        url, doc = await self._json(PROPS_PATH, PROPS_MAX_BYTES)
+        settings = doc.get("default_generation_settings")
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        if type(n_ctx) is not int or n_ctx < 1:
+            raise EngineError(f"{self}: {url} answered no context (`default_generation_settings.n_ctx`)")
+        slots = doc.get("total_slots")
+        return n_ctx, slots if type(slots) is int and slots >= 1 else None
+
+    async def _json(self, path: str, most: int) -> tuple[str, dict[str, object]]:
+        """The URL of a probe's GET of `path` and its answer, a JSON object of at most `most` bytes. Raises
+        EngineUnavailable when it cannot be reached and EngineError when it is not such an answer."""
+        url = self._url(path)
         try:
-            status, body = await self._get(url, self._headers, MODELS_MAX_BYTES)
+            status, body = await self._get(url, self._headers, most)
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
         if status != 200:
             raise EngineError(f"{self}: {url} answered HTTP {status}")
         if body is None:
-            raise EngineError(f"{self}: {url} answered more than {MODELS_MAX_BYTES} bytes")
+            raise EngineError(f"{self}: {url} answered more than {most} bytes")
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise EngineError(f"{self}: {url} answered no JSON: {body[:60]!r}") from None
-        data = doc.get("data") if isinstance(doc, dict) else None
-        if not isinstance(data, list):
-            raise EngineError(f"{self}: {url} answered no model list (`data`): {body[:60]!r}")
-        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        if not isinstance(doc, dict):
+            raise EngineError(f"{self}: {url} answered no JSON object: {body[:60]!r}")
+        return url, doc
 
     async def stats(self) -> EngineStats:
         """The engine's load from its own metrics (all None for kinds without metrics), plus GPU power

@@ -154,6 +154,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                            shares=shared is not None or spec.gateway.shared_state_url is not None)
     metrics = GatewayMetrics()
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
+    contexts = {e.id: spec.models[e.model].context for e in spec.endpoints}
     guard = guard or Guard(spec)
     guard.quotas.on_unreleased = metrics.quota_unreleased.inc  # failed charges given up unreleased
     salt = CacheSalt(guard.derived_key(SALT_PURPOSE), [e.id for e in spec.endpoints if e.engine in SALTED_KINDS]) \
@@ -161,7 +162,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
-                  contexts={e.id: spec.models[e.model].context for e in spec.endpoints}, salt=salt,
+                  contexts=contexts, salt=salt,
                   stream_idle_s=spec.gateway.stream_idle_s, stream_max_s=spec.gateway.stream_max_s)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
@@ -170,7 +171,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
-        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served),
+        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served, contexts),
         rng=rng or random.Random(), clock=clock, guard=guard, location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id, metrics),

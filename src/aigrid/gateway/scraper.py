@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
+from typing import TypeVar
 
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
@@ -25,24 +26,30 @@ from aigrid.telemetry.store import TelemetryStore, bounded_stats
 log = logging.getLogger("aigrid.scraper")
 
 NAME_TRIES = 3
-"""Healthy scrapes at which an engine's GET /v1/models that cannot be reached (closed, or no whole answer within the
-probe timeout) is asked (_name_check); then one INFO line and no more: each try holds the endpoint's next scrape up
-to the probe timeout."""
+"""Healthy scrapes at which an engine's GET /v1/models (_name_check), or llama-server's GET /props (_context_check),
+that cannot be reached (closed, or no whole answer within the probe timeout) is asked; then one INFO line and no more:
+each try holds the endpoint's next scrape up to the probe timeout."""
+NAMES, CONTEXT = "names", "context"
+"""The checks of what an engine says of itself, each done once an endpoint when it is first healthy."""
+T = TypeVar("T")
 
 
 class Scraper:
     def __init__(self, store: TelemetryStore, engines: Mapping[str, Engine], endpoints: tuple[Endpoint, ...],
-                 metrics: GatewayMetrics, interval_s: float, served: Mapping[str, str] | None = None) -> None:
-        """`served`: endpoint id -> the model name the gateway sends its engine (its served_model, else its model)."""
+                 metrics: GatewayMetrics, interval_s: float, served: Mapping[str, str] | None = None,
+                 contexts: Mapping[str, int] | None = None) -> None:
+        """`served`: endpoint id -> the model name the gateway sends its engine (its served_model, else its model);
+        `contexts`: endpoint id -> its model's `context` in the spec, what the gateway checks prompts against."""
         self._store = store
         self._engines = engines
         self._endpoints = endpoints
         self._metrics = metrics
         self._served = dict(served or {})
-        self._named: set[str] = set()
-        """The endpoints whose engine's model names were read (name_check): once each."""
-        self._name_tries: dict[str, int] = {}
-        """Endpoint id -> the healthy scrapes at which its model names could not be reached (up to NAME_TRIES)."""
+        self._contexts = dict(contexts or {})
+        self._checked: dict[str, set[str]] = {NAMES: set(), CONTEXT: set()}
+        """Check -> the endpoints it was done for (read, or said unread): once each."""
+        self._tries: dict[tuple[str, str], int] = {}
+        """(check, endpoint id) -> the healthy scrapes at which what it reads could not be reached (up to NAME_TRIES)."""
         self._periodic = [Periodic(partial(self._scrape, e), interval_s, f"aigrid-scraper-{e.id}") for e in endpoints]
 
     async def scrape_once(self) -> None:
@@ -81,8 +88,30 @@ class Scraper:
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
         if waiting is not None:
             self._metrics.queue.labels(*labels).set(waiting)
-        if healthy and endpoint.id not in self._named:
-            await self._name_check(endpoint, engine)
+        if healthy and not all(endpoint.id in done for done in self._checked.values()):
+            while isinstance(engine, WrappedEngine):  # a llamacpp endpoint's StopWordEngine (gateway/wiring.py)
+                engine = engine.inner
+            if endpoint.id not in self._checked[NAMES]:
+                await self._name_check(endpoint, engine)
+            if endpoint.id not in self._checked[CONTEXT]:
+                await self._context_check(endpoint, engine)
+
+    async def _read_once(self, check: str, endpoint: Endpoint, read: Callable[[], Awaitable[T]],
+                         unread: str, *args: object) -> T | None:
+        """What `read()` answers for a `check` done once an endpoint; None when it was not read: unreachable just now
+        (asked again at its next healthy scrapes, NAME_TRIES in all), or else one INFO line, `unread` % (the endpoint,
+        why, *args), and the check is done. Never raises: a check never fails a scrape."""
+        try:
+            answer = await read()
+        except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
+            tries = self._tries[check, endpoint.id] = self._tries.get((check, endpoint.id), 0) + 1
+            if isinstance(e, EngineUnavailable) and tries < NAME_TRIES:
+                return None  # unreachable just now: asked again at its next healthy scrape
+            self._checked[check].add(endpoint.id)
+            log.info(unread, endpoint.id, str(e) or type(e).__name__, *args, extra=fields(endpoint=endpoint.id))
+            return None
+        self._checked[check].add(endpoint.id)
+        return answer
 
     async def _name_check(self, endpoint: Endpoint, engine: Engine) -> None:
         """Once an endpoint is first healthy: a warning, once, when its engine does not serve the name the gateway
@@ -90,25 +119,14 @@ class Scraper:
         client as the engine wrote it (the relay does not read a stream's chunks to rewrite it, docs/engines.md): a
         llama-server started without --alias answered with its GGUF file's path (/home/.../SmolLM2-135M-Instruct.
         Q4_1.gguf), the site's file system shown to every client; vLLM and SGLang refuse a name they do not serve."""
-        while isinstance(engine, WrappedEngine):  # a llamacpp endpoint's StopWordEngine (gateway/wiring.py)
-            engine = engine.inner
         model_ids = getattr(engine, "model_ids", None)  # engines that speak OpenAI's API over HTTP
         if model_ids is None:
-            self._named.add(endpoint.id)
+            self._checked[NAMES].add(endpoint.id)
             return
         name = self._served.get(endpoint.id, endpoint.model)
-        try:
-            ids = await model_ids()
-        except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
-            tries = self._name_tries[endpoint.id] = self._name_tries.get(endpoint.id, 0) + 1
-            if isinstance(e, EngineUnavailable) and tries < NAME_TRIES:
-                return  # unreachable just now: asked again at its next healthy scrape
-            self._named.add(endpoint.id)
-            log.info("endpoint %s: its engine's model names were not read (%s); the name %r it is sent is not checked",
-                     endpoint.id, str(e) or type(e).__name__, name, extra=fields(endpoint=endpoint.id))
-            return
-        self._named.add(endpoint.id)
-        if name in ids:
+        ids = await self._read_once(NAMES, endpoint, model_ids, "endpoint %s: its engine's model names were not read "
+                                    "(%s); the name %r it is sent is not checked", name)
+        if ids is None or name in ids:
             return
         shown = ", ".join(repr(i[:200]) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
         if endpoint.engine == "openai":  # a hosted provider: no --alias to give, and some serve names they do not list
@@ -123,6 +141,31 @@ class Scraper:
                     "SGLang --served-model-name %s), or, for vLLM or SGLang, set the endpoint's served_model to a name it "
                     "serves", endpoint.id, shown or "no model", name, name, name, name,
                     extra=fields(endpoint=endpoint.id, served=name))
+
+    async def _context_check(self, endpoint: Endpoint, engine: Engine) -> None:
+        """Once a llama.cpp endpoint is first healthy: a warning, once, when its engine holds fewer tokens a slot (GET
+        /props) than the spec's `context` for its model, which the gateway checks prompts against (context_window.py),
+        as do an agent loop's context_limit and the Responses API's compaction: a prompt between the two passed the
+        gateway and met the engine's own 400 (the gateway trusts the spec; an external llama-server started with
+        --ctx-size 4096 --parallel 4 holds 1024 a slot)."""
+        declared = self._contexts.get(endpoint.id)
+        slot_context = getattr(engine, "slot_context", None)
+        if declared is None or slot_context is None or getattr(engine, "kind", None) != "llamacpp":
+            self._checked[CONTEXT].add(endpoint.id)
+            return
+        read = await self._read_once(CONTEXT, endpoint, slot_context, "endpoint %s: its engine's context was not read "
+                                     "(%s); the context %d the spec declares for its model is not checked", declared)
+        if read is None or read[0] >= declared:
+            return
+        held, slots = read
+        total = slots or endpoint.max_concurrency
+        log.warning("endpoint %s: its engine holds %d tokens a slot (GET /props: n_ctx %d, total_slots %s), fewer than "
+                    "the %d the spec declares for model %r (its `context`): the gateway lets through prompts the engine "
+                    "refuses. Set models.%s.context to %d, or start the engine with %d tokens a slot (aigrid node "
+                    "--context %d; llama-server --ctx-size %d --parallel %d)", endpoint.id, held, held,
+                    slots if slots is not None else "not given", declared, endpoint.model, endpoint.model, held,
+                    declared, declared, declared * total, total,
+                    extra=fields(endpoint=endpoint.id, engine_context=held, context=declared))
 
     async def start(self) -> None:
         """Every endpoint scraped once (the first request sees them), then each on its own interval."""
