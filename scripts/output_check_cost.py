@@ -8,12 +8,13 @@
   read whole: CallNames) and a later piece (the id read again from the last one's cache);
 - a cut Responses stream's next sequence_number (stopping._Watched._count) for one delta event a send, beside the
   count it replaced;
-- first, Firewall.check_output of a text (one reading of the detectors since the twenty-eighth session, two before
-  where an item was found: find_pii, then redact's own) and redact_json_answer of an answer holding personal data,
-  in microseconds of CPU time, best of `--runs` (until review RV3 of the twenty-eighth session a script of their own,
-  scripts/check_output_cost.py; its `--n 1000` is this script's default `--n 20000`). `--check-output-only` prints
-  just these: they run on a tree from before the twenty-eighth session too (`git archive REV src | tar -x -C DIR`,
-  that `src` on PYTHONPATH), where the rest may not.
+- first, a text read whole under a redacting tenant's policy (output_filter.OutputReads, the one reader of an answer's
+  texts: one reading of the detectors since the twenty-eighth session, two before where an item was found: find_pii,
+  then redact's own) and redact_json_answer of an answer holding personal data, in microseconds of CPU time, best of
+  `--runs` (until review RV3 of the twenty-eighth session a script of their own, scripts/check_output_cost.py; its
+  `--n 1000` is this script's default `--n 20000`). `--check-output-only` prints just these. Until the twenty-ninth
+  session the text's line timed Firewall.check_output (removed: no answer went through it), the same reading; a tree
+  from before the twenty-eighth session has neither OutputReads nor this script's other imports.
 
     PYTHONPATH=src python scripts/output_check_cost.py [--n 20000] [--runs 5] [--check-output-only]
 
@@ -31,7 +32,7 @@ import orjson
 
 from aigrid.gateway import output_filter
 from aigrid.gateway.event_log import event
-from aigrid.gateway.output_filter import OutputFilter, read_the_rest, redact_json_answer
+from aigrid.gateway.output_filter import OutputFilter, OutputReads, read_the_rest, redact_json_answer
 from aigrid.gateway.stopping import _Watched
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
@@ -73,9 +74,10 @@ def cpu_per_call(fn: Callable[[], Any], n: int, runs: int) -> float:
     return best
 
 
-def check_output_figures(fw: Firewall, n: int, runs: int) -> None:
+def whole_read_figures(fw: Firewall, n: int, runs: int) -> None:
     for what, text in TEXTS.items():
-        print(f"check_output, {what}: {cpu_per_call(lambda t=text: fw.check_output('t', t), n, runs):.1f} us")
+        read = OutputReads(fw.policy("t").pii_output)
+        print(f"OutputReads, {what}: {cpu_per_call(lambda t=text, r=read: r(t), n, runs):.1f} us")
     print(f"redact_json_answer, an answer with an address, an SSN in a call's name and an address in its id and "
           f"arguments ({len(ANSWER_WITH_ITEMS)} bytes): "
           f"{cpu_per_call(lambda: redact_json_answer(fw, 't', ANSWER_WITH_ITEMS), max(n // 4, 1), runs):.1f} us")
@@ -96,12 +98,12 @@ def chunk(delta: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--runs", type=int, default=5, help="check_output's figures: the best of this many runs")
-    ap.add_argument("--check-output-only", action="store_true", help="print check_output's figures only")
+    ap.add_argument("--runs", type=int, default=5, help="the whole reads' figures: the best of this many runs")
+    ap.add_argument("--check-output-only", action="store_true", help="print the whole reads' figures only")
     args = ap.parse_args()
     n = args.n
     fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
-    check_output_figures(fw, max(n // 20, 1), args.runs)
+    whole_read_figures(fw, max(n // 20, 1), args.runs)
     if args.check_output_only:
         return
     obj = orjson.loads(ANSWER)
@@ -109,7 +111,7 @@ def main() -> None:
           f"redact_json_answer {per_call(lambda: redact_json_answer(fw, 't', ANSWER), max(n // 20, 10)):.1f} us")
 
     def rest_whole() -> None:
-        read_the_rest(orjson.loads(ANSWER), lambda t: fw.check_output("t", t)[0])
+        read_the_rest(orjson.loads(ANSWER), OutputReads(fw.policy("t").pii_output))
 
     print(f"  of which the other fields' strings (read_the_rest, with the answer's copy): "
           f"{per_call(rest_whole, max(n // 20, 10)):.1f} us (copy alone {per_call(lambda: orjson.loads(ANSWER), n):.2f} us)")

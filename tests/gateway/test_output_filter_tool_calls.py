@@ -276,12 +276,12 @@ _bits = st.sampled_from(["get_", "weather", "chatcmpl-", "7", "42", "-", "@", "e
 @given(st.lists(_bits | st.text(max_size=3), max_size=14))
 def test_a_short_string_is_read_as_a_streaming_redactor_fed_it_whole_reads_it(bits: list[str]) -> None:
     """OutputReads (pipeline.read_output: one find_pii, pii.cannot_hold's skip first) gives the text and the kinds found
-    that a StreamingRedactor fed the string and flushed gave, as it read each string until review RV4 (twice the cost),
-    and Firewall.check_output the same text."""
+    that a StreamingRedactor fed the string and flushed gave, as it read each string until review RV4 (twice the
+    cost)."""
     text = "".join(bits)
     redactor = StreamingRedactor()
     read = OutputReads(Action.REDACT)
-    assert read(text) == redactor.feed(text) + redactor.flush() == firewall().check_output("t", text)[0]
+    assert read(text) == redactor.feed(text) + redactor.flush()
     assert read.kinds == list(dict.fromkeys(redactor.found))
 
 

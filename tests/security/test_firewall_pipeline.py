@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.model_texts import apply, beside_messages, chat_texts, completion_texts
+from aigrid.gateway.output_filter import OutputReads
 from aigrid.security.firewall.injection import InjectionModel, InjectionScore
 from aigrid.security.firewall.pii import PiiMatch
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, output_verdicts
@@ -130,9 +131,13 @@ def test_pii_block_policy(firewall: Firewall) -> None:
 
 
 def test_output_redaction_whole_and_streamed(firewall: Firewall) -> None:
-    text, verdicts = firewall.check_output("acme", "reach me at jane@example.com")
-    assert text == "reach me at [REDACTED:EMAIL]" and verdicts[0].check == "pii_output"
-    assert firewall.check_output("lenient", "jane@example.com")[0] == "jane@example.com"
+    # a text read whole as an answer's are (output_filter.OutputReads under the tenant's pii_output, the one reader)
+    read = OutputReads(firewall.policy("acme").pii_output)
+    assert read("reach me at jane@example.com") == "reach me at [REDACTED:EMAIL]"
+    assert [(v.check, v.action) for v in read.verdicts()] == [("pii_output", "redacted")]
+    flagged = OutputReads(firewall.policy("lenient").pii_output)
+    assert flagged("jane@example.com") == "jane@example.com"
+    assert [(v.check, v.action) for v in flagged.verdicts()] == [("pii_output", "flagged")]
     assert firewall.redacts_output("acme") and not firewall.redacts_output("lenient")
     redactor = StreamingRedactor()
     out = redactor.feed("IBAN DE89 3704 00") + redactor.feed("44 0532 0130 00 ok") + redactor.flush()

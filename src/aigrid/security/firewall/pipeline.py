@@ -243,14 +243,6 @@ class Firewall:
             return ModelText(redact(text.text, found), text.source, text.path, text.label)
         return text
 
-    def check_output(self, tenant: str, text: str) -> tuple[str, list[Verdict]]:
-        """A whole (non-streamed) text of an answer: returns the text to send and the verdicts (read_output, once)."""
-        action = self.policy(tenant).pii_output
-        if action == Action.OFF:
-            return text, []
-        out, kinds = read_output(text)
-        return (out if action == Action.REDACT else text), output_verdicts(kinds, action)
-
     def redacts_output(self, tenant: str) -> bool:
         """Whether the tenant's policy redacts answers (a stream's texts then go through StreamingRedactors)."""
         return self.policy(tenant).pii_output == Action.REDACT
@@ -340,8 +332,10 @@ def read_output(text: str) -> tuple[str, list[str]]:
     """A text of an answer read whole under the output policy: the text with each item found redacted, and the kinds
     found (each once, in the order found). One reading of the detectors (find_pii), none for a text that cannot hold
     an item (pii.cannot_hold); until the twenty-eighth session check_output read each text twice where it found an
-    item (find_pii, then redact's own find_pii). The one reading of Firewall.check_output and of the output filter's
-    strings read whole (gateway/output_filter.py: OutputReads)."""
+    item (find_pii, then redact's own find_pii). The one reading of an answer's texts and strings read whole
+    (gateway/output_filter.py: OutputReads, under the tenant's `pii_output`); Firewall.check_output, a second door to it
+    that no answer went through (whole answers and streams are read by OutputReads), was removed in the twenty-ninth
+    session."""
     if cannot_hold(text):
         return text, []
     found = find_pii(text)
