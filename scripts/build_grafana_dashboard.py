@@ -99,7 +99,7 @@ def dashboard() -> dict[str, Any]:
               quantiles("aigrid_tpot_seconds", "site", SITE), unit="s"),
         panel("TTFT observed / predicted by endpoint", "Median of observed over predicted TTFT: 1 is a "
               "perfect prediction; the calibration drives it there.",
-              quantiles("aigrid_ttft_observed_over_predicted", "endpoint", qs=(0.5,))),
+              quantiles("aigrid_ttft_observed_over_predicted_ratio", "endpoint", qs=(0.5,))),
         panel("Admission wait by class (p99)", "Time requests waited in the gateway's admission queue for "
               "capacity, by urgency class.",
               quantiles("aigrid_admission_wait_seconds", "priority_class", qs=(0.99,)), unit="s"),

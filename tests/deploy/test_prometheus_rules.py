@@ -15,6 +15,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from aigrid.gateway.metrics import GatewayMetrics
+from tests.test_docs_match import _anchors
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "aigrid-rules.yaml"
@@ -115,3 +116,21 @@ def test_refusals_for_a_quota_store_that_does_not_answer_are_alerted() -> None:
     from aigrid.errors import QuotaUnavailable
     (rule,) = [r for r in rules() if r.get("alert") == "AigridQuotaUnavailable"]
     assert f'aigrid_requests_rejected_total{{code="{QuotaUnavailable.code}"}}' in rule["expr"], rule["expr"]
+
+
+def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists() -> None:
+    """Each alert's `runbook_url` is a docs page of this repository and one of its headings (GitHub's anchor), the
+    section that says what the alert means, what to check first and the fix; and the runbook has no section of an
+    alert that is no more."""
+    alerts = [rule for rule in rules() if "alert" in rule]
+    runbook = ROOT / "docs" / "observability.md"
+    for rule in alerts:
+        url = rule.get("annotations", {}).get("runbook_url")
+        assert url, f"{rule['alert']}: no runbook_url"
+        page, _, anchor = url.partition("#")
+        assert (ROOT / page).is_file() and anchor, f"{rule['alert']}: {url} names no page of the docs and anchor"
+        assert anchor in _anchors(ROOT / page), f"{rule['alert']}: {page} has no heading #{anchor}"
+    text = runbook.read_text()
+    section = text[text.index("## Runbook"):]
+    section = section[:section.index("\n## ", 1)]
+    assert set(re.findall(r"^### (\w+)$", section, re.M)) == {rule["alert"] for rule in alerts}

@@ -45,7 +45,7 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
     chosen = d["candidates"][0]
     assert chosen["predicted_ttft_p90_ms"] >= chosen["predicted_ttft_ms"] > 0 and d["ttft_ms"] is not None
     metrics = (await client.get("/metrics")).text
-    assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-smollm2"} 10.0' in metrics
+    assert 'aigrid_ttft_observed_over_predicted_ratio_count{endpoint="fra-smollm2"} 10.0' in metrics
 
 
 class StoppedClock:

@@ -9,7 +9,13 @@ with the hub, and when it serves /metrics), and the requests waiting in the admi
 A worker that died leaves its counters and histograms (its requests stay counted): retire_worker folds them into
 one archive file per kind, where prometheus-client's mark_process_dead left two files per dead worker, every one
 read at every scrape (1,000 dead workers: 2,000 files, 197 MB, 1.7 s of the event loop per scrape, against 9 ms;
-scripts/metrics_dead_workers.py)."""
+scripts/metrics_dead_workers.py).
+
+/metrics shows no `<name>_created` series: prometheus-client adds one to every counter's and histogram's label set
+in a single process (its creation time; the multiprocess collector has none), which Prometheus's text format reads
+as one more series each, and its switch off (disable_created_metrics) is one flag for the whole process.
+exposition() drops them instead, for this gateway's registry alone. A family renamed (DEPRECATED_NAMES) is shown
+under its old name too for one release (docs/upgrading.md)."""
 
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
 """The GenAI semantic conventions' advisory buckets for gen_ai.server.time_per_output_token (seconds)."""
 
 
+DEPRECATED_NAMES = {"aigrid_ttft_observed_over_predicted_ratio": "aigrid_ttft_observed_over_predicted"}
+"""A family's current name -> the old one /metrics still shows beside it (the same samples), for one release."""
+
 _RETIRE_LOCK = "retire.lock"
 """In the multiprocess folder: held shared while a scrape reads the files, alone while retire_worker swaps a dead
 worker's files for the archive (a scrape between the two would count that worker twice, or not at all: a
@@ -59,6 +68,25 @@ class _Collector(MultiProcessCollector):
     def collect(self) -> list[Metric]:
         with _folder_lock(self._path, fcntl.LOCK_SH):
             return list(super().collect())
+
+
+class _Exposed:
+    """What /metrics shows of `source`: no `_created` series, and each renamed family under its old name too."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._source.collect():
+            created = metric.name + "_created"
+            if any(s.name == created for s in metric.samples):
+                metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+            old = DEPRECATED_NAMES.get(metric.name)
+            if old is not None:
+                alias = Metric(old, f"Deprecated: renamed {metric.name}. {metric.documentation}", metric.type)
+                alias.samples = [s._replace(name=old + s.name[len(metric.name):]) for s in metric.samples]
+                yield alias
 
 
 def retire_worker(pid: int, folder: str | Path) -> None:
@@ -129,7 +157,7 @@ class GatewayMetrics:
         self.ttft = Histogram("aigrid_ttft_seconds", "Time to first byte from the engine, as the gateway saw it",
                               ["site"], buckets=TTFT_BUCKETS, registry=r)
         self.ttft_ratio = Histogram(
-            "aigrid_ttft_observed_over_predicted", "Observed / predicted (p50) time to first token per endpoint: "
+            "aigrid_ttft_observed_over_predicted_ratio", "Observed / predicted (p50) time to first token per endpoint: "
             "1 is a perfect prediction; the calibration drives it there", ["endpoint"],
             buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0), registry=r)
         self.tpot = Histogram("aigrid_tpot_seconds", "Time per output token after the first of a streamed answer, "
@@ -211,8 +239,8 @@ class GatewayMetrics:
         return self.registry
 
     def exposition(self) -> bytes:
-        """The /metrics text (every worker's in multiprocess mode)."""
-        return generate_latest(self.readable())
+        """The /metrics text (every worker's in multiprocess mode), without `_created` series."""
+        return generate_latest(_Exposed(self.readable()))
 
     def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
               usage: Mapping[str, Any] | None, error_type: str = "", site: str | None = None) -> None:

@@ -1,0 +1,53 @@
+"""What /metrics shows of the gateway's registry: no `<name>_created` series (prometheus-client's default adds one
+per counter and histogram label set, doubling their count beside `_total`/`_count`), turned off for this registry
+alone (disable_created_metrics is process-wide); and a renamed family under its old name too for one release."""
+
+from __future__ import annotations
+
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from aigrid.gateway.metrics import DEPRECATED_NAMES, GatewayMetrics
+
+
+def lines(m: GatewayMetrics) -> list[str]:
+    return [line for line in m.exposition().decode().splitlines() if line and not line.startswith("#")]
+
+
+def used() -> GatewayMetrics:
+    m = GatewayMetrics()
+    m.requests.labels("fra", "fra-1", "ok").inc()
+    m.ttft.labels("fra").observe(0.2)
+    m.ttft_ratio.labels("fra-1").observe(1.1)
+    m.shared_sync_failures.inc()
+    m.genai("chat", "smollm2-135m", 1.0, 0.2, {"prompt_tokens": 3, "completion_tokens": 9}, site="fra")
+    return m
+
+
+def test_no_created_series_for_any_counter_or_histogram_and_the_rest_all_there() -> None:
+    m = used()
+    shown = lines(m)
+    assert not [line for line in shown if "_created" in line]
+    assert 'aigrid_requests_total{endpoint="fra-1",outcome="ok",site="fra"} 1.0' in shown
+    assert 'aigrid_shared_sync_failures_total 1.0' in shown
+    assert 'aigrid_ttft_seconds_count{site="fra"} 1.0' in shown
+    # the registry itself keeps them (another reader of it may want them): only the exposition drops them
+    assert any(s.name.endswith("_created") for metric in m.registry.collect() for s in metric.samples)
+
+
+def test_the_switch_is_this_registry_s_not_the_process_s() -> None:
+    used().exposition()
+    assert prometheus_client.metrics._use_created  # the process-wide flag untouched
+    other = CollectorRegistry()
+    Counter("someone_elses", "another library's counter in the same process", registry=other).inc()
+    assert b"someone_elses_created" in generate_latest(other)
+
+
+def test_a_renamed_family_is_shown_under_its_old_name_too_with_the_same_samples() -> None:
+    shown = lines(used())
+    for new, old in DEPRECATED_NAMES.items():
+        ours = sorted(line[len(new):] for line in shown if line.startswith(new + "_"))
+        theirs = sorted(line[len(old):] for line in shown if line.startswith(old + "_") and not line.startswith(new))
+        assert ours and ours == theirs
+    assert 'aigrid_ttft_observed_over_predicted_ratio_count{endpoint="fra-1"} 1.0' in shown
+    assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-1"} 1.0' in shown
