@@ -18,7 +18,7 @@ from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.engine_errors import openai_error
 from aigrid.spec.load import load_spec
-from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
@@ -92,3 +92,39 @@ async def test_chat_and_messages_doors_answer_the_gateways_code(tmp_path: Path, 
     assert said["type"] == "invalid_request_error", said
     assert (f"maximum context length is {context} tokens" in said["message"]) == (context is not None), said
     assert said["message"] == err["message"]
+
+
+async def test_the_engines_refusal_is_audited_and_counted_as_the_gateways_own_check(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One error, one outcome, whoever found it: an engine's context 400 was audited, logged and counted `http_400`
+    (with no status or message in the record's extra) while the gateway's own check (context_window.py) recorded
+    `error:context_length_exceeded`; an operator counting context refusals by outcome missed every one an engine
+    found. Now each is `error:context_length_exceeded`, status 400 and its message in the record, the access line's
+    outcome and status, the endpoint's `aigrid_requests` outcome and the GenAI metrics' error type."""
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    _answer_always(fakes, orjson.dumps(LLAMA_NEW))
+    spec = spec_in(tmp_path)
+    long = "x" * (spec.models["smollm2-135m"].context * 8 + 80)  # past the gateway's own bound: never sent on
+    sent = [("/v1/chat/completions", {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/chat/completions", {"model": "smollm2-135m", "stream": True,
+                                      "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/chat/completions", {"model": "smollm2-135m", "messages": [{"role": "user", "content": long}]})]
+    with caplog.at_level("INFO", logger="aigrid.access"):
+        async with serving(spec, fakes) as (c, gw):
+            answers = [await c.post(path, json=body) for path, body in sent]
+            rows = await audit_rows(gw)
+    assert [a.status_code for a in answers] == [400] * 4, [a.text for a in answers]
+    outcomes = [(r["outcome"], r["extra"].get("status"), bool(r["extra"].get("message"))) for r in rows]
+    assert outcomes == [("error:context_length_exceeded", 400, True)] * 4, outcomes
+    assert "engine refused the request" in rows[0]["extra"]["message"]  # the message the client got
+    lines = [r.aigrid_fields for r in caplog.records if r.name == "aigrid.access"]  # type: ignore[attr-defined]
+    assert [(line["outcome"], line["status"]) for line in lines] == [("error:context_length_exceeded", 400)] * 4
+    exposed = list(gw.metrics.registry.collect())
+    requests = {s.labels["outcome"]: s.value for m in exposed if m.name == "aigrid_requests" for s in m.samples
+                if s.name == "aigrid_requests_total"}
+    assert requests == {"error:context_length_exceeded": 3}, requests  # the three an engine answered (not http_400)
+    assert gw.metrics.rejected.labels("context_length_exceeded")._value.get() == 1  # the gateway's own, before routing
+    errors = {s.labels["error_type"] for m in exposed if m.name == "gen_ai_client_operation_duration_seconds"
+              for s in m.samples}
+    assert errors == {"error:context_length_exceeded"}, errors

@@ -12,6 +12,7 @@ from aigrid.core.calibration import Calibration
 from aigrid.core.scheduler import MS_PLACES, SCORE_PLACES
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
+from aigrid.errors import ApiError
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.telemetry.store import bounded_reason
 
@@ -122,6 +123,9 @@ class DecisionRecord:
     that endpoint's prices. The grid's own cuts (the stop's) set none: charged nothing beyond what was delivered."""
     trace: RequestTrace = NO_TRACE
     """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
+    refusal: ApiError | None = None
+    """An engine's refusal that is one of the gateway's own errors (engine_errors.engine_refusal: a prompt past its
+    context): the exchange ends as if the gateway had raised it (Exchange.failure)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from aigrid.errors import ApiError, InvalidRequest
+
 OPENAI_TYPES = frozenset({"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
                           "rate_limit_error", "server_error", "api_error"})
 """Error types a client of OpenAI's API may see (the ones the gateway writes too), kept when an engine sends one."""
@@ -85,15 +87,24 @@ def context_message(context: int | None, param: str) -> str:
 
 
 def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m, param: str = "messages") -> bytes:
-    """The engine's error `body` in OpenAI's envelope, for a client of `status`; `hide` rewrites its texts (engine
-    addresses named by endpoint) before they are cut, so an address is never cut in two and half shown. An engine's
-    400 saying the context was exceeded (llama.cpp's, vLLM's, SGLang's words) becomes the gateway's own
-    `context_length_exceeded` on `param`, as its own check answers, whoever the engine."""
+    """The engine's error `body` in OpenAI's envelope (engine_refusal's, without the error it may be)."""
+    return engine_refusal(body, status, hide, param)[0]
+
+
+def engine_refusal(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m,
+                   param: str = "messages") -> tuple[bytes, ApiError | None]:
+    """The engine's error `body` in OpenAI's envelope, for a client of `status`, and the gateway's own error it is, when
+    it is one (else None); `hide` rewrites its texts (engine addresses named by endpoint) before they are cut, so an
+    address is never cut in two and half shown. An engine's 400 saying the context was exceeded (llama.cpp's, vLLM's,
+    SGLang's words) is the gateway's own `context_length_exceeded` on `param`, as its own check
+    (context_window.py) answers, whoever the engine: the same envelope, and the same error, which the exchange's
+    outcome, status and audited message are made of (Exchange.failure): until the twenty-ninth session the engine's
+    was audited and counted `http_400`, the gateway's own `error:context_length_exceeded`."""
     fields = _fields(body)
     exceeded = context_exceeded(fields, status)
     if exceeded is not None:
-        return orjson.dumps({"error": {"message": context_message(exceeded[0], param), "type": "invalid_request_error",
-                                       "param": param, "code": CONTEXT_CODE}})
+        err = InvalidRequest(context_message(exceeded[0], param), param=param, code=CONTEXT_CODE)
+        return orjson.dumps(err.envelope()), err
     kind = fields.get("type")
     if kind not in OPENAI_TYPES:
         kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
@@ -103,4 +114,4 @@ def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m
 
     message = hide(_message(fields))[:MAX_MESSAGE].strip() or f"the engine answered {status}"
     return orjson.dumps({"error": {"message": message, "type": kind, "param": short(fields.get("param")),
-                                   "code": short(fields.get("code"))}})
+                                   "code": short(fields.get("code"))}}), None

@@ -133,12 +133,21 @@ class Exchange:
             return "ok"
         return "client_closed" if self.record.status in UNFINISHED else self.record.status
 
+    def failure(self) -> ApiError | None:
+        """The gateway's error the request ended with: its own (`error`), or an engine's refusal that is one of the
+        gateway's errors (DecisionRecord.refusal: a prompt past the engine's context), when that is how it ended. Its
+        outcome, status and audited message are the same whoever found it (Guard._record, observe)."""
+        if self.error is not None:
+            return self.error
+        refusal = self.record.refusal if self.record is not None else None
+        return refusal if refusal is not None and self.final_outcome() == f"error:{refusal.code}" else None
+
     def error_status(self) -> int | None:
-        """The HTTP status of an answer that is an error: the gateway's own (`error`), or an engine's refusal passed
+        """The HTTP status of an answer that is an error: the gateway's (`failure`), or an engine's refusal passed
         on (outcome `http_NNN`, proxy.finish: the access line said `status: null` for an engine's 400); None for an
         answer, and for an exit that sent no status of its own (client_closed, cancelled)."""
-        if self.error is not None:
-            return self.error.status
+        if (failure := self.failure()) is not None:
+            return failure.status
         outcome = self.final_outcome()
         code = outcome.removeprefix("http_")
         return int(code) if code != outcome and code.isdigit() else None

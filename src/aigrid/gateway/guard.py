@@ -676,8 +676,8 @@ class Guard:
         extra: dict[str, Any] = {"route": ex.route, **ex.notes}
         if ex.abuse is not None and ex.abuse.signals:
             extra["abuse"] = ex.abuse.to_dict()
-        if ex.error is not None:
-            extra.update(status=ex.error.status, message=shortened(ex.error.message, AUDIT_MESSAGE_MAX_CHARS))
+        if (failure := ex.failure()) is not None:
+            extra.update(status=failure.status, message=shortened(failure.message, AUDIT_MESSAGE_MAX_CHARS))
         if ex.ticket is not None:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:

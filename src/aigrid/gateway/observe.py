@@ -14,7 +14,7 @@ from aigrid.gateway.tracing import OPERATIONS
 
 def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
     usage, outcome = ex.final_usage(), ex.final_outcome()
-    ex.trace.end(ex.record, usage, ex.error, outcome)
+    ex.trace.end(ex.record, usage, ex.failure(), outcome)
     # only requests whose model the grid knows (a decision was made, the embedder answered, or a client that
     # hung up after its request was checked, model included: it has a ticket): the model label never takes a
     # value a client made up

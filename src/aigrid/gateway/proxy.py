@@ -49,7 +49,7 @@ from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord, attempt_error
 from aigrid.gateway.engine_body import for_engine
-from aigrid.gateway.engine_errors import openai_error
+from aigrid.gateway.engine_errors import engine_refusal
 from aigrid.gateway.escalation import (
     H_CONFIDENCE,
     H_ESCALATED_FROM,
@@ -341,7 +341,7 @@ class Proxy:
             self.finish(cand, record, 499, None)
             raise
         await opened.stack.aclose()
-        answer, status, usage = opened.first + rest, opened.upstream.status, None
+        answer, status, usage, refusal = opened.first + rest, opened.upstream.status, None, None
         if status < 400:
             answer, usage = await self._whole(opened, record, answer)
         if escalate is not None and status < 400:
@@ -350,15 +350,17 @@ class Proxy:
         if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
         if status >= 400:  # the engine's refusal in OpenAI's envelope (engine_errors.py), its addresses hidden
-            answer = openai_error(answer, status, lambda m: self.names.hide(m, cand.endpoint_id),
-                                  "prompt" if path.rstrip("/") == COMPLETIONS_PATH else "messages")
+            answer, refusal = engine_refusal(answer, status, lambda m: self.names.hide(m, cand.endpoint_id),
+                                             "prompt" if path.rstrip("/") == COMPLETIONS_PATH else "messages")
+            record.refusal = refusal
             if redact_answer is not None:  # its texts are the engine's: read as its answer's are (a stream's too)
                 answer = redact_answer(answer)
             headers = {**headers, "content-type": "application/json"}
             headers.pop("cache-control", None)
         elif path.rstrip("/") == COMPLETIONS_PATH:
             answer = completion_ids(answer)
-        record.usage = self.finish(cand, record, status, usage)
+        record.usage = self.finish(cand, record, status, usage,
+                                   outcome=None if refusal is None else f"error:{refusal.code}")
         return Response(answer, status_code=status, headers=headers)
 
     async def _whole(self, opened: Opened, record: DecisionRecord, answer: bytes) -> tuple[bytes, dict[str, Any] | None]:
@@ -715,7 +717,8 @@ class Proxy:
         (it refused the request: generated nothing) counts no tokens: it was charged the whole reservation, as an
         answer whose count is unknown, until 2026-12-05 (a hosted engine's 429 cost the tenant its max_tokens).
         `outcome`: an answer the gateway stopped itself, booked so (`steered`: relay.StreamRelay.steer; its length
-        is not the engine's, so not recorded as one)."""
+        is not the engine's, so not recorded as one), or an engine's refusal that is one of the gateway's own errors
+        (`error:context_length_exceeded`, engine_errors.engine_refusal), booked as the gateway's own check books it."""
         if usage is None and 400 <= status != 499:
             usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._store.request_finished(cand.endpoint_id, record.prompt_tokens, True, count=record.width)
