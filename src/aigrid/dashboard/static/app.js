@@ -12,6 +12,7 @@ const map = new GridMap($("map"));
 const charts = new SiteCharts($("site-cards"));
 const table = new DecisionTable(document.querySelector("#decisions tbody"), $("decision-count"));
 let stopLive = null, replay = null, replayTimer = null, lastGrid = null, playing = true;
+let shownAt = null;  // the time of the live picture on the page (the last grid event), null when none
 
 function setMode(text, cls) {
   const badge = $("mode");
@@ -28,20 +29,36 @@ function askKey() {
   });
 }
 
+const utc = at => new Date(at * 1000).toISOString().slice(11, 19) + " UTC";
+
+// The feed lost (the gateway stopped, the network dropped): what the page shows is the last picture, marked stale
+// and dated. The badge alone said "reconnecting" beside green sites, "ok" cards and a clock that had just stopped.
+function liveStatus(s) {
+  setMode(s, s === "live" ? "live" : s === "connecting" ? "" : "error");
+  if (s === "live") delete document.body.dataset.stale;
+  else if (shownAt != null) {
+    document.body.dataset.stale = "1";
+    $("clock").textContent = "last update " + utc(shownAt);
+  }
+}
+
 function startLive() {
   stopReplay();
   charts.reset(); table.reset(); map.clearArcs();
+  shownAt = null;
   $("live-button").hidden = true;
+  $("time-column").textContent = "time (UTC)";
   stopLive = follow("/dashboard/events", {
     askKey,
-    onStatus: s => setMode(s, s === "live" ? "live" : s === "connecting" ? "" : "error"),
+    onStatus: liveStatus,
     onEvent: (name, data) => {
       if (name === "hello") $("grid-name").textContent = data.name;
       else if (name === "grid") {
         lastGrid = data;
+        shownAt = data.at;
         map.setSites(data.sites);
         charts.push(data.sites);
-        $("clock").textContent = new Date(data.at * 1000).toISOString().slice(11, 19) + " UTC";
+        $("clock").textContent = utc(data.at);
       } else if (name === "decisions") {
         table.upsert(data);
         map.addArcs(data);
@@ -93,7 +110,10 @@ function fmtSim(s) {
 // status update on every event put "live" back over a replay's error within one tick.
 function leaveLive() {
   if (stopLive) { stopLive(); stopLive = null; }
+  shownAt = null;
+  delete document.body.dataset.stale;
   $("live-button").hidden = false;
+  $("time-column").textContent = "sim time";
 }
 
 function startReplay({rows, sites, summary, name}) {

@@ -1,0 +1,112 @@
+"""The page as an on-call operator uses it, in headless Chromium against a gateway on a real socket (FAKE engines):
+with the keyboard alone, on a phone's width, when the gateway goes away, and which clock its times are on."""
+
+from __future__ import annotations
+
+import random
+from contextlib import ExitStack
+from pathlib import Path
+
+from aigrid.gateway.app import build_gateway
+from tests.dashboard.browser import chromium_page
+from tests.dashboard.conftest import Served, dashboard_app, no_sleep, served_dashboard
+from tests.dashboard.test_browser import errors_of, write_run
+from tests.gateway.conftest import spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+FOCUSED = "() => document.activeElement ? document.activeElement.id : ''"
+
+
+def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Served, tmp_path: Path) -> None:
+    """'Replay a simulator run...' was a label around a `hidden` file input: display none, so Tab never reached it
+    (the page's only stop was the footer's link) and an operator without a mouse could not open a run."""
+    run = tmp_path / "run"  # the served fixture's replay_dir
+    write_run(run)
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        stops = []
+        for _ in range(6):
+            page.keyboard.press("Tab")
+            stops.append(page.evaluate(FOCUSED))
+        assert "replay-files" in stops, stops
+        while page.evaluate(FOCUSED) != "replay-files":
+            page.keyboard.press("Tab")
+        with page.expect_file_chooser(timeout=10000) as chooser:
+            page.keyboard.press("Space")
+        chooser.value.set_files([str(run / "requests.csv"), str(run / "summary.json")])
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=30000)
+        # every control of the replay bar has a name a screen reader reads (the seek slider had none)
+        unnamed = page.eval_on_selector_all(
+            "#replay-bar button, #replay-bar select, #replay-bar input",
+            "es => es.filter(e => !(e.getAttribute('aria-label') || (e.labels && e.labels.length) || "
+            "e.textContent.trim())).map(e => e.id)")
+        assert unnamed == [], unnamed
+    assert external == [] and errors == [], (external, errors)
+
+
+def test_the_page_does_not_scroll_sideways_on_a_phone(served: Served) -> None:
+    """The decisions table (14 columns, nowrap) made a 390 px wide page 900 px wide: the whole page, map and header
+    included, scrolled sideways. The table scrolls inside its own panel now."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
+        table = page.evaluate("() => { const t = document.getElementById('decisions'); "
+                              "return [t.scrollWidth, t.parentElement.clientWidth, getComputedStyle(t.parentElement).overflowX] }")
+        assert table[0] > table[1] and table[2] == "auto", table  # still all there, scrolled in its panel
+    assert external == [], external
+
+
+def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path) -> None:
+    """With the gateway stopped the badge said 'reconnecting' but the map and the cards kept their last colours
+    and 'ok', and the clock its last time with nothing saying it had stopped: a picture of a grid no longer
+    watched. Now the page is marked stale and the clock reads 'last update ...'."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7),
+                       sleep=no_sleep)
+    server = ExitStack()
+    base = server.enter_context(served_dashboard(*dashboard_app(gw, tmp_path / "run")))
+    external: list[str] = []
+    try:
+        with chromium_page(base, external) as page:
+            page.goto(base + "/dashboard")
+            page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+            page.wait_for_function("() => / UTC$/.test(document.getElementById('clock').textContent)", timeout=15000)
+            assert page.evaluate("() => document.body.dataset.stale") is None
+            last = page.text_content("#clock")
+            server.close()  # the gateway stops; the page stays open
+            page.wait_for_function("() => document.body.dataset.stale === '1'", timeout=30000)
+            assert page.text_content("#mode") in ("reconnecting", "connecting")
+            clock = page.text_content("#clock")
+            assert clock.startswith("last update ") and clock.endswith(" UTC"), clock
+            assert clock[len("last update "):] >= last, (clock, last)
+            opacity = page.evaluate("() => getComputedStyle(document.getElementById('map-panel')).opacity")
+            assert float(opacity) < 1, opacity
+    finally:
+        server.close()
+    assert external == [], external
+
+
+def test_the_decisions_say_which_clock_their_times_are_on(served: Served, tmp_path: Path) -> None:
+    """The decisions' time column showed UTC with no zone (an operator in New York read 17:59 as local time); a
+    replay's rows are simulated time since the run's start. The column's header says which."""
+    run = tmp_path / "run"
+    write_run(run)
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        assert page.text_content("#decisions thead th:first-child") == "time (UTC)"
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        assert page.text_content("#decisions thead th:first-child") == "sim time"
+        page.click("#live-button")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        assert page.text_content("#decisions thead th:first-child") == "time (UTC)"
+    assert external == [], external
