@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -299,6 +301,33 @@ async def test_a_429_that_is_not_the_quotas_carries_no_rate_limit_headers(
     monkeypatch.undo()
     r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))  # the second of 2
     assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_the_reset_an_answer_says_is_the_time_left_when_it_is_written(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], fakes: dict[str, FakeEngine],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """x-ratelimit-reset-requests on an admitted answer is the time left in the quota's window when its headers are
+    written (Headroom.ends_at less the quotas' clock then), not the duration measured at admission: an answer that
+    took 50 s of a window's last 55 s said "55s" (until the twenty-ninth session), 45 s after the window had ended.
+    The quotas' clock is injected and moved on by the engine while it answers (no sleep)."""
+    c, gw = secured
+    now = [1_800_000_005.0]  # 55 s before its minute's end
+    gw.guard.quotas.clock = lambda: now[0]
+    for f in fakes.values():
+        opened = f.open
+
+        @asynccontextmanager
+        async def slow(path: str, body: bytes, opened: Any = opened) -> AsyncIterator[Any]:
+            now[0] += 50.0  # the engine's time on the request, before its first byte
+            async with opened(path, body) as upstream:
+                yield upstream
+
+        monkeypatch.setattr(f, "open", slow)
+    for stream in (False, True):  # a whole answer's headers after it, a stream's after its first byte
+        now[0] = 1_800_000_005.0
+        r = await c.post("/v1/chat/completions", json={**CHAT, "stream": stream}, headers=auth(keys["limited"]))
+        assert r.status_code == 200, r.text
+        assert r.headers["x-ratelimit-reset-requests"] == "5s", (stream, r.headers)
 
 
 async def test_prompt_injection_is_blocked_harmless_words_are_not(

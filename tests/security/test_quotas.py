@@ -99,13 +99,13 @@ async def test_the_quotas_429_carries_its_headroom_and_each_family_is_built_from
         await q.admit(ALICE, 10)
     [room] = e.value.headroom
     assert (room.kind, room.limit, room.remaining) == ("requests", 1, 0)
-    assert room.reset_s == pytest.approx(29.8)
+    assert room.ends_at == 1_800_000_060.0
     assert e.value.headers["x-ratelimit-reset-requests"] == "30s" and e.value.headers["Retry-After"] == "30"
     assert rate_limit_headers(room, family="anthropic") == {
         "anthropic-ratelimit-requests-limit": "1", "anthropic-ratelimit-requests-remaining": "0",
         "anthropic-ratelimit-requests-reset": "2027-01-15T08:01:00Z"}  # 1_800_000_060, the window's end
     # built later (an answer's headers, after the request ran 5.5 s): still the window's end, not 5.5 s past it;
-    # read as now + reset_s it said 08:01:06Z, and a second past the end for any delay at all (review RV10)
+    # read as now + the time left at admission it said 08:01:06Z, and a second past the end for any delay at all (review RV10)
     with patch.object(time, "time", lambda: 1_800_000_035.7):
         assert rate_limit_headers(room, family="anthropic")["anthropic-ratelimit-requests-reset"] == \
             "2027-01-15T08:01:00Z"
@@ -119,11 +119,26 @@ async def test_the_headroom_left_is_the_tightest_of_the_tenants_and_the_keys() -
     q = Quotas(QuotaRules(tenants={"acme": QuotaLimits(requests_per_min=10, tokens_per_min=1000, token_budget=5000)},
                           keys={"k-alice": QuotaLimits(requests_per_min=3)}), clock=lambda: 30.0)
     r = await q.admit(ALICE, 300)
-    rooms = {h.kind: (h.limit, h.remaining, h.reset_s) for h in r.headroom}
-    assert rooms == {"requests": (3, 2, 30.0), "tokens": (1000, 700, 30.0)}  # the key's 3/min is the tighter
+    rooms = {h.kind: (h.limit, h.remaining, h.ends_at) for h in r.headroom}
+    assert rooms == {"requests": (3, 2, 60.0), "tokens": (1000, 700, 60.0)}  # the key's 3/min is the tighter
     r = await q.admit(BOB, 300)  # another key of the tenant: the tenant's limits only
     assert {h.kind: h.remaining for h in r.headroom} == {"requests": 8, "tokens": 400}
-    assert rate_limit_headers(*r.headroom) == {
+    assert rate_limit_headers(*r.headroom, now=30.0) == {
         "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "8", "x-ratelimit-reset-requests": "30s",
         "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "400", "x-ratelimit-reset-tokens": "30s"}
     assert (await Quotas(QuotaRules()).admit(ALICE, 10)).headroom == ()  # no limit: no headers
+
+
+async def test_openais_reset_is_the_time_left_when_the_headers_are_built() -> None:
+    """x-ratelimit-reset-* is the time left in the window when the answer's headers are built (Headroom.ends_at less
+    the quotas' clock then), not the duration measured at admission: an answer written 50 s after admission in a
+    window's last 55 s said 55s (until the twenty-ninth session), its window ended 45 s before."""
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=5, tokens_per_min=1000)), clock=lambda: 65.0)
+    r = await q.admit(ALICE, 300)
+    at_admission = rate_limit_headers(*r.headroom, now=65.0)
+    assert (at_admission["x-ratelimit-reset-requests"], at_admission["x-ratelimit-reset-tokens"]) == ("55s", "55s")
+    later = rate_limit_headers(*r.headroom, now=115.0)
+    assert (later["x-ratelimit-reset-requests"], later["x-ratelimit-reset-tokens"]) == ("5s", "5s")
+    assert rate_limit_headers(*r.headroom, now=130.0)["x-ratelimit-reset-requests"] == "0s"  # past its end: none left
+    with pytest.raises(TypeError):  # the OpenAI family has no reset without the time it is said at
+        rate_limit_headers(*r.headroom)

@@ -206,11 +206,13 @@ class Audited:
             response.raw_headers.extend(((b"x-request-id", rid), (b"request-id", rid)))
             # the tenant's or key's per-minute limits, on an answer that is not an error: a 429 for another reason
             # (overloaded, abuse, shed) with remaining > 0 reads to a client's throttle as "retry now"; the quota's
-            # own 429 carries them from its RateLimited (remaining 0)
+            # own 429 carries them from its RateLimited (remaining 0). Their reset is the time left now, as the
+            # headers are written (after a whole answer, or a stream's first byte), not at admission
             if ex.reservation is not None and ex.reservation.headroom and ex.error is None \
                     and response.status_code < 400:
+                now = self.gw.guard.quotas.clock()
                 response.raw_headers.extend((k.encode(), v.encode())
-                                            for k, v in rate_limit_headers(*ex.reservation.headroom).items())
+                                            for k, v in rate_limit_headers(*ex.reservation.headroom, now=now).items())
             await response(scope, receive, send)
         except asyncio.CancelledError:
             if hangup is not None and hangup.caught():  # the client hung up before its answer started

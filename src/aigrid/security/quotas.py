@@ -49,10 +49,11 @@ class Headroom:
     """"requests" or "tokens"."""
     limit: int
     remaining: int
-    reset_s: float
     ends_at: float
-    """The window's end on the quotas' clock (time.time() in a gateway), which Anthropic's reset says: `now` plus
-    reset_s, read when the answer's headers are built, is later by however long the request took."""
+    """The window's end on the quotas' clock (time.time() in a gateway), which each family's reset says from: OpenAI's
+    the time left until it when the headers are built (rate_limit_headers' `now`), Anthropic's the time itself. A
+    duration kept from admission (its `reset_s` until the twenty-ninth session) was stale by however long the request
+    took: an answer written 50 s into a window's last 55 s said its limit reset in 5 s, after the window had ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +159,10 @@ class Quotas:
                 token_limits.append(TokenLimit(f"{base}:budget", limits.token_budget, limits.budget_period_s))
         for counter, what, kind in counters:  # more than the whole limit: no wait makes room for it
             if counter.amount > counter.limit:
-                rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s, counter.expires_at),) if kind else ()
+                rooms = (Headroom(kind, counter.limit, 0, counter.expires_at),) if kind else ()
                 raise QuotaExceeded(f"request too large for the {what}: it reserves {counter.amount} tokens (the "
                                     f"prompt's estimate plus its maximum output); lower max_tokens or shorten the "
-                                    f"prompt", rooms, headers=rate_limit_headers(*rooms), retry=False)
+                                    f"prompt", rooms, headers=rate_limit_headers(*rooms, now=now), retry=False)
         # the longest wait first: the backend names the first full counter, so Retry-After is the time until
         # every full one has room (a full minute window beside a spent day's budget says the day's end)
         counters.sort(key=lambda c: -c[0].ttl_s)
@@ -171,15 +172,15 @@ class Quotas:
         if full is not None:
             counter, what, kind = counters[full]
             retry = max(1, math.ceil(counter.ttl_s))
-            rooms = (Headroom(kind, counter.limit, 0, counter.ttl_s, counter.expires_at),) if kind else ()
+            rooms = (Headroom(kind, counter.limit, 0, counter.expires_at),) if kind else ()
             # above RETRY_WAIT_MAX_S (a budget's period) the error says x-should-retry: false (errors.py)
             raise QuotaExceeded(f"rate limit reached: {what}; retry after {retry} s", rooms,
-                                headers={"Retry-After": str(retry), **rate_limit_headers(*rooms)})
+                                headers={"Retry-After": str(retry), **rate_limit_headers(*rooms, now=now)})
         tightest: dict[str, Headroom] = {}
         for (counter, _, kind), used in zip(counters, values, strict=False):
             if kind is None:
                 continue
-            room = Headroom(kind, counter.limit, max(0, counter.limit - used), counter.ttl_s, counter.expires_at)
+            room = Headroom(kind, counter.limit, max(0, counter.limit - used), counter.expires_at)
             held = tightest.get(kind)
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
@@ -350,13 +351,15 @@ def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> 
 RateLimitFamily = Literal["openai", "anthropic"]
 
 
-def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai") -> dict[str, str]:
+def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
+                       now: float | None = None) -> dict[str, str]:
     """The rate-limit response headers of each door's API, which the SDKs' and agents' own throttles read, from the
     per-minute limits' Headroom (the one builder of both families). "openai": x-ratelimit-limit-requests,
-    -remaining-tokens, -reset-requests ... (the reset a duration, "1s", "6m0s"). "anthropic":
-    anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: the window's end, Headroom.ends_at,
-    rounded up once to its second: the same whenever the headers are built) and the same for tokens (the grid
-    counts input and output tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
+    -remaining-tokens, -reset-requests ... (the reset a duration, "1s", "6m0s": the time left until the window's end,
+    Headroom.ends_at, at `now`, the quotas' clock when the headers are built; the OpenAI family needs it). "anthropic":
+    anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: the window's end, rounded up once to its
+    second: the same whenever the headers are built) and the same for tokens (the grid counts input and output
+    tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
     out: dict[str, str] = {}
     if family == "anthropic":
         for room in rooms:
@@ -366,9 +369,11 @@ def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai") -> 
             out[f"anthropic-ratelimit-{room.kind}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
         return out
     for room in rooms:
+        if now is None:
+            raise TypeError("rate_limit_headers: OpenAI's reset is the time left at `now`: pass the quotas' clock")
         out[f"x-ratelimit-limit-{room.kind}"] = str(room.limit)
         out[f"x-ratelimit-remaining-{room.kind}"] = str(room.remaining)
-        out[f"x-ratelimit-reset-{room.kind}"] = _duration(room.reset_s)
+        out[f"x-ratelimit-reset-{room.kind}"] = _duration(room.ends_at - now)
     return out
 
 
