@@ -94,6 +94,37 @@ async def test_body_urgency_is_the_gateways_and_the_decision_shows_it(client: ht
     assert d["urgency"]["weights_changed"]["cost"][1] > d["urgency"]["weights_changed"]["cost"][0]
 
 
+DOORS = {"chat": ("/v1/chat/completions", CHAT),
+         "responses": ("/v1/responses", {"model": "smollm2-135m", "input": "Say hello", "max_output_tokens": 8}),
+         "messages": ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 8,
+                                       "messages": [{"role": "user", "content": "Say hello"}]})}
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+async def test_body_urgency_is_read_the_same_on_every_door(client: httpx.AsyncClient, fakes: dict[str, FakeEngine],
+                                                           door: str) -> None:
+    """The body's `priority` and `deadline_ms` count on the Responses and Messages doors as on chat: until the
+    twenty-ninth session those doors dropped them unread (only x-aigrid-priority counted there), so a client asking
+    for `batch` in the body was served as standard, and one asking above its tenant's bound was not refused."""
+    path, body = DOORS[door]
+    r = await client.post(path, json={**body, "priority": "batch", "deadline_ms": 60_000}, headers=TOKYO)
+    assert r.status_code == 200, r.text
+    sent = next(f.received[-1] for f in fakes.values() if f.received)
+    assert "priority" not in sent and "deadline_ms" not in sent  # the gateway's fields, never the engine's
+    d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert d["urgency"]["class"] == "batch" and d["urgency"]["deadline_ms_left"] <= 60_000, d["urgency"]
+    before = received(fakes)
+    r = await client.post(path, json={**body, "priority": "interactive"}, headers={**TOKYO, "x-aigrid-tenant": "nightly"})
+    assert r.status_code == 403, r.text  # above the tenant's bound (standard): refused naming the body's field
+    said = r.json()["error"]
+    assert "priority: interactive is above what tenant 'nightly'" in said["message"], said
+    assert said.get("param", "priority") == "priority" and received(fakes) == before
+    r = await client.post(path, json={**body, "priority": 12}, headers=TOKYO)
+    assert r.status_code == 400 and "interactive, standard, batch or an integer 0-9" in r.text, r.text
+    r = await client.post(path, json={**body, "priority": 12}, headers={**TOKYO, "x-aigrid-priority": "batch"})
+    assert r.status_code == 200, r.text  # the header counts first, on every door
+
+
 async def test_tenant_default_applies_and_a_key_header_overrides_within_bounds(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json=CHAT, headers={**TOKYO, "x-aigrid-tenant": "chat"})
     d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()

@@ -35,6 +35,7 @@ from aigrid.gateway.messages_schema import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from aigrid.gateway.urgency import body_urgency
 from aigrid.json_depth import too_deep
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -275,7 +276,7 @@ def chat_body(req: MessagesRequest) -> dict[str, Any]:
             body[name] = getattr(req, name)
     if req.metadata is not None and req.metadata.user_id:
         body["user"] = req.metadata.user_id
-    return {**body, **json_output(req)}
+    return {**body, **json_output(req), **body_urgency(req.model_extra)}  # `priority`, `deadline_ms`: as on chat
 
 
 def json_output(req: MessagesRequest) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import token_logprobs
 from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
 from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.urgency import body_urgency
 
 SERVER_LABEL = "aigrid"
 """server_label of the mcp_call items that report the grid's server-side tool runs."""
@@ -225,6 +226,7 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
     optional = {"max_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
                 "user": req.user, "parallel_tool_calls": req.parallel_tool_calls}
     body.update({k: v for k, v in optional.items() if v is not None})
+    body.update(body_urgency(req.model_extra))  # the gateway's `priority`, `deadline_ms`: read as on chat
     if wants_logprobs(req):
         body["logprobs"], body["top_logprobs"] = True, req.top_logprobs or 0
     return body

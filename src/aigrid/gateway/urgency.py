@@ -6,7 +6,9 @@ more urgent (core/urgency.py). Asking above what the tenant and the key allow (t
 `priority.max` and the key's `max_priority`) is refused with 403 naming the field, never silently lowered.
 The deadline, "first token within N ms or don't bother", comes from `x-aigrid-deadline-ms` or the body's
 `deadline_ms`. Both body fields are the gateway's: they are removed before the body goes to an engine (vLLM
-has a `priority` field of its own that counts the other way).
+has a `priority` field of its own that counts the other way). They are read the same way on every door: the
+Responses and Messages requests carry them into the chat body they become (body_urgency), where until the
+twenty-ninth session those doors dropped them unread (only the headers counted there).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ H_DEADLINE = "x-aigrid-deadline-ms"
 BODY_PRIORITY = "priority"
 BODY_DEADLINE = "deadline_ms"
 MAX_DEADLINE_MS = 3_600_000.0
+BODY_FIELDS = (BODY_PRIORITY, BODY_DEADLINE)
+
+
+def body_urgency(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The gateway's urgency fields among a request's fields of another API (a Responses or Messages request's
+    fields beyond its schema's), for the chat body it becomes: read there by request_urgency as chat's are."""
+    return {k: fields[k] for k in BODY_FIELDS if k in fields} if fields else {}
 
 
 @dataclass(frozen=True, slots=True)
