@@ -4,6 +4,11 @@ alone (disable_created_metrics is process-wide); and a renamed family under its 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -49,5 +54,27 @@ def test_a_renamed_family_is_shown_under_its_old_name_too_with_the_same_samples(
         ours = sorted(line[len(new):] for line in shown if line.startswith(new + "_"))
         theirs = sorted(line[len(old):] for line in shown if line.startswith(old + "_") and not line.startswith(new))
         assert ours and ours == theirs
+    assert 'aigrid_ttft_observed_over_predicted_ratio_count{endpoint="fra-1"} 1.0' in shown
+    assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-1"} 1.0' in shown
+
+
+WORKER = """
+from aigrid.gateway.metrics import GatewayMetrics
+m = GatewayMetrics()
+m.requests.labels("fra", "fra-1", "ok").inc()
+m.ttft_ratio.labels("fra-1").observe(1.1)
+print(m.exposition().decode())
+"""
+
+
+def test_a_worker_s_metrics_show_the_same_every_worker_s_values_read_from_the_folder(tmp_path: Path) -> None:
+    """With --workers N every worker's /metrics reads the multiprocess folder: the old name is shown there too (and
+    prometheus-client's multiprocess collector has no `_created` series of its own)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": "src"}
+    text = subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True).stdout
+    shown = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert 'aigrid_requests_total{endpoint="fra-1",outcome="ok",site="fra"} 1.0' in shown  # read from the folder
+    assert not [line for line in shown if "_created" in line]
     assert 'aigrid_ttft_observed_over_predicted_ratio_count{endpoint="fra-1"} 1.0' in shown
     assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-1"} 1.0' in shown
