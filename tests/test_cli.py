@@ -29,6 +29,21 @@ def test_spec_check_ok_and_bad(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "sites.fra.lat" in r.output and "Traceback" not in r.output
 
 
+def test_spec_check_says_the_kv_cache_the_embedded_engines_allocate(tmp_path: Path) -> None:
+    """Each slot of an embedded engine holds its model's context, its KV cache allocated at start: a context typed
+    with a zero too many took gigabytes at `aigrid up` with no word before. The demo: 4 engines x 2 slots x 8192
+    tokens x 23,040 bytes (KV_BYTES_PER_TOKEN) = 1,440 MiB; a grid without embedded engines says nothing of it."""
+    r = runner.invoke(app, ["spec", "check", str(ROOT / "examples" / "demo.yaml")], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "info the 4 embedded engines allocate about 1,440 MiB of KV cache at start" in r.output, r.output
+    one = tmp_path / "one.yaml"
+    one.write_text((ROOT / "examples" / "demo.yaml").read_text().replace("context: 8192", "context: 131072"))
+    r = runner.invoke(app, ["spec", "check", str(one)], env={"COLUMNS": "300"})
+    assert "allocate about 23,040 MiB of KV cache" in r.output, r.output  # 131,072 x 8 slots x 22.5 KiB
+    r = runner.invoke(app, ["spec", "check", str(ROOT / "examples" / "right-size.yaml")])
+    assert r.exit_code == 0 and "KV cache" not in r.output, r.output
+
+
 def test_spec_check_says_the_path_as_given_on_one_line(tmp_path: Path) -> None:
     """`aigrid spec check` printed the path through rich markup unescaped (`[x].yaml` came out as `.yaml`, the
     file another one) and wrapped its line at 80 columns when piped, the command it names cut in two."""

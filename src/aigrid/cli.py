@@ -330,6 +330,21 @@ def spec_check(spec: SpecArg) -> None:
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
     # the path escaped (a `[x]` in it was read as markup) and the line unwrapped (piped, it was cut at 80 columns)
     console.print(f"[green]ok[/] {escape(str(spec))}: {counts}", soft_wrap=True)
+    _embedded_kv_cache(s)
+
+
+def _embedded_kv_cache(s: GridSpec) -> None:
+    """One info line when the spec starts embedded engines: the KV cache they allocate at start together (each slot
+    holds its model's context: docs/engines.md), what a context typed with a zero too many costs before it costs it."""
+    from aigrid.engines.llama_server import KV_BYTES_PER_TOKEN
+
+    tokens = [s.models[e.model].context * e.slots for e in s.endpoints if e.engine == "embedded"]
+    if tokens:
+        mib = sum(tokens) * KV_BYTES_PER_TOKEN / 2**20
+        verb = "allocates" if len(tokens) == 1 else "allocate"
+        console.print(f"[cyan]info[/] the {_count(len(tokens), 'embedded engine')} {verb} about {mib:,.0f} MiB of KV "
+                      f"cache at start (each slot holds its model's context, {KV_BYTES_PER_TOKEN / 1024:g} KiB a token; "
+                      "each engine's model and buffers take about 130 MiB more)", soft_wrap=True, highlight=False)
 
 
 def _bases_given_with_v1(s: GridSpec, raw: object) -> None:

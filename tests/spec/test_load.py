@@ -9,6 +9,7 @@ import yaml
 
 from aigrid.errors import SpecError
 from aigrid.spec.load import MAX_SPEC_BYTES, _SpecLoader, cities, endpoints, load_spec, parse_spec, policies
+from aigrid.spec.models import MAX_CONTEXT
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
@@ -327,7 +328,10 @@ def test_values_that_passed_but_could_not_work_are_refused(mutate: object, expec
 
 @pytest.mark.parametrize(("path", "value", "expected"), [
     ("models.smollm2-135m.params_b", 1e308, "models.smollm2-135m.params_b: Input should be less than or equal to 100000"),
-    ("models.smollm2-135m.context", 10**23, "models.smollm2-135m.context: Input should be less than or equal to 2147483647"),
+    ("models.smollm2-135m.context", 10**23, "models.smollm2-135m.context: Input should be less than or equal to 10485760"),
+    # a typo: 131,072 with two zeros too many (each embedded slot allocates its KV cache for the context at start)
+    ("models.smollm2-135m.context", 13_107_200, "models.smollm2-135m.context: Input should be less than or equal to "
+     "10485760"),
     ("endpoints.0.prefill_tps", 1e308, "endpoints.0.prefill_tps: Input should be less than or equal to 1000000000"),
     ("endpoints.0.prefill_tps", 1e-308, "endpoints.0.prefill_tps: Input should be greater than or equal to 0.001"),
     ("endpoints.0.decode_tps", 1e-308, "endpoints.0.decode_tps: Input should be greater than or equal to 0.001"),
@@ -362,6 +366,13 @@ def test_a_number_no_deployment_has_is_refused_naming_the_field(path: str, value
     with pytest.raises(SpecError) as e:
         parse_spec(raw, "grid.yaml")
     assert expected in str(e.value), str(e.value)
+
+
+def test_the_largest_context_an_open_model_declares_is_accepted() -> None:
+    """Llama 4 Scout's max_position_embeddings, 10,485,760 (MAX_CONTEXT): the bound is a typo's, no real model's."""
+    raw = demo_raw()
+    raw["models"]["smollm2-135m"]["context"] = MAX_CONTEXT
+    assert MAX_CONTEXT == 10_485_760 and parse_spec(raw, "grid.yaml").models["smollm2-135m"].context == MAX_CONTEXT
 
 
 def test_every_example_grid_spec_is_within_the_bounds() -> None:

@@ -42,6 +42,11 @@ RESTART_BACKOFF_S = (5.0, 10.0, 30.0, 60.0)
 endpoint down and route around it); back to the first after STABLE_S of running."""
 STABLE_S = 60.0
 log = logging.getLogger("aigrid.engines")
+KV_BYTES_PER_TOKEN = 2 * 30 * 192 * 2
+"""The KV cache an embedded engine allocates at start for each token of its --ctx-size (the context a slot x the
+slots): SmolLM2-135M's K and V, over its 30 layers, of 192 values each (3 KV heads of 64), in f16 (2 bytes): 23,040
+bytes (22.5 KiB). Its llama-server says "CPU KV buffer size = 90.00 MiB" at --ctx-size 4096 (-lv 4), and one 2-slot
+engine's RSS grew 270 MiB from 2048 to 8192 tokens a slot (scripts/engine_context_memory.py)."""
 OPTIONAL_ARGS: tuple[tuple[str, ...], ...] = (("--no-webui",), ("--log-colors", "off"))
 """Arguments passed only when this build's --help lists their flag (builds add and drop them)."""
 

@@ -25,7 +25,12 @@ from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 MAX_PARAMS_B = 100_000.0
 """billions of parameters (the largest models are about 2,000; 1e300 overflowed the simulator's arithmetic)"""
 MAX_TOKENS = 2**31 - 1
-"""a context or an output, in tokens (the simulator holds a trace's counts as 32-bit integers)"""
+"""an output or a prompt, in tokens (the simulator holds a trace's counts as 32-bit integers)"""
+MAX_CONTEXT = 10_485_760
+"""a model's context, in tokens: the largest an open model declares (Llama 4 Scout's max_position_embeddings,
+10 x 2**20). Past it an extra zero or two is a typo, refused naming the field: an embedded engine allocates its KV
+cache for the context of each slot at start (131,072 x 2 slots is 5.6 GiB on SmolLM2-135M, docs/engines.md),
+and the gateway lets through prompts up to the context it is told."""
 MIN_TPS, MAX_TPS = 1e-3, 1e9
 """an engine's tokens per second (prefill and decode)"""
 MAX_USD = 1e9
@@ -189,7 +194,8 @@ def _redis_tls_problem(url: str) -> str | None:
 class ModelSpec(StrictModel):
     family: str = Field(min_length=1)
     params_b: float = Field(gt=0, le=MAX_PARAMS_B, description="billions of parameters")
-    context: int = Field(default=8192, gt=0, le=MAX_TOKENS)
+    context: int = Field(default=8192, gt=0, le=MAX_CONTEXT, description="tokens a request may hold (prompt and "
+                         "answer); each slot of an embedded engine holds this many")
     vision: bool = Field(default=False, description="the model reads images (its engines run a vision "
                          "projector); image input for a model that does not is refused with a 400")
     tool_calls: Literal["constrained", "native"] = Field(
