@@ -11,7 +11,7 @@ call_id), and StreamError (the relay's error event when an answer was interrupte
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +178,16 @@ TRUNCATED = StreamError("the answer was interrupted: the engine's stream ended b
 event, the Responses API's `response.failed`), never an answer that looks whole to the client's SDK."""
 
 
+def _ends(event: ChatEvent, failed: Callable[[str], object] | None) -> bool:
+    """Whether `event` ends the answer (its finish, or an in-stream error); an error is told to `failed` (the relay's
+    engine_failed: the engine's failure), for an event read whole and for the stream's last one alike."""
+    if not isinstance(event, Finish | StreamError):
+        return False
+    if failed is not None and isinstance(event, StreamError):
+        failed(event.message)
+    return True
+
+
 async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> AsyncIterator[ChatEvent]:
     """Events of one streamed chat answer (blocks of whole or partial SSE events). A stream that stops
     without a finish_reason, a [DONE] or an error event ends with TRUNCATED. `steps`: a tool loop serves the answer,
@@ -193,10 +203,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
                 ended = True
                 break
             for event in _events_of(ev, seen_tools, steps):
-                if isinstance(event, Finish | StreamError):
-                    ended = True
-                    if failed is not None and isinstance(event, StreamError):
-                        failed(event.message)
+                ended = _ends(event, failed) or ended
                 yield event
         else:
             continue
@@ -207,10 +214,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
     if last is not None:
         ended = ended or last.data == DONE
         for event in _events_of(last, seen_tools, steps):
-            if isinstance(event, Finish | StreamError):
-                ended = True
-                if failed is not None and isinstance(event, StreamError):
-                    failed(event.message)
+            ended = _ends(event, failed) or ended
             yield event
     if not ended:
         yield TRUNCATED
