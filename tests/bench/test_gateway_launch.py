@@ -12,7 +12,7 @@ import pytest
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
-from tests.gateway.test_workers import gateway_process
+from tests.gateway.workers_helpers import gateway_process
 
 LIMIT = 4096
 """The spec's gateway.max_body_bytes: a WebSocket message is read up to it plus responses_socket.SLACK_BYTES."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from aigrid.gateway.metrics import GatewayMetrics, retire_worker
-from tests.gateway.test_workers import both_workers, two_workers, worker_processes
+from tests.gateway.workers_helpers import both_workers, two_workers, worker_processes
 
 WORKER = """
 from aigrid.gateway.metrics import GatewayMetrics

@@ -341,7 +341,7 @@ async def test_a_resume_on_another_gateway_reads_the_redis_stream_live(tmp_path:
 def test_two_worker_processes_resume_a_streamed_background_response(tmp_path: Path) -> None:
     """Each resume opens a new connection, which the kernel gives to either worker: every one reads the same
     events after N from the hub, whichever worker runs the response."""
-    from tests.gateway.test_workers import two_workers
+    from tests.gateway.workers_helpers import two_workers
 
     with two_workers(tmp_path, decode_ms=60) as grid:
         base = grid.base

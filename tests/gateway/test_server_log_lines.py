@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.test_workers import emulator, gateway_with_workers, spec
+from tests.gateway.workers_helpers import emulator, gateway_with_workers, spec
 
 
 @pytest.mark.parametrize("workers", [1, 2])

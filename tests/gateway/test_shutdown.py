@@ -28,8 +28,8 @@ import pytest
 import websockets
 
 from aigrid.bench.procs import Proc, tree
-from tests.gateway.test_workers import emulator as emulator_on
-from tests.gateway.test_workers import gateway_with_workers
+from tests.gateway.workers_helpers import emulator as emulator_on
+from tests.gateway.workers_helpers import gateway_with_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 H = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Frankfurt"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.gateway.test_workers import one_connection_per_worker, two_workers
+from tests.gateway.workers_helpers import one_connection_per_worker, two_workers
 
 STREAMS = 20
 

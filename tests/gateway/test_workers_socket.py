@@ -18,7 +18,7 @@ import uvloop
 
 from aigrid.bench.procs import tree
 from aigrid.gateway.workers import listen
-from tests.gateway.test_workers import gateway_with_workers, serving_workers, worker_processes
+from tests.gateway.workers_helpers import gateway_with_workers, serving_workers, worker_processes
 
 O_CLOEXEC = 0o2000000
 MCP_SERVER = Path(__file__).resolve().parents[1] / "agents" / "mcp_server.py"

@@ -3,7 +3,7 @@ two workers writing one conversation at once lose and interleave nothing, a revo
 and a limit that is per worker by design (docs/reliability.md, "Several workers") is exactly that.
 
 One grid for the module (keys enforced, two emulated engines); each test pins its requests to a worker by holding a
-kept-alive connection that worker accepted (test_workers.one_connection_per_worker)."""
+kept-alive connection that worker accepted (workers_helpers.one_connection_per_worker)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from aigrid.security.keys import KeyRing
-from tests.gateway.test_workers import (
+from tests.gateway.workers_helpers import (
     emulator,
     gateway_with_workers,
     one_connection_per_worker,
