@@ -73,6 +73,9 @@ async def test_the_sdk_creates_reads_pages_updates_and_deletes_a_conversation(oa
     with pytest.raises(openai.NotFoundError) as gone:
         await oai.conversations.items.retrieve(every[1].id, conversation_id=conv.id)
     assert gone.value.body["param"] == "item_id"
+    with pytest.raises(openai.NotFoundError) as gone:  # deleted twice: no such item (the store's False)
+        await oai.conversations.items.delete(every[1].id, conversation_id=conv.id)
+    assert gone.value.body["param"] == "item_id"
 
     updated = await oai.conversations.update(conv.id, metadata={"topic": "numbers", "lang": "en"})
     assert updated.metadata == {"topic": "numbers", "lang": "en"}

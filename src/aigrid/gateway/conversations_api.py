@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -204,10 +205,7 @@ class ConversationsApi:
         principal, cid = await self._access(request, ex)
         body = validate(ConversationUpdate, await self.pipeline.read_json(request))
         await self._found(request, principal, cid, writes=True)
-        updated = await self.store.call("update", principal.tenant, cid, body.metadata or {})
-        if updated is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
-        return json_response(updated)
+        return json_response(await self._call("update", principal, cid, body.metadata or {}))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         principal, cid = await self._access(request, ex)
@@ -223,9 +221,7 @@ class ConversationsApi:
         principal, cid = await self._access(request, ex, heavy=True)  # who asks first: no query checked for nobody
         q = page_query(request.query_params)
         await self._found(request, principal, cid)
-        page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)
-        if page is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        page = await self._call("page", principal, cid, q.after, q.limit, q.order)
         if "bad_after" in page:
             raise InvalidRequest(f"after: no item {q.after!r} in conversation {cid!r}", param="after")
         return json_response(page_object(page["data"], page["has_more"]))
@@ -234,10 +230,8 @@ class ConversationsApi:
         principal, cid = await self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
         await self._found(request, principal, cid, writes=True)
-        added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None,
-                                      MAX_CONVERSATION_BYTES)
-        if added is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        added = await self._call("append", principal, cid, conversation_items(body.items), None,
+                                 MAX_CONVERSATION_BYTES)
         if "full" in added:
             raise InvalidRequest(f"items: conversation {cid!r} holds {added['full']} bytes; with these items it "
                                  f"would hold more than {MAX_CONVERSATION_BYTES}, the most one conversation may hold",
@@ -246,27 +240,30 @@ class ConversationsApi:
         return json_response(page_object(added["items"], False))
 
     async def retrieve_item(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = await self._access(request, ex)
-        item_id = request.path_params["item_id"]
-        await self._found(request, principal, cid)
-        found = await self.store.call("item", principal.tenant, cid, item_id)
-        if found is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
-        if found["item"] is None:
-            raise NotFound(f"no item {item_id!r} in conversation {cid!r}", param="item_id")
-        return json_response(found["item"])
+        return json_response(await self._on_item("item", request, ex, lambda found: found["item"]))
 
     async def delete_item(self, request: Request, ex: Exchange) -> Response:
-        """Removes the item; answers the conversation (as OpenAI does)."""
+        """Removes the item; answers the conversation (as OpenAI does; the store's False: no such item)."""
+        return json_response(await self._on_item("delete_item", request, ex, lambda deleted: deleted or None))
+
+    async def _call(self, op: str, principal: Principal, cid: str, *arg: Any) -> Any:
+        """The store's `op` on the caller's conversation (found by _found before): 404 where it is gone since (the
+        store answers None)."""
+        result = await self.store.call(op, principal.tenant, cid, *arg)
+        if result is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        return result
+
+    async def _on_item(self, op: str, request: Request, ex: Exchange, answer: Callable[[Any], Any]) -> Any:
+        """The store's `op` (`item`, `delete_item`) on the item of the path in the caller's conversation, and the
+        `answer` made of what it returned: 404 naming `item_id` where that is None (no such item)."""
         principal, cid = await self._access(request, ex)
         item_id = request.path_params["item_id"]
         await self._found(request, principal, cid)
-        deleted = await self.store.call("delete_item", principal.tenant, cid, item_id)
-        if deleted is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
-        if not deleted:
+        answered = answer(await self._call(op, principal, cid, item_id))
+        if answered is None:
             raise NotFound(f"no item {item_id!r} in conversation {cid!r}", param="item_id")
-        return json_response(deleted)
+        return answered
 
 
 def _with_jurisdiction(obj: dict[str, Any], jurisdiction: str | None) -> Response:
