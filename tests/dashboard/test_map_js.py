@@ -28,6 +28,8 @@ def test_a_grid_of_200000_sites_is_drawn(tmp_path: Path) -> None:
     about 125,000 sites a RangeError (Maximum call stack size exceeded), so the map drew nothing at all."""
     module = tmp_path / "map.mjs"
     shutil.copy(MAP_JS, module)
+    shutil.copy(MAP_JS.with_name("site_text.js"), tmp_path / "site_text.js")  # map.js imports it (an ES module)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
     n = 200_000
     script = (DOM + f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
               "const m = new GridMap(new Node());"

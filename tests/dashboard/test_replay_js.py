@@ -136,3 +136,30 @@ def test_a_site_or_client_without_a_usable_place_is_not_drawn(tmp_path: Path) ->
                  {"sites": sites, "csv": text})
     assert shown["sites"] == [["ok", 35.5, 139]]
     assert shown["clients"] == [{"lat": 48.8, "lon": 2.3}, None, None, None]
+
+
+def test_a_sites_ttft_is_held_between_its_arrivals_with_its_age(tmp_path: Path) -> None:
+    """A site's TTFT was the mean of that tick's arrivals only: a busy run's cards read 'TTFT n/a' most ticks
+    while the chart drew a line through them. It is the mean over the last TTFT_WINDOW_S simulated seconds now,
+    else the last value with its age (the card and the chart plot the same); a run's first request (at 0 s) is
+    replayed too (seek(0) counted it as already past)."""
+    text = ("policy,request,arrival_s,status,site,ttft_ms,e2e_ms,output_tokens\r\n"
+            "p,0,0,ok,a,100,10,1\r\np,1,4,ok,a,200,10,1\r\np,2,30,ok,a,600,10,1\r\np,3,31,ok,b,50,10,1\r\n")
+    shown = node(tmp_path, """
+      const r = new Replay(parseCsv(data.csv), [{id: 'a', lat: 0, lon: 0}, {id: 'b', lat: 1, lon: 1}]);
+      const ticks = [];
+      for (const dt of [1, 4, 9, 2, 10, 17]) {
+        const o = r.advance(dt);
+        ticks.push({t: r.t, arrived: o.decisions.map(d => d.id), seen: r.next,
+                    a: [o.sites[0].ttft_ms, o.sites[0].ttft_age_s], b: [o.sites[1].ttft_ms, o.sites[1].ttft_age_s]});
+      }
+      r.seek(20);
+      const back = r.advance(1).sites[0];
+      out({window: R.TTFT_WINDOW_S, ticks, back: [back.ttft_ms, back.ttft_age_s]});""", {"csv": text})
+    assert shown["window"] == 10
+    t = shown["ticks"]
+    assert [x["t"] for x in t] == [1, 5, 14, 16, 26, 31]
+    assert t[0]["arrived"] == ["p#0"] and [x["seen"] for x in t] == [1, 2, 2, 2, 2, 4]
+    assert [x["a"] for x in t] == [[100, None], [150, None], [200, 10], [200, 12], [200, 22], [600, None]]
+    assert [x["b"] for x in t] == [[None, None]] * 5 + [[50, None]]
+    assert shown["back"] == [200, 17]  # after a seek: the last value before it, its age from there

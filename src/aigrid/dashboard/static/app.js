@@ -75,20 +75,36 @@ function stopReplay() {
   $("summary").hidden = true;
 }
 
+// summary.json's figures per policy, named for an operator: goodput and mean_utilization are fractions (0.97 read
+// as a count or ms), shown as percentages.
+const SUMMARY = [
+  {key: "ttft_p50_ms", label: "TTFT p50 (ms)"},
+  {key: "ttft_p99_ms", label: "TTFT p99 (ms)"},
+  {key: "goodput", label: "goodput", percent: true, title: "share of all requests served within their SLO"},
+  {key: "cost_usd", label: "cost (USD)"},
+  {key: "rejected", label: "rejected", title: "requests not served"},
+  {key: "mean_utilization", label: "mean utilization", percent: true,
+   title: "mean over endpoints of the share of their capacity in use"},
+];
+
 function renderSummary(summary) {
   const box = $("summary");
   const policies = summary && summary.policies;
   if (!policies) { box.hidden = true; return; }
-  const cols = ["ttft_p50_ms", "ttft_p99_ms", "goodput", "cost_usd", "rejected", "mean_utilization"];
   const t = document.createElement("table");
   const head = t.insertRow();
-  for (const c of ["policy", ...cols]) head.appendChild(document.createElement("th")).textContent = c;
+  for (const [label, title] of [["policy", ""], ...SUMMARY.map(c => [c.label, c.title])]) {
+    const th = head.appendChild(document.createElement("th"));
+    th.textContent = label;
+    if (title) th.title = title;
+  }
   for (const [name, m] of Object.entries(policies)) {
     const r = t.insertRow();
     r.insertCell().textContent = name;
-    for (const c of cols) {
-      const v = m[c];
+    for (const c of SUMMARY) {
+      const v = m[c.key];
       r.insertCell().textContent = v == null ? "\u2013" : typeof v !== "number" ? v
+        : c.percent ? Number((v * 100).toPrecision(3)) + "%"
         : Math.abs(v) >= 100 ? String(Math.round(v)) : String(Number(v.toPrecision(3)));
     }
   }
@@ -121,13 +137,14 @@ function startReplay({rows, sites, summary, name}) {
   stopReplay();
   charts.reset(); table.reset(); map.clearArcs();
   replay = new Replay(rows, sites);
+  table.reset(replay.rows.length);
   $("replay-bar").hidden = false;
   setMode("replay", "replay");
   $("grid-name").textContent = name || "simulator run";
   renderSummary(summary);
   const pick = $("replay-policy");
   pick.replaceChildren(...replay.policies.map(p => new Option(p, p)));
-  pick.onchange = () => { replay.select(pick.value); table.reset(); map.clearArcs(); charts.reset(); };
+  pick.onchange = () => { replay.select(pick.value); table.reset(replay.rows.length); map.clearArcs(); charts.reset(); };
   const notes = [];
   if (!replay.hasClients) notes.push("requests.csv has no client_lat/client_lon: no arcs");
   if (replay.missing.size) notes.push(`${replay.missing.size} sites without coordinates (add sites.json)`);
@@ -142,7 +159,7 @@ function startReplay({rows, sites, summary, name}) {
     const out = replay.advance(dt * speed());
     map.setSites(out.sites);
     charts.push(out.sites);
-    table.upsert(out.decisions, false);
+    table.upsert(out.decisions, false, replay.next);
     map.addArcs(out.decisions);
     $("replay-time").textContent = `t = ${fmtSim(replay.t)} / ${fmtSim(replay.duration)} (${replay.policy})`;
     $("replay-seek").value = String(Math.round(1000 * replay.t / Math.max(replay.duration, 1e-9)));

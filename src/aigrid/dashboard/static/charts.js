@@ -1,6 +1,8 @@
 // Per-site sparklines in plain SVG: queue (running + waiting, waiting in red), TTFT (ms), tokens per second.
 // History is kept in the browser from the moment the page opened (HISTORY points, one per tick).
 
+import {siteLabel, ttftPlotted, ttftText} from "./site_text.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HISTORY = 120, MAX_CARDS = 12;
 
@@ -11,14 +13,17 @@ function el(name, attrs = {}, parent = null, ns = SVG_NS) {
   return e;
 }
 
-function points(values, max) {
-  // The history fills the width as it grows, then scrolls (HISTORY points wide).
+// A path through the history: it fills the width as it grows, then scrolls (HISTORY points wide). A tick without a
+// value (a site down, no TTFT yet) is a gap: the line was drawn across it, as if there had been data.
+export function linePath(values, max) {
   const n = values.length, span = Math.max(n - 1, 1);
-  return values.map((v, i) => {
-    const x = i / span * 100;
-    const y = v == null ? null : 32 - (v / max) * 30;
-    return y == null ? null : `${x.toFixed(1)},${y.toFixed(1)}`;
-  }).filter(Boolean).join(" ");
+  let d = "", gap = true;
+  values.forEach((v, i) => {
+    if (v == null) { gap = true; return; }
+    d += (gap ? "M" : "L") + (i / span * 100).toFixed(1) + "," + (32 - (v / max) * 30).toFixed(1);
+    gap = false;
+  });
+  return d;
 }
 
 function fmt(v, unit) {
@@ -41,7 +46,7 @@ export class SiteCharts {
       if (!h) { h = {queue: [], waiting: [], ttft: [], tps: []}; this.series.set(s.id, h); }
       h.queue.push((s.running || 0) + (s.waiting || 0));
       h.waiting.push(s.waiting || 0);
-      h.ttft.push(s.ttft_ms ?? null);
+      h.ttft.push(ttftPlotted(s));
       h.tps.push(s.tokens_per_s ?? null);
       for (const k of Object.keys(h)) if (h[k].length > HISTORY) h[k].shift();
     }
@@ -67,15 +72,16 @@ export class SiteCharts {
     const root = el("div", {class: "card", "data-site": s.id}, null, null);
     const title = el("div", {class: "title"}, root, null);
     const name = el("span", {}, title, null);
-    el("b", {}, name, null).textContent = s.id;
-    name.append(" " + (s.name || "") + " \u00b7 " + (s.jurisdiction || ""));
+    const label = siteLabel(s);
+    el("b", {}, name, null).textContent = label.id;
+    name.append(label.rest);
     const health = el("span", {}, title, null);
     const charts = el("div", {class: "charts"}, root, null);
     const mk = (label, cls) => {
       const box = el("div", {class: "chart"}, charts, null);
       const caption = el("div", {}, box, null);
       const svg = el("svg", {viewBox: "0 0 100 34", preserveAspectRatio: "none"}, box);
-      const lines = cls.map(c => el("polyline", {class: c}, svg));
+      const lines = cls.map(c => el("path", {class: c}, svg));
       return {caption, lines, label};
     };
     return {root, health, q: mk("queue", ["queue", "waiting"]), t: mk("TTFT", ["ttft"]), p: mk("tok/s", ["tps"])};
@@ -85,14 +91,14 @@ export class SiteCharts {
     c.health.className = "health-" + (s.health || "ok");
     c.health.textContent = `${s.health || "ok"} \u00b7 ${s.slots} slots`;
     const qmax = Math.max(1, s.slots || 1, ...h.queue);
-    c.q.lines[0].setAttribute("points", points(h.queue, qmax));
-    c.q.lines[1].setAttribute("points", points(h.waiting, qmax));
+    c.q.lines[0].setAttribute("d", linePath(h.queue, qmax));
+    c.q.lines[1].setAttribute("d", linePath(h.waiting, qmax));
     c.q.caption.textContent = `queue ${h.queue.at(-1)}` + (h.waiting.at(-1) ? ` (${h.waiting.at(-1)} waiting)` : "");
     const tmax = Math.max(1, ...h.ttft.filter(v => v != null));
-    c.t.lines[0].setAttribute("points", points(h.ttft, tmax));
-    c.t.caption.textContent = "TTFT " + fmt(s.ttft_ms, "ms");
+    c.t.lines[0].setAttribute("d", linePath(h.ttft, tmax));
+    c.t.caption.textContent = "TTFT " + ttftText(s);
     const pmax = Math.max(1, ...h.tps.filter(v => v != null));
-    c.p.lines[0].setAttribute("points", points(h.tps, pmax));
+    c.p.lines[0].setAttribute("d", linePath(h.tps, pmax));
     c.p.caption.textContent = fmt(s.tokens_per_s, "tok/s");
   }
 }

@@ -2,6 +2,8 @@
 // TopoJSON (decoded by the vendored topojson-client), sites as circles (area ~ slots, colour ~ load or
 // health) and arcs from clients to the sites serving them, fading out over ARC_LIFE_MS.
 
+import {siteLabel, ttftText} from "./site_text.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 1000, LAT_MAX = 84, LAT_MIN = -58;
 const H = W * (LAT_MAX - LAT_MIN) / 360;
@@ -107,10 +109,10 @@ export class GridMap {
       v.ring.setAttribute("r", queue > 0 ? (r + 3 + Math.min(queue, 3) * 4).toFixed(1) : "0");
       v.g.setAttribute("class", "site " + loadClass(s));
       v.g.dataset.load = String(s.load ?? 0);
-      const ttft = s.ttft_ms == null ? "n/a" : Math.round(s.ttft_ms) + " ms";
-      v.title.textContent = `${s.id} ${s.name || ""} (${s.jurisdiction || "?"})\n` +
+      const named = siteLabel(s);
+      v.title.textContent = named.id + named.rest + "\n" +
         `slots ${s.slots}, running ${s.running ?? 0}, waiting ${s.waiting ?? 0}, health ${s.health || "ok"}\n` +
-        `TTFT ${ttft}`;
+        `TTFT ${ttftText(s)}`;
     }
     for (const [id, v] of this.sites) {
       if (!seen.has(id)) { v.g.remove(); this.sites.delete(id); }

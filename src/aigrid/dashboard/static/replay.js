@@ -54,6 +54,12 @@ export function unguard(cell) {
 
 const num = v => (v === "" || v == null ? null : Number(v));
 
+// A site's TTFT in a replay is the mean over the requests that reached it in the last TTFT_WINDOW_S simulated
+// seconds (or the tick, when longer); with none there, its last value, with its age. Each tick's own arrivals alone
+// left most ticks of a busy run without a TTFT: the card read "n/a" beside a chart that drew a line.
+export const TTFT_WINDOW_S = 10;
+const SHOWN_PER_TICK = 60;
+
 // {lat, lon} when both are numbers on the globe, else null: a site or client without a usable place is not drawn
 // (a NaN went into the SVG's attributes, one console error per element and tick).
 function point(lat, lon) {
@@ -101,10 +107,38 @@ export class Replay {
   seek(t) {
     this.t = Math.max(0, Math.min(t, this.duration));
     let lo = 0, hi = this.rows.length;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (this.rows[mid].t <= this.t) lo = mid + 1; else hi = mid; }
+    // the rows before t have arrived; those at t arrive with the next advance (at seek(0) a run's first requests,
+    // at 0 s, were counted as already past and never shown)
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (this.rows[mid].t < this.t) lo = mid + 1; else hi = mid; }
     this.next = lo;
     this.active = this.rows.slice(0, lo).filter(r => r.status === "ok" && r.t + (r.e2e ?? 0) / 1000 > this.t)
       .map(r => ({end: r.t + (r.e2e ?? 0) / 1000, site: r.site, tokens: r.tokens}));
+    this.lastTtft = Object.create(null);  // site -> {ms, t}: its latest request's TTFT and when it arrived
+    this.recentTtft = [];                 // {t, site, ms} of the requests in the window, oldest first
+    for (let i = 0; i < lo; i++) this.noteTtft(this.rows[i], this.rows[i].t > this.t - TTFT_WINDOW_S);
+  }
+
+  noteTtft(r, recent = true) {
+    if (!r.site || r.ttft == null) return;
+    this.lastTtft[r.site] = {ms: r.ttft, t: r.t};
+    if (recent) this.recentTtft.push({t: r.t, site: r.site, ms: r.ttft});
+  }
+
+  // {site: {ttft_ms, ttft_age_s}} at simulated time `to`, the window at least `span` seconds long
+  ttftAt(to, span) {
+    const from = to - Math.max(TTFT_WINDOW_S, span);
+    let k = 0;
+    while (k < this.recentTtft.length && this.recentTtft[k].t <= from) k++;
+    this.recentTtft = this.recentTtft.slice(k);
+    const sum = Object.create(null), n = Object.create(null);
+    for (const x of this.recentTtft) { sum[x.site] = (sum[x.site] || 0) + x.ms; n[x.site] = (n[x.site] || 0) + 1; }
+    const out = Object.create(null);
+    for (const site of Object.keys(this.lastTtft)) {
+      const last = this.lastTtft[site];
+      out[site] = n[site] ? {ttft_ms: sum[site] / n[site], ttft_age_s: null}
+        : {ttft_ms: last.ms, ttft_age_s: to - last.t};
+    }
+    return out;
   }
 
   get done() { return this.t >= this.duration && this.next >= this.rows.length; }
@@ -119,26 +153,26 @@ export class Replay {
     }
     // by site id, on objects without a prototype: a site `constructor` or `toString` read Object's own (its count a
     // string), and `__proto__` threw at the first TTFT, which stopped the replay
-    const tokens = Object.create(null), inflight = Object.create(null), ttft = Object.create(null);
+    const tokens = Object.create(null), inflight = Object.create(null);
     this.active = this.active.filter(a => {
       if (a.end <= to) { tokens[a.site] = (tokens[a.site] || 0) + a.tokens; return false; }
       inflight[a.site] = (inflight[a.site] || 0) + 1;
       return true;
     });
-    for (const r of arrived) {
-      if (r.site && r.ttft != null) (ttft[r.site] = ttft[r.site] || []).push(r.ttft);
-    }
+    for (const r of arrived) this.noteTtft(r);
     this.t = to;
     const span = Math.max(to - from, 1e-9);
+    const ttft = this.ttftAt(to, to - from);
     const sites = [...this.sites.values()].map(s => {
       const n = inflight[s.id] || 0, slots = Math.max(s.slots || 1, 1);
       const tt = ttft[s.id];
       return {...s, running: Math.min(n, slots), waiting: Math.max(n - slots, 0), load: n / slots,
               utilization: Math.min(n, slots) / slots, health: "ok",
-              ttft_ms: tt ? tt.reduce((a, b) => a + b, 0) / tt.length : null,
+              ttft_ms: tt ? tt.ttft_ms : null, ttft_age_s: tt ? tt.ttft_age_s : null,
               tokens_per_s: (tokens[s.id] || 0) / span};
     });
-    const decisions = arrived.slice(-60).map(r => ({
+    // the table keeps the newest SHOWN_PER_TICK of a tick's arrivals; `arrived` counts them all
+    const decisions = arrived.slice(-SHOWN_PER_TICK).map(r => ({
       id: r.id, sim_s: r.t, place: r.city || (r.client ? `${r.client.lat.toFixed(1)}, ${r.client.lon.toFixed(1)}` : "\u2013"),
       client: r.client, tenant: r.tenant, site: r.site, served_by: r.endpoint, chosen: r.endpoint,
       scores: null, total: null, predicted_ttft_ms: null, ttft_ms: r.ttft, status: r.status,

@@ -20,11 +20,16 @@ export class DecisionTable {
     this.counter = counter;
     this.rows = new Map();
     this.total = 0;
+    this.inRun = null;  // a replay: how many requests its run has (the policy shown)
   }
 
-  reset() { this.rows.clear(); this.total = 0; this.tbody.replaceChildren(); this.counter.textContent = ""; }
+  reset(inRun = null) {
+    this.rows.clear(); this.total = 0; this.inRun = inRun; this.tbody.replaceChildren(); this.counter.textContent = "";
+  }
 
-  upsert(rows, flash = true) {
+  // `soFar`, in a replay, is how many of the run's requests have arrived (a tick gives the table its newest 60 of
+  // thousands): the counter said "2100 seen" of a run's 30,000 requests, counting only the rows it was given.
+  upsert(rows, flash = true, soFar = null) {
     for (const row of rows) {
       let tr = this.rows.get(row.id);
       if (!tr) {
@@ -43,7 +48,10 @@ export class DecisionTable {
       tr.remove();
       this.rows.delete(id);
     }
-    this.counter.textContent = `(${this.total} seen, newest first)`;
+    if (soFar != null) this.total = soFar;
+    const n = v => v.toLocaleString("en");
+    this.counter.textContent = `(newest ${n(this.rows.size)} shown of ${n(this.total)} ` +
+      (this.inRun == null ? "received since the page opened)" : `so far, of ${n(this.inRun)} in the run)`);
   }
 
   fill(tr, row) {

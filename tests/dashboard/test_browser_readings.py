@@ -1,0 +1,135 @@
+"""What the page's figures say, read in headless Chromium as an operator reads them: a site that is down shows no
+TTFT as if live, a site is named once, a replay's summary and decision count say what they are. The page's own
+modules (charts.js, map.js: the cards and the map's tooltips) are driven with sites as the feed sends them; the
+replay is the real page on a gateway serving a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.dashboard.browser import chromium_page
+from tests.dashboard.conftest import Served
+from tests.dashboard.test_browser import errors_of, write_run
+
+# the page's SiteCharts and GridMap on elements of their own, fed `ticks` (lists of sites) one after another;
+# back: each card's name, TTFT caption and TTFT line, and each site's map tooltip
+DRIVE = """async ticks => {
+  const {SiteCharts} = await import('/dashboard/static/charts.js');
+  const {GridMap} = await import('/dashboard/static/map.js');
+  const box = document.body.appendChild(document.createElement('div'));
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
+  for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
+    svg.appendChild(document.createElementNS(NS, 'g')).id = id;
+  const charts = new SiteCharts(box), map = new GridMap(svg);
+  for (const sites of ticks) { charts.push(sites); map.setSites(sites); }
+  const cards = [...box.querySelectorAll('.card')].map(c => ({
+    site: c.dataset.site, name: c.querySelector('.title span').textContent,
+    ttft: c.querySelectorAll('.chart')[1].firstChild.textContent,
+    line: c.querySelectorAll('.chart')[1].querySelector('.ttft').getAttribute('d')}));
+  const tips = Object.fromEntries([...svg.querySelectorAll('g.site')].map(g => [g.dataset.site,
+    g.querySelector('title').textContent]));
+  return {cards, tips};
+}"""
+
+
+def drive(page: Any, ticks: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(DRIVE, ticks)
+    return result
+
+
+def site(sid: str, **over: Any) -> dict[str, Any]:
+    return {"id": sid, "name": "Sao Paulo", "jurisdiction": "BR", "lat": -23.5, "lon": -46.6, "slots": 2,
+            "running": 0, "waiting": 0, "health": "ok", "ttft_ms": 240.0, "tokens_per_s": 0.0, **over}
+
+
+def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
+    """A site marked down kept its last TTFT in its card and tooltip ('TTFT 240 ms' beside 'down'), read as live
+    data: it says 'n/a (down)' now, and its chart has a gap there (the line ran on over the missing ticks)."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        out = drive(page, [[site("gru")], [site("gru", health="down")]])
+        (card,) = out["cards"]
+        assert card["ttft"] == "TTFT n/a (down)", card
+        assert out["tips"]["gru"].endswith("health down\nTTFT n/a (down)"), out["tips"]
+        out = drive(page, [[site("gru")], [site("gru", health="down")], [site("gru", health="down")],
+                           [site("gru", ttft_ms=180.0)]])
+        (card,) = out["cards"]
+        assert card["ttft"] == "TTFT 180 ms", card  # up again: live figures
+        assert card["line"].count("M") == 2 and card["line"].count("L") == 0, card  # two points, the gap between
+    assert external == [] and errors == [], (external, errors)
+
+
+def test_a_held_ttft_says_how_old_it_is_and_a_site_is_named_once(served: Served) -> None:
+    """A replay holds a site's last TTFT between its arrivals (it read 'n/a' beside a chart with a line): the card
+    and tooltip say how old the value is. In a planet run a site's name is its id: 's3180-cn s3180-cn' read twice."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        planet = {"name": "s3180-cn", "jurisdiction": "CN", "lat": 31.2, "lon": 121.5}
+        out = drive(page, [[site("s3180-cn", **planet), site("nrt", name="Tokyo", jurisdiction="JP")],
+                           [site("s3180-cn", **planet, ttft_age_s=37.2),
+                            site("nrt", name="Tokyo", jurisdiction="JP", ttft_ms=None)]])
+        cards = {c["site"]: c for c in out["cards"]}
+        assert cards["s3180-cn"]["name"] == "s3180-cn \u00b7 CN", cards
+        assert cards["nrt"]["name"] == "nrt Tokyo \u00b7 JP", cards
+        assert cards["s3180-cn"]["ttft"] == "TTFT 240 ms (last, 37 s ago)", cards
+        assert cards["s3180-cn"]["line"].count("L") == 1, cards  # the chart plots the value its card shows
+        assert cards["nrt"]["ttft"] == "TTFT n/a", cards
+        assert out["tips"]["s3180-cn"].split("\n")[0] == "s3180-cn \u00b7 CN", out["tips"]
+        assert out["tips"]["s3180-cn"].endswith("TTFT 240 ms (last, 37 s ago)"), out["tips"]
+    assert external == [], external
+
+
+def test_a_replays_summary_says_what_its_figures_are(served: Served, tmp_path: Path) -> None:
+    """The summary showed goodput 0.97 and mean_utilization 0.2 under their field names (read as a count, or ms),
+    and its numbers left-aligned under the first headers, right under the last. Percentages under labels now,
+    numbers right, the policy left."""
+    write_run(tmp_path / "run")  # the served fixture's replay_dir
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        page.wait_for_selector("#summary table", timeout=15000)
+        heads = page.eval_on_selector_all("#summary tr:first-child th", "ts => ts.map(t => t.textContent)")
+        assert heads == ["policy", "TTFT p50 (ms)", "TTFT p99 (ms)", "goodput", "cost (USD)", "rejected",
+                         "mean utilization"], heads
+        cells = page.eval_on_selector_all(
+            "#summary tr", "trs => trs.map(tr => [...tr.children].map(c => [c.textContent, getComputedStyle(c).textAlign]))")
+        balanced = next(r for r in cells if r[0][0] == "balanced")
+        assert [c[0] for c in balanced] == ["balanced", "170", "189", "97%", "0.0004", "1", "20%"], balanced
+        for row in cells:
+            assert row[0][1] == "left" and {c[1] for c in row[1:]} == {"right"}, row
+    assert external == [] and errors == [], (external, errors)
+
+
+def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Served, tmp_path: Path) -> None:
+    """The decisions' counter said '2100 seen' of a 30,000-request run: it counted the rows the table was given (a
+    tick keeps its newest 60 arrivals), and an operator read it as the run's count. It says 'newest 50 shown of N
+    so far, of M in the run' now (the run's first request, at 0 s, among them: it was never replayed)."""
+    run = tmp_path / "run"  # the served fixture's replay_dir
+    write_run(run)
+    n = 1000  # 500 a simulated second: a tick (0.5 s) of 250 arrivals, of which the table is given 60
+    header, rows = (run / "requests.csv").read_text().split("\n", 1)
+    first = rows.split("\n")[0].split(",")
+    lines = []
+    for i in range(n):
+        cells = list(first)
+        cells[1], cells[2] = str(i), f"{i / 500:.4f}"
+        lines.append(",".join(cells))
+    (run / "requests.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
+        assert page.text_content("#decision-count") == "(newest 50 shown of 1,000 so far, of 1,000 in the run)"
+        assert page.eval_on_selector_all("#decisions tbody tr", "trs => trs.length") == 50
+    assert external == [] and errors == [], (external, errors)
