@@ -16,7 +16,7 @@ import pytest
 
 from tests.dashboard.browser import chromium_page
 from tests.dashboard.conftest import DEMO
-from tests.e2e.processes import running_grid
+from tests.e2e.processes import NODE_CONTEXT, running_grid
 from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ PROMPTS = ("Name three rivers in Japan.", "Write a haiku about the sea.", "Expla
 def demo_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`aigrid up examples/demo.yaml` as users run it: the CLI mounts the dashboard beside the API."""
     require_llama_server()
-    with running_grid(DEMO, tmp_path_factory.mktemp("demo")) as g:
+    with running_grid(DEMO, tmp_path_factory.mktemp("demo"), context=NODE_CONTEXT) as g:  # short prompts only
         yield g.base
 
 

@@ -20,7 +20,7 @@ import pytest
 from aigrid.engines.model_files import find_llama_server
 from aigrid.engines.netns import missing_tools
 from aigrid.errors import EngineBuildError
-from tests.e2e.processes import running_grid
+from tests.e2e.processes import NODE_CONTEXT, running_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.engine
@@ -46,7 +46,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if reason:
         pytest.skip(reason)
     with running_grid(ROOT / "examples" / "demo-netns.yaml", tmp_path_factory.mktemp("netns-grid"),
-                      stop=signal.SIGTERM) as g:
+                      stop=signal.SIGTERM, context=NODE_CONTEXT) as g:  # short prompts only
         sites = re.findall(r"site (\w+): namespace (\S+) at (\S+), RTT (\d+) ms", g.banner)
         assert len(sites) == 4, g.banner
         yield {"base": g.base, "proc": g.proc, "namespaces": {site: ns for site, ns, _, _ in sites},
