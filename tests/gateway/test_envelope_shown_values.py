@@ -1,5 +1,5 @@
-"""A 400 for a value the schema refuses quotes at most SHOWN_CHARS of the client's value (envelope.from_validation,
-shown_values), on every door with a schema. `"temperature": "x" * 100000` came back as a 100,171-byte 400 (the
+"""A 400 for a value the schema refuses quotes at most SHOWN_CHARS of the client's value (envelope.from_validation's
+message, bounded where it is rendered: bounded_message, shown_values), on every door with a schema. `"temperature": "x" * 100000` came back as a 100,171-byte 400 (the
 number check put the value's repr into its sentence whole; `service_tier`, a tool call's `type`, an Anthropic tool's
 `type` and a metadata key, which is the field's path, alike): the client's own value, sent back whole each time, and
 written whole into the audit record's message up to its own bound."""
@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from aigrid.gateway.envelope import SHOWN_CHARS, VALIDATION_MESSAGE_CHARS, shown_values
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.background import error_object
+from aigrid.gateway.envelope import ERROR_MESSAGE_CHARS, SHOWN_CHARS, error_response, shown_values
 from tests.gateway.conftest import serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -76,9 +79,12 @@ def test_a_value_of_escaped_quotes_is_cut_too_whatever_follows_it() -> None:
     assert shown_values(f"the tier {value}s.") == f"the tier {value[:SHOWN_CHARS + 1]}...'s."
 
 
-def test_a_sentence_of_many_short_quoted_values_is_cut_whole() -> None:
+def test_a_sentence_of_many_short_quoted_values_is_cut_whole_once() -> None:
     """A list of values, each within SHOWN_CHARS (modalities of a hundred 1,000-character strings: each cut, 20 KB
-    still), ends at VALIDATION_MESSAGE_CHARS, saying how long it was."""
+    still), ends at ERROR_MESSAGE_CHARS, saying how long the whole message was: bounded in one place, where the
+    envelope is rendered (envelope.bounded_message), as every error's message. Until the twenty-ninth session a
+    schema's 400 was bounded twice: its sentence cut at 2,000 characters by from_validation, counting only itself,
+    then the whole message again by the renderer."""
     from pydantic import BaseModel, ValidationError, field_validator
 
     from aigrid.gateway.envelope import from_validation
@@ -94,5 +100,21 @@ def test_a_sentence_of_many_short_quoted_values_is_cut_whole() -> None:
     with pytest.raises(ValidationError) as e:
         Listed(kinds=["k" * 150] * 1000)
     err = from_validation(e.value)
-    assert err.param == "kinds"
-    assert len(err.message) < VALIDATION_MESSAGE_CHARS + 100 and err.message.endswith(" characters)"), err.message[-80:]
+    assert err.param == "kinds" and err.message.startswith("invalid value for 'kinds': not served: ['kkk")
+    whole = shown_values(err.message)
+    shown = orjson.loads(error_response(err).body)["error"]["message"]
+    assert shown == f"{whole[:ERROR_MESSAGE_CHARS]}... ({len(whole):,} characters)", shown[-80:]
+
+
+def test_a_failed_background_responses_error_is_bounded_as_an_envelope() -> None:
+    """A background Response's `error` (background.error_object: stored, read back by every GET and stream) took the
+    error's message and field as they were, where every rendered envelope bounds them: a client's value quoted in it
+    came back whole each time it was read."""
+    big = "y" * 100_000
+    err = InvalidRequest(f"invalid value for 'metadata.{big}': the value {big!r} is not served",
+                         param=f"metadata.{big}")
+    said = error_object(err)
+    assert len(said["message"]) < 1_000 and f"'{'y' * SHOWN_CHARS}...'" in said["message"], len(said["message"])
+    assert said["param"] == f"metadata.{big}"[:SHOWN_CHARS] + "..."
+    assert (said["code"], said["type"], said["aigrid_code"]) == ("invalid_prompt", "invalid_request_error",
+                                                                  "invalid_request")

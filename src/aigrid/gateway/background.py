@@ -42,6 +42,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from aigrid.errors import ApiError, Overloaded, StoreUnavailable
+from aigrid.gateway.envelope import bounded_error
 from aigrid.gateway.stopping import CUT
 
 log = logging.getLogger("aigrid.gateway")
@@ -219,6 +220,10 @@ _ERROR_CODES = {429: "rate_limit_exceeded"}
 def error_object(e: ApiError) -> dict[str, Any]:
     """A failed Response's `error`: OpenAI's code (a client mistake found by the pipeline is an
     `invalid_prompt`, too many requests `rate_limit_exceeded`, anything else `server_error`), the gateway's
-    message, and the error's own type, code and field as the envelope would have named them."""
+    message, and the error's own type, code and field as the envelope would have named them: its message and field
+    bounded as the envelope's are (envelope.bounded_error; until the twenty-ninth session a client's value quoted in
+    it was stored and read back whole)."""
     code = _ERROR_CODES.get(e.status) or ("invalid_prompt" if 400 <= e.status < 500 else "server_error")
-    return {"code": code, "message": e.message, "type": e.type, "param": e.param, "aigrid_code": e.code}
+    shown = bounded_error(e.envelope())["error"]  # its message and field bounded, as every envelope's
+    assert isinstance(shown, dict)
+    return {"code": code, "message": shown["message"], "type": e.type, "param": shown["param"], "aigrid_code": e.code}

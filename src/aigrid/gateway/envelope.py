@@ -82,10 +82,7 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 
 SHOWN_CHARS = 200
-"""The most characters of a client's value a validation error quotes (shown_values): the rest is the client's own."""
-VALIDATION_MESSAGE_CHARS = 2000
-"""The most characters of a validation error's sentence (the grid's own are under 600): past it, what remains is a
-client's value of many parts (a list of strings each within SHOWN_CHARS), cut there."""
+"""The most characters of a client's value an error's message quotes (shown_values): the rest is the client's own."""
 _QUOTED = re.compile(r"(?<![\w\\])(?:'(?:[^'\\]++|\\.)*+'|\"(?:[^\"\\]++|\\.)*+\")")
 """A quoted value in a sentence: a repr (`'...'`, or `"..."` where it holds a `'`), or a field path the sentence
 quotes; an apostrophe inside a word (the grid's) or an escaped quote opens none, and a run ends at the first quote
@@ -110,17 +107,20 @@ def shown_values(message: str) -> str:
                        message)
 
 
-ERROR_MESSAGE_CHARS = VALIDATION_MESSAGE_CHARS + 500
-"""The most characters of any error's message a client gets (bounded_message): above a validation error's own
-(from_validation: its sentence, a field path of SHOWN_CHARS and a few words), so those pass as they are."""
+ERROR_MESSAGE_CHARS = 2500
+"""The most characters of any error's message a client gets (bounded_message; the grid's own sentences are under
+600): past it, what remains is a client's value of many parts (a list of strings each within SHOWN_CHARS), cut
+there."""
 
 
 def bounded_message(message: str) -> str:
     """Any error's message as a client gets it, on every door's renderer (error_response, anthropic_error, the
-    Responses WebSocket's error event): the values quoted in it cut (shown_values), and the whole at most
-    ERROR_MESSAGE_CHARS. About 40 messages quote a client's value or an id from the URL with repr (a Responses
-    `include` entry of 100,000 characters was a 100,405-byte 400): bounded here, none of them by its own site.
-    A message within SHOWN_CHARS is returned as it is (the same object)."""
+    Responses WebSocket's error event, a failed background Response's `error`: background.error_object): the values
+    quoted in it cut (shown_values), and the whole at most ERROR_MESSAGE_CHARS. About 40 messages quote a client's
+    value or an id from the URL with repr (a Responses `include` entry of 100,000 characters was a 100,405-byte 400):
+    bounded here, none of them by its own site, a schema's 400 (from_validation) included: until the twenty-ninth
+    session that was bounded twice, its sentence cut at 2,000 characters there and the whole again here. A message
+    within SHOWN_CHARS is returned as it is (the same object)."""
     shown = shown_values(message)
     if len(shown) > ERROR_MESSAGE_CHARS:
         shown = f"{shown[:ERROR_MESSAGE_CHARS]}... ({len(shown):,} characters)"
@@ -129,17 +129,15 @@ def bounded_message(message: str) -> str:
 
 def from_validation(e: ValidationError) -> InvalidRequest:
     """The client's 400 of a request that failed its schema, on every door that has one (chat, completions,
-    Messages, Responses, a batch's lines): the deepest error's field and sentence, the values quoted in it cut
-    (shown_values), and the whole sentence at most VALIDATION_MESSAGE_CHARS."""
+    Messages, Responses, a batch's lines): the deepest error's field and sentence. The client's values in them (a
+    value a validator's sentence quotes, a dict's key in the field's path: metadata.KEY) are cut where every error
+    is rendered (bounded_message, bounded_error), not here."""
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
-    loc = _cut(field_path(first["loc"]))  # a dict's key is in it (metadata.KEY): the client's
+    loc = field_path(first["loc"])
     msg = first["msg"]
     if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
         msg = msg.removeprefix("Value error, ")
-    msg = shown_values(msg)
-    if len(msg) > VALIDATION_MESSAGE_CHARS:
-        msg = f"{msg[:VALIDATION_MESSAGE_CHARS]}... ({len(msg):,} characters)"
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
 
 
