@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import httpx
 import orjson
@@ -14,8 +16,9 @@ from aigrid.core.types import GeoPoint
 from aigrid.dashboard import feed as feed_module
 from aigrid.dashboard.feed import Feed, place_name
 from aigrid.dashboard.sse import event_stream, sse_event
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_gateway
 from tests.dashboard.conftest import CHAT, no_sleep
+from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 
@@ -47,6 +50,31 @@ async def test_grid_state_has_every_site_with_capacity_and_health(gateway: Gatew
     assert sites["fra"]["health"] == "ok" and sites["gru"]["health"] == "down"
     assert sites["fra"]["load"] == 0 and sites["fra"]["tokens_per_s"] is None
     assert {e["id"] for e in state["endpoints"]} == {f"{s}-smollm2" for s in sites}
+
+
+async def test_a_sites_ttft_is_of_its_endpoints_that_are_up(tmp_path: Path) -> None:
+    """A site's TTFT averaged every endpoint's last one, a down endpoint's too: a degraded site showed a figure half
+    made of an endpoint no longer serving, and a site down its last TTFT, as if live (the page showed it so)."""
+    spec = spec_in(tmp_path)
+    gru = next(e for e in spec.endpoints if e.site == "gru")
+    spec = spec.model_copy(update={"endpoints": [*spec.endpoints, gru.model_copy(update={"id": "gru-b"})]})
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=no_sleep)
+    await gw.scraper.scrape_once()
+    gw.store.record_success("gru-smollm2", 0.1)
+    gw.store.record_success("gru-b", 0.5)
+
+    def gru_now() -> tuple[str, float | None]:
+        site = next(s for s in Feed(gw).grid_state(0.0)["sites"] if s["id"] == "gru")
+        return site["health"], site["ttft_ms"]
+
+    assert gru_now() == ("ok", 300.0)
+    fakes["gru-b"].down = True
+    await gw.scraper.scrape_once()
+    assert gru_now() == ("degraded", 100.0)
+    fakes["gru-smollm2"].down = True
+    await gw.scraper.scrape_once()
+    assert gru_now() == ("down", None)
 
 
 async def test_load_counts_in_flight_requests(gateway: Gateway) -> None:

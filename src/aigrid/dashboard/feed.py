@@ -137,7 +137,7 @@ class Feed:
             site["waiting"] += st.waiting
             site["endpoints"] += 1
             site["healthy_endpoints"] += int(up)
-            if st.ttft_s is not None:
+            if st.ttft_s is not None and up:  # a down endpoint's last TTFT is no figure of the site's now
                 ttfts[e.site_id].append(st.ttft_s * 1000.0)
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "slots": e.max_concurrency,
                               "healthy": st.healthy, "circuit": str(st.circuit), "running": st.running,
