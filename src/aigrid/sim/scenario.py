@@ -26,7 +26,14 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe, read_yaml
-from aigrid.spec.models import MAX_PARAMS_B, MAX_TOKENS, AdmissionLimits
+from aigrid.spec.models import (
+    DEFAULT_QUALITY_TARGET,
+    MAX_PARAMS_B,
+    MAX_TOKENS,
+    AdmissionLimits,
+    QualityDrop,
+    QualityTarget,
+)
 from aigrid.traces import TraceFileError, read_trace_cached
 
 
@@ -159,10 +166,10 @@ class RightSizeDef(Strict):
     held-out prompt; the gateway's estimate for it decides which models may serve it."""
 
     models: list[str] | None = Field(default=None, description="the model ladder (default: every model)")
-    quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always using "
-                                  "the largest model (the estimate's operating table)")
-    max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="the per-prompt threshold "
-                                           "on the largest model's estimated gain (overrides quality_target)")
+    quality_target: QualityTarget = Field(default=DEFAULT_QUALITY_TARGET, description="at most this much below "
+                                          "always using the largest model (the estimate's operating table)")
+    max_quality_drop: QualityDrop | None = Field(default=None, description="the per-prompt threshold on the "
+                                                 "largest model's estimated gain (overrides quality_target)")
     prompts: str | None = Field(default=None, description="labelled prompts, a model-routing CSV (default: "
                                 "data/model-routing/heldout_sample.csv)")
 

@@ -338,16 +338,25 @@ class EscalateSpec(StrictModel):
                              "many ms of the request reaching it; a later answer is returned as it is")
 
 
+QualityTarget = Annotated[float, Field(ge=0, le=1)]
+"""A right-sizing quality target: at most this much below always using the largest model. One definition for the
+grid's spec (RightSizeSpec) and the simulator's scenario (sim.scenario.RightSizeDef, which becomes a RightSizeSpec)."""
+QualityDrop = Annotated[float, Field(ge=-1, le=2)]
+"""A right-sizing per-prompt threshold on the largest model's estimated gain (overrides the quality target); as
+QualityTarget, for both."""
+DEFAULT_QUALITY_TARGET = 0.02
+
+
 class RightSizeSpec(StrictModel):
     """`model: "auto"` sends each prompt to the smallest model expected to answer it well (docs/models.md)."""
 
     models: list[str] | None = Field(default=None, description="the model ladder auto may choose from "
                                      "(default: every model of the grid); ordered by params_b")
-    quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always "
-                                  "using the largest model (relative mean quality, as measured out of "
-                                  "fold on the estimate's training data)")
-    max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="per-prompt threshold on "
-                                           "the estimated gain of the largest model (overrides quality_target)")
+    quality_target: QualityTarget = Field(default=DEFAULT_QUALITY_TARGET, description="at most this much below "
+                                          "always using the largest model (relative mean quality, as measured out "
+                                          "of fold on the estimate's training data)")
+    max_quality_drop: QualityDrop | None = Field(default=None, description="per-prompt threshold on the estimated "
+                                                 "gain of the largest model (overrides quality_target)")
     escalate: EscalateSpec | None = Field(default=None, description="retry an unsure answer of a smaller model "
                                           "on the next model up before the client sees it")
 
