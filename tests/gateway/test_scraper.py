@@ -101,11 +101,12 @@ GGUF = "/home/op/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", scrapes: int = 2,
                          asked: list[int] | None = None, props: H.Script | None = None,
-                         props_asked: list[int] | None = None) -> list[str]:
+                         props_asked: list[int] | None = None,
+                         before: Callable[[int, H.HostileEngine], None] | None = None) -> list[str]:
     """The scraper's lines (INFO and up) over `scrapes` scrapes of the demo grid, every endpoint of `kind` on one
     engine whose GET /v1/models answers `models` (each GET counted in `asked`) and GET /props `props` (counted in
     `props_asked`; None: a 404), its adapters built as a gateway builds them (build_engines: a llamacpp endpoint's
-    is a StopWordEngine around its OpenAICompatEngine)."""
+    is a StopWordEngine around its OpenAICompatEngine). `before(i, engine)` runs before scrape i (0 first)."""
     engine = H.HostileEngine(sane)
     count = asked if asked is not None else [0]
     props_count = props_asked if props_asked is not None else [0]
@@ -134,7 +135,9 @@ async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", s
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        for _ in range(scrapes):
+        for i in range(scrapes):
+            if before is not None:
+                before(i, engine)
             await gw.scraper.scrape_once()
         assert all(gw.store.snapshot().state(e.id).healthy for e in spec.endpoints)
     finally:
@@ -274,3 +277,26 @@ async def test_an_engine_whose_context_cannot_be_reached_is_asked_a_few_times_th
     said = [line for line in lines if "context was not read" in line]
     assert len(said) == endpoints and "cannot reach" in said[0], lines
     assert asked[0] <= 2 * NAME_TRIES * endpoints, asked
+
+
+async def test_an_engine_found_down_is_checked_again_once_it_is_healthy(tmp_path: Path) -> None:
+    """Review RV2: the checks were done once for the gateway's life, so an external llama-server restarted with fewer
+    tokens a slot (or without --alias) was never read again, and the prompts between the two met its own 400 unsaid.
+    An endpoint a scrape finds down now has its checks done again at its next healthy scrape: here its engine holds
+    the spec's 8192 a slot, goes down (503), and comes back at 1024 a slot: one warning an endpoint, then."""
+    props = list(_props(8192))  # the script /props answers, changed in place at the restart
+
+    def restart(i: int, engine: H.HostileEngine) -> None:
+        if i == 1:
+            engine.gets["/health"] = lambda: H.whole(b"loading", 503)
+        elif i == 2:
+            engine.gets["/health"] = lambda: H.whole(b"ok", content_type="text/plain")
+            props[:] = _props(1024, 4)
+
+    asked = [0]
+    spec = spec_in(tmp_path)
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", scrapes=4, props=props,
+                                 props_asked=asked, before=restart)
+    warned = [line for line in lines if "GET /props" in line]
+    assert len(warned) == len(spec.endpoints) and "holds 1024 tokens a slot" in warned[0], lines
+    assert asked[0] == 2 * len(spec.endpoints)  # once up, once back up: not at each healthy scrape

@@ -27,10 +27,11 @@ log = logging.getLogger("aigrid.scraper")
 
 NAME_TRIES = 3
 """Healthy scrapes at which an engine's GET /v1/models (_name_check), or llama-server's GET /props (_context_check),
-that cannot be reached (closed, or no whole answer within the probe timeout) is asked; then one INFO line and no more:
-each try holds the endpoint's next scrape up to the probe timeout."""
+that cannot be reached (closed, or no whole answer within the probe timeout) is asked; then one INFO line and no more
+until the endpoint is found down (_recheck): each try holds the endpoint's next scrape up to the probe timeout."""
 NAMES, CONTEXT = "names", "context"
-"""The checks of what an engine says of itself, each done once an endpoint when it is first healthy."""
+"""The checks of what an engine says of itself, each done once an endpoint when it is healthy, and again when it is
+healthy after a scrape that found it down (_recheck)."""
 T = TypeVar("T")
 
 
@@ -77,6 +78,7 @@ class Scraper:
                             extra=fields(endpoint=endpoint.id, healthy=False, reason=why))
             self._store.record_scrape(endpoint.id, False, None, reason=why)
             self._metrics.healthy.labels(*labels).set(0)
+            self._recheck(endpoint.id)
             return
         was_healthy = self._store.state(endpoint.id).healthy
         reason = "" if healthy else "health check failed"  # an engine's probe that says why raises (above)
@@ -85,6 +87,8 @@ class Scraper:
             log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else f"UNHEALTHY: {reason}",
                         extra=fields(endpoint=endpoint.id, healthy=healthy, **({"reason": reason} if reason else {})))
         self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
+        if not healthy:
+            self._recheck(endpoint.id)
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
         if waiting is not None:
             self._metrics.queue.labels(*labels).set(waiting)
@@ -95,6 +99,14 @@ class Scraper:
                 await self._name_check(endpoint, engine)
             if endpoint.id not in self._checked[CONTEXT]:
                 await self._context_check(endpoint, engine)
+
+    def _recheck(self, endpoint_id: str) -> None:
+        """An endpoint seen down has its checks done again once it is healthy: its engine may have been restarted with
+        other flags (another --ctx-size or --parallel, another --alias), which a check done once for the process's life
+        never saw (review RV2, twenty-ninth session)."""
+        for check, done in self._checked.items():
+            done.discard(endpoint_id)
+            self._tries.pop((check, endpoint_id), None)
 
     async def _read_once(self, check: str, endpoint: Endpoint, read: Callable[[], Awaitable[T]],
                          unread: str, *args: object) -> T | None:
