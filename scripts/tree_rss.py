@@ -14,34 +14,21 @@ import sys
 import time
 from pathlib import Path
 
+from aigrid.bench.procs import tree
 
-def _rss_and_parent(pid: int) -> tuple[int, int] | None:
-    """(RSS in KiB, parent pid) of `pid`; None when it is gone (or a kernel thread, without VmRSS)."""
+
+def _rss_kib(pid: int) -> int | None:
+    """VmRSS of `pid` in KiB; None when it is gone (or a kernel thread, without VmRSS)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    rss = ppid = None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-        elif line.startswith("PPid:"):
-            ppid = int(line.split()[1])
-    return (rss, ppid) if rss is not None and ppid is not None else None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
 
 
 def tree_rss_kib(root: int) -> tuple[int, int]:
-    """(summed RSS, largest single RSS) of `root` and its descendants now, in KiB."""
-    procs = {int(p.name): info for p in Path("/proc").iterdir() if p.name.isdigit()
-             if (info := _rss_and_parent(int(p.name))) is not None}
-    tree, frontier = set(), [root]
-    while frontier:
-        pid = frontier.pop()
-        if pid in tree or pid not in procs:
-            continue
-        tree.add(pid)
-        frontier += [child for child, (_, parent) in procs.items() if parent == pid]
-    sizes = [procs[p][0] for p in tree]
+    """(summed RSS, largest single RSS) of `root` and its descendants now (aigrid.bench.procs.tree), in KiB."""
+    sizes = [size for pid in tree(root) if (size := _rss_kib(pid)) is not None]
     return sum(sizes), max(sizes, default=0)
 
 
