@@ -58,6 +58,27 @@ def test_spec_check_says_the_path_as_given_on_one_line(tmp_path: Path) -> None:
         assert r.exit_code == 0 and line.startswith(f"ok {path}: ") and line.endswith(end.format(path=path)), r.output
 
 
+def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid node --context` had no upper bound where a spec's model `context` has spec.models.MAX_CONTEXT: 131072
+    typed with two zeros too many started llama-server with a KV cache of 281 GiB a slot. Past the bound the flag
+    is refused, named, before the node starts; the bound itself is taken."""
+    from aigrid.gateway import server
+    from aigrid.spec.models import MAX_CONTEXT
+
+    started: list[int] = []
+
+    async def run_node(console: object, **options: Any) -> None:
+        started.append(options["context"])
+
+    monkeypatch.setattr(server, "run_node", run_node)
+    r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT + 1)], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "'--context'" in r.output and f"less than or equal to {MAX_CONTEXT}" in r.output, \
+        r.output
+    assert started == [] and "Traceback" not in r.output
+    r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT)])
+    assert r.exit_code == 0 and started == [MAX_CONTEXT], r.output
+
+
 def test_gateway_refuses_embedded_endpoints() -> None:
     """Said before the port is checked: beside a running `make run` (the demo's port taken) it said only that the
     port was in use, and the spec was named "(spec)"."""

@@ -286,13 +286,25 @@ NODE_CONTEXT = 8192
 spec that both leave it out agree (before, a node held 2048 tokens a slot, whatever the spec declared)."""
 
 
+def _node_context(context: int) -> int:
+    """`aigrid node --context` within what a spec may declare for the model (spec.models.MAX_CONTEXT, imported here:
+    the `aigrid` command imports no spec module until a command needs it): a context typed with a zero too many
+    is refused naming the flag, before llama-server allocates its KV cache for it (22.5 KiB a token a slot)."""
+    from aigrid.spec.models import MAX_CONTEXT
+
+    if context > MAX_CONTEXT:
+        raise typer.BadParameter(f"Input should be less than or equal to {MAX_CONTEXT} (the largest `context` a "
+                                 "spec may declare for a model)", param_hint="'--context'")
+    return context
+
+
 @app.command()
 def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the engine's OpenAI API")] = 8100,
          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
          slots: Annotated[int, typer.Option(min=1, help="concurrent batch slots (-np)")] = 2,
          threads: Annotated[int, typer.Option(min=1, help="CPU threads")] = 1,
          alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m",
-         context: Annotated[int, typer.Option(min=1, help=(
+         context: Annotated[int, typer.Option(min=1, callback=_node_context, help=(
              "tokens each slot holds (--ctx-size is this x the slots): the gateway's spec declares the same as "
              "the model's context, whose default is this one"))] = NODE_CONTEXT,
          api_key_env: Annotated[str | None, typer.Option(
