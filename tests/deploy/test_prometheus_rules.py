@@ -130,6 +130,8 @@ def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists(
         page, _, anchor = url.partition("#")
         assert (ROOT / page).is_file() and anchor, f"{rule['alert']}: {url} names no page of the docs and anchor"
         assert anchor in _anchors(ROOT / page), f"{rule['alert']}: {page} has no heading #{anchor}"
+        # its own section (### <alert name>), not another alert's: a copied line passed the checks above
+        assert (page, anchor) == ("docs/observability.md", rule["alert"].lower()), f"{rule['alert']}: {url}"
     text = runbook.read_text()
     section = text[text.index("## Runbook"):]
     section = section[:section.index("\n## ", 1)]
