@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from aigrid.spec.load import parse_spec, relative_to
 from tests.ports import on_a_free_port
 
 BIN = Path(sys.executable).parent
@@ -149,12 +150,16 @@ def with_context(spec: Path, cwd: Path, context: int) -> Path:
     """A copy of `spec` in `cwd` whose every model declares `context` tokens. Each slot of an embedded engine holds
     its model's context (about 22.5 KiB of KV cache a token, allocated at start): the demo's four 2-slot engines at
     its 8192 made tests/e2e/test_demo_grid.py's process tree peak at 2,460 MiB (scripts/tree_rss.py), where tests
-    that send short prompts need no more than NODE_CONTEXT. Written to `cwd` under the spec's name (the copy's
-    relative paths then read from `cwd`: none in the demo specs)."""
+    that send short prompts need no more than NODE_CONTEXT. Written to `cwd` under the spec's name; a spec whose
+    relative paths (documents, SQL databases, a tls_ca_file: spec.load.relative_to) would then read other files
+    from `cwd`, or a `cwd` that is the spec's own folder (the original overwritten), is a ValueError."""
     raw = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    copy = cwd / spec.name
+    parsed = parse_spec(raw, str(spec))
+    if copy.resolve() == spec.resolve() or relative_to(parsed, spec.parent) != relative_to(parsed, cwd):
+        raise ValueError(f"{spec}: not copied to {cwd} (it names relative paths, or is there already)")
     for model in raw["models"].values():
         model["context"] = context
-    copy = cwd / spec.name
     copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return copy
 
