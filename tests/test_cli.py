@@ -36,6 +36,8 @@ def test_spec_check_says_the_kv_cache_the_embedded_engines_allocate(tmp_path: Pa
     r = runner.invoke(app, ["spec", "check", str(ROOT / "examples" / "demo.yaml")], env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert "info the 4 embedded engines allocate about 1,440 MiB of KV cache at start" in r.output, r.output
+    # the figure is SmolLM2-135M's, whatever model the spec declares (review RV2: the line said only "its model")
+    assert "22.5 KiB a token of SmolLM2-135M, the model every embedded engine runs" in r.output, r.output
     one = tmp_path / "one.yaml"
     one.write_text((ROOT / "examples" / "demo.yaml").read_text().replace("context: 8192", "context: 131072"))
     r = runner.invoke(app, ["spec", "check", str(one)], env={"COLUMNS": "300"})

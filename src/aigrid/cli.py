@@ -355,8 +355,9 @@ def _embedded_kv_cache(s: GridSpec) -> None:
         mib = sum(tokens) * KV_BYTES_PER_TOKEN / 2**20
         verb = "allocates" if len(tokens) == 1 else "allocate"
         console.print(f"[cyan]info[/] the {_count(len(tokens), 'embedded engine')} {verb} about {mib:,.0f} MiB of KV "
-                      f"cache at start (each slot holds its model's context, {KV_BYTES_PER_TOKEN / 1024:g} KiB a token; "
-                      "each engine's model and buffers take about 130 MiB more)", soft_wrap=True, highlight=False)
+                      f"cache at start (each slot holds its model's context, at {KV_BYTES_PER_TOKEN / 1024:g} KiB a token "
+                      "of SmolLM2-135M, the model every embedded engine runs; each engine's model and buffers take "
+                      "about 130 MiB more)", soft_wrap=True, highlight=False)
 
 
 def _bases_given_with_v1(s: GridSpec, raw: object) -> None:
