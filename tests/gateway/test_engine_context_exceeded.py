@@ -128,3 +128,24 @@ async def test_the_engines_refusal_is_audited_and_counted_as_the_gateways_own_ch
     errors = {s.labels["error_type"] for m in exposed if m.name == "gen_ai_client_operation_duration_seconds"
               for s in m.samples}
     assert errors == {"error:context_length_exceeded"}, errors
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_the_responses_door_names_its_own_fields_whoever_found_the_prompt_too_long(tmp_path: Path,
+                                                                                       stream: bool) -> None:
+    """On the Responses API the engine's context 400 names `input` and max_output_tokens, as the gateway's own check
+    there does: it said `messages` and max_tokens, chat's fields, which a Responses request has not (review RV3 of the
+    twenty-ninth session)."""
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    _answer_always(fakes, orjson.dumps(LLAMA_NEW))
+    spec = spec_in(tmp_path)
+    long = "x" * (spec.models["smollm2-135m"].context * 8 + 80)  # past the gateway's own bound: never sent on
+    async with serving(spec, fakes) as (c, _):
+        engines = await c.post("/v1/responses", json={"model": "smollm2-135m", "input": "hi", "stream": stream})
+        own = await c.post("/v1/responses", json={"model": "smollm2-135m", "input": long, "stream": stream})
+    for r in (engines, own):
+        said = r.json()["error"]
+        assert r.status_code == 400 and said["code"] == "context_length_exceeded", r.text
+        assert said["param"] == "input", said
+    said = engines.json()["error"]["message"]
+    assert said.endswith("reduce the length of the input or lower max_output_tokens."), said

@@ -1000,8 +1000,27 @@ def _refused(resp: Response, body: bytes, extra: dict[str, str]) -> Response:
     about trying again (front_door.retry_headers: the engine's Retry-After, `x-should-retry: false` past a wait an SDK
     sits through) as chat passes it; the WebSocket's `error` event carries them among its `headers`. Until the
     twenty-eighth session this door dropped both: the SDKs retried an engine's `retry-after: 3600` within seconds."""
-    return Response(body, status_code=resp.status_code, media_type="application/json",
+    return Response(_own_refusal(body), status_code=resp.status_code, media_type="application/json",
                     headers={**extra, **retry_headers(resp)})
+
+
+def _own_refusal(body: bytes) -> bytes:
+    """An engine's refusal (the OpenAI envelope, engine_errors.py) naming a chat field names the Responses field, as
+    _own_error names a pipeline error's: an engine's context 400, the gateway's `context_length_exceeded`, said
+    `messages` and max_tokens on this door (the gateway's own check here says `input`) until review RV3 of the
+    twenty-ninth session."""
+    try:
+        doc = orjson.loads(body)
+        error = doc["error"]
+        param, message = error["param"], error["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body
+    if not isinstance(param, str) or param not in _PARAMS or not isinstance(message, str):
+        return body
+    own = _PARAMS[param]
+    error.update(param=own, message=message.replace(f"the {param}", f"the {own}").replace("max_tokens",
+                                                                                          "max_output_tokens"))
+    return orjson.dumps(doc)
 
 
 def _final(turn: _Turn, body: bytes, rid: str, created: int, steps: bool) -> dict[str, Any]:
