@@ -148,8 +148,10 @@ async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", s
     return seen
 
 
-def _listing(*ids: str) -> H.Script:
-    return H.whole(orjson.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}))
+def _listing(*ids: str, max_model_len: int | None = None) -> H.Script:
+    """A model list of `ids`, each card with `max_model_len` when given (as vLLM's and SGLang's say their context)."""
+    said = {} if max_model_len is None else {"max_model_len": max_model_len}
+    return H.whole(orjson.dumps({"object": "list", "data": [{"id": i, "object": "model", **said} for i in ids]}))
 
 
 @pytest.mark.parametrize("kind", ["vllm", "openai", "llamacpp"])
@@ -159,7 +161,7 @@ async def test_an_engine_serving_another_name_than_the_gateway_sends_is_warned_o
     gateway passed to clients (the site's file system shown to them) and nothing told the operator (P, twenty-eighth
     session); vLLM refuses a name it does not serve. Now the scraper reads each engine's GET /v1/models once it is
     healthy and warns, once an endpoint, naming the endpoint, both names and the fix. A llamacpp endpoint's adapter
-    is wrapped (StopWordEngine, gateway/wiring.py), which has no model_ids: until review RV6 its check was skipped,
+    is wrapped (StopWordEngine, gateway/wiring.py), which has no served_models: until review RV6 its check was skipped,
     the llama-server the warning is for never checked."""
     lines = await _named_scrapes(tmp_path, _listing(GGUF), kind)
     spec = spec_in(tmp_path)
@@ -179,7 +181,7 @@ async def test_an_engine_serving_the_name_it_is_sent_is_not_warned_of(tmp_path: 
     endpoints = spec_in(tmp_path).endpoints
     names = {e.served_model or e.model for e in endpoints}
     asked = [0]
-    lines = await _named_scrapes(tmp_path, _listing("other", *names), asked=asked)
+    lines = await _named_scrapes(tmp_path, _listing("other", *names, max_model_len=8192), asked=asked)
     assert not [line for line in lines if "/v1/models" in line], lines
     assert asked[0] == len(endpoints)  # read (once an endpoint, over 2 scrapes), not left unchecked
 
@@ -236,23 +238,111 @@ async def test_a_llamacpp_engine_holding_fewer_tokens_a_slot_than_the_spec_decla
         assert f"--ctx-size {declared * 4} --parallel 4" in line, line
 
 
-@pytest.mark.parametrize("n_ctx", [8192, 131072])
-async def test_a_llamacpp_engine_holding_the_declared_context_or_more_is_read_once_and_not_warned_of(
-        tmp_path: Path, n_ctx: int) -> None:
+async def test_a_llamacpp_engine_holding_the_declared_context_is_read_once_and_not_said(tmp_path: Path) -> None:
     spec = spec_in(tmp_path)
     assert {m.context for m in spec.models.values()} == {8192}
     asked = [0]
-    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", props=_props(n_ctx),
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", props=_props(8192),
                                  props_asked=asked)
     assert not [line for line in lines if "/props" in line or "context" in line], lines
     assert asked[0] == len(spec.endpoints)  # read (once an endpoint, over 2 scrapes), not left unchecked
 
 
-async def test_only_a_llamacpp_engine_is_asked_its_context(tmp_path: Path) -> None:
-    """vLLM has no /props (it answers the model's max_model_len in GET /v1/models, not read here)."""
+def _vllm_models(name: str, max_model_len: int | None, *loras: str) -> H.Script:
+    """vLLM's GET /v1/models (vllm/entrypoints/openai/serving_models.py show_available_models, protocol.py
+    ModelCard): a card for each served name with the engine's max_model_len, and one for each LoRA adapter without
+    it (null)."""
+    permission = {"id": "modelperm-0c1d", "object": "model_permission", "created": 1733500000,
+                  "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                  "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False, "organization": "*",
+                  "group": None, "is_blocking": False}
+    cards = [{"id": name, "object": "model", "created": 1733500000, "owned_by": "vllm",
+              "root": "/models/SmolLM2-135M-Instruct", "parent": None, "max_model_len": max_model_len,
+              "permission": [permission]}]
+    cards += [{"id": lora, "object": "model", "created": 1733500000, "owned_by": "vllm", "root": f"/loras/{lora}",
+               "parent": name, "max_model_len": None, "permission": [permission]} for lora in loras]
+    return H.whole(orjson.dumps({"object": "list", "data": cards}))
+
+
+def _sglang_models(name: str, context_len: int) -> H.Script:
+    """SGLang's GET /v1/models (sglang/srt/entrypoints/http_server.py available_models, openai/protocol.py
+    ModelCard): one card, its served name, max_model_len the model's context_len (--context-length). Its GET
+    /get_model_info says no context (model_path, tokenizer_path, is_generation, ...)."""
+    return H.whole(orjson.dumps({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 1733500000, "owned_by": "sglang", "root": name, "parent": None,
+         "max_model_len": context_len}]}))
+
+
+@pytest.mark.parametrize("kind, models, flag", [
+    ("vllm", _vllm_models("smollm2-135m", 4096), "vllm serve --max-model-len 8192"),
+    ("sglang", _sglang_models("smollm2-135m", 4096), "SGLang --context-length 8192"),
+])
+async def test_a_vllm_or_sglang_engine_holding_fewer_tokens_than_the_spec_declares_is_warned_of_once(
+        tmp_path: Path, kind: str, models: H.Script, flag: str) -> None:
+    """N2: the context check read llama-server's GET /props only; a vLLM started with --max-model-len 4096 (or an
+    SGLang with --context-length 4096) under a spec declaring 8192 refused every prompt between the two that the
+    gateway let through, unsaid. Both give the context in GET /v1/models (each card's max_model_len), which the name
+    check already reads: that same read (no other request) is now compared, one warning an endpoint."""
+    spec = spec_in(tmp_path)
+    asked, props_asked = [0], [0]
+    lines = await _named_scrapes(tmp_path, models, kind, scrapes=3, asked=asked, props=_props(16),
+                                 props_asked=props_asked)
+    warned = [line for line in lines if "max_model_len" in line]
+    assert len(warned) == len(spec.endpoints), lines  # one for each endpoint, not one a scrape
+    assert asked[0] == len(spec.endpoints) and props_asked[0] == 0  # the names' one read, nothing more
+    for e in spec.endpoints:
+        line = next(line for line in warned if line.startswith(f"endpoint {e.id}:"))
+        assert "holds 4096 tokens a request (GET /v1/models: max_model_len 4096 for 'smollm2-135m')" in line, line
+        assert "fewer than the 8192 the spec declares" in line and f"models.{e.model}.context to 4096" in line, line
+        assert f"start the engine with 8192 tokens a request ({flag})" in line, line
+
+
+@pytest.mark.parametrize("kind, models, props, more", [
+    ("vllm", _vllm_models("smollm2-135m", 32768), None, "holds 32768 tokens a request (GET /v1/models"),
+    ("sglang", _sglang_models("smollm2-135m", 131072), None, "holds 131072 tokens a request (GET /v1/models"),
+    ("llamacpp", _listing("smollm2-135m"), _props(131072), "holds 131072 tokens a slot (GET /props"),
+])
+async def test_an_engine_holding_more_than_the_spec_declares_is_said_in_one_info_line(
+        tmp_path: Path, kind: str, models: H.Script, props: H.Script | None, more: str) -> None:
+    """N2: an engine holding more than the spec's `context` was not said: the gateway refuses (its
+    context_length_exceeded) prompts between the two that the engine would serve. One INFO line an endpoint now
+    says the spec could declare more."""
+    spec = spec_in(tmp_path)
+    lines = await _named_scrapes(tmp_path, models, kind, scrapes=3, props=props)
+    said = [line for line in lines if "context" in line]
+    assert len(said) == len(spec.endpoints), lines
+    for e in spec.endpoints:
+        line = next(line for line in said if line.startswith(f"endpoint {e.id}:"))
+        assert more in line and "more than the 8192 the spec declares" in line, line
+        assert "the gateway refuses prompts between the two that the engine would serve" in line, line
+        assert f"models.{e.model}.context could be up to {more.split()[1]}" in line, line
+
+
+@pytest.mark.parametrize("kind, models", [
+    ("vllm", _vllm_models("smollm2-135m", 8192)),
+    ("sglang", _sglang_models("smollm2-135m", 8192)),
+    ("openai", _vllm_models("smollm2-135m", 16)),  # a hosted provider's list is not read for a context
+    ("llamacpp", _vllm_models("smollm2-135m", 16)),  # llama-server's context is its GET /props' (here 8192)
+])
+async def test_an_engine_holding_the_declared_context_or_not_asked_it_says_nothing_of_it(
+        tmp_path: Path, kind: str, models: H.Script) -> None:
+    lines = await _named_scrapes(tmp_path, models, kind, props=_props(8192))
+    assert not [line for line in lines if "context" in line or "max_model_len" in line], lines
+
+
+@pytest.mark.parametrize("models, why", [
+    (_listing("smollm2-135m"), "GET /v1/models gives no max_model_len for 'smollm2-135m'"),  # an older build, a proxy
+    (_vllm_models("base", 8192, "smollm2-135m"), "GET /v1/models gives no max_model_len for 'smollm2-135m'"),  # LoRA
+])
+async def test_a_vllm_engine_that_does_not_say_its_context_is_said_once_and_not_asked_props(
+        tmp_path: Path, models: H.Script, why: str) -> None:
+    """vLLM has no /props: it is not asked; a card without max_model_len (a LoRA adapter's, served under the name the
+    gateway sends) gets the llama.cpp case's one INFO line."""
     asked = [0]
-    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "vllm", props=_props(16), props_asked=asked)
-    assert asked[0] == 0 and not [line for line in lines if "context" in line], lines
+    lines = await _named_scrapes(tmp_path, models, "vllm", scrapes=3, props=_props(16), props_asked=asked)
+    said = [line for line in lines if "context" in line]
+    assert asked[0] == 0 and len(said) == len(spec_in(tmp_path).endpoints), lines
+    assert f"context was not read ({why}); the context 8192 the spec declares" in said[0], said[0]
 
 
 @pytest.mark.parametrize("props, why", [

@@ -278,17 +278,25 @@ class OpenAICompatEngine:
                 " (no such path there: is the endpoint's url the server's base URL?)" if status == 404 else ""))
         return True
 
-    async def model_ids(self) -> list[str]:
-        """The names the engine serves, from its GET /v1/models (each entry's `id`): what its answers carry in their
-        `model` field, and the names a request may give it (vLLM and SGLang refuse another; llama-server serves its one
-        model under any name and answers with its `--alias`, else its GGUF file's path). Read once an endpoint is first
-        healthy (gateway/scraper.py), never on the data path. Raises EngineUnavailable when it cannot be reached and
-        EngineError when the answer is not a model list."""
+    async def served_models(self) -> dict[str, int | None]:
+        """The names the engine serves, from its GET /v1/models (each entry's `id`), each with the context the engine
+        says it holds for it (the entry's `max_model_len`; None where it says none). The ids are what its answers carry
+        in their `model` field, and the names a request may give it (vLLM and SGLang refuse another; llama-server serves
+        its one model under any name and answers with its `--alias`, else its GGUF file's path). vLLM's and SGLang's
+        model cards carry `max_model_len` (vLLM's ModelCard: the engine's max_model_len for each served name, none for a
+        LoRA adapter's card; SGLang's: the model's context_len, its --context-length); llama-server's and a hosted
+        provider's do not. Read once an endpoint is first healthy (gateway/scraper.py), never on the data path. Raises
+        EngineUnavailable when it cannot be reached and EngineError when the answer is not a model list."""
         url, doc = await self._json(MODELS_PATH, MODELS_MAX_BYTES)
         data = doc.get("data")
         if not isinstance(data, list):
             raise EngineError(f"{self}: {url} answered no model list (`data`)")
-        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        served: dict[str, int | None] = {}
+        for m in data:
+            if isinstance(m, dict) and isinstance(m.get("id"), str):
+                held = m.get("max_model_len")
+                served[m["id"]] = held if type(held) is int and held >= 1 else None
+        return served
 
     async def slot_context(self) -> tuple[int, int | None]:
         """llama-server's context a slot and its slots, from its GET /props: `default_generation_settings.n_ctx`, what

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import TypeVar
 
 from aigrid.core.types import Endpoint
@@ -32,6 +33,16 @@ until the endpoint is found down (_recheck): each try holds the endpoint's next 
 NAMES, CONTEXT = "names", "context"
 """The checks of what an engine says of itself, each done once an endpoint when it is healthy, and again when it is
 healthy after a scrape that found it down (_recheck)."""
+CONTEXT_UNREAD = ("endpoint %s: its engine's context was not read (%s); the context %d the spec declares for its model "
+                  "is not checked")
+"""The INFO line of an engine that does not say the context it holds (the endpoint, why, the spec's context)."""
+CONTEXT_FLAGS: Mapping[str, str] = MappingProxyType({
+    "vllm": "vllm serve --max-model-len {n}",
+    "sglang": "SGLang --context-length {n}",
+})
+"""Engine kinds whose GET /v1/models gives each served model's context (its card's `max_model_len`: vLLM's own
+max_model_len, SGLang's context_len), read with the model names (_name_check), and the flag that sets it. llama-server
+says its slots' context in GET /props (_context_check); TGI, Ollama and hosted providers are not asked."""
 T = TypeVar("T")
 
 
@@ -130,16 +141,21 @@ class Scraper:
         sends it (GET /v1/models). The engine's answers carry its own name in `model`, which the gateway passes to the
         client as the engine wrote it (the relay does not read a stream's chunks to rewrite it, docs/engines.md): a
         llama-server started without --alias answered with its GGUF file's path (/home/.../SmolLM2-135M-Instruct.
-        Q4_1.gguf), the site's file system shown to every client; vLLM and SGLang refuse a name they do not serve."""
-        model_ids = getattr(engine, "model_ids", None)  # engines that speak OpenAI's API over HTTP
-        if model_ids is None:
+        Q4_1.gguf), the site's file system shown to every client; vLLM and SGLang refuse a name they do not serve.
+        The same read gives a vLLM or SGLang engine's context for the name (_card_context): no other request."""
+        served_models = getattr(engine, "served_models", None)  # engines that speak OpenAI's API over HTTP
+        if served_models is None:
             self._checked[NAMES].add(endpoint.id)
             return
         name = self._served.get(endpoint.id, endpoint.model)
-        ids = await self._read_once(NAMES, endpoint, model_ids, "endpoint %s: its engine's model names were not read "
-                                    "(%s); the name %r it is sent is not checked", name)
-        if ids is None or name in ids:
+        models = await self._read_once(NAMES, endpoint, served_models, "endpoint %s: its engine's model names were not "
+                                       "read (%s); the name %r it is sent is not checked", name)
+        if models is None:
             return
+        if name in models:
+            self._card_context(endpoint, getattr(engine, "kind", None), name, models[name])
+            return
+        ids = list(models)
         shown = ", ".join(repr(i[:200]) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
         if endpoint.engine == "openai":  # a hosted provider: no --alias to give, and some serve names they do not list
             log.warning("endpoint %s: the provider lists %s (GET /v1/models), not %r, the name the gateway sends it: "
@@ -154,30 +170,56 @@ class Scraper:
                     "serves", endpoint.id, shown or "no model", name, name, name, name,
                     extra=fields(endpoint=endpoint.id, served=name))
 
+    def _card_context(self, endpoint: Endpoint, kind: object, name: str, held: int | None) -> None:
+        """A vLLM or SGLang engine's context for the name it is sent, from its GET /v1/models' card for it (read by
+        _name_check), against the spec's: the lines of _compare_context; one INFO line when the card gives none (a
+        LoRA adapter's card on vLLM, an older build, a proxy in front)."""
+        declared = self._contexts.get(endpoint.id)
+        if declared is None or not isinstance(kind, str) or kind not in CONTEXT_FLAGS:
+            return
+        if held is None:
+            log.info(CONTEXT_UNREAD, endpoint.id, f"GET /v1/models gives no max_model_len for {name!r}", declared,
+                     extra=fields(endpoint=endpoint.id))
+            return
+        self._compare_context(endpoint, held, "a request", f"GET /v1/models: max_model_len {held} for {name!r}",
+                              CONTEXT_FLAGS[kind].format(n=declared))
+
     async def _context_check(self, endpoint: Endpoint, engine: Engine) -> None:
-        """Once a llama.cpp endpoint is first healthy: a warning, once, when its engine holds fewer tokens a slot (GET
-        /props) than the spec's `context` for its model, which the gateway checks prompts against (context_window.py),
-        as do an agent loop's context_limit and the Responses API's compaction: a prompt between the two passed the
-        gateway and met the engine's own 400 (the gateway trusts the spec; an external llama-server started with
-        --ctx-size 4096 --parallel 4 holds 1024 a slot)."""
+        """Once a llama.cpp endpoint is first healthy: its engine's context a slot (GET /props) against the spec's
+        (_compare_context). The other kinds' is read with their model names (_card_context), or not at all."""
         declared = self._contexts.get(endpoint.id)
         slot_context = getattr(engine, "slot_context", None)
         if declared is None or slot_context is None or getattr(engine, "kind", None) != "llamacpp":
             self._checked[CONTEXT].add(endpoint.id)
             return
-        read = await self._read_once(CONTEXT, endpoint, slot_context, "endpoint %s: its engine's context was not read "
-                                     "(%s); the context %d the spec declares for its model is not checked", declared)
-        if read is None or read[0] >= declared:
+        read = await self._read_once(CONTEXT, endpoint, slot_context, CONTEXT_UNREAD, declared)
+        if read is None:
             return
         held, slots = read
         total = slots or endpoint.max_concurrency
-        log.warning("endpoint %s: its engine holds %d tokens a slot (GET /props: n_ctx %d, total_slots %s), fewer than "
-                    "the %d the spec declares for model %r (its `context`): the gateway lets through prompts the engine "
-                    "refuses. Set models.%s.context to %d, or start the engine with %d tokens a slot (aigrid node "
-                    "--context %d; llama-server --ctx-size %d --parallel %d)", endpoint.id, held, held,
-                    slots if slots is not None else "not given", declared, endpoint.model, endpoint.model, held,
-                    declared, declared, declared * total, total,
-                    extra=fields(endpoint=endpoint.id, engine_context=held, context=declared))
+        self._compare_context(endpoint, held, "a slot", f"GET /props: n_ctx {held}, total_slots "
+                              f"{slots if slots is not None else 'not given'}", f"aigrid node --context {declared}; "
+                              f"llama-server --ctx-size {declared * total} --parallel {total}")
+
+    def _compare_context(self, endpoint: Endpoint, held: int, each: str, said: str, flags: str) -> None:
+        """The one line of an engine whose context (`held` tokens `each`: a slot, a request; `said` where it says so)
+        is not the spec's `context` for its model, which the gateway checks prompts against (context_window.py), as do
+        an agent loop's context_limit and the Responses API's compaction. Fewer: a warning, with the fix (the spec's
+        context down, or the engine's up: `flags`): a prompt between the two passed the gateway and met the engine's
+        own 400 (an external llama-server started with --ctx-size 4096 --parallel 4 holds 1024 a slot). More: an INFO
+        line, the spec could declare more: the gateway refuses prompts between the two that the engine would serve."""
+        declared = self._contexts[endpoint.id]
+        extra = fields(endpoint=endpoint.id, engine_context=held, context=declared)
+        if held < declared:
+            log.warning("endpoint %s: its engine holds %d tokens %s (%s), fewer than the %d the spec declares for model "
+                        "%r (its `context`): the gateway lets through prompts the engine refuses. Set models.%s.context "
+                        "to %d, or start the engine with %d tokens %s (%s)", endpoint.id, held, each, said, declared,
+                        endpoint.model, endpoint.model, held, declared, each, flags, extra=extra)
+        elif held > declared:
+            log.info("endpoint %s: its engine holds %d tokens %s (%s), more than the %d the spec declares for model %r "
+                     "(its `context`): the gateway refuses prompts between the two that the engine would serve. "
+                     "models.%s.context could be up to %d, if the model's other endpoints hold as many", endpoint.id,
+                     held, each, said, declared, endpoint.model, endpoint.model, held, extra=extra)
 
     async def start(self) -> None:
         """Every endpoint scraped once (the first request sees them), then each on its own interval."""
