@@ -411,7 +411,7 @@ class Proxy:
             why = "every larger candidate failed"
             try:
                 opened = await self._open_first(path, body, larger[: self._max_attempts], record, None, None)
-            except ApiError as e:  # a larger model's engine could not read it (engine_refusal): the first one could
+            except ApiError as e:  # a larger model's engine could not read it (agents/engine_refusal.py): the first one could
                 opened, why = None, str(e)
             if opened is None:
                 log.warning("escalation of %s from %s: %s; the first answer stands", decision.request_id, cand.model,
@@ -674,7 +674,7 @@ class Proxy:
             cont = continuation_body(body, delivered, self._engines[cand.endpoint_id].kind)
             try:
                 opened = await self._attempt(path, cont, cand, record, hedged=False)
-            except (EngineError, ApiError):  # ApiError: the spare could not read the continuation (engine_refusal)
+            except (EngineError, ApiError):  # ApiError: the spare could not read the continuation (agents/engine_refusal.py)
                 continue
             if opened.upstream.status >= 400:  # it refused the continuation (a 5xx failed in _attempt): its body went
                 # into the client's event stream as it came, unread and unframed, until review RV3 of the
