@@ -249,9 +249,9 @@ async def test_a_llamacpp_engine_holding_the_declared_context_is_read_once_and_n
 
 
 def _vllm_models(name: str, max_model_len: int | None, *loras: str) -> H.Script:
-    """vLLM's GET /v1/models (vllm/entrypoints/openai/serving_models.py show_available_models, protocol.py
-    ModelCard): a card for each served name with the engine's max_model_len, and one for each LoRA adapter without
-    it (null)."""
+    """vLLM's GET /v1/models (vllm/entrypoints/openai/models/serving.py show_available_models, ModelCard; read in
+    the 0.34.0 wheel): a card for each served name with the engine's max_model_len, and one for each LoRA adapter
+    without it (null)."""
     permission = {"id": "modelperm-0c1d", "object": "model_permission", "created": 1733500000,
                   "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
                   "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False, "organization": "*",
@@ -266,8 +266,8 @@ def _vllm_models(name: str, max_model_len: int | None, *loras: str) -> H.Script:
 
 def _sglang_models(name: str, context_len: int) -> H.Script:
     """SGLang's GET /v1/models (sglang/srt/entrypoints/http_server.py available_models, openai/protocol.py
-    ModelCard): one card, its served name, max_model_len the model's context_len (--context-length). Its GET
-    /get_model_info says no context (model_path, tokenizer_path, is_generation, ...)."""
+    ModelCard; read in the 0.5.23 wheel): a card for its served name, max_model_len the model's context_len
+    (--context-length). Its GET /get_model_info (/model_info) says no context (model_path, is_generation, ...)."""
     return H.whole(orjson.dumps({"object": "list", "data": [
         {"id": name, "object": "model", "created": 1733500000, "owned_by": "sglang", "root": name, "parent": None,
          "max_model_len": context_len}]}))
