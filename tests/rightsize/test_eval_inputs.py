@@ -303,3 +303,26 @@ def test_a_long_files_judge_scores_divided_by_10_are_said_so(tmp_path: Path) -> 
     assert d.large.tolist() == [0.5] * 12
     assert any("'judge_score' read as a 0-10 judge score and divided by 10" in n and "from 2 to 5" in n
                for n in d.notes), d.notes
+
+
+def test_too_few_prompts_after_pairing_says_how_many_the_file_held(tmp_path: Path) -> None:
+    """A random tenth of a long file's rows keeps few prompts scored for both models: '1 prompt; a curve needs at
+    least 10' from a file of 24 rows did not say that the rest were left out for want of a pair."""
+    rows = [r for r in long_rows() if r[2] == "small" or r[0] == 0]  # only question 0 has the large model's scores
+    code, out = run("--data", str(wide(tmp_path / "l.csv", rows, LONG)))
+    line = one_error_line(out)
+    assert code == 2 and "l.csv: 2 prompts; a curve needs at least 10" in line
+    assert "22 of 24 prompts left out: not scored for both models" in line
+
+
+def test_a_judge_score_under_a_correct_name_is_refused_saying_where_it_goes(tmp_path: Path) -> None:
+    """1-10 scores under `*_correct` names: the refusal named the cell ('8' is not a number in [0, 1]) and now
+    also what a `*_correct` column holds and what to call a score column instead; a 0-1 share is still read."""
+    rows = [[f"q{i}", 3 + i % 5, 8, 0] for i in range(12)]
+    code, out = run("--data", str(wide(tmp_path / "s.csv", rows)))
+    assert code == 2 and "s.csv, line 2, column 'small_correct': '3' is not a number in [0, 1] (a `*_correct` " \
+        "column is 0/1 or a share in [0, 1]; a score on another scale, such as a 1-10 judge's, goes in a column " \
+        "not named `*_correct`, e.g. small_score)" in one_error_line(out)
+    code, out = run("--data", str(wide(tmp_path / "n.csv", [[f"q{i}", -1, 1, 0] for i in range(12)])))
+    assert code == 2 and one_error_line(out).endswith("'-1' is not a number in [0, 1]")  # below 0: no hint
+    assert read_routing_csv(wide(tmp_path / "ok.csv", [[f"q{i}", 0.5, 1, 0] for i in range(12)])).small[0] == 0.5

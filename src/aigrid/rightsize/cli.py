@@ -80,8 +80,9 @@ def eval_command(
             if len(d) < MIN_PROMPTS:
                 where = " ".join(x for x in (f"in split {split}" if split else "",
                                              "not flagged contaminated" if drop_contaminated else "") if x)
+                why = f"; reading the file: {'; '.join(d.notes)}" if d.notes else ""  # a long file's prompts not scored for both
                 raise InvalidRequest(f"{path}: {len(d)} prompt{'' if len(d) == 1 else 's'}{' ' + where if where else ''}"
-                                     f"; a curve needs at least {MIN_PROMPTS}", param="data")
+                                     f"; a curve needs at least {MIN_PROMPTS}{why}", param="data")
             files.append((path, d, notes))
         for path, d, notes in files:
             with _progress(path.name) as progress:

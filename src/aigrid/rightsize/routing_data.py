@@ -282,8 +282,15 @@ def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: 
     if not math.isfinite(x) or not lo <= x <= hi:
         what = "a finite number" if math.isinf(lo) else f"a number in [{lo:g}, {hi:g}]"
         shown = "no value (the row is short)" if value is None else repr(value)
-        raise InvalidRequest(f"{where}, column {column!r}: {shown} is not {what}", param=column) from None
+        hint = f" ({CORRECT_HINT.format(column[:-len('_correct')])})" if math.isfinite(x) and x > hi \
+            and column.lower().endswith("_correct") else ""
+        raise InvalidRequest(f"{where}, column {column!r}: {shown} is not {what}{hint}", param=column) from None
     return x
+
+
+CORRECT_HINT = ("a `*_correct` column is 0/1 or a share in [0, 1]; a score on another scale, such as a 1-10 judge's, "
+                "goes in a column not named `*_correct`, e.g. {}_score")
+"""Said when a `*_correct` cell is a number above 1: a 1-10 judge score written under a correctness name."""
 
 
 def _text(value: str | None, where: str, column: str) -> str:
