@@ -355,8 +355,11 @@ def test_reading_across_pieces_padded_with_invisible_characters_folds_each_chara
     found = pii.read_together(pieces, own)
     size, visible = sum(map(len, pieces)), sum(len(p.replace("\u200b", "")) for p in pieces)
     # each character folded once (before: three times, 1,200,253 here) and each character a model reads given to
-    # the detectors three times at most (in its region and beside each of its two seams)
-    assert sum(folded) == size and 0 < sum(searched) <= 3 * visible, (sum(folded), sum(searched), size)
+    # the detectors three times at most (in its region and beside each of its two seams), and since the twenty-ninth
+    # session each seam's _NUMBER_AROUND characters before and after it with a break there alone (where a digit is
+    # left unredacted): linear in the seams (43,915 characters here, 1,263 before)
+    alone = 2 * pii._NUMBER_AROUND * len(pieces)
+    assert sum(folded) == size and 0 < sum(searched) <= 3 * visible + alone, (sum(folded), sum(searched), size)
     assert [(m.kind, m.rest) for m in found[-2] + found[-1]] == [("email", False), ("email", True)]
     assert [m.end for m in found[-2]] == [len(pieces[-2])] and found[-1][0].end == len(pieces[-1])
 
@@ -566,11 +569,14 @@ def _readings(text: str, kinds: frozenset[str] | None) -> tuple[Any, ...]:
             read_together(pieces, [find_pii(p, kinds) for p in pieces], kinds))
 
 
-_SAVED_READINGS = "2a09eeade64828ba3fa0c3f5a98ef425ac57ceca85e0c4dea5e3ddc25db518a1"
+_SAVED_READINGS = "1e7ff249f962f296442c05db8f4117f1a3b16679854fa3c061aa390f86bc7c82"
 """sha256 of the readings below. Saved at the final review (F2): they then equalled, text by text, those of
 _split, _in_run and _settled as written at 5edff61 (before their cuts were worked out on a window and kept), which a
 copy of that code in this file checked from 0899384 to 8e1a806. A change meant to alter what a run of digit groups
-reads makes this fail: check the new readings, then save the new digest (the assertion prints it)."""
+reads makes this fail: check the new readings, then save the new digest (the assertion prints it). Saved again in the
+twenty-ninth session (read_together reads each seam with a break there alone, its windows before and after it): of the
+3,000 texts' read_together, 40 redact more characters, 1,223 the same characters as items grouped otherwise, none
+fewer; find_pii and redact unchanged."""
 
 
 def test_digit_group_runs_read_as_saved() -> None:
@@ -629,7 +635,9 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
     """read_together reads forwards from the items read so far to each break (pii._ending_at, 9e9e508) only where an
     item not yet redacted may end there (pii._may_end): 2,000 one-character pieces of random digit groups (as
     scripts/bench_pii_worst_case.py's, seed 7) ran pii._find 6,583 times, ~3.3 a piece (2,032 before 9e9e508), and
-    cost 3 times as much; now ~1.6. Counted, not timed."""
+    cost 3 times as much; then ~1.6. Since the twenty-ninth session each seam is read as well with a break there
+    alone, its window before and after it (where a digit is left unredacted), up to two more a piece: ~4.3 here.
+    Counted, not timed."""
     from aigrid.security.firewall import pii
     from aigrid.security.firewall.pii import read_together
 
@@ -648,7 +656,7 @@ def test_tiny_pieces_of_random_digit_groups_are_read_forwards_only_where_an_item
 
     monkeypatch.setattr(pii, "_find", counted)
     found = read_together(pieces, own)
-    assert calls < 2 * len(pieces), calls
+    assert calls < (2 + 2.5) * len(pieces), calls
     monkeypatch.undo()
     assert found == read_together(pieces, own)  # counted, the same reading
 
@@ -713,3 +721,33 @@ def test_a_run_s_cut_is_worked_out_from_its_window_alone() -> None:
     assert pii._cut_of("020 7946 0958 0044 20 7946 0959", None) == ("phone", 18)  # the longest from its start
     assert pii._cut_of("4111 1111 1111 1111 020 7946 0958", None) == ("card", 19)
     assert pii._cut_of("4111 1111 1111 1111 020 7946 0958", frozenset({"phone"})) == ("phone", 14)
+
+
+@pytest.mark.parametrize("pieces,a,b", [
+    # an item ending a separator and a lone digit before the break (the digit, cut off by it, is no group of the item)
+    (["5(0130", ".0", "1120555 1", "004405((", "1111 1120+", "++", "", "x+44 4111 ", " 555 ", "+-", ""], 0, 3),
+    (["", "3704 0100-", ")555 ", "0130.", "0532 3", "04111 000"], 0, 5),
+    (["05", "5", "07804111 3", "", "33704"], 0, 3),
+    # an item ending before a `)` and the break
+    (["jojo9", "@415", "4-40130", "05 1111)", "4111 051111", ")2 +44", "a.io", ")0+10130"], 0, 4),
+    ([" ", "0044 0100", " ", "53704)", "00441111-", "+44", "+1(4111 4111 ", "3704", "x00100", ".5-@"], 0, 4),
+    # an item beginning at a break and running on over two pieces
+    (["41120+1", "415004111 0044", "", "237040789", "4555 905", "", "-", "@9", "4415", "00444a.io"], 2, 10),
+    # a `+` of the item left (separators only, scripts/firewall_pii_fuzz.py's second class)
+    (["+44 ", "", "11205", "", "4111 1", "00@", "+0780044", "004401302", "-078+44.", "5+44", "4151120078a.io"], 0, 5),
+])
+def test_an_item_read_with_a_break_at_one_seam_alone_is_redacted(pieces: list[str], a: int, b: int) -> None:
+    """Misses of scripts/firewall_pii_fuzz.py 20000 1 (9 of 20,000 cuttings before the twenty-ninth session, about 1 in
+    2,000): items find_pii reads in the pieces from `a` to `b` joined that read_together left in part, because it read
+    a seam with a break there alone only backwards from it for an item ending at it, or forwards for one beginning at
+    it, each anchored. Now each seam's window before it and after it is also read whole."""
+    from aigrid.security.firewall.pii import read_together
+
+    joined = "".join(pieces[a:b])
+    items = find_pii(joined)
+    found = read_together(pieces, [find_pii(p) for p in pieces])
+    at = len("".join(pieces[:a]))
+    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces))]
+    gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
+    assert items and all(at + i in gone for m in items for i in range(m.start, m.end) if joined[i] not in " .-"), (
+        joined, items, found)
