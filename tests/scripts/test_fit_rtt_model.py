@@ -105,5 +105,7 @@ def test_a_file_of_p95_rows_alone_is_fitted_on_them_without_stat(tmp_path: Path)
     r = fit(f)
     assert r.returncode == 0, r.stderr
     assert "fit on 30 p95 pairs >= 500 km: overhead 10.0 ms, route factor 1.50" in r.stdout, r.stdout
+    bands = [line for line in r.stdout.splitlines() if " km: median |error|" in line]
+    assert len(bands) == 3 * 2 and all("measured p95 " in line for line in bands), r.stdout  # it said p50
     r = fit(f, "--stat", "p50")
     assert r.returncode == 2 and "no pair of distinct regions with stat 'p50' (its stat column has: p95" in r.stderr
