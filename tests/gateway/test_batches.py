@@ -1390,6 +1390,39 @@ async def test_a_result_the_disk_refuses_fails_the_batch_and_leaves_whole_lines(
         await stopped(gw)
 
 
+async def test_a_result_the_disk_refuses_is_named_in_the_batch_s_errors_and_logged(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A line that ran (charged, audited) and whose result the disk refused (ENOSPC) was held in memory only, and
+    lost when the batch ended: the log said so, but the client read only that the batch failed for want of room, the
+    line in neither file. The batch's errors now name each such line (`result_lost`, its custom_id)."""
+    from aigrid.gateway import batch_output
+
+    real, calls = batch_output._append, [0]
+
+    def full(p: Path, text: bytes) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(p, text)
+
+    monkeypatch.setattr(batch_output, "_append", full)
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            done = await batch_that_runs_out_of_room(gw, jsonl(*(line(f"q{i}", "hi") for i in range(6))))
+        assert done.errors is not None
+        codes = [e.code for e in done.errors.data or []]
+        assert codes == ["insufficient_storage", "result_lost"], done.errors
+        lost = (done.errors.data or [])[1].message or ""
+        kept = {r["custom_id"] for r in await lines_of(clients(gw)[0], done.output_file_id)}
+        cid = next(c for c in (f"q{i}" for i in range(6)) if repr(c) in lost)
+        assert cid not in kept and "ran and was charged" in lost
+        assert f"custom_id {cid!r} ran and was charged" in caplog.text
+    finally:
+        await stopped(gw)
+
+
 async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
         tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch stopped for lack of room (the disk's floor here; the tenant's quota alike) let its running lines

@@ -482,6 +482,12 @@ class BatchRunner:
         output_id, error_id = await self._keep(row, output)
         counts = _request_counts(row, progress, total)
         end = int(self.clock())
+        # the lines that ran (charged, audited) whose results no file took: named in its errors, each line's loss
+        # visible to the client (until the twenty-ninth session only in the log; the batch said why it stopped)
+        data = [] if error is None else [{"code": error.code, "line": None, "message": error.message, "param": None}]
+        data += [{"code": "result_lost", "line": None, "param": None,
+                  "message": f"the request of custom_id {cid!r} ran and was charged, but the disk refused to keep its "
+                             "result"} for cid in self._unwritten.get(row.id, {})]
 
         def final(o: dict[str, Any]) -> bool:
             if o["status"] in FINAL:
@@ -490,9 +496,8 @@ class BatchRunner:
             outcome = "cancelled" if o.get("cancelling_at") is not None and status == "completed" else status
             o.update(status=outcome, output_file_id=output_id, error_file_id=error_id, request_counts=counts,
                      usage=progress.usage())
-            if error is not None:
-                o["errors"] = {"object": "list", "data": [{"code": error.code, "line": None, "message": error.message,
-                                                           "param": None}]}
+            if data:
+                o["errors"] = {"object": "list", "data": data}
             o[f"{outcome}_at"] = end
             return True
 
