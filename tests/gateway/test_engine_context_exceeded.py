@@ -5,6 +5,7 @@ prompt between the engine's real context and the gateway's estimate got the engi
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -149,3 +150,27 @@ async def test_the_responses_door_names_its_own_fields_whoever_found_the_prompt_
         assert said["param"] == "input", said
     said = engines.json()["error"]["message"]
     assert said.endswith("reduce the length of the input or lower max_output_tokens."), said
+
+
+async def test_a_background_response_the_engine_refuses_as_too_long_fails_as_a_400_would_say(tmp_path: Path) -> None:
+    """A background Response whose engine refused the prompt as past its context was stored failed with code
+    `server_error` (a server's fault, to a client that retries) and chat's wording (`messages`, max_tokens), the
+    message alone; now as a failed run's error says the gateway's own errors (background.error_object): OpenAI's code
+    for a 400, `invalid_prompt`, the message and field this door names, and the gateway's code (review RV3 of the
+    twenty-ninth session)."""
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    _answer_always(fakes, orjson.dumps(LLAMA_NEW))
+    async with serving(spec_in(tmp_path), fakes) as (c, _):
+        created = await c.post("/v1/responses", json={"model": "smollm2-135m", "input": "hi", "background": True,
+                                                      "store": True})
+        assert created.status_code == 200, created.text
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
+            got = (await c.get(f"/v1/responses/{created.json()['id']}")).json()
+            if got["status"] not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.01)
+    assert got["status"] == "failed", got
+    error = got["error"]
+    assert (error["code"], error.get("param"), error.get("aigrid_code")) == ("invalid_prompt", "input",
+                                                                     "context_length_exceeded"), error
+    assert error["message"].endswith("reduce the length of the input or lower max_output_tokens."), error

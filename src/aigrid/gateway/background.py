@@ -223,7 +223,13 @@ def error_object(e: ApiError) -> dict[str, Any]:
     message, and the error's own type, code and field as the envelope would have named them: its message and field
     bounded as the envelope's are (envelope.bounded_error; until the twenty-ninth session a client's value quoted in
     it was stored and read back whole)."""
-    code = _ERROR_CODES.get(e.status) or ("invalid_prompt" if 400 <= e.status < 500 else "server_error")
     shown = bounded_error(e.envelope())["error"]  # its message and field bounded, as every envelope's
     assert isinstance(shown, dict)
-    return {"code": code, "message": shown["message"], "type": e.type, "param": shown["param"], "aigrid_code": e.code}
+    return {"code": error_code(e.status), "message": shown["message"], "type": e.type, "param": shown["param"],
+            "aigrid_code": e.code}
+
+
+def error_code(status: int) -> str:
+    """OpenAI's code of a failed Response's `error` for an error of HTTP `status`, the gateway's (error_object) or an
+    engine's refusal (responses_api._refusal_object)."""
+    return _ERROR_CODES.get(status) or ("invalid_prompt" if 400 <= status < 500 else "server_error")

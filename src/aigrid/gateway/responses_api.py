@@ -65,7 +65,13 @@ from aigrid.errors import (
     StoreUnavailable,
     UpstreamFailed,
 )
-from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, MAX_RUNS_PER_TENANT, error_object
+from aigrid.gateway.background import (
+    ABANDONED,
+    BACKGROUND_ROUTE,
+    MAX_RUNS_PER_TENANT,
+    error_code,
+    error_object,
+)
 from aigrid.gateway.chat_events import cached_of, loop_stop_of
 from aigrid.gateway.compaction import (
     AUTO_SHARE,
@@ -765,11 +771,7 @@ class ResponsesApi:
         """The answer of a background run stored (its placeholder dropped), or its placeholder failed."""
         tenant = turn.principal.tenant
         if resp.status_code >= 400:  # the engine's own error answer
-            try:
-                message = str(orjson.loads(body)["error"]["message"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message = f"the engine answered {resp.status_code}"
-            await self._end(tenant, rid, "failed", {"code": "server_error", "message": message}, ex)
+            await self._end(tenant, rid, "failed", _refusal_object(resp.status_code, body), ex)
             return
         try:
             final = _final(turn, body, rid, created, ex.steps)
@@ -1021,6 +1023,23 @@ def _own_refusal(body: bytes) -> bytes:
     error.update(param=own, message=message.replace(f"the {param}", f"the {own}").replace("max_tokens",
                                                                                           "max_output_tokens"))
     return orjson.dumps(doc)
+
+
+def _refusal_object(status: int, body: bytes) -> dict[str, Any]:
+    """A background run's `error` where its engine refused it (its OpenAI envelope, engine_errors.py, naming this door's
+    fields: _own_refusal), as background.error_object makes one of the gateway's own: OpenAI's code for the status, the
+    message, type, field and the gateway's code. Until review RV3 of the twenty-ninth session it was `server_error` with
+    the message alone, whatever the status: an engine's context 400 (the gateway's `context_length_exceeded`) said
+    `server_error` and chat's `messages`, where the same refusal of a request in the foreground is a 400 naming `input`."""
+    try:
+        error = orjson.loads(_own_refusal(body))["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        error = None
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message")
+    return {"code": error_code(status), "message": message if isinstance(message, str) and message else
+            f"the engine answered {status}", "type": error.get("type"), "param": error.get("param"),
+            "aigrid_code": error.get("code")}
 
 
 def _final(turn: _Turn, body: bytes, rid: str, created: int, steps: bool) -> dict[str, Any]:
