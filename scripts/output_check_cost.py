@@ -13,8 +13,11 @@
   then redact's own) and redact_json_answer of an answer holding personal data, in microseconds of CPU time, best of
   `--runs` (until review RV3 of the twenty-eighth session a script of their own, scripts/check_output_cost.py; its
   `--n 1000` is this script's default `--n 20000`). `--check-output-only` prints just these. Until the twenty-ninth
-  session the text's line timed Firewall.check_output (removed: no answer went through it), the same reading; a tree
-  from before the twenty-eighth session has neither OutputReads nor this script's other imports.
+  session the text's line timed Firewall.check_output (removed: no answer went through it): the same reading, plus the
+  tenant's policy looked up and verdicts built for each text (OutputReads: once an answer, `verdicts`): about 2 us of a
+  line's figure (a call id 15.0 us by check_output, 13.1-13.4 by OutputReads, both in one process on the tree before
+  the removal, review RV4 of the twenty-ninth session, load 5.6). A tree from before the twenty-eighth session has
+  neither OutputReads nor this script's other imports.
 
     PYTHONPATH=src python scripts/output_check_cost.py [--n 20000] [--runs 5] [--check-output-only]
 
