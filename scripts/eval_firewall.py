@@ -146,6 +146,8 @@ def _label(value: object, where: str, column: str) -> None:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
+    """`columns[0]` is the text scored: an empty one is refused (an empty attack was counted a missed attack, an
+    empty harmless prompt a pass, and neither is a row of the family)."""
     text = _text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
@@ -161,6 +163,8 @@ def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) ->
             short = next((c for c in columns if r[c] is None), None)
             if short is not None:
                 raise DataError(f"{where}, column {short!r}: no value (the row is short)")
+            if not r[columns[0]].strip():
+                raise DataError(f"{where}, column {columns[0]!r}: empty (no text to score)")
             if label is not None:
                 _label(r[label], where, label)
     except csv.Error as e:
@@ -180,6 +184,8 @@ def _read_parquet(path: Path) -> None:
         _label(r["label"], f"{path}, row {n}", "label")
         if not isinstance(r["text"], str):
             raise DataError(f"{path}, row {n}, column 'text': {r['text']!r} is not a text")
+        if not r["text"].strip():
+            raise DataError(f"{path}, row {n}, column 'text': empty (no text to score)")
         if not isinstance(r["category"], str | None):  # a list or number matched no family, or was a TypeError
             raise DataError(f"{path}, row {n}, column 'category': {r['category']!r} is not a text")
 
@@ -233,7 +239,7 @@ def check_data(data: Path, routing: Path) -> None:
         _read_json(data / "bipia-train" / name, lines=True)
     _read_csv(routing / "mmlu_mixtral_vs_gpt4.csv", ("prompt",))
     _read_csv(routing / "gsm8k_mixtral_vs_gpt4.csv", ("prompt",))
-    _read_csv(routing / "mt_bench_mixtral_vs_gpt4.csv", ("turn_prompt", "category"))
+    _read_csv(routing / "mt_bench_mixtral_vs_gpt4.csv", ("turn_prompt", "category"))  # the text first
 
 
 def _lines(path: Path, test: bool) -> Rows:

@@ -105,6 +105,13 @@ def _parquet(**columns: list[object]) -> Callable[[Path], None]:
      "s-labs/test.csv, line 1: no column text, label (found: Text, Label)"),
     (_parquet(text=["a"], is_injection=[1], category=["x"]),
      "core-test.parquet: no column label (found: text, is_injection, category)"),
+    # an empty text was scored: an empty attack counted as a missed one, an empty harmless prompt as a pass
+    (lambda d: write_csv(d / "s-labs" / "test.csv", [["text", "label"], ["a", 1], ["  ", 1]]),
+     "s-labs/test.csv, line 3, column 'text': empty (no text to score)"),
+    (lambda d: write_csv(d / "yanismiraoui" / "prompt_injections.csv", [["prompt_injections"], ["a"], [""]]),
+     "prompt_injections.csv, line 3, column 'prompt_injections': empty"),
+    (_parquet(text=["a", ""], label=[1, 0], category=["x", "benign"]),
+     "core-test.parquet, row 2, column 'text': empty (no text to score)"),
     # a category that is not a text matched no family (a list: a TypeError when its family was looked up)
     (_parquet(text=["a", "b"], label=[1, 0], category=[["jailbreak"], ["benign"]]),
      "core-test.parquet, row 1, column 'category': ['jailbreak'] is not a text"),
