@@ -54,11 +54,11 @@ class ValidatedChat(Protocol):
     def messages(self) -> Sequence[ValidatedMessage]: ...
 
 
-def message_chars(message: dict[str, Any] | ValidatedMessage) -> int:
+def message_chars(message: Mapping[str, Any] | ValidatedMessage) -> int:
     """The characters of one chat message, a JSON object or a validated message: its `content`, its `tool_calls`, and
     its refusal, reasoning and legacy function call (a JSON object's keys; a validated message's extra fields)."""
     beside: Mapping[str, Any] | None
-    if isinstance(message, dict):
+    if isinstance(message, Mapping):
         content, tool_calls, beside = message.get("content"), message.get("tool_calls"), message
     else:
         content, tool_calls, beside = message.content, message.tool_calls, message.model_extra
