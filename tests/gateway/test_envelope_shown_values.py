@@ -2,7 +2,8 @@
 message, bounded where it is rendered: bounded_message, shown_values), on every door with a schema. `"temperature": "x" * 100000` came back as a 100,171-byte 400 (the
 number check put the value's repr into its sentence whole; `service_tier`, a tool call's `type`, an Anthropic tool's
 `type` and a metadata key, which is the field's path, alike): the client's own value, sent back whole each time, and
-written whole into the audit record's message up to its own bound."""
+written into the audit record's message up to 4,096 characters of it. The audit record keeps the message the client
+was told (guard.Guard._record: bounded_message; test_audit_bounds.py)."""
 
 from __future__ import annotations
 

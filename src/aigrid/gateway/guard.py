@@ -43,6 +43,7 @@ from aigrid.errors import (
 )
 from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.browsers import BrowserGuard
+from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply, check_count
 from aigrid.logs import shortened
@@ -80,9 +81,6 @@ MIN_TURN_OUTPUT = 16
 """The fewest output tokens a tool loop's turn is sent with where the quota has no room for its whole max_tokens
 (Guard.extend; what admission reserves of a loop's first turn's output): less room than that (after its prompt) ends
 the loop, stop "token_budget"."""
-AUDIT_MESSAGE_MAX_CHARS = 4096
-"""What an audit record keeps of its error's message (the head, saying how long it was): a 400 echoes the value it
-refuses (an unknown `include`, a `tool_choice`), and a client's 2 MB value was 2 MB of audit record each time."""
 
 
 _NUMBER: TypeAdapter[float] = TypeAdapter(float)
@@ -677,7 +675,11 @@ class Guard:
         if ex.abuse is not None and ex.abuse.signals:
             extra["abuse"] = ex.abuse.to_dict()
         if (failure := ex.failure()) is not None:
-            extra.update(status=failure.status, message=shortened(failure.message, AUDIT_MESSAGE_MAX_CHARS))
+            # the message the client was told (envelope.bounded_message: each quoted value at SHOWN_CHARS, the whole
+            # at ERROR_MESSAGE_CHARS): a 400 echoes the value it refuses (an unknown `include`, a `tool_choice`, a
+            # schema's number check), and a client's 2 MB value was 2 MB of audit record each time; cut apart from
+            # the client's (the head at 4,096 characters) a schema's 400 kept 4,096 of the value after 4874100d
+            extra.update(status=failure.status, message=bounded_message(failure.message))
         if ex.ticket is not None:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
