@@ -48,6 +48,10 @@ def load(path: Path, stat: str | None = None) -> tuple[np.ndarray, np.ndarray, s
     alone), refused when it has several others. Columns are found by name in any case (other columns are ignored): src_lat, src_lon,
     dst_lat, dst_lon, rtt_ms; src and dst (region names) and stat are optional (without stat every row is
     one statistic). DataError names the file, line and column of a value that cannot be used."""
+    if path.is_dir():  # the data's folder given for its file: say which files it holds
+        found = ", ".join(f.name for f in sorted(path.glob("*.csv"))) or "no CSV"
+        raise DataError(f"{path}: a folder, not a CSV; pass the file of one row per directed pair (this folder has: "
+                        f"{found})")
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -71,7 +75,9 @@ def _rows(path: Path, reader: Any, stat: str | None) -> tuple[np.ndarray, np.nda
     col = {h.strip().lower(): k for k, h in enumerate(header)}
     missing = [c for c in REQUIRED if c not in col]
     if missing:
-        raise DataError(f"{path}, line 1: no column {', '.join(missing)} (found: {', '.join(header)})")
+        shown = ", ".join(header[:10]) + (f", ... ({len(header)} columns: a src x dst matrix? one row per directed "
+                                          "pair is read)" if len(header) > 10 else "")
+        raise DataError(f"{path}, line 1: no column {', '.join(missing)} (found: {shown})")
     d, r, kinds, stats, rows = [], [], [], set(), 0
     want = stat.lower() if stat else None
     for rec in reader:

@@ -109,3 +109,20 @@ def test_a_file_of_p95_rows_alone_is_fitted_on_them_without_stat(tmp_path: Path)
     assert len(bands) == 3 * 2 and all("measured p95 " in line for line in bands), r.stdout  # it said p50
     r = fit(f, "--stat", "p50")
     assert r.returncode == 2 and "no pair of distinct regions with stat 'p50' (its stat column has: p95" in r.stderr
+
+
+def test_the_datas_folder_or_its_matrix_given_for_the_long_file_is_named_as_such(tmp_path: Path) -> None:
+    """network-rtt's shape is a folder with the long file, a locations table and raw/ matrices: the folder was
+    'cannot read: Is a directory', and a 55-region matrix was refused listing all 55 region names as columns."""
+    long = matrix(tmp_path)
+    r = fit(tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        f"error: {tmp_path}: a folder, not a CSV; pass the file of one row per directed pair (this folder has: " \
+        f"{long.name})", r.stderr
+    names = [f"Region {i}" for i in range(55)]
+    square = tmp_path / "p50_matrix.csv"
+    square.write_text("\n".join([",".join(["Source", *names])] + [",".join([a] + ["10"] * 55) for a in names]) + "\n")
+    r = fit(square)
+    assert r.returncode == 2 and "line 1: no column src_lat, src_lon, dst_lat, dst_lon, rtt_ms (found: Source, " \
+        "Region 0, " in r.stderr and "Region 8, ... (56 columns: a src x dst matrix? one row per directed pair is " \
+        "read))" in r.stderr and "Region 9" not in r.stderr, r.stderr
