@@ -348,13 +348,13 @@ def spec_check(spec: SpecArg) -> None:
 def _embedded_kv_cache(s: GridSpec) -> None:
     """One info line when the spec starts embedded engines: the KV cache they allocate at start together (each slot
     holds its model's context: docs/engines.md), what a context typed with a zero too many costs before it costs it."""
-    from aigrid.engines.llama_server import KV_BYTES_PER_TOKEN
+    from aigrid.engines.llama_server import KV_BYTES_PER_TOKEN, embedded_kv_cache
 
-    tokens = [s.models[e.model].context * e.slots for e in s.endpoints if e.engine == "embedded"]
-    if tokens:
-        mib = sum(tokens) * KV_BYTES_PER_TOKEN / 2**20
-        verb = "allocates" if len(tokens) == 1 else "allocate"
-        console.print(f"[cyan]info[/] the {_count(len(tokens), 'embedded engine')} {verb} about {mib:,.0f} MiB of KV "
+    cache = embedded_kv_cache(s)
+    if cache:
+        mib = sum(cache.values()) / 2**20
+        verb = "allocates" if len(cache) == 1 else "allocate"
+        console.print(f"[cyan]info[/] the {_count(len(cache), 'embedded engine')} {verb} about {mib:,.0f} MiB of KV "
                       f"cache at start (each slot holds its model's context, at {KV_BYTES_PER_TOKEN / 1024:g} KiB a token "
                       "of SmolLM2-135M, the model every embedded engine runs; each engine's model and buffers take "
                       "about 130 MiB more)", soft_wrap=True, highlight=False)

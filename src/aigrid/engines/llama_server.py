@@ -28,12 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from aigrid.engines.model_files import find_llama_server, find_model_file
 from aigrid.errors import EngineBuildError
+
+if TYPE_CHECKING:
+    from aigrid.spec.models import GridSpec
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 BIND_ATTEMPTS = 3
@@ -47,6 +50,14 @@ KV_BYTES_PER_TOKEN = 2 * 30 * 192 * 2
 slots): SmolLM2-135M's K and V, over its 30 layers, of 192 values each (3 KV heads of 64), in f16 (2 bytes): 23,040
 bytes (22.5 KiB). Its llama-server says "CPU KV buffer size = 90.00 MiB" at --ctx-size 4096 (-lv 4), and one 2-slot
 engine's RSS grew 270 MiB from 2048 to 8192 tokens a slot (scripts/engine_context_memory.py)."""
+
+
+def embedded_kv_cache(spec: GridSpec) -> dict[str, int]:
+    """Endpoint id -> the bytes of KV cache its embedded engine allocates at start (its model's context x its slots x
+    KV_BYTES_PER_TOKEN), for each embedded endpoint of `spec`: the one estimate `aigrid spec check` prints the sum of
+    and `aigrid up` holds against the machine's available memory (gateway/server.check_kv_cache_fits)."""
+    return {e.id: spec.models[e.model].context * e.slots * KV_BYTES_PER_TOKEN
+            for e in spec.endpoints if e.engine == "embedded"}
 OPTIONAL_ARGS: tuple[tuple[str, ...], ...] = (("--no-webui",), ("--log-colors", "off"))
 """Arguments passed only when this build's --help lists their flag (builds add and drop them)."""
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from starlette.routing import BaseRoute
 
 from aigrid.core.types import GeoPoint
-from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
+from aigrid.engines.llama_server import LlamaServerProcess, embedded_config, embedded_kv_cache
 from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_namespace
 from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
@@ -42,6 +42,49 @@ from aigrid.spec import load
 from aigrid.spec.models import GridSpec, SecuritySpec
 
 LOG_DIR = Path(".aigrid") / "logs"
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_memory(meminfo: Path = MEMINFO) -> int | None:
+    """The bytes the machine can give new allocations without swapping: MemAvailable of /proc/meminfo (free memory
+    and the page cache it can take back); None where it is not said (no /proc: macOS, or a kernel before 3.14)."""
+    try:
+        text = meminfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        kib = value.split()
+        if name.strip() == "MemAvailable" and kib and kib[0].isdigit():
+            return int(kib[0]) * 1024
+    return None
+
+
+def check_kv_cache_fits(spec: GridSpec, source: str,
+                        available: Callable[[], int | None] = available_memory) -> None:
+    """Before `aigrid up` starts any engine: the KV cache its embedded engines allocate at start (each slot holds its
+    model's context, llama_server.embedded_kv_cache, the figure `aigrid spec check` prints) must fit in the machine's
+    available memory, else a SpecError naming each embedded model's `context` and the figures. The spec's bound
+    (models.MAX_CONTEXT, 10,485,760) catches a context typed with three zeros too many, not two: 1,310,720 passed and
+    each 2-slot engine took 56 GiB, touched at start (an engine's RSS grows with it: KV_BYTES_PER_TOKEN), so the
+    machine swapped or the OOM killer chose. Refused, not warned: no grid serves from a cache that does not fit. The
+    engines' models and buffers (about 130 MiB each) are not counted: only a cache over all there is is refused.
+    Not checked where the available memory is not said (`available` answers None). A container's memory limit is
+    not read (MemAvailable is the machine's): the check holds on the machine, not under a cgroup's limit."""
+    cache = embedded_kv_cache(spec)
+    have = available() if cache else None
+    total = sum(cache.values())
+    if have is None or total <= have:
+        return
+    per_model: dict[str, int] = {}
+    for ep in spec.endpoints:
+        if ep.id in cache:
+            per_model[ep.model] = per_model.get(ep.model, 0) + ep.slots
+    parts = [f"models.{m}.context {spec.models[m].context:,} tokens x {slots} slots" for m, slots in per_model.items()]
+    raise SpecError(source, [f"{' and '.join(parts)} of its embedded engines: {total / 2**30:,.1f} GiB of KV cache "
+                             f"allocated at start, more than the {have / 2**30:,.1f} GiB this machine has available "
+                             f"(MemAvailable, {MEMINFO}). Lower the context (or the endpoints' slots): `aigrid spec "
+                             "check` prints the cache a spec allocates"])
 
 
 async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) -> SiteNetwork | None:
@@ -246,28 +289,32 @@ ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 
 async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None, workers: int = 1,
-                   worker_options: Mapping[str, Any] | None = None, source: str | None = None) -> None:
+                   worker_options: Mapping[str, Any] | None = None, source: str | None = None,
+                   memory: Callable[[], int | None] = available_memory) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped:
     in this process (workers=1), or in `workers` processes on one socket (workers.py; `worker_options` tell
     each worker what `extra_routes` would have mounted, since a function cannot cross processes). `source`: the
-    spec's file, which a problem found here names (as the loader's do)."""
+    spec's file, which a problem found here names (as the loader's do). `memory`: the machine's available memory
+    (check_kv_cache_fits)."""
     host, port = spec.gateway.host, port or spec.gateway.port
     logs = configure_logs(spec.gateway.log_level)
     try:
         await _serve_grid(spec, console, host, port, start_engines, extra_routes, workers, worker_options or {},
-                          source or repr(spec.name))
+                          source or repr(spec.name), memory)
     finally:
         logs.stop()
 
 
 async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
                       extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any],
-                      source: str) -> None:
+                      source: str, memory: Callable[[], int | None]) -> None:
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:  # before the port: `aigrid gateway` of the demo beside `make run` said "in use"
         # named by its file, as `spec check` names it: it said "invalid grid spec 'demo'" (the spec's name:)
         raise SpecError(source, [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or "
                                  "give them engine: llamacpp and the url of a running llama-server"])
+    if start_engines:
+        check_kv_cache_fits(spec, source, memory)
     _check_port_free(host, port)
     engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
     https_origins(spec)  # and a CA file that cannot be read, a proxy's credentials missing
