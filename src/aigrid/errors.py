@@ -75,6 +75,11 @@ class EngineUnavailable(EngineError):
     pass
 
 
+class EngineKeyRefused(EngineUnavailable):
+    """The engine refused the gateway's key, or asked for one (HTTP 401, or 403 from a server the operator runs:
+    engines/openai_compat.refused_statuses): the operator's to fix, not a passing failure."""
+
+
 class EngineStreamBroken(EngineError):
     pass
 

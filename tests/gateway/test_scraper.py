@@ -102,11 +102,13 @@ GGUF = "/home/op/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", scrapes: int = 2,
                          asked: list[int] | None = None, props: H.Script | None = None,
                          props_asked: list[int] | None = None,
-                         before: Callable[[int, H.HostileEngine], None] | None = None) -> list[str]:
+                         before: Callable[[int, H.HostileEngine], None] | None = None,
+                         records: list[logging.LogRecord] | None = None) -> list[str]:
     """The scraper's lines (INFO and up) over `scrapes` scrapes of the demo grid, every endpoint of `kind` on one
     engine whose GET /v1/models answers `models` (each GET counted in `asked`) and GET /props `props` (counted in
     `props_asked`; None: a 404), its adapters built as a gateway builds them (build_engines: a llamacpp endpoint's
-    is a StopWordEngine around its OpenAICompatEngine). `before(i, engine)` runs before scrape i (0 first)."""
+    is a StopWordEngine around its OpenAICompatEngine). `before(i, engine)` runs before scrape i (0 first); `records`
+    gets the lines' records (their levels)."""
     engine = H.HostileEngine(sane)
     count = asked if asked is not None else [0]
     props_count = props_asked if props_asked is not None else [0]
@@ -130,7 +132,8 @@ async def _named_scrapes(tmp_path: Path, models: H.Script, kind: str = "vllm", s
     logger = logging.getLogger("aigrid.scraper")
     seen: list[str] = []
     handler = logging.Handler(logging.INFO)
-    handler.emit = lambda r: seen.append(r.getMessage())  # type: ignore[method-assign]
+    kept = records if records is not None else []
+    handler.emit = lambda r: (seen.append(r.getMessage()), kept.append(r))  # type: ignore[method-assign]
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)
@@ -207,7 +210,8 @@ async def test_an_engine_whose_model_list_cannot_be_reached_is_asked_a_few_times
     endpoints = len(spec_in(tmp_path).endpoints)
     said = [line for line in lines if "model names were not read" in line]
     assert len(said) == endpoints and "cannot reach" in said[0], lines
-    assert asked[0] <= 2 * NAME_TRIES * endpoints, asked  # at most once more a try (a closed pooled connection)
+    # asked at NAME_TRIES scrapes, each at most once more (a closed pooled connection is asked again): not fewer
+    assert NAME_TRIES * endpoints <= asked[0] <= 2 * NAME_TRIES * endpoints, asked
 
 
 def _props(n_ctx: object, total_slots: object = 2) -> H.Script:
@@ -366,7 +370,27 @@ async def test_an_engine_whose_context_cannot_be_reached_is_asked_a_few_times_th
     endpoints = len(spec_in(tmp_path).endpoints)
     said = [line for line in lines if "context was not read" in line]
     assert len(said) == endpoints and "cannot reach" in said[0], lines
-    assert asked[0] <= 2 * NAME_TRIES * endpoints, asked
+    # asked at NAME_TRIES scrapes, each at most once more (a closed pooled connection is asked again): not fewer
+    assert NAME_TRIES * endpoints <= asked[0] <= 2 * NAME_TRIES * endpoints, asked
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_an_engine_refusing_the_key_on_props_is_warned_of_once_naming_the_key_setting(
+        tmp_path: Path, status: int) -> None:
+    """llama-server's /health and /v1/models are public and its /props is not: a wrong key (or none, to a keyed
+    engine) was only an INFO line, "answered HTTP 401", the one sign of it before every request failed. GET /props
+    now reads 401/403 as health() does (the key refused, its setting named) and the scraper says it once an endpoint
+    as a WARNING, without asking again."""
+    asked, records = [0], []
+    refusal = H.whole(b'{"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}', status)
+    lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", scrapes=NAME_TRIES + 1,
+                                 props=refusal, props_asked=asked, records=records)
+    endpoints = len(spec_in(tmp_path).endpoints)
+    said = [r for r in records if "context was not read" in r.getMessage()]
+    assert len(said) == endpoints and all(r.levelno == logging.WARNING for r in said), lines
+    assert f"/props answered HTTP {status}" in said[0].getMessage(), lines
+    assert "the engine asks for a key (set the endpoint's api_key_env" in said[0].getMessage(), lines
+    assert asked[0] == endpoints, asked  # said at once: a refused key is not asked NAME_TRIES times
 
 
 async def test_an_engine_found_down_is_checked_again_once_it_is_healthy(tmp_path: Path) -> None:

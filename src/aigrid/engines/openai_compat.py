@@ -27,7 +27,7 @@ from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_pow
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.engines.upstream_transport import Http1Transport, Sink
-from aigrid.errors import EngineError, EngineStreamBroken, EngineUnavailable
+from aigrid.errors import EngineError, EngineKeyRefused, EngineStreamBroken, EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class OpenAICompatEngine:
             raise EngineUnavailable(f"{self}: {path} failed before the response: {why(exc)}{_hint(exc)}") from exc
         if response.status_code in self._refused_statuses:
             await response.aclose()
-            raise EngineUnavailable(self._refused(path, response.status_code))
+            raise EngineKeyRefused(self._refused(path, response.status_code))
         # a transport that read the body already (httpx.MockTransport) hands it over in one piece
         chunks = _Chunks(self, None, path, response.content) if response.is_stream_consumed else \
             _Chunks(self, cast(httpx.AsyncByteStream, response.stream), path)
@@ -215,7 +215,7 @@ class OpenAICompatEngine:
             raise EngineUnavailable(f"{self}: {path} failed before the response: {why(exc)}") from exc
         if status in self._refused_statuses:
             await stream.aclose()
-            raise EngineUnavailable(self._refused(path, status))
+            raise EngineKeyRefused(self._refused(path, status))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         return UpstreamResponse(status=status, headers=headers, body=_Chunks(self, stream, path)), stream
 
@@ -272,7 +272,7 @@ class OpenAICompatEngine:
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
         if status in self._refused_statuses:  # the operator's to fix: said, not just "unhealthy"
-            raise EngineUnavailable(self._refused(self._health_path, status))
+            raise EngineKeyRefused(self._refused(self._health_path, status))
         if status != 200:
             raise EngineUnavailable(f"{self}: {url} answered HTTP {status}" + (
                 " (no such path there: is the endpoint's url the server's base URL?)" if status == 404 else ""))
@@ -315,12 +315,15 @@ class OpenAICompatEngine:
 
     async def _json(self, path: str, most: int) -> tuple[str, dict[str, object]]:
         """The URL of a probe's GET of `path` and its answer, a JSON object of at most `most` bytes. Raises
-        EngineUnavailable when it cannot be reached and EngineError when it is not such an answer."""
+        EngineKeyRefused when the engine refuses the gateway's key (as health()), EngineUnavailable when it cannot be
+        reached and EngineError when it is not such an answer."""
         url = self._url(path)
         try:
             status, body = await self._get(url, self._headers, most)
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
+        if status in self._refused_statuses:  # as health(): the key's, said as such (llama-server's /health and
+            raise EngineKeyRefused(self._refused(path, status))  # /v1/models are public, its /props is not)
         if status != 200:
             raise EngineError(f"{self}: {url} answered HTTP {status}")
         if body is None:
@@ -363,7 +366,7 @@ class OpenAICompatEngine:
                 f"(llama-server needs --metrics, SGLang --enable-metrics)"
             )
         if status in self._refused_statuses and headers is self._headers:
-            raise EngineUnavailable(self._refused(url, status))
+            raise EngineKeyRefused(self._refused(url, status))
         if status != 200:
             raise EngineUnavailable(f"{self}: {url} answered HTTP {status}")
         if body is None:

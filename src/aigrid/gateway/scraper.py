@@ -18,7 +18,7 @@ from typing import TypeVar
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
 from aigrid.engines.wrapped import WrappedEngine
-from aigrid.errors import EngineError, EngineUnavailable
+from aigrid.errors import EngineError, EngineKeyRefused, EngineUnavailable
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
@@ -123,15 +123,20 @@ class Scraper:
                          unread: str, *args: object) -> T | None:
         """What `read()` answers for a `check` done once an endpoint; None when it was not read: unreachable just now
         (asked again at its next healthy scrapes, NAME_TRIES in all), or else one INFO line, `unread` % (the endpoint,
-        why, *args), and the check is done. Never raises: a check never fails a scrape."""
+        why, *args), and the check is done. The engine refusing the gateway's key (EngineKeyRefused: the path, and the
+        key's setting) is that line at once, as a WARNING: llama-server's /health and /v1/models are public, so a
+        wrong key's 401 on GET /props may be the only sign of it before requests fail. Never raises: a check never
+        fails a scrape."""
         try:
             answer = await read()
         except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
             tries = self._tries[check, endpoint.id] = self._tries.get((check, endpoint.id), 0) + 1
-            if isinstance(e, EngineUnavailable) and tries < NAME_TRIES:
+            refused = isinstance(e, EngineKeyRefused)
+            if isinstance(e, EngineUnavailable) and not refused and tries < NAME_TRIES:
                 return None  # unreachable just now: asked again at its next healthy scrape
             self._checked[check].add(endpoint.id)
-            log.info(unread, endpoint.id, str(e) or type(e).__name__, *args, extra=fields(endpoint=endpoint.id))
+            log.log(logging.WARNING if refused else logging.INFO, unread, endpoint.id, str(e) or type(e).__name__,
+                    *args, extra=fields(endpoint=endpoint.id))
             return None
         self._checked[check].add(endpoint.id)
         return answer
