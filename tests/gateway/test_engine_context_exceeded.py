@@ -19,8 +19,11 @@ from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.engine_errors import openai_error
 from aigrid.spec.load import load_spec
+from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_exit_paths import inflight
+from tests.gateway.test_hostile_engines import grid as two_engines
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
                        "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100, "n_ctx": 2048}}
@@ -174,3 +177,21 @@ async def test_a_background_response_the_engine_refuses_as_too_long_fails_as_a_4
     assert (error["code"], error.get("param"), error.get("aigrid_code")) == ("invalid_prompt", "input",
                                                                      "context_length_exceeded"), error
     assert error["message"].endswith("reduce the length of the input or lower max_output_tokens."), error
+
+
+async def test_a_spare_refusing_a_continuation_as_too_long_is_counted_as_the_gateways_own_check(tmp_path: Path) -> None:
+    """A stream breaks and the spare refuses its continuation with its context 400 (the continuation's prompt holds the
+    text already sent, so a prompt the first engine held can be too long for the spare): proxy.continue_stream booked
+    it `http_400` in `aigrid_requests` unread, where the main path books an engine's context 400 as the gateway's own
+    `error:context_length_exceeded` (48127ade). Now the spare's refusal is read (bounded) and booked so."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    refusal = H.whole(orjson.dumps(LLAMA_NEW), 400)
+    async for g in two_engines(tmp_path, lambda p, r: broken, good=lambda p, r: refusal):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"the continuation was refused (" in r.content, r.content
+        assert g.good.requests >= 1 and inflight(g.gw) == 0
+        requests = {(s.labels["endpoint"], s.labels["outcome"]): s.value
+                    for m in g.gw.metrics.registry.collect() if m.name == "aigrid_requests" for s in m.samples
+                    if s.name == "aigrid_requests_total"}
+    spares = {outcome for (endpoint, outcome) in requests if endpoint != "nrt-smollm2"}
+    assert spares == {"error:context_length_exceeded"}, requests

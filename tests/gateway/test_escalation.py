@@ -193,3 +193,30 @@ def test_the_next_model_up_comes_first_in_rank_order():
     esc = Escalation(0.5, 1.0, {"m1": 1.0, "m8": 8.0, "m70": 70.0}, strip=True)
     assert [c.endpoint_id for c in esc.larger(ranked, "m1")] == ["b", "d", "a"]
     assert esc.larger(ranked, "m70") == []
+
+
+async def test_a_larger_model_refusing_the_prompt_as_too_long_is_counted_as_the_gateways_own_check(grid):
+    """The larger model's engine answers the escalated request with its context 400 (llama.cpp's words): the first
+    answer stands, and the larger endpoint's refusal was booked `http_400` in `aigrid_requests`, where the main path
+    books an engine's context 400 as the gateway's own `error:context_length_exceeded` (48127ade). Now booked so."""
+    client, fakes, gw = grid
+    fakes["fra-small"].logprob = UNSURE
+    large = fakes["iad-large"]
+    too_long = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 "
+                          "tokens), try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100,
+                          "n_ctx": 2048}}
+
+    @asynccontextmanager
+    async def refusing(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        large.received.append(orjson.loads(body))
+        yield UpstreamResponse(400, {"content-type": "application/json"}, _once(orjson.dumps(too_long)))
+
+    large.open = refusing  # type: ignore[method-assign]
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
+    assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
+    assert (await audit_rows(gw))[-1]["outcome"] == "ok"
+    requests = {(s.labels["endpoint"], s.labels["outcome"]): s.value
+                for m in gw.metrics.registry.collect() if m.name == "aigrid_requests" for s in m.samples
+                if s.name == "aigrid_requests_total"}
+    assert requests == {("fra-small", "ok"): 1, ("iad-large", "error:context_length_exceeded"): 1}, requests

@@ -449,8 +449,9 @@ class Proxy:
                         headers = {**self._headers(opened.cand, decision, opened.upstream),
                                    H_ESCALATED_FROM: cand.model, H_CONFIDENCE: headers[H_CONFIDENCE]}
                         doc, answer, status = escalated, better, opened.upstream.status
-                    else:
-                        self.finish(opened.cand, record, opened.upstream.status, None)
+                    else:  # an engine's context 400 booked as the gateway's own error (_refused_as), not http_400
+                        self.finish(opened.cand, record, opened.upstream.status, None,
+                                    outcome=_refused_as(better, opened.upstream.status))
                         record.status = "ok"  # what the client gets: the first answer
                         log.warning("escalation of %s: %s answered HTTP %d; the first answer stands",
                                     decision.request_id, opened.cand.endpoint_id, opened.upstream.status)
@@ -678,9 +679,21 @@ class Proxy:
                 continue
             if opened.upstream.status >= 400:  # it refused the continuation (a 5xx failed in _attempt): its body went
                 # into the client's event stream as it came, unread and unframed, until review RV3 of the
-                # twenty-eighth session; now released (not its failure: a refusal, booked so) and the next one tried
+                # twenty-eighth session; now released (not its failure: a refusal, booked so) and the next one tried.
+                # Its body is read (bounded) for what the refusal is: the continuation's prompt holds the text already
+                # sent, and a spare's context 400 is booked as the gateway's own error (_refused_as), not http_400
+                said = opened.first
+                try:
+                    said += await read_whole(opened.upstream.body, self.most_bytes(cand, record))
+                except EngineError as e:  # booked by what it sent before it broke off
+                    log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e)
+                except BaseException:  # cancelled (client gone, shutdown), or unexpected: release the engine
+                    await opened.stack.aclose()
+                    self.finish(cand, record, 499, None)
+                    raise
                 await opened.stack.aclose()
-                self.finish(cand, record, opened.upstream.status, None)
+                self.finish(cand, record, opened.upstream.status, None,
+                            outcome=_refused_as(said, opened.upstream.status))
                 record.attempts[-1].update(ok=False, error=f"refused the continuation: HTTP {opened.upstream.status}")
                 refused.append(f"{cand.endpoint_id}: HTTP {opened.upstream.status}")
                 continue
@@ -752,6 +765,16 @@ class Proxy:
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
             headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
+
+
+def _refused_as(body: bytes, status: int) -> str | None:
+    """The outcome an engine's refusal is booked as when it is one of the gateway's own errors (engine_refusal: a
+    context 400 is `error:context_length_exceeded`, as the main path and the gateway's own check book it), else None
+    (`http_<status>`)."""
+    if status < 400:
+        return None
+    refusal = engine_refusal(body, status)[1]
+    return None if refusal is None else f"error:{refusal.code}"
 
 
 _DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
