@@ -16,9 +16,10 @@ OUT = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "aigrid-dashb
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SITE = 'site=~"$site"'
 RATE = "$__rate_interval"
-NOT_FAILED = "ok|client_closed|steered"
+NOT_FAILED = "ok|client_closed|steered|http_400|http_413|http_422|error:context_length_exceeded"
 """aigrid_requests_total's outcomes that are no failure of the site (deploy/prometheus/aigrid-rules.yaml's error ratio
-leaves out the same)."""
+leaves out the same): a client that hung up, an answer the gateway stopped itself, an engine refusing the client's own
+request (its prompt past the context, a 400/413/422 of its fields). An engine's 401/403/404/408/429 are the site's."""
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -68,9 +69,11 @@ def dashboard() -> dict[str, Any]:
               [(f"sum(rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "requests/s")], kind="stat", unit="reqps",
               w=6, h=4),
         panel("Errors (5 m)", "Share of attempts at the chosen sites that failed (failed before the first byte, "
-              "broke mid-stream, an engine's 4xx/5xx), as the AigridSiteErrors rule counts them: a client that "
-              "hung up and an answer the gateway stopped itself (steered) are no failure; a request served after "
-              "failing over elsewhere counts its failed attempt here (0, not no data, while nothing failed).",
+              "broke mid-stream, an engine's 5xx or 401/403/404/408/429), as the AigridSiteErrors rule counts them: "
+              "a client that hung up, an answer the gateway stopped itself (steered) and an engine refusing the "
+              "client's own request (error:context_length_exceeded, http_400/413/422) are no failure; a request "
+              "served after failing over elsewhere counts its failed attempt here (0, not no data, while nothing "
+              "failed).",
               [(f'(sum(rate(aigrid_requests_total{{{SITE},outcome!~"{NOT_FAILED}"}}[5m])) or vector(0)) / '
                 f"sum(rate(aigrid_requests_total{{{SITE}}}[5m]))", "errors")], kind="stat", unit="percentunit",
               w=6, h=4),
@@ -83,8 +86,9 @@ def dashboard() -> dict[str, Any]:
               kind="stat", w=6, h=4),
         panel("Requests / s by site", "Where the routing core sends traffic.",
               [(f"sum by (site) (rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "{{site}}")], unit="reqps"),
-        panel("Requests / s by outcome", "ok; failed_before_first_byte, broke_mid_stream, http_4xx/5xx from "
-              "engines (failures); client_closed, steered (not failures).",
+        panel("Requests / s by outcome", "ok; failed_before_first_byte, broke_mid_stream, http_5xx and "
+              "http_401/403/404/408/429 from engines (failures); client_closed, steered, and an engine refusing the "
+              "client's own request, error:context_length_exceeded and http_400/413/422 (not failures).",
               [(f"sum by (outcome) (rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "{{outcome}}")],
               unit="reqps"),
         panel("Refused before routing, by code", "The gateway's own refusals: validation, keys, quotas, "

@@ -92,11 +92,17 @@ def test_a_site_s_error_ratio_counts_failures_not_clients_that_hung_up() -> None
     """aigrid_requests_total's outcomes (proxy.Proxy.finish): ok, failed_before_first_byte, broke_mid_stream, http_NNN
     (the engine's status), client_closed (the client hung up, or the gateway's stop cut it) and steered (an answer
     the gateway stopped itself, relay_response.STEERED). The error ratio counted every outcome but ok, so a site whose
-    clients cancel their streams (agents often do) fired AigridSiteErrors with nothing wrong at the site."""
+    clients cancel their streams (agents often do) fired AigridSiteErrors with nothing wrong at the site. Nor is an
+    engine refusing the client's own request the site's failure: a prompt past its context (booked as the gateway's
+    own error:context_length_exceeded since the twenty-ninth session, http_400 before) or a 400/413/422 of the
+    client's fields paged the site's on-call for a client's mistake. An engine's 401/403 (the grid's key), 404 (a
+    model not loaded), 408 and 429 (its capacity) stay the site's."""
+    from aigrid.gateway.engine_errors import CONTEXT_CODE
     from aigrid.gateway.relay_response import STEERED
     (rule,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:error_ratio_5m"]
     left_out = not_failed_outcomes(rule["expr"])
-    assert left_out == {"ok", "client_closed", STEERED}, left_out
+    assert left_out == {"ok", "client_closed", STEERED, f"error:{CONTEXT_CODE}", "http_400", "http_413",
+                        "http_422"}, left_out
 
 
 def test_one_gateway_whose_scrape_fails_is_alerted_on_the_job_the_docs_name() -> None:
