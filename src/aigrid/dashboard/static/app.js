@@ -123,19 +123,20 @@ function fmtSim(s) {
 }
 
 // A replay (even one whose files then fail to load) ends the live feed until the user clicks Live: the feed's
-// status update on every event put "live" back over a replay's error within one tick.
+// status update on every event put "live" back over a replay's error within one tick. The time column's header
+// changes with the rows (startReplay): files that fail to load leave the live rows, on UTC, in the table.
 function leaveLive() {
   if (stopLive) { stopLive(); stopLive = null; }
   shownAt = null;
   delete document.body.dataset.stale;
   $("live-button").hidden = false;
-  $("time-column").textContent = "sim time";
 }
 
 function startReplay({rows, sites, summary, name}) {
   leaveLive();
   stopReplay();
   charts.reset(); table.reset(); map.clearArcs();
+  $("time-column").textContent = "sim time";
   replay = new Replay(rows, sites);
   table.reset(replay.rows.length);
   $("replay-bar").hidden = false;
