@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+import typing
 from unittest.mock import patch
 
 import pytest
@@ -142,3 +144,19 @@ async def test_openais_reset_is_the_time_left_when_the_headers_are_built() -> No
     assert rate_limit_headers(*r.headroom, now=130.0)["x-ratelimit-reset-requests"] == "0s"  # past its end: none left
     with pytest.raises(TypeError):  # the OpenAI family has no reset without the time it is said at
         rate_limit_headers(*r.headroom)
+
+
+def test_openais_headers_without_now_are_refused_at_type_check_time() -> None:
+    """rate_limit_headers without `now` type-checked for the OpenAI family and raised TypeError only when it ran (96a0b403):
+    its overloads (what mypy checks a call against) make `now` required wherever the family may be OpenAI's, the
+    default included, and leave it optional for Anthropic's (`mypy` on `rate_limit_headers(room)`: no overload matches)."""
+    variants = typing.get_overloads(rate_limit_headers)
+    assert variants, "no overloads: a call without now type-checks"
+    for variant in variants:
+        params = inspect.signature(variant).parameters
+        family = params["family"]
+        if family.default == "openai" or "openai" in str(family.annotation):
+            assert params["now"].default is inspect.Parameter.empty, params
+            assert params["now"].kind is inspect.Parameter.KEYWORD_ONLY
+        else:
+            assert family.default is inspect.Parameter.empty, params  # Anthropic's is named, never the default

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, overload
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
@@ -351,6 +351,14 @@ def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> 
 RateLimitFamily = Literal["openai", "anthropic"]
 
 
+@overload
+def rate_limit_headers(*rooms: Headroom, family: Literal["openai"] = "openai", now: float) -> dict[str, str]: ...
+
+
+@overload
+def rate_limit_headers(*rooms: Headroom, family: Literal["anthropic"], now: float | None = None) -> dict[str, str]: ...
+
+
 def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
                        now: float | None = None) -> dict[str, str]:
     """The rate-limit response headers of each door's API, which the SDKs' and agents' own throttles read, from the
@@ -359,7 +367,9 @@ def rate_limit_headers(*rooms: Headroom, family: RateLimitFamily = "openai",
     Headroom.ends_at, at `now`, the quotas' clock when the headers are built; the OpenAI family needs it). "anthropic":
     anthropic-ratelimit-requests-limit, -remaining, -reset (an RFC 3339 time: the window's end, rounded up once to its
     second: the same whenever the headers are built) and the same for tokens (the grid counts input and output
-    tokens together, as Anthropic's anthropic-ratelimit-tokens-* do)."""
+    tokens together, as Anthropic's anthropic-ratelimit-tokens-* do). The overloads make `now` required for the OpenAI
+    family at type-check time (mypy): until the twenty-ninth session a call without it type-checked and raised
+    TypeError when it ran; the TypeError stays for an untyped caller."""
     out: dict[str, str] = {}
     if family == "anthropic":
         for room in rooms:
