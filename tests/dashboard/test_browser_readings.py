@@ -44,6 +44,19 @@ def site(sid: str, **over: Any) -> dict[str, Any]:
             "running": 0, "waiting": 0, "health": "ok", "ttft_ms": 240.0, "tokens_per_s": 0.0, **over}
 
 
+def run_of_arrivals(run: Path, times: list[float]) -> None:
+    """write_run's run (the served fixture's replay_dir) with one policy's requests, request i arriving at times[i]."""
+    write_run(run)
+    header, rows = (run / "requests.csv").read_text().split("\n", 1)
+    first = rows.split("\n")[0].split(",")
+    lines = []
+    for i, t in enumerate(times):
+        cells = list(first)
+        cells[1], cells[2] = str(i), f"{t:.4f}"
+        lines.append(",".join(cells))
+    (run / "requests.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+
+
 def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
     """A site marked down kept its last TTFT in its card and tooltip ('TTFT 240 ms' beside 'down'), read as live
     data: it says 'n/a (down)' now, and its chart has a gap there (the line ran on over the missing ticks)."""
@@ -113,17 +126,8 @@ def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Ser
     """The decisions' counter said '2100 seen' of a 30,000-request run: it counted the rows the table was given (a
     tick keeps its newest 60 arrivals), and an operator read it as the run's count. It says 'newest 50 shown of N
     so far, of M in the run' now (the run's first request, at 0 s, among them: it was never replayed)."""
-    run = tmp_path / "run"  # the served fixture's replay_dir
-    write_run(run)
-    n = 1000  # 500 a simulated second: a tick (0.5 s) of 250 arrivals, of which the table is given 60
-    header, rows = (run / "requests.csv").read_text().split("\n", 1)
-    first = rows.split("\n")[0].split(",")
-    lines = []
-    for i in range(n):
-        cells = list(first)
-        cells[1], cells[2] = str(i), f"{i / 500:.4f}"
-        lines.append(",".join(cells))
-    (run / "requests.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+    # 1000 requests, 500 a simulated second: a tick (0.5 s) of 250 arrivals, of which the table is given 60
+    run_of_arrivals(tmp_path / "run", [i / 500 for i in range(1000)])
     external: list[str] = []
     with chromium_page(served.base, external) as page:
         errors = errors_of(page)
@@ -132,4 +136,28 @@ def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Ser
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
         assert page.text_content("#decision-count") == "(newest 50 shown of 1,000 so far, of 1,000 in the run)"
         assert page.eval_on_selector_all("#decisions tbody tr", "trs => trs.length") == 50
+    assert external == [] and errors == [], (external, errors)
+
+
+def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Served, tmp_path: Path) -> None:
+    """Review RV5 of 15bb9c3a: a seek kept the table's rows of the time it left, so a seek back showed requests yet
+    to arrive under 'newest 50 shown of N so far'. The table now shows the newest arrived by the new time. The run:
+    60 requests in its first second, 60 at 100 s, one at 600 s; played to its end, then sought back to ~50 s."""
+    run_of_arrivals(tmp_path / "run", [j / 60 for j in range(60)] + [100 + j / 60 for j in range(60)] + [600.0])
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        page.select_option("#replay-speed", "600")
+        page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
+        shown = "() => [...document.querySelectorAll('#decisions tbody tr')].map(tr => Number(tr.dataset.id.split('#')[1]))"
+        assert max(page.evaluate(shown)) == 120  # the run's last request, at 600 s
+        page.select_option("#replay-speed", "1")
+        page.eval_on_selector("#replay-seek", "s => { s.value = '83'; s.dispatchEvent(new Event('input')); }")
+        page.click("#replay-play")
+        page.wait_for_function("() => Number(document.body.dataset.replayT) < 100", timeout=15000)  # a tick from ~50 s
+        ids = page.evaluate(shown)
+        assert sorted(ids) == list(range(10, 60)), ids  # the newest 50 arrived by ~50 s, none of those at 100 s
+        assert page.text_content("#decision-count") == "(newest 50 shown of 60 so far, of 121 in the run)"
     assert external == [] and errors == [], (external, errors)

@@ -250,13 +250,22 @@ async function fetchRun(base) {
 
 $("replay-files").addEventListener("change", ev => readFiles(ev.target.files).catch(replayFailed));
 $("live-button").addEventListener("click", () => { history.replaceState(null, "", "/dashboard"); startLive(); });
+// A seek: the table shows the requests arrived by the new time, not the rows of the time left (a seek back showed
+// requests yet to arrive, under "so far").
+function seekReplay(t) {
+  replay.seek(t);
+  map.clearArcs();
+  table.reset(replay.rows.length);
+  table.upsert(replay.arrivedDecisions(), false, replay.next);
+}
+
 $("replay-play").addEventListener("click", () => {
-  if (replay && replay.done) replay.seek(0);
+  if (replay && replay.done) seekReplay(0);
   playing = !playing;
   $("replay-play").textContent = playing ? "Pause" : "Play";
 });
 $("replay-seek").addEventListener("input", ev => {
-  if (replay) { replay.seek(replay.duration * Number(ev.target.value) / 1000); map.clearArcs(); }
+  if (replay) seekReplay(replay.duration * Number(ev.target.value) / 1000);
 });
 setInterval(() => map.fade(), 500);
 

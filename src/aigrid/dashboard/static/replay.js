@@ -172,11 +172,19 @@ export class Replay {
               tokens_per_s: (tokens[s.id] || 0) / span};
     });
     // the table keeps the newest SHOWN_PER_TICK of a tick's arrivals; `arrived` counts them all
-    const decisions = arrived.slice(-SHOWN_PER_TICK).map(r => ({
-      id: r.id, sim_s: r.t, place: r.city || (r.client ? `${r.client.lat.toFixed(1)}, ${r.client.lon.toFixed(1)}` : "\u2013"),
-      client: r.client, tenant: r.tenant, site: r.site, served_by: r.endpoint, chosen: r.endpoint,
-      scores: null, total: null, predicted_ttft_ms: null, ttft_ms: r.ttft, status: r.status,
-    }));
-    return {sites, decisions, arrived: arrived.length};
+    return {sites, decisions: decisionRows(arrived), arrived: arrived.length};
   }
+
+  // The decision rows of the newest requests arrived by the replay's time: after a seek the table shows these (it
+  // kept the rows of the time it left, a seek back showing requests yet to arrive under "so far").
+  arrivedDecisions() { return decisionRows(this.rows.slice(Math.max(0, this.next - SHOWN_PER_TICK), this.next)); }
+}
+
+// The decision table's rows of the newest SHOWN_PER_TICK of `rows` (requests, oldest first), as the live feed's.
+function decisionRows(rows) {
+  return rows.slice(-SHOWN_PER_TICK).map(r => ({
+    id: r.id, sim_s: r.t, place: r.city || (r.client ? `${r.client.lat.toFixed(1)}, ${r.client.lon.toFixed(1)}` : "\u2013"),
+    client: r.client, tenant: r.tenant, site: r.site, served_by: r.endpoint, chosen: r.endpoint,
+    scores: null, total: null, predicted_ttft_ms: null, ttft_ms: r.ttft, status: r.status,
+  }));
 }
