@@ -377,10 +377,10 @@ async def test_an_engine_whose_context_cannot_be_reached_is_asked_a_few_times_th
 @pytest.mark.parametrize("status", [401, 403])
 async def test_an_engine_refusing_the_key_on_props_is_warned_of_once_naming_the_key_setting(
         tmp_path: Path, status: int) -> None:
-    """llama-server's /health and /v1/models are public and its /props is not: a wrong key (or none, to a keyed
-    engine) was only an INFO line, "answered HTTP 401", the one sign of it before every request failed. GET /props
-    now reads 401/403 as health() does (the key refused, its setting named) and the scraper says it once an endpoint
-    as a WARNING, without asking again."""
+    """llama-server's /health answers without a key, its /v1/models and /props do not (0.3.36, checked by hand): a
+    wrong key (or none, to a keyed engine) was only INFO lines, "answered HTTP 401", the one sign of it before every
+    request failed. GET /props now reads 401/403 as health() does (the key refused, its setting named) and the
+    scraper says it once an endpoint as a WARNING, without asking again."""
     asked, records = [0], []
     refusal = H.whole(b'{"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}}', status)
     lines = await _named_scrapes(tmp_path, _listing("smollm2-135m"), "llamacpp", scrapes=NAME_TRIES + 1,
@@ -391,6 +391,18 @@ async def test_an_engine_refusing_the_key_on_props_is_warned_of_once_naming_the_
     assert f"/props answered HTTP {status}" in said[0].getMessage(), lines
     assert "the engine asks for a key (set the endpoint's api_key_env" in said[0].getMessage(), lines
     assert asked[0] == endpoints, asked  # said at once: a refused key is not asked NAME_TRIES times
+
+
+async def test_an_engine_refusing_the_key_on_its_model_list_is_warned_of_once(tmp_path: Path) -> None:
+    """The model-name check's GET /v1/models (keyed on llama-server, vLLM, hosted providers) says a refused key alike."""
+    asked, records = [0], []
+    lines = await _named_scrapes(tmp_path, H.whole(b'{"error": "Invalid API Key"}', 401), "vllm",
+                                 scrapes=NAME_TRIES + 1, asked=asked, records=records)
+    endpoints = len(spec_in(tmp_path).endpoints)
+    said = [r for r in records if "model names were not read" in r.getMessage()]
+    assert len(said) == endpoints and all(r.levelno == logging.WARNING for r in said), lines
+    assert "/v1/models answered HTTP 401: the engine asks for a key" in said[0].getMessage(), lines
+    assert asked[0] == endpoints, asked
 
 
 async def test_an_engine_found_down_is_checked_again_once_it_is_healthy(tmp_path: Path) -> None:

@@ -322,8 +322,8 @@ class OpenAICompatEngine:
             status, body = await self._get(url, self._headers, most)
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"{self}: cannot reach {url}: {why(exc)}{_hint(exc)}") from exc
-        if status in self._refused_statuses:  # as health(): the key's, said as such (llama-server's /health and
-            raise EngineKeyRefused(self._refused(path, status))  # /v1/models are public, its /props is not)
+        if status in self._refused_statuses:  # as health(): the key's, said as such (llama-server's /health answers
+            raise EngineKeyRefused(self._refused(path, status))  # without one, its /v1/models and /props do not)
         if status != 200:
             raise EngineError(f"{self}: {url} answered HTTP {status}")
         if body is None:

@@ -124,9 +124,9 @@ class Scraper:
         """What `read()` answers for a `check` done once an endpoint; None when it was not read: unreachable just now
         (asked again at its next healthy scrapes, NAME_TRIES in all), or else one INFO line, `unread` % (the endpoint,
         why, *args), and the check is done. The engine refusing the gateway's key (EngineKeyRefused: the path, and the
-        key's setting) is that line at once, as a WARNING: llama-server's /health and /v1/models are public, so a
-        wrong key's 401 on GET /props may be the only sign of it before requests fail. Never raises: a check never
-        fails a scrape."""
+        key's setting) is that line at once, as a WARNING: llama-server's /health answers without a key (0.3.36; its
+        /v1/models and /props do not), so a wrong key's 401 there may be the only sign of it before requests fail.
+        Never raises: a check never fails a scrape."""
         try:
             answer = await read()
         except Exception as e:  # noqa: BLE001 -- logged: the check never fails a scrape
