@@ -219,3 +219,21 @@ def test_a_websocket_create_is_compacted_too(tmp_path: Path) -> None:
             sent = [m for e in g.engines.values() for m in e.received]
             assert sent[-2]["messages"][0] == {"role": "system", "content": COMPACTION_PROMPT}
             assert sent[-1]["messages"][-1]["content"].startswith(SUMMARY_HEADER)
+
+
+async def test_the_pass_runs_at_the_urgency_the_body_asks(grid: Grid) -> None:
+    """The body's `priority` and `deadline_ms` (read on the Responses door since 937dfd48) count for the automatic
+    compaction's pass as for its answer: the pass's chat request (responses_api._pass_body) left them out, so it was
+    admitted at the default urgency, a `batch` client's pass ahead of interactive work, a deadline unheeded."""
+    scripted(grid)
+    done = await grid.client.responses.create(model=MODEL, input=CONVERSATION, context_management=LOW,
+                                              extra_headers=METERED,
+                                              extra_body={"priority": "batch", "deadline_ms": 60_000})
+    assert [item.type for item in done.output] == ["compaction", "message"]
+    pass_, answer = grid.engine.received
+    assert not {"priority", "deadline_ms"} & (pass_.keys() | answer.keys())  # the gateway's fields, never the engine's
+    compact, create = (await audit_rows(grid.gw))[-2:]
+    assert compact["extra"]["route"] == "/v1/responses/compact" and create["extra"]["route"] == "/v1/responses"
+    for row in (compact, create):
+        urgency = row["extra"].get("urgency")
+        assert urgency is not None and urgency["priority"] == "batch" and urgency["deadline_ms"] == 60_000, row

@@ -131,6 +131,7 @@ from aigrid.gateway.routes import (
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
+from aigrid.gateway.urgency import body_urgency
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
@@ -373,9 +374,11 @@ class ResponsesApi:
 
     def _pass_body(self, turn: _Turn) -> dict[str, Any]:
         """The compaction pass's chat request for a prepared turn (its conversation after the compaction prompt,
-        its origins shifted in place)."""
+        its origins shifted in place), at the urgency the request's body asks (its `priority`, `deadline_ms`,
+        urgency.body_urgency: until the twenty-ninth session the pass ran at the default urgency)."""
         return {"model": turn.req.model, "messages": compaction_messages(turn.chat["messages"], turn.origins),
-                "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False}
+                "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False,
+                **body_urgency(turn.chat)}
 
     def _sealed(self, turn: _Turn, body: bytes, ex: Exchange) -> tuple[dict[str, Any], Spent]:
         """The compaction item of the pass's answer (its summary sealed to the tenant, with the jurisdiction of
