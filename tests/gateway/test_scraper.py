@@ -268,13 +268,16 @@ def _vllm_models(name: str, max_model_len: int | None, *loras: str) -> H.Script:
     return H.whole(orjson.dumps({"object": "list", "data": cards}))
 
 
-def _sglang_models(name: str, context_len: int) -> H.Script:
+def _sglang_models(name: str, context_len: int, *loras: str) -> H.Script:
     """SGLang's GET /v1/models (sglang/srt/entrypoints/http_server.py available_models, openai/protocol.py
     ModelCard; read in the 0.5.23 wheel): a card for its served name, max_model_len the model's context_len
-    (--context-length). Its GET /get_model_info (/model_info) says no context (model_path, is_generation, ...)."""
+    (--context-length), and with --enable-lora one for each adapter (root its path, parent the served name,
+    max_model_len None). Its GET /get_model_info (/model_info) says no context (model_path, is_generation, ...)."""
     return H.whole(orjson.dumps({"object": "list", "data": [
         {"id": name, "object": "model", "created": 1733500000, "owned_by": "sglang", "root": name, "parent": None,
-         "max_model_len": context_len}]}))
+         "max_model_len": context_len}] + [
+        {"id": lora, "object": "model", "created": 1733500000, "owned_by": "sglang", "root": f"/loras/{lora}",
+         "parent": name, "max_model_len": None} for lora in loras]}))
 
 
 @pytest.mark.parametrize("kind, models, flag", [
@@ -334,19 +337,60 @@ async def test_an_engine_holding_the_declared_context_or_not_asked_it_says_nothi
     assert not [line for line in lines if "context" in line or "max_model_len" in line], lines
 
 
+def _orphan_lora(name: str) -> H.Script:
+    """A LoRA adapter's card (as _vllm_models') whose `parent` is not a listed id: nothing to read its context from."""
+    return H.whole(orjson.dumps({"object": "list", "data": [
+        {"id": name, "object": "model", "created": 1733500000, "owned_by": "vllm", "root": f"/loras/{name}",
+         "parent": "/models/unlisted", "max_model_len": None}]}))
+
+
 @pytest.mark.parametrize("models, why", [
     (_listing("smollm2-135m"), "GET /v1/models gives no max_model_len for 'smollm2-135m'"),  # an older build, a proxy
-    (_vllm_models("base", 8192, "smollm2-135m"), "GET /v1/models gives no max_model_len for 'smollm2-135m'"),  # LoRA
+    (_orphan_lora("smollm2-135m"), "GET /v1/models gives no max_model_len for 'smollm2-135m'"),  # LoRA, no parent
 ])
 async def test_a_vllm_engine_that_does_not_say_its_context_is_said_once_and_not_asked_props(
         tmp_path: Path, models: H.Script, why: str) -> None:
-    """vLLM has no /props: it is not asked; a card without max_model_len (a LoRA adapter's, served under the name the
-    gateway sends) gets the llama.cpp case's one INFO line."""
+    """vLLM has no /props: it is not asked; a card without max_model_len (an older build's; a LoRA adapter's whose
+    parent is not listed) gets the llama.cpp case's one INFO line."""
     asked = [0]
     lines = await _named_scrapes(tmp_path, models, "vllm", scrapes=3, props=_props(16), props_asked=asked)
     said = [line for line in lines if "context" in line]
     assert asked[0] == 0 and len(said) == len(spec_in(tmp_path).endpoints), lines
     assert f"context was not read ({why}); the context 8192 the spec declares" in said[0], said[0]
+
+
+@pytest.mark.parametrize("kind, cards", [("vllm", _vllm_models), ("sglang", _sglang_models)])
+@pytest.mark.parametrize("held, said", [
+    (4096, "holds 4096 tokens a request (GET /v1/models: max_model_len 4096 for 'base', the parent of 'smollm2-135m')"),
+    (32768, "holds 32768 tokens a request (GET /v1/models: max_model_len 32768 for 'base', the parent of"),
+])
+async def test_a_lora_adapters_context_is_its_parent_cards(
+        tmp_path: Path, kind: str, cards: Callable[..., H.Script], held: int, said: str) -> None:
+    """N4: the name the gateway sends may be a LoRA adapter's (vllm serve --enable-lora --lora-modules
+    smollm2-135m=...): its card has no max_model_len but names its base card in `parent`, whose max_model_len the
+    adapter is served in. Until now that was the 'context was not read' INFO line, the spec unchecked; the parent's
+    context is now compared as the base card's would be: fewer, a warning; more, the INFO line."""
+    spec = spec_in(tmp_path)
+    records: list[logging.LogRecord] = []
+    lines = await _named_scrapes(tmp_path, cards("base", held, "smollm2-135m"), kind, scrapes=3, records=records)
+    said_lines = [r for r in records if "context" in r.getMessage()]
+    assert len(said_lines) == len(spec.endpoints), lines
+    assert not [line for line in lines if "not read" in line or "not checked" in line], lines
+    for r in said_lines:
+        assert said in r.getMessage(), r.getMessage()
+        assert r.levelno == (logging.WARNING if held < 8192 else logging.INFO), r.getMessage()
+
+
+@pytest.mark.parametrize("kind, checked", [("vllm", True), ("sglang", True), ("openai", False), ("llamacpp", False)])
+async def test_a_model_list_not_read_says_the_context_is_unchecked_too_where_it_holds_it(
+        tmp_path: Path, kind: str, checked: bool) -> None:
+    """N4: vLLM's and SGLang's context is read from GET /v1/models' cards only (no /props): a list that cannot be read
+    left it unchecked, and the only line said the name was not checked. That line now says the context too, for
+    those kinds; a llama-server's context is read from its /props (its own line), a hosted provider's is not asked."""
+    lines = await _named_scrapes(tmp_path, H.whole(b"not json"), kind, props=_props(8192))
+    said = [line for line in lines if "model names were not read" in line]
+    assert len(said) == len(spec_in(tmp_path).endpoints), lines
+    assert all(("nor the context 8192 the spec declares for its model" in line) == checked for line in said), said
 
 
 @pytest.mark.parametrize("props, why", [

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
-from typing import cast
+from typing import NamedTuple, cast
 
 import httpx
 import orjson
@@ -88,6 +88,15 @@ def _hint(exc: httpx.TransportError) -> str:
         return (" (the engine's certificate did not verify: signed by an internal authority, give the endpoint "
                 "tls_ca_file, or check the one it names; else expired, or not for this host name)")
     return ""
+
+
+class ModelCard(NamedTuple):
+    """What the gateway reads of one entry of an engine's GET /v1/models (served_models): the context it says it
+    holds for the name (`max_model_len`; None where it says none) and the id of the card it derives from (`parent`:
+    a LoRA adapter's base model on vLLM and SGLang, whose card has no max_model_len; None where it names none)."""
+
+    max_model_len: int | None
+    parent: str | None
 
 
 class OpenAICompatEngine:
@@ -278,24 +287,26 @@ class OpenAICompatEngine:
                 " (no such path there: is the endpoint's url the server's base URL?)" if status == 404 else ""))
         return True
 
-    async def served_models(self) -> dict[str, int | None]:
+    async def served_models(self) -> dict[str, ModelCard]:
         """The names the engine serves, from its GET /v1/models (each entry's `id`), each with the context the engine
         says it holds for it (the entry's `max_model_len`; None where it says none). The ids are what its answers carry
         in their `model` field, and the names a request may give it (vLLM and SGLang refuse another; llama-server serves
         its one model under any name and answers with its `--alias`, else its GGUF file's path). vLLM's and SGLang's
         model cards carry `max_model_len` (vLLM's ModelCard: the engine's max_model_len for each served name, none for a
         LoRA adapter's card; SGLang's: the model's context_len, its --context-length); llama-server's and a hosted
-        provider's do not. Read once an endpoint is first healthy (gateway/scraper.py), never on the data path. Raises
-        EngineUnavailable when it cannot be reached and EngineError when the answer is not a model list."""
+        provider's do not. A card's `parent` (a LoRA adapter's on vLLM: its base model's id) is kept with it. Read once an
+        endpoint is first healthy (gateway/scraper.py), never on the data path. Raises EngineUnavailable when it cannot
+        be reached and EngineError when the answer is not a model list."""
         url, doc = await self._json(MODELS_PATH, MODELS_MAX_BYTES)
         data = doc.get("data")
         if not isinstance(data, list):
             raise EngineError(f"{self}: {url} answered no model list (`data`)")
-        served: dict[str, int | None] = {}
+        served: dict[str, ModelCard] = {}
         for m in data:
             if isinstance(m, dict) and isinstance(m.get("id"), str):
-                held = m.get("max_model_len")
-                served[m["id"]] = held if type(held) is int and held >= 1 else None
+                held, parent = m.get("max_model_len"), m.get("parent")
+                served[m["id"]] = ModelCard(held if type(held) is int and held >= 1 else None,
+                                            parent if isinstance(parent, str) else None)
         return served
 
     async def slot_context(self) -> tuple[int, int | None]:

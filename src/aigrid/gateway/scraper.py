@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from aigrid.core.types import Endpoint
+from aigrid.engines.openai_compat import ModelCard
 from aigrid.engines.protocol import Engine
 from aigrid.engines.wrapped import WrappedEngine
 from aigrid.errors import EngineError, EngineKeyRefused, EngineUnavailable
@@ -153,12 +154,19 @@ class Scraper:
             self._checked[NAMES].add(endpoint.id)
             return
         name = self._served.get(endpoint.id, endpoint.model)
-        models = await self._read_once(NAMES, endpoint, served_models, "endpoint %s: its engine's model names were not "
-                                       "read (%s); the name %r it is sent is not checked", name)
+        kind = getattr(engine, "kind", None)
+        declared = self._contexts.get(endpoint.id)
+        if kind in CONTEXT_FLAGS and declared is not None:  # its context is read from the same list: unchecked too
+            models = await self._read_once(NAMES, endpoint, served_models, "endpoint %s: its engine's model names were "
+                                           "not read (%s); the name %r it is sent is not checked, nor the context %d "
+                                           "the spec declares for its model", name, declared)
+        else:
+            models = await self._read_once(NAMES, endpoint, served_models, "endpoint %s: its engine's model names were "
+                                           "not read (%s); the name %r it is sent is not checked", name)
         if models is None:
             return
         if name in models:
-            self._card_context(endpoint, getattr(engine, "kind", None), name, models[name])
+            self._card_context(endpoint, kind, name, models)
             return
         ids = list(models)
         shown = ", ".join(repr(i[:200]) for i in ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
@@ -175,18 +183,25 @@ class Scraper:
                     "serves", endpoint.id, shown or "no model", name, name, name, name,
                     extra=fields(endpoint=endpoint.id, served=name))
 
-    def _card_context(self, endpoint: Endpoint, kind: object, name: str, held: int | None) -> None:
+    def _card_context(self, endpoint: Endpoint, kind: object, name: str, models: Mapping[str, ModelCard]) -> None:
         """A vLLM or SGLang engine's context for the name it is sent, from its GET /v1/models' card for it (read by
-        _name_check), against the spec's: the lines of _compare_context; one INFO line when the card gives none (a
-        LoRA adapter's card on vLLM, an older build, a proxy in front)."""
+        _name_check), against the spec's: the lines of _compare_context. A LoRA adapter's card gives no max_model_len
+        but names its base model's card in `parent`: the adapter is served in the engine's one context, so the
+        parent's max_model_len is read when the parent is listed. One INFO line when neither gives one (an older
+        build, a proxy in front, a parent not listed)."""
         declared = self._contexts.get(endpoint.id)
         if declared is None or not isinstance(kind, str) or kind not in CONTEXT_FLAGS:
             return
+        card = models[name]
+        held, of = card.max_model_len, repr(name)
+        parent = models.get(card.parent) if held is None and card.parent is not None else None
+        if parent is not None and parent.max_model_len is not None:
+            held, of = parent.max_model_len, f"{card.parent!r}, the parent of {name!r}"
         if held is None:
             log.info(CONTEXT_UNREAD, endpoint.id, f"GET /v1/models gives no max_model_len for {name!r}", declared,
                      extra=fields(endpoint=endpoint.id))
             return
-        self._compare_context(endpoint, held, "a request", f"GET /v1/models: max_model_len {held} for {name!r}",
+        self._compare_context(endpoint, held, "a request", f"GET /v1/models: max_model_len {held} for {of}",
                               CONTEXT_FLAGS[kind].format(n=declared))
 
     async def _context_check(self, endpoint: Endpoint, engine: Engine) -> None:
