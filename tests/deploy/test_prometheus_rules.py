@@ -105,6 +105,21 @@ def test_a_site_s_error_ratio_counts_failures_not_clients_that_hung_up() -> None
                         "http_422"}, left_out
 
 
+def test_what_the_error_ratio_leaves_out_as_the_clients_mistake_is_alerted_on_by_its_own_share() -> None:
+    """Leaving an engine's 400/413/422 and its context refusal out of the error ratio (29fd1335) also hid a gateway
+    bug that has every engine answer 400 (a field the engines refuse): no alert fired. Their share has its own
+    recording rule and a warning, over exactly the outcomes the error ratio leaves out beside ok, client_closed and
+    steered (aigrid-rules.test.yaml: site syd, every attempt a 400, fires it and not AigridSiteErrors)."""
+    from aigrid.gateway.relay_response import STEERED
+    (errors,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:error_ratio_5m"]
+    (share,) = [r for r in rules() if r.get("record") == "site:aigrid_requests:client_refused_ratio_5m"]
+    (counted,) = set(re.findall(r'aigrid_requests_total\{[^}]*outcome\s*=~\s*"([^"]*)"', share["expr"]))
+    assert set(counted.split("|")) == not_failed_outcomes(errors["expr"]) - {"ok", "client_closed", STEERED}
+    (alert,) = [r for r in rules() if r.get("alert") == "AigridSiteClientRefusalsHigh"]
+    assert alert["expr"].startswith("site:aigrid_requests:client_refused_ratio_5m >"), alert["expr"]
+    assert alert["labels"]["severity"] == "warning", alert
+
+
 def test_one_gateway_whose_scrape_fails_is_alerted_on_the_job_the_docs_name() -> None:
     """AigridGatewayMetricsAbsent is absent(): it fires only when no gateway at all is scraped, so one replica whose
     scrape is refused (a 401) left the alerts half blind with nothing said. A rule on `up` of the gateways' job does;
