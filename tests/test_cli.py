@@ -73,12 +73,39 @@ def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.Mo
         started.append(options["context"])
 
     monkeypatch.setattr(server, "run_node", run_node)
+    monkeypatch.setattr(server, "available_memory", lambda: 2**50)  # its cache fits (test_node_refuses_a_kv_cache...)
     r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT + 1)], env={"COLUMNS": "300"})
     assert r.exit_code == 2 and "'--context'" in r.output and f"less than or equal to {MAX_CONTEXT}" in r.output, \
         r.output
     assert started == [] and "Traceback" not in r.output
     r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT)])
     assert r.exit_code == 0 and started == [MAX_CONTEXT], r.output
+
+
+def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """N4: `aigrid node` allocates --context x --slots tokens of KV cache at start (22.5 KiB a token) with no memory
+    check, where `aigrid up` refuses a spec whose cache does not fit (gateway/server.check_kv_cache_fits): the node
+    now holds it against the same MemAvailable through the same check (server.kv_cache_over, here a fake reader,
+    never the machine's) and refuses, naming --context, before the engine starts. 65,536 x 2 slots is 2,880 MiB."""
+    from aigrid.gateway import server
+
+    started: list[int] = []
+
+    async def run_node(console: object, **options: Any) -> None:
+        started.append(options["context"])
+
+    monkeypatch.setattr(server, "run_node", run_node)
+    monkeypatch.setattr(server, "available_memory", lambda: 2 * 2**30)
+    r = runner.invoke(app, ["node", "--context", "65536"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "'--context'" in said and "65,536 tokens x 2 slots" in said, r.output
+    assert "2.8 GiB of KV cache allocated at start, more than the 2.0 GiB this machine has available" in said, said
+    assert "Lower --context (or --slots)" in said and started == [] and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, ["node", "--context", "32768", "--slots", "2"])  # 1,440 MiB: fits
+    assert r.exit_code == 0 and started == [32768], r.output
+    monkeypatch.setattr(server, "available_memory", lambda: None)  # not said (no /proc): not checked, as aigrid up
+    r = runner.invoke(app, ["node", "--context", "65536"])
+    assert r.exit_code == 0 and started == [32768, 65536], r.output
 
 
 def test_gateway_refuses_embedded_endpoints() -> None:

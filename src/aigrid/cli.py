@@ -311,8 +311,14 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
              help="environment variable holding the key the engine requires of every request but /health "
                   "(the gateway's endpoint names the same variable in api_key_env)")] = None) -> None:
     """Run one embedded engine (llama.cpp + SmolLM2-135M) as a site node, in the foreground."""
-    from aigrid.gateway.server import run_node
+    from aigrid.engines.llama_server import kv_cache_bytes
+    from aigrid.gateway.server import available_memory, kv_cache_over, run_node
 
+    # the KV cache the engine allocates at start, before it is started: `aigrid up`'s check (kv_cache_over)
+    over = kv_cache_over(kv_cache_bytes(context, slots), available_memory)
+    if over is not None:
+        raise typer.BadParameter(f"{context:,} tokens x {slots} slots: {over}. Lower --context (or --slots)",
+                                 param_hint="'--context'")
     try:
         _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias, context=context,
                       api_key_env=api_key_env))

@@ -52,11 +52,17 @@ bytes (22.5 KiB). Its llama-server says "CPU KV buffer size = 90.00 MiB" at --ct
 engine's RSS grew 270 MiB from 2048 to 8192 tokens a slot (scripts/engine_context_memory.py)."""
 
 
+def kv_cache_bytes(context: int, slots: int) -> int:
+    """The bytes of KV cache an embedded engine allocates at start holding `context` tokens in each of its `slots`:
+    the one estimate (embedded_kv_cache's for a spec; `aigrid node --context --slots`'s)."""
+    return context * slots * KV_BYTES_PER_TOKEN
+
+
 def embedded_kv_cache(spec: GridSpec) -> dict[str, int]:
-    """Endpoint id -> the bytes of KV cache its embedded engine allocates at start (its model's context x its slots x
-    KV_BYTES_PER_TOKEN), for each embedded endpoint of `spec`: the one estimate `aigrid spec check` prints the sum of
-    and `aigrid up` holds against the machine's available memory (gateway/server.check_kv_cache_fits)."""
-    return {e.id: spec.models[e.model].context * e.slots * KV_BYTES_PER_TOKEN
+    """Endpoint id -> the bytes of KV cache its embedded engine allocates at start (kv_cache_bytes of its model's
+    context and its slots), for each embedded endpoint of `spec`: the one estimate `aigrid spec check` prints the sum
+    of and `aigrid up` holds against the machine's available memory (gateway/server.check_kv_cache_fits)."""
+    return {e.id: kv_cache_bytes(spec.models[e.model].context, e.slots)
             for e in spec.endpoints if e.engine == "embedded"}
 OPTIONAL_ARGS: tuple[tuple[str, ...], ...] = (("--no-webui",), ("--log-colors", "off"))
 """Arguments passed only when this build's --help lists their flag (builds add and drop them)."""

@@ -72,19 +72,27 @@ def check_kv_cache_fits(spec: GridSpec, source: str,
     Not checked where the available memory is not said (`available` answers None). A container's memory limit is
     not read (MemAvailable is the machine's): the check holds on the machine, not under a cgroup's limit."""
     cache = embedded_kv_cache(spec)
-    have = available() if cache else None
-    total = sum(cache.values())
-    if have is None or total <= have:
+    over = kv_cache_over(sum(cache.values()), available) if cache else None
+    if over is None:
         return
     per_model: dict[str, int] = {}
     for ep in spec.endpoints:
         if ep.id in cache:
             per_model[ep.model] = per_model.get(ep.model, 0) + ep.slots
     parts = [f"models.{m}.context {spec.models[m].context:,} tokens x {slots} slots" for m, slots in per_model.items()]
-    raise SpecError(source, [f"{' and '.join(parts)} of its embedded engines: {total / 2**30:,.1f} GiB of KV cache "
-                             f"allocated at start, more than the {have / 2**30:,.1f} GiB this machine has available "
-                             f"(MemAvailable, {MEMINFO}). Lower the context (or the endpoints' slots): `aigrid spec "
-                             "check` prints the cache a spec allocates"])
+    raise SpecError(source, [f"{' and '.join(parts)} of its embedded engines: {over}. Lower the context (or the "
+                             "endpoints' slots): `aigrid spec check` prints the cache a spec allocates"])
+
+
+def kv_cache_over(total: int, available: Callable[[], int | None] = available_memory) -> str | None:
+    """The one check of a KV cache allocated at start (`total` bytes) against the machine's available memory, for
+    `aigrid up` (check_kv_cache_fits) and `aigrid node` (cli.py): None when it fits or the memory is not said, else
+    the figures, for the caller's error naming what sets the cache."""
+    have = available()
+    if have is None or total <= have:
+        return None
+    return (f"{total / 2**30:,.1f} GiB of KV cache allocated at start, more than the {have / 2**30:,.1f} GiB this "
+            f"machine has available (MemAvailable, {MEMINFO})")
 
 
 async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) -> SiteNetwork | None:
