@@ -42,8 +42,10 @@ def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Serve
         # trusted click on it (its default action opens the chooser). Seen here as that click, cancelled: waiting
         # for Playwright's chooser (expect_file_chooser) raced the arming of its interception and timed out under
         # load (once in ~21 runs at load 9). The files then go in as the chooser would give them.
+        # Registered after the page's own handlers: one of them cancelling the click (so the chooser) fails it here.
         page.evaluate("() => document.getElementById('replay-files').addEventListener('click', ev => {"
-                      " window.__activated = ev.isTrusted; ev.preventDefault(); }, {once: true})")
+                      " window.__activated = ev.isTrusted && !ev.defaultPrevented; ev.preventDefault(); },"
+                      " {once: true})")
         page.keyboard.press("Space")
         page.wait_for_function("() => window.__activated === true", timeout=15000)
         assert page.evaluate(FOCUSED) == "replay-files"
