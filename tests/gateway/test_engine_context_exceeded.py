@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.engine_errors import openai_error
 from aigrid.spec.load import load_spec
 from tests.gateway import hostile_engine as H
@@ -179,6 +179,12 @@ async def test_a_background_response_the_engine_refuses_as_too_long_fails_as_a_4
     assert error["message"].endswith("reduce the length of the input or lower max_output_tokens."), error
 
 
+def booked(gw: Gateway) -> dict[tuple[str, str], float]:
+    """aigrid_requests_total by (endpoint, outcome)."""
+    return {(s.labels["endpoint"], s.labels["outcome"]): s.value for m in gw.metrics.registry.collect()
+            if m.name == "aigrid_requests" for s in m.samples if s.name == "aigrid_requests_total"}
+
+
 async def test_a_spare_refusing_a_continuation_as_too_long_is_counted_as_the_gateways_own_check(tmp_path: Path) -> None:
     """A stream breaks and the spare refuses its continuation with its context 400 (the continuation's prompt holds the
     text already sent, so a prompt the first engine held can be too long for the spare): proxy.continue_stream booked
@@ -190,8 +196,36 @@ async def test_a_spare_refusing_a_continuation_as_too_long_is_counted_as_the_gat
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"the continuation was refused (" in r.content, r.content
         assert g.good.requests >= 1 and inflight(g.gw) == 0
-        requests = {(s.labels["endpoint"], s.labels["outcome"]): s.value
-                    for m in g.gw.metrics.registry.collect() if m.name == "aigrid_requests" for s in m.samples
-                    if s.name == "aigrid_requests_total"}
+        requests = booked(g.gw)
     spares = {outcome for (endpoint, outcome) in requests if endpoint != "nrt-smollm2"}
     assert spares == {"error:context_length_exceeded"}, requests
+
+
+async def test_a_spares_refusal_whose_read_fails_unexpectedly_is_booked_by_its_status_and_the_stream_ends_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Reading a spare's refusal of a continuation (42d87a24) raised past continue_stream on an error that is not an
+    EngineError (a bug, an unmapped library error): booked `client_closed` (499) though the client was still there, and
+    raised into the client's event stream instead of its error event. Now logged with its traceback (as the main
+    path's read logs one) and booked by what the spare sent, its status; the next spare is tried, and the stream
+    ends with its error event."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"error": '
+        raise RuntimeError("a bug reading the refusal")
+
+    @asynccontextmanager
+    async def refusing(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
+
+    async for g in two_engines(tmp_path, lambda p, r: broken):
+        for endpoint, engine in g.gw.proxy._engines.items():
+            if endpoint != "nrt-smollm2":
+                engine.open = refusing  # type: ignore[method-assign]
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"the continuation was refused (" in r.content, r.content
+        assert inflight(g.gw) == 0
+        requests = booked(g.gw)
+    spares = {outcome for (endpoint, outcome) in requests if endpoint != "nrt-smollm2"}
+    assert spares == {"http_400"}, requests
+    assert "a bug reading the refusal" in caplog.text and "Traceback" in caplog.text

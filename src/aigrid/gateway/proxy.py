@@ -685,9 +685,11 @@ class Proxy:
                 said = opened.first
                 try:
                     said += await read_whole(opened.upstream.body, self.most_bytes(cand, record))
-                except EngineError as e:  # booked by what it sent before it broke off
-                    log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e)
-                except BaseException:  # cancelled (client gone, shutdown), or unexpected: release the engine
+                except Exception as e:  # booked by what it sent before it broke off; an unexpected error (a bug) is
+                    # logged with its traceback as the main path's read logs one, not raised into the client's stream
+                    log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e,
+                                exc_info=None if isinstance(e, EngineError) else e)
+                except BaseException:  # cancelled (client gone, shutdown): release the engine
                     await opened.stack.aclose()
                     self.finish(cand, record, 499, None)
                     raise
