@@ -4,6 +4,7 @@ never a traceback and never a fit on a NaN or negative round trip."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,16 @@ def test_the_datas_folder_or_its_matrix_given_for_the_long_file_is_named_as_such
     assert r.returncode == 2 and "line 1: no column src_lat, src_lon, dst_lat, dst_lon, rtt_ms (found: Source, " \
         "Region 0, " in r.stderr and "Region 8, ... (56 columns: a src x dst matrix? one row per directed pair is " \
         "read))" in r.stderr and "Region 9" not in r.stderr, r.stderr
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path: Path) -> None:
+    """`fit_rtt_model.py | head -1`: the report's next print raised BrokenPipeError, a traceback on stderr. The
+    pipe's read end is closed before the script starts, so its first print meets a closed pipe every time."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(matrix(tmp_path))], stdout=write,
+                           stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)
+    finally:
+        os.close(write)
+    assert r.returncode == 1 and r.stderr == "", r.stderr
