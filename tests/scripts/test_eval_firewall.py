@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -307,3 +308,17 @@ def test_an_empty_text_is_left_out_and_counted_neither_scored_nor_refusing_the_c
         in _figures(r.stdout)
     assert [line for line in r.stderr.splitlines() if line.startswith("note: ")] == [
         f"note: {n}" for n in check_data(data, with_empty)], r.stderr
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path: Path) -> None:
+    """`eval_firewall.py | head -3`: the table's next print raised BrokenPipeError, a traceback on stderr. The
+    pipe's read end is closed before the script starts, so its first print meets a closed pipe every time."""
+    data, routing = collection(tmp_path)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(data), "--routing", str(routing)],
+                           stdout=write, stderr=subprocess.PIPE, text=True, timeout=300, cwd=ROOT)
+    finally:
+        os.close(write)
+    assert r.returncode == 1 and r.stderr == "", r.stderr
