@@ -5,6 +5,7 @@
      ├── ConfigError               a setting outside the spec (environment variable, key file) is wrong
      ├── EngineError               something went wrong talking to an engine
      │    ├── EngineUnavailable    could not connect, or failed before the first byte: try the next site
+     │    │    └── EngineKeyRefused  it refused the gateway's key (401; 403 but from kind openai): the operator's
      │    └── EngineStreamBroken   failed after bytes were sent to the client
      ├── EngineBuildError          the embedded engine binary or model could not be found or built
      ├── SharedStateUnavailable    Redis (shared by several gateways) cannot be reached
