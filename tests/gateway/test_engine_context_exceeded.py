@@ -229,3 +229,26 @@ async def test_a_spares_refusal_whose_read_fails_unexpectedly_is_booked_by_its_s
     spares = {outcome for (endpoint, outcome) in requests if endpoint != "nrt-smollm2"}
     assert spares == {"http_400"}, requests
     assert "a bug reading the refusal" in caplog.text and "Traceback" in caplog.text
+
+
+async def test_a_spares_refusal_whose_close_is_cut_short_leaves_no_request_in_flight(tmp_path: Path) -> None:
+    """A cancel (the client gone, a shutdown) that lands while a spare's refused continuation is being closed: the
+    close raised before proxy.finish booked it, so the spare kept one request in flight for good (its load, as the
+    router reads it, one too high), where _attempt, abandon and _close_losers book it in a `finally`."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield orjson.dumps(LLAMA_NEW)
+
+    @asynccontextmanager
+    async def refusing(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
+        raise asyncio.CancelledError("cut while closing")
+
+    async for g in two_engines(tmp_path, lambda p, r: broken):
+        for endpoint, engine in g.gw.proxy._engines.items():
+            if endpoint != "nrt-smollm2":
+                engine.open = refusing  # type: ignore[method-assign]
+        with pytest.raises((asyncio.CancelledError, httpx.HTTPError)):
+            await g.post("chat", True)
+        assert inflight(g.gw) == 0

@@ -690,12 +690,16 @@ class Proxy:
                     log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e,
                                 exc_info=None if isinstance(e, EngineError) else e)
                 except BaseException:  # cancelled (client gone, shutdown): release the engine
-                    await opened.stack.aclose()
-                    self.finish(cand, record, 499, None)
+                    try:
+                        await opened.stack.aclose()
+                    finally:
+                        self.finish(cand, record, 499, None)
                     raise
-                await opened.stack.aclose()
-                self.finish(cand, record, opened.upstream.status, None,
-                            outcome=_refused_as(said, opened.upstream.status))
+                try:
+                    await opened.stack.aclose()
+                finally:  # booked even when a cancel cuts the close short: the in-flight count never stays one high
+                    self.finish(cand, record, opened.upstream.status, None,
+                                outcome=_refused_as(said, opened.upstream.status))
                 record.attempts[-1].update(ok=False, error=f"refused the continuation: HTTP {opened.upstream.status}")
                 refused.append(f"{cand.endpoint_id}: HTTP {opened.upstream.status}")
                 continue
