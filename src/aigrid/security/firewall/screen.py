@@ -7,8 +7,8 @@
 
 Callers: the chat and completion routes (gateway/model_texts.py turns each request shape into texts), the
 agent loop for every server-side tool, MCP, retrieval and web result (agents/loop.py), and any new front
-door. Cost: scoring is pure Python (about 1 ms per 1,000 characters); inputs up to `inline_chars` are
-scored in place (well under a millisecond), larger ones on one worker thread, so the event loop keeps
+door. Cost: scoring is pure Python (about 1 ms per 1,000 characters); inputs up to `inline_chars` in at most
+INLINE_TEXTS texts are scored in place (well under a millisecond), others on one worker thread, so the event loop keeps
 serving other requests while a 4 MiB body is read (the thread gives the interpreter back every switch
 interval). One worker: big inputs queue behind each other instead of multiplying the contention. With the
 document cascade on (cascade.py), every text its transformer may read (documents, tool results, pasted parts)
@@ -37,6 +37,11 @@ from aigrid.security.firewall.pipeline import Firewall, Screened
 from aigrid.security.firewall.texts import ModelText
 
 INLINE_CHARS = 2_000
+INLINE_TEXTS = 16
+"""The most texts scored in place: personal data is read across a request's texts around each seam
+(pii.read_together), at up to 2 x 56 characters a seam whatever the texts' length, so 2,000 one-character text parts
+of digit groups (1,988 characters with a system prompt) held the event loop 1.56 s (0.51 s before 6c5da48b's
+windows); 16 texts of 120 such characters about 20 ms. More texts go to the worker thread, whatever their length."""
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +72,7 @@ class Screen:
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
         chars = sum(len(t.text) for t in texts)
-        if chars <= self.inline_chars and not self.firewall.reads_slowly(tenant, texts):
+        if chars <= self.inline_chars and len(texts) <= INLINE_TEXTS and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
         loop = asyncio.get_running_loop()
         with self._lock:
