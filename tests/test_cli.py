@@ -73,7 +73,7 @@ def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.Mo
         started.append(options["context"])
 
     monkeypatch.setattr(server, "run_node", run_node)
-    monkeypatch.setattr(server, "available_memory", lambda: 2**50)  # its cache fits (test_node_refuses_a_kv_cache...)
+    monkeypatch.setattr(server, "available_memory", lambda: server.Memory(2**50, server.MACHINE))  # its cache fits
     r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT + 1)], env={"COLUMNS": "300"})
     assert r.exit_code == 2 and "'--context'" in r.output and f"less than or equal to {MAX_CONTEXT}" in r.output, \
         r.output
@@ -95,7 +95,7 @@ def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypat
         started.append(options["context"])
 
     monkeypatch.setattr(server, "run_node", run_node)
-    monkeypatch.setattr(server, "available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(server, "available_memory", lambda: server.Memory(2 * 2**30, server.MACHINE))
     r = runner.invoke(app, ["node", "--context", "65536"], env={"COLUMNS": "300"})
     said = " ".join(r.output.split())
     assert r.exit_code == 2 and "'--context'" in said and "65,536 tokens x 2 slots" in said, r.output

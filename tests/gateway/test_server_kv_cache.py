@@ -1,7 +1,7 @@
 """`aigrid up` holds the KV cache its embedded engines allocate at start against the machine's available memory
 (gateway/server.check_kv_cache_fits). The spec's bound on a model's context (10,485,760) catches three zeros too many,
 not two: `context: 1310720` passed and each 2-slot engine allocated 56 GiB of KV cache, unsaid. The machine's memory
-is never read here: a fake reader (a function, or a meminfo file written to tmp_path) says what it has."""
+is never read here: a fake reader (a function, or meminfo and cgroup files written to tmp_path) says what it has."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from aigrid.engines.llama_server import KV_BYTES_PER_TOKEN, embedded_kv_cache, free_port
 from aigrid.errors import SpecError
-from aigrid.gateway.server import available_memory, check_kv_cache_fits, run_grid
+from aigrid.gateway.server import MACHINE, Memory, available_memory, check_kv_cache_fits, run_grid
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
@@ -39,7 +39,7 @@ def test_the_estimate_is_the_context_times_the_slots_of_each_embedded_engine() -
 def test_a_context_with_two_zeros_too_many_is_refused_naming_the_field_and_the_figures() -> None:
     spec = demo(1_310_720)  # within the spec's bound: 131,072 typed with a zero too many... and one more
     with pytest.raises(SpecError) as e:
-        check_kv_cache_fits(spec, "grid.yaml", lambda: 20 * GIB)
+        check_kv_cache_fits(spec, "grid.yaml", lambda: Memory(20 * GIB, MACHINE))
     (problem,) = e.value.problems
     assert problem.startswith("models.smollm2-135m.context 1,310,720 tokens x 8 slots of its embedded engines: "
                               "225.0 GiB of KV cache allocated at start, more than the 20.0 GiB this machine has "
@@ -53,7 +53,7 @@ def test_a_context_with_two_zeros_too_many_is_refused_naming_the_field_and_the_f
     (1_310_720, None),        # not said (no /proc/meminfo): not checked
 ])
 def test_a_cache_that_fits_or_memory_not_said_starts(context: int, available: int | None) -> None:
-    check_kv_cache_fits(demo(context), "grid.yaml", lambda: available)
+    check_kv_cache_fits(demo(context), "grid.yaml", lambda: None if available is None else Memory(available, MACHINE))
 
 
 def test_a_grid_without_embedded_engines_does_not_read_the_memory() -> None:
@@ -61,7 +61,7 @@ def test_a_grid_without_embedded_engines_does_not_read_the_memory() -> None:
     raw["endpoints"] = [dict(e, engine="llamacpp", url="http://127.0.0.1:9") for e in raw["endpoints"]]
     spec = parse_spec(raw, "grid.yaml")
 
-    def never() -> int:
+    def never() -> Memory:
         raise AssertionError("the memory was read for a grid that starts no engine")
 
     check_kv_cache_fits(spec, "grid.yaml", never)
@@ -71,10 +71,64 @@ def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20971520 kB\n"
                        "Buffers:          100000 kB\n")
-    assert available_memory(meminfo) == 20 * GIB
+    none = tmp_path / "no-cgroup"  # no memory.max: the root group, cgroup v1, no /sys
+    assert available_memory(meminfo, none) == Memory(20 * GIB, MACHINE)
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # before Linux 3.14
-    assert available_memory(meminfo) is None
-    assert available_memory(tmp_path / "absent") is None
+    assert available_memory(meminfo, none) is None
+    assert available_memory(tmp_path / "absent", none) is None
+
+
+def cgroup(tmp_path: Path, limit: str, current: int, inactive_file: int | None = None) -> Path:
+    group = tmp_path / "cgroup"
+    group.mkdir(exist_ok=True)
+    (group / "memory.max").write_text(limit + "\n")
+    (group / "memory.current").write_text(f"{current}\n")
+    if inactive_file is not None:
+        (group / "memory.stat").write_text(f"anon 1000\nfile 5000\nactive_file 10\ninactive_file {inactive_file}\n")
+    return group
+
+
+def meminfo(tmp_path: Path, gib: int) -> Path:
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {gib * 2**20} kB\n")
+    return path
+
+
+def test_a_container_s_cgroup_limit_is_held_where_it_leaves_less_than_the_host_s_memavailable(tmp_path: Path) -> None:
+    """In a container /proc/meminfo is the host's: a 4 GiB container on a 20 GiB-free host was let allocate 20 GiB
+    (and was killed at its limit). cgroup v2's memory.max less the group's use (memory.current less its inactive
+    page cache, which the kernel takes back) is now the figure where it is smaller, and the error names it."""
+    group = cgroup(tmp_path, str(4 * GIB), 2 * GIB, inactive_file=GIB)  # 1 GiB used: 3 GiB left
+    have = available_memory(meminfo(tmp_path, 20), group)
+    assert have is not None and have.bytes == 3 * GIB, have
+    spec = demo(16_384)  # 2,880 MiB: fits the 3 GiB
+    check_kv_cache_fits(spec, "grid.yaml", lambda: have)
+    with pytest.raises(SpecError) as e:
+        check_kv_cache_fits(demo(32_768), "grid.yaml", lambda: have)  # 5,760 MiB: over 3 GiB, under 20 GiB
+    (problem,) = e.value.problems
+    assert ("5.6 GiB of KV cache allocated at start, more than the 3.0 GiB this container may still take (its "
+            f"cgroup's memory.max 4.0 GiB less the 1.0 GiB it uses, {group})") in problem, problem
+    assert "MemAvailable" not in problem, problem
+
+
+@pytest.mark.parametrize(("limit", "current", "inactive", "host", "expected"), [
+    ("max", 2 * GIB, None, 20, Memory(20 * GIB, MACHINE)),  # no limit set: the host's figure
+    (str(64 * GIB), GIB, None, 20, Memory(20 * GIB, MACHINE)),  # a limit above the host's: never stricter
+    (str(4 * GIB), 2 * GIB, None, 20, None),  # no memory.stat: memory.current whole, 2 GiB left (checked below)
+    (str(4 * GIB), 5 * GIB, 0, 20, None),  # over its limit already (reclaim pending): 0 left, not negative
+])
+def test_the_smaller_of_the_cgroup_s_room_and_memavailable_is_held(
+        tmp_path: Path, limit: str, current: int, inactive: int | None, host: int, expected: Memory | None) -> None:
+    have = available_memory(meminfo(tmp_path, host), cgroup(tmp_path, limit, current, inactive))
+    if expected is not None:
+        assert have == expected, have
+    else:
+        assert have is not None and have.bytes == max(int(limit) - current, 0) and "memory.max" in have.limit, have
+
+
+def test_a_cgroup_limit_is_held_where_meminfo_is_not_said(tmp_path: Path) -> None:
+    have = available_memory(tmp_path / "absent", cgroup(tmp_path, str(4 * GIB), GIB))
+    assert have is not None and have.bytes == 3 * GIB and "memory.max 4.0 GiB" in have.limit, have
 
 
 async def test_aigrid_up_refuses_before_any_engine_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,5 +137,5 @@ async def test_aigrid_up_refuses_before_any_engine_starts(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError, match=r"models\.smollm2-135m\.context 1,310,720 tokens x 8 slots"):
         await run_grid(demo(1_310_720), Console(file=StringIO()), port=free_port(), source="grid.yaml",
-                       memory=lambda: 20 * GIB)
+                       memory=lambda: Memory(20 * GIB, MACHINE))
     assert not (tmp_path / ".aigrid").exists()  # no engine's log written: none started

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvicorn
 from rich.console import Console
@@ -43,11 +43,18 @@ from aigrid.spec.models import GridSpec, SecuritySpec
 
 LOG_DIR = Path(".aigrid") / "logs"
 MEMINFO = Path("/proc/meminfo")
+CGROUP = Path("/sys/fs/cgroup")  # cgroup v2, as a container sees its own group (its cgroup namespace)
+MACHINE = f"this machine has available (MemAvailable, {MEMINFO})"
 
 
-def available_memory(meminfo: Path = MEMINFO) -> int | None:
-    """The bytes the machine can give new allocations without swapping: MemAvailable of /proc/meminfo (free memory
-    and the page cache it can take back); None where it is not said (no /proc: macOS, or a kernel before 3.14)."""
+class Memory(NamedTuple):
+    """The bytes new allocations may take, and the limit that says so (the error's words: which figure refused)."""
+
+    bytes: int
+    limit: str
+
+
+def _meminfo_available(meminfo: Path) -> int | None:
     try:
         text = meminfo.read_text()
     except OSError:
@@ -60,17 +67,57 @@ def available_memory(meminfo: Path = MEMINFO) -> int | None:
     return None
 
 
+def _cgroup_room(cgroup: Path) -> Memory | None:
+    """What a cgroup v2 memory limit leaves: memory.max less the group's use, None where no limit is set ("max", or
+    no memory.max: cgroup v1, the root group, no /sys). The use is memory.current less memory.stat's inactive_file
+    (the page cache the kernel takes back first, which kubelet's working set leaves out too), so that a group's
+    cache of files read once does not make the figure stricter than what the group can really take."""
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        current = (cgroup / "memory.current").read_text().strip()
+    except OSError:
+        return None
+    if not limit.isdigit() or not current.isdigit():
+        return None  # "max": no limit
+    inactive = 0
+    try:
+        for line in (cgroup / "memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "inactive_file" and value.strip().isdigit():
+                inactive = int(value)
+    except OSError:
+        pass
+    used = max(int(current) - inactive, 0)
+    room = max(int(limit) - used, 0)
+    return Memory(room, f"this container may still take (its cgroup's memory.max {int(limit) / 2**30:,.1f} GiB less "
+                        f"the {used / 2**30:,.1f} GiB it uses, {cgroup})")
+
+
+def available_memory(meminfo: Path = MEMINFO, cgroup: Path = CGROUP) -> Memory | None:
+    """The bytes new allocations can take without swapping, and which limit says so: MemAvailable of /proc/meminfo
+    (free memory and the page cache it can take back), or, where smaller, the room a cgroup v2 memory limit leaves
+    (_cgroup_room: in a container MemAvailable is the host's, and the container is killed at its own limit). None
+    where neither is said (no /proc: macOS, or a kernel before 3.14, and no cgroup limit)."""
+    machine = _meminfo_available(meminfo)
+    room = _cgroup_room(cgroup)
+    if room is not None and (machine is None or room.bytes < machine):
+        return room
+    return Memory(machine, MACHINE) if machine is not None else None
+
+
 def check_kv_cache_fits(spec: GridSpec, source: str,
-                        available: Callable[[], int | None] = available_memory) -> None:
+                        available: Callable[[], Memory | None] = available_memory) -> None:
     """Before `aigrid up` starts any engine: the KV cache its embedded engines allocate at start (each slot holds its
-    model's context, llama_server.embedded_kv_cache, the figure `aigrid spec check` prints) must fit in the machine's
-    available memory, else a SpecError naming each embedded model's `context` and the figures. The spec's bound
-    (models.MAX_CONTEXT, 10,485,760) catches a context typed with three zeros too many, not two: 1,310,720 passed and
-    each 2-slot engine took 56 GiB, touched at start (an engine's RSS grows with it: KV_BYTES_PER_TOKEN), so the
-    machine swapped or the OOM killer chose. Refused, not warned: no grid serves from a cache that does not fit. The
-    engines' models and buffers (about 130 MiB each) are not counted: only a cache over all there is is refused.
-    Not checked where the available memory is not said (`available` answers None). A container's memory limit is
-    not read (MemAvailable is the machine's): the check holds on the machine, not under a cgroup's limit."""
+    model's context, llama_server.embedded_kv_cache, the figure `aigrid spec check` prints) must fit in the memory
+    new allocations can take (available_memory: the machine's, or a container's cgroup limit where smaller), else a
+    SpecError naming each embedded model's `context` and the figures. The spec's bound (models.MAX_CONTEXT,
+    10,485,760) catches a context typed with three zeros too many, not two: 1,310,720 passed, and each 2-slot engine
+    asked for 56 GiB of KV cache at start (an engine's RSS grows with it: KV_BYTES_PER_TOKEN). What that does was
+    not measured: under the kernel's default heuristic overcommit (vm.overcommit_memory=0) one allocation larger than
+    RAM and swap together is likely refused and the engine fails to start; swap, or the OOM killer, is the case where
+    each engine's cache fits alone but not their sum. Refused, not warned: no grid serves from a cache that does not
+    fit. The engines' models and buffers (about 130 MiB each) are not counted: only a cache over all there is is
+    refused. Not checked where the available memory is not said (`available` answers None)."""
     cache = embedded_kv_cache(spec)
     over = kv_cache_over(sum(cache.values()), available) if cache else None
     if over is None:
@@ -84,15 +131,15 @@ def check_kv_cache_fits(spec: GridSpec, source: str,
                              "endpoints' slots): `aigrid spec check` prints the cache a spec allocates"])
 
 
-def kv_cache_over(total: int, available: Callable[[], int | None] = available_memory) -> str | None:
-    """The one check of a KV cache allocated at start (`total` bytes) against the machine's available memory, for
-    `aigrid up` (check_kv_cache_fits) and `aigrid node` (cli.py): None when it fits or the memory is not said, else
-    the figures, for the caller's error naming what sets the cache."""
+def kv_cache_over(total: int, available: Callable[[], Memory | None] = available_memory) -> str | None:
+    """The one check of a KV cache allocated at start (`total` bytes) against the memory new allocations can take,
+    for `aigrid up` (check_kv_cache_fits) and `aigrid node` (cli.py): None when it fits or the memory is not said,
+    else the figures and the limit that refused it, for the caller's error naming what sets the cache."""
     have = available()
-    if have is None or total <= have:
+    if have is None or total <= have.bytes:
         return None
-    return (f"{total / 2**30:,.1f} GiB of KV cache allocated at start, more than the {have / 2**30:,.1f} GiB this "
-            f"machine has available (MemAvailable, {MEMINFO})")
+    return (f"{total / 2**30:,.1f} GiB of KV cache allocated at start, more than the {have.bytes / 2**30:,.1f} GiB "
+            f"{have.limit}")
 
 
 async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) -> SiteNetwork | None:
@@ -298,7 +345,7 @@ ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None, workers: int = 1,
                    worker_options: Mapping[str, Any] | None = None, source: str | None = None,
-                   memory: Callable[[], int | None] = available_memory) -> None:
+                   memory: Callable[[], Memory | None] = available_memory) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped:
     in this process (workers=1), or in `workers` processes on one socket (workers.py; `worker_options` tell
     each worker what `extra_routes` would have mounted, since a function cannot cross processes). `source`: the
@@ -315,7 +362,7 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
 
 async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
                       extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any],
-                      source: str, memory: Callable[[], int | None]) -> None:
+                      source: str, memory: Callable[[], Memory | None]) -> None:
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:  # before the port: `aigrid gateway` of the demo beside `make run` said "in use"
         # named by its file, as `spec check` names it: it said "invalid grid spec 'demo'" (the spec's name:)
