@@ -337,10 +337,16 @@ class Proxy:
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {self.names.hide(str(e), cand.endpoint_id)}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except BaseException:  # cancelled (client gone, shutdown): release the engine
+            try:
+                await opened.stack.aclose()
+            finally:  # booked even when a cancel cuts the close short: in flight never stays one high
+                self.finish(cand, record, 499, None)
+            raise
+        try:
             await opened.stack.aclose()
+        except BaseException:  # a cancel cut the close short: booked here, its answer never reaches the client
             self.finish(cand, record, 499, None)
             raise
-        await opened.stack.aclose()
         answer, status, usage, refusal = opened.first + rest, opened.upstream.status, None, None
         if status < 400:
             answer, usage = await self._whole(opened, record, answer)
@@ -426,11 +432,17 @@ class Proxy:
                                     opened.cand.endpoint_id, exc_info=e)
                     await self.abandon(opened, record, f"broke before the escalated answer was complete: {e!r}")
                 except BaseException:  # cancelled (client gone, shutdown): release the engine
-                    await opened.stack.aclose()
-                    self.finish(opened.cand, record, 499, None)
+                    try:
+                        await opened.stack.aclose()
+                    finally:  # booked even when a cancel cuts the close short: in flight never stays one high
+                        self.finish(opened.cand, record, 499, None)
                     raise
                 else:
-                    await opened.stack.aclose()
+                    try:
+                        await opened.stack.aclose()
+                    except BaseException:  # a cancel cut the close short: booked here (the first answer is charged)
+                        self.finish(opened.cand, record, 499, None)
+                        raise
                     self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
                     escalated = counted = dropped = None
                     if opened.upstream.status < 400:

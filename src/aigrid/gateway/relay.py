@@ -447,9 +447,11 @@ class StreamRelay:
                     self.live = False  # the answer has ended: its close and the rest are not cut (Cut)
                     self._current = None
                     self._stop_timer()
-                    await cur.stack.aclose()
-                    self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
-                                                            self.pipe.usage)
+                    try:
+                        await cur.stack.aclose()
+                    finally:  # booked even when a cancel cuts the close short: in flight never stays one high
+                        self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
+                                                                self.pipe.usage)
                     if tail and (sent := await self._emit(tail)) is not None:
                         return sent
                     raise StopAsyncIteration from None
@@ -557,8 +559,10 @@ class StreamRelay:
             log.warning("endpoint %s: the connection failed after the answer ended (%s); the answer stands",
                         cur.cand.endpoint_id, e)
             self.live = False
-            await cur.stack.aclose()
-            record.usage = proxy.finish(cur.cand, record, cur.upstream.status, self.pipe.usage)
+            try:
+                await cur.stack.aclose()
+            finally:  # booked even when a cancel cuts the close short: in flight never stays one high
+                record.usage = proxy.finish(cur.cand, record, cur.upstream.status, self.pipe.usage)
             return b""
         await proxy.abandon(cur, record, f"stream broke: {e}")
         record.usage = self.pipe.usage
@@ -611,16 +615,20 @@ class StreamRelay:
         self.live = False
         self._stop_timer()
         if cur is not None and self._steered is not None and self._engine_failure is None:
-            await cur.stack.aclose()
-            self._record.usage = self._proxy.finish(cur.cand, self._record, 200, self._steered, outcome=STEERED)
+            try:
+                await cur.stack.aclose()
+            finally:  # booked even when a cancel cuts the close short
+                self._record.usage = self._proxy.finish(cur.cand, self._record, 200, self._steered, outcome=STEERED)
         elif cur is not None and self._engine_failure is not None:
             await self._proxy.abandon(cur, self._record, f"stream broke: {self._engine_failure}")
             self._record.status = "interrupted"
             self._record.usage = self.pipe.usage
         elif cur is not None:  # the client went away (or the gateway stops): release the engine
-            await cur.stack.aclose()
-            self._proxy.finish(cur.cand, self._record, 499, None)
-            self._record.usage = self.pipe.usage
+            try:
+                await cur.stack.aclose()
+            finally:  # booked even when a cancel cuts the close short
+                self._proxy.finish(cur.cand, self._record, 499, None)
+                self._record.usage = self.pipe.usage
 
 
 def _is_sse(opened: Opened) -> bool:
