@@ -125,8 +125,10 @@ class Scraper:
         """What `read()` answers for a `check` done once an endpoint; None when it was not read: unreachable just now
         (asked again at its next healthy scrapes, NAME_TRIES in all), or else one INFO line, `unread` % (the endpoint,
         why, *args), and the check is done. The engine refusing the gateway's key (EngineKeyRefused: the path, and the
-        key's setting) is that line at once, as a WARNING: llama-server's /health answers without a key (0.3.36; its
-        /v1/models and /props do not), so a wrong key's 401 there may be the only sign of it before requests fail.
+        key's setting) is that line at once, as a WARNING, not asked again: on an engine whose /health and /metrics
+        answer without a key (vLLM keys its /v1 routes only) the endpoint stays healthy, and this is the sign of a
+        wrong key before its requests fail. llama-server (0.3.36) keys /metrics too, so there the scrape's stats read
+        is refused first and the endpoint is UNHEALTHY with that reason, its checks not run (docs/engines.md).
         Never raises: a check never fails a scrape."""
         try:
             answer = await read()
