@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import pytest
 
 from tests.deploy.test_manifests import containers
-from tests.deploy.test_redis_mtls_manifests import CLIENT_SECRET, patched, url_query
-from tests.deploy.test_redis_tls_manifests import ENV, PASSWORD, flag, ping, redis_urls
+from tests.deploy.test_redis_mtls_manifests import CLIENT_SECRET, patched, redis_args, url_query
+from tests.deploy.test_redis_tls_manifests import ENV, PASSWORD, ping, redis_urls
 from tests.test_redis_client_tls import tls_redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,16 +56,9 @@ async def test_the_docs_certificates_open_the_patched_redis(tmp_path: Path, monk
                               check=False)
         assert done.returncode == 0, (command, done.stderr)
     (redis,) = containers(patched("aigrid-redis", "redis-patch.yaml"))
-    mount = flag(redis["args"], "--tls-ca-cert-file").rpartition("/")[0]
     monkeypatch.setenv(ENV, PASSWORD)
-
-    def args(port: int) -> list[str]:
-        out = [a.replace("$(REDIS_PASSWORD)", PASSWORD).replace(mount + "/", f"{tmp_path}/") for a in redis["args"]]
-        out[out.index("--tls-port") + 1] = str(port)
-        return out
-
     ca, cert, key = tmp_path / "ca.crt", tmp_path / "client.crt", tmp_path / "client.key"
-    with tls_redis(tmp_path, args, ca, (cert, key)) as port:
+    with tls_redis(tmp_path, redis_args(redis, tmp_path), ca, (cert, key)) as port:
         parts = urlsplit(redis_urls()[0])
         shipped = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}", query=parts.query.replace(
             parse_qs(parts.query)["ssl_ca_certs"][0], str(ca))))

@@ -10,6 +10,7 @@ import copy
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -53,6 +54,19 @@ def merge(base: Any, patch: Any, key: str = "") -> Any:
 
 def patched(name: str, patch_file: str) -> Doc:
     return dict(merge(deployment(name), yaml.safe_load((FOLDER / patch_file).read_text())))
+
+
+def redis_args(redis: Doc, folder: Path) -> Callable[[int], list[str]]:
+    """The patched Redis container's arguments for a local redis-server on `port` (tls_redis's `args`): its password
+    filled in and the files of its mounted TLS folder read from `folder` instead."""
+    mount = flag(redis["args"], "--tls-ca-cert-file").rpartition("/")[0]
+
+    def args(port: int) -> list[str]:
+        out = [a.replace("$(REDIS_PASSWORD)", PASSWORD).replace(mount + "/", f"{folder}/") for a in redis["args"]]
+        out[out.index("--tls-port") + 1] = str(port)
+        return out
+
+    return args
 
 
 def url_query() -> str:
@@ -104,13 +118,7 @@ async def test_the_patched_redis_wants_the_certificate_and_the_url_with_the_docu
     (redis,) = containers(patched("aigrid-redis", "redis-patch.yaml"))
     mount = flag(redis["args"], "--tls-ca-cert-file").rpartition("/")[0]
     monkeypatch.setenv(ENV, PASSWORD)
-
-    def args(port: int) -> list[str]:
-        out = [a.replace("$(REDIS_PASSWORD)", PASSWORD).replace(mount + "/", f"{tls}/") for a in redis["args"]]
-        out[out.index("--tls-port") + 1] = str(port)
-        return out
-
-    with tls_redis(tmp_path, args, pki.ca, (pki.client_cert, pki.client_key)) as port:
+    with tls_redis(tmp_path, redis_args(redis, tls), pki.ca, (pki.client_cert, pki.client_key)) as port:
         probe = [c.replace(mount + "/", f"{tls}/").replace("redis-cli ", f"redis-cli -p {port} ")
                  for c in redis["readinessProbe"]["exec"]["command"]]
         done = subprocess.run(probe, env={**os.environ, "REDISCLI_AUTH": PASSWORD}, timeout=10, check=False)
