@@ -40,6 +40,7 @@ from aigrid.errors import (
     ApiError,
     EngineError,
     EngineFailedAfterActing,
+    EngineStreamBroken,
     EngineUnavailable,
     UpstreamFailed,
     retry_after_s,
@@ -195,6 +196,9 @@ class FirstByteDeadline:
         return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot_s(cand))
 
 
+REFUSAL_MAX_BYTES = 64 * 1024
+"""The most bytes of an engine's refusal read (engine_errors keeps 2,000 characters of its message)."""
+
 STREAM_IDLE_S: float = GatewaySpec.model_fields["stream_idle_s"].default
 """gateway.stream_idle_s's default (the spec's, one number)."""
 STREAM_MAX_S: float = GatewaySpec.model_fields["stream_max_s"].default
@@ -327,7 +331,10 @@ class Proxy:
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output, direct=wrap is None),
                                  opened.upstream.status, headers)
         try:
-            rest = await read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
+            if opened.upstream.status >= 400:  # a refusal: bounded in size and time (_read_refusal)
+                rest = await self._read_refusal(opened)
+            else:
+                rest = await read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
         except Exception as e:  # engine errors and anything else: release the engine, say why, never leak
             if not isinstance(e, EngineError):
                 log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
@@ -400,6 +407,18 @@ class Proxy:
         1 MiB); more is an engine that does not stop, read no further (it held the gateway's memory unbounded)."""
         return whole_max_bytes(self.most_tokens(cand, record))
 
+    async def _read_refusal(self, opened: Opened) -> bytes:
+        """The rest of an engine's refusal (a 4xx), read within REFUSAL_MAX_BYTES and the attempt's first-byte
+        deadline (FirstByteDeadline.seconds): read with a whole answer's bound, a refusal that drips held the
+        client up to 1 MiB x the read timeout; engine_errors keeps 2,000 characters of it. Past either:
+        EngineStreamBroken, the read's break (booked as a read that broke off is)."""
+        limit = self._deadline.seconds(opened.cand)
+        try:
+            async with asyncio.timeout(limit):
+                return await read_whole(opened.upstream.body, REFUSAL_MAX_BYTES - len(opened.first))
+        except TimeoutError as e:
+            raise EngineStreamBroken(f"its refusal was not read whole within {limit:.1f} s") from e
+
     async def _escalated(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                          esc: Escalation, cand: Candidate, status: int, answer: bytes, usage: dict[str, Any] | None,
                          headers: dict[str, str], took_s: float,
@@ -424,8 +443,12 @@ class Proxy:
                             why)
             else:
                 try:
-                    better = opened.first + await read_whole(opened.upstream.body, self.most_bytes(opened.cand, record),
-                                                             [len(opened.first)])
+                    if opened.upstream.status >= 400:  # a refusal: bounded in size and time (_read_refusal)
+                        better = opened.first + await self._read_refusal(opened)
+                    else:
+                        better = opened.first + await read_whole(opened.upstream.body,
+                                                                 self.most_bytes(opened.cand, record),
+                                                                 [len(opened.first)])
                 except Exception as e:  # the first answer stands; the engine is released and charged
                     if not isinstance(e, EngineError):
                         log.warning("endpoint %s: unexpected error while reading an escalated answer",
@@ -696,7 +719,7 @@ class Proxy:
                 # sent, and a spare's context 400 is booked as the gateway's own error (_refused_as), not http_400
                 said = opened.first
                 try:
-                    said += await read_whole(opened.upstream.body, self.most_bytes(cand, record))
+                    said += await self._read_refusal(opened)
                 except Exception as e:  # booked by what it sent before it broke off; an unexpected error (a bug) is
                     # logged with its traceback as the main path's read logs one, not raised into the client's stream
                     log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e,

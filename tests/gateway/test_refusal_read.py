@@ -1,0 +1,70 @@
+"""An engine's refusal (a 4xx) is read within proxy.REFUSAL_MAX_BYTES and the attempt's first-byte deadline: it was
+read with a whole answer's bound (at least 1 MiB) and no time limit of its own, so an engine (or a spare refusing a
+stream's continuation) that drips its 400 held the client's request up to 1 MiB x the read timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway.proxy import REFUSAL_MAX_BYTES, FirstByteDeadline
+from tests.gateway import hostile_engine as H
+from tests.gateway.test_engine_context_exceeded import booked
+from tests.gateway.test_exit_paths import inflight
+from tests.gateway.test_hostile_engines import grid as two_engines
+
+GUARD_S = 30.0  # the test's own bound: a read with no limit of its own never ends, the fixed one within DEADLINE
+DEADLINE = FirstByteDeadline(min_s=0.5, max_s=0.5)
+
+
+async def drips() -> AsyncIterator[bytes]:
+    yield b'{"error": {"message": "bad request", '
+    await asyncio.Event().wait()  # the rest never comes
+    yield b"}}"
+
+
+async def too_large() -> AsyncIterator[bytes]:
+    for _ in range(REFUSAL_MAX_BYTES // 1024 + 8):
+        yield b" " * 1024
+
+
+def refusing(body: Callable[[], AsyncIterator[bytes]]):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
+    return opening
+
+
+@pytest.mark.parametrize("body", [drips, too_large])
+async def test_an_engines_refusal_is_read_within_a_bound_of_size_and_time(
+        tmp_path: Path, body: Callable[[], AsyncIterator[bytes]]) -> None:
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        g.gw.proxy._deadline = DEADLINE
+        for engine in g.gw.proxy._engines.values():
+            engine.open = refusing(body)  # type: ignore[method-assign]
+        r = await asyncio.wait_for(g.post("chat", False), GUARD_S)
+        assert r.status_code == 502 and "failed while answering" in r.text, r.text
+        assert inflight(g.gw) == 0
+        failed = {e for (e, outcome) in booked(g.gw) if outcome == "broke_mid_stream"}
+        assert len(failed) == 1, booked(g.gw)
+
+
+async def test_a_spares_refusal_of_a_continuation_that_drips_ends_the_stream_within_the_deadline(
+        tmp_path: Path) -> None:
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    async for g in two_engines(tmp_path, lambda p, r: broken):
+        g.gw.proxy._deadline = DEADLINE
+        for endpoint, engine in g.gw.proxy._engines.items():
+            if endpoint != "nrt-smollm2":
+                engine.open = refusing(drips)  # type: ignore[method-assign]
+        r = await asyncio.wait_for(g.post("chat", True), GUARD_S)
+        assert r.status_code == 200 and b"the continuation was refused (" in r.content, r.content
+        assert inflight(g.gw) == 0
+        spares = {outcome for (endpoint, outcome) in booked(g.gw) if endpoint != "nrt-smollm2"}
+    assert spares == {"http_400"}
