@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aigrid.encoders.minilm import missing_packages
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "eval_firewall.py"
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -442,3 +444,13 @@ def test_other_attack_categories_are_named_up_to_ten_and_a_missing_one_is_said(t
                    data / "neuralchemy" / "core-test.parquet")
     [(name, *_)] = other_attacks(Corpus(data, routing, missing_ok=True), "test")
     assert name == "other attack categories (neuralchemy: (no category), roleplay_attack)", name
+
+
+@pytest.mark.skipif(bool(missing_packages()), reason="the cascade's packages are not installed")
+def test_a_cascade_artefact_that_cannot_be_read_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """--cascade PATH of no file was load_cascade's ConfigError traceback (naming a spec field, exit 1)."""
+    data, routing = collection(tmp_path)
+    r = _run(data, routing, "--prompt-cascade", str(tmp_path / "nope.bin"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: --prompt-cascade: cannot read the cascade's artefact {tmp_path}/nope.bin"), \
+        r.stderr
