@@ -85,8 +85,9 @@ def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.Mo
 def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """N4: `aigrid node` allocates --context x --slots tokens of KV cache at start (22.5 KiB a token) with no memory
     check, where `aigrid up` refuses a spec whose cache does not fit (gateway/server.check_kv_cache_fits): the node
-    now holds it against the same MemAvailable through the same check (server.kv_cache_over, here a fake reader,
-    never the machine's) and refuses, naming --context, before the engine starts. 65,536 x 2 slots is 2,880 MiB."""
+    now holds it against the same figure (MemAvailable, or a cgroup v2 limit where smaller) through the same check
+    (server.kv_cache_over, here a fake reader, never the machine's) and refuses, naming --context, before the engine
+    starts. 65,536 x 2 slots is 2,880 MiB."""
     from aigrid.gateway import server
 
     started: list[int] = []
