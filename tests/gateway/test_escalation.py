@@ -220,3 +220,25 @@ async def test_a_larger_model_refusing_the_prompt_as_too_long_is_counted_as_the_
                 for m in gw.metrics.registry.collect() if m.name == "aigrid_requests" for s in m.samples
                 if s.name == "aigrid_requests_total"}
     assert requests == {("fra-small", "ok"): 1, ("iad-large", "error:context_length_exceeded"): 1}, requests
+
+
+async def test_a_larger_model_refusing_the_escalation_is_neither_its_failure_nor_a_success(grid):
+    """The larger model's engine refuses the escalated request with a 4xx (the client's request, not the engine's
+    fault): _escalated called record_success for it, closing its circuit and clearing its failures as a served
+    answer does, where forward (since the twenty-ninth session) records no success for an engine's 4xx. Now neither
+    a failure nor a success: its breaker's count stands."""
+    client, fakes, gw = grid
+    fakes["fra-small"].logprob = UNSURE
+    large = fakes["iad-large"]
+
+    @asynccontextmanager
+    async def refusing(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        large.received.append(orjson.loads(body))
+        yield UpstreamResponse(422, {"content-type": "application/json"},
+                               _once(orjson.dumps({"error": {"message": "unsupported parameter"}})))
+
+    large.open = refusing  # type: ignore[method-assign]
+    gw.store._live["iad-large"].breaker.failures = 2
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
+    assert gw.store._live["iad-large"].breaker.failures == 2

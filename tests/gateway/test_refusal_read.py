@@ -34,6 +34,10 @@ async def too_large() -> AsyncIterator[bytes]:
         yield b" " * 1024
 
 
+async def at_once() -> AsyncIterator[bytes]:
+    yield orjson.dumps({"error": {"message": "unsupported parameter", "type": "invalid_request_error"}})
+
+
 def refusing(body: Callable[[], AsyncIterator[bytes]]):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
@@ -68,3 +72,22 @@ async def test_a_spares_refusal_of_a_continuation_that_drips_ends_the_stream_wit
         assert inflight(g.gw) == 0
         spares = {outcome for (endpoint, outcome) in booked(g.gw) if endpoint != "nrt-smollm2"}
     assert spares == {"http_400"}
+
+
+async def test_an_engines_refusal_of_a_stream_is_no_success_of_serving(tmp_path: Path) -> None:
+    """forward recorded an engine's 4xx as a served answer (store.record_success): a streamed request's refusal, sent
+    at once, fed its first byte's time into the endpoint's TTFT average and calibration as a time to first token, and
+    cleared its breaker's failures. A refusal is the client's request's, neither the engine's failure nor a success
+    of serving: nothing of either is recorded."""
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = refusing(at_once)  # type: ignore[method-assign]
+        for live in g.gw.store._live.values():
+            live.breaker.failures = 2
+        r = await g.post("chat", True)
+        assert r.status_code == 400, r.text
+        served = {e for (e, outcome) in booked(g.gw) if outcome == "http_400"}
+        assert len(served) == 1, booked(g.gw)
+        live = g.gw.store._live[served.pop()]
+        assert live.ttft_ewma_s is None and live.breaker.failures == 2
+

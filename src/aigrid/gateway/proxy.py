@@ -316,8 +316,11 @@ class Proxy:
         # The engine's own time to first token (emulated network excluded) feeds the routing model; a
         # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
         # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
+        # An engine's 4xx (it refused the request) is neither its failure (5xx failed in _attempt) nor a success of
+        # serving: its quick first byte is no TTFT, and it closes no circuit (_escalated and continue_stream alike)
         measured = stream and wrap is None
-        self._store.record_success(cand.endpoint_id, opened.engine_ttft_s if measured else None, cand.prediction)
+        if opened.upstream.status < 400:
+            self._store.record_success(cand.endpoint_id, opened.engine_ttft_s if measured else None, cand.prediction)
         self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
@@ -466,7 +469,8 @@ class Proxy:
                     except BaseException:  # a cancel cut the close short: booked here (the first answer is charged)
                         self.finish(opened.cand, record, 499, None)
                         raise
-                    self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
+                    if opened.upstream.status < 400:  # a refusal is no success of serving (forward's rule)
+                        self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
                     escalated = counted = dropped = None
                     if opened.upstream.status < 400:
                         try:  # an answer that is not a completion leaves the first one standing
