@@ -123,3 +123,33 @@ async def test_a_redacted_stream_whose_engine_breaks_sends_what_was_held_before_
         row = await the_one_record(g.gw)
         assert row["outcome"] == "interrupted", row
         assert ("pii_output" in orjson.dumps(row).decode()) == (placeholder("email") in shown), row
+
+
+def broken_for(*texts: str) -> Any:
+    """As broken, but a completion's engine streams `text_completion` chunks."""
+    def script(path: str, req: dict) -> H.Script:
+        if path.endswith("/v1/completions"):
+            events = [{"id": "c", "object": "text_completion", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "text": t, "finish_reason": None}]} for t in texts]
+        else:
+            events = [H.token(t) for t in texts]
+        return H.stream(*[H.chunk(b"data: " + orjson.dumps(e) + b"\n\n") for e in events], H.CLOSE)
+    return script
+
+
+@pytest.mark.parametrize(("door", "shown", "error"), [
+    ("completions", '"text":"Sure. Mail [REDACTED:EMAIL] or "', '"code":"stream_interrupted"'),
+    ("messages", '"delta":{"type":"text_delta","text":"Sure. Mail [REDACTED:EMAIL] or "}', "event: error"),
+    ("responses", '"delta":"Sure. Mail [REDACTED:EMAIL] or "', "event: response.failed"),
+])
+async def test_each_door_sends_the_held_text_in_its_own_events_before_its_error(
+        tmp_path, door: str, shown: str, error: str) -> None:
+    """The held chunk is a chat (or completion) chunk: the completions door sends it as a `text_completion` chunk, the
+    Messages and Responses doors translate it (chat_events) into their text delta, each before the door's error."""
+    texts = ["Sure. Mail jane.doe@example.com ", "or call"]
+    async for g in T.grid(tmp_path, broken_for(*texts), good=broken_for(*texts)):
+        firewall = g.gw.guard.firewall
+        firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+        r = await g.post(door, True)
+        assert r.status_code == 200 and shown in r.text and error in r.text, r.text
+        assert r.text.index(shown) < r.text.index(error) and "jane" not in r.text and "or call" not in r.text, r.text
