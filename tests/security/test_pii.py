@@ -701,16 +701,7 @@ def test_a_number_laid_bare_where_a_break_cuts_the_pieces_is_redacted(pieces: li
     part until the twenty-fifth session (8 of 10,883 items with a break at one end, 4 of 2,462 at both, in
     scripts/firewall_seams_pii_breaks.py 20000 2; these are those left with digits): every character of each, but a
     separator between two numbers made one, is redacted."""
-    from aigrid.security.firewall.pii import read_together
-
-    joined = "".join(pieces[a:b])
-    items = find_pii(joined)
-    found = read_together(pieces, [find_pii(p) for p in pieces])
-    at = len("".join(pieces[:a]))
-    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces))]
-    gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
-    assert items and all(at + i in gone for m in items for i in range(m.start, m.end) if joined[i] not in " .-"), (
-        joined, items, found)
+    _read_whole_between_breaks(pieces, a, b)
 
 
 def test_a_run_s_cut_is_worked_out_from_its_window_alone() -> None:
@@ -741,6 +732,12 @@ def test_an_item_read_with_a_break_at_one_seam_alone_is_redacted(pieces: list[st
     2,000): items find_pii reads in the pieces from `a` to `b` joined that read_together left in part, because it read
     a seam with a break there alone only backwards from it for an item ending at it, or forwards for one beginning at
     it, each anchored. Now each seam's window before it and after it is also read whole."""
+    _read_whole_between_breaks(pieces, a, b)
+
+
+def _read_whole_between_breaks(pieces: list[str], a: int, b: int) -> None:
+    """Every character of each item find_pii reads in the pieces from `a` to `b` joined (a break on either side), but
+    a separator between two numbers made one, is redacted by read_together."""
     from aigrid.security.firewall.pii import read_together
 
     joined = "".join(pieces[a:b])
