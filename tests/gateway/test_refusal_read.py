@@ -29,9 +29,17 @@ async def drips() -> AsyncIterator[bytes]:
     yield b"}}"
 
 
+ECHOED = 4 * REFUSAL_MAX_BYTES
+"""The length of the request an engine's 400 echoes (a FastAPI validation error's `input`: the whole body)."""
+
+
 async def too_large() -> AsyncIterator[bytes]:
-    for _ in range(REFUSAL_MAX_BYTES // 1024 + 8):
-        yield b" " * 1024
+    """A context 400 (vLLM's words) echoing a long request: longer than REFUSAL_MAX_BYTES, and still the client's."""
+    yield b'{"error": {"message": "This model\'s maximum context length is 4096 tokens. However, you requested 9000 ' \
+          b'tokens.", "type": "BadRequestError", "code": 400}, "input": "'
+    for _ in range(ECHOED // 1024):
+        yield b"x" * 1024
+    yield b'"}'
 
 
 async def at_once() -> AsyncIterator[bytes]:
@@ -45,18 +53,56 @@ def refusing(body: Callable[[], AsyncIterator[bytes]]):  # type: ignore[no-untyp
     return opening
 
 
-@pytest.mark.parametrize("body", [drips, too_large])
-async def test_an_engines_refusal_is_read_within_a_bound_of_size_and_time(
-        tmp_path: Path, body: Callable[[], AsyncIterator[bytes]]) -> None:
+async def test_an_engines_refusal_is_read_within_a_bound_of_time(tmp_path: Path) -> None:
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         g.gw.proxy._deadline = DEADLINE
         for engine in g.gw.proxy._engines.values():
-            engine.open = refusing(body)  # type: ignore[method-assign]
+            engine.open = refusing(drips)  # type: ignore[method-assign]
         r = await asyncio.wait_for(g.post("chat", False), GUARD_S)
         assert r.status_code == 502 and "failed while answering" in r.text, r.text
         assert inflight(g.gw) == 0
         failed = {e for (e, outcome) in booked(g.gw) if outcome == "broke_mid_stream"}
         assert len(failed) == 1, booked(g.gw)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_refusal_longer_than_the_bound_is_the_clients_refusal_its_rest_unread(
+        tmp_path: Path, stream: bool) -> None:
+    """Review RV11 of de18b2c5: a refusal past REFUSAL_MAX_BYTES was the engine's failure (a 502, broke_mid_stream,
+    its breaker charged), so a client sending long bad requests to an engine that echoes them in its 400 opened a
+    healthy engine's circuit. Its first REFUSAL_MAX_BYTES are read (the message is in them), the rest left unread."""
+    read: list[int] = []
+
+    def counting(body: Callable[[], AsyncIterator[bytes]]) -> Callable[[], AsyncIterator[bytes]]:
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in body():
+                read.append(len(chunk))
+                yield chunk
+        return counted
+
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = refusing(counting(too_large))  # type: ignore[method-assign]
+        r = await asyncio.wait_for(g.post("chat", stream), GUARD_S)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "context_length_exceeded", r.text
+        assert inflight(g.gw) == 0
+        assert {outcome for (_, outcome) in booked(g.gw)} == {"error:context_length_exceeded"}, booked(g.gw)
+        assert all(live.breaker.failures == 0 for live in g.gw.store._live.values())
+        assert sum(read) <= REFUSAL_MAX_BYTES + 1024 < ECHOED
+
+
+async def test_a_refusal_pins_no_cache_affinity(tmp_path: Path) -> None:
+    """Review RV11: forward remembered the refusing endpoint as the prompt's and the session's (cache affinity), so
+    a refusal (a hosted engine's 429, a context 400) drew the next request of the session to the endpoint that
+    refused it and holds none of its cache, and took the key from the endpoint that does."""
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = refusing(at_once)  # type: ignore[method-assign]
+        r = await g.post("chat", False)
+        assert r.status_code == 400, r.text
+        assert len(booked(g.gw)) == 1, booked(g.gw)
+        assert not g.gw.store._affinity
 
 
 async def test_a_spares_refusal_of_a_continuation_that_drips_ends_the_stream_within_the_deadline(

@@ -319,9 +319,9 @@ class Proxy:
         # An engine's 4xx (it refused the request) is neither its failure (5xx failed in _attempt) nor a success of
         # serving: its quick first byte is no TTFT, and it closes no circuit (_escalated and continue_stream alike)
         measured = stream and wrap is None
-        if opened.upstream.status < 400:
+        if opened.upstream.status < 400:  # a refusal warms no cache either: the prefix and session keep their endpoint
             self._store.record_success(cand.endpoint_id, opened.engine_ttft_s if measured else None, cand.prediction)
-        self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
+            self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
         headers = self._headers(cand, decision, opened.upstream)
@@ -411,16 +411,26 @@ class Proxy:
         return whole_max_bytes(self.most_tokens(cand, record))
 
     async def _read_refusal(self, opened: Opened) -> bytes:
-        """The rest of an engine's refusal (a 4xx), read within REFUSAL_MAX_BYTES and the attempt's first-byte
-        deadline (FirstByteDeadline.seconds): read with a whole answer's bound, a refusal that drips held the
-        client up to 1 MiB x the read timeout; engine_errors keeps 2,000 characters of it. Past either:
-        EngineStreamBroken, the read's break (booked as a read that broke off is)."""
+        """The rest of an engine's refusal (a 4xx), its first REFUSAL_MAX_BYTES (with `opened.first`) read within the
+        attempt's first-byte deadline (FirstByteDeadline.seconds): read with a whole answer's bound, a refusal that
+        drips held the client up to 1 MiB x the read timeout; engine_errors keeps 2,000 characters of it. A longer
+        refusal (an engine echoing a long request in its 400) is still the client's refusal: the rest is left unread
+        (the close drops it), not the engine's failure. Past the deadline: EngineStreamBroken, the read's break
+        (booked as a read that broke off is)."""
         limit = self._deadline.seconds(opened.cand)
+        room = REFUSAL_MAX_BYTES - len(opened.first)
+        parts: list[bytes] = []
         try:
             async with asyncio.timeout(limit):
-                return await read_whole(opened.upstream.body, REFUSAL_MAX_BYTES - len(opened.first))
+                while room > 0 and (chunk := await anext(opened.upstream.body, None)) is not None:
+                    parts.append(chunk[:room])
+                    room -= len(chunk)
         except TimeoutError as e:
             raise EngineStreamBroken(f"its refusal was not read whole within {limit:.1f} s") from e
+        if room <= 0:
+            log.info("endpoint %s: its refusal reached %d bytes; any rest is left unread",
+                     opened.cand.endpoint_id, REFUSAL_MAX_BYTES)
+        return b"".join(parts)
 
     async def _escalated(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                          esc: Escalation, cand: Candidate, status: int, answer: bytes, usage: dict[str, Any] | None,
