@@ -17,6 +17,7 @@ import pytest
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.errors import EngineStreamBroken
 from tests.gateway import hostile_engine as H
+from tests.gateway.test_engine_context_exceeded import booked
 from tests.gateway.test_exit_paths import inflight
 from tests.gateway.test_hostile_engines import grid as two_engines
 
@@ -61,3 +62,6 @@ async def test_a_close_cut_short_by_a_cancel_leaves_no_request_in_flight(
         except (asyncio.CancelledError, httpx.HTTPError):
             pass  # the cancel reached the client's side: what it got is not the point
         assert inflight(g.gw) == 0
+        # booked once: the in-flight count stops at 0, so a second booking would show only as a second outcome (and
+        # take another request's place in flight)
+        assert sum(booked(g.gw).values()) == 1, booked(g.gw)
