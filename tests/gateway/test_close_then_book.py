@@ -1,7 +1,9 @@
 """A cancel (the client gone, a shutdown) that lands while an engine's answer is being closed, before proxy.finish
 books it: the booking was skipped and the endpoint kept one request in flight for good (its load, as the router reads
 it, one too high). 4b634c56 closed the gap on a spare's refused continuation; these are the other closes that booked
-on the line after (proxy.forward's whole answer, relay's end of a stream and its _broke after the answer ended)."""
+on the line after (proxy.forward's whole answer, relay's end of a stream and its _broke after the answer ended,
+proxy._escalated's close of the larger model's answer). A close that fails otherwise (no cancel) is the read's
+failure, not the client's leaving."""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.errors import EngineStreamBroken
+from tests.agents.scripted_engine import _once
 from tests.gateway import hostile_engine as H
 from tests.gateway.test_engine_context_exceeded import booked
+from tests.gateway.test_escalation import UNSURE, _ask
+from tests.gateway.test_escalation import grid as escalation_grid  # noqa: F401 (a fixture)
 from tests.gateway.test_exit_paths import inflight
 from tests.gateway.test_hostile_engines import grid as two_engines
 
@@ -65,3 +70,63 @@ async def test_a_close_cut_short_by_a_cancel_leaves_no_request_in_flight(
         # booked once: the in-flight count stops at 0, so a second booking would show only as a second outcome (and
         # take another request's place in flight)
         assert sum(booked(g.gw).values()) == 1, booked(g.gw)
+
+
+def failing_while_closing(body: Callable[[], AsyncIterator[bytes]], content_type: str):  # type: ignore[no-untyped-def]
+    """An engine.open whose answer is `body` and whose close fails with an unexpected error (no cancel)."""
+    @asynccontextmanager
+    async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(200, {"content-type": content_type}, body())
+        raise RuntimeError("the engine's close failed")
+    return opening
+
+
+async def test_a_close_that_fails_is_the_engines_failure_not_the_clients_leaving(tmp_path: Path) -> None:
+    """proxy.forward's close of a whole answer caught BaseException and booked any error as the client's 499
+    (client_closed): an engine whose close fails is the read's failure (logged, abandoned: broke_mid_stream), once."""
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = failing_while_closing(whole, "application/json")  # type: ignore[method-assign]
+        r = await g.post("chat", False)
+        assert r.status_code == 502, r.text
+        assert inflight(g.gw) == 0
+        outcomes = booked(g.gw)
+        assert [o for (_, o) in outcomes] == ["broke_mid_stream"] and sum(outcomes.values()) == 1, outcomes
+
+
+def larger_closing_with(error: BaseException):  # type: ignore[no-untyped-def]
+    """The larger model's engine.open: a whole answer, then a close that raises `error`."""
+    @asynccontextmanager
+    async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(200, {"content-type": "application/json"}, _once(orjson.dumps(H.answer_of("Larger"))))
+        raise error
+    return opening
+
+
+async def test_an_escalated_close_cut_short_by_a_cancel_is_booked_once(  # type: ignore[no-untyped-def]
+        escalation_grid) -> None:  # noqa: F811
+    """_escalated's close of the larger model's answer cut short by a cancel: booked 499 once, nothing in flight."""
+    client, fakes, gw = escalation_grid
+    fakes["fra-small"].logprob = UNSURE
+    fakes["iad-large"].open = larger_closing_with(asyncio.CancelledError("cut while closing"))
+    try:
+        await _ask(client)
+    except (asyncio.CancelledError, httpx.HTTPError):
+        pass  # the cancel reached the client's side: what it got is not the point
+    assert inflight(gw) == 0
+    larger = {o: n for (e, o), n in booked(gw).items() if e == "iad-large"}
+    assert larger == {"client_closed": 1}, booked(gw)
+
+
+async def test_an_escalated_close_that_fails_leaves_the_first_answer_and_is_the_engines_failure(  # type: ignore[no-untyped-def]
+        escalation_grid) -> None:  # noqa: F811
+    """_escalated's close failing with an unexpected error was booked as the client's 499: now the read's rule (the
+    larger engine abandoned: broke_mid_stream, charged a failure) and the first answer stands."""
+    client, fakes, gw = escalation_grid
+    fakes["fra-small"].logprob = UNSURE
+    fakes["iad-large"].open = larger_closing_with(RuntimeError("the engine's close failed"))
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b"
+    assert inflight(gw) == 0
+    larger = {o: n for (e, o), n in booked(gw).items() if e == "iad-large"}
+    assert larger == {"broke_mid_stream": 1}, booked(gw)

@@ -338,24 +338,20 @@ class Proxy:
                 rest = await self._read_refusal(opened)
             else:
                 rest = await read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
+            await opened.stack.aclose()  # in this try: a close that fails is the read's failure, not the client's 499
         except Exception as e:  # engine errors and anything else: release the engine, say why, never leak
             if not isinstance(e, EngineError):
-                log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
+                log.warning("endpoint %s: unexpected error while reading or closing the answer", cand.endpoint_id,
                             exc_info=e)
             await self.abandon(opened, record, f"broke before the answer was complete: {e!r}")
             record.status = "failed"
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {self.names.hide(str(e), cand.endpoint_id)}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
-        except BaseException:  # cancelled (client gone, shutdown): release the engine
+        except BaseException:  # cancelled (client gone, shutdown) in the read or the close: release the engine
             try:
-                await opened.stack.aclose()
+                await opened.stack.aclose()  # nothing left to close when the cancel cut the close itself
             finally:  # booked even when a cancel cuts the close short: in flight never stays one high
                 self.finish(cand, record, 499, None)
-            raise
-        try:
-            await opened.stack.aclose()
-        except BaseException:  # a cancel cut the close short: booked here, its answer never reaches the client
-            self.finish(cand, record, 499, None)
             raise
         answer, status, usage, refusal = opened.first + rest, opened.upstream.status, None, None
         if status < 400:
@@ -462,23 +458,19 @@ class Proxy:
                         better = opened.first + await read_whole(opened.upstream.body,
                                                                  self.most_bytes(opened.cand, record),
                                                                  [len(opened.first)])
+                    await opened.stack.aclose()  # in this try: a close that fails is the read's failure, not a 499
                 except Exception as e:  # the first answer stands; the engine is released and charged
                     if not isinstance(e, EngineError):
-                        log.warning("endpoint %s: unexpected error while reading an escalated answer",
+                        log.warning("endpoint %s: unexpected error while reading or closing an escalated answer",
                                     opened.cand.endpoint_id, exc_info=e)
                     await self.abandon(opened, record, f"broke before the escalated answer was complete: {e!r}")
-                except BaseException:  # cancelled (client gone, shutdown): release the engine
+                except BaseException:  # cancelled (client gone, shutdown) in the read or the close: release the engine
                     try:
-                        await opened.stack.aclose()
+                        await opened.stack.aclose()  # nothing left to close when the cancel cut the close itself
                     finally:  # booked even when a cancel cuts the close short: in flight never stays one high
                         self.finish(opened.cand, record, 499, None)
                     raise
                 else:
-                    try:
-                        await opened.stack.aclose()
-                    except BaseException:  # a cancel cut the close short: booked here (the first answer is charged)
-                        self.finish(opened.cand, record, 499, None)
-                        raise
                     if opened.upstream.status < 400:  # a refusal is no success of serving (forward's rule)
                         self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
                     escalated = counted = dropped = None
