@@ -31,3 +31,17 @@ def test_types_follow_the_status_unless_the_engine_sent_one_of_openais() -> None
                                                                   "param": None, "code": None}
     kept = orjson.loads(openai_error(b'{"error": {"message": "m", "type": "permission_error", "code": 403}}', 403))
     assert kept["error"] == {"message": "m", "type": "permission_error", "param": None, "code": None}
+
+
+def test_the_message_of_a_body_cut_short_is_pulled_out_of_it() -> None:
+    """A refusal cut at proxy.REFUSAL_MAX_BYTES (a 400 echoing a long request) is not valid JSON: its raw head
+    (`{"error": {"message": ...`) was the client's message. Its message string is decoded up to where it was cut,
+    an escape cut in two dropped; TGI's `error` string too; a body with neither is passed on as it is."""
+    echoed = orjson.dumps({"error": {"message": "bad \"input\" \u00e9 " + "y" * 50_000, "type": "BadRequestError"}})
+    cut = echoed[:30_000]
+    err = orjson.loads(openai_error(cut, 400))["error"]
+    assert err["message"] == ("bad \"input\" \u00e9 " + "y" * 50_000)[:MAX_MESSAGE]
+    assert orjson.loads(openai_error(b'{"error": {"message": "cut inside \\u00', 400))["error"]["message"] \
+        == "cut inside"
+    assert orjson.loads(openai_error(b'{"error": "TGI\'s words, cut', 400))["error"]["message"] == "TGI's words, cut"
+    assert orjson.loads(openai_error(b"<html>bad gateway", 400))["error"]["message"] == "<html>bad gateway"

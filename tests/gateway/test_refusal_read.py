@@ -137,3 +137,29 @@ async def test_an_engines_refusal_of_a_stream_is_no_success_of_serving(tmp_path:
         live = g.gw.store._live[served.pop()]
         assert live.ttft_ewma_s is None and live.breaker.failures == 2
 
+
+
+REFUSED = "unsupported parameter: 'frobnicate' (an \"extra\" field: not permitted) \u00e9"
+
+
+async def echoing() -> AsyncIterator[bytes]:
+    """A 400 that is not the context's, echoing a 256 KiB request after its message (vLLM's fields, an `input`)."""
+    yield orjson.dumps({"error": {"message": REFUSED, "type": "BadRequestError", "param": None, "code": 400}})[:-2] \
+        + b', "input": "'
+    for _ in range(ECHOED // 1024):
+        yield b"x" * 1024
+    yield b'"}}'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_message_of_a_refusal_cut_at_the_bound_is_passed_on_not_its_raw_head(
+        tmp_path: Path, stream: bool) -> None:
+    """A refusal cut at REFUSAL_MAX_BYTES is not valid JSON: engine_errors passed its raw first 2,000 characters
+    (`{"error": {"message": ...`) on as the client's message. The message string is pulled out of the cut body."""
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = refusing(echoing)  # type: ignore[method-assign]
+        r = await asyncio.wait_for(g.post("chat", stream), GUARD_S)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["message"] == REFUSED, r.text[:300]
+        assert inflight(g.gw) == 0

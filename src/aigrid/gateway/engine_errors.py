@@ -11,6 +11,7 @@ addresses named by endpoint), OpenAI's type for the status, its `param` and `cod
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,11 +27,36 @@ MAX_MESSAGE = 2_000
 """The most characters of an engine's message passed on."""
 
 
+CUT_SCAN_CHARS = 65_536
+"""The most characters of a body that is not JSON searched for its message (a refusal read only in part)."""
+_CUT_MESSAGE = re.compile(rf'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.){{0,{2 * MAX_MESSAGE}}})')
+"""An error's message string (TGI's: `error`) in a body cut short, from its opening quote: at most 2 x MAX_MESSAGE
+characters or escapes of it (the message is hidden, then cut to MAX_MESSAGE, in engine_refusal)."""
+
+
+def _cut_message(text: str) -> str | None:
+    """The `message` string of an error body that is not valid JSON (cut at proxy.REFUSAL_MAX_BYTES: a 400 echoing a
+    long request), decoded up to where it ends or was cut; None when it has none."""
+    found = _CUT_MESSAGE.search(text, 0, CUT_SCAN_CHARS)
+    if found is None:
+        return None
+    part = found.group(1)
+    for cut in range(7):  # the cut may fall inside an escape (at most 6 characters: \uXXXX)
+        try:
+            message = json.loads(f'"{part[:len(part) - cut]}"', strict=False)
+        except ValueError:
+            continue
+        return str(message).encode("utf-8", "replace").decode("utf-8")  # a lone surrogate cut from its pair: '?'
+    return None
+
+
 def _fields(body: bytes) -> Mapping[str, Any]:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {"message": body.decode("utf-8", "replace")}
+        text = body.decode("utf-8", "replace")
+        message = _cut_message(text)
+        return {"message": text if message is None else message}
     if not isinstance(obj, dict):
         return {"message": str(obj)}
     err = obj.get("error")
