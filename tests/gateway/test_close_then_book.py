@@ -130,3 +130,28 @@ async def test_an_escalated_close_that_fails_leaves_the_first_answer_and_is_the_
     assert inflight(gw) == 0
     larger = {o: n for (e, o), n in booked(gw).items() if e == "iad-large"}
     assert larger == {"broke_mid_stream": 1}, booked(gw)
+
+
+async def test_a_streams_close_cut_short_by_a_cancel_when_its_client_is_gone_is_booked_once(tmp_path: Path) -> None:
+    """StreamRelay.aclose's close of a stream whose client went away mid-answer, cut short by a cancel: booked 499 once,
+    nothing in flight."""
+    started = asyncio.Event()
+
+    async def first_then_nothing() -> AsyncIterator[bytes]:
+        yield b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"
+        started.set()
+        await asyncio.Event().wait()  # the rest never comes: the client leaves first
+        yield b"data: [DONE]\n\n"
+
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = cut_while_closing(first_then_nothing, "text/event-stream")  # type: ignore[method-assign]
+        asking = asyncio.create_task(g.post("chat", True))
+        await asyncio.wait_for(started.wait(), 30)  # the test's own guard: the stream has begun
+        asking.cancel()  # the client goes away
+        try:
+            await asking
+        except (asyncio.CancelledError, httpx.HTTPError):
+            pass
+        assert inflight(g.gw) == 0
+        assert {o for (_, o) in booked(g.gw)} == {"client_closed"} and sum(booked(g.gw).values()) == 1, booked(g.gw)
