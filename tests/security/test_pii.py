@@ -748,3 +748,39 @@ def _read_whole_between_breaks(pieces: list[str], a: int, b: int) -> None:
     gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
     assert items and all(at + i in gone for m in items for i in range(m.start, m.end) if joined[i] not in " .-"), (
         joined, items, found)
+
+
+_RUN_TEXT = "numbers: " + "+1 415 555 0100 " * 120 + "thanks, call 415 555 0100 ok"
+"""A run of phone numbers one space apart longer than the redactor's bound (16 x its holdback): one item to find_pii."""
+
+
+@pytest.mark.parametrize("variant", ["plain", "full-width", "circled", "zero-width"])
+@pytest.mark.parametrize("size", [1, 5, 7, 16, 17, 40])
+def test_a_digit_run_longer_than_the_bound_is_cut_without_sending_a_digit(size: int, variant: str) -> None:
+    """The run is cut at the bound (RV9): its placeholder goes out and the rest of the run is dropped as it comes,
+    chunks cut at every character (sizes 1, 7, 17 meet every position of the 16-character period). No digit a
+    model reads goes out: whole-text redaction leaves none."""
+    text = {"plain": _RUN_TEXT, "full-width": _RUN_TEXT.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"}),
+            "circled": _RUN_TEXT.replace("0100", "01\u2460\u2460"), "zero-width": _RUN_TEXT.replace("555", "5\u200b55")}[variant]
+    assert not any(c.isnumeric() for c in redact(text))
+    out = stream([text[i:i + size] for i in range(0, len(text), size)])
+    assert not any(c.isnumeric() for c in out), out
+    assert out.startswith("numbers: [REDACTED:PHONE]") and out.endswith("thanks, call [REDACTED:PHONE] ok"), out
+
+
+def test_a_long_digit_run_is_read_in_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 phone numbers one space apart, fed one by one: the characters find_pii reads stay within a bounded
+    multiple of the text's (until RV9's finding the run was held whole and re-read at each chunk: about 1,000x)."""
+    from aigrid.security.firewall import streaming
+
+    read = [0]
+
+    def counted(text: str, *args: object, **kwargs: object) -> list[PiiMatch]:
+        read[0] += len(text)
+        return find_pii(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(streaming, "find_pii", counted)
+    r = StreamingRedactor()
+    out = "".join([r.feed("+1 415 555 0100 ") for _ in range(2000)] + [r.feed("done"), r.flush()])
+    assert out == "[REDACTED:PHONE] done"
+    assert read[0] < 10 * 2000 * len("+1 415 555 0100 "), read[0]
