@@ -102,10 +102,13 @@ async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient)
     finally:
         server.close()
     # never early (timers fire late, not early): every run; late by the machine's load, which only adds: the
-    # fastest of three is bounded above (one run alone came 209 ms to its first token on a loaded machine)
+    # fastest of three is bounded above (one run alone came 209 ms to its first token on a loaded machine). The
+    # decode time is not bounded below run by run: a first token the client reads late shortens e2e - ttft (a
+    # fresh clone's run read 57.5 ms against 60); its end is never early: every e2e >= 115 ms less the slack above
     ttfts, decodes = [ttft for ttft, _, _ in runs], [e2e - ttft for ttft, e2e, _ in runs]
     assert all(0.053 <= ttft for ttft in ttfts) and min(ttfts) <= 0.11, ttfts
-    assert all(0.058 <= d for d in decodes) and min(decodes) <= 0.12, decodes
+    assert all(0.111 <= e2e for _, e2e, _ in runs), runs
+    assert min(decodes) <= 0.12, decodes
 
 
 async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> None:
