@@ -13,16 +13,15 @@ from pathlib import Path
 
 import httpx
 
+from aigrid.bench.procs import rss_kib
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 
 SLOTS = 2
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The engine's own VmRSS (aigrid.bench.procs.rss_kib), in MiB; 0 when it is gone."""
+    return (rss_kib(pid) or 0) / 1024
 
 
 async def main(contexts: list[int]) -> None:

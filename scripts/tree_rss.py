@@ -12,23 +12,13 @@ import argparse
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from aigrid.bench.procs import tree
-
-
-def _rss_kib(pid: int) -> int | None:
-    """VmRSS of `pid` in KiB; None when it is gone (or a kernel thread, without VmRSS)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+from aigrid.bench.procs import rss_kib, tree
 
 
 def tree_rss_kib(root: int) -> tuple[int, int]:
-    """(summed RSS, largest single RSS) of `root` and its descendants now (aigrid.bench.procs.tree), in KiB."""
-    sizes = [size for pid in tree(root) if (size := _rss_kib(pid)) is not None]
+    """(summed RSS, largest single RSS) of `root` and its descendants now (aigrid.bench.procs.tree, rss_kib), in KiB."""
+    sizes = [size for pid in tree(root) if (size := rss_kib(pid)) is not None]
     return sum(sizes), max(sizes, default=0)
 
 

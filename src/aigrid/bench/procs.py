@@ -48,16 +48,18 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICK
 
 
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of the one process `pid`, in KiB; None when it is gone (or a kernel thread, without VmRSS)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+
+
 def rss_mb(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    """RSS of the process tree rooted at pid, in MiB (VmRSS's kB / 1024)."""
+    return sum(size for p in tree(pid) if (size := rss_kib(p)) is not None) / 1024
 
 
 class Proc:
