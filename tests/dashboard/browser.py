@@ -54,3 +54,20 @@ def chromium_page(base: str, external: list[str]) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def errors_of(page: Any) -> list[str]:
+    """The page's uncaught errors and console errors, as they come."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return errors
+
+
+def open_dashboard(page: Any, url: str, mode: str) -> list[str]:
+    """`page` at `url` once the dashboard is in `mode` (its body's data-mode: live, replay); back: its errors
+    (errors_of), recorded from before it loaded."""
+    errors = errors_of(page)
+    page.goto(url)
+    page.wait_for_function(f"() => document.body.dataset.mode === '{mode}'", timeout=15000)
+    return errors

@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from tests.dashboard.browser import chromium_page
+from tests.dashboard.browser import chromium_page, errors_of
 from tests.dashboard.conftest import CHAT, Served
 
 CITIES = {"Tokyo": "nrt", "Frankfurt": "fra", "New York": "iad", "Sao Paulo": "gru", "London": "fra",
           "Seoul": "nrt"}
-
-
-def errors_of(page: Any) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    return errors
 
 
 def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served, tmp_path: Path) -> None:

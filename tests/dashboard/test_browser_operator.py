@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 
 from aigrid.gateway.app import build_gateway
-from tests.dashboard.browser import chromium_page
+from tests.dashboard.browser import chromium_page, errors_of, open_dashboard
 from tests.dashboard.conftest import Served, dashboard_app, no_sleep, served_dashboard
-from tests.dashboard.test_browser import errors_of, write_run
+from tests.dashboard.test_browser import write_run
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -28,9 +28,7 @@ def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Serve
     write_run(run)
     external: list[str] = []
     with chromium_page(served.base, external) as page:
-        errors = errors_of(page)
-        page.goto(served.base + "/dashboard")
-        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
         stops = []
         for _ in range(6):
             page.keyboard.press("Tab")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.dashboard.browser import chromium_page
+from tests.dashboard.browser import chromium_page, open_dashboard
 from tests.dashboard.conftest import Served
-from tests.dashboard.test_browser import errors_of, write_run
+from tests.dashboard.test_browser import write_run
 
 # the page's SiteCharts and GridMap on elements of their own, fed `ticks` (lists of sites) one after another;
 # back: each card's name, TTFT caption and TTFT line, and each site's map tooltip
@@ -62,9 +62,7 @@ def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
     data: it says 'n/a (down)' now, and its chart has a gap there (the line ran on over the missing ticks)."""
     external: list[str] = []
     with chromium_page(served.base, external) as page:
-        errors = errors_of(page)
-        page.goto(served.base + "/dashboard")
-        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
         out = drive(page, [[site("gru")], [site("gru", health="down")]])
         (card,) = out["cards"]
         assert card["ttft"] == "TTFT n/a (down)", card
@@ -106,9 +104,7 @@ def test_a_replays_summary_says_what_its_figures_are(served: Served, tmp_path: P
     write_run(tmp_path / "run")  # the served fixture's replay_dir
     external: list[str] = []
     with chromium_page(served.base, external) as page:
-        errors = errors_of(page)
-        page.goto(served.base + "/dashboard?replay=1")
-        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.wait_for_selector("#summary table", timeout=15000)
         heads = page.eval_on_selector_all("#summary tr:first-child th", "ts => ts.map(t => t.textContent)")
         assert heads == ["policy", "TTFT p50 (ms)", "TTFT p99 (ms)", "goodput", "cost (USD)", "rejected",
@@ -130,9 +126,7 @@ def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Ser
     run_of_arrivals(tmp_path / "run", [i / 500 for i in range(1000)])
     external: list[str] = []
     with chromium_page(served.base, external) as page:
-        errors = errors_of(page)
-        page.goto(served.base + "/dashboard?replay=1")
-        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
         assert page.text_content("#decision-count") == "(newest 50 shown of 1,000 so far, of 1,000 in the run)"
         assert page.eval_on_selector_all("#decisions tbody tr", "trs => trs.length") == 50
@@ -146,9 +140,7 @@ def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Serve
     run_of_arrivals(tmp_path / "run", [j / 60 for j in range(60)] + [100 + j / 60 for j in range(60)] + [600.0])
     external: list[str] = []
     with chromium_page(served.base, external) as page:
-        errors = errors_of(page)
-        page.goto(served.base + "/dashboard?replay=1")
-        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.select_option("#replay-speed", "600")
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
         shown = "() => [...document.querySelectorAll('#decisions tbody tr')].map(tr => Number(tr.dataset.id.split('#')[1]))"
