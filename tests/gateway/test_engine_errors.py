@@ -45,3 +45,19 @@ def test_the_message_of_a_body_cut_short_is_pulled_out_of_it() -> None:
         == "cut inside"
     assert orjson.loads(openai_error(b'{"error": "TGI\'s words, cut', 400))["error"]["message"] == "TGI's words, cut"
     assert orjson.loads(openai_error(b"<html>bad gateway", 400))["error"]["message"] == "<html>bad gateway"
+
+
+def test_an_address_at_the_cut_of_a_body_cut_short_is_hidden_whole() -> None:
+    """A body cut short had its message cut to 2 x MAX_MESSAGE characters before addresses were hidden, then to
+    MAX_MESSAGE after: an address cut in two at the first cut was not matched, and where hiding shortened the text
+    before it (an adapter's repr dropped: up to 4 KB) below MAX_MESSAGE, its first part reached the client."""
+    dropped = "z" * 3_000  # what hiding removes, as proxy.EngineNames.hide drops an adapter's repr
+
+    def shortening(text: str) -> str:
+        return hide(text).replace(dropped, "")
+
+    head = dropped + "y" * (2 * MAX_MESSAGE - len(dropped) - len("http://10.1.2") - 4) + " at "  # cut after 10.1.2
+    body = orjson.dumps({"error": {"message": head + URL + "/v1 " + "w" * 50_000}})[:30_000]
+    message = orjson.loads(openai_error(body, 400, shortening))["error"]["message"]
+    assert "10.1" not in message and dropped not in message
+    assert message.startswith("y" * 100)

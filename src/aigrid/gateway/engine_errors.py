@@ -50,11 +50,14 @@ def _cut_message(text: str) -> str | None:
     return None
 
 
-def _fields(body: bytes) -> Mapping[str, Any]:
+def _fields(body: bytes, hide: Callable[[str], str] = lambda m: m) -> Mapping[str, Any]:
+    """The fields of an engine's error `body`. One that is not JSON (cut short) is hidden before its message is pulled
+    out and cut to 2 x MAX_MESSAGE: an address cut in two there is not matched by `hide`, and would show in part
+    where hiding shortened the text before it (an adapter's repr dropped) below MAX_MESSAGE."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace")
+        text = hide(body.decode("utf-8", "replace"))
         message = _cut_message(text)
         return {"message": text if message is None else message}
     if not isinstance(obj, dict):
@@ -126,7 +129,7 @@ def engine_refusal(body: bytes, status: int, hide: Callable[[str], str] = lambda
     (context_window.py) answers, whoever the engine: the same envelope, and the same error, which the exchange's
     outcome, status and audited message are made of (Exchange.failure): until the twenty-ninth session the engine's
     was audited and counted `http_400`, the gateway's own `error:context_length_exceeded`."""
-    fields = _fields(body)
+    fields = _fields(body, hide)
     exceeded = context_exceeded(fields, status)
     if exceeded is not None:
         err = InvalidRequest(context_message(exceeded[0], param), param=param, code=CONTEXT_CODE)
