@@ -53,6 +53,17 @@ async def grid(tmp_path: Path):
     await gw.guard.stop()
 
 
+def _answers_once(fake: FakeEngine, status: int, answer: bytes) -> None:
+    """`fake` answers every request with `status` and the JSON `answer`, keeping the request in `fake.received`."""
+
+    @asynccontextmanager
+    async def answer_once(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        fake.received.append(orjson.loads(body))
+        yield UpstreamResponse(status, {"content-type": "application/json"}, _once(answer))
+
+    fake.open = answer_once  # type: ignore[method-assign]
+
+
 async def _ask(client: httpx.AsyncClient, **extra) -> httpx.Response:
     r = await client.post("/v1/chat/completions", headers={"x-aigrid-tenant": "auto",
                                                             "x-aigrid-client-location": "Frankfurt"},
@@ -136,13 +147,7 @@ async def test_when_the_larger_models_engine_cannot_read_it_the_first_answer_sta
     fakes["fra-small"].logprob = UNSURE
     large = fakes["iad-large"]
 
-    @asynccontextmanager
-    async def cannot_read(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        large.received.append(orjson.loads(body))
-        yield UpstreamResponse(500, {"content-type": "application/json"}, _once(
-            b'{"error":{"code":500,"message":"Failed to parse messages: bad","type":"server_error"}}'))
-
-    large.open = cannot_read  # type: ignore[method-assign]
+    _answers_once(large, 500, b'{"error":{"code":500,"message":"Failed to parse messages: bad","type":"server_error"}}')
     r = await _ask(client)
     assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
     assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
@@ -206,12 +211,7 @@ async def test_a_larger_model_refusing_the_prompt_as_too_long_is_counted_as_the_
                           "tokens), try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100,
                           "n_ctx": 2048}}
 
-    @asynccontextmanager
-    async def refusing(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        large.received.append(orjson.loads(body))
-        yield UpstreamResponse(400, {"content-type": "application/json"}, _once(orjson.dumps(too_long)))
-
-    large.open = refusing  # type: ignore[method-assign]
+    _answers_once(large, 400, orjson.dumps(too_long))
     r = await _ask(client)
     assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
     assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
@@ -231,13 +231,7 @@ async def test_a_larger_model_refusing_the_escalation_is_neither_its_failure_nor
     fakes["fra-small"].logprob = UNSURE
     large = fakes["iad-large"]
 
-    @asynccontextmanager
-    async def refusing(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        large.received.append(orjson.loads(body))
-        yield UpstreamResponse(422, {"content-type": "application/json"},
-                               _once(orjson.dumps({"error": {"message": "unsupported parameter"}})))
-
-    large.open = refusing  # type: ignore[method-assign]
+    _answers_once(large, 422, orjson.dumps({"error": {"message": "unsupported parameter"}}))
     gw.store._live["iad-large"].breaker.failures = 2
     r = await _ask(client)
     assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
