@@ -36,6 +36,16 @@ def _sent(fakes: dict[str, FakeEngine]) -> list[dict[str, Any]]:
     return [r for f in fakes.values() for r in f.received]
 
 
+async def _refused_before_any_engine(tmp_path: Path, fakes: dict[str, FakeEngine], path: str,
+                                     body: dict[str, Any]) -> Any:
+    """The 400 that `body` posted to `path` gets (its JSON), asking no engine."""
+    async with serving(spec_in(tmp_path), fakes) as (http, _):
+        r = await http.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert not _sent(fakes)
+    return r.json()
+
+
 @pytest.mark.parametrize("extra, field", [
     ({"stream": "true"}, "stream"),
     ({"stream": 1}, "stream"),
@@ -52,13 +62,9 @@ def _sent(fakes: dict[str, FakeEngine]) -> list[dict[str, Any]]:
 ], ids=lambda v: v if isinstance(v, str) else None)
 async def test_a_messages_field_of_the_wrong_type_is_anthropics_400_naming_it_before_any_engine(
         tmp_path: Path, fakes: dict[str, FakeEngine], extra: dict[str, Any], field: str) -> None:
-    async with serving(spec_in(tmp_path), fakes) as (http, _):
-        r = await http.post("/v1/messages", json={**MESSAGES, **extra})
-    assert r.status_code == 400, r.text
-    body = r.json()
+    body = await _refused_before_any_engine(tmp_path, fakes, "/v1/messages", {**MESSAGES, **extra})
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
     assert body["error"]["message"].startswith(f"invalid value for '{field}': "), body
-    assert not _sent(fakes)
 
 
 @pytest.mark.parametrize("extra, field", [
@@ -74,12 +80,8 @@ async def test_a_messages_field_of_the_wrong_type_is_anthropics_400_naming_it_be
 ], ids=lambda v: v if isinstance(v, str) else None)
 async def test_a_responses_field_of_the_wrong_type_is_a_400_naming_it_before_any_engine(
         tmp_path: Path, fakes: dict[str, FakeEngine], extra: dict[str, Any], field: str) -> None:
-    async with serving(spec_in(tmp_path), fakes) as (http, _):
-        r = await http.post("/v1/responses", json={**RESPONSES, **extra})
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
+    err = (await _refused_before_any_engine(tmp_path, fakes, "/v1/responses", {**RESPONSES, **extra}))["error"]
     assert (err["type"], err["param"]) == ("invalid_request_error", field), err
-    assert not _sent(fakes)
 
 
 @pytest.mark.parametrize("path, body", [
