@@ -64,6 +64,7 @@ def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.Mo
     """`aigrid node --context` had no upper bound where a spec's model `context` has spec.models.MAX_CONTEXT: 131072
     typed with two zeros too many started llama-server with a KV cache of 281 GiB a slot. Past the bound the flag
     is refused, named, before the node starts; the bound itself is taken."""
+    from aigrid import memory
     from aigrid.gateway import server
     from aigrid.spec.models import MAX_CONTEXT
 
@@ -73,7 +74,7 @@ def test_node_context_is_bounded_as_a_spec_models_context(monkeypatch: pytest.Mo
         started.append(options["context"])
 
     monkeypatch.setattr(server, "run_node", run_node)
-    monkeypatch.setattr(server, "available_memory", lambda: server.Memory(2**50, server.MACHINE))  # its cache fits
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.Memory(2**50, memory.MACHINE))  # its cache fits
     r = runner.invoke(app, ["node", "--context", str(MAX_CONTEXT + 1)], env={"COLUMNS": "300"})
     assert r.exit_code == 2 and "'--context'" in r.output and f"less than or equal to {MAX_CONTEXT}" in r.output, \
         r.output
@@ -88,6 +89,7 @@ def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypat
     now holds it against the same figure (MemAvailable, or a cgroup v2 limit where smaller) through the same check
     (server.kv_cache_over, here a fake reader, never the machine's) and refuses, naming --context, before the engine
     starts. 65,536 x 2 slots is 2,880 MiB."""
+    from aigrid import memory
     from aigrid.gateway import server
 
     started: list[int] = []
@@ -96,7 +98,7 @@ def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypat
         started.append(options["context"])
 
     monkeypatch.setattr(server, "run_node", run_node)
-    monkeypatch.setattr(server, "available_memory", lambda: server.Memory(2 * 2**30, server.MACHINE))
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.Memory(2 * 2**30, memory.MACHINE))
     r = runner.invoke(app, ["node", "--context", "65536"], env={"COLUMNS": "300"})
     said = " ".join(r.output.split())
     assert r.exit_code == 2 and "'--context'" in said and "65,536 tokens x 2 slots" in said, r.output
@@ -104,7 +106,7 @@ def test_node_refuses_a_kv_cache_that_does_not_fit_in_available_memory(monkeypat
     assert "Lower --context (or --slots)" in said and started == [] and "Traceback" not in r.output, r.output
     r = runner.invoke(app, ["node", "--context", "32768", "--slots", "2"])  # 1,440 MiB: fits
     assert r.exit_code == 0 and started == [32768], r.output
-    monkeypatch.setattr(server, "available_memory", lambda: None)  # not said (no /proc): not checked, as aigrid up
+    monkeypatch.setattr(memory, "available_memory", lambda: None)  # not said (no /proc): not checked, as aigrid up
     r = runner.invoke(app, ["node", "--context", "65536"])
     assert r.exit_code == 0 and started == [32768, 65536], r.output
 

@@ -312,7 +312,8 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
                   "(the gateway's endpoint names the same variable in api_key_env)")] = None) -> None:
     """Run one embedded engine (llama.cpp + SmolLM2-135M) as a site node, in the foreground."""
     from aigrid.engines.llama_server import kv_cache_bytes
-    from aigrid.gateway.server import available_memory, kv_cache_over, run_node
+    from aigrid.gateway.server import kv_cache_over, run_node
+    from aigrid.memory import available_memory
 
     # the KV cache the engine allocates at start, before it is started: `aigrid up`'s check (kv_cache_over)
     over = kv_cache_over(kv_cache_bytes(context, slots), available_memory)

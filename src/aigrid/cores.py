@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aigrid import cgroup
 
-def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+
+def available_cores(cpu_max: Path = cgroup.MOUNT / "cpu.max") -> int:
     """Its CPU affinity (taskset), capped by a cgroup v2 CPU quota (a container's CPU limit, which affinity
     does not show)."""
     try:
@@ -15,8 +17,8 @@ def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     try:
-        quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
+        quota, period = (cgroup.read(cpu_max) or "").split()[:2]
+    except ValueError:
         return cores
     if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
         return cores

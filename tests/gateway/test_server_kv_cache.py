@@ -1,5 +1,5 @@
 """`aigrid up` holds the KV cache its embedded engines allocate at start against the machine's available memory
-(gateway/server.check_kv_cache_fits). The spec's bound on a model's context (10,485,760) catches three zeros too many,
+(gateway/server.check_kv_cache_fits; its reader, aigrid.memory, in tests/test_memory.py). The spec's bound on a model's context (10,485,760) catches three zeros too many,
 not two: `context: 1310720` passed and each 2-slot engine allocated 56 GiB of KV cache, unsaid. The machine's memory
 is never read here: a fake reader (a function, or meminfo and cgroup files written to tmp_path) says what it has."""
 
@@ -14,12 +14,13 @@ from rich.console import Console
 
 from aigrid.engines.llama_server import KV_BYTES_PER_TOKEN, embedded_kv_cache, free_port
 from aigrid.errors import SpecError
-from aigrid.gateway.server import MACHINE, Memory, available_memory, check_kv_cache_fits, run_grid
+from aigrid.gateway.server import check_kv_cache_fits, run_grid
+from aigrid.memory import MACHINE, Memory, available_memory
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
+from tests.fake_machine import GIB, cgroup, meminfo
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
-GIB = 2**30
 
 
 def demo(context: int = 8192) -> GridSpec:
@@ -67,33 +68,6 @@ def test_a_grid_without_embedded_engines_does_not_read_the_memory() -> None:
     check_kv_cache_fits(spec, "grid.yaml", never)
 
 
-def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20971520 kB\n"
-                       "Buffers:          100000 kB\n")
-    none = tmp_path / "no-cgroup"  # no memory.max: the root group, cgroup v1, no /sys
-    assert available_memory(meminfo, none) == Memory(20 * GIB, MACHINE)
-    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # before Linux 3.14
-    assert available_memory(meminfo, none) is None
-    assert available_memory(tmp_path / "absent", none) is None
-
-
-def cgroup(tmp_path: Path, limit: str, current: int, inactive_file: int | None = None) -> Path:
-    group = tmp_path / "cgroup"
-    group.mkdir(exist_ok=True)
-    (group / "memory.max").write_text(limit + "\n")
-    (group / "memory.current").write_text(f"{current}\n")
-    if inactive_file is not None:
-        (group / "memory.stat").write_text(f"anon 1000\nfile 5000\nactive_file 10\ninactive_file {inactive_file}\n")
-    return group
-
-
-def meminfo(tmp_path: Path, gib: int) -> Path:
-    path = tmp_path / "meminfo"
-    path.write_text(f"MemTotal:       99999999 kB\nMemAvailable:   {gib * 2**20} kB\n")
-    return path
-
-
 def test_a_container_s_cgroup_limit_is_held_where_it_leaves_less_than_the_host_s_memavailable(tmp_path: Path) -> None:
     """In a container /proc/meminfo is the host's: a 4 GiB container on a 20 GiB-free host was let allocate 20 GiB
     (and was killed at its limit). cgroup v2's memory.max less the group's use (memory.current less its inactive
@@ -109,26 +83,6 @@ def test_a_container_s_cgroup_limit_is_held_where_it_leaves_less_than_the_host_s
     assert ("5.6 GiB of KV cache allocated at start, more than the 3.0 GiB this container may still take (its "
             f"cgroup's memory.max 4.0 GiB less the 1.0 GiB it uses, {group})") in problem, problem
     assert "MemAvailable" not in problem, problem
-
-
-@pytest.mark.parametrize(("limit", "current", "inactive", "host", "expected"), [
-    ("max", 2 * GIB, None, 20, Memory(20 * GIB, MACHINE)),  # no limit set: the host's figure
-    (str(64 * GIB), GIB, None, 20, Memory(20 * GIB, MACHINE)),  # a limit above the host's: never stricter
-    (str(4 * GIB), 2 * GIB, None, 20, None),  # no memory.stat: memory.current whole, 2 GiB left (checked below)
-    (str(4 * GIB), 5 * GIB, 0, 20, None),  # over its limit already (reclaim pending): 0 left, not negative
-])
-def test_the_smaller_of_the_cgroup_s_room_and_memavailable_is_held(
-        tmp_path: Path, limit: str, current: int, inactive: int | None, host: int, expected: Memory | None) -> None:
-    have = available_memory(meminfo(tmp_path, host), cgroup(tmp_path, limit, current, inactive))
-    if expected is not None:
-        assert have == expected, have
-    else:
-        assert have is not None and have.bytes == max(int(limit) - current, 0) and "memory.max" in have.limit, have
-
-
-def test_a_cgroup_limit_is_held_where_meminfo_is_not_said(tmp_path: Path) -> None:
-    have = available_memory(tmp_path / "absent", cgroup(tmp_path, str(4 * GIB), GIB))
-    assert have is not None and have.bytes == 3 * GIB and "memory.max 4.0 GiB" in have.limit, have
 
 
 async def test_aigrid_up_refuses_before_any_engine_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,17 +97,6 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
     assert f"{REQUESTS + 2 * LIMIT} records" in " ".join(audit_verify(tmp_path).split())
 
 
-def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
-    from aigrid.cores import available_cores
-
-    cpu_max = tmp_path / "cpu.max"
-    cpu_max.write_text("max 100000\n")
-    assert available_cores(cpu_max) == len(os.sched_getaffinity(0))
-    cpu_max.write_text("150000 100000\n")  # a container limited to 1.5 CPUs: two workers at most
-    assert available_cores(cpu_max) == min(2, len(os.sched_getaffinity(0)))
-    assert available_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
-
-
 ABUSE_MAX = 10
 """The test spec's volume threshold: more than this many requests of one key in the window."""
 SHARE_S = 0.1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -37,79 +37,19 @@ from aigrid.gateway.stopping import gateway_server
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
+from aigrid.memory import Memory, available_memory
 from aigrid.security.keys_cli import SECRET_ENV
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec, SecuritySpec
 
 LOG_DIR = Path(".aigrid") / "logs"
-MEMINFO = Path("/proc/meminfo")
-CGROUP = Path("/sys/fs/cgroup")  # cgroup v2, as a container sees its own group (its cgroup namespace)
-MACHINE = f"this machine has available (MemAvailable, {MEMINFO})"
-
-
-class Memory(NamedTuple):
-    """The bytes new allocations may take, and the limit that says so (the error's words: which figure refused)."""
-
-    bytes: int
-    limit: str
-
-
-def _meminfo_available(meminfo: Path) -> int | None:
-    try:
-        text = meminfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        kib = value.split()
-        if name.strip() == "MemAvailable" and kib and kib[0].isdigit():
-            return int(kib[0]) * 1024
-    return None
-
-
-def _cgroup_room(cgroup: Path) -> Memory | None:
-    """What a cgroup v2 memory limit leaves: memory.max less the group's use, None where no limit is set ("max", or
-    no memory.max: cgroup v1, the root group, no /sys). The use is memory.current less memory.stat's inactive_file
-    (the page cache the kernel takes back first, which kubelet's working set leaves out too), so that a group's
-    cache of files read once does not make the figure stricter than what the group can really take."""
-    try:
-        limit = (cgroup / "memory.max").read_text().strip()
-        current = (cgroup / "memory.current").read_text().strip()
-    except OSError:
-        return None
-    if not limit.isdigit() or not current.isdigit():
-        return None  # "max": no limit
-    inactive = 0
-    try:
-        for line in (cgroup / "memory.stat").read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == "inactive_file" and value.strip().isdigit():
-                inactive = int(value)
-    except OSError:
-        pass
-    used = max(int(current) - inactive, 0)
-    room = max(int(limit) - used, 0)
-    return Memory(room, f"this container may still take (its cgroup's memory.max {int(limit) / 2**30:,.1f} GiB less "
-                        f"the {used / 2**30:,.1f} GiB it uses, {cgroup})")
-
-
-def available_memory(meminfo: Path = MEMINFO, cgroup: Path = CGROUP) -> Memory | None:
-    """The bytes new allocations can take without swapping, and which limit says so: MemAvailable of /proc/meminfo
-    (free memory and the page cache it can take back), or, where smaller, the room a cgroup v2 memory limit leaves
-    (_cgroup_room: in a container MemAvailable is the host's, and the container is killed at its own limit). None
-    where neither is said (no /proc: macOS, or a kernel before 3.14, and no cgroup limit)."""
-    machine = _meminfo_available(meminfo)
-    room = _cgroup_room(cgroup)
-    if room is not None and (machine is None or room.bytes < machine):
-        return room
-    return Memory(machine, MACHINE) if machine is not None else None
 
 
 def check_kv_cache_fits(spec: GridSpec, source: str,
                         available: Callable[[], Memory | None] = available_memory) -> None:
     """Before `aigrid up` starts any engine: the KV cache its embedded engines allocate at start (each slot holds its
     model's context, llama_server.embedded_kv_cache, the figure `aigrid spec check` prints) must fit in the memory
-    new allocations can take (available_memory: the machine's, or a container's cgroup limit where smaller), else a
+    new allocations can take (aigrid.memory.available_memory: the machine's, or a cgroup limit where smaller), else a
     SpecError naming each embedded model's `context` and the figures. The spec's bound (models.MAX_CONTEXT,
     10,485,760) catches a context typed with three zeros too many, not two: 1,310,720 passed, and each 2-slot engine
     asked for 56 GiB of KV cache at start (an engine's RSS grows with it: KV_BYTES_PER_TOKEN). What that does was
