@@ -120,6 +120,32 @@ def test_what_the_error_ratio_leaves_out_as_the_clients_mistake_is_alerted_on_by
     assert alert["labels"]["severity"] == "warning", alert
 
 
+FLOORED = re.compile(r"(site:(\w+):\w+) > [\d.]+\s+and on \(site\) sum by \(site\) "
+                     r"\(increase\((\w+)\[5m\]\)\) >= (\d+)\s*")
+
+
+def test_every_alert_on_a_site_s_share_or_quantile_has_a_traffic_floor() -> None:
+    """A share or a p99 of a handful of requests is noise: AigridSiteErrors (and the client refusals' share, and the
+    p99 TTFT and TPOT) had no floor, so at a quiet site at night one failed attempt of six (17%), or five slow answers
+    in a row, paged on-call (aigrid-rules.test.yaml: sites lax, bom and jnb fired them). Each now needs at least as
+    many attempts (first tokens, streamed answers: what its share or quantile is of) at the site in its 5 minutes,
+    the one floor the docs name; 50 failed of 500 still fires (site ams)."""
+    on_site = [r for r in rules() if "alert" in r and "site:" in r["expr"]]
+    assert {r["alert"] for r in on_site} == {"AigridSiteTTFTHigh", "AigridSiteTPOTHigh", "AigridSiteErrors",
+                                             "AigridSiteClientRefusalsHigh"}, on_site
+    floors = set()
+    for rule in on_site:
+        match = FLOORED.fullmatch(rule["expr"])
+        assert match, f"{rule['alert']}: no traffic floor in {rule['expr']!r}"
+        _, family, counted, floor = match.groups()
+        # what the share is of (every attempt) or what the quantile's histogram observed (its _count)
+        assert counted == (family + "_total" if family == "aigrid_requests" else family + "_count"), rule
+        floors.add(int(floor))
+    (floor,) = floors
+    assert floor * 0.05 <= 1, "one failure alone must not pass AigridSiteErrors' 5% at the floor"
+    assert f"at least {floor} attempts" in (ROOT / "docs" / "observability.md").read_text()
+
+
 def test_one_gateway_whose_scrape_fails_is_alerted_on_the_job_the_docs_name() -> None:
     """AigridGatewayMetricsAbsent is absent(): it fires only when no gateway at all is scraped, so one replica whose
     scrape is refused (a 401) left the alerts half blind with nothing said. A rule on `up` of the gateways' job does;
