@@ -10,16 +10,19 @@ import dataclasses
 import re
 from typing import Any
 
+import openai
 import orjson
 import pytest
 
+from aigrid.gateway.app import build_app
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.security.firewall.pii import find_pii, placeholder, unfinished_start
 from aigrid.security.firewall.pipeline import Action
 from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
-from tests.gateway.test_exit_paths import the_one_record
+from tests.gateway.sdk_clients import openai_client
+from tests.gateway.test_exit_paths import TENANT, the_one_record
 
 
 def streamed(chunks: list[str]) -> tuple[str, str]:
@@ -171,3 +174,60 @@ def test_an_escape_left_unfinished_by_the_cut_leaves_out_the_item_it_may_go_on(
     held = f.cut_event()
     sent = (first["choices"][0]["delta"].get("content") or "") + (held["choices"][0]["delta"]["content"] if held else "")
     assert sent == shown
+
+
+def redacting(g: Any) -> None:
+    firewall = g.gw.guard.firewall
+    firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+
+
+async def test_the_held_chunk_carries_the_streams_id_model_and_created_to_the_openai_sdk(tmp_path) -> None:
+    """The chunk of held text sent at the cut is one of the stream's chunks: the official openai SDK reads it with the
+    same id, model and created as the others (until the thirtieth session it had none of them: id None)."""
+    texts = ["Sure. Mail jane.doe@example.com ", "or call"]
+    async for g in T.grid(tmp_path, broken(*texts), good=broken(*texts)):
+        redacting(g)
+        client = openai_client(build_app(g.gw)).with_options(default_headers=TENANT)
+        chunks = []
+        with pytest.raises(openai.APIError, match="the answer was interrupted"):
+            stream = await client.chat.completions.create(
+                model=T.M, messages=[{"role": "user", "content": "Say hello"}], max_tokens=8, stream=True,
+                response_format={"type": "text"})
+            async for c in stream:
+                chunks.append(c)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == f"Sure. Mail {placeholder('email')} or ", text
+        assert len(chunks) >= 2 and (chunks[-1].choices[0].delta.content or "").endswith("or ")  # the held chunk
+        assert {(c.id, c.model, c.created, c.object) for c in chunks} == {
+            ("chatcmpl-h", "m", 1, "chat.completion.chunk")}, chunks
+
+
+async def test_a_completions_held_chunk_carries_the_streams_cmpl_id(tmp_path) -> None:
+    """A legacy completion's held chunk takes the stream's fields too, its `chatcmpl-` id (llama.cpp's) relabelled
+    `cmpl-` as the stream's other chunks are (CompletionsPipe)."""
+    def script(path: str, req: dict) -> H.Script:
+        events = [{"id": "chatcmpl-x", "object": "text_completion", "created": 7, "model": "m",
+                   "choices": [{"index": 0, "text": t, "finish_reason": None}]}
+                  for t in ["Sure. Mail jane.doe@example.com ", "or call"]]
+        return H.stream(*[H.chunk(b"data: " + orjson.dumps(e) + b"\n\n") for e in events], H.CLOSE)
+    async for g in T.grid(tmp_path, script, good=script):
+        redacting(g)
+        r = await g.post("completions", True)
+        events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert events[-1]["error"]["code"] == "stream_interrupted", r.text
+        chunks = events[:-1]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == f"Sure. Mail {placeholder('email')} or ", r.text
+        assert {(c.get("id"), c.get("model"), c.get("created"), c.get("object")) for c in chunks} == {
+            ("cmpl-x", "m", 7, "text_completion")}, r.text
+
+
+def test_a_flushed_or_cut_chunk_carries_the_fields_of_the_streams_chunks() -> None:
+    """Both chunks the filter makes (flush_event before [DONE], cut_event at a cut) carry the stream's fields, read
+    as the stream's chunks are."""
+    for make in (OutputFilter.flush_event, OutputFilter.cut_event):
+        f = OutputFilter(True, strip_usage=False)
+        f.event({**chunk({"content": "Thanks, write to me "}), "system_fingerprint": "fp_1"})
+        held = make(f)
+        assert held is not None
+        assert {k: v for k, v in held.items() if k != "choices"} == {
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp_1"}

@@ -39,6 +39,9 @@ ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage",
 LOOP_KEYS = frozenset({"aigrid_steps", "aigrid_loop"})
 """aigrid's own fields of a tool loop's answer (its steps already through the output policy: redacted_step), kept only
 where a tool loop answers (`steps`); an engine's are its own text, unread."""
+STREAM_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+"""The fields every chunk of one stream repeats (OpenAI's chat.completion.chunk; the openai SDK's stream helpers and
+LangChain read `id` and `model` off each chunk): the chunk the filter makes of what it held back carries the stream's."""
 CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "stop_reason", "matched_stop"})
 MESSAGE_KEYS = frozenset({"role", *TEXTS, "tool_calls"})
 """What a redacted answer keeps, at its three levels (the answer or chunk, each choice, its message or delta): the
@@ -399,6 +402,8 @@ class OutputFilter:
         self._redacts = redacts
         self.strip_usage = strip_usage
         self._flushed: set[Key] = set()
+        self._fields: dict[str, Any] = {}
+        """The stream's STREAM_FIELDS as its chunks carry them (read), for the chunk of held text (_held_event)."""
 
     @property
     def redacts(self) -> bool:
@@ -531,6 +536,10 @@ class OutputFilter:
             read_the_rest(obj, self._read_short, self._steps)
         except ValueError as e:
             raise SseError(f"the engine's answer holds {e}: text the redaction cannot read") from None
+        fields = self._fields
+        for field in STREAM_FIELDS:
+            if field in obj:
+                fields[field] = obj[field]
         choices = obj.get("choices")
         if choices is not None and not isinstance(choices, list):  # (a string or an object went out unread)
             raise SseError("the engine's answer holds choices that are not a list: text the redaction cannot read")
@@ -627,7 +636,14 @@ class OutputFilter:
                 choices.append(choice)
         if not choices:
             return None
-        return {"object": "text_completion" if completion else "chat.completion.chunk", "choices": choices}
+        # with the stream's id, created, model (STREAM_FIELDS): until the thirtieth session this chunk had none, a
+        # chunk unlike every other of its stream (the openai SDK's ChatCompletionChunk read id None)
+        fields = self._fields
+        held: dict[str, Any] = {"id": fields["id"]} if "id" in fields else {}
+        held["object"] = "text_completion" if completion else "chat.completion.chunk"
+        held.update((k, v) for k, v in fields.items() if k != "id")
+        held["choices"] = choices
+        return held
 
 
 def _json_field(field: str, json_answer: bool) -> bool | None:

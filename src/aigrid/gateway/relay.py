@@ -345,6 +345,9 @@ class CompletionsPipe(EventPipe):
     def end(self) -> bytes:
         return completion_ids(super().end())
 
+    def held_at_cut(self) -> bytes:
+        return completion_ids(super().held_at_cut())
+
 
 class StreamRelay:
     """The streamed answer as an async iterator of client bytes; aclose() releases whatever engine still
