@@ -17,7 +17,7 @@ import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.engine_errors import openai_error
+from aigrid.gateway.engine_errors import engine_refusal
 from aigrid.spec.load import load_spec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
@@ -43,7 +43,7 @@ WORDINGS = {"llamacpp": (LLAMA_NEW, 2048), "llamacpp-figure": (LLAMA_BRIEF, 2048
 @pytest.mark.parametrize("name", list(WORDINGS))
 def test_each_engines_wording_is_the_gateways_context_length_exceeded(name: str) -> None:
     body, context = WORDINGS[name]
-    err = orjson.loads(openai_error(orjson.dumps(body), 400, param="prompt"))["error"]
+    err = orjson.loads(engine_refusal(orjson.dumps(body), 400, param="prompt")[0])["error"]
     assert err["code"] == "context_length_exceeded" and err["param"] == "prompt", err
     assert err["type"] == "invalid_request_error"
     assert (f"maximum context length is {context} tokens" in err["message"]) == (context is not None), err
@@ -54,10 +54,10 @@ def test_each_engines_wording_is_the_gateways_context_length_exceeded(name: str)
 
 def test_other_400s_and_other_statuses_are_unchanged() -> None:
     other = {"error": {"message": "the context of this tool call is missing", "type": "invalid_request_error"}}
-    assert orjson.loads(openai_error(orjson.dumps(other), 400))["error"] == {
+    assert orjson.loads(engine_refusal(orjson.dumps(other), 400)[0])["error"] == {
         "message": "the context of this tool call is missing", "type": "invalid_request_error", "param": None,
         "code": None}
-    assert orjson.loads(openai_error(orjson.dumps(VLLM), 500))["error"]["code"] is None  # a 5xx is a failure
+    assert orjson.loads(engine_refusal(orjson.dumps(VLLM), 500)[0])["error"]["code"] is None  # a 5xx is a failure
 
 
 def _answer_always(fakes: dict[str, FakeEngine], body: bytes) -> None:

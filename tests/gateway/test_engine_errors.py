@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aigrid.gateway.engine_errors import MAX_FIELD, MAX_MESSAGE, openai_error
+from aigrid.gateway.engine_errors import MAX_FIELD, MAX_MESSAGE, engine_refusal
 
 URL = "http://10.1.2.3:8000"
 
@@ -19,17 +19,17 @@ def test_an_address_at_the_cut_is_hidden_whole_and_param_and_code_are_hidden_and
     message = "x" * (MAX_MESSAGE - 10) + f" at {URL}/v1/chat"
     body = orjson.dumps({"error": {"message": message, "type": "BadRequestError", "param": f"{URL} " + "p" * 5000,
                                    "code": "c" * 5000}})
-    err = orjson.loads(openai_error(body, 400, hide))["error"]
+    err = orjson.loads(engine_refusal(body, 400, hide)[0])["error"]
     assert "10.1.2" not in err["message"] and len(err["message"]) <= MAX_MESSAGE
     assert err["param"].startswith("fra-vllm ") and len(err["param"]) == MAX_FIELD and len(err["code"]) == MAX_FIELD
     assert err["type"] == "invalid_request_error"
 
 
 def test_types_follow_the_status_unless_the_engine_sent_one_of_openais() -> None:
-    assert orjson.loads(openai_error(b"{}", 429))["error"]["type"] == "rate_limit_error"
-    assert orjson.loads(openai_error(b"oops", 503))["error"] == {"message": "oops", "type": "server_error",
+    assert orjson.loads(engine_refusal(b"{}", 429)[0])["error"]["type"] == "rate_limit_error"
+    assert orjson.loads(engine_refusal(b"oops", 503)[0])["error"] == {"message": "oops", "type": "server_error",
                                                                   "param": None, "code": None}
-    kept = orjson.loads(openai_error(b'{"error": {"message": "m", "type": "permission_error", "code": 403}}', 403))
+    kept = orjson.loads(engine_refusal(b'{"error": {"message": "m", "type": "permission_error", "code": 403}}', 403)[0])
     assert kept["error"] == {"message": "m", "type": "permission_error", "param": None, "code": None}
 
 
@@ -39,12 +39,12 @@ def test_the_message_of_a_body_cut_short_is_pulled_out_of_it() -> None:
     an escape cut in two dropped; TGI's `error` string too; a body with neither is passed on as it is."""
     echoed = orjson.dumps({"error": {"message": "bad \"input\" \u00e9 " + "y" * 50_000, "type": "BadRequestError"}})
     cut = echoed[:30_000]
-    err = orjson.loads(openai_error(cut, 400))["error"]
+    err = orjson.loads(engine_refusal(cut, 400)[0])["error"]
     assert err["message"] == ("bad \"input\" \u00e9 " + "y" * 50_000)[:MAX_MESSAGE]
-    assert orjson.loads(openai_error(b'{"error": {"message": "cut inside \\u00', 400))["error"]["message"] \
+    assert orjson.loads(engine_refusal(b'{"error": {"message": "cut inside \\u00', 400)[0])["error"]["message"] \
         == "cut inside"
-    assert orjson.loads(openai_error(b'{"error": "TGI\'s words, cut', 400))["error"]["message"] == "TGI's words, cut"
-    assert orjson.loads(openai_error(b"<html>bad gateway", 400))["error"]["message"] == "<html>bad gateway"
+    assert orjson.loads(engine_refusal(b'{"error": "TGI\'s words, cut', 400)[0])["error"]["message"] == "TGI's words, cut"
+    assert orjson.loads(engine_refusal(b"<html>bad gateway", 400)[0])["error"]["message"] == "<html>bad gateway"
 
 
 def test_an_address_at_the_cut_of_a_body_cut_short_is_hidden_whole() -> None:
@@ -58,6 +58,6 @@ def test_an_address_at_the_cut_of_a_body_cut_short_is_hidden_whole() -> None:
 
     head = dropped + "y" * (2 * MAX_MESSAGE - len(dropped) - len("http://10.1.2") - 4) + " at "  # cut after 10.1.2
     body = orjson.dumps({"error": {"message": head + URL + "/v1 " + "w" * 50_000}})[:30_000]
-    message = orjson.loads(openai_error(body, 400, shortening))["error"]["message"]
+    message = orjson.loads(engine_refusal(body, 400, shortening)[0])["error"]["message"]
     assert "10.1" not in message and dropped not in message
     assert message.startswith("y" * 100)

@@ -83,7 +83,7 @@ def test_a_plain_stream_keeps_its_shape_and_an_error_events_name() -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("door", ["chat", "messages", "responses"])
 async def test_an_engines_refusal_is_read_as_its_answer_is(tmp_path, door: str, stream: bool) -> None:
-    """An engine's 4xx refusal reaches the client in OpenAI's envelope (engine_errors.openai_error): its message, type,
+    """An engine's 4xx refusal reaches the client in OpenAI's envelope (engine_errors.engine_refusal): its message, type,
     param and code are the engine's text, which went out unread to a redacting tenant, whole and streamed (a stream's
     refusal is read whole, before any byte), on every door, until the twenty-eighth session."""
     def refusing(path: str, req: dict) -> H.Script:

@@ -115,11 +115,6 @@ def context_message(context: int | None, param: str) -> str:
         "or lower max_tokens."
 
 
-def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m, param: str = "messages") -> bytes:
-    """The engine's error `body` in OpenAI's envelope (engine_refusal's, without the error it may be)."""
-    return engine_refusal(body, status, hide, param)[0]
-
-
 def engine_refusal(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m,
                    param: str = "messages") -> tuple[bytes, ApiError | None]:
     """The engine's error `body` in OpenAI's envelope, for a client of `status`, and the gateway's own error it is, when
