@@ -1,26 +1,26 @@
 """How much memory new allocations may take (aigrid.memory.available_memory): the figure `aigrid up` and `aigrid
-node` hold the KV cache their engines allocate at start against. Never the machine's: meminfo and cgroup files written
-to tmp_path (tests/fake_machine.py) say what it has."""
+node` hold the KV cache their engines allocate at start against. Never the machine's: a root directory of /proc and
+/sys files written to tmp_path (tests/fake_machine.py) says what it has."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from aigrid.memory import MACHINE, Memory, available_memory
-from tests.fake_machine import GIB, cgroup, meminfo
+from tests.fake_machine import GIB, available, limited, machine
 
 
 def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
-    info = tmp_path / "meminfo"
-    info.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20971520 kB\n"
-                       "Buffers:          100000 kB\n")
-    none = tmp_path / "no-cgroup"  # no memory.max: the root group, cgroup v1, no /sys
-    assert available_memory(info, none) == Memory(20 * GIB, MACHINE)
-    info.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # before Linux 3.14
-    assert available_memory(info, none) is None
-    assert available_memory(tmp_path / "absent", none) is None
+    root = machine(tmp_path, meminfo="MemTotal:       24576000 kB\nMemFree:         1000000 kB\n"
+                                     "MemAvailable:   20971520 kB\nBuffers:          100000 kB\n")
+    assert available_memory(root) == Memory(20 * GIB, MACHINE)  # no memory.max: the root group, cgroup v1, no /sys
+    (root / "proc" / "meminfo").write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\n")  # < 3.14
+    assert available_memory(root) is None
+    (root / "proc" / "meminfo").unlink()
+    assert available_memory(root) is None
 
 
 @pytest.mark.parametrize(("limit", "current", "inactive", "host", "expected"), [
@@ -31,7 +31,7 @@ def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
 ])
 def test_the_smaller_of_the_cgroup_s_room_and_memavailable_is_held(
         tmp_path: Path, limit: str, current: int, inactive: int | None, host: int, expected: Memory | None) -> None:
-    have = available_memory(meminfo(tmp_path, host), cgroup(tmp_path, limit, current, inactive))
+    have = available_memory(machine(tmp_path, {"": limited(limit, current, inactive)}, meminfo=available(host)))
     if expected is not None:
         assert have == expected, have
     else:
@@ -39,5 +39,72 @@ def test_the_smaller_of_the_cgroup_s_room_and_memavailable_is_held(
 
 
 def test_a_cgroup_limit_is_held_where_meminfo_is_not_said(tmp_path: Path) -> None:
-    have = available_memory(tmp_path / "absent", cgroup(tmp_path, str(4 * GIB), GIB))
+    have = available_memory(machine(tmp_path, {"": limited(str(4 * GIB), GIB)}))
     assert have is not None and have.bytes == 3 * GIB and "memory.max 4.0 GiB" in have.limit, have
+
+
+SERVICE = "system.slice/aigrid.service"
+
+
+def test_a_limit_on_a_group_above_this_process_s_is_held(tmp_path: Path) -> None:
+    """N6: only /sys/fs/cgroup was read, which outside a cgroup namespace is the hierarchy's root (no memory.max):
+    a systemd slice's MemoryMax= of 2 GiB above aigrid's service was unseen and the host's 20 GiB held. Now the
+    group /proc/self/cgroup names and every group above it are read, and the least room is held, naming its group."""
+    root = machine(tmp_path, {"": {}, "system.slice": limited(str(2 * GIB), GIB // 2),
+                              SERVICE: limited(str(8 * GIB), GIB // 2)}, own=f"/{SERVICE}", meminfo=available(20))
+    have = available_memory(root)
+    slice_ = root / "sys" / "fs" / "cgroup" / "system.slice"
+    assert have == Memory(3 * GIB // 2, "a cgroup above this process's may still take (memory.max 2.0 GiB less the "
+                                        f"0.5 GiB it uses, {slice_})"), have
+
+
+def test_the_own_group_s_limit_is_held_where_it_is_the_least(tmp_path: Path) -> None:
+    """A container run with --cgroupns=host: its group is a path under the host's hierarchy, not /sys/fs/cgroup."""
+    root = machine(tmp_path, {"system.slice": limited("max", 9 * GIB), "system.slice/docker-1.scope":
+                              limited(str(4 * GIB), GIB)}, own="/system.slice/docker-1.scope", meminfo=available(20))
+    have = available_memory(root)
+    assert have is not None and have.bytes == 3 * GIB, have
+    assert have.limit.startswith("this process's cgroup may still take (memory.max 4.0 GiB less the 1.0 GiB it "
+                                 "uses, ") and have.limit.endswith("docker-1.scope)"), have
+
+
+def test_max_everywhere_is_no_limit(tmp_path: Path) -> None:
+    groups = {"": {}, "user.slice": limited("max", GIB), "user.slice/a": limited("max", GIB)}
+    assert available_memory(machine(tmp_path, groups, own="/user.slice/a", meminfo=available(20))) == \
+        Memory(20 * GIB, MACHINE)
+    assert available_memory(machine(tmp_path / "no-meminfo", groups, own="/user.slice/a")) is None
+
+
+def test_a_namespaced_container_s_own_group_is_sys_fs_cgroup(tmp_path: Path) -> None:
+    """/proc/self/cgroup names `/` in a container with its own cgroup namespace: /sys/fs/cgroup is its group."""
+    have = available_memory(machine(tmp_path, {"": limited(str(4 * GIB), GIB)}, own="/", meminfo=available(20)))
+    assert have is not None and have.bytes == 3 * GIB and have.limit.startswith("this process's cgroup"), have
+
+
+@pytest.mark.parametrize("own", ["/not/under/the/mount", "/../../elsewhere"])
+def test_a_group_not_under_the_mount_reads_the_mount_only(tmp_path: Path, own: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    root = machine(tmp_path, {"": limited(str(4 * GIB), GIB)}, own=own, meminfo=available(20))
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        have = available_memory(root)
+    assert have is not None and have.bytes == 3 * GIB, have
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] and own in caplog.messages[0], caplog.messages
+
+
+def test_an_unreadable_file_is_no_limit_there_with_one_debug_line(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A memory.max that cannot be read (here a directory: root reads what chmod forbids) is no limit at that
+    group, said once at DEBUG, never a traceback; the groups above it are still read."""
+    root = machine(tmp_path, {"": {}, "a": limited(str(6 * GIB), GIB), "a/b": {"memory.current": str(GIB)}},
+                   own="/a/b", meminfo=available(20))
+    (root / "sys" / "fs" / "cgroup" / "a" / "b" / "memory.max").mkdir()
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        have = available_memory(root)
+    assert have is not None and have.bytes == 5 * GIB and have.limit.startswith("a cgroup above"), have
+    assert len(caplog.records) == 1 and "memory.max" in caplog.messages[0], caplog.messages
+    assert caplog.records[0].levelno == logging.DEBUG and caplog.records[0].exc_info is None
+    caplog.clear()
+    (root / "sys" / "fs" / "cgroup" / "a" / "memory.current").write_text("lots\n")  # unreadable as a number
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        assert available_memory(root) == Memory(20 * GIB, MACHINE)
+    assert len(caplog.records) == 2, caplog.messages  # one line a group: a/b's memory.max, a's memory.current

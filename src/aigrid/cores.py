@@ -9,17 +9,19 @@ from pathlib import Path
 from aigrid import cgroup
 
 
-def available_cores(cpu_max: Path = cgroup.MOUNT / "cpu.max") -> int:
-    """Its CPU affinity (taskset), capped by a cgroup v2 CPU quota (a container's CPU limit, which affinity
-    does not show)."""
+def available_cores(root: Path = cgroup.ROOT) -> int:
+    """Its CPU affinity (taskset), capped by the smallest cgroup v2 CPU quota (cpu.max: quota and period, a
+    container's CPU limit, which affinity does not show) of its own group and every group above it
+    (cgroup.own_groups), rounded up: 1.5 CPUs is 2 workers. `max`, an absent or unreadable file: no quota there."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    try:
-        quota, period = (cgroup.read(cpu_max) or "").split()[:2]
-    except ValueError:
-        return cores
-    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
-        return cores
-    return max(1, min(cores, -(-int(quota) // int(period))))
+    for group in cgroup.own_groups(root):
+        fields = (cgroup.read(group / "cpu.max") or "max").split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]) > 0:
+            cores = min(cores, -(-int(fields[0]) // int(fields[1])))
+        elif fields[:1] != ["max"]:
+            cgroup.log.debug("cgroup file %s says %r, no quota and period: taken as no limit", group / "cpu.max",
+                             " ".join(fields))
+    return max(1, cores)

@@ -32,33 +32,42 @@ def _meminfo_available(meminfo: Path) -> int | None:
     return None
 
 
-def _cgroup_room(cgroup: Path) -> Memory | None:
-    """What a cgroup v2 memory limit leaves: memory.max less the group's use, None where no limit is set ("max", or
-    no memory.max: cgroup v1, the root group, no /sys). The use is memory.current less memory.stat's inactive_file
-    (the page cache the kernel takes back first, which kubelet's working set leaves out too), so that a group's
-    cache of files read once does not make the figure stricter than what the group can really take."""
-    limit = cgroups.read(cgroup / "memory.max")
-    current = cgroups.read(cgroup / "memory.current")
-    if limit is None or current is None or not limit.isdigit() or not current.isdigit():
-        return None  # "max": no limit
+def _group_room(group: Path, own: bool) -> Memory | None:
+    """What one cgroup v2 group's memory limit leaves: memory.max less the group's use, None where it sets none
+    ("max", or no memory.max: cgroup v1, the root group, no /sys) or its files cannot be read. The use is
+    memory.current less memory.stat's inactive_file (the page cache the kernel takes back first, which kubelet's
+    working set leaves out too), so that a group's cache of files read once does not make the figure stricter than
+    what the group can really take."""
+    limit = cgroups.read(group / "memory.max")
+    if limit is None or limit == "max":
+        return None
+    current = cgroups.read(group / "memory.current")
+    if not limit.isdigit() or current is None or not current.isdigit():
+        cgroups.log.debug("cgroup %s: memory.max %r, memory.current %r: taken as no limit", group, limit, current)
+        return None
     inactive = 0
-    for line in (cgroups.read(cgroup / "memory.stat") or "").splitlines():
+    for line in (cgroups.read(group / "memory.stat") or "").splitlines():
         name, _, value = line.partition(" ")
         if name == "inactive_file" and value.strip().isdigit():
             inactive = int(value)
     used = max(int(current) - inactive, 0)
     room = max(int(limit) - used, 0)
-    return Memory(room, f"this container may still take (its cgroup's memory.max {int(limit) / 2**30:,.1f} GiB less "
-                        f"the {used / 2**30:,.1f} GiB it uses, {cgroup})")
+    whose = "this process's cgroup" if own else "a cgroup above this process's"
+    return Memory(room, f"{whose} may still take (memory.max {int(limit) / 2**30:,.1f} GiB less the "
+                        f"{used / 2**30:,.1f} GiB it uses, {group})")
 
 
-def available_memory(meminfo: Path = MEMINFO, cgroup: Path = cgroups.MOUNT) -> Memory | None:
+def available_memory(root: Path = cgroups.ROOT) -> Memory | None:
     """The bytes new allocations can take without swapping, and which limit says so: MemAvailable of /proc/meminfo
-    (free memory and the page cache it can take back), or, where smaller, the room a cgroup v2 memory limit leaves
-    (_cgroup_room: in a container MemAvailable is the host's, and the container is killed at its own limit). None
-    where neither is said (no /proc: macOS, or a kernel before 3.14, and no cgroup limit)."""
-    machine = _meminfo_available(meminfo)
-    room = _cgroup_room(cgroup)
+    (free memory and the page cache it can take back), or, where smaller, the least room a cgroup v2 memory limit
+    leaves (_group_room) in this process's own group or any group above it (cgroup.own_groups: a systemd slice's
+    MemoryMax=, a container run with --cgroupns=host): in a container MemAvailable is the host's, and the group is
+    killed at its own limit. None where neither is said (no /proc: macOS, or a kernel before 3.14, and no cgroup
+    limit). `root`: where the machine's /proc and /sys are ("/"; the tests' own directory)."""
+    machine = _meminfo_available(root / MEMINFO.relative_to("/"))
+    groups = cgroups.own_groups(root)
+    rooms = [r for r in (_group_room(g, g == groups[0]) for g in groups) if r is not None]
+    room = min(rooms, key=lambda r: r.bytes, default=None)
     if room is not None and (machine is None or room.bytes < machine):
         return room
     return Memory(machine, MACHINE) if machine is not None else None

@@ -18,7 +18,7 @@ from aigrid.gateway.server import check_kv_cache_fits, run_grid
 from aigrid.memory import MACHINE, Memory, available_memory
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
-from tests.fake_machine import GIB, cgroup, meminfo
+from tests.fake_machine import GIB, available, limited, machine
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
@@ -72,16 +72,16 @@ def test_a_container_s_cgroup_limit_is_held_where_it_leaves_less_than_the_host_s
     """In a container /proc/meminfo is the host's: a 4 GiB container on a 20 GiB-free host was let allocate 20 GiB
     (and was killed at its limit). cgroup v2's memory.max less the group's use (memory.current less its inactive
     page cache, which the kernel takes back) is now the figure where it is smaller, and the error names it."""
-    group = cgroup(tmp_path, str(4 * GIB), 2 * GIB, inactive_file=GIB)  # 1 GiB used: 3 GiB left
-    have = available_memory(meminfo(tmp_path, 20), group)
+    root = machine(tmp_path, {"": limited(str(4 * GIB), 2 * GIB, inactive_file=GIB)}, meminfo=available(20))
+    have = available_memory(root)  # 1 GiB used: 3 GiB left
     assert have is not None and have.bytes == 3 * GIB, have
     spec = demo(16_384)  # 2,880 MiB: fits the 3 GiB
     check_kv_cache_fits(spec, "grid.yaml", lambda: have)
     with pytest.raises(SpecError) as e:
         check_kv_cache_fits(demo(32_768), "grid.yaml", lambda: have)  # 5,760 MiB: over 3 GiB, under 20 GiB
     (problem,) = e.value.problems
-    assert ("5.6 GiB of KV cache allocated at start, more than the 3.0 GiB this container may still take (its "
-            f"cgroup's memory.max 4.0 GiB less the 1.0 GiB it uses, {group})") in problem, problem
+    assert ("5.6 GiB of KV cache allocated at start, more than the 3.0 GiB this process's cgroup may still take "
+            f"(memory.max 4.0 GiB less the 1.0 GiB it uses, {root / 'sys' / 'fs' / 'cgroup'})") in problem, problem
     assert "MemAvailable" not in problem, problem
 
 
