@@ -15,7 +15,7 @@ function el(name, attrs = {}, parent = null, ns = SVG_NS) {
 
 // A path through the history: it fills the width as it grows, then scrolls (HISTORY points wide). A tick without a
 // value (a site down, no TTFT yet) is a gap: the line was drawn across it, as if there had been data.
-export function linePath(values, max) {
+function linePath(values, max) {
   const n = values.length, span = Math.max(n - 1, 1);
   let d = "", gap = true;
   values.forEach((v, i) => {

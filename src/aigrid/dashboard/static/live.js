@@ -1,9 +1,9 @@
 // The live feed: server-sent events read with fetch() rather than EventSource, so that an API key can go in
 // the Authorization header (EventSource cannot send one) when the gateway enforces authentication.
 
-export class Unauthorized extends Error {}
+class Unauthorized extends Error {}
 
-export async function readEvents(url, key, onEvent, signal) {
+async function readEvents(url, key, onEvent, signal) {
   const headers = key ? {authorization: "Bearer " + key} : {};
   const resp = await fetch(url, {headers, signal, cache: "no-store"});
   if (resp.status === 401 || resp.status === 403) throw new Unauthorized(`HTTP ${resp.status}`);

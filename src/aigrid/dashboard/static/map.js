@@ -11,7 +11,7 @@ const ARC_LIFE_MS = 30000, MAX_ARCS = 400;
 const PALETTE = ["#4aa3ff", "#ff7f50", "#b37feb", "#36cfc9", "#ffc53d", "#f759ab", "#95de64", "#ff9c6e",
   "#5cdbd3", "#adc6ff", "#ffd666", "#d3adf7"];
 
-export function project(lat, lon) {
+function project(lat, lon) {
   return [(lon + 180) / 360 * W, (LAT_MAX - lat) / (LAT_MAX - LAT_MIN) * H];
 }
 
@@ -41,7 +41,7 @@ function geometryPath(g) {
   return polys.map(p => p.map(ringPath).join("")).join("");
 }
 
-export function loadClass(site) {
+function loadClass(site) {
   if (site.health === "down") return "down";
   const load = site.load ?? site.utilization ?? 0;
   return load >= 1 ? "hot" : load >= 0.5 ? "warm" : "ok";
