@@ -7,6 +7,9 @@
     (a server-side tool run is one mcp_call item, added and done at once), and
     response.completed (or response.incomplete / response.failed) with the whole Response.
 
+An answer cut (its finish: max_output_tokens, a steer, an engine's content filter; or a failure mid-stream) closes the
+item it was writing with status `incomplete`, in its done events and in the final Response, as OpenAI does.
+
 Every event carries its sequence_number (from `seq`: a streamed background response's continue its event
 log's, event_log.py). `on_done` receives the final Response (to store it).
 """
@@ -33,7 +36,9 @@ from aigrid.gateway.chat_events import (
 from aigrid.gateway.relay_response import STEER, STEERED
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_translate import (
+    CUT,
     function_call_item,
+    incomplete_reason,
     logprobs_of,
     mcp_call_item,
     message_item,
@@ -75,21 +80,22 @@ class _Output:
         self.logprobs: list[dict[str, Any]] = []
         self.args: list[str] = []
 
-    def close(self) -> bytes:
+    def close(self, status: str = "completed") -> bytes:
+        """The open item done; `status` CUT where the answer stopped in it (its finish, or a failure)."""
         item, self.open, key, self.open_key = self.open, None, self.open_key, None
         if item is None or key is None:
             return b""
         index = len(self.items)
         if key[0] == "message":
             text = "".join(self.text)
-            done = message_item(text, item["id"], logprobs=self.logprobs)
+            done = message_item(text, item["id"], status, logprobs=self.logprobs)
             part = done["content"][0]
             out = (self.ev("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
                            text=text, logprobs=self.logprobs)
                    + self.ev("response.content_part.done", item_id=item["id"], output_index=index,
                              content_index=0, part=part))
         else:
-            done = {**item, "arguments": "".join(self.args), "status": "completed"}
+            done = {**item, "arguments": "".join(self.args), "status": status}
             out = self.ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
                           name=item["name"], arguments=done["arguments"])
         self.items.append(done)
@@ -186,13 +192,13 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
             finish, loop_stop = e.reason, e.loop_stop
         elif isinstance(e, Usage):
             usage = e
-        elif isinstance(e, StreamError):
-            yield out.close()
+        elif isinstance(e, StreamError):  # cut mid-answer: the item it was writing ends incomplete, as OpenAI's
+            yield out.close(CUT)
             failed = response_object(req, rid, created, out.items, status="failed")
             failed["error"] = {"code": "server_error", "message": e.message}
             yield ev("response.failed", response=failed)
             return
-    yield out.close()
+    yield out.close(CUT if incomplete_reason(finish) else "completed")
     got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
                             usage=None if got is None and not any(spent) else usage_block(*added(spent, got)),

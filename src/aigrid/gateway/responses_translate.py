@@ -278,8 +278,9 @@ def _logprob(t: dict[str, Any]) -> dict[str, Any]:
 # --- the answer -----------------------------------------------------------------------------------------
 def message_item(text: str, item_id: str, status: str = "completed",
                  logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}] \
-        if status == "completed" else []
+    """`status`: in_progress (as added: no content yet), completed, or incomplete (cut: the text so far)."""
+    content = [] if status == "in_progress" else \
+        [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}]
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
@@ -347,8 +348,25 @@ def _format_echo(req: ResponsesRequest) -> dict[str, Any]:
     return fmt.model_dump(by_alias=True, exclude_none=True)
 
 
-_INCOMPLETE = {"length": "max_output_tokens", "steered": "steered"}
+_INCOMPLETE = {"length": "max_output_tokens", "steered": "steered", "content_filter": "content_filter"}
 """A finish that leaves a Response `incomplete`, and its `incomplete_details.reason` (OpenAI's names)."""
+CUT = "incomplete"
+"""The status of the output item an answer was cut in (by its finish, `incomplete_reason`, or by a failure mid-stream),
+as OpenAI gives it: until the thirtieth session it said `completed` inside an incomplete or failed Response."""
+_CUTTABLE = frozenset({"message", "function_call"})
+"""The items the model writes, which a cut can leave unfinished (an mcp_call or compaction item is whole)."""
+
+
+def incomplete_reason(finish_reason: str | None) -> str | None:
+    """OpenAI's `incomplete_details.reason` for a chat answer's finish, None where the answer ended whole."""
+    return _INCOMPLETE.get(finish_reason or "")
+
+
+def cut_last(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`output` with its last item marked cut (CUT) where it is one the model was writing."""
+    if output and output[-1].get("type") in _CUTTABLE:
+        return [*output[:-1], {**output[-1], "status": CUT}]
+    return output
 _LOOP_CUTS = frozenset({"token_budget", "context_limit", "step_limit"})
 """A tool loop's stops (aigrid_loop.stop) that end its answer `length` though no max_output_tokens cut it: the
 Response says which in `incomplete_details.aigrid_stop` (OpenAI's `reason` has no name for them)."""
@@ -357,12 +375,15 @@ Response says which in `incomplete_details.aigrid_stop` (OpenAI's `reason` has n
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
                     status: str, finish_reason: str | None = None, usage: dict[str, Any] | None = None,
                     loop_stop: str | None = None) -> dict[str, Any]:
-    """`finish_reason`: the chat answer's; `length` makes it `incomplete` (`max_output_tokens`), as does `steered`
-    (stopped for a steer on its socket, relay_response.SteerCut). `loop_stop`: the tool loop's stop (the chat
+    """`finish_reason`: the chat answer's; `length` makes it `incomplete` (`max_output_tokens`), as do `steered`
+    (stopped for a steer on its socket, relay_response.SteerCut) and `content_filter` (an engine's filter stopped it),
+    its last item (the one cut) `incomplete` too. `loop_stop`: the tool loop's stop (the chat
     answer's aigrid_loop.stop): `token_budget` (the tenant's token quota), `context_limit` or `step_limit` are named
     beside OpenAI's reason, as `incomplete_details.aigrid_stop`."""
-    reason = _INCOMPLETE.get(finish_reason or "") if status == "completed" else None
+    reason = incomplete_reason(finish_reason) if status == "completed" else None
     details: dict[str, Any] | None = {"reason": reason} if reason else None
+    if reason:  # the item the answer stopped in is cut (a stream closed it so already: responses_stream)
+        output = cut_last(output)
     if details is not None and reason == "max_output_tokens" and loop_stop in _LOOP_CUTS:
         details["aigrid_stop"] = loop_stop
     return {

@@ -1,0 +1,108 @@
+"""A /v1/responses answer cut before its end: by its finish (max_output_tokens, an engine's content filter), or by
+its engine failing mid-stream with no other to continue it. The item the model was writing ends `incomplete` (its
+output_item.done, and the final Response's output), as OpenAI gives it; until the thirtieth session it said
+`completed` inside a `response.incomplete` or `response.failed`. Read with the official openai SDK's stream parser
+(`responses.stream`) and its whole Response."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app
+from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.conftest import scripted_gateway
+from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.sdk_clients import openai_client
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture
+async def oai(gateway: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai_client(build_app(gateway))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
+    engine = ScriptedEngine([])
+    client = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
+    yield client, engine
+    await client.close()
+
+
+async def streamed(client: openai.AsyncOpenAI, **extra: Any) -> list[Any]:
+    """Every event of one streamed Response, as the SDK's stream helper parses it."""
+    async with client.responses.stream(model=MODEL, input="Say hello", **extra) as stream:
+        return [event async for event in stream]
+
+
+def of(events: list[Any], kind: str) -> list[Any]:
+    return [e for e in events if e.type == kind]
+
+
+async def test_a_stream_whose_engine_breaks_ends_failed_with_the_item_it_cut_incomplete(
+        oai: openai.AsyncOpenAI, fakes: dict[str, FakeEngine]) -> None:
+    for f in fakes.values():  # every engine breaks after a word: the answer is continued until none is left
+        f.words, f.break_after = ("Hello",) * 6, 1
+    events = await streamed(oai)
+    last = events[-1]
+    assert last.type == "response.failed" and last.response.status == "failed", [e.type for e in events]
+    assert last.response.error is not None and last.response.error.code == "server_error"
+    assert last.response.incomplete_details is None
+    text = "".join(e.delta for e in of(events, "response.output_text.delta"))
+    assert text.startswith("Hello")
+    [done] = of(events, "response.output_item.done")
+    assert done.item.type == "message" and done.item.status == "incomplete"
+    assert done.item.content[0].text == text  # the text that was sent, kept
+    [part] = of(events, "response.content_part.done")
+    assert part.part.text == text
+    [item] = last.response.output
+    assert item.id == done.item.id and item.status == "incomplete" and item.content[0].text == text
+
+
+@pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
+async def test_a_streamed_answer_cut_by_its_finish_ends_incomplete_with_its_item_incomplete(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], finish: str, reason: str) -> None:
+    client, engine = scripted
+    engine.replies.append({"content": "Hello there, fri", "finish": finish})
+    events = await streamed(client, max_output_tokens=16)
+    last = events[-1]
+    assert last.type == "response.incomplete", [e.type for e in events]
+    assert last.response.status == "incomplete" and last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == reason
+    [done] = of(events, "response.output_item.done")
+    assert done.item.status == "incomplete" and done.item.content[0].text == "Hello there, fri"
+    [item] = last.response.output
+    assert item.id == done.item.id and item.status == "incomplete" and item.content[0].text == "Hello there, fri"
+
+
+@pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
+async def test_a_whole_answer_cut_by_its_finish_has_its_item_incomplete(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], finish: str, reason: str) -> None:
+    client, engine = scripted
+    engine.replies.append({"content": "Hello there, fri", "finish": finish})
+    resp = await client.responses.create(model=MODEL, input="Say hello", max_output_tokens=16)
+    assert resp.status == "incomplete" and resp.incomplete_details is not None
+    assert resp.incomplete_details.reason == reason
+    [item] = resp.output
+    assert item.type == "message" and item.status == "incomplete" and resp.output_text == "Hello there, fri"
+    got = await client.responses.retrieve(resp.id)  # stored as answered
+    assert got.output[0].status == "incomplete"
+
+
+async def test_an_answer_that_ends_whole_keeps_its_item_completed(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    client, engine = scripted
+    engine.replies += [{"content": "Hello there."}, {"content": "Hello there."}]
+    events = await streamed(client)
+    assert events[-1].type == "response.completed" and events[-1].response.output[0].status == "completed"
+    assert of(events, "response.output_item.done")[0].item.status == "completed"
+    resp = await client.responses.create(model=MODEL, input="Say hello")
+    assert resp.status == "completed" and resp.output[0].status == "completed"
