@@ -6,6 +6,7 @@ import {SiteCharts} from "./charts.js";
 import {DecisionTable} from "./table.js";
 import {follow} from "./live.js";
 import {Replay, parseCsv, parseSites} from "./replay.js";
+import {simTime, utcTime} from "./time_text.js";
 
 const $ = id => document.getElementById(id);
 const map = new GridMap($("map"));
@@ -29,7 +30,7 @@ function askKey() {
   });
 }
 
-const utc = at => new Date(at * 1000).toISOString().slice(11, 19) + " UTC";
+const utc = at => utcTime(at) + " UTC";
 
 // The feed lost (the gateway stopped, the network dropped): what the page shows is the last picture, marked stale
 // and dated. The badge alone said "reconnecting" beside green sites, "ok" cards and a clock that had just stopped.
@@ -117,11 +118,6 @@ function speed() {
   return v === "auto" ? Math.max(1, replay.duration / 60) : Number(v);
 }
 
-function fmtSim(s) {
-  s = Math.floor(s);
-  return [s / 3600, (s % 3600) / 60, s % 60].map(v => String(Math.floor(v)).padStart(2, "0")).join(":");
-}
-
 // A replay (even one whose files then fail to load) ends the live feed until the user clicks Live: the feed's
 // status update on every event put "live" back over a replay's error within one tick. The time column's header
 // changes with the rows (startReplay): files that fail to load leave the live rows, on UTC, in the table.
@@ -162,9 +158,9 @@ function startReplay({rows, sites, summary, name}) {
     charts.push(out.sites);
     table.upsert(out.decisions, false, replay.next);
     map.addArcs(out.decisions);
-    $("replay-time").textContent = `t = ${fmtSim(replay.t)} / ${fmtSim(replay.duration)} (${replay.policy})`;
+    $("replay-time").textContent = `t = ${simTime(replay.t)} / ${simTime(replay.duration)} (${replay.policy})`;
     $("replay-seek").value = String(Math.round(1000 * replay.t / Math.max(replay.duration, 1e-9)));
-    $("clock").textContent = "sim " + fmtSim(replay.t);
+    $("clock").textContent = "sim " + simTime(replay.t);
     document.body.dataset.replayT = String(replay.t);
     if (replay.done) { playing = false; $("replay-play").textContent = "Play"; document.body.dataset.replayDone = "1"; }
   }, 500);

@@ -1,15 +1,13 @@
 // The live table of recent decisions: newest on top, one row per decision id, updated in place as the
 // decision's outcome arrives (routing -> streaming -> ok, with the measured TTFT).
 
+import {simTime, utcTime} from "./time_text.js";
+
 const AXES = ["ttft", "cost", "affinity", "headroom", "proximity"];
 const MAX_ROWS = 50;
 
 function time(row) {
-  if (row.sim_s != null) {
-    const s = Math.floor(row.sim_s);
-    return "+" + [s / 3600, (s % 3600) / 60, s % 60].map(v => String(Math.floor(v)).padStart(2, "0")).join(":");
-  }
-  return new Date(row.at * 1000).toISOString().slice(11, 19);
+  return row.sim_s != null ? "+" + simTime(row.sim_s) : utcTime(row.at);
 }
 
 function ms(v) { return v == null ? "\u2013" : Math.round(v) + " ms"; }
