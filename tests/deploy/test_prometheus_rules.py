@@ -183,3 +183,8 @@ def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists(
     section = text[text.index("## Runbook"):]
     section = section[:section.index("\n## ", 1)]
     assert set(re.findall(r"^### (\w+)$", section, re.M)) == {rule["alert"] for rule in alerts}
+    # and each says what the alert means, what to look at first and what to do
+    for part in re.split(r"^### ", section, flags=re.M)[1:]:
+        name = part.partition("\n")[0]
+        for head in ("**Means**: ", "**First checks**: ", "**Fix**: "):
+            assert re.search(rf"^{re.escape(head)}\S", part, re.M), f"{name}: no {head.strip()} in its section"
