@@ -15,12 +15,13 @@ document cascade on (cascade.py), every text its transformer may read (documents
 goes to that worker whatever its size; with the prompt cascade on, every prompt of its grey zone (the n-gram
 prompt head reads a short prompt here first to know).
 
-The worker's queue is fair between tenants, by characters read (start-time fair queueing): the next text
-is the head of the tenant that has had the fewest characters read since it last became busy (a text counts
-at least `inline_chars`: a short prompt sent here costs a transformer's pass), so one tenant's stream of 4 MiB
-documents (7 s of CPU each) delays another tenant's 3,000-character request by the text being read and at
-most one text of each other busy tenant, not by the whole backlog, as a first-in-first-out queue would. A
-text whose caller has gone (cancelled: the client hung up) leaves the queue at once, unread.
+The worker's queue is fair between tenants, by the work read (start-time fair queueing): the next request
+is the head of the tenant that has had the least work read since it last became busy, a request's work being
+its characters and PART_CHARS for each of its texts (`work`; a request counts at least `inline_chars`: a short
+prompt sent here costs a transformer's pass), so one tenant's stream of 4 MiB documents (2-4 s of CPU each)
+delays another tenant's 3,000-character request by the request being read and at most one request of each
+other busy tenant, not by the whole backlog, as a first-in-first-out queue would. A request whose caller has
+gone (cancelled: the client hung up) leaves the queue at once, unread.
 """
 
 from __future__ import annotations
@@ -42,14 +43,27 @@ INLINE_TEXTS = 16
 (pii.read_together), at up to 2 x 56 characters a seam whatever the texts' length, so 2,000 one-character text parts
 of digit groups (1,988 characters with a system prompt) held the event loop 1.56 s (0.51 s before 6c5da48b's
 windows); 16 texts of 120 such characters about 20 ms. More texts go to the worker thread, whatever their length."""
+PART_CHARS = 2_000
+"""What the fair queue charges for each text of a request beside its characters (`work`): reading costs per text as
+well as per character, and the texts' seams most (personal data is read around each seam, pii.read_together, twice
+where a system prompt or tool result sits among the user's texts). Measured (scripts/bench_screen_parts.py, 6 Dec
+2026, load 2.3-9.5): a system prompt and 9,999 one-character user parts of digit groups took 8.8-8.9 s of CPU in
+check_texts, 0.88-0.89 ms a text; one text of 400,000 characters of words 0.33-0.43 us a character as a prompt,
+0.50-0.55 as a document: a text's own cost is that of about 1,750 characters. Counted by characters only, those 10,000 parts cost 10,000 and came before
+another tenant's 20,000-character document, which takes about 10 ms."""
 log = logging.getLogger(__name__)
+
+
+def work(texts: Sequence[ModelText]) -> int:
+    """What reading `texts` costs the worker, in characters: their characters and PART_CHARS a text."""
+    return sum(len(t.text) for t in texts) + PART_CHARS * len(texts)
 
 
 @dataclass(eq=False, slots=True)
 class _Job:
     tenant: str
     texts: list[ModelText]
-    chars: int
+    work: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Screened]
     seq: int
@@ -64,7 +78,7 @@ class Screen:
         self._jobs: dict[str, deque[_Job]] = {}
         """Tenant -> its texts waiting to be read, first in first out; a tenant with none has no entry."""
         self._read: dict[str, float] = {}
-        """Tenant -> virtual characters read: its place in the fair order."""
+        """Tenant -> virtual work read (`work`, in characters): its place in the fair order."""
         self._clock = 0.0
         """Virtual time: the start of the job read last (never decreases)."""
         self._seq = 0
@@ -77,7 +91,7 @@ class Screen:
         loop = asyncio.get_running_loop()
         with self._lock:
             self._seq += 1
-            job = _Job(tenant, list(texts), chars, loop, loop.create_future(), self._seq)
+            job = _Job(tenant, list(texts), work(texts), loop, loop.create_future(), self._seq)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
             if not self._reading and not self._jobs:
@@ -114,7 +128,7 @@ class Screen:
                 del self._jobs[tenant]
             self._clock = max(self._clock, self._read[tenant])
             # at least inline_chars: a short prompt of the cascade's grey zone costs a transformer's pass
-            self._read[tenant] += max(job.chars, self.inline_chars)
+            self._read[tenant] += max(job.work, self.inline_chars)
             self._reading = True
         try:
             outcome: Screened | BaseException = self.firewall.check_texts(job.tenant, job.texts)
