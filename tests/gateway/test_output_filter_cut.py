@@ -231,3 +231,47 @@ def test_a_flushed_or_cut_chunk_carries_the_fields_of_the_streams_chunks() -> No
         assert held is not None
         assert {k: v for k, v in held.items() if k != "choices"} == {
             "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp_1"}
+
+
+def test_a_call_whose_name_may_go_on_is_left_out_at_a_cut_and_sent_whole_at_the_end() -> None:
+    """A call's first piece whose name may go on ("get_wea" of "get_weather") is held back (_call_names): at a cut its
+    rest never comes, so the cut's chunk leaves the call out (until the thirtieth session it went out as the call's
+    whole name, which a client dispatches by); at the stream's end ([DONE]) it goes out whole as before."""
+    piece = {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_wea"}}]}
+    for make, shown in ((OutputFilter.cut_event, False), (OutputFilter.flush_event, True)):
+        f = OutputFilter(True, strip_usage=False, tools=frozenset({"get_weather"}))
+        f.event(chunk({"content": "Let me look. "}))
+        first = f.event(chunk(piece))
+        assert "tool_calls" not in first["choices"][0]["delta"]  # held
+        held = make(f)
+        assert held is not None and held["choices"][0]["delta"]["content"] == "Let me look. "
+        assert ("get_wea" in orjson.dumps(held).decode()) == shown, held
+
+
+def cut_in_a_name(path: str, req: dict) -> H.Script:
+    """An engine that streams a tool call's first name piece (as Gemini's endpoint splits names), then breaks."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_wea"}}
+    events = [H.token("Let me look. "), {**H.token(None), "choices": [
+        {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}]
+    return H.stream(*[H.chunk(b"data: " + orjson.dumps(e) + b"\n\n") for e in events], H.CLOSE)
+
+
+WEATHER = {"chat": {"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+                    "response_format": {"type": "text"}},
+           "messages": {"tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]},
+           "responses": {"tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]}}
+
+
+@pytest.mark.parametrize(("door", "error"), [("chat", '"code":"stream_interrupted"'), ("messages", "event: error"),
+                                            ("responses", "event: response.failed")])
+async def test_a_stream_cut_inside_a_tool_calls_name_sends_no_part_of_the_name(tmp_path, door: str, error: str) -> None:
+    """Cut after a call's name began: each door sends the text held back, then its error, and no call named by the
+    name's first piece (a chat client, a Messages tool_use block, a Responses function_call would dispatch it)."""
+    async for g in T.grid(tmp_path, cut_in_a_name, good=cut_in_a_name):
+        redacting(g)
+        spec = g.gw.spec  # the engine's own tool calls, as they come (no constrained-mode loop)
+        g.gw.spec = spec.model_copy(update={"models": {
+            name: m.model_copy(update={"tool_calls": "native"}) for name, m in spec.models.items()}})
+        r = await g.post(door, True, **WEATHER[door])
+        assert r.status_code == 200 and error in r.text, r.text
+        assert "Let me look. " in r.text and '"get_wea"' not in r.text, r.text  # (get_weather: the offered tool)

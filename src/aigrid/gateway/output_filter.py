@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import re
 import secrets
 from collections import deque
@@ -33,6 +34,8 @@ from aigrid.errors import InvalidRequest
 from aigrid.json_depth import MAX_DEPTH
 from aigrid.security.firewall.pipeline import Action, Firewall, Verdict, output_verdicts, read_output
 from aigrid.security.firewall.streaming import StreamingRedactor
+
+log = logging.getLogger("aigrid.proxy")
 
 ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier",
                          "error"})
@@ -518,6 +521,13 @@ class OutputFilter:
                 choice["delta"] = {}
             self._release(key, choice["delta"])
 
+    def _drop_held(self, index: int) -> None:
+        """At a cut: each call of the choice still held back (its name perhaps unfinished) left out, logged."""
+        for key in [key for key in self._held if key[0] == index]:
+            held = self._held.pop(key)
+            log.warning("a stream cut while a tool call's name may have gone on (%d characters of it): the call is "
+                        "left out, not sent as if whole", len(held["function"]["name"]))
+
     def event(self, obj: Any) -> Any | None:
         """One chunk as the client must see it; None to drop it."""
         if not isinstance(obj, dict):  # (`null` the relay drops before)
@@ -630,7 +640,11 @@ class OutputFilter:
         for index in sorted({k[0] for k in self._redactors} | {k[0] for k in self._held}):
             choice: dict[str, Any] = {"index": index, "finish_reason": None} if completion else \
                 {"index": index, "delta": {}, "finish_reason": None}
-            self._release_all(index, choice)
+            if broken:  # a call held back is one whose name may go on (_call_names): at a cut its rest never comes,
+                # so it is left out, never sent (until the thirtieth session released whole: "get_wea" as a name)
+                self._drop_held(index)
+            else:
+                self._release_all(index, choice)
             self._end(choice, index, completion=completion, broken=broken)
             if choice.get("delta") or choice.get("text"):
                 choices.append(choice)
