@@ -35,5 +35,11 @@ def limited(limit: str, current: int, inactive_file: int | None = None) -> dict[
     """A group's memory files: memory.max `limit` ("max" or bytes), memory.current, memory.stat where given."""
     files = {"memory.max": limit, "memory.current": str(current)}
     if inactive_file is not None:
-        files["memory.stat"] = f"anon 1000\nfile 5000\nactive_file 10\ninactive_file {inactive_file}"
+        files["memory.stat"] = stat(anon=1000, file=inactive_file + 5000, shmem=5000, active_file=0,
+                                    inactive_file=inactive_file, slab_reclaimable=0, slab_unreclaimable=100)
     return files
+
+
+def stat(**counts: int) -> str:
+    """A memory.stat: one `name bytes` line each."""
+    return "\n".join(f"{name} {count}" for name, count in counts.items())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aigrid.memory import MACHINE, Memory, available_memory
-from tests.fake_machine import GIB, available, limited, machine
+from tests.fake_machine import GIB, available, limited, machine, stat
 
 
 def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
@@ -108,3 +108,20 @@ def test_an_unreadable_file_is_no_limit_there_with_one_debug_line(tmp_path: Path
     with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
         assert available_memory(root) == Memory(20 * GIB, MACHINE)
     assert len(caplog.records) == 2, caplog.messages  # one line a group: a/b's memory.max, a's memory.current
+
+
+def test_the_page_cache_and_slab_the_kernel_takes_back_are_room_as_memavailable_counts_them(tmp_path: Path) -> None:
+    """N6: a group's use was memory.current less inactive_file alone, where the kernel's MemAvailable (the machine's
+    figure, held beside it) counts the whole file LRU, active_file too, and reclaimable slab: a group that had read
+    its model twice (2 GiB active_file) was held 3 GiB stricter than a machine of its size. Now memory.current less
+    active_file, inactive_file and slab_reclaimable (LXCFS's container MemAvailable). Shared memory (shmem, in
+    `file` but on the anon lists), anon and unreclaimable slab stay used."""
+    own = stat(anon=GIB, file=4 * GIB, shmem=GIB, active_file=2 * GIB, inactive_file=GIB,
+               slab_reclaimable=GIB, slab_unreclaimable=GIB // 2)
+    root = machine(tmp_path, {"": {"memory.max": str(8 * GIB), "memory.current": str(7 * GIB), "memory.stat": own}},
+                   meminfo=available(20))
+    have = available_memory(root)  # 7 GiB less 4 GiB the kernel takes back: 3 GiB used, 5 GiB left
+    assert have is not None and have.bytes == 5 * GIB and "less the 3.0 GiB it uses" in have.limit, have
+    (root / "sys" / "fs" / "cgroup" / "memory.stat").write_text(stat(active_file=6 * GIB, inactive_file=4 * GIB))
+    have = available_memory(root)  # more cache than memory.current (read apart, not at once): none used, not less
+    assert have is not None and have.bytes == 8 * GIB, have

@@ -10,6 +10,8 @@ from aigrid import cgroup as cgroups
 
 MEMINFO = Path("/proc/meminfo")
 MACHINE = f"this machine has available (MemAvailable, {MEMINFO})"
+RECLAIMABLE = ("active_file", "inactive_file", "slab_reclaimable")
+"""memory.stat's bytes of a cgroup the kernel takes back before its limit kills (memory._group_room)."""
 
 
 class Memory(NamedTuple):
@@ -35,9 +37,13 @@ def _meminfo_available(meminfo: Path) -> int | None:
 def _group_room(group: Path, own: bool) -> Memory | None:
     """What one cgroup v2 group's memory limit leaves: memory.max less the group's use, None where it sets none
     ("max", or no memory.max: cgroup v1, the root group, no /sys) or its files cannot be read. The use is
-    memory.current less memory.stat's inactive_file (the page cache the kernel takes back first, which kubelet's
-    working set leaves out too), so that a group's cache of files read once does not make the figure stricter than
-    what the group can really take."""
+    memory.current less what the kernel takes back before it kills (RECLAIMABLE of memory.stat: the file LRU lists,
+    active_file and inactive_file, and reclaimable slab): the terms of the kernel's own MemAvailable (si_mem_available:
+    MemFree + Active(file) + Inactive(file) + SReclaimable, less a reserve of at most the low watermarks, which a
+    group has not), so that a group's limit is read as /proc/meminfo is read for a machine of that size; LXCFS
+    writes a container's MemAvailable the same way. kubelet's working set (memory.current less inactive_file alone)
+    is stricter: an eviction signal, where this check refuses only a cache over all the group can take. Shared
+    memory (tmpfs, shmem) is in memory.stat's file but on the anon lists, so never counted here."""
     limit = cgroups.read(group / "memory.max")
     if limit is None or limit == "max":
         return None
@@ -45,12 +51,12 @@ def _group_room(group: Path, own: bool) -> Memory | None:
     if not limit.isdigit() or current is None or not current.isdigit():
         cgroups.log.debug("cgroup %s: memory.max %r, memory.current %r: taken as no limit", group, limit, current)
         return None
-    inactive = 0
+    reclaimable = 0
     for line in (cgroups.read(group / "memory.stat") or "").splitlines():
         name, _, value = line.partition(" ")
-        if name == "inactive_file" and value.strip().isdigit():
-            inactive = int(value)
-    used = max(int(current) - inactive, 0)
+        if name in RECLAIMABLE and value.strip().isdigit():
+            reclaimable += int(value)
+    used = max(int(current) - reclaimable, 0)
     room = max(int(limit) - used, 0)
     whose = "this process's cgroup" if own else "a cgroup above this process's"
     return Memory(room, f"{whose} may still take (memory.max {int(limit) / 2**30:,.1f} GiB less the "
