@@ -224,6 +224,7 @@ class ResponsesApi:
     async def create(self, request: Request, ex: Exchange) -> Response:
         headers = pipeline_headers(request)
         turn = _Turn()
+        arrived = self.gw.clock()  # whence its deadline counts, for its compaction's pass and its answer alike
         try:
             # who asks first: a client without a key learns nothing of the schema and costs no body read
             ex.principal = caller = self._principal(headers)
@@ -239,14 +240,14 @@ class ResponsesApi:
         rid = new_id("resp")
         prepared = None
         if raw.get("context_management") is not None:  # compacted first when it is long (its pass audited apart)
-            prepared = turn = await self._auto_compact(raw, headers, caller, rid)
+            prepared = turn = await self._auto_compact(raw, headers, caller, rid, arrived)
 
         async def read() -> dict[str, Any]:
             if prepared is None:
                 await self._prepare(turn, raw, headers, caller)
             return turn.chat
 
-        resp = await self._route(turn, headers, read, ex, caller)
+        resp = await self._route(turn, headers, read, ex, caller, arrived)
         extra = aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
@@ -398,13 +399,14 @@ class ResponsesApi:
                 (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage)))
 
     async def _auto_compact(self, raw: dict[str, Any], headers: dict[str, str], caller: Principal,
-                            rid: str) -> _Turn:
+                            rid: str, arrived: float) -> _Turn:
         """A create with `context_management` (OpenAI's automatic compaction), prepared: as it came when its
         conversation (input, instructions, tools and stored history, estimated as the router estimates prompt
         tokens) is within the entry's compact_threshold (none given: AUTO_SHARE of the model's context);
         above it, compacted first by the pass POST /v1/responses/compact runs (`_compaction_pass`), then
         prepared anew as that answer reads: its user messages, then the compaction item (its summary restored),
-        which the Response's output starts with."""
+        which the Response's output starts with. The request's deadline counts from `arrived` for both calls (one
+        budget: the answer gets what the pass left of it)."""
         turn = _Turn()
         try:
             await self._prepare(turn, raw, headers, caller)
@@ -426,7 +428,7 @@ class ResponsesApi:
             _own_error(e, turn)
             self.gw.metrics.rejected.labels(e.code or "error").inc()
             raise
-        item, spent = await self._compaction_pass(turn, headers, caller, rid)
+        item, spent = await self._compaction_pass(turn, headers, caller, rid, arrived)
         answer = _Turn()
         items = [*user_items(turn.history, input_items(req.input)), item]
         await self._prepare(answer, raw, headers, caller,
@@ -436,7 +438,7 @@ class ResponsesApi:
         return answer
 
     async def _compaction_pass(self, turn: _Turn, headers: dict[str, str], caller: Principal,
-                               rid: str) -> tuple[dict[str, Any], Spent]:
+                               rid: str, arrived: float) -> tuple[dict[str, Any], Spent]:
         """An automatic compaction's pass, through the one pipeline as POST /v1/responses/compact's is, in an
         Exchange of its own closed like an audited route's (its quota reserved and settled to its usage, its
         own audit record on the compact route, `extra.response_id` naming the response it was made for): the
@@ -449,7 +451,7 @@ class ResponsesApi:
         # a cancel: the client left (Audited's watch), or the gateway stops
         async with own_exchange(self.gw, ex, headers, cancelled="client_closed",
                                 what=f"the compaction pass of response {rid}"):
-            resp = await self._route(turn, dict(headers), read, ex, caller)
+            resp = await self._route(turn, dict(headers), read, ex, caller, arrived)
             body = await whole_body(resp)
             if resp.status_code >= 400:
                 raise UpstreamFailed(f"the compaction pass (context_management) failed: the engine answered "
@@ -457,12 +459,12 @@ class ResponsesApi:
             return self._sealed(turn, body, ex)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
-                     ex: Exchange, caller: Principal) -> Response:
+                     ex: Exchange, caller: Principal, arrived: float | None = None) -> Response:
         """The one pipeline, as `caller` (authenticated once, before the body was read); its errors name the
         Responses fields. Restored summaries are user messages, read by the firewall as the client's own words
         (compaction.py: the texts they were made of were read as what they were when the pass read them)."""
         try:
-            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller)
+            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller, arrived=arrived)
         except ApiError as e:
             _own_error(e, turn)
             raise

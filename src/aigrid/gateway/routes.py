@@ -388,15 +388,17 @@ class Routes:
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
                     server_tools: bool = True, documents: DocumentsAt = (),
-                    caller: Principal | None = None) -> Response:
+                    caller: Principal | None = None, arrived: float | None = None) -> Response:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool.
         `documents`: the chat content parts that are documents (read after `read_body`, which may
         fill it: model_texts.DocumentsAt).
-        `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py)."""
+        `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py).
+        `arrived`: the gateway clock's time the request arrived, whence its deadline counts (default now): an
+        automatic compaction's answer gets what its pass left of it (urgency.Deadline, responses_api.py)."""
         gw = self.gw
-        arrived = gw.clock()
+        arrived = gw.clock() if arrived is None else arrived
         try:
             # who asks first: an unauthenticated client learns nothing of the schema and costs no body read
             ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),

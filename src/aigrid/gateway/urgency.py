@@ -9,6 +9,11 @@ The deadline, "first token within N ms or don't bother", comes from `x-aigrid-de
 has a `priority` field of its own that counts the other way). They are read the same way on every door: the
 Responses and Messages requests carry them into the chat body they become (body_urgency), where until the
 twenty-ninth session those doors dropped them unread (only the headers counted there).
+
+The deadline counts from the request's arrival for every step it takes before its first token: an automatic
+compaction's pass and then its answer share it (responses_api.py: the answer is decided with what the pass left
+of it, and refused with 503 deadline_unmeetable when nothing is). Until the thirtieth session each counted the
+whole deadline from its own start (a client asking for 2 s of a compacted Response could wait ~4 s).
 """
 
 from __future__ import annotations

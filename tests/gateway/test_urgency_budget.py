@@ -1,0 +1,136 @@
+"""A request's deadline is one budget, fixed when it arrives (gateway/urgency.py): every step it takes
+before its first token gets what is left of it, never the whole again: an automatic compaction's pass and then the
+answer (responses_api.py).
+
+Time is the test's: the gateway's clock moves only when an engine "works" (each call moves it by a set time), so
+the assertions read the deadline each step was decided or sent with, not the wall clock of a loaded machine."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.decisions import DecisionRecord
+from aigrid.spec.models import QuotaSpec, TenantSpec
+from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.sdk_clients import openai_client
+
+MODEL = "smollm2-135m"
+METERED = {"x-aigrid-tenant": "metered"}
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "user", "content": "Find the invoice from Dana and total it."},
+    {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "c1", "output": "Invoice 2231: 3 items, 120 EUR."},
+    {"role": "assistant", "content": "Invoice 2231 totals 120 EUR."},
+    {"role": "user", "content": "Now draft a reply to Dana."},
+]
+LOW = [{"type": "compaction", "compact_threshold": 20}]
+"""Below CONVERSATION's estimate: it is compacted first."""
+PASS_USAGE = {"prompt_tokens": 70, "completion_tokens": 30, "total_tokens": 100}
+DEADLINE_MS = 2000.0
+
+
+class Clock:
+    """The gateway's clock, moved only by the engines below."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedEngine(ScriptedEngine):
+    """A scripted engine each call of which takes the next of `took_s` on the gateway's clock."""
+
+    def __init__(self, clock: Clock, took_s: list[float]) -> None:
+        super().__init__([])
+        self.clock, self.took_s = clock, took_s
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.clock.now += self.took_s.pop(0)
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+@asynccontextmanager
+async def compacting_grid(tmp_path: Path, took_s: list[float]) -> AsyncIterator[tuple[Gateway, TimedEngine,
+                                                                                      openai.AsyncOpenAI]]:
+    """The demo grid, every endpoint one timed engine (the pass answers a summary, then the answer), a tenant
+    `metered` with quotas."""
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1000,
+                                                                      tokens_per_min=1_000_000))}
+    clock = Clock()
+    engine = TimedEngine(clock, took_s)
+    engine.replies = [{"content": "The user wants invoice 2231 totalled.", "usage": PASS_USAGE},
+                      {"content": "Dear Dana, ..."}]
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
+                       rng=random.Random(3), sleep=_no_sleep, clock=clock)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    client = openai_client(build_app(gw))
+    try:
+        yield gw, engine, client
+    finally:
+        await client.close()
+        await gw.guard.stop()
+
+
+def _left_ms(record: DecisionRecord) -> float | None:
+    """What was left of the deadline when the decision was made."""
+    u = record.decision.urgency
+    return None if u is None else u.deadline_ms
+
+
+async def test_the_answer_after_a_compaction_pass_gets_what_the_pass_left(tmp_path: Path) -> None:
+    """The pass took 1.2 s of the 2 s: the answer is decided with the 0.8 s left (it was decided with the whole
+    2 s again: a client asking for 2 s could wait ~4 s for its first token)."""
+    async with compacting_grid(tmp_path, [1.2, 0.1]) as (gw, engine, client):
+        done = await client.responses.create(model=MODEL, input=CONVERSATION, context_management=LOW,
+                                             extra_headers=METERED, extra_body={"deadline_ms": DEADLINE_MS})
+        assert [item.type for item in done.output] == ["compaction", "message"]
+        answer, pass_ = gw.decisions.recent(2)
+        assert pass_.decision.request_id != answer.decision.request_id and len(engine.received) == 2
+        assert _left_ms(pass_) == pytest.approx(DEADLINE_MS)
+        assert _left_ms(answer) == pytest.approx(DEADLINE_MS - 1200.0)
+        # each exchange's audit record names the deadline asked; the decision, what was left of it
+        compact, create = (await audit_rows(gw))[-2:]
+        assert compact["extra"]["urgency"]["deadline_ms"] == create["extra"]["urgency"]["deadline_ms"] == DEADLINE_MS
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+async def test_a_budget_the_pass_spent_is_the_deadline_error_settled_and_audited(tmp_path: Path, where: str) -> None:
+    """The pass took 2.5 s of the 2 s: the answer is refused as any deadline miss is (503 deadline_unmeetable naming
+    the field it was asked with, before any engine works on the answer), the pass's tokens charged, the answer's
+    reservation given back, both exchanges audited. It was answered, 4.5 s after the request arrived."""
+    asked = ({"extra_headers": {**METERED, "x-aigrid-deadline-ms": "2000"}} if where == "header"
+             else {"extra_headers": METERED, "extra_body": {"deadline_ms": DEADLINE_MS}})
+    param = "x-aigrid-deadline-ms" if where == "header" else "deadline_ms"
+    async with compacting_grid(tmp_path, [2.5, 0.1]) as (gw, engine, client):
+        with pytest.raises(openai.APIStatusError) as refused:
+            await client.with_options(max_retries=0).responses.create(model=MODEL, input=CONVERSATION,
+                                                                      context_management=LOW, **asked)
+        assert refused.value.status_code == 503, refused.value.body
+        assert refused.value.body["code"] == "deadline_unmeetable" and refused.value.body["param"] == param
+        assert refused.value.response.headers["x-should-retry"] == "false"
+        assert len(engine.received) == 1  # the pass only
+        principal = gw.guard.principal(None, "metered")
+        assert await gw.guard.quotas.tokens_this_minute(principal) == 100  # the pass's usage; the answer's none
+        compact, create = (await audit_rows(gw))[-2:]
+        assert compact["extra"]["route"] == "/v1/responses/compact" and compact["outcome"] == "ok"
+        assert create["extra"]["route"] == "/v1/responses" and create["outcome"] == "error:deadline_unmeetable"
+        assert create["prompt_tokens"] == create["completion_tokens"] == 0
+        answer = gw.decisions.recent(1)[0]
+        assert answer.status == "deadline_unmeetable" and _left_ms(answer) == pytest.approx(-500.0)
