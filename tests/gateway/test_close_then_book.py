@@ -18,6 +18,7 @@ import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.errors import EngineStreamBroken
+from aigrid.gateway.relay_response import STEER, STEERED, SteerCut
 from tests.agents.scripted_engine import _once
 from tests.gateway import hostile_engine as H
 from tests.gateway.test_engine_context_exceeded import booked
@@ -155,3 +156,36 @@ async def test_a_streams_close_cut_short_by_a_cancel_when_its_client_is_gone_is_
             pass
         assert inflight(g.gw) == 0
         assert {o for (_, o) in booked(g.gw)} == {"client_closed"} and sum(booked(g.gw).values()) == 1, booked(g.gw)
+
+
+async def test_a_steered_streams_close_cut_short_by_a_cancel_is_booked_steered_once(tmp_path: Path) -> None:
+    """StreamRelay.aclose's steered close (a socket's response stopped for a steer: relay_response.SteerCut), cut short
+    by a cancel: booked once, `steered` (not the client's `client_closed`), charged the steer's usage, nothing in
+    flight."""
+    started = asyncio.Event()
+
+    async def first_then_nothing() -> AsyncIterator[bytes]:
+        yield b"data: " + orjson.dumps(H.token("Hi there")) + b"\n\n"
+        started.set()
+        await asyncio.Event().wait()  # the rest never comes: the steer stops it first
+        yield b"data: [DONE]\n\n"
+
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = cut_while_closing(first_then_nothing, "text/event-stream")  # type: ignore[method-assign]
+        steer = SteerCut()
+        token = STEER.set(steer)  # as the socket sets it for its response's task (copied into the asking task)
+        try:
+            asking = asyncio.create_task(g.post("chat", True))
+        finally:
+            STEER.reset(token)
+        await asyncio.wait_for(started.wait(), 30)  # the test's own guard: the stream has begun
+        usage = steer.stop()  # the steer: nothing more is read; the relay's close books it steered
+        assert usage is not None and usage["completion_tokens"] >= 1, usage
+        asking.cancel()  # the response stops (the socket's front door ends its stream), closing the relay
+        try:
+            await asking
+        except (asyncio.CancelledError, httpx.HTTPError):
+            pass
+        assert inflight(g.gw) == 0
+        assert {o for (_, o) in booked(g.gw)} == {STEERED} and sum(booked(g.gw).values()) == 1, booked(g.gw)
