@@ -8,6 +8,7 @@ a batch stopped by a shutdown resumes in the next gateway; a batch past its wind
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 import subprocess
@@ -346,6 +347,49 @@ async def test_a_batch_past_its_window_ends_with_expired_results(gw: Gateway, en
     assert {cid: r.result.type for cid, r in (await results(claude, created.id)).items()} == {
         "a": "expired", "b": "expired"}
     assert received(engines) == []
+
+
+@pytest.mark.parametrize(("refusal", "status", "counts"), [
+    (RuntimeError("the output file failed"), "completed", (0, 2, 1, 0, 0)),
+    (OSError(errno.ENOSPC, "No space left on device"), "failed", (0, 1, 2, 0, 0)),
+], ids=["write-failed", "disk-full"])
+async def test_a_request_whose_result_was_lost_is_an_errored_result(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch, refusal: Exception, status: str,
+        counts: tuple[int, ...]) -> None:
+    """A request that ran (charged) whose result the disk refused is in neither file (the batch's OpenAI `errors`
+    name it, `result_lost`). The Anthropic view showed it as a request never run: `canceled` in a batch that
+    completed (its write failed, the others went on), or errored "not run: its batch failed" where the disk was full.
+    It is an `errored` result saying that it ran, counted in request_counts.errored."""
+    from aigrid.gateway import batch_output
+
+    real, calls = batch_output._append, [0]
+
+    def refusing(p: Path, text: bytes) -> None:
+        calls[0] += 1
+        if calls[0] == 2:  # the second request's result
+            raise refusal
+        real(p, text)
+
+    monkeypatch.setattr(batch_output, "_append", refusing)
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        claude, _ = clients(gw)
+        created = await claude.messages.batches.create(requests=[req(f"q{i}", "hi") for i in range(3)])
+        done = await until_ended(claude, created.id)
+        c = done.request_counts
+        assert (c.processing, c.succeeded, c.errored, c.canceled, c.expired) == counts, c
+        got = await results(claude, created.id)
+        assert sorted(got) == ["q0", "q1", "q2"] and got["q0"].result.type == "succeeded"
+        lost = got["q1"].result
+        assert lost.type == "errored" and lost.error.error.type == "api_error"
+        assert "ran and was charged" in lost.error.error.message
+        assert got["q2"].result.type == ("succeeded" if status == "completed" else "errored")
+        assert gw.batches is not None
+        row = await gw.batches.store.row(created.id)  # the batch as the runner ended it
+        assert row is not None and row.obj["status"] == status
+        assert [e["code"] for e in row.obj["errors"]["data"]][-1] == "result_lost"
+    finally:
+        await stopped(gw)
 
 
 async def test_a_request_larger_than_a_live_one_may_be_is_errored(tmp_path: Path, engines: dict[str, Gated]) -> None:

@@ -64,6 +64,9 @@ SWEEP_EVERY_S = 60.0
 RunLine = Callable[[StoredBatch, Line], Awaitable[LineResult]]
 EXPIRED = {"code": "batch_expired",
            "message": "This request could not be executed before the completion window expired."}
+RESULT_LOST = "result_lost"
+"""The code of a batch's error naming a line that ran (charged) whose result no file kept; its custom_id in
+`aigrid_custom_id` (the Message Batches API shows the line as an errored result: message_batches_api.py)."""
 
 
 @dataclass
@@ -485,7 +488,7 @@ class BatchRunner:
         # the lines that ran (charged, audited) whose results no file took: named in its errors, each line's loss
         # visible to the client (until the twenty-ninth session only in the log; the batch said why it stopped)
         data = [] if error is None else [{"code": error.code, "line": None, "message": error.message, "param": None}]
-        data += [{"code": "result_lost", "line": None, "param": None,
+        data += [{"code": RESULT_LOST, "line": None, "param": None, "aigrid_custom_id": cid,
                   "message": f"the request of custom_id {cid!r} ran and was charged, but the disk refused to keep its "
                              "result"} for cid in self._unwritten.get(row.id, {})]
 

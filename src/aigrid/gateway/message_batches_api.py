@@ -41,7 +41,7 @@ from starlette.routing import Route
 from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_input import Line, lines_not_done
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record, line_bound
-from aigrid.gateway.batch_runner import BatchRunner
+from aigrid.gateway.batch_runner import RESULT_LOST, BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
 from aigrid.gateway.batches_api import batch_object
 from aigrid.gateway.cursor_list import page_query
@@ -88,20 +88,41 @@ def _time(t: int | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def lost_results(obj: dict[str, Any]) -> list[str]:
+    """The custom_ids of the requests that ran (charged) whose results no file kept: the batch's `result_lost`
+    errors (batch_runner._finish), in neither file, shown as errored results."""
+    errors = obj.get("errors") or {}
+    return [e["aigrid_custom_id"] for e in errors.get("data") or ()
+            if e.get("code") == RESULT_LOST and isinstance(e.get("aigrid_custom_id"), str)]
+
+
+def _unended(obj: dict[str, Any]) -> int:
+    """The requests of the batch in neither of its files nor lost: not run (yet)."""
+    counts = obj["request_counts"]
+    return counts["total"] - counts["completed"] - counts["failed"] - len(lost_results(obj))
+
+
+LOST_ERROR = {"type": "error", "error": {"type": "api_error", "message": "this request ran and was charged, but "
+                                         "the gateway could not keep its result (the batch's disk refused it)"}}
+"""The error of a request whose result was lost: it ran (it is not tried again), so not `canceled`."""
+
+
 def message_batch(obj: dict[str, Any], base_url: str) -> dict[str, Any]:
     """The stored batch (OpenAI's Batch object, as the runner keeps it) as Anthropic's MessageBatch. Counts move
     as requests end (Anthropic shows them only once the batch has ended); once it has ended, the requests
-    never started are `canceled` (or errored, in a batch whose requests could no longer be read)."""
+    never started are `canceled` (or errored, in a batch whose requests could no longer be read), and those whose
+    result was lost (`lost_results`) errored."""
     status = obj["status"]
     processing = _PROCESSING.get(status, "in_progress")
     counts = obj["request_counts"]
     expired = int(counts.get("expired", 0))
-    rest = counts["total"] - counts["completed"] - counts["failed"]
+    rest = _unended(obj)
     ended = processing == "ended"
     return {
         "id": obj["id"], "type": "message_batch", "processing_status": processing,
         "request_counts": {"processing": 0 if ended else rest, "succeeded": counts["completed"],
-                           "errored": counts["failed"] - expired + (rest if status == "failed" else 0),
+                           "errored": counts["failed"] - expired + len(lost_results(obj))
+                           + (rest if status == "failed" else 0),
                            "canceled": rest if ended and status in ("cancelled", "completed") else 0,
                            "expired": expired + (rest if status == "expired" else 0)},
         "created_at": _time(obj["created_at"]), "expires_at": _time(obj["expires_at"]),
@@ -364,8 +385,7 @@ class MessageBatchesApi:
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")
-        counts = obj["request_counts"]
-        rest = counts["total"] - counts["completed"] - counts["failed"]
+        rest = _unended(obj)
         # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
         # is the 404 of the batch, not a 200 cut short after its headers
         files: list[tuple[BinaryIO, bool]] = []
@@ -381,7 +401,7 @@ class MessageBatchesApi:
             never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
                                                                       self.gw.spec.gateway.batch.max_lines,
                                                                       line_bound(self.gw))
-            return _Results(_results(files, never_run, kind), opened)
+            return _Results(_results(files, never_run, kind, lost_results(obj)), opened)
         except FileNotFoundError:
             _close(opened)
             raise NotFound(f"message_batch_id: no message batch {obj['id']!r}", param="message_batch_id") from None
@@ -433,16 +453,22 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
 
 
 async def _results(files: list[tuple[BinaryIO, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
-                   kind: str) -> AsyncIterator[bytes]:
+                   kind: str, lost: list[str]) -> AsyncIterator[bytes]:
     """The output and error files (opened before the response, closed when it ends: `_Results`) as Anthropic's
-    results; then, read from the batch's requests as the runner reads them (`unrun`: a request never held past a live
-    request's bound), each one that never ran (`kind`: canceled, expired, or errored when the batch failed)."""
+    results; then each request whose result was `lost` (it ran: errored, LOST_ERROR; until the thirtieth session
+    shown as not run, `canceled` in a batch that completed); then, read from the batch's requests as the runner reads
+    them (`unrun`: a request never held past a live request's bound), each one that never ran (`kind`: canceled,
+    expired, or errored when the batch failed)."""
     done: set[str] = set()
     for f, ok in files:
         async for text in _lines(f):
             record = orjson.loads(text)
             done.add(record["custom_id"])
             yield orjson.dumps(result_line(record, ok)) + b"\n"
+    for cid in lost:
+        if cid not in done:
+            done.add(cid)
+            yield orjson.dumps({"custom_id": cid, "result": {"type": "errored", "error": LOST_ERROR}}) + b"\n"
     if unrun is None:
         return
     never: dict[str, Any] = {"type": kind}
