@@ -1,27 +1,32 @@
-"""A request's deadline is one budget, fixed when it arrives (gateway/urgency.py): every step it takes
+"""A request's deadline is one budget, fixed when it arrives (gateway/urgency.py, `Deadline`): every step it takes
 before its first token gets what is left of it, never the whole again: an automatic compaction's pass and then the
-answer (responses_api.py).
+answer (responses_api.py), a failover to the next candidate and an escalation to a larger model (proxy.py).
 
 Time is the test's: the gateway's clock moves only when an engine "works" (each call moves it by a set time), so
 the assertions read the deadline each step was decided or sent with, not the wall clock of a loaded machine."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
+from aigrid.errors import EngineUnavailable
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.decisions import DecisionRecord
-from aigrid.spec.models import QuotaSpec, TenantSpec
+from aigrid.spec.load import load_spec
+from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
 MODEL = "smollm2-135m"
@@ -134,3 +139,101 @@ async def test_a_budget_the_pass_spent_is_the_deadline_error_settled_and_audited
         assert create["prompt_tokens"] == create["completion_tokens"] == 0
         answer = gw.decisions.recent(1)[0]
         assert answer.status == "deadline_unmeetable" and _left_ms(answer) == pytest.approx(-500.0)
+
+
+# --- failover and escalation ----------------------------------------------------------------------------------
+
+
+class Timed(FakeEngine):
+    """A fake engine whose call takes `took_s` on the gateway's clock; `plan.fail_first`: the first call to any of
+    them fails before its first byte (whichever endpoint the decision ranked first)."""
+
+    def __init__(self, name: str, clock: Clock, plan: dict[str, Any]) -> None:
+        super().__init__(name, words=(name, " says", " hi"))
+        self.clock, self.plan = clock, plan
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.clock.now += self.plan["took_s"].get(self.name, 0.0)
+        if self.plan.pop("fail_first", False):
+            self.received.append({})
+            raise EngineUnavailable(f"{self.name}: no first byte")
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+@asynccontextmanager
+async def timed_grid(spec: Any, plan: dict[str, Any]) -> AsyncIterator[tuple[Gateway, dict[str, Timed],
+                                                                            httpx.AsyncClient]]:
+    clock = Clock()
+    fakes = {e.id: Timed(e.id, clock, plan) for e in spec.endpoints}
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep, clock=clock)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            yield gw, fakes, c
+    finally:
+        await gw.guard.stop()
+
+
+@pytest.mark.parametrize("hedge", ["off", "on"])
+async def test_a_failover_gets_what_the_failed_attempt_left(tmp_path: Path, hedge: str) -> None:
+    """The first candidate fails after 1.99 s of a 2 s deadline: no spare is predicted to answer in the 10 ms left,
+    so none is asked (the deadline's 503, the attempt that failed named); failing after 10 ms, the next one
+    answers. The spare was sent whatever was left (it answered 4 s after arrival where it was predicted 2 s)."""
+    headers = {"x-aigrid-client-location": "Tokyo", "x-aigrid-deadline-ms": "2000", "x-aigrid-hedge": hedge}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+    for took_s, in_time in ((0.01, True), (1.99, False)):
+        plan: dict[str, Any] = {"fail_first": True, "took_s": {}}
+        async with timed_grid(spec_in(tmp_path / str(took_s)), plan) as (gw, fakes, client):
+            for fake in fakes.values():
+                fake.plan["took_s"][fake.name] = took_s
+            r = await client.post("/v1/chat/completions", headers=headers, json=body)
+            record = gw.decisions.recent(1)[0]
+            first, second = record.decision.ranked[:2]
+            assert second.prediction.ttft_ms < DEADLINE_MS - 10.0  # in time as decided; past the 10 ms left
+            assert fakes[first.endpoint_id].received == [{}]
+            if in_time:
+                assert r.status_code == 200, r.text
+                assert r.headers["x-aigrid-endpoint"] == second.endpoint_id
+                continue
+            assert r.status_code == 503, r.text
+            error = r.json()["error"]
+            assert error["code"] == "deadline_unmeetable" and error["param"] == "x-aigrid-deadline-ms", error
+            assert first.endpoint_id in error["message"] and second.endpoint_id in error["message"]
+            assert r.headers["x-should-retry"] == "false" and r.headers["x-aigrid-decision"] == record.decision.request_id
+            assert sum(len(f.received) for f in fakes.values()) == 1  # no spare asked
+            assert record.status == "deadline_unmeetable" and [a["endpoint"] for a in record.attempts] == [
+                first.endpoint_id]
+            row = (await audit_rows(gw))[-1]
+            assert row["outcome"] == "error:deadline_unmeetable"
+
+
+RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
+
+
+async def test_an_escalation_gets_what_the_first_answer_left(tmp_path: Path) -> None:
+    """The small model's unsure answer took 4.99 s of a 5 s deadline: no larger model is predicted to answer in the
+    10 ms left, so the first answer stands (it was asked again of the larger model whatever was left); after 10 ms
+    it is escalated as before."""
+    spec = load_spec(RIGHT_SIZE)
+    tenants = dict(spec.tenants)
+    tenants["auto"] = TenantSpec.model_validate({"policy": "balanced", "right_size": {
+        "max_quality_drop": 2.0, "escalate": {"below_confidence": 0.5, "within_ms": 60_000}}})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
+    headers = {"x-aigrid-tenant": "auto", "x-aigrid-client-location": "Frankfurt", "x-aigrid-deadline-ms": "5000"}
+    for took_s, escalated in ((0.01, True), (4.99, False)):
+        sec = spec.security.model_copy(update={"keys_file": str(tmp_path / f"{took_s}.json"), "audit": AuditSpec(
+            path=str(tmp_path / f"{took_s}.db"), signing_key=str(tmp_path / f"{took_s}.pem"))})
+        grid = spec.model_copy(update={"tenants": tenants, "security": sec})
+        async with timed_grid(grid, {"took_s": {"fra-small": took_s}}) as (gw, fakes, client):
+            fakes["fra-small"].logprob = math.log(0.3)
+            r = await client.post("/v1/chat/completions", headers=headers, json=body)
+            assert r.status_code == 200, r.text
+            record = gw.decisions.recent(1)[0]
+            larger = [c for c in record.decision.ranked if c.model == "large-70b"]
+            assert larger and all(c.prediction.ttft_ms > 10.0 for c in larger)
+            assert record.decision.ranked[0].endpoint_id == "fra-small"
+            assert (r.headers["x-aigrid-model"] == "large-70b") is escalated
+            assert sum(len(fakes[c.endpoint_id].received) for c in larger) == (1 if escalated else 0)

@@ -14,6 +14,7 @@ from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, Prefil
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.errors import ApiError
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
+from aigrid.gateway.urgency import Deadline
 from aigrid.telemetry.store import bounded_reason
 
 ERROR_CHARS = 500
@@ -126,6 +127,9 @@ class DecisionRecord:
     refusal: ApiError | None = None
     """An engine's refusal that is one of the gateway's own errors (engine_errors.engine_refusal: a prompt past its
     context): the exchange ends as if the gateway had raised it (Exchange.failure)."""
+    deadline: Deadline | None = None
+    """The request's deadline, fixed when it arrived (urgency.Deadline): a failover to the next candidate and an
+    escalation go only to a candidate predicted to answer within what is left of it (proxy.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

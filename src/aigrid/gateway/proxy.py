@@ -6,6 +6,8 @@
    is invisible to the client: the endpoint is charged a failure (circuit breaker) and the next is tried.
 2. Hedging (optional, per policy): when the first byte is late against the prediction, a second attempt
    starts at the next candidate; the first to answer wins, the loser is cancelled, both are counted.
+   A request with a deadline fails over (or hedges, or escalates) only to a candidate predicted to answer within
+   what is left of it (DecisionRecord.deadline); when none is left, 503 deadline_unmeetable.
 3. After the first byte the response is committed (relay.py): SSE is relayed in whole events, the engine's
    own bytes whenever no check changes them. If the engine dies mid-stream, the answer continues on the
    next candidate of the same model family (same decision, so same residency and tenant rules) from
@@ -38,6 +40,7 @@ from aigrid.engines.wrapped import WrappedEngine, read_whole
 from aigrid.errors import (
     RETRY_WAIT_MAX_S,
     ApiError,
+    DeadlineUnmeetable,
     EngineError,
     EngineFailedAfterActing,
     EngineStreamBroken,
@@ -303,14 +306,16 @@ class Proxy:
             raise UpstreamFailed(f"{self.names.hide(str(e))}; not tried again on another engine, which would "
                                  "run the request's server-side tools again", retry=False,
                                  headers={"x-aigrid-decision": decision.request_id}) from e
+        except DeadlineUnmeetable as e:  # those tried failed; the others are predicted past what is left of it
+            record.status = e.code or "deadline_unmeetable"
+            self._metrics.rejected.labels(record.status).inc()
+            raise
         if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
-            tried = "; ".join(f"{a['endpoint']}: {self.names.hide(str(a.get('error')), a['endpoint'])}"
-                              for a in record.attempts)
             self._metrics.rejected.labels("upstream_failed").inc()
-            raise UpstreamFailed(f"every candidate failed before answering ({tried})",
+            raise UpstreamFailed(f"every candidate failed before answering ({self._tried(record)})",
                                  headers={"x-aigrid-decision": decision.request_id})
         cand = opened.cand
         # The engine's own time to first token (emulated network excluded) feeds the routing model; a
@@ -441,6 +446,12 @@ class Proxy:
         if conf is not None:
             headers[H_CONFIDENCE] = f"{conf:.4f}"
         larger = esc.larger(decision.ranked, cand.model) if esc.unsure(conf) and took_s <= esc.within_s else []
+        late: list[str] = []  # the deadline's budget: only a larger model predicted to answer within what is left
+        in_time = [c for c in larger if not self._left_out(c, record, late)]
+        if larger and not in_time:
+            log.warning("escalation of %s from %s: no larger candidate in time (%s); the first answer stands",
+                        decision.request_id, cand.model, late[0])
+        larger = in_time
         if larger:
             why = "every larger candidate failed"
             try:
@@ -506,28 +517,41 @@ class Proxy:
     # --- before the first byte ------------------------------------------------------------------------
     async def _open_first(self, path: str, body: dict[str, Any], ranked: Sequence[Candidate],
                           record: DecisionRecord, hedge: HedgePolicy | None, wrap: Wrap | None) -> Opened | None:
+        """The first candidate of `ranked` to answer (its first byte read), or None when each failed. A candidate
+        after the first (a failover, a hedge) is tried only when it is predicted to answer within what is left of
+        the request's deadline: DeadlineUnmeetable when none is left that is."""
+        late: list[str] = []
         if hedge is None:  # one attempt at a time, each awaited in this task: no task and wait per request
-            for cand in ranked:
+            for i, cand in enumerate(ranked):
+                if i and self._left_out(cand, record, late):
+                    continue
                 try:
                     return await self._attempt(path, body, cand, record, False, wrap)
                 except EngineFailedAfterActing:
                     raise  # _attempt booked the failure; no next candidate (forward)
                 except EngineError:
                     continue  # _attempt booked the failure: the next candidate
+            self._refuse_if_late(record, late)
             return None
         queue = list(ranked)
         running: dict[asyncio.Task[Opened], tuple[Candidate, bool]] = {}
 
-        def start(hedged: bool) -> None:
-            cand = queue.pop(0)
-            running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged, wrap))] = (cand, hedged)
+        def start(hedged: bool) -> bool:
+            """The next candidate in time started (the first as decided); False when none is left."""
+            while queue:
+                cand = queue.pop(0)
+                if cand is not ranked[0] and self._left_out(cand, record, late):
+                    continue
+                running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged, wrap))] = (cand, hedged)
+                return True
+            return False
 
         why: str | None = None  # why the attempts still running are cancelled: one answered first, unless ...
         won: Opened | None = None
         try:
             while queue or running:
-                if not running:
-                    start(hedged=False)
+                if not running and not start(hedged=False):
+                    break
                 lone = next(iter(running.values()))[0] if len(running) == 1 else None
                 timeout = None
                 if hedge is not None and queue and lone is not None:
@@ -537,8 +561,8 @@ class Proxy:
                         timeout = hedge.delay_s(lone, whole)  # (nothing bounds its length: slow or long, no telling)
                 done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # the first byte is late against its prediction: hedge on the next candidate
-                    self._metrics.hedges.inc()
-                    start(hedged=True)
+                    if start(hedged=True):
+                        self._metrics.hedges.inc()
                     continue
                 for task in done:
                     _, hedged = running.pop(task)
@@ -558,7 +582,33 @@ class Proxy:
             raise
         finally:
             await self._close_losers(running, why, record, won)
+        if won is None:
+            self._refuse_if_late(record, late)
         return won
+
+    def _left_out(self, cand: Candidate, record: DecisionRecord, late: list[str]) -> bool:
+        """Whether `cand` is predicted to answer after what is left of the request's deadline (why, onto `late`)."""
+        if record.deadline is None:
+            return False
+        why = record.deadline.too_late(cand.prediction.ttft_ms, self._clock())
+        if why is not None:
+            late.append(f"{cand.endpoint_id}: {why}")
+        return why is not None
+
+    def _refuse_if_late(self, record: DecisionRecord, late: list[str]) -> None:
+        """Every candidate tried failed: DeadlineUnmeetable when others were left out as too late (else forward's
+        502)."""
+        if not late or record.deadline is None:
+            return
+        raise DeadlineUnmeetable(
+            f"the deadline ({record.deadline.ms:.0f} ms to the first token) cannot be met: every candidate tried "
+            f"failed ({self._tried(record)}), and no other is predicted to answer in time ({late[0]})",
+            param=record.deadline.field, headers={"x-aigrid-decision": record.decision.request_id})
+
+    def _tried(self, record: DecisionRecord) -> str:
+        """The attempts that failed, each with its error (its engine's addresses hidden)."""
+        return "; ".join(f"{a['endpoint']}: {self.names.hide(str(a.get('error')), a['endpoint'])}"
+                         for a in record.attempts if not a.get("ok"))
 
     async def _close_losers(self, running: Mapping[asyncio.Task[Opened], tuple[Candidate, bool]], why: str | None,
                             record: DecisionRecord, won: Opened | None) -> None:

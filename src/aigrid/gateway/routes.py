@@ -497,6 +497,7 @@ class Routes:
             gw.metrics.rejected.labels(refused.error.code or "error").inc()
             raise refused.error from None
         record = self._keep(ex, decision, parsed.model, info, policy_name)
+        record.deadline = urgency.budget(arrived)  # a failover or an escalation gets what is left of it (proxy.py)
         await self._publish(record)
         if decision.chosen is None:
             record.status = "rejected"

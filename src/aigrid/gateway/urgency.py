@@ -10,10 +10,12 @@ has a `priority` field of its own that counts the other way). They are read the 
 Responses and Messages requests carry them into the chat body they become (body_urgency), where until the
 twenty-ninth session those doors dropped them unread (only the headers counted there).
 
-The deadline counts from the request's arrival for every step it takes before its first token: an automatic
-compaction's pass and then its answer share it (responses_api.py: the answer is decided with what the pass left
-of it, and refused with 503 deadline_unmeetable when nothing is). Until the thirtieth session each counted the
-whole deadline from its own start (a client asking for 2 s of a compacted Response could wait ~4 s).
+The deadline is one budget, fixed when the request arrived (`Deadline`): every step the request takes before its
+first token gets what is left of it, never the whole again: an automatic compaction's pass, then the answer
+(responses_api.py), a failover to the next candidate and an escalation to a larger model (proxy.py). Until the
+thirtieth session each of them counted the whole deadline from its own start (a client asking for 2 s of a
+compacted Response could wait ~4 s before its first token, and a failover or an escalation was sent whatever was
+left).
 """
 
 from __future__ import annotations
@@ -46,6 +48,33 @@ class Asked:
     deadline_ms: float | None
     deadline_field: str = BODY_DEADLINE
     """Where the deadline came from (the header or the body's field): what a 503 deadline_unmeetable names."""
+
+    def budget(self, arrived: float) -> Deadline | None:
+        """The deadline as one budget from `arrived` (the gateway clock's time the request arrived); None: none."""
+        if self.deadline_ms is None:
+            return None
+        return Deadline(self.deadline_ms, arrived + self.deadline_ms / 1000.0, self.deadline_field)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A request's deadline, fixed when it arrived: the first token is due by `due` (the gateway's clock)."""
+
+    ms: float
+    """The deadline asked: first token within this many ms of the arrival."""
+    due: float
+    field: str = BODY_DEADLINE
+    """Where it was asked (the header or the body's field): what a 503 deadline_unmeetable names."""
+
+    def left_ms(self, now: float) -> float:
+        return (self.due - now) * 1000.0
+
+    def too_late(self, predicted_ms: float, now: float) -> str | None:
+        """Why a step predicted to take `predicted_ms` to its first token cannot start now, or None when it can."""
+        left = self.left_ms(now)
+        if predicted_ms <= left:
+            return None
+        return f"predicted TTFT {predicted_ms:.0f} ms is past the deadline ({max(left, 0.0):.0f} ms left)"
 
 
 def request_urgency(headers: Mapping[str, str], body: MutableMapping[str, Any], principal: Principal,
