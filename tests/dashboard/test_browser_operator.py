@@ -3,8 +3,10 @@ with the keyboard alone, on a phone's width, when the gateway goes away, and whi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,46 @@ def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Pat
     finally:
         server.close()
     assert external == [], external
+
+
+def test_a_feed_open_but_silent_is_not_shown_as_live(tmp_path: Path) -> None:
+    """The badge said 'live' for as long as the feed's connection stayed open: a gateway whose ticks stopped (its
+    event loop stuck, a proxy holding the connection) left its last picture under a green 'live', the map and cards
+    in colour and the clock stopped with nothing saying so. Five ticks without a picture (at least 5 s): the page
+    says 'stalled', greys the picture and dates it, until the ticks come again."""
+    held = threading.Event()  # set: the gateway's feed stops ticking, its connection open
+
+    async def ticking(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        for _ in range(1200):  # at most 60 s held
+            if not held.is_set():
+                return
+            await asyncio.sleep(0.05)
+
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7),
+                       sleep=no_sleep)
+    external: list[str] = []
+    try:
+        with served_dashboard(*dashboard_app(gw, tmp_path / "run", sleep=ticking)) as base, \
+                chromium_page(base, external) as page:
+            errors = errors_of(page)
+            page.goto(base + "/dashboard")
+            page.wait_for_function("() => document.body.dataset.mode === 'live' && "
+                                   "/ UTC$/.test(document.getElementById('clock').textContent)", timeout=15000)
+            held.set()
+            page.wait_for_function("() => document.body.dataset.stale === '1'", timeout=20000)
+            assert page.text_content("#mode") == "stalled"
+            clock = page.text_content("#clock")
+            assert clock.startswith("last update ") and clock.endswith(" UTC"), clock
+            assert float(page.evaluate("() => getComputedStyle(document.getElementById('map-panel')).opacity")) < 1
+            held.clear()  # the ticks come again, on the same connection
+            page.wait_for_function("() => document.body.dataset.mode === 'live' && !document.body.dataset.stale && "
+                                   "!document.getElementById('clock').textContent.startsWith('last update')",
+                                   timeout=15000)
+    finally:
+        held.clear()
+    assert external == [] and errors == [], (external, errors)
 
 
 def test_the_greying_goes_when_the_feed_is_back(served: Served) -> None:

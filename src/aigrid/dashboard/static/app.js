@@ -14,6 +14,7 @@ const charts = new SiteCharts($("site-cards"));
 const table = new DecisionTable(document.querySelector("#decisions tbody"), $("decision-count"));
 let stopLive = null, replay = null, replayTimer = null, lastGrid = null, playing = true;
 let shownAt = null;  // the time of the live picture on the page (the last grid event), null when none
+let tickS = 1, pictureSeen = null;  // the feed's tick (hello's interval_s); when its last picture came (ms, monotonic)
 
 function setMode(text, cls) {
   const badge = $("mode");
@@ -43,20 +44,33 @@ function liveStatus(s) {
   }
 }
 
+// A feed whose connection stays open but that sends nothing (the gateway's event loop stuck, a proxy holding the
+// connection) is as lost as a dropped one: the badge said "live" over a picture that had stopped. No picture for
+// STALL_TICKS ticks (at least STALL_MIN_S) is shown as stale; the next picture on that connection makes it live.
+const STALL_TICKS = 5, STALL_MIN_S = 5;
+
+function watchStall() {
+  if (!stopLive || pictureSeen == null || document.body.dataset.mode !== "live") return;
+  if (performance.now() - pictureSeen > 1000 * Math.max(STALL_MIN_S, STALL_TICKS * tickS)) liveStatus("stalled");
+}
+
 function startLive() {
   stopReplay();
   charts.reset(); table.reset(); map.clearArcs();
-  shownAt = null;
+  shownAt = null; pictureSeen = null;
   $("live-button").hidden = true;
   $("time-column").textContent = "time (UTC)";
   stopLive = follow("/dashboard/events", {
     askKey,
     onStatus: liveStatus,
     onEvent: (name, data) => {
-      if (name === "hello") $("grid-name").textContent = data.name;
-      else if (name === "grid") {
+      if (name === "hello") {
+        $("grid-name").textContent = data.name;
+        if (data.interval_s > 0) tickS = data.interval_s;
+      } else if (name === "grid") {
         lastGrid = data;
         shownAt = data.at;
+        pictureSeen = performance.now();
         map.setSites(data.sites);
         charts.push(data.sites);
         $("clock").textContent = utc(data.at);
@@ -123,7 +137,7 @@ function speed() {
 // changes with the rows (startReplay): files that fail to load leave the live rows, on UTC, in the table.
 function leaveLive() {
   if (stopLive) { stopLive(); stopLive = null; }
-  shownAt = null;
+  shownAt = null; pictureSeen = null;
   delete document.body.dataset.stale;
   $("live-button").hidden = false;
 }
@@ -263,7 +277,7 @@ $("replay-play").addEventListener("click", () => {
 $("replay-seek").addEventListener("input", ev => {
   if (replay) seekReplay(replay.duration * Number(ev.target.value) / 1000);
 });
-setInterval(() => map.fade(), 500);
+setInterval(() => { map.fade(); watchStall(); }, 500);
 
 map.loadLand("/dashboard/static/countries-110m.json").catch(e => console.error("map outline:", e));
 const asked = new URLSearchParams(location.search).get("replay");
