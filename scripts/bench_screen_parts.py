@@ -63,7 +63,8 @@ def main() -> None:
         print(f"{len(texts):>7,} texts: {name:62s} {spent:6.2f} s  {spent / len(texts) * 1e3:6.3f} ms a text",
               flush=True)
     per_char = 0.0
-    for k, (source, path) in enumerate(((Source.USER, ("messages", 0, "content")), (Source.DOCUMENT, ("documents", 0)))):
+    longs = ((Source.USER, ("messages", 0, "content")), (Source.DOCUMENT, ("documents", 0)))
+    for k, (source, path) in enumerate(longs):
         rng = random.Random(k)
         text = " ".join(rng.choice(WORDS) for _ in range(LONG // 5))[:LONG]
         spent = timer.cpu([ModelText(text, source, path)])

@@ -245,6 +245,9 @@ def test_a_response_format_type_of_an_engines_own_passes() -> None:
 
 @pytest.mark.parametrize("route,body,param,code", [
     ("/v1/chat/completions", {**CHAT, "documents": [f"n{i}" for i in range(10_001)]}, "documents", "too_many_texts"),
+    # 4,001 one-character parts: under schemas.MAX_PARTS (10,000), over the firewall's screen.MAX_TEXTS (4,000)
+    ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "1"}] * 4_001}]},
+     "messages", "too_many_texts"),
     ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"notes": [f"n{i}" for i in range(10_001)]}},
      "chat_template_kwargs", "too_many_texts"),
     # a list of prompts is one engine request per prompt, at most 32 (engines/fan_out.py): refused before that
@@ -259,8 +262,8 @@ async def test_more_texts_than_the_firewall_reads_in_one_request_are_refused_unr
     """The firewall's cost is per text as well as per character (about 0.1 ms to score a text of a few
     characters): 100,000 distinct one-word documents (0.9 MB) took 13 s of its one worker thread, which every
     tenant's long texts share, and a 4 MiB body of them about a minute, where the longest single text costs 7-9 s.
-    A request hands the choke point at most 10,000 texts: more is the client's 400 naming the field, before any
-    text is read or an engine reached."""
+    A request hands the choke point at most screen.MAX_TEXTS texts (4,000; 10,000 until the thirtieth session): more
+    is the client's 400 naming the field, before any text is read or an engine reached."""
     firewall = gateway.guard.screen.firewall
     read: list[int] = []
     check = firewall.check_texts

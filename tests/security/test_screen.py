@@ -119,6 +119,35 @@ async def test_a_request_of_many_tiny_texts_is_charged_for_each_text(firewall: R
         screen.close()
 
 
+async def test_more_texts_than_the_bound_are_refused_before_any_is_read(firewall: RecordingFirewall) -> None:
+    """One request's texts cost the worker per text (a system prompt and 9,999 one-character parts of digit groups
+    8.8-8.9 s, every other tenant's request queued behind them): the choke point reads at most MAX_TEXTS of one call,
+    and more is the client's 400 naming the field of the first text past the bound, none read. Until the thirtieth
+    session the bound was 10,000 texts and held only the gateway's own requests (model_texts.check_count), not the
+    choke point."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.security.firewall.screen import MAX_TEXTS
+
+    def request(parts: int) -> list[ModelText]:  # a system prompt, user parts, then documents
+        return ([ModelText("You are a helpful assistant.", Source.SYSTEM, ("messages", 0, "content"))]
+                + [ModelText("x", Source.USER, ("messages", 1, "content", j, "text")) for j in range(parts)]
+                + [ModelText("a note", Source.DOCUMENT, ("documents", j)) for j in range(10)])
+
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        for parts, field in ((MAX_TEXTS, "messages"), (MAX_TEXTS - 10, "documents")):  # MAX_TEXTS + 11, + 1
+            with pytest.raises(InvalidRequest) as refused:
+                await screen.check("t", request(parts))
+            assert (refused.value.code, refused.value.param) == ("too_many_texts", field)
+            assert f"at most {MAX_TEXTS:,} are read" in refused.value.message
+        assert firewall.order == []  # none read
+        assert isinstance(await screen.check("t", request(MAX_TEXTS - 11)), Screened)  # exactly MAX_TEXTS: read
+        assert len(firewall.order) == 1
+    finally:
+        screen.close()
+
+
 async def test_a_job_whose_caller_has_gone_is_not_read(firewall: RecordingFirewall) -> None:
     screen = Screen(firewall)
     try:

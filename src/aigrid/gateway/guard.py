@@ -45,7 +45,7 @@ from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.browsers import BrowserGuard
 from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.model_texts import apply, check_count
+from aigrid.gateway.model_texts import apply
 from aigrid.logs import shortened
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import RESIDENCY_HEADER, authorize
@@ -544,9 +544,8 @@ class Guard:
     async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
         """The choke point for a request's own texts: verdicts onto the exchange, 400 when blocked,
         redactions written back into `body`; more texts than the firewall reads in one request, a 400 before any is
-        read (model_texts.MAX_TEXTS)."""
+        read (screen.MAX_TEXTS)."""
         assert ex.principal is not None
-        check_count(texts)
         screened = await self.screen.check(ex.principal.tenant, texts)
         ex.verdicts.extend(screened.verdicts)
         screened.raise_if_blocked()

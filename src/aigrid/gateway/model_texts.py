@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from aigrid.agents.prompt_size import REASONING_KEYS
-from aigrid.errors import InvalidRequest
 from aigrid.gateway.schemas import PART_TEXTS
 from aigrid.security.firewall.pii import redact
 from aigrid.security.firewall.pipeline import Screened
@@ -24,7 +23,6 @@ from aigrid.security.firewall.texts import (
     Source,
     put,
     rename_keys,
-    render,
     tool_text,
 )
 
@@ -219,24 +217,6 @@ def beside_messages(texts: list[ModelText]) -> int:
 def _in_prompt_text(path: Path) -> bool:
     """Whether a text is one the request's `prompt_text()` holds already: a message's content, a prompt."""
     return path[:1] == ("prompt",) or (path[:1] == ("messages",) and path[2:3] == ("content",))
-
-
-MAX_TEXTS = 10_000
-"""The most separate texts one request hands the firewall. Scoring costs per text as well as per character
-(about 0.1 ms for a text of a few characters): 100,000 distinct one-word documents (0.9 MB) took 13 s of the
-firewall's one worker thread, which every tenant's long texts share; 10,000 take about 1.3 s, less than the
-longest single text a body may hold (docs/security.md, "Cost")."""
-
-
-def check_count(texts: list[ModelText]) -> None:
-    """The client's 400 for a request of more than MAX_TEXTS texts, naming the field the first text past the
-    limit is in, before any text is read."""
-    if len(texts) > MAX_TEXTS:
-        field = texts[MAX_TEXTS].path[:1]
-        where = render(field) if field else None
-        raise InvalidRequest(f"this request holds {len(texts)} separate texts for the model to read"
-                             f"{f' (up to {where})' if where else ''}; at most {MAX_TEXTS} are read per request: "
-                             "join them, or send fewer", param=where, code="too_many_texts")
 
 
 def apply(body: MutableMapping[str, Any], original: list[ModelText], screened: Screened) -> None:

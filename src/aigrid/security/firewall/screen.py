@@ -13,7 +13,8 @@ serving other requests while a 4 MiB body is read (the thread gives the interpre
 interval). One worker: big inputs queue behind each other instead of multiplying the contention. With the
 document cascade on (cascade.py), every text its transformer may read (documents, tool results, pasted parts)
 goes to that worker whatever its size; with the prompt cascade on, every prompt of its grey zone (the n-gram
-prompt head reads a short prompt here first to know).
+prompt head reads a short prompt here first to know). One call reads at most MAX_TEXTS texts: more is the client's
+400 before any is read.
 
 The worker's queue is fair between tenants, by the work read (start-time fair queueing): the next request
 is the head of the tenant that has had the least work read since it last became busy, a request's work being
@@ -34,8 +35,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, Screened
-from aigrid.security.firewall.texts import ModelText
+from aigrid.security.firewall.texts import ModelText, render
 
 INLINE_CHARS = 2_000
 INLINE_TEXTS = 16
@@ -43,15 +45,35 @@ INLINE_TEXTS = 16
 (pii.read_together), at up to 2 x 56 characters a seam whatever the texts' length, so 2,000 one-character text parts
 of digit groups (1,988 characters with a system prompt) held the event loop 1.56 s (0.51 s before 6c5da48b's
 windows); 16 texts of 120 such characters about 20 ms. More texts go to the worker thread, whatever their length."""
+MAX_TEXTS = 4_000
+"""The most texts one call reads (a request's own texts, or a tool's result): more is the client's 400
+`too_many_texts` naming the field the first text past it is in, before any is read (`check_count`). Reading costs
+per text (PART_CHARS): at 0.88 ms a text at worst (a system prompt and one-character user parts of digit groups,
+scripts/bench_screen_parts.py), 4,000 texts take about 3.5 s of the worker, as long as the longest text a body
+may hold (a 4 MiB prompt with a pasted part, 3.3-3.9 s: docs/security.md, "Cost"); at 10,000 (the bound until the
+thirtieth session: the gateway's model_texts.MAX_TEXTS, which no other caller of the screen went through) they
+took 8.8-8.9 s, and every other tenant's request queued behind them. A request's messages and content parts are
+bounded before this, as JSON (gateway.schemas.MAX_PARTS, 10,000)."""
 PART_CHARS = 2_000
 """What the fair queue charges for each text of a request beside its characters (`work`): reading costs per text as
 well as per character, and the texts' seams most (personal data is read around each seam, pii.read_together, twice
 where a system prompt or tool result sits among the user's texts). Measured (scripts/bench_screen_parts.py, 6 Dec
 2026, load 2.3-9.5): a system prompt and 9,999 one-character user parts of digit groups took 8.8-8.9 s of CPU in
 check_texts, 0.88-0.89 ms a text; one text of 400,000 characters of words 0.33-0.43 us a character as a prompt,
-0.50-0.55 as a document: a text's own cost is that of about 1,750 characters. Counted by characters only, those 10,000 parts cost 10,000 and came before
-another tenant's 20,000-character document, which takes about 10 ms."""
+0.50-0.55 as a document: a text's own cost is that of about 1,750 characters. Counted by characters only (until the
+thirtieth session), those 10,000 parts cost 10,000 and came before another tenant's 20,000-character document, which
+takes about 10 ms."""
 log = logging.getLogger(__name__)
+
+
+def check_count(texts: Sequence[ModelText]) -> None:
+    """The client's 400 for more than MAX_TEXTS texts, naming the field the first text past the limit is in."""
+    if len(texts) > MAX_TEXTS:
+        field = texts[MAX_TEXTS].path[:1]
+        where = render(field) if field else None
+        raise InvalidRequest(f"this request holds {len(texts):,} separate texts for the model to read"
+                             f"{f' (up to {where})' if where else ''}; at most {MAX_TEXTS:,} are read per request: "
+                             "join them, or send fewer", param=where, code="too_many_texts")
 
 
 def work(texts: Sequence[ModelText]) -> int:
@@ -85,6 +107,9 @@ class Screen:
         self._reading = False
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
+        """The verdicts on `texts` (Firewall.check_texts), read in place or on the worker thread; more than MAX_TEXTS
+        of them, the client's 400 (InvalidRequest, `too_many_texts`) before any is read."""
+        check_count(texts)
         chars = sum(len(t.text) for t in texts)
         if chars <= self.inline_chars and len(texts) <= INLINE_TEXTS and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
