@@ -165,6 +165,30 @@ def test_refusals_for_a_quota_store_that_does_not_answer_are_alerted() -> None:
     assert f'aigrid_requests_rejected_total{{code="{QuotaUnavailable.code}"}}' in rule["expr"], rule["expr"]
 
 
+DEADLINE_FLOORED = re.compile(r"aigrid_requests:deadline_unmeetable_ratio_5m > ([\d.]+)\s+and on \(\) \((.*)\) >= (\d+)\s*",
+                              re.S)
+
+
+def test_requests_refused_for_their_deadline_are_alerted_on_with_a_traffic_floor() -> None:
+    """The admission queue's 503 deadline_unmeetable (no endpoint predicted to answer within the client's deadline,
+    refused before any engine works on it; or after failed attempts left too little of it, proxy.py) had no alert:
+    AigridLoadShedding reads the queue's 429s alone, and a grid whose predictions say every engine is too slow sheds
+    nothing. Their share is alerted on now, with the site alerts' floor (aigrid-rules.test.yaml: a busy grid refusing
+    9% fires, a quiet one refusing a third of 15 does not, a grid that refused everything and sent nothing does). The
+    code the rules name must be the error's own, counted once a request in aigrid_requests_rejected_total."""
+    from aigrid.errors import DeadlineUnmeetable
+    refused = f'aigrid_requests_rejected_total{{code="{DeadlineUnmeetable.code}"}}'
+    (share,) = [r for r in rules() if r.get("record") == "aigrid_requests:deadline_unmeetable_ratio_5m"]
+    assert share["expr"].count(refused) == 2 and "aigrid_requests_total" in share["expr"], share["expr"]
+    (alert,) = [r for r in rules() if r.get("alert") == "AigridDeadlinesMissed"]
+    match = DEADLINE_FLOORED.fullmatch(alert["expr"])
+    assert match, f"no traffic floor in {alert['expr']!r}"
+    threshold, counted, floor = match.groups()
+    assert refused in counted and "increase(aigrid_requests_total[5m])" in counted, counted
+    assert float(threshold) * int(floor) <= 1, "one refusal alone must not pass the share at the floor"
+    assert alert["labels"]["severity"] == "warning", alert
+
+
 def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists() -> None:
     """Each alert's `runbook_url` is a docs page of this repository and one of its headings (GitHub's anchor), the
     section that says what the alert means, what to check first and the fix; and the runbook has no section of an
