@@ -24,7 +24,7 @@ from tests.gateway import hostile_engine as H
 from tests.gateway.test_engine_context_exceeded import booked
 from tests.gateway.test_escalation import UNSURE, _ask
 from tests.gateway.test_escalation import grid as escalation_grid  # noqa: F401 (a fixture)
-from tests.gateway.test_exit_paths import inflight
+from tests.gateway.test_exit_paths import inflight, the_one_record
 from tests.gateway.test_hostile_engines import grid as two_engines
 
 SSE = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in (H.token("Hi"), H.token("", finish="stop"))) \
@@ -189,3 +189,87 @@ async def test_a_steered_streams_close_cut_short_by_a_cancel_is_booked_steered_o
             pass
         assert inflight(g.gw) == 0
         assert {o for (_, o) in booked(g.gw)} == {STEERED} and sum(booked(g.gw).values()) == 1, booked(g.gw)
+
+
+class Injected(BaseException):
+    """A BaseException that is no cancel (as KeyboardInterrupt, SystemExit are), which pytest itself does not act on."""
+
+
+def raised(error: BaseException) -> Callable[[BaseException], bool]:
+    """Whether what the client's call raised is `error`, itself or within the group a task group wraps it in."""
+    def check(e: BaseException) -> bool:
+        return e is error or (isinstance(e, BaseExceptionGroup) and any(check(x) for x in e.exceptions))
+    return check
+
+
+def closing_with(body: Callable[[], AsyncIterator[bytes]], content_type: str, error: BaseException):  # type: ignore[no-untyped-def]
+    """An engine.open whose answer is `body` and whose close raises `error`."""
+    @asynccontextmanager
+    async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(200, {"content-type": content_type}, body())
+        raise error
+    return opening
+
+
+async def test_a_close_cut_by_another_base_exception_is_settled_and_raised_not_booked_as_the_clients_leaving(
+        tmp_path: Path) -> None:
+    """proxy.forward's close raising a BaseException that is not a cancel (KeyboardInterrupt, SystemExit; here an
+    injected one) was booked 499, client_closed, as if the client had left: now released and booked error:internal
+    once, audited so, nothing in flight, and the exception goes on."""
+    error = Injected("interrupted while closing")
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = closing_with(whole, "application/json", error)  # type: ignore[method-assign]
+        got: BaseException | None = None
+        try:
+            await g.post("chat", False)
+        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
+            got = e
+        assert got is not None and raised(error)(got), got
+        assert inflight(g.gw) == 0
+        assert booked(g.gw) == {("nrt-smollm2", "error:internal"): 1}, booked(g.gw)
+        assert (await the_one_record(g.gw))["outcome"] == "error:internal"
+
+
+async def test_an_escalated_close_cut_by_another_base_exception_is_not_the_clients_leaving(  # type: ignore[no-untyped-def]
+        escalation_grid) -> None:  # noqa: F811
+    client, fakes, gw = escalation_grid
+    fakes["fra-small"].logprob = UNSURE
+    error = Injected("interrupted while closing")
+    fakes["iad-large"].open = larger_closing_with(error)
+    got: BaseException | None = None
+    try:
+        await _ask(client)
+    except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
+        got = e
+    assert got is not None and raised(error)(got), got
+    assert inflight(gw) == 0
+    larger = {o: n for (e, o), n in booked(gw).items() if e == "iad-large"}
+    assert larger == {"error:internal": 1}, booked(gw)
+
+
+async def test_a_streams_close_cut_by_another_base_exception_when_its_client_is_gone_is_not_a_499(
+        tmp_path: Path) -> None:
+    """StreamRelay.aclose's close (the client gone mid-answer) raising a BaseException that is not a cancel: booked
+    error:internal once (it was client_closed), nothing in flight."""
+    started = asyncio.Event()
+
+    async def first_then_nothing() -> AsyncIterator[bytes]:
+        yield b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"
+        started.set()
+        await asyncio.Event().wait()  # the rest never comes: the client leaves first
+        yield b"data: [DONE]\n\n"
+
+    error = Injected("interrupted while closing")
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = closing_with(first_then_nothing, "text/event-stream", error)  # type: ignore[method-assign]
+        asking = asyncio.create_task(g.post("chat", True))
+        await asyncio.wait_for(started.wait(), 30)  # the test's own guard: the stream has begun
+        asking.cancel()  # the client goes away
+        try:
+            await asking
+        except BaseException:  # noqa: BLE001,S110 -- the cancel or the injected error: the booking is the point
+            pass
+        assert inflight(g.gw) == 0
+        assert {o for (_, o) in booked(g.gw)} == {"error:internal"} and sum(booked(g.gw).values()) == 1, booked(g.gw)

@@ -352,11 +352,11 @@ class Proxy:
             record.status = "failed"
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {self.names.hide(str(e), cand.endpoint_id)}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
-        except BaseException:  # cancelled (client gone, shutdown) in the read or the close: release the engine
+        except BaseException as e:  # cancelled (client gone, shutdown) in the read or the close: release the engine
             try:
                 await opened.stack.aclose()  # nothing left to close when the cancel cut the close itself
             finally:  # booked even when a cancel cuts the close short: in flight never stays one high
-                self.finish(cand, record, 499, None)
+                self.book_cut(cand, record, e)
             raise
         answer, status, usage, refusal = opened.first + rest, opened.upstream.status, None, None
         if status < 400:
@@ -475,11 +475,11 @@ class Proxy:
                         log.warning("endpoint %s: unexpected error while reading or closing an escalated answer",
                                     opened.cand.endpoint_id, exc_info=e)
                     await self.abandon(opened, record, f"broke before the escalated answer was complete: {e!r}")
-                except BaseException:  # cancelled (client gone, shutdown) in the read or the close: release the engine
-                    try:
+                except BaseException as e:  # cancelled (client gone, shutdown) in the read or the close: release the
+                    try:  # engine
                         await opened.stack.aclose()  # nothing left to close when the cancel cut the close itself
                     finally:  # booked even when a cancel cuts the close short: in flight never stays one high
-                        self.finish(opened.cand, record, 499, None)
+                        self.book_cut(opened.cand, record, e)
                     raise
                 else:
                     if opened.upstream.status < 400:  # a refusal is no success of serving (forward's rule)
@@ -780,11 +780,11 @@ class Proxy:
                     # logged with its traceback as the main path's read logs one, not raised into the client's stream
                     log.warning("endpoint %s: its refusal of a continuation broke off: %r", cand.endpoint_id, e,
                                 exc_info=None if isinstance(e, EngineError) else e)
-                except BaseException:  # cancelled (client gone, shutdown): release the engine
+                except BaseException as e:  # cancelled (client gone, shutdown): release the engine
                     try:
                         await opened.stack.aclose()
                     finally:
-                        self.finish(cand, record, 499, None)
+                        self.book_cut(cand, record, e)
                     raise
                 try:
                     await opened.stack.aclose()
@@ -844,6 +844,19 @@ class Proxy:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
         return usage
+
+    def book_cut(self, cand: Candidate, record: DecisionRecord, e: BaseException | None) -> None:
+        """Book an engine request released because `e` cut its read or close short (the caller re-raises it): a cancel
+        (the client gone, a shutdown), none (StreamRelay.aclose: the client gone) or an Exception of the close there is
+        the client's 499 (`client_closed`); any other BaseException (KeyboardInterrupt, SystemExit, GeneratorExit: no
+        act of the client's) is booked `error:internal`, logged with its traceback (charged as a 499 is: its usage
+        unknown). Until the thirtieth session each of them was booked 499, as if the client had left."""
+        if e is None or isinstance(e, Exception | asyncio.CancelledError):
+            self.finish(cand, record, 499, None)
+            return
+        log.error("endpoint %s: the answer was cut by %s: its engine released, booked error:internal",
+                  cand.endpoint_id, type(e).__name__, exc_info=e)
+        self.finish(cand, record, 500, None, outcome="error:internal")
 
     def _family(self, cand: Candidate) -> str:
         return self._family_of.get(cand.endpoint_id, cand.model)

@@ -627,10 +627,14 @@ class StreamRelay:
             self._record.status = "interrupted"
             self._record.usage = self.pipe.usage
         elif cur is not None:  # the client went away (or the gateway stops): release the engine
+            cut: BaseException | None = None
             try:
                 await cur.stack.aclose()
+            except BaseException as e:  # booked by what it is (Proxy.book_cut: a cancel is the client's 499), raised
+                cut = e
+                raise
             finally:  # booked even when a cancel cuts the close short
-                self._proxy.finish(cur.cand, self._record, 499, None)
+                self._proxy.book_cut(cur.cand, self._record, cut)
                 self._record.usage = self.pipe.usage
 
 
