@@ -15,7 +15,7 @@ import httpx
 
 from aigrid.gateway.app import build_gateway
 from tests.dashboard.browser import chromium_page, errors_of, open_dashboard
-from tests.dashboard.conftest import Served, dashboard_app, no_sleep, served_dashboard
+from tests.dashboard.conftest import CHAT, Served, dashboard_app, no_sleep, served_dashboard
 from tests.dashboard.test_browser import write_run
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -73,6 +73,36 @@ def test_the_page_does_not_scroll_sideways_on_a_phone(served: Served) -> None:
         table = page.evaluate("() => { const t = document.getElementById('decisions'); "
                               "return [t.scrollWidth, t.parentElement.clientWidth, getComputedStyle(t.parentElement).overflowX] }")
         assert table[0] > table[1] and table[2] == "auto", table  # still all there, scrolled in its panel
+    assert external == [], external
+
+
+def test_a_decisions_outcome_is_in_sight_on_a_phone(served: Served) -> None:
+    """At 390 px the decisions table showed time, client, tenant, site and endpoint: the status (ok, rejected,
+    failed), its 14th column, was scrolled out of sight, so a failed request read as a row like any other until the
+    operator scrolled each table sideways. The status column stays at the right edge of the table's panel now."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        r = httpx.post(served.base + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert r.status_code == 200, r.text
+        page.wait_for_function("() => [...document.querySelectorAll('#decisions tbody td:last-child')]"
+                               ".some(td => td.textContent === 'ok')", timeout=15000)
+        seen = page.evaluate("""() => {
+          document.getElementById('decisions-panel').scrollIntoView();  // below the map and cards on a phone
+          const box = document.querySelector('#decisions-panel .table-scroll').getBoundingClientRect();
+          return [...document.querySelectorAll('#decisions tr')].map(tr => {
+            const cell = tr.lastElementChild, r = cell.getBoundingClientRect();
+            const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+            return {text: cell.textContent, inside: r.left >= box.left - 1 && r.right <= box.right + 1,
+                    top: hit === cell || cell.contains(hit)};
+          });
+        }""")
+        assert seen[0]["text"] == "status" and any(c["text"] == "ok" for c in seen), seen
+        assert all(c["inside"] and c["top"] for c in seen), seen  # in the panel, and not under another cell
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
     assert external == [], external
 
 
