@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aigrid.cores import available_cores
-from tests.fake_machine import machine
+from tests.fake_machine import machine, mount
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -62,3 +62,58 @@ def test_an_unreadable_file_is_no_quota_with_one_debug_line(tmp_path: Path, bad:
     (root / "sys" / "fs" / "cgroup" / "a" / "cpu.max").write_text("lots\n")
     with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
         assert available_cores(root) == AFFINITY
+
+
+CPU = "cpu,cpuacct"  # the v1 hierarchy systemd mounts cpu and cpuacct on together
+
+
+def test_a_cgroup_v1_cpu_quota_is_held(tmp_path: Path) -> None:
+    """N2: only cgroup v2's cpu.max was read: on cgroup v1 a container's CPU limit (cpu.cfs_quota_us of
+    cpu.cfs_period_us) was unseen and the gateway started a worker a core of its affinity. Now the group
+    /proc/self/cgroup's `N:cpu,cpuacct:/PATH` names, and each group above it, is read as v2's."""
+    root = machine(tmp_path, v1={CPU: {"": {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"},
+                                      "a": {"cpu.cfs_quota_us": "50000", "cpu.cfs_period_us": "100000"}}},
+                   v1_own={CPU: "/a"})
+    assert available_cores(root) == 1  # half a CPU: one worker
+    (root / "sys" / "fs" / "cgroup" / CPU / "a" / "cpu.cfs_quota_us").write_text("-1\n")  # none
+    assert available_cores(root) == AFFINITY
+
+
+def test_a_cgroup_v1_parent_s_quota_is_held(tmp_path: Path) -> None:
+    root = machine(tmp_path, v1={CPU: {"": {}, "a": {"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000"},
+                                      "a/b": {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"}}},
+                   v1_own={CPU: "/a/b"})
+    assert available_cores(root) == 1
+
+
+def test_a_hybrid_with_cpu_mounted_alone_holds_its_v1_quota(tmp_path: Path) -> None:
+    """As this machine: cpu and cpuacct each a hierarchy of its own (/proc/self/cgroup's `1:cpu:/PATH`), v2 at
+    /sys/fs/cgroup/unified with `0::/`; /proc/self/mountinfo says where each is, so neither the cpuacct hierarchy
+    nor a directory at the usual /sys/fs/cgroup/cpu,cpuacct that is no mount is read."""
+    mounts = "".join([mount(2, "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"),
+                      mount(3, "/sys/fs/cgroup/cpuacct", "cgroup", "rw,cpuacct"),
+                      mount(5, "/sys/fs/cgroup/unified", "cgroup2", "rw")])
+    one = {"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000"}
+    root = machine(tmp_path, {"unified": {}}, v1={"cpuacct": {"": {}, "g": one}, CPU: {"": one, "g": one},
+                                                  "cpu": {"": {}, "g": {}}},
+                   v1_own={"cpuacct": "/g", CPU: "/g", "cpu": "/g"}, mountinfo=mounts)
+    assert available_cores(root) == AFFINITY
+    (root / "sys" / "fs" / "cgroup" / "cpu" / "g" / "cpu.cfs_quota_us").write_text("100000\n")
+    (root / "sys" / "fs" / "cgroup" / "cpu" / "g" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cores(root) == 1
+
+
+def test_an_unreadable_cgroup_v1_quota_is_none_with_one_debug_line(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    root = machine(tmp_path, v1={CPU: {"": {}, "a": {"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000"},
+                                      "a/b": {"cpu.cfs_period_us": "100000"}}}, v1_own={CPU: "/a/b"})
+    (root / "sys" / "fs" / "cgroup" / CPU / "a" / "b" / "cpu.cfs_quota_us").mkdir()
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        assert available_cores(root) == 1  # the parent's one CPU still held
+    assert len(caplog.records) == 1 and "cpu.cfs_quota_us" in caplog.messages[0], caplog.messages
+    assert caplog.records[0].levelno == logging.DEBUG and caplog.records[0].exc_info is None
+    caplog.clear()
+    (root / "sys" / "fs" / "cgroup" / CPU / "a" / "cpu.cfs_period_us").write_text("lots\n")
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        assert available_cores(root) == AFFINITY
+    assert len(caplog.records) == 2 and "'100000 lots'" in caplog.messages[1], caplog.messages

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aigrid.memory import MACHINE, Memory, available_memory
-from tests.fake_machine import GIB, available, limited, machine, stat
+from tests.fake_machine import GIB, available, limited, limited_v1, machine, mount, stat
 
 
 def test_the_available_memory_is_meminfo_s_memavailable(tmp_path: Path) -> None:
@@ -125,3 +125,89 @@ def test_the_page_cache_and_slab_the_kernel_takes_back_are_room_as_memavailable_
     (root / "sys" / "fs" / "cgroup" / "memory.stat").write_text(stat(active_file=6 * GIB, inactive_file=4 * GIB))
     have = available_memory(root)  # more cache than memory.current (read apart, not at once): none used, not less
     assert have is not None and have.bytes == 8 * GIB, have
+
+
+NO_LIMIT = "9223372036854771712"  # what cgroup v1 says where no limit is set (2**63 less a 4 KiB page)
+HYBRID = "".join([mount(1, "/sys/fs/cgroup", "tmpfs", "rw,mode=755").replace(" - tmpfs cgroup", " - tmpfs tmpfs"),
+                  mount(2, "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"),
+                  mount(3, "/sys/fs/cgroup/memory", "cgroup", "rw,memory"),
+                  mount(4, "/sys/fs/cgroup/systemd", "cgroup", "rw,name=systemd"),
+                  mount(5, "/sys/fs/cgroup/unified", "cgroup2", "rw")])
+"""/proc/self/mountinfo's cgroup lines of this machine (6 Dec 2026): a v1/v2 hybrid, v2 at /sys/fs/cgroup/unified."""
+
+
+def test_a_cgroup_v1_memory_limit_is_held(tmp_path: Path) -> None:
+    """N2: only cgroup v2's memory.max was read: a host that runs cgroup v1 (or a hybrid, as this machine, whose
+    memory controller is v1's) held MemAvailable alone, its group's memory.limit_in_bytes unseen. Now the group
+    /proc/self/cgroup's `N:memory:/PATH` names, under /sys/fs/cgroup/memory, is read as v2's: memory.limit_in_bytes
+    less memory.usage_in_bytes less total_active_file and total_inactive_file (its own and its children's, as the
+    usage is)."""
+    root = machine(tmp_path, v1={"memory": {"": {}, "a": limited_v1(4 * GIB, 2 * GIB, GIB // 2, GIB // 2)}},
+                   v1_own={"memory": "/a"}, meminfo=available(20))
+    group = root / "sys" / "fs" / "cgroup" / "memory" / "a"
+    assert available_memory(root) == Memory(3 * GIB, "this process's cgroup may still take (memory.limit_in_bytes "
+                                                     f"4.0 GiB less the 1.0 GiB it uses, {group})")
+
+
+def test_a_cgroup_v1_parent_s_smaller_limit_is_held(tmp_path: Path) -> None:
+    root = machine(tmp_path, v1={"memory": {"": {}, "kubepods": limited_v1(2 * GIB, GIB),
+                                            "kubepods/pod1": limited_v1(8 * GIB, GIB)}},
+                   v1_own={"memory": "/kubepods/pod1"}, meminfo=available(20))
+    have = available_memory(root)
+    assert have is not None and have.bytes == GIB and have.limit.startswith("a cgroup above this process's may "
+                                                                           "still take (memory.limit_in_bytes 2.0 GiB")
+    assert have.limit.endswith(f"{root / 'sys' / 'fs' / 'cgroup' / 'memory' / 'kubepods'})"), have
+
+
+@pytest.mark.parametrize("no_limit", [NO_LIMIT, "9223372036854710272"])  # 4 KiB pages; 64 KiB (arm64, ppc64le)
+def test_cgroup_v1_s_largest_limit_is_no_limit(tmp_path: Path, no_limit: str) -> None:
+    files = {"memory.limit_in_bytes": no_limit, "memory.usage_in_bytes": str(GIB)}
+    v1 = {"memory": {"": files, "a": files, "a/b": files}}
+    assert available_memory(machine(tmp_path, v1=v1, v1_own={"memory": "/a/b"}, meminfo=available(20))) == \
+        Memory(20 * GIB, MACHINE)
+    assert available_memory(machine(tmp_path / "no-meminfo", v1=v1, v1_own={"memory": "/a/b"})) is None
+
+
+def test_an_unreadable_cgroup_v1_file_is_no_limit_there_with_one_debug_line(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    root = machine(tmp_path, v1={"memory": {"": {}, "a": limited_v1(6 * GIB, GIB),
+                                            "a/b": {"memory.usage_in_bytes": str(GIB)}}},
+                   v1_own={"memory": "/a/b"}, meminfo=available(20))
+    (root / "sys" / "fs" / "cgroup" / "memory" / "a" / "b" / "memory.limit_in_bytes").mkdir()
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        have = available_memory(root)
+    assert have is not None and have.bytes == 5 * GIB and have.limit.startswith("a cgroup above"), have
+    assert len(caplog.records) == 1 and "memory.limit_in_bytes" in caplog.messages[0], caplog.messages
+    assert caplog.records[0].levelno == logging.DEBUG and caplog.records[0].exc_info is None
+    caplog.clear()
+    (root / "sys" / "fs" / "cgroup" / "memory" / "a" / "memory.usage_in_bytes").write_text("lots\n")
+    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
+        assert available_memory(root) == Memory(20 * GIB, MACHINE)
+    assert len(caplog.records) == 2 and "memory.usage_in_bytes 'lots'" in caplog.messages[1], caplog.messages
+
+
+def test_a_hybrid_whose_v2_group_is_the_root_holds_the_v1_limit(tmp_path: Path) -> None:
+    """As this machine: /proc/self/cgroup's `0::/` is v2's root, at /sys/fs/cgroup/unified as /proc/self/mountinfo
+    says (/sys/fs/cgroup is a tmpfs, its memory.max here never read), and `N:memory:/PATH` a v1 group with the
+    limit."""
+    root = machine(tmp_path, {"": {"memory.max": str(GIB), "memory.current": "0"}, "unified": {}},
+                   v1={"memory": {"": {}, "process_api": {}, "process_api/0e4d": limited_v1(4 * GIB, GIB)}},
+                   v1_own={"memory": "/process_api/0e4d"}, meminfo=available(20), mountinfo=HYBRID)
+    have = available_memory(root)
+    assert have is not None and have.bytes == 3 * GIB and "memory.limit_in_bytes 4.0 GiB" in have.limit, have
+    assert have.limit.endswith("process_api/0e4d)"), have  # /sys/fs/cgroup's memory.max unread: v2 is elsewhere
+    (root / "sys" / "fs" / "cgroup" / "unified" / "memory.max").write_text(str(2 * GIB))
+    (root / "sys" / "fs" / "cgroup" / "unified" / "memory.current").write_text("0")
+    have = available_memory(root)  # both read: the least held
+    assert have is not None and have.bytes == 2 * GIB and have.limit.endswith("unified)"), have
+
+
+@pytest.mark.parametrize("own", ["/", "/docker/abc"])
+def test_a_v1_container_reads_its_own_group_at_the_mount(tmp_path: Path, own: str) -> None:
+    """A container's memory hierarchy shows its own group at the mount point: with its own cgroup namespace
+    /proc/self/cgroup names `/`; without one it names the host's path, which mountinfo says the mount shows."""
+    mounts = mount(3, "/sys/fs/cgroup/memory", "cgroup", "rw,memory", shows=own)
+    root = machine(tmp_path, v1={"memory": {"": limited_v1(4 * GIB, GIB)}}, v1_own={"memory": own},
+                   meminfo=available(20), mountinfo=mounts)
+    have = available_memory(root)
+    assert have is not None and have.bytes == 3 * GIB and have.limit.startswith("this process's cgroup"), have

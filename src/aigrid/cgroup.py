@@ -1,6 +1,7 @@
-"""Where this process's cgroup v2 limits are read: the one finder of its group (/proc/self/cgroup) and the one reader
-of the group's files under /sys/fs/cgroup, for the memory new allocations may take (aigrid.memory) and the cores
-this process may use (aigrid.cores). Outside the layers, like errors.py: any layer may ask.
+"""Where this process's cgroup limits are read, cgroup v2's and v1's alike: the one finder of its groups
+(/proc/self/cgroup, each hierarchy's mount in /proc/self/mountinfo) and the one reader of the groups' files, for the
+memory new allocations may take (aigrid.memory) and the cores this process may use (aigrid.cores). Outside the
+layers, like errors.py: any layer may ask.
 
 Every reader takes `root`, the directory the machine's /proc and /sys are under ("/"): the tests give a directory of
 their own, never the machine's."""
@@ -8,18 +9,24 @@ their own, never the machine's."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 ROOT = Path("/")
-MOUNT = Path("sys/fs/cgroup")  # cgroup v2's hierarchy, under root
-OWN = Path("proc/self/cgroup")  # this process's groups, one line a hierarchy: v2's is `0::/PATH`
+V2 = ""
+"""own_groups' `controller` for cgroup v2's one hierarchy; a v1 hierarchy is named by its controller ("memory")."""
+MOUNT = Path("sys/fs/cgroup")  # cgroup v2's hierarchy, under root, where /proc/self/mountinfo cannot be read
+USUAL = {V2: (MOUNT,), "memory": (MOUNT / "memory",), "cpu": (MOUNT / "cpu,cpuacct", MOUNT / "cpu")}
+"""Where each hierarchy is usually mounted (systemd's places), read where /proc/self/mountinfo cannot be."""
+OWN = Path("proc/self/cgroup")  # this process's groups, one line a hierarchy: v2's `0::/PATH`, v1's `4:memory:/PATH`
+MOUNTS = Path("proc/self/mountinfo")  # this process's mounts: a hierarchy's mount point and the group it shows there
 
 log = logging.getLogger(__name__)
 
 
 def read(path: Path) -> str | None:
-    """A cgroup file's text, stripped; None where it is absent (no such limit here: cgroup v1, the root group, no
-    /sys) or cannot be read (one DEBUG line naming it: read as no limit, never a traceback)."""
+    """A cgroup file's text, stripped; None where it is absent (no such limit here: the root group, no /sys, the
+    other cgroup version's file) or cannot be read (one DEBUG line naming it: read as no limit, never a traceback)."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -29,21 +36,59 @@ def read(path: Path) -> str | None:
         return None
 
 
-def own_groups(root: Path = ROOT) -> list[Path]:
-    """The cgroup v2 groups whose limits hold this process, its own first, then each one above it up to the
-    hierarchy's root: a limit set on a parent (a systemd slice's MemoryMax=, a pod's group above its container's)
-    holds every group under it, and a container run with --cgroupns=host sees its own group as a path under the
-    host's hierarchy, not at /sys/fs/cgroup. The group is /proc/self/cgroup's `0::/PATH` line, PATH under
-    /sys/fs/cgroup. Where it names `/` (a container with its own cgroup namespace, Docker's and Podman's default on
-    cgroup v2: /sys/fs/cgroup is its own group) or there is no such line (cgroup v1 only, no /proc), /sys/fs/cgroup
-    alone; so too, with one DEBUG line, where PATH is no directory there (a group outside this namespace's view,
-    `/../..`, or a hierarchy mounted elsewhere)."""
-    mount = root / MOUNT
+def _unescape(field: str) -> str:
+    """A /proc/self/mountinfo path with the kernel's octal escapes (`\\040` a space) read back."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mount(root: Path, controller: str) -> tuple[Path, str] | None:
+    """The hierarchy's mount point (under root) and the group it shows there (`/`, or the group a container without
+    its own cgroup namespace was given): /proc/self/mountinfo's first `cgroup2` mount for V2, its first `cgroup`
+    mount whose options name the controller for v1 (`rw,memory`, `rw,cpu,cpuacct`); None where it lists none (no
+    such hierarchy: cgroup v2 alone has no v1 memory controller). Where mountinfo cannot be read, the USUAL place if
+    it is a directory there, showing `/`."""
+    text = read(root / MOUNTS)
+    if text is None:
+        return next(((root / p, "/") for p in USUAL[controller] if (root / p).is_dir()), None)
+    for line in text.splitlines():
+        mine, dash, theirs = line.partition(" - ")
+        fields, kind = mine.split(), theirs.split()
+        if not dash or len(fields) < 5 or len(kind) < 3:
+            continue
+        if (kind[0] == "cgroup2") if controller == V2 else (kind[0] == "cgroup" and controller in
+                                                              kind[2].split(",")):
+            return root / _unescape(fields[4]).lstrip("/"), _unescape(fields[3])
+    return None
+
+
+def own_groups(root: Path = ROOT, controller: str = V2) -> list[Path]:
+    """The groups whose limits hold this process in one hierarchy (V2, or a v1 controller's: "memory", "cpu"), its
+    own first, then each one above it up to the hierarchy's mount: a limit set on a parent (a systemd slice's
+    MemoryMax=, a pod's group above its container's) holds every group under it, and a container run with
+    --cgroupns=host sees its own group as a path under the host's hierarchy. The group is /proc/self/cgroup's line of
+    that hierarchy (v2's `0::/PATH`; v1's `N:memory:/PATH`, `N:cpu,cpuacct:/PATH`), PATH under the hierarchy's mount
+    (_mount: /proc/self/mountinfo, or the usual /sys/fs/cgroup, /sys/fs/cgroup/memory, /sys/fs/cgroup/cpu,cpuacct),
+    less the group the mount shows at its mount point. Where that leaves `/` (a container with its own cgroup
+    namespace, Docker's and Podman's default on cgroup v2, or a v1 container whose mount shows its own group) or
+    there is no such line (no /proc), the mount alone; so too, with one DEBUG line, where PATH is no directory there
+    (a group outside this namespace's view, `/../..`, or outside the group the mount shows). No group at all where
+    the hierarchy is not mounted (no v1 memory hierarchy on a cgroup v2 machine)."""
+    found = _mount(root, controller)
+    if found is None:
+        return []
+    mount, shown = found
     path = "/"
     for line in (read(root / OWN) or "").splitlines():
-        if line.startswith("0::"):
-            path = line[3:]
+        _, _, rest = line.partition(":")
+        names, colon, group = rest.partition(":")
+        if colon and ((not names) if controller == V2 else controller in names.split(",")):
+            path = group
     parts = [p for p in path.split("/") if p]
+    above = [p for p in shown.split("/") if p]
+    if parts[:len(above)] == above:
+        parts = parts[len(above):]
+    else:
+        parts = [".."]  # a group the mount does not show
     if not parts:
         return [mount]
     leaf = mount.joinpath(*parts)
