@@ -165,6 +165,18 @@ def test_refusals_for_a_quota_store_that_does_not_answer_are_alerted() -> None:
     assert f'aigrid_requests_rejected_total{{code="{QuotaUnavailable.code}"}}' in rule["expr"], rule["expr"]
 
 
+def test_refusals_for_an_audit_log_that_cannot_take_records_are_alerted() -> None:
+    """An audit log that cannot take records (its writer stalled on a full or read-only disk, its queue full) refuses
+    every request 503 audit_unavailable before serving it (guard.Guard._audit_accepting), counted in
+    aigrid_requests_rejected_total{code=...}: no rule read it (AigridAuditRecordsLost counts records lost after an
+    answer, none here), so a full audit disk stopped the grid unalerted. Critical, as the quota store's; the code the
+    rule names must be the error's own."""
+    from aigrid.errors import AuditUnavailable
+    (rule,) = [r for r in rules() if r.get("alert") == "AigridAuditUnavailable"]
+    assert f'aigrid_requests_rejected_total{{code="{AuditUnavailable.code}"}}' in rule["expr"], rule["expr"]
+    assert rule["labels"]["severity"] == "critical", rule
+
+
 DEADLINE_FLOORED = re.compile(r"aigrid_requests:deadline_unmeetable_ratio_5m > ([\d.]+)\s+and on \(\) \((.*)\) >= (\d+)\s*",
                               re.S)
 
