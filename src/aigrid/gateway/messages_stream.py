@@ -4,7 +4,10 @@
     message_delta (stop_reason, usage), message_stop
 
 Text becomes `text_delta`s of a text block; each tool call a `tool_use` block whose arguments arrive as
-`input_json_delta`s. An answer the relay had to interrupt ends with Anthropic's `error` event.
+`input_json_delta`s. An answer the relay had to interrupt ends with Anthropic's `error` event, the block it was
+cut in left open, as Anthropic's API ends a stream that fails: a `content_block_stop` says the block is whole (the
+SDK's MessageStream hands it on as a ContentBlockStopEvent, a tool_use's `input` parsed from the partial JSON, which
+a client that runs a tool once its block stops ran with half its arguments; until the thirtieth session it was sent).
 """
 
 from __future__ import annotations
@@ -90,8 +93,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
             stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences)
         elif isinstance(ev, Usage):
             usage = ev
-        elif isinstance(ev, StreamError):
-            yield blocks.close()
+        elif isinstance(ev, StreamError):  # the open block is not stopped: it was cut, not ended
             yield sse("error", {"type": "error", "error": {"type": "api_error",
                                                       "message": bounded_message(ev.message)}})
             return
