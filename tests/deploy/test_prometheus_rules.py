@@ -201,6 +201,34 @@ def test_requests_refused_for_their_deadline_are_alerted_on_with_a_traffic_floor
     assert alert["labels"]["severity"] == "warning", alert
 
 
+GRID_FLOORED = re.compile(r"(aigrid_requests:\w+_ratio_5m) > ([\d.]+)\s+and on \(\) \((.*)\) >= (\d+)\s*", re.S)
+REFUSED = re.compile(r"aigrid_requests_rejected_total\{[^}]*\}")
+
+
+def test_requests_the_grid_routed_nowhere_or_failed_everywhere_are_alerted_on_with_a_traffic_floor() -> None:
+    """A 503 no_eligible_endpoint (every endpoint that may serve the request unhealthy or its circuit open: no
+    attempt made, so no site's error share saw it) and a 502 upstream_failed (every candidate tried failed, while each
+    site's share may stay under 5%) are what clients get when the grid took their request and served it nowhere, and
+    no rule read them. Their share has its own alert now, over exactly those codes (the errors' own); each alert on a
+    grid-wide share has a floor over what its share counts (aigrid-rules.test.yaml: a busy grid with a model down
+    fires, a quiet grid does not, a grid with every endpoint down and no attempt does)."""
+    from aigrid.errors import NoEligibleEndpoint, UpstreamFailed
+    (share,) = [r for r in rules() if r.get("record") == "aigrid_requests:unserved_ratio_5m"]
+    (codes,) = set(re.findall(r'aigrid_requests_rejected_total\{code=~"([^"]*)"\}', share["expr"]))
+    assert set(codes.split("|")) == {NoEligibleEndpoint.code, UpstreamFailed.code}, codes
+    on_grid = [r for r in rules() if "alert" in r and r["expr"].startswith("aigrid_requests:")]
+    assert {r["alert"] for r in on_grid} == {"AigridDeadlinesMissed", "AigridRequestsUnserved"}, on_grid
+    for alert in on_grid:
+        match = GRID_FLOORED.fullmatch(alert["expr"])
+        assert match, f"{alert['alert']}: no traffic floor in {alert['expr']!r}"
+        record, threshold, counted, floor = match.groups()
+        (recorded,) = [r for r in rules() if r.get("record") == record]
+        # the floor counts what the share is of: the same refusals, and the attempts
+        assert set(REFUSED.findall(counted)) == set(REFUSED.findall(recorded["expr"])), alert
+        assert "increase(aigrid_requests_total[5m])" in counted, alert
+        assert 1 / int(floor) <= float(threshold), f"{alert['alert']}: one refusal alone passes the share"
+
+
 def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists() -> None:
     """Each alert's `runbook_url` is a docs page of this repository and one of its headings (GitHub's anchor), the
     section that says what the alert means, what to check first and the fix; and the runbook has no section of an
