@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.chat_events import ChatEvent, StreamError, TextPiece, ToolArgs, ToolStart
+from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.responses_stream import responses_stream
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.fake_engine import FakeEngine
@@ -93,8 +97,8 @@ async def test_a_whole_answer_cut_by_its_finish_has_its_item_incomplete(
     assert resp.incomplete_details.reason == reason
     [item] = resp.output
     assert item.type == "message" and item.status == "incomplete" and resp.output_text == "Hello there, fri"
-    got = await client.responses.retrieve(resp.id)  # stored as answered
-    assert got.output[0].status == "incomplete"
+    [stored] = (await client.responses.retrieve(resp.id)).output  # stored as answered
+    assert stored.type == "message" and stored.status == "incomplete"
 
 
 async def test_an_answer_that_ends_whole_keeps_its_item_completed(
@@ -105,4 +109,26 @@ async def test_an_answer_that_ends_whole_keeps_its_item_completed(
     assert events[-1].type == "response.completed" and events[-1].response.output[0].status == "completed"
     assert of(events, "response.output_item.done")[0].item.status == "completed"
     resp = await client.responses.create(model=MODEL, input="Say hello")
-    assert resp.status == "completed" and resp.output[0].status == "completed"
+    [item] = resp.output
+    assert resp.status == "completed" and item.type == "message" and item.status == "completed"
+
+
+async def test_a_function_call_cut_by_a_failure_is_incomplete_and_the_message_before_it_completed() -> None:
+    """The model wrote a message, then began a function call whose arguments the failure cut: the message (closed when
+    the call began) stays completed, the call ends incomplete in its output_item.done and in response.failed."""
+    async def events() -> AsyncIterator[ChatEvent]:
+        for e in (TextPiece("Let me look."), ToolStart(0, "call_1", "get_weather"), ToolArgs(0, '{"city": "Pa'),
+                  StreamError("the answer was interrupted", "stream_interrupted")):
+            yield e
+
+    async def kept(final: dict[str, Any]) -> None:
+        raise AssertionError("a failed answer is not stored")
+
+    req = ResponsesRequest(model=MODEL, input="Weather in Paris?", stream=True)
+    out = b"".join([b async for b in responses_stream(events(), req, "resp_1", kept)])
+    sent = [orjson.loads(line[6:]) for line in out.decode().splitlines() if line.startswith("data: ")]
+    done = [e["item"] for e in sent if e["type"] == "response.output_item.done"]
+    assert [(i["type"], i["status"]) for i in done] == [("message", "completed"), ("function_call", "incomplete")]
+    assert done[1]["arguments"] == '{"city": "Pa'
+    assert sent[-1]["type"] == "response.failed"
+    assert [i["status"] for i in sent[-1]["response"]["output"]] == ["completed", "incomplete"]
