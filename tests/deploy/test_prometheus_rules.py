@@ -142,7 +142,7 @@ def test_every_alert_on_a_site_s_share_or_quantile_has_a_traffic_floor() -> None
         assert counted == (family + "_total" if family == "aigrid_requests" else family + "_count"), rule
         floors.add(int(floor))
     (floor,) = floors
-    assert floor * 0.05 <= 1, "one failure alone must not pass AigridSiteErrors' 5% at the floor"
+    assert 1 / floor <= 0.05, "one failure alone must not pass AigridSiteErrors' 5% at the floor"
     assert f"at least {floor} attempts" in (ROOT / "docs" / "observability.md").read_text()
 
 
@@ -197,7 +197,7 @@ def test_requests_refused_for_their_deadline_are_alerted_on_with_a_traffic_floor
     assert match, f"no traffic floor in {alert['expr']!r}"
     threshold, counted, floor = match.groups()
     assert refused in counted and "increase(aigrid_requests_total[5m])" in counted, counted
-    assert float(threshold) * int(floor) <= 1, "one refusal alone must not pass the share at the floor"
+    assert 1 / int(floor) <= float(threshold), "one refusal alone must not pass the share at the floor"
     assert alert["labels"]["severity"] == "warning", alert
 
 
