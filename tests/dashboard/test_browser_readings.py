@@ -75,6 +75,31 @@ def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
+def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
+    """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
+    card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,
+    come first now, then the busiest, and the heading says how many of how many."""
+    busy = [site(f"s{i:02d}", running=1, waiting=i) for i in range(19)]  # s18 the busiest
+    ticks = [busy + [site("zz-down", health="down"), site("zz-slow", health="degraded")]] * 2
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        out = page.evaluate("""async ticks => {
+          const {SiteCharts} = await import('/dashboard/static/charts.js');
+          const box = document.createElement('div'), count = document.createElement('span');
+          const charts = new SiteCharts(box, count);
+          for (const sites of ticks) charts.push(sites);
+          const shown = [...box.querySelectorAll('.card')].map(c => c.dataset.site), said = count.textContent;
+          charts.push(ticks[0].slice(0, 12));  // 12 sites: each has its card, and the heading no count
+          return {shown, count: said, all: box.querySelectorAll('.card').length,
+                  after: count.textContent};
+        }""", ticks)
+        assert out["shown"] == ["zz-down", "zz-slow"] + [f"s{i:02d}" for i in range(18, 8, -1)], out
+        assert out["count"] == "(12 of 21 shown: down and degraded first, then the busiest)", out
+        assert out["all"] == 12 and out["after"] == "", out
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_a_held_ttft_says_how_old_it_is_and_a_site_is_named_once(served: Served) -> None:
     """A replay holds a site's last TTFT between its arrivals (it read 'n/a' beside a chart with a line): the card
     and tooltip say how old the value is. In a planet run a site's name is its id: 's3180-cn s3180-cn' read twice."""

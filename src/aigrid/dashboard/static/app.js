@@ -10,7 +10,7 @@ import {simTime, utcTime} from "./time_text.js";
 
 const $ = id => document.getElementById(id);
 const map = new GridMap($("map"));
-const charts = new SiteCharts($("site-cards"));
+const charts = new SiteCharts($("site-cards"), $("site-count"));
 const table = new DecisionTable(document.querySelector("#decisions tbody"), $("decision-count"));
 let stopLive = null, replay = null, replayTimer = null, lastGrid = null, playing = true;
 let shownAt = null;  // the time of the live picture on the page (the last grid event), null when none

@@ -32,13 +32,17 @@ function fmt(v, unit) {
 }
 
 export class SiteCharts {
-  constructor(container) {
+  constructor(container, counter = null) {
     this.container = container;
+    this.counter = counter;  // says how many sites have a card, when not all of them do
     this.series = new Map();   // site id -> {queue: [], waiting: [], ttft: [], tps: []}
     this.cards = new Map();
   }
 
-  reset() { this.series.clear(); this.cards.clear(); this.container.replaceChildren(); }
+  reset() {
+    this.series.clear(); this.cards.clear(); this.container.replaceChildren();
+    if (this.counter) this.counter.textContent = "";
+  }
 
   push(sites) {
     for (const s of sites) {
@@ -59,13 +63,19 @@ export class SiteCharts {
       order.push(c.root);
     }
     this.container.replaceChildren(...order);
+    if (this.counter) {
+      this.counter.textContent = shown.length < sites.length
+        ? `(${shown.length} of ${sites.length} shown: down and degraded first, then the busiest)` : "";
+    }
   }
 
   pick(sites) {
-    // Every site when there are few; the busiest MAX_CARDS when a simulator grid has hundreds.
+    // Every site when there are few; MAX_CARDS of a grid with more: those down, then degraded, then the busiest. By
+    // business alone a site down (nothing sent to it, its queue empty) was never shown, in an incident too.
     if (sites.length <= MAX_CARDS) return [...sites].sort((a, b) => a.id.localeCompare(b.id));
+    const unwell = s => (s.health === "down" ? 2 : s.health === "degraded" ? 1 : 0);
     const busy = s => { const h = this.series.get(s.id); return h.queue.reduce((a, b) => a + b, 0); };
-    return [...sites].sort((a, b) => busy(b) - busy(a)).slice(0, MAX_CARDS);
+    return [...sites].sort((a, b) => unwell(b) - unwell(a) || busy(b) - busy(a)).slice(0, MAX_CARDS);
   }
 
   card(s) {
