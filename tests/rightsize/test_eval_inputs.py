@@ -322,7 +322,49 @@ def test_a_judge_score_under_a_correct_name_is_refused_saying_where_it_goes(tmp_
     code, out = run("--data", str(wide(tmp_path / "s.csv", rows)))
     assert code == 2 and "s.csv, line 2, column 'small_correct': '3' is not a number in [0, 1] (a `*_correct` " \
         "column is 0/1 or a share in [0, 1]; a score on another scale, such as a 1-10 judge's, goes in a column " \
-        "not named `*_correct`, e.g. small_score)" in one_error_line(out)
+        "not named `*_correct`: rename small_correct to small_score and large_correct to large_score)" \
+        in one_error_line(out)
     code, out = run("--data", str(wide(tmp_path / "n.csv", [[f"q{i}", -1, 1, 0] for i in range(12)])))
     assert code == 2 and one_error_line(out).endswith("'-1' is not a number in [0, 1]")  # below 0: no hint
     assert read_routing_csv(wide(tmp_path / "ok.csv", [[f"q{i}", 0.5, 1, 0] for i in range(12)])).small[0] == 0.5
+
+
+def test_the_hint_names_every_correct_column_holding_a_judge_score(tmp_path: Path) -> None:
+    """Two judges' 1-10 scores under `*_correct` names: the hint named the first column only (rename it, run again,
+    refused for the next); it names every `*_correct` column with a number above 1, and not one of 0/1 beside
+    them; past ten, how many more."""
+    rows = [[f"q{i}", 3 + i % 5, 1, 0 if i == 11 else 9] for i in range(12)]
+    code, out = run("--data", str(wide(tmp_path / "s.csv", rows, ["prompt", "a_correct", "b_correct", "c_correct"])))
+    assert code == 2 and one_error_line(out).endswith(
+        "column 'a_correct': '3' is not a number in [0, 1] (a `*_correct` column is 0/1 or a share in [0, 1]; a score "
+        "on another scale, such as a 1-10 judge's, goes in a column not named `*_correct`: rename a_correct to a_score "
+        "and c_correct to c_score)")
+    columns = [f"m{k}_correct" for k in range(13)]
+    code, out = run("--data", str(wide(tmp_path / "w.csv", [[f"q{i}"] + [7] * 13 for i in range(12)],
+                                       ["prompt", *columns])))
+    assert code == 2 and one_error_line(out).endswith(
+        "rename " + ", ".join(f"m{k}_correct to m{k}_score" for k in range(10))
+        + " and 3 more `*_correct` columns above 1)")
+
+
+def test_an_empty_prompt_is_left_out_and_counted_not_refusing_the_file(tmp_path: Path) -> None:
+    """A held-out file with one empty prompt was refused whole (`column 'prompt': empty`, exit 2; eval_firewall.py
+    leaves such rows out): the rows with an empty or blank prompt are left out, a note counts them and names their
+    lines, and every figure is the file's without them."""
+    rows = labelled(14)
+    with_empty = rows[:2] + [["", 1, 0, 0]] + rows[2:9] + [["   ", 0, 1, 1]] + rows[9:]
+    code, out = run("--data", str(wide(tmp_path / "e.csv", with_empty)))
+    assert code == 0, out
+    assert "## e.csv: 14 prompts" in out and "note: 2 of 16 rows left out: an empty 'prompt' (lines 4, 12)" in out
+    code, plain = run("--data", str(wide(tmp_path / "p.csv", rows)))
+    tables = [[line for line in o.splitlines() if line.startswith("|")] for o in (out, plain)]
+    assert code == 0 and tables[0] == tables[1] and tables[0]
+    d = read_routing_csv(wide(tmp_path / "l.csv", [[*r[:4], "" if r[0] == 3 and r[1] == 1 else r[4]]
+                                                   for r in long_rows()], LONG))
+    assert len(d) == 23 and "question 3 turn 1" not in d.prompts, d.prompts
+    assert d.notes[0] == "2 of 48 rows left out: an empty 'turn_prompt' (lines 14, 15)", d.notes
+
+
+def test_a_file_whose_every_prompt_is_empty_is_refused_saying_so(tmp_path: Path) -> None:
+    code, out = run("--data", str(wide(tmp_path / "e.csv", [["", 1, 0, 0], [" ", 0, 1, 0]])))
+    assert code == 2 and one_error_line(out).endswith("e.csv: every row's 'prompt' is empty (2 rows)")

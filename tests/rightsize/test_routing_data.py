@@ -65,7 +65,8 @@ def test_a_long_file_with_a_nan_or_negative_judge_score_is_refused(tmp_path: Pat
     (b"", "has no rows (empty)"),
     (b"prompt,a_correct,b_correct\n", "has no rows (only a header)"),
     (b"prompt,a_correct,b_correct\nhello,1,0\n\xe9t\xe9,1,0\n", "line 3: not UTF-8"),
-    (b"prompt,a_correct,b_correct\nhello,1,0\n,1,0\n", "line 3, column 'prompt': empty"),
+    # an empty prompt is left out (a note counts it); one too short to have the column is still a short row
+    (b"a_correct,b_correct,prompt\n1,0,hello\n1,0\n", "line 3, column 'prompt': empty"),
     (b"prompt,a_correct,b_correct\nhello,1,0\nshort\n", "line 3, column 'a_correct': no value"),
     # blank lines (DictReader skips them) were not counted: line 3 for the record on line 5
     (b"prompt,a_correct,b_correct\nq1,1,0\n\n\nq2,7,1\n", "line 5, column 'a_correct': '7'"),

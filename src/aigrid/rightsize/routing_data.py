@@ -11,10 +11,12 @@ The named columns are found in any case (`Prompt`); other columns are ignored; a
 skipped; a quality or `contaminated` cell may be a boolean (true/false, yes/no, any case: 1/0); a prompt may
 be of any length. Refused with the file, line and column: a file over MAX_BYTES or MAX_CELLS, one that is not a
 regular file or a pipe (spec.load.read_bounded: /dev/zero, a folder), a score that is not a finite number, a `*_correct`
-value outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a second score for one
-model on one prompt (long), a row with more cells than the header (an unquoted comma), a byte that is not UTF-8;
-and a file with fewer than two quality columns or models. A wide file's row-number column (`id`, `*_id`,
-`index`, pandas' unnamed index) is never a model; a long file's scores divided by 10 are said in `notes`.
+value outside [0, 1] (the hint names every such column above 1), a long file's score outside [0, 10], an empty
+model or every prompt empty, a second score for one model on one prompt (long), a row with more cells than the
+header (an unquoted comma), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
+A row whose prompt is empty or blank is left out and counted in `notes` (a held-out file with one was refused
+whole until the thirtieth session). A wide file's row-number column (`id`, `*_id`, `index`, pandas' unnamed
+index) is never a model; a long file's scores divided by 10 are said in `notes`.
 `with_earlier_turns` reads a long file's later turns after its earlier ones, as a gateway reads a conversation.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
 the two are told apart by their mean quality (the weaker is "small").
@@ -30,7 +32,7 @@ import re
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -150,7 +152,7 @@ STRUCTURAL = ("prompt", "subject", "category", "contaminated", "question_id", "t
 def read_routing_csv(path: Path, small: str | None = None, large: str | None = None) -> RoutingData:
     """Parse one CSV; InvalidRequest naming the file, and the line and column where there is one, when it has
     neither known shape or a value cannot be used (a score that is not a finite number, a `*_correct` value
-    outside [0, 1], a long file's score outside [0, 10], an empty prompt)."""
+    outside [0, 1], a long file's score outside [0, 10], every prompt empty; an empty one is left out, in notes)."""
     try:
         raw = read_bounded(path, MAX_BYTES)
     except OSError as e:
@@ -274,7 +276,10 @@ def _float(value: str | None) -> float:
     return BOOLEANS[v.lower()] if v.lower() in BOOLEANS else float(v)
 
 
-def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: float = math.inf,
+         judged: Callable[[], list[str]] | None = None) -> float:
+    """The cell's number, else InvalidRequest naming `where` and `column`. `judged`: for a `*_correct` cell above 1,
+    every `*_correct` column of the file with a number above 1, all named in the hint to rename them."""
     try:
         x = _float(value)
     except ValueError:
@@ -282,15 +287,50 @@ def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: 
     if not math.isfinite(x) or not lo <= x <= hi:
         what = "a finite number" if math.isinf(lo) else f"a number in [{lo:g}, {hi:g}]"
         shown = "no value (the row is short)" if value is None else repr(value)
-        hint = f" ({CORRECT_HINT.format(column[:-len('_correct')])})" if math.isfinite(x) and x > hi \
-            and column.lower().endswith("_correct") else ""
+        hint = f" ({CORRECT_HINT.format(_renames(judged() if judged else [column]))})" if math.isfinite(x) \
+            and x > hi and column.lower().endswith("_correct") else ""
         raise InvalidRequest(f"{where}, column {column!r}: {shown} is not {what}{hint}", param=column) from None
     return x
 
 
 CORRECT_HINT = ("a `*_correct` column is 0/1 or a share in [0, 1]; a score on another scale, such as a 1-10 judge's, "
-                "goes in a column not named `*_correct`, e.g. {}_score")
-"""Said when a `*_correct` cell is a number above 1: a 1-10 judge score written under a correctness name."""
+                "goes in a column not named `*_correct`: rename {}")
+"""Said when a `*_correct` cell is a number above 1: a 1-10 judge score written under a correctness name. It names
+every such column of the file (until the thirtieth session one, e.g. small_score: renamed, the file was refused
+again for the next)."""
+RENAMES_SHOWN = 10
+"""The hint names at most this many columns to rename, then how many there are."""
+
+
+def _renames(columns: list[str]) -> str:
+    said = [f"{c} to {c[:-len('_correct')]}_score" for c in columns[:RENAMES_SHOWN]]
+    more = f" and {len(columns) - RENAMES_SHOWN} more `*_correct` columns above 1" if len(columns) > RENAMES_SHOWN else ""
+    return (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 and not more else ", ".join(said)) + more
+
+
+def _above_one(value: str | None) -> bool:
+    try:
+        return 1 < _float(value) < math.inf
+    except ValueError:
+        return False
+
+
+def _without_empty_prompts(path: Path, rows: list[dict[str, str]], lines: list[int], column: str) -> tuple[
+        list[dict[str, str]], list[int], tuple[str, ...]]:
+    """The rows whose `column` (the prompt) is not empty or blank, and a note counting those left out, naming their
+    first lines: a held-out file with one empty prompt was refused whole (eval_firewall.py leaves such rows out
+    too). A row too short to have the column is still refused, as a short row."""
+    empty = [n for r, n in zip(rows, lines, strict=True) if r.get(column) is not None and not r[column].strip()]
+    if not empty:
+        return rows, lines, ()
+    if len(empty) == len(rows):
+        raise InvalidRequest(f"{path}: every row's {column!r} is empty ({len(rows)} row{'s' if len(rows) > 1 else ''})",
+                             param=column)
+    kept = [(r, n) for r, n in zip(rows, lines, strict=True) if r.get(column) is None or r[column].strip()]
+    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+    note = (f"{len(empty)} of {len(rows)} rows left out: an empty {column!r} (line{'s' if len(empty) > 1 else ''} "
+            f"{shown})")
+    return [r for r, _ in kept], [n for _, n in kept], (note,)
 
 
 def _text(value: str | None, where: str, column: str) -> str:
@@ -301,12 +341,17 @@ def _text(value: str | None, where: str, column: str) -> str:
 
 def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[str], small: str | None,
           large: str | None) -> RoutingData:
+    rows, lines, notes = _without_empty_prompts(path, rows, lines, "prompt")
     quality = [c for c in cols if c.lower().endswith("_correct")] or [
         c for c in cols if c not in STRUCTURAL and not ROW_ID.fullmatch(c.lower()) and all(_isnum(r[c]) for r in rows[:50])]
     if not quality:
         raise InvalidRequest(f"{path}: no quality column (one per model: `*_correct`, 0/1, or a numeric score); "
                              f"found {', '.join(cols)}", param="data")
-    values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0, 1) if c.lower().endswith("_correct") else ()))
+    def judged() -> list[str]:  # read only for the hint of a refusal
+        return [c for c in quality if c.lower().endswith("_correct") and any(_above_one(r[c]) for r in rows)]
+
+    values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0.0, 1.0) if c.lower().endswith("_correct") else
+                                                                 (-math.inf, math.inf)), judged)
                            for r, n in zip(rows, lines, strict=True)]) for c in quality}
     s, lg = _pick(path, quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
     group_col = next((c for c in ("subject", "category") if c in cols), None)
@@ -314,7 +359,7 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     prompts = [_text(r["prompt"], f"{path}, line {n}", "prompt") for r, n in zip(rows, lines, strict=True)]
     flags = np.array([_flag(r["contaminated"], f"{path}, line {n}") for r, n in zip(rows, lines, strict=True)]) \
         if "contaminated" in cols else None
-    return RoutingData(prompts, groups, values[s], values[lg], s, lg, flags)
+    return RoutingData(prompts, groups, values[s], values[lg], s, lg, flags, notes)
 
 
 def _isnum(v: str | None) -> bool:
@@ -330,6 +375,7 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     score_col = next((c for c in cols if "score" in c.lower()), None)
     if score_col is None:
         raise InvalidRequest(f"{path}: long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
+    rows, lines, empty = _without_empty_prompts(path, rows, lines, "turn_prompt")
     # one prompt: the question and turn when the file has them, and the prompt's text (without question_id and
     # turn, every row of turn 1 was one prompt: the last row's scores stood for all)
     Key = tuple[str, str, str]
@@ -354,8 +400,8 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     keys = [k for k in per if s in per[k] and lg in per[k]]
     if not keys:
         raise InvalidRequest(f"{path}: no prompt has a score for both {s!r} and {lg!r}", param="data")
-    notes: tuple[str, ...] = (f"{len(per) - len(keys)} of {len(per)} prompts left out: not scored for both models",) \
-        if len(keys) < len(per) else ()
+    notes: tuple[str, ...] = empty + ((f"{len(per) - len(keys)} of {len(per)} prompts left out: not scored for both "
+                                       "models",) if len(keys) < len(per) else ())
     every = [v for d in per.values() for v in d.values()]
     scale = 10.0 if max(every) > 1.0 else 1.0
     if scale == 10.0:  # a 1-5 judge would print 0.1-0.5: say what the quality figures are
