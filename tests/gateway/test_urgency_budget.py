@@ -28,18 +28,9 @@ from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
+from tests.gateway.test_compaction import CONVERSATION, METERED, MODEL
+from tests.gateway.test_responses_auto_compact import LOW  # below CONVERSATION's estimate: compacted first
 
-MODEL = "smollm2-135m"
-METERED = {"x-aigrid-tenant": "metered"}
-CONVERSATION: list[dict[str, Any]] = [
-    {"role": "user", "content": "Find the invoice from Dana and total it."},
-    {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
-    {"type": "function_call_output", "call_id": "c1", "output": "Invoice 2231: 3 items, 120 EUR."},
-    {"role": "assistant", "content": "Invoice 2231 totals 120 EUR."},
-    {"role": "user", "content": "Now draft a reply to Dana."},
-]
-LOW = [{"type": "compaction", "compact_threshold": 20}]
-"""Below CONVERSATION's estimate: it is compacted first."""
 PASS_USAGE = {"prompt_tokens": 70, "completion_tokens": 30, "total_tokens": 100}
 DEADLINE_MS = 2000.0
 
@@ -158,6 +149,8 @@ class Timed(FakeEngine):
         if self.plan.pop("fail_first", False):
             self.received.append({})
             raise EngineUnavailable(f"{self.name}: no first byte")
+        if (slow_s := self.plan.pop("slow_first_s", None)) is not None:  # the first call's first byte is late
+            self.first_byte_delay_s = slow_s
         async with super().open(path, body) as upstream:
             yield upstream
 
@@ -208,6 +201,31 @@ async def test_a_failover_gets_what_the_failed_attempt_left(tmp_path: Path, hedg
                 first.endpoint_id]
             row = (await audit_rows(gw))[-1]
             assert row["outcome"] == "error:deadline_unmeetable"
+
+
+async def test_a_hedge_starts_only_on_a_candidate_in_time(tmp_path: Path) -> None:
+    """The first candidate's first byte is late (hedged after 1 x its predicted TTFT): with 1.99 s of the 2 s
+    deadline spent there, no spare is predicted to answer in the 10 ms left, so no hedge starts (none counted) and
+    the first answers; with 10 ms spent, the hedge starts and wins. The hedge was started whatever was left."""
+    headers = {"x-aigrid-client-location": "Tokyo", "x-aigrid-deadline-ms": "2000", "x-aigrid-hedge": "on"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    for took_s, hedged in ((0.01, True), (1.99, False)):
+        spec = spec_in(tmp_path / str(took_s))
+        spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={
+            "hedge": spec.gateway.hedge.model_copy(update={"factor": 1.0, "min_ms": 0.0})})})
+        plan: dict[str, Any] = {"slow_first_s": 2.5, "took_s": {}}  # past any TTFT predicted within the deadline
+        async with timed_grid(spec, plan) as (gw, fakes, client):
+            for fake in fakes.values():
+                fake.plan["took_s"][fake.name] = took_s
+            before = gw.metrics.hedges._value.get()
+            r = await client.post("/v1/chat/completions", headers=headers, json=body)
+            assert r.status_code == 200, r.text
+            record = gw.decisions.recent(1)[0]
+            first, second = record.decision.ranked[:2]
+            assert first.prediction.ttft_ms < 2500.0 and second.prediction.ttft_ms < DEADLINE_MS - 10.0
+            assert [a.get("hedge", False) for a in record.attempts] == ([False, True] if hedged else [False])
+            assert r.headers["x-aigrid-endpoint"] == (second if hedged else first).endpoint_id
+            assert gw.metrics.hedges._value.get() - before == (1 if hedged else 0)
 
 
 RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
