@@ -103,7 +103,50 @@ def loop_stop_of(obj: dict[str, Any]) -> str | None:
     return stop if isinstance(stop, str) else None
 
 
-def _chunk_events(obj: Any, seen_tools: set[int], steps: bool) -> Iterator[ChatEvent]:
+class _Calls:
+    """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
+    [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its
+    finish_reason, [DONE]); its name is every piece's name joined (a piece equal to the name so far is the same name
+    again: an engine that repeats it whole, as OutputFilter._call_names reads it). Until the thirtieth session the
+    first piece's name was the call's: an engine that sends a name in pieces (Gemini's OpenAI-compatible endpoint:
+    "get_wea", "ther") had the Messages and Responses doors hand their client "get_wea" as the tool to call. A call
+    still pending when the answer is cut (an error, the stream's end without its own) is never started."""
+
+    __slots__ = ("started", "pending")
+
+    def __init__(self) -> None:
+        self.started: set[int] = set()
+        self.pending: dict[int, list[str]] = {}
+
+    def piece(self, index: int, call: dict[str, Any], fn: dict[str, Any], arguments: Any) -> Iterator[ChatEvent]:
+        if index in self.started:
+            return
+        for other in sorted(k for k in self.pending if k != index):  # another call began: their names are whole
+            yield self._start(other)
+        name = fn.get("name")
+        name = name if isinstance(name, str) else ""
+        held = self.pending.get(index)
+        if held is None:
+            held = self.pending[index] = [call.get("id") or "", name]
+        elif name and name != held[1]:
+            held[1] += name
+        if not held[0] and call.get("id"):
+            held[0] = call["id"]
+        if arguments:
+            yield self._start(index)
+
+    def _start(self, index: int) -> ToolStart:
+        call_id, name = self.pending.pop(index)
+        self.started.add(index)
+        return ToolStart(index, call_id or f"call_{index}", name)
+
+    def ended(self) -> Iterator[ChatEvent]:
+        """The answer ended: each call still pending starts, by index."""
+        for index in sorted(self.pending):
+            yield self._start(index)
+
+
+def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     if not isinstance(obj, dict):
         return
     if isinstance(obj.get("error"), dict):
@@ -124,14 +167,13 @@ def _chunk_events(obj: Any, seen_tools: set[int], steps: bool) -> Iterator[ChatE
             if type(index) is not int:
                 raise ValueError(f"a tool call's index is {str(index)[:40]}")
             fn = call.get("function") or {}
-            if index not in seen_tools:
-                seen_tools.add(index)
-                yield ToolStart(index, call.get("id") or f"call_{index}", fn.get("name") or "")
             arguments = fn.get("arguments")
+            yield from calls.piece(index, call, fn, arguments)
             if arguments:
                 yield ToolArgs(index, arguments)
         finish = choice.get("finish_reason")
         if finish:
+            yield from calls.ended()
             yield Finish(finish, matched_stop(choice), loop_stop_of(obj))
     ran = obj.get("aigrid_steps") if steps else None  # without a tool loop, an engine's own field: not read at all
     if ran is not None and not (isinstance(ran, list) and all(isinstance(s, dict) for s in ran)):
@@ -147,7 +189,7 @@ STEP_COMMENT = b" aigrid-step "
 """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
 
 
-def _events_of(ev: Event, seen_tools: set[int], steps: bool) -> Iterator[ChatEvent]:
+def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     for text in ev.comments if steps else ():  # without a tool loop, no comment is a step (chat_events)
         if text.startswith(STEP_COMMENT):
             try:
@@ -163,7 +205,7 @@ def _events_of(ev: Event, seen_tools: set[int], steps: bool) -> Iterator[ChatEve
     except orjson.JSONDecodeError:
         return  # not JSON: nothing a client of the other API could use
     try:
-        yield from _chunk_events(obj, seen_tools, steps)
+        yield from _chunk_events(obj, calls, steps)
     except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
         # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
         log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
@@ -178,13 +220,16 @@ TRUNCATED = StreamError("the answer was interrupted: the engine's stream ended b
 event, the Responses API's `response.failed`), never an answer that looks whole to the client's SDK."""
 
 
-def _ends(event: ChatEvent, failed: Callable[[str], object] | None) -> bool:
+def _ends(event: ChatEvent, failed: Callable[[str], object] | None, calls: _Calls) -> bool:
     """Whether `event` ends the answer (its finish, or an in-stream error); an error is told to `failed` (the relay's
-    engine_failed: the engine's failure), for an event read whole and for the stream's last one alike."""
+    engine_failed: the engine's failure), for an event read whole and for the stream's last one alike, and a call
+    whose name may have gone on is never started (_Calls)."""
     if not isinstance(event, Finish | StreamError):
         return False
-    if failed is not None and isinstance(event, StreamError):
-        failed(event.message)
+    if isinstance(event, StreamError):
+        calls.pending.clear()
+        if failed is not None:
+            failed(event.message)
     return True
 
 
@@ -193,7 +238,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
     without a finish_reason, a [DONE] or an error event ends with TRUNCATED. `steps`: a tool loop serves the answer,
     so its steps are the gateway's; else Steps are left out (an engine's `aigrid_steps` or `: aigrid-step` comments
     were shown as the grid's own tool runs, mcp_call items on the Responses door, past the output filter)."""
-    seen_tools: set[int] = set()
+    calls = _Calls()
     decoder = SseDecoder()
     ended = False
     failed = getattr(blocks, "engine_failed", None)  # the relay (relay.StreamRelay): an error is the engine's failure
@@ -202,20 +247,26 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
             if ev.data == DONE:
                 ended = True
                 break
-            for event in _events_of(ev, seen_tools, steps):
-                ended = _ends(event, failed) or ended
+            for event in _events_of(ev, calls, steps):
+                ended = _ends(event, failed, calls) or ended
                 yield event
         else:
             continue
+        for event in calls.ended():  # (none left once an error was read: _ends)
+            yield event
         async for _ in blocks:  # [DONE]: the answer is over; what an engine sends after it is read to the end (so the
             pass                # relay books it whole), never translated (a chat client stops at [DONE] too)
         return
     last = decoder.flush()  # lenient: a last event without its blank line
     if last is not None:
-        ended = ended or last.data == DONE
-        for event in _events_of(last, seen_tools, steps):
-            ended = _ends(event, failed) or ended
+        done = last.data == DONE
+        ended = ended or done
+        for event in _events_of(last, calls, steps):
+            ended = _ends(event, failed, calls) or ended
             yield event
+        if done:
+            for event in calls.ended():
+                yield event
     if not ended:
         yield TRUNCATED
 

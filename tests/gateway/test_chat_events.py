@@ -1,0 +1,103 @@
+"""chat_events: a streamed chat answer's tool calls as the Messages and Responses doors read them. A call's name is
+every name piece joined (an engine may send it in pieces: Gemini's OpenAI-compatible endpoint); a call starts with its
+arguments, another call, or the answer's end, never before its name is whole, and never once the answer is cut."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.gateway.chat_events import (
+    TRUNCATED,
+    ChatEvent,
+    Finish,
+    StreamError,
+    ToolArgs,
+    ToolStart,
+    chat_events,
+)
+from tests.gateway import hostile_engine as H
+from tests.gateway import test_hostile_engines as T
+
+
+def piece(index: int, name: str | None = None, arguments: str | None = None, call_id: str | None = None) -> bytes:
+    fn: dict[str, Any] = {} if name is None else {"name": name}
+    if arguments is not None:
+        fn["arguments"] = arguments
+    call: dict[str, Any] = {"index": index, "function": fn} | ({"id": call_id, "type": "function"} if call_id else {})
+    return event({"tool_calls": [call]})
+
+
+def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return b"data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+
+
+async def read(*blocks: bytes) -> list[ChatEvent]:
+    async def each() -> AsyncIterator[bytes]:
+        for b in blocks:
+            yield b
+    return [e async for e in chat_events(each())]
+
+
+FINISH = event({}, "tool_calls")
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("end", [[FINISH, DONE], [DONE], [FINISH]], ids=["finish", "done", "finish-only"])
+async def test_a_name_sent_in_pieces_is_the_calls_whole_name(end: list[bytes]) -> None:
+    """Until the thirtieth session the first piece's name was the call's: "get_wea"."""
+    got = await read(piece(0, "get_wea", call_id="call_1"), piece(0, "ther", ""), piece(0, None, '{"city": "Oslo"}'),
+                     *end)
+    assert got[:2] == [ToolStart(0, "call_1", "get_weather"), ToolArgs(0, '{"city": "Oslo"}')], got
+    got = await read(piece(0, "get_wea", call_id="call_1"), piece(0, "ther"), *end)  # no arguments: at the end
+    assert got[0] == ToolStart(0, "call_1", "get_weather"), got
+
+
+async def test_a_name_repeated_whole_in_each_piece_is_one_name() -> None:
+    got = await read(piece(0, "f", "", "c"), piece(0, "f", '{"x"'), piece(0, "f", ": 2}"), FINISH, DONE)
+    assert got == [ToolStart(0, "c", "f"), ToolArgs(0, '{"x"'), ToolArgs(0, ": 2}"), Finish("tool_calls")], got
+
+
+async def test_another_call_starts_those_before_it_in_order() -> None:
+    got = await read(piece(0, "look", call_id="a"), piece(0, "up"), piece(1, "find", '{}', "b"), FINISH, DONE)
+    assert [e for e in got if isinstance(e, ToolStart)] == [ToolStart(0, "a", "lookup"), ToolStart(1, "b", "find")]
+
+
+@pytest.mark.parametrize("cut", [[], [b'data: {"error": {"message": "boom", "code": "stream_interrupted"}}\n\n']],
+                         ids=["truncated", "error-event"])
+async def test_a_call_whose_name_may_go_on_never_starts_when_the_answer_is_cut(cut: list[bytes]) -> None:
+    got = await read(event({"content": "Let me look. "}), piece(0, "get_wea", call_id="call_1"), *cut)
+    assert not any(isinstance(e, ToolStart) for e in got), got
+    assert isinstance(got[-1], StreamError) and (cut or got[-1] == TRUNCATED), got
+
+
+def split_name(path: str, req: dict) -> H.Script:
+    """An engine (as Gemini's endpoint) that sends a call's name in two pieces, then its arguments, whole."""
+    events = [{**H.token(None), "choices": [{"index": 0, "delta": d, "finish_reason": f}]} for d, f in (
+        ({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_wea"}}]}, None),
+        ({"tool_calls": [{"index": 0, "function": {"name": "ther", "arguments": ""}}]}, None),
+        ({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Oslo"}'}}]}, None),
+        ({}, "tool_calls"))]
+    return H.stream(*H.sse(*events))
+
+
+WEATHER = {"messages": {"tools": [{"name": "get_weather", "input_schema": {"type": "object"}}]},
+           "responses": {"tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]}}
+
+
+@pytest.mark.parametrize(("door", "call"), [("messages", '"type":"tool_use","id":"call_1","name":"get_weather"'),
+                                            ("responses", '"type":"function_call"')])
+async def test_the_doors_name_a_call_sent_in_pieces_by_its_whole_name(tmp_path, door: str, call: str) -> None:
+    """A tenant whose answers are not redacted (nothing joins the pieces before chat_events): the Messages door's
+    tool_use block and the Responses door's function_call name `get_weather`, never `get_wea`."""
+    async for g in T.grid(tmp_path, split_name, good=split_name):
+        spec = g.gw.spec  # the engine's own tool calls, as they come (no constrained-mode loop)
+        g.gw.spec = spec.model_copy(update={"models": {
+            name: m.model_copy(update={"tool_calls": "native"}) for name, m in spec.models.items()}})
+        r = await g.post(door, True, **WEATHER[door])
+        assert r.status_code == 200 and call in r.text, r.text
+        assert '"get_wea"' not in r.text and '"name":"get_weather"' in r.text, r.text
