@@ -177,6 +177,17 @@ def test_refusals_for_an_audit_log_that_cannot_take_records_are_alerted() -> Non
     assert rule["labels"]["severity"] == "critical", rule
 
 
+def test_follow_ups_refused_for_a_response_store_that_does_not_answer_are_alerted() -> None:
+    """A store of stored Responses and Conversations (gateway.stores) that does not answer refuses every create that
+    needs its history 503 store_unavailable (stores_redis: logged once an outage), counted in
+    aigrid_requests_rejected_total{code=...} (measured: a wrong Redis password, a conversation and a
+    previous_response_id follow-up counted 2, a create without history answered 200 and not stored, a GET refused and
+    not counted); no rule read it. The code the rule names must be the error's own."""
+    from aigrid.errors import StoreUnavailable
+    (rule,) = [r for r in rules() if r.get("alert") == "AigridResponseStoreUnavailable"]
+    assert f'aigrid_requests_rejected_total{{code="{StoreUnavailable.code}"}}' in rule["expr"], rule["expr"]
+
+
 DEADLINE_FLOORED = re.compile(r"aigrid_requests:deadline_unmeetable_ratio_5m > ([\d.]+)\s+and on \(\) \((.*)\) >= (\d+)\s*",
                               re.S)
 
