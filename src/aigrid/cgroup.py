@@ -61,6 +61,16 @@ def _mount(root: Path, controller: str) -> tuple[Path, str] | None:
     return None
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a directory; False where that cannot be asked: Path.is_dir raises an OSError other than
+    ENOENT and ENOTDIR (ENAMETOOLONG: a group's path of /proc/self/cgroup, up to 4,095 characters, under the mount is
+    past PATH_MAX), which was a traceback out of `aigrid up` and the workers' count."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def own_groups(root: Path = ROOT, controller: str = V2) -> list[Path]:
     """The groups whose limits hold this process in one hierarchy (V2, or a v1 controller's: "memory", "cpu"), its
     own first, then each one above it up to the hierarchy's mount: a limit set on a parent (a systemd slice's
@@ -92,7 +102,7 @@ def own_groups(root: Path = ROOT, controller: str = V2) -> list[Path]:
     if not parts:
         return [mount]
     leaf = mount.joinpath(*parts)
-    if ".." in parts or "." in parts or not leaf.is_dir():
+    if ".." in parts or "." in parts or not _is_dir(leaf):
         log.debug("cgroup %s of %s is not a group under %s: its limits read there only", path, root / OWN, mount)
         return [mount]
     return [mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
