@@ -273,3 +273,32 @@ async def test_a_streams_close_cut_by_another_base_exception_when_its_client_is_
             pass
         assert inflight(g.gw) == 0
         assert {o for (_, o) in booked(g.gw)} == {"error:internal"} and sum(booked(g.gw).values()) == 1, booked(g.gw)
+
+
+async def test_a_spares_refusal_read_cut_by_another_base_exception_is_not_the_clients_leaving(tmp_path: Path) -> None:
+    """proxy.continue_stream's read of a spare's refused continuation cut by a BaseException that is not a cancel: the
+    spare released, booked error:internal (it was client_closed), nothing in flight."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    error = Injected("interrupted while reading the refusal")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"error": '
+        raise error
+
+    @asynccontextmanager
+    async def refusing(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
+
+    async for g in two_engines(tmp_path, lambda p, r: broken):
+        for endpoint, engine in g.gw.proxy._engines.items():
+            if endpoint != "nrt-smollm2":
+                engine.open = refusing  # type: ignore[method-assign]
+        got: BaseException | None = None
+        try:
+            await g.post("chat", True)
+        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
+            got = e
+        assert got is not None and raised(error)(got), got
+        assert inflight(g.gw) == 0
+        spares = {o: n for (e, o), n in booked(g.gw).items() if e != "nrt-smollm2"}
+        assert spares == {"error:internal": 1}, booked(g.gw)
