@@ -227,7 +227,8 @@ class Overloaded(ApiError):
 
 
 class DeadlineUnmeetable(ApiError):
-    """The request's deadline (first token within N ms) cannot be met: refused before any engine works on it.
+    """The request's deadline (first token within N ms) cannot be met: refused before any engine works on it, or
+    once the candidates tried failed and no other is predicted to answer within what is left (proxy.py).
     Not retried by the SDKs: their retry, sent after their back-off with the deadline header again, would be
     served after the deadline the client set."""
 
