@@ -75,6 +75,57 @@ def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
+# the page's GridMap on an svg of its own, fed `sites`; back: per site, how full its marker is drawn (the height of its
+# filled part over the circle's diameter, from the rendered geometry), the opacity of the rest of the circle, its
+# tooltip; and the map legend's text
+FILL = """async sites => {
+  const {GridMap} = await import('/dashboard/static/map.js');
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
+  svg.setAttribute('width', '1000'); svg.setAttribute('height', '400');
+  for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
+    svg.appendChild(document.createElementNS(NS, 'g')).id = id;
+  const map = new GridMap(svg);
+  map.setSites(sites);
+  const out = {};
+  for (const g of svg.querySelectorAll('g.site')) {
+    const body = g.querySelector('circle.body'), level = g.querySelector('.level');
+    const diameter = 2 * Number(body.getAttribute('r'));
+    out[g.dataset.site] = {
+      filled: level ? Math.round(100 * level.getBBox().height / diameter) / 100 : null,
+      shown: level ? getComputedStyle(level).display !== 'none' && Number(getComputedStyle(level).fillOpacity) : null,
+      rest: Number(getComputedStyle(body).fillOpacity), lines: level && getComputedStyle(level).fill === 'none',
+      width: level ? Math.round(100 * level.getBBox().width / diameter) / 100 : null,
+      tip: g.querySelector('title').textContent};
+  }
+  return {sites: out, legend: document.querySelector('#map-panel .legend').textContent.replace(/\\s+/g, ' ')};
+}"""
+
+
+def test_a_sites_load_reads_on_the_map_without_its_colour(served: Served) -> None:
+    """A site's load on the map was its colour alone, green, yellow or red: to a red-green colour-blind operator an
+    idle site and a saturated one were the same dot (WCAG 1.4.1). The circle fills from the bottom with the load now,
+    empty when idle and full when saturated, over a faint rest; a site down is crossed out; the legend says so, and the
+    tooltip names the load."""
+    sites = [site("idle", load=0.0), site("half", load=0.75, running=1, lat=10, lon=10),
+             site("full", load=1.5, running=2, waiting=1, lat=40, lon=60),
+             site("gone", load=1.0, health="down", lat=-20, lon=20)]
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        out = page.evaluate(FILL, sites)
+    got = out["sites"]
+    assert got["idle"]["filled"] == 0 and got["full"]["filled"] == 1, got  # empty, and full to its top
+    assert 0.7 <= got["half"]["filled"] <= 0.8, got
+    assert got["full"]["shown"] >= 0.8 and got["idle"]["rest"] <= 0.3, got  # the fill stands out against the rest
+    # a site down is crossed out (its grey and red edge read as a full circle without colour)
+    assert got["gone"]["lines"] and got["gone"]["filled"] >= 0.5 and got["gone"]["width"] >= 0.5, got
+    assert not got["full"]["lines"], got
+    assert "load 0.00 (idle)" in got["idle"]["tip"] and "load 1.50 (saturated)" in got["full"]["tip"], got
+    assert "fill level = load" in out["legend"], out["legend"]
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
     """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
     card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,

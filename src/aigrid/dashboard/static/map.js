@@ -41,10 +41,36 @@ function geometryPath(g) {
   return polys.map(p => p.map(ringPath).join("")).join("");
 }
 
+function loadOf(site) {
+  return site.load ?? site.utilization ?? 0;
+}
+
 function loadClass(site) {
   if (site.health === "down") return "down";
-  const load = site.load ?? site.utilization ?? 0;
+  const load = loadOf(site);
   return load >= 1 ? "hot" : load >= 0.5 ? "warm" : "ok";
+}
+
+const LOAD_WORD = {ok: "idle", warm: "busy", hot: "saturated", down: "down"};
+
+// A site's load read without its colour (WCAG 1.4.1; green and red are one colour to a red-green colour-blind
+// operator): the circle fills from the bottom as a glass does, empty when idle, full at load 1 or more. `level` is
+// the filled part, the segment of the circle (centre x, y, radius r) below a chord at `fill` of its height.
+function levelPath(x, y, r, fill) {
+  if (!(fill > 0)) return "";
+  if (fill >= 1) {
+    return `M${(x - r).toFixed(2)},${y.toFixed(2)}a${r},${r} 0 1 0 ${2 * r},0a${r},${r} 0 1 0 ${-2 * r},0Z`;
+  }
+  const cy = y + r - 2 * r * fill, half = Math.sqrt(Math.max(0, r * r - (cy - y) ** 2));
+  return `M${(x - half).toFixed(2)},${cy.toFixed(2)}A${r},${r} 0 ${fill > 0.5 ? 1 : 0} 0 ` +
+    `${(x + half).toFixed(2)},${cy.toFixed(2)}Z`;
+}
+
+// A site down is crossed out: grey and its red edge read as a saturated site's full circle without colour.
+function crossPath(x, y, r) {
+  const k = r * 0.6;
+  return `M${(x - k).toFixed(2)},${(y - k).toFixed(2)}l${(2 * k).toFixed(2)},${(2 * k).toFixed(2)}` +
+    `M${(x + k).toFixed(2)},${(y - k).toFixed(2)}l${(-2 * k).toFixed(2)},${(2 * k).toFixed(2)}`;
 }
 
 export class GridMap {
@@ -94,12 +120,13 @@ export class GridMap {
         const g = el("g", {class: "site", "data-site": s.id}, this.sitesLayer);
         const ring = el("circle", {class: "ring", cx: x, cy: y, r: 0}, g);
         const body = el("circle", {class: "body", cx: x, cy: y, r: 4}, g);
+        const level = el("path", {class: "level"}, g);
         const title = el("title", {}, g);
         if (!many) {
           const label = el("text", {x: x + 8, y: y - 8}, g);
           label.textContent = s.id;
         }
-        v = {g, body, ring, title, x, y};
+        v = {g, body, level, ring, title, x, y};
         this.sites.set(s.id, v);
         this.colourOf(s.id);
       }
@@ -107,10 +134,14 @@ export class GridMap {
       v.body.setAttribute("r", r.toFixed(1));
       const queue = (s.waiting || 0) / Math.max(s.slots || 1, 1);
       v.ring.setAttribute("r", queue > 0 ? (r + 3 + Math.min(queue, 3) * 4).toFixed(1) : "0");
-      v.g.setAttribute("class", "site " + loadClass(s));
+      const cls = loadClass(s);
+      v.g.setAttribute("class", "site " + cls);
       v.g.dataset.load = String(s.load ?? 0);
+      const drawn = Number(r.toFixed(1));  // the body's radius as set
+      v.level.setAttribute("d", cls === "down" ? crossPath(v.x, v.y, drawn) : levelPath(v.x, v.y, drawn, loadOf(s)));
       const named = siteLabel(s);
       v.title.textContent = named.id + named.rest + "\n" +
+        `load ${Number(loadOf(s)).toFixed(2)} (${LOAD_WORD[cls]}), ` +
         `slots ${s.slots}, running ${s.running ?? 0}, waiting ${s.waiting ?? 0}, health ${s.health || "ok"}\n` +
         `TTFT ${ttftText(s)}`;
     }
