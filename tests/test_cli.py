@@ -595,6 +595,25 @@ def test_spec_check_takes_every_example_and_names_what_a_scenario_or_demand_is_f
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize(("example", "field", "typo"), [
+    ("sim/small.yaml", "duration_s", "duraton_s"), ("sim/small.yaml", "requests", "request"),
+    ("plan/small.yaml", "traffic", "trafic"), ("plan/small.yaml", "supply", "suply")])
+def test_spec_check_of_a_scenario_or_demand_with_a_typo_in_a_field_names_the_typo(
+        tmp_path: Path, example: str, field: str, typo: str) -> None:
+    """`aigrid spec check` took a file for a scenario only with both `duration_s` and `requests` (a demand file
+    both `traffic` and `supply`): one of them mistyped, the file was checked as a grid spec, a dozen errors
+    ("endpoints: Field required", "seed: Extra inputs ...") and the typo among them as a grid spec's unknown
+    field. One of the two is enough now: the file's own check names the typo and the field it meant."""
+    given = tmp_path / "typo.yaml"
+    text = (ROOT / "examples" / example).read_text()
+    assert f"\n{field}:" in text
+    given.write_text(text.replace(f"\n{field}:", f"\n{typo}:"))
+    r = runner.invoke(app, ["spec", "check", str(given)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{typo}: Extra inputs are not permitted (did you mean {field}?)" in out, out
+    assert "endpoints" not in out and "Traceback" not in out, out
+
+
 @pytest.mark.parametrize(("command", "given", "says"), [
     ("sim", "demo.yaml", "is a grid spec"), ("sim", "plan/small.yaml", "is a planner demand file"),
     ("plan", "demo.yaml", "is a grid spec"), ("plan", "sim/small.yaml", "is a simulator scenario")])

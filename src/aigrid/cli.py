@@ -387,8 +387,9 @@ def _count(n: int, what: str) -> str:
 
 
 def _other_input(path: Path, raw: object) -> bool:
-    """Check `path` as what it is when it is no grid spec (no `endpoints`) but has the fields a simulator
-    scenario or a planner demand file must have; False when it is neither (the grid spec's errors stand)."""
+    """Check `path` as what it is when it is no grid spec (no `endpoints`) but has a field only a simulator
+    scenario or a planner demand file has (cli_error.input_kind); False when it is neither (the grid spec's
+    errors stand)."""
     kind = input_kind(raw)
     load: Callable[[Path], object]
     if kind == "demand":

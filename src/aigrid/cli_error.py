@@ -35,16 +35,17 @@ KINDS = {"grid": "a grid spec (for `aigrid up`, `aigrid gateway` and `aigrid spe
 
 
 def input_kind(raw: object) -> str | None:
-    """Which of aigrid's YAML inputs a file's top-level mapping is, by the fields only that kind must have: a
-    grid spec its `endpoints`, a demand file its `traffic` and `supply`, a scenario its `duration_s` and
-    `requests`; None for none of them."""
+    """Which of aigrid's YAML inputs a file's top-level mapping is, by a field only that kind has: a grid spec
+    its `endpoints`, a demand file its `traffic` or `supply`, a scenario its `duration_s` or `requests`; None for
+    none of them. One of the two is enough: a scenario whose `duration_s` was mistyped was checked as a grid
+    spec (a dozen errors, none of them the typo) where it is checked as a scenario (`did you mean duration_s?`)."""
     if not isinstance(raw, dict):
         return None
     if "endpoints" in raw:
         return "grid"
-    if {"traffic", "supply"} <= raw.keys():
+    if {"traffic", "supply"} & raw.keys():
         return "demand"
-    if {"duration_s", "requests"} <= raw.keys():
+    if {"duration_s", "requests"} & raw.keys():
         return "scenario"
     return None
 
