@@ -19,6 +19,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     chat_events,
 )
+from aigrid.gateway.output_filter import MAX_NAME_CHARS
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
 
@@ -101,3 +102,11 @@ async def test_the_doors_name_a_call_sent_in_pieces_by_its_whole_name(tmp_path, 
         r = await g.post(door, True, **WEATHER[door])
         assert r.status_code == 200 and call in r.text, r.text
         assert '"get_wea"' not in r.text and '"name":"get_weather"' in r.text, r.text
+
+
+async def test_a_name_in_pieces_is_bounded() -> None:
+    """Pieces joined past output_filter.MAX_NAME_CHARS end the answer as a malformed one (the door's error), as on a
+    redacted stream: no name held without end."""
+    got = await read(*[piece(0, "ab" if i % 2 else "cd") for i in range(MAX_NAME_CHARS // 2 + 2)], FINISH, DONE)
+    first = next(i for i, e in enumerate(got) if isinstance(e, StreamError))  # where each door ends the answer
+    assert got[first].code == "engine_malformed" and not any(isinstance(e, ToolStart) for e in got[:first]), got[:3]

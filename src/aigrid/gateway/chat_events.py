@@ -19,6 +19,7 @@ import orjson
 
 from aigrid.engines.answer_shape import choice_fault
 from aigrid.engines.sse import DONE, Event, SseDecoder
+from aigrid.gateway.output_filter import MAX_NAME_CHARS
 
 log = logging.getLogger("aigrid.proxy")
 
@@ -130,6 +131,8 @@ class _Calls:
             held = self.pending[index] = [call.get("id") or "", name]
         elif name and name != held[1]:
             held[1] += name
+            if len(held[1]) > MAX_NAME_CHARS:  # (read as the redacted stream's names are: the engine's malformed answer)
+                raise ValueError(f"a tool call's name of more than {MAX_NAME_CHARS} characters")
         if not held[0] and call.get("id"):
             held[0] = call["id"]
         if arguments:
