@@ -132,3 +132,22 @@ async def test_a_function_call_cut_by_a_failure_is_incomplete_and_the_message_be
     assert done[1]["arguments"] == '{"city": "Pa'
     assert sent[-1]["type"] == "response.failed"
     assert [i["status"] for i in sent[-1]["response"]["output"]] == ["completed", "incomplete"]
+
+
+async def test_a_streamed_answer_cut_is_stored_and_kept_in_its_conversation_as_streamed(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """The Response a cut stream stores (GET /v1/responses/{id}) and the items its conversation keeps say what the
+    stream said: incomplete, its message incomplete with the text sent."""
+    client, engine = scripted
+    engine.replies.append({"content": "Hello there, fri", "finish": "length"})
+    conv = await client.conversations.create()
+    last = (await streamed(client, max_output_tokens=16, conversation=conv.id))[-1]
+    assert last.type == "response.incomplete", last.type
+    stored = await client.responses.retrieve(last.response.id)
+    assert stored.status == "incomplete" and stored.incomplete_details is not None
+    assert stored.incomplete_details.reason == "max_output_tokens"
+    [item] = stored.output
+    assert item.type == "message" and item.status == "incomplete" and stored.output_text == "Hello there, fri"
+    kept = [i async for i in client.conversations.items.list(conv.id, order="asc")]
+    assert [(i.type, i.role, i.status) for i in kept if i.type == "message"] == [
+        ("message", "user", "completed"), ("message", "assistant", "incomplete")]
