@@ -33,14 +33,15 @@ def ensure_chromium() -> None:
 
 
 @contextmanager
-def chromium_page(base: str, external: list[str]) -> Iterator[Any]:
-    """A fresh page; every request to a host other than `base` is recorded in `external` and aborted."""
+def chromium_page(base: str, external: list[str], **options: Any) -> Iterator[Any]:
+    """A fresh page; every request to a host other than `base` is recorded in `external` and aborted. `options` go
+    to Playwright's new_page (`viewport`, `has_touch=True` for a phone's taps)."""
     ensure_chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(**{"viewport": {"width": 1600, "height": 1000}, **options})
 
             def guard(route: Any) -> None:
                 url = route.request.url

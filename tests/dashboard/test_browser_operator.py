@@ -106,6 +106,56 @@ def test_a_decisions_outcome_is_in_sight_on_a_phone(served: Served) -> None:
     assert external == [], external
 
 
+def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path) -> None:
+    """Why a request was rejected (or failed, or went where it went) was the status cell's hover title alone: a phone
+    has no hover, and the keyboard never reached it. At 390x844 a tap on the status opens a row under the decision
+    that says why, as text in sight within the table's panel; Enter closes it and Space opens it again."""
+    spec = spec_in(tmp_path)
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    for f in fakes.values():  # every site fails its health check: the request is rejected, no eligible endpoint
+        f.down = True
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=no_sleep)
+    external: list[str] = []
+    with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base, \
+            chromium_page(base, external, viewport={"width": 390, "height": 844}, has_touch=True,
+                          is_mobile=True) as page:
+        errors = open_dashboard(page, base + "/dashboard", "live")
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site.down').length > 0", timeout=15000)
+        r = httpx.post(base + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_endpoint", r.text
+        decision = r.headers["x-aigrid-decision"]
+        reason = next(d["reason"] for d in httpx.get(base + "/dashboard/state", timeout=30).json()["decisions"]
+                      if d["id"] == decision)
+        assert reason, reason
+        row = f'#decisions tr[data-id="{decision}"]'
+        page.wait_for_function(f"() => document.querySelector('{row} td:last-child')?.textContent === 'rejected'",
+                               timeout=15000)
+        page.evaluate("() => document.getElementById('decisions-panel').scrollIntoView()")
+        status = page.locator(f"{row} td:last-child button")
+        assert status.count() == 1, page.inner_html(f"{row} td:last-child")  # something to tap, not a title
+        status.tap()
+        page.wait_for_function(f"() => document.querySelector('{row}').nextElementSibling?.classList.contains('why-row')",
+                               timeout=15000)
+        seen = page.evaluate(f"""() => {{
+          const text = document.querySelector('{row}').nextElementSibling.querySelector('.why-text');
+          const box = document.querySelector('#decisions-panel .table-scroll').getBoundingClientRect();
+          const r = text.getBoundingClientRect(), hit = document.elementFromPoint(r.left + 4, r.top + 4);
+          return {{text: text.textContent, inside: r.left >= box.left - 1 && r.right <= box.right + 1 && r.width > 0,
+                   top: hit === text || text.contains(hit),
+                   expanded: document.querySelector('{row} td:last-child button').getAttribute('aria-expanded')}};
+        }}""")
+        assert seen["text"] == reason and seen["inside"] and seen["top"], seen  # the whole reason, in sight
+        assert seen["expanded"] == "true", seen
+        status.focus()  # a native button: Tab reaches it; Enter and Space work it
+        page.keyboard.press("Enter")
+        assert page.evaluate(f"() => document.querySelector('{row}').nextElementSibling?.className") != "why-row"
+        page.keyboard.press("Space")
+        assert page.evaluate(f"() => document.querySelector('{row}').nextElementSibling?.className") == "why-row"
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths  # the page itself still does not scroll sideways
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path) -> None:
     """With the gateway stopped the badge said 'reconnecting' but the map and the cards kept their last colours
     and 'ok', and the clock its last time with nothing saying it had stopped: a picture of a grid no longer

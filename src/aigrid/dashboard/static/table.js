@@ -44,6 +44,7 @@ export class DecisionTable {
     while (this.rows.size > MAX_ROWS) {
       const [id, tr] = this.rows.entries().next().value;
       tr.remove();
+      if (tr.why) tr.why.remove();
       this.rows.delete(id);
     }
     if (soFar != null) this.total = soFar;
@@ -70,8 +71,47 @@ export class DecisionTable {
     td[10].textContent = row.total == null ? "\u2013" : row.total.toFixed(2);
     td[11].textContent = ms(row.predicted_ttft_ms);
     td[12].textContent = ms(row.ttft_ms);
-    td[13].textContent = row.status;
     td[13].className = "status-" + row.status;
-    td[13].title = row.reason || "";
+    tr.reason = row.reason || "";
+    if (!tr.reason) {
+      td[13].textContent = row.status;
+      if (tr.why) { tr.why.remove(); tr.why = null; }
+    } else {
+      let button = td[13].firstElementChild;
+      if (!button) {
+        button = document.createElement("button");
+        button.type = "button";
+        button.className = "why";
+        button.setAttribute("aria-expanded", "false");
+        button.addEventListener("click", () => this.toggle(tr));
+        td[13].replaceChildren(button);
+      }
+      button.textContent = row.status;
+      button.title = tr.reason;  // a mouse's hover, as before
+      if (tr.why) tr.why.firstChild.firstChild.textContent = tr.reason;
+    }
+  }
+
+  // Why a decision went as it did (its reason: why it was rejected, where it was sent) was the status cell's hover
+  // title alone, which a phone (no hover) and the keyboard never reach. The status is a button: a tap, a click,
+  // Enter or Space opens a row under the decision that says why, as text; again, closes it.
+  toggle(tr) {
+    const button = tr.lastElementChild.firstElementChild;
+    if (tr.why) {
+      tr.why.remove();
+      tr.why = null;
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    const why = document.createElement("tr");
+    why.className = "why-row";
+    const cell = why.appendChild(document.createElement("td"));
+    cell.colSpan = 14;
+    const text = cell.appendChild(document.createElement("div"));
+    text.className = "why-text";
+    text.textContent = tr.reason;
+    tr.after(why);
+    tr.why = why;
+    button.setAttribute("aria-expanded", "true");
   }
 }
