@@ -119,6 +119,12 @@ def dashboard() -> dict[str, Any]:
               [("sum(aigrid_admission_waiting)", "waiting"),
                (f"sum by (priority_class, outcome) (rate(aigrid_admission_total[{RATE}]))",
                 "{{priority_class}} {{outcome}}/s")]),
+        panel("Firewall worker queue", "Requests waiting for the firewall's worker thread to read their texts now "
+              "(a prompt past 2,000 characters, documents, tool results), and their wait from queued to read (p99), "
+              "per gateway: it comes before routing, in no TTFT figure (AigridFirewallQueueSlow).",
+              [("sum by (instance) (aigrid_firewall_queue_waiting)", "waiting {{instance}}"),
+               (f"histogram_quantile(0.99, sum by (instance, le) (rate(aigrid_firewall_queue_wait_seconds_bucket"
+                f"[{RATE}])))", "wait p99 (s) {{instance}}")]),
         row("Failover"),
         panel("Retries, hedges, continuations", "Attempts moved to the next candidate, second attempts started "
               "for a late first byte, streams continued elsewhere after their engine failed.",

@@ -59,7 +59,8 @@ def test_every_query_names_exported_metrics_and_their_labels() -> None:
             labels |= series[name][1]
         for group in BY.findall(expr):
             by = {label.strip() for label in group.split(",") if label.strip()}
-            assert by <= labels | {"le"}, f"by {by}: not a label of {expr}"
+            # instance and job: the target labels Prometheus puts on every series it scrapes
+            assert by <= labels | {"le", "instance", "job"}, f"by {by}: not a label of {expr}"
         for legend_label in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]):  # a label the query keeps
             kept = set().union(*({x.strip() for x in g.split(",")} for g in BY.findall(expr)))
             assert legend_label in kept, f"legend {{{{{legend_label}}}}} of {expr}"

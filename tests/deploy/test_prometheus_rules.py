@@ -64,7 +64,9 @@ def test_every_metric_and_label_a_rule_names_is_exported() -> None:
             labels_used |= series[name][1]
         for group in BY.findall(expr):
             by = {label.strip() for label in group.split(",") if label.strip()}
-            assert not names or by <= labels_used | {"le"}, f"{rule}: by {by} names a label no metric here has"
+            # instance and job: the target labels Prometheus puts on every series it scrapes
+            assert not names or by <= labels_used | {"le", "instance", "job"}, \
+                f"{rule}: by {by} names a label no metric here has"
 
 
 def promtool() -> str:
@@ -144,6 +146,24 @@ def test_every_alert_on_a_site_s_share_or_quantile_has_a_traffic_floor() -> None
     (floor,) = floors
     assert 1 / floor <= 0.05, "one failure alone must not pass AigridSiteErrors' 5% at the floor"
     assert f"at least {floor} attempts" in (ROOT / "docs" / "observability.md").read_text()
+
+
+def test_the_firewall_worker_s_wait_is_alerted_on_per_gateway_with_a_traffic_floor() -> None:
+    """A request's wait for the firewall's worker thread (screen.py) comes before routing, outside aigrid_ttft_seconds:
+    nothing exported it, so a gateway whose worker was backlogged was seen by no rule. Its p99 per gateway (each has
+    its own worker) is alerted on with the site alerts' floor of requests read there in the 5 minutes
+    (aigrid-rules.test.yaml: a backlogged gw-0 fires, gw-1 quiet, a quiet gateway of 10 slow reads quiet and firing
+    with the floor removed)."""
+    (record,) = [r for r in rules() if r.get("record") == "instance:aigrid_firewall_queue_wait_seconds:p99_5m"]
+    assert record["expr"] == ("histogram_quantile(0.99, sum by (instance, le) "
+                              "(rate(aigrid_firewall_queue_wait_seconds_bucket[5m])))"), record
+    (alert,) = [r for r in rules() if r.get("alert") == "AigridFirewallQueueSlow"]
+    match = re.fullmatch(r"instance:aigrid_firewall_queue_wait_seconds:p99_5m > ([\d.]+)\s+and on \(instance\) "
+                         r"sum by \(instance\) \(increase\(aigrid_firewall_queue_wait_seconds_count\[5m\]\)\) "
+                         r">= (\d+)\s*", alert["expr"])
+    assert match, alert["expr"]
+    (site_floor,) = {int(m.group(4)) for r in rules() if "alert" in r and (m := FLOORED.fullmatch(r["expr"]))}
+    assert int(match.group(2)) == site_floor and float(match.group(1)) == 1.0
 
 
 def test_one_gateway_whose_scrape_fails_is_alerted_on_the_job_the_docs_name() -> None:

@@ -81,3 +81,22 @@ async def test_a_4_mib_prompt_is_screened_off_the_event_loop(tmp_path: Path) -> 
     assert max(lags) < took * LAG_SHARE, (max(lags), took)
     print(f"4 MiB request: {took:.2f} s; event-loop lag while it ran: max {max(lags) * 1000:.0f} ms, "
           f"{chunks_during[0]} chunks delivered to {STREAMS} other streams meanwhile")
+
+
+async def test_a_request_screened_on_the_worker_shows_its_wait_in_the_metrics(tmp_path: Path) -> None:
+    """The firewall worker's queue comes before routing and is in no TTFT figure: a request whose prompt is past
+    screen.INLINE_CHARS goes to the worker, and /metrics shows its wait (aigrid_firewall_queue_wait_seconds) and the
+    backlog it left (aigrid_firewall_queue_waiting 0); a short prompt, read in place, waits none and is not
+    observed."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    long = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 40  # 3,200
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        for prompt in ("Say hello", long):
+            r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 4,
+                                                          "messages": [{"role": "user", "content": prompt}]})
+            assert r.status_code == 200, r.text
+        shown = (await c.get("/metrics")).text.splitlines()
+    assert "aigrid_firewall_queue_wait_seconds_count 1.0" in shown
+    assert "aigrid_firewall_queue_waiting 0.0" in shown

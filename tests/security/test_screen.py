@@ -167,6 +167,51 @@ async def test_a_job_whose_caller_has_gone_is_not_read(firewall: RecordingFirewa
         screen.close()
 
 
+async def test_the_queue_tells_its_backlog_and_each_requests_wait(firewall: RecordingFirewall) -> None:
+    """The worker's wait comes before routing, in no TTFT figure: the screen tells the requests waiting (not the
+    one being read) at each change, and each request's wait from queued to its read starting on its own clock; a
+    request dropped unread (its caller gone) has no wait, and texts read in place neither wait nor count."""
+    now = [100.0]
+    screen = Screen(firewall, clock=lambda: now[0])
+    waiting: list[int] = []
+    waits: list[float] = []
+    screen.on_waiting, screen.on_wait = waiting.append, waits.append
+    try:
+        first = asyncio.create_task(screen.check("a", doc("a0")))
+        await wait_started(firewall)  # a0 read at once: waited 0
+        now[0] = 101.0
+        queued = [asyncio.create_task(screen.check(t, doc(f"{t}0"))) for t in ("b", "c", "d")]
+        await asyncio.sleep(0.01)
+        queued[2].cancel()  # d0's caller gone: out of the queue, unread
+        await asyncio.sleep(0.01)
+        now[0] = 104.5  # a0 took 3.5 s: b0 and c0 waited that long
+        firewall.release.set()
+        await asyncio.gather(first, *queued[:2])
+        assert waiting == [1, 0, 1, 2, 3, 2, 1, 0]
+        assert waits == [0.0, 3.5, 3.5]
+        await screen.check("e", [ModelText("hello", Source.USER, ("messages", 0, "content"))])  # read in place
+        assert waiting == [1, 0, 1, 2, 3, 2, 1, 0] and waits == [0.0, 3.5, 3.5]
+    finally:
+        screen.close()
+
+
+async def test_close_tells_the_backlog_is_gone(firewall: RecordingFirewall) -> None:
+    screen = Screen(firewall)
+    waiting: list[int] = []
+    screen.on_waiting = waiting.append
+    first = asyncio.create_task(screen.check("a", doc("a0")))
+    await wait_started(firewall)
+    rest = [asyncio.create_task(screen.check(t, doc(f"{t}0"))) for t in ("b", "c")]
+    await asyncio.sleep(0.01)
+    screen.close()
+    firewall.release.set()
+    await first
+    for task in rest:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert waiting[-1] == 0 and max(waiting) == 2
+
+
 async def test_an_error_while_reading_reaches_the_caller(firewall: RecordingFirewall) -> None:
     screen = Screen(firewall)
     firewall.release.set()

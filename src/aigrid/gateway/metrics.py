@@ -39,6 +39,9 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 SYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 """One exchange with the shared state takes about a Redis round trip: sub-millisecond beside the gateways."""
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
+QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""A wait for the firewall's worker thread: none to a few ms behind small texts, seconds behind a 4 MiB document
+(2-4 s of CPU each, docs/security.md "Cost")."""
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 """The GenAI semantic conventions' advisory buckets for gen_ai.server.time_per_output_token (seconds)."""
 
@@ -210,6 +213,13 @@ class GatewayMetrics:
             "process's): inc() when one is accepted, dec() when it closes", registry=r, multiprocess_mode="livesum")
         self.admission_wait = Histogram("aigrid_admission_wait_seconds", "Time requests waited in the admission "
                                         "queue", ["priority_class"], buckets=DURATION_BUCKETS, registry=r)
+        self.firewall_waiting = Gauge(
+            "aigrid_firewall_queue_waiting", "Requests waiting for the firewall's worker thread to read their texts "
+            "(not the one it reads; security/firewall/screen.py)", registry=r, multiprocess_mode="livesum")
+        self.firewall_wait = Histogram(
+            "aigrid_firewall_queue_wait_seconds", "Time a request's texts waited for the firewall's worker thread, "
+            "from queued to its read starting; before routing, so in no TTFT figure (texts read in place wait "
+            "none and are not observed)", buckets=QUEUE_WAIT_BUCKETS, registry=r)
         self.shared_sync = Histogram("aigrid_shared_sync_seconds", "Round trip of one exchange of the in-flight "
                                      "ledger, circuits, affinity and calibration outcomes with the shared state "
                                      "(Redis, or the workers' hub)", buckets=SYNC_BUCKETS, registry=r)

@@ -23,6 +23,11 @@ prompt sent here costs a transformer's pass), so one tenant's stream of 4 MiB do
 delays another tenant's 3,000-character request by the request being read and at most one request of each
 other busy tenant, not by the whole backlog, as a first-in-first-out queue would. A request whose caller has
 gone (cancelled: the client hung up) leaves the queue at once, unread.
+
+The queue's wait comes before routing, so no TTFT figure holds it: `on_waiting` is told the requests waiting (not
+the one being read) whenever that changes, `on_wait` each request's wait from queued to its read starting (one
+dropped unread is not a wait); the gateway points them at its metrics (aigrid_firewall_queue_waiting and
+aigrid_firewall_queue_wait_seconds, docs/observability.md). Texts read in place have no wait and are not told.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -89,12 +95,20 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Screened]
     seq: int
+    queued: float
 
 
 class Screen:
-    def __init__(self, firewall: Firewall, *, inline_chars: int = INLINE_CHARS) -> None:
+    def __init__(self, firewall: Firewall, *, inline_chars: int = INLINE_CHARS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.firewall = firewall
         self.inline_chars = inline_chars
+        self.clock = clock
+        self.on_waiting: Callable[[int], None] | None = None
+        """Told the requests waiting for the worker (not the one it reads) whenever that changes, under the lock."""
+        self.on_wait: Callable[[float], None] | None = None
+        """Told each request's wait in seconds, from queued to its read starting, on the worker thread."""
+        self._waiting = 0
         self._pool: ThreadPoolExecutor | None = None  # threads start on first use, not here
         self._lock = threading.Lock()
         self._jobs: dict[str, deque[_Job]] = {}
@@ -116,7 +130,7 @@ class Screen:
         loop = asyncio.get_running_loop()
         with self._lock:
             self._seq += 1
-            job = _Job(tenant, list(texts), work(texts), loop, loop.create_future(), self._seq)
+            job = _Job(tenant, list(texts), work(texts), loop, loop.create_future(), self._seq, self.clock())
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
             if not self._reading and not self._jobs:
@@ -127,6 +141,7 @@ class Screen:
                 self._read[tenant] = max(self._read.get(tenant, 0.0), self._clock)
                 waiting = self._jobs[tenant] = deque()
             waiting.append(job)
+            self._count(1)
             self._pool.submit(self._read_next)  # one turn per job: each turn reads the fairest head
         try:
             return await job.future
@@ -139,8 +154,15 @@ class Screen:
             waiting = self._jobs.get(job.tenant)
             if waiting is not None and job in waiting:
                 waiting.remove(job)
+                self._count(-1)
                 if not waiting:
                     del self._jobs[job.tenant]
+
+    def _count(self, change: int) -> None:
+        """The requests waiting moved by `change` (under the lock)."""
+        self._waiting += change
+        if self.on_waiting is not None:
+            self.on_waiting(self._waiting)
 
     def _read_next(self) -> None:
         with self._lock:
@@ -149,12 +171,15 @@ class Screen:
             tenant = min(self._jobs, key=lambda t: (self._read[t], self._jobs[t][0].seq))
             waiting = self._jobs[tenant]
             job = waiting.popleft()
+            self._count(-1)
             if not waiting:
                 del self._jobs[tenant]
             self._clock = max(self._clock, self._read[tenant])
             # at least inline_chars: a short prompt of the cascade's grey zone costs a transformer's pass
             self._read[tenant] += max(job.work, self.inline_chars)
             self._reading = True
+        if self.on_wait is not None:
+            self.on_wait(self.clock() - job.queued)
         try:
             outcome: Screened | BaseException = self.firewall.check_texts(job.tenant, job.texts)
         except Exception as exc:  # noqa: BLE001 - the caller raises it, as if it had run in place
@@ -170,6 +195,7 @@ class Screen:
         with self._lock:
             pending = [job for waiting in self._jobs.values() for job in waiting]
             self._jobs.clear()
+            self._count(-len(pending))
             pool, self._pool = self._pool, None
         for job in pending:
             try:
