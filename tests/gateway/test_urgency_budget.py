@@ -7,9 +7,10 @@ the assertions read the deadline each step was decided or sent with, not the wal
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from aigrid.engines.protocol import UpstreamResponse
+from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.errors import EngineUnavailable
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.decisions import DecisionRecord
@@ -46,17 +47,26 @@ class Clock:
 
 
 class TimedEngine(ScriptedEngine):
-    """A scripted engine each call of which takes the next of `took_s` on the gateway's clock."""
+    """A scripted engine each call of which takes the next of `took_s` on the gateway's clock; `busy`: its stats
+    say every slot is taken and a long queue waits (the admission queue holds what is routed then)."""
 
     def __init__(self, clock: Clock, took_s: list[float]) -> None:
         super().__init__([])
         self.clock, self.took_s = clock, took_s
+        self.busy = False
+        self.answered: Callable[[], Awaitable[None]] | None = None
+        """Awaited once each call is over (the test's hook between the pass and the answer)."""
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         self.clock.now += self.took_s.pop(0)
         async with super().open(path, body) as upstream:
             yield upstream
+        if self.answered is not None:
+            await self.answered()
+
+    async def stats(self) -> EngineStats:
+        return EngineStats(running=4, waiting=64) if self.busy else EngineStats()
 
 
 @asynccontextmanager
@@ -120,6 +130,7 @@ async def test_a_budget_the_pass_spent_is_the_deadline_error_settled_and_audited
                                                                       context_management=LOW, **asked)
         assert refused.value.status_code == 503, refused.value.body
         assert refused.value.body["code"] == "deadline_unmeetable" and refused.value.body["param"] == param
+        assert refused.value.body["message"].startswith("the deadline (2000 ms to the first token) cannot be met")
         assert refused.value.response.headers["x-should-retry"] == "false"
         assert len(engine.received) == 1  # the pass only
         principal = gw.guard.principal(None, "metered")
@@ -130,6 +141,39 @@ async def test_a_budget_the_pass_spent_is_the_deadline_error_settled_and_audited
         assert create["prompt_tokens"] == create["completion_tokens"] == 0
         answer = gw.decisions.recent(1)[0]
         assert answer.status == "deadline_unmeetable" and _left_ms(answer) == pytest.approx(-500.0)
+
+
+@pytest.mark.parametrize("deadline_ms", [None, 60_000.0])
+async def test_the_answers_wait_in_the_admission_queue_counts_from_its_own_start(tmp_path: Path,
+                                                                                 deadline_ms: float | None) -> None:
+    """The pass took 31 s, and then every engine is busy: the answer waits in the admission queue as any request
+    does (the standard class's 30 s), and is answered once an engine frees; a deadline still counts from the
+    create's arrival. Since the deadline became one budget (2f10c942) the queue counted its wait from the create's
+    arrival too, deadline or none: the answer was shed at once, 429 'every eligible endpoint stayed busy for
+    31.0 s', the pass already charged."""
+    extra = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
+    async with compacting_grid(tmp_path, [31.0, 0.1]) as (gw, engine, client):
+        async def pass_answered() -> None:
+            engine.answered, engine.busy = None, True
+            await gw.scraper.scrape_once()
+
+        engine.answered = pass_answered
+        create = asyncio.create_task(client.with_options(max_retries=0).responses.create(
+            model=MODEL, input=CONVERSATION, context_management=LOW, extra_headers=METERED, extra_body=extra))
+        async with asyncio.timeout(30):  # the pass answered, the answer routed (at once; 30 s for a loaded machine)
+            while not len(gw.admission.queue) and not create.done():
+                await asyncio.sleep(0.01)
+        for _ in range(5):  # the queue's passes (an expiry due now is taken at the next one)
+            gw.admission.drain()
+            await asyncio.sleep(0.01)
+        assert not create.done() and len(gw.admission.queue) == 1, create.done() and create.exception()
+        engine.busy = False
+        await gw.scraper.scrape_once()
+        gw.admission.drain()
+        done = await create
+        assert [item.type for item in done.output] == ["compaction", "message"]
+        answer = gw.decisions.recent(1)[0]
+        assert _left_ms(answer) == (None if deadline_ms is None else pytest.approx(deadline_ms - 31_000.0))
 
 
 # --- failover and escalation ----------------------------------------------------------------------------------

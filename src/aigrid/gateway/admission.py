@@ -269,7 +269,8 @@ class Admission:
 
     @staticmethod
     def _late(info: RequestInfo, ticket: Ticket) -> DeadlineUnmeetable:
-        return DeadlineUnmeetable(f"the deadline ({info.deadline_ms:.0f} ms to the first token) cannot be met: no "
+        asked = info.deadline_ms if ticket.deadline_ms is None else ticket.deadline_ms  # info's: what is left of it
+        return DeadlineUnmeetable(f"the deadline ({asked:.0f} ms to the first token) cannot be met: no "
                                   "eligible endpoint is predicted to answer in time; refused before any engine "
                                   "worked on it", param=ticket.deadline_field)
 

@@ -162,13 +162,18 @@ class Audited:
     failed, client gone, gateway shutdown. It answers its own errors (the envelope), so the app can serve
     it without the framework's middleware on the streamed path (app.py, GatewayApp)."""
 
-    def __init__(self, gw: Gateway, route: str, handler: Handler, *, watch: bool = False) -> None:
+    def __init__(self, gw: Gateway, route: str, handler: Handler, *, watch: bool = False,
+                 counts: bool = False) -> None:
         """`watch`: a client that hangs up before its answer starts cancels the request (relay_response.Hangup):
-        the model routes, whose work (queue, firewall, engine) is worth stopping and safe to cut."""
+        the model routes, whose work (queue, firewall, engine) is worth stopping and safe to cut. `counts`: its
+        refusals (`refused`) are counted here in aigrid_requests_rejected_total by code: the calls of audited_route
+        (files, batches, stored responses, conversations, the grid's reads), which have no pipeline of their own that
+        counts them as the model routes' does."""
         self.gw = gw
         self.route = route
         self.handler = handler
         self.watch = watch
+        self.counts = counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = scope[EXCHANGE] = Exchange(self.route, time.time())  # a cut's 503 names its id (stopping.CutAnswers)
@@ -189,6 +194,8 @@ class Audited:
                         hangup.armed = False  # the answer starts (or the error): only the relay watches now
             except ApiError as e:
                 ex.error = e
+                if self.counts and refused(e):
+                    self.gw.metrics.rejected.labels(e.code or "error").inc()
                 response = await api_error_handler(request, e, request_id=ex.request_id)
             except ClientDisconnect:  # gone while its body was read: nobody to answer
                 ex.outcome = "client_closed"
@@ -229,9 +236,17 @@ class Audited:
             await close_exchange(self.gw, ex)
 
 
+def refused(e: ApiError) -> bool:
+    """An error that refuses a call for the grid's state or the tenant's limits, not for the call itself: a 429 (a
+    quota's requests per minute, admit_call) or a 5xx (503 audit_unavailable, quota_unavailable, store_unavailable,
+    insufficient_storage, shutting_down). A client's own mistake about its call (400, 401, 403, 404 of a file or batch
+    it names, 409) is not: polling a batch that is not there would count as the grid refusing."""
+    return e.status == 429 or e.status >= 500
+
+
 def audited_route(gw: Gateway, method: str, path: str, handler: Handler) -> Route:
-    """A route whose requests are audited (Audited) as `METHOD path`."""
-    return Route(path, Audited(gw, f"{method} {path}", handler), methods=[method])
+    """A route whose requests are audited (Audited) as `METHOD path`, its refusals counted (Audited's `counts`)."""
+    return Route(path, Audited(gw, f"{method} {path}", handler, counts=True), methods=[method])
 
 
 async def authenticate(gw: Gateway, request: Request, ex: Exchange, *,
@@ -396,9 +411,11 @@ class Routes:
         fill it: model_texts.DocumentsAt).
         `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py).
         `arrived`: the gateway clock's time the request arrived, whence its deadline counts (default now): an
-        automatic compaction's answer gets what its pass left of it (urgency.Deadline, responses_api.py)."""
+        automatic compaction's answer gets what its pass left of it (urgency.Deadline, responses_api.py). Its
+        wait in the admission queue (its class's longest wait, its SLO's) counts from now, as any request's."""
         gw = self.gw
-        arrived = gw.clock() if arrived is None else arrived
+        started = gw.clock()
+        arrived = started if arrived is None else arrived
         try:
             # who asks first: an unauthenticated client learns nothing of the schema and costs no body read
             ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),
@@ -488,7 +505,8 @@ class Routes:
             return router(request, snapshot(), policy, gw.rng)
 
         try:
-            decision = await gw.admission.admit(info, decide, ex.ticket, arrived, policy.ttft_slo_ms)
+            decision = await gw.admission.admit(_spent(info, started - arrived), decide, ex.ticket, started,
+                                                policy.ttft_slo_ms)
         except Refused as refused:  # shed (429) or a deadline it cannot meet (503), before any engine work
             if refused.decision is not None:
                 kept = self._keep(ex, refused.decision, parsed.model, info, policy_name)
@@ -867,6 +885,14 @@ class Routes:
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _spent(info: RequestInfo, spent_s: float) -> RequestInfo:
+    """`info` with what an earlier step of the request (an automatic compaction's pass) spent of its deadline taken
+    off, for the admission queue: the deadline counts from the request's arrival, the queue's waits from now."""
+    if info.deadline_ms is None or spent_s <= 0:
+        return info
+    return replace(info, deadline_ms=info.deadline_ms - spent_s * 1000.0)
 
 
 def _offers_tools(body: Mapping[str, Any]) -> bool:
