@@ -17,6 +17,7 @@ from aigrid.gateway.app import build_gateway
 from tests.dashboard.browser import chromium_page, errors_of, open_dashboard
 from tests.dashboard.conftest import CHAT, Served, dashboard_app, no_sleep, served_dashboard
 from tests.dashboard.test_browser import write_run
+from tests.dashboard.test_feed import Unreachable
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -153,6 +154,32 @@ def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path
         assert page.evaluate(f"() => document.querySelector('{row}').nextElementSibling?.className") == "why-row"
         widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], widths  # the page itself still does not scroll sideways
+    assert external == [] and errors == [], (external, errors)
+
+
+def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path) -> None:
+    """A failed request's reason said why it was sent where it was ('chose iad-smollm2 at iad ...'), not why it
+    failed. Tapped open, its line says each attempt's failure first (the engine named, not addressed), then where
+    it was routed."""
+    spec = spec_in(tmp_path)
+    engines = {e.id: Unreachable(e.id, f"http://10.0.0.{i}:8080") for i, e in enumerate(spec.endpoints, 1)}
+    gw = build_gateway(spec, dict(engines), rng=random.Random(7), sleep=no_sleep)
+    external: list[str] = []
+    with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base, \
+            chromium_page(base, external, viewport={"width": 390, "height": 844}, has_touch=True,
+                          is_mobile=True) as page:
+        errors = open_dashboard(page, base + "/dashboard", "live")
+        r = httpx.post(base + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed", r.text
+        row = f'#decisions tr[data-id="{r.headers["x-aigrid-decision"]}"]'
+        page.wait_for_function(f"() => document.querySelector('{row} td:last-child')?.textContent === 'failed'",
+                               timeout=15000)
+        page.locator(f"{row} td:last-child button").tap()
+        page.wait_for_function(f"() => document.querySelector('{row}').nextElementSibling?.className === 'why-row'",
+                               timeout=15000)
+        said = page.text_content(f"{row} + tr.why-row .why-text") or ""
+    assert said.startswith("failed: ") and "connection refused" in said and ". Routed: chose " in said, said
+    assert any(e in said for e in engines) and not any(e.address in said for e in engines.values()), said
     assert external == [] and errors == [], (external, errors)
 
 

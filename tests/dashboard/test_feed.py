@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,9 @@ from aigrid.core.types import GeoPoint
 from aigrid.dashboard import feed as feed_module
 from aigrid.dashboard.feed import Feed, place_name
 from aigrid.dashboard.sse import event_stream, sse_event
-from aigrid.gateway.app import Gateway, build_gateway
+from aigrid.engines.protocol import EngineStats, UpstreamResponse
+from aigrid.errors import EngineUnavailable
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.dashboard.conftest import CHAT, no_sleep
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -207,3 +210,46 @@ async def test_a_tick_reads_the_token_counters_once_whatever_the_number_of_sites
     await send(client, "Tokyo")
     nrt = next(s for s in feed.grid_state(12.0)["sites"] if s["id"] == "nrt")
     assert nrt["tokens_per_s"] == 2.0 and registry.collected == 2  # one a tick, 4 sites
+
+
+class Unreachable(FakeEngine):
+    """Healthy to the health check and its stats, refused at every request: the request fails where it was sent."""
+
+    def __init__(self, name: str, address: str) -> None:
+        super().__init__(name)
+        self.address = self.base_url = address
+
+    async def health(self) -> bool:
+        return True
+
+    async def stats(self) -> EngineStats:
+        return self.stats_value
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        raise EngineUnavailable(f"connect to {self.address} failed: connection refused")
+        yield  # pragma: no cover
+
+
+async def test_a_failed_requests_row_says_why_it_failed_without_engine_addresses(tmp_path: Path) -> None:
+    """A failed request's row said only why it was sent where it was ('chose iad-smollm2 at iad ...'): the reason
+    of the routing, not of the failure, which only `aigrid explain` told. Its row carries each failed attempt now,
+    `endpoint: error`, its engine's address named by its endpoint (as a tenant reads it in the decisions API; the
+    operator's `aigrid explain` keeps it)."""
+    spec = spec_in(tmp_path)
+    engines = {e.id: Unreachable(e.id, f"http://10.0.0.{i}:8080") for i, e in enumerate(spec.endpoints, 1)}
+    gw = build_gateway(spec, engines, rng=random.Random(7), sleep=no_sleep)
+    await gw.scraper.scrape_once()
+    feed = Feed(gw)
+    feed.tick(0.0)
+    app = build_app(gw)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed", r.text
+    (row,) = dict(feed.tick(1.0))["decisions"]
+    assert row["status"] == "failed" and row["failures"], row
+    for line in row["failures"]:
+        endpoint, error = line.split(": ", 1)
+        assert endpoint in engines and "connection refused" in error, row["failures"]
+        assert engines[endpoint].address not in line and endpoint in error, row["failures"]  # named, not addressed
+    assert "chose" in row["reason"], row["reason"]  # and why it was sent there, as before

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +53,16 @@ def known_places(gw: Gateway) -> dict[str, GeoPoint]:
     return places
 
 
-def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: Mapping[str, str]) -> dict[str, Any]:
-    """One line of the live table: where from, where to, the chosen candidate's axis scores, TTFT."""
+def failures(attempts: Any, hide: Callable[[str, str | None], str]) -> list[str]:
+    """Why a request failed where it was sent: each attempt that failed, `endpoint: error`, its engine's addresses
+    hidden (`hide`: proxy.EngineNames.hide, as a tenant reads them in the decisions API). The row's reason says why it was sent there."""
+    return [f"{a.get('endpoint')}: {hide(str(a['error']), a.get('endpoint'))}" for a in attempts or ()
+            if isinstance(a, Mapping) and not a.get("ok") and a.get("error")]
+
+
+def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: Mapping[str, str],
+                 hide: Callable[[str, str | None], str]) -> dict[str, Any]:
+    """One line of the live table: where from, where to, the chosen candidate's axis scores, TTFT, and why."""
     d = rec.decision
     chosen = d.chosen
     served = rec.served_by or (chosen.endpoint_id if chosen else None)
@@ -69,12 +77,13 @@ def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: M
         "total": None if chosen is None else round(chosen.total, 3),
         "predicted_ttft_ms": None if chosen is None else round(chosen.prediction.ttft_ms, 1),
         "ttft_ms": None if rec.ttft_ms is None else round(rec.ttft_ms, 1),
-        "status": rec.status, "reason": d.reason, "candidates": len(d.ranked), "rejected": len(d.rejected),
+        "status": rec.status, "reason": d.reason, "failures": failures(rec.attempts, hide),
+        "candidates": len(d.ranked), "rejected": len(d.rejected),
     }
 
 
-def decision_row_of(d: Mapping[str, Any], places: Mapping[str, GeoPoint],
-                    site_of: Mapping[str, str]) -> dict[str, Any]:
+def decision_row_of(d: Mapping[str, Any], places: Mapping[str, GeoPoint], site_of: Mapping[str, str],
+                    hide: Callable[[str, str | None], str]) -> dict[str, Any]:
     """The same row from a decision record's dict (DecisionRecord.to_dict: another worker's decision)."""
     chosen = next((c for c in d.get("candidates") or () if c.get("endpoint") == d.get("chosen")), None)
     served = d.get("served_by") or d.get("chosen")
@@ -89,6 +98,7 @@ def decision_row_of(d: Mapping[str, Any], places: Mapping[str, GeoPoint],
         "total": None if chosen is None else round(chosen["total"], 3),
         "predicted_ttft_ms": None if chosen is None else chosen.get("predicted_ttft_ms"),
         "ttft_ms": d.get("ttft_ms"), "status": d.get("status"), "reason": d.get("reason"),
+        "failures": failures(d.get("attempts"), hide),
         "candidates": len(d.get("candidates") or ()), "rejected": len(d.get("rejected") or ()),
     }
 
@@ -180,9 +190,10 @@ class Feed:
             return []
         places = known_places(self.gw)
         site_of = {e.id: e.site_id for e in self.gw.store.snapshot().endpoints}
+        hide = self.gw.proxy.names.hide
         if shared is not None:
-            return [decision_row_of(d, places, site_of) for d in changed]
-        return [decision_row(rec, places, site_of) for rec in changed]
+            return [decision_row_of(d, places, site_of, hide) for d in changed]
+        return [decision_row(rec, places, site_of, hide) for rec in changed]
 
     def _token_rates(self, now: float, site_ids: list[str]) -> dict[str, float | None]:
         counts = dict.fromkeys(site_ids, 0.0)

@@ -72,7 +72,10 @@ export class DecisionTable {
     td[11].textContent = ms(row.predicted_ttft_ms);
     td[12].textContent = ms(row.ttft_ms);
     td[13].className = "status-" + row.status;
-    tr.reason = row.reason || "";
+    // why it went where it did, and, when it failed there, why it failed: the reason alone named the site it was
+    // sent to ("chose iad-smollm2 ...") of a request that failed
+    const failed = (row.failures || []).join("; ");
+    tr.reason = [failed && "failed: " + failed, row.reason].filter(Boolean).join(". Routed: ");
     if (!tr.reason) {
       td[13].textContent = row.status;
       if (tr.why) { tr.why.remove(); tr.why = null; }
