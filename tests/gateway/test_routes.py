@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_app
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_batches import batch_spec
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
 
@@ -315,3 +319,46 @@ def test_an_output_limit_written_as_a_whole_float_counts_and_whole_max_s_is_neve
     assert resumed["max_tokens"] == 40  # the rest of the budget, as before output_limit
     with pytest.raises(ValueError, match="whole_max_s"):
         FirstByteSpec(max_s=120, whole_max_s=30)
+
+
+async def test_refusals_of_the_files_batches_and_stored_response_calls_are_counted_by_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aigrid_requests_rejected_total counted the model routes' refusals alone: an upload refused 503
+    insufficient_storage, or a files, batches, stored-response or conversations call refused 503 audit_unavailable
+    (Guard.admit_call), was in no metric, so AigridAuditUnavailable did not see a grid that served only those. Each
+    audited call now counts its refusals (a 429 or a 5xx) by code, once; a client's 404 of a file is no refusal, and
+    a model route's refusal is still counted once (by its pipeline)."""
+    from tests.gateway.test_batches import MODEL, MULTIPART, TENANT, engines_for, form_parts, started  # noqa: PLC0415
+
+    def count(code: str) -> float:
+        return gw.metrics.rejected.labels(code)._value.get()
+
+    gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20), engines_for(tmp_path))
+    free = [(10 << 20) + 100]  # 100 bytes above what the disk must keep free
+    monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage", lambda _: SimpleNamespace(free=free[0]))
+    batch = {"requests": [{"custom_id": "a", "params": {"model": MODEL, "max_tokens": 5,
+                                                          "messages": [{"role": "user", "content": "hi"}]}}]}
+    app = build_app(gw)
+    assert gw.batches is not None
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                                     headers=TENANT) as c:
+            assert (await c.get("/v1/files/file-nothere")).status_code == 404  # the client's mistake: not counted
+            upload = await c.post("/v1/files", content=b"".join(form_parts(5000)), headers=MULTIPART)
+            assert upload.json()["error"]["code"] == "insufficient_storage", upload.text
+            assert (await c.post("/v1/messages/batches", json=batch)).status_code == 529  # Anthropic's 503
+            assert count("insufficient_storage") == 2 and count("not_found") == 0
+            await gw.batches.stop()
+            await gw.guard.stop()  # the audit log takes no record now: every call is refused
+            calls = [c.get("/v1/files"), c.get("/v1/batches"), c.get("/v1/responses/resp_nothere"),
+                     c.post("/v1/conversations", json={}), c.get("/v1/models")]
+            for call in calls:
+                r = await call
+                assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable", r.text
+            assert count("audit_unavailable") == len(calls)
+            chat = await c.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 4,
+                                                              "messages": [{"role": "user", "content": "hi"}]})
+            assert chat.status_code == 503 and count("audit_unavailable") == len(calls) + 1  # once, not twice
+    finally:
+        await gw.batches.stop()
+        await gw.guard.stop()
