@@ -126,6 +126,44 @@ def test_a_sites_load_reads_on_the_map_without_its_colour(served: Served) -> Non
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: Served) -> None:
+    """A request rejected or failed everywhere was a red dot at its client, an arc's dot in the serving site's colour
+    otherwise (the palette has oranges and greens): its colour was its only mark where arcs cross. It is a hollow ring
+    now, the served one a filled dot, and the legend says so."""
+    rows = [{"id": "served", "client": {"lat": 48.9, "lon": 2.35}, "site": "gru", "status": "ok"},
+            {"id": "refused", "client": {"lat": 40.7, "lon": -74.0}, "site": None, "status": "rejected"},
+            {"id": "failed", "client": {"lat": 35.7, "lon": 139.7}, "site": "gru", "status": "failed"}]
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        out = page.evaluate("""async rows => {
+          const {GridMap} = await import('/dashboard/static/map.js');
+          const NS = 'http://www.w3.org/2000/svg';
+          const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
+          svg.setAttribute('width', '1000'); svg.setAttribute('height', '400');
+          for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
+            svg.appendChild(document.createElementNS(NS, 'g')).id = id;
+          const map = new GridMap(svg);
+          map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
+          map.addArcs(rows);
+          map.fade();
+          return {dots: Object.fromEntries([...svg.querySelectorAll('#map-clients circle')].map(c => {
+                    const st = getComputedStyle(c);
+                    return [c.dataset.decision, {fill: st.fill, stroke: Number.parseFloat(st.strokeWidth),
+                                                 shown: Number(st.strokeOpacity), r: Number(c.getAttribute('r'))}];
+                  })),
+                  arcs: [...svg.querySelectorAll('#map-arcs path')].map(p => p.dataset.decision),
+                  legend: document.querySelector('#map-panel .legend').textContent};
+        }""", rows)
+    dots = out["dots"]
+    assert dots["served"]["fill"] != "none" and out["arcs"] == ["served"], out
+    for sid in ("refused", "failed"):  # a ring: no fill, a stroke of its own, larger than a dot, and no arc
+        assert dots[sid]["fill"] == "none" and dots[sid]["stroke"] >= 1.5 and dots[sid]["shown"] > 0.5, dots
+        assert dots[sid]["r"] > dots["served"]["r"], dots
+    assert "request rejected or failed (a ring, no arc)" in out["legend"], out["legend"]
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
     """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
     card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,

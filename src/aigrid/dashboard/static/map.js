@@ -170,7 +170,9 @@ export class GridMap {
         a.dot.setAttribute("fill", colour);
         a.path.dataset.site = row.site;
       } else if (row.status === "rejected" || row.status === "failed") {
+        // a ring, not a dot: red against a site's colour was the only mark of a request served nowhere
         a.dot.setAttribute("class", "client rejected");
+        a.dot.setAttribute("r", "4");
         if (a.path) { a.path.remove(); a.path = null; }
       }
     }
@@ -185,6 +187,7 @@ export class GridMap {
       const o = (1 - age) * 0.9 + 0.05;
       if (a.path) a.path.setAttribute("stroke-opacity", o.toFixed(2));
       a.dot.setAttribute("fill-opacity", o.toFixed(2));
+      a.dot.setAttribute("stroke-opacity", o.toFixed(2));
     }
   }
 
