@@ -206,6 +206,36 @@ def test_up_fails_fast_when_the_port_is_taken() -> None:
     assert r.exit_code == 2 and "is another gateway running" in r.output
 
 
+def test_node_on_a_taken_port_says_so_in_one_line_naming_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid node --port N` with N taken started llama-server, which failed to bind: the node printed "llama-server
+    exited with code 1 while starting" and twenty lines of its log. It is refused before any engine starts, in one
+    line naming --port, what shows the port's holder and a port free now."""
+    import re
+    import socket
+
+    from aigrid.gateway import server
+
+    started: list[object] = []
+
+    class NoEngine:
+        def __init__(self, cfg: object) -> None:
+            started.append(cfg)
+            raise AssertionError("no engine is started on a taken port")
+
+    monkeypatch.setattr(server, "LlamaServerProcess", NoEngine)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(app, ["node", "--port", str(port)], env={"COLUMNS": "300"})
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and started == [] and len(lines) == 1, r.output
+    assert lines[0].startswith(f"error: --port: cannot listen on 127.0.0.1:{port}: Address already in use"), r.output
+    assert f"ss -ltnp 'sport = :{port}'" in lines[0] and re.search(r"give --port \d+ \(free now\)$", lines[0]), r.output
+    r = runner.invoke(app, ["node", "--host", "not a host", "--port", str(port)], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and started == [] and "error: --host: cannot listen on not a host" in r.output, r.output
+
+
 def _up_on_a_taken_port() -> tuple[int, str]:
     """`aigrid up` of the demo on a port taken (and the one after it taken too): the port and what it said."""
     import socket

@@ -278,6 +278,24 @@ def _check_port_free(host: str, port: int) -> None:
                           "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
 
 
+def _check_node_port_free(host: str, port: int) -> None:
+    """`aigrid node`'s port, before its engine starts: on a port something held, llama-server failed to bind and the
+    node printed its exit and twenty lines of its log, the cause among them; one line names the option now."""
+    try:
+        _bind(host, port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            free = _free_port_after(host, port)
+            n, free_now = (free, " (free now)") if free else ("N", "")
+            raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}; `ss -ltnp 'sport = :{port}'` "
+                              f"names what holds the port. Stop it, or give --port {n}{free_now}") from e
+        if e.errno == errno.EACCES:
+            raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}; a port below 1024 needs "
+                              "root: give --port 1024 or above") from e
+        raise ConfigError(f"--host: cannot listen on {host}:{port}: {e.strerror or e} (an address of this "
+                          "machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
+
+
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 """Routes mounted beside the API (the dashboard), given the gateway and a `stopping()` flag."""
 
@@ -384,6 +402,7 @@ async def run_node(console: Console, *, host: str, port: int, slots: int, thread
         console.print(f"[yellow]warning[/]: the engine listens on {escape(host)} without a key: whoever reaches "
                       f"port {port} uses the model past the gateway's firewall, quotas and audit log "
                       "(give --api-key-env NAME, and the endpoint api_key_env: NAME)", soft_wrap=True)
+    _check_node_port_free(host, port)
     cfg = replace(embedded_config(LOG_DIR / f"node-{port}.log", context=context, slots=slots, threads=threads,
                                   port=port, alias=alias), host=host, api_key=key)
     stop = asyncio.Event()
