@@ -144,6 +144,12 @@ def dashboard() -> dict[str, Any]:
                ("sum(increase(aigrid_quota_settle_failures_total[1h]))", "quota settle failures"),
                ("sum(increase(aigrid_quota_unreleased_total[1h]))", "quota charges unreleased"),
                ("sum(increase(aigrid_background_abandoned_total[1h]))", "background abandoned")], w=24),
+        panel("Audit queue filled", "Audit records waiting to be written (a worker of --workers N: posted to its hub, "
+              "not yet acknowledged) over the number at which requests are refused 503 audit_unavailable "
+              "(security.audit.queue_max), the fullest worker of each gateway: near 100% the audit log's disk is "
+              "not keeping up, and the refusals (AigridAuditUnavailable) follow.",
+              [("max by (instance) (aigrid_audit_queue_waiting / aigrid_audit_queue_limit)", "{{instance}}")],
+              unit="percentunit", min=0, max=1),
     ]
     return {
         "title": "aigrid gateway", "uid": "aigrid-gateway", "tags": ["aigrid", "inference"],

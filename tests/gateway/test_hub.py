@@ -250,8 +250,10 @@ async def test_a_record_the_hub_refuses_or_never_acknowledges_is_counted_lost(wo
         for i in range(3):
             await audit.append(audit_record(i))
         assert not audit.accepting()  # three unacknowledged: the gateway refuses new requests
+        assert audit.backlog() == (3, 3)  # what the worker's aigrid_audit_queue_waiting / _limit show
         await audit.flush()
         assert audit.accepting() and audit.lost == 3 and len(lost) == 3
+        assert audit.backlog() == (0, 3)
         await audit.append(audit_record(3))
     finally:
         await hub.stop()  # before it acknowledged the fourth (or refused it)

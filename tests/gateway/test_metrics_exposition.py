@@ -78,3 +78,34 @@ def test_a_worker_s_metrics_show_the_same_every_worker_s_values_read_from_the_fo
     assert not [line for line in shown if "_created" in line]
     assert 'aigrid_ttft_observed_over_predicted_ratio_count{endpoint="fra-1"} 1.0' in shown
     assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-1"} 1.0' in shown
+
+
+GAUGES = """
+import sys
+from aigrid.gateway.metrics import GatewayMetrics
+m = GatewayMetrics()
+m.firewall_waiting.set(int(sys.argv[1]))
+m.admission_waiting.set(int(sys.argv[1]))
+class Sink:
+    lost = 0
+    def backlog(self): return int(sys.argv[2]), 1000
+m.set_audit_backlog(Sink())
+"""
+
+
+def test_with_workers_the_queues_backlogs_are_summed_or_the_highest_as_each_means(tmp_path: Path) -> None:
+    """With --workers N each worker process has its own firewall worker thread and its own audit sink (records posted
+    to the hub, bounded per worker): the requests waiting for a firewall thread are the sum over the workers
+    (livesum, as the admission queues'), while a worker's audit backlog is against its own bound, so the highest is
+    the one nearest refusing (livemax; a sum would pass the bound while no worker refused)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": "src"}
+    root = Path(__file__).parents[2]
+    for firewall, audit in ((2, 400), (3, 900)):  # two workers
+        subprocess.run([sys.executable, "-c", GAUGES, str(firewall), str(audit)], env=env, check=True, cwd=root)
+    text = subprocess.run([sys.executable, "-c", "from aigrid.gateway.metrics import GatewayMetrics; "
+                           "print(GatewayMetrics().exposition().decode())"], env=env, check=True, cwd=root,
+                          capture_output=True, text=True).stdout
+    shown = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert "aigrid_admission_waiting 5.0" in shown  # the reading as the gateway's own summed gauge
+    assert "aigrid_firewall_queue_waiting 5.0" in shown
+    assert "aigrid_audit_queue_waiting 900.0" in shown and "aigrid_audit_queue_limit 1000.0" in shown

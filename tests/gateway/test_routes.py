@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app
+from aigrid.audit.log import AuditLog
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.test_batches import batch_spec
 
@@ -361,4 +363,61 @@ async def test_refusals_of_the_files_batches_and_stored_response_calls_are_count
             assert chat.status_code == 503 and count("audit_unavailable") == len(calls) + 1  # once, not twice
     finally:
         await gw.batches.stop()
+        await gw.guard.stop()
+
+
+async def test_the_audit_logs_backlog_is_in_the_metrics_before_its_refusals_begin(tmp_path: Path) -> None:
+    """Nothing showed an audit log filling up (its writer slow on its disk) before it refused requests 503
+    audit_unavailable: /metrics shows its records waiting (aigrid_audit_queue_waiting) beside the number at which the
+    refusals begin (aigrid_audit_queue_limit, security.audit.queue_max), current after each request and at a scrape."""
+    import threading  # noqa: PLC0415
+
+    from aigrid.spec.models import AuditSpec  # noqa: PLC0415
+    from tests.gateway.conftest import _no_sleep, spec_in  # noqa: PLC0415
+    from tests.gateway.test_batches import MODEL, engines_for  # noqa: PLC0415
+
+    spec = spec_in(tmp_path)
+    sec = spec.security.model_copy(update={"audit": AuditSpec(path=str(tmp_path / "a.db"), signing_key=None,
+                                                              queue_max=2)})
+    gw = build_gateway(spec.model_copy(update={"security": sec}), engines_for(tmp_path), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    assert isinstance(gw.guard.audit, AuditLog)
+    release, stuck = threading.Event(), threading.Event()
+    real_append = gw.guard.audit.store.append
+
+    def stalled(entries: list[tuple[float, str]]) -> int:
+        stuck.set()
+        release.wait(10)  # the disk hangs
+        return real_append(entries)
+
+    gw.guard.audit.store.append = stalled  # type: ignore[method-assign]
+    chat = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+    def shown(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("aigrid_audit_queue_")]
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            assert (await c.post("/v1/chat/completions", json=chat)).status_code == 200  # taken by the stuck writer
+            for _ in range(1000):
+                if stuck.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert stuck.is_set()
+            assert shown((await c.get("/metrics")).text) == ["aigrid_audit_queue_waiting 0.0",
+                                                            "aigrid_audit_queue_limit 2.0"]
+            assert (await c.post("/v1/chat/completions", json=chat)).status_code == 200  # waits: 1 of 2
+            assert gw.metrics.audit_waiting._value.get() == 1  # as the request closed, before any scrape
+            assert (await c.post("/v1/chat/completions", json=chat)).status_code == 200  # 2 of 2: full
+            assert shown((await c.get("/metrics")).text) == ["aigrid_audit_queue_waiting 2.0",
+                                                            "aigrid_audit_queue_limit 2.0"]
+            refused = await c.post("/v1/chat/completions", json=chat)
+            assert refused.json()["error"]["code"] == "audit_unavailable"
+            release.set()
+            await gw.guard.audit.flush()
+            assert shown((await c.get("/metrics")).text) == ["aigrid_audit_queue_waiting 0.0",
+                                                            "aigrid_audit_queue_limit 2.0"]
+    finally:
+        release.set()
         await gw.guard.stop()

@@ -53,6 +53,10 @@ class AuditSink(Protocol):
 
     def accepting(self) -> bool: ...
 
+    def backlog(self) -> tuple[int, int]:
+        """(records waiting to be written, the number at which accepting() turns false): the gateway's metrics."""
+        ...
+
     async def append(self, record: AuditRecord, timeout: float | None = None) -> None: ...
 
     async def flush(self) -> None: ...
@@ -134,6 +138,10 @@ class AuditLog:
     def accepting(self) -> bool:
         """Is there room for a record now (writer running, queue not full)?"""
         return self._queue is not None and self._task is not None and not self._queue.full()
+
+    def backlog(self) -> tuple[int, int]:
+        """(records queued for the writer, not yet taken to be written; queue_max: full, accepting() is false)."""
+        return (0 if self._queue is None else self._queue.qsize()), self._queue_max
 
     async def append(self, record: AuditRecord, timeout: float | None = None) -> None:
         """Queue one record. It is serialised here, so a bad record fails in the caller, not the writer.

@@ -449,6 +449,10 @@ class HubAuditLog:
     def accepting(self) -> bool:
         return self._running and len(self._unacked) < self._max_pending
 
+    def backlog(self) -> tuple[int, int]:
+        """(records posted and not yet acknowledged by the hub, max_pending: accepting() is false there)."""
+        return len(self._unacked), self._max_pending
+
     async def append(self, record: AuditRecord, timeout: float | None = None) -> None:
         """Post the record (`timeout` is not waited: the hub applies its own to a full queue)."""
         if not self._running:

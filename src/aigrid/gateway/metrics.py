@@ -32,6 +32,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from aigrid.audit.log import AuditSink
+
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -220,6 +222,15 @@ class GatewayMetrics:
             "aigrid_firewall_queue_wait_seconds", "Time a request's texts waited for the firewall's worker thread, "
             "from queued to its read starting; before routing, so in no TTFT figure (texts read in place wait "
             "none and are not observed)", buckets=QUEUE_WAIT_BUCKETS, registry=r)
+        self.audit_waiting = Gauge(
+            "aigrid_audit_queue_waiting", "Audit records waiting to be written (a worker of --workers N: posted to its "
+            "hub and not yet acknowledged); at aigrid_audit_queue_limit requests are refused 503 audit_unavailable",
+            registry=r, multiprocess_mode="livemax")
+        self.audit_limit = Gauge(
+            "aigrid_audit_queue_limit", "The audit records waiting at which requests are refused 503 audit_unavailable "
+            "(security.audit.queue_max; a worker: the records it may leave unacknowledged by its hub)", registry=r,
+            multiprocess_mode="livemax")
+        self._audit_written: tuple[int, int] | None = None
         self.shared_sync = Histogram("aigrid_shared_sync_seconds", "Round trip of one exchange of the in-flight "
                                      "ledger, circuits, affinity and calibration outcomes with the shared state "
                                      "(Redis, or the workers' hub)", buckets=SYNC_BUCKETS, registry=r)
@@ -239,6 +250,15 @@ class GatewayMetrics:
             if self._inflight_written.get(endpoint) != n:
                 self._inflight_written[endpoint] = n
                 self.inflight.labels(site, endpoint).set(n)
+
+    def set_audit_backlog(self, sink: AuditSink | None) -> None:
+        """Write the audit log's backlog (AuditSink.backlog), only where it changed; none (no audit log, or not
+        started yet): left as it is."""
+        backlog = None if sink is None else sink.backlog()
+        if backlog is not None and backlog != self._audit_written:
+            self._audit_written = backlog
+            self.audit_waiting.set(backlog[0])
+            self.audit_limit.set(backlog[1])
 
     def readable(self) -> CollectorRegistry:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""

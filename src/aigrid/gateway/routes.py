@@ -337,6 +337,7 @@ async def close_exchange(gw: Gateway, ex: Exchange) -> None:
         observe(ex, gw.metrics)  # the span's end (when traced) and the GenAI metrics
         if not await gw.guard.finish(ex):  # a failed quota settle does not stop the record
             gw.metrics.audit_lost.inc()
+        gw.metrics.set_audit_backlog(gw.guard.audit)  # each worker's own, current as it serves
         if ex.unsettled:
             gw.metrics.quota_unsettled.inc()
         if gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
@@ -884,6 +885,7 @@ class Routes:
                                       keyless_audited=True)
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
+        self.gw.metrics.set_audit_backlog(self.gw.guard.audit)  # drained since the last request, perhaps
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
