@@ -120,30 +120,135 @@ async def test_a_request_of_many_tiny_texts_is_charged_for_each_text(firewall: R
 
 
 async def test_more_texts_than_the_bound_are_refused_before_any_is_read(firewall: RecordingFirewall) -> None:
-    """One request's texts cost the worker per text (a system prompt and 9,999 one-character parts of digit groups
-    8.8-8.9 s, every other tenant's request queued behind them): the choke point reads at most MAX_TEXTS of one call,
-    and more is the client's 400 naming the field of the first text past the bound, none read. Until the thirtieth
-    session the bound was 10,000 texts and held only the gateway's own requests (model_texts.check_count), not the
-    choke point."""
+    """One request's texts cost the worker per text, dearest where personal data is read across their seams (a system
+    prompt and 9,999 one-character user parts of digit groups 8.8-8.9 s, every other tenant's request queued behind
+    them): the choke point reads at most MAX_TOGETHER such texts of one call, another text counting TEXT_CHARS /
+    PART_CHARS of one (MAX_OTHERS of them alone), and more is the client's 400 naming the field the bound is passed
+    at, none read."""
     from aigrid.errors import InvalidRequest
-    from aigrid.security.firewall.screen import MAX_TEXTS
+    from aigrid.security.firewall.screen import MAX_OTHERS, MAX_TOGETHER
 
-    def request(parts: int) -> list[ModelText]:  # a system prompt, user parts, then documents
-        return ([ModelText("You are a helpful assistant.", Source.SYSTEM, ("messages", 0, "content"))]
-                + [ModelText("x", Source.USER, ("messages", 1, "content", j, "text")) for j in range(parts)]
-                + [ModelText("a note", Source.DOCUMENT, ("documents", j)) for j in range(10)])
+    def request(parts: int, documents: int) -> list[ModelText]:  # a system prompt, user parts, then documents
+        return ([ModelText("You are a helpful assistant.", Source.SYSTEM, ("messages", 0, "content"))] if parts else []) \
+            + [ModelText("x", Source.USER, ("messages", 1, "content", j, "text")) for j in range(parts)] \
+            + [ModelText("a note", Source.DOCUMENT, ("documents", j)) for j in range(documents)]
 
     screen = Screen(firewall)
     firewall.release.set()
     try:
-        for parts, field in ((MAX_TEXTS, "messages"), (MAX_TEXTS - 10, "documents")):  # MAX_TEXTS + 11, + 1
+        # MAX_TOGETHER + 1 read together; MAX_TOGETHER and a document; MAX_OTHERS + 1 documents
+        for parts, documents, field in ((MAX_TOGETHER, 0, "messages[1]"), (MAX_TOGETHER - 1, 1, "documents"),
+                                        (0, MAX_OTHERS + 1, "documents")):
             with pytest.raises(InvalidRequest) as refused:
-                await screen.check("t", request(parts))
+                await screen.check("t", request(parts, documents))
             assert (refused.value.code, refused.value.param) == ("too_many_texts", field)
-            assert f"at most {MAX_TEXTS:,} are read" in refused.value.message
+            assert refused.value.message.startswith(f"{field}: this request holds ")
+            assert f"at most {MAX_TOGETHER:,} such texts, or {MAX_OTHERS:,} others" in refused.value.message
         assert firewall.order == []  # none read
-        assert isinstance(await screen.check("t", request(MAX_TEXTS - 11)), Screened)  # exactly MAX_TEXTS: read
-        assert len(firewall.order) == 1
+        # at the bound: MAX_TOGETHER - 2 read together and 10 others, then MAX_OTHERS others alone
+        for parts, documents in ((MAX_TOGETHER - 3, 10), (0, MAX_OTHERS)):
+            assert isinstance(await screen.check("t", request(parts, documents)), Screened)
+        assert len(firewall.order) == 2
+    finally:
+        screen.close()
+
+
+def agent(steps: int) -> list[ModelText]:
+    """An agent's conversation as the gateway reads it (gateway/model_texts.chat_texts): a system prompt and a task,
+    then for each tool step the model's short turn, its call's name, arguments' keys and three arguments, and the
+    tool's result (about 500 characters): 7 texts a step, one of them (the result) read together with the others'."""
+    result = "src/report/figures.py:{}: the team reviewed the delivery schedule for the third quarter\n" * 6
+    texts = [ModelText("You are a coding agent. Use the tools given.", Source.SYSTEM, ("messages", 0, "content")),
+             ModelText("Find why the nightly report fails and fix it.", Source.USER, ("messages", 1, "content"))]
+    for step in range(steps):
+        i = 2 + 2 * step
+        call = ("messages", i, "tool_calls", 0, "function")
+        texts += [ModelText(f"Step {step}: reading the report's code.", Source.ASSISTANT, ("messages", i, "content")),
+                  ModelText("read_file", Source.ASSISTANT, (*call, "name")),
+                  ModelText("path\nquery\nlimit", Source.ASSISTANT, (*call, "arguments", "keys")),
+                  ModelText(f"src/report/figures_{step}.py", Source.ASSISTANT, (*call, "arguments", "path")),
+                  ModelText(f"quarter {step}", Source.ASSISTANT, (*call, "arguments", "query")),
+                  ModelText(str(step % 50), Source.ASSISTANT, (*call, "arguments", "limit")),
+                  ModelText(result.format(*range(step, step + 6)), Source.TOOL_RESULT, ("messages", i + 1, "content"))]
+    return texts
+
+
+async def test_an_agents_conversation_of_a_thousand_tool_steps_is_read(firewall: RecordingFirewall) -> None:
+    """An agent's conversation is mostly texts read apart (the model's turns and calls) beside one tool result a step
+    read together with the others (review RV1, thirtieth session: 1,000 steps, 7,038 texts, cost 0.53 s of the worker,
+    0.075 ms a text): it is read, as OpenAI's API takes 2,048 messages. Until then every text counted as one read
+    together, and the bound (4,000 texts) refused it from about 570 steps."""
+    texts = agent(1_000)
+    assert len(texts) == 7_002
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        screened = await screen.check("agent", texts)
+        assert not screened.blocked and len(screened.texts) == 7_002 and len(firewall.order) == 1
+    finally:
+        screen.close()
+    from aigrid.security.firewall.screen import MAX_TOGETHER, PART_CHARS, TEXT_CHARS, weights
+
+    weighed = weights(firewall.default, texts)
+    assert weighed.count(PART_CHARS) == 1_002 and weighed.count(TEXT_CHARS) == 6_000  # the results, prompt and task
+    assert sum(weighed) < MAX_TOGETHER * PART_CHARS  # 55% of the bound: refused from about 1,820 steps
+
+
+async def test_a_tenant_whose_policy_reads_nothing_is_not_bounded_by_the_firewall(firewall: RecordingFirewall) -> None:
+    """The bound is on what the tenant's policy reads: a policy with injection and personal data off reads no text
+    (its requests' messages and parts are bounded as JSON before, gateway.schemas.MAX_PARTS, as everyone's), one with
+    personal data off reads none across its seams (each counts as a text read apart). Until review RV1 (thirtieth
+    session) the bound was counted before the policy was looked at."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.security.firewall.pipeline import Action, FirewallPolicy
+    from aigrid.security.firewall.screen import MAX_OTHERS, MAX_TOGETHER
+
+    firewall.policies["open"] = FirewallPolicy(injection=Action.OFF, pii_input=Action.OFF)
+    firewall.policies["no-pii"] = FirewallPolicy(pii_input=Action.OFF)
+    parts = [ModelText("You are a helpful assistant.", Source.SYSTEM, ("messages", 0, "content"))] + [
+        ModelText("x", Source.USER, ("messages", 1, "content", j, "text")) for j in range(MAX_TOGETHER + 1)]
+    documents = [ModelText("a note", Source.DOCUMENT, ("documents", j)) for j in range(MAX_OTHERS + 1)]
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        for texts in (parts, documents):
+            with pytest.raises(InvalidRequest):
+                await screen.check("reads", texts)  # the default policy
+            screened = await screen.check("open", texts)
+            assert screened.texts == texts and screened.verdicts == []
+        assert isinstance(await screen.check("no-pii", parts), Screened)
+        with pytest.raises(InvalidRequest):
+            await screen.check("no-pii", documents)
+        assert [o.split("/")[1] for o in firewall.order] == ["open", "open", "no-pii"]
+    finally:
+        screen.close()
+
+
+async def test_texts_read_apart_are_charged_less_than_texts_read_together(firewall: RecordingFirewall) -> None:
+    """The fair queue charges a request by what reading it costs: TEXT_CHARS for a text read apart (about 0.15 ms at
+    most, an agent's calls and turns), PART_CHARS for one read together (up to 0.9 ms). Until review RV1 (thirtieth
+    session) every text was charged PART_CHARS, so an agent's request of 100 short texts (1,000 characters, read in
+    about 15 ms) counted as more than another tenant's 100,000-character document (about 50 ms), and the document's
+    tenant's next request went before the agent's."""
+    def calls(tag: str) -> list[ModelText]:  # 1,000 characters in 100 texts read apart
+        return [ModelText(f"{tag:<10}" if j == 0 else "read_file.", Source.ASSISTANT,
+                          ("messages", j, "tool_calls", 0, "function", "name")) for j in range(100)]
+
+    def document(tag: str) -> list[ModelText]:
+        return [ModelText((tag + " " + BIG * 25)[:100_000], Source.DOCUMENT, ("documents", 0))]
+
+    screen = Screen(firewall)
+    try:
+        first = asyncio.create_task(screen.check("a", doc("a0")))
+        await wait_started(firewall)  # a0 is being read; the others queue behind it
+        jobs = [asyncio.create_task(screen.check(tenant, texts))
+                for tenant, texts in (("agent", calls("g1")), ("agent", calls("g2")), ("docs", document("d1")),
+                                      ("docs", document("d2")))]
+        await asyncio.sleep(0.01)
+        firewall.release.set()
+        await asyncio.gather(first, *jobs)
+        # charged 41,000 for g1 against 100,400 for d1, g2 goes next (at 2,000 a text g1 was 201,000: d2 went first)
+        assert [o.split("/")[0].split()[0] for o in firewall.order] == ["a0", "g1", "d1", "g2", "d2"]
     finally:
         screen.close()
 

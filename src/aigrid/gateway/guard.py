@@ -544,7 +544,7 @@ class Guard:
     async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
         """The choke point for a request's own texts: verdicts onto the exchange, 400 when blocked,
         redactions written back into `body`; more texts than the firewall reads in one request, a 400 before any is
-        read (screen.MAX_TEXTS)."""
+        read (screen.MAX_TOGETHER)."""
         assert ex.principal is not None
         screened = await self.screen.check(ex.principal.tenant, texts)
         ex.verdicts.extend(screened.verdicts)

@@ -47,10 +47,11 @@ validated, the same on every front door: chat `messages` with their content part
 lines too: each is validated as its route's request). OpenAI's API takes at most 2,048 messages; 10,000 is about
 five parts each. The firewall reads each part, and where short user parts follow each other their seams, so its
 cost is per part: 100,000 parts of "12 " (3.2 MB) were validated before the firewall's own bound refused them
-(`screen.MAX_TEXTS`: 0.9-4.1 s of the event loop, load 1.8-4.5; now 0.15-0.4 s, the JSON's parse), and
+(the firewall's own bound: 0.9-4.1 s of the event loop, load 1.8-4.5; now 0.15-0.4 s, the JSON's parse), and
 the Anthropic and Responses front doors, which join a turn's text parts, served them. The firewall's own bound
-(4,000 texts since the thirtieth session: a text's seams cost up to 0.88 ms) still holds the texts it reads, the
-parts and those beside them (documents, template variables, tool definitions)."""
+(`screen.MAX_TOGETHER`, under the tenant's policy: 4,000 texts read together across their seams, up to 0.88 ms
+each, or 20,000 others) still holds the texts it reads, the parts and those beside them (documents, template
+variables, tool definitions)."""
 
 
 def bounded_parts(items: Any) -> Any:

@@ -50,6 +50,12 @@ class FirewallPolicy:
     (a description is an instruction about its tool by nature: docs/security.md, "Tool descriptions"); not read
     where `injection` is off."""
 
+    @property
+    def reads_input(self) -> bool:
+        """Whether check_texts reads the texts at all: with injection and personal data in both off, it passes them
+        as they are (each at the cost of a loop's turn)."""
+        return self.injection != Action.OFF or self.pii_input != Action.OFF
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -287,15 +293,31 @@ def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
     turn passed, a system prompt or tool result between them in the messages ("+" | "1 415 555 0100" | a system
     " " | "x": "+1 415 555 0100x" in the first reading; R2's review, 2026-12-05)."""
     found = {i: find_pii(t.text) for i, t in enumerate(texts) if sent_by_client(t)}
-    run = [i for i, t in enumerate(texts) if t.text and _a_users_turn(t)]
-    if len(run) > 1:
+    for run in _runs(texts):
         found.update(zip(run, read_together([texts[i].text for i in run], [found[i] for i in run], ids=run),
                          strict=True))
-    turns = [i for i, t in enumerate(texts) if t.text and _a_turn(t)]
-    if len(turns) > 1 and turns != run:
-        found.update(zip(turns, read_together([texts[i].text for i in turns], [found[i] for i in turns], ids=turns),
-                         strict=True))
     return found
+
+
+def _runs(texts: Sequence[ModelText]) -> list[list[int]]:
+    """The runs of texts personal_data reads joined around each seam, by their indexes in `texts`: the user's turns
+    (and their text parts), then all the turns (system, user, tool) where they differ; each of two texts or more."""
+    run = [i for i, t in enumerate(texts) if t.text and _a_users_turn(t)]
+    turns = [i for i, t in enumerate(texts) if t.text and _a_turn(t)]
+    return [r for r in (run, turns if turns != run else []) if len(r) > 1]
+
+
+def read_across(policy: FirewallPolicy, texts: Sequence[ModelText]) -> frozenset[int]:
+    """The indexes of the texts `policy` reads across their seams with others (personal_data's runs, where the policy
+    reads personal data): the costly kind of text, whatever its length. Each seam is read in a window of up to 2 x 56
+    characters (pii.read_together), twice where a user's text is in both runs, so a system prompt and one-character
+    user parts of digit groups cost up to 0.9 ms a text; another text costs its characters and a pass of the
+    injection heads, about 0.15 ms where it is short (scripts/bench_screen_parts.py; screen.py bounds and charges
+    both). The injection check's reading of short user texts together (Firewall._seams) costs little a text (windows
+    of the joined run, each kept in the score cache)."""
+    if policy.pii_input == Action.OFF:
+        return frozenset()
+    return frozenset(i for run in _runs(texts) for i in run)
 
 
 def _a_turn(text: ModelText) -> bool:

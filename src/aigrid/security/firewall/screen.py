@@ -13,15 +13,17 @@ serving other requests while a 4 MiB body is read (the thread gives the interpre
 interval). One worker: big inputs queue behind each other instead of multiplying the contention. With the
 document cascade on (cascade.py), every text its transformer may read (documents, tool results, pasted parts)
 goes to that worker whatever its size; with the prompt cascade on, every prompt of its grey zone (the n-gram
-prompt head reads a short prompt here first to know). One call reads at most MAX_TEXTS texts: more is the client's
-400 before any is read.
+prompt head reads a short prompt here first to know). One call reads at most MAX_TOGETHER texts read together across
+their seams, or MAX_OTHERS other texts, or a mix in that proportion (`check_count`, under the tenant's policy): more is
+the client's 400 before any is read.
 
 The worker's queue is fair between tenants, by the work read (start-time fair queueing): the next request
 is the head of the tenant that has had the least work read since it last became busy, a request's work being
-its characters and PART_CHARS for each of its texts (`work`; a request counts at least `inline_chars`: a short
-prompt sent here costs a transformer's pass), so one tenant's stream of 4 MiB documents (2-4 s of CPU each)
-delays another tenant's 3,000-character request by the request being read and at most one request of each
-other busy tenant, not by the whole backlog, as a first-in-first-out queue would. A request whose caller has
+its characters, PART_CHARS for each text its tenant's policy reads across its seams and TEXT_CHARS for each other
+(`work`; a request counts at least `inline_chars`: a short prompt sent here costs a transformer's pass), so one
+tenant's stream of 4 MiB documents (2-4 s of CPU each) delays another tenant's 3,000-character request by the request
+being read and at most one request of each other busy tenant, not by the whole backlog, as a first-in-first-out queue
+would. A request whose caller has
 gone (cancelled: the client hung up) leaves the queue at once, unread.
 
 The queue's wait comes before routing, so no TTFT figure holds it: `on_waiting` is told the requests waiting (not
@@ -42,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.pipeline import Firewall, Screened
+from aigrid.security.firewall.pipeline import Firewall, FirewallPolicy, Screened, read_across
 from aigrid.security.firewall.texts import ModelText, render
 
 INLINE_CHARS = 2_000
@@ -51,40 +53,72 @@ INLINE_TEXTS = 16
 (pii.read_together), at up to 2 x 56 characters a seam whatever the texts' length, so 2,000 one-character text parts
 of digit groups (1,988 characters with a system prompt) held the event loop 1.56 s (0.51 s before 6c5da48b's
 windows); 16 texts of 120 such characters about 20 ms. More texts go to the worker thread, whatever their length."""
-MAX_TEXTS = 4_000
-"""The most texts one call reads (a request's own texts, or a tool's result): more is the client's 400
-`too_many_texts` naming the field the first text past it is in, before any is read (`check_count`). Reading costs
-per text (PART_CHARS): at 0.88 ms a text at worst (a system prompt and one-character user parts of digit groups,
-scripts/bench_screen_parts.py), 4,000 texts take about 3.5 s of the worker, as long as the longest text a body
-may hold (a 4 MiB prompt with a pasted part, 3.3-3.9 s: docs/security.md, "Cost"); at 10,000 (the bound until the
-thirtieth session: the gateway's model_texts.MAX_TEXTS, which no other caller of the screen went through) they
-took 8.8-8.9 s, and every other tenant's request queued behind them. A request's messages and content parts are
-bounded before this, as JSON (gateway.schemas.MAX_PARTS, 10,000)."""
 PART_CHARS = 2_000
-"""What the fair queue charges for each text of a request beside its characters (`work`): reading costs per text as
-well as per character, and the texts' seams most (personal data is read around each seam, pii.read_together, twice
-where a system prompt or tool result sits among the user's texts). Measured (scripts/bench_screen_parts.py, 6 Dec
-2026, load 2.3-9.5): a system prompt and 9,999 one-character user parts of digit groups took 8.8-8.9 s of CPU in
-check_texts, 0.88-0.89 ms a text; one text of 400,000 characters of words 0.33-0.43 us a character as a prompt,
-0.50-0.55 as a document: a text's own cost is that of about 1,750 characters. Counted by characters only (until the
-thirtieth session), those 10,000 parts cost 10,000 and came before another tenant's 20,000-character document, which
-takes about 10 ms."""
+"""What reading a text costs beside its characters, in characters, where the tenant's policy reads it across its
+seams with others (pipeline.read_across: personal data read around each seam of a user's texts, and of the system
+prompt and tool results among them; pii.read_together, twice where a user's text is in both runs). Measured
+(scripts/bench_screen_parts.py, 6 Dec 2026, load 2.3-9.5): a system prompt and 9,999 one-character user parts of
+digit groups took 8.8-8.9 s of CPU in check_texts, 0.88-0.89 ms a text; one text of 400,000 characters of words
+0.33-0.43 us a character as a prompt, 0.50-0.55 as a document: such a text's own cost is that of about 1,750
+characters. Counted by characters only (until the thirtieth session), those 10,000 parts cost 10,000 and came before
+another tenant's 20,000-character document, which takes about 10 ms."""
+TEXT_CHARS = 400
+"""What reading any other text costs beside its characters (where the policy reads anything): a pass of the injection
+heads and of the personal-data detectors, 0.13-0.17 ms at most for a short distinct text (documents, template
+variables or tool definitions of distinct words, base64 of them, look-alike letters, one-character documents):
+300-320 characters of the dearest long text (scripts/bench_screen_parts.py 7000, two runs, 6 Dec 2026, load 12-15;
+a text read together 0.45-0.46 ms read once, 0.88-0.90 ms twice, 1,680-1,790 characters). An agent's conversation is
+mostly such texts (its calls' names and arguments, the model's turns) beside one tool result a step: 1,000 tool
+steps, 7,012 texts, 774,195 characters, took 1.02-1.12 s there (review RV1's, 7,038 texts, 0.53 s), charged 5.2 million characters (at
+2,000 a text, until the thirtieth session's review RV1, 14.8 million)."""
+MAX_TOGETHER = 4_000
+"""The most texts read together across their seams (PART_CHARS) that one call reads, a request's own texts or a tool's
+result; other texts (TEXT_CHARS) count PART_CHARS / TEXT_CHARS to one of them, so a call of no such text reads at most
+MAX_OTHERS. More is the client's 400 `too_many_texts` naming the field the bound is passed at, before any text is read
+(`check_count`). At 0.88 ms a text read together at worst, 4,000 take about 3.5 s of the worker (`.venv/bin/python
+scripts/bench_screen_parts.py 4000`: 3.50 s, load 7.3), as long as the longest text a body may hold (a 4 MiB prompt
+with a pasted part, 3.3-3.9 s: docs/security.md, "Cost"); 20,000 other texts at 0.17 ms about 3.4 s. A tenant whose
+policy reads nothing (injection and personal data off) is not bounded here: its messages and content parts are bounded
+before this, as JSON (gateway.schemas.MAX_PARTS, 10,000), as everyone's are. Until the thirtieth session's review RV1
+the bound was 4,000 texts of any kind for every tenant: an agent's conversation of about 570 tool steps (1,140
+messages; OpenAI's API takes 2,048) was refused, its texts costing the worker about 0.3 s."""
+MAX_OTHERS = MAX_TOGETHER * PART_CHARS // TEXT_CHARS
 log = logging.getLogger(__name__)
 
 
-def check_count(texts: Sequence[ModelText]) -> None:
-    """The client's 400 for more than MAX_TEXTS texts, naming the field the first text past the limit is in."""
-    if len(texts) > MAX_TEXTS:
-        field = texts[MAX_TEXTS].path[:1]
-        where = render(field) if field else None
-        raise InvalidRequest(f"this request holds {len(texts):,} separate texts for the model to read"
-                             f"{f' (up to {where})' if where else ''}; at most {MAX_TEXTS:,} are read per request: "
-                             "join them, or send fewer", param=where, code="too_many_texts")
+def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
+    """What reading each of `texts` under `policy` costs beside its characters, in characters: PART_CHARS for a text
+    read across its seams (pipeline.read_across), TEXT_CHARS for another; nothing where the policy reads nothing."""
+    if not policy.reads_input:
+        return [0] * len(texts)
+    together = read_across(policy, texts)
+    return [PART_CHARS if i in together else TEXT_CHARS for i in range(len(texts))]
 
 
-def work(texts: Sequence[ModelText]) -> int:
-    """What reading `texts` costs the worker, in characters: their characters and PART_CHARS a text."""
-    return sum(len(t.text) for t in texts) + PART_CHARS * len(texts)
+def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
+    """The texts' `weights`, unless they pass MAX_TOGETHER texts read together (MAX_OTHERS others): then the client's
+    400, naming the field of the text at which they pass it (a chat message by its index, which each front door
+    names by its own field: gateway/front_door.name_own_field)."""
+    weighed = weights(policy, texts)
+    bound, total = MAX_TOGETHER * PART_CHARS, 0
+    for i, weight in enumerate(weighed):
+        total += weight
+        if total > bound:
+            together = sum(1 for w in weighed if w == PART_CHARS)
+            path = texts[i].path
+            where = render(path[:2] if path[:1] == ("messages",) and len(path) > 1 else path[:1]) or None
+            raise InvalidRequest(f"{f'{where}: ' if where else ''}this request holds {len(texts):,} separate texts "
+                                 f"for the model to read, {together:,} of them read together across their seams (a "
+                                 "user's text parts and turns, and the system prompt and tool results among them); at "
+                                 f"most {MAX_TOGETHER:,} such texts, or {MAX_OTHERS:,} others, or a mix in that "
+                                 "proportion, are read per request: join them, or send fewer", param=where,
+                                 code="too_many_texts")
+    return weighed
+
+
+def work(texts: Sequence[ModelText], weighed: Sequence[int]) -> int:
+    """What reading `texts` costs the worker, in characters: their characters and each one's weight (`weights`)."""
+    return sum(len(t.text) for t in texts) + sum(weighed)
 
 
 @dataclass(eq=False, slots=True)
@@ -121,16 +155,17 @@ class Screen:
         self._reading = False
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
-        """The verdicts on `texts` (Firewall.check_texts), read in place or on the worker thread; more than MAX_TEXTS
-        of them, the client's 400 (InvalidRequest, `too_many_texts`) before any is read."""
-        check_count(texts)
+        """The verdicts on `texts` (Firewall.check_texts), read in place or on the worker thread; more than the
+        tenant's policy reads in one call (MAX_TOGETHER), the client's 400 (InvalidRequest, `too_many_texts`) before
+        any is read."""
+        weighed = check_count(self.firewall.policy(tenant), texts)
         chars = sum(len(t.text) for t in texts)
         if chars <= self.inline_chars and len(texts) <= INLINE_TEXTS and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
         loop = asyncio.get_running_loop()
         with self._lock:
             self._seq += 1
-            job = _Job(tenant, list(texts), work(texts), loop, loop.create_future(), self._seq, self.clock())
+            job = _Job(tenant, list(texts), work(texts, weighed), loop, loop.create_future(), self._seq, self.clock())
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
             if not self._reading and not self._jobs:
