@@ -183,6 +183,36 @@ def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_sites_numbers_on_the_map_are_read_with_a_tap_or_the_keyboard(served: Served) -> None:
+    """A site's numbers on the map (load, slots, running, waiting, health, TTFT) were its tooltip's, read on hover
+    only: not on a phone, not from the keyboard, and on a grid of more than 12 sites nowhere else for a site without a
+    card. A tap on a site (or Enter on it) shows them in a line under the map; the same site again closes it."""
+    external: list[str] = []
+    with chromium_page(served.base, external, viewport={"width": 390, "height": 844}, has_touch=True,
+                       is_mobile=True) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"iad\"]')", timeout=15000)
+        assert page.is_hidden("#site-info")
+        page.locator('#map-sites g.site[data-site="iad"] circle.body').tap()
+        page.wait_for_function("() => !document.getElementById('site-info').hidden", timeout=15000)
+        said = page.text_content("#site-info") or ""
+        assert said.startswith("iad Ashburn") and "load 0.00 (idle)" in said and "slots 2" in said, said
+        assert "health ok" in said and "TTFT" in said, said
+        box = page.evaluate("() => { const r = document.getElementById('site-info').getBoundingClientRect();"
+                            " return [r.left, r.right, r.height, document.documentElement.clientWidth]; }")
+        assert box[0] >= 0 and box[1] <= box[3] and box[2] > 0, box  # in sight, within the screen's width
+        page.locator('#map-sites g.site[data-site="iad"] circle.body').tap()  # the same site again: closed
+        page.wait_for_function("() => document.getElementById('site-info').hidden", timeout=15000)
+        page.evaluate("() => document.querySelector('#map-sites g.site[data-site=\"gru\"]').focus()")
+        assert page.evaluate("() => document.activeElement.dataset.site") == "gru"  # a Tab stop (tabindex 0)
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => (document.getElementById('site-info').textContent || '').startsWith('gru ')",
+                               timeout=15000)
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => document.getElementById('site-info').hidden", timeout=15000)
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path) -> None:
     """With the gateway stopped the badge said 'reconnecting' but the map and the cards kept their last colours
     and 'ok', and the clock its last time with nothing saying it had stopped: a picture of a grid no longer

@@ -16,6 +16,34 @@ let stopLive = null, replay = null, replayTimer = null, lastGrid = null, playing
 let shownAt = null;  // the time of the live picture on the page (the last grid event), null when none
 let tickS = 1, pictureSeen = null;  // the feed's tick (hello's interval_s); when its last picture came (ms, monotonic)
 
+// The numbers of the site tapped, clicked or chosen with Enter on the map, in a line under it (kept up to date with
+// each picture; the same site again, or Escape, closes it): a site's tooltip is read on hover only, and a site
+// without a card (a grid of more than 12) had its numbers nowhere else.
+let siteShown = null;
+
+function renderSiteInfo() {
+  const box = $("site-info"), text = siteShown == null ? null : map.describe(siteShown);
+  box.hidden = text == null;
+  box.textContent = text || "";
+}
+
+function showSite(ev) {
+  const g = ev.target.closest && ev.target.closest("g.site");
+  if (!g) return;
+  if (ev.type === "keydown") {
+    if (ev.key !== "Enter" && ev.key !== " ") return;
+    ev.preventDefault();
+  }
+  siteShown = siteShown === g.dataset.site ? null : g.dataset.site;
+  renderSiteInfo();
+}
+
+$("map-sites").addEventListener("click", showSite);
+$("map-sites").addEventListener("keydown", showSite);
+document.addEventListener("keydown", ev => {
+  if (ev.key === "Escape" && siteShown != null) { siteShown = null; renderSiteInfo(); }
+});
+
 function setMode(text, cls) {
   const badge = $("mode");
   badge.textContent = text;
@@ -72,6 +100,7 @@ function startLive() {
         shownAt = data.at;
         pictureSeen = performance.now();
         map.setSites(data.sites);
+        renderSiteInfo();
         charts.push(data.sites);
         $("clock").textContent = utc(data.at);
       } else if (name === "decisions") {
@@ -169,6 +198,7 @@ function startReplay({rows, sites, summary, name}) {
     if (!playing || !replay) return;
     const out = replay.advance(dt * speed());
     map.setSites(out.sites);
+    renderSiteInfo();
     charts.push(out.sites);
     table.upsert(out.decisions, false, replay.next);
     map.addArcs(out.decisions);

@@ -122,7 +122,9 @@ export class GridMap {
         const body = el("circle", {class: "body", cx: x, cy: y, r: 4}, g);
         const level = el("path", {class: "level"}, g);
         const title = el("title", {}, g);
-        if (!many) {
+        if (!many) {  // reached with Tab, worked with Enter or Space (app.js shows its numbers under the map)
+          g.setAttribute("tabindex", "0");
+          g.setAttribute("role", "button");
           const label = el("text", {x: x + 8, y: y - 8}, g);
           label.textContent = s.id;
         }
@@ -148,6 +150,13 @@ export class GridMap {
     for (const [id, v] of this.sites) {
       if (!seen.has(id)) { v.g.remove(); this.sites.delete(id); }
     }
+  }
+
+  // A site's numbers, its tooltip's lines on one: a tooltip is read on hover only, never on a phone or from the
+  // keyboard. null when the map has no such site.
+  describe(id) {
+    const v = this.sites.get(id);
+    return v ? v.title.textContent.split("\n").join(" \u00b7 ") : null;
   }
 
   addArcs(rows) {
