@@ -227,7 +227,7 @@ async def test_a_tenant_whose_policy_reads_nothing_is_not_bounded_by_the_firewal
 async def test_texts_read_apart_are_charged_less_than_texts_read_together(firewall: RecordingFirewall) -> None:
     """The fair queue charges a request by what reading it costs: TEXT_CHARS for a text read apart (about 0.15 ms at
     most, an agent's calls and turns), PART_CHARS for one read together (up to 0.9 ms). Until review RV1 (thirtieth
-    session) every text was charged PART_CHARS, so an agent's request of 100 short texts (1,000 characters, read in
+    session) every text was charged PART_CHARS, so an agent's request of 100 short texts (1,000 characters, read in at most
     about 15 ms) counted as more than another tenant's 100,000-character document (about 50 ms), and the document's
     tenant's next request went before the agent's."""
     def calls(tag: str) -> list[ModelText]:  # 1,000 characters in 100 texts read apart
