@@ -91,23 +91,30 @@ def test_a_group_not_under_the_mount_reads_the_mount_only(tmp_path: Path, own: s
     assert [r.levelno for r in caplog.records] == [logging.DEBUG] and own in caplog.messages[0], caplog.messages
 
 
-def test_an_unreadable_file_is_no_limit_there_with_one_debug_line(tmp_path: Path,
+@pytest.mark.parametrize(("v1", "limit", "usage"), [(False, "memory.max", "memory.current"),
+                                                   (True, "memory.limit_in_bytes", "memory.usage_in_bytes")])
+def test_an_unreadable_file_is_no_limit_there_with_one_debug_line(tmp_path: Path, v1: bool, limit: str, usage: str,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    """A memory.max that cannot be read (here a directory: root reads what chmod forbids) is no limit at that
-    group, said once at DEBUG, never a traceback; the groups above it are still read."""
-    root = machine(tmp_path, {"": {}, "a": limited(str(6 * GIB), GIB), "a/b": {"memory.current": str(GIB)}},
-                   own="/a/b", meminfo=available(20))
-    (root / "sys" / "fs" / "cgroup" / "a" / "b" / "memory.max").mkdir()
+    """A limit file that cannot be read (here a directory: root reads what chmod forbids) is no limit at that
+    group, said once at DEBUG, never a traceback; the groups above it are still read. cgroup v2's and v1's alike."""
+    if v1:
+        root = machine(tmp_path, v1={"memory": {"": {}, "a": limited_v1(6 * GIB, GIB), "a/b": {usage: str(GIB)}}},
+                       v1_own={"memory": "/a/b"}, meminfo=available(20))
+    else:
+        root = machine(tmp_path, {"": {}, "a": limited(str(6 * GIB), GIB), "a/b": {usage: str(GIB)}},
+                       own="/a/b", meminfo=available(20))
+    mount = root / "sys" / "fs" / "cgroup" / ("memory" if v1 else "")
+    (mount / "a" / "b" / limit).mkdir()
     with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
         have = available_memory(root)
     assert have is not None and have.bytes == 5 * GIB and have.limit.startswith("a cgroup above"), have
-    assert len(caplog.records) == 1 and "memory.max" in caplog.messages[0], caplog.messages
+    assert len(caplog.records) == 1 and limit in caplog.messages[0], caplog.messages
     assert caplog.records[0].levelno == logging.DEBUG and caplog.records[0].exc_info is None
     caplog.clear()
-    (root / "sys" / "fs" / "cgroup" / "a" / "memory.current").write_text("lots\n")  # unreadable as a number
+    (mount / "a" / usage).write_text("lots\n")  # unreadable as a number
     with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
         assert available_memory(root) == Memory(20 * GIB, MACHINE)
-    assert len(caplog.records) == 2, caplog.messages  # one line a group: a/b's memory.max, a's memory.current
+    assert len(caplog.records) == 2 and f"{usage} 'lots'" in caplog.messages[1], caplog.messages  # a/b's, a's
 
 
 def test_the_page_cache_and_slab_the_kernel_takes_back_are_room_as_memavailable_counts_them(tmp_path: Path) -> None:
@@ -166,24 +173,6 @@ def test_cgroup_v1_s_largest_limit_is_no_limit(tmp_path: Path, no_limit: str) ->
     assert available_memory(machine(tmp_path, v1=v1, v1_own={"memory": "/a/b"}, meminfo=available(20))) == \
         Memory(20 * GIB, MACHINE)
     assert available_memory(machine(tmp_path / "no-meminfo", v1=v1, v1_own={"memory": "/a/b"})) is None
-
-
-def test_an_unreadable_cgroup_v1_file_is_no_limit_there_with_one_debug_line(tmp_path: Path,
-                                                                           caplog: pytest.LogCaptureFixture) -> None:
-    root = machine(tmp_path, v1={"memory": {"": {}, "a": limited_v1(6 * GIB, GIB),
-                                            "a/b": {"memory.usage_in_bytes": str(GIB)}}},
-                   v1_own={"memory": "/a/b"}, meminfo=available(20))
-    (root / "sys" / "fs" / "cgroup" / "memory" / "a" / "b" / "memory.limit_in_bytes").mkdir()
-    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
-        have = available_memory(root)
-    assert have is not None and have.bytes == 5 * GIB and have.limit.startswith("a cgroup above"), have
-    assert len(caplog.records) == 1 and "memory.limit_in_bytes" in caplog.messages[0], caplog.messages
-    assert caplog.records[0].levelno == logging.DEBUG and caplog.records[0].exc_info is None
-    caplog.clear()
-    (root / "sys" / "fs" / "cgroup" / "memory" / "a" / "memory.usage_in_bytes").write_text("lots\n")
-    with caplog.at_level(logging.DEBUG, logger="aigrid.cgroup"):
-        assert available_memory(root) == Memory(20 * GIB, MACHINE)
-    assert len(caplog.records) == 2 and "memory.usage_in_bytes 'lots'" in caplog.messages[1], caplog.messages
 
 
 def test_a_hybrid_whose_v2_group_is_the_root_holds_the_v1_limit(tmp_path: Path) -> None:
