@@ -21,10 +21,10 @@ from aigrid.errors import EngineStreamBroken
 from aigrid.gateway.relay_response import STEER, STEERED, SteerCut
 from tests.agents.scripted_engine import _once
 from tests.gateway import hostile_engine as H
+from tests.gateway.metered_gateway import inflight, the_one_record
 from tests.gateway.test_engine_context_exceeded import booked
 from tests.gateway.test_escalation import UNSURE, _ask
 from tests.gateway.test_escalation import grid as escalation_grid  # noqa: F401 (a fixture)
-from tests.gateway.test_exit_paths import inflight, the_one_record
 from tests.gateway.test_hostile_engines import grid as two_engines
 
 SSE = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in (H.token("Hi"), H.token("", finish="stop"))) \

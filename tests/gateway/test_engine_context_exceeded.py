@@ -22,7 +22,7 @@ from aigrid.spec.load import load_spec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_exit_paths import inflight
+from tests.gateway.metered_gateway import inflight
 from tests.gateway.test_hostile_engines import grid as two_engines
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "

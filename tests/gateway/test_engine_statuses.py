@@ -14,7 +14,7 @@ import pytest
 from aigrid.gateway.app import build_app
 from aigrid.gateway.slow_clients import HeadDeadline
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_exit_paths import TENANT, inflight, the_one_record
+from tests.gateway.metered_gateway import TENANT, inflight, the_one_record
 from tests.gateway.test_hostile_engines import DOORS, SANE, Grid, grid
 from tests.serving import serving
 

@@ -27,7 +27,7 @@ from aigrid.spec.models import FirewallSpec, QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_exit_paths import balance
+from tests.gateway.metered_gateway import balance
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}

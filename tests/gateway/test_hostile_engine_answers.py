@@ -17,7 +17,7 @@ from aigrid.gateway.proxy import EngineNames
 from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
-from tests.gateway.test_exit_paths import inflight, the_one_record
+from tests.gateway.metered_gateway import inflight, the_one_record
 from tests.gateway.test_hostile_engines import SANE, Grid
 
 

@@ -24,7 +24,7 @@ from aigrid.spec.models import QuotaSpec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_exit_paths import TENANT, balance, inflight, metered_gateway, the_one_record
+from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gateway, the_one_record
 
 M = "smollm2-135m"
 DOORS = {

@@ -19,7 +19,7 @@ from aigrid.gateway.usage import whole_answer
 from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
-from tests.gateway.test_exit_paths import balance, inflight, the_one_record
+from tests.gateway.metered_gateway import balance, inflight, the_one_record
 
 PII = "jo@example.com"
 """Personal data the tenant's policy redacts in answers (when `redacting`)."""

@@ -21,8 +21,8 @@ from aigrid.security.firewall.pipeline import Action
 from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
+from tests.gateway.metered_gateway import TENANT, the_one_record
 from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_exit_paths import TENANT, the_one_record
 
 
 def streamed(chunks: list[str]) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_exit_paths import the_one_record
+from tests.gateway.metered_gateway import the_one_record
 from tests.gateway.test_hostile_translations import chunk, grid
 
 PII = "jo@example.com"

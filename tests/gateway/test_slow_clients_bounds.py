@@ -42,7 +42,7 @@ from aigrid.gateway.slow_clients import (
 from aigrid.gateway.stopping import gateway_server
 from aigrid.spec.models import QuotaSpec
 from tests.gateway.conftest import FakeEngine, spec_in
-from tests.gateway.test_exit_paths import TENANT, balance, metered_gateway, the_one_record
+from tests.gateway.metered_gateway import TENANT, balance, metered_gateway, the_one_record
 from tests.serving import serving
 
 BOUND = 8
