@@ -711,10 +711,15 @@ class Proxy:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
             if self._emulate:  # the time actually slept counts as the way back, an oversleep included
                 await self._sleep(half)
-        except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
+        except BaseException as e:  # every way out before the first byte frees the slot (until review RV5 of the
+            # thirtieth session a KeyboardInterrupt or SystemExit left the engine's request open, one in flight for good)
             elapsed = self._clock() - attempt_start
             unexpected = False
-            if isinstance(e, EngineError):
+            if not isinstance(e, Exception | asyncio.CancelledError):  # no act of the engine's: not its failure
+                log.error("endpoint %s: the attempt was cut by %s before the first byte: its engine released",
+                          cand.endpoint_id, type(e).__name__, exc_info=e)
+                entry.update(error=attempt_error(f"cut: {type(e).__name__}"), ms=round(elapsed * 1000, 1))
+            elif isinstance(e, EngineError):
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
             elif isinstance(e, asyncio.CancelledError):
                 why = _why(e, "another attempt answered first")
