@@ -213,8 +213,8 @@ def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: 
         start = rss_mb(gw.pid)
         sock = _slow_reader(gw_port, orjson.dumps({**BODY, "max_tokens": 200_000}))
 
-        def produced() -> bool:
-            metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics").text
+        def produced() -> bool:  # (not httpx's default 5 s: the emulator shares a loaded machine)
+            metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics", timeout=30).text
             return 'vllm:generation_tokens_total{model_name="emulated"} 200036' in metrics
 
         reads = 0
@@ -228,7 +228,7 @@ def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: 
         grown = rss_mb(gw.pid) - start
         assert grown < 8.0, f"the gateway grew by {grown:.1f} MB behind a slow client"
         # the engine has produced its whole answer: the bytes the client has not taken wait outside the gateway
-        metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics").text
+        metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics", timeout=30).text
         assert 'vllm:generation_tokens_total{model_name="emulated"} 200036' in metrics
     finally:
         if sock is not None:
