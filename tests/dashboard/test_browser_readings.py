@@ -164,6 +164,41 @@ def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: 
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served: Served) -> None:
+    """A request shed (429) or refused for a deadline no site could meet (503) is published with its decision, which
+    names the site it would have gone to: the map drew its arc there, in that site's colour, as if served, and a
+    replay's shed request was a plain dot. Only a request on its way, served, or whose answer began there (cut, an
+    engine's error) has an arc; the others are served nowhere, a ring."""
+    rows = [{"id": "late", "client": {"lat": 48.9, "lon": 2.35}, "site": "gru", "chosen": "gru-smollm2",
+             "served_by": None, "status": "deadline_unmeetable"},
+            {"id": "shed", "client": {"lat": 40.7, "lon": -74.0}, "site": "gru", "chosen": "gru-smollm2",
+             "served_by": None, "status": "overloaded"},
+            {"id": "sim-shed", "client": {"lat": 52.5, "lon": 13.4}, "site": "", "served_by": "", "status": "shed"},
+            {"id": "routing", "client": {"lat": 35.7, "lon": 139.7}, "site": "gru", "chosen": "gru-smollm2",
+             "served_by": None, "status": "routing"},
+            {"id": "cut", "client": {"lat": 1.3, "lon": 103.8}, "site": "gru", "served_by": "gru-smollm2",
+             "status": "interrupted"}]
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        out = page.evaluate("""async rows => {
+          const {GridMap} = await import('/dashboard/static/map.js');
+          const NS = 'http://www.w3.org/2000/svg';
+          const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
+          for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
+            svg.appendChild(document.createElementNS(NS, 'g')).id = id;
+          const map = new GridMap(svg);
+          map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
+          map.addArcs(rows);
+          return {rings: [...svg.querySelectorAll('#map-clients circle')]
+                    .filter(c => getComputedStyle(c).fill === 'none').map(c => c.dataset.decision),
+                  arcs: [...svg.querySelectorAll('#map-arcs path')].map(p => p.dataset.decision)};
+        }""", rows)
+    assert sorted(out["rings"]) == ["late", "shed", "sim-shed"], out
+    assert sorted(out["arcs"]) == ["cut", "routing"], out
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
     """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
     card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,

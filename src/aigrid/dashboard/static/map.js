@@ -73,6 +73,16 @@ function crossPath(x, y, r) {
     `M${(x + k).toFixed(2)},${(y - k).toFixed(2)}l${(-2 * k).toFixed(2)},${(2 * k).toFixed(2)}`;
 }
 
+// Whether a request went to the site its row names: on its way (routing, streaming), served, or an answer begun there
+// (served_by: cut, an engine's error). Anything else was served nowhere: rejected, failed everywhere, refused before
+// any engine work (shed with 429, its deadline unmeetable: their decisions name the site they would have gone to,
+// and were drawn as arcs to it, as if served), a simulator's shed or expired request.
+const ON_ITS_WAY = new Set(["routing", "streaming", "ok"]);
+
+function sentThere(row) {
+  return row.status !== "rejected" && row.status !== "failed" && (ON_ITS_WAY.has(row.status) || !!row.served_by);
+}
+
 export class GridMap {
   constructor(svg) {
     this.svg = svg;
@@ -171,14 +181,14 @@ export class GridMap {
              dot: el("circle", {class: "client", cx, cy, r: 2.6, "data-decision": row.id}, this.clients)};
         this.arcById.set(row.id, a);
       }
-      if (target && row.status !== "rejected" && row.status !== "failed") {
+      if (target && sentThere(row)) {
         const colour = this.colourOf(row.site);
         if (!a.path) a.path = el("path", {class: "arc", "data-decision": row.id}, this.arcs);
         a.path.setAttribute("d", arcPath(a.cx, a.cy, target.x, target.y));
         a.path.setAttribute("stroke", colour);
         a.dot.setAttribute("fill", colour);
         a.path.dataset.site = row.site;
-      } else if (row.status === "rejected" || row.status === "failed") {
+      } else if (!sentThere(row)) {
         // a ring, not a dot: red against a site's colour was the only mark of a request served nowhere
         a.dot.setAttribute("class", "client rejected");
         a.dot.setAttribute("r", "4");
