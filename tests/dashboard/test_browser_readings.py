@@ -199,6 +199,27 @@ def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served:
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_cards_waiting_line_is_told_from_its_queue_line_without_colour(served: Served) -> None:
+    """A card's queue chart draws the queue (running + waiting) and the requests waiting: the two lines were told
+    apart by colour alone (yellow and red, one colour to a red-green colour-blind eye), so a queue that was all
+    waiting read as one that was all running. The waiting line is dashed, and the panel's heading says so."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        out = page.evaluate("""async ticks => {
+          const {SiteCharts} = await import('/dashboard/static/charts.js');
+          const box = document.body.appendChild(document.createElement('div'));
+          const charts = new SiteCharts(box);
+          for (const sites of ticks) charts.push(sites);
+          const dash = cls => getComputedStyle(box.querySelector('.chart path.' + cls)).strokeDasharray;
+          return {queue: dash('queue'), waiting: dash('waiting'),
+                  heading: document.querySelector('#sites-panel h2').textContent};
+        }""", [[site("gru", running=2, waiting=1)], [site("gru", running=2, waiting=3)]])
+    assert out["queue"] == "none" and out["waiting"] not in ("none", ""), out
+    assert "waiting dashed" in out["heading"], out
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
     """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
     card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,
