@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from aigrid.engines.protocol import UpstreamResponse
 from tests.gateway import hostile_engine as H
 from tests.gateway.test_close_then_book import Injected, booked, inflight, raised, two_engines
@@ -34,12 +36,9 @@ async def test_an_attempt_cut_by_another_base_exception_before_its_first_byte_fr
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         for engine in g.gw.proxy._engines.values():
             engine.open = opening  # type: ignore[method-assign]
-        got: BaseException | None = None
-        try:
+        with pytest.raises(BaseException) as got:  # the injected error (within a task group's, where one wraps it)
             await g.post("chat", True)
-        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
-            got = e
-        assert got is not None and raised(error)(got), got
+        assert raised(error)(got.value), got.value
         assert inflight(g.gw) == 0
         assert len(closed) == 1, closed
         assert "failed_before_first_byte" not in {o for (_, o) in booked(g.gw)}, booked(g.gw)
