@@ -104,6 +104,19 @@ def loop_stop_of(obj: dict[str, Any]) -> str | None:
     return stop if isinstance(stop, str) else None
 
 
+def arguments_whole(parts: list[str]) -> bool:
+    """Whether a streamed tool call's argument pieces so far are a whole JSON object: no piece after them could
+    make them another valid object, so the call is written (the doors that stream one call at a time, or that close
+    a call once another begins, read it as ended: messages_stream, responses_stream). Parsed only when the last
+    piece ends the object, so a call's arguments are not parsed again for each piece."""
+    if not parts or not parts[-1].rstrip().endswith("}"):
+        return False
+    try:
+        return isinstance(orjson.loads("".join(parts)), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 class _Calls:
     """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
     [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its

@@ -4,7 +4,8 @@
     message_delta (stop_reason, usage), message_stop
 
 Text becomes `text_delta`s of a text block; each tool call a `tool_use` block whose arguments arrive as
-`input_json_delta`s. An answer the relay had to interrupt ends with Anthropic's `error` event, the block it was
+`input_json_delta`s (parallel calls whose pieces the engine interleaves: a later call's block waits, its pieces
+held, until the block before it is whole; _Blocks). An answer the relay had to interrupt ends with Anthropic's `error` event, the block it was
 cut in left open, as Anthropic's API ends a stream that fails: a `content_block_stop` says the block is whole (the
 SDK's MessageStream hands it on as a ContentBlockStopEvent, a tool_use's `input` parsed from the partial JSON, which
 a client that runs a tool once its block stops ran with half its arguments; until the thirtieth session it was sent).
@@ -12,6 +13,7 @@ a client that runs a tool once its block stops ran with half its arguments; unti
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,10 +28,13 @@ from aigrid.gateway.chat_events import (
     ToolArgs,
     ToolStart,
     Usage,
+    arguments_whole,
 )
 from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.messages_translate import anthropic_usage, stop_of
+
+log = logging.getLogger("aigrid.proxy")
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -37,11 +42,22 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 class _Blocks:
-    """The open content block, and the next block index."""
+    """The open content block, the next block index, and the tool calls begun while another's block was open.
+
+    One block is open at a time (Anthropic's stream), while OpenAI's chat stream may interleave the argument pieces
+    of several calls (each piece names its call's index). So a call begun while the open tool_use block's arguments
+    are not yet a whole JSON object waits (`waiting`: its block and pieces, by chat index, in the order begun); once
+    the open block's arguments are whole (chat_events.arguments_whole: no later piece could extend them), or at text
+    or the answer's end, it is stopped and the next waiting call's block starts with its pieces so far as one delta,
+    then goes on live. Calls streamed one after another (vLLM, OpenAI) each start as they begin. Until the thirtieth
+    session a piece of a call whose block was no longer open was dropped: interleaved calls reached the client cut."""
 
     def __init__(self) -> None:
         self.next = 0
         self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat tool index)
+        self.args: list[str] = []  # the open tool_use block's argument pieces
+        self.waiting: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        self.dropped: set[int] = set()
 
     def close(self) -> bytes:
         if self.open is None:
@@ -52,12 +68,51 @@ class _Blocks:
 
     def start(self, key: tuple[str, int], block: dict[str, Any]) -> bytes:
         out = self.close()
-        self.open = key
+        self.open, self.args = key, []
         return out + sse("content_block_start", {"type": "content_block_start", "index": self.next,
                                                   "content_block": block})
 
     def delta(self, delta: dict[str, Any]) -> bytes:
         return sse("content_block_delta", {"type": "content_block_delta", "index": self.next, "delta": delta})
+
+    def tool(self, index: int, block: dict[str, Any]) -> bytes:
+        """A call begun: its block starts now, or waits while the open tool_use block's arguments are not whole."""
+        if self.waiting or (self.open is not None and self.open[0] == "tool" and not arguments_whole(self.args)):
+            self.waiting[index] = (block, [])
+            return b""
+        return self.start(("tool", index), block)
+
+    def tool_args(self, index: int, fragment: str) -> bytes:
+        if self.open == ("tool", index):
+            self.args.append(fragment)
+            out = self.delta({"type": "input_json_delta", "partial_json": fragment})
+            while self.waiting and arguments_whole(self.args):  # whole: the next call's block may start
+                out += self._next()
+            return out
+        if index in self.waiting:
+            self.waiting[index][1].append(fragment)
+        elif index not in self.dropped:  # a piece after its call's block was stopped (text or another block came)
+            self.dropped.add(index)
+            log.warning("a streamed tool call's argument piece came after its tool_use block was stopped (call index "
+                        "%d): left out of the Anthropic stream", index)
+        return b""
+
+    def _next(self) -> bytes:
+        """The open block stopped, the first waiting call's block started with its pieces so far."""
+        index = next(iter(self.waiting))
+        block, parts = self.waiting.pop(index)
+        out = self.start(("tool", index), block)
+        if parts:
+            self.args = parts
+            out += self.delta({"type": "input_json_delta", "partial_json": "".join(parts)})
+        return out
+
+    def flush(self) -> bytes:
+        """Every waiting call's block, in the order begun (text or the answer's end came): the last left open."""
+        out = b""
+        while self.waiting:
+            out += self._next()
+        return out
 
 
 async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str, model: str,
@@ -82,22 +137,22 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
             if not text:
                 continue
             if blocks.open != ("text", -1):
-                yield blocks.start(("text", -1), {"type": "text", "text": ""})
+                yield blocks.flush() + blocks.start(("text", -1), {"type": "text", "text": ""})
             yield blocks.delta({"type": "text_delta", "text": text})
         elif isinstance(ev, ToolStart):
-            yield blocks.start(("tool", ev.index), {"type": "tool_use", "id": ev.call_id, "name": ev.name,
-                                                    "input": {}})
-        elif isinstance(ev, ToolArgs) and blocks.open == ("tool", ev.index):
-            yield blocks.delta({"type": "input_json_delta", "partial_json": ev.fragment})
+            yield blocks.tool(ev.index, {"type": "tool_use", "id": ev.call_id, "name": ev.name, "input": {}})
+        elif isinstance(ev, ToolArgs):
+            yield blocks.tool_args(ev.index, ev.fragment)
         elif isinstance(ev, Finish):
             stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences)
         elif isinstance(ev, Usage):
             usage = ev
-        elif isinstance(ev, StreamError):  # the open block is not stopped: it was cut, not ended
+        elif isinstance(ev, StreamError):  # the open block is not stopped: it was cut, not ended (nor is any
+            # call waiting started: its arguments were cut too)
             yield sse("error", {"type": "error", "error": {"type": "api_error",
                                                       "message": bounded_message(ev.message)}})
             return
-    yield blocks.close()
+    yield blocks.flush() + blocks.close()
     yield sse("message_delta", {"type": "message_delta",
                                 "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                 "usage": anthropic_usage(usage.prompt_tokens, usage.completion_tokens,

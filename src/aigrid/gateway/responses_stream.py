@@ -9,6 +9,8 @@
 
 An answer cut (its finish: max_output_tokens, a steer, an engine's content filter; or a failure mid-stream) closes the
 item it was writing with status `incomplete`, in its done events and in the final Response, as OpenAI does.
+Parallel function calls whose argument pieces the engine interleaves are open together, each delta naming its
+item and output_index (_Output).
 
 Every event carries its sequence_number (from `seq`: a streamed background response's continue its event
 log's, event_log.py). `on_done` receives the final Response (to store it).
@@ -16,6 +18,7 @@ log's, event_log.py). `on_done` receives the final Response (to store it).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -32,6 +35,7 @@ from aigrid.gateway.chat_events import (
     ToolArgs,
     ToolStart,
     Usage,
+    arguments_whole,
 )
 from aigrid.gateway.relay_response import STEER, STEERED
 from aigrid.gateway.responses_schema import ResponsesRequest
@@ -47,6 +51,7 @@ from aigrid.gateway.responses_translate import (
     usage_block,
 )
 
+log = logging.getLogger("aigrid.proxy")
 OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 Spent = tuple[int, int, int]
 """Tokens a Response's usage adds to its answer's: (prompt, completion, cached)."""
@@ -68,67 +73,99 @@ class _Events:
         return encode(orjson.dumps(payload), event=kind.encode())
 
 
+MESSAGE = ("message", -1)
+"""The open message's key in _Output.open (a function call's: ("call", its chat index))."""
+
+
+class _Open:
+    """An item open: its output_index, the item as added, and its text or arguments' pieces so far."""
+
+    __slots__ = ("index", "item", "parts", "logprobs")
+
+    def __init__(self, index: int, item: dict[str, Any]) -> None:
+        self.index, self.item = index, item
+        self.parts: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
+
+
 class _Output:
-    """The output items so far, and the one still open (a message, or a function call by chat index)."""
+    """The output items so far by output_index (one still open as added), and those open: a message, or function
+    calls by chat index. Several calls may be open at once: OpenAI's chat stream may interleave the argument pieces of
+    parallel calls (each piece names its call's index), and each Responses delta names its item and output_index. A
+    call is done once another has begun after it and its arguments are a whole JSON object
+    (chat_events.arguments_whole), at text, or at the answer's end. Until the thirtieth session only the last call
+    begun was open: a piece of an earlier one was dropped, its arguments cut."""
 
     def __init__(self, ev: _Events) -> None:
         self.ev = ev
         self.items: list[dict[str, Any]] = []
-        self.open: dict[str, Any] | None = None
-        self.open_key: tuple[str, int] | None = None
-        self.text: list[str] = []
-        self.logprobs: list[dict[str, Any]] = []
-        self.args: list[str] = []
+        self.open: dict[tuple[str, int], _Open] = {}
+        self.dropped: set[int] = set()
 
-    def close(self, status: str = "completed") -> bytes:
-        """The open item done; `status` CUT where the answer stopped in it (its finish, or a failure)."""
-        item, self.open, key, self.open_key = self.open, None, self.open_key, None
-        if item is None or key is None:
-            return b""
-        index = len(self.items)
-        if key[0] == "message":
-            text = "".join(self.text)
-            done = message_item(text, item["id"], status, logprobs=self.logprobs)
+    def close(self, key: tuple[str, int], status: str = "completed") -> bytes:
+        """An open item done; `status` CUT where the answer stopped in it (its finish, or a failure)."""
+        o = self.open.pop(key)
+        if key == MESSAGE:
+            text = "".join(o.parts)
+            done = message_item(text, o.item["id"], status, logprobs=o.logprobs)
             part = done["content"][0]
-            out = (self.ev("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                           text=text, logprobs=self.logprobs)
-                   + self.ev("response.content_part.done", item_id=item["id"], output_index=index,
+            out = (self.ev("response.output_text.done", item_id=o.item["id"], output_index=o.index, content_index=0,
+                           text=text, logprobs=o.logprobs)
+                   + self.ev("response.content_part.done", item_id=o.item["id"], output_index=o.index,
                              content_index=0, part=part))
         else:
-            done = {**item, "arguments": "".join(self.args), "status": status}
-            out = self.ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                          name=item["name"], arguments=done["arguments"])
-        self.items.append(done)
-        return out + self.ev("response.output_item.done", output_index=index, item=done)
+            done = {**o.item, "arguments": "".join(o.parts), "status": status}
+            out = self.ev("response.function_call_arguments.done", item_id=o.item["id"], output_index=o.index,
+                          name=o.item["name"], arguments=done["arguments"])
+        self.items[o.index] = done
+        return out + self.ev("response.output_item.done", output_index=o.index, item=done)
+
+    def close_all(self, status: str = "completed") -> bytes:
+        """Every open item done, by output_index."""
+        return b"".join([self.close(key, status) for key in sorted(self.open, key=lambda k: self.open[k].index)])
+
+    def _add(self, key: tuple[str, int], item: dict[str, Any]) -> _Open:
+        o = self.open[key] = _Open(len(self.items), item)
+        self.items.append(item)
+        return o
 
     def start_message(self) -> bytes:
-        out = self.close()
-        item = message_item("", new_id("msg"), status="in_progress")
-        self.open, self.open_key, self.text, self.logprobs = item, ("message", -1), [], []
-        index = len(self.items)
+        out = self.close_all()
+        o = self._add(MESSAGE, message_item("", new_id("msg"), status="in_progress"))
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        return (out + self.ev("response.output_item.added", output_index=index, item=item)
-                + self.ev("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
+        return (out + self.ev("response.output_item.added", output_index=o.index, item=o.item)
+                + self.ev("response.content_part.added", item_id=o.item["id"], output_index=o.index, content_index=0,
                           part=part))
 
     def text_delta(self, text: str, logprobs: list[dict[str, Any]]) -> bytes:
-        self.text.append(text)
-        self.logprobs += logprobs
-        assert self.open is not None
-        return self.ev("response.output_text.delta", item_id=self.open["id"], output_index=len(self.items),
+        o = self.open[MESSAGE]
+        o.parts.append(text)
+        o.logprobs += logprobs
+        return self.ev("response.output_text.delta", item_id=o.item["id"], output_index=o.index,
                        content_index=0, delta=text, logprobs=logprobs)
 
     def start_call(self, index: int, call_id: str, name: str) -> bytes:
-        out = self.close()
-        item = function_call_item(call_id, name, "", new_id("fc"), status="in_progress")
-        self.open, self.open_key, self.args = item, ("call", index), []
-        return out + self.ev("response.output_item.added", output_index=len(self.items), item=item)
+        """A call begun: the open message done, and each open call whose arguments are whole."""
+        out = b"".join([self.close(key) for key, o in list(self.open.items())
+                        if key == MESSAGE or arguments_whole(o.parts)])
+        o = self._add(("call", index), function_call_item(call_id, name, "", new_id("fc"), status="in_progress"))
+        return out + self.ev("response.output_item.added", output_index=o.index, item=o.item)
 
-    def args_delta(self, fragment: str) -> bytes:
-        self.args.append(fragment)
-        assert self.open is not None
-        return self.ev("response.function_call_arguments.delta", item_id=self.open["id"],
-                       output_index=len(self.items), delta=fragment)
+    def args_delta(self, index: int, fragment: str) -> bytes:
+        key = ("call", index)
+        o = self.open.get(key)
+        if o is None:  # a piece after its call was done (text came, or its arguments were whole)
+            if index not in self.dropped:
+                self.dropped.add(index)
+                log.warning("a streamed tool call's argument piece came after its function_call item was done "
+                            "(call index %d): left out of the Responses stream", index)
+            return b""
+        o.parts.append(fragment)
+        out = self.ev("response.function_call_arguments.delta", item_id=o.item["id"], output_index=o.index,
+                      delta=fragment)
+        if o.index != len(self.items) - 1 and arguments_whole(o.parts):  # another call began after it: it is done
+            out += self.close(key)
+        return out
 
     def compaction(self, item: dict[str, Any]) -> bytes:
         """A compaction item made before the answer (automatic compaction, responses_api.py), as OpenAI streams
@@ -140,7 +177,7 @@ class _Output:
                 + self.ev("response.output_item.done", output_index=index, item=item))
 
     def whole(self, item: dict[str, Any]) -> bytes:
-        out = self.close()
+        out = self.close_all()
         index = len(self.items)
         self.items.append(item)
         return (out + self.ev("response.output_item.added", output_index=index, item=item)
@@ -169,7 +206,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
     steer = STEER.get()
     async for e in events:
         if isinstance(e, TextPiece):
-            if out.open_key != ("message", -1):
+            if MESSAGE not in out.open:
                 yield out.start_message()
             yield out.text_delta(e.text, logprobs_of(e.logprobs))
             if steer is not None and steer.wanted and (cut := steer.stop()) is not None:
@@ -180,8 +217,8 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
                 break
         elif isinstance(e, ToolStart):
             yield out.start_call(e.index, e.call_id, e.name)
-        elif isinstance(e, ToolArgs) and out.open_key == ("call", e.index):
-            yield out.args_delta(e.fragment)
+        elif isinstance(e, ToolArgs):
+            yield out.args_delta(e.index, e.fragment)
         elif isinstance(e, Steps):
             for step in e.steps:
                 key = str(step.get("call_id") or step.get("index"))
@@ -192,13 +229,13 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
             finish, loop_stop = e.reason, e.loop_stop
         elif isinstance(e, Usage):
             usage = e
-        elif isinstance(e, StreamError):  # cut mid-answer: the item it was writing ends incomplete, as OpenAI's
-            yield out.close(CUT)
+        elif isinstance(e, StreamError):  # cut mid-answer: the items it was writing end incomplete, as OpenAI's
+            yield out.close_all(CUT)
             failed = response_object(req, rid, created, out.items, status="failed")
             failed["error"] = {"code": "server_error", "message": e.message}
             yield ev("response.failed", response=failed)
             return
-    yield out.close(CUT if incomplete_reason(finish) else "completed")
+    yield out.close_all(CUT if incomplete_reason(finish) else "completed")
     got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
                             usage=None if got is None and not any(spent) else usage_block(*added(spent, got)),
