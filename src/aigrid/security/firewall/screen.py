@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, FirewallPolicy, Screened, read_across
@@ -84,6 +85,7 @@ the bound was 4,000 texts of any kind for every tenant: an agent's conversation 
 messages; OpenAI's API takes 2,048) was refused, its texts costing the worker about 0.3 s."""
 MAX_OTHERS = MAX_TOGETHER * PART_CHARS // TEXT_CHARS
 log = logging.getLogger(__name__)
+N = TypeVar("N", int, float)
 
 
 def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
@@ -196,8 +198,7 @@ class Screen:
     def _count(self, change: int) -> None:
         """The requests waiting moved by `change` (under the lock)."""
         self._waiting += change
-        if self.on_waiting is not None:
-            self.on_waiting(self._waiting)
+        _tell(self.on_waiting, self._waiting)
 
     def _read_next(self) -> None:
         with self._lock:
@@ -213,8 +214,7 @@ class Screen:
             # at least inline_chars: a short prompt of the cascade's grey zone costs a transformer's pass
             self._read[tenant] += max(job.work, self.inline_chars)
             self._reading = True
-        if self.on_wait is not None:
-            self.on_wait(self.clock() - job.queued)
+        _tell(self.on_wait, self.clock() - job.queued)
         try:
             outcome: Screened | BaseException = self.firewall.check_texts(job.tenant, job.texts)
         except Exception as exc:  # noqa: BLE001 - the caller raises it, as if it had run in place
@@ -239,6 +239,18 @@ class Screen:
                 pass  # its event loop has closed: nobody waits on it
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _tell(hook: Callable[[N], None] | None, value: N) -> None:
+    """A metrics hook (on_waiting, on_wait) told `value`. One that raises (a multiprocess metrics file that cannot
+    grow on a full disk) is logged and the queue goes on: raised on the worker thread it left the job's caller
+    waiting for ever, and raised under the lock in check() it left a job queued without its turn."""
+    if hook is None:
+        return
+    try:
+        hook(value)
+    except Exception as e:  # noqa: BLE001 - metrics are told, never the request's failure
+        log.warning("firewall: its queue's metrics were not written: %r", e)
 
 
 def _settle(future: asyncio.Future[Screened], outcome: Screened | BaseException) -> None:
