@@ -118,11 +118,19 @@ def effective_policy(policy: Policy, urgency: Urgency | None) -> Policy:
     return replace(policy, weights=urgency.weights, ttft_slo_ms=urgency.slo_ms)
 
 
+def past_deadline(predicted_ms: float, left_ms: float) -> str | None:
+    """Why a step predicted to reach its first token in `predicted_ms` misses a deadline `left_ms` away, or None.
+    The one rule (and message) of the router's deadline filter and the gateway's later steps (gateway.urgency)."""
+    if predicted_ms <= left_ms:
+        return None
+    return f"predicted TTFT {predicted_ms:.0f} ms is past the deadline ({max(left_ms, 0.0):.0f} ms left)"
+
+
 def too_late(urgency: Urgency, prediction: Prediction) -> str | None:
     """Why this candidate cannot meet the request's deadline (its point prediction is later), or None."""
-    if urgency.deadline_ms is None or prediction.ttft_ms <= urgency.deadline_ms:
+    if urgency.deadline_ms is None:
         return None
-    return f"predicted TTFT {prediction.ttft_ms:.0f} ms is past the deadline ({urgency.deadline_ms:.0f} ms left)"
+    return past_deadline(prediction.ttft_ms, urgency.deadline_ms)
 
 
 def saturated(urgency: Urgency, endpoint: Endpoint, in_system: int, committed_ms: float) -> str | None:

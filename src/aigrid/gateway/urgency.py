@@ -24,7 +24,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from aigrid.core.urgency import label, parse_level
+from aigrid.core.urgency import label, parse_level, past_deadline
 from aigrid.errors import InvalidRequest, PermissionDenied
 from aigrid.security.principal import Principal
 
@@ -71,10 +71,7 @@ class Deadline:
 
     def too_late(self, predicted_ms: float, now: float) -> str | None:
         """Why a step predicted to take `predicted_ms` to its first token cannot start now, or None when it can."""
-        left = self.left_ms(now)
-        if predicted_ms <= left:
-            return None
-        return f"predicted TTFT {predicted_ms:.0f} ms is past the deadline ({max(left, 0.0):.0f} ms left)"
+        return past_deadline(predicted_ms, self.left_ms(now))
 
 
 def request_urgency(headers: Mapping[str, str], body: MutableMapping[str, Any], principal: Principal,
