@@ -230,6 +230,11 @@ class Audited:
         except Exception:
             ex.outcome = "error:internal"
             raise
+        except BaseException as e:  # no cancel and no client's act (KeyboardInterrupt, SystemExit): settled, raised on
+            # (until the thirtieth session one before the first byte was audited client_closed, as if the client left)
+            log.error("%s was cut by %s", self.route, type(e).__name__, exc_info=e)
+            ex.outcome = "error:internal"
+            raise
         finally:
             if hangup is not None:
                 hangup.close()

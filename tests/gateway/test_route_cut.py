@@ -1,0 +1,42 @@
+"""routes.Audited's way out, cut by a BaseException that is neither an Exception nor a cancel (KeyboardInterrupt,
+SystemExit; an injected one here, which pytest does not act on) before the answer's first byte: the request is settled
+and audited error:internal, and the exception goes on (test_close_then_book and test_attempt_cut cover the proxy's
+own ways out)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from tests.gateway import hostile_engine as H
+from tests.gateway.test_close_then_book import Injected, inflight, raised, the_one_record, two_engines
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_cut_by_another_base_exception_before_its_first_byte_is_audited_error_internal(
+        tmp_path: Path, stream: bool) -> None:
+    """Until the thirtieth session the route caught an Exception or a cancel only: such a cut before the first byte
+    was audited client_closed, as if the client had left. Now error:internal, settled, nothing in flight, raised on."""
+    error = Injected("interrupted before the first byte")
+
+    @asynccontextmanager
+    async def opening(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
+        raise error
+        yield UpstreamResponse(200, {}, H.whole(b"{}"))  # (an async context manager's generator)
+
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = opening  # type: ignore[method-assign]
+        got: BaseException | None = None
+        try:
+            await g.post("chat", stream)
+        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
+            got = e
+        assert got is not None and raised(error)(got), got
+        assert inflight(g.gw) == 0
+        record = await the_one_record(g.gw)
+        assert record["outcome"] == "error:internal", record
