@@ -22,6 +22,7 @@ from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
+from tests.gateway.test_responses_background import ended
 
 MODEL = "smollm2-135m"
 
@@ -151,3 +152,37 @@ async def test_a_streamed_answer_cut_is_stored_and_kept_in_its_conversation_as_s
     kept = [i async for i in client.conversations.items.list(conv.id, order="asc")]
     assert [(i.type, i.role, i.status) for i in kept if i.type == "message"] == [
         ("message", "user", "completed"), ("message", "assistant", "incomplete")]
+
+
+async def test_a_background_stream_that_breaks_is_retrieved_with_the_items_it_streamed(
+        oai: openai.AsyncOpenAI, gateway: Gateway, fakes: dict[str, FakeEngine]) -> None:
+    """A background response created with stream whose engines all break mid-answer: its stream, its replay
+    (GET ?stream=true) and its GET say the same, failed with the message it was cut in (incomplete, the text sent).
+    Until the thirtieth session GET answered its placeholder: failed, output []. It is not continued."""
+    for f in fakes.values():
+        f.words, f.break_after = ("Hello",) * 6, 1
+    try:
+        stream = await oai.responses.create(model=MODEL, input="Say hello", background=True, stream=True)
+        events = [e async for e in stream]
+        last = events[-1]
+        assert last.type == "response.failed" and last.response.status == "failed", [e.type for e in events]
+        [streamed] = last.response.output
+        assert streamed.type == "message" and streamed.status == "incomplete"
+        [part] = streamed.content
+        assert part.type == "output_text" and part.text.startswith("Hello")
+        text = part.text
+        await ended(gateway, last.response.id)
+        got = await oai.responses.retrieve(last.response.id)
+        assert got.status == "failed" and got.error is not None and got.error.code == "server_error"
+        assert got.error.message == last.response.error.message  # type: ignore[union-attr]
+        [item] = got.output
+        assert item.type == "message" and (item.id, item.status) == (streamed.id, "incomplete")
+        assert got.output_text == text
+        replay = [e async for e in await oai.responses.retrieve(last.response.id, stream=True)]
+        assert replay[-1].type == "response.failed"
+        assert [i.id for i in replay[-1].response.output] == [streamed.id]
+        with pytest.raises(openai.BadRequestError) as info:  # a failed answer is not one to continue
+            await oai.responses.create(model=MODEL, input="Go on", previous_response_id=last.response.id)
+        assert "ended failed" in str(info.value)
+    finally:
+        await gateway.background.stop()

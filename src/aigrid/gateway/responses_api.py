@@ -585,7 +585,7 @@ class ResponsesApi:
         the log's). Its last event is written only when it says what the response now is: an answer stored
         (completed, incomplete) or the stream's failure (the placeholder failed first); an answer not kept
         (its cancel came first, its store refused it) is ended by _run from the placeholder's status."""
-        tenant, outcome = turn.principal.tenant, []
+        outcome: list[str] = []
 
         async def keep(final: dict[str, Any]) -> None:
             self.gw.background.ending(rid)
@@ -601,12 +601,30 @@ class ResponsesApi:
                 if last and not outcome:  # the stream broke: response.failed, no answer
                     self.gw.background.ending(rid)
                     failed = orjson.loads(events[-1].split("data: ", 1)[1])["response"]
-                    await self._end(tenant, rid, "failed", failed.get("error"), ex)
+                    await self._end_broken(turn, failed, aigrid_headers(resp), ex)
                 elif last and outcome[0] != "stored":
                     events, last = events[:-1], False
                 await writer.write(events, last=last)
         finally:
             await aclose_body(chunks)  # the relay released however this ends
+
+    async def _end_broken(self, turn: _Turn, failed: dict[str, Any], headers: dict[str, str], ex: Exchange) -> None:
+        """A streamed background run whose stream broke (its response.failed: `failed`): stored as streamed, with the
+        items it sent (the one cut `incomplete`), where it sent any and its site's jurisdiction is known (_store: its
+        conversation is not added to); else its placeholder failed with the stream's error. Until the thirtieth
+        session always the placeholder: GET said `output: []` where the stream and its replay had the cut item."""
+        tenant, rid = turn.principal.tenant, failed["id"]
+        if failed.get("output") and "x-aigrid-jurisdiction" in headers:
+            try:
+                outcome = await self._store(turn, failed, headers, background=True)
+            except (ConnectionError, StoreUnavailable) as e:
+                log.error("background response %s: its failed answer could not be stored: %s", rid, e)
+                outcome = "refused"
+            if outcome == "failed":  # a reader failed it first, taking this process for dead
+                _abandoned_alive(ex)
+            if outcome != "refused":  # stored, or its cancel (a reader's failure) came first: kept as it is
+                return
+        await self._end(tenant, rid, "failed", failed.get("error"), ex)
 
     async def _keep_background(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str],
                                ex: Exchange) -> str:
@@ -638,8 +656,9 @@ class ResponsesApi:
         found = await self.book.lookup(tenant, rid)
         if isinstance(found, StoredResponse):
             status = found.response.get("status")
-            return event("response.incomplete" if status == "incomplete" else "response.completed", seq,
-                         response=found.response)
+            kind = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(status or "",
+                                                                                        "response.completed")
+            return event(kind, seq, response=found.response)
         if isinstance(found, Pending):
             return event("response.failed", seq, response=_pending_response(found))
         return event("error", seq, code="response_gone", param=None,
@@ -809,6 +828,9 @@ class ResponsesApi:
                                  param="previous_response_id")
         check_stored_in(principal, prev.jurisdiction, "previous_response_id", f"the conversation {previous!r}",
                         headers.get(H_RESIDENCY), writes=True)
+        if prev.response.get("status") == "failed":  # stored as its stream broke (_end_broken): its answer was cut
+            raise PreviousResponseNotFound(previous, "the background response ended failed, its answer cut: none to "
+                                           "continue")
         try:
             history = await self.book.history(prev)
         except BrokenHistory as e:
