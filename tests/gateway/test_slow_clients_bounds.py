@@ -372,3 +372,38 @@ async def test_a_body_refused_after_a_streamed_answer_began_cuts_it_cleanly(capl
         await asyncio.wait_for(closed.wait(), 30)
     assert got.startswith(b"HTTP/1.1 200 ") and b"invalid_request" not in got
     assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_connections_refused_as_accepted_are_counted_in_the_rejected_metric(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """Before: a 503 too_many_connections was answered by the connection's protocol before any route, so
+    aigrid_requests_rejected_total never saw it (a gateway refusing half its clients showed no refusal). Now
+    gateway_server points the server's Connections at that counter: each refusal, for its address's share or the
+    process's bound, is counted once as it is refused."""
+    gw = build_gateway(spec_in(tmp_path), fakes)
+    loop = asyncio.get_running_loop()
+    try:
+        wired = gateway_server(build_app(gw), gw).server_state.aigrid_connections
+    finally:
+        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
+            loop.remove_signal_handler(sig)
+
+    def counted() -> float:
+        return gw.metrics.registry.get_sample_value("aigrid_requests_rejected_total",
+                                                    {"code": "too_many_connections"}) or 0.0
+
+    assert wired.counted is not None and counted() == 0.0
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off", log_level="error") as s:
+        # this server's bounds (BOUND, every address counted) with the gateway's counting
+        s.server.server_state.aigrid_connections = slow_clients.Connections(BOUND, exempt=lambda host: False,
+                                                                           counted=wired.counted)
+        held = [await connect(s.port, "127.0.0.2") for _ in range(SHARE)]
+        assert all([await served(c) for c in held])
+        assert counted() == 0.0  # connections taken are not counted
+        assert await refused(s.port, "127.0.0.2") == BUSY_ADDRESS  # its share held
+        held += [await connect(s.port, "127.0.0.3") for _ in range(SHARE)]
+        assert all([await served(c) for c in held[SHARE:]])
+        assert await refused(s.port, "127.0.0.4") == BUSY  # the process's bound
+        close(held)
+    assert counted() == 2.0
+    assert b'aigrid_requests_rejected_total{code="too_many_connections"} 2.0' in gw.metrics.exposition()

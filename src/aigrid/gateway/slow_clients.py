@@ -164,9 +164,10 @@ class Connections:
     The table holds only addresses with a connection open, at most `cap` of them: an address leaves it with its last
     connection."""
 
-    __slots__ = ("cap", "share", "per_address", "held", "exempt", "refused", "logged_at", "refused_from")
+    __slots__ = ("cap", "share", "per_address", "held", "exempt", "refused", "logged_at", "refused_from", "counted")
 
-    def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = is_loopback) -> None:
+    def __init__(self, cap: int, share: float = ADDRESS_SHARE, exempt: Callable[[str], bool] = is_loopback,
+                 counted: Callable[[], None] | None = None) -> None:
         self.cap = cap
         self.share = share
         self.per_address = max(1, int(cap * share))
@@ -180,6 +181,9 @@ class Connections:
         self.refused_from: dict[str, tuple[int, float]] = {}
         """Per address refused for its share within ADDRESS_LOG_EVERY_S: the refusals since its last log line, and
         when that line was (addresses whose line is older leave it when another line is due, their count told)."""
+        self.counted = counted
+        """Called once for each connection refused (either bound): gateway_server points it at
+        aigrid_requests_rejected_total{code="too_many_connections"}; a refusal costs that once, nothing per chunk."""
 
     def take(self, host: str | None, open_now: int) -> tuple[bytes | None, str | None]:
         """A new connection from `host` (one of `open_now` the server holds, itself counted): the answer it is
@@ -227,10 +231,10 @@ _CONNECTIONS = "aigrid_connections"
 """The attribute of uvicorn's ServerState (one per server, shared by its connections) that holds its Connections."""
 
 
-def bound_connections(state: ServerState, share: float) -> None:
-    """The server's Connections from the spec's share (stopping.gateway_server, before it serves); a server without
-    one gets HeadDeadline's defaults at its first connection."""
-    setattr(state, _CONNECTIONS, Connections(max_connections(), share))
+def bound_connections(state: ServerState, share: float, counted: Callable[[], None] | None = None) -> None:
+    """The server's Connections from the spec's share (stopping.gateway_server, before it serves), each refusal
+    `counted`; a server without one gets HeadDeadline's defaults at its first connection (refusals not counted)."""
+    setattr(state, _CONNECTIONS, Connections(max_connections(), share, counted=counted))
 
 
 class RefusableCycle(RequestResponseCycle):
@@ -454,6 +458,11 @@ class HeadDeadline(HttpToolsProtocol):
         """Past the process's bound or its address's share: `answer` (503) and closed before anything is read (the
         connection leaves the count at once)."""
         self.connections.discard(self)
+        if book.counted is not None:
+            try:
+                book.counted()
+            except OSError as e:  # a multiprocess metrics file that cannot grow: the refusal is answered all the same
+                log.warning("a refused connection was not counted in the metrics: %r", e)
         now = time.monotonic()
         if answer is BUSY_ADDRESS and host is not None:
             for key, refused in book.refused_address(address_of(host), now):

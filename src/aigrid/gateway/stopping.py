@@ -143,7 +143,8 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
                             timeout_graceful_shutdown=gateway.spec.gateway.shutdown_grace_s,  # type: ignore[arg-type]
                             **options)
     server = GatewayServer(config, gateway)
-    bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address)
+    bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address,
+                      gateway.metrics.rejected.labels("too_many_connections").inc)
     uvicorn_fits()  # uvicorn's internals HeadDeadline, ClientWire and Lingering use: at startup, once per process
     stop_on_signals(server)
     return server
