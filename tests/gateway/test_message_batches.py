@@ -392,6 +392,49 @@ async def test_a_request_whose_result_was_lost_is_an_errored_result(
         await stopped(gw)
 
 
+async def test_a_lost_result_carries_its_request_id_and_says_charged_only_where_it_was(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests whose results the disk refused: one answered (charged), one the firewall blocked before any
+    engine (nothing charged). Each errored result carries its request id, the one its audit record holds (the
+    decision's for the routed one: `aigrid explain`), as every other errored result does; the batch's `result_lost`
+    errors keep it as aigrid_request_id; "ran and was charged" only for the one charged. Until the thirtieth session
+    a lost result had no request id, and each said it was charged."""
+    from aigrid.gateway import batch_output
+
+    real, calls = batch_output._append, [0]
+
+    def refusing(p: Path, text: bytes) -> None:
+        calls[0] += 1
+        if calls[0] >= 2:  # every result after the first
+            raise RuntimeError("the output file failed")
+        real(p, text)
+
+    monkeypatch.setattr(batch_output, "_append", refusing)
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        claude, _ = clients(gw)
+        created = await claude.messages.batches.create(requests=[req("q0", "hi"), req("blocked", ATTACK),
+                                                                 req("answered", "hi")])
+        done = await until_ended(claude, created.id)
+        assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 2)
+        got = await results(claude, created.id)
+        rows = {r["extra"]["route"]: r for r in await audit_rows(gw)}
+        for cid, charged in (("blocked", False), ("answered", True)):
+            lost = got[cid].result
+            assert lost.type == "errored" and lost.error.error.type == "api_error"
+            assert lost.error.request_id == rows[request_route(created.id, cid)]["request_id"]
+            assert ("ran and was charged" in lost.error.error.message) is charged, lost.error.error.message
+        assert got["answered"].result.error.request_id.startswith("dec-")  # type: ignore[union-attr]
+        assert "nothing charged" in got["blocked"].result.error.error.message  # type: ignore[union-attr]
+        assert gw.batches is not None
+        row = await gw.batches.store.row(created.id)
+        assert row is not None
+        assert {e["aigrid_custom_id"]: e["aigrid_request_id"] for e in row.obj["errors"]["data"]} == {
+            cid: got[cid].result.error.request_id for cid in ("blocked", "answered")}  # type: ignore[union-attr]
+    finally:
+        await stopped(gw)
+
+
 async def test_a_request_larger_than_a_live_one_may_be_is_errored(tmp_path: Path, engines: dict[str, Gated]) -> None:
     """A message batch holds up to max_file_bytes; each of its requests no more than a live POST /v1/messages
     may (gateway.max_body_bytes): a larger one is errored (request_too_large), never read by an engine."""

@@ -88,6 +88,8 @@ class LineResult:
     usage: Mapping[str, Any] | None = None
     retry_after_s: float | None = None
     """Set when the line was refused for capacity or rate: it may be tried again after this long."""
+    charged: int = 0
+    """The tokens its exchange charged (Exchange.used_tokens): 0 for a line refused before any engine answered."""
 
 
 def request_line(custom_id: str, status: int, request_id: str, body: Any) -> dict[str, Any]:
@@ -161,10 +163,12 @@ class LineRun:
                 resp = await self.serve(batch, headers, read, ex, caller)
                 answer = await whole_body(resp)
         except ApiError as e:  # refused by the pipeline, or every attempt failed
-            return self.refused(line, e, ex)
+            result = self.refused(line, e, ex)
         except Exception:  # noqa: BLE001 -- a bug of ours, logged by own_exchange: the line failed
-            return self.failed(line, ex)
-        return self.answered(line, resp.status_code, answer, resp.headers, ex)
+            result = self.failed(line, ex)
+        else:
+            result = self.answered(line, resp.status_code, answer, resp.headers, ex)
+        return replace(result, charged=ex.used_tokens())
 
 
 class BatchLine(LineRun):

@@ -65,8 +65,9 @@ RunLine = Callable[[StoredBatch, Line], Awaitable[LineResult]]
 EXPIRED = {"code": "batch_expired",
            "message": "This request could not be executed before the completion window expired."}
 RESULT_LOST = "result_lost"
-"""The code of a batch's error naming a line that ran (charged) whose result no file kept; its custom_id in
-`aigrid_custom_id` (the Message Batches API shows the line as an errored result: message_batches_api.py)."""
+"""The code of a batch's error naming a line that ran whose result no file kept; its custom_id in `aigrid_custom_id`,
+its request id in `aigrid_request_id` (the Message Batches API shows the line as an errored result carrying it:
+message_batches_api.py)."""
 
 
 @dataclass
@@ -488,9 +489,7 @@ class BatchRunner:
         # the lines that ran (charged, audited) whose results no file took: named in its errors, each line's loss
         # visible to the client (until the twenty-ninth session only in the log; the batch said why it stopped)
         data = [] if error is None else [{"code": error.code, "line": None, "message": error.message, "param": None}]
-        data += [{"code": RESULT_LOST, "line": None, "param": None, "aigrid_custom_id": cid,
-                  "message": f"the request of custom_id {cid!r} ran and was charged, but the disk refused to keep its "
-                             "result"} for cid in self._unwritten.get(row.id, {})]
+        data += [_lost(cid, result) for cid, result in self._unwritten.get(row.id, {}).items()]
 
         def final(o: dict[str, Any]) -> bool:
             if o["status"] in FINAL:
@@ -534,6 +533,17 @@ class BatchRunner:
             return True
 
         await self.store.update(row.id, failed)
+
+
+def _lost(cid: str, result: LineResult) -> dict[str, Any]:
+    """A batch's error naming a line whose result no file kept: its custom_id and its request id (the decision's, which
+    `aigrid explain` reads, else its own: the audit record's), "ran and was charged" only where it was (a line refused
+    before any engine answered was charged nothing). Until the thirtieth session no request id, and always charged."""
+    response = result.record.get("response") or {}
+    rid = response.get("request_id")
+    ran = "ran and was charged" if result.charged else f"ended (status {response.get('status_code')}, nothing charged)"
+    return {"code": RESULT_LOST, "line": None, "param": None, "aigrid_custom_id": cid, "aigrid_request_id": rid,
+            "message": f"the request of custom_id {cid!r} {ran}, but the disk refused to keep its result"}
 
 
 def _request_counts(row: StoredBatch, progress: Progress, total: int) -> dict[str, int]:

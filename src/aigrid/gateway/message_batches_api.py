@@ -88,11 +88,11 @@ def _time(t: int | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def lost_results(obj: dict[str, Any]) -> list[str]:
-    """The custom_ids of the requests that ran (charged) whose results no file kept: the batch's `result_lost`
-    errors (batch_runner._finish), in neither file, shown as errored results."""
+def lost_results(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's `result_lost` errors (batch_runner._lost): the requests that ran whose results no file kept, in
+    neither file, shown as errored results."""
     errors = obj.get("errors") or {}
-    return [e["aigrid_custom_id"] for e in errors.get("data") or ()
+    return [e for e in errors.get("data") or ()
             if e.get("code") == RESULT_LOST and isinstance(e.get("aigrid_custom_id"), str)]
 
 
@@ -102,9 +102,15 @@ def _unended(obj: dict[str, Any]) -> int:
     return counts["total"] - counts["completed"] - counts["failed"] - len(lost_results(obj))
 
 
-LOST_ERROR = {"type": "error", "error": {"type": "api_error", "message": "this request ran and was charged, but "
-                                         "the gateway could not keep its result (the batch's disk refused it)"}}
-"""The error of a request whose result was lost: it ran (it is not tried again), so not `canceled`."""
+def lost_error(lost: dict[str, Any]) -> dict[str, Any]:
+    """The error of a request whose result was lost (a `result_lost` error of its batch): it ran (it is not tried
+    again), so not `canceled`; the runner's message (charged or not), and its request id, as every errored result
+    carries it (the decision's, for `aigrid explain`: until the thirtieth session none). A batch ended before then
+    kept no request id: none is given."""
+    error: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": str(lost.get("message"))}}
+    if isinstance(lost.get("aigrid_request_id"), str):
+        error["request_id"] = lost["aigrid_request_id"]
+    return error
 
 
 def message_batch(obj: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -453,9 +459,9 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
 
 
 async def _results(files: list[tuple[BinaryIO, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
-                   kind: str, lost: list[str]) -> AsyncIterator[bytes]:
+                   kind: str, lost: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     """The output and error files (opened before the response, closed when it ends: `_Results`) as Anthropic's
-    results; then each request whose result was `lost` (it ran: errored, LOST_ERROR; until the thirtieth session
+    results; then each request whose result was `lost` (it ran: errored, lost_error; until the thirtieth session
     shown as not run, `canceled` in a batch that completed); then, read from the batch's requests as the runner reads
     them (`unrun`: a request never held past a live request's bound), each one that never ran (`kind`: canceled,
     expired, or errored when the batch failed)."""
@@ -465,10 +471,11 @@ async def _results(files: list[tuple[BinaryIO, bool]], unrun: Callable[[set[str]
             record = orjson.loads(text)
             done.add(record["custom_id"])
             yield orjson.dumps(result_line(record, ok)) + b"\n"
-    for cid in lost:
+    for entry in lost:
+        cid = entry["aigrid_custom_id"]
         if cid not in done:
             done.add(cid)
-            yield orjson.dumps({"custom_id": cid, "result": {"type": "errored", "error": LOST_ERROR}}) + b"\n"
+            yield orjson.dumps({"custom_id": cid, "result": {"type": "errored", "error": lost_error(entry)}}) + b"\n"
     if unrun is None:
         return
     never: dict[str, Any] = {"type": kind}
