@@ -49,6 +49,23 @@ async def wait_started(fw: RecordingFirewall) -> None:
         await asyncio.sleep(0.001)
 
 
+async def read_behind_a0(firewall: RecordingFirewall, requests: Sequence[tuple[str, Sequence[ModelText]]],
+                         tags: bool = True) -> list[str]:
+    """The order the worker reads `requests` (tenant, texts) in, sent in that order while tenant "a"'s document a0
+    is being read: each request's first text's tag (or its tenant, `tags` False), a0's first."""
+    screen = Screen(firewall)
+    try:
+        first = asyncio.create_task(screen.check("a", doc("a0")))
+        await wait_started(firewall)  # a0 is being read; the others queue behind it
+        jobs = [asyncio.create_task(screen.check(tenant, texts)) for tenant, texts in requests]
+        await asyncio.sleep(0.01)
+        firewall.release.set()
+        await asyncio.gather(first, *jobs)
+    finally:
+        screen.close()
+    return [o.split("/")[0].split()[0] if tags else o.split("/")[1] for o in firewall.order]
+
+
 async def test_a_tenants_backlog_does_not_hold_back_another_tenant(firewall: RecordingFirewall) -> None:
     screen = Screen(firewall)
     try:
@@ -104,20 +121,10 @@ async def test_a_request_of_many_tiny_texts_is_charged_for_each_text(firewall: R
         return [ModelText((tag + " " + BIG)[:1_000], Source.DOCUMENT, ("documents", j)) for j in range(3)]
 
     assert sum(len(t.text) for t in tiny("t1")) == sum(len(t.text) for t in large("l1")) == 3_000
-    screen = Screen(firewall)
-    try:
-        first = asyncio.create_task(screen.check("a", doc("a0")))
-        await wait_started(firewall)  # a0 is being read; the others queue behind it
-        jobs = [asyncio.create_task(screen.check(tenant, texts))
-                for tenant, texts in (("tiny", tiny("t1")), ("tiny", tiny("t2")), ("large", large("l1")),
-                                      ("large", large("l2")))]
-        await asyncio.sleep(0.01)
-        firewall.release.set()
-        await asyncio.gather(first, *jobs)
-        # by characters: t1, l1, then t2 (level with "large" and sent first), l2
-        assert [o.split("/")[0].split()[0] for o in firewall.order] == ["a0", "t1", "l1", "l2", "t2"]
-    finally:
-        screen.close()
+    order = await read_behind_a0(firewall, (("tiny", tiny("t1")), ("tiny", tiny("t2")), ("large", large("l1")),
+                                            ("large", large("l2"))))
+    # by characters: t1, l1, then t2 (level with "large" and sent first), l2
+    assert order == ["a0", "t1", "l1", "l2", "t2"]
 
 
 async def test_more_texts_than_the_bound_are_refused_before_any_is_read(firewall: RecordingFirewall) -> None:
@@ -238,20 +245,41 @@ async def test_texts_read_apart_are_charged_less_than_texts_read_together(firewa
     def document(tag: str) -> list[ModelText]:
         return [ModelText((tag + " " + BIG * 25)[:100_000], Source.DOCUMENT, ("documents", 0))]
 
-    screen = Screen(firewall)
-    try:
-        first = asyncio.create_task(screen.check("a", doc("a0")))
-        await wait_started(firewall)  # a0 is being read; the others queue behind it
-        jobs = [asyncio.create_task(screen.check(tenant, texts))
-                for tenant, texts in (("agent", calls("g1")), ("agent", calls("g2")), ("docs", document("d1")),
-                                      ("docs", document("d2")))]
-        await asyncio.sleep(0.01)
-        firewall.release.set()
-        await asyncio.gather(first, *jobs)
-        # charged 41,000 for g1 against 100,400 for d1, g2 goes next (at 2,000 a text g1 was 201,000: d2 went first)
-        assert [o.split("/")[0].split()[0] for o in firewall.order] == ["a0", "g1", "d1", "g2", "d2"]
-    finally:
-        screen.close()
+    order = await read_behind_a0(firewall, (("agent", calls("g1")), ("agent", calls("g2")), ("docs", document("d1")),
+                                            ("docs", document("d2"))))
+    # charged 41,000 for g1 against 100,400 for d1, g2 goes next (at 2,000 a text g1 was 201,000: d2 went first)
+    assert order == ["a0", "g1", "d1", "g2", "d2"]
+
+
+async def test_a_many_tenant_mix_of_policies_is_read_one_request_each_a_round_cheapest_next(
+        firewall: RecordingFirewall) -> None:
+    """Five tenants busy at once, each with two requests of another kind under its own policy (review RV7, thirtieth
+    session): every tenant's first request is read before any tenant's second (each starts at the same virtual time,
+    and each read is charged at least inline_chars), and the seconds go by what the firsts were charged under each
+    tenant's policy: "open" (injection and personal data off: its 1,000 texts' characters alone, at least 2,000),
+    "agent" (100 texts read apart: 41,000), "docs" (one 100,000-character document: 100,400), "no-pii" (its 1,000
+    user parts read apart: 401,028), "parts" (the same read together across their seams: 2,001,028). Charged by
+    texts whatever the policy (before S4's weights) open and no-pii came after docs and agent."""
+    from aigrid.security.firewall.pipeline import Action, FirewallPolicy
+
+    firewall.policies["open"] = FirewallPolicy(injection=Action.OFF, pii_input=Action.OFF)
+    firewall.policies["no-pii"] = FirewallPolicy(pii_input=Action.OFF)
+
+    def parts() -> list[ModelText]:  # a system prompt and 999 one-character user parts
+        return [ModelText("You are a helpful assistant.", Source.SYSTEM, ("messages", 0, "content"))] + [
+            ModelText("x", Source.USER, ("messages", 1, "content", j, "text")) for j in range(999)]
+
+    def calls() -> list[ModelText]:  # 100 texts of 10 characters, read apart
+        return [ModelText("read_file.", Source.ASSISTANT, ("messages", j, "tool_calls", 0, "function", "name"))
+                for j in range(100)]
+
+    def document() -> list[ModelText]:
+        return [ModelText((BIG * 25)[:100_000], Source.DOCUMENT, ("documents", 0))]
+
+    kinds = {"parts": parts, "agent": calls, "docs": document, "open": parts, "no-pii": parts}
+    order = await read_behind_a0(firewall, [(tenant, kinds[tenant]()) for tenant in kinds for _ in range(2)],
+                                 tags=False)
+    assert order == ["a", "parts", "agent", "docs", "open", "no-pii", "open", "agent", "docs", "no-pii", "parts"]
 
 
 async def test_a_job_whose_caller_has_gone_is_not_read(firewall: RecordingFirewall) -> None:
