@@ -616,19 +616,27 @@ class Proxy:
         hung up, a shutdown) that comes while they close is not taken for theirs: the losers still closing are
         cut short with it, the winner's answer is closed unsent, and it is raised on (asyncio hands a task's
         cancel to the task it awaits, whose CancelledError was swallowed here as the loser's; the request then
-        went on with the winner, for nobody). A loser that answered in the same turn as the winner is closed."""
+        went on with the winner, for nobody). A loser that answered in the same turn as the winner is closed. A loser
+        that raises a BaseException that is no cancel (KeyboardInterrupt, SystemExit), awaited or in its close, cuts
+        the request alike: every other loser still closed, the winner closed and booked error:internal (Proxy.book_cut),
+        nothing left in flight, and it is raised on after (until the thirtieth session the others were skipped and the
+        winner left open, one in flight for good). A loser's close that fails (an Exception) is logged: the winner
+        goes on."""
         if not running:
             return
         me = asyncio.current_task()
         before = me.cancelling() if me is not None else 0
-        cut: asyncio.CancelledError | None = None
+        cut: BaseException | None = None
 
-        def cutting(e: asyncio.CancelledError) -> None:  # the request's own cancel: the losers still closing cut short
+        def cutting(e: BaseException) -> None:  # the request's own cancel, or another BaseException: the losers still
+            # closing cut short
             nonlocal cut
             if cut is None:
                 cut = e
+                reason = _why(e, "the request was cancelled") if isinstance(e, asyncio.CancelledError) \
+                    else f"the request was cut by {type(e).__name__}"
                 for other in running:
-                    other.cancel(_why(e, "the request was cancelled"))
+                    other.cancel(reason)
 
         for task in running:
             task.cancel(why)
@@ -640,6 +648,8 @@ class Proxy:
                     cutting(e)
             except (EngineError, ApiError):
                 pass  # the losing hedge, cancelled on purpose or refused (a tool loop's check); _attempt released it
+            except BaseException as e:  # noqa: BLE001 -- no cancel (KeyboardInterrupt, SystemExit; _attempt released
+                cutting(e)  # it): a cut, raised on once the others are closed
             else:  # it had its first byte too: released unread
                 for entry in record.attempts:
                     if entry["endpoint"] == late.cand.endpoint_id and entry.get("ok"):
@@ -648,6 +658,10 @@ class Proxy:
                     await late.stack.aclose()
                 except asyncio.CancelledError as e:  # the loser is done: a cancel now is the request's own
                     cutting(e)
+                except Exception as e:  # the loser's engine, not the request's failure: the winner goes on
+                    log.warning("endpoint %s: closing an attempt that lost failed", late.cand.endpoint_id, exc_info=e)
+                except BaseException as e:  # noqa: BLE001 -- no cancel (KeyboardInterrupt, SystemExit): a cut, raised
+                    cutting(e)  # on once the others are closed
                 finally:  # its slot given back even when the close was cut short
                     self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
         if cut is not None:
@@ -655,8 +669,8 @@ class Proxy:
                 record.left_at = won.cand.endpoint_id
                 try:
                     await won.stack.aclose()
-                finally:
-                    self.finish(won.cand, record, 499, None)
+                finally:  # a cancel is the client's 499; another BaseException error:internal
+                    self.book_cut(won.cand, record, cut)
             raise cut
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
