@@ -40,7 +40,7 @@ from aigrid.gateway.chat_events import (
 from aigrid.gateway.relay_response import STEER, STEERED
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_translate import (
-    CUT,
+    ITEM_CUT,
     function_call_item,
     incomplete_reason,
     logprobs_of,
@@ -103,7 +103,7 @@ class _Output:
         self.dropped: set[int] = set()
 
     def close(self, key: tuple[str, int], status: str = "completed") -> bytes:
-        """An open item done; `status` CUT where the answer stopped in it (its finish, or a failure)."""
+        """An open item done; `status` ITEM_CUT where the answer stopped in it (its finish, or a failure)."""
         o = self.open.pop(key)
         if key == MESSAGE:
             text = "".join(o.parts)
@@ -230,12 +230,12 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
         elif isinstance(e, Usage):
             usage = e
         elif isinstance(e, StreamError):  # cut mid-answer: the items it was writing end incomplete, as OpenAI's
-            yield out.close_all(CUT)
+            yield out.close_all(ITEM_CUT)
             failed = response_object(req, rid, created, out.items, status="failed")
             failed["error"] = {"code": "server_error", "message": e.message}
             yield ev("response.failed", response=failed)
             return
-    yield out.close_all(CUT if incomplete_reason(finish) else "completed")
+    yield out.close_all(ITEM_CUT if incomplete_reason(finish) else "completed")
     got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
                             usage=None if got is None and not any(spent) else usage_block(*added(spent, got)),

@@ -350,9 +350,10 @@ def _format_echo(req: ResponsesRequest) -> dict[str, Any]:
 
 _INCOMPLETE = {"length": "max_output_tokens", "steered": "steered", "content_filter": "content_filter"}
 """A finish that leaves a Response `incomplete`, and its `incomplete_details.reason` (OpenAI's names)."""
-CUT = "incomplete"
+ITEM_CUT = "incomplete"
 """The status of the output item an answer was cut in (by its finish, `incomplete_reason`, or by a failure mid-stream),
-as OpenAI gives it: until the thirtieth session it said `completed` inside an incomplete or failed Response."""
+as OpenAI gives it: until the thirtieth session it said `completed` inside an incomplete or failed Response. (An item's
+status; not stopping.CUT, the reason of the stop's cancel, nor relay_response.CUT, the streamed response being sent.)"""
 _CUTTABLE = frozenset({"message", "function_call"})
 """The items the model writes, which a cut can leave unfinished (an mcp_call or compaction item is whole)."""
 
@@ -363,10 +364,12 @@ def incomplete_reason(finish_reason: str | None) -> str | None:
 
 
 def cut_last(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`output` with its last item marked cut (CUT) where it is one the model was writing."""
+    """`output` with its last item marked cut (ITEM_CUT) where it is one the model was writing."""
     if output and output[-1].get("type") in _CUTTABLE:
-        return [*output[:-1], {**output[-1], "status": CUT}]
+        return [*output[:-1], {**output[-1], "status": ITEM_CUT}]
     return output
+
+
 _LOOP_CUTS = frozenset({"token_budget", "context_limit", "step_limit"})
 """A tool loop's stops (aigrid_loop.stop) that end its answer `length` though no max_output_tokens cut it: the
 Response says which in `incomplete_details.aigrid_stop` (OpenAI's `reason` has no name for them)."""
