@@ -323,3 +323,27 @@ def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Serve
         assert sorted(ids) == list(range(10, 60)), ids  # the newest 50 arrived by ~50 s, none of those at 100 s
         assert page.text_content("#decision-count") == "(newest 50 shown of 60 so far, of 121 in the run)"
     assert external == [] and errors == [], (external, errors)
+
+
+def test_every_status_that_went_wrong_is_coloured_as_rejected_and_failed_are(served: Served) -> None:
+    """The decisions' status was red for 'rejected' and 'failed' only: a 503 deadline_unmeetable, a 429 overloaded,
+    a cut answer (interrupted) and an engine's error (http_502) read as neutral as a request on its way. Every status
+    that is not an answer, a request on its way or its client's leaving is coloured as a rejected one."""
+    statuses = ["rejected", "failed", "deadline_unmeetable", "overloaded", "interrupted", "http_502", "shed",
+                "ok", "routing", "streaming", "client_closed"]
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        colour = page.evaluate("""async statuses => {
+          const {DecisionTable} = await import('/dashboard/static/table.js');
+          const body = document.body.appendChild(document.createElement('table')).createTBody();
+          const table = new DecisionTable(body, document.body.appendChild(document.createElement('span')));
+          table.upsert(statuses.map(s => ({id: 'row-' + s, at: 0, status: s, reason: ''})), false);
+          return Object.fromEntries(statuses.map(s =>
+            [s, getComputedStyle(body.querySelector(`tr[data-id="row-${s}"]`).lastElementChild).color]));
+        }""", statuses)
+    for status in ("failed", "deadline_unmeetable", "overloaded", "interrupted", "http_502", "shed"):
+        assert colour[status] == colour["rejected"], (status, colour)
+    for status in ("ok", "routing", "streaming", "client_closed"):
+        assert colour[status] != colour["rejected"], (status, colour)
+    assert external == [] and errors == [], (external, errors)

@@ -12,6 +12,12 @@ function time(row) {
 
 function ms(v) { return v == null ? "\u2013" : Math.round(v) + " ms"; }
 
+// A status that is not an answer, a request on its way, or its client's leaving: refused (rejected, overloaded,
+// deadline_unmeetable, a simulator's shed or expired), failed, cut (interrupted) or an engine's error (http_NNN).
+// Coloured as rejected and failed are: only those two were, so a 503 deadline_unmeetable read as a neutral status.
+const NOT_BAD = new Set(["ok", "routing", "streaming", "client_closed"]);
+const wentWrong = status => !NOT_BAD.has(status);
+
 export class DecisionTable {
   constructor(tbody, counter) {
     this.tbody = tbody;
@@ -71,7 +77,7 @@ export class DecisionTable {
     td[10].textContent = row.total == null ? "\u2013" : row.total.toFixed(2);
     td[11].textContent = ms(row.predicted_ttft_ms);
     td[12].textContent = ms(row.ttft_ms);
-    td[13].className = "status-" + row.status;
+    td[13].className = "status-" + row.status + (wentWrong(row.status) ? " status-bad" : "");
     // why it went where it did, and, when it failed there, why it failed: the reason alone named the site it was
     // sent to ("chose iad-smollm2 ...") of a request that failed
     const failed = (row.failures || []).join("; ");
