@@ -21,7 +21,7 @@ from aigrid.gateway.chat_events import (
 )
 from aigrid.gateway.output_filter import MAX_NAME_CHARS
 from tests.gateway import hostile_engine as H
-from tests.gateway import test_hostile_engines as T
+from tests.gateway import hostile_grid as T
 
 
 def piece(index: int, name: str | None = None, arguments: str | None = None, call_id: str | None = None) -> bytes:

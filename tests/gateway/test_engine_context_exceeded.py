@@ -22,8 +22,8 @@ from aigrid.spec.load import load_spec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.hostile_grid import grid as two_engines
 from tests.gateway.metered_gateway import inflight
-from tests.gateway.test_hostile_engines import grid as two_engines
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
                        "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100, "n_ctx": 2048}}

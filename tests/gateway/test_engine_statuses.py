@@ -14,8 +14,8 @@ import pytest
 from aigrid.gateway.app import build_app
 from aigrid.gateway.slow_clients import HeadDeadline
 from tests.gateway import hostile_engine as H
+from tests.gateway.hostile_grid import DOORS, SANE, Grid, grid
 from tests.gateway.metered_gateway import TENANT, inflight, the_one_record
-from tests.gateway.test_hostile_engines import DOORS, SANE, Grid, grid
 from tests.serving import serving
 
 

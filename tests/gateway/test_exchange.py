@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_hostile_engines import grid, sane
+from tests.gateway.hostile_grid import grid, sane
 
 
 @pytest.mark.parametrize("status", [400, 429])

@@ -16,15 +16,15 @@ from aigrid.gateway.output_filter import MAX_TEXTS
 from aigrid.gateway.proxy import EngineNames
 from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
-from tests.gateway import test_hostile_engines as T
-from tests.gateway.metered_gateway import inflight, the_one_record
-from tests.gateway.test_hostile_engines import SANE, Grid
+from tests.gateway import hostile_grid as T
+from tests.gateway.hostile_grid import SANE, Grid
+from tests.gateway.metered_gateway import balance, inflight, the_one_record
 
 
 async def grid(tmp_path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = T.sane,
                context: int | None = None, idle_s: float | None = None, max_s: float | None = None
                ) -> AsyncIterator[Grid]:
-    """test_hostile_engines.grid; `idle_s`, `max_s`: its gateway.stream_idle_s and stream_max_s as the proxy reads
+    """hostile_grid.grid; `idle_s`, `max_s`: its gateway.stream_idle_s and stream_max_s as the proxy reads
     them."""
     async for g in T.grid(tmp_path, bad, good, context):
         if idle_s is not None:
@@ -166,7 +166,7 @@ async def test_a_usage_key_written_with_escapes_is_read_as_usage(tmp_path, door:
         row = await the_one_record(g.gw)
         assert row["outcome"] == "ok"
         if counts["prompt_tokens"] == 5:
-            assert await T.balance(g.gw) == 6  # before: 34, the reservation
+            assert await balance(g.gw) == 6  # before: 34, the reservation
 
 
 @pytest.mark.parametrize("text", ["x" * 300_000, "aEngine( " * 30_000], ids=["letters", "open-reprs"])
@@ -225,7 +225,7 @@ async def test_a_fanned_out_stream_is_held_to_the_ceiling(tmp_path, door: str, s
         row = await the_one_record(g.gw)
         assert row["outcome"] == "interrupted" and g.bad.requests == 2
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
-        assert inflight(g.gw) == 0 and await T.balance(g.gw) > 0  # settled: the reservation, its count unknown
+        assert inflight(g.gw) == 0 and await balance(g.gw) > 0  # settled: the reservation, its count unknown
 
 
 @pytest.mark.parametrize("door", ["chat", "completions"])

@@ -18,7 +18,7 @@ import pytest
 from aigrid.gateway.usage import whole_answer
 from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
-from tests.gateway import test_hostile_engines as T
+from tests.gateway import hostile_grid as T
 from tests.gateway.metered_gateway import balance, inflight, the_one_record
 
 PII = "jo@example.com"

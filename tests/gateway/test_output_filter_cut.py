@@ -20,7 +20,7 @@ from aigrid.security.firewall.pii import find_pii, placeholder, unfinished_start
 from aigrid.security.firewall.pipeline import Action
 from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
-from tests.gateway import test_hostile_engines as T
+from tests.gateway import hostile_grid as T
 from tests.gateway.metered_gateway import TENANT, the_one_record
 from tests.gateway.sdk_clients import openai_client
 

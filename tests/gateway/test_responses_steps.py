@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.gateway import hostile_engine as H
-from tests.gateway import test_hostile_engines as T
+from tests.gateway import hostile_grid as T
 from tests.gateway.test_hostile_translations import FORGED, PII, chunk, engine, grid
 
 

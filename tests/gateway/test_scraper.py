@@ -19,7 +19,7 @@ from aigrid.spec import load
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_hostile_engines import grid, sane
+from tests.gateway.hostile_grid import grid, sane
 
 
 async def test_the_waiting_gauge_takes_the_engines_number_bounded(gateway: Gateway,
