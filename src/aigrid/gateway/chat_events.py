@@ -19,7 +19,7 @@ import orjson
 
 from aigrid.engines.answer_shape import choice_fault
 from aigrid.engines.sse import DONE, Event, SseDecoder
-from aigrid.gateway.output_filter import MAX_NAME_CHARS
+from aigrid.gateway.output_filter import joined_name
 
 log = logging.getLogger("aigrid.proxy")
 
@@ -121,10 +121,11 @@ class _Calls:
     """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
     [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its
     finish_reason, [DONE]); its name is every piece's name joined (a piece equal to the name so far is the same name
-    again: an engine that repeats it whole, as OutputFilter._call_names reads it). Until the thirtieth session the
-    first piece's name was the call's: an engine that sends a name in pieces (Gemini's OpenAI-compatible endpoint:
-    "get_wea", "ther") had the Messages and Responses doors hand their client "get_wea" as the tool to call. A call
-    still pending when the answer is cut (an error, the stream's end without its own) is never started."""
+    again: an engine that repeats it whole; output_filter.joined_name, OutputFilter._call_names's rule too). Until the
+    thirtieth session the first piece's name was the call's: an engine that sends a name in pieces (Gemini's
+    OpenAI-compatible endpoint: "get_wea", "ther") had the Messages and Responses doors hand their client "get_wea" as
+    the tool to call. A call still pending when the answer is cut (an error, the stream's end without its own) is
+    never started."""
 
     __slots__ = ("started", "pending")
 
@@ -141,11 +142,8 @@ class _Calls:
         name = name if isinstance(name, str) else ""
         held = self.pending.get(index)
         if held is None:
-            held = self.pending[index] = [call.get("id") or "", name]
-        elif name and name != held[1]:
-            held[1] += name
-            if len(held[1]) > MAX_NAME_CHARS:  # (read as the redacted stream's names are: the engine's malformed answer)
-                raise ValueError(f"a tool call's name of more than {MAX_NAME_CHARS} characters")
+            held = self.pending[index] = [call.get("id") or "", ""]
+        held[1] = joined_name(held[1], name)  # as the redacted stream's names are read (a ValueError: malformed)
         if not held[0] and call.get("id"):
             held[0] = call["id"]
         if arguments:

@@ -301,8 +301,21 @@ def json_read(text: str, json: bool | None) -> str:
 
 
 MAX_NAME_CHARS = 4096
-"""The longest tool call name a redacted stream's pieces may join into (OpenAI allows 64 characters): a name held
-back until it ends (OutputFilter._call_names) is bounded."""
+"""The longest tool call name a stream's pieces may join into (OpenAI allows 64 characters): a name held back until
+it ends (OutputFilter._call_names, chat_events._Calls) is bounded, its first piece too (joined_name)."""
+
+
+def joined_name(so_far: str, piece: str) -> str:
+    """A streamed tool call's name with its next piece (`so_far` "" for its first): the piece joined on, except a
+    piece equal to the name so far, which is the same name again (an engine that repeats it whole, as MiniMax through
+    NIM sends). The one rule of OutputFilter._call_names (a redacted stream) and chat_events._Calls (the Messages and
+    Responses doors). SseError (a ValueError: the engine's malformed answer) past MAX_NAME_CHARS, a first piece
+    included (until the thirtieth session only a joined name was bounded, each reader with its own copy)."""
+    name = so_far if piece == so_far else so_far + piece
+    if len(name) > MAX_NAME_CHARS:
+        raise SseError(f"the engine's answer sent a tool call's name of more than {MAX_NAME_CHARS} characters: not "
+                       "an answer the grid asked for")
+    return name
 _SHORT_KEPT = 256
 """The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
 
@@ -460,11 +473,7 @@ class OutputFilter:
             key, name = (index, k), call["function"]["name"]
             held = self._held.get(key)
             if held is not None:  # the name's next piece (or the same name again)
-                joined = held["function"]["name"]
-                joined = held["function"]["name"] = joined if name == joined else joined + name
-                if len(joined) > MAX_NAME_CHARS:
-                    raise SseError(f"the engine's answer sent a tool call's name of more than {MAX_NAME_CHARS} "
-                                   "characters: not an answer the grid asked for")
+                held["function"]["name"] = joined_name(held["function"]["name"], name)
                 held.update((field, call[field]) for field in ("id", "type") if field in call)
                 if k in argued:  # its arguments began: the name is whole
                     self._release(key, delta)
@@ -473,6 +482,7 @@ class OutputFilter:
                 continue
             sent = self._names.get(key)
             if sent is None:
+                name = joined_name("", name)  # its first piece, bounded as the joined ones are
                 if len(self._names) + len(self._held) >= MAX_TEXTS:
                     raise SseError(f"the engine's answer opened more than {MAX_TEXTS} tool calls: not an answer the "
                                    "grid asked for")
