@@ -36,3 +36,7 @@ def test_a_port_in_use_is_one_line() -> None:
         r = runner.invoke(app, ["emulator", "--port", str(port)])
     assert r.exit_code == 2 and str(port) in r.output and "in use" in r.output, r.output
     assert not isinstance(r.exception, OSError)
+    # the option to change is named (it said only that the port was in use)
+    assert r.output.strip().endswith("give another --port (--port 0: any free one)"), r.output
+    r = runner.invoke(app, ["emulator", "--host", "not a host", "--port", "0"])
+    assert r.exit_code == 2 and "give --host an address of this machine" in r.output, r.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 from typing import Annotated
 
@@ -75,8 +76,10 @@ def emulator_command(
         runner = uvloop.run
     try:
         runner(run_emulators(config, host, port, engines, eol))
-    except OSError as e:  # the port is taken, the host is not an address here
-        typer.echo(f"error: cannot listen on {host} port {port}: {e.strerror or e}", err=True)
+    except OSError as e:  # the port is taken, the host is not an address here: the option to change named
+        fix = ("give another --port (--port 0: any free one)" if e.errno == errno.EADDRINUSE
+               else "give --host an address of this machine, e.g. 127.0.0.1")
+        typer.echo(f"error: cannot listen on {host} port {port}: {e.strerror or e}; {fix}", err=True)
         raise typer.Exit(2) from None
 
 
