@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from aigrid.cli import app
+from aigrid.errors import InvalidRequest
 from aigrid.rightsize import cli as eval_cli
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.evaluation import embed, evaluate
-from aigrid.rightsize.routing_data import read_routing_csv
+from aigrid.rightsize.routing_data import read_routing_csv, with_earlier_turns
 from aigrid.rightsize.sw_ranking import NeighbourScore, quantize
 
 runner = CliRunner()
@@ -350,19 +351,61 @@ def test_the_hint_names_every_correct_column_holding_a_judge_score(tmp_path: Pat
 def test_an_empty_prompt_is_left_out_and_counted_not_refusing_the_file(tmp_path: Path) -> None:
     """A held-out file with one empty prompt was refused whole (`column 'prompt': empty`, exit 2; eval_firewall.py
     leaves such rows out): the rows with an empty or blank prompt are left out, a note counts them and names their
-    lines, and every figure is the file's without them."""
-    rows = labelled(14)
+    lines, and every figure is the file's without them (2 of 42 rows: within MAX_EMPTY_SHARE, 5%)."""
+    rows = labelled(40)
     with_empty = rows[:2] + [["", 1, 0, 0]] + rows[2:9] + [["   ", 0, 1, 1]] + rows[9:]
     code, out = run("--data", str(wide(tmp_path / "e.csv", with_empty)))
     assert code == 0, out
-    assert "## e.csv: 14 prompts" in out and "note: 2 of 16 rows left out: an empty 'prompt' (lines 4, 12)" in out
+    assert "## e.csv: 40 prompts" in out and "note: 2 of 42 rows left out: an empty 'prompt' (lines 4, 12)" in out
     code, plain = run("--data", str(wide(tmp_path / "p.csv", rows)))
     tables = [[line for line in o.splitlines() if line.startswith("|")] for o in (out, plain)]
     assert code == 0 and tables[0] == tables[1] and tables[0]
-    d = read_routing_csv(wide(tmp_path / "l.csv", [[*r[:4], "" if r[0] == 3 and r[1] == 1 else r[4]]
-                                                   for r in long_rows()], LONG))
-    assert len(d) == 23 and "question 3 turn 1" not in d.prompts, d.prompts
-    assert d.notes[0] == "2 of 48 rows left out: an empty 'turn_prompt' (lines 14, 15)", d.notes
+
+
+def test_a_file_mostly_empty_is_refused_naming_the_share_and_the_first_lines(tmp_path: Path) -> None:
+    """Empty prompts were left out whatever their number: a file of which most rows had none (a column shifted,
+    the prompts not exported) was evaluated on what was left, a note its only trace. More than MAX_EMPTY_SHARE
+    (5%) of the rows left out refuses the file, saying the share and the first lines; 1 of 20 (5%) is read."""
+    rows = labelled(30)
+    for i in (3, 4, 9, 20, 21, 22, 28):
+        rows[i][0] = " " if i % 2 else ""
+    code, out = run("--data", str(wide(tmp_path / "m.csv", rows)))
+    assert code == 2 and one_error_line(out).endswith(
+        "m.csv: 7 of 30 rows (23.3%) would be left out: an empty 'prompt' (lines 5, 6, 11, 22, 23, ...); more than "
+        "5% refuses the file (fill those prompts in or remove their rows)")
+    rows = labelled(20)
+    rows[7][0] = ""
+    d = read_routing_csv(wide(tmp_path / "one.csv", rows))
+    assert len(d) == 19 and d.notes == ("1 of 20 rows left out: an empty 'prompt' (line 9)",)
+    rows = labelled(21)
+    rows[7][0] = rows[8][0] = ""
+    with pytest.raises(InvalidRequest, match=r"2 of 21 rows \(9\.5%\) would be left out: an empty 'prompt' "
+                                             r"\(lines 9, 10\)"):
+        read_routing_csv(wide(tmp_path / "two.csv", rows))
+
+
+def test_an_empty_turn_leaves_out_its_question_from_that_turn_on(tmp_path: Path) -> None:
+    """A long file's empty turn 1 was left out alone: its turn 2 was then read (with_earlier_turns, as a gateway
+    reads a conversation) without the turn before it, a request nobody sends. Every row of that question from the
+    empty turn on, every model's, is left out and the note says so; earlier turns stay (they are read whole)."""
+    def blank(r: list[object], q: int, t: int, model: str | None = None) -> bool:
+        return r[0] == q and r[1] == t and (model is None or r[2] == model)
+
+    rows = [[*r[:4], "" if blank(r, 3, 1) or blank(r, 7, 2, "small") else r[4]] for r in long_rows(3, 40)]
+    d = read_routing_csv(wide(tmp_path / "l.csv", rows, LONG))
+    gone = {"question 3 turn 1", "question 3 turn 2", "question 3 turn 3", "question 7 turn 2", "question 7 turn 3"}
+    assert len(d) == 120 - 5 and not gone & set(d.prompts) and "question 7 turn 1" in d.prompts
+    # lines: header 1, then 6 rows a question (3 turns x 2 models): question 3 on lines 20-25, question 7 on 44-49
+    assert d.notes[0] == ("10 of 240 rows left out: an empty 'turn_prompt' (lines 20, 21, 46) and 7 more of those "
+                          "questions' rows from that turn on, which would be read without it (lines 22, 23, 24, 25, "
+                          "47, ...)"), d.notes
+    joined = with_earlier_turns(d)
+    for (q, t), prompt in zip(d.turns or (), joined.prompts, strict=True):
+        assert prompt.count("question") == t and prompt.endswith(f"question {q} turn {t}"), prompt
+    # without question_id and turn nothing is read as a conversation: only the empty rows are left out
+    flat = read_routing_csv(wide(tmp_path / "f.csv", [r[2:] for r in rows], LONG[2:]))
+    assert flat.notes[0] == "3 of 240 rows left out: an empty 'turn_prompt' (lines 20, 21, 46)", flat.notes
+    assert "question 3 turn 2" in flat.prompts
 
 
 def test_a_file_whose_every_prompt_is_empty_is_refused_saying_so(tmp_path: Path) -> None:

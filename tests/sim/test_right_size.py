@@ -3,6 +3,7 @@ a small model at the edge and a large one in three regions, beside twins that re
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from aigrid.sim.experiment import run_experiment
 from aigrid.sim.right_size import tenant_prompts
-from aigrid.sim.scenario import ScenarioError, load_scenario
+from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sim" / "right-size.yaml"
 SMALL, LARGE = "llama-3.2-1b", "llama-3.1-70b"
@@ -78,3 +79,41 @@ def test_bad_right_size_tenants_are_refused(tmp_path: Path) -> None:
         path.write_text(text.replace(old, new, 1))
         with pytest.raises(ScenarioError, match=message):
             load_scenario(path)
+
+
+def _prompts_file(path: Path, empty: set[int], n: int = 40) -> Path:
+    rows = ["prompt,small_correct,large_correct"] + [
+        f"{'' if i in empty else f'What is {i} + {i}?'},{i % 2},1" for i in range(n)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _with_prompts(tmp_path: Path, prompts: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "sc.yaml"
+    path.write_text(EXAMPLE.read_text().replace("quality_target: 0.05}", f"quality_target: 0.05, prompts: '{prompts}'}}", 1))
+    return load_scenario(path)
+
+
+def test_a_prompts_file_with_empty_prompts_says_what_it_left_out(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """right_size.prompts is read by `aigrid models eval`'s rules, and the simulator threw its notes away: a file
+    with empty prompts (refused whole before df23a32c) lost rows without a word. What reading left out is one
+    WARNING line on aigrid.sim naming the file, the count and the lines."""
+    prompts = _prompts_file(tmp_path / "few.csv", {5})
+    sc = _with_prompts(tmp_path, prompts)
+    with caplog.at_level(logging.WARNING, logger="aigrid.sim"):
+        sized = tenant_prompts(sc, 0)
+        assert tenant_prompts(sc, 1) is not None  # another ladder of the same file: read, and said, once
+    assert sized is not None and len(sized) == 39
+    said = [r.getMessage() for r in caplog.records if r.name == "aigrid.sim"]
+    assert said == [f"right_size.prompts: {prompts}: 1 of 40 rows left out: an empty 'prompt' (line 7)"], said
+
+
+def test_a_prompts_file_mostly_empty_is_the_scenarios_problem(tmp_path: Path) -> None:
+    """More than MAX_EMPTY_SHARE (5%) of the rows without a prompt: the run used what was left of the file; it is
+    refused as `aigrid models eval` refuses it, naming the share and the first lines."""
+    sc = _with_prompts(tmp_path, _prompts_file(tmp_path / "most.csv", set(range(0, 40, 2))))
+    with pytest.raises(ScenarioProblem, match=r"^right_size\.prompts: .*most\.csv: 20 of 40 rows \(50\.0%\) would be "
+                                              r"left out: an empty 'prompt' \(lines 2, 4, 6, 8, 10, \.\.\.\); more "
+                                              r"than 5% refuses the file"):
+        tenant_prompts(sc, 0)

@@ -15,7 +15,8 @@ value outside [0, 1] (the hint names every such column above 1), a long file's s
 model or every prompt empty, a second score for one model on one prompt (long), a row with more cells than the
 header (an unquoted comma), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
 A row whose prompt is empty or blank is left out and counted in `notes` (a held-out file with one was refused
-whole until the thirtieth session). A wide file's row-number column (`id`, `*_id`, `index`, pandas' unnamed
+whole until the thirtieth session), and in a long file read as conversations its question's rows from that turn on;
+more than MAX_EMPTY_SHARE (5%) of the rows left out so refuses the file. A wide file's row-number column (`id`, `*_id`, `index`, pandas' unnamed
 index) is never a model; a long file's scores divided by 10 are said in `notes`.
 `with_earlier_turns` reads a long file's later turns after its earlier ones, as a gateway reads a conversation.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
@@ -152,7 +153,8 @@ STRUCTURAL = ("prompt", "subject", "category", "contaminated", "question_id", "t
 def read_routing_csv(path: Path, small: str | None = None, large: str | None = None) -> RoutingData:
     """Parse one CSV; InvalidRequest naming the file, and the line and column where there is one, when it has
     neither known shape or a value cannot be used (a score that is not a finite number, a `*_correct` value
-    outside [0, 1], a long file's score outside [0, 10], every prompt empty; an empty one is left out, in notes)."""
+    outside [0, 1], a long file's score outside [0, 10], every prompt empty or more than MAX_EMPTY_SHARE of the rows
+    left out for an empty one; fewer are left out, in notes)."""
     try:
         raw = read_bounded(path, MAX_BYTES)
     except OSError as e:
@@ -315,21 +317,58 @@ def _above_one(value: str | None) -> bool:
         return False
 
 
+MAX_EMPTY_SHARE = 0.05
+"""The most rows of a file (a share) that an empty prompt leaves out with a note; more refuses the file, naming the
+share and the first lines: a file mostly empty was written wrong (a column shifted, the prompts not exported), and
+a figure on what is left of it would stand for a set nobody chose. `aigrid models eval` and the simulator's
+`right_size.prompts` read files by this one rule."""
+
+
+def _turn(r: dict[str, str]) -> tuple[str, int] | None:
+    """A long file's row's (question_id, turn), when it has both and the turn is a whole number (as
+    _conversations reads them)."""
+    q, t = (r.get("question_id") or "").strip(), (r.get("turn") or "").strip()
+    return (q, int(t)) if q and t.isascii() and t.isdigit() and len(t) <= 9 else None
+
+
+def _lines_said(lines: list[int]) -> str:
+    return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''}"
+
+
 def _without_empty_prompts(path: Path, rows: list[dict[str, str]], lines: list[int], column: str) -> tuple[
         list[dict[str, str]], list[int], tuple[str, ...]]:
     """The rows whose `column` (the prompt) is not empty or blank, and a note counting those left out, naming their
     first lines: a held-out file with one empty prompt was refused whole (eval_firewall.py leaves such rows out
-    too). A row too short to have the column is still refused, as a short row."""
-    empty = [n for r, n in zip(rows, lines, strict=True) if r.get(column) is not None and not r[column].strip()]
+    too). In a long file whose rows all have a question_id and turn (read as conversations, with_earlier_turns),
+    an empty turn leaves out its question's rows from that turn on, every model's: a later turn without its
+    earlier one is not the request a gateway reads. More than MAX_EMPTY_SHARE of the rows left out refuses the
+    file. A row too short to have the column is still refused, as a short row."""
+    blank = [r.get(column) is not None and not r[column].strip() for r in rows]
+    empty = [n for b, n in zip(blank, lines, strict=True) if b]
     if not empty:
         return rows, lines, ()
     if len(empty) == len(rows):
         raise InvalidRequest(f"{path}: every row's {column!r} is empty ({len(rows)} row{'s' if len(rows) > 1 else ''})",
                              param=column)
-    kept = [(r, n) for r, n in zip(rows, lines, strict=True) if r.get(column) is None or r[column].strip()]
-    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-    note = (f"{len(empty)} of {len(rows)} rows left out: an empty {column!r} (line{'s' if len(empty) > 1 else ''} "
-            f"{shown})")
+    turns = [_turn(r) for r in rows] if column == "turn_prompt" else []
+    broken: dict[str, int] = {}  # question: its first turn with an empty prompt
+    if turns and all(turns):
+        for b, qt in zip(blank, turns, strict=True):
+            if b and qt is not None:
+                broken[qt[0]] = min(broken.get(qt[0], qt[1]), qt[1])
+    later = [n for b, qt, n in zip(blank, turns, lines, strict=True) if not b and qt is not None
+             and qt[0] in broken and qt[1] >= broken[qt[0]]] if broken else []
+    left = len(empty) + len(later)
+    said = f"an empty {column!r} ({_lines_said(empty)})" + (
+        f" and {len(later)} more of those questions' rows from that turn on, which would be read without it "
+        f"({_lines_said(later)})" if later else "")
+    if left > MAX_EMPTY_SHARE * len(rows):
+        raise InvalidRequest(f"{path}: {left} of {len(rows)} rows ({left / len(rows):.1%}) would be left out: {said}; "
+                             f"more than {MAX_EMPTY_SHARE:.0%} refuses the file (fill those prompts in or remove "
+                             "their rows)", param=column)
+    out = set(empty) | set(later)
+    kept = [(r, n) for r, n in zip(rows, lines, strict=True) if n not in out]
+    note = f"{left} of {len(rows)} rows left out: {said}"
     return [r for r, _ in kept], [n for _, n in kept], (note,)
 
 

@@ -15,6 +15,7 @@ and prompts (sim/workload.py), so `always-large` declared beside `auto` compares
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from aigrid.errors import InvalidRequest
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.right_sizer import RightSizer, ladder_quality
-from aigrid.rightsize.routing_data import read_routing_csv
+from aigrid.rightsize.routing_data import RoutingData, read_routing_csv
 from aigrid.sim.grid import Grid
 from aigrid.sim.scenario import RightSizeDef, Scenario, ScenarioProblem
 from aigrid.sim.workload import Workload, twin_of
@@ -33,6 +34,7 @@ from aigrid.spec.models import RightSizeSpec
 
 HELDOUT = Path(__file__).resolve().parents[3] / "data" / "model-routing" / "heldout_sample.csv"
 OK = 1  # sim.runner's status of a served request
+log = logging.getLogger("aigrid.sim")
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,25 @@ def prompts_path(cfg: RightSizeDef) -> Path:
 
 
 @lru_cache(maxsize=8)
-def _prompts(path: str, ladder: tuple[str, ...], params: tuple[float, ...], target: float,
-             max_drop: float | None) -> Prompts:
-    """Read once per process (worker processes forked after the parent read it share it)."""
+def _read(path: str) -> RoutingData:
+    """The file read once per process (worker processes forked after the parent read it share it), by the rules of
+    `aigrid models eval` (routing_data: rows with an empty prompt left out, a file with more than MAX_EMPTY_SHARE
+    of them refused). What reading left out or assumed is one WARNING line on `aigrid.sim`: until the thirtieth
+    session the notes were dropped, and a file's empty prompts left out without a word."""
     try:
         data = read_routing_csv(Path(path))
     except InvalidRequest as e:  # a missing or malformed file, reported as the scenario's problem
         raise ScenarioProblem(f"right_size.prompts: {e}") from None
+    if data.notes:
+        log.warning("right_size.prompts: %s: %s", path, "; ".join(data.notes))
+    return data
+
+
+@lru_cache(maxsize=8)
+def _prompts(path: str, ladder: tuple[str, ...], params: tuple[float, ...], target: float,
+             max_drop: float | None) -> Prompts:
+    """Read once per process (worker processes forked after the parent read it share it)."""
+    data = _read(path)
     spec = RightSizeSpec(models=list(ladder), quality_target=target, max_quality_drop=max_drop)
     sizer = RightSizer({"t": spec}, dict(zip(ladder, params, strict=True)), QualityEstimator.load())
     estimator = sizer.estimator
