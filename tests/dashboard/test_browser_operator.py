@@ -7,12 +7,14 @@ import asyncio
 import json
 import random
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from aigrid.dashboard.feed import Feed
 from aigrid.gateway.app import build_gateway
 from tests.dashboard.browser import chromium_page, errors_of, open_dashboard
 from tests.dashboard.conftest import CHAT, Served, dashboard_app, no_sleep, served_dashboard
@@ -355,3 +357,61 @@ def test_a_replay_that_fails_to_load_leaves_the_live_rows_on_utc(served: Served,
         page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=30000)
         assert page.text_content("#decisions thead th:first-child") == "sim time"
     assert external == [], external
+
+
+def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: Served, monkeypatch: Any) -> None:
+    """The stall (no picture for 5 ticks, at least 5 s) was counted from the last picture before a drop: after a
+    drop longer than 5 s, a feed back (its hello read, the badge 'live') showed 'stalled' until its first picture.
+    It is counted from the new connection's hello. The first connection here is the test's (one picture, then it
+    ends); the next ones are refused for over 6 s; then the gateway's own, whose first picture is held."""
+    grid = httpx.get(served.base + "/dashboard/state", timeout=10).json()["grid"]
+    held = threading.Event()
+    refresh = Feed.refresh
+
+    async def held_refresh(self: Feed) -> None:
+        for _ in range(600):  # at most 30 s held
+            if not held.is_set():
+                break
+            await asyncio.sleep(0.05)
+        await refresh(self)
+
+    monkeypatch.setattr(Feed, "refresh", held_refresh)
+    opened: list[float] = []
+
+    def feed(route: Any) -> None:
+        opened.append(time.monotonic())
+        if len(opened) == 1:
+            route.fulfill(status=200, headers={"content-type": "text/event-stream", "cache-control": "no-store"},
+                          body='event: hello\ndata: {"name": "t", "interval_s": 1}\n\n'
+                               "event: grid\ndata: " + json.dumps(grid) + "\n\n")
+        elif opened[-1] - opened[0] < 6.5:
+            route.abort()
+        else:
+            route.continue_()
+
+    external: list[str] = []
+    try:
+        with chromium_page(served.base, external) as page:
+            errors = errors_of(page)
+            page.route("**/dashboard/events", feed)
+            held.set()
+            page.goto(served.base + "/dashboard")
+            page.wait_for_function("() => document.body.dataset.stale === '1'", timeout=15000)
+            page.evaluate("""() => { window.__modes = [];
+              new MutationObserver(() => window.__modes.push(document.body.dataset.mode))
+                .observe(document.body, {attributes: true, attributeFilter: ['data-mode']}); }""")
+            # back (the gateway's feed, its hello read): live, and not stalled while its first picture is on its way
+            page.wait_for_function("() => document.body.dataset.mode === 'live' && !document.body.dataset.stale",
+                                   timeout=30000)
+            assert opened[-1] - opened[0] >= 6.5, opened  # the drop was longer than the stall's 5 s
+            page.evaluate("() => { window.__modes = []; }")
+            page.wait_for_timeout(1500)  # watchStall runs every 0.5 s: the old page said 'stalled' within it
+            modes = page.evaluate("() => window.__modes")
+            assert "error" not in modes and page.text_content("#mode") == "live", modes  # 'stalled' is mode error
+            held.clear()
+            page.wait_for_function("() => !document.getElementById('clock').textContent.startsWith('last update')",
+                                   timeout=15000)
+    finally:
+        held.clear()
+    refused = "Failed to load resource: net::ERR_FAILED"  # the connections this test refused
+    assert external == [] and [e for e in errors if e != refused] == [], (external, errors)

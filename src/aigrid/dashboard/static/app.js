@@ -95,6 +95,9 @@ function startLive() {
       if (name === "hello") {
         $("grid-name").textContent = data.name;
         if (data.interval_s > 0) tickS = data.interval_s;
+        // a new connection's first message: the stall is counted from it, not from the picture before a drop (one
+        // longer than the stall's bound showed a feed back and live as 'stalled' until its first picture)
+        pictureSeen = performance.now();
       } else if (name === "grid") {
         lastGrid = data;
         shownAt = data.at;
