@@ -232,6 +232,39 @@ async def test_a_tenant_whose_policy_reads_nothing_is_not_bounded_by_the_firewal
         screen.close()
 
 
+async def test_a_tools_definition_counts_as_two_other_texts_where_injection_is_read(
+        firewall: RecordingFirewall) -> None:
+    """A tool's definition is scored twice (as a prompt and as a document, InjectionModel.score_tool): 0.254 ms a
+    short one against 0.141 ms a document of the same words (review RV7, thirtieth session: 19,999 client tools of
+    distinct names and no description, 20,000 texts, 5.09 s of the worker, past the 3.5 s the bound means). It counts
+    TOOL_CHARS (two other texts) where the policy reads injection: 10,000 definitions and a short prompt are refused
+    naming `tools`, none read, 9,999 pass the bound; with injection off (personal data still read) it counts as
+    another text."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.security.firewall.pipeline import Action, FirewallPolicy
+    from aigrid.security.firewall.screen import MAX_OTHERS, TEXT_CHARS, TOOL_CHARS, check_count, weights
+
+    def request(tools: int) -> list[ModelText]:
+        return [ModelText("hi", Source.USER, ("messages", 0, "content"))] + [
+            ModelText(f'{{"name": "t{i}"}}', Source.TOOL_DESCRIPTION, ("tools", i, "function")) for i in range(tools)]
+
+    firewall.policies["pii-only"] = FirewallPolicy(injection=Action.OFF)
+    assert weights(firewall.default, request(1)) == [TEXT_CHARS, TOOL_CHARS]
+    assert weights(firewall.policies["pii-only"], request(1)) == [TEXT_CHARS, TEXT_CHARS]
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        with pytest.raises(InvalidRequest) as refused:
+            await screen.check("t", request(MAX_OTHERS // 2))
+        assert (refused.value.code, refused.value.param) == ("too_many_texts", "tools")
+        assert "a tool's definition counts as two" in refused.value.message
+        assert firewall.order == []
+    finally:
+        screen.close()
+    assert len(check_count(firewall.default, request(MAX_OTHERS // 2 - 1))) == MAX_OTHERS // 2  # at the bound
+    assert len(check_count(firewall.policies["pii-only"], request(MAX_OTHERS - 1))) == MAX_OTHERS
+
+
 async def test_texts_read_apart_are_charged_less_than_texts_read_together(firewall: RecordingFirewall) -> None:
     """The fair queue charges a request by what reading it costs: TEXT_CHARS for a text read apart (about 0.15 ms at
     most, an agent's calls and turns), PART_CHARS for one read together (up to 0.9 ms). Until review RV1 (thirtieth

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.pipeline import Firewall, FirewallPolicy, Screened, read_across
-from aigrid.security.firewall.texts import ModelText, render
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, Screened, read_across
+from aigrid.security.firewall.texts import ModelText, Source, render
 
 INLINE_CHARS = 2_000
 INLINE_TEXTS = 16
@@ -72,13 +72,22 @@ a text read together 0.45-0.46 ms read once, 0.88-0.90 ms twice, 1,680-1,790 cha
 mostly such texts (its calls' names and arguments, the model's turns) beside one tool result a step: 1,000 tool
 steps, 7,012 texts, 774,195 characters, took 1.02-1.12 s there (review RV1's, 7,038 texts, 0.53 s), charged 5.2 million characters (at
 2,000 a text, until the thirtieth session's review RV1, 14.8 million)."""
+TOOL_CHARS = 2 * TEXT_CHARS
+"""What reading a tool's definition (Source.TOOL_DESCRIPTION: a client's tool, a response_format's schema) costs
+beside its characters where the policy reads injection: it is scored twice, as a prompt and as a document
+(InjectionModel.score_tool). 19,999 client tools of distinct short names and no description (20,000 texts with the
+user's "hi") took 5.09 s of CPU in check_texts, 0.254 ms a text, against 2.83 s for 20,000 documents of the same
+words (a scratch of review RV7, thirtieth session, over bench_screen_parts.distinct_words, load ~6); charged
+TEXT_CHARS they passed the bound (MAX_OTHERS) and held the worker longer than it means to (bench_screen_parts.py's
+tool case is two texts a tool, the description's own text the cheap one, so its mean hid it). Now at most 10,000
+such definitions are read in one call, about 2.5 s at that rate."""
 MAX_TOGETHER = 4_000
 """The most texts read together across their seams (PART_CHARS) that one call reads, a request's own texts or a tool's
 result; other texts (TEXT_CHARS) count PART_CHARS / TEXT_CHARS to one of them, so a call of no such text reads at most
 MAX_OTHERS. More is the client's 400 `too_many_texts` naming the field the bound is passed at, before any text is read
 (`check_count`). At 0.88 ms a text read together at worst, 4,000 take about 3.5 s of the worker (`.venv/bin/python
 scripts/bench_screen_parts.py 4000`: 3.50 s, load 7.3), as long as the longest text a body may hold (a 4 MiB prompt
-with a pasted part, 3.3-3.9 s: docs/security.md, "Cost"); 20,000 other texts at 0.17 ms about 3.4 s. A tenant whose
+with a pasted part, 3.3-3.9 s: docs/security.md, "Cost"); 20,000 other texts at 0.17 ms about 3.4 s (10,000 tools' definitions, TOOL_CHARS, about 2.5 s). A tenant whose
 policy reads nothing (injection and personal data off) is not bounded here: its messages and content parts are bounded
 before this, as JSON (gateway.schemas.MAX_PARTS, 10,000), as everyone's are. Until the thirtieth session's review RV1
 the bound was 4,000 texts of any kind for every tenant: an agent's conversation of about 570 tool steps (1,140
@@ -90,11 +99,14 @@ N = TypeVar("N", int, float)
 
 def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
     """What reading each of `texts` under `policy` costs beside its characters, in characters: PART_CHARS for a text
-    read across its seams (pipeline.read_across), TEXT_CHARS for another; nothing where the policy reads nothing."""
+    read across its seams (pipeline.read_across), TOOL_CHARS for a tool's definition where injection is read,
+    TEXT_CHARS for another; nothing where the policy reads nothing."""
     if not policy.reads_input:
         return [0] * len(texts)
     together = read_across(policy, texts)
-    return [PART_CHARS if i in together else TEXT_CHARS for i in range(len(texts))]
+    tool = TOOL_CHARS if policy.injection != Action.OFF else TEXT_CHARS
+    return [PART_CHARS if i in together else tool if t.source == Source.TOOL_DESCRIPTION else TEXT_CHARS
+            for i, t in enumerate(texts)]
 
 
 def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
@@ -112,9 +124,9 @@ def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]
             raise InvalidRequest(f"{f'{where}: ' if where else ''}this request holds {len(texts):,} separate texts "
                                  f"for the model to read, {together:,} of them read together across their seams (a "
                                  "user's text parts and turns, and the system prompt and tool results among them); at "
-                                 f"most {MAX_TOGETHER:,} such texts, or {MAX_OTHERS:,} others, or a mix in that "
-                                 "proportion, are read per request: join them, or send fewer", param=where,
-                                 code="too_many_texts")
+                                 f"most {MAX_TOGETHER:,} such texts, or {MAX_OTHERS:,} others (a tool's definition "
+                                 "counts as two), or a mix in that proportion, are read per request: join them, or "
+                                 "send fewer", param=where, code="too_many_texts")
     return weighed
 
 
