@@ -66,7 +66,8 @@ another tenant's 20,000-character document, which takes about 10 ms."""
 TEXT_CHARS = 400
 """What reading any other text costs beside its characters (where the policy reads anything): a pass of the injection
 heads and of the personal-data detectors, 0.13-0.17 ms at most for a short distinct text (documents, template
-variables or tool definitions of distinct words, base64 of them, look-alike letters, one-character documents):
+variables or tool definitions of distinct words, the last a mean over a tool's two texts, base64 of them, look-alike
+letters, one-character documents; a tool's definition alone costs about twice that: TOOL_CHARS):
 300-320 characters of the dearest long text (scripts/bench_screen_parts.py 7000, two runs, 6 Dec 2026, load 12-15;
 a text read together 0.45-0.46 ms read once, 0.88-0.90 ms twice, 1,680-1,790 characters). An agent's conversation is
 mostly such texts (its calls' names and arguments, the model's turns) beside one tool result a step: 1,000 tool
