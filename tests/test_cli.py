@@ -258,7 +258,7 @@ def _up_on_a_taken_port() -> tuple[int, str]:
 def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """`make run` beside a running grid said only "pick another port with --port", which `make run` did not
     take: the error now names the command that shows what holds the port, a port free now past it (one taken
-    right after it is skipped), and the demo's start on that port, with aigrid and with make."""
+    right after it is skipped), and the command that was run on that port (not the demo's, nor make's)."""
     import re
 
     monkeypatch.delenv("AIGRID_MAKE_RUN", raising=False)  # as from a shell
@@ -268,7 +268,34 @@ def test_a_taken_port_names_how_to_find_its_holder_and_a_free_port(monkeypatch: 
     free = re.search(r"add --port (\d+) \(free now\) to this command", out)
     assert free is not None, out
     assert port + 2 <= int(free[1]) <= port + 21
-    assert f"aigrid up examples/demo.yaml --port {free[1]}" in out and f"`make run PORT={free[1]}` with make" in out
+    assert f"aigrid up examples/demo.yaml --port {free[1]}" not in out and "make run" not in out.split("Stop it")[1]
+
+
+@pytest.mark.parametrize("command", ["gateway", "up"])
+def test_a_taken_port_suggests_the_command_that_was_run_on_a_free_port(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: str) -> None:
+    """`aigrid gateway grid.yaml` on a taken port was told to run `aigrid up examples/demo.yaml --port N` (another
+    command, another spec): the hint is now the command the user ran with its --port set to a free one."""
+    import re
+    import socket
+
+    monkeypatch.delenv("AIGRID_MAKE_RUN", raising=False)
+    spec = tmp_path / "grid.yaml"
+    demo = (ROOT / "examples" / "demo.yaml").read_text()
+    spec.write_text(demo.replace("engine: embedded", "engine: llamacpp, url: 'http://127.0.0.1:9'"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [command, str(spec), "--port", str(port)]
+        monkeypatch.setattr("sys.argv", ["aigrid", *argv])
+        r = runner.invoke(app, argv)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2, out
+    free = re.search(r"add --port (\d+) \(free now\) to this command: `aigrid (\S+) (\S+) --port (\d+)`", out)
+    assert free is not None, out
+    assert (free[2], free[3], free[4]) == (command, str(spec), free[1]) and int(free[1]) != port, out
+    assert "examples/demo.yaml" not in out, out
 
 
 def test_a_taken_port_under_make_run_is_told_as_makes_port(monkeypatch: pytest.MonkeyPatch) -> None:

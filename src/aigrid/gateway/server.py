@@ -249,11 +249,24 @@ def _free_port_after(host: str, port: int, tries: int = 20) -> int | None:
     return None
 
 
+def _this_command_on(port: int | str) -> str:
+    """The command the user ran (sys.argv) with `--port` set to `port`, its own --port replaced: `aigrid gateway
+    grid.yaml` on a taken port was told `aigrid up examples/demo.yaml --port N`, another command on another spec."""
+    args: list[str] = []
+    given = iter(sys.argv[1:])
+    for a in given:
+        if a == "--port":
+            next(given, None)
+        elif not a.startswith("--port="):
+            args.append(a)
+    return shlex.join([_aigrid(), *args, "--port", str(port)])
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?), naming
     how to find what holds it and a free port to start on instead: as `make run PORT=N` when `make run` started this
     (its recipe sets AIGRID_MAKE_RUN; not MAKELEVEL, which any make sets, a user's own Makefile too), else as
-    --port N (and `make run PORT=N` beside it)."""
+    the command the user ran with --port N (_this_command_on)."""
     try:
         _bind(host, port)
     except OSError as e:
@@ -264,8 +277,7 @@ def _check_port_free(host: str, port: int) -> None:
                 other = (f"start on port {n}{free_now} instead: `make run PORT={n}` (add PORT={n} to the make "
                          f"command you ran; `{_aigrid()} up SPEC --port {n}` without make)")
             else:
-                other = (f"add --port {n}{free_now} to this command (`{_aigrid()} up examples/demo.yaml --port {n}` "
-                         f"starts the demo grid; `make run PORT={n}` with make)")
+                other = f"add --port {n}{free_now} to this command: `{_this_command_on(n)}`"
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running (`make run` or "
                 f"`aigrid up` in another terminal)? `ss -ltnp 'sport = :{port}'` names what holds the port. Stop "
