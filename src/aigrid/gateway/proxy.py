@@ -648,8 +648,8 @@ class Proxy:
                     cutting(e)
             except (EngineError, ApiError):
                 pass  # the losing hedge, cancelled on purpose or refused (a tool loop's check); _attempt released it
-            except BaseException as e:  # noqa: BLE001 -- no cancel (KeyboardInterrupt, SystemExit; _attempt released
-                cutting(e)  # it): a cut, raised on once the others are closed
+            except BaseException as e:  # noqa: BLE001 -- no cancel (KeyboardInterrupt, SystemExit, or a bug's Exception;
+                cutting(e)  # _attempt released it): a cut, raised on once the others are closed
             else:  # it had its first byte too: released unread
                 for entry in record.attempts:
                     if entry["endpoint"] == late.cand.endpoint_id and entry.get("ok"):
@@ -669,8 +669,11 @@ class Proxy:
                 record.left_at = won.cand.endpoint_id
                 try:
                     await won.stack.aclose()
-                finally:  # a cancel is the client's 499; another BaseException error:internal
-                    self.book_cut(won.cand, record, cut)
+                finally:  # a cancel is the client's 499; another BaseException, or a loser's bug, error:internal
+                    if isinstance(cut, Exception):  # (book_cut reads an Exception as a close's after the client left)
+                        self.finish(won.cand, record, 500, None, outcome="error:internal")
+                    else:
+                        self.book_cut(won.cand, record, cut)
             raise cut
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
