@@ -4,9 +4,10 @@ agent-injection-bench, PyRIT: scripts/firewall_data.py, firewall_documents.py, f
 Each reader opens its files through a Package (`text`, `json`, `files`, `folder`) and reads their contents inside
 `reading`, so the readers themselves are the one list of what they need: a file that is not there (another
 version of the package, the wheel's top folder given for its data folder) or whose contents are not what the
-reader knows (a JSON list where it reads an object, a record without the key it reads) is a PackageError, one
-line naming the package, the version found beside it (its `*.dist-info`) and the one the readers know, and the
-file, never a FileNotFoundError, KeyError or AttributeError traceback. Until the thirtieth session
+reader knows (a JSON list where it reads an object, a record without the key it reads), or one the system will
+not let it read (its permissions; a folder's too, `entries`), is a PackageError, one line naming the package, the
+version found beside it (its `*.dist-info`) and the one the readers know, and the file, never a FileNotFoundError,
+KeyError, AttributeError or PermissionError traceback. Until the thirtieth session
 eval_firewall.py kept its own list of these files (PACKAGE_FILES), which a reader's new file would not be in.
 """
 
@@ -76,18 +77,33 @@ class Package:
             raise PackageError(self, name, "no such folder" if not path.exists() else "not a folder")
         return path
 
+    def entries(self, name: str) -> list[Path]:
+        """What the folder `name` holds (sorted), else PackageError: not a folder, or one that cannot be read."""
+        where = self.folder(name)
+        try:
+            return sorted(where.iterdir())
+        except OSError as e:
+            raise PackageError(self, name, _cannot(e)) from None
+
     def files(self, folder: str, pattern: str, recursive: bool = False) -> list[Path]:
-        """The files of `folder` that match `pattern` (sorted), at least one, else PackageError."""
+        """The files of `folder` that match `pattern` (sorted), at least one, else PackageError (a folder that
+        cannot be read too: glob would find nothing in it and say so)."""
         where = self.folder(folder)
+        self.entries(folder)
         found = sorted(p for p in (where.rglob(pattern) if recursive else where.glob(pattern)) if p.is_file())
         if not found:
             raise PackageError(self, f"{folder}/{'**/' if recursive else ''}{pattern}", "no file matches")
         return found
 
     def text(self, name: str | Path) -> str:
+        """The file's text, else PackageError: not there, not UTF-8, or not readable (its permissions: until the
+        thirtieth session a PermissionError traceback where every other fault of a file was one line)."""
         path = self.path(name) if isinstance(name, str) else name
         with self.reading(path):
-            return path.read_text(encoding="utf-8")
+            try:
+                return path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise PackageError(self, self._shown(path), _cannot(e)) from None
 
     def json(self, name: str, kind: type = object) -> Any:
         """The JSON value of the file, which must be a `kind` (dict, list)."""
@@ -105,11 +121,20 @@ class Package:
         except PackageError:
             raise
         except CONTENT_ERRORS as e:
-            shown = name.relative_to(self.top).as_posix() if isinstance(name, Path) and name.is_relative_to(
-                self.top) else str(name)
             first = str(e).splitlines()[0] if str(e) else ""
-            raise PackageError(self, shown, f"cannot read: {type(e).__name__}" + (f": {first}" if first else ""),
-                               line) from None
+            raise PackageError(self, self._shown(name), f"cannot read: {type(e).__name__}"
+                               + (f": {first}" if first else ""), line) from None
+
+    def _shown(self, name: str | Path) -> str:
+        """`name` as a path in the package's folder."""
+        return name.relative_to(self.top).as_posix() if isinstance(name, Path) and name.is_relative_to(
+            self.top) else str(name)
+
+
+def _cannot(e: OSError) -> str:
+    """What PackageError says of a file or folder the system would not read (e.g. 'cannot read: Permission
+    denied')."""
+    return f"cannot read: {e.strerror or type(e).__name__}"
 
 
 GARAK = ("garak", "0.17.1")
