@@ -32,8 +32,7 @@ from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.file_store import FileStore, StorageFull
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from tests.gateway.sdk_clients import anthropic_client, openai_client
-from tests.gateway.test_batches import (
+from tests.gateway.batch_helpers import (
     CHAT,
     MULTIPART,
     Gated,
@@ -48,6 +47,7 @@ from tests.gateway.test_batches import (
     storage_spec,
     until,
 )
+from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.gateway.test_message_batches import req, results, until_ended
 
 SECRET = "batch-residency-secret-0123456789"

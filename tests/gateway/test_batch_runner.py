@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from aigrid.gateway.batch_line import BATCH_LINE_ROUTE, line_route
-from tests.gateway.test_batches import (
+from tests.gateway.batch_helpers import (
     audit_rows_at,
     batch_spec,
     clients,

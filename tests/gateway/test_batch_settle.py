@@ -22,8 +22,8 @@ import pytest
 from aigrid.gateway import batch_input
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.batch_db import BatchDb
-from tests.gateway import test_batches
-from tests.gateway.test_batches import (
+from tests.gateway import batch_helpers
+from tests.gateway.batch_helpers import (
     TENANT,
     Gated,
     batch_held_at_a_slow_line,
@@ -40,11 +40,12 @@ from tests.gateway.test_batches import (
     submit,
     until,
 )
+from tests.gateway.conftest import audit_rows
 from tests.gateway.test_message_batches import clients as claude_clients
 from tests.gateway.test_message_batches import req, until_ended
 from tests.gateway.test_message_batches import results as message_results
 
-engines, gw = test_batches.engines, test_batches.gw  # its fixtures
+engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 
 
 class _Refusing:
@@ -501,7 +502,7 @@ async def test_a_batch_stopped_for_room_and_resumed_charges_and_writes_each_line
         assert refused and "stopped by an internal error" in caplog.text  # it stopped and resumed, logged
         ran = sorted(str(r["messages"][0]["content"]) for e in engines.values() for r in e.received)
         assert len(ran) == 5, ran  # no line reached an engine twice
-        charged = [r["extra"]["route"] for r in await test_batches.audit_rows(gw)
+        charged = [r["extra"]["route"] for r in await audit_rows(gw)
                    if "custom_id=" in r["extra"]["route"] and r["outcome"] == "ok"]
         assert len(charged) == 5 and len(set(charged)) == 5, charged
         kept = await lines_of(oai, done.output_file_id) + await lines_of(oai, done.error_file_id)

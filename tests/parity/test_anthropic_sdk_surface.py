@@ -24,10 +24,10 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.batch_helpers import batch_spec, engines_for, started, stopped
 from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client
-from tests.gateway.test_batches import batch_spec, engines_for, started, stopped
 from tests.gateway.test_message_batches import until_ended
 from tests.parity.sdk_strict import needs, parsed, sse_data, strict
 

@@ -31,8 +31,8 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.spec.models import QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
+from tests.gateway.batch_helpers import batch_spec, engines_for
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
-from tests.gateway.test_batches import batch_spec, engines_for
 from tests.parity.test_openai_sdk_surface import WORDS, FixedEmbedder, VllmLike
 from tests.serving import serving
 

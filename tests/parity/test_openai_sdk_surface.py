@@ -29,10 +29,10 @@ from aigrid.engines.wrapped import once
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.batch_helpers import batch_spec, started, stopped, until
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_batches import batch_spec, started, stopped, until
 from tests.parity.sdk_strict import sse_data, strict
 
 MODEL = "smollm2-135m"

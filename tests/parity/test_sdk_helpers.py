@@ -24,10 +24,10 @@ from openai.types import Completion, Model
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.batch_helpers import batch_spec, engines_for, started, stopped
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client, openai_client
-from tests.gateway.test_batches import batch_spec, engines_for, started, stopped
 from tests.parity.sdk_strict import needs, sse_data, strict
 
 MODEL = "smollm2-135m"
