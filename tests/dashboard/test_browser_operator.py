@@ -415,3 +415,26 @@ def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: 
         held.clear()
     refused = "Failed to load resource: net::ERR_FAILED"  # the connections this test refused
     assert external == [] and [e for e in errors if e != refused] == [], (external, errors)
+
+
+def test_a_sites_open_numbers_are_not_rewritten_while_they_stay_the_same(served: Served) -> None:
+    """The line of a site's numbers under the map is aria-live (a screen reader reads it when it changes), and it was
+    written again with each picture (every 0.3 s here): the same numbers, re-read on and on. It is written when
+    they change."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"iad\"]')", timeout=15000)
+        page.locator('#map-sites g.site[data-site="iad"] circle.body').click()
+        page.wait_for_function("() => !document.getElementById('site-info').hidden", timeout=15000)
+        said = page.text_content("#site-info")
+        page.evaluate("""() => { window.__written = 0; window.__pictures = 0;
+          new MutationObserver(() => { window.__written += 1; }).observe(document.getElementById('site-info'),
+            {childList: true, characterData: true, subtree: true});
+          new MutationObserver(() => { window.__pictures += 1; }).observe(
+            document.querySelector('#map-sites g.site[data-site="iad"] title'), {childList: true, characterData: true,
+                                                                                   subtree: true}); }""")
+        page.wait_for_function("() => window.__pictures >= 4", timeout=15000)  # the map's tooltip written 4 times
+        assert page.text_content("#site-info") == said  # the fakes idle: the same numbers
+        assert page.evaluate("() => window.__written") == 0
+    assert external == [] and errors == [], (external, errors)

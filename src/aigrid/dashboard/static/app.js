@@ -24,7 +24,8 @@ let siteShown = null;
 function renderSiteInfo() {
   const box = $("site-info"), text = siteShown == null ? null : map.describe(siteShown);
   box.hidden = text == null;
-  box.textContent = text || "";
+  // written only when it changed: the line is aria-live, and a screen reader re-read the same numbers each picture
+  if (box.textContent !== (text || "")) box.textContent = text || "";
 }
 
 function showSite(ev) {
