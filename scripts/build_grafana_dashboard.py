@@ -132,6 +132,13 @@ def dashboard() -> dict[str, Any]:
                (f"sum(rate(aigrid_hedges_total[{RATE}]))", "hedges"),
                (f"sum by (site) (rate(aigrid_stream_continuations_total{{{SITE}}}[{RATE}]))",
                 "continued from {{site}}")], unit="ops"),
+        panel("Circuits by endpoint", "Each endpoint's circuit breaker as of its last health check (0 closed, 1 "
+              "half-open, 2 open; the highest any gateway sees), and the times a failure opened it in each 5 minutes: "
+              "opening again and again is an endpoint failing its requests while its health checks pass "
+              "(AigridEndpointCircuitReopening).",
+              [(f"max by (endpoint) (aigrid_endpoint_circuit{{{SITE}}})", "state {{endpoint}}"),
+               (f"sum by (endpoint) (increase(aigrid_endpoint_circuit_opens_total{{{SITE}}}[5m]))",
+                "opened {{endpoint}} /5m")], min=0),
         panel("Shared state", "Round trip of the exchange with Redis or the workers' hub (p99), and failed "
               "exchanges (the gateway then serves from its last view).",
               [(f"histogram_quantile(0.99, sum by (le) (rate(aigrid_shared_sync_seconds_bucket[{RATE}])))",

@@ -109,3 +109,31 @@ def test_with_workers_the_queues_backlogs_are_summed_or_the_highest_as_each_mean
     assert "aigrid_admission_waiting 5.0" in shown  # the reading as the gateway's own summed gauge
     assert "aigrid_firewall_queue_waiting 5.0" in shown
     assert "aigrid_audit_queue_waiting 900.0" in shown and "aigrid_audit_queue_limit 1000.0" in shown
+
+
+CIRCUITS = """
+import sys
+from aigrid.gateway.metrics import GatewayMetrics
+m = GatewayMetrics()
+opened = m.count_circuits({"nrt-1": "nrt"})
+for _ in range(int(sys.argv[2])):
+    opened("nrt-1")
+m.circuit.labels("nrt", "nrt-1").set(int(sys.argv[1]))
+"""
+
+
+def test_with_workers_an_endpoints_circuit_is_the_worst_any_worker_sees_and_its_openings_are_summed(
+        tmp_path: Path) -> None:
+    """Each worker process has its own circuit breakers (told of the others' openings through the shared state, which
+    it may not have read yet): the endpoint's circuit is the highest state a live worker sees (livemax: open in one
+    is open; a sum would read two half-open workers as open), its openings the sum of the workers' counts."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": "src"}
+    root = Path(__file__).parents[2]
+    for state, opens in ((2, 1), (1, 2)):  # a worker that sees it open, opened once; one that sees it half-open
+        subprocess.run([sys.executable, "-c", CIRCUITS, str(state), str(opens)], env=env, check=True, cwd=root)
+    text = subprocess.run([sys.executable, "-c", "from aigrid.gateway.metrics import GatewayMetrics; "
+                           "print(GatewayMetrics().exposition().decode())"], env=env, check=True, cwd=root,
+                          capture_output=True, text=True).stdout
+    shown = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert 'aigrid_endpoint_circuit{endpoint="nrt-1",site="nrt"} 2.0' in shown
+    assert 'aigrid_endpoint_circuit_opens_total{endpoint="nrt-1",site="nrt"} 3.0' in shown

@@ -81,6 +81,16 @@ def test_breaker_half_open_failure_reopens() -> None:
     assert b.state(7) is Circuit.OPEN
 
 
+def test_breaker_says_when_a_failure_opened_it() -> None:
+    """What aigrid_endpoint_circuit_opens_total counts: each entry into OPEN, from closed or from half-open, and not
+    a failure while already open (another attempt that was under way)."""
+    b = CircuitBreaker(failure_threshold=2, cooldown_s=5)
+    assert [b.record_failure(0), b.record_failure(1), b.record_failure(2)] == [False, True, False]
+    assert b.state(7) is Circuit.HALF_OPEN and b.record_failure(7) is True  # the one let through failed: again
+    b.record_success()
+    assert [b.record_failure(20), b.record_failure(21)] == [False, True]
+
+
 def test_counter_reset_clears_the_mean() -> None:
     m = DeltaMean()
     m.update(10, 5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from aigrid.audit.log import AuditSink
+from aigrid.core.types import Circuit
+
+log = logging.getLogger("aigrid.gateway")
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
@@ -47,6 +51,9 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 """The GenAI semantic conventions' advisory buckets for gen_ai.server.time_per_output_token (seconds)."""
 
+
+CIRCUIT_VALUE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
+"""aigrid_endpoint_circuit's value for each state (the highest the worst: the gauge is the highest live worker's)."""
 
 DEPRECATED_NAMES = {"aigrid_ttft_observed_over_predicted_ratio": "aigrid_ttft_observed_over_predicted"}
 """A family's current name -> the old one /metrics still shows beside it (the same samples), for one release."""
@@ -171,6 +178,13 @@ class GatewayMetrics:
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
                              ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
+        self.circuit = Gauge(
+            "aigrid_endpoint_circuit", "The endpoint's circuit breaker as of its last health check: 0 closed, 1 "
+            "half-open, 2 open (open here, or opened by another gateway and cooling down)", ["site", "endpoint"],
+            registry=r, multiprocess_mode="livemax")
+        self.circuit_opens = Counter(
+            "aigrid_endpoint_circuit_opens", "Times a failure opened the endpoint's circuit (consecutive failures "
+            "from closed, or the one attempt let through half-open failing again)", ["site", "endpoint"], registry=r)
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
                               ["site", "endpoint"], registry=r, multiprocess_mode="livesum")
         self._inflight_written: dict[str, int] = {}
@@ -250,6 +264,23 @@ class GatewayMetrics:
             if self._inflight_written.get(endpoint) != n:
                 self._inflight_written[endpoint] = n
                 self.inflight.labels(site, endpoint).set(n)
+
+    def count_circuits(self, site_of: Mapping[str, str]) -> Callable[[str], None]:
+        """TelemetryStore.on_circuit_open for these endpoints (id -> site): each one's count shown from 0 at once (a
+        counter's first sample at 1 is no increase() in Prometheus: a first opening would not be seen)."""
+        for endpoint, site in site_of.items():
+            self.circuit_opens.labels(site, endpoint)
+        return lambda endpoint: self.circuit_opened(site_of[endpoint], endpoint)
+
+    def circuit_opened(self, site: str, endpoint: str) -> None:
+        """A failure opened `endpoint`'s circuit (TelemetryStore.on_circuit_open): counted, and the gauge open at once
+        (the scraper writes it again at each health check). A metrics file that cannot grow is logged: the failure
+        being recorded is the request's, not the metrics'."""
+        try:
+            self.circuit_opens.labels(site, endpoint).inc()
+            self.circuit.labels(site, endpoint).set(CIRCUIT_VALUE[Circuit.OPEN])
+        except OSError as e:
+            log.warning("the circuit of %s opened and was not counted in the metrics: %r", endpoint, e)
 
     def set_audit_backlog(self, sink: AuditSink | None) -> None:
         """Write the audit log's backlog (AuditSink.backlog), only where it changed; none (no audit log, or not

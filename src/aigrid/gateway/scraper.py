@@ -20,7 +20,7 @@ from aigrid.engines.openai_compat import ModelCard
 from aigrid.engines.protocol import Engine
 from aigrid.engines.wrapped import WrappedEngine
 from aigrid.errors import EngineError, EngineKeyRefused, EngineUnavailable
-from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.metrics import CIRCUIT_VALUE, GatewayMetrics
 from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore, bounded_stats
@@ -90,6 +90,7 @@ class Scraper:
                             extra=fields(endpoint=endpoint.id, healthy=False, reason=why))
             self._store.record_scrape(endpoint.id, False, None, reason=why)
             self._metrics.healthy.labels(*labels).set(0)
+            self._metrics.circuit.labels(*labels).set(CIRCUIT_VALUE[self._store.state(endpoint.id).circuit])
             self._recheck(endpoint.id)
             return
         was_healthy = self._store.state(endpoint.id).healthy
@@ -99,6 +100,7 @@ class Scraper:
             log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else f"UNHEALTHY: {reason}",
                         extra=fields(endpoint=endpoint.id, healthy=healthy, **({"reason": reason} if reason else {})))
         self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
+        self._metrics.circuit.labels(*labels).set(CIRCUIT_VALUE[self._store.state(endpoint.id).circuit])
         if not healthy:
             self._recheck(endpoint.id)
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw

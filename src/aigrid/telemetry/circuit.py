@@ -26,7 +26,13 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = None
 
-    def record_failure(self, now: float) -> None:
+    def record_failure(self, now: float) -> bool:
+        """One failure at `now`; True when it opened the circuit (from closed, or again from half-open): the hook the
+        gateway counts openings by (aigrid_endpoint_circuit_opens_total). A failure while already open (another
+        attempt that was under way) only restarts the cooldown."""
+        was_open = self.state(now) is Circuit.OPEN
         self.failures += 1
         if self.opened_at is not None or self.failures >= self.failure_threshold:
             self.opened_at = now
+            return not was_open
+        return False

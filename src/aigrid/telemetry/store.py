@@ -236,6 +236,9 @@ class TelemetryStore:
         self._states: dict[str, EndpointState] = {}
         self._dirty: set[str] = set(self._live)
         """Endpoints whose state changed since the last snapshot: only those are rebuilt."""
+        self.on_circuit_open: Callable[[str], None] | None = None
+        """Called with the endpoint's id each time a failure opens its circuit (CircuitBreaker.record_failure: from
+        closed, or again from half-open); build_gateway points it at aigrid_endpoint_circuit_opens_total."""
 
     # engine truth ------------------------------------------------------------------------------------
     def record_scrape(self, endpoint_id: str, healthy: bool, stats: EngineStats | None, reason: str = "") -> None:
@@ -381,7 +384,9 @@ class TelemetryStore:
         live = self._live[endpoint_id]
         reason = bounded_reason(reason)
         was_open = live.breaker.opened_at is not None
-        live.breaker.record_failure(self._clock())
+        opened = live.breaker.record_failure(self._clock())
+        if opened and self.on_circuit_open is not None:
+            self.on_circuit_open(endpoint_id)
         if not was_open and live.breaker.opened_at is not None:
             log.warning("circuit of %s opened after %d consecutive failures: %s", endpoint_id,
                         live.breaker.failures, reason,
