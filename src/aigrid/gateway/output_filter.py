@@ -316,6 +316,8 @@ def joined_name(so_far: str, piece: str) -> str:
         raise SseError(f"the engine's answer sent a tool call's name of more than {MAX_NAME_CHARS} characters: not "
                        "an answer the grid asked for")
     return name
+
+
 _SHORT_KEPT = 256
 """The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
 
