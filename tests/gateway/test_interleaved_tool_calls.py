@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import build_app
-from aigrid.gateway.chat_events import ChatEvent, StreamError, ToolArgs, ToolStart
+from aigrid.gateway.chat_events import ChatEvent, StreamError, ToolArgs, ToolStart, arguments_whole
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from tests.agents.scripted_engine import USAGE, ScriptedEngine
@@ -173,3 +173,27 @@ async def test_interleaved_calls_cut_by_a_failure_are_both_incomplete_in_the_res
     # call 1's arguments were whole, but it began after call 0, which was still open: both were written when cut
     assert [(i["call_id"], i["arguments"], i["status"]) for i in got[-1]["response"]["output"]] == [
         ("call_w", '{"city": "Par', "incomplete"), ("call_t", '{"zone": "Asia/Tokyo"}', "incomplete")]
+
+
+def test_a_call_begun_parses_only_the_last_call_begun_not_every_call_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine's many calls left open (arguments ending with '}' but not whole): each call begun parsed every open
+    call's arguments again (2,000 calls: 2 million parses, 40 s of the event loop, RV9). Only the last call begun can
+    be whole (args_delta closes an earlier one once it is), so each call begun parses at most that one."""
+    import aigrid.gateway.responses_stream as rs
+
+    parsed: list[int] = []
+
+    def counted(parts: list[str]) -> bool:
+        parsed.append(1)
+        return arguments_whole(parts)
+
+    monkeypatch.setattr(rs, "arguments_whole", counted)
+    out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
+    n = 300
+    for i in range(n):
+        out.start_call(i, f"call_{i}", "f")
+        out.args_delta(i, '{"a": {}')
+    assert len(out.open) == n  # none whole: all still open
+    assert len(parsed) <= 2 * n  # one parse per call begun, one per piece of a call not the last
+    out.args_delta(0, "}")  # call 0 whole, another began after it: done
+    assert ("call", 0) not in out.open and len(out.open) == n - 1
