@@ -40,3 +40,19 @@ def test_a_port_in_use_is_one_line() -> None:
     assert r.output.strip().endswith("give another --port (--port 0: any free one)"), r.output
     r = runner.invoke(app, ["emulator", "--host", "not a host", "--port", "0"])
     assert r.exit_code == 2 and "give --host an address of this machine" in r.output, r.output
+
+
+def test_a_port_below_1024_without_root_names_the_port_not_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES is the port's (below net.ipv4.ip_unprivileged_port_start without root), not the host's: until RV10 it
+    said 'give --host an address of this machine'. Injected: the tests may run as root, where port 80 binds."""
+    import errno
+
+    from aigrid.engines import emulator_cli
+
+    async def refused(*_: object) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(emulator_cli, "run_emulators", refused)
+    r = runner.invoke(app, ["emulator", "--port", "80"])
+    assert r.exit_code == 2 and "--host" not in r.output, r.output
+    assert r.output.strip().endswith("a port below 1024 needs root: give --port 1024 or above"), r.output

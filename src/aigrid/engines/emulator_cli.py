@@ -78,6 +78,7 @@ def emulator_command(
         runner(run_emulators(config, host, port, engines, eol))
     except OSError as e:  # the port is taken, the host is not an address here: the option to change named
         fix = ("give another --port (--port 0: any free one)" if e.errno == errno.EADDRINUSE
+               else "a port below 1024 needs root: give --port 1024 or above" if e.errno == errno.EACCES
                else "give --host an address of this machine, e.g. 127.0.0.1")
         typer.echo(f"error: cannot listen on {host} port {port}: {e.strerror or e}; {fix}", err=True)
         raise typer.Exit(2) from None
