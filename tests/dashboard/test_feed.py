@@ -253,3 +253,11 @@ async def test_a_failed_requests_row_says_why_it_failed_without_engine_addresses
         assert endpoint in engines and "connection refused" in error, row["failures"]
         assert engines[endpoint].address not in line and endpoint in error, row["failures"]  # named, not addressed
     assert "chose" in row["reason"], row["reason"]  # and why it was sent there, as before
+
+
+def test_a_failed_attempt_with_no_endpoint_is_labelled_by_its_site_or_the_gateway_never_none() -> None:
+    """An attempt that failed before an endpoint was picked read 'None: error' in the row's failures."""
+    attempts = [{"ok": False, "error": "no route"}, {"site": "gru", "ok": False, "error": "timed out"},
+                {"endpoint": "iad-smollm2", "ok": False, "error": "http_500"}, {"endpoint": "x", "ok": True}]
+    lines = feed_module.failures(attempts, lambda text, endpoint: text)
+    assert lines == ["gateway: no route", "gru: timed out", "iad-smollm2: http_500"], lines

@@ -55,9 +55,16 @@ def known_places(gw: Gateway) -> dict[str, GeoPoint]:
 
 def failures(attempts: Any, hide: Callable[[str, str | None], str]) -> list[str]:
     """Why a request failed where it was sent: each attempt that failed, `endpoint: error`, its engine's addresses
-    hidden (`hide`: proxy.EngineNames.hide, as a tenant reads them in the decisions API). The row's reason says why it was sent there."""
-    return [f"{a.get('endpoint')}: {hide(str(a['error']), a.get('endpoint'))}" for a in attempts or ()
+    hidden (`hide`: proxy.EngineNames.hide, as a tenant reads them in the decisions API). The row's reason says why it was sent there.
+    An attempt that names no endpoint (failed before one was picked) is labelled with its site, or else 'gateway',
+    never 'None'."""
+    return [f"{attempt_label(a)}: {hide(str(a['error']), a.get('endpoint'))}" for a in attempts or ()
             if isinstance(a, Mapping) and not a.get("ok") and a.get("error")]
+
+
+def attempt_label(attempt: Mapping[str, Any]) -> str:
+    """Where a failed attempt was: its endpoint, else its site, else the gateway itself."""
+    return str(attempt.get("endpoint") or attempt.get("site") or "gateway")
 
 
 def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: Mapping[str, str],
