@@ -533,3 +533,42 @@ def test_the_jwt_secrets_variable_is_a_name_a_shell_reads(name: str) -> None:
     raw["security"]["jwt"]["secret_env"] = "MY_JWT_2"
     jwt = parse_spec(raw, "grid.yaml").security.jwt
     assert jwt is not None and jwt.secret_env == "MY_JWT_2"
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r["endpoints"][0].update(engine="vlm"), "endpoints.0.engine: Input should be 'embedded', 'vllm', "
+     "'sglang', 'llamacpp', 'ollama', 'tgi' or 'openai' (did you mean vllm?)"),
+    (lambda r: r["endpoints"][0].update(engine="LlamaCPP"), "(did you mean llamacpp?)"),
+    (lambda r: r["tenants"]["eu-bank"]["firewall"].update(injection="blok"), "(did you mean block?)"),
+    (lambda r: r["gateway"].update(log_level="warn"), "gateway.log_level: Input should be 'debug', 'info', "
+     "'warning' or 'error' (did you mean warning?)"),
+    (lambda r: r["gateway"].update(default_policy="balance"), "gateway.default_policy: unknown policy 'balance' "
+     "(did you mean balanced?) (known: "),
+    (lambda r: r["tenants"]["default"].update(policy="latency_first"), "tenants.default.policy: unknown policy "
+     "'latency_first' (did you mean latency-first?)"),
+    (lambda r: r["endpoints"][0].update(site="fr"), "endpoints[0].site: unknown site 'fr' (did you mean fra?)"),
+    (lambda r: r["endpoints"][0].update(model="smollm2-13m"), "unknown model 'smollm2-13m' (did you mean "
+     "smollm2-135m?)"),
+    (lambda r: r["tenants"]["default"].update(allowed_sites=["iadd"]), "unknown site 'iadd' (did you mean iad?)"),
+    (lambda r: r["tenants"]["default"].update(allowed_jurisdictions=["EUR"]), "no site is in ['EUR'] (did you "
+     "mean EU?)"),
+    (lambda r: r.update(policies={"x": {"weights": {"ttft": 1, "cots": 1}}}), "unknown axes ['cots'] (did you "
+     "mean cost?)"),
+])
+def test_a_mistyped_value_of_a_closed_set_names_the_nearest(mutate, expected: str) -> None:
+    """`engine: vlm` said only "Input should be 'embedded', 'vllm', ...": a field's typo had a did-you-mean, a
+    value's had none. Every closed set of values (a Literal's, a policy, a site, a model, a jurisdiction, an axis)
+    now names the nearest known one through one helper (spec/near.did_you_mean)."""
+    raw = demo_raw()
+    mutate(raw)
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    assert any(expected in p for p in e.value.problems), e.value.problems
+
+
+def test_a_value_near_nothing_known_gets_no_guess() -> None:
+    raw = demo_raw()
+    raw["endpoints"][0]["engine"] = "tensorrt"
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    assert "did you mean" not in str(e.value) and "endpoints.0.engine: Input should be 'embedded'" in str(e.value)

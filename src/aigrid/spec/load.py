@@ -5,9 +5,9 @@ Every problem with a spec becomes one SpecError naming the file and each bad fie
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
+import re
 import selectors
 import stat
 import time
@@ -23,6 +23,7 @@ from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
 from aigrid.errors import MAX_LISTED, SpecError
 from aigrid.spec.models import GridSpec, SpecProblems
+from aigrid.spec.near import did_you_mean
 
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
@@ -231,6 +232,8 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
     if d.get("type") == "extra_forbidden" and model is not None:
         msg += unknown_key_hint(model, path)
+    elif d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
+        msg += did_you_mean(d.get("input"), re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
     given = d.get("input")
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = ".".join(str(x) for x in path[:-2]) or "(top level)"
@@ -258,9 +261,9 @@ def unknown_key_hint(model: type[BaseModel], loc: tuple[object, ...]) -> str:
     if holder is None or not loc:
         return ""
     fields = list(holder.model_fields)
-    near = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+    near = did_you_mean(loc[-1], fields)
     if near:
-        return f" (did you mean {near[0]}?)"
+        return near
     return f" (known: {', '.join(fields)})" if len(fields) <= 12 else ""
 
 
@@ -307,11 +310,12 @@ def _unknown_policies(spec: GridSpec) -> list[str]:
     known = set(policies(spec))
     problems = []
     if spec.gateway.default_policy not in known:
-        problems.append(f"gateway.default_policy: unknown policy {spec.gateway.default_policy!r} "
-                        f"(known: {sorted(known)})")
+        problems.append(f"gateway.default_policy: unknown policy {spec.gateway.default_policy!r}"
+                        f"{did_you_mean(spec.gateway.default_policy, known)} (known: {sorted(known)})")
     for name, t in spec.tenants.items():
         if t.policy is not None and t.policy not in known:
-            problems.append(f"tenants.{name}.policy: unknown policy {t.policy!r} (known: {sorted(known)})")
+            problems.append(f"tenants.{name}.policy: unknown policy {t.policy!r}{did_you_mean(t.policy, known)} "
+                            f"(known: {sorted(known)})")
     return problems
 
 

@@ -18,6 +18,7 @@ from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 from aigrid.core.urgency import AdmissionRules, parse_level
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES
+from aigrid.spec.near import did_you_mean
 
 # Bounds no real deployment reaches: past them a mistyped value (1e308 for 1e3, 1e-308 for 1e3) was taken as written
 # and the router's sums and deadlines overflowed to inf or NaN, or a timer spun. The simulator's scenarios and the
@@ -286,7 +287,8 @@ class PolicySpec(StrictModel):
     def _known_axes(cls, v: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(v) - set(AXES))
         if unknown:
-            raise ValueError(f"unknown axes {unknown}; the axes are {list(AXES)}")
+            near = did_you_mean(unknown[0], AXES) if len(unknown) == 1 else ""
+            raise ValueError(f"unknown axes {unknown}{near}; the axes are {list(AXES)}")
         if any(not 0 <= w <= MAX_WEIGHT for w in v.values()):
             raise ValueError(f"weights must be from 0 to {MAX_WEIGHT:g}")
         if sum(v.values()) <= 0:
@@ -882,28 +884,33 @@ class GridSpec(StrictModel):
                 problems.append(f"endpoints[{i}].id: duplicate endpoint id {ep.id!r}")
             seen.add(ep.id)
             if ep.site not in self.sites:
-                problems.append(f"endpoints[{i}].site: unknown site {ep.site!r} (sites: {sorted(self.sites)})")
+                problems.append(f"endpoints[{i}].site: unknown site {ep.site!r}{did_you_mean(ep.site, self.sites)} "
+                                f"(sites: {sorted(self.sites)})")
             if ep.model not in self.models:
-                problems.append(f"endpoints[{i}].model: unknown model {ep.model!r} (models: {sorted(self.models)})")
+                problems.append(f"endpoints[{i}].model: unknown model {ep.model!r}"
+                                f"{did_you_mean(ep.model, self.models)} (models: {sorted(self.models)})")
         for name, tenant in self.tenants.items():
             for m in (tenant.right_size.models or []) if tenant.right_size else []:
                 if m not in self.models:
-                    problems.append(f"tenants.{name}.right_size.models: unknown model {m!r} (models: "
+                    problems.append(f"tenants.{name}.right_size.models: unknown model {m!r}"
+                                    f"{did_you_mean(m, self.models)} (models: "
                                     f"{sorted(self.models)})")
             problems += self._tenant_problems(name, tenant)
         problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
         problems += [f"cities.{name}: [{lat:g}, {lon:g}] is not [latitude -90..90, longitude -180..180]"
                      for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
-        problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r} (tenants: {sorted(self.tenants)})"
+        problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r}{did_you_mean(t, self.tenants)} "
+                     f"(tenants: {sorted(self.tenants)})"
                      for name, db in self.agents.sql.items() for t in db.tenants or () if t not in self.tenants]
-        problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r} (tenants: {sorted(self.tenants)})"
+        problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r}{did_you_mean(t, self.tenants)} "
+                     f"(tenants: {sorted(self.tenants)})"
                      for name, g in self.agents.graphs.items() for t in g.tenants or () if t not in self.tenants]
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
                 where = f"sites.{sid}.documents[{i}].tenant"
                 if doc.tenant is not None and owner is None:
-                    problems.append(f"{where}: unknown tenant {doc.tenant!r}")
+                    problems.append(f"{where}: unknown tenant {doc.tenant!r}{did_you_mean(doc.tenant, self.tenants)}")
                 elif owner is not None and owner.allowed_jurisdictions is not None \
                         and site.jurisdiction not in owner.allowed_jurisdictions:
                     problems.append(f"{where}: tenant {doc.tenant!r} must stay in {owner.allowed_jurisdictions}, "
@@ -931,11 +938,12 @@ class GridSpec(StrictModel):
             problems.append(f"{where}.allowed_jurisdictions: no site is in jurisdiction {j!r}; sites are in {k!r} "
                             "(jurisdictions are case-sensitive)")
         if allowed_j and not misspelt and not exact:
-            problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j} (jurisdictions: "
+            problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j}"
+                            f"{did_you_mean(allowed_j[0], jurisdictions)} (jurisdictions: "
                             f"{jurisdictions})")
         for site in tenant.allowed_sites or []:
             if site not in self.sites:
-                problems.append(f"{where}.allowed_sites: unknown site {site!r}")
+                problems.append(f"{where}.allowed_sites: unknown site {site!r}{did_you_mean(site, self.sites)}")
         patterns = tenant.models or []
         any_model = not patterns or any(fnmatchcase("auto", p) for p in patterns)
         chat = any_model or any(fnmatchcase(m, p) for m in served for p in patterns)
@@ -980,7 +988,8 @@ def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str
             problems.append(f"{where}: {UNBOUND_STORE!r} is reserved for what has no jurisdiction yet, but a site "
                             f"is in a jurisdiction named {UNBOUND_STORE!r}; rename that jurisdiction")
         elif key != UNBOUND_STORE and key not in jurisdictions:
-            problems.append(f"{where}: no site is in jurisdiction {key!r} (jurisdictions: {sorted(jurisdictions)}, "
+            problems.append(f"{where}: no site is in jurisdiction {key!r}{did_you_mean(key, jurisdictions)} "
+                            f"(jurisdictions: {sorted(jurisdictions)}, "
                             f"or {UNBOUND_STORE!r} for placeholders and unbound conversations)")
         if not url.startswith(_REDIS_SCHEMES):
             problems.append(f"{where}: {url!r} is not a Redis URL (redis://host:port/db, rediss://... or "

@@ -1,0 +1,29 @@
+"""The one did-you-mean of spec errors: a mistyped field name and a mistyped value of a closed set (an engine
+kind, a policy, a site, a model, a tenant, a jurisdiction, a firewall action, ...) name the nearest known one."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+CUTOFF = 0.6
+"""difflib's similarity a known name must reach to be offered (`vlm` for vllm: 0.86; `cheapest` for balanced: 0.25)."""
+
+
+def nearest(given: object, known: Iterable[object]) -> str | None:
+    """The known name nearest `given` (any case), or None when none is near enough or `given` is itself known."""
+    names = [str(k) for k in known]
+    text = str(given)
+    if text in names:
+        return None
+    lowered = {n.lower(): n for n in names}
+    if text.lower() in lowered:  # `VLLM` for vllm: a case-only miss
+        return lowered[text.lower()]
+    found = difflib.get_close_matches(text.lower(), list(lowered), n=1, cutoff=CUTOFF)
+    return lowered[found[0]] if found else None
+
+
+def did_you_mean(given: object, known: Iterable[object]) -> str:
+    """` (did you mean vllm?)` after a value or key not among `known`, when one is spelt nearly so; else ""."""
+    near = nearest(given, known)
+    return f" (did you mean {near}?)" if near is not None else ""
