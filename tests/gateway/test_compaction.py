@@ -238,7 +238,7 @@ async def test_a_compaction_item_cannot_join_a_conversation(grid: Grid) -> None:
 def test_a_compaction_item_is_restored_on_a_websocket_too(tmp_path: Path) -> None:
     """The WebSocket mode's response.create is the HTTP create (responses_socket.py): the summary reaches the
     engine there too, and a tampered item is its 400 naming the field, as over HTTP."""
-    from tests.gateway.test_responses_socket import served, until_done
+    from tests.gateway.socket_grid import served, until_done
 
     with served(tmp_path) as grid:
         client = grid.sync_client()

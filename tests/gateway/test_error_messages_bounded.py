@@ -48,7 +48,7 @@ async def test_a_clients_long_value_is_cut_in_every_envelope(
 ], ids=["include", "event-type"])
 def test_the_sockets_error_event_is_cut(tmp_path: Path, event: dict[str, Any]) -> None:
     """The WebSocket's `error` event renders its envelope itself (responses_socket._error_event): bounded too."""
-    from tests.gateway.test_responses_socket import served
+    from tests.gateway.socket_grid import served
 
     with served(tmp_path) as grid:
         with grid.sync_client().responses.connect() as conn:

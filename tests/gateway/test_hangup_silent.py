@@ -25,6 +25,7 @@ from aigrid.gateway.response_store import StoredResponse
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import load_spec
 from tests.gateway.conftest import DEMO, audit_rows
+from tests.gateway.socket_grid import MODEL, served
 from tests.gateway.test_hangup import (
     HEADERS,
     ROUTES,
@@ -38,7 +39,6 @@ from tests.gateway.test_hangup import (
     serving,
     tokens,
 )
-from tests.gateway.test_responses_socket import MODEL, served
 
 SILENT_S = 10.0
 """How long the engine stays silent after its first chunk: far past every deadline below."""

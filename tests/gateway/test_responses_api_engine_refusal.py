@@ -87,7 +87,7 @@ def test_the_sockets_error_event_carries_the_engines_retry_after(tmp_path: Path,
                                                                   should_retry: str | None) -> None:
     """The WebSocket's `error` event (the SDKs' ResponseWsError) carries 'the response headers that were emitted
     with the error' (openai's type): the same Retry-After and `x-should-retry` as the POST's."""
-    from tests.gateway.test_responses_socket import MODEL, served
+    from tests.gateway.socket_grid import MODEL, served
 
     def limited(name: str, words: tuple[str, ...]) -> FakeEngine:
         engine = LimitedEngine(name, words)

@@ -206,7 +206,7 @@ async def test_what_is_not_served_with_it_is_a_400(grid: Grid, extra: dict[str, 
 
 def test_a_websocket_create_is_compacted_too(tmp_path: Path) -> None:
     """The WebSocket mode's response.create is the HTTP create (responses_socket.py): compacted the same way."""
-    from tests.gateway.test_responses_socket import served, until_done
+    from tests.gateway.socket_grid import served, until_done
 
     with served(tmp_path) as g:
         client = g.sync_client()

@@ -26,7 +26,7 @@ import websockets.sync.client
 from aigrid.gateway import responses_socket
 from aigrid.security.keys_cli import revoke_key
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_responses_socket import (
+from tests.gateway.socket_grid import (
     ATTACK,
     MODEL,
     SECRET,
