@@ -421,3 +421,27 @@ async def test_the_audit_logs_backlog_is_in_the_metrics_before_its_refusals_begi
     finally:
         release.set()
         await gw.guard.stop()
+
+
+async def test_an_unexpected_500_is_counted_on_every_route_by_its_code(
+        client: httpx.AsyncClient, gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug of ours (an exception that is not an ApiError) answered 500 internal_error was counted nowhere in
+    aigrid_requests_rejected_total, on a model route or an audited call (files, models, ...), while their 503s were:
+    now the one rule (routes.refused): what the grid caused, 429, 5xx and such a 500, counted on every route, once."""
+
+    def count(code: str) -> float:
+        return gateway.metrics.rejected.labels(code)._value.get()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway.guard, "admit_call", broken)
+    r = await client.get("/v1/models")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
+    assert count("internal_error") == 1
+    monkeypatch.setattr(gateway.guard, "admit", broken)
+    r = await chat(client, "Tokyo")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
+    assert count("internal_error") == 2
+    monkeypatch.undo()
+    assert (await chat(client, "Tokyo")).status_code == 200 and count("internal_error") == 2

@@ -203,6 +203,7 @@ class Audited:
             except Exception:  # a bug of ours before the answer started: logged, answered with a 500
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
+                self.gw.metrics.rejected.labels(INTERNAL).inc()  # the grid's: counted on every route (`refused`)
                 response = internal_error(request, ex.request_id)
             if hangup is not None:
                 if isinstance(response, RelayResponse):
@@ -241,11 +242,21 @@ class Audited:
             await close_exchange(self.gw, ex)
 
 
+INTERNAL = "internal_error"
+"""The code of the 500 answered for an exception that is not an ApiError (envelope.internal_error)."""
+
+
 def refused(e: ApiError) -> bool:
     """An error that refuses a call for the grid's state or the tenant's limits, not for the call itself: a 429 (a
     quota's requests per minute, admit_call) or a 5xx (503 audit_unavailable, quota_unavailable, store_unavailable,
     insufficient_storage, shutting_down). A client's own mistake about its call (400, 401, 403, 404 of a file or batch
-    it names, 409) is not: polling a batch that is not there would count as the grid refusing."""
+    it names, 409) is not: polling a batch that is not there would count as the grid refusing.
+
+    The one rule of aigrid_requests_rejected_total (docs/observability.md): what the grid caused is counted on every
+    route, once, by its code: these, and a 500 for an exception that is not an ApiError (INTERNAL, Audited). A
+    client's 4xx is counted only where a request's prompt is read (the model routes' and embeddings' pipelines count
+    every ApiError before routing): the dashboard's "Refused before routing, by code" shows validation, keys and
+    firewall blocks there, and docs/reliability.md the gateway's own context_length_exceeded."""
     return e.status == 429 or e.status >= 500
 
 
