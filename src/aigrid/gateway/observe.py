@@ -1,15 +1,41 @@
 """The end of one audited request in the observability signals: its span ends (tracing.py) with the usage,
 the outcome and the error, and the GenAI metrics (metrics.py) count it. Called once, from the `finally`
-that closes the Exchange (routes.Audited)."""
+that closes the Exchange (routes.Audited), through `written`: a metrics write never stops a request's settlement."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
 from aigrid.audit.record import is_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.tracing import OPERATIONS
+
+log = logging.getLogger("aigrid.gateway")
+
+WARN_EVERY = 1000
+"""A metrics write that fails is one WARNING for its first failure and for each WARN_EVERY-th after it."""
+
+
+class MetricsWrites:
+    """The request's metrics writes that may fail (a prometheus multiprocess file that cannot grow on a full disk:
+    an OSError from mmap; a span exporter's bug): each failure counted and logged (rate-limited), never the
+    request's. routes.close_exchange writes through it before and after settling (Guard.finish), proxy.Proxy when
+    it books an answer: the quota settled, the audit record written, the in-flight count released whatever they do.
+    One per Gateway (its proxy's `written`); no cost per chunk: one try per call."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def __call__(self, what: str, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except Exception as e:  # noqa: BLE001 - metrics are told, never the request's failure (logged below)
+            self.failed += 1
+            if self.failed % WARN_EVERY == 1 or WARN_EVERY == 1:
+                log.warning("the metrics of %s were not written (%d failed writes so far): %r", what, self.failed, e)
 
 
 def observe(ex: Exchange, metrics: GatewayMetrics) -> None:

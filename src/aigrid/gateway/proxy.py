@@ -63,6 +63,7 @@ from aigrid.gateway.escalation import (
     without_logprobs,
 )
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
@@ -283,6 +284,7 @@ class Proxy:
         self._served = served_models
         self._store = store
         self._metrics = metrics
+        self.written = MetricsWrites()  # metrics writes that may fail, never the request's settlement (observe.py)
         self._clock = clock
         self._emulate = emulate_network
         self._max_attempts = max_attempts
@@ -331,9 +333,8 @@ class Proxy:
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
         headers = self._headers(cand, decision, opened.upstream)
         if stream and opened.upstream.status < 400:  # an engine's error is read whole (bounded) and rewritten
-            self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
-            if cand.prediction.ttft_ms > 0:
-                self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
+            # a write that fails is logged: raised here it left the engine's request open, never released
+            self.written(path, lambda: self._count_ttft(cand, client_ttft))
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output, direct=wrap is None),
@@ -859,13 +860,22 @@ class Proxy:
             outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome
-        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
         if usage and isinstance(usage.get("completion_tokens"), int) and status < 400 and not stopped:
             self._store.record_usage(cand.endpoint_id, usage["completion_tokens"])
+        # a write that fails is logged: raised here it lost the usage the quota is settled with
+        self.written(cand.endpoint_id, lambda: self._count_finished(cand, outcome, usage))
+        return usage
+
+    def _count_finished(self, cand: Candidate, outcome: str, usage: dict[str, Any] | None) -> None:
+        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
-        return usage
+
+    def _count_ttft(self, cand: Candidate, client_ttft: float) -> None:
+        self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
+        if cand.prediction.ttft_ms > 0:
+            self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
 
     def book_cut(self, cand: Candidate, record: DecisionRecord, e: BaseException | None) -> None:
         """Book an engine request released because `e` cut its read or close short (the caller re-raises it): a cancel

@@ -350,17 +350,26 @@ async def close_exchange(gw: Gateway, ex: Exchange) -> None:
         # its tenant holds one request less, the queue may move; an admitted request that never reached
         # an engine (its client left first) gives back its place in the ledger
         gw.admission.release(ex.ticket, started=ex.record is not None and bool(ex.record.attempts))
-        observe(ex, gw.metrics)  # the span's end (when traced) and the GenAI metrics
-        if not await gw.guard.finish(ex):  # a failed quota settle does not stop the record
-            gw.metrics.audit_lost.inc()
-        gw.metrics.set_audit_backlog(gw.guard.audit)  # each worker's own, current as it serves
-        if ex.unsettled:
-            gw.metrics.quota_unsettled.inc()
+        # the span's end (when traced) and the GenAI metrics; a write that fails (a metrics file that cannot grow
+        # on a full disk) is logged and the close goes on: until the thirtieth session it skipped the settlement
+        written = gw.proxy.written
+        written(ex.route, lambda: observe(ex, gw.metrics))
+        kept = await gw.guard.finish(ex)  # a failed quota settle does not stop the record
+        written(ex.route, lambda: _count_close(gw, ex, kept))
         if gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
             await gw.hub.publish_decision(ex.record.to_dict())
     finally:
         if access.isEnabledFor(logging.INFO):  # its fields are worth building only for a line written
             access.info("%s %s", ex.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
+
+
+def _count_close(gw: Gateway, ex: Exchange, kept: bool) -> None:
+    """A closed exchange's audit and quota metrics (close_exchange, after Guard.finish)."""
+    if not kept:
+        gw.metrics.audit_lost.inc()
+    gw.metrics.set_audit_backlog(gw.guard.audit)  # each worker's own, current as it serves
+    if ex.unsettled:
+        gw.metrics.quota_unsettled.inc()
 
 
 @asynccontextmanager
