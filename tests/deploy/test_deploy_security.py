@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from aigrid.spec.load import parse_spec
-from tests.deploy.test_manifests import dockerfile_lines
+from tests.deploy.manifests import dockerfile_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"

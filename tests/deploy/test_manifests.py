@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,44 +19,21 @@ from aigrid.engines.llama_server import has_flag
 from aigrid.engines.model_files import find_llama_server
 from aigrid.errors import EngineBuildError
 from aigrid.spec.load import parse_spec
+from tests.deploy.manifests import (
+    DOCKERFILES,
+    DOCS,
+    OLDEST_SUPPORTED,
+    ROOT,
+    Doc,
+    containers,
+    deployment,
+    dockerfile_lines,
+    grid_spec_text,
+    of_kind,
+    workloads,
+)
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a dev dependency)")
-
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
-DOCKERFILES = sorted((ROOT / "deploy" / "docker").glob("*.Dockerfile"))
-OLDEST_SUPPORTED = "1.29"
-Doc = dict[str, Any]
-
-
-def load_docs() -> list[tuple[Path, Doc]]:
-    return [(path, doc) for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-DOCS = load_docs()
-
-
-def of_kind(kind: str) -> list[Doc]:
-    return [doc for _, doc in DOCS if doc["kind"] == kind]
-
-
-def workloads() -> list[Doc]:
-    """The Deployments and StatefulSets (the gateway is one: each replica keeps its audit log on a claim)."""
-    return of_kind("Deployment") + of_kind("StatefulSet")
-
-
-def deployment(name: str) -> Doc:
-    return next(d for d in workloads() if d["metadata"]["name"] == name)
-
-
-def containers(dep: Doc) -> list[Doc]:
-    return list(dep["spec"]["template"]["spec"]["containers"])
-
-
-def grid_spec_text() -> str:
-    cm = next(d for d in of_kind("ConfigMap") if d["metadata"]["name"] == "aigrid-grid")
-    return str(cm["data"]["grid.yaml"])
-
 
 def test_there_is_something_to_check() -> None:
     kinds = {doc["kind"] for _, doc in DOCS}
@@ -355,12 +331,6 @@ def test_no_policy_lets_in_a_pod_of_any_namespace_by_a_label_its_owner_chose() -
                 if "namespaceSelector" in peer:
                     names = peer["namespaceSelector"].get("matchLabels", {})
                     assert set(names) == {"kubernetes.io/metadata.name"}, (policy["metadata"]["name"], peer)
-
-
-def dockerfile_lines(path: Path) -> list[str]:
-    """Instructions with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", path.read_text())
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])

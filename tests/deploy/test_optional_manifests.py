@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import Gauge
 
 from aigrid.gateway.metrics import GatewayMetrics
-from tests.deploy.test_manifests import OLDEST_SUPPORTED, Doc, of_kind
+from tests.deploy.manifests import OLDEST_SUPPORTED, Doc, of_kind
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a dev dependency)")
 

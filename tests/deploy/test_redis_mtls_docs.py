@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 
-from tests.deploy.test_manifests import containers
+from tests.deploy.manifests import containers
 from tests.deploy.test_redis_mtls_manifests import CLIENT_SECRET, patched, redis_args, url_query
 from tests.deploy.test_redis_tls_manifests import ENV, PASSWORD, ping, redis_urls
 from tests.test_redis_client_tls import tls_redis

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.deploy.test_manifests import OLDEST_SUPPORTED, Doc, containers, deployment
+from tests.deploy.manifests import OLDEST_SUPPORTED, Doc, containers, deployment
 from tests.deploy.test_redis_tls_manifests import ENV, PASSWORD, flag, ping, redis_urls, secret_mounts
 from tests.test_redis_client_tls import make_pki, tls_redis
 

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aigrid.redis_client import connect
 from aigrid.spec.load import parse_spec
-from tests.deploy.test_manifests import Doc, containers, deployment, grid_spec_text
+from tests.deploy.manifests import Doc, containers, deployment, grid_spec_text
 from tests.test_redis_client_tls import make_pki, tls_redis
 
 SECRET = "aigrid-redis-tls"
