@@ -20,7 +20,7 @@ from aigrid.audit.chain import checkpoint_message
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import AuditStore, LogCut
 from aigrid.audit.verify import verify
-from tests.audit.test_audit_log import KEY, record, tamper
+from tests.audit.signed_log import KEY, record, tamper
 
 
 def write(path: Path, *batches: int, checkpoint_after: int | None = None) -> AuditStore:

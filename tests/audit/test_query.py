@@ -19,7 +19,7 @@ from aigrid.audit.log import AuditLog
 from aigrid.audit.query import Record, Selection, Totals, parse_when, records
 from aigrid.audit.record import AuditRecord
 from aigrid.cli import app
-from tests.audit.test_audit_log import KEY, tamper
+from tests.audit.signed_log import KEY, tamper
 from tests.audit.test_verify_attacks import public_pem
 
 T0 = 1_796_000_000.0  # 2026-11-30T...Z

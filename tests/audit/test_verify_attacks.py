@@ -24,7 +24,7 @@ from aigrid.audit.record import AuditRecord
 from aigrid.audit.signing import key_id
 from aigrid.audit.verify import verify
 from aigrid.cli import app
-from tests.audit.test_audit_log import KEY, record, tamper, write_log
+from tests.audit.signed_log import KEY, record, tamper, write_log
 
 ALL_TRIGGERS = ("audit_records_no_update", "audit_records_no_delete", "audit_checkpoints_no_update",
                 "audit_checkpoints_no_delete")

@@ -12,7 +12,7 @@ import pytest
 from aigrid.audit import verify as verify_module
 from aigrid.audit.store import AuditStore
 from aigrid.audit.verify import verify
-from tests.audit.test_audit_log import KEY, record, tamper
+from tests.audit.signed_log import KEY, record, tamper
 
 
 def log_with_a_large_record(path: Path, size: int) -> None:
