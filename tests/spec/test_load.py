@@ -572,3 +572,29 @@ def test_a_value_near_nothing_known_gets_no_guess() -> None:
     with pytest.raises(SpecError) as e:
         parse_spec(raw)
     assert "did you mean" not in str(e.value) and "endpoints.0.engine: Input should be 'embedded'" in str(e.value)
+
+
+@pytest.mark.parametrize(("site", "expected"), [
+    # a flow mapping: YAML reads `lat: 50, 11: null` ("sites.fra.11: Keys should be strings")
+    ("fra: {name: Frankfurt, lat: 50,11, lon: 8,68, jurisdiction: EU}",
+     ["sites.fra.lat: a number is expected (got 50,11; a decimal comma? write 50.11)",
+      "sites.fra.lon: a number is expected (got 8,68; a decimal comma? write 8.68)"]),
+    ("fra: {name: Frankfurt, lat: 50.11, lon: -8,68, jurisdiction: EU}",
+     ["sites.fra.lon: a number is expected (got -8,68; a decimal comma? write -8.68)"]),
+    # a block mapping: YAML reads the string "50,11" ("Input should be a valid number, unable to parse string")
+    ("fra:\n    name: Frankfurt\n    lat: 50,11\n    lon: 8.68\n    jurisdiction: EU",
+     ["sites.fra.lat: a number is expected (got 50,11; a decimal comma? write 50.11)"]),
+    ("fra: {name: Frankfurt, lat: 50.11, lon: 8.68, jurisdiction: EU, power_budget_w: '250,5'}",
+     ["sites.fra.power_budget_w: a number is expected (got 250,5; a decimal comma? write 250.5)"]),
+])
+def test_a_decimal_comma_is_named_on_its_field(tmp_path: Path, site: str, expected: list[str]) -> None:
+    """`lat: 50,11` (a European locale's decimal comma) said 'sites.fra.11: Keys should be strings': the error
+    now names the field, what was written and the number meant, in a flow or a block mapping."""
+    text = DEMO.read_text()
+    start = text.index("  fra:")
+    end = text.index("}", start) + 1  # the demo's fra, over two lines
+    given = tmp_path / "grid.yaml"
+    given.write_text(text[:start] + "  " + site.replace("\n", "\n  ") + text[end:])
+    with pytest.raises(SpecError) as e:
+        load_spec(given)
+    assert e.value.problems == expected

@@ -189,9 +189,11 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as e:
+        commas = decimal_commas(raw)
         # the nearest field named for the errors listed only: 200,000 unknown keys took ~20 s of difflib
-        raise SpecError(source, [line for k, err in enumerate(e.errors())
-                                 for line in _lines(err, GridSpec if k < MAX_LISTED else None)]) from e
+        lines = [line for k, err in enumerate(e.errors()) if tuple(err["loc"]) not in commas
+                 for line in _lines(err, GridSpec if k < MAX_LISTED else None)]
+        raise SpecError(source, list(dict.fromkeys(commas.values())) + lines) from e
     problems = _unknown_policies(spec)
     if spec.gateway.location is not None and parse_point(spec.gateway.location, cities(spec)) is None:
         problems.append(f"gateway.location: {spec.gateway.location!r} is neither 'lat,lon' nor a known city "
@@ -230,11 +232,14 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     path = tuple(d.get("loc", ()))
     loc = ".".join(str(x) for x in path) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
+    given = d.get("input")
     if d.get("type") == "extra_forbidden" and model is not None:
         msg += unknown_key_hint(model, path)
-    elif d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
-        msg += did_you_mean(d.get("input"), re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
-    given = d.get("input")
+    if isinstance(given, str) and d.get("type") in ("float_parsing", "int_parsing", "float_type", "int_type") \
+            and DECIMAL_COMMA.fullmatch(given.strip()):  # `lat: 50,11` in a block mapping: the string "50,11"
+        return comma_hint(loc, given.strip())
+    if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
+        msg += did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = ".".join(str(x) for x in path[:-2]) or "(top level)"
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
@@ -245,6 +250,37 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     elif isinstance(given, str) and "${" in given and "not expanded" not in msg:  # a url's check says it itself
         msg += " (environment variables are not expanded in a grid spec; write the value)"
     return f"{loc}: {msg}"
+
+
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+"""`50,11`: a number written with a decimal comma (a European locale's), which YAML reads as a string."""
+
+
+def comma_hint(path: str, written: str) -> str:
+    """The line for a number written with a decimal comma: `sites.fra.lat: a number is expected (got 50,11; a
+    decimal comma? write 50.11)`."""
+    return f"{path}: a number is expected (got {written}; a decimal comma? write {written.replace(',', '.')})"
+
+
+def decimal_commas(raw: object, loc: tuple[object, ...] = ()) -> dict[tuple[object, ...], str]:
+    """Numbers written with a decimal comma in a flow mapping (`{lat: 50,11, lon: 8,68}`), which YAML reads as
+    `lat: 50` and a key `11` with no value ("sites.fra.11: Keys should be strings"): each stray key's path, with
+    the line that names the field it belongs to. YAML has already read `05` as 5 (an octal): said as read."""
+    found: dict[tuple[object, ...], str] = {}
+    if isinstance(raw, dict):
+        before: tuple[object, object] | None = None
+        for key, value in raw.items():
+            stray = isinstance(key, int) and not isinstance(key, bool) and key >= 0 and value is None
+            if stray and before is not None and isinstance(before[1], int) and not isinstance(before[1], bool):
+                path = ".".join(str(x) for x in (*loc, before[0]))
+                found[(*loc, key)] = comma_hint(path, f"{before[1]},{key}")
+            else:
+                found.update(decimal_commas(value, (*loc, key)))
+            before = (key, value)
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            found.update(decimal_commas(item, (*loc, i)))
+    return found
 
 
 def _lines(err: object, model: type[BaseModel] | None) -> list[str]:
