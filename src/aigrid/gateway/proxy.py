@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from starlette.responses import Response
 
@@ -54,6 +53,7 @@ from aigrid.gateway.continuation import Delivered, continuation_body, why_not_co
 from aigrid.gateway.decisions import DecisionRecord, attempt_error
 from aigrid.gateway.engine_body import for_engine
 from aigrid.gateway.engine_errors import engine_refusal
+from aigrid.gateway.engine_names import EngineNames
 from aigrid.gateway.escalation import (
     H_CONFIDENCE,
     H_ESCALATED_FROM,
@@ -82,77 +82,6 @@ to try again. Not its content-type: the client gets the type the gateway checked
 stream's `text/event-stream` or JSON's `application/json` (passed on as the engine wrote it, `text/html; x=json` or
 `text/event-stream, text/html`, which a browser reads as its last type, made an answer a page of the gateway's
 origin)."""
-_ENGINE = re.compile(r"\b\w+Engine\([^()]{0,4096}\): ?")
-r"""An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client. Linear:
-it was `\w+Engine\([^()]*\)`, which retried from every character of a run of word characters (and read to the end
-from each `Engine(`): an engine's error of 200 KB of letters held the event loop, every request of the worker, 69 s."""
-_RESOLVED = re.compile(r"\('[^'\s]{1,255}', \d{1,5}(?:, \d+, \d+)?\)")
-"""An address as a socket error writes it, ('10.0.0.7', 8000) or an IPv6 one's ('fd00::7', 8000, 0, 0): what an
-engine's host name resolved to (asyncio's "Connect call failed ..."), which no form of its base URL matches."""
-
-
-class EngineNames:
-    """What a client that is not an operator reads where an engine's address shows in an error's text (its base
-    URL, host:port, ('host', port), [host]:port, the host alone; the address a host name resolved to, as a socket
-    error writes it): the id of the endpoint it serves, the spec's name for it (the ids of all that share it, unless
-    the text is one endpoint's; a resolved address, `<engine>` where the text is not one endpoint's). An adapter's
-    repr is dropped. The log, the audit records, `aigrid explain` for an operator and /v1/grid's `url` for one keep
-    the address."""
-
-    def __init__(self, engines: Mapping[str, Engine]) -> None:
-        owners: dict[str, set[str]] = {}
-        for endpoint_id, engine in engines.items():
-            for form in _address_forms(getattr(engine, "base_url", None)):
-                owners.setdefault(form, set()).add(endpoint_id)
-        self._owners = {form: frozenset(ids) for form, ids in owners.items()}
-        alternatives = "|".join(re.escape(a) for a in sorted(owners, key=len, reverse=True))
-        # whole addresses only: an engine at :1 does not rename the one at :10, nor a host the longer host it ends
-        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])") if owners else None
-
-    def hide(self, text: str, endpoint: str | None = None) -> str:
-        """`text` (an engine's error, a health reason; `endpoint`'s when it is one endpoint's) with each engine
-        address named by its endpoint."""
-        text = _ENGINE.sub("", text)
-        if self._pattern is not None:
-            def name(m: re.Match[str]) -> str:
-                owners = self._owners[m.group()]
-                return endpoint if endpoint in owners else "/".join(sorted(owners))
-            text = self._pattern.sub(name, text)
-        # the address a host name resolved to, in an engine's error: the engine's, whichever it is
-        return _RESOLVED.sub(lambda _: endpoint or "<engine>", text)
-
-    def decision(self, found: dict[str, Any], servable: Collection[str]) -> dict[str, Any]:
-        """A decision's record (DecisionRecord.to_dict(), local or the hub's) as its tenant reads it: the errors of
-        its attempts and the reasons endpoints were rejected (an unhealthy one's health reason) without addresses,
-        and only the rejections of `servable` endpoints, those the reader's scopes let serve it
-        (authorize.may_serve, /v1/grid's part): a narrowed key read the ids and sites of the endpoints of models,
-        sites and jurisdictions it may not use in every decision's `rejected`."""
-        attempts = [{**a, "error": self.hide(a["error"], a.get("endpoint"))} if isinstance(a.get("error"), str) else a
-                    for a in found.get("attempts") or ()]
-        rejected = [{**r, "reason": self.hide(r["reason"], r.get("endpoint"))} if isinstance(r.get("reason"), str) else r
-                    for r in found.get("rejected") or () if r.get("endpoint") in servable]
-        urgency = found.get("urgency")
-        if isinstance(urgency, dict):  # its lists are endpoints of `rejected` (saturated, too late)
-            urgency = {**urgency, **{k: [e for e in urgency.get(k) or () if e in servable]
-                                     for k in ("waits_where", "too_late_at")}}
-        return {**found, "attempts": attempts, "rejected": rejected, "urgency": urgency}
-
-
-def _address_forms(base: object) -> set[str]:
-    """Every way the engine at `base` (its base URL) shows in an error's text."""
-    if not isinstance(base, str) or not base:
-        return set()
-    try:
-        url = httpx.URL(base)
-    except httpx.InvalidURL:
-        return set()
-    port = url.port or (443 if url.scheme == "https" else 80)
-    found = {base.rstrip("/"), f"{url.host}:{port}", f"('{url.host}', {port})", f"[{url.host}]:{port}"}
-    if "." in url.host or ":" in url.host or url.host == "localhost":  # an IP or a domain name, alone too
-        found.add(url.host)
-    return found
-
-
 log = logging.getLogger("aigrid.proxy")
 
 

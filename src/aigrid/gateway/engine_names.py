@@ -1,0 +1,182 @@
+"""An engine's address and credentials never reach a client or a screen: the rule that names them by endpoint.
+
+EngineNames.hide reads an error's text (an engine's refusal, a socket error, a health reason) and writes each engine
+address in it as the id of the endpoint it serves, whatever its textual form: a URL (with or without a scheme's
+default port, a user and password before the host, httpx's masked `user:[secure]@`), host:port, the host alone (any
+case, a trailing dot), `[v6]:port`, an IPv6 address written any way (`fd00:0:0::1` is `fd00::1`, upper case, a zone
+`%eth0`, IPv4-mapped), a loopback engine as `localhost`, 127.0.0.1 or ::1, and a socket error's ('host', port). The
+user and password before an engine's host go with it, and any URL's user and password are dropped wherever one shows.
+
+Each candidate token is normalised (lower case, no trailing dot, percent-decoded, ipaddress's compressed form) and
+looked up in a dict, so no engine's form can be missed by spelling. Cost: one linear regex scan of the text (each
+token starts only at a word boundary, every quantifier bounded or possessive) plus an ipaddress parse per IPv6-looking
+token; about a microsecond per 100 characters (tests/gateway/test_engine_names.py). It runs on error paths only,
+never per chunk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from aigrid.engines.protocol import Engine
+
+_ENGINE = re.compile(r"\b\w+Engine\([^()]{0,4096}\): ?")
+r"""An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client. Linear:
+it was `\w+Engine\([^()]*\)`, which retried from every character of a run of word characters (and read to the end
+from each `Engine(`): an engine's error of 200 KB of letters held the event loop, every request of the worker, 69 s."""
+
+_TOKEN = re.compile(
+    r"(?<![\w.%~+-])(?:"
+    # a socket error's address: ('10.0.0.7', 8000) or ('fd00::7', 8000, 0, 0)
+    r"\('(?P<sock>[^'\s]{1,255}+)', (?P<sport>\d{1,5}+)(?:, \d++, \d++)?\)"
+    # a URL's scheme, user and password (any, masked too), host and port
+    r"|(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}+://)(?P<ui>[^\s/?#@'\"<>]{0,512}+@)?"
+    r"(?:\[(?P<u6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\]|(?P<uh>[\w.%~-]{1,255}+))(?::(?P<uport>\d{1,5}+))?"
+    # [v6]:port
+    r"|\[(?P<b6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\](?::(?P<bport>\d{1,5}+))?"
+    # a bare IPv6 address (two colons at least)
+    r"|(?P<v6>(?=[0-9A-Fa-f.]{0,45}+:[0-9A-Fa-f.]{0,45}+:)[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)"
+    # a host name or IPv4 address, its port
+    r"|(?P<host>[A-Za-z0-9][\w-]{0,62}+(?:\.[\w-]{1,63}+)*+\.?)(?::(?P<port>\d{1,5}+))?"
+    r")"
+)
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_USERINFO_STOP = frozenset(" \t\r\n/@'\"<>(){},;")  # not [ ]: httpx masks a password as [secure]
+
+
+def canonical(host: str) -> str:
+    """`host` as one spelling: percent-decoded, lower case, no trailing dot; an IP address in ipaddress's compressed
+    form without its zone (an IPv4-mapped IPv6 address as its IPv4 one)."""
+    host = unquote(host).strip("[]").lower().rstrip(".")
+    bare = host.split("%", 1)[0]
+    if ":" in bare or bare[:1].isdigit():
+        try:
+            ip = ipaddress.ip_address(bare)
+        except ValueError:
+            return host
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return str(mapped or ip)
+    return host
+
+
+def engine_address(base: object) -> tuple[str, int] | None:
+    """The canonical host and port of the engine at `base` (its base URL); None where it has none."""
+    if not isinstance(base, str) or not base:
+        return None
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL:
+        return None
+    if not url.host:
+        return None
+    return canonical(url.host), url.port or (443 if url.scheme == "https" else 80)
+
+
+class EngineNames:
+    """What a client that is not an operator reads where an engine's address shows in an error's text (any form: the
+    module's docstring): the id of the endpoint it serves, the spec's name for it (the ids of all that share it, unless
+    the text is one endpoint's; a socket error's address of no engine's host, one a host name resolved to: the
+    endpoint, `<engine>` where the text is not one endpoint's). An adapter's repr is dropped; the user and password
+    of any URL too. The log, the audit records, `aigrid explain` for an operator and /v1/grid's `url` for one keep
+    the address."""
+
+    def __init__(self, engines: Mapping[str, Engine]) -> None:
+        owners: dict[str, dict[int, set[str]]] = {}
+        for endpoint_id, engine in engines.items():
+            found = engine_address(getattr(engine, "base_url", None))
+            if found is None:
+                continue
+            host, port = found
+            for alias in _LOOPBACK if host in _LOOPBACK else (host,):
+                owners.setdefault(alias, {}).setdefault(port, set()).add(endpoint_id)
+        self._owners = {host: {port: frozenset(ids) for port, ids in ports.items()} for host, ports in owners.items()}
+
+    def _owner(self, host: str | None, port: str | None) -> tuple[frozenset[str], bool] | None:
+        """The endpoints at `host` (and `port`; whether the port is theirs), None where it is no engine's."""
+        if not host:
+            return None
+        ports = self._owners.get(canonical(host))
+        if ports is None:
+            return None
+        if port is not None and int(port) in ports:
+            return ports[int(port)], True
+        return frozenset().union(*ports.values()), False
+
+    def hide(self, text: str, endpoint: str | None = None) -> str:
+        """`text` (an engine's error, a health reason; `endpoint`'s when it is one endpoint's) with each engine
+        address named by its endpoint and no URL's user or password."""
+        text = _ENGINE.sub("", text)
+        out: list[str] = []
+        done = 0
+        for m in _TOKEN.finditer(text):
+            start, end = m.span()
+            replaced = self._replace(m, endpoint)
+            if replaced is None:
+                continue
+            named, cut, bare = replaced
+            end = m.start() + cut if cut is not None else end
+            if bare and start > done and text[start - 1] == "@":  # user:password@ before a bare engine host
+                j = start - 1
+                while j > done and start - j < 512 and text[j - 1] not in _USERINFO_STOP:
+                    j -= 1
+                start = j if j < start - 1 else start
+            out.append(text[done:start])
+            out.append(named)
+            done = end
+        out.append(text[done:])
+        return "".join(out)
+
+    def _replace(self, m: re.Match[str], endpoint: str | None) -> tuple[str, int | None, bool] | None:
+        """What the token `m` becomes (None: itself), how much of it that replaces (None: all), whether it was bare."""
+        def name(ids: frozenset[str]) -> str:
+            return endpoint if endpoint in ids else "/".join(sorted(ids))
+
+        if m.group("sock") is not None:
+            owner = self._owner(m.group("sock"), m.group("sport"))
+            return (name(owner[0]) if owner else endpoint or "<engine>"), None, False
+        if m.group("scheme") is not None:
+            host = m.group("u6") or m.group("uh")
+            owner = self._owner(host, m.group("uport"))
+            if owner is None:
+                if m.group("ui") is None:
+                    return None
+                return m.group("scheme") + m.group()[m.end("ui") - m.start():], None, False
+            ids, with_port = owner
+            return name(ids), (None if with_port or m.group("uport") is None else m.start("uport") - 1 - m.start()), False
+        for group, port in (("b6", "bport"), ("v6", None), ("host", "port")):
+            host = m.group(group)
+            if host is None:
+                continue
+            owner = self._owner(host, m.group(port) if port else None)
+            if owner is None:
+                return None
+            ids, with_port = owner
+            if with_port:
+                return name(ids), None, True
+            cut = m.end(group) - m.start()
+            if group == "host" and host.endswith(".") and port and m.group(port) is None:
+                cut -= 1  # a sentence's full stop after the host stays
+            return name(ids), cut, True
+        return None
+
+    def decision(self, found: dict[str, Any], servable: Collection[str]) -> dict[str, Any]:
+        """A decision's record (DecisionRecord.to_dict(), local or the hub's) as its tenant reads it: the errors of
+        its attempts and the reasons endpoints were rejected (an unhealthy one's health reason) without addresses,
+        and only the rejections of `servable` endpoints, those the reader's scopes let serve it
+        (authorize.may_serve, /v1/grid's part): a narrowed key read the ids and sites of the endpoints of models,
+        sites and jurisdictions it may not use in every decision's `rejected`."""
+        attempts = [{**a, "error": self.hide(a["error"], a.get("endpoint"))} if isinstance(a.get("error"), str) else a
+                    for a in found.get("attempts") or ()]
+        rejected = [{**r, "reason": self.hide(r["reason"], r.get("endpoint"))} if isinstance(r.get("reason"), str) else r
+                    for r in found.get("rejected") or () if r.get("endpoint") in servable]
+        urgency = found.get("urgency")
+        if isinstance(urgency, dict):  # its lists are endpoints of `rejected` (saturated, too late)
+            urgency = {**urgency, **{k: [e for e in urgency.get(k) or () if e in servable]
+                                     for k in ("waits_where", "too_late_at")}}
+        return {**found, "attempts": attempts, "rejected": rejected, "urgency": urgency}
