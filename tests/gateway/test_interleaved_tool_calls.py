@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -175,25 +176,91 @@ async def test_interleaved_calls_cut_by_a_failure_are_both_incomplete_in_the_res
         ("call_w", '{"city": "Par', "incomplete"), ("call_t", '{"zone": "Asia/Tokyo"}', "incomplete")]
 
 
-def test_a_call_begun_parses_only_the_last_call_begun_not_every_call_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An engine's many calls left open (arguments ending with '}' but not whole): each call begun parsed every open
-    call's arguments again (2,000 calls: 2 million parses, 40 s of the event loop, RV9). Only the last call begun can
-    be whole (args_delta closes an earlier one once it is), so each call begun parses at most that one."""
-    import aigrid.gateway.responses_stream as rs
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every parse of a call's arguments (chat_events' orjson.loads) counted."""
+    import aigrid.gateway.chat_events as ce
 
     parsed: list[int] = []
 
-    def counted(parts: list[str]) -> bool:
-        parsed.append(1)
-        return arguments_whole(parts)
+    def counted(text: str) -> Any:
+        parsed.append(len(text))
+        return orjson.loads(text)
 
-    monkeypatch.setattr(rs, "arguments_whole", counted)
+    monkeypatch.setattr(ce, "orjson", SimpleNamespace(loads=counted, JSONDecodeError=orjson.JSONDecodeError))
+    return parsed
+
+
+def test_a_call_begun_parses_only_the_last_call_begun_not_every_call_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine's many calls left open (arguments ending with '}' but not whole): each call begun parsed every open
+    call's arguments again (2,000 calls: 2 million parses, 40 s of the event loop, RV9). Only the last call begun can
+    be whole (args_delta closes an earlier one once it is), and its arguments are read as they come."""
+    import aigrid.gateway.responses_stream as rs
+
+    parsed = _count_parses(monkeypatch)
     out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
     n = 300
     for i in range(n):
         out.start_call(i, f"call_{i}", "f")
         out.args_delta(i, '{"a": {}')
     assert len(out.open) == n  # none whole: all still open
-    assert len(parsed) <= 2 * n  # one parse per call begun, one per piece of a call not the last
+    assert parsed == []  # none came back to depth 0: none parsed
     out.args_delta(0, "}")  # call 0 whole, another began after it: done
     assert ("call", 0) not in out.open and len(out.open) == n - 1
+    assert len(parsed) == 1
+
+
+NESTED = '{"a": ' + '{"b": ' * 500 + "1" + "}" * 500 + ', "s": "} { \\" }"}'
+"""Arguments of 500 nested objects (and a string holding braces and an escaped quote): 501 of their characters
+are a '}', each a piece ending the way a whole object does."""
+
+
+def test_the_messages_door_parses_a_calls_arguments_once_not_at_each_closing_brace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One character a piece: until the thirtieth session each piece ending with '}' parsed the call's arguments
+    so far again (review RV9: 120 KB of nested objects, 20,001 such pieces, 26 s of the event loop). Now each piece
+    is scanned once, and the arguments parsed once, when the object closes; a later call waiting then starts."""
+    import aigrid.gateway.messages_stream as ms
+
+    parsed = _count_parses(monkeypatch)
+    blocks = ms._Blocks()
+    blocks.tool(0, {"type": "tool_use", "id": "call_a", "name": "f", "input": {}})
+    blocks.tool(1, {"type": "tool_use", "id": "call_b", "name": "g", "input": {}})  # waits: call 0 not whole
+    for ch in NESTED[:-1]:
+        blocks.tool_args(0, ch)
+        assert blocks.waiting  # not whole yet
+    assert parsed == []
+    blocks.tool_args(0, NESTED[-1])
+    assert not blocks.waiting and blocks.open == ("tool", 1)  # whole: call 1's block started
+    assert parsed == [len(NESTED)]
+    assert orjson.loads(NESTED)["s"] == '} { " }'
+
+
+def test_the_responses_door_parses_a_calls_arguments_once_not_at_each_closing_brace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import aigrid.gateway.responses_stream as rs
+
+    parsed = _count_parses(monkeypatch)
+    out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
+    out.start_call(0, "call_a", "f")
+    out.start_call(1, "call_b", "g")
+    for ch in NESTED[:-1]:
+        out.args_delta(0, ch)
+    assert ("call", 0) in out.open and parsed == []
+    out.args_delta(0, NESTED[-1])
+    assert ("call", 0) not in out.open  # whole, and another began after it: done
+    assert out.items[0]["arguments"] == NESTED and parsed == [len(NESTED)]
+
+
+@pytest.mark.parametrize(("pieces", "whole"), [
+    (['{"a": 1}'], True), (["  {", '"a"', ": [1, {}]", "}  \n"], True), (["{}"], True),
+    (['{"a": "}"'], False), (['{"a": "\\"}"'], False), (['{"a": "\\\\"}'], True),
+    (['{"a": 1}', "x"], False), (['{"a": 1}', " ", "{}"], False), (["[1]"], False), (['"s"'], False),
+    (["x{}"], False), (["{]"], False), (["{", "}}"], False), (['{"a" 1}'], False), ([], False), ([""], False),
+])
+def test_the_scan_says_whole_as_a_parse_of_the_pieces_joined_does(pieces: list[str], whole: bool) -> None:
+    assert arguments_whole(pieces) is whole
+    try:
+        parsed = isinstance(orjson.loads("".join(pieces)), dict)
+    except orjson.JSONDecodeError:
+        parsed = False
+    assert parsed is whole

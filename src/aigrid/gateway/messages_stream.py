@@ -21,6 +21,7 @@ import orjson
 
 from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
+    ArgsScan,
     ChatEvent,
     Finish,
     StreamError,
@@ -28,7 +29,6 @@ from aigrid.gateway.chat_events import (
     ToolArgs,
     ToolStart,
     Usage,
-    arguments_whole,
 )
 from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.envelope import bounded_message
@@ -47,7 +47,7 @@ class _Blocks:
     One block is open at a time (Anthropic's stream), while OpenAI's chat stream may interleave the argument pieces
     of several calls (each piece names its call's index). So a call begun while the open tool_use block's arguments
     are not yet a whole JSON object waits (`waiting`: its block and pieces, by chat index, in the order begun); once
-    the open block's arguments are whole (chat_events.arguments_whole: no later piece could extend them), or at text
+    the open block's arguments are whole (chat_events.ArgsScan: no later piece could extend them), or at text
     or the answer's end, it is stopped and the next waiting call's block starts with its pieces so far as one delta,
     then goes on live. Calls streamed one after another (vLLM, OpenAI) each start as they begin. Until the thirtieth
     session a piece of a call whose block was no longer open was dropped: interleaved calls reached the client cut."""
@@ -55,8 +55,8 @@ class _Blocks:
     def __init__(self) -> None:
         self.next = 0
         self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat tool index)
-        self.args: list[str] = []  # the open tool_use block's argument pieces
-        self.waiting: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        self.args = ArgsScan()  # the open tool_use block's argument pieces
+        self.waiting: dict[int, tuple[dict[str, Any], ArgsScan]] = {}
         self.dropped: set[int] = set()
 
     def close(self) -> bytes:
@@ -68,7 +68,7 @@ class _Blocks:
 
     def start(self, key: tuple[str, int], block: dict[str, Any]) -> bytes:
         out = self.close()
-        self.open, self.args = key, []
+        self.open, self.args = key, ArgsScan()
         return out + sse("content_block_start", {"type": "content_block_start", "index": self.next,
                                                   "content_block": block})
 
@@ -77,20 +77,20 @@ class _Blocks:
 
     def tool(self, index: int, block: dict[str, Any]) -> bytes:
         """A call begun: its block starts now, or waits while the open tool_use block's arguments are not whole."""
-        if self.waiting or (self.open is not None and self.open[0] == "tool" and not arguments_whole(self.args)):
-            self.waiting[index] = (block, [])
+        if self.waiting or (self.open is not None and self.open[0] == "tool" and not self.args.whole):
+            self.waiting[index] = (block, ArgsScan())
             return b""
         return self.start(("tool", index), block)
 
     def tool_args(self, index: int, fragment: str) -> bytes:
         if self.open == ("tool", index):
-            self.args.append(fragment)
+            self.args.feed(fragment)
             out = self.delta({"type": "input_json_delta", "partial_json": fragment})
-            while self.waiting and arguments_whole(self.args):  # whole: the next call's block may start
+            while self.waiting and self.args.whole:  # whole: the next call's block may start
                 out += self._next()
             return out
         if index in self.waiting:
-            self.waiting[index][1].append(fragment)
+            self.waiting[index][1].feed(fragment)
         elif index not in self.dropped:  # a piece after its call's block was stopped (text or another block came)
             self.dropped.add(index)
             log.warning("a streamed tool call's argument piece came after its tool_use block was stopped (call index "
@@ -100,11 +100,11 @@ class _Blocks:
     def _next(self) -> bytes:
         """The open block stopped, the first waiting call's block started with its pieces so far."""
         index = next(iter(self.waiting))
-        block, parts = self.waiting.pop(index)
+        block, scan = self.waiting.pop(index)
         out = self.start(("tool", index), block)
-        if parts:
-            self.args = parts
-            out += self.delta({"type": "input_json_delta", "partial_json": "".join(parts)})
+        if scan.parts:
+            self.args = scan
+            out += self.delta({"type": "input_json_delta", "partial_json": "".join(scan.parts)})
         return out
 
     def flush(self) -> bytes:

@@ -27,6 +27,7 @@ import orjson
 
 from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
+    ArgsScan,
     ChatEvent,
     Finish,
     Steps,
@@ -35,7 +36,6 @@ from aigrid.gateway.chat_events import (
     ToolArgs,
     ToolStart,
     Usage,
-    arguments_whole,
 )
 from aigrid.gateway.relay_response import STEER, STEERED
 from aigrid.gateway.responses_schema import ResponsesRequest
@@ -80,11 +80,12 @@ MESSAGE = ("message", -1)
 class _Open:
     """An item open: its output_index, the item as added, and its text or arguments' pieces so far."""
 
-    __slots__ = ("index", "item", "parts", "logprobs")
+    __slots__ = ("index", "item", "parts", "logprobs", "scan")
 
     def __init__(self, index: int, item: dict[str, Any]) -> None:
         self.index, self.item = index, item
-        self.parts: list[str] = []
+        self.scan = ArgsScan()  # a call's: whether its arguments are whole
+        self.parts = self.scan.parts  # the message's text or the call's argument pieces (fed to scan)
         self.logprobs: list[dict[str, Any]] = []
 
 
@@ -93,7 +94,7 @@ class _Output:
     calls by chat index. Several calls may be open at once: OpenAI's chat stream may interleave the argument pieces of
     parallel calls (each piece names its call's index), and each Responses delta names its item and output_index. A
     call is done once another has begun after it and its arguments are a whole JSON object
-    (chat_events.arguments_whole), at text, or at the answer's end. Until the thirtieth session only the last call
+    (chat_events.ArgsScan), at text, or at the answer's end. Until the thirtieth session only the last call
     begun was open: a piece of an earlier one was dropped, its arguments cut."""
 
     def __init__(self, ev: _Events) -> None:
@@ -153,7 +154,7 @@ class _Output:
         out = b""
         if MESSAGE in self.open:
             out = self.close(MESSAGE)
-        if (last := self.open.get(self.last_call)) is not None and arguments_whole(last.parts):
+        if (last := self.open.get(self.last_call)) is not None and last.scan.whole:
             out += self.close(self.last_call)
         self.last_call = ("call", index)
         o = self._add(("call", index), function_call_item(call_id, name, "", new_id("fc"), status="in_progress"))
@@ -168,10 +169,10 @@ class _Output:
                 log.warning("a streamed tool call's argument piece came after its function_call item was done "
                             "(call index %d): left out of the Responses stream", index)
             return b""
-        o.parts.append(fragment)
+        o.scan.feed(fragment)  # appends it to o.parts
         out = self.ev("response.function_call_arguments.delta", item_id=o.item["id"], output_index=o.index,
                       delta=fragment)
-        if o.index != len(self.items) - 1 and arguments_whole(o.parts):  # another call began after it: it is done
+        if o.index != len(self.items) - 1 and o.scan.whole:  # another call began after it: it is done
             out += self.close(key)
         return out
 
