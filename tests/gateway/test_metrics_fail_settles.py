@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aigrid.errors import QuotaUnavailable
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.spec.models import QuotaSpec
@@ -89,3 +90,27 @@ def test_failed_writes_are_logged_once_per_warn_every(caplog: pytest.LogCaptureF
     written("/v1/chat/completions", lambda: done.append(1))
     assert written.failed == 25 and done == [1]
     assert [r.getMessage().split("(")[1].split(" ")[0] for r in caplog.records] == ["1", "11", "21"]
+
+
+async def test_a_failing_rejected_count_still_answers_the_error_in_its_envelope(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """routes.Audited counts a refusal (503) and a bug's 500 in aigrid_requests_rejected_total before answering it:
+    a write that raised left the except block with no answer (Starlette's plain-text 500, no envelope, no
+    x-request-id). Written through MetricsWrites: the error's own envelope, the failure logged."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    monkeypatch.setattr(broken.metrics, "rejected", FullDisk())
+
+    async def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    async def busy(*args: object, **kwargs: object) -> None:
+        raise QuotaUnavailable("the quota store is unreachable")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        for admit_call, status, code in ((bug, 500, "internal_error"), (busy, 503, QuotaUnavailable.code)):
+            monkeypatch.setattr(broken.guard, "admit_call", admit_call)
+            r = await c.get("/v1/models", headers=TENANT)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+            assert r.headers["x-request-id"]
+    assert FullDisk.writes >= 2  # the two counts tried (and the close's own writes)
+    assert [m for m in (r.getMessage() for r in caplog.records) if "were not written" in m]

@@ -194,8 +194,9 @@ class Audited:
                         hangup.armed = False  # the answer starts (or the error): only the relay watches now
             except ApiError as e:
                 ex.error = e
-                if self.counts and refused(e):
-                    self.gw.metrics.rejected.labels(e.code or "error").inc()
+                if self.counts and refused(e):  # a metrics file that cannot grow is logged, never the answer's
+                    code = e.code or "error"
+                    self.gw.proxy.written(self.route, lambda: self.gw.metrics.rejected.labels(code).inc())
                 response = await api_error_handler(request, e, request_id=ex.request_id)
             except ClientDisconnect:  # gone while its body was read: nobody to answer
                 ex.outcome = "client_closed"
@@ -203,8 +204,9 @@ class Audited:
             except Exception:  # a bug of ours before the answer started: logged, answered with a 500
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
-                self.gw.metrics.rejected.labels(INTERNAL).inc()  # the grid's: counted on every route (`refused`)
                 response = internal_error(request, ex.request_id)
+                # the grid's: counted on every route (`refused`); a write that fails is logged, the 500 answered
+                self.gw.proxy.written(self.route, lambda: self.gw.metrics.rejected.labels(INTERNAL).inc())
             if hangup is not None:
                 if isinstance(response, RelayResponse):
                     response.gone = hangup.watcher  # the same watcher: no second task on `receive`
