@@ -106,8 +106,11 @@ def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
         return [0] * len(texts)
     together = read_across(policy, texts)
     tool = TOOL_CHARS if policy.injection != Action.OFF else TEXT_CHARS
-    return [PART_CHARS if i in together else tool if t.source == Source.TOOL_DESCRIPTION else TEXT_CHARS
-            for i, t in enumerate(texts)]
+    described = Source.TOOL_DESCRIPTION  # looked up once, compared by identity: an enum's == and lookup per text
+    weighed = [tool if t.source is described else TEXT_CHARS for t in texts]
+    for i in together:
+        weighed[i] = PART_CHARS
+    return weighed
 
 
 def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
@@ -116,6 +119,10 @@ def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]
     names by its own field: gateway/front_door.name_own_field)."""
     weighed = weights(policy, texts)
     bound, total = MAX_TOGETHER * PART_CHARS, 0
+    # the cheap checks first (no text weighs more than PART_CHARS; then the sum): the walk below, naming where the
+    # bound is passed, only for a request over it (this check runs on the event loop, for every request)
+    if len(texts) * PART_CHARS <= bound or sum(weighed) <= bound:
+        return weighed
     for i, weight in enumerate(weighed):
         total += weight
         if total > bound:
