@@ -620,7 +620,9 @@ class ResponsesApi:
             except (ConnectionError, StoreUnavailable) as e:
                 log.error("background response %s: its failed answer could not be stored: %s", rid, e)
                 outcome = "refused"
-            if outcome == "failed":  # a reader failed it first, taking this process for dead
+            if outcome == "cancelled":  # the client's cancel came first (as _keep_background: audited cancelled)
+                ex.outcome = "cancelled"
+            elif outcome == "failed":  # a reader failed it first, taking this process for dead
                 _abandoned_alive(ex)
             if outcome != "refused":  # stored, or its cancel (a reader's failure) came first: kept as it is
                 return
