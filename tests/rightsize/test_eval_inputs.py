@@ -411,3 +411,21 @@ def test_an_empty_turn_leaves_out_its_question_from_that_turn_on(tmp_path: Path)
 def test_a_file_whose_every_prompt_is_empty_is_refused_saying_so(tmp_path: Path) -> None:
     code, out = run("--data", str(wide(tmp_path / "e.csv", [["", 1, 0, 0], [" ", 0, 1, 0]])))
     assert code == 2 and one_error_line(out).endswith("e.csv: every row's 'prompt' is empty (2 rows)")
+
+
+def test_the_share_counts_empty_prompts_not_their_follow_on_rows(tmp_path: Path) -> None:
+    """The 5% rule counted rows, follow-on ones included: in a per-turn file one empty turn 1 leaves out 4 rows (both
+    models' turns 1 and 2), so a 22-question held-out MT-Bench split (88 rows) with 2 empty turn-1 prompts (2 of 44
+    prompts, 4.5%) was refused as '8 of 88 rows (9.1%)'. The share is of distinct prompts (a question's turn); the
+    rows left out are said in the note."""
+    def empty(r: list[object]) -> bool:
+        return r[0] in (4, 15) and r[1] == 1
+
+    rows = [[*r[:4], "" if empty(r) else r[4]] for r in long_rows(2, 22)]
+    d = read_routing_csv(wide(tmp_path / "mt.csv", rows, LONG))
+    assert len(d) == 44 - 4 and d.notes[0].startswith("8 of 88 rows left out: an empty 'turn_prompt' (lines 18, 19, "
+                                                       "62, 63) and 4 more of those questions' rows"), d.notes
+    three = [[*r[:4], "" if empty(r) or (r[0] == 9 and r[1] == 2) else r[4]] for r in long_rows(2, 22)]
+    with pytest.raises(InvalidRequest, match=r"mt3\.csv: 3 of 44 prompts \(6\.8%\) are empty; 10 of 88 rows would "
+                                             r"be left out: an empty 'turn_prompt'"):
+        read_routing_csv(wide(tmp_path / "mt3.csv", three, LONG))

@@ -16,7 +16,7 @@ model or every prompt empty, a second score for one model on one prompt (long), 
 header (an unquoted comma), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
 A row whose prompt is empty or blank is left out and counted in `notes` (a held-out file with one was refused
 whole until the thirtieth session), and in a long file read as conversations its question's rows from that turn on;
-more than MAX_EMPTY_SHARE (5%) of the rows left out so refuses the file. A wide file's row-number column (`id`, `*_id`, `index`, pandas' unnamed
+more than MAX_EMPTY_SHARE (5%) of the prompts empty so refuses the file (a question's turn is one prompt). A wide file's row-number column (`id`, `*_id`, `index`, pandas' unnamed
 index) is never a model; a long file's scores divided by 10 are said in `notes`.
 `with_earlier_turns` reads a long file's later turns after its earlier ones, as a gateway reads a conversation.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
@@ -153,8 +153,8 @@ STRUCTURAL = ("prompt", "subject", "category", "contaminated", "question_id", "t
 def read_routing_csv(path: Path, small: str | None = None, large: str | None = None) -> RoutingData:
     """Parse one CSV; InvalidRequest naming the file, and the line and column where there is one, when it has
     neither known shape or a value cannot be used (a score that is not a finite number, a `*_correct` value
-    outside [0, 1], a long file's score outside [0, 10], every prompt empty or more than MAX_EMPTY_SHARE of the rows
-    left out for an empty one; fewer are left out, in notes)."""
+    outside [0, 1], a long file's score outside [0, 10], every prompt empty or more than MAX_EMPTY_SHARE of the prompts
+    empty; fewer are left out, in notes)."""
     try:
         raw = read_bounded(path, MAX_BYTES)
     except OSError as e:
@@ -318,7 +318,8 @@ def _above_one(value: str | None) -> bool:
 
 
 MAX_EMPTY_SHARE = 0.05
-"""The most rows of a file (a share) that an empty prompt leaves out with a note; more refuses the file, naming the
+"""The most prompts of a file (a share; read as conversations a question's turn, its models' rows and the
+follow-on rows it leaves out counted once) that may be empty and left out with a note; more refuses the file, naming the
 share and the first lines: a file mostly empty was written wrong (a column shifted, the prompts not exported), and
 a figure on what is left of it would stand for a set nobody chose. `aigrid models eval` and the simulator's
 `right_size.prompts` read files by this one rule."""
@@ -341,8 +342,9 @@ def _without_empty_prompts(path: Path, rows: list[dict[str, str]], lines: list[i
     first lines: a held-out file with one empty prompt was refused whole (eval_firewall.py leaves such rows out
     too). In a long file whose rows all have a question_id and turn (read as conversations, with_earlier_turns),
     an empty turn leaves out its question's rows from that turn on, every model's: a later turn without its
-    earlier one is not the request a gateway reads. More than MAX_EMPTY_SHARE of the rows left out refuses the
-    file. A row too short to have the column is still refused, as a short row."""
+    earlier one is not the request a gateway reads. More than MAX_EMPTY_SHARE of the prompts empty refuses the
+    file (read as conversations a prompt is a question's turn, its models' rows and follow-on rows one; else a row).
+    A row too short to have the column is still refused, as a short row."""
     blank = [r.get(column) is not None and not r[column].strip() for r in rows]
     empty = [n for b, n in zip(blank, lines, strict=True) if b]
     if not empty:
@@ -362,10 +364,21 @@ def _without_empty_prompts(path: Path, rows: list[dict[str, str]], lines: list[i
     said = f"an empty {column!r} ({_lines_said(empty)})" + (
         f" and {len(later)} more of those questions' rows from that turn on, which would be read without it "
         f"({_lines_said(later)})" if later else "")
-    if left > MAX_EMPTY_SHARE * len(rows):
-        raise InvalidRequest(f"{path}: {left} of {len(rows)} rows ({left / len(rows):.1%}) would be left out: {said}; "
-                             f"more than {MAX_EMPTY_SHARE:.0%} refuses the file (fill those prompts in or remove "
-                             "their rows)", param=column)
+    # the share is of prompts: read as conversations a prompt is a (question, turn), whatever its models' rows and
+    # the follow-on rows an empty turn leaves out (said in the note only); otherwise a row
+    if broken:
+        keys = {qt for qt in turns if qt is not None}
+        bad, total, unit = len({qt for b, qt in zip(blank, turns, strict=True) if b}), len(keys), "prompts"
+    else:
+        bad, total, unit = len(empty), len(rows), "rows"
+    if bad > MAX_EMPTY_SHARE * total:
+        shared = f"{bad} of {total} {unit} ({bad / total:.1%})"
+        if unit == "rows":
+            raise InvalidRequest(f"{path}: {shared} would be left out: {said}; more than {MAX_EMPTY_SHARE:.0%} refuses "
+                                 "the file (fill those prompts in or remove their rows)", param=column)
+        raise InvalidRequest(f"{path}: {shared} are empty; {left} of {len(rows)} rows would be left out: {said}; more "
+                             f"than {MAX_EMPTY_SHARE:.0%} of the prompts empty refuses the file (fill those prompts "
+                             "in or remove their rows)", param=column)
     out = set(empty) | set(later)
     kept = [(r, n) for r, n in zip(rows, lines, strict=True) if n not in out]
     note = f"{left} of {len(rows)} rows left out: {said}"
