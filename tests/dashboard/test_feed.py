@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -17,10 +15,9 @@ from aigrid.core.types import GeoPoint
 from aigrid.dashboard import feed as feed_module
 from aigrid.dashboard.feed import Feed, place_name
 from aigrid.dashboard.sse import event_stream, sse_event
-from aigrid.engines.protocol import EngineStats, UpstreamResponse
-from aigrid.errors import EngineUnavailable
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.dashboard.conftest import CHAT, no_sleep
+from tests.dashboard.feed_helpers import Unreachable, parse_sse
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -29,17 +26,6 @@ async def send(client: httpx.AsyncClient, city: str) -> httpx.Response:
     r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": city})
     assert r.status_code == 200, r.text
     return r
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, object]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        lines = block.split("\n")
-        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), None)
-        data = [ln[6:] for ln in lines if ln.startswith("data: ")]
-        if name and data:
-            events.append((name, orjson.loads(data[0])))
-    return events
 
 
 async def test_grid_state_has_every_site_with_capacity_and_health(gateway: Gateway,
@@ -210,25 +196,6 @@ async def test_a_tick_reads_the_token_counters_once_whatever_the_number_of_sites
     await send(client, "Tokyo")
     nrt = next(s for s in feed.grid_state(12.0)["sites"] if s["id"] == "nrt")
     assert nrt["tokens_per_s"] == 2.0 and registry.collected == 2  # one a tick, 4 sites
-
-
-class Unreachable(FakeEngine):
-    """Healthy to the health check and its stats, refused at every request: the request fails where it was sent."""
-
-    def __init__(self, name: str, address: str) -> None:
-        super().__init__(name)
-        self.address = self.base_url = address
-
-    async def health(self) -> bool:
-        return True
-
-    async def stats(self) -> EngineStats:
-        return self.stats_value
-
-    @asynccontextmanager
-    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        raise EngineUnavailable(f"connect to {self.address} failed: connection refused")
-        yield  # pragma: no cover
 
 
 async def test_a_failed_requests_row_says_why_it_failed_without_engine_addresses(tmp_path: Path) -> None:
