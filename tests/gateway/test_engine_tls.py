@@ -261,7 +261,7 @@ def test_two_endpoints_at_one_origin_must_be_reached_one_way(tmp_path: Path) -> 
 def test_a_proxy_is_for_an_https_url_and_is_itself_a_url() -> None:
     with pytest.raises(SpecError, match="proxy is for an https url"):
         grid("http://127.0.0.1:9000", None, "http://127.0.0.1:3128")
-    with pytest.raises(SpecError, match="endpoints.0.proxy"):
+    with pytest.raises(SpecError, match=r"endpoints\[0\]\.proxy"):
         grid("https://127.0.0.1:9000", None, "proxy.internal:3128")
 
 

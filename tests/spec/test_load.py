@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["endpoints"][0].update(site="atlantis"), "endpoints[0].site: unknown site 'atlantis'"),
     (lambda r: r["endpoints"][1].update(model="gpt-9"), "endpoints[1].model: unknown model 'gpt-9'"),
     (lambda r: r["endpoints"][0].update(engine="vllm"), "engine 'vllm' needs a url"),
-    (lambda r: r["endpoints"][0].update(slots=0), "endpoints.0.slots: Input should be greater than or equal to 1"),
-    (lambda r: r["endpoints"][0].update(colour="red"), "endpoints.0.colour: Extra inputs are not permitted"),
+    (lambda r: r["endpoints"][0].update(slots=0), "endpoints[0].slots: Input should be greater than or equal to 1"),
+    (lambda r: r["endpoints"][0].update(colour="red"), "endpoints[0].colour: Extra inputs are not permitted"),
     # a typo names the field it is nearly, wherever it is (a list's item, a mapping's value, a nested model)
-    (lambda r: r["endpoints"][0].update(slot=2), "endpoints.0.slot: Extra inputs are not permitted (did you mean "
+    (lambda r: r["endpoints"][0].update(slot=2), "endpoints[0].slot: Extra inputs are not permitted (did you mean "
      "slots?)"),
     (lambda r: r["sites"]["fra"].update(jurisdicton="EU"), "sites.fra.jurisdicton: Extra inputs are not permitted "
      "(did you mean jurisdiction?)"),
@@ -47,7 +48,7 @@ def test_demo_spec_has_the_four_required_sites() -> None:
      "agents.graphs.g.tenant: Extra inputs are not permitted (did you mean tenants?)"),
     # shortest_path's Dijkstra: a negative distance gave a wrong path, or failed every call of the tool
     (lambda r: r["agents"]["graphs"]["rail"][0].__setitem__(2, -465),
-     "agents.graphs.rail.edges.0.2: Input should be greater than or equal to 0"),
+     "agents.graphs.rail.edges[0][2]: Input should be greater than or equal to 0"),
     (lambda r: r.update(policies={"x": {"weights": {"speed": 1}}}), "unknown axes ['speed']"),
     (lambda r: r.update(slo={"ttft_ms": 0}), "slo.ttft_ms: Input should be greater than 0"),
     (lambda r: r.update(slo={"tpot_ms": 50}), "slo.ttft_ms: Field required"),
@@ -296,12 +297,12 @@ def test_cross_checks_are_one_line_each_without_a_top_level_prefix() -> None:
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [
-    (lambda r: r["endpoints"][0].update(decode_tps=float("inf")), "endpoints.0.decode_tps: Input should be a finite"),
+    (lambda r: r["endpoints"][0].update(decode_tps=float("inf")), "endpoints[0].decode_tps: Input should be a finite"),
     (lambda r: r["models"]["smollm2-135m"].update(params_b=float("inf")), "params_b: Input should be a finite number"),
     (lambda r: r["cities"].update(Nowhere=[200, 0]),
      "cities.Nowhere: [200, 0] is not [latitude -90..90, longitude -180..180]"),
-    (lambda r: r["endpoints"][0].update(id=""), "endpoints.0.id: String should have at least 1 character"),
-    (lambda r: r["endpoints"][0].update(served_model=""), "endpoints.0.served_model: String should have at least 1"),
+    (lambda r: r["endpoints"][0].update(id=""), "endpoints[0].id: String should have at least 1 character"),
+    (lambda r: r["endpoints"][0].update(served_model=""), "endpoints[0].served_model: String should have at least 1"),
     (lambda r: r["sites"]["fra"].update(name=""), "sites.fra.name: String should have at least 1 character"),
     (lambda r: r["sites"]["fra"].update(jurisdiction=False),
      "sites.fra.jurisdiction: Input should be a valid string (YAML reads a bare yes, no, on, off, true or false as "
@@ -332,10 +333,10 @@ def test_values_that_passed_but_could_not_work_are_refused(mutate: object, expec
     # a typo: 131,072 with two zeros too many (each embedded slot allocates its KV cache for the context at start)
     ("models.smollm2-135m.context", 13_107_200, "models.smollm2-135m.context: Input should be less than or equal to "
      "10485760"),
-    ("endpoints.0.prefill_tps", 1e308, "endpoints.0.prefill_tps: Input should be less than or equal to 1000000000"),
-    ("endpoints.0.prefill_tps", 1e-308, "endpoints.0.prefill_tps: Input should be greater than or equal to 0.001"),
-    ("endpoints.0.decode_tps", 1e-308, "endpoints.0.decode_tps: Input should be greater than or equal to 0.001"),
-    ("endpoints.0.price_out_per_mtok", 1e308, "endpoints.0.price_out_per_mtok: Input should be less than or equal"),
+    ("endpoints.0.prefill_tps", 1e308, "endpoints[0].prefill_tps: Input should be less than or equal to 1000000000"),
+    ("endpoints.0.prefill_tps", 1e-308, "endpoints[0].prefill_tps: Input should be greater than or equal to 0.001"),
+    ("endpoints.0.decode_tps", 1e-308, "endpoints[0].decode_tps: Input should be greater than or equal to 0.001"),
+    ("endpoints.0.price_out_per_mtok", 1e308, "endpoints[0].price_out_per_mtok: Input should be less than or equal"),
     ("sites.fra.power_budget_w", 1e308, "sites.fra.power_budget_w: Input should be less than or equal to 10000000000"),
     ("sites.fra.peak_power_w", 1e308, "sites.fra.peak_power_w: Input should be less than or equal"),
     ("policies", {"p": {"weights": {"ttft": 1e308, "cost": 1e308}}}, "policies.p.weights: weights must be from 0 to 1e+09"),
@@ -536,7 +537,7 @@ def test_the_jwt_secrets_variable_is_a_name_a_shell_reads(name: str) -> None:
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [
-    (lambda r: r["endpoints"][0].update(engine="vlm"), "endpoints.0.engine: Input should be 'embedded', 'vllm', "
+    (lambda r: r["endpoints"][0].update(engine="vlm"), "endpoints[0].engine: Input should be 'embedded', 'vllm', "
      "'sglang', 'llamacpp', 'ollama', 'tgi' or 'openai' (did you mean vllm?)"),
     (lambda r: r["endpoints"][0].update(engine="LlamaCPP"), "(did you mean llamacpp?)"),
     (lambda r: r["tenants"]["eu-bank"]["firewall"].update(injection="blok"), "(did you mean block?)"),
@@ -571,7 +572,7 @@ def test_a_value_near_nothing_known_gets_no_guess() -> None:
     raw["endpoints"][0]["engine"] = "tensorrt"
     with pytest.raises(SpecError) as e:
         parse_spec(raw)
-    assert "did you mean" not in str(e.value) and "endpoints.0.engine: Input should be 'embedded'" in str(e.value)
+    assert "did you mean" not in str(e.value) and "endpoints[0].engine: Input should be 'embedded'" in str(e.value)
 
 
 @pytest.mark.parametrize(("site", "expected"), [
@@ -598,3 +599,17 @@ def test_a_decimal_comma_is_named_on_its_field(tmp_path: Path, site: str, expect
     with pytest.raises(SpecError) as e:
         load_spec(given)
     assert e.value.problems == expected
+
+
+def test_every_spec_error_names_a_list_item_in_one_form() -> None:
+    """A field's own check said `endpoints.0.slots` (pydantic's loc joined with dots) and the cross-checks
+    `endpoints[1].model`, in one error: every line now writes a list's item `endpoints[0]` (the docs' form, and
+    the start checks': `endpoints[1].api_key_env`, `sites.fra.documents[0].path`), a list in a list `[0][2]`."""
+    raw = demo_raw()
+    raw["endpoints"][0].update(slots=0)
+    raw["agents"]["graphs"]["rail"][0][2] = -1
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    fields = sorted(p.split(":")[0] for p in e.value.problems)
+    assert fields == ["agents.graphs.rail.edges[0][2]", "endpoints[0].slots"], e.value.problems
+    assert not any(re.search(r"\.\d+[.:\[]", p.split(":")[0]) for p in e.value.problems), e.value.problems

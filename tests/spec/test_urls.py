@@ -27,12 +27,12 @@ def raw() -> dict:
 
 
 @pytest.mark.parametrize(("url", "expected"), [
-    ("127.0.0.1:9101", "endpoints.0.url: '127.0.0.1:9101' is not an http(s) URL (e.g. http://host:8000)"),
+    ("127.0.0.1:9101", "endpoints[0].url: '127.0.0.1:9101' is not an http(s) URL (e.g. http://host:8000)"),
     ("localhost:9101", "is not an http(s) URL"),
     ("ftp://127.0.0.1:9101", "is not an http(s) URL"),
     ("http://", "is not an http(s) URL"),
     ("http://my host:9101", "is not an http(s) URL"),
-    ("http://127.0.0.1:99999", "endpoints.0.url: 'http://127.0.0.1:99999': the port must be a number from 1 to 65535"),
+    ("http://127.0.0.1:99999", "endpoints[0].url: 'http://127.0.0.1:99999': the port must be a number from 1 to 65535"),
     ("http://127.0.0.1:0", "the port must be a number from 1 to 65535"),
     ("http://${ENGINE_HOST}:9101", "environment variables are not expanded in a grid spec"),
 ])
@@ -52,7 +52,7 @@ def test_exporter_and_redis_urls_are_checked() -> None:
     with pytest.raises(SpecError) as e:
         parse_spec(spec, "grid.yaml")
     assert sorted(p.split(":")[0] for p in e.value.problems) == [
-        "endpoints.1.power_metrics_url", "gateway.otel.endpoint", "gateway.shared_state_url",
+        "endpoints[1].power_metrics_url", "gateway.otel.endpoint", "gateway.shared_state_url",
         "security.quotas_redis_url"], e.value.problems
     assert "'http://redis:6379' is not a Redis URL" in str(e.value)
 
@@ -90,7 +90,7 @@ def test_an_endpoint_url_that_is_an_api_path_names_the_field(url: str) -> None:
     spec["endpoints"][0]["url"] = url
     with pytest.raises(SpecError) as e:
         parse_spec(spec, "grid.yaml")
-    assert f"endpoints.0.url: '{url}': give the server's base URL" in str(e.value)
+    assert f"endpoints[0].url: '{url}': give the server's base URL" in str(e.value)
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.5:8000/v1/v1", "http://10.0.0.5:8000/v1/v1/",
@@ -102,7 +102,7 @@ def test_an_endpoint_url_with_v1_twice_is_refused_naming_the_field(url: str) -> 
     spec["endpoints"][0]["url"] = url
     with pytest.raises(SpecError) as e:
         parse_spec(spec, "grid.yaml")
-    assert f"endpoints.0.url: '{url}': /v1 twice; give the server's base URL" in str(e.value), str(e.value)
+    assert f"endpoints[0].url: '{url}': /v1 twice; give the server's base URL" in str(e.value), str(e.value)
 
 
 _SEGMENTS = st.sampled_from(["v1", "v1", "", "team-a", "chat", "completions", "models", "x", "V1", "v10"])

@@ -225,12 +225,28 @@ def gateway_location(spec: GridSpec) -> GeoPoint | None:
     return None if spec.gateway.location is None else parse_point(spec.gateway.location, cities(spec))
 
 
-def describe(err: object, model: type[BaseModel] | None = None) -> str:
+def field_path(loc: tuple[object, ...], indexed: bool = True) -> str:
+    """A field's path as a grid spec's errors write it, a list's item by its index in brackets
+    (`endpoints[0].model`, `sites.fra.documents[1].path`, the cross-checks' and the gateway's start checks' form);
+    `indexed=False` the dotted form of the scenario's and the demand's errors (`tenants.0.share`)."""
+    out = ""
+    for part in loc:
+        if indexed and isinstance(part, int) and not isinstance(part, bool) and out:
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def describe(err: object, model: type[BaseModel] | None = None, indexed: bool = False) -> str:
     """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording);
-    `model`, the file's top-level model: a key it does not know names the nearest field (a typo)."""
+    `model`, the file's top-level model: a key it does not know names the nearest field (a typo); `indexed`, a
+    list's item as `endpoints[0]` (a grid spec's errors, field_path) rather than `tenants.0` (a scenario's)."""
     d = dict(err)  # type: ignore[call-overload]
     path = tuple(d.get("loc", ()))
-    loc = ".".join(str(x) for x in path) or "(top level)"
+    loc = field_path(path, indexed)
+    if d.get("type") == "invalid_key" and path:  # a mapping's key YAML read as a number: no list's index
+        loc = f"{field_path(path[:-1], indexed)}.{path[-1]}" if path[:-1] else str(path[-1])
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
     given = d.get("input")
     if d.get("type") == "extra_forbidden" and model is not None:
@@ -241,7 +257,7 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
         msg += did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
-        where = ".".join(str(x) for x in path[:-2]) or "(top level)"
+        where = field_path(path[:-2], indexed)
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
                 "is a boolean in YAML): quote it, e.g. 'no': for Norway")
     if isinstance(given, bool) and d.get("type") == "string_type":
@@ -272,8 +288,7 @@ def decimal_commas(raw: object, loc: tuple[object, ...] = ()) -> dict[tuple[obje
         for key, value in raw.items():
             stray = isinstance(key, int) and not isinstance(key, bool) and key >= 0 and value is None
             if stray and before is not None and isinstance(before[1], int) and not isinstance(before[1], bool):
-                path = ".".join(str(x) for x in (*loc, before[0]))
-                found[(*loc, key)] = comma_hint(path, f"{before[1]},{key}")
+                found[(*loc, key)] = comma_hint(field_path((*loc, before[0])), f"{before[1]},{key}")
             else:
                 found.update(decimal_commas(value, (*loc, key)))
             before = (key, value)
@@ -286,7 +301,7 @@ def decimal_commas(raw: object, loc: tuple[object, ...] = ()) -> dict[tuple[obje
 def _lines(err: object, model: type[BaseModel] | None) -> list[str]:
     """The lines of one pydantic error: the spec's cross-checks each name their own field."""
     found = dict(err).get("ctx", {}).get("error")  # type: ignore[call-overload]
-    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, model)]
+    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, model, indexed=True)]
 
 
 def unknown_key_hint(model: type[BaseModel], loc: tuple[object, ...]) -> str:
