@@ -6,13 +6,22 @@ the base URL, so a bare `user:s3cret@10.0.0.1`, httpx's masked `http://user:[sec
 from __future__ import annotations
 
 import ipaddress
+import random
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aigrid.dashboard.feed import Feed
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.engine_names import EngineNames
+from tests.gateway.conftest import _no_sleep, spec_in
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
 class At:
@@ -107,3 +116,36 @@ def test_its_cost_is_linear_in_the_text() -> None:
     started = time.process_time()
     hider.hide(hostile)
     assert time.process_time() - started < 5.0
+
+
+def odd_spellings(request: httpx.Request) -> httpx.Response:
+    """Every engine refuses a request's connection, its error naming its address the ways httpx and sockets do:
+    the masked URL with its user, upper case, the long IPv6 form with a zone."""
+    if request.method == "POST":
+        long_form = "FD00:0:0:0:0:0:0:" + request.url.host.rsplit(":", 1)[-1] + "%eth0"
+        raise httpx.ConnectError(f"GET http://ops:[secure]@[{request.url.host.upper()}]:8000/v1 failed; "
+                                 f"ops:s3cret@{long_form} refused", request=request)
+    return httpx.Response(200, text="")
+
+
+async def test_a_client_and_the_live_map_read_no_odd_spelling_of_an_engines_address(tmp_path: Path) -> None:
+    """End to end: the 502's message and the live map's failures name the endpoint where an engine's error spelled its
+    address another way and carried its user and password. (With keys off every caller reads decisions as an
+    operator, the engine's words kept: docs/security.md, Limits.)"""
+    spec = spec_in(tmp_path)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(odd_spellings)) as up:
+        engines = {e.id: OpenAICompatEngine("vllm", f"http://ops:s3cret@[fd00::{i:x}]:8000", up)
+                   for i, e in enumerate(spec.endpoints, 1)}
+        gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+        await gw.scraper.scrape_once()
+        feed = Feed(gw)
+        feed.tick(0.0)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            failed = await c.post("/v1/chat/completions", json=CHAT)
+            assert failed.status_code == 502, failed.text
+        (row,) = dict(feed.tick(1.0))["decisions"]
+    shown = [failed.json()["error"]["message"], *row["failures"]]
+    for text in shown:
+        for secret in ("s3cret", "ops", "secure", "fd00", "FD00"):
+            assert secret not in text, (secret, text)
+    assert any(e in shown[0] for e in engines), shown[0]
