@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="no node: the page's map.js
 DOM = """
 class Node { constructor() { this.attrs = {}; this.children = []; this.dataset = {}; this.textContent = ""; }
   setAttribute(k, v) { this.attrs[k] = String(v); } appendChild(c) { this.children.push(c); return c; }
-  remove() {} querySelector() { return new Node(); } }
+  remove() {} querySelector() { return new Node(); } addEventListener() {} }
 globalThis.document = {createElementNS: () => new Node()};
 """
 
@@ -44,3 +44,32 @@ def test_a_grid_of_200000_sites_is_drawn(tmp_path: Path) -> None:
     out = json.loads(done.stdout)
     # every site drawn; the largest (70 slots) at the full radius of a crowded map (2.5 + 7), one slot at sqrt(1/70)
     assert out == {"n": n, "big": 9.5, "small": round(2.5 + 7 * (1 / 70) ** 0.5, 1)}, out
+
+
+def test_a_planets_unchanged_sites_are_not_drawn_again(tmp_path: Path) -> None:
+    """Each picture rebuilt and set every site's fill path, radius, ring, class and tooltip: on 4,400 sites a map frame
+    went from 225 to 349 ms (median, review RV8). A site is written only where what it shows changed; its fill in
+    1/20 steps; a planet's tooltips when the pointer comes (or when its numbers are asked for)."""
+    module = tmp_path / "map.mjs"
+    shutil.copy(MAP_JS, module)
+    shutil.copy(MAP_JS.with_name("site_text.js"), tmp_path / "site_text.js")
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    script = (DOM + "let writes = 0; const set = Node.prototype.setAttribute;"
+              "Node.prototype.setAttribute = function (k, v) { writes += 1; return set.call(this, k, v); };"
+              f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
+              "const m = new GridMap(new Node());"
+              "const planet = load => Array.from({length: 4400}, (_, i) => ({id: 's' + i, lat: 0, lon: 0,"
+              "  slots: 1 + i % 7, running: 1, waiting: 0, load, health: 'ok', ttft_ms: 200 + i}));"
+              "m.setSites(planet(0.5)); const first = writes; writes = 0;"
+              "m.setSites(planet(0.5)); const same = writes; writes = 0;"
+              "m.setSites(planet(0.51)); const within = writes; writes = 0;"
+              "m.setSites(planet(0.6)); const step = writes;"
+              "process.stdout.write(JSON.stringify({first: first > 0, same, within, step,"
+              "  told: m.describe('s3')}));")
+    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    # the same picture writes nothing; a load moved within its 1/20 step neither; the next step each site's fill once
+    assert out["first"] and out["same"] == 0 and out["within"] == 0 and out["step"] == 4400, out
+    assert out["told"].startswith("s3") and "load 0.60 (busy)" in out["told"], out  # the numbers are the latest

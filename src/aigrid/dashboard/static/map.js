@@ -91,9 +91,14 @@ export class GridMap {
     this.arcs = svg.querySelector("#map-arcs");
     this.clients = svg.querySelector("#map-clients");
     this.sitesLayer = svg.querySelector("#map-sites");
-    this.sites = new Map();       // id -> {g, body, title, x, y, colour}
+    this.sites = new Map();       // id -> {g, body, level, ring, title, x, y} and what was last drawn
     this.arcById = new Map();     // decision id -> {path, dot, born}
     this.colours = new Map();
+    // a planet's tooltips are written as the pointer comes to a site (setSites writes them on a map of up to 40)
+    this.sitesLayer.addEventListener("pointerover", e => {
+      const g = e.target.closest && e.target.closest("g.site");
+      if (g) this.writeTip(this.sites.get(g.dataset.site));
+    });
   }
 
   async loadLand(url) {
@@ -142,31 +147,48 @@ export class GridMap {
         this.sites.set(s.id, v);
         this.colourOf(s.id);
       }
+      // A planet's thousands of sites each picture: only what changed is written (a site's fill path, radius, ring,
+      // class and tooltip were rebuilt and set for every site each time). The fill is drawn in 1/20 steps.
       const r = (many ? 2.5 : 5) + (many ? 7 : 11) * Math.sqrt((s.slots || 1) / maxSlots);
-      v.body.setAttribute("r", r.toFixed(1));
+      const drawn = r.toFixed(1);  // the body's radius as set
       const queue = (s.waiting || 0) / Math.max(s.slots || 1, 1);
-      v.ring.setAttribute("r", queue > 0 ? (r + 3 + Math.min(queue, 3) * 4).toFixed(1) : "0");
+      const ring = queue > 0 ? (r + 3 + Math.min(queue, 3) * 4).toFixed(1) : "0";
       const cls = loadClass(s);
-      v.g.setAttribute("class", "site " + cls);
-      v.g.dataset.load = String(s.load ?? 0);
-      const drawn = Number(r.toFixed(1));  // the body's radius as set
-      v.level.setAttribute("d", cls === "down" ? crossPath(v.x, v.y, drawn) : levelPath(v.x, v.y, drawn, loadOf(s)));
-      const named = siteLabel(s);
-      v.title.textContent = named.id + named.rest + "\n" +
-        `load ${Number(loadOf(s)).toFixed(2)} (${LOAD_WORD[cls]}), ` +
-        `slots ${s.slots}, running ${s.running ?? 0}, waiting ${s.waiting ?? 0}, health ${s.health || "ok"}\n` +
-        `TTFT ${ttftText(s)}`;
+      const fill = cls === "down" ? -1 : Math.round(Math.min(Math.max(loadOf(s), 0), 1) * 20) / 20;
+      if (v.drawn !== drawn) { v.body.setAttribute("r", drawn); }
+      if (v.ringR !== ring) { v.ring.setAttribute("r", ring); v.ringR = ring; }
+      if (v.cls !== cls) { v.g.setAttribute("class", "site " + cls); v.cls = cls; }
+      if (v.drawn !== drawn || v.fill !== fill) {
+        const d = Number(drawn);
+        v.level.setAttribute("d", fill < 0 ? crossPath(v.x, v.y, d) : levelPath(v.x, v.y, d, fill));
+        v.drawn = drawn; v.fill = fill;
+      }
+      // the tooltip, read on hover: on a planet written when the pointer comes, not for every site each picture
+      v.site = s;
+      if (!many) this.writeTip(v);
     }
     for (const [id, v] of this.sites) {
       if (!seen.has(id)) { v.g.remove(); this.sites.delete(id); }
     }
   }
 
+  // A site's tooltip from its latest numbers, written only when its text changed.
+  writeTip(v) {
+    if (!v) return "";
+    const s = v.site, named = siteLabel(s), cls = loadClass(s);
+    const tip = named.id + named.rest + "\n" +
+      `load ${Number(loadOf(s)).toFixed(2)} (${LOAD_WORD[cls]}), ` +
+      `slots ${s.slots}, running ${s.running ?? 0}, waiting ${s.waiting ?? 0}, health ${s.health || "ok"}\n` +
+      `TTFT ${ttftText(s)}`;
+    if (v.tip !== tip) { v.title.textContent = tip; v.tip = tip; }
+    return tip;
+  }
+
   // A site's numbers, its tooltip's lines on one: a tooltip is read on hover only, never on a phone or from the
   // keyboard. null when the map has no such site.
   describe(id) {
     const v = this.sites.get(id);
-    return v ? v.title.textContent.split("\n").join(" \u00b7 ") : null;
+    return v ? this.writeTip(v).split("\n").join(" \u00b7 ") : null;
   }
 
   addArcs(rows) {
