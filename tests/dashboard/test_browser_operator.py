@@ -215,6 +215,35 @@ def test_a_sites_numbers_on_the_map_are_read_with_a_tap_or_the_keyboard(served: 
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_site_button_says_whether_its_numbers_line_is_open(served: Served) -> None:
+    """A site on the map is a button (role=button) that opens and closes the line of its numbers under the map, but
+    it never said so to a screen reader: no aria-expanded, no aria-controls. Each says it controls #site-info, and
+    whether that line is open for it, as it opens, moves to another site and closes."""
+    expanded = """() => Object.fromEntries([...document.querySelectorAll('#map-sites g.site')].map(g =>
+      [g.dataset.site, [g.getAttribute('aria-expanded'), g.getAttribute('aria-controls')]]))"""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = open_dashboard(page, served.base + "/dashboard", "live")
+        page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"gru\"]')", timeout=15000)
+        shut = page.evaluate(expanded)
+        assert shut["iad"] == ["false", "site-info"] and shut["gru"] == ["false", "site-info"], shut
+        page.evaluate("() => document.querySelector('#map-sites g.site[data-site=\"gru\"]').focus()")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => !document.getElementById('site-info').hidden", timeout=15000)
+        opened = page.evaluate(expanded)
+        assert opened["gru"][0] == "true" and opened["iad"][0] == "false", opened
+        page.locator('#map-sites g.site[data-site="iad"] circle.body').click()  # another site: it is the open one
+        page.wait_for_function("() => (document.getElementById('site-info').textContent || '').startsWith('iad ')",
+                               timeout=15000)
+        moved = page.evaluate(expanded)
+        assert moved["iad"][0] == "true" and moved["gru"][0] == "false", moved
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => document.getElementById('site-info').hidden", timeout=15000)
+        closed = page.evaluate(expanded)
+        assert all(state == "false" for state, _ in closed.values()), closed
+    assert external == [] and errors == [], (external, errors)
+
+
 def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path) -> None:
     """With the gateway stopped the badge said 'reconnecting' but the map and the cards kept their last colours
     and 'ok', and the clock its last time with nothing saying it had stopped: a picture of a grid no longer

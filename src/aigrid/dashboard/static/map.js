@@ -140,6 +140,8 @@ export class GridMap {
         if (!many) {  // reached with Tab, worked with Enter or Space (app.js shows its numbers under the map)
           g.setAttribute("tabindex", "0");
           g.setAttribute("role", "button");
+          g.setAttribute("aria-controls", "site-info");  // app.js says whether its line is open (aria-expanded)
+          g.setAttribute("aria-expanded", "false");
           const label = el("text", {x: x + 8, y: y - 8}, g);
           label.textContent = s.id;
         }
