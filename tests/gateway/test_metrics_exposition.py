@@ -115,7 +115,7 @@ CIRCUITS = """
 import sys
 from aigrid.gateway.metrics import GatewayMetrics
 m = GatewayMetrics()
-opened = m.count_circuits({"nrt-1": "nrt"})
+opened = m.count_circuits({"nrt-1": "nrt"}, lambda what, write: write())
 for _ in range(int(sys.argv[2])):
     opened("nrt-1")
 m.circuit.labels("nrt", "nrt-1").set(int(sys.argv[1]))

@@ -6,6 +6,7 @@ per server, and a request refused in its body (a bad chunk) answered and audited
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -407,3 +408,53 @@ async def test_connections_refused_as_accepted_are_counted_in_the_rejected_metri
         close(held)
     assert counted() == 2.0
     assert b'aigrid_requests_rejected_total{code="too_many_connections"} 2.0' in gw.metrics.exposition()
+
+
+class FullDisk:
+    """A metric whose every write raises as a multiprocess metrics file that cannot grow (full disk) does."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def labels(self, *_: Any) -> FullDisk:
+        return self
+
+    def inc(self, *_: Any) -> None:
+        self.writes += 1
+        raise OSError(28, "No space left on device")
+
+    set = inc
+
+
+async def test_failed_counts_of_refused_connections_and_circuits_log_a_bounded_number_of_lines(
+        tmp_path: Path, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: each refused connection whose count failed (a metrics file that cannot grow) logged its own WARNING,
+    and so did each circuit opening: a connection flood on a full disk was one line per refusal. Both counts now go
+    through the gateway's one guarded writer (Proxy.written, observe.MetricsWrites): counted, one WARNING for the
+    first failure (and each WARN_EVERY-th), the refusals answered all the same."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    gw = build_gateway(spec_in(tmp_path), fakes)
+    rejected, opens = FullDisk(), FullDisk()
+    monkeypatch.setattr(gw.metrics, "rejected", rejected)
+    monkeypatch.setattr(gw.metrics, "circuit_opens", opens)
+    loop = asyncio.get_running_loop()
+    try:
+        wired = gateway_server(build_app(gw), gw).server_state.aigrid_connections
+    finally:
+        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
+            loop.remove_signal_handler(sig)
+    n = 20
+    async with serving(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off", log_level="error") as s:
+        s.server.server_state.aigrid_connections = slow_clients.Connections(BOUND, exempt=lambda host: False,
+                                                                           counted=wired.counted)
+        held = [await connect(s.port, "127.0.0.2") for _ in range(SHARE)]
+        assert all([await served(c) for c in held])
+        assert [await refused(s.port, "127.0.0.2") for _ in range(n)] == [BUSY_ADDRESS] * n  # answered all the same
+        close(held)
+    endpoint = gw.spec.endpoints[0].id
+    for _ in range(n):
+        gw.store.on_circuit_open(endpoint)
+    told = [r.getMessage() for r in caplog.records if "not written" in r.getMessage() or "not counted" in r.getMessage()]
+    assert rejected.writes == n and opens.writes == n and len(told) == 1, told  # 40 failures, one line
+    assert "No space left on device" in told[0] and gw.proxy.written.failed == 2 * n

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,8 +34,6 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from aigrid.audit.log import AuditSink
 from aigrid.core.types import Circuit
-
-log = logging.getLogger("aigrid.gateway")
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
@@ -265,22 +262,24 @@ class GatewayMetrics:
                 self._inflight_written[endpoint] = n
                 self.inflight.labels(site, endpoint).set(n)
 
-    def count_circuits(self, site_of: Mapping[str, str]) -> Callable[[str], None]:
+    def count_circuits(self, site_of: Mapping[str, str],
+                       written: Callable[[str, Callable[[], None]], None]) -> Callable[[str], None]:
         """TelemetryStore.on_circuit_open for these endpoints (id -> site): each one's count shown from 0 at once (a
-        counter's first sample at 1 is no increase() in Prometheus: a first opening would not be seen)."""
+        counter's first sample at 1 is no increase() in Prometheus: a first opening would not be seen). Each opening
+        is written through `written` (Proxy.written, observe.MetricsWrites: a failed write counted and logged,
+        rate-limited, never the request's)."""
         for endpoint, site in site_of.items():
             self.circuit_opens.labels(site, endpoint)
-        return lambda endpoint: self.circuit_opened(site_of[endpoint], endpoint)
+        return lambda endpoint: written(f"the circuit of {endpoint} opening",
+                                        lambda: self.circuit_opened(site_of[endpoint], endpoint))
 
     def circuit_opened(self, site: str, endpoint: str) -> None:
         """A failure opened `endpoint`'s circuit (TelemetryStore.on_circuit_open): counted, and the gauge open at once
-        (the scraper writes it again at each health check). A metrics file that cannot grow is logged: the failure
-        being recorded is the request's, not the metrics'."""
-        try:
-            self.circuit_opens.labels(site, endpoint).inc()
-            self.circuit.labels(site, endpoint).set(CIRCUIT_VALUE[Circuit.OPEN])
-        except OSError as e:
-            log.warning("the circuit of %s opened and was not counted in the metrics: %r", endpoint, e)
+        (the scraper writes it again at each health check). Called through count_circuits' `written`: a metrics file
+        that cannot grow is logged there, rate-limited (the failure being recorded is the request's, not the
+        metrics')."""
+        self.circuit_opens.labels(site, endpoint).inc()
+        self.circuit.labels(site, endpoint).set(CIRCUIT_VALUE[Circuit.OPEN])
 
     def set_audit_backlog(self, sink: AuditSink | None) -> None:
         """Write the audit log's backlog (AuditSink.backlog), only where it changed; none (no audit log, or not

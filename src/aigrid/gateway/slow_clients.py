@@ -183,7 +183,9 @@ class Connections:
         when that line was (addresses whose line is older leave it when another line is due, their count told)."""
         self.counted = counted
         """Called once for each connection refused (either bound): gateway_server points it at
-        aigrid_requests_rejected_total{code="too_many_connections"}; a refusal costs that once, nothing per chunk."""
+        aigrid_requests_rejected_total{code="too_many_connections"} through Proxy.written (observe.MetricsWrites: a
+        write that fails is counted and logged rate-limited, never raised), so it must not raise; a refusal costs
+        that once, nothing per chunk."""
 
     def take(self, host: str | None, open_now: int) -> tuple[bytes | None, str | None]:
         """A new connection from `host` (one of `open_now` the server holds, itself counted): the answer it is
@@ -458,11 +460,8 @@ class HeadDeadline(HttpToolsProtocol):
         """Past the process's bound or its address's share: `answer` (503) and closed before anything is read (the
         connection leaves the count at once)."""
         self.connections.discard(self)
-        if book.counted is not None:
-            try:
-                book.counted()
-            except OSError as e:  # a multiprocess metrics file that cannot grow: the refusal is answered all the same
-                log.warning("a refused connection was not counted in the metrics: %r", e)
+        if book.counted is not None:  # guarded by its giver (stopping.gateway_server: Proxy.written, rate-limited)
+            book.counted()
         now = time.monotonic()
         if answer is BUSY_ADDRESS and host is not None:
             for key, refused in book.refused_address(address_of(host), now):

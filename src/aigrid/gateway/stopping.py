@@ -143,8 +143,10 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
                             timeout_graceful_shutdown=gateway.spec.gateway.shutdown_grace_s,  # type: ignore[arg-type]
                             **options)
     server = GatewayServer(config, gateway)
+    refused, written = gateway.metrics.rejected.labels("too_many_connections").inc, gateway.proxy.written
+    # a write that fails (a full disk) is logged rate-limited: a connection flood is not one line per refusal
     bound_connections(server.server_state, gateway.spec.gateway.connection_share_per_address,
-                      gateway.metrics.rejected.labels("too_many_connections").inc)
+                      lambda: written("a refused connection", refused))
     uvicorn_fits()  # uvicorn's internals HeadDeadline, ClientWire and Lingering use: at startup, once per process
     stop_on_signals(server)
     return server
