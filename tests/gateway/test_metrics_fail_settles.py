@@ -24,8 +24,9 @@ from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gat
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
 
 BROKEN = ("genai_duration", "genai_ttft", "genai_tokens", "genai_tpot", "tpot", "ttft", "ttft_ratio", "requests",
-          "tokens", "audit_lost", "audit_waiting", "audit_limit", "quota_unsettled")
-"""The metrics a request's close and its answer's booking write (close_exchange, Proxy.finish, Proxy.forward)."""
+          "tokens", "audit_lost", "audit_waiting", "audit_limit", "quota_unsettled", "retries", "rejected", "hedges",
+          "hedge_wins", "continuations")
+"""The metrics a request's close and its engine attempts write (close_exchange; Proxy: forward, finish, _fail...)."""
 
 
 class FullDisk:
@@ -74,6 +75,22 @@ async def test_a_failing_metrics_write_still_settles_audits_and_answers(
     assert FullDisk.writes >= 3  # the booking, the close's GenAI metrics and its backlog gauges were tried
     warnings = [r.getMessage() for r in caplog.records if "were not written" in r.getMessage()]
     assert warnings and "No space left on device" in warnings[0]
+
+
+async def test_a_failing_metrics_write_still_releases_failed_attempts(
+        broken: Gateway, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    """Every engine down: each failed attempt's count (Proxy._fail) and the refusal's (aigrid_rejected) fail too; the
+    client reads the gateway's 502, each attempt released, the record written, nothing charged."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    for f in fakes.values():
+        f.down = True
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed"
+    row = await the_one_record(broken)
+    assert row["outcome"] == "error:upstream_failed"
+    assert await balance(broken) == 0 and inflight(broken) == 0
+    assert any("were not written" in r.getMessage() for r in caplog.records)
 
 
 def test_failed_writes_are_logged_once_per_warn_every(caplog: pytest.LogCaptureFixture,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aigrid.audit.record import is_error
 from aigrid.gateway.exchange import Exchange
@@ -29,9 +30,10 @@ class MetricsWrites:
     def __init__(self) -> None:
         self.failed = 0
 
-    def __call__(self, what: str, write: Callable[[], None]) -> None:
+    def __call__(self, what: str, write: Callable[..., None], *args: Any) -> None:
+        """`write(*args)`, logged (`what`: the route or endpoint it was for) when it fails."""
         try:
-            write()
+            write(*args)
         except Exception as e:  # noqa: BLE001 - metrics are told, never the request's failure (logged below)
             self.failed += 1
             if self.failed % WARN_EVERY == 1 or WARN_EVERY == 1:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from starlette.responses import Response
 
 from aigrid.agents.engine_refusal import raise_for_server_error
@@ -233,19 +234,19 @@ class Proxy:
             opened = await self._open_first(path, body, ranked, record, hedge, wrap)
         except EngineFailedAfterActing as e:  # its tools acted: no other engine runs the loop again, nor the client
             record.status = "failed"
-            self._metrics.rejected.labels("upstream_failed").inc()
+            self.written(path, lambda: self._metrics.rejected.labels("upstream_failed").inc())
             raise UpstreamFailed(f"{self.names.hide(str(e))}; not tried again on another engine, which would "
                                  "run the request's server-side tools again", retry=False,
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except DeadlineUnmeetable as e:  # those tried failed; the others are predicted past what is left of it
             record.status = e.code or "deadline_unmeetable"
-            self._metrics.rejected.labels(record.status).inc()
+            self.written(path, lambda: self._metrics.rejected.labels(record.status).inc())
             raise
         if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
-            self._metrics.rejected.labels("upstream_failed").inc()
+            self.written(path, lambda: self._metrics.rejected.labels("upstream_failed").inc())
             raise UpstreamFailed(f"every candidate failed before answering ({self._tried(record)})",
                                  headers={"x-aigrid-decision": decision.request_id})
         cand = opened.cand
@@ -492,7 +493,7 @@ class Proxy:
                 done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # the first byte is late against its prediction: hedge on the next candidate
                     if start(hedged=True):
-                        self._metrics.hedges.inc()
+                        self.written(path, self._metrics.hedges.inc)
                     continue
                 for task in done:
                     _, hedged = running.pop(task)
@@ -502,7 +503,7 @@ class Proxy:
                         raise failed                # tools that acted: no other engine may run them again
                     if failed is None:
                         if any(a.get("hedge") for a in record.attempts):
-                            self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()
+                            self.written(path, _inc, self._metrics.hedge_wins, "hedge" if hedged else "first")
                         won = task.result()
                         break
                 if won is not None:
@@ -672,7 +673,8 @@ class Proxy:
                 why = _why(e, "another attempt answered first")
                 entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
-                    self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
+                    self.written(cand.endpoint_id, lambda: self._metrics.requests.labels(
+                        cand.site_id, cand.endpoint_id, "client_closed").inc())  # raised, left it in flight
                 # its client gone or its background response's cancel (the tenant's act) while its engine held it:
                 # the engine read the prompt, charged (Exchange.used_tokens); the grid's own cuts (the stop's, a
                 # lease lapse's) charge nothing beyond what was delivered (docs/reliability.md)
@@ -701,8 +703,7 @@ class Proxy:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
                     extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
         self._store.record_failure(cand.endpoint_id, reason)
-        self._metrics.retries.labels(cand.endpoint_id).inc()
-        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
+        self.written(cand.endpoint_id, lambda: self._count_failed(cand))  # raised, it left the attempt in flight
         entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
@@ -747,7 +748,7 @@ class Proxy:
                 refused.append(f"{cand.endpoint_id}: HTTP {opened.upstream.status}")
                 continue
             record.attempts[-1]["continuation_after_chars"] = len(delivered.sent_text())
-            self._metrics.continuations.labels(cand.site_id).inc()
+            self.written(cand.endpoint_id, _inc, self._metrics.continuations, cand.site_id)
             record.served_by = f"{record.served_by} -> {cand.endpoint_id}"
             return opened, ""
         if refused:
@@ -763,7 +764,8 @@ class Proxy:
         finally:  # booked even when a cancel (the client gone, a shutdown) cuts the close short
             self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
             self._store.record_failure(opened.cand.endpoint_id, reason)
-            self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
+            self.written(opened.cand.endpoint_id, lambda: self._metrics.requests.labels(
+                opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc())
             record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": attempt_error(reason)})
 
     def error_event(self, record: DecisionRecord, message: str) -> bytes:
@@ -800,6 +802,10 @@ class Proxy:
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
+
+    def _count_failed(self, cand: Candidate) -> None:
+        self._metrics.retries.labels(cand.endpoint_id).inc()
+        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
 
     def _count_ttft(self, cand: Candidate, client_ttft: float) -> None:
         self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
@@ -889,6 +895,11 @@ _CHARGED_CUTS = frozenset({CLIENT_GONE, BACKGROUND_CANCELLED})
 for engine work its own act threw away: its client gone, its client's cancel of its background response. Work the grid
 throws away (the stop's cut, stopping.CUT and GRACE_END; another attempt's win; a run whose owner's lease lapsed) is charged
 nothing beyond what was delivered."""
+
+
+def _inc(counter: Counter, *labels: str) -> None:
+    """One more in `counter`'s child of `labels` (through Proxy.written)."""
+    counter.labels(*labels).inc()
 
 
 def _why(e: BaseException, default: str) -> str:
