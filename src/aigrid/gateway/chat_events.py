@@ -185,6 +185,20 @@ class ArgsScan:
             return False
 
 
+MAX_TOOL_CALLS = 1024
+"""Tool calls one streamed answer may hold (chat indexes begun); past it the answer ends with the door's
+engine_malformed error. The Messages door holds every call waiting for the open block (messages_stream._Blocks), the
+Responses door every call open at once (responses_stream._Output): until the thirtieth session nothing bounded them."""
+MAX_TOOL_ARGS_CHARS = 8 * 1024 * 1024
+"""Characters of tool-call arguments one streamed answer may send, all its calls together (each door holds them
+until the answer's end: a Responses item's `arguments`, a Messages call waiting); as event_log.MAX_BYTES. Past it the
+answer ends with the door's engine_malformed error."""
+
+
+class HeldTooMuch(ValueError):
+    """An engine's answer past MAX_TOOL_CALLS or MAX_TOOL_ARGS_CHARS."""
+
+
 class _Calls:
     """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
     [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its
@@ -195,11 +209,21 @@ class _Calls:
     the tool to call. A call still pending when the answer is cut (an error, the stream's end without its own) is
     never started."""
 
-    __slots__ = ("started", "pending")
+    __slots__ = ("started", "pending", "chars")
 
     def __init__(self) -> None:
         self.started: set[int] = set()
         self.pending: dict[int, list[str]] = {}
+        self.chars = 0  # the arguments' characters so far, every call's
+
+    def held(self, index: int, arguments: str) -> None:
+        """A piece of call `index` counted against the answer's bounds (HeldTooMuch past them)."""
+        if index not in self.started and index not in self.pending and \
+                len(self.started) + len(self.pending) >= MAX_TOOL_CALLS:
+            raise HeldTooMuch(f"more than {MAX_TOOL_CALLS} tool calls in one answer")
+        self.chars += len(arguments)
+        if self.chars > MAX_TOOL_ARGS_CHARS:
+            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS} characters of tool-call arguments in one answer")
 
     def piece(self, index: int, call: dict[str, Any], fn: dict[str, Any], arguments: Any) -> Iterator[ChatEvent]:
         if index in self.started:
@@ -250,6 +274,7 @@ def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
                 raise ValueError(f"a tool call's index is {str(index)[:40]}")
             fn = call.get("function") or {}
             arguments = fn.get("arguments")
+            calls.held(index, arguments if isinstance(arguments, str) else "")
             yield from calls.piece(index, call, fn, arguments)
             if arguments:
                 yield ToolArgs(index, arguments)
@@ -288,6 +313,9 @@ def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
         return  # not JSON: nothing a client of the other API could use
     try:
         yield from _chunk_events(obj, calls, steps)
+    except HeldTooMuch as e:
+        log.warning("an engine's stream held too much: %s", e)
+        yield StreamError(f"the answer was interrupted: the engine sent {e}", "engine_malformed")
     except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
         # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
         log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
