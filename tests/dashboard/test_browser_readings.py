@@ -12,17 +12,24 @@ from tests.dashboard.browser import chromium_page, open_dashboard
 from tests.dashboard.conftest import Served
 from tests.dashboard.test_browser import write_run
 
-# the page's SiteCharts and GridMap on elements of their own, fed `ticks` (lists of sites) one after another;
-# back: each card's name, TTFT caption and TTFT line, and each site's map tooltip
-DRIVE = """async ticks => {
-  const {SiteCharts} = await import('/dashboard/static/charts.js');
+# the page's GridMap on an svg of its own (1000 x 400, the layers the page's map has), as `svg` and `map`: the start of
+# each script below that drives the map apart from the page's own
+OWN_MAP = """
   const {GridMap} = await import('/dashboard/static/map.js');
-  const box = document.body.appendChild(document.createElement('div'));
   const NS = 'http://www.w3.org/2000/svg';
   const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
+  svg.setAttribute('width', '1000'); svg.setAttribute('height', '400');
   for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
     svg.appendChild(document.createElementNS(NS, 'g')).id = id;
-  const charts = new SiteCharts(box), map = new GridMap(svg);
+  const map = new GridMap(svg);
+"""
+
+# the page's SiteCharts and GridMap on elements of their own, fed `ticks` (lists of sites) one after another;
+# back: each card's name, TTFT caption and TTFT line, and each site's map tooltip
+DRIVE = "async ticks => {" + OWN_MAP + """
+  const {SiteCharts} = await import('/dashboard/static/charts.js');
+  const box = document.body.appendChild(document.createElement('div'));
+  const charts = new SiteCharts(box);
   for (const sites of ticks) { charts.push(sites); map.setSites(sites); }
   const cards = [...box.querySelectorAll('.card')].map(c => ({
     site: c.dataset.site, name: c.querySelector('.title span').textContent,
@@ -78,14 +85,7 @@ def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
 # the page's GridMap on an svg of its own, fed `sites`; back: per site, how full its marker is drawn (the height of its
 # filled part over the circle's diameter, from the rendered geometry), the opacity of the rest of the circle, its
 # tooltip; and the map legend's text
-FILL = """async sites => {
-  const {GridMap} = await import('/dashboard/static/map.js');
-  const NS = 'http://www.w3.org/2000/svg';
-  const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
-  svg.setAttribute('width', '1000'); svg.setAttribute('height', '400');
-  for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
-    svg.appendChild(document.createElementNS(NS, 'g')).id = id;
-  const map = new GridMap(svg);
+FILL = "async sites => {" + OWN_MAP + """
   map.setSites(sites);
   const out = {};
   for (const g of svg.querySelectorAll('g.site')) {
@@ -136,14 +136,7 @@ def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: 
     external: list[str] = []
     with chromium_page(served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard", "live")
-        out = page.evaluate("""async rows => {
-          const {GridMap} = await import('/dashboard/static/map.js');
-          const NS = 'http://www.w3.org/2000/svg';
-          const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
-          svg.setAttribute('width', '1000'); svg.setAttribute('height', '400');
-          for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
-            svg.appendChild(document.createElementNS(NS, 'g')).id = id;
-          const map = new GridMap(svg);
+        out = page.evaluate("async rows => {" + OWN_MAP + """
           map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
           map.addArcs(rows);
           map.fade();
@@ -181,13 +174,7 @@ def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served:
     external: list[str] = []
     with chromium_page(served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard", "live")
-        out = page.evaluate("""async rows => {
-          const {GridMap} = await import('/dashboard/static/map.js');
-          const NS = 'http://www.w3.org/2000/svg';
-          const svg = document.body.appendChild(document.createElementNS(NS, 'svg'));
-          for (const id of ['map-land', 'map-arcs', 'map-clients', 'map-sites'])
-            svg.appendChild(document.createElementNS(NS, 'g')).id = id;
-          const map = new GridMap(svg);
+        out = page.evaluate("async rows => {" + OWN_MAP + """
           map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
           map.addArcs(rows);
           return {rings: [...svg.querySelectorAll('#map-clients circle')]
