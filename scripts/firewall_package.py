@@ -13,6 +13,7 @@ eval_firewall.py kept its own list of these files (PACKAGE_FILES), which a reade
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Iterator
@@ -87,13 +88,27 @@ class Package:
 
     def files(self, folder: str, pattern: str, recursive: bool = False) -> list[Path]:
         """The files of `folder` that match `pattern` (sorted), at least one, else PackageError (a folder that
-        cannot be read too: glob would find nothing in it and say so)."""
+        cannot be read too, `folder` or a subfolder the pattern goes through: glob would find nothing in it and say
+        'no file matches'; until the thirtieth session it did for a '**' pattern's or a '*/' part's subfolder)."""
         where = self.folder(folder)
-        self.entries(folder)
+        self._read_through(where, (["**"] if recursive else []) + pattern.split("/"))
         found = sorted(p for p in (where.rglob(pattern) if recursive else where.glob(pattern)) if p.is_file())
         if not found:
             raise PackageError(self, f"{folder}/{'**/' if recursive else ''}{pattern}", "no file matches")
         return found
+
+    def _read_through(self, where: Path, parts: list[str]) -> None:
+        """Read `where` and every subfolder the pattern's `parts` go through (a '**' part: all below it, not through
+        links), else PackageError naming the first that cannot be read."""
+        try:
+            children = sorted(where.iterdir())
+        except OSError as e:
+            raise PackageError(self, self._shown(where), _cannot(e)) from None
+        if len(parts) > 1:
+            head = parts[0]
+            for child in children:
+                if child.is_dir() and not child.is_symlink() and (head == "**" or fnmatch.fnmatchcase(child.name, head)):
+                    self._read_through(child, parts if head == "**" else parts[1:])
 
     def text(self, name: str | Path) -> str:
         """The file's text, else PackageError: not there, not UTF-8, or not readable (its permissions: until the

@@ -56,6 +56,10 @@ def test_an_error_of_our_own_building_the_documents_keeps_its_traceback(
 @pytest.mark.parametrize(("triggers", "said"), [
     ("[1, 2]", "LatentReportFull.payload_triggers: an item that is not a text"),
     ("7", "LatentReportFull.payload_triggers: not a list but 7"),
+    # a text was read as a list of its characters, a mapping as its keys, without a word
+    ("'pwned.example'", "LatentReportFull.payload_triggers: a str, not a list of texts ('pwned.example')"),
+    ("b'pwned'", "LatentReportFull.payload_triggers: a bytes, not a list of texts (b'pwned')"),
+    ("{'pwned.example': 1}", "LatentReportFull.payload_triggers: a dict, not a list of texts ({'pwned.example': 1})"),
 ])
 def test_a_probe_attribute_of_another_shape_is_still_garaks_file(tmp_path: Path, triggers: str, said: str) -> None:
     with pytest.raises(PackageError) as caught:

@@ -75,3 +75,21 @@ def test_an_unreadable_folder_is_one_line_naming_it(tmp_path: Path, unreadable) 
     # a folder whose files are globbed: glob finds nothing in a folder it cannot read ("no file matches")
     with pytest.raises(PackageError, match=r"^agentdojo 0\.1\.35: data/suites: cannot read: Permission denied \("):
         package(AGENTDOJO, Path(root)).files("data/suites", "*/*.yaml")
+
+
+def test_an_unreadable_subfolder_a_pattern_goes_through_is_named(  # type: ignore[no-untyped-def]
+        tmp_path: Path, unreadable) -> None:
+    """A '**' pattern (or a '*/' part) through a subfolder the system will not read said 'no file matches' (glob
+    finds nothing in it; as root it read it anyway): the subfolder is named, as an unreadable folder is."""
+    _, root = fake_package(tmp_path, "agentdojo", "0.1.35", {"agentdojo/data/suites/slack/environment.yaml": "x: 1\n"})
+    banking = Path(root) / "data" / "suites" / "banking"
+    unreadable(banking)
+    pkg = package(AGENTDOJO, Path(root))
+    for pattern, recursive in (("**/*.yaml", False), ("*.yaml", True), ("*/*.yaml", False), ("b*/*.yaml", False)):
+        with pytest.raises(PackageError) as caught:
+            pkg.files("data/suites", pattern, recursive)
+        assert str(caught.value) == (f"agentdojo 0.1.35: data/suites/banking: cannot read: Permission denied "
+                                     f"({banking})"), (pattern, recursive)
+    # a subfolder the pattern does not go through is not read
+    assert pkg.files("data/suites", "slack/*.yaml") == [Path(root) / "data" / "suites" / "slack" / "environment.yaml"]
+    assert pkg.files("data/suites", "s*/*.yaml") == [Path(root) / "data" / "suites" / "slack" / "environment.yaml"]
