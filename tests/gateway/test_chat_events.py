@@ -4,14 +4,18 @@ arguments, another call, or the answer's end, never before its name is whole, an
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigrid.gateway.chat_events import (
     TRUNCATED,
+    ArgsScan,
     ChatEvent,
     Finish,
     StreamError,
@@ -110,3 +114,41 @@ async def test_a_name_in_pieces_is_bounded() -> None:
     got = await read(*[piece(0, "ab" if i % 2 else "cd") for i in range(MAX_NAME_CHARS // 2 + 2)], FINISH, DONE)
     first = next(i for i, e in enumerate(got) if isinstance(e, StreamError))  # where each door ends the answer
     assert got[first].code == "engine_malformed" and not any(isinstance(e, ToolStart) for e in got[:first]), got[:3]
+
+
+_JSON_TEXT = st.text(alphabet=st.sampled_from('{}[]":,\\ \n/ue\u00e9\u2028\U0001f600'), max_size=8) | st.text(max_size=4)
+_JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+    | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_JSON_TEXT, inner, max_size=4), max_leaves=12)
+
+
+@st.composite
+def _argument_texts(draw: st.DrawFn) -> str:
+    """A call's arguments as an engine may send them: an object (escaped quotes and backslashes, unicode escapes,
+    braces inside strings), another value at the top, either with whitespace or junk after, or JSON-ish noise."""
+    if draw(st.integers(0, 3)):
+        value = draw(st.dictionaries(_JSON_TEXT, _JSON_VALUE, max_size=5) | _JSON_VALUE)
+        text = json.dumps(value, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 0, 2])))
+        return " " * draw(st.integers(0, 2)) + text + draw(st.sampled_from(["", " ", "\n\t", "}", "{}", "x", ' "']))
+    return draw(st.text(alphabet=st.sampled_from('{}[]":,\\ u0a1\n'), max_size=30))
+
+
+@given(_argument_texts(), st.data())
+@settings(max_examples=400, deadline=None)
+def test_the_args_scan_says_whole_as_a_parse_of_each_prefix_does(text: str, data: st.DataObject) -> None:
+    """Review RV13 of 0d4b1e57: ArgsScan, fed a call's arguments cut anywhere (a backslash or a unicode escape split
+    between pieces), says whole after each piece exactly when the pieces so far parse as a JSON object."""
+    cuts = data.draw(st.sets(st.integers(1, max(len(text) - 1, 1)), max_size=8))
+    if data.draw(st.booleans()):  # a piece ending with each backslash (the escape goes on in the next piece)
+        cuts |= {i + 1 for i, ch in enumerate(text[:-1]) if ch == "\\"}
+    at = sorted(cuts)
+    pieces = [text[a:b] for a, b in zip([0, *at], [*at, len(text)], strict=True)]
+    scan = ArgsScan()
+    for k, piece_ in enumerate(pieces, 1):
+        scan.feed(piece_)
+        try:
+            parsed = isinstance(orjson.loads("".join(pieces[:k])), dict)
+        except orjson.JSONDecodeError:
+            parsed = False
+        assert scan.whole is parsed, pieces[:k]
