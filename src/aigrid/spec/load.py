@@ -253,6 +253,11 @@ def describe(err: object, model: type[BaseModel] | None = None, indexed: bool = 
         msg += unknown_key_hint(model, path)
     if isinstance(given, str) and d.get("type") in ("float_parsing", "int_parsing", "float_type", "int_type") \
             and DECIMAL_COMMA.fullmatch(given.strip()):  # `lat: 50,11` in a block mapping: the string "50,11"
+        if d["type"].startswith("int"):  # `slots: 1,000`: `write 1.000` read as 1 slot; a comma there groups digits
+            whole = given.strip()
+            grouped = THOUSANDS.fullmatch(whole)
+            return f"{loc}: a whole number is expected (got {whole}" + (
+                f"; a thousands separator? write {whole.replace(',', '')})" if grouped else ")")
         return comma_hint(loc, given.strip())
     if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
         msg += did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
@@ -270,6 +275,8 @@ def describe(err: object, model: type[BaseModel] | None = None, indexed: bool = 
 
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 """`50,11`: a number written with a decimal comma (a European locale's), which YAML reads as a string."""
+THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+")
+"""`1,000`: a whole number with its thousands grouped by commas."""
 
 
 def comma_hint(path: str, written: str) -> str:
