@@ -601,7 +601,6 @@ def test_a_decimal_comma_is_named_on_its_field(tmp_path: Path, site: str, expect
     assert e.value.problems == expected
 
 
-
 @pytest.mark.parametrize(("slots", "expected"), [
     ("1,000", "endpoints[0].slots: a whole number is expected (got 1,000; a thousands separator? write 1000)"),
     ("2,5", "endpoints[0].slots: a whole number is expected (got 2,5)"),
@@ -614,6 +613,7 @@ def test_a_comma_in_a_whole_number_is_not_called_a_decimal_comma(slots: str, exp
         parse_spec(raw)
     assert e.value.problems == [expected]
     assert parse_spec({**demo_raw(), "endpoints": [{**demo_raw()["endpoints"][0], "slots": 1.000}]}).endpoints[0].slots == 1
+
 
 def test_every_spec_error_names_a_list_item_in_one_form() -> None:
     """A field's own check said `endpoints.0.slots` (pydantic's loc joined with dots) and the cross-checks
