@@ -51,7 +51,7 @@ def test_an_address_at_the_cut_of_a_body_cut_short_is_hidden_whole() -> None:
     """A body cut short had its message cut to 2 x MAX_MESSAGE characters before addresses were hidden, then to
     MAX_MESSAGE after: an address cut in two at the first cut was not matched, and where hiding shortened the text
     before it (an adapter's repr dropped: up to 4 KB) below MAX_MESSAGE, its first part reached the client."""
-    dropped = "z" * 3_000  # what hiding removes, as proxy.EngineNames.hide drops an adapter's repr
+    dropped = "z" * 3_000  # what hiding removes, as engine_names.EngineNames.hide drops an adapter's repr
 
     def shortening(text: str) -> str:
         return hide(text).replace(dropped, "")

@@ -55,7 +55,7 @@ def known_places(gw: Gateway) -> dict[str, GeoPoint]:
 
 def failures(attempts: Any, hide: Callable[[str, str | None], str]) -> list[str]:
     """Why a request failed where it was sent: each attempt that failed, `endpoint: error`, its engine's addresses
-    hidden (`hide`: proxy.EngineNames.hide, as a tenant reads them in the decisions API). The row's reason says why it was sent there.
+    hidden (`hide`: engine_names.EngineNames.hide, as a tenant reads them in the decisions API). The row's reason says why it was sent there.
     An attempt that names no endpoint (failed before one was picked) is labelled with its site, or else 'gateway',
     never 'None'."""
     return [f"{attempt_label(a)}: {hide(str(a['error']), a.get('endpoint'))}" for a in attempts or ()

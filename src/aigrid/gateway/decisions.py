@@ -148,7 +148,7 @@ def readable_by(found: dict[str, Any], servable: Mapping[str, str]) -> bool:
     attempts all name such endpoints, and whose right-sizing estimates name their models only. Its own decisions
     are (the routing's hard filters kept the rest out); another key's of its tenant, routed where this key may not
     be (an unrestricted key's, served in the US, read by a key of the EU), are not: they named those endpoints, their
-    sites and models. Its rejections are left to `proxy.EngineNames.decision`."""
+    sites and models. Its rejections are left to `engine_names.EngineNames.decision`."""
     endpoints = {c.get("endpoint") for c in found.get("candidates") or ()} \
         | {a.get("endpoint") for a in found.get("attempts") or ()} | {found.get("chosen"), found.get("served_by")}
     models = set((found.get("model_choice") or {}).get("estimates") or ())
