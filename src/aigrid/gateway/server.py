@@ -262,50 +262,54 @@ def _this_command_on(port: int | str) -> str:
     return shlex.join([_aigrid(), *args, "--port", str(port)])
 
 
+def _cannot_listen(e: OSError, host: str, port: int, *, port_name: str, host_name: str, in_use: str,
+                   in_use_advice: Callable[[int | str, str], str], root_advice: str) -> ConfigError:
+    """The error for a port this process cannot listen on, from the bind's error: a port in use (in_use names the
+    option first, if any; in_use_advice(n, " (free now)" or "") what to do, with a free port n to name), one below
+    1024 without root (port_name, then root_advice), else an address not of this machine (host_name)."""
+    where = f"cannot listen on {host}:{port}"
+    if e.errno == errno.EADDRINUSE:
+        free = _free_port_after(host, port)
+        n, free_now = (free, " (free now)") if free else ("N", "")
+        return ConfigError(f"{in_use}{where}: {e.strerror}; {in_use_advice(n, free_now)}")
+    if e.errno == errno.EACCES:  # the port, not the host: it was blamed on the host
+        return ConfigError(f"{port_name}: {where}: {e.strerror}; {root_advice}")
+    return ConfigError(f"{host_name}: {where}: {e.strerror or e} (an address of this machine, e.g. 127.0.0.1 or "
+                       "0.0.0.0)")
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?), naming
     how to find what holds it and a free port to start on instead: as `make run PORT=N` when `make run` started this
     (its recipe sets AIGRID_MAKE_RUN; not MAKELEVEL, which any make sets, a user's own Makefile too), else as
     the command the user ran with --port N (_this_command_on)."""
+    def advice(n: int | str, free_now: str) -> str:
+        if os.environ.get("AIGRID_MAKE_RUN"):
+            other = (f"start on port {n}{free_now} instead: `make run PORT={n}` (add PORT={n} to the make "
+                     f"command you ran; `{_aigrid()} up SPEC --port {n}` without make)")
+        else:
+            other = f"add --port {n}{free_now} to this command: `{_this_command_on(n)}`"
+        return (f"is another gateway running (`make run` or `aigrid up` in another terminal)? `ss -ltnp 'sport = "
+                f":{port}'` names what holds the port. Stop it (Ctrl-C where it runs), or {other}")
     try:
         _bind(host, port)
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            free = _free_port_after(host, port)
-            n, free_now = (free, " (free now)") if free else ("N", "")
-            if os.environ.get("AIGRID_MAKE_RUN"):
-                other = (f"start on port {n}{free_now} instead: `make run PORT={n}` (add PORT={n} to the make "
-                         f"command you ran; `{_aigrid()} up SPEC --port {n}` without make)")
-            else:
-                other = f"add --port {n}{free_now} to this command: `{_this_command_on(n)}`"
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running (`make run` or "
-                f"`aigrid up` in another terminal)? `ss -ltnp 'sport = :{port}'` names what holds the port. Stop "
-                f"it (Ctrl-C where it runs), or {other}") from e
-        if e.errno == errno.EACCES:  # the port, not the host: it was blamed on gateway.host
-            raise ConfigError(f"gateway.port: cannot listen on {host}:{port}: {e.strerror}; a port below 1024 "
-                              "needs root (net.ipv4.ip_unprivileged_port_start): give --port or gateway.port "
-                              "1024 or above") from e
-        raise ConfigError(f"gateway.host: cannot listen on {host}:{port}: {e.strerror or e} (an address "
-                          "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
+        raise _cannot_listen(e, host, port, port_name="gateway.port", host_name="gateway.host", in_use="",
+                             in_use_advice=advice, root_advice="a port below 1024 needs root "
+                             "(net.ipv4.ip_unprivileged_port_start): give --port or gateway.port 1024 or above") from e
 
 
 def _check_node_port_free(host: str, port: int) -> None:
     """`aigrid node`'s port, before its engine starts: on a port something held, llama-server failed to bind and the
     node printed its exit and twenty lines of its log, the cause among them; one line names the option now."""
+    def advice(n: int | str, free_now: str) -> str:
+        return f"`ss -ltnp 'sport = :{port}'` names what holds the port. Stop it, or give --port {n}{free_now}"
     try:
         _bind(host, port)
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            free = _free_port_after(host, port)
-            n, free_now = (free, " (free now)") if free else ("N", "")
-            raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}; `ss -ltnp 'sport = :{port}'` "
-                              f"names what holds the port. Stop it, or give --port {n}{free_now}") from e
-        if e.errno == errno.EACCES:
-            raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}; a port below 1024 needs "
-                              "root: give --port 1024 or above") from e
-        raise ConfigError(f"--host: cannot listen on {host}:{port}: {e.strerror or e} (an address of this "
-                          "machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
+        raise _cannot_listen(e, host, port, port_name="--port", host_name="--host", in_use="--port: ",
+                             in_use_advice=advice,
+                             root_advice="a port below 1024 needs root: give --port 1024 or above") from e
 
 
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
