@@ -49,10 +49,26 @@ def test_a_port_below_1024_without_root_names_the_port_not_the_host(monkeypatch:
 
     from aigrid.engines import emulator_cli
 
-    async def refused(*_: object) -> None:
+    async def refused(*_: object, **__: object) -> None:
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(emulator_cli, "run_emulators", refused)
+    monkeypatch.setattr(emulator_cli, "serve", refused)
     r = runner.invoke(app, ["emulator", "--port", "80"])
     assert r.exit_code == 2 and "--host" not in r.output, r.output
     assert r.output.strip().endswith("a port below 1024 needs root: give --port 1024 or above"), r.output
+
+
+def test_an_oserror_after_start_up_is_not_called_a_bind_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until Z item 2 every OSError of the whole run was reported as 'cannot listen on ... give --host an address of
+    this machine': here the engine has bound its port (0: a free one) and the error comes after, from bound_port."""
+    import errno
+
+    from aigrid.engines import emulator_cli
+
+    def broken(_: object) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(emulator_cli, "bound_port", broken)
+    r = runner.invoke(app, ["emulator", "--port", "0"])
+    assert "cannot listen" not in r.output, r.output
+    assert isinstance(r.exception, OSError) and r.exception.errno == errno.EBADF, (r.exception, r.output)
