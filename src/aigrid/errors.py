@@ -40,6 +40,8 @@ a wait an SDK call can sit through (docs/quickstart.md, "Errors and retries").
 
 from __future__ import annotations
 
+from aigrid.userinfo import without_userinfo
+
 
 class AigridError(Exception):
     """Base of every error aigrid raises on purpose."""
@@ -69,7 +71,11 @@ class ConfigError(AigridError):
 
 
 class EngineError(AigridError):
-    pass
+    """An engine failed. Its text never holds a URL's user and password (an engine's base URL may carry them): the
+    log, the audit records, the decisions and the health reasons all read it (userinfo.without_userinfo)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(without_userinfo(a) if isinstance(a, str) else a for a in args))
 
 
 class EngineUnavailable(EngineError):

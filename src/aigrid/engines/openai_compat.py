@@ -28,6 +28,7 @@ from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.engines.upstream_transport import Http1Transport, Sink
 from aigrid.errors import EngineError, EngineKeyRefused, EngineStreamBroken, EngineUnavailable
+from aigrid.userinfo import without_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,11 @@ class OpenAICompatEngine:
             httpx.Timeout(connect=base.connect, read=head_timeout_s, write=base.write, pool=base.pool)
 
     def __repr__(self) -> str:
-        return f"OpenAICompatEngine(kind={self.kind!r}, base_url={self.base_url!r})"
+        return f"OpenAICompatEngine(kind={self.kind!r}, base_url={without_userinfo(self.base_url)!r})"
 
     def __str__(self) -> str:
         """How its errors name it, for an operator: "llamacpp engine at http://127.0.0.1:8081"."""
-        return f"{self.kind} engine at {self.base_url}"
+        return f"{self.kind} engine at {without_userinfo(self.base_url)}"
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         """POST `body` (JSON bytes) to `path` and stream the response as it arrives.

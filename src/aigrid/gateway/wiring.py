@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -17,9 +18,12 @@ from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.errors import ConfigError, EngineBuildError
 from aigrid.gateway.usage import whole_max_bytes
 from aigrid.spec.models import GridSpec
+from aigrid.userinfo import without_userinfo
 
 EMBEDDED_KIND = "llamacpp"
 """The embedded engine is llama.cpp's own llama-server, so it is reached like any llama.cpp server."""
+
+log = logging.getLogger("aigrid.wiring")
 
 
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
@@ -196,6 +200,12 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream
     """One adapter per endpoint. `embedded_key`: the key the embedded engines were started with (one per
     `aigrid up`), sent to them; an external endpoint's key comes from its `api_key_env`."""
     keys = engine_keys(spec, environ)
+    with_userinfo = [f"endpoints[{i}] ({ep.id})" for i, ep in enumerate(spec.endpoints)
+                     if ep.url and without_userinfo(ep.url) != ep.url]
+    if with_userinfo:  # once per start; sent as HTTP basic auth, never written (userinfo.without_userinfo)
+        log.warning("the url of %s holds a user and password: they are sent as HTTP basic auth and never written to a "
+                    "log, an audit record or a decision, but a key is better given by the endpoint's api_key_env "
+                    "(docs/security.md)", ", ".join(with_userinfo))
     engines: dict[str, Engine] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
