@@ -5,19 +5,23 @@ the failure logged as a WARNING. Until the thirtieth session the OSError of obse
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from aigrid.engines.protocol import EngineStats
 from aigrid.errors import QuotaUnavailable
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.spec.models import QuotaSpec
+from tests.gateway.conftest import audit_rows
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gateway, the_one_record
 
@@ -131,3 +135,95 @@ async def test_a_failing_rejected_count_still_answers_the_error_in_its_envelope(
             assert r.headers["x-request-id"]
     assert FullDisk.writes >= 2  # the two counts tried (and the close's own writes)
     assert [m for m in (r.getMessage() for r in caplog.records) if "were not written" in m]
+
+
+ADMISSION = ("admission", "admission_wait", "admission_waiting")
+"""The admission queue's metrics (admission.py: _count, _gauge, the wait's histogram)."""
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["from_the_start", "once_queued"])
+async def test_a_failing_admission_write_still_dispatches_the_queued_request_and_settles_the_finished_one(
+        broken: Gateway, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, queued: bool) -> None:
+    """A request waits in the admission queue while another is held at its engine; the held one's close
+    (routes.close_exchange) releases its place, which dispatches the waiting one (Admission.release -> drain), whose
+    metrics raise ENOSPC. Until the thirtieth session the release raised: the finished request's quota was not
+    settled nor its record written, and the dispatched one (already booked in the ledger) answered a 500; failing
+    from the start, the waiting request's entry raised (a 500) and left it in the queue, dispatched later to nobody.
+    `queued`: the queue's metrics fail only once the second request waits (the release's writes alone)."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+
+    def full_disk() -> None:
+        for name in ADMISSION:
+            monkeypatch.setattr(broken.metrics, name, FullDisk())
+
+    if not queued:
+        full_disk()
+    broken.admission.poll_s = 3600.0  # only the held request's release moves the queue
+    gate = asyncio.Event()
+    for f in fakes.values():
+        monkeypatch.setattr(f, "open", _held(f.open, gate))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        first = asyncio.create_task(c.post("/v1/chat/completions", json=CHAT, headers=TENANT))
+        assert await _until(lambda: inflight(broken) == 1)  # held at its engine
+        for f in fakes.values():  # every engine now reports a full queue: the next request waits
+            f.stats_value = EngineStats(running=4, waiting=64)
+        await broken.scraper.scrape_once()
+        second = asyncio.create_task(c.post("/v1/chat/completions", json=CHAT, headers=TENANT))
+        assert await _until(lambda: len(broken.admission.queue) == 1)
+        if queued:
+            full_disk()
+        for f in fakes.values():  # capacity frees: the first one's release dispatches the second
+            f.stats_value = EngineStats(running=0, waiting=0)
+        await broken.scraper.scrape_once()
+        gate.set()
+        answers = await asyncio.gather(first, second)
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    rows = await audit_rows(broken)
+    assert [(r["outcome"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [("ok", 5, 4)] * 2
+    assert await balance(broken) == 18  # both settled with the engine's usage
+    assert inflight(broken) == 0 and len(broken.admission.queue) == 0 and not broken.admission.local
+    assert broken.proxy.written.failed == FullDisk.writes > 0  # each failed write logged, none the requests'
+    assert any("were not written" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failing_rejected_count_leaves_a_client_error_its_own_status(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The model routes and embeddings count each refusal (aigrid_requests_rejected_total) just before raising it:
+    a write that raised turned the client's 400 into a 500 internal_error. Now the client reads its own error."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    for name in ADMISSION:
+        monkeypatch.setattr(broken.metrics, name, FullDisk())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        calls = (("/v1/chat/completions", {"model": "smollm2-135m"}, 400, "invalid_request"),  # no messages
+                 ("/v1/embeddings", {"model": "x" * 300, "input": "hi"}, 400, "invalid_request"),
+                 # refused by the admission queue (its count too) before any engine: a 503, not a 500
+                 ("/v1/chat/completions", {**CHAT, "deadline_ms": 0.5}, 503, "deadline_unmeetable"))
+        for path, body, status, code in calls:
+            r = await c.post(path, json=body, headers=TENANT)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+    assert [r["outcome"] for r in await audit_rows(broken)] == [
+        "error:invalid_request", "error:invalid_request", "error:deadline_unmeetable"]
+    assert inflight(broken) == 0
+    assert [m for m in (r.getMessage() for r in caplog.records) if "were not written" in m]
+
+
+def _held(opened: Any, gate: asyncio.Event) -> Any:
+    """An engine's `open` that waits for `gate` first."""
+
+    @asynccontextmanager
+    async def held(path: str, body: bytes) -> AsyncIterator[Any]:
+        await gate.wait()
+        async with opened(path, body) as upstream:
+            yield upstream
+
+    return held
+
+
+async def _until(check: Any, timeout: float = 30.0) -> bool:
+    """Whether `check()` came true within `timeout` (polled: at once on an idle machine)."""
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return True
+        await asyncio.sleep(0.01)
+    return check()

@@ -33,6 +33,10 @@ from aigrid.errors import ApiError, DeadlineUnmeetable, Overloaded
 from aigrid.gateway.metrics import GatewayMetrics
 
 Decide = Callable[[RequestInfo], Decision]
+Written = Callable[[str, Callable[[], None]], None]
+"""How the queue writes its metrics: `written(what, write)` (the gateway's one observe.MetricsWrites, Proxy.written:
+a write that fails, a multiprocess metrics file that cannot grow on a full disk, is counted and logged, never the
+request's)."""
 RETRY_AFTER_MAX_S = 60
 
 
@@ -93,6 +97,11 @@ class Admission:
     """Per tenant: requests this gateway dispatched that have not finished (shared with the other gateways)."""
     remote: Callable[[], Mapping[str, int]] = dict
     """Per tenant: the other gateways' in-flight requests, as of the last shared-state exchange."""
+    written: Written = lambda what, write: write()
+    """Each metrics write goes through it, after the state it tells of changed (a request dispatched, refused,
+    shed): the gateway hands its proxy's (app.Gateway), so that a write that fails never leaves a dispatch half
+    done, a waiter unanswered, or the release in routes.close_exchange raising before the quota is settled and
+    the audit record written."""
     queue: FairQueue[Waiter] = field(init=False)
     _rate: float = 0.0
     _last_dispatch: float | None = None
@@ -171,8 +180,8 @@ class Admission:
             return False
         self.queue.remove(item)
         if what == LATE:
-            self._count(w.info.priority, "late")
             w.future.set_exception(Refused(self._late(w.info, w.ticket), decision))
+            self._count(w.info.priority, "late")
             return True
         if what == SEND:
             self._dispatched(now)
@@ -191,16 +200,17 @@ class Admission:
         for victim in shed:
             self._shed(victim, "the admission queue is full; lower-urgency work is shed first",
                        now - victim.payload.arrived)
-        self._count(level, "waited")
         loop = asyncio.get_running_loop()
         loop.call_at(loop.time() + max(item.expires - now, 0.0), self.drain)
         self._next_pass(0.0)
+        self._count(level, "waited")
         try:
             decision = await w.future
         finally:
             self.queue.remove(item)
             ticket.queued_ms = (self.clock() - now) * 1000.0
-            self.metrics.admission_wait.labels(class_of(level)).observe(ticket.queued_ms / 1000.0)
+            self.written("the admission queue", lambda: self.metrics.admission_wait.labels(class_of(level)).observe(
+                ticket.queued_ms / 1000.0))
             self._gauge()
         if decision.chosen is not None:
             self._count(level, "dispatched")
@@ -236,8 +246,8 @@ class Admission:
             return
         left = self.rules.remaining_ms(w.info.deadline_ms, w.arrived, now)
         if left is not None and left <= 0:
-            self._count(w.info.priority, "late")
             w.future.set_exception(Refused(self._late(w.info, w.ticket), w.last))
+            self._count(w.info.priority, "late")
         else:
             waited = now - w.arrived
             self._shed(item, f"every eligible endpoint stayed busy for {waited:.1f} s, the longest a "
@@ -248,10 +258,10 @@ class Admission:
         if w.future.done():
             return
         retry = self.retry_after_s(waited_s)
-        self._count(w.info.priority, "shed")
         w.future.set_exception(Refused(Overloaded(
             f"shed ({label(w.info.priority)}): {why}; retry in about {retry} s",
             headers={"retry-after": str(retry)}), w.last))
+        self._count(w.info.priority, "shed")
 
     def retry_after_s(self, waited_s: float = 0.0) -> int:
         """The queue ahead over the recent dispatch rate, 1 to 60 s. Before the queue has dispatched anything
@@ -281,7 +291,7 @@ class Admission:
         return replace(info, deadline_ms=info.deadline_ms - (now - arrived) * 1000.0)
 
     def _count(self, level: int, outcome: str) -> None:
-        self.metrics.admission.labels(class_of(level), outcome).inc()
+        self.written("the admission queue", lambda: self.metrics.admission.labels(class_of(level), outcome).inc())
 
     def _gauge(self) -> None:
-        self.metrics.admission_waiting.set(len(self.queue))
+        self.written("the admission queue", lambda: self.metrics.admission_waiting.set(len(self.queue)))

@@ -128,7 +128,8 @@ class Gateway:
         self.admission = Admission(a.rules(), self.clock, self.metrics, a.enabled, a.poll_interval_s,
                                    {n: t.priority.weight for n, t in self.spec.tenants.items()},
                                    reserve=self.store.reserve, unreserve=self.store.cancel_reservation,
-                                   local=self.store.tenants_local, remote=lambda: self.store.tenants_remote)
+                                   local=self.store.tenants_local, remote=lambda: self.store.tenants_remote,
+                                   written=self.proxy.written)  # a failing metrics write: logged, never the queue's
         self.tenant_levels = {n: parse_level(t.priority.default) for n, t in self.spec.tenants.items()}
 
     def router(self, policy_name: str) -> Router:

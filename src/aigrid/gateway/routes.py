@@ -94,7 +94,6 @@ from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import rate_limit_headers
 from aigrid.spec.models import ModelSpec
-from aigrid.userinfo import without_userinfo
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -196,8 +195,7 @@ class Audited:
             except ApiError as e:
                 ex.error = e
                 if self.counts and refused(e):  # a metrics file that cannot grow is logged, never the answer's
-                    code = e.code or "error"
-                    self.gw.proxy.written(self.route, lambda: self.gw.metrics.rejected.labels(code).inc())
+                    count_rejected(self.gw, self.route, e.code or "error")
                 response = await api_error_handler(request, e, request_id=ex.request_id)
             except ClientDisconnect:  # gone while its body was read: nobody to answer
                 ex.outcome = "client_closed"
@@ -207,7 +205,7 @@ class Audited:
                 ex.outcome = "error:internal"
                 response = internal_error(request, ex.request_id)
                 # the grid's: counted on every route (`refused`); a write that fails is logged, the 500 answered
-                self.gw.proxy.written(self.route, lambda: self.gw.metrics.rejected.labels(INTERNAL).inc())
+                count_rejected(self.gw, self.route, INTERNAL)
             if hangup is not None:
                 if isinstance(response, RelayResponse):
                     response.gone = hangup.watcher  # the same watcher: no second task on `receive`
@@ -261,6 +259,14 @@ def refused(e: ApiError) -> bool:
     every ApiError before routing): the dashboard's "Refused before routing, by code" shows validation, keys and
     firewall blocks there, and docs/reliability.md the gateway's own context_length_exceeded."""
     return e.status == 429 or e.status >= 500
+
+
+def count_rejected(gw: Gateway, route: str, code: str) -> None:
+    """One more refusal of `code` in aigrid_requests_rejected_total, counted just before its error is answered:
+    through the gateway's guarded writes (Proxy.written, observe.MetricsWrites), so that a write that fails (a
+    multiprocess metrics file that cannot grow on a full disk) is logged and the client still reads its own error
+    (a 4xx stays a 4xx), not a 500."""
+    gw.proxy.written(route, lambda: gw.metrics.rejected.labels(code).inc())
 
 
 def audited_route(gw: Gateway, method: str, path: str, handler: Handler) -> Route:
@@ -526,7 +532,7 @@ class Routes:
                 # request is within its quotas and past the firewall, as the rest of the routing
                 info = gw.right_sizer.apply(info, prompt, principal.tenant)
         except ApiError as e:
-            gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(gw, ex.route, e.code or "error")
             raise
         router, snapshot = gw.router(policy_name), gw.store.snapshot
 
@@ -541,14 +547,14 @@ class Routes:
                 kept = self._keep(ex, refused.decision, parsed.model, info, policy_name)
                 kept.status = refused.error.code or "refused"
                 await self._publish(kept)
-            gw.metrics.rejected.labels(refused.error.code or "error").inc()
+            count_rejected(gw, ex.route, refused.error.code or "error")
             raise refused.error from None
         record = self._keep(ex, decision, parsed.model, info, policy_name)
         record.deadline = urgency.budget(arrived)  # a failover or an escalation gets what is left of it (proxy.py)
         await self._publish(record)
         if decision.chosen is None:
             record.status = "rejected"
-            gw.metrics.rejected.labels("no_eligible_endpoint").inc()
+            count_rejected(gw, ex.route, "no_eligible_endpoint")
             hide = gw.proxy.names.hide  # an unhealthy endpoint's reason is its engine's error: no address in it
             # a caller that is not an operator reads the endpoints that may serve it only (as in its decisions)
             servable = None if gw.guard.reader_of(principal) is None else self._servable(principal.scopes)
@@ -713,7 +719,7 @@ class Routes:
             chars = sum(len(t) for t in texts)
             await gw.guard.admit(ex, body, "\n".join(texts), max(1, chars // CHARS_PER_TOKEN))
         except ApiError as e:
-            gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(gw, ex.route, e.code or "error")
             raise
         # a model not found is answered with the embedding models the key may use (as the model routes answer)
         answer = await create_embeddings(body, {name: e for name, e in gw.agents.embedders.items()
@@ -818,7 +824,7 @@ class Routes:
         for e in shown:
             st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
-                              **({"url": without_userinfo(self.gw.engines[e.id].base_url)} if operator else {}),
+                              **({"url": self.gw.engines[e.id].base_url} if operator else {}),
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4),
