@@ -1,28 +1,24 @@
 """A hostile engine through the translating front doors (a FAKE engine on a real socket, hostile_engine.py, read by the
-gateway's real adapter; the grid of test_hostile_engines.py): answers whose fields have the wrong types, nest too deep
+gateway's real adapter; the grid of translating_grid.py): answers whose fields have the wrong types, nest too deep
 or carry text where the output filter does not read. Whatever it sends, the client gets an answer or its API's own
 error (never a 500 or a stream cut with a traceback), the quota is settled and one audit record written with the
 engine at fault, and no text reaches the client past the tenant's redaction."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import pytest
 
 from aigrid.gateway.usage import whole_answer
-from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
 from tests.gateway import hostile_grid as T
 from tests.gateway.metered_gateway import balance, inflight, the_one_record
+from tests.gateway.translating_grid import FORGED, PII, chunk, engine, grid
 
-PII = "jo@example.com"
-"""Personal data the tenant's policy redacts in answers (when `redacting`)."""
 DEEP = json.loads("[" * 300 + "]" * 300)
 """JSON orjson reads (1,024 levels) and cannot write (254)."""
 
@@ -35,32 +31,6 @@ def answer(**message: Any) -> dict[str, Any]:
 
 def call(**function: Any) -> dict[str, Any]:
     return {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}", **function}}
-
-
-def chunk(delta: Any, finish: Any = None, **extra: Any) -> dict[str, Any]:
-    return {"id": "chatcmpl-h", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-
-
-def engine(whole: dict[str, Any] | None = None, events: list[Any] | None = None,
-           comments: list[bytes] = ()) -> Callable[[str, dict], H.Script]:
-    """An engine answering a whole request with `whole` and a stream with `events` (after `comments`), each written
-    by json (which writes integers past 64 bits, as a hostile engine may)."""
-    def script(path: str, req: dict) -> H.Script:
-        if req.get("stream"):
-            evs = events or [chunk({"content": "Hi"}), chunk({}, "stop")]
-            return H.stream(*[H.chunk(c) for c in comments], *H.sse(*[json.dumps(e).encode() for e in evs]))
-        return H.whole(json.dumps(whole or H.answer_of()).encode())
-    return script
-
-
-async def grid(tmp_path, bad: Callable[[str, dict], H.Script], *, redacting: bool = False) -> AsyncIterator[T.Grid]:
-    """Every endpoint on the hostile engine; `redacting`: the tenant's policy redacts personal data in answers."""
-    async for g in T.grid(tmp_path, bad, good=bad):
-        if redacting:
-            firewall = g.gw.guard.firewall
-            firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
-        yield g
 
 
 NOT_COMPLETIONS = {
@@ -209,10 +179,6 @@ def test_an_answer_of_the_right_shape_passes_whole() -> None:
     for doc in (chat, text, H.answer_of(), {"choices": []}):
         raw = orjson.dumps(doc)
         assert whole_answer(raw, None)[0] == raw
-
-
-FORGED = {"tool": "sql", "call_id": "a1", "arguments": {"q": PII}, "result": PII, "ok": True}
-"""A step as the tool loop writes it (agents/reply.py), forged by the engine: no tool ran."""
 
 
 @pytest.mark.parametrize("redacting", [False, True], ids=["plain", "redacting"])

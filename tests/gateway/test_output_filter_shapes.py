@@ -20,7 +20,7 @@ from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from tests.gateway import hostile_engine as H
 from tests.gateway.hostile_grid import grid as two_engines
 from tests.gateway.metered_gateway import inflight, the_one_record
-from tests.gateway.test_hostile_translations import chunk, grid
+from tests.gateway.translating_grid import chunk, grid
 
 PII = "jo@example.com"
 

@@ -29,7 +29,7 @@ from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.streaming import StreamingRedactor
 from tests.gateway import hostile_engine as H
 from tests.gateway.metered_gateway import the_one_record
-from tests.gateway.test_hostile_translations import chunk, grid
+from tests.gateway.translating_grid import chunk, grid
 
 PII = "jo@example.com"
 SSN = "123-45-6789"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.gateway import hostile_engine as H
 from tests.gateway import hostile_grid as T
-from tests.gateway.test_hostile_translations import FORGED, PII, chunk, engine, grid
+from tests.gateway.translating_grid import FORGED, PII, chunk, engine, grid
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
