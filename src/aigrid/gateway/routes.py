@@ -94,6 +94,7 @@ from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import rate_limit_headers
 from aigrid.spec.models import ModelSpec
+from aigrid.userinfo import without_userinfo
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -824,7 +825,7 @@ class Routes:
         for e in shown:
             st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
-                              **({"url": self.gw.engines[e.id].base_url} if operator else {}),
+                              **({"url": without_userinfo(self.gw.engines[e.id].base_url)} if operator else {}),
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4),
