@@ -43,8 +43,6 @@ EXEMPT: dict[str, set[str]] = {
         "tests.gateway.test_responses_background_stream",
     },
     "tests/gateway/test_batch_db.py": {"tests.gateway.test_batch_residency"},
-    "tests/gateway/test_batch_residency.py": {"tests.gateway.test_message_batches"},
-    "tests/gateway/test_batch_settle.py": {"tests.gateway.test_message_batches"},
     "tests/gateway/test_close_then_book.py": {
         "tests.gateway.test_engine_context_exceeded",
         "tests.gateway.test_escalation",
@@ -65,7 +63,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_image_urls.py": {"tests.agents.test_public_only"},
     "tests/gateway/test_interleaved_tool_calls.py": {"tests.gateway.test_messages_cut"},
     "tests/gateway/test_losers_cut.py": {"tests.gateway.test_close_then_book"},
-    "tests/gateway/test_message_batches.py": {"tests.gateway.test_batches"},
     "tests/gateway/test_output_filter_json_escapes.py": {"tests.gateway.test_choke_point"},
     "tests/gateway/test_output_filter_json_in_prose.py": {"tests.gateway.test_output_filter_json_escapes"},
     "tests/gateway/test_output_filter_json_numbers.py": {"tests.gateway.test_output_filter_json_escapes"},
@@ -90,7 +87,6 @@ EXEMPT: dict[str, set[str]] = {
         "tests.gateway.test_responses_auto_compact",
     },
     "tests/gateway/test_workers_followers.py": {"tests.gateway.test_responses_background_stream"},
-    "tests/parity/test_anthropic_sdk_surface.py": {"tests.gateway.test_message_batches"},
     "tests/parity/test_js_sdk_surface.py": {"tests.parity.test_openai_sdk_surface"},
     "tests/parity/test_sdk_unserved_fields.py": {
         "tests.parity.test_anthropic_sdk_surface",

@@ -47,8 +47,8 @@ from tests.gateway.batch_helpers import (
     storage_spec,
     until,
 )
+from tests.gateway.message_batch_helpers import req, results, until_ended
 from tests.gateway.sdk_clients import anthropic_client, openai_client
-from tests.gateway.test_message_batches import req, results, until_ended
 
 SECRET = "batch-residency-secret-0123456789"
 FRANKFURT = {"x-aigrid-client-location": "Frankfurt"}

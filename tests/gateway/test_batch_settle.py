@@ -41,9 +41,9 @@ from tests.gateway.batch_helpers import (
     until,
 )
 from tests.gateway.conftest import audit_rows
-from tests.gateway.test_message_batches import clients as claude_clients
-from tests.gateway.test_message_batches import req, until_ended
-from tests.gateway.test_message_batches import results as message_results
+from tests.gateway.message_batch_helpers import clients as claude_clients
+from tests.gateway.message_batch_helpers import req, until_ended
+from tests.gateway.message_batch_helpers import results as message_results
 
 engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 

@@ -24,18 +24,16 @@ import httpx
 import openai
 import orjson
 import pytest
-from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+from anthropic.types.messages import MessageBatch
 
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_route
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import QuotaSpec
-from tests.gateway.conftest import audit_rows, handles_opened_after_a_cancel
-from tests.gateway.sdk_clients import anthropic_client, openai_client
-from tests.gateway.test_batches import (
+from tests.gateway.batch_helpers import (
     ATTACK,
-    OTHER,
+    MODEL,
     TENANT,
     Gated,
     batch_spec,
@@ -46,8 +44,9 @@ from tests.gateway.test_batches import (
     stopped,
     storage_spec,
 )
-
-MODEL = "smollm2-135m"
+from tests.gateway.conftest import audit_rows, handles_opened_after_a_cancel
+from tests.gateway.message_batch_helpers import clients, req, results, until_ended
+from tests.gateway.sdk_clients import anthropic_client, openai_client
 
 
 @pytest.fixture
@@ -62,29 +61,6 @@ async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway
     for e in engines.values():
         e.gate.set()
     await stopped(gw)
-
-
-def clients(gw: Gateway) -> tuple[anthropic.AsyncAnthropic, anthropic.AsyncAnthropic]:
-    client = anthropic_client(build_app(gw))
-    return client.with_options(default_headers=TENANT), client.with_options(default_headers=OTHER)
-
-
-def req(cid: str, content: str, **params: Any) -> dict[str, Any]:
-    return {"custom_id": cid, "params": {"model": MODEL, "max_tokens": 32,
-                                         "messages": [{"role": "user", "content": content}], **params}}
-
-
-async def until_ended(claude: anthropic.AsyncAnthropic, bid: str) -> MessageBatch:
-    for _ in range(1000):
-        got = await claude.messages.batches.retrieve(bid)
-        if got.processing_status == "ended":
-            return got
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{bid} stayed {got.processing_status}")
-
-
-async def results(claude: anthropic.AsyncAnthropic, bid: str) -> dict[str, MessageBatchIndividualResponse]:
-    return {r.custom_id: r async for r in await claude.messages.batches.results(bid)}
 
 
 async def wait_for_slow(engines: dict[str, Gated]) -> None:

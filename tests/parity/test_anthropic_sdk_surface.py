@@ -27,8 +27,8 @@ from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.batch_helpers import batch_spec, engines_for, started, stopped
 from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.message_batch_helpers import until_ended
 from tests.gateway.sdk_clients import anthropic_client
-from tests.gateway.test_message_batches import until_ended
 from tests.parity.sdk_strict import needs, parsed, sse_data, strict
 
 MODEL = "smollm2-135m"
