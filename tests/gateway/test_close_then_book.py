@@ -8,6 +8,7 @@ failure, not the client's leaving."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -302,3 +303,29 @@ async def test_a_spares_refusal_read_cut_by_another_base_exception_is_not_the_cl
         assert inflight(g.gw) == 0
         spares = {o: n for (e, o), n in booked(g.gw).items() if e != "nrt-smollm2"}
         assert spares == {"error:internal": 1}, booked(g.gw)
+
+
+
+def _cut_by(error: BaseException) -> Callable[[logging.LogRecord], bool]:
+    """Whether a log record carries `error`'s traceback."""
+    return lambda r: r.exc_info is not None and r.exc_info[1] is not None and raised(error)(r.exc_info[1])
+
+
+async def test_an_answer_cut_by_another_base_exception_logs_its_traceback_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An answer whose engine's close is cut by a BaseException that is no cancel (KeyboardInterrupt, SystemExit)
+    was logged with its traceback twice: by Proxy.book_cut and by routes.Audited. Now once (Audited's); book_cut's
+    line names the endpoint, without the traceback."""
+    error = Injected("interrupted while closing")
+    caplog.set_level(logging.ERROR)
+    async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
+        for engine in g.gw.proxy._engines.values():
+            engine.open = closing_with(whole, "application/json", error)  # type: ignore[method-assign]
+        with pytest.raises(BaseException) as got:  # noqa: PT011 -- the injected error, checked below
+            await g.post("chat", False)
+        assert raised(error)(got.value), got.value
+        assert inflight(g.gw) == 0
+        assert [r.getMessage() for r in caplog.records if _cut_by(error)(r)] == ["/v1/chat/completions was cut "
+                                                                                 "by Injected"], caplog.records
+        assert any(r.getMessage() == "endpoint nrt-smollm2: the answer was cut by Injected: its engine released, "
+                   "booked error:internal" for r in caplog.records), caplog.records

@@ -665,7 +665,7 @@ class Proxy:
             unexpected = False
             if not isinstance(e, Exception | asyncio.CancelledError):  # no act of the engine's: not its failure
                 log.error("endpoint %s: the attempt was cut by %s before the first byte: its engine released",
-                          cand.endpoint_id, type(e).__name__, exc_info=e)
+                          cand.endpoint_id, type(e).__name__)  # its traceback where it ends (as book_cut's)
                 entry.update(error=attempt_error(f"cut: {type(e).__name__}"), ms=round(elapsed * 1000, 1))
             elif isinstance(e, EngineError):
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
@@ -816,13 +816,15 @@ class Proxy:
         """Book an engine request released because `e` cut its read or close short (the caller re-raises it): a cancel
         (the client gone, a shutdown), none (StreamRelay.aclose: the client gone) or an Exception of the close there is
         the client's 499 (`client_closed`); any other BaseException (KeyboardInterrupt, SystemExit, GeneratorExit: no
-        act of the client's) is booked `error:internal`, logged with its traceback (charged as a 499 is: its usage
-        unknown). Until the thirtieth session each of them was booked 499, as if the client had left."""
+        act of the client's) is booked `error:internal`, logged in one line (its traceback where it ends; charged as a
+        499 is: its usage unknown). Until the thirtieth session each of them was booked 499, as if the client had left."""
         if e is None or isinstance(e, Exception | asyncio.CancelledError):
             self.finish(cand, record, 499, None)
             return
+        # one line naming the endpoint: the traceback is logged once, where the exception ends (routes.Audited for
+        # a route, own_exchange for the gateway's own work); logged here too, it came twice (until Z item 3)
         log.error("endpoint %s: the answer was cut by %s: its engine released, booked error:internal",
-                  cand.endpoint_id, type(e).__name__, exc_info=e)
+                  cand.endpoint_id, type(e).__name__)
         self.finish(cand, record, 500, None, outcome="error:internal")
 
     def _family(self, cand: Candidate) -> str:
