@@ -391,8 +391,9 @@ async def own_exchange(gw: Gateway, ex: Exchange, headers: Mapping[str, str] | N
     `headers` and tracing on, its span started (named `span`, else its route); and on every way out of the block,
     whatever it is (its end, an exception, a cancel), close_exchange run, once, after that way out is noted on it:
     an ApiError as its error, a cancel as the outcome `cancelled` ("cancelled" unless told), any other exception
-    (a BaseException too: KeyboardInterrupt, SystemExit) logged (`what`: the work, else its route) as error:internal. The exception goes on to the caller (a failed
-    close too, logged); what the block catches itself it notes itself."""
+    (a BaseException too: KeyboardInterrupt, SystemExit) logged (`what`: the work, else its route) as
+    error:internal. The exception goes on to the caller (a failed close too, logged); what the block catches itself
+    it notes itself."""
     try:
         if headers is not None and gw.tracing.enabled:
             ex.trace = gw.tracing.start(span or ex.route, headers)
