@@ -2,6 +2,7 @@
 a piece (review RV9: each piece ending with '}' parsed the arguments so far again). Prints seconds per door.
 
     .venv/bin/python scripts/bench_tool_args_scan.py [KB]
+    .venv/bin/python scripts/bench_tool_args_scan.py KB one   # KB of a file's text in one piece (review RV13)
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import sys
 import time
 
+import orjson
+
+from aigrid.gateway.chat_events import ArgsScan
 from aigrid.gateway.messages_stream import _Blocks
 from aigrid.gateway.responses_stream import _Output
 
@@ -19,8 +23,30 @@ def nested(kb: int) -> str:
     return "{" + ", ".join(f'"k{i}": {{"x": {{}}}}' for i in range(n)) + "}"
 
 
+def one_piece(kb: int) -> None:
+    """A call writing a file: its arguments (`kb` KB of lines, each with its escaped newline) in one piece, read by
+    ArgsScan against one orjson parse of them; best of 5."""
+    args = orjson.dumps({"path": "a.txt", "content": "a line of the file, some words and 12345\n" * (kb * 1024 // 41)})
+    text = args.decode()
+    scan_s, parse_s = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        scan = ArgsScan()
+        scan.feed(text)
+        scan_s.append(time.perf_counter() - t)
+        assert scan.whole
+        t = time.perf_counter()
+        orjson.loads(text)
+        parse_s.append(time.perf_counter() - t)
+    print(f"{len(text)} characters in one piece: ArgsScan {min(scan_s) * 1000:.1f} ms (its one parse included), "
+          f"orjson alone {min(parse_s) * 1000:.1f} ms")
+
+
 def main() -> None:
     kb = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+    if sys.argv[2:] == ["one"]:
+        one_piece(kb)
+        return
     args = nested(kb)
     closing = sum(1 for c in args if c == "}")
     blocks = _Blocks()
