@@ -575,6 +575,24 @@ def test_a_value_near_nothing_known_gets_no_guess() -> None:
     assert "did you mean" not in str(e.value) and "endpoints[0].engine: Input should be 'embedded'" in str(e.value)
 
 
+
+def test_only_the_listed_problems_are_given_a_guess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review RV12: every unknown name was matched with difflib against all the known ones, so 2,000 endpoints naming
+    models not among 2,000 took 174 s of `spec check`; only the first MAX_LISTED problems are shown, and only they
+    are matched now (counted, not timed), each still with its guess."""
+    import aigrid.spec.near as near_module
+    from aigrid.errors import MAX_LISTED
+
+    raw = demo_raw()
+    raw["endpoints"] = [{**raw["endpoints"][0], "id": f"e{i}", "model": "smollm2-135n"} for i in range(200)]
+    matched = []
+    real = near_module.difflib.get_close_matches
+    monkeypatch.setattr(near_module.difflib, "get_close_matches", lambda *a, **k: matched.append(1) or real(*a, **k))
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    assert len(e.value.problems) == 200 and len(matched) <= MAX_LISTED, len(matched)
+    assert all("(did you mean smollm2-135m?)" in p for p in e.value.problems[:MAX_LISTED])
+
 @pytest.mark.parametrize(("site", "expected"), [
     # a flow mapping: YAML reads `lat: 50, 11: null` ("sites.fra.11: Keys should be strings")
     ("fra: {name: Frankfurt, lat: 50,11, lon: 8,68, jurisdiction: EU}",

@@ -18,7 +18,7 @@ from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 from aigrid.core.urgency import AdmissionRules, parse_level
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES
-from aigrid.spec.near import did_you_mean
+from aigrid.spec.near import Near, did_you_mean
 
 # Bounds no real deployment reaches: past them a mistyped value (1e308 for 1e3, 1e-308 for 1e3) was taken as written
 # and the router's sums and deadlines overflowed to inf or NaN, or a timer spun. The simulator's scenarios and the
@@ -878,31 +878,32 @@ class GridSpec(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> GridSpec:
         problems: list[str] = []
+        near = Near()  # hints for the listed problems only
         seen: set[str] = set()
         for i, ep in enumerate(self.endpoints):
             if ep.id in seen:
                 problems.append(f"endpoints[{i}].id: duplicate endpoint id {ep.id!r}")
             seen.add(ep.id)
             if ep.site not in self.sites:
-                problems.append(f"endpoints[{i}].site: unknown site {ep.site!r}{did_you_mean(ep.site, self.sites)} "
+                problems.append(f"endpoints[{i}].site: unknown site {ep.site!r}{near(ep.site, self.sites)} "
                                 f"(sites: {sorted(self.sites)})")
             if ep.model not in self.models:
                 problems.append(f"endpoints[{i}].model: unknown model {ep.model!r}"
-                                f"{did_you_mean(ep.model, self.models)} (models: {sorted(self.models)})")
+                                f"{near(ep.model, self.models)} (models: {sorted(self.models)})")
         for name, tenant in self.tenants.items():
             for m in (tenant.right_size.models or []) if tenant.right_size else []:
                 if m not in self.models:
                     problems.append(f"tenants.{name}.right_size.models: unknown model {m!r}"
-                                    f"{did_you_mean(m, self.models)} (models: "
+                                    f"{near(m, self.models)} (models: "
                                     f"{sorted(self.models)})")
-            problems += self._tenant_problems(name, tenant)
-        problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
+            problems += self._tenant_problems(name, tenant, near)
+        problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()}, near)
         problems += [f"cities.{name}: [{lat:g}, {lon:g}] is not [latitude -90..90, longitude -180..180]"
                      for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
-        problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r}{did_you_mean(t, self.tenants)} "
+        problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r}{near(t, self.tenants)} "
                      f"(tenants: {sorted(self.tenants)})"
                      for name, db in self.agents.sql.items() for t in db.tenants or () if t not in self.tenants]
-        problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r}{did_you_mean(t, self.tenants)} "
+        problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r}{near(t, self.tenants)} "
                      f"(tenants: {sorted(self.tenants)})"
                      for name, g in self.agents.graphs.items() for t in g.tenants or () if t not in self.tenants]
         for sid, site in self.sites.items():
@@ -910,7 +911,7 @@ class GridSpec(StrictModel):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
                 where = f"sites.{sid}.documents[{i}].tenant"
                 if doc.tenant is not None and owner is None:
-                    problems.append(f"{where}: unknown tenant {doc.tenant!r}{did_you_mean(doc.tenant, self.tenants)}")
+                    problems.append(f"{where}: unknown tenant {doc.tenant!r}{near(doc.tenant, self.tenants)}")
                 elif owner is not None and owner.allowed_jurisdictions is not None \
                         and site.jurisdiction not in owner.allowed_jurisdictions:
                     problems.append(f"{where}: tenant {doc.tenant!r} must stay in {owner.allowed_jurisdictions}, "
@@ -919,7 +920,7 @@ class GridSpec(StrictModel):
             raise SpecProblems(problems)
         return self
 
-    def _tenant_problems(self, name: str, tenant: TenantSpec) -> list[str]:
+    def _tenant_problems(self, name: str, tenant: TenantSpec, near: Near) -> list[str]:
         """A tenant's limits must leave it some endpoint: an empty list, a misspelt jurisdiction or model, or
         limits that exclude each other would refuse every request of it, long after `spec check` said ok. A
         jurisdiction or model pattern the grid lacks beside ones it has is accepted (a site yet to come)."""
@@ -939,11 +940,11 @@ class GridSpec(StrictModel):
                             "(jurisdictions are case-sensitive)")
         if allowed_j and not misspelt and not exact:
             problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j}"
-                            f"{did_you_mean(allowed_j[0], jurisdictions)} (jurisdictions: "
+                            f"{near(allowed_j[0], jurisdictions)} (jurisdictions: "
                             f"{jurisdictions})")
         for site in tenant.allowed_sites or []:
             if site not in self.sites:
-                problems.append(f"{where}.allowed_sites: unknown site {site!r}{did_you_mean(site, self.sites)}")
+                problems.append(f"{where}.allowed_sites: unknown site {site!r}{near(site, self.sites)}")
         patterns = tenant.models or []
         any_model = not patterns or any(fnmatchcase("auto", p) for p in patterns)
         chat = any_model or any(fnmatchcase(m, p) for m in served for p in patterns)
@@ -979,7 +980,7 @@ UNBOUND_STORE = "unbound"
 """The key of `gateway.stores` for what has no jurisdiction yet: background placeholders, unbound conversations."""
 
 
-def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str]:
+def _store_problems(stores: dict[str, str], jurisdictions: set[str], near: Near) -> list[str]:
     """`gateway.stores`: each key a jurisdiction some site is in (or `unbound`), each value a Redis URL."""
     problems = []
     for key, url in stores.items():
@@ -988,7 +989,7 @@ def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str
             problems.append(f"{where}: {UNBOUND_STORE!r} is reserved for what has no jurisdiction yet, but a site "
                             f"is in a jurisdiction named {UNBOUND_STORE!r}; rename that jurisdiction")
         elif key != UNBOUND_STORE and key not in jurisdictions:
-            problems.append(f"{where}: no site is in jurisdiction {key!r}{did_you_mean(key, jurisdictions)} "
+            problems.append(f"{where}: no site is in jurisdiction {key!r}{near(key, jurisdictions)} "
                             f"(jurisdictions: {sorted(jurisdictions)}, "
                             f"or {UNBOUND_STORE!r} for placeholders and unbound conversations)")
         if not url.startswith(_REDIS_SCHEMES):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from aigrid.errors import MAX_LISTED
+
 CUTOFF = 0.6
 """difflib's similarity a known name must reach to be offered (`vlm` for vllm: 0.86; `cheapest` for balanced: 0.25)."""
 
@@ -27,3 +29,18 @@ def did_you_mean(given: object, known: Iterable[object]) -> str:
     """` (did you mean vllm?)` after a value or key not among `known`, when one is spelt nearly so; else ""."""
     near = nearest(given, known)
     return f" (did you mean {near}?)" if near is not None else ""
+
+
+class Near:
+    """did_you_mean for the first `budget` values one spec's checks ask of it, the most problems an error lists (a
+    hint is asked at most once a problem, so no listed one goes without): each is a difflib pass over the known
+    names, and 2,000 endpoints naming models not among 2,000 took 174 s (0.04 s without hints)."""
+
+    def __init__(self, budget: int = MAX_LISTED) -> None:
+        self.left = budget
+
+    def __call__(self, given: object, known: Iterable[object]) -> str:
+        if self.left <= 0:
+            return ""
+        self.left -= 1
+        return did_you_mean(given, known)
