@@ -34,7 +34,7 @@ def did_you_mean(given: object, known: Iterable[object]) -> str:
 class Near:
     """did_you_mean for the first `budget` values one spec's checks ask of it, the most problems an error lists (a
     hint is asked at most once a problem, so no listed one goes without): each is a difflib pass over the known
-    names, and 2,000 endpoints naming models not among 2,000 took 174 s (0.04 s without hints)."""
+    names: 500 endpoints naming models not among 500 took 11.7 s (0.04 s without guesses), 2,000 among 2,000 174 s."""
 
     def __init__(self, budget: int = MAX_LISTED) -> None:
         self.left = budget
