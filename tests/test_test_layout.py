@@ -47,10 +47,6 @@ EXEMPT: dict[str, set[str]] = {
         "tests.gateway.test_engine_context_exceeded",
         "tests.gateway.test_escalation",
     },
-    "tests/gateway/test_compaction_counts.py": {
-        "tests.gateway.test_compaction",
-        "tests.gateway.test_responses_auto_compact",
-    },
     "tests/gateway/test_decision_scopes.py": {"tests.gateway.test_model_scopes"},
     "tests/gateway/test_engine_keys.py": {"tests.gateway.test_relay"},
     "tests/gateway/test_fuzz.py": {"tests.agents.test_embeddings"},
@@ -68,7 +64,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_output_filter_json_numbers.py": {"tests.gateway.test_output_filter_json_escapes"},
     "tests/gateway/test_refusal_read.py": {"tests.gateway.test_engine_context_exceeded"},
     "tests/gateway/test_response_store_redis.py": {"tests.gateway.test_responses_background"},
-    "tests/gateway/test_responses_auto_compact.py": {"tests.gateway.test_compaction"},
     "tests/gateway/test_responses_background_stream.py": {
         "tests.gateway.test_response_store_redis",
         "tests.gateway.test_responses_background",
@@ -82,10 +77,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_tool_calls_held.py": {"tests.gateway.test_hostile_translations"},  # another helper's, new
     "tests/gateway/test_tool_scopes.py": {"tests.gateway.test_choke_point"},
     "tests/gateway/test_tracing_bounds.py": {"tests.gateway.test_tracing"},
-    "tests/gateway/test_urgency_budget.py": {
-        "tests.gateway.test_compaction",
-        "tests.gateway.test_responses_auto_compact",
-    },
     "tests/gateway/test_workers_followers.py": {"tests.gateway.test_responses_background_stream"},
     "tests/parity/test_js_sdk_surface.py": {"tests.parity.test_openai_sdk_surface"},
     "tests/parity/test_sdk_unserved_fields.py": {

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.test_compaction import CONVERSATION, MODEL, Grid, scripted_grid
-from tests.gateway.test_responses_auto_compact import LOW, SUMMARY_MESSAGE, USERS, scripted
+from tests.gateway.compaction_grid import (
+    CONVERSATION,
+    LOW,
+    MODEL,
+    SUMMARY_MESSAGE,
+    USERS,
+    Grid,
+    scripted,
+    scripted_grid,
+)
 
 
 @pytest.fixture

@@ -14,35 +14,29 @@ import openai
 import pytest
 
 from aigrid.gateway.compaction import COMPACTION_PROMPT, SUMMARY_HEADER
-from tests.gateway.conftest import audit_rows
-from tests.gateway.test_compaction import (
+from tests.gateway.compaction_grid import (
     ATTACK,
     CONVERSATION,
+    LOW,
     METERED,
     MODEL,
     SUMMARY,
+    SUMMARY_MESSAGE,
+    USERS,
     Grid,
     as_input,
+    scripted,
     scripted_grid,
 )
+from tests.gateway.conftest import audit_rows
 
-LOW = [{"type": "compaction", "compact_threshold": 20}]
-"""Below CONVERSATION's estimate (about 60 tokens): it is compacted."""
 HIGH = [{"type": "compaction", "compact_threshold": 100_000}]
-PASS_USAGE = {"prompt_tokens": 70, "completion_tokens": 30, "total_tokens": 100}
-SUMMARY_MESSAGE = {"role": "user", "content": f"{SUMMARY_HEADER}\n{SUMMARY}"}
-USERS = [{"role": "user", "content": CONVERSATION[0]["content"]}, {"role": "user", "content": CONVERSATION[4]["content"]}]
 
 
 @pytest.fixture
 async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
     async with scripted_grid(tmp_path) as served:
         yield served
-
-
-def scripted(grid: Grid) -> None:
-    """The pass answers the summary (its own usage), then the answer 'Dear Dana, ...' (the engine's default usage)."""
-    grid.engine.replies = [{"content": SUMMARY, "usage": PASS_USAGE}, {"content": "Dear Dana, ..."}]
 
 
 async def test_below_the_threshold_nothing_changes_and_without_one_the_models_share_decides(grid: Grid) -> None:

@@ -26,11 +26,15 @@ from aigrid.gateway.decisions import DecisionRecord
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.compaction_grid import (  # LOW: below CONVERSATION's estimate, compacted first
+    CONVERSATION,
+    LOW,
+    METERED,
+    MODEL,
+)
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_compaction import CONVERSATION, METERED, MODEL
-from tests.gateway.test_responses_auto_compact import LOW  # below CONVERSATION's estimate: compacted first
 
 PASS_USAGE = {"prompt_tokens": 70, "completion_tokens": 30, "total_tokens": 100}
 DEADLINE_MS = 2000.0
