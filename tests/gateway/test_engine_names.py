@@ -57,6 +57,10 @@ LOCAL = names(a="http://localhost:9000")
     (LOCAL, "connect to 127.0.0.1:9000 refused", "connect to a refused"),
     (LOCAL, "connect to [::1]:9000 refused", "connect to a refused"),
     (names(a="http://127.0.0.1:9000"), "localhost:9000 down", "a down"),
+    # a password holding an @ (httpx reads the userinfo to the authority's last @ and sends it all) goes whole
+    (V4, "GET http://ops:p@ss@10.0.0.1:8000/v1 failed", "GET a/v1 failed"),
+    (V4, "cannot connect ops:p@ss@10.0.0.1:8000 now", "cannot connect a now"),
+    (V4, "see https://admin:p@ss@elsewhere.example/x", "see https://elsewhere.example/x"),
     # any URL's user and password go, an engine's or not
     (V4, "see https://admin:hunter2@elsewhere.example/x", "see https://elsewhere.example/x"),
     # other addresses and text stay

@@ -38,7 +38,7 @@ _TOKEN = re.compile(
     # a socket error's address: ('10.0.0.7', 8000) or ('fd00::7', 8000, 0, 0)
     r"\('(?P<sock>[^'\s]{1,255}+)', (?P<sport>\d{1,5}+)(?:, \d++, \d++)?\)"
     # a URL's scheme, user and password (any, masked too), host and port
-    r"|(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}+://)(?P<ui>[^\s/?#@'\"<>]{0,512}+@)?"
+    r"|(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}+://)(?P<ui>(?:[^\s/?#@'\"<>]{0,512}+@)++)?"
     r"(?:\[(?P<u6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\]|(?P<uh>[\w.%~-]{1,255}+))(?::(?P<uport>\d{1,5}+))?"
     # [v6]:port
     r"|\[(?P<b6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\](?::(?P<bport>\d{1,5}+))?"
@@ -50,7 +50,8 @@ _TOKEN = re.compile(
     r")"
 )
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-_USERINFO_STOP = frozenset(" \t\r\n/@'\"<>(){},;")  # not [ ]: httpx masks a password as [secure]
+_USERINFO_STOP = frozenset(" \t\r\n/'\"<>(){},;")  # not [ ]: httpx masks a password as [secure]; not @: a
+# password may hold one (httpx reads the userinfo up to the authority's last @ and sends it all)
 
 
 def canonical(host: str) -> str:
