@@ -59,7 +59,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_image_urls.py": {"tests.agents.test_public_only"},
     "tests/gateway/test_interleaved_tool_calls.py": {"tests.gateway.test_messages_cut"},
     "tests/gateway/test_losers_cut.py": {"tests.gateway.test_close_then_book"},
-    "tests/gateway/test_output_filter_json_escapes.py": {"tests.gateway.test_choke_point"},
     "tests/gateway/test_output_filter_json_in_prose.py": {"tests.gateway.test_output_filter_json_escapes"},
     "tests/gateway/test_output_filter_json_numbers.py": {"tests.gateway.test_output_filter_json_escapes"},
     "tests/gateway/test_refusal_read.py": {"tests.gateway.test_engine_context_exceeded"},
@@ -75,7 +74,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_security.py": {"tests.security.test_jwks"},
     "tests/gateway/test_server_engine_context.py": {"tests.engines.test_llama_server"},
     "tests/gateway/test_tool_calls_held.py": {"tests.gateway.test_hostile_translations"},  # another helper's, new
-    "tests/gateway/test_tool_scopes.py": {"tests.gateway.test_choke_point"},
     "tests/gateway/test_tracing_bounds.py": {"tests.gateway.test_tracing"},
     "tests/gateway/test_workers_followers.py": {"tests.gateway.test_responses_background_stream"},
     "tests/parity/test_js_sdk_surface.py": {"tests.parity.test_openai_sdk_surface"},
@@ -87,7 +85,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/scripts/test_firewall_package.py": {"tests.scripts.test_eval_firewall"},
     "tests/scripts/test_train_cascade.py": {"tests.scripts.test_train_firewall"},
     "tests/scripts/test_train_firewall.py": {"tests.scripts.test_eval_firewall"},
-    "tests/security/test_cascade.py": {"tests.gateway.test_choke_point"},
     "tests/security/test_quota_ops.py": {"tests.security.test_quota_extend"},
     "tests/sim/test_compiled.py": {"tests.core.test_compiled"},
     "tests/sim/test_plots.py": {"tests.sim.test_scenarios"},

@@ -24,7 +24,7 @@ from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, spec_in
-from tests.gateway.test_choke_point import Planted
+from tests.gateway.planted_tool import Planted
 
 ITEMS = {"EMAIL": ("jo@example.com", "jo\\u0040example.com"),
          "CARD": ("4111 1111 1111 1111", "4111\\u00201111\\u00201111\\u00201111"),

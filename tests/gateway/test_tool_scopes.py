@@ -13,7 +13,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
-from tests.gateway.test_choke_point import Planted
+from tests.gateway.planted_tool import Planted
 
 MODEL = "smollm2-135m"
 

@@ -26,7 +26,7 @@ from aigrid.security.firewall.screen import Screen
 from aigrid.security.firewall.texts import ModelText, Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, spec_in
-from tests.gateway.test_choke_point import Planted
+from tests.gateway.planted_tool import Planted
 
 EMAIL = ("Hi Dana,\n\nthanks for sending the quarterly figures. The board meets on Thursday at 10:00 in room 4B; "
          "please bring printed copies of the budget and the hiring plan. Lunch will be provided.\n\n")
