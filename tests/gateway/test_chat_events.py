@@ -152,3 +152,18 @@ def test_the_args_scan_says_whole_as_a_parse_of_each_prefix_does(text: str, data
         except orjson.JSONDecodeError:
             parsed = False
         assert scan.whole is parsed, pieces[:k]
+
+
+def test_a_calls_many_small_pieces_are_held_joined() -> None:
+    """Review RV13 of 5f91c5b3: MAX_TOOL_ARGS_CHARS bounds an answer's argument characters, but 2-character pieces
+    held apart cost about 70 bytes each (290 MiB at the bound): ArgsScan joins them every JOIN_EVERY pieces, in the
+    same list (responses_stream._Open.parts is it), its verdict unchanged."""
+    from aigrid.gateway.chat_events import JOIN_EVERY
+
+    scan = ArgsScan()
+    held = scan.parts
+    pieces = ['{"a": "', *(f"{i % 100:02d}" for i in range(5 * JOIN_EVERY)), '"}']
+    for p in pieces:
+        scan.feed(p)
+        assert len(scan.parts) <= 5 + JOIN_EVERY
+    assert scan.parts is held and "".join(held) == "".join(pieces) and scan.whole
