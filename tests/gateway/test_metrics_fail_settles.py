@@ -8,23 +8,30 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from starlette.routing import WebSocketRoute
+from starlette.types import Message
 
 from aigrid.engines.protocol import EngineStats
 from aigrid.errors import QuotaUnavailable
-from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.observe import MetricsWrites
+from aigrid.gateway.responses_socket import ResponsesSocket
+from aigrid.security.keys import KeyRing
 from aigrid.spec.models import QuotaSpec
-from tests.gateway.conftest import audit_rows
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gateway, the_one_record
 
+SECRET = "test-secret-0123456789abcdef"
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
 
 BROKEN = ("genai_duration", "genai_ttft", "genai_tokens", "genai_tpot", "tpot", "ttft", "ttft_ratio", "requests",
@@ -227,3 +234,113 @@ async def _until(check: Any, timeout: float = 30.0) -> bool:
             return True
         await asyncio.sleep(0.01)
     return check()
+
+
+@pytest.mark.parametrize(("path", "body", "code"), [
+    ("/v1/responses", b"{not json", "invalid_json"),  # create: the body read (responses_api.create)
+    ("/v1/responses/compact", b"{not json", "invalid_json"),  # compact: the body read
+    ("/v1/responses", orjson.dumps({"model": "smollm2-135m", "input": "hi", "conversation": "conv_1",
+                                    "context_management": [{"type": "compaction"}]}), "not_found"),  # its _prepare's
+    ("/v1/responses", orjson.dumps({"model": "no-such-model", "input": "hi", "background": True}), "model_not_found"),
+], ids=["create", "compact", "auto_compaction", "background"])
+async def test_a_failing_rejected_count_leaves_a_responses_refusal_its_own_status(
+        broken: Gateway, caplog: pytest.LogCaptureFixture, path: str, body: bytes, code: str) -> None:
+    """The Responses door's refusals (create's and compact's body, automatic compaction's checks, a background
+    create's) counted aigrid_requests_rejected_total bare before raising: on a full disk the client's 4xx was a 500
+    internal_error until the thirtieth session (X4). Now they go through routes.count_rejected."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        r = await c.post(path, content=body, headers={**TENANT, "content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and r.json()["error"]["code"] == code, r.text
+    assert (await the_one_record(broken))["outcome"] == f"error:{code}"
+    assert broken.proxy.written.failed >= 1
+    assert [m for m in (r.getMessage() for r in caplog.records) if "were not written" in m]
+
+
+async def test_a_failing_rejected_count_still_refuses_a_socket_with_its_own_error(broken: Gateway) -> None:
+    """A refused WebSocket handshake (here a page of another origin: 403) counted its refusal bare: raised, the
+    socket got no denial (the server's 500) and no audit record was written. Now: its 403, and its record."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await build_app(broken)(_socket_scope((b"origin", b"http://evil.example")), receive, send)
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 403, sent
+    assert (await the_one_record(broken))["outcome"] == "error:cross_origin_websocket"
+    assert broken.proxy.written.failed >= 1
+
+
+async def test_a_socket_whose_gauge_cannot_be_written_is_served_and_audited(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aigrid_responses_sockets (inc at the accept, dec at the close) was written bare: raised at the accept, the
+    socket was never answered; raised at the close, the tenant's open count stayed up and close_exchange (its audit
+    record) was skipped. Now the socket is accepted, closed, counted back and audited."""
+    monkeypatch.setattr(broken.metrics, "responses_sockets", FullDisk())
+    messages: Iterator[Message] = iter([{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages, {"type": "websocket.disconnect", "code": 1000})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = build_app(broken)
+    sockets = next(r.endpoint for r in app.routes if isinstance(r, WebSocketRoute))
+    assert isinstance(sockets, ResponsesSocket)
+    await app(_socket_scope(), receive, send)
+    assert sent and sent[0]["type"] == "websocket.accept", sent
+    assert (await the_one_record(broken))["outcome"] == "ok"  # its close audited
+    assert (sockets.sockets, sockets.open, sockets.keyed) == (0, {}, {})  # counted back
+    assert broken.proxy.written.failed == FullDisk.writes >= 2  # the inc and the dec (and the close's), logged
+
+
+async def test_a_failing_metrics_write_leaves_an_operator_refusal_its_own_status(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused operator check (/metrics with security.metrics: operator; /healthz's details) while the audit log
+    takes no records counts audit_lost: written bare, the 401 or 403 was a 500 until the thirtieth session (X4)."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    tenant = ring.issue("eu-bank").api_key
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    spec = spec.model_copy(update={"security": spec.security.model_copy(update={"metrics": "operator"})})
+    gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
+    monkeypatch.setattr(gw.metrics, "audit_lost", FullDisk())
+    monkeypatch.setattr(gw.guard, "audit_accepting", lambda: False)  # the audit log full or stopped
+    FullDisk.writes = 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        keyless = await c.get("/metrics")
+        a_tenant = await c.get("/metrics", headers={"authorization": f"Bearer {tenant}"})
+    assert (keyless.status_code, keyless.json()["error"]["code"]) == (401, "missing_api_key"), keyless.text
+    assert (a_tenant.status_code, a_tenant.json()["error"]["code"]) == (403, "operator_only"), a_tenant.text
+    assert gw.proxy.written.failed == FullDisk.writes == 2  # audit_lost's, each logged
+
+
+async def test_a_scrape_of_metrics_answers_when_its_gauges_cannot_be_written(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /metrics sets the in-flight and audit backlog gauges before the exposition: raised on a full disk, the
+    scrape itself failed (a 500), so nothing of the grid could be read while the disk was full. Now it answers."""
+
+    def full(*_: Any) -> None:
+        FullDisk().inc()
+
+    monkeypatch.setattr(broken.metrics, "set_inflight", full)
+    monkeypatch.setattr(broken.metrics, "set_audit_backlog", full)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200 and "aigrid_" in r.text, r.text[:300]
+    assert broken.proxy.written.failed == FullDisk.writes == 2
+
+
+def _socket_scope(*extra: tuple[bytes, bytes]) -> dict[str, Any]:
+    """The ASGI scope of a WebSocket handshake to /v1/responses by the tenant `metered` (a server that can deny it
+    with an HTTP answer), with `extra` headers."""
+    return {"type": "websocket", "path": "/v1/responses", "raw_path": b"/v1/responses", "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1"), *extra, *((k.encode(), v.encode()) for k, v in TENANT.items())],
+            "scheme": "ws", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "subprotocols": [],
+            "asgi": {"version": "3.0"}, "extensions": {"websocket.http.response": {}}}

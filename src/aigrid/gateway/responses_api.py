@@ -124,6 +124,7 @@ from aigrid.gateway.routes import (
     audited_route,
     authenticate,
     close_exchange,
+    count_rejected,
     first_turn_tokens,
     json_response,
     own_exchange,
@@ -230,7 +231,7 @@ class ResponsesApi:
             ex.principal = caller = self._principal(headers)
             raw = await self.pipeline.read_json(request)
         except ApiError as e:
-            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(self.gw, ex.route, e.code or "error")
             raise
         if raw.get("background") is True:
             if ex.hangup is not None:
@@ -348,7 +349,7 @@ class ResponsesApi:
             ex.principal = caller = self._principal(headers)  # who asks first, as create
             raw = await self.pipeline.read_json(request)
         except ApiError as e:
-            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(self.gw, ex.route, e.code or "error")
             raise
 
         async def read() -> dict[str, Any]:
@@ -426,7 +427,7 @@ class ResponsesApi:
                 return turn
         except ApiError as e:
             _own_error(e, turn)
-            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(self.gw, f"POST {RESPONSES_PATH}", e.code or "error")
             raise
         item, spent = await self._compaction_pass(turn, headers, caller, rid, arrived)
         answer = _Turn()
@@ -503,7 +504,7 @@ class ResponsesApi:
                                  jurisdictions=asked.allowed_jurisdictions)
         except ApiError as e:
             _own_error(e, turn)
-            gw.metrics.rejected.labels(e.code or "error").inc()
+            count_rejected(gw, ex.route, e.code or "error")
             raise
         rid, created, tenant = new_id("resp"), int(time.time()), turn.principal.tenant
         ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
@@ -744,7 +745,8 @@ class ResponsesApi:
                     "process died): failed; audited here, its quota left charged at its reservation (settled by its "
                     "owner, in a second record, if it comes back)", rid,
                     tenant, found.owner, self.gw.background.lease_s)
-        self.gw.metrics.background_abandoned.inc()
+        # a write that fails is logged: raised here, it skipped the failed response's audit and settlement
+        self.gw.proxy.written(rid, self.gw.metrics.background_abandoned.inc)
         await self._close_abandoned(failed)
         try:
             store = await self.book.events_find(tenant, rid)

@@ -84,7 +84,14 @@ from aigrid.gateway.responses_steer import (
     successor_size,
     unsupported,
 )
-from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
+from aigrid.gateway.routes import (
+    H_TENANT,
+    SOCKET,
+    close_exchange,
+    count_rejected,
+    json_object,
+    one_credential,
+)
 from aigrid.gateway.stopping import CUT, SEND_BOUND_S, STOP_NOTICE, Lingering, StopNotice
 from aigrid.spec.models import GridSpec
 
@@ -160,7 +167,7 @@ class ResponsesSocket:
                 self._bound(principal.tenant, key)
             except ApiError as e:
                 ex.error = e
-                self.gw.metrics.rejected.labels(e.code or "error").inc()
+                count_rejected(self.gw, ROUTE, e.code or "error")  # a write that fails: logged, the refusal its own
                 await _deny(ws, e, ex.request_id)
                 return
             tenant = principal.tenant
@@ -168,7 +175,8 @@ class ResponsesSocket:
             if key is not None:
                 self.keyed[key] = self.keyed.get(key, 0) + 1
             self.sockets += 1
-            self.gw.metrics.responses_sockets.inc()
+            # guarded as the socket's close: raised, the count and the record of a socket never served were skipped
+            self.gw.proxy.written(ROUTE, self.gw.metrics.responses_sockets.inc)
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
                                self.gw.spec.gateway.max_body_bytes, self.pool, lambda: self.gw.stopping,
@@ -181,7 +189,7 @@ class ResponsesSocket:
         finally:
             if tenant is not None:
                 self.sockets -= 1
-                self.gw.metrics.responses_sockets.dec()
+                self.gw.proxy.written(ROUTE, self.gw.metrics.responses_sockets.dec)  # raised: no audit record
                 self.open[tenant] -= 1
                 if not self.open[tenant]:
                     del self.open[tenant]

@@ -899,7 +899,8 @@ class Routes:
         `authorization`: a caller refused before it was authenticated (two credentials), looked up for the record."""
         if not self.gw.guard.audit_accepting():  # /healthz answers whatever the audit log does
             log.error("refused operator check on %s not audited: the audit log cannot take records now", route)
-            self.gw.metrics.audit_lost.inc()
+            # a write that fails is logged: raised here, the refusal (a 401 or 403) answered a 500
+            self.gw.proxy.written(route, self.gw.metrics.audit_lost.inc)
             return
         ex = Exchange(route, time.time())
         ex.error = error
@@ -919,9 +920,11 @@ class Routes:
         if self.gw.spec.security.metrics == "operator":  # a refusal audited, a scrape not (one every few seconds)
             await self._operator_only(request, "GET /metrics", "this grid's /metrics is read by operators",
                                       keyless_audited=True)
-        self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
-                                     self.gw.store.inflight)
-        self.gw.metrics.set_audit_backlog(self.gw.guard.audit)  # drained since the last request, perhaps
+        # a write that fails (a full disk) is logged, and the scrape answers with the series as last written
+        gw, written = self.gw, self.gw.proxy.written
+        endpoints = [(e.site_id, e.id) for e in gw.store.snapshot().endpoints]
+        written("GET /metrics", lambda: gw.metrics.set_inflight(endpoints, gw.store.inflight))
+        written("GET /metrics", lambda: gw.metrics.set_audit_backlog(gw.guard.audit))  # drained since the last request
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
