@@ -255,3 +255,18 @@ def test_spec_check_of_a_fifo_reads_it_once_and_says_its_info_lines(tmp_path: Pa
     writer.join(timeout=30)
     assert r.exit_code == 0, r.output
     assert f"info endpoints.0 ({spec['endpoints'][0]['id']}): url 'http://10.0.0.5:8000/v1'" in r.output, r.output
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://ops:p@ss@proxy:3128/v1", "http://ops:***@proxy:3128/v1"),
+    ("http://u:a@b@c@10.0.0.7:8000", "http://u:***@10.0.0.7:8000"),
+    ("http://ops:s3cret@gpu-7:8000/v1?x=a@b", "http://ops:***@gpu-7:8000/v1?x=a@b"),
+    ("http://ops@gpu-7:8000", "http://ops@gpu-7:8000"),
+    ("http://gpu-7:8000/a@b", "http://gpu-7:8000/a@b"),
+])
+def test_a_password_holding_an_at_sign_is_masked_whole(url: str, shown: str) -> None:
+    """httpx reads the userinfo up to the authority's last `@` (`u:p@ss@host` sends the password `p@ss`): the mask
+    covers all of it, not just what comes before the first `@` (it printed `http://ops:***@ss@proxy:3128/v1`)."""
+    from aigrid.spec.models import url_without_password
+
+    assert url_without_password(url) == shown

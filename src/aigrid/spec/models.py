@@ -121,10 +121,12 @@ def engine_base_url(url: str | None) -> str | None:
 def url_without_password(url: str) -> str:
     """The URL as an error may quote it: a password in it (a proxy's user:password@) replaced by ***."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@") if "@" in rest.split("/", 1)[0] else ("", "", rest)
+    authority = rest.split("/", 1)[0]
+    # up to the authority's last `@`, as httpx reads it: `http://u:p@ss@host` sends the password `p@ss`
+    userinfo, at, host = authority.rpartition("@")
     if not at or ":" not in userinfo:
         return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}{rest[len(authority):]}"
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
