@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import build_app
-from aigrid.gateway.chat_events import ChatEvent, StreamError, ToolArgs, ToolStart, arguments_whole
+from aigrid.gateway.chat_events import ArgsScan, ChatEvent, StreamError, ToolArgs, ToolStart
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from tests.agents.scripted_engine import USAGE, ScriptedEngine
@@ -258,7 +258,10 @@ def test_the_responses_door_parses_a_calls_arguments_once_not_at_each_closing_br
     (["x{}"], False), (["{]"], False), (["{", "}}"], False), (['{"a" 1}'], False), ([], False), ([""], False),
 ])
 def test_the_scan_says_whole_as_a_parse_of_the_pieces_joined_does(pieces: list[str], whole: bool) -> None:
-    assert arguments_whole(pieces) is whole
+    scan = ArgsScan()
+    for piece in pieces:
+        scan.feed(piece)
+    assert scan.whole is whole
     try:
         parsed = isinstance(orjson.loads("".join(pieces)), dict)
     except orjson.JSONDecodeError:

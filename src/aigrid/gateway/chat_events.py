@@ -105,15 +105,6 @@ def loop_stop_of(obj: dict[str, Any]) -> str | None:
     return stop if isinstance(stop, str) else None
 
 
-def arguments_whole(parts: list[str]) -> bool:
-    """Whether a streamed tool call's argument pieces are a whole JSON object, read at once (ArgsScan reads them
-    piece by piece, as the doors that stream them do)."""
-    scan = ArgsScan()
-    for piece in parts:
-        scan.feed(piece)
-    return scan.whole
-
-
 _STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 """A string's characters up to its end ('"') or a backslash that ends the piece (each escape with its character)."""
 _STRUCTURE = re.compile(r'[{}\[\]"]')
