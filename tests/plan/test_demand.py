@@ -31,9 +31,9 @@ def test_examples_load(name: str) -> None:
 
 
 @pytest.mark.parametrize(("edit", "field"), [
-    (lambda r: r["tenants"][1].update(share=0), "tenants.1.share"),
-    (lambda r: r["tenants"][0].update(model="nope"), "tenants.0.model"),
-    (lambda r: r["tenants"][0].update(continents=["XX"]), "tenants.0"),
+    (lambda r: r["tenants"][1].update(share=0), "tenants[1].share"),
+    (lambda r: r["tenants"][0].update(model="nope"), "tenants[0].model"),
+    (lambda r: r["tenants"][0].update(continents=["XX"]), "tenants[0]"),
     (lambda r: r["traffic"].update(peak_rps=-1), "traffic.peak_rps"),
     (lambda r: r["supply"]["hardware"].update(b200={}), "supply"),
     (lambda r: r["supply"]["candidates"].update(top=5), "supply.candidates"),
@@ -42,8 +42,8 @@ def test_examples_load(name: str) -> None:
     # each validated, then was a traceback from `aigrid plan` (OverflowError, ZeroDivisionError, numpy's seed
     # error, pydantic's from the scenario the planner built) or NaN through the traffic model
     (lambda r: r.update(seed=-1), "seed: Input should be greater than or equal to 0"),
-    (lambda r: r["models"][0].update(params_b=1e300), "models.0.params_b: Input should be less than or equal to"),
-    (lambda r: [t.update(share=1e308) for t in r["tenants"]], "tenants.0.share: Input should be less than or equal"),
+    (lambda r: r["models"][0].update(params_b=1e300), "models[0].params_b: Input should be less than or equal to"),
+    (lambda r: [t.update(share=1e308) for t in r["tenants"]], "tenants[0].share: Input should be less than or equal"),
     (lambda r: r["traffic"].update(by_place={"EU": 1e308}), "traffic: by_place: factors must be from 0 to 1000"),
     (lambda r: r["supply"]["hardware"]["h100"].update(usd_per_hour=1e308), "supply.hardware.h100.usd_per_hour"),
     (lambda r: r["traffic"].update(peak_rps=1e12), "traffic.peak_rps: 1e+12 rps with its growth and by_place "
@@ -53,10 +53,10 @@ def test_examples_load(name: str) -> None:
     (lambda r: r["supply"]["candidates"].update(cities=["Paris"] * 2_001),
      "supply.candidates.cities: List should have at most 2000 items"),
     (lambda r: r["tenants"][0].update(continents=None, cities=[{"lat": 0, "lon": 0}] * 2_001),
-     "tenants.0.cities: List should have at most 2000 items"),
+     "tenants[0].cities: List should have at most 2000 items"),
     # each validated, then `aigrid plan` was a traceback (OverflowError: numpy's 64-bit tables)
     (lambda r: r["supply"].update(max_gpus_per_site=10**30), "supply.max_gpus_per_site: Input should be less than"),
-    (lambda r: r["tenants"][0].update(max_prompt_tokens=10**30), "tenants.0.max_prompt_tokens: Input should be less"),
+    (lambda r: r["tenants"][0].update(max_prompt_tokens=10**30), "tenants[0].max_prompt_tokens: Input should be less"),
     # a model given twice: the last replaced the first (its size), silently
     (lambda r: r["models"].append(dict(r["models"][0], params_b=70)), "models: 'llama-3.1-8b' given more than once"),
     # a typo names the field it is nearly
@@ -117,11 +117,11 @@ def test_bad_city_lists_name_the_entry() -> None:
     with pytest.raises(DemandError) as e:
         parse_demand(r, "d.yaml")
     text = "\n".join(e.value.problems)
-    assert "tenants.0.cities.1: 'Springfield' is ambiguous" in text and "Springfield, MO, US" in text
-    assert "tenants.1.cities.0: no city named 'Gotham'" in text
+    assert "tenants[0].cities[1]: 'Springfield' is ambiguous" in text and "Springfield, MO, US" in text
+    assert "tenants[1].cities[0]: no city named 'Gotham'" in text
     r = raw("cities")
     r["tenants"][0]["continents"] = ["AS"]
-    with pytest.raises(DemandError, match="tenants.0: give cities, or continents and countries, not both"):
+    with pytest.raises(DemandError, match=r"tenants\[0\]: give cities, or continents and countries, not both"):
         parse_demand(r, "d.yaml")
 
 

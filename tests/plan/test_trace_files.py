@@ -62,4 +62,4 @@ def test_a_broken_trace_file_is_refused_under_the_field(tmp_path: Path, body: st
     (tmp_path / "m.jsonl").write_text(body)
     with pytest.raises(DemandError) as e:
         load_demand(demand(tmp_path, "m.jsonl"))
-    assert any(p.startswith("tenants.0.trace:") and named in p for p in e.value.problems), e.value.problems
+    assert any(p.startswith("tenants[0].trace:") and named in p for p in e.value.problems), e.value.problems

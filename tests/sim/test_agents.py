@@ -127,16 +127,16 @@ def test_the_example_replays_identical_sessions_for_its_twins() -> None:
 
 
 @pytest.mark.parametrize(("agent_spec", "field", "words"), [
-    ({"steps": 0}, "tenants.0.agent.steps", "greater than or equal to 1"),
-    ({"steps": 2, "loop": "edge"}, "tenants.0.agent.loop", "'client' or 'site'"),
-    ({"steps": 2, "tool_ms": -5}, "tenants.0.agent.tool_ms", "greater than or equal to 0"),
-    ({"steps": 2, "stepz": 3}, "tenants.0.agent.stepz", "Extra inputs"),
-    ({"loop": "site"}, "tenants.0.agent.steps", "Field required"),
-    ({"steps": 2, "output_tokens": 0}, "tenants.0.agent.output_tokens", "greater than 0"),
+    ({"steps": 0}, "tenants[0].agent.steps", "greater than or equal to 1"),
+    ({"steps": 2, "loop": "edge"}, "tenants[0].agent.loop", "'client' or 'site'"),
+    ({"steps": 2, "tool_ms": -5}, "tenants[0].agent.tool_ms", "greater than or equal to 0"),
+    ({"steps": 2, "stepz": 3}, "tenants[0].agent.stepz", "Extra inputs"),
+    ({"loop": "site"}, "tenants[0].agent.steps", "Field required"),
+    ({"steps": 2, "output_tokens": 0}, "tenants[0].agent.output_tokens", "greater than 0"),
     # validated, then `aigrid sim` was a traceback (OverflowError: the workload's arrays hold 32-bit counts)
-    ({"steps": 2, "output_tokens": 10**30}, "tenants.0.agent.output_tokens", "less than or equal to 2147483647"),
+    ({"steps": 2, "output_tokens": 10**30}, "tenants[0].agent.output_tokens", "less than or equal to 2147483647"),
     # a typo names the field it is nearly
-    ({"steps": 2, "stepz": 3}, "tenants.0.agent.stepz", "(did you mean steps?)"),
+    ({"steps": 2, "stepz": 3}, "tenants[0].agent.stepz", "(did you mean steps?)"),
 ])
 def test_a_bad_agent_spec_names_its_field(tmp_path: Path, agent_spec: dict[str, Any], field: str,
                                           words: str) -> None:
@@ -160,7 +160,7 @@ def test_an_agent_output_no_engine_can_hold_is_refused_naming_the_field(tmp_path
            "tenants": [{"name": "a", "share": 1, "model": "m8", "agent": {"steps": 2, "output_tokens": 100_000_000}}]}
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ScenarioError, match=r"tenants\.0\.agent\.output_tokens: 100,000,000 tokens cannot fit the "
+    with pytest.raises(ScenarioError, match=r"tenants\[0\]\.agent\.output_tokens: 100,000,000 tokens cannot fit the "
                                             r"KV cache of any engine \(the largest holds [0-9,]+ tokens"):
         run_scenario(path, tmp_path / "out", plots=False, quiet=True, workers=1)
     raw["tenants"][0]["agent"]["output_tokens"] = 64  # within it: runs

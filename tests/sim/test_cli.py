@@ -32,7 +32,7 @@ def test_a_fault_on_an_unknown_site_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMALL.read_text().replace("sites: [eu-west]", "sites: [eu-wset]"))
     code, out = _sim(str(bad), "--out", str(tmp_path / "out"))
-    assert code == 2 and "faults.0" in out and "eu-wset" in out and "eu-west" in out
+    assert code == 2 and "faults[0]" in out and "eu-wset" in out and "eu-west" in out
 
 
 def test_a_tenant_jurisdiction_no_site_is_in_is_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -175,14 +176,14 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
     # `aigrid sim`, NaN results, or a run without end
     ("requests: 1500", "requests: 1000000000", "requests: Input should be less than or equal to 10000000", 0),
     ("requests: 1500", "requests: 1500\nsweep: [1e9]", "about 1,500,000,000,000 model calls, more than the 10,000,000", 0),
-    ("faults:\n", "faults:\n  - {kind: spike, at_s: 0, factor: 1e9}\n", "faults.0.factor", 0),
+    ("faults:\n", "faults:\n  - {kind: spike, at_s: 0, factor: 1e9}\n", "faults[0].factor", 0),
     ("faults:\n", "faults:\n  - {kind: spike, at_s: 0, factor: 1000}\n", "about 20,000,000 model calls", 20000),
-    ("requests: 1500", "requests: 1500\nsweep: [0.5, -1]", "sweep.1: Input should be greater than 0", 0),
+    ("requests: 1500", "requests: 1500\nsweep: [0.5, -1]", "sweep[1]: Input should be greater than 0", 0),
     ("trace: conv, model", "trace: conv, agent: {steps: 1000}, model", "about 10,515,000 model calls", 15000),
     ("duration_s: 120", "duration_s: 1e300", "duration_s: Input should be less than or equal to 172800", 0),
     ("seed: 7", "seed: -1", "seed: Input should be greater than or equal to 0", 0),
-    ("share: 0.7", "share: 1e308", "tenants.0.share: Input should be less than or equal to 1000000000", 0),
-    ("params_b: 8.03", "params_b: 1e300", "models.0.params_b: Input should be less than or equal to 100000", 0),
+    ("share: 0.7", "share: 1e308", "tenants[0].share: Input should be less than or equal to 1000000000", 0),
+    ("params_b: 8.03", "params_b: 1e300", "models[0].params_b: Input should be less than or equal to 100000", 0),
     ("sites:\n", "generate_sites: {count: 3, models: [llama-3.1-8b], replicas: 1000000000}\nsites:\n",
      "generate_sites.replicas: Input should be less than or equal to 10000", 0),
     ("telemetry_interval_s: 1.0", "telemetry_interval_s: 1e-300", "gateway.telemetry_interval_s", 0),
@@ -190,7 +191,7 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
     ("policies:", "network: {route_factor: 1e300}\npolicies:", "network.route_factor", 0),
     ("trace: conv, model", "trace: conv, agent: {steps: 2, tool_ms: 1e300}, model", "agent.tool_ms", 0),
     ("trace: conv, model", "trace: conv, max_prompt_tokens: 1000000000000000000000000000000, model",
-     "tenants.0.max_prompt_tokens: Input should be less than or equal to 2147483647", 0),
+     "tenants[0].max_prompt_tokens: Input should be less than or equal to 2147483647", 0),
     ("sites:\n", "generate_sites: {count: 20000, models: [llama-3.1-8b], replicas: 10000}\nsites:\n",
      "sites: 200,000,005 engines (replicas x models), more than the 100,000", 0),
     ("policies:", "site_sets:\n  big:\n    - {id: a, city: Paris, replicas: 10000, models: [" + ", ".join(
@@ -201,7 +202,7 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
     ("tenants:\n", "tenants:\n" + "".join(f"  - {{name: t{i}, share: 1, model: llama-3.1-8b}}\n" for i in range(1001)),
      "tenants: List should have at most 1000 items", 0),
     ("trace: conv, model", "cities: [" + ", ".join(["Paris"] * 2001) + "], trace: conv, model",
-     "tenants.0.cities: List should have at most 2000 items", 0),
+     "tenants[0].cities: List should have at most 2000 items", 0),
 ])
 def test_a_count_rate_or_duration_past_what_can_be_simulated_is_refused_by_field(tmp_path: Path, old: str, new: str,
                                                                                 named: str, requests: int) -> None:
@@ -211,7 +212,7 @@ def test_a_count_rate_or_duration_past_what_can_be_simulated_is_refused_by_field
     if requests:
         text = text.replace("requests: 1500", f"requests: {requests}")
     path.write_text(text.replace(old, new, 1))
-    with pytest.raises(ScenarioError, match=named.replace("(", r"\(").replace(")", r"\)")) as err:
+    with pytest.raises(ScenarioError, match=re.escape(named)) as err:
         load_scenario(path)
     assert str(path) in str(err.value)
 

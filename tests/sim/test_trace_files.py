@@ -66,9 +66,9 @@ def test_a_broken_trace_file_is_refused_under_the_field(tmp_path: Path, body: st
     (tmp_path / "traces" / "burst.csv").write_text(body)
     with pytest.raises(ScenarioError) as e:
         load_scenario(scenario(tmp_path))
-    assert "tenants.0.trace" in str(e.value) and "burst.csv" in str(e.value) and named in str(e.value), e.value
+    assert "tenants[0].trace" in str(e.value) and "burst.csv" in str(e.value) and named in str(e.value), e.value
 
 
 def test_an_unknown_name_is_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ScenarioError, match=r"tenants\.0\.trace: .*convo: cannot read"):
+    with pytest.raises(ScenarioError, match=r"tenants\[0\]\.trace: .*convo: cannot read"):
         load_scenario(scenario(tmp_path, "convo"))

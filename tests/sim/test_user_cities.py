@@ -64,22 +64,22 @@ def test_bad_entries_are_named_with_their_candidates(tmp_path: Path) -> None:
     problems = bad(tmp_path, ["Tokyo", "Valencia", "Atlantys", {"lat": 0.0, "lon": -30.0},
                               {"city": "Paris", "lat": 1.0}, "Paris, XX", {"city": "Osaka", "weight": 0}])
     text = "\n".join(problems)
-    assert "tenants.0.cities.0" not in text
-    amb = next(p for p in problems if p.startswith("tenants.0.cities.1: 'Valencia' is ambiguous"))
+    assert "tenants[0].cities[0]" not in text
+    amb = next(p for p in problems if p.startswith("tenants[0].cities[1]: 'Valencia' is ambiguous"))
     assert "Valencia, 60, ES (824,340 people)" in amb and "Valencia, 07, VE" in amb and "lat and lon" in amb
-    assert "tenants.0.cities.2: no city named 'Atlantys' in GeoNames (close: Atlantis" in text
-    assert "tenants.0.cities.3: no GeoNames city within 50 km of (0.0, -30.0)" in text
-    assert "tenants.0.cities.4: give a city name, or lat and lon" in text
-    assert "tenants.0.cities.5: no city 'Paris, XX' in GeoNames; cities named 'Paris': Paris, 11, FR" in text
-    assert any(p.startswith("tenants.0.cities.6.weight") for p in problems)
+    assert "tenants[0].cities[2]: no city named 'Atlantys' in GeoNames (close: Atlantis" in text
+    assert "tenants[0].cities[3]: no GeoNames city within 50 km of (0.0, -30.0)" in text
+    assert "tenants[0].cities[4]: give a city name, or lat and lon" in text
+    assert "tenants[0].cities[5]: no city 'Paris, XX' in GeoNames; cities named 'Paris': Paris, 11, FR" in text
+    assert any(p.startswith("tenants[0].cities[6].weight") for p in problems)
     assert "Traceback" not in text
 
 
 def test_a_city_twice_or_beside_countries_is_refused(tmp_path: Path) -> None:
     assert bad(tmp_path, ["Paris", "Paris, FR"]) == [
-        "tenants.0: cities.0 and cities.1 are both Paris, 11, FR"]
+        "tenants[0]: cities[0] and cities[1] are both Paris, 11, FR"]
     assert bad(tmp_path, ["Paris"], countries=["FR"]) == [
-        "tenants.0: give cities, or continents and countries, not both"]
+        "tenants[0]: give cities, or continents and countries, not both"]
 
 
 def test_users_land_only_in_the_listed_cities_in_proportion_to_weights() -> None:

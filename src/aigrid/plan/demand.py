@@ -1,7 +1,7 @@
 """The demand file of `aigrid plan`: who the users are, what they send, the SLO, and the supply to choose from.
 
 A bad file raises DemandError (a SpecError) whose problems each name the field, e.g.
-`tenants.2.share: Input should be greater than 0`. See examples/plan/*.yaml and docs/planning.md.
+`tenants[2].share: Input should be greater than 0`. See examples/plan/*.yaml and docs/planning.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twice, trace_source
 from aigrid.sim.user_cities import UserCity, user_places
-from aigrid.spec.load import read_yaml, unknown_key_hint
+from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import MAX_TOKENS
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
@@ -231,7 +231,7 @@ class Demand(Strict):
         problems = []
         for i, t in enumerate(self.tenants):
             if t.model not in models:
-                problems.append(f"tenants.{i}.model: unknown model {t.model!r} (models: {sorted(models)})")
+                problems.append(f"tenants[{i}].model: unknown model {t.model!r} (models: {sorted(models)})")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             problems.append(f"tenants: duplicate names in {names}")
@@ -284,12 +284,8 @@ def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None
     except ValidationError as e:
         lines = []
         for k, err in enumerate(e.errors()):
-            field = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden" and k < MAX_LISTED:  # hints for the errors listed only
-                msg += unknown_key_hint(Demand, tuple(err["loc"]))
-            if field:
-                lines.append(f"{field}: {msg}")
+            if err["loc"]:  # the path as a grid spec's and a scenario's errors write it (`tenants[0].share`)
+                lines.append(describe(err, Demand if k < MAX_LISTED else None))  # hints for the errors listed only
             else:  # checks across fields already name theirs, "; "-separated
-                lines += msg.split("; ")
+                lines += err["msg"].removeprefix("Value error, ").split("; ")
         raise DemandError(source, lines) from None

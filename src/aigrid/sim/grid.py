@@ -120,15 +120,15 @@ def check_references(scenario: Scenario, grids: list[Grid]) -> None:
     for i, f in enumerate(scenario.faults):
         unknown = [s for s in f.sites or () if s not in ids]
         if unknown:
-            raise ScenarioProblem(f"faults.{i}.sites: no site {', '.join(map(repr, unknown))} (sites: {', '.join(ids)})")
+            raise ScenarioProblem(f"faults[{i}].sites: no site {', '.join(map(repr, unknown))} (sites: {', '.join(ids)})")
     for i, t in enumerate(scenario.tenants):
         if t.jurisdictions and not set(t.jurisdictions) & set(jurisdictions):
-            raise ScenarioProblem(f"tenants.{i}.jurisdictions: no site of tenant {t.name!r} is in "
+            raise ScenarioProblem(f"tenants[{i}].jurisdictions: no site of tenant {t.name!r} is in "
                                   f"{', '.join(t.jurisdictions)} (the sites' jurisdictions: {', '.join(jurisdictions)})")
     kv = max((p.kv_capacity_tokens for g in grids for p in g.perf), default=None)
     for i, t in enumerate(scenario.tenants):
         out = t.agent.output_tokens if t.agent is not None else None
         if kv is not None and out is not None and out > kv:  # 100,000,000 ran for minutes, answering nothing real
-            raise ScenarioProblem(f"tenants.{i}.agent.output_tokens: {out:,} tokens cannot fit the KV cache of any "
+            raise ScenarioProblem(f"tenants[{i}].agent.output_tokens: {out:,} tokens cannot fit the KV cache of any "
                                   f"engine (the largest holds {kv:,} tokens, from its hardware's memory and its "
                                   "model's size and kv_bytes_per_token)")

@@ -10,7 +10,7 @@ with an optional `weight`, its users relative to the other entries' (default: th
 candidates listed in a form that can be pasted back, unless the most populous of them has at least
 DOMINANCE times the people of the next (`Paris` is Paris, France; `Valencia` and `Springfield` are not
 decided). An unknown name, an ambiguous one or a point far from any city raises ValueError, which the
-scenario and demand loaders report under the entry's field (`tenants.0.cities.2: ...`).
+scenario and demand loaders report under the entry's field (`tenants[0].cities[2]: ...`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def user_places(entries: Sequence[UserCity], cities: Cities) -> tuple[np.ndarray
     seen: dict[int, int] = {}
     for k, i in enumerate(idx):
         if i in seen:
-            raise ValueError(f"cities.{seen[i]} and cities.{k} are both {label(i, cities)}")
+            raise ValueError(f"cities[{seen[i]}] and cities[{k}] are both {label(i, cities)}")
         seen[i] = k
     weight = [e.weight if e.weight is not None else float(cities.population[i]) for e, i in zip(entries, idx,
                                                                                                  strict=True)]

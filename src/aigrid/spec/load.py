@@ -225,28 +225,27 @@ def gateway_location(spec: GridSpec) -> GeoPoint | None:
     return None if spec.gateway.location is None else parse_point(spec.gateway.location, cities(spec))
 
 
-def field_path(loc: tuple[object, ...], indexed: bool = True) -> str:
-    """A field's path as a grid spec's errors write it, a list's item by its index in brackets
-    (`endpoints[0].model`, `sites.fra.documents[1].path`, the cross-checks' and the gateway's start checks' form);
-    `indexed=False` the dotted form of the scenario's and the demand's errors (`tenants.0.share`)."""
+def field_path(loc: tuple[object, ...]) -> str:
+    """A field's path as every file's errors write it, a list's item by its index in brackets
+    (`endpoints[0].model`, `sites.fra.documents[1].path`: a grid spec's, its cross-checks' and the gateway's start
+    checks'; `tenants[0].share`: a scenario's and a demand file's, which wrote `tenants.0.share` until Z item 5)."""
     out = ""
     for part in loc:
-        if indexed and isinstance(part, int) and not isinstance(part, bool) and out:
+        if isinstance(part, int) and not isinstance(part, bool) and out:
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
 
 
-def describe(err: object, model: type[BaseModel] | None = None, indexed: bool = False) -> str:
-    """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording);
-    `model`, the file's top-level model: a key it does not know names the nearest field (a typo); `indexed`, a
-    list's item as `endpoints[0]` (a grid spec's errors, field_path) rather than `tenants.0` (a scenario's)."""
+def describe(err: object, model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording, the path
+    by field_path); `model`, the file's top-level model: a key it does not know names the nearest field (a typo)."""
     d = dict(err)  # type: ignore[call-overload]
     path = tuple(d.get("loc", ()))
-    loc = field_path(path, indexed)
+    loc = field_path(path)
     if d.get("type") == "invalid_key" and path:  # a mapping's key YAML read as a number: no list's index
-        loc = f"{field_path(path[:-1], indexed)}.{path[-1]}" if path[:-1] else str(path[-1])
+        loc = f"{field_path(path[:-1])}.{path[-1]}" if path[:-1] else str(path[-1])
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
     given = d.get("input")
     if d.get("type") == "extra_forbidden" and model is not None:
@@ -262,7 +261,7 @@ def describe(err: object, model: type[BaseModel] | None = None, indexed: bool = 
     if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
         msg += did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
-        where = field_path(path[:-2], indexed)
+        where = field_path(path[:-2])
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
                 "is a boolean in YAML): quote it, e.g. 'no': for Norway")
     if isinstance(given, bool) and d.get("type") == "string_type":
@@ -308,7 +307,7 @@ def decimal_commas(raw: object, loc: tuple[object, ...] = ()) -> dict[tuple[obje
 def _lines(err: object, model: type[BaseModel] | None) -> list[str]:
     """The lines of one pydantic error: the spec's cross-checks each name their own field."""
     found = dict(err).get("ctx", {}).get("error")  # type: ignore[call-overload]
-    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, model, indexed=True)]
+    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, model)]
 
 
 def unknown_key_hint(model: type[BaseModel], loc: tuple[object, ...]) -> str:
