@@ -11,7 +11,7 @@ import pytest
 
 from aigrid.gateway import chat_events
 from tests.gateway import hostile_grid as T
-from tests.gateway.metered_gateway import inflight, the_one_record
+from tests.gateway.metered_gateway import balance, inflight, the_one_record
 from tests.gateway.test_hostile_translations import chunk, engine, grid
 
 
@@ -25,15 +25,17 @@ def _calls(n: int, arguments: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("door", ["messages", "responses"])
 async def test_an_engine_past_the_held_bound_ends_the_answer_with_the_doors_error(
         tmp_path, monkeypatch: pytest.MonkeyPatch, door: str, bound: str) -> None:
-    monkeypatch.setattr(chat_events, "MAX_TOOL_CALLS", 20, raising=False)  # small bounds: a small test
-    monkeypatch.setattr(chat_events, "MAX_TOOL_ARGS_CHARS", 2000, raising=False)
+    monkeypatch.setattr(chat_events, "MAX_TOOL_CALLS", 20)  # small bounds: a small test (a renamed one fails here)
+    monkeypatch.setattr(chat_events, "MAX_TOOL_ARGS_CHARS", 2000)
     events = _calls(21, '{"a": 1') if bound == "calls" else _calls(5, '{"a": "' + "x" * 500)
     async for g in grid(tmp_path, engine(events=[*events, chunk({}, "tool_calls")])):
         r = await g.post(door, True)
         assert r.status_code == 200 and T.ENDS[door] in r.content
         assert (b"more than 20 tool calls" if bound == "calls" else b"characters of tool-call arguments") in r.content
-        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert await balance(g.gw) == row["extra"]["charged_tokens"] > 0  # settled once, as its record says
 
 
 @pytest.mark.parametrize("door", ["messages", "responses"])
