@@ -344,3 +344,16 @@ def _socket_scope(*extra: tuple[bytes, bytes]) -> dict[str, Any]:
             "headers": [(b"host", b"127.0.0.1"), *extra, *((k.encode(), v.encode()) for k, v in TENANT.items())],
             "scheme": "ws", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "subprotocols": [],
             "asgi": {"version": "3.0"}, "extensions": {"websocket.http.response": {}}}
+
+
+async def test_a_charge_given_up_unreleased_is_counted_without_raising_on_a_full_disk(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Quotas._give_up (a failed charge whose release the store keeps refusing; in the charge's own except when
+    the retries are full) told aigrid_quota_unreleased_total bare: raised, the OSError took the place of the store's
+    error (the refusal a 500) until the thirtieth session (X4). Now it is counted through Proxy.written."""
+    caplog.set_level(logging.WARNING, "aigrid.gateway")
+    # its value's file (the counter's own, as wired at build time): as a multiprocess file that cannot grow raises
+    monkeypatch.setattr(broken.metrics.quota_unreleased, "_value", FullDisk())
+    broken.guard.quotas._give_up("op-1", "the store did not take its release")
+    assert broken.guard.quotas.unreleased == 1 and broken.proxy.written.failed == FullDisk.writes == 1
+    assert any("quota releases were not written" in r.getMessage() for r in caplog.records)

@@ -157,7 +157,6 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     contexts = {e.id: spec.models[e.model].context for e in spec.endpoints}
     guard = guard or Guard(spec)
-    guard.quotas.on_unreleased = metrics.quota_unreleased.inc  # failed charges given up unreleased
     guard.screen.on_waiting, guard.screen.on_wait = metrics.firewall_waiting.set, metrics.firewall_wait.observe
     salt = CacheSalt(guard.derived_key(SALT_PURPOSE), [e.id for e in spec.endpoints if e.engine in SALTED_KINDS]) \
         if spec.security.isolate_prefix_cache else None
@@ -166,6 +165,9 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
                   contexts=contexts, salt=salt,
                   stream_idle_s=spec.gateway.stream_idle_s, stream_max_s=spec.gateway.stream_max_s)
+    # failed charges given up unreleased, counted through the proxy's guarded writes: raised, a write that fails (a
+    # full disk) took the place of the store's own error (the refusal a 500) or ended the releases' retry task
+    guard.quotas.on_unreleased = lambda: proxy.written("quota releases", metrics.quota_unreleased.inc)
     # aigrid_endpoint_circuit*, written through the proxy's guarded writes (a failure logged, rate-limited)
     store.on_circuit_open = metrics.count_circuits({e.id: e.site_id for e in endpoints}, proxy.written)
     return Gateway(
