@@ -31,7 +31,8 @@ async def test_an_engine_past_the_held_bound_ends_the_answer_with_the_doors_erro
     async for g in grid(tmp_path, engine(events=[*events, chunk({}, "tool_calls")])):
         r = await g.post(door, True)
         assert r.status_code == 200 and T.ENDS[door] in r.content
-        assert (b"more than 20 tool calls" if bound == "calls" else b"characters of tool-call arguments") in r.content
+        said = b"more than 20 tool calls" if bound == "calls" else b"more than 2,000 characters of tool-call arguments"
+        assert said in r.content
         row = await the_one_record(g.gw)
         assert row["outcome"] == "interrupted"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0

@@ -230,10 +230,10 @@ class _Calls:
         """A piece of call `index` counted against the answer's bounds (HeldTooMuch past them)."""
         if index not in self.started and index not in self.pending and \
                 len(self.started) + len(self.pending) >= MAX_TOOL_CALLS:
-            raise HeldTooMuch(f"more than {MAX_TOOL_CALLS} tool calls in one answer")
+            raise HeldTooMuch(f"more than {MAX_TOOL_CALLS:,} tool calls in one answer")
         self.chars += len(arguments)
         if self.chars > MAX_TOOL_ARGS_CHARS:
-            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS} characters of tool-call arguments in one answer")
+            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS:,} characters of tool-call arguments in one answer")
 
     def piece(self, index: int, call: dict[str, Any], fn: dict[str, Any], arguments: Any) -> Iterator[ChatEvent]:
         if index in self.started:
