@@ -27,6 +27,7 @@ from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.responses_socket import ResponsesSocket
 from aigrid.security.keys import KeyRing
 from aigrid.spec.models import QuotaSpec
+from aigrid.telemetry.shared import SharedView
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gateway, the_one_record
@@ -357,3 +358,34 @@ async def test_a_charge_given_up_unreleased_is_counted_without_raising_on_a_full
     broken.guard.quotas._give_up("op-1", "the store did not take its release")
     assert broken.guard.quotas.unreleased == 1 and broken.proxy.written.failed == FullDisk.writes == 1
     assert any("quota releases were not written" in r.getMessage() for r in caplog.records)
+
+
+class _OnePeer:
+    """A shared state whose other gateway holds one request at every endpoint."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+
+    async def exchange(self, report: Any) -> SharedView:
+        return SharedView(inflight={e: (1, 10, 0) for e in self.endpoints}, peers=1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_shared_state_exchange_is_applied_when_its_metrics_cannot_be_written(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared-state exchange's metrics (aigrid_shared_sync_seconds, the in-flight gauge) were written bare
+    before the view was applied (SharedSync.sync_once): on a full disk every exchange raised and the gateway routed
+    on the view it last had (its last_ok not moved, a failure never marked stale). Now the view is applied and the failed writes logged."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep,
+                       shared=_OnePeer([e.id for e in spec.endpoints]))
+    monkeypatch.setattr(gw.metrics, "shared_sync", FullDisk())
+    monkeypatch.setattr(gw.metrics, "set_inflight", lambda *_: FullDisk().inc())
+    FullDisk.writes = 0
+    assert gw.sync is not None
+    await gw.sync.sync_once()
+    assert gw.sync.last_ok is not None and gw.sync.stale_since is None
+    assert gw.store._live[spec.endpoints[0].id].remote is not None  # the peer's view applied
+    assert gw.proxy.written.failed == FullDisk.writes == 2

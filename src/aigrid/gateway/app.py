@@ -44,6 +44,7 @@ from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.image_urls import ImageUrls
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
@@ -180,7 +181,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served, contexts),
         rng=rng or random.Random(), clock=clock, guard=guard, location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
-        sync=_sync(spec, store, shared, gateway_id, metrics),
+        sync=_sync(spec, store, shared, gateway_id, metrics, proxy.written),
         tracing=tracing or build_tracing(spec.gateway.otel),
         right_sizer=RightSizer.from_spec(spec),
         images=ImageUrls(spec.security.image_urls),
@@ -188,7 +189,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
 
 
 def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gateway_id: str | None,
-          metrics: GatewayMetrics) -> SharedSync | None:
+          metrics: GatewayMetrics, written: MetricsWrites) -> SharedSync | None:
     url = spec.gateway.shared_state_url
     if shared is None and url is None:
         return None
@@ -200,11 +201,13 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
     endpoints = [(e.site, e.id) for e in spec.endpoints]
 
     def observe(seconds: float | None) -> None:
+        """Through `written`: raised (a full disk), it skipped the exchange's view (SharedSync.sync_once)."""
         if seconds is None:
-            metrics.shared_sync_failures.inc()
+            written("the shared state", metrics.shared_sync_failures.inc)
         else:
-            metrics.shared_sync.observe(seconds)
-        metrics.set_inflight(endpoints, store.inflight)  # kept current by every worker: /metrics sums them
+            written("the shared state", lambda: metrics.shared_sync.observe(seconds))
+        # kept current by every worker: /metrics sums them
+        written("the shared state", lambda: metrics.set_inflight(endpoints, store.inflight))
 
     return SharedSync(store, shared, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 
