@@ -17,8 +17,8 @@ import pytest
 
 from aigrid.gateway.app import Gateway
 from aigrid.spec.models import JwtSpec
+from tests.gateway.background_grid import Stalling
 from tests.gateway.conftest import serving, spec_in
-from tests.gateway.test_responses_background import Stalling
 
 SECRET = "followers-secret-0123456789abcdef"
 JWT_SECRET = "j" * 32

@@ -28,10 +28,7 @@ from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.gateway.stores import HubResponses, ResponseBook
 from aigrid.gateway.stores_redis import RedisStore
 from aigrid.spec.models import QuotaSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
-from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_response_store_redis import url
-from tests.gateway.test_responses_background import (
+from tests.gateway.background_grid import (
     TENANT,
     Stalling,
     hub_path,  # noqa: F401 (a fixture)
@@ -39,6 +36,9 @@ from tests.gateway.test_responses_background import (
     stalled,
     until,
 )
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.sdk_clients import openai_client
+from tests.gateway.test_response_store_redis import url
 from tests.gateway.test_responses_background_stream import read_all, served
 from tests.security.redis_server import redis_server
 

@@ -34,8 +34,8 @@ from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.gateway.stores import MemoryResponses, Responses
 from aigrid.gateway.stores_redis import RedisStore, _pending
 from aigrid.spec.load import load_spec, parse_spec
+from tests.gateway.background_grid import Stalling, reached_an_engine, stalled, until
 from tests.gateway.conftest import DEMO, _no_sleep, spec_in
-from tests.gateway.test_responses_background import Stalling, reached_an_engine, stalled, until
 from tests.security.redis_server import redis_server
 
 MODEL = "smollm2-135m"

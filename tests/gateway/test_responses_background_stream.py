@@ -25,9 +25,7 @@ from aigrid.gateway.event_log import EventLogs, LogWriter, split
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.stores import MemoryResponses
 from aigrid.spec.models import FirewallSpec, QuotaSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
-from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_responses_background import (
+from tests.gateway.background_grid import (
     OTHER,
     TENANT,
     Stalling,
@@ -39,6 +37,8 @@ from tests.gateway.test_responses_background import (
     run_record,
     until,
 )
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.sdk_clients import openai_client
 from tests.serving import serving
 
 WORDS = tuple(f" w{i}" for i in range(40))

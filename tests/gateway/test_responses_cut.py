@@ -19,10 +19,10 @@ from aigrid.gateway.chat_events import ChatEvent, StreamError, TextPiece, ToolAr
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.background_grid import ended
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
-from tests.gateway.test_responses_background import ended
 
 MODEL = "smollm2-135m"
 
