@@ -23,8 +23,11 @@ from starlette.types import Message
 from aigrid.engines.protocol import EngineStats
 from aigrid.errors import QuotaUnavailable
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.responses_socket import ResponsesSocket
+from aigrid.gateway.wiring import upstream
+from aigrid.gateway.workers import _worker_gateway, worker_spec
 from aigrid.security.keys import KeyRing
 from aigrid.spec.models import QuotaSpec
 from aigrid.telemetry.shared import SharedView
@@ -389,3 +392,32 @@ async def test_a_shared_state_exchange_is_applied_when_its_metrics_cannot_be_wri
     assert gw.sync.last_ok is not None and gw.sync.stale_since is None
     assert gw.store._live[spec.endpoints[0].id].remote is not None  # the peer's view applied
     assert gw.proxy.written.failed == FullDisk.writes == 2
+
+
+async def test_a_worker_counts_a_lost_record_or_settlement_without_raising_on_a_full_disk(tmp_path: Path) -> None:
+    """A worker's hub client tells aigrid_audit_lost_total / aigrid_quota_unsettled_total of a record or a settlement
+    the hub refused (its batch's callbacks, in the hub client's reader): told bare, an OSError of a full disk ended
+    the reader (every call waiting then failed: the connection 'broke') until the thirtieth session (X4)."""
+    spec = spec_in(tmp_path)
+    up = upstream(spec)
+    try:
+        config = {"spec": worker_spec(spec), "urls": {e.id: "http://127.0.0.1:9" for e in spec.endpoints},
+                  "embedded_key": None, "workers": 2}
+        gw = _worker_gateway(spec, config, 0, HubClient(tmp_path / "hub.sock"), up)  # built: nothing is called
+        for name in ("audit_lost", "quota_unsettled"):  # each counter's value file, as wired at build time
+            getattr(gw.metrics, name)._value = FullDisk()
+        FullDisk.writes = 0
+        audit, quotas = gw.guard._audit_sink, gw.guard.quotas.backend  # the hub's, as wired
+        assert isinstance(audit, HubAuditLog) and isinstance(quotas, HubQuotaBackend)
+        audit._acknowledged(*_unacked(audit), "the hub refused it")
+        quotas._lose("the hub refused it", {"op": None})
+        assert (audit.lost, quotas.unsettled) == (1, 1)
+        assert gw.proxy.written.failed == FullDisk.writes == 2
+    finally:
+        await up.aclose()
+
+
+def _unacked(audit: HubAuditLog) -> tuple[int]:
+    """A record the hub has not acknowledged yet (as HubAuditLog.append leaves it), by its number."""
+    audit._unacked[7] = "{}"
+    return (7,)

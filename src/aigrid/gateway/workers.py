@@ -344,8 +344,10 @@ def _worker_gateway(spec: GridSpec, config: Mapping[str, Any], index: int, hub: 
     gateway.hub = hub
     gateway.workers = max(1, int(config.get("workers", 1)))
     # what the hub refuses or never acknowledges after the request ended (the records and settlements
-    # are posted, not awaited) counts where a refusal at the time would have
-    audit.on_lost = gateway.metrics.audit_lost.inc
+    # are posted, not awaited) counts where a refusal at the time would have; through the proxy's guarded writes:
+    # raised (a full disk) in the hub client's reader, it ended the reader and broke the connection for every call
+    metrics, written = gateway.metrics, gateway.proxy.written
+    audit.on_lost = lambda: written("the audit log", metrics.audit_lost.inc)
     if quotas is not None:
-        quotas.on_unsettled = gateway.metrics.quota_unsettled.inc
+        quotas.on_unsettled = lambda: written("quota settlements", metrics.quota_unsettled.inc)
     return gateway
