@@ -621,10 +621,7 @@ class ResponsesApi:
             except (ConnectionError, StoreUnavailable) as e:
                 log.error("background response %s: its failed answer could not be stored: %s", rid, e)
                 outcome = "refused"
-            if outcome == "cancelled":  # the client's cancel came first (as _keep_background: audited cancelled)
-                ex.outcome = "cancelled"
-            elif outcome == "failed":  # a reader failed it first, taking this process for dead
-                _abandoned_alive(ex)
+            _came_first(outcome, ex)
             if outcome != "refused":  # stored, or its cancel (a reader's failure) came first: kept as it is
                 return
         await self._end(tenant, rid, "failed", failed.get("error"), ex)
@@ -634,11 +631,8 @@ class ResponsesApi:
         """A background run's answer stored (its placeholder dropped) and added to its conversation: the
         outcome of _store."""
         outcome = await self._store(turn, final, headers, background=True)
-        if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
-            ex.outcome = "cancelled"
-        elif outcome == "failed":  # a reader failed it first, taking this process for dead: not kept either
-            _abandoned_alive(ex)
-        elif outcome == "stored":
+        _came_first(outcome, ex)
+        if outcome == "stored":
             await self._add_turn(turn, final, headers)
         return outcome
 
@@ -1094,6 +1088,16 @@ def _stored_response(r: StoredResponse) -> Response:
 
 def _pending_response(p: Pending) -> dict[str, Any]:
     return pending_object(p.id, p.model, p.created_at, p.status, p.error, p.settings)
+
+
+def _came_first(outcome: str, ex: Exchange) -> None:
+    """A background run's exchange after _store's `outcome`, where its answer was not kept because another end came
+    first: the client's cancel (`cancelled`: audited cancelled), or a reader that failed it, taking this process for
+    dead (`failed`: _abandoned_alive). Any other outcome leaves the exchange as it is."""
+    if outcome == "cancelled":
+        ex.outcome = "cancelled"
+    elif outcome == "failed":
+        _abandoned_alive(ex)
 
 
 def _abandoned_alive(ex: Exchange) -> None:
