@@ -1,6 +1,6 @@
 """A started gateway with a tenant `metered` of given quotas, and how a test reads what a request left behind: the
-tenant's tokens charged this minute, the requests still in flight, the one audit record (test_exit_paths.py and the
-hostile-engine tests share these)."""
+tenant's tokens charged this minute, the requests still in flight, the one audit record, the requests booked in the
+metrics (test_exit_paths.py, the hostile-engine tests and the engine-refusal tests share these)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,9 @@ async def the_one_record(gw: Gateway) -> dict[str, Any]:
     rows = await audit_rows(gw)
     assert len(rows) == 1, [r["outcome"] for r in rows]
     return rows[0]
+
+
+def booked(gw: Gateway) -> dict[tuple[str, str], float]:
+    """aigrid_requests_total by (endpoint, outcome)."""
+    return {(s.labels["endpoint"], s.labels["outcome"]): s.value for m in gw.metrics.registry.collect()
+            if m.name == "aigrid_requests" for s in m.samples if s.name == "aigrid_requests_total"}

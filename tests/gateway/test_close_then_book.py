@@ -23,8 +23,7 @@ from aigrid.gateway.relay_response import STEER, STEERED, SteerCut
 from tests.agents.scripted_engine import _once
 from tests.gateway import hostile_engine as H
 from tests.gateway.hostile_grid import grid as two_engines
-from tests.gateway.metered_gateway import inflight, the_one_record
-from tests.gateway.test_engine_context_exceeded import booked
+from tests.gateway.metered_gateway import booked, inflight, the_one_record
 from tests.gateway.test_escalation import UNSURE, _ask
 from tests.gateway.test_escalation import grid as escalation_grid  # noqa: F401 (a fixture)
 

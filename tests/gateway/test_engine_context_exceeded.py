@@ -16,14 +16,14 @@ import orjson
 import pytest
 
 from aigrid.engines.protocol import UpstreamResponse
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.engine_errors import engine_refusal
 from aigrid.spec.load import load_spec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.hostile_grid import grid as two_engines
-from tests.gateway.metered_gateway import inflight
+from tests.gateway.metered_gateway import booked, inflight
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
                        "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100, "n_ctx": 2048}}
@@ -178,12 +178,6 @@ async def test_a_background_response_the_engine_refuses_as_too_long_fails_as_a_4
     assert (error["code"], error.get("param"), error.get("aigrid_code")) == ("invalid_prompt", "input",
                                                                      "context_length_exceeded"), error
     assert error["message"].endswith("reduce the length of the input or lower max_output_tokens."), error
-
-
-def booked(gw: Gateway) -> dict[tuple[str, str], float]:
-    """aigrid_requests_total by (endpoint, outcome)."""
-    return {(s.labels["endpoint"], s.labels["outcome"]): s.value for m in gw.metrics.registry.collect()
-            if m.name == "aigrid_requests" for s in m.samples if s.name == "aigrid_requests_total"}
 
 
 async def test_a_spare_refusing_a_continuation_as_too_long_is_counted_as_the_gateways_own_check(tmp_path: Path) -> None:

@@ -16,8 +16,7 @@ from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.proxy import REFUSAL_MAX_BYTES, FirstByteDeadline
 from tests.gateway import hostile_engine as H
 from tests.gateway.hostile_grid import grid as two_engines
-from tests.gateway.metered_gateway import inflight
-from tests.gateway.test_engine_context_exceeded import booked
+from tests.gateway.metered_gateway import booked, inflight
 
 GUARD_S = 30.0  # the test's own bound: a read with no limit of its own never ends, the fixed one within DEADLINE
 DEADLINE = FirstByteDeadline(min_s=0.5, max_s=0.5)
