@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aigrid.gateway.engine_errors import MAX_FIELD, MAX_MESSAGE, engine_refusal
+from aigrid.gateway.engine_errors import HIDE_CHARS, MAX_FIELD, MAX_MESSAGE, engine_refusal
 
 URL = "http://10.1.2.3:8000"
 
@@ -61,3 +61,27 @@ def test_an_address_at_the_cut_of_a_body_cut_short_is_hidden_whole() -> None:
     message = orjson.loads(engine_refusal(body, 400, shortening)[0])["error"]["message"]
     assert "10.1" not in message and dropped not in message
     assert message.startswith("y" * 100)
+
+
+def test_a_long_message_is_cut_at_a_space_before_it_is_hidden_and_an_address_at_that_edge_never_shows() -> None:
+    """An engine's whole message was hidden, then cut to MAX_MESSAGE: hiding read all of it (up to
+    proxy.REFUSAL_MAX_BYTES). It is cut first, at the last whitespace within HIDE_CHARS (never inside an address), then
+    hidden, then cut again: an address straddling HIDE_CHARS is dropped whole, even where hiding shortened the text
+    before it (adapters' reprs dropped) so far that the edge falls within MAX_MESSAGE."""
+    dropped = "z" * 3_000
+    read: list[int] = []
+
+    def shortening(text: str) -> str:
+        read.append(len(text))
+        return hide(text).replace(dropped, "")
+
+    head = (dropped + " ") * 2
+    head += "y" * (HIDE_CHARS - len(head) - len("http://10.1.2") - 4) + " at "  # HIDE_CHARS falls after 10.1.2
+    body = orjson.dumps({"error": {"message": head + URL + "/v1 " + "w" * 50_000}})
+    message = orjson.loads(engine_refusal(body, 400, shortening)[0])["error"]["message"]
+    assert "10.1" not in message and message.startswith("y" * 100) and message.endswith("y at")
+    assert max(read) <= HIDE_CHARS
+    read.clear()  # no whitespace to cut at: hidden whole, as before
+    body = orjson.dumps({"error": {"message": "q" * (HIDE_CHARS - 10) + URL + "q" * 50_000}})
+    message = orjson.loads(engine_refusal(body, 400, shortening)[0])["error"]["message"]
+    assert "10.1" not in message and len(message) == MAX_MESSAGE and max(read) > 50_000

@@ -70,6 +70,22 @@ def _fields(body: bytes, hide: Callable[[str], str] = lambda m: m) -> Mapping[st
     return obj  # SGLang's and older vLLM's: the fields at the top level
 
 
+HIDE_CHARS = 4 * MAX_MESSAGE
+"""The most characters of an engine's message hidden (EngineNames.hide) before it is cut to MAX_MESSAGE."""
+_LAST_SPACE = re.compile(r"\s\S*\Z")
+
+
+def _hide_cut(message: str) -> str:
+    """`message` cut before it is hidden, at the last whitespace within HIDE_CHARS: an address is never cut in two
+    there (it holds none), so it is still hidden wherever hiding (an adapter's repr dropped) brings the cut edge within
+    MAX_MESSAGE. One with no whitespace there is hidden whole, as before the thirtieth session (at most
+    proxy.REFUSAL_MAX_BYTES)."""
+    if len(message) <= HIDE_CHARS:
+        return message
+    edge = _LAST_SPACE.search(message, 0, HIDE_CHARS)
+    return message if edge is None else message[:edge.start()]
+
+
 MAX_FIELD = 256
 """The most characters of an engine's `param` or `code` passed on."""
 
@@ -118,9 +134,10 @@ def context_message(context: int | None, param: str) -> str:
 def engine_refusal(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m,
                    param: str = "messages") -> tuple[bytes, ApiError | None]:
     """The engine's error `body` in OpenAI's envelope, for a client of `status`, and the gateway's own error it is, when
-    it is one (else None); `hide` rewrites its texts (engine addresses named by endpoint) before they are cut, so an
-    address is never cut in two and half shown. An engine's 400 saying the context was exceeded (llama.cpp's, vLLM's,
-    SGLang's words) is the gateway's own `context_length_exceeded` on `param`, as its own check
+    it is one (else None); `hide` rewrites its texts (engine addresses named by endpoint) before they are cut (a long
+    message first cut at a space, _hide_cut), so an address is never cut in two and half shown. An engine's 400 saying
+    the context was exceeded (llama.cpp's, vLLM's, SGLang's words) is the gateway's own `context_length_exceeded` on
+    `param`, as its own check
     (context_window.py) answers, whoever the engine: the same envelope, and the same error, which the exchange's
     outcome, status and audited message are made of (Exchange.failure): until the twenty-ninth session the engine's
     was audited and counted `http_400`, the gateway's own `error:context_length_exceeded`."""
@@ -136,6 +153,6 @@ def engine_refusal(body: bytes, status: int, hide: Callable[[str], str] = lambda
     def short(value: Any) -> str | None:
         return hide(value)[:MAX_FIELD] if isinstance(value, str) else None
 
-    message = hide(_message(fields))[:MAX_MESSAGE].strip() or f"the engine answered {status}"
+    message = hide(_hide_cut(_message(fields)))[:MAX_MESSAGE].strip() or f"the engine answered {status}"
     return orjson.dumps({"error": {"message": message, "type": kind, "param": short(fields.get("param")),
                                    "code": short(fields.get("code"))}}), None
