@@ -23,7 +23,9 @@ from aigrid.gateway.relay_response import STEER, STEERED, SteerCut
 from tests.agents.scripted_engine import _once
 from tests.gateway import hostile_engine as H
 from tests.gateway.hostile_grid import grid as two_engines
+from tests.gateway.injected_cut import Injected, cut_by, raised
 from tests.gateway.metered_gateway import booked, inflight, the_one_record
+from tests.gateway.spare_refusal import refusing, spares_open
 from tests.gateway.test_escalation import UNSURE, _ask
 from tests.gateway.test_escalation import grid as escalation_grid  # noqa: F401 (a fixture)
 
@@ -191,17 +193,6 @@ async def test_a_steered_streams_close_cut_short_by_a_cancel_is_booked_steered_o
         assert {o for (_, o) in booked(g.gw)} == {STEERED} and sum(booked(g.gw).values()) == 1, booked(g.gw)
 
 
-class Injected(BaseException):
-    """A BaseException that is no cancel (as KeyboardInterrupt, SystemExit are), which pytest itself does not act on."""
-
-
-def raised(error: BaseException) -> Callable[[BaseException], bool]:
-    """Whether what the client's call raised is `error`, itself or within the group a task group wraps it in."""
-    def check(e: BaseException) -> bool:
-        return e is error or (isinstance(e, BaseExceptionGroup) and any(check(x) for x in e.exceptions))
-    return check
-
-
 def closing_with(body: Callable[[], AsyncIterator[bytes]], content_type: str, error: BaseException):  # type: ignore[no-untyped-def]
     """An engine.open whose answer is `body` and whose close raises `error`."""
     @asynccontextmanager
@@ -220,12 +211,7 @@ async def test_a_close_cut_by_another_base_exception_is_settled_and_raised_not_b
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         for engine in g.gw.proxy._engines.values():
             engine.open = closing_with(whole, "application/json", error)  # type: ignore[method-assign]
-        got: BaseException | None = None
-        try:
-            await g.post("chat", False)
-        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
-            got = e
-        assert got is not None and raised(error)(got), got
+        await cut_by(error, g.post("chat", False))
         assert inflight(g.gw) == 0
         assert booked(g.gw) == {("nrt-smollm2", "error:internal"): 1}, booked(g.gw)
         assert (await the_one_record(g.gw))["outcome"] == "error:internal"
@@ -237,12 +223,7 @@ async def test_an_escalated_close_cut_by_another_base_exception_is_not_the_clien
     fakes["fra-small"].logprob = UNSURE
     error = Injected("interrupted while closing")
     fakes["iad-large"].open = larger_closing_with(error)
-    got: BaseException | None = None
-    try:
-        await _ask(client)
-    except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
-        got = e
-    assert got is not None and raised(error)(got), got
+    await cut_by(error, _ask(client))
     assert inflight(gw) == 0
     larger = {o: n for (e, o), n in booked(gw).items() if e == "iad-large"}
     assert larger == {"error:internal": 1}, booked(gw)
@@ -285,20 +266,9 @@ async def test_a_spares_refusal_read_cut_by_another_base_exception_is_not_the_cl
         yield b'{"error": '
         raise error
 
-    @asynccontextmanager
-    async def refusing(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
-        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
-
     async for g in two_engines(tmp_path, lambda p, r: broken):
-        for endpoint, engine in g.gw.proxy._engines.items():
-            if endpoint != "nrt-smollm2":
-                engine.open = refusing  # type: ignore[method-assign]
-        got: BaseException | None = None
-        try:
-            await g.post("chat", True)
-        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
-            got = e
-        assert got is not None and raised(error)(got), got
+        spares_open(g.gw, refusing(body))
+        await cut_by(error, g.post("chat", True))
         assert inflight(g.gw) == 0
         spares = {o: n for (e, o), n in booked(g.gw).items() if e != "nrt-smollm2"}
         assert spares == {"error:internal": 1}, booked(g.gw)

@@ -24,6 +24,7 @@ from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.hostile_grid import grid as two_engines
 from tests.gateway.metered_gateway import booked, inflight
+from tests.gateway.spare_refusal import refusing, spares_open
 
 LLAMA_NEW = {"error": {"code": 400, "message": "request (2100 tokens) exceeds the available context size (2048 tokens), "
                        "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 2100, "n_ctx": 2048}}
@@ -209,14 +210,8 @@ async def test_a_spares_refusal_whose_read_fails_unexpectedly_is_booked_by_its_s
         yield b'{"error": '
         raise RuntimeError("a bug reading the refusal")
 
-    @asynccontextmanager
-    async def refusing(path: str, payload: bytes) -> AsyncIterator[UpstreamResponse]:
-        yield UpstreamResponse(400, {"content-type": "application/json"}, body())
-
     async for g in two_engines(tmp_path, lambda p, r: broken):
-        for endpoint, engine in g.gw.proxy._engines.items():
-            if endpoint != "nrt-smollm2":
-                engine.open = refusing  # type: ignore[method-assign]
+        spares_open(g.gw, refusing(body))
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"the continuation was refused (" in r.content, r.content
         assert inflight(g.gw) == 0
@@ -241,9 +236,7 @@ async def test_a_spares_refusal_whose_close_is_cut_short_leaves_no_request_in_fl
         raise asyncio.CancelledError("cut while closing")
 
     async for g in two_engines(tmp_path, lambda p, r: broken):
-        for endpoint, engine in g.gw.proxy._engines.items():
-            if endpoint != "nrt-smollm2":
-                engine.open = refusing  # type: ignore[method-assign]
+        spares_open(g.gw, refusing)
         with pytest.raises((asyncio.CancelledError, httpx.HTTPError)):
             await g.post("chat", True)
         assert inflight(g.gw) == 0

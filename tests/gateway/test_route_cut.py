@@ -18,8 +18,9 @@ from aigrid.gateway.routes import own_exchange
 from aigrid.spec.models import QuotaSpec
 from tests.gateway import hostile_engine as H
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.injected_cut import cut_by
 from tests.gateway.metered_gateway import balance, metered_gateway
-from tests.gateway.test_close_then_book import Injected, inflight, raised, the_one_record, two_engines
+from tests.gateway.test_close_then_book import Injected, inflight, the_one_record, two_engines
 from tests.gateway.test_exit_paths import CHAT
 
 
@@ -38,12 +39,7 @@ async def test_a_request_cut_by_another_base_exception_before_its_first_byte_is_
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         for engine in g.gw.proxy._engines.values():
             engine.open = opening  # type: ignore[method-assign]
-        got: BaseException | None = None
-        try:
-            await g.post("chat", stream)
-        except BaseException as e:  # noqa: BLE001 -- the injected error, checked below
-            got = e
-        assert got is not None and raised(error)(got), got
+        await cut_by(error, g.post("chat", stream))
         assert inflight(g.gw) == 0
         record = await the_one_record(g.gw)
         assert record["outcome"] == "error:internal", record
