@@ -31,6 +31,7 @@ from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import QuotaSpec
+from tests.gateway import batch_helpers
 from tests.gateway.batch_helpers import (
     ATTACK,
     MODEL,
@@ -48,19 +49,7 @@ from tests.gateway.conftest import audit_rows, handles_opened_after_a_cancel
 from tests.gateway.message_batch_helpers import clients, req, results, until_ended
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 
-
-@pytest.fixture
-def engines(tmp_path: Path) -> dict[str, Gated]:
-    return engines_for(tmp_path)
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway]:
-    gw = await started(batch_spec(tmp_path), engines)
-    yield gw
-    for e in engines.values():
-        e.gate.set()
-    await stopped(gw)
+engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 
 
 async def wait_for_slow(engines: dict[str, Gated]) -> None:
