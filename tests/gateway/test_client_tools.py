@@ -5,30 +5,19 @@ loop decodes the turn under the tools' grammar and hands the call back OpenAI's 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import openai
 import orjson
 import pytest
 
-from aigrid.gateway.app import build_app
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.conftest import scripted_gateway
-from tests.gateway.sdk_clients import openai_client
+from tests.gateway import scripted_client
+
+scripted = scripted_client.scripted  # its fixture
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
-
-
-@pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
-    engine = ScriptedEngine([])
-    client = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
-    yield client, engine
-    await client.close()
 
 
 @pytest.mark.parametrize("stream", [False, True])

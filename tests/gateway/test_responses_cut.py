@@ -7,7 +7,6 @@ output_item.done, and the final Response's output), as OpenAI gives it; until th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -19,10 +18,12 @@ from aigrid.gateway.chat_events import ChatEvent, StreamError, TextPiece, ToolAr
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway import scripted_client
 from tests.gateway.background_grid import ended
-from tests.gateway.conftest import scripted_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
+
+scripted = scripted_client.scripted  # its fixture
 
 MODEL = "smollm2-135m"
 
@@ -31,14 +32,6 @@ MODEL = "smollm2-135m"
 async def oai(gateway: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
     client = openai_client(build_app(gateway))
     yield client
-    await client.close()
-
-
-@pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
-    engine = ScriptedEngine([])
-    client = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
-    yield client, engine
     await client.close()
 
 
