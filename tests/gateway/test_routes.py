@@ -10,7 +10,6 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.audit.log import AuditLog
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.test_batches import batch_spec
@@ -370,10 +369,9 @@ async def test_the_audit_logs_backlog_is_in_the_metrics_before_its_refusals_begi
     """Nothing showed an audit log filling up (its writer slow on its disk) before it refused requests 503
     audit_unavailable: /metrics shows its records waiting (aigrid_audit_queue_waiting) beside the number at which the
     refusals begin (aigrid_audit_queue_limit, security.audit.queue_max), current after each request and at a scrape."""
-    import threading  # noqa: PLC0415
-
     from aigrid.spec.models import AuditSpec  # noqa: PLC0415
     from tests.gateway.conftest import _no_sleep, spec_in  # noqa: PLC0415
+    from tests.gateway.stalled_audit import stall_audit  # noqa: PLC0415
     from tests.gateway.test_batches import MODEL, engines_for  # noqa: PLC0415
 
     spec = spec_in(tmp_path)
@@ -382,16 +380,7 @@ async def test_the_audit_logs_backlog_is_in_the_metrics_before_its_refusals_begi
     gw = build_gateway(spec.model_copy(update={"security": sec}), engines_for(tmp_path), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     await gw.guard.start()
-    assert isinstance(gw.guard.audit, AuditLog)
-    release, stuck = threading.Event(), threading.Event()
-    real_append = gw.guard.audit.store.append
-
-    def stalled(entries: list[tuple[float, str]]) -> int:
-        stuck.set()
-        release.wait(10)  # the disk hangs
-        return real_append(entries)
-
-    gw.guard.audit.store.append = stalled  # type: ignore[method-assign]
+    release, stuck = stall_audit(gw)
     chat = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
     def shown(text: str) -> list[str]:
