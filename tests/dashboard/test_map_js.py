@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,13 +24,27 @@ globalThis.document = {createElementNS: () => new Node()};
 """
 
 
-def test_a_grid_of_200000_sites_is_drawn(tmp_path: Path) -> None:
-    """setSites took the largest site's slots as Math.max(1, ...sites.map(...)): an argument per site, and past
-    about 125,000 sites a RangeError (Maximum call stack size exceeded), so the map drew nothing at all."""
+@pytest.fixture
+def module(tmp_path: Path) -> Path:
+    """map.js as an ES module in tmp_path, beside the site_text.js it imports."""
     module = tmp_path / "map.mjs"
     shutil.copy(MAP_JS, module)
-    shutil.copy(MAP_JS.with_name("site_text.js"), tmp_path / "site_text.js")  # map.js imports it (an ES module)
+    shutil.copy(MAP_JS.with_name("site_text.js"), tmp_path / "site_text.js")
     (tmp_path / "package.json").write_text('{"type": "module"}')
+    return module
+
+
+def node(script: str) -> Any:
+    """What `script` (an ES module) writes to stdout, read as JSON; it must exit 0."""
+    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_a_grid_of_200000_sites_is_drawn(module: Path) -> None:
+    """setSites took the largest site's slots as Math.max(1, ...sites.map(...)): an argument per site, and past
+    about 125,000 sites a RangeError (Maximum call stack size exceeded), so the map drew nothing at all."""
     n = 200_000
     script = (DOM + f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
               "const m = new GridMap(new Node());"
@@ -38,22 +53,15 @@ def test_a_grid_of_200000_sites_is_drawn(tmp_path: Path) -> None:
               "m.setSites(sites);"
               "const r = id => Number(m.sites.get(id).body.attrs.r);"
               "process.stdout.write(JSON.stringify({n: m.sites.size, big: r('s5'), small: r('s0')}));")
-    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    out = node(script)
     # every site drawn; the largest (70 slots) at the full radius of a crowded map (2.5 + 7), one slot at sqrt(1/70)
     assert out == {"n": n, "big": 9.5, "small": round(2.5 + 7 * (1 / 70) ** 0.5, 1)}, out
 
 
-def test_a_planets_unchanged_sites_are_not_drawn_again(tmp_path: Path) -> None:
+def test_a_planets_unchanged_sites_are_not_drawn_again(module: Path) -> None:
     """Each picture rebuilt and set every site's fill path, radius, ring, class and tooltip: on 4,400 sites a map frame
     went from 225 to 349 ms (median, review RV8). A site is written only where what it shows changed; its fill in
     1/20 steps; a planet's tooltips when the pointer comes (or when its numbers are asked for)."""
-    module = tmp_path / "map.mjs"
-    shutil.copy(MAP_JS, module)
-    shutil.copy(MAP_JS.with_name("site_text.js"), tmp_path / "site_text.js")
-    (tmp_path / "package.json").write_text('{"type": "module"}')
     script = (DOM + "let writes = 0; const set = Node.prototype.setAttribute;"
               "Node.prototype.setAttribute = function (k, v) { writes += 1; return set.call(this, k, v); };"
               f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
@@ -66,10 +74,7 @@ def test_a_planets_unchanged_sites_are_not_drawn_again(tmp_path: Path) -> None:
               "m.setSites(planet(0.6)); const step = writes;"
               "process.stdout.write(JSON.stringify({first: first > 0, same, within, step,"
               "  told: m.describe('s3')}));")
-    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
+    out = node(script)
     # the same picture writes nothing; a load moved within its 1/20 step neither; the next step each site's fill once
     assert out["first"] and out["same"] == 0 and out["within"] == 0 and out["step"] == 4400, out
     assert out["told"].startswith("s3") and "load 0.60 (busy)" in out["told"], out  # the numbers are the latest
