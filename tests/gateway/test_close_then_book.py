@@ -50,6 +50,16 @@ async def ends() -> AsyncIterator[bytes]:
     yield SSE
 
 
+def first_then_nothing(started: asyncio.Event) -> Callable[[], AsyncIterator[bytes]]:
+    """A stream's body: its first token, `started` set, then nothing more (the client leaves first)."""
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"
+        started.set()
+        await asyncio.Event().wait()  # the rest never comes: the client leaves first
+        yield b"data: [DONE]\n\n"
+    return body
+
+
 async def breaks_after_the_end() -> AsyncIterator[bytes]:
     yield SSE
     raise EngineStreamBroken("the connection failed after [DONE]")
@@ -139,16 +149,9 @@ async def test_a_streams_close_cut_short_by_a_cancel_when_its_client_is_gone_is_
     """StreamRelay.aclose's close of a stream whose client went away mid-answer, cut short by a cancel: booked 499 once,
     nothing in flight."""
     started = asyncio.Event()
-
-    async def first_then_nothing() -> AsyncIterator[bytes]:
-        yield b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"
-        started.set()
-        await asyncio.Event().wait()  # the rest never comes: the client leaves first
-        yield b"data: [DONE]\n\n"
-
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         for engine in g.gw.proxy._engines.values():
-            engine.open = cut_while_closing(first_then_nothing, "text/event-stream")  # type: ignore[method-assign]
+            engine.open = cut_while_closing(first_then_nothing(started), "text/event-stream")  # type: ignore[method-assign]
         asking = asyncio.create_task(g.post("chat", True))
         await asyncio.wait_for(started.wait(), 30)  # the test's own guard: the stream has begun
         asking.cancel()  # the client goes away
@@ -234,17 +237,10 @@ async def test_a_streams_close_cut_by_another_base_exception_when_its_client_is_
     """StreamRelay.aclose's close (the client gone mid-answer) raising a BaseException that is not a cancel: booked
     error:internal once (it was client_closed), nothing in flight."""
     started = asyncio.Event()
-
-    async def first_then_nothing() -> AsyncIterator[bytes]:
-        yield b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"
-        started.set()
-        await asyncio.Event().wait()  # the rest never comes: the client leaves first
-        yield b"data: [DONE]\n\n"
-
     error = Injected("interrupted while closing")
     async for g in two_engines(tmp_path, lambda p, r: H.whole(b"{}")):
         for engine in g.gw.proxy._engines.values():
-            engine.open = closing_with(first_then_nothing, "text/event-stream", error)  # type: ignore[method-assign]
+            engine.open = closing_with(first_then_nothing(started), "text/event-stream", error)  # type: ignore[method-assign]
         asking = asyncio.create_task(g.post("chat", True))
         await asyncio.wait_for(started.wait(), 30)  # the test's own guard: the stream has begun
         asking.cancel()  # the client goes away
