@@ -29,7 +29,7 @@ from aigrid.errors import (
     TooManyConnections,
 )
 from aigrid.gateway import slow_clients
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.slow_clients import (
     BUSY,
@@ -40,7 +40,7 @@ from aigrid.gateway.slow_clients import (
     TIMED_OUT,
     HeadDeadline,
 )
-from aigrid.gateway.stopping import gateway_server
+from aigrid.gateway.stopping import GatewayServer, gateway_server
 from aigrid.spec.models import QuotaSpec
 from tests.gateway.conftest import FakeEngine, spec_in
 from tests.gateway.metered_gateway import TENANT, balance, metered_gateway, the_one_record
@@ -100,6 +100,16 @@ async def admitted(port: int, source: str) -> Conn:
                 assert e.partial in (BUSY, BUSY_ADDRESS)
             connection[1].close()
             await asyncio.sleep(0.05)
+
+
+def server_of(gw: Gateway) -> GatewayServer:
+    """stopping.gateway_server of `gw`, as `aigrid up` builds it, without the signal handlers it sets on the loop."""
+    loop = asyncio.get_running_loop()
+    try:
+        return gateway_server(build_app(gw), gw)
+    finally:
+        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
+            loop.remove_signal_handler(sig)
 
 
 def close(connections: list[Conn]) -> None:
@@ -263,12 +273,7 @@ async def test_the_share_comes_from_the_spec(tmp_path: Path, fakes: dict[str, Fa
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"connection_share_per_address": 0.25})})
     gw = build_gateway(spec, fakes)
-    loop = asyncio.get_running_loop()
-    try:
-        server = gateway_server(build_app(gw), gw)
-    finally:
-        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
-            loop.remove_signal_handler(sig)
+    server = server_of(gw)
     book = server.server_state.aigrid_connections
     assert (book.cap, book.per_address) == (slow_clients.max_connections(), int(slow_clients.max_connections() * 0.25))
     assert book.exempt("127.0.0.1") and book.exempt("::1") and not book.exempt("10.0.0.1")
@@ -382,12 +387,7 @@ async def test_connections_refused_as_accepted_are_counted_in_the_rejected_metri
     gateway_server points the server's Connections at that counter: each refusal, for its address's share or the
     process's bound, is counted once as it is refused."""
     gw = build_gateway(spec_in(tmp_path), fakes)
-    loop = asyncio.get_running_loop()
-    try:
-        wired = gateway_server(build_app(gw), gw).server_state.aigrid_connections
-    finally:
-        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
-            loop.remove_signal_handler(sig)
+    wired = server_of(gw).server_state.aigrid_connections
 
     def counted() -> float:
         return gw.metrics.registry.get_sample_value("aigrid_requests_rejected_total",
@@ -438,12 +438,7 @@ async def test_failed_counts_of_refused_connections_and_circuits_log_a_bounded_n
     rejected, opens = FullDisk(), FullDisk()
     monkeypatch.setattr(gw.metrics, "rejected", rejected)
     monkeypatch.setattr(gw.metrics, "circuit_opens", opens)
-    loop = asyncio.get_running_loop()
-    try:
-        wired = gateway_server(build_app(gw), gw).server_state.aigrid_connections
-    finally:
-        for sig in (2, 15):  # stop_on_signals' handlers, off this test's loop
-            loop.remove_signal_handler(sig)
+    wired = server_of(gw).server_state.aigrid_connections
     n = 20
     async with serving(Starlette(routes=[Route("/", _ok)]), http=Bounded, lifespan="off", log_level="error") as s:
         s.server.server_state.aigrid_connections = slow_clients.Connections(BOUND, exempt=lambda host: False,
