@@ -126,6 +126,13 @@ def test_a_sites_load_reads_on_the_map_without_its_colour(served: Served) -> Non
     assert external == [] and errors == [], (external, errors)
 
 
+# the page's GridMap on an svg of its own, one site (gru), `rows` drawn on it: each test's own script goes on from here
+ARCS = "async rows => {" + OWN_MAP + """
+  map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
+  map.addArcs(rows);
+"""
+
+
 def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: Served) -> None:
     """A request rejected or failed everywhere was a red dot at its client, an arc's dot in the serving site's colour
     otherwise (the palette has oranges and greens): its colour was its only mark where arcs cross. It is a hollow ring
@@ -136,9 +143,7 @@ def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: 
     external: list[str] = []
     with chromium_page(served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard", "live")
-        out = page.evaluate("async rows => {" + OWN_MAP + """
-          map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
-          map.addArcs(rows);
+        out = page.evaluate(ARCS + """
           map.fade();
           return {dots: Object.fromEntries([...svg.querySelectorAll('#map-clients circle')].map(c => {
                     const st = getComputedStyle(c);
@@ -174,9 +179,7 @@ def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served:
     external: list[str] = []
     with chromium_page(served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard", "live")
-        out = page.evaluate("async rows => {" + OWN_MAP + """
-          map.setSites([{id: 'gru', lat: -23.5, lon: -46.6, slots: 2, running: 0, waiting: 0, health: 'ok'}]);
-          map.addArcs(rows);
+        out = page.evaluate(ARCS + """
           return {rings: [...svg.querySelectorAll('#map-clients circle')]
                     .filter(c => getComputedStyle(c).fill === 'none').map(c => c.dataset.decision),
                   arcs: [...svg.querySelectorAll('#map-arcs path')].map(p => p.dataset.decision)};
