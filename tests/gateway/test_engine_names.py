@@ -45,6 +45,10 @@ LOCAL = names(a="http://localhost:9000")
     (V4, "GET http://user:[secure]@10.0.0.1:8000/v1/chat failed", "GET a/v1/chat failed"),
     (V4, "GET http://us%40er:p%3As@10.0.0.1:8000/v1 failed", "GET a/v1 failed"),
     (V4, "bob@10.0.0.1 said no", "a said no"),
+    # an address, its port and a colon (httpx: "cannot connect to 127.0.0.1:36449: [Errno 111]") is no IPv6 address
+    (V4, "cannot connect to 10.0.0.1:8000: [Errno 111] refused", "cannot connect to a: [Errno 111] refused"),
+    (V6, "connect to ::ffff:10.0.0.1 refused", "connect to ::ffff:10.0.0.1 refused"),
+    (names(a="http://[::ffff:10.0.0.1]:8000"), "connect to ::ffff:10.0.0.1 refused", "connect to a refused"),
     (V6, "connect to fd00:0:0::1 refused", "connect to a refused"),
     (V6, "connect to FD00::1 refused", "connect to a refused"),
     (V6, "connect to fd00::1%eth0 refused", "connect to a refused"),

@@ -43,8 +43,9 @@ _TOKEN = re.compile(
     r"(?:\[(?P<u6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\]|(?P<uh>[\w.%~-]{1,255}+))(?::(?P<uport>\d{1,5}+))?"
     # [v6]:port
     r"|\[(?P<b6>[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)\](?::(?P<bport>\d{1,5}+))?"
-    # a bare IPv6 address (two colons at least)
-    r"|(?P<v6>(?=[0-9A-Fa-f.]{0,45}+:[0-9A-Fa-f.]{0,45}+:)[0-9A-Fa-f:.]{2,45}+(?:%[\w.-]{1,64}+)?)"
+    # a bare IPv6 address (two colons at least; dots only in a trailing IPv4 part: `127.0.0.1:8000:`, a host, its
+    # port and a colon, is no IPv6 address and goes on to the host alternative)
+    r"|(?P<v6>(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?:%[\w.-]{1,64}+)?)"
     # a host name or IPv4 address (dotted, `localhost`, or a name with a port: a plain word is no candidate), its port
     r"|(?P<host>[A-Za-z0-9][\w-]{0,62}+(?:\.[\w-]{1,63}+)++\.?|localhost(?![\w-])|[A-Za-z0-9][\w-]{0,62}+(?=:\d))"
     r"(?::(?P<port>\d{1,5}+))?"
