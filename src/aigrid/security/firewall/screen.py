@@ -94,6 +94,7 @@ before this, as JSON (gateway.schemas.MAX_PARTS, 10,000), as everyone's are. Unt
 the bound was 4,000 texts of any kind for every tenant: an agent's conversation of about 570 tool steps (1,140
 messages; OpenAI's API takes 2,048) was refused, its texts costing the worker about 0.3 s."""
 MAX_OTHERS = MAX_TOGETHER * PART_CHARS // TEXT_CHARS
+assert INLINE_TEXTS <= MAX_TOGETHER  # Screen.check reads that many in place without check_count
 log = logging.getLogger(__name__)
 N = TypeVar("N", int, float)
 
@@ -180,10 +181,12 @@ class Screen:
         """The verdicts on `texts` (Firewall.check_texts), read in place or on the worker thread; more than the
         tenant's policy reads in one call (MAX_TOGETHER), the client's 400 (InvalidRequest, `too_many_texts`) before
         any is read."""
-        weighed = check_count(self.firewall.policy(tenant), texts)
         chars = sum(len(t.text) for t in texts)
+        # read in place: at most INLINE_TEXTS texts, never past the bound (each weighs at most PART_CHARS), so
+        # their weights are not worked out on the event loop for them
         if chars <= self.inline_chars and len(texts) <= INLINE_TEXTS and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
+        weighed = check_count(self.firewall.policy(tenant), texts)
         loop = asyncio.get_running_loop()
         with self._lock:
             self._seq += 1
