@@ -48,6 +48,9 @@ LOCAL = names(a="http://localhost:9000")
     # an address, its port and a colon (httpx: "cannot connect to 127.0.0.1:36449: [Errno 111]") is no IPv6 address
     (V4, "cannot connect to 10.0.0.1:8000: [Errno 111] refused", "cannot connect to a: [Errno 111] refused"),
     (V6, "connect to ::ffff:10.0.0.1 refused", "connect to ::ffff:10.0.0.1 refused"),
+    # a time or other colon-joined hex run before an engine's address is no IPv6 address that swallows it
+    (V4, "at 12:00:00:10.0.0.1:8000 refused", "at 12:00:00:a refused"),
+    (V4, "ab:cd:10.0.0.1 refused", "ab:cd:a refused"),
     (names(a="http://[::ffff:10.0.0.1]:8000"), "connect to ::ffff:10.0.0.1 refused", "connect to a refused"),
     (V6, "connect to fd00:0:0::1 refused", "connect to a refused"),
     (V6, "connect to FD00::1 refused", "connect to a refused"),

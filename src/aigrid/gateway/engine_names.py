@@ -121,10 +121,15 @@ class EngineNames:
         text = _ENGINE.sub("", text)
         out: list[str] = []
         done = 0
-        for m in _TOKEN.finditer(text):
+        pos = 0
+        while (m := _TOKEN.search(text, pos)) is not None:
             start, end = m.span()
+            pos = end
             replaced = self._replace(m, endpoint)
             if replaced is None:
+                v6 = m.group("v6")
+                if v6 is not None and "." in v6:  # `12:00:00:10.0.0.7:8000`: the IPv4 part may be an engine's
+                    pos = m.start("v6") + v6.rindex(":") + 1
                 continue
             named, cut, bare = replaced
             end = m.start() + cut if cut is not None else end
