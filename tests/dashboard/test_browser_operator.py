@@ -18,8 +18,8 @@ from aigrid.dashboard.feed import Feed
 from aigrid.gateway.app import build_gateway
 from tests.dashboard.browser import chromium_page, errors_of, open_dashboard
 from tests.dashboard.conftest import CHAT, Served, dashboard_app, no_sleep, served_dashboard
-from tests.dashboard.feed_helpers import Unreachable
 from tests.dashboard.test_browser import write_run
+from tests.dashboard.unreachable_engine import Unreachable
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 

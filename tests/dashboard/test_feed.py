@@ -17,7 +17,8 @@ from aigrid.dashboard.feed import Feed, place_name
 from aigrid.dashboard.sse import event_stream, sse_event
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.dashboard.conftest import CHAT, no_sleep
-from tests.dashboard.feed_helpers import Unreachable, parse_sse
+from tests.dashboard.sse_events import parse_sse
+from tests.dashboard.unreachable_engine import Unreachable
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 

@@ -14,7 +14,7 @@ from aigrid.dashboard.routes import STATIC
 from aigrid.errors import AuthenticationError
 from aigrid.gateway.app import Gateway, build_app
 from tests.dashboard.conftest import CHAT
-from tests.dashboard.feed_helpers import parse_sse
+from tests.dashboard.sse_events import parse_sse
 
 
 async def test_page_and_every_asset_it_names_are_served_locally(client: httpx.AsyncClient) -> None:

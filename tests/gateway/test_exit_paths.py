@@ -630,7 +630,7 @@ async def test_a_live_feed_ends_when_the_audit_log_stops_taking_records(metered:
     """A live feed is admitted once; it went on serving every tenant's traffic, unrecorded, after the audit log
     stopped taking records. It ends within a tick now, its record's outcome `error:audit_unavailable`."""
     from aigrid.dashboard import dashboard_routes
-    from tests.dashboard.feed_helpers import parse_sse
+    from tests.dashboard.sse_events import parse_sse
 
     audit = metered.guard.audit
     assert audit is not None

@@ -594,7 +594,7 @@ async def test_a_live_feed_ends_when_its_operator_key_is_revoked(secured: tuple[
     revoked, or a JWT past its expiry, kept watching for as long as the feed ran (without `ticks`, for good). The
     credentials are read again each tick now; the feed ends, its record naming why."""
     from aigrid.dashboard import dashboard_routes
-    from tests.dashboard.feed_helpers import parse_sse
+    from tests.dashboard.sse_events import parse_sse
     from tests.gateway.conftest import audit_rows
 
     _, gw = secured

@@ -1,27 +1,14 @@
-"""What the dashboard feed's tests share with others: the (event, data) pairs of a server-sent-events body, and a
-FAKE engine healthy to the scraper that refuses every request (a request that fails where it was sent)."""
+"""A FAKE engine healthy to the scraper that refuses every request: a request that fails where it was sent (the live
+table's failures, the operator's view of them)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import orjson
-
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.errors import EngineUnavailable
 from tests.gateway.fake_engine import FakeEngine
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, object]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        lines = block.split("\n")
-        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), None)
-        data = [ln[6:] for ln in lines if ln.startswith("data: ")]
-        if name and data:
-            events.append((name, orjson.loads(data[0])))
-    return events
 
 
 class Unreachable(FakeEngine):
