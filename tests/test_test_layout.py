@@ -63,7 +63,6 @@ EXEMPT: dict[str, set[str]] = {
     "tests/gateway/test_routes.py": {"tests.gateway.test_batches"},
     "tests/gateway/test_security.py": {"tests.security.test_jwks"},
     "tests/gateway/test_server_engine_context.py": {"tests.engines.test_llama_server"},
-    "tests/gateway/test_tool_calls_held.py": {"tests.gateway.test_hostile_translations"},  # another helper's, new
     "tests/gateway/test_tracing_bounds.py": {"tests.gateway.test_tracing"},
     "tests/gateway/test_workers_followers.py": {"tests.gateway.test_responses_background_stream"},
     "tests/parity/test_js_sdk_surface.py": {"tests.parity.test_openai_sdk_surface"},

@@ -12,7 +12,7 @@ import pytest
 from aigrid.gateway import chat_events
 from tests.gateway import hostile_grid as T
 from tests.gateway.metered_gateway import balance, inflight, the_one_record
-from tests.gateway.test_hostile_translations import chunk, engine, grid
+from tests.gateway.translating_grid import chunk, engine, grid
 
 
 def _calls(n: int, arguments: str) -> list[dict[str, Any]]:
