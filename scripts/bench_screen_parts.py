@@ -12,7 +12,8 @@ personal data redacted; a fresh tenant each, so no score is kept from another li
     (a tool result's seams are read with the system prompt's and the other tool results');
   - other texts (charged TEXT_CHARS): N short documents, template variables and tool definitions of distinct words
     (each scored by the injection heads: no score kept), base64 of them, look-alike letters, one-character documents
-    of distinct letters;
+    of distinct letters; and (charged TOOL_CHARS) the user's "hi" and N - 1 client tools of distinct names and no
+    description (a tool's definition is scored twice, as a prompt and as a document);
   - an agent's conversation of N / 7 tool steps (a chat body read as the gateway reads it, gateway/model_texts.py:
     a system prompt, a task, five tools, and a step of the model's short turn, its call's name and three arguments,
     and a tool result of about 550 characters of file lines: 7 texts a step), and what the queue charges it;
@@ -38,7 +39,7 @@ from bench_pii_worst_case import random_groups  # noqa: E402
 from aigrid.gateway.model_texts import chat_texts  # noqa: E402
 from aigrid.security.firewall.injection import InjectionModel  # noqa: E402
 from aigrid.security.firewall.pipeline import Firewall, read_across  # noqa: E402
-from aigrid.security.firewall.screen import MAX_TOGETHER, PART_CHARS, TEXT_CHARS, weights, work  # noqa: E402
+from aigrid.security.firewall.screen import MAX_TOGETHER, PART_CHARS, TEXT_CHARS, TOOL_CHARS, weights, work  # noqa: E402
 from aigrid.security.firewall.texts import ModelText, Source  # noqa: E402
 
 WORDS = ("the team reviewed delivery schedule for third quarter agreed on budget new warehouse asked finance to "
@@ -135,6 +136,11 @@ def main() -> None:
     ]
     other = max(line(name, chat_texts({"messages": [{"role": "user", "content": "hi"}], **extra})[1:])
                 for name, extra in cases)
+    # a tool's definition is scored twice, as a prompt and as a document (screen.TOOL_CHARS): the user's "hi" and
+    # N - 1 client tools of distinct names and no description
+    tool = line("the user's \"hi\" and tools of distinct names and no description", chat_texts({
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": w}} for w in words[:n - 1]]}))
 
     steps = max(1, n // 7)
     agent = chat_texts(agent_body(steps, random.Random(5)))
@@ -146,7 +152,8 @@ def main() -> None:
           f"{sum(weighed) / (PART_CHARS * MAX_TOGETHER):.0%} of the bound (screen.MAX_TOGETHER {MAX_TOGETHER:,}); "
           f"at {PART_CHARS:,} a text, {chars + PART_CHARS * len(agent):,}")
     print(f"a text read together costs {together / per_char:,.0f} characters beside its own "
-          f"(screen.PART_CHARS: {PART_CHARS:,}); another text {other / per_char:,.0f} (screen.TEXT_CHARS: {TEXT_CHARS:,})")
+          f"(screen.PART_CHARS: {PART_CHARS:,}); another text {other / per_char:,.0f} (screen.TEXT_CHARS: {TEXT_CHARS:,}); "
+          f"a tool's definition alone {tool / per_char:,.0f} (screen.TOOL_CHARS: {TOOL_CHARS:,})")
 
 
 if __name__ == "__main__":

@@ -78,9 +78,11 @@ TOOL_CHARS = 2 * TEXT_CHARS
 beside its characters where the policy reads injection: it is scored twice, as a prompt and as a document
 (InjectionModel.score_tool). 19,999 client tools of distinct short names and no description (20,000 texts with the
 user's "hi") took 5.09 s of CPU in check_texts, 0.254 ms a text, against 2.83 s for 20,000 documents of the same
-words (a scratch of review RV7, thirtieth session, over bench_screen_parts.distinct_words, load ~6); charged
-TEXT_CHARS they passed the bound (MAX_OTHERS) and held the worker longer than it means to (bench_screen_parts.py's
-tool case is two texts a tool, the description's own text the cheap one, so its mean hid it). Now at most 10,000
+words (a scratch of review RV7, thirtieth session, load ~6; its case is now bench_screen_parts.py's "tools of
+distinct names and no description": `.venv/bin/python scripts/bench_screen_parts.py 20000`, 5.22 s, 0.261 ms a text,
+against 2.90 s for the documents, load 2.4-3.3, final review F2); charged TEXT_CHARS they passed the bound
+(MAX_OTHERS) and held the worker longer than it means to (bench_screen_parts.py's "tool definitions" case is two texts
+a tool, the description's own text the cheap one, so its mean hid it). Now at most 10,000
 such definitions are read in one call, about 2.5 s at that rate."""
 MAX_TOGETHER = 4_000
 """The most texts read together across their seams (PART_CHARS) that one call reads, a request's own texts or a tool's
