@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy.test_prometheus_rules import BY, MATCHER, NAME, exported, promtool
+from tests.deploy.test_prometheus_rules import BY, MATCHER, NAME, TARGET_LABELS, exported, promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "aigrid-dashboard.json"
@@ -59,8 +59,7 @@ def test_every_query_names_exported_metrics_and_their_labels() -> None:
             labels |= series[name][1]
         for group in BY.findall(expr):
             by = {label.strip() for label in group.split(",") if label.strip()}
-            # instance and job: the target labels Prometheus puts on every series it scrapes
-            assert by <= labels | {"le", "instance", "job"}, f"by {by}: not a label of {expr}"
+            assert by <= labels | TARGET_LABELS, f"by {by}: not a label of {expr}"
         for legend_label in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]):  # a label the query keeps
             kept = set().union(*({x.strip() for x in g.split(",")} for g in BY.findall(expr)))
             assert legend_label in kept, f"legend {{{{{legend_label}}}}} of {expr}"

@@ -25,6 +25,9 @@ BY = re.compile(r"\bby\s*\(([^)]*)\)")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GATEWAY_JOB = "aigrid-gateway"  # the gateways' scrape job, as docs/deploy.md ("Gateway keys") names it
 UP = re.compile(r'\bup\{job="([^"]*)"\}')  # Prometheus's own series per scrape target
+# labels a `by (...)` may name beside the series' own: a histogram bucket's le, and the target labels (instance,
+# job) Prometheus puts on every series it scrapes. The rules' and the dashboard's tests both read this one set
+TARGET_LABELS = frozenset({"le", "instance", "job"})
 
 
 def exported() -> dict[str, tuple[str, set[str]]]:
@@ -64,8 +67,7 @@ def test_every_metric_and_label_a_rule_names_is_exported() -> None:
             labels_used |= series[name][1]
         for group in BY.findall(expr):
             by = {label.strip() for label in group.split(",") if label.strip()}
-            # instance and job: the target labels Prometheus puts on every series it scrapes
-            assert not names or by <= labels_used | {"le", "instance", "job"}, \
+            assert not names or by <= labels_used | TARGET_LABELS, \
                 f"{rule}: by {by} names a label no metric here has"
 
 
@@ -74,6 +76,25 @@ def promtool() -> str:
     if not os.access(found, os.X_OK):
         pytest.skip("no promtool: run scripts/fetch_promtool.sh (make test does)")
     return found
+
+
+def unit_tests() -> list[dict]:
+    return yaml.safe_load(RULE_TESTS.read_text())["tests"]
+
+
+def test_every_alert_has_a_unit_test_that_fires_it_and_one_that_keeps_it_quiet() -> None:
+    """aigrid-rules.test.yaml had cases for the newer alerts only: AigridLoadShedding, AigridSharedStateFailing,
+    AigridQuotaSettleFailures and AigridQuotaChargesUnreleased were never run on a series by promtool, so a wrong
+    matcher, window or `for` in them would have passed every check. Each alert needs an evaluation that expects it
+    firing and one that expects it quiet (exp_alerts: [])."""
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in unit_tests():
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    alerts = {rule["alert"] for rule in rules() if "alert" in rule}
+    assert alerts - firing == set(), f"no case fires {sorted(alerts - firing)}"
+    assert alerts - quiet == set(), f"no case keeps {sorted(alerts - quiet)} quiet"
 
 
 @pytest.mark.parametrize("command", [["check", "rules", RULES.name], ["test", "rules", RULE_TESTS.name]])
