@@ -15,6 +15,17 @@ from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}]}
 HEDGE = {"x-aigrid-hedge": "on"}
+FIRST = "iad-smollm2"
+"""The endpoint a request of CHAT (no client location) is sent to first."""
+
+
+def first_late(fakes: dict[str, FakeEngine]) -> None:
+    """The first engine's first byte far later than the hedge (0.37 s for a stream here) and the others' at once: the
+    hedge starts and wins, the first is cancelled, whatever the machine's load. (It was every engine at 1.0 s, so
+    the hedge had 0.63 s to start before the first answered and no hedge was needed.)"""
+    for f in fakes.values():
+        f.first_byte_delay_s = 0.0
+    fakes[FIRST].first_byte_delay_s = 60.0
 
 
 async def test_a_whole_answer_is_not_hedged_for_the_time_it_takes_to_decode(
@@ -30,11 +41,10 @@ async def test_a_whole_answer_is_not_hedged_for_the_time_it_takes_to_decode(
 
 async def test_a_stream_late_against_its_ttft_is_hedged(client: httpx.AsyncClient,
                                                        fakes: dict[str, FakeEngine]) -> None:
-    for f in fakes.values():
-        f.first_byte_delay_s = 1.0
+    first_late(fakes)
     r = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True}, headers=HEDGE)
     assert r.status_code == 200, r.text
-    assert sum(len(f.received) for f in fakes.values()) == 2
+    assert len(fakes[FIRST].received) == 1 and sum(len(f.received) for f in fakes.values()) == 2
 
 
 @pytest.mark.parametrize(("hedge", "header", "status", "engine_requests"), [
@@ -52,8 +62,10 @@ async def test_a_client_asks_for_hedging_only_where_the_grid_lets_it(
     unless the grid says clients may ask; 'off' is always allowed."""
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"hedge": hedge})})
-    for f in fakes.values():
+    for f in fakes.values():  # were the request hedged, the hedge would start at 0.37 s
         f.first_byte_delay_s = 1.0
+    if engine_requests == 2:
+        first_late(fakes)
     async with serving(spec, fakes) as (client, gw):
         r = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True},
                               headers={"x-aigrid-hedge": header})
@@ -62,4 +74,5 @@ async def test_a_client_asks_for_hedging_only_where_the_grid_lets_it(
             error = r.json()["error"]
             assert (error["code"], error["param"]) == ("hedge_not_allowed", "x-aigrid-hedge")
         assert sum(len(f.received) for f in fakes.values()) == engine_requests
+        assert len(fakes[FIRST].received) == (engine_requests > 0)
         assert (await audit_rows(gw))[-1]["outcome"] == ("error:hedge_not_allowed" if status == 403 else "ok")
