@@ -28,6 +28,7 @@ from tests.agents.scripted_engine import ScriptedEngine, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import balance
+from tests.gateway.one_short_deadline import OneShortDeadline
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -110,8 +111,8 @@ async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: 
     says client_closed. (Until 2026-12-04 the engine was
     asked on: streamed, client_closed charged at the reservation once the stream started; whole, the answer
     handed to the server as if read, ok. Then, until the next stop, nothing was charged.)"""
-    for f in fakes.values():
-        f.first_byte_delay_s = 0.3
+    for f in fakes.values():  # far past the hang-up 0.05 s in (it was 0.3 s: a 0.25 s margin), and cut by it
+        f.first_byte_delay_s = 60.0
         f.words = tuple(f" w{i}" for i in range(50))
         f.word_delay_s = 0.01
     await _leave_before_the_first_byte(metered, {**CHAT, "stream": stream, "max_tokens": 100})
@@ -136,8 +137,9 @@ async def test_a_refused_connection_fails_over_and_is_charged_once(
 @pytest.mark.parametrize("stream", [True, False])
 async def test_an_engine_past_its_first_byte_deadline_fails_over(
         client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine], stream: bool) -> None:
-    metered.proxy._deadline = FirstByteDeadline(factor=0.0, min_s=0.1, max_s=0.1, whole_max_s=0.1)
-    fakes["nrt-smollm2"].first_byte_delay_s = 5.0
+    # nrt's deadline alone is 0.1 s: the spare's too left it 0.1 s to answer on a loaded machine
+    metered.proxy._deadline = OneShortDeadline(factor=0.0, min_s=0.1, max_s=0.1, whole_max_s=0.1, short="nrt-smollm2")
+    fakes["nrt-smollm2"].first_byte_delay_s = 60.0  # cut at its deadline: never waited for
     if stream:
         async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},
                                  headers=TENANT) as r:
@@ -305,7 +307,7 @@ async def test_a_cancelled_background_response(client: httpx.AsyncClient, metere
     2026-12-06 the run was cancelled with no reason and charged nothing: a long prompt created in the background and
     cancelled at once was prefilled for free."""
     for f in fakes.values():
-        f.first_byte_delay_s = 5.0  # the run waits on its engine when it is cancelled
+        f.first_byte_delay_s = 60.0  # the run waits on its engine when it is cancelled (the cancel cuts the wait)
     created = await client.post("/v1/responses", json={"model": "smollm2-135m", "input": "Count", "background": True,
                                                        "max_output_tokens": 400}, headers=TENANT)
     assert created.status_code == 200, created.text
