@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import signal
 from typing import Annotated
 
@@ -17,19 +16,13 @@ from aigrid.engines.emulator import SSE_LINE_ENDS, bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
 from aigrid.errors import ConfigError
-
-
-def _cannot_listen(e: OSError, host: str, port: int) -> ConfigError:
-    """The start-up bind's failure (the port is taken, the host is not an address here), the option to change named."""
-    fix = ("give another --port (--port 0: any free one)" if e.errno == errno.EADDRINUSE
-           else "a port below 1024 needs root: give --port 1024 or above" if e.errno == errno.EACCES
-           else "give --host an address of this machine, e.g. 127.0.0.1")
-    return ConfigError(f"cannot listen on {host} port {port}: {e.strerror or e}; {fix}")
+from aigrid.listen_errors import cannot_listen
 
 
 async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int, sse_line_end: bytes = b"\n") -> None:
     """Serve `count` independent emulated engines on port, port+1, ... until SIGINT/SIGTERM. A port that cannot be
-    bound at start-up is a ConfigError (_cannot_listen); an OSError later is not blamed on --port or --host."""
+    bound at start-up is a ConfigError naming the option to change (listen_errors.cannot_listen); an OSError later
+    is not blamed on --port or --host."""
     servers = []
     for i in range(count):
         at = port + i if port else 0
@@ -38,7 +31,10 @@ async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int
         except OSError as e:
             for s in servers:
                 s.close()
-            raise _cannot_listen(e, host, at) from e
+            raise cannot_listen(e, f"{host} port {at}",
+                                in_use=lambda: "give another --port (--port 0: any free one)",
+                                root="a port below 1024 needs root: give --port 1024 or above",
+                                other_host="; give --host an address of this machine, e.g. 127.0.0.1") from e
     ports = ", ".join(str(bound_port(s)) for s in servers)
     print(f"aigrid engine emulator: {count} engine(s) '{config.model}' on {host} port(s) {ports}; "
           f"slots {config.slots}, prefill {config.prefill_base_ms} + {config.prefill_ms_per_token} ms/token, "

@@ -4,7 +4,6 @@ gateway (uvicorn) in front of them. Ctrl-C (or SIGTERM) stops the gateway, then 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import json
 import logging
@@ -36,6 +35,7 @@ from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.stopping import gateway_server
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
+from aigrid.listen_errors import cannot_listen
 from aigrid.logs import configure as configure_logs
 from aigrid.memory import Memory, available_memory
 from aigrid.security.keys_cli import SECRET_ENV
@@ -264,18 +264,17 @@ def _this_command_on(port: int | str) -> str:
 
 def _cannot_listen(e: OSError, host: str, port: int, *, port_name: str, host_name: str, in_use: str,
                    in_use_advice: Callable[[int | str, str], str], root_advice: str) -> ConfigError:
-    """The error for a port this process cannot listen on, from the bind's error: a port in use (in_use names the
-    option first, if any; in_use_advice(n, " (free now)" or "") what to do, with a free port n to name), one below
-    1024 without root (port_name, then root_advice), else an address not of this machine (host_name)."""
-    where = f"cannot listen on {host}:{port}"
-    if e.errno == errno.EADDRINUSE:
+    """The error for a port this process cannot listen on (listen_errors.cannot_listen, as the emulator's): a port in
+    use (in_use names the option first, if any; in_use_advice(n, " (free now)" or "") what to do, with a free port n
+    to name), one below 1024 without root (port_name, then root_advice), else an address not of this machine
+    (host_name)."""
+    def free_port() -> str:
         free = _free_port_after(host, port)
-        n, free_now = (free, " (free now)") if free else ("N", "")
-        return ConfigError(f"{in_use}{where}: {e.strerror}; {in_use_advice(n, free_now)}")
-    if e.errno == errno.EACCES:  # the port, not the host: it was blamed on the host
-        return ConfigError(f"{port_name}: {where}: {e.strerror}; {root_advice}")
-    return ConfigError(f"{host_name}: {where}: {e.strerror or e} (an address of this machine, e.g. 127.0.0.1 or "
-                       "0.0.0.0)")
+        return in_use_advice(free, " (free now)") if free else in_use_advice("N", "")
+
+    return cannot_listen(e, f"{host}:{port}", in_use=free_port, root=root_advice,
+                         other_host=" (an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)", in_use_option=in_use,
+                         port_option=f"{port_name}: ", host_option=f"{host_name}: ")
 
 
 def _check_port_free(host: str, port: int) -> None:
