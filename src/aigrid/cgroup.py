@@ -41,15 +41,17 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _mount(root: Path, controller: str) -> tuple[Path, str] | None:
-    """The hierarchy's mount point (under root) and the group it shows there (`/`, or the group a container without
-    its own cgroup namespace was given): /proc/self/mountinfo's first `cgroup2` mount for V2, its first `cgroup`
-    mount whose options name the controller for v1 (`rw,memory`, `rw,cpu,cpuacct`); None where it lists none (no
-    such hierarchy: cgroup v2 alone has no v1 memory controller). Where mountinfo cannot be read, the USUAL place if
-    it is a directory there, showing `/`."""
+def _mounts(root: Path, controller: str) -> list[tuple[Path, str]]:
+    """Each of the hierarchy's mount points (under root) and the group it shows there (`/`, or the group a container
+    without its own cgroup namespace was given), in /proc/self/mountinfo's order: its `cgroup2` mounts for V2, its
+    `cgroup` mounts whose options name the controller for v1 (`rw,memory`, `rw,cpu,cpuacct`); none where it lists none
+    (no such hierarchy: cgroup v2 alone has no v1 memory controller). A hierarchy may be mounted more than once (a
+    bind mount of another container's group, a second mount showing another part of it): own_groups takes the one
+    that holds this process. Where mountinfo cannot be read, the USUAL place if it is a directory there, showing `/`."""
     text = read(root / MOUNTS)
     if text is None:
-        return next(((root / p, "/") for p in USUAL[controller] if (root / p).is_dir()), None)
+        return [(root / p, "/") for p in USUAL[controller] if (root / p).is_dir()][:1]
+    found = []
     for line in text.splitlines():
         mine, dash, theirs = line.partition(" - ")
         fields, kind = mine.split(), theirs.split()
@@ -57,8 +59,8 @@ def _mount(root: Path, controller: str) -> tuple[Path, str] | None:
             continue
         if (kind[0] == "cgroup2") if controller == V2 else (kind[0] == "cgroup" and controller in
                                                               kind[2].split(",")):
-            return root / _unescape(fields[4]).lstrip("/"), _unescape(fields[3])
-    return None
+            found.append((root / _unescape(fields[4]).lstrip("/"), _unescape(fields[3])))
+    return found
 
 
 def _is_dir(path: Path) -> bool:
@@ -77,32 +79,43 @@ def own_groups(root: Path = ROOT, controller: str = V2) -> list[Path]:
     MemoryMax=, a pod's group above its container's) holds every group under it, and a container run with
     --cgroupns=host sees its own group as a path under the host's hierarchy. The group is /proc/self/cgroup's line of
     that hierarchy (v2's `0::/PATH`; v1's `N:memory:/PATH`, `N:cpu,cpuacct:/PATH`), PATH under the hierarchy's mount
-    (_mount: /proc/self/mountinfo, or the usual /sys/fs/cgroup, /sys/fs/cgroup/memory, /sys/fs/cgroup/cpu,cpuacct),
-    less the group the mount shows at its mount point. Where that leaves `/` (a container with its own cgroup
-    namespace, Docker's and Podman's default on cgroup v2, or a v1 container whose mount shows its own group) or
-    there is no such line (no /proc), the mount alone; so too, with one DEBUG line, where PATH is no directory there
-    (a group outside this namespace's view, `/../..`, or outside the group the mount shows). No group at all where
-    the hierarchy is not mounted (no v1 memory hierarchy on a cgroup v2 machine)."""
-    found = _mount(root, controller)
-    if found is None:
+    (_mounts: /proc/self/mountinfo, or the usual /sys/fs/cgroup, /sys/fs/cgroup/memory, /sys/fs/cgroup/cpu,cpuacct),
+    less the group the mount shows at its mount point; of a hierarchy mounted more than once, the first mount that
+    shows PATH (its group under the group the mount shows, a directory there), not the first listed, which read
+    another group's limits. Where that leaves `/` (a container with its own
+    cgroup namespace, Docker's and Podman's default on cgroup v2, or a v1 container whose mount shows its own group)
+    or there is no such line (no /proc), the mount alone; so too, the first mount's, with one DEBUG line, where no
+    mount shows PATH (a group outside this namespace's view, `/../..`, or outside the group each mount shows). No
+    group at all where the hierarchy is not mounted (no v1 memory hierarchy on a cgroup v2 machine)."""
+    mounts = _mounts(root, controller)
+    if not mounts:
         return []
-    mount, shown = found
     path = "/"
     for line in (read(root / OWN) or "").splitlines():
         _, _, rest = line.partition(":")
         names, colon, group = rest.partition(":")
         if colon and ((not names) if controller == V2 else controller in names.split(",")):
             path = group
+    for mount, shown in mounts:  # the first mount that holds this process's group
+        groups = _groups_under(mount, shown, path)
+        if groups is not None:
+            return groups
+    log.debug("cgroup %s of %s is not a group under %s: its limits read there only", path, root / OWN,
+              mounts[0][0])
+    return [mounts[0][0]]
+
+
+def _groups_under(mount: Path, shown: str, path: str) -> list[Path] | None:
+    """The group `path` (of /proc/self/cgroup) and each one above it, under a mount showing the group `shown` at its
+    mount point: the mount alone where they are the same group; None where the mount does not show `path` (outside
+    `shown`, `..` in it, or no directory there)."""
     parts = [p for p in path.split("/") if p]
     above = [p for p in shown.split("/") if p]
-    if parts[:len(above)] == above:
-        parts = parts[len(above):]
-    else:
-        parts = [".."]  # a group the mount does not show
+    if parts[:len(above)] != above:
+        return None
+    parts = parts[len(above):]
     if not parts:
         return [mount]
-    leaf = mount.joinpath(*parts)
-    if ".." in parts or "." in parts or not _is_dir(leaf):
-        log.debug("cgroup %s of %s is not a group under %s: its limits read there only", path, root / OWN, mount)
-        return [mount]
+    if ".." in parts or "." in parts or not _is_dir(mount.joinpath(*parts)):
+        return None
     return [mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
