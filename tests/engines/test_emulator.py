@@ -123,8 +123,14 @@ async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> No
     per_token_alone = (alone - ttft1) / 16
     # the median stream: the first ones admitted start with fewer batchmates (each prompt takes a step)
     per_token_batched = sorted((e2e - ttft) / 16 for ttft, e2e, _ in runs)[len(runs) // 2]
-    assert 0.009 <= per_token_alone <= 0.02
-    assert per_token_batched >= 0.03
+    # alone: bounded below by its e2e, never early (a step for the prompt, 16 more of 10 ms: 170 ms; a law of W
+    # without H: 85 ms). Its e2e - ttft was bounded below (9 ms a token), which a first token read late shortens:
+    # a fresh server's first answer read 215 ms to its first token, 9.5 ms a token, at load 10
+    assert alone >= 0.169, (ttft1, alone)
+    assert per_token_alone <= 0.02, (ttft1, alone)
+    # batched: at least a step of 3 (20 ms; a law that ignores the batch: 10). Not 30 ms: on a loaded machine the six
+    # streams arrive up to 200 ms apart and share fewer steps (the median read 30.5 ms, 27.8 for two of them)
+    assert per_token_batched >= 0.02, runs
 
 
 async def test_slots_limit_running_and_queue_the_rest(client: httpx.AsyncClient) -> None:
