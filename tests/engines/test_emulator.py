@@ -235,14 +235,17 @@ async def test_a_repeated_system_prompt_is_prefilled_once(client: httpx.AsyncCli
                 "messages": [{"role": "system", "content": system * 4000}, {"role": "user", "content": "hi"}]}
 
     try:
-        cold, _, _ = await timed_stream(client, url, body("a"))  # 1,000 tokens: about 100 ms of prefill
-        warm, _, _ = await timed_stream(client, url, body("a"))
+        cold, _, _ = await timed_stream(client, url, body("a"))  # 1,001 tokens: 5 + 100.1 ms of prefill
+        warms = [(await timed_stream(client, url, body("a")))[0] for _ in range(3)]  # ~12 ms: "hi" and a step
         other, _, _ = await timed_stream(client, url, body("b"))
         metrics = (await client.get(url + "/metrics")).text
     finally:
         server.close()
-    assert warm < cold / 2 and warm < other / 2, (cold, warm, other)
+    # whole prefills never early; the cached one bounded on the fastest of three (a single warm < cold / 2 read
+    # 0.43 of the other's time at load 17: a loaded machine only adds, and one pause of 40 ms ate that margin)
+    assert cold >= 0.105 and other >= 0.105, (cold, warms, other)
+    assert min(warms) < 0.105 / 2, (cold, warms, other)
     counters = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                 if line.startswith("vllm:prefix_cache")}
-    # vLLM V1's counters, in tokens: three prompts of 1,001 looked up, one system prompt of 1,000 found
-    assert counters == {"vllm:prefix_cache_queries_total": 3 * 1001, "vllm:prefix_cache_hits_total": 1000}
+    # vLLM V1's counters, in tokens: five prompts of 1,001 looked up, a system prompt of 1,000 found three times
+    assert counters == {"vllm:prefix_cache_queries_total": 5 * 1001, "vllm:prefix_cache_hits_total": 3 * 1000}
