@@ -55,13 +55,13 @@ async def test_a_long_request_does_not_hold_the_embedder_from_a_short_one() -> N
 
     big = asyncio.create_task(embed("256 inputs", ["x" * 8] * 256))  # 8 batches, 0.4 s
     await asyncio.sleep(0.01)  # the first batch under way
-    started = time.monotonic()
     await embed("one query", ["q"])
-    waited = time.monotonic() - started
     await big
-    # before, the query waited for all 256 inputs (0.4 s) and ended after them
+    # before, the query waited for all 256 inputs (0.4 s) and ended after them. It waits for the batch under way
+    # (a second one where a loaded machine let that end first): counted in batches, not timed (a bound of 0.3 s on
+    # ~0.1 s read 0.112 s at load 8)
     assert done == ["one query", "256 inputs"]
-    assert waited < 0.3, waited
+    assert model.firsts.index("q") <= 2, model.firsts
     assert max(model.calls) == 32
 
 
