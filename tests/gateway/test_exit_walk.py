@@ -28,7 +28,7 @@ from tests.agents.scripted_engine import ScriptedEngine, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import balance
-from tests.gateway.one_short_deadline import OneShortDeadline
+from tests.gateway.short_deadline import ShortDeadline
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -138,7 +138,7 @@ async def test_a_refused_connection_fails_over_and_is_charged_once(
 async def test_an_engine_past_its_first_byte_deadline_fails_over(
         client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine], stream: bool) -> None:
     # nrt's deadline alone is 0.1 s: the spare's too left it 0.1 s to answer on a loaded machine
-    metered.proxy._deadline = OneShortDeadline(factor=0.0, min_s=0.1, max_s=0.1, whole_max_s=0.1, short="nrt-smollm2")
+    metered.proxy._deadline = ShortDeadline(factor=0.0, min_s=0.1, max_s=0.1, whole_max_s=0.1, short=("nrt-smollm2",))
     fakes["nrt-smollm2"].first_byte_delay_s = 60.0  # cut at its deadline: never waited for
     if stream:
         async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},

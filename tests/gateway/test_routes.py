@@ -152,7 +152,9 @@ async def test_no_spare_site_within_residency_ends_with_error(
 
 
 async def test_hedge_wins_when_first_byte_is_late(client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
-    fakes["nrt-smollm2"].first_byte_delay_s = 2.0
+    # the hedge starts after 2 x nrt's predicted TTFT + 150 ms (0.39 s here): nrt's first byte is far later (it was
+    # 2.0 s, a 1.6 s margin), and it is cancelled once the hedge answers, so the test does not wait for it
+    fakes["nrt-smollm2"].first_byte_delay_s = 60.0
     events, headers = await read_stream(client, CHAT, {"x-aigrid-client-location": "Tokyo", "x-aigrid-hedge": "on"})
     assert text_of(events) == "Hello from the grid"
     assert headers["x-aigrid-site"] != "nrt"

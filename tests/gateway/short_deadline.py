@@ -1,4 +1,4 @@
-"""A first-byte deadline short for one endpoint only (a test's silent engine) and long for every other: a test of
+"""A first-byte deadline short for a test's silent endpoints only and long for every other: a test of
 what happens once an attempt is past its deadline, whose other engines must still answer within theirs. One short
 deadline for every endpoint left those a margin of the deadline itself (0.1 s, 0.5 s), which a loaded 2-core CI
 machine can spend before an in-process engine's first byte."""
@@ -15,13 +15,13 @@ OTHERS_S = 30.0
 
 
 @dataclass(frozen=True)
-class OneShortDeadline(FirstByteDeadline):
-    """FirstByteDeadline's own bounds for `short`'s attempts; OTHERS_S for every other endpoint's."""
+class ShortDeadline(FirstByteDeadline):
+    """FirstByteDeadline's own bounds for the attempts of `short`'s endpoints; OTHERS_S for every other's."""
 
-    short: str = ""
+    short: tuple[str, ...] = ()
 
     def seconds(self, cand: Candidate) -> float:
-        return FirstByteDeadline.seconds(self, cand) if cand.endpoint_id == self.short else OTHERS_S
+        return FirstByteDeadline.seconds(self, cand) if cand.endpoint_id in self.short else OTHERS_S
 
     def whole(self, cand: Candidate, max_tokens: int | None) -> float:
-        return FirstByteDeadline.whole(self, cand, max_tokens) if cand.endpoint_id == self.short else OTHERS_S
+        return FirstByteDeadline.whole(self, cand, max_tokens) if cand.endpoint_id in self.short else OTHERS_S
