@@ -9,7 +9,7 @@ import asyncio
 import errno
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,19 @@ import pytest
 from starlette.routing import WebSocketRoute
 from starlette.types import Message
 
+from aigrid.engines.openai_compat import ModelCard
 from aigrid.engines.protocol import EngineStats
-from aigrid.errors import QuotaUnavailable
+from aigrid.errors import AuditUnavailable, EngineUnavailable, QuotaUnavailable, UpstreamFailed
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.guard import Guard
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.responses_socket import ResponsesSocket
 from aigrid.gateway.wiring import upstream
 from aigrid.gateway.workers import _worker_gateway, worker_spec
 from aigrid.security.keys import KeyRing
-from aigrid.spec.models import QuotaSpec
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
+from aigrid.spec.models import QuotaSpec, TenantSpec
 from aigrid.telemetry.shared import SharedView
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -421,3 +424,120 @@ def _unacked(audit: HubAuditLog) -> tuple[int]:
     """A record the hub has not acknowledged yet (as HubAuditLog.append leaves it), by its number."""
     audit._unacked[7] = "{}"
     return (7,)
+
+
+class _SettleFails(MemoryQuotaBackend):
+    """Admits as usual; settling raises, as Redis or the workers' hub do when they are gone."""
+
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
+        raise UpstreamFailed("quota counters unavailable: hub gone")
+
+
+@pytest.mark.parametrize("failing", ["audit_lost", "audit_waiting"])
+async def test_each_of_a_closes_counts_is_written_when_another_cannot_be(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A request whose record is lost (the audit log refusing it) and whose quota is not settled (the store gone):
+    its close counts both and writes the audit backlog gauges (routes._count_close). The three were one guarded call
+    until the thirty-first session: aigrid_audit_lost_total or the backlog gauge failing (ENOSPC) skipped the writes
+    after it, aigrid_quota_unsettled_total uncounted. Now each is its own call."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(
+        tokens_per_min=1_000_000))}})
+    gw = build_gateway(spec, fakes, sleep=_no_sleep, guard=Guard(spec, quota_backend=_SettleFails()))
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async def refused(*_: Any, **__: Any) -> None:
+            raise AuditUnavailable("the audit log is not accepting records")
+
+        assert gw.guard.audit is not None
+        monkeypatch.setattr(gw.guard.audit, "append", refused)
+        monkeypatch.setattr(gw.metrics, failing, FullDisk())
+        gw.metrics._audit_written = None  # the backlog gauges written at the request's close
+        FullDisk.writes = 0
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+        assert r.status_code == 200, r.text
+        assert (gw.guard.settle_failures, gw.guard.audit_failures) == (1, 1)
+        assert gw.metrics.quota_unsettled._value.get() == 1  # the last write, after the failing one
+        if failing == "audit_waiting":
+            assert gw.metrics.audit_lost._value.get() == 1
+        else:  # the backlog gauges, after the failing audit_lost
+            assert gw.metrics._audit_written is not None
+            assert gw.metrics.registry.get_sample_value("aigrid_audit_queue_limit") == gw.metrics._audit_written[1]
+        assert gw.proxy.written.failed == FullDisk.writes == 1
+    finally:
+        await gw.guard.stop()
+
+
+async def test_the_firewall_queues_metrics_go_through_the_one_guarded_writer(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The firewall worker's queue tells its metrics from under its lock in Screen.check (on_waiting) and from its
+    worker thread (on_wait): a hook that raised there stranded a job or left its caller waiting for ever. Until the
+    thirty-first session the screen caught and logged each failure itself (screen._tell: a WARNING every time, not
+    counted with the gateway's other failed writes); now the gateway hands it hooks written through Proxy.written
+    (observe.MetricsWrites): counted, one WARNING for the first (and every 1000th), the requests screened and served."""
+    caplog.set_level(logging.WARNING)
+    gw = await metered_gateway(tmp_path, fakes, QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))
+    # each metric's value file, as the hooks reach it (a multiprocess file that cannot grow raises there)
+    monkeypatch.setattr(gw.metrics.firewall_waiting, "_value", FullDisk())
+    monkeypatch.setattr(gw.metrics.firewall_wait, "_sum", FullDisk())
+    FullDisk.writes = 0
+    # past the screen's inline_chars (2,000): read on its worker thread, through its queue
+    long = {**CHAT, "messages": [{"role": "user", "content": "Say hello to the grid, please. " * 100}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            answers = await asyncio.wait_for(asyncio.gather(*(
+                c.post("/v1/chat/completions", json=long, headers=TENANT) for _ in range(3))), 120)
+    finally:
+        await gw.guard.stop()
+    assert [r.status_code for r in answers] == [200] * 3, [r.text for r in answers]
+    screen = gw.guard.screen
+    assert screen._jobs == {} and screen._waiting == 0  # nothing left queued
+    assert FullDisk.writes >= 9  # each request: waiting up, waiting down, its wait
+    assert gw.proxy.written.failed == FullDisk.writes  # counted with the gateway's other failed writes
+    warned = [r.getMessage() for r in caplog.records if "were not written" in r.getMessage()]
+    assert len(warned) == 1 and "the firewall queue" in warned[0], warned  # rate-limited: the first only
+
+
+async def test_a_scrape_goes_on_when_its_gauges_cannot_be_written(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scraper wrote aigrid_endpoint_healthy / aigrid_endpoint_circuit bare, before the rest of the scrape: on a
+    full disk each scrape raised there (logged by its loop, which went on), so an endpoint found down never had its
+    checks reset (_recheck: its engine restarted with another context or name was not read again), and a healthy
+    one's queue gauge and first checks (its model names) were skipped. Now each gauge goes through Proxy.written."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep)
+    for name in ("healthy", "circuit"):
+        monkeypatch.setattr(gw.metrics, name, FullDisk())
+    FullDisk.writes = 0
+    served = {e.id: e.served_model or e.model for e in spec.endpoints}
+    asked = dict.fromkeys(served, 0)
+
+    def names(endpoint: str) -> Any:
+        async def served_models() -> dict[str, ModelCard]:  # the name check's read (GET /v1/models)
+            asked[endpoint] += 1
+            return {served[endpoint]: ModelCard(None, None)}
+        return served_models
+
+    for ep, engine in fakes.items():
+        monkeypatch.setattr(engine, "served_models", names(ep), raising=False)
+    fakes["fra-smollm2"].stats_value = EngineStats(running=1, waiting=3)
+    await gw.scraper.scrape_once()
+    assert asked == dict.fromkeys(served, 1)  # each endpoint's names read at its first healthy scrape
+    assert gw.metrics.registry.get_sample_value("aigrid_endpoint_waiting",
+                                                {"site": "fra", "endpoint": "fra-smollm2"}) == 3
+
+    async def unreachable() -> bool:
+        raise EngineUnavailable("connection refused")
+
+    # down: one whose probe says so, one whose probe cannot be reached (the scrape's except)
+    fakes["nrt-smollm2"].down = True
+    fakes["fra-smollm2"].health = unreachable  # type: ignore[method-assign]
+    await gw.scraper.scrape_once()
+    fakes["nrt-smollm2"].down = False
+    del fakes["fra-smollm2"].health  # back up
+    await gw.scraper.scrape_once()
+    assert asked == {**dict.fromkeys(served, 1), "nrt-smollm2": 2, "fra-smollm2": 2}  # read again, back up
+    assert gw.proxy.written.failed == FullDisk.writes == 3 * 2 * len(served)  # three scrapes' two gauges each

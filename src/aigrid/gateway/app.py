@@ -158,7 +158,6 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     contexts = {e.id: spec.models[e.model].context for e in spec.endpoints}
     guard = guard or Guard(spec)
-    guard.screen.on_waiting, guard.screen.on_wait = metrics.firewall_waiting.set, metrics.firewall_wait.observe
     salt = CacheSalt(guard.derived_key(SALT_PURPOSE), [e.id for e in spec.endpoints if e.engine in SALTED_KINDS]) \
         if spec.security.isolate_prefix_cache else None
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
@@ -166,6 +165,12 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
                   contexts=contexts, salt=salt,
                   stream_idle_s=spec.gateway.stream_idle_s, stream_max_s=spec.gateway.stream_max_s)
+    # the firewall queue's metrics (told under the screen's lock and on its worker thread), through the proxy's guarded
+    # writes: a write that fails (a full disk) is counted and logged, rate-limited, and never raises into the queue
+    # (on the worker thread it left the job's caller waiting for ever; in check(), a job queued without its turn)
+    firewall_queue = "the firewall queue"
+    guard.screen.on_waiting = lambda n: proxy.written(firewall_queue, metrics.firewall_waiting.set, n)
+    guard.screen.on_wait = lambda s: proxy.written(firewall_queue, metrics.firewall_wait.observe, s)
     # failed charges given up unreleased, counted through the proxy's guarded writes: raised, a write that fails (a
     # full disk) took the place of the store's own error (the refusal a 500) or ended the releases' retry task
     guard.quotas.on_unreleased = lambda: proxy.written("quota releases", metrics.quota_unreleased.inc)
@@ -178,7 +183,8 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
-        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served, contexts),
+        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served, contexts,
+                        written=proxy.written),
         rng=rng or random.Random(), clock=clock, guard=guard, location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id, metrics, proxy.written),

@@ -5,6 +5,7 @@ that closes the Exchange (routes.Audited), through `written`: a metrics write ne
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,19 +26,23 @@ class MetricsWrites:
     an OSError from mmap; a span exporter's bug): each failure counted and logged (rate-limited), never the
     request's. routes.close_exchange writes through it before and after settling (Guard.finish), proxy.Proxy when
     it books an answer: the quota settled, the audit record written, the in-flight count released whatever they do.
-    One per Gateway (its proxy's `written`); no cost per chunk: one try per call."""
+    One per Gateway (its proxy's `written`); no cost per chunk: one try per call. Also called off the event loop (the
+    firewall screen's hooks, on its worker thread: app.build_gateway): a failure is counted under a lock."""
 
     def __init__(self) -> None:
         self.failed = 0
+        self._lock = threading.Lock()
 
     def __call__(self, what: str, write: Callable[..., None], *args: Any) -> None:
         """`write(*args)`, logged (`what`: the route or endpoint it was for) when it fails."""
         try:
             write(*args)
         except Exception as e:  # noqa: BLE001 - metrics are told, never the request's failure (logged below)
-            self.failed += 1
-            if self.failed % WARN_EVERY == 1 or WARN_EVERY == 1:
-                log.warning("the metrics of %s were not written (%d failed writes so far): %r", what, self.failed, e)
+            with self._lock:  # the screen's worker thread and the event loop may fail at once
+                self.failed += 1
+                failed = self.failed
+            if failed % WARN_EVERY == 1 or WARN_EVERY == 1:
+                log.warning("the metrics of %s were not written (%d failed writes so far): %r", what, failed, e)
 
 
 def observe(ex: Exchange, metrics: GatewayMetrics) -> None:

@@ -21,6 +21,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.engines.wrapped import WrappedEngine
 from aigrid.errors import EngineError, EngineKeyRefused, EngineUnavailable
 from aigrid.gateway.metrics import CIRCUIT_VALUE, GatewayMetrics
+from aigrid.gateway.observe import MetricsWrites
 from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore, bounded_stats
@@ -50,13 +51,20 @@ T = TypeVar("T")
 class Scraper:
     def __init__(self, store: TelemetryStore, engines: Mapping[str, Engine], endpoints: tuple[Endpoint, ...],
                  metrics: GatewayMetrics, interval_s: float, served: Mapping[str, str] | None = None,
-                 contexts: Mapping[str, int] | None = None) -> None:
+                 contexts: Mapping[str, int] | None = None, *, written: MetricsWrites | None = None) -> None:
         """`served`: endpoint id -> the model name the gateway sends its engine (its served_model, else its model);
-        `contexts`: endpoint id -> its model's `context` in the spec, what the gateway checks prompts against."""
+        `contexts`: endpoint id -> its model's `context` in the spec, what the gateway checks prompts against;
+        `written`: the gateway's guarded metrics writes (Proxy.written; a scraper's own without one), each gauge
+        written in its own call: a write that fails (a multiprocess metrics file that cannot grow on a full disk) is
+        counted and logged, rate-limited, and the scrape goes on. Written bare until the thirty-first session, one
+        raised out of the scrape, skipping the rest: an endpoint found down kept its checks done (_recheck), so its
+        engine restarted with another context or name was not read again; a healthy one's checks and queue gauge were
+        skipped while the writes failed."""
         self._store = store
         self._engines = engines
         self._endpoints = endpoints
         self._metrics = metrics
+        self._written = written if written is not None else MetricsWrites()
         self._served = dict(served or {})
         self._contexts = dict(contexts or {})
         self._checked: dict[str, set[str]] = {NAMES: set(), CONTEXT: set()}
@@ -89,8 +97,7 @@ class Scraper:
                 log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, why,
                             extra=fields(endpoint=endpoint.id, healthy=False, reason=why))
             self._store.record_scrape(endpoint.id, False, None, reason=why)
-            self._metrics.healthy.labels(*labels).set(0)
-            self._metrics.circuit.labels(*labels).set(CIRCUIT_VALUE[self._store.state(endpoint.id).circuit])
+            self._gauges(endpoint, healthy=False)
             self._recheck(endpoint.id)
             return
         was_healthy = self._store.state(endpoint.id).healthy
@@ -99,13 +106,12 @@ class Scraper:
         if was_healthy != healthy:
             log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else f"UNHEALTHY: {reason}",
                         extra=fields(endpoint=endpoint.id, healthy=healthy, **({"reason": reason} if reason else {})))
-        self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
-        self._metrics.circuit.labels(*labels).set(CIRCUIT_VALUE[self._store.state(endpoint.id).circuit])
+        self._gauges(endpoint, healthy=healthy)
         if not healthy:
             self._recheck(endpoint.id)
         waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
         if waiting is not None:
-            self._metrics.queue.labels(*labels).set(waiting)
+            self._written(f"the scrape of {endpoint.id}", lambda: self._metrics.queue.labels(*labels).set(waiting))
         if healthy and not all(endpoint.id in done for done in self._checked.values()):
             while isinstance(engine, WrappedEngine):  # a llamacpp endpoint's StopWordEngine (gateway/wiring.py)
                 engine = engine.inner
@@ -113,6 +119,13 @@ class Scraper:
                 await self._name_check(endpoint, engine)
             if endpoint.id not in self._checked[CONTEXT]:
                 await self._context_check(endpoint, engine)
+
+    def _gauges(self, endpoint: Endpoint, *, healthy: bool) -> None:
+        """The endpoint's health and circuit gauges, each through `written` (a failure logged, the scrape going on)."""
+        labels, what = (endpoint.site_id, endpoint.id), f"the scrape of {endpoint.id}"
+        circuit = CIRCUIT_VALUE[self._store.state(endpoint.id).circuit]
+        self._written(what, lambda: self._metrics.healthy.labels(*labels).set(1 if healthy else 0))
+        self._written(what, lambda: self._metrics.circuit.labels(*labels).set(circuit))
 
     def _recheck(self, endpoint_id: str) -> None:
         """An endpoint seen down has its checks done again once it is healthy: its engine may have been restarted with

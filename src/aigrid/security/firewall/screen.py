@@ -30,6 +30,9 @@ The queue's wait comes before routing, so no TTFT figure holds it: `on_waiting` 
 the one being read) whenever that changes, `on_wait` each request's wait from queued to its read starting (one
 dropped unread is not a wait); the gateway points them at its metrics (aigrid_firewall_queue_waiting and
 aigrid_firewall_queue_wait_seconds, docs/observability.md). Texts read in place have no wait and are not told.
+A hook must not raise (one raising on the worker thread would leave its job's caller waiting for ever, one raising
+under the lock in check() a job queued without its turn): the gateway hands them wrapped in its one guarded metrics
+writer (app.build_gateway, gateway/observe.MetricsWrites: a failed write counted and logged, rate-limited).
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, Screened, read_across
@@ -98,7 +100,6 @@ messages; OpenAI's API takes 2,048) was refused, its texts costing the worker ab
 MAX_OTHERS = MAX_TOGETHER * PART_CHARS // TEXT_CHARS
 assert INLINE_TEXTS <= MAX_TOGETHER  # Screen.check reads that many in place without check_count
 log = logging.getLogger(__name__)
-N = TypeVar("N", int, float)
 
 
 def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
@@ -164,9 +165,11 @@ class Screen:
         self.inline_chars = inline_chars
         self.clock = clock
         self.on_waiting: Callable[[int], None] | None = None
-        """Told the requests waiting for the worker (not the one it reads) whenever that changes, under the lock."""
+        """Told the requests waiting for the worker (not the one it reads) whenever that changes, under the lock;
+        never raises (the module's docstring)."""
         self.on_wait: Callable[[float], None] | None = None
-        """Told each request's wait in seconds, from queued to its read starting, on the worker thread."""
+        """Told each request's wait in seconds, from queued to its read starting, on the worker thread; never
+        raises (the module's docstring)."""
         self._waiting = 0
         self._pool: ThreadPoolExecutor | None = None  # threads start on first use, not here
         self._lock = threading.Lock()
@@ -223,7 +226,8 @@ class Screen:
     def _count(self, change: int) -> None:
         """The requests waiting moved by `change` (under the lock)."""
         self._waiting += change
-        _tell(self.on_waiting, self._waiting)
+        if self.on_waiting is not None:
+            self.on_waiting(self._waiting)
 
     def _read_next(self) -> None:
         with self._lock:
@@ -239,7 +243,8 @@ class Screen:
             # at least inline_chars: a short prompt of the cascade's grey zone costs a transformer's pass
             self._read[tenant] += max(job.work, self.inline_chars)
             self._reading = True
-        _tell(self.on_wait, self.clock() - job.queued)
+        if self.on_wait is not None:
+            self.on_wait(self.clock() - job.queued)
         try:
             outcome: Screened | BaseException = self.firewall.check_texts(job.tenant, job.texts)
         except Exception as exc:  # noqa: BLE001 - the caller raises it, as if it had run in place
@@ -264,18 +269,6 @@ class Screen:
                 pass  # its event loop has closed: nobody waits on it
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _tell(hook: Callable[[N], None] | None, value: N) -> None:
-    """A metrics hook (on_waiting, on_wait) told `value`. One that raises (a multiprocess metrics file that cannot
-    grow on a full disk) is logged and the queue goes on: raised on the worker thread it left the job's caller
-    waiting for ever, and raised under the lock in check() it left a job queued without its turn."""
-    if hook is None:
-        return
-    try:
-        hook(value)
-    except Exception as e:  # noqa: BLE001 - metrics are told, never the request's failure
-        log.warning("firewall: its queue's metrics were not written: %r", e)
 
 
 def _settle(future: asyncio.Future[Screened], outcome: Screened | BaseException) -> None:
