@@ -1,8 +1,10 @@
 """What one picture of a planet costs the live map: headless Chromium (Debian's /usr/bin/chromium, Playwright) runs
 the dashboard's own map.js, from the working tree or from a git revision, on an svg of its own, and times
 `frames` calls of GridMap.setSites on `sites` synthetic sites (seeded; each picture moves every site's load a little,
-as a replay's ticks do) up to the next painted frame (two requestAnimationFrame). Prints median and max ms per
-picture for each source given. A benchmark that prints figures, never a timed assertion.
+as a replay's ticks do), each followed by what app.js's renderSiteInfo does to the site buttons with one site's
+numbers line open (GridMap.setExpanded; a revision before it walked every site button, that walk is run in its
+place), up to the next painted frame (two requestAnimationFrame). Prints median and max ms per picture for each
+source given. A benchmark that prints figures, never a timed assertion.
 
   .venv/bin/python scripts/bench_map_frame.py --sites 4400 --frames 20 --rev d5276c33~1 --rev HEAD --rev WORK
 """
@@ -33,7 +35,15 @@ RUN = """async ([sites, frames]) => {
     lon: rnd() * 360 - 180, slots: 1 + Math.floor(rnd() * 8), running: 0, waiting: 0, load: rnd(),
     health: 'ok', ttft_ms: 200}));
   const paint = () => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
-  map.setSites(list); await paint();
+  // app.js's renderSiteInfo, its site buttons' part, with s3's line open
+  const layer = document.getElementById('map-sites');
+  const buttons = map.setExpanded ? id => map.setExpanded(id) : id => {
+    for (const g of layer.querySelectorAll('g.site[role="button"]')) {
+      const open = String(g.dataset.site === id);
+      if (g.getAttribute('aria-expanded') !== open) g.setAttribute('aria-expanded', open);
+    }
+  };
+  map.setSites(list); buttons('s3'); await paint();
   const times = [];
   for (let f = 0; f < frames; f++) {
     const tick = list.map(s => {
@@ -44,9 +54,11 @@ RUN = """async ([sites, frames]) => {
     }).map(s => ({...s}));
     const t0 = performance.now();
     map.setSites(tick);
+    const tb = performance.now();
+    buttons('s3');
     const t1 = performance.now();
     await paint();
-    times.push([performance.now() - t0, t1 - t0]);
+    times.push([performance.now() - t0, t1 - t0, t1 - tb]);
   }
   return times;
 }"""
@@ -90,11 +102,12 @@ def main() -> None:
 
     with sync_playwright() as pw:
         for rev in a.rev or ["WORK"]:
-            both = measure(pw, rev, a.sites, a.frames)
-            times, script = [t for t, _ in both], [s for _, s in both]
+            got = measure(pw, rev, a.sites, a.frames)
+            times, script, buttons = [t for t, _, _ in got], [s for _, s, _ in got], [b for _, _, b in got]
             print(f"{rev:>12}: {a.sites} sites, {a.frames} pictures: median {statistics.median(times):.0f} ms, "
-                  f"max {max(times):.0f} ms per picture (setSites alone: median {statistics.median(script):.0f} ms, "
-                  f"max {max(script):.0f} ms)")
+                  f"max {max(times):.0f} ms per picture (setSites and the buttons alone: median "
+                  f"{statistics.median(script):.0f} ms, max {max(script):.0f} ms; the buttons alone: median "
+                  f"{statistics.median(buttons):.3f} ms, max {max(buttons):.3f} ms)")
     print("load", Path("/proc/loadavg").read_text().split()[:3])
 
 

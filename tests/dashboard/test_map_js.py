@@ -78,3 +78,34 @@ def test_a_planets_unchanged_sites_are_not_drawn_again(module: Path) -> None:
     # the same picture writes nothing; a load moved within its 1/20 step neither; the next step each site's fill once
     assert out["first"] and out["same"] == 0 and out["within"] == 0 and out["step"] == 4400, out
     assert out["told"].startswith("s3") and "load 0.60 (busy)" in out["told"], out  # the numbers are the latest
+
+
+def test_only_the_site_buttons_whose_line_opened_or_closed_are_written(module: Path) -> None:
+    """app.js's renderSiteInfo walked every site button each picture to say which one's numbers line was open
+    (aria-expanded): on a planet a selector matched against thousands of sites every picture. GridMap.setExpanded
+    writes the button that was open and the one opened alone, nothing while it stays; a site drawn while its line
+    is open says so as it comes; a planet's sites (no buttons) are never written."""
+    script = (DOM + "const written = []; const set = Node.prototype.setAttribute;"
+              "Node.prototype.setAttribute = function (k, v) {"
+              "  if (k === 'aria-expanded') written.push(this.dataset.site ?? this.attrs['data-site']);"
+              "  return set.call(this, k, v); };"
+              f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
+              "const m = new GridMap(new Node());"
+              "const grid = (n, load) => Array.from({length: n}, (_, i) => ({id: 's' + i, lat: 0, lon: 0,"
+              "  slots: 1, running: 1, waiting: 0, load, health: 'ok', ttft_ms: 200}));"
+              "const state = id => m.sites.get(id).g.attrs['aria-expanded'];"
+              "m.setSites(grid(30, 0.5)); const drawn = written.length; written.length = 0;"
+              "m.setExpanded('s3'); const opened = [...written]; written.length = 0;"
+              "for (const load of [0.6, 0.7, 0.8]) { m.setSites(grid(30, load)); m.setExpanded('s3'); }"
+              "const kept = [...written]; written.length = 0;"
+              "m.setExpanded('s7'); const moved = [...written, state('s3'), state('s7')]; written.length = 0;"
+              "m.setSites(grid(7, 0.5)); m.setSites(grid(30, 0.5));"  # s7 gone, drawn again while open
+              "const back = [state('s7'), state('s3')]; written.length = 0;"
+              "const p = new GridMap(new Node()); p.setSites(grid(4400, 0.5)); p.setExpanded('s3');"
+              "p.setSites(grid(4400, 0.6)); p.setExpanded(null);"
+              "process.stdout.write(JSON.stringify({drawn, opened, kept, moved, back, planet: written.length}));")
+    out = node(script)
+    assert out["drawn"] == 30 and out["opened"] == ["s3"] and out["kept"] == [], out
+    assert out["moved"] == ["s3", "s7", "false", "true"], out
+    assert out["back"] == ["true", "false"], out
+    assert out["planet"] == 0, out

@@ -26,11 +26,9 @@ function renderSiteInfo() {
   box.hidden = text == null;
   // written only when it changed: the line is aria-live, and a screen reader re-read the same numbers each picture
   if (box.textContent !== (text || "")) box.textContent = text || "";
-  // each site button says whether the line it controls is open for it (aria-expanded, aria-controls="site-info")
-  for (const g of $("map-sites").querySelectorAll('g.site[role="button"]')) {
-    const open = String(text != null && g.dataset.site === siteShown);
-    if (g.getAttribute("aria-expanded") !== open) g.setAttribute("aria-expanded", open);
-  }
+  // each site button says whether the line it controls is open for it (aria-expanded, aria-controls="site-info"):
+  // the map writes the one that was open and the one opened, never every site's each picture
+  map.setExpanded(text == null ? null : siteShown);
 }
 
 function showSite(ev) {

@@ -91,9 +91,10 @@ export class GridMap {
     this.arcs = svg.querySelector("#map-arcs");
     this.clients = svg.querySelector("#map-clients");
     this.sitesLayer = svg.querySelector("#map-sites");
-    this.sites = new Map();       // id -> {g, body, level, ring, title, x, y} and what was last drawn
+    this.sites = new Map();       // id -> {g, body, level, ring, title, x, y, button} and what was last drawn
     this.arcById = new Map();     // decision id -> {path, dot, born}
     this.colours = new Map();
+    this.expanded = null;         // the site whose numbers line (app.js's #site-info) is open: setExpanded
     // a planet's tooltips are written as the pointer comes to a site (setSites writes them on a map of up to 40)
     this.sitesLayer.addEventListener("pointerover", e => {
       const g = e.target.closest && e.target.closest("g.site");
@@ -140,12 +141,12 @@ export class GridMap {
         if (!many) {  // reached with Tab, worked with Enter or Space (app.js shows its numbers under the map)
           g.setAttribute("tabindex", "0");
           g.setAttribute("role", "button");
-          g.setAttribute("aria-controls", "site-info");  // app.js says whether its line is open (aria-expanded)
-          g.setAttribute("aria-expanded", "false");
+          g.setAttribute("aria-controls", "site-info");  // whether its line is open: setExpanded
+          g.setAttribute("aria-expanded", String(s.id === this.expanded));
           const label = el("text", {x: x + 8, y: y - 8}, g);
           label.textContent = s.id;
         }
-        v = {g, body, level, ring, title, x, y};
+        v = {g, body, level, ring, title, x, y, button: !many};
         this.sites.set(s.id, v);
         this.colourOf(s.id);
       }
@@ -172,6 +173,18 @@ export class GridMap {
     for (const [id, v] of this.sites) {
       if (!seen.has(id)) { v.g.remove(); this.sites.delete(id); }
     }
+  }
+
+  // The site whose numbers line is open (null: none), said on its button (aria-expanded). Only the button that was
+  // open and the one opened are written: app.js walked every site button for it each picture, and a planet's
+  // thousands of sites were matched against the buttons' selector each time; a site drawn later says it as it comes.
+  setExpanded(id) {
+    if (id === this.expanded) return;
+    const was = this.expanded == null ? null : this.sites.get(this.expanded);
+    if (was && was.button) was.g.setAttribute("aria-expanded", "false");
+    this.expanded = id;
+    const now = id == null ? null : this.sites.get(id);
+    if (now && now.button) now.g.setAttribute("aria-expanded", "true");
   }
 
   // A site's tooltip from its latest numbers, written only when its text changed.
