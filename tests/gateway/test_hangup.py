@@ -385,20 +385,27 @@ async def test_a_hang_up_while_the_quota_store_answers_waits_for_its_reservation
 
 
 class _SlowScripted(ScriptedEngine):
-    """A SCRIPTED engine whose every model turn takes `delay_s`; `turns` counts the turns begun, `begun` holds
-    their bodies."""
+    """A SCRIPTED engine whose every model turn takes `delay_s`, but turn number `held` (from 1), which takes
+    ENGINE_DELAY_S (a client hangs up during it); `turns` counts the turns begun, `begun` holds their bodies,
+    `cancelled` counts the turns closed before their answer."""
 
-    def __init__(self, replies: list[dict[str, Any]], delay_s: float) -> None:
+    def __init__(self, replies: list[dict[str, Any]], delay_s: float, held: int | None = None) -> None:
         super().__init__(replies)
         self.delay_s = delay_s
+        self.held = held
         self.turns = 0
+        self.cancelled = 0
         self.begun: list[dict[str, Any]] = []
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         self.turns += 1
         self.begun.append(orjson.loads(body))
-        await asyncio.sleep(self.delay_s)
+        try:
+            await asyncio.sleep(ENGINE_DELAY_S if self.turns == self.held else self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         async with super().open(path, body) as upstream:
             yield upstream
 
@@ -456,8 +463,10 @@ async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Pat
     discarded, nothing after them started), charged its finished model turns (15 tokens each), one
     `client_closed` record, nothing in flight (before: it was noticed when the next byte was written, after the
     loop's next steps, or not before the whole loop had run to its end; charged the reservation)."""
+    # the turn the client hangs up in waits ENGINE_DELAY_S (it was 0.3 s like the others: the hang-up had to be
+    # seen within it, or the turn finished and the test failed)
     engine = _SlowScripted([call("calculator", expression="1+1"), call("slow_lookup", q="x"), answer("2")],
-                           delay_s=0.3)
+                           delay_s=0.3, held={"first-turn": 1, "later-turn": 2, "tool": None}[phase])
     tool = _SlowTool(run_s=TOOL_RUN_S)
     spec = _gateway(tmp_path, {}).spec
     gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
@@ -475,10 +484,13 @@ async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Pat
         assert await _until(lambda: bool(access.lines), 30)
         # at once, not at the next byte (after the tool's 3 s), with room for a loaded machine
         assert access.lines[0][0] - hung_up < TOOL_RUN_S / 2, access.lines[0][0] - hung_up
-        # what would have come next: the loop's next turn or tool (0.3 s each); the tool under way ending (its 3 s)
-        await asyncio.sleep(TOOL_RUN_S + 0.2 if phase == "tool" else 1.2)
+        # the turn under way closed at once (a held turn is cancelled, not ended); the tool under way ending (its
+        # 3 s); then anything next, the loop's next turn or tool, would start at once: 0.3 s for it to show
+        assert await _until(lambda: engine.cancelled == (phase != "tool") and tool.ended == tool.started, 30)
+        await asyncio.sleep(0.3)
         begun, finished = {"first-turn": (1, 0), "later-turn": (2, 1), "tool": (2, 2)}[phase]
         assert (engine.turns, len(engine.received)) == (begun, finished)  # the turn under way closed, no next one
+        assert engine.cancelled == (phase != "tool")
         assert tool.started == (1 if phase == "tool" else 0)
         assert tool.ended == tool.started  # a tool under way was not cut off: it finished, its result unused
         rows = await audit_rows(gw)
