@@ -12,7 +12,7 @@ import time
 
 import orjson
 
-from aigrid.gateway.chat_events import ArgsScan
+from aigrid.gateway.chat_events import ArgsScan, _Calls
 from aigrid.gateway.messages_stream import _Blocks
 from aigrid.gateway.responses_stream import _Output
 
@@ -42,6 +42,15 @@ def one_piece(kb: int) -> None:
           f"orjson alone {min(parse_s) * 1000:.1f} ms")
 
 
+def _started() -> _Calls:
+    """chat_events' calls 0 and 1 started, as the doors' are."""
+    calls = _Calls()
+    for i in (0, 1):
+        calls.pending[i] = [f"call_{i}", "f"]
+        calls._start(i)
+    return calls
+
+
 def main() -> None:
     kb = int(sys.argv[1]) if len(sys.argv) > 1 else 120
     if sys.argv[2:] == ["one"]:
@@ -52,17 +61,21 @@ def main() -> None:
     blocks = _Blocks()
     blocks.tool(0, {"type": "tool_use", "id": "a", "name": "f", "input": {}})
     blocks.tool(1, {"type": "tool_use", "id": "b", "name": "g", "input": {}})  # waits while call 0 is not whole
+    calls = _started()
     t = time.perf_counter()
     for ch in args:
-        blocks.tool_args(0, ch)
+        for e in calls.args(0, ch):  # chat_events scans each piece once (ToolArgs.whole), the door reads its verdict
+            blocks.tool_args(0, ch, e.whole)
     messages_s = time.perf_counter() - t
     assert blocks.open == ("tool", 1), "call 0's arguments were not read as whole"
     out = _Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
     out.start_call(0, "a", "f")
     out.start_call(1, "b", "g")
+    calls = _started()
     t = time.perf_counter()
     for ch in args:
-        out.args_delta(0, ch)
+        for e in calls.args(0, ch):
+            out.args_delta(0, ch, e.whole)
     responses_s = time.perf_counter() - t
     assert ("call", 0) not in out.open, "call 0's arguments were not read as whole"
     print(f"{len(args)} characters, one a piece, {closing} pieces '}}': messages {messages_s:.3f} s, "

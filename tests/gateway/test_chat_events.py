@@ -57,14 +57,14 @@ async def test_a_name_sent_in_pieces_is_the_calls_whole_name(end: list[bytes]) -
     """Until the thirtieth session the first piece's name was the call's: "get_wea"."""
     got = await read(piece(0, "get_wea", call_id="call_1"), piece(0, "ther", ""), piece(0, None, '{"city": "Oslo"}'),
                      *end)
-    assert got[:2] == [ToolStart(0, "call_1", "get_weather"), ToolArgs(0, '{"city": "Oslo"}')], got
+    assert got[:2] == [ToolStart(0, "call_1", "get_weather"), ToolArgs(0, '{"city": "Oslo"}', True)], got
     got = await read(piece(0, "get_wea", call_id="call_1"), piece(0, "ther"), *end)  # no arguments: at the end
     assert got[0] == ToolStart(0, "call_1", "get_weather"), got
 
 
 async def test_a_name_repeated_whole_in_each_piece_is_one_name() -> None:
     got = await read(piece(0, "f", "", "c"), piece(0, "f", '{"x"'), piece(0, "f", ": 2}"), FINISH, DONE)
-    assert got == [ToolStart(0, "c", "f"), ToolArgs(0, '{"x"'), ToolArgs(0, ": 2}"), Finish("tool_calls")], got
+    assert got == [ToolStart(0, "c", "f"), ToolArgs(0, '{"x"'), ToolArgs(0, ": 2}", True), Finish("tool_calls")], got
 
 
 async def test_another_call_starts_those_before_it_in_order() -> None:

@@ -190,6 +190,22 @@ def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return parsed
 
 
+def _calls(*indexes: int) -> Any:
+    """chat_events' calls, `indexes` started (each call's ArgsScan is there: ToolArgs.whole)."""
+    import aigrid.gateway.chat_events as ce
+
+    calls = ce._Calls()
+    for i in indexes:
+        calls.pending[i] = [f"call_{i}", "f"]
+        calls._start(i)
+    return calls
+
+
+def _args(calls: Any, index: int, piece: str) -> ToolArgs:
+    [ev] = list(calls.args(index, piece))
+    return ev
+
+
 def test_a_call_begun_parses_only_the_last_call_begun_not_every_call_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
     """An engine's many calls left open (arguments ending with '}' but not whole): each call begun parsed every open
     call's arguments again (2,000 calls: 2 million parses, 40 s of the event loop, RV9). Only the last call begun can
@@ -199,12 +215,13 @@ def test_a_call_begun_parses_only_the_last_call_begun_not_every_call_left_open(m
     parsed = _count_parses(monkeypatch)
     out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
     n = 300
+    calls = _calls(*range(n))
     for i in range(n):
         out.start_call(i, f"call_{i}", "f")
-        out.args_delta(i, '{"a": {}')
+        out.args_delta(i, '{"a": {}', _args(calls, i, '{"a": {}').whole)
     assert len(out.open) == n  # none whole: all still open
     assert parsed == []  # none came back to depth 0: none parsed
-    out.args_delta(0, "}")  # call 0 whole, another began after it: done
+    out.args_delta(0, "}", _args(calls, 0, "}").whole)  # call 0 whole, another began after it: done
     assert ("call", 0) not in out.open and len(out.open) == n - 1
     assert len(parsed) == 1
 
@@ -225,11 +242,12 @@ def test_the_messages_door_parses_a_calls_arguments_once_not_at_each_closing_bra
     blocks = ms._Blocks()
     blocks.tool(0, {"type": "tool_use", "id": "call_a", "name": "f", "input": {}})
     blocks.tool(1, {"type": "tool_use", "id": "call_b", "name": "g", "input": {}})  # waits: call 0 not whole
+    calls = _calls(0, 1)
     for ch in NESTED[:-1]:
-        blocks.tool_args(0, ch)
+        blocks.tool_args(0, ch, _args(calls, 0, ch).whole)
         assert blocks.waiting  # not whole yet
     assert parsed == []
-    blocks.tool_args(0, NESTED[-1])
+    blocks.tool_args(0, NESTED[-1], _args(calls, 0, NESTED[-1]).whole)
     assert not blocks.waiting and blocks.open == ("tool", 1)  # whole: call 1's block started
     assert parsed == [len(NESTED)]
     assert orjson.loads(NESTED)["s"] == '} { " }'
@@ -243,10 +261,11 @@ def test_the_responses_door_parses_a_calls_arguments_once_not_at_each_closing_br
     out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
     out.start_call(0, "call_a", "f")
     out.start_call(1, "call_b", "g")
+    calls = _calls(0, 1)
     for ch in NESTED[:-1]:
-        out.args_delta(0, ch)
+        out.args_delta(0, ch, _args(calls, 0, ch).whole)
     assert ("call", 0) in out.open and parsed == []
-    out.args_delta(0, NESTED[-1])
+    out.args_delta(0, NESTED[-1], _args(calls, 0, NESTED[-1]).whole)
     assert ("call", 0) not in out.open  # whole, and another began after it: done
     assert out.items[0]["arguments"] == NESTED and parsed == [len(NESTED)]
 

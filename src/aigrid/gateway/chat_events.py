@@ -43,6 +43,9 @@ class ToolStart:
 class ToolArgs:
     index: int
     fragment: str
+    whole: bool = False
+    """The call's arguments so far, this piece included, are a whole JSON object (ArgsScan): no later piece comes for
+    it (_Calls), so a door may end its block or item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,10 @@ class HeldTooMuch(ValueError):
     """An engine's answer past MAX_TOOL_CALLS or MAX_TOOL_ARGS_CHARS."""
 
 
+class ArgsAfterEnd(ValueError):
+    """A piece of a call's arguments after they ended (_Calls): its arguments as the doors gave them would be cut."""
+
+
 class _Calls:
     """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
     [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its
@@ -217,14 +224,26 @@ class _Calls:
     thirtieth session the first piece's name was the call's: an engine that sends a name in pieces (Gemini's
     OpenAI-compatible endpoint: "get_wea", "ther") had the Messages and Responses doors hand their client "get_wea" as
     the tool to call. A call still pending when the answer is cut (an error, the stream's end without its own) is
-    never started."""
+    never started.
 
-    __slots__ = ("started", "pending", "chars")
+    A started call's arguments end once they are a whole JSON object (ArgsScan: ToolArgs.whole), or once text is
+    written after them, or at the answer's finish. The doors that translate end a call's block (Messages) or item
+    (Responses) then and cannot reopen it, so a later piece of it could only be dropped, its arguments cut in the
+    client's hands: a piece of whitespace is (it changes no object), any other piece ends the answer with the door's
+    error (ArgsAfterEnd: engine_malformed). Text that comes while a started call's arguments are not yet whole (an
+    engine interleaving text with a call's pieces) is held (`text`) until every started call's are, or the answer's
+    finish, so that no door ends a call half written. Until the thirty-first session both doors ended the open call at
+    text and dropped its later pieces with a log line: the client got the call's arguments cut and a whole answer."""
+
+    __slots__ = ("started", "pending", "chars", "scans", "text", "text_chars")
 
     def __init__(self) -> None:
         self.started: set[int] = set()
         self.pending: dict[int, list[str]] = {}
         self.chars = 0  # the arguments' characters so far, every call's
+        self.scans: dict[int, ArgsScan] = {}  # the started calls whose arguments have not ended
+        self.text: list[TextPiece] = []  # text held while a started call's arguments are not whole
+        self.text_chars = 0
 
     def held(self, index: int, arguments: str) -> None:
         """A piece of call `index` counted against the answer's bounds (HeldTooMuch past them)."""
@@ -254,12 +273,46 @@ class _Calls:
     def _start(self, index: int) -> ToolStart:
         call_id, name = self.pending.pop(index)
         self.started.add(index)
+        self.scans[index] = ArgsScan()
         return ToolStart(index, call_id or f"call_{index}", name)
 
+    def args(self, index: int, piece: str) -> Iterator[ChatEvent]:
+        """A piece of started call `index`'s arguments, and the text held behind them once every call's are whole."""
+        scan = self.scans.get(index)
+        if scan is None:  # its arguments ended
+            if _NOT_SPACE.search(piece):
+                raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
+                                   f"whole, or text or the answer's finish came after them): {piece[:40]!r}")
+            return
+        scan.feed(piece)
+        if scan.whole:
+            del self.scans[index]
+        yield ToolArgs(index, piece, scan.whole)
+        if not self.scans and self.text:
+            yield from self.written()
+
+    def text_piece(self, piece: TextPiece) -> Iterator[TextPiece]:
+        """Text: written now, or held while a started call's arguments are not whole (bounded as they are)."""
+        if not self.scans:
+            yield piece
+            return
+        self.text_chars += len(piece.text)
+        if self.text_chars > MAX_TOOL_ARGS_CHARS:
+            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS:,} characters of text while a tool call's arguments "
+                              f"were not whole")
+        self.text.append(piece)
+
+    def written(self) -> Iterator[TextPiece]:
+        """The text held, written: every started call's arguments end here (no piece of them may follow)."""
+        self.scans.clear()
+        text, self.text, self.text_chars = self.text, [], 0
+        yield from text
+
     def ended(self) -> Iterator[ChatEvent]:
-        """The answer ended: each call still pending starts, by index."""
+        """The answer ended: each call still pending starts, by index, then the text held is written."""
         for index in sorted(self.pending):
             yield self._start(index)
+        yield from self.written()
 
 
 def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
@@ -277,7 +330,7 @@ def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
-            yield TextPiece(content, token_logprobs(choice))
+            yield from calls.text_piece(TextPiece(content, token_logprobs(choice)))
         for call in delta.get("tool_calls") or ():
             index = call.get("index", 0)
             if type(index) is not int:
@@ -287,7 +340,7 @@ def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
             calls.held(index, arguments if isinstance(arguments, str) else "")
             yield from calls.piece(index, call, fn, arguments)
             if arguments:
-                yield ToolArgs(index, arguments)
+                yield from calls.args(index, arguments)
         finish = choice.get("finish_reason")
         if finish:
             yield from calls.ended()
@@ -326,6 +379,9 @@ def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     except HeldTooMuch as e:
         log.warning("an engine's stream held too much: %s", e)
         yield StreamError(f"the answer was interrupted: the engine sent {e}", "engine_malformed")
+    except ArgsAfterEnd as e:
+        log.warning("an engine's stream sent a tool call's arguments after they ended: %s", e)
+        yield StreamError(f"the answer was interrupted: {e}", "engine_malformed")
     except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
         # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
         log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
@@ -348,6 +404,7 @@ def _ends(event: ChatEvent, failed: Callable[[str], object] | None, calls: _Call
         return False
     if isinstance(event, StreamError):
         calls.pending.clear()
+        calls.text.clear()  # (text held behind a call cut: the door leaves that call as it was cut)
         if failed is not None:
             failed(event.message)
     return True

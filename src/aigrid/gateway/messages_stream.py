@@ -21,7 +21,6 @@ import orjson
 
 from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
-    ArgsScan,
     ChatEvent,
     Finish,
     StreamError,
@@ -47,17 +46,19 @@ class _Blocks:
     One block is open at a time (Anthropic's stream), while OpenAI's chat stream may interleave the argument pieces
     of several calls (each piece names its call's index). So a call begun while the open tool_use block's arguments
     are not yet a whole JSON object waits (`waiting`: its block and pieces, by chat index, in the order begun); once
-    the open block's arguments are whole (chat_events.ArgsScan: no later piece could extend them), or at text
+    the open block's arguments are whole (ToolArgs.whole: no later piece could extend them), or at text
     or the answer's end, it is stopped and the next waiting call's block starts with its pieces so far as one delta,
     then goes on live. Calls streamed one after another (vLLM, OpenAI) each start as they begin. Until the thirtieth
-    session a piece of a call whose block was no longer open was dropped: interleaved calls reached the client cut."""
+    session a piece of a call whose block was no longer open was dropped: interleaved calls reached the client cut.
+    No piece comes for a call after its arguments ended (whole, or text or the finish came): chat_events._Calls holds
+    text behind a call not whole and ends the answer with an error at such a piece (until the thirty-first session
+    the piece was dropped here with a log line, the call's arguments cut)."""
 
     def __init__(self) -> None:
         self.next = 0
         self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat tool index)
-        self.args = ArgsScan()  # the open tool_use block's argument pieces
-        self.waiting: dict[int, tuple[dict[str, Any], ArgsScan]] = {}
-        self.dropped: set[int] = set()
+        self.whole = False  # the open tool_use block's arguments are a whole JSON object
+        self.waiting: dict[int, tuple[dict[str, Any], list[str], bool]] = {}  # block, pieces, whole
 
     def close(self) -> bytes:
         if self.open is None:
@@ -68,7 +69,7 @@ class _Blocks:
 
     def start(self, key: tuple[str, int], block: dict[str, Any]) -> bytes:
         out = self.close()
-        self.open, self.args = key, ArgsScan()
+        self.open, self.whole = key, False
         return out + sse("content_block_start", {"type": "content_block_start", "index": self.next,
                                                   "content_block": block})
 
@@ -77,34 +78,35 @@ class _Blocks:
 
     def tool(self, index: int, block: dict[str, Any]) -> bytes:
         """A call begun: its block starts now, or waits while the open tool_use block's arguments are not whole."""
-        if self.waiting or (self.open is not None and self.open[0] == "tool" and not self.args.whole):
-            self.waiting[index] = (block, ArgsScan())
+        if self.waiting or (self.open is not None and self.open[0] == "tool" and not self.whole):
+            self.waiting[index] = (block, [], False)
             return b""
         return self.start(("tool", index), block)
 
-    def tool_args(self, index: int, fragment: str) -> bytes:
+    def tool_args(self, index: int, fragment: str, whole: bool) -> bytes:
         if self.open == ("tool", index):
-            self.args.feed(fragment)
+            self.whole = whole
             out = self.delta({"type": "input_json_delta", "partial_json": fragment})
-            while self.waiting and self.args.whole:  # whole: the next call's block may start
+            while self.waiting and self.whole:  # whole: the next call's block may start
                 out += self._next()
             return out
         if index in self.waiting:
-            self.waiting[index][1].feed(fragment)
-        elif index not in self.dropped:  # a piece after its call's block was stopped (text or another block came)
-            self.dropped.add(index)
-            log.warning("a streamed tool call's argument piece came after its tool_use block was stopped (call index "
-                        "%d): left out of the Anthropic stream", index)
+            block, parts, _ = self.waiting[index]
+            parts.append(fragment)
+            self.waiting[index] = (block, parts, whole)
+        else:  # (chat_events ends the answer before such a piece: a bug if it comes)
+            log.error("a streamed tool call's argument piece came after its tool_use block was stopped (call index "
+                      "%d): left out of the Anthropic stream", index)
         return b""
 
     def _next(self) -> bytes:
         """The open block stopped, the first waiting call's block started with its pieces so far."""
         index = next(iter(self.waiting))
-        block, scan = self.waiting.pop(index)
+        block, parts, whole = self.waiting.pop(index)
         out = self.start(("tool", index), block)
-        if scan.parts:
-            self.args = scan
-            out += self.delta({"type": "input_json_delta", "partial_json": "".join(scan.parts)})
+        if parts:
+            self.whole = whole
+            out += self.delta({"type": "input_json_delta", "partial_json": "".join(parts)})
         return out
 
     def flush(self) -> bytes:
@@ -142,7 +144,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
         elif isinstance(ev, ToolStart):
             yield blocks.tool(ev.index, {"type": "tool_use", "id": ev.call_id, "name": ev.name, "input": {}})
         elif isinstance(ev, ToolArgs):
-            yield blocks.tool_args(ev.index, ev.fragment)
+            yield blocks.tool_args(ev.index, ev.fragment, ev.whole)
         elif isinstance(ev, Finish):
             stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences)
         elif isinstance(ev, Usage):

@@ -27,7 +27,6 @@ import orjson
 
 from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
-    ArgsScan,
     ChatEvent,
     Finish,
     Steps,
@@ -80,12 +79,12 @@ MESSAGE = ("message", -1)
 class _Open:
     """An item open: its output_index, the item as added, and its text or arguments' pieces so far."""
 
-    __slots__ = ("index", "item", "parts", "logprobs", "scan")
+    __slots__ = ("index", "item", "parts", "logprobs", "whole")
 
     def __init__(self, index: int, item: dict[str, Any]) -> None:
         self.index, self.item = index, item
-        self.scan = ArgsScan()  # a call's: whether its arguments are whole
-        self.parts = self.scan.parts  # the message's text or the call's argument pieces (fed to scan)
+        self.whole = False  # a call's: whether its arguments are whole (ToolArgs.whole)
+        self.parts: list[str] = []  # the message's text or the call's argument pieces
         self.logprobs: list[dict[str, Any]] = []
 
 
@@ -94,14 +93,15 @@ class _Output:
     calls by chat index. Several calls may be open at once: OpenAI's chat stream may interleave the argument pieces of
     parallel calls (each piece names its call's index), and each Responses delta names its item and output_index. A
     call is done once another has begun after it and its arguments are a whole JSON object
-    (chat_events.ArgsScan), at text, or at the answer's end. Until the thirtieth session only the last call
-    begun was open: a piece of an earlier one was dropped, its arguments cut."""
+    (ToolArgs.whole), at text, or at the answer's end. Until the thirtieth session only the last call
+    begun was open: a piece of an earlier one was dropped, its arguments cut. No piece comes for a call done
+    (chat_events._Calls holds text behind a call not whole, and ends the answer with an error at a piece after a
+    call's arguments ended; until the thirty-first session it was dropped here with a log line, the call cut)."""
 
     def __init__(self, ev: _Events) -> None:
         self.ev = ev
         self.items: list[dict[str, Any]] = []
         self.open: dict[tuple[str, int], _Open] = {}
-        self.dropped: set[int] = set()
         self.last_call = ("call", -1)  # the key of the last call begun
 
     def close(self, key: tuple[str, int], status: str = "completed") -> bytes:
@@ -154,25 +154,24 @@ class _Output:
         out = b""
         if MESSAGE in self.open:
             out = self.close(MESSAGE)
-        if (last := self.open.get(self.last_call)) is not None and last.scan.whole:
+        if (last := self.open.get(self.last_call)) is not None and last.whole:
             out += self.close(self.last_call)
         self.last_call = ("call", index)
         o = self._add(("call", index), function_call_item(call_id, name, "", new_id("fc"), status="in_progress"))
         return out + self.ev("response.output_item.added", output_index=o.index, item=o.item)
 
-    def args_delta(self, index: int, fragment: str) -> bytes:
+    def args_delta(self, index: int, fragment: str, whole: bool) -> bytes:
         key = ("call", index)
         o = self.open.get(key)
-        if o is None:  # a piece after its call was done (text came, or its arguments were whole)
-            if index not in self.dropped:
-                self.dropped.add(index)
-                log.warning("a streamed tool call's argument piece came after its function_call item was done "
-                            "(call index %d): left out of the Responses stream", index)
+        if o is None:  # (chat_events ends the answer before such a piece: a bug if it comes)
+            log.error("a streamed tool call's argument piece came after its function_call item was done "
+                      "(call index %d): left out of the Responses stream", index)
             return b""
-        o.scan.feed(fragment)  # appends it to o.parts
+        o.parts.append(fragment)
+        o.whole = whole
         out = self.ev("response.function_call_arguments.delta", item_id=o.item["id"], output_index=o.index,
                       delta=fragment)
-        if o.index != len(self.items) - 1 and o.scan.whole:  # another call began after it: it is done
+        if o.index != len(self.items) - 1 and o.whole:  # another call began after it: it is done
             out += self.close(key)
         return out
 
@@ -227,7 +226,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
         elif isinstance(e, ToolStart):
             yield out.start_call(e.index, e.call_id, e.name)
         elif isinstance(e, ToolArgs):
-            yield out.args_delta(e.index, e.fragment)
+            yield out.args_delta(e.index, e.fragment, e.whole)
         elif isinstance(e, Steps):
             for step in e.steps:
                 key = str(step.get("call_id") or step.get("index"))
