@@ -473,3 +473,44 @@ async def test_many_short_texts_are_read_off_the_event_loop() -> None:
     here = threading.current_thread().name
     assert firewall.threads[0] == here
     assert all(name.startswith("aigrid-firewall") for name in firewall.threads[1:]), firewall.threads
+
+
+async def test_personal_datas_runs_are_worked_out_once_for_a_request_read_on_the_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the thirty-first session the runs of texts read across their seams (pipeline._runs) were worked out on
+    the event loop to weigh the request (read_across) and again on the worker thread (personal_data). Now once, and
+    what the worker reads with them is what it read before: a phone number cut across the parts, redacted."""
+    import aigrid.security.firewall.pipeline as pipeline
+    from aigrid.security.firewall.pipeline import Action, FirewallPolicy
+
+    counted: list[int] = []
+    runs_of = pipeline._runs
+
+    def runs(texts: Sequence[ModelText]) -> list[list[int]]:
+        counted.append(len(texts))
+        return runs_of(texts)
+
+    monkeypatch.setattr(pipeline, "_runs", runs)
+    firewall = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_input=Action.REDACT)})
+    parts = [ModelText(p, Source.USER, ("messages", 0, "content", j, "text"))
+             for j, p in enumerate(["call me at +1 415 ", "555 0100 ", *["ok "] * 40])]
+    screen = Screen(firewall)
+    try:
+        got = await screen.check("t", parts)
+    finally:
+        screen.close()
+    assert counted == [len(parts)]
+    assert [v.check for v in got.verdicts] == ["pii", "pii"]
+    assert "415" not in got.texts[0].text and "0100" not in got.texts[1].text
+
+
+async def test_a_tenants_many_small_requests_do_not_hold_back_another_tenant(firewall: RecordingFirewall) -> None:
+    """Why the queue has no cap on a tenant's jobs (thirty-first session): one tenant's 300 small requests queued
+    (17 short texts each: more than INLINE_TEXTS, so each goes to the worker) delay another tenant's request, sent
+    after all of them, by one of them at most, as the fair order says (each is charged at least inline_chars). What
+    a tenant's jobs hold (their texts) is held by its requests in flight whether queued or not: the gateway's request
+    limits bound it, not this queue."""
+    small = [ModelText(f"m{i} note {j}", Source.DOCUMENT, ("documents", j)) for i in range(300) for j in range(17)]
+    requests = [("many", small[i * 17:(i + 1) * 17]) for i in range(300)] + [("other", doc("o0"))]
+    order = await read_behind_a0(firewall, requests)
+    assert len(order) == 302 and order.index("o0") <= 2, order[:5]

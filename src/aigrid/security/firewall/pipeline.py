@@ -139,7 +139,8 @@ class Firewall:
         """Run the input checks on every text; stops at the first block (the rest pass unchanged). Whether a text
         blocked is asked of its own verdicts only: asking of all of them (`Screened.blocked`) after every text cost
         the square of the texts where each had a verdict (10,000 text parts of "12 ", each flagged as a piece of a
-        phone number read across them, held the firewall's worker thread 2-6 s, 0.4 s of it reading them)."""
+        phone number read across them, held the firewall's worker thread 2-6 s, 0.4 s of it reading them).
+        `texts` as WeighedTexts (screen.Screen's) bring their personal data's runs, not worked out again."""
         policy = self.policy(tenant)
         result = Screened(list(texts))
         found = personal_data(texts) if policy.pii_input != Action.OFF else {}
@@ -291,9 +292,10 @@ def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
     the text around each seam is read (read_together's window), the seams between two user turns in both orders:
     read in the first only, an item cut between two user turns whose end the first reading ran into the next user
     turn passed, a system prompt or tool result between them in the messages ("+" | "1 415 555 0100" | a system
-    " " | "x": "+1 415 555 0100x" in the first reading; R2's review, 2026-12-05)."""
+    " " | "x": "+1 415 555 0100x" in the first reading; R2's review, 2026-12-05). The runs are WeighedTexts.runs
+    where `texts` bring them."""
     found = {i: find_pii(t.text) for i, t in enumerate(texts) if sent_by_client(t)}
-    for run in _runs(texts):
+    for run in texts.runs if isinstance(texts, WeighedTexts) else _runs(texts):
         found.update(zip(run, read_together([texts[i].text for i in run], [found[i] for i in run], ids=run),
                          strict=True))
     return found
@@ -309,17 +311,36 @@ def _runs(texts: Sequence[ModelText]) -> list[list[int]]:
     return [r for r in (run, turns if turns != run else []) if len(r) > 1]
 
 
-def read_across(policy: FirewallPolicy, texts: Sequence[ModelText]) -> frozenset[int]:
+def pii_runs(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[list[int]]:
+    """The runs of `texts` that `policy` reads personal data across (personal_data's), none where it does not read
+    personal data."""
+    return _runs(texts) if policy.pii_input != Action.OFF else []
+
+
+class WeighedTexts(list[ModelText]):
+    """A request's texts with the runs its policy reads personal data across (pii_runs). The choke point
+    (screen.Screen) works them out once, on the event loop, to weigh the request (read_across), and hands the texts
+    so to check_texts on its worker thread, where personal_data reads them: until the thirty-first session the worker
+    worked them out again (two passes over every text's source and path: 4,000 one-character user parts 2.1-3.5 ms,
+    best of 5-7, on 2 cores at load 12)."""
+
+    __slots__ = ("runs",)
+
+    def __init__(self, texts: Sequence[ModelText], runs: list[list[int]]) -> None:
+        super().__init__(texts)
+        self.runs = runs
+
+
+def read_across(policy: FirewallPolicy, texts: Sequence[ModelText],
+                runs: list[list[int]] | None = None) -> frozenset[int]:
     """The indexes of the texts `policy` reads across their seams with others (personal_data's runs, where the policy
     reads personal data): the costly kind of text, whatever its length. Each seam is read in a window of up to 2 x 56
     characters (pii.read_together), twice where a user's text is in both runs, so a system prompt and one-character
     user parts of digit groups cost up to 0.9 ms a text; another text costs its characters and a pass of the
     injection heads, about 0.15 ms where it is short (scripts/bench_screen_parts.py; screen.py bounds and charges
     both). The injection check's reading of short user texts together (Firewall._seams) costs little a text (windows
-    of the joined run, each kept in the score cache)."""
-    if policy.pii_input == Action.OFF:
-        return frozenset()
-    return frozenset(i for run in _runs(texts) for i in run)
+    of the joined run, each kept in the score cache). `runs`: pii_runs(policy, texts), where the caller has them."""
+    return frozenset(i for run in (pii_runs(policy, texts) if runs is None else runs) for i in run)
 
 
 def _a_turn(text: ModelText) -> bool:

@@ -47,7 +47,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, Screened, read_across
+from aigrid.security.firewall.pipeline import (
+    Action,
+    Firewall,
+    FirewallPolicy,
+    Screened,
+    WeighedTexts,
+    pii_runs,
+    read_across,
+)
 from aigrid.security.firewall.texts import ModelText, Source, render
 
 INLINE_CHARS = 2_000
@@ -102,13 +110,14 @@ assert INLINE_TEXTS <= MAX_TOGETHER  # Screen.check reads that many in place wit
 log = logging.getLogger(__name__)
 
 
-def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
+def weights(policy: FirewallPolicy, texts: Sequence[ModelText], runs: list[list[int]] | None = None) -> list[int]:
     """What reading each of `texts` under `policy` costs beside its characters, in characters: PART_CHARS for a text
     read across its seams (pipeline.read_across), TOOL_CHARS for a tool's definition where injection is read,
-    TEXT_CHARS for another; nothing where the policy reads nothing."""
+    TEXT_CHARS for another; nothing where the policy reads nothing. `runs`: pipeline.pii_runs(policy, texts), where
+    the caller has them."""
     if not policy.reads_input:
         return [0] * len(texts)
-    together = read_across(policy, texts)
+    together = read_across(policy, texts, runs)
     tool = TOOL_CHARS if policy.injection != Action.OFF else TEXT_CHARS
     described = Source.TOOL_DESCRIPTION  # looked up once, compared by identity: an enum's == and lookup per text
     weighed = [tool if t.source is described else TEXT_CHARS for t in texts]
@@ -117,11 +126,11 @@ def weights(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
     return weighed
 
 
-def check_count(policy: FirewallPolicy, texts: Sequence[ModelText]) -> list[int]:
+def check_count(policy: FirewallPolicy, texts: Sequence[ModelText], runs: list[list[int]] | None = None) -> list[int]:
     """The texts' `weights`, unless they pass MAX_TOGETHER texts read together (MAX_OTHERS others): then the client's
     400, naming the field of the text at which they pass it (a chat message by its index, which each front door
     names by its own field: gateway/front_door.name_own_field)."""
-    weighed = weights(policy, texts)
+    weighed = weights(policy, texts, runs)
     bound, total = MAX_TOGETHER * PART_CHARS, 0
     # the cheap checks first (no text weighs more than PART_CHARS; then the sum): the walk below, naming where the
     # bound is passed, only for a request over it (this check runs on the event loop, for every request)
@@ -150,7 +159,8 @@ def work(texts: Sequence[ModelText], weighed: Sequence[int]) -> int:
 @dataclass(eq=False, slots=True)
 class _Job:
     tenant: str
-    texts: list[ModelText]
+    texts: WeighedTexts
+    """With their pii_runs under the tenant's policy (worked out once, to weigh them, and read by check_texts)."""
     work: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Screened]
@@ -191,11 +201,14 @@ class Screen:
         # their weights are not worked out on the event loop for them
         if chars <= self.inline_chars and len(texts) <= INLINE_TEXTS and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
-        weighed = check_count(self.firewall.policy(tenant), texts)
+        policy = self.firewall.policy(tenant)
+        runs = pii_runs(policy, texts)
+        weighed = check_count(policy, texts, runs)
         loop = asyncio.get_running_loop()
         with self._lock:
             self._seq += 1
-            job = _Job(tenant, list(texts), work(texts, weighed), loop, loop.create_future(), self._seq, self.clock())
+            job = _Job(tenant, WeighedTexts(texts, runs), work(texts, weighed), loop, loop.create_future(), self._seq,
+                       self.clock())
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
             if not self._reading and not self._jobs:
