@@ -64,9 +64,9 @@ async def answer(reader: asyncio.StreamReader, within_s: float = ANSWER_S) -> by
                          ids=["nothing", "half a head"])
 async def test_a_head_not_complete_in_time_is_answered_408_and_closed(port: int, sent: bytes) -> None:
     """uvicorn kept such a connection open for good (40 s and more with the real gateway); now the deadline."""
+    started = asyncio.get_running_loop().time()  # before the connection: the server's deadline starts after it
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(sent)
-    started = asyncio.get_running_loop().time()
     got = await answer(reader)
     # the deadline in force, not HEAD_TIMEOUT_S (the 408 said "within 10 s" whatever the protocol's was)
     assert got == TIMED_OUT and b"within 0.4 s" in got and f"within {HEAD_TIMEOUT_S:g} s".encode() not in got
