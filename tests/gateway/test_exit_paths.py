@@ -181,10 +181,10 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
             got_chunk.set()
 
     task = asyncio.create_task(app(_scope(path), receive, send))
-    await asyncio.wait_for(got_chunk.wait(), 5)
+    await asyncio.wait_for(got_chunk.wait(), 30)
     if leave:
         hung_up.set()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 30)
     else:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -385,12 +385,12 @@ async def test_a_second_cancel_landing_while_the_quota_settles_still_settles_and
         task = asyncio.create_task(request())
         await asyncio.sleep(0)
         task.cancel()  # the shutdown
-        await asyncio.wait_for(store.settling.wait(), 5)
+        await asyncio.wait_for(store.settling.wait(), 30)
         task.cancel()  # the second cancel, while the quota settles
         await asyncio.sleep(0.01)
         store.go.set()
         with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, 30)
         assert task.cancelling() == 2
         assert await balance(gw) == 0  # settled: no engine had it, nothing charged
         row = await the_one_record(gw)

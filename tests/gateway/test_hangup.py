@@ -372,7 +372,7 @@ async def test_a_hang_up_while_the_quota_store_answers_waits_for_its_reservation
     route = ROUTES[1]  # chat, whole
     async with serving(gw) as (port, access):
         writer = await _request(port, route, route.body)
-        await asyncio.wait_for(slow.asked.wait(), 4)
+        await asyncio.wait_for(slow.asked.wait(), 30)
         assert await tokens(gw) > 0  # reserved in the store, its reply not yet read
         writer.close()
         await asyncio.sleep(0.2)
