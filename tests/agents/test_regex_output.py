@@ -15,6 +15,11 @@ import regex
 from aigrid.agents.regex_tool import MAX_OUTPUT, RegexTool
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 
+HANG_S = 120.0
+"""The tool's timeout in the tests that read memory: a hang's bound, not a timing (the sub and its deadline run on a
+thread, by the wall clock). 10 s failed a run of the suite at load ~20: the 20,000 characters backwards below take
+about 1 s of CPU traced, 5.4 s of wall at load 12."""
+
 
 async def test_a_replacement_that_multiplies_the_text_is_written_out_no_further_than_the_output_bound() -> None:
     # every position's lookahead captures the rest of the text and each match writes it out 100 times: the whole
@@ -58,7 +63,7 @@ async def test_a_long_result_is_cut_and_an_invalid_replacement_is_refused() -> N
 async def test_matches_and_groups_are_taken_no_longer_than_the_output_shows(args: dict) -> None:
     tracemalloc.start()
     try:
-        out = await RegexTool(timeout_s=10.0).run(args, NO_CONTEXT)
+        out = await RegexTool(timeout_s=HANG_S).run(args, NO_CONTEXT)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -99,10 +104,10 @@ async def test_a_long_result_backwards_is_its_start_cut_and_bounded_in_memory() 
 
 
 async def _traced(args: dict) -> tuple[str, int]:
-    """The tool's answer to `args` (a 10 s timeout) and the most memory Python allocated meanwhile."""
+    """The tool's answer to `args` (timeout HANG_S) and the most memory Python allocated meanwhile."""
     tracemalloc.start()
     try:
-        out = await RegexTool(timeout_s=10.0).run(args, NO_CONTEXT)
+        out = await RegexTool(timeout_s=HANG_S).run(args, NO_CONTEXT)
         return out, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -111,7 +116,7 @@ async def _traced(args: dict) -> tuple[str, int]:
 @pytest.mark.parametrize(("pattern", "size"), [
     ("(?=(.*))", 100_000),
     # backwards every position's look-behind reads back to the text's start, n^2/2 steps: 100,000 characters took
-    # 4.5-5 s of CPU (regex 2026.11.24 and 2026.12.2), past the 10 s timeout on a machine loaded 6x; 20,000 are
+    # 4.5-5 s of CPU (regex 2026.11.24 and 2026.12.2), past a 10 s timeout on a machine loaded 6x; 20,000 are
     # still 2 MB written per match by Match.expand
     ("(?r)(?<=(.*))", 20_000),
 ])
