@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from aigrid.dashboard.feed import Feed
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.proxy import EngineNames
@@ -119,3 +120,45 @@ def test_the_address_an_engines_host_name_resolved_to_is_hidden_too() -> None:
             "('10.0.0.7', 8000), [Errno 99] Cannot assign requested address ('fd00::7', 8000, 0, 0)")
     hidden = names.hide(both)
     assert "10.0.0.7" not in hidden and "fd00" not in hidden and hidden.count("<engine>") == 2, hidden
+
+
+async def test_without_keys_no_caller_reads_an_engines_address(tmp_path: Path) -> None:
+    """With security.enforce off (the demo default) the gateway cannot tell an operator from anyone else (any caller
+    names its own tenant): every caller read every decision and /v1/grid as an operator, the engines' addresses
+    included (`url`, a failing endpoint's `reason`, the attempts' errors and rejections: `aigrid explain`), and the
+    live map showed a failing endpoint's reason whole. Now each is named by its endpoint's id, for everyone; what
+    every caller may read is unchanged (every tenant's decisions, every endpoint)."""
+    spec = spec_in(tmp_path, enforce=False)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(engine_side)) as up:
+        engines = {e.id: OpenAICompatEngine("vllm", address(e.id), up) for e in spec.endpoints}
+        gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+        await gw.scraper.scrape_once()
+        await gw.guard.start()
+        try:
+            assert INTERNAL in gw.store.state("fra-smollm2").reason  # what the engine said, with its address
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+                failed = await c.post("/v1/chat/completions", json=CHAT)  # every engine refuses the connection
+                assert failed.status_code == 502, failed.text
+                none = await c.post("/v1/chat/completions", json=CHAT,  # another tenant's: EU only, fra unhealthy
+                                    headers={"x-aigrid-tenant": "eu-bank"})
+                assert none.status_code == 503, none.text
+                decision = failed.headers["x-aigrid-decision"]
+                one = (await c.get(f"/v1/decisions/{decision}")).json()
+                banks = (await c.get(f"/v1/decisions/{none.headers['x-aigrid-decision']}")).json()
+                recent = (await c.get("/v1/decisions", params={"limit": 1000})).json()["data"]
+                seen = (await c.get("/v1/grid")).json()["endpoints"]
+            feed = Feed(gw)
+            assert banks["rejected"], banks
+            shown = {"decision": one, "rejected": banks, "recent": recent, "grid": seen, "feed": feed.tick(0.0)}
+            for where, body in shown.items():
+                assert INTERNAL not in orjson.dumps(body).decode(), (where, body)
+            assert one["attempts"] and one["attempts"][0]["error"].startswith(
+                f"vllm engine at {one['attempts'][0]['endpoint']}: "), one
+            assert {r["id"] for r in recent} >= {decision, none.headers["x-aigrid-decision"]}  # every tenant's still
+            assert all("url" not in e for e in seen) and len(seen) == len(spec.endpoints)
+            assert {e["id"]: e["reason"] for e in seen}["fra-smollm2"].startswith("vllm engine at fra-smollm2: ")
+            grid_state = dict(feed.tick(1.0))["grid"]
+            assert {e["id"]: e["reason"] for e in grid_state["endpoints"]}["fra-smollm2"].startswith(
+                "vllm engine at fra-smollm2: ")
+        finally:
+            await gw.guard.stop()

@@ -144,6 +144,7 @@ class Feed:
             for s in view.sites.values()
         }
         endpoints: list[dict[str, Any]] = []
+        hide = self.gw.proxy.names.hide  # a failing endpoint's reason is its engine's error: no address on a screen
         ttfts: dict[str, list[float]] = {sid: [] for sid in sites}
         for e in view.endpoints:
             st = view.state(e.id)
@@ -160,7 +161,7 @@ class Feed:
                               "healthy": st.healthy, "circuit": str(st.circuit), "running": st.running,
                               "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_ms": None if st.ttft_s is None else round(st.ttft_s * 1000.0, 1),
-                              "reason": st.reason})
+                              "reason": hide(st.reason, e.id)})
         for sid, site in sites.items():
             slots = max(site["slots"], 1)
             site["utilization"] = round(site["running"] / slots, 3)

@@ -779,7 +779,9 @@ class Routes:
                 or (servable is not None and not readable_by(found, servable)):
             raise NotFound(f"no decision {decision_id!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
-        return json_response(found if servable is None else self.gw.proxy.names.decision(found, servable))
+        if self._reads_addresses(principal):
+            return json_response(found)
+        return json_response(self.gw.proxy.names.decision(found, self.gw.engines if servable is None else servable))
 
     async def recent_decisions(self, request: Request, ex: Exchange) -> Response:
         """The latest decisions the caller may see: audited (an operator reads every tenant's)."""
@@ -792,8 +794,12 @@ class Routes:
             records = await self.gw.hub.recent_decisions(asked, tenant)
         if records is None:  # one process, or the hub out of reach: this worker's own
             records = [r.to_dict() for r in self.gw.decisions.recent(asked, tenant)]
-        if tenant is not None:
-            names = self.gw.proxy.names  # a tenant reads its engines by their endpoints' ids, not their addresses
+        if self._reads_addresses(principal):
+            return json_response({"data": records})
+        names = self.gw.proxy.names  # engines named by their endpoints' ids, not their addresses
+        if tenant is None:  # every tenant's (enforcement off): every endpoint's rejections
+            records = [names.decision(r, self.gw.engines) for r in records]
+        else:
             servable = self._servable(principal.scopes)
             records = [names.decision(r, servable) for r in records
                        if r.get("tenant") == tenant and readable_by(r, servable)]
@@ -805,6 +811,17 @@ class Routes:
         principal, _ = await authenticate(self.gw, request, ex)
         return principal, self.gw.guard.reader_of(principal)
 
+    def _reads_addresses(self, principal: Principal) -> bool:
+        """The one rule for the engines' own addresses (base URLs, internal hosts and ports) where a caller reads
+        them: /v1/grid's `url` and a failing endpoint's `reason`, a decision's attempt errors and rejection reasons
+        (`aigrid explain`). Only a caller the gateway knows to be an operator reads them: an operator tenant's key
+        with security.enforce on. With enforcement off it knows nobody (any caller may send any x-aigrid-tenant; a
+        keyless grid behind a proxy or on 0.0.0.0 takes callers it has never met): every caller still reads every
+        tenant's decisions and the whole grid, each engine named by its endpoint's id (engine_names.EngineNames),
+        as a tenant reads it. The log and the audit records keep the address; the 502/503 messages, a stream's
+        error event and the live map never show it (anyone's)."""
+        return self.gw.guard.enforcing and self.gw.guard.reader_of(principal) is None
+
     def _servable(self, scopes: Scopes) -> dict[str, str]:
         """The endpoints that may serve a caller of these scopes (the routing's hard filters), each with its model:
         what /v1/grid shows a caller that is not an operator, and what its decisions may name."""
@@ -813,12 +830,14 @@ class Routes:
                 if may_serve(scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction)}
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
-        # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator, in
-        # `url` and in a failing engine's `reason` (named by its endpoint's id for anyone else); anyone else reads
+        # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator's key
+        # (_reads_addresses), in `url` and in a failing engine's `reason` (named by its endpoint's id for anyone
+        # else, every caller of a grid without keys among them); a caller that is not an operator reads
         # the part of the grid that may serve it (its key's models, sites and jurisdictions), as /v1/models lists
         # only the models it may use
         principal = await authenticate_read(self.gw, request, ex)
         operator = self.gw.guard.reader_of(principal) is None
+        addresses = self._reads_addresses(principal)  # not with enforcement off, where anyone is an "operator"
         view = self.gw.store.snapshot()
         servable = None if operator else self._servable(principal.scopes)
         shown = [e for e in view.endpoints if servable is None or e.id in servable]
@@ -829,11 +848,11 @@ class Routes:
         for e in shown:
             st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
-                              **({"url": without_userinfo(self.gw.engines[e.id].base_url)} if operator else {}),
+                              **({"url": without_userinfo(self.gw.engines[e.id].base_url)} if addresses else {}),
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4),
-                              "reason": st.reason if operator else self.gw.proxy.names.hide(st.reason, e.id),
+                              "reason": st.reason if addresses else self.gw.proxy.names.hide(st.reason, e.id),
                               "telemetry_age_s": round(st.age_s, 2),
                               "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
                               "pending_requests": st.pending_requests,
