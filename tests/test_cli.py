@@ -671,6 +671,30 @@ def test_spec_check_of_a_scenario_or_demand_with_a_typo_in_a_field_names_the_typ
     assert "endpoints" not in out and "Traceback" not in out, out
 
 
+@pytest.mark.parametrize(("example", "was", "now", "says"), [
+    ("sim/small.yaml", "city: Tokyo", "city: Tokio", "site 'ap-tokyo': no city named 'Tokio' in GeoNames"),
+    ("sim/small.yaml", "jurisdictions: [EU]", "jurisdictions: [EUR]",
+     "tenants[1].jurisdictions: no site of tenant 'eu-bank' is in EUR"),
+    ("sim/small.yaml", "continents: [EU], jurisdictions", "continents: [XX], jurisdictions",
+     "tenant 'eu-bank': no cities in its continents/countries"),
+    ("sim/small.yaml", "sites: [eu-west]", "sites: [eu-wst]", "faults[0].sites: no site 'eu-wst'"),
+    ("plan/small.yaml", "Chicago, San Jose", "Chicgo, San Jose",
+     "supply.candidates.cities: no city named 'Chicgo' in GeoNames")])
+def test_spec_check_of_a_scenario_or_demand_refuses_what_its_run_would_refuse(
+        tmp_path: Path, example: str, was: str, now: str, says: str) -> None:
+    """`aigrid spec check` said `ok` to a scenario whose site is in a city GeoNames does not have (`Tokio`), whose
+    tenant may run only where no site is (`[EUR]`) or lives on no continent, whose fault names no site, and to a
+    demand file with a mistyped candidate city: `aigrid sim` / `aigrid plan` refused each seconds later. The
+    check runs the same setup checks now, and names the field."""
+    given = tmp_path / "broken.yaml"
+    text = (ROOT / "examples" / example).read_text()
+    assert text.count(was) == 1, was
+    given.write_text(text.replace(was, now))
+    r = runner.invoke(app, ["spec", "check", str(given)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and says in out and "ok " not in out and "Traceback" not in out, out
+
+
 @pytest.mark.parametrize(("command", "given", "says"), [
     ("sim", "demo.yaml", "is a grid spec"), ("sim", "plan/small.yaml", "is a planner demand file"),
     ("plan", "demo.yaml", "is a grid spec"), ("plan", "sim/small.yaml", "is a simulator scenario")])

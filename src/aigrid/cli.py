@@ -404,12 +404,41 @@ def _other_input(path: Path, raw: object) -> bool:
         return False
     try:
         loaded = load(path)
+        _places_and_references(loaded, str(path))
     except AigridError as e:
         raise _fail(e) from None
     counts = ", ".join(_count(len(getattr(loaded, p)), p[:-3] + "y" if p.endswith("ies") else p[:-1]) for p in parts)
     console.print(f"[green]ok[/] {escape(str(path))}: {what}, not a grid spec ({counts}): "
                   f"`aigrid {command} {escape(str(path))}`", soft_wrap=True)
     return True
+
+
+def _places_and_references(loaded: object, source: str) -> None:
+    """What `aigrid sim` and `aigrid plan` refuse in their setup, before any run, and a file's own validation cannot
+    see without GeoNames or the built grid: a site's or a candidate's city not in GeoNames, a tenant allowed only
+    jurisdictions no site is in, a fault naming no site, a tenant whose continents hold no city. `spec check`
+    said `ok` to each (`Tokio`, `[EUR]`) and the run refused it seconds later; the same checks run here."""
+    from aigrid.plan.demand import Demand
+    from aigrid.sim.geography import load_cities
+    from aigrid.sim.scenario import Scenario
+
+    if isinstance(loaded, Demand):
+        from aigrid.plan.supply import candidate_sites
+
+        candidate_sites(loaded, load_cities(), source)
+    elif isinstance(loaded, Scenario):
+        from aigrid.sim.grid import build_grid, check_references
+        from aigrid.sim.scenario import ScenarioError, ScenarioProblem
+        from aigrid.sim.workload import users_of
+
+        cities = load_cities()
+        try:  # one grid per site set the policies name, as run_experiment builds them
+            keys = {label.partition("@")[2] or None for label in loaded.policies}
+            check_references(loaded, [build_grid(loaded, cities, key) for key in sorted(keys, key=str)])
+            for tenant in loaded.tenants:
+                users_of(tenant, cities)
+        except ScenarioProblem as e:
+            raise ScenarioError(source, [str(e)]) from None
 
 
 @app.command()
