@@ -14,7 +14,11 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
+from aigrid.core.urgency import LEVELS
+from aigrid.gateway.app import build_gateway
 from aigrid.gateway.metrics import GatewayMetrics
+from tests.gateway.conftest import spec_in
+from tests.gateway.fake_engine import FakeEngine
 from tests.test_docs_match import _anchors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -321,3 +325,52 @@ def test_every_alert_has_a_runbook_url_naming_a_section_of_the_docs_that_exists(
         name = part.partition("\n")[0]
         for head in ("**Means**: ", "**First checks**: ", "**Fix**: "):
             assert re.search(rf"^{re.escape(head)}\S", part, re.M), f"{name}: no {head.strip()} in its section"
+
+
+VALUE_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def test_every_counter_a_rule_reads_is_unlabelled_or_shown_at_0_from_the_start(tmp_path: Path) -> None:
+    """A labelled counter's series has no sample until its first inc(): one that appears at 1 has no earlier sample,
+    so increase() and rate() over it read 0, and AigridLoadShedding never saw a gateway's first shed. Each labelled
+    counter (a histogram's buckets and count too) a rule reads must be shown at 0 by a fresh gateway
+    (GatewayMetrics.start_at_zero) for every label value known at its start: each of the spec's sites and endpoints,
+    each urgency class, each value a rule's matcher selects (code="quota_unavailable", outcome=~"http_400|..."), and
+    at least one value a negative matcher keeps (outcome!~"ok|...": an attempt's failure). Gauges are not counted
+    with increase() (and 0 would say an endpoint is down before its first check)."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints})
+    shown: dict[str, list[dict[str, str]]] = {}
+    for line in gw.metrics.exposition().decode().splitlines():
+        head, _, value = line.rpartition(" ")
+        if line.startswith("#") or "{" not in head or float(value) != 0:
+            continue
+        name, _, labels = head.partition("{")
+        shown.setdefault(name, []).append({k: v for k, _, v in VALUE_MATCHER.findall(labels)})
+    known = {"site": {e.site for e in spec.endpoints}, "endpoint": {e.id for e in spec.endpoints},
+             "priority_class": set(LEVELS)}
+    kinds = {m._name: m for m in vars(gw.metrics).values() if isinstance(m, Counter | Gauge | Histogram)}
+    series = exported()
+    checked = set()
+    for rule in rules():
+        for name, matchers in NAME.findall(rule["expr"]):
+            family, labels = series[name]
+            labels = labels - {"le"}
+            if isinstance(kinds[family], Gauge) or not labels:
+                continue  # a gauge, or an unlabelled counter: shown at 0 from the start by prometheus-client
+            where = f"{rule.get('alert') or rule.get('record')}: {name}{matchers}"
+            at_zero = shown.get(name, [])
+            for label in labels & known.keys():
+                missing = known[label] - {s.get(label) for s in at_zero}
+                assert not missing, f"{where}: no series at 0 for {label} {sorted(missing)}"
+            for label, op, value in VALUE_MATCHER.findall(matchers):
+                values = {s.get(label, "") for s in at_zero}
+                if op in ("=", "=~"):
+                    missing = set(value.split("|")) - values
+                    assert not missing, f"{where}: no series at 0 for {label} {sorted(missing)}"
+                else:
+                    assert any(not re.fullmatch(value, v) for v in values), f"{where}: none at 0 that it keeps"
+            checked.add(name)
+    # the rules' labelled counters, all looked at (a regex above that matched nothing would pass every rule)
+    assert {"aigrid_requests_total", "aigrid_admission_total", "aigrid_requests_rejected_total",
+            "aigrid_ttft_seconds_count", "aigrid_endpoint_circuit_opens_total"} <= checked, checked

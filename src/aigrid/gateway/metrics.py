@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from aigrid.audit.log import AuditSink
 from aigrid.core.types import Circuit
+from aigrid.core.urgency import LEVELS
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
@@ -54,6 +55,21 @@ CIRCUIT_VALUE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
 
 DEPRECATED_NAMES = {"aigrid_ttft_observed_over_predicted_ratio": "aigrid_ttft_observed_over_predicted"}
 """A family's current name -> the old one /metrics still shows beside it (the same samples), for one release."""
+
+REQUEST_OUTCOMES = ("ok", "failed_before_first_byte", "broke_mid_stream", "error:internal",
+                    "error:context_length_exceeded", "http_400", "http_413", "http_422")
+"""aigrid_requests_total's outcomes shown at 0 for every endpoint from the start (GatewayMetrics.start_at_zero): the
+attempt that went well, the gateway's own names for an attempt that failed (proxy.Proxy), and the engine refusals the
+alert rules name (deploy/prometheus/aigrid-rules.yaml). An engine's other statuses (http_NNN: any it may answer) and a
+client's hang-up (client_closed, steered: no failure, in no alert's count) are not: each first appears at its first."""
+REJECTED_CODES = ("rate_limit_exceeded", "overloaded", "batch_limit_exceeded", "deadline_unmeetable",
+                  "no_eligible_endpoint", "upstream_failed", "insufficient_storage", "audit_unavailable",
+                  "quota_unavailable", "shutting_down", "too_many_connections", "store_unavailable", "internal_error")
+"""aigrid_requests_rejected_total's codes shown at 0 from the start: every refusal the grid counts on every route (a
+429 or a 5xx of aigrid.errors and gateway/batch_store.py, and routes.INTERNAL's 500), those its alerts count among
+them. A client's 4xx codes first appear at their first (no alert counts them)."""
+ADMISSION_OUTCOMES = ("waited", "dispatched", "shed", "late")
+"""aigrid_admission_total's outcomes (admission.Admission._count), each shown at 0 for every urgency class."""
 
 _RETIRE_LOCK = "retire.lock"
 """In the multiprocess folder: held shared while a scrape reads the files, alone while retire_worker swaps a dead
@@ -251,6 +267,28 @@ class GatewayMetrics:
         for metric in vars(self).values():
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 _memoise_children(metric)
+
+    def start_at_zero(self, site_of: Mapping[str, str]) -> None:
+        """Show at 0, from the start, each series of a labelled counter or histogram that an alert or recording rule
+        (deploy/prometheus/aigrid-rules.yaml) reads with rate() or increase(), for the label values known now: the
+        spec's endpoints (`site_of`: id -> site) and their sites, the urgency classes, REQUEST_OUTCOMES,
+        REJECTED_CODES, ADMISSION_OUTCOMES. A labelled series has no sample until its first inc(): it appeared at 1,
+        and increase() over it, with no sample before, read 0, so a gateway that shed (or refused 503, or failed an
+        attempt) once in a while never paged. With workers each creates them at 0 in its own file: summed, 0 adds
+        nothing (a dead worker's zeros fold into the archive as its counts do). Gauges are left out: 0 would say an
+        endpoint is down (aigrid_endpoint_healthy) before its first check. aigrid_endpoint_circuit_opens_total's
+        are created by count_circuits."""
+        for endpoint, site in site_of.items():
+            for outcome in REQUEST_OUTCOMES:
+                self.requests.labels(site, endpoint, outcome)
+        for site in dict.fromkeys(site_of.values()):
+            self.ttft.labels(site)
+            self.tpot.labels(site)
+        for code in REJECTED_CODES:
+            self.rejected.labels(code)
+        for level in LEVELS:
+            for outcome in ADMISSION_OUTCOMES:
+                self.admission.labels(level, outcome)
 
     def set_inflight(self, endpoints: Iterable[tuple[str, str]], inflight: Callable[[str], int]) -> None:
         """Write this process's requests open at each (site, endpoint), only where the count changed. With
