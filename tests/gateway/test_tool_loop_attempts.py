@@ -107,14 +107,17 @@ async def test_a_loop_whose_engine_fails_after_its_tools_acted_is_not_run_again(
 
 async def test_a_loop_with_server_side_tools_is_not_hedged(tmp_path: Path) -> None:
     """A hedge starts a second attempt when the first byte is late; a loop's first byte comes after whole model
-    turns and tool runs, so with `x-aigrid-hedge: on` nearly every loop was run twice at once, its tools too."""
+    turns and tool runs, so with `x-aigrid-hedge: on` nearly every loop was run twice at once, its tools too.
+    A whole answer's hedge waits for its decode time too: with no max_tokens that is the context's (8,192 tokens, 27
+    min), and a streamed loop's first byte comes at once, so neither hedged within the test, with the loop's hedge
+    left on too (it passed so, and slept 2 s for nothing). max_tokens 1: the hedge would start at 0.73 s and its
+    tool run at its first turn's end (2.2 s), before the first attempt's loop ends (two turns, 3.0 s)."""
     engines, gw, tool = await _grid(tmp_path, lambda: Slow(1.5, [call("payroll_export"), answer("done")]))
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      timeout=30) as c:
-            r = await c.post("/v1/chat/completions", json=ASK, headers={"x-aigrid-hedge": "on"})
+            r = await c.post("/v1/chat/completions", json={**ASK, "max_tokens": 1}, headers={"x-aigrid-hedge": "on"})
             assert r.status_code == 200, r.text
-            await asyncio.sleep(2.0)  # a hedged loser's tool would have run by now
         assert tool.runs == 1
         assert sum(len(e.received) for e in engines.values()) == 2
     finally:
