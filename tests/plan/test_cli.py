@@ -107,3 +107,19 @@ def test_a_plan_is_written_whole_and_replaces_only_the_files_of_an_earlier_plan(
     again = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert again == {**first, "notes.txt": before["notes.txt"], "checks/mine.yaml": before["checks/mine.yaml"]}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no folder of its own left behind
+
+
+def test_piped_plan_prints_each_phase_once_and_its_last_line_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped to a log (`aigrid plan ... | tee plan.log`), the closing `wrote OUT (... backend local)` line was cut
+    at 80 columns into two, and each phase's line was printed twice: once as it began and again as the bars'
+    last picture when they closed."""
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "a-folder-whose-name-takes-the-line-past-eighty-columns"
+    r = runner.invoke(app, ["plan", str(SMALL), "--out", str(out), "--workers", "1", "--no-map"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    wrote = [line for line in lines if line.startswith(f"wrote {out} (")]
+    assert len(wrote) == 1 and wrote[0].endswith("backend local)") and len(wrote[0]) > 80, r.output
+    for phase in ("screening", "simulator runs (peak"):
+        assert sum(line.startswith(phase) for line in lines) == 1, r.output

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from aigrid.cli_error import print_error, wrong_kind
@@ -99,11 +100,11 @@ def plan_command(
         print_error(console, wrong_kind(demand, "demand") or e)
         raise typer.Exit(2) from None
     previous = _previous_sites(start) if start else None
-    try:
+    plain = not quiet and not console.is_terminal  # no live bar: a line per phase and per 10 runs
+    try:  # piped, the bars' last picture is not printed too (transient): each phase's line was there twice
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, disable=quiet) as progress:
+                      TimeElapsedColumn(), console=console, disable=quiet, transient=plain) as progress:
             current: list[TaskID] = []
-            plain = not quiet and not console.is_terminal  # no live bar: a line per phase and per 10 runs
 
             def phase(label: str, total: int | None) -> None:
                 current.append(progress.add_task(label, total=total))
@@ -143,9 +144,10 @@ def plan_command(
             show.print(slo_markdown(result.best.outcomes, d.slo.attainment))
         if result.naive:
             show.print(compare_markdown(result))
-        console.print(f"wrote {out} ({result.runs} simulator runs, screen {result.screen_s:.1f} s, "
-                      f"verify {result.verify_s:.1f} s, backend {result.backend})")
+        # one line, as sim's: piped to a log it was cut at 80 columns (`backend` / `local)` on two lines)
+        console.print(f"wrote {escape(str(out))} ({result.runs} simulator runs, screen {result.screen_s:.1f} s, "
+                      f"verify {result.verify_s:.1f} s, backend {escape(result.backend)})", soft_wrap=True)
     if result.best is None:
         reasons = "; ".join(v.reason for v in result.proposals) or "no proposal"
-        console.print(f"[red]no placement met the SLO in every check:[/red] {reasons}")
+        console.print(f"[red]no placement met the SLO in every check:[/red] {escape(reasons)}", soft_wrap=True)
         raise typer.Exit(1)
