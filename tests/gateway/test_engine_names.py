@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from aigrid.dashboard.feed import Feed
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.engine_names import EngineNames
+from aigrid.gateway.engine_names import CACHED_CHARS, CACHED_TEXTS, EngineNames
 from tests.gateway.conftest import _no_sleep, spec_in
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -127,6 +127,24 @@ def test_its_cost_is_linear_in_the_text() -> None:
     started = time.process_time()
     hider.hide(hostile)
     assert time.process_time() - started < 5.0
+
+
+def test_remembered_texts_are_bounded_and_each_endpoints_own() -> None:
+    """hide remembers its answers (a decision read hides the same reasons again and again): at most CACHED_TEXTS of
+    them, the oldest forgotten first, none longer than CACHED_CHARS; the same text of two endpoints on one address
+    names each its own; a text forgotten is hidden again the same."""
+    hider = names(a="http://10.0.0.1:8000", b="http://10.0.0.1:8000/", c="http://[fd00::1]:1")
+    assert hider.hide("10.0.0.1:8000 refused", "a") == "a refused"
+    assert hider.hide("10.0.0.1:8000 refused", "b") == "b refused"
+    assert hider.hide("10.0.0.1:8000 refused") == "a/b refused"
+    for i in range(CACHED_TEXTS + 100):
+        assert hider.hide(f"queue full ({i} waiting) at [fd00::1]:1", "c") == f"queue full ({i} waiting) at c"
+    assert len(hider._hidden) == CACHED_TEXTS
+    assert ("10.0.0.1:8000 refused", "a") not in hider._hidden  # the oldest went first
+    long = "x " * CACHED_CHARS + "10.0.0.1:8000"
+    assert hider.hide(long, "a") == "x " * CACHED_CHARS + "a"
+    assert (long, "a") not in hider._hidden and len(hider._hidden) == CACHED_TEXTS
+    assert hider.hide("10.0.0.1:8000 refused", "a") == "a refused"
 
 
 def odd_spellings(request: httpx.Request) -> httpx.Response:

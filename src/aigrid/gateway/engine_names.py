@@ -14,7 +14,11 @@ look-up per address-like token (an ipaddress parse only for one with a colon or 
 2 shared cores at load 8.5, best of 3): 23 us for a 200-character error, 188 us for a 2,000-character one (120 us of
 it the adapter-repr scan, as before), about 0.2 s for 200 KB of hostile text (runs of letters, `f:`, `a.b `: review
 RV12 measured 192 ms for `a.b `, best of 3, load 6.0). It runs on error paths only (an attempt's failure, a refusal,
-a health reason, a decision read), never per chunk.
+a health reason, a decision read), never per chunk. A decision read hides the same few texts again and again (each
+record's rejection reasons and attempt errors), so hide remembers its answers per (text, endpoint) (CACHED_TEXTS,
+CACHED_CHARS): scripts/bench_decisions_read.py, 1,000 decisions of 4 rejections and 3 failed attempts each on 12
+engines (158 distinct texts), the read's hiding took 307/358 ms (medians, two runs) before, 33/28 ms after (the first
+read of a fresh gateway 36/59 ms), 2 shared cores at load 10.5-10.7.
 """
 
 from __future__ import annotations
@@ -52,6 +56,12 @@ _TOKEN = re.compile(
     r")"
 )
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+CACHED_TEXTS = 4096
+"""The most texts an EngineNames remembers hidden (EngineNames.hide), per gateway: with CACHED_CHARS at most ~4 MB."""
+CACHED_CHARS = 512
+"""The longest text it remembers: a decision's attempt error is at most 500 characters (decisions.ERROR_CHARS), an
+unhealthy endpoint's rejection reason at most ~210 (telemetry.store.REASON_CHARS); a longer text (an engine's whole
+error page in a 502) is hidden each time, at the cost the module's docstring measures."""
 _USERINFO_STOP = frozenset(" \t\r\n/'\"<>(){},;")  # not [ ]: httpx masks a password as [secure]; not @: a
 # password may hold one (httpx reads the userinfo up to the authority's last @ and sends it all)
 
@@ -102,6 +112,8 @@ class EngineNames:
             for alias in _LOOPBACK if host in _LOOPBACK else (host,):
                 owners.setdefault(alias, {}).setdefault(port, set()).add(endpoint_id)
         self._owners = {host: {port: frozenset(ids) for port, ids in ports.items()} for host, ports in owners.items()}
+        self._hidden: dict[tuple[str, str | None], str] = {}  # hide's answers, oldest first (a pure function of
+        # the text and endpoint: the engines' addresses are fixed for the gateway's life, one EngineNames each)
 
     def _owner(self, host: str | None, port: str | None) -> tuple[frozenset[str], bool] | None:
         """The endpoints at `host` (and `port`; whether the port is theirs), None where it is no engine's."""
@@ -117,7 +129,22 @@ class EngineNames:
 
     def hide(self, text: str, endpoint: str | None = None) -> str:
         """`text` (an engine's error, a health reason; `endpoint`'s when it is one endpoint's) with each engine
-        address named by its endpoint and no URL's user or password."""
+        address named by its endpoint and no URL's user or password. One of at most CACHED_CHARS characters is
+        remembered, with its endpoint, for the next time (at most CACHED_TEXTS, the oldest forgotten first): a
+        decision read hides the same few reasons and errors again and again (module docstring, Cost)."""
+        if len(text) > CACHED_CHARS:
+            return self._hide(text, endpoint)
+        key = (text, endpoint)
+        hidden = self._hidden.get(key)
+        if hidden is None:
+            hidden = self._hide(text, endpoint)
+            if len(self._hidden) >= CACHED_TEXTS:
+                del self._hidden[next(iter(self._hidden))]
+            self._hidden[key] = hidden
+        return hidden
+
+    def _hide(self, text: str, endpoint: str | None) -> str:
+        """hide's work, for a text it has not remembered."""
         text = _ENGINE.sub("", text)
         out: list[str] = []
         done = 0
