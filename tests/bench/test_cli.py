@@ -130,3 +130,15 @@ def test_a_url_that_refuses_connections_is_named() -> None:
         r = runner.invoke(app, ["bench", url, "--quiet", "-n", "1"])
     said = " ".join(r.output.split())
     assert r.exit_code == 2 and f"GET {url}/models: " in said and "refused" in said, r.output
+
+
+def test_the_runs_summary_is_one_line_under_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary (requests ok and failed, rates, goodput, the client's CPU) was the table's caption: wrapped to
+    the table's width and centred, three broken lines (`goodput 0.00 req/s (0%` / `within TTFT<=1000ms, ...`)
+    on a terminal of any width and in a log. It is one line now."""
+    monkeypatch.setenv("COLUMNS", "80")
+    r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", "-n", "2", "--rate", "100", "--timeout", "2"])
+    assert r.exit_code == 1, r.output  # nothing listens there: both fail
+    line = [x for x in r.output.splitlines() if "0/2 ok, 2 failed" in x]
+    assert len(line) == 1 and "goodput 0.00 req/s (0% within TTFT<=1000ms" in line[0], r.output
+    assert line[0].rstrip().endswith("of a core") or "send lag p99" in line[0], r.output

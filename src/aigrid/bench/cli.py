@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aigrid.bench import workload
-from aigrid.bench.report import Slo, summary, table, write_json, write_plots
+from aigrid.bench.report import Slo, summary, summary_line, table, write_json, write_plots
 from aigrid.bench.runner import Run, RunConfig, run
 from aigrid.cli_error import print_error
 from aigrid.errors import ConfigError
@@ -173,6 +173,7 @@ def bench_command(
     # a terminal's escape sequence
     title = escape(printable(f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
     Console().print(table(s, title=title))
+    Console().print(summary_line(s), highlight=False, soft_wrap=True)
     for err, n in s["errors"].items():
         console.print(f"[red]{n} x[/] {escape(printable(str(err)))}", highlight=False)
     if out is not None:

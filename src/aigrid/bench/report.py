@@ -87,15 +87,21 @@ def table(s: dict[str, Any], title: str = "aigrid bench") -> Table:
                        ("e2e_ms", "end-to-end (ms)")):
         d = s[key]
         t.add_row(label, *("-" if d[c] is None else f"{d[c]:.2f}" for c in ("mean", "p50", "p90", "p99", "max")))
-    c = s["client"]
-    t.caption = (f"{s['completed']}/{s['requests']} ok, {s['failed']} failed in {s['duration_s']:.1f}s  |  "
-                 f"{s['request_rate']:.2f} req/s, {s['output_tokens_per_s']:.0f} tok/s, goodput "
-                 f"{s['goodput']['requests_per_s']:.2f} req/s ({100 * s['goodput']['fraction']:.0f}% within "
-                 f"TTFT<={s['goodput']['slo']['ttft_ms']:g}ms, TPOT<={s['goodput']['slo']['tpot_ms']:g}ms)  |  "
-                 f"client CPU {100 * c['cpu_share_of_one_core']:.0f}% of a core"
-                 + (f", send lag p99 {c['send_lag_ms']['p99']:.1f} ms" if c.get("send_lag_ms") else "")
-                 + ("  [bold red]CLIENT SATURATED: numbers are a lower bound[/]" if c["saturated"] else ""))
     return t
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """The run in one line under the table (rich markup): requests ok and failed, rates, goodput, the client's
+    own CPU and send lag. It was the table's caption, wrapped to the table's 76 columns and centred: three
+    broken lines (`goodput 0.00 req/s (0%` / `within TTFT<=1000ms, ...`) on any terminal and in a log."""
+    c = s["client"]
+    return (f"{s['completed']}/{s['requests']} ok, {s['failed']} failed in {s['duration_s']:.1f}s  |  "
+            f"{s['request_rate']:.2f} req/s, {s['output_tokens_per_s']:.0f} tok/s, goodput "
+            f"{s['goodput']['requests_per_s']:.2f} req/s ({100 * s['goodput']['fraction']:.0f}% within "
+            f"TTFT<={s['goodput']['slo']['ttft_ms']:g}ms, TPOT<={s['goodput']['slo']['tpot_ms']:g}ms)  |  "
+            f"client CPU {100 * c['cpu_share_of_one_core']:.0f}% of a core"
+            + (f", send lag p99 {c['send_lag_ms']['p99']:.1f} ms" if c.get("send_lag_ms") else "")
+            + ("  [bold red]CLIENT SATURATED: numbers are a lower bound[/]" if c["saturated"] else ""))
 
 
 def write_json(path: Path, run: Run, s: dict[str, Any]) -> None:
