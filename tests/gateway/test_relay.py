@@ -665,3 +665,57 @@ def test_a_finish_in_a_read_cut_at_the_output_filters_bound_does_not_end_the_ans
     with pytest.raises(SseError, match="texts"):
         pipe.feed(b"".join(events))
     assert pipe.past is not None and not pipe.ended(b"")
+
+
+def _answer_reads(words: list[str]) -> list[bytes]:
+    """An engine's reads for one answer: the first token alone, the rest two events a read, then the finish, the
+    usage chunk the gateway asked for and [DONE] in one read (the emulator's and vLLM's shape)."""
+    events = [b'data: {"id":"s1","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'
+              % w.encode() for w in words]
+    last = (b'data: {"id":"s1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+            b'data: {"id":"s1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":%d}}\n\n'
+            b"data: [DONE]\n\n" % len(words))
+    return [events[0]] + [b"".join(events[i:i + 2]) for i in range(1, len(events), 2)] + [last]
+
+
+def test_a_tracked_answer_that_ends_whole_parses_none_of_its_token_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream a continuation may need (track) kept its delivered text by parsing every token event (orjson) as it
+    passed, ~24 parses a request for a continuation that rarely happens. The events are kept unparsed now and read
+    only when something asks what was delivered (a break, a continuation, a steer): an answer that ends whole is
+    never parsed for it, and what is read when asked is what the events told, in order."""
+    from aigrid.gateway.continuation import Delivered
+
+    observed: list[object] = []
+    real = Delivered.observe
+    monkeypatch.setattr(Delivered, "observe", lambda self, obj: (observed.append(obj), real(self, obj))[1])
+    pipe = EventPipe(OutputFilter(False, strip_usage=True), sse=True, track=True)
+    words = ["Hel", "lo", " wo", "rld", "!"]
+    reads = _answer_reads(words)
+    out = b"".join(pipe.feed(r) for r in reads)
+    assert out.count(b"data: ") == len(words) + 2 and b"usage" not in out  # the usage chunk hidden, as before
+    assert pipe.ended(b"") and pipe.usage == {"prompt_tokens": 3, "completion_tokens": 5}
+    assert observed == []  # the answer ended whole: no event was parsed for a continuation
+    d = pipe.delivered  # asked (a break, a continuation, a steer): every relayed event read, in order
+    assert (d.sent_text(), d.chunks, d.stream_id, d.created, d.model, d.finished, d.done) == \
+        ("Hello world!", 5, "s1", 7, "m", True, True)
+    assert len(observed) == len(words) + 2  # the usage chunk observed too, as it was (no text in it)
+
+
+def test_delivered_events_kept_unparsed_are_bounded_and_read_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events kept unparsed are read into the delivered text between reads once they pass UNREAD_MAX_BYTES (a
+    long answer does not hold its events, only its text), and a continuation starts from all of them: its events are
+    then observed as they pass (relabelled), after those."""
+    from aigrid.gateway import relay
+
+    monkeypatch.setattr(relay, "UNREAD_MAX_BYTES", 200)
+    pipe = EventPipe(None, sse=True, track=True)
+    reads = _answer_reads([f"w{i} " for i in range(40)])
+    for r in reads[:-1]:
+        pipe.feed(r)
+        assert pipe._unread_bytes <= 200 + len(r)
+    assert pipe._delivered.chunks > 0  # read in between reads, before anyone asked
+    pipe.continuation(True)  # the engine broke: the next one continues from every relayed event
+    assert pipe._delivered.sent_text() == "".join(f"w{i} " for i in range(40)) and not pipe._unread
+    pipe.feed(b'data: {"id":"other","choices":[{"index":0,"delta":{"content":"w40"}}]}\n\n')
+    d = pipe.delivered
+    assert d.sent_text().endswith("w39 w40") and d.chunks == 41 and d.stream_id == "s1"

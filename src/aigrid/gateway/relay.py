@@ -5,7 +5,8 @@ Per engine read (EventPipe.feed, synchronous):
   held back, so the client only ever holds whole events)
   -> per event, only as much as is needed:
      [continuation] Rewriter: a continuation's chunk relabelled as the original stream, echo removed
-     [continuable]  Delivered.observe: the text and chunk count a continuation would start from
+     [continuable]  the event's data kept, unparsed (EventPipe.delivered parses it, in order, when something
+                    reads what was delivered: a break, a continuation, a steer; an answer that ends never does)
      always         usage: the engine's token count, for quotas, the audit log and metrics
      [filter]       OutputFilter: drop the usage chunk the gateway asked for; redact personal data
   -> the engine's own bytes when no event changed (the common case: nothing is re-encoded), else the
@@ -83,6 +84,11 @@ def _null_event(raw: bytes) -> bool:
     return b"data: null" in raw or b"data:null" in raw
 
 
+UNREAD_MAX_BYTES = 64 * 1024
+"""The most bytes of delivered events an EventPipe keeps unparsed (`_unread`) before it reads them into its Delivered
+at the start of the next read: the bound of that store, past one read's bytes."""
+
+
 class EventPipe:
     """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
 
@@ -111,7 +117,13 @@ class EventPipe:
         self._sse = sse
         self.track = track
         """Keep the delivered text and chunk count (a continuation is possible for this request)."""
-        self.delivered = Delivered()
+        self._delivered = Delivered()
+        self._unread: list[bytes] = []
+        """Tracked events' data payloads relayed but not yet read into `_delivered` (`delivered` reads them, in order;
+        an answer that ends whole never needs them): until the thirty-first session every token event was parsed
+        (orjson) and observed as it passed, ~24 parses a request for a continuation that rarely happens. Only while
+        nothing changes the events (no rewriter, no redaction: `_defers`); at most UNREAD_MAX_BYTES past one read."""
+        self._unread_bytes = 0
         self.usage: dict[str, Any] | None = None
         self._rewriter: Rewriter | None = None
         self._decoder = SseDecoder()
@@ -128,10 +140,34 @@ class EventPipe:
         """The engine's answer is an event stream (not an error body)."""
         return self._sse
 
+    @property
+    def delivered(self) -> Delivered:
+        """What the client has received so far (its text and chunk count where tracked), every event relayed read
+        into it first."""
+        self._read_unread()
+        return self._delivered
+
+    def _read_unread(self) -> None:
+        unread = self._unread
+        if not unread:
+            return
+        self._unread, self._unread_bytes = [], 0
+        observe = self._delivered.observe
+        for data in unread:
+            try:
+                observe(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                continue
+
+    def _defers(self) -> bool:
+        """Tracked events may be kept unparsed: nothing changes them (a rewriter's and a redaction's reads change the
+        parsed event, so those are observed as they pass, after what was kept)."""
+        return self._rewriter is None and (self._filter is None or not self._filter.redacts)
+
     def continuation(self, sse: bool) -> None:
         """The next reads come from a continuation's engine: its quiet time (quiet_s) is its own (the last one's
         silence, up to the read timeout, is not held against it); the byte bound stays the whole answer's."""
-        self._rewriter = Rewriter(self.delivered)
+        self._rewriter = Rewriter(self.delivered)  # (every event relayed read first: `delivered`)
         self._decoder = SseDecoder()
         self._recent = (b"", b"")
         self._silence.since = None
@@ -140,8 +176,9 @@ class EventPipe:
     def ended(self, tail: bytes) -> bool:
         """At the end of the stream: did the answer end (its [DONE], or a finish_reason in the last relayed reads or
         the unterminated tail), whether or not the pipe tracked the text."""
-        delivered = self.delivered
-        if delivered.done or delivered.finished:
+        if self._delivered.done:  # the usual end: no kept event needs reading for it
+            return True
+        if self.delivered.finished:
             return True
         last = self._recent[0] + self._recent[1] + tail
         return _DONE_LINE.search(last) is not None or _FINISHED.search(last) is not None
@@ -150,6 +187,8 @@ class EventPipe:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
         self._read += len(raw)
+        if self._unread_bytes > UNREAD_MAX_BYTES:  # read in between reads, never inside one (a cut read's are dropped)
+            self._read_unread()
         if self._read > self._most_bytes:  # past the byte bound, or the time bound (expire)
             self._cut(self._over_time() if self._expired
                       else f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
@@ -160,13 +199,9 @@ class EventPipe:
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 self._silence.since = None
                 self._recent = (self._recent[1], raw)
-                if self.track:
-                    observe = self.delivered.observe
-                    for data in datas:
-                        try:
-                            observe(orjson.loads(data))
-                        except orjson.JSONDecodeError:
-                            continue
+                if self.track:  # kept unparsed (`delivered` reads them when asked)
+                    self._unread.extend(datas)
+                    self._unread_bytes += len(raw)
                 return raw
         try:
             events = self._decoder.feed(raw)
@@ -180,22 +215,19 @@ class EventPipe:
                 and _USAGE not in complete and not (_ESCAPE in complete and _key_escape(complete))
                 and DONE not in complete and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
-            if self.track:  # ... and the text a continuation would need is noted
-                observe = self.delivered.observe
-                for ev in events:
-                    if ev.data is not None:
-                        try:
-                            observe(orjson.loads(ev.data))
-                        except orjson.JSONDecodeError:
-                            continue
+            if self.track:  # ... and the text a continuation would need is kept, unparsed
+                self._unread.extend(ev.data for ev in events if ev.data is not None)
+                self._unread_bytes += len(complete)
             self._recent = (self._recent[1], complete)
             return complete
-        delivered = self.delivered
+        delivered = self._delivered
         ended = delivered.finished, delivered.done
+        kept = len(self._unread)
         try:
             framed = [self._event(ev) for ev in events]
         except SseError:  # an event past MAX_TEXTS: none of this read is relayed, so an end its events told is not
-            delivered.finished, delivered.done = ended  # the client's (`ended`)
+            delivered.finished, delivered.done = ended  # the client's (`ended`), nor its events kept
+            del self._unread[kept:]
             raise
         self._recent = (self._recent[1], complete)  # after _event: a read it cuts (MAX_TEXTS) is not relayed
         if self._rewriter is None and all(f is None for f in framed):
@@ -267,7 +299,7 @@ class EventPipe:
         if data == _NULL:
             return b""
         if data == DONE:
-            self.delivered.done = True
+            self._delivered.done = True
             held = filt.flush_event() if filt is not None else None
             if held is not None:
                 return encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
@@ -276,7 +308,11 @@ class EventPipe:
                 return _frame(dataclasses.replace(ev, event=filt.event_name(ev.event)))
             return None
         wants_usage = _USAGE in data or (_ESCAPE in data and _key_escape(data))
-        if not (wants_usage or self.track or self._rewriter is not None or (filt is not None and filt.redacts)):
+        defers = self._defers()
+        if defers and self.track:  # kept unparsed, in order with the lean path's (`delivered`)
+            self._unread.append(data)
+            self._unread_bytes += len(data)
+        if defers and not wants_usage:  # nothing to read in it here
             return None
         try:
             obj = orjson.loads(data)
@@ -289,8 +325,8 @@ class EventPipe:
             obj, changed = self._rewriter.rewrite(obj), True
             if obj is None:
                 return b""
-        if self.track:
-            self.delivered.observe(obj)
+        if self.track and not defers:  # a rewriter's or a redaction's read: observed as it passes (none kept then)
+            self._delivered.observe(obj)
         usage = obj.get("usage") if wants_usage and isinstance(obj, dict) else None
         if isinstance(usage, dict):
             why = unbelievable(usage, self._most_tokens)
