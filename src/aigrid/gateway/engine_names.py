@@ -57,7 +57,9 @@ _TOKEN = re.compile(
 )
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 CACHED_TEXTS = 4096
-"""The most texts an EngineNames remembers hidden (EngineNames.hide), per gateway: with CACHED_CHARS at most ~4 MB."""
+"""The most texts an EngineNames remembers hidden (EngineNames.hide), per gateway (each worker's own). Full, of texts of
+CACHED_CHARS each holding one address: 4.9 MB held where their characters are ASCII, 17.5 MB where each takes 4 bytes
+(an emoji's; tracemalloc, review RV2 of the thirty-first session), each text kept with its hidden form."""
 CACHED_CHARS = 512
 """The longest text it remembers: a decision's attempt error is at most 500 characters (decisions.ERROR_CHARS), an
 unhealthy endpoint's rejection reason at most ~210 (telemetry.store.REASON_CHARS); a longer text (an engine's whole
