@@ -1,9 +1,10 @@
 """The series the alert rules count are shown at 0 from the gateway's start (GatewayMetrics.start_at_zero, called by
 app.build_gateway). A labelled prometheus-client counter has no series until its first inc(): the series appeared at
-1 with no sample before it, and increase() / rate() over it read 0, so AigridLoadShedding never saw a gateway's first
-shed of a class after its start (nor AigridQuotaUnavailable its first 503, AigridSiteErrors an endpoint's first failed
-attempt): a gateway that sheds rarely, once between restarts, never paged. tests/deploy/test_prometheus_rules.py
-checks every rule's counters against it."""
+1 with no sample before it, and increase() / rate() over it read 0: a gateway's first count of each series after its
+start was lost. Where one count pages, it never did: one 503 quota_unavailable after a restart (AigridQuotaUnavailable,
+rate > 0 for 2m: promtool, review RV2: fires at 4m from a series at 0, quiet from one born at 1); elsewhere an alert
+saw a gateway's first shed of a class, or an endpoint's first failed attempt, one count later (a single shed never
+pages: AigridLoadShedding's for: 5m). tests/deploy/test_prometheus_rules.py checks every rule's counters against it."""
 
 from __future__ import annotations
 
