@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +21,19 @@ from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
 pytest.importorskip("mcp", reason="the MCP SDK is not installed (pip install mcp)")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_as_it_was() -> Iterator[None]:
+    """mcp_relay.relay, run in this process by the relay's tests, sets its SIGTERM handler (raise _Told) for good:
+    a SIGTERM to pytest afterwards (CI's cancel, a `timeout`) raised _Told inside whatever test ran then, and the run
+    went on instead of ending (seen here: `timeout` on a run of the suite failed a tests/e2e test with _Told, and
+    the next one on its grid, gone)."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
 
 
 def server() -> McpServer:
