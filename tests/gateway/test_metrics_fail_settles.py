@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import Gauge
 from starlette.routing import WebSocketRoute
 from starlette.types import Message
 
@@ -26,6 +27,7 @@ from aigrid.errors import AuditUnavailable, EngineUnavailable, QuotaUnavailable,
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend
+from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.responses_socket import ResponsesSocket
 from aigrid.gateway.wiring import upstream
@@ -68,7 +70,7 @@ async def broken(tmp_path: Path, fakes: dict[str, FakeEngine],
     gw = await metered_gateway(tmp_path, fakes, QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))
     for name in BROKEN:
         monkeypatch.setattr(gw.metrics, name, FullDisk())
-    gw.metrics._audit_written = None  # the backlog gauges written at the request's close
+    gw.metrics._audit_written = [None, None]  # the backlog gauges written at the request's close
     FullDisk.writes = 0
     yield gw
     await gw.guard.stop()
@@ -453,7 +455,7 @@ async def test_each_of_a_closes_counts_is_written_when_another_cannot_be(
         assert gw.guard.audit is not None
         monkeypatch.setattr(gw.guard.audit, "append", refused)
         monkeypatch.setattr(gw.metrics, failing, FullDisk())
-        gw.metrics._audit_written = None  # the backlog gauges written at the request's close
+        gw.metrics._audit_written = [None, None]  # the backlog gauges written at the request's close
         FullDisk.writes = 0
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             r = await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)
@@ -463,7 +465,7 @@ async def test_each_of_a_closes_counts_is_written_when_another_cannot_be(
         if failing == "audit_waiting":
             assert gw.metrics.audit_lost._value.get() == 1
         else:  # the backlog gauges, after the failing audit_lost
-            assert gw.metrics._audit_written is not None
+            assert gw.metrics._audit_written[1] is not None
             assert gw.metrics.registry.get_sample_value("aigrid_audit_queue_limit") == gw.metrics._audit_written[1]
         assert gw.proxy.written.failed == FullDisk.writes == 1
     finally:
@@ -541,3 +543,122 @@ async def test_a_scrape_goes_on_when_its_gauges_cannot_be_written(
     await gw.scraper.scrape_once()
     assert asked == {**dict.fromkeys(served, 1), "nrt-smollm2": 2, "fra-smollm2": 2}  # read again, back up
     assert gw.proxy.written.failed == FullDisk.writes == 3 * 2 * len(served)  # three scrapes' two gauges each
+
+
+def _sample(gw: Gateway, name: str, **labels: str) -> float | None:
+    return gw.metrics.registry.get_sample_value(name, labels)
+
+
+async def test_an_audit_backlog_gauge_that_failed_is_written_at_the_next_close(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close writes the audit backlog's two gauges (GatewayMetrics.set_audit_backlog). Until the thirty-first
+    session the backlog was kept as written before its writes, in one guarded call: aigrid_audit_queue_waiting
+    failing (ENOSPC) skipped aigrid_audit_queue_limit, and neither was tried again until the backlog moved (a queue
+    standing still left them stale however long). Now each gauge is its own write, kept as written once it was."""
+    metrics = broken.metrics
+    waiting, limit = Gauge("w", "", registry=None), Gauge("l", "", registry=None)
+    waiting.set(-1)
+    limit.set(-1)
+    monkeypatch.setattr(metrics, "audit_limit", limit)
+    monkeypatch.setattr(metrics, "audit_waiting", FullDisk())
+    assert broken.guard.audit is not None
+    monkeypatch.setattr(broken.guard.audit, "backlog", lambda: (3, 100))  # standing still
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        assert (await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)).status_code == 200
+        assert limit._value.get() == 100  # written though the gauge before it failed
+        monkeypatch.setattr(metrics, "audit_waiting", waiting)  # the disk has room again
+        assert (await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)).status_code == 200
+    assert waiting._value.get() == 3  # tried again at the next close, the backlog unchanged
+
+
+@pytest.mark.parametrize("failing", ["genai_duration", "genai_ttft", "genai_tokens"])
+async def test_each_genai_series_of_a_request_is_written_when_another_cannot_be(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A streamed answer's close writes its GenAI series (observe.observe -> GatewayMetrics.genai: the duration,
+    time to first token, input and output tokens, time per output token, and aigrid_tpot_seconds by site). They were
+    one guarded call until the thirty-first session: the first failing (ENOSPC) skipped the rest of the request's.
+    Now each is its own write: only the failing one is missing."""
+    for name in ("genai_duration", "genai_ttft", "genai_tokens", "genai_tpot", "tpot"):
+        monkeypatch.setattr(broken.metrics, name, getattr(GatewayMetrics(), name))  # working series (fresh ones)
+    monkeypatch.setattr(broken.metrics, failing, FullDisk())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers=TENANT) as r:
+            assert r.status_code == 200
+            assert b"[DONE]" in b"".join([chunk async for chunk in r.aiter_raw()])
+    await the_one_record(broken)
+    m = broken.metrics
+    counts = {"genai_duration": lambda: m.genai_duration.labels("chat", "smollm2-135m", "")._sum.get(),
+              "genai_ttft": lambda: m.genai_ttft.labels("chat", "smollm2-135m")._sum.get(),
+              "genai_tokens": lambda: (m.genai_tokens.labels("chat", "smollm2-135m", "input")._sum.get(),
+                                       m.genai_tokens.labels("chat", "smollm2-135m", "output")._sum.get())}
+    for name, value in counts.items():
+        if name != failing:
+            assert value() not in (0, (0, 0)), name
+    assert m.genai_tpot.labels("chat", "smollm2-135m")._sum.get() > 0  # after every failing one
+    assert sum(child._sum.get() for child in m.tpot._metrics.values()) > 0
+    assert broken.proxy.written.failed == FullDisk.writes >= 1
+
+
+@pytest.mark.parametrize("failing", ["retries", "requests"])
+async def test_each_count_of_a_failed_attempt_is_written_when_another_cannot_be(
+        broken: Gateway, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """An attempt that failed before its first byte counts aigrid_retries_total and aigrid_requests_total's
+    failed_before_first_byte (Proxy._count_failed), the second counted by the alert rules: one guarded call until
+    the thirty-first session, aigrid_retries_total failing (ENOSPC) skipped it. Now each is its own write."""
+    fresh = GatewayMetrics()
+    for name in ("retries", "requests"):
+        monkeypatch.setattr(broken.metrics, name, getattr(fresh, name))
+    monkeypatch.setattr(broken.metrics, failing, FullDisk())
+    for f in fakes.values():
+        f.down = True
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        assert (await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)).status_code == 502
+    attempts = len(broken.decisions.recent(1)[0].attempts)  # each failed before its first byte
+    assert attempts >= 2
+    if failing == "retries":  # each attempt's retries write failed: its failed_before_first_byte still counted
+        assert sum(c._value.get() for k, c in fresh.requests._metrics.items()
+                   if k[2] == "failed_before_first_byte") == attempts
+    else:
+        assert sum(c._value.get() for c in fresh.retries._metrics.values()) == attempts
+
+
+async def test_a_finished_answers_tokens_are_counted_when_its_request_count_cannot_be(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxy._count_finished counts aigrid_requests_total then aigrid_tokens_total (prompt, completion): one guarded
+    call until the thirty-first session, the first failing (ENOSPC) skipped the tokens. Now each is its own write."""
+    fresh = GatewayMetrics()
+    monkeypatch.setattr(broken.metrics, "tokens", fresh.tokens)
+    monkeypatch.setattr(broken.metrics, "requests", FullDisk())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        assert (await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)).status_code == 200
+    await the_one_record(broken)
+    tokens = {k[1]: c._value.get() for k, c in fresh.tokens._metrics.items()}
+    assert tokens == {"prompt": 5, "completion": 4}
+
+
+def test_a_circuits_opening_sets_its_gauge_when_its_count_cannot_be_written() -> None:
+    """A circuit's opening counts aigrid_endpoint_circuit_opens_total and sets aigrid_endpoint_circuit open
+    (GatewayMetrics.circuit_opened): one guarded call until the thirty-first session, the count failing (ENOSPC)
+    left the gauge closed until the next health check. Now each is its own write."""
+    metrics, written = GatewayMetrics(), MetricsWrites()
+    opened = metrics.count_circuits({"e1": "s1"}, written)
+    metrics.circuit_opens = FullDisk()  # type: ignore[assignment]
+    FullDisk.writes = 0
+    opened("e1")
+    assert metrics.registry.get_sample_value("aigrid_endpoint_circuit", {"site": "s1", "endpoint": "e1"}) == 2
+    assert written.failed == FullDisk.writes == 1
+
+
+async def test_an_inflight_gauge_that_failed_is_written_at_the_next_scrape(
+        broken: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /metrics writes each endpoint's aigrid_endpoint_inflight where its count changed
+    (GatewayMetrics.set_inflight). Until the thirty-first session the count was kept as written before the write,
+    in one guarded call: the first failing (ENOSPC) skipped the endpoints after it, and was not tried again until
+    its count moved (an idle endpoint never shown). Now each endpoint's is its own write, kept once written."""
+    fresh = GatewayMetrics()
+    monkeypatch.setattr(broken.metrics, "inflight", FullDisk())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
+        assert (await c.get("/metrics")).status_code == 200
+        monkeypatch.setattr(broken.metrics, "inflight", fresh.inflight)  # the disk has room again
+        assert (await c.get("/metrics")).status_code == 200
+    assert {k[1] for k in fresh.inflight._metrics} == {e.id for e in broken.spec.endpoints}

@@ -215,7 +215,7 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
         else:
             written("the shared state", lambda: metrics.shared_sync.observe(seconds))
         # kept current by every worker: /metrics sums them
-        written("the shared state", lambda: metrics.set_inflight(endpoints, store.inflight))
+        written("the shared state", metrics.set_inflight, endpoints, store.inflight, written, "the shared state")
 
     return SharedSync(store, shared, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 

@@ -71,6 +71,11 @@ them. A client's 4xx codes first appear at their first (no alert counts them).""
 ADMISSION_OUTCOMES = ("waited", "dispatched", "shed", "late")
 """aigrid_admission_total's outcomes (admission.Admission._count), each shown at 0 for every urgency class."""
 
+Written = Callable[..., None]
+"""How a method here writes each of its series on its own: `written(what, write, *args)` runs `write(*args)` (the
+gateway's one guarded writer, observe.MetricsWrites, Proxy.written: a failure counted and logged, rate-limited, never
+the request's). Left out: each write raises as it fails (a caller with its own guard)."""
+
 _RETIRE_LOCK = "retire.lock"
 """In the multiprocess folder: held shared while a scrape reads the files, alone while retire_worker swaps a dead
 worker's files for the archive (a scrape between the two would count that worker twice, or not at all: a
@@ -257,7 +262,7 @@ class GatewayMetrics:
             "aigrid_audit_queue_limit", "The audit records waiting at which requests are refused 503 audit_unavailable "
             "(security.audit.queue_max; a worker: the records it may leave unacknowledged by its hub)", registry=r,
             multiprocess_mode="livemax")
-        self._audit_written: tuple[int, int] | None = None
+        self._audit_written: list[int | None] = [None, None]  # (waiting, limit) as last written
         self.shared_sync = Histogram("aigrid_shared_sync_seconds", "Round trip of one exchange of the in-flight "
                                      "ledger, circuits, affinity and calibration outcomes with the shared state "
                                      "(Redis, or the workers' hub)", buckets=SYNC_BUCKETS, registry=r)
@@ -290,15 +295,23 @@ class GatewayMetrics:
             for outcome in ADMISSION_OUTCOMES:
                 self.admission.labels(level, outcome)
 
-    def set_inflight(self, endpoints: Iterable[tuple[str, str]], inflight: Callable[[str], int]) -> None:
+    def set_inflight(self, endpoints: Iterable[tuple[str, str]], inflight: Callable[[str], int],
+                     written: Written | None = None, what: str = "the requests in flight") -> None:
         """Write this process's requests open at each (site, endpoint), only where the count changed. With
         workers the gauge is summed over them, so each must keep its own current, not only the one that serves
-        /metrics: before, /metrics showed the highest worker's count as of its last scrape (9 of 16 streams)."""
+        /metrics: before, /metrics showed the highest worker's count as of its last scrape (9 of 16 streams).
+        Each endpoint's through `written`, its count kept as written once it was (until the thirty-first session
+        it was kept before the write: one that failed was not tried again until the count moved, and the first
+        failing skipped the endpoints after it)."""
+        write = written or _direct
         for site, endpoint in endpoints:
             n = inflight(endpoint)
             if self._inflight_written.get(endpoint) != n:
-                self._inflight_written[endpoint] = n
-                self.inflight.labels(site, endpoint).set(n)
+                write(what, self._inflight_set, site, endpoint, n)
+
+    def _inflight_set(self, site: str, endpoint: str, n: int) -> None:
+        self.inflight.labels(site, endpoint).set(n)
+        self._inflight_written[endpoint] = n  # once written: a write that raised is tried again
 
     def count_circuits(self, site_of: Mapping[str, str],
                        written: Callable[[str, Callable[[], None]], None]) -> Callable[[str], None]:
@@ -308,25 +321,37 @@ class GatewayMetrics:
         rate-limited, never the request's)."""
         for endpoint, site in site_of.items():
             self.circuit_opens.labels(site, endpoint)
-        return lambda endpoint: written(f"the circuit of {endpoint} opening",
-                                        lambda: self.circuit_opened(site_of[endpoint], endpoint))
+        return lambda endpoint: self.circuit_opened(site_of[endpoint], endpoint, written)
 
-    def circuit_opened(self, site: str, endpoint: str) -> None:
+    def circuit_opened(self, site: str, endpoint: str,
+                       written: Callable[[str, Callable[[], None]], None] | None = None) -> None:
         """A failure opened `endpoint`'s circuit (TelemetryStore.on_circuit_open): counted, and the gauge open at once
-        (the scraper writes it again at each health check). Called through count_circuits' `written`: a metrics file
-        that cannot grow is logged there, rate-limited (the failure being recorded is the request's, not the
-        metrics')."""
-        self.circuit_opens.labels(site, endpoint).inc()
-        self.circuit.labels(site, endpoint).set(CIRCUIT_VALUE[Circuit.OPEN])
+        (the scraper writes it again at each health check). Each through count_circuits' `written`, on its own: a
+        metrics file that cannot grow is logged there, rate-limited (the failure being recorded is the request's, not
+        the metrics'); until the thirty-first session the count failing skipped the gauge."""
+        write = written or _direct
+        what = f"the circuit of {endpoint} opening"
+        write(what, lambda: self.circuit_opens.labels(site, endpoint).inc())
+        write(what, lambda: self.circuit.labels(site, endpoint).set(CIRCUIT_VALUE[Circuit.OPEN]))
 
-    def set_audit_backlog(self, sink: AuditSink | None) -> None:
+    def set_audit_backlog(self, sink: AuditSink | None, written: Written | None = None,
+                          what: str = "the audit log") -> None:
         """Write the audit log's backlog (AuditSink.backlog), only where it changed; none (no audit log, or not
-        started yet): left as it is."""
+        started yet): left as it is. Each gauge through `written` on its own, its value kept as written once it was:
+        until the thirty-first session the backlog was kept before the writes, so one that failed was not tried
+        again until the backlog moved (a gauge stale for as long as the queue stood still), and
+        aigrid_audit_queue_waiting failing skipped aigrid_audit_queue_limit."""
         backlog = None if sink is None else sink.backlog()
-        if backlog is not None and backlog != self._audit_written:
-            self._audit_written = backlog
-            self.audit_waiting.set(backlog[0])
-            self.audit_limit.set(backlog[1])
+        if backlog is None:
+            return
+        write = written or _direct
+        for i, value in enumerate(backlog):
+            if self._audit_written[i] != value:
+                write(what, self._backlog_set, i, value)
+
+    def _backlog_set(self, i: int, value: int) -> None:
+        (self.audit_waiting, self.audit_limit)[i].set(value)
+        self._audit_written[i] = value  # once written: a write that raised is tried again at the next close
 
     def readable(self) -> CollectorRegistry:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""
@@ -341,18 +366,39 @@ class GatewayMetrics:
         return generate_latest(_Exposed(self.readable()))
 
     def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
-              usage: Mapping[str, Any] | None, error_type: str = "", site: str | None = None) -> None:
+              usage: Mapping[str, Any] | None, error_type: str = "", site: str | None = None, *,
+              written: Written | None = None, what: str = "") -> None:
         """One finished request in the GenAI metrics, and its time per output token by `site` (a streamed
-        answer that succeeded with at least two output tokens: its first-token time is `ttft_s`)."""
-        self.genai_duration.labels(operation, model, error_type).observe(duration_s)
+        answer that succeeded with at least two output tokens: its first-token time is `ttft_s`). Each series
+        through `written` (`what`: the request's route), on its own: until the thirty-first session they were one
+        guarded call (observe.observe), the first failing skipping the request's others."""
+        write = written or _direct
+        write(what, observe_child, self.genai_duration, duration_s, operation, model, error_type)
         if ttft_s is not None:
-            self.genai_ttft.labels(operation, model).observe(ttft_s)
-        for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-            if usage and isinstance(usage.get(key), int):
-                self.genai_tokens.labels(operation, model, kind).observe(usage[key])
+            write(what, observe_child, self.genai_ttft, ttft_s, operation, model)
+        if usage:
+            for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+                if isinstance(usage.get(key), int):
+                    write(what, observe_child, self.genai_tokens, usage[key], operation, model, kind)
         out = usage.get("completion_tokens") if usage else None
         if ttft_s is not None and not error_type and isinstance(out, int) and out >= 2 and duration_s > ttft_s:
             tpot = (duration_s - ttft_s) / (out - 1)
-            self.genai_tpot.labels(operation, model).observe(tpot)
+            write(what, observe_child, self.genai_tpot, tpot, operation, model)
             if site is not None:
-                self.tpot.labels(site).observe(tpot)
+                write(what, observe_child, self.tpot, tpot, site)
+
+
+def _direct(what: str, write: Callable[..., None], *args: Any) -> None:
+    """A Written for a caller with its own guard: `write(*args)`, raising as it fails."""
+    write(*args)
+
+
+def observe_child(metric: Histogram, value: float, *labels: str) -> None:
+    """`value` in `metric`'s child of `labels`, as one Written write (its labels() inside the guard: a multiprocess
+    child opens its file)."""
+    metric.labels(*labels).observe(value)
+
+
+def add_child(metric: Counter, amount: float, *labels: str) -> None:
+    """`amount` more in `metric`'s child of `labels`, as one Written write (as observe_child)."""
+    metric.labels(*labels).inc(amount)

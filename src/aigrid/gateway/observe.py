@@ -1,6 +1,7 @@
 """The end of one audited request in the observability signals: its span ends (tracing.py) with the usage,
 the outcome and the error, and the GenAI metrics (metrics.py) count it. Called once, from the `finally`
-that closes the Exchange (routes.Audited), through `written`: a metrics write never stops a request's settlement."""
+that closes the Exchange (routes.Audited), each of its writes through `written`: a metrics write never stops a
+request's settlement, nor another write."""
 
 from __future__ import annotations
 
@@ -45,9 +46,12 @@ class MetricsWrites:
                 log.warning("the metrics of %s were not written (%d failed writes so far): %r", what, failed, e)
 
 
-def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
+def observe(ex: Exchange, metrics: GatewayMetrics, written: MetricsWrites) -> None:
+    """The span's end and each GenAI series, every one its own call through `written`: one that fails (a span
+    exporter's bug, a metrics file that cannot grow) skips none of the others (until the thirty-first session the span
+    and the series were one call, the first failure skipping the rest of the request's)."""
     usage, outcome = ex.final_usage(), ex.final_outcome()
-    ex.trace.end(ex.record, usage, ex.failure(), outcome)
+    written(ex.route, ex.trace.end, ex.record, usage, ex.failure(), outcome)
     # only requests whose model the grid knows (a decision was made, the embedder answered, or a client that
     # hung up after its request was checked, model included: it has a ticket): the model label never takes a
     # value a client made up
@@ -58,4 +62,5 @@ def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
     if ex.record is not None and ex.record.ttft_ms is not None and ex.body.get("stream"):
         ttft = ex.record.ttft_ms / 1000
     metrics.genai(OPERATIONS.get(ex.route, "chat"), ex.model, time.time() - ex.started, ttft, usage,
-                  outcome if is_error(outcome) else "", ex.served_site() if ttft is not None else None)
+                  outcome if is_error(outcome) else "", ex.served_site() if ttft is not None else None,
+                  written=written, what=ex.route)

@@ -63,7 +63,7 @@ from aigrid.gateway.escalation import (
     parse,
     without_logprobs,
 )
-from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.metrics import GatewayMetrics, add_child, observe_child
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
@@ -264,7 +264,7 @@ class Proxy:
         headers = self._headers(cand, decision, opened.upstream)
         if stream and opened.upstream.status < 400:  # an engine's error is read whole (bounded) and rewritten
             # a write that fails is logged: raised here it left the engine's request open, never released
-            self.written(path, lambda: self._count_ttft(cand, client_ttft))
+            self._count_ttft(path, cand, client_ttft)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output, direct=wrap is None),
@@ -703,7 +703,7 @@ class Proxy:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
                     extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
         self._store.record_failure(cand.endpoint_id, reason)
-        self.written(cand.endpoint_id, lambda: self._count_failed(cand))  # raised, it left the attempt in flight
+        self._count_failed(cand)  # each write guarded: raised, it left the attempt in flight
         entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
@@ -794,23 +794,28 @@ class Proxy:
         if usage and isinstance(usage.get("completion_tokens"), int) and status < 400 and not stopped:
             self._store.record_usage(cand.endpoint_id, usage["completion_tokens"])
         # a write that fails is logged: raised here it lost the usage the quota is settled with
-        self.written(cand.endpoint_id, lambda: self._count_finished(cand, outcome, usage))
+        self._count_finished(cand, outcome, usage)
         return usage
 
+    # each write its own call through `written`: one that fails skips none of the others (one guarded call each until
+    # the thirty-first session: a failing aigrid_retries_total left the attempt's failed_before_first_byte uncounted)
     def _count_finished(self, cand: Candidate, outcome: str, usage: dict[str, Any] | None) -> None:
-        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
+        written, m, site, endpoint = self.written, self._metrics, cand.site_id, cand.endpoint_id
+        written(endpoint, add_child, m.requests, 1, site, endpoint, outcome)
         if usage:
-            self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
-            self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
+            written(endpoint, add_child, m.tokens, usage.get("prompt_tokens", 0), site, "prompt")
+            written(endpoint, add_child, m.tokens, usage.get("completion_tokens", 0), site, "completion")
 
     def _count_failed(self, cand: Candidate) -> None:
-        self._metrics.retries.labels(cand.endpoint_id).inc()
-        self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
+        written, m, site, endpoint = self.written, self._metrics, cand.site_id, cand.endpoint_id
+        written(endpoint, add_child, m.retries, 1, endpoint)
+        written(endpoint, add_child, m.requests, 1, site, endpoint, "failed_before_first_byte")
 
-    def _count_ttft(self, cand: Candidate, client_ttft: float) -> None:
-        self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
+    def _count_ttft(self, path: str, cand: Candidate, client_ttft: float) -> None:
+        self.written(path, observe_child, self._metrics.ttft, client_ttft, cand.site_id)
         if cand.prediction.ttft_ms > 0:
-            self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
+            self.written(path, observe_child, self._metrics.ttft_ratio,
+                         client_ttft * 1000.0 / cand.prediction.ttft_ms, cand.endpoint_id)
 
     def book_cut(self, cand: Candidate, record: DecisionRecord, e: BaseException | None) -> None:
         """Book an engine request released because `e` cut its read or close short (the caller re-raises it): a cancel

@@ -363,7 +363,7 @@ async def close_exchange(gw: Gateway, ex: Exchange) -> None:
         # the span's end (when traced) and the GenAI metrics; a write that fails (a metrics file that cannot grow
         # on a full disk) is logged and the close goes on: until the thirtieth session it skipped the settlement
         written = gw.proxy.written
-        written(ex.route, lambda: observe(ex, gw.metrics))
+        written(ex.route, observe, ex, gw.metrics, written)
         kept = await gw.guard.finish(ex)  # a failed quota settle does not stop the record
         _count_close(gw, ex, kept)
         if gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
@@ -380,7 +380,8 @@ def _count_close(gw: Gateway, ex: Exchange, kept: bool) -> None:
     written = gw.proxy.written
     if not kept:
         written(ex.route, gw.metrics.audit_lost.inc)
-    written(ex.route, gw.metrics.set_audit_backlog, gw.guard.audit)  # each worker's own, current as it serves
+    # each worker's own, current as it serves; each gauge its own write (inside: the backlog read guarded too)
+    written(ex.route, gw.metrics.set_audit_backlog, gw.guard.audit, written, ex.route)
     if ex.unsettled:
         written(ex.route, gw.metrics.quota_unsettled.inc)
 
@@ -945,8 +946,9 @@ class Routes:
         # a write that fails (a full disk) is logged, and the scrape answers with the series as last written
         gw, written = self.gw, self.gw.proxy.written
         endpoints = [(e.site_id, e.id) for e in gw.store.snapshot().endpoints]
-        written("GET /metrics", lambda: gw.metrics.set_inflight(endpoints, gw.store.inflight))
-        written("GET /metrics", lambda: gw.metrics.set_audit_backlog(gw.guard.audit))  # drained since the last request
+        written("GET /metrics", gw.metrics.set_inflight, endpoints, gw.store.inflight, written, "GET /metrics")
+        # drained since the last request; each series its own write (a failed one tried again at the next scrape)
+        written("GET /metrics", gw.metrics.set_audit_backlog, gw.guard.audit, written, "GET /metrics")
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
