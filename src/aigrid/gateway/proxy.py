@@ -703,7 +703,7 @@ class Proxy:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
                     extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
         self._store.record_failure(cand.endpoint_id, reason)
-        self._count_failed(cand)  # each write guarded: raised, it left the attempt in flight
+        self._count_failed(cand)  # each write guarded: one raising here left the attempt in flight
         entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
