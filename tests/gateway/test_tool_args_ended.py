@@ -113,3 +113,48 @@ async def test_whitespace_after_a_whole_object_is_no_error(tmp_path, door: str) 
         calls, text = READ[door](r.content)
         assert [orjson.loads(a) for a in calls] == [{"city": "Paris"}] and text == "Done."
         assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+def _logprobs(n: int) -> dict[str, Any]:
+    """A chunk's log-probabilities of `n` tokens with 20 alternatives each (about 2.4 KB a token as JSON)."""
+    top = [{"token": "b" * 50, "logprob": -1.0, "bytes": [98] * 50}] * 20
+    return {"content": [{"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": top}] * n}
+
+
+HEAVY = chunk({"content": "a"})
+HEAVY["choices"][0]["logprobs"] = _logprobs(100)  # about 240 KB of JSON for one character of text
+HEAVY_MID_CALL = [_args('{"city": ', "get_weather"), *[HEAVY] * 40, _args('"Paris"}'), chunk({}, "tool_calls")]
+"""40 chunks of one character each, 9.6 MB of log-probabilities held behind a call not whole."""
+
+
+@pytest.mark.parametrize("door", ["messages", "responses"])
+async def test_text_held_behind_a_call_counts_its_log_probabilities(tmp_path, door: str) -> None:
+    """Held text was bounded by its characters only (review RV1): 2,000 such chunks held 1.58 GB, counted 2,000
+    characters. Now each held piece counts its chunk where it carries log-probabilities: past MAX_TOOL_ARGS_CHARS
+    the answer ends with the door's error, the engine charged a failure."""
+    async for g in grid(tmp_path, engine(events=HEAVY_MID_CALL)):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and T.ENDS[door] in r.content, r.text[-500:]
+        assert b"characters of text (and its log-probabilities) while a tool call" in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+def test_one_character_pieces_held_are_bounded_by_their_count() -> None:
+    """8 million one-character pieces (MAX_TOOL_ARGS_CHARS) held about 450 MB; each counts HELD_PIECE_CHARS too."""
+    from aigrid.gateway.chat_events import (
+        HELD_PIECE_CHARS,
+        MAX_TOOL_ARGS_CHARS,
+        HeldTooMuch,
+        TextPiece,
+        _Calls,
+    )
+
+    calls = _Calls()
+    calls.pending[0] = ["call_0", "f"]
+    calls._start(0)
+    assert [type(e).__name__ for e in calls.args(0, '{"a": ')] == ["ToolArgs"]  # not whole: text is held
+    with pytest.raises(HeldTooMuch):  # of 200,000 pieces: about 7 MB held (129,055 of 56 bytes), not 450 MB
+        for _ in range(200_000):
+            assert list(calls.text_piece(TextPiece("a", ()), 1)) == []
+    assert len(calls.text) == MAX_TOOL_ARGS_CHARS // (1 + HELD_PIECE_CHARS)

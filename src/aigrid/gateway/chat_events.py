@@ -206,6 +206,10 @@ MAX_TOOL_ARGS_CHARS = 8 * 1024 * 1024
 """Characters of tool-call arguments one streamed answer may send, all its calls together (each door holds them
 until the answer's end: a Responses item's `arguments`, a Messages call waiting); as event_log.MAX_BYTES. Past it the
 answer ends with the door's engine_malformed error."""
+HELD_PIECE_CHARS = 64
+"""What a piece of text held behind a call not whole (_Calls.text_piece) counts beside what the engine sent for it:
+the piece's own cost (about 56 bytes a TextPiece and its place in the list, scratch tracemalloc of 2 million),
+so that one-character pieces are bounded as bytes are."""
 
 
 class HeldTooMuch(ValueError):
@@ -291,15 +295,19 @@ class _Calls:
         if not self.scans and self.text:
             yield from self.written()
 
-    def text_piece(self, piece: TextPiece) -> Iterator[TextPiece]:
-        """Text: written now, or held while a started call's arguments are not whole (bounded as they are)."""
+    def text_piece(self, piece: TextPiece, sent: int) -> Iterator[TextPiece]:
+        """Text: written now, or held while a started call's arguments are not whole, bounded as they are: each piece
+        held counts `sent` (its text's characters; the whole chunk's where it carries log-probabilities, which are
+        the engine's to size) and HELD_PIECE_CHARS. Until review RV1 (thirty-first session) only the text counted: an
+        engine's chunks of one character and 240 KB of log-probabilities each held 1.58 GB at 2,000 of them (counted
+        2,000 characters; scratch tracemalloc), 8 million one-character pieces held about 450 MB."""
         if not self.scans:
             yield piece
             return
-        self.text_chars += len(piece.text)
+        self.text_chars += sent + HELD_PIECE_CHARS
         if self.text_chars > MAX_TOOL_ARGS_CHARS:
-            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS:,} characters of text while a tool call's arguments "
-                              f"were not whole")
+            raise HeldTooMuch(f"more than {MAX_TOOL_ARGS_CHARS:,} characters of text (and its log-probabilities) "
+                              f"while a tool call's arguments were not whole")
         self.text.append(piece)
 
     def written(self) -> Iterator[TextPiece]:
@@ -315,7 +323,8 @@ class _Calls:
         yield from self.written()
 
 
-def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
+def _chunk_events(obj: Any, calls: _Calls, steps: bool, size: int) -> Iterator[ChatEvent]:
+    """The events of chunk `obj` (`size`: its characters as the engine sent them)."""
     if not isinstance(obj, dict):
         return
     if isinstance(obj.get("error"), dict):
@@ -330,7 +339,8 @@ def _chunk_events(obj: Any, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
-            yield from calls.text_piece(TextPiece(content, token_logprobs(choice)))
+            logprobs = token_logprobs(choice)
+            yield from calls.text_piece(TextPiece(content, logprobs), size if logprobs else len(content))
         for call in delta.get("tool_calls") or ():
             index = call.get("index", 0)
             if type(index) is not int:
@@ -375,7 +385,7 @@ def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     except orjson.JSONDecodeError:
         return  # not JSON: nothing a client of the other API could use
     try:
-        yield from _chunk_events(obj, calls, steps)
+        yield from _chunk_events(obj, calls, steps, len(ev.data))
     except HeldTooMuch as e:
         log.warning("an engine's stream held too much: %s", e)
         yield StreamError(f"the answer was interrupted: the engine sent {e}", "engine_malformed")
