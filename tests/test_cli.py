@@ -141,6 +141,26 @@ def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "revoked" in runner.invoke(app, ["keys", "list", "--keys-file", str(keys)]).output
 
 
+def test_keys_create_refuses_a_tenant_the_spec_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid keys create` checked its tenant against nothing: a mistyped one got a key, and every request with it
+    was a 401. With --spec a tenant the spec lacks is refused with the nearest name and no key is made; without a
+    spec the command warns that it did not check."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    keys, spec = tmp_path / "keys.json", str(ROOT / "examples" / "demo.yaml")
+    r = runner.invoke(app, ["keys", "create", "eu-bnak", "--keys-file", str(keys), "--spec", spec],
+                      env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "tenant 'eu-bnak' is not one of" in said and "(did you mean eu-bank?)" in said, said
+    assert not keys.exists()  # no key was made
+    for tenant in ("eu-bank", "default"):  # a spec tenant, and the one every grid has
+        r = runner.invoke(app, ["keys", "create", tenant, "--keys-file", str(keys), "--spec", spec])
+        assert r.exit_code == 0 and "api key: aig_" in r.output and "warning" not in r.output, r.output
+    r = runner.invoke(app, ["keys", "create", "eu-bnak", "--keys-file", str(keys)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and "api key: aig_" in r.output, r.output
+    assert "warning: tenant 'eu-bnak' not checked against a grid spec's tenants (give --spec FILE)" in r.stderr
+
+
 def test_keys_read_the_secret_from_the_variable_secret_env_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`aigrid keys` read AIGRID_KEY_SECRET only: a gateway whose spec names another (security.secret_env) needed
     its value copied over under that name. `--secret-env NAME` reads NAME, held to security.secret_env's pattern."""

@@ -516,12 +516,23 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                 max_priority: Annotated[str | None, typer.Option(
                     help="highest urgency its requests may ask for: interactive, standard, batch or 0-9")] = None,
                 name: Annotated[str, typer.Option(help="a label for the key")] = "",
-                secret_env: SecretEnv = SECRET_ENV) -> None:
+                secret_env: SecretEnv = SECRET_ENV,
+                spec: Annotated[Path | None, typer.Option(
+                    help="grid spec whose tenants the key's must be one of (without it: not checked, a warning)")
+                ] = None) -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
-    from aigrid.security.keys_cli import create_key, secret_env_name
+    from aigrid.security.keys_cli import check_tenant, create_key, secret_env_name
 
     try:
         secret_env_name(secret_env)
+        if spec is not None:
+            from aigrid.spec.load import load_spec
+
+            check_tenant(tenant, load_spec(spec).tenants, str(spec))
+        else:
+            err_console.print(f"warning: tenant {tenant!r} not checked against a grid spec's tenants (give --spec "
+                              "FILE): a key of a tenant the grid lacks is refused (401) on every request",
+                              markup=False, highlight=False)
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
                    policy=policy, max_priority=max_priority, name=name, secret_env=secret_env, echo=console.print)

@@ -62,6 +62,18 @@ def test_enforcement_off_allows_anonymous_but_still_rejects_bad_keys() -> None:
         auth.authenticate("Bearer aig_x_y")
 
 
+def test_a_key_of_a_tenant_the_grid_lacks_is_a_401_naming_that_tenant_alone() -> None:
+    """The 401 said "credentials belong to an unknown tenant": a key made for a mistyped tenant gave its holder no
+    cause to read. It names the key's own tenant (its holder's), and none of the grid's."""
+    ring = KeyRing(SECRET)
+    key = ring.issue("bnak", Scopes()).api_key
+    with pytest.raises(AuthenticationError) as e:
+        Authenticator(ring, TENANTS).authenticate(f"Bearer {key}")
+    assert e.value.status == 401 and e.value.headers["WWW-Authenticate"] == "Bearer"
+    message = e.value.envelope()["error"]["message"]  # type: ignore[index]
+    assert "'bnak'" in message and "bank" not in message.replace("'bnak'", ""), message
+
+
 def test_scope_violations_are_403() -> None:
     auth, key = make_auth()
     p = auth.authenticate(f"Bearer {key}")

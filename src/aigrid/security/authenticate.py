@@ -30,6 +30,10 @@ alone, on the Anthropic Messages door too, whose clients send `x-api-key` (the A
 Code's ANTHROPIC_API_KEY)."""
 
 
+SHOWN_TENANT_CHARS = 100
+"""At most this much of an unknown tenant's name is said back in a 401 (a token's claim may be of any length)."""
+
+
 @dataclass(slots=True)
 class Authenticator:
     keys: KeyRing
@@ -86,9 +90,15 @@ class Authenticator:
         return Principal(tenant.id, key_id, tenant.scopes, method)
 
     def _known_tenant(self, tenant_id: str) -> Tenant:
+        """The tenant of a verified key or token; else a 401 naming the tenant the credentials name (the caller holds
+        them, so it learns nothing new; nothing of the grid's own tenants is said). It said only "an unknown tenant":
+        a key made for a mistyped tenant had every request refused with no cause to read."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
-            raise AuthenticationError("credentials belong to an unknown tenant", headers=dict(_CHALLENGE))
+            shown = tenant_id if len(tenant_id) <= SHOWN_TENANT_CHARS else tenant_id[:SHOWN_TENANT_CHARS] + "..."
+            raise AuthenticationError(f"credentials belong to the tenant {shown!r}, which this grid does not have "
+                                      "(its operator made them for a tenant not in the grid's spec)",
+                                      headers=dict(_CHALLENGE))
         return tenant
 
     def _tenant_scopes(self, tenant_id: str) -> Scopes:

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,8 +23,25 @@ from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import ENV_NAME
+from aigrid.spec.near import did_you_mean
 
 SECRET_ENV = "AIGRID_KEY_SECRET"
+DEFAULT_TENANT = "default"
+"""The tenant every grid has, in its spec or not (guard.Guard adds it): a key of it is never refused as unknown."""
+LISTED_TENANTS = 20
+"""At most this many of the spec's tenants are named when a key's is not among them."""
+
+
+def check_tenant(tenant: str, spec_tenants: Collection[str], spec: str) -> None:
+    """`aigrid keys create --spec FILE`: the key's tenant is one of the grid's (the spec's `tenants`, and
+    `default`), else a ConfigError with the nearest name. Before, any name got a key, and every request with a
+    mistyped one was a 401 the caller could not read a cause from."""
+    known = sorted({*spec_tenants, DEFAULT_TENANT})
+    if tenant in known:
+        return
+    listed = ", ".join(known[:LISTED_TENANTS]) + (f", ... ({len(known)} in all)" if len(known) > LISTED_TENANTS else "")
+    raise ConfigError(f"tenant {tenant!r} is not one of {spec}'s tenants{did_you_mean(tenant, known)} "
+                      f"(tenants: {listed}): every request with its key would be refused (401); no key was made")
 
 
 def secret_env_name(name: str) -> str:
