@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aigrid.gateway.app import Gateway
 from aigrid.spec.models import HedgeSpec
 from tests.gateway.conftest import audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -28,6 +29,12 @@ def first_late(fakes: dict[str, FakeEngine]) -> None:
     fakes[FIRST].first_byte_delay_s = 60.0
 
 
+def hedged(gw: Gateway) -> list[bool]:
+    """Which of the last request's attempts were hedges: with its first engine 60 s late, the first-byte deadline
+    (5 s at least) also moves a request on to a second engine, with no hedge; the engines' count alone cannot tell."""
+    return [bool(a.get("hedge", False)) for a in gw.decisions.recent(1)[0].attempts]
+
+
 async def test_a_whole_answer_is_not_hedged_for_the_time_it_takes_to_decode(
         client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
     """The delay was the streamed one (2 x predicted TTFT + 150 ms) for whole answers too: every whole answer
@@ -39,12 +46,13 @@ async def test_a_whole_answer_is_not_hedged_for_the_time_it_takes_to_decode(
     assert sum(len(f.received) for f in fakes.values()) == 1
 
 
-async def test_a_stream_late_against_its_ttft_is_hedged(client: httpx.AsyncClient,
+async def test_a_stream_late_against_its_ttft_is_hedged(client: httpx.AsyncClient, gateway: Gateway,
                                                        fakes: dict[str, FakeEngine]) -> None:
     first_late(fakes)
     r = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True}, headers=HEDGE)
     assert r.status_code == 200, r.text
     assert len(fakes[FIRST].received) == 1 and sum(len(f.received) for f in fakes.values()) == 2
+    assert hedged(gateway) == [False, True]
 
 
 @pytest.mark.parametrize(("hedge", "header", "status", "engine_requests"), [
@@ -75,4 +83,6 @@ async def test_a_client_asks_for_hedging_only_where_the_grid_lets_it(
             assert (error["code"], error["param"]) == ("hedge_not_allowed", "x-aigrid-hedge")
         assert sum(len(f.received) for f in fakes.values()) == engine_requests
         assert len(fakes[FIRST].received) == (engine_requests > 0)
+        if engine_requests:
+            assert hedged(gw) == [False, True][:engine_requests]
         assert (await audit_rows(gw))[-1]["outcome"] == ("error:hedge_not_allowed" if status == 403 else "ok")
