@@ -177,7 +177,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     # aigrid_endpoint_circuit*, written through the proxy's guarded writes (a failure logged, rate-limited)
     store.on_circuit_open = metrics.count_circuits({e.id: e.site_id for e in endpoints}, proxy.written)
     # the series the alert rules count, shown at 0 from the start: a first shed or refusal is an increase() they see
-    metrics.start_at_zero({e.id: e.site_id for e in endpoints})
+    metrics.start_at_zero()
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},

@@ -56,12 +56,6 @@ CIRCUIT_VALUE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
 DEPRECATED_NAMES = {"aigrid_ttft_observed_over_predicted_ratio": "aigrid_ttft_observed_over_predicted"}
 """A family's current name -> the old one /metrics still shows beside it (the same samples), for one release."""
 
-REQUEST_OUTCOMES = ("ok", "failed_before_first_byte", "broke_mid_stream", "error:internal",
-                    "error:context_length_exceeded", "http_400", "http_413", "http_422")
-"""aigrid_requests_total's outcomes shown at 0 for every endpoint from the start (GatewayMetrics.start_at_zero): the
-attempt that went well, the gateway's own names for an attempt that failed (proxy.Proxy), and the engine refusals the
-alert rules name (deploy/prometheus/aigrid-rules.yaml). An engine's other statuses (http_NNN: any it may answer) and a
-client's hang-up (client_closed, steered: no failure, in no alert's count) are not: each first appears at its first."""
 REJECTED_CODES = ("rate_limit_exceeded", "overloaded", "batch_limit_exceeded", "deadline_unmeetable",
                   "no_eligible_endpoint", "upstream_failed", "insufficient_storage", "audit_unavailable",
                   "quota_unavailable", "shutting_down", "too_many_connections", "store_unavailable", "internal_error")
@@ -273,22 +267,20 @@ class GatewayMetrics:
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 _memoise_children(metric)
 
-    def start_at_zero(self, site_of: Mapping[str, str]) -> None:
-        """Show at 0, from the start, each series of a labelled counter or histogram that an alert or recording rule
-        (deploy/prometheus/aigrid-rules.yaml) reads with rate() or increase(), for the label values known now: the
-        spec's endpoints (`site_of`: id -> site) and their sites, the urgency classes, REQUEST_OUTCOMES,
-        REJECTED_CODES, ADMISSION_OUTCOMES. A labelled series has no sample until its first inc(): it appeared at 1,
-        and increase() over it, with no sample before, read 0, so a gateway that shed (or refused 503, or failed an
-        attempt) once in a while never paged. With workers each creates them at 0 in its own file: summed, 0 adds
-        nothing (a dead worker's zeros fold into the archive as its counts do). Gauges are left out: 0 would say an
-        endpoint is down (aigrid_endpoint_healthy) before its first check. aigrid_endpoint_circuit_opens_total's
-        are created by count_circuits."""
-        for endpoint, site in site_of.items():
-            for outcome in REQUEST_OUTCOMES:
-                self.requests.labels(site, endpoint, outcome)
-        for site in dict.fromkeys(site_of.values()):
-            self.ttft.labels(site)
-            self.tpot.labels(site)
+    def start_at_zero(self) -> None:
+        """Show at 0, from the start, the fixed sets of series that an alert rule (deploy/prometheus/aigrid-rules.yaml)
+        fires on from a few counts: aigrid_requests_rejected_total for each of REJECTED_CODES (one 503 quota_unavailable,
+        audit_unavailable or store_unavailable pages) and aigrid_admission_total for each urgency class and
+        ADMISSION_OUTCOMES (AigridLoadShedding). A labelled series has no sample until its first inc(): it appeared at
+        1, and increase() over it, with no sample before, read 0, so a gateway's first count of each after its start
+        was lost: where one count pages it never did, elsewhere it was seen one count later. Nothing per endpoint or
+        site here: aigrid_requests_total's outcomes and the TTFT/TPOT histograms are read only by ratios and
+        quantiles gated by at least 20 attempts in the window, where one count missed changes no alert, and creating
+        them for every endpoint and site grew /metrics with the grid (8 series an endpoint, 34 a site: 25,067 series
+        at 1,000 endpoints). aigrid_endpoint_circuit_opens_total's (one an endpoint, one open pages) are created by
+        count_circuits. With workers each creates them at 0 in its own file: summed, 0 adds nothing (a dead worker's
+        zeros fold into the archive as its counts do). Gauges are left out: 0 would say an endpoint is down
+        (aigrid_endpoint_healthy) before its first check."""
         for code in REJECTED_CODES:
             self.rejected.labels(code)
         for level in LEVELS:
