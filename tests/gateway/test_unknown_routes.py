@@ -100,6 +100,20 @@ async def test_a_method_a_path_does_not_take_is_still_said_so(client: httpx.Asyn
     assert message == "GET /v1/chat/completions is not served by this gateway (this path takes POST)", message
 
 
+@pytest.mark.parametrize(("path", "headers", "message"), [
+    ("/v1/chat/completions", {}, _openai_message), ("/v1/messages", ANTHROPIC, _anthropic_message)])
+async def test_a_method_a_path_does_not_take_carries_allow(client: httpx.AsyncClient, path: str,
+                                                          headers: dict[str, str], message: Any) -> None:
+    """The 405 under /v1/ is answered as the SDKs' 404 (their NotFoundError, as OpenAI's own API answers), in each
+    API's envelope; it dropped Starlette's Allow header, so a client could read the methods only from the message.
+    A path not served at all has none."""
+    r = await client.get(path, headers=headers)
+    assert "is not served by this gateway (this path takes POST)" in message(r)
+    assert r.headers.get("allow") == "POST", dict(r.headers)
+    r = await client.get("/v1/unknown-path")
+    assert r.status_code == 404 and "allow" not in r.headers, dict(r.headers)
+
+
 def test_only_the_shown_part_of_a_long_path_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A path is said back cut, but was escaped whole first: 5.5 ms of the event loop for a 64 KiB path of "<"
     (a head's most), for 200 characters shown. Now only what is shown is escaped, and the cut tears no %XX."""

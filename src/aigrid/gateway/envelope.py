@@ -199,13 +199,15 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
             if exc.status_code == 404 and not hint else None)  # (scope["app"]: Starlette's)
     message = (f"{exc.detail}: {request.method} {path}" + hint
                + (f" (did you mean {near.said(request.method)}?)" if near else ""))
+    allowed = (exc.headers or {}).get("Allow", "") if exc.status_code == 405 else ""
     if not_served:
-        allowed = (exc.headers or {}).get("Allow", "")
         message = (f"{request.method} {path} is not served by this gateway"
                    + (f" (this path takes {allowed})" if allowed else ""))
     body: dict[str, object] = {"error": {"message": message, "type": typ, "param": None, "code": code}}
     request_id = f"req-{secrets.token_hex(8)}"  # as an audited route's own (Exchange.request_id): the SDKs' err.request_id
     headers = {"x-request-id": request_id, "request-id": request_id, "x-should-retry": "false"}
+    if allowed:  # the methods the path takes, on the 404 too (RFC 9110: a server MAY send Allow in any response)
+        headers["allow"] = allowed
     if _anthropic(request) or (near is not None and near.path.startswith(ANTHROPIC_PREFIX)):
         return anthropic_error(status, message, headers, request_id=request_id)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
