@@ -112,6 +112,8 @@ async def test_a_method_a_path_does_not_take_carries_allow(client: httpx.AsyncCl
     assert r.headers.get("allow") == "POST", dict(r.headers)
     r = await client.get("/v1/unknown-path")
     assert r.status_code == 404 and "allow" not in r.headers, dict(r.headers)
+    r = await client.post("/healthz")  # off /v1/ a 405 stays one, with the Allow it must carry (RFC 9110)
+    assert r.status_code == 405 and r.headers.get("allow") == "GET, HEAD", dict(r.headers)
 
 
 def test_only_the_shown_part_of_a_long_path_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
