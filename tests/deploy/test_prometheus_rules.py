@@ -410,3 +410,33 @@ def test_every_counter_a_rule_reads_is_unlabelled_or_shown_at_0_from_the_start(t
             "aigrid_tpot_seconds_bucket", "aigrid_tpot_seconds_count"} <= skipped - checked, (skipped, checked)
     assert {"AigridSiteErrors", "AigridSiteErrorsSustained", "AigridSiteTTFTHigh", "AigridSiteTPOTHigh",
             "site:aigrid_requests:error_ratio_5m", "site:aigrid_ttft_seconds:p99_5m"} <= exempt.keys(), exempt
+
+
+def test_the_docs_inhibit_rule_names_alerts_that_exist_and_a_label_both_carry() -> None:
+    """docs/observability.md's Alertmanager example: AigridSiteErrors mutes AigridSiteErrorsSustained for the same
+    site (a busy site failing past a quarter fires both). Each matcher names an alert of the rules, and each `equal`
+    label is one both alerts' series carry (a `by (...)` of the alert or of a recording rule it reads): a label one of
+    them lacks would never be equal, and the inhibit rule would mute nothing."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (ROOT / "docs" / "observability.md").read_text(), re.S | re.M)
+    inhibits = [rule for block in blocks if "inhibit_rules" in block
+                for rule in yaml.safe_load(block)["inhibit_rules"]]
+    assert inhibits, "no inhibit_rules example in docs/observability.md"
+    exprs = {rule.get("alert") or rule.get("record"): rule["expr"] for rule in rules()}
+
+    def carried(alert: str) -> set[str]:
+        expr = exprs[alert]
+        read = [expr] + [e for name, e in exprs.items()
+                         if ":" in name and re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", expr)]
+        return {label.strip() for e in read for by in BY.findall(e) for label in by.split(",")}
+
+    pairs = set()
+    for rule in inhibits:
+        names = []
+        for side in ("source_matchers", "target_matchers"):
+            [matcher] = rule[side]
+            name = re.fullmatch(r'alertname="(\w+)"', matcher)
+            assert name and name.group(1) in exprs, matcher
+            names.append(name.group(1))
+            assert set(rule["equal"]) <= carried(name.group(1)), (name.group(1), rule["equal"])
+        pairs.add(tuple(names))
+    assert ("AigridSiteErrors", "AigridSiteErrorsSustained") in pairs
