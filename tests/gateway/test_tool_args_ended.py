@@ -158,3 +158,66 @@ def test_one_character_pieces_held_are_bounded_by_their_count() -> None:
         for _ in range(200_000):
             assert list(calls.text_piece(TextPiece("a", ()), 1)) == []
     assert len(calls.text) == MAX_TOOL_ARGS_CHARS // (1 + HELD_PIECE_CHARS)
+
+
+def _last(arguments: str, finish: str = "tool_calls") -> dict[str, Any]:
+    """vLLM's last chunk: a piece of call 0's arguments with the finish_reason."""
+    return chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}, finish)
+
+
+XLAM = [_args('{"city": ', "get_weather"), _args('"Paris", "unit": '), _args('"celsius"}'),
+        _last('{"city": "Paris", "unit": "celsius"}')]
+"""vLLM's xlam tool parser (vllm-project/vllm#51697): the arguments in pieces, then the whole object again in the
+last chunk, with the finish_reason (its end-of-stream flush never saw what it had streamed)."""
+XLAM_RESPACED = [_args('{"city":"Paris",', "get_weather"), _args('"unit":"celsius"}'), _args(' {"unit": "celsius", '),
+                 _args('"city": "Paris"}\n'), chunk({}, "tool_calls")]
+"""The same value again in two pieces, written with other spacing and key order (json.dumps after compact text)."""
+NOT_AGAIN = [[_args('{"city": "Paris"}', "get_weather"), _args('{"city": '), chunk({}, "tool_calls")],
+             [_args('{"city": "Paris"}', "get_weather"), _args('{"city": "Paris"'), _args(', "x": 1}'),
+              chunk({}, "tool_calls")],
+             [_args('{"city": "Paris"}', "get_weather"), _args('{"city": "Paris"}{"city": "Paris"}'),
+              chunk({}, "tool_calls")],
+             [_args('{"city": "Paris"}', "get_weather"), _args('{"city": "Paris"'), chunk({"content": "x"}),
+              _args(" " * 200), chunk({}, "tool_calls")]]
+"""Late pieces that are not the call's object again: its start only (then the finish), another object, the object
+twice, pieces past twice the call's length."""
+
+
+@pytest.mark.parametrize("events", [XLAM, XLAM_RESPACED], ids=["xlam", "respaced"])
+@pytest.mark.parametrize("door", ["messages", "responses"])
+async def test_a_calls_whole_arguments_sent_again_are_left_out(tmp_path, door: str, events: list[Any]) -> None:
+    """Since 1af68f0a (until review RV1 of it) every such vLLM answer ended with engine_malformed, the engine charged
+    a failure: now the repeat is dropped and the answer is whole, the call's input the object once."""
+    async for g in grid(tmp_path, engine(events=events)):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and T.ENDS[door] not in r.content, r.text[-500:]
+        calls, text = READ[door](r.content)
+        assert [orjson.loads(a) for a in calls] == [{"city": "Paris", "unit": "celsius"}] and text == ""
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+        assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("events", NOT_AGAIN, ids=["start-only", "another", "twice", "too-long"])
+@pytest.mark.parametrize("door", ["messages", "responses"])
+async def test_late_pieces_not_the_object_again_still_end_the_answer(tmp_path, door: str, events: list[Any]) -> None:
+    async for g in grid(tmp_path, engine(events=events)):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and T.ENDS[door] in r.content, r.text[-500:]
+        assert b"tool call 0's arguments went on after they ended" in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+def test_text_behind_a_call_never_whole_is_written_at_once() -> None:
+    """A call whose arguments start '[' can never be a whole object: text behind it was held to the answer's
+    finish (review RV1). Now it is written at once, and the call ends there as at text after a whole one."""
+    from aigrid.gateway.chat_events import ArgsAfterEnd, TextPiece, ToolArgs, _Calls
+
+    calls = _Calls()
+    calls.pending[0] = ["call_0", "f"]
+    calls._start(0)
+    assert list(calls.args(0, '["a", ')) == [ToolArgs(0, '["a", ')]
+    assert list(calls.args(0, '"b"]')) == [ToolArgs(0, '"b"]')]  # its pieces go on until text comes
+    assert list(calls.text_piece(TextPiece("Hi"), 2)) == [TextPiece("Hi")]
+    with pytest.raises(ArgsAfterEnd):
+        list(calls.args(0, "1"))

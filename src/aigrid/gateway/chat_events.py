@@ -212,6 +212,12 @@ the piece's own cost (about 56 bytes a TextPiece and its place in the list, scra
 so that one-character pieces are bounded as bytes are."""
 
 
+def late_repeat_chars(arguments: str) -> int:
+    """How many characters of late pieces may repeat a whole call's `arguments` (_Calls._late): twice theirs (the
+    same value written with a space after each ',' and ':') and 64."""
+    return 2 * len(arguments) + 64
+
+
 class HeldTooMuch(ValueError):
     """An engine's answer past MAX_TOOL_CALLS or MAX_TOOL_ARGS_CHARS."""
 
@@ -233,20 +239,25 @@ class _Calls:
     A started call's arguments end once they are a whole JSON object (ArgsScan: ToolArgs.whole), or once text is
     written after them, or at the answer's finish. The doors that translate end a call's block (Messages) or item
     (Responses) then and cannot reopen it, so a later piece of it could only be dropped, its arguments cut in the
-    client's hands: a piece of whitespace is (it changes no object), any other piece ends the answer with the door's
-    error (ArgsAfterEnd: engine_malformed). Text that comes while a started call's arguments are not yet whole (an
-    engine interleaving text with a call's pieces) is held (`text`) until every started call's are, or the answer's
+    client's hands: a piece of whitespace is (it changes no object), and so are pieces that are a whole call's object
+    again (_late: vLLM's xlam parser), any other piece ends the answer with the door's error (ArgsAfterEnd:
+    engine_malformed). Text that comes while a started call's arguments are not yet whole (an
+    engine interleaving text with a call's pieces) is held (`text`) until no started call's may still become whole
+    (`scans`; a call whose arguments can never be, `never`, does not hold it: the text ends it), or the answer's
     finish, so that no door ends a call half written. Until the thirty-first session both doors ended the open call at
     text and dropped its later pieces with a log line: the client got the call's arguments cut and a whole answer."""
 
-    __slots__ = ("started", "pending", "chars", "scans", "text", "text_chars")
+    __slots__ = ("started", "pending", "chars", "scans", "never", "whole", "late", "text", "text_chars")
 
     def __init__(self) -> None:
         self.started: set[int] = set()
         self.pending: dict[int, list[str]] = {}
         self.chars = 0  # the arguments' characters so far, every call's
-        self.scans: dict[int, ArgsScan] = {}  # the started calls whose arguments have not ended
-        self.text: list[TextPiece] = []  # text held while a started call's arguments are not whole
+        self.scans: dict[int, ArgsScan] = {}  # the started calls whose arguments may still become whole
+        self.never: set[int] = set()  # the started calls whose arguments can never be whole, not yet ended
+        self.whole: dict[int, str] = {}  # the calls whose arguments were whole: their text (a repeat is dropped)
+        self.late: dict[int, list[Any]] = {}  # a whole call's late pieces so far: [their ArgsScan, characters]
+        self.text: list[TextPiece] = []  # text held while a started call's arguments may still become whole
         self.text_chars = 0
 
     def held(self, index: int, arguments: str) -> None:
@@ -281,19 +292,62 @@ class _Calls:
         return ToolStart(index, call_id or f"call_{index}", name)
 
     def args(self, index: int, piece: str) -> Iterator[ChatEvent]:
-        """A piece of started call `index`'s arguments, and the text held behind them once every call's are whole."""
+        """A piece of started call `index`'s arguments, and the text held behind them once no call's may still
+        become whole."""
         scan = self.scans.get(index)
-        if scan is None:  # its arguments ended
-            if _NOT_SPACE.search(piece):
-                raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
-                                   f"whole, or text or the answer's finish came after them): {piece[:40]!r}")
+        if scan is None:
+            if index in self.never:  # not an object, nor ever one: its pieces go on to the door as sent
+                yield ToolArgs(index, piece)
+            else:
+                self._late(index, piece)
             return
         scan.feed(piece)
-        if scan.whole:
+        if scan.state:
             del self.scans[index]
+            if scan.whole:
+                self.whole[index] = "".join(scan.parts)
+            else:
+                self.never.add(index)
         yield ToolArgs(index, piece, scan.whole)
         if not self.scans and self.text:
             yield from self.written()
+
+    def _late(self, index: int, piece: str) -> None:
+        """A piece of call `index` after its arguments ended: whitespace is left out; pieces that together repeat a
+        whole call's arguments (the same text, or the same JSON value once parsed) are dropped with a DEBUG line:
+        vLLM's xlam tool parser sends the whole arguments again in its last chunk (vllm-project/vllm#51697: it
+        never records what it streamed, so its end-of-stream flush finds all of them unsent), which ended every such
+        answer with engine_malformed and charged the engine a failure. They may come in pieces, up to
+        late_repeat_chars of the call's: an engine that writes the value again with other spacing (json.dumps' ", "
+        and ": " after compact text) is up to about twice as long. Anything else raises ArgsAfterEnd."""
+        late = self.late.get(index)
+        if late is None:
+            if not _NOT_SPACE.search(piece):
+                return
+            if (text := self.whole.get(index)) is None:
+                raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (text or the answer's "
+                                   f"finish came after them): {piece[:40]!r}")
+            late = self.late[index] = [ArgsScan(), 0]
+        scan, late[1] = late[0], late[1] + len(piece)
+        scan.feed(piece)
+        text = self.whole[index]
+        if scan.whole:
+            again = "".join(scan.parts)
+            if again.strip() == text.strip() or orjson.loads(again) == orjson.loads(text):
+                del self.late[index]
+                log.debug("an engine sent tool call %d's whole arguments again after they ended (%d characters): "
+                          "left out", index, len(again))
+                return
+        if scan.state or late[1] > late_repeat_chars(text):
+            again = "".join(scan.parts)
+            raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
+                               f"whole), not with that object again: {again[:40]!r}")
+
+    def unrepeated(self) -> None:
+        """The answer ends: late pieces that never became the call's arguments again raise ArgsAfterEnd."""
+        for index, (scan, _) in self.late.items():
+            raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
+                               f"whole), not with that object again: {''.join(scan.parts)[:40]!r}")
 
     def text_piece(self, piece: TextPiece, sent: int) -> Iterator[TextPiece]:
         """Text: written now, or held while a started call's arguments are not whole, bounded as they are: each piece
@@ -302,6 +356,7 @@ class _Calls:
         engine's chunks of one character and 240 KB of log-probabilities each held 1.58 GB at 2,000 of them (counted
         2,000 characters; scratch tracemalloc), 8 million one-character pieces held about 450 MB."""
         if not self.scans:
+            self.never.clear()  # (text ends a call whose arguments are not an object: the doors end it there)
             yield piece
             return
         self.text_chars += sent + HELD_PIECE_CHARS
@@ -313,11 +368,14 @@ class _Calls:
     def written(self) -> Iterator[TextPiece]:
         """The text held, written: every started call's arguments end here (no piece of them may follow)."""
         self.scans.clear()
+        self.never.clear()
         text, self.text, self.text_chars = self.text, [], 0
         yield from text
 
     def ended(self) -> Iterator[ChatEvent]:
-        """The answer ended: each call still pending starts, by index, then the text held is written."""
+        """The answer ended: each call still pending starts, by index, then the text held is written (ArgsAfterEnd
+        where a call's late pieces were not its arguments again)."""
+        self.unrepeated()
         for index in sorted(self.pending):
             yield self._start(index)
         yield from self.written()
@@ -415,9 +473,24 @@ def _ends(event: ChatEvent, failed: Callable[[str], object] | None, calls: _Call
     if isinstance(event, StreamError):
         calls.pending.clear()
         calls.text.clear()  # (text held behind a call cut: the door leaves that call as it was cut)
+        calls.late.clear()  # (the answer ended here: no later check of a repeat)
         if failed is not None:
             failed(event.message)
     return True
+
+
+def _done(calls: _Calls, failed: Callable[[str], object] | None) -> Iterator[ChatEvent]:
+    """The events at [DONE] (_Calls.ended), or the door's error where a call's late pieces were not its arguments
+    again (ArgsAfterEnd: the answer had no finish_reason to end them)."""
+    try:
+        calls.unrepeated()
+    except ArgsAfterEnd as e:
+        log.warning("an engine's stream sent a tool call's arguments after they ended: %s", e)
+        error = StreamError(f"the answer was interrupted: {e}", "engine_malformed")
+        _ends(error, failed, calls)
+        yield error
+        return
+    yield from calls.ended()
 
 
 async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> AsyncIterator[ChatEvent]:
@@ -439,7 +512,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
                 yield event
         else:
             continue
-        for event in calls.ended():  # (none left once an error was read: _ends)
+        for event in _done(calls, failed):  # (none left once an error was read: _ends)
             yield event
         async for _ in blocks:  # [DONE]: the answer is over; what an engine sends after it is read to the end (so the
             pass                # relay books it whole), never translated (a chat client stops at [DONE] too)
@@ -452,7 +525,7 @@ async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> Asyn
             ended = _ends(event, failed, calls) or ended
             yield event
         if done:
-            for event in calls.ended():
+            for event in _done(calls, failed):
                 yield event
     if not ended:
         yield TRUNCATED
