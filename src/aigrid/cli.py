@@ -427,14 +427,13 @@ def _places_and_references(loaded: object, source: str) -> None:
 
         candidate_sites(loaded, load_cities(), source)
     elif isinstance(loaded, Scenario):
-        from aigrid.sim.grid import build_grid, check_references
+        from aigrid.sim.experiment import build_grids
         from aigrid.sim.scenario import ScenarioError, ScenarioProblem
         from aigrid.sim.workload import users_of
 
         cities = load_cities()
-        try:  # one grid per site set the policies name, as run_experiment builds them
-            keys = {label.partition("@")[2] or None for label in loaded.policies}
-            check_references(loaded, [build_grid(loaded, cities, key) for key in sorted(keys, key=str)])
+        try:
+            build_grids(loaded, cities)
             for tenant in loaded.tenants:
                 users_of(tenant, cities)
         except ScenarioProblem as e:

@@ -157,6 +157,20 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
     return sim.run(on_tick=on_tick)
 
 
+def build_grids(sc: Scenario, cities: Cities) -> dict[str | None, Grid]:
+    """One grid per site set the policies name (`policy@sites`; None: the scenario's own sites), and the scenario's
+    references to sites checked against them all (grid.check_references): ScenarioProblem where a site's city is not
+    in GeoNames, a fault names no site, a tenant may run only where no site is. run_experiment's setup, and
+    `aigrid spec check`'s of a scenario (so that a file it passes starts)."""
+    grids: dict[str | None, Grid] = {}
+    for label in sc.policies:
+        key = label.partition("@")[2] or None
+        if key not in grids:
+            grids[key] = build_grid(sc, cities, key)
+    check_references(sc, list(grids.values()))
+    return grids
+
+
 def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int | None = None,
                    idle: Callable[[], object] | None = None) -> Experiment:
     """Every policy (and every policy at every sweep load) on identical traffic. The runs are independent:
@@ -165,7 +179,6 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     last runs go on)."""
     started = time.perf_counter()
     cities = load_cities()
-    grids: dict[str | None, Grid] = {}
     views: dict[str | None, RegionalView] = {}
     workload = build_workload(sc, cities)
     arrivals = arrivals_from(sc, workload, cities)
@@ -174,11 +187,7 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     for factor in sc.sweep:
         w = build_workload(sc, cities, load=factor)
         loads.append((factor, w, arrivals_from(sc, w, cities), False))
-    for label in sc.policies:
-        key = label.partition("@")[2] or None
-        if key not in grids:
-            grids[key] = build_grid(sc, cities, key)
-    check_references(sc, list(grids.values()))
+    grids = build_grids(sc, cities)
     for key, grid in grids.items():
         views[key] = regional_view(sc, grid, central)
         for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
