@@ -270,6 +270,32 @@ def test_the_responses_door_parses_a_calls_arguments_once_not_at_each_closing_br
     assert out.items[0]["arguments"] == NESTED and parsed == [len(NESTED)]
 
 
+def test_each_door_holds_a_calls_many_small_pieces_joined() -> None:
+    """Final review F1 (thirty-first session): review RV13 bounded 2-character pieces held apart (about 70 bytes each,
+    290 MiB at MAX_TOOL_ARGS_CHARS) by joining them every JOIN_EVERY pieces, in ArgsScan's list, which the Responses
+    item held too; since 1af68f0a each door held its own plain list: one Responses call of 4,194,299 such pieces
+    grew the process by 289 MiB again. A Responses call's pieces and a waiting Messages block's are joined as they
+    come, and sent whole."""
+    import aigrid.gateway.messages_stream as ms
+    import aigrid.gateway.responses_stream as rs
+    from aigrid.gateway.chat_events import JOIN_EVERY
+
+    pieces = ['{"a": "', *(f"{i % 100:02d}" for i in range(5 * JOIN_EVERY)), '"}']
+    out = rs._Output(lambda kind, **kw: b"")  # type: ignore[arg-type]
+    out.start_call(0, "call_a", "f")
+    blocks = ms._Blocks()
+    blocks.tool(0, {"type": "tool_use", "id": "call_a", "name": "f", "input": {}})
+    blocks.tool(1, {"type": "tool_use", "id": "call_b", "name": "g", "input": {}})  # waits: call 0 not whole
+    for p in pieces[:-1]:
+        out.args_delta(0, p, False)
+        blocks.tool_args(1, p, False)
+        assert len(out.open[("call", 0)].parts) <= 5 + JOIN_EVERY and len(blocks.waiting[1][1]) <= 5 + JOIN_EVERY
+    sent = blocks.tool_args(0, "{}", True)  # call 0 whole: call 1's block starts with its pieces so far as one delta
+    assert blocks.open == ("tool", 1) and sent.count(orjson.dumps("".join(pieces[:-1]))[1:-1]) == 1
+    out.args_delta(0, pieces[-1], True)
+    assert "".join(out.open[("call", 0)].parts) == "".join(pieces)
+
+
 @pytest.mark.parametrize(("pieces", "whole"), [
     (['{"a": 1}'], True), (["  {", '"a"', ": [1, {}]", "}  \n"], True), (["{}"], True),
     (['{"a": "}"'], False), (['{"a": "\\"}"'], False), (['{"a": "\\\\"}'], True),

@@ -116,9 +116,28 @@ _NOT_SPACE = re.compile(r"[^ \t\n\r]")
 
 
 JOIN_EVERY = 1024
-"""ArgsScan joins a call's pieces each time this many came: an engine's 2-character pieces held apart cost about 70
+"""Pieces joins a call's pieces each time this many came: an engine's 2-character pieces held apart cost about 70
 bytes each (a str and its list slot): one ArgsScan fed MAX_TOOL_ARGS_CHARS of them (4,194,297 pieces) grew the
 process by 290 MiB (ru_maxrss, review RV13); joined, by 8 MiB, about the characters themselves."""
+
+
+class Pieces(list[str]):
+    """A call's argument pieces held (ArgsScan's, a Responses item's, a waiting Messages block's), every JOIN_EVERY of
+    them joined into one as they come (`add`). From 1af68f0a to the thirty-first session's final review the doors held
+    their own plain lists beside chat_events' ArgsScan: one Responses call of 4,194,299 2-character pieces grew the
+    process by 289 MiB again (ru_maxrss; scratch script /tmp/f1_rss.py, not kept)."""
+
+    __slots__ = ("joined",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.joined = 0  # how many of the first entries are such joins
+
+    def add(self, piece: str) -> None:
+        self.append(piece)
+        if len(self) - self.joined >= JOIN_EVERY:
+            self[self.joined:] = ["".join(self[self.joined:])]
+            self.joined += 1
 
 
 class ArgsScan:
@@ -133,11 +152,10 @@ class ArgsScan:
     search, review RV13): read a character at a time in Python, one piece of 1 MB of a file's text took 55-57 ms of
     the event loop, 7 ms now, where orjson parses it in 0.5 ms (scripts/bench_tool_args_scan.py 1024 one)."""
 
-    __slots__ = ("parts", "joined", "depth", "in_string", "escape", "state")
+    __slots__ = ("parts", "depth", "in_string", "escape", "state")
 
     def __init__(self) -> None:
-        self.parts: list[str] = []  # the pieces, every JOIN_EVERY of them joined into one (the same list object)
-        self.joined = 0  # how many of `parts` are such joins
+        self.parts = Pieces()  # the pieces, every JOIN_EVERY of them joined into one (the same list object)
         self.depth = 0
         self.in_string = self.escape = False
         self.state = 0  # 0: not yet ended; 1: whole (only whitespace may follow); -1: never whole
@@ -147,11 +165,7 @@ class ArgsScan:
         return self.state == 1
 
     def feed(self, piece: str) -> None:
-        parts = self.parts
-        parts.append(piece)
-        if len(parts) - self.joined >= JOIN_EVERY:  # in place: responses_stream._Open.parts is this list
-            parts[self.joined:] = ["".join(parts[self.joined:])]
-            self.joined += 1
+        self.parts.add(piece)
         if self.state == -1:
             return
         if self.state == 1:

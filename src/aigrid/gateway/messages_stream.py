@@ -23,6 +23,7 @@ from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
     ChatEvent,
     Finish,
+    Pieces,
     StreamError,
     TextPiece,
     ToolArgs,
@@ -58,7 +59,7 @@ class _Blocks:
         self.next = 0
         self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat tool index)
         self.whole = False  # the open tool_use block's arguments are a whole JSON object
-        self.waiting: dict[int, tuple[dict[str, Any], list[str], bool]] = {}  # block, pieces, whole
+        self.waiting: dict[int, tuple[dict[str, Any], Pieces, bool]] = {}  # block, pieces, whole
 
     def close(self) -> bytes:
         if self.open is None:
@@ -79,7 +80,7 @@ class _Blocks:
     def tool(self, index: int, block: dict[str, Any]) -> bytes:
         """A call begun: its block starts now, or waits while the open tool_use block's arguments are not whole."""
         if self.waiting or (self.open is not None and self.open[0] == "tool" and not self.whole):
-            self.waiting[index] = (block, [], False)
+            self.waiting[index] = (block, Pieces(), False)
             return b""
         return self.start(("tool", index), block)
 
@@ -92,7 +93,7 @@ class _Blocks:
             return out
         if index in self.waiting:
             block, parts, _ = self.waiting[index]
-            parts.append(fragment)
+            parts.add(fragment)
             self.waiting[index] = (block, parts, whole)
         else:  # (chat_events ends the answer before such a piece: a bug if it comes)
             log.error("a streamed tool call's argument piece came after its tool_use block was stopped (call index "

@@ -29,6 +29,7 @@ from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
     ChatEvent,
     Finish,
+    Pieces,
     Steps,
     StreamError,
     TextPiece,
@@ -84,7 +85,7 @@ class _Open:
     def __init__(self, index: int, item: dict[str, Any]) -> None:
         self.index, self.item = index, item
         self.whole = False  # a call's: whether its arguments are whole (ToolArgs.whole)
-        self.parts: list[str] = []  # the message's text or the call's argument pieces
+        self.parts = Pieces()  # the message's text or the call's argument pieces (a call's joined as they come)
         self.logprobs: list[dict[str, Any]] = []
 
 
@@ -167,7 +168,7 @@ class _Output:
             log.error("a streamed tool call's argument piece came after its function_call item was done "
                       "(call index %d): left out of the Responses stream", index)
             return b""
-        o.parts.append(fragment)
+        o.parts.add(fragment)
         o.whole = whole
         out = self.ev("response.function_call_arguments.delta", item_id=o.item["id"], output_index=o.index,
                       delta=fragment)
