@@ -322,7 +322,7 @@ class WeighedTexts(list[ModelText]):
     (screen.Screen) works them out once, on the event loop, to weigh the request (read_across), and hands the texts
     so to check_texts on its worker thread, where personal_data reads them: until the thirty-first session the worker
     worked them out again (two passes over every text's source and path: 4,000 one-character user parts 2.1-3.5 ms,
-    best of 5-7, on 2 cores at load 12)."""
+    best of 5-7, on 2 cores at load 12; a scratch timing, not kept)."""
 
     __slots__ = ("runs",)
 
