@@ -60,7 +60,7 @@ from aigrid.security.firewall.texts import ModelText
 from aigrid.security.jwks import MIN_RSA_BITS, JwksKeys
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
-from aigrid.security.principal import Principal, Scopes, Tenant
+from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
@@ -290,7 +290,7 @@ class Guard:
             sites=None if t.allowed_sites is None else frozenset(t.allowed_sites), policy=None,
             max_priority=parse_level(t.priority.max), tools=None if t.tools is None else frozenset(t.tools)),
             store_prompts=t.store_prompts) for name, t in spec.tenants.items()}
-        tenants.setdefault("default", Tenant("default"))
+        tenants.setdefault(DEFAULT_TENANT, Tenant(DEFAULT_TENANT))
         self.tenants = tenants
         try:
             keys = KeyRing.watching(Path(sec.keys_file), self._secret)

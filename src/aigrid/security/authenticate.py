@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aigrid.errors import AuthenticationError
 from aigrid.security.jwt_bearer import JwtSettings, check_token_tenant, looks_like_jwt, verify_jwt
 from aigrid.security.keys import KeyRing, split_key
-from aigrid.security.principal import Principal, Scopes, Tenant
+from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
 
 JWT_KEY_PREFIX = "jwt:"
 """A token's key id is this, its tenant and its `sub` (`jwt_key_id`; an API key's id is 12 hex digits: the two
@@ -40,7 +40,7 @@ class Authenticator:
     tenants: Mapping[str, Tenant]
     enforce: bool = True
     jwt: JwtSettings | None = None
-    default_tenant: str = "default"
+    default_tenant: str = DEFAULT_TENANT
 
     def authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)

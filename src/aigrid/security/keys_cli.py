@@ -21,13 +21,11 @@ from pathlib import Path
 from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
-from aigrid.security.principal import Scopes
+from aigrid.security.principal import DEFAULT_TENANT, Scopes
 from aigrid.spec.models import ENV_NAME
 from aigrid.spec.near import did_you_mean
 
 SECRET_ENV = "AIGRID_KEY_SECRET"
-DEFAULT_TENANT = "default"
-"""The tenant every grid has, in its spec or not (guard.Guard adds it): a key of it is never refused as unknown."""
 LISTED_TENANTS = 20
 """At most this many of the spec's tenants are named when a key's is not among them."""
 

@@ -79,6 +79,11 @@ class Scopes:
                    models_within=tuple(s for s in (_set("models_within", w) for w in within) if s is not None))
 
 
+DEFAULT_TENANT = "default"
+"""The tenant every grid has, in its spec or not (gateway.guard.Guard adds it): the anonymous caller's where keys are
+not enforced, and a key of it is never refused as unknown."""
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
