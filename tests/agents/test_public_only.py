@@ -451,6 +451,7 @@ async def test_one_tenant_s_image_requests_on_dead_names_leave_the_other_tenants
         good = body("http://docs.example.org/cat.png")
         await images.inline(good, tenant="b")
         assert good["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")  # type: ignore[index]
+        assert running[0] == 2, running  # still tenant a's 2 alone (the wait above may have seen 2 on the way up)
         done = await asyncio.gather(*hanging, return_exceptions=True)
         assert all(isinstance(e, InvalidRequest) for e in done), done
     finally:
@@ -473,6 +474,7 @@ async def test_four_tenants_hanging_on_dead_names_leave_a_fifth_tenant_a_dns_thr
         hanging = [asyncio.ensure_future(look_up(t, f"{t}{i}.dead.example")) for t in "abcd" for i in range(3)]
         assert await until(lambda: running[0] == 4 * public_only.TENANT_LOOKUPS == 8), running  # not a fixed 0.1 s
         assert await look_up("e", "docs.example.org") == ["93.184.215.14"]
+        assert running[0] == 8, running  # still 2 a tenant (the wait above may have seen 8 on the way up)
         done = await asyncio.gather(*hanging, return_exceptions=True)
         assert sum("no answer from DNS" in str(e) for e in done) == 8, done
         assert sum("this tenant's other look-ups still wait on DNS" in str(e) for e in done) == 4, done
