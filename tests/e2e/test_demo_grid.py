@@ -134,10 +134,13 @@ def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
     # runs the gateway's loops late slows both alike (a timed 4 s bound failed in CI; a 30 s one checked nothing)
     assert len(control) <= 2, (control, down_at)
     # /healthz leaves nrt out too, unless `aigrid up` has started it again meanwhile (after RESTART_BACKOFF_S[0]: a
-    # loaded machine's watch and answer above can take that long, and then this waited for what could not come)
+    # loaded machine's watch and answer above can take that long, and then this waited for what could not come).
+    # nrt in a reading asked before the backoff is the fault itself (/healthz reads the state /v1/grid read down)
+    asked = time.monotonic()
     healthy = healthy_endpoints(grid, lambda h: "nrt-smollm2" not in h or time.monotonic() - killed > RESTART_BACKOFF_S[0],
                                 timeout_s=5)
     assert len(set(healthy) - {"nrt-smollm2"}) == 3, healthy
+    assert "nrt-smollm2" not in healthy or asked - killed > RESTART_BACKOFF_S[0], (healthy, asked - killed)
     # `aigrid up` waits RESTART_BACKOFF_S[0] (5 s) before it starts a dead engine again: a request decided while the
     # gateway still has nrt down must reject it for its health. Whether it was so is read, not timed: nrt still down
     # in a reading taken after the answer (it was down before the request) means no scrape found it back in between
