@@ -74,7 +74,9 @@ async def test_runaway_and_huge_values_are_cut(db: Path) -> None:
     with pytest.raises(ToolError, match="longer than 0.3s"):
         await tool.run({"query": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
                                  "SELECT count(*) FROM n"}, NO_CONTEXT)
-    assert time.monotonic() - start < 2
+    # cut near its 0.3 s (unstopped it never ends): 5 s, not 2 s, leaves a loaded 2-core machine's worker thread and
+    # loop the room other tool deadlines have (test_fetch: 6 s on a 2.5 s deadline), not 1.7 s
+    assert time.monotonic() - start < 5
     with pytest.raises(ToolError):
         await tool.run({"query": "SELECT randomblob(2000000000)"}, NO_CONTEXT)
     out = await tool.run({"query": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 500) "
