@@ -199,7 +199,10 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
             if exc.status_code == 404 and not hint else None)  # (scope["app"]: Starlette's)
     message = (f"{exc.detail}: {request.method} {path}" + hint
                + (f" (did you mean {near.said(request.method)}?)" if near else ""))
-    allowed = (exc.headers or {}).get("Allow", "") if exc.status_code == 405 else ""
+    # sorted: Starlette joins a route's methods from a set, whose order changes with the hash seed (a fresh clone's
+    # run read 'HEAD, GET' where others read 'GET, HEAD')
+    allowed = ", ".join(sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip())) \
+        if exc.status_code == 405 else ""
     if not_served:
         message = (f"{request.method} {path} is not served by this gateway"
                    + (f" (this path takes {allowed})" if allowed else ""))
