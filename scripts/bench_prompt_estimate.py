@@ -11,24 +11,15 @@ Prints the best of a few runs in microseconds a call (wall time); no pass/fail.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
+from _bestof import best_us
 
 from aigrid.gateway.request_info import estimate_prompt_tokens, turn_prompt_tokens
 from aigrid.gateway.schemas import ChatRequest
 
-
-def best_us(fn: Callable[[], Any], calls: int = 200, runs: int = 7) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e6
+CALLS, RUNS = 200, 7
 
 
 def agent_history(calls: int) -> list[dict[str, Any]]:
@@ -54,9 +45,9 @@ def main() -> None:
         size = len(orjson.dumps(body))
         chat = ChatRequest.model_validate(body)
         print(f"{name} ({size:,} bytes, {len(messages)} messages): estimate {estimate_prompt_tokens(chat):,} tokens "
-              f"(bytes/4 {size // 4:,}); estimate_prompt_tokens {best_us(lambda c=chat: estimate_prompt_tokens(c)):.1f} us, "
-              f"turn_prompt_tokens {best_us(lambda b=body: turn_prompt_tokens(b)):.1f} us, "
-              f"validation {best_us(lambda b=body: ChatRequest.model_validate(b), calls=20):.1f} us")
+              f"(bytes/4 {size // 4:,}); estimate_prompt_tokens {best_us(lambda c=chat: estimate_prompt_tokens(c), CALLS, RUNS):.1f} us, "
+              f"turn_prompt_tokens {best_us(lambda b=body: turn_prompt_tokens(b), CALLS, RUNS):.1f} us, "
+              f"validation {best_us(lambda b=body: ChatRequest.model_validate(b), 20, RUNS):.1f} us")
 
 
 if __name__ == "__main__":

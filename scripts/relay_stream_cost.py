@@ -15,6 +15,7 @@ import argparse
 import time
 
 import orjson
+from _bestof import best_us
 
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
@@ -50,13 +51,7 @@ def per_answer_us(n: int, repeat: int) -> float:
         if not pipe.ended(b""):
             raise AssertionError("the answer did not end")
 
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        for _ in range(n):
-            one()
-        best = min(best, (time.process_time() - start) / n)
-    return best * 1e6
+    return best_us(one, n, repeat, clock=time.process_time)
 
 
 def main() -> None:
