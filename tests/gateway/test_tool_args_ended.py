@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -74,6 +75,17 @@ def _chat_calls(body: bytes) -> tuple[list[str], str]:
 
 
 READ = {"chat": _chat_calls, "messages": _messages_calls, "responses": _responses_calls}
+AFTER_END = b"tool call 0's arguments went on after they ended"
+"""What the door's error says of call 0 (chat_events.ArgsAfterEnd)."""
+
+
+async def ended_malformed(g: Any, door: str, r: httpx.Response, says: bytes) -> None:
+    """The answer `r` ended with the door's in-stream error saying `says`: audited interrupted,
+    the engine charged one failure, nothing left in flight."""
+    assert r.status_code == 200 and T.ENDS[door] in r.content, r.text[-500:]
+    assert says in r.content
+    assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+    assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
 
 
 @pytest.mark.parametrize("door", ["chat", "messages", "responses"])
@@ -92,11 +104,7 @@ async def test_a_piece_after_a_calls_whole_object_ends_the_answer_with_the_doors
     or dropped it (a block stopped), the Responses door into its open item or dropped it: an answer that looked
     whole, its call's arguments not the engine's."""
     async for g in grid(tmp_path, engine(events=AFTER_WHOLE)):
-        r = await g.post(door, True)
-        assert r.status_code == 200 and T.ENDS[door] in r.content
-        assert b"tool call 0's arguments went on after they ended" in r.content
-        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
-        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        await ended_malformed(g, door, await g.post(door, True), AFTER_END)
 
 
 async def test_the_chat_door_passes_a_piece_after_a_whole_object_as_sent(tmp_path) -> None:
@@ -133,11 +141,8 @@ async def test_text_held_behind_a_call_counts_its_log_probabilities(tmp_path, do
     characters. Now each held piece counts its chunk where it carries log-probabilities: past MAX_TOOL_ARGS_CHARS
     the answer ends with the door's error, the engine charged a failure."""
     async for g in grid(tmp_path, engine(events=HEAVY_MID_CALL)):
-        r = await g.post(door, True)
-        assert r.status_code == 200 and T.ENDS[door] in r.content, r.text[-500:]
-        assert b"characters of text (and its log-probabilities) while a tool call" in r.content
-        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
-        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        await ended_malformed(g, door, await g.post(door, True),
+                              b"characters of text (and its log-probabilities) while a tool call")
 
 
 def test_one_character_pieces_held_are_bounded_by_their_count() -> None:
@@ -201,11 +206,7 @@ async def test_a_calls_whole_arguments_sent_again_are_left_out(tmp_path, door: s
 @pytest.mark.parametrize("door", ["messages", "responses"])
 async def test_late_pieces_not_the_object_again_still_end_the_answer(tmp_path, door: str, events: list[Any]) -> None:
     async for g in grid(tmp_path, engine(events=events)):
-        r = await g.post(door, True)
-        assert r.status_code == 200 and T.ENDS[door] in r.content, r.text[-500:]
-        assert b"tool call 0's arguments went on after they ended" in r.content
-        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
-        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        await ended_malformed(g, door, await g.post(door, True), AFTER_END)
 
 
 def test_text_behind_a_call_never_whole_is_written_at_once() -> None:
