@@ -240,6 +240,12 @@ class ArgsAfterEnd(ValueError):
     """A piece of a call's arguments after they ended (_Calls): its arguments as the doors gave them would be cut."""
 
 
+def _not_again(index: int, late: ArgsScan) -> ArgsAfterEnd:
+    """Call `index`'s late pieces (`late`: read after its whole object) that are not that object again."""
+    return ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was whole), not "
+                        f"with that object again: {''.join(late.parts)[:40]!r}")
+
+
 class _Calls:
     """The stream's tool calls by index: those started (ToolStart yielded) and those whose name may go on (`pending`:
     [id, name so far]). A call starts with its first piece that holds arguments, or at the answer's end (its
@@ -353,15 +359,12 @@ class _Calls:
                           "left out", index, len(again))
                 return
         if scan.state or late[1] > late_repeat_chars(text):
-            again = "".join(scan.parts)
-            raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
-                               f"whole), not with that object again: {again[:40]!r}")
+            raise _not_again(index, scan)
 
     def unrepeated(self) -> None:
         """The answer ends: late pieces that never became the call's arguments again raise ArgsAfterEnd."""
         for index, (scan, _) in self.late.items():
-            raise ArgsAfterEnd(f"tool call {index}'s arguments went on after they ended (their JSON object was "
-                               f"whole), not with that object again: {''.join(scan.parts)[:40]!r}")
+            raise _not_again(index, scan)
 
     def text_piece(self, piece: TextPiece, sent: int) -> Iterator[TextPiece]:
         """Text: written now, or held while a started call's arguments are not whole, bounded as they are: each piece
@@ -441,6 +444,20 @@ STEP_COMMENT = b" aigrid-step "
 """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
 
 
+def _within_bounds(events: Iterator[ChatEvent]) -> Iterator[ChatEvent]:
+    """`events`, ended with the door's error (engine_malformed, logged) where the engine's answer went past what
+    one answer may hold (HeldTooMuch) or sent a call's arguments after they ended (ArgsAfterEnd): a chunk's events
+    (_events_of) and the answer's end at [DONE] (_done) alike."""
+    try:
+        yield from events
+    except HeldTooMuch as e:
+        log.warning("an engine's stream held too much: %s", e)
+        yield StreamError(f"the answer was interrupted: the engine sent {e}", "engine_malformed")
+    except ArgsAfterEnd as e:
+        log.warning("an engine's stream sent a tool call's arguments after they ended: %s", e)
+        yield StreamError(f"the answer was interrupted: {e}", "engine_malformed")
+
+
 def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     for text in ev.comments if steps else ():  # without a tool loop, no comment is a step (chat_events)
         if text.startswith(STEP_COMMENT):
@@ -457,13 +474,7 @@ def _events_of(ev: Event, calls: _Calls, steps: bool) -> Iterator[ChatEvent]:
     except orjson.JSONDecodeError:
         return  # not JSON: nothing a client of the other API could use
     try:
-        yield from _chunk_events(obj, calls, steps, len(ev.data))
-    except HeldTooMuch as e:
-        log.warning("an engine's stream held too much: %s", e)
-        yield StreamError(f"the answer was interrupted: the engine sent {e}", "engine_malformed")
-    except ArgsAfterEnd as e:
-        log.warning("an engine's stream sent a tool call's arguments after they ended: %s", e)
-        yield StreamError(f"the answer was interrupted: {e}", "engine_malformed")
+        yield from _within_bounds(_chunk_events(obj, calls, steps, len(ev.data)))
     except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
         # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
         log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
@@ -495,16 +506,10 @@ def _ends(event: ChatEvent, failed: Callable[[str], object] | None, calls: _Call
 
 def _done(calls: _Calls, failed: Callable[[str], object] | None) -> Iterator[ChatEvent]:
     """The events at [DONE] (_Calls.ended), or the door's error where a call's late pieces were not its arguments
-    again (ArgsAfterEnd: the answer had no finish_reason to end them)."""
-    try:
-        calls.unrepeated()
-    except ArgsAfterEnd as e:
-        log.warning("an engine's stream sent a tool call's arguments after they ended: %s", e)
-        error = StreamError(f"the answer was interrupted: {e}", "engine_malformed")
-        _ends(error, failed, calls)
-        yield error
-        return
-    yield from calls.ended()
+    again (ArgsAfterEnd: the answer had no finish_reason to end them), told to `failed` as _ends tells it."""
+    for event in _within_bounds(calls.ended()):
+        _ends(event, failed, calls)
+        yield event
 
 
 async def chat_events(blocks: AsyncIterator[bytes], steps: bool = False) -> AsyncIterator[ChatEvent]:
