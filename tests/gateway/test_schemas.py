@@ -7,9 +7,12 @@ All were passed to the engine untouched."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
+from tests.gateway.conftest import audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
@@ -29,7 +32,9 @@ KV = {"do_remote_prefill": True, "remote_host": "10.0.0.9", "remote_port": 5600,
                                          # (SGLang's serialized logit processor, vLLM's by import path)
                                          ("rid", "another-clients-request"), ("data_parallel_rank", 1),
                                          ("decode_dp_rank", 0), ("custom_logit_processor", "gASV..."),
-                                         ("logits_processors", ["pkg.mod.Processor"])])
+                                         ("logits_processors", ["pkg.mod.Processor"]),
+                                         # vLLM's request id (SGLang's rid): the engine's key of a request in flight
+                                         ("request_id", "another-clients-request")])
 async def test_fields_that_reach_other_requests_engine_state_are_refused(
         client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, field: str,
         value: object) -> None:
@@ -47,11 +52,48 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
 
     refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
                "bootstrap_room", "session_params", "rid", "data_parallel_rank", "decode_dp_rank",
-               "custom_logit_processor", "logits_processors"}
+               "custom_logit_processor", "logits_processors", "request_id"}
     schemas = openapi_document("test")["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]
         assert refused.isdisjoint(schemas[name]["properties"]), (name, refused & set(schemas[name]["properties"]))
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+async def test_a_request_id_of_the_engine_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """(7 Dec 2026, thirty-second session) vLLM's `request_id` (its chat and completions requests take one from the
+    client, since vLLM PR 9550) is the engine's key of a request in flight, as SGLang's `rid` (refused since the
+    twentieth session): it was passed on. Two requests with one id at once broke vLLM's engine for every tenant on
+    it (vllm-project/vllm issues 10583, 15041: a V1 engine crashed; "Request id ... already running" at best) until
+    vLLM added a random suffix (PR 27987, Nov 2025), and the grid's own `n` sent the same body n times: one request
+    of `n: 2` was two engine requests of one id. Now the client's 400 naming it, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, "request_id": "chatcmpl-1", "n": 2})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "request_id" and r.json()["error"]["type"] == "invalid_request_error"
+        assert "engine state of other requests" in r.json()["error"]["message"], r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+
+
+async def test_best_of_more_than_one_is_refused_on_chat_as_on_completions(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """(7 Dec 2026, thirty-second session) `best_of` was refused on /v1/completions only (7a496fe0), but vLLM's chat
+    request reads it too (`ChatCompletionRequest.best_of`, into the same SamplingParams): its V0 engine sampled that
+    many answers for each one returned, charged as one. A chat `best_of: 100` went to the engine untouched. Now the
+    client's 400 naming it on both routes, audited; 1 (the default) passes."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for bad in (2, 100, True, "3"):
+            r = await client.post("/v1/chat/completions", json={**CHAT, "best_of": bad})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text
+            assert r.json()["error"]["message"] == ("invalid value for 'best_of': best_of other than 1 is not served "
+                                                    "by this grid: ask for n choices"), r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * 4, rows
+        assert (await client.post("/v1/chat/completions", json={**CHAT, "best_of": 1})).status_code == 200
 
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}

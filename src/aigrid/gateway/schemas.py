@@ -247,7 +247,7 @@ _REFUSED = {
     **{name: f"llama-server's {name} is not served by this grid: {instead}" for name, instead in _INSTEAD.items()},
     **{name: f"{name} is not served by this grid: {_STATE}" for name in (
         "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room", "session_params", "rid",
-        "data_parallel_rank", "decode_dp_rank")},
+        "request_id", "data_parallel_rank", "decode_dp_rank")},
     **{name: f"{name} is not served by this grid: {_CODE}" for name in ("custom_logit_processor", "logits_processors")},
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
@@ -334,6 +334,10 @@ class _Common(BaseModel):
     rid: Refused = None
     """SGLang's: the request's id on the engine, by which it is aborted and its session continued: a client chose
     another's. Refused; the engine names each request itself."""
+    request_id: Refused = None
+    """vLLM's (its chat and completions requests take one since vLLM PR 9550): the engine's key of a request in
+    flight, as SGLang's `rid`. Two requests of one id at once broke the engine for every tenant on it (vLLM issues
+    10583, 15041) until vLLM added a random suffix (PR 27987), and the grid's `n` sends a body n times. Refused."""
     data_parallel_rank: Refused = None
     """SGLang's, with decode_dp_rank: the data-parallel replica to run on, whose cache may hold another client's
     prompt (as llama-server's id_slot). Refused; the engine places each request itself."""
@@ -344,6 +348,19 @@ class _Common(BaseModel):
     logits_processors: Refused = None
     """vLLM's: logits processors named by their import path, loaded and run by the engine (those its
     --logits-processor-pattern allows): code chosen by the client. Refused."""
+
+    best_of: Any = None
+    """OpenAI's legacy `best_of` (completions), which vLLM's chat requests read too (`ChatCompletionRequest.best_of`,
+    into the same sampling parameters): the engine samples that many answers and returns the best n. vLLM's V0
+    engine did, charged as n (best_of 100 at the price of one); llama.cpp ignores it. Only 1 (the default) is served,
+    on both routes (chat passed it on until the thirty-second session)."""
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_best_of(cls, v: Any) -> Any:
+        if v is not None and (v != 1 or isinstance(v, bool)):
+            raise ValueError("best_of other than 1 is not served by this grid: ask for n choices")
+        return v
 
     _refused = _refusing(_REFUSED)
 
@@ -534,16 +551,6 @@ class CompletionRequest(_Common):
         if v is not None:
             raise _unread("a prompt given as embeddings")
     echo: bool | None = Field(default=None, strict=True)
-    best_of: Any = None
-    """OpenAI's legacy `best_of`: the engine samples that many completions and returns the best n. vLLM's V0 engine
-    did, charged as n (best_of 100 at the price of one); llama.cpp ignores it. Only 1 (the default) is served."""
-
-    @field_validator("best_of")
-    @classmethod
-    def _one_best_of(cls, v: Any) -> Any:
-        if v is not None and (v != 1 or isinstance(v, bool)):
-            raise ValueError("best_of other than 1 is not served by this grid: ask for n choices")
-        return v
     logprobs: int | None = Field(default=None, ge=0, le=20)
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
     serves both fields where the engine ignores them); at most 20, as chat's top_logprobs (llama-server read any
