@@ -424,3 +424,15 @@ def test_an_unknown_or_revoked_key_id_costs_the_same_hashing_as_a_known_one_with
         assert calls == ["digest", "compare"], key
     calls.clear()
     assert ring.verify(known) is not None and calls == ["digest", "compare"]
+
+
+def test_scope_request_changes_other_fields_in_the_same_copy() -> None:
+    """The pipeline sets the request's urgency (priority, deadline) where it scopes it: one copy of RequestInfo, not
+    two (~8 us a request of 18; scripts/request_path_cost.py --cuts, thirty-second session)."""
+    auth, key = make_auth()
+    p = auth.authenticate(f"Bearer {key}")
+    asked = RequestInfo(id="r1", model="llama-3-8b", allowed_jurisdictions=frozenset({"EU", "US"}), prefix_hash="abc")
+    both = scope_request(p, asked, priority=9, deadline_ms=250.0)
+    assert both == replace(scope_request(p, asked), priority=9, deadline_ms=250.0)
+    assert both.priority == 9 and both.deadline_ms == 250.0 and both.tenant == "bank"
+    assert both.allowed_jurisdictions == frozenset({"EU"}) and both.prefix_hash not in (None, "abc")

@@ -21,6 +21,7 @@ and the check costs nothing. Refusals are 403 in the API's envelope, audited lik
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -30,6 +31,10 @@ from starlette.types import Scope
 from aigrid.errors import PermissionDenied
 
 LOOPBACK_NAMES = ("localhost",)
+LOOPBACK_MEMO = 1024
+"""The names and addresses whose `is_loopback` answer is kept (least recently asked dropped first): a keyless gateway
+asks it of the server's address and the Host of every request, slow_clients of every connection's client address;
+each answer was an `ipaddress` parse (3-4 us, two a request; the thirty-second session)."""
 
 
 def host_name(host: str) -> str:
@@ -41,10 +46,12 @@ def host_name(host: str) -> str:
     return name if colon and port.isdigit() and ":" not in name else host
 
 
+@functools.lru_cache(maxsize=LOOPBACK_MEMO)
 def is_loopback(name: str) -> bool:
     """A loopback address or name: 127.0.0.0/8, ::1, localhost, *.localhost (RFC 6761), and 127.0.0.0/8 written as
     an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`: where a dual-stack socket, bound on `::`, sees a connection to
-    127.0.0.1 arrive; Python before 3.13 does not count it as loopback)."""
+    127.0.0.1 arrive; Python before 3.13 does not count it as loopback). A pure function of `name`: its answers are
+    kept (LOOPBACK_MEMO of them)."""
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:

@@ -509,7 +509,7 @@ class Routes:
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms,
                                deadline_field=urgency.deadline_field)
-            info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
+            info = scope_request(principal, asked, priority=urgency.level, deadline_ms=urgency.deadline_ms)
             loop = None
             if path == CHAT_PATH and _offers_tools(body):
                 # server-side tools run in the loop; client tools too on a model whose engines need constrained

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from typing import Any
 
 from aigrid.core.filters.model import in_scope
 from aigrid.core.types import RequestInfo
@@ -38,13 +39,13 @@ def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str]
                                code="policy_not_allowed")
 
 
-def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
+def scope_request(principal: Principal, request: RequestInfo, **more: Any) -> RequestInfo:
     """The request with the principal's tenant, residency/site limits and model scope applied as hard filters
     (authorize checked the model asked for; the one an endpoint serves can be another: `auto`, a family fallback,
-    an escalation)."""
+    an escalation); `more`: other fields of RequestInfo changed in the same copy (one `replace`: ~6 us each)."""
     scopes = principal.scopes
     models = _serving_models(scopes)
-    return replace(request, tenant=principal.tenant,
+    return replace(request, **more, tenant=principal.tenant,
                    allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
                    allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models,
                    prefix_hash=_tenants_own(principal.tenant, request.prefix_hash),
