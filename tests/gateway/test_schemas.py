@@ -34,7 +34,9 @@ KV = {"do_remote_prefill": True, "remote_host": "10.0.0.9", "remote_port": 5600,
                                          ("decode_dp_rank", 0), ("custom_logit_processor", "gASV..."),
                                          ("logits_processors", ["pkg.mod.Processor"]),
                                          # vLLM's request id (SGLang's rid): the engine's key of a request in flight
-                                         ("request_id", "another-clients-request")])
+                                         ("request_id", "another-clients-request"),
+                                         # an adapter picked on the engine beside `model`: SGLang's, llama-server's
+                                         ("lora_path", "bank-finetune"), ("lora", [{"id": 0, "scale": 1.0}])])
 async def test_fields_that_reach_other_requests_engine_state_are_refused(
         client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, field: str,
         value: object) -> None:
@@ -52,7 +54,7 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
 
     refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
                "bootstrap_room", "session_params", "rid", "data_parallel_rank", "decode_dp_rank",
-               "custom_logit_processor", "logits_processors", "request_id"}
+               "custom_logit_processor", "logits_processors", "request_id", "lora_path", "lora"}
     schemas = openapi_document("test")["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]
@@ -73,6 +75,27 @@ async def test_a_request_id_of_the_engine_is_refused_and_audited(
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == "request_id" and r.json()["error"]["type"] == "invalid_request_error"
         assert "engine state of other requests" in r.json()["error"]["message"], r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value", [("lora_path", "bank-finetune"), ("lora", [{"id": 0, "scale": 1.0}])])
+async def test_an_adapter_picked_beside_the_model_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object) -> None:
+    """(7 Dec 2026, thirty-second session) A LoRA adapter is a model of the grid (an endpoint's `served_model` on vLLM
+    or SGLang: docs/engines.md), routed, priced and scoped by `model`, which the gateway writes for the endpoint it
+    chose. But SGLang's chat and completions take the adapter from the body's `lora_path` too (sglang PRs 2243, 2438;
+    `model` only wins where it names one itself, base:adapter), and llama-server applies the adapters it loaded by
+    the body's `lora` ({id, scale}): both were passed on. A key granted only the base model asked for it with
+    `lora_path` naming another tenant's fine-tune, and was served that fine-tune, priced and audited as the base
+    model. Now the client's 400 naming the field, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, field: value})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == field and r.json()["error"]["type"] == "invalid_request_error"
+        assert "name it as the model" in r.json()["error"]["message"], r.text
         assert all(not f.received for f in fakes.values())
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows

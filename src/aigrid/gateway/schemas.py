@@ -243,12 +243,15 @@ _INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a comple
 """What to send instead of llama-server's own fields (_Common): each asks every engine the same, counted."""
 _STATE = "it names engine state of other requests (the grid places each request itself)"
 _CODE = "it is code the engine would run for the client"
+_ADAPTER = ("it picks an adapter on the engine beside the model the grid routed, priced and scoped (an adapter the grid "
+            "serves is a model of its own: name it as the model)")
 _REFUSED = {
     **{name: f"llama-server's {name} is not served by this grid: {instead}" for name, instead in _INSTEAD.items()},
     **{name: f"{name} is not served by this grid: {_STATE}" for name in (
         "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room", "session_params", "rid",
         "request_id", "data_parallel_rank", "decode_dp_rank")},
     **{name: f"{name} is not served by this grid: {_CODE}" for name in ("custom_logit_processor", "logits_processors")},
+    **{name: f"{name} is not served by this grid: {_ADAPTER}" for name in ("lora_path", "lora")},
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
 
@@ -348,6 +351,13 @@ class _Common(BaseModel):
     logits_processors: Refused = None
     """vLLM's: logits processors named by their import path, loaded and run by the engine (those its
     --logits-processor-pattern allows): code chosen by the client. Refused."""
+    lora_path: Refused = None
+    """SGLang's: the LoRA adapter to run the request with, whatever `model` names (unless `model` names one itself,
+    base:adapter). An adapter the grid serves is an endpoint's model, routed, priced and scoped by `model` (which the
+    gateway writes): a key granted the base model was served another tenant's fine-tune. Refused."""
+    lora: Refused = None
+    """llama-server's: the scale of each LoRA adapter it loaded, for this request ({id, scale}): as SGLang's
+    lora_path, an adapter picked beside the model the grid chose (or one the operator applied taken off). Refused."""
 
     best_of: Any = None
     """OpenAI's legacy `best_of` (completions), which vLLM's chat requests read too (`ChatCompletionRequest.best_of`,
