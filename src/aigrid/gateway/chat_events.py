@@ -226,6 +226,11 @@ the piece's own cost (about 56 bytes a TextPiece and its place in the list, scra
 so that one-character pieces are bounded as bytes are."""
 
 
+BRACE_PIECES = 8
+"""How many pieces a call's opening '{' may have come in (with whitespace) for _Calls.args to read a piece starting
+with '{' as the xlam parser's whole object after it: the check joins them, at most this many."""
+
+
 def late_repeat_chars(arguments: str) -> int:
     """How many characters of late pieces may repeat a whole call's `arguments` (_Calls._late): twice theirs (the
     same value written with a space after each ',' and ':') and 64."""
@@ -313,7 +318,11 @@ class _Calls:
 
     def args(self, index: int, piece: str) -> Iterator[ChatEvent]:
         """A piece of started call `index`'s arguments, and the text held behind them once no call's may still
-        become whole."""
+        become whole. A piece that starts with '{' where the arguments so far are only their opening '{' is vLLM's
+        xlam parser again (vllm-project/vllm#51697: it streams the brace, then its end-of-stream flush sends the
+        whole object, `{{"city": ...}`): that second '{' is left out (DEBUG line), so the call's arguments are the
+        object. Until this session (7 Dec 2026, thirty-second) they reached the Messages and Responses clients as
+        they came, never valid JSON."""
         scan = self.scans.get(index)
         if scan is None:
             if index in self.never:  # not an object, nor ever one: its pieces go on to the door as sent
@@ -321,6 +330,13 @@ class _Calls:
             else:
                 self._late(index, piece)
             return
+        if scan.depth == 1 and not scan.in_string and len(scan.parts) <= BRACE_PIECES and \
+                (again := piece.lstrip()).startswith("{") and "".join(scan.parts).strip() == "{":
+            piece = again[1:]  # (never valid JSON: an object's key is a string)
+            log.debug("an engine sent tool call %d's whole arguments after their opening brace: that brace again left "
+                      "out", index)
+            if not piece:
+                return
         scan.feed(piece)
         if scan.state:
             del self.scans[index]
