@@ -2,6 +2,10 @@
 
 Never `playwright install` (it downloads a browser build); the system package is used instead, installed
 here with apt-get when the tests run as root and it is missing.
+
+One browser serves a whole test module (`launched_chromium`, behind the `chromium` fixture of conftest.py): starting
+Playwright's driver and the browser took 3 to 4 s a test on a loaded machine. Each test's page is in a browser
+context of its own (`chromium_page`): its own cookies, storage and cache, closed when the test ends.
 """
 
 from __future__ import annotations
@@ -33,28 +37,44 @@ def ensure_chromium() -> None:
 
 
 @contextmanager
-def chromium_page(base: str, external: list[str], **options: Any) -> Iterator[Any]:
-    """A fresh page; every request to a host other than `base` is recorded in `external` and aborted. `options` go
-    to Playwright's new_page (`viewport`, `has_touch=True` for a phone's taps)."""
+def launched_chromium() -> Iterator[Any]:
+    """Playwright's driver and one headless Chromium, until the block ends (skips as ensure_chromium does).
+
+    While the driver runs, its event loop reads as this thread's running loop between Playwright's calls
+    (playwright._impl._greenlets.wait_for_future): an async test, or asyncio.run, in this thread meanwhile fails. So
+    it lasts one module of browser tests, none of them async, never the session."""
     ensure_chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = browser.new_page(**{"viewport": {"width": 1600, "height": 1000}, **options})
-
-            def guard(route: Any) -> None:
-                url = route.request.url
-                if url.startswith(base) or url.startswith("data:"):
-                    route.continue_()
-                else:
-                    external.append(url)
-                    route.abort()
-
-            page.route("**/*", guard)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def chromium_page(browser: Any, base: str, external: list[str], **options: Any) -> Iterator[Any]:
+    """A fresh page of `browser` (launched_chromium's), in a context of its own (nothing kept from another test's);
+    every request of that context (its popups too) to a host other than `base` is recorded in `external` and
+    aborted. `options` go to Playwright's new_context (`viewport`, `has_touch=True` for a phone's taps)."""
+    if not browser.is_connected():  # a browser that crashed in an earlier test: say so, not a driver's error
+        pytest.fail("the module's chromium is gone (it crashed or was closed in an earlier test)")
+    context = browser.new_context(**{"viewport": {"width": 1600, "height": 1000}, **options})
+    try:
+
+        def guard(route: Any) -> None:
+            url = route.request.url
+            if url.startswith(base) or url.startswith("data:"):
+                route.continue_()
+            else:
+                external.append(url)
+                route.abort()
+
+        context.route("**/*", guard)  # a page's own routes (page.route) are asked before it
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def errors_of(page: Any) -> list[str]:

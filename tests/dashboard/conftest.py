@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from aigrid.dashboard import dashboard_routes
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
+from tests.dashboard.browser import launched_chromium
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.serving import serving_in_thread
@@ -71,11 +72,36 @@ def served_dashboard(app: Starlette, server: list[uvicorn.Server]) -> Iterator[s
         yield srv.url
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    """The demo spec behind a real socket, FAKE engines (instant answers), the dashboard mounted."""
-    spec = spec_in(tmp_path)  # its audit log under tmp_path: the demo's is .aigrid/audit.db, in the checkout
+@contextmanager
+def served_demo(where: Path) -> Iterator[Served]:
+    """The demo spec behind a real socket, FAKE engines (instant answers), the dashboard mounted; its audit log
+    under `where` (the demo's is .aigrid/audit.db, in the checkout), its replay folder `where`/run."""
+    spec = spec_in(where)
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7),
                        sleep=no_sleep)
-    with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base:
+    with served_dashboard(*dashboard_app(gw, where / "run")) as base:
         yield Served(base, gw)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """served_demo for one test: its replay folder is tmp_path / "run"."""
+    with served_demo(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def served_to_read(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """served_demo for a whole module, to the tests that only read from it: none of them sends it a request that
+    changes its state (a chat completion: a decision in every later test's table) nor writes into its replay folder
+    (it has none). A test that does either has a `served` of its own."""
+    with served_demo(tmp_path_factory.mktemp("served")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the module's browser tests (browser.launched_chromium: a module's, never the
+    session's, and only in modules without async tests); each test opens its page with browser.chromium_page."""
+    with launched_chromium() as browser:
+        yield browser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -15,9 +16,10 @@ CITIES = {"Tokyo": "nrt", "Frankfurt": "fra", "New York": "iad", "Sao Paulo": "g
           "Seoul": "nrt"}
 
 
-def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served, tmp_path: Path) -> None:
+def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served, tmp_path: Path,
+                                                                 chromium: Any) -> None:
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = errors_of(page)
         page.goto(served.base + "/dashboard")
         page.wait_for_selector("#map-land path.land", state="attached", timeout=15000)
@@ -82,11 +84,12 @@ def write_run(run: Path) -> None:
                     "cost_usd": 0.0004, "rejected": 1, "mean_utilization": 0.2}}, "sim_wall_s": 0.1, "events": 80}))
 
 
-def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served: Served, tmp_path: Path) -> None:
+def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served: Served, tmp_path: Path,
+                                                                         chromium: Any) -> None:
     run = tmp_path / "run"  # the served fixture's replay_dir
     write_run(run)
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = errors_of(page)
         page.goto(served.base + "/dashboard")
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
@@ -110,7 +113,8 @@ def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tmp_path: Path) -> None:
+def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tmp_path: Path,
+                                                              chromium: Any) -> None:
     """A summary.json or sites.json that is not JSON (a run cut short) threw out of the loader: the page stayed on
     'connecting', the error in the console only. It is named on the badge now, from the server and the picker."""
     run = tmp_path / "run"  # the served fixture's replay_dir
@@ -118,7 +122,7 @@ def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tm
     (run / "summary.json").write_text('{"policies": {"balanced": ')
     (run / "sites.json").write_text("<html>not found</html>")
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         page.add_init_script(FEED_WATCH)
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=15000)
@@ -151,7 +155,8 @@ window.fetch = function (input, init) {
 """
 
 
-def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_path: Path) -> None:
+def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_path: Path,
+                                                                         chromium: Any) -> None:
     """?replay= took any URL: a link to /dashboard/static/index.html?replay=https://elsewhere/ (that copy of the page
     had no policy) sent the operator's key from the tab's sessionStorage to that site and drew its run as this
     grid's. Only a folder on this origin is read now (the key only to the gateway's own replay route), and every
@@ -176,7 +181,7 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
     write_run(tmp_path / "run")
     external: list[str] = []
     with served_dashboard(*dashboard_app(gw, tmp_path / "run", authenticate=operator_only)) as base, \
-            chromium_page(base, external) as page:
+            chromium_page(chromium, base, external) as page:
         errors = errors_of(page)
         leaked: list[str] = []
         page.on("request", lambda r: leaked.append(r.url) if key in str(r.headers) and
@@ -199,17 +204,18 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
     assert [e for e in errors if "401 (Unauthorized)" not in e] == [], errors  # the first feed asks for the key
 
 
-def test_a_site_that_opened_the_dashboard_keeps_no_handle_on_its_tab(served: Served) -> None:
+def test_a_site_that_opened_the_dashboard_keeps_no_handle_on_its_tab(served_to_read: Served,
+                                                                     chromium: Any) -> None:
     """A page of another site that opened the dashboard (window.open, a link with an opener) kept a handle on the
     operator's tab and could send it, later, to a look-alike page asking for the key again (reverse tabnabbing);
     the page is served with Cross-Origin-Opener-Policy: same-origin now, and the opener's handle reads closed."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served_to_read.base, external) as page:
         page.route("http://attacker.test/**", lambda r: r.fulfill(body="<html><body>elsewhere</body></html>",
                                                                   content_type="text/html"))
         page.goto("http://attacker.test/")
         with page.expect_popup() as popup:
-            page.evaluate(f"() => {{ window.w = window.open('{served.base}/dashboard'); }}")
+            page.evaluate(f"() => {{ window.w = window.open('{served_to_read.base}/dashboard'); }}")
         popup.value.wait_for_load_state()
         page.wait_for_function("() => window.w.closed === true", timeout=30000)
     assert external == [], external

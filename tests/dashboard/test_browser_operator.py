@@ -26,13 +26,14 @@ from tests.gateway.fake_engine import FakeEngine
 FOCUSED = "() => document.activeElement ? document.activeElement.id : ''"
 
 
-def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Served, tmp_path: Path) -> None:
+def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Served, tmp_path: Path,
+                                                                   chromium: Any) -> None:
     """'Replay a simulator run...' was a label around a `hidden` file input: display none, so Tab never reached it
     (the page's only stop was the footer's link) and an operator without a mouse could not open a run."""
     run = tmp_path / "run"  # the served fixture's replay_dir
     write_run(run)
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard", "live")
         stops = []
         for _ in range(6):
@@ -63,13 +64,13 @@ def test_the_replay_picker_is_reached_and_opened_with_the_keyboard(served: Serve
     assert external == [] and errors == [], (external, errors)
 
 
-def test_the_page_does_not_scroll_sideways_on_a_phone(served: Served) -> None:
+def test_the_page_does_not_scroll_sideways_on_a_phone(served_to_read: Served, chromium: Any) -> None:
     """The decisions table (14 columns, nowrap) made a 390 px wide page 900 px wide: the whole page, map and header
     included, scrolled sideways. The table scrolls inside its own panel now."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served_to_read.base, external) as page:
         page.set_viewport_size({"width": 390, "height": 844})
-        page.goto(served.base + "/dashboard")
+        page.goto(served_to_read.base + "/dashboard")
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
         widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], widths
@@ -79,12 +80,12 @@ def test_the_page_does_not_scroll_sideways_on_a_phone(served: Served) -> None:
     assert external == [], external
 
 
-def test_a_decisions_outcome_is_in_sight_on_a_phone(served: Served) -> None:
+def test_a_decisions_outcome_is_in_sight_on_a_phone(served: Served, chromium: Any) -> None:
     """At 390 px the decisions table showed time, client, tenant, site and endpoint: the status (ok, rejected,
     failed), its 14th column, was scrolled out of sight, so a failed request read as a row like any other until the
     operator scrolled each table sideways. The status column stays at the right edge of the table's panel now."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(served.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
@@ -109,7 +110,7 @@ def test_a_decisions_outcome_is_in_sight_on_a_phone(served: Served) -> None:
     assert external == [], external
 
 
-def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path) -> None:
+def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path, chromium: Any) -> None:
     """Why a request was rejected (or failed, or went where it went) was the status cell's hover title alone: a phone
     has no hover, and the keyboard never reached it. At 390x844 a tap on the status opens a row under the decision
     that says why, as text in sight within the table's panel; Enter closes it and Space opens it again."""
@@ -120,7 +121,7 @@ def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path
     gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=no_sleep)
     external: list[str] = []
     with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base, \
-            chromium_page(base, external, viewport={"width": 390, "height": 844}, has_touch=True,
+            chromium_page(chromium, base, external, viewport={"width": 390, "height": 844}, has_touch=True,
                           is_mobile=True) as page:
         errors = open_dashboard(page, base + "/dashboard", "live")
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site.down').length > 0", timeout=15000)
@@ -159,7 +160,7 @@ def test_why_a_request_was_rejected_is_read_with_a_tap_on_a_phone(tmp_path: Path
     assert external == [] and errors == [], (external, errors)
 
 
-def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path) -> None:
+def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path, chromium: Any) -> None:
     """A failed request's reason said why it was sent where it was ('chose iad-smollm2 at iad ...'), not why it
     failed. Tapped open, its line says each attempt's failure first (the engine named, not addressed), then where
     it was routed."""
@@ -168,7 +169,7 @@ def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path) -> None:
     gw = build_gateway(spec, dict(engines), rng=random.Random(7), sleep=no_sleep)
     external: list[str] = []
     with served_dashboard(*dashboard_app(gw, tmp_path / "run")) as base, \
-            chromium_page(base, external, viewport={"width": 390, "height": 844}, has_touch=True,
+            chromium_page(chromium, base, external, viewport={"width": 390, "height": 844}, has_touch=True,
                           is_mobile=True) as page:
         errors = open_dashboard(page, base + "/dashboard", "live")
         r = httpx.post(base + "/v1/chat/completions", json=CHAT, timeout=30)
@@ -185,14 +186,15 @@ def test_why_a_request_failed_is_read_with_a_tap(tmp_path: Path) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_sites_numbers_on_the_map_are_read_with_a_tap_or_the_keyboard(served: Served) -> None:
+def test_a_sites_numbers_on_the_map_are_read_with_a_tap_or_the_keyboard(served_to_read: Served,
+                                                                        chromium: Any) -> None:
     """A site's numbers on the map (load, slots, running, waiting, health, TTFT) were its tooltip's, read on hover
     only: not on a phone, not from the keyboard, and on a grid of more than 12 sites nowhere else for a site without a
     card. A tap on a site (or Enter on it) shows them in a line under the map; the same site again closes it."""
     external: list[str] = []
-    with chromium_page(served.base, external, viewport={"width": 390, "height": 844}, has_touch=True,
-                       is_mobile=True) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external, viewport={"width": 390, "height": 844},
+                       has_touch=True, is_mobile=True) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"iad\"]')", timeout=15000)
         assert page.is_hidden("#site-info")
         page.locator('#map-sites g.site[data-site="iad"] circle.body').tap()
@@ -215,15 +217,15 @@ def test_a_sites_numbers_on_the_map_are_read_with_a_tap_or_the_keyboard(served: 
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_site_button_says_whether_its_numbers_line_is_open(served: Served) -> None:
+def test_a_site_button_says_whether_its_numbers_line_is_open(served_to_read: Served, chromium: Any) -> None:
     """A site on the map is a button (role=button) that opens and closes the line of its numbers under the map, but
     it never said so to a screen reader: no aria-expanded, no aria-controls. Each says it controls #site-info, and
     whether that line is open for it, as it opens, moves to another site and closes."""
     expanded = """() => Object.fromEntries([...document.querySelectorAll('#map-sites g.site')].map(g =>
       [g.dataset.site, [g.getAttribute('aria-expanded'), g.getAttribute('aria-controls')]]))"""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"gru\"]')", timeout=15000)
         shut = page.evaluate(expanded)
         assert shut["iad"] == ["false", "site-info"] and shut["gru"] == ["false", "site-info"], shut
@@ -244,7 +246,7 @@ def test_a_site_button_says_whether_its_numbers_line_is_open(served: Served) -> 
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path) -> None:
+def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Path, chromium: Any) -> None:
     """With the gateway stopped the badge said 'reconnecting' but the map and the cards kept their last colours
     and 'ok', and the clock its last time with nothing saying it had stopped: a picture of a grid no longer
     watched. Now the page is marked stale and the clock reads 'last update ...'."""
@@ -255,7 +257,7 @@ def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Pat
     base = server.enter_context(served_dashboard(*dashboard_app(gw, tmp_path / "run")))
     external: list[str] = []
     try:
-        with chromium_page(base, external) as page:
+        with chromium_page(chromium, base, external) as page:
             page.goto(base + "/dashboard")
             page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
             page.wait_for_function("() => / UTC$/.test(document.getElementById('clock').textContent)", timeout=15000)
@@ -274,7 +276,7 @@ def test_a_gateway_gone_greys_the_last_picture_and_says_since_when(tmp_path: Pat
     assert external == [], external
 
 
-def test_a_feed_open_but_silent_is_not_shown_as_live(tmp_path: Path) -> None:
+def test_a_feed_open_but_silent_is_not_shown_as_live(tmp_path: Path, chromium: Any) -> None:
     """The badge said 'live' for as long as the feed's connection stayed open: a gateway whose ticks stopped (its
     event loop stuck, a proxy holding the connection) left its last picture under a green 'live', the map and cards
     in colour and the clock stopped with nothing saying so. Five ticks without a picture (at least 5 s): the page
@@ -294,7 +296,7 @@ def test_a_feed_open_but_silent_is_not_shown_as_live(tmp_path: Path) -> None:
     external: list[str] = []
     try:
         with served_dashboard(*dashboard_app(gw, tmp_path / "run", sleep=ticking)) as base, \
-                chromium_page(base, external) as page:
+                chromium_page(chromium, base, external) as page:
             errors = errors_of(page)
             page.goto(base + "/dashboard")
             page.wait_for_function("() => document.body.dataset.mode === 'live' && "
@@ -314,11 +316,11 @@ def test_a_feed_open_but_silent_is_not_shown_as_live(tmp_path: Path) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_the_greying_goes_when_the_feed_is_back(served: Served) -> None:
+def test_the_greying_goes_when_the_feed_is_back(served_to_read: Served, chromium: Any) -> None:
     """docs/dashboard.md: back, the badge says `live` again and the greying goes. Nothing checked the second half:
     a page left grey (and its clock on 'last update ...') over a live feed again would have passed. The feed here is
     the test's: the first connection sends one picture and ends (the feed lost), the next one is the gateway's."""
-    grid = httpx.get(served.base + "/dashboard/state", timeout=10).json()["grid"]
+    grid = httpx.get(served_to_read.base + "/dashboard/state", timeout=10).json()["grid"]
     opened: list[str] = []
 
     def feed(route: Any) -> None:
@@ -330,10 +332,10 @@ def test_the_greying_goes_when_the_feed_is_back(served: Served) -> None:
             route.continue_()
 
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served_to_read.base, external) as page:
         errors = errors_of(page)
         page.route("**/dashboard/events", feed)  # the newest route is asked first: before the page's guard
-        page.goto(served.base + "/dashboard")
+        page.goto(served_to_read.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.stale === '1'", timeout=15000)
         assert page.text_content("#clock").startswith("last update "), page.text_content("#clock")
         # the page tries again (2 s later): the gateway's own feed, live, a new picture on the clock
@@ -346,13 +348,14 @@ def test_the_greying_goes_when_the_feed_is_back(served: Served) -> None:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_the_decisions_say_which_clock_their_times_are_on(served: Served, tmp_path: Path) -> None:
+def test_the_decisions_say_which_clock_their_times_are_on(served: Served, tmp_path: Path,
+                                                          chromium: Any) -> None:
     """The decisions' time column showed UTC with no zone (an operator in New York read 17:59 as local time); a
     replay's rows are simulated time since the run's start. The column's header says which."""
     run = tmp_path / "run"
     write_run(run)
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         page.goto(served.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
         assert page.text_content("#decisions thead th:first-child") == "time (UTC)"
@@ -365,7 +368,8 @@ def test_the_decisions_say_which_clock_their_times_are_on(served: Served, tmp_pa
     assert external == [], external
 
 
-def test_a_replay_that_fails_to_load_leaves_the_live_rows_on_utc(served: Served, tmp_path: Path) -> None:
+def test_a_replay_that_fails_to_load_leaves_the_live_rows_on_utc(served_to_read: Served, tmp_path: Path,
+                                                                 chromium: Any) -> None:
     """Picking files ended the live feed and set the time column to 'sim time' before the files were read: when
     they failed to load, the table still held the live rows, their times UTC, under 'sim time'. The header changes
     with the rows now, once a replay has loaded."""
@@ -373,8 +377,8 @@ def test_a_replay_that_fails_to_load_leaves_the_live_rows_on_utc(served: Served,
     write_run(run)
     (run / "summary.json").write_text('{"policies": {"balanced": ')  # a run cut short
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        page.goto(served.base + "/dashboard")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        page.goto(served_to_read.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
         assert page.text_content("#decisions thead th:first-child") == "time (UTC)"
         page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
@@ -388,7 +392,8 @@ def test_a_replay_that_fails_to_load_leaves_the_live_rows_on_utc(served: Served,
     assert external == [], external
 
 
-def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: Served, monkeypatch: Any) -> None:
+def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: Served, monkeypatch: Any,
+                                                                        chromium: Any) -> None:
     """The stall (no picture for 5 ticks, at least 5 s) was counted from the last picture before a drop: after a
     drop longer than 5 s, a feed back (its hello read, the badge 'live') showed 'stalled' until its first picture.
     It is counted from the new connection's hello. The first connection here is the test's (one picture, then it
@@ -420,7 +425,7 @@ def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: 
 
     external: list[str] = []
     try:
-        with chromium_page(served.base, external) as page:
+        with chromium_page(chromium, served.base, external) as page:
             errors = errors_of(page)
             page.route("**/dashboard/events", feed)
             held.set()
@@ -446,13 +451,14 @@ def test_a_feed_back_after_a_long_drop_is_live_before_its_first_picture(served: 
     assert external == [] and [e for e in errors if e != refused] == [], (external, errors)
 
 
-def test_a_sites_open_numbers_are_not_rewritten_while_they_stay_the_same(served: Served) -> None:
+def test_a_sites_open_numbers_are_not_rewritten_while_they_stay_the_same(served_to_read: Served,
+                                                                         chromium: Any) -> None:
     """The line of a site's numbers under the map is aria-live (a screen reader reads it when it changes), and it was
     written again with each picture (every 0.3 s here): the same numbers, re-read on and on. It is written when
     they change."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         page.wait_for_function("() => document.querySelector('#map-sites g.site[data-site=\"iad\"]')", timeout=15000)
         page.locator('#map-sites g.site[data-site="iad"] circle.body').click()
         page.wait_for_function("() => !document.getElementById('site-info').hidden", timeout=15000)

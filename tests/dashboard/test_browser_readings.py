@@ -64,12 +64,12 @@ def run_of_arrivals(run: Path, times: list[float]) -> None:
     (run / "requests.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
 
 
-def test_a_site_down_shows_no_ttft_as_if_live(served: Served) -> None:
+def test_a_site_down_shows_no_ttft_as_if_live(served_to_read: Served, chromium: Any) -> None:
     """A site marked down kept its last TTFT in its card and tooltip ('TTFT 240 ms' beside 'down'), read as live
     data: it says 'n/a (down)' now, and its chart has a gap there (the line ran on over the missing ticks)."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = drive(page, [[site("gru")], [site("gru", health="down")]])
         (card,) = out["cards"]
         assert card["ttft"] == "TTFT n/a (down)", card
@@ -102,7 +102,7 @@ FILL = "async sites => {" + OWN_MAP + """
 }"""
 
 
-def test_a_sites_load_reads_on_the_map_without_its_colour(served: Served) -> None:
+def test_a_sites_load_reads_on_the_map_without_its_colour(served_to_read: Served, chromium: Any) -> None:
     """A site's load on the map was its colour alone, green, yellow or red: to a red-green colour-blind operator an
     idle site and a saturated one were the same dot (WCAG 1.4.1). The circle fills from the bottom with the load now,
     empty when idle and full when saturated, over a faint rest; a site down is crossed out; the legend says so, and the
@@ -111,8 +111,8 @@ def test_a_sites_load_reads_on_the_map_without_its_colour(served: Served) -> Non
              site("full", load=1.5, running=2, waiting=1, lat=40, lon=60),
              site("gone", load=1.0, health="down", lat=-20, lon=20)]
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = page.evaluate(FILL, sites)
     got = out["sites"]
     assert got["idle"]["filled"] == 0 and got["full"]["filled"] == 1, got  # empty, and full to its top
@@ -133,7 +133,8 @@ ARCS = "async rows => {" + OWN_MAP + """
 """
 
 
-def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: Served) -> None:
+def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served_to_read: Served,
+                                                                        chromium: Any) -> None:
     """A request rejected or failed everywhere was a red dot at its client, an arc's dot in the serving site's colour
     otherwise (the palette has oranges and greens): its colour was its only mark where arcs cross. It is a hollow ring
     now, the served one a filled dot, and the legend says so."""
@@ -141,8 +142,8 @@ def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: 
             {"id": "refused", "client": {"lat": 40.7, "lon": -74.0}, "site": None, "status": "rejected"},
             {"id": "failed", "client": {"lat": 35.7, "lon": 139.7}, "site": "gru", "status": "failed"}]
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = page.evaluate(ARCS + """
           map.fade();
           return {dots: Object.fromEntries([...svg.querySelectorAll('#map-clients circle')].map(c => {
@@ -162,7 +163,8 @@ def test_a_request_served_nowhere_is_told_on_the_map_without_its_colour(served: 
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served: Served) -> None:
+def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served_to_read: Served,
+                                                                         chromium: Any) -> None:
     """A request shed (429) or refused for a deadline no site could meet (503) is published with its decision, which
     names the site it would have gone to: the map drew its arc there, in that site's colour, as if served, and a
     replay's shed request was a plain dot. Only a request on its way, served, or whose answer began there (cut, an
@@ -177,8 +179,8 @@ def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served:
             {"id": "cut", "client": {"lat": 1.3, "lon": 103.8}, "site": "gru", "served_by": "gru-smollm2",
              "status": "interrupted"}]
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = page.evaluate(ARCS + """
           return {rings: [...svg.querySelectorAll('#map-clients circle')]
                     .filter(c => getComputedStyle(c).fill === 'none').map(c => c.dataset.decision),
@@ -189,13 +191,14 @@ def test_a_request_refused_before_any_engine_work_is_not_drawn_as_served(served:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_cards_waiting_line_is_told_from_its_queue_line_without_colour(served: Served) -> None:
+def test_a_cards_waiting_line_is_told_from_its_queue_line_without_colour(served_to_read: Served,
+                                                                         chromium: Any) -> None:
     """A card's queue chart draws the queue (running + waiting) and the requests waiting: the two lines were told
     apart by colour alone (yellow and red, one colour to a red-green colour-blind eye), so a queue that was all
     waiting read as one that was all running. The waiting line is dashed, and the panel's heading says so."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = page.evaluate("""async ticks => {
           const {SiteCharts} = await import('/dashboard/static/charts.js');
           const box = document.body.appendChild(document.createElement('div'));
@@ -210,15 +213,16 @@ def test_a_cards_waiting_line_is_told_from_its_queue_line_without_colour(served:
     assert external == [] and errors == [], (external, errors)
 
 
-def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served: Served) -> None:
+def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(served_to_read: Served,
+                                                                            chromium: Any) -> None:
     """With more than 12 sites the cards were the 12 busiest: a site down, sent nothing so its queue empty, had no
     card at all, nor one degraded and idle, and nothing said that sites were left out. Those down, then degraded,
     come first now, then the busiest, and the heading says how many of how many."""
     busy = [site(f"s{i:02d}", running=1, waiting=i) for i in range(19)]  # s18 the busiest
     ticks = [busy + [site("zz-down", health="down"), site("zz-slow", health="degraded")]] * 2
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         out = page.evaluate("""async ticks => {
           const {SiteCharts} = await import('/dashboard/static/charts.js');
           const box = document.createElement('div'), count = document.createElement('span');
@@ -235,12 +239,12 @@ def test_on_a_grid_of_many_sites_the_cards_show_those_down_and_say_how_many(serv
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_held_ttft_says_how_old_it_is_and_a_site_is_named_once(served: Served) -> None:
+def test_a_held_ttft_says_how_old_it_is_and_a_site_is_named_once(served_to_read: Served, chromium: Any) -> None:
     """A replay holds a site's last TTFT between its arrivals (it read 'n/a' beside a chart with a line): the card
     and tooltip say how old the value is. In a planet run a site's name is its id: 's3180-cn s3180-cn' read twice."""
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        page.goto(served.base + "/dashboard")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        page.goto(served_to_read.base + "/dashboard")
         page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
         planet = {"name": "s3180-cn", "jurisdiction": "CN", "lat": 31.2, "lon": 121.5}
         out = drive(page, [[site("s3180-cn", **planet), site("nrt", name="Tokyo", jurisdiction="JP")],
@@ -257,13 +261,13 @@ def test_a_held_ttft_says_how_old_it_is_and_a_site_is_named_once(served: Served)
     assert external == [], external
 
 
-def test_a_replays_summary_says_what_its_figures_are(served: Served, tmp_path: Path) -> None:
+def test_a_replays_summary_says_what_its_figures_are(served: Served, tmp_path: Path, chromium: Any) -> None:
     """The summary showed goodput 0.97 and mean_utilization 0.2 under their field names (read as a count, or ms),
     and its numbers left-aligned under the first headers, right under the last. Percentages under labels now,
     numbers right, the policy left."""
     write_run(tmp_path / "run")  # the served fixture's replay_dir
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.wait_for_selector("#summary table", timeout=15000)
         heads = page.eval_on_selector_all("#summary tr:first-child th", "ts => ts.map(t => t.textContent)")
@@ -278,14 +282,15 @@ def test_a_replays_summary_says_what_its_figures_are(served: Served, tmp_path: P
     assert external == [] and errors == [], (external, errors)
 
 
-def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Served, tmp_path: Path) -> None:
+def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Served, tmp_path: Path,
+                                                                     chromium: Any) -> None:
     """The decisions' counter said '2100 seen' of a 30,000-request run: it counted the rows the table was given (a
     tick keeps its newest 60 arrivals), and an operator read it as the run's count. It says 'newest 50 shown of N
     so far, of M in the run' now (the run's first request, at 0 s, among them: it was never replayed)."""
     # 1000 requests, 500 a simulated second: a tick (0.5 s) of 250 arrivals, of which the table is given 60
     run_of_arrivals(tmp_path / "run", [i / 500 for i in range(1000)])
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
         assert page.text_content("#decision-count") == "(newest 50 shown of 1,000 so far, of 1,000 in the run)"
@@ -293,13 +298,14 @@ def test_a_replays_decision_count_says_how_many_of_the_run_are_shown(served: Ser
     assert external == [] and errors == [], (external, errors)
 
 
-def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Served, tmp_path: Path) -> None:
+def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Served, tmp_path: Path,
+                                                                   chromium: Any) -> None:
     """Review RV5 of 15bb9c3a: a seek kept the table's rows of the time it left, so a seek back showed requests yet
     to arrive under 'newest 50 shown of N so far'. The table now shows the newest arrived by the new time. The run:
     60 requests in its first second, 60 at 100 s, one at 600 s; played to its end, then sought back to ~50 s."""
     run_of_arrivals(tmp_path / "run", [j / 60 for j in range(60)] + [100 + j / 60 for j in range(60)] + [600.0])
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         errors = open_dashboard(page, served.base + "/dashboard?replay=1", "replay")
         page.select_option("#replay-speed", "600")
         page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=30000)
@@ -315,15 +321,16 @@ def test_after_a_seek_back_the_decisions_are_those_arrived_by_then(served: Serve
     assert external == [] and errors == [], (external, errors)
 
 
-def test_every_status_that_went_wrong_is_coloured_as_rejected_and_failed_are(served: Served) -> None:
+def test_every_status_that_went_wrong_is_coloured_as_rejected_and_failed_are(served_to_read: Served,
+                                                                             chromium: Any) -> None:
     """The decisions' status was red for 'rejected' and 'failed' only: a 503 deadline_unmeetable, a 429 overloaded,
     a cut answer (interrupted) and an engine's error (http_502) read as neutral as a request on its way. Every status
     that is not an answer, a request on its way or its client's leaving is coloured as a rejected one."""
     statuses = ["rejected", "failed", "deadline_unmeetable", "overloaded", "interrupted", "http_502", "shed",
                 "ok", "routing", "streaming", "client_closed"]
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        errors = open_dashboard(page, served.base + "/dashboard", "live")
+    with chromium_page(chromium, served_to_read.base, external) as page:
+        errors = open_dashboard(page, served_to_read.base + "/dashboard", "live")
         colour = page.evaluate("""async statuses => {
           const {DecisionTable} = await import('/dashboard/static/table.js');
           const body = document.body.appendChild(document.createElement('table')).createTBody();

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,9 +46,9 @@ def stream(base: str, city: str, prompt: str) -> str:
         return r.headers.get("x-aigrid-site", f"{r.status_code}: {r.text[:200]}")  # a refusal named in the failure
 
 
-def test_dashboard_over_the_demo_grid(demo_grid: str, tmp_path: Path) -> None:
+def test_dashboard_over_the_demo_grid(demo_grid: str, tmp_path: Path, chromium: Any) -> None:
     external: list[str] = []
-    with chromium_page(demo_grid, external) as page:
+    with chromium_page(chromium, demo_grid, external) as page:
         page.goto(demo_grid + "/dashboard")
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=20000)
         served: list[str] = []

@@ -109,20 +109,21 @@ def test_an_agent_run_with_follow_up_calls_is_made_replayable(agent_run: Path) -
 
 
 @contextmanager
-def replaying(run: Path, served: Served, tmp_path: Path, external: list[str]) -> Iterator[tuple[Any, list[str]]]:
+def replaying(chromium: Any, run: Path, served: Served, tmp_path: Path,
+              external: list[str]) -> Iterator[tuple[Any, list[str]]]:
     """The page on ?replay=1 over a copy of `run` (three sites), and the ids of the sites it drew."""
     shutil.copytree(run, tmp_path / "run")  # the served gateway's replay directory
-    with chromium_page(served.base, external) as page:
+    with chromium_page(chromium, served.base, external) as page:
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=30000)
         yield page, page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
 
 
-def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -> None:
+def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path, chromium: Any) -> None:
     prepare_replay(SMALL, run)
     external: list[str] = []
-    with replaying(run, served, tmp_path, external) as (page, sites):
+    with replaying(chromium, run, served, tmp_path, external) as (page, sites):
         assert sorted(sites) == ["ap-tokyo", "eu-west", "us-east"]
         assert page.eval_on_selector_all("#replay-policy option", "os => os.map(o => o.value)") == [
             "balanced", "nearest", "least-loaded"]
@@ -158,11 +159,12 @@ def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Pat
     assert "field larger than field limit" in said
 
 
-def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path) -> None:
+def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path,
+                                                         chromium: Any) -> None:
     """The page showed the writer's guards and matched no site of sites.json with a guarded id ('us;'=east': the
     site drawn nowhere, 'sites without coordinates'); a tenant's follow-up calls replay as rows of their own."""
     external: list[str] = []
-    with replaying(agent_run, served, tmp_path, external) as (page, sites):
+    with replaying(chromium, agent_run, served, tmp_path, external) as (page, sites):
         assert AGENT_SITE in sites
         page.select_option("#replay-speed", "10")
         page.wait_for_function(f"() => [...document.querySelectorAll('#decisions tbody tr')].some("
