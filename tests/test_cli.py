@@ -556,9 +556,11 @@ def test_a_worker_logs_at_the_specs_level_its_default_too(tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("given", ["http://127.0.0.1:8091", "http://127.0.0.1:8091/", "http://127.0.0.1:8091/v1",
-                                   "http://127.0.0.1:8091/v1/"])
+                                   "http://127.0.0.1:8091/v1/", "127.0.0.1:8091", "127.0.0.1:8091/v1"])
 def test_explain_takes_the_gateway_or_its_openai_base_url(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
-    """The banner prints the OpenAI base URL (.../v1); given as --gateway it asked /v1/v1/decisions/ID, a 404."""
+    """The banner prints the OpenAI base URL (.../v1); given as --gateway it asked /v1/v1/decisions/ID, a 404.
+    Host and port alone (`--gateway 127.0.0.1:8091`, as `ss -ltn` shows a listener) was "Request URL is missing an
+    'http://' or 'https://' protocol" (7 Dec 2026, thirty-second session): the gateway's plain HTTP is meant."""
     import httpx
 
     asked: list[str] = []
@@ -713,6 +715,35 @@ def test_spec_check_of_a_scenario_or_demand_refuses_what_its_run_would_refuse(
     r = runner.invoke(app, ["spec", "check", str(given)])
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and says in out and "ok " not in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(("example", "was", "now", "says"), [
+    ("sim/small.yaml", "hardware: h100", "hardware: h1000", "unknown hardware 'h1000' (did you mean h100?) (known: cpu, h100,"),
+    ("sim/small.yaml", "city: Tokyo", "city: Tokio", "no city named 'Tokio' in GeoNames (close: Toki, Topki, Tokyo)"),
+    ("sim/small.yaml", "models: [llama-3.1-8b]}\n  - {id: eu-west", "models: [llama-3-8b]}\n  - {id: eu-west",
+     "site 'us-east' serves unknown model 'llama-3-8b' (did you mean llama-3.1-8b?) (models: llama-3.1-8b)"),
+    ("sim/small.yaml", "share: 0.7, trace: conv, model: llama-3.1-8b", "share: 0.7, trace: conv, model: llama3.1-8b",
+     "tenant 'chat' asks for unknown model 'llama3.1-8b' (did you mean llama-3.1-8b?)"),
+    ("sim/small.yaml", "nearest,", "neerest,", "unknown policy 'neerest' (did you mean nearest?)"),
+    ("plan/small.yaml", "Chicago, San Jose", "Chicgo, San Jose", "no city named 'Chicgo' in GeoNames (close: Chicago"),
+    ("plan/small.yaml", "l40s: {", "l40x: {", "unknown profiles l40x (did you mean l40s?) (known: cpu, h100,"),
+    ("plan/small.yaml", "continents: [EU], jurisdictions", "continents: [EUR], jurisdictions",
+     "unknown continents EUR (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+    ("plan/small.yaml", "model: llama-3.1-8b, continents: [EU],", "model: llama-8b, continents: [EU],",
+     "unknown model 'llama-8b' (did you mean llama-3.1-8b?) (models: llama-3.1-8b)")])
+def test_a_mistyped_value_of_a_scenario_or_demand_names_the_nearest_known_one(
+        tmp_path: Path, example: str, was: str, now: str, says: str) -> None:
+    """A grid spec's mistyped site, model, policy or engine names the one meant (`did you mean fra?`); a scenario's
+    or a demand file's hardware, city, model, policy or continent did not, and listed the known ones as a Python
+    list (`(known: ['cpu', 'h100', ...])`) (7 Dec 2026, thirty-second session): now the nearest is named, as in a
+    grid spec (a city: the GeoNames names spelt nearly so, as a tenant's cities say them), and lists are plain."""
+    given = tmp_path / "typo.yaml"
+    text = (ROOT / "examples" / example).read_text()
+    assert text.count(was) == 1, was
+    given.write_text(text.replace(was, now))
+    r = runner.invoke(app, ["spec", "check", str(given)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and says in out and "['" not in out and "Traceback" not in out, out
 
 
 @pytest.mark.parametrize(("command", "given", "says"), [

@@ -453,6 +453,10 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     # the OpenAI base URL (.../v1, as the banner prints it) asked /v1/v1/decisions: a 404
     gateway = gateway.rstrip("/").removesuffix("/v1")
+    # `--gateway 127.0.0.1:8081` (host and port, as `aigrid up --port` and ss print them) was "missing an 'http://'
+    # or 'https://' protocol": the gateway is plain HTTP on 127.0.0.1 unless said otherwise
+    if "://" not in gateway:
+        gateway = f"http://{gateway}"
     # an id cut from `curl -D -` keeps the header's CR; one with / or .. asked another route (quoted: it cannot)
     decision_id = decision_id.strip()
     # the whole line of `curl -D - ... | grep x-aigrid` pasted (quoted): the header's name taken off

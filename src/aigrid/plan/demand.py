@@ -28,6 +28,7 @@ from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twi
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import MAX_TOKENS
+from aigrid.spec.near import did_you_mean
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
@@ -103,7 +104,8 @@ class Tenant(Strict):
     def _places(self) -> Tenant:
         unknown = sorted(set(self.continents or ()) - set(CONTINENTS))
         if unknown:
-            raise ValueError(f"unknown continents {unknown} (known: {list(CONTINENTS)})")
+            raise ValueError(f"unknown continents {', '.join(unknown)}{did_you_mean(unknown[0], CONTINENTS)} "
+                             f"(known: {', '.join(CONTINENTS)})")
         countries = set(load_cities().country)
         unknown = sorted(set(self.countries or ()) - countries)
         if unknown:
@@ -191,7 +193,8 @@ class Supply(Strict):
     def _known(self) -> Supply:
         unknown = sorted(set(self.hardware) - set(HARDWARE))
         if unknown:
-            raise ValueError(f"hardware: unknown profiles {unknown} (known: {sorted(HARDWARE)})")
+            raise ValueError(f"hardware: unknown profiles {', '.join(unknown)}{did_you_mean(unknown[0], HARDWARE)} "
+                             f"(known: {', '.join(sorted(HARDWARE))})")
         if not self.hardware:
             raise ValueError("hardware: give at least one profile")
         return self
@@ -231,7 +234,8 @@ class Demand(Strict):
         problems = []
         for i, t in enumerate(self.tenants):
             if t.model not in models:
-                problems.append(f"tenants[{i}].model: unknown model {t.model!r} (models: {sorted(models)})")
+                problems.append(f"tenants[{i}].model: unknown model {t.model!r}{did_you_mean(t.model, models)} "
+                                f"(models: {', '.join(sorted(models))})")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             problems.append(f"tenants: duplicate names in {names}")

@@ -64,7 +64,8 @@ def candidate_sites(demand: Demand, cities: Cities, source: str = "<demand>") ->
         idx = cities.select(spec.continents)[: spec.top]
         rows = [(f"{slug(cities.name[i])}-{cities.country[i].lower()}-{k}", int(i)) for k, i in enumerate(idx)]
     if missing:
-        raise DemandError(source, [f"supply.candidates.cities: no city named {m!r} in GeoNames" for m in missing])
+        raise DemandError(source, [f"supply.candidates.cities: no city named {m!r} in GeoNames{cities.close_hint(m)}"
+                                     for m in missing])
     seen: set[str] = set()
     dup = [r for r, _ in rows if r in seen or seen.add(r)]  # type: ignore[func-returns-value]
     if dup:

@@ -78,7 +78,8 @@ def _site(d: SiteDef, cities: Cities) -> Site:
         try:
             i = cities.find(d.city)
         except KeyError:
-            raise ScenarioProblem(f"site {d.id!r}: no city named {d.city!r} in GeoNames") from None
+            raise ScenarioProblem(f"site {d.id!r}: no city named {d.city!r} in GeoNames"
+                                  f"{cities.close_hint(d.city)}") from None
         lat, lon, country = float(cities.lat[i]), float(cities.lon[i]), d.country or cities.country[i]
     hw = HARDWARE[d.hardware]
     gpus = d.gpus_per_replica * d.replicas

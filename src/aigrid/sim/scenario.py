@@ -34,6 +34,7 @@ from aigrid.spec.models import (
     QualityDrop,
     QualityTarget,
 )
+from aigrid.spec.near import did_you_mean
 from aigrid.traces import TraceFileError, read_trace_cached
 
 
@@ -121,7 +122,8 @@ class SiteDef(Strict):
         if self.city is None and (self.lat is None or self.lon is None):
             raise ValueError(f"site {self.id!r} needs a city or lat and lon")
         if self.hardware not in HARDWARE:
-            raise ValueError(f"site {self.id!r}: unknown hardware {self.hardware!r} (known: {sorted(HARDWARE)})")
+            raise ValueError(f"site {self.id!r}: unknown hardware {self.hardware!r}"
+                             f"{did_you_mean(self.hardware, HARDWARE)} (known: {', '.join(sorted(HARDWARE))})")
         return self
 
 
@@ -345,7 +347,8 @@ class Scenario(Strict):
         for s in all_sites:
             for m in s.models:
                 if m not in names:
-                    raise ValueError(f"site {s.id!r} serves unknown model {m!r}")
+                    raise ValueError(f"site {s.id!r} serves unknown model {m!r}{did_you_mean(m, names)} "
+                                     f"(models: {', '.join(sorted(names))})")
         for t in self.tenants:
             if t.right_size is not None:
                 if t.agent is not None:
@@ -354,13 +357,15 @@ class Scenario(Strict):
                     raise ValueError(f"tenant {t.name!r}: right_size needs model: auto")
                 for m in t.right_size.models or ():
                     if m not in names:
-                        raise ValueError(f"tenant {t.name!r}: right_size.models names unknown model {m!r}")
+                        raise ValueError(f"tenant {t.name!r}: right_size.models names unknown model {m!r}"
+                                         f"{did_you_mean(m, names)}")
             elif t.model not in names:
                 raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}"
-                                 + (" (model auto needs right_size)" if t.model == "auto" else ""))
+                                 + (" (model auto needs right_size)" if t.model == "auto"
+                                    else f"{did_you_mean(t.model, names)} (models: {', '.join(sorted(names))})"))
         for p in self.policies:
             if policy_name(p) not in KNOWN:
-                raise ValueError(f"unknown policy {p!r} (known: {', '.join(KNOWN)})")
+                raise ValueError(f"unknown policy {p!r}{did_you_mean(policy_name(p), KNOWN)} (known: {', '.join(KNOWN)})")
             if "@" in p and p.split("@", 1)[1] not in self.site_sets:
                 raise ValueError(f"policy {p!r} names an unknown site set")
         if any(policy_name(p) == "centralized" for p in self.policies) and not self.central_site:

@@ -15,7 +15,6 @@ scenario and demand loaders report under the entry's field (`tenants[0].cities[2
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,9 +107,7 @@ def _named(text: str, cities: Cities) -> int:
     name = parts[0]
     found = list(cities.by_name.get(fold(name), ()))
     if not found:
-        close = difflib.get_close_matches(fold(name), list(cities.by_name), n=3, cutoff=0.8)
-        hint = f" (close: {', '.join(cities.name[cities.by_name[c][0]] for c in close)})" if close else ""
-        raise ValueError(f"no city named {name!r} in GeoNames{hint}")
+        raise ValueError(f"no city named {name!r} in GeoNames{cities.close_hint(name)}")
     if len(parts) > 1:
         country = parts[-1].upper()
         mine = [i for i in found if cities.country[i] == country]
