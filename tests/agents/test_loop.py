@@ -21,7 +21,7 @@ from aigrid.agents import (
     wants_server_tools,
 )
 from aigrid.agents.graph import graph_from_edges
-from aigrid.agents.loop import first_turn
+from aigrid.agents.loop import first_turn, turn_counts
 from aigrid.agents.steps import MANY_CALLS
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
@@ -475,3 +475,16 @@ async def test_a_model_turn_of_keep_alives_is_the_engines_silence(every: int | N
     else:
         evs = [ev async for ev in run]
         assert isinstance(evs[-1], Finished) and evs[-1].content == "done" and engine.reads == 1000
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -5, "completion_tokens": 3}, {"prompt_tokens": 5.0},
+                                   {"completion_tokens": True}, {"total_tokens": 1 << 70}, "12"],
+                         ids=["below-zero", "float", "bool", "past-64-bits", "not-an-object"])
+def test_a_turns_counts_that_cannot_be_charged_are_unknown(usage: object) -> None:
+    """Only a whole number (until the thirty-second session any int, -5 too) is a count: else the turn has none."""
+    assert turn_counts(usage) == {}
+
+
+def test_a_turns_counts_are_kept() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10, "prompt_tokens_details": {"x": 1}}
+    assert turn_counts(usage) == {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}

@@ -141,3 +141,31 @@ async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_
         assert finished <= charged < 500, record  # the turns it ran and the held prompt, not max_tokens
     finally:
         await gw.guard.stop()
+
+
+class CountsBelowZero(FailsSecondTurn):
+    """FailsSecondTurn whose first turn reports counts below zero (a broken or hostile engine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies = [{**call("payroll_export"),
+                         "usage": {"prompt_tokens": -100_000, "completion_tokens": -5, "total_tokens": -100_005}}]
+
+
+async def test_a_loop_turns_counts_below_zero_are_not_charged(tmp_path: Path, caplog) -> None:
+    """A loop cut after its tools acted is charged its finished turns' counts: a turn's -100,000 was summed into
+    them and the tenant refunded (charged -99,903 tokens). Now that turn's count is unknown (agents.loop.turn_counts,
+    logged as the engine's): the loop is charged its reservation, as any answer whose count is unknown."""
+    engines, gw, tool = await _grid(tmp_path, CountsBelowZero)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={**ASK, "stream": True, "max_tokens": 500})
+        assert r.status_code == 200 and "stream_interrupted" in r.text, r.text
+        assert tool.runs == 1
+        record = (await audit_rows(gw))[-1]
+        assert record["outcome"] == "interrupted"
+        assert record["extra"]["charged_tokens"] >= 500, record  # the reservation: at least the turn's max_tokens
+        assert "counted prompt_tokens -100000" in caplog.text
+        assert gw.proxy.written.failed == 0
+    finally:
+        await gw.guard.stop()

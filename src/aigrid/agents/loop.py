@@ -696,13 +696,33 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     yield turn
 
 
+COUNT_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def turn_counts(usage: Any) -> dict[str, int]:
+    """A model turn's token counts as its engine reported them, or none (the turn's count unknown: _known) where one
+    of them is not a whole number from 0 to 2**63 - 1 (a bool, a float, -5), logged as the engine's fault, as the
+    gateway takes an answer's counts that cannot be charged (gateway/usage.py `unbelievable`, engines/fan_out.py).
+    Until the thirty-second session only an int was asked for: a turn's -100,000 was summed into the loop's usage,
+    which a loop cut after its tools acted is charged (Exchange.loop_usage): the tenant was refunded 99,903 tokens."""
+    if not isinstance(usage, dict):
+        return {}
+    for key in COUNT_KEYS:
+        value = usage.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value < 1 << 63):
+            log.warning("an engine's model turn in a tool loop counted %s %r: the loop's count is unknown (charged "
+                        "its reservation)", key, value)
+            return {}
+    return {k: v for k, v in usage.items() if type(v) is int}
+
+
 def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]]) -> list[str]:
     """Merge one chat.completion.chunk into the turn; return its content fragments."""
     out: list[str] = []
     if not isinstance(event, dict):
         return out
     if isinstance(event.get("usage"), dict):
-        turn.usage = {k: v for k, v in event["usage"].items() if isinstance(v, int)}
+        turn.usage = turn_counts(event["usage"])
     for choice in event.get("choices") or []:
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str) and delta["content"]:
@@ -728,7 +748,7 @@ def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]]) -> No
     message = choice.get("message") or {}
     turn.content = message.get("content") or ""
     turn.finish_reason = choice.get("finish_reason")
-    turn.usage = {k: v for k, v in (obj.get("usage") or {}).items() if isinstance(v, int)}
+    turn.usage = turn_counts(obj.get("usage"))
     for i, tc in enumerate(message.get("tool_calls") or []):
         fn = tc.get("function") or {}
         native[i] = {"id": tc.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or ""}
