@@ -121,6 +121,34 @@ def test_a_peers_failure_is_one_cell_of_compare_md() -> None:
     assert row.replace("\\|", "").count("|") == 10 and "<img" not in row and "](" not in row.replace("\\]", ""), row
 
 
+@pytest.mark.parametrize("given", ["127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"])
+def test_a_url_without_its_scheme_is_plain_http(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    """`aigrid bench 127.0.0.1:8080/v1` (as curl takes it) said "Request URL is missing an 'http://' or 'https://'
+    protocol (is the server up at 127.0.0.1:8080/v1?)" (7 Dec 2026, thirty-second session); with --model each of
+    its requests failed so. The gateway's plain HTTP is meant: the models are asked there, the run goes there."""
+    import httpx
+
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Run
+
+    asked: list[str] = []
+    ran: list[list[str]] = []
+
+    def get(url: str, **kw: object) -> httpx.Response:
+        asked.append(url)
+        return httpx.Response(200, json={"data": [{"id": "m"}]})
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        ran.append(urls)
+        return Run([], 1.0, 0.1, config, 1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx, "get", get)
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", given, "-n", "1", "--quiet"])
+    assert asked == ["http://127.0.0.1:8080/v1/models"] and ran == [["http://127.0.0.1:8080/v1"]], (r.output, asked)
+    assert "missing an" not in r.output, r.output
+
+
 def test_a_url_that_refuses_connections_is_named() -> None:
     import socket
 

@@ -127,6 +127,9 @@ def bench_command(
     goodput under an SLO. The client reports its own CPU use and send lag, so you can tell it was not the
     bottleneck."""
     console = Console(stderr=True)
+    # `127.0.0.1:8080/v1` (no scheme) was "Request URL is missing an 'http://' or 'https://' protocol" (is the server
+    # up?), and with --model every request failed so: plain http is meant, as curl takes it
+    url = [u if "://" in u else f"http://{u}" for u in url]
     try:
         # the flag named, before the workload's own check ("rate must be a positive number" named none)
         for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
