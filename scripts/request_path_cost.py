@@ -213,6 +213,26 @@ def _cuts(rounds: int, number: int = 20_000) -> None:
         browsers.is_loopback = cached
         guard.check(scope)
 
+    from aigrid.gateway import model_texts
+
+    class _Always:  # the walks before the key checks: every message and the body walked (one call more here)
+        def isdisjoint(self, other: object) -> bool:
+            return False
+
+    body = {"model": MODEL_NAME, "stream": True, "max_tokens": 24, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": PROMPT}]}
+    checked = (model_texts.BESIDE_CONTENT, model_texts.BESIDE_MESSAGES)
+
+    def texts_old() -> None:
+        model_texts.BESIDE_CONTENT = model_texts.BESIDE_MESSAGES = _Always()  # type: ignore[assignment]
+        try:
+            model_texts.chat_texts(body)
+        finally:
+            model_texts.BESIDE_CONTENT, model_texts.BESIDE_MESSAGES = checked
+
+    def texts_new() -> None:
+        model_texts.chat_texts(body)
+
     principal = Principal("default", "anonymous", Scopes())
     asked = RequestInfo("dec-0123456789abcdef", MODEL_NAME, 40, 24, prefix_hash="0" * 24)
     steps = {
@@ -220,6 +240,7 @@ def _cuts(rounds: int, number: int = 20_000) -> None:
         "scope_request + the urgency's fields": (
             lambda: replace(scope_request(principal, asked), priority=5, deadline_ms=None),
             lambda: scope_request(principal, asked, priority=5, deadline_ms=None)),
+        "chat_texts (one user message)": (texts_old, texts_new),
     }
     print(f"load {os.getloadavg()[0]:.2f}; least process_time of {rounds} alternating rounds of {number:,} calls")
     for name, (old, new) in steps.items():

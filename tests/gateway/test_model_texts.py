@@ -1,0 +1,85 @@
+"""gateway/model_texts.chat_texts walks only what a body has: a plain turn's message is not walked for the texts a
+template puts beside its content, nor a body of messages only for documents, tools, a response format and template
+variables (thirty-second session; the firewall reads the same texts: the other tests of chat_texts, in
+tests/security/test_firewall_pipeline.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aigrid.gateway import model_texts
+from aigrid.gateway.model_texts import BESIDE_CONTENT, BESIDE_MESSAGES, chat_texts
+
+
+class _Always:
+    """Every message and the body walked, as chat_texts did before it looked at their keys."""
+
+    def isdisjoint(self, other: object) -> bool:
+        return False
+
+
+def _walked_whole(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[model_texts.ModelText]:
+    with monkeypatch.context() as m:
+        m.setattr(model_texts, "BESIDE_CONTENT", _Always())
+        m.setattr(model_texts, "BESIDE_MESSAGES", _Always())
+        return chat_texts(body)
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"city": "Paris"}'}}
+BODIES: list[dict[str, Any]] = [
+    {"messages": [{"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+    {"messages": [{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]},
+    {"messages": [{"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}]},
+    {"messages": [{"role": "assistant", "content": "x", "reasoning_content": "think"},
+                  {"role": "assistant", "content": "y", "reasoning": ["a", {"b": "c"}]}]},
+    {"messages": [{"role": "assistant", "refusal": "no"}, {"role": "user", "content": "why", "tool_calls": None}]},
+    {"messages": [{"role": "user", "content": "q"}], "documents": [{"title": "t", "text": "d"}]},
+    {"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "function", "function": {
+        "name": "lookup", "description": "find a city", "parameters": {"type": "object"}}}]},
+    {"messages": [{"role": "user", "content": "q"}], "functions": [{"name": "f", "description": "legacy"}]},
+    {"messages": [{"role": "user", "content": "q"}], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": {"type": "object", "description": "the answer"}}}},
+    {"messages": [{"role": "user", "content": "q"}], "chat_template_kwargs": {"custom_instructions": "be nice"}},
+    {"messages": [{"role": "user", "content": "q"}], "tools": None, "documents": None},
+    {"messages": ["not a message", {"role": "user", "content": "q"}], "stream": True, "max_tokens": 5},
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_the_texts_are_those_of_the_whole_walk(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert chat_texts(body) == _walked_whole(body, monkeypatch)
+
+
+def test_every_key_the_walks_read_is_one_they_are_taken_for() -> None:
+    """Each key of BESIDE_CONTENT / BESIDE_MESSAGES is one a text above was read from (and the whole-walk test
+    above would fail for a key the walks read that the sets left out)."""
+    found = {path[2] for body in BODIES for t in chat_texts(body) if len(path := t.path) > 2
+             and path[0] == "messages"} | {t.path[0] for body in BODIES for t in chat_texts(body)}
+    assert BESIDE_CONTENT <= found
+    assert BESIDE_MESSAGES <= found
+
+
+def test_a_plain_request_walks_nothing_beside_its_messages_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    walked: list[str] = []
+    def spy(name: str) -> Any:
+        real = getattr(model_texts, name)
+
+        def walk(*args: Any) -> Any:
+            walked.append(name)
+            return real(*args)
+        return walk
+
+    for name in ("_beside_content", "_documents", "_tool_descriptions", "_response_format", "_template_variables"):
+        monkeypatch.setattr(model_texts, name, spy(name))
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+    assert [(t.text, t.path) for t in chat_texts(body)] == [("be brief", ("messages", 0, "content")),
+                                                            ("hi", ("messages", 1, "content"))]
+    assert walked == []
+    chat_texts({**body, "tools": []})  # a key of the body's: its walks run (they find nothing here)
+    assert walked == ["_documents", "_tool_descriptions", "_response_format", "_template_variables"]
