@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from aigrid.agents.tool import ToolContext
 from aigrid.engines.protocol import UpstreamResponse
@@ -124,11 +125,10 @@ async def test_a_loop_with_server_side_tools_is_not_hedged(tmp_path: Path) -> No
         await gw.guard.stop()
 
 
-async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_finished_turns(tmp_path: Path) -> None:
-    """After the first byte a streamed loop is not run again either: it ends with the in-stream error. It was
-    charged its reservation (one turn's prompt and max_tokens), not what its finished turns used; now those
-    turns (and the prompt the failed turn's engine was sent)."""
-    engines, gw, tool = await _grid(tmp_path, FailsSecondTurn)
+async def streamed_cut(tmp_path: Path, engine: Callable[[], ScriptedEngine]) -> tuple[Gateway, dict[str, Any]]:
+    """A streamed loop (max_tokens 500) on `engine()`, whose engine fails after the tool ran once: it ended with the
+    in-stream error, audited `interrupted`; the gateway (its guard stopped) and that record."""
+    engines, gw, tool = await _grid(tmp_path, engine)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             r = await c.post("/v1/chat/completions", json={**ASK, "stream": True, "max_tokens": 500})
@@ -136,11 +136,18 @@ async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_
         assert tool.runs == 1
         record = (await audit_rows(gw))[-1]
         assert record["outcome"] == "interrupted"
-        finished = 15  # the scripted turn's usage (prompt 10 + completion 5)
-        charged = record["extra"]["charged_tokens"]
-        assert finished <= charged < 500, record  # the turns it ran and the held prompt, not max_tokens
+        return gw, record
     finally:
         await gw.guard.stop()
+
+
+async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_finished_turns(tmp_path: Path) -> None:
+    """After the first byte a streamed loop is not run again either: it ends with the in-stream error. It was
+    charged its reservation (one turn's prompt and max_tokens), not what its finished turns used; now those
+    turns (and the prompt the failed turn's engine was sent)."""
+    _, record = await streamed_cut(tmp_path, FailsSecondTurn)
+    finished = 15  # the scripted turn's usage (prompt 10 + completion 5)
+    assert finished <= record["extra"]["charged_tokens"] < 500, record  # the turns it ran and the held prompt
 
 
 class CountsBelowZero(FailsSecondTurn):
@@ -152,20 +159,11 @@ class CountsBelowZero(FailsSecondTurn):
                          "usage": {"prompt_tokens": -100_000, "completion_tokens": -5, "total_tokens": -100_005}}]
 
 
-async def test_a_loop_turns_counts_below_zero_are_not_charged(tmp_path: Path, caplog) -> None:
+async def test_a_loop_turns_counts_below_zero_are_not_charged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A loop cut after its tools acted is charged its finished turns' counts: a turn's -100,000 was summed into
     them and the tenant refunded (charged -99,903 tokens). Now that turn's count is unknown (agents.loop.turn_counts,
     logged as the engine's): the loop is charged its reservation, as any answer whose count is unknown."""
-    engines, gw, tool = await _grid(tmp_path, CountsBelowZero)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            r = await c.post("/v1/chat/completions", json={**ASK, "stream": True, "max_tokens": 500})
-        assert r.status_code == 200 and "stream_interrupted" in r.text, r.text
-        assert tool.runs == 1
-        record = (await audit_rows(gw))[-1]
-        assert record["outcome"] == "interrupted"
-        assert record["extra"]["charged_tokens"] >= 500, record  # the reservation: at least the turn's max_tokens
-        assert "counted prompt_tokens -100000" in caplog.text
-        assert gw.proxy.written.failed == 0
-    finally:
-        await gw.guard.stop()
+    gw, record = await streamed_cut(tmp_path, CountsBelowZero)
+    assert record["extra"]["charged_tokens"] >= 500, record  # the reservation: at least the turn's max_tokens
+    assert "counted prompt_tokens -100000" in caplog.text
+    assert gw.proxy.written.failed == 0
