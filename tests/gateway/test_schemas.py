@@ -101,6 +101,57 @@ async def test_an_adapter_picked_beside_the_model_is_refused_and_audited(
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
 
 
+MAX_GRAMMAR_NESTING = 1000
+"""schemas.MAX_GRAMMAR_NESTING (test_the_grammar_bound_is_the_schemas_own checks that they agree)."""
+
+
+def test_the_grammar_bound_is_the_schemas_own() -> None:
+    from aigrid.gateway import schemas
+    assert schemas.MAX_GRAMMAR_NESTING == MAX_GRAMMAR_NESTING
+
+
+def nested_grammar(depth: int) -> str:
+    return "root ::= " + "(" * depth + '"a"' + ")" * depth
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field", ["grammar", "guided_grammar", "ebnf"])
+async def test_a_grammar_nested_past_what_an_engine_parses_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str) -> None:
+    """(7 Dec 2026, thirty-second session) A client's grammar went to the engine as written (llama-server's `grammar`,
+    vLLM's `guided_grammar`, SGLang's `ebnf`), and llama.cpp parses GBNF by recursion, one level per group: one chat
+    request with a grammar of 60,000 nested groups (120 KB, within max_body_bytes) killed the grid's own embedded
+    engine (llama-server 0.3.36, the cached build: its process gone, /health unanswered; measured this session;
+    llama.cpp issue 26600, fix PR 26602 not merged), and with it every tenant's requests there. A grammar nested
+    deeper than MAX_GRAMMAR_NESTING (1,000, PR 26602's bound; 5,000 parsed on that build) is the client's 400
+    naming the field, before any engine, audited (and one longer than 256 KiB, which bounds the scan's cost); a group
+    inside a literal, a character class or a comment is not nesting."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for deep in (60_000, MAX_GRAMMAR_NESTING + 1):
+            r = await client.post(route, json={**body, field: nested_grammar(deep)})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == field and err["type"] == "invalid_request_error", err
+            assert f"nested {deep} groups deep" in err["message"] and len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * 2, rows
+        # within the bound, and parentheses that are text (a literal, a class, a comment), pass to the engine
+        fine = [nested_grammar(MAX_GRAMMAR_NESTING), 'root ::= "' + "(" * 5000 + '" [()\\]] # ' + "(" * 5000,
+                'root ::= "\\\"(" ( "a" | [^)] )*']
+        for grammar in fine:
+            r = await client.post(route, json={**body, field: grammar})
+            assert r.status_code == 200, r.text
+        assert sum(len(f.received) for f in fakes.values()) == len(fine)
+        r = await client.post(route, json={**body, field: 5})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+        # the scan's cost is bounded by the grammar's length (schemas.MAX_GRAMMAR_CHARS, 256 KiB)
+        r = await client.post(route, json={**body, field: 'root ::= "' + "a" * 256 * 1024 + '"'})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+        assert "characters long" in r.json()["error"]["message"], r.text
+        assert sum(len(f.received) for f in fakes.values()) == len(fine)
+
+
 async def test_best_of_more_than_one_is_refused_on_chat_as_on_completions(
         tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """(7 Dec 2026, thirty-second session) `best_of` was refused on /v1/completions only (7a496fe0), but vLLM's chat

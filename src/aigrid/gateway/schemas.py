@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
@@ -256,6 +257,49 @@ _REFUSED = {
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
 
 
+MAX_GRAMMAR_NESTING = 1000
+"""The deepest a client's grammar may nest its groups (llama.cpp's PR 26602 bound). llama.cpp parses GBNF by recursion,
+one level per `(`: a chat request whose grammar nested 60,000 groups (120 KB) killed the embedded llama-server 0.3.36
+(measured, thirty-second session; llama.cpp issue 26600); 5,000 parsed there."""
+MAX_GRAMMAR_CHARS = 256 * 1024
+"""The longest a client's grammar may be (a GBNF grammar written by hand is a few KB; llama.cpp's json.gbnf 1 KB): what
+bounds the nesting scan's cost on the event loop (a 4 MiB grammar of escapes cost it 1.3 s at load 18 on 2 cores)."""
+GRAMMAR_FIELDS = ("grammar", "guided_grammar", "ebnf")
+"""The engines' grammar fields, passed on as written: llama-server's GBNF, vLLM's and SGLang's EBNF."""
+_GRAMMAR_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|\[[^\]\\]*(?:\\.[^\]\\]*)*\]?|#[^\n]*')
+"""What holds parentheses that are not groups: a literal, a character class, a comment (to the end of its line)."""
+
+
+def grammar_nesting(text: str) -> int:
+    """How deep `text`'s groups nest, parentheses in literals, character classes and comments not counted (scanned
+    by the regex engine and numpy: 256 KiB of parentheses or of escapes in a literal, 20-90 ms at load 16 on 2 cores)."""
+    raw = np.frombuffer(_GRAMMAR_TEXT.sub(" ", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    steps = (raw == 40).astype(np.int32) - (raw == 41)  # "(" and ")": no byte of a longer UTF-8 character is either
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def bounded_grammars(*fields: str) -> Any:
+    """The validator of a body's grammar fields: each a string nested at most MAX_GRAMMAR_NESTING groups deep."""
+    return field_validator(*fields)(classmethod(_bounded_grammar))
+
+
+def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
+    if v is None:
+        return v
+    field = str(info.field_name)
+    if not isinstance(v, str):
+        raise ValueError(f"{field} must be a string, a grammar (got {type(v).__name__})")
+    if len(v) > MAX_GRAMMAR_CHARS:
+        raise ValueError(f"the grammar is {len(v)} characters long; this grid passes grammars of at most "
+                         f"{MAX_GRAMMAR_CHARS} characters")
+    depth = grammar_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0  # no deeper than its groups are many
+    if depth > MAX_GRAMMAR_NESTING:
+        raise ValueError(f"the grammar is nested {depth} groups deep; this grid passes grammars nested at most "
+                         f"{MAX_GRAMMAR_NESTING} deep (an engine's parser recurses once per group, and a deeper one "
+                         "crashed llama-server for every request on it)")
+    return v
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
@@ -371,6 +415,13 @@ class _Common(BaseModel):
         if v is not None and (v != 1 or isinstance(v, bool)):
             raise ValueError("best_of other than 1 is not served by this grid: ask for n choices")
         return v
+
+    grammar: Any = None
+    """llama-server's GBNF grammar (vLLM's is `guided_grammar`, SGLang's `ebnf`): a string nested at most
+    MAX_GRAMMAR_NESTING groups deep, passed on as written."""
+    guided_grammar: Any = None
+    ebnf: Any = None
+    _grammars = bounded_grammars(*GRAMMAR_FIELDS)
 
     _refused = _refusing(_REFUSED)
 
