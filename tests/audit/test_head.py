@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit import store as store_module
 from aigrid.audit.chain import checkpoint_message
+from aigrid.audit.head import head_message, read_head, write_head
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import AuditStore, LogCut
 from aigrid.audit.verify import verify
@@ -398,3 +399,16 @@ def test_a_new_key_s_writer_refuses_an_older_head_of_the_old_key_put_back(tmp_pa
         AuditStore(path, new).open()
     assert Path(f"{path}-head").read_bytes() == older
     assert not verify(path, [KEY.public_key(), new.public_key()]).ok
+
+
+def test_each_head_written_names_and_is_signed_by_its_own_key(tmp_path: Path) -> None:
+    """write_head keeps each key's id once computed (it runs after every batch): heads written with two keys in
+    turn each name their own key, verify with it, and leave no temporary file behind."""
+    other = Ed25519PrivateKey.generate()
+    path = tmp_path / "audit.db-head"
+    for seq, key in enumerate((KEY, other, KEY, other), 1):
+        write_head(path, seq, f"{seq:064x}", key)
+        found = read_head(path)
+        assert found is not None and found[:3] == (seq, f"{seq:064x}", key_id(key.public_key()))
+        key.public_key().verify(found[3], head_message(seq, f"{seq:064x}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.db-head"]

@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aigrid.audit import record as record_module
 from aigrid.audit.record import AuditRecord
 
 
@@ -63,3 +65,31 @@ def test_a_lone_surrogate_is_escaped_so_that_utf8_carries_the_body() -> None:
     body = record.body()
     assert body.encode("utf-8") and "\\ud800" in body and "\\u00e9" in body
     assert json.loads(body)["extra"]["x"] == "a\ud800b" and json.loads(body)["tenant"] == "t\u00e9"
+
+
+def test_a_record_of_plain_values_is_written_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record of exact plain types (the gateway's, non-finite floats included) goes to orjson as it is: the copy
+    (`_finite`) is made only for one that holds anything else, and both give json.dumps's canonical form."""
+    copies: list[object] = []
+    real = record_module._finite
+
+    def counted(value: Any, odd: list[Any]) -> Any:
+        copies.append(value)
+        return real(value, odd)
+
+    monkeypatch.setattr(record_module, "_finite", counted)
+    decision = {"policy": "balanced", "chosen": {"endpoint": "emu0", "total": 0.977135},
+                "candidates": [{"scores": {"ttft": 0.963968, "cost": 1.0}, "total": 0.94}], "rejected": {}}
+    plain = AuditRecord(ts=1796222002.3804317, request_id="dec-f7508bdd88e44f20", tenant="default",
+                        key_id="anonymous", model="emulated", decision=decision, prompt_tokens=128,
+                        extra={"route": "/v1/chat/completions", "t": (1, 2.5), "nan": float("nan"),
+                               "inf": [float("-inf")], "none": None, "yes": True, "zero": -0.0})
+    assert plain.body() == reference_body(plain) and not copies
+    for odd in ({"tiny": 1e-05}, {"k": {1: "a"}}, {"huge": 2**65, "nan": float("nan")}, {"s": Label("x")}):
+        record = AuditRecord(ts=1.5, request_id="r", tenant="t", key_id="k", model="m", extra=odd)
+        copies.clear()
+        assert record.body() == reference_body(record) and copies, odd
+
+
+class Label(str):
+    """A str subclass: not an exact plain type, so it is copied first (json.dumps writes it as a string)."""

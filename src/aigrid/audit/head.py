@@ -19,6 +19,7 @@ finds (`aigrid audit verify --anchor`).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from pathlib import Path
 
@@ -61,17 +62,24 @@ def read_head(path: Path) -> tuple[int, str, str, bytes] | None:
 
 
 def write_head(path: Path, seq: int, record_hash: str, signing_key: Ed25519PrivateKey) -> None:
-    """Replace the head file atomically (a temporary file fsynced, then renamed over it)."""
+    """Replace the head file atomically (a temporary file fsynced, then renamed over it). Called after every batch:
+    the key's id is computed once per key, the paths are plain strings (no Path built per call)."""
     signature = signing_key.sign(head_message(seq, record_hash)).hex()
-    line = f"{seq}:{record_hash}:{key_id(signing_key.public_key())}:{signature}\n".encode()
-    temporary = path.with_name(f"{path.name}.tmp")
+    line = f"{seq}:{record_hash}:{_key_id(signing_key)}:{signature}\n".encode()
+    target = os.fspath(path)
+    temporary = f"{target}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temporary, path)
+    os.replace(temporary, target)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_id(signing_key: Ed25519PrivateKey) -> str:
+    return key_id(signing_key.public_key())
 
 
 def sync_folder(path: Path) -> None:

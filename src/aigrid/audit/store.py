@@ -110,6 +110,7 @@ class AuditStore:
         self._lock: int | None = None
         self._head_at = 0
         """The record the head file was last written at by this writer (0: not yet)."""
+        self._head_path = head_path(path)
 
     def open(self) -> None:
         remote = network_file_system(self.path)
@@ -303,7 +304,7 @@ class AuditStore:
         if self.signing_key is None:
             return
         try:
-            write_head(head_path(self.path), self.last_seq, self.last_hash, self.signing_key)
+            write_head(self._head_path, self.last_seq, self.last_hash, self.signing_key)
             self._head_at = self.last_seq
         except OSError as e:
             log.error("audit head file not written (record %d is in the log; the next batch writes it): %s",
@@ -316,7 +317,7 @@ class AuditStore:
         fails the checkpoint (tried again later), never signs one whose head is not on disk."""
         if self.signing_key is None or self.last_seq == self.last_checkpoint:
             return None
-        path = head_path(self.path)
+        path = self._head_path
         if self._head_at != self.last_seq:
             write_head(path, self.last_seq, self.last_hash, self.signing_key)
             self._head_at = self.last_seq
