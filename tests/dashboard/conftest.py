@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -105,3 +106,22 @@ def chromium() -> Iterator[Any]:
     session's, and only in modules without async tests); each test opens its page with browser.chromium_page."""
     with launched_chromium() as browser:
         yield browser
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `chromium` fixture's rule, checked before anything runs: a module whose tests use it has no async test
+    and no async fixture (they fail, while its Playwright driver runs, on "Cannot run the event loop while another
+    loop is running", in whichever test comes after the browser's first)."""
+    modules: dict[str, list[pytest.Function]] = {}
+    for item in items:
+        if isinstance(item, pytest.Function):
+            modules.setdefault(item.module.__name__, []).append(item)
+    for name, tests in modules.items():
+        if not any("chromium" in t.fixturenames for t in tests):
+            continue
+        asynchronous = sorted({t.name for t in tests if inspect.iscoroutinefunction(t.obj)} | {
+            d.argname for t in tests for defs in t._fixtureinfo.name2fixturedefs.values() for d in defs
+            if inspect.iscoroutinefunction(d.func) or inspect.isasyncgenfunction(d.func)})
+        if asynchronous:
+            raise pytest.UsageError(f"{name}: its tests use the `chromium` fixture (one browser for the module), so "
+                                    f"none may be async nor use an async fixture: {', '.join(asynchronous)}")
