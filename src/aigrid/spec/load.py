@@ -368,11 +368,11 @@ def _unknown_policies(spec: GridSpec) -> list[str]:
     problems = []
     if spec.gateway.default_policy not in known:
         problems.append(f"gateway.default_policy: unknown policy {spec.gateway.default_policy!r}"
-                        f"{did_you_mean(spec.gateway.default_policy, known)} (known: {sorted(known)})")
+                        f"{did_you_mean(spec.gateway.default_policy, known)} (known: {', '.join(sorted(known))})")
     for name, t in spec.tenants.items():
         if t.policy is not None and t.policy not in known:
             problems.append(f"tenants.{name}.policy: unknown policy {t.policy!r}{did_you_mean(t.policy, known)} "
-                            f"(known: {sorted(known)})")
+                            f"(known: {', '.join(sorted(known))})")
     return problems
 
 

@@ -290,7 +290,7 @@ class PolicySpec(StrictModel):
         unknown = sorted(set(v) - set(AXES))
         if unknown:
             near = did_you_mean(unknown[0], AXES) if len(unknown) == 1 else ""
-            raise ValueError(f"unknown axes {unknown}{near}; the axes are {list(AXES)}")
+            raise ValueError(f"unknown axes {', '.join(unknown)}{near}; the axes are {', '.join(AXES)}")
         if any(not 0 <= w <= MAX_WEIGHT for w in v.values()):
             raise ValueError(f"weights must be from 0 to {MAX_WEIGHT:g}")
         if sum(v.values()) <= 0:
@@ -888,25 +888,25 @@ class GridSpec(StrictModel):
             seen.add(ep.id)
             if ep.site not in self.sites:
                 problems.append(f"endpoints[{i}].site: unknown site {ep.site!r}{near(ep.site, self.sites)} "
-                                f"(sites: {sorted(self.sites)})")
+                                f"(sites: {', '.join(sorted(self.sites))})")
             if ep.model not in self.models:
                 problems.append(f"endpoints[{i}].model: unknown model {ep.model!r}"
-                                f"{near(ep.model, self.models)} (models: {sorted(self.models)})")
+                                f"{near(ep.model, self.models)} (models: {', '.join(sorted(self.models))})")
         for name, tenant in self.tenants.items():
             for m in (tenant.right_size.models or []) if tenant.right_size else []:
                 if m not in self.models:
                     problems.append(f"tenants.{name}.right_size.models: unknown model {m!r}"
                                     f"{near(m, self.models)} (models: "
-                                    f"{sorted(self.models)})")
+                                    f"{', '.join(sorted(self.models))})")
             problems += self._tenant_problems(name, tenant, near)
         problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()}, near)
         problems += [f"cities.{name}: [{lat:g}, {lon:g}] is not [latitude -90..90, longitude -180..180]"
                      for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
         problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r}{near(t, self.tenants)} "
-                     f"(tenants: {sorted(self.tenants)})"
+                     f"(tenants: {', '.join(sorted(self.tenants))})"
                      for name, db in self.agents.sql.items() for t in db.tenants or () if t not in self.tenants]
         problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r}{near(t, self.tenants)} "
-                     f"(tenants: {sorted(self.tenants)})"
+                     f"(tenants: {', '.join(sorted(self.tenants))})"
                      for name, g in self.agents.graphs.items() for t in g.tenants or () if t not in self.tenants]
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
@@ -941,9 +941,9 @@ class GridSpec(StrictModel):
             problems.append(f"{where}.allowed_jurisdictions: no site is in jurisdiction {j!r}; sites are in {k!r} "
                             "(jurisdictions are case-sensitive)")
         if allowed_j and not misspelt and not exact:
-            problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j}"
+            problems.append(f"{where}.allowed_jurisdictions: no site is in {', '.join(allowed_j)}"
                             f"{near(allowed_j[0], jurisdictions)} (jurisdictions: "
-                            f"{jurisdictions})")
+                            f"{', '.join(jurisdictions)})")
         for site in tenant.allowed_sites or []:
             if site not in self.sites:
                 problems.append(f"{where}.allowed_sites: unknown site {site!r}{near(site, self.sites)}")
@@ -992,7 +992,7 @@ def _store_problems(stores: dict[str, str], jurisdictions: set[str], near: Near)
                             f"is in a jurisdiction named {UNBOUND_STORE!r}; rename that jurisdiction")
         elif key != UNBOUND_STORE and key not in jurisdictions:
             problems.append(f"{where}: no site is in jurisdiction {key!r}{near(key, jurisdictions)} "
-                            f"(jurisdictions: {sorted(jurisdictions)}, "
+                            f"(jurisdictions: {', '.join(sorted(jurisdictions))}, "
                             f"or {UNBOUND_STORE!r} for placeholders and unbound conversations)")
         if not url.startswith(_REDIS_SCHEMES):
             problems.append(f"{where}: {url!r} is not a Redis URL (redis://host:port/db, rediss://... or "
