@@ -161,6 +161,22 @@ def test_keys_create_refuses_a_tenant_the_spec_lacks(tmp_path: Path, monkeypatch
     assert "warning: tenant 'eu-bnak' not checked against a grid spec's tenants (give --spec FILE)" in r.stderr
 
 
+@pytest.mark.parametrize(("value", "says"), [(None, "AIGRID_KEY_SECRET is not set"), ("short", "it holds 5 bytes"),
+                                             ("é" * 7, "it holds 14 bytes")])
+def test_keys_say_whether_the_secret_is_unset_or_too_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            value: str | None, says: str) -> None:
+    """A secret set but shorter than 16 bytes was told "set AIGRID_KEY_SECRET to a random secret ...", as if it
+    were unset (7 Dec 2026, thirty-second session): the operator who had set it looked for a typo in the name."""
+    if value is None:
+        monkeypatch.delenv("AIGRID_KEY_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("AIGRID_KEY_SECRET", value)
+    r = runner.invoke(app, ["keys", "create", "chat", "--keys-file", str(tmp_path / "keys.json")])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "at least 16 bytes" in out and says in out, out
+    assert not (tmp_path / "keys.json").exists()
+
+
 def test_keys_read_the_secret_from_the_variable_secret_env_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`aigrid keys` read AIGRID_KEY_SECRET only: a gateway whose spec names another (security.secret_env) needed
     its value copied over under that name. `--secret-env NAME` reads NAME, held to security.secret_env's pattern."""

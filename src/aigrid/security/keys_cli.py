@@ -54,8 +54,9 @@ def secret_env_name(name: str) -> str:
 def server_secret(env: dict[str, str] | None = None, name: str = SECRET_ENV) -> bytes:
     """The key-hashing secret, from the variable `name` (AIGRID_KEY_SECRET unless `--secret-env` names another)."""
     value = (os.environ if env is None else env).get(secret_env_name(name), "")
-    if len(value.encode()) < 16:
-        raise ConfigError(f"set {name} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
+    if len(value.encode()) < 16:  # set but short said only "set it": now how long it is (a short secret is refused)
+        now = f"; it holds {len(value.encode())} bytes" if value else f"; {name} is not set"
+        raise ConfigError(f"set {name} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`){now}")
     return value.encode()
 
 
