@@ -215,7 +215,7 @@ def test_each_name_is_parsed_once_however_many_requests_ask(monkeypatch: pytest.
         return real(name)
 
     monkeypatch.setattr(browsers.ipaddress, "ip_address", counting)
-    is_loopback.cache_clear()
+    browsers._kept_loopback.cache_clear()
     request = {"type": "http", "headers": [(b"host", b"127.0.0.1:9910")], "server": ("127.0.0.1", 9910)}
     guard = BrowserGuard()
     guard.check(request)
@@ -228,4 +228,7 @@ def test_each_name_is_parsed_once_however_many_requests_ask(monkeypatch: pytest.
     for _ in range(2):  # a refused name is refused every time
         with pytest.raises(PermissionDenied):
             guard.check(rebound)
-    is_loopback.cache_clear()  # the other tests' names parsed again, with the real parser
+    long_name = "a" * 250 + ".localhost"  # longer than any name kept: answered, not kept
+    assert is_loopback(long_name) and not is_loopback("b" * 300)
+    assert browsers._kept_loopback.cache_info().currsize == 2  # 127.0.0.1 and evil.example
+    browsers._kept_loopback.cache_clear()  # the other tests' names parsed again, with the real parser

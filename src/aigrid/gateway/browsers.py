@@ -35,6 +35,9 @@ LOOPBACK_MEMO = 1024
 """The names and addresses whose `is_loopback` answer is kept (least recently asked dropped first): a keyless gateway
 asks it of the server's address and the Host of every request, slow_clients of every connection's client address;
 each answer was an `ipaddress` parse (3-4 us, two a request; the thirty-second session)."""
+MEMO_NAME_MAX = 253
+"""The longest name whose answer is kept (a DNS name's most; an address is at most 45 characters): a client's Host
+of any length is answered, and the names kept hold at most LOOPBACK_MEMO x MEMO_NAME_MAX characters."""
 
 
 def host_name(host: str) -> str:
@@ -46,12 +49,15 @@ def host_name(host: str) -> str:
     return name if colon and port.isdigit() and ":" not in name else host
 
 
-@functools.lru_cache(maxsize=LOOPBACK_MEMO)
 def is_loopback(name: str) -> bool:
     """A loopback address or name: 127.0.0.0/8, ::1, localhost, *.localhost (RFC 6761), and 127.0.0.0/8 written as
     an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`: where a dual-stack socket, bound on `::`, sees a connection to
-    127.0.0.1 arrive; Python before 3.13 does not count it as loopback). A pure function of `name`: its answers are
-    kept (LOOPBACK_MEMO of them)."""
+    127.0.0.1 arrive; Python before 3.13 does not count it as loopback). A pure function of `name`: the answers of
+    names up to MEMO_NAME_MAX characters are kept (LOOPBACK_MEMO of them)."""
+    return _kept_loopback(name) if len(name) <= MEMO_NAME_MAX else _loopback(name)
+
+
+def _loopback(name: str) -> bool:
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:
@@ -60,6 +66,9 @@ def is_loopback(name: str) -> bool:
         return False
     mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
     return (mapped or address).is_loopback
+
+
+_kept_loopback = functools.lru_cache(maxsize=LOOPBACK_MEMO)(_loopback)
 
 
 def names_this_machine(name: str, hostname: str = "") -> bool:
