@@ -54,7 +54,8 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
 
     refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
                "bootstrap_room", "session_params", "rid", "data_parallel_rank", "decode_dp_rank",
-               "custom_logit_processor", "logits_processors", "request_id", "lora_path", "lora"}
+               "custom_logit_processor", "logits_processors", "request_id", "lora_path", "lora", "return_hidden_states",
+               "vllm_xargs", "mm_processor_kwargs"}
     schemas = openapi_document("test")["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]
@@ -150,6 +151,33 @@ async def test_a_grammar_nested_past_what_an_engine_parses_is_refused_and_audite
         assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
         assert "characters long" in r.json()["error"]["message"], r.text
         assert sum(len(f.received) for f in fakes.values()) == len(fine)
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value,says", [
+    ("return_hidden_states", True, "internal states"),
+    ("vllm_xargs", {"kv_transfer_params": "not-a-dict"}, "extensions and connectors"),
+    ("mm_processor_kwargs", {"max_pixels": 100_000_000}, "processes images")])
+async def test_engine_pass_through_fields_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object,
+        says: str) -> None:
+    """(7 Dec 2026, thirty-second session) Three engine fields were passed on as written. SGLang's
+    `return_hidden_states` (chat and completions, sglang PR 6716, where the operator started it with
+    --enable-return-hidden-states) answers every token's last-layer hidden state beside the text: what distils the
+    model, a model-extraction channel no abuse signal reads, unbounded and uncounted. vLLM's `vllm_xargs` is copied
+    into the engine's SamplingParams.extra_args, where its KV connectors read `kv_transfer_params` (refused on its
+    own): a planted one passed that refusal, and one not a dict crashed the engine core (vLLM PR 56814). vLLM's
+    `mm_processor_kwargs` overrides the operator's --mm-processor-kwargs (max_pixels) that the engine's encoder cache
+    was profiled for: an image past it hung the V1 scheduler (vLLM issue 26223, PR 33110). Now each is the client's
+    400 naming the field, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, field: value})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == field and r.json()["error"]["type"] == "invalid_request_error"
+        assert says in r.json()["error"]["message"], r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
 
 
 async def test_best_of_more_than_one_is_refused_on_chat_as_on_completions(

@@ -253,6 +253,12 @@ _REFUSED = {
         "request_id", "data_parallel_rank", "decode_dp_rank")},
     **{name: f"{name} is not served by this grid: {_CODE}" for name in ("custom_logit_processor", "logits_processors")},
     **{name: f"{name} is not served by this grid: {_ADAPTER}" for name in ("lora_path", "lora")},
+    "return_hidden_states": "return_hidden_states is not served by this grid: it answers the model's internal states "
+                            "beside its text (what distils the model), unbounded and uncounted",
+    "vllm_xargs": "vllm_xargs is not served by this grid: its keys reach the engine's extensions and connectors as "
+                  "the operator's own settings (a kv_transfer_params among them crashed vLLM's engine)",
+    "mm_processor_kwargs": "mm_processor_kwargs is not served by this grid: it overrides how the engine processes "
+                           "images, which its operator set for the memory the engine reserved",
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
 
@@ -402,6 +408,20 @@ class _Common(BaseModel):
     lora: Refused = None
     """llama-server's: the scale of each LoRA adapter it loaded, for this request ({id, scale}): as SGLang's
     lora_path, an adapter picked beside the model the grid chose (or one the operator applied taken off). Refused."""
+    return_hidden_states: Refused = None
+    """SGLang's (its chat and completions since sglang PR 6716, with --enable-return-hidden-states): the model's
+    last-layer hidden state of every token beside the answer: what distils the model (a model-extraction channel the
+    abuse signals do not see), thousands of floats a token, neither bounded nor counted by the grid. Refused."""
+    vllm_xargs: Refused = None
+    """vLLM's: custom arguments copied into the engine's SamplingParams.extra_args, read by its custom logits
+    processors and KV connectors. The connectors take `kv_transfer_params` (refused above) from there too, so a
+    client's planted one passed that refusal, and one not a dict crashed the engine core for every tenant on it
+    (vLLM PR 56814, "Reject reserved transfer keys in vllm_xargs"). Refused."""
+    mm_processor_kwargs: Refused = None
+    """vLLM's: keyword arguments to the model's multimodal processor for this request, over the operator's
+    --mm-processor-kwargs (max_pixels, fps, ...), which the engine's encoder cache and memory were profiled for: an
+    image made larger than that hung vLLM's V1 scheduler for every request (vLLM issue 26223; a 400 since PR 33110,
+    after the grid routed and counted the request). Refused."""
 
     best_of: Any = None
     """OpenAI's legacy `best_of` (completions), which vLLM's chat requests read too (`ChatCompletionRequest.best_of`,
