@@ -247,3 +247,25 @@ async def test_an_assistant_messages_refusal_names_every_way_to_leave_content_ou
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert all(f"`{key}`" in message for key in ("tool_calls", "function_call", "refusal")), message
+
+
+async def test_an_unknown_response_format_type_is_refused_naming_it_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """(7 Dec 2026, thirty-second session) `response_format: {"type": "xml"}` went to the engine, and llama-server's
+    own 400 came back with `param: null`. Now the client's 400 naming `response_format.type`, before any engine,
+    audited; the served types (OpenAI's text, json_object, json_schema; vLLM's and SGLang's structural_tag) pass."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for bad in ("xml", "JSON_OBJECT", 5):
+            r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": {"type": bad}})
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "response_format.type" and error["type"] == "invalid_request_error", r.text
+            if isinstance(bad, str):
+                assert f"the response format {bad!r} is not served: send one of text, json_object, json_schema, " \
+                       "structural_tag" in error["message"], r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * 3, rows
+        for served in ({"type": "text"}, {"type": "json_object"}, {"type": "structural_tag", "structures": []}):
+            r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": served})
+            assert r.status_code == 200, r.text

@@ -467,14 +467,27 @@ class JsonSchemaFormat(BaseModel):
     strict: bool | None = None
 
 
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema", "structural_tag")
+"""The `response_format` types served: OpenAI's three, and vLLM's and SGLang's `structural_tag` (their
+`ResponseFormat.type` takes these four; llama.cpp's the first three). Another (`xml`) went to the engine, whose own
+400 came back without a `param` (llama.cpp's "response_format type must be one of ...")."""
+
+
 class ResponseFormat(BaseModel):
-    """`response_format`, as OpenAI checks its `json_schema` type (other types pass to the engine, which
-    answers for them: vLLM's and SGLang's `structural_tag`; and engines' extensions, such as llama.cpp's
+    """`response_format`, as OpenAI checks it: one of RESPONSE_FORMAT_TYPES, and the `json_schema` type's object
+    (the engine answers for the rest: `structural_tag`'s structures, and engines' extensions, such as llama.cpp's
     `schema` beside `json_object`)."""
 
     model_config = ConfigDict(extra="allow")
-    type: str = Field(min_length=1)
+    type: str = Field(min_length=1, strict=True)
     json_schema: JsonSchemaFormat | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _served_type(cls, v: str) -> str:
+        if v not in RESPONSE_FORMAT_TYPES:
+            raise ValueError(f"the response format {v!r} is not served: send one of {', '.join(RESPONSE_FORMAT_TYPES)}")
+        return v
 
     @model_validator(mode="after")
     def _schema_for_json_schema(self) -> ResponseFormat:
