@@ -577,8 +577,24 @@ class Guard:
             self._browsers.check(scope)
 
     def reader_of(self, principal: Principal) -> str | None:
-        """Guard.reader for a caller already authenticated (an audited read's, on its exchange)."""
-        return None if not self._enforce or principal.tenant in self._operators else principal.tenant
+        """Guard.reader for a caller already authenticated (an audited read's, on its exchange). An operator tenant's
+        key reads every tenant's only where it is the tenant's whole key: one narrowed (a key made with `--jurisdiction`,
+        `--model`, `--site`, `--policy`, `--max-priority`; a token's scope claims) reads as its tenant's, as any
+        tenant's key does (its tenant's decisions routed within its scopes, the part of the grid that may serve it, no
+        engine address), and the operators' reads (the dashboard, /metrics, /healthz's details) refuse it (operator_of).
+        Before, the narrowing was ignored here: a key of the operator tenant narrowed to the EU read every tenant's
+        decisions, the US's included, the whole grid with its engines' addresses, and the dashboard."""
+        if not self._enforce:
+            return None
+        return None if principal.tenant in self._operators and not self.narrowing(principal) else principal.tenant
+
+    def narrowing(self, principal: Principal) -> str:
+        """How the principal's key (or token) narrows its tenant's scopes, as `aigrid keys list` writes scopes
+        (`jurisdictions=EU models=small-*`); empty for a key of the tenant's whole scopes."""
+        tenant = self.tenants.get(principal.tenant)
+        own = (tenant.scopes if tenant is not None else Scopes()).to_dict()
+        return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in principal.scopes.to_dict().items() if own.get(k) != v)
 
     def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
         """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;
@@ -589,8 +605,13 @@ class Guard:
     def operator_of(self, principal: Principal, what: str) -> None:
         """Guard.operator for a caller already authenticated (routes' /healthz details and /metrics): a 403 unless
         enforcement is off or the principal is an operator tenant's."""
-        if self.reader_of(principal) is not None:
-            raise PermissionDenied(f"{what}: it needs an operator tenant's key", code="operator_only")
+        if self.reader_of(principal) is None:
+            return
+        if principal.tenant in self._operators:  # a key of the operator tenant, narrowed: not the operator's
+            raise PermissionDenied(f"{what}: it needs an operator tenant's key that is not narrowed; key "
+                                   f"{principal.key_id} of operator tenant {principal.tenant!r} is narrowed "
+                                   f"({self.narrowing(principal)}) and reads as its tenant's only", code="operator_only")
+        raise PermissionDenied(f"{what}: it needs an operator tenant's key", code="operator_only")
 
     def stores_prompts(self, tenant: str) -> bool:
         t = self.tenants.get(tenant)
