@@ -269,3 +269,23 @@ async def test_an_unknown_response_format_type_is_refused_naming_it_and_audited(
         for served in ({"type": "text"}, {"type": "json_object"}, {"type": "structural_tag", "structures": []}):
             r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": served})
             assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+async def test_a_logit_bias_not_openais_map_is_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """(7 Dec 2026, thirty-second session) `logit_bias: "x"` was answered 200 and the engine ignored it: the client
+    believed its answer biased. OpenAI's logit_bias is a map of token ids (strings of digits) to numbers from -100 to
+    100; anything else is now the client's 400 naming `logit_bias`, audited; the map passes as sent."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        bad = ("x", 5, ["15043", 1], {"hello": 1}, {"15043": 101}, {"15043": "1"}, {"15043": True})
+        for value in bad:
+            r = await client.post(route, json={**body, "logit_bias": value})
+            assert r.status_code == 400, (value, r.text)
+            assert r.json()["error"]["param"] == "logit_bias" and "logit_bias" in r.json()["error"]["message"], r.text
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * len(bad), rows
+        r = await client.post(route, json={**body, "logit_bias": {"15043": -100, "50256": 2.5}})
+        assert r.status_code == 200, r.text
+        assert [f.received[-1]["logit_bias"] for f in fakes.values() if f.received] == [{"15043": -100, "50256": 2.5}]

@@ -347,7 +347,21 @@ class _Common(BaseModel):
     llama.cpp (`stop: 5`: the client believed it stopped at something); an empty string ended every answer at
     once, empty (llama.cpp matches it before the first token)."""
 
+    logit_bias: dict[str, Any] | None = None
+    """OpenAI's map of token ids (strings of digits) to biases from -100 to 100 (the abuse signals count it:
+    guard.request_traits). `"x"` was taken and went to the engine, which ignored it: the client believed it biased."""
+
     _typed = number_fields("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for token, bias in (v or {}).items():
+            if not token.isascii() or not token.isdigit():
+                raise ValueError(f"a key of logit_bias is a token id (a string of digits), not {token!r}")
+            if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias[{token!r}] is a number from -100 to 100, not {bias!r}")
+        return v
     _null_stream = null_is_default("stream")
 
     def output_budget(self) -> int | None:
