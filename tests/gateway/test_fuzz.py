@@ -1,10 +1,15 @@
 """Fuzz every route of the API from its own OpenAPI schema (schemathesis) against the in-process gateway with
 FAKE engines and a small stand-in embedder: no input a client can send may produce a 500, and every JSON
 error is its API's envelope (OpenAI's, or Anthropic's on /v1/messages). A route missing from the OpenAPI
-document fails test_every_route_is_fuzzed, so a new front door is fuzzed as soon as it is documented."""
+document fails test_every_route_is_fuzzed, so a new front door is fuzzed as soon as it is documented.
+
+Examples per route: EXAMPLES (the test suite's run; 60 until the thirty-second session, 61 s of `make test`), or
+the deep run's count in AIGRID_FUZZ_EXAMPLES, the same strategies:
+`AIGRID_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/gateway/test_fuzz.py -q`."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import tempfile
@@ -27,6 +32,8 @@ _gateway = build_gateway(spec_in(Path(tempfile.mkdtemp(prefix="aigrid-fuzz-"))),
 _gateway.agents.embedders = {alias: HashEmbedder() for alias in _gateway.agents.embedders}  # no torch here
 _app = build_app(_gateway)
 MAX_ITEMS = 3
+EXAMPLES = int(os.environ.get("AIGRID_FUZZ_EXAMPLES", "20"))
+"""Hypothesis examples per route and method."""
 
 
 def bounded(node: Any) -> Any:
@@ -68,7 +75,7 @@ def test_every_route_is_fuzzed() -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_500s(case: schemathesis.Case) -> None:
     response = case.call()
     anthropic = case.path.startswith("/v1/messages")
