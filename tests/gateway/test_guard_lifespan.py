@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from aigrid.errors import AuthenticationError, ConfigError
 from aigrid.gateway.app import build_gateway
-from aigrid.gateway.guard import _jwt
+from aigrid.gateway.guard import _jwt, _secret
 from aigrid.spec.models import JwtSpec, SecuritySpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -91,3 +91,20 @@ def test_a_token_names_an_operator_tenant_only_where_security_jwt_tenants_names_
             guard.principal(bearer, None)
         assert e.value.status == 401 and e.value.code == "invalid_token", tenant
         assert "security.jwt.tenants" in e.value.message
+
+
+@pytest.mark.parametrize(("value", "says"), [(None, "AIGRID_KEY_SECRET is not set"), ("short-secret", "it holds 12 bytes")])
+def test_the_gateways_short_secret_is_said_to_be_short_never_shown(
+        monkeypatch: pytest.MonkeyPatch, value: str | None, says: str) -> None:
+    """(7 Dec 2026, thirty-second session) With security.enforce on and a secret under 16 bytes, the gateway said
+    "set AIGRID_KEY_SECRET to a random secret of at least 16 bytes", as if it were unset. Now it says how many bytes
+    it holds (or that it is not set) and the minimum, never the secret."""
+    if value is None:
+        monkeypatch.delenv("AIGRID_KEY_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("AIGRID_KEY_SECRET", value)
+    with pytest.raises(ConfigError) as raised:
+        _secret(SecuritySpec(enforce=True))
+    said = str(raised.value)
+    assert says in said and "at least 16 bytes" in said, said
+    assert value is None or value not in said, said

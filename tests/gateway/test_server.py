@@ -89,3 +89,7 @@ def test_a_spec_problem_found_at_start_names_the_file() -> None:
     assert result.exit_code == 2, result.output
     assert f"invalid grid spec {path}:" in " ".join(result.output.split()), result.output
     assert "'demo'" not in result.output
+    # the endpoints as a plain list, not a Python one (7 Dec 2026, thirty-second session: "endpoints ['fra-...', ...]")
+    ids = ", ".join(e.id for e in load_spec(path).endpoints if e.engine == "embedded")
+    assert f"endpoints {ids} are embedded" in " ".join(result.output.split()), result.output
+    assert "[" not in result.output.split("endpoints", 1)[1].split("are embedded")[0], result.output

@@ -153,9 +153,10 @@ def _secret(sec: SecuritySpec) -> bytes:
     value = os.environ.get(sec.secret_env, "")
     if len(value.encode()) >= 16:
         return value.encode()
-    if sec.enforce:
-        raise ConfigError(f"security.enforce is on: set {sec.secret_env} to a random secret of at least 16 "
-                          "bytes (e.g. `openssl rand -hex 32`), the one the keys were created with")
+    if sec.enforce:  # how long the secret is, never the secret
+        held = f"it holds {len(value.encode())} bytes" if value else f"{sec.secret_env} is not set"
+        raise ConfigError(f"security.enforce is on: {sec.secret_env} must be a random secret of at least 16 bytes "
+                          f"({held}; e.g. `openssl rand -hex 32`), the one the keys were created with")
     return ANONYMOUS_SECRET
 
 

@@ -339,7 +339,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:  # before the port: `aigrid gateway` of the demo beside `make run` said "in use"
         # named by its file, as `spec check` names it: it said "invalid grid spec 'demo'" (the spec's name:)
-        raise SpecError(source, [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or "
+        raise SpecError(source, [f"endpoints {', '.join(embedded)} are embedded: use `aigrid up` to start them, or "
                                  "give them engine: llamacpp and the url of a running llama-server"])
     if start_engines:
         check_kv_cache_fits(spec, source, memory)
