@@ -60,10 +60,11 @@ def test_the_context_compiled_or_not() -> None:
                                  None, None, ())
     view = build_grid_view({}, (), {}, {}, {}, None)
     policy = next(iter(BUILTIN_POLICIES.values()))
-    built = build_context(request, view, policy, frozenset({"e"}))
-    made = Context(request, view, policy, frozenset({"e"}))
+    built = build_context(request, view, policy, frozenset({"e"}), 120.0)
+    made = Context(request, view, policy, frozenset({"e"}), 120.0)
     assert type(built) is Context and built == made and built.crowded == frozenset({"e"})
-    assert build_context(request, view, policy, NOTHING_CROWDED) == Context(request, view, policy)
+    assert built.best_ttft_ms == 120.0
+    assert build_context(request, view, policy, NOTHING_CROWDED, 0.0) == Context(request, view, policy)
     with pytest.raises(AttributeError):
         built.policy = policy  # type: ignore[misc]
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.predict import prefill_ms
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import Circuit, EndpointState, GeoPoint, RequestInfo
@@ -63,6 +63,73 @@ def test_saturated_near_site_loses_to_idle_far_site_under_latency_first() -> Non
     assert nrt.prediction.queue_ms == pytest.approx(13 * 130 / 50 / 4 * 1000 + behind - nrt.prediction.rtt_ms / 2)
 
 
+@pytest.mark.parametrize("slo_ms", [2000.0, 1000.0])  # balanced's own SLO, and the simulated scenarios'
+def test_a_near_site_with_a_long_queue_loses_to_an_idle_far_one_under_balanced(slo_ms: float) -> None:
+    """RW (thirty-second session): a Tokyo user, nrt next door with a prefill backlog (predicted 830 ms) and
+    fra across the world, idle (264 ms: a 144 ms round trip). Both meet the SLO, so the weights decide. Before,
+    nrt won (total 0.79 against 0.73 at 2 s): the ttft axis, `slo / (slo + TTFT)`, gave fra only 0.06 of the
+    total for 566 ms, and proximity gave nrt 0.12 for its distance, which the round trip already counts."""
+    near, far = endpoint("nrt", slots=8), endpoint("fra", slots=8)
+    backlog = EndpointState(running=2, pending_requests=3, pending_prompt_tokens=1400)
+    policy = with_slo(BALANCED, slo_ms, None)
+    d = schedule(req("tokyo"), view((near, far), {"nrt-small": backlog}), policy, random.Random(0))
+    by_site = {c.site_id: c for c in d.ranked}
+    nrt, fra = by_site["nrt"], by_site["fra"]
+    assert nrt.prediction.rtt_ms < 20 and fra.prediction.rtt_ms > 100  # the near site and the far one
+    assert nrt.prediction.ttft_ms > fra.prediction.ttft_ms + 500  # the near one's queue is longer than the trip
+    if slo_ms == 2000.0:  # both meet the SLO (p90): the weighted total decides, not the picker's gate
+        assert max(nrt.prediction.ttft_p90_ms, fra.prediction.ttft_p90_ms) <= slo_ms
+    assert d.chosen is not None and d.chosen.site_id == "fra"
+    assert nrt.scores["proximity"] == fra.scores["proximity"] == 1.0  # both healthy: distance is not scored
+    # the ttft axis against the fastest: fra 1, nrt (264 + slo/10) / (830 + slo/10)
+    pad = slo_ms / 10
+    assert fra.scores["ttft"] == 1.0
+    assert nrt.scores["ttft"] == pytest.approx((fra.prediction.ttft_ms + pad) / (nrt.prediction.ttft_ms + pad))
+
+
+def test_the_ttft_axis_resolves_below_the_slo() -> None:
+    """Three idle sites for a Frankfurt user, all far under balanced's 2 s SLO: the fastest scores 1 and the
+    slower ones in proportion to their predicted TTFT plus a tenth of the SLO, whatever the SLO's size
+    (before, 130 ms and 280 ms scored 0.94 and 0.88)."""
+    d = schedule(req("frankfurt"), view((endpoint("fra"), endpoint("iad"), endpoint("nrt"))), BALANCED,
+                 random.Random(0))
+    best = min(c.prediction.ttft_ms for c in d.ranked)
+    for c in d.ranked:
+        assert c.scores["ttft"] == pytest.approx((best + 200.0) / (c.prediction.ttft_ms + 200.0))
+    by_site = {c.site_id: c.scores["ttft"] for c in d.ranked}
+    assert by_site["fra"] == 1.0 and by_site["iad"] < 0.8 and by_site["nrt"] < by_site["iad"]
+    assert "fastest" in " ".join(next(c for c in d.ranked if c.site_id == "nrt").notes)
+
+
+def test_proximity_scores_health_not_distance() -> None:
+    """The distance is in the round trip (the ttft axis); the proximity axis scores the recent error rate and
+    the half-open circuit, and its note still names the distance."""
+    states = {"fra-small": EndpointState(error_rate=0.2), "iad-small": EndpointState(circuit=Circuit.HALF_OPEN)}
+    d = schedule(req("tokyo"), view(FOUR, states), BALANCED, random.Random(0))
+    prox = {c.site_id: c.scores["proximity"] for c in d.ranked}
+    assert prox == {"nrt": 1.0, "gru": 1.0, "fra": pytest.approx(0.8), "iad": 0.5}
+    assert "km (in the rtt)" in " ".join(next(c for c in d.ranked if c.site_id == "gru").notes)
+
+
+def test_the_reason_says_what_outweighed_a_faster_candidate() -> None:
+    """RW (thirty-second session): where the chosen candidate is not the one predicted fastest, the reason
+    (and so `aigrid explain`) names the faster one, by how much, and each axis's weighted points for the
+    chosen one; where it is the fastest, it adds nothing."""
+    eps = (endpoint("fra", price=5.0), endpoint("iad", price=0.05))
+    cost_first = BUILTIN_POLICIES["cost-first"]
+    d = schedule(req("frankfurt"), view(eps), cost_first, random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id == "iad"  # the cheaper, across the Atlantic
+    fra = next(c for c in d.ranked if c.site_id == "fra")
+    gap = d.chosen.prediction.ttft_ms - fra.prediction.ttft_ms
+    weight = cost_first.weights["cost"] / sum(cost_first.weights.values())
+    cost_points = weight * (d.chosen.scores["cost"] - fra.scores["cost"])
+    assert f"; fra-small at fra was predicted {gap:.0f} ms faster (total {fra.total:.3f}); points for the " \
+           f"chosen one: cost {cost_points:+.3f}, " in d.reason
+    assert "ttft -" in d.reason.split("points for the chosen one")[1]
+    fastest = schedule(req("frankfurt"), view((endpoint("fra"), endpoint("iad"))), cost_first, random.Random(0))
+    assert fastest.chosen is not None and fastest.chosen.site_id == "fra" and "faster" not in fastest.reason
+
+
 def test_queue_wait_grows_non_linearly_only_past_saturation() -> None:
     waits = []
     for in_system in range(0, 12):
@@ -114,12 +181,14 @@ def test_warmth_pulls_by_the_prefill_the_cache_saves() -> None:
     assert pulls[30] < pulls[4000] / 2 < 0.15  # 0.08 and 0.24 on this grid's engines (prefill 2,000 tokens/s)
 
 
-@pytest.mark.parametrize(("owner_load", "owner_wins"), [(8, True), (20, False)])
+@pytest.mark.parametrize(("owner_load", "owner_wins"), [(8, True), (30, False)])
 def test_a_hot_prefix_keeps_its_engine_only_within_the_affinity_bound(owner_load: int, owner_wins: bool) -> None:
     """Four equal engines, one 200-token prompt every request shares: the owner keeps it at 8 in flight
-    against 5 elsewhere; at 20 (past 1.25x the mean utilisation) it loses the warmth pull, where the headroom
-    it lacks alone (20 against 5 of 64 slots) would still not have outweighed it. (At 100 tokens the pull is
-    too weak to need the bound; from 300 the cached prefill keeps the owner ahead on TTFT alone.)"""
+    against 5 elsewhere; at 30 (past 1.25x the mean utilisation) it loses the warmth pull, where the headroom
+    it lacks alone (30 against 5 of 64 slots) would still not have outweighed it. (At 100 tokens the pull is
+    too weak to need the bound. The cached prefill's own TTFT advantage, 58 against 131 ms here, still keeps
+    the owner ahead at 20 in flight since the ttft axis is scored against the fastest candidate (RW,
+    thirty-second session; it lost at 20 before), so the losing case is at 30.)"""
     eps = tuple(replace(endpoint("iad", slots=64), id=f"iad-{i}") for i in range(4))  # no power budget
     states = {e.id: EndpointState(running=owner_load if e.id == "iad-2" else 5) for e in eps}
     d = schedule(req("ashburn", prefix_hash="p1", prompt_tokens=200),
@@ -212,12 +281,15 @@ def test_a_candidate_whose_total_is_not_finite_is_rejected_and_ranks_nothing_els
     """S (twenty-second session): a NaN score (here from a state's NaN, which telemetry bounds but the core did not
     check) made the candidate's total NaN; ranked, it made the sort by total arbitrary for every candidate: with
     nrt's error rate NaN, the best of the others (iad) came last and gru was chosen. It is rejected now, the axis
-    named, and the others ranked as without it."""
+    named, and the others ranked as without it. (RW, thirty-second session: nrt, the fastest, is dropped after
+    scoring, so the rest are scored again against the fastest of them, fra, which the ttft axis now prefers
+    to iad: 264 against 287 ms predicted; iad won on the distance proximity scored before.)"""
     d = schedule(req("tokyo"), view(FOUR, {"nrt-small": state}), BALANCED, random.Random(0))
     without = schedule(req("tokyo"), view(FOUR, {"nrt-small": EndpointState(healthy=False)}), BALANCED,
                        random.Random(0))
     assert [c.endpoint_id for c in d.ranked] == [c.endpoint_id for c in without.ranked]
-    assert d.chosen is not None and d.chosen.endpoint_id == "iad-small"
+    assert d.chosen is not None and d.chosen.endpoint_id == "fra-small"
+    assert [c.scores["ttft"] for c in d.ranked] == [c.scores["ttft"] for c in without.ranked]
     [rejection] = d.rejected
     assert (rejection.endpoint_id, rejection.filter) == ("nrt-small", "not_finite")
     assert rejection.reason.startswith("its total is nan: ") and "nan" in rejection.reason.split(": ")[1]

@@ -75,7 +75,11 @@ def test_interactive_takes_the_fast_site_even_at_a_higher_price() -> None:
 
 
 def test_batch_prefers_cheap_far_capacity_with_headroom() -> None:
-    grid = (endpoint("fra", price=0.3), endpoint("gru", price=0.0))
+    """fra at $0.1 (and $0.2 output) per Mtok, gru free and an ocean away. (RW, thirty-second session: with fra at
+    $0.3 standard traffic went to fra only because proximity scored the distance its round trip already
+    counts; since it scores health only, the ttft axis's 160 ms for fra nearly equals gru's price and headroom
+    points, a tie the picker breaks at random.)"""
+    grid = (endpoint("fra", price=0.1), endpoint("gru", price=0.0))
     standard = schedule(req(), view(grid), BALANCED, random.Random(0))
     batch = schedule(req(priority=BATCH), view(grid), BALANCED, random.Random(0))
     assert standard.chosen is not None and standard.chosen.site_id == "fra"

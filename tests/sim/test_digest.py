@@ -9,7 +9,8 @@ share calibration outcomes (weighted, as the live ones do), and again on branch 
 predictor began to replay the pending prompts placed in time (core.predict.backlog_tokens); the baselines'
 held throughout, until balanced's and least-loaded's changed again on main after f69c322, where a scrape
 began to age with the ledger (telemetry.inflight.merged_counts' `seen`: what finished since the scrape no
-longer counts). A change
+longer counts), and balanced's again when the ttft axis began to be scored against the fastest candidate
+and proximity stopped scoring the distance (7 Dec 2026, RW: docs/routing.md, "Near or fast"). A change
 that means to alter routing (the core, the simulated gateways or engines) changes them on purpose: check
 the new figures, then record the new digests with
 
@@ -38,8 +39,8 @@ MINI = Path(__file__).parent / "data" / "mini-planet.yaml"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "sim"
 
 DIGESTS = {
-    "balanced": ("4e98194e9c4c9a5af6e911964ca2272bead3b081ecb9180baedf98c9e663f92b",
-                 "5d2d1abbd1204af2147b5cea0b11690186a4ea305a7ca4afc73a898fafb1bfd2"),
+    "balanced": ("8fb8f62d2c910ab1222d1f906c0efd520245659118b8cef40ace71f8690f599e",
+                 "3b2c769d01ee785994554213d20a2676b5eb6fecce254a99bbc9fb56f88faf9a"),
     "nearest": ("222de114cf917b53e0b46135158109def98c1ec8587de8e8e4963150022316b8",
                 "8d6700fdaa2bb45561f5bb6e2a0c1b5fa4540c387ccc8beb69f2efbc89bdc3b5"),
     "least-loaded": ("c621cce632359a2dd233995c02637775e6af7161ebc32fe22ebf30973ab88d98",

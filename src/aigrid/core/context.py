@@ -23,10 +23,13 @@ class Context:
     crowded: frozenset[str] = frozenset()
     """Endpoints warm for this request (core.predict.warm_cache) whose load is past the affinity bound
     (core.scorers.affinity.crowded_owners): the affinity scorer gives them no warmth bonus."""
+    best_ttft_ms: float = 0.0
+    """The lowest predicted TTFT among this request's candidates (those every filter passed): the ttft axis
+    scores each candidate against it. 0: not known (a caller that scores one endpoint alone)."""
 
 
 build_context = record_builder(Context)
-"""Context(request, view, policy, crowded), every field given, without its generated __init__ (the same
+"""Context(request, view, policy, crowded, best_ttft_ms), every field given, without its generated __init__ (the same
 record; compiled, the class is native but its __init__ is still the dataclass's Python one)."""
 NOTHING_CROWDED: frozenset[str] = frozenset()
 """Context.crowded's default."""

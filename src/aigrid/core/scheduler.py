@@ -3,8 +3,11 @@
 Pipeline: the request's urgency adjusts the policy (core/urgency.py: class weights, SLO, deadline) -> every
 filter must pass (the first failing one is recorded as the rejection) -> the TTFT prediction -> with a
 deadline, a candidate predicted past it is rejected; for a class with a saturation limit (batch), a busy
-endpoint is rejected as "saturated" (the gateway lets the request wait) -> the five scorers -> weighted
-total (weights normalised to sum 1; a total that is not finite is rejected, NOT_FINITE) -> picker.
+endpoint is rejected as "saturated" (the gateway lets the request wait) -> the five scorers, once every
+candidate is predicted (the ttft axis scores each against the fastest: Context.best_ttft_ms) -> weighted
+total (weights normalised to sum 1; a total that is not finite is rejected, NOT_FINITE, and where that was
+the fastest the rest are scored again) -> picker. Where the winner is not the fastest, the reason says what
+outweighed the faster one (_slower_note).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from math import inf, isfinite
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.context import build_context
-from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
+from aigrid.core.picker import p90_ms
+from aigrid.core.plugins import Context, Filter, Picker, Score, Scorer, Verdict
 from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
@@ -26,8 +30,10 @@ from aigrid.core.types import (
     Candidate,
     Decision,
     Endpoint,
+    EndpointState,
     GridView,
     Policy,
+    Prediction,
     Rejection,
     RequestInfo,
     Rng,
@@ -91,8 +97,7 @@ class Scheduler:
         policy = effective_policy(policy, urgency)
         cache = warm_cache(request, view.prefix_owner)
         # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
-        ctx = build_context(request, view, policy, crowded_owners(cache, view.endpoints, view.states))
-        candidates: list[Candidate] = []
+        ctx = build_context(request, view, policy, crowded_owners(cache, view.endpoints, view.states), 0.0)
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
         # bound methods and weights once per decision, not once per endpoint
@@ -101,8 +106,7 @@ class Scheduler:
         sites, states = view.sites, view.states
         # each client-to-site distance, where the caller computed it already (the same distance_km)
         distances = view.distances_km if request.client_location is not None else None
-        # the cost's two counts read once per decision (RequestInfo is a Python record)
-        prompt_tokens, max_output_tokens = request.prompt_tokens, request.max_output_tokens
+        eligible: list[Eligible] = []
         for endpoint in view.endpoints:
             eid = endpoint.id  # read once: Endpoint is a Python record (a generic attribute lookup per read)
             site = sites[endpoint.site_id]
@@ -127,11 +131,61 @@ class Scheduler:
                     rejected.append(Rejection(eid, site.id, "deadline" if late else "saturated",
                                               late or busy or ""))
                     continue
+            eligible.append((endpoint, state, prediction))
+        candidates = _scored(ctx, eligible, weighted, rejected)
+        ranked = self.profile.picker.pick(candidates, policy, rng)
+        choice = model_choice(request, ranked)
+        reason = ""
+        if self.explain:
+            reason = _reason(ranked, rejected) + _slower_note(ranked, weighted, policy.ttft_slo_ms) + (
+                f"; {describe(choice)}" if choice is not None else "")
+            if urgency is not None:
+                reason = f"{reason}; {_urgency_note(urgency)}"
+        # Decision(...) without its generated __init__ (types.record_builder: the same record)
+        return build_decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
+
+
+Eligible = tuple[Endpoint, EndpointState, Prediction]
+"""A candidate every filter passed, before scoring: its endpoint, state and TTFT prediction."""
+Weighted = tuple[tuple[str, float, Callable[[Context, Endpoint, EndpointState, Prediction], Score]], ...]
+"""Each scorer's axis, normalised weight and bound score method, in axis order."""
+
+
+def fastest_ttft_ms(eligible: Sequence[Eligible]) -> float:
+    """The lowest predicted TTFT among the candidates (inf: none; a NaN prediction is never the lowest)."""
+    best = inf
+    for _, _, p in eligible:
+        ttft = p.rtt_ms + p.queue_ms + p.prefill_ms  # p.ttft_ms without the property's Python frame
+        if ttft < best:
+            best = ttft
+    return best
+
+
+def _scored(ctx: Context, eligible: list[Eligible], weighted: Weighted, rejected: list[Rejection]) -> list[Candidate]:
+    """Score every candidate on every axis, against the fastest predicted TTFT among them (Context.best_ttft_ms:
+    the ttft axis's reference). A candidate whose total is not finite is rejected (NOT_FINITE); where that
+    removes the fastest, the rest are scored again against the fastest of them, so that they rank as they
+    would without it."""
+    request = ctx.request
+    sites = ctx.view.sites
+    # the cost's two counts read once per decision (RequestInfo is a Python record)
+    prompt_tokens, max_output_tokens = request.prompt_tokens, request.max_output_tokens
+    while True:
+        best = fastest_ttft_ms(eligible)
+        # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
+        scoring = build_context(request, ctx.view, ctx.policy, ctx.crowded, best if best < inf else 0.0)
+        candidates: list[Candidate] = []
+        dropped: list[Rejection] = []
+        kept: list[Eligible] = []
+        for item in eligible:
+            endpoint, state, prediction = item
+            eid = endpoint.id  # read once: Endpoint is a Python record (a generic attribute lookup per read)
+            site = sites[endpoint.site_id]
             scores: dict[str, float] = {}
             notes: list[tuple[str, str, tuple[object, ...]]] = []
             total = 0.0  # the weighted sum in axis order
             for axis, weight, score in weighted:
-                value, note, args = score(ctx, endpoint, state, prediction)
+                value, note, args = score(scoring, endpoint, state, prediction)
                 if value < 0.0:  # clamp01, inline: five times per candidate
                     value = 0.0
                 elif value > 1.0:
@@ -141,22 +195,19 @@ class Scheduler:
                 if note:
                     notes.append((axis, note, args))
             if not isfinite(total):
-                rejected.append(Rejection(eid, site.id, NOT_FINITE, f"its total is {total}: " + ", ".join(
+                dropped.append(Rejection(eid, site.id, NOT_FINITE, f"its total is {total}: " + ", ".join(
                     f"{axis} {value}" for axis, value in scores.items() if not isfinite(value))))
                 continue
+            kept.append(item)
             # Candidate(...): every field in order, without its __new__'s Python frame (keywords double the cost)
             candidates.append(new_record(Candidate, (
                 eid, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
                 cost_usd(prompt_tokens, max_output_tokens, endpoint), tuple(notes))))
-        ranked = self.profile.picker.pick(candidates, policy, rng)
-        choice = model_choice(request, ranked)
-        reason = ""
-        if self.explain:
-            reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
-            if urgency is not None:
-                reason = f"{reason}; {_urgency_note(urgency)}"
-        # Decision(...) without its generated __init__ (types.record_builder: the same record)
-        return build_decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
+        if not dropped or fastest_ttft_ms(kept) == best:
+            rejected.extend(dropped)
+            return candidates
+        eligible = kept  # the fastest was dropped: score the rest against the fastest of them
+        rejected.extend(dropped)
 
 
 def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:
@@ -173,6 +224,27 @@ def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:
 def _urgency_note(u: Urgency) -> str:
     note = f"{label(u.level)}: SLO {u.slo_ms:.0f} ms"
     return note if u.deadline_ms is None else f"{note}, deadline {u.deadline_ms:.0f} ms left"
+
+
+def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, slo_ms: float) -> str:
+    """Where the chosen candidate is not the one predicted fastest: which it was, how much faster, and the
+    weighted points by which each axis put the chosen one ahead or behind it ("proximity +0.12, ttft -0.06"),
+    so that `aigrid explain` says plainly what the wait bought."""
+    if len(ranked) < 2:
+        return ""
+    chosen = ranked[0]
+    fast = min(ranked, key=lambda c: c.prediction.ttft_ms)
+    gap = chosen.prediction.ttft_ms - fast.prediction.ttft_ms
+    if fast is chosen or not gap > 0.0:
+        return ""
+    points = sorted(((axis, weight * (chosen.scores[axis] - fast.scores[axis])) for axis, weight, _ in weighted),
+                    key=lambda ap: -abs(ap[1]))
+    shown = ", ".join(f"{axis} {round(p, SCORE_PLACES):+.3f}" for axis, p in points if round(p, 3) != 0.0)
+    if p90_ms(fast) > slo_ms >= p90_ms(chosen):  # the picker's gate decided, not the weights
+        return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster, "
+                f"but its p90 misses the {slo_ms:.0f} ms SLO")
+    return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster "
+            f"(total {round(fast.total, SCORE_PLACES):.3f}); points for the chosen one: {shown or 'none'}")
 
 
 def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:
