@@ -58,7 +58,12 @@ async def test_unknown_city_is_400(client: httpx.AsyncClient) -> None:
 
 async def test_body_too_large(client: httpx.AsyncClient) -> None:
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}]}
-    assert_envelope(await client.post("/v1/chat/completions", json=big), 400, "request_too_large")
+    err = assert_envelope(await client.post("/v1/chat/completions", json=big), 400, "request_too_large")
+    # the setting and its figure (7 Dec 2026, thirty-second session: it said the figure only)
+    assert err["message"] == ("request body is larger than 4,194,304 bytes, the most one request may hold "
+                              "(gateway.max_body_bytes)"), err
+    r = await client.post("/v1/messages", json={**big, "max_tokens": 4})  # Anthropic's door keeps its 413
+    assert r.status_code == 413 and "gateway.max_body_bytes" in r.json()["error"]["message"], r.text
 
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:

@@ -439,7 +439,8 @@ class Routes:
 
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
-        return json_object(await read_body(request, limit, f"request body is larger than {limit} bytes"))
+        return json_object(await read_body(request, limit, f"request body is larger than {limit:,} bytes, "
+                                                            "the most one request may hold (gateway.max_body_bytes)"))
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
