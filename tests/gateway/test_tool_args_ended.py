@@ -247,3 +247,17 @@ def test_only_a_brace_before_an_object_is_left_out() -> None:
     assert list(calls.args(2, '"x": {')) == [ToolArgs(2, '"x": {')]
     assert list(calls.args(2, "}}")) == [ToolArgs(2, "}}", True)]
     assert calls.whole == {0: '{"b": 1}', 1: '{"a": {"b": 1}}', 2: '{"x": {}}'}
+
+
+def test_a_brace_sent_again_is_left_out_once_a_call() -> None:
+    """(Review RV1 of 0d3c3cd7) The xlam repair left out every further lone '{' after the opening one: `{`, `{`, `{`,
+    `{"a": 1}` (`{{{{"a": 1}`, no object) reached the Messages and Responses clients as the object `{"a": 1}`. Only
+    the object's own brace after the opening one is left out; the rest are the arguments as sent, never whole."""
+    from aigrid.gateway.chat_events import ToolArgs, _Calls
+
+    calls = _Calls()
+    calls.pending[0] = ["call_0", "f"]
+    calls._start(0)
+    events = [event for piece in ("{", "{", "{", '{"a": 1}') for event in calls.args(0, piece)]
+    assert events == [ToolArgs(0, "{"), ToolArgs(0, "{"), ToolArgs(0, '{"a": 1}')]
+    assert calls.whole == {} and 0 in calls.scans

@@ -272,7 +272,7 @@ class _Calls:
     finish, so that no door ends a call half written. Until the thirty-first session both doors ended the open call at
     text and dropped its later pieces with a log line: the client got the call's arguments cut and a whole answer."""
 
-    __slots__ = ("started", "pending", "chars", "scans", "never", "whole", "late", "text", "text_chars")
+    __slots__ = ("started", "pending", "chars", "scans", "never", "whole", "late", "text", "text_chars", "rebraced")
 
     def __init__(self) -> None:
         self.started: set[int] = set()
@@ -284,6 +284,7 @@ class _Calls:
         self.late: dict[int, list[Any]] = {}  # a whole call's late pieces so far: [their ArgsScan, characters]
         self.text: list[TextPiece] = []  # text held while a started call's arguments may still become whole
         self.text_chars = 0
+        self.rebraced: set[int] = set()  # the calls whose opening brace came again (args): left out once
 
     def held(self, index: int, arguments: str) -> None:
         """A piece of call `index` counted against the answer's bounds (HeldTooMuch past them)."""
@@ -320,9 +321,9 @@ class _Calls:
         """A piece of started call `index`'s arguments, and the text held behind them once no call's may still
         become whole. A piece that starts with '{' where the arguments so far are only their opening '{' is vLLM's
         xlam parser again (vllm-project/vllm#51697: it streams the brace, then its end-of-stream flush sends the
-        whole object, `{{"city": ...}`): that second '{' is left out (DEBUG line), so the call's arguments are the
-        object. Until this session (7 Dec 2026, thirty-second) they reached the Messages and Responses clients as
-        they came, never valid JSON."""
+        whole object, `{{"city": ...}`): that second '{' is left out (DEBUG line), once a call, so the call's
+        arguments are the object. Until this session (7 Dec 2026, thirty-second) they reached the Messages and
+        Responses clients as they came, never valid JSON."""
         scan = self.scans.get(index)
         if scan is None:
             if index in self.never:  # not an object, nor ever one: its pieces go on to the door as sent
@@ -330,9 +331,10 @@ class _Calls:
             else:
                 self._late(index, piece)
             return
-        if scan.depth == 1 and not scan.in_string and len(scan.parts) <= BRACE_PIECES and \
-                (again := piece.lstrip()).startswith("{") and "".join(scan.parts).strip() == "{":
+        if scan.depth == 1 and not scan.in_string and len(scan.parts) <= BRACE_PIECES and index not in self.rebraced \
+                and (again := piece.lstrip()).startswith("{") and "".join(scan.parts).strip() == "{":
             piece = again[1:]  # (never valid JSON: an object's key is a string)
+            self.rebraced.add(index)  # once: `{{{"a": 1}` is not the object after its brace
             log.debug("an engine sent tool call %d's whole arguments after their opening brace: that brace again left "
                       "out", index)
             if not piece:
