@@ -385,8 +385,16 @@ def test_audit_verify_of_what_is_not_an_audit_log(tmp_path: Path, content: bytes
     else:
         db.write_bytes(content)
     r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
-    assert r.exit_code == 2 and "cannot verify" in r.output and str(db) in r.output, r.output
+    assert r.exit_code == 2 and "error: cannot verify" in r.output and str(db) in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_audit_verify_of_a_missing_database_says_error(tmp_path: Path) -> None:
+    """`aigrid audit verify` on a missing database printed "cannot verify: ..." without the "error:" every other
+    command's failure starts with (7 Dec 2026, thirty-second session)."""
+    db = tmp_path / "none.db"
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(tmp_path / "a.pub.pem")])
+    assert r.exit_code == 2 and r.output.startswith(f"error: cannot verify: no audit database at {db}"), r.output
 
 
 def test_audit_keygen_makes_both_folders_and_fails_in_one_line(tmp_path: Path) -> None:

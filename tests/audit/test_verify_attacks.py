@@ -158,7 +158,7 @@ async def test_with_an_anchor_a_missing_or_unreadable_log_is_tampering(tmp_path:
     path.unlink()
     assert run(path, pub)[0] == 2
     code, out = run(path, pub, anchor)
-    assert code == 1 and out == [f"cannot verify: no audit database at {path}",
+    assert code == 1 and out == [f"error: cannot verify: no audit database at {path}",
                                  f"TAMPERED: the anchor {anchor} vouches for a log that is no longer there (deleted "
                                  "or replaced)"], out
     path.mkdir()
@@ -271,7 +271,7 @@ async def test_what_the_file_alone_cannot_show_an_anchor_kept_elsewhere_does(tmp
     assert run(empty, pub, anchor)[0] == 1
 
     code, out = run(path, pub, "30:nothex")
-    assert code == 2 and out[0].startswith("cannot verify: --anchor must be SEQ:HASH"), out
+    assert code == 2 and out[0].startswith("error: cannot verify: --anchor must be SEQ:HASH"), out
 
 
 async def test_a_deleted_and_renumbered_record_is_one_line_per_problem(tmp_path: Path) -> None:
@@ -642,10 +642,10 @@ async def test_past_max_kept_the_first_bad_record_is_still_shown(tmp_path: Path,
 def test_a_missing_database_is_named_before_a_missing_public_key(tmp_path: Path) -> None:
     """`aigrid audit verify` of a database that is not there reported the (default) public key missing."""
     path, no_key = tmp_path / "audit.db", tmp_path / "no.pub"
-    assert run(path, no_key) == (2, [f"cannot verify: no audit database at {path}"])
+    assert run(path, no_key) == (2, [f"error: cannot verify: no audit database at {path}"])
     anchor = f"7:{'ab' * 32}"  # the log an anchor vouches for is gone: that needs no key to say
     code, out = run(path, no_key, anchor)
-    assert code == 1 and out[0] == f"cannot verify: no audit database at {path}" and out[1].startswith("TAMPERED"), out
+    assert code == 1 and out[0] == f"error: cannot verify: no audit database at {path}" and out[1].startswith("TAMPERED"), out
     assert run(path, no_key, "bogus")[0] == 2  # a bad anchor stays 2
 
 
@@ -654,6 +654,6 @@ def test_a_database_path_that_cannot_be_looked_at_is_named_not_a_traceback(tmp_p
     missing file: a name too long for the file system was an OSError traceback out of `aigrid audit verify`."""
     path = tmp_path / ("a" * 300)
     code, out = run(path, public_pem(tmp_path / "k.pub"))
-    assert code == 2 and out[0].startswith("cannot verify: ") and "File name too long" in out[0], out
+    assert code == 2 and out[0].startswith("error: cannot verify: ") and "File name too long" in out[0], out
     code, out = run(path, public_pem(tmp_path / "k.pub"), f"7:{'ab' * 32}")
     assert code == 1 and out[1].startswith("TAMPERED"), out

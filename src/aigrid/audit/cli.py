@@ -27,11 +27,11 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     try:
         anchored = None if anchor is None else parse_anchor(anchor)
     except ValueError as e:
-        echo(f"cannot verify: {e}")
+        echo(f"error: cannot verify: {e}")
         return 2
     if _missing(db_path):
         # the database first: it reported the default public key missing, and then (given one) the database
-        echo(f"cannot verify: no audit database at {db_path}")
+        echo(f"error: cannot verify: no audit database at {db_path}")
         if anchored is None:
             return 2
         echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
@@ -40,15 +40,15 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     try:
         keys = [public_key(p) for p in paths]
     except ValueError as e:
-        echo(f"cannot verify: {e}")
+        echo(f"error: cannot verify: {e}")
         return 2
     try:
         report = verify(db_path, keys, anchor=anchored)
     except (OSError, ValueError, sqlite3.Error) as e:  # NotAnAuditLog included
         if isinstance(e, sqlite3.Error):  # a directory, another file, a database whose first page is damaged
-            echo(f"cannot verify: {db_path} cannot be read as an audit database ({printable(str(e))})")
+            echo(f"error: cannot verify: {db_path} cannot be read as an audit database ({printable(str(e))})")
         else:
-            echo(f"cannot verify: {e}")
+            echo(f"error: cannot verify: {e}")
         if anchored is None:
             return 2
         echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
