@@ -289,3 +289,15 @@ async def test_a_logit_bias_not_openais_map_is_refused_naming_it(
         r = await client.post(route, json={**body, "logit_bias": {"15043": -100, "50256": 2.5}})
         assert r.status_code == 200, r.text
         assert [f.received[-1]["logit_bias"] for f in fakes.values() if f.received] == [{"15043": -100, "50256": 2.5}]
+
+
+def test_a_comment_ends_at_a_carriage_return_as_llama_cpp_ends_it() -> None:
+    """(7 Dec 2026, thirty-second session, review RV1 of fe0745b7) llama.cpp's grammar parser ends a `#` comment at
+    '\\r' as at '\\n' (parse_space), and takes a lone '\\r' as the newline between rules: the scan read the comment to
+    the next '\\n', so groups after a '\\r' went uncounted (`# c\\rx ::= ((((...`: nested 3,000 deep, read as 0) and
+    reached the engine past the bound."""
+    from aigrid.gateway.schemas import grammar_nesting
+    deep = "(" * 3000 + '"a"' + ")" * 3000
+    assert grammar_nesting("root ::= x # c\rx ::= " + deep) == 3000
+    assert grammar_nesting("root ::= ( # c\r\n" + deep + ")") == 3001
+    assert grammar_nesting("root ::= x # ((((\rx ::= \"a\"") == 0  # the comment's own, up to the '\r'
