@@ -175,6 +175,7 @@ def test_keys_say_whether_the_secret_is_unset_or_too_short(tmp_path: Path, monke
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and "at least 16 bytes" in out and says in out, out
     assert not (tmp_path / "keys.json").exists()
+    assert "warning" not in out, out  # one clear error: not the tenant's warning first (thirty-second session)
 
 
 def test_keys_read_the_secret_from_the_variable_secret_env_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -524,10 +524,10 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                     help="grid spec whose tenants the key's must be one of (without it: not checked, a warning)")
                 ] = None) -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
-    from aigrid.security.keys_cli import check_tenant, create_key, secret_env_name
+    from aigrid.security.keys_cli import check_tenant, create_key, server_secret
 
     try:
-        secret_env_name(secret_env)
+        secret = server_secret(name=secret_env)  # before the tenant's warning: one clear error without a secret
         if spec is not None:
             from aigrid.spec.load import load_spec
 
@@ -538,7 +538,8 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                               markup=False, highlight=False)
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
-                   policy=policy, max_priority=max_priority, name=name, secret_env=secret_env, echo=console.print)
+                   policy=policy, max_priority=max_priority, name=name, secret=secret, secret_env=secret_env,
+                   echo=console.print)
     except AigridError as e:
         raise _fail(e) from None
     except OSError as e:
