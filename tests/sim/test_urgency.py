@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 import yaml
 
 from aigrid.core.urgency import ENGINE_QUEUE_SHARE
-from aigrid.sim.experiment import run_experiment
+from aigrid.sim.experiment import PolicyRun, run_experiment
+from aigrid.sim.parallel import Tick, default_workers, run_all
 from aigrid.sim.runner import OK, SHED
 from aigrid.sim.scenario import Scenario, ScenarioError, load_scenario
 
@@ -76,11 +79,30 @@ def overloaded(admission: dict[str, object]) -> Scenario:
     })
 
 
-def test_the_longest_wait_can_be_set_as_a_multiple_of_the_slo() -> None:
-    runs = {name: run_experiment(overloaded(adm)).runs[0] for name, adm in [
-        ("30s", {"max_wait_slo": None}), ("30s, per class", {"max_wait_slo": {"standard": None}}),
-        ("2slo", {"max_wait_slo": {"standard": 2.0}}),
-        ("2s", {"max_wait_s": {"standard": 2.0}, "max_wait_slo": {"standard": None}}), ("default", {})]}
+# the overloaded box under each admission setting the two tests below compare ("default": overloaded's own,
+# engine_queue_share 1.0; "short queue": the default share)
+OVERLOADS: dict[str, dict[str, object]] = {
+    "30s": {"max_wait_slo": None}, "30s, per class": {"max_wait_slo": {"standard": None}},
+    "2slo": {"max_wait_slo": {"standard": 2.0}},
+    "2s": {"max_wait_s": {"standard": 2.0}, "max_wait_slo": {"standard": None}}, "default": {},
+    "short queue": {"engine_queue_share": ENGINE_QUEUE_SHARE}}
+
+
+def _overloaded_run(admission: Mapping[str, object], tick: Tick) -> PolicyRun:
+    return run_experiment(overloaded(dict(admission))).runs[0]
+
+
+@pytest.fixture(scope="module")
+def overload_runs() -> dict[str, PolicyRun]:
+    """Each setting's run, once for the module (the tests only read them), side by side in worker processes
+    (sim/parallel.py, as run_experiment runs its policies): each is one policy's run, which one after the other
+    left the second core idle, and the engine-queue test ran "default" a second time."""
+    tasks = [partial(_overloaded_run, adm) for adm in OVERLOADS.values()]
+    return dict(zip(OVERLOADS, run_all(tasks, workers=default_workers(len(tasks))), strict=True))
+
+
+def test_the_longest_wait_can_be_set_as_a_multiple_of_the_slo(overload_runs: dict[str, PolicyRun]) -> None:
+    runs = overload_runs
     late, slo, secs, default = runs["30s"], runs["2slo"], runs["2s"], runs["default"]
     # the opt-out, for every class or for standard alone: only the 30 s limit
     assert np.array_equal(late.result.status, runs["30s, per class"].result.status)
@@ -108,12 +130,12 @@ def test_scenario_rejects_a_wait_limit_that_is_not_positive(tmp_path: Path) -> N
         load_scenario(path)
 
 
-def test_a_shorter_queue_at_the_engine_serves_more_within_the_slo() -> None:
+def test_a_shorter_queue_at_the_engine_serves_more_within_the_slo(overload_runs: dict[str, PolicyRun]) -> None:
     """The default engine_queue_share (ENGINE_QUEUE_SHARE, 0.5) against the whole SLO queued at the engine
     (1.0), on the overloaded box: the engine's queue stays shorter, the gateway's serves what fits first and
     sheds at the SLO, and more requests meet the SLO, sooner, with a shorter tail."""
-    whole, short = (run_experiment(overloaded({"engine_queue_share": s})).runs[0].metrics
-                    for s in (1.0, ENGINE_QUEUE_SHARE))
+    assert overloaded(OVERLOADS["default"]).gateway.admission.engine_queue_share == 1.0
+    whole, short = (overload_runs[name].metrics for name in ("default", "short queue"))
     assert short.goodput > whole.goodput
     assert short.ttft_p50_ms < whole.ttft_p50_ms
     assert short.ttft_p99_ms < whole.ttft_p99_ms
