@@ -301,3 +301,26 @@ def test_a_comment_ends_at_a_carriage_return_as_llama_cpp_ends_it() -> None:
     assert grammar_nesting("root ::= x # c\rx ::= " + deep) == 3000
     assert grammar_nesting("root ::= ( # c\r\n" + deep + ")") == 3001
     assert grammar_nesting("root ::= x # ((((\rx ::= \"a\"") == 0  # the comment's own, up to the '\r'
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+async def test_vllms_structured_outputs_grammar_is_bounded_as_grammar_is(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """(Review RV1 of fe0745b7) vLLM removed `guided_grammar` in its v0.12: its grammar is `structured_outputs.grammar`,
+    which reached the engine unread however deeply it nested. Now bounded as `grammar` is (the client's 400 naming
+    `structured_outputs.grammar`, audited); a grammar within the bound and the object's other keys pass as written."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, "structured_outputs": {"grammar": nested_grammar(
+            MAX_GRAMMAR_NESTING + 1)}})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "structured_outputs.grammar" and err["type"] == "invalid_request_error", err
+        assert f"nested {MAX_GRAMMAR_NESTING + 1} groups deep" in err["message"], err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        fine = {"grammar": nested_grammar(MAX_GRAMMAR_NESTING), "whitespace_pattern": " "}
+        r = await client.post(route, json={**body, "structured_outputs": fine})
+        assert r.status_code == 200, r.text
+        sent = [got for f in fakes.values() for got in f.received]
+        assert len(sent) == 1 and sent[0]["structured_outputs"] == fine, sent

@@ -308,6 +308,16 @@ def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
     return v
 
 
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs` (since its v0.12 the only way to its grammar: `guided_grammar` and the other
+    `guided_*` fields were removed): its `grammar` bounded as `grammar` is, the rest passed on as written. Until
+    review RV1 of fe0745b7 a grammar nested past MAX_GRAMMAR_NESTING reached a current vLLM here unread."""
+
+    model_config = ConfigDict(extra="allow")
+    grammar: Any = None
+    _grammars = bounded_grammars("grammar")
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
@@ -453,11 +463,12 @@ class _Common(BaseModel):
         return v
 
     grammar: Any = None
-    """llama-server's GBNF grammar (vLLM's is `guided_grammar`, SGLang's `ebnf`): a string nested at most
-    MAX_GRAMMAR_NESTING groups deep, passed on as written."""
+    """llama-server's GBNF grammar (vLLM's is `guided_grammar`, since its v0.12 `structured_outputs.grammar`;
+    SGLang's `ebnf`): a string nested at most MAX_GRAMMAR_NESTING groups deep, passed on as written."""
     guided_grammar: Any = None
     ebnf: Any = None
     _grammars = bounded_grammars(*GRAMMAR_FIELDS)
+    structured_outputs: StructuredOutputs | None = None
 
     _refused = _refusing(_REFUSED)
 
