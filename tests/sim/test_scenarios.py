@@ -259,3 +259,23 @@ def test_names_given_twice_are_found_in_linear_time() -> None:
     began = time.process_time()
     assert given_twice(names) == ["m3", "m7"]
     assert time.process_time() - began < 5.0
+
+
+@pytest.mark.parametrize(("was", "now", "says"), [
+    ("hardware: l40s, replicas: 2, models: [llama-3.1-8b]", "hardware: l40s, replicas: 2, models: [llama-3-8b]",
+     "sites[1].models[0]: site 'eu-west' serves unknown model 'llama-3-8b'"),
+    ("trace: code, model: llama-3.1-8b", "trace: code, model: llama-8b", "tenants[1].model: tenant 'eu-bank' asks for"),
+    ("nearest, least-loaded]", "nearest, fastest]", "policies[2]: unknown policy 'fastest'"),
+    ("{name: eu-bank,", "{name: chat,", "tenants: 'chat' given more than once"),
+    ("requests: 1500", "requests: 1500\nsweep: [1e9]", "requests: 1,500 x load 1e+09")])
+def test_a_check_across_the_scenario_names_the_field_it_is_about(
+        tmp_path: Path, was: str, now: str, says: str) -> None:
+    """The scenario's checks across its fields (a site's model, a tenant's, a policy) said "(top level): site
+    'eu-west' serves unknown model ..." (7 Dec 2026, thirty-second session): each now names its field's path."""
+    path = tmp_path / "bad.yaml"
+    text = (EXAMPLES / "small.yaml").read_text()
+    assert text.count(was) == 1, was
+    path.write_text(text.replace(was, now))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert says in str(err.value) and "(top level)" not in str(err.value), str(err.value)

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
@@ -336,51 +337,56 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        """The checks across fields, each raised at the field it is about (`sites[1].models[0]`; it was
+        "(top level):")."""
         for field, given in (("models", [m.name for m in self.models]), ("tenants", [t.name for t in self.tenants])):
             twice = given_twice(given)
             if twice:  # the last of a name silently replaced the others (a model's size, a tenant's results)
-                raise ValueError(f"{field}: {', '.join(map(repr, twice))} given more than once (each name once)")
+                raise at((field,), f"{', '.join(map(repr, twice))} given more than once (each name once)")
         names = {m.name for m in self.models}
         if not self.sites and self.generate_sites is None:
-            raise ValueError("needs sites or generate_sites")
-        all_sites = [*self.sites, *(s for ss in self.site_sets.values() for s in ss)]
-        for s in all_sites:
-            for m in s.models:
+            raise at(("sites",), "needs sites or generate_sites")
+        placed: list[tuple[tuple[str | int, ...], SiteDef]] = [(("sites", i), s) for i, s in enumerate(self.sites)] + [
+            (("site_sets", k, i), s) for k, ss in self.site_sets.items() for i, s in enumerate(ss)]
+        for where, s in placed:
+            for j, m in enumerate(s.models):
                 if m not in names:
-                    raise ValueError(f"site {s.id!r} serves unknown model {m!r}{did_you_mean(m, names)} "
-                                     f"(models: {', '.join(sorted(names))})")
-        for t in self.tenants:
+                    raise at((*where, "models", j), f"site {s.id!r} serves unknown model {m!r}{did_you_mean(m, names)} "
+                                                    f"(models: {', '.join(sorted(names))})")
+        for i, t in enumerate(self.tenants):
             if t.right_size is not None:
                 if t.agent is not None:
-                    raise ValueError(f"tenant {t.name!r}: right_size and agent cannot be combined yet")
+                    raise at(("tenants", i, "right_size"), f"tenant {t.name!r}: right_size and agent cannot be "
+                                                          "combined yet")
                 if t.model != "auto":
-                    raise ValueError(f"tenant {t.name!r}: right_size needs model: auto")
-                for m in t.right_size.models or ():
+                    raise at(("tenants", i, "model"), f"tenant {t.name!r}: right_size needs model: auto")
+                for j, m in enumerate(t.right_size.models or ()):
                     if m not in names:
-                        raise ValueError(f"tenant {t.name!r}: right_size.models names unknown model {m!r}"
-                                         f"{did_you_mean(m, names)}")
+                        raise at(("tenants", i, "right_size", "models", j), f"tenant {t.name!r}: unknown model "
+                                                                           f"{m!r}{did_you_mean(m, names)}")
             elif t.model not in names:
-                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}"
-                                 + (" (model auto needs right_size)" if t.model == "auto"
-                                    else f"{did_you_mean(t.model, names)} (models: {', '.join(sorted(names))})"))
-        for p in self.policies:
+                raise at(("tenants", i, "model"), f"tenant {t.name!r} asks for unknown model {t.model!r}"
+                         + (" (model auto needs right_size)" if t.model == "auto"
+                            else f"{did_you_mean(t.model, names)} (models: {', '.join(sorted(names))})"))
+        for k, p in enumerate(self.policies):
             if policy_name(p) not in KNOWN:
-                raise ValueError(f"unknown policy {p!r}{did_you_mean(policy_name(p), KNOWN)} (known: {', '.join(KNOWN)})")
+                raise at(("policies", k), f"unknown policy {p!r}{did_you_mean(policy_name(p), KNOWN)} "
+                                          f"(known: {', '.join(KNOWN)})")
             if "@" in p and p.split("@", 1)[1] not in self.site_sets:
-                raise ValueError(f"policy {p!r} names an unknown site set")
+                raise at(("policies", k), f"policy {p!r} names an unknown site set")
         if any(policy_name(p) == "centralized" for p in self.policies) and not self.central_site:
-            raise ValueError("the centralized policy needs central_site")
+            raise at(("central_site",), "the centralized policy needs central_site")
         g = self.generate_sites
         grids = {"sites": sum(s.replicas * len(s.models) for s in self.sites)
                  + (g.count * g.replicas * len(g.models) if g is not None else 0)}
         grids.update({f"site_sets.{k}": sum(s.replicas * len(s.models) for s in v) for k, v in self.site_sets.items()})
-        for where, engines in grids.items():
+        for grid, engines in grids.items():
             if engines > MAX_ENGINES:
-                raise ValueError(f"{where}: {engines:,} engines (replicas x models), more than the {MAX_ENGINES:,} a "
-                                 "scenario may simulate")
+                raise at(tuple(grid.split(".", 1)), f"{engines:,} engines (replicas x models), more than the "
+                                                     f"{MAX_ENGINES:,} a scenario may simulate")
         most = self.expected_requests()
         if most > MAX_REQUESTS:
-            raise ValueError(f"requests: {self.requests:,} x load {max([1.0, *self.sweep]):g} with its spikes and "
+            raise at(("requests",), f"{self.requests:,} x load {max([1.0, *self.sweep]):g} with its spikes and "
                              f"agents' steps is about {most:,.0f} model calls, more than the {MAX_REQUESTS:,} a "
                              "scenario may expect")
         return self
@@ -395,6 +401,14 @@ class Scenario(Strict):
         calls = sum(t.share * (t.agent.steps + 1 if t.agent else 1) for t in self.tenants) / shares
         return self.requests * max([1.0, *self.sweep]) * (1 + extra) * calls
 
+
+
+def at(loc: tuple[str | int, ...], msg: str) -> ValidationError:
+    """A check across a file's fields raised at the field it is about: its error's path is `loc` (describe writes
+    it `sites[1].models[0]`), not the file's top level (a ValidationError raised in a validator keeps its
+    location under the validated model's)."""
+    return ValidationError.from_exception_data("Scenario", [InitErrorDetails(
+        type=PydanticCustomError("value_error", msg), loc=loc, input=None)])
 
 FCFS = ":fcfs"
 
