@@ -19,8 +19,11 @@ from aigrid.engines.fan_out import prompts_of
 from aigrid.gateway.schemas import output_limit
 
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
-                      "guided_grammar", "guided_choice", "tools", "functions", "logprobs", "n")
-"""Request fields whose output an engine cannot resume exactly from text alone."""
+                      "guided_grammar", "guided_choice", "structured_outputs", "structural_tag", "ebnf", "regex",
+                      "tools", "functions", "logprobs", "n")
+"""Request fields whose output an engine cannot resume exactly from text alone (a grammar starts again at its root
+on the text delivered). vLLM's `structured_outputs` (its grammars since v0.12) and `structural_tag`, SGLang's `ebnf`
+and `regex` were continued until review RV1 of fe0745b7."""
 _UNCONSTRAINED: tuple[object, ...] = (None, False, 1, [], {})
 """Values of those fields that constrain nothing (compared with ==, so 0 and 1.0 count too)."""
 CONTINUE_FLAGS: dict[str, dict[str, Any]] = {
