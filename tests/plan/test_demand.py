@@ -245,3 +245,16 @@ def test_a_demand_with_many_unknown_keys_lists_twenty_and_counts_the_rest() -> N
         parse_demand(r, "d.yaml")
     lines = str(e.value).splitlines()
     assert len(lines) == 21 and lines[0].startswith("d.yaml: junk0") and lines[-1] == "d.yaml: and 80 more"
+
+
+def test_a_tenant_named_twice_is_named_plainly(tmp_path: Path) -> None:
+    """A demand file's tenants of one name said "tenants: duplicate names in ['chat', 'chat', 'eu-bank']", the list
+    as Python writes it (7 Dec 2026, thirty-second session): now the name given twice, as models' are."""
+    path = tmp_path / "twice.yaml"
+    text = (ROOT / "examples" / "plan" / "small.yaml").read_text()
+    assert text.count("{name: code,") == 1
+    path.write_text(text.replace("{name: code,", "{name: chat,"))
+    with pytest.raises(DemandError) as err:
+        load_demand(path)
+    said = str(err.value)
+    assert "tenants: 'chat' given more than once (each name once)" in said and "['" not in said, said

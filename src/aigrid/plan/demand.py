@@ -236,9 +236,9 @@ class Demand(Strict):
             if t.model not in models:
                 problems.append(f"tenants[{i}].model: unknown model {t.model!r}{did_you_mean(t.model, models)} "
                                 f"(models: {', '.join(sorted(models))})")
-        names = [t.name for t in self.tenants]
-        if len(set(names)) != len(names):
-            problems.append(f"tenants: duplicate names in {names}")
+        named_twice = given_twice([t.name for t in self.tenants])
+        if named_twice:  # the names, not the whole list as Python writes it (tenants: duplicate names in ['a', ...])
+            problems.append(f"tenants: {', '.join(map(repr, named_twice))} given more than once (each name once)")
         given = [m.name for m in self.models]
         twice = given_twice(given)
         if twice:  # the last of a name silently replaced the others (their sizes, their KV bytes)
