@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import inspect
 import sys
-import time
 from collections.abc import Callable
+
+from _bestof import best_us
 
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.observe import MetricsWrites
 
 ROUTE = "/v1/chat/completions"
 USAGE = {"prompt_tokens": 120, "completion_tokens": 64, "total_tokens": 184}
-
-
-def best_us(call: Callable[[], None], calls: int) -> float:
-    best = float("inf")
-    for _ in range(7):
-        started = time.perf_counter()
-        for _ in range(calls):
-            call()
-        best = min(best, time.perf_counter() - started)
-    return best / calls * 1e6
 
 
 def main() -> None:
@@ -49,7 +40,7 @@ def main() -> None:
                        ("one bare inc()", metrics.hedges.inc),
                        ("one inc() through written", lambda: written(ROUTE, metrics.hedges.inc))):
         call()  # its label sets created
-        print(f"  {name:28} {best_us(call, calls):6.2f} us")
+        print(f"  {name:28} {best_us(call, calls, 7):6.2f} us")
     assert written.failed == 0
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _bestof import best_us
 
 from aigrid.engines import prometheus
 from aigrid.engines.emulator_model import EmulatedEngine, EmulatorConfig
@@ -30,16 +31,14 @@ READERS: dict[str, Callable[[Samples], EngineStats]] = {
 """Each kind's reader of the samples, given every series of the whole text (as before) instead of its READS."""
 
 
-def best_us(calls: tuple[Callable[[], object], ...], n: int) -> list[float]:
-    """Each call's best of 7 runs of n, the calls' runs alternating (the machine's load moves under them)."""
+def alternating_best_us(calls: tuple[Callable[[], object], ...], n: int) -> list[float]:
+    """Each call's best of 7 runs of n (_bestof.best_us, one run at a time), the calls' runs alternating (the
+    machine's load moves under them)."""
     best = [float("inf")] * len(calls)
     for _ in range(7):
         for i, call in enumerate(calls):
-            started = time.perf_counter()
-            for _ in range(n):
-                call()
-            best[i] = min(best[i], time.perf_counter() - started)
-    return [b / n * 1e6 for b in best]
+            best[i] = min(best[i], best_us(call, n, 1))
+    return best
 
 
 def emulator_text() -> str:
@@ -70,7 +69,7 @@ def main() -> None:
             return prometheus.parse_stats(kind, text)
 
         assert whole() == reads(), (name, whole(), reads())
-        old_us, new_us = best_us((whole, reads), n)
+        old_us, new_us = alternating_best_us((whole, reads), n)
         print(f"  {name:24} {kind:9} {old_us:10.1f} {new_us:10.1f}")
 
 
