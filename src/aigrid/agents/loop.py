@@ -53,6 +53,7 @@ from aigrid.agents.steps import (
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
+from aigrid.engines.token_counts import bad_count
 from aigrid.engines.wrapped import read_whole
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
@@ -696,23 +697,19 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     yield turn
 
 
-COUNT_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-
 def turn_counts(usage: Any) -> dict[str, int]:
-    """A model turn's token counts as its engine reported them, or none (the turn's count unknown: _known) where one
-    of them is not a whole number from 0 to 2**63 - 1 (a bool, a float, -5), logged as the engine's fault, as the
-    gateway takes an answer's counts that cannot be charged (gateway/usage.py `unbelievable`, engines/fan_out.py).
-    Until the thirty-second session only an int was asked for: a turn's -100,000 was summed into the loop's usage,
-    which a loop cut after its tools acted is charged (Exchange.loop_usage): the tenant was refunded 99,903 tokens."""
+    """A model turn's token counts as its engine reported them, or none (the turn's count unknown: _known) where they
+    cannot be charged (engines/token_counts.py `bad_count`, the gateway's rule: a bool, a float, -5, past 64 bits),
+    logged as the engine's fault. Until the thirty-second session only an int was asked for: a turn's -100,000 was
+    summed into the loop's usage, which a loop cut after its tools acted is charged (Exchange.loop_usage): the tenant
+    was refunded 99,903 tokens."""
     if not isinstance(usage, dict):
         return {}
-    for key in COUNT_KEYS:
-        value = usage.get(key)
-        if value is not None and (type(value) is not int or not 0 <= value < 1 << 63):
-            log.warning("an engine's model turn in a tool loop counted %s %r: the loop's count is unknown (charged "
-                        "its reservation)", key, value)
-            return {}
+    bad = bad_count(usage)
+    if bad is not None:
+        log.warning("an engine's model turn in a tool loop counted %s %r: the loop's count is unknown (charged its "
+                    "reservation)", *bad)
+        return {}
     return {k: v for k, v in usage.items() if type(v) is int}
 
 

@@ -35,6 +35,7 @@ import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import CUT_SHORT, DONE, Event, Quiet, SseDecoder
+from aigrid.engines.token_counts import bad_count
 from aigrid.engines.wrapped import WrappedEngine, once, read_whole
 from aigrid.errors import EngineError, EngineStreamBroken
 
@@ -139,16 +140,15 @@ def merged_answer(answers: list[bytes], n: int = 1) -> bytes:
 
 
 def _merged_usage(usages: Mapping[int, dict[str, Any]], n: int) -> dict[str, Any] | None:
-    """summed_usage, when every answer's prompt and completion counts are whole numbers from 0 to 2**63 - 1 (or
-    absent). When one answer's are not (a string, -5, 1e300, past 64 bits: summed, they raised, a 502 or a stream cut
+    """summed_usage, when every answer's counts can be charged (engines/token_counts.py `bad_count`, the gateway's
+    rule). When one answer's cannot (a string, -5, 1e300, past 64 bits: summed, they raised, a 502 or a stream cut
     with a traceback), None, logged: the merged answer has no usage, its count unknown, as the gateway takes one
-    engine's count that cannot be charged (gateway/usage.py, unbelievable)."""
+    engine's count that cannot be charged."""
     for u in usages.values():
-        for key in ("prompt_tokens", "completion_tokens"):
-            v = u.get(key)
-            if v is not None and (type(v) is not int or not 0 <= v < 1 << 63):
-                log.warning("an engine's answer counted %s %r: the %d answers' count is unknown", key, v, len(usages))
-                return None
+        bad = bad_count(u)
+        if bad is not None:
+            log.warning("an engine's answer counted %s %r: the %d answers' count is unknown", *bad, len(usages))
+            return None
     return summed_usage(usages, n)
 
 

@@ -3,15 +3,14 @@ instead (a stream's usage chunk is read by relay.py and chat_events.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from aigrid.engines.answer_shape import choice_fault
+from aigrid.engines.token_counts import count_fault
 from aigrid.json_depth import MAX_DEPTH, deeper_than, few_brackets, written
 
-COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
 """The most bytes one token of a whole answer takes: its text, and its log-probabilities with the 20 alternatives
 an engine gives at most (about 2 KiB in JSON); a larger answer is not an engine's answer (Proxy.most_bytes)."""
@@ -30,19 +29,9 @@ class NotAnAnswer(ValueError):
     or JSON without a `choices` list."""
 
 
-def unbelievable(usage: Mapping[str, Any], most: int | None) -> str | None:
-    """Why an engine's token counts cannot be charged (None: they can): each count a whole number (not a bool,
-    a float or a string) of at least 0, and the prompt and completion together at most `most` (what the contexts of
-    the answer's engine requests hold). Charged as they were, -5 refunded the tenant, 1e300 locked it out for good,
-    a string or a number past 64 bits failed the record and the front doors' translations (a 500)."""
-    for key in COUNTS:
-        value = usage.get(key)
-        if value is not None and (type(value) is not int or value < 0):
-            return f"{key} is {value!r}"
-    held = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-    if most is not None and held > most:
-        return f"{held} tokens, more than the {most} its context holds"
-    return None
+unbelievable = count_fault
+"""Why an engine's token counts cannot be charged (None: they can): the one rule, engines/token_counts.py, under the
+name the gateway's readers (relay.py, whole_answer) know it by."""
 
 
 def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
