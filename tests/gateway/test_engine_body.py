@@ -5,12 +5,13 @@ the deprecated `functions` / `function_call` refused unless every engine that ma
 from __future__ import annotations
 
 import timeit
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aigrid.gateway.engine_body import for_engine, serving_kinds
+from aigrid.gateway.engine_body import for_engine, kinds_of_spec, serving_kinds
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -97,6 +98,64 @@ def test_a_model_is_served_by_its_family(tmp_path: Path) -> None:
     assert serving_kinds(MODEL, mixed) == {"openai", "vllm"}
     assert serving_kinds("auto", mixed) == {"openai", "vllm"}
     assert serving_kinds(spec.models[MODEL].family, mixed) == {"openai", "vllm"}
+
+
+class _Walked(list[Any]):
+    """A spec's endpoints that count how often they are gone over."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_the_kinds_are_read_from_a_table_built_once_a_spec(tmp_path: Path) -> None:
+    """Until the thirty-second session every request went over every endpoint of the spec (1.7 ms a request on a grid
+    of 1,200 endpoints: scripts/bench_serving_kinds.py); now the spec's table is built on its first request."""
+    spec, _ = _grid(tmp_path, "openai")
+    walked = _Walked(e.model_copy(update={"engine": "vllm" if i % 2 else "openai"})
+                     for i, e in enumerate(spec.endpoints * 50))
+    mixed = spec.model_copy(update={"endpoints": walked})
+    family = spec.models[MODEL].family
+    for _ in range(20):
+        assert serving_kinds(MODEL, mixed) == serving_kinds(family, mixed) == serving_kinds("auto", mixed) \
+            == {"openai", "vllm"}
+    assert serving_kinds("no-such-model", mixed) == frozenset()
+    assert walked.walks <= 2  # the table's one build (before: one a call, 61)
+    assert kinds_of_spec(mixed) == {MODEL: {"openai", "vllm"}, family: {"openai", "vllm"}, "auto": {"openai", "vllm"}}
+
+
+def test_a_model_s_table_holds_its_family_s_kinds_and_no_other_s(tmp_path: Path) -> None:
+    spec, _ = _grid(tmp_path, "openai")
+    other = spec.models[MODEL].model_copy(update={"family": "other"})
+    cousin = spec.models[MODEL].model_copy()  # same family, no endpoint of its own
+    models = {**spec.models, "other-1b": other, "cousin-1b": cousin}
+    endpoints = [spec.endpoints[0], spec.endpoints[1].model_copy(update={"model": "other-1b", "engine": "vllm"})]
+    two = spec.model_copy(update={"models": models, "endpoints": endpoints})
+    family = spec.models[MODEL].family
+    assert kinds_of_spec(two) == {MODEL: {"openai"}, "cousin-1b": {"openai"}, family: {"openai"},
+                                  "other-1b": {"vllm"}, "other": {"vllm"}, "auto": {"openai", "vllm"}}
+
+
+async def test_a_replaced_spec_s_kinds_are_seen(tmp_path: Path) -> None:
+    """The table is the spec's: a gateway whose spec is replaced (`gw.spec = ...`) reads the new one's kinds on its
+    next request, and a spec asked about again after another is read as it is."""
+    spec, fakes = _grid(tmp_path, "vllm")
+    hosted = spec.model_copy(update={"endpoints": [e.model_copy(update={"engine": "openai"}) for e in spec.endpoints]})
+    assert serving_kinds(MODEL, spec) == {"vllm"}
+    assert serving_kinds(MODEL, hosted) == {"openai"}
+    assert serving_kinds(MODEL, spec) == {"vllm"}
+    body = {"model": MODEL, "max_tokens": 4, "messages": DEV[1:], "function_call": "auto"}
+    async with serving(spec, fakes) as (client, gw):
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "function_call", r.text
+        gw.spec = hosted
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        gw.spec = spec
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400, r.text
 
 
 LEGACY = [{"role": "user", "content": "Weather in Lisbon?"},
