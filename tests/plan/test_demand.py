@@ -12,6 +12,7 @@ from aigrid.plan.demand import DemandError, load_demand, parse_demand
 from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import build_traffic
 from aigrid.plan.whatif import apply_whatif
+from aigrid.sim import user_cities
 from aigrid.sim.geography import load_cities
 from aigrid.sim.user_cities import locate
 from aigrid.sim.workload import diurnal
@@ -71,6 +72,24 @@ def test_bad_demand_names_the_field(edit, field: str) -> None:  # type: ignore[n
     with pytest.raises(DemandError) as e:
         parse_demand(r, "d.yaml")
     assert any(p.startswith(field) for p in e.value.problems), e.value.problems
+
+
+def test_too_many_user_cities_are_refused_before_any_is_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,001 lat/lon entries: each was resolved to its nearest city (3-20 ms) before pydantic checked the list's
+    max_length, 50 s to refuse the file (FX, thirty-second session); the length is checked first now, with the
+    message and field the limit gave before."""
+    looked_up: list[object] = []
+    real = user_cities.locate
+    monkeypatch.setattr(user_cities, "locate", lambda entry, cities: looked_up.append(entry) or real(entry, cities))
+    r = raw()
+    r["tenants"][0].update(continents=None, cities=[{"lat": 48.86, "lon": 2.35}] * 2_001)
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    assert e.value.problems == ["tenants[0].cities: List should have at most 2000 items after validation, not 2001"]
+    assert looked_up == []
+    r["tenants"][0].update(cities=[{"lat": 48.86, "lon": 2.35}])  # the spy sees a lookup when there is one
+    parse_demand(r, "d.yaml")
+    assert len(looked_up) >= 1
 
 
 def test_unknown_candidate_city_and_limit_are_named() -> None:

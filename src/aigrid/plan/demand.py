@@ -25,7 +25,7 @@ from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twice, trace_source
-from aigrid.sim.user_cities import UserCity, user_places
+from aigrid.sim.user_cities import UserCities, user_places
 from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import MAX_TOKENS
 from aigrid.spec.near import did_you_mean
@@ -89,9 +89,10 @@ class Tenant(Strict):
     model: str
     continents: list[str] | None = Field(default=None, description="where its users live (default: everywhere)")
     countries: list[str] | None = Field(default=None, description="ISO country codes of its users")
-    cities: list[UserCity] | None = Field(default=None, min_length=1, max_length=2_000, description="or the "
-                                          "GeoNames cities its users live in, by name or lat/lon, with weights "
-                                          "(sim/user_cities.py); at most 2,000, each looked up (about 3 ms)")
+    cities: UserCities | None = Field(default=None, description="or the GeoNames cities its users live in, by name or lat/lon, "
+                                      "with weights "
+                                      "(sim/user_cities.py); at most 2,000 (its length checked first), each "
+                                      "looked up (about 3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
     max_prompt_tokens: int = Field(default=8192, gt=0, le=MAX_TOKENS)
 

@@ -25,7 +25,7 @@ from aigrid.errors import MAX_LISTED, SpecError, listed
 from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
-from aigrid.sim.user_cities import UserCity, user_places
+from aigrid.sim.user_cities import UserCities, user_places
 from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import (
     DEFAULT_QUALITY_TARGET,
@@ -187,9 +187,10 @@ class Tenant(Strict):
                                             "expected to answer each prompt well")
     continents: list[str] | None = None
     countries: list[str] | None = None
-    cities: list[UserCity] | None = Field(default=None, min_length=1, max_length=2_000, description="GeoNames "
-                                          "cities its users live in, by name or lat/lon, with weights "
-                                          "(sim/user_cities.py); at most 2,000, each looked up (about 3 ms)")
+    cities: UserCities | None = Field(default=None, description="GeoNames cities its users live in, by name or lat/lon, "
+                                      "with weights "
+                                      "(sim/user_cities.py); at most 2,000 (its length checked first), each "
+                                      "looked up (about 3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0, le=MAX_TOKENS)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")

@@ -16,10 +16,11 @@ scenario and demand loaders report under the entry's field (`tenants[0].cities[2
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from aigrid.sim.geography import Cities, fold, load_cities
 from aigrid.sim.network import distances_km
@@ -32,6 +33,8 @@ DOMINANCE = 10.0
 """A shared name means its most populous city only if that city has this many times the people of the next."""
 SHOWN = 8
 """Candidates listed in an ambiguity error."""
+MAX_ENTRIES = 2_000
+"""The most entries a `cities:` list may hold (each is looked up: a lat/lon one 3-20 ms)."""
 
 
 class UserCity(BaseModel):
@@ -58,6 +61,22 @@ class UserCity(BaseModel):
             raise ValueError("give a city name, or lat and lon")
         locate(self, load_cities())  # raises ValueError naming the candidates
         return self
+
+
+def _few_enough(value: Any) -> Any:
+    """A `cities:` list of more than MAX_ENTRIES refused before any entry is looked up: pydantic checks a list's
+    max_length only after validating its items, and 2,001 lat/lon entries took 50 s to be refused. The error is
+    pydantic's own (too_long), so the message and the field are those the limit gave before."""
+    if isinstance(value, list | tuple) and len(value) > MAX_ENTRIES:
+        raise PydanticCustomError("too_long", "List should have at most {max_length} items after validation, not "
+                                  "{actual_length}", {"field_type": "List", "max_length": MAX_ENTRIES,
+                                                      "actual_length": len(value)})
+    return value
+
+
+UserCities = Annotated[list[UserCity], BeforeValidator(_few_enough), Field(min_length=1, max_length=MAX_ENTRIES)]
+"""A tenant's `cities:` list (a scenario's and a plan demand's): 1 to MAX_ENTRIES entries, its length checked
+first."""
 
 
 def locate(entry: UserCity, cities: Cities) -> int:
