@@ -221,14 +221,14 @@ def _cuts(rounds: int, number: int = 20_000) -> None:
 
     body = {"model": MODEL_NAME, "stream": True, "max_tokens": 24, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": PROMPT}]}
-    checked = (model_texts.BESIDE_CONTENT, model_texts.BESIDE_MESSAGES)
+    checked = (model_texts.TEXT_BESIDE_CONTENT_KEYS, model_texts.TEXT_BESIDE_MESSAGES_KEYS)
 
     def texts_old() -> None:
-        model_texts.BESIDE_CONTENT = model_texts.BESIDE_MESSAGES = _Always()  # type: ignore[assignment]
+        model_texts.TEXT_BESIDE_CONTENT_KEYS = model_texts.TEXT_BESIDE_MESSAGES_KEYS = _Always()  # type: ignore[assignment]
         try:
             model_texts.chat_texts(body)
         finally:
-            model_texts.BESIDE_CONTENT, model_texts.BESIDE_MESSAGES = checked
+            model_texts.TEXT_BESIDE_CONTENT_KEYS, model_texts.TEXT_BESIDE_MESSAGES_KEYS = checked
 
     def texts_new() -> None:
         model_texts.chat_texts(body)

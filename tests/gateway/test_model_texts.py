@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aigrid.gateway import model_texts
-from aigrid.gateway.model_texts import BESIDE_CONTENT, BESIDE_MESSAGES, chat_texts
+from aigrid.gateway.model_texts import TEXT_BESIDE_CONTENT_KEYS, TEXT_BESIDE_MESSAGES_KEYS, chat_texts
 
 
 class _Always:
@@ -22,8 +22,8 @@ class _Always:
 
 def _walked_whole(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[model_texts.ModelText]:
     with monkeypatch.context() as m:
-        m.setattr(model_texts, "BESIDE_CONTENT", _Always())
-        m.setattr(model_texts, "BESIDE_MESSAGES", _Always())
+        m.setattr(model_texts, "TEXT_BESIDE_CONTENT_KEYS", _Always())
+        m.setattr(model_texts, "TEXT_BESIDE_MESSAGES_KEYS", _Always())
         return chat_texts(body)
 
 
@@ -56,12 +56,12 @@ def test_the_texts_are_those_of_the_whole_walk(body: dict[str, Any], monkeypatch
 
 
 def test_every_key_the_walks_read_is_one_they_are_taken_for() -> None:
-    """Each key of BESIDE_CONTENT / BESIDE_MESSAGES is one a text above was read from (and the whole-walk test
+    """Each key of TEXT_BESIDE_CONTENT_KEYS / TEXT_BESIDE_MESSAGES_KEYS is one a text above was read from (and the whole-walk test
     above would fail for a key the walks read that the sets left out)."""
     found = {path[2] for body in BODIES for t in chat_texts(body) if len(path := t.path) > 2
              and path[0] == "messages"} | {t.path[0] for body in BODIES for t in chat_texts(body)}
-    assert BESIDE_CONTENT <= found
-    assert BESIDE_MESSAGES <= found
+    assert TEXT_BESIDE_CONTENT_KEYS <= found
+    assert TEXT_BESIDE_MESSAGES_KEYS <= found
 
 
 def test_a_plain_request_walks_nothing_beside_its_messages_content(monkeypatch: pytest.MonkeyPatch) -> None:

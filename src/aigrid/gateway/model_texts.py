@@ -55,17 +55,18 @@ def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[Mod
                               ("messages", i, "content", j, key))
                     for j, part in enumerate(content) if isinstance(part, Mapping)
                     for key in PART_TEXTS if isinstance(part.get(key), str)]
-        if not BESIDE_CONTENT.isdisjoint(message):  # a plain turn has none of them: nothing to walk
+        if not TEXT_BESIDE_CONTENT_KEYS.isdisjoint(message):  # a plain turn has none of them: nothing to walk
             out += _beside_content(message, i, source)
-    if BESIDE_MESSAGES.isdisjoint(body):  # nothing but messages to read (the walks below would find no text)
+    if TEXT_BESIDE_MESSAGES_KEYS.isdisjoint(body):  # nothing but messages to read (the walks below would find no text)
         return out
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
 
-BESIDE_CONTENT = frozenset({"tool_calls", "function_call", "refusal", *REASONING_KEYS})
+TEXT_BESIDE_CONTENT_KEYS = frozenset({"tool_calls", "function_call", "refusal", *REASONING_KEYS})
 """The keys of a message that _beside_content reads: a message without any of them has no text beside its content
-(not walked since the thirty-second session: scripts/request_path_cost.py --cuts)."""
-BESIDE_MESSAGES = frozenset({"documents", "tools", "functions", "response_format", "chat_template_kwargs"})
+(not walked since the thirty-second session: scripts/request_path_cost.py --cuts). Not agents/prompt_size's
+BESIDE_CONTENT, the texts beside its content a message's engine is sent (refusal, reasoning), a subset of these."""
+TEXT_BESIDE_MESSAGES_KEYS = frozenset({"documents", "tools", "functions", "response_format", "chat_template_kwargs"})
 """The keys of a chat body read beside its messages (_documents, _tool_descriptions, _response_format,
 _template_variables): a body without any of them has none of their texts."""
 
