@@ -5,6 +5,7 @@ tests/security/test_firewall_pipeline.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ class _Always:
         return False
 
 
-def _walked_whole(body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[model_texts.ModelText]:
+def _walked_whole(body: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[model_texts.ModelText]:
     with monkeypatch.context() as m:
         m.setattr(model_texts, "TEXT_BESIDE_CONTENT_KEYS", _Always())
         m.setattr(model_texts, "TEXT_BESIDE_MESSAGES_KEYS", _Always())
@@ -55,13 +56,55 @@ def test_the_texts_are_those_of_the_whole_walk(body: dict[str, Any], monkeypatch
     assert chat_texts(body) == _walked_whole(body, monkeypatch)
 
 
-def test_every_key_the_walks_read_is_one_they_are_taken_for() -> None:
-    """Each key of TEXT_BESIDE_CONTENT_KEYS / TEXT_BESIDE_MESSAGES_KEYS is one a text above was read from (and the whole-walk test
-    above would fail for a key the walks read that the sets left out)."""
-    found = {path[2] for body in BODIES for t in chat_texts(body) if len(path := t.path) > 2
-             and path[0] == "messages"} | {t.path[0] for body in BODIES for t in chat_texts(body)}
-    assert TEXT_BESIDE_CONTENT_KEYS <= found
-    assert TEXT_BESIDE_MESSAGES_KEYS <= found
+class _Reads(Mapping[str, Any]):
+    """A message or body that records each key read from it (by [], get or in); a walk that goes through all of
+    its keys (iteration) is recorded as reading "*", which no skip set can stand for."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data, self.read = data, set[str]()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return self.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return key in self.data
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.add("*")
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _everything(bodies: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One message and one body carrying every key that any message and body of `bodies` (but messages) carry,
+    with a value a walk reads on (a message's last non-None value of each key)."""
+    message: dict[str, Any] = {}
+    body: dict[str, Any] = {}
+    for b in bodies:
+        body.update({k: v for k, v in b.items() if k != "messages" and v is not None})
+        for m in b["messages"]:
+            if isinstance(m, dict):
+                message.update({k: v for k, v in m.items() if v is not None})
+    return message, body
+
+
+def test_the_skip_sets_are_the_keys_the_walks_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TEXT_BESIDE_CONTENT_KEYS and TEXT_BESIDE_MESSAGES_KEYS are exactly the keys chat_texts's walks read, besides
+    a message's role and content and the body's messages: read off the walks themselves (every walk run, as
+    before the sets, on a message and a body carrying every key BODIES holds), so a walk that comes to read a key
+    neither set has fails here, even if no body above carries it (FX, thirty-second session)."""
+    message, body = _everything(BODIES)
+    assert {"tool_calls", "function_call", "refusal", "reasoning"} <= message.keys()  # the walks have values
+    assert {"documents", "tools", "functions", "response_format", "chat_template_kwargs"} <= body.keys()
+    spy_message = _Reads(message)
+    spy_body = _Reads({**body, "messages": [spy_message]})
+    _walked_whole(spy_body, monkeypatch)
+    assert spy_message.read - {"role", "content"} == TEXT_BESIDE_CONTENT_KEYS
+    assert spy_body.read - {"messages"} == TEXT_BESIDE_MESSAGES_KEYS
 
 
 def test_a_plain_request_walks_nothing_beside_its_messages_content(monkeypatch: pytest.MonkeyPatch) -> None:
