@@ -27,6 +27,7 @@ from aigrid.agents.retrieval import Retrieve
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.batch_line import line_route
 from aigrid.gateway.compaction import KEY_PURPOSE, Sealer, Summary
+from aigrid.gateway.engine_body import kinds_of_spec
 from aigrid.gateway.message_batch_line import request_route
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
@@ -537,6 +538,7 @@ async def test_client_tool_definitions_are_read_as_a_model_reads_them(
     if param == "functions[0]":  # served by hosted engines only, else a 400 before the firewall (engine_body.py)
         gw.spec = gw.spec.model_copy(update={"endpoints": [e.model_copy(update={"engine": "openai"})
                                                            for e in gw.spec.endpoints]})
+        gw.serving_kinds = kinds_of_spec(gw.spec)  # built once with the gateway: replaced with its spec
     firewall = gw.guard.screen.firewall
     engine.replies = [answer("ok")]
     flagged = await c.post(path, json=body(ATTACK))

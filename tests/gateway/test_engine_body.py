@@ -5,7 +5,7 @@ the deprecated `functions` / `function_call` refused unless every engine that ma
 from __future__ import annotations
 
 import timeit
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,11 @@ async def test_legacy_functions_pass_where_every_engine_is_hosted(tmp_path: Path
 def test_a_model_is_served_by_its_family(tmp_path: Path) -> None:
     spec, _ = _grid(tmp_path, "openai")
     one = spec.endpoints[0].model_copy(update={"engine": "vllm"})
-    mixed = spec.model_copy(update={"endpoints": [one, *spec.endpoints[1:]]})
-    assert serving_kinds(MODEL, mixed) == {"openai", "vllm"}
-    assert serving_kinds("auto", mixed) == {"openai", "vllm"}
-    assert serving_kinds(spec.models[MODEL].family, mixed) == {"openai", "vllm"}
+    kinds = kinds_of_spec(spec.model_copy(update={"endpoints": [one, *spec.endpoints[1:]]}))
+    assert serving_kinds(MODEL, kinds) == {"openai", "vllm"}
+    assert serving_kinds("auto", kinds) == {"openai", "vllm"}
+    assert serving_kinds(spec.models[MODEL].family, kinds) == {"openai", "vllm"}
+    assert serving_kinds("no-such-model", kinds) == frozenset()
 
 
 class _Walked(list[Any]):
@@ -110,20 +111,37 @@ class _Walked(list[Any]):
         return super().__iter__()
 
 
-def test_the_kinds_are_read_from_a_table_built_once_a_spec(tmp_path: Path) -> None:
-    """Until the thirty-second session every request went over every endpoint of the spec (1.7 ms a request on a grid
-    of 1,200 endpoints: scripts/bench_serving_kinds.py); now the spec's table is built on its first request."""
-    spec, _ = _grid(tmp_path, "openai")
-    walked = _Walked(e.model_copy(update={"engine": "vllm" if i % 2 else "openai"})
-                     for i, e in enumerate(spec.endpoints * 50))
-    mixed = spec.model_copy(update={"endpoints": walked})
-    family = spec.models[MODEL].family
-    for _ in range(20):
-        assert serving_kinds(MODEL, mixed) == serving_kinds(family, mixed) == serving_kinds("auto", mixed) \
-            == {"openai", "vllm"}
-    assert serving_kinds("no-such-model", mixed) == frozenset()
-    assert walked.walks <= 2  # the table's one build (before: one a call, 61)
-    assert kinds_of_spec(mixed) == {MODEL: {"openai", "vllm"}, family: {"openai", "vllm"}, "auto": {"openai", "vllm"}}
+def _walked(tmp: Path, engine: Callable[[int], str]) -> tuple[GridSpec, _Walked, dict[str, FakeEngine]]:
+    """The demo grid under `tmp`, endpoint i of engine `engine(i)`, its endpoints counting their walks."""
+    tmp.mkdir()
+    spec = spec_in(tmp)
+    walked = _Walked(e.model_copy(update={"engine": engine(i)}) for i, e in enumerate(spec.endpoints))
+    fakes = {e.id: FakeEngine(e.id) for e in walked}
+    for e in walked:
+        fakes[e.id].kind = e.engine
+    return spec.model_copy(update={"endpoints": walked}), walked, fakes
+
+
+async def test_each_gateway_serves_the_kinds_of_its_own_spec_with_no_walk_a_request(tmp_path: Path) -> None:
+    """Two gateways of one process (tests, a worker's), their requests interleaved: each answers by its own spec's
+    engines (legacy `function_call` a 400 where one of them is not hosted, served where all are), from the table
+    built once with it (Gateway.serving_kinds), never going over the spec's endpoints again. Until the thirty-second
+    session every request went over every endpoint (1.7 ms a request on a grid of 1,200 endpoints:
+    scripts/bench_serving_kinds.py); then a table of the last spec asked about, kept in the module, was built again
+    on each request that came with the other gateway's spec."""
+    mixed, mixed_walks, mixed_fakes = _walked(tmp_path / "mixed", lambda i: "vllm" if i % 2 else "openai")
+    hosted, hosted_walks, hosted_fakes = _walked(tmp_path / "hosted", lambda i: "openai")
+    body = {"model": MODEL, "max_tokens": 4, "messages": DEV[1:], "function_call": "auto"}
+    async with serving(mixed, mixed_fakes) as (a, gw_a), serving(hosted, hosted_fakes) as (b, gw_b):
+        assert gw_a.serving_kinds[MODEL] == {"openai", "vllm"} and gw_b.serving_kinds[MODEL] == {"openai"}
+        built = mixed_walks.walks, hosted_walks.walks
+        for _ in range(10):
+            r = await a.post("/v1/chat/completions", json=body)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "function_call", r.text
+            r = await b.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+        assert (mixed_walks.walks, hosted_walks.walks) == built  # before: a build of the table on each request
+    assert _sent(mixed_fakes) == [] and len(_sent(hosted_fakes)) == 10
 
 
 def test_a_model_s_table_holds_its_family_s_kinds_and_no_other_s(tmp_path: Path) -> None:
@@ -136,26 +154,6 @@ def test_a_model_s_table_holds_its_family_s_kinds_and_no_other_s(tmp_path: Path)
     family = spec.models[MODEL].family
     assert kinds_of_spec(two) == {MODEL: {"openai"}, "cousin-1b": {"openai"}, family: {"openai"},
                                   "other-1b": {"vllm"}, "other": {"vllm"}, "auto": {"openai", "vllm"}}
-
-
-async def test_a_replaced_spec_s_kinds_are_seen(tmp_path: Path) -> None:
-    """The table is the spec's: a gateway whose spec is replaced (`gw.spec = ...`) reads the new one's kinds on its
-    next request, and a spec asked about again after another is read as it is."""
-    spec, fakes = _grid(tmp_path, "vllm")
-    hosted = spec.model_copy(update={"endpoints": [e.model_copy(update={"engine": "openai"}) for e in spec.endpoints]})
-    assert serving_kinds(MODEL, spec) == {"vllm"}
-    assert serving_kinds(MODEL, hosted) == {"openai"}
-    assert serving_kinds(MODEL, spec) == {"vllm"}
-    body = {"model": MODEL, "max_tokens": 4, "messages": DEV[1:], "function_call": "auto"}
-    async with serving(spec, fakes) as (client, gw):
-        r = await client.post("/v1/chat/completions", json=body)
-        assert r.status_code == 400 and r.json()["error"]["param"] == "function_call", r.text
-        gw.spec = hosted
-        r = await client.post("/v1/chat/completions", json=body)
-        assert r.status_code == 200, r.text
-        gw.spec = spec
-        r = await client.post("/v1/chat/completions", json=body)
-        assert r.status_code == 400, r.text
 
 
 LEGACY = [{"role": "user", "content": "Weather in Lisbon?"},

@@ -38,6 +38,7 @@ from aigrid.gateway.cache_salt import SALTED_KINDS, CacheSalt
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.conversations_api import ConversationsApi
 from aigrid.gateway.decisions import DecisionLog
+from aigrid.gateway.engine_body import ServingKinds, kinds_of_spec
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.hub_client import HubClient
@@ -76,6 +77,10 @@ class Gateway:
     """tenant -> its routing policy (scopes, quotas and firewall are the guard's)"""
     cities: dict[str, GeoPoint]
     known_models: frozenset[str]
+    serving_kinds: ServingKinds
+    """A model, a family or `auto` -> the engine kinds that may serve it (engine_body.kinds_of_spec of `spec`, built
+    once, as `known_models`: the spec is fixed once the gateway is built; a test that replaces `spec` replaces
+    this too)."""
     decisions: DecisionLog
     metrics: GatewayMetrics
     proxy: Proxy
@@ -184,6 +189,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         baselines={name: make() for name, make in BASELINES.items() if name not in spec.policies},
         tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
+        serving_kinds=kinds_of_spec(spec),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s, served, contexts,
                         written=proxy.written),

@@ -41,7 +41,8 @@ plain boolean or number and refused a null in its own words.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeAlias
 
 from aigrid.errors import InvalidRequest
 from aigrid.spec.models import GridSpec
@@ -130,18 +131,24 @@ def _as_tool_calls(messages: list[Any]) -> list[Any]:
     return out
 
 
-def serving_kinds(model: str, spec: GridSpec) -> frozenset[str]:
+ServingKinds: TypeAlias = Mapping[str, frozenset[str]]
+"""A model, a family or `auto` -> the engine kinds of every endpoint that may serve a request for it, of one spec
+(kinds_of_spec): built once with the gateway (Gateway.serving_kinds, app.build_gateway), read-only."""
+
+
+def serving_kinds(model: str, kinds: ServingKinds) -> frozenset[str]:
     """The engine kinds of every endpoint that may serve a request for `model` (a model, a family or `auto`):
-    its family's, as a family fallback or an escalation may take it to another model of the family. Read from the
-    spec's table (kinds_of_spec), built once a spec: until the thirty-second session every request went over every
-    endpoint of the spec (1.7 ms a request on a grid of 1,200 endpoints, 7.0 ms on 4,400, at load ~17:
-    `scripts/bench_serving_kinds.py`)."""
-    return _TABLES(spec).get(model, frozenset())
+    its family's, as a family fallback or an escalation may take it to another model of the family; none for a name
+    the spec does not know. Read from the gateway's table (kinds_of_spec of its spec, built once): until the
+    thirty-second session every request went over every endpoint of the spec (1.7 ms a request on a grid of 1,200
+    endpoints, 7.0 ms on 4,400, at load ~17: `scripts/bench_serving_kinds.py`)."""
+    return kinds.get(model, frozenset())
 
 
-def kinds_of_spec(spec: GridSpec) -> dict[str, frozenset[str]]:
+def kinds_of_spec(spec: GridSpec) -> ServingKinds:
     """serving_kinds of every model, every family and `auto` of `spec`, in one pass over its endpoints: a model's
-    are its own endpoints' and its family's, a family's its models' endpoints', `auto`'s every endpoint's."""
+    are its own endpoints' and its family's, a family's its models' endpoints', `auto`'s every endpoint's. Read-only
+    (a view of a table no one else holds): the spec of a gateway is fixed once it is built, and so is this."""
     by_model: dict[str, set[str]] = {}
     by_family: dict[str, set[str]] = {}
     for e in spec.endpoints:
@@ -152,33 +159,13 @@ def kinds_of_spec(spec: GridSpec) -> dict[str, frozenset[str]]:
         table[name] = frozenset(by_model.get(name, set()) | by_family.get(m.family, set())
                                 | by_family.get(name, set()))
     table["auto"] = frozenset(e.engine for e in spec.endpoints)
-    return table
+    return MappingProxyType(table)
 
 
-class SpecTables:
-    """kinds_of_spec of the last spec asked about, built again when a request comes with another spec (a gateway's
-    spec replaced, `gw.spec = ...`, is read on its first request; another gateway of the process, a test's, too).
-    Kept as one (spec, table) pair, swapped whole, so no reader pairs one spec with another's table; the spec is held,
-    so its identity cannot be taken by another object while it is kept."""
-
-    def __init__(self) -> None:
-        self._last: tuple[GridSpec, dict[str, frozenset[str]]] | None = None
-
-    def __call__(self, spec: GridSpec) -> dict[str, frozenset[str]]:
-        last = self._last
-        if last is None or last[0] is not spec:
-            last = self._last = (spec, kinds_of_spec(spec))
-        return last[1]
-
-
-_TABLES = SpecTables()
-"""The table of the spec the gateway runs on: a cache of a pure function of an immutable spec (a frozen model),
-not state any request changes."""
-
-
-def check_legacy_functions(model: str, body: Mapping[str, Any], spec: GridSpec) -> None:
+def check_legacy_functions(model: str, body: Mapping[str, Any], kinds: ServingKinds) -> None:
     """A 400 naming `functions` or `function_call` beside `tools`, or unless every engine that may serve `model`
-    serves them; where one does not, a 400 naming a legacy history that cannot be translated (for_engine)."""
+    (`kinds`: the gateway's table, kinds_of_spec) serves them; where one does not, a 400 naming a legacy history
+    that cannot be translated (for_engine)."""
     sent = [f for f in LEGACY_FIELDS if body.get(f) not in (None, [], "none")]
     tools = body.get("tools")
     if sent and isinstance(tools, list) and tools:
@@ -186,7 +173,7 @@ def check_legacy_functions(model: str, body: Mapping[str, Any], spec: GridSpec) 
                              "the grid's tool loop offers the model `tools` only and would drop it; send each "
                              "function as a `tools` entry ({\"type\": \"function\", \"function\": ...}) and "
                              "`tool_choice` instead", param=sent[0])
-    hosted = serving_kinds(model, spec) <= SERVES_FUNCTIONS
+    hosted = serving_kinds(model, kinds) <= SERVES_FUNCTIONS
     if not hosted:
         _check_legacy_history(body.get("messages"))
     if not sent or hosted:

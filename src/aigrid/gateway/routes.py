@@ -500,7 +500,7 @@ class Routes:
                 images = check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
-                check_legacy_functions(parsed.model, body, gw.spec)  # a 400 unless hosted engines serve them
+                check_legacy_functions(parsed.model, body, gw.serving_kinds)  # a 400 unless hosted engines serve them
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
