@@ -64,7 +64,7 @@ def test_the_context_compiled_or_not() -> None:
     made = Context(request, view, policy, frozenset({"e"}), 120.0)
     assert type(built) is Context and built == made and built.crowded == frozenset({"e"})
     assert built.best_ttft_ms == 120.0
-    assert build_context(request, view, policy, NOTHING_CROWDED, 0.0) == Context(request, view, policy)
+    assert build_context(request, view, policy, NOTHING_CROWDED, -1.0) == Context(request, view, policy)
     with pytest.raises(AttributeError):
         built.policy = policy  # type: ignore[misc]
 

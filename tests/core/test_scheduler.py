@@ -101,6 +101,20 @@ def test_the_ttft_axis_resolves_below_the_slo() -> None:
     assert "fastest" in " ".join(next(c for c in d.ranked if c.site_id == "nrt").notes)
 
 
+def test_a_candidate_predicted_at_zero_ms_is_the_fastest_not_unknown() -> None:
+    """RV2 (thirty-second session): a client at the gateway (no location), an engine whose round trip is not
+    measured yet (0 ms) and nothing to prefill predict 0 ms; 0 also meant "the fastest is not known", so every
+    candidate was scored against the SLO again, the flat axis: iad at 300 ms scored 0.87 and was chosen over fra
+    at 0 ms. Now 0 is the fastest: iad scores (0 + slo/10) / (300 + slo/10)."""
+    states = {"fra-small": EndpointState(rtt_ms=None), "iad-small": EndpointState(rtt_ms=300.0)}
+    d = schedule(req(None, prompt_tokens=0), view((endpoint("fra"), endpoint("iad")), states), BALANCED,
+                 random.Random(0))
+    ttft = {c.site_id: (c.prediction.ttft_ms, c.scores["ttft"]) for c in d.ranked}
+    assert ttft["fra"] == (0.0, 1.0) and ttft["iad"][0] == 300.0
+    assert ttft["iad"][1] == pytest.approx(200.0 / (300.0 + 200.0))
+    assert d.chosen is not None and d.chosen.site_id == "fra"
+
+
 def test_proximity_scores_health_not_distance() -> None:
     """The distance is in the round trip (the ttft axis); the proximity axis scores the recent error rate and
     the half-open circuit, and its note still names the distance."""
@@ -128,6 +142,41 @@ def test_the_reason_says_what_outweighed_a_faster_candidate() -> None:
     assert "ttft -" in d.reason.split("points for the chosen one")[1]
     fastest = schedule(req("frankfurt"), view((endpoint("fra"), endpoint("iad"))), cost_first, random.Random(0))
     assert fastest.chosen is not None and fastest.chosen.site_id == "fra" and "faster" not in fastest.reason
+
+
+def test_the_reason_says_when_a_tie_and_not_the_weights_chose_the_slower_candidate() -> None:
+    """RV2 (thirty-second session): balanced's tie tolerance picks at random among totals within 0.02 of the best,
+    so the slower candidate with the lower total is chosen on some seeds; its reason then read "points for the
+    chosen one: ttft -0.078, headroom +0.036, cost +0.029" (a net loss) as if the weights had chosen it; so did a
+    choice the picker's SLO gate made (the faster one's TPOT missing it, or no candidate meeting it)."""
+    eps = (endpoint("fra", price=0.12), endpoint("iad", price=0.0))
+    decisions = {}
+    for seed in range(8):
+        d = schedule(req("frankfurt"), view(eps), BALANCED, random.Random(seed))
+        assert d.chosen is not None
+        decisions[d.chosen.site_id] = d
+    assert set(decisions) == {"fra", "iad"}  # a tie: each is picked on some seed
+    fra = next(c for c in decisions["iad"].ranked if c.site_id == "fra")
+    iad = decisions["iad"].chosen
+    assert iad is not None and 0.0 < fra.total - iad.total <= BALANCED.tie_tolerance
+    assert f"(total {fra.total:.3f}, a tie within the policy's tolerance picked at random); points for the chosen " \
+           "one: ttft -" in decisions["iad"].reason
+    assert "faster" not in decisions["fra"].reason  # the fastest chosen: nothing to say
+    # the faster one's TPOT misses the policy's bound: the SLO gate, not the weights nor a tie, put it behind
+    gated = schedule(req("frankfurt"), view(eps, {"fra-small": EndpointState(tpot_s=0.2)}),
+                     with_slo(BALANCED, 2000.0, 50.0), random.Random(0))
+    assert gated.chosen is not None and gated.chosen.site_id == "iad"
+    assert gated.ranked[1].total > gated.chosen.total  # within the tie tolerance too: the gate is named first
+    assert f"(total {gated.ranked[1].total:.3f}, its TPOT 200 ms misses the 50 ms SLO); points for the chosen " \
+           "one: " in gated.reason
+    # none meets a 10 ms SLO: the picker ranks by p90 TTFT (near-equals, 2%, picked at random), not by the weights
+    twins = (endpoint("fra", price=0.0), replace(endpoint("fra", price=0.2), id="fra-dear", prefill_tps=1980))
+    slow = {}
+    for seed in range(8):
+        d = schedule(req("frankfurt"), view(twins), with_slo(BALANCED, 10.0, None), random.Random(seed))
+        assert d.chosen is not None
+        slow[d.chosen.endpoint_id] = d.reason
+    assert ", none meets the 10 ms SLO: ranked by p90 TTFT, near-equals at random); points " in slow["fra-dear"]
 
 
 def test_queue_wait_grows_non_linearly_only_past_saturation() -> None:

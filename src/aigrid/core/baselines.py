@@ -63,7 +63,7 @@ Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
 def eligible(request: RequestInfo, view: GridView, policy: Policy,
              filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
     """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
-    ctx = build_context(request, view, policy, NOTHING_CROWDED, 0.0)  # Context(request, view, policy), no __init__
+    ctx = build_context(request, view, policy, NOTHING_CROWDED, -1.0)  # Context(request, view, policy), no __init__
     # each filter's name and bound check once per decision, not looked up once per endpoint (as the scheduler)
     checks = [(f.name, f.check) for f in filters if f.applies(ctx)]
     ok: list[Endpoint] = []

@@ -23,9 +23,10 @@ class Context:
     crowded: frozenset[str] = frozenset()
     """Endpoints warm for this request (core.predict.warm_cache) whose load is past the affinity bound
     (core.scorers.affinity.crowded_owners): the affinity scorer gives them no warmth bonus."""
-    best_ttft_ms: float = 0.0
+    best_ttft_ms: float = -1.0
     """The lowest predicted TTFT among this request's candidates (those every filter passed): the ttft axis
-    scores each candidate against it. 0: not known (a caller that scores one endpoint alone)."""
+    scores each candidate against it. Negative: not known (a caller that scores one endpoint alone); 0 is a
+    prediction (no round trip measured, no prompt to prefill), not "unknown"."""
 
 
 build_context = record_builder(Context)

@@ -97,7 +97,7 @@ class Scheduler:
         policy = effective_policy(policy, urgency)
         cache = warm_cache(request, view.prefix_owner)
         # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
-        ctx = build_context(request, view, policy, crowded_owners(cache, view.endpoints, view.states), 0.0)
+        ctx = build_context(request, view, policy, crowded_owners(cache, view.endpoints, view.states), -1.0)
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
         # bound methods and weights once per decision, not once per endpoint
@@ -137,7 +137,7 @@ class Scheduler:
         choice = model_choice(request, ranked)
         reason = ""
         if self.explain:
-            reason = _reason(ranked, rejected) + _slower_note(ranked, weighted, policy.ttft_slo_ms) + (
+            reason = _reason(ranked, rejected) + _slower_note(ranked, weighted, policy) + (
                 f"; {describe(choice)}" if choice is not None else "")
             if urgency is not None:
                 reason = f"{reason}; {_urgency_note(urgency)}"
@@ -173,7 +173,7 @@ def _scored(ctx: Context, eligible: list[Eligible], weighted: Weighted, rejected
     while True:
         best = fastest_ttft_ms(eligible)
         # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
-        scoring = build_context(request, ctx.view, ctx.policy, ctx.crowded, best if best < inf else 0.0)
+        scoring = build_context(request, ctx.view, ctx.policy, ctx.crowded, best if best < inf else -1.0)
         candidates: list[Candidate] = []
         dropped: list[Rejection] = []
         kept: list[Eligible] = []
@@ -226,10 +226,13 @@ def _urgency_note(u: Urgency) -> str:
     return note if u.deadline_ms is None else f"{note}, deadline {u.deadline_ms:.0f} ms left"
 
 
-def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, slo_ms: float) -> str:
+def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy) -> str:
     """Where the chosen candidate is not the one predicted fastest: which it was, how much faster, and the
     weighted points by which each axis put the chosen one ahead or behind it ("proximity +0.12, ttft -0.06"),
-    so that `aigrid explain` says plainly what the wait bought."""
+    so that `aigrid explain` says plainly what the wait bought. Where the faster one had the higher total, the
+    weights did not choose: the picker's SLO gate (none meets it, or the faster one's TPOT misses it) or a tie within
+    the policy's tolerance picked at random."""
+    slo_ms = policy.ttft_slo_ms
     if len(ranked) < 2:
         return ""
     chosen = ranked[0]
@@ -243,8 +246,17 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, slo_ms: float)
     if p90_ms(fast) > slo_ms >= p90_ms(chosen):  # the picker's gate decided, not the weights
         return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster, "
                 f"but its p90 misses the {slo_ms:.0f} ms SLO")
+    why = ""
+    if fast.total > chosen.total:  # the weights put the faster one ahead: the picker chose otherwise
+        limit, tpot = policy.tpot_slo_ms, fast.prediction.tpot_ms
+        if p90_ms(chosen) > slo_ms:
+            why = f", none meets the {slo_ms:.0f} ms SLO: ranked by p90 TTFT, near-equals at random"
+        elif limit is not None and tpot is not None and tpot > limit:
+            why = f", its TPOT {tpot:.0f} ms misses the {limit:.0f} ms SLO"
+        elif fast.total - chosen.total <= policy.tie_tolerance:
+            why = ", a tie within the policy's tolerance picked at random"
     return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster "
-            f"(total {round(fast.total, SCORE_PLACES):.3f}); points for the chosen one: {shown or 'none'}")
+            f"(total {round(fast.total, SCORE_PLACES):.3f}{why}); points for the chosen one: {shown or 'none'}")
 
 
 def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:

@@ -11,7 +11,7 @@ long queue beat an idle far one whose round trip was shorter than that queue. Th
 both sides keeps differences that are small against the SLO small (gateways acting on the same slightly
 stale view would otherwise all herd onto whichever candidate is a few milliseconds faster, and a warm
 prefix cache's few tens of milliseconds would outweigh any load). Where the fastest is not known (a caller
-scoring one endpoint alone: best_ttft_ms 0), the SLO is the reference as before.
+scoring one endpoint alone: best_ttft_ms negative), the SLO is the reference as before.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class TtftScorer:
         # (once per candidate of every decision); the same operations, so the same float
         ttft = prediction.rtt_ms + prediction.queue_ms + prediction.prefill_ms
         best = ctx.best_ttft_ms
-        if best <= 0.0:
+        if best < 0.0:  # not known: the SLO is the reference
             return clamp01(slo / (slo + ttft)), "ttft {:.0f} ms", (ttft,)
         pad = SLO_SHARE * slo
         return clamp01((best + pad) / (ttft + pad)), "ttft {:.0f} ms, fastest {:.0f} ms", (ttft, best)
