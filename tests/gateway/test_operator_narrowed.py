@@ -97,3 +97,28 @@ async def test_the_operators_reads_refuse_a_narrowed_operator_key_and_audit_it(g
     assert rows == [("GET /dashboard/state", key_ids["ops-eu"], "error:operator_only"),
                     ("GET /metrics", key_ids["ops-eu"], "error:operator_only"),
                     ("GET /healthz", key_ids["ops-eu"], "error:operator_only")], rows
+
+
+async def test_a_key_naming_its_operator_tenants_own_models_is_the_operators(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator tenant of `models: ['*']` and a key (or a token's `models` claim) of the same `['*']` narrows
+    nothing: it reads as the operator. Before (review RV3 of d1507cf5), Scopes.narrowed_by's models_within, which
+    keeps both sides' patterns, read as a narrowing (`models_within=['*']`): the operator's own key was refused the
+    dashboard and /metrics and read its tenant's decisions only. A key naming fewer models is still narrowed."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    spec = load_spec(SPEC)
+    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True, "models": ["*"]})}
+    ring = KeyRing(SECRET.encode())
+    same = ring.issue("ops", Scopes(models=frozenset({"*"})))
+    fewer = ring.issue("ops", Scopes(models=frozenset({"small-*"})))
+    spec = enforced(spec, tenants, ring, tmp_path)
+    spec = spec.model_copy(update={"security": spec.security.model_copy(update={"metrics": "operator"})})
+    fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
+    async with serving(spec, fakes) as (_, gw):
+        app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for path in ("/dashboard/state", "/metrics"):
+                r = await client.get(path, headers=_auth(same.api_key))
+                assert r.status_code == 200, (path, r.text)
+                r = await client.get(path, headers=_auth(fewer.api_key))
+                assert r.status_code == 403 and "is narrowed (models=small-*) and" in r.json()["error"]["message"], r.text

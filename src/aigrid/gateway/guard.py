@@ -593,9 +593,16 @@ class Guard:
         """How the principal's key (or token) narrows its tenant's scopes, as `aigrid keys list` writes scopes
         (`jurisdictions=EU models=small-*`); empty for a key of the tenant's whole scopes."""
         tenant = self.tenants.get(principal.tenant)
-        own = (tenant.scopes if tenant is not None else Scopes()).to_dict()
+        own_scopes = tenant.scopes if tenant is not None else Scopes()
+        # a key naming its tenant's own model patterns (a token's `models` claim as the tenant's) narrows nothing, but
+        # Scopes.narrowed_by keeps both sides' patterns in models_within: only a side unlike the tenant's and unlike
+        # the key's `models` (which, unlike the tenant's, is named as `models=`) is a narrowing of its own
+        within = tuple(p for p in principal.scopes.models_within
+                       if p not in (own_scopes.models, principal.scopes.models, *own_scopes.models_within))
+        own = own_scopes.to_dict()
         return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-                        for k, v in principal.scopes.to_dict().items() if own.get(k) != v)
+                        for k, v in dataclasses.replace(principal.scopes, models_within=within).to_dict().items()
+                        if own.get(k) != v)
 
     def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
         """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;
