@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from aigrid.sim.geography import load_cities
+from aigrid.sim.geography import Cities, load_cities
+from aigrid.sim.network import distances_km
 from aigrid.sim.scenario import Diurnal, Scenario, ScenarioError, Tenant, load_scenario
-from aigrid.sim.user_cities import UserCity, label, locate, pinned, user_places
+from aigrid.sim.user_cities import CENTRE_KM, SNAP_KM, UserCity, _nearest, label, locate, pinned, user_places
 from aigrid.sim.workload import build_workload
 
 BASE = {
@@ -35,6 +36,34 @@ def test_entries_by_name_country_state_and_coordinates() -> None:
     assert where("springfield, ma, us") == "Springfield, MA, US"
     assert where({"lat": 52.52, "lon": 13.40}) == "Berlin, 16, DE"  # the city, not its district Mitte
     assert where({"lat": 35.44, "lon": 139.64}) == "Yokohama, 19, JP"
+
+
+def _nearest_of_all(lat: float, lon: float, cities: Cities) -> int | None:
+    """What _nearest answered before it measured only its band of latitude: every city measured."""
+    km = distances_km(cities.lat, cities.lon, lat, lon)
+    near = np.flatnonzero(km <= CENTRE_KM)
+    if len(near):
+        return int(near[np.argmax(cities.population[near])])
+    i = int(np.argmin(km))
+    return i if km[i] <= SNAP_KM else None
+
+
+def test_a_point_means_the_city_every_city_measured_gives() -> None:
+    """_nearest measures only the cities in a band of latitude (FX, thirty-second session): the same city as
+    measuring all, for points on cities, 5-55 km off them (past CENTRE_KM and SNAP_KM, north and east, near
+    the poles and the antimeridian) and far from any."""
+    cities = load_cities()
+    points = [(90.0, 0.0), (-90.0, 0.0), (0.0, -160.0), (64.0, 179.99), (-17.8, -179.99)]
+    for i in range(0, len(cities.lat), 211):
+        lat, lon = float(cities.lat[i]), float(cities.lon[i])
+        points += [(lat, lon), *((min(90.0, lat + d), lon) for d in (0.05, 0.2, 0.44, 0.5)), (lat, lon + 0.3)]
+    for lat, lon in points:
+        expected = _nearest_of_all(lat, lon, cities)
+        if expected is None:
+            with pytest.raises(ValueError, match="no GeoNames city within 50 km"):
+                _nearest(lat, lon, cities)
+        else:
+            assert _nearest(lat, lon, cities) == expected, (lat, lon)
 
 
 def test_weights_default_to_population() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from aigrid.core.geo import EARTH_RADIUS_KM
 from aigrid.sim.geography import Cities, fold, load_cities
 from aigrid.sim.network import distances_km
 
@@ -31,10 +32,13 @@ CENTRE_KM = 10.0
 """A point given by lat/lon means the most populous city this near it (a city, not one of its districts)."""
 DOMINANCE = 10.0
 """A shared name means its most populous city only if that city has this many times the people of the next."""
+_BAND_DEG = float(np.degrees(SNAP_KM / EARTH_RADIUS_KM)) + 1e-6
+"""SNAP_KM as degrees of latitude (and a little more, for rounding): no city farther in latitude is that near."""
 SHOWN = 8
 """Candidates listed in an ambiguity error."""
 MAX_ENTRIES = 2_000
-"""The most entries a `cities:` list may hold (each is looked up: a lat/lon one 3-20 ms)."""
+"""The most entries a `cities:` list may hold (each is looked up: a lat/lon one 0.06-0.2 ms, 3-4 ms before the
+thirty-second session measured only a band of latitude)."""
 
 
 class UserCity(BaseModel):
@@ -149,10 +153,17 @@ def _listing(found: list[int], cities: Cities) -> str:
 
 
 def _nearest(lat: float, lon: float, cities: Cities) -> int:
-    km = distances_km(cities.lat, cities.lon, lat, lon)
+    """The city a point means: only the cities in its band of latitude SNAP_KM wide either side are measured (a
+    great-circle distance is at least the latitudes' difference, EARTH_RADIUS_KM per radian), the same answer as
+    measuring all 34,006 (3-4 ms a point) in 0.06-0.2 ms; all of them for the error's nearest city."""
+    band = np.flatnonzero(np.abs(cities.lat - lat) <= _BAND_DEG)
+    km = distances_km(cities.lat[band], cities.lon[band], lat, lon)
     near = np.flatnonzero(km <= CENTRE_KM)
     if len(near):
-        return int(near[np.argmax(cities.population[near])])
+        return int(band[near[np.argmax(cities.population[band[near]])]])
+    if len(km) and km.min() <= SNAP_KM:
+        return int(band[np.argmin(km)])
+    km = distances_km(cities.lat, cities.lon, lat, lon)
     i = int(np.argmin(km))
     if km[i] > SNAP_KM:
         raise ValueError(f"no GeoNames city within {SNAP_KM:.0f} km of ({lat}, {lon}); the nearest is "
