@@ -488,3 +488,33 @@ def test_a_turns_counts_that_cannot_be_charged_are_unknown(usage: object) -> Non
 def test_a_turns_counts_are_kept() -> None:
     usage = {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10, "prompt_tokens_details": {"x": 1}}
     assert turn_counts(usage) == {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}
+
+
+async def test_a_loops_summed_counts_past_64_bits_are_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    """Each turn's count within 64 bits (its context not known: no bound), their sum past 2**63-1: it was summed as
+    it came (3 x 2**62, past what the audit record and a metric hold, and charged to a loop cut after its tools
+    acted: Exchange.loop_usage). Now the loop's count is unknown (logged), as any count that cannot be charged."""
+    big = {"prompt_tokens": 1 << 62, "completion_tokens": 0, "total_tokens": 1 << 62}
+    engine = ScriptedEngine([{**call("calculator", expression="1+1"), "usage": big},
+                             {**call("calculator", expression="2+2"), "usage": big},
+                             {**answer("4"), "usage": big}])
+    seen: list[dict[str, int]] = []
+    evs = await events(engine, chat(CALC, aigrid_max_steps=3), config=LoopConfig(reuse_tools=True),
+                       on_usage=lambda so_far, _: seen.append(dict(so_far)))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.content == "4" and fin.model_calls == 3
+    assert fin.usage == {}
+    assert all(v <= (1 << 63) - 1 for u in seen for v in u.values()), seen
+    assert seen[-1] == {} and seen[0] == {"prompt_tokens": 1 << 62, "completion_tokens": 0, "total_tokens": 1 << 62}
+    assert "past 9223372036854775807" in caplog.text
+
+
+async def test_a_turns_count_past_its_context_is_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    """LoopConfig.most_turn_tokens (the model's context, the gateway's) bounds each turn's count, as the front
+    door bounds an answer's (usage.unbelievable): a turn that counts more is the engine's fault, unknown."""
+    usage = {"prompt_tokens": 8_000, "completion_tokens": 193, "total_tokens": 8_193}
+    assert turn_counts(usage, 8_192) == {} and "8193 tokens, more than the 8192" in caplog.text
+    assert turn_counts(usage, 8_193) == usage and turn_counts(usage) == usage
+    engine = ScriptedEngine([{**call("calculator", expression="1+1"), "usage": usage}, answer("2")])
+    evs = await events(engine, chat(CALC), config=LoopConfig(most_turn_tokens=8_192))
+    assert isinstance(evs[-1], Finished) and evs[-1].content == "2" and evs[-1].usage == {}

@@ -165,5 +165,26 @@ async def test_a_loop_turns_counts_below_zero_are_not_charged(tmp_path: Path, ca
     logged as the engine's): the loop is charged its reservation, as any answer whose count is unknown."""
     gw, record = await streamed_cut(tmp_path, CountsBelowZero)
     assert record["extra"]["charged_tokens"] >= 500, record  # the reservation: at least the turn's max_tokens
-    assert "counted prompt_tokens -100000" in caplog.text
+    assert "counted prompt_tokens is -100000" in caplog.text
+    assert gw.proxy.written.failed == 0
+
+
+class CountsPastContext(FailsSecondTurn):
+    """FailsSecondTurn whose first turn counts 2**63-1 tokens: within 64 bits, far past its model's context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies = [{**call("payroll_export"),
+                         "usage": {"prompt_tokens": (1 << 63) - 11, "completion_tokens": 10, "total_tokens": (1 << 63) - 1}}]
+
+
+async def test_a_loop_turns_count_past_its_context_is_not_charged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A turn's count was bounded to 64 bits only, not by its context: a loop cut after its tools acted was charged
+    the engine's 2**63-1 tokens (its tenant locked out for good; two such turns summed past 64 bits). Now the turn's
+    bound is its model's context (LoopConfig.most_turn_tokens, from the spec, as the front door's usage.unbelievable):
+    the count is unknown, logged as the engine's, and the loop is charged its reservation."""
+    gw, record = await streamed_cut(tmp_path, CountsPastContext)
+    context = gw.spec.models[MODEL].context
+    assert 500 <= record["extra"]["charged_tokens"] <= context + 500, record  # the reservation, not 2**63-1
+    assert f"9223372036854775807 tokens, more than the {context} its context holds" in caplog.text
     assert gw.proxy.written.failed == 0

@@ -53,7 +53,7 @@ from aigrid.agents.steps import (
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
-from aigrid.engines.token_counts import bad_count
+from aigrid.engines.token_counts import MOST_COUNT, count_fault
 from aigrid.engines.wrapped import read_whole
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
@@ -102,6 +102,11 @@ class LoopConfig:
     """The longest one model turn's engine may send reads that complete no data event (comments, keep-alives):
     more is the engine's failure (EngineStreamBroken), as the relay's (sse.Quiet). The gateway gives
     gateway.stream_idle_s; None: no bound (a turn of keep-alives lasted to the loop's own ceiling)."""
+    most_turn_tokens: int | None = None
+    """The most tokens one model turn's engine can count (its prompt and completion): what its model's context
+    holds, as the front door bounds an answer's count (usage.unbelievable, Proxy.most_tokens). A turn that counts
+    more is the engine's fault, its count unknown (turn_counts). The gateway gives the model's context from the
+    spec; None: not known (only engines/token_counts.bad_count applies)."""
 
 
 DEFAULT_LOOP = LoopConfig()
@@ -445,7 +450,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0,
-                                      limit=config.max_turn_bytes, quiet=quiet,
+                                      limit=config.max_turn_bytes, quiet=quiet, most=config.most_turn_tokens,
                                       silence=None if config.quiet_s is None else Quiet(config.quiet_s, clock)):
             if isinstance(item, Turn):
                 turn = item
@@ -460,6 +465,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
         counted = counted and any(k in turn.usage for k in ("prompt_tokens", "completion_tokens"))
+        if counted and not _chargeable(usage):
+            counted = False
         if on_usage is not None:
             on_usage(_known(usage, counted), None)
 
@@ -517,6 +524,19 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            tuple(_openai_call(c) for c in client_calls), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def _chargeable(usage: Mapping[str, int]) -> bool:
+    """Can the loop's summed counts be charged? Each, and the prompt and completion together (what is charged:
+    Exchange.used_tokens), at most engines/token_counts.MOST_COUNT (a signed 64-bit integer, the audit record's and
+    a metric's); past it the loop's count is unknown (logged: its turns' engines counted more than any context
+    holds, which only a turn whose context is not known can pass: LoopConfig.most_turn_tokens None)."""
+    held = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    if held <= MOST_COUNT and all(v <= MOST_COUNT for v in usage.values()):
+        return True
+    log.warning("a tool loop's model turns counted %d tokens in all, past %d: the loop's count is unknown (charged "
+                "its reservations)", held, MOST_COUNT)
+    return False
 
 
 def _known(usage: Mapping[str, int], counted: bool) -> dict[str, int]:
@@ -628,8 +648,8 @@ def _openai_call(call: Call) -> dict[str, Any]:
 
 
 async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool, first: bool,
-                      limit: int | None = None, quiet: bool = False, silence: Quiet | None = None
-                      ) -> AsyncIterator[TextDelta | Turn | Rejected]:
+                      limit: int | None = None, quiet: bool = False, silence: Quiet | None = None,
+                      most: int | None = None) -> AsyncIterator[TextDelta | Turn | Rejected]:
     """One streamed model call: TextDelta for text that may be the final answer (none when `quiet`), then the Turn.
     An answer past `limit` bytes (None: no limit), or that sends reads without a data event for longer than
     `silence` allows (None: no bound), is the engine's failure, read no further (EngineStreamBroken)."""
@@ -669,7 +689,7 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
                         event = orjson.loads(ev.data)
                     except orjson.JSONDecodeError:
                         continue  # an event we cannot read is skipped, as OpenAI clients do
-                    for delta in _apply_event(event, turn, native):
+                    for delta in _apply_event(event, turn, native, most):
                         text = answer.feed(delta) if constrained else ("" if native else delta)
                         if text and not quiet:
                             yield TextDelta(text)
@@ -683,7 +703,7 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
         raise EngineStreamBroken(f"the engine could not read the tool loop's next turn: {e}") from e
     raw = b"".join(parts)
     if not turn.content and not native and raw.lstrip().startswith(b"{"):
-        _apply_json(raw, turn, native)  # an engine that answered a plain chat.completion
+        _apply_json(raw, turn, native, most)  # an engine that answered a plain chat.completion
     calls = [{"id": c.get("id"), "name": c.get("name"), "arguments": c.get("arguments")}
              for _, c in sorted(native.items())]
     turn = parse_turn(turn, calls, constrained)
@@ -697,29 +717,31 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     yield turn
 
 
-def turn_counts(usage: Any) -> dict[str, int]:
+def turn_counts(usage: Any, most: int | None = None) -> dict[str, int]:
     """A model turn's token counts as its engine reported them, or none (the turn's count unknown: _known) where they
-    cannot be charged (engines/token_counts.py `bad_count`, the gateway's rule: a bool, a float, -5, past 64 bits),
-    logged as the engine's fault. Until the thirty-second session only an int was asked for: a turn's -100,000 was
-    summed into the loop's usage, which a loop cut after its tools acted is charged (Exchange.loop_usage): the tenant
-    was refunded 99,903 tokens."""
+    cannot be charged (engines/token_counts.py `count_fault`, the gateway's rule: a bool, a float, -5, past 64 bits,
+    or a prompt and completion past `most`, what the turn's context holds: LoopConfig.most_turn_tokens), logged as
+    the engine's fault. Until the thirty-second session only an int was asked for: a turn's -100,000 was summed into
+    the loop's usage, which a loop cut after its tools acted is charged (Exchange.loop_usage): the tenant was
+    refunded 99,903 tokens; and until its FX2 a turn's count was not bounded by its context: an engine's
+    2**63-1 a turn was summed and charged (the tenant locked out, the sum past 64 bits)."""
     if not isinstance(usage, dict):
         return {}
-    bad = bad_count(usage)
-    if bad is not None:
-        log.warning("an engine's model turn in a tool loop counted %s %r: the loop's count is unknown (charged its "
-                    "reservation)", *bad)
+    why = count_fault(usage, most)
+    if why is not None:
+        log.warning("an engine's model turn in a tool loop counted %s: the loop's count is unknown (charged its "
+                    "reservation)", why)
         return {}
     return {k: v for k, v in usage.items() if type(v) is int}
 
 
-def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]]) -> list[str]:
+def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]], most: int | None = None) -> list[str]:
     """Merge one chat.completion.chunk into the turn; return its content fragments."""
     out: list[str] = []
     if not isinstance(event, dict):
         return out
     if isinstance(event.get("usage"), dict):
-        turn.usage = turn_counts(event["usage"])
+        turn.usage = turn_counts(event["usage"], most)
     for choice in event.get("choices") or []:
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str) and delta["content"]:
@@ -736,7 +758,7 @@ def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]]) -> l
     return out
 
 
-def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]]) -> None:
+def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]], most: int | None = None) -> None:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -745,7 +767,7 @@ def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]]) -> No
     message = choice.get("message") or {}
     turn.content = message.get("content") or ""
     turn.finish_reason = choice.get("finish_reason")
-    turn.usage = turn_counts(obj.get("usage"))
+    turn.usage = turn_counts(obj.get("usage"), most)
     for i, tc in enumerate(message.get("tool_calls") or []):
         fn = tc.get("function") or {}
         native[i] = {"id": tc.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or ""}

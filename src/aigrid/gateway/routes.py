@@ -520,8 +520,9 @@ class Routes:
                                server_tools=wants_server_tools(body, registry))
                 refuse_unallowed_tools(body, registry, principal)
                 context = model_context(parsed.model, gw.spec.models)
-                if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
-                    loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
+                if context is not None:  # a later turn that surely overflows ends the loop (finish "length"); a
+                    # turn's engine that counts more than the context is not charged it (LoopConfig.most_turn_tokens)
+                    loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN, most_turn_tokens=context)
             choices = _choices(parsed, body, loop)
             ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
             reserved = info.prompt_tokens + choices * info.max_output_tokens
