@@ -55,7 +55,7 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
     refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
                "bootstrap_room", "session_params", "rid", "data_parallel_rank", "decode_dp_rank",
                "custom_logit_processor", "logits_processors", "request_id", "lora_path", "lora", "return_hidden_states",
-               "vllm_xargs", "mm_processor_kwargs"}
+               "vllm_xargs", "mm_processor_kwargs", "media_io_kwargs"}
     schemas = openapi_document("test")["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]
@@ -157,7 +157,8 @@ async def test_a_grammar_nested_past_what_an_engine_parses_is_refused_and_audite
 @pytest.mark.parametrize("field,value,says", [
     ("return_hidden_states", True, "internal states"),
     ("vllm_xargs", {"kv_transfer_params": "not-a-dict"}, "extensions and connectors"),
-    ("mm_processor_kwargs", {"max_pixels": 100_000_000}, "processes images")])
+    ("mm_processor_kwargs", {"max_pixels": 100_000_000}, "processes images"),
+    ("media_io_kwargs", {"video": {"num_frames": -1}}, "how many frames")])
 async def test_engine_pass_through_fields_are_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object,
         says: str) -> None:
@@ -169,7 +170,8 @@ async def test_engine_pass_through_fields_are_refused_and_audited(
     own): a planted one passed that refusal, and one not a dict crashed the engine core (vLLM PR 56814). vLLM's
     `mm_processor_kwargs` overrides the operator's --mm-processor-kwargs (max_pixels) that the engine's encoder cache
     was profiled for: an image past it hung the V1 scheduler (vLLM issue 26223, PR 33110). Now each is the client's
-    400 naming the field, before any engine, audited."""
+    400 naming the field, before any engine, audited. (FX2) vLLM's `media_io_kwargs` likewise: a request's
+    `{"video": {"num_frames": -1}}` lifted the operator's frame ceiling (CVE-2026-34755, vLLM PR 51969)."""
     async with serving(spec_in(tmp_path), fakes) as (client, gw):
         r = await client.post(route, json={**body, field: value})
         assert r.status_code == 400, r.text

@@ -259,6 +259,8 @@ _REFUSED = {
                   "the operator's own settings (a kv_transfer_params among them crashed vLLM's engine)",
     "mm_processor_kwargs": "mm_processor_kwargs is not served by this grid: it overrides how the engine processes "
                            "images, which its operator set for the memory the engine reserved",
+    "media_io_kwargs": "media_io_kwargs is not served by this grid: it overrides how the engine loads images and "
+                       "videos (how many frames it decodes), which its operator set for the memory the engine reserved",
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
 
@@ -448,6 +450,13 @@ class _Common(BaseModel):
     --mm-processor-kwargs (max_pixels, fps, ...), which the engine's encoder cache and memory were profiled for: an
     image made larger than that hung vLLM's V1 scheduler for every request (vLLM issue 26223; a 400 since PR 33110,
     after the grid routed and counted the request). Refused."""
+    media_io_kwargs: Refused = None
+    """vLLM's (chat, since vLLM PR 34778): keyword arguments to the engine's media loaders for this request, over the
+    operator's --media-io-kwargs (a video's num_frames and fps, an image's decoding): a request's
+    `{"video": {"num_frames": -1}}` or a large count lifted the engine's frame ceiling, the unbounded decode of a
+    video that PR 38636 closed (CVE-2026-34755, GHSA-vxqj-p4gw-9h4c; vLLM PR 51969 clamps it, open), its frames
+    held in the engine's memory and its encoder budget passed (PR 36814: the engine's 400, after the grid routed
+    and counted the request). Refused, as mm_processor_kwargs."""
 
     best_of: Any = None
     """OpenAI's legacy `best_of` (completions), which vLLM's chat requests read too (`ChatCompletionRequest.best_of`,
