@@ -182,6 +182,22 @@ async def test_engine_pass_through_fields_are_refused_and_audited(
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
 
 
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value", [
+    ("return_hidden_states", False), ("vllm_xargs", {}), ("mm_processor_kwargs", {}), ("media_io_kwargs", {})])
+async def test_engine_pass_through_fields_that_ask_nothing_pass(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object) -> None:
+    """(review RV3 of 53bdd543) The engine's own default of a refused field asks nothing of it: SGLang's client sends
+    `return_hidden_states: false` on every request, refused with the rest until then. It passes, as a null does;
+    any other value is still refused (0 for false, a non-empty object)."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, field: value})
+        assert r.status_code == 200, r.text
+        other = 0 if value is False else {"a": 1}
+        r = await client.post(route, json={**body, field: other})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+
+
 async def test_best_of_more_than_one_is_refused_on_chat_as_on_completions(
         tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """(7 Dec 2026, thirty-second session) `best_of` was refused on /v1/completions only (7a496fe0), but vLLM's chat

@@ -113,12 +113,26 @@ def served_tier(v: str | None) -> str | None:
     return v
 
 
+ASKS_NOTHING: dict[str, Any] = {
+    "return_hidden_states": False, "vllm_xargs": {}, "mm_processor_kwargs": {}, "media_io_kwargs": {}}
+"""Refused fields' values that ask nothing of the engine, its own default (SGLang's client sends
+`return_hidden_states: false`): they pass, as a null does (review RV3 of 53bdd543)."""
+
+
+def _asks_nothing(name: str, v: Any) -> bool:
+    nothing = ASKS_NOTHING.get(name, None)
+    return nothing is not None and type(v) is type(nothing) and v == nothing
+
+
 def _refusing(reasons: dict[str, str]) -> Any:
     """The one validator of a model's refused fields: any value of a field named in `reasons` is refused with
-    its reason (declare the field `Refused`, or `Any` where /openapi.json shows it)."""
-    def refused(cls: type, v: Any, info: ValidationInfo) -> None:
-        if v is not None:
-            raise ValueError(reasons[str(info.field_name)])
+    its reason (declare the field `Refused`, or `Any` where /openapi.json shows it); a null, or a value in
+    ASKS_NOTHING, passes."""
+    def refused(cls: type, v: Any, info: ValidationInfo) -> Any:
+        field = str(info.field_name)
+        if v is not None and not _asks_nothing(field, v):
+            raise ValueError(reasons[field])
+        return v
     return field_validator(*reasons)(classmethod(refused))
 
 
