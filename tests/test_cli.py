@@ -733,13 +733,18 @@ def test_spec_check_of_a_scenario_or_demand_refuses_what_its_run_would_refuse(
     tenant may run only where no site is (`[EUR]`) or lives on no continent, whose fault names no site, and to a
     demand file with a mistyped candidate city: `aigrid sim` / `aigrid plan` refused each seconds later. The
     check runs the same setup checks now, and names the field."""
-    given = tmp_path / "broken.yaml"
+    code, out = _spec_check_of_edited(tmp_path, example, was, now)
+    assert code == 2 and says in out and "ok " not in out and "Traceback" not in out, out
+
+
+def _spec_check_of_edited(tmp_path: Path, example: str, was: str, now: str) -> tuple[int, str]:
+    """`aigrid spec check` of an example with its one `was` written `now`: the exit code and the output, one line."""
+    given = tmp_path / "edited.yaml"
     text = (ROOT / "examples" / example).read_text()
     assert text.count(was) == 1, was
     given.write_text(text.replace(was, now))
     r = runner.invoke(app, ["spec", "check", str(given)])
-    out = " ".join(r.output.split())
-    assert r.exit_code == 2 and says in out and "ok " not in out and "Traceback" not in out, out
+    return r.exit_code, " ".join(r.output.split())
 
 
 @pytest.mark.parametrize(("example", "was", "now", "says"), [
@@ -762,13 +767,8 @@ def test_a_mistyped_value_of_a_scenario_or_demand_names_the_nearest_known_one(
     or a demand file's hardware, city, model, policy or continent did not, and listed the known ones as a Python
     list (`(known: ['cpu', 'h100', ...])`) (7 Dec 2026, thirty-second session): now the nearest is named, as in a
     grid spec (a city: the GeoNames names spelt nearly so, as a tenant's cities say them), and lists are plain."""
-    given = tmp_path / "typo.yaml"
-    text = (ROOT / "examples" / example).read_text()
-    assert text.count(was) == 1, was
-    given.write_text(text.replace(was, now))
-    r = runner.invoke(app, ["spec", "check", str(given)])
-    out = " ".join(r.output.split())
-    assert r.exit_code == 2 and says in out and "['" not in out and "Traceback" not in out, out
+    code, out = _spec_check_of_edited(tmp_path, example, was, now)
+    assert code == 2 and says in out and "['" not in out and "Traceback" not in out, out
 
 
 @pytest.mark.parametrize(("command", "given", "says"), [
