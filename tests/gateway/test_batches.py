@@ -621,6 +621,8 @@ async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path:
         [refused] = await lines_of(oai, done.error_file_id)
         assert refused["custom_id"] == "big" and refused["response"]["status_code"] == 400
         assert refused["response"]["body"]["error"]["code"] == "request_too_large"
+        assert refused["response"]["body"]["error"]["message"] == (  # one wording for the limit (thirty-second session)
+            "this request is larger than 4,000 bytes, the most one request may hold (gateway.max_body_bytes)"), refused
         assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
     finally:
         await stopped(gw)

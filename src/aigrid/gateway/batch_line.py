@@ -36,7 +36,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import whole_body
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.request_info import H_LOCATION, H_POLICY, H_RESIDENCY
-from aigrid.gateway.routes import CHAT_PATH, Routes, own_exchange
+from aigrid.gateway.routes import CHAT_PATH, Routes, body_too_large, own_exchange
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import H_PRIORITY
 from aigrid.security.principal import Principal, Scopes
@@ -150,8 +150,7 @@ class LineRun:
             """The line's body, no larger than a live request's may be (gateway.max_body_bytes; the line as
             written, its custom_id, method and url with it): a batch carries nothing a request could not."""
             if len(line.text) > limit:
-                raise InvalidRequest(f"this request is larger than {limit} bytes, the most one request may hold "
-                                     "(gateway.max_body_bytes)", code="request_too_large")
+                raise InvalidRequest(body_too_large("this request", limit), code="request_too_large")
             return line.body()
 
         # its exit noted on the exchange, which is closed before the line's result is written; a cancel (the

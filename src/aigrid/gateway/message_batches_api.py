@@ -60,6 +60,7 @@ from aigrid.gateway.routes import (
     Routes,
     audited_route,
     authenticate,
+    body_too_large,
     json_object,
     json_response,
     receive_body,
@@ -230,8 +231,8 @@ class MessageBatchesApi:
 
     def _too_large(self) -> InvalidRequest:
         limit = self.gw.spec.gateway.batch.max_file_bytes
-        return InvalidRequest(f"the batch is larger than {limit} bytes, the most this gateway accepts "
-                              "(gateway.batch.max_file_bytes)", code="request_too_large")
+        return InvalidRequest(body_too_large("the batch", limit, "gateway.batch.max_file_bytes", one="batch"),
+                              code="request_too_large")
 
     async def _spool(self, request: Request, out: BinaryIO, held: Reservation | None, deadline: float) -> int:
         """The body written to `out` as it arrives, within `deadline` (else 408), and its size: refused as soon

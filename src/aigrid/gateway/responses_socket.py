@@ -87,6 +87,7 @@ from aigrid.gateway.responses_steer import (
 from aigrid.gateway.routes import (
     H_TENANT,
     SOCKET,
+    body_too_large,
     close_exchange,
     count_rejected,
     json_object,
@@ -449,8 +450,7 @@ class _Connection:
         """One client message: a create queued, a steer answered at once, anything else refused at once."""
         try:
             if len(data) > self.limit:
-                raise InvalidRequest(f"message is larger than {self.limit} bytes (gateway.max_body_bytes, the limit "
-                                     "of a POST /v1/responses body)", code="request_too_large")
+                raise InvalidRequest(body_too_large("message", self.limit), code="request_too_large")
             event = json_object(data)  # as an HTTP body is read: 400 invalid_json, or nested too deep
             kind = event.get("type")
             if kind == "response.steer":

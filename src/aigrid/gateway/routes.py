@@ -303,6 +303,13 @@ async def authenticate_read(gw: Gateway, request: Request, ex: Exchange) -> Prin
     return principal
 
 
+def body_too_large(what: str, limit: int, setting: str = "gateway.max_body_bytes", one: str = "request") -> str:
+    """The one wording of a body past its limit: `request body is larger than 4,194,304 bytes, the most one request
+    may hold (gateway.max_body_bytes)`, the figure with its separators and the setting that sets it; each door names
+    what was too large and its own setting (a message batch's file: gateway.batch.max_file_bytes, one="batch")."""
+    return f"{what} is larger than {limit:,} bytes, the most one {one} may hold ({setting})"
+
+
 async def read_body(request: Request, limit: int, too_large: str, timeout_s: float | None = None) -> bytes:
     """The request's body, at most `limit` bytes (a larger one, declared or streamed: 400 request_too_large
     with the message `too_large`), whole within `timeout_s` (default: slow_clients.body_deadline_s; else 408
@@ -439,8 +446,7 @@ class Routes:
 
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
-        return json_object(await read_body(request, limit, f"request body is larger than {limit:,} bytes, "
-                                                            "the most one request may hold (gateway.max_body_bytes)"))
+        return json_object(await read_body(request, limit, body_too_large("request body", limit)))
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
