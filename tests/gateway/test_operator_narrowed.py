@@ -122,3 +122,25 @@ async def test_a_key_naming_its_operator_tenants_own_models_is_the_operators(tmp
                 assert r.status_code == 200, (path, r.text)
                 r = await client.get(path, headers=_auth(fewer.api_key))
                 assert r.status_code == 403 and "is narrowed (models=small-*) and" in r.json()["error"]["message"], r.text
+
+
+async def test_a_narrowing_of_models_within_reads_as_plain_text(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 403 of an operator key narrowed by lists of model patterns (Scopes.models_within: a key record's or a
+    token's) names them as plain text, `models within small-*, tiny-* and within small-a`. Before (thirty-second
+    session), the message printed Python lists: `is narrowed (models_within=['small-*', 'tiny-*'],['small-a'])`."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    spec = load_spec(SPEC)
+    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True, "models": ["*"]})}
+    ring = KeyRing(SECRET.encode())
+    within = ring.issue("ops", Scopes(models_within=(frozenset({"tiny-*", "small-*"}), frozenset({"small-a"}))))
+    spec = enforced(spec, tenants, ring, tmp_path)
+    fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
+    async with serving(spec, fakes) as (_, gw):
+        app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            r = await client.get("/dashboard/state", headers=_auth(within.api_key))
+            assert r.status_code == 403, r.text
+            message = r.json()["error"]["message"]
+            assert (f"key {within.record.key_id} of operator tenant 'ops' is narrowed (models within small-*, tiny-* and "
+                    "within small-a) and reads as its tenant's only") in message, message

@@ -257,6 +257,15 @@ async def _uncut(call: Coroutine[Any, Any, T], keep: Callable[[T], None]) -> T:
         raise
 
 
+def _scope_text(key: str, value: object) -> str:
+    """One scope of a key's narrowing as plain text: `jurisdictions=EU,US` as `aigrid keys list` writes it, and a
+    key's models_within (lists of patterns a model must match one of each) `models within small-*, tiny-*` (and
+    `and within ...` per further list). Before, models_within was printed as Python lists (`models_within=['x']`)."""
+    if key == "models_within" and isinstance(value, list):
+        return "models within " + " and within ".join(", ".join(map(str, patterns)) for patterns in value)
+    return f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 def _kept(_: object) -> None:
     """What a close returned to a cancelled finish: nothing more to keep (logged, counted by _close)."""
 
@@ -600,7 +609,7 @@ class Guard:
         within = tuple(p for p in principal.scopes.models_within
                        if p not in (own_scopes.models, principal.scopes.models, *own_scopes.models_within))
         own = own_scopes.to_dict()
-        return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        return " ".join(_scope_text(k, v)
                         for k, v in dataclasses.replace(principal.scopes, models_within=within).to_dict().items()
                         if own.get(k) != v)
 
