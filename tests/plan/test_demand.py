@@ -92,6 +92,16 @@ def test_too_many_user_cities_are_refused_before_any_is_looked_up(monkeypatch: p
     assert len(looked_up) >= 1
 
 
+def test_an_empty_user_cities_list_says_list_as_the_limit_did() -> None:
+    """The length check that runs first (UserCities) left pydantic's own min_length after it: an empty list said
+    'Value should have at least 1 item' (review RV4 of 2265ad28), where the field's limit said 'List ...'."""
+    r = raw()
+    r["tenants"][0].update(continents=None, cities=[])
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    assert e.value.problems == ["tenants[0].cities: List should have at least 1 item after validation, not 0"]
+
+
 def test_unknown_candidate_city_and_limit_are_named() -> None:
     r = raw()
     r["supply"]["candidates"]["cities"].append("Xanadu-on-Sea")

@@ -92,7 +92,7 @@ class Tenant(Strict):
     cities: UserCities | None = Field(default=None, description="or the GeoNames cities its users live in, by name or lat/lon, "
                                       "with weights "
                                       "(sim/user_cities.py); at most 2,000 (its length checked first), each "
-                                      "looked up (under 0.2 ms)")
+                                      "looked up (under 0.3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
     max_prompt_tokens: int = Field(default=8192, gt=0, le=MAX_TOKENS)
 

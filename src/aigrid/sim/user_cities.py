@@ -37,7 +37,7 @@ _BAND_DEG = float(np.degrees(SNAP_KM / EARTH_RADIUS_KM)) + 1e-6
 SHOWN = 8
 """Candidates listed in an ambiguity error."""
 MAX_ENTRIES = 2_000
-"""The most entries a `cities:` list may hold (each is looked up: a lat/lon one 0.06-0.2 ms, 3-4 ms before the
+"""The most entries a `cities:` list may hold (each is looked up: a lat/lon one 0.06-0.25 ms, 3-4 ms before the
 thirty-second session measured only a band of latitude)."""
 
 
@@ -78,9 +78,10 @@ def _few_enough(value: Any) -> Any:
     return value
 
 
-UserCities = Annotated[list[UserCity], BeforeValidator(_few_enough), Field(min_length=1, max_length=MAX_ENTRIES)]
+UserCities = Annotated[list[UserCity], Field(min_length=1, max_length=MAX_ENTRIES), BeforeValidator(_few_enough)]
 """A tenant's `cities:` list (a scenario's and a plan demand's): 1 to MAX_ENTRIES entries, its length checked
-first."""
+first (the Field before the validator: its limits are the list's own, "List should have ...", not a check after
+it, "Value should have ...")."""
 
 
 def locate(entry: UserCity, cities: Cities) -> int:
@@ -155,7 +156,8 @@ def _listing(found: list[int], cities: Cities) -> str:
 def _nearest(lat: float, lon: float, cities: Cities) -> int:
     """The city a point means: only the cities in its band of latitude SNAP_KM wide either side are measured (a
     great-circle distance is at least the latitudes' difference, EARTH_RADIUS_KM per radian), the same answer as
-    measuring all 34,006 (3-4 ms a point) in 0.06-0.2 ms; all of them for the error's nearest city."""
+    measuring all 34,006 (3-4 ms a point) in 0.06-0.25 ms (0.23 in the densest band, 1,143 cities about
+    40.8 N); all of them for the error's nearest city."""
     band = np.flatnonzero(np.abs(cities.lat - lat) <= _BAND_DEG)
     km = distances_km(cities.lat[band], cities.lon[band], lat, lon)
     near = np.flatnonzero(km <= CENTRE_KM)
