@@ -297,8 +297,11 @@ async def test_one_access_line_per_request_with_decision_site_outcome_and_timing
 async def test_engine_failures_and_circuit_changes_are_logged(
         client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine],
         caplog: pytest.LogCaptureFixture) -> None:
-    for fake in fakes.values():  # every site down: the router cannot steer around nrt's failures (d84cef73 scores
-        fake.down = True         # health), so each request fails over every candidate, nrt included
+    # every site down: the router cannot steer around nrt's failures to a healthy site (d84cef73 scores health).
+    # Each request tries gateway.max_attempts (3) of the 4 sites, not all: nrt is the first of each (seen: nrt,
+    # iad, fra twice, then nrt, gru, iad), so its third failure in a row opens its circuit
+    for fake in fakes.values():
+        fake.down = True
     with caplog.at_level("WARNING"):
         for _ in range(3):
             await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
