@@ -31,8 +31,9 @@ async def test_an_engine_s_error_is_bounded_where_its_attempt_records_it(
     assert failed["endpoint"] == "nrt-smollm2" and failed["ok"] is False
     assert bounded(failed["error"]) and failed["error"].startswith("?[2J??eee"), failed["error"][:40]
     # broken mid-stream (proxy.abandon): the engine's reason bounded the same way
-    fakes["fra-smollm2"].break_after = 2
-    fakes["fra-smollm2"].name = "fra" + LOUD.replace("\n", "").replace("\x1b", "")
+    for site in ("fra", "iad", "gru"):  # whichever the router picks for Frankfurt (after d84cef73, iad: warm
+        fakes[f"{site}-smollm2"].break_after = 2  # from the Tokyo request, 12 ms slower, cheaper) breaks the same way
+        fakes[f"{site}-smollm2"].name = site + LOUD.replace("\n", "").replace("\x1b", "")
     async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},
                              headers={"x-aigrid-client-location": "Frankfurt"}) as s:
         await s.aread()
