@@ -189,10 +189,13 @@ async def test_engine_pass_through_fields_that_ask_nothing_pass(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object) -> None:
     """(review RV3 of 53bdd543) The engine's own default of a refused field asks nothing of it: SGLang's client sends
     `return_hidden_states: false` on every request, refused with the rest until then. It passes, as a null does;
-    any other value is still refused (0 for false, a non-empty object)."""
+    any other value is still refused (0 for false, a non-empty object). It is left out of what
+    the engine gets (review RV4 of f7f3180c: a hosted OpenAI API answers an unknown field its own 400)."""
     async with serving(spec_in(tmp_path), fakes) as (client, gw):
         r = await client.post(route, json={**body, field: value})
         assert r.status_code == 200, r.text
+        sent = [req for f in fakes.values() for req in f.received]  # left out: a hosted API would refuse it
+        assert len(sent) == 1 and field not in sent[0], sent
         other = 0 if value is False else {"a": 1}
         r = await client.post(route, json={**body, field: other})
         assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text

@@ -45,6 +45,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.schemas import ASKS_NOTHING, asks_nothing
 from aigrid.spec.models import GridSpec
 
 KNOWS_DEVELOPER = frozenset({"openai"})
@@ -85,10 +86,13 @@ def for_engine(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """`body` as an engine of `kind` is to get it: each `developer` message renamed `system` where the engine does
     not know the role, a legacy `function_call` / `function` message as a tool call and its `tool` result where
     the engine does not serve them, an assistant's `refusal` without content as its content, and a field set to
-    null left out where the engine does not read a null as the default. The body itself where nothing changes (no
-    copy); never modified in place."""
+    null left out where the engine does not read a null as the default, and a refused field's value that asks
+    nothing (schemas.ASKS_NOTHING: `return_hidden_states: false`, which a hosted API would answer its own 400 to)
+    left out for every engine. The body itself where nothing changes (no copy); never modified in place."""
     if kind not in KNOWS_NULL and None in body.values():
         body = {k: v for k, v in body.items() if v is not None}
+    if any(name in body and asks_nothing(name, body[name]) for name in ASKS_NOTHING):
+        body = {k: v for k, v in body.items() if not asks_nothing(k, v)}
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body

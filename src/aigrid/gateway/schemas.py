@@ -119,7 +119,8 @@ ASKS_NOTHING: dict[str, Any] = {
 `return_hidden_states: false`): they pass, as a null does (review RV3 of 53bdd543)."""
 
 
-def _asks_nothing(name: str, v: Any) -> bool:
+def asks_nothing(name: str, v: Any) -> bool:
+    """Whether `v`, the value of field `name`, is that field's ASKS_NOTHING value (of its type: 0 is not false)."""
     nothing = ASKS_NOTHING.get(name, None)
     return nothing is not None and type(v) is type(nothing) and v == nothing
 
@@ -130,7 +131,7 @@ def _refusing(reasons: dict[str, str]) -> Any:
     ASKS_NOTHING, passes."""
     def refused(cls: type, v: Any, info: ValidationInfo) -> Any:
         field = str(info.field_name)
-        if v is not None and not _asks_nothing(field, v):
+        if v is not None and not asks_nothing(field, v):
             raise ValueError(reasons[field])
         return v
     return field_validator(*reasons)(classmethod(refused))
