@@ -7,6 +7,7 @@ grid with its engines' addresses, and the dashboard (docs/security.md, Access)."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,19 +33,27 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     """The gateway with the dashboard mounted as `aigrid serve` mounts it (Guard.operator on its data routes), the
     keys by name and their key ids."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    spec = load_spec(SPEC)
-    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True})}
     ring = KeyRing(SECRET.encode())
     issued = {"whole": ring.issue("default"), "ops": ring.issue("ops"),
               "ops-eu": ring.issue("ops", Scopes(jurisdictions=frozenset({"EU"})))}
+    async with _operator_grid(tmp_path, {}, ring) as (client, gw):
+        yield (client, {k: v.api_key for k, v in issued.items()}, {k: v.record.key_id for k, v in issued.items()}, gw)
+
+
+@contextlib.asynccontextmanager
+async def _operator_grid(tmp_path: Path, ops: dict[str, object], ring: KeyRing) -> AsyncIterator[
+        tuple[httpx.AsyncClient, Gateway]]:
+    """The spec's gateway with an operator tenant `ops` (its fields `ops` beside `operator: true`), keys from `ring`,
+    /metrics for operators only and the dashboard mounted as `aigrid serve` mounts it (Guard.operator)."""
+    spec = load_spec(SPEC)
+    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True, **ops})}
     spec = enforced(spec, tenants, ring, tmp_path)
     spec = spec.model_copy(update={"security": spec.security.model_copy(update={"metrics": "operator"})})
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
     async with serving(spec, fakes) as (_, gw):
         app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            yield (client, {k: v.api_key for k, v in issued.items()}, {k: v.record.key_id for k, v in issued.items()},
-                   gw)
+            yield client, gw
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -106,22 +115,15 @@ async def test_a_key_naming_its_operator_tenants_own_models_is_the_operators(tmp
     keeps both sides' patterns, read as a narrowing (`models_within=['*']`): the operator's own key was refused the
     dashboard and /metrics and read its tenant's decisions only. A key naming fewer models is still narrowed."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    spec = load_spec(SPEC)
-    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True, "models": ["*"]})}
     ring = KeyRing(SECRET.encode())
     same = ring.issue("ops", Scopes(models=frozenset({"*"})))
     fewer = ring.issue("ops", Scopes(models=frozenset({"small-*"})))
-    spec = enforced(spec, tenants, ring, tmp_path)
-    spec = spec.model_copy(update={"security": spec.security.model_copy(update={"metrics": "operator"})})
-    fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
-    async with serving(spec, fakes) as (_, gw):
-        app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            for path in ("/dashboard/state", "/metrics"):
-                r = await client.get(path, headers=_auth(same.api_key))
-                assert r.status_code == 200, (path, r.text)
-                r = await client.get(path, headers=_auth(fewer.api_key))
-                assert r.status_code == 403 and "is narrowed (models=small-*) and" in r.json()["error"]["message"], r.text
+    async with _operator_grid(tmp_path, {"models": ["*"]}, ring) as (client, gw):
+        for path in ("/dashboard/state", "/metrics"):
+            r = await client.get(path, headers=_auth(same.api_key))
+            assert r.status_code == 200, (path, r.text)
+            r = await client.get(path, headers=_auth(fewer.api_key))
+            assert r.status_code == 403 and "is narrowed (models=small-*) and" in r.json()["error"]["message"], r.text
 
 
 async def test_a_narrowing_of_models_within_reads_as_plain_text(tmp_path: Path,
@@ -130,17 +132,11 @@ async def test_a_narrowing_of_models_within_reads_as_plain_text(tmp_path: Path,
     token's) names them as plain text, `models within small-*, tiny-* and within small-a`. Before (thirty-second
     session), the message printed Python lists: `is narrowed (models_within=['small-*', 'tiny-*'],['small-a'])`."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    spec = load_spec(SPEC)
-    tenants = {**spec.tenants, "ops": TenantSpec.model_validate({"operator": True, "models": ["*"]})}
     ring = KeyRing(SECRET.encode())
     within = ring.issue("ops", Scopes(models_within=(frozenset({"tiny-*", "small-*"}), frozenset({"small-a"}))))
-    spec = enforced(spec, tenants, ring, tmp_path)
-    fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
-    async with serving(spec, fakes) as (_, gw):
-        app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-            r = await client.get("/dashboard/state", headers=_auth(within.api_key))
-            assert r.status_code == 403, r.text
-            message = r.json()["error"]["message"]
-            assert (f"key {within.record.key_id} of operator tenant 'ops' is narrowed (models within small-*, tiny-* and "
-                    "within small-a) and reads as its tenant's only") in message, message
+    async with _operator_grid(tmp_path, {"models": ["*"]}, ring) as (client, _):
+        r = await client.get("/dashboard/state", headers=_auth(within.api_key))
+        assert r.status_code == 403, r.text
+        message = r.json()["error"]["message"]
+        assert (f"key {within.record.key_id} of operator tenant 'ops' is narrowed (models within small-*, tiny-* and "
+                "within small-a) and reads as its tenant's only") in message, message
