@@ -397,6 +397,8 @@ async def test_uploads_over_the_size_limit_are_refused(tmp_path: Path, engines: 
             await oai.files.create(file=("r.jsonl", b"x" * 2000), purpose="batch")
         assert big.value.status_code == 413 and big.value.body["code"] == "file_too_large"  # type: ignore[index]
         assert big.value.body["param"] == "file"  # type: ignore[index]
+        assert big.value.body["message"] == ("file: the upload (2,000 bytes) is larger than 1,000 bytes, the most one "  # type: ignore[index]
+                                             "file may hold (gateway.batch.max_file_bytes)")  # routes.body_too_large
         # without a Content-Length (chunked), the upload is cut off as it arrives
         boundary = "b0undary"
 

@@ -45,7 +45,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.open_off_loop import open_off_loop
-from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
+from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, body_too_large, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
@@ -195,9 +195,9 @@ class FilesApi:
         return json_response(stored.to_object())
 
     def _too_large(self, size: int | None = None) -> FileTooLarge:
-        this = "larger than" if size is None else f"{size} bytes, more than"
-        return FileTooLarge(f"file: the upload is {this} {self.max_bytes} bytes, the most this gateway accepts "
-                            "(gateway.batch.max_file_bytes)", param="file")
+        what = "file: the upload" if size is None else f"file: the upload ({size:,} bytes)"
+        return FileTooLarge(body_too_large(what, self.max_bytes, "gateway.batch.max_file_bytes", one="file"),
+                            param="file")
 
     @staticmethod
     def _fields(form: FormData) -> tuple[UploadFile, str, int | None]:
