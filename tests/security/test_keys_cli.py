@@ -59,3 +59,15 @@ def test_the_key_file_is_written_for_its_owner_alone_whatever_lies_at_its_tempor
     assert victim.read_text() == "not a key file"
     assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600
     assert len(KeyRing.load(path, SECRET).records()) == 2
+
+
+def test_a_keys_models_within_is_listed_as_the_narrowed_operators_403_names_it() -> None:
+    """(final review F2, 7 Dec 2026) `aigrid keys list` wrote a key's models_within (a key file's record may hold
+    it: Scopes.from_dict reads it) as Python lists, `models_within=['small-*', 'tiny-*']`, while a narrowed operator
+    key's 403 wrote it `models within small-*, tiny-*` (a copy of the same formatting in guard.py). One function,
+    principal.scope_text, writes both."""
+    from aigrid.security.principal import Scopes
+
+    scopes = Scopes(jurisdictions=frozenset({"EU"}), models_within=(frozenset({"small-*", "tiny-*"}),
+                                                                     frozenset({"x"})))
+    assert keys_cli.scopes_text(scopes) == "jurisdictions=EU models within small-*, tiny-* and within x"

@@ -60,7 +60,7 @@ from aigrid.security.firewall.texts import ModelText
 from aigrid.security.jwks import MIN_RSA_BITS, JwksKeys
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
-from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
+from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant, scope_text
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
@@ -255,15 +255,6 @@ async def _uncut(call: Coroutine[Any, Any, T], keep: Callable[[T], None]) -> T:
         if not task.cancelled() and task.exception() is None:  # raised: nothing charged (logged by `call`)
             keep(task.result())
         raise
-
-
-def _scope_text(key: str, value: object) -> str:
-    """One scope of a key's narrowing as plain text: `jurisdictions=EU,US` as `aigrid keys list` writes it, and a
-    key's models_within (lists of patterns a model must match one of each) `models within small-*, tiny-*` (and
-    `and within ...` per further list). Before, models_within was printed as Python lists (`models_within=['x']`)."""
-    if key == "models_within" and isinstance(value, list):
-        return "models within " + " and within ".join(", ".join(map(str, patterns)) for patterns in value)
-    return f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def _kept(_: object) -> None:
@@ -609,7 +600,7 @@ class Guard:
         within = tuple(p for p in principal.scopes.models_within
                        if p not in (own_scopes.models, principal.scopes.models, *own_scopes.models_within))
         own = own_scopes.to_dict()
-        return " ".join(_scope_text(k, v)
+        return " ".join(scope_text(k, v)
                         for k, v in dataclasses.replace(principal.scopes, models_within=within).to_dict().items()
                         if own.get(k) != v)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
-from aigrid.security.principal import DEFAULT_TENANT, Scopes
+from aigrid.security.principal import DEFAULT_TENANT, Scopes, scope_text
 from aigrid.spec.models import ENV_NAME
 from aigrid.spec.near import did_you_mean
 
@@ -133,8 +133,7 @@ def list_keys(keys_file: Path, *, secret: bytes | None = None, secret_env: str =
 
 def scopes_text(scopes: Scopes) -> str:
     """A key's limits as `models=a,b jurisdictions=EU policy=p`, or `any model, any site` without limits."""
-    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in scopes.to_dict().items()
-             if v is not None]
+    parts = [scope_text(k, v) for k, v in scopes.to_dict().items() if v is not None]
     return " ".join(parts) or "any model, any site"
 
 

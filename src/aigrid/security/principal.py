@@ -8,6 +8,15 @@ from fnmatch import fnmatchcase
 from aigrid.core.urgency import parse_level
 
 
+def scope_text(key: str, value: object) -> str:
+    """One scope of Scopes.to_dict as plain text, as `aigrid keys list` and a narrowed operator key's 403 write it:
+    `jurisdictions=EU,US`, and models_within (lists of patterns a model must match one of each) as `models within
+    small-*, tiny-*` (and `and within ...` per further list), never as Python lists (`models_within=[['x']]`)."""
+    if key == "models_within" and isinstance(value, list):
+        return "models within " + " and within ".join(", ".join(map(str, patterns)) for patterns in value)
+    return f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 @dataclass(frozen=True, slots=True)
 class Scopes:
     """Limits attached to a tenant or a key. None means "no limit at this level".
