@@ -165,7 +165,10 @@ def _scored(ctx: Context, eligible: list[Eligible], weighted: Weighted, rejected
     """Score every candidate on every axis, against the fastest predicted TTFT among them (Context.best_ttft_ms:
     the ttft axis's reference). A candidate whose total is not finite is rejected (NOT_FINITE); where that
     removes the fastest, the rest are scored again against the fastest of them, so that they rank as they
-    would without it."""
+    would without it. Two passes at most in practice: the ttft axis is the only one that reads the fastest, and
+    with a positive SLO (the spec's ttft_slo_ms > 0) and predictions of at least 0 it is finite for every
+    prediction but a NaN one, which the first pass dropped; so the second drops nothing new (and a pass that
+    loops has dropped at least one: the loop ends)."""
     request = ctx.request
     sites = ctx.view.sites
     # the cost's two counts read once per decision (RequestInfo is a Python record)
@@ -228,7 +231,7 @@ def _urgency_note(u: Urgency) -> str:
 
 def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy) -> str:
     """Where the chosen candidate is not the one predicted fastest: which it was, how much faster, and the
-    weighted points by which each axis put the chosen one ahead or behind it ("proximity +0.12, ttft -0.06"),
+    weighted points by which each axis put the chosen one ahead or behind it ("cost +0.12, ttft -0.06"),
     so that `aigrid explain` says plainly what the wait bought. Where the faster one had the higher total, the
     weights did not choose: the picker's SLO gate (none meets it, or the faster one's TPOT misses it) or a tie within
     the policy's tolerance picked at random."""
