@@ -265,7 +265,13 @@ async def test_under_a_burst_and_a_site_failure() -> None:
     # at each of its ~10 wake-ups) and every difference in an early choice cascades through the queues, so
     # the bounds grow with the measured lateness while still catching a different timing law or routing.
     assert same_first >= 0.75 * len(order)
-    assert len(sim_ok ^ live_ok) <= 2, sorted(sim_ok ^ live_ok)
+    # served in one world and not the other: not counted for a request sent to the dead site before it died (the
+    # EU-only ones can go nowhere else), whose fate is whether its 32 tokens ended before the kill: a cliff of a
+    # few ms in the decode's timing (thirty-second session, after d84cef73: sim ends 2.905 / 2.983 s against the
+    # kill at 3.0 s, and b7, b11, b27 ended in time live only), which the TTFT bounds below hold
+    caught = {rid for t, req in requests for rid in [req.id]
+              if t < KILL_AT and KILLED in (sim_first.get(rid), live[rid]["first"])}
+    assert len((sim_ok ^ live_ok) - caught) <= 2, sorted(sim_ok ^ live_ok)
     assert l50 <= 1.5 * s50 + 30 + 10 * lag_ms and s50 <= 1.5 * l50 + 30
     # the tail moves most: a request still queued at eu-west when it dies starts over elsewhere. Its p90 (the
     # 4th slowest of ~42) is the noisiest figure: on 2026-12-03, same code, the simulator 1,018 ms every run
