@@ -18,7 +18,7 @@ from aigrid.spec.load import load_spec
 from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_model_scopes import SECRET, SPEC, enforced  # SPEC: fra-small (EU), iad-large (US)
+from tests.gateway.keyed_grid import SECRET, SPEC, enforced  # SPEC: fra-small (EU), iad-large (US)
 
 
 @pytest.fixture

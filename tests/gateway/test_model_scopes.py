@@ -15,12 +15,10 @@ from aigrid.gateway.app import Gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.load import load_spec
-from aigrid.spec.models import AuditSpec, GridSpec, TenantSpec
+from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-
-SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"  # small-1b and large-70b: family llama
-SECRET = "test-secret-0123456789abcdef"
+from tests.gateway.keyed_grid import SECRET, SPEC, enforced
 
 
 @pytest.fixture
@@ -41,14 +39,6 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
     async with serving(spec, fakes) as (c, gw):
         yield c, fakes, keys, gw
-
-
-def enforced(spec: GridSpec, tenants: dict[str, TenantSpec], ring: KeyRing, tmp_path: Path) -> GridSpec:
-    """`spec` with `tenants`, keys enforced from `ring` (saved under `tmp_path`) and its audit log there."""
-    ring.save(tmp_path / "keys.json")
-    sec = spec.security.model_copy(update={"enforce": True, "keys_file": str(tmp_path / "keys.json"), "audit": AuditSpec(
-        path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
-    return spec.model_copy(update={"tenants": tenants, "security": sec})
 
 
 def _chat(model: str) -> dict[str, object]:

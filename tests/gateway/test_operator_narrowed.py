@@ -22,7 +22,7 @@ from aigrid.spec.load import load_spec
 from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import audit_rows, serving
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_model_scopes import SECRET, SPEC, enforced  # SPEC: fra-small (EU), iad-large (US)
+from tests.gateway.keyed_grid import SECRET, SPEC, enforced  # SPEC: fra-small (EU), iad-large (US)
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8}
 

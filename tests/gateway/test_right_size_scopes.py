@@ -20,7 +20,7 @@ from aigrid.spec.load import load_spec
 from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_model_scopes import enforced
+from tests.gateway.keyed_grid import enforced
 from tests.gateway.test_right_size import PROMPTS
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"  # small-1b and large-70b
