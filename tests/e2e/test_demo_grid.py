@@ -95,7 +95,11 @@ def test_agent_tool_loop_runs_at_the_chosen_site(grid: dict) -> None:
     r = httpx.post(grid["base"] + "/v1/chat/completions", json=body, timeout=120,
                    headers={"x-aigrid-client-location": "Frankfurt"})
     assert r.status_code == 200, r.text
-    assert r.headers["x-aigrid-site"] == "fra"
+    # served where the decision chose (fra mostly; since d84cef73 a near tie on these CPU engines, whose prefill
+    # dwarfs the round trip, can go to iad at half fra's price): the loop ran beside that site's model
+    decision = httpx.get(f"{grid['base']}/v1/decisions/{r.headers['x-aigrid-decision']}", timeout=30).json()
+    site_of = {c["endpoint"]: c["site"] for c in decision["candidates"]}
+    assert site_of[decision["served_by"]] == r.headers["x-aigrid-site"], decision
     out = r.json()
     steps = out["aigrid_steps"]
     assert steps and steps[0]["tool"] == "calculator" and steps[0]["ok"]
@@ -122,11 +126,17 @@ def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
         os.kill(grid["pids"]["nrt-smollm2"], signal.SIGKILL)
         killed = time.monotonic()
         watch = pool.submit(scrapes_until_down, grid, "nrt-smollm2", "fra-smollm2", killed)
-        site, decision, text = stream_from(grid, "Tokyo")  # the first request after the kill, nrt seen down or not
-        assert site != "nrt" and text.strip()
-        d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
-        nrt_failed = [a for a in d["attempts"] if a["endpoint"] == "nrt-smollm2" and not a["ok"]]
-        nrt_rejected = [r for r in d["rejected"] if r["endpoint"] == "nrt-smollm2"]
+        # the first requests after the kill, nrt seen down or not: each served elsewhere, and one of them (the
+        # first unless, since d84cef73, a near tie on these CPU engines picked another site outright) tried nrt and
+        # failed over, or left it out as down
+        for _ in range(3):
+            site, decision, text = stream_from(grid, "Tokyo")
+            assert site != "nrt" and text.strip()
+            d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
+            nrt_failed = [a for a in d["attempts"] if a["endpoint"] == "nrt-smollm2" and not a["ok"]]
+            nrt_rejected = [r for r in d["rejected"] if r["endpoint"] == "nrt-smollm2"]
+            if nrt_failed or nrt_rejected:
+                break
         assert nrt_failed or nrt_rejected, d
         control, down_at = watch.result()
     # seen down within a scrape or two: counted in the scrapes of fra (another endpoint, on the same interval, in the
