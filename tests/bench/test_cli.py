@@ -170,3 +170,40 @@ def test_the_runs_summary_is_one_line_under_the_table(monkeypatch: pytest.Monkey
     line = [x for x in r.output.splitlines() if "0/2 ok, 2 failed" in x]
     assert len(line) == 1 and "goodput 0.00 req/s (0% within TTFT<=1000ms" in line[0], r.output
     assert line[0].rstrip().endswith("of a core") or "send lag p99" in line[0], r.output
+
+
+@pytest.mark.parametrize(("given", "error", "says"), [
+    # vLLM, SGLang and the emulator answer a base URL without /v1 so: every request, no word of why
+    ("http://127.0.0.1:8000", "HTTP 404: {\"detail\":\"Not Found\"}",
+     "hint: http://127.0.0.1:8000 answered HTTP 404: give the OpenAI base URL, the one that ends in /v1 "
+     "(e.g. http://127.0.0.1:8000/v1)"),
+    ("http://127.0.0.1:8000/v1", "connect failed: [Errno 111] Connection refused",
+     "hint: no request connected: is the server up at http://127.0.0.1:8000/v1?"),
+])
+def test_a_run_that_served_nothing_says_why(monkeypatch: pytest.MonkeyPatch, given: str, error: str,
+                                           says: str) -> None:
+    """With --model (no GET /models first to say so) a base URL without its /v1, or nothing listening, was a table
+    of dashes and `3 x HTTP 404: ...` (7 Dec 2026, thirty-third session): the cause is said now."""
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Result, Run
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        failed = Result(0, 0.0, 0.0, 1, 0, 404, False, None, None, None, error=error)
+        return Run([failed, failed], 1.0, 0.1, config, 2)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", given, "--model", "m", "-n", "2", "--quiet"])
+    assert r.exit_code == 1 and says in " ".join(r.output.split()), r.output
+
+
+def test_a_404_at_a_v1_url_is_no_hint_to_add_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Result, Run
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        return Run([Result(0, 0.0, 0.0, 1, 0, 404, False, None, None, None, error="HTTP 404: no model m")], 1.0,
+                   0.1, config, 1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", "http://127.0.0.1:8000/v1/", "--model", "m", "-n", "1", "--quiet"])
+    assert r.exit_code == 1 and "1 x HTTP 404" in r.output and "hint" not in r.output, r.output

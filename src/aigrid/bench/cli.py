@@ -70,6 +70,19 @@ def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> st
     return first["id"]
 
 
+def failure_hint(errors: dict[str, int], completed: int, urls: Sequence[str]) -> str | None:
+    """What to do about the run's failures when their cause is plain from the errors alone: with --model (no
+    GET /models to say so first) a base URL without its /v1 had every request answered `HTTP 404` by vLLM, SGLang
+    or the emulator, and nothing listening had each one `connect failed`, the table all dashes and no word of why."""
+    bare = [u for u in urls if not u.rstrip("/").endswith("/v1")]
+    if bare and any(e.startswith("HTTP 404") for e in errors):
+        return (f"{', '.join(bare)} answered HTTP 404: give the OpenAI base URL, the one that ends in /v1 "
+                f"(e.g. {bare[0].rstrip('/')}/v1)")
+    if completed == 0 and errors and all(e.startswith("connect failed") for e in errors):
+        return f"no request connected: is the server up at {', '.join(urls)}?"
+    return None
+
+
 def event_loop_runner() -> Any:
     try:
         import uvloop
@@ -179,6 +192,9 @@ def bench_command(
     Console().print(summary_line(s), highlight=False, soft_wrap=True)
     for err, n in s["errors"].items():
         console.print(f"[red]{n} x[/] {escape(printable(str(err)))}", highlight=False)
+    hint = failure_hint(s["errors"], s["completed"], url)
+    if hint:
+        console.print(f"hint: {escape(hint)}", highlight=False, soft_wrap=True)
     if out is not None:
         try:
             write_json(out / "bench.json", result, s)
