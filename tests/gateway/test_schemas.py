@@ -345,3 +345,67 @@ async def test_vllms_structured_outputs_grammar_is_bounded_as_grammar_is(
         assert r.status_code == 200, r.text
         sent = [got for f in fakes.values() for got in f.received]
         assert len(sent) == 1 and sent[0]["structured_outputs"] == fine, sent
+
+
+def nested_regex(depth: int) -> str:
+    return "(" * depth + "a" + ")" * depth
+
+
+def nested_json(depth: int) -> str:
+    return '{"type": "array", "items": ' * depth + '{"type": "string"}' + "}" * depth
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value,param,says", [
+    ("guided_regex", nested_regex(MAX_GRAMMAR_NESTING + 1), "guided_regex", "groups deep"),
+    ("regex", nested_regex(60_000), "regex", "groups deep"),
+    ("structured_outputs", {"regex": nested_regex(MAX_GRAMMAR_NESTING + 1)}, "structured_outputs.regex",
+     "groups deep"),
+    ("guided_json", nested_json(130), "guided_json", "deeper than 128 levels"),
+    ("json_schema", nested_json(130), "json_schema", "deeper than 128 levels"),
+    ("structured_outputs", {"json": "[" * 5000 + "]" * 5000}, "structured_outputs.json", "not JSON"),
+    ("structural_tag", '{"structures": ' + "[" * 200 + "]" * 200 + "}", "structural_tag", "deeper than"),
+    # Lark (vLLM's guidance backend, SGLang's llguidance): `[...]` is an optional group, not a character class
+    ("guided_grammar", "start: " + "[" * (MAX_GRAMMAR_NESTING + 1) + '"a"' + "]" * (MAX_GRAMMAR_NESTING + 1),
+     "guided_grammar", "groups deep"),
+    ("structured_outputs", {"grammar": "start: " + "[" * 3000 + '"a"' + "]" * 3000}, "structured_outputs.grammar",
+     "groups deep"),
+    ("ebnf", "start: x\n" + ")" * 5000 + "\nx: " + "(" * 2000 + '"a"' + ")" * 2000, "ebnf", "groups deep")])
+async def test_a_regex_a_json_schema_text_or_a_lark_grammar_past_the_bound_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object,
+        param: str, says: str) -> None:
+    """(7 Dec 2026, thirty-third session) The grammar bound (MAX_GRAMMAR_NESTING) read GBNF's groups only. A regular
+    expression (vLLM's `guided_regex` and `structured_outputs.regex`, SGLang's `regex`) went to the engine at any
+    depth, and xgrammar, vLLM's and SGLang's default backend, turns it into a grammar group for group
+    (RegexConverter) that its parser reads as a grammar's; a JSON schema given as a string (vLLM's `guided_json`
+    and `structured_outputs.json`, SGLang's `json_schema`, their `structural_tag`) passed the body's own depth
+    bound (json_depth.MAX_DEPTH, 128) as one string; a Lark grammar's optional groups (`[...]`, which the GBNF scan
+    reads as a character class) and groups after stray closing brackets went uncounted. Each is now the client's
+    400 naming the field, before any engine, audited; within the bound each passes as written."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, field: value})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and err["type"] == "invalid_request_error", err
+        assert says in err["message"] and len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+async def test_regexes_json_schema_texts_and_lark_grammars_within_the_bound_pass_as_written(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """The other side of the bound: nested MAX_GRAMMAR_NESTING deep, a JSON schema within 128 levels, and brackets
+    that are text (escaped, in a character class, in a Lark literal or regular expression) pass to the engine."""
+    fine = [("guided_regex", nested_regex(MAX_GRAMMAR_NESTING)), ("regex", "\\(" * 5000 + "[(]" * 2000),
+            ("structured_outputs", {"regex": "[a-z]+", "json": nested_json(10)}),
+            ("guided_json", nested_json(120)), ("guided_json", {"type": "object"}), ("json_schema", '{"type": "string"}'),
+            ("guided_grammar", 'start: "' + "[" * 5000 + '" /[[(]+/ ' + "[" * MAX_GRAMMAR_NESTING
+             + '"a"' + "]" * MAX_GRAMMAR_NESTING)]
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for field, value in fine:
+            r = await client.post(route, json={**body, field: value})
+            assert r.status_code == 200, (field, r.text)
+        sent = [got for f in fakes.values() for got in f.received]
+        assert [got[field] for got, (field, _) in zip(sent, fine, strict=True)] == [v for _, v in fine]

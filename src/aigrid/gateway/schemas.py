@@ -10,12 +10,14 @@ import re
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from aigrid.agents.prompt_size import PART_TEXTS
 from aigrid.engines.fan_out import MAX_CHOICES
+from aigrid.json_depth import MAX_DEPTH, deeper_than
 
 CALL_ID = r"^[A-Za-z0-9_.:-]*$"
 """A tool call's id: OpenAI's `call_...`, Anthropic's `toolu_...`, vLLM's `chatcmpl-tool-...`, Kimi's
@@ -295,29 +297,100 @@ a '\\r' or '\\n', where llama.cpp's parse_space ends it; read to the '\\n' only,
 uncounted until review RV1 of fe0745b7)."""
 
 
+LARK_FIELDS = ("guided_grammar", "ebnf")
+"""The grammar fields an engine may read as Lark (vLLM's guidance backend, llguidance, reads `guided_grammar` and
+`structured_outputs.grammar` in Lark's syntax or GBNF's; SGLang's llguidance backend its `ebnf`), where `[...]` is an
+optional group, not a character class: their nesting is read both ways (lark_nesting)."""
+_LARK_TEXT = re.compile(r'"(?:\\.|[^"\\\n])*"?|(?:#|//)[^\n]*|/(?:\\.|[^/\\])+/?')
+"""What holds brackets that are not groups in Lark as llguidance lexes it (parser/src/lark/lexer.rs): a literal (a
+JSON string, on one line), a comment (`#` or `//`, to the end of its line), a regular expression (`/.../`, lines and
+all; its own groups are the regex engine's). An unclosed one runs to the end here, where llguidance's lexer fails
+before its parser reads a bracket."""
+REGEX_FIELDS = ("guided_regex", "regex")
+"""The engines' regular-expression fields, passed on as written: vLLM's `guided_regex` (since its v0.12
+`structured_outputs.regex`), SGLang's `regex`."""
+_REGEX_TEXT = re.compile(r"\\.|\[(?:[^\]\\]|\\.)*\]?", re.DOTALL)
+"""What holds parentheses that are not groups in a regular expression: an escape, a character class."""
+JSON_TEXT_FIELDS = ("guided_json", "json_schema", "structural_tag")
+"""The engines' fields that take a JSON schema (or vLLM's and SGLang's structural tag, schemas inside) as a string:
+vLLM's `guided_json` (a string or an object; since v0.12 `structured_outputs.json`, and `structured_outputs.
+structural_tag`), SGLang's `json_schema` and `structural_tag`. As an object the body's own depth bound holds it
+(json_depth.MAX_DEPTH); as a string it went to the engine's schema compiler at any depth."""
+
+
+def _depth(raw: np.ndarray, opens: tuple[int, ...], closes: tuple[int, ...]) -> int:
+    """The deepest `raw`'s bytes nest, each of `opens` a level in and each of `closes` one out, never below 0 (a
+    parser reads no level below its rule's: a stray close before a deep group does not hide it). The walk clamped at
+    0 is the running sum less its running minimum below 0."""
+    steps = np.zeros(len(raw), dtype=np.int32)
+    for b in opens:
+        steps += raw == b
+    for b in closes:
+        steps -= raw == b
+    total = np.cumsum(steps)
+    return int((total - np.minimum(np.minimum.accumulate(total), 0)).max(initial=0))
+
+
+def _bytes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+
+
 def grammar_nesting(text: str) -> int:
     """How deep `text`'s groups nest, parentheses in literals, character classes and comments not counted (scanned
-    by the regex engine and numpy: 256 KiB of parentheses or of escapes in a literal, 20-90 ms at load 16 on 2 cores)."""
-    raw = np.frombuffer(_GRAMMAR_TEXT.sub(" ", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    steps = (raw == 40).astype(np.int32) - (raw == 41)  # "(" and ")": no byte of a longer UTF-8 character is either
-    return int(np.cumsum(steps).max(initial=0))
+    by the regex engine and numpy: 256 KiB of parentheses or of escapes in a literal, 20-90 ms at load 16 on 2 cores).
+    No byte of a longer UTF-8 character is a bracket."""
+    return _depth(_bytes(_GRAMMAR_TEXT.sub(" ", text)), (40,), (41,))
+
+
+def lark_nesting(text: str) -> int:
+    """How deep `text`'s groups nest read as Lark: `(...)` and `[...]` (an optional group) both, brackets in literals,
+    regular expressions and `//` comments not counted."""
+    return _depth(_bytes(_LARK_TEXT.sub(" ", text)), (40, 91), (41, 93))
+
+
+def regex_nesting(text: str) -> int:
+    """How deep a regular expression's groups nest, escaped parentheses and those in character classes not
+    counted. xgrammar (vLLM's and SGLang's default backend) turns a regex into an EBNF grammar group for group
+    (RegexConverter), which its grammar parser then reads as a grammar's groups."""
+    return _depth(_bytes(_REGEX_TEXT.sub(" ", text)), (40,), (41,))
 
 
 def bounded_grammars(*fields: str) -> Any:
-    """The validator of a body's grammar fields: each a string nested at most MAX_GRAMMAR_NESTING groups deep."""
+    """The validator of a body's grammar fields: each a string nested at most MAX_GRAMMAR_NESTING groups deep (read
+    as Lark too where an engine may read it so: LARK_FIELDS)."""
     return field_validator(*fields)(classmethod(_bounded_grammar))
+
+
+def bounded_regexes(*fields: str) -> Any:
+    """The validator of a body's regular-expression fields: each a string of at most MAX_GRAMMAR_CHARS characters,
+    its groups nested at most MAX_GRAMMAR_NESTING deep."""
+    return field_validator(*fields)(classmethod(_bounded_regex))
+
+
+def bounded_json_texts(*fields: str) -> Any:
+    """The validator of a body's fields that take a JSON schema as a string (JSON_TEXT_FIELDS): JSON, nested at most
+    json_depth.MAX_DEPTH levels, as the body itself."""
+    return field_validator(*fields)(classmethod(_bounded_json_text))
+
+
+def _string_within(v: Any, field: str, what: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{field} must be a string, {what} (got {type(v).__name__})")
+    if len(v) > MAX_GRAMMAR_CHARS:
+        raise ValueError(f"the {what.split(' ', 1)[1]} is {len(v)} characters long; this grid passes one of at most "
+                         f"{MAX_GRAMMAR_CHARS} characters")
+    return v
 
 
 def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
     if v is None:
         return v
     field = str(info.field_name)
-    if not isinstance(v, str):
-        raise ValueError(f"{field} must be a string, a grammar (got {type(v).__name__})")
-    if len(v) > MAX_GRAMMAR_CHARS:
-        raise ValueError(f"the grammar is {len(v)} characters long; this grid passes grammars of at most "
-                         f"{MAX_GRAMMAR_CHARS} characters")
+    _string_within(v, field, "a grammar")
     depth = grammar_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0  # no deeper than its groups are many
+    if field in LARK_FIELDS or cls is StructuredOutputs:
+        if v.count("(") + v.count("[") > MAX_GRAMMAR_NESTING:
+            depth = max(depth, lark_nesting(v))
     if depth > MAX_GRAMMAR_NESTING:
         raise ValueError(f"the grammar is nested {depth} groups deep; this grid passes grammars nested at most "
                          f"{MAX_GRAMMAR_NESTING} deep (an engine's parser recurses once per group, and a deeper one "
@@ -325,14 +398,49 @@ def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
     return v
 
 
+def _bounded_regex(cls: type, v: Any, info: ValidationInfo) -> Any:
+    if v is None:
+        return v
+    _string_within(v, str(info.field_name), "a regular expression")
+    depth = regex_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0
+    if depth > MAX_GRAMMAR_NESTING:
+        raise ValueError(f"the regular expression is nested {depth} groups deep; this grid passes regular "
+                         f"expressions nested at most {MAX_GRAMMAR_NESTING} deep (the engine compiles each group into "
+                         "a grammar's group, which its parser reads by recursion, as a grammar's)")
+    return v
+
+
+def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
+    if not isinstance(v, str):
+        return v  # an object (or the engine's own error): the body's depth bound holds it
+    field = str(info.field_name).rstrip("_")  # `json_`: StructuredOutputs' `json`, which BaseModel's json() shadows
+    raw = v.encode("utf-8", "surrogatepass")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"{field} as a string is a JSON schema, and this one is not JSON (or nests deeper than "
+                         f"{MAX_DEPTH} levels)") from None
+    if deeper_than(raw, value):
+        raise ValueError(f"the JSON schema in {field} is nested deeper than {MAX_DEPTH} levels of objects and arrays, "
+                         "the most a request's JSON may nest (the engine's schema compiler recurses once per level)")
+    return v
+
+
 class StructuredOutputs(BaseModel):
     """vLLM's `structured_outputs` (since its v0.12 the only way to its grammar: `guided_grammar` and the other
-    `guided_*` fields were removed): its `grammar` bounded as `grammar` is, the rest passed on as written. Until
-    review RV1 of fe0745b7 a grammar nested past MAX_GRAMMAR_NESTING reached a current vLLM here unread."""
+    `guided_*` fields were removed): its `grammar` bounded as `grammar` is (read as Lark too: its guidance backend
+    reads Lark), its `regex` as `guided_regex` is, its `json` and `structural_tag` (strings of JSON) as `guided_json`
+    is; the rest passed on as written. Until review RV1 of fe0745b7 a grammar nested past MAX_GRAMMAR_NESTING reached
+    a current vLLM here unread; its regex and JSON until the thirty-third session."""
 
     model_config = ConfigDict(extra="allow")
     grammar: Any = None
+    regex: Any = None
+    json_: Any = Field(default=None, alias="json")
+    structural_tag: Any = None
     _grammars = bounded_grammars("grammar")
+    _regexes = bounded_regexes("regex")
+    _json_texts = bounded_json_texts("json_", "structural_tag")
 
 
 class _Common(BaseModel):
@@ -492,6 +600,17 @@ class _Common(BaseModel):
     guided_grammar: Any = None
     ebnf: Any = None
     _grammars = bounded_grammars(*GRAMMAR_FIELDS)
+    guided_regex: Any = None
+    """vLLM's regular expression (since its v0.12 `structured_outputs.regex`; SGLang's `regex`): a string nested at
+    most MAX_GRAMMAR_NESTING groups deep, passed on as written."""
+    regex: Any = None
+    _regexes = bounded_regexes(*REGEX_FIELDS)
+    guided_json: Any = None
+    """vLLM's JSON schema (an object, or a string of one; SGLang's `json_schema`, a string; their `structural_tag`,
+    a string of JSON): as a string, JSON nested at most json_depth.MAX_DEPTH levels, passed on as written."""
+    json_schema: Any = None
+    structural_tag: Any = None
+    _json_texts = bounded_json_texts(*JSON_TEXT_FIELDS)
     structured_outputs: StructuredOutputs | None = None
 
     _refused = _refusing(_REFUSED)
