@@ -161,6 +161,31 @@ def test_keys_create_refuses_a_tenant_the_spec_lacks(tmp_path: Path, monkeypatch
     assert "warning: tenant 'eu-bnak' not checked against a grid spec's tenants (give --spec FILE)" in r.stderr
 
 
+@pytest.mark.parametrize(("limits", "says"), [
+    (["--site", "fr"], "--site 'fr': not a site of {spec} (did you mean fra?) (sites: fra, gru, iad, nrt)"),
+    (["--jurisdiction", "eu"], "--jurisdiction: no site of {spec} is in eu (did you mean EU?)"),
+    (["--model", "smollm-135m"], "--model smollm-135m: matches no model {spec}'s endpoints serve (did you mean "
+                                 "smollm2-135m?)"),
+    (["--policy", "cheapest"], "--policy 'cheapest': not a policy of {spec}"),
+])
+def test_keys_create_refuses_limits_the_spec_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    limits: list[str], says: str) -> None:
+    """`keys create --spec` checked the key's tenant against the grid, not its limits: `--site fr` made a key every
+    request of which was refused (7 Dec 2026, thirty-third session). Each limit is checked as the spec checks a
+    tenant's; one the grid has beside one it lacks (a site yet to come) is not refused."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    keys, spec = tmp_path / "keys.json", str(ROOT / "examples" / "demo.yaml")
+    r = runner.invoke(app, ["keys", "create", "default", "--keys-file", str(keys), "--spec", spec, *limits],
+                      env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and says.format(spec=spec) in said and "no key was made" in said, said
+    assert not keys.exists()
+    r = runner.invoke(app, ["keys", "create", "default", "--keys-file", str(keys), "--spec", spec,
+                            "--jurisdiction", "EU", "--jurisdiction", "CH", "--model", "smollm2-*", "--site", "fra",
+                            "--policy", "cost-first"])
+    assert r.exit_code == 0 and "api key: aig_" in r.output, r.output
+
+
 @pytest.mark.parametrize(("value", "says"), [(None, "AIGRID_KEY_SECRET is not set"), ("short", "it holds 5 bytes"),
                                              ("é" * 7, "it holds 14 bytes")])
 def test_keys_say_whether_the_secret_is_unset_or_too_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

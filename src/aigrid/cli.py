@@ -524,14 +524,17 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                     help="grid spec whose tenants the key's must be one of (without it: not checked, a warning)")
                 ] = None) -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
-    from aigrid.security.keys_cli import check_tenant, create_key, server_secret
+    from aigrid.security.keys_cli import check_scopes, check_tenant, create_key, server_secret
 
     try:
         secret = server_secret(name=secret_env)  # before the tenant's warning: one clear error without a secret
         if spec is not None:
             from aigrid.spec.load import load_spec
 
-            check_tenant(tenant, load_spec(spec).tenants, str(spec))
+            grid = load_spec(spec)
+            check_tenant(tenant, grid.tenants, str(spec))
+            check_scopes(grid, str(spec), models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
+                         policy=policy)
         else:
             err_console.print(f"warning: tenant {tenant!r} not checked against a grid spec's tenants (give --spec "
                               "FILE): a key of a tenant the grid lacks is refused (401) on every request",

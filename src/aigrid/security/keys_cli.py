@@ -16,14 +16,20 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import DEFAULT_TENANT, Scopes, scope_text
+from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 from aigrid.spec.models import ENV_NAME
 from aigrid.spec.near import did_you_mean
+
+if TYPE_CHECKING:
+    from aigrid.spec.models import GridSpec
 
 SECRET_ENV = "AIGRID_KEY_SECRET"
 LISTED_TENANTS = 20
@@ -40,6 +46,32 @@ def check_tenant(tenant: str, spec_tenants: Collection[str], spec: str) -> None:
     listed = ", ".join(known[:LISTED_TENANTS]) + (f", ... ({len(known)} in all)" if len(known) > LISTED_TENANTS else "")
     raise ConfigError(f"tenant {tenant!r} is not one of {spec}'s tenants{did_you_mean(tenant, known)} "
                       f"(tenants: {listed}): every request with its key would be refused (401); no key was made")
+
+
+def check_scopes(spec: GridSpec, source: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
+                 sites: Sequence[str] = (), policy: str | None = None) -> None:
+    """`aigrid keys create --spec FILE`: the key's limits against the grid, as the spec checks a tenant's (a site
+    it lacks, jurisdictions none of its sites is in, model patterns matching no model an endpoint serves) and its
+    policy among the grid's; a ConfigError naming each, no key made. Before, `--site iadd` made a key every
+    request of which was refused (403), though --spec was given to check the key against the grid."""
+    from aigrid.spec.load import policies
+
+    problems = [f"--site {site!r}: not a site of {source}{did_you_mean(site, spec.sites)} "
+                f"(sites: {', '.join(sorted(spec.sites))})" for site in sites if site not in spec.sites]
+    held = sorted({s.jurisdiction for s in spec.sites.values()})
+    if jurisdictions and not set(jurisdictions) & set(held):
+        problems.append(f"--jurisdiction: no site of {source} is in {', '.join(jurisdictions)}"
+                        f"{did_you_mean(jurisdictions[0], held)} (jurisdictions: {', '.join(held)})")
+    served = sorted({e.model for e in spec.endpoints})
+    if models and not any(fnmatchcase(m, p) for m in (*served, "auto", *EMBEDDING_ALIASES) for p in models):
+        problems.append(f"--model {', '.join(models)}: {'matches' if len(models) == 1 else 'match'} no model {source}'s endpoints serve"
+                        f"{did_you_mean(models[0], served)} (served: {', '.join(served)})")
+    known = sorted(policies(spec))
+    if policy is not None and policy not in known:
+        problems.append(f"--policy {policy!r}: not a policy of {source}{did_you_mean(policy, known)} "
+                        f"(policies: {', '.join(known)})")
+    if problems:
+        raise ConfigError("; ".join(problems) + ": every request with its key would be refused; no key was made")
 
 
 def secret_env_name(name: str) -> str:
