@@ -97,6 +97,23 @@ def test_key_scopes_only_narrow_the_tenant() -> None:
     assert not narrow.allows_model("gpt-4o") and narrow.policy == "cost-first"
 
 
+def test_scopes_say_how_a_key_narrows_its_tenant() -> None:
+    """Scopes.narrowing_of (moved from gateway.guard.Guard.narrowing, thirty-third session): a key naming its tenant's
+    own model patterns narrows nothing, though narrowed_by keeps both sides' patterns in models_within; one naming
+    other patterns, or fewer jurisdictions, is a narrowing, written as `aigrid keys list` writes scopes."""
+    tenant = Scopes(models=frozenset({"small-*"}), jurisdictions=frozenset({"EU", "US"}))
+    assert tenant.narrowed_by(Scopes(models=frozenset({"small-*"}))).narrowing_of(tenant) == ""
+    assert tenant.narrowed_by(Scopes()).narrowing_of(tenant) == ""
+    eu = tenant.narrowed_by(Scopes(jurisdictions=frozenset({"EU"})))
+    assert eu.narrowing_of(tenant) == "jurisdictions=EU"
+    one = tenant.narrowed_by(Scopes(models=frozenset({"small-1*"})))
+    assert one.narrowing_of(tenant) == "models=small-1*"
+    twice = Scopes(models_within=(frozenset({"small-1*", "small-2*"}),))
+    assert twice.narrowing_of(Scopes()) == "models within small-1*, small-2*"
+    everything = Scopes().narrowed_by(Scopes(models=frozenset({"*"})))
+    assert everything.narrowing_of(Scopes()) == "models=*"
+
+
 @pytest.mark.parametrize("tenant,key", [
     ({"llama-*"}, {"llama-?"}),           # the key's `?` kept the tenant's `*`: the whole tenant
     ({"llama-3-?b"}, {"llama-3-*b"}),     # the tenant's `?` kept the key's `*`: past the tenant

@@ -60,7 +60,7 @@ from aigrid.security.firewall.texts import ModelText
 from aigrid.security.jwks import MIN_RSA_BITS, JwksKeys
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
-from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant, scope_text
+from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
@@ -591,18 +591,9 @@ class Guard:
 
     def narrowing(self, principal: Principal) -> str:
         """How the principal's key (or token) narrows its tenant's scopes, as `aigrid keys list` writes scopes
-        (`jurisdictions=EU models=small-*`); empty for a key of the tenant's whole scopes."""
+        (`jurisdictions=EU models=small-*`); empty for a key of the tenant's whole scopes (Scopes.narrowing_of)."""
         tenant = self.tenants.get(principal.tenant)
-        own_scopes = tenant.scopes if tenant is not None else Scopes()
-        # a key naming its tenant's own model patterns (a token's `models` claim as the tenant's) narrows nothing, but
-        # Scopes.narrowed_by keeps both sides' patterns in models_within: only a side unlike the tenant's and unlike
-        # the key's `models` (which, unlike the tenant's, is named as `models=`) is a narrowing of its own
-        within = tuple(p for p in principal.scopes.models_within
-                       if p not in (own_scopes.models, principal.scopes.models, *own_scopes.models_within))
-        own = own_scopes.to_dict()
-        return " ".join(scope_text(k, v)
-                        for k, v in dataclasses.replace(principal.scopes, models_within=within).to_dict().items()
-                        if own.get(k) != v)
+        return principal.scopes.narrowing_of(tenant.scopes if tenant is not None else Scopes())
 
     def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
         """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from aigrid.core.urgency import parse_level
@@ -60,6 +60,17 @@ class Scopes:
                 (*self.models_within, *other.models_within,
                  *((self.models, other.models) if self.models is not None and other.models is not None else ())))),
         )
+
+    def narrowing_of(self, tenant: Scopes) -> str:
+        """Whether these scopes (a key's or token's, its tenant's `narrowed_by` it) narrow the tenant's `tenant`, and
+        how, as `aigrid keys list` writes scopes (`jurisdictions=EU models=small-*`); empty where they do not. A key
+        naming its tenant's own model patterns (a token's `models` claim as the tenant's) narrows nothing, but
+        narrowed_by keeps both sides' patterns in models_within: only a side unlike the tenant's `models`, any of its
+        models_within, and these scopes' own `models` (named as `models=`) is a narrowing of its own."""
+        within = tuple(p for p in self.models_within if p not in (tenant.models, self.models, *tenant.models_within))
+        own = tenant.to_dict()
+        return " ".join(scope_text(k, v) for k, v in replace(self, models_within=within).to_dict().items()
+                        if own.get(k) != v)
 
     def to_dict(self) -> dict[str, object]:
         within = {"models_within": [sorted(p) for p in self.models_within]} if self.models_within else {}
