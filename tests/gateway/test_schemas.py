@@ -409,3 +409,32 @@ async def test_regexes_json_schema_texts_and_lark_grammars_within_the_bound_pass
             assert r.status_code == 200, (field, r.text)
         sent = [got for f in fakes.values() for got in f.received]
         assert [got[field] for got, (field, _) in zip(sent, fine, strict=True)] == [v for _, v in fine]
+
+
+MAX_LOGIT_BIAS = 1024
+"""schemas.MAX_LOGIT_BIAS: OpenAI's bound ("Expected an object with at most 1024 properties")."""
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+async def test_a_logit_bias_of_more_tokens_than_openai_takes_is_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """(7 Dec 2026, thirty-third session) `logit_bias` was bounded only by the body's size: 200,000 entries (2.7 MB,
+    within max_body_bytes) went to the engine, which adds each to the logits of every step it samples. OpenAI's API
+    refuses more than 1,024 ("too many properties"); so does the grid now, the client's 400 naming `logit_bias`,
+    before any engine, audited. 1,024 pass as sent."""
+    from aigrid.gateway import schemas
+    assert schemas.MAX_LOGIT_BIAS == MAX_LOGIT_BIAS
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for count in (200_000, MAX_LOGIT_BIAS + 1):
+            r = await client.post(route, json={**body, "logit_bias": {str(t): -1 for t in range(count)}})
+            assert r.status_code == 400, r.text[:300]
+            err = r.json()["error"]
+            assert err["param"] == "logit_bias" and err["type"] == "invalid_request_error", err
+            assert f"{count:,} tokens" in err["message"] and len(err["message"]) < 300, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * 2, rows
+        most = {str(t): -1 for t in range(MAX_LOGIT_BIAS)}
+        r = await client.post(route, json={**body, "logit_bias": most})
+        assert r.status_code == 200, r.text
+        assert [f.received[-1]["logit_bias"] for f in fakes.values() if f.received] == [most]

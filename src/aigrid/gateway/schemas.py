@@ -443,6 +443,14 @@ class StructuredOutputs(BaseModel):
     _json_texts = bounded_json_texts("json_", "structural_tag")
 
 
+MAX_LOGIT_BIAS = 1024
+"""The most tokens one request's `logit_bias` may bias: OpenAI's API refuses more ("Invalid 'logit_bias': too many
+properties. Expected an object with at most 1024 properties"). Until the thirty-third session only the body's size
+bounded it (a 4 MiB body holds about 300,000 entries), and the engine adds each to the logits of every step it
+samples (llama.cpp's logit-bias sampler walks the list per token; vLLM's V1 applies them per step of the batch
+every tenant's requests share)."""
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
@@ -485,14 +493,18 @@ class _Common(BaseModel):
     once, empty (llama.cpp matches it before the first token)."""
 
     logit_bias: dict[str, Any] | None = None
-    """OpenAI's map of token ids (strings of digits) to biases from -100 to 100 (the abuse signals count it:
-    guard.request_traits). `"x"` was taken and went to the engine, which ignored it: the client believed it biased."""
+    """OpenAI's map of token ids (strings of digits) to biases from -100 to 100, at most MAX_LOGIT_BIAS of them (the
+    abuse signals count it: guard.request_traits). `"x"` was taken and went to the engine, which ignored it: the
+    client believed it biased."""
 
     _typed = number_fields("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
 
     @field_validator("logit_bias")
     @classmethod
     def _token_biases(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias holds {len(v):,} tokens; at most {MAX_LOGIT_BIAS:,} are served (OpenAI's "
+                             "bound)")
         for token, bias in (v or {}).items():
             if not token.isascii() or not token.isdigit():
                 raise ValueError(f"a key of logit_bias is a token id (a string of digits), not {token!r}")
