@@ -108,6 +108,24 @@ def test_one_quality_column_is_refused_not_a_traceback(tmp_path: Path) -> None:
     assert code == 2 and "none.csv: no quality column" in one_error_line(out)
 
 
+def test_a_score_mistyped_among_the_first_rows_is_named_not_its_column_dropped(tmp_path: Path) -> None:
+    """A score column (not `*_correct`) with one cell that is no number among its first 50 rows (`N/A`) was read as a
+    text column and left out: two models' file was refused as having one quality column (`found 1 quality column
+    (small); need two`, the mistyped cell unnamed), and a third model's column was dropped unsaid (7 Dec 2026,
+    thirty-third session). The cell is named now; with --small and --large both given the others are not read."""
+    rows = [[f"q{i}", i % 2, 1, 0.5] for i in range(20)]
+    rows[2][2] = "N/A"
+    f = wide(tmp_path / "s.csv", [r[:3] for r in rows], ["prompt", "small", "large"])
+    code, out = run("--data", str(f))
+    assert code == 2 and f"{f}, line 4, column 'large': 'N/A' is not a finite number" in one_error_line(out), out
+    rows[2][2], rows[5][3] = 1, "x"
+    f = wide(tmp_path / "three.csv", rows, ["prompt", "small", "large", "mid"])
+    code, out = run("--data", str(f))
+    assert code == 2 and f"{f}, line 7, column 'mid': 'x' is not a finite number" in one_error_line(out), out
+    code, out = run("--data", str(f), "--small", "small", "--large", "large")
+    assert code == 0, out
+
+
 def test_a_json_lines_file_is_named_as_such(tmp_path: Path) -> None:
     f = tmp_path / "d.jsonl"
     f.write_text('{"prompt": "hi", "small_correct": 1, "large_correct": 1}\n' * 12)

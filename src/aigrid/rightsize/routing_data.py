@@ -395,7 +395,7 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
           large: str | None) -> RoutingData:
     rows, lines, notes = _without_empty_prompts(path, rows, lines, "prompt")
     quality = [c for c in cols if c.lower().endswith("_correct")] or [
-        c for c in cols if c not in STRUCTURAL and not ROW_ID.fullmatch(c.lower()) and all(_isnum(r[c]) for r in rows[:50])]
+        c for c in cols if c not in STRUCTURAL and not ROW_ID.fullmatch(c.lower()) and _numbers(rows[:50], c)]
     if not quality:
         raise InvalidRequest(f"{path}: no quality column (one per model: `*_correct`, 0/1, or a numeric score); "
                              f"found {', '.join(cols)}", param="data")
@@ -404,7 +404,8 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
 
     values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0.0, 1.0) if c.lower().endswith("_correct") else
                                                                  (-math.inf, math.inf)), judged)
-                           for r, n in zip(rows, lines, strict=True)]) for c in quality}
+                           for r, n in zip(rows, lines, strict=True)])
+              for c in quality if not (small and large) or c in (small, large)}  # both named: the others unread
     s, lg = _pick(path, quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
     group_col = next((c for c in ("subject", "category") if c in cols), None)
     groups = [r[group_col] or "" if group_col else "" for r in rows]
@@ -412,6 +413,14 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     flags = np.array([_flag(r["contaminated"], f"{path}, line {n}") for r, n in zip(rows, lines, strict=True)]) \
         if "contaminated" in cols else None
     return RoutingData(prompts, groups, values[s], values[lg], s, lg, flags, notes)
+
+
+def _numbers(rows: list[dict[str, str]], column: str) -> bool:
+    """A column of scores: at least half of `rows`' cells are numbers. A score column with one cell mistyped among
+    the first rows (`x`, `N/A`) is still one, refused naming that cell's line (_num); before, it was read as a text
+    column and left out, the file refused as having one quality column, or a third model's column dropped unsaid."""
+    numbers = sum(_isnum(r[column]) for r in rows)
+    return numbers > 0 and 2 * numbers >= len(rows)
 
 
 def _isnum(v: str | None) -> bool:
