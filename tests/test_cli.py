@@ -415,6 +415,19 @@ def test_audit_verify_of_what_is_not_an_audit_log(tmp_path: Path, content: bytes
     assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
+@pytest.mark.parametrize("command", ["verify", "query", "summary"])
+def test_an_audit_database_that_is_a_folder_is_named_so(tmp_path: Path, command: str) -> None:
+    """`aigrid audit verify .aigrid` (the folder, not the database in it) said "cannot be read as an audit database
+    (disk I/O error)", SQLite's words for a folder; query and summary "cannot read .aigrid: disk I/O error" (7 Dec
+    2026, thirty-third session)."""
+    pub = tmp_path / "a.pub.pem"
+    generate_keypair(tmp_path / "a.pem", pub)
+    r = runner.invoke(app, ["audit", command, str(tmp_path), "--public-key", str(pub)], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{tmp_path} is a folder, not an audit database" in said, said
+    assert "disk I/O" not in said and "security.audit.path" in said, said
+
+
 def test_audit_verify_of_a_missing_database_says_error(tmp_path: Path) -> None:
     """`aigrid audit verify` on a missing database printed "cannot verify: ..." without the "error:" every other
     command's failure starts with (7 Dec 2026, thirty-second session)."""

@@ -25,7 +25,7 @@ import orjson
 
 from aigrid.audit.record import is_error
 from aigrid.audit.store import check_format
-from aigrid.audit.verify import NotAnAuditLog
+from aigrid.audit.verify import NotAnAuditLog, check_path
 
 GROUPS = ("tenant", "key", "model", "site", "endpoint", "jurisdiction", "outcome", "route", "day", "hour")
 """What `summary --by` can group on."""
@@ -220,8 +220,7 @@ def records(db_path: Path, selection: Selection, reading: Reading | None = None,
     a live log grows while it is read). Raises FileNotFoundError, NotAnAuditLog, or sqlite3.Error when the
     file cannot be read as a database; a body that is not a JSON object is skipped and its seq kept in
     `reading.unreadable`."""
-    if not db_path.exists():
-        raise FileNotFoundError(f"no audit database at {db_path}")
+    check_path(db_path)
     reading = reading if reading is not None else Reading()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     db.text_factory = bytes

@@ -162,6 +162,16 @@ class VerifyReport:
             self.first_break = seq
 
 
+def check_path(db_path: Path) -> None:
+    """FileNotFoundError when nothing is at `db_path`; NotAnAuditLog when a folder is (SQLite said only "disk I/O
+    error" of a folder: `aigrid audit verify .aigrid` named no cause)."""
+    if not db_path.exists():
+        raise FileNotFoundError(f"no audit database at {db_path}")
+    if db_path.is_dir():
+        raise NotAnAuditLog(f"{db_path} is a folder, not an audit database (name the database file: the spec's "
+                            "security.audit.path, by default .aigrid/audit.db)")
+
+
 def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey], *,
            require_checkpoint: bool = True, anchor: tuple[int, str] | None = None) -> VerifyReport:
     """Check the whole log. Without any signed checkpoint nothing proves the records were not rewritten,
@@ -169,8 +179,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
     key that signed checkpoints of this log (a rotation); `anchor`: a (seq, hash) of this log kept elsewhere.
     Raises NotAnAuditLog (neither of the log's tables), sqlite3.Error when the file cannot be read as a database
     at all; a checkpoint table without the records table is tampering (a problem), not NotAnAuditLog."""
-    if not db_path.exists():
-        raise FileNotFoundError(f"no audit database at {db_path}")
+    check_path(db_path)
     keys = {key_id(k): k for k in ([public_key] if isinstance(public_key, Ed25519PublicKey) else public_key)}
     report = VerifyReport()
     head = _signed_head(db_path, keys)  # before the log is read: the writer writes it after the log's commit
