@@ -511,7 +511,7 @@ async def test_a_loops_summed_counts_past_64_bits_are_unknown(caplog: pytest.Log
 
 async def test_a_turns_count_past_its_context_is_unknown(caplog: pytest.LogCaptureFixture) -> None:
     """LoopConfig.most_turn_tokens (the model's context, the gateway's) bounds each turn's count, as the front
-    door bounds an answer's (usage.unbelievable): a turn that counts more is the engine's fault, unknown."""
+    door bounds an answer's (token_counts.count_fault): a turn that counts more is the engine's fault, unknown."""
     usage = {"prompt_tokens": 8_000, "completion_tokens": 193, "total_tokens": 8_193}
     assert turn_counts(usage, 8_192) == {} and "8193 tokens, more than the 8192" in caplog.text
     assert turn_counts(usage, 8_193) == usage and turn_counts(usage) == usage

@@ -181,7 +181,7 @@ class CountsPastContext(FailsSecondTurn):
 async def test_a_loop_turns_count_past_its_context_is_not_charged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A turn's count was bounded to 64 bits only, not by its context: a loop cut after its tools acted was charged
     the engine's 2**63-1 tokens (its tenant locked out for good; two such turns summed past 64 bits). Now the turn's
-    bound is its model's context (LoopConfig.most_turn_tokens, from the spec, as the front door's usage.unbelievable):
+    bound is its model's context (LoopConfig.most_turn_tokens, from the spec, as the front door's token_counts.count_fault):
     the count is unknown, logged as the engine's, and the loop is charged its reservation."""
     gw, record = await streamed_cut(tmp_path, CountsPastContext)
     context = gw.spec.models[MODEL].context

@@ -104,7 +104,7 @@ class LoopConfig:
     gateway.stream_idle_s; None: no bound (a turn of keep-alives lasted to the loop's own ceiling)."""
     most_turn_tokens: int | None = None
     """The most tokens one model turn's engine can count (its prompt and completion): what its model's context
-    holds, as the front door bounds an answer's count (usage.unbelievable, Proxy.most_tokens). A turn that counts
+    holds, as the front door bounds an answer's count (token_counts.count_fault, Proxy.most_tokens). A turn that counts
     more is the engine's fault, its count unknown (turn_counts). The gateway gives the model's context from the
     spec; None: not known (only engines/token_counts.bad_count applies)."""
 

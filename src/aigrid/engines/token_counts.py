@@ -1,8 +1,8 @@
 """Which token counts of an engine's answer can be charged: one rule for every reader of an engine's usage (the
-gateway's relay and whole answers, gateway/usage.py `unbelievable`; the fan-out's merged answer, engines/fan_out.py;
-a tool loop's model turn, agents/loop.py `turn_counts`). Until the thirty-second session each had its own copy, and
-they differed: the gateway's allowed a count past 64 bits where the context was not known, the fan-out's did not
-look at total_tokens."""
+gateway's stream relay and whole answers, gateway/relay.py and usage.py `whole_answer`; the fan-out's merged answer,
+engines/fan_out.py; a tool loop's model turn, agents/loop.py `turn_counts`). Until the thirty-second session each had
+its own copy, and they differed: the gateway's allowed a count past 64 bits where the context was not known, the
+fan-out's did not look at total_tokens."""
 
 from __future__ import annotations
 

@@ -41,12 +41,12 @@ import orjson
 
 from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.sse import CUT_SHORT, DONE, Event, Quiet, SseDecoder, SseError, comment, encode
+from aigrid.engines.token_counts import count_fault
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import CUT, STEER, STEERED
 from aigrid.gateway.request_info import CHARS_PER_TOKEN
-from aigrid.gateway.usage import unbelievable
 
 if TYPE_CHECKING:
     from aigrid.core.types import Candidate
@@ -329,7 +329,7 @@ class EventPipe:
             self._delivered.observe(obj)
         usage = obj.get("usage") if wants_usage and isinstance(obj, dict) else None
         if isinstance(usage, dict):
-            why = unbelievable(usage, self._most_tokens)
+            why = count_fault(usage, self._most_tokens)
             if why is None:
                 self.usage = usage
             else:  # the answer's count is unknown (charged the reservation), and no client reads the engine's

@@ -29,14 +29,9 @@ class NotAnAnswer(ValueError):
     or JSON without a `choices` list."""
 
 
-unbelievable = count_fault
-"""Why an engine's token counts cannot be charged (None: they can): the one rule, engines/token_counts.py, under the
-name the gateway's readers (relay.py, whole_answer) know it by."""
-
-
 def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
     """An engine's 2xx whole (non-streamed) answer as the gateway passes it on: its bytes, its usage, and why that
-    usage was taken out (its counts cannot be charged: `unbelievable`; then the answer's count is unknown). Raises
+    usage was taken out (its counts cannot be charged: token_counts.count_fault; then the answer's count is unknown). Raises
     NotAnAnswer when it is not a completion (a choice of another shape: engines/answer_shape.choice_fault; a list as
     finish_reason raised in a front door, a list as `content` or an object as `arguments` passed the tenant's
     redaction). Written at most once: an answer whose usage is taken out is checked for depth as it is written
@@ -56,7 +51,7 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     if usage is not None and not shallow and written(usage, MAX_DEPTH - 1) is None:
         raise NotAnAnswer(_DEEP)
     if usage is None or isinstance(usage, dict):
-        why = None if usage is None else unbelievable(usage, most)
+        why = None if usage is None else count_fault(usage, most)
     else:
         why = f"usage is {str(usage)[:40]}, not an object"
     stripped = None
