@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import openai
@@ -19,6 +19,7 @@ import pydantic
 import pytest
 
 from aigrid.gateway.app import build_app
+from tests.agents.json_refs import unresolved
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.sdk_clients import anthropic_client, openai_client
@@ -127,3 +128,36 @@ async def test_the_anthropic_stream_helper_snapshots_text_then_a_tool_call(nativ
     assert [(b.type, getattr(b, "input", None)) for b in final.content] == [("text", None),
                                                                            ("tool_use", {"city": "Paris"})]
     assert (final.usage.input_tokens, final.usage.output_tokens) == (10, 5)
+
+
+class Pet(pydantic.BaseModel):
+    kind: Literal["cat", "dog"]
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    name: str
+    pets: list[Pet]
+
+
+ANN = {"name": "Ann", "pets": [{"kind": "cat", "name": "Tom"}]}
+
+
+async def test_nested_pydantic_models_reach_a_constrained_turn_with_every_ref_resolvable(tmp_path: Path) -> None:
+    """The demo's model decodes tool calls under the gateway's own grammar (`tool_calls: constrained`): a pydantic
+    tool or response format with a nested model (`$defs`) was embedded with refs to a root `$defs` that the step
+    schema did not have, which llama.cpp refuses (agents/schema_refs.py)."""
+    engine = ScriptedEngine([{"content": orjson.dumps({"tool": "Owner", "arguments": ANN}).decode()},
+                             {"content": orjson.dumps({"answer": ANN}).decode()}])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, "constrained")))
+    try:
+        called = await oai.chat.completions.parse(model=MODEL, messages=HI, tools=[openai.pydantic_function_tool(Owner)])
+        assert unresolved(engine.received[-1]["response_format"]["json_schema"]["schema"]) == []
+        answered = await oai.chat.completions.parse(model=MODEL, messages=HI, response_format=Owner,
+                                                    tools=[openai.pydantic_function_tool(Pet)])
+        assert unresolved(engine.received[-1]["response_format"]["json_schema"]["schema"]) == []
+    finally:
+        await oai.close()
+    calls = called.choices[0].message.tool_calls or []
+    assert [c.function.parsed_arguments for c in calls] == [Owner.model_validate(ANN)]
+    assert answered.choices[0].message.parsed == Owner.model_validate(ANN)

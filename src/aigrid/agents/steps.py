@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from aigrid.agents.answer_stream import AnswerStream
+from aigrid.agents.schema_refs import embedded
 from aigrid.json_depth import MAX_DEPTH, too_deep
 
 MAX_ANSWER_CHARS = 2_000
@@ -85,17 +86,20 @@ def step_schema(tools: Sequence[ToolSpec], *, allow_answer: bool = True,
                 client_format: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON schema of one constrained model turn offering `tools` (and a final answer, held to the client's
     JSON `response_format` when it has one)."""
+    defs: dict[str, Any] = {}  # the embedded schemas' own $defs, at the root where their refs point (schema_refs)
     options: list[dict[str, Any]] = [
         {"type": "object",
-         "properties": {"tool": {"const": t.name}, "arguments": dict(t.parameters) or {"type": "object"}},
+         "properties": {"tool": {"const": t.name},
+                        "arguments": embedded(t.parameters, f"t{i}-", defs) or {"type": "object"}},
          "required": ["tool", "arguments"], "additionalProperties": False}
-        for t in tools
+        for i, t in enumerate(tools)
     ]
     if allow_answer or not options:
         options.append({"type": "object",
-                        "properties": {"answer": answer_schema(client_format)},
+                        "properties": {"answer": embedded(answer_schema(client_format), "answer-", defs)},
                         "required": ["answer"], "additionalProperties": False})
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def response_format(tools: Sequence[ToolSpec], *, allow_answer: bool = True,

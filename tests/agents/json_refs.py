@@ -1,0 +1,37 @@
+"""The local `$ref`s of a JSON schema that lead nowhere, as an engine resolves them (JSON pointers from the
+schema's root): for tests of the schemas the gateway sends engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def unresolved(schema: dict[str, Any]) -> list[str]:
+    """Every local `$ref` of `schema` that does not lead anywhere from its root (a JSON pointer, as engines
+    resolve it)."""
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    bad = []
+    for ref in refs:
+        target: Any = schema
+        for part in ref.removeprefix("#/").split("/") if ref != "#" else []:
+            key = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and key in target:
+                target = target[key]
+            elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+                target = target[int(key)]
+            else:
+                bad.append(ref)
+                break
+    return bad
