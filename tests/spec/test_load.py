@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aigrid.errors import SpecError
+from aigrid.errors import AigridError, SpecError
 from aigrid.spec.load import MAX_SPEC_BYTES, _SpecLoader, cities, endpoints, load_spec, parse_spec, policies
 from aigrid.spec.models import MAX_CONTEXT
 
@@ -140,6 +140,24 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("- just a list\n")
     with pytest.raises(SpecError, match="top level must be a mapping"):
         load_spec(bad)
+
+
+@pytest.mark.parametrize(("content", "said"), [("", "the file is empty"), ("# to do\n\n", "the file holds nothing"),
+                                              ("---\n", "the file holds nothing")])
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path, content: str, said: str) -> None:
+    """An empty spec, scenario or demand file (or one of comments only) was "the top level must be a mapping with
+    models, sites and endpoints" / "expected a mapping at the top level", as if it held something else (7 Dec 2026,
+    thirty-third session). It is said to be empty, with a shipped example of that input."""
+    from aigrid.plan.demand import load_demand
+    from aigrid.sim.scenario import load_scenario
+
+    f = tmp_path / "grid.yaml"
+    f.write_text(content)
+    for load, example in ((load_spec, "examples/demo.yaml"), (load_scenario, "examples/sim/small.yaml"),
+                          (load_demand, "examples/plan/small.yaml")):
+        with pytest.raises(AigridError, match=re.escape(said)) as e:
+            load(f)
+        assert str(f) in str(e.value) and f"is a YAML mapping, e.g. {example}" in str(e.value), e.value
 
 
 def test_yaml_bare_off_means_off() -> None:

@@ -115,11 +115,21 @@ def read_yaml(p: Path, error: type[SpecError] = SpecError, what: str = "grid spe
         raise error(str(p), [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as "
                              "UTF-8"]) from None
     try:
-        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a safe loader: _SpecLoader is SafeLoader's)
+        doc = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a safe loader: _SpecLoader is SafeLoader's)
     except yaml.YAMLError as e:
         raise error(str(p), [_yaml_problem(e, text)]) from None
     except RecursionError:
         raise error(str(p), [f"not a {what}: nested too deeply to read"]) from None
+    if doc is None:  # it said "the top level must be a mapping" / "expected a mapping at the top level" of it
+        said = "the file is empty" if not text.strip() else "the file holds nothing (only comments, or null)"
+        example = EXAMPLES.get(what)
+        raise error(str(p), [f"{said}: a {what} is a YAML mapping" + (f", e.g. {example}" if example else "")])
+    return doc
+
+
+EXAMPLES = {"grid spec": "examples/demo.yaml", "scenario": "examples/sim/small.yaml",
+            "demand file": "examples/plan/small.yaml"}
+"""read_yaml's `what` -> a shipped example of that input, named when a file holds nothing."""
 
 
 def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
