@@ -150,8 +150,7 @@ def _dashboard(replay_dir: Path | None) -> ExtraRoutes:
     from aigrid.dashboard import dashboard_routes
 
     def routes(gw: Gateway, stopping: Callable[[], bool]) -> Sequence[BaseRoute]:
-        auth = gw.guard.operator if gw.spec.security.enforce else None
-        return dashboard_routes(gw, authenticate=auth, stopping=stopping, replay_dir=replay_dir)
+        return dashboard_routes(gw, operators=True, stopping=stopping, replay_dir=replay_dir)
 
     return routes
 

@@ -51,7 +51,7 @@ async def _operator_grid(tmp_path: Path, ops: dict[str, object], ring: KeyRing) 
     spec = spec.model_copy(update={"security": spec.security.model_copy(update={"metrics": "operator"})})
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
     async with serving(spec, fakes) as (_, gw):
-        app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+        app = build_app(gw, extra_routes=dashboard_routes(gw, operators=True))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             yield client, gw
 

@@ -100,7 +100,7 @@ async def test_two_credentials_are_refused_on_every_route(secured: tuple[httpx.A
     from aigrid.dashboard import dashboard_routes
 
     _, gw = secured
-    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+    app = build_app(gw, extra_routes=dashboard_routes(gw, operators=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         messages = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
         routes = [("POST", "/v1/chat/completions", CHAT), ("POST", "/v1/messages", messages),
@@ -440,7 +440,7 @@ async def test_dashboard_is_for_operators_when_enforced(
     from aigrid.dashboard import dashboard_routes
 
     _, gw = secured
-    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+    app = build_app(gw, extra_routes=dashboard_routes(gw, operators=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         assert error(await c.get("/dashboard/state", headers=auth(keys["bank"])), 403)["code"] == "operator_only"
         assert (await c.get("/dashboard/state", headers=auth(keys["ops"]))).status_code == 200
@@ -451,6 +451,45 @@ async def test_dashboard_is_for_operators_when_enforced(
         for headers in ({"authorization": "Basic dXNlcjpwYXNz"}, {"authorization": "Bearer "}):
             for path in ("/dashboard/state", "/v1/grid"):
                 assert (await c.get(path, headers=headers)).status_code == 401, (path, headers)
+
+
+async def test_the_dashboard_authenticates_a_caller_once_with_the_same_answers(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """(7 Dec 2026, thirty-third session) Each dashboard data request authenticated its caller twice: once for the
+    read's audit record (routes.authenticate_read), and again in the operators-only check the gateway wired
+    (Guard.operator, on the raw header), and a live feed twice at each of its checks; a key lookup (or a JWT's
+    signature and its JWKS) each time. Now the operators' check reads the caller already authenticated
+    (Guard.operator_of): once a request, once a feed check; the 401 and 403 answers are the same words."""
+    from aigrid.dashboard import dashboard_routes
+
+    _, gw = secured
+    from aigrid.security.authenticate import Authenticator
+
+    calls: list[str | None] = []
+    authenticate = Authenticator.authenticate
+
+    def counted(self: Authenticator, authorization: str | None) -> Any:
+        calls.append(authorization)
+        return authenticate(self, authorization)
+
+    monkeypatch.setattr(Authenticator, "authenticate", counted)  # a slotted instance's method cannot be set
+    app = build_app(gw, extra_routes=dashboard_routes(gw, operators=True, interval_s=0.0))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert (await c.get("/dashboard/state", headers=auth(keys["ops"]))).status_code == 200
+        assert len(calls) == 1, calls
+        calls.clear()
+        assert error(await c.get("/dashboard/state", headers=auth(keys["bank"])), 403) == {
+            "message": "the dashboard shows every tenant's traffic: it needs an operator tenant's key",
+            "type": "permission_error", "param": None, "code": "operator_only"}
+        assert len(calls) == 1, calls
+        calls.clear()
+        assert error(await c.get("/dashboard/state", headers=auth("aig_nope_nope")), 401)["code"] == "invalid_api_key"
+        assert len(calls) == 1, calls
+        calls.clear()
+        r = await c.get("/dashboard/events?ticks=2", headers=auth(keys["ops"]))
+        assert r.status_code == 200 and r.text.count("event: grid") == 2, r.text[:300]
+        # one for the read's record, one at each of the feed's 3 checks (before each tick, after its interval)
+        assert len(calls) == 4, calls
 
 
 async def test_a_key_revoked_or_created_with_aigrid_keys_takes_effect_without_a_restart(
@@ -606,7 +645,7 @@ async def test_a_live_feed_ends_when_its_operator_key_is_revoked(secured: tuple[
         if ticks == 2:
             assert gw.guard.authenticator.keys.revoke(keys["ops"].split("_")[1])
 
-    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator, interval_s=0.01,
+    app = build_app(gw, extra_routes=dashboard_routes(gw, operators=True, interval_s=0.01,
                                                       sleep=tick))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         r = await c.get("/dashboard/events?ticks=50", headers=auth(keys["ops"]))

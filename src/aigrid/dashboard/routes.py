@@ -11,9 +11,12 @@
 Every route only reads the gateway. The data routes (state, events, replay) are audited like the API's reads
 (one record a request, the live feed's when it ends; not served while the audit log cannot take the record):
 the gateway authenticates the caller for the record (routes.authenticate_read: with enforcement on, a key the
-gateway does not know is a 401), then `authenticate`, when given, is called with the request's credentials (the
-Authorization header, or an x-api-key as a bearer key) and raises to refuse: the gateway wires its
-Guard.operator (an operator tenant's key only). An AuthenticationError becomes the usual 401 envelope.
+gateway does not know is a 401), and with `operators` (what the gateway wires) that caller must be an operator
+(Guard.operator_of: a 403 for any other tenant's key, or a narrowed operator's, with enforcement on): the credentials
+are authenticated once (until the thirty-third session twice, once for the record and again by Guard.operator).
+Then `authenticate`, a hook of the caller's own when given, is called with the request's credentials (the
+Authorization header, or an x-api-key as a bearer key) and raises to refuse. An AuthenticationError becomes the
+usual 401 envelope.
 
 At most `max_viewers` live feeds (MAX_FEED_VIEWERS) run at once on a gateway: each costs the event loop a refresh
 every tick, and with authentication off (a keyless grid on loopback) nothing else bounds them. One more is a 429
@@ -52,6 +55,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 REPLAY_FILES = ("requests.csv", "summary.json", "details.json", "sites.json")
 Authenticate = Callable[[str | None], object]
 """Takes the Authorization header (or None), raises AuthenticationError to refuse; the result is ignored."""
+OPERATORS_ONLY = "the dashboard shows every tenant's traffic"
+"""Why the data routes need an operator's key, as the 403 says it."""
 
 # The page loads nothing from elsewhere: the browser is told so, which also proves it in the browser test. Every
 # static file carries the same policy: /dashboard/static/index.html is the page too (it works from there), and
@@ -75,8 +80,9 @@ class DashboardRoutes:
     def __init__(self, gw: Gateway, authenticate: Authenticate | None, interval_s: float,
                  replay_dir: Path | None, clock: Callable[[], float],
                  sleep: Callable[[float], Awaitable[None]], stopping: Callable[[], bool],
-                 max_viewers: int = MAX_FEED_VIEWERS) -> None:
+                 max_viewers: int = MAX_FEED_VIEWERS, operators: bool = False) -> None:
         self.gw = gw
+        self.operators = operators
         # with `--workers N` each worker serves its share: every viewer's tick asks the one hub, and a keyless grid
         # lets anyone open feeds, so N workers of the whole bound each were N times it
         self.max_viewers = gw.share(max_viewers)
@@ -91,8 +97,11 @@ class DashboardRoutes:
     async def _check(self, request: Request, ex: Exchange) -> None:
         """The caller on the exchange for the read's audit record (the gateway's own authentication; with it not
         enforced, any credentials read as the anonymous caller; not served while the audit log cannot take the
-        record), then the dashboard's check (`authenticate`) on the same credentials (an `x-api-key` is one)."""
-        await authenticate_read(self.gw, request, ex)
+        record), an operator where `operators` (that caller, not authenticated again), then the hook's check
+        (`authenticate`) on the same credentials (an `x-api-key` is one)."""
+        principal = await authenticate_read(self.gw, request, ex)
+        if self.operators:
+            self.gw.guard.operator_of(principal, OPERATORS_ONLY)
         if self.authenticate is not None:
             self.authenticate(pipeline_headers(request).get("authorization"))
 
@@ -126,7 +135,9 @@ class DashboardRoutes:
                 return True
             if self.gw.guard.enforcing:
                 try:
-                    self.gw.guard.authenticator.authenticate(authorization)
+                    principal = self.gw.guard.authenticator.authenticate(authorization)
+                    if self.operators:
+                        self.gw.guard.operator_of(principal, OPERATORS_ONLY)
                     if self.authenticate is not None:
                         self.authenticate(authorization)
                 except ApiError as e:
@@ -239,17 +250,20 @@ def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = No
                      replay_dir: str | Path | None = None, stopping: Callable[[], bool] = lambda: False,
                      clock: Callable[[], float] = time.time,
                      sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                     max_viewers: int = MAX_FEED_VIEWERS) -> list[BaseRoute]:
+                     max_viewers: int = MAX_FEED_VIEWERS, operators: bool = False) -> list[BaseRoute]:
     """The dashboard's routes, to mount in the gateway's app: build_app(gateway, extra_routes=...).
 
-    authenticate: called with the Authorization header on every data route (state, events, replay).
+    operators: the data routes (state, events, replay) need an operator's key where the gateway enforces
+    authentication (Guard.operator_of, on the caller the route authenticated for its record: once a request, and
+    once a tick of a live feed).
+    authenticate: a hook called with the Authorization header on every data route, after those checks.
     replay_dir: a simulator run's output directory to serve for /dashboard?replay=1.
     stopping: true once the server is shutting down (e.g. `lambda: server.should_exit` for uvicorn), so
     that live feeds end within one interval instead of holding the shutdown for its graceful timeout.
     max_viewers: live feeds served at once; one more is a 429 `overloaded` with `retry-after: 1`.
     """
     r = DashboardRoutes(gateway, authenticate, interval_s, None if replay_dir is None else Path(replay_dir),
-                        clock, sleep, stopping, max_viewers)
+                        clock, sleep, stopping, max_viewers, operators)
     return [
         Route("/dashboard", r.page, methods=["GET"]),
         Route("/dashboard/", r.page, methods=["GET"]),

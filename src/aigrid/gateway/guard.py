@@ -595,15 +595,11 @@ class Guard:
         tenant = self.tenants.get(principal.tenant)
         return principal.scopes.narrowing_of(tenant.scopes if tenant is not None else Scopes())
 
-    def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
-        """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;
-        /metrics with security.metrics: operator."""
-        if self._enforce:
-            self.operator_of(self.authenticator.authenticate(authorization), what)
-
     def operator_of(self, principal: Principal, what: str) -> None:
-        """Guard.operator for a caller already authenticated (routes' /healthz details and /metrics): a 403 unless
-        enforcement is off or the principal is an operator tenant's."""
+        """Operators only, for a caller already authenticated (the dashboard's data, /healthz's details, /metrics
+        with security.metrics: operator): a 403 naming `what` unless enforcement is off or the principal is an
+        operator tenant's whole key. (Guard.operator, which authenticated the credentials again, went in the
+        thirty-third session: the dashboard authenticated each request twice.)"""
         if self.reader_of(principal) is None:
             return
         if principal.tenant in self._operators:  # a key of the operator tenant, narrowed: not the operator's
