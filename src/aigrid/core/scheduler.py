@@ -263,14 +263,33 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy
 
 
 def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:
+    """The headline: the chosen candidate, its total and TTFT, and its two strongest axes among those that
+    separated the candidates. An axis on which every candidate scores the same (within one unit of the 4th
+    place that /v1/decisions keeps) is left out: proximity scores health only, so healthy candidates all read
+    1.00 on it, which says nothing about why this one won."""
     if ranked:
         best = ranked[0]
-        axes = sorted(best.scores.items(), key=lambda kv: -kv[1])
-        # each figure rounded as /v1/decisions keeps it (SCORE_PLACES), then formatted as `aigrid explain` does
-        strongest = ", ".join(f"{a} {round(v, SCORE_PLACES):.2f}" for a, v in axes[:2])
-        return (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): "
+        head = (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): "
                 f"total {round(best.total, SCORE_PLACES):.3f}, "
-                f"predicted TTFT {round(best.prediction.ttft_ms, MS_PLACES):.0f} ms; strongest axes {strongest}")
+                f"predicted TTFT {round(best.prediction.ttft_ms, MS_PLACES):.0f} ms; ")
+        if len(ranked) < 2:
+            return head + "the only candidate"
+        tie = 10.0 ** -SCORE_PLACES
+        apart: list[tuple[str, float]] = []
+        for axis, value in best.scores.items():
+            low = high = value
+            for c in ranked:
+                other = c.scores[axis]
+                low = other if other < low else low
+                high = other if other > high else high
+            if high - low > tie:
+                apart.append((axis, value))
+        if not apart:
+            return head + f"the {len(ranked)} candidates tie on every axis"
+        apart.sort(key=lambda av: -av[1])
+        # each figure rounded as /v1/decisions keeps it (SCORE_PLACES), then formatted as `aigrid explain` does
+        strongest = ", ".join(f"{a} {round(v, SCORE_PLACES):.2f}" for a, v in apart[:2])
+        return head + f"strongest axes {strongest}"
     if not rejected:
         return "no endpoints in the grid"
     by_filter: dict[str, int] = {}
