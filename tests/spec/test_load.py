@@ -585,6 +585,27 @@ def test_a_mistyped_value_of_a_closed_set_names_the_nearest(mutate, expected: st
     assert any(expected in p for p in e.value.problems), e.value.problems
 
 
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r["sites"]["fra"].update(lat="north"), "sites.fra.lat: Input should be a valid number, unable to parse "
+     "string as a number (got 'north')"),
+    (lambda r: r["endpoints"][0].update(slots="eight"), "endpoints[0].slots: Input should be a valid integer, unable "
+     "to parse string as an integer (got 'eight')"),
+    (lambda r: r["endpoints"][0].update(slots=[8]), "endpoints[0].slots: Input should be a valid integer (got a list)"),
+    (lambda r: r.update(cities=["Berlin"]), "cities: Input should be a valid dictionary (got a list)"),
+    (lambda r: r["endpoints"][0].update(engine="tensorrt"), "or 'openai' (got 'tensorrt')"),
+    (lambda r: r["sites"]["fra"].update(lat="x" * 100), f"(got '{'x' * 40}'...)"),
+])
+def test_a_value_of_the_wrong_kind_is_quoted_back(mutate, expected: str) -> None:
+    """`lat: north`, `slots: eight` said "Input should be a valid number, unable to parse string as a number", not
+    what was written, and `slots: [8]` "Input should be a valid integer" (7 Dec 2026, thirty-third session): the
+    text (cut to 40 characters) is quoted back, a list or a mapping named."""
+    raw = demo_raw()
+    mutate(raw)
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    assert any(expected in p for p in e.value.problems), e.value.problems
+
+
 def test_a_value_near_nothing_known_gets_no_guess() -> None:
     raw = demo_raw()
     raw["endpoints"][0]["engine"] = "tensorrt"

@@ -269,7 +269,10 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
                 f"; a thousands separator? write {whole.replace(',', '')})" if grouped else ")")
         return comma_hint(loc, given.strip())
     if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
-        msg += did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
+        near = did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
+        msg += near or got(given)
+    elif d.get("type") in PARSING and not (isinstance(given, str) and "${" in given) or d.get("type") in TYPES:
+        msg += got(given)  # `lat: north`, `slots: [8]`: "Input should be a valid number" said not what was there
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = field_path(path[:-2])
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
@@ -280,6 +283,26 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     elif isinstance(given, str) and "${" in given and "not expanded" not in msg:  # a url's check says it itself
         msg += " (environment variables are not expanded in a grid spec; write the value)"
     return f"{loc}: {msg}"
+
+
+PARSING = ("int_parsing", "float_parsing", "bool_parsing")
+"""Pydantic's errors for a text where a number or a boolean goes: the text is quoted back (`got()`)."""
+TYPES = ("int_type", "float_type", "bool_type", "string_type", "dict_type", "list_type")
+"""Pydantic's errors for a value of the wrong kind: a list or a mapping is named as such (`got()`)."""
+GOT_CHARS = 40
+"""The most characters of a value an error quotes back."""
+
+
+def got(given: object) -> str:
+    """` (got 'north')` for a text, ` (got a list)` / ` (got a mapping)` for those; "" for anything else (a number
+    or a boolean given where another kind goes: pydantic's words say enough, and a bare yes/no has its own hint)."""
+    if isinstance(given, str):
+        return f" (got {given[:GOT_CHARS]!r}{'...' if len(given) > GOT_CHARS else ''})"
+    if isinstance(given, list | tuple):
+        return " (got a list)"
+    if isinstance(given, dict):
+        return " (got a mapping)"
+    return ""
 
 
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
