@@ -207,3 +207,22 @@ def test_a_404_at_a_v1_url_is_no_hint_to_add_v1(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(cli, "run_bench", fake_run)
     r = runner.invoke(app, ["bench", "http://127.0.0.1:8000/v1/", "--model", "m", "-n", "1", "--quiet"])
     assert r.exit_code == 1 and "1 x HTTP 404" in r.output and "hint" not in r.output, r.output
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ("http://[::1", "'http://[::1': Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999/v1", "'http://127.0.0.1:99999/v1': Port out of range"),
+    ("https://127.0.0.1:8000/v1", "'https://127.0.0.1:8000/v1': the load generator speaks plain http:// only"),
+])
+def test_a_url_the_run_cannot_use_is_refused_naming_it_before_any_request(monkeypatch: pytest.MonkeyPatch, given: str,
+                                                                        says: str) -> None:
+    """`aigrid bench 'http://[::1' --model m` said "error: Invalid IPv6 URL" (no URL named) from inside the run, and
+    without --model an https URL asked its models first, then was refused (7 Dec 2026, thirty-third session)."""
+    import httpx
+
+    asked: list[str] = []
+    monkeypatch.setattr(httpx, "get", lambda url, **kw: asked.append(url))
+    for model in (["--model", "m"], []):
+        r = runner.invoke(app, ["bench", given, *model, "-n", "1", "--quiet"])
+        assert r.exit_code == 2 and r.output.startswith(f"error: {says}"), r.output
+    assert asked == [], asked

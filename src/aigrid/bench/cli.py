@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aigrid.bench import workload
+from aigrid.bench.http import Target
 from aigrid.bench.report import Slo, summary, summary_line, table, write_json, write_plots
 from aigrid.bench.runner import Run, RunConfig, run
 from aigrid.cli_error import print_error
@@ -144,6 +145,11 @@ def bench_command(
     # up?), and with --model every request failed so: plain http is meant, as curl takes it
     url = [u if "://" in u else f"http://{u}" for u in url]
     try:
+        for u in url:  # checked by the run, after GET /models: `http://[::1` was "Invalid IPv6 URL", no URL named
+            try:
+                Target(u)
+            except ValueError as e:
+                raise ValueError(str(e) if repr(u) in str(e) else f"{u!r}: {e}") from None
         # the flag named, before the workload's own check ("rate must be a positive number" named none)
         for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
             if used and not 0 < value < math.inf:
