@@ -438,3 +438,31 @@ async def test_a_logit_bias_of_more_tokens_than_openai_takes_is_refused_naming_i
         r = await client.post(route, json={**body, "logit_bias": most})
         assert r.status_code == 200, r.text
         assert [f.received[-1]["logit_bias"] for f in fakes.values() if f.received] == [most]
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("triggers", [[{"type": 2, "value": "(" * 50_000 + "a" + ")" * 50_000}],
+                                      [{"type": 1, "value": "a" * 100_000}], [{"type": 3, "value": "x"}]])
+async def test_llama_servers_grammar_triggers_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, triggers: list) -> None:
+    """(7 Dec 2026, thirty-third session) llama-server's `grammar_triggers` (the words and patterns after which a
+    lazy grammar starts) were passed on: llama-server compiles each as a C++ std::regex (llama-grammar.cpp, a word
+    escaped), and libstdc++ compiles by recursion, once per group and once per character: 50,000 nested groups or
+    a literal of 100,000 characters crashed it (SIGSEGV, measured with g++ here), and with it the engine and every
+    request on it. On chat llama-server replaces the client's triggers with its template's; on /v1/completions
+    they were the client's. Now the client's 400 naming the field, before any engine, audited; `[]` passes and is
+    left out."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        lazy = {**body, "grammar": 'root ::= "a"', "grammar_lazy": True}
+        r = await client.post(route, json={**lazy, "grammar_triggers": triggers})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == "grammar_triggers" and err["type"] == "invalid_request_error", err
+        assert "std::regex" in err["message"] and len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        r = await client.post(route, json={**body, "grammar_triggers": []})
+        assert r.status_code == 200, r.text
+        sent = [got for f in fakes.values() for got in f.received]
+        assert len(sent) == 1 and "grammar_triggers" not in sent[0], sent

@@ -116,7 +116,8 @@ def served_tier(v: str | None) -> str | None:
 
 
 ASKS_NOTHING: dict[str, Any] = {
-    "return_hidden_states": False, "vllm_xargs": {}, "mm_processor_kwargs": {}, "media_io_kwargs": {}}
+    "return_hidden_states": False, "vllm_xargs": {}, "mm_processor_kwargs": {}, "media_io_kwargs": {},
+    "grammar_triggers": []}
 """Refused fields' values that ask nothing of the engine, its own default (SGLang's client sends
 `return_hidden_states: false`): they pass, as a null does (review RV3 of 53bdd543)."""
 
@@ -278,6 +279,9 @@ _REFUSED = {
                            "images, which its operator set for the memory the engine reserved",
     "media_io_kwargs": "media_io_kwargs is not served by this grid: it overrides how the engine loads images and "
                        "videos (how many frames it decodes), which its operator set for the memory the engine reserved",
+    "grammar_triggers": "llama-server's grammar_triggers is not served by this grid: the engine compiles each as a "
+                        "C++ std::regex, which a long or deeply nested one crashes, and with it every request there "
+                        "(send the grammar without grammar_lazy)",
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
 
@@ -593,6 +597,14 @@ class _Common(BaseModel):
     held in the engine's memory and its encoder budget passed (PR 36814: the engine's 400, after the grid routed
     and counted the request). Refused, as mm_processor_kwargs."""
 
+    grammar_triggers: Refused = None
+    """llama-server's: the words and patterns after which a lazy grammar (`grammar_lazy`) starts to constrain the
+    answer, each compiled by the engine as a C++ std::regex (a word escaped; one a single token excepted) when it
+    builds the request's sampler (llama-grammar.cpp). libstdc++ compiles a regex by recursion, once per group and
+    once per character: 50,000 nested groups (100 KB) or a literal of 100,000 characters crashed it (SIGSEGV at
+    the default 8 MiB stack, measured the thirty-third session), and with it llama-server and every tenant's
+    requests there. On chat llama-server replaces the client's with its template's own; on /v1/completions they
+    were the client's. Refused (`[]`, which asks nothing, passes and is left out)."""
     best_of: Any = None
     """OpenAI's legacy `best_of` (completions), which vLLM's chat requests read too (`ChatCompletionRequest.best_of`,
     into the same sampling parameters): the engine samples that many answers and returns the best n. vLLM's V0
