@@ -571,6 +571,24 @@ def test_audit_keygen_leaves_no_half_pair_when_the_public_key_cannot_be_written(
     assert runner.invoke(app, [*args, "--public-key", str(tmp_path / "k.pub.pem")]).exit_code == 0
 
 
+def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
+    """A rotation's `aigrid audit keygen --private-key new.pem` (the default --public-key) wrote its public key over
+    the old one, the only key the checkpoints signed before the rotation verify with: `audit verify` then said
+    TAMPERED of an intact log (7 Dec 2026, thirty-third session). The command refuses, exit 2, and writes nothing."""
+    old_pub = tmp_path / "k.pub.pem"
+    assert runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "k.pem"),
+                               "--public-key", str(old_pub)]).exit_code == 0
+    kept = old_pub.read_bytes()
+    r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "new.pem"),
+                            "--public-key", str(old_pub)], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and said.startswith(f"error: {old_pub} exists; refusing to overwrite a public key"), said
+    assert old_pub.read_bytes() == kept and not (tmp_path / "new.pem").exists()
+    r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "k.pem"),
+                            "--public-key", str(tmp_path / "other.pub.pem")])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "refusing to overwrite a signing key" in r.output
+
+
 def test_explain_of_a_request_id_says_it_is_no_decision_and_where_its_record_is(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused request's x-request-id is `req-...`: explain said only that the gateway keeps the most recent

@@ -116,21 +116,27 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 
 def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print) -> int:
-    """Write the pair (making both folders); returns the exit code (0 written, 2 not)."""
+    """Write the pair (making both folders); returns the exit code (0 written, 2 not). Neither file may exist: a
+    rotation's `keygen --private-key new.pem` (the default --public-key) wrote its public key over the old one,
+    the one every checkpoint signed before the rotation verifies with (`verify` then said TAMPERED)."""
     if private_path.exists():
-        echo(f"{private_path} exists; refusing to overwrite a signing key")
+        echo(f"error: {private_path} exists; refusing to overwrite a signing key")
+        return 2
+    if public_path.exists() and not public_path.is_dir():  # a folder: the write's own error names it
+        echo(f"error: {public_path} exists; refusing to overwrite a public key (the checkpoints it signed verify "
+             "with it only): give --public-key a new file")
         return 2
     try:
         for folder in {private_path.parent, public_path.parent}:
             folder.mkdir(parents=True, exist_ok=True)
         kid = generate_keypair(private_path, public_path)
     except FileExistsError:
-        echo(f"{private_path} exists; refusing to overwrite a signing key")
+        echo(f"error: {private_path} exists; refusing to overwrite a signing key")
         return 2
     except OSError as e:
         if private_path.is_file():  # this call made it (it did not exist above): half a pair would refuse the
             private_path.unlink()   # next try ("exists"), whatever failed after it
-        echo(f"cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
+        echo(f"error: cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
         return 2
     echo(f"wrote {private_path} (keep secret) and {public_path} (give to auditors); key id {kid}")
     return 0
