@@ -589,6 +589,22 @@ def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
     assert r.exit_code == 2 and r.output.startswith("error: ") and "refusing to overwrite a signing key" in r.output
 
 
+@pytest.mark.parametrize("decision", ["dec-1", "req-1"])
+def test_explain_at_a_server_that_is_no_gateway_says_so(monkeypatch: pytest.MonkeyPatch, decision: str) -> None:
+    """`aigrid explain dec-1 --gateway` at an engine or the emulator (OpenAI-style errors) printed that server's own
+    404, "error: no route /v1/decisions/dec-1", as if the gateway had no such route (7 Dec 2026, thirty-third
+    session); a req- id added the audit hint, which is the gateway's."""
+    import httpx
+
+    theirs = {"error": {"message": f"no route /v1/decisions/{decision}", "type": "invalid_request_error",
+                        "param": None, "code": "not_found"}}
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(404, json=theirs))
+    r = runner.invoke(app, ["explain", decision, "--gateway", "127.0.0.1:9101"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and f"no route /v1/decisions/{decision} (http://127.0.0.1:9101 is no aigrid gateway: " \
+        "--gateway URL names the gateway" in said and "audit query" not in said, said
+
+
 def test_explain_of_a_request_id_says_it_is_no_decision_and_where_its_record_is(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused request's x-request-id is `req-...`: explain said only that the gateway keeps the most recent

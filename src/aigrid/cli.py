@@ -482,7 +482,11 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
         if r.status_code == 401:  # the gateway's own words ("send 'Authorization: Bearer <key>'") are a client's
             message += ("; aigrid explain sends the key given with --api-key KEY or in AIGRID_API_KEY" if not api_key
                         else "; the key given to aigrid explain (--api-key or AIGRID_API_KEY) was refused")
-        if r.status_code == 404 and not decision_id.startswith("dec-"):
+        if r.status_code == 404 and isinstance(error, dict) and isinstance(error.get("message"), str) \
+                and error.get("param") != "decision_id":
+            # another OpenAI-style server's own 404 (an engine, the emulator, a proxy): "no route /v1/decisions/..."
+            message += f" ({gateway} is no aigrid gateway: --gateway URL names the gateway, as `aigrid up` prints it)"
+        elif r.status_code == 404 and not decision_id.startswith("dec-"):
             # x-request-id is a req- id when the gateway answered without routing (refused before it decided)
             message += (f"; {decision_id} is not a decision id (they start with dec-): a request refused before "
                         f"routing has none; read its audit record with `aigrid audit query --request-id "
