@@ -159,6 +159,15 @@ def test_summary_refuses_an_unknown_group_and_a_file_that_is_not_a_log(log: Path
     assert code == 2 and out == "" and "cannot read" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["query", "summary"])
+def test_a_missing_log_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Without a public key at hand, a mistyped database path printed "note: X was not verified (no public key ...)"
+    before "error: cannot read X: no audit database at X" (7 Dec 2026, thirty-third session): only the error now."""
+    monkeypatch.chdir(tmp_path)  # no .aigrid/audit-signing.pub.pem here
+    code, out, err = cli("audit", command, "nosuch.db")
+    assert code == 2 and out == "" and err.strip() == "error: cannot read nosuch.db: no audit database at nosuch.db", err
+
+
 def test_times_are_iso_in_utc_or_a_span_back_from_now() -> None:
     now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
     assert parse_when("2026-12-04") == datetime(2026, 12, 4, tzinfo=UTC).timestamp()

@@ -88,6 +88,8 @@ def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Con
     Returns the records the verification covered (None: not verified, or read anyway), so that records the
     live log gains meanwhile are not shown under its banner."""
     keys = public_key or ([DEFAULT_KEY] if DEFAULT_KEY.exists() else [])
+    if not keys and not db.exists():  # the read says there is no database: a note that it was not verified was noise
+        return None
     if not keys:
         err.print(f"note: {db} was not verified (no public key: give --public-key, or run aigrid audit verify)",
                   highlight=False, soft_wrap=True, markup=False)
