@@ -20,7 +20,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, ImageUrls
 from aigrid.spec.models import ModelSpec, QuotaSpec, TenantSpec
 from tests.agents.test_public_only import fake_resolve
-from tests.gateway.conftest import FakeEngine, _no_sleep, spec_in
+from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -401,3 +401,38 @@ async def test_the_route_fetches_a_request_s_images_on_its_tenant_s_share(tmp_pa
         r = await c.post("/v1/chat/completions", json=body, headers={"x-aigrid-tenant": "acme"})
     assert r.status_code == 200, r.text
     assert asked == ["acme"]  # before: [None]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}, "uuid": "invoice-2026-001"},
+    {"type": "image_url", "image_url": None, "uuid": "invoice-2026-001"},  # vLLM: the cached image, no media sent
+    {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "uuid": "x"}])
+async def test_an_image_parts_uuid_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], part: dict) -> None:
+    """(7 Dec 2026, thirty-third session) vLLM reads a chat image part's `uuid` (PR 23449) as the key of its
+    multimodal caches in place of the image's hash, as written, in caches every tenant's requests on the engine
+    share: a request naming another tenant's uuid (with any image, or none: vLLM then takes the cached one) was
+    answered about that tenant's image (vllm-project/vllm issue 55439; PR 53471, which scoped it, closed unmerged).
+    The grid passed the part, uuid and all, to the engine of a model that reads images; now it is the client's 400
+    naming the message's content, before any engine, audited. The image without a uuid is served."""
+    gw, _ = await vision_gateway(tmp_path, fakes)
+    await gw.guard.start()
+    body = {"model": "smollm2-135m", "max_tokens": 4,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == "messages.0.content" and err["type"] == "invalid_request_error", err
+            assert "content[1].uuid is not served" in err["message"], err
+            assert all(not f.received for f in fakes.values())
+            rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]
+            assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+            if part["image_url"] is not None:
+                body["messages"][0]["content"][1] = {k: v for k, v in part.items() if k != "uuid"}
+                assert (await c.post("/v1/chat/completions", json=body)).status_code == 200
+                sent = [got for f in fakes.values() for got in f.received]
+                assert len(sent) == 1 and "uuid" not in sent[0]["messages"][0]["content"][1], sent
+    finally:
+        await gw.guard.stop()

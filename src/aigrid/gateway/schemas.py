@@ -184,11 +184,19 @@ class Message(BaseModel):
         assistant's refusal (a string `refusal`), or an image (served to models with `vision: true`:
         modalities.py). Any other part (a file or PDF, audio, video, vLLM's `image_embeds`, a part of the client's
         own kind, with a `text` beside it or not) puts into the prompt what the firewall cannot read: refused,
-        naming the part (it went to the engine unread)."""
+        naming the part (it went to the engine unread). An image part's `uuid` (vLLM's, PR 23449: the key of the
+        engine's multimodal caches in place of the image's hash) is refused: vLLM uses it as written, in caches every
+        tenant's requests share, so a request naming another tenant's uuid was answered about that tenant's image
+        (vllm-project/vllm issue 55439; PR 53471, which scoped it, closed unmerged); until the thirty-third session
+        it was passed on."""
         for j, part in enumerate(v if isinstance(v, list) else ()):
             kind = part.get("type")
             if not isinstance(kind, str | None):
                 raise _unread(f"content[{j}]: a content part whose type is not a string")
+            if kind in IMAGE_PARTS and part.get("uuid") is not None:
+                raise ValueError(f"content[{j}].uuid is not served by this grid: vLLM keys the encoder cache every "
+                                 "tenant's requests share by it as written, and serves another's image to whoever "
+                                 "names its uuid (send the image without one)")
             if kind in IMAGE_PARTS or (kind == "refusal" and isinstance(part.get("refusal"), str)) or (
                     kind in TEXT_PARTS and isinstance(part.get("text"), str)):
                 continue
