@@ -48,6 +48,23 @@ def test_flags_naming_nothing_are_refused(tmp_path: Path, flag: str, value: str,
     assert code == 2 and named in out
 
 
+@pytest.mark.parametrize(("made", "says"), [("file", "not a folder"), (None, "no such folder"),
+                                            ("folder", "no plan.json in it")])
+def test_from_what_is_no_plans_folder_says_what_it_is(tmp_path: Path, made: str | None, says: str) -> None:
+    """`--from grid.yaml` said "cannot read plan.json ([Errno 20] Not a directory: 'grid.yaml/plan.json')" (7 Dec
+    2026, thirty-third session): what is there, and what to give instead."""
+    before = tmp_path / "before"
+    if made == "file":
+        before.write_text("name: x\n")
+    elif made == "folder":
+        before.mkdir()
+    r = runner.invoke(app, ["plan", str(SMALL), "--out", str(tmp_path / "out"), "--workers", "1", "-q", "--no-map",
+                            "--from", str(before)])
+    out = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and f"--from {before}: {says}; give the --out folder of an earlier `aigrid plan`" in out, out
+    assert "Errno" not in out, out
+
+
 @pytest.mark.parametrize("previous", ['{"plan": 5}', '{"plan": {"sites": [{"x": 1}]}}', "[1]",
                                       '{"plan": {"sites": "fra"}}'])
 def test_from_a_folder_whose_plan_json_is_not_a_plan_s_is_refused(tmp_path: Path, previous: str) -> None:

@@ -60,8 +60,14 @@ def write_outputs(result: PlanResult, out: Path, *, emulator_port: int = 9100, p
 def _previous_sites(path: Path) -> list[str]:
     try:
         doc = json.loads((path / "plan.json").read_text())
-    except (OSError, ValueError) as e:
-        raise typer.BadParameter(f"--from {path}: cannot read plan.json ({e})") from None
+    except (OSError, ValueError) as e:  # said "cannot read plan.json ([Errno 20] Not a directory: 'x.yaml/plan.json')"
+        said = "not a folder" if path.exists() and not path.is_dir() else \
+            "no plan.json in it" if isinstance(e, FileNotFoundError) and path.is_dir() else \
+            "no such folder" if isinstance(e, FileNotFoundError) else \
+            f"cannot read its plan.json ({e.strerror or e})" if isinstance(e, OSError) else \
+            f"its plan.json is not JSON ({e})"
+        raise typer.BadParameter(f"--from {path}: {said}; give the --out folder of an earlier `aigrid plan` (it "
+                                 "holds plan.json)") from None
     plan_part = doc.get("plan") if isinstance(doc, dict) else []  # null: a plan that placed nothing
     sites = (plan_part or {}).get("sites", []) if isinstance(plan_part, dict | None) else None
     if not isinstance(sites, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in sites):
