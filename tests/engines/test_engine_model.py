@@ -108,3 +108,40 @@ def test_state_is_the_record_endpoint_state_builds() -> None:
         want = EndpointState(True, Circuit.CLOSED, s.running, s.waiting, s.kv_usage, s.ttft_s, e.step_ms() / 1000.0,
                              age_s=age)
         assert type(s) is EndpointState and s == want and tuple(map(type, s)) == tuple(map(type, want))
+
+
+def test_advancing_at_extra_times_leaves_the_timing_as_it_was() -> None:
+    """The engine emulator's ticker advances the model every step to stream tokens; the simulator advances it
+    only at its events. Both must give the same times: between two state changes a step's chunk and cost are
+    fixed. Read afresh at each advance, the last chunk of a prompt shrank with the tokens left and its end was
+    put off again at every tick (the burst parity test's L40S arrivals: first tokens up to 166 ms later)."""
+    perf = engine_perf("l40s", 8.03, 131072)
+    arrivals = [(0.4355, 1000), (0.6161, 2000), (1.0331, 6000), (1.2415, 6000), (2.0615, 6000), (2.6981, 4000)]
+
+    def times(tick_s: float | None) -> list[tuple[float, float]]:
+        loop = EventLoop()
+        first: dict[int, float] = {}
+        done: dict[int, float] = {}
+        eng = Engine(0, perf, loop, lambda j, t: first.__setitem__(j.rid, t),
+                     lambda j, t: done.__setitem__(j.rid, t), lambda i: None)
+
+        def arrive(job: tuple[int, int]) -> None:
+            eng.submit(Job(job[0], job[1], 32, loop.now))
+
+        for i, (t, prompt) in enumerate(arrivals):
+            loop.at(t, arrive, (i, prompt))
+        if tick_s is not None:
+            def tick(_: object) -> None:
+                eng.advance(loop.now)
+                if len(done) < len(arrivals):
+                    loop.after(tick_s, tick)
+            loop.at(0.0, tick)
+        loop.run()
+        return [(first[i], done[i]) for i in range(len(arrivals))]
+
+    alone = times(None)
+    for tick_s in (0.0261, 0.01, 0.0037):
+        ticked = times(tick_s)
+        worst = max(abs(a - b) for pair_a, pair_b in zip(alone, ticked, strict=True)
+                    for a, b in zip(pair_a, pair_b, strict=True))
+        assert worst < 1e-6, (tick_s, alone, ticked)

@@ -116,6 +116,12 @@ class Engine:
         self.prefixes: OrderedDict[int, int] = OrderedDict()
         """The prefix cache: prefix id -> tokens, least recently used first (only jobs with a prefix use it)."""
         self.prefix_cached = 0
+        self._rate_chunk = 0
+        """Prompt tokens per step and the cost of a step (ms) from the latest state change to the next: fixed
+        between two state changes, so advancing at extra times (the emulator's token ticker, a read of the
+        state) leaves the engine's timing as it was. Read afresh, the chunk shrank with the prompt tokens left
+        and each extra advance put the end of the last chunk off again (up to 166 ms per prompt, 7 Dec 2026)."""
+        self._rate_step_ms = 1.0
 
     # ---- state -------------------------------------------------------------------------------------
     @property
@@ -213,10 +219,9 @@ class Engine:
         self.t_last = now
         if not self.prefill and not self.decoding:
             return
-        step_ms = self.step_ms()
-        steps = dt * 1000.0 / step_ms
+        steps = dt * 1000.0 / self._rate_step_ms
         if self.prefill:
-            done = steps * self._chunk()
+            done = steps * self._rate_chunk
             self.prefill[0].left -= done
             self.prefill_tokens = max(self.prefill_tokens - done, 0.0)
         self.steps += steps
@@ -252,10 +257,11 @@ class Engine:
         self.on_change(self.index)
         if not self.prefill and not self.decoding:
             return
-        step_ms = self.step_ms()
+        self._rate_chunk = chunk = self._chunk()
+        self._rate_step_ms = step_ms = self.step_ms()
         steps_needed = float("inf")
         if self.prefill:
-            steps_needed = max(self.prefill[0].left, 0.0) / self._chunk()
+            steps_needed = max(self.prefill[0].left, 0.0) / chunk
         if self.decoding:
             steps_needed = min(steps_needed, max(self.decoding[0][0] - self.steps, 0.0))
         self.loop.at(now + steps_needed * step_ms / 1000.0, self._wake, self.version)
