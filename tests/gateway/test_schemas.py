@@ -466,3 +466,31 @@ async def test_llama_servers_grammar_triggers_are_refused_and_audited(
         assert r.status_code == 200, r.text
         sent = [got for f in fakes.values() for got in f.received]
         assert len(sent) == 1 and "grammar_triggers" not in sent[0], sent
+
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field", ["stop", "bad_words"])
+async def test_stop_sequences_and_bad_words_past_what_an_engine_checks_each_step_are_refused(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str) -> None:
+    """(7 Dec 2026, thirty-third session) `stop` and vLLM's `bad_words` were bounded only by the body's size: 100,000
+    of either were served, and the engine checks each at every step it samples (llama-server's find_stopping_strings
+    walks every stop string for each token, in the one loop serving all its slots; vLLM's bad_words loop in Python
+    per request per step), a cost every tenant's requests batched with it pay. More than 1,024 (MAX_LOGIT_BIAS's
+    figure) is now the client's 400 naming the field, before any engine, audited; 1,024 pass as sent."""
+    from aigrid.gateway import schemas
+    assert schemas.MAX_STEP_ENTRIES == MAX_LOGIT_BIAS
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        for count in (100_000, MAX_LOGIT_BIAS + 1):
+            r = await client.post(route, json={**body, field: [f"w{i}" for i in range(count)]})
+            assert r.status_code == 400, r.text[:300]
+            err = r.json()["error"]
+            assert err["param"] == field and err["type"] == "invalid_request_error", err
+            assert f"{count:,}" in err["message"] and "every step" in err["message"], err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"] * 2, rows
+        most = [f"w{i}" for i in range(MAX_LOGIT_BIAS)]
+        r = await client.post(route, json={**body, field: most})
+        assert r.status_code == 200, r.text
+        assert [f.received[-1][field] for f in fakes.values() if f.received] == [most]

@@ -455,6 +455,13 @@ class StructuredOutputs(BaseModel):
     _json_texts = bounded_json_texts("json_", "structural_tag")
 
 
+MAX_STEP_ENTRIES = 1024
+"""The most stop sequences (`stop`) and banned words (vLLM's `bad_words`) one request may hold: the engine checks
+each at every step it samples (llama-server's find_stopping_strings walks every stop string for each token, in
+the one loop that serves all its slots; vLLM's bad_words, vllm/v1/sample/ops/bad_words.py, loops over each word
+per request per step in Python), the cost of every tenant's requests batched with it. Until the thirty-third
+session only the body's size bounded either (100,000 of each were served). MAX_LOGIT_BIAS's figure, OpenAI's bound
+of a map checked each step."""
 MAX_LOGIT_BIAS = 1024
 """The most tokens one request's `logit_bias` may bias: OpenAI's API refuses more ("Invalid 'logit_bias': too many
 properties. Expected an object with at most 1024 properties"). Until the thirty-third session only the body's size
@@ -538,6 +545,9 @@ class _Common(BaseModel):
     @field_validator("stop")
     @classmethod
     def _nonempty_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > MAX_STEP_ENTRIES:
+            raise ValueError(f"stop holds {len(v):,} sequences; at most {MAX_STEP_ENTRIES:,} are served (the engine "
+                             "checks each at every step)")
         for k, word in enumerate([v] if isinstance(v, str) else v or ()):
             if not word:
                 raise ValueError("a stop sequence must be non-empty (an empty one ends the answer before its first "
@@ -604,6 +614,22 @@ class _Common(BaseModel):
     video that PR 38636 closed (CVE-2026-34755, GHSA-vxqj-p4gw-9h4c; vLLM PR 51969 clamps it, open), its frames
     held in the engine's memory and its encoder budget passed (PR 36814: the engine's 400, after the grid routed
     and counted the request). Refused, as mm_processor_kwargs."""
+
+    bad_words: Any = None
+    """vLLM's: words the answer may not contain, a list of at most MAX_STEP_ENTRIES strings (the engine checks each
+    at every step), passed on as written."""
+
+    @field_validator("bad_words")
+    @classmethod
+    def _few_bad_words(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, list) or not all(isinstance(w, str) for w in v):
+            raise ValueError("bad_words is a list of strings")
+        if len(v) > MAX_STEP_ENTRIES:
+            raise ValueError(f"bad_words holds {len(v):,} words; at most {MAX_STEP_ENTRIES:,} are served (the engine "
+                             "checks each at every step)")
+        return v
 
     grammar_triggers: Refused = None
     """llama-server's: the words and patterns after which a lazy grammar (`grammar_lazy`) starts to constrain the
