@@ -571,6 +571,20 @@ def test_audit_keygen_leaves_no_half_pair_when_the_public_key_cannot_be_written(
     assert runner.invoke(app, [*args, "--public-key", str(tmp_path / "k.pub.pem")]).exit_code == 0
 
 
+@pytest.mark.parametrize(("typed", "says"), [("serve", "`aigrid up SPEC`"), ("run", "`aigrid gateway SPEC`"),
+                                            ("validate", "`aigrid spec check FILE`"), ("verify", "`aigrid audit verify DB`"),
+                                            ("simulate", "`aigrid sim SCENARIO`")])
+def test_a_command_named_as_other_tools_name_it_says_what_to_type(typed: str, says: str) -> None:
+    """`aigrid serve` (as `vllm serve`) said only "No such command 'serve'.", and `aigrid simulate` "Did you mean
+    'emulator'?" (7 Dec 2026, thirty-third session)."""
+    r = runner.invoke(app, [typed, "x"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and f"No such command '{typed}': " in said and says in said, said
+    assert "emulator" not in said
+    r = runner.invoke(app, ["benchmark"], env={"COLUMNS": "300"})  # typer's own guess stands where it has one
+    assert r.exit_code == 2 and "Did you mean 'bench'?" in r.output, r.output
+
+
 def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
     """A rotation's `aigrid audit keygen --private-key new.pem` (the default --public-key) wrote its public key over
     the old one, the only key the checkpoints signed before the rotation verify with: `audit verify` then said

@@ -75,10 +75,29 @@ def _summary(help_text: str) -> str:
     return " ".join(inspect.cleandoc(help_text).split("\n\n")[0].split())
 
 
-def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = None) -> type[TyperGroup]:
+OTHER_NAMES = {
+    **dict.fromkeys(("serve", "start", "run"), "`aigrid up SPEC` starts a spec's embedded engines and its gateway; "
+                    "`aigrid gateway SPEC` a gateway in front of engines running elsewhere"),
+    **dict.fromkeys(("check", "validate", "lint"), "`aigrid spec check FILE` checks a grid spec, a scenario or a "
+                    "demand file"),
+    "verify": "`aigrid audit verify DB` checks the audit log",
+    "simulate": "`aigrid sim SCENARIO` runs the simulator",
+}
+"""What an operator used to vLLM (`vllm serve`), kubectl or other tools may type for a command aigrid names otherwise,
+and what to type instead: `aigrid serve` said only "No such command 'serve'."."""
+
+
+def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = None,
+                other_names: Mapping[str, str] | None = None) -> type[TyperGroup]:
     """A typer group class with the commands `first` before its own and `last` after them (the order in
-    --help), each imported when it is run or listed."""
+    --help), each imported when it is run or listed; `other_names`: a command name it lacks -> what to type."""
     class LazyGroup(TyperGroup):
+        def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+            hint = (other_names or {}).get(args[0]) if args else None
+            if hint and args[0] not in self.commands:  # ctx.fail: the usage error of whichever click typer runs on
+                ctx.fail(f"No such command {args[0]!r}: {hint}.")
+            return super().resolve_command(ctx, args)
+
         def __init__(self, **attrs: Any) -> None:
             super().__init__(**attrs)
             self.commands = _Lazy({**{n: (n, m) for n, m in first.items()}, **self.commands,
@@ -128,7 +147,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   cls=_lazy_group({"bench": _command("aigrid.bench.cli", "bench_command", "bench"),
                                    "emulator": _command("aigrid.engines.emulator_cli", "emulator_command", "emulator"),
                                    "plan": _command("aigrid.plan.cli", "plan_command", "plan")},
-                                  {"sim": _typer("aigrid.sim.cli"), "models": _typer("aigrid.rightsize.cli", "models")}))
+                                  {"sim": _typer("aigrid.sim.cli"), "models": _typer("aigrid.rightsize.cli", "models")},
+                                  OTHER_NAMES))
 spec_app = typer.Typer(no_args_is_help=True, help="Grid specs.")
 app.add_typer(spec_app, name="spec")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; needs the key-hashing secret: "
