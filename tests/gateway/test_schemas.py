@@ -370,7 +370,9 @@ def nested_json(depth: int) -> str:
      "guided_grammar", "groups deep"),
     ("structured_outputs", {"grammar": "start: " + "[" * 3000 + '"a"' + "]" * 3000}, "structured_outputs.grammar",
      "groups deep"),
-    ("ebnf", "start: x\n" + ")" * 5000 + "\nx: " + "(" * 2000 + '"a"' + ")" * 2000, "ebnf", "groups deep")])
+    ("ebnf", "start: x\n" + ")" * 5000 + "\nx: " + "(" * 2000 + '"a"' + ")" * 2000, "ebnf", "groups deep"),
+    # llama.cpp built with LLAMA_LLGUIDANCE reads a grammar beginning `%llguidance` as Lark
+    ("grammar", "%llguidance {}\nstart: " + "[" * 3000 + '"a"' + "]" * 3000, "grammar", "groups deep")])
 async def test_a_regex_a_json_schema_text_or_a_lark_grammar_past_the_bound_is_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object,
         param: str, says: str) -> None:
@@ -380,8 +382,9 @@ async def test_a_regex_a_json_schema_text_or_a_lark_grammar_past_the_bound_is_re
     (RegexConverter) that its parser reads as a grammar's; a JSON schema given as a string (vLLM's `guided_json`
     and `structured_outputs.json`, SGLang's `json_schema`, their `structural_tag`) passed the body's own depth
     bound (json_depth.MAX_DEPTH, 128) as one string; a Lark grammar's optional groups (`[...]`, which the GBNF scan
-    reads as a character class) and groups after stray closing brackets went uncounted. Each is now the client's
-    400 naming the field, before any engine, audited; within the bound each passes as written."""
+    reads as a character class) and groups after stray closing brackets went uncounted, and so did a llama-server
+    `grammar` beginning `%llguidance`, which llama.cpp built with LLAMA_LLGUIDANCE reads as Lark. Each is now the
+    client's 400 naming the field, before any engine, audited; within the bound each passes as written."""
     async with serving(spec_in(tmp_path), fakes) as (client, gw):
         r = await client.post(route, json={**body, field: value})
         assert r.status_code == 400, r.text

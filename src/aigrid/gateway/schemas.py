@@ -313,6 +313,9 @@ LARK_FIELDS = ("guided_grammar", "ebnf")
 """The grammar fields an engine may read as Lark (vLLM's guidance backend, llguidance, reads `guided_grammar` and
 `structured_outputs.grammar` in Lark's syntax or GBNF's; SGLang's llguidance backend its `ebnf`), where `[...]` is an
 optional group, not a character class: their nesting is read both ways (lark_nesting)."""
+LLGUIDANCE = "%llguidance"
+"""What a grammar llama.cpp reads as Lark begins with (common/sampling.cpp: a build with LLAMA_LLGUIDANCE hands it to
+llguidance): its `grammar` is read as Lark too then."""
 _LARK_TEXT = re.compile(r'"(?:\\.|[^"\\\n])*"?|(?:#|//)[^\n]*|/(?:\\.|[^/\\])+/?')
 """What holds brackets that are not groups in Lark as llguidance lexes it (parser/src/lark/lexer.rs): a literal (a
 JSON string, on one line), a comment (`#` or `//`, to the end of its line), a regular expression (`/.../`, lines and
@@ -400,7 +403,7 @@ def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
     field = str(info.field_name)
     _string_within(v, field, "a grammar")
     depth = grammar_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0  # no deeper than its groups are many
-    if field in LARK_FIELDS or cls is StructuredOutputs:
+    if field in LARK_FIELDS or cls is StructuredOutputs or v.startswith(LLGUIDANCE):
         if v.count("(") + v.count("[") > MAX_GRAMMAR_NESTING:
             depth = max(depth, lark_nesting(v))
     if depth > MAX_GRAMMAR_NESTING:
