@@ -585,6 +585,33 @@ def test_a_command_named_as_other_tools_name_it_says_what_to_type(typed: str, sa
     assert r.exit_code == 2 and "Did you mean 'bench'?" in r.output, r.output
 
 
+def test_spec_check_names_the_files_a_spec_names_that_are_not_there(tmp_path: Path) -> None:
+    """`spec check` said ok of a spec whose site documents, endpoint tls_ca_file or agents.sql database did not
+    exist, and `aigrid up` refused it seconds later (7 Dec 2026, thirty-third session). Each is named by its field,
+    relative to the spec's folder; once they are there, ok."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "examples" / "right-size.yaml").read_text())
+    raw["sites"]["fra"]["documents"] = [{"path": "docs/*.txt"}, {"path": "faq.md"}]
+    raw["endpoints"][0].update(url="https://127.0.0.1:9101", tls_ca_file="ca.pem")
+    raw["agents"] = {"sql": {"ledger": {"path": "ledger.db"}}}
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    r = runner.invoke(app, ["spec", "check", str(spec)], env={"COLUMNS": "300"})
+    said = r.output
+    assert r.exit_code == 2 and not said.startswith("ok"), said
+    for line in (f"sites.fra.documents[0].path: no file matches {tmp_path}/docs/*.txt",
+                 f"sites.fra.documents[1].path: no such file {tmp_path}/faq.md",
+                 f"endpoints[0].tls_ca_file: no such file {tmp_path}/ca.pem",
+                 f"agents.sql.ledger.path: no such file {tmp_path}/ledger.db"):
+        assert f"  - {line} (aigrid up and aigrid gateway refuse to start without it)" in said, said
+    (tmp_path / "docs").mkdir()
+    for name in ("docs/a.txt", "faq.md", "ca.pem", "ledger.db"):
+        (tmp_path / name).write_text("x")
+    r = runner.invoke(app, ["spec", "check", str(spec)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and r.output.startswith(f"ok {spec}"), r.output
+
+
 def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
     """A rotation's `aigrid audit keygen --private-key new.pem` (the default --public-key) wrote its public key over
     the old one, the only key the checkpoints signed before the rotation verify with: `audit verify` then said

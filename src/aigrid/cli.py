@@ -363,12 +363,36 @@ def spec_check(spec: SpecArg) -> None:
         if not _other_input(spec, raw):
             raise _fail(e) from None
         return
+    missing = _missing_files(s, spec.parent)
+    if missing:
+        from aigrid.errors import SpecError
+
+        raise _fail(SpecError(str(spec), missing))
     _bases_given_with_v1(s, raw)
     counts = ", ".join(_count(n, what) for n, what in (
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
     # the path escaped (a `[x]` in it was read as markup) and the line unwrapped (piped, it was cut at 80 columns)
     console.print(f"[green]ok[/] {escape(str(spec))}: {counts}", soft_wrap=True)
     _embedded_kv_cache(s)
+
+
+def _missing_files(s: GridSpec, folder: Path) -> list[str]:
+    """The files the spec names (relative to its folder) that are not there, each by its field: a site's documents
+    (a glob matching nothing), an endpoint's tls_ca_file, an agents.sql database. `spec check` said ok of each and
+    `aigrid up` / `aigrid gateway` refused to start seconds later; their contents are read there, not here."""
+    import glob
+
+    from aigrid.spec.load import relative_to
+
+    s = relative_to(s, folder)
+    problems = [f"sites.{sid}.documents[{i}].path: {'no file matches' if glob.has_magic(d.path) else 'no such file'} "
+                f"{d.path}" for sid, site in s.sites.items() for i, d in enumerate(site.documents)
+                if not glob.glob(d.path)]
+    problems += [f"endpoints[{i}].tls_ca_file: no such file {e.tls_ca_file}" for i, e in enumerate(s.endpoints)
+                 if e.tls_ca_file and not Path(e.tls_ca_file).exists()]
+    problems += [f"agents.sql.{name}.path: no such file {db.path}" for name, db in s.agents.sql.items()
+                 if not Path(db.path).exists()]
+    return [f"{p} (aigrid up and aigrid gateway refuse to start without it)" for p in problems]
 
 
 def _embedded_kv_cache(s: GridSpec) -> None:
