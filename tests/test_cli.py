@@ -161,6 +161,19 @@ def test_keys_create_refuses_a_tenant_the_spec_lacks(tmp_path: Path, monkeypatch
     assert "warning: tenant 'eu-bnak' not checked against a grid spec's tenants (give --spec FILE)" in r.stderr
 
 
+def test_keys_create_of_the_default_tenant_warns_of_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --spec, `keys create default` warned that the tenant was not checked, though every grid has it, and
+    the warning was cut at 80 columns mid-sentence (7 Dec 2026, thirty-third session)."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    keys = tmp_path / "keys.json"
+    r = runner.invoke(app, ["keys", "create", "default", "--keys-file", str(keys)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and "warning" not in r.output and "api key: aig_" in r.output, r.output
+    r = runner.invoke(app, ["keys", "create", "someone", "--keys-file", str(keys)], env={"COLUMNS": "80"})
+    [line] = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.exit_code == 0 and line.startswith("warning: tenant 'someone' not checked") and \
+        line.endswith("refused (401) on every request"), r.stderr
+
+
 @pytest.mark.parametrize(("limits", "says"), [
     (["--site", "fr"], "--site 'fr': not a site of {spec} (did you mean fra?) (sites: fra, gru, iad, nrt)"),
     (["--jurisdiction", "eu"], "--jurisdiction: no site of {spec} is in eu (did you mean EU?)"),

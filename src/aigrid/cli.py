@@ -572,6 +572,7 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                 ] = None) -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
     from aigrid.security.keys_cli import check_scopes, check_tenant, create_key, server_secret
+    from aigrid.security.principal import DEFAULT_TENANT
 
     try:
         secret = server_secret(name=secret_env)  # before the tenant's warning: one clear error without a secret
@@ -582,10 +583,10 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
             check_tenant(tenant, grid.tenants, str(spec))
             check_scopes(grid, str(spec), models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
                          policy=policy)
-        else:
+        elif tenant != DEFAULT_TENANT:  # every grid has it: nothing to check (it was warned of, as if unknown)
             err_console.print(f"warning: tenant {tenant!r} not checked against a grid spec's tenants (give --spec "
                               "FILE): a key of a tenant the grid lacks is refused (401) on every request",
-                              markup=False, highlight=False)
+                              markup=False, highlight=False, soft_wrap=True)  # one line: it was cut at 80 columns
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
                    policy=policy, max_priority=max_priority, name=name, secret=secret, secret_env=secret_env,
