@@ -226,3 +226,21 @@ def test_a_url_the_run_cannot_use_is_refused_naming_it_before_any_request(monkey
         r = runner.invoke(app, ["bench", given, *model, "-n", "1", "--quiet"])
         assert r.exit_code == 2 and r.output.startswith(f"error: {says}"), r.output
     assert asked == [], asked
+
+
+def test_an_error_line_is_one_line_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`3 x HTTP 404: {"error":{"message":"no route POST` / `/chat/completions",...` was cut at 80 columns in the
+    middle of the target's answer (7 Dec 2026, thirty-third session), as the hint and summary lines are not."""
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Result, Run
+
+    error = 'HTTP 404: {"error":{"message":"no route POST /chat/completions","type":"invalid_request_error"}}'
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        return Run([Result(0, 0.0, 0.0, 1, 0, 404, False, None, None, None, error=error)], 1.0, 0.1,
+                   config, 1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", "http://127.0.0.1:8000/v1", "--model", "m", "-n", "1", "--quiet"],
+                      env={"COLUMNS": "80"})
+    assert r.exit_code == 1 and f"1 x {error}\n" in r.output, r.output

@@ -197,7 +197,7 @@ def bench_command(
     Console().print(table(s, title=title))
     Console().print(summary_line(s), highlight=False, soft_wrap=True)
     for err, n in s["errors"].items():
-        console.print(f"[red]{n} x[/] {escape(printable(str(err)))}", highlight=False)
+        console.print(f"[red]{n} x[/] {escape(printable(str(err)))}", highlight=False, soft_wrap=True)  # one line
     hint = failure_hint(s["errors"], s["completed"], url)
     if hint:
         console.print(f"hint: {escape(hint)}", highlight=False, soft_wrap=True)
@@ -210,7 +210,7 @@ def bench_command(
         except OSError as e:
             print_error(console, write_failed("--out", out, e))
             raise typer.Exit(2) from None
-        console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+        console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
     if s["completed"] == 0:
         raise typer.Exit(1)
 
