@@ -140,3 +140,23 @@ def test_piped_plan_prints_each_phase_once_and_its_last_line_whole(
     assert len(wrote) == 1 and wrote[0].endswith("backend local)") and len(wrote[0]) > 80, r.output
     for phase in ("screening", "simulator runs (peak"):
         assert sum(line.startswith(phase) for line in lines) == 1, r.output
+
+
+def test_the_tables_are_printed_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's Markdown tables went through a 140-column console with markup: a row wider than that was cut in
+    two (no longer a row of the table), and a tenant named `[bold]x` lost its brackets (7 Dec 2026, thirty-third
+    session)."""
+    from types import SimpleNamespace
+
+    from aigrid.plan import cli as plan_cli
+
+    row = "| " + " | ".join(f"[bold]tenant-{i}" for i in range(20)) + " |"
+    done = SimpleNamespace(best=SimpleNamespace(placement=None, outcomes=None), naive=[], runs=1, screen_s=0.0,
+                           verify_s=0.0, backend="local", proposals=[])
+    monkeypatch.setattr(plan_cli, "plan", lambda *a, **k: done)
+    monkeypatch.setattr(plan_cli, "write_outputs", lambda *a, **k: None)
+    monkeypatch.setattr(plan_cli, "cost_markdown", lambda placement: row)
+    monkeypatch.setattr(plan_cli, "slo_markdown", lambda outcomes, attainment: "| check |")
+    r = runner.invoke(app, ["plan", str(SMALL), "--out", str(tmp_path / "out"), "--workers", "1", "--no-map"],
+                      env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and row + "\n" in r.output, r.output

@@ -129,7 +129,7 @@ def plan_command(
 
             def note(line: str) -> None:
                 if not quiet:
-                    progress.console.print(f"  {line}", highlight=False)
+                    progress.console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
             result = plan(d, backend=backend, compare=compare, start_sites=previous,
                           events=Events(phase, step, more, note), source=str(demand))
@@ -144,7 +144,9 @@ def plan_command(
         print_error(console, e)
         raise typer.Exit(2) from None
     if not quiet:
-        show = Console(width=max(Console().width, 140))
+        # Markdown as written: a row wider than the console was cut into two (no longer a table's row), and a
+        # tenant or a city with `[...]` in its name was read as rich markup
+        show = Console(width=max(Console().width, 140), soft_wrap=True, markup=False, highlight=False)
         if result.best is not None:
             show.print(cost_markdown(result.best.placement))
             show.print(slo_markdown(result.best.outcomes, d.slo.attainment))
