@@ -497,3 +497,52 @@ async def test_stop_sequences_and_bad_words_past_what_an_engine_checks_each_step
         r = await client.post(route, json={**body, field: most})
         assert r.status_code == 200, r.text
         assert [f.received[-1][field] for f in fakes.values() if f.received] == [most]
+
+
+def schema_with(pattern: str) -> dict:
+    return {"type": "object", "properties": {"id": {"type": "string", "pattern": pattern}}}
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "n", "schema": schema_with(nested_regex(
+        MAX_GRAMMAR_NESTING + 1))}}, "response_format.json_schema.schema.properties.id.pattern"),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "patternProperties": {nested_regex(MAX_GRAMMAR_NESTING + 1): {"type": "string"}}}}}],
+     "tools.0.function.parameters.patternProperties"),
+    ("guided_json", schema_with("a" * (256 * 1024 + 1)), "guided_json.properties.id.pattern"),
+    ("structured_outputs", {"json": schema_with(nested_regex(MAX_GRAMMAR_NESTING + 1))},
+     "structured_outputs.json.properties.id.pattern")])
+async def test_a_json_schemas_pattern_past_the_regex_bound_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], field: str, value: object, param: str) -> None:
+    """(7 Dec 2026, thirty-third session) A JSON schema's `pattern` is a regular expression the engine compiles
+    with the schema (xgrammar's JSON schema converter turns it into grammar groups as it does `guided_regex`;
+    llama.cpp's bounds its own at 100 groups): in OpenAI's `response_format`, a function tool's `parameters` (the
+    grammar of a required or named tool call), vLLM's `guided_json` and `structured_outputs.json`, it reached the
+    engine at any depth and length. Each `pattern` (and `patternProperties` key) is now bounded as `guided_regex`
+    is: the client's 400 naming its place, before any engine, audited; within the bound it passes as written."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post("/v1/chat/completions", json={**CHAT, field: value})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == param and err["type"] == "invalid_request_error", err
+        assert "regular expression" in err["message"] and len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        fine = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema_with(
+            nested_regex(MAX_GRAMMAR_NESTING) + "[(]" * 2000)}}
+        r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": fine})
+        assert r.status_code == 200, r.text[:300]
+        assert [f.received[-1]["response_format"] for f in fakes.values() if f.received] == [fine]
+
+
+async def test_a_responses_requests_schema_pattern_is_bounded_as_chats(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """The Responses API's `text.format` schema reaches the engine as chat's `response_format` (validated as a chat
+    request): its deep `pattern` is refused there too, before any engine."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        body = {"model": "smollm2-135m", "input": "hi", "max_output_tokens": 16, "text": {"format": {
+            "type": "json_schema", "name": "n", "schema": schema_with(nested_regex(MAX_GRAMMAR_NESTING + 1))}}}
+        r = await client.post("/v1/responses", json=body)
+        assert r.status_code == 400 and "regular expression" in r.json()["error"]["message"], r.text[:300]
+        assert all(not f.received for f in fakes.values())

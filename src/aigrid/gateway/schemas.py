@@ -7,6 +7,7 @@ fields routing depends on are validated strictly so that a bad request gets a 40
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -370,6 +371,58 @@ def regex_nesting(text: str) -> int:
     return _depth(_bytes(_REGEX_TEXT.sub(" ", text)), (40,), (41,))
 
 
+SCHEMA_FIELDS = ("response_format", "tools", "guided_json", "json_schema", "structured_outputs")
+"""The body fields that hold JSON schemas an engine compiles into a grammar (OpenAI's `response_format` and the
+function tools' `parameters`, vLLM's and SGLang's own), each schema's `pattern`s bounded as a regex field is."""
+
+
+def schema_patterns(value: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Each `pattern` string (and `patternProperties` key) of the JSON schemas in `value`, with its path: walked
+    with a stack (the body's depth is bounded, json_depth.MAX_DEPTH)."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(pattern := node.get("pattern"), str):
+                yield (*path, "pattern"), pattern
+            if isinstance(named := node.get("patternProperties"), dict):
+                yield from (((*path, "patternProperties"), key) for key in named)  # a key is no name to quote
+            stack.extend(((*path, k), v) for k, v in node.items() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(node) if isinstance(v, dict | list))
+
+
+def regex_fault(v: str) -> str | None:
+    """Why a regular expression is past the bound an engine compiles safely (its length, MAX_GRAMMAR_CHARS; its
+    groups' nesting, MAX_GRAMMAR_NESTING), or None."""
+    if len(v) > MAX_GRAMMAR_CHARS:
+        return (f"the regular expression is {len(v)} characters long; this grid passes one of at most "
+                f"{MAX_GRAMMAR_CHARS} characters")
+    depth = regex_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0
+    if depth > MAX_GRAMMAR_NESTING:
+        return (f"the regular expression is nested {depth} groups deep; this grid passes regular expressions nested "
+                f"at most {MAX_GRAMMAR_NESTING} deep (the engine compiles each group into a grammar's group, which its "
+                "parser reads by recursion, as a grammar's)")
+    return None
+
+
+def check_schema_patterns(data: Any) -> Any:
+    """A body's JSON schemas (SCHEMA_FIELDS) with every `pattern` within regex_fault's bound, else the client's 400
+    naming the pattern's place (`response_format.json_schema.schema.properties.id.pattern`). Read on the raw JSON."""
+    if not isinstance(data, dict):
+        return data
+    for field in SCHEMA_FIELDS:
+        value = data.get(field)
+        if not isinstance(value, dict | list):
+            continue
+        for path, pattern in schema_patterns(value):
+            fault = regex_fault(pattern)
+            if fault is not None:
+                raise ValidationError.from_exception_data("Request", [InitErrorDetails(
+                    type=PydanticCustomError("value_error", fault), loc=(field, *path), input=pattern)])
+    return data
+
+
 def bounded_grammars(*fields: str) -> Any:
     """The validator of a body's grammar fields: each a string nested at most MAX_GRAMMAR_NESTING groups deep (read
     as Lark too where an engine may read it so: LARK_FIELDS)."""
@@ -416,12 +469,11 @@ def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
 def _bounded_regex(cls: type, v: Any, info: ValidationInfo) -> Any:
     if v is None:
         return v
-    _string_within(v, str(info.field_name), "a regular expression")
-    depth = regex_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0
-    if depth > MAX_GRAMMAR_NESTING:
-        raise ValueError(f"the regular expression is nested {depth} groups deep; this grid passes regular "
-                         f"expressions nested at most {MAX_GRAMMAR_NESTING} deep (the engine compiles each group into "
-                         "a grammar's group, which its parser reads by recursion, as a grammar's)")
+    if not isinstance(v, str):
+        raise ValueError(f"{info.field_name} must be a string, a regular expression (got {type(v).__name__})")
+    fault = regex_fault(v)
+    if fault is not None:
+        raise ValueError(fault)
     return v
 
 
@@ -520,6 +572,11 @@ class _Common(BaseModel):
     client believed it biased."""
 
     _typed = number_fields("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "prompt_logprobs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_patterns(cls, data: Any) -> Any:
+        return check_schema_patterns(data)
 
     @field_validator("logit_bias")
     @classmethod
