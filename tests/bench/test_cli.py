@@ -244,3 +244,21 @@ def test_an_error_line_is_one_line_at_80_columns(monkeypatch: pytest.MonkeyPatch
     r = runner.invoke(app, ["bench", "http://127.0.0.1:8000/v1", "--model", "m", "-n", "1", "--quiet"],
                       env={"COLUMNS": "80"})
     assert r.exit_code == 1 and f"1 x {error}\n" in r.output, r.output
+
+
+def test_plots_of_a_run_where_every_request_failed_warn_of_nothing(tmp_path: Path) -> None:
+    """`aigrid bench ... --out DIR` against nothing listening printed matplotlib's "UserWarning: No artists with labels
+    found to put in legend" with report.py's path and source line (7 Dec 2026, thirty-third session)."""
+    import warnings
+
+    from aigrid.bench.report import write_plots
+    from aigrid.bench.runner import Result, Run, RunConfig
+
+    config = RunConfig(("http://127.0.0.1:1/v1",), "m", chat=True, stream=True, concurrency=0, timeout_s=1.0,
+                       unique_prompts=True, headers=())
+    failed = Result(0, 0.0, None, 1, 0, 0, False, None, None, None, error="connect failed: refused")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = write_plots(tmp_path, Run([failed], 1.0, 0.1, config, 1))
+    assert [p.name for p in written] == ["ttft_cdf.png", "latency_over_time.png", "itl_hist.png"]
+    assert not [w for w in caught if "legend" in str(w.message)], [str(w.message) for w in caught]

@@ -125,7 +125,7 @@ def write_plots(out_dir: Path, run: Run) -> list[Path]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        if legend:
+        if legend and ax.get_legend_handles_labels()[0]:  # no line (every request failed): matplotlib's warning
             ax.legend()
         written.append(out_dir / name)
         fig.savefig(written[-1], dpi=110, bbox_inches="tight")
