@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from aigrid.core.predict import CACHED_FRACTION, backlog_tokens, predict, warm_cache
+from aigrid.core.predict import CACHED_FRACTION, backlog_tokens, drain_tps, predict, step_ms, warm_cache
 from aigrid.core.types import EndpointState, PrefillQueue, RequestInfo
 from tests.core.grid import SITES, endpoint
 
@@ -70,6 +70,36 @@ def test_the_prediction_counts_only_the_work_still_ahead() -> None:
     whole = counted._replace(running=64, waiting=10, pending_prompt_tokens=2000)
     assert predict(req, ep, SITES["fra"], full).queue_ms == pytest.approx(
         predict(req, ep, SITES["fra"], whole).queue_ms)
+
+
+def test_while_the_request_travels_only_the_share_of_the_drain_the_inflow_leaves_counts() -> None:
+    """RT1 (thirty-third session): the engine drains its backlog while a request travels to it, but it also
+    takes in the prompts sent meanwhile from nearer clients, which reach it first; at the full drain a busy
+    far site looked emptier the farther away the client was (docs/routing.md, "Near or fast")."""
+    rate = 1000.0
+    past = PrefillQueue(None, ((-0.2, 500),))  # 200 tokens done by now
+    assert backlog_tokens(past, 0.15, rate, 0.0) == pytest.approx(300.0)
+    assert backlog_tokens(past, 0.15, rate, 0.5) == pytest.approx(300.0 - 75.0)
+    # a prompt still travelling joins at its arrival; from then on the share drains
+    assert backlog_tokens(PrefillQueue(None, ((0.05, 400),)), 0.15, rate, 0.5) == pytest.approx(400.0 - 50.0)
+
+    ep = endpoint("fra", slots=64)
+    req = RequestInfo("r", "small", 100)  # no client location: the gateway's measured round trip
+    queue = PrefillQueue(None, ((-0.01, 3000),))
+    quiet = EndpointState(pending_requests=1, pending_prompt_tokens=3000, prefill_queue=queue)
+    busy = quiet._replace(running=20)  # 20 in the system: ~23,000 prompt tokens a second come in, over the drain
+
+    def queue_ms(state: EndpointState, rtt: float) -> float:
+        return predict(req, ep, SITES["fra"], state._replace(rtt_ms=rtt)).queue_ms
+
+    # saturated, the backlog a far request meets is the one a near request meets
+    assert queue_ms(busy, 200.0) == pytest.approx(queue_ms(busy, 10.0))
+    # one request in the system: ~1,150 tokens a second come in, so part of the drain over the 95 ms longer
+    # trip still counts, but not all of it (what it did before)
+    full = (backlog_tokens(queue, 0.005, drain_tps(ep, quiet, step_ms(ep, quiet)))
+            - backlog_tokens(queue, 0.1, drain_tps(ep, quiet, step_ms(ep, quiet)))) * 1000.0 / ep.prefill_tps
+    gained = queue_ms(quiet, 10.0) - queue_ms(quiet, 200.0)
+    assert 0.3 * full < gained < 0.7 * full
 
 
 def test_an_owner_is_warm_even_when_nothing_of_the_prompt_can_be_cached() -> None:

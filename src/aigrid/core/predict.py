@@ -15,8 +15,10 @@ Admission: an engine with c batch slots serves c requests at once; with n in the
 engine's count and the gateways' ledger) a new arrival waits (n - c + 1) x S / c for a slot (M/M/c), where S
 is the mean service time of one request. Near saturation n grows without bound: the knee of TTFT.
 
-The engine keeps working off that backlog while the request travels to it: half the round trip comes off
-the wait ahead.
+The engine keeps working off that backlog while the request travels to it, but it also takes in what other
+clients send meanwhile: with the pending prompts placed in time (backlog_tokens) only the share of the
+drain that this inflow leaves counts (travel_share); with a count alone, half the round trip comes off the
+wait ahead.
 
 Calibration (core.calibration) maps the modelled engine time to the observed one per endpoint (fixed
 overhead, slope, p90 ratio). Until it is ready, an engine-reported recent TTFT is blended in.
@@ -104,11 +106,34 @@ def drain_tps(endpoint: Endpoint, state: EndpointState, step: float) -> float:
     return rate
 
 
-def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float) -> float:
+def travel_share(request: RequestInfo, endpoint: Endpoint, state: EndpointState, rate: float) -> float:
+    """The share of the drain `rate` that works off the backlog ahead while a request travels to the engine:
+    the engine also takes in the prompts other clients send meanwhile, which reach it before this request
+    does and which no gateway can know of yet; they use up the rest. Their inflow, by Little's law: the
+    requests in the system (in_system) over the time each spends there (service_time_s) per second, each
+    the size of the mean pending prompt (this request's where none is pending). 1 where nothing is in the
+    system, 0 where the inflow is at least the drain (a saturated engine's backlog does not shrink)."""
+    n = in_system(state)
+    if n <= 0 or rate <= 0.0:
+        return 1.0
+    pending = state.pending_requests
+    size = state.pending_prompt_tokens / pending if pending > 0 else request.prompt_tokens
+    share = 1.0 - n / service_time_s(endpoint, state) * size / rate
+    return 0.0 if 0.0 > share else share
+
+
+def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float, share: float = 1.0) -> float:
     """Prompt tokens still to prefill at the engine when a request sent now reaches it `arrive_s` from now:
     Lindley's recursion over the pending prompts in arrival order, from the anchor (the latest first token:
     everything that arrived before it was done), draining at `rate` tokens per second whenever the engine
-    has a backlog. Prompts that arrive after this request are not ahead of it."""
+    has a backlog, until now; from now on, while this request travels, at `share` x `rate` (travel_share:
+    the rest goes to prompts sent after this one that reach the engine first, unknown yet). Prompts that
+    arrive after this request are not ahead of it.
+
+    Before 7 Dec 2026 the backlog drained at the full rate while the request travelled, which made a busy
+    far site's queue look shorter the farther away the client was: in the simulator's loaded cell
+    (docs/routing.md, "Near or fast") the engine time of requests sent to a site with a backlog ran over
+    its prediction by 5 ms on average at the nearest site and by 60-110 ms at the three farthest."""
     t = queue.anchor_s
     backlog = 0.0
     for at, tokens in queue.arrivals:
@@ -116,16 +141,24 @@ def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float) -> float:
             break
         if t is None or at > t:
             if t is not None:
-                backlog -= rate * (at - t)
+                backlog -= _drained(rate, share, t, at)
                 if 0.0 > backlog:
                     backlog = 0.0
             t = at
         backlog += tokens
     if t is not None and arrive_s > t:
-        backlog -= rate * (arrive_s - t)
+        backlog -= _drained(rate, share, t, arrive_s)
         if 0.0 > backlog:
             backlog = 0.0
     return backlog
+
+
+def _drained(rate: float, share: float, start: float, end: float) -> float:
+    """Tokens the engine prefills from `start` to `end` (seconds from now, start < end) with a backlog: at
+    `rate` until now, at `share` x `rate` after."""
+    past = (end if 0.0 > end else 0.0) - start if 0.0 > start else 0.0
+    ahead = end - (start if start > 0.0 else 0.0) if end > 0.0 else 0.0
+    return rate * past + share * rate * ahead
 
 
 def uncached_tokens(request: RequestInfo, cached: float | None) -> float:
@@ -225,7 +258,8 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
         ahead = _counted_ms(request, endpoint, state, wait, mine, own, step, net)
     else:
         # waiting for a batch slot, the prompts ahead wait too: they drain only while the engine admits
-        tokens = backlog_tokens(pending, net / 2000.0, 0.0 if wait > 0.0 else drain_tps(endpoint, state, step))
+        rate = 0.0 if wait > 0.0 else drain_tps(endpoint, state, step)
+        tokens = backlog_tokens(pending, net / 2000.0, rate, travel_share(request, endpoint, state, rate))
         ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + unseen_tokens(request, state) + mine,
                                            step) - own
     if 0.0 > ahead:
