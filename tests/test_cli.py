@@ -625,6 +625,24 @@ def test_spec_check_names_the_files_a_spec_names_that_are_not_there(tmp_path: Pa
     assert r.exit_code == 0 and r.output.startswith(f"ok {spec}"), r.output
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["up", "examples/sim/small.yaml"], "is a simulator scenario (for `aigrid sim`), not a grid spec"),
+    (["gateway", "examples/plan/small.yaml"], "is a planner demand file (for `aigrid plan`), not a grid spec"),
+    (["keys", "create", "default", "--spec", "examples/sim/small.yaml"], "is a simulator scenario"),
+])
+def test_a_grid_command_given_another_kind_of_file_says_which(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               args: list[str], says: str) -> None:
+    """`aigrid up examples/sim/small.yaml` listed a dozen fields a grid spec lacks or does not take (`gateway.count:
+    Extra inputs are not permitted`, `models: Input should be a valid dictionary`), where `aigrid sim` of a grid spec
+    says what the file is (7 Dec 2026, thirty-third session)."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    monkeypatch.chdir(ROOT)
+    r = runner.invoke(app, [*args, *(["--keys-file", str(tmp_path / "k.json")] if args[0] == "keys" else [])],
+                      env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and says in r.output and "Extra inputs" not in r.output, r.output
+    assert not (tmp_path / "k.json").exists()
+
+
 def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
     """A rotation's `aigrid audit keygen --private-key new.pem` (the default --public-key) wrote its public key over
     the old one, the only key the checkpoints signed before the rotation verify with: `audit verify` then said

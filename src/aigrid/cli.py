@@ -183,6 +183,19 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _as_grid(e: AigridError, spec: Path | None) -> AigridError:
+    """`PATH is a simulator scenario (for `aigrid sim`), not a grid spec` where the spec that failed to load is plainly
+    another kind of input (cli_error.wrong_kind, as `aigrid sim` and `aigrid plan` say of a grid spec): `aigrid up`
+    of a scenario listed a dozen fields it should not have. Only a regular file is read again (a pipe is read once)."""
+    from aigrid.cli_error import wrong_kind
+    from aigrid.errors import SpecError
+
+    if spec is None or not isinstance(e, SpecError) or e.path != str(spec) or not spec.is_file():
+        return e
+    other = wrong_kind(spec, "grid")
+    return e if other is None else ConfigError(other)
+
+
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
     print_error(err_console, e)
     return typer.Exit(code)
@@ -243,7 +256,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
                       extra_routes=_dashboard(replay), workers=_workers(workers),
                       worker_options=_worker_options(replay), source=str(spec)))
     except AigridError as e:
-        raise _fail(e) from None
+        raise _fail(_as_grid(e, spec)) from None
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -270,7 +283,7 @@ def gateway(spec: SpecArg,
         _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay),
                       workers=_workers(workers), worker_options=_worker_options(replay), source=str(spec)))
     except AigridError as e:
-        raise _fail(e) from None
+        raise _fail(_as_grid(e, spec)) from None
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -592,7 +605,7 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                    policy=policy, max_priority=max_priority, name=name, secret=secret, secret_env=secret_env,
                    echo=console.print)
     except AigridError as e:
-        raise _fail(e) from None
+        raise _fail(_as_grid(e, spec)) from None
     except OSError as e:
         raise _fail(_keys_file_error(keys_file, e, "write")) from None
 
