@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import anthropic
 import httpx
 import openai
 import orjson
+import pydantic
 import pytest
 import yaml
 
@@ -155,6 +157,34 @@ def test_messages_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool)
     second = claude.messages.create(model=MODEL, max_tokens=32, tools=[WEATHER], messages=messages)
     assert second.stop_reason in ("end_turn", "max_tokens", "tool_use")
     assert second.content and second.usage.input_tokens > first.usage.input_tokens
+
+
+class Pet(pydantic.BaseModel):
+    kind: Literal["cat", "dog"]
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    name: str
+    pets: list[Pet]
+
+
+def test_a_tool_whose_schema_has_defs_is_called_through_both_sdks(claude: anthropic.Anthropic, base: str) -> None:
+    """A pydantic tool with a nested model (`$defs`, refs from its root) in the grammar of a constrained turn: the
+    engine refused the turn (400 "cannot resolve $ref #/$defs/Pet, $defs not found") until the step schema held
+    the tool's definitions at its own root (agents/schema_refs.py)."""
+    oai = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+    ask: Any = [{"role": "user", "content": "Ann has a cat named Tom. Record it."}]
+    # 200 tokens: the grammar lets SmolLM2 put whitespace and long names in its JSON (60 were cut, max_tokens)
+    chat = oai.chat.completions.parse(model=MODEL, messages=ask, max_tokens=200,
+                                      tools=[openai.pydantic_function_tool(Owner)], tool_choice="required")
+    calls = chat.choices[0].message.tool_calls or []
+    assert [type(c.function.parsed_arguments) for c in calls] == [Owner]
+    owner: Any = {"name": "owner", "input_schema": Owner.model_json_schema()}
+    message = claude.messages.create(model=MODEL, max_tokens=200, messages=ask, tools=[owner],
+                                     tool_choice={"type": "any"})
+    uses = [b for b in message.content if b.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and len([Owner.model_validate(u.input) for u in uses]) == 1
 
 
 def test_messages_count_tokens_and_errors(claude: anthropic.Anthropic) -> None:
