@@ -190,6 +190,11 @@ def build() -> int:
 
     started = time.monotonic()
     clean()
+    # the sources' hashes as mypyc is about to read them: a source edited during the build (minutes on a loaded
+    # machine) then reads as newer than the build, which is not used, rather than recorded as compiled
+    manifests = {MANIFEST: _manifest(sources(), CORE), SIM_MANIFEST: _manifest(sim_sources(), SRC / "aigrid"),
+                 ENGINES_MANIFEST: _manifest(engine_sources(), SRC / "aigrid"),
+                 TELEMETRY_MANIFEST: _manifest(telemetry_sources(), SRC / "aigrid")}
     os.chdir(SRC)  # mypyc names modules by their path from here; build_ext --inplace writes beside them
     paths = [f"aigrid/core/{m}.py" for m in COMPILED]
     sim_paths = [f"aigrid/sim/{m}.py" for m in SIM_COMPILED]
@@ -217,10 +222,8 @@ def build() -> int:
         print(f"aigrid: compiling the routing core failed ({exc}); removed the partial build. "
               "`make install COMPILE=0` skips it.", file=sys.stderr)
         return 1
-    MANIFEST.write_text(_manifest(sources(), CORE))
-    SIM_MANIFEST.write_text(_manifest(sim_sources(), SRC / "aigrid"))
-    ENGINES_MANIFEST.write_text(_manifest(engine_sources(), SRC / "aigrid"))
-    TELEMETRY_MANIFEST.write_text(_manifest(telemetry_sources(), SRC / "aigrid"))
+    for manifest, text in manifests.items():
+        manifest.write_text(text)
     print(f"aigrid: compiled the routing core ({len(COMPILED)} modules), the simulator ({len(SIM_COMPILED)}), "
           f"the engine model ({len(ENGINES_COMPILED)}) and the in-flight ledger ({len(TELEMETRY_COMPILED)}) "
           f"with mypyc in {time.monotonic() - started:.0f} s; AIGRID_PURE=1 runs the pure-Python ones")
