@@ -643,6 +643,20 @@ def test_a_grid_command_given_another_kind_of_file_says_which(tmp_path: Path, mo
     assert not (tmp_path / "k.json").exists()
 
 
+def test_audit_keygen_refuses_one_file_for_both_keys(tmp_path: Path) -> None:
+    """`aigrid audit keygen --private-key k.pem --public-key k.pem` wrote the private key, then the public key over
+    it, and said "wrote k.pem (keep secret) and k.pem (give to auditors)": the signing key was lost (7 Dec 2026,
+    thirty-third session, review of d96f2a28). Refused, exit 2, nothing written (also when the paths differ only in
+    spelling)."""
+    (tmp_path / "sub").mkdir()
+    for public in (tmp_path / "k.pem", tmp_path / "sub" / ".." / "k.pem"):
+        r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "k.pem"),
+                                "--public-key", str(public)], env={"COLUMNS": "300"})
+        said = " ".join(r.output.split())
+        assert r.exit_code == 2 and said.startswith("error: --private-key and --public-key name the same file"), said
+        assert not (tmp_path / "k.pem").exists()
+
+
 def test_audit_keygen_never_overwrites_a_public_key(tmp_path: Path) -> None:
     """A rotation's `aigrid audit keygen --private-key new.pem` (the default --public-key) wrote its public key over
     the old one, the only key the checkpoints signed before the rotation verify with: `audit verify` then said

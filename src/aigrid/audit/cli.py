@@ -119,6 +119,9 @@ def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], 
     """Write the pair (making both folders); returns the exit code (0 written, 2 not). Neither file may exist: a
     rotation's `keygen --private-key new.pem` (the default --public-key) wrote its public key over the old one,
     the one every checkpoint signed before the rotation verifies with (`verify` then said TAMPERED)."""
+    if private_path.resolve() == public_path.resolve():  # the public key was written over the private one: lost
+        echo(f"error: --private-key and --public-key name the same file ({private_path}): give each its own")
+        return 2
     if private_path.exists():
         echo(f"error: {private_path} exists; refusing to overwrite a signing key")
         return 2
