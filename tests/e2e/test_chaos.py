@@ -56,7 +56,8 @@ def nodes(started_nodes: dict[str, tuple[Proc, str]]) -> dict[str, tuple[Proc, s
 
 
 def stream(base: str, city: str, body: dict = CHAT, on_event=None) -> dict:  # type: ignore[no-untyped-def]
-    """One streamed chat completion; returns text, events, headers. Raises httpx errors as they come."""
+    """One streamed chat completion; returns text, events, headers. Raises httpx errors as they come. `on_event`
+    is called with the count of events so far and the response's headers after each event."""
     text, events = [], []
     with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=60,
                       headers={"x-aigrid-client-location": city}) as r:
@@ -71,7 +72,7 @@ def stream(base: str, city: str, body: dict = CHAT, on_event=None) -> dict:  # t
                 for c in obj.get("choices", []):
                     text.append(c["delta"].get("content") or "")
             if on_event is not None:
-                on_event(len(events))
+                on_event(len(events), headers)
     return {"text": "".join(text), "events": events, "headers": headers, "status": r.status_code}
 
 
@@ -79,20 +80,23 @@ def test_kill9_engine_mid_stream_continues_on_another_site(nodes: dict, tmp_path
     spec = write_spec(tmp_path, {s: url for s, (_, url) in nodes.items()})
     gw, base = start_gateway(tmp_path, spec, "a")
     try:
-        victim = engine_pid(nodes["nrt"][0])
         before: list[str] = []
+        killed: list[str] = []
 
-        def kill_after_a_few(n: int) -> None:
+        # the engine of the site the stream went to (nrt mostly; on these CPU engines a near tie, picked at random
+        # within the tie, can send Tokyo elsewhere): what is checked is the continuation, not the first choice
+        def kill_after_a_few(n: int, headers: dict[str, str]) -> None:
             if n == 6:
-                os.kill(victim, 9)
+                killed.append(headers["x-aigrid-site"])
+                os.kill(engine_pid(nodes[killed[0]][0]), 9)
 
         body = {**CHAT, "max_tokens": 200, "messages": [{"role": "user", "content": "Tell a long story about a river."}]}
         out = stream(base, "Tokyo", body, on_event=kill_after_a_few)
         d = httpx.get(f"{base}/v1/decisions/{out['headers']['x-aigrid-decision']}").json()
         before.append(out["text"][: d["attempts"][-1].get("continuation_after_chars", 0)])
-        assert out["headers"]["x-aigrid-site"] == "nrt"
+        assert killed == [out["headers"]["x-aigrid-site"]]
         assert out["events"][-1] == "[DONE]" and not any('"error"' in e for e in out["events"])
-        assert d["served_by"].startswith("nrt-smollm2 -> "), d
+        assert d["served_by"].startswith(f"{killed[0]}-smollm2 -> "), d
         prefix = before[0]
         assert len(prefix) > 0 and out["text"].startswith(prefix)
         if len(prefix) >= 12:  # the continuation did not start by repeating what was sent (llama.cpp's echo of
