@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.gateway.conftest import audit_rows, serving, spec_in
@@ -546,3 +547,30 @@ async def test_a_responses_requests_schema_pattern_is_bounded_as_chats(
         r = await client.post("/v1/responses", json=body)
         assert r.status_code == 400 and "regular expression" in r.json()["error"]["message"], r.text[:300]
         assert all(not f.received for f in fakes.values())
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value,param", [
+    ("guided_json", orjson.dumps(schema_with(nested_regex(MAX_GRAMMAR_NESTING + 1))).decode(), "guided_json"),
+    ("json_schema", orjson.dumps(schema_with("a" * (256 * 1024 + 1))).decode(), "json_schema"),
+    ("structured_outputs", {"json": orjson.dumps(schema_with(nested_regex(MAX_GRAMMAR_NESTING + 1))).decode()},
+     "structured_outputs.json"),
+    ("structural_tag", orjson.dumps({"structures": [{"begin": "<f>", "end": "</f>", "schema": schema_with(
+        nested_regex(MAX_GRAMMAR_NESTING + 1))}], "triggers": ["<f>"]}).decode(), "structural_tag")])
+async def test_a_pattern_in_a_json_schema_sent_as_a_string_is_bounded_as_in_an_object(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object,
+        param: str) -> None:
+    """(review RV1 of b42ac1b7, thirty-third session) A schema's `pattern` was bounded only where the schema came as
+    an object: vLLM's `guided_json` and `structured_outputs.json` sent as a string of JSON, SGLang's `json_schema`
+    (a string only) and a structural tag's schemas passed a pattern nested 1,001 groups deep, or 256 KiB long, to
+    the engine. Now the client's 400 naming the field and the pattern's place in it, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post(route, json={**body, field: value})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == param and err["type"] == "invalid_request_error", err
+        assert "regular expression" in err["message"] and "id.pattern" in err["message"], err
+        assert len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows

@@ -437,7 +437,9 @@ def bounded_regexes(*fields: str) -> Any:
 
 def bounded_json_texts(*fields: str) -> Any:
     """The validator of a body's fields that take a JSON schema as a string (JSON_TEXT_FIELDS): JSON, nested at most
-    json_depth.MAX_DEPTH levels, as the body itself."""
+    json_depth.MAX_DEPTH levels, as the body itself, each `pattern` within regex_fault's bound (as
+    check_schema_patterns holds a schema sent as an object; until review RV1 of b42ac1b7 one sent as a string
+    passed a pattern at any depth and length)."""
     return field_validator(*fields)(classmethod(_bounded_json_text))
 
 
@@ -490,6 +492,10 @@ def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
     if deeper_than(raw, value):
         raise ValueError(f"the JSON schema in {field} is nested deeper than {MAX_DEPTH} levels of objects and arrays, "
                          "the most a request's JSON may nest (the engine's schema compiler recurses once per level)")
+    for path, pattern in schema_patterns(value):  # as check_schema_patterns reads a schema sent as an object
+        fault = regex_fault(pattern)
+        if fault is not None:
+            raise ValueError(f"{field} at {'.'.join(map(str, path))}: {fault}")
     return v
 
 
