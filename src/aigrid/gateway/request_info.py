@@ -19,6 +19,7 @@ from aigrid.spec.load import parse_point
 CHARS_PER_TOKEN = 4
 """A rough English average; good enough to size prefill and cost before the engine tokenizes."""
 DEFAULT_OUTPUT_TOKENS = 256
+"""A tool loop's turn that sets no output limit of its own (a turn's payload always sets one: agents.loop.turn_body)."""
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 """Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
@@ -78,11 +79,28 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
     return sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
 
 
+def output_allowance(budget: int | None, prompt_tokens: int, context: int | None, grid_limit: int) -> int:
+    """The output tokens a request may have decoded, one value for its quota's reservation, its routing and the
+    engine's body (engine_body.bound_output): the client's own limit (`budget`, at most `grid_limit`: a larger one
+    is refused), else the grid's limit (gateway.max_output_tokens) or, if fewer, what the model's `context` (the
+    smallest of the models the name may route to) leaves after the prompt's estimate (the engine's context bounds
+    the answer there: engine_body.bound_output); at least 1. Until the
+    thirty-third session a request with no max_tokens reserved DEFAULT_OUTPUT_TOKENS and reached the engine with no
+    limit: it could decode to the end of the context (issue 12)."""
+    if budget is not None:
+        return budget
+    if context is None:
+        return grid_limit
+    return max(1, min(grid_limit, context - prompt_tokens))
+
+
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int, default_location: GeoPoint | None = None, *,
-                       may_use: Callable[[str], bool] | None = None) -> RequestInfo:
-    """`may_use`: the caller's model scope; a model not found is answered with the models it may use only."""
+                       may_use: Callable[[str], bool] | None = None, context: int | None = None) -> RequestInfo:
+    """`may_use`: the caller's model scope; a model not found is answered with the models it may use only.
+    `context`: the model's context (context_window.smallest_context), where the gateway knows it: the output
+    allowance (output_allowance) of a request with no max_tokens is at most what it leaves after the prompt."""
     if body.model != "auto" and body.model not in known_models:
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
                             f"Available: {', '.join(usable_models(known_models, may_use))}", param="model")
@@ -96,11 +114,12 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
     session = headers.get(H_SESSION) or body.user
     conversation = body.conversation_text()  # None unless the prefix is a system prompt
     prefix = body.prefix_text()
+    prompt_tokens = estimate_prompt_tokens(body)
     return RequestInfo(
         id=request_id,
         model=body.model,
-        prompt_tokens=estimate_prompt_tokens(body),
-        max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
+        prompt_tokens=prompt_tokens,
+        max_output_tokens=output_allowance(budget, prompt_tokens, context, max_output_tokens),
         client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY)),
         prefix_hash=hash_key(prefix),

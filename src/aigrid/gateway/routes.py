@@ -52,9 +52,9 @@ from aigrid.errors import (
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
-from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
+from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, smallest_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
-from aigrid.gateway.engine_body import check_legacy_functions
+from aigrid.gateway.engine_body import bound_output, check_legacy_functions
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
@@ -495,7 +495,8 @@ class Routes:
             decision_id = f"dec-{os.urandom(8).hex()}"  # 16 random hex digits (uuid4() took 5x as long)
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location,
-                                       may_use=principal.scopes.allows_model)
+                                       may_use=principal.scopes.allows_model,
+                                       context=smallest_context(parsed.model, gw.spec.models))
             # scopes before any work for the request: a key not granted the model learns nothing of its context
             # and has no image fetched
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
@@ -535,6 +536,10 @@ class Routes:
             if loop is not None and loop.server_tools:  # the loop's first turn (its prompt with the tools' text, and the
                 # fewest output tokens it is sent with): each turn reserves the rest of its max_tokens as it starts
                 reserved = first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
+            if loop is None or not loop.server_tools:  # the engine decodes no more than the reservation holds (a
+                # loop with server-side tools: each turn sets its own max_tokens, reserved as it starts:
+                # agents.loop.turn_body, Guard.extend)
+                bound_output(body, info.max_output_tokens, gw.spec.gateway.max_output_tokens)
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
                 await gw.guard.admit(ex, body, prompt, reserved,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)

@@ -1,0 +1,78 @@
+"""A request with no output limit of its own (no max_tokens, no max_completion_tokens) reaches the engine with the
+output allowance its quota reserved, the grid's gateway.max_output_tokens, unless the model's context leaves the
+prompt fewer (request_info.output_allowance, engine_body.bound_output; issue 12). Until the thirty-third
+session it reached the engine with no limit and could decode to the end of the context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, output_allowance
+from aigrid.spec.models import GridSpec
+from tests.gateway.conftest import serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+MODEL = "smollm2-135m"
+ASK = [{"role": "user", "content": "Write a long story."}]
+DOORS = [
+    ("/v1/chat/completions", {"model": MODEL, "messages": ASK, "ignore_eos": True}),
+    ("/v1/chat/completions", {"model": MODEL, "messages": ASK, "stream": True}),
+    ("/v1/chat/completions", {"model": MODEL, "messages": ASK, "max_tokens": None}),
+    ("/v1/completions", {"model": MODEL, "prompt": "Once upon a time", "ignore_eos": True}),
+    ("/v1/responses", {"model": MODEL, "input": "Write a long story."}),
+]
+
+
+def _grid(tmp: Path, limit: int) -> tuple[GridSpec, dict[str, FakeEngine]]:
+    spec = spec_in(tmp)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_output_tokens": limit})})
+    return spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}
+
+
+def _sent(fakes: dict[str, FakeEngine]) -> dict[str, Any]:
+    [sent] = [r for f in fakes.values() for r in f.received]
+    return sent
+
+
+@pytest.mark.parametrize("path, body", DOORS)
+async def test_a_request_with_no_max_tokens_reaches_the_engine_with_the_grids_limit(
+        tmp_path: Path, path: str, body: dict[str, Any]) -> None:
+    spec, fakes = _grid(tmp_path, 100)
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post(path, json=body)
+        assert r.status_code == 200, r.text
+    sent = _sent(fakes)
+    assert sent["max_tokens"] == 100 and "max_completion_tokens" not in sent
+
+
+async def test_where_the_context_leaves_fewer_tokens_the_engine_gets_no_limit_it_could_refuse(tmp_path: Path) -> None:
+    spec, fakes = _grid(tmp_path, 4096)
+    context = spec.models[MODEL].context
+    prompt = "word " * (context * CHARS_PER_TOKEN // 5 - 2000)  # fewer than 4,096 tokens left, by the estimate
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/completions", json={"model": MODEL, "prompt": prompt})
+        assert r.status_code == 200, r.text
+    sent = _sent(fakes)
+    assert "max_tokens" not in sent  # vLLM refuses a max_tokens past the context; the context bounds the answer
+    assert output_allowance(None, len(prompt) // CHARS_PER_TOKEN, context, 4096) < 4096  # what the quota reserves
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+async def test_a_clients_own_limit_is_sent_as_it_is(tmp_path: Path, field: str) -> None:
+    spec, fakes = _grid(tmp_path, 100)
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, field: 7})
+        assert r.status_code == 200, r.text
+    sent = _sent(fakes)
+    assert sent[field] == 7 and (field == "max_tokens" or "max_tokens" not in sent)
+
+
+def test_the_allowance_is_the_clients_limit_else_the_grids_or_the_contexts_room() -> None:
+    assert output_allowance(7, 100, 8192, 4096) == 7
+    assert output_allowance(None, 100, None, 4096) == 4096
+    assert output_allowance(None, 100, 8192, 4096) == 4096
+    assert output_allowance(None, 6000, 8192, 4096) == 2192
+    assert output_allowance(None, 9000, 8192, 4096) == 1  # the engine's own context check answers it
