@@ -574,3 +574,17 @@ async def test_a_pattern_in_a_json_schema_sent_as_a_string_is_bounded_as_in_an_o
         assert all(not f.received for f in fakes.values())
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+
+
+@pytest.mark.parametrize("value", ["bad", [1], ["ok", None], {"w": 1}])
+async def test_bad_words_of_another_kind_than_a_list_of_strings_is_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(review RV1 of 109b38a0) vLLM's `bad_words` is a list of strings; 109b38a0 read it (it went to the engine
+    unread, whose own 400 came after the grid routed and counted the request). Another kind is the client's 400
+    naming the field, before any engine."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "bad_words": value})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == "bad_words" and "a list of strings" in err["message"], err
+        assert all(not f.received for f in fakes.values())
