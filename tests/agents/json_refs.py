@@ -22,16 +22,18 @@ def unresolved(schema: dict[str, Any]) -> list[str]:
                 walk(v)
 
     walk(schema)
-    bad = []
-    for ref in refs:
-        target: Any = schema
-        for part in ref.removeprefix("#/").split("/") if ref != "#" else []:
-            key = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, dict) and key in target:
-                target = target[key]
-            elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
-                target = target[int(key)]
-            else:
-                bad.append(ref)
-                break
-    return bad
+    return [ref for ref in refs if resolved(schema, ref) is None]
+
+
+def resolved(schema: dict[str, Any], ref: str) -> Any:
+    """What the local `ref` leads to from the root of `schema` (a JSON pointer); None where it leads nowhere."""
+    target: Any = schema
+    for part in ref.removeprefix("#/").split("/") if ref != "#" else []:
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and key in target:
+            target = target[key]
+        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+            target = target[int(key)]
+        else:
+            return None
+    return target

@@ -6,7 +6,9 @@ inside one schema. A pydantic model with a nested model (the SDKs' `pydantic_fun
 refers to them as `#/$defs/Name`: a pointer from the ROOT of the schema the engine gets, where, once embedded, there
 is no `$defs` (llama.cpp's converter fails the request, "Unresolved $ref"; xgrammar alike). `embedded` moves the
 embedded schema's `$defs` (and `definitions`) to the root's, each under a prefix of its own, and renames the refs
-to them."""
+to them. A ref to the embedded schema's own root or into it (`#`, the root recursion OpenAI's structured outputs
+document, or `#/properties/...`) would lead to the step schema's root instead: such a schema moves to the root's
+`$defs` whole, under its prefix without the dash, and is embedded as a ref to it."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ DEF_KEYS = ("$defs", "definitions")
 
 def embedded(schema: Mapping[str, Any], prefix: str, root_defs: dict[str, Any]) -> dict[str, Any]:
     """`schema` to be placed inside another: its definitions added to `root_defs` (the outer schema's root `$defs`)
-    as `prefix` + their name, every `$ref` to one of them (or into one, `#/$defs/Name/...`) renamed to match.
-    A schema without definitions comes back as it was (copied at its top level)."""
+    as `prefix` + their name, every `$ref` to one of them (or into one, `#/$defs/Name/...`) renamed to match. With a
+    ref to its own root or into it (`#`, `#/properties/...`), the schema itself is added as `prefix` less its dash
+    (`t0`, `answer`: no moved definition has that name) and comes back as `{"$ref": "#/$defs/t0"}`. A schema with
+    neither comes back as it was (copied at its top level)."""
     body = dict(schema)
     renamed: dict[str, str] = {}
     moved: dict[str, Any] = {}
@@ -31,15 +35,20 @@ def embedded(schema: Mapping[str, Any], prefix: str, root_defs: dict[str, Any]) 
         for name, sub in defs.items():
             renamed[f"#/{key}/{name}"] = f"#/$defs/{prefix}{name}"
             moved[f"{prefix}{name}"] = sub
-    if not renamed:
-        return body
+    home = prefix.removesuffix("-")
+    rooted = [False]  # whether a ref leads to the schema's own root or into it (not to a moved definition)
 
     def ref_of(ref: str) -> str:
+        if ref != "#" and not ref.startswith("#/"):
+            return ref  # not a pointer from this schema's root
         head, sep, rest = ref.partition("/")  # "#", "/", "$defs/Name/..."
         kind, _, tail = rest.partition("/")
         name, slash, deeper = tail.partition("/")
         new = renamed.get(f"{head}{sep}{kind}/{name}")
-        return ref if new is None else new + slash + deeper
+        if new is not None:
+            return new + slash + deeper
+        rooted[0] = True
+        return f"#/$defs/{home}{ref[1:]}"
 
     def rename(node: Any) -> Any:
         if isinstance(node, Mapping):
@@ -51,6 +60,11 @@ def embedded(schema: Mapping[str, Any], prefix: str, root_defs: dict[str, Any]) 
             return [rename(v) for v in node]
         return node
 
-    root_defs.update({name: rename(sub) for name, sub in moved.items()})
     renamed_body: dict[str, Any] = rename(body)
+    if not renamed and not rooted[0]:
+        return body
+    root_defs.update({name: rename(sub) for name, sub in moved.items()})
+    if rooted[0]:
+        root_defs[home] = renamed_body
+        return {"$ref": f"#/$defs/{home}"}
     return renamed_body
