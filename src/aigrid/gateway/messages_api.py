@@ -42,6 +42,7 @@ from aigrid.gateway.messages_translate import (
     chat_messages,
     chat_tools,
     message_id,
+    name_messages_field,
     placed_messages,
     prefill_of,
 )
@@ -95,6 +96,7 @@ class MessagesApi:
         except ApiError as e:
             if not _name_document(e, documents):
                 name_own_field(e, origins)
+                name_messages_field(e, req)
             over_quota_limits(e)
             raise
         assert req is not None  # the pipeline read the body before answering

@@ -11,6 +11,7 @@ answer becomes a Message (errors become Anthropic's shape in envelope.py).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from aigrid.agents.loop import check_tool_results
-from aigrid.errors import InvalidRequest
+from aigrid.errors import ApiError, InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.front_door import DOCUMENT_IN_TOOL_RESULT, IMAGE_IN_TOOL_RESULT, name_own_field
@@ -292,6 +293,38 @@ def json_output(req: MessagesRequest) -> dict[str, Any]:
         return {}
     return {"response_format": {"type": "json_schema",
                                 "json_schema": {"name": "output", "schema": fmt.json_schema, "strict": True}}}
+
+
+_CHAT_FIELD = re.compile(r"^(?:(stop)|(response_format)(?:\.json_schema\.schema)?"
+                         r"|tools(?:\[(\d+)\]|\.(\d+))(?:\.function)?\.parameters)(?=[.\[]|$)")
+"""A chat field chat_body set from a Messages field of another name (after front_door.name_own_field, which names a
+tool's other fields): `stop`, the `response_format` (and its schema) of json_output, a tool's `parameters`."""
+
+
+def name_messages_field(err: ApiError, req: MessagesRequest | None) -> None:
+    """A pipeline error naming a chat field that chat_body set from a field of the Messages API's own names the
+    client's field instead, in its param and in its message: `stop` -> `stop_sequences`, `response_format`'s schema
+    -> `output_format.schema` (or `output_config.format.schema`, as the client sent it), a tool's
+    `function.parameters` -> its `input_schema`. Until the thirty-third session a `stop_sequences` list past its
+    bound was refused as `stop`, a schema's pattern past its bound as `response_format.json_schema.schema...` or
+    `tools.0.function.parameters...`: fields the client never sent (issue 12)."""
+    found = _CHAT_FIELD.match(err.param or "")
+    if found is None:
+        return
+    stop, response_format, bracket, dot = found.groups()
+    if stop:
+        own = "stop_sequences"
+    elif response_format:
+        given = req is not None and req.output_config is not None and req.output_config.format is not None
+        own = ("output_config.format" if given else "output_format") + (".schema" if found.group(0) != "response_format"
+                                                                           else "")
+    else:
+        own = f"tools.{bracket or dot}.input_schema"
+    param = str(err.param)
+    own += re.sub(r"\[(\d+)\]", r".\1", param[found.end():])
+    for said in (f"'{param}'", f"({param})", f"(at {param})", f"{param}: ", f"{param} holds "):  # where a message
+        err.message = err.message.replace(said, said.replace(param, own))  # names the field (envelope, schemas)
+    err.param = own
 
 
 def tool_input(arguments: str) -> dict[str, Any]:

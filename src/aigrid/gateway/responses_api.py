@@ -147,6 +147,9 @@ _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 _FORMAT = re.compile(r"^response_format(?:\.json_schema)?")
 """A chat `response_format` field's prefix, whose Responses field is under `text.format` (flattened)."""
+_TOOL_FIELD = re.compile(r"^tools\.(\d+)\.function\.")
+"""A chat function tool's field as the chat schema names it (`tools.0.function.parameters...`), whose Responses field
+is at the tool's top (`tools.0.parameters...`): front_door.name_own_field names the firewall's `tools[0].function...`."""
 
 
 class PreviousResponseNotFound(InvalidRequest):
@@ -1019,6 +1022,12 @@ def _own_error(e: ApiError, turn: _Turn) -> None:
     elif e.param is not None and e.param.split(".", 1)[0] == "response_format":
         # text.format became response_format (its json_schema's fields one level down): name the client's own
         own = _FORMAT.sub("text.format", e.param)
+        e.message = e.message.replace(e.param, own)
+        e.param = own
+    elif e.param is not None and _TOOL_FIELD.match(e.param):
+        # until the thirty-third session a tool schema's pattern past its bound was refused naming
+        # `tools.0.function.parameters...`, a field this door's flat function tool does not have (issue 12)
+        own = _TOOL_FIELD.sub(r"tools.\1.", e.param)
         e.message = e.message.replace(e.param, own)
         e.param = own
 
