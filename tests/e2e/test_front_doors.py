@@ -465,7 +465,8 @@ def test_a_prompt_within_the_specs_context_is_served_and_one_over_it_refused_at_
     the gateway's check against the spec's context and met llama.cpp's own 400 ("exceeds the available context size
     (2048 tokens)", no code). Now the engine holds the spec's context, and a prompt the gateway can tell is over it
     is its `context_length_exceeded` before any engine."""
-    ask = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "Name a river. " * 600}]}
+    # about 2,190 tokens (600 times: 2,431): over the old 2048, no more prefill on one engine thread than that needs
+    ask = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "Name a river. " * 540}]}
     r = httpx.post(base + "/v1/chat/completions", json=ask, headers=EU, timeout=300)
     assert r.status_code == 200, r.text
     assert 2048 < r.json()["usage"]["prompt_tokens"] < CONTEXT, r.json()["usage"]
