@@ -50,14 +50,15 @@ def check_tenant(tenant: str, spec_tenants: Collection[str], spec: str) -> None:
 
 def check_scopes(spec: GridSpec, source: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
                  sites: Sequence[str] = (), policy: str | None = None) -> None:
-    """`aigrid keys create --spec FILE`: the key's limits against the grid, as the spec checks a tenant's (a site
-    it lacks, jurisdictions none of its sites is in, model patterns matching no model an endpoint serves) and its
+    """`aigrid keys create --spec FILE`: the key's limits against the grid (sites none of which it has, jurisdictions
+    none of its sites is in, model patterns matching no model an endpoint serves) and its
     policy among the grid's; a ConfigError naming each, no key made. Before, `--site iadd` made a key every
     request of which was refused (403), though --spec was given to check the key against the grid."""
     from aigrid.spec.load import policies
 
-    problems = [f"--site {site!r}: not a site of {source}{did_you_mean(site, spec.sites)} "
-                f"(sites: {', '.join(sorted(spec.sites))})" for site in sites if site not in spec.sites]
+    problems = [] if set(sites) & set(spec.sites) else [  # one it has beside one it lacks (yet to come): kept
+        f"--site {site!r}: not a site of {source}{did_you_mean(site, spec.sites)} "
+        f"(sites: {', '.join(sorted(spec.sites))})" for site in sites if site not in spec.sites]
     held = sorted({s.jurisdiction for s in spec.sites.values()})
     if jurisdictions and not set(jurisdictions) & set(held):
         problems.append(f"--jurisdiction: no site of {source} is in {', '.join(jurisdictions)}"
