@@ -46,3 +46,13 @@ def test_a_window_counts_the_kinds_of_cue_wholly_inside_it() -> None:
     assert found.count(start, start + 20) == 0  # the match is cut off: not wholly inside
     assert found.count(0, start) == 0
     assert not Cues(normalise("The weather was fine."))
+
+
+def test_a_cue_never_spans_a_long_run_of_one_token() -> None:
+    """An AI's name ends within 24 characters of its "gpt" ("gpt-4o-mini-2024-07-18" is 22). Unbounded
+    (`gpt[\\w.-]*`), a name ran to the end of any run of word characters, dots and dashes and the search backtracked
+    through it from every "gpt" in it: the "AI named before a colon" cue took time quadratic in such a run ("gpt-"
+    repeated: 8, 16, 32 KB in 0.2, 0.7, 2.9 s of CPU, 7 Dec 2026), so one such document would hold the scorer for
+    hours once the cues are on."""
+    assert cues(normalise("Note from gpt-4o-mini-2024-07-18: all fine.")) == 1  # a real model name still counts
+    assert cues(normalise("gpt" + "-x" * 100 + ": the build log")) == 0

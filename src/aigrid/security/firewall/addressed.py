@@ -12,7 +12,8 @@ model, counted per window".
 
 The patterns are matched once over the whole normalised text (lower case, runs of white space one space or a
 line break: features.normalise); a window holds a cue when a match lies wholly inside it. Each pattern is a
-run of fixed words and bounded gaps, so the search is linear in the text.
+run of fixed words and bounded gaps, so the search is linear in the text (an AI's name as well: `gpt` and at
+most 24 more characters; unbounded, a run of "gpt-gpt-..." took time quadratic in its length).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import re
 from bisect import bisect_left
 
 _READER = (r"(?:ai|a\.i\.|ai assistant|ai model|ai agent|assistant|chatbot|chat bot|language model|"
-           r"large language model|llm|gpt[\w.-]*|chatgpt|claude|gemini|bard|copilot|bot|model|agent|"
+           r"large language model|llm|gpt[\w.-]{0,24}|chatgpt|claude|gemini|bard|copilot|bot|model|agent|"
            r"automated (?:system|agent|assistant|reader|analy\w+)|summari[sz]er)")
 """Words a text uses to name the model that reads it, after a form of address."""
 _AI = (r"(?:ai|a\.i\.|ai assistant|ai model|ai agent|language model|large language model|llm|chatbot|"
-       r"gpt[\w.-]*|chatgpt|claude|gemini|copilot)")
+       r"gpt[\w.-]{0,24}|chatgpt|claude|gemini|copilot)")
 """Words that name an AI model on their own (without a form of address: "AI assistant:", "as an LLM")."""
 
 CUES: dict[str, re.Pattern[str]] = {
