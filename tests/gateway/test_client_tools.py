@@ -169,3 +169,27 @@ async def test_a_tool_call_id_that_is_not_a_string_is_a_400_not_a_500(
     # the schema names it, as it names messages.N.name
     assert info.value.body["param"] == "messages.2.tool_call_id"  # type: ignore[index]
     assert engine.received == []
+
+
+async def test_a_streamed_tool_call_turn_has_null_content_as_the_whole_answer_and_openai(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """OpenAI sends no content (null) on a turn that ends in tool calls, streamed or not; a streamed text answer opens
+    with content "". Until the thirty-third session the loop's stream opened with "" always, so the SDK's accumulated
+    tool-call message had content "" (the openai-agents SDK makes an empty message item of it) where the whole answer
+    had null."""
+    oai, engine = scripted
+    call = {"content": '{"tool": "get_weather", "arguments": {"city": "Paris"}}'}
+    engine.replies += [dict(call), dict(call)]
+    whole = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice="required")
+    async with oai.chat.completions.stream(model="smollm2-135m", messages=ASK, tools=[WEATHER],
+                                           tool_choice="required") as stream:
+        deltas = [e.chunk.choices[0].delta async for e in stream if e.type == "chunk" and e.chunk.choices]
+        streamed = await stream.get_final_completion()
+    assert whole.choices[0].message.content is None and streamed.choices[0].message.content is None
+    assert streamed.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
+    assert deltas[0].role == "assistant" and all(d.content is None for d in deltas)
+    engine.replies.append({"content": '{"answer": "Sunny in Paris."}'})
+    chunks = [c async for c in await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER],
+                                                                 stream=True)]
+    texts = [c.choices[0].delta.content for c in chunks if c.choices]
+    assert texts[0] == "" and "".join(t or "" for t in texts) == "Sunny in Paris."

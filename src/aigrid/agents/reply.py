@@ -95,9 +95,14 @@ def step_comment(step: Step) -> bytes:
 async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage: bool, created: int,
                      response_id: str, show: ShowStep = _as_is) -> AsyncIterator[bytes]:
     out = _Chunks(model, created, response_id)
-    yield out.event({"role": "assistant", "content": ""})
+    first = await anext(events, None)
+    # the opening chunk's content as OpenAI's: "" when the answer opens with text, null otherwise (a turn that ends in
+    # tool calls has no content; SDKs join a later text onto null). Until the thirty-third session always "", so a
+    # streamed tool-call turn ended with content "" where the whole answer gives null (the openai-agents SDK makes an
+    # empty message item of a "" content)
+    yield out.event({"role": "assistant", "content": "" if isinstance(first, TextDelta) else None})
     streamed = ""
-    async for ev in events:
+    async for ev in _prepend(first, events) if first is not None else events:
         if isinstance(ev, Step):
             yield step_comment(show(ev))
         elif isinstance(ev, TextDelta):
