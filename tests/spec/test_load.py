@@ -606,6 +606,18 @@ def test_a_value_of_the_wrong_kind_is_quoted_back(mutate, expected: str) -> None
     assert any(expected in p for p in e.value.problems), e.value.problems
 
 
+def test_a_text_where_a_mapping_goes_is_not_quoted_back() -> None:
+    """`gateway.otel.headers` holds an exporter's API key: written as OTEL_EXPORTER_OTLP_HEADERS is, one text
+    (`Authorization=Bearer ...`), its error quoted the key back (`(got 'Authorization=Bearer sk-...')`) into the
+    terminal and any CI log (7 Dec 2026, thirty-third session, review of 3da2c4dd). A text is said to be one."""
+    raw = demo_raw()
+    raw["gateway"]["otel"] = {"headers": "Authorization=Bearer sk-live-0123456789"}
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw)
+    [said] = [p for p in e.value.problems if p.startswith("gateway.otel.headers")]
+    assert "valid dictionary (got a text)" in said and "sk-live" not in said and "Bearer" not in said, said
+
+
 def test_a_value_near_nothing_known_gets_no_guess() -> None:
     raw = demo_raw()
     raw["endpoints"][0]["engine"] = "tensorrt"

@@ -271,8 +271,10 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
     if d.get("type") in ("literal_error", "enum"):  # `engine: vlm`: one of a closed set of values, mistyped
         near = did_you_mean(given, re.findall(r"'([^']*)'", str(d.get("ctx", {}).get("expected", ""))))
         msg += near or got(given)
-    elif d.get("type") in PARSING and not (isinstance(given, str) and "${" in given) or d.get("type") in TYPES:
-        msg += got(given)  # `lat: north`, `slots: [8]`: "Input should be a valid number" said not what was there
+    elif d.get("type") in PARSING and not (isinstance(given, str) and "${" in given):
+        msg += got(given)  # `lat: north`: "Input should be a valid number" said not what was there
+    elif d.get("type") in TYPES:  # `slots: [8]`; a text is not quoted: `otel.headers: "Authorization=Bearer ..."`
+        msg += got(given, quote=False)
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = field_path(path[:-2])
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
@@ -293,11 +295,13 @@ GOT_CHARS = 40
 """The most characters of a value an error quotes back."""
 
 
-def got(given: object) -> str:
-    """` (got 'north')` for a text, ` (got a list)` / ` (got a mapping)` for those; "" for anything else (a number
-    or a boolean given where another kind goes: pydantic's words say enough, and a bare yes/no has its own hint)."""
+def got(given: object, *, quote: bool = True) -> str:
+    """` (got 'north')` for a text (` (got a text)` unless `quote`: a text where a mapping goes may be a secret,
+    `otel.headers` written as one header line), ` (got a list)` / ` (got a mapping)` for those; "" for anything
+    else (a number or a boolean given where another kind goes: pydantic's words say enough, and a bare yes/no has
+    its own hint)."""
     if isinstance(given, str):
-        return f" (got {given[:GOT_CHARS]!r}{'...' if len(given) > GOT_CHARS else ''})"
+        return f" (got {given[:GOT_CHARS]!r}{'...' if len(given) > GOT_CHARS else ''})" if quote else " (got a text)"
     if isinstance(given, list | tuple):
         return " (got a list)"
     if isinstance(given, dict):
