@@ -588,3 +588,36 @@ async def test_bad_words_of_another_kind_than_a_list_of_strings_is_refused_namin
         err = r.json()["error"]
         assert err["param"] == "bad_words" and "a list of strings" in err["message"], err
         assert all(not f.received for f in fakes.values())
+
+
+def grammar_tag(depth: int) -> dict:
+    """xgrammar's structural tag whose format is an EBNF grammar ({"type": "grammar", "grammar": ...})."""
+    return {"type": "structural_tag", "format": {"type": "sequence", "elements": [
+        {"type": "const_string", "value": "<a>"}, {"type": "grammar", "grammar": nested_grammar(depth)}]}}
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("response_format", grammar_tag(MAX_GRAMMAR_NESTING + 1), "response_format.format.elements.1.grammar"),
+    ("structured_outputs", {"structural_tag": orjson.dumps(grammar_tag(MAX_GRAMMAR_NESTING + 1)).decode()},
+     "structured_outputs.structural_tag"),
+    ("structural_tag", orjson.dumps(grammar_tag(3000)).decode(), "structural_tag")])
+async def test_a_structural_tags_grammar_past_the_grammar_bound_is_refused(
+        tmp_path: Path, fakes: dict[str, FakeEngine], field: str, value: object, param: str) -> None:
+    """(review RV1 of 746ca3e7 and b42ac1b7, thirty-third session) xgrammar's structural tag (vLLM's
+    `response_format` of type structural_tag and `structured_outputs.structural_tag`, SGLang's `structural_tag`)
+    takes a format `{"type": "grammar", "grammar": EBNF}` that xgrammar parses as `grammar` is: it reached the
+    engine nested at any depth, past MAX_GRAMMAR_NESTING. Now the client's 400 naming the field (and the grammar's
+    place), before any engine, audited; nested MAX_GRAMMAR_NESTING deep it passes as written."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        r = await client.post("/v1/chat/completions", json={**CHAT, field: value})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == param and err["type"] == "invalid_request_error", err
+        assert "groups deep" in err["message"] and len(err["message"]) < 400, err
+        assert all(not f.received for f in fakes.values())
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        fine = grammar_tag(MAX_GRAMMAR_NESTING)
+        r = await client.post("/v1/chat/completions", json={**CHAT, "response_format": fine})
+        assert r.status_code == 200, r.text[:300]
+        assert [f.received[-1]["response_format"] for f in fakes.values() if f.received] == [fine]

@@ -371,20 +371,24 @@ def regex_nesting(text: str) -> int:
     return _depth(_bytes(_REGEX_TEXT.sub(" ", text)), (40,), (41,))
 
 
-SCHEMA_FIELDS = ("response_format", "tools", "guided_json", "json_schema", "structured_outputs")
+SCHEMA_FIELDS = ("response_format", "tools", "guided_json", "json_schema", "structured_outputs", "structural_tag")
 """The body fields that hold JSON schemas an engine compiles into a grammar (OpenAI's `response_format` and the
-function tools' `parameters`, vLLM's and SGLang's own), each schema's `pattern`s bounded as a regex field is."""
+function tools' `parameters`, vLLM's and SGLang's own), each schema's `pattern`s bounded as a regex field is, and
+xgrammar's structural tags, whose grammar formats are bounded as a grammar field is (schema_patterns)."""
 
 
 def schema_patterns(value: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Each `pattern` string (and `patternProperties` key) of the JSON schemas in `value`, with its path: walked
-    with a stack (the body's depth is bounded, json_depth.MAX_DEPTH)."""
+    """Each `pattern` string (and `patternProperties` key) of the JSON schemas in `value`, and each grammar of a
+    structural tag's `{"type": "grammar", "grammar": ...}` format (xgrammar's EBNF; its path ends in `grammar`:
+    constraint_fault), with its path: walked with a stack (the body's depth is bounded, json_depth.MAX_DEPTH)."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
     while stack:
         path, node = stack.pop()
         if isinstance(node, dict):
             if isinstance(pattern := node.get("pattern"), str):
                 yield (*path, "pattern"), pattern
+            if node.get("type") == "grammar" and isinstance(grammar := node.get("grammar"), str):
+                yield (*path, "grammar"), grammar
             if isinstance(named := node.get("patternProperties"), dict):
                 yield from (((*path, "patternProperties"), key) for key in named)  # a key is no name to quote
             stack.extend(((*path, k), v) for k, v in node.items() if isinstance(v, dict | list))
@@ -406,9 +410,30 @@ def regex_fault(v: str) -> str | None:
     return None
 
 
+def grammar_fault(v: str, lark: bool = False) -> str | None:
+    """Why a grammar (GBNF or EBNF; read as Lark too where `lark`) is nested past MAX_GRAMMAR_NESTING groups, or
+    None (its length: MAX_GRAMMAR_CHARS)."""
+    if len(v) > MAX_GRAMMAR_CHARS:
+        return f"the grammar is {len(v)} characters long; this grid passes one of at most {MAX_GRAMMAR_CHARS} characters"
+    depth = grammar_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0  # no deeper than its groups are many
+    if lark and v.count("(") + v.count("[") > MAX_GRAMMAR_NESTING:
+        depth = max(depth, lark_nesting(v))
+    if depth > MAX_GRAMMAR_NESTING:
+        return (f"the grammar is nested {depth} groups deep; this grid passes grammars nested at most "
+                f"{MAX_GRAMMAR_NESTING} deep (an engine's parser recurses once per group, and a deeper one "
+                "crashed llama-server for every request on it)")
+    return None
+
+
+def constraint_fault(path: tuple[str | int, ...], text: str) -> str | None:
+    """regex_fault of a schema's pattern, grammar_fault of a structural tag's grammar (schema_patterns' paths)."""
+    return grammar_fault(text) if path[-1] == "grammar" else regex_fault(text)
+
+
 def check_schema_patterns(data: Any) -> Any:
-    """A body's JSON schemas (SCHEMA_FIELDS) with every `pattern` within regex_fault's bound, else the client's 400
-    naming the pattern's place (`response_format.json_schema.schema.properties.id.pattern`). Read on the raw JSON."""
+    """A body's JSON schemas (SCHEMA_FIELDS) with every `pattern` within regex_fault's bound and every structural
+    tag's grammar within grammar_fault's (until review RV1 of b42ac1b7 unread), else the client's 400 naming the
+    place (`response_format.json_schema.schema.properties.id.pattern`). Read on the raw JSON."""
     if not isinstance(data, dict):
         return data
     for field in SCHEMA_FIELDS:
@@ -416,7 +441,7 @@ def check_schema_patterns(data: Any) -> Any:
         if not isinstance(value, dict | list):
             continue
         for path, pattern in schema_patterns(value):
-            fault = regex_fault(pattern)
+            fault = constraint_fault(path, pattern)
             if fault is not None:
                 raise ValidationError.from_exception_data("Request", [InitErrorDetails(
                     type=PydanticCustomError("value_error", fault), loc=(field, *path), input=pattern)])
@@ -457,14 +482,9 @@ def _bounded_grammar(cls: type, v: Any, info: ValidationInfo) -> Any:
         return v
     field = str(info.field_name)
     _string_within(v, field, "a grammar")
-    depth = grammar_nesting(v) if v.count("(") > MAX_GRAMMAR_NESTING else 0  # no deeper than its groups are many
-    if field in LARK_FIELDS or cls is StructuredOutputs or v.startswith(LLGUIDANCE):
-        if v.count("(") + v.count("[") > MAX_GRAMMAR_NESTING:
-            depth = max(depth, lark_nesting(v))
-    if depth > MAX_GRAMMAR_NESTING:
-        raise ValueError(f"the grammar is nested {depth} groups deep; this grid passes grammars nested at most "
-                         f"{MAX_GRAMMAR_NESTING} deep (an engine's parser recurses once per group, and a deeper one "
-                         "crashed llama-server for every request on it)")
+    fault = grammar_fault(v, lark=field in LARK_FIELDS or cls is StructuredOutputs or v.startswith(LLGUIDANCE))
+    if fault is not None:
+        raise ValueError(fault)
     return v
 
 
@@ -493,7 +513,7 @@ def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
         raise ValueError(f"the JSON schema in {field} is nested deeper than {MAX_DEPTH} levels of objects and arrays, "
                          "the most a request's JSON may nest (the engine's schema compiler recurses once per level)")
     for path, pattern in schema_patterns(value):  # as check_schema_patterns reads a schema sent as an object
-        fault = regex_fault(pattern)
+        fault = constraint_fault(path, pattern)
         if fault is not None:
             raise ValueError(f"{field} at {'.'.join(map(str, path))}: {fault}")
     return v
