@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,13 @@ def test_dashboard_over_the_demo_grid(demo_grid: str, tmp_path: Path, chromium: 
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=20000)
         served: list[str] = []
         with ThreadPoolExecutor(max_workers=10) as pool:
-            futures = []
+            futures: list[Future[str]] = []
             for wave in range(6):
-                for k, city in enumerate(CITIES):
-                    if (k + wave) % 2 == 0:
-                        futures.append(pool.submit(stream, demo_grid, city, PROMPTS[(k + wave) % len(PROMPTS)]))
-                time.sleep(2.0)
+                sent = [pool.submit(stream, demo_grid, city, PROMPTS[(k + wave) % len(PROMPTS)])
+                        for k, city in enumerate(CITIES) if (k + wave) % 2 == 0]
+                futures += sent
+                if wave < 5:  # the next wave once the grid has served one of this one (was a fixed 2 s apart)
+                    wait(sent, timeout=120, return_when=FIRST_COMPLETED)
             page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length >= 8",
                                    timeout=30000)
             page.screenshot(path=str(tmp_path / "dashboard-demo.png"))
