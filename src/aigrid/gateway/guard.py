@@ -223,10 +223,17 @@ def audit_log(a: AuditSpec) -> AuditLog:
     key = None
     if a.signing_key is not None:
         priv = Path(a.signing_key)
+        pub = priv.with_suffix(".pub.pem")
+        if not priv.exists() and pub.exists():
+            # a new pair would write its public key over the one the log's earlier checkpoints verify with, and
+            # `aigrid audit verify` would then call an intact log tampered with
+            raise ConfigError(f"security.audit.signing_key: {priv} does not exist but its public key {pub} does: the "
+                              f"key that signed this grid's audit log is missing. Restore {priv}, or move {pub} "
+                              "aside to start a new key (the records signed before verify with the old public key)")
         try:
             if not priv.exists():
                 priv.parent.mkdir(parents=True, exist_ok=True)
-                generate_keypair(priv, priv.with_suffix(".pub.pem"))
+                generate_keypair(priv, pub)
             key = load_private_key(priv)
         except (OSError, ValueError) as e:
             raise ConfigError(f"security.audit.signing_key: cannot read or create {priv}: {e}") from e
