@@ -110,8 +110,8 @@ async def test_without_a_replay_directory_replay_files_are_not_found(client: htt
 
 
 def operators_only(authorization: str | None) -> None:
-    """The dashboard's hook (the gateway wires `Guard.operator`): here one key that the gateway, not enforcing
-    authentication, lets through as a client's placeholder."""
+    """The dashboard's own hook (the gateway wires `operators=True` instead: Guard.operator_of): here one key that
+    the gateway, not enforcing authentication, lets through as a client's placeholder."""
     if authorization != "Bearer sk-operator":
         raise AuthenticationError("an operator's key is needed")
 

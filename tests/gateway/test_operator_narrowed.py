@@ -30,8 +30,8 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2
 @pytest.fixture
 async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         tuple[httpx.AsyncClient, dict[str, str], dict[str, str], Gateway]]:
-    """The gateway with the dashboard mounted as `aigrid serve` mounts it (Guard.operator on its data routes), the
-    keys by name and their key ids."""
+    """The gateway with the dashboard mounted as `aigrid up` and `aigrid gateway` mount it (operators=True:
+    Guard.operator_of on its data routes), the keys by name and their key ids."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
     ring = KeyRing(SECRET.encode())
     issued = {"whole": ring.issue("default"), "ops": ring.issue("ops"),
