@@ -18,6 +18,7 @@ from aigrid.agents import (
     ToolLoopEngine,
     builtin_tools,
     run_tool_loop,
+    validate_tool_request,
     wants_server_tools,
 )
 from aigrid.agents.graph import graph_from_edges
@@ -105,6 +106,22 @@ async def test_tool_choice_required_forces_a_call_on_the_first_turn() -> None:
     await events(engine, chat(CALC, tool_choice="required"))
     schema = engine.received[0]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["tool"]["const"] == "calculator"  # no answer option
+
+
+async def test_logprobs_are_refused_where_the_loop_runs_before_routing_where_it_surely_does() -> None:
+    """The loop's answer carries no log-probabilities: `logprobs: true` is a 400 naming it, before routing when a
+    server-side tool is offered (the loop runs on any model), at the loop's start otherwise (a client tool alone
+    runs in the loop only on a constrained model), before any turn is sent."""
+    with pytest.raises(InvalidRequest, match="logprobs are not served") as info:
+        validate_tool_request(chat(CALC, WEATHER, logprobs=True), REGISTRY)
+    assert info.value.param == "logprobs"
+    validate_tool_request(chat(WEATHER, logprobs=True), REGISTRY)  # a native model serves these as they came
+    validate_tool_request(chat(CALC, logprobs=False), REGISTRY)
+    engine = ScriptedEngine([answer("4")])
+    with pytest.raises(InvalidRequest, match="logprobs are not served"):
+        await events(engine, chat(WEATHER, logprobs=True))
+    assert engine.received == []
+    assert isinstance((await events(engine, chat(CALC, top_logprobs=None)))[-1], Finished)
 
 
 async def test_bad_extensions_and_engine_failures() -> None:

@@ -5,12 +5,17 @@ loop decodes the turn under the tools' grammar and hands the call back OpenAI's 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import orjson
 import pytest
 
+from aigrid.gateway.app import build_app
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway import scripted_client
+from tests.gateway.conftest import scripted_gateway
+from tests.gateway.sdk_clients import openai_client
 
 scripted = scripted_client.scripted  # its fixture
 
@@ -193,3 +198,39 @@ async def test_a_streamed_tool_call_turn_has_null_content_as_the_whole_answer_an
                                                                  stream=True)]
     texts = [c.choices[0].delta.content for c in chunks if c.choices]
     assert texts[0] == "" and "".join(t or "" for t in texts) == "Sunny in Paris."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_logprobs_with_tools_the_loop_runs_is_a_400_naming_logprobs(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], stream: bool) -> None:
+    """The loop's answer has no log-probabilities (a constrained turn's tokens are the step's JSON, not the answer's):
+    until the thirty-third session it asked every turn for them and answered without them, without a word. Refused
+    before any engine turn: the client's own tools on a constrained model, and a server-side tool (before routing)."""
+    oai, engine = scripted
+    engine.replies.append({"content": '{"tool": "get_weather", "arguments": {"city": "Paris"}}'})
+    for tools in ([WEATHER], [{"type": "function", "function": {"name": "calculator"}}]):
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=tools,  # type: ignore[call-overload]
+                                              logprobs=True, stream=stream)
+        assert info.value.param == "logprobs" and "not served with tools" in info.value.message, info.value.body
+    # the Responses door's include of them, named as its own field
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"], "strict": False}
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.responses.create(model="smollm2-135m", input="Weather in Paris?", tools=[tool],  # type: ignore[list-item]
+                                   include=["message.output_text.logprobs"], stream=stream)
+    assert info.value.param == "include" and "not served with tools" in info.value.message, info.value.body
+    assert engine.received == []
+    # without logprobs (or logprobs: false) the same request is served
+    reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], logprobs=False)
+    assert reply.choices[0].message.tool_calls
+
+
+async def test_logprobs_with_the_clients_tools_on_a_native_model_still_reach_its_engine(tmp_path: Path) -> None:
+    """On a `native` model the client's tools alone are passed to its engine as they came: its logprobs too."""
+    engine = ScriptedEngine([{"content": "Sunny."}])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, tool_calls="native")))
+    try:
+        reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], logprobs=True)
+    finally:
+        await oai.close()
+    assert reply.choices[0].message.content == "Sunny." and engine.received[-1]["logprobs"] is True

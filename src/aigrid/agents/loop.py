@@ -369,12 +369,26 @@ def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
     return dataclasses.replace(base, max_steps=steps, mode=mode)
 
 
+def refuse_logprobs(body: Mapping[str, Any]) -> None:
+    """`logprobs: true` on a request the loop serves: a 400 naming it. The loop's answer has no log-probabilities: a
+    constrained turn's tokens are the step's JSON (`{"answer": "...`, escapes), not the answer's, and no turn's are
+    carried into the answer; until the thirty-third session they were asked of every turn and left out of the answer
+    without a word."""
+    if body.get("logprobs") is True:
+        raise InvalidRequest("logprobs are not served with tools the gateway's tool loop runs (server-side tools, or "
+                             "client tools on a model that gets tool calls by constrained output): ask without "
+                             "logprobs, or without tools", param="logprobs")
+
+
 def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base: LoopConfig = DEFAULT_LOOP
                           ) -> LoopConfig:
     """Check a server-side-tools request before it is routed (InvalidRequest naming the field) and
-    return its loop settings; run_tool_loop checks the same again."""
+    return its loop settings; run_tool_loop checks the same again (and refuses logprobs on a loop of the client's
+    tools alone, which runs only on a model that gets tool calls by constrained output)."""
     offered_tools(body, registry)
     _check_tool_calls(body.get("messages"))
+    if wants_server_tools(body, registry):  # the loop runs whichever model answers
+        refuse_logprobs(body)
     return loop_config(body, base)
 
 
@@ -404,6 +418,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     config = loop_config(body, config)
     specs = offered_tools(body, registry)
     _check_tool_calls(body.get("messages"))
+    refuse_logprobs(body)
     constrained = config.mode == "constrained"
     reuse = (not constrained) if config.reuse_tools is None else config.reuse_tools
     server_names = {s.name for s in specs if s.server}
