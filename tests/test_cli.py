@@ -137,8 +137,12 @@ def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     key_id = r.output.split("key id:")[1].split()[0]
     r = runner.invoke(app, ["keys", "list", "--keys-file", str(keys)])
     assert key_id in r.output and "active" in r.output
-    assert runner.invoke(app, ["keys", "revoke", key_id, "--keys-file", str(keys)]).exit_code == 0
+    r = runner.invoke(app, ["keys", "revoke", key_id, "--keys-file", str(keys)])
+    assert r.exit_code == 0 and r.output == f"revoked {key_id}\n", r.output
     assert "revoked" in runner.invoke(app, ["keys", "list", "--keys-file", str(keys)]).output
+    # revoked again: said so, and when (it said "revoked" again), the exit status 0 as before
+    r = runner.invoke(app, ["keys", "revoke", key_id, "--keys-file", str(keys)])
+    assert r.exit_code == 0 and f"{key_id} was already revoked (at 20" in r.output, r.output
 
 
 def test_keys_create_refuses_a_tenant_the_spec_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

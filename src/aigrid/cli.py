@@ -643,14 +643,14 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `ai
     from aigrid.security.keys_cli import revoke_key, secret_env_name
 
     try:
-        if not revoke_key(keys_file, key_id, secret_env=secret_env_name(secret_env)):
+        if not revoke_key(keys_file, key_id, secret_env=secret_env_name(secret_env),
+                          echo=lambda line: console.print(line, markup=False, highlight=False)):
             print_error(err_console, f"no key {key_id}")
             raise typer.Exit(1)
     except AigridError as e:
         raise _fail(e) from None
     except OSError as e:
         raise _fail(_keys_file_error(keys_file, e, "change")) from None
-    console.print(f"revoked {escape(key_id)}")
 
 
 @audit_app.command("verify")

@@ -71,3 +71,28 @@ def test_a_keys_models_within_is_listed_as_the_narrowed_operators_403_names_it()
     scopes = Scopes(jurisdictions=frozenset({"EU"}), models_within=(frozenset({"small-*", "tiny-*"}),
                                                                      frozenset({"x"})))
     assert keys_cli.scopes_text(scopes) == "jurisdictions=EU models within small-*, tiny-* and within x"
+
+
+def test_a_second_revoke_says_the_key_was_revoked_already_and_when(tmp_path: Path) -> None:
+    """`aigrid keys revoke` of a revoked key said "revoked" again (found by UX): it says it was revoked already and
+    when, and leaves the file (its first revocation's time) as it was. A key revoked by an aigrid that did not record
+    the time says so."""
+    path = tmp_path / "keys.json"
+    key_id = keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
+    said: list[str] = []
+    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)
+    written = path.read_text()
+    record = KeyRing.load(path, SECRET).get(key_id)
+    assert record is not None and record.revoked and record.revoked_at > 0
+    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)  # still true: the key is revoked
+    when = keys_cli.revoked_when(record.revoked_at)
+    assert said == [f"revoked {key_id}", f"{key_id} was already revoked ({when})"] and when.startswith("at 20")
+    assert path.read_text() == written
+    # a record an older aigrid revoked: no revoked_at
+    old = written.replace(f'"revoked_at": {record.revoked_at}', '"revoked_at": 0')
+    assert old != written
+    path.write_text(old)
+    said.clear()
+    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)
+    assert said == [f"{key_id} was already revoked (when is not recorded: revoked before aigrid recorded it)"]
+    assert not keys_cli.revoke_key(path, "nope", secret=SECRET, echo=said.append) and len(said) == 1

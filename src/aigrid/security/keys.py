@@ -42,7 +42,7 @@ FORMAT = 1
 UNKNOWN_DIGEST = "0" * 64
 """What an unknown key id's secret is compared with, so that its refusal costs a known id's work (no secret's
 HMAC-SHA256 is all zeros, in any practical sense)."""
-_RECORD_FIELDS = frozenset({"key_id", "tenant", "digest", "scopes", "created", "revoked", "name"})
+_RECORD_FIELDS = frozenset({"key_id", "tenant", "digest", "scopes", "created", "revoked", "revoked_at", "name"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +54,30 @@ class KeyRecord:
     created: float = 0.0
     revoked: bool = False
     name: str = ""
+    revoked_at: float = 0.0
+    """When it was revoked (Unix time); 0: not revoked, or revoked before the thirty-third session, which did not
+    record it. Written only when known: a file without it is the same file (an older aigrid keeps it as a field it
+    does not know; its loss changes nothing a key may do, so no new FORMAT)."""
 
     def to_dict(self) -> dict[str, object]:
-        return {"key_id": self.key_id, "tenant": self.tenant, "digest": self.digest,
-                "scopes": self.scopes.to_dict(), "created": self.created, "revoked": self.revoked,
-                "name": self.name}
+        d: dict[str, object] = {"key_id": self.key_id, "tenant": self.tenant, "digest": self.digest,
+                                "scopes": self.scopes.to_dict(), "created": self.created, "revoked": self.revoked,
+                                "name": self.name}
+        if self.revoked_at:
+            d["revoked_at"] = self.revoked_at
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> KeyRecord:
         scopes = d.get("scopes") or {}
         if not isinstance(scopes, dict):
             raise ValueError(f"key {d.get('key_id')}: scopes must be a mapping")
-        created = d.get("created", 0.0)
+        created, revoked_at = d.get("created", 0.0), d.get("revoked_at", 0.0)
         return cls(key_id=str(d["key_id"]), tenant=str(d["tenant"]), digest=str(d["digest"]),
                    scopes=Scopes.from_dict(scopes),
                    created=float(created) if isinstance(created, int | float | str) else 0.0,
-                   revoked=bool(d.get("revoked", False)), name=str(d.get("name", "")))
+                   revoked=bool(d.get("revoked", False)), name=str(d.get("name", "")),
+                   revoked_at=float(revoked_at) if isinstance(revoked_at, int | float) else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +150,13 @@ class KeyRing:
         self._refresh()
         return self._records.get(key_id)
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, now: float | None = None) -> bool:
+        """Revoke `key_id` (False: no such key). A key revoked already stays as it is, its `revoked_at` kept."""
         record = self._records.get(key_id)
         if record is None:
             return False
-        self._records[key_id] = replace(record, revoked=True)
+        if not record.revoked:
+            self._records[key_id] = replace(record, revoked=True, revoked_at=time.time() if now is None else now)
         return True
 
     def records(self) -> list[KeyRecord]:

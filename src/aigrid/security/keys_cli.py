@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,11 +171,27 @@ def scopes_text(scopes: Scopes) -> str:
     return " ".join(parts) or "any model, any site"
 
 
-def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None, secret_env: str = SECRET_ENV) -> bool:
+def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None, secret_env: str = SECRET_ENV,
+               echo: Callable[[str], None] | None = None) -> bool:
+    """Revoke a key (False: no such key), telling `echo` what was done: `revoked ID`, or, for a key revoked already
+    (the file left as it is, its time kept), that it was and when. Until the thirty-third session a second revoke
+    said "revoked" again."""
     secret = secret if secret is not None else server_secret(name=secret_env)
     with _changing(keys_file):
         ring = _load(keys_file, secret)
-        if not ring.revoke(key_id):
+        before = ring.get(key_id)
+        if before is None or not ring.revoke(key_id):
             return False
-        ring.save(keys_file)
+        if not before.revoked:
+            ring.save(keys_file)
+    if echo is not None:
+        echo(f"{key_id} was already revoked ({revoked_when(before.revoked_at)})" if before.revoked
+             else f"revoked {key_id}")
     return True
+
+
+def revoked_when(revoked_at: float) -> str:
+    """When a key was revoked, as `aigrid keys revoke` says it: UTC to the second, or that it was not recorded."""
+    if not revoked_at:
+        return "when is not recorded: revoked before aigrid recorded it"
+    return "at " + datetime.fromtimestamp(revoked_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
