@@ -269,14 +269,14 @@ def test_audit_verify_intact_then_tampered(tmp_path: Path) -> None:
 
     asyncio.run(write())
     r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
-    assert r.exit_code == 0 and "OK" in r.output
+    assert r.exit_code == 0 and "OK" in r.stdout and r.stderr == "", r.output  # the report: stdout
     import sqlite3
 
     with sqlite3.connect(db) as c:
         c.execute("DROP TRIGGER audit_records_no_update")  # an attacker holding the file can do this
         c.execute("UPDATE audit_records SET body = replace(body, '\"tenant\":\"t\"', '\"tenant\":\"x\"') WHERE seq = 3")
     r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
-    assert r.exit_code == 1 and "first bad record 3" in r.output
+    assert r.exit_code == 1 and "first bad record 3" in r.stdout and r.stderr == "", r.output
 
 
 def test_up_fails_fast_when_the_port_is_taken() -> None:
@@ -456,6 +456,24 @@ def test_audit_verify_of_a_missing_database_says_error(tmp_path: Path) -> None:
     db = tmp_path / "none.db"
     r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(tmp_path / "a.pub.pem")])
     assert r.exit_code == 2 and r.output.startswith(f"error: cannot verify: no audit database at {db}"), r.output
+
+
+def test_audit_verify_and_keygen_print_their_errors_on_stderr_and_the_report_on_stdout(tmp_path: Path) -> None:
+    """`aigrid audit verify` (and keygen) printed their `error:` lines on stdout, every other command on stderr
+    (found this session): a script reading the report from stdout read the error as the report."""
+    pub, db = tmp_path / "a.pub.pem", tmp_path / "audit.db"
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
+    assert (r.exit_code, r.stdout) == (2, "") and r.stderr == f"error: cannot verify: no audit database at {db}\n"
+    anchor = f"7:{'ab' * 32}"  # the verdict is the report's: stdout
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub), "--anchor", anchor])
+    assert r.exit_code == 1 and r.stderr.startswith("error: cannot verify: no audit database"), r.stderr
+    assert r.stdout.startswith(f"TAMPERED: the anchor {anchor} vouches for a log that is no longer there"), r.stdout
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub), "--anchor", "bogus"])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith("error: cannot verify: --anchor"), r.output
+    generate_keypair(tmp_path / "a.pem", pub)
+    r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "a.pem"), "--public-key",
+                            str(tmp_path / "b.pub.pem")])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith(f"error: {tmp_path / 'a.pem'} exists"), r.output
 
 
 def test_audit_keygen_makes_both_folders_and_fails_in_one_line(tmp_path: Path) -> None:

@@ -666,7 +666,7 @@ def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (securi
     from aigrid.audit.cli import verify_command
 
     keys = public_key or [Path(".aigrid/audit-signing.pub.pem")]
-    raise typer.Exit(verify_command(db, keys, echo=typer.echo, anchor=anchor))
+    raise typer.Exit(verify_command(db, keys, echo=typer.echo, anchor=anchor, err=_to_stderr))
 
 
 @audit_app.command("keygen")
@@ -679,7 +679,12 @@ def audit_keygen(private_key: Annotated[Path, typer.Option(help="where to write 
     """Create the Ed25519 key pair that signs audit checkpoints."""
     from aigrid.audit.cli import keygen_command
 
-    raise typer.Exit(keygen_command(private_key, public_key, echo=typer.echo))
+    raise typer.Exit(keygen_command(private_key, public_key, echo=typer.echo, err=_to_stderr))
+
+
+def _to_stderr(line: str) -> None:
+    """An `error:` line of `aigrid audit verify` or `keygen`, on stderr as every command's."""
+    typer.echo(line, err=True)
 
 
 def main() -> None:

@@ -16,22 +16,24 @@ from aigrid.cli_error import counted
 
 
 def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: Callable[[str], None] = print,
-                   anchor: str | None = None) -> int:
+                   anchor: str | None = None, err: Callable[[str], None] | None = None) -> int:
     """Print a verification report; returns the exit code (0 intact, 1 tampered, 2 unusable input).
     `public_key_path`: one key, or each key that signed this log (a rotation). `anchor`: SEQ:HASH, printed by an
     earlier run and kept elsewhere: the log must still hold that record with that hash, so with an anchor a
     database that is missing or cannot be read as an audit log is exit 1 (the log it vouches for is gone), not
     2. `echo` prints a line as it is (no markup: a path is printed as written, a value read from the file
-    escaped)."""
+    escaped); `err` (None: `echo`) prints the `error:` lines, the CLI's on stderr as every other command's (until the
+    thirty-third session on stdout, inside the report); the report and its verdict (OK, TAMPERED) go to `echo`."""
+    fail = echo if err is None else err
     paths = [public_key_path] if isinstance(public_key_path, Path) else list(public_key_path)
     try:
         anchored = None if anchor is None else parse_anchor(anchor)
     except ValueError as e:
-        echo(f"error: cannot verify: {e}")
+        fail(f"error: cannot verify: {e}")
         return 2
     if _missing(db_path):
         # the database first: it reported the default public key missing, and then (given one) the database
-        echo(f"error: cannot verify: no audit database at {db_path}")
+        fail(f"error: cannot verify: no audit database at {db_path}")
         if anchored is None:
             return 2
         echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
@@ -40,15 +42,15 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     try:
         keys = [public_key(p) for p in paths]
     except ValueError as e:
-        echo(f"error: cannot verify: {e}")
+        fail(f"error: cannot verify: {e}")
         return 2
     try:
         report = verify(db_path, keys, anchor=anchored)
     except (OSError, ValueError, sqlite3.Error) as e:  # NotAnAuditLog included
         if isinstance(e, sqlite3.Error):  # a directory, another file, a database whose first page is damaged
-            echo(f"error: cannot verify: {db_path} cannot be read as an audit database ({printable(str(e))})")
+            fail(f"error: cannot verify: {db_path} cannot be read as an audit database ({printable(str(e))})")
         else:
-            echo(f"error: cannot verify: {e}")
+            fail(f"error: cannot verify: {e}")
         if anchored is None:
             return 2
         echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
@@ -115,18 +117,21 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return position
 
 
-def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print) -> int:
+def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print,
+                   err: Callable[[str], None] | None = None) -> int:
     """Write the pair (making both folders); returns the exit code (0 written, 2 not). Neither file may exist: a
     rotation's `keygen --private-key new.pem` (the default --public-key) wrote its public key over the old one,
-    the one every checkpoint signed before the rotation verifies with (`verify` then said TAMPERED)."""
+    the one every checkpoint signed before the rotation verifies with (`verify` then said TAMPERED). `err` (None:
+    `echo`) prints the `error:` lines (the CLI's on stderr, as verify's)."""
+    fail = echo if err is None else err
     if private_path.resolve() == public_path.resolve():  # the public key was written over the private one: lost
-        echo(f"error: --private-key and --public-key name the same file ({private_path}): give each its own")
+        fail(f"error: --private-key and --public-key name the same file ({private_path}): give each its own")
         return 2
     if private_path.exists():
-        echo(f"error: {private_path} exists; refusing to overwrite a signing key")
+        fail(f"error: {private_path} exists; refusing to overwrite a signing key")
         return 2
     if public_path.exists() and not public_path.is_dir():  # a folder: the write's own error names it
-        echo(f"error: {public_path} exists; refusing to overwrite a public key (the checkpoints it signed verify "
+        fail(f"error: {public_path} exists; refusing to overwrite a public key (the checkpoints it signed verify "
              "with it only): give --public-key a new file")
         return 2
     try:
@@ -134,12 +139,12 @@ def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], 
             folder.mkdir(parents=True, exist_ok=True)
         kid = generate_keypair(private_path, public_path)
     except FileExistsError:
-        echo(f"error: {private_path} exists; refusing to overwrite a signing key")
+        fail(f"error: {private_path} exists; refusing to overwrite a signing key")
         return 2
     except OSError as e:
         if private_path.is_file():  # this call made it (it did not exist above): half a pair would refuse the
             private_path.unlink()   # next try ("exists"), whatever failed after it
-        echo(f"error: cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
+        fail(f"error: cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
         return 2
     echo(f"wrote {private_path} (keep secret) and {public_path} (give to auditors); key id {kid}")
     return 0
