@@ -32,7 +32,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def chat(max_tokens: int, *, stream: bool = True, chars: int = 40, usage: bool = True) -> dict[str, object]:
-    body: dict[str, object] = {"model": "m", "max_tokens": max_tokens, "stream": stream,
+    """A chat of exactly `max_tokens` output tokens (ignore_eos: the emulated model's answers otherwise end at
+    default_max_tokens, 128, test_an_answer_ends_on_its_own_unless_ignore_eos)."""
+    body: dict[str, object] = {"model": "m", "max_tokens": max_tokens, "stream": stream, "ignore_eos": True,
                                "messages": [{"role": "user", "content": "x" * chars}]}
     if usage:
         body["stream_options"] = {"include_usage": True}
@@ -90,6 +92,49 @@ async def test_non_streamed_chat_and_completions(client: httpx.AsyncClient) -> N
     assert health.status_code == 200 and models.json()["data"][0]["id"] == "emulated"
     assert missing.status_code == 404 and bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_json"
+
+
+async def test_an_answer_ends_on_its_own_unless_ignore_eos(client: httpx.AsyncClient) -> None:
+    """The emulated model ends an answer after default_max_tokens (its natural length), finish_reason "stop", as a
+    real model's end of sequence; max_tokens only caps it ("length" where it cut). With ignore_eos the answer is
+    max_tokens exactly (what `aigrid bench` sends). Before, every answer was max_tokens long: through the gateway,
+    which sends every request max_tokens 4,096, a plain chat decoded 4,096 tokens."""
+    server, url = await start(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1, default_max_tokens=5))
+    ask: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    cases: list[tuple[dict[str, object], bool, int, str]] = [  # (body, streamed, tokens, finish_reason)
+        ({**ask, "max_tokens": 4096}, False, 5, "stop"),
+        ({**ask, "max_tokens": 4096}, True, 5, "stop"),
+        ({**ask, "max_completion_tokens": 5}, False, 5, "stop"),
+        ({**ask}, False, 5, "stop"),
+        ({**ask, "max_tokens": 3}, True, 3, "length"),
+        ({**ask, "max_tokens": 12, "ignore_eos": True}, False, 12, "length"),
+        ({**ask, "max_tokens": 12, "ignore_eos": True}, True, 12, "length"),
+        ({**ask, "max_tokens": 12, "ignore_eos": False}, False, 5, "stop"),
+    ]
+    try:
+        seen = []
+        for body, streamed, _, _ in cases:
+            if streamed:
+                _, _, lines = await timed_stream(client, url, {**body, "stream": True,
+                                                               "stream_options": {"include_usage": True}})
+                events = [orjson.loads(x) for x in lines[:-1]]
+                pieces = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
+                assert events[-1]["usage"]["completion_tokens"] == len(pieces)
+                seen.append((len(pieces), events[-2]["choices"][0]["finish_reason"]))
+            else:
+                r = (await client.post(url + "/v1/chat/completions", json=body)).json()
+                assert r["choices"][0]["message"]["content"] == " tok" * r["usage"]["completion_tokens"]
+                seen.append((r["usage"]["completion_tokens"], r["choices"][0]["finish_reason"]))
+        c = (await client.post(url + "/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 99})).json()
+        bad = await client.post(url + "/v1/chat/completions", json={**ask, "ignore_eos": "yes"})
+        metrics = (await client.get(url + "/metrics")).text
+    finally:
+        server.close()
+    assert seen == [(tokens, finish) for _, _, tokens, finish in cases]
+    assert (c["usage"]["completion_tokens"], c["choices"][0]["finish_reason"]) == (5, "stop")
+    assert bad.status_code == 400 and "ignore_eos" in bad.json()["error"]["message"]
+    assert 'vllm:request_success_total{model_name="emulated",finished_reason="stop"} 6' in metrics
+    assert 'vllm:request_success_total{model_name="emulated",finished_reason="length"} 3' in metrics
 
 
 async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient) -> None:

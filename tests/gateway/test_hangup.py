@@ -646,7 +646,8 @@ async def test_an_emulated_engine_sees_its_request_closed_at_the_hang_up(tmp_pat
     try:
         grid = emulated_grid(tmp_path, bound_port(server))
         gw = build_gateway(grid, build_engines(grid, {}, up), rng=random.Random(0))
-        body = {"model": "m", "prompt": "x" * 40, "max_tokens": 200, "stream": stream}  # 200 x 20 ms: 4 s whole
+        body = {"model": "m", "prompt": "x" * 40, "max_tokens": 200, "ignore_eos": True,
+                "stream": stream}  # 200 x 20 ms: 4 s whole (ignore_eos: the emulator's answers end at 128 otherwise)
         engine = emulator.engine
         async with serving(gw) as (port, access):
             writer = await _request(port, Route("emulated", "/v1/completions", body), body)

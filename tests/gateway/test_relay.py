@@ -211,7 +211,7 @@ def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: 
         for _ in range(3):  # warm-up: what the first requests allocate once
             assert httpx.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions", json=BODY, timeout=30).is_success
         start = rss_mb(gw.pid)
-        sock = _slow_reader(gw_port, orjson.dumps({**BODY, "max_tokens": 200_000}))
+        sock = _slow_reader(gw_port, orjson.dumps({**BODY, "max_tokens": 200_000, "ignore_eos": True}))
 
         def produced() -> bool:  # (not httpx's default 5 s: the emulator shares a loaded machine)
             metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics", timeout=30).text
@@ -344,7 +344,7 @@ async def test_a_client_leaving_mid_stream_releases_the_engine_over_the_wire(mon
     try:
         async with gateway_on_socket([f"http://127.0.0.1:{bound_port(server)}"]) as (gw, base):
             async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-                async with c.stream("POST", "/v1/chat/completions", json={**BODY, "max_tokens": 1000}) as r:
+                async with c.stream("POST", "/v1/chat/completions", json={**BODY, "max_tokens": 1000, "ignore_eos": True}) as r:
                     decision = r.headers["x-aigrid-decision"]
                     async for _ in r.aiter_raw():
                         if counted.writes >= 3:

@@ -47,7 +47,7 @@ MARGIN_S = 10.0
 
 def _chat(stream: bool) -> dict[str, Any]:
     return {"model": "emulated", "messages": [{"role": "user", "content": "hello"}], "max_tokens": LONG,
-            "stream": stream}
+            "ignore_eos": True, "stream": stream}
 
 
 def _grid(tmp: Path, engine_port: int, port: int = 8080) -> dict[str, Any]:

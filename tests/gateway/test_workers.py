@@ -338,7 +338,7 @@ def test_a_killed_worker_s_lost_requests_are_recorded_in_the_audit_log(tmp_path:
         dead = workers[0]
         conn = by_worker[dead]
         conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
-                     body=orjson.dumps({"model": "emulated", "stream": True, "max_tokens": 200,
+                     body=orjson.dumps({"model": "emulated", "stream": True, "max_tokens": 200, "ignore_eos": True,
                                         "messages": [{"role": "user", "content": "a long story"}]}))
         resp = conn.getresponse()
         assert resp.status == 200

@@ -96,7 +96,7 @@ async def test_simulator_and_gateway_decide_alike(monkeypatch: pytest.MonkeyPatc
                 await gw.scraper.scrape_once()
                 assert req.client_location is not None
                 r = await c.post("/v1/completions", json={
-                    "model": req.model, "max_tokens": OUTPUT_TOKENS,
+                    "model": req.model, "max_tokens": OUTPUT_TOKENS, "ignore_eos": True,
                     "prompt": f"{req.id} " + "x" * (4 * PROMPT_TOKENS - len(req.id) - 1)},
                     headers={"x-aigrid-client-location": f"{req.client_location.lat},{req.client_location.lon}",
                              "x-aigrid-tenant": req.tenant})
@@ -175,7 +175,7 @@ async def run_live(grid, requests: list[tuple[float, RequestInfo]]) -> tuple[dic
                 await asyncio.sleep(max(t0 + t - loop.time(), 0.0))
                 assert req.client_location is not None
                 r = await c.post("/v1/completions", json={
-                    "model": req.model, "max_tokens": req.max_output_tokens, "stream": True,
+                    "model": req.model, "max_tokens": req.max_output_tokens, "ignore_eos": True, "stream": True,
                     "prompt": f"{req.id} " + "x" * (4 * req.prompt_tokens - len(req.id) - 1)},
                     headers={"x-aigrid-client-location": f"{req.client_location.lat},{req.client_location.lon}",
                              "x-aigrid-tenant": req.tenant})

@@ -63,6 +63,22 @@ def cached_prefix(path: str, body: dict[str, Any]) -> tuple[int, int]:
     return int.from_bytes(digest, "big") >> 1, math.ceil(len(content) / CHARS_PER_TOKEN)
 
 
+def answer_length(cap: int | None, ignore_eos: bool, natural: int) -> tuple[int, str]:
+    """(output tokens, finish_reason) of an answer, as a real engine ends it. The emulated model ends its answer on
+    its own (end of sequence) after `natural` tokens (EmulatorConfig.default_max_tokens) unless `ignore_eos`;
+    `cap` (max_tokens / max_completion_tokens) cuts it, finish_reason "length" where it did, "stop" where the
+    answer ended on its own (vLLM checks the end of sequence before the length: an answer of exactly `cap` tokens
+    that ends there is "stop"). With ignore_eos (what `aigrid bench` sends) the answer is `cap` tokens exactly, or
+    `natural` without a cap (a real engine would decode to the end of its context; the emulator has none).
+    Until the thirty-third session every answer was `cap` tokens, as if ignore_eos were always set: the gateway
+    now sends every request a cap (gateway.max_output_tokens, 4,096), and a plain request decoded all of it."""
+    if ignore_eos:
+        return (cap or natural), "length"
+    if cap is not None and cap < natural:
+        return cap, "length"
+    return natural, "stop"
+
+
 def _chunk(data: bytes) -> bytes:
     """One HTTP/1.1 chunked-encoding frame."""
     return b"%x\r\n%b\r\n" % (len(data), data)
@@ -116,7 +132,7 @@ class Exchange(Sink):
         usage = {"prompt_tokens": job.prompt_tokens, "completion_tokens": job.generated,
                  "total_tokens": job.prompt_tokens + job.generated}
         if self.stream:
-            tail = self._event({} if self.chat else "", "length")
+            tail = self._event({} if self.chat else "", job.finish_reason)
             if self.usage:
                 tail += self._framed(b"data: " + orjson.dumps({
                     "id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
@@ -124,7 +140,7 @@ class Exchange(Sink):
             self.conn.write(_chunk(tail + self._framed(b"data: [DONE]\n\n")) + b"0\r\n\r\n")
         else:
             text = TOKEN_TEXT * job.generated
-            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
+            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": job.finish_reason}
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
@@ -269,13 +285,18 @@ class EmulatorServer:
         if not isinstance(body, dict):
             conn.answer(400, "application/json", _error("the body must be a JSON object", "invalid_json"))
             return
-        limit = body.get("max_completion_tokens") or body.get("max_tokens") or self.config.default_max_tokens
-        if not isinstance(limit, int) or limit < 1:
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
             conn.answer(400, "application/json", _error("max_tokens must be a positive integer", "invalid_value"))
             return
+        ignore_eos = body.get("ignore_eos")
+        if ignore_eos is not None and not isinstance(ignore_eos, bool):
+            conn.answer(400, "application/json", _error("ignore_eos must be true or false", "invalid_type"))
+            return
+        tokens, finish = answer_length(cap, bool(ignore_eos), self.config.default_max_tokens)
         exchange = Exchange(conn, path, body, self.config.model)
-        job = Job(prompt_tokens(path, body), limit, exchange, asyncio.get_running_loop().time(),
-                  *cached_prefix(path, body))
+        job = Job(prompt_tokens(path, body), tokens, exchange, asyncio.get_running_loop().time(),
+                  *cached_prefix(path, body), finish_reason=finish)
         conn.start_job(job)
         exchange.start()
         self.engine.submit(job)

@@ -62,7 +62,7 @@ def emulator_command(
     decode_ms_per_seq: Annotated[float, typer.Option(help="H: added step time per running request, ms")] = 0.05,
     kv_ms_per_token: Annotated[float, typer.Option(help="added step time per context token in the batch, ms")] = 0.0,
     chunk_tokens: Annotated[int, typer.Option(min=1, help="most prompt tokens prefilled in one step")] = DEFAULT_CHUNK_TOKENS,
-    default_max_tokens: Annotated[int, typer.Option(min=1, help="output tokens when a request sets no max")] = 128,
+    default_max_tokens: Annotated[int, typer.Option(min=1, help="natural answer length: the emulated model ends an answer (finish_reason stop) after this many tokens unless the request sets ignore_eos; a smaller max_tokens cuts it (finish_reason length)")] = 128,
     kv_tokens: Annotated[int, typer.Option(min=1, help="KV-cache capacity in tokens (admission, kv_cache_usage_perc)")] = 1_000_000,
     sse_line_end: Annotated[str, typer.Option(help="line ends of the SSE stream: lf, crlf or cr")] = "lf",
 ) -> None:

@@ -54,6 +54,9 @@ class EmulatorConfig:
     """k_kv: added step time per context token held by the running batch (attention reads)."""
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     default_max_tokens: int = 128
+    """The natural answer length: the emulated model ends every answer on its own (finish_reason "stop") after this
+    many tokens unless the request sets ignore_eos; a smaller max_tokens cuts it (emulator.answer_length). The name
+    (and `--default-max-tokens`) is kept from when it was the length of an answer without max_tokens."""
     kv_tokens: int = 1_000_000
     """KV-cache capacity in tokens: a request is admitted once its prompt and output fit beside the running
     ones; vllm:kv_cache_usage_perc is the share reserved."""
@@ -100,11 +103,14 @@ _job_ids = itertools.count(1)
 class Job(engine_model.Job):
     """One request inside the emulated engine: the model's job plus where its tokens go."""
 
-    __slots__ = ("sink", "arrived", "generated", "first_token_at", "last_token_at", "cancelled")
+    __slots__ = ("sink", "arrived", "generated", "first_token_at", "last_token_at", "cancelled", "finish_reason")
 
     def __init__(self, prompt_tokens: int, max_tokens: int, sink: Sink, arrived: float, prefix: int = -1,
-                 prefix_tokens: int = 0) -> None:
+                 prefix_tokens: int = 0, *, finish_reason: str = "length") -> None:
+        """`max_tokens`: the answer's length (emulator.answer_length), `finish_reason` how it ends: "length" (cut at
+        the request's max_tokens) or "stop" (the emulated model's end of sequence)."""
         super().__init__(next(_job_ids), prompt_tokens, max_tokens, arrived, prefix, prefix_tokens)
+        self.finish_reason = finish_reason
         self.sink = sink
         self.arrived = arrived
         self.generated = 0
@@ -181,6 +187,8 @@ class EmulatedEngine:
         """Prompt tokens looked up in the prefix cache and those found there (vLLM V1's counters)."""
         self.prefix_cache_hits_total = 0
         self.finished_total = 0
+        self.finished_stop = 0
+        """Of finished_total, the answers that ended on their own (finish_reason "stop"); the others "length"."""
         self.cancelled_total = 0
 
     @property
@@ -247,6 +255,7 @@ class EmulatedEngine:
             self._emit(job, job.output - job.generated, now)
         self.e2e.observe(now - job.arrived)
         self.finished_total += 1
+        self.finished_stop += job.finish_reason == "stop"
         job.sink.finish(job)
 
     def prometheus(self) -> bytes:
@@ -265,7 +274,8 @@ class EmulatedEngine:
             "# TYPE vllm:prefix_cache_hits_total counter",
             f"vllm:prefix_cache_hits_total{{{labels}}} {self.prefix_cache_hits_total}",
             "# TYPE vllm:request_success_total counter",
-            f'vllm:request_success_total{{{labels},finished_reason="length"}} {self.finished_total}',
+            f'vllm:request_success_total{{{labels},finished_reason="stop"}} {self.finished_stop}',
+            f'vllm:request_success_total{{{labels},finished_reason="length"}} {self.finished_total - self.finished_stop}',
         ]
         lines += self.ttft.render("vllm:time_to_first_token_seconds", labels)
         lines += self.itl.render("vllm:inter_token_latency_seconds", labels)
