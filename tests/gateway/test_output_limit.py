@@ -8,9 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, output_allowance
+from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -76,3 +82,30 @@ def test_the_allowance_is_the_clients_limit_else_the_grids_or_the_contexts_room(
     assert output_allowance(None, 100, 8192, 4096) == 4096
     assert output_allowance(None, 6000, 8192, 4096) == 2192
     assert output_allowance(None, 9000, 8192, 4096) == 1  # the engine's own context check answers it
+
+
+async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_its_natural_length() -> None:
+    """The gateway sends this body max_tokens 4,096 (the grid's limit); the engine emulator answers as a model
+    would, at its natural length (default_max_tokens), finish_reason "stop". Until the thirty-third session it
+    took max_tokens for the answer's length: 4,096 tokens, "length" (through `aigrid up` on an emulator spec, 41 s)."""
+    server, _ = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1, default_max_tokens=6))
+    up = upstream()
+    try:
+        spec = parse_spec({
+            "name": "emulated", "gateway": {"network": "none", "scrape_interval_s": 60},
+            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
+            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU"}},
+            "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm", "slots": 4,
+                           "url": f"http://127.0.0.1:{bound_port(server)}"}],
+            "security": {"audit": None}}, "emulated")
+        gw = build_gateway(spec, build_engines(spec, {}, up))
+        await gw.scraper.scrape_once()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     timeout=60) as c:
+            r = await c.post("/v1/chat/completions", json={"model": "emulated", "messages": ASK})
+    finally:
+        await up.aclose()
+        server.close()
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["usage"]["completion_tokens"], answer["choices"][0]["finish_reason"]) == (6, "stop")
