@@ -25,7 +25,7 @@ from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.batch_helpers import batch_spec, engines_for, started, stopped
-from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
+from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.parity.sdk_strict import needs, sse_data, strict
@@ -48,17 +48,6 @@ async def clients(gateway: Gateway) -> AsyncIterator[tuple[openai.AsyncOpenAI, a
     app = build_app(gateway)
     oai, claude = openai_client(app), anthropic_client(app)
     yield oai, claude
-    await oai.close()
-    await claude.close()
-
-
-@pytest.fixture
-async def native(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic, ScriptedEngine]]:
-    """Every endpoint one SCRIPTED engine that calls tools natively (as vLLM and llama.cpp do)."""
-    engine = ScriptedEngine([])
-    app = build_app(await scripted_gateway(tmp_path, engine, "native"))
-    oai, claude = openai_client(app), anthropic_client(app)
-    yield oai, claude, engine
     await oai.close()
     await claude.close()
 

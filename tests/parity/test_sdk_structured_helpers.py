@@ -8,7 +8,6 @@ chat `response_format`) is read back. `responses.parse` and `chat.completions.pa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,13 +15,12 @@ import anthropic
 import openai
 import orjson
 import pydantic
-import pytest
 
 from aigrid.gateway.app import build_app
 from tests.agents.json_refs import unresolved
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
-from tests.gateway.sdk_clients import anthropic_client, openai_client
+from tests.gateway.sdk_clients import openai_client
 from tests.parity.sdk_strict import needs
 
 MODEL = "smollm2-135m"
@@ -36,17 +34,6 @@ class Person(pydantic.BaseModel):
 
 
 Clients = tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic, ScriptedEngine]
-
-
-@pytest.fixture
-async def native(tmp_path: Path) -> AsyncIterator[Clients]:
-    """Every endpoint one SCRIPTED engine that calls tools natively (as vLLM and llama.cpp do)."""
-    engine = ScriptedEngine([])
-    app = build_app(await scripted_gateway(tmp_path, engine, "native"))
-    oai, claude = openai_client(app), anthropic_client(app)
-    yield oai, claude, engine
-    await oai.close()
-    await claude.close()
 
 
 def _schema_asked(engine: ScriptedEngine) -> dict[str, Any]:

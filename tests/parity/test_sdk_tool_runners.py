@@ -5,8 +5,6 @@ ends on the model's answer; the engine (SCRIPTED, calling tools natively) is rea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -14,10 +12,7 @@ import openai
 import pydantic
 import pytest
 
-from aigrid.gateway.app import build_app
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.conftest import scripted_gateway
-from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.parity.sdk_strict import needs
 
 MODEL = "smollm2-135m"
@@ -31,16 +26,6 @@ class City(pydantic.BaseModel):
 
 
 Clients = tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic, ScriptedEngine]
-
-
-@pytest.fixture
-async def native(tmp_path: Path) -> AsyncIterator[Clients]:
-    engine = ScriptedEngine([])
-    app = build_app(await scripted_gateway(tmp_path, engine, "native"))
-    oai, claude = openai_client(app), anthropic_client(app)
-    yield oai, claude, engine
-    await oai.close()
-    await claude.close()
 
 
 def _result_turn(engine: ScriptedEngine) -> list[dict[str, Any]]:
