@@ -179,9 +179,10 @@ def test_keys_create_of_the_default_tenant_warns_of_nothing(tmp_path: Path, monk
 
 
 @pytest.mark.parametrize(("limits", "says"), [
-    (["--site", "fr"], "--site 'fr': not a site of {spec} (did you mean fra?) (sites: fra, gru, iad, nrt)"),
-    (["--jurisdiction", "eu"], "--jurisdiction: no site of {spec} is in eu (did you mean EU?)"),
-    (["--model", "smollm-135m"], "--model smollm-135m: matches no model {spec}'s endpoints serve (did you mean "
+    (["--site", "fr"], "{spec}: --site: unknown site 'fr' (did you mean fra?) (sites: fra, gru, iad, nrt)"),
+    (["--jurisdiction", "eu"], "{spec}: --jurisdiction: no site is in jurisdiction 'eu'; sites are in 'EU'"),
+    (["--jurisdiction", "EUR"], "{spec}: --jurisdiction: no site is in EUR (did you mean EU?)"),
+    (["--model", "smollm-135m"], "{spec}: --model: ['smollm-135m'] match no model an endpoint serves (did you mean "
                                  "smollm2-135m?)"),
     (["--policy", "cheapest"], "--policy 'cheapest': not a policy of {spec}"),
 ])
@@ -206,6 +207,32 @@ def test_keys_create_refuses_limits_the_spec_lacks(tmp_path: Path, monkeypatch: 
     r = runner.invoke(app, ["keys", "create", "default", "--keys-file", str(keys), "--spec", spec, "--site", "fra",
                             "--site", "ams"])
     assert r.exit_code == 0 and "api key: aig_" in r.output, r.output
+
+
+@pytest.mark.parametrize(("tenant", "limits", "says"), [
+    ("eu-bank", ["--site", "iad"], "the key: no endpoint is within its --site ['iad'] and tenant eu-bank's "
+                                   "allowed_jurisdictions ['EU']"),
+    ("default", ["--site", "fra", "--jurisdiction", "US"], "the key: no endpoint is within its --jurisdiction "
+                                                           "['US'], --site ['fra']"),
+    ("eu-bank", ["--jurisdiction", "US", "--jurisdiction", "EUU"], "the key: no endpoint is within its "
+                                                                   "--jurisdiction ['US', 'EUU'] and tenant eu-bank's"),
+])
+def test_keys_create_refuses_limits_that_leave_no_endpoint_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tenant: str, limits: list[str], says: str) -> None:
+    """check_scopes, a copy of the spec's tenant check, took each of a key's limits alone and apart from its
+    tenant's: an EU-only tenant's key with `--site iad`, or `--site fra --jurisdiction US`, made a key every request
+    of which was refused (review, 7 Dec 2026, thirty-third session). The spec's own check now runs on the key's
+    limits within its tenant's, naming what leaves nothing; limits that leave an endpoint still make a key."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    keys, spec = tmp_path / "keys.json", str(ROOT / "examples" / "demo.yaml")
+    r = runner.invoke(app, ["keys", "create", tenant, "--keys-file", str(keys), "--spec", spec, *limits],
+                      env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{spec}: {says}" in said and "no key was made" in said, said
+    assert not keys.exists()
+    for fine in (["--site", "fra"], ["--site", "fra", "--site", "ams"], ["--jurisdiction", "EU", "--model", "smollm2-*"]):
+        r = runner.invoke(app, ["keys", "create", "eu-bank", "--keys-file", str(keys), "--spec", spec, *fine])
+        assert r.exit_code == 0 and "api key: aig_" in r.output, (fine, r.output)
 
 
 @pytest.mark.parametrize(("value", "says"), [(None, "AIGRID_KEY_SECRET is not set"), ("short", "it holds 5 bytes"),

@@ -594,7 +594,7 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
 
             grid = load_spec(spec)
             check_tenant(tenant, grid.tenants, str(spec))
-            check_scopes(grid, str(spec), models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
+            check_scopes(grid, str(spec), tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
                          policy=policy)
         elif tenant != DEFAULT_TENANT:  # every grid has it: nothing to check (it was warned of, as if unknown)
             err_console.print(f"warning: tenant {tenant!r} not checked against a grid spec's tenants (give --spec "

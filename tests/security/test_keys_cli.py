@@ -96,3 +96,31 @@ def test_a_second_revoke_says_the_key_was_revoked_already_and_when(tmp_path: Pat
     assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)
     assert said == [f"{key_id} was already revoked (when is not recorded: revoked before aigrid recorded it)"]
     assert not keys_cli.revoke_key(path, "nope", secret=SECRET, echo=said.append) and len(said) == 1
+
+
+@pytest.mark.parametrize(("tenant_models", "key_models", "refused"), [
+    (["all-minilm-l6-v2"], ["smollm2-*"], True),  # an indexer tenant's key limited to chat models: nothing left
+    (["smollm2-*"], ["all-minilm-l6-v2"], True),  # a chat tenant's key limited to the embedding model it lacks
+    (["smollm*"], ["smollm2-135m"], False),
+    (["all-minilm-l6-v2"], ["all-minilm-l6-v2"], False),
+])
+def test_a_keys_models_are_checked_within_its_tenants(tenant_models: list[str], key_models: list[str],
+                                                      refused: bool) -> None:
+    """(review, 7 Dec 2026, thirty-third session) check_scopes checked a key's model patterns against the grid alone:
+    a key of models its tenant may not use was made, and every request with it was refused (403). The spec's own
+    check (GridSpec.limit_problems) now runs on the key's limits within its tenant's."""
+    import yaml
+
+    from aigrid.errors import ConfigError
+    from aigrid.spec.load import parse_spec
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "examples" / "demo.yaml").read_text())
+    raw["tenants"]["limited"] = {"models": tenant_models}
+    spec = parse_spec(raw, "demo")
+    if not refused:
+        keys_cli.check_scopes(spec, "demo", "limited", models=key_models)
+        return
+    with pytest.raises(ConfigError) as e:
+        keys_cli.check_scopes(spec, "demo", "limited", models=key_models)
+    assert str(e.value).startswith(f"demo: the key: no endpoint is within its --model {key_models} and tenant "
+                                   f"limited's models {tenant_models}: every request with its key would be refused"), e

@@ -17,7 +17,6 @@ import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,6 @@ from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import DEFAULT_TENANT, Scopes, scope_text
-from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 from aigrid.spec.models import ENV_NAME
 from aigrid.spec.near import did_you_mean
 
@@ -49,31 +47,35 @@ def check_tenant(tenant: str, spec_tenants: Collection[str], spec: str) -> None:
                       f"(tenants: {listed}): every request with its key would be refused (401); no key was made")
 
 
-def check_scopes(spec: GridSpec, source: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
-                 sites: Sequence[str] = (), policy: str | None = None) -> None:
-    """`aigrid keys create --spec FILE`: the key's limits against the grid (sites none of which it has, jurisdictions
-    none of its sites is in, model patterns matching no model an endpoint serves) and its
-    policy among the grid's; a ConfigError naming each, no key made. Before, `--site iadd` made a key every
-    request of which was refused (403), though --spec was given to check the key against the grid."""
-    from aigrid.spec.load import policies
+KEY_FLAGS = {"allowed_jurisdictions": "--jurisdiction", "allowed_sites": "--site", "models": "--model"}
+"""The tenant limit each of `keys create`'s flags narrows, as check_scopes names them."""
 
-    problems = [] if set(sites) & set(spec.sites) else [  # one it has beside one it lacks (yet to come): kept
-        f"--site {site!r}: not a site of {source}{did_you_mean(site, spec.sites)} "
-        f"(sites: {', '.join(sorted(spec.sites))})" for site in sites if site not in spec.sites]
-    held = sorted({s.jurisdiction for s in spec.sites.values()})
-    if jurisdictions and not set(jurisdictions) & set(held):
-        problems.append(f"--jurisdiction: no site of {source} is in {', '.join(jurisdictions)}"
-                        f"{did_you_mean(jurisdictions[0], held)} (jurisdictions: {', '.join(held)})")
-    served = sorted({e.model for e in spec.endpoints})
-    if models and not any(fnmatchcase(m, p) for m in (*served, "auto", *EMBEDDING_ALIASES) for p in models):
-        problems.append(f"--model {', '.join(models)}: {'matches' if len(models) == 1 else 'match'} no model {source}'s endpoints serve"
-                        f"{did_you_mean(models[0], served)} (served: {', '.join(served)})")
+
+def check_scopes(spec: GridSpec, source: str, tenant: str = DEFAULT_TENANT, *, models: Sequence[str] = (),
+                 jurisdictions: Sequence[str] = (), sites: Sequence[str] = (), policy: str | None = None) -> None:
+    """`aigrid keys create --spec FILE`: the key's limits by the spec's own check of a tenant's
+    (GridSpec.limit_problems: sites, jurisdictions and model patterns the grid lacks, each with the nearest name),
+    then together with its tenant's (`tenant`, whose limits every request of the key is held to as well: an EU-only
+    tenant's key with `--site iad` leaves no endpoint), and its policy among the grid's; a ConfigError naming each,
+    no key made. Before, `--site iadd` made a key every request of which was refused (403), though --spec was given
+    to check the key against the grid; until the review of 7 Dec 2026 (thirty-third session) each limit was checked
+    alone, by a copy of the spec's check, and limits fine alone but leaving no endpoint together made such a key."""
+    from aigrid.spec.load import policies
+    from aigrid.spec.models import TenantSpec
+
+    # a site the grid lacks beside one it has (a site yet to come) is kept: it serves nothing yet, so it is left out
+    checked = [s for s in sites if s in spec.sites] or list(sites)
+    key = TenantSpec(allowed_jurisdictions=list(jurisdictions) or None, allowed_sites=checked or None,
+                     models=list(models) or None)
+    own = spec.tenants.get(tenant, TenantSpec())
+    problems = spec.limit_problems(key, where="the key", labels=KEY_FLAGS, within=(tenant, own), refused="")
     known = sorted(policies(spec))
     if policy is not None and policy not in known:
         problems.append(f"--policy {policy!r}: not a policy of {source}{did_you_mean(policy, known)} "
                         f"(policies: {', '.join(known)})")
     if problems:
-        raise ConfigError("; ".join(problems) + ": every request with its key would be refused; no key was made")
+        raise ConfigError(f"{source}: " + "; ".join(problems)
+                          + ": every request with its key would be refused; no key was made")
 
 
 def secret_env_name(name: str) -> str:

@@ -7,6 +7,7 @@ an engine at a site serving one model, a policy is a weight set over the five ax
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal, cast
 from urllib.parse import parse_qs, urlsplit
@@ -926,47 +927,81 @@ class GridSpec(StrictModel):
         """A tenant's limits must leave it some endpoint: an empty list, a misspelt jurisdiction or model, or
         limits that exclude each other would refuse every request of it, long after `spec check` said ok. A
         jurisdiction or model pattern the grid lacks beside ones it has is accepted (a site yet to come)."""
-        where = f"tenants.{name}"
+        return self.limit_problems(tenant, where=f"tenants.{name}", near=near)
+
+    def limit_problems(self, limits: TenantSpec, *, where: str, labels: Mapping[str, str] | None = None,
+                       within: tuple[str, TenantSpec] | None = None, near: Near | None = None,
+                       refused: str = "; every request of it would be refused") -> list[str]:
+        """The one check of limits (allowed_jurisdictions, allowed_sites, models) against the grid: a tenant's (the
+        spec's own check), or a key's (`aigrid keys create --spec`) with `within` its tenant's (name, limits), the
+        limits every request of it is held to as well (security.authenticate narrows the tenant's scopes by the
+        key's). Each field of `limits` is checked against the grid, named `labels[field]` (default
+        `{where}.{field}`); then, those fine, that some endpoint is within `limits` and `within`'s together (or,
+        where one side allows only the gateway's embedding model, that both allow one): before, a key's limits
+        were checked one at a time apart from its tenant's, and `--site iad` for an EU-only tenant made a key every
+        request of which was refused (7 Dec 2026, thirty-third session)."""
+        near = near if near is not None else Near()
+        label = {field: f"{where}.{field}" for field in LIMIT_FIELDS} | dict(labels or {})
         jurisdictions = sorted({site.jurisdiction for site in self.sites.values()})
         served = sorted({ep.model for ep in self.endpoints})
-        problems = [f"{where}.{field}: an empty list allows nothing; leave it out to allow any"
-                    for field, values in (("allowed_jurisdictions", tenant.allowed_jurisdictions),
-                                          ("allowed_sites", tenant.allowed_sites), ("models", tenant.models))
-                    if values == []]
-        allowed_j = tenant.allowed_jurisdictions or []
+        problems = [f"{label[field]}: an empty list allows nothing; leave it out to allow any"
+                    for field in LIMIT_FIELDS if getattr(limits, field) == []]
+        allowed_j = limits.allowed_jurisdictions or []
         exact = set(allowed_j) & set(jurisdictions)  # `[EU, eu]` allows EU: a case-only miss is a misspelling
         misspelt = [] if exact else [(j, k) for j in allowed_j for k in jurisdictions  # only when nothing matches
                                      if k.lower() == j.lower() and k != j]
         for j, k in misspelt:
-            problems.append(f"{where}.allowed_jurisdictions: no site is in jurisdiction {j!r}; sites are in {k!r} "
-                            "(jurisdictions are case-sensitive)")
+            problems.append(f"{label['allowed_jurisdictions']}: no site is in jurisdiction {j!r}; sites are in "
+                            f"{k!r} (jurisdictions are case-sensitive)")
         if allowed_j and not misspelt and not exact:
-            problems.append(f"{where}.allowed_jurisdictions: no site is in {', '.join(allowed_j)}"
+            problems.append(f"{label['allowed_jurisdictions']}: no site is in {', '.join(allowed_j)}"
                             f"{near(allowed_j[0], jurisdictions)} (jurisdictions: "
                             f"{', '.join(jurisdictions)})")
-        for site in tenant.allowed_sites or []:
+        for site in limits.allowed_sites or []:
             if site not in self.sites:
-                problems.append(f"{where}.allowed_sites: unknown site {site!r}{near(site, self.sites)}")
-        patterns = tenant.models or []
-        any_model = not patterns or any(fnmatchcase("auto", p) for p in patterns)
-        chat = any_model or any(fnmatchcase(m, p) for m in served for p in patterns)
-        # the gateway's own embedding model needs no endpoint: a tenant limited to it (an indexer) is fine
-        embeds = any(fnmatchcase(m, p) for m in EMBEDDING_ALIASES for p in patterns)
-        if not chat and not embeds:
-            problems.append(f"{where}.models: {patterns} match no model an endpoint serves (served: {served})")
-        if problems or not chat:
+                problems.append(f"{label['allowed_sites']}: unknown site {site!r}{near(site, self.sites)} "
+                                f"(sites: {', '.join(sorted(self.sites))})")
+        patterns = limits.models or []
+        if patterns and not _chat(patterns, served) and not _allow_any(patterns, EMBEDDING_ALIASES):
+            problems.append(f"{label['models']}: {patterns} match no model an endpoint serves"
+                            f"{near(patterns[0], served)} (served: {served})")
+        if problems:
             return problems
-        if not any(
-                (tenant.allowed_sites is None or ep.site in tenant.allowed_sites)
-                and (tenant.allowed_jurisdictions is None
-                     or self.sites[ep.site].jurisdiction in tenant.allowed_jurisdictions)
-                and (any_model or any(fnmatchcase(ep.model, p) for p in patterns))
-                for ep in self.endpoints if ep.site in self.sites):
-            limits = ", ".join(f"{field} {values}" for field, values in (
-                ("allowed_jurisdictions", tenant.allowed_jurisdictions), ("allowed_sites", tenant.allowed_sites),
-                ("models", tenant.models)) if values is not None)
-            problems.append(f"{where}: no endpoint is within its {limits}; every request of it would be refused")
+        # the gateway's own embedding model needs no endpoint: limits allowing only it (an indexer) are fine
+        sides = [(limits, label), *([(within[1], {f: f for f in LIMIT_FIELDS})] if within is not None else [])]
+        if all(_chat(side.models or [], served) for side, _ in sides):
+            left = any(all(_within(side, ep.site, self.sites[ep.site].jurisdiction, ep.model) for side, _ in sides)
+                       for ep in self.endpoints if ep.site in self.sites)
+        else:
+            left = any(all(_allow_any(side.models or ["*"], (m,)) for side, _ in sides) for m in EMBEDDING_ALIASES)
+        if not left:
+            named = [", ".join(f"{names[field].removeprefix(where + '.')} {getattr(side, field)}"
+                               for field in LIMIT_FIELDS if getattr(side, field) is not None) for side, names in sides]
+            text = named[0] + (f" and tenant {within[0]}'s {named[1]}" if within is not None and named[1] else "")
+            problems.append(f"{where}: no endpoint is within its {text}{refused}")
         return problems
+
+
+LIMIT_FIELDS = ("allowed_jurisdictions", "allowed_sites", "models")
+"""The fields of a tenant's (or a key's) limits that GridSpec.limit_problems checks."""
+
+
+def _allow_any(patterns: Sequence[str], models: Iterable[str]) -> bool:
+    return any(fnmatchcase(m, p) for m in models for p in patterns)
+
+
+def _chat(patterns: Sequence[str], served: Sequence[str]) -> bool:
+    """Whether model patterns allow a chat model: none given, one matching `auto` (the router picks any), or a
+    served one."""
+    return not patterns or _allow_any(patterns, ("auto", *served))
+
+
+def _within(limits: TenantSpec, site: str, jurisdiction: str, model: str) -> bool:
+    """Whether an endpoint of `model` at `site` in `jurisdiction` is within these limits."""
+    patterns = limits.models
+    return ((limits.allowed_sites is None or site in limits.allowed_sites)
+            and (limits.allowed_jurisdictions is None or jurisdiction in limits.allowed_jurisdictions)
+            and (patterns is None or _allow_any(patterns, ("auto", model))))
 
 
 class SpecProblems(ValueError):
