@@ -8,7 +8,7 @@ import random
 
 from rich.console import Console
 
-from aigrid.core.types import Endpoint
+from aigrid.core.types import Decision, Endpoint, Policy
 from aigrid.explain import render_decision
 
 HOSTILE = "HTTP 500: [/x] [link=https://evil.example/login]re-enter your key[/link] \x1b]8;;https://evil\x1b\\"
@@ -41,7 +41,8 @@ class _Fixed:
 
 def test_the_reason_and_the_table_show_one_total() -> None:
     """A total of 0.83249 is 0.8325 in /v1/decisions; the reason said "total 0.832" (the unrounded total) and the
-    table 0.833 (the rounded one formatted again). A cost score of 0.13495: "0.13" against 0.135's "0.14"."""
+    table 0.833 (the rounded one formatted again). The headline's weighted margin is rounded the same way: the
+    ttft axis, all of the policy's weight, puts fra 0.83249 ahead of iad's 0.0, "+0.833" as the totals differ."""
     from aigrid.core.plugins import Scorer
     from aigrid.core.registry import PICKERS
     from aigrid.core.scheduler import Profile, Scheduler
@@ -65,21 +66,29 @@ def test_the_reason_and_the_table_show_one_total() -> None:
     scores = dict(zip(AXES, cells[6:6 + len(AXES)], strict=True))
     ttft = cells[7 + len(AXES)]
     assert f"total {total}," in d["reason"] and total == "0.833", (d["reason"], row)
-    assert f"strongest axes ttft {scores['ttft']}, cost {scores['cost']}" in d["reason"], (d["reason"], row)
+    assert scores["ttft"] == "0.83" and f"ahead of iad-small on ttft +{total}" in d["reason"], (d["reason"], row)
     assert f"predicted TTFT {ttft} ms" in d["reason"], (d["reason"], row)
 
 
-def _headline_axes(reason: str) -> list[str]:
-    """The axis names of the reason's headline ("strongest axes ttft 1.00, cost 0.75"), in order."""
-    named = reason.split("strongest axes ")[1].split("; ")[0]
-    return [part.split(" ")[0] for part in named.split(", ")]
+def _headline(reason: str) -> tuple[list[tuple[str, float]], tuple[str, float] | None]:
+    """The reason's headline ("ahead of iad-small on ttft +0.073, affinity +0.010; behind it on cost -0.023"): the
+    axes named as ahead with their margins, in order, and the one named as behind (None: none)."""
+    parts = reason.split("; ")
+    at = next(i for i, part in enumerate(parts) if part.startswith("ahead of "))
+    won = parts[at].split(" on ", 1)[1]
+    ahead = [] if won == "no axis" else [(a, float(m)) for a, m in (x.split(" ") for x in won.split(", "))]
+    behind = None
+    if at + 1 < len(parts) and parts[at + 1].startswith("behind it on "):
+        axis, margin = parts[at + 1].removeprefix("behind it on ").split(" ")
+        behind = (axis, float(margin))
+    return ahead, behind
 
 
 def test_the_headline_names_the_axes_that_separated_the_candidates() -> None:
     """RT2 (thirty-third session): proximity scores health only, so every healthy candidate scores 1.00 on it,
-    and the headline's "strongest axes" named "proximity 1.00", which says nothing. An axis on which all the
-    candidates tie is left out: here the three healthy sites tie on proximity (1.00), and the winner's two
-    strongest axes among the rest are named."""
+    and the headline's "strongest axes" named "proximity 1.00", which says nothing. The headline names the axes
+    on which the winner's weighted score beats the runner-up's, by the most points first: here the three healthy
+    sites tie on proximity (1.00), which is never named."""
     from aigrid.core.policies import BUILTIN_POLICIES
     from aigrid.core.scheduler import schedule
     from aigrid.core.types import RequestInfo
@@ -91,11 +100,14 @@ def test_the_headline_names_the_axes_that_separated_the_candidates() -> None:
     d = schedule(request, view(grid), BUILTIN_POLICIES["balanced"], random.Random(0))
     assert d.chosen is not None and d.chosen.site_id == "fra", d.reason
     assert {c.scores["proximity"] for c in d.ranked} == {1.0}  # the tie this test is about
-    named = _headline_axes(d.reason)
-    assert "proximity" not in named and len(named) == 2, d.reason
-    chosen = d.chosen.scores
-    spread = {a for a in chosen if max(c.scores[a] for c in d.ranked) - min(c.scores[a] for c in d.ranked) > 1e-4}
-    assert named == sorted(spread, key=lambda a: -chosen[a])[:2], (d.reason, chosen)
+    ahead, behind = _headline(d.reason)
+    weights = BUILTIN_POLICIES["balanced"].weights
+    runner = d.ranked[1]
+    points = {a: weights[a] * (d.chosen.scores[a] - runner.scores[a]) for a in weights}
+    expected = sorted((a for a in points if round(points[a], 3) > 0), key=lambda a: -points[a])[:2]
+    assert expected and [a for a, _ in ahead] == expected and "proximity" not in expected, (d.reason, points)
+    assert all(abs(m - points[a]) <= 5.5e-4 for a, m in ahead), (d.reason, points)  # to 4 places, then 3
+    assert behind is None or points[behind[0]] < 0, (d.reason, points)
 
 
 def test_the_headline_says_when_the_candidates_tie_on_every_axis() -> None:
@@ -115,3 +127,52 @@ def test_the_headline_says_when_the_candidates_tie_on_every_axis() -> None:
     assert "strongest axes" not in tied.reason and "the 2 candidates tie on every axis" in tied.reason, tied.reason
     alone = scheduler(request, view((endpoint("fra"),)), policy, random.Random(0))
     assert "strongest axes" not in alone.reason and "the only candidate" in alone.reason, alone.reason
+
+
+def _two_sites(values: dict[str, tuple[float, float]], policy: Policy) -> Decision:
+    """A decision between fra and iad scored with fixed (fra, iad) scores on each axis (0.5 for both where not
+    given), under the policy."""
+    from aigrid.core.plugins import Scorer
+    from aigrid.core.registry import PICKERS
+    from aigrid.core.scheduler import Profile, Scheduler
+    from aigrid.core.types import AXES, RequestInfo
+    from tests.core.grid import endpoint, view
+
+    scorers: tuple[Scorer, ...] = tuple(_Fixed(a, *values.get(a, (0.5, 0.5))) for a in AXES)
+    scheduler = Scheduler(Profile(filters=(), scorers=scorers, picker=PICKERS["slo-gate"]()), explain=True)
+    request = RequestInfo(id="r1", model="small", prompt_tokens=200, max_output_tokens=128)
+    return scheduler(request, view((endpoint("fra"), endpoint("iad"))), policy, random.Random(0))
+
+
+def test_the_headline_never_names_an_axis_the_policy_gives_no_weight() -> None:
+    """EXP (thirty-third session): the headline named the winner's highest scores whatever their weight: under a
+    policy weighing ttft only, "strongest axes cost 0.90, ttft 0.60", though cost counted for nothing. Now only
+    the ttft margin is named; and where the two differ only on an axis of no weight, they are level."""
+    from aigrid.core.types import Policy
+
+    d = _two_sites({"ttft": (0.6, 0.5), "cost": (0.9, 0.1)}, Policy("p", {"ttft": 1.0}))
+    assert d.chosen is not None and d.chosen.site_id == "fra", d.reason
+    assert _headline(d.reason) == ([("ttft", 0.1)], None), d.reason
+    assert "cost" not in d.reason, d.reason
+    level = _two_sites({"cost": (0.9, 0.1)}, Policy("p", {"ttft": 1.0}))
+    assert level.chosen is not None
+    other = next(c.endpoint_id for c in level.ranked if c is not level.chosen)
+    assert f"level with {other} on every weighted axis" in level.reason and "cost" not in level.reason, level.reason
+
+
+def test_the_headline_names_an_axis_the_winner_lost_as_lost() -> None:
+    """EXP (thirty-third session): the demo's decision read "strongest axes ttft 1.00, cost 0.73", but fra's cost
+    score 0.73 was below iad's 0.84: cost counted against fra. Under balanced's weights fra is ahead on ttft
+    (0.35 x 0.22 = +0.077) and behind on cost (0.2 x -0.11 = -0.022), which brought iad close; the other axes
+    tie. The points add up to the totals' difference."""
+    from aigrid.core.policies import BUILTIN_POLICIES
+
+    values = {"ttft": (1.0, 0.78), "cost": (0.73, 0.84), "affinity": (0.7, 0.7), "headroom": (0.76, 0.76),
+              "proximity": (1.0, 1.0)}
+    d = _two_sites(values, BUILTIN_POLICIES["balanced"])
+    assert d.chosen is not None and d.chosen.site_id == "fra", d.reason
+    assert "ahead of iad-small on ttft +0.077; behind it on cost -0.022" in d.reason, d.reason
+    ahead, behind = _headline(d.reason)
+    assert [a for a, _ in ahead] == ["ttft"] and behind is not None and behind[0] == "cost", d.reason
+    gap = d.ranked[0].total - d.ranked[1].total
+    assert abs(sum(m for _, m in ahead) + behind[1] - gap) <= 1e-3, (d.reason, gap)

@@ -137,7 +137,7 @@ class Scheduler:
         choice = model_choice(request, ranked)
         reason = ""
         if self.explain:
-            reason = _reason(ranked, rejected) + _slower_note(ranked, weighted, policy) + (
+            reason = _reason(ranked, rejected, weighted) + _slower_note(ranked, weighted, policy) + (
                 f"; {describe(choice)}" if choice is not None else "")
             if urgency is not None:
                 reason = f"{reason}; {_urgency_note(urgency)}"
@@ -262,11 +262,16 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy
             f"(total {round(fast.total, SCORE_PLACES):.3f}{why}); points for the chosen one: {shown or 'none'}")
 
 
-def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:
-    """The headline: the chosen candidate, its total and TTFT, and its two strongest axes among those that
-    separated the candidates. An axis on which every candidate scores the same (within one unit of the 4th
-    place that /v1/decisions keeps) is left out: proximity scores health only, so healthy candidates all read
-    1.00 on it, which says nothing about why this one won."""
+def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection], weighted: Weighted) -> str:
+    """The headline: the chosen candidate, its total and TTFT, and what put it ahead of the runner-up (the
+    second ranked): the axes on which its weighted score (the policy's normalised weight times the score) beats
+    the runner-up's, by the most weighted points first, two at most ("ahead of iad-small on ttft +0.073, affinity
+    +0.010"), then the axis it lost the most points on, where it lost any ("; behind it on cost -0.023"): that
+    loss is what brought the runner-up close. The points on every axis add up to the two totals' difference.
+    An axis the policy gives no weight adds no points and is never named, nor is one whose margin rounds to 0
+    at the 3 places shown. Where no axis has such a margin: "level with X on every weighted axis"; where every
+    candidate scores the same on every axis (within one unit of the 4th place /v1/decisions keeps): "the N
+    candidates tie on every axis"; a lone candidate: "the only candidate"."""
     if ranked:
         best = ranked[0]
         head = (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): "
@@ -275,21 +280,19 @@ def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:
         if len(ranked) < 2:
             return head + "the only candidate"
         tie = 10.0 ** -SCORE_PLACES
-        apart: list[tuple[str, float]] = []
-        for axis, value in best.scores.items():
-            low = high = value
-            for c in ranked:
-                other = c.scores[axis]
-                low = other if other < low else low
-                high = other if other > high else high
-            if high - low > tie:
-                apart.append((axis, value))
-        if not apart:
+        if all(abs(c.scores[axis] - value) <= tie for axis, value in best.scores.items() for c in ranked):
             return head + f"the {len(ranked)} candidates tie on every axis"
-        apart.sort(key=lambda av: -av[1])
-        # each figure rounded as /v1/decisions keeps it (SCORE_PLACES), then formatted as `aigrid explain` does
-        strongest = ", ".join(f"{a} {round(v, SCORE_PLACES):.2f}" for a, v in apart[:2])
-        return head + f"strongest axes {strongest}"
+        runner = ranked[1]
+        # each margin rounded as /v1/decisions keeps a score (SCORE_PLACES), then shown to 3 places as the total
+        margins = [(axis, round(weight * (best.scores[axis] - runner.scores[axis]), SCORE_PLACES))
+                   for axis, weight, _ in weighted]
+        ahead = sorted((am for am in margins if round(am[1], 3) > 0.0), key=lambda am: -am[1])
+        behind = sorted((am for am in margins if round(am[1], 3) < 0.0), key=lambda am: am[1])
+        if not ahead and not behind:
+            return head + f"level with {runner.endpoint_id} on every weighted axis"
+        won = ", ".join(f"{a} {m:+.3f}" for a, m in ahead[:2]) or "no axis"
+        lost = f"; behind it on {behind[0][0]} {behind[0][1]:+.3f}" if behind else ""
+        return head + f"ahead of {runner.endpoint_id} on {won}{lost}"
     if not rejected:
         return "no endpoints in the grid"
     by_filter: dict[str, int] = {}
