@@ -262,3 +262,65 @@ def test_plots_of_a_run_where_every_request_failed_warn_of_nothing(tmp_path: Pat
         written = write_plots(tmp_path, Run([failed], 1.0, 0.1, config, 1))
     assert [p.name for p in written] == ["ttft_cdf.png", "latency_over_time.png", "itl_hist.png"]
     assert not [w for w in caught if "legend" in str(w.message)], [str(w.message) for w in caught]
+
+
+SECRET_URL = "http://ann:s3cret@127.0.0.1:{port}/v1"
+"""A base URL with a user:password@ (a proxy's): bench's errors quote it as user:***@."""
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    ("http://ann:s3cret@127.0.0.1:99999/v1", "error: 'http://ann:***@127.0.0.1:99999/v1': Port out of range"),
+    ("https://ann:s3cret@127.0.0.1:8000/v1", "error: 'https://ann:***@127.0.0.1:8000/v1': the load generator "
+                                             "speaks plain http:// only"),
+    ("http://ann:s3cret@[::1/v1", "error: 'http://ann:***@[::1/v1': Invalid IPv6 URL"),
+])
+def test_a_urls_password_is_not_printed_by_its_check(given: str, says: str) -> None:
+    """The URL check of 87f3a326 quoted a URL as given, `user:password@` and all (7 Dec 2026, thirty-third
+    session): the password is `***` now, as the spec's errors quote an endpoint's URL (url_without_password)."""
+    r = runner.invoke(app, ["bench", given, "--model", "m", "-n", "1", "--quiet"])
+    assert r.exit_code == 2 and r.output.startswith(says) and "s3cret" not in r.output, r.output
+
+
+@pytest.mark.parametrize("answer", [404, None])
+def test_a_urls_password_is_not_printed_by_get_models(monkeypatch: pytest.MonkeyPatch, answer: int | None) -> None:
+    """GET /models' errors (an HTTP status, no server there) named the URL with its password (thirty-third
+    session)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as held:  # bound, not listening: a connection to it is refused
+        held.bind(("127.0.0.1", 0))
+        url = SECRET_URL.format(port=held.getsockname()[1])
+        if answer is not None:
+            monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(answer, text="Not Found"))
+        r = runner.invoke(app, ["bench", url, "-n", "1", "--quiet"])
+    said = " ".join(r.output.split())
+    shown = url.replace("s3cret", "***")
+    assert r.exit_code == 2 and f"GET {shown}/models" in said and "s3cret" not in said, said
+    if answer is None:
+        assert f"is the server up at {shown}?" in said, said
+
+
+@pytest.mark.parametrize(("path", "error", "says"), [
+    ("", "HTTP 404: {\"detail\":\"Not Found\"}", "hint: http://ann:***@127.0.0.1:8000 answered HTTP 404"),
+    ("/v1", "connect failed: [Errno 111] Connection refused",
+     "hint: no request connected: is the server up at http://ann:***@127.0.0.1:8000/v1?"),
+])
+def test_a_urls_password_is_not_printed_after_the_run(monkeypatch: pytest.MonkeyPatch, path: str, error: str,
+                                                     says: str) -> None:
+    """The hints after a run that served nothing, and the table's title, named the URL with its password
+    (thirty-third session)."""
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Result, Run
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        failed = Result(0, 0.0, 0.0, 1, 0, 404, False, None, None, None, error=error)
+        return Run([failed, failed], 1.0, 0.1, config, 2)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", f"http://ann:s3cret@127.0.0.1:8000{path}", "--model", "m", "-n", "2"],
+                      env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and says in said and "s3cret" not in said, said
+    assert "against http://ann:***@127.0.0.1:8000" in said, said  # the table's title

@@ -27,6 +27,7 @@ from aigrid.cli_error import print_error
 from aigrid.errors import ConfigError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.printable import printable
+from aigrid.spec.models import url_without_password
 from aigrid.traces import trace_dir
 
 DEFAULT_TRACE = "azure_llm_2023_conv.csv"
@@ -47,27 +48,28 @@ MAX_SCHEDULE_S = 7 * 24 * 3600
 def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
     """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
     url = base_url.rstrip("/") + "/models"
+    shown, base = url_without_password(url), url_without_password(base_url)  # a user:password@ is quoted user:***@
     try:
         r = httpx.get(url, headers=list(headers), timeout=5, trust_env=False)
     except httpx.TransportError as e:  # it said "[Errno 111] Connection refused", no URL
-        raise ValueError(f"GET {url}: {e or type(e).__name__} (is the server up at {base_url}?)") from None
+        raise ValueError(f"GET {shown}: {e or type(e).__name__} (is the server up at {base}?)") from None
     if r.status_code != 200:  # raise_for_status said "Client error '404 Not Found' ..." and sent the user to MDN
         hint = {404: "give the OpenAI base URL, the one that ends in /v1 (e.g. http://127.0.0.1:8080/v1), or "
                      "pass --model",
                 401: "pass --api-key", 403: "pass a key that may list models, or --model"}.get(r.status_code,
                                                                                              "or pass --model")
-        raise ValueError(f"GET {url} answered HTTP {r.status_code}: {hint}")
+        raise ValueError(f"GET {shown} answered HTTP {r.status_code}: {hint}")
     try:
         body = r.json()
     except ValueError:
         body = None
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):  # another server at that URL: a traceback (a JSON array) or "Expecting value"
-        raise ValueError(f"GET {url} answered no OpenAI model list (is it an OpenAI-compatible base URL?); "
+        raise ValueError(f"GET {shown} answered no OpenAI model list (is it an OpenAI-compatible base URL?); "
                          "give the one that ends in /v1, or pass --model")
     first = data[0] if data else None
     if not isinstance(first, dict) or not isinstance(first.get("id"), str) or not first["id"]:
-        raise ValueError(f"{url} lists no model" + (" with an id" if data else "") + "; pass --model")
+        raise ValueError(f"{shown} lists no model" + (" with an id" if data else "") + "; pass --model")
     return first["id"]
 
 
@@ -75,12 +77,12 @@ def failure_hint(errors: dict[str, int], completed: int, urls: Sequence[str]) ->
     """What to do about the run's failures when their cause is plain from the errors alone: with --model (no
     GET /models to say so first) a base URL without its /v1 had every request answered `HTTP 404` by vLLM, SGLang
     or the emulator, and nothing listening had each one `connect failed`, the table all dashes and no word of why."""
-    bare = [u for u in urls if not u.rstrip("/").endswith("/v1")]
+    bare = [url_without_password(u) for u in urls if not u.rstrip("/").endswith("/v1")]
     if bare and any(e.startswith("HTTP 404") for e in errors):
         return (f"{', '.join(bare)} answered HTTP 404: give the OpenAI base URL, the one that ends in /v1 "
                 f"(e.g. {bare[0].rstrip('/')}/v1)")
     if completed == 0 and errors and all(e.startswith("connect failed") for e in errors):
-        return f"no request connected: is the server up at {', '.join(urls)}?"
+        return f"no request connected: is the server up at {', '.join(map(url_without_password, urls))}?"
     return None
 
 
@@ -148,8 +150,9 @@ def bench_command(
         for u in url:  # checked by the run, after GET /models: `http://[::1` was "Invalid IPv6 URL", no URL named
             try:
                 Target(u)
-            except ValueError as e:
-                raise ValueError(str(e) if repr(u) in str(e) else f"{u!r}: {e}") from None
+            except ValueError as e:  # named as given but for a user:password@'s password (user:***@)
+                shown = url_without_password(u)
+                raise ValueError(str(e) if repr(shown) in str(e) else f"{shown!r}: {e}") from None
         # the flag named, before the workload's own check ("rate must be a positive number" named none)
         for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
             if used and not 0 < value < math.inf:
@@ -193,7 +196,7 @@ def bench_command(
     s = summary(result, Slo(slo_ttft_ms, slo_tpot_ms))
     # the model name may be the target's (the first at /models), the errors its answers: text, never markup or
     # a terminal's escape sequence
-    title = escape(printable(f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
+    title = escape(printable(f"aigrid bench: {mode.value} against {', '.join(map(url_without_password, url))} ({name})"))
     Console().print(table(s, title=title))
     Console().print(summary_line(s), highlight=False, soft_wrap=True)
     for err, n in s["errors"].items():

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from aigrid.engines.sse import DONE, SseDecoder, SseError
+from aigrid.spec.models import url_without_password
 
 Clock = Callable[[], float]
 
@@ -51,7 +52,7 @@ class Target:
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"{base_url!r}: the load generator speaks plain http:// only")
+            raise ValueError(f"{url_without_password(base_url)!r}: the load generator speaks plain http:// only")
         self.host = parts.hostname
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
