@@ -324,3 +324,16 @@ def test_a_urls_password_is_not_printed_after_the_run(monkeypatch: pytest.Monkey
     said = " ".join(r.output.split())
     assert r.exit_code == 1 and says in said and "s3cret" not in said, said
     assert "against http://ann:***@127.0.0.1:8000" in said, said  # the table's title
+
+
+def test_a_urls_password_is_not_written_to_bench_json() -> None:
+    """bench.json's summary listed the run's URLs as given, `user:password@` and all, where every line printed
+    quotes them as user:***@ (50337286): the file is what a run's results are shared as (review, thirty-third
+    session)."""
+    from aigrid.bench.report import Slo, summary
+    from aigrid.bench.runner import Result, Run, RunConfig
+
+    config = RunConfig(("http://ann:s3cret@127.0.0.1:8000/v1",), "m")
+    failed = Result(0, 0.0, 0.0, 1, 0, 404, False, None, None, None, error="HTTP 404")
+    s = summary(Run([failed], 1.0, 0.1, config, 1), Slo())
+    assert s["urls"] == ["http://ann:***@127.0.0.1:8000/v1"], s["urls"]

@@ -12,6 +12,7 @@ import orjson
 from rich.table import Table
 
 from aigrid.bench.runner import Run
+from aigrid.spec.models import url_without_password
 
 CLIENT_BUSY_CPU = 0.7
 """Above this share of one core, the load generator may itself limit what it measures."""
@@ -74,7 +75,8 @@ def summary(run: Run, slo: Slo) -> dict[str, Any]:
                    "send_lag_ms": dist(lags) if lags else None,
                    "saturated": cpu_share > CLIENT_BUSY_CPU},
         "errors": errors,
-        "urls": list(run.config.urls), "model": run.config.model,
+        # as every printed line quotes them: a user:password@ is user:***@ (bench.json is what a run is shared as)
+        "urls": [url_without_password(u) for u in run.config.urls], "model": run.config.model,
     }
 
 
