@@ -109,3 +109,16 @@ async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_i
     assert r.status_code == 200, r.text
     answer = r.json()
     assert (answer["usage"]["completion_tokens"], answer["choices"][0]["finish_reason"]) == (6, "stop")
+
+
+async def test_a_list_of_prompts_is_bounded_by_its_longest_prompt_not_their_sum(tmp_path: Path) -> None:
+    """Each prompt of a completion's list is an engine request of its own, with the whole context: 16 prompts of
+    about 500 tokens leave each the grid's 4,096 on an 8,192 context (their sum, about 8,000, left 189, and the
+    engine got no max_tokens at all: each answer could run to the context's end while the quota held 189 each)."""
+    spec, fakes = _grid(tmp_path, 4096)
+    assert spec.models[MODEL].context == 8192
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/completions", json={"model": MODEL, "prompt": ["word " * 400] * 16})
+        assert r.status_code == 200, r.text
+    sent = [r for f in fakes.values() for r in f.received]
+    assert sent and all(s.get("max_tokens") == 4096 for s in sent), [s.get("max_tokens") for s in sent]

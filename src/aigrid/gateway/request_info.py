@@ -94,6 +94,16 @@ def output_allowance(budget: int | None, prompt_tokens: int, context: int | None
     return max(1, min(grid_limit, context - prompt_tokens))
 
 
+def _longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
+    """The estimate of the longest prompt the request's engine requests each read with the whole context: a
+    completion's list of prompts is an engine request a prompt (engines/fan_out.py), each with its own context, so the
+    room output_allowance leaves is the longest one's, not their sum's (until the review of 39b802d6, 7 Dec 2026,
+    16 prompts of 500 tokens left 189 of an 8,192 context and the engine got no max_tokens: issue 12's hole)."""
+    if isinstance(body, CompletionRequest) and isinstance(body.prompt, list):
+        return max(1, max(len(p) for p in body.prompt) // CHARS_PER_TOKEN)
+    return prompt_tokens
+
+
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int, default_location: GeoPoint | None = None, *,
@@ -119,7 +129,8 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         id=request_id,
         model=body.model,
         prompt_tokens=prompt_tokens,
-        max_output_tokens=output_allowance(budget, prompt_tokens, context, max_output_tokens),
+        max_output_tokens=output_allowance(budget, _longest_prompt_tokens(body, prompt_tokens), context,
+                                           max_output_tokens),
         client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY)),
         prefix_hash=hash_key(prefix),
