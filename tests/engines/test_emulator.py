@@ -300,3 +300,19 @@ async def test_a_repeated_system_prompt_is_prefilled_once(client: httpx.AsyncCli
                 if line.startswith("vllm:prefix_cache")}
     # vLLM V1's counters, in tokens: five prompts of 1,001 looked up, a system prompt of 1,000 found three times
     assert counters == {"vllm:prefix_cache_queries_total": 5 * 1001, "vllm:prefix_cache_hits_total": 3 * 1000}
+
+
+async def test_a_bad_output_limit_is_refused_naming_the_field_sent(client: httpx.AsyncClient) -> None:
+    """A bad max_completion_tokens was refused as "max_tokens must be a positive integer", the field the client did
+    not send (review, thirty-third session: answer_length's rewrite kept the old words); true (a bool) was read as 1."""
+    server, url = await start(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1))
+    ask: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        said = {}
+        for field, value in (("max_completion_tokens", -1), ("max_tokens", "8"), ("max_tokens", True)):
+            r = await client.post(url + "/v1/chat/completions", json={**ask, field: value})
+            said[(field, value)] = (r.status_code, r.json()["error"]["message"], r.json()["error"]["param"])
+    finally:
+        server.close()
+    for (field, _), (status, message, param) in said.items():
+        assert status == 400 and message.startswith(f"{field} must be") and param == field, said

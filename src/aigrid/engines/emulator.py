@@ -227,8 +227,8 @@ class EmulatorProtocol(asyncio.Protocol):
         self._job = job
 
 
-def _error(message: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+def _error(message: str, code: str, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
                                    "code": code}})
 
 
@@ -285,13 +285,16 @@ class EmulatorServer:
         if not isinstance(body, dict):
             conn.answer(400, "application/json", _error("the body must be a JSON object", "invalid_json"))
             return
-        cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            conn.answer(400, "application/json", _error("max_tokens must be a positive integer", "invalid_value"))
+        # the first set (vLLM reads `max_completion_tokens or max_tokens`); its error names the field that was read
+        field = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+        cap = body.get(field)
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            conn.answer(400, "application/json", _error(f"{field} must be a positive integer", "invalid_value",
+                                                        field))
             return
         ignore_eos = body.get("ignore_eos")
         if ignore_eos is not None and not isinstance(ignore_eos, bool):
-            conn.answer(400, "application/json", _error("ignore_eos must be true or false", "invalid_type"))
+            conn.answer(400, "application/json", _error("ignore_eos must be true or false", "invalid_type", "ignore_eos"))
             return
         tokens, finish = answer_length(cap, bool(ignore_eos), self.config.default_max_tokens)
         exchange = Exchange(conn, path, body, self.config.model)
