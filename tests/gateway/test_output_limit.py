@@ -1,6 +1,6 @@
 """A request with no output limit of its own (no max_tokens, no max_completion_tokens) reaches the engine with the
-output allowance its quota reserved, the grid's gateway.max_output_tokens, unless the model's context leaves the
-prompt fewer (request_info.output_allowance, engine_body.bound_output; issue 12). Until the thirty-third
+grid's gateway.max_output_tokens, unless the model's context leaves the prompt fewer
+(request_info.engine_output_limit, engine_body.bound_output; issue 12); its quota reserves DEFAULT_OUTPUT_TOKENS. Until the thirty-third
 session it reached the engine with no limit and could decode to the end of the context."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, output_allowance
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, engine_output_limit
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
@@ -63,7 +63,7 @@ async def test_where_the_context_leaves_fewer_tokens_the_engine_gets_no_limit_it
         assert r.status_code == 200, r.text
     sent = _sent(fakes)
     assert "max_tokens" not in sent  # vLLM refuses a max_tokens past the context; the context bounds the answer
-    assert output_allowance(None, len(prompt) // CHARS_PER_TOKEN, context, 4096) < 4096  # what the quota reserves
+    assert engine_output_limit(len(prompt) // CHARS_PER_TOKEN, context, 4096) is None
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
@@ -76,12 +76,12 @@ async def test_a_clients_own_limit_is_sent_as_it_is(tmp_path: Path, field: str) 
     assert sent[field] == 7 and (field == "max_tokens" or "max_tokens" not in sent)
 
 
-def test_the_allowance_is_the_clients_limit_else_the_grids_or_the_contexts_room() -> None:
-    assert output_allowance(7, 100, 8192, 4096) == 7
-    assert output_allowance(None, 100, None, 4096) == 4096
-    assert output_allowance(None, 100, 8192, 4096) == 4096
-    assert output_allowance(None, 6000, 8192, 4096) == 2192
-    assert output_allowance(None, 9000, 8192, 4096) == 1  # the engine's own context check answers it
+def test_the_engines_limit_is_the_grids_where_the_context_leaves_room_for_it() -> None:
+    assert engine_output_limit(100, None, 4096) == 4096
+    assert engine_output_limit(100, 8192, 4096) == 4096
+    assert engine_output_limit(4096, 8192, 4096) == 4096
+    assert engine_output_limit(4097, 8192, 4096) is None  # the context bounds it
+    assert engine_output_limit(9000, 8192, 4096) is None  # the engine's own context check answers it
 
 
 async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_its_natural_length() -> None:
@@ -122,3 +122,19 @@ async def test_a_list_of_prompts_is_bounded_by_its_longest_prompt_not_their_sum(
         assert r.status_code == 200, r.text
     sent = [r for f in fakes.values() for r in f.received]
     assert sent and all(s.get("max_tokens") == 4096 for s in sent), [s.get("max_tokens") for s in sent]
+
+
+async def test_a_tenant_with_a_small_token_quota_may_still_send_no_max_tokens(tmp_path: Path) -> None:
+    """The engine's bound is not the quota's reservation: a request with no max_tokens reserves its prompt and the
+    usual DEFAULT_OUTPUT_TOKENS (settled to what the engine decoded), as before. When the reservation was the grid's
+    limit (4,096: 39b802d6, until the final read F1 of the same session), a tenant of tokens_per_min 3,000 was
+    refused every such request ("429 request too large ... it reserves 4120 tokens")."""
+    from aigrid.spec.models import QuotaSpec
+
+    spec, fakes = _grid(tmp_path, 4096)
+    security = spec.security.model_copy(update={"default_quotas": QuotaSpec(tokens_per_min=3000)})
+    spec = spec.model_copy(update={"security": security})
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK})
+        assert r.status_code == 200, r.text
+    assert _sent(fakes)["max_tokens"] == 4096

@@ -60,21 +60,16 @@ KNOWS_REFUSAL = frozenset({"openai"})
 message's content."""
 
 
-def bound_output(body: dict[str, Any], allowance: int, grid_limit: int) -> None:
+def bound_output(body: dict[str, Any], limit: int | None) -> None:
     """Give a chat or completions body that sets no output limit (schemas.output_limit: no `max_tokens` nor
-    `max_completion_tokens`, or a null) `max_tokens` = `allowance`, the request's output allowance (what its quota
-    reserved: request_info.output_allowance), where that is the grid's limit (`grid_limit`,
-    gateway.max_output_tokens). Until the thirty-third session such a body reached the engine with no limit and
-    could decode past the grid's limit (with `ignore_eos: true`, to the end of the context; issue 12); the client's
-    answer is the same, finish_reason `length` where the limit cuts it.
-
-    Where the model's context leaves the prompt fewer tokens than the grid's limit (by the gateway's estimate), the
-    body is left without one: the context bounds the answer there, and a `max_tokens` the prompt's real count does
-    not leave room for is refused by vLLM and SGLang ("This model's maximum context length is ..."), which a prompt
-    the estimate (4 characters a token) undercounts (code, other scripts) would meet. A body that sets its own limit
-    is left as it is (one larger than the grid's is refused: request_info.build_request_info)."""
-    if allowance >= grid_limit and output_limit(body) is None:
-        body["max_tokens"] = allowance
+    `max_completion_tokens`, or a null) `max_tokens` = `limit` (request_info.engine_output_limit: the grid's
+    gateway.max_output_tokens, or None where the model's context bounds the answer). Until the thirty-third session
+    such a body reached the engine with no limit and could decode past the grid's limit (with `ignore_eos: true`, to
+    the end of the context; issue 12); the client's answer is the same, finish_reason `length` where the limit cuts
+    it. A body that sets its own limit is left as it is (one larger than the grid's is refused:
+    request_info.build_request_info)."""
+    if limit is not None and output_limit(body) is None:
+        body["max_tokens"] = limit
 
 
 def _developer(message: Any) -> bool:

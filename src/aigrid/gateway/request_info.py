@@ -19,7 +19,9 @@ from aigrid.spec.load import parse_point
 CHARS_PER_TOKEN = 4
 """A rough English average; good enough to size prefill and cost before the engine tokenizes."""
 DEFAULT_OUTPUT_TOKENS = 256
-"""A tool loop's turn that sets no output limit of its own (a turn's payload always sets one: agents.loop.turn_body)."""
+"""What a request that sets no output limit of its own reserves of its quota and is costed at by the router (settled to
+what the engine decoded; the engine gets the grid's limit: engine_output_limit), and a tool loop's turn that sets
+none (a turn's payload always sets one: agents.loop.turn_body)."""
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 """Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
@@ -79,25 +81,26 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
     return sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
 
 
-def output_allowance(budget: int | None, prompt_tokens: int, context: int | None, grid_limit: int) -> int:
-    """The output tokens a request may have decoded, one value for its quota's reservation, its routing and the
-    engine's body (engine_body.bound_output): the client's own limit (`budget`, at most `grid_limit`: a larger one
-    is refused), else the grid's limit (gateway.max_output_tokens) or, if fewer, what the model's `context` (the
-    smallest of the models the name may route to) leaves after the prompt's estimate (the engine's context bounds
-    the answer there: engine_body.bound_output); at least 1. Until the
-    thirty-third session a request with no max_tokens reserved DEFAULT_OUTPUT_TOKENS and reached the engine with no
-    limit: it could decode to the end of the context (issue 12)."""
-    if budget is not None:
-        return budget
-    if context is None:
+def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int) -> int | None:
+    """The `max_tokens` an engine gets for a request that sets no output limit of its own (engine_body.bound_output):
+    the grid's limit (gateway.max_output_tokens), unless the model's `context` (the smallest of the models the name
+    may route to) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens) fewer tokens by the gateway's
+    estimate: then None, and the engine's context bounds the answer (vLLM and SGLang refuse a max_tokens the real
+    prompt leaves no room for, and the estimate, 4 characters a token, undercounts code and other scripts). Until the
+    thirty-third session such a request reached the engine with no limit and could decode to the end of the context
+    (issue 12). This bounds the engine only: the quota reserves, and the router costs, the request's
+    max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded; reserving
+    the grid's limit instead (39b802d6, same session) refused every such request of a tenant whose tokens_per_min is
+    below it and priced it 16x in `aigrid explain`."""
+    if context is None or context - prompt_tokens >= grid_limit:
         return grid_limit
-    return max(1, min(grid_limit, context - prompt_tokens))
+    return None
 
 
-def _longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
+def longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
     """The estimate of the longest prompt the request's engine requests each read with the whole context: a
     completion's list of prompts is an engine request a prompt (engines/fan_out.py), each with its own context, so the
-    room output_allowance leaves is the longest one's, not their sum's (until the review of 39b802d6, 7 Dec 2026,
+    room engine_output_limit looks at is the longest one's, not their sum's (until the review of 39b802d6, 7 Dec 2026,
     16 prompts of 500 tokens left 189 of an 8,192 context and the engine got no max_tokens: issue 12's hole)."""
     if isinstance(body, CompletionRequest) and isinstance(body.prompt, list):
         return max(1, max(len(p) for p in body.prompt) // CHARS_PER_TOKEN)
@@ -107,10 +110,8 @@ def _longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens:
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int, default_location: GeoPoint | None = None, *,
-                       may_use: Callable[[str], bool] | None = None, context: int | None = None) -> RequestInfo:
-    """`may_use`: the caller's model scope; a model not found is answered with the models it may use only.
-    `context`: the model's context (context_window.smallest_context), where the gateway knows it: the output
-    allowance (output_allowance) of a request with no max_tokens is at most what it leaves after the prompt."""
+                       may_use: Callable[[str], bool] | None = None) -> RequestInfo:
+    """`may_use`: the caller's model scope; a model not found is answered with the models it may use only."""
     if body.model != "auto" and body.model not in known_models:
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
                             f"Available: {', '.join(usable_models(known_models, may_use))}", param="model")
@@ -129,8 +130,7 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         id=request_id,
         model=body.model,
         prompt_tokens=prompt_tokens,
-        max_output_tokens=output_allowance(budget, _longest_prompt_tokens(body, prompt_tokens), context,
-                                           max_output_tokens),
+        max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
         client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY)),
         prefix_hash=hash_key(prefix),

@@ -485,8 +485,7 @@ class ResponsesApi:
             parsed = validate(ChatRequest, turn.chat)
             asked = build_request_info("background", parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location,
-                                       may_use=caller.scopes.allows_model,
-                                       context=smallest_context(parsed.model, gw.spec.models))
+                                       may_use=caller.scopes.allows_model)
             # the key's scopes before the context check (as the pipeline does): a key not granted the model is
             # refused now, not told its context length, nor answered a queued response that fails when it runs
             gw.guard.authorize(ex, headers.get(H_POLICY) or caller.scopes.policy, asked.allowed_jurisdictions)

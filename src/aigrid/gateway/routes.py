@@ -80,6 +80,8 @@ from aigrid.gateway.request_info import (
     DEFAULT_OUTPUT_TOKENS,
     H_POLICY,
     build_request_info,
+    engine_output_limit,
+    longest_prompt_tokens,
     turn_prompt_tokens,
 )
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest, output_limit
@@ -495,8 +497,7 @@ class Routes:
             decision_id = f"dec-{os.urandom(8).hex()}"  # 16 random hex digits (uuid4() took 5x as long)
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location,
-                                       may_use=principal.scopes.allows_model,
-                                       context=smallest_context(parsed.model, gw.spec.models))
+                                       may_use=principal.scopes.allows_model)
             # scopes before any work for the request: a key not granted the model learns nothing of its context
             # and has no image fetched
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
@@ -536,10 +537,13 @@ class Routes:
             if loop is not None and loop.server_tools:  # the loop's first turn (its prompt with the tools' text, and the
                 # fewest output tokens it is sent with): each turn reserves the rest of its max_tokens as it starts
                 reserved = first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
-            if loop is None or not loop.server_tools:  # the engine decodes no more than the reservation holds (a
-                # loop with server-side tools: each turn sets its own max_tokens, reserved as it starts:
-                # agents.loop.turn_body, Guard.extend)
-                bound_output(body, info.max_output_tokens, gw.spec.gateway.max_output_tokens)
+            if loop is None or not loop.server_tools:  # the engine decodes no more than the grid's limit where the
+                # client set none (the reservation is DEFAULT_OUTPUT_TOKENS, settled to what it decoded; a loop with
+                # server-side tools: each turn sets its own max_tokens, reserved as it starts: agents.loop.turn_body,
+                # Guard.extend)
+                bound_output(body, engine_output_limit(longest_prompt_tokens(parsed, asked.prompt_tokens),
+                                                       smallest_context(parsed.model, gw.spec.models),
+                                                       gw.spec.gateway.max_output_tokens))
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
                 await gw.guard.admit(ex, body, prompt, reserved,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
