@@ -1,9 +1,22 @@
 """The local `$ref`s of a JSON schema that lead nowhere, as an engine resolves them (JSON pointers from the
-schema's root): for tests of the schemas the gateway sends engines."""
+schema's root): for tests of the schemas the gateway sends engines; and `Owner`, a pydantic model with a nested one
+(its JSON schema has `$defs` and `$ref`s), which the SDK and real-engine tests send as a tool and an answer format."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+import pydantic
+
+
+class Pet(pydantic.BaseModel):
+    kind: Literal["cat", "dog"]
+    name: str
+
+
+class Owner(pydantic.BaseModel):
+    name: str
+    pets: list[Pet]
 
 
 def unresolved(schema: dict[str, Any]) -> list[str]:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anthropic
 import httpx
 import openai
 import orjson
-import pydantic
 import pytest
 import yaml
 
+from tests.agents.json_refs import Owner
 from tests.e2e.processes import running_grid
 from tests.engine_support import require_llama_server
 
@@ -157,16 +157,6 @@ def test_messages_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool)
     second = claude.messages.create(model=MODEL, max_tokens=32, tools=[WEATHER], messages=messages)
     assert second.stop_reason in ("end_turn", "max_tokens", "tool_use")
     assert second.content and second.usage.input_tokens > first.usage.input_tokens
-
-
-class Pet(pydantic.BaseModel):
-    kind: Literal["cat", "dog"]
-    name: str
-
-
-class Owner(pydantic.BaseModel):
-    name: str
-    pets: list[Pet]
 
 
 def test_a_tool_whose_schema_has_defs_is_called_through_both_sdks(claude: anthropic.Anthropic, base: str) -> None:

@@ -9,7 +9,7 @@ chat `response_format`) is read back. `responses.parse` and `chat.completions.pa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anthropic
 import openai
@@ -17,7 +17,7 @@ import orjson
 import pydantic
 
 from aigrid.gateway.app import build_app
-from tests.agents.json_refs import unresolved
+from tests.agents.json_refs import Owner, Pet, unresolved
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.sdk_clients import openai_client
@@ -115,16 +115,6 @@ async def test_the_anthropic_stream_helper_snapshots_text_then_a_tool_call(nativ
     assert [(b.type, getattr(b, "input", None)) for b in final.content] == [("text", None),
                                                                            ("tool_use", {"city": "Paris"})]
     assert (final.usage.input_tokens, final.usage.output_tokens) == (10, 5)
-
-
-class Pet(pydantic.BaseModel):
-    kind: Literal["cat", "dog"]
-    name: str
-
-
-class Owner(pydantic.BaseModel):
-    name: str
-    pets: list[Pet]
 
 
 ANN = {"name": "Ann", "pets": [{"kind": "cat", "name": "Tom"}]}
