@@ -46,11 +46,13 @@ MAX_SCHEDULE_S = 7 * 24 * 3600
 
 
 def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
-    """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
+    """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key; a
+    user:password@ as the run sends it, Target.with_auth)."""
     url = base_url.rstrip("/") + "/models"
     shown, base = url_without_password(url), url_without_password(base_url)  # a user:password@ is quoted user:***@
-    try:
-        r = httpx.get(url, headers=list(headers), timeout=5, trust_env=False)
+    sent = Target(base_url).with_auth(dict(headers))
+    try:  # httpx sends a URL's userinfo as Basic over any Authorization given: without it, the run's choice holds
+        r = httpx.get(httpx.URL(url).copy_with(userinfo=b""), headers=sent, timeout=5, trust_env=False)
     except httpx.TransportError as e:  # it said "[Errno 111] Connection refused", no URL
         raise ValueError(f"GET {shown}: {e or type(e).__name__} (is the server up at {base}?)") from None
     if r.status_code != 200:  # raise_for_status said "Client error '404 Not Found' ..." and sent the user to MDN

@@ -10,10 +10,11 @@ listen on loopback or a private network).
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -47,7 +48,8 @@ class Exchange:
 
 
 class Target:
-    """host, port and path prefix of a base URL such as http://127.0.0.1:8080/v1."""
+    """host, port and path prefix of a base URL such as http://127.0.0.1:8080/v1, and the Basic credentials of
+    its user:password@ if it has one."""
 
     def __init__(self, base_url: str) -> None:
         parts = urlsplit(base_url)
@@ -57,11 +59,24 @@ class Target:
         self.port = parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.base_url = base_url
+        self.basic: str | None = None
+        """`Basic base64(user:password)` of the URL's userinfo, percent-decoded (as curl and httpx send it); a
+        user:password@ was redacted in every error but never sent, so a proxy behind it answered 401 to all."""
+        if parts.username is not None or parts.password is not None:
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            self.basic = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+    def with_auth(self, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` and the URL's Basic credentials, unless they carry an Authorization already (--header,
+        --api-key): the one a user gave wins, as curl's -H does over its URL's user:password."""
+        if self.basic is None or any(k.lower() == "authorization" for k in headers):
+            return headers
+        return {**headers, "authorization": self.basic}
 
     def request_head(self, path: str, length: int, headers: dict[str, str]) -> bytes:
         lines = [f"POST {self.prefix}{path} HTTP/1.1", f"host: {self.host}:{self.port}",
                  "content-type: application/json", f"content-length: {length}", "accept-encoding: identity"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in self.with_auth(headers).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
