@@ -551,6 +551,31 @@ samples (llama.cpp's logit-bias sampler walks the list per token; vLLM's V1 appl
 every tenant's requests share)."""
 
 
+SPECULATIVE = "speculative."
+"""The prefix of llama-server's per-request speculative-decoding settings (`speculative.n_max`, `.n_min`, `.p_min`,
+`.type`, `.ngram_size_n`, ...: top-level keys with a dot in their names), refused (refused_speculative)."""
+
+
+def refused_speculative(data: Any) -> Any:
+    """A raw body without llama-server's `speculative.*` keys, else the client's 400 naming the key. llama-server
+    builds its draft context and batches for the operator's draft settings (--draft-max), and older builds took a
+    request's own, unbounded above: `speculative.n_max` past them asked the draft context for more outputs than it
+    holds, a GGML_ASSERT that aborts the engine with every request on it (ggml-org/llama.cpp issue 25719), and
+    `speculative.type` switched the method the operator chose. llama.cpp's own newer builds read none of them
+    (server-schema.cpp: "we disable speculative parameter adjustments for now"); the answer is the same without
+    them (a draft only speeds it)."""
+    if isinstance(data, dict):
+        for key in data:
+            if isinstance(key, str) and key.startswith(SPECULATIVE):
+                raise ValidationError.from_exception_data("Request", [InitErrorDetails(
+                    type=PydanticCustomError("value_error", "llama-server's {key} is not served by this grid: "
+                                             "speculative decoding is the engine operator's setting (a draft larger "
+                                             "than the one it sized crashes the engine); leave it out",
+                                             {"key": key}),
+                    loc=(key,), input=data[key])])
+    return data
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
@@ -602,7 +627,7 @@ class _Common(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _bounded_patterns(cls, data: Any) -> Any:
-        return check_schema_patterns(data)
+        return check_schema_patterns(refused_speculative(data))
 
     @field_validator("logit_bias")
     @classmethod

@@ -1,0 +1,57 @@
+"""Engines' own body fields that reached llama-server, vLLM or SGLang unread until the thirty-fourth session (issue 12,
+"Guard every door"): each is refused with the client's 400 naming it, or bounded, before any engine, on chat and
+completions (schemas._Common); the fields that pass are said why in docs/security.md ("Every door, audited")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import audit_rows, serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
+COMPLETION = {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4}
+ROUTES = [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)]
+
+
+async def refused(client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, param: str,
+                  words: str) -> dict:
+    """Post `body` to `route`: the client's 400 naming `param`, its message saying `words`, no engine asked."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 400, r.text[:300]
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    assert words in err["message"] and len(err["message"]) < 600, err
+    assert all(not f.received for f in fakes.values())
+    return err
+
+
+async def sent_as_is(client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict) -> dict:
+    """Post `body` to `route`: served, the one engine request carrying the body's fields as sent."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 200, r.text[:300]
+    sent = [got for f in fakes.values() for got in f.received]
+    assert len(sent) == 1, sent
+    return sent[0]
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("key,value", [("speculative.n_max", 100_000), ("speculative.n_min", 64),
+                                       ("speculative.p_min", 0.0), ("speculative.type", "ngram_simple"),
+                                       ("speculative.ngram_size_n", 1024)])
+async def test_llama_servers_speculative_settings_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, key: str, value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's per-request speculative settings (top-level keys with a dot:
+    `speculative.n_max`, ...) were passed on. llama-server sizes its draft context and batches for the operator's
+    --draft-max, and builds that read a request's own took any n_max: past the operator's it asked the draft
+    context for more outputs than it holds, a GGML_ASSERT abort of the engine and every request on it
+    (ggml-org/llama.cpp issue 25719); `speculative.type` switched the method. Now the client's 400 naming the key,
+    before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, key: value}, key, "speculative decoding")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        await sent_as_is(client, fakes, route, body)  # without it, served
