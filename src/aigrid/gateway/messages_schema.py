@@ -109,6 +109,8 @@ class ToolParam(_Open):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")
     description: str | None = None
     input_schema: dict[str, Any]
+    strict: bool | None = Field(default=None, strict=True)
+    """Anthropic's strict tool use (its input decoded under the schema's grammar): the chat function's `strict`."""
 
     @field_validator("type", mode="before")
     @classmethod

@@ -241,7 +241,8 @@ def chat_tools(req: CountTokensRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if req.tools:
         out["tools"] = [{"type": "function", "function": {
-            "name": t.name, "description": t.description or "", "parameters": t.input_schema}} for t in req.tools]
+            "name": t.name, "description": t.description or "", "parameters": t.input_schema,
+            **({} if t.strict is None else {"strict": t.strict})}} for t in req.tools]  # Anthropic's strict: OpenAI's
     if req.tool_choice is not None:
         out["tool_choice"] = _tool_choice(req.tool_choice)
         if req.tool_choice.disable_parallel_tool_use:
