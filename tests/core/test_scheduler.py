@@ -159,16 +159,18 @@ def test_the_reason_says_when_a_tie_and_not_the_weights_chose_the_slower_candida
     fra = next(c for c in decisions["iad"].ranked if c.site_id == "fra")
     iad = decisions["iad"].chosen
     assert iad is not None and 0.0 < fra.total - iad.total <= BALANCED.tie_tolerance
-    assert f"(total {fra.total:.3f}, a tie within the policy's tolerance picked at random); points for the chosen " \
-           "one: ttft -" in decisions["iad"].reason
+    # the headline compares it with fra and says why (RTX, thirty-fourth session); the note adds only the gap
+    assert f"; picked within the tie tolerance 0.02 of fra-small ({fra.total:.3f}): behind it on ttft -" \
+           in decisions["iad"].reason
+    assert decisions["iad"].reason.endswith(" ms faster") and "points for the chosen" not in decisions["iad"].reason
     assert "faster" not in decisions["fra"].reason  # the fastest chosen: nothing to say
     # the faster one's TPOT misses the policy's bound: the SLO gate, not the weights nor a tie, put it behind
     gated = schedule(req("frankfurt"), view(eps, {"fra-small": EndpointState(tpot_s=0.2)}),
                      with_slo(BALANCED, 2000.0, 50.0), random.Random(0))
     assert gated.chosen is not None and gated.chosen.site_id == "iad"
     assert gated.ranked[1].total > gated.chosen.total  # within the tie tolerance too: the gate is named first
-    assert f"(total {gated.ranked[1].total:.3f}, its TPOT 200 ms misses the 50 ms SLO); points for the chosen " \
-           "one: " in gated.reason
+    assert f"; preferred over fra-small ({gated.ranked[1].total:.3f}), whose TPOT 200 ms misses the 50 ms SLO: " \
+           "behind it on ttft -" in gated.reason
     # none meets a 10 ms SLO: the picker ranks by p90 TTFT (near-equals, 2%, picked at random), not by the weights
     twins = (endpoint("fra", price=0.0), replace(endpoint("fra", price=0.2), id="fra-dear", prefill_tps=1980))
     slow = {}
@@ -176,7 +178,78 @@ def test_the_reason_says_when_a_tie_and_not_the_weights_chose_the_slower_candida
         d = schedule(req("frankfurt"), view(twins), with_slo(BALANCED, 10.0, None), random.Random(seed))
         assert d.chosen is not None
         slow[d.chosen.endpoint_id] = d.reason
-    assert ", none meets the 10 ms SLO: ranked by p90 TTFT, near-equals at random); points " in slow["fra-dear"]
+    assert "; picked by p90 TTFT over fra-small (0.919), no candidate meeting the 10 ms SLO (p90 191 ms, within the " \
+           "tie tolerance 0.02 of its 189 ms): behind it on cost -" in slow["fra-dear"]
+
+
+def test_the_headline_compares_a_pick_below_the_top_total_with_the_top_scorer() -> None:
+    """RTX (thirty-fourth session): the headline compared the chosen candidate with ranked[1] as if the weights had
+    put it ahead, but the picker may choose a lower total: a random pick within the tie tolerance put iad (0.877)
+    before fra (0.890), and it read "ahead of fra-small on headroom +0.036, cost +0.029; behind it on ttft
+    -0.078". Now it compares with the best candidate it was preferred over and says why the picker chose it."""
+    eps = (endpoint("fra", price=0.12), endpoint("iad", price=0.0))
+    picks = {}
+    for seed in range(8):
+        d = schedule(req("frankfurt"), view(eps), BALANCED, random.Random(seed))
+        assert d.chosen is not None
+        picks[d.chosen.site_id] = d
+    second = picks["iad"]  # a seed picked the second of two within the tolerance
+    iad, fra = second.ranked
+    assert 0.0 < fra.total - iad.total <= BALANCED.tie_tolerance
+    weights = {a: w / sum(BALANCED.weights.values()) for a, w in BALANCED.weights.items()}
+    ttft = weights["ttft"] * (iad.scores["ttft"] - fra.scores["ttft"])
+    assert f"; picked within the tie tolerance 0.02 of fra-small ({fra.total:.3f}): behind it on ttft {ttft:+.3f}; " \
+           "ahead of it on " in second.reason, second.reason
+    assert "ahead of fra-small" not in second.reason, second.reason
+    assert "ahead of iad-small on ttft +" in picks["fra"].reason and "picked" not in picks["fra"].reason
+    # none meets a 10 ms SLO: ranked by p90, the fastest (and dearest) first, the cheap slow one last though its total
+    # is the highest; the headline compares with it, not with ranked[1]
+    three = (endpoint("fra", price=5.0), replace(endpoint("fra", price=1.0), id="fra-mid", prefill_tps=1500),
+             replace(endpoint("fra", price=0.0), id="fra-free", prefill_tps=1000))
+    d = schedule(req("frankfurt"), view(three), with_slo(BALANCED, 10.0, None), random.Random(0))
+    assert [c.endpoint_id for c in d.ranked] == ["fra-small", "fra-mid", "fra-free"]
+    top = max(d.ranked, key=lambda c: c.total)
+    assert top.endpoint_id == "fra-free", d.ranked
+    assert f"; picked by p90 TTFT over fra-free ({top.total:.3f}), no candidate meeting the 10 ms SLO (p90 189 ms, " \
+           "to its 339 ms): behind it on cost -" in d.reason, d.reason
+    assert "fra-mid" not in d.reason, d.reason
+    # the SLO gate: the cheap iad and nrt have the higher totals under cost-first, but their p90s miss a 250 ms SLO
+    gated = schedule(req("frankfurt"), view((endpoint("fra", price=5.0), endpoint("iad", price=0.0),
+                                             endpoint("nrt", price=0.0))),
+                     with_slo(BUILTIN_POLICIES["cost-first"], 250.0, None), random.Random(0))
+    assert gated.chosen is not None and gated.chosen.site_id == "fra", gated.reason
+    rival = max(gated.ranked, key=lambda c: c.total)
+    assert rival.endpoint_id == "iad-small", gated.ranked
+    assert f"; preferred over iad-small ({rival.total:.3f}), whose p90 TTFT 284 ms misses the 250 ms SLO: behind it " \
+           "on cost -" in gated.reason, gated.reason
+
+
+def test_the_headline_names_a_picker_it_does_not_know() -> None:
+    """A profile's own picker that chose a lower total: the headline names it rather than guessing a reason; the
+    registry's tie-break picker chose only within the tie tolerance."""
+    from collections.abc import Sequence
+
+    from aigrid.core.registry import FILTERS, PICKERS, SCORERS
+    from aigrid.core.scheduler import Profile, Scheduler
+    from aigrid.core.types import Candidate, Policy, Rng
+
+    class Cheapest:
+        name = "cheapest"
+
+        def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
+            return tuple(sorted(candidates, key=lambda c: (c.cost_usd, c.endpoint_id)))
+
+    filters, scorers = tuple(f() for f in FILTERS.values()), tuple(s() for s in SCORERS.values())
+    eps = (endpoint("fra", price=0.12), endpoint("iad", price=0.0))
+    d = Scheduler(Profile(filters, scorers, Cheapest()))(req("frankfurt"), view(eps), BALANCED, random.Random(1))
+    fra = d.ranked[1]
+    assert d.ranked[0].site_id == "iad" and fra.total > d.ranked[0].total
+    assert f"; picked by the cheapest picker over fra-small ({fra.total:.3f}): behind it on ttft -" in d.reason
+    tie_break = Scheduler(Profile(filters, scorers, PICKERS["weighted-random-tiebreak"]()))
+    slow = tie_break(req("frankfurt"), view(eps, {"fra-small": EndpointState(tpot_s=0.2)}),
+                     with_slo(BALANCED, 2000.0, 50.0), random.Random(0))
+    assert slow.ranked[0].site_id == "iad"  # the TPOT is no gate here: a tie
+    assert f"; picked within the tie tolerance 0.02 of fra-small ({slow.ranked[1].total:.3f}): " in slow.reason
 
 
 def test_queue_wait_grows_non_linearly_only_past_saturation() -> None:

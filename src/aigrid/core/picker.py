@@ -56,10 +56,22 @@ def _tpot_ok(c: Candidate, policy: Policy) -> bool:
     return limit is None or tpot is None or tpot <= limit
 
 
+def meets_slo(c: Candidate, policy: Policy) -> bool:
+    """SloPicker's gate: the candidate's p90 TTFT meets the policy's SLO and its TPOT meets the TPOT SLO where the
+    policy sets one (the same test as the pick's loop, for the reason's explanation)."""
+    return p90_ms(c) <= policy.ttft_slo_ms and _tpot_ok(c, policy)
+
+
+TIE_BREAK = "weighted-random-tiebreak"
+"""TieBreakPicker's name (the registry's key): the reason names the tie tolerance for a choice it made."""
+SLO_GATE = "slo-gate"
+"""SloPicker's name (the registry's key): the reason names its gate or its p90 ranking where they chose."""
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class TieBreakPicker:
-    name: str = "weighted-random-tiebreak"
+    name: str = TIE_BREAK
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
         return tuple(by_total(candidates, policy.tie_tolerance, rng))
@@ -68,7 +80,7 @@ class TieBreakPicker:
 @mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class SloPicker:
-    name: str = "slo-gate"
+    name: str = SLO_GATE
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
         slo = policy.ttft_slo_ms

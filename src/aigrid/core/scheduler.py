@@ -18,7 +18,7 @@ from math import inf, isfinite
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.context import build_context
-from aigrid.core.picker import p90_ms
+from aigrid.core.picker import SLO_GATE, TIE_BREAK, meets_slo, p90_ms
 from aigrid.core.plugins import Context, Filter, Picker, Score, Scorer, Verdict
 from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
@@ -137,8 +137,8 @@ class Scheduler:
         choice = model_choice(request, ranked)
         reason = ""
         if self.explain:
-            reason = _reason(ranked, rejected, weighted) + _slower_note(ranked, weighted, policy) + (
-                f"; {describe(choice)}" if choice is not None else "")
+            reason = _reason(ranked, rejected, weighted, policy, self.profile.picker.name) + _slower_note(
+                ranked, weighted, policy) + (f"; {describe(choice)}" if choice is not None else "")
             if urgency is not None:
                 reason = f"{reason}; {_urgency_note(urgency)}"
         # Decision(...) without its generated __init__ (types.record_builder: the same record)
@@ -224,6 +224,40 @@ def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:
     return tuple(w / total for w in raw)
 
 
+def rival_of(ranked: Sequence[Candidate]) -> Candidate:
+    """The best candidate the chosen one (ranked[0]) was preferred over: the highest total after it, the first in
+    rank order among equal totals. Not always ranked[1]: a random pick within the tie tolerance, or the SLO gate's
+    order (those that meet it first, the rest by p90), can put a lower total first or second."""
+    rival = ranked[1]
+    for c in ranked[2:]:
+        if c.total > rival.total:
+            rival = c
+    return rival
+
+
+def _picked(chosen: Candidate, rival: Candidate, policy: Policy, picker: str) -> str:
+    """Why the picker chose a candidate whose total is below the rival's (the highest): the SLO gate's p90 ranking
+    where no candidate meets the SLO, the gate where the rival misses it and the chosen one does not, else a
+    random pick within the tie tolerance; a picker of another name is named."""
+    total = f"{rival.endpoint_id} ({round(rival.total, SCORE_PLACES):.3f})"
+    slo = policy.ttft_slo_ms
+    if picker == SLO_GATE:
+        if not meets_slo(chosen, policy):  # had any met it, the chosen one would be one that does
+            missed = f"{slo:.0f} ms SLO" if p90_ms(chosen) > slo else f"{policy.tpot_slo_ms:.0f} ms TPOT SLO"
+            mine, its = p90_ms(chosen), p90_ms(rival)
+            near = f"within the tie tolerance {policy.tie_tolerance:g} of" if mine > its else "to"
+            return (f"picked by p90 TTFT over {total}, no candidate meeting the {missed} (p90 {mine:.0f} ms, "
+                    f"{near} its {its:.0f} ms)")
+        if p90_ms(rival) > slo:
+            return f"preferred over {total}, whose p90 TTFT {p90_ms(rival):.0f} ms misses the {slo:.0f} ms SLO"
+        if not meets_slo(rival, policy):
+            return (f"preferred over {total}, whose TPOT {rival.prediction.tpot_ms:.0f} ms misses the "
+                    f"{policy.tpot_slo_ms:.0f} ms SLO")
+    elif picker != TIE_BREAK:
+        return f"picked by the {picker} picker over {total}"
+    return f"picked within the tie tolerance {policy.tie_tolerance:g} of {total}"
+
+
 def _urgency_note(u: Urgency) -> str:
     note = f"{label(u.level)}: SLO {u.slo_ms:.0f} ms"
     return note if u.deadline_ms is None else f"{note}, deadline {u.deadline_ms:.0f} ms left"
@@ -234,7 +268,8 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy
     weighted points by which each axis put the chosen one ahead or behind it ("cost +0.12, ttft -0.06"),
     so that `aigrid explain` says plainly what the wait bought. Where the faster one had the higher total, the
     weights did not choose: the picker's SLO gate (none meets it, or the faster one's TPOT misses it) or a tie within
-    the policy's tolerance picked at random."""
+    the policy's tolerance picked at random. Where the faster one had the higher total and is the candidate the
+    headline compares with (rival_of), the headline already says that and why: only how much faster is added."""
     slo_ms = policy.ttft_slo_ms
     if len(ranked) < 2:
         return ""
@@ -243,12 +278,14 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy
     gap = chosen.prediction.ttft_ms - fast.prediction.ttft_ms
     if fast is chosen or not gap > 0.0:
         return ""
+    faster = f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster"
+    if fast.total > chosen.total and fast is rival_of(ranked):  # the headline said why the picker chose otherwise
+        return faster
     points = sorted(((axis, weight * (chosen.scores[axis] - fast.scores[axis])) for axis, weight, _ in weighted),
                     key=lambda ap: -abs(ap[1]))
     shown = ", ".join(f"{axis} {round(p, SCORE_PLACES):+.3f}" for axis, p in points if round(p, 3) != 0.0)
     if p90_ms(fast) > slo_ms >= p90_ms(chosen):  # the picker's gate decided, not the weights
-        return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster, "
-                f"but its p90 misses the {slo_ms:.0f} ms SLO")
+        return f"{faster}, but its p90 misses the {slo_ms:.0f} ms SLO"
     why = ""
     if fast.total > chosen.total:  # the weights put the faster one ahead: the picker chose otherwise
         limit, tpot = policy.tpot_slo_ms, fast.prediction.tpot_ms
@@ -258,20 +295,23 @@ def _slower_note(ranked: Sequence[Candidate], weighted: Weighted, policy: Policy
             why = f", its TPOT {tpot:.0f} ms misses the {limit:.0f} ms SLO"
         elif fast.total - chosen.total <= policy.tie_tolerance:
             why = ", a tie within the policy's tolerance picked at random"
-    return (f"; {fast.endpoint_id} at {fast.site_id} was predicted {round(gap, MS_PLACES):.0f} ms faster "
-            f"(total {round(fast.total, SCORE_PLACES):.3f}{why}); points for the chosen one: {shown or 'none'}")
+    return f"{faster} (total {round(fast.total, SCORE_PLACES):.3f}{why}); points for the chosen one: {shown or 'none'}"
 
 
-def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection], weighted: Weighted) -> str:
-    """The headline: the chosen candidate, its total and TTFT, and what put it ahead of the runner-up (the
-    second ranked): the axes on which its weighted score (the policy's normalised weight times the score) beats
-    the runner-up's, by the most weighted points first, two at most ("ahead of iad-small on ttft +0.073, affinity
-    +0.010"), then the axis it lost the most points on, where it lost any ("; behind it on cost -0.023"): that
-    loss is what brought the runner-up close. The points on every axis add up to the two totals' difference.
-    An axis the policy gives no weight adds no points and is never named, nor is one whose margin rounds to 0
-    at the 3 places shown. Where no axis has such a margin: "level with X on every weighted axis"; where every
-    candidate scores the same on every axis (within one unit of the 4th place /v1/decisions keeps): "the N
-    candidates tie on every axis"; a lone candidate: "the only candidate"."""
+def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection], weighted: Weighted, policy: Policy,
+            picker: str) -> str:
+    """The headline: the chosen candidate, its total and TTFT, and how it compares with the best candidate it was
+    preferred over (rival_of: the highest total after it). Where the chosen one has the highest total: the axes on
+    which its weighted score (the policy's normalised weight times the score) beats the rival's, by the most
+    weighted points first, two at most ("ahead of iad-small on ttft +0.073, affinity +0.010"), then the axis it
+    lost the most points on, where it lost any ("; behind it on cost -0.023"): that loss is what brought the rival
+    close. Where the picker chose a lower total, why (_picked: "picked within the tie tolerance 0.02 of fra-big
+    (0.871)", the SLO gate, its p90 ranking), then the axes it lost the most points on, two at most ("behind it on
+    ttft -0.078"), and the one it won the most on ("; ahead of it on cost +0.029"). The points on every axis add
+    up to the two totals' difference. An axis the policy gives no weight adds no points and is never named, nor is
+    one whose margin rounds to 0 at the 3 places shown. Where no axis has such a margin: "level with X on every
+    weighted axis"; where every candidate scores the same on every axis (within one unit of the 4th place
+    /v1/decisions keeps): "the N candidates tie on every axis"; a lone candidate: "the only candidate"."""
     if ranked:
         best = ranked[0]
         head = (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): "
@@ -282,17 +322,24 @@ def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection], weighted
         tie = 10.0 ** -SCORE_PLACES
         if all(abs(c.scores[axis] - value) <= tie for axis, value in best.scores.items() for c in ranked):
             return head + f"the {len(ranked)} candidates tie on every axis"
-        runner = ranked[1]
+        rival = rival_of(ranked)
         # each margin rounded as /v1/decisions keeps a score (SCORE_PLACES), then shown to 3 places as the total
-        margins = [(axis, round(weight * (best.scores[axis] - runner.scores[axis]), SCORE_PLACES))
+        margins = [(axis, round(weight * (best.scores[axis] - rival.scores[axis]), SCORE_PLACES))
                    for axis, weight, _ in weighted]
         ahead = sorted((am for am in margins if round(am[1], 3) > 0.0), key=lambda am: -am[1])
         behind = sorted((am for am in margins if round(am[1], 3) < 0.0), key=lambda am: am[1])
+        if best.total < rival.total:  # the picker, not the weights, put it first
+            why = _picked(best, rival, policy, picker)
+            if not ahead and not behind:
+                return head + f"{why}: level with it on every weighted axis"
+            lost = ", ".join(f"{a} {m:+.3f}" for a, m in behind[:2]) or "no axis"
+            won = "; ahead of it on " + ", ".join(f"{a} {m:+.3f}" for a, m in ahead[:2]) if ahead else ""
+            return head + f"{why}: behind it on {lost}{won}"
         if not ahead and not behind:
-            return head + f"level with {runner.endpoint_id} on every weighted axis"
+            return head + f"level with {rival.endpoint_id} on every weighted axis"
         won = ", ".join(f"{a} {m:+.3f}" for a, m in ahead[:2]) or "no axis"
         lost = f"; behind it on {behind[0][0]} {behind[0][1]:+.3f}" if behind else ""
-        return head + f"ahead of {runner.endpoint_id} on {won}{lost}"
+        return head + f"ahead of {rival.endpoint_id} on {won}{lost}"
     if not rejected:
         return "no endpoints in the grid"
     by_filter: dict[str, int] = {}
