@@ -114,6 +114,11 @@ IDLE_S = 300.0
 """A socket with no message and nothing running for this long is closed (1000, "idle")."""
 SLACK_BYTES = 64 * 1024
 """The server reads a message up to `max_body_bytes` plus this (the event's own fields), then closes (1009)."""
+MAX_STREAM_ID = 128
+"""The longest `stream_id` (a create's lane) a socket takes: it is written back on every event of the response, so a
+lane of the message's whole size (up to `max_body_bytes`) was that many bytes again per token event (a 3 MiB lane on a
+16-token response: 75.5 MB written, compressed on the event loop, for a client reading kilobytes). Longer: the
+create's 400 naming `stream_id` (thirty-fourth session)."""
 MAX_ENDED = 1024
 """Ids of this socket's ended responses it remembers, to tell a steer that it came too late (else not found)."""
 CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
@@ -465,6 +470,9 @@ class _Connection:
             event.pop("type")
             if stream_id is not None and not isinstance(stream_id, str):
                 raise InvalidRequest("stream_id: must be a string", param="stream_id")
+            if stream_id is not None and len(stream_id) > MAX_STREAM_ID:
+                raise InvalidRequest(f"stream_id: at most {MAX_STREAM_ID} characters (it is {len(stream_id)}); every "
+                                     "event of the response carries it", param="stream_id")
             if event.get("background") is True:
                 raise InvalidRequest("background: a response over a WebSocket is not run in the background; send "
                                      "it with POST /v1/responses", param="background")
