@@ -55,3 +55,19 @@ async def test_llama_servers_speculative_settings_are_refused_and_audited(
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
         await sent_as_is(client, fakes, route, body)  # without it, served
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("field,value", [("n_discard", 2_147_483_647), ("n_keep", -1), ("n_keep", 100_000),
+                                         ("n_discard", 0)])
+async def test_llama_servers_context_shift_settings_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: int) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's `n_keep` and `n_discard` (how a context shift keeps and drops
+    tokens) went to the engine unread: `n_discard` 2,147,483,647 wrapped the shift's size_t arithmetic into an uncaught
+    std::length_error, an abort of the engine and every request on it (ggml-org/llama.cpp PR 24786), a wrong
+    `n_keep` likewise (issue 3550). Now the client's 400 naming the field, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, field: value}, field, "shifts a full context")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        await sent_as_is(client, fakes, route, body)  # without it, served

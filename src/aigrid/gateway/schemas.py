@@ -288,6 +288,9 @@ _REFUSED = {
                            "images, which its operator set for the memory the engine reserved",
     "media_io_kwargs": "media_io_kwargs is not served by this grid: it overrides how the engine loads images and "
                        "videos (how many frames it decodes), which its operator set for the memory the engine reserved",
+    **{name: f"llama-server's {name} is not served by this grid: it sets how the engine shifts a full context, "
+             "which a value past the context's crashes (the grid holds every answer within the model's context)"
+       for name in ("n_keep", "n_discard")},
     "grammar_triggers": "llama-server's grammar_triggers is not served by this grid: the engine compiles each as a "
                         "C++ std::regex, which a long or deeply nested one crashes, and with it every request there "
                         "(send the grammar without grammar_lazy)",
@@ -665,6 +668,14 @@ class _Common(BaseModel):
                                  f"token){'' if isinstance(v, str) else f' (stop[{k}])'}")
         return v
 
+    n_keep: Refused = None
+    """llama-server's: the prompt tokens a context shift (--context-shift) keeps, with n_discard the tokens after them
+    it drops. Both went to the engine unread, and a value past the context's crashed it with every request on it:
+    n_discard 2,147,483,647 wrapped the shift's size_t arithmetic into an uncaught std::length_error (ggml-org/llama.cpp
+    PR 24786, "fix non-bound n_discard value"), a wrong n_keep likewise (issue 3550). The grid holds each answer within
+    the model's context (gateway.max_output_tokens, context_window.py), and how a context shifts is the operator's.
+    Refused."""
+    n_discard: Refused = None
     kv_transfer_params: Refused = None
     """vLLM's: where a disaggregated-serving connector pulls the request's prefilled KV blocks from (a host, a port,
     block ids), the router's to set. A client's named another prefill's blocks, another request's prompt state.
