@@ -282,6 +282,10 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
     specs: list[ToolSpec] = []
     for i, t in enumerate(body.get("tools") or []):
         name = _function_name(t)
+        if name is None and isinstance(t, Mapping) and t.get("type") == "custom":
+            raise InvalidRequest("custom tools are not served by this grid: its tool loop and engines take function "
+                                 "tools, whose input is JSON under a schema, not a custom tool's free-form or grammar "
+                                 "input; offer a function tool", param=f"tools[{i}].type")
         if name is None:
             raise InvalidRequest("tools must be function tools with a name", param=f"tools[{i}]")
         if name in registry:
