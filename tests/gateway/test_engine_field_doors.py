@@ -71,3 +71,23 @@ async def test_llama_servers_context_shift_settings_are_refused_and_audited(
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
         await sent_as_is(client, fakes, route, body)  # without it, served
+
+
+ARENA = '{"parsers": [{"type": "gbnf", "child": 7, "grammar": "root ::= x"}], "rules": {}, "root": 0}'
+"""A serialized PEG arena as llama-server's `chat_parser` takes it: its one parser's `child` names no parser (only the
+rules' and the root's ids are checked when it is loaded), and its `gbnf` grammar is the client's."""
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("field,value", [("chat_format", 2_000_000), ("chat_format", 0), ("chat_parser", ARENA)])
+async def test_llama_servers_answer_parser_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's `chat_format` (an integer cast to its enum unchecked) and
+    `chat_parser` (a serialized PEG arena it loads as sent and runs on the answer's text) went to the engine unread:
+    on /v1/completions they were the client's, and on chat a client's `chat_parser` stayed where the template sets
+    none. Now the client's 400 naming the field, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, field: value}, field, "parser of the answer")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        await sent_as_is(client, fakes, route, body)  # without it, served

@@ -291,6 +291,9 @@ _REFUSED = {
     **{name: f"llama-server's {name} is not served by this grid: it sets how the engine shifts a full context, "
              "which a value past the context's crashes (the grid holds every answer within the model's context)"
        for name in ("n_keep", "n_discard")},
+    **{name: f"llama-server's {name} is not served by this grid: it is the engine's own parser of the answer, which "
+             "its chat template sets (one sent by the client is read unchecked)" for name in ("chat_format",
+                                                                                               "chat_parser")},
     "grammar_triggers": "llama-server's grammar_triggers is not served by this grid: the engine compiles each as a "
                         "C++ std::regex, which a long or deeply nested one crashes, and with it every request there "
                         "(send the grammar without grammar_lazy)",
@@ -676,6 +679,14 @@ class _Common(BaseModel):
     the model's context (gateway.max_output_tokens, context_window.py), and how a context shifts is the operator's.
     Refused."""
     n_discard: Refused = None
+    chat_format: Refused = None
+    """llama-server's: the format its parser reads the answer in (tool calls, reasoning), an integer cast to the
+    engine's enum unchecked; with `chat_parser`, the parser itself, a serialized PEG arena that llama-server loads as
+    sent (common_peg_arena::from_json checks its rules' and root's parser ids, not each parser's `child`; a `gbnf`
+    parser carries a grammar past the grid's grammar bound) and runs on the answer's text. The engine's chat template
+    sets both on chat (the client's `chat_parser` stays where the template has none); on /v1/completions they were the
+    client's. Refused."""
+    chat_parser: Refused = None
     kv_transfer_params: Refused = None
     """vLLM's: where a disaggregated-serving connector pulls the request's prefilled KV blocks from (a host, a port,
     block ids), the router's to set. A client's named another prefill's blocks, another request's prompt state.
