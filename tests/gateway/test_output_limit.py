@@ -138,3 +138,40 @@ async def test_a_tenant_with_a_small_token_quota_may_still_send_no_max_tokens(tm
         r = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK})
         assert r.status_code == 200, r.text
     assert _sent(fakes)["max_tokens"] == 4096
+
+
+
+CODE = "".join(f"def scale_{i}(xs: list[float], k: float) -> list[float]:\n    return [x * k + {i} for x in xs if x > {i % 7}]"
+               "\n\n\n" for i in range(400))[:14_000]
+"""14,000 characters of Python: 5,904 tokens as a chat prompt to SmolLM2 (2.4 characters a token; the real
+llama-server's /apply-template and /tokenize, as scripts/measure_token_estimate.py counts), 3,524 by the gateway's
+estimate (4 characters a token), 7,048 by the room's (ROOM_CHARS_PER_TOKEN)."""
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+async def test_a_long_code_prompt_is_not_sent_a_max_tokens_its_real_count_leaves_no_room_for(
+        tmp_path: Path, path: str) -> None:
+    """At 4 characters a token CODE left the grid's 4,096 on an 8,192 context, and the engine was sent max_tokens
+    4,096: 10,000 tokens by the real count, past the context, vLLM's 400 (its `prompt + max_tokens > max_model_len`
+    check). The room is estimated at ROOM_CHARS_PER_TOKEN (2): the engine gets no max_tokens and its context bounds
+    the answer."""
+    spec, fakes = _grid(tmp_path, 4096)
+    assert spec.models[MODEL].context == 8192
+    prompt = CODE
+    body: dict[str, Any] = ({"prompt": prompt} if path == "/v1/completions"
+                            else {"messages": [{"role": "user", "content": prompt}]})
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body})
+        assert r.status_code == 200, r.text
+    assert "max_tokens" not in _sent(fakes)
+
+
+def test_the_room_is_estimated_at_two_characters_a_token() -> None:
+    from aigrid.gateway.request_info import ROOM_CHARS_PER_TOKEN, longest_prompt_tokens
+    from aigrid.gateway.schemas import CompletionRequest
+
+    one = CompletionRequest.model_validate({"model": MODEL, "prompt": "x" * 8000})
+    assert ROOM_CHARS_PER_TOKEN == 2
+    assert longest_prompt_tokens(one, 8000 // CHARS_PER_TOKEN) == 4000
+    several = CompletionRequest.model_validate({"model": MODEL, "prompt": ["x" * 8000, "x" * 100]})
+    assert longest_prompt_tokens(several, 2025) == 4000

@@ -18,6 +18,12 @@ from aigrid.spec.load import parse_point
 
 CHARS_PER_TOKEN = 4
 """A rough English average; good enough to size prefill and cost before the engine tokenizes."""
+ROOM_CHARS_PER_TOKEN = 2
+"""Characters a token for the room a prompt leaves its answer in the model's context (engine_output_limit), and for
+nothing else: an estimate that must not under-count. CHARS_PER_TOKEN's average under-counts the templated prompt
+SmolLM2's tokenizer reads for 98% of 352 code prompts (by up to 1,646 tokens) and 74% of 1,160 chat ones (by up to
+220); at 2 a token (and twice the template's estimate) none of the code prompts and one chat prompt (a table of
+numbers, a token a digit: by 67 tokens). `python scripts/measure_token_estimate.py`, 7 Dec 2026 (docs/security.md)."""
 DEFAULT_OUTPUT_TOKENS = 256
 """What a request that sets no output limit of its own reserves of its quota and is costed at by the router (settled to
 what the engine decoded; the engine gets the grid's limit: engine_output_limit), and a tool loop's turn that sets
@@ -84,9 +90,9 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
 def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int) -> int | None:
     """The `max_tokens` an engine gets for a request that sets no output limit of its own (engine_body.bound_output):
     the grid's limit (gateway.max_output_tokens), unless the model's `context` (the smallest of the models the name
-    may route to) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens) fewer tokens by the gateway's
-    estimate: then None, and the engine's context bounds the answer (vLLM and SGLang refuse a max_tokens the real
-    prompt leaves no room for, and the estimate, 4 characters a token, undercounts code and other scripts). Until the
+    may route to) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN, an
+    estimate that does not under-count) fewer tokens: then None, and the engine's context bounds the answer (vLLM and
+    SGLang refuse a max_tokens the real prompt leaves no room for; llama-server decodes to the context's end). Until the
     thirty-third session such a request reached the engine with no limit and could decode to the end of the context
     (issue 12). This bounds the engine only: the quota reserves, and the router costs, the request's
     max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded; reserving
@@ -98,13 +104,16 @@ def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int
 
 
 def longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
-    """The estimate of the longest prompt the request's engine requests each read with the whole context: a
-    completion's list of prompts is an engine request a prompt (engines/fan_out.py), each with its own context, so the
-    room engine_output_limit looks at is the longest one's, not their sum's (until the review of 39b802d6, 7 Dec 2026,
-    16 prompts of 500 tokens left 189 of an 8,192 context and the engine got no max_tokens: issue 12's hole)."""
+    """The tokens of the longest prompt the request's engine requests each read with the whole context, at
+    ROOM_CHARS_PER_TOKEN (`prompt_tokens`: the request's estimate at CHARS_PER_TOKEN, scaled), for the room
+    engine_output_limit looks at. A completion's list of prompts is an engine request a prompt (engines/fan_out.py),
+    each with its own context, so the room is the longest one's, not their sum's (until the review of 39b802d6,
+    7 Dec 2026, 16 prompts of 500 tokens left 189 of an 8,192 context and the engine got no max_tokens: issue 12's
+    hole). At CHARS_PER_TOKEN (until the thirty-fourth session) a code prompt of 14,000 characters (about 4,100
+    tokens) was estimated at 3,524 and sent max_tokens 4,096 on an 8,192 context, past it: vLLM's 400."""
     if isinstance(body, CompletionRequest) and isinstance(body.prompt, list):
-        return max(1, max(len(p) for p in body.prompt) // CHARS_PER_TOKEN)
-    return prompt_tokens
+        return max(1, max(len(p) for p in body.prompt) // ROOM_CHARS_PER_TOKEN)
+    return prompt_tokens * CHARS_PER_TOKEN // ROOM_CHARS_PER_TOKEN
 
 
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
