@@ -304,6 +304,49 @@ async def test_the_wire_is_found_under_the_gateways_own_http_protocol(monkeypatc
         server.close()
 
 
+class _Recorded:
+    """The client's transport, every write kept (what went out in each system call the server asked for)."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport, self.writes = transport, writes
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+@pytest.mark.parametrize("wire", [True, False])
+async def test_a_streamed_answers_head_goes_out_with_its_first_event(monkeypatch: pytest.MonkeyPatch,
+                                                                      wire: bool) -> None:
+    """uvicorn writes the head at `http.response.start` and the relay the first event after it: two writes on the
+    client's socket (two system calls, two wake-ups of the client) where one does. Over the wire the head waits
+    for the first event and both go in one write; without one (ASGI `send` only) the head is written as uvicorn
+    writes it. Either way the client gets the same whole answer."""
+    writes: list[bytes] = []
+
+    class Recording(HeadDeadline):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(_Recorded(transport, writes))  # type: ignore[arg-type]
+
+    if not wire:
+        monkeypatch.setattr(ClientWire, "of", classmethod(lambda cls, send, gone: None))
+    server, _ = await serve(EmulatorConfig(decode_base_ms=3, prefill_base_ms=1))
+    try:
+        async with gateway_on_socket([f"http://127.0.0.1:{bound_port(server)}"], http=Recording) as (gw, base):
+            raw, decision = await _stream(base, {**BODY, "max_tokens": 5})
+            record = gw.decisions.get(decision)
+            assert record is not None and record.status == "ok" and raw.count(b" tok") == 5
+        heads = [w for w in writes if w.startswith(b"HTTP/1.1 200")]
+        assert len(heads) == 1 and heads[0].endswith(b"\r\n\r\n") != wire
+        assert (b"data: " in heads[0]) == wire
+        assert b"".join(writes).count(b"HTTP/1.1 200") == 1
+    finally:
+        server.close()
+
+
 async def test_an_engine_dying_mid_stream_is_continued_over_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
     emulators = [await serve(EmulatorConfig(decode_base_ms=20, prefill_base_ms=1)) for _ in range(2)]
     counted = _Counted(monkeypatch)

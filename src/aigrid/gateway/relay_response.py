@@ -15,7 +15,11 @@ the body's HTTP chunks to the client's transport itself, from the engine connect
 engine is on aigrid's own transport: no task switch and no ASGI message per relayed read. It writes exactly
 what uvicorn's `send` would (`%x\\r\\n` + bytes + `\\r\\n`), stops when the client's socket is full (uvicorn's
 flow control says so; the relay waits on the same flow control as `send` does before writing more) or gone,
-and the response still ends through `send` (the last chunk, keep-alive, uvicorn's bookkeeping).
+and the response still ends through `send` (the last chunk, keep-alive, uvicorn's bookkeeping). The response's head,
+which uvicorn writes at `http.response.start`, is held back (ClientWire.start) and goes out with the body's first
+chunk in one write: one system call and one client wake-up less a request. It waits for nothing: the relay has the
+engine's first read when the response starts, and a head still held when the loop next turns (a first read that
+holds no whole event yet) is written alone then.
 
 Hangup: the same watcher, started earlier. An audited model route (routes.Audited) starts it once the request's
 body has been read (the server delivers `http.disconnect` on `receive()` after the body), so a client that hangs
@@ -47,25 +51,84 @@ except ImportError:  # pragma: no cover
     _CYCLES = ()
 
 
+class _HeadHeld:
+    """Stands for the client's transport while uvicorn's `send` writes a streamed answer's head (ClientWire.start):
+    what it writes is kept, for the body's first chunk to take along; anything else goes to the transport."""
+
+    __slots__ = ("_transport", "head")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.head = b""
+
+    def write(self, data: bytes) -> None:
+        self.head += data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class ClientWire:
     """The client's socket under uvicorn's httptools protocol, for the body of one chunked response."""
 
-    __slots__ = ("_cycle", "_transport", "_flow", "gone")
+    __slots__ = ("_cycle", "_transport", "_flow", "gone", "_head")
 
     def __init__(self, cycle: Any, gone: asyncio.Future[None]) -> None:
         self._cycle, self._transport, self._flow, self.gone = cycle, cycle.transport, cycle.flow, gone
+        self._head = b""
+        """The response's head, held back to go out with the body's first chunk (start)."""
 
-    @classmethod
-    def of(cls, send: Send, gone: asyncio.Future[None]) -> ClientWire | None:
-        """The wire behind `send` once the response head was sent, or None (another server, a wrapped send,
-        a body that is not chunked). A wrapper that passes every message on and names the server's send as
-        `server_send` (stopping.CutAnswers', around every request of `aigrid up` and each worker) is seen
-        through: the bytes written on the wire do not pass it."""
+    @staticmethod
+    def _cycle_of(send: Send) -> Any:
+        """uvicorn's request cycle behind `send`, or None. A wrapper that passes every message on and names the
+        server's send as `server_send` (stopping.CutAnswers', around every request of `aigrid up` and each worker)
+        is seen through: the bytes written on the wire do not pass it."""
         cycle = getattr(send, "__self__", None)
         server_send = getattr(cycle, "server_send", None)
         if server_send is not None:
             cycle = getattr(server_send, "__self__", None)
         if cycle is None or type(cycle) not in _CYCLES or not uvicorn_fits().wire:  # (uvicorn_fits: warned once)
+            return None
+        return cycle
+
+    @classmethod
+    async def start(cls, send: Send, head: Message, gone: asyncio.Future[None], *,
+                    hold: bool = True) -> ClientWire | None:
+        """Send the response's `head` through `send`; the wire behind it (`of`), which, where `hold` (the body writes
+        on it), holds the head's bytes back for its first write: one write, one system call, for the head and the
+        first chunk (`flush` writes the head alone, at the latest when the event loop next turns). Without a wire,
+        or when the client's socket is full (uvicorn's send then waits), the head is written as uvicorn writes it.
+        uvicorn writes the head through the cycle's `transport` (uvicorn_fit.WIRE_READS), which a _HeadHeld stands
+        in for during the send; a uvicorn that wrote it another way has nothing held: its head goes out alone."""
+        cycle: Any = cls._cycle_of(send) if hold else None
+        held: _HeadHeld | None = None
+        real: Any = None
+        with contextlib.suppress(AttributeError):  # a uvicorn whose cycle is not what this was written against
+            if cycle is not None and not cycle.flow.write_paused:
+                real = cycle.transport
+        if real is not None:
+            held = cycle.transport = _HeadHeld(real)
+        try:
+            await send(head)
+        finally:
+            if held is not None and cycle.transport is held:
+                cycle.transport = real
+        wire = cls.of(send, gone)
+        if held is not None and held.head:
+            if wire is None:
+                if not cycle.disconnected:
+                    real.write(held.head)
+            else:
+                wire._head = held.head
+                asyncio.get_running_loop().call_soon(wire.flush)
+        return wire
+
+    @classmethod
+    def of(cls, send: Send, gone: asyncio.Future[None]) -> ClientWire | None:
+        """The wire behind `send` once the response head was sent, or None (another server, a wrapped send,
+        a body that is not chunked)."""
+        cycle = cls._cycle_of(send)
+        if cycle is None:
             return None
         try:
             usable = (cycle.chunked_encoding is True and cycle.response_started and not cycle.response_complete
@@ -90,12 +153,22 @@ class ClientWire:
         return self.closed
 
     def write(self, body: bytes) -> bool:
-        """One HTTP chunk to the client (dropped when it is gone); False when the relay should stop writing
-        here: the client is gone or its socket's buffer is full."""
+        """One HTTP chunk to the client (dropped when it is gone), the head held back before the first; False when
+        the relay should stop writing here: the client is gone or its socket's buffer is full."""
         if self._cycle.disconnected:
             return False
-        self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        if self._head:
+            head, self._head = self._head, b""
+            self._transport.write(b"%b%x\r\n%b\r\n" % (head, len(body), body))
+        else:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return not self._flow.write_paused
+
+    def flush(self) -> None:
+        """The head still held back, written alone (before anything goes through `send`; when the loop turns)."""
+        head, self._head = self._head, b""
+        if head and not self._cycle.disconnected:
+            self._transport.write(head)
 
 
 CLIENT_GONE = "the client closed its connection"
@@ -207,17 +280,23 @@ class RelayResponse(Response):
         cut = Cut(gone, asyncio.current_task())
         gone.add_done_callback(cut)  # once per response: nothing per chunk
         token = CUT.set(cut)  # the relay (StreamRelay.__aiter__), however deep in the body, finds it here
+        wire: ClientWire | None = None
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            wire = ClientWire.of(send, gone)
-            if wire is not None and hasattr(self.body_iterator, "wire"):
-                self.body_iterator.wire = wire
+            head = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            body = self.body_iterator  # a relay that writes on the wire (its `wire`): the head goes with its first
+            wire = await ClientWire.start(send, head, gone, hold=hasattr(body, "wire"))
+            if wire is not None and hasattr(body, "wire"):
+                body.wire = wire
             async for chunk in self.body_iterator:
                 if gone.done() or (wire is not None and wire.closed):
                     break
                 if chunk:
+                    if wire is not None:
+                        wire.flush()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             else:
+                if wire is not None:
+                    wire.flush()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # ASGI 2.4 servers raise on send after the client left: nothing more to deliver
@@ -225,6 +304,8 @@ class RelayResponse(Response):
             if not cut.caught():
                 raise  # a shutdown's (or the request's Hangup's, whose route books it)
         finally:
+            if wire is not None:
+                wire.flush()  # (a body that failed before its first write: its head, as before)
             cut.close()
             CUT.reset(token)
             gone.cancel()

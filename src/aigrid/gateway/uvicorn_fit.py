@@ -39,7 +39,9 @@ under it). RefusableCycle.send reads the cycle's `flow` too (write_paused, drain
 WIRE_READS' and WIRE_FLOW_READS'. (`response_started` was listed until RefusableCycle.answering replaced its read.)"""
 WIRE_READS = ("chunked_encoding", "response_started", "response_complete", "disconnected", "scope", "transport",
               "flow")
-"""What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket."""
+"""What relay_response.ClientWire.of reads of uvicorn's cycle, to write a streamed answer's chunks on the socket;
+ClientWire.start also stands in for the cycle's `transport` while uvicorn's send writes the answer's head through it,
+to send the head with the first chunk (a uvicorn that wrote it otherwise has its head go out alone, as before)."""
 WIRE_FLOW_READS = ("write_paused", "drain")
 """What ClientWire (and RefusableCycle.send, before an answer's head) uses of the cycle's flow (uvicorn's
 FlowControl)."""
