@@ -8,8 +8,9 @@ history before its input, exactly as a previous_response_id chain is: the firewa
 time, like any prompt text.
 
 Residency: a conversation is bound to one jurisdiction, at creation when the request's x-aigrid-residency
-names exactly one (else when the tenant may use only one), else by its first response (the jurisdiction of
-the site that served it). A response in a bound conversation is routed only there, or refused (400
+names exactly one (else when the tenant may use only one), else by the first items a writer kept to some
+jurisdictions adds (the one it may keep them in: _writer_binds; naming none of several is a 400), else by its first
+response (the jurisdiction of the site that served it). A response in a bound conversation is routed only there, or refused (400
 `conversation_residency`) when its request asks for another. See docs/responses-api.md.
 
 A bound conversation is used only by keys that may use its jurisdiction (another key of the tenant: 403
@@ -186,11 +187,28 @@ class ConversationsApi:
         chosen = asked if asked is not None else allowed
         return next(iter(chosen)) if chosen is not None and len(chosen) == 1 else None
 
+    def _writer_binds(self, principal: Principal, header: str | None, what: str) -> str | None:
+        """The jurisdiction items written into a conversation not bound yet (`what`) bind it to: the one the writer
+        keeps its data in (its x-aigrid-residency, else its key's jurisdictions); None for a writer that may use
+        every jurisdiction and asks for none (the first response binds it). One kept to several, naming none of
+        them, is the client's 400: left unbound, a response of another key of the tenant could serve those items
+        anywhere and bind the conversation where the writer may not read it (thirty-fourth session)."""
+        one = self._bound_at_creation(principal, header)
+        asked = residency(header)
+        if one is not None or (asked is None and principal.scopes.jurisdictions is None):
+            return one
+        kept = sorted(asked if asked is not None else principal.scopes.jurisdictions or ())
+        raise InvalidRequest(f"{H_RESIDENCY}: {what} is not bound to a jurisdiction yet, and these items may be kept "
+                             f"only in {', '.join(kept)}: name the one to bind it to with {H_RESIDENCY}",
+                             param=H_RESIDENCY, code="conversation_residency")
+
     async def create(self, request: Request, ex: Exchange) -> Response:
         principal, _ = await self._access(request, ex)
         body = validate(ConversationCreate, await self.pipeline.read_json(request))
         items = conversation_items(body.items or [])
-        bound = self._bound_at_creation(principal, request.headers.get(H_RESIDENCY))
+        header = request.headers.get(H_RESIDENCY)
+        bound = self._writer_binds(principal, header, "a new conversation") if items else \
+            self._bound_at_creation(principal, header)
         conv = StoredConversation(new_id("conv"), principal.tenant, int(time.time()), body.metadata or {},
                                   bound, items)
         ex.body = {"conversation_id": conv.id, "items": len(items)}
@@ -229,8 +247,10 @@ class ConversationsApi:
     async def add_items(self, request: Request, ex: Exchange) -> Response:
         principal, cid = await self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
-        await self._found(request, principal, cid, writes=True)
-        added = await self._call("append", principal, cid, conversation_items(body.items), None,
+        found = await self._found(request, principal, cid, writes=True)
+        bind = None if found["jurisdiction"] is not None else \
+            self._writer_binds(principal, request.headers.get(H_RESIDENCY), f"conversation {cid!r}")
+        added = await self._call("append", principal, cid, conversation_items(body.items), bind,
                                  MAX_CONVERSATION_BYTES)
         if "full" in added:
             raise InvalidRequest(f"items: conversation {cid!r} holds {added['full']} bytes; with these items it "

@@ -1,0 +1,110 @@
+"""What a key narrowed to some jurisdictions (or a request asking to stay in some, x-aigrid-residency) writes into a
+conversation not yet bound stays where that key may be served.
+
+Until the thirty-fourth session such a write left the conversation unbound: a key of tenant default narrowed to the
+EU added "EU-only secret" as an item, its tenant's unrestricted key then answered a response in the conversation from
+Tokyo, and the EU key's text went to the engine at nrt (JP), which bound the conversation there and locked the EU key
+out of its own items (403 jurisdiction_not_allowed). Now the write binds the conversation to the one jurisdiction the
+writer keeps its data in, or is the client's 400 `conversation_residency` naming x-aigrid-residency where it may keep
+it in several and names none; a writer that may use every jurisdiction and asks for none leaves it unbound, as
+before."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+MODEL = "smollm2-135m"
+SECRET = "writer-residency-secret-0123456789"
+SCOPES = {"whole": None, "eu": frozenset({"EU"}), "eu_jp": frozenset({"EU", "JP"})}
+SECRET_TEXT = "EU-only secret 1234"
+ITEM = {"items": [{"type": "message", "role": "user", "content": SECRET_TEXT}]}
+STORED_IN = "x-aigrid-stored-jurisdiction"
+
+
+@pytest.fixture
+async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
+        tuple[httpx.AsyncClient, dict[str, dict[str, str]], dict[str, FakeEngine]]]:
+    """Keys enforced; tenant default's keys: one for every jurisdiction, one narrowed to the EU, one to EU and JP."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    keys = {name: ring.issue("default", None if j is None else Scopes(jurisdictions=j)).api_key
+            for name, j in SCOPES.items()}
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            yield c, {name: {"authorization": f"Bearer {k}"} for name, k in keys.items()}, engines
+    finally:
+        await gw.guard.stop()
+
+
+def _reached(engines: dict[str, FakeEngine]) -> set[str]:
+    return {name for name, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)}
+
+
+async def _unbound(c: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    made = await c.post("/v1/conversations", headers=headers, json={})
+    assert made.status_code == 200 and STORED_IN not in made.headers, made.text
+    return str(made.json()["id"])
+
+
+async def test_an_eu_keys_items_bind_the_conversation_to_the_eu(grid: Any) -> None:
+    c, keys, engines = grid
+    cid = await _unbound(c, keys["whole"])
+    added = await c.post(f"/v1/conversations/{cid}/items", headers=keys["eu"], json=ITEM)
+    assert added.status_code == 200, added.text
+    assert (await c.get(f"/v1/conversations/{cid}", headers=keys["eu"])).headers.get(STORED_IN) == "EU"
+    # the tenant's unrestricted key, asking from Tokyo: served in the EU, where the EU key's text may go
+    r = await c.post("/v1/responses", headers={**keys["whole"], "x-aigrid-client-location": "Tokyo"},
+                     json={"model": MODEL, "input": "summarize", "conversation": cid})
+    assert r.status_code == 200 and r.headers["x-aigrid-jurisdiction"] == "EU", r.text
+    assert _reached(engines) == {"fra-smollm2"}
+    assert (await c.get(f"/v1/conversations/{cid}/items", headers=keys["eu"])).status_code == 200
+
+
+async def test_a_writer_kept_to_several_jurisdictions_names_one(grid: Any) -> None:
+    c, keys, engines = grid
+    for create in (False, True):  # items added to an unbound conversation, and a conversation created with them
+        cid = await _unbound(c, keys["whole"])
+        r = await (c.post("/v1/conversations", headers=keys["eu_jp"], json=ITEM) if create else
+                   c.post(f"/v1/conversations/{cid}/items", headers=keys["eu_jp"], json=ITEM))
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("conversation_residency", "x-aigrid-residency"), err
+        assert "EU, JP" in err["message"]
+    # naming one binds it there; a request of the unrestricted key asking for the EU binds it too
+    for who in ("eu_jp", "whole"):
+        cid = await _unbound(c, keys["whole"])
+        added = await c.post(f"/v1/conversations/{cid}/items", headers={**keys[who], "x-aigrid-residency": "EU"},
+                             json=ITEM)
+        assert added.status_code == 200, added.text
+        assert (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers.get(STORED_IN) == "EU"
+    made = await c.post("/v1/conversations", headers={**keys["eu_jp"], "x-aigrid-residency": "JP"}, json=ITEM)
+    assert made.status_code == 200 and made.headers.get(STORED_IN) == "JP", made.text
+    assert _reached(engines) == set()
+
+
+async def test_an_unrestricted_writer_asking_nothing_leaves_the_conversation_unbound(grid: Any) -> None:
+    c, keys, _ = grid
+    cid = await _unbound(c, keys["whole"])
+    added = await c.post(f"/v1/conversations/{cid}/items", headers=keys["whole"], json=ITEM)
+    assert added.status_code == 200, added.text
+    assert STORED_IN not in (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers
+    made = await c.post("/v1/conversations", headers=keys["whole"], json=ITEM)
+    assert made.status_code == 200 and STORED_IN not in made.headers, made.text
