@@ -91,3 +91,38 @@ async def test_llama_servers_answer_parser_is_refused_and_audited(
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
         await sent_as_is(client, fakes, route, body)  # without it, served
+
+
+MAX_SAMPLERS = 16
+"""schemas.MAX_SAMPLERS: each of llama-server's 11 sampler kinds once, with room for more."""
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("value", [["temperature"] * 100_000, "t" * 100_000, ["top_k"] * (MAX_SAMPLERS + 1)])
+async def test_a_sampler_chain_longer_than_llama_servers_kinds_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's `samplers` (its sampler chain, a list of names or a string of
+    letters) went to the engine as sent, bounded only by the body's size: llama-server builds the chain duplicates and
+    all and runs each sampler on every token it samples, in the one loop serving all its slots (100,000
+    "temperature" entries: 100,000 passes over the candidates per step). More than MAX_SAMPLERS is now the client's
+    400 naming the field, before any engine, audited; MAX_SAMPLERS pass as sent."""
+    from aigrid.gateway import schemas
+    assert schemas.MAX_SAMPLERS == MAX_SAMPLERS
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        err = await refused(client, fakes, route, {**body, "samplers": value}, "samplers", "every token it samples")
+        assert f"{len(value):,} samplers" in err["message"], err  # type: ignore[arg-type]
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        most = ["penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature"] * 2
+        most = most[:MAX_SAMPLERS]
+        assert (await sent_as_is(client, fakes, route, {**body, "samplers": most}))["samplers"] == most
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"top_k": 1}, ["top_k", None], 7])
+async def test_samplers_of_another_shape_are_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) `samplers` is a list of names or a string of letters; another shape went to
+    the engine, whose own 400 (a JSON type error, no `param`) came after the grid routed and counted the request."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        await refused(client, fakes, "/v1/chat/completions", {**CHAT, "samplers": value}, "samplers",
+                      "a list of sampler names")

@@ -557,6 +557,14 @@ samples (llama.cpp's logit-bias sampler walks the list per token; vLLM's V1 appl
 every tenant's requests share)."""
 
 
+MAX_SAMPLERS = 16
+"""The most entries llama-server's `samplers` (its sampler chain, in order: a list of names, or a string of one letter
+each) may hold: each of its 11 kinds once (common_sampler_type; 0.3.36), with room for more. llama-server builds the
+chain as sent, duplicates and all (common_sampler_types_from_names / _from_chars), and runs every sampler of it on
+each token it samples, in the one loop that serves all its slots: 100,000 "temperature" entries (1.3 MB) were
+100,000 passes over the candidates at every step, the cost of every tenant's requests on the engine."""
+
+
 SPECULATIVE = "speculative."
 """The prefix of llama-server's per-request speculative-decoding settings (`speculative.n_max`, `.n_min`, `.p_min`,
 `.type`, `.ngram_size_n`, ...: top-level keys with a dot in their names), refused (refused_speculative)."""
@@ -747,6 +755,22 @@ class _Common(BaseModel):
     video that PR 38636 closed (CVE-2026-34755, GHSA-vxqj-p4gw-9h4c; vLLM PR 51969 clamps it, open), its frames
     held in the engine's memory and its encoder budget passed (PR 36814: the engine's 400, after the grid routed
     and counted the request). Refused, as mm_processor_kwargs."""
+
+    samplers: Any = None
+    """llama-server's sampler chain: a list of at most MAX_SAMPLERS names, or a string of at most MAX_SAMPLERS letters
+    (its two shapes), passed on as written."""
+
+    @field_validator("samplers")
+    @classmethod
+    def _few_samplers(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, str) and not (isinstance(v, list) and all(isinstance(name, str) for name in v)):
+            raise ValueError("samplers is a list of sampler names or a string of sampler letters (llama-server's)")
+        if len(v) > MAX_SAMPLERS:
+            raise ValueError(f"samplers holds {len(v):,} samplers; at most {MAX_SAMPLERS} are served (the engine runs "
+                             "each on every token it samples; name each kind once)")
+        return v
 
     bad_words: Any = None
     """vLLM's: words the answer may not contain, a list of at most MAX_STEP_ENTRIES strings (the engine checks each
