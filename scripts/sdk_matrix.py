@@ -40,7 +40,9 @@ JS = [("openai", "4.104.0"), ("openai", "5.23.2"), ("openai", "6.49.0"), ("@anth
 """Older JavaScript majors: the last of openai 4, 5 and 6 and of @anthropic-ai/sdk 0.x."""
 PY_TESTS = ["tests/parity/test_openai_sdk_surface.py", "tests/parity/test_anthropic_sdk_surface.py",
             "tests/parity/test_sdk_helpers.py", "tests/parity/test_sdk_unserved_fields.py",
-            "tests/parity/test_chat_fields.py"]
+            "tests/parity/test_chat_fields.py", "tests/parity/test_sdk_structured_helpers.py",
+            "tests/parity/test_sdk_tool_runners.py", "tests/parity/test_sdk_streaming_responses.py"]
+"""Every tests/parity module that imports a Python SDK (tests/scripts/test_sdk_matrix.py checks it)."""
 JS_TESTS = ["tests/parity/test_js_sdk_surface.py"]
 RUN_S = 900
 """How long one version's tests may run."""
