@@ -8,7 +8,7 @@ import random
 
 from rich.console import Console
 
-from aigrid.core.types import Decision, Endpoint, Policy
+from aigrid.core.types import AXES, Decision, Endpoint, Policy
 from aigrid.explain import render_decision
 
 HOSTILE = "HTTP 500: [/x] [link=https://evil.example/login]re-enter your key[/link] \x1b]8;;https://evil\x1b\\"
@@ -176,3 +176,30 @@ def test_the_headline_names_an_axis_the_winner_lost_as_lost() -> None:
     assert [a for a, _ in ahead] == ["ttft"] and behind is not None and behind[0] == "cost", d.reason
     gap = d.ranked[0].total - d.ranked[1].total
     assert abs(sum(m for _, m in ahead) + behind[1] - gap) <= 1e-3, (d.reason, gap)
+
+
+def _served(first_token: bool | None) -> str:
+    """explain's text of a decision served by fra-1 in 2058 ms to first byte, predicted 112 ms (p90 163 ms);
+    `first_token` None: a decision of a gateway before the field."""
+    cand = {"endpoint": "fra-1", "model": "m", "site": "fra", "jurisdiction": "EU", "scores": dict.fromkeys(AXES, 1.0),
+            "total": 1.0, "predicted_ttft_ms": 112.0, "predicted_ttft_p90_ms": 163.0, "rtt_ms": 9.0, "queue_ms": 0.0,
+            "prefill_ms": 103.0, "distance_km": 0}
+    d = {"id": "d1", "policy": "balanced", "tenant": "t", "model": "m", "status": "ok", "client": None,
+         "served_by": "fra-1", "ttft_ms": 2058.0, "reason": "chosen", "candidates": [cand], "rejected": [],
+         "attempts": [{"endpoint": "fra-1", "ok": True, "ms": 2057.7}]}
+    if first_token is not None:
+        d["ttft_is_first_token"] = first_token
+    out = io.StringIO()
+    Console(file=out, width=400, no_color=True).print(render_decision(d))
+    return out.getvalue()
+
+
+def test_a_whole_answers_first_byte_is_not_set_beside_the_predicted_ttft() -> None:
+    """quickstart's "See why" (a request not streamed, 32 tokens) then `aigrid explain` said "observed 2058 ms
+    (18.42x the p50)": the whole answer's time against a first token's prediction, a prediction 18 times wrong to
+    an operator's eye (the gateway's own TTFT metrics and calibration leave such a first byte out)."""
+    whole = _served(False)
+    assert "in 2058 ms to first byte (not a TTFT: a whole answer, not streamed, or a tool loop's)" in whole, whole
+    assert "the p50" not in whole and "observed" not in whole, whole
+    for streamed in (_served(True), _served(None)):
+        assert "observed 2058 ms (18.38x the p50)" in streamed and "not a TTFT" not in streamed, streamed

@@ -13,6 +13,7 @@ from aigrid.core.scheduler import MS_PLACES, SCORE_PLACES
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.errors import ApiError
+from aigrid.gateway.request_info import OutputBound
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.gateway.urgency import Deadline
 from aigrid.telemetry.store import bounded_reason
@@ -115,6 +116,9 @@ class DecisionRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     served_by: str | None = None
     ttft_ms: float | None = None
+    ttft_is_first_token: bool = False
+    """ttft_ms is the first token's time (a stream relayed from the engine), not a whole answer's first byte (not
+    streamed) or a tool loop's (after whole model turns): only then is it a TTFT to set beside the prediction."""
     status: str = "routing"
     usage: dict[str, Any] | None = None
     """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
@@ -130,6 +134,9 @@ class DecisionRecord:
     deadline: Deadline | None = None
     """The request's deadline, fixed when it arrived (urgency.Deadline): a failover to the next candidate and an
     escalation go only to a candidate predicted to answer within what is left of it (proxy.py)."""
+    output_bound: OutputBound | None = None
+    """What bounds the engine's output where the client set no limit (request_info.OutputBound): each attempt's engine
+    gets the max_tokens its own model's context leaves (Proxy._attempt); None: the body is sent as it is."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)
@@ -137,7 +144,8 @@ class DecisionRecord:
             "at": self.at, "tenant": self.tenant, "model": self.model,
             "client": None if self.client is None else {"lat": self.client.lat, "lon": self.client.lon},
             "attempts": self.attempts, "served_by": self.served_by,
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "status": self.status,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "ttft_is_first_token": self.ttft_is_first_token, "status": self.status,
         })
         return out
 
