@@ -12,6 +12,8 @@
   `escaped` (a JSON-RPC error whose text holds a terminal's clear-screen) or `silent` (never).
 - `paged`: lists its five tools (p0 to p4) two a page (`nextCursor`), the first page without a cursor, as MCP's pagination does.
 - `endless`: every page of its list names a next page (a cursor never seen before), each of one tool.
+- `deep-schema`: lists `good` beside `deep_pattern` (a `pattern` of 1,001 nested groups, past the bound the gateway
+  holds a client's schema to) and `deep_nesting` (an input schema nested past json_depth.MAX_DEPTH levels).
 - `schema-none` / `schema-wrong`: lists one tool `t` with an output schema its results break: a call returns text
   without structured content, or structured content that does not match the schema (an integer where a string is
   required).
@@ -83,6 +85,15 @@ def main(mode: str) -> None:
                     {"name": "newer", "description": "A newer tool.", "inputSchema": OBJECT}]}})
             elif how == "escaped":
                 send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": "broken\x1b[2J" + "x" * 5_000}})
+        elif method == "tools/list" and mode == "deep-schema":
+            nested: dict[str, object] = {"type": "string"}
+            for _ in range(70):  # two levels of JSON each: 140 and more
+                nested = {"type": "object", "properties": {"a": nested}}
+            send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
+                {"name": "good", "inputSchema": SCHEMA},
+                {"name": "deep_pattern", "inputSchema": {"type": "object", "properties": {"s": {
+                    "type": "string", "pattern": "^" + "(" * 1001 + "a" + ")" * 1001 + "$"}}}},
+                {"name": "deep_nesting", "inputSchema": nested}]}})
         elif method == "tools/list" and mode.startswith("schema-"):
             send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
                 {"name": "t", "inputSchema": OBJECT, "outputSchema": SCHEMA}]}})

@@ -911,3 +911,24 @@ def test_a_listed_tool_s_characters_count_every_field_it_holds() -> None:
     bulky = types.Tool(name="t", inputSchema={"type": "object"},
                        outputSchema={"type": "object", "description": "x" * 100_000}, _meta={"k": "y" * 100_000})
     assert mcp_tools._listed_chars(bulky) > 200_000
+
+
+async def test_a_tool_whose_input_schema_is_past_the_bounds_a_clients_is_held_to_is_withheld(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """(7 Dec 2026, thirty-fourth session, brief SCH 4) A client's tool schema is held to the grammar bound (a
+    `pattern` nested at most 1,000 groups: schemas.check_schema_patterns) and the body's depth (json_depth.MAX_DEPTH)
+    before it reaches an engine's grammar compiler. An MCP server's input schemas reached it unread: the step schema
+    of a constrained turn (and a native turn's tools) carried them as listed. Now a tool past either bound is not
+    offered (logged, naming the server, the tool and why); the others are."""
+    mcp = McpServer("d", [sys.executable, "-m", "tests.agents.mcp_hostile_server", "deep-schema"], cwd=ROOT,
+                    call_timeout_s=20)
+    runtime, _ = runtime_with(tmp_path, "mcp_hostile_server", "")
+    runtime.mcp = [mcp]
+    try:
+        await runtime.start()
+        assert "good" in runtime.tools
+        assert "deep_pattern" not in runtime.tools and "deep_nesting" not in runtime.tools
+    finally:
+        await runtime.stop()
+    assert "tool deep_pattern not offered" in caplog.text and "nested 1001 groups deep" in caplog.text, caplog.text
+    assert "tool deep_nesting not offered" in caplog.text and "levels" in caplog.text, caplog.text

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import glob
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,8 @@ from aigrid.agents.sql import Database
 from aigrid.agents.tool import ToolError, ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
+from aigrid.gateway.schemas import constraint_fault, schema_patterns
+from aigrid.json_depth import MAX_DEPTH, too_deep
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.spec.models import GridSpec
 
@@ -128,6 +130,10 @@ class AgentRuntime:
             log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
                       "model (%s, score %s)", server.name, tool.name, verdict.detail, verdict.score)
             return False
+        fault = schema_fault(tool.parameters)
+        if fault is not None:
+            log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, fault)
+            return False
         if verdict is not None:
             log.warning("MCP server %s: tool %s offered, its description flagged: %s (score %s)",
                         server.name, tool.name, verdict.detail, verdict.score)
@@ -161,6 +167,22 @@ class AgentRuntime:
         for server in self.mcp:
             await server.stop()
         await self.http_client.aclose()
+
+
+def schema_fault(schema: Mapping[str, Any]) -> str | None:
+    """Why an MCP tool's input schema is past a bound a client's tool schema is held to before it reaches an engine's
+    grammar compiler (the step schema of a constrained turn, a native turn's tools), or None: nested deeper than a
+    request's JSON may be (json_depth.MAX_DEPTH), or a `pattern` past the regex bound (schemas.regex_fault: 256 KiB,
+    1,000 nested groups; schemas.check_schema_patterns holds a client's). Until the thirty-fourth session a server's
+    schemas reached the engine unread."""
+    deep = too_deep(dict(schema))
+    if deep is not None:
+        return f"its input schema is nested deeper than {MAX_DEPTH} levels (at {deep or 'its root'})"
+    for path, text in schema_patterns(dict(schema)):
+        fault = constraint_fault(path, text)
+        if fault is not None:
+            return f"its input schema at {'.'.join(map(str, path))}: {fault}"
+    return None
 
 
 def _vet_all(vet: Callable[[str, str], Verdict | None] | None, tools: list[McpTool]) -> list[Verdict | None]:
