@@ -13,6 +13,7 @@ from aigrid.core.scheduler import MS_PLACES, SCORE_PLACES
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.errors import ApiError
+from aigrid.gateway.request_info import OutputBound
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.gateway.urgency import Deadline
 from aigrid.telemetry.store import bounded_reason
@@ -133,6 +134,9 @@ class DecisionRecord:
     deadline: Deadline | None = None
     """The request's deadline, fixed when it arrived (urgency.Deadline): a failover to the next candidate and an
     escalation go only to a candidate predicted to answer within what is left of it (proxy.py)."""
+    output_bound: OutputBound | None = None
+    """What bounds the engine's output where the client set no limit (request_info.OutputBound): each attempt's engine
+    gets the max_tokens its own model's context leaves (Proxy._attempt); None: the body is sent as it is."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

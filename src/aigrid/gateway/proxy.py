@@ -52,7 +52,7 @@ from aigrid.gateway.background import CANCELLED as BACKGROUND_CANCELLED
 from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord, attempt_error
-from aigrid.gateway.engine_body import for_engine
+from aigrid.gateway.engine_body import bound_output, for_engine
 from aigrid.gateway.engine_errors import engine_refusal
 from aigrid.gateway.engine_names import EngineNames
 from aigrid.gateway.escalation import (
@@ -489,7 +489,8 @@ class Proxy:
                 if hedge is not None and queue and lone is not None:
                     if body.get("stream") is True:
                         timeout = hedge.delay_s(lone)
-                    elif (whole := output_limit(body) or self._contexts.get(lone.endpoint_id)) is not None:
+                    elif (whole := output_limit(self._bounded(body, record, lone.endpoint_id))
+                          or self._contexts.get(lone.endpoint_id)) is not None:
                         timeout = hedge.delay_s(lone, whole)  # (nothing bounds its length: slow or long, no telling)
                 done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # the first byte is late against its prediction: hedge on the next candidate
@@ -628,6 +629,7 @@ class Proxy:
             if self._emulate:
                 await self._sleep(half)
             sent_at = self._clock()
+            body = self._bounded(body, record, cand.endpoint_id)  # max_tokens by this endpoint's model's context
             sent_body = for_engine(body, self._engines[cand.endpoint_id].kind)  # `developer` as `system`
             if self._salt is not None:
                 sent_body = self._salt.apply(sent_body, cand.endpoint_id, record.tenant)
@@ -707,6 +709,13 @@ class Proxy:
         self._count_failed(cand)  # each write guarded: one raising here left the attempt in flight
         entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
+    def _bounded(self, body: dict[str, Any], record: DecisionRecord, endpoint_id: str) -> dict[str, Any]:
+        """`body` with the max_tokens the context of the endpoint's model leaves (engine_body.bound_output,
+        DecisionRecord.output_bound) where the client set no limit; the body itself otherwise."""
+        if record.output_bound is None:
+            return body
+        return bound_output(body, record.output_bound.limit(self._contexts.get(endpoint_id)))
+
     # --- after the first byte (relay.py drives these) -------------------------------------------------
     async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,
                               spare: list[Candidate], record: DecisionRecord) -> tuple[Opened | None, str]:
@@ -714,6 +723,8 @@ class Proxy:
         reason = why_not_continuable(body, delivered)
         if reason is not None:
             return None, reason
+        if record.served_by is not None:  # what is left of the max_tokens the broken attempt's engine got
+            body = self._bounded(body, record, record.served_by.rsplit(" -> ", 1)[-1])
         tried = {a["endpoint"] for a in record.attempts}
         refused: list[str] = []
         for cand in [c for c in spare if c.endpoint_id not in tried][: self._max_attempts]:

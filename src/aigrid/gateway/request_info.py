@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from math import ceil
 from typing import Any
 
@@ -89,8 +90,8 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
 
 def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int) -> int | None:
     """The `max_tokens` an engine gets for a request that sets no output limit of its own (engine_body.bound_output):
-    the grid's limit (gateway.max_output_tokens), unless the model's `context` (the smallest of the models the name
-    may route to) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN, an
+    the grid's limit (gateway.max_output_tokens), unless the `context` of the model the attempt's endpoint serves
+    (OutputBound.limit) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN, an
     estimate that does not under-count) fewer tokens: then None, and the engine's context bounds the answer (vLLM and
     SGLang refuse a max_tokens the real prompt leaves no room for; llama-server decodes to the context's end). Until the
     thirty-third session such a request reached the engine with no limit and could decode to the end of the context
@@ -101,6 +102,22 @@ def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int
     if context is None or context - prompt_tokens >= grid_limit:
         return grid_limit
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputBound:
+    """What bounds the output of a request that sets no limit of its own (DecisionRecord.output_bound): its longest
+    prompt's tokens at ROOM_CHARS_PER_TOKEN (longest_prompt_tokens) and the grid's limit. Each attempt's engine gets
+    `limit` of its own model's context (Proxy._attempt): `auto` and a family name route to models of different
+    contexts, and until the thirty-fourth session every candidate got the smallest's (a prompt the small model left
+    no room for reached the large one with no max_tokens, free to decode to its context's end: issue 12's hole)."""
+
+    prompt_tokens: int
+    grid_limit: int
+
+    def limit(self, context: int | None) -> int | None:
+        """The max_tokens an engine of a model of `context` tokens gets (engine_output_limit)."""
+        return engine_output_limit(self.prompt_tokens, context, self.grid_limit)
 
 
 def longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:

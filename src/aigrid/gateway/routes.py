@@ -52,9 +52,9 @@ from aigrid.errors import (
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
-from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, smallest_context
+from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
-from aigrid.gateway.engine_body import bound_output, check_legacy_functions
+from aigrid.gateway.engine_body import check_legacy_functions
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
@@ -79,8 +79,8 @@ from aigrid.gateway.request_info import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
     H_POLICY,
+    OutputBound,
     build_request_info,
-    engine_output_limit,
     longest_prompt_tokens,
     turn_prompt_tokens,
 )
@@ -537,13 +537,13 @@ class Routes:
             if loop is not None and loop.server_tools:  # the loop's first turn (its prompt with the tools' text, and the
                 # fewest output tokens it is sent with): each turn reserves the rest of its max_tokens as it starts
                 reserved = first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
+            bound = None
             if loop is None or not loop.server_tools:  # the engine decodes no more than the grid's limit where the
-                # client set none (the reservation is DEFAULT_OUTPUT_TOKENS, settled to what it decoded; a loop with
-                # server-side tools: each turn sets its own max_tokens, reserved as it starts: agents.loop.turn_body,
-                # Guard.extend)
-                bound_output(body, engine_output_limit(longest_prompt_tokens(parsed, asked.prompt_tokens),
-                                                       smallest_context(parsed.model, gw.spec.models),
-                                                       gw.spec.gateway.max_output_tokens))
+                # client set none, each attempt's by its own model's context (Proxy._attempt; the reservation is
+                # DEFAULT_OUTPUT_TOKENS, settled to what it decoded; a loop with server-side tools: each turn sets its
+                # own max_tokens, reserved as it starts: agents.loop.turn_body, Guard.extend)
+                bound = OutputBound(longest_prompt_tokens(parsed, asked.prompt_tokens),
+                                    gw.spec.gateway.max_output_tokens)
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
                 await gw.guard.admit(ex, body, prompt, reserved,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
@@ -573,6 +573,7 @@ class Routes:
             count_rejected(gw, ex.route, refused.error.code or "error")
             raise refused.error from None
         record = self._keep(ex, decision, parsed.model, info, policy_name)
+        record.output_bound = bound
         record.deadline = urgency.budget(arrived)  # a failover or an escalation gets what is left of it (proxy.py)
         await self._publish(record)
         if decision.chosen is None:

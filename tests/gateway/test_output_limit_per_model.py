@@ -1,0 +1,79 @@
+"""`auto` and a family name route to models of different contexts: the gateway's context check lets through what the
+largest may take (context_window.model_context), and the engine's output bound (request_info.engine_output_limit)
+is judged by the context of the model of the endpoint each attempt goes to (Proxy, per candidate). Until the
+thirty-fourth session the bound was the smallest context's of every model the name may route to, for every
+candidate: a prompt the small model leaves no room for reached the large one with no max_tokens, and could decode
+to the end of its context past the grid's limit (issue 12's hole, for `auto` and families)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigrid.spec.models import GridSpec, ModelSpec
+from tests.gateway.conftest import serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+SMALL, LARGE = "smollm2-135m", "smollm2-1.7b"
+PROMPT = "word " * 1200  # 6,000 characters: at 2 a token, more than the small model's 2,048 leave room for
+
+
+def two_models(tmp: Path) -> tuple[GridSpec, dict[str, FakeEngine]]:
+    """The demo grid with two models of family smollm2: SMALL (context 2,048) at iad, LARGE (8,192) at fra; the
+    grid's limit 4,096."""
+    spec = spec_in(tmp)
+    small = spec.models[SMALL].model_copy(update={"context": 2048})
+    large = small.model_copy(update={"context": 8192, "params_b": 1.7})
+    endpoints = [e for e in spec.endpoints if e.id in ("fra-smollm2", "iad-smollm2")]
+    endpoints = [e if e.id == "iad-smollm2" else e.model_copy(update={"model": LARGE}) for e in endpoints]
+    spec = spec.model_copy(update={"models": {SMALL: small, LARGE: large}, "endpoints": endpoints,
+                                   "gateway": spec.gateway.model_copy(update={"max_output_tokens": 4096})})
+    assert isinstance(spec.models[LARGE], ModelSpec)
+    return spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}
+
+
+@pytest.mark.parametrize("model", ["auto", "smollm2"])
+async def test_the_large_models_engine_gets_the_grids_limit_where_the_small_one_would_leave_no_room(
+        tmp_path: Path, model: str) -> None:
+    """Both models' endpoints are candidates (the small one's is healthy when the request is routed, and fails if it
+    is sent one); the attempt that reaches the large model's engine sends it the grid's limit, though the small
+    model's context (2,048) leaves a prompt of 3,000 tokens (at 2 characters a token) none."""
+    spec, fakes = two_models(tmp_path)
+    async with serving(spec, fakes) as (client, _):
+        fakes["iad-smollm2"].down = True
+        r = await client.post("/v1/chat/completions",
+                              json={"model": model, "messages": [{"role": "user", "content": PROMPT}]})
+        assert r.status_code == 200, r.text
+        [decision] = (await client.get("/v1/decisions")).json()["data"][-1:]
+    assert {c["endpoint"] for c in decision["candidates"]} == {"iad-smollm2", "fra-smollm2"}
+    assert decision["attempts"][-1]["endpoint"] == "fra-smollm2"
+    [sent] = fakes["fra-smollm2"].received
+    assert sent.get("max_tokens") == 4096
+
+
+@pytest.mark.parametrize("model", ["auto", "smollm2"])
+async def test_the_small_models_engine_gets_no_max_tokens_its_context_has_no_room_for(
+        tmp_path: Path, model: str) -> None:
+    spec, fakes = two_models(tmp_path)
+    async with serving(spec, fakes) as (client, _):
+        fakes["fra-smollm2"].down = True
+        r = await client.post("/v1/chat/completions",
+                              json={"model": model, "messages": [{"role": "user", "content": PROMPT}]})
+        assert r.status_code == 200, r.text
+    [sent] = fakes["iad-smollm2"].received
+    assert "max_tokens" not in sent
+
+
+async def test_a_prompt_only_the_large_model_takes_passes_the_gateways_context_check(tmp_path: Path) -> None:
+    """20,000 characters: at least 2,500 tokens by the check's generous bound (8 characters a token), past the small
+    model's 2,048 and within the large one's 8,192: the gateway lets it through for `auto` (the largest context)."""
+    spec, fakes = two_models(tmp_path)
+    fakes["iad-smollm2"].down = True
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions",
+                              json={"model": "auto", "messages": [{"role": "user", "content": "word " * 4000}]})
+        assert r.status_code == 200, r.text
+    [sent] = fakes["fra-smollm2"].received
+    assert sent.get("max_tokens") is None  # 10,000 tokens at 2 characters a token leave 8,192 none
+
