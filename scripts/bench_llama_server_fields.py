@@ -1,7 +1,8 @@
 """What llama-server's own sampler fields cost the engine: one /v1/completions of 16 tokens on the embedded
 llama-server (SmolLM2-135M, 49,152 tokens of vocabulary; one thread, one slot), with llama.cpp's default sampler
 chain, a `samplers` chain of --samplers "temperature" entries and of schemas.MAX_SAMPLERS, and DRY
-(`dry_multiplier` 0.8) with its four default `dry_sequence_breakers` and --breakers of them. The engine does this work in the one loop that serves all its slots (a long chain on every token
+(`dry_multiplier` 0.8) with its four default `dry_sequence_breakers`, schemas.MAX_DRY_BREAKERS of them and
+--breakers of them. The engine does this work in the one loop that serves all its slots (a long chain on every token
 it samples; each breaker is a scan of the whole vocabulary when the slot starts), so every other request on it
 waits as long.
 
@@ -23,7 +24,7 @@ import urllib.request
 from typing import Any
 
 from aigrid.engines.model_files import find_llama_server, find_model_file
-from aigrid.gateway.schemas import MAX_SAMPLERS
+from aigrid.gateway.schemas import MAX_DRY_BREAKERS, MAX_SAMPLERS
 
 DRY_DEFAULT = ["\n", ":", '"', "*"]
 """llama.cpp's default DRY sequence breakers."""
@@ -70,6 +71,8 @@ def main() -> None:
             (f"samplers x{MAX_SAMPLERS} (MAX_SAMPLERS)", {"samplers": ["temperature"] * MAX_SAMPLERS}),
             (f"samplers x{args.samplers:,}", {"samplers": ["temperature"] * args.samplers}),
             ("DRY, 4 default breakers", {**dry, "dry_sequence_breakers": DRY_DEFAULT}),
+            (f"DRY, {MAX_DRY_BREAKERS} breakers (MAX_DRY_BREAKERS)",
+             {**dry, "dry_sequence_breakers": [f"b{i}" for i in range(MAX_DRY_BREAKERS)]}),
             (f"DRY, {args.breakers:,} breakers", {**dry, "dry_sequence_breakers": [f"b{i}" for i in range(args.breakers)]}),
         ]
         for label, extra in cases:

@@ -126,3 +126,40 @@ async def test_samplers_of_another_shape_are_refused_naming_it(
     async with serving(spec_in(tmp_path), fakes) as (client, _):
         await refused(client, fakes, "/v1/chat/completions", {**CHAT, "samplers": value}, "samplers",
                       "a list of sampler names")
+
+
+MAX_DRY_BREAKERS = 8
+"""schemas.MAX_DRY_BREAKERS: twice llama.cpp's four default DRY sequence breakers."""
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("count", [100_000, MAX_DRY_BREAKERS + 1])
+async def test_dry_sequence_breakers_past_a_few_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, count: int) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's `dry_sequence_breakers` went to the engine as sent, bounded
+    only by the body's size, and its DRY sampler scans the whole vocabulary once per breaker when the request's slot
+    starts, in the one loop serving all its slots (100 breakers: a 16-token completion from 0.36-0.59 s to 1.8-3.3 s
+    on SmolLM2-135M). More than MAX_DRY_BREAKERS is now the client's 400 naming the field, before any engine, audited;
+    MAX_DRY_BREAKERS pass as sent."""
+    from aigrid.gateway import schemas
+    assert schemas.MAX_DRY_BREAKERS == MAX_DRY_BREAKERS
+    dry = {**body, "dry_multiplier": 0.8}
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        err = await refused(client, fakes, route, {**dry, "dry_sequence_breakers": [f"b{i}" for i in range(count)]},
+                            "dry_sequence_breakers", "scans its whole vocabulary")
+        assert f"{count:,} breakers" in err["message"], err
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        most = [f"b{i}" for i in range(MAX_DRY_BREAKERS)]
+        sent = await sent_as_is(client, fakes, route, {**dry, "dry_sequence_breakers": most})
+        assert sent["dry_sequence_breakers"] == most
+
+
+@pytest.mark.parametrize("value", [[], "\n", [1], ["\n", None], {"b": 1}])
+async def test_dry_sequence_breakers_not_a_list_of_strings_are_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server takes `dry_sequence_breakers` as a non-empty list of strings
+    only; another shape went to the engine, whose own 400 came after the grid routed and counted the request."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        await refused(client, fakes, "/v1/chat/completions", {**CHAT, "dry_sequence_breakers": value},
+                      "dry_sequence_breakers", "a non-empty list of strings")

@@ -565,6 +565,15 @@ each token it samples, in the one loop that serves all its slots: 100,000 "tempe
 100,000 passes over the candidates at every step, the cost of every tenant's requests on the engine."""
 
 
+MAX_DRY_BREAKERS = 8
+"""The most `dry_sequence_breakers` (llama-server's DRY sampler: the strings that end a repeated sequence) one request
+may name: twice llama.cpp's four defaults ("\\n", ":", "\"", "*"). When the request's slot starts, llama-server's
+DRY sampler scans the whole vocabulary once per breaker (get_overlapping_token_sequences: every token detokenized
+and searched), in the one loop that serves all its slots: 100 breakers took a 16-token completion from 0.36-0.59 s
+(the four defaults) to 1.8-3.3 s on SmolLM2-135M's 49,152 tokens (scripts/bench_llama_server_fields.py, load 7-13 on 2
+cores), every other request on the engine waiting as long; a vocabulary of 150,000 or 256,000 tokens costs three to five times that per breaker."""
+
+
 SPECULATIVE = "speculative."
 """The prefix of llama-server's per-request speculative-decoding settings (`speculative.n_max`, `.n_min`, `.p_min`,
 `.type`, `.ngram_size_n`, ...: top-level keys with a dot in their names), refused (refused_speculative)."""
@@ -770,6 +779,21 @@ class _Common(BaseModel):
         if len(v) > MAX_SAMPLERS:
             raise ValueError(f"samplers holds {len(v):,} samplers; at most {MAX_SAMPLERS} are served (the engine runs "
                              "each on every token it samples; name each kind once)")
+        return v
+
+    dry_sequence_breakers: Any = None
+    """llama-server's DRY sequence breakers: a list of 1 to MAX_DRY_BREAKERS strings, passed on as written."""
+
+    @field_validator("dry_sequence_breakers")
+    @classmethod
+    def _few_breakers(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, list) or not v or not all(isinstance(b, str) for b in v):
+            raise ValueError("dry_sequence_breakers is a non-empty list of strings (llama-server's)")
+        if len(v) > MAX_DRY_BREAKERS:
+            raise ValueError(f"dry_sequence_breakers holds {len(v):,} breakers; at most {MAX_DRY_BREAKERS} are served "
+                             "(the engine scans its whole vocabulary for each, holding every request on it)")
         return v
 
     bad_words: Any = None
