@@ -1191,3 +1191,15 @@ def test_the_keys_commands_default_secret_env_is_the_one_the_key_store_reads() -
     from aigrid.spec.models import SecuritySpec
 
     assert cli.SECRET_ENV == keys_cli.SECRET_ENV == SecuritySpec.model_fields["secret_env"].default
+
+
+def test_up_without_a_spec_outside_the_repository_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid up` (no spec) in a folder without examples/demo.yaml said `invalid grid spec examples/demo.yaml: cannot
+    read file: No such file or directory`, as if the demo's spec were broken (thirty-fourth session, an operator's
+    first hour)."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["up"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "invalid grid spec" not in said, said
+    assert (f"error: no spec named, and the default, examples/demo.yaml (the demo grid), is not under {tmp_path}: "
+            "start the demo from the repository's root (`make run`), or name a spec: `aigrid up SPEC.yaml`") in said, said

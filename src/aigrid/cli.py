@@ -242,8 +242,21 @@ def _replay(replay: Path | None) -> Path | None:
     return replay
 
 
+DEMO_SPEC = Path("examples/demo.yaml")
+"""`aigrid up`'s spec when none is named: the demo's, relative to where it runs (the repository's root, as `make run`)."""
+
+
+def _default_spec_here(spec: Path) -> None:
+    """`aigrid up` with no spec, run outside the repository's root, said `invalid grid spec examples/demo.yaml: cannot
+    read file: No such file or directory`, as if the demo's spec were broken: it says what to do instead."""
+    if spec == DEMO_SPEC and not spec.exists():
+        raise ConfigError(f"no spec named, and the default, {DEMO_SPEC} (the demo grid), is not under {Path.cwd()}: "
+                          "start the demo from the repository's root (`make run`), or name a spec: "
+                          "`aigrid up SPEC.yaml`")
+
+
 @app.command()
-def up(spec: SpecArg = Path("examples/demo.yaml"),
+def up(spec: SpecArg = DEMO_SPEC,
        port: Annotated[int | None, typer.Option(min=1, max=65535, help="gateway port (default: the spec's)")] = None,
        replay: ReplayOpt = None, log_level: LogLevelOpt = None, workers: WorkersOpt = None) -> None:
     """Start every embedded engine of the spec and the gateway, in the foreground. Ctrl-C stops all."""
@@ -252,6 +265,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
 
     replay = _replay(replay)
     try:
+        _default_spec_here(spec)
         _run(run_grid(_with_log_level(load_spec(spec), log_level), console, port=port,
                       extra_routes=_dashboard(replay), workers=_workers(workers),
                       worker_options=_worker_options(replay), source=str(spec)))
