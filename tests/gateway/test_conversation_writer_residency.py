@@ -22,6 +22,7 @@ import pytest
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
+from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -41,8 +42,10 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     ring = KeyRing(SECRET.encode())
     keys = {name: ring.issue("default", None if j is None else Scopes(jurisdictions=j)).api_key
             for name, j in SCOPES.items()}
+    keys["two"] = ring.issue("two").api_key  # a key of a tenant that may use EU and JP, no narrower than it
     ring.save(tmp_path / "keys.json")
     spec = spec_in(tmp_path, enforce=True)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "two": TenantSpec(allowed_jurisdictions=["EU", "JP"])}})
     engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
     await gw.scraper.scrape_once()
@@ -100,8 +103,14 @@ async def test_a_writer_kept_to_several_jurisdictions_names_one(grid: Any) -> No
     assert _reached(engines) == set()
 
 
-async def test_an_unrestricted_writer_asking_nothing_leaves_the_conversation_unbound(grid: Any) -> None:
+async def test_a_writer_no_narrower_than_its_tenant_leaves_the_conversation_unbound(grid: Any) -> None:
+    """A key that may use every jurisdiction, or all its tenant's (tenant `two`: EU and JP), asking for none: every
+    response of the tenant binds the conversation where the writer may read it, as before."""
     c, keys, _ = grid
+    cid = await _unbound(c, keys["two"])
+    added = await c.post(f"/v1/conversations/{cid}/items", headers=keys["two"], json=ITEM)
+    assert added.status_code == 200, added.text
+    assert STORED_IN not in (await c.get(f"/v1/conversations/{cid}", headers=keys["two"])).headers
     cid = await _unbound(c, keys["whole"])
     added = await c.post(f"/v1/conversations/{cid}/items", headers=keys["whole"], json=ITEM)
     assert added.status_code == 200, added.text

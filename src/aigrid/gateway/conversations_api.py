@@ -189,15 +189,20 @@ class ConversationsApi:
 
     def _writer_binds(self, principal: Principal, header: str | None, what: str) -> str | None:
         """The jurisdiction items written into a conversation not bound yet (`what`) bind it to: the one the writer
-        keeps its data in (its x-aigrid-residency, else its key's jurisdictions); None for a writer that may use
-        every jurisdiction and asks for none (the first response binds it). One kept to several, naming none of
-        them, is the client's 400: left unbound, a response of another key of the tenant could serve those items
-        anywhere and bind the conversation where the writer may not read it (thirty-fourth session)."""
+        keeps its data in (its x-aigrid-residency, else its key's jurisdictions); None for a writer kept no narrower
+        than its tenant (the first response binds it, within the tenant's). One kept to several of them, fewer than
+        its tenant, naming none, is the client's 400: left unbound, a response of another key of the tenant could
+        serve those items elsewhere and bind the conversation where the writer may not read it (thirty-fourth
+        session)."""
         one = self._bound_at_creation(principal, header)
         asked = residency(header)
-        if one is not None or (asked is None and principal.scopes.jurisdictions is None):
+        kept_in = asked if asked is not None else principal.scopes.jurisdictions
+        tenant = self.gw.guard.tenants.get(principal.tenant)
+        everywhere = None if tenant is None else tenant.scopes.jurisdictions
+        # no narrower than its tenant (every key of which its first response is served within): left unbound
+        if one is not None or kept_in is None or (everywhere is not None and everywhere <= kept_in):
             return one
-        kept = sorted(asked if asked is not None else principal.scopes.jurisdictions or ())
+        kept = sorted(kept_in)
         raise InvalidRequest(f"{H_RESIDENCY}: {what} is not bound to a jurisdiction yet, and these items may be kept "
                              f"only in {', '.join(kept)}: name the one to bind it to with {H_RESIDENCY}",
                              param=H_RESIDENCY, code="conversation_residency")
