@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_firewall.py [--cascade] [--prompt-cascade]
     OPENBLAS_NUM_THREADS=1 .venv/bin/python scripts/bench_firewall.py --reader document|prompt
     .venv/bin/python scripts/bench_firewall.py --addressed 1.5
+    .venv/bin/python scripts/bench_firewall.py --context 0.5
 
 --cascade: also the document cascade (aigrid.security.firewall.cascade; numpy, one BLAS thread): its load and
 the process's resident memory after it, the CPU per window read (one at a time and k at a time), and a
@@ -21,6 +22,10 @@ the same script measures an older tree too (PYTHONPATH=OLD/src).
 add to scoring a 4 MiB document: for each of four documents (prose; "ignore all all ..."; dense cues of every
 kind; "gpt-gpt-...", the run review 53e298c4 made linear), the CPU of finding the cues once over its normalised
 text (addressed.Cues) and of the document head's score without the cues and with weight W.
+
+--context B: only what the context weight (tried and not shipped: an artefact's context_weight) adds to scoring
+a 4 MiB document (the prose and the dense cues of --addressed): the document head's score with weight 0 and B,
+each twice, alternating.
 
 Prints figures (no pass/fail): docs/security.md ("Cost") quotes them with the machine they came from. Times
 are CPU time of this process (time.process_time), so a machine shared with other work slows the run down
@@ -197,19 +202,41 @@ def bench_addressed(weight: float, mib: float) -> None:
               f"with weight {weight:g} {t4 - t3:.2f} s CPU")
 
 
+def bench_context(weight: float, mib: float) -> None:
+    """What the context weight adds to scoring a document: every window's logit kept, and their median."""
+    model = InjectionModel.load()
+    size = int(mib * 2**20)
+    for name in ("prose", "dense cues"):
+        unit = ADDRESSED_DOCUMENTS[name]
+        text = unit * (size // len(unit))
+        took: dict[float, list[float]] = {0.0: [], weight: []}
+        for w in (0.0, weight, 0.0, weight):
+            model.context_weight = w
+            t0 = time.process_time()
+            model.score(text, document=True)
+            took[w].append(time.process_time() - t0)
+        print(f"{name} ({len(text) / 2**20:.1f} MiB): score as a document without the context weight "
+              f"{' / '.join(f'{t:.2f}' for t in took[0.0])} s, with weight {weight:g} "
+              f"{' / '.join(f'{t:.2f}' for t in took[weight])} s CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cascade", action="store_true")
     parser.add_argument("--prompt-cascade", action="store_true")
     parser.add_argument("--reader", choices=("document", "prompt"))
     parser.add_argument("--addressed", type=float, metavar="W", help="only the addressed cues' cost, at weight W")
-    parser.add_argument("--mib", type=float, default=4.0, help="--addressed: each document's size in MiB")
+    parser.add_argument("--context", type=float, metavar="B", help="only the context weight's cost, at weight B")
+    parser.add_argument("--mib", type=float, default=4.0, help="--addressed, --context: each document's size in MiB")
     args = parser.parse_args()
     if args.reader:
         bench_reader(args.reader)
         return
     if args.addressed is not None:
         bench_addressed(args.addressed, args.mib)
+        return
+    if args.context is not None:
+        bench_context(args.context, args.mib)
         return
     t0 = time.process_time()
     model = InjectionModel.load()

