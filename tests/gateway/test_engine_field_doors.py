@@ -163,3 +163,38 @@ async def test_dry_sequence_breakers_not_a_list_of_strings_are_refused_naming_it
     async with serving(spec_in(tmp_path), fakes) as (client, _):
         await refused(client, fakes, "/v1/chat/completions", {**CHAT, "dry_sequence_breakers": value},
                       "dry_sequence_breakers", "a non-empty list of strings")
+
+
+MAX_STEP_ENTRIES = 1024
+"""schemas.MAX_STEP_ENTRIES: the most stop sequences, banned words and stop token ids one request holds."""
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("count", [500_000, MAX_STEP_ENTRIES + 1])
+async def test_stop_token_ids_past_what_an_engine_checks_each_step_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, count: int) -> None:
+    """(7 Dec 2026, thirty-fourth session) vLLM's and SGLang's `stop_token_ids` went to the engine as sent, bounded only
+    by the body's size (500,000 ids: 3.4 MB), and vLLM's scheduler checks the answer's last token against the list,
+    a list scanned from its start, for every request at every step (vllm/v1/core/sched/utils.py check_stop), in the
+    engine core's one loop. More than MAX_STEP_ENTRIES (stop's and bad_words' bound) is now the client's 400 naming
+    the field, before any engine, audited; MAX_STEP_ENTRIES pass as sent."""
+    from aigrid.gateway import schemas
+    assert schemas.MAX_STEP_ENTRIES == MAX_STEP_ENTRIES
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        err = await refused(client, fakes, route, {**body, "stop_token_ids": list(range(count))}, "stop_token_ids",
+                            "every step")
+        assert f"{count:,} token ids" in err["message"], err
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        most = list(range(MAX_STEP_ENTRIES))
+        assert (await sent_as_is(client, fakes, route, {**body, "stop_token_ids": most}))["stop_token_ids"] == most
+
+
+@pytest.mark.parametrize("value", [7, ["2"], [1.5], [True], [-1], {"2": 1}])
+async def test_stop_token_ids_not_a_list_of_token_ids_are_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) `stop_token_ids` is a list of token ids; another shape went to the engine,
+    whose own 400 (vLLM's pydantic error, no `param` the grid could name) came after the grid routed and counted it."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        await refused(client, fakes, "/v1/chat/completions", {**CHAT, "stop_token_ids": value}, "stop_token_ids",
+                      "a list of token ids")

@@ -543,10 +543,11 @@ class StructuredOutputs(BaseModel):
 
 
 MAX_STEP_ENTRIES = 1024
-"""The most stop sequences (`stop`) and banned words (vLLM's `bad_words`) one request may hold: the engine checks
-each at every step it samples (llama-server's find_stopping_strings walks every stop string for each token, in
-the one loop that serves all its slots; vLLM's bad_words, vllm/v1/sample/ops/bad_words.py, loops over each word
-per request per step in Python), the cost of every tenant's requests batched with it. Until the thirty-third
+"""The most stop sequences (`stop`), banned words (vLLM's `bad_words`) and stop token ids (vLLM's and SGLang's
+`stop_token_ids`) one request may hold: the engine checks each at every step it samples (llama-server's
+find_stopping_strings walks every stop string for each token, in the one loop that serves all its slots; vLLM's
+bad_words, vllm/v1/sample/ops/bad_words.py, loops over each word per request per step in Python; its scheduler's
+check_stop scans the stop_token_ids list), the cost of every tenant's requests batched with it. Until the thirty-third
 session only the body's size bounded either (100,000 of each were served). MAX_LOGIT_BIAS's figure, OpenAI's bound
 of a map checked each step."""
 MAX_LOGIT_BIAS = 1024
@@ -794,6 +795,23 @@ class _Common(BaseModel):
         if len(v) > MAX_DRY_BREAKERS:
             raise ValueError(f"dry_sequence_breakers holds {len(v):,} breakers; at most {MAX_DRY_BREAKERS} are served "
                              "(the engine scans its whole vocabulary for each, holding every request on it)")
+        return v
+
+    stop_token_ids: Any = None
+    """vLLM's and SGLang's: token ids that end the answer, a list of at most MAX_STEP_ENTRIES non-negative integers (vLLM's
+    scheduler checks the answer's last token against the list, as a list, at every step: check_stop), passed on as
+    written."""
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _few_stop_tokens(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in v):
+            raise ValueError("stop_token_ids is a list of token ids (non-negative integers)")
+        if len(v) > MAX_STEP_ENTRIES:
+            raise ValueError(f"stop_token_ids holds {len(v):,} token ids; at most {MAX_STEP_ENTRIES:,} are served (the "
+                             "engine checks each at every step)")
         return v
 
     bad_words: Any = None
