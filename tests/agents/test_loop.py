@@ -535,3 +535,20 @@ async def test_a_turns_count_past_its_context_is_unknown(caplog: pytest.LogCaptu
     engine = ScriptedEngine([{**call("calculator", expression="1+1"), "usage": usage}, answer("2")])
     evs = await events(engine, chat(CALC), config=LoopConfig(most_turn_tokens=8_192))
     assert isinstance(evs[-1], Finished) and evs[-1].content == "2" and evs[-1].usage == {}
+
+
+async def test_a_client_tools_strict_flag_reaches_a_native_turn_of_the_loop() -> None:
+    """(7 Dec 2026, thirty-fourth session) A native turn of the loop (server-side tools beside the client's) wrote
+    each tool anew from its ToolSpec and dropped the client's function `strict` (OpenAI's, Anthropic's strict tool
+    use as the Messages door carries it): the engine never saw it. Now carried as the client sent it; a server-side
+    tool's definition is the registry's, with none. A `strict` that is not a boolean is a 400 naming it."""
+    strict_weather = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    engine = ScriptedEngine([{"content": "done"}])
+    await events(engine, chat(CALC, strict_weather, aigrid_tool_mode="native"))
+    sent = [t["function"] for t in engine.received[0]["tools"]]
+    assert [fn["name"] for fn in sent] == ["calculator", "weather"]
+    assert "strict" not in sent[0] and sent[1]["strict"] is True, sent
+    with pytest.raises(InvalidRequest) as bad:
+        validate_tool_request(chat(CALC, {"type": "function", "function": {**WEATHER["function"], "strict": "yes"}}),
+                              REGISTRY)
+    assert bad.value.param == "tools[1].function.strict"

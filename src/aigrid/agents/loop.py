@@ -295,7 +295,7 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
             fn = t["function"]
             check_tool_definition(fn, f"tools[{i}].function")
             specs.append(ToolSpec(name, str(fn.get("description") or ""),
-                                  fn.get("parameters") or {"type": "object"}, server=False))
+                                  fn.get("parameters") or {"type": "object"}, server=False, strict=fn.get("strict")))
     return specs
 
 
@@ -310,6 +310,8 @@ def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
                              param=f"{where}.name")
     if fn.get("description") is not None and not isinstance(fn["description"], str):
         raise InvalidRequest("a tool's description must be a string", param=f"{where}.description")
+    if fn.get("strict") is not None and not isinstance(fn["strict"], bool):
+        raise InvalidRequest("a tool's strict must be a boolean", param=f"{where}.strict")
     params = fn.get("parameters")
     if params is None:
         return
@@ -654,8 +656,9 @@ def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Seq
     if client_format is not None and not offer:
         payload["response_format"] = dict(client_format)
     if offer:
-        payload["tools"] = [{"type": "function", "function": {"name": s.name, "description": s.description,
-                                                               "parameters": dict(s.parameters)}} for s in offer]
+        payload["tools"] = [{"type": "function", "function": {
+            "name": s.name, "description": s.description, "parameters": dict(s.parameters),
+            **({} if s.strict is None else {"strict": s.strict})}} for s in offer]
         payload["tool_choice"] = "required" if force_call else "auto"
         if one_call:
             payload["parallel_tool_calls"] = False

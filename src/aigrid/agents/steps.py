@@ -39,6 +39,8 @@ class ToolSpec:
     description: str
     parameters: Mapping[str, Any]
     server: bool
+    strict: bool | None = None
+    """The client's function `strict` (a client tool's; None where it said nothing): passed on to a native turn."""
 
 
 @dataclass(frozen=True, slots=True)
