@@ -18,9 +18,10 @@ a `-2`, `-3` suffix), and a ref's name token is matched both decoded (RFC 6901: 
 written. `const`, `enum`, `default`, `examples` hold data, not schemas: a `{"$ref": ...}` there is a value the model
 must write as it is, never renamed (a property NAMED `default` is a schema, and is). A ref that is not a pointer from
 this schema's root (`https://...`, `other.json#/x`, an anchor `#name`) is left as written: the grid fetches nothing,
-and no engine does (llama.cpp's converter is given a fetcher that returns `{}`, so an `https://` ref without a
-fragment is any object and one with a fragment, or any other scheme, fails the request; xgrammar treats it as any
-value or fails; llguidance refuses it). Cycles (a definition referring to itself, two to each other, `#`) are
+and no engine does (the bundled llama-server 0.3.36 answers 400 "unsupported $ref https://..."; xgrammar treats it
+as any value or fails; llguidance refuses it). Measured on that llama-server (SmolLM2-135M, a schema sent as
+`response_format`, 7 Dec 2026): `#/$defs/a~1b` to a definition named `a/b` is its 400 "cannot resolve $ref", a
+`{"$ref": ...}` inside `const` or `enum` is served (it reads no ref there). Cycles (a definition referring to itself, two to each other, `#`) are
 renamed, never followed, so they cost nothing here."""
 
 from __future__ import annotations
