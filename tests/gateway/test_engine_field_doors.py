@@ -198,3 +198,29 @@ async def test_stop_token_ids_not_a_list_of_token_ids_are_refused_naming_it(
     async with serving(spec_in(tmp_path), fakes) as (client, _):
         await refused(client, fakes, "/v1/chat/completions", {**CHAT, "stop_token_ids": value}, "stop_token_ids",
                       "a list of token ids")
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("limits,most", [({"max_tokens": 4}, 4), ({"max_completion_tokens": 6, "max_tokens": 9}, 6)])
+async def test_min_tokens_past_the_output_limit_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, limits: dict, most: int) -> None:
+    """(7 Dec 2026, thirty-fourth session) vLLM's and SGLang's `min_tokens` went to the engine unread: one past the
+    body's own output limit (`max_completion_tokens`, else `max_tokens`) was vLLM's 400 (its SamplingParams: "min_tokens
+    must be less than or equal to max_tokens"), after the grid routed and counted the request, without a `param`.
+    Now the client's 400 naming `min_tokens`, before any engine, audited; up to the limit passes as sent."""
+    body = {**{k: v for k, v in body.items() if k != "max_tokens"}, **limits}
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, "min_tokens": most + 1}, "min_tokens", "output limit")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        assert (await sent_as_is(client, fakes, route, {**body, "min_tokens": most}))["min_tokens"] == most
+
+
+@pytest.mark.parametrize("value", [-1, "3", 2.5, True, [3]])
+async def test_min_tokens_not_a_count_is_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) `min_tokens` is a count; another value went to the engine, whose own 400
+    came after the grid routed and counted the request."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        await refused(client, fakes, "/v1/chat/completions", {**CHAT, "min_tokens": value}, "min_tokens",
+                      "non-negative integer")

@@ -797,6 +797,26 @@ class _Common(BaseModel):
                              "(the engine scans its whole vocabulary for each, holding every request on it)")
         return v
 
+    min_tokens: Any = None
+    """vLLM's and SGLang's: the fewest tokens the answer has before an end-of-sequence or stop token may end it, a
+    non-negative integer no larger than the body's own output limit (max_completion_tokens or max_tokens), passed
+    on as written. vLLM's scheduler reads it before the length limit (check_stop: below min_tokens nothing stops
+    the answer) and its SamplingParams refuse one past max_tokens; that 400 came from the engine after the grid
+    routed and counted the request, without a `param`."""
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _within_the_limit(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("min_tokens is a non-negative integer")
+        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        if limit is not None and v > limit:
+            raise ValueError(f"min_tokens ({v:,}) is more than the answer's output limit ({limit:,}, "
+                             f"{'max_completion_tokens' if info.data.get('max_completion_tokens') else 'max_tokens'})")
+        return v
+
     stop_token_ids: Any = None
     """vLLM's and SGLang's: token ids that end the answer, a list of at most MAX_STEP_ENTRIES non-negative integers (vLLM's
     scheduler checks the answer's last token against the list, as a list, at every step: check_stop), passed on as
