@@ -138,10 +138,11 @@ def gateway_server(app: ASGIApp, gateway: Gateway, **options: Any) -> GatewaySer
     `options` the rest of uvicorn.Config's (where it listens, responses_socket.server_options: its WebSocket protocol
     is a Lingering one). log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them
     off uvicorn.error). The benchmarks' gateway (bench/gateway_launch.py) is built here too."""
+    proxies = gateway.spec.gateway.forwarded_allow_ips  # X-Forwarded-* believed from these peers only, else no one
     config = uvicorn.Config(CutAnswers(app), log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
                             # uvicorn types it int; its wait (asyncio.timeout) takes the spec's float
                             timeout_graceful_shutdown=gateway.spec.gateway.shutdown_grace_s,  # type: ignore[arg-type]
-                            **options)
+                            proxy_headers=bool(proxies), forwarded_allow_ips=list(proxies) or None, **options)
     server = GatewayServer(config, gateway)
     refused, written = gateway.metrics.rejected.labels("too_many_connections").inc, gateway.proxy.written
     # a write that fails (a full disk) is logged rate-limited: a connection flood is not one line per refusal

@@ -806,6 +806,12 @@ class GatewaySpec(StrictModel):
         "written out and this machine's own name (\"gw.internal\", \"*.example.com\"): a request that arrives on a loopback address under "
         "another name is refused (a web page's name re-resolved to it, DNS rebinding), and with this list set, one "
         "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
+    forwarded_allow_ips: list[str] = Field(default=[], description=(
+        "the addresses or networks (\"127.0.0.1\", \"10.0.0.0/8\") of the proxies in front of this gateway whose "
+        "X-Forwarded-For and X-Forwarded-Proto it believes: on a request from one of them the client's address and "
+        "scheme are read from those headers (the message batches' results_url then says https behind a proxy that "
+        "ends TLS). Default none: neither header is read from anyone, the connection's peer is the client "
+        "(docs/security.md, 'Headers the gateway trusts')"))
     shared_state_url: str | None = Field(
         default=None, description=(
             "redis://host:port/db shared by every gateway of this grid (default: in-process). Over TLS: "
@@ -853,6 +859,21 @@ class GatewaySpec(StrictModel):
                 raise ValueError(f"{host!r} is not a host name: write the name alone (\"gw.internal\", or "
                                  "\"*.example.com\" for every name under it), no scheme, port or path")
         return hosts
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, addresses: list[str]) -> list[str]:
+        """Each written as uvicorn's ProxyHeadersMiddleware reads it (it takes an entry it cannot read, or a network
+        with host bits set, as a name no peer has: that proxy's headers were never believed, and nothing said so)."""
+        written = []
+        for address in addresses:
+            try:
+                written.append(str(ipaddress.ip_network(address.strip(), strict=False)) if "/" in address
+                               else str(ipaddress.ip_address(address.strip())))
+            except ValueError:
+                raise ValueError(f"{address!r} is not an address or a network: write a proxy's IP address "
+                                 "(\"127.0.0.1\", \"::1\") or its network (\"10.0.0.0/8\")") from None
+        return written
 
 
 class SloSpec(StrictModel):
