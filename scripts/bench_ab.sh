@@ -28,6 +28,9 @@ emu=$!
 trap 'kill $emu 2>/dev/null' EXIT
 sleep 3
 cpu() { env PYTHONPATH="$here/src" "$PY" -c "from aigrid.bench.procs import cpu_seconds; print(cpu_seconds($1))"; }
+# the gateway process's write(2)-family system calls (/proc/PID/io syscw: its socket writes, the audit log's; with
+# WORKERS, the parent's only, so not printed there)
+writes() { awk '/^syscw:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
   --output-tokens "${TOKENS:-24}" $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
@@ -47,10 +50,11 @@ for r in $(seq 1 "$ROUNDS"); do
       echo "$name round $r: the gateway did not start, see $out/gw-$name.log" | tee -a "$out/ab.txt"; continue
     fi
     bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up
-    t0=$(cpu "$gw")
+    t0=$(cpu "$gw"); w0=$(writes "$gw")
     bench --concurrency "$C" -n "$N" --out "$out/$name-$r" > "$out/bench-$name-$r.log" 2>&1
-    t1=$(cpu "$gw")
-    echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $N" | bc) ms/request," \
+    t1=$(cpu "$gw"); w1=$(writes "$gw")
+    syscalls=""; [ "${WORKERS:-0}" -gt 0 ] || syscalls=", $(echo "scale=2; ($w1 - $w0) / $N" | bc) write calls/request"
+    echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $N" | bc) ms/request$syscalls," \
          "$(grep -o '[0-9.]* req/s' "$out/bench-$name-$r.log" | head -1), load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out/ab.txt"
     kill -INT $gw; wait $gw 2>/dev/null
   done

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import json
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,9 @@ async def _run(requests: int, rounds: int, tokens: int, profile: bool) -> dict[s
 
 
 def _cuts(rounds: int, number: int = 20_000) -> None:
-    """The thirty-second session's cuts, each step in its old form and its new, alternating."""
+    """The thirty-second session's cuts, each step in its old form and its new, alternating; and the thirty-fourth's
+    proxy layer (uvicorn's, mounted on every request before gateway.forwarded_allow_ips: its call around an app
+    that returns at once against the app's alone)."""
     import timeit
     from dataclasses import replace
 
@@ -233,6 +236,20 @@ def _cuts(rounds: int, number: int = 20_000) -> None:
     def texts_new() -> None:
         model_texts.chat_texts(body)
 
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    layer = ProxyHeadersMiddleware(app, "127.0.0.1,::1")  # as uvicorn mounted it before gateway.forwarded_allow_ips
+    http = {**scope, "type": "http", "client": ("127.0.0.1", 51234)}
+
+    def through(call: Any) -> Callable[[], None]:
+        def one() -> None:
+            with contextlib.suppress(StopIteration):
+                call(http, None, None).send(None)
+        return one
+
     principal = Principal("default", "anonymous", Scopes())
     asked = RequestInfo("dec-0123456789abcdef", MODEL_NAME, 40, 24, prefix_hash="0" * 24)
     steps = {
@@ -241,6 +258,7 @@ def _cuts(rounds: int, number: int = 20_000) -> None:
             lambda: replace(scope_request(principal, asked), priority=5, deadline_ms=None),
             lambda: scope_request(principal, asked, priority=5, deadline_ms=None)),
         "chat_texts (one user message)": (texts_old, texts_new),
+        "uvicorn's ProxyHeadersMiddleware (34th)": (through(layer), through(app)),
     }
     print(f"load {os.getloadavg()[0]:.2f}; least process_time of {rounds} alternating rounds of {number:,} calls")
     for name, (old, new) in steps.items():
