@@ -224,3 +224,20 @@ async def test_min_tokens_not_a_count_is_refused_naming_it(
     async with serving(spec_in(tmp_path), fakes) as (client, _):
         await refused(client, fakes, "/v1/chat/completions", {**CHAT, "min_tokens": value}, "min_tokens",
                       "non-negative integer")
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("value", ["outlines", "lm-format-enforcer", "xgrammar:no-fallback", "guidance"])
+async def test_a_structured_output_backend_of_the_clients_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, value: str) -> None:
+    """(7 Dec 2026, thirty-fourth session) vLLM's `guided_decoding_backend` (the request's own structured-output
+    backend, over the operator's) went to the engine unread: builds that honour it let a client pick outlines, whose
+    regex index compile ran 15 minutes and was killed for memory (vllm-project/vllm issue 7332), where the operator
+    chose xgrammar and the grid bounds constraints as its configured backends read them. Now the client's 400 naming
+    the field, before any engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, "guided_regex": "[a-z]+", "guided_decoding_backend": value},
+                      "guided_decoding_backend", "operator's choice")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        await sent_as_is(client, fakes, route, {**body, "guided_regex": "[a-z]+"})  # without it, served

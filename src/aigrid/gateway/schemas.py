@@ -294,6 +294,9 @@ _REFUSED = {
     **{name: f"llama-server's {name} is not served by this grid: it is the engine's own parser of the answer, which "
              "its chat template sets (one sent by the client is read unchecked)" for name in ("chat_format",
                                                                                                "chat_parser")},
+    "guided_decoding_backend": "vLLM's guided_decoding_backend is not served by this grid: the structured-output "
+                               "backend is the engine operator's choice, and the grid bounds grammars, regular "
+                               "expressions and schemas for the backends it configured (leave it out)",
     "grammar_triggers": "llama-server's grammar_triggers is not served by this grid: the engine compiles each as a "
                         "C++ std::regex, which a long or deeply nested one crashes, and with it every request there "
                         "(send the grammar without grammar_lazy)",
@@ -889,6 +892,14 @@ class _Common(BaseModel):
     structural_tag: Any = None
     _json_texts = bounded_json_texts(*JSON_TEXT_FIELDS)
     structured_outputs: StructuredOutputs | None = None
+    guided_decoding_backend: Refused = None
+    """vLLM's: the structured-output backend for this request (`outlines`, `lm-format-enforcer`, `xgrammar`,
+    `guidance`, with options after a colon: `xgrammar:no-fallback`), over the operator's --guided-decoding-backend.
+    Builds that honour it let a client pick outlines, whose regex index compile ran 15 minutes and was killed for
+    memory on one schema (vllm-project/vllm issue 7332) and crashed on two requests at once (PR 4109), where the
+    operator chose xgrammar; the grid's bounds on grammars, regular expressions and schemas are read as the
+    configured backends read them (LARK_FIELDS). vLLM's V1 engine refuses a backend other than its own in its own words,
+    after the grid routed and counted the request. Refused."""
 
     _refused = _refusing(_REFUSED)
 
