@@ -175,7 +175,9 @@ def _scored(ctx: Context, eligible: list[Eligible], weighted: Weighted, rejected
     prompt_tokens, max_output_tokens = request.prompt_tokens, request.max_output_tokens
     while True:
         best = fastest_ttft_ms(eligible)
-        # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
+        # Context(...) without its generated __init__ (core/context.py's build_context: the same record). The
+        # second of the decision: the filters' one is built before any prediction, and Context is frozen (one
+        # Context less would save at most its build, 0.34-0.38 us of a 25 us decision, 7 Dec 2026, RTX)
         scoring = build_context(request, ctx.view, ctx.policy, ctx.crowded, best if best < inf else -1.0)
         candidates: list[Candidate] = []
         dropped: list[Rejection] = []
