@@ -163,3 +163,26 @@ def test_a_request_never_sent_has_no_send_lag() -> None:
     assert s["client"]["send_lag_ms"]["max"] == s["client"]["send_lag_ms"]["p50"] == 2.0, s["client"]
     s = summary(Run([refused], 3.0, 0.1, RunConfig(("http://127.0.0.1:1/v1",), "m"), 1), Slo())
     assert s["client"]["send_lag_ms"] is None, s["client"]
+
+
+async def test_a_run_not_streamed_claims_no_goodput() -> None:
+    """--no-stream measures no TTFT nor TPOT, and every whole answer counted as within the SLO: a run of ~40 ms
+    answers said "goodput ... (100% within TTFT<=1ms, TPOT<=1ms)" (7 Dec 2026, thirty-fourth session). Its goodput
+    is unknown now (null in bench.json, `-` in the line); a streamed run's is as before."""
+    from aigrid.bench.report import summary_line
+
+    server, _ = await serve(TIMING, port=0)
+    url = f"http://127.0.0.1:{bound_port(server)}/v1"
+    try:
+        whole = await run(RunConfig((url,), "emu", stream=False, concurrency=2), workload.closed(4, 200, 3))
+        streamed = await run(RunConfig((url,), "emu", concurrency=2), workload.closed(4, 200, 3))
+    finally:
+        server.close()
+    tight = Slo(ttft_ms=1, tpot_ms=1)
+    s = summary(whole, tight)
+    assert s["completed"] == 4 and s["e2e_ms"]["p50"] > 1, s
+    assert s["goodput"]["fraction"] is None and s["goodput"]["requests_per_s"] is None, s["goodput"]
+    assert "goodput - (not streamed: no TTFT or TPOT to hold to TTFT<=1ms, TPOT<=1ms)" in summary_line(s)
+    t = summary(streamed, tight)
+    assert t["completed"] == 4 and t["goodput"]["fraction"] == 0.0, t["goodput"]  # 28 ms prefill: past 1 ms
+    assert "goodput 0.00 req/s (0% within TTFT<=1ms, TPOT<=1ms)" in summary_line(t)

@@ -49,8 +49,12 @@ def summary(run: Run, slo: Slo) -> dict[str, Any]:
     ends = [r.sent + (r.e2e or 0.0) for r in ok if r.sent is not None]
     span = (max(ends) - min(sent)) if ends else 0.0
     span = span or run.wall_s
-    good = [r for r in ok if (r.ttft is None or r.ttft * 1000 <= slo.ttft_ms)
+    # a whole answer (--no-stream) has no TTFT nor TPOT: it counted as within the SLO, so a run of 700 ms answers
+    # said "100% within TTFT<=100ms, TPOT<=5ms". Goodput is of streamed answers only (None: none was streamed)
+    timed = [r for r in ok if r.ttft is not None]
+    good = [r for r in timed if r.ttft is not None and r.ttft * 1000 <= slo.ttft_ms
             and (r.tpot is None or r.tpot * 1000 <= slo.tpot_ms)]
+    unmeasured = bool(ok) and not timed
     # a request never written (its connection refused) has no send time, nor a lag
     lags = [r.sent - r.planned for r in run.results if r.planned is not None and r.sent is not None]
     errors: dict[str, int] = {}
@@ -65,8 +69,9 @@ def summary(run: Run, slo: Slo) -> dict[str, Any]:
         "duration_s": round(run.wall_s, 3),
         "request_rate": round(len(ok) / span, 3) if span else 0.0,
         "output_tokens_per_s": round(sum(r.output_tokens for r in ok) / span, 1) if span else 0.0,
-        "goodput": {"slo": asdict(slo), "requests_per_s": round(len(good) / span, 3) if span else 0.0,
-                    "fraction": round(len(good) / len(ok), 4) if ok else 0.0},
+        "goodput": {"slo": asdict(slo),
+                    "requests_per_s": None if unmeasured else round(len(good) / span, 3) if span else 0.0,
+                    "fraction": None if unmeasured else round(len(good) / len(ok), 4) if ok else 0.0},
         "ttft_ms": dist([r.ttft for r in ok if r.ttft is not None]),
         "tpot_ms": dist([r.tpot for r in ok if r.tpot is not None]),
         "itl_ms": dist([x for r in ok for x in r.itl]),
@@ -96,11 +101,12 @@ def summary_line(s: dict[str, Any]) -> str:
     """The run in one line under the table (rich markup): requests ok and failed, rates, goodput, the client's
     own CPU and send lag. It was the table's caption, wrapped to the table's 76 columns and centred: three
     broken lines (`goodput 0.00 req/s (0%` / `within TTFT<=1000ms, ...`) on any terminal and in a log."""
-    c = s["client"]
+    c, g = s["client"], s["goodput"]
+    slo = f"TTFT<={g['slo']['ttft_ms']:g}ms, TPOT<={g['slo']['tpot_ms']:g}ms"
+    goodput = (f"goodput - (not streamed: no TTFT or TPOT to hold to {slo})" if g["fraction"] is None else
+               f"goodput {g['requests_per_s']:.2f} req/s ({100 * g['fraction']:.0f}% within {slo})")
     return (f"{s['completed']}/{s['requests']} ok, {s['failed']} failed in {s['duration_s']:.1f}s  |  "
-            f"{s['request_rate']:.2f} req/s, {s['output_tokens_per_s']:.0f} tok/s, goodput "
-            f"{s['goodput']['requests_per_s']:.2f} req/s ({100 * s['goodput']['fraction']:.0f}% within "
-            f"TTFT<={s['goodput']['slo']['ttft_ms']:g}ms, TPOT<={s['goodput']['slo']['tpot_ms']:g}ms)  |  "
+            f"{s['request_rate']:.2f} req/s, {s['output_tokens_per_s']:.0f} tok/s, {goodput}  |  "
             f"client CPU {100 * c['cpu_share_of_one_core']:.0f}% of a core"
             + (f", send lag p99 {c['send_lag_ms']['p99']:.1f} ms" if c.get("send_lag_ms") else "")
             + ("  [bold red]CLIENT SATURATED: numbers are a lower bound[/]" if c["saturated"] else ""))
