@@ -241,3 +241,32 @@ async def test_a_structured_output_backend_of_the_clients_is_refused_and_audited
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
         await sent_as_is(client, fakes, route, {**body, "guided_regex": "[a-z]+"})  # without it, served
+
+
+def nested_regex(depth: int) -> str:
+    return "(" * depth + " " + ")" * depth
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("field,inner", [("guided_whitespace_pattern", None),
+                                         ("structured_outputs", "whitespace_pattern")])
+@pytest.mark.parametrize("pattern", [nested_regex(50_000), " " * (256 * 1024 + 1)])
+async def test_a_whitespace_pattern_past_the_regex_bound_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, inner: str | None,
+        pattern: str) -> None:
+    """(7 Dec 2026, thirty-fourth session) vLLM's whitespace pattern (`guided_whitespace_pattern`, since its v0.12
+    `structured_outputs.whitespace_pattern`: the whitespace a JSON answer may hold, a regular expression its outlines
+    and guidance backends compile into the schema's grammar) went to the engine at any length and depth, where every
+    other regular expression of a request is bounded (256 KiB, 1,000 nested groups: schemas.regex_fault). Now the
+    client's 400 naming it, before any engine, audited; one within the bound passes as sent."""
+    def with_pattern(p: str) -> dict:
+        value = p if inner is None else {"json": '{"type": "object"}', inner: p}
+        return {**body, field: value}
+    param = field if inner is None else f"{field}.{inner}"
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, with_pattern(pattern), param, "regular expression")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        within = "[ \\t\\n]{0,4}"
+        assert await sent_as_is(client, fakes, route, with_pattern(within)) == {**with_pattern(within),
+                                                                                  "model": body["model"]}

@@ -331,9 +331,11 @@ _LARK_TEXT = re.compile(r'"(?:\\.|[^"\\\n])*"?|(?:#|//)[^\n]*|/(?:\\.|[^/\\])+/?
 JSON string, on one line), a comment (`#` or `//`, to the end of its line), a regular expression (`/.../`, lines and
 all; its own groups are the regex engine's). An unclosed one runs to the end here, where llguidance's lexer fails
 before its parser reads a bracket."""
-REGEX_FIELDS = ("guided_regex", "regex")
+REGEX_FIELDS = ("guided_regex", "regex", "guided_whitespace_pattern")
 """The engines' regular-expression fields, passed on as written: vLLM's `guided_regex` (since its v0.12
-`structured_outputs.regex`), SGLang's `regex`."""
+`structured_outputs.regex`), SGLang's `regex`, and vLLM's `guided_whitespace_pattern` (since its v0.12
+`structured_outputs.whitespace_pattern`: the whitespace a JSON answer may hold, a regular expression its outlines and
+guidance backends compile into the schema's grammar; unread until the thirty-fourth session)."""
 _REGEX_TEXT = re.compile(r"\\.|\[(?:[^\]\\]|\\.)*\]?", re.DOTALL)
 """What holds parentheses that are not groups in a regular expression: an escape, a character class."""
 JSON_TEXT_FIELDS = ("guided_json", "json_schema", "structural_tag")
@@ -531,17 +533,19 @@ def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
 class StructuredOutputs(BaseModel):
     """vLLM's `structured_outputs` (since its v0.12 the only way to its grammar: `guided_grammar` and the other
     `guided_*` fields were removed): its `grammar` bounded as `grammar` is (read as Lark too: its guidance backend
-    reads Lark), its `regex` as `guided_regex` is, its `json` and `structural_tag` (strings of JSON) as `guided_json`
-    is; the rest passed on as written. Until review RV1 of fe0745b7 a grammar nested past MAX_GRAMMAR_NESTING reached
-    a current vLLM here unread; its regex and JSON until the thirty-third session."""
+    reads Lark), its `regex` and `whitespace_pattern` as `guided_regex` is, its `json` and `structural_tag` (strings of
+    JSON) as `guided_json` is; the rest passed on as written. Until review RV1 of fe0745b7 a grammar nested past
+    MAX_GRAMMAR_NESTING reached a current vLLM here unread; its regex and JSON until the thirty-third session, its
+    whitespace_pattern until the thirty-fourth."""
 
     model_config = ConfigDict(extra="allow")
     grammar: Any = None
     regex: Any = None
     json_: Any = Field(default=None, alias="json")
     structural_tag: Any = None
+    whitespace_pattern: Any = None
     _grammars = bounded_grammars("grammar")
-    _regexes = bounded_regexes("regex")
+    _regexes = bounded_regexes("regex", "whitespace_pattern")
     _json_texts = bounded_json_texts("json_", "structural_tag")
 
 
@@ -884,6 +888,7 @@ class _Common(BaseModel):
     """vLLM's regular expression (since its v0.12 `structured_outputs.regex`; SGLang's `regex`): a string nested at
     most MAX_GRAMMAR_NESTING groups deep, passed on as written."""
     regex: Any = None
+    guided_whitespace_pattern: Any = None
     _regexes = bounded_regexes(*REGEX_FIELDS)
     guided_json: Any = None
     """vLLM's JSON schema (an object, or a string of one; SGLang's `json_schema`, a string; their `structural_tag`,
