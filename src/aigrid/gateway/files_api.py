@@ -11,7 +11,8 @@ multipart parser with its file part there, `_StoreParser`, not in the system's t
 becomes the file by a rename; a spool not kept is deleted, and a disk that refuses it is a 503
 insufficient_storage naming `file`. Files live on the local disk of the machine running the gateway (file_store.py;
 docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
-404), residency-scoped (a file made by a key whose jurisdictions are not all among the caller's, or by an
+404), residency-scoped (an upload is made under its key's jurisdictions, narrowed by its x-aigrid-residency;
+a file made by a key whose jurisdictions are not all among the caller's, or by an
 unrestricted key when the caller is narrowed, is a 404 too and is left out of the list: file_store.py) and
 audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
 Anthropic's Files API, on the same paths, is not served: a caller that sends `anthropic-version` (the Anthropic
@@ -26,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -37,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
+from aigrid.errors import ApiError, InvalidRequest, NotFound, PermissionDenied, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
@@ -45,9 +47,10 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.open_off_loop import open_off_loop
+from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, body_too_large, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
-from aigrid.security.principal import Principal
+from aigrid.security.principal import Principal, Scopes
 
 FILES_PATH = "/v1/files"
 PURPOSES = ("batch",)
@@ -123,7 +126,7 @@ class FilesApi:
         return principal
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
-        caller = await self._caller(request, ex)
+        caller = self._kept_within(await self._caller(request, ex), request.headers.get(H_RESIDENCY))
         tenant = caller.tenant
         limit = self.max_bytes + FORM_SLACK
         declared = plain_int(request.headers.get("content-length", ""))
@@ -143,6 +146,26 @@ class FilesApi:
         finally:
             if held is not None:
                 await self.files.release(held)
+
+    def _kept_within(self, caller: Principal, header: str | None) -> Principal:
+        """The caller as its upload is made under: narrowed to the jurisdictions its x-aigrid-residency names (a
+        file is seen, and a batch on it served, only within them), checked as every door checks the header (one no
+        site of the grid is in: 400; one outside the key's: 403). Until the thirty-fourth session the header was
+        not read here: a file uploaded to stay in the EU had the batch another key of the tenant made on it served
+        anywhere."""
+        asked = residency(header)
+        if asked is None:
+            return caller
+        unknown = sorted(asked - self.gw.guard.jurisdictions)
+        if unknown:
+            raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in {', '.join(unknown)}; its jurisdictions: "
+                                 f"{', '.join(sorted(self.gw.guard.jurisdictions))}", param=H_RESIDENCY)
+        allowed = caller.scopes.jurisdictions
+        if allowed is not None and not asked <= allowed:
+            raise PermissionDenied(f"{H_RESIDENCY}: key {caller.key_id} may not keep files in "
+                                   f"{', '.join(sorted(asked - allowed))}; it may use {', '.join(sorted(allowed))}",
+                                   param=H_RESIDENCY, code="jurisdiction_not_allowed")
+        return replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=asked)))
 
     async def _receive(self, request: Request, ex: Exchange, caller: Principal, held: Reservation | None,
                        deadline: float) -> Response:

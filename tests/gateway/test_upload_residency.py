@@ -1,0 +1,88 @@
+"""An upload's x-aigrid-residency keeps the file where it asks, as a conversation's or a batch's does.
+
+Until the thirty-fourth session `POST /v1/files` read no residency header: a file uploaded with
+`x-aigrid-residency: EU` was made as its key's (every jurisdiction), so a batch another key of the tenant created on
+it, asked from Tokyo, had its lines (the prompts the uploader asked to keep in the EU) served at nrt (JP). Now the
+file is made under the jurisdictions the header names (within its key's: else 403, and one no site of the grid is
+in: 400, as on every other door), and a batch on it is routed there."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+SECRET = "upload-residency-secret-0123456789"
+SECRET_TEXT = "EU-only secret 1234"
+LINE = orjson.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {
+    "model": "smollm2-135m", "messages": [{"role": "user", "content": SECRET_TEXT}]}}) + b"\n"
+TOKYO = {"x-aigrid-client-location": "Tokyo"}
+
+
+@pytest.fixture
+async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
+        tuple[httpx.AsyncClient, dict[str, dict[str, str]], dict[str, FakeEngine]]]:
+    """Keys enforced; tenant default's keys: two for every jurisdiction, one narrowed to the US."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    keys = {"maker": ring.issue("default").api_key, "other": ring.issue("default").api_key,
+            "us": ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))).api_key}
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            yield c, {name: {"authorization": f"Bearer {k}"} for name, k in keys.items()}, engines
+    finally:
+        assert gw.batches is not None
+        await gw.batches.stop()
+        await gw.guard.stop()
+
+
+def _upload(c: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    return c.post("/v1/files", headers=headers, files={"file": ("r.jsonl", LINE, "application/jsonl")},
+                  data={"purpose": "batch"})
+
+
+async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid: Any) -> None:
+    c, keys, engines = grid
+    up = await _upload(c, {**keys["maker"], "x-aigrid-residency": "EU"})
+    assert up.status_code == 200, up.text
+    made = await c.post("/v1/batches", headers={**keys["other"], **TOKYO}, json={
+        "input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+    assert made.status_code == 200, made.text
+    for _ in range(400):
+        batch = (await c.get(f"/v1/batches/{made.json()['id']}", headers=keys["other"])).json()
+        if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+            break
+        await asyncio.sleep(0.01)
+    assert batch["status"] == "completed", batch
+    assert {n for n, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)} == {"fra-smollm2"}
+    # a key that may not use the EU does not see it
+    assert (await c.get(f"/v1/files/{up.json()['id']}", headers=keys["us"])).status_code == 404
+
+
+async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None:
+    c, keys, _ = grid
+    for who, asked, status, code in (("maker", "Mars", 400, "invalid_request"),
+                                     ("us", "EU", 403, "jurisdiction_not_allowed")):
+        r = await _upload(c, {**keys[who], "x-aigrid-residency": asked})
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == (code, "x-aigrid-residency"), err
+    assert (await c.get("/v1/files", headers=keys["maker"])).json()["data"] == []  # nothing kept
