@@ -168,3 +168,39 @@ def test_cyclic_definitions_are_renamed_not_followed() -> None:
     assert defs["t0-Node"]["properties"]["next"]["anyOf"][0] == {"$ref": "#/$defs/t0-Node"}
     assert resolved(schema, defs["t0-Ping"]["properties"]["pong"]["$ref"]) == defs["t0-Pong"]
     assert resolved(schema, defs["t0-Pong"]["properties"]["top"]["$ref"]) == defs["t0"]  # the tool's own root
+
+
+def test_a_tool_whose_schema_refers_outside_itself_is_the_clients_400_naming_the_ref() -> None:
+    """(7 Dec 2026, thirty-fourth session) A tool's `$ref` that is no pointer from its own root (a URL, another
+    document, an anchor) went into the step schema as written, and the engine refused the whole turn: the bundled
+    llama-server's 400 "JSON schema error at #/properties/arguments/properties/a: unsupported $ref https://...",
+    a path of the step schema the client never wrote (measured 7 Dec 2026). Now the client's 400 before routing,
+    naming the ref in its own tool; a ref inside data (`const`) is a value, and passes."""
+    from aigrid.agents.loop import validate_tool_request
+    from aigrid.agents.tool import ToolRegistry
+    from aigrid.errors import InvalidRequest
+
+    def body(parameters: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": "q"}],
+                "tools": [{"type": "function", "function": {"name": "t", "parameters": parameters}}]}
+
+    for ref, where in (("https://example.com/s.json", "properties.a.$ref"), ("other.json#/x", "properties.a.$ref"),
+                       ("#pet", "properties.a.$ref")):
+        params = {"type": "object", "properties": {"a": {"$ref": ref}}}
+        try:
+            validate_tool_request(body(params), ToolRegistry())
+        except InvalidRequest as e:
+            assert e.param == f"tools[0].function.parameters.{where}", e.param
+            assert "not served" in e.message and ref in e.message, e.message
+        else:
+            raise AssertionError(f"{ref} passed")
+    nested = {"type": "object", "$defs": {"P": {"anyOf": [{"$ref": "https://x/y"}]}}, "properties": {}}
+    try:
+        validate_tool_request(body(nested), ToolRegistry())
+    except InvalidRequest as e:
+        assert e.param == "tools[0].function.parameters.$defs.P.anyOf.0.$ref", e.param
+    else:
+        raise AssertionError("a remote ref in $defs passed")
+    fine = {"type": "object", "$defs": {"P": PET}, "properties": {
+        "a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#"}, "c": {"const": {"$ref": "https://x/y"}}}}
+    validate_tool_request(body(fine), ToolRegistry())

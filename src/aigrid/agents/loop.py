@@ -39,6 +39,7 @@ import orjson
 from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.engine_refusal import raise_for_server_error
 from aigrid.agents.prompt_size import prompt_chars
+from aigrid.agents.schema_refs import outside_ref
 from aigrid.agents.steps import (
     CUT_OFF,
     NOT_AN_OBJECT,
@@ -324,6 +325,12 @@ def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
     for key, prop in (props or {}).items():
         if not isinstance(prop, Mapping | bool):
             raise InvalidRequest("each property must be a JSON Schema", param=f"{where}.parameters.properties.{key}")
+    outside = outside_ref(params)
+    if outside is not None:
+        path, ref = outside
+        raise InvalidRequest(f"a $ref to {ref[:200]!r} is not served: the grid fetches no schema, nor does any engine "
+                             "(llama-server refuses it, \"unsupported $ref\"); put the schema in the tool's $defs and "
+                             "refer to it as #/$defs/Name", param=f"{where}.parameters.{'.'.join(map(str, path))}")
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

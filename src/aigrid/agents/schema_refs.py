@@ -17,7 +17,9 @@ moved definition gets a name that needs no escaping (letters, digits, `_`, `.`, 
 a `-2`, `-3` suffix), and a ref's name token is matched both decoded (RFC 6901: `%25`, then `~1`, `~0`) and as
 written. `const`, `enum`, `default`, `examples` hold data, not schemas: a `{"$ref": ...}` there is a value the model
 must write as it is, never renamed (a property NAMED `default` is a schema, and is). A ref that is not a pointer from
-this schema's root (`https://...`, `other.json#/x`, an anchor `#name`) is left as written: the grid fetches nothing,
+this schema's root (`https://...`, `other.json#/x`, an anchor `#name`) is left as written here, and a client's tool
+holding one is its 400 before routing (`outside_ref`, loop.check_tool_definition; an MCP server's such tool is not
+offered): the grid fetches nothing,
 and no engine does (the bundled llama-server 0.3.36 answers 400 "unsupported $ref https://..."; xgrammar treats it
 as any value or fails; llguidance refuses it). Measured on that llama-server (SmolLM2-135M, a schema sent as
 `response_format`, 7 Dec 2026): `#/$defs/a~1b` to a definition named `a/b` is its 400 "cannot resolve $ref", a
@@ -43,6 +45,29 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 def _decoded(token: str) -> str:
     """A JSON pointer token as RFC 6901 reads it in a URI fragment: percent-decoded, then `~1` -> `/`, `~0` -> `~`."""
     return unquote(token).replace("~1", "/").replace("~0", "~")
+
+
+def outside_ref(schema: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """The path and value of a `$ref` of `schema` that is no pointer from its own root (`#`, `#/...`): a URL,
+    another document, an anchor, which the grid does not fetch and engines refuse (module doc); None if there is
+    none. Data keywords' values are not read (DATA_KEYS); walked with a stack, whatever the depth."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), schema)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref != "#" and not ref.startswith("#/"):
+                return (*path, "$ref"), ref
+            for key, value in reversed(list(node.items())):
+                if key in DATA_KEYS:
+                    continue
+                if key in NAMED_SCHEMAS and isinstance(value, Mapping):
+                    stack.extend(((*path, key, name), sub) for name, sub in reversed(list(value.items())))
+                elif isinstance(value, Mapping | list):
+                    stack.append(((*path, key), value))
+        elif isinstance(node, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def embedded(schema: Mapping[str, Any], prefix: str, root_defs: dict[str, Any]) -> dict[str, Any]:
