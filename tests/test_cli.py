@@ -1203,3 +1203,25 @@ def test_up_without_a_spec_outside_the_repository_says_what_to_do(tmp_path: Path
     assert r.exit_code == 2 and "invalid grid spec" not in said, said
     assert (f"error: no spec named, and the default, examples/demo.yaml (the demo grid), is not under {tmp_path}: "
             "start the demo from the repository's root (`make run`), or name a spec: `aigrid up SPEC.yaml`") in said, said
+
+
+@pytest.mark.parametrize("given", ["../../etc", "dec-1/attempts", "x-aigrid-decision: a/b"])
+def test_explain_of_an_id_with_a_slash_asks_nothing_and_blames_no_gateway(monkeypatch: pytest.MonkeyPatch,
+                                                                          given: str) -> None:
+    """An id with `/` was sent quoted (%2F), but the gateway's router decodes it: `aigrid explain ../../etc` against
+    the demo asked /etc, and its 404 said "http://127.0.0.1:18100 is no aigrid gateway" of the gateway itself
+    (thirty-fourth session, an operator's first hour). No id has a `/`: it is refused before any request."""
+    import httpx
+
+    asked: list[str] = []
+
+    def get(url: str, **kwargs: object) -> httpx.Response:
+        asked.append(url)
+        return httpx.Response(404, json={"error": {"message": "Not Found: GET /etc", "param": None}})
+
+    monkeypatch.setattr(httpx, "get", get)
+    r = runner.invoke(app, ["explain", given], env={"COLUMNS": "300"})
+    out = " ".join(r.output.split())
+    assert asked == [] and r.exit_code == 1, (asked, out)
+    assert "is not a decision id: give the x-aigrid-decision header's value (dec-...)" in out, out
+    assert "no aigrid gateway" not in out, out

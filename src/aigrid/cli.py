@@ -533,6 +533,11 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
     name, colon, value = decision_id.partition(":")
     if colon and name.strip().lower() in ID_HEADERS:
         decision_id = value.strip()
+    if "/" in decision_id:  # quoted as %2F, the gateway's router decodes it all the same: "../../etc" asked /etc,
+        # whose 404 read "http://127.0.0.1:8080 is no aigrid gateway" of the gateway itself
+        print_error(err_console, f"{decision_id!r} is not a decision id: give the x-aigrid-decision header's value "
+                                 "(dec-...)")
+        raise typer.Exit(1)
     try:
         r = httpx.get(f"{gateway}/v1/decisions/{quote(decision_id, safe='')}", headers=headers, timeout=5,
                       trust_env=False)
