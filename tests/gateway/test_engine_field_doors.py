@@ -291,3 +291,19 @@ async def test_engine_fields_audited_as_harmless_pass_as_written(
     async with serving(spec_in(tmp_path), fakes) as (client, _):
         sent = await sent_as_is(client, fakes, route, {**body, **PASSED})
         assert {k: sent.get(k) for k in PASSED} == PASSED, sent
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("value", [1, 256, 0])
+async def test_llama_servers_cache_reuse_by_kv_shifting_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, value: int) -> None:
+    """(7 Dec 2026, thirty-fourth session) llama-server's per-request `n_cache_reuse` (newer builds, 0.3.36 among them)
+    turned on, for the request, the reuse of cached chunks by KV shifting the operator leaves off (--cache-reuse 0):
+    chunks of whatever prompt the slot last held, another tenant's included, reused anywhere in this prompt, not
+    only as a shared prefix, on an engine the grid cannot salt. Now the client's 400 naming the field, before any
+    engine, audited."""
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        await refused(client, fakes, route, {**body, "n_cache_reuse": value}, "n_cache_reuse", "KV shifting")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        await sent_as_is(client, fakes, route, body)  # without it, served

@@ -294,6 +294,8 @@ _REFUSED = {
     **{name: f"llama-server's {name} is not served by this grid: it is the engine's own parser of the answer, which "
              "its chat template sets (one sent by the client is read unchecked)" for name in ("chat_format",
                                                                                                "chat_parser")},
+    "n_cache_reuse": "llama-server's n_cache_reuse is not served by this grid: it turns on the engine's reuse of "
+                     "cached chunks by KV shifting, which its operator sets (--cache-reuse)",
     "guided_decoding_backend": "vLLM's guided_decoding_backend is not served by this grid: the structured-output "
                                "backend is the engine operator's choice, and the grid bounds grammars, regular "
                                "expressions and schemas for the backends it configured (leave it out)",
@@ -704,6 +706,13 @@ class _Common(BaseModel):
     the model's context (gateway.max_output_tokens, context_window.py), and how a context shifts is the operator's.
     Refused."""
     n_discard: Refused = None
+    n_cache_reuse: Refused = None
+    """llama-server's (per request in its newer builds; 0.3.36's server-schema.cpp): the shortest chunk of the slot's
+    cached prompt reused by shifting its KV cache to the chunk's place in this prompt, over the operator's
+    --cache-reuse (0 by default: off). It turned that reuse on for the request: chunks of whatever prompt the slot
+    last held, another tenant's included, reused anywhere in this prompt, not only as a shared prefix (a wider cache
+    side channel than the prefix cache's, on an engine the grid cannot salt: cache_salt.py), at positions the model
+    did not compute them at. Refused."""
     chat_format: Refused = None
     """llama-server's: the format its parser reads the answer in (tool calls, reasoning), an integer cast to the
     engine's enum unchecked; with `chat_parser`, the parser itself, a serialized PEG arena that llama-server loads as
