@@ -307,3 +307,17 @@ async def test_llama_servers_cache_reuse_by_kv_shifting_is_refused_and_audited(
         rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
         assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
         await sent_as_is(client, fakes, route, body)  # without it, served
+
+
+def test_the_api_document_does_not_offer_the_fields_refused_here() -> None:
+    """The fields refused here are declared `Refused` (read to be refused), so /openapi.json does not list them among a
+    request's properties as if served; the bounded ones are listed (served within their bound)."""
+    from aigrid.gateway.openapi import openapi_document
+
+    refused = {"n_keep", "n_discard", "chat_format", "chat_parser", "guided_decoding_backend", "n_cache_reuse"}
+    bounded = {"samplers", "dry_sequence_breakers", "stop_token_ids", "min_tokens", "guided_whitespace_pattern"}
+    schemas = openapi_document("test")["components"]["schemas"]
+    for name in ("ChatRequest", "CompletionRequest"):
+        properties = set(schemas[name]["properties"])
+        assert refused.isdisjoint(properties), (name, refused & properties)
+        assert bounded <= properties, (name, bounded - properties)
