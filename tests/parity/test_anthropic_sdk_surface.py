@@ -24,7 +24,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.batch_helpers import batch_spec, engines_for, started, stopped
+from tests.gateway.batch_helpers import batch_spec, engines_for, open_gates, started, stopped
 from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.message_batch_helpers import until_ended
@@ -155,7 +155,8 @@ async def test_count_tokens_and_models_are_valid(claude: anthropic.AsyncAnthropi
 
 
 async def test_message_batches_through_their_whole_lifecycle_are_valid_objects(tmp_path: Path) -> None:
-    gw = await started(batch_spec(tmp_path), engines_for(tmp_path))
+    engines = engines_for(tmp_path)
+    gw = await started(batch_spec(tmp_path), engines)
     claude = anthropic_client(build_app(gw))
     try:
         requests = [{"custom_id": cid, "params": {"model": MODEL, "max_tokens": 16, "messages": HI}}
@@ -170,10 +171,17 @@ async def test_message_batches_through_their_whole_lifecycle_are_valid_objects(t
         listed = (await claude.messages.batches.with_raw_response.list()).http_response.json()
         for b in listed["data"]:
             strict(MessageBatch, b)
-        second = await claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        # the second batch held at the engines, so its cancel finds it in progress: on fast fakes and a loaded machine
+        # it had ended first, and the cancel was the gateway's 400 "has ended" (7 Dec 2026, make sdk-matrix)
+        for engine in engines.values():
+            engine.gate.clear()
+        held = [{"custom_id": cid, "params": {"model": MODEL, "max_tokens": 16,
+                                              "messages": [{"role": "user", "content": "SLOW"}]}} for cid in ("a", "b")]
+        second = await claude.messages.batches.create(requests=held)  # type: ignore[arg-type]
         raw_c = await claude.messages.batches.with_raw_response.cancel(second.id)
         strict(MessageBatch, raw_c.http_response.json())
-        assert (await parsed(raw_c)).processing_status in ("canceling", "ended")
+        assert (await parsed(raw_c)).processing_status == "canceling"
+        open_gates(engines)
         await until_ended(claude, second.id)
         raw_d = await claude.messages.batches.with_raw_response.delete(second.id)
         strict(DeletedMessageBatch, raw_d.http_response.json())
