@@ -321,3 +321,35 @@ def test_the_api_document_does_not_offer_the_fields_refused_here() -> None:
         properties = set(schemas[name]["properties"])
         assert refused.isdisjoint(properties), (name, refused & properties)
         assert bounded <= properties, (name, bounded - properties)
+
+
+@pytest.mark.parametrize("route,body", ROUTES)
+@pytest.mark.parametrize("field,inner", [("guided_choice", None), ("structured_outputs", "choice")])
+@pytest.mark.parametrize("choices", [[f"answer {i}" for i in range(100_000)], ["x" * (256 * 1024 + 1)]])
+async def test_choices_past_a_grammars_length_are_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, inner: str | None,
+        choices: list[str]) -> None:
+    """(7 Dec 2026, thirty-fourth session) vLLM's choices (`guided_choice`, since its v0.12 `structured_outputs.choice`)
+    went to the engine bounded only by the body's size (100,000 of them, 1.4 MB), and vLLM makes them a grammar of
+    alternatives that its backend compiles as it does a client's grammar, which the grid holds to 256 KiB
+    (MAX_GRAMMAR_CHARS). Past that in all, now the client's 400 naming the field, before any engine, audited; within,
+    passed as sent."""
+    def with_choices(c: list[str]) -> dict:
+        return {**body, field: c if inner is None else {inner: c}}
+    param = field if inner is None else f"{field}.{inner}"
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        err = await refused(client, fakes, route, with_choices(choices), param, "grammar of alternatives")
+        assert f"{sum(map(len, choices)):,} characters" in err["message"], err
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        within = ["positive", "negative", "neutral"]
+        assert (await sent_as_is(client, fakes, route, with_choices(within)))[field] == with_choices(within)[field]
+
+
+@pytest.mark.parametrize("value", ["yes", [1, 2], ["a", None], {"a": 1}])
+async def test_choices_not_a_list_of_strings_are_refused_naming_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:
+    """(7 Dec 2026, thirty-fourth session) `guided_choice` is a list of strings; another shape went to the engine."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        await refused(client, fakes, "/v1/chat/completions", {**CHAT, "guided_choice": value}, "guided_choice",
+                      "a list of strings")

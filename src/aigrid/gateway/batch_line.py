@@ -35,7 +35,7 @@ from aigrid.gateway.envelope import bounded_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import whole_body
 from aigrid.gateway.guard import Guard
-from aigrid.gateway.request_info import H_LOCATION, H_POLICY, H_RESIDENCY
+from aigrid.gateway.request_info import H_LOCATION, H_POLICY, H_RESIDENCY, parse_location, residency
 from aigrid.gateway.routes import CHAT_PATH, Routes, body_too_large, own_exchange
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import H_PRIORITY
@@ -50,6 +50,18 @@ BATCH_LINE_ROUTE = "/v1/batches (line)"
 KEPT_HEADERS = (H_LOCATION, H_RESIDENCY, H_POLICY, "x-aigrid-hedge")
 """The create call's headers that each line is routed with (residency, where the client is, policy)."""
 RETRYABLE = frozenset({429, 503})
+
+
+def kept_headers(routes: Routes, caller: Principal, headers: Mapping[str, str]) -> dict[str, str]:
+    """The create call's KEPT_HEADERS, checked as every model request's are (Routes.asked: the policy and the hedge;
+    the client's location; Guard.authorize_scopes: the jurisdictions asked within the grid's and the caller's, the
+    policy its key is bound to), so that a header no line could be sent with is the create's 4xx naming it (until the
+    thirty-fourth session it was kept unread, the batch accepted and each of its lines failed)."""
+    kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
+    policy, _ = routes.asked(caller, kept)
+    parse_location(kept.get(H_LOCATION), routes.gw.cities)
+    routes.gw.guard.authorize_scopes(caller, None, policy, residency(kept.get(H_RESIDENCY)))
+    return kept
 
 
 def line_bound(gw: Gateway) -> int:

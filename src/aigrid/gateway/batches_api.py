@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_input import check_file
-from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record, line_bound
+from aigrid.gateway.batch_line import caller_record, kept_headers, line_bound
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import OPENAI_PREFIX, BatchStore
 from aigrid.gateway.batches_schema import BatchCreate
@@ -113,6 +113,7 @@ class BatchesApi:
             # batch is made, served and kept under that residency too (its lines routed only there, its results
             # seen by the keys that see the file), whoever creates it
             caller = replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=found.jurisdictions)))
+        kept = kept_headers(self.pipeline, caller, headers)  # as its lines will be sent: a bad one is this 4xx
         async with self._checking:  # in its turn: a create beyond waits (the input files of many are not read at once)
             try:
                 checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint,
@@ -128,7 +129,6 @@ class BatchesApi:
             obj["output_expires_after"] = req.output_expires_after.model_dump()
         if checked.errors:
             obj.update(failed_at=created, errors={"object": "list", "data": checked.errors})
-        kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
         dropped = await self.store.create(caller.tenant, obj, caller_record(caller), kept,
                                           jurisdictions=caller.scopes.jurisdictions,
                                           keep=gw.spec.gateway.batch.max_batches)

@@ -501,13 +501,18 @@ class Guard:
         routes call it as soon as the request is read, before any work for it (the context check, fetching its
         image URLs); admit() checks again."""
         assert ex.principal is not None
+        self.authorize_scopes(ex.principal, ex.model, policy, jurisdictions)
+
+    def authorize_scopes(self, principal: Principal, model: str | None, policy: str | None = None,
+                         jurisdictions: frozenset[str] | None = None) -> None:
+        """authorize's checks for a caller; `model` None checks no model (a batch's create checks the headers its
+        lines will be sent with: batch_line.check_kept)."""
         if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
             # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
             named = ", ".join(sorted(jurisdictions)) or "the jurisdictions it names (none)"
             raise InvalidRequest(f"{RESIDENCY_HEADER}: no site of this grid is in {named}; its jurisdictions: "
                                  f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
-        authorize(ex.principal, ex.model, jurisdictions=jurisdictions,
-                  policy=policy if ex.principal.scopes.policy else None)
+        authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None)
 
     async def admit_call(self, ex: Exchange, *, counted: bool = True) -> None:
         """A call that reads no prompt but reads or changes what the tenant keeps (files, batches, stored

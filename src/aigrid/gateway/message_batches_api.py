@@ -40,7 +40,7 @@ from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_input import Line, lines_not_done
-from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record, line_bound
+from aigrid.gateway.batch_line import caller_record, kept_headers, line_bound
 from aigrid.gateway.batch_runner import RESULT_LOST, BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
 from aigrid.gateway.batches_api import batch_object
@@ -178,6 +178,7 @@ class MessageBatchesApi:
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, request: Request, ex: Exchange) -> Response:
         caller, headers = await self._caller(request, ex)
+        kept = kept_headers(self.pipeline, caller, headers)  # as its requests will be sent: a bad one is this 4xx
         limit = self.gw.spec.gateway.batch.max_file_bytes
         declared = plain_int(request.headers.get("content-length", ""))
         if declared is not None and declared > limit:
@@ -213,7 +214,6 @@ class MessageBatchesApi:
         obj = batch_object(bid, created, endpoint=MESSAGES_PATH, input_file_id=stored.id, status="validating",
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0
-        kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
         try:
             await self.store.create(caller.tenant, obj, caller_record(caller), kept,
                                     jurisdictions=caller.scopes.jurisdictions)

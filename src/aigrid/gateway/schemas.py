@@ -512,6 +512,25 @@ def _bounded_regex(cls: type, v: Any, info: ValidationInfo) -> Any:
     return v
 
 
+def bounded_choices(*fields: str) -> Any:
+    """The validator of a body's choice fields (vLLM's `guided_choice`, `structured_outputs.choice`): a list of strings
+    of at most MAX_GRAMMAR_CHARS characters in all. vLLM makes them a grammar of alternatives (`root ::= "a" | "b"`),
+    which its backend compiles as it does a client's grammar: held to a grammar's length."""
+    return field_validator(*fields)(classmethod(_bounded_choices))
+
+
+def _bounded_choices(cls: type, v: Any, info: ValidationInfo) -> Any:
+    if v is None:
+        return v
+    if not isinstance(v, list) or not all(isinstance(c, str) for c in v):
+        raise ValueError(f"{info.field_name} is a list of strings, the answers the model may give")
+    total = sum(len(c) for c in v)
+    if total > MAX_GRAMMAR_CHARS:
+        raise ValueError(f"the choices are {total:,} characters in all; this grid passes at most {MAX_GRAMMAR_CHARS:,} "
+                         "(the engine compiles them into a grammar of alternatives, held to a grammar's length)")
+    return v
+
+
 def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
     if not isinstance(v, str):
         return v  # an object (or the engine's own error): the body's depth bound holds it
@@ -536,9 +555,9 @@ class StructuredOutputs(BaseModel):
     """vLLM's `structured_outputs` (since its v0.12 the only way to its grammar: `guided_grammar` and the other
     `guided_*` fields were removed): its `grammar` bounded as `grammar` is (read as Lark too: its guidance backend
     reads Lark), its `regex` and `whitespace_pattern` as `guided_regex` is, its `json` and `structural_tag` (strings of
-    JSON) as `guided_json` is; the rest passed on as written. Until review RV1 of fe0745b7 a grammar nested past
-    MAX_GRAMMAR_NESTING reached a current vLLM here unread; its regex and JSON until the thirty-third session, its
-    whitespace_pattern until the thirty-fourth."""
+    JSON) as `guided_json` is, its `choice` as `guided_choice` is; the rest passed on as written. Until review RV1 of
+    fe0745b7 a grammar nested past MAX_GRAMMAR_NESTING reached a current vLLM here unread; its regex and JSON until the
+    thirty-third session, its whitespace_pattern and choice until the thirty-fourth."""
 
     model_config = ConfigDict(extra="allow")
     grammar: Any = None
@@ -549,6 +568,8 @@ class StructuredOutputs(BaseModel):
     _grammars = bounded_grammars("grammar")
     _regexes = bounded_regexes("regex", "whitespace_pattern")
     _json_texts = bounded_json_texts("json_", "structural_tag")
+    choice: Any = None
+    _choices = bounded_choices("choice")
 
 
 MAX_STEP_ENTRIES = 1024
@@ -906,6 +927,10 @@ class _Common(BaseModel):
     structural_tag: Any = None
     _json_texts = bounded_json_texts(*JSON_TEXT_FIELDS)
     structured_outputs: StructuredOutputs | None = None
+    guided_choice: Any = None
+    """vLLM's answers to choose from (since its v0.12 `structured_outputs.choice`): a list of strings of at most
+    MAX_GRAMMAR_CHARS characters in all (bounded_choices), passed on as written."""
+    _choices = bounded_choices("guided_choice")
     guided_decoding_backend: Refused = None
     """vLLM's: the structured-output backend for this request (`outlines`, `lm-format-enforcer`, `xgrammar`,
     `guidance`, with options after a colon: `xgrammar:no-fallback`), over the operator's --guided-decoding-backend.

@@ -23,10 +23,11 @@ RESIDENCY_HEADER = "x-aigrid-residency"
 request_info.H_RESIDENCY)."""
 
 
-def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str] | None = None,
+def authorize(principal: Principal, model: str | None, *, jurisdictions: frozenset[str] | None = None,
               policy: str | None = None) -> None:
+    """`model` None: a call that names none (a batch's create checks its headers; its lines' models each checked)."""
     scopes = principal.scopes
-    if not scopes.allows_model(model):
+    if model is not None and not scopes.allows_model(model):
         raise PermissionDenied(f"key {principal.key_id} may not use model '{model}'", param="model",
                                code="model_not_allowed")
     if jurisdictions is not None and scopes.jurisdictions is not None and not jurisdictions <= scopes.jurisdictions:
