@@ -1,6 +1,6 @@
 """A batch's and a message batch's create check the headers its lines will be sent with (batch_line.KEPT_HEADERS:
 x-aigrid-residency, x-aigrid-policy, x-aigrid-hedge, x-aigrid-client-location) as every model request's are checked
-(batch_line.check_kept: Routes.asked, Guard.authorize_scopes), answering the door's own 4xx naming the header.
+(batch_line.kept_headers: Routes.asked, Guard.authorize_scopes), answering the door's own 4xx naming the header.
 
 Until the thirty-fourth session they were kept unread: a message batch of an EU-scoped key with
 `x-aigrid-residency: US` was accepted (200) and each of its requests failed later (issue 12, ATK2)."""

@@ -506,7 +506,7 @@ class Guard:
     def authorize_scopes(self, principal: Principal, model: str | None, policy: str | None = None,
                          jurisdictions: frozenset[str] | None = None) -> None:
         """authorize's checks for a caller; `model` None checks no model (a batch's create checks the headers its
-        lines will be sent with: batch_line.check_kept)."""
+        lines will be sent with: batch_line.kept_headers)."""
         if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
             # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
             named = ", ".join(sorted(jurisdictions)) or "the jurisdictions it names (none)"

@@ -477,20 +477,8 @@ class Routes:
                 raise from_validation(e) from e
             ex.model = parsed.model
             ex.trace.parsed(parsed.model, body)
-            policy_name = (headers.get(H_POLICY) or principal.scopes.policy
-                           or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
-            policy = gw.policies.get(policy_name)
-            if policy is None:
-                known = ", ".join(sorted(gw.policies))
-                if headers.get(H_POLICY):
-                    raise InvalidRequest(f"unknown policy {policy_name!r}; known: {known}", param=H_POLICY)
-                # the key's binding (`aigrid keys create --policy`, not checked against a grid): the operator's
-                # to mend, not a mistake in this request
-                log.warning("key %s is bound to policy %r, which this grid does not define (known: %s)",
-                            principal.key_id, policy_name, known)
-                raise PermissionDenied(f"key {principal.key_id} is bound to policy {policy_name!r}, which this grid "
-                                       "does not define; ask the grid's operator to issue the key again")
-            hedge = self._hedge(headers)
+            policy_name, hedge = self.asked(principal, headers)
+            policy = gw.policies[policy_name]
             # the model's scope before its existence, and a model not found answered with the models the key may
             # use: a key learns no other model of the grid (as /v1/models shows it only its own)
             gw.guard.authorize(ex)
@@ -750,6 +738,25 @@ class Routes:
                                                 if principal.scopes.allows_model(name)}, principal.tenant)
         ex.usage = answer["usage"]
         return json_response(answer)
+
+    def asked(self, principal: Principal, headers: Mapping[str, str]) -> tuple[str, HedgePolicy | None]:
+        """The policy (x-aigrid-policy, else the key's, the tenant's, the grid's default) and the hedge
+        (x-aigrid-hedge) a model request's headers ask for, checked: every request here (route), a batch's create
+        on the headers its lines will be sent with (batch_line.kept_headers)."""
+        gw = self.gw
+        policy_name = (headers.get(H_POLICY) or principal.scopes.policy
+                       or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
+        if policy_name not in gw.policies:
+            known = ", ".join(sorted(gw.policies))
+            if headers.get(H_POLICY):
+                raise InvalidRequest(f"unknown policy {policy_name!r}; known: {known}", param=H_POLICY)
+            # the key's binding (`aigrid keys create --policy`, not checked against a grid): the operator's
+            # to mend, not a mistake in this request
+            log.warning("key %s is bound to policy %r, which this grid does not define (known: %s)",
+                        principal.key_id, policy_name, known)
+            raise PermissionDenied(f"key {principal.key_id} is bound to policy {policy_name!r}, which this grid "
+                                   "does not define; ask the grid's operator to issue the key again")
+        return policy_name, self._hedge(headers)
 
     def _hedge(self, headers: Mapping[str, str]) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge
