@@ -1,6 +1,7 @@
 """`aigrid bench` sends a base URL's user:password@ as HTTP Basic credentials, as curl and the OpenAI SDKs' httpx
 do: the load generator redacted it in every error (thirty-third session) but never sent it, so every request to a
-gateway behind a proxy that asks for them was a 401. An Authorization the user gives (--header, --api-key) wins."""
+gateway behind a proxy that asks for them was a 401. An Authorization the user gives (--header, --api-key) wins.
+The Host header is the URL's host and port alone (an IPv6 literal in brackets)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,14 @@ def test_an_authorization_given_wins_over_the_urls_credentials(door: Door, given
                       env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert [auth for _, _, auth in door.seen] == [["Bearer k-1"]] * 3, door.seen
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("http://ann:s3cret@127.0.0.1:8080/v1", "host: 127.0.0.1:8080"),
+    ("http://[::1]:8080/v1", "host: [::1]:8080"),  # was `host: ::1:8080`, which no server reads as host and port
+])
+def test_the_host_header_is_the_urls_host_and_port_without_its_userinfo(url: str, host: str) -> None:
+    from aigrid.bench.http import Target
+
+    head = Target(url).request_head("/chat/completions", 2, {}).decode().split("\r\n")
+    assert head[1] == host and "s3cret" not in head[1], head

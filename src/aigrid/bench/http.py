@@ -74,7 +74,9 @@ class Target:
         return {**headers, "authorization": self.basic}
 
     def request_head(self, path: str, length: int, headers: dict[str, str]) -> bytes:
-        lines = [f"POST {self.prefix}{path} HTTP/1.1", f"host: {self.host}:{self.port}",
+        # an IPv6 literal in brackets, as in the URL (RFC 9110 Host): `host: ::1:8080` is no host and port
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        lines = [f"POST {self.prefix}{path} HTTP/1.1", f"host: {host}:{self.port}",
                  "content-type: application/json", f"content-length: {length}", "accept-encoding: identity"]
         lines += [f"{k}: {v}" for k, v in self.with_auth(headers).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
