@@ -86,3 +86,30 @@ async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None
         err = r.json()["error"]
         assert (err["code"], err["param"]) == (code, "x-aigrid-residency"), err
     assert (await c.get("/v1/files", headers=keys["maker"])).json()["data"] == []  # nothing kept
+
+
+async def test_an_uploads_residency_is_read_as_the_model_doors_read_it(grid: Any) -> None:
+    """Review RV2 of 18f16219: the upload refused a list naming one jurisdiction no site is in beside one that is
+    (`eu, Mars`: 400), which the chat and batch doors serve within the sites there are, and took a header naming
+    none (`,`: 200, a file kept nowhere), which they refuse (400 naming the header)."""
+    c, keys, engines = grid
+    chat = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    for asked, status in (("eu, Mars", 200), (",", 400)):
+        served = await c.post("/v1/chat/completions", headers={**keys["maker"], "x-aigrid-residency": asked}, json=chat)
+        assert served.status_code == status, served.text
+        up = await _upload(c, {**keys["maker"], "x-aigrid-residency": asked})
+        assert up.status_code == status, (asked, up.text)
+        if status != 200:
+            assert up.json()["error"]["param"] == "x-aigrid-residency", up.text
+            continue
+        made = await c.post("/v1/batches", headers={**keys["other"], **TOKYO}, json={
+            "input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        assert made.status_code == 200, made.text
+        for _ in range(400):
+            batch = (await c.get(f"/v1/batches/{made.json()['id']}", headers=keys["other"])).json()
+            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+                break
+            await asyncio.sleep(0.01)
+        assert batch["status"] == "completed", batch
+        assert {n for n, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)} == {"fra-smollm2"}
+        assert (await c.get(f"/v1/files/{up.json()['id']}", headers=keys["us"])).status_code == 404
