@@ -117,3 +117,26 @@ async def test_a_writer_no_narrower_than_its_tenant_leaves_the_conversation_unbo
     assert STORED_IN not in (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers
     made = await c.post("/v1/conversations", headers=keys["whole"], json=ITEM)
     assert made.status_code == 200 and STORED_IN not in made.headers, made.text
+
+
+async def test_a_writers_residency_is_read_as_the_model_doors_read_it(grid: Any) -> None:
+    """Review RV2 of 414856ad: `eu, Mars` (one no site is in beside one that is), which the chat door serves in the
+    EU (tests/gateway/test_errors.py), was a 400 on a write into an unbound conversation, and `,` (naming none) a
+    400 saying the items "may be kept only in : name the one". Now the first binds it to the EU; the second is the
+    chat door's 400."""
+    c, keys, _ = grid
+    cid = await _unbound(c, keys["whole"])
+    added = await c.post(f"/v1/conversations/{cid}/items", headers={**keys["whole"], "x-aigrid-residency": "eu, Mars"},
+                         json=ITEM)
+    assert added.status_code == 200, added.text
+    assert (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers.get(STORED_IN) == "EU"
+    made = await c.post("/v1/conversations", headers={**keys["whole"], "x-aigrid-residency": "eu, Mars"}, json=ITEM)
+    assert made.status_code == 200 and made.headers.get(STORED_IN) == "EU", made.text
+    for create in (False, True):
+        cid = await _unbound(c, keys["whole"])
+        r = await (c.post("/v1/conversations", headers={**keys["whole"], "x-aigrid-residency": ","}, json=ITEM)
+                   if create else c.post(f"/v1/conversations/{cid}/items",
+                                         headers={**keys["whole"], "x-aigrid-residency": ","}, json=ITEM))
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "x-aigrid-residency" and "names (none)" in err["message"], err

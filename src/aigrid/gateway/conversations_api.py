@@ -172,18 +172,28 @@ class ConversationsApi:
                         request.headers.get(H_RESIDENCY), writes=writes)
         return found
 
-    def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
-        """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names, else the tenant's
-        only one; None when neither names exactly one (its first response binds it)."""
+    def _asked(self, principal: Principal, header: str | None) -> frozenset[str] | None:
+        """The jurisdictions a write's x-aigrid-residency names that a site of the grid is in, checked as the model
+        doors check the header (Guard.authorize): naming none of the grid's, or none at all (`,`), is a 400; one
+        outside the key's a 403. (Until review RV2 of 414856ad one unknown name beside a known, `eu, Mars`, was a 400
+        here, where the chat door serves it in the EU.)"""
         asked, allowed = residency(header), principal.scopes.jurisdictions
-        if asked is not None:
-            unknown = sorted(asked - self.gw.guard.jurisdictions)
-            if unknown:
-                raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in {', '.join(unknown)}; its "
-                                     f"jurisdictions: {', '.join(sorted(self.gw.guard.jurisdictions))}", param=H_RESIDENCY)
-            if allowed is not None and not asked <= allowed:
-                raise PermissionDenied(f"key {principal.key_id} may not keep conversations in "
-                                       f"{sorted(asked - allowed)}", param=H_RESIDENCY, code="jurisdiction_not_allowed")
+        if asked is None:
+            return None
+        grid = self.gw.guard.jurisdictions
+        if asked.isdisjoint(grid):
+            raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in "
+                                 f"{', '.join(sorted(asked)) or 'the jurisdictions it names (none)'}; its "
+                                 f"jurisdictions: {', '.join(sorted(grid))}", param=H_RESIDENCY)
+        if allowed is not None and not asked <= allowed:
+            raise PermissionDenied(f"key {principal.key_id} may not keep conversations in "
+                                   f"{sorted(asked - allowed)}", param=H_RESIDENCY, code="jurisdiction_not_allowed")
+        return asked & grid
+
+    def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
+        """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names (_asked), else the
+        tenant's only one; None when neither names exactly one (its first response binds it)."""
+        asked, allowed = self._asked(principal, header), principal.scopes.jurisdictions
         chosen = asked if asked is not None else allowed
         return next(iter(chosen)) if chosen is not None and len(chosen) == 1 else None
 
@@ -195,7 +205,7 @@ class ConversationsApi:
         serve those items elsewhere and bind the conversation where the writer may not read it (thirty-fourth
         session)."""
         one = self._bound_at_creation(principal, header)
-        asked = residency(header)
+        asked = self._asked(principal, header)
         kept_in = asked if asked is not None else principal.scopes.jurisdictions
         tenant = self.gw.guard.tenants.get(principal.tenant)
         everywhere = None if tenant is None else tenant.scopes.jurisdictions
