@@ -77,3 +77,31 @@ async def test_a_prompt_only_the_large_model_takes_passes_the_gateways_context_c
     [sent] = fakes["fra-smollm2"].received
     assert sent.get("max_tokens") is None  # 10,000 tokens at 2 characters a token leave 8,192 none
 
+
+
+@pytest.mark.parametrize("where,first,spare", [("Frankfurt", "fra-smollm2", "iad-smollm2"),
+                                               ("Ashburn", "iad-smollm2", "fra-smollm2")])
+async def test_a_continuation_gets_a_max_tokens_only_where_both_models_contexts_leave_room(
+        tmp_path: Path, where: str, first: str, spare: str) -> None:
+    """(Review RV1 of a19baf06) A stream broken on one model's engine and continued on the other's: where the small
+    model's context leaves the prompt no room for the grid's limit, the continuation is sent no max_tokens, as before
+    the bound was per candidate. After a19baf06 the large model's 4,096 went, less what was delivered, to the small
+    model's engine (4,094: past its context with the prompt, vLLM's 400 where a continuation had been served), and a
+    continuation of the small model's answer (sent none) was bounded afresh at the large model's engine with the grid's
+    whole 4,096, more than the first attempt's engine was sent."""
+    spec, fakes = two_models(tmp_path)
+    fakes[first].break_after = 2  # dies after "Hello from"
+    async with serving(spec, fakes) as (client, _):
+        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+        async with client.stream("POST", "/v1/chat/completions", json=body,
+                                 headers={"x-aigrid-client-location": where}) as r:
+            assert r.status_code == 200
+            text = (await r.aread()).decode()
+        decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert decision["served_by"] == f"{first} -> {spare}", decision["served_by"]
+    assert "[DONE]" in text and "stream_interrupted" not in text
+    [sent] = fakes[first].received
+    assert sent.get("max_tokens") == (4096 if first == "fra-smollm2" else None)
+    [resumed] = fakes[spare].received
+    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
+    assert "max_tokens" not in resumed, resumed.get("max_tokens")

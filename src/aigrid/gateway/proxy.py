@@ -610,7 +610,9 @@ class Proxy:
             raise cut
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
-                       hedged: bool, wrap: Wrap | None = None) -> Opened:
+                       hedged: bool, wrap: Wrap | None = None, *, bounded: bool = False) -> Opened:
+        """One engine request for `cand`; `bounded`: the body's output bound is set already (a continuation's,
+        continue_stream), else it gets the max_tokens this endpoint's model's context leaves (_bounded)."""
         attempt_start = self._clock()
         stack = Held()
         got_first = sent = False
@@ -629,7 +631,8 @@ class Proxy:
             if self._emulate:
                 await self._sleep(half)
             sent_at = self._clock()
-            body = self._bounded(body, record, cand.endpoint_id)  # max_tokens by this endpoint's model's context
+            if not bounded:
+                body = self._bounded(body, record, cand.endpoint_id)  # max_tokens by this endpoint's model's context
             sent_body = for_engine(body, self._engines[cand.endpoint_id].kind)  # `developer` as `system`
             if self._salt is not None:
                 sent_body = self._salt.apply(sent_body, cand.endpoint_id, record.tenant)
@@ -716,6 +719,19 @@ class Proxy:
             return body
         return bound_output(body, record.output_bound.limit(self._contexts.get(endpoint_id)))
 
+    def _continued(self, body: dict[str, Any], record: DecisionRecord, served: str | None,
+                   spare: str) -> dict[str, Any]:
+        """`body` as a continuation on endpoint `spare` of the answer `served` broke off starts from: where the client
+        set no limit, the grid's (continuation_body takes off what was delivered) only where the contexts of both
+        endpoints' models leave the prompt room for it, else none (the spare's context bounds it). Bounding afresh
+        at the spare (review RV1 of a19baf06) sent a small model's engine the large one's 4,096 less what was
+        delivered, past its context with the prompt, and a large model's the grid's whole limit where the broken
+        attempt's engine had been sent none."""
+        bound = record.output_bound
+        if bound is None or served is None or bound.limit(self._contexts.get(served)) is None:
+            return body
+        return bound_output(body, bound.limit(self._contexts.get(spare)))
+
     # --- after the first byte (relay.py drives these) -------------------------------------------------
     async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,
                               spare: list[Candidate], record: DecisionRecord) -> tuple[Opened | None, str]:
@@ -723,14 +739,14 @@ class Proxy:
         reason = why_not_continuable(body, delivered)
         if reason is not None:
             return None, reason
-        if record.served_by is not None:  # what is left of the max_tokens the broken attempt's engine got
-            body = self._bounded(body, record, record.served_by.rsplit(" -> ", 1)[-1])
+        served = None if record.served_by is None else record.served_by.rsplit(" -> ", 1)[-1]
         tried = {a["endpoint"] for a in record.attempts}
         refused: list[str] = []
         for cand in [c for c in spare if c.endpoint_id not in tried][: self._max_attempts]:
-            cont = continuation_body(body, delivered, self._engines[cand.endpoint_id].kind)
+            cont = continuation_body(self._continued(body, record, served, cand.endpoint_id), delivered,
+                                     self._engines[cand.endpoint_id].kind)
             try:
-                opened = await self._attempt(path, cont, cand, record, hedged=False)
+                opened = await self._attempt(path, cont, cand, record, hedged=False, bounded=True)
             except (EngineError, ApiError):  # ApiError: the spare could not read the continuation (agents/engine_refusal.py)
                 continue
             if opened.upstream.status >= 400:  # it refused the continuation (a 5xx failed in _attempt): its body went
