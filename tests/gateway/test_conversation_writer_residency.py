@@ -140,3 +140,15 @@ async def test_a_writers_residency_is_read_as_the_model_doors_read_it(grid: Any)
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["param"] == "x-aigrid-residency" and "names (none)" in err["message"], err
+
+
+async def test_a_writer_kept_to_every_site_of_the_grid_leaves_the_conversation_unbound(grid: Any) -> None:
+    """Review RV2 of 97f63f76: a key of a tenant of every jurisdiction naming every jurisdiction of the grid (BR, EU,
+    JP, US) is kept no narrower than its tenant (no response can be served elsewhere), yet its write was the 400
+    asking it to name one."""
+    c, keys, _ = grid
+    cid = await _unbound(c, keys["whole"])
+    added = await c.post(f"/v1/conversations/{cid}/items",
+                         headers={**keys["whole"], "x-aigrid-residency": "BR, EU, JP, US"}, json=ITEM)
+    assert added.status_code == 200, added.text
+    assert STORED_IN not in (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers

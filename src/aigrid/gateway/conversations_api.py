@@ -209,8 +209,10 @@ class ConversationsApi:
         kept_in = asked if asked is not None else principal.scopes.jurisdictions
         tenant = self.gw.guard.tenants.get(principal.tenant)
         everywhere = None if tenant is None else tenant.scopes.jurisdictions
+        grid = self.gw.guard.jurisdictions  # where any response of the tenant can be served (a key of every
+        reach = grid if everywhere is None else everywhere & grid  # jurisdiction of the grid is no narrower)
         # no narrower than its tenant (every key of which its first response is served within): left unbound
-        if one is not None or kept_in is None or (everywhere is not None and everywhere <= kept_in):
+        if one is not None or kept_in is None or reach <= kept_in:
             return one
         kept = sorted(kept_in)
         raise InvalidRequest(f"{H_RESIDENCY}: {what} is not bound to a jurisdiction yet, and these items may be kept "
