@@ -64,6 +64,14 @@ def aigrid_headers(resp: Response) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.startswith("x-aigrid-")}
 
 
+def served_model(resp: Response, asked: str) -> str:
+    """The grid model that served the pipeline's answer (its `x-aigrid-model`: the answering endpoint's model, an
+    escalation's larger one), else the model asked: what the Messages and Responses doors write in their answer's
+    `model`, as a chat answer carries the serving engine's own name. A family fallback, `auto` and an escalation
+    serve another model than the request names; until the thirty-fourth session those doors wrote the one named."""
+    return resp.headers.get("x-aigrid-model") or asked
+
+
 RETRY_HEADERS = ("retry-after", "x-should-retry")
 """What the pipeline's answer to an engine's refusal says about trying again (proxy.py: a hosted engine's 429 with
 its Retry-After, when it is a time (`_a_time`), and `x-should-retry: false` past a wait an SDK sits through), kept by

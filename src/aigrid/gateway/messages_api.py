@@ -30,6 +30,7 @@ from aigrid.gateway.front_door import (
     pipeline_headers,
     restream,
     retry_headers,
+    served_model,
     validate,
     whole_body,
 )
@@ -101,12 +102,13 @@ class MessagesApi:
             raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
+        model = served_model(resp, req.model)  # Anthropic's `model`: the model that handled the request
         said = anthropic_rate_limits(ex.reservation)  # an answer served only (routes.py adds OpenAI's x-ratelimit-*)
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
             # the router's own estimate of the prompt (RequestInfo.prompt_tokens), until the engine's usage comes
             estimate = ex.record.prompt_tokens if ex.record is not None else 0
-            model, mid = req.model, message_id()
+            mid = message_id()
             prewarm = req.max_tokens == 0
             events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
                                                                 input_estimate=estimate,
@@ -122,7 +124,7 @@ class MessagesApi:
         # escalation check it (usage.whole_answer) and fail one that is not (UpstreamFailed, 502); a stream that is
         # not text/event-stream fails before its first byte (test_each_door_says_its_own_apis_rate_limit_headers...)
         chat = orjson.loads(body)
-        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill,
+        return Response(orjson.dumps(anthropic_message(chat, model, req.stop_sequences, prefill,
                                                        prewarm=req.max_tokens == 0)),
                         media_type=_JSON, headers={**headers, **said})
 

@@ -96,6 +96,7 @@ from aigrid.gateway.front_door import (
     pipeline_headers,
     restream,
     retry_headers,
+    served_model,
     validate,
     whole_body,
 )
@@ -252,6 +253,7 @@ class ResponsesApi:
             return turn.chat
 
         resp = await self._route(turn, headers, read, ex, caller, arrived)
+        _served_by(turn, resp)
         extra = aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
@@ -549,6 +551,7 @@ class ResponsesApi:
                 try:
                     await self.book.mark(tenant, rid, "in_progress")
                     resp = await self._route(turn, headers, read, ex, turn.principal)
+                    _served_by(turn, resp)
                     if writer is not None and is_event_stream(resp):
                         assert isinstance(resp, RelayResponse)
                         await self._stream(turn, resp, rid, created, ex, writer)
@@ -1074,6 +1077,14 @@ def _refusal_object(status: int, body: bytes) -> dict[str, Any]:
     return {"code": error_code(status), "message": message if isinstance(message, str) and message else
             f"the engine answered {status}", "type": error.get("type"), "param": error.get("param"),
             "aigrid_code": error.get("code")}
+
+
+def _served_by(turn: _Turn, resp: Response) -> None:
+    """The Response (whole, streamed, stored) says in `model` the grid model that served it
+    (front_door.served_model), not the one the request named: as chat's answer and the header say."""
+    model = served_model(resp, turn.req.model)
+    if model != turn.req.model:
+        turn.req = turn.req.model_copy(update={"model": model})
 
 
 def _final(turn: _Turn, body: bytes, rid: str, created: int, steps: bool) -> dict[str, Any]:
