@@ -26,7 +26,8 @@ from types import ModuleType
 WITHOUT = Path(__file__).with_name("plan_without.py")
 HEAD = re.compile(r"^(?P<sites>\d+) sites, (?P<devices>\d+) devices, \$(?P<usd>[\d.]+)/h: (?P<what>.*)$")
 CHECK = re.compile(r"^(?P<label>.+?): (?P<verdict>meets|FAILS); worst tenant (?P<tenant>\S+) (?P<share>[\d.]+)% "
-                   r"within the SLO; TTFT p99 (?P<ttft>\d+) ms; (?P<rejected>\d+) not served$")
+                   r"within the SLO; TTFT p99 (?P<ttft>\d+) ms; (?P<rejected>\d+) not served"
+                   r"(?:; TPOT p99 (?P<tpot>\d+) ms, max (?P<tpot_max>\d+) ms)?$")
 DONE = re.compile(r"^(?P<n>\d+) checks in \d+ s$")
 
 

@@ -1,12 +1,14 @@
 """Would a plan still pass without some of its sites or replicas? Re-run the plan's checks on an edited placement.
 
     python scripts/plan_without.py DEMAND.yaml PLAN_DIR [--drop SITE ...] [--scale SITE=DELTA ...]
-        [--hardware SITE=HW ...] [--add CANDIDATE=HW ...] [--workers N] [--detail]
+        [--hardware SITE=HW ...] [--add CANDIDATE=HW ...] [--chunk HW=TOKENS ...] [--workers N] [--detail]
 
 Reads PLAN_DIR/plan.json (written by `aigrid plan`), removes the --drop sites, adds DELTA replicas to each
 --scale site (negative to remove), moves each --hardware site to another hardware option of the demand and
 opens each --add candidate site (an id of the demand's candidates) with one replica of HW; hardware gets
-the demand's price and the prefill chunk the planner would give it (plan/chunks.py). Then it runs the same checks as the planner (plan/verify.py: the plan's peak
+the demand's price and the prefill chunk the planner would give it (plan/chunks.py); --chunk then sets the
+prefill chunk (vLLM's max_num_batched_tokens) of every site of HW in the edited placement, chunks the planner
+would not choose included (the simulator judges the TPOT the streams see). Then it runs the same checks as the planner (plan/verify.py: the plan's peak
 hours, every site up and each remaining site down) in the simulator and prints each check's verdict. For
 questions the planner's own refinement does not ask (it trims replicas, never whole sites), e.g. "is the
 sixth site needed?" (docs/planning.md).
@@ -39,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scale", nargs="*", default=[], metavar="SITE=DELTA")
     ap.add_argument("--hardware", nargs="*", default=[], metavar="SITE=HW")
     ap.add_argument("--add", nargs="*", default=[], metavar="CANDIDATE=HW")
+    ap.add_argument("--chunk", nargs="*", default=[], metavar="HW=TOKENS",
+                    help="the prefill chunk of every site of HW (after the other edits)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--detail", action="store_true", help="per site figures of each failing check")
     return ap.parse_args(argv)
@@ -54,9 +58,13 @@ def edited(a: argparse.Namespace, demand: Demand, doc: dict) -> Placement:
     unknown = (set(a.drop) | set(deltas) | set(moves)) - known
     if unknown:
         raise SystemExit(f"not sites of the plan: {', '.join(sorted(unknown))} (sites: {', '.join(sorted(known))})")
-    bad_hw = sorted((set(moves.values()) | set(adds.values())) - set(demand.supply.hardware))
+    chunks = dict(x.split("=", 1) for x in a.chunk)
+    bad_hw = sorted((set(moves.values()) | set(adds.values()) | set(chunks)) - set(demand.supply.hardware))
     if bad_hw:
         raise SystemExit(f"not hardware options of the demand: {', '.join(bad_hw)}")
+    bad_chunk = sorted(f"{hw}={c}" for hw, c in chunks.items() if not (c.isdigit() and 64 <= int(c) <= 65536))
+    if bad_chunk:
+        raise SystemExit(f"--chunk {' '.join(bad_chunk)}: a chunk is a whole number of tokens from 64 to 65536")
     sites = [
         PlannedSite(s["id"], s["city"], s["lat"], s["lon"], s["country"], s["jurisdiction"], s["hardware"],
                     s["gpus_per_replica"], s["usd_per_device_hour"],
@@ -78,6 +86,7 @@ def edited(a: argparse.Namespace, demand: Demand, doc: dict) -> Placement:
             price, gpus = price_of(demand, hw)
             sites.append(PlannedSite(cid, cands.city[i], float(cands.lat[i]), float(cands.lon[i]), cands.country[i],
                                      cands.jurisdiction[i], hw, gpus, price, ((model, 1),), chunk_of(demand, hw)))
+    sites = [replace(s, chunk_tokens=int(chunks[s.hardware])) if s.hardware in chunks else s for s in sites]
     return Placement("edited", tuple(sites))
 
 
@@ -99,7 +108,7 @@ def main() -> None:
         tenant, t = min(o["tenants"].items(), key=lambda kv: kv[1]["attainment"])
         print(f"{o['check']['label']}: {'meets' if passes(o, verifier.attainment) else 'FAILS'}; worst tenant "
               f"{tenant} {t['attainment']:.2%} within the SLO; TTFT p99 {o['ttft_p99_ms']:.0f} ms; "
-              f"{o['rejected']} not served")
+              f"{o['rejected']} not served; TPOT p99 {o['tpot_p99_ms'] or 0:.0f} ms, max {o['tpot_max_ms'] or 0:.0f} ms")
         if a.detail and not passes(o, verifier.attainment):
             for sid, st in o["sites"].items():
                 print(f"    {sid}: {st['served']} served, {st['bad']} outside the SLO ({st['slow_ttft']} over TTFT, "

@@ -109,15 +109,19 @@ def test_a_smaller_chunk_lets_an_rtx_pro_6000_hold_tpot_in_the_simulator() -> No
     d = load_demand(ROOT / "examples" / "plan" / "small.yaml")
     d = d.model_copy(update={"verify": d.verify.model_copy(update={"window_s": 30.0})})
     t = build_traffic(d, load_cities(), d.verify.window_s)
-    slow = {}
+    slow, tpot = {}, {}
     for chunk in (2048, 1024):  # one RTX PRO 6000 in Frankfurt and one in Ashburn, about 70% used
         p = Placement("rtx", tuple(replace(s, replicas=((MODEL, 1),)) for s in rtx_placement(chunk).sites[:2]))
         sc = scenario_for(d, t, p, Check(16, None))
         o = run_check({"scenario": sc.model_dump(), "check": {"hour": 16, "failed": None, "label": ""}})
         rtx = [o["sites"][s] for s in ("fra", "iad")]
         slow[chunk] = sum(s["slow_tpot"] for s in rtx) / max(sum(s["served"] for s in rtx), 1)
+        tpot[chunk] = (o["tpot_p99_ms"], o["tpot_max_ms"])
     assert slow[2048] > 0.1  # 124 ms steps whenever a prompt is prefilled: streams miss TPOT 100 ms
     assert slow[1024] == 0.0  # 70 ms steps (its misses at this load are TTFT, not TPOT)
+    # the outcome's TPOT figures (a stream's mean over its answer) say the same
+    assert tpot[2048][0] > d.slo.tpot_ms and tpot[2048][1] >= tpot[2048][0]
+    assert tpot[1024][1] <= d.slo.tpot_ms and 0 < tpot[1024][0] <= tpot[1024][1]
 
 
 def test_checks_at_extra_hours() -> None:

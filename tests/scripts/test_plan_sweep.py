@@ -48,6 +48,13 @@ def test_a_run_is_read_into_its_row_with_the_worst_tenant_of_any_check() -> None
     assert r["worst"] == "code 96.96% (07:00 UTC, eu-north-1 down)"
 
 
+def test_check_lines_with_the_tpot_figures_are_read() -> None:
+    with_tpot = OUTPUT.replace("0 not served\n", "0 not served; TPOT p99 41 ms, max 96 ms\n")
+    assert with_tpot.count("TPOT p99") == 3
+    r = sweep.parse(with_tpot)
+    assert (r["passed"], r["checks"]) == (2, 3) and r["worst"] == "code 96.96% (07:00 UTC, eu-north-1 down)"
+
+
 def test_a_variant_is_priced_with_plan_without_rules(tmp_path: Path) -> None:
     d = plan_dir(tmp_path)
     price = sweep.price_only

@@ -53,10 +53,13 @@ def run_check(job: Job) -> Outcome:
                       "slow_ttft": int((at & ~ttft_ok).sum()), "slow_tpot": int((at & ~tpot_ok).sum()),
                       "utilization": float(util.mean()) if len(util) else 0.0}
     ok_ttft = r.ttft_s[r.status == OK]
+    ok_tpot = r.tpot_s[(r.status == OK) & ~np.isnan(r.tpot_s)]  # a stream's mean over its answer (> 1 token)
     return {
         "check": job["check"], "requests": len(w), "within": int(within.sum()),
         "rejected": int((r.status != OK).sum()), "residency_violations": int(r.violation.sum()),
         "ttft_p99_ms": float(np.percentile(ok_ttft, 99) * 1000) if len(ok_ttft) else None,
+        "tpot_p99_ms": float(np.percentile(ok_tpot, 99) * 1000) if len(ok_tpot) else None,
+        "tpot_max_ms": float(ok_tpot.max() * 1000) if len(ok_tpot) else None,
         "tenants": tenants, "sites": sites, "wall_s": run.wall_s,
     }
 
