@@ -47,7 +47,7 @@ SIM_GROUP = "aigrid.sim._compiled"
 
 COMPILED = (
     "baselines", "calibration", "context", "geo", "picker", "predict", "right_size", "scheduler", "types", "urgency",
-    "filters/capacity", "filters/health", "filters/model", "filters/quality", "filters/residency",
+    "filters/capacity", "filters/context", "filters/health", "filters/model", "filters/quality", "filters/residency",
     "filters/tenant",
     "scorers/affinity", "scorers/cost", "scorers/headroom", "scorers/proximity", "scorers/ttft",
 )

@@ -43,7 +43,7 @@ def _same(built: object, made: object) -> None:
 
 def test_every_field_in_order_as_the_constructor_sets_it() -> None:
     values = ("7", "m", 120, 64, GeoPoint(48.1, 11.6), frozenset({"EU"}), "chat", frozenset({"s1"}), "p", "s",
-              frozenset({"e1"}), {"m": 0.9}, 0.05, 9, 1500.0, 40, (frozenset({"m*"}),))
+              frozenset({"e1"}), {"m": 0.9}, 0.05, 9, 1500.0, 40, (frozenset({"m*"}),), 300)
     _same(build_request_info(*values), RequestInfo(*values))
     hashable = (*values[:11], None, *values[12:])
     assert hash(build_request_info(*hashable)) == hash(RequestInfo(*hashable))
@@ -57,7 +57,7 @@ def test_the_context_compiled_or_not() -> None:
     """core/context.py is compiled with the core: Context is then a native class, whose fields' descriptors
     are its native setters (record_builder takes the class's own __new__)."""
     request = build_request_info("1", "m", 10, 20, None, None, "t", None, None, None, frozenset(), None, 1.0, 5,
-                                 None, None, ())
+                                 None, None, (), 0)
     view = build_grid_view({}, (), {}, {}, {}, None)
     policy = next(iter(BUILTIN_POLICIES.values()))
     built = build_context(request, view, policy, frozenset({"e"}), 120.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aigrid.core.filters.capacity import HasCapacity
+from aigrid.core.filters.context import HoldsPrompt
 from aigrid.core.filters.health import Healthy
 from aigrid.core.filters.model import ServesModel
 from aigrid.core.filters.quality import QualityTarget
@@ -20,6 +21,7 @@ from aigrid.core.scorers.ttft import TtftScorer
 
 FILTERS: dict[str, Callable[[], Filter]] = {
     "model": ServesModel,
+    "context": HoldsPrompt,
     "quality": QualityTarget,
     "residency": Residency,
     "tenant": TenantSites,

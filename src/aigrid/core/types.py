@@ -57,6 +57,10 @@ class ModelInfo:
     name: str
     family: str
     params_b: float
+    context: int | None = None
+    """Tokens a request to the model may hold, prompt and answer (the grid spec's ModelSpec.context): the context
+    filter (filters/context.py) rejects an endpoint of a model that cannot hold the request's prompt. None: not
+    known (the simulator's models), and no endpoint is rejected for it."""
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_record(self)
@@ -266,6 +270,10 @@ class RequestInfo:
     """The caller's model scope (security.authorize.scope_request): sets of glob patterns, and the model an
     endpoint serves must match a pattern of each; empty: any model. A hard filter (filters/model.py), so neither
     `auto`, a family fallback, a retry nor an escalation reaches a model the key or its tenant may not use."""
+    min_prompt_tokens: int = 0
+    """A lower bound on the prompt's tokens, never above the real count (the gateway: its characters over
+    gateway.context_window.MAX_CHARS_PER_TOKEN, as its context check): the context filter (filters/context.py)
+    rejects an endpoint whose model's context cannot hold this many and an answer's first token. 0: no bound."""
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_record(self)

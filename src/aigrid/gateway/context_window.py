@@ -5,16 +5,25 @@ The gateway does not run the model's tokenizer, so it refuses only when even a g
 token count exceeds the context: MAX_CHARS_PER_TOKEN characters per token (BPE tokenizers average about
 4 characters per token on English and fewer on code or other scripts). A prompt that fits is never refused;
 one between about 4 and 8 characters per context token passes and meets the engine's own limit.
+
+`auto` and a family name route to models of different contexts: the check lets through what the largest can hold,
+and the router's context filter (core/filters/context.py, by the same bound: RequestInfo.min_prompt_tokens) keeps
+the prompt from the others; where that leaves no candidate, the request is answered this check's 400
+(refuse_too_long), not a 503.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from aigrid.core.filters.context import HoldsPrompt, holds
+from aigrid.core.types import Decision, GridView
 from aigrid.errors import InvalidRequest
 from aigrid.spec.models import ModelSpec
 
 MAX_CHARS_PER_TOKEN = 8
+CONTEXT = HoldsPrompt().name
+"""The router's filter of a model that cannot hold the prompt."""
 
 
 def model_context(model: str, models: Mapping[str, ModelSpec]) -> int | None:
@@ -33,12 +42,37 @@ def smallest_context(model: str, models: Mapping[str, ModelSpec]) -> int | None:
     return min(fits) if fits else None
 
 
-def check_context(model: str, prompt_chars: int, models: Mapping[str, ModelSpec], param: str) -> None:
-    context = model_context(model, models)
-    if context is None:
-        return
+def check_context(model: str, prompt_chars: int, models: Mapping[str, ModelSpec], param: str) -> int:
+    """The prompt's tokens at least (RequestInfo.min_prompt_tokens: the router's context filter keeps the request
+    from a model that cannot hold them, core/filters/context.py); a 400 naming `param` where no model the name
+    routes to can hold them and an answer's first token."""
     at_least = prompt_chars // MAX_CHARS_PER_TOKEN
-    if at_least > context:
-        raise InvalidRequest(f"This model's maximum context length is {context} tokens. However, your prompt "
-                             f"has at least {at_least} tokens ({prompt_chars} characters). Please reduce the "
-                             "length of the prompt.", param=param, code="context_length_exceeded")
+    context = model_context(model, models)
+    if context is not None and not holds(context, at_least):
+        raise too_long(context, at_least, prompt_chars, param)
+    return at_least
+
+
+def too_long(context: int, at_least: int, prompt_chars: int, param: str) -> InvalidRequest:
+    return InvalidRequest(f"This model's maximum context length is {context} tokens. However, your prompt has at "
+                          f"least {at_least} tokens ({prompt_chars} characters). Please reduce the length of the "
+                          "prompt.", param=param, code="context_length_exceeded")
+
+
+def refuse_too_long(decision: Decision, view: GridView, at_least: int, prompt_chars: int, param: str,
+                    final: frozenset[str]) -> None:
+    """The gateway's context check's 400 for a decision with no candidate where some endpoint's model could not hold
+    the prompt (the context filter) and every other was rejected by a rule no retry changes (`final`: the model, the
+    caller's residency or sites, ...): a user's too-long prompt, not a grid with no eligible site (a 503). The
+    context named is the largest of the models the filter rejected. Where an endpoint that could hold it is down or
+    full, the 503 stands: a retry may find it."""
+    if decision.chosen is not None:
+        return
+    filters = {r.filter for r in decision.rejected}
+    if CONTEXT not in filters or not filters <= final:
+        return
+    model_of = {e.id: e.model for e in view.endpoints}
+    contexts = [info.context for r in decision.rejected if r.filter == CONTEXT
+                if (info := view.models.get(model_of.get(r.endpoint_id, ""))) is not None and info.context is not None]
+    if contexts:
+        raise too_long(max(contexts), at_least, prompt_chars, param)

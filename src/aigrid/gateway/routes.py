@@ -52,7 +52,7 @@ from aigrid.errors import (
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
-from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
+from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, refuse_too_long
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
 from aigrid.gateway.engine_body import check_legacy_functions
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
@@ -104,7 +104,7 @@ if TYPE_CHECKING:
 access = logging.getLogger("aigrid.access")
 log = logging.getLogger("aigrid.gateway")
 H_TENANT = "x-aigrid-tenant"
-HARD_FILTERS = frozenset({"model", "quality", "residency", "tenant"})
+HARD_FILTERS = frozenset({"model", "context", "quality", "residency", "tenant"})
 """Filters whose rejections no wait undoes (health, capacity, power and the like can)."""
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -499,14 +499,17 @@ class Routes:
                 check_legacy_functions(parsed.model, body, gw.serving_kinds)  # a 400 unless hosted engines serve them
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
-            check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
-                          "messages" if path == CHAT_PATH else "prompt")
+            prompt_chars = len(prompt) + beside_messages(texts)
+            prompt_param = "messages" if path == CHAT_PATH else "prompt"
+            at_least = check_context(parsed.model, prompt_chars, gw.spec.models, prompt_param)
             refuse_unredacted_logprobs(bool(parsed.logprobs) if isinstance(parsed, ChatRequest) else parsed.logprobs is not None,
                                        gw.guard.firewall.redacts_output(principal.tenant), "logprobs")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms,
                                deadline_field=urgency.deadline_field)
-            info = scope_request(principal, asked, priority=urgency.level, deadline_ms=urgency.deadline_ms)
+            # the prompt's lower bound: the router's context filter keeps it from a model that cannot hold it
+            info = scope_request(principal, asked, priority=urgency.level, deadline_ms=urgency.deadline_ms,
+                                 min_prompt_tokens=at_least)
             loop = None
             if path == CHAT_PATH and _offers_tools(body):
                 # server-side tools run in the loop; client tools too on a model whose engines need constrained
@@ -566,13 +569,18 @@ class Routes:
         await self._publish(record)
         if decision.chosen is None:
             record.status = "rejected"
+            try:  # a prompt no model the caller may reach can hold: the context check's 400, not a 503
+                refuse_too_long(decision, snapshot(), info.min_prompt_tokens, prompt_chars, prompt_param, HARD_FILTERS)
+            except InvalidRequest as e:
+                count_rejected(gw, ex.route, e.code or "error")
+                raise
             count_rejected(gw, ex.route, "no_eligible_endpoint")
             hide = gw.proxy.names.hide  # an unhealthy endpoint's reason is its engine's error: no address in it
             # a caller that is not an operator reads the endpoints that may serve it only (as in its decisions)
             servable = None if gw.guard.reader_of(principal) is None else self._servable(principal.scopes)
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({hide(r.reason, r.endpoint_id)})" for r in decision.rejected
                                 if servable is None or r.endpoint_id in servable)
-            # only rules that a retry cannot change (residency, the model, quality, the tenant's): not retried
+            # only rules that a retry cannot change (residency, the model, its context, quality, the tenant's): not retried
             hard = bool(decision.rejected) and {r.filter for r in decision.rejected} <= HARD_FILTERS
             raise NoEligibleEndpoint(f"{decision.reason}." + (f" {details}" if details else ""),
                                      headers={"x-aigrid-decision": decision_id},

@@ -100,7 +100,7 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
         return build_request_info(
             str(i) if i == r else f"{r}.{int(plan.step[i])}", models[k], prompt[r], output[r],  # type: ignore[union-attr]
             p, allowed[k], names[k], None, prefix_hash, None, NO_EXCLUSIONS, quality, max_quality_drop, levels[k],
-            deadlines[k], prefix_tokens, ())
+            deadlines[k], prefix_tokens, (), 0)
 
     gateway = (w.city % sc.gateway.count).astype(np.int32)
     jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])

@@ -437,7 +437,7 @@ def sites(spec: GridSpec) -> dict[str, Site]:
 
 
 def models(spec: GridSpec) -> dict[str, ModelInfo]:
-    return {name: ModelInfo(name, m.family, m.params_b) for name, m in spec.models.items()}
+    return {name: ModelInfo(name, m.family, m.params_b, m.context) for name, m in spec.models.items()}
 
 
 def endpoints(spec: GridSpec) -> tuple[Endpoint, ...]:
