@@ -93,6 +93,28 @@ async def test_decisions_are_sent_once_then_again_only_when_their_outcome_change
     assert [r["id"] for r in dict(feed.tick(3.0))["decisions"]] == [first["id"]]
 
 
+async def test_a_whole_answers_first_byte_is_no_ttft_beside_the_prediction(
+        gateway: Gateway, client: httpx.AsyncClient) -> None:
+    """A row's ttft_ms, shown beside predicted_ttft_ms, is a first token's (the decision's ttft_is_first_token, as
+    `aigrid explain` reads it); an answer not streamed has its first byte, after its last token, as first_byte_ms
+    (the table shows it in brackets). Before, the row's ttft_ms was the whole answer's time. The same from another
+    worker's decision (its dict, decision_row_of)."""
+    feed = Feed(gateway)
+    feed.tick(0.0)
+    whole = await client.post("/v1/chat/completions", json={**CHAT, "stream": False, "stream_options": None},
+                              headers={"x-aigrid-client-location": "Tokyo"})
+    assert whole.status_code == 200, whole.text
+    streamed = await send(client, "Tokyo")
+    rows = {r["id"]: r for r in dict(feed.tick(1.0))["decisions"]}
+    row, first = rows[whole.headers["x-aigrid-decision"]], rows[streamed.headers["x-aigrid-decision"]]
+    assert row["ttft_ms"] is None and row["first_byte_ms"] is not None and row["predicted_ttft_ms"] > 0, row
+    assert first["ttft_ms"] is not None and first["first_byte_ms"] == first["ttft_ms"], first
+    for rid, shown in ((whole.headers["x-aigrid-decision"], row), (streamed.headers["x-aigrid-decision"], first)):
+        d = gateway.decisions.get(rid).to_dict()
+        of_dict = feed_module.decision_row_of(d, {}, {}, lambda text, _: text)
+        assert (of_dict["ttft_ms"], of_dict["first_byte_ms"]) == (shown["ttft_ms"], shown["first_byte_ms"]), of_dict
+
+
 async def test_tokens_per_second_is_the_rate_of_completion_tokens_between_ticks(
         gateway: Gateway, client: httpx.AsyncClient) -> None:
     feed = Feed(gateway)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Circuit, GeoPoint
-from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.decisions import DecisionRecord, first_byte_fields
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -83,7 +83,7 @@ def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: M
         "scores": {} if chosen is None else {k: round(v, 3) for k, v in chosen.scores.items()},
         "total": None if chosen is None else round(chosen.total, 3),
         "predicted_ttft_ms": None if chosen is None else round(chosen.prediction.ttft_ms, 1),
-        "ttft_ms": None if rec.ttft_ms is None else round(rec.ttft_ms, 1),
+        **first_byte_fields(rec.to_first_byte()),
         "status": rec.status, "reason": d.reason, "failures": failures(rec.attempts, hide),
         "candidates": len(d.ranked), "rejected": len(d.rejected),
     }
@@ -104,7 +104,7 @@ def decision_row_of(d: Mapping[str, Any], places: Mapping[str, GeoPoint], site_o
         "scores": {} if chosen is None else {k: round(v, 3) for k, v in chosen["scores"].items()},
         "total": None if chosen is None else round(chosen["total"], 3),
         "predicted_ttft_ms": None if chosen is None else chosen.get("predicted_ttft_ms"),
-        "ttft_ms": d.get("ttft_ms"), "status": d.get("status"), "reason": d.get("reason"),
+        **first_byte_fields(d), "status": d.get("status"), "reason": d.get("reason"),
         "failures": failures(d.get("attempts"), hide),
         "candidates": len(d.get("candidates") or ()), "rejected": len(d.get("rejected") or ()),
     }

@@ -138,16 +138,36 @@ class DecisionRecord:
     """What bounds the engine's output where the client set no limit (request_info.OutputBound): each attempt's engine
     gets the max_tokens its own model's context leaves (Proxy._attempt); None: the body is sent as it is."""
 
+    def to_first_byte(self) -> dict[str, Any]:
+        """The first byte's two keys of to_dict: ttft_ms (rounded) and ttft_is_first_token (first_byte_fields reads
+        them)."""
+        return {"ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+                "ttft_is_first_token": self.ttft_is_first_token}
+
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)
         out.update({
             "at": self.at, "tenant": self.tenant, "model": self.model,
             "client": None if self.client is None else {"lat": self.client.lat, "lon": self.client.lon},
-            "attempts": self.attempts, "served_by": self.served_by,
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
-            "ttft_is_first_token": self.ttft_is_first_token, "status": self.status,
+            "attempts": self.attempts, "served_by": self.served_by, **self.to_first_byte(), "status": self.status,
         })
         return out
+
+
+def first_token_ms(d: Mapping[str, Any]) -> float | None:
+    """A decision's (DecisionRecord.to_dict) time to first token: its ttft_ms where that is a first token's time,
+    None where it is a whole answer's first byte (not streamed) or a tool loop's (ttft_is_first_token false): such a
+    time is no TTFT, and set beside the predicted TTFT it read as a prediction many times wrong. A decision without
+    the field (an older gateway's) is read as before, as explain reads it."""
+    return d.get("ttft_ms") if d.get("ttft_is_first_token", True) else None
+
+
+def first_byte_fields(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision's first byte where a line or a row shows it (the dashboard's decisions, the access log): `ttft_ms`
+    only where it was a first token (first_token_ms), `first_byte_ms` the first byte's time whatever it was (a whole
+    answer's, not streamed, is shown apart, never as a TTFT beside the prediction). `d`: a decision's dict
+    (DecisionRecord.to_dict, or its to_first_byte)."""
+    return {"ttft_ms": first_token_ms(d), "first_byte_ms": d.get("ttft_ms")}
 
 
 def readable_by(found: dict[str, Any], servable: Mapping[str, str]) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aigrid.core.types import Decision
 from aigrid.errors import ApiError
 from aigrid.gateway.admission import Ticket
-from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.decisions import DecisionRecord, first_byte_fields
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.security.firewall.abuse import AbuseVerdict
@@ -203,7 +203,7 @@ class Exchange:
                 "site": site, "endpoint": served or None, "outcome": self.final_outcome(),
                 "status": self.error_status(),
                 "ms": round((now - self.started) * 1000, 1),
-                "ttft_ms": None if record is None or record.ttft_ms is None else round(record.ttft_ms, 1),
+                **first_byte_fields(record.to_first_byte() if record is not None else {}),
                 "attempts": len(record.attempts) if record is not None else 0,
                 "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
                 "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None,

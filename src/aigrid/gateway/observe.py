@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aigrid.audit.record import is_error
+from aigrid.gateway.decisions import first_token_ms
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.tracing import OPERATIONS
@@ -58,9 +59,11 @@ def observe(ex: Exchange, metrics: GatewayMetrics, written: MetricsWrites) -> No
     if ex.record is None and not (outcome == "ok" and ex.usage is not None) \
             and not (outcome == "client_closed" and ex.ticket is not None):
         return
-    ttft = None
-    if ex.record is not None and ex.record.ttft_ms is not None and ex.body.get("stream"):
-        ttft = ex.record.ttft_ms / 1000
+    # a first token's time only (DecisionRecord.ttft_is_first_token): a whole answer's first byte (not streamed) and
+    # a streamed tool loop's (after whole model turns) are no time to first token (the GenAI conventions' metric is
+    # the time to generate the first token; until the thirty-fourth session a streamed tool loop's was observed)
+    first_ms = None if ex.record is None else first_token_ms(ex.record.to_first_byte())
+    ttft = None if first_ms is None else first_ms / 1000
     metrics.genai(OPERATIONS.get(ex.route, "chat"), ex.model, time.time() - ex.started, ttft, usage,
                   outcome if is_error(outcome) else "", ex.served_site() if ttft is not None else None,
                   written=written, what=ex.route)

@@ -76,7 +76,11 @@ export class DecisionTable {
     });
     td[10].textContent = row.total == null ? "\u2013" : row.total.toFixed(2);
     td[11].textContent = ms(row.predicted_ttft_ms);
-    td[12].textContent = ms(row.ttft_ms);
+    // a whole answer's first byte (not streamed) or a tool loop's is no TTFT: shown apart, in brackets, not beside
+    // the prediction as if it were one (the row's ttft_ms is a first token's time only: feed.first_byte_fields)
+    const whole = row.ttft_ms == null && row.first_byte_ms != null;
+    td[12].textContent = whole ? `(${ms(row.first_byte_ms)})` : ms(row.ttft_ms);
+    td[12].title = whole ? "first byte of a whole answer (not streamed) or of a tool loop: not a TTFT" : "";
     td[13].className = "status-" + row.status + (wentWrong(row.status) ? " status-bad" : "");
     // why it went where it did, and, when it failed there, why it failed: the reason alone named the site it was
     // sent to ("chose iad-smollm2 ...") of a request that failed
