@@ -94,6 +94,26 @@ async def test_non_streamed_chat_and_completions(client: httpx.AsyncClient) -> N
     assert bad.json()["error"]["code"] == "invalid_json"
 
 
+async def test_its_model_card_says_its_context_as_vllms_does(client: httpx.AsyncClient) -> None:
+    """GET /v1/models gives max_model_len, as vLLM's card does (the gateway's scraper reads it against the spec's
+    context): by default the spec's default context, so a grid on emulators whose spec leaves `context` out agrees;
+    `--max-model-len` another. Before, the card had none: "context was not read" for every emulated endpoint."""
+    from aigrid.spec.models import ModelSpec
+
+    assert EmulatorConfig().max_model_len == ModelSpec.model_fields["context"].default
+    server, _ = await serve(EmulatorConfig(model="m", max_model_len=4096))
+    try:
+        url = f"http://127.0.0.1:{bound_port(server)}"
+        [card] = (await client.get(url + "/v1/models")).json()["data"]
+        held = await OpenAICompatEngine("vllm", url, client).served_models()
+    finally:
+        server.close()
+    assert (card["id"], card["root"], card["parent"], card["max_model_len"]) == ("m", "m", None, 4096), card
+    assert held["m"].max_model_len == 4096, held
+    with pytest.raises(ValueError, match="max_model_len"):
+        EmulatorConfig(max_model_len=0)
+
+
 async def test_an_answer_ends_on_its_own_unless_ignore_eos(client: httpx.AsyncClient) -> None:
     """The emulated model ends an answer after default_max_tokens (its natural length), finish_reason "stop", as a
     real model's end of sequence; max_tokens only caps it ("length" where it cut). With ignore_eos the answer is

@@ -269,8 +269,11 @@ class EmulatorServer:
             elif path == "/metrics":
                 conn.answer(200, "text/plain; version=0.0.4", self.engine.prometheus())
             elif path == "/v1/models":
+                # vLLM's model card: `max_model_len` the context it holds (its --max-model-len), `root` the model,
+                # `parent` null (a LoRA adapter's names its base): what the gateway's scraper reads
                 conn.answer(200, "application/json", orjson.dumps({"object": "list", "data": [
-                    {"id": self.config.model, "object": "model", "created": 0, "owned_by": "aigrid-emulator"}]}))
+                    {"id": self.config.model, "object": "model", "created": 0, "owned_by": "aigrid-emulator",
+                     "root": self.config.model, "parent": None, "max_model_len": self.config.max_model_len}]}))
             else:
                 conn.answer(404, "application/json", _error(f"no route {path}", "not_found"))
             return

@@ -39,7 +39,7 @@ async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int
     print(f"aigrid engine emulator: {count} engine(s) '{config.model}' on {host} port(s) {ports}; "
           f"slots {config.slots}, prefill {config.prefill_base_ms} + {config.prefill_ms_per_token} ms/token, "
           f"step {config.decode_base_ms} + {config.decode_ms_per_seq} ms x batch + {config.kv_ms_per_token} ms x "
-          f"context tokens, chunks of {config.chunk_tokens}", flush=True)
+          f"context tokens, chunks of {config.chunk_tokens}; max_model_len {config.max_model_len}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,6 +64,7 @@ def emulator_command(
     chunk_tokens: Annotated[int, typer.Option(min=1, help="most prompt tokens prefilled in one step")] = DEFAULT_CHUNK_TOKENS,
     default_max_tokens: Annotated[int, typer.Option(min=1, help="natural answer length: the emulated model ends an answer (finish_reason stop) after this many tokens unless the request sets ignore_eos; a smaller max_tokens cuts it (finish_reason length)")] = 128,
     kv_tokens: Annotated[int, typer.Option(min=1, help="KV-cache capacity in tokens (admission, kv_cache_usage_perc)")] = 1_000_000,
+    max_model_len: Annotated[int, typer.Option(min=1, help="the context it says it holds (GET /v1/models' max_model_len, as vLLM's --max-model-len; not enforced): give the spec's context of its model")] = 8192,
     sse_line_end: Annotated[str, typer.Option(help="line ends of the SSE stream: lf, crlf or cr")] = "lf",
 ) -> None:
     """Run an ENGINE EMULATOR: OpenAI-compatible, the simulator's engine timing (continuous batching with
@@ -73,7 +74,7 @@ def emulator_command(
                                 prefill_ms_per_token=prefill_ms_per_token, decode_base_ms=decode_base_ms,
                                 decode_ms_per_seq=decode_ms_per_seq, kv_ms_per_token=kv_ms_per_token,
                                 chunk_tokens=chunk_tokens, default_max_tokens=default_max_tokens,
-                                kv_tokens=kv_tokens)
+                                kv_tokens=kv_tokens, max_model_len=max_model_len)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if sse_line_end not in SSE_LINE_ENDS:

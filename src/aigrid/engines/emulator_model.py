@@ -60,6 +60,11 @@ class EmulatorConfig:
     kv_tokens: int = 1_000_000
     """KV-cache capacity in tokens: a request is admitted once its prompt and output fit beside the running
     ones; vllm:kv_cache_usage_perc is the share reserved."""
+    max_model_len: int = 8192
+    """The context it says it holds, in GET /v1/models' `max_model_len` (as vLLM's --max-model-len): a gateway in
+    front reads it against the spec's `context` (gateway/scraper.py). 8192, the spec's default context
+    (spec.models.ModelSpec.context). Said, not enforced: the emulator refuses no longer prompt (it generates no
+    text; the gateway checks prompts against the spec's context before they reach it)."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -74,6 +79,8 @@ class EmulatorConfig:
             raise ValueError("kv_tokens must be at least 1")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be at least 1")
+        if self.max_model_len < 1:
+            raise ValueError("max_model_len must be at least 1")
 
     def perf(self) -> EnginePerf:
         return EnginePerf("emulated", self.decode_base_ms, self.decode_ms_per_seq, self.kv_ms_per_token,
