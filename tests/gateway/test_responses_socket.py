@@ -402,9 +402,11 @@ def test_a_socket_silent_after_its_response_ended_is_closed_idle(tmp_path: Path,
 @pytest.mark.parametrize(("limit", "max_queued", "size"), [(1 << 20, 2, 10), (8192, 100, 5000)])
 def test_what_waits_behind_the_running_response_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            limit: int, max_queued: int, size: int) -> None:
-    """At most MAX_QUEUED creates wait, of at most max_body_bytes together; the rest are refused, not dropped."""
+    """At most MAX_QUEUED creates wait, of at most max_body_bytes together; the rest are refused, not dropped.
+    Fewer than MAX_REFUSED_RUN refused in a row (the first create always runs), else the socket is closed
+    (test_socket_refusal_bound.py)."""
     monkeypatch.setattr(responses_socket, "MAX_QUEUED", max_queued)
-    sent = max_queued + 2
+    sent = min(max_queued + 2, responses_socket.MAX_REFUSED_RUN)
     with served(tmp_path, delay_s=0.05, max_body_bytes=limit) as grid:
         with grid.sync_client().responses.connect() as conn:
             for _ in range(sent):

@@ -40,7 +40,7 @@ response's own. A message larger than
 `gateway.max_body_bytes` (the HTTP body limit) is answered an `error` event `request_too_large`, and the server
 itself stops reading at SLACK_BYTES past it (uvicorn's `ws_max_size`, `server_options`: close 1009); a message
 that is not a JSON object, is nested too deep, or names an unknown `type` is an `error` event naming it, the
-socket kept open; a socket silent for IDLE_S with nothing running is closed (1000, "idle").
+socket kept open, until MAX_REFUSED_RUN messages in a row were refused (closed 1008); a socket silent for IDLE_S with nothing running is closed (1000, "idle").
 
 When the gateway stops (stopping.Lingering tells the socket, `_Connection._halt`), the response under way gets the
 stop's grace (gateway.shutdown_grace_s) as an HTTP request does; creates waiting or sent meanwhile are refused (an
@@ -119,6 +119,13 @@ MAX_STREAM_ID = 128
 lane of the message's whole size (up to `max_body_bytes`) was that many bytes again per token event (a 3 MiB lane on a
 16-token response: 75.5 MB written, compressed on the event loop, for a client reading kilobytes). Longer: the
 create's 400 naming `stream_id` (thirty-fourth session)."""
+MAX_REFUSED_RUN = 32
+"""Messages in a row a socket may have refused at once by the socket itself (an `error` event each: not JSON, an
+unknown `type`, a create or steer it cannot take); the last of them closes it 1008 (policy violation) with the
+reason, `closed: refused` in its record. A create queued or a steer accepted starts the count again; refusals of the
+gateway's stop (`shutting_down`) are not counted. One socket answered ~8,000 refusals a second until the
+thirty-fourth session (scripts/bench_socket_refusals.py); a client queues a create again only as responses end,
+each authenticated and counted against its quota, so past this it refuses at most this many per response served."""
 MAX_ENDED = 1024
 """Ids of this socket's ended responses it remembers, to tell a steer that it came too late (else not found)."""
 CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
@@ -325,10 +332,12 @@ class _Connection:
         self.last_active = time.monotonic()
         self.sending = asyncio.Lock()
         self.served = self.refused = 0
+        self.refused_run = 0
+        """The client's messages refused in a row (MAX_REFUSED_RUN)."""
         self.dropped = 0
         """Creates still waiting when the client left: never served, counted in the socket's record."""
         self.closed_by = "client"
-        """Who ended the socket: `client`, `idle`, or `server` (the gateway stopping)."""
+        """Who ended the socket: `client`, `idle`, `refused` (MAX_REFUSED_RUN), or `server` (the gateway stopping)."""
         self.active: dict[str, _Run] = {}
         """The responses running now (created, not ended), by id: what a steer may target."""
         self.ended: dict[str, str] = {}
@@ -450,6 +459,13 @@ class _Connection:
             self.last_active = time.monotonic()
             data = message.get("bytes") if message.get("text") is None else message["text"].encode()
             await self._take(data or b"")
+            if self.refused_run >= MAX_REFUSED_RUN:
+                self.closed_by = "refused"
+                log.info("%s: %d messages in a row refused: socket closed %d", ROUTE, self.refused_run, CLOSE_POLICY)
+                with contextlib.suppress(*_GONE):  # unless the client closed it at the same moment
+                    await self.ws.close(CLOSE_POLICY, f"{self.refused_run} messages in a row refused (see their "
+                                                      "error events)")
+                return
 
     async def _take(self, data: bytes) -> None:
         """One client message: a create queued, a steer answered at once, anything else refused at once."""
@@ -492,8 +508,10 @@ class _Connection:
             self.queued_bytes += size
             self.pool.held += size
             self.queue.put_nowait(_Run({}, stream_id, size, data))
+            self.refused_run = 0
         except ApiError as e:
             self.refused += 1
+            self.refused_run += not self.halting  # the stop's refusals are not the client's
             await self._send(_error_event(e.status, cast(Mapping[str, Any], e.envelope()["error"]),
                                           e.response_headers()))
 
@@ -543,11 +561,13 @@ class _Connection:
         self.steer_bytes += steer.size
         self.pool.held += steer.size
         self.steers["accepted"] += 1
+        self.refused_run = 0
         await self._send(accepted(self._seq(), steer))
 
     async def _steer_refused(self, event: Mapping[str, Any], code: str, message: str,
                              stream_id: str | None = None) -> None:
         self.refused += 1
+        self.refused_run += code != "shutting_down"  # the stop's refusals are not the client's
         await self._send(failed(self._seq(), code, message, event, stream_id))
 
     async def _lose(self, steers: list[Steer], code: str, message: str) -> None:
