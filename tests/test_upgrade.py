@@ -123,7 +123,7 @@ def test_a_key_file_of_a_later_format_is_refused_not_read_as_no_keys(tmp_path: P
                                           r"reads format 1\)"):
         KeyRing.watching(path, SECRET)
     for run in (lambda: create_key(path, "acme", secret=SECRET, echo=print),
-                lambda: revoke_key(path, "abc", secret=SECRET)):
+                lambda: revoke_key(path, "abc")):
         with pytest.raises(ConfigError, match="newer aigrid"):
             run()
     assert path.read_text() == content  # left as it is
@@ -162,7 +162,7 @@ def test_aigrid_keys_create_keeps_what_it_cannot_read(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     create_key(path, "acme", secret=SECRET, echo=lambda _: None)
     kept_id = OLD_KEYS["kept"].split("_")[1]
-    assert revoke_key(path, kept_id, secret=SECRET)
+    assert revoke_key(path, kept_id)
     after = json.loads(path.read_text())
     assert after["rotation"] == {"next": "2027-01-01"}
     assert {"key_id": "later", "tenant": "acme", "digest": "sha3:abc"} in after["keys"]

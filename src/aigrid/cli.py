@@ -583,6 +583,8 @@ ID_HEADERS = ("x-aigrid-decision", "x-request-id", "request-id")
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
 SecretEnv = Annotated[str, typer.Option(help="environment variable holding the key-hashing secret (the spec's "
                                         "security.secret_env)")]
+UnreadSecretEnv = Annotated[str, typer.Option(hidden=True, help="not needed: list and revoke read no secret "
+                                              "(accepted for the scripts that give it)")]
 SECRET_ENV = "AIGRID_KEY_SECRET"
 """`aigrid keys`' default --secret-env: security.keys_cli.SECRET_ENV, written here too since cli.py imports that
 module only when a keys command runs."""
@@ -640,12 +642,12 @@ def _keys_file_error(keys_file: Path, e: OSError, doing: str) -> ConfigError:
 
 
 @keys_app.command("list")
-def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: SecretEnv = SECRET_ENV) -> None:
-    """List keys (ids, tenants, scopes; never secrets)."""
-    from aigrid.security.keys_cli import list_keys, secret_env_name
+def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: UnreadSecretEnv = SECRET_ENV) -> None:
+    """List keys (ids, tenants, scopes; never secrets). Reads no secret."""
+    from aigrid.security.keys_cli import list_keys
 
     try:
-        list_keys(keys_file, secret_env=secret_env_name(secret_env), echo=console.print)
+        list_keys(keys_file, echo=console.print)
     except AigridError as e:
         raise _fail(e) from None
     except OSError as e:
@@ -657,13 +659,12 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json"), secret_env: Secre
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `aigrid keys list` shows it")],
                 keys_file: KeysFile = Path(".aigrid/keys.json"),
-                secret_env: SecretEnv = SECRET_ENV) -> None:
-    """Revoke a key by id."""
-    from aigrid.security.keys_cli import revoke_key, secret_env_name
+                secret_env: UnreadSecretEnv = SECRET_ENV) -> None:
+    """Revoke a key by id. Reads no secret."""
+    from aigrid.security.keys_cli import revoke_key
 
     try:
-        if not revoke_key(keys_file, key_id, secret_env=secret_env_name(secret_env),
-                          echo=lambda line: console.print(line, markup=False, highlight=False)):
+        if not revoke_key(keys_file, key_id, echo=lambda line: console.print(line, markup=False, highlight=False)):
             print_error(err_console, f"no key {key_id}")
             raise typer.Exit(1)
     except AigridError as e:

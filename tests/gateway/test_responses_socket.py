@@ -114,7 +114,7 @@ def test_a_handshake_without_a_valid_key_is_refused_with_the_apis_401(tmp_path: 
             conn.response.create(model=MODEL, input="Say hello")
             assert until_done(iter(conn))[-1].type == "response.completed"
             # revoked while its socket is open (`aigrid keys revoke`): refused at its next response
-            assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1], secret=SECRET.encode())
+            assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1])
             conn.response.create(model=MODEL, input="Say hello")
             revoked = json.loads(conn.recv_bytes())
             assert (revoked["status"], revoked["error"]["code"]) == (401, "invalid_api_key"), revoked

@@ -380,7 +380,7 @@ def test_a_successor_is_authenticated_again_a_key_revoked_meanwhile_fails_it(
             target = until(events, "response.created").response.id
             conn.response.steer(input="and be brief", previous_response_id=target)
             until(events, "response.steer.accepted")
-            assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1], secret=SECRET.encode())
+            assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1])
             gate.set()
             assert until_done(events)[-1].type == "response.incomplete"  # begun before: it ends (for the steer)
             refused = next(events)

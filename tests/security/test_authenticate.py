@@ -157,7 +157,7 @@ def test_key_file_stores_only_digests_and_revocation_works(tmp_path: Path) -> No
     assert json.loads(stored)["keys"][0]["scopes"]["models"] == ["llama-*"]
     auth = Authenticator(KeyRing.load(path, SECRET), TENANTS)
     assert auth.authenticate(f"Bearer {api_key}").key_id == key_id
-    assert revoke_key(path, key_id, secret=SECRET)
+    assert revoke_key(path, key_id)
     with pytest.raises(AuthenticationError):
         Authenticator(KeyRing.load(path, SECRET), TENANTS).authenticate(f"Bearer {api_key}")
     with pytest.raises(AuthenticationError):  # a different server secret cannot verify stored digests
@@ -253,7 +253,7 @@ def test_a_watching_ring_follows_its_file_and_keeps_its_keys_when_the_file_is_un
     key = next(word for line in lines for word in line.split() if word.startswith("aig_"))
     ring = KeyRing.watching(path, SECRET, interval_s=3600)
     assert ring.verify(key) is not None
-    revoke_key(path, key_id, secret=SECRET)
+    revoke_key(path, key_id)
     assert ring.verify(key) is not None  # looked at most once an interval: not yet
     ring._interval_s = 0.0
     assert ring.verify(key) is None and ring.get(key_id) is not None and ring.get(key_id).revoked  # type: ignore[union-attr]

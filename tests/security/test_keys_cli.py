@@ -23,7 +23,7 @@ def test_a_revocation_made_while_a_key_is_created_is_not_lost(tmp_path: Path, mo
     issue = KeyRing.issue
 
     def slow_issue(self: KeyRing, *args, **kwargs):  # the create has read the file; a revoke runs meanwhile
-        t = threading.Thread(target=lambda: revoked.append(keys_cli.revoke_key(path, leaked, secret=SECRET)))
+        t = threading.Thread(target=lambda: revoked.append(keys_cli.revoke_key(path, leaked)))
         t.start()
         t.join(0.5)  # done at once without a lock; waits for this create's lock with one
         threads.append(t)
@@ -80,11 +80,11 @@ def test_a_second_revoke_says_the_key_was_revoked_already_and_when(tmp_path: Pat
     path = tmp_path / "keys.json"
     key_id = keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
     said: list[str] = []
-    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)
+    assert keys_cli.revoke_key(path, key_id, echo=said.append)
     written = path.read_text()
     record = KeyRing.load(path, SECRET).get(key_id)
     assert record is not None and record.revoked and record.revoked_at > 0
-    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)  # still true: the key is revoked
+    assert keys_cli.revoke_key(path, key_id, echo=said.append)  # still true: the key is revoked
     when = keys_cli.revoked_when(record.revoked_at)
     assert said == [f"revoked {key_id}", f"{key_id} was already revoked ({when})"] and when.startswith("at 20")
     assert path.read_text() == written
@@ -93,9 +93,9 @@ def test_a_second_revoke_says_the_key_was_revoked_already_and_when(tmp_path: Pat
     assert old != written
     path.write_text(old)
     said.clear()
-    assert keys_cli.revoke_key(path, key_id, secret=SECRET, echo=said.append)
+    assert keys_cli.revoke_key(path, key_id, echo=said.append)
     assert said == [f"{key_id} was already revoked (when is not recorded: revoked before aigrid recorded it)"]
-    assert not keys_cli.revoke_key(path, "nope", secret=SECRET, echo=said.append) and len(said) == 1
+    assert not keys_cli.revoke_key(path, "nope", echo=said.append) and len(said) == 1
 
 
 @pytest.mark.parametrize(("tenant_models", "key_models", "refused"), [
@@ -124,3 +124,28 @@ def test_a_keys_models_are_checked_within_its_tenants(tenant_models: list[str], 
         keys_cli.check_scopes(spec, "demo", "limited", models=key_models)
     assert str(e.value).startswith(f"demo: the key: no endpoint is within its --model {key_models} and tenant "
                                    f"limited's models {tenant_models}: every request with its key would be refused"), e
+
+
+def test_list_and_revoke_read_no_secret_and_create_still_needs_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid keys list` and `revoke` demanded AIGRID_KEY_SECRET and never used it (any 16 bytes did): neither
+    hashes a key. They read none now (an operator revoking a leaked key needs the key file only), the key still
+    verified by the gateway's secret until revoked; `create` hashes the new key, and still needs it."""
+    monkeypatch.delenv("AIGRID_KEY_SECRET", raising=False)
+    path = tmp_path / "keys.json"
+    issued: list[str] = []
+    key_id = keys_cli.create_key(path, "bank", secret=SECRET, echo=issued.append)
+    api_key = issued[1].split("api key: ")[1]
+    assert KeyRing.load(path, SECRET).verify(api_key) is not None
+    listed: list[str] = []
+    keys_cli.list_keys(path, echo=listed.append)
+    assert len(listed) == 1 and listed[0].startswith(key_id) and "active" in listed[0], listed
+    said: list[str] = []
+    assert keys_cli.revoke_key(path, key_id, echo=said.append) and said == [f"revoked {key_id}"]
+    assert KeyRing.load(path, SECRET).verify(api_key) is None  # revoked for the gateway, which holds the secret
+    with pytest.raises(keys_cli.ConfigError, match="set AIGRID_KEY_SECRET"):
+        keys_cli.create_key(path, "bank", echo=said.append)
+    unkeyed = KeyRing.load(path, None)  # a ring read without the secret neither issues nor verifies a key
+    for hashing in (lambda: unkeyed.issue("bank"), lambda: unkeyed.verify(api_key)):
+        with pytest.raises(ValueError, match="without the server secret"):
+            hashing()

@@ -100,8 +100,10 @@ def split_key(api_key: str) -> tuple[str, str] | None:
 class KeyRing:
     """Key records by id, with verification. Pure in memory; load/save move it to and from a file."""
 
-    def __init__(self, server_secret: bytes, records: Iterable[KeyRecord] = ()) -> None:
-        if len(server_secret) < 16:
+    def __init__(self, server_secret: bytes | None, records: Iterable[KeyRecord] = ()) -> None:
+        """`server_secret` None: a ring that lists and revokes its records (`aigrid keys list`, `revoke`: neither
+        hashes a key) and can neither issue nor verify one (digest raises)."""
+        if server_secret is not None and len(server_secret) < 16:
             raise ValueError("the server secret must be at least 16 bytes")
         self._secret = server_secret
         self._records = {r.key_id: r for r in records}
@@ -118,6 +120,9 @@ class KeyRing:
         """Per key id, the fields of its record this version does not know, written back by save."""
 
     def digest(self, secret: str) -> str:
+        if self._secret is None:
+            raise ValueError("this key ring was read without the server secret: it lists and revokes keys, it "
+                             "cannot issue or verify one")
         return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def issue(self, tenant: str, scopes: Scopes | None = None, name: str = "",
@@ -163,9 +168,10 @@ class KeyRing:
         return sorted(self._records.values(), key=lambda r: (r.tenant, r.key_id))
 
     @classmethod
-    def load(cls, path: Path, server_secret: bytes) -> KeyRing:
+    def load(cls, path: Path, server_secret: bytes | None) -> KeyRing:
         """The ring of a key file (none there: an empty ring). ValueError, saying what is wrong, for a file
-        that is not one (not JSON, another shape, a digest that is not one)."""
+        that is not one (not JSON, another shape, a digest that is not one). `server_secret` None: a ring to list
+        and revoke keys only (__init__)."""
         if not path.exists():
             return cls(server_secret)
         try:

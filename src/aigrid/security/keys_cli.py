@@ -2,7 +2,8 @@
 
 The server secret comes from an environment variable (at least 16 bytes): AIGRID_KEY_SECRET, or the one
 `--secret-env NAME` names (the spec's security.secret_env, where a gateway reads it from another); the key file
-holds only digests. `create` and `revoke` read, change and write the file under an exclusive lock (`flock` on
+holds only digests. Only `create` reads it (it hashes the new key); `list` and `revoke` hash nothing and read no
+secret (until the thirty-fourth session they demanded one and never used it: any 16 bytes did). `create` and `revoke` read, change and write the file under an exclusive lock (`flock` on
 `<file>.lock` beside it): two run side by side (a script creating keys while an operator revokes a leaked one)
 each see the other's change; before, the one that wrote last wrote back the file it had read, and a revocation
 made meanwhile was lost (the key valid again).
@@ -112,7 +113,7 @@ def _changing(keys_file: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _load(keys_file: Path, secret: bytes) -> KeyRing:
+def _load(keys_file: Path, secret: bytes | None) -> KeyRing:
     """The file's ring; a file this version cannot read (not JSON, another shape, a newer aigrid's format) is a
     ConfigError naming it (`aigrid keys create` and `revoke` printed a traceback), and is left as it is."""
     try:
@@ -154,14 +155,14 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
     return issued.record.key_id
 
 
-def list_keys(keys_file: Path, *, secret: bytes | None = None, secret_env: str = SECRET_ENV,
-              echo: Callable[[str], None] = print) -> None:
+def list_keys(keys_file: Path, *, echo: Callable[[str], None] = print) -> None:
+    """Each key's id, tenant, state, label and limits: no secret read (nothing is hashed)."""
     if keys_file.is_dir():  # it said "no such file"
         raise ConfigError(f"--keys-file {keys_file}: a directory, not a key file (give the file `aigrid keys create` "
                           "wrote)")
     if not keys_file.is_file():
         raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
-    ring = _load(keys_file, secret if secret is not None else server_secret(name=secret_env))
+    ring = _load(keys_file, None)
     for r in ring.records():
         state = "revoked" if r.revoked else "active"
         echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name or '-'}  {scopes_text(r.scopes)}")
@@ -173,14 +174,13 @@ def scopes_text(scopes: Scopes) -> str:
     return " ".join(parts) or "any model, any site"
 
 
-def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None, secret_env: str = SECRET_ENV,
-               echo: Callable[[str], None] | None = None) -> bool:
+def revoke_key(keys_file: Path, key_id: str, *, echo: Callable[[str], None] | None = None) -> bool:
     """Revoke a key (False: no such key), telling `echo` what was done: `revoked ID`, or, for a key revoked already
     (the file left as it is, its time kept), that it was and when. Until the thirty-third session a second revoke
-    said "revoked" again."""
-    secret = secret if secret is not None else server_secret(name=secret_env)
+    said "revoked" again. No secret read: a revocation marks the record, it hashes nothing (an operator revoking a
+    leaked key needs only the key file)."""
     with _changing(keys_file):
-        ring = _load(keys_file, secret)
+        ring = _load(keys_file, None)
         before = ring.get(key_id)
         if before is None or not ring.revoke(key_id):
             return False
