@@ -7,6 +7,7 @@ request named (issue 12, ATK2)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,3 +73,19 @@ async def test_a_response_says_the_model_that_served(fallback: Any, stream: bool
     assert done["model"] == "small-1b", done
     stored = await c.get(f"/v1/responses/{done['id']}")
     assert stored.status_code == 200 and stored.json()["model"] == "small-1b", stored.text
+
+
+async def test_a_background_response_says_the_model_that_served_once_answered(fallback: Any) -> None:
+    c, gw = fallback
+    r = await c.post("/v1/responses", json={"model": "large-70b", "input": "What is 2 + 2?", "max_output_tokens": 8,
+                                            "background": True}, headers=FRANKFURT)
+    assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+    try:
+        for _ in range(3000):  # its run, in the gateway's background: polled up to 30 s (a loaded machine is late)
+            done = (await c.get(f"/v1/responses/{r.json()['id']}")).json()
+            if done["status"] not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await gw.background.stop()
+    assert (done["status"], done["model"]) == ("completed", "small-1b"), done
