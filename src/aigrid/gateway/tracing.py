@@ -172,8 +172,15 @@ class _OtelRequest(RequestTrace):
             s.set_attribute("aigrid.failover.attempts", len(record.attempts))
             if record.served_by:
                 s.set_attribute("aigrid.served_by", record.served_by)
-            if record.ttft_ms is not None:
-                s.set_attribute("aigrid.ttft.observed_ms", round(record.ttft_ms, 1))
+            from aigrid.gateway.decisions import first_byte_fields  # (decisions.py imports this module)
+
+            # beside aigrid.ttft.predicted_ms, a first token's time only (a whole answer's first byte came after its
+            # last token): until the thirty-fourth session observed_ms was any first byte
+            shown = first_byte_fields(record.to_first_byte())
+            if shown["first_byte_ms"] is not None:
+                s.set_attribute("aigrid.first_byte_ms", shown["first_byte_ms"])
+            if shown["ttft_ms"] is not None:
+                s.set_attribute("aigrid.ttft.observed_ms", shown["ttft_ms"])
         if usage:
             s.set_attribute("gen_ai.usage.input_tokens", int(usage.get("prompt_tokens") or 0))
             s.set_attribute("gen_ai.usage.output_tokens", int(usage.get("completion_tokens") or 0))
