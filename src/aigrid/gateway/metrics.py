@@ -223,7 +223,8 @@ class GatewayMetrics:
                                         "gen_ai.client.operation.duration: whole request, seconds",
                                         [*genai, "error_type"], buckets=DURATION_BUCKETS, registry=r)
         self.genai_ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "GenAI semconv "
-                                    "gen_ai.server.time_to_first_token: first byte of a streamed answer, seconds",
+                                    "gen_ai.server.time_to_first_token: first token of a streamed answer relayed from "
+                                    "the engine (not a whole answer's, nor a tool loop's), seconds",
                                     genai, buckets=TTFT_BUCKETS, registry=r)
         self.genai_tpot = Histogram("gen_ai_server_time_per_output_token_seconds", "GenAI semconv "
                                     "gen_ai.server.time_per_output_token: after the first token of a streamed "
