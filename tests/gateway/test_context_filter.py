@@ -76,3 +76,22 @@ async def test_a_prompt_that_fills_the_context_leaves_the_answer_no_room(tmp_pat
     assert r.status_code == 400, r.text
     assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("context_length_exceeded", "messages")
     assert fakes[SMALL_AT].received == []
+
+
+@pytest.mark.parametrize(("route", "body", "envelope"), [
+    ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": LONG}]},
+     {"type": "invalid_request_error", "starts": "messages: This model's maximum context length is 2048 tokens."}),
+    ("/v1/responses", {"input": LONG},
+     {"type": "invalid_request_error", "param": "input", "code": "context_length_exceeded",
+      "starts": "This model's maximum context length is 2048 tokens."}),
+])
+async def test_the_other_doors_answer_it_in_their_own_envelope(tmp_path: Path, route: str, body: dict,
+                                                               envelope: dict) -> None:
+    spec, fakes = two_contexts(tmp_path)
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post(route, json={"model": "auto", **body}, headers={"x-aigrid-residency": "US"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["message"].startswith(envelope.pop("starts")), error
+    assert {k: error.get(k) for k in envelope} == envelope
+    assert fakes[SMALL_AT].received == [] and fakes[LARGE_AT].received == []
