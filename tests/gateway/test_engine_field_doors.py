@@ -272,7 +272,7 @@ async def test_a_whitespace_pattern_past_the_regex_bound_is_refused_and_audited(
                                                                                   "model": body["model"]}
 
 
-PASSED = {"cache_prompt": False, "n_indent": 4, "t_max_predict_ms": 500, "timings_per_token": True,
+PASSED = {"cache_prompt": False, "n_indent": 4, "t_max_predict_ms": 500,
           "post_sampling_probs": True, "return_tokens": True, "response_fields": ["content"],
           "preserved_tokens": ["<|im_end|>"], "allowed_token_ids": [1, 2, 3],
           "structured_outputs": {"json": '{"type": "object"}', "disable_any_whitespace": True}}
@@ -285,7 +285,7 @@ once what a request's body already bounds."""
 async def test_engine_fields_audited_as_harmless_pass_as_written(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
     """(7 Dec 2026, thirty-fourth session) The fields docs/security.md's row passes (llama-server's cache_prompt,
-    n_indent, t_max_predict_ms, timings_per_token, post_sampling_probs, return_tokens, response_fields,
+    n_indent, t_max_predict_ms, post_sampling_probs, return_tokens, response_fields,
     preserved_tokens; vLLM's allowed_token_ids and structured_outputs' flags) reach the engine as the client wrote
     them: a change here is a change of that row."""
     async with serving(spec_in(tmp_path), fakes) as (client, _):

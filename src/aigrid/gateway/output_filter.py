@@ -50,8 +50,8 @@ MESSAGE_KEYS = frozenset({"role", *TEXTS, "tool_calls"})
 """What a redacted answer keeps, at its three levels (the answer or chunk, each choice, its message or delta): the
 fields of OpenAI's chat and completions answers, the engines' `stop_reason` / `matched_stop` (the request's own stop
 string) and aigrid's own. An engine's other fields repeat the answer in a form the redaction does not read, on a
-client's asking: llama.cpp's `__verbose` (`"verbose": true`: the whole text again, unredacted, with the rendered
-prompt), vLLM's `token_ids` (`"return_token_ids": true`: the answer as token ids any tokenizer turns back into
+client's asking: llama.cpp's `__verbose` (`"verbose": true`, refused since the thirty-fourth session, and written out
+of every answer: usage.CACHE_FIELDS; the whole text again, unredacted, with the rendered prompt), vLLM's `token_ids` (`"return_token_ids": true`: the answer as token ids any tokenizer turns back into
 text). For a tenant whose answers are redacted they are left out (timings and the like with them). Also left out
 since the twenty-sixth session: `logprobs` (such a tenant is refused them, refuse_unredacted_logprobs, but an engine
 that sent them unasked had the answer's tokens reach the client unredacted) and a message's `annotations` (free text

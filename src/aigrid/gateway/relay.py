@@ -47,6 +47,7 @@ from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import CUT, STEER, STEERED
 from aigrid.gateway.request_info import CHARS_PER_TOKEN
+from aigrid.gateway.usage import cache_counts_out
 
 if TYPE_CHECKING:
     from aigrid.core.types import Candidate
@@ -336,6 +337,8 @@ class EventPipe:
                 log.warning("an engine's stream reported token counts that cannot be charged (%s): its count taken as "
                             "unknown", why)
                 obj, changed = {k: v for k, v in obj.items() if k != "usage"}, True
+        if usage is not None and (told := cache_counts_out(obj)) is not None:  # the usage chunk only (llama-server's
+            obj, changed = told, True  # `timings` ride on it): no other event read for it (docs/security.md)
         if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
             try:
                 obj, changed = filt.event(obj), True

@@ -296,6 +296,12 @@ _REFUSED = {
                                                                                                "chat_parser")},
     "n_cache_reuse": "llama-server's n_cache_reuse is not served by this grid: it turns on the engine's reuse of "
                      "cached chunks by KV shifting, which its operator sets (--cache-reuse)",
+    **{name: f"llama-server's {name} is not served by this grid: its events tell how many of the prompt's tokens "
+             "the engine's cache held, which on an engine the grid cannot salt is a read of other tenants' recent "
+             "prompts (leave it out)" for name in ("return_progress", "timings_per_token")},
+    "verbose": "llama-server's verbose is not served by this grid: its `__verbose` answer holds the engine's slot, "
+               "settings and cache count (how many of the prompt's tokens the engine's cache held, a read of other "
+               "tenants' recent prompts) (leave it out)",
     "guided_decoding_backend": "vLLM's guided_decoding_backend is not served by this grid: the structured-output "
                                "backend is the engine operator's choice, and the grid bounds grammars, regular "
                                "expressions and schemas for the backends it configured (leave it out)",
@@ -734,6 +740,21 @@ class _Common(BaseModel):
     last held, another tenant's included, reused anywhere in this prompt, not only as a shared prefix (a wider cache
     side channel than the prefix cache's, on an engine the grid cannot salt: cache_salt.py), at positions the model
     did not compute them at. Refused."""
+    return_progress: Refused = None
+    """llama-server's: a streamed answer's `prompt_progress` events while it prefills, each with `cache` (the prompt
+    tokens its slot's cache held); `timings_per_token`: `timings` (its `cache_n`) on every chunk. On llama-server,
+    which keeps one cache for every tenant (the grid cannot salt it: cache_salt.py), that count told a client how far
+    a guess of another tenant's recent prompt matched it, token by token; both rode on chunks the relay passes
+    unread (its lean path). Refused; the counts in a whole answer and in a stream's usage chunk are written out
+    (usage.cache_counts_out)."""
+    timings_per_token: Refused = None
+    verbose: Refused = None
+    """llama-server's (read per request by the embedded 0.3.36; newer builds read the operator's verbosity only,
+    `params_base.verbosity > 9` in server_task::params_from_json_cmpl): the answer gains `__verbose`, the engine's own
+    result again: its `tokens_cached` and `timings.cache_n` (the cache count above), `id_slot` (the slot, which
+    `id_slot` is refused for naming), the prompt as the chat template rendered it and the operator's sampler settings
+    (`generation_settings`). Refused; an engine whose operator turned verbosity on has `__verbose` written out of
+    every answer (usage.CACHE_FIELDS)."""
     chat_format: Refused = None
     """llama-server's: the format its parser reads the answer in (tool calls, reasoning), an integer cast to the
     engine's enum unchecked; with `chat_parser`, the parser itself, a serialized PEG arena that llama-server loads as

@@ -29,6 +29,32 @@ class NotAnAnswer(ValueError):
     or JSON without a `choices` list."""
 
 
+CACHE_FIELDS = ("timings", "prompt_progress", "__verbose")
+"""llama-server's fields of an answer that say how much of the prompt its cache held (`timings.cache_n`; the
+`prompt_progress` of `return_progress`, `cache`; `__verbose`'s `tokens_cached`, with the slot and the operator's
+settings), with its times: taken out of every answer (cache_counts_out)."""
+
+
+def cache_counts_out(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """`doc` (a whole answer or one streamed chunk) without what tells a client how many of its prompt's tokens the
+    engine read from its prefix cache, or None where it tells nothing (the usual chunk: no copy). An engine keeps one
+    cache for every tenant it serves where the grid cannot salt it (llama-server's slots, cache_salt.py): a tenant
+    sending a guess of another tenant's recent prompt read from the count how far the guess matched, token by
+    token (docs/security.md, thirty-fourth session). CACHE_FIELDS are left out; `usage.prompt_tokens_details.
+    cached_tokens` is written 0 (OpenAI's shape kept: the Messages door's `cache_read_input_tokens`, the Responses
+    door's `cached_tokens` read it). `doc` is not changed: the usage a relay metered stays the engine's."""
+    out = None
+    for key in CACHE_FIELDS:
+        if key in doc:
+            out = {k: v for k, v in (out or doc).items() if k != key}
+    usage = doc.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    if isinstance(details, dict) and details.get("cached_tokens"):  # (0, absent: nothing told)
+        out = dict(out or doc)
+        out["usage"] = {**usage, "prompt_tokens_details": {**details, "cached_tokens": 0}}  # type: ignore[dict-item]
+    return out
+
+
 def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
     """An engine's 2xx whole (non-streamed) answer as the gateway passes it on: its bytes, its usage, and why that
     usage was taken out (its counts cannot be charged: token_counts.count_fault; then the answer's count is unknown). Raises
@@ -58,8 +84,11 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     if why is None:
         if not shallow and deeper_than(answer, doc):
             raise NotAnAnswer(_DEEP)
+        if (told := cache_counts_out(doc)) is not None:  # (no deeper than MAX_DEPTH: written as is)
+            stripped = orjson.dumps(told)
     else:
         del doc["usage"]
+        doc = cache_counts_out(doc) or doc
         stripped = orjson.dumps(doc) if shallow else written(doc)
         if stripped is None:
             raise NotAnAnswer(_DEEP)
@@ -69,7 +98,7 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
             raise NotAnAnswer(f"{fault}: {str(choice)[:60]}")
     if stripped is None:
         return answer, usage, None
-    return stripped, None, why
+    return stripped, (usage if why is None else None), why
 
 
 _DEEP = f"JSON nested deeper than {MAX_DEPTH} levels (or that JSON's writer cannot write again)"

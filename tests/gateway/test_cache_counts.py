@@ -1,0 +1,129 @@
+"""What an answer tells of the engine's prompt cache (issue 12, DOOR2, thirty-fourth session): llama-server's
+`timings` (its `cache_n`) and every engine's `usage.prompt_tokens_details.cached_tokens` say how many of the prompt's
+tokens came from a cache the engine keeps for every tenant, so a tenant probing guesses of another's recent prompt
+read how far each guess matched. The gateway writes them out of every answer (usage.cache_counts_out), streamed or
+whole, on every door; `return_progress` and `timings_per_token`, which put them on every chunk, are refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aigrid.gateway.usage import cache_counts_out, whole_answer
+from tests.gateway.conftest import serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
+COMPLETION = {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4}
+CACHED = 3
+TIMINGS = {"cache_n": CACHED, "prompt_n": 2, "prompt_ms": 1.5, "predicted_n": 4, "predicted_ms": 9.0}
+
+
+class LlamaLike(FakeEngine):
+    """A fake engine answering as llama-server does (b1-0c1e570, the embedded engine): a whole answer and a stream's
+    usage chunk carry `timings` and `usage.prompt_tokens_details.cached_tokens`."""
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        async for raw in super()._sse(req):
+            if b'"usage"' in raw:
+                chunk = orjson.loads(raw[len(b"data: "):])
+                chunk["usage"]["prompt_tokens_details"] = {"cached_tokens": CACHED}
+                chunk["timings"] = TIMINGS
+                raw = b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield raw
+
+    async def _json(self, req: dict) -> AsyncIterator[bytes]:
+        async for raw in super()._json(req):
+            doc = orjson.loads(raw)
+            doc["usage"]["prompt_tokens_details"] = {"cached_tokens": CACHED}
+            doc["timings"] = TIMINGS
+            doc["__verbose"] = {"id_slot": 1, "tokens_cached": CACHED, "timings": TIMINGS,
+                                "prompt": "<|im_start|>user\nSay hello<|im_end|>"}
+            yield orjson.dumps(doc)
+
+
+@pytest.fixture
+def llamas(fakes: dict[str, FakeEngine]) -> dict[str, FakeEngine]:
+    return {name: LlamaLike(name) for name in fakes}
+
+
+def test_a_whole_answers_cache_counts_are_written_out_and_its_usage_metered_as_sent() -> None:
+    answer = orjson.dumps({"id": "c1", "object": "chat.completion", "timings": TIMINGS,
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
+                                     "prompt_tokens_details": {"cached_tokens": CACHED}}})
+    sent, usage, why = whole_answer(answer, None)
+    out = orjson.loads(sent)
+    assert "timings" not in out and out["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}, out
+    assert why is None and usage is not None and usage["prompt_tokens_details"]["cached_tokens"] == CACHED
+    assert out["choices"] == orjson.loads(answer)["choices"]
+
+
+def test_an_answer_that_tells_nothing_is_not_copied() -> None:
+    chunk = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
+                                      "prompt_tokens_details": {"cached_tokens": 0}}}
+    assert cache_counts_out(chunk) is None
+    assert cache_counts_out({"choices": [], "usage": {"prompt_tokens": 5}}) is None
+    told = {"choices": [], "prompt_progress": {"total": 43, "cache": 42, "processed": 43}}
+    assert cache_counts_out(told) == {"choices": []} and "prompt_progress" in told  # (the engine's read not changed)
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_no_answer_tells_how_much_of_its_prompt_the_engines_cache_held(
+        tmp_path: Path, llamas: dict[str, FakeEngine], route: str, body: dict, stream: bool) -> None:
+    """(7 Dec 2026, thirty-fourth session) Reproduced on the embedded llama-server: after one prompt carrying
+    `The vault code of ACME Corp is 4471-9926-1183`, a probe ending `4471-9926-1183.` answered cached_tokens 48 and
+    timings.cache_n 48, one ending `9999-0000-1111.` 33. Each answer, whole or streamed with its usage, now says 0 and
+    carries no `timings`; the usage charged is still the engine's."""
+    async with serving(spec_in(tmp_path), llamas) as (client, gw):
+        ask = {**body, "stream": True, "stream_options": {"include_usage": True}} if stream else body
+        r = await client.post(route, json=ask)
+        assert r.status_code == 200, r.text[:300]
+        assert b"cache_n" not in r.content and b"timings" not in r.content, r.text[:600]
+        assert b"__verbose" not in r.content and b"tokens_cached" not in r.content, r.text[:600]
+        if stream:
+            usages = [orjson.loads(line[6:])["usage"] for line in r.content.split(b"\n")
+                      if line.startswith(b"data: {") and b'"usage"' in line]
+        else:
+            usages = [r.json()["usage"]]
+        assert [u["prompt_tokens_details"]["cached_tokens"] for u in usages] == [0], usages
+        assert usages[0]["prompt_tokens"] == 5
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_messages_and_responses_read_no_cache_count(
+        tmp_path: Path, llamas: dict[str, FakeEngine], stream: bool) -> None:
+    """The Messages door's `cache_read_input_tokens` and the Responses door's `input_tokens_details.cached_tokens` are
+    read from the engine's count: 0 now, the whole prompt counted as input."""
+    async with serving(spec_in(tmp_path), llamas) as (client, _):
+        r = await client.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 4, "stream": stream,
+                                                    "messages": [{"role": "user", "content": "Say hello"}]})
+        assert r.status_code == 200, r.text[:300]
+        assert b'"cache_read_input_tokens":' + str(CACHED).encode() not in r.content, r.text[-600:]
+        assert b'"cache_read_input_tokens":0' in r.content and b"timings" not in r.content, r.text[-600:]
+        r = await client.post("/v1/responses", json={"model": "smollm2-135m", "input": "Say hello", "stream": stream})
+        assert r.status_code == 200, r.text[:300]
+        assert b'"cached_tokens":0' in r.content and b'"cached_tokens":' + str(CACHED).encode() not in r.content
+        assert b"timings" not in r.content, r.text[-600:]
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field", ["return_progress", "timings_per_token", "verbose"])
+async def test_fields_that_put_the_cache_count_on_every_chunk_are_refused(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str) -> None:
+    """llama-server's `return_progress` (a stream's `prompt_progress` events, each with `cache`: 42 of 43 prompt tokens
+    on the embedded engine after the vault prompt) and `timings_per_token` (`timings.cache_n` on every chunk) rode on
+    chunks the relay passes unread; `verbose` (the embedded engine's `__verbose`: `tokens_cached`, `timings.cache_n`,
+    `id_slot`, the rendered prompt, the operator's sampler settings) went to a tenant whose answers are not redacted.
+    Now the client's 400 naming the field, before any engine."""
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        r = await client.post(route, json={**body, "stream": True, field: True})
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["param"] == field and "cache held" in err["message"] and len(err["message"]) < 600, err
+        assert all(not f.received for f in fakes.values())
