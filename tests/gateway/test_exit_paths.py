@@ -288,7 +288,9 @@ async def test_one_access_line_per_request_with_decision_site_outcome_and_timing
     first, second = lines
     assert first["decision"] == ok.headers["x-aigrid-decision"] and first["site"] == ok.headers["x-aigrid-site"]
     assert (first["tenant"], first["outcome"], first["completion_tokens"]) == ("metered", "ok", 4)
-    assert first["ms"] >= 0 and first["ttft_ms"] is not None and first["attempts"] == 1
+    # not streamed: a first byte, no TTFT (test_first_token_lines.py)
+    assert first["ms"] >= 0 and first["first_byte_ms"] is not None and first["ttft_ms"] is None
+    assert first["attempts"] == 1
     assert (second["outcome"], second["status"], second["firewall"]) == (
         "error:firewall_blocked", 400, ["injection:blocked"])
     assert blocked.status_code == 400
