@@ -1,6 +1,6 @@
 """A request with no output limit of its own (no max_tokens, no max_completion_tokens) reaches the engine with the
-grid's gateway.max_output_tokens, unless the model's context leaves the prompt fewer
-(request_info.engine_output_limit, engine_body.bound_output; issue 12); its quota reserves DEFAULT_OUTPUT_TOKENS. Until the thirty-third
+grid's gateway.max_output_tokens, or the room the model's context leaves the prompt where that is less, or none where
+even that is below a floor (request_info.engine_output_limit, engine_body.bound_output; issue 12); its quota reserves DEFAULT_OUTPUT_TOKENS. Until the thirty-third
 session it reached the engine with no limit and could decode to the end of the context."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, engine_output_limit
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, MIN_OUTPUT_ROOM, engine_output_limit
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
@@ -54,16 +54,38 @@ async def test_a_request_with_no_max_tokens_reaches_the_engine_with_the_grids_li
     assert sent["max_tokens"] == 100 and "max_completion_tokens" not in sent
 
 
-async def test_where_the_context_leaves_fewer_tokens_the_engine_gets_no_limit_it_could_refuse(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path, template", [("/v1/completions", 0), ("/v1/chat/completions", 48)])
+async def test_a_prompt_whose_context_leaves_less_than_the_grids_limit_gets_the_room_it_leaves(
+        tmp_path: Path, path: str, template: int) -> None:
+    """12,000 characters of prose on an 8,192 context: 6,000 tokens at 2 characters a token (and twice the template's
+    estimate, 2 x 8 x 3, for a chat of one message) leave fewer than the grid's 4,096, and the engine is sent what they
+    leave, within vLLM's `prompt + max_tokens <= max_model_len` and the grid's limit. Until the thirty-fourth session
+    (review RV1) it was sent none: free to decode to the context's end, about 2,000 tokens past the grid's limit."""
     spec, fakes = _grid(tmp_path, 4096)
-    context = spec.models[MODEL].context
-    prompt = "word " * (context * CHARS_PER_TOKEN // 5 - 2000)  # fewer than 4,096 tokens left, by the estimate
+    assert spec.models[MODEL].context == 8192
+    prompt = "word " * 2400
+    body: dict[str, Any] = ({"prompt": prompt} if path == "/v1/completions"
+                            else {"messages": [{"role": "user", "content": prompt}]})
     async with serving(spec, fakes) as (client, _):
-        r = await client.post("/v1/completions", json={"model": MODEL, "prompt": prompt})
+        r = await client.post(path, json={"model": MODEL, **body})
         assert r.status_code == 200, r.text
-    sent = _sent(fakes)
-    assert "max_tokens" not in sent  # vLLM refuses a max_tokens past the context; the context bounds the answer
-    assert engine_output_limit(len(prompt) // CHARS_PER_TOKEN, context, 4096) is None
+    assert _sent(fakes).get("max_tokens") == 8192 - 6000 - template
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+async def test_a_prompt_whose_context_leaves_less_than_the_floor_gets_no_limit_it_could_refuse(
+        tmp_path: Path, path: str) -> None:
+    """20,000 characters: 10,000 tokens at 2 characters a token leave an 8,192 context no room (below
+    MIN_OUTPUT_ROOM): the engine gets no max_tokens, and its context bounds the answer (docs/security.md: what that
+    leaves open)."""
+    spec, fakes = _grid(tmp_path, 4096)
+    prompt = "word " * 4000
+    body: dict[str, Any] = ({"prompt": prompt} if path == "/v1/completions"
+                            else {"messages": [{"role": "user", "content": prompt}]})
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body})
+        assert r.status_code == 200, r.text
+    assert "max_tokens" not in _sent(fakes)  # vLLM refuses a max_tokens past the context
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
@@ -76,12 +98,16 @@ async def test_a_clients_own_limit_is_sent_as_it_is(tmp_path: Path, field: str) 
     assert sent[field] == 7 and (field == "max_tokens" or "max_tokens" not in sent)
 
 
-def test_the_engines_limit_is_the_grids_where_the_context_leaves_room_for_it() -> None:
+def test_the_engines_limit_is_the_grids_or_the_room_the_context_leaves_down_to_the_floor() -> None:
+    assert MIN_OUTPUT_ROOM == 16
     assert engine_output_limit(100, None, 4096) == 4096
     assert engine_output_limit(100, 8192, 4096) == 4096
     assert engine_output_limit(4096, 8192, 4096) == 4096
-    assert engine_output_limit(4097, 8192, 4096) is None  # the context bounds it
+    assert engine_output_limit(4097, 8192, 4096) == 4095  # the room the context leaves
+    assert engine_output_limit(8192 - 16, 8192, 4096) == 16
+    assert engine_output_limit(8192 - 15, 8192, 4096) is None  # below the floor: the context bounds it
     assert engine_output_limit(9000, 8192, 4096) is None  # the engine's own context check answers it
+    assert engine_output_limit(8190, 8192, 2) == 2  # a grid's limit below the floor is sent where there is room
 
 
 async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_its_natural_length() -> None:
@@ -148,13 +174,13 @@ llama-server's /apply-template and /tokenize, as scripts/measure_token_estimate.
 estimate (4 characters a token), 7,048 by the room's (ROOM_CHARS_PER_TOKEN)."""
 
 
-@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
-async def test_a_long_code_prompt_is_not_sent_a_max_tokens_its_real_count_leaves_no_room_for(
-        tmp_path: Path, path: str) -> None:
+@pytest.mark.parametrize("path, room", [("/v1/completions", 8192 - 7000), ("/v1/chat/completions", 8192 - 7048)])
+async def test_a_long_code_prompt_is_sent_only_the_max_tokens_its_real_count_leaves_room_for(
+        tmp_path: Path, path: str, room: int) -> None:
     """At 4 characters a token CODE left the grid's 4,096 on an 8,192 context, and the engine was sent max_tokens
     4,096: 10,000 tokens by the real count, past the context, vLLM's 400 (its `prompt + max_tokens > max_model_len`
-    check). The room is estimated at ROOM_CHARS_PER_TOKEN (2): the engine gets no max_tokens and its context bounds
-    the answer."""
+    check). The room is estimated at ROOM_CHARS_PER_TOKEN (2): the engine gets what that leaves (the chat: 1,144),
+    within the context with the real count (5,904 + 1,144 = 7,048)."""
     spec, fakes = _grid(tmp_path, 4096)
     assert spec.models[MODEL].context == 8192
     prompt = CODE
@@ -163,7 +189,8 @@ async def test_a_long_code_prompt_is_not_sent_a_max_tokens_its_real_count_leaves
     async with serving(spec, fakes) as (client, _):
         r = await client.post(path, json={"model": MODEL, **body})
         assert r.status_code == 200, r.text
-    assert "max_tokens" not in _sent(fakes)
+    assert _sent(fakes).get("max_tokens") == room
+    assert 5904 + room <= 8192
 
 
 def test_the_room_is_estimated_at_two_characters_a_token() -> None:

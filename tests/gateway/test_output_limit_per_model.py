@@ -105,3 +105,30 @@ async def test_a_continuation_gets_a_max_tokens_only_where_both_models_contexts_
     [resumed] = fakes[spare].received
     assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
     assert "max_tokens" not in resumed, resumed.get("max_tokens")
+
+
+@pytest.mark.parametrize("where,first,spare,sent_first", [("Frankfurt", "fra-smollm2", "iad-smollm2", 4096),
+                                                          ("Ashburn", "iad-smollm2", "fra-smollm2", 500)])
+async def test_a_continuation_gets_the_smaller_of_the_rooms_both_models_contexts_leave_less_what_was_delivered(
+        tmp_path: Path, where: str, first: str, spare: str, sent_first: int) -> None:
+    """3,000 characters: 1,548 tokens at 2 characters a token (the template's twice) leave the small model's 2,048
+    context 500 and the large one's the grid's 4,096. A stream broken after 2 chunks on either model's engine is
+    continued on the other's with the smaller, 500, less the 2 delivered: never past the small model's context,
+    never more than the first engine was sent. Bounded at the spare alone, a continuation of the small model's answer
+    (sent 500) was sent the large one's 4,096 less 2."""
+    spec, fakes = two_models(tmp_path)
+    fakes[first].break_after = 2  # dies after "Hello from"
+    async with serving(spec, fakes) as (client, _):
+        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": "word " * 600}]}
+        async with client.stream("POST", "/v1/chat/completions", json=body,
+                                 headers={"x-aigrid-client-location": where}) as r:
+            assert r.status_code == 200
+            text = (await r.aread()).decode()
+        decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert decision["served_by"] == f"{first} -> {spare}", decision["served_by"]
+    assert "[DONE]" in text and "stream_interrupted" not in text
+    [sent] = fakes[first].received
+    assert sent.get("max_tokens") == sent_first
+    [resumed] = fakes[spare].received
+    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
+    assert resumed.get("max_tokens") == 500 - 2

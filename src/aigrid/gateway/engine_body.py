@@ -63,12 +63,13 @@ message's content."""
 def bound_output(body: dict[str, Any], limit: int | None) -> dict[str, Any]:
     """A chat or completions body that sets no output limit (schemas.output_limit: no `max_tokens` nor
     `max_completion_tokens`, or a null) with `max_tokens` = `limit` (request_info.OutputBound.limit: the grid's
-    gateway.max_output_tokens, or None where the context of the attempt's model bounds the answer), as the attempt's
-    engine gets it (Proxy._attempt); the body itself where nothing changes (no copy), never modified in place. Until
-    the thirty-third session such a body reached the engine with no limit and could decode past the grid's limit
-    (with `ignore_eos: true`, to the end of the context; issue 12); the client's answer is the same, finish_reason
-    `length` where the limit cuts it. A body that sets its own limit is left as it is (one larger than the grid's is
-    refused: request_info.build_request_info)."""
+    gateway.max_output_tokens, or the room the context of the attempt's model leaves the prompt where that is less,
+    or None where even that room is below request_info.MIN_OUTPUT_ROOM and the context bounds the answer), as the
+    attempt's engine gets it (Proxy._attempt); the body itself where nothing changes (no copy), never modified in
+    place. Until the thirty-third session such a body reached the engine with no limit and could decode past the
+    grid's limit (with `ignore_eos: true`, to the end of the context; issue 12); the client's answer is the same,
+    finish_reason `length` where the limit cuts it. A body that sets its own limit is left as it is (one larger than
+    the grid's is refused: request_info.build_request_info)."""
     if limit is None or output_limit(body) is not None:
         return body
     return {**body, "max_tokens": limit}

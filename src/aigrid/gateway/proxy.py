@@ -722,15 +722,16 @@ class Proxy:
     def _continued(self, body: dict[str, Any], record: DecisionRecord, served: str | None,
                    spare: str) -> dict[str, Any]:
         """`body` as a continuation on endpoint `spare` of the answer `served` broke off starts from: where the client
-        set no limit, the grid's (continuation_body takes off what was delivered) only where the contexts of both
-        endpoints' models leave the prompt room for it, else none (the spare's context bounds it). Bounding afresh
-        at the spare (review RV1 of a19baf06) sent a small model's engine the large one's 4,096 less what was
-        delivered, past its context with the prompt, and a large model's the grid's whole limit where the broken
-        attempt's engine had been sent none."""
+        set no limit, the smaller of the max_tokens the two endpoints' models' contexts leave the prompt
+        (OutputBound.limit; continuation_body takes off what was delivered) where both leave one, else none (the
+        spare's context bounds it). Bounding afresh at the spare (review RV1 of a19baf06) sent a small model's engine
+        the large one's 4,096 less what was delivered, past its context with the prompt, and a large model's the
+        grid's whole limit where the broken attempt's engine had been sent none."""
         bound = record.output_bound
-        if bound is None or served is None or bound.limit(self._contexts.get(served)) is None:
+        if bound is None or served is None:
             return body
-        return bound_output(body, bound.limit(self._contexts.get(spare)))
+        first, here = bound.limit(self._contexts.get(served)), bound.limit(self._contexts.get(spare))
+        return body if first is None or here is None else bound_output(body, min(first, here))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
     async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,

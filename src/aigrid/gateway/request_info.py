@@ -29,6 +29,13 @@ DEFAULT_OUTPUT_TOKENS = 256
 """What a request that sets no output limit of its own reserves of its quota and is costed at by the router (settled to
 what the engine decoded; the engine gets the grid's limit: engine_output_limit), and a tool loop's turn that sets
 none (a turn's payload always sets one: agents.loop.turn_body)."""
+MIN_OUTPUT_ROOM = 16
+"""The fewest tokens engine_output_limit sends as a max_tokens smaller than the grid's limit: below it the engine gets
+none and its context bounds the answer. The room is estimated at ROOM_CHARS_PER_TOKEN, twice what an English prompt
+reads, so a room under 16 tokens is a prompt that really leaves about half the context: a max_tokens of a few tokens
+would cut an answer of a sentence or more (about 20 tokens) to a word, where the engine's context leaves it room. The
+floor moves the line between a bound and none by 2 x 16 characters of prompt, and what is left unbounded, by up to
+the context less the prompt's real tokens, is about the same for any floor this small (docs/security.md)."""
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 """Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
@@ -90,18 +97,22 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
 
 def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int) -> int | None:
     """The `max_tokens` an engine gets for a request that sets no output limit of its own (engine_body.bound_output):
-    the grid's limit (gateway.max_output_tokens), unless the `context` of the model the attempt's endpoint serves
-    (OutputBound.limit) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN, an
-    estimate that does not under-count) fewer tokens: then None, and the engine's context bounds the answer (vLLM and
-    SGLang refuse a max_tokens the real prompt leaves no room for; llama-server decodes to the context's end). Until the
-    thirty-third session such a request reached the engine with no limit and could decode to the end of the context
-    (issue 12). This bounds the engine only: the quota reserves, and the router costs, the request's
-    max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded; reserving
-    the grid's limit instead (39b802d6, same session) refused every such request of a tenant whose tokens_per_min is
-    below it and priced it 16x in `aigrid explain`."""
+    the grid's limit (gateway.max_output_tokens), or the room the `context` of the model the attempt's endpoint serves
+    (OutputBound.limit) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN,
+    an estimate that does not under-count) where that is less: within what vLLM and SGLang accept (they refuse a
+    max_tokens the real prompt leaves no room for) and within the grid's limit. None only where that room is below
+    MIN_OUTPUT_ROOM: the engine's context bounds the answer (llama-server decodes to the context's end), which may
+    run past the grid's limit (docs/security.md). Until the thirty-fourth session any room below the grid's limit
+    sent none (with the room at 2 characters a token, every prompt past about 8,200 characters on an 8,192 context,
+    free to decode to the context's end: review RV1), and until the thirty-third session every such request reached
+    the engine with no limit (issue 12). This bounds the engine only: the quota reserves, and the router costs, the
+    request's max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded;
+    reserving the grid's limit instead (39b802d6, same session) refused every such request of a tenant whose
+    tokens_per_min is below it and priced it 16x in `aigrid explain`."""
     if context is None or context - prompt_tokens >= grid_limit:
         return grid_limit
-    return None
+    room = context - prompt_tokens
+    return room if room >= MIN_OUTPUT_ROOM else None
 
 
 @dataclass(frozen=True, slots=True)
