@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from aigrid.agents import run_tool_loop
+from aigrid.agents.loop import Finished, validate_tool_request
 from aigrid.agents.schema_refs import embedded
 from aigrid.agents.steps import ToolSpec, step_schema
+from aigrid.agents.tool import ToolRegistry
+from aigrid.errors import InvalidRequest
 from tests.agents.json_refs import resolved, unresolved
+from tests.agents.scripted_engine import ScriptedEngine, answer
 
-PET = {"type": "object", "properties": {"kind": {"enum": ["cat", "dog"]}}, "required": ["kind"]}
+PET: dict[str, Any] = {"type": "object", "properties": {"kind": {"enum": ["cat", "dog"]}}, "required": ["kind"]}
 OWNER = {"$defs": {"Pet": PET}, "type": "object", "required": ["pets"],
          "properties": {"pets": {"type": "array", "items": {"$ref": "#/$defs/Pet"}}}}
 
@@ -170,37 +177,87 @@ def test_cyclic_definitions_are_renamed_not_followed() -> None:
     assert resolved(schema, defs["t0-Pong"]["properties"]["top"]["$ref"]) == defs["t0"]  # the tool's own root
 
 
-def test_a_tool_whose_schema_refers_outside_itself_is_the_clients_400_naming_the_ref() -> None:
+async def _loop(tools: list[dict[str, Any]], **extra: Any) -> tuple[list[Any], ScriptedEngine]:
+    """A chat request offering `tools` (client tools) run by the tool loop on a scripted engine answering in prose."""
+    engine = ScriptedEngine([answer("fine"), {"content": "fine"}])
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "tools": tools, **extra}
+    return [ev async for ev in run_tool_loop(engine, body, ToolRegistry())], engine
+
+
+def _tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+async def test_an_outside_ref_is_the_clients_400_only_where_the_tool_goes_into_a_grammar() -> None:
     """(7 Dec 2026, thirty-fourth session) A tool's `$ref` that is no pointer from its own root (a URL, another
-    document, an anchor) went into the step schema as written, and the engine refused the whole turn: the bundled
-    llama-server's 400 "JSON schema error at #/properties/arguments/properties/a: unsupported $ref https://...",
-    a path of the step schema the client never wrote (measured 7 Dec 2026). Now the client's 400 before routing,
-    naming the ref in its own tool; a ref inside data (`const`) is a value, and passes."""
-    from aigrid.agents.loop import validate_tool_request
-    from aigrid.agents.tool import ToolRegistry
-    from aigrid.errors import InvalidRequest
+    document, an anchor) went into a constrained turn's step schema as written, and the engine refused the whole
+    turn with a path of the step schema the client never wrote (the bundled llama-server's 400 "unsupported $ref",
+    measured 7 Dec 2026): the client's 400 naming the ref in its own tool. 2f761f98 refused it for every model,
+    before routing; a native model's engine, asked freely (`tool_choice: auto`: vLLM compiles no grammar), got the
+    schema as written before, and does again. A forced call on a native model is compiled to a grammar (vLLM): the
+    400 there too, for the tools it forces."""
+    for ref in ("https://example.com/s.json", "other.json#/x", "#pet"):
+        remote = _tool("t", {"type": "object", "properties": {"a": {"$ref": ref}}})
+        validate_tool_request({"model": "m", "messages": [], "tools": [remote]}, ToolRegistry())  # before routing
+        for extra in ({}, {"aigrid_tool_mode": "native", "tool_choice": "required"},
+                      {"aigrid_tool_mode": "native", "tool_choice": {"type": "function", "function": {"name": "t"}}}):
+            with pytest.raises(InvalidRequest) as refused:
+                await _loop([remote], **extra)
+            assert refused.value.param == "tools[0].function.parameters.properties.a.$ref", (ref, extra)
+            assert "not served" in refused.value.message and ref in refused.value.message
+        evs, engine = await _loop([remote], aigrid_tool_mode="native")  # the engine answers as it will
+        assert isinstance(evs[-1], Finished) and engine.received[0]["tools"][0]["function"]["parameters"] == \
+            remote["function"]["parameters"], evs
+        clean = _tool("c", {"type": "object"})  # a forced call of another tool: the remote one is not in its grammar
+        evs, _ = await _loop([remote, clean], aigrid_tool_mode="native",
+                             tool_choice={"type": "function", "function": {"name": "c"}})
+        assert isinstance(evs[-1], Finished), evs
+        evs, _ = await _loop([remote], tool_choice="none")  # no turn offers it
+        assert isinstance(evs[-1], Finished), evs
+    nested = _tool("t", {"type": "object", "$defs": {"P": {"anyOf": [{"$ref": "https://x/y"}]}}, "properties": {}})
+    with pytest.raises(InvalidRequest) as refused:
+        await _loop([_tool("ok", {"type": "object"}), nested])
+    assert refused.value.param == "tools[1].function.parameters.$defs.P.anyOf.0.$ref", refused.value.param
 
-    def body(parameters: dict[str, Any]) -> dict[str, Any]:
-        return {"model": "m", "messages": [{"role": "user", "content": "q"}],
-                "tools": [{"type": "function", "function": {"name": "t", "parameters": parameters}}]}
 
-    for ref, where in (("https://example.com/s.json", "properties.a.$ref"), ("other.json#/x", "properties.a.$ref"),
-                       ("#pet", "properties.a.$ref")):
-        params = {"type": "object", "properties": {"a": {"$ref": ref}}}
-        try:
-            validate_tool_request(body(params), ToolRegistry())
-        except InvalidRequest as e:
-            assert e.param == f"tools[0].function.parameters.{where}", e.param
-            assert "not served" in e.message and ref in e.message, e.message
-        else:
-            raise AssertionError(f"{ref} passed")
-    nested = {"type": "object", "$defs": {"P": {"anyOf": [{"$ref": "https://x/y"}]}}, "properties": {}}
-    try:
-        validate_tool_request(body(nested), ToolRegistry())
-    except InvalidRequest as e:
-        assert e.param == "tools[0].function.parameters.$defs.P.anyOf.0.$ref", e.param
-    else:
-        raise AssertionError("a remote ref in $defs passed")
-    fine = {"type": "object", "$defs": {"P": PET}, "properties": {
-        "a": {"$ref": "#/$defs/P"}, "b": {"$ref": "#"}, "c": {"const": {"$ref": "https://x/y"}}}}
-    validate_tool_request(body(fine), ToolRegistry())
+async def test_a_ref_through_the_schemas_own_id_is_a_pointer_into_it() -> None:
+    """(7 Dec 2026, thirty-fourth session) A schema with a root `$id` may refer to itself through it, as JSON Schema
+    resolves refs against that base (`https://ex.com/s.json#/$defs/A`, or `s.json#/$defs/A`, relative): 2f761f98
+    refused such a tool as referring outside itself. Now rewritten as the pointer it is (`#/$defs/A`, then moved
+    with the tool's definitions), resolvable in the step schema; a forced native call is sent it rewritten too. A ref
+    to another document under the same base, or an anchor, is still outside."""
+    tool = {"$id": "https://ex.com/s.json", "$defs": {"A": PET}, "type": "object", "properties": {
+        "full": {"$ref": "https://ex.com/s.json#/$defs/A"}, "relative": {"$ref": "s.json#/$defs/A"},
+        "kind": {"$ref": "https://ex.com/s.json#/$defs/A/properties/kind"}}}
+    schema = step_schema([ToolSpec("t", "", tool, server=False)], allow_answer=False)
+    assert unresolved(schema) == [], schema
+    args = schema["properties"]["arguments"]
+    assert "$id" not in args, args  # the refs are the step schema's pointers now: no base of its own inside it
+    for key, want in (("full", PET), ("relative", PET), ("kind", PET["properties"]["kind"])):
+        assert resolved(schema, args["properties"][key]["$ref"]) == want, (key, args)
+    evs, engine = await _loop([_tool("t", tool)])
+    assert isinstance(evs[-1], Finished), evs
+    evs, engine = await _loop([_tool("t", tool)], aigrid_tool_mode="native", tool_choice="required")
+    sent = engine.received[0]["tools"][0]["function"]["parameters"]
+    assert sent["properties"]["full"] == sent["properties"]["relative"] == {"$ref": "#/$defs/A"}, sent
+    for ref in ("https://ex.com/other.json#/$defs/A", "https://ex.com/s.json#pet", "https://elsewhere.org/s.json"):
+        with pytest.raises(InvalidRequest) as refused:
+            await _loop([_tool("t", {**tool, "properties": {"a": {"$ref": ref}}})])
+        assert refused.value.param == "tools[0].function.parameters.properties.a.$ref", ref
+
+
+async def test_only_schema_keywords_are_read_for_refs() -> None:
+    """(7 Dec 2026, thirty-fourth session) The walk read every keyword but `const`, `enum`, `default` and
+    `examples`: a `{"$ref": ...}` inside an `x-` extension (data the schema carries, no engine reads it as a schema)
+    was refused as referring outside the tool, or renamed as a pointer. Now only schema keywords are read (properties,
+    items, allOf/anyOf/oneOf, not, if/then/else, $defs, ...): an extension is kept as written."""
+    tool: dict[str, Any] = {"$defs": {"P": PET}, "type": "object", "properties": {
+        "a": {"type": "object", "x-source": {"$ref": "https://example.com/s.json"}, "x-local": {"$ref": "#/$defs/P"}},
+        "b": {"if": {"$ref": "#/$defs/P"}, "then": {"not": {"$ref": "#/$defs/P"}}, "prefixItems": [{"$ref": "#/$defs/P"}]}}}
+    evs, _ = await _loop([_tool("t", tool)])
+    assert isinstance(evs[-1], Finished), evs
+    defs: dict[str, Any] = {}
+    props = embedded(tool, "t0-", defs)["properties"]
+    assert props["a"] == tool["properties"]["a"], props  # extensions as written
+    assert props["b"] == {"if": {"$ref": "#/$defs/t0-P"}, "then": {"not": {"$ref": "#/$defs/t0-P"}},
+                          "prefixItems": [{"$ref": "#/$defs/t0-P"}]}, props

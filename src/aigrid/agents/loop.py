@@ -39,7 +39,7 @@ import orjson
 from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.engine_refusal import raise_for_server_error
 from aigrid.agents.prompt_size import prompt_chars
-from aigrid.agents.schema_refs import outside_ref
+from aigrid.agents.schema_refs import localized, outside_ref
 from aigrid.agents.steps import (
     CUT_OFF,
     NOT_AN_OBJECT,
@@ -325,12 +325,38 @@ def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
     for key, prop in (props or {}).items():
         if not isinstance(prop, Mapping | bool):
             raise InvalidRequest("each property must be a JSON Schema", param=f"{where}.parameters.properties.{key}")
-    outside = outside_ref(params)
+
+
+def refuse_outside_ref(parameters: Any, where: str) -> None:
+    """The client's 400 naming a `$ref` of a tool's `parameters` that is no pointer from its own root (a URL, another
+    document, an anchor: schema_refs.outside_ref), for a tool whose schema goes into a grammar."""
+    outside = outside_ref(parameters) if isinstance(parameters, Mapping) else None
     if outside is not None:
         path, ref = outside
-        raise InvalidRequest(f"a $ref to {ref[:200]!r} is not served: the grid fetches no schema, nor does any engine "
-                             "(llama-server refuses it, \"unsupported $ref\"); put the schema in the tool's $defs and "
-                             "refer to it as #/$defs/Name", param=f"{where}.parameters.{'.'.join(map(str, path))}")
+        raise InvalidRequest(f"a $ref to {ref[:200]!r} is not served where the model's tool calls are decoded under "
+                             "a grammar (this model's constrained tool calls, or a forced tool_choice): the grid "
+                             "fetches no schema, nor does any engine (llama-server refuses it, \"unsupported $ref\"); "
+                             "put the schema in the tool's $defs and refer to it as #/$defs/Name",
+                             param=f"{where}.parameters.{'.'.join(map(str, path))}")
+
+
+def check_grammar_refs(body: Mapping[str, Any], registry: Mapping[str, Any], mode: ToolMode) -> None:
+    """A client tool's schema a model turn puts into a grammar needs every `$ref` resolvable within it: each tool of
+    a `constrained` loop (its step schema), and on a `native` one the tools a forced `tool_choice` names (`required`:
+    all), which the engine compiles to a grammar (vLLM). There a ref outside the schema is the client's 400
+    (refuse_outside_ref). Elsewhere (a native turn the model may answer freely, `tool_choice: none`) the engine gets
+    the schema as the client wrote it, as before the thirty-fourth session."""
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return  # no turn offers a tool
+    forced = _function_name(choice) if isinstance(choice, Mapping) else None
+    if mode == "native" and forced is None and choice != "required":
+        return
+    for i, t in enumerate(body.get("tools") or []):
+        name = _function_name(t)
+        if name is None or name in registry or (mode == "native" and forced is not None and name != forced):
+            continue
+        refuse_outside_ref(t["function"].get("parameters"), f"tools[{i}].function")
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -430,6 +456,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     """
     config = loop_config(body, config)
     specs = offered_tools(body, registry)
+    check_grammar_refs(body, registry, config.mode)
     _check_tool_calls(body.get("messages"))
     refuse_logprobs(body)
     constrained = config.mode == "constrained"
@@ -663,8 +690,9 @@ def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Seq
     if client_format is not None and not offer:
         payload["response_format"] = dict(client_format)
     if offer:
-        payload["tools"] = [{"type": "function", "function": {
-            "name": s.name, "description": s.description, "parameters": dict(s.parameters),
+        payload["tools"] = [{"type": "function", "function": {  # a forced call's grammar: refs through $id as pointers
+            "name": s.name, "description": s.description,
+            "parameters": localized(s.parameters) if force_call else dict(s.parameters),
             **({} if s.strict is None else {"strict": s.strict})}} for s in offer]
         payload["tool_choice"] = "required" if force_call else "auto"
         if one_call:

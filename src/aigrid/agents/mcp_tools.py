@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from aigrid.agents import mcp_relay
-from aigrid.agents.loop import check_tool_definition
+from aigrid.agents.loop import check_tool_definition, refuse_outside_ref
 from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.errors import InvalidRequest
 from aigrid.printable import printable
@@ -230,8 +230,9 @@ class McpServer:
     def _tools_of(self, listed: Listed) -> list[McpTool]:
         """The listed tools that can be offered: a name the loop can print into a prompt and a client can name (1-64
         letters, digits, `_` or `-`, with the prefix, as a client tool's), not listed twice, and an input schema
-        that is a JSON Schema object, as a client tool's must be (loop.check_tool_definition). The others are
-        withheld and logged: a repeated name stopped the gateway at start (the registry refuses it), and a name is
+        that is a JSON Schema object, as a client tool's must be (loop.check_tool_definition), with no `$ref` outside
+        it (loop.refuse_outside_ref: any model's constrained turn may offer it, and its grammar could not be made).
+        The others are withheld and logged: a repeated name stopped the gateway at start (the registry refuses it), and a name is
         text the model reads (a newline, a chat template's markers). (The SDK refuses a list holding a schema that
         is not one: `start` says so.)"""
         tools: list[McpTool] = []
@@ -247,6 +248,7 @@ class McpServer:
                            t.input_schema or {"type": "object"}, t.name)
             try:
                 check_tool_definition({"name": tool.name, "parameters": tool.parameters}, "tool")
+                refuse_outside_ref(tool.parameters, "tool")  # any model's constrained turn may offer it
                 if tool.name in names:
                     raise InvalidRequest("the server lists two tools of this name")
                 if len(text := tool.model_text()) > MAX_TOOL_TEXT:
