@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ try:  # uvicorn's internals: a uvicorn without them (or another server) gets `se
     """uvicorn's cycle, and the gateway's own protocol's (slow_clients.HeadDeadline: `aigrid up`, each worker)."""
 except ImportError:  # pragma: no cover
     _CYCLES = ()
+
+log = logging.getLogger("aigrid.proxy")
 
 
 class _HeadHeld:
@@ -304,14 +307,20 @@ class RelayResponse(Response):
             if not cut.caught():
                 raise  # a shutdown's (or the request's Hangup's, whose route books it)
         finally:
-            if wire is not None:
-                wire.flush()  # (a body that failed before its first write: its head, as before)
-            cut.close()
-            CUT.reset(token)
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
-            await aclose_body(self.body_iterator)  # the relay's cleanup: release the engine, book the outcome
+            try:
+                if wire is not None:
+                    try:
+                        wire.flush()  # (a body that failed before its first write: its head, as before)
+                    except (RuntimeError, OSError) as e:  # uvloop: RuntimeError writing on a closed handle (the
+                        # client gone before uvicorn saw it): nothing left to deliver, and the release below must run
+                        log.debug("the held response head was not written: %r", e)
+                cut.close()
+                CUT.reset(token)
+                gone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gone
+            finally:
+                await aclose_body(self.body_iterator)  # the relay's cleanup: release the engine, book the outcome
 
 
 class Relaying(Protocol):
