@@ -47,6 +47,14 @@ class ConversationFull(Exception):
     """An append refused: the conversation would grow past its limit (args[0]: the bytes it holds)."""
 
 
+class BoundElsewhere(Exception):
+    """An append refused: the conversation is not bound where its writer read it was (args[0]: where it is)."""
+
+
+ANY_BINDING = "*any*"
+"""`append`'s `expect` when the writer read no binding (a served response's turn): added wherever it is bound."""
+
+
 @dataclass(slots=True)
 class StoredConversation:
     id: str
@@ -100,14 +108,19 @@ class ConversationStore:
         return self._all.pop(tenant, cid) is not None
 
     def append(self, tenant: str, cid: str, items: list[dict[str, Any]], bind: str | None = None,
-               limit: int | None = None) -> tuple[list[dict[str, Any]], str | None] | None:
+               limit: int | None = None, expect: str | None = ANY_BINDING
+               ) -> tuple[list[dict[str, Any]], str | None] | None:
         """`items` added at the end (an id already in the conversation replaced by a new one); `bind`: the
         jurisdiction of the site that served them, which binds a conversation not yet bound. The items as
         stored and the conversation's jurisdiction; None: no such conversation. Raises ConversationFull, adding
-        nothing, when the conversation would hold more than `limit` bytes."""
+        nothing, when the conversation would hold more than `limit` bytes; BoundElsewhere, adding nothing, when it
+        is not bound to `expect` (the binding its writer read and checked, None: unbound; ANY_BINDING: any), as
+        when a response served elsewhere bound it between the writer's read and this append."""
         conv = self._all.get(tenant, cid)
         if conv is None:
             return None
+        if expect != ANY_BINDING and conv.jurisdiction != expect:
+            raise BoundElsewhere(conv.jurisdiction)
         added = _unique_ids(items, {str(item.get("id")) for item in conv.items})
         grown = sum(_size(item) + 8 for item in added)  # each item and its slot in conv.items
         if limit is not None and conv.size + grown > limit:
@@ -169,11 +182,13 @@ class ConversationStore:
             return None if found is None else found.public()
         if op == "delete":
             return self.delete(tenant, cid)
-        if op == "append":  # tenant, cid, items, bind[, limit]
+        if op == "append":  # tenant, cid, items, bind[, limit[, expect]]
             try:
-                done = self.append(tenant, cid, list(rest[0]), rest[1], *rest[2:3])
+                done = self.append(tenant, cid, list(rest[0]), rest[1], *rest[2:4])
             except ConversationFull as e:
                 return {"full": e.args[0]}
+            except BoundElsewhere as e:
+                return {"bound_elsewhere": e.args[0]}
             return None if done is None else {"items": done[0], "jurisdiction": done[1]}
         if op == "page":
             after, limit, order = rest

@@ -24,6 +24,7 @@ GET /v1/responses/{id} (routes.Audited: one record with the route, tenant and ou
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import InvalidRequest, NotFound, PermissionDenied
+from aigrid.errors import InvalidRequest, NotFound, PermissionDenied, StoreUnavailable
 from aigrid.gateway.conversation_store import MAX_CONVERSATION_BYTES, StoredConversation
 from aigrid.gateway.conversations_schema import (
     ConversationCreate,
@@ -49,6 +50,7 @@ from aigrid.gateway.routes import Routes, audited_route, authenticate, json_resp
 from aigrid.gateway.stores import ConversationBook
 from aigrid.security.principal import Principal
 
+log = logging.getLogger("aigrid.gateway")
 CONVERSATIONS_PATH = "/v1/conversations"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
 """On GET /v1/conversations/{id}: the jurisdiction the conversation is bound to (absent: not yet bound); on
@@ -264,11 +266,22 @@ class ConversationsApi:
     async def add_items(self, request: Request, ex: Exchange) -> Response:
         principal, cid = await self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
-        found = await self._found(request, principal, cid, writes=True)
-        bind = None if found["jurisdiction"] is not None else \
-            self._writer_binds(principal, request.headers.get(H_RESIDENCY), f"conversation {cid!r}")
-        added = await self._call("append", principal, cid, conversation_items(body.items), bind,
-                                 MAX_CONVERSATION_BYTES)
+        items = conversation_items(body.items)
+        for _ in range(2):  # a conversation is bound once: read again at most once
+            found = await self._found(request, principal, cid, writes=True)
+            bind = None if found["jurisdiction"] is not None else \
+                self._writer_binds(principal, request.headers.get(H_RESIDENCY), f"conversation {cid!r}")
+            # added only where it is bound as read and checked here: a response served elsewhere that binds it in
+            # between has the append refused, nothing added, and the writer checked again against that binding
+            added = await self._call("append", principal, cid, items, bind, MAX_CONVERSATION_BYTES,
+                                     found["jurisdiction"])
+            if "bound_elsewhere" not in added:
+                break
+            log.info("conversation %s of tenant %s was bound to %s while items were written: checked again",
+                     cid, principal.tenant, added["bound_elsewhere"])
+        else:
+            raise StoreUnavailable(f"conversation {cid!r} changed its jurisdiction twice while these items were "
+                                   "written; retry", headers={"retry-after": "1"})
         if "full" in added:
             raise InvalidRequest(f"items: conversation {cid!r} holds {added['full']} bytes; with these items it "
                                  f"would hold more than {MAX_CONVERSATION_BYTES}, the most one conversation may hold",

@@ -409,7 +409,7 @@ class Conversations:
                 raise down
             return False if op == "delete" else None
         store, answer = hits[0]
-        if op == "append" and arg[3] is not None and answer["jurisdiction"] is not None:
+        if op == "append" and arg[3] is not None and answer.get("jurisdiction") is not None:  # not refused
             await self._settle(store, answer["jurisdiction"], arg[0], arg[1])
         return answer
 

@@ -592,8 +592,8 @@ class RedisConversations:
                         return None
                     one = _one(raw)
                     result = one.apply(op, arg)
-                    if result is False or (isinstance(result, dict) and "full" in result):  # nothing changed
-                        return result
+                    if result is False or (isinstance(result, dict) and {"full", "bound_elsewhere"} & result.keys()):
+                        return result  # nothing changed (an append refused: too large, or bound elsewhere)
                     conv = one.get(tenant, cid)
                     assert conv is not None
                     keys, args = self._ledger.set_call(tenant, key, _dump(conv))
