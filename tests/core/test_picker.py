@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aigrid.core.picker import SloPicker
+from aigrid.core.picker import SloPicker, meets_slo
 from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.types import Candidate, Prediction
 
@@ -66,3 +66,19 @@ def test_the_written_out_formulas_equal_the_predictions_properties(rtt: float, q
     assert p90_ms(Candidate("e", "s", "EU", "m", {}, 0.5, p, 0.0)) == p.ttft_p90_ms
     ctx = Context(RequestInfo("r", "m"), GridView({}, (), {}), POLICY)
     assert TtftScorer().score(ctx, Endpoint("e", "s", "m", "f", 1.0), UNKNOWN_STATE, p)[2] == (p.ttft_ms,)
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(1, 4000), st.floats(1, 3), st.none() | st.floats(1, 300)),
+                min_size=1, max_size=12), st.none() | st.floats(10, 200), st.integers(0, 10))
+def test_the_picks_gate_is_meets_slo(rows: list[tuple[float, float, float, float | None]], tpot_slo: float | None,
+                                     seed: int) -> None:
+    """SloPicker ranks first exactly the candidates meets_slo passes (the one gate, which the reason's explanation
+    reads too: scheduler.py), TTFT and TPOT, whenever any passes."""
+    from dataclasses import replace
+    policy = replace(POLICY, tpot_slo_ms=tpot_slo)
+    cands = [Candidate(f"e{i}", f"e{i}", "EU", "m", {}, t, Prediction(10.0, p - 10.0, 0.0, spread=s, tpot_ms=tpot),
+                       0.0) for i, (t, p, s, tpot) in enumerate(rows)]
+    ranked = SloPicker().pick(cands, policy, random.Random(seed))
+    passing = {c.endpoint_id for c in cands if meets_slo(c, policy)}
+    if passing:
+        assert {c.endpoint_id for c in ranked[:len(passing)]} == passing

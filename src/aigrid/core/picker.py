@@ -58,7 +58,7 @@ def _tpot_ok(c: Candidate, policy: Policy) -> bool:
 
 def meets_slo(c: Candidate, policy: Policy) -> bool:
     """SloPicker's gate: the candidate's p90 TTFT meets the policy's SLO and its TPOT meets the TPOT SLO where the
-    policy sets one (the same test as the pick's loop, for the reason's explanation)."""
+    policy sets one (SloPicker.pick's test, and the reason's explanation's: scheduler.py)."""
     return p90_ms(c) <= policy.ttft_slo_ms and _tpot_ok(c, policy)
 
 
@@ -83,11 +83,10 @@ class SloPicker:
     name: str = SLO_GATE
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
-        slo = policy.ttft_slo_ms
         meets: list[Candidate] = []
         misses: list[Candidate] = []
         for c in candidates:  # one pass (`c not in meets` compared whole dataclasses, n^2 times)
-            (meets if p90_ms(c) <= slo and _tpot_ok(c, policy) else misses).append(c)
+            (meets if meets_slo(c, policy) else misses).append(c)
         if not meets:
             return tuple(by_p90(candidates, policy.tie_tolerance, rng))
         misses.sort(key=lambda c: (p90_ms(c), c.endpoint_id))
