@@ -27,7 +27,7 @@ def placement() -> Placement:
 
 def written(out: Path, name: str = "plan") -> Path:
     """The plan's tables of a plan of placement() written into `out`."""
-    demand = SimpleNamespace(name=name, slo=SimpleNamespace(attainment=0.99), verify=SimpleNamespace(policy="aigrid"))
+    demand = SimpleNamespace(name=name, slo=SimpleNamespace(attainment=0.99), verify=SimpleNamespace(policy="aigrid", samples=1))
     result: Any = SimpleNamespace(
         demand=demand, backend="local", screen_s=0.0, verify_s=0.0, runs=0, candidates=[],
         traffic=SimpleNamespace(total=lambda: np.array([1.0])), best=SimpleNamespace(placement=placement(), outcomes=[]),

@@ -5,7 +5,9 @@ site down from the first second to the last: at each of the peak hours, every si
 down in turn. Its traffic reproduces the analytical rates of that hour: one simulator tenant per flow
 (`tenant/continent[/country]`) whose share is the flow's expected request count, users drawn by population
 (or a city list's weights) x diurnal weight exactly as traffic.py counts them. Every check of the same
-hour replays identical arrivals, so placements are compared on the same requests.
+hour replays identical arrivals, so placements are compared on the same requests. With verify.samples = N
+each check runs on N arrival samples: sample k draws with seed demand.seed + hour + SAMPLE_SEED_STEP x k, so
+sample 0 is the one sample a check had before.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from aigrid.plan.demand import Demand
 from aigrid.plan.placement import Placement
 from aigrid.plan.traffic import Traffic
 from aigrid.sim.scenario import Diurnal, Fault, GatewayDef, ModelDef, Scenario, SiteDef, Slo, Tenant
+
+SAMPLE_SEED_STEP = 1000
+"""Seed distance between a check's arrival samples (far above the 0-23 of the hours, so no two collide)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,9 @@ def sim_site_id(site: str, model: str, models_at_site: int) -> str:
     return site if models_at_site == 1 else f"{site}+{model}"
 
 
-def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: Check) -> Scenario:
+def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: Check, sample: int = 0) -> Scenario:
+    """The check's simulator scenario on arrival sample `sample` (0: the check's first, and its only one when
+    verify.samples is 1)."""
     v = demand.verify
     counts = traffic.rate[:, :, check.hour].sum(axis=1) * v.window_s
     tenants = [Tenant(name=f.name, share=float(n), trace=f.trace, model=f.model,
@@ -57,7 +64,8 @@ def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: 
                 failed.append(sid)
     d = demand.traffic.diurnal
     return Scenario(
-        name=f"{demand.name}: {placement.label}, {check.label}", seed=demand.seed + check.hour,
+        name=f"{demand.name}: {placement.label}, {check.label}{f', sample {sample}' if sample else ''}",
+        seed=demand.seed + check.hour + SAMPLE_SEED_STEP * sample,
         duration_s=v.window_s, requests=max(int(round(float(sum(t.share for t in tenants)))), 1),
         models=[ModelDef(**m.model_dump()) for m in demand.models], sites=sites, tenants=tenants,
         policies=[v.policy], diurnal=Diurnal(peak_to_trough=d.peak_to_trough, peak_hour=d.peak_hour,

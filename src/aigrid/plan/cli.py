@@ -21,7 +21,7 @@ from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_whole
 from aigrid.plan.checks import Check
-from aigrid.plan.demand import load_demand
+from aigrid.plan.demand import MAX_SAMPLES, load_demand
 from aigrid.plan.gridspec import write_grid
 from aigrid.plan.planner import Events, PlanResult, plan
 from aigrid.plan.runs import Backend, LocalBackend, RayBackend
@@ -92,6 +92,10 @@ def plan_command(
     emulator_port: Annotated[int, typer.Option(min=1, max=65535,
                                                help="first port of the emulated engines in grid.yaml")] = 9100,
     no_map: Annotated[bool, typer.Option("--no-map", help="skip map.png")] = False,
+    samples: Annotated[int | None, typer.Option(min=1, max=MAX_SAMPLES, show_default=False,
+                                                help="arrival samples per check, the plan's and every naive "
+                                                     "shape's; a check passes only if all pass (default: the "
+                                                     "demand's verify.samples, 1)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or tables")] = False,
 ) -> None:
     """Plan where inference capacity should go: cheapest sites, hardware and replicas meeting the SLO at the
@@ -100,6 +104,8 @@ def plan_command(
     try:
         d = apply_whatif(load_demand(demand), traffic=traffic or (), residency=residency or (), price=price or (),
                          growth=growth)
+        if samples is not None:
+            d = d.model_copy(update={"verify": d.verify.model_copy(update={"samples": samples})})
         prepare_dir(out)  # before the planning, not after it
         backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
     except AigridError as e:  # a grid spec or a scenario given here: said so, not a dozen fields it lacks

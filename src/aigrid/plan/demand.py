@@ -39,6 +39,8 @@ tenants held 2.7 GB, and an 8 MiB demand file lists 100,000."""
 MAX_SITE_GPUS = 1_000_000
 """The most devices a site may hold (supply.max_gpus_per_site): the largest sites built hold a few hundred
 thousand; 1e30 overflowed the planner's 64-bit table of devices per site (a traceback)."""
+MAX_SAMPLES = 20
+"""The most arrival samples per check (verify.samples, `--samples`): each is one more simulator run per check."""
 MAX_FACTOR = 1000.0
 """The largest by_place multiplier (and what-if factor): 1e308 overflowed the traffic model (a traceback)."""
 
@@ -211,6 +213,8 @@ class Verify(Strict):
     peak_windows: int = Field(default=3, ge=1, le=24, description="UTC hours checked without a failure")
     max_rounds: int = Field(default=6, ge=1, le=50, description="refinement rounds per placement")
     proposals: int = Field(default=3, ge=1, le=12, description="screened placements verified in full")
+    samples: int = Field(default=1, ge=1, le=MAX_SAMPLES, description="arrival samples per check (seeds seed + hour "
+                         "+ 1000 x k); a check passes only if every sample does (`aigrid plan --samples`)")
 
     @model_validator(mode="after")
     def _policy(self) -> Verify:
