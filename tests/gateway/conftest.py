@@ -42,6 +42,14 @@ def spec_in(tmp: Path, **security: object) -> GridSpec:
     return spec.model_copy(update={"security": sec, "gateway": gateway})
 
 
+def salted(spec: GridSpec, kind: str = "vllm") -> GridSpec:
+    """`spec` with every endpoint an engine of `kind` and security.isolate_prefix_cache on: the grid keeps each
+    tenant's prefix cache apart on every endpoint whose kind reads `cache_salt` (vLLM, SGLang: gateway/cache_salt.py),
+    on none of llama-server's."""
+    return spec.model_copy(update={"security": spec.security.model_copy(update={"isolate_prefix_cache": True}),
+                                   "endpoints": [e.model_copy(update={"engine": kind}) for e in spec.endpoints]})
+
+
 @pytest.fixture
 async def gateway(fakes: dict[str, FakeEngine], tmp_path: Path) -> Gateway:
     gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
@@ -71,10 +79,13 @@ async def serving(spec: GridSpec, engines: dict[str, Any], seed: int = 7) -> Asy
 
 
 async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | None = None,
-                           **security: object) -> Gateway:
+                           salt: bool = False, **security: object) -> Gateway:
     """The demo grid with every endpoint one SCRIPTED engine; `tool_calls` ("native" or "constrained") sets how
-    every model gets tool calls (the spec's default otherwise); `security` as spec_in's."""
+    every model gets tool calls (the spec's default otherwise); `salt`: every endpoint a salted vLLM one (`salted`);
+    `security` as spec_in's."""
     spec = spec_in(tmp, **security)
+    if salt:
+        spec = salted(spec)
     if tool_calls is not None:
         spec = spec.model_copy(update={"models": {name: m.model_copy(update={"tool_calls": tool_calls})
                                                   for name, m in spec.models.items()}})

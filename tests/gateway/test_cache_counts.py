@@ -2,18 +2,22 @@
 `timings` (its `cache_n`) and every engine's `usage.prompt_tokens_details.cached_tokens` say how many of the prompt's
 tokens came from a cache the engine keeps for every tenant, so a tenant probing guesses of another's recent prompt
 read how far each guess matched. The gateway writes them out of every answer (usage.cache_counts_out), streamed or
-whole, on every door; `return_progress` and `timings_per_token`, which put them on every chunk, are refused."""
+whole, on every door; `return_progress` and `timings_per_token`, which put them on every chunk, are refused. Only an
+endpoint whose cache the grid salts per tenant (a vLLM or SGLang one, security.isolate_prefix_cache) has its
+`cached_tokens` passed on: the overlap of the tenant's own prompts, which clients read (FIX4)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from aigrid.gateway.relay import EventPipe
 from aigrid.gateway.usage import cache_counts_out, whole_answer
-from tests.gateway.conftest import serving, spec_in
+from tests.gateway.conftest import salted, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
@@ -127,3 +131,88 @@ async def test_fields_that_put_the_cache_count_on_every_chunk_are_refused(
         err = r.json()["error"]
         assert err["param"] == field and "cache held" in err["message"] and len(err["message"]) < 600, err
         assert all(not f.received for f in fakes.values())
+
+
+VAULT = 48
+"""The embedded llama-server's count for the right guess of the vault prompt (above): here any engine's count."""
+
+
+class Counting(FakeEngine):
+    """A fake engine whose whole answer and stream's usage chunk say `cached_tokens` VAULT of a 60-token prompt (as
+    vLLM and SGLang do), with llama-server's `timings` beside it."""
+
+    @staticmethod
+    def _counted(doc: dict) -> bytes:
+        doc["usage"] |= {"prompt_tokens": 60, "prompt_tokens_details": {"cached_tokens": VAULT}}
+        return orjson.dumps({**doc, "timings": TIMINGS})
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        async for raw in super()._sse(req):
+            yield b"data: " + self._counted(orjson.loads(raw[6:])) + b"\n\n" if b'"usage"' in raw else raw
+
+    async def _json(self, req: dict) -> AsyncIterator[bytes]:
+        async for raw in super()._json(req):
+            yield self._counted(orjson.loads(raw))
+
+
+def _cached_counts(r: httpx.Response, stream: bool) -> list[int]:
+    if stream:
+        usages = [orjson.loads(line[6:])["usage"] for line in r.content.split(b"\n")
+                  if line.startswith(b"data: {") and b'"usage"' in line]
+    else:
+        usages = [r.json()["usage"]]
+    return [u["prompt_tokens_details"]["cached_tokens"] for u in usages]
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("kind", "isolate", "told"), [
+    ("vllm", True, VAULT), ("sglang", True, VAULT), ("llamacpp", True, 0), ("vllm", False, 0)],
+    ids=["vllm-salted", "sglang-salted", "llamacpp", "vllm-not-salted"])
+async def test_a_cached_count_reaches_the_client_only_from_an_endpoint_the_grid_salts(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, stream: bool, kind: str, isolate: bool,
+        told: int) -> None:
+    """(FIX4, thirty-fourth session) DOOR2 wrote every engine's count 0. On an endpoint whose cache the grid salts per
+    tenant the count is the overlap of the tenant's own prompts (no other tenant's prompt is in it): clients read it
+    for their costs and prompt-cache tuning, as OpenAI's answers carry it; it is passed on as the engine sent it.
+    llama-server's cache, which the grid cannot salt, and a vLLM endpoint the grid does not salt still read 0.
+    `timings` are left out either way."""
+    spec = salted(spec_in(tmp_path), kind)
+    if not isolate:
+        spec = spec.model_copy(update={"security": spec.security.model_copy(update={"isolate_prefix_cache": False})})
+    engines = {name: Counting(name) for name in fakes}
+    async with serving(spec, engines) as (client, _):
+        ask = {**body, "stream": True, "stream_options": {"include_usage": True}} if stream else body
+        r = await client.post(route, json=ask)
+        assert r.status_code == 200, r.text[:300]
+        sent = [req for e in engines.values() for req in e.received]
+        assert len(sent) == 1 and ("cache_salt" in sent[0]) == (isolate and kind != "llamacpp"), sent
+        assert _cached_counts(r, stream) == [told], r.text[-600:]
+        assert b"timings" not in r.content and b"cache_n" not in r.content, r.text[-600:]
+
+
+def test_a_continuation_on_another_endpoint_has_its_own_count_passed_on_or_not() -> None:
+    """A stream broken on a salted endpoint and continued on llama-server's (same family): the usage chunk comes from
+    the continuation's engine, whose count is a read of every tenant's prompts (EventPipe.continuation)."""
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":60,"completion_tokens":2,"total_tokens":62,' \
+            b'"prompt_tokens_details":{"cached_tokens":48}}}\n\n'
+    pipe = EventPipe(None, sse=True, track=True, isolated=True)
+    assert orjson.loads(pipe.feed(usage)[6:])["usage"]["prompt_tokens_details"] == {"cached_tokens": VAULT}
+    pipe.continuation(True, isolated=False)
+    assert orjson.loads(pipe.feed(usage)[6:])["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
+    pipe.continuation(True, isolated=True)
+    assert orjson.loads(pipe.feed(usage)[6:])["usage"]["prompt_tokens_details"] == {"cached_tokens": VAULT}
+    assert pipe.usage is not None and pipe.usage["prompt_tokens_details"] == {"cached_tokens": VAULT}  # as metered
+
+
+def test_a_salted_endpoints_whole_answer_keeps_its_count_and_loses_llama_servers_fields() -> None:
+    answer = orjson.dumps({"id": "c1", "object": "chat.completion", "timings": TIMINGS,
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 60, "completion_tokens": 1, "total_tokens": 61,
+                                     "prompt_tokens_details": {"cached_tokens": VAULT}}})
+    out = orjson.loads(whole_answer(answer, None, isolated=True)[0])
+    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": VAULT} and "timings" not in out, out
+    plain = answer.replace(b'"timings"', b'"timing_"')  # nothing to write out: the engine's bytes as they came
+    assert whole_answer(plain, None, isolated=True)[0] is plain
+    assert orjson.loads(whole_answer(answer, None)[0])["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}

@@ -748,21 +748,26 @@ async def test_a_document_block_is_read_as_a_document(scripted: tuple[anthropic.
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_prompt_tokens_the_engine_read_from_its_cache_are_not_told(
-        scripted: tuple[anthropic.AsyncAnthropic, ScriptedEngine], stream: bool) -> None:
-    """An engine's `prompt_tokens_details.cached_tokens` (vLLM, SGLang, llama.cpp) was Anthropic's
-    `cache_read_input_tokens`: a count of the prompt found in a cache other tenants' prompts fill, a read of what they
-    sent (issue 12, DOOR2, thirty-fourth session: usage.cache_counts_out). Now 0, the whole prompt `input_tokens`."""
-    claude, engine = scripted
-    engine.replies[:] = [{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902,
-                                                      "prompt_tokens_details": {"cached_tokens": 768}}}]
+@pytest.mark.parametrize(("salt", "told"), [(True, (132, 768, 2)), (False, (900, 0, 2))], ids=["salted", "shared"])
+async def test_prompt_tokens_the_engine_read_from_its_cache_are_cache_reads_where_the_cache_is_the_tenants(
+        tmp_path: Path, stream: bool, salt: bool, told: tuple[int, int, int]) -> None:
+    """An engine's `prompt_tokens_details.cached_tokens` (vLLM, SGLang, llama.cpp) is Anthropic's
+    `cache_read_input_tokens`, and `input_tokens` the rest of the prompt, where the grid keeps the tenant's prefix
+    cache apart (a salted vLLM endpoint: its own prompts' overlap). Where the cache is every tenant's, the count is a
+    read of what the others sent (issue 12, DOOR2, thirty-fourth session: usage.cache_counts_out): 0, the whole
+    prompt `input_tokens`."""
+    engine = ScriptedEngine([{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2,
+                                                          "total_tokens": 902,
+                                                          "prompt_tokens_details": {"cached_tokens": 768}}}])
+    claude = sdk(await scripted_gateway(tmp_path, engine, salt=salt))
     ask = {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": "Hello"}]}
     if stream:
         async with claude.messages.stream(**ask) as s:
             usage = (await s.get_final_message()).usage
     else:
         usage = (await claude.messages.create(**ask)).usage
-    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (900, 0, 2)
+    await claude.close()
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == told
 
 
 @pytest.mark.parametrize(("extra", "field", "says"), [

@@ -636,6 +636,9 @@ class _Proxy:
     def most_bytes(self, cand: object, record: object) -> int:
         return 1 << 20
 
+    def isolates(self, cand: object) -> bool:
+        return False
+
     async def abandon(self, opened: object, record: object, reason: str) -> None:
         self.abandoned = reason
 

@@ -449,14 +449,17 @@ async def test_a_stored_responses_input_items_are_listed_a_page_at_a_time(oai: o
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_cached_prompt_tokens_are_not_told(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine],
-                                                 stream: bool) -> None:
-    """The engine's `prompt_tokens_details.cached_tokens` was the Response's `input_tokens_details.cached_tokens`: a
-    count of the prompt found in a cache other tenants' prompts fill (issue 12, DOOR2, thirty-fourth session:
-    usage.cache_counts_out). Now 0, the field still there."""
-    oai, engine = scripted
-    engine.replies += [{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902,
-                                                    "prompt_tokens_details": {"cached_tokens": 768}}}]
+@pytest.mark.parametrize(("salt", "cached"), [(True, 768), (False, 0)], ids=["salted", "shared"])
+async def test_cached_prompt_tokens_are_reported_where_the_cache_is_the_tenants(tmp_path: Path, stream: bool,
+                                                                                salt: bool, cached: int) -> None:
+    """The engine's `prompt_tokens_details.cached_tokens` is the Response's `input_tokens_details.cached_tokens` where
+    the grid keeps the tenant's prefix cache apart (a salted vLLM endpoint: its own prompts' overlap). Where the cache
+    is every tenant's, the count is a read of what the others sent (issue 12, DOOR2, thirty-fourth session:
+    usage.cache_counts_out): 0, the field still there."""
+    engine = ScriptedEngine([{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2,
+                                                          "total_tokens": 902,
+                                                          "prompt_tokens_details": {"cached_tokens": 768}}}])
+    oai = sdk(await scripted_gateway(tmp_path, engine, salt=salt))
     if stream:
         async with oai.responses.stream(model="smollm2-135m", input="Hello") as s:
             async for _ in s:
@@ -464,7 +467,8 @@ async def test_cached_prompt_tokens_are_not_told(scripted: tuple[openai.AsyncOpe
             usage = (await s.get_final_response()).usage
     else:
         usage = (await oai.responses.create(model="smollm2-135m", input="Hello")).usage
-    assert usage is not None and (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (900, 0)
+    await oai.close()
+    assert usage is not None and (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (900, cached)
     # every field the SDK's type requires is there (openai 3.63's InputTokensDetails requires cache_write_tokens;
     # the SDK builds its objects without validating, so a missing one read as None)
     openai.types.responses.ResponseUsage.model_validate(usage.model_dump(exclude_unset=True), strict=True)

@@ -42,8 +42,12 @@ class CacheSalt:
         data = orjson.dumps([tenant] if client is None else [tenant, client])
         return hashlib.blake2b(data, key=self._key, digest_size=16).hexdigest()
 
+    def isolates(self, endpoint: str) -> bool:
+        """Does `endpoint`'s engine read the field (each tenant's prefix cache kept apart from the others')?"""
+        return endpoint in self._endpoints
+
     def apply(self, body: Mapping[str, Any], endpoint: str, tenant: str) -> Mapping[str, Any]:
         """`body` as `endpoint`'s engine is to get it: salted for the tenant where the engine reads the field."""
-        if endpoint not in self._endpoints:
+        if not self.isolates(endpoint):
             return body
         return {**body, FIELD: self.salt(tenant, body.get(FIELD))}

@@ -317,7 +317,8 @@ class Proxy:
         engine charged a failure (its answer read, no other candidate is asked): UpstreamFailed, a 502."""
         cand = opened.cand
         try:
-            answer, usage, dropped = whole_answer(answer, self.most_tokens(cand, record))
+            answer, usage, dropped = whole_answer(answer, self.most_tokens(cand, record),
+                                                  isolated=self.isolates(cand))
         except NotAnAnswer as e:
             await self.abandon(opened, record, f"answered HTTP {opened.upstream.status} with what is not a completion: {e}")
             record.status = "failed"
@@ -331,6 +332,13 @@ class Proxy:
         log.warning("endpoint %s reported token counts that cannot be charged (%s): its count taken as unknown",
                     cand.endpoint_id, why, extra=fields(endpoint=cand.endpoint_id, decision=record.decision.request_id,
                                                         reason=why))
+
+    def isolates(self, cand: Candidate) -> bool:
+        """Does `cand`'s engine keep each tenant's prefix cache apart (the grid salts what it is sent:
+        security.isolate_prefix_cache, cache_salt.py)? Then an answer's cached-token count is the overlap of the
+        tenant's own prompts and reaches the client; elsewhere (llama-server, an engine not salted) it is written 0,
+        a read of other tenants' recent prompts (usage.cache_counts_out: whole_answer and the relay's usage chunk)."""
+        return self._salt is not None and self._salt.isolates(cand.endpoint_id)
 
     def most_tokens(self, cand: Candidate, record: DecisionRecord) -> int | None:
         """The most tokens an answer of `cand` can count: its model's context for each of its engine requests (None:
@@ -419,7 +427,8 @@ class Proxy:
                     escalated = counted = dropped = None
                     if opened.upstream.status < 400:
                         try:  # an answer that is not a completion leaves the first one standing
-                            better, counted, dropped = whole_answer(better, self.most_tokens(opened.cand, record))
+                            better, counted, dropped = whole_answer(better, self.most_tokens(opened.cand, record),
+                                                                    isolated=self.isolates(opened.cand))
                             escalated = parse(better)
                         except NotAnAnswer:
                             pass

@@ -95,7 +95,7 @@ class EventPipe:
 
     def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None,
                  most_bytes: int | None = None, quiet_s: float | None = None, max_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, isolated: bool = False) -> None:
         """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged.
         `most_bytes`: the most bytes the answer's events may take, all its engines' together (Proxy.most_bytes, as a
         whole answer's); `quiet_s`: the longest its engine may send reads that hold no data event (comments,
@@ -104,7 +104,11 @@ class EventPipe:
         an engine that never stopped, or sent keep-alives only, held the client, the quota and the engine slot.
         `max_s` (gateway.stream_max_s): the most seconds the answer may stream, all its engines together; its owner
         calls expire() then (StreamRelay's timer: no clock read per engine read), and the next read is cut as past
-        the byte bound is (a stream of empty data events, `data: {}`, was bounded only by its bytes: days)."""
+        the byte bound is (a stream of empty data events, `data: {}`, was bounded only by its bytes: days).
+        `isolated`: the engine keeps each tenant's prefix cache apart (Proxy.isolates): the usage chunk's cached-token
+        count is passed on (usage.cache_counts_out)."""
+        self.isolated = isolated
+        """Whether the serving engine keeps each tenant's prefix cache apart (set again by `continuation`)."""
         self._filter = output
         self._most_tokens = most_tokens
         self._most_bytes = _UNBOUNDED if most_bytes is None else most_bytes
@@ -165,9 +169,11 @@ class EventPipe:
         parsed event, so those are observed as they pass, after what was kept)."""
         return self._rewriter is None and (self._filter is None or not self._filter.redacts)
 
-    def continuation(self, sse: bool) -> None:
+    def continuation(self, sse: bool, isolated: bool = False) -> None:
         """The next reads come from a continuation's engine: its quiet time (quiet_s) is its own (the last one's
-        silence, up to the read timeout, is not held against it); the byte bound stays the whole answer's."""
+        silence, up to the read timeout, is not held against it); the byte bound stays the whole answer's. `isolated`:
+        that engine's (its usage chunk's cached count is its own to pass on or not)."""
+        self.isolated = isolated
         self._rewriter = Rewriter(self.delivered)  # (every event relayed read first: `delivered`)
         self._decoder = SseDecoder()
         self._recent = (b"", b"")
@@ -337,8 +343,8 @@ class EventPipe:
                 log.warning("an engine's stream reported token counts that cannot be charged (%s): its count taken as "
                             "unknown", why)
                 obj, changed = {k: v for k, v in obj.items() if k != "usage"}, True
-        if usage is not None and (told := cache_counts_out(obj)) is not None:  # the usage chunk only (llama-server's
-            obj, changed = told, True  # `timings` ride on it): no other event read for it (docs/security.md)
+        if usage is not None and (told := cache_counts_out(obj, self.isolated)) is not None:  # the usage chunk only
+            obj, changed = told, True  # (llama-server's `timings` ride on it): no other event read (docs/security.md)
         if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
             try:
                 obj, changed = filt.event(obj), True
@@ -406,7 +412,7 @@ class StreamRelay:
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
                          quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
-                         max_s=proxy.stream_max_s)
+                         max_s=proxy.stream_max_s, isolated=proxy.isolates(opened.cand))
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(proxy.stream_max_s,
                                                                                        self._at_ceiling)
         """The answer's ceiling (gateway.stream_max_s) from its first byte, a wrapper's too, cancelled when it ends."""
@@ -619,7 +625,7 @@ class StreamRelay:
         nxt, reason = await proxy.continue_stream(self._path, self._body, delivered, self._spare, record)
         if nxt is None:
             return self.pipe.held_at_cut() + proxy.error_event(record, f"{e}; could not continue: {reason}")
-        self.pipe.continuation(_is_sse(nxt))
+        self.pipe.continuation(_is_sse(nxt), proxy.isolates(nxt.cand))
         self._current, self._first = nxt, nxt.first
         return b""
 

@@ -35,18 +35,23 @@ CACHE_FIELDS = ("timings", "prompt_progress", "__verbose")
 settings), with its times: taken out of every answer (cache_counts_out)."""
 
 
-def cache_counts_out(doc: dict[str, Any]) -> dict[str, Any] | None:
+def cache_counts_out(doc: dict[str, Any], isolated: bool = False) -> dict[str, Any] | None:
     """`doc` (a whole answer or one streamed chunk) without what tells a client how many of its prompt's tokens the
     engine read from its prefix cache, or None where it tells nothing (the usual chunk: no copy). An engine keeps one
     cache for every tenant it serves where the grid cannot salt it (llama-server's slots, cache_salt.py): a tenant
     sending a guess of another tenant's recent prompt read from the count how far the guess matched, token by
     token (docs/security.md, thirty-fourth session). CACHE_FIELDS are left out; `usage.prompt_tokens_details.
     cached_tokens` is written 0 (OpenAI's shape kept: the Messages door's `cache_read_input_tokens`, the Responses
-    door's `cached_tokens` read it). `doc` is not changed: the usage a relay metered stays the engine's."""
+    door's `cached_tokens` read it) unless `isolated`: the answering endpoint keeps each tenant's prefix cache apart
+    (the grid salts it: Proxy.isolates), so the count is the overlap of the tenant's own prompts only, which clients
+    read for their costs and prompt-cache tuning (OpenAI's answers carry it): kept as the engine sent it. `doc` is
+    not changed: the usage a relay metered stays the engine's."""
     out = None
     for key in CACHE_FIELDS:
         if key in doc:
             out = {k: v for k, v in (out or doc).items() if k != key}
+    if isolated:
+        return out
     usage = doc.get("usage")
     details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
     if isinstance(details, dict) and details.get("cached_tokens"):  # (0, absent: nothing told)
@@ -55,9 +60,11 @@ def cache_counts_out(doc: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
+def whole_answer(answer: bytes, most: int | None, *, isolated: bool = False,
+                 ) -> tuple[bytes, dict[str, Any] | None, str | None]:
     """An engine's 2xx whole (non-streamed) answer as the gateway passes it on: its bytes, its usage, and why that
-    usage was taken out (its counts cannot be charged: token_counts.count_fault; then the answer's count is unknown). Raises
+    usage was taken out (its counts cannot be charged: token_counts.count_fault; then the answer's count is unknown);
+    its cache counts written out (cache_counts_out; `isolated`: its endpoint keeps each tenant's cache apart). Raises
     NotAnAnswer when it is not a completion (a choice of another shape: engines/answer_shape.choice_fault; a list as
     finish_reason raised in a front door, a list as `content` or an object as `arguments` passed the tenant's
     redaction). Written at most once: an answer whose usage is taken out is checked for depth as it is written
@@ -84,11 +91,11 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
     if why is None:
         if not shallow and deeper_than(answer, doc):
             raise NotAnAnswer(_DEEP)
-        if (told := cache_counts_out(doc)) is not None:  # (no deeper than MAX_DEPTH: written as is)
+        if (told := cache_counts_out(doc, isolated)) is not None:  # (no deeper than MAX_DEPTH: written as is)
             stripped = orjson.dumps(told)
     else:
         del doc["usage"]
-        doc = cache_counts_out(doc) or doc
+        doc = cache_counts_out(doc, isolated) or doc
         stripped = orjson.dumps(doc) if shallow else written(doc)
         if stripped is None:
             raise NotAnAnswer(_DEEP)
