@@ -12,8 +12,10 @@ import asyncio
 import gc
 import json
 import socket
+import threading
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidS
 from aigrid.gateway import responses_socket
 from aigrid.security.keys import KeyRing
 from aigrid.security.keys_cli import revoke_key
+from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.socket_grid import ATTACK, MODEL, SECRET, TENANT, served, text_of, until_done
 
 
@@ -399,27 +402,54 @@ def test_a_socket_silent_after_its_response_ended_is_closed_idle(tmp_path: Path,
             ("ok", "idle")]
 
 
+class _Held(FakeEngine):
+    """A FAKE engine that says on `asked` that a request reached it, then answers only once `gate` is set (by the
+    test's thread: the gateway's loop runs in a thread of its own)."""
+
+    def __init__(self, name: str, words: tuple[str, ...], asked: threading.Event, gate: threading.Event) -> None:
+        super().__init__(name, words)
+        self.asked, self.gate = asked, gate
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        self.asked.set()
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        async for chunk in super()._sse(req):
+            yield chunk
+
+
 @pytest.mark.parametrize(("limit", "max_queued", "size"), [(1 << 20, 2, 10), (8192, 100, 5000)])
 def test_what_waits_behind_the_running_response_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            limit: int, max_queued: int, size: int) -> None:
     """At most MAX_QUEUED creates wait, of at most max_body_bytes together; the rest are refused, not dropped.
     Fewer than MAX_REFUSED_RUN refused in a row (the first create always runs), else the socket is closed
-    (test_socket_refusal_bound.py)."""
+    (test_socket_refusal_bound.py). The others are sent once the first reached its engine, which holds it until
+    every create behind it has been taken (an unknown event sent after them is answered): with a delay per word
+    instead, a loaded machine could read the creates slower than the responses ended (0.3 s between creates: none
+    waited, none was refused, the test failed)."""
     monkeypatch.setattr(responses_socket, "MAX_QUEUED", max_queued)
     sent = min(max_queued + 2, responses_socket.MAX_REFUSED_RUN)
-    with served(tmp_path, delay_s=0.05, max_body_bytes=limit) as grid:
+    asked, gate = threading.Event(), threading.Event()
+    with served(tmp_path, max_body_bytes=limit, engine=lambda name, words: _Held(name, words, asked, gate)) as grid:
         with grid.sync_client().responses.connect() as conn:
-            for _ in range(sent):
+            conn.response.create(model=MODEL, input="x" * size)
+            assert asked.wait(30), "the first create did not reach an engine"
+            for _ in range(sent - 1):
                 conn.response.create(model=MODEL, input="x" * size)
+            conn.send_raw(json.dumps({"type": "nothing"}))  # answered once every create before it is taken
             ends: list[Any] = []
             for event in conn:
-                if event.type in ("response.completed", "error"):
+                if event.type == "error" and event.error.code == "unknown_event_type":
+                    gate.set()  # every create is queued or refused: the responses may run
+                elif event.type in ("response.completed", "error"):
                     ends.append(event)
                     if len(ends) == sent:
                         break
         refused = [e for e in ends if e.type == "error"]
         assert refused and all(e.error.code == "too_many_queued" and e.status == 429 for e in refused), ends
         assert len(ends) - len(refused) == sum(len(e.received) for e in grid.engines.values()) >= 2
+        waited = len(ends) - len(refused) - 1  # behind the first: as many as either bound holds
+        assert waited == max_queued or waited * size <= limit < (waited + 1) * size, (waited, len(refused))
 
 
 def test_a_queued_create_is_held_as_the_bytes_it_is_counted_as(tmp_path: Path) -> None:
