@@ -34,8 +34,9 @@ MIN_OUTPUT_ROOM = 16
 none and its context bounds the answer. The room is estimated at ROOM_CHARS_PER_TOKEN, twice what an English prompt
 reads, so a room under 16 tokens is a prompt that really leaves about half the context: a max_tokens of a few tokens
 would cut an answer of a sentence or more (about 20 tokens) to a word, where the engine's context leaves it room. The
-floor moves the line between a bound and none by 2 x 16 characters of prompt, and what is left unbounded, by up to
-the context less the prompt's real tokens, is about the same for any floor this small (docs/security.md)."""
+floor moves the line between a bound and none by 30 characters of prompt against a floor of 1, and what is left
+unbounded, up to the context less the prompt's real tokens, is about the same for any floor this small
+(docs/security.md)."""
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 """Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
