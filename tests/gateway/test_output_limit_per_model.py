@@ -11,26 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from aigrid.spec.models import GridSpec, ModelSpec
-from tests.gateway.conftest import serving, spec_in
+from aigrid.spec.models import GridSpec
+from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.two_context_grid import two_contexts
 
-SMALL, LARGE = "smollm2-135m", "smollm2-1.7b"
 PROMPT = "word " * 1200  # 6,000 characters: at 2 a token, more than the small model's 2,048 leave room for
 
 
 def two_models(tmp: Path) -> tuple[GridSpec, dict[str, FakeEngine]]:
-    """The demo grid with two models of family smollm2: SMALL (context 2,048) at iad, LARGE (8,192) at fra; the
-    grid's limit 4,096."""
-    spec = spec_in(tmp)
-    small = spec.models[SMALL].model_copy(update={"context": 2048})
-    large = small.model_copy(update={"context": 8192, "params_b": 1.7})
-    endpoints = [e for e in spec.endpoints if e.id in ("fra-smollm2", "iad-smollm2")]
-    endpoints = [e if e.id == "iad-smollm2" else e.model_copy(update={"model": LARGE}) for e in endpoints]
-    spec = spec.model_copy(update={"models": {SMALL: small, LARGE: large}, "endpoints": endpoints,
-                                   "gateway": spec.gateway.model_copy(update={"max_output_tokens": 4096})})
-    assert isinstance(spec.models[LARGE], ModelSpec)
-    return spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    """two_context_grid's grid of two models of family smollm2 (SMALL, context 2,048, at iad-smollm2; LARGE, 8,192,
+    at fra-smollm2), with the grid's limit 4,096."""
+    spec, fakes = two_contexts(tmp)
+    return spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_output_tokens": 4096})}), fakes
 
 
 @pytest.mark.parametrize("model", ["auto", "smollm2"])
