@@ -2,7 +2,8 @@
 `timings` (its `cache_n`) and every engine's `usage.prompt_tokens_details.cached_tokens` say how many of the prompt's
 tokens came from a cache the engine keeps for every tenant, so a tenant probing guesses of another's recent prompt
 read how far each guess matched. The gateway writes them out of every answer (usage.cache_counts_out), streamed or
-whole, on every door; `return_progress` and `timings_per_token`, which put them on every chunk, are refused. Only an
+whole, on every door; `return_progress` and `timings_per_token`, which put them on every chunk, are left out of the
+engine's request (llama.cpp's web UI sends both by default), `verbose` is refused. Only an
 endpoint whose cache the grid salts per tenant (a vLLM or SGLang one, security.isolate_prefix_cache) has its
 `cached_tokens` passed on: the overlap of the tenant's own prompts, which clients read (FIX4)."""
 
@@ -117,20 +118,39 @@ async def test_messages_and_responses_read_no_cache_count(
 
 
 @pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
-@pytest.mark.parametrize("field", ["return_progress", "timings_per_token", "verbose"])
-async def test_fields_that_put_the_cache_count_on_every_chunk_are_refused(
-        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str) -> None:
-    """llama-server's `return_progress` (a stream's `prompt_progress` events, each with `cache`: 42 of 43 prompt tokens
-    on the embedded engine after the vault prompt) and `timings_per_token` (`timings.cache_n` on every chunk) rode on
-    chunks the relay passes unread; `verbose` (the embedded engine's `__verbose`: `tokens_cached`, `timings.cache_n`,
-    `id_slot`, the rendered prompt, the operator's sampler settings) went to a tenant whose answers are not redacted.
-    Now the client's 400 naming the field, before any engine."""
+async def test_verbose_is_refused(tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """llama-server's `verbose` (the embedded engine's `__verbose`: `tokens_cached`, `timings.cache_n`, `id_slot`, the
+    rendered prompt, the operator's sampler settings) went to a tenant whose answers are not redacted. Now the
+    client's 400 naming the field, before any engine."""
     async with serving(spec_in(tmp_path), fakes) as (client, _):
-        r = await client.post(route, json={**body, "stream": True, field: True})
+        r = await client.post(route, json={**body, "stream": True, "verbose": True})
         assert r.status_code == 400, r.text[:300]
         err = r.json()["error"]
-        assert err["param"] == field and "cache held" in err["message"] and len(err["message"]) < 600, err
+        assert err["param"] == "verbose" and "cache held" in err["message"] and len(err["message"]) < 600, err
         assert all(not f.received for f in fakes.values())
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_fields_that_put_the_cache_count_on_every_chunk_reach_no_engine(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, stream: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """llama-server's `return_progress` (a stream's `prompt_progress` events, each with `cache`: 42 of 43 prompt tokens
+    on the embedded engine after the vault prompt) and `timings_per_token` (`timings.cache_n` on every chunk) rode on
+    chunks the relay passes unread. They were the client's 400 (5cbacbc8), which broke llama.cpp's own web UI on every
+    message (it sends `timings_per_token: true` always and `return_progress: true` on every stream: tools/server/webui
+    chat.service.ts). Now taken out of the engine's request, a log line naming each: served, and the engine, asked
+    without them, writes neither (review RV3, thirty-fourth session)."""
+    webui = {**body, "stream": stream, "return_progress": True, "timings_per_token": True}
+    async with serving(spec_in(tmp_path), fakes) as (client, _):
+        with caplog.at_level("INFO", logger="aigrid.gateway"):
+            r = await client.post(route, json=webui)
+        assert r.status_code == 200, r.text[:300]
+        sent = [got for f in fakes.values() for got in f.received]
+        assert len(sent) == 1, sent
+        assert "return_progress" not in sent[0] and "timings_per_token" not in sent[0], sent[0]
+        notes = [m for m in caplog.messages if "left out of the engine's request" in m]
+        assert [n.split(": ")[1].split(" ")[0] for n in notes] == ["return_progress", "timings_per_token"], notes
 
 
 VAULT = 48

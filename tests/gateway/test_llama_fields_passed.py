@@ -1,6 +1,6 @@
 """The last llama-server fields of issue 12 (DOOR2, thirty-fourth session) that pass to the engine as written, each
-said why in docs/security.md ("Every door, audited"): a change here is a change of that row. (`verbose`,
-`return_progress` and `timings_per_token` are refused: test_cache_counts.py.)"""
+said why in docs/security.md ("Every door, audited"): a change here is a change of that row. (`verbose` is
+refused; `return_progress` and `timings_per_token` are left out of the engine's request: test_cache_counts.py.)"""
 
 from __future__ import annotations
 

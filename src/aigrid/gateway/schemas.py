@@ -104,6 +104,9 @@ def _parts(item: Any) -> int:
 Refused = SkipJsonSchema[Any]
 """An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
 read and refused, and left out of /openapi.json, which offered it as a field served."""
+Dropped = SkipJsonSchema[Any]
+"""An engine's own field the gateway takes out of the body it sends (drop_unserved), whatever its value: declared so
+that it is documented here and left out of /openapi.json, as it is not served."""
 
 
 def served_tier(v: str | None) -> str | None:
@@ -296,9 +299,6 @@ _REFUSED = {
                                                                                                "chat_parser")},
     "n_cache_reuse": "llama-server's n_cache_reuse is not served by this grid: it turns on the engine's reuse of "
                      "cached chunks by KV shifting, which its operator sets (--cache-reuse)",
-    **{name: f"llama-server's {name} is not served by this grid: its events tell how many of the prompt's tokens "
-             "the engine's cache held, which on an engine the grid cannot salt is a read of other tenants' recent "
-             "prompts (leave it out)" for name in ("return_progress", "timings_per_token")},
     "verbose": "llama-server's verbose is not served by this grid: its `__verbose` answer holds the engine's slot, "
                "settings and cache count (how many of the prompt's tokens the engine's cache held, a read of other "
                "tenants' recent prompts) (leave it out)",
@@ -310,6 +310,21 @@ _REFUSED = {
                         "(send the grammar without grammar_lazy)",
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
+DROPPED = {name: f"llama-server's {name} is not served by this grid: its events tell how many of the prompt's tokens "
+                 "the engine's cache held, which on an engine the grid cannot salt is a read of other tenants' recent "
+                 "prompts" for name in ("return_progress", "timings_per_token")}
+"""The engines' own fields taken out of a request's body before any engine reads it (declared `Dropped`), each with
+why: fields a popular client sends by default (llama.cpp's web UI), whose refusal broke that client, and without which
+the engine answers the same text."""
+
+
+def drop_unserved(body: dict[str, Any]) -> list[str]:
+    """Takes DROPPED's fields out of `body` (the one the engine is sent); returns the names it took out, in
+    DROPPED's order, for the caller's log line."""
+    gone = [name for name in DROPPED if name in body]
+    for name in gone:
+        del body[name]
+    return gone
 
 
 MAX_GRAMMAR_NESTING = 1000
@@ -740,14 +755,17 @@ class _Common(BaseModel):
     last held, another tenant's included, reused anywhere in this prompt, not only as a shared prefix (a wider cache
     side channel than the prefix cache's, on an engine the grid cannot salt: cache_salt.py), at positions the model
     did not compute them at. Refused."""
-    return_progress: Refused = None
+    return_progress: Dropped = None
     """llama-server's: a streamed answer's `prompt_progress` events while it prefills, each with `cache` (the prompt
     tokens its slot's cache held); `timings_per_token`: `timings` (its `cache_n`) on every chunk. On llama-server,
     which keeps one cache for every tenant (the grid cannot salt it: cache_salt.py), that count told a client how far
     a guess of another tenant's recent prompt matched it, token by token; both rode on chunks the relay passes
-    unread (its lean path). Refused; the counts in a whole answer and in a stream's usage chunk are written out
+    unread (its lean path). Taken out of the body the engine is sent (drop_unserved, logged), not refused: llama.cpp's
+    own web UI sends `timings_per_token: true` with every message and `return_progress: true` with every stream
+    (tools/server/webui chat.service.ts), and a 400 on both broke it for no gain, since the engine asked without them
+    writes neither. The counts in a whole answer and in a stream's usage chunk are written out
     (usage.cache_counts_out)."""
-    timings_per_token: Refused = None
+    timings_per_token: Dropped = None
     verbose: Refused = None
     """llama-server's (read per request by the embedded 0.3.36; newer builds read the operator's verbosity only,
     `params_base.verbosity > 9` in server_task::params_from_json_cmpl): the answer gains `__verbose`, the engine's own
