@@ -10,8 +10,10 @@ string) and `stopping_word` (checked on llama-server 0.3.36).
 
 For a request with `stop` strings on an engine of such a kind (`VERBOSE_KINDS`), `StopWordEngine` asks with
 `verbose`, writes the stopping word as the choice's `stop_reason` (vLLM's field, which matched_stop reads) and
-leaves `__verbose` out of the answer (it repeats the whole text and the rendered prompt). A client that sent
-`verbose` itself gets the engine's answer as it came.
+leaves `__verbose` out of the answer (it repeats the whole text and the rendered prompt). A client's own
+`verbose` is refused at the door since the thirty-fourth session (gateway/schemas.py: `__verbose` tells the
+engine's cache count, its slot and the operator's settings), and `__verbose` is written out of every answer
+(gateway/usage.CACHE_FIELDS): only this module asks for it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _MARK = b'"__verbose"'
 
 
 def needs_stop_word(body: Mapping[str, Any]) -> bool:
-    """Does this request ask with stop strings (and not for `verbose` itself)?"""
+    """Does this request ask with stop strings (and not for `verbose` itself, which the door refuses)?"""
     return bool(body.get("stop")) and "verbose" not in body
 
 
