@@ -66,3 +66,29 @@ def test_a_create_queued_starts_the_count_again(tmp_path: Path) -> None:
                 assert events[-1]["type"] == "response.completed", events[-1]
         (row,) = grid.until_records("WS /v1/responses", 1)
         assert row["extra"]["closed"] == "client" and row["extra"]["refused_events"] == 3 * (MAX_REFUSED_RUN - 1), row
+
+
+def test_creates_the_endpoint_refuses_do_not_start_the_count_again(tmp_path: Path) -> None:
+    """(review RV3, thirty-fourth session) A create queued started the count again, so MAX_REFUSED_RUN - 1 bad
+    messages and one create for a model that does not exist (the endpoint's 404, before any engine and any quota),
+    over and over, kept the socket: 6,400 refusals in 9.3 s, never closed. Now the endpoint's refusal of a create
+    counts as one more in the row: the first such round closes the socket 1008, the message after it unread."""
+    nope = json.dumps({"type": "response.create", "model": "no-such-model", "input": "hi", "max_output_tokens": 8})
+    with served(tmp_path) as grid, _connect(grid.port) as ws:
+        errors, statuses = 0, []
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(3):
+                _refused(ws, MAX_REFUSED_RUN - 1)
+                errors += MAX_REFUSED_RUN - 1
+                ws.send(nope)
+                event = json.loads(ws.recv(timeout=30))
+                statuses.append((event["type"], event["status"]))
+                errors += 1
+                ws.send(BAD[0])
+                ws.recv(timeout=30)  # the close: nothing more is answered
+        assert statuses == [("error", 404)] and errors == MAX_REFUSED_RUN, (statuses, errors)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_POLICY, closed.value
+        assert f"{MAX_REFUSED_RUN} messages in a row refused" in closed.value.rcvd.reason
+        (row,) = grid.until_records("WS /v1/responses", 1)
+        assert row["extra"]["closed"] == "refused", row
+        assert all(not e.received for e in grid.engines.values())  # nothing ran

@@ -122,10 +122,13 @@ create's 400 naming `stream_id` (thirty-fourth session)."""
 MAX_REFUSED_RUN = 32
 """Messages in a row a socket may have refused at once by the socket itself (an `error` event each: not JSON, an
 unknown `type`, a create or steer it cannot take); the last of them closes it 1008 (policy violation) with the
-reason, `closed: refused` in its record. A create queued or a steer accepted starts the count again; refusals of the
-gateway's stop (`shutting_down`) are not counted. One socket answered ~8,000 refusals a second until the
-thirty-fourth session (scripts/bench_socket_refusals.py); a client queues a create again only as responses end,
-each authenticated and counted against its quota, so past this it refuses at most this many per response served."""
+reason, `closed: refused` in its record. A create the endpoint refuses (a 4xx other than 429 before any
+`response.created`: an unknown model, a bad field) counts as one more; a response created or a steer accepted starts
+the count again; refusals of the gateway's stop (`shutting_down`) are not counted. One socket answered ~8,000
+refusals a second until the thirty-fourth session (scripts/bench_socket_refusals.py); so past this it refuses at most
+this many per response created, each authenticated and counted against its quota. (Until review RV3 a create queued
+started the count again, so 31 bad messages and a create for a model that does not exist, over and over, were
+answered ~700 refusals a second without end.)"""
 MAX_ENDED = 1024
 """Ids of this socket's ended responses it remembers, to tell a steer that it came too late (else not found)."""
 CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
@@ -458,7 +461,8 @@ class _Connection:
                 return
             self.last_active = time.monotonic()
             data = message.get("bytes") if message.get("text") is None else message["text"].encode()
-            await self._take(data or b"")
+            if self.refused_run < MAX_REFUSED_RUN:  # else the last refusal was a create's, the endpoint's: unread
+                await self._take(data or b"")
             if self.refused_run >= MAX_REFUSED_RUN:
                 self.closed_by = "refused"
                 log.info("%s: %d messages in a row refused: socket closed %d", ROUTE, self.refused_run, CLOSE_POLICY)
@@ -508,7 +512,6 @@ class _Connection:
             self.queued_bytes += size
             self.pool.held += size
             self.queue.put_nowait(_Run({}, stream_id, size, data))
-            self.refused_run = 0
         except ApiError as e:
             self.refused += 1
             self.refused_run += not self.halting  # the stop's refusals are not the client's
@@ -654,8 +657,9 @@ class _Connection:
 
     async def _serve_one(self, run: _Run) -> None:
         self.running, self.current = True, run
+        status = 0
         try:
-            await self._respond(run)
+            status = await self._respond(run)
         except Exception:  # the endpoint answers its own errors; anything else is ours: logged, said, go on
             log.exception("internal error on %s", ROUTE)
             await self._send(_error_event(500, {"type": "server_error", "code": "internal_error", "param": None,
@@ -664,6 +668,10 @@ class _Connection:
             self.running = False
             self.served += 1
             self.last_active = time.monotonic()
+        if run.rid is not None:  # a response created: the client's refusals in a row end (MAX_REFUSED_RUN)
+            self.refused_run = 0
+        elif 400 <= status < 500 and status != 429:  # the endpoint refused the create, as the socket a bad message
+            self.refused_run += 1
         if run.rid is not None:  # its response.created: the commit point
             for steer in run.commits:
                 self._settle(steer, "committed")
@@ -671,8 +679,8 @@ class _Connection:
             await self._lose(run.commits, "successor_creation_failed", "the response continuing "
                              f"{run.commits[0].target!r} with this input was refused (its error event says why)")
 
-    async def _respond(self, run: _Run) -> None:
-        """One `response.create` through the audited POST /v1/responses endpoint."""
+    async def _respond(self, run: _Run) -> int:
+        """One `response.create` through the audited POST /v1/responses endpoint; its answer's HTTP status."""
         body = orjson.dumps(run.create)
         scope = {**self.scope, "headers": [*self.scope["headers"], (b"content-type", b"application/json"),
                                            (b"content-length", str(len(body)).encode())]}
@@ -695,6 +703,7 @@ class _Connection:
         finally:
             STEER.reset(token)
         await answer.end()
+        return answer.status
 
     async def _send(self, message: bytes) -> None:
         if self.gone.is_set():
