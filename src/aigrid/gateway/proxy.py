@@ -255,7 +255,11 @@ class Proxy:
         # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
         # An engine's 4xx (it refused the request) is neither its failure (5xx failed in _attempt) nor a success of
         # serving: its quick first byte is no TTFT, and it closes no circuit (_escalated and continue_stream alike)
-        measured = stream and wrap is None
+        # A streamed refusal's first byte (the engine's 4xx, read whole) is no first token either (until OPS2 item 2
+        # of the thirty-fourth session explain, the dashboard and the GenAI metric showed it as a TTFT).
+        # The one fact, read by calibration, the TTFT metrics, explain, the dashboard, the access log and the GenAI
+        # metric (docs/observability.md, "What counts as a time to first token")
+        measured = stream and wrap is None and opened.upstream.status < 400
         if opened.upstream.status < 400:  # a refusal warms no cache either: the prefix and session keep their endpoint
             self._store.record_success(cand.endpoint_id, opened.engine_ttft_s if measured else None, cand.prediction)
             self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
