@@ -267,9 +267,9 @@ class Proxy:
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
         record.ttft_is_first_token = measured  # explain compares only a first token's time with the prediction
         headers = self._headers(cand, decision, opened.upstream)
+        if measured:  # a write that fails is logged: raised here it left the engine's request open, never released
+            self._count_ttft(path, cand, client_ttft)  # (a streamed tool loop's first byte was counted until OPS2)
         if stream and opened.upstream.status < 400:  # an engine's error is read whole (bounded) and rewritten
-            # a write that fails is logged: raised here it left the engine's request open, never released
-            self._count_ttft(path, cand, client_ttft)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output, direct=wrap is None),
