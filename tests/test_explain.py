@@ -199,7 +199,7 @@ def test_a_whole_answers_first_byte_is_not_set_beside_the_predicted_ttft() -> No
     (18.42x the p50)": the whole answer's time against a first token's prediction, a prediction 18 times wrong to
     an operator's eye (the gateway's own TTFT metrics and calibration leave such a first byte out)."""
     whole = _served(False)
-    assert "in 2058 ms to first byte (not a TTFT: a whole answer, not streamed, or a tool loop's)" in whole, whole
+    assert "in 2058 ms to first byte (not a TTFT: a whole answer, not streamed, a tool loop's or a refusal's)" in whole, whole
     assert "the p50" not in whole and "observed" not in whole, whole
     for streamed in (_served(True), _served(None)):
         assert "observed 2058 ms (18.38x the p50)" in streamed and "not a TTFT" not in streamed, streamed

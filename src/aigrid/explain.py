@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aigrid.core.types import AXES
+from aigrid.first_token import first_token_ms
 from aigrid.printable import printable
 from aigrid.printable import printable_text as _text  # a cell of the server's text (an engine's error)
 
@@ -41,14 +42,14 @@ def render_decision(d: dict[str, Any]) -> Group:
                          f"model {d.get('model', '?')}  status {d.get('status', '?')}")
     client = d.get("client")
     where = "unknown" if not client else f"{client['lat']:.2f},{client['lon']:.2f}"
-    # a whole answer's first byte (not streamed) or a tool loop's is no TTFT: it was set beside the predicted TTFT
-    # ("observed 2058 ms (18.42x the p50)" for quickstart's 32 tokens not streamed). A decision of a gateway before
-    # the field (no key) is read as before
-    first_token = d.get("ttft_is_first_token", True)
+    # a whole answer's first byte (not streamed), a tool loop's or a refusal's is no TTFT: it was set beside the
+    # predicted TTFT ("observed 2058 ms (18.42x the p50)" for quickstart's 32 tokens not streamed). The gateway's one
+    # reading of the fact (first_token.first_token_ms); a decision of a gateway before the field is read as before
+    first_ms = first_token_ms(d)
     lines = [head, Text(f"client location {where}; served by {d.get('served_by') or '-'}"
                         + (f" in {d['ttft_ms']:.0f} ms to first byte" if d.get("ttft_ms") is not None else "")
-                        + ("" if first_token or d.get("ttft_ms") is None else
-                           " (not a TTFT: a whole answer, not streamed, or a tool loop's)")),
+                        + ("" if first_ms is not None or d.get("ttft_ms") is None else
+                           " (not a TTFT: a whole answer, not streamed, a tool loop's or a refusal's)")),
              Text(printable(d["reason"]), style="italic")]
     choice = d.get("model_choice")
     if choice:
@@ -62,10 +63,10 @@ def render_decision(d: dict[str, Any]) -> Group:
     if urgency:
         lines.append(Text(urgency_line(urgency, d.get("chosen"))))
     served = next((c for c in d["candidates"] if c["endpoint"] == d.get("served_by")), None)
-    if served is not None and d.get("ttft_ms") is not None and first_token and "predicted_ttft_p90_ms" in served:
+    if served is not None and first_ms is not None and "predicted_ttft_p90_ms" in served:
         lines.append(Text(f"predicted TTFT p50 {served['predicted_ttft_ms']:.0f} ms, p90 "
-                          f"{served['predicted_ttft_p90_ms']:.0f} ms; observed {d['ttft_ms']:.0f} ms "
-                          f"({d['ttft_ms'] / max(served['predicted_ttft_ms'], 1e-3):.2f}x the p50)"))
+                          f"{served['predicted_ttft_p90_ms']:.0f} ms; observed {first_ms:.0f} ms "
+                          f"({first_ms / max(served['predicted_ttft_ms'], 1e-3):.2f}x the p50)"))
     t = Table(title="candidates (best first): TTFT = rtt + queue + prefill; rtt measured (m) or modelled",
               show_lines=False)
     for col in ("#", "endpoint", "model", "site", "juris.", *AXES, "total", "pred. TTFT ms", "p90", "rtt", "queue", "prefill",

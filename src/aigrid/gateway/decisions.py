@@ -13,6 +13,7 @@ from aigrid.core.scheduler import MS_PLACES, SCORE_PLACES
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.errors import ApiError
+from aigrid.first_token import first_token_ms  # (observe.py reads it here too)
 from aigrid.gateway.request_info import OutputBound
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.gateway.urgency import Deadline
@@ -152,14 +153,6 @@ class DecisionRecord:
             "attempts": self.attempts, "served_by": self.served_by, **self.to_first_byte(), "status": self.status,
         })
         return out
-
-
-def first_token_ms(d: Mapping[str, Any]) -> float | None:
-    """A decision's (DecisionRecord.to_dict) time to first token: its ttft_ms where that is a first token's time,
-    None where it is a whole answer's first byte (not streamed) or a tool loop's (ttft_is_first_token false): such a
-    time is no TTFT, and set beside the predicted TTFT it read as a prediction many times wrong. A decision without
-    the field (an older gateway's) is read as before, as explain reads it."""
-    return d.get("ttft_ms") if d.get("ttft_is_first_token", True) else None
 
 
 def first_byte_fields(d: Mapping[str, Any]) -> dict[str, Any]:
