@@ -15,6 +15,10 @@ others no engine of that context serves whole, bound or not), and of all request
 smaller room, none (the room below the floor); the share cut (the answer fits the context and is longer than the
 max_tokens sent), and of those the ones only the room cuts (their answer is within the grid's limit, past the room):
 the cost of bounding by the room rather than sending none. No pass/fail.
+
+The figures are an engine's that validates `prompt + max_tokens <= context` (VALIDATING: vLLM, SGLang, TGI, OpenAI's
+API, and any kind not known to stop at its context). An engine of a kind in request_info.CONTEXT_STOPPED_KINDS
+(llama-server) is sent the grid's limit whatever the prompt, and its answers are cut by nothing but its context.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from aigrid.gateway.schemas import ChatRequest
 DATA = Path(os.environ.get("AIGRID_DATA", "/work/shared/data"))
 TRACES = ("azure_llm_2023_conv.csv", "azure_llm_2023_code.csv")
 CONTEXTS = (2048, 8192, 32_768, 131_072)
+VALIDATING = "vllm"
+"""The engine kind the figures are for: one that refuses a max_tokens the prompt leaves no room for."""
 ONE_MESSAGE = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}]})
 
 
@@ -43,7 +49,7 @@ def sent(prompt_tokens: int, chars_per_token: float, context: int, limit: int) -
     """The max_tokens the gateway sends a request of `prompt_tokens` real tokens read as `chars_per_token` characters a
     token (one prompt: no template, the trace's count holds it)."""
     estimate = max(1, int(prompt_tokens * chars_per_token) // CHARS_PER_TOKEN)
-    return engine_output_limit(longest_prompt_tokens(ONE_MESSAGE, estimate), context, limit)
+    return engine_output_limit(longest_prompt_tokens(ONE_MESSAGE, estimate), context, limit, VALIDATING)
 
 
 def line(name: str, requests: list[tuple[int, int]], chars_per_token: float, context: int, limit: int) -> str:

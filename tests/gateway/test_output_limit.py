@@ -14,7 +14,12 @@ import pytest
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, MIN_OUTPUT_ROOM, engine_output_limit
+from aigrid.gateway.request_info import (
+    CHARS_PER_TOKEN,
+    CONTEXT_STOPPED_KINDS,
+    MIN_OUTPUT_ROOM,
+    engine_output_limit,
+)
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
@@ -100,14 +105,24 @@ async def test_a_clients_own_limit_is_sent_as_it_is(tmp_path: Path, field: str) 
 
 def test_the_engines_limit_is_the_grids_or_the_room_the_context_leaves_down_to_the_floor() -> None:
     assert MIN_OUTPUT_ROOM == 16
-    assert engine_output_limit(100, None, 4096) == 4096
-    assert engine_output_limit(100, 8192, 4096) == 4096
-    assert engine_output_limit(4096, 8192, 4096) == 4096
-    assert engine_output_limit(4097, 8192, 4096) == 4095  # the room the context leaves
-    assert engine_output_limit(8192 - 16, 8192, 4096) == 16
-    assert engine_output_limit(8192 - 15, 8192, 4096) is None  # below the floor: the context bounds it
-    assert engine_output_limit(9000, 8192, 4096) is None  # the engine's own context check answers it
-    assert engine_output_limit(8190, 8192, 2) == 2  # a grid's limit below the floor is sent where there is room
+    assert engine_output_limit(100, None, 4096, "vllm") == 4096
+    assert engine_output_limit(100, 8192, 4096, "vllm") == 4096
+    assert engine_output_limit(4096, 8192, 4096, "vllm") == 4096
+    assert engine_output_limit(4097, 8192, 4096, "vllm") == 4095  # the room the context leaves
+    assert engine_output_limit(8192 - 16, 8192, 4096, "vllm") == 16
+    assert engine_output_limit(8192 - 15, 8192, 4096, "vllm") is None  # below the floor: the context bounds it
+    assert engine_output_limit(9000, 8192, 4096, "vllm") is None  # the engine's own context check answers it
+    assert engine_output_limit(8190, 8192, 2, "vllm") == 2  # a grid's limit below the floor is sent where there is room
+
+
+def test_an_engine_that_stops_at_its_context_gets_the_grids_limit_whatever_the_prompt() -> None:
+    """llama-server (and the embedded engine, of its kind) never refuses a max_tokens past the context the prompt
+    leaves: it stops at the context's end (finish_reason `length`). The room would only cut answers early."""
+    assert CONTEXT_STOPPED_KINDS == {"llamacpp"}
+    for prompt in (100, 4097, 8192 - 16, 8192 - 15, 9000):
+        assert engine_output_limit(prompt, 8192, 4096, "llamacpp") == 4096
+    for kind in ("vllm", "sglang", "tgi", "openai", "ollama", "fake"):  # taken to validate: the room
+        assert engine_output_limit(4097, 8192, 4096, kind) == 4095
 
 
 async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_its_natural_length() -> None:

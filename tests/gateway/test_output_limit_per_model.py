@@ -125,3 +125,47 @@ async def test_a_continuation_gets_the_smaller_of_the_rooms_both_models_contexts
     [resumed] = fakes[spare].received
     assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
     assert resumed.get("max_tokens") == 500 - 2
+
+
+@pytest.mark.parametrize("kind,expected", [("llamacpp", 4096), ("vllm", 500)])
+async def test_a_llama_server_engine_gets_the_grids_limit_where_a_validating_one_gets_the_room(
+        tmp_path: Path, kind: str, expected: int) -> None:
+    """3,000 characters (1,548 tokens at 2 characters a token, the template's twice) to the small model (2,048): a vLLM
+    engine is sent the room, 500 (it refuses prompt + max_tokens past its context); a llama-server engine the grid's
+    4,096, which it never refuses (it stops at its context's end). Until the thirty-fourth session both got 500, and
+    answers past it were cut early (6.78% of the conversation traces at 2,048: scripts/output_bound_cost.py)."""
+    spec, fakes = two_models(tmp_path)
+    fakes["iad-smollm2"].kind = kind
+    fakes["fra-smollm2"].down = True
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions",
+                              json={"model": "smollm2", "messages": [{"role": "user", "content": "word " * 600}]})
+        assert r.status_code == 200, r.text
+    [sent] = fakes["iad-smollm2"].received
+    assert sent.get("max_tokens") == expected
+
+
+@pytest.mark.parametrize("prompt,sent_first,resumed_with", [(600, 500, 498), (1200, None, 4094)])
+async def test_a_continuation_on_a_llama_server_engine_gets_the_first_engines_bound_else_the_grids_limit(
+        tmp_path: Path, prompt: int, sent_first: int | None, resumed_with: int) -> None:
+    """A stream broken on the small model's (validating) engine and continued on the large model's llama-server
+    engine (the spare's kind decides): 3,000 characters, sent the room the small context leaves (500), resumed with
+    that less the 2 chunks delivered; 6,000 characters, which leave the small context no room (sent none), resumed
+    with the grid's limit less 2, where a validating spare gets none (the test above) and decodes to its context's
+    end: a llama-server engine refuses no max_tokens."""
+    spec, fakes = two_models(tmp_path)
+    fakes["fra-smollm2"].kind = "llamacpp"
+    fakes["iad-smollm2"].break_after = 2  # dies after "Hello from"
+    async with serving(spec, fakes) as (client, _):
+        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": "word " * prompt}]}
+        async with client.stream("POST", "/v1/chat/completions", json=body,
+                                 headers={"x-aigrid-client-location": "Ashburn"}) as r:
+            assert r.status_code == 200
+            text = (await r.aread()).decode()
+        decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert decision["served_by"] == "iad-smollm2 -> fra-smollm2", decision["served_by"]
+    assert "[DONE]" in text and "stream_interrupted" not in text
+    [sent] = fakes["iad-smollm2"].received
+    assert sent.get("max_tokens") == sent_first
+    [resumed] = fakes["fra-smollm2"].received
+    assert resumed.get("max_tokens") == resumed_with

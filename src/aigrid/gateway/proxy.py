@@ -68,6 +68,7 @@ from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
+from aigrid.gateway.request_info import CONTEXT_STOPPED_KINDS, OutputBound
 from aigrid.gateway.schemas import output_limit
 from aigrid.gateway.usage import NotAnAnswer, whole_answer, whole_max_bytes
 from aigrid.logs import fields
@@ -727,10 +728,16 @@ class Proxy:
 
     def _bounded(self, body: dict[str, Any], record: DecisionRecord, endpoint_id: str) -> dict[str, Any]:
         """`body` with the max_tokens the context of the endpoint's model leaves (engine_body.bound_output,
-        DecisionRecord.output_bound) where the client set no limit; the body itself otherwise."""
+        DecisionRecord.output_bound; the grid's limit for an engine of a kind that stops at its context) where the
+        client set no limit; the body itself otherwise."""
         if record.output_bound is None:
             return body
-        return bound_output(body, record.output_bound.limit(self._contexts.get(endpoint_id)))
+        return bound_output(body, self._limit(record.output_bound, endpoint_id))
+
+    def _limit(self, bound: OutputBound, endpoint_id: str) -> int | None:
+        """The max_tokens the endpoint's engine gets where the client set no limit (OutputBound.limit: by its model's
+        context and its engine's kind)."""
+        return bound.limit(self._contexts.get(endpoint_id), self._engines[endpoint_id].kind)
 
     def _continued(self, body: dict[str, Any], record: DecisionRecord, served: str | None,
                    spare: str) -> dict[str, Any]:
@@ -739,12 +746,16 @@ class Proxy:
         (OutputBound.limit; continuation_body takes off what was delivered) where both leave one, else none (the
         spare's context bounds it). Bounding afresh at the spare (review RV1 of a19baf06) sent a small model's engine
         the large one's 4,096 less what was delivered, past its context with the prompt, and a large model's the
-        grid's whole limit where the broken attempt's engine had been sent none."""
+        grid's whole limit where the broken attempt's engine had been sent none. The spare's kind decides: one that
+        stops at its context (llama-server, request_info.CONTEXT_STOPPED_KINDS) never refuses a max_tokens and gets
+        the served engine's bound, else the grid's limit (none would let it decode to its context's end)."""
         bound = record.output_bound
         if bound is None or served is None:
             return body
-        first, here = bound.limit(self._contexts.get(served)), bound.limit(self._contexts.get(spare))
-        return body if first is None or here is None else bound_output(body, min(first, here))
+        first, here = self._limit(bound, served), self._limit(bound, spare)
+        if here is None or (first is None and self._engines[spare].kind not in CONTEXT_STOPPED_KINDS):
+            return body
+        return bound_output(body, here if first is None else min(first, here))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
     async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,

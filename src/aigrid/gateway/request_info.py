@@ -37,6 +37,14 @@ would cut an answer of a sentence or more (about 20 tokens) to a word, where the
 floor moves the line between a bound and none by 30 characters of prompt against a floor of 1, and what is left
 unbounded, up to the context less the prompt's real tokens, is about the same for any floor this small
 (docs/security.md)."""
+CONTEXT_STOPPED_KINDS = frozenset({"llamacpp"})
+"""Engine kinds that take any max_tokens and stop at their context's end (finish_reason `length`) rather than refuse
+one the prompt leaves no room for: llama-server (the embedded engine's kind too, wiring.EMBEDDED_KIND; 4,400
+characters of code and max_tokens 1,000 on a 2,048 context answered 200, 1,853 + 195 tokens, `length`, 7 Dec 2026).
+Their engines get the grid's limit whole (engine_output_limit): no answer cut before the context cuts it. Every other
+kind is taken to validate `prompt + max_tokens <= context` and gets the room: vLLM and SGLang (their 400), TGI (422,
+max_total_tokens) and OpenAI's API (400 context_length_exceeded) do; Ollama and a kind not known are not measured, and
+a bound that cuts an answer early is the safer mistake than one the engine refuses (docs/engines.md)."""
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 """Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
@@ -96,21 +104,24 @@ def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None)
     return sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
 
 
-def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int) -> int | None:
-    """The `max_tokens` an engine gets for a request that sets no output limit of its own (engine_body.bound_output):
-    the grid's limit (gateway.max_output_tokens), or the room the `context` of the model the attempt's endpoint serves
-    (OutputBound.limit) leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN,
+def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int, kind: str) -> int | None:
+    """The `max_tokens` an engine of `kind` gets for a request that sets no output limit of its own
+    (engine_body.bound_output): the grid's limit (gateway.max_output_tokens), always for a kind that stops at its
+    context rather than refuse (CONTEXT_STOPPED_KINDS: llama-server; until the thirty-fourth session it got the room
+    too, and answers past the room were cut early: 6.78% of the conversation traces' at a 2,048 context,
+    output_bound_cost.py), or the room the `context` of the model the attempt's endpoint serves (OutputBound.limit)
+    leaves the longest prompt (`prompt_tokens`, longest_prompt_tokens: at ROOM_CHARS_PER_TOKEN,
     an estimate that does not under-count) where that is less: within what vLLM and SGLang accept (they refuse a
     max_tokens the real prompt leaves no room for) and within the grid's limit. None only where that room is below
-    MIN_OUTPUT_ROOM: the engine's context bounds the answer (llama-server decodes to the context's end), which may
-    run past the grid's limit (docs/security.md). Until the thirty-fourth session any room below the grid's limit
+    MIN_OUTPUT_ROOM: the engine's context bounds the answer (a validating kind only; it may decode to the context's
+    end), which may run past the grid's limit (docs/security.md). Until the thirty-fourth session any room below the grid's limit
     sent none (with the room at 2 characters a token, every prompt past about 8,200 characters on an 8,192 context,
     free to decode to the context's end: review RV1), and until the thirty-third session every such request reached
     the engine with no limit (issue 12). This bounds the engine only: the quota reserves, and the router costs, the
     request's max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded;
     reserving the grid's limit instead (39b802d6, same session) refused every such request of a tenant whose
     tokens_per_min is below it and priced it 16x in `aigrid explain`."""
-    if context is None or context - prompt_tokens >= grid_limit:
+    if kind in CONTEXT_STOPPED_KINDS or context is None or context - prompt_tokens >= grid_limit:
         return grid_limit
     room = context - prompt_tokens
     return room if room >= MIN_OUTPUT_ROOM else None
@@ -127,9 +138,9 @@ class OutputBound:
     prompt_tokens: int
     grid_limit: int
 
-    def limit(self, context: int | None) -> int | None:
-        """The max_tokens an engine of a model of `context` tokens gets (engine_output_limit)."""
-        return engine_output_limit(self.prompt_tokens, context, self.grid_limit)
+    def limit(self, context: int | None, kind: str) -> int | None:
+        """The max_tokens an engine of `kind` serving a model of `context` tokens gets (engine_output_limit)."""
+        return engine_output_limit(self.prompt_tokens, context, self.grid_limit, kind)
 
 
 def longest_prompt_tokens(body: ChatRequest | CompletionRequest, prompt_tokens: int) -> int:
