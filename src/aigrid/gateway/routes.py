@@ -84,7 +84,7 @@ from aigrid.gateway.request_info import (
     longest_prompt_tokens,
     turn_prompt_tokens,
 )
-from aigrid.gateway.schemas import DROPPED, ChatRequest, CompletionRequest, drop_unserved, output_limit
+from aigrid.gateway.schemas import ChatRequest, CompletionRequest, drop_unserved, output_limit
 from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.gateway.stopping import EXCHANGE
 from aigrid.gateway.urgency import request_urgency
@@ -471,13 +471,13 @@ class Routes:
             ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),
                                                                     headers.get(H_TENANT))
             ex.body = body = await read_body()
+            # llama.cpp's web UI sends them with every message (max_tokens -1 by default): no 400
+            for name, why in drop_unserved(body).items():
+                log.info("%s of tenant %s: %s left out of the engine's request (%s)", path, principal.tenant, name, why)
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
             except ValidationError as e:
                 raise from_validation(e) from e
-            for name in drop_unserved(body):  # llama.cpp's web UI sends them with every message: no 400
-                log.info("%s of tenant %s: %s left out of the engine's request (%s)", path, principal.tenant, name,
-                         DROPPED[name])
             ex.model = parsed.model
             ex.trace.parsed(parsed.model, body)
             policy_name, hedge = self.asked(principal, headers)

@@ -318,10 +318,18 @@ why: fields a popular client sends by default (llama.cpp's web UI), whose refusa
 the engine answers the same text."""
 
 
-def drop_unserved(body: dict[str, Any]) -> list[str]:
-    """Takes DROPPED's fields out of `body` (the one the engine is sent); returns the names it took out, in
-    DROPPED's order, for the caller's log line."""
-    gone = [name for name in DROPPED if name in body]
+NO_LIMIT = {"max_tokens": "-1 is llama.cpp's (and OpenAI-compatible servers') `no limit`, which llama.cpp's web UI "
+                          "sends by default: read as not set, the grid's own output limit applies"}
+"""Output limits whose -1 (and only -1: 0 and other negatives are the client's 400) is read as not set: taken out of
+the body before the schema reads it (drop_unserved), each with why."""
+
+
+def drop_unserved(body: dict[str, Any]) -> dict[str, str]:
+    """Takes DROPPED's fields, and NO_LIMIT's where they are -1, out of `body` (the one the schema reads and the
+    engine is sent), before the schema reads it; returns each name it took out with why, for the caller's log line."""
+    gone = {name: why for name, why in DROPPED.items() if name in body}
+    gone |= {name: why for name, why in NO_LIMIT.items()
+             if (v := body.get(name)) == -1 and isinstance(v, int | float) and not isinstance(v, bool)}
     for name in gone:
         del body[name]
     return gone
