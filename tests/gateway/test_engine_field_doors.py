@@ -216,6 +216,22 @@ async def test_min_tokens_past_the_output_limit_is_refused_and_audited(
         assert (await sent_as_is(client, fakes, route, {**body, "min_tokens": most}))["min_tokens"] == most
 
 
+@pytest.mark.parametrize("route,body", ROUTES)
+async def test_min_tokens_past_the_grids_limit_without_an_output_limit_is_refused_and_audited(
+        tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict) -> None:
+    """(7 Dec 2026, thirty-fourth session, final reading) A body that sets no output limit is sent the grid's
+    (`gateway.max_output_tokens`, 4,096 by default) as its `max_tokens`, so a `min_tokens` past it reached vLLM with
+    min_tokens > max_tokens: its 400 without a `param`, after the grid routed and counted the request, the case
+    bd71165e closed only for a body with a limit of its own. Now the client's 400 naming `min_tokens`, audited."""
+    body = {k: v for k, v in body.items() if k != "max_tokens"}
+    async with serving(spec_in(tmp_path), fakes) as (client, gw):
+        limit = gw.spec.gateway.max_output_tokens
+        await refused(client, fakes, route, {**body, "min_tokens": limit + 1}, "min_tokens", "output limit")
+        rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == route]
+        assert [row["outcome"] for row in rows] == ["error:invalid_request"], rows
+        assert (await sent_as_is(client, fakes, route, {**body, "min_tokens": 1}))["min_tokens"] == 1
+
+
 @pytest.mark.parametrize("value", [-1, "3", 2.5, True, [3]])
 async def test_min_tokens_not_a_count_is_refused_naming_it(
         tmp_path: Path, fakes: dict[str, FakeEngine], value: object) -> None:

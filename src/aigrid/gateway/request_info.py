@@ -171,6 +171,12 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         # max_output_tokens, the Messages door's is max_tokens)
         field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         raise InvalidRequest(f"{field} {budget} exceeds this grid's limit of {max_output_tokens}", param=field)
+    if budget is None and body.min_tokens is not None and body.min_tokens > max_output_tokens:
+        # a body with no limit of its own is sent the grid's as max_tokens (engine_body.bound_output): vLLM refuses a
+        # min_tokens past it, its 400 without a param after the routing (one past the body's own limit: the schema's)
+        raise InvalidRequest(f"min_tokens ({body.min_tokens:,}) is more than the answer's output limit "
+                             f"({max_output_tokens:,}, this grid's, which a request without max_tokens is sent)",
+                             param="min_tokens")
     session = headers.get(H_SESSION) or body.user
     conversation = body.conversation_text()  # None unless the prefix is a system prompt
     prefix = body.prefix_text()
