@@ -1,6 +1,6 @@
 """Baseline routers to compare the five-axis scheduler against, with the same signature as schedule().
 
-Each one applies exactly the scheduler's hard filters (model, context, residency, tenant sites, retry exclusions,
+Each one applies exactly the scheduler's hard filters (model, residency, tenant sites, context, retry exclusions,
 health, capacity) and then ranks the survivors by one simple key instead of five weighted axes:
 
 - centralized: only the endpoints of one named region (the site ids given), least outstanding first;

@@ -21,10 +21,13 @@ from aigrid.core.scorers.ttft import TtftScorer
 
 FILTERS: dict[str, Callable[[], Filter]] = {
     "model": ServesModel,
-    "context": HoldsPrompt,
     "quality": QualityTarget,
     "residency": Residency,
     "tenant": TenantSites,
+    # after the rules of who may reach what: an endpoint's first rejection is its label, and the gateway's context
+    # 400 names the largest context among the endpoints rejected for it (context_window.refuse_too_long), which
+    # must be ones the caller may reach
+    "context": HoldsPrompt,
     "retry": NotExcluded,
     "health": Healthy,
     "capacity": HasCapacity,

@@ -64,7 +64,8 @@ def refuse_too_long(decision: Decision, view: GridView, at_least: int, prompt_ch
     """The gateway's context check's 400 for a decision with no candidate where some endpoint's model could not hold
     the prompt (the context filter) and every other was rejected by a rule no retry changes (`final`: the model, the
     caller's residency or sites, ...): a user's too-long prompt, not a grid with no eligible site (a 503). The
-    context named is the largest of the models the filter rejected. Where an endpoint that could hold it is down or
+    context named is the largest of the models the filter rejected, each one the caller can reach (the filter
+    runs after the residency and tenant ones: core/registry.py). Where an endpoint that could hold it is down or
     full, the 503 stands: a retry may find it."""
     if decision.chosen is not None:
         return

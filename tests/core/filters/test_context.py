@@ -85,3 +85,19 @@ def test_the_baselines_apply_it_too(baseline: str) -> None:
     assert [e.id for e in ok] == ["nrt-big"] and {r.filter for r in rejected} == {"context"}
     d = BASELINES[baseline]()(req(2600), grid(), BALANCED, random.Random(0))
     assert [c.endpoint_id for c in d.ranked] == ["nrt-big"]
+
+
+def test_an_endpoint_the_caller_may_not_reach_is_rejected_for_that_not_its_context() -> None:
+    """The filters reject an endpoint by the first rule it fails, and the gateway's context 400 names the largest
+    context among those rejected for their context (context_window.refuse_too_long): the context filter runs after
+    the residency and tenant ones, so only reachable endpoints are judged on it. Until FIX5 (thirty-fourth session)
+    it ran second, and fra-small (EU, out of a US caller's reach) was rejected for its context."""
+    us = replace(req(2600), allowed_jurisdictions=frozenset({"US"}))
+    d = schedule(us, grid(), BALANCED, random.Random(0))
+    assert d.chosen is None
+    assert {(r.endpoint_id, r.filter) for r in d.rejected} == {
+        ("fra-small", "residency"), ("iad-small", "context"), ("nrt-big", "residency")}
+    pinned = replace(req(2600), allowed_sites=frozenset({"iad"}))
+    d = schedule(pinned, grid(), BALANCED, random.Random(0))
+    assert {(r.endpoint_id, r.filter) for r in d.rejected} == {
+        ("fra-small", "tenant"), ("iad-small", "context"), ("nrt-big", "tenant")}
