@@ -419,6 +419,21 @@ def refuse_logprobs(body: Mapping[str, Any]) -> None:
                              "logprobs, or without tools", param="logprobs")
 
 
+def check_min_tokens(body: Mapping[str, Any], config: LoopConfig) -> None:
+    """A client's `min_tokens` (vLLM's, SGLang's) past the max_tokens each model turn is sent where the request sets
+    no output limit (config.step_max_tokens: _turn_base): a 400 naming it, as a request without tools is refused one
+    past the grid's limit it is sent (request_info.build_request_info). Every turn went to the engine with
+    min_tokens > max_tokens, vLLM's 400 without a param after the routing and the count (thirty-fourth session). A
+    request with its own limit is held to it by the schema (min_tokens no larger than it)."""
+    least = body.get("min_tokens")
+    if not isinstance(least, int) or isinstance(least, bool) or any(body.get(k) is not None for k in _OUTPUT_LIMITS):
+        return
+    if least > config.step_max_tokens:
+        raise InvalidRequest(f"min_tokens ({least:,}) is more than the output limit of each model turn of the gateway's "
+                             f"tool loop ({config.step_max_tokens:,}, what a turn is sent where the request sets no "
+                             "max_tokens): set max_tokens to at least min_tokens, or ask fewer", param="min_tokens")
+
+
 def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base: LoopConfig = DEFAULT_LOOP
                           ) -> LoopConfig:
     """Check a server-side-tools request before it is routed (InvalidRequest naming the field) and
@@ -428,7 +443,9 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
     _check_tool_calls(body.get("messages"))
     if wants_server_tools(body, registry):  # the loop runs whichever model answers
         refuse_logprobs(body)
-    return loop_config(body, base)
+    config = loop_config(body, base)
+    check_min_tokens(body, config)
+    return config
 
 
 async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolRegistry, *,
@@ -455,6 +472,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     answer (the caller may try the next candidate) and EngineStreamBroken when it fails later.
     """
     config = loop_config(body, config)
+    check_min_tokens(body, config)
     specs = offered_tools(body, registry)
     check_grammar_refs(body, registry, config.mode)
     _check_tool_calls(body.get("messages"))
@@ -651,13 +669,17 @@ def _turn_payload(body: Mapping[str, Any], base: Mapping[str, Any], messages: li
 
 def _cap_output(payload: dict[str, Any], granted: int) -> bool:
     """Lower a model turn's output limit (max_tokens, max_completion_tokens: each the payload sets) to `granted`;
-    whether it was lowered."""
+    whether it was lowered. The client's `min_tokens` is lowered with it where it is larger: the turn is cut short by
+    the quota, and min_tokens > max_tokens is vLLM's 400 (it reached the engine so mid-loop, thirty-fourth session)."""
     lowered = False
     for key in _OUTPUT_LIMITS:
         value = payload.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > granted:
             payload[key] = granted
             lowered = True
+    least = payload.get("min_tokens")
+    if lowered and isinstance(least, int) and not isinstance(least, bool) and least > granted:
+        payload["min_tokens"] = granted
     return lowered
 
 

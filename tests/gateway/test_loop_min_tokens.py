@@ -1,0 +1,89 @@
+"""A client's `min_tokens` (vLLM's and SGLang's: the fewest tokens before an end-of-sequence may end the answer) in a
+request the gateway's tool loop serves. Each model turn of the loop is sent its own `max_tokens` (agents/loop.py
+_turn_base): the client's, else the loop's `step_max_tokens` (256), lowered where the quota has room for fewer
+(_cap_output). A turn sent min_tokens > max_tokens is vLLM's 400 ("min_tokens must be less than or equal to
+max_tokens"), without a `param`, after the routing and the count, mid-loop where a tool had run. A SCRIPTED engine
+(tests/agents/scripted_engine.py) plays the model and records every turn's body."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.models import QuotaSpec, TenantSpec
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
+from tests.gateway.conftest import _no_sleep, audit_rows, scripted_gateway, spec_in
+
+CALCULATOR = [{"type": "function", "function": {"name": "calculator"}}]
+ASK = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "What is 1 + 1?"}], "tools": CALCULATOR}
+TENANT = {"x-aigrid-tenant": "metered"}
+
+
+@asynccontextmanager
+async def client_of(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            yield c
+    finally:
+        await gw.guard.stop()
+
+
+def within(sent: list[dict]) -> None:
+    """Every turn the engine was sent asks no more min_tokens than its max_tokens (vLLM's rule)."""
+    assert sent and all(body.get("min_tokens", 0) <= body["max_tokens"] for body in sent), \
+        [(body.get("min_tokens"), body.get("max_tokens")) for body in sent]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_min_tokens_past_a_turns_own_limit_without_an_output_limit_is_refused_naming_it(
+        tmp_path: Path, stream: bool) -> None:
+    """A request with server-side tools and no output limit: each turn is sent the loop's step_max_tokens (256) as
+    max_tokens, so a min_tokens of 257 (within the grid's 4,096, which a request without tools is held to) reached
+    the engine as min_tokens > max_tokens on every turn: vLLM's 400 without a param. Now the client's 400 naming
+    `min_tokens` and saying to set max_tokens, before any engine, audited; up to 256 is sent as asked, and with the
+    client's own max_tokens a larger one is served."""
+    engine = ScriptedEngine([])
+    gw = await scripted_gateway(tmp_path, engine)
+    step = gw.agents.loop.step_max_tokens
+    async with client_of(gw) as c:
+        r = await c.post("/v1/chat/completions", json={**ASK, "min_tokens": step + 1, "stream": stream})
+        assert r.status_code == 400, (r.status_code, r.text[:300], [b.get("max_tokens") for b in engine.received])
+        err = r.json()["error"]
+        assert err["param"] == "min_tokens" and err["type"] == "invalid_request_error", err
+        assert f"({step + 1})" in err["message"] and "max_tokens" in err["message"], err
+        assert engine.received == []
+        assert [row["outcome"] for row in await audit_rows(gw)] == ["error:invalid_request"]
+        for body in ({**ASK, "min_tokens": step}, {**ASK, "min_tokens": step + 1, "max_tokens": step + 1}):
+            engine.received.clear()
+            engine.replies += [call("calculator", expression="1 + 1"), answer("2")]
+            r = await c.post("/v1/chat/completions", json={**body, "stream": stream})
+            assert r.status_code == 200, r.text[:300]
+            within(engine.received)
+            assert len(engine.received) == 2 and all(b["min_tokens"] == body["min_tokens"] for b in engine.received)
+
+
+async def test_a_turn_the_quota_cuts_below_min_tokens_is_sent_min_tokens_no_larger_than_its_limit(
+        tmp_path: Path) -> None:
+    """A turn the quota has room for in part is sent fewer output tokens than the client's max_tokens
+    (_cap_output); its min_tokens stayed the client's, so the turn reached the engine with min_tokens > max_tokens
+    mid-loop (vLLM's 400 after the calculator had run). Now the turn's min_tokens is lowered with its max_tokens:
+    the turn is cut short by the quota anyway (stop "token_budget" where no further turn has room)."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants,
+                                               "metered": TenantSpec(quotas=QuotaSpec(token_budget=300))}})
+    engines = {e.id: ScriptedEngine([call("calculator", expression="1 + 1"), answer("2")]) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    async with client_of(gw) as c:
+        r = await c.post("/v1/chat/completions", json={**ASK, "max_tokens": 250, "min_tokens": 250}, headers=TENANT)
+    sent = [body for e in engines.values() for body in e.received]
+    assert r.status_code == 200, r.text[:300]
+    assert any(body["max_tokens"] < 250 for body in sent), [body["max_tokens"] for body in sent]  # the quota cut one
+    within(sent)
