@@ -78,13 +78,18 @@ async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid
 
 
 async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None:
+    """By the one check of the header (Guard.residency_within): the chat door's answer, word for word (until brief
+    RES of the thirty-fourth session the upload's 403 was its own: `key k may not keep files in EU`)."""
     c, keys, _ = grid
+    chat = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     for who, asked, status, code in (("maker", "Mars", 400, "invalid_request"),
                                      ("us", "EU", 403, "jurisdiction_not_allowed")):
         r = await _upload(c, {**keys[who], "x-aigrid-residency": asked})
         assert r.status_code == status, r.text
         err = r.json()["error"]
         assert (err["code"], err["param"]) == (code, "x-aigrid-residency"), err
+        served = await c.post("/v1/chat/completions", headers={**keys[who], "x-aigrid-residency": asked}, json=chat)
+        assert (served.status_code, served.json()["error"]) == (status, err), served.text
     assert (await c.get("/v1/files", headers=keys["maker"])).json()["data"] == []  # nothing kept
 
 

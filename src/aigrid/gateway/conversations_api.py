@@ -175,22 +175,11 @@ class ConversationsApi:
         return found
 
     def _asked(self, principal: Principal, header: str | None) -> frozenset[str] | None:
-        """The jurisdictions a write's x-aigrid-residency names that a site of the grid is in, checked as the model
-        doors check the header (Guard.authorize): naming none of the grid's, or none at all (`,`), is a 400; one
-        outside the key's a 403. (Until review RV2 of 414856ad one unknown name beside a known, `eu, Mars`, was a 400
+        """The jurisdictions a write's x-aigrid-residency names that a site of the grid is in, checked by the one
+        check of every door (Guard.residency_within): naming none of the grid's, or none at all (`,`), is a 400;
+        one outside the key's a 403. (Until review RV2 of 414856ad one unknown name beside a known, `eu, Mars`, was a 400
         here, where the chat door serves it in the EU.)"""
-        asked, allowed = residency(header), principal.scopes.jurisdictions
-        if asked is None:
-            return None
-        grid = self.gw.guard.jurisdictions
-        if asked.isdisjoint(grid):
-            raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in "
-                                 f"{', '.join(sorted(asked)) or 'the jurisdictions it names (none)'}; its "
-                                 f"jurisdictions: {', '.join(sorted(grid))}", param=H_RESIDENCY)
-        if allowed is not None and not asked <= allowed:
-            raise PermissionDenied(f"key {principal.key_id} may not keep conversations in "
-                                   f"{sorted(asked - allowed)}", param=H_RESIDENCY, code="jurisdiction_not_allowed")
-        return asked & grid
+        return self.gw.guard.residency_within(principal, residency(header))
 
     def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
         """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names (_asked), else the

@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, PermissionDenied, RequestTimeout
+from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
@@ -149,25 +149,15 @@ class FilesApi:
 
     def _kept_within(self, caller: Principal, header: str | None) -> Principal:
         """The caller as its upload is made under: narrowed to the jurisdictions its x-aigrid-residency names that
-        a site of the grid is in (a file is seen, and a batch on it served, only within them), checked as the model
-        doors check the header (Guard.authorize: naming none of the grid's, or none at all, `,`: 400; one outside
-        the key's: 403). Until the thirty-fourth session the header was not read here: a file uploaded to stay in
+        a site of the grid is in (a file is seen, and a batch on it served, only within them), checked by the one
+        check of every door (Guard.residency_within: naming none of the grid's, or none at all, `,`: 400; one
+        outside the key's: 403). Until the thirty-fourth session the header was not read here: a file uploaded to stay in
         the EU had the batch another key of the tenant made on it served anywhere; until review RV2 of 18f16219
         `EU, Mars` was a 400 here (served in the EU by the chat and batch doors) and `,` a file kept nowhere."""
-        asked = residency(header)
+        asked = self.gw.guard.residency_within(caller, residency(header))
         if asked is None:
             return caller
-        grid = self.gw.guard.jurisdictions
-        if asked.isdisjoint(grid):
-            named = ", ".join(sorted(asked)) or "the jurisdictions it names (none)"
-            raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in {named}; its jurisdictions: "
-                                 f"{', '.join(sorted(grid))}", param=H_RESIDENCY)
-        allowed = caller.scopes.jurisdictions
-        if allowed is not None and not asked <= allowed:
-            raise PermissionDenied(f"{H_RESIDENCY}: key {caller.key_id} may not keep files in "
-                                   f"{', '.join(sorted(asked - allowed))}; it may use {', '.join(sorted(allowed))}",
-                                   param=H_RESIDENCY, code="jurisdiction_not_allowed")
-        return replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=asked & grid)))
+        return replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=asked)))
 
     async def _receive(self, request: Request, ex: Exchange, caller: Principal, held: Reservation | None,
                        deadline: float) -> Response:

@@ -514,6 +514,16 @@ class Guard:
                                  f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
         authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None)
 
+    def residency_within(self, principal: Principal, asked: frozenset[str] | None) -> frozenset[str] | None:
+        """The jurisdictions a call's x-aigrid-residency asks for (`asked`, request_info.residency; None: none
+        asked) that a site of the grid is in, checked as the model doors check them (authorize_scopes: naming none
+        of the grid's, or none at all, `,`: 400; one outside the key's: 403): what the files and conversations
+        doors keep their data within, the one check of the header for every door."""
+        if asked is None:
+            return None
+        self.authorize_scopes(principal, None, None, asked)
+        return asked & self.jurisdictions
+
     async def admit_call(self, ex: Exchange, *, counted: bool = True) -> None:
         """A call that reads no prompt but reads or changes what the tenant keeps (files, batches, stored
         responses, conversations: routes.authenticate) is admitted like a request: not served while the audit
