@@ -11,7 +11,6 @@ before."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.residency_grid import reached, residency_grid
 
 MODEL = "smollm2-135m"
 SECRET = "writer-residency-secret-0123456789"
@@ -46,19 +45,8 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     ring.save(tmp_path / "keys.json")
     spec = spec_in(tmp_path, enforce=True)
     spec = spec.model_copy(update={"tenants": {**spec.tenants, "two": TenantSpec(allowed_jurisdictions=["EU", "JP"])}})
-    engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
-    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield c, {name: {"authorization": f"Bearer {k}"} for name, k in keys.items()}, engines
-    finally:
-        await gw.guard.stop()
-
-
-def _reached(engines: dict[str, FakeEngine]) -> set[str]:
-    return {name for name, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)}
+    async with residency_grid(spec, keys) as grid:
+        yield grid
 
 
 async def _unbound(c: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -77,7 +65,7 @@ async def test_an_eu_keys_items_bind_the_conversation_to_the_eu(grid: Any) -> No
     r = await c.post("/v1/responses", headers={**keys["whole"], "x-aigrid-client-location": "Tokyo"},
                      json={"model": MODEL, "input": "summarize", "conversation": cid})
     assert r.status_code == 200 and r.headers["x-aigrid-jurisdiction"] == "EU", r.text
-    assert _reached(engines) == {"fra-smollm2"}
+    assert reached(engines, SECRET_TEXT) == {"fra-smollm2"}
     assert (await c.get(f"/v1/conversations/{cid}/items", headers=keys["eu"])).status_code == 200
 
 
@@ -100,7 +88,7 @@ async def test_a_writer_kept_to_several_jurisdictions_names_one(grid: Any) -> No
         assert (await c.get(f"/v1/conversations/{cid}", headers=keys["whole"])).headers.get(STORED_IN) == "EU"
     made = await c.post("/v1/conversations", headers={**keys["eu_jp"], "x-aigrid-residency": "JP"}, json=ITEM)
     assert made.status_code == 200 and made.headers.get(STORED_IN) == "JP", made.text
-    assert _reached(engines) == set()
+    assert reached(engines, SECRET_TEXT) == set()
 
 
 async def test_a_writer_no_narrower_than_its_tenant_leaves_the_conversation_unbound(grid: Any) -> None:

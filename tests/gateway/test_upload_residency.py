@@ -9,7 +9,6 @@ in: 400, as on every other door), and a batch on it is routed there."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.residency_grid import reached, residency_grid
 
 SECRET = "upload-residency-secret-0123456789"
 SECRET_TEXT = "EU-only secret 1234"
@@ -40,18 +39,8 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     keys = {"maker": ring.issue("default").api_key, "other": ring.issue("default").api_key,
             "us": ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))).api_key}
     ring.save(tmp_path / "keys.json")
-    spec = spec_in(tmp_path, enforce=True)
-    engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
-    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield c, {name: {"authorization": f"Bearer {k}"} for name, k in keys.items()}, engines
-    finally:
-        assert gw.batches is not None
-        await gw.batches.stop()
-        await gw.guard.stop()
+    async with residency_grid(spec_in(tmp_path, enforce=True), keys) as grid:
+        yield grid
 
 
 def _upload(c: httpx.AsyncClient, headers: dict[str, str]) -> Any:
@@ -59,12 +48,12 @@ def _upload(c: httpx.AsyncClient, headers: dict[str, str]) -> Any:
                   data={"purpose": "batch"})
 
 
-async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid: Any) -> None:
-    c, keys, engines = grid
-    up = await _upload(c, {**keys["maker"], "x-aigrid-residency": "EU"})
-    assert up.status_code == 200, up.text
+async def _kept_in_the_eu(c: httpx.AsyncClient, keys: dict[str, dict[str, str]], engines: dict[str, FakeEngine],
+                          file_id: str) -> None:
+    """A batch another key of the tenant creates on the file, asked from Tokyo, is served at fra (EU) only, and a
+    key that may not use the EU does not see the file."""
     made = await c.post("/v1/batches", headers={**keys["other"], **TOKYO}, json={
-        "input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        "input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
     assert made.status_code == 200, made.text
     for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         batch = (await c.get(f"/v1/batches/{made.json()['id']}", headers=keys["other"])).json()
@@ -72,9 +61,15 @@ async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid
             break
         await asyncio.sleep(0.01)
     assert batch["status"] == "completed", batch
-    assert {n for n, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)} == {"fra-smollm2"}
-    # a key that may not use the EU does not see it
-    assert (await c.get(f"/v1/files/{up.json()['id']}", headers=keys["us"])).status_code == 404
+    assert reached(engines, SECRET_TEXT) == {"fra-smollm2"}
+    assert (await c.get(f"/v1/files/{file_id}", headers=keys["us"])).status_code == 404
+
+
+async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid: Any) -> None:
+    c, keys, engines = grid
+    up = await _upload(c, {**keys["maker"], "x-aigrid-residency": "EU"})
+    assert up.status_code == 200, up.text
+    await _kept_in_the_eu(c, keys, engines, up.json()["id"])
 
 
 async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None:
@@ -107,14 +102,4 @@ async def test_an_uploads_residency_is_read_as_the_model_doors_read_it(grid: Any
         if status != 200:
             assert up.json()["error"]["param"] == "x-aigrid-residency", up.text
             continue
-        made = await c.post("/v1/batches", headers={**keys["other"], **TOKYO}, json={
-            "input_file_id": up.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
-        assert made.status_code == 200, made.text
-        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
-            batch = (await c.get(f"/v1/batches/{made.json()['id']}", headers=keys["other"])).json()
-            if batch["status"] in ("completed", "failed", "cancelled", "expired"):
-                break
-            await asyncio.sleep(0.01)
-        assert batch["status"] == "completed", batch
-        assert {n for n, e in engines.items() if any(SECRET_TEXT in str(r) for r in e.received)} == {"fra-smollm2"}
-        assert (await c.get(f"/v1/files/{up.json()['id']}", headers=keys["us"])).status_code == 404
+        await _kept_in_the_eu(c, keys, engines, up.json()["id"])
