@@ -8,6 +8,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,24 @@ async def stopped(gw: Gateway) -> None:
     assert gw.batches is not None
     await gw.batches.stop()
     await gw.guard.stop()
+
+
+def enforced(spec: GridSpec) -> GridSpec:
+    """`spec` with keys enforced (its keys file, under the test's folder, saved by the test)."""
+    return spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})})
+
+
+@asynccontextmanager
+async def keyed_batches(tmp: Path) -> AsyncIterator[tuple[Gateway, dict[str, Gated]]]:
+    """The batch grid (batch_spec) with keys enforced, started on Gated engines; after, every gate opened and the
+    gateway stopped."""
+    engines = engines_for(tmp)
+    gw = await started(enforced(batch_spec(tmp)), engines)
+    try:
+        yield gw, engines
+    finally:
+        open_gates(engines)
+        await stopped(gw)
 
 
 def open_gates(engines: dict[str, Gated]) -> None:

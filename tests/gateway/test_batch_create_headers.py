@@ -18,7 +18,7 @@ import pytest
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from tests.gateway.batch_helpers import CHAT, Gated, batch_spec, engines_for, jsonl, line, started, stopped
+from tests.gateway.batch_helpers import CHAT, jsonl, keyed_batches, line
 from tests.gateway.message_batch_helpers import req
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 
@@ -40,16 +40,8 @@ async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     ring = KeyRing(SECRET.encode())
     eu = ring.issue("default", Scopes(jurisdictions=frozenset({"EU"})))
     ring.save(tmp_path / "keys.json")
-    spec = batch_spec(tmp_path)
-    engines: dict[str, Gated] = engines_for(tmp_path)
-    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
-                       engines)
-    try:
+    async with keyed_batches(tmp_path) as (gw, _):
         yield gw, eu.api_key
-    finally:
-        for e in engines.values():
-            e.gate.set()
-        await stopped(gw)
 
 
 @pytest.mark.parametrize(("header", "value", "status", "param"), BAD)

@@ -37,11 +37,12 @@ from tests.gateway.batch_helpers import (
     CHAT,
     MULTIPART,
     Gated,
-    batch_spec,
     counted,
+    enforced,
     engines_for,
     form_parts,
     jsonl,
+    keyed_batches,
     line,
     started,
     stopped,
@@ -71,16 +72,8 @@ async def keyed(tmp_path: Path,
     eu, us = (ring.issue("default", Scopes(jurisdictions=frozenset({j}))) for j in ("EU", "US"))
     full = ring.issue("default")
     ring.save(tmp_path / "keys.json")
-    spec = batch_spec(tmp_path)
-    engines: dict[str, Gated] = engines_for(tmp_path)
-    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
-                       engines)
-    try:
+    async with keyed_batches(tmp_path) as (gw, engines):
         yield gw, Keys(eu.api_key, us.api_key, full.api_key), engines
-    finally:
-        for e in engines.values():
-            e.gate.set()
-        await stopped(gw)
 
 
 def oai(gw: Gateway, key: str) -> openai.AsyncOpenAI:
@@ -286,8 +279,7 @@ async def test_a_narrowed_keys_storage_refusal_tells_nothing_of_files_it_cannot_
     eu, full = ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))), ring.issue("default")
     ring.save(tmp_path / "keys.json")
     spec = storage_spec(tmp_path, 1000, 3)
-    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
-                       engines_for(tmp_path))
+    gw = await started(enforced(spec), engines_for(tmp_path))
     admin, narrowed = oai(gw, full.api_key), oai(gw, eu.api_key)
     try:
         await admin.files.create(file=("admin.jsonl", b"a" * 617), purpose="batch")
