@@ -28,7 +28,7 @@ numbers, a token a digit: by 67 tokens). `python scripts/measure_token_estimate.
 DEFAULT_OUTPUT_TOKENS = 256
 """What a request that sets no output limit of its own reserves of its quota and is costed at by the router (settled to
 what the engine decoded; the engine gets the grid's limit: engine_output_limit), and a tool loop's turn that sets
-none (a turn's payload always sets one: agents.loop.turn_body)."""
+none (a turn's payload always sets one: agents.loop._turn_base)."""
 MIN_OUTPUT_ROOM = 16
 """The fewest tokens engine_output_limit sends as a max_tokens smaller than the grid's limit: below it the engine gets
 none and its context bounds the answer. The room is estimated at ROOM_CHARS_PER_TOKEN, twice what an English prompt

@@ -535,7 +535,7 @@ class Routes:
             if loop is None or not loop.server_tools:  # the engine decodes no more than the grid's limit where the
                 # client set none, each attempt's by its own model's context (Proxy._attempt; the reservation is
                 # DEFAULT_OUTPUT_TOKENS, settled to what it decoded; a loop with server-side tools: each turn sets its
-                # own max_tokens, reserved as it starts: agents.loop.turn_body, Guard.extend)
+                # own max_tokens, reserved as it starts: agents.loop._turn_base, Guard.extend)
                 bound = OutputBound(longest_prompt_tokens(parsed, asked.prompt_tokens),
                                     gw.spec.gateway.max_output_tokens)
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
