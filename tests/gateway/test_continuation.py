@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigrid.gateway.continuation import Delivered, why_not_continuable
+from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -22,3 +22,18 @@ def test_a_grammar_constrained_answer_is_not_continued(field: str, value: object
     assert why_not_continuable(CHAT, delivered) is None
     assert why_not_continuable({**CHAT, field: value}, delivered) == \
         f"the request uses '{field}', which cannot be resumed exactly"
+
+
+@pytest.mark.parametrize("limit,least,chunks,sent_limit,sent_least", [(300, 200, 150, 150, 50),
+                                                                     (300, 100, 150, 150, 0),
+                                                                     (None, 80, 30, None, 50)])
+def test_a_continuations_min_tokens_counts_what_was_delivered(limit: int | None, least: int, chunks: int,
+                                                              sent_limit: int | None, sent_least: int) -> None:
+    """A continuation's max_tokens is the budget less what was delivered; its min_tokens (vLLM's, SGLang's) went on
+    whole, so {"max_tokens": 300, "min_tokens": 200} broken after 150 tokens asked the spare for min_tokens 200 past
+    max_tokens 150: vLLM's 400, every spare refusing it, the client's stream cut. The answer's least is its whole,
+    delivered part included: the spare is asked for the rest of it, never past its max_tokens."""
+    body = {**CHAT, "min_tokens": least, **({} if limit is None else {"max_tokens": limit})}
+    sent = continuation_body(body, Delivered(text=["x"] * chunks, chunks=chunks, chars=chunks), "vllm")
+    assert sent.get("max_tokens") == sent_limit and sent["min_tokens"] == sent_least, sent
+    assert body["min_tokens"] == least  # the client's body is not changed

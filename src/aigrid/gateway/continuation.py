@@ -94,13 +94,21 @@ def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | Non
 
 
 def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: str) -> dict[str, Any]:
-    """The request that makes another engine produce the rest of the answer."""
+    """The request that makes another engine produce the rest of the answer: the budget less what was delivered,
+    and the client's `min_tokens` (vLLM's, SGLang's) too, never past that rest (sent whole until the thirty-fourth
+    session, {"max_tokens": 300, "min_tokens": 200} broken after 150 tokens asked the spare for 200 of 150: vLLM's
+    400 on every spare, the client's stream cut)."""
     sent = delivered.sent_text()
     out = {**body, "stream": True}
     budget = output_limit(body)
+    remaining = None
     if budget is not None:
         remaining = max(1, budget - delivered.chunks)
         out["max_tokens" if "max_tokens" in body else "max_completion_tokens"] = remaining
+    least = body.get("min_tokens")
+    if isinstance(least, int) and not isinstance(least, bool) and least > 0:
+        rest = max(0, least - delivered.chunks)
+        out["min_tokens"] = rest if remaining is None else min(rest, remaining)
     if "messages" in body:
         out["messages"] = [*body["messages"], {"role": "assistant", "content": sent}]
         out.update(CONTINUE_FLAGS.get(engine_kind, {}))

@@ -884,9 +884,10 @@ class _Common(BaseModel):
     min_tokens: Any = None
     """vLLM's and SGLang's: the fewest tokens the answer has before an end-of-sequence or stop token may end it, a
     non-negative integer no larger than the body's own output limit (max_completion_tokens or max_tokens), passed
-    on as written. vLLM's scheduler reads it before the length limit (check_stop: below min_tokens nothing stops
-    the answer) and its SamplingParams refuse one past max_tokens; that 400 came from the engine after the grid
-    routed and counted the request, without a `param`."""
+    on as written (a broken stream's continuation: less what was delivered, continuation_body). vLLM's scheduler
+    reads it before the length limit (check_stop: below min_tokens nothing stops the answer) and its SamplingParams
+    refuse one past max_tokens; that 400 came from the engine after the grid routed and counted the request, without
+    a `param`."""
 
     @field_validator("min_tokens")
     @classmethod
