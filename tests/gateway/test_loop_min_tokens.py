@@ -87,3 +87,24 @@ async def test_a_turn_the_quota_cuts_below_min_tokens_is_sent_min_tokens_no_larg
     assert r.status_code == 200, r.text[:300]
     assert any(body["max_tokens"] < 250 for body in sent), [body["max_tokens"] for body in sent]  # the quota cut one
     within(sent)
+
+
+@pytest.mark.parametrize("tool_calls", ["native", "constrained"])
+async def test_min_tokens_with_only_the_clients_own_tools_is_held_to_the_grids_limit_not_a_turns(
+        tmp_path: Path, tool_calls: str) -> None:
+    """A request whose tools are all the client's is sent the grid's limit as max_tokens where it sets none (routes:
+    its OutputBound; unwrapped on a native model, the loop's one turn on a constrained one reads that max_tokens, not
+    step_max_tokens), so a min_tokens past step_max_tokens and within the grid's limit is served as asked. The
+    server-side tools' check (loop.check_min_tokens) refused it, a 400 about the gateway's tool loop, until the final
+    reading F2 of the thirty-fourth session."""
+    engine = ScriptedEngine([answer("It is sunny.")])
+    gw = await scripted_gateway(tmp_path, engine, tool_calls=tool_calls)
+    step, limit = gw.agents.loop.step_max_tokens, gw.spec.gateway.max_output_tokens
+    assert step + 1 <= limit
+    own = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    async with client_of(gw) as c:
+        r = await c.post("/v1/chat/completions", json={**ASK, "tools": own, "min_tokens": step + 1})
+        assert r.status_code == 200, r.text[:300]
+    [sent] = engine.received
+    assert sent["min_tokens"] == step + 1 and sent["max_tokens"] >= step + 1, sent

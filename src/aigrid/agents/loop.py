@@ -441,10 +441,12 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
     tools alone, which runs only on a model that gets tool calls by constrained output)."""
     offered_tools(body, registry)
     _check_tool_calls(body.get("messages"))
+    config = loop_config(body, base)
     if wants_server_tools(body, registry):  # the loop runs whichever model answers
         refuse_logprobs(body)
-    config = loop_config(body, base)
-    check_min_tokens(body, config)
+        # its turns are sent step_max_tokens where the request sets no limit; the client's own tools alone are sent
+        # the grid's limit (routes: OutputBound), unwrapped or as the loop's turn (refused past 256 until F2)
+        check_min_tokens(body, config)
     return config
 
 
