@@ -37,3 +37,12 @@ def test_a_continuations_min_tokens_counts_what_was_delivered(limit: int | None,
     sent = continuation_body(body, Delivered(text=["x"] * chunks, chunks=chunks, chars=chunks), "vllm")
     assert sent.get("max_tokens") == sent_limit and sent["min_tokens"] == sent_least, sent
     assert body["min_tokens"] == least  # the client's body is not changed
+
+
+def test_a_continuation_of_a_body_with_both_limits_sends_the_rest_in_both() -> None:
+    """A body may set max_tokens and max_completion_tokens (the budget is max_completion_tokens: output_limit, as vLLM
+    reads it, `max_completion_tokens or max_tokens`). The rest of the budget was written to max_tokens alone, so the
+    spare kept the whole max_completion_tokens and could decode it again past what was delivered."""
+    body = {**CHAT, "max_tokens": 1000, "max_completion_tokens": 500}
+    sent = continuation_body(body, Delivered(text=["x"] * 100, chunks=100, chars=100), "vllm")
+    assert sent["max_completion_tokens"] == 400 and sent["max_tokens"] == 400, sent

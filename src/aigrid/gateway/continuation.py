@@ -104,7 +104,10 @@ def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: s
     remaining = None
     if budget is not None:
         remaining = max(1, budget - delivered.chunks)
-        out["max_tokens" if "max_tokens" in body else "max_completion_tokens"] = remaining
+        # each limit the body sets: with both, max_completion_tokens is the budget (as vLLM reads it), and the rest
+        # written to max_tokens alone left the spare the whole of it (until the final reading F2)
+        for key in [k for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None]:
+            out[key] = remaining
     least = body.get("min_tokens")
     if isinstance(least, int) and not isinstance(least, bool) and least > 0:
         rest = max(0, least - delivered.chunks)
