@@ -12,7 +12,7 @@ from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import build_gateway
 from aigrid.gateway.wiring import build_engines, upstream
-from aigrid.spec.load import parse_spec
+from tests.gateway.emulated_grid import emulated_spec
 
 
 async def _scraped(config: EmulatorConfig, caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -21,13 +21,7 @@ async def _scraped(config: EmulatorConfig, caplog: pytest.LogCaptureFixture) -> 
     server, _ = await serve(config)
     up = upstream()
     try:
-        spec = parse_spec({
-            "name": "emulated", "gateway": {"network": "none", "scrape_interval_s": 60},
-            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
-            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU"}},
-            "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm", "slots": 4,
-                           "url": f"http://127.0.0.1:{bound_port(server)}"}],
-            "security": {"audit": None}}, "emulated")
+        spec = emulated_spec(bound_port(server))
         gw = build_gateway(spec, build_engines(spec, {}, up))
         with caplog.at_level(logging.INFO, logger="aigrid.scraper"):
             await gw.scraper.scrape_once()

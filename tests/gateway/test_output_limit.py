@@ -21,9 +21,9 @@ from aigrid.gateway.request_info import (
     engine_output_limit,
 )
 from aigrid.gateway.wiring import build_engines, upstream
-from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import serving, spec_in
+from tests.gateway.emulated_grid import emulated_spec
 from tests.gateway.fake_engine import FakeEngine
 
 MODEL = "smollm2-135m"
@@ -132,13 +132,7 @@ async def test_a_plain_chat_through_the_gateway_to_the_engine_emulator_ends_at_i
     server, _ = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1, default_max_tokens=6))
     up = upstream()
     try:
-        spec = parse_spec({
-            "name": "emulated", "gateway": {"network": "none", "scrape_interval_s": 60},
-            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
-            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU"}},
-            "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm", "slots": 4,
-                           "url": f"http://127.0.0.1:{bound_port(server)}"}],
-            "security": {"audit": None}}, "emulated")
+        spec = emulated_spec(bound_port(server))
         gw = build_gateway(spec, build_engines(spec, {}, up))
         await gw.scraper.scrape_once()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
