@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from aigrid.audit.log import AuditLog
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
@@ -96,9 +97,10 @@ async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | 
 
 async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
     """Every audit record the gateway wrote, oldest first (its writer flushed first)."""
-    assert gw.guard.audit is not None
-    await gw.guard.audit.flush()
-    db = sqlite3.connect(gw.guard.audit.store.path)
+    audit = gw.guard.audit
+    assert isinstance(audit, AuditLog), audit  # an in-process gateway writes its own log (a worker's goes to its hub)
+    await audit.flush()
+    db = sqlite3.connect(audit.store.path)
     try:
         return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
     finally:
