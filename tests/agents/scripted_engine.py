@@ -1,6 +1,7 @@
 """A SCRIPTED engine for tool-loop unit tests: answers each chat call with the next reply of a script,
 streamed as OpenAI chunks (content split in small pieces, or native tool_calls), and records every
-request body it received. Not a model; the real multi-step loop is in test_loop_engine.py."""
+request body it received. A reply's `finish` is its finish_reason (default `tool_calls` when it calls tools,
+else `stop`). Not a model; the real multi-step loop is in test_loop_engine.py."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class ScriptedEngine:
             yield chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
                                          "function": {"name": tc["name"], "arguments": args[:5]}}]})
             yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[5:]}}]})
-        finish = "tool_calls" if reply.get("tool_calls") else reply.get("finish", "stop")
+        finish = reply.get("finish") or ("tool_calls" if reply.get("tool_calls") else "stop")
         yield chunk({}, finish)
         yield b"data: " + orjson.dumps({"choices": [], "usage": reply.get("usage", USAGE)}) + b"\n\ndata: [DONE]\n\n"
 
@@ -77,7 +78,7 @@ def _completion(reply: dict[str, Any]) -> dict[str, Any]:
         message["tool_calls"] = [{"id": f"call_{i}", "type": "function", "function": {
             "name": tc["name"], "arguments": orjson.dumps(tc["arguments"]).decode()}}
             for i, tc in enumerate(reply["tool_calls"])]
-    finish = "tool_calls" if reply.get("tool_calls") else reply.get("finish", "stop")
+    finish = reply.get("finish") or ("tool_calls" if reply.get("tool_calls") else "stop")
     return {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": reply.get("usage", USAGE)}
 

@@ -132,6 +132,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
     yield sse("ping", {"type": "ping"})
     blocks = _Blocks()
     stop_reason, stop_sequence, usage = "max_tokens" if prewarm else "end_turn", None, Usage(input_estimate, 0)
+    called = False  # a tool_use block begun: the turn's stop_reason is `tool_use` (stop_of)
     async for ev in events:
         if prewarm and isinstance(ev, TextPiece | ToolStart | ToolArgs | Finish):
             continue
@@ -143,11 +144,12 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
                 yield blocks.flush() + blocks.start(("text", -1), {"type": "text", "text": ""})
             yield blocks.delta({"type": "text_delta", "text": text})
         elif isinstance(ev, ToolStart):
+            called = True
             yield blocks.tool(ev.index, {"type": "tool_use", "id": ev.call_id, "name": ev.name, "input": {}})
         elif isinstance(ev, ToolArgs):
             yield blocks.tool_args(ev.index, ev.fragment, ev.whole)
         elif isinstance(ev, Finish):
-            stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences)
+            stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences, called=called)
         elif isinstance(ev, Usage):
             usage = ev
         elif isinstance(ev, StreamError):  # the open block is not stopped: it was cut, not ended (nor is any

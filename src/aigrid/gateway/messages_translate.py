@@ -340,12 +340,19 @@ def tool_input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": value}
 
 
-def stop_of(reason: str, matched: str | None, stop_sequences: Sequence[str] | None) -> tuple[str, str | None]:
+def stop_of(reason: str, matched: str | None, stop_sequences: Sequence[str] | None,
+            called: bool = False) -> tuple[str, str | None]:
     """Anthropic's (stop_reason, stop_sequence) for a chat finish_reason: `stop_sequence` when the engine
-    named one of the request's stop sequences as the one that matched (chat_events.matched_stop)."""
+    named one of the request's stop sequences as the one that matched (chat_events.matched_stop). `called`: the
+    answer holds a `tool_use` block. A turn that ended on its own is `tool_use` exactly when it called a tool, as
+    Anthropic answers, whatever the engine's finish_reason said: vLLM and OpenAI end a call forced by a named
+    `tool_choice` with `stop` (vllm-project/vllm#25054), and a `tool_calls` with no call (vllm#53255) is no call."""
     if reason == "stop" and matched is not None and stop_sequences and matched in stop_sequences:
         return "stop_sequence", matched
-    return STOP_REASONS.get(reason, "end_turn"), None
+    said = STOP_REASONS.get(reason, "end_turn")
+    if said in ("end_turn", "tool_use"):
+        return ("tool_use" if called else "end_turn"), None
+    return said, None
 
 
 def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence[str] | None = None,
@@ -363,7 +370,8 @@ def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence
                         "name": fn.get("name", ""), "input": tool_input(fn.get("arguments", ""))})
     usage = chat.get("usage") or {}
     stop_reason, stop_sequence = ("max_tokens", None) if prewarm else stop_of(
-        choice.get("finish_reason") or "stop", matched_stop(choice), stop_sequences)
+        choice.get("finish_reason") or "stop", matched_stop(choice), stop_sequences,
+        called=any(b["type"] == "tool_use" for b in content))
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop_reason, "stop_sequence": stop_sequence,
             "usage": anthropic_usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
