@@ -275,6 +275,8 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
             # overlapping a rejected one is still found wherever the text happens to be cut
             if valid is None or valid(m.group()):
                 items = [(kind, m.start(), m.end())]
+            elif kind == "iban":  # its last groups may be the next word's: the IBAN before them
+                items = [(kind, m.start(), e) for e in (_shorter_iban(text, m.start(), m.end()),) if e]
             else:  # a run of digit groups too long for one item may be several, one after the other
                 items = _split(text, m.start(), stop, kinds, kept) if kind in _NUMBERS else []
             # the earlier items starting before one ends: the last may overlap it
@@ -286,6 +288,21 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
         if mine:
             taken = sorted(taken + mine, key=lambda t: t.start)  # two runs in order: merged in linear time
     return _settled(text, taken, kinds, start, stop, prune, kept) if settle and taken else taken
+
+
+def _shorter_iban(text: str, start: int, end: int) -> int | None:
+    """Where the longest IBAN ends that begins at `start` and stops at a space inside the candidate text[start:end],
+    which its checksum refuses, or None. The pattern's last groups take any short word of capitals or digits that
+    follows: "BE68 5390 0754 7034 OK" was read as one candidate, refused, and the IBAN in it passed (and redact left
+    "AB00411100444111" before "[REDACTED:UK_NINO]" of "AB00411100444111 AB 12 34 56 C", which find_pii then found:
+    thirty-fifth session, FIX6). A space follows each end tried, so the pattern's look-ahead holds in the text too."""
+    pattern = _DETECTOR["iban"][0]
+    e = text.rfind(" ", start, end)
+    while e > start:
+        if (m := pattern.fullmatch(text, start, e)) is not None and iban_ok(m.group()):
+            return e
+        e = text.rfind(" ", start, e)
+    return None
 
 
 def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None, kept: _Kept) -> list[tuple[str, int, int]]:
@@ -817,6 +834,8 @@ def _beginning_at(text: str, seam: int, cuts: Sequence[int], k: int, digits: Seq
             if (kinds is None or kind in kinds) and kind not in skip and (m := pattern.match(ahead, first)) is not None:
                 if valid is None or valid(m.group()):
                     out.append((kind, seam + first, seam + m.end(), False))
+                elif kind == "iban" and (e := _shorter_iban(ahead, first, m.end())):
+                    out.append((kind, seam + first, seam + e, False))
                 elif kind in _NUMBERS and (cut := _split(ahead, first, len(ahead), kinds, kept)):
                     out += [(cut_kind, seam + a, seam + b, False) for cut_kind, a, b in cut]
         # 24 digits in a row are no item read on (_skipped), but up to a break they may hold one: not skipped there
