@@ -131,7 +131,7 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
                                        f"{float(traffic.total().max()):,.1f} rps) with max_gpus_per_site "
                                        f"{demand.supply.max_gpus_per_site} and the limits: raise them, or offer "
                                        "more candidates or hardware"])
-        proposals.append(verifier.refine(p, _site_load(p, z)))
+        proposals.append(verifier.refine(p, _site_load(p, z), moves=True))  # naive shapes: no hardware moves
     passing = [v for v in proposals if v.passed]
     best = min(passing, key=lambda v: v.placement.usd_per_hour) if passing else None
     if best is not None:

@@ -12,7 +12,12 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
   loses one, and all checks run again; if trimming them together breaks a check, or no site is that idle,
   every site is tried one at a time from then on (the least used first, whatever its utilisation), and a
   site whose own trim breaks a check is never trimmed again. So each placement, the plan's and the naive
-  ones alike, ends at a size where no single replica can go without failing a check.
+  ones alike, ends at a size where no single replica can go without failing a check;
+- then, for the proposals only (refine(moves=True); the naive shapes keep the rules above), the hardware
+  move (plan/moves.py): each site, the dearest first, on each cheaper offered hardware option, the cheapest
+  candidate first; the first that passes every check on every sample is kept and trimming runs again
+  (TRIMS_AFTER_MOVE rounds), all within MOVE_TRIALS runs of the checks per placement. A candidate runs the
+  third of the checks that were closest to failing first and stops there if one fails.
 With verify.samples = N every check runs on N arrival samples (checks.scenario_for) and stands for the worst
 of them (worst_sample): it passes only if every sample passes, and refinement reads the worst sample's
 misses and, per site, the highest utilisation of any sample.
@@ -31,6 +36,7 @@ import numpy as np
 from aigrid.plan.checks import Check, checks_for, scenario_for
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
+from aigrid.plan.moves import MOVE_TRIALS, dearest_first, site_moves
 from aigrid.plan.placement import Placement, chunk_of, price_of
 from aigrid.plan.runs import Backend, Outcome
 from aigrid.plan.traffic import Traffic
@@ -38,6 +44,8 @@ from aigrid.sim.hardware import HARDWARE
 
 TRIM_UTIL = 0.6
 LATENCY_UTIL = 0.25
+TRIMS_AFTER_MOVE = 2
+"""Trim rounds after each hardware move kept (they count against the moves' MOVE_TRIALS)."""
 
 
 @dataclass
@@ -141,11 +149,13 @@ class Verifier:
         return offered[i - 1] if i > 0 else None
 
     def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None,
-               also_hours: Sequence[int] = ()) -> Verdict:
+               also_hours: Sequence[int] = (), moves: bool = False) -> Verdict:
         """Grow until every check passes (re-running only the failing checks, then confirming the rest on the
         final sizes), then trim; every claim in the verdict was simulated on the verdict's own placement.
         The checks are at the placement's own peak hours and at `also_hours` (a naive placement is checked
-        at the plan's hours too)."""
+        at the plan's hours too). With `moves`, a passing placement whose trimming has ended then tries the
+        hardware moves (plan/moves.py: a site to cheaper hardware) and trims again after each one kept, within
+        MOVE_TRIALS runs of the checks."""
         budget = max_rounds or self.demand.verify.max_rounds
         checks = self.checks(placement, site_load, also_hours)
         current = placement
@@ -155,57 +165,115 @@ class Verifier:
         no_trim: set[str] = set()
         one_at_a_time = False
         rounds = 0
-        while rounds < budget:
-            key = current.key()
-            failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
-            todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
-            if not todo and best is not None and best.placement.key() == key:
-                seen = [o for _, o in latest.values()]
-                trimmed = self._trim(current, seen, no_trim, one_at_a_time)
-                if trimmed is None and not one_at_a_time:  # no site left below TRIM_UTIL: try each alone
-                    one_at_a_time = True
+        trials = MOVE_TRIALS if moves else 0  # the hardware moves' runs of the checks left
+        moved_sites: set[str] = set()
+        after_move: int | None = None  # the round the latest accepted move ended at
+        while True:
+            while rounds < budget:
+                key = current.key()
+                failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
+                todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
+                if not todo and best is not None and best.placement.key() == key:
+                    seen = [o for _, o in latest.values()]
                     trimmed = self._trim(current, seen, no_trim, one_at_a_time)
-                if trimmed is None:
-                    break
-                current, trims = trimmed
-                outcomes = self.run(current, checks)
-                rounds += 1
-                ok = all(passes(o, self.attainment) for o in outcomes)
-                history.append((current.usd_per_hour, ok))
-                if ok:
-                    latest = {i: (current.key(), o) for i, o in enumerate(outcomes)}
-                    best = Verdict(current, outcomes, True, rounds=rounds)
-                else:
-                    culprits = _culprits(outcomes, self.attainment)
-                    if len(trims) > 1 and not one_at_a_time:
-                        one_at_a_time = True  # trimming together broke it: try the sites one by one
+                    if trimmed is None and not one_at_a_time:  # no site left below TRIM_UTIL: try each alone
+                        one_at_a_time = True
+                        trimmed = self._trim(current, seen, no_trim, one_at_a_time)
+                    if trimmed is None:
+                        break
+                    current, trims = trimmed
+                    outcomes = self.run(current, checks)
+                    rounds += 1
+                    ok = all(passes(o, self.attainment) for o in outcomes)
+                    history.append((current.usd_per_hour, ok))
+                    if ok:
+                        latest = {i: (current.key(), o) for i, o in enumerate(outcomes)}
+                        best = Verdict(current, outcomes, True, rounds=rounds)
                     else:
-                        no_trim.update([s for s in trims if s in culprits] or trims)
-                    current = best.placement
-                continue
-            outcomes = self.run(current, [checks[i] for i in todo])
-            rounds += 1
-            for i, o in zip(todo, outcomes, strict=True):
-                latest[i] = (key, o)
-            fresh = all(k == key for k, _ in latest.values()) and len(latest) == len(checks)
-            ok = all(passes(o, self.attainment) for _, o in latest.values())
-            if fresh:
-                history.append((current.usd_per_hour, ok))
-            if ok and fresh:
-                best = Verdict(current, [latest[i][1] for i in range(len(checks))], True, rounds=rounds)
-                continue
-            if ok:
-                continue  # every check passes, some on smaller sizes: confirm them on these
-            grown = self._grow(current, [o for _, o in latest.values()])
-            if grown is None:
+                        culprits = _culprits(outcomes, self.attainment)
+                        if len(trims) > 1 and not one_at_a_time:
+                            one_at_a_time = True  # trimming together broke it: try the sites one by one
+                        else:
+                            no_trim.update([s for s in trims if s in culprits] or trims)
+                        current = best.placement
+                    continue
+                outcomes = self.run(current, [checks[i] for i in todo])
+                rounds += 1
+                for i, o in zip(todo, outcomes, strict=True):
+                    latest[i] = (key, o)
+                fresh = all(k == key for k, _ in latest.values()) and len(latest) == len(checks)
+                ok = all(passes(o, self.attainment) for _, o in latest.values())
+                if fresh:
+                    history.append((current.usd_per_hour, ok))
+                if ok and fresh:
+                    best = Verdict(current, [latest[i][1] for i in range(len(checks))], True, rounds=rounds)
+                    continue
+                if ok:
+                    continue  # every check passes, some on smaller sizes: confirm them on these
+                grown = self._grow(current, [o for _, o in latest.values()])
+                if grown is None:
+                    break
+                current = grown
+            if after_move is not None:
+                trials -= rounds - after_move  # the trims after a move count as its trials
+            if best is None or trials <= 0:
                 break
-            current = grown
+            moved, used = self._move(best, checks, trials, moved_sites, history)
+            rounds += used
+            trials -= used
+            if moved is None:
+                break
+            best, current = moved, moved.placement  # then trim again, within what is left of the trials
+            latest = {i: (current.key(), o) for i, o in enumerate(moved.outcomes)}
+            no_trim, one_at_a_time = set(), False
+            after_move, budget = rounds, rounds + min(TRIMS_AFTER_MOVE, trials)
         if best is not None:
             best.history = history
             return best
         outcomes = [o for _, o in latest.values()]
         return Verdict(current, outcomes, False, _why(outcomes, self.attainment) or "no site explains the misses",
                        rounds=rounds, history=history)
+
+    def _move(self, best: Verdict, checks: list[Check], trials: int, moved_sites: set[str],
+              history: list[tuple[float, bool]]) -> tuple[Verdict | None, int]:
+        """The first candidate of plan/moves.py (sites dearest first, each site's cheapest option first) that
+        passes every check, within `trials` runs of the checks; (verdict or None, trials used). A site whose
+        candidates all failed, or whose move was kept, is not tried again."""
+        used = 0
+        placement = best.placement
+        for sid in dearest_first(placement):
+            if sid in moved_sites:
+                continue
+            for candidate in site_moves(self.demand, self.traffic, placement, sid):
+                if used >= trials:
+                    return None, used
+                used += 1
+                site = candidate.site(sid)
+                self.note(f"{placement.label}: try {sid} on {site.devices} x {site.hardware} "
+                          f"(${candidate.usd_per_hour:.2f}/h, was ${placement.usd_per_hour:.2f}/h)")
+                outcomes = self._trial(candidate, checks, best.outcomes)
+                history.append((candidate.usd_per_hour, outcomes is not None))
+                if outcomes is not None:
+                    moved_sites.add(sid)
+                    return Verdict(candidate, outcomes, True, rounds=best.rounds + used), used
+            moved_sites.add(sid)
+        return None, used
+
+    def _trial(self, candidate: Placement, checks: list[Check], before: list[Outcome]) -> list[Outcome] | None:
+        """Every check of `candidate` (aligned with `checks`), or None at the first failing one: the checks that
+        were closest to failing before (the worst tenant's lowest share) run first, a third of them, then the
+        rest, so a candidate that fails costs about a third of the runs."""
+        order = sorted(range(len(checks)), key=lambda i: (_worst_tenant(before[i]), i))
+        first = order[:max(1, len(order) // 3)]
+        got: dict[int, Outcome] = {}
+        for stage in (first, order[len(first):]):
+            if not stage:
+                continue
+            outcomes = self.run(candidate, [checks[i] for i in stage])
+            got.update(zip(stage, outcomes, strict=True))
+            if not all(passes(o, self.attainment) for o in outcomes):
+                return None
+        return [got[i] for i in range(len(checks))]
 
     def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
         culprits = _culprits(outcomes, self.attainment)

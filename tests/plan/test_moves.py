@@ -1,0 +1,141 @@
+"""The hardware move of refinement (plan/moves.py): a passing site is tried on cheaper hardware of the supply, the
+simulator's verdict on every check and every arrival sample decides, and the planner keeps the cheapest that
+passes. A fake backend stands in for the simulator: its verdict is written here, per hardware and sample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.plan import verify
+from aigrid.plan.checks import SAMPLE_SEED_STEP
+from aigrid.plan.chunks import chunk_for
+from aigrid.plan.demand import Demand, DemandError, load_demand, parse_demand
+from aigrid.plan.gridspec import grid_spec
+from aigrid.plan.moves import site_moves
+from aigrid.plan.placement import Placement, PlannedSite
+from aigrid.plan.planner import plan
+from aigrid.plan.runs import Job, Outcome
+from aigrid.plan.traffic import Traffic, build_traffic
+from aigrid.plan.verify import Verifier
+from aigrid.sim.geography import load_cities
+from aigrid.spec.load import read_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "examples" / "plan" / "small.yaml"
+MODEL = "llama-3.1-8b"
+PLACEMENT = Placement("t", (
+    PlannedSite("fra", "Frankfurt", 50.11, 8.68, "DE", "EU", "h100", 1, 2.5, ((MODEL, 1),)),
+    PlannedSite("iad", "Ashburn", 39.04, -77.49, "US", "US", "h100", 1, 2.5, ((MODEL, 1),))))
+
+
+class Fake:
+    """Every check passes (every tenant 100% within the SLO, each site 90% used) except where `fails(site,
+    sample)` says a site's hardware misses: then its tenants get 50%."""
+
+    name = "fake"
+
+    def __init__(self, fails: Callable[[dict[str, Any], int], bool], base_seed: int) -> None:
+        self.fails, self.base_seed = fails, base_seed
+        self.scenarios: list[dict[str, Any]] = []
+
+    def map(self, jobs: list[Job], done: Callable[[], None] | None = None) -> list[Outcome]:
+        out = []
+        for j in jobs:
+            sc = j["scenario"]
+            self.scenarios.append(sc)
+            sample = (sc["seed"] - self.base_seed) // SAMPLE_SEED_STEP
+            bad = any(self.fails(s, sample) for s in sc["sites"])
+            share = 0.5 if bad else 1.0
+            out.append({"check": j["check"], "requests": 100, "within": int(100 * share), "rejected": 0,
+                        "residency_violations": 0, "ttft_p99_ms": 500.0, "tpot_p99_ms": 50.0, "tpot_max_ms": 60.0,
+                        "tenants": {t["name"].split("/")[0]: {"requests": 10, "within": int(10 * share),
+                                                              "attainment": share} for t in sc["tenants"]},
+                        "sites": {s["id"]: {"served": 10, "bad": 10 if bad else 0, "slow_ttft": 10 if bad else 0,
+                                            "slow_tpot": 0, "utilization": 0.9} for s in sc["sites"]}})
+            if done is not None:
+                done()
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def small(rtx: bool = False, samples: int = 1) -> tuple[Demand, Traffic]:
+    raw = read_yaml(SMALL, DemandError, "demand file")
+    assert isinstance(raw, dict)
+    if rtx:
+        raw["supply"]["hardware"]["rtx-pro-6000"] = {"usd_per_hour": 1.40}
+    raw["verify"] = {**raw["verify"], "samples": samples}
+    d = parse_demand(raw, str(SMALL), base=SMALL.parent)
+    return d, build_traffic(d, load_cities(), d.verify.window_s)
+
+
+def test_the_planner_moves_sites_to_the_cheaper_hardware_that_passes_every_check() -> None:
+    d, _ = small(rtx=True)
+    fake = Fake(lambda site, sample: site["hardware"] == "l40s", d.seed)  # the L40S misses, the RTX passes
+    result = plan(d, backend=fake, compare=True)
+    assert result.best is not None
+    hw = {s.hardware for s in result.best.placement.sites}
+    assert hw == {"rtx-pro-6000"}, result.best.placement  # the screen proposed H100 sites: every one moved
+    assert result.best.placement.usd_per_hour < len(result.best.placement.sites) * 2.5
+    rtx_chunk = chunk_for(d, "rtx-pro-6000")
+    assert rtx_chunk == 1024 and all(s.chunk_tokens == rtx_chunk for s in result.best.placement.sites)
+    # the chosen hardware and its chunk are the emitted spec's: grid.yaml's sites and the emulators' flags
+    spec, emulators = grid_spec(d, result.best.placement)
+    assert {s["hardware"] for s in spec["sites"].values()} == {"rtx-pro-6000"}
+    assert all(e[e.index("--chunk-tokens") + 1] == "1024" for e in emulators)
+    # the plan's every check ran on the moved placement
+    assert all(o["sites"].keys() == {s.id for s in result.best.placement.sites} for o in result.best.outcomes)
+    # the naive shapes keep their rules: no hardware move
+    assert all(s.hardware == "h100" for n in result.naive if n.verdict is not None for s in n.verdict.placement.sites)
+    assert any(n.verdict is not None for n in result.naive)
+
+
+def test_a_move_is_kept_only_when_every_arrival_sample_passes() -> None:
+    d1, t = small(samples=1)
+    d2, _ = small(samples=2)
+
+    def l40s_misses_on_sample_1(site: dict[str, Any], sample: int) -> bool:
+        return site["hardware"] == "l40s" and sample == 1
+
+    one = Verifier(d1, t, Fake(l40s_misses_on_sample_1, d1.seed)).refine(PLACEMENT, {}, moves=True)
+    assert one.passed and {s.hardware for s in one.placement.sites} == {"l40s"}
+    assert one.placement.usd_per_hour == pytest.approx(1.80)  # 2 x 1 L40S: moved (2 each), then trimmed
+    two = Verifier(d2, t, Fake(l40s_misses_on_sample_1, d2.seed)).refine(PLACEMENT, {}, moves=True)
+    assert two.passed and two.placement.key() == PLACEMENT.key()  # sample 1 fails every L40S move: kept as it was
+    off = Verifier(d1, t, Fake(l40s_misses_on_sample_1, d1.seed)).refine(PLACEMENT, {})
+    assert off.placement.key() == PLACEMENT.key()  # without moves (the naive shapes): as before
+
+
+def test_the_moves_stay_within_their_trials_and_the_progress_bar_counts_every_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    d, t = small()
+    fake = Fake(lambda site, sample: site["hardware"] == "l40s", d.seed)  # every move fails
+    planned: list[int] = []
+    done: list[None] = []
+    monkeypatch.setattr(verify, "MOVE_TRIALS", 1)
+    v = Verifier(d, t, fake, on_run=lambda: done.append(None), on_plan=planned.append)
+    out = v.refine(PLACEMENT, {}, moves=True)
+    assert out.placement.key() == PLACEMENT.key()
+    tried = {tuple(s["hardware"] for s in sc["sites"]) for sc in fake.scenarios}
+    assert tried == {("h100", "h100"), ("l40s", "h100")}  # one candidate: the dearest site's cheapest option
+    checks = 3  # one peak hour: every site up, fra down, iad down
+    assert len(fake.scenarios) == checks + 1  # the candidate stopped at its first (closest to failing) check
+    assert sum(planned) == len(done) == v.runs == len(fake.scenarios)
+
+
+def test_candidates_keep_throughput_when_that_is_cheaper_else_buy_what_the_saving_allows() -> None:
+    d, t = small(rtx=True)
+    two = PLACEMENT.scaled("fra", 3)  # 4 H100 at fra, $10.00/h
+    moves = site_moves(d, t, two, "fra")
+    assert [m.site("fra").hardware for m in moves] == ["rtx-pro-6000", "l40s"]  # cheapest candidate first
+    rtx, l40s = (m.site("fra") for m in moves)
+    # an RTX PRO 6000 serves about half an H100's requests: 8 keep the throughput but cost $11.20, so 7 ($9.80)
+    assert rtx.replicas == ((MODEL, 7),) and rtx.usd_per_hour == pytest.approx(9.80)
+    assert l40s.replicas == ((MODEL, 11),) and l40s.chunk_tokens == chunk_for(d, "l40s")
+    assert site_moves(d, t, PLACEMENT, "fra")[0].site("fra").replicas == ((MODEL, 1),)
+    assert load_demand(SMALL).supply.hardware.keys() == {"h100", "l40s"}  # the example itself is not edited
