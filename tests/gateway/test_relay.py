@@ -639,6 +639,9 @@ class _Proxy:
     def isolates(self, cand: object) -> bool:
         return False
 
+    def served_name(self, cand: object) -> str:
+        return "m"
+
     async def abandon(self, opened: object, record: object, reason: str) -> None:
         self.abandoned = reason
 
@@ -659,7 +662,8 @@ async def test_a_body_that_swallows_the_ceilings_cancel_leaves_no_cancel_behind(
         return None
 
     upstream = SimpleNamespace(status=200, headers={"content-type": "text/event-stream"}, body=_Swallowing(fail))
-    opened = SimpleNamespace(cand=None, upstream=upstream, stack=SimpleNamespace(aclose=stack_close),
+    opened = SimpleNamespace(cand=SimpleNamespace(model="m"), upstream=upstream,
+                             stack=SimpleNamespace(aclose=stack_close),
                              first=b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
     record = SimpleNamespace(usage=None)
 
@@ -683,7 +687,7 @@ async def test_a_body_that_swallows_the_ceilings_cancel_then_raises_anything_lea
     from aigrid.gateway.relay import StreamRelay
 
     upstream = SimpleNamespace(status=200, headers={"content-type": "text/event-stream"}, body=_Swallowing("bug"))
-    opened = SimpleNamespace(cand=None, upstream=upstream, stack=None,
+    opened = SimpleNamespace(cand=SimpleNamespace(model="m"), upstream=upstream, stack=None,
                              first=b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
 
     async def read_all() -> int:

@@ -67,7 +67,7 @@ def aigrid_headers(resp: Response) -> dict[str, str]:
 def served_model(resp: Response, asked: str) -> str:
     """The grid model that served the pipeline's answer (its `x-aigrid-model`: the answering endpoint's model, an
     escalation's larger one), else the model asked: what the Messages and Responses doors write in their answer's
-    `model`, as a chat answer carries the serving engine's own name. A family fallback, `auto` and an escalation
+    `model`, as chat and completions write it over the engine's own name (relay.model_named). A family fallback, `auto` and an escalation
     serve another model than the request names; until the thirty-fourth session those doors wrote the one named."""
     return resp.headers.get("x-aigrid-model") or asked
 

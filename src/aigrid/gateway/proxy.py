@@ -66,7 +66,7 @@ from aigrid.gateway.escalation import (
 from aigrid.gateway.metrics import GatewayMetrics, add_child, observe_child
 from aigrid.gateway.observe import MetricsWrites
 from aigrid.gateway.output_filter import OutputFilter
-from aigrid.gateway.relay import StreamRelay, completion_ids
+from aigrid.gateway.relay import StreamRelay, completion_ids, model_named
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.request_info import CONTEXT_STOPPED_KINDS, OutputBound
 from aigrid.gateway.schemas import output_limit
@@ -331,12 +331,17 @@ class Proxy:
                                  headers={"x-aigrid-decision": record.decision.request_id}) from e
         if dropped is not None:
             self._untrusted_usage(cand, record, dropped)
-        return answer, usage
+        return model_named(answer, orjson.dumps(cand.model), orjson.dumps(self.served_name(cand))), usage
 
     def _untrusted_usage(self, cand: Candidate, record: DecisionRecord, why: str) -> None:
         log.warning("endpoint %s reported token counts that cannot be charged (%s): its count taken as unknown",
                     cand.endpoint_id, why, extra=fields(endpoint=cand.endpoint_id, decision=record.decision.request_id,
                                                         reason=why))
+
+    def served_name(self, cand: Candidate) -> str:
+        """The model name `cand`'s engine is sent (its endpoint's served_model, else the grid's model), which it writes
+        in its answers' `model`: the client reads the grid's there (relay.model_named)."""
+        return self._served[cand.endpoint_id]
 
     def isolates(self, cand: Candidate) -> bool:
         """Does `cand`'s engine keep each tenant's prefix cache apart (the grid salts what it is sent:
@@ -434,6 +439,8 @@ class Proxy:
                         try:  # an answer that is not a completion leaves the first one standing
                             better, counted, dropped = whole_answer(better, self.most_tokens(opened.cand, record),
                                                                     isolated=self.isolates(opened.cand))
+                            better = model_named(better, orjson.dumps(opened.cand.model),
+                                                 orjson.dumps(self.served_name(opened.cand)))
                             escalated = parse(better)
                         except NotAnAnswer:
                             pass

@@ -95,8 +95,11 @@ class EventPipe:
 
     def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None,
                  most_bytes: int | None = None, quiet_s: float | None = None, max_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, isolated: bool = False) -> None:
-        """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged.
+                 clock: Callable[[], float] = time.monotonic, isolated: bool = False,
+                 model: str | None = None, served: str | None = None) -> None:
+        """`model`: the grid's model that serves the answer (its `x-aigrid-model`), written as every event's `model`
+        (model_named), where the engine writes its own name (`served`, the name it is sent: a served_model, a GGUF
+        path). `most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged.
         `most_bytes`: the most bytes the answer's events may take, all its engines' together (Proxy.most_bytes, as a
         whole answer's); `quiet_s`: the longest its engine may send reads that hold no data event (comments,
         keep-alives), as the read timeout bounds a silence. Past either, feed() raises SseError and `past` says why
@@ -107,6 +110,8 @@ class EventPipe:
         the byte bound is (a stream of empty data events, `data: {}`, was bounded only by its bytes: days).
         `isolated`: the engine keeps each tenant's prefix cache apart (Proxy.isolates): the usage chunk's cached-token
         count is passed on (usage.cache_counts_out)."""
+        self._model = None if model is None else orjson.dumps(model)
+        self._served = orjson.dumps(served) if served else b""
         self.isolated = isolated
         """Whether the serving engine keeps each tenant's prefix cache apart (set again by `continuation`)."""
         self._filter = output
@@ -191,6 +196,12 @@ class EventPipe:
         return _DONE_LINE.search(last) is not None or _FINISHED.search(last) is not None
 
     def feed(self, raw: bytes) -> bytes:
+        """The client's bytes of the engine's read `raw` (whole events: the decoder holds back the start of one),
+        each event's `model` the grid's (model_named)."""
+        out = self._feed(raw)
+        return out if self._model is None or not self._sse else model_named(out, self._model, self._served)
+
+    def _feed(self, raw: bytes) -> bytes:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
         self._read += len(raw)
@@ -274,7 +285,10 @@ class EventPipe:
         if filt is None or not filt.redacts or not self._sse:
             return b""
         held = filt.cut_event()
-        return b"" if held is None else encode(orjson.dumps(held))
+        return b"" if held is None else self._named(encode(orjson.dumps(held)))
+
+    def _named(self, out: bytes) -> bytes:
+        return out if self._model is None else model_named(out, self._model, self._served)
 
     def end(self) -> bytes:
         """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are; where the
@@ -283,14 +297,14 @@ class EventPipe:
         tail = self._decoder.pending if self._sse else b""
         last = self._decoder.flush()
         if not tail or self._filter is None or not self._filter.redacts:
-            return tail
+            return self._named(tail)
         if last is None:
             return b""
         try:
             framed = self._event(last)
         except SseError:  # the answer ends before it: cut short, unless it had ended (EventPipe.ended)
             return b""
-        return _frame(last) if framed is None else framed
+        return self._named(_frame(last) if framed is None else framed)
 
     def _event(self, ev: Event) -> bytes | None:
         """None: pass the event as the engine framed it; else its new framing (b"" to drop it)."""
@@ -368,6 +382,28 @@ def _frame(ev: Event) -> bytes:
     return head + (encode(ev.data, event=ev.event) if ev.data is not None else b"")
 
 
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"[^"\\]*(?:\\.[^"\\]*)*"')
+_MODEL_KEY = b'"model"'
+
+
+def model_named(data: bytes, model: bytes, served: bytes = b"") -> bytes:
+    """An engine's answer (whole, or whole events of its stream) with every `"model": "..."` written as `model` (the
+    grid's name, JSON-encoded): the engine writes the name it was sent (`served`, JSON-encoded: an endpoint's
+    `served_model`, a GGUF path, a provider's name), or one of its own. Until the thirty-fifth session chat and
+    completions answers carried it to the client, an internal path, where the Messages and Responses doors write the
+    grid's (front_door.served_model). Bytes only, as completion_ids: a quote inside a JSON string is escaped, so only
+    a key `model` matches. The name it was sent, written compactly, is replaced as bytes (a token chunk's usual case);
+    any other spelling by the pattern."""
+    if _MODEL_KEY not in data:
+        return data
+    field = b'"model":' + model
+    if served:
+        data = data.replace(b'"model":' + served, field)
+        if data.count(_MODEL_KEY) == data.count(field):
+            return data
+    return _MODEL_FIELD.sub(lambda _: field, data)
+
+
 _CHAT_IDS = (b'"id":"chatcmpl-', b'"id": "chatcmpl-')
 
 
@@ -412,7 +448,8 @@ class StreamRelay:
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
                          quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
-                         max_s=proxy.stream_max_s, isolated=proxy.isolates(opened.cand))
+                         max_s=proxy.stream_max_s, isolated=proxy.isolates(opened.cand), model=opened.cand.model,
+                         served=proxy.served_name(opened.cand))
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(proxy.stream_max_s,
                                                                                        self._at_ceiling)
         """The answer's ceiling (gateway.stream_max_s) from its first byte, a wrapper's too, cancelled when it ends."""
