@@ -53,7 +53,7 @@ async def test_the_webuis_default_body_is_served_with_the_grids_output_limit(
     assert len(notes) == 1 and "no limit" in notes[0], caplog.messages
 
 
-@pytest.mark.parametrize("value", [0, -2, -1.5, "-1", True])
+@pytest.mark.parametrize("value", [0, -2, -1.5, "-1", True, -1.0])  # -1.0: no client's `no limit` (FIX6)
 async def test_other_limits_below_one_are_still_refused_naming_max_tokens(tmp_path: Path, value: Any) -> None:
     spec, fakes = _grid(tmp_path)
     async with serving(spec, fakes) as (client, _):

@@ -321,15 +321,17 @@ the engine answers the same text."""
 NO_LIMIT = {"max_tokens": "-1 is llama.cpp's (and OpenAI-compatible servers') `no limit`, which llama.cpp's web UI "
                           "sends by default: read as not set, the grid's own output limit applies"}
 """Output limits whose -1 (and only -1: 0 and other negatives are the client's 400) is read as not set: taken out of
-the body before the schema reads it (drop_unserved), each with why."""
+the body before the schema reads it (drop_unserved), each with why. Only the integer -1, as the web UI sends it: -1.0
+is no client's `no limit` (OpenAI's API refuses any float limit; the grid reads 100.0 as 100, as engines do:
+number_fields), so it reaches the schema, whose `ge=1` makes it the 400 naming the field (until the thirty-fifth
+session it was dropped as -1 was, FIX6)."""
 
 
 def drop_unserved(body: dict[str, Any]) -> dict[str, str]:
     """Takes DROPPED's fields, and NO_LIMIT's where they are -1, out of `body` (the one the schema reads and the
     engine is sent), before the schema reads it; returns each name it took out with why, for the caller's log line."""
     gone = {name: why for name, why in DROPPED.items() if name in body}
-    gone |= {name: why for name, why in NO_LIMIT.items()
-             if (v := body.get(name)) == -1 and isinstance(v, int | float) and not isinstance(v, bool)}
+    gone |= {name: why for name, why in NO_LIMIT.items() if type(v := body.get(name)) is int and v == -1}
     for name in gone:
         del body[name]
     return gone
