@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,18 @@ import httpx
 import pytest
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from websockets.typing import Origin
 
 from aigrid.gateway import responses_socket
 from aigrid.security.keys import KeyRing
 from aigrid.security.keys_cli import revoke_key
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.socket_grid import ATTACK, MODEL, SECRET, TENANT, served, text_of, until_done
+
+WAIT_S = 60.0
+"""The most the queue tests wait for their socket's events (the gated one: the marker's reply, then every create's
+end): a reply that never came held them until pytest-timeout's 300 s, the gated one's engine held on its gate for good.
+A bound, not a timing: each exchange takes well under a second."""
 
 
 @pytest.fixture
@@ -70,10 +76,14 @@ async def test_the_async_sdk_queues_creates_in_order_and_echoes_their_stream_id(
             await conn.response.create(model=MODEL, input="one", stream_id="a")
             await conn.response.create(model=MODEL, input="two", stream_id="b")  # while the first one runs
             got: list[Any] = []
-            async for event in conn:
-                got.append(event)
-                if sum(e.type == "response.completed" for e in got) == 2:
-                    break
+            try:
+                async with asyncio.timeout(WAIT_S):
+                    async for event in conn:
+                        got.append(event)
+                        if sum(e.type == "response.completed" for e in got) == 2:
+                            break
+            except TimeoutError:
+                pytest.fail(f"not within {WAIT_S:g} s: both queued responses completed (events: {got})")
         lanes = [e.stream_id for e in got]
         assert lanes == ["a"] * (len(got) // 2) + ["b"] * (len(got) // 2), lanes  # one response after the other
         a, b = got[: len(got) // 2], got[len(got) // 2:]
@@ -135,14 +145,14 @@ def test_a_handshake_from_a_web_page_of_another_origin_is_refused(tmp_path: Path
     with served(tmp_path) as grid:
         for origin in ("https://evil.example", "null", f"http://127.0.0.1:{grid.port + 1}"):
             with pytest.raises(InvalidStatus) as refused:
-                with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}{url}", origin=origin):  # type: ignore[arg-type]
+                with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}{url}", origin=Origin(origin)):
                     pass
             error = json.loads(refused.value.response.body)["error"]
             assert (refused.value.response.status_code, error["code"], error["param"]) == (
                 403, "cross_origin_websocket", "origin"), (origin, error)
         # the gateway's own origin (a page it served) and no Origin at all (the SDKs) are served
         with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}{url}",
-                                            origin=f"http://127.0.0.1:{grid.port}") as raw:  # type: ignore[arg-type]
+                                            origin=Origin(f"http://127.0.0.1:{grid.port}")) as raw:
             raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
             while (event := json.loads(raw.recv(timeout=30)))["type"] != "response.completed":
                 assert event["type"] != "error", event
@@ -402,6 +412,26 @@ def test_a_socket_silent_after_its_response_ended_is_closed_idle(tmp_path: Path,
             ("ok", "idle")]
 
 
+
+
+class _Watchdog:
+    """Closes `conn` (the SDK's sync connection: its iteration then ends) once `seconds` pass before `done()`, and
+    says so: `expired` holds what was missing then. A blocking `for event in conn` has no timeout of its own."""
+
+    def __init__(self, conn: Any, seconds: float, missing: Callable[[], str]) -> None:
+        self.expired: str | None = None
+        self._conn, self._missing = conn, missing
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = self._missing()
+        self._conn.close()
+
+    def done(self) -> None:
+        self._timer.cancel()
+
+
 class _Held(FakeEngine):
     """A FAKE engine that says on `asked` that a request reached it, then answers only once `gate` is set (by the
     test's thread: the gateway's loop runs in a thread of its own)."""
@@ -430,21 +460,34 @@ def test_what_waits_behind_the_running_response_is_bounded(tmp_path: Path, monke
     monkeypatch.setattr(responses_socket, "MAX_QUEUED", max_queued)
     sent = min(max_queued + 2, responses_socket.MAX_REFUSED_RUN)
     asked, gate = threading.Event(), threading.Event()
+    ends: list[Any] = []
+
+    def missing() -> str:
+        return (f"{len(ends)} of {sent} creates ended" if gate.is_set() else
+                "the unknown event sent after the creates was never answered (the engine still held on its gate)")
+
     with served(tmp_path, max_body_bytes=limit, engine=lambda name, words: _Held(name, words, asked, gate)) as grid:
-        with grid.sync_client().responses.connect() as conn:
-            conn.response.create(model=MODEL, input="x" * size)
-            assert asked.wait(30), "the first create did not reach an engine"
-            for _ in range(sent - 1):
+        try:
+            with grid.sync_client().responses.connect() as conn:
                 conn.response.create(model=MODEL, input="x" * size)
-            conn.send_raw(json.dumps({"type": "nothing"}))  # answered once every create before it is taken
-            ends: list[Any] = []
-            for event in conn:
-                if event.type == "error" and event.error.code == "unknown_event_type":
-                    gate.set()  # every create is queued or refused: the responses may run
-                elif event.type in ("response.completed", "error"):
-                    ends.append(event)
-                    if len(ends) == sent:
-                        break
+                assert asked.wait(WAIT_S), f"the first create did not reach an engine within {WAIT_S:g} s"
+                for _ in range(sent - 1):
+                    conn.response.create(model=MODEL, input="x" * size)
+                conn.send_raw(json.dumps({"type": "nothing"}))  # answered once every create before it is taken
+                watchdog = _Watchdog(conn, WAIT_S, missing)
+                try:
+                    for event in conn:
+                        if event.type == "error" and event.error.code == "unknown_event_type":
+                            gate.set()  # every create is queued or refused: the responses may run
+                        elif event.type in ("response.completed", "error"):
+                            ends.append(event)
+                            if len(ends) == sent:
+                                break
+                finally:
+                    watchdog.done()
+                assert watchdog.expired is None, f"not within {WAIT_S:g} s: {watchdog.expired}"
+        finally:
+            gate.set()  # the held engine let go, whatever happened, so the grid stops
         refused = [e for e in ends if e.type == "error"]
         assert refused and all(e.error.code == "too_many_queued" and e.status == 429 for e in refused), ends
         assert len(ends) - len(refused) == sum(len(e.received) for e in grid.engines.values()) >= 2
