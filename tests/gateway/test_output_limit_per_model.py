@@ -72,61 +72,6 @@ async def test_a_prompt_only_the_large_model_takes_passes_the_gateways_context_c
 
 
 
-@pytest.mark.parametrize("where,first,spare", [("Frankfurt", "fra-smollm2", "iad-smollm2"),
-                                               ("Ashburn", "iad-smollm2", "fra-smollm2")])
-async def test_a_continuation_gets_a_max_tokens_only_where_both_models_contexts_leave_room(
-        tmp_path: Path, where: str, first: str, spare: str) -> None:
-    """(Review RV1 of a19baf06) A stream broken on one model's engine and continued on the other's: where the small
-    model's context leaves the prompt no room for the grid's limit, the continuation is sent no max_tokens, as before
-    the bound was per candidate. After a19baf06 the large model's 4,096 went, less what was delivered, to the small
-    model's engine (4,094: past its context with the prompt, vLLM's 400 where a continuation had been served), and a
-    continuation of the small model's answer (sent none) was bounded afresh at the large model's engine with the grid's
-    whole 4,096, more than the first attempt's engine was sent."""
-    spec, fakes = two_models(tmp_path)
-    fakes[first].break_after = 2  # dies after "Hello from"
-    async with serving(spec, fakes) as (client, _):
-        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
-        async with client.stream("POST", "/v1/chat/completions", json=body,
-                                 headers={"x-aigrid-client-location": where}) as r:
-            assert r.status_code == 200
-            text = (await r.aread()).decode()
-        decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
-    assert decision["served_by"] == f"{first} -> {spare}", decision["served_by"]
-    assert "[DONE]" in text and "stream_interrupted" not in text
-    [sent] = fakes[first].received
-    assert sent.get("max_tokens") == (4096 if first == "fra-smollm2" else None)
-    [resumed] = fakes[spare].received
-    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
-    assert "max_tokens" not in resumed, resumed.get("max_tokens")
-
-
-@pytest.mark.parametrize("where,first,spare,sent_first", [("Frankfurt", "fra-smollm2", "iad-smollm2", 4096),
-                                                          ("Ashburn", "iad-smollm2", "fra-smollm2", 500)])
-async def test_a_continuation_gets_the_smaller_of_the_rooms_both_models_contexts_leave_less_what_was_delivered(
-        tmp_path: Path, where: str, first: str, spare: str, sent_first: int) -> None:
-    """3,000 characters: 1,548 tokens at 2 characters a token (the template's twice) leave the small model's 2,048
-    context 500 and the large one's the grid's 4,096. A stream broken after 2 chunks on either model's engine is
-    continued on the other's with the smaller, 500, less the 2 delivered: never past the small model's context,
-    never more than the first engine was sent. Bounded at the spare alone, a continuation of the small model's answer
-    (sent 500) was sent the large one's 4,096 less 2."""
-    spec, fakes = two_models(tmp_path)
-    fakes[first].break_after = 2  # dies after "Hello from"
-    async with serving(spec, fakes) as (client, _):
-        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": "word " * 600}]}
-        async with client.stream("POST", "/v1/chat/completions", json=body,
-                                 headers={"x-aigrid-client-location": where}) as r:
-            assert r.status_code == 200
-            text = (await r.aread()).decode()
-        decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
-    assert decision["served_by"] == f"{first} -> {spare}", decision["served_by"]
-    assert "[DONE]" in text and "stream_interrupted" not in text
-    [sent] = fakes[first].received
-    assert sent.get("max_tokens") == sent_first
-    [resumed] = fakes[spare].received
-    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
-    assert resumed.get("max_tokens") == 500 - 2
-
-
 @pytest.mark.parametrize("kind,expected", [("llamacpp", 4096), ("vllm", 500)])
 async def test_a_llama_server_engine_gets_the_grids_limit_where_a_validating_one_gets_the_room(
         tmp_path: Path, kind: str, expected: int) -> None:
@@ -145,27 +90,49 @@ async def test_a_llama_server_engine_gets_the_grids_limit_where_a_validating_one
     assert sent.get("max_tokens") == expected
 
 
-@pytest.mark.parametrize("prompt,sent_first,resumed_with", [(600, 500, 498), (1200, None, 4094)])
-async def test_a_continuation_on_a_llama_server_engine_gets_the_first_engines_bound_else_the_grids_limit(
-        tmp_path: Path, prompt: int, sent_first: int | None, resumed_with: int) -> None:
-    """A stream broken on the small model's (validating) engine and continued on the large model's llama-server
-    engine (the spare's kind decides): 3,000 characters, sent the room the small context leaves (500), resumed with
-    that less the 2 chunks delivered; 6,000 characters, which leave the small context no room (sent none), resumed
-    with the grid's limit less 2, where a validating spare gets none (the test above) and decodes to its context's
-    end: a llama-server engine refuses no max_tokens."""
+@pytest.mark.parametrize(("words", "where", "spare_kind", "sent_first", "resumed_with"), [
+    # 6,000 characters (PROMPT) leave the small model's context no room for the grid's limit: the continuation on a
+    # validating engine is sent no max_tokens, as before the bound was per candidate (review RV1 of a19baf06)
+    pytest.param(1200, "Frankfurt", "fake", 4096, None, id="no-room-large-first"),
+    pytest.param(1200, "Ashburn", "fake", None, None, id="no-room-small-first"),
+    # 3,000 characters leave the small context 500 and the large one the grid's 4,096: the smaller, less the 2 chunks
+    # delivered, whichever engine broke
+    pytest.param(600, "Frankfurt", "fake", 4096, 498, id="room-large-first"),
+    pytest.param(600, "Ashburn", "fake", 500, 498, id="room-small-first"),
+    # the large model's engine a llama-server (the spare's kind decides): the first engine's bound less what was
+    # delivered, else (no room, sent none) the grid's limit less 2
+    pytest.param(600, "Ashburn", "llamacpp", 500, 498, id="room-llama-spare"),
+    pytest.param(1200, "Ashburn", "llamacpp", None, 4094, id="no-room-llama-spare"),
+])
+async def test_a_continuation_is_bounded_by_both_models_contexts_less_what_was_delivered(
+        tmp_path: Path, words: int, where: str, spare_kind: str, sent_first: int | None,
+        resumed_with: int | None) -> None:
+    """A stream broken after 2 chunks ("Hello from") on one model's engine (the client's location picks which: the
+    large model's at fra-smollm2 from Frankfurt, the small one's at iad-smollm2 from Ashburn) and continued on the
+    other's. 3,000 characters are 1,548 tokens at 2 characters a token (the template's twice), which leave the small
+    model's 2,048 context 500 and the large one's 8,192 the grid's 4,096; 6,000 characters leave the small one none.
+    The continuation is never sent past the small model's context nor more than the first engine was sent. After
+    a19baf06 the large model's 4,096 went, less what was delivered, to the small model's engine (4,094: past its
+    context with the prompt, vLLM's 400 where a continuation had been served), and a continuation of the small model's
+    answer was bounded afresh at the large model's engine with the grid's 4,096 (less 2), more than the first
+    attempt's engine was sent; where the small context leaves no room, a llama-server spare (which refuses no
+    max_tokens) gets the grid's limit less 2 rather than none, and decodes to its context's end without it. (Three
+    tests of this one shape until the thirty-fifth session.)"""
+    first, spare = ("fra-smollm2", "iad-smollm2") if where == "Frankfurt" else ("iad-smollm2", "fra-smollm2")
     spec, fakes = two_models(tmp_path)
-    fakes["fra-smollm2"].kind = "llamacpp"
-    fakes["iad-smollm2"].break_after = 2  # dies after "Hello from"
+    fakes[spare].kind = spare_kind
+    fakes[first].break_after = 2  # dies after "Hello from"
     async with serving(spec, fakes) as (client, _):
-        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": "word " * prompt}]}
+        body = {"model": "smollm2", "stream": True, "messages": [{"role": "user", "content": "word " * words}]}
         async with client.stream("POST", "/v1/chat/completions", json=body,
-                                 headers={"x-aigrid-client-location": "Ashburn"}) as r:
+                                 headers={"x-aigrid-client-location": where}) as r:
             assert r.status_code == 200
             text = (await r.aread()).decode()
         decision = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
-    assert decision["served_by"] == "iad-smollm2 -> fra-smollm2", decision["served_by"]
+    assert decision["served_by"] == f"{first} -> {spare}", decision["served_by"]
     assert "[DONE]" in text and "stream_interrupted" not in text
-    [sent] = fakes["iad-smollm2"].received
+    [sent] = fakes[first].received
     assert sent.get("max_tokens") == sent_first
-    [resumed] = fakes["fra-smollm2"].received
-    assert resumed.get("max_tokens") == resumed_with
+    [resumed] = fakes[spare].received
+    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
+    assert resumed.get("max_tokens") == resumed_with, resumed.get("max_tokens")
