@@ -7,7 +7,7 @@ fields routing depends on are validated strictly so that a bad request gets a 40
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -562,6 +562,23 @@ def _bounded_choices(cls: type, v: Any, info: ValidationInfo) -> Any:
     return v
 
 
+def bounded_entries(field: str, fits: Callable[[Any], bool], shape: str, entries: str, most: int, why: str) -> Any:
+    """The validator of a field of at most `most` entries (llama-server's `samplers`, `dry_sequence_breakers`; vLLM's
+    `stop_token_ids`, `bad_words`), passed on as written: one that does not `fits` is the 400 saying it is `shape`,
+    one of more entries the 400 saying how many `entries` it holds and `why` no more are served."""
+
+    def few(cls: type, v: Any) -> Any:
+        if v is None:
+            return v
+        if not fits(v):
+            raise ValueError(f"{field} is {shape}")
+        if len(v) > most:
+            raise ValueError(f"{field} holds {len(v):,} {entries}; at most {most:,} are served ({why})")
+        return v
+
+    return field_validator(field)(classmethod(few))
+
+
 def _bounded_json_text(cls: type, v: Any, info: ValidationInfo) -> Any:
     if not isinstance(v, str):
         return v  # an object (or the engine's own error): the body's depth bound holds it
@@ -856,32 +873,18 @@ class _Common(BaseModel):
     """llama-server's sampler chain: a list of at most MAX_SAMPLERS names, or a string of at most MAX_SAMPLERS letters
     (its two shapes), passed on as written."""
 
-    @field_validator("samplers")
-    @classmethod
-    def _few_samplers(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not isinstance(v, str) and not (isinstance(v, list) and all(isinstance(name, str) for name in v)):
-            raise ValueError("samplers is a list of sampler names or a string of sampler letters (llama-server's)")
-        if len(v) > MAX_SAMPLERS:
-            raise ValueError(f"samplers holds {len(v):,} samplers; at most {MAX_SAMPLERS} are served (the engine runs "
-                             "each on every token it samples; name each kind once)")
-        return v
+    _few_samplers = bounded_entries(
+        "samplers", lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
+        "a list of sampler names or a string of sampler letters (llama-server's)", "samplers", MAX_SAMPLERS,
+        "the engine runs each on every token it samples; name each kind once")
 
     dry_sequence_breakers: Any = None
     """llama-server's DRY sequence breakers: a list of 1 to MAX_DRY_BREAKERS strings, passed on as written."""
 
-    @field_validator("dry_sequence_breakers")
-    @classmethod
-    def _few_breakers(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not isinstance(v, list) or not v or not all(isinstance(b, str) for b in v):
-            raise ValueError("dry_sequence_breakers is a non-empty list of strings (llama-server's)")
-        if len(v) > MAX_DRY_BREAKERS:
-            raise ValueError(f"dry_sequence_breakers holds {len(v):,} breakers; at most {MAX_DRY_BREAKERS} are served "
-                             "(the engine scans its whole vocabulary for each, holding every request on it)")
-        return v
+    _few_breakers = bounded_entries(
+        "dry_sequence_breakers", lambda v: isinstance(v, list) and bool(v) and all(isinstance(b, str) for b in v),
+        "a non-empty list of strings (llama-server's)", "breakers", MAX_DRY_BREAKERS,
+        "the engine scans its whole vocabulary for each, holding every request on it")
 
     min_tokens: Any = None
     """vLLM's and SGLang's: the fewest tokens the answer has before an end-of-sequence or stop token may end it, a
@@ -909,33 +912,18 @@ class _Common(BaseModel):
     scheduler checks the answer's last token against the list, as a list, at every step: check_stop), passed on as
     written."""
 
-    @field_validator("stop_token_ids")
-    @classmethod
-    def _few_stop_tokens(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not isinstance(v, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in v):
-            raise ValueError("stop_token_ids is a list of token ids (non-negative integers)")
-        if len(v) > MAX_STEP_ENTRIES:
-            raise ValueError(f"stop_token_ids holds {len(v):,} token ids; at most {MAX_STEP_ENTRIES:,} are served (the "
-                             "engine checks each at every step)")
-        return v
+    _few_stop_tokens = bounded_entries(
+        "stop_token_ids",
+        lambda v: isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in v),
+        "a list of token ids (non-negative integers)", "token ids", MAX_STEP_ENTRIES, "the engine checks each at every step")
 
     bad_words: Any = None
     """vLLM's: words the answer may not contain, a list of at most MAX_STEP_ENTRIES strings (the engine checks each
     at every step), passed on as written."""
 
-    @field_validator("bad_words")
-    @classmethod
-    def _few_bad_words(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not isinstance(v, list) or not all(isinstance(w, str) for w in v):
-            raise ValueError("bad_words is a list of strings")
-        if len(v) > MAX_STEP_ENTRIES:
-            raise ValueError(f"bad_words holds {len(v):,} words; at most {MAX_STEP_ENTRIES:,} are served (the engine "
-                             "checks each at every step)")
-        return v
+    _few_bad_words = bounded_entries(
+        "bad_words", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of strings",
+        "words", MAX_STEP_ENTRIES, "the engine checks each at every step")
 
     grammar_triggers: Refused = None
     """llama-server's: the words and patterns after which a lazy grammar (`grammar_lazy`) starts to constrain the
