@@ -59,7 +59,8 @@ async def test_min_tokens_past_a_turns_own_limit_without_an_output_limit_is_refu
         assert err["param"] == "min_tokens" and err["type"] == "invalid_request_error", err
         assert f"({step + 1})" in err["message"] and "max_tokens" in err["message"], err
         assert engine.received == []
-        assert [row["outcome"] for row in await audit_rows(gw)] == ["error:invalid_request"]
+        [row] = await audit_rows(gw)
+        assert row["outcome"] == "error:invalid_request" and row["decision"] == {}, row  # before the routing
         for body in ({**ASK, "min_tokens": step}, {**ASK, "min_tokens": step + 1, "max_tokens": step + 1}):
             engine.received.clear()
             engine.replies += [call("calculator", expression="1 + 1"), answer("2")]
@@ -108,3 +109,25 @@ async def test_min_tokens_with_only_the_clients_own_tools_is_held_to_the_grids_l
         assert r.status_code == 200, r.text[:300]
     [sent] = engine.received
     assert sent["min_tokens"] == step + 1 and sent["max_tokens"] >= step + 1, sent
+
+
+async def test_min_tokens_with_the_clients_own_tools_where_the_context_leaves_no_room_is_served_not_refused_after_routing(
+        tmp_path: Path) -> None:
+    """A loop of the client's own tools alone (a constrained model) whose prompt leaves the engine's context no room
+    for the grid's limit gets no max_tokens from the grid (request_info.engine_output_limit: None), so its turn is sent
+    the loop's step_max_tokens. run_tool_loop repeated check_min_tokens there and refused a min_tokens past it: a 400
+    after the routing (a decision chosen, audited), which no check before it could tell the client (thirty-fifth
+    session, FIX6). Now the one check is before the routing (server-side tools); here the turn is sent min_tokens
+    lowered to its max_tokens, as a turn the quota cuts is (_cap_output)."""
+    engine = ScriptedEngine([answer("It is sunny.")])
+    gw = await scripted_gateway(tmp_path, engine, tool_calls="constrained")
+    step = gw.agents.loop.step_max_tokens
+    own = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    long = [{"role": "user", "content": "word " * 6_000}]  # 30,000 characters on an 8,192-token context
+    async with client_of(gw) as c:
+        r = await c.post("/v1/chat/completions", json={**ASK, "messages": long, "tools": own, "min_tokens": step + 1})
+        assert r.status_code == 200, r.text[:300]
+    [sent] = engine.received
+    assert sent["max_tokens"] == step, sent["max_tokens"]  # the grid's bound left none: the loop's own limit
+    within(engine.received)

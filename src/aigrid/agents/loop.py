@@ -438,7 +438,8 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
                           ) -> LoopConfig:
     """Check a server-side-tools request before it is routed (InvalidRequest naming the field) and
     return its loop settings; run_tool_loop checks the same again (and refuses logprobs on a loop of the client's
-    tools alone, which runs only on a model that gets tool calls by constrained output)."""
+    tools alone, which runs only on a model that gets tool calls by constrained output), but for min_tokens, checked
+    here only (a loop of the client's tools alone gets no 400 for it after the routing: _turn_base)."""
     offered_tools(body, registry)
     _check_tool_calls(body.get("messages"))
     config = loop_config(body, base)
@@ -474,7 +475,6 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     answer (the caller may try the next candidate) and EngineStreamBroken when it fails later.
     """
     config = loop_config(body, config)
-    check_min_tokens(body, config)
     specs = offered_tools(body, registry)
     check_grammar_refs(body, registry, config.mode)
     _check_tool_calls(body.get("messages"))
@@ -642,6 +642,14 @@ def _turn_base(body: Mapping[str, Any], config: LoopConfig) -> dict[str, Any]:
             and not (v is None and k in _OUTPUT_LIMITS)}  # null: not set (OpenAI's), as the gateway reads it
     if "max_tokens" not in base and "max_completion_tokens" not in base:
         base["max_tokens"] = config.step_max_tokens
+        # a min_tokens past it is lowered to it, as _cap_output lowers it with the quota's grant: with server-side
+        # tools it was the client's 400 before routing (check_min_tokens, the one check); with the client's own tools
+        # alone the body has no limit here only where the engine's context left the grid's limit no room
+        # (request_info.engine_output_limit: None), and run_tool_loop's own check refused it after the routing
+        # (thirty-fifth session, FIX6)
+        least = base.get("min_tokens")
+        if isinstance(least, int) and not isinstance(least, bool) and least > config.step_max_tokens:
+            base["min_tokens"] = config.step_max_tokens
     return base
 
 
