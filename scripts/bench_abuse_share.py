@@ -69,7 +69,7 @@ async def exchange_us(ts: list[RequestTraits], keys: int, batch: int) -> tuple[f
     work = Path(tempfile.mkdtemp(prefix="aigrid-abuse-bench-"))
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     try:
         ds = [(f"key{i % keys}", digest(t, 32)) for i, t in enumerate(ts)]
         worker = SharedAbuseMonitor(AbuseMonitor())

@@ -46,7 +46,7 @@ async def run_hub(gateways: int, endpoints: int, exchanges: int, folder: str) ->
     hub = Hub(Path(folder) / "hub.sock", None)
     await hub.start()
     try:
-        return await timed([HubSharedState(HubClient(hub.path)) for _ in range(gateways)], endpoints, exchanges)
+        return await timed([HubSharedState(HubClient(hub.path, hub.token)) for _ in range(gateways)], endpoints, exchanges)
     finally:
         await hub.stop()
 

@@ -37,7 +37,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aigrid-dec-"))
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     ring = KeyRing(b"decisions-read-cost-0123456789")
     tenant = {"authorization": f"Bearer {ring.issue('default').api_key}"}
     ops = {"authorization": f"Bearer {ring.issue('ops').api_key}"}

@@ -88,12 +88,13 @@ async def reached_an_engine(engines: dict[str, Stalling]) -> None:
 
 
 @pytest.fixture
-async def hub_path() -> AsyncIterator[Path]:
+async def hub_path() -> AsyncIterator[Hub]:
+    """A started hub (its socket's path and its token: HubClient(hub.path, hub.token))."""
     work = Path(tempfile.mkdtemp(prefix="aigrid-bg-"))  # short: a Unix socket path has ~100 bytes
     hub = Hub(work / "hub.sock", None)
     await hub.start()
     try:
-        yield hub.path
+        yield hub
     finally:
         await hub.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -34,7 +34,7 @@ async def hub() -> AsyncIterator[Hub]:
 
 
 async def test_digests_of_two_workers_are_counted_together(hub: Hub) -> None:
-    clients = [HubClient(hub.path) for _ in range(2)]
+    clients = [HubClient(hub.path, hub.token) for _ in range(2)]
     monitors = [SharedAbuseMonitor(AbuseMonitor(RULES)) for _ in range(2)]
     syncs = [AbuseSync(m, c.abuse_exchange, 0.05) for m, c in zip(monitors, clients, strict=True)]
     try:
@@ -55,7 +55,7 @@ async def test_digests_of_two_workers_are_counted_together(hub: Hub) -> None:
 
 async def test_without_the_hub_each_worker_answers_alone_and_says_so_once(
         hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     monitor = SharedAbuseMonitor(AbuseMonitor(RULES))
     sync = AbuseSync(monitor, client.abuse_exchange, 0.05)
     for _ in range(11):

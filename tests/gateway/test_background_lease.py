@@ -23,6 +23,7 @@ from aigrid.audit.signing import load_public_key
 from aigrid.audit.verify import verify
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, BackgroundRuns
+from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.gateway.stores import HubResponses, ResponseBook
@@ -197,10 +198,10 @@ async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -
 
 
 async def test_over_the_hub_a_dead_workers_runs_fail_after_the_lease(
-        tmp_path: Path, hub_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        tmp_path: Path, hub_path: Hub, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     engines_a = _engines(tmp_path)
     a, b = await _gateway(tmp_path / "a", engines_a), await _gateway(tmp_path / "b", _engines(tmp_path))
-    a.hub, b.hub = HubClient(hub_path), HubClient(hub_path)
+    a.hub, b.hub = HubClient(hub_path.path, hub_path.token), HubClient(hub_path.path, hub_path.token)
     await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
 
 
@@ -237,8 +238,8 @@ async def _race(books: list[ResponseBook], pending: Pending) -> None:
     assert await books[1].abandon(ownerless, dict(ABANDONED)) is None
 
 
-async def test_the_hub_fails_a_dead_owners_placeholder_once(hub_path: Path) -> None:  # noqa: F811
-    clients = [HubClient(hub_path), HubClient(hub_path)]
+async def test_the_hub_fails_a_dead_owners_placeholder_once(hub_path: Hub) -> None:  # noqa: F811
+    clients = [HubClient(hub_path.path, hub_path.token), HubClient(hub_path.path, hub_path.token)]
     try:
         await _race([HubResponses(c) for c in clients], Pending("resp_h", "t", MODEL, 1, owner="worker-1"))
     finally:

@@ -392,7 +392,7 @@ async def test_a_conversation_made_on_one_worker_is_used_from_another(hub: Hub, 
         fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
         gw = build_gateway(spec, fakes, rng=random.Random(n), sleep=_no_sleep)
         await gw.scraper.scrape_once()
-        gw.hub = HubClient(hub.path)
+        gw.hub = HubClient(hub.path, hub.token)
         workers.append(gw)
         engines.append(fakes)
         clients.append(openai_client(build_app(gw)))

@@ -80,7 +80,7 @@ def outcomes(n: int, seed: int = 1) -> list[tuple[Prediction, float]]:
 
 
 async def workers(hub: Hub, count: int) -> tuple[list[TelemetryStore], list[SharedSync], list[HubClient]]:
-    clients = [HubClient(hub.path) for _ in range(count)]
+    clients = [HubClient(hub.path, hub.token) for _ in range(count)]
     stores = [store() for _ in range(count)]
     syncs = [SharedSync(s, HubSharedState(c), f"w{i}", time.time) for i, (s, c) in
              enumerate(zip(stores, clients, strict=True))]
@@ -205,7 +205,7 @@ async def test_one_frame_per_turn_for_the_settlements_records_and_decisions_of_i
     key = Ed25519PrivateKey.generate()
     hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     audit, quotas = HubAuditLog(client), HubQuotaBackend(client)
     await audit.start()
     try:
@@ -241,7 +241,7 @@ async def test_a_record_the_hub_refuses_or_never_acknowledges_is_counted_lost(wo
     stops counting against accepting(); records posted into a connection that breaks count too."""
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     audit = HubAuditLog(client, max_pending=3, stop_wait_s=0.5)
     lost: list[int] = []
     audit.on_lost = lambda: lost.append(1)
@@ -273,7 +273,7 @@ async def audited_hub(work: Path) -> tuple[Ed25519PrivateKey, Hub, HubClient, Hu
     key = Ed25519PrivateKey.generate()
     hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     audit = HubAuditLog(client)
     await audit.start()
     return key, hub, client, audit
@@ -290,7 +290,7 @@ async def test_nothing_posted_is_lost_when_a_worker_stops(work: Path) -> None:
         assert audit.lost == 0 and not audit._unacked
         await client.publish_decision({"id": "last", "status": "ok"})
         await client.aclose()  # same turn as the post
-        reader = HubClient(hub.path)
+        reader = HubClient(hub.path, hub.token)
         for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if await reader.decision("last") is not None:
                 break
@@ -320,7 +320,7 @@ async def test_a_decision_is_posted_once_unless_its_request_runs_long(
     frames = counting(monkeypatch)
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client, other = HubClient(hub.path), HubClient(hub.path)
+    client, other = HubClient(hub.path, hub.token), HubClient(hub.path, hub.token)
     try:
         short, long = FakeDecision("short"), FakeDecision("long")
         client.decision_made(short)
@@ -425,7 +425,7 @@ async def test_a_tenants_latest_decisions_are_read_where_they_are_kept(
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = gw.hub = HubClient(hub.path)
+    client = gw.hub = HubClient(hub.path, hub.token)
     answered: list[int] = []
     call = client.call
 
@@ -513,7 +513,7 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
 
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     backend = HubQuotaBackend(client)
     quotas = Quotas(RULES, backend, clock=lambda: NOW)
     handle, breaks = hub.handle, [1]
@@ -571,7 +571,7 @@ async def test_settlements_waiting_to_be_sent_again_are_counted_lost_when_the_wo
 
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     backend = HubQuotaBackend(client)
     quotas = Quotas(RULES, backend, clock=lambda: NOW)
     handle = hub.handle
@@ -611,7 +611,7 @@ async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_
     monkeypatch.setattr(hub_client_module, "RESEND_PAUSE_S", 0.02)
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     backend = HubQuotaBackend(client)
     quotas = Quotas(RULES, backend, clock=lambda: NOW)
 
@@ -656,7 +656,7 @@ async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_conn
 
     hub = Hub(work / "hub.sock", None)
     await hub.start()
-    client = HubClient(hub.path)
+    client = HubClient(hub.path, hub.token)
     quotas = Quotas(RULES, HubQuotaBackend(client), clock=lambda: NOW)
 
     async def counters() -> tuple[int, int, int]:

@@ -347,7 +347,7 @@ async def test_workers_use_redis_for_its_jurisdictions_and_the_hub_for_the_other
             (tmp_path / str(n)).mkdir()
             engines = {e.id: Stalling(e.id) for e in spec_in(tmp_path / str(n)).endpoints}
             gw = await gateway_on(tmp_path / str(n), {"EU": url(port)}, engines)
-            gw.hub = HubClient(hub.path)  # as workers.py does, before the app is built
+            gw.hub = HubClient(hub.path, hub.token)  # as workers.py does, before the app is built
             sides.append(Side(gw, openai_for(gw), engines))
         one, two = sides
         eu = await one.oai.responses.create(model=MODEL, input="x", extra_headers=IN_EU)

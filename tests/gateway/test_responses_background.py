@@ -17,6 +17,7 @@ import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.background import BACKGROUND_ROUTE
+from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.spec.models import QuotaSpec, TenantSpec
@@ -398,13 +399,13 @@ def test_a_placeholder_holds_no_content_is_bounded_and_a_cancel_wins_over_a_late
 
 # --- workers: the placeholder and the cancel through the hub ------------------------------------------
 async def test_any_worker_polls_and_cancels_a_run_another_worker_owns(
-        tmp_path: Path, hub_path: Path) -> None:  # noqa: F811
+        tmp_path: Path, hub_path: Hub) -> None:  # noqa: F811
     engines_a, engines_b = _engines(tmp_path), _engines(tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = await _gateway(tmp_path / "a", engines_a), await _gateway(tmp_path / "b", engines_b)
     a.background = type(a.background)(poll_s=0.02)
-    a.hub, b.hub = HubClient(hub_path), HubClient(hub_path)
+    a.hub, b.hub = HubClient(hub_path.path, hub_path.token), HubClient(hub_path.path, hub_path.token)
     on_a = openai_client(build_app(a)).with_options(default_headers=TENANT)
     on_b = openai_client(build_app(b)).with_options(default_headers=TENANT)
     try:

@@ -22,6 +22,7 @@ import pytest
 from aigrid.gateway import responses_api
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.event_log import EventLogs, LogWriter, split
+from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.stores import MemoryResponses
 from aigrid.spec.models import FirewallSpec, QuotaSpec, TenantSpec
@@ -266,12 +267,12 @@ async def test_the_log_is_bounded_per_response_and_in_all() -> None:
 
 
 async def test_a_resume_on_another_worker_reads_the_log_through_the_hub(
-        tmp_path: Path, hub_path: Path) -> None:  # noqa: F811
+        tmp_path: Path, hub_path: Hub) -> None:  # noqa: F811
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = await _gateway(tmp_path / "a", _engines(tmp_path, delay_s=0.0))
     b = await _gateway(tmp_path / "b", _engines(tmp_path, delay_s=0.0))
-    a.hub, b.hub = HubClient(hub_path), HubClient(hub_path)
+    a.hub, b.hub = HubClient(hub_path.path, hub_path.token), HubClient(hub_path.path, hub_path.token)
     on_a = openai_client(build_app(a)).with_options(default_headers=TENANT)
     on_b = openai_client(build_app(b)).with_options(default_headers=TENANT)
     try:

@@ -184,7 +184,7 @@ async def books(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         work = Path(tempfile.mkdtemp(prefix="aigrid-iso-"))  # short: a Unix socket path has ~100 bytes
         hub = Hub(work / "hub.sock", None)
         await hub.start()
-        client = HubClient(hub.path)
+        client = HubClient(hub.path, hub.token)
         try:
             yield HubResponses(client), HubConversations(client)
         finally:

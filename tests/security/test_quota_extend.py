@@ -58,7 +58,7 @@ async def backend(kind: str, work: Path, request: pytest.FixtureRequest) -> Asyn
     else:
         hub = Hub(work / "hub.sock", None)
         await hub.start()
-        client = HubClient(hub.path)
+        client = HubClient(hub.path, hub.token)
         try:
             yield HubQuotaBackend(client)
         finally:

@@ -32,6 +32,11 @@ them (workers.py), behind a Unix socket.
   answer, so a key's thresholds apply to its requests on every worker together. With
   `gateway.shared_state_url` the hub also relays its workers' digests to the other gateways through Redis
   and counts theirs (security/firewall/abuse_redis.py), once per share interval.
+A connection is served only once it has said the hub's token (`Hub.token`, a random secret of each start, which the
+parent hands each worker it starts through an inherited pipe, never a file or the environment: workers.py), compared
+in constant time: the socket's folder is its user's alone, but any process of that user could connect and post
+telemetry, quota charges and releases, audit records or decisions (since the thirty-fifth session; before, every
+connection was served).
 Each connection's frames are handled in order, a batch's messages too (hub_protocol: what a worker posts
 without waiting, its settlements, audit records and decisions, one frame per event-loop turn); nothing here
 blocks the loop but a full audit queue, which holds that worker back (backpressure) exactly as it would
@@ -44,8 +49,10 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import hmac
 import itertools
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -59,7 +66,7 @@ from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.decisions import Latest
 from aigrid.gateway.guard import start_audit
-from aigrid.gateway.hub_protocol import BATCH, FrameTooLarge, FrameWriter, read_frame
+from aigrid.gateway.hub_protocol import BATCH, HELLO_S, FrameTooLarge, FrameWriter, read_frame, read_hello
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_shared import (
@@ -95,8 +102,10 @@ class Hub:
     def __init__(self, path: Path, audit: AuditLog | None, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
                  decisions_max: int = 20_000, abuse_rules: AbuseRules | None = None,
                  abuse_relay: RedisAbuseRelay | None = None, abuse_interval_s: float = 0.25,
-                 calibration_max: int = 4096) -> None:
+                 calibration_max: int = 4096, token: str | None = None) -> None:
         self.path = path
+        self.token = token or secrets.token_hex(32)
+        """The secret a connection must say first (hub_protocol.HELLO): `token`, else a new random one."""
         self.audit = audit
         self._ttl_s = ttl_s
         self._inflight: dict[str, tuple[float, dict[str, list[int]]]] = {}  # worker -> (wall time, ledger)
@@ -148,8 +157,12 @@ class Hub:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
-        frames = FrameWriter(writer)
         pid = _peer_pid(writer)
+        if not await self._said_hello(reader, pid):
+            self._conns.discard(task)
+            writer.close()
+            return
+        frames = FrameWriter(writer)
         _peer.set(pid)
         self.held.opened(pid)
         try:
@@ -176,6 +189,24 @@ class Hub:
             self._conns.discard(task)
             self.held.closed(pid)  # a lost worker's last connection read to its end: its reservations released
             writer.close()
+
+    async def _said_hello(self, reader: asyncio.StreamReader, pid: int | None) -> bool:
+        """Whether the connection opened with the hub's token within HELLO_S (hmac.compare_digest); a refusal is
+        logged with the peer's pid, and the connection is closed unanswered."""
+        try:
+            async with asyncio.timeout(HELLO_S):
+                said = await read_hello(reader)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            said = None
+        except asyncio.CancelledError:
+            if self._server is None or not self._server.is_serving():
+                return False  # stop() while it said nothing
+            raise
+        if said is not None and hmac.compare_digest(said.encode(), self.token.encode()):
+            return True
+        log.warning("hub: a connection from pid %s did not open with the hub's token: closed, nothing read from it",
+                    pid if pid is not None else "(unknown)")
+        return False
 
     async def _handle_one(self, op: str, arg: Any) -> tuple[Any, bool]:
         try:

@@ -37,7 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
-from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, Lost, PostBatch, read_frame
+from aigrid.gateway.hub_protocol import (
+    HELLO,
+    Done,
+    FrameTooLarge,
+    FrameWriter,
+    Lost,
+    PostBatch,
+    frame,
+    read_frame,
+)
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Consumed, Counter, Released
@@ -78,8 +87,11 @@ class Unreachable(HubError):
 
 
 class HubClient:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, token: str = "") -> None:
+        """`token`: the hub's (hub.Hub.token), said first on each connection (hub_protocol.HELLO); a hub refuses a
+        connection without it."""
         self.path = path
+        self._token = token
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -104,6 +116,7 @@ class HubClient:
                     reader, self._writer = await asyncio.open_unix_connection(str(self.path))
                 except OSError as e:
                     raise Unreachable(f"cannot reach the workers' hub at {self.path}: {e}") from e
+                self._writer.write(frame([0, HELLO, self._token]))  # before any other frame
                 self._frames = FrameWriter(self._writer)
                 self._reader_task = asyncio.create_task(self._read(reader), name="aigrid-hub-reader")
         assert self._frames is not None

@@ -10,6 +10,9 @@ the event loop, in one frame, handled by the hub in order. A batch with an id is
 acknowledgement of the audit records in it (hub_client.HubAuditLog). Both sides write through a FrameWriter:
 the frames of one turn leave in one write, and the posted messages of one turn go in one batch (a worker
 under load ends several requests per turn: one frame and at most one answer for all of them).
+
+A connection opens with the worker's hello, `[0, "hello", TOKEN]` (read_hello): the hub's per-start secret, which
+only the processes it started hold; any other first frame ends the connection unanswered.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ MAX_FRAME = 16 * 1024 * 1024
 """The largest frame either side reads; a larger one ends the connection (the stream cannot be read past it), and
 with it every call and posted message of that worker in flight. So no side sends one (`FrameTooLarge`): the one
 call whose request or answer it would be fails alone."""
+HELLO = "hello"
+"""A connection's first frame, from the worker: `[0, "hello", TOKEN]`, the hub's per-start secret (hub.Hub.token); the
+hub reads nothing else from a connection that does not open with it (read_hello)."""
+HELLO_MAX = 256
+"""The most bytes a hello frame may take (a token is 64 hex digits)."""
+HELLO_S = 5.0
+"""The most seconds a connection may take to say hello."""
 BATCH = "batch"
 BATCH_MAX = 256
 """Messages in one batch frame at most (a turn that posts more starts another): bounds a frame's size."""
@@ -41,6 +51,22 @@ class FrameTooLarge(ValueError):
     connection: a tenant's conversation of 16 MiB of JSON (5 items of 4 MiB, no model needed; control characters
     are 6 bytes each in JSON) read through the hub broke its worker's connection, failing every other tenant's
     call in flight on it and losing the audit records it had posted."""
+
+
+async def read_hello(reader: asyncio.StreamReader) -> str | None:
+    """The token of a connection's hello frame (HELLO), or None where its first frame is not one: larger than
+    HELLO_MAX (the rest is never read), not JSON, another shape. Raises asyncio.IncompleteReadError at the end of
+    the stream."""
+    (size,) = _LEN.unpack(await reader.readexactly(4))
+    if size > HELLO_MAX:
+        return None
+    try:
+        hello = orjson.loads(await reader.readexactly(size))
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(hello, list) and len(hello) == 3 and hello[:2] == [0, HELLO] and isinstance(hello[2], str):
+        return hello[2]
+    return None
 
 
 def frame(payload: Any) -> bytes:

@@ -154,9 +154,13 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
         async def start(i: int) -> asyncio.subprocess.Process:
             # a session of its own: the terminal's Ctrl-C reaches the parent alone, which passes each signal on
             # (a worker that got the terminal's SIGINT and the parent's SIGTERM counted two: its grace cut short)
-            procs[i] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
-                pass_fds=(fd,), env=env, start_new_session=True)
+            token = token_pipe(hub.token)
+            try:
+                procs[i] = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
+                    pass_fds=(fd, token), env={**env, HUB_TOKEN_FD: str(token)}, start_new_session=True)
+            finally:
+                os.close(token)
             return procs[i]  # type: ignore[return-value]
 
         async def keep(i: int) -> None:
@@ -286,13 +290,48 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+HUB_TOKEN_FD = "AIGRID_HUB_TOKEN_FD"
+"""The environment variable naming the inherited pipe a worker reads its hub's token from (token_pipe): the number of
+a file descriptor, not the token, which no file (worker.json) and no environment (readable in /proc by any process of
+the user) holds."""
+
+
+def token_pipe(token: str) -> int:
+    """A pipe's read end holding `token` (its write end closed), for one worker to inherit: read once, so another
+    process of the user opening it later through /proc finds it empty."""
+    read, write = os.pipe()
+    try:
+        os.write(write, token.encode())
+    finally:
+        os.close(write)
+    return read
+
+
+def hub_token() -> str:
+    """This worker's hub token, read from the pipe HUB_TOKEN_FD names (closed after; the variable removed, so no
+    child of the worker inherits either); ConfigError where the worker was started without one."""
+    named = os.environ.pop(HUB_TOKEN_FD, "")
+    if not named.isdigit():
+        raise ConfigError(f"a gateway worker is started by `aigrid gateway --workers N`, which hands it its hub's "
+                          f"token ({HUB_TOKEN_FD} not set)")
+    fd = int(named)
+    try:
+        with os.fdopen(fd, "rb") as pipe:
+            token = pipe.read(1024).decode("ascii", "replace").strip()
+    except OSError as e:
+        raise ConfigError(f"a gateway worker could not read its hub's token from file descriptor {fd}: {e}") from e
+    if not token:
+        raise ConfigError(f"a gateway worker found no hub token in file descriptor {fd}")
+    return token
+
+
 async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes | None) -> None:
     """One worker: a whole gateway on the inherited socket, its shared parts behind the hub."""
     config = orjson.loads(config_path.read_bytes())
     die_with_parent(int(config["parent"]))
     sock = socket.socket(fileno=int(config["fd"]))
     sock.set_inheritable(False)  # pass_fds made it inheritable here: none of this worker's own children gets it
-    hub = HubClient(Path(config["hub"]))
+    hub = HubClient(Path(config["hub"]), hub_token())
     up: Upstream | None = None
     try:
         try:
