@@ -214,6 +214,71 @@ async def test_a_tool_call_the_gateway_decodes_itself_is_a_valid_chat_answer(tmp
     await client.close()
 
 
+WEATHER_FN = {"type": "function", "name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+CALCULATOR_FN = {"type": "function", "name": "calculator"}
+
+
+def _turns(mode: str, *turns: tuple[str, Any]) -> list[dict[str, Any]]:
+    """The engine's replies for `turns` ("call", (tool, arguments)), ("text", text) or ("cut", partial text) as
+    the model writes them in `mode`: native tool calls and prose, or the constrained step JSON."""
+    out: list[dict[str, Any]] = []
+    for kind, what in turns:
+        if kind == "call" and mode == "native":
+            out.append({"tool_calls": [{"name": what[0], "arguments": what[1]}]})
+        elif kind == "call":
+            out.append({"content": orjson.dumps({"tool": what[0], "arguments": what[1]}).decode()})
+        elif kind == "text":
+            out.append({"content": what if mode == "native" else orjson.dumps({"answer": what}).decode()})
+        else:
+            out.append({"content": what if mode == "native" else '{"answer": "' + what, "finish": "length"})
+    return out
+
+
+RESPONSES_CASES: dict[str, tuple[list[tuple[str, Any]], list[str], str]] = {  # turns, output types, status
+    "client call": ([("call", ("get_weather", {"city": "Paris"}))], ["function_call"], "completed"),
+    "grid tool, then text": ([("call", ("calculator", {"expression": "2+2"})), ("text", "It is 4.")],
+                             ["mcp_call", "message"], "completed"),
+    "grid tool, then client call": ([("call", ("calculator", {"expression": "2+2"})),
+                                     ("call", ("get_weather", {"city": "Paris"}))], ["mcp_call", "function_call"],
+                                    "completed"),
+    "cut by max_output_tokens": ([("cut", "Sunny in")], ["message"], "incomplete"),
+}
+
+
+@pytest.mark.parametrize("mode", ["native", "constrained"])
+@pytest.mark.parametrize("case", list(RESPONSES_CASES))
+async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(tmp_path: Path, mode: str,
+                                                                             case: str) -> None:
+    """The Responses door writes every answer itself (no engine speaks it): each Response, each streamed event and
+    each stored item is checked STRICTLY against the SDK's own types, on the paths an agent takes (its own
+    function call, the grid's tool run as an `mcp_call`, both in one answer, an answer cut short), whichever way
+    the model gets tool calls. The events are numbered 0, 1, ... in order and end with the whole Response."""
+    from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
+
+    turns, types, status = RESPONSES_CASES[case]
+    engine = ScriptedEngine([])
+    client = openai_client(build_app(await scripted_gateway(tmp_path, engine, mode)))
+    ask: dict[str, Any] = {"model": MODEL, "input": "Weather in Paris, and 2+2?", "tools": [WEATHER_FN, CALCULATOR_FN]}
+    engine.replies[:] = _turns(mode, *turns)
+    whole = (await client.responses.with_raw_response.create(**ask)).http_response.json()
+    strict(Response, whole)
+    assert [o["type"] for o in whole["output"]] == types and whole["status"] == status
+    engine.replies[:] = _turns(mode, *turns)
+    raw = await client.responses.with_raw_response.create(**ask, stream=True)
+    events = sse_data((await raw.http_response.aread()).decode())
+    for e in events:
+        strict(ResponseStreamEvent, e)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == f"response.{status}" and events[-1]["response"]["status"] == status
+    assert [o["type"] for o in events[-1]["response"]["output"]] == types
+    for rid in (whole["id"], events[-1]["response"]["id"]):
+        strict(Response, (await client.responses.with_raw_response.retrieve(rid)).http_response.json())
+        for item in (await client.responses.input_items.with_raw_response.list(rid)).http_response.json()["data"]:
+            strict(ResponseItem, item)
+    await client.close()
+
+
 async def test_embeddings_as_floats_and_as_the_sdks_default_base64_are_the_same_vectors(oai: openai.AsyncOpenAI) -> None:
     raw = await oai.embeddings.with_raw_response.create(model="fixed-embedder", input=["a", "b"], encoding_format="float")
     strict(CreateEmbeddingResponse, raw.http_response.json())
