@@ -19,8 +19,9 @@ Two heads over the same hashed features (scripts/firewall_heads.py says what eac
   harmless prompts of each of the issue's kinds (firewall_heads.KIND_TARGET: trigger words 3%, role-play and
   fiction 5%, ordinary 1%), at most S of the kind's target is blocked (0.5: the prompt cascade's rule,
   scripts/train_prompt_cascade.py, for the n-gram head alone, by kind).
-- document: text the model reads as data, in 240-character windows. Operating points on whole validation
-  documents (clean e-mails, code threads, documentation, prose, tool outputs, correspondence): flag at
+- document: text the model reads as data, in windows (--doc-window, 160 characters) and sentences. Operating points
+  on whole validation documents (clean e-mails, code threads, documentation, prose, tool outputs; composed
+  correspondence is trained on and is a row of eval_firewall.py, not a source of these points): flag at
   --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides). Not
   shipped (docs/security.md, "Tried and not shipped"): --addressed-weight W raises each window's logit by W per
   kind of cue of an instruction addressed to the model (aigrid.security.firewall.addressed), in choosing those
