@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,8 +42,18 @@ DRAIN_S = 2.0
 thirty-second session: 15 of the 74 s the one-signal case took under load). Every request outlasts both, so each is
 still cut at its end; a parent that kills its workers before their grace and drain are over fails here (a scratch
 reap_wait_s of the grace alone, 7 Dec 2026: the streams broken off, no end to read)."""
-MARGIN_S = 10.0
-"""How much later than its grace and drain (one signal), or than the second signal, the gateway may exit."""
+EXIT_WAIT_S = 60.0
+"""The most the test waits for the stopped gateway to exit: a bound should it hang, not a timing (how it stopped is
+read from its log: HURRIED, GRACE_OVER, KILLED). Until the thirty-fifth session the exit was also held to 10 s past the grace
+and drain (one signal) or past the second signal, a margin that any stop not hung passed and a loaded machine could
+fail."""
+HURRIED = "stopping now: the requests still running are cut"
+"""What a gateway process logs when a second signal cuts its grace short (stopping.GatewayServer.hurry)."""
+GRACE_OVER = "timeout graceful shutdown exceeded"
+"""What uvicorn logs in a gateway process when the grace ends with requests still running (uvicorn.Server.shutdown:
+"Cancel N running task(s), timeout graceful shutdown exceeded"), before it cancels them."""
+KILLED = "did not stop within"
+"""What the parent of workers logs when it kills a worker that outlived its whole stop (workers._reap)."""
 
 
 def _chat(stream: bool) -> dict[str, Any]:
@@ -160,7 +171,7 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
         engine = f"http://127.0.0.1:{engine_port}"
         gateway, port = gateway_with_workers(tmp_path, lambda port: _grid(tmp_path, engine_port, port), workers)
         base = f"http://127.0.0.1:{port}"
-        stopped_proc = gateway.popen
+        stopped_gw, stopped_proc = gateway, gateway.popen
         assert stopped_proc is not None
 
         async def load(clients: Clients) -> float:
@@ -192,11 +203,26 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
 
         clients = Clients(base)
         stopped = asyncio.run(load(clients))
-        code = stopped_proc.wait(timeout=60)
+        try:
+            code = stopped_proc.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the gateway had not exited {EXIT_WAIT_S:g} s after the stop (hung); its log ends:\n"
+                        f"{stopped_gw.log_tail(30)}")
         took = time.monotonic() - stopped
         print(f"{workers} worker(s), {signals} SIGTERM: the gateway exited {took:.1f} s after the first")  # (-s)
-        # within its grace: GRACE_S for the HTTP requests, then the batch lines' DRAIN_S; a second signal: at once
-        assert code == 0 and took < MARGIN_S + (0 if signals == 2 else GRACE_S + DRAIN_S), (code, took)
+        assert code == 0, code
+        # how the gateway stopped, by what its processes said: a second signal cut each one's grace short (and
+        # skipped the batch lines' drain); one signal, none was hurried and the grace ran out with requests still
+        # running (in one worker at least: a worker whose only client was the socket, which the grace's end closes
+        # itself, may have none left to cut); the parent of workers killed none of them (each ended its own stop
+        # within the wait named for it)
+        said = stopped_gw.log_path.read_text(errors="replace")
+        hurried, graced = said.count(HURRIED), said.count(GRACE_OVER)
+        if signals == 2:
+            assert hurried == workers, (hurried, graced, stopped_gw.log_tail(30))
+        else:
+            assert hurried == 0 and graced >= 1, (hurried, graced, stopped_gw.log_tail(30))
+        assert KILLED not in said, stopped_gw.log_tail(30)
         for name in ("stream0", "stream1"):
             event = json.loads(clients.got[name].removeprefix("data: "))
             assert event["error"]["code"] == "shutting_down", clients.got[name]
