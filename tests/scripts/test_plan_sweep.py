@@ -4,7 +4,6 @@ than --max-usd (issue #16's sweep of placements at or below $14.00/h, docs/plann
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "plan_sweep.py"
-DEMAND = ROOT / "examples" / "plan" / "global.yaml"
-SITES = ["mx-central-1", "eu-central-1", "eu-north-1", "eu-south-2", "ap-south-1", "ap-east-1"]
+from tests.scripts.plan_scripts import DEMAND, ROOT, plan_doc, script
 
-spec = importlib.util.spec_from_file_location("plan_sweep", SCRIPT)
-assert spec and spec.loader
-sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sweep)
+SCRIPT = ROOT / "scripts" / "plan_sweep.py"
+sweep = script("plan_sweep", "plan_sweep")
 
 OUTPUT = """\
 6 sites, 6 devices, $13.90/h: mx-central-1 rtx-pro-6000 x 1 (chunk 1024), eu-central-1 h100 x 1 (chunk 2048)
@@ -33,10 +27,7 @@ OUTPUT = """\
 
 
 def plan_dir(tmp_path: Path) -> Path:
-    sites = [{"id": s, "city": s, "lat": 0.0, "lon": 0.0, "country": "XX", "jurisdiction": "XX", "hardware": "h100",
-              "chunk_tokens": 2048, "gpus_per_replica": 1, "usd_per_device_hour": 2.5,
-              "replicas": {"llama-3.1-8b": 1}} for s in SITES]
-    (tmp_path / "plan.json").write_text(json.dumps({"plan": {"sites": sites}, "checks": []}))
+    (tmp_path / "plan.json").write_text(json.dumps(plan_doc()))
     return tmp_path
 
 

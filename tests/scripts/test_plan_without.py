@@ -3,30 +3,12 @@ chunk given, chunks the planner would not choose included (issue #16, the H100's
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from aigrid.plan.demand import load_demand
+from tests.scripts.plan_scripts import DEMAND, SITES, plan_doc, script
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "plan_without.py"
-DEMAND = ROOT / "examples" / "plan" / "global.yaml"
-SITES = ["mx-central-1", "eu-central-1", "eu-north-1", "eu-south-2", "ap-south-1", "ap-east-1"]
-
-spec = importlib.util.spec_from_file_location("plan_without_under_test", SCRIPT)
-assert spec and spec.loader
-without = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(without)
-
-
-def plan_doc() -> dict[str, Any]:
-    sites = [{"id": s, "city": s, "lat": 0.0, "lon": 0.0, "country": "XX", "jurisdiction": "XX", "hardware": "h100",
-              "chunk_tokens": 2048, "gpus_per_replica": 1, "usd_per_device_hour": 2.5,
-              "replicas": {"llama-3.1-8b": 1}} for s in SITES]
-    return {"plan": {"sites": sites}, "checks": []}
+without = script("plan_without", "plan_without_under_test")
 
 
 def chunks(args: list[str]) -> dict[str, tuple[str, int]]:
