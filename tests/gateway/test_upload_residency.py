@@ -73,8 +73,10 @@ async def test_a_file_uploaded_to_stay_in_the_eu_has_its_batch_served_there(grid
 
 
 async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None:
-    """By the one check of the header (Guard.residency_within): the chat door's answer, word for word (until brief
-    RES of the thirty-fourth session the upload's 403 was its own: `key k may not keep files in EU`)."""
+    """By the one check of the header (Guard.residency_within): the chat door's answer, word for word but what the
+    403 says is refused, keeping files rather than sending requests (until brief RES of the thirty-fourth session the
+    upload's 403 was its own, `key k may not keep files in EU`; until the thirty-fifth, FIX6, the chat door's
+    "may not send requests to EU")."""
     c, keys, _ = grid
     chat = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     for who, asked, status, code in (("maker", "Mars", 400, "invalid_request"),
@@ -84,6 +86,9 @@ async def test_an_uploads_residency_is_checked_as_every_doors(grid: Any) -> None
         err = r.json()["error"]
         assert (err["code"], err["param"]) == (code, "x-aigrid-residency"), err
         served = await c.post("/v1/chat/completions", headers={**keys[who], "x-aigrid-residency": asked}, json=chat)
+        if status == 403:
+            assert "may not keep files in EU; it may use" in err["message"], err
+            err = {**err, "message": err["message"].replace("keep files in", "send requests to")}
         assert (served.status_code, served.json()["error"]) == (status, err), served.text
     assert (await c.get("/v1/files", headers=keys["maker"])).json()["data"] == []  # nothing kept
 

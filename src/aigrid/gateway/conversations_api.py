@@ -179,7 +179,7 @@ class ConversationsApi:
         check of every door (Guard.residency_within): naming none of the grid's, or none at all (`,`), is a 400;
         one outside the key's a 403. (Until review RV2 of 414856ad one unknown name beside a known, `eu, Mars`, was a 400
         here, where the chat door serves it in the EU.)"""
-        return self.gw.guard.residency_within(principal, residency(header))
+        return self.gw.guard.residency_within(principal, residency(header), "conversations")
 
     def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
         """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names (_asked), else the

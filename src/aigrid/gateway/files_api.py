@@ -154,7 +154,7 @@ class FilesApi:
         outside the key's: 403). Until the thirty-fourth session the header was not read here: a file uploaded to stay in
         the EU had the batch another key of the tenant made on it served anywhere; until review RV2 of 18f16219
         `EU, Mars` was a 400 here (served in the EU by the chat and batch doors) and `,` a file kept nowhere."""
-        asked = self.gw.guard.residency_within(caller, residency(header))
+        asked = self.gw.guard.residency_within(caller, residency(header), "files")
         if asked is None:
             return caller
         return replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=asked)))

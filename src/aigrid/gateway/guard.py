@@ -504,24 +504,27 @@ class Guard:
         self.authorize_scopes(ex.principal, ex.model, policy, jurisdictions)
 
     def authorize_scopes(self, principal: Principal, model: str | None, policy: str | None = None,
-                         jurisdictions: frozenset[str] | None = None) -> None:
+                         jurisdictions: frozenset[str] | None = None, kept: str | None = None) -> None:
         """authorize's checks for a caller; `model` None checks no model (a batch's create checks the headers its
-        lines will be sent with: batch_line.kept_headers)."""
+        lines will be sent with: batch_line.kept_headers); `kept`: what a storing call keeps (authorize)."""
         if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
             # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
             named = ", ".join(sorted(jurisdictions)) or "the jurisdictions it names (none)"
             raise InvalidRequest(f"{RESIDENCY_HEADER}: no site of this grid is in {named}; its jurisdictions: "
                                  f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
-        authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None)
+        authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None,
+                  kept=kept)
 
-    def residency_within(self, principal: Principal, asked: frozenset[str] | None) -> frozenset[str] | None:
+    def residency_within(self, principal: Principal, asked: frozenset[str] | None, kept: str
+                         ) -> frozenset[str] | None:
         """The jurisdictions a call's x-aigrid-residency asks for (`asked`, request_info.residency; None: none
         asked) that a site of the grid is in, checked as the model doors check them (authorize_scopes: naming none
         of the grid's, or none at all, `,`: 400; one outside the key's: 403): what the files and conversations
-        doors keep their data within, the one check of the header for every door."""
+        doors keep their data within, the one check of the header for every door; its 403 names what they keep
+        (`kept`: files, conversations)."""
         if asked is None:
             return None
-        self.authorize_scopes(principal, None, None, asked)
+        self.authorize_scopes(principal, None, None, asked, kept)
         return asked & self.jurisdictions
 
     async def admit_call(self, ex: Exchange, *, counted: bool = True) -> None:

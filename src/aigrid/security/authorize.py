@@ -24,16 +24,21 @@ request_info.H_RESIDENCY)."""
 
 
 def authorize(principal: Principal, model: str | None, *, jurisdictions: frozenset[str] | None = None,
-              policy: str | None = None) -> None:
-    """`model` None: a call that names none (a batch's create checks its headers; its lines' models each checked)."""
+              policy: str | None = None, kept: str | None = None) -> None:
+    """`model` None: a call that names none (a batch's create checks its headers; its lines' models each checked).
+    `kept`: what a storing call keeps where the residency header says (`files`, `conversations`), which the 403 of a
+    jurisdiction outside the key's names ("may not keep files in EU"); None, a call whose header says where requests
+    are sent (the model doors, a batch's lines): "may not send requests to EU". Until the thirty-fifth session every
+    door said the latter (FIX6)."""
     scopes = principal.scopes
     if model is not None and not scopes.allows_model(model):
         raise PermissionDenied(f"key {principal.key_id} may not use model '{model}'", param="model",
                                code="model_not_allowed")
     if jurisdictions is not None and scopes.jurisdictions is not None and not jurisdictions <= scopes.jurisdictions:
         outside = ", ".join(sorted(jurisdictions - scopes.jurisdictions))
+        done = "send requests to" if kept is None else f"keep {kept} in"
         raise PermissionDenied(f"{RESIDENCY_HEADER}: tenant {principal.tenant!r} (key {principal.key_id}) may not "
-                               f"send requests to {outside}; it may use {', '.join(sorted(scopes.jurisdictions))}",
+                               f"{done} {outside}; it may use {', '.join(sorted(scopes.jurisdictions))}",
                                param=RESIDENCY_HEADER, code="jurisdiction_not_allowed")
     if policy is not None and scopes.policy is not None and policy != scopes.policy:
         raise PermissionDenied(f"key {principal.key_id} is bound to policy '{scopes.policy}'",
