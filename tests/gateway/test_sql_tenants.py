@@ -71,7 +71,9 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
         for tenant in (A, B):  # and the shared one serves every tenant
             _, result = await ask_sql(c, tenant, "fares", "rail_fares")
             assert result == "value\nparis-lyon-42"
-        for tenant, expected in ((B, {"error": "error: unknown database 'ledger' (known: fares)", "output": None}),
+        refused = {"type": "mcp_tool_execution_error",
+                   "content": [{"type": "text", "text": "error: unknown database 'ledger' (known: fares)"}]}
+        for tenant, expected in ((B, {"error": refused, "output": None}),
                                  (A, {"error": None, "output": "value\nalpha-secret-row"})):  # the Responses API
             engine.received.clear()
             engine.replies = [call("sql", query="SELECT value FROM a_ledger", database="ledger"), answer("done")]

@@ -214,9 +214,9 @@ async def test_a_tool_call_the_gateway_decodes_itself_is_a_valid_chat_answer(tmp
     await client.close()
 
 
-WEATHER_FN = {"type": "function", "name": "get_weather", "parameters": {
+WEATHER_FN: Any = {"type": "function", "name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-CALCULATOR_FN = {"type": "function", "name": "calculator"}
+CALCULATOR_FN: Any = {"type": "function", "name": "calculator"}
 
 
 def _turns(mode: str, *turns: tuple[str, Any]) -> list[dict[str, Any]]:
@@ -243,6 +243,8 @@ RESPONSES_CASES: dict[str, tuple[list[tuple[str, Any]], list[str], str]] = {  # 
                                      ("call", ("get_weather", {"city": "Paris"}))], ["mcp_call", "function_call"],
                                     "completed"),
     "cut by max_output_tokens": ([("cut", "Sunny in")], ["message"], "incomplete"),
+    "grid tool failed, then text": ([("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot.")],
+                                    ["mcp_call", "message"], "completed"),
 }
 
 
@@ -276,6 +278,34 @@ async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(
         strict(Response, (await client.responses.with_raw_response.retrieve(rid)).http_response.json())
         for item in (await client.responses.input_items.with_raw_response.list(rid)).http_response.json()["data"]:
             strict(ResponseItem, item)
+    await client.close()
+
+
+async def test_a_failed_grid_tool_run_is_an_mcp_call_error_object_and_its_replay_says_the_error(
+        tmp_path: Path) -> None:
+    """A server-side tool that fails is an `mcp_call` whose `error` is the SDK's McpToolCallError, an object (an
+    `mcp_tool_execution_error` holding the tool's text), not a string: until the thirty-fifth session it was the
+    text, which the openai SDK's own type refuses. Replayed as input (the item as the SDK hands it back, or a string
+    `error` as older SDKs typed it), the model reads the error as the tool's result, not an empty one."""
+    from openai.types.responses import Response
+    from openai.types.responses.response_output_item import McpCall
+
+    engine = ScriptedEngine([])
+    client = openai_client(build_app(await scripted_gateway(tmp_path, engine, "constrained")))
+    engine.replies[:] = _turns("constrained", ("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot."))
+    raw = await client.responses.with_raw_response.create(model=MODEL, input="1/0?", tools=[CALCULATOR_FN])
+    strict(Response, raw.http_response.json())
+    ran = raw.parse().output[0]
+    assert isinstance(ran, McpCall) and ran.output is None and ran.error is not None
+    assert ran.error.model_dump() == {"type": "mcp_tool_execution_error",
+                                      "content": [{"type": "text", "text": "error: division by zero"}]}
+    said = "calculator result: error: division by zero"
+    for replayed in (ran.model_dump(exclude_none=True), {**ran.model_dump(exclude_none=True),
+                                                         "error": "error: division by zero"}):
+        engine.replies[:] = _turns("constrained", ("text", "It cannot be divided."))
+        history: list[Any] = [{"role": "user", "content": "1/0?"}, replayed, {"role": "user", "content": "Why?"}]
+        await client.responses.create(model=MODEL, input=history, tools=[CALCULATOR_FN], store=False)
+        assert said in orjson.dumps(engine.received[-1]["messages"]).decode()
     await client.close()
 
 

@@ -127,7 +127,7 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
         elif kind == "mcp_call":  # a server-side tool run replayed by the client: the call and its result
             call_id = str(item.get("id") or new_id("mcp"))
             _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
-            out.append({"role": "tool", "tool_call_id": call_id, "content": str(item.get("output") or "")})
+            out.append({"role": "tool", "tool_call_id": call_id, "content": _mcp_result(item)})
         elif kind == "compaction":
             if summaries is None or i not in summaries:
                 raise InvalidRequest(f"{at}.type: a compaction item is read in the input of POST /v1/responses "
@@ -291,12 +291,31 @@ def function_call_item(call_id: str, name: str, arguments: str, item_id: str,
 
 
 def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
+    """A tool run of the loop (an `aigrid_steps` entry) as OpenAI's `mcp_call` item: its result is `output`, or, where
+    it failed, `error`, OpenAI's McpToolCallError object (an `mcp_tool_execution_error` holding the text the model
+    read). Until the thirty-fifth session `error` was that text, a string the openai SDK's own type refuses."""
     ok = bool(step.get("ok"))
+    result = str(step.get("result", ""))
     return {"type": "mcp_call", "id": f"mcp_{step.get('call_id') or uuid.uuid4().hex[:24]}",
             "server_label": SERVER_LABEL, "name": str(step.get("tool", "")),
             "arguments": orjson.dumps(step.get("arguments")).decode(), "status": "completed",
-            "output": str(step.get("result", "")) if ok else None,
-            "error": None if ok else str(step.get("result", ""))}
+            "output": result if ok else None,
+            "error": None if ok else {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": result}]}}
+
+
+def _mcp_result(item: dict[str, Any]) -> str:
+    """What a replayed `mcp_call` item's tool run said, as the model reads it: its `output`, else its `error` (the
+    object mcp_call_item writes, another of OpenAI's error objects, or a string, as older SDKs typed it), else
+    nothing. Until the thirty-fifth session a failed run came back as an empty result."""
+    if item.get("output") is not None or not item.get("error"):
+        return str(item.get("output") or "")
+    error = item["error"]
+    if not isinstance(error, dict):
+        return str(error)
+    blocks = error.get("content")
+    if isinstance(blocks, list):
+        return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+    return str(error.get("message") or orjson.dumps(error).decode())
 
 
 def output_items(chat: dict[str, Any], steps: bool = False) -> tuple[list[dict[str, Any]], str | None]:
