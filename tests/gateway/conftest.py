@@ -71,10 +71,18 @@ async def serving(spec: GridSpec, engines: dict[str, Any], seed: int = 7) -> Asy
     """The gateway of `spec` on `engines`, scraped once and its guard started, with a client of its app."""
     gw = build_gateway(spec, engines, rng=random.Random(seed), sleep=_no_sleep)
     await gw.scraper.scrape_once()
+    async with started(gw) as c:
+        yield c, gw
+
+
+@asynccontextmanager
+async def started(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """`gw`'s guard started and a client of its app (in process: ASGI, base URL http://gw) until the block ends; the
+    guard stopped then."""
     await gw.guard.start()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield c, gw
+            yield c
     finally:
         await gw.guard.stop()
 

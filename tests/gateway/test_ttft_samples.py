@@ -15,10 +15,10 @@ import pytest
 from rich.console import Console
 
 from aigrid.explain import render_decision
-from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.app import Gateway
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
-from tests.gateway.conftest import scripted_gateway
+from tests.gateway.conftest import scripted_gateway, started
 from tests.gateway.planted_tool import Planted
 
 MODEL = "smollm2-135m"
@@ -41,12 +41,8 @@ async def scripted(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ScriptedEngin
     engine = ScriptedEngine([])
     gw = await scripted_gateway(tmp_path, engine)
     gw.agents.tools.add(Planted("crm_lookup", Source.MCP_RESULT, "crm_lookup ran"))
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield gw, engine, c
-    finally:
-        await gw.guard.stop()
+    async with started(gw) as c:
+        yield gw, engine, c
 
 
 async def test_a_streamed_tool_loops_first_byte_is_no_sample_of_the_proxys_ttft_metrics(

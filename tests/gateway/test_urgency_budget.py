@@ -32,7 +32,7 @@ from tests.gateway.compaction_grid import (  # LOW: below CONVERSATION's estimat
     METERED,
     MODEL,
 )
-from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in, started
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
@@ -210,12 +210,8 @@ async def timed_grid(spec: Any, plan: dict[str, Any]) -> AsyncIterator[tuple[Gat
     fakes = {e.id: Timed(e.id, clock, plan) for e in spec.endpoints}
     gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep, clock=clock)
     await gw.scraper.scrape_once()
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield gw, fakes, c
-    finally:
-        await gw.guard.stop()
+    async with started(gw) as c:
+        yield gw, fakes, c
 
 
 @pytest.mark.parametrize("hedge", ["off", "on"])
