@@ -1,20 +1,25 @@
 """An ASGI app served by uvicorn in this event loop, on a 127.0.0.1 socket bound here (port 0, handed to uvicorn:
 no other process can take the port meanwhile). The one helper every test that needs a real socket uses:
 `serving` in a test's own event loop, `serving_in_thread` (the same, on an event loop of its own in a thread) for
-a test whose thread blocks while the server answers (a synchronous browser driver)."""
+a test whose thread blocks while the server answers (a synchronous browser driver), and `serving_gateway` for the
+gateway's own server (stopping.gateway_server: its signal handling on this loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from aigrid.gateway.stopping import GatewayServer
 
 START_S = 60.0
 """How long uvicorn may take to start (well under a second on an idle machine; generous for a loaded one)."""
@@ -133,3 +138,25 @@ def serving_in_thread(app: Any, **options: Any) -> Iterator[Served]:
         raise AssertionError(f"the server's thread did not end within {stop_s + FORCE_S + 5:g} s of the block")
     if failed:
         raise failed[0]
+
+
+@asynccontextmanager
+async def serving_gateway(server: GatewayServer) -> AsyncIterator[tuple[int, asyncio.Task[None]]]:
+    """`server` (stopping.gateway_server's, as `aigrid gateway` serves) on a 127.0.0.1 socket bound here until the
+    block ends: its port and its serving task. At the end the SIGINT and SIGTERM handlers its start put on this loop
+    (stop_on_signals) come off, it is told to exit (what the block did to stop it first stands) and its end is awaited,
+    60 s at most."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 0))
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                assert not task.done(), "the gateway did not start"
+                await asyncio.sleep(0.01)
+            yield sock.getsockname()[1], task
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            server.should_exit = True
+            await asyncio.wait_for(task, 60)

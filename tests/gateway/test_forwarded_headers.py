@@ -4,10 +4,7 @@ the gateway's host say the client's address and scheme. Served as `aigrid up` se
 
 from __future__ import annotations
 
-import asyncio
 import random
-import signal
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +19,7 @@ from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GatewaySpec
 from tests.gateway.conftest import spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.serving import serving_gateway
 
 
 @asynccontextmanager
@@ -30,21 +28,8 @@ async def gateway_at(tmp_path: Path, proxies: list[str]) -> AsyncIterator[str]:
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"forwarded_allow_ips": proxies})})
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(3))
-    loop = asyncio.get_running_loop()
-    server = gateway_server(build_app(gw), gw)
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", 0))
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                assert not task.done(), "the gateway did not start"
-                await asyncio.sleep(0.01)
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # stop_on_signals' handlers, off this test's loop
-                loop.remove_signal_handler(sig)
-            server.should_exit = True
-            await asyncio.wait_for(task, 60)
+    async with serving_gateway(gateway_server(build_app(gw), gw)) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("proxies", [[], ["127.0.0.1"], ["127.0.0.0/8"]])

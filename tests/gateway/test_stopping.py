@@ -357,12 +357,12 @@ async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float,
     protocol, its signal handling: `signalled()` is what SIGTERM calls) on 127.0.0.1, every engine `_Gated` (`held`:
     `_Held`, which sets `gate` once it has the request; `engine`: the one it makes of an endpoint's id)."""
     import random
-    import socket
 
     from aigrid.gateway.app import build_gateway
     from aigrid.gateway.responses_socket import server_options
     from aigrid.gateway.stopping import gateway_server
     from tests.gateway.conftest import _no_sleep
+    from tests.serving import serving_gateway
 
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"shutdown_grace_s": grace_s})})
@@ -370,24 +370,15 @@ async def _stopping_gateway(tmp_path: Path, gate: asyncio.Event, grace_s: float,
                for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
     await gw.scraper.scrape_once()
-    loop = asyncio.get_running_loop()
     server = gateway_server(build_app(gw), gw, **server_options(spec))
-    with socket.socket() as sock:
+    async with serving_gateway(server) as (port, task):
         try:
-            sock.bind(("127.0.0.1", 0))
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                assert not task.done(), "the gateway did not start"
-                await asyncio.sleep(0.01)
-            yield server, sock.getsockname()[1], task
+            yield server, port, task
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
             gate.set()
             if not task.done():
                 server.signalled()
                 server.signalled()
-            await asyncio.wait_for(task, 60)
 
 
 def _records(tmp_path: Path, route: str) -> list[dict[str, Any]]:
