@@ -10,7 +10,7 @@ import pytest
 from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.predict import prefill_ms
 from aigrid.core.scheduler import schedule
-from aigrid.core.types import Circuit, EndpointState, GeoPoint, RequestInfo
+from aigrid.core.types import Circuit, Decision, Endpoint, EndpointState, GeoPoint, Policy, RequestInfo
 from tests.core.grid import CITIES, FOUR, endpoint, view
 
 BALANCED = BUILTIN_POLICIES["balanced"]
@@ -19,6 +19,17 @@ BALANCED = BUILTIN_POLICIES["balanced"]
 def req(city: str | None = None, **kw: object) -> RequestInfo:
     return RequestInfo(id="r1", model=str(kw.pop("model", "small")), prompt_tokens=int(kw.pop("prompt_tokens", 200)),
                        max_output_tokens=128, client_location=CITIES[city] if city else None, **kw)  # type: ignore[arg-type]
+
+
+def picks(endpoints: tuple[Endpoint, ...], policy: Policy) -> dict[str, Decision]:
+    """A request from Frankfurt routed over `endpoints` with seeds 0 to 7 (a tie is picked at random): each chosen
+    endpoint's id -> the last decision that chose it."""
+    chosen = {}
+    for seed in range(8):
+        d = schedule(req("frankfurt"), view(endpoints), policy, random.Random(seed))
+        assert d.chosen is not None
+        chosen[d.chosen.endpoint_id] = d
+    return chosen
 
 
 @pytest.mark.parametrize(("city", "site"), [("tokyo", "nrt"), ("frankfurt", "fra"), ("ashburn", "iad"),
@@ -150,20 +161,17 @@ def test_the_reason_says_when_a_tie_and_not_the_weights_chose_the_slower_candida
     chosen one: ttft -0.078, headroom +0.036, cost +0.029" (a net loss) as if the weights had chosen it; so did a
     choice the picker's SLO gate made (the faster one's TPOT missing it, or no candidate meeting it)."""
     eps = (endpoint("fra", price=0.12), endpoint("iad", price=0.0))
-    decisions = {}
-    for seed in range(8):
-        d = schedule(req("frankfurt"), view(eps), BALANCED, random.Random(seed))
-        assert d.chosen is not None
-        decisions[d.chosen.site_id] = d
-    assert set(decisions) == {"fra", "iad"}  # a tie: each is picked on some seed
-    fra = next(c for c in decisions["iad"].ranked if c.site_id == "fra")
-    iad = decisions["iad"].chosen
+    decisions = picks(eps, BALANCED)
+    assert set(decisions) == {"fra-small", "iad-small"}  # a tie: each is picked on some seed
+    fra = next(c for c in decisions["iad-small"].ranked if c.site_id == "fra")
+    iad = decisions["iad-small"].chosen
     assert iad is not None and 0.0 < fra.total - iad.total <= BALANCED.tie_tolerance
     # the headline compares it with fra and says why (RTX, thirty-fourth session); the note adds only the gap
     assert f"; picked within the tie tolerance 0.02 of fra-small ({fra.total:.3f}): behind it on ttft -" \
-           in decisions["iad"].reason
-    assert decisions["iad"].reason.endswith(" ms faster") and "points for the chosen" not in decisions["iad"].reason
-    assert "faster" not in decisions["fra"].reason  # the fastest chosen: nothing to say
+           in decisions["iad-small"].reason
+    assert decisions["iad-small"].reason.endswith(" ms faster")
+    assert "points for the chosen" not in decisions["iad-small"].reason
+    assert "faster" not in decisions["fra-small"].reason  # the fastest chosen: nothing to say
     # the faster one's TPOT misses the policy's bound: the SLO gate, not the weights nor a tie, put it behind
     gated = schedule(req("frankfurt"), view(eps, {"fra-small": EndpointState(tpot_s=0.2)}),
                      with_slo(BALANCED, 2000.0, 50.0), random.Random(0))
@@ -173,11 +181,7 @@ def test_the_reason_says_when_a_tie_and_not_the_weights_chose_the_slower_candida
            "behind it on ttft -" in gated.reason
     # none meets a 10 ms SLO: the picker ranks by p90 TTFT (near-equals, 2%, picked at random), not by the weights
     twins = (endpoint("fra", price=0.0), replace(endpoint("fra", price=0.2), id="fra-dear", prefill_tps=1980))
-    slow = {}
-    for seed in range(8):
-        d = schedule(req("frankfurt"), view(twins), with_slo(BALANCED, 10.0, None), random.Random(seed))
-        assert d.chosen is not None
-        slow[d.chosen.endpoint_id] = d.reason
+    slow = {endpoint_id: d.reason for endpoint_id, d in picks(twins, with_slo(BALANCED, 10.0, None)).items()}
     assert "; picked by p90 TTFT over fra-small (0.919), no candidate meeting the 10 ms SLO (p90 191 ms, within the " \
            "tie tolerance 0.02 of its 189 ms): behind it on cost -" in slow["fra-dear"]
 
@@ -188,12 +192,8 @@ def test_the_headline_compares_a_pick_below_the_top_total_with_the_top_scorer() 
     before fra (0.890), and it read "ahead of fra-small on headroom +0.036, cost +0.029; behind it on ttft
     -0.078". Now it compares with the best candidate it was preferred over and says why the picker chose it."""
     eps = (endpoint("fra", price=0.12), endpoint("iad", price=0.0))
-    picks = {}
-    for seed in range(8):
-        d = schedule(req("frankfurt"), view(eps), BALANCED, random.Random(seed))
-        assert d.chosen is not None
-        picks[d.chosen.site_id] = d
-    second = picks["iad"]  # a seed picked the second of two within the tolerance
+    chosen = picks(eps, BALANCED)
+    second = chosen["iad-small"]  # a seed picked the second of two within the tolerance
     iad, fra = second.ranked
     assert 0.0 < fra.total - iad.total <= BALANCED.tie_tolerance
     weights = {a: w / sum(BALANCED.weights.values()) for a, w in BALANCED.weights.items()}
@@ -201,7 +201,7 @@ def test_the_headline_compares_a_pick_below_the_top_total_with_the_top_scorer() 
     assert f"; picked within the tie tolerance 0.02 of fra-small ({fra.total:.3f}): behind it on ttft {ttft:+.3f}; " \
            "ahead of it on " in second.reason, second.reason
     assert "ahead of fra-small" not in second.reason, second.reason
-    assert "ahead of iad-small on ttft +" in picks["fra"].reason and "picked" not in picks["fra"].reason
+    assert "ahead of iad-small on ttft +" in chosen["fra-small"].reason and "picked" not in chosen["fra-small"].reason
     # none meets a 10 ms SLO: ranked by p90, the fastest (and dearest) first, the cheap slow one last though its total
     # is the highest; the headline compares with it, not with ranked[1]
     three = (endpoint("fra", price=5.0), replace(endpoint("fra", price=1.0), id="fra-mid", prefill_tps=1500),
@@ -231,7 +231,7 @@ def test_the_headline_names_a_picker_it_does_not_know() -> None:
 
     from aigrid.core.registry import FILTERS, PICKERS, SCORERS
     from aigrid.core.scheduler import Profile, Scheduler
-    from aigrid.core.types import Candidate, Policy, Rng
+    from aigrid.core.types import Candidate, Rng
 
     class Cheapest:
         name = "cheapest"
