@@ -66,6 +66,10 @@ class StoredConversation:
     items: list[dict[str, Any]] = field(default_factory=list)
     """Response items with ids, oldest first."""
     size: int = 0
+    models: list[str] = field(default_factory=list)
+    """The grid models whose answers it holds (each response served in it adds its own: `append`'s `model`), which a
+    key narrowed to models must be allowed (conversations_api.check_produced_by); empty in one of before the
+    thirty-fifth session."""
 
     def public(self) -> dict[str, Any]:
         """The Conversation object of the API."""
@@ -108,14 +112,15 @@ class ConversationStore:
         return self._all.pop(tenant, cid) is not None
 
     def append(self, tenant: str, cid: str, items: list[dict[str, Any]], bind: str | None = None,
-               limit: int | None = None, expect: str | None = ANY_BINDING
+               limit: int | None = None, expect: str | None = ANY_BINDING, model: str | None = None,
                ) -> tuple[list[dict[str, Any]], str | None] | None:
         """`items` added at the end (an id already in the conversation replaced by a new one); `bind`: the
         jurisdiction of the site that served them, which binds a conversation not yet bound. The items as
         stored and the conversation's jurisdiction; None: no such conversation. Raises ConversationFull, adding
         nothing, when the conversation would hold more than `limit` bytes; BoundElsewhere, adding nothing, when it
         is not bound to `expect` (the binding its writer read and checked, None: unbound; ANY_BINDING: any), as
-        when a response served elsewhere bound it between the writer's read and this append."""
+        when a response served elsewhere bound it between the writer's read and this append. `model`: the grid model
+        whose answer the items hold (a served response's turn), kept in `models`."""
         conv = self._all.get(tenant, cid)
         if conv is None:
             return None
@@ -126,6 +131,8 @@ class ConversationStore:
         if limit is not None and conv.size + grown > limit:
             raise ConversationFull(conv.size)
         conv.items.extend(added)
+        if model is not None and model not in conv.models:
+            conv.models.append(model)
         if conv.jurisdiction is None and bind is not None:
             conv.jurisdiction = bind
         elif bind is not None and bind != conv.jurisdiction:  # two first turns at once, served apart
@@ -176,15 +183,15 @@ class ConversationStore:
             found = self.get(tenant, cid)
             return None if found is None else {"id": found.id, "tenant": found.tenant, "created_at": found.created_at,
                                                "metadata": dict(found.metadata), "jurisdiction": found.jurisdiction,
-                                               "size": found.size}
+                                               "size": found.size, "models": list(found.models)}
         if op == "update":
             found = self.update(tenant, cid, dict(rest[0]))
             return None if found is None else found.public()
         if op == "delete":
             return self.delete(tenant, cid)
-        if op == "append":  # tenant, cid, items, bind[, limit[, expect]]
+        if op == "append":  # tenant, cid, items, bind[, limit[, expect[, model]]]
             try:
-                done = self.append(tenant, cid, list(rest[0]), rest[1], *rest[2:4])
+                done = self.append(tenant, cid, list(rest[0]), rest[1], *rest[2:5])
             except ConversationFull as e:
                 return {"full": e.args[0]}
             except BoundElsewhere as e:

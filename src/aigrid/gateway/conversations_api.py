@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import InvalidRequest, NotFound, PermissionDenied, StoreUnavailable
-from aigrid.gateway.conversation_store import MAX_CONVERSATION_BYTES, StoredConversation
+from aigrid.gateway.conversation_store import ANY_BINDING, MAX_CONVERSATION_BYTES, StoredConversation
 from aigrid.gateway.conversations_schema import (
     ConversationCreate,
     ConversationItemsCreate,
@@ -48,6 +48,7 @@ from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import input_items, input_messages, new_id
 from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
 from aigrid.gateway.stores import ConversationBook
+from aigrid.security.authorize import model_may_serve
 from aigrid.security.principal import Principal
 
 log = logging.getLogger("aigrid.gateway")
@@ -75,6 +76,19 @@ def check_stored_in(principal: Principal, jurisdiction: str | None, param: str, 
         raise InvalidRequest(f"{param}: {what} is stored in {jurisdiction} and can only be used there, but "
                              f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param=param,
                              code="conversation_residency")
+
+
+def check_produced_by(principal: Principal, models: Iterable[str], param: str, what: str) -> None:
+    """Whether this caller may use `what` (a stored response and its chain, a background response's events) that the
+    grid `models` produced: a key narrowed to some models (`aigrid keys create T --model P`, a token's `models` claim)
+    reads, continues, cancels or deletes only what models that may serve it produced (authorize.model_may_serve: 403
+    model_not_allowed, naming the others), as check_stored_in holds a key narrowed to jurisdictions to what is stored
+    in them (a scope of `auto` alone may be served by any model, so reads any). Before the thirty-fifth session a key
+    narrowed to one model read and deleted its tenant's stored answers of every other model."""
+    others = sorted({m for m in models if not model_may_serve(principal.scopes, m)})
+    if others:
+        raise PermissionDenied(f"{param}: {what} holds answers of {', '.join(others)}, a model key "
+                               f"{principal.key_id} may not use", param=param, code="model_not_allowed")
 
 
 def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,6 +126,7 @@ class Conversations:
         bound = found["jurisdiction"]
         check_stored_in(principal, bound, "conversation", f"conversation {cid!r}", headers.get(H_RESIDENCY),
                         writes=True)
+        check_produced_by(principal, found.get("models", ()), "conversation", f"conversation {cid!r}")
         if found["size"] > MAX_CONVERSATION_BYTES:  # its turns (each within a request's size) took it past
             raise InvalidRequest(f"conversation: {cid!r} holds {found['size']} bytes, more than "
                                  f"{MAX_CONVERSATION_BYTES}, the most one conversation may hold; start another",
@@ -131,10 +146,12 @@ class Conversations:
             raise InvalidRequest(f"conversation: an item of {cid!r} cannot be replayed: {e.message}",
                                  param="conversation") from e
 
-    async def add_turn(self, tenant: str, cid: str, items: list[dict[str, Any]], jurisdiction: str | None) -> None:
+    async def add_turn(self, tenant: str, cid: str, items: list[dict[str, Any]], jurisdiction: str | None,
+                       model: str | None = None) -> None:
         """A served response's input and output items, added; the first one served binds the conversation to
-        its site's jurisdiction. A conversation deleted meanwhile keeps nothing."""
-        await self.call("append", tenant, cid, items, jurisdiction)
+        its site's jurisdiction; `model`, the grid model that answered, is kept with it (check_produced_by). A
+        conversation deleted meanwhile keeps nothing."""
+        await self.call("append", tenant, cid, items, jurisdiction, None, ANY_BINDING, model)
 
 
 class ConversationsApi:
@@ -172,6 +189,7 @@ class ConversationsApi:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         check_stored_in(principal, found["jurisdiction"], "conversation_id", f"conversation {cid!r}",
                         request.headers.get(H_RESIDENCY), writes=writes)
+        check_produced_by(principal, found.get("models", ()), "conversation_id", f"conversation {cid!r}")
         return found
 
     def _asked(self, principal: Principal, header: str | None) -> frozenset[str] | None:

@@ -65,6 +65,14 @@ class StoredResponse:
     size: int = 0
     inputs: list[dict[str, Any]] = field(default_factory=list)
     """This request's input as Response items, with ids (GET /v1/responses/{id}/input_items)."""
+    models: list[str] = field(default_factory=list)
+    """The grid models whose answers it holds: its own and every earlier turn's of its previous_response_id chain
+    (produced_by); empty in a record written before the thirty-fifth session."""
+
+    def produced_by(self) -> list[str]:
+        """The grid models whose answers this record and its history hold (a record of before `models`: its own)."""
+        own = self.response.get("model")
+        return self.models or ([own] if isinstance(own, str) else [])
 
 
 FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})

@@ -85,7 +85,7 @@ from aigrid.gateway.compaction import (
     user_items,
 )
 from aigrid.gateway.context_window import check_context, smallest_context
-from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
+from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_produced_by, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.event_log import FOLLOW_POLL_S, TERMINAL, LogWriter, event, kind_of, split
 from aigrid.gateway.exchange import Exchange
@@ -134,7 +134,7 @@ from aigrid.gateway.routes import (
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.gateway.urgency import body_urgency
-from aigrid.security.authorize import authorize
+from aigrid.security.authorize import authorize, model_may_serve
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
 
@@ -197,6 +197,9 @@ class _Turn:
         output starts with; its turn is stored as a new chain root (its history is the summary)."""
         self.spent: Spent = (0, 0, 0)
         """The compaction pass's (prompt, completion, cached) tokens, added to the Response's usage."""
+        self.chain: list[str] = []
+        """The grid models whose answers its previous_response_id chain holds (StoredResponse.produced_by): kept with
+        its own answer's in its stored record."""
 
 
 class ResponsesApi:
@@ -308,7 +311,7 @@ class ResponsesApi:
                                      param="conversation")
             history = await self.conversations.history(turn.principal, req.conversation, headers)
         elif req.previous_response_id is not None:
-            history = await self._continue(turn.principal, req.previous_response_id, headers)
+            history, turn.chain = await self._continue(turn.principal, req.previous_response_id, headers)
             turn.bound = headers[H_RESIDENCY]
         turn.history = history
         summaries = self._open_compactions(turn, headers)
@@ -816,10 +819,13 @@ class ResponsesApi:
         if turn.req.conversation is not None:
             await self.conversations.add_turn(turn.principal.tenant, turn.req.conversation,
                                               input_items(turn.req.input) + final["output"],
-                                              headers.get("x-aigrid-jurisdiction"))
+                                              headers.get("x-aigrid-jurisdiction"), final.get("model"))
 
-    async def _continue(self, principal: Principal, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
-        """The stored history of `previous`; narrows this request's residency to where it is stored."""
+    async def _continue(self, principal: Principal, previous: str, headers: dict[str, str],
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The stored history of `previous` and the models whose answers it holds (check_produced_by: a key narrowed
+        to models continues only what models that may serve it produced); narrows this request's residency to where
+        it is stored."""
         prev = await self._look(principal.tenant, previous)
         if prev is None:
             raise PreviousResponseNotFound(previous, "no stored response of this id for this tenant on this gateway")
@@ -832,6 +838,7 @@ class ResponsesApi:
                                  param="previous_response_id")
         check_stored_in(principal, prev.jurisdiction, "previous_response_id", f"the conversation {previous!r}",
                         headers.get(H_RESIDENCY), writes=True)
+        check_produced_by(principal, prev.produced_by(), "previous_response_id", f"the conversation {previous!r}")
         if prev.response.get("status") == "failed":  # stored as its stream broke (_end_broken): its answer was cut
             raise PreviousResponseNotFound(previous, "the background response ended failed, its answer cut: none to "
                                            "continue")
@@ -841,7 +848,7 @@ class ResponsesApi:
             raise PreviousResponseNotFound(previous, f"an earlier turn ({e.args[0]}) is no longer stored, so its "
                                            "history cannot be rebuilt") from e
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
-        return history
+        return history, prev.produced_by()
 
     async def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str], *,
                      background: bool = False) -> str:
@@ -856,9 +863,11 @@ class ResponsesApi:
             return "refused"
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
         # a compacted turn starts a chain of its own: its summary stands for the history, whose reads stop at it
+        own = [final["model"]] if isinstance(final.get("model"), str) else []
         record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
                                 previous=None if turn.lead else turn.req.previous_response_id,
-                                inputs=input_items(turn.req.input))
+                                inputs=input_items(turn.req.input),
+                                models=sorted(set(own) | (set() if turn.lead else set(turn.chain))))
         allowed = turn.principal.scopes.jurisdictions
         if background:
             return await self.book.complete(record, allowed)
@@ -895,13 +904,14 @@ class ResponsesApi:
 
     async def _lookup(self, principal: Principal, rid: str) -> StoredResponse | Pending:
         """The caller's stored response or background placeholder (404: none of its tenant's); a stored one only
-        for a key that may use the jurisdiction it is stored in (check_stored_in; a placeholder holds no
-        conversation content)."""
+        for a key that may use the jurisdiction it is stored in (check_stored_in) and may be served by the models
+        whose answers it holds (check_produced_by); a placeholder holds no conversation content."""
         found = await self._look(principal.tenant, rid)
         if found is None:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
         if isinstance(found, StoredResponse):
             check_stored_in(principal, found.jurisdiction, "response_id", f"response {rid!r}")
+            check_produced_by(principal, found.produced_by(), "response_id", f"response {rid!r}")
         return found
 
     async def get(self, request: Request, ex: Exchange) -> Response:
@@ -945,7 +955,9 @@ class ResponsesApi:
         check_stored_in answers for the stored answer); a placeholder alone holds no content. The same for
         cancelling or deleting it (`doing`), as for a stored response. What the creator might is what the placeholder
         keeps of its scopes, not its key id: a token of the same `sub` with other jurisdiction claims is the same key
-        id, and read the log of an answer served where it may not be."""
+        id, and read the log of an answer served where it may not be. Likewise for the models that may serve it
+        (_may_follow_models)."""
+        self._may_follow_models(principal, pending, doing)
         allowed = principal.scopes.jurisdictions
         if allowed is None:
             return
@@ -960,6 +972,16 @@ class ResponsesApi:
             raise PermissionDenied(f"response_id: key {principal.key_id} may not {doing}: response {pending.id!r} may "
                                    "be served outside the jurisdictions this key may use", param="response_id",
                                    code="jurisdiction_not_allowed")
+
+    def _may_follow_models(self, principal: Principal, pending: Pending, doing: str) -> None:
+        """The models' side of _may_follow: a caller narrowed to models acts on a background response not yet stored
+        only when every grid model that may serve its creator may serve it (check_produced_by; its answer is not
+        known before it is stored). A placeholder written before its creator's scopes were kept: not judged."""
+        if pending.scopes is None:
+            return
+        creator = Scopes.from_dict(pending.scopes)
+        check_produced_by(principal, [m for m in sorted(self.gw.known_models) if model_may_serve(creator, m)],
+                          "response_id", f"response {pending.id!r} (to {doing})")
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """Cancel a background response: queued or in progress, it ends cancelled (its run stopped, its quota

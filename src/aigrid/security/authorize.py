@@ -64,10 +64,17 @@ def _serving_models(scopes: Scopes) -> tuple[frozenset[str], ...]:
     return tuple(p - AUTO for p in (scopes.models, *scopes.models_within) if p is not None and p - AUTO)
 
 
+def model_may_serve(scopes: Scopes, model: str) -> bool:
+    """Whether the grid model `model` may serve a caller of these scopes (what the routing's model filter lets
+    through for it: scope_request): a key narrowed to models reads only stored answers such a model produced
+    (conversations_api.check_produced_by)."""
+    return in_scope(model, _serving_models(scopes))
+
+
 def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:
     """Whether an endpoint of `model` at `site` in `jurisdiction` may serve a caller of these scopes: what
     scope_request's hard filters let the routing choose (the grid a narrowed key reads is this part of it)."""
-    return (in_scope(model, _serving_models(scopes))
+    return (model_may_serve(scopes, model)
             and (scopes.sites is None or site in scopes.sites)
             and (scopes.jurisdictions is None or jurisdiction in scopes.jurisdictions))
 
