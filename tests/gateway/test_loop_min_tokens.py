@@ -8,31 +8,18 @@ max_tokens"), without a `param`, after the routing and the count, mid-loop where
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import build_gateway
 from aigrid.spec.models import QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
-from tests.gateway.conftest import _no_sleep, audit_rows, scripted_gateway, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, scripted_gateway, spec_in, started
 
 CALCULATOR = [{"type": "function", "function": {"name": "calculator"}}]
 ASK = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "What is 1 + 1?"}], "tools": CALCULATOR}
 TENANT = {"x-aigrid-tenant": "metered"}
-
-
-@asynccontextmanager
-async def client_of(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield c
-    finally:
-        await gw.guard.stop()
 
 
 def within(sent: list[dict]) -> None:
@@ -52,7 +39,7 @@ async def test_min_tokens_past_a_turns_own_limit_without_an_output_limit_is_refu
     engine = ScriptedEngine([])
     gw = await scripted_gateway(tmp_path, engine)
     step = gw.agents.loop.step_max_tokens
-    async with client_of(gw) as c:
+    async with started(gw) as c:
         r = await c.post("/v1/chat/completions", json={**ASK, "min_tokens": step + 1, "stream": stream})
         assert r.status_code == 400, (r.status_code, r.text[:300], [b.get("max_tokens") for b in engine.received])
         err = r.json()["error"]
@@ -82,7 +69,7 @@ async def test_a_turn_the_quota_cuts_below_min_tokens_is_sent_min_tokens_no_larg
     engines = {e.id: ScriptedEngine([call("calculator", expression="1 + 1"), answer("2")]) for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
     await gw.scraper.scrape_once()
-    async with client_of(gw) as c:
+    async with started(gw) as c:
         r = await c.post("/v1/chat/completions", json={**ASK, "max_tokens": 250, "min_tokens": 250}, headers=TENANT)
     sent = [body for e in engines.values() for body in e.received]
     assert r.status_code == 200, r.text[:300]
@@ -104,7 +91,7 @@ async def test_min_tokens_with_only_the_clients_own_tools_is_held_to_the_grids_l
     assert step + 1 <= limit
     own = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-    async with client_of(gw) as c:
+    async with started(gw) as c:
         r = await c.post("/v1/chat/completions", json={**ASK, "tools": own, "min_tokens": step + 1})
         assert r.status_code == 200, r.text[:300]
     [sent] = engine.received
@@ -125,7 +112,7 @@ async def test_min_tokens_with_the_clients_own_tools_where_the_context_leaves_no
     own = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
     long = [{"role": "user", "content": "word " * 6_000}]  # 30,000 characters on an 8,192-token context
-    async with client_of(gw) as c:
+    async with started(gw) as c:
         r = await c.post("/v1/chat/completions", json={**ASK, "messages": long, "tools": own, "min_tokens": step + 1})
         assert r.status_code == 200, r.text[:300]
     [sent] = engine.received
