@@ -980,7 +980,7 @@ class ResponsesApi:
         if pending.scopes is None:
             return
         creator = Scopes.from_dict(pending.scopes)
-        check_produced_by(principal, [m for m in sorted(self.gw.known_models) if model_may_serve(creator, m)],
+        check_produced_by(principal, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
                           "response_id", f"response {pending.id!r} (to {doing})")
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
