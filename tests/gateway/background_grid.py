@@ -6,10 +6,7 @@ tenant's balance, and a real hub on a Unix socket that two gateways share as wor
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -20,6 +17,7 @@ from aigrid.gateway.background import BACKGROUND_ROUTE
 from aigrid.gateway.hub import Hub
 from tests.gateway.conftest import audit_rows
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.started_hub import started_hub
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 OTHER = {"x-aigrid-tenant": "default", "x-aigrid-client-location": "Tokyo"}
@@ -90,14 +88,8 @@ async def reached_an_engine(engines: dict[str, Stalling]) -> None:
 @pytest.fixture
 async def hub_path() -> AsyncIterator[Hub]:
     """A started hub (its socket's path and its token: HubClient(hub.path, hub.token))."""
-    work = Path(tempfile.mkdtemp(prefix="aigrid-bg-"))  # short: a Unix socket path has ~100 bytes
-    hub = Hub(work / "hub.sock", None)
-    await hub.start()
-    try:
+    async with started_hub("aigrid-bg-") as hub:
         yield hub
-    finally:
-        await hub.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 async def close_hub_pair(gateways: tuple[Gateway, ...], clients: tuple[openai.AsyncOpenAI, ...]) -> None:

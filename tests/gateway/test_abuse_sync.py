@@ -4,8 +4,6 @@ own verdicts when the hub does not answer (logged once, never a refused request)
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,20 +15,15 @@ from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.security.firewall.abuse import AbuseAction, AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
+from tests.gateway.started_hub import started_hub
 
 RULES = AbuseRules(window_s=60.0, min_requests=5, max_requests=10)
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    work = Path(tempfile.mkdtemp(prefix="aigrid-abuse-"))  # short: a Unix socket path has ~100 bytes
-    h = Hub(work / "hub.sock", None, abuse_rules=RULES)
-    await h.start()
-    try:
+    async with started_hub("aigrid-abuse-", abuse_rules=RULES) as h:
         yield h
-    finally:
-        await h.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 async def test_digests_of_two_workers_are_counted_together(hub: Hub) -> None:

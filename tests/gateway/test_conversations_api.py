@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
+from tests.gateway.started_hub import started_hub
 
 MODEL = "smollm2-135m"
 TOKYO = {"x-aigrid-client-location": "Tokyo"}
@@ -377,14 +376,8 @@ async def test_reading_and_changing_a_conversation_is_audited(gateway: Gateway, 
 # --- workers --------------------------------------------------------------------------------------------
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    work = Path(tempfile.mkdtemp(prefix="aigrid-hub-"))  # short: a Unix socket path has ~100 bytes
-    hub = Hub(work / "hub.sock", None)
-    await hub.start()
-    try:
+    async with started_hub("aigrid-hub-") as hub:
         yield hub
-    finally:
-        await hub.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 async def test_a_conversation_made_on_one_worker_is_used_from_another(hub: Hub, tmp_path: Path) -> None:

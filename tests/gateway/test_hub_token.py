@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,20 +17,15 @@ from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient, HubError
 from aigrid.gateway.hub_protocol import HELLO, frame
 from aigrid.gateway.workers import HUB_TOKEN_FD, hub_token, token_pipe
+from tests.gateway.started_hub import started_hub
 
 FORGED = {"id": "forged", "tenant": "default", "outcome": "ok"}
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    work = Path(tempfile.mkdtemp(prefix="aigrid-tok-"))  # short: a Unix socket path has ~100 bytes
-    h = Hub(work / "hub.sock", None)
-    await h.start()
-    try:
+    async with started_hub("aigrid-tok-") as h:
         yield h
-    finally:
-        await h.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 async def _raw(path: Path, *frames: bytes) -> bytes:
