@@ -13,6 +13,7 @@ item beside it (_settled), so redact leaves nothing find_pii finds and redacting
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -60,10 +61,19 @@ _DOUBLED = str.maketrans("0123456789", "0246813579")
 
 def iban_ok(iban: str) -> bool:
     s = re.sub(r"\s", "", iban).upper()
-    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
-        return False
-    rearranged = s[4:] + s[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    return 15 <= len(s) <= 34 and s[:2].isalpha() and s[2:4].isdigit() and s.isalnum() \
+        and _remainder_one((s[4:] + s[:4]).translate(_BASE36))
+
+
+def _remainder_one(digits: str) -> bool:
+    """An IBAN's checksum, read of its characters from the fifth on, then its first four, each capital written as its
+    value in base 36 (A 10 ... Z 35, _BASE36): the number's remainder by 97 is 1."""
+    return int(digits) % 97 == 1
+
+
+_BASE36 = {ord(c): str(int(c, 36)) for c in string.ascii_uppercase}
+"""Each capital as an IBAN's checksum reads it, its value in base 36 written in decimal: one translate, not a Python
+call a character (int(c, 36) each until the thirty-fifth session, RV1)."""
 
 
 def _card(text: str) -> bool:
@@ -297,11 +307,17 @@ def _shorter_iban(text: str, start: int, end: int) -> int | None:
     "AB00411100444111" before "[REDACTED:UK_NINO]" of "AB00411100444111 AB 12 34 56 C", which find_pii then found:
     thirty-fifth session, FIX6). A space follows each end tried, so the pattern's look-ahead holds in the text too."""
     pattern = _DETECTOR["iban"][0]
-    e = text.rfind(" ", start, end)
-    while e > start:
-        if (m := pattern.fullmatch(text, start, e)) is not None and iban_ok(m.group()):
-            return e
-        e = text.rfind(" ", start, e)
+    rest = text[start + 4:end]  # after its country and check digits (no space in them)
+    digits, head = rest.translate(_BASE36), text[start:start + 4].translate(_BASE36)
+    cut, at, spaces = len(rest), len(digits), rest.count(" ")
+    # each space in `rest`, the last first, `at` the same space in `digits` (each character is read alone): the cut's
+    # length and checksum first (iban_ok of the cut), then the pattern. Until RV1 (thirty-fifth session) iban_ok and
+    # the pattern read each cut afresh: 262,144 characters of "AB00 " took find_pii 6.0 s, 375 ms before 21e6e0c7
+    while spaces:
+        cut, at, spaces = rest.rfind(" ", 0, cut), digits.rfind(" ", 0, at), spaces - 1
+        if 11 <= cut - spaces <= 30 and _remainder_one(digits[:at].replace(" ", "") + head) \
+                and pattern.fullmatch(text, start, start + 4 + cut) is not None:
+            return start + 4 + cut
     return None
 
 
