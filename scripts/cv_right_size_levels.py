@@ -51,7 +51,12 @@ from train_quality_estimator import (  # noqa: E402  (a script beside this one)
 )
 
 from aigrid.rightsize.curve import router_curve  # noqa: E402
-from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask  # noqa: E402
+from aigrid.rightsize.routing_data import (  # noqa: E402
+    RoutingData,
+    read_routing_csv,
+    split_mask,
+    with_earlier_turns,
+)
 from aigrid.rightsize.static_embedding import StaticEmbedding  # noqa: E402
 from aigrid.rightsize.sw_ranking import NeighbourScore, outcomes, quantize  # noqa: E402
 
@@ -63,11 +68,13 @@ LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 OPEN = {"writing", "roleplay", "humanities", "extraction", "stem"}
 
 
-def load(folder: Path) -> tuple[RoutingData, np.ndarray, list[str]]:
+def load(folder: Path, turn_context: bool = False) -> tuple[RoutingData, np.ndarray, list[str]]:
     parts, sources = [], []
     for name, file in FILES.items():
         d = read_routing_csv(folder / file)
         d = d.subset(~split_mask(d, "test"))
+        if turn_context:
+            d = with_earlier_turns(d)
         parts.append(d)
         sources += [name] * len(d)
     data = RoutingData([p for d in parts for p in d.prompts], [g for d in parts for g in d.groups],
@@ -87,7 +94,7 @@ def compute(data: RoutingData, source: np.ndarray, repeats: int, scaled: bool = 
     """Per repeat: the out-of-fold gain head, n-gram logit, and neighbour win share for each K. With `scaled`,
     also `head_scaled`: the same trees fitted on each benchmark's gain divided by its standard deviation (on
     the fold's training rows), so MT-Bench's judge-score gains (sd 0.2) weigh in the squared error as much
-    as MMLU's 0/1 ones (sd 0.6)."""
+    as MMLU's 0/1 ones (sd 0.45)."""
     embedding = StaticEmbedding.load()
     t = time.perf_counter()
     base = np.stack([np.concatenate([embedding.vector(p), dense_features(p)]) for p in data.prompts])
@@ -221,9 +228,11 @@ def main() -> None:
                     "questions, drawn from the training questions, read for the first variant (0: not)")
     ap.add_argument("--scaled", action="store_true", help="also fit the gain head on per-benchmark standardised "
                     "gains (variants scaled-head, scaled-rank:b[:K])")
+    ap.add_argument("--turn-context", action="store_true", help="read MT-Bench's second turns after their first, "
+                    "as the trainer's --turn-context (use another --cache)")
     ap.add_argument("--cache", type=Path, default=Path("out/cv_right_size_levels.npz"))
     args = ap.parse_args()
-    data, source, kinds = load(args.data)
+    data, source, kinds = load(args.data, args.turn_context)
     print("training data (test split not read): " + ", ".join(f"{n} {np.sum(source == n)}" for n in FILES),
           file=sys.stderr)
     if args.cache.exists():
