@@ -205,6 +205,17 @@ class BatchStore:
 
         return await self.db.write(remove)
 
+    async def maker_of_output(self, tenant: str, fid: str) -> dict[str, Any] | None:
+        """Who created the tenant's batch whose output file is `fid` (its stored principal: tenant, key id, method,
+        scopes), if any: the models that may have answered in it are those that may serve its creator. (An error
+        file holds refusals, no model's answer.)"""
+        def find(db: sqlite3.Connection) -> dict[str, Any] | None:
+            r = db.execute("SELECT principal FROM batches WHERE tenant = ? AND json_extract(object, "
+                           "'$.output_file_id') = ?", (tenant, fid)).fetchone()
+            return None if r is None else dict(orjson.loads(r[0]))
+
+        return await self.db.read(find)
+
     async def uses_file(self, tenant: str, fid: str) -> str | None:
         """The id of an unfinished batch of the tenant that reads file `fid`, if any."""
         def find(db: sqlite3.Connection) -> str | None:

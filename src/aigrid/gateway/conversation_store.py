@@ -68,7 +68,7 @@ class StoredConversation:
     size: int = 0
     models: list[str] = field(default_factory=list)
     """The grid models whose answers it holds (each response served in it adds its own: `append`'s `model`), which a
-    key narrowed to models must be allowed (conversations_api.check_produced_by); empty in one of before the
+    key narrowed to models must be allowed (authorize.check_produced_by); empty in one of before the
     thirty-fifth session."""
 
     def public(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -48,7 +48,7 @@ from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import input_items, input_messages, new_id
 from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
 from aigrid.gateway.stores import ConversationBook
-from aigrid.security.authorize import model_may_serve
+from aigrid.security.authorize import check_produced_by
 from aigrid.security.principal import Principal
 
 log = logging.getLogger("aigrid.gateway")
@@ -76,19 +76,6 @@ def check_stored_in(principal: Principal, jurisdiction: str | None, param: str, 
         raise InvalidRequest(f"{param}: {what} is stored in {jurisdiction} and can only be used there, but "
                              f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param=param,
                              code="conversation_residency")
-
-
-def check_produced_by(principal: Principal, models: Iterable[str], param: str, what: str) -> None:
-    """Whether this caller may use `what` (a stored response and its chain, a background response's events) that the
-    grid `models` produced: a key narrowed to some models (`aigrid keys create T --model P`, a token's `models` claim)
-    reads, continues, cancels or deletes only what models that may serve it produced (authorize.model_may_serve: 403
-    model_not_allowed, naming the others), as check_stored_in holds a key narrowed to jurisdictions to what is stored
-    in them (a scope of `auto` alone may be served by any model, so reads any). Before the thirty-fifth session a key
-    narrowed to one model read and deleted its tenant's stored answers of every other model."""
-    others = sorted({m for m in models if not model_may_serve(principal.scopes, m)})
-    if others:
-        raise PermissionDenied(f"{param}: {what} holds answers of {', '.join(others)}, a model key "
-                               f"{principal.key_id} may not use", param=param, code="model_not_allowed")
 
 
 def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:

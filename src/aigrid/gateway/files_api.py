@@ -50,6 +50,7 @@ from aigrid.gateway.open_off_loop import open_off_loop
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, body_too_large, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
+from aigrid.security.authorize import check_produced_by, model_may_serve
 from aigrid.security.principal import Principal, Scopes
 
 FILES_PATH = "/v1/files"
@@ -241,9 +242,9 @@ class FilesApi:
         return upload, purpose, int(time.time()) + after
 
     async def _found(self, request: Request, ex: Exchange, *,
-                     heavy: bool = False) -> tuple[StoredFile, frozenset[str] | None]:
-        """The file of the path, if the caller may see it (404 otherwise, as a missing one), and the caller's
-        allowed jurisdictions."""
+                     heavy: bool = False) -> tuple[StoredFile, frozenset[str] | None, Principal]:
+        """The file of the path, if the caller may see it (404 otherwise, as a missing one), the caller's
+        allowed jurisdictions, and the caller."""
         caller = await self._caller(request, ex, heavy=heavy)
         allowed = caller.scopes.jurisdictions
         fid = request.path_params["file_id"]
@@ -251,14 +252,20 @@ class FilesApi:
         found = await self.files.get(caller.tenant, fid, allowed=allowed)
         if found is None:
             raise NotFound(f"no file {fid!r}", param="file_id")
-        return found, allowed
+        return found, allowed, caller
 
     async def get(self, request: Request, ex: Exchange) -> Response:
         return json_response((await self._found(request, ex))[0].to_object())
 
     async def content(self, request: Request, ex: Exchange) -> Response:
         """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
-        found = (await self._found(request, ex, heavy=True))[0]
+        found, _, caller = await self._found(request, ex, heavy=True)
+        if found.purpose == "batch_output" and (maker := await self.batches.maker_of_output(found.tenant, found.id)):
+            # the answers of the models that may serve its batch's creator: a key narrowed to other models may not
+            # read them (check_produced_by, as a stored response's); since the thirty-fifth session
+            creator = Scopes.from_dict(dict(maker.get("scopes") or {}))
+            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
+                              "file_id", f"file {found.id!r} (a batch's results)")
         # opened once, here, and sent from that handle: a DELETE between the lookup and the read (its row, then its
         # bytes) is the 404 of a file not there, never a 500 when the response opens a path that just went
         try:
@@ -271,7 +278,7 @@ class FilesApi:
         return OpenFileResponse(f, saved if saved not in ("", ".", "..") else "file")
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        found, allowed = await self._found(request, ex)
+        found, allowed, _ = await self._found(request, ex)
         user = await self.batches.uses_file(found.tenant, found.id)
         if user is not None:
             # the batch named only to a key that may see it (an unrestricted key may run one on a narrowed key's file)

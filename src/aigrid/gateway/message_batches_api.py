@@ -67,7 +67,8 @@ from aigrid.gateway.routes import (
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.slow_clients import body_deadline_s
-from aigrid.security.principal import Principal
+from aigrid.security.authorize import check_produced_by, model_may_serve
+from aigrid.security.principal import Principal, Scopes
 
 log = logging.getLogger("aigrid.batches")
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
@@ -392,6 +393,12 @@ class MessageBatchesApi:
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")
+        made = await self.store.row(obj["id"])
+        if made is not None:  # the answers of the models that may serve its creator (check_produced_by: a key
+            # narrowed to other models may not read them, as a stored response's; since the thirty-fifth session)
+            creator = Scopes.from_dict(dict(made.principal.get("scopes") or {}))
+            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
+                              "message_batch_id", f"message batch {obj['id']!r}")
         rest = _unended(obj)
         # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
         # is the 404 of the batch, not a 200 cut short after its headers

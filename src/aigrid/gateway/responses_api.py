@@ -85,7 +85,7 @@ from aigrid.gateway.compaction import (
     user_items,
 )
 from aigrid.gateway.context_window import check_context, smallest_context
-from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_produced_by, check_stored_in
+from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.event_log import FOLLOW_POLL_S, TERMINAL, LogWriter, event, kind_of, split
 from aigrid.gateway.exchange import Exchange
@@ -134,7 +134,7 @@ from aigrid.gateway.routes import (
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.gateway.urgency import body_urgency
-from aigrid.security.authorize import authorize, model_may_serve
+from aigrid.security.authorize import authorize, check_produced_by, model_may_serve
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
 

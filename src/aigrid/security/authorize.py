@@ -9,6 +9,7 @@ failover and escalation, and keys the request's affinity (its prefix and session
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -67,8 +68,22 @@ def _serving_models(scopes: Scopes) -> tuple[frozenset[str], ...]:
 def model_may_serve(scopes: Scopes, model: str) -> bool:
     """Whether the grid model `model` may serve a caller of these scopes (what the routing's model filter lets
     through for it: scope_request): a key narrowed to models reads only stored answers such a model produced
-    (conversations_api.check_produced_by)."""
+    (check_produced_by)."""
     return in_scope(model, _serving_models(scopes))
+
+
+def check_produced_by(principal: Principal, models: Iterable[str], param: str, what: str) -> None:
+    """Whether this caller may use `what` (a stored response and its chain, a conversation, a background
+    response's events, a batch's output file) that the grid `models` produced: a key narrowed to some models (`aigrid
+    keys create T --model P`, a token's `models` claim) reads, continues, cancels or deletes only what models that may
+    serve it produced (model_may_serve: 403 model_not_allowed, naming the others), as
+    conversations_api.check_stored_in holds a key narrowed to jurisdictions to what is stored in them (a scope of
+    `auto` alone may be served by any model, so reads any). Before the thirty-fifth session a key narrowed to one
+    model read and deleted its tenant's stored answers of every other model."""
+    others = sorted({m for m in models if not model_may_serve(principal.scopes, m)})
+    if others:
+        raise PermissionDenied(f"{param}: {what} holds answers of {', '.join(others)}, a model key "
+                               f"{principal.key_id} may not use", param=param, code="model_not_allowed")
 
 
 def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:

@@ -1,0 +1,83 @@
+"""A batch's output file (and a message batch's results) hold the answers of the models that may serve its
+creator: a key of the tenant narrowed to other models may not download them (403 model_not_allowed,
+authorize.check_produced_by, as for a stored response), though it sees the file and the batch as before (its
+jurisdictions allow it). Until the thirty-fifth session any key of the tenant downloaded every batch's answers
+whatever models it was narrowed to (issue 12, ATK3 item 4)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
+from tests.gateway.batch_helpers import CHAT, MODEL, jsonl, keyed_batches, line, until
+from tests.gateway.message_batch_helpers import req, results, until_ended
+from tests.gateway.sdk_clients import anthropic_client, openai_client
+
+SECRET = "batch-models-secret-0123456789ab"
+TOKYO = {"x-aigrid-client-location": "Tokyo"}
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Gateway, dict[str, str]]]:
+    """Keys enforced; tenant default with an unrestricted key, one narrowed to the grid's model and one to another."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    keys = {"full": ring.issue("default").api_key,
+            "same": ring.issue("default", Scopes(models=frozenset({MODEL}))).api_key,
+            "other": ring.issue("default", Scopes(models=frozenset({"other-model"}))).api_key}
+    ring.save(tmp_path / "keys.json")
+    async with keyed_batches(tmp_path) as (gw, _engines):
+        yield gw, keys
+
+
+def oai(gw: Gateway, key: str) -> openai.AsyncOpenAI:
+    return openai_client(build_app(gw)).with_options(api_key=key, default_headers=TOKYO)
+
+
+async def test_a_key_narrowed_to_other_models_cannot_download_a_batchs_answers(keyed: Any) -> None:
+    gw, keys = keyed
+    full = oai(gw, keys["full"])
+    f = await full.files.create(file=("in.jsonl", jsonl(line("a", "secret question"))), purpose="batch")
+    done = await until(full, (await full.batches.create(input_file_id=f.id, endpoint=CHAT,
+                                                        completion_window="24h")).id, "completed")
+    out = done.output_file_id
+    assert out is not None
+    other = oai(gw, keys["other"])
+    assert (await other.files.retrieve(out)).id == out  # the File object: no answer in it
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await other.files.content(out)
+    body = caught.value.body
+    assert isinstance(body, dict) and (body["code"], body["param"]) == ("model_not_allowed", "file_id"), body
+    for key in ("full", "same"):  # a key its model may serve reads them
+        assert orjson.loads((await oai(gw, keys[key]).files.content(out)).content)["custom_id"] == "a"
+    assert (await other.files.content(f.id)).content  # an upload holds no model's answer
+
+
+async def test_a_key_narrowed_to_other_models_cannot_read_a_message_batchs_results(keyed: Any) -> None:
+    gw, keys = keyed
+    app = build_app(gw)
+    full, same, other = (anthropic_client(app).with_options(api_key=keys[k], default_headers=TOKYO)
+                         for k in ("full", "same", "other"))
+    try:
+        created = await full.messages.batches.create(requests=[req("a", "secret question")])
+        await until_ended(full, created.id)
+        assert (await other.messages.batches.retrieve(created.id)).id == created.id  # no answer in it
+        with pytest.raises(anthropic.PermissionDeniedError) as caught:
+            await other.messages.batches.results(created.id)
+        body = caught.value.body
+        assert isinstance(body, dict) and body["error"]["type"] == "permission_error", body
+        assert "model" in body["error"]["message"] and "secret" not in str(body)
+        for client in (full, same):
+            assert (await results(client, created.id))["a"].result.type == "succeeded"
+    finally:
+        for client in (full, same, other):
+            await client.close()
