@@ -497,6 +497,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     # without tools under the format (`reformat`; its prose is not streamed)
     fmt = _client_format(body)
     reformat = False
+    one_call = body.get("parallel_tool_calls") is False
 
     while True:
         at_limit = len(steps) >= config.max_steps
@@ -545,6 +546,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         if on_usage is not None:
             on_usage(_known(usage, counted), None)
 
+        if one_call and len(turn.calls) > 1:
+            # the client's parallel_tool_calls: false (Anthropic's disable_parallel_tool_use): its first call alone
+            # runs or goes back to the client, as the relay keeps a native answer's (gateway/one_call.py); an engine
+            # may answer more (SGLang: sgl-project/sglang#9696), and the calls left out are not in the turn the model
+            # reads back, so none goes unanswered
+            log.info("a model turn asked for %d tool calls where the request allows one: the first runs",
+                     len(turn.calls))
+            turn.calls = turn.calls[:1]
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
             # the answer ends here, as OpenAI ends a reply cut by max_tokens

@@ -31,6 +31,7 @@ from aigrid.agents.loop import Step
 from aigrid.engines.answer_shape import TEXTS, choice_fault
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.one_call import OneCall
 from aigrid.json_depth import MAX_DEPTH
 from aigrid.security.firewall.pipeline import Action, Firewall, Verdict, output_verdicts, read_output
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -401,14 +402,16 @@ def offered_names(body: dict[str, Any]) -> frozenset[str]:
 
 class OutputFilter:
     def __init__(self, redacts: bool, strip_usage: bool, json_answer: bool = False, steps: bool = False,
-                 tools: frozenset[str] = frozenset()) -> None:
+                 tools: frozenset[str] = frozenset(), one_call: bool = False) -> None:
         """`redacts`: the tenant's policy redacts answers (Firewall.redacts_output); each text of each choice (a
         request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own,
         and each tool call's id and name are read whole (CallNames). `json_answer`: the request's `response_format`
         asks for JSON (json_object, json_schema), so each choice's `content` is read as JSON whatever its first
         character (_json_field). `steps`: a tool loop answers (known_only). `tools`: the names of the tools the
-        request offers (offered_names)."""
+        request offers (offered_names). `one_call`: the request allows one tool call (one_call.asks_one_call): each
+        choice keeps its first (OneCall), before the redaction reads it."""
         self._json_answer = json_answer
+        self._one = OneCall() if one_call else None
         self._reads = OutputReads(Action.REDACT if redacts else Action.OFF)
         self._calls = CallNames(tools, self._reads)
         self._names: dict[tuple[int, int], str] = {}  # (choice, call): the name sent
@@ -427,6 +430,11 @@ class OutputFilter:
     def redacts(self) -> bool:
         """True when every chunk's text is checked (and so every event is re-framed)."""
         return self._redacts
+
+    @property
+    def reads_events(self) -> bool:
+        """True when every event is read (parsed, passed through `event`): redacted, or kept to one tool call."""
+        return self._redacts or self._one is not None
 
     @property
     def keeps_comments(self) -> bool:
@@ -551,6 +559,8 @@ class OutputFilter:
                 if not obj.get("choices"):
                     return None
                 obj = {k: v for k, v in obj.items() if k != "usage"}
+        if self._one is not None:
+            self._one.event(obj)
         if not self._redacts:
             return obj
         obj = known_only(obj, self._steps, streamed=True)

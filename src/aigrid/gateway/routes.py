@@ -65,6 +65,7 @@ from aigrid.gateway.model_list import find_model, model_list, model_page
 from aigrid.gateway.model_texts import DocumentsAt, beside_messages, chat_texts, completion_texts
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
+from aigrid.gateway.one_call import asks_one_call, first_call_only
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import (
     OutputFilter,
@@ -682,14 +683,19 @@ class Routes:
         ex.steps = steps = loop is not None and loop.server_tools  # aigrid_steps are the gateway's (else an engine's)
         checked = fw.policy(tenant).pii_output != "off"  # else no output check reads the answer's tool calls
         tools = offered_names(body) if checked else frozenset()  # a call naming one keeps its name (CallNames)
+        one_call = asks_one_call(body)  # parallel_tool_calls: false (each door's): its answer holds one call at most
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage,  # also meters usage
-                                     json_answer=json_answer, steps=steps, tools=tools)
+                                     json_answer=json_answer, steps=steps, tools=tools, one_call=one_call)
 
         def redact(answer: bytes) -> bytes:  # a whole answer, or an engine's refusal of a stream (proxy.py)
+            if one_call:  # its first tool call only, before the redaction reads it (one_call.py)
+                answer = first_call_only(answer)
+            if not checked:
+                return answer
             redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer, steps, tools)
             ex.verdicts.extend(verdicts)
             return redacted
@@ -709,7 +715,7 @@ class Routes:
             # (docs/reliability.md); a streamed one stops at a hang-up, a tool already running left to finish
             ex.hangup.hold()
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
-                                           redact_answer=redact if checked else None, wrap=wrap,
+                                           redact_answer=redact if checked or one_call else None, wrap=wrap,
                                            escalate=escalate)
 
     def _escalation(self, body: dict[str, Any], ex: Exchange) -> Escalation | None:
