@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import build_app
+from aigrid.gateway.one_call import first_call_only
 from aigrid.gateway.output_filter import OutputFilter
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
@@ -177,3 +178,23 @@ def test_interleaved_pieces_keep_the_first_call_each_choice_opened(redacts: bool
         assert kept == {0: [(1, ""), (1, '{"c"'), (1, ": 3}")], 1: [(0, '{"a": 1}'), (0, "")]}
     assert sum("only the first is sent" in r.message for r in caplog.records) == 1
     assert not OutputFilter(redacts=False, strip_usage=True).reads_events  # an ordinary stream stays on the lean path
+
+
+def test_a_whole_answer_keeps_each_choices_first_call_and_passes_others_as_the_engine_wrote_them() -> None:
+    def call(name: str) -> dict[str, Any]:
+        return {"id": f"call_{name}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+    def choice(i: int, *names: str) -> dict[str, Any]:
+        return {"index": i, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call(n) for n in names]}}
+
+    usage = {"prompt_tokens": 9, "completion_tokens": 30, "total_tokens": 39}
+    two = orjson.dumps({"id": "c", "object": "chat.completion", "usage": usage,
+                        "choices": [choice(0, "f", "g"), choice(1, "g", "f", "h")]})
+    got = orjson.loads(first_call_only(two))
+    assert [[c["function"]["name"] for c in ch["message"]["tool_calls"]] for ch in got["choices"]] == [["f"], ["g"]]
+    assert [ch["finish_reason"] for ch in got["choices"]] == ["tool_calls"] * 2 and got["usage"] == usage
+    one = b'{"choices": [{"index": 0, "message": {"tool_calls": [{"id": "a"}]}}]}'
+    refusal = b'{"error": {"message": "bad request", "type": "invalid_request_error"}}'
+    for answer in (one, refusal, b"not json", b"[]"):  # the engine's own bytes
+        assert first_call_only(answer) is answer
