@@ -94,6 +94,21 @@ async def test_a_chain_holding_another_models_answers_is_refused_too(grid: Any) 
     assert (await c.delete(f"/v1/responses/{own}", headers=keys["small"])).status_code == 200
 
 
+async def test_an_automatically_compacted_chain_keeps_the_models_its_summary_read(grid: Any) -> None:
+    """A continuation compacted first (`context_management`) stores its summary of the chain, not the chain: the
+    large-70b answer summarised is in it, so a key narrowed to small-1b may not read or continue it either (until
+    review RV2 of the thirty-fifth session its record kept only its own model's)."""
+    c, keys, _ = grid
+    first = await _stored(c, keys["full"], "large-70b", "large secret")
+    compacted = await _stored(c, keys["full"], "small-1b", "go on", previous_response_id=first,
+                              context_management=[{"type": "compaction", "compact_threshold": 1}])
+    assert (await c.get(f"/v1/responses/{compacted}", headers=keys["full"])).json()["output"][0]["type"] == "compaction"
+    _refused(await c.get(f"/v1/responses/{compacted}", headers=keys["small"]), "response_id")
+    r = await c.post("/v1/responses", headers=keys["small"], json={"model": "small-1b", "input": "and on",
+                                                                    "previous_response_id": compacted})
+    _refused(r, "previous_response_id")
+    assert (await c.get(f"/v1/responses/{compacted}", headers=keys["auto"])).status_code == 200
+
 async def test_a_conversation_holding_another_models_answers_is_refused(grid: Any) -> None:
     """Each response served in a conversation adds its model to it; a key narrowed to other models is refused on
     every Conversations route and in a response naming it; one holding only its own models' answers it uses."""

@@ -444,6 +444,7 @@ class ResponsesApi:
                             req=req.model_copy(update={"input": items, "previous_response_id": None}))
         answer.req = answer.req.model_copy(update={"previous_response_id": req.previous_response_id})  # echoed
         answer.lead, answer.spent = [item], spent
+        answer.chain = turn.chain  # the summary holds what its chain's models answered (check_produced_by)
         return answer
 
     async def _compaction_pass(self, turn: _Turn, headers: dict[str, str], caller: Principal,
@@ -867,7 +868,7 @@ class ResponsesApi:
         record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
                                 previous=None if turn.lead else turn.req.previous_response_id,
                                 inputs=input_items(turn.req.input),
-                                models=sorted(set(own) | (set() if turn.lead else set(turn.chain))))
+                                models=sorted(set(own) | set(turn.chain)))
         allowed = turn.principal.scopes.jurisdictions
         if background:
             return await self.book.complete(record, allowed)
