@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from aigrid.plan import verify
+from aigrid.cli import app
 from aigrid.plan.checks import SAMPLE_SEED_STEP
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand, DemandError, load_demand, parse_demand
@@ -64,12 +65,12 @@ class Fake:
         pass
 
 
-def small(rtx: bool = False, samples: int = 1) -> tuple[Demand, Traffic]:
+def small(rtx: bool = False, samples: int = 1, **verify: int) -> tuple[Demand, Traffic]:
     raw = read_yaml(SMALL, DemandError, "demand file")
     assert isinstance(raw, dict)
     if rtx:
         raw["supply"]["hardware"]["rtx-pro-6000"] = {"usd_per_hour": 1.40}
-    raw["verify"] = {**raw["verify"], "samples": samples}
+    raw["verify"] = {**raw["verify"], "samples": samples, **verify}
     d = parse_demand(raw, str(SMALL), base=SMALL.parent)
     return d, build_traffic(d, load_cities(), d.verify.window_s)
 
@@ -111,13 +112,11 @@ def test_a_move_is_kept_only_when_every_arrival_sample_passes() -> None:
     assert off.placement.key() == PLACEMENT.key()  # without moves (the naive shapes): as before
 
 
-def test_the_moves_stay_within_their_trials_and_the_progress_bar_counts_every_run(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    d, t = small()
+def test_the_moves_stay_within_their_trials_and_the_progress_bar_counts_every_run() -> None:
+    d, t = small(move_trials=1)  # verify.move_trials (`aigrid plan --move-trials`)
     fake = Fake(lambda site, sample: site["hardware"] == "l40s", d.seed)  # every move fails
     planned: list[int] = []
     done: list[None] = []
-    monkeypatch.setattr(verify, "MOVE_TRIALS", 1)
     v = Verifier(d, t, fake, on_run=lambda: done.append(None), on_plan=planned.append)
     out = v.refine(PLACEMENT, {}, moves=True)
     assert out.placement.key() == PLACEMENT.key()
@@ -126,6 +125,40 @@ def test_the_moves_stay_within_their_trials_and_the_progress_bar_counts_every_ru
     checks = 3  # one peak hour: every site up, fra down, iad down
     assert len(fake.scenarios) == checks + 1  # the candidate stopped at its first (closest to failing) check
     assert sum(planned) == len(done) == v.runs == len(fake.scenarios)
+    d, t = small(move_trials=0)
+    fake = Fake(lambda site, sample: site["hardware"] == "l40s", d.seed)
+    assert Verifier(d, t, fake).refine(PLACEMENT, {}, moves=True).placement.key() == PLACEMENT.key()
+    assert all(s["hardware"] == "h100" for sc in fake.scenarios for s in sc["sites"])  # 0: no move tried
+
+
+@pytest.mark.parametrize("trials", [0, 1, 3])
+def test_move_trials_option_reaches_the_moves(trials: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid plan --move-trials N` is the cap of the hardware moves (it was a constant of plan/moves.py, 6):
+    each proposal tries N candidates when every one fails."""
+    import aigrid.plan.cli as plan_cli
+
+    seen: list[Fake] = []
+
+    def planned(d: Demand, **kw: Any) -> Any:
+        assert d.verify.move_trials == trials and d.verify.samples == 2
+        seen.append(Fake(lambda site, sample: site["hardware"] == "l40s", d.seed))  # every move fails
+        return plan(d, **{**kw, "backend": seen[-1]})
+
+    monkeypatch.setattr(plan_cli, "plan", planned)
+    monkeypatch.setattr(plan_cli, "write_outputs", lambda *a, **k: [])
+    r = CliRunner().invoke(app, ["plan", str(SMALL), "--out", str(tmp_path / "p"), "--quiet", "--samples", "2",
+                                 "--move-trials", str(trials)])
+    assert r.exit_code == 0, r.output
+    tried = {tuple((s["hardware"], s["replicas"]) for s in sc["sites"]) for sc in seen[0].scenarios
+             if any(s["hardware"] == "l40s" for s in sc["sites"])}
+    assert len(tried) == trials  # small.yaml verifies one proposal; each candidate a placement of its own
+
+
+def test_move_trials_out_of_range_name_the_field_and_the_option(tmp_path: Path) -> None:
+    with pytest.raises(DemandError, match=r"verify\.move_trials: Input should be greater than or equal to 0"):
+        small(move_trials=-1)
+    r = CliRunner().invoke(app, ["plan", str(SMALL), "--out", str(tmp_path / "p"), "--move-trials", "101", "-q"])
+    assert r.exit_code == 2 and "--move-trials" in r.output and "less than or equal to 100" in r.output, r.output
 
 
 def test_candidates_keep_throughput_when_that_is_cheaper_else_buy_what_the_saving_allows() -> None:

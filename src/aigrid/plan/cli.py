@@ -21,7 +21,7 @@ from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_whole
 from aigrid.plan.checks import Check
-from aigrid.plan.demand import MAX_SAMPLES, load_demand
+from aigrid.plan.demand import MAX_MOVE_TRIALS, MAX_SAMPLES, load_demand
 from aigrid.plan.gridspec import write_grid
 from aigrid.plan.planner import Events, PlanResult, plan
 from aigrid.plan.runs import Backend, LocalBackend, RayBackend
@@ -96,6 +96,10 @@ def plan_command(
                                                 help="arrival samples per check, the plan's and every naive "
                                                      "shape's; a check passes only if all pass (default: the "
                                                      "demand's verify.samples, 1)")] = None,
+    move_trials: Annotated[int | None, typer.Option(min=0, max=MAX_MOVE_TRIALS, show_default=False,
+                                                    help="hardware-move candidates tried per proposal, each a "
+                                                         "run of the checks on every sample; 0: no moves "
+                                                         "(default: the demand's verify.move_trials, 6)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or tables")] = False,
 ) -> None:
     """Plan where inference capacity should go: cheapest sites, hardware and replicas meeting the SLO at the
@@ -104,8 +108,9 @@ def plan_command(
     try:
         d = apply_whatif(load_demand(demand), traffic=traffic or (), residency=residency or (), price=price or (),
                          growth=growth)
-        if samples is not None:
-            d = d.model_copy(update={"verify": d.verify.model_copy(update={"samples": samples})})
+        given = {k: v for k, v in (("samples", samples), ("move_trials", move_trials)) if v is not None}
+        if given:
+            d = d.model_copy(update={"verify": d.verify.model_copy(update=given)})
         prepare_dir(out)  # before the planning, not after it
         backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
     except AigridError as e:  # a grid spec or a scenario given here: said so, not a dozen fields it lacks

@@ -41,6 +41,9 @@ MAX_SITE_GPUS = 1_000_000
 thousand; 1e30 overflowed the planner's 64-bit table of devices per site (a traceback)."""
 MAX_SAMPLES = 20
 """The most arrival samples per check (verify.samples, `--samples`): each is one more simulator run per check."""
+MAX_MOVE_TRIALS = 100
+"""The most hardware-move trials per proposal (verify.move_trials, `--move-trials`): each is one more run of the
+checks on every sample."""
 MAX_FACTOR = 1000.0
 """The largest by_place multiplier (and what-if factor): 1e308 overflowed the traffic model (a traceback)."""
 
@@ -215,6 +218,10 @@ class Verify(Strict):
     proposals: int = Field(default=3, ge=1, le=12, description="screened placements verified in full")
     samples: int = Field(default=1, ge=1, le=MAX_SAMPLES, description="arrival samples per check (seeds seed + hour "
                          "+ 1000 x k); a check passes only if every sample does (`aigrid plan --samples`)")
+    move_trials: int = Field(default=6, ge=0, le=MAX_MOVE_TRIALS,
+                             description="hardware-move candidates (each a run of the checks on every sample) "
+                             "tried per proposal, the trims after a kept move included; 0: no moves "
+                             "(`aigrid plan --move-trials`)")
 
     @model_validator(mode="after")
     def _policy(self) -> Verify:

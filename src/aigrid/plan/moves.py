@@ -12,7 +12,8 @@ candidate first:
 One hardware per site: all of a site's replicas move together, each with the option's price and chunk, which
 the emitted grid.yaml, emulators and check scenarios carry (plan/gridspec.py). The simulator judges each
 candidate on every check and every arrival sample; verify.py keeps the first (cheapest) that passes at a
-site, then goes on to the next site and trims again, within MOVE_TRIALS runs of the checks per placement.
+site, then goes on to the next site and trims again, within verify.move_trials runs of the checks per
+placement (the demand's field, `aigrid plan --move-trials`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ from aigrid.plan.demand import Demand
 from aigrid.plan.placement import Placement, PlannedSite, chunk_of, price_of
 from aigrid.plan.traffic import Traffic
 from aigrid.sim.hardware import engine_perf
-
-MOVE_TRIALS = 6
-"""Candidate placements (each a run of the checks on every sample) the moves may simulate per placement refined,
-the trimming after an accepted move included: at most MOVE_TRIALS x checks x samples extra simulator runs."""
 
 
 def replica_rps(demand: Demand, traffic: Traffic, hardware: str, gpus: int, chunk: int, model: str) -> float:

@@ -16,7 +16,7 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
 - then, for the proposals only (refine(moves=True); the naive shapes keep the rules above), the hardware
   move (plan/moves.py): each site, the dearest first, on each cheaper offered hardware option, the cheapest
   candidate first; the first that passes every check on every sample is kept and trimming runs again
-  (TRIMS_AFTER_MOVE rounds), all within MOVE_TRIALS runs of the checks per placement. A candidate runs the
+  (TRIMS_AFTER_MOVE rounds), all within verify.move_trials runs of the checks per placement. A candidate runs the
   third of the checks that were closest to failing first and stops there if one fails.
 With verify.samples = N every check runs on N arrival samples (checks.scenario_for) and stands for the worst
 of them (worst_sample): it passes only if every sample passes, and refinement reads the worst sample's
@@ -36,7 +36,7 @@ import numpy as np
 from aigrid.plan.checks import Check, checks_for, scenario_for
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
-from aigrid.plan.moves import MOVE_TRIALS, dearest_first, site_moves
+from aigrid.plan.moves import dearest_first, site_moves
 from aigrid.plan.placement import Placement, chunk_of, price_of
 from aigrid.plan.runs import Backend, Outcome
 from aigrid.plan.traffic import Traffic
@@ -45,7 +45,7 @@ from aigrid.sim.hardware import HARDWARE
 TRIM_UTIL = 0.6
 LATENCY_UTIL = 0.25
 TRIMS_AFTER_MOVE = 2
-"""Trim rounds after each hardware move kept (they count against the moves' MOVE_TRIALS)."""
+"""Trim rounds after each hardware move kept (they count against verify.move_trials)."""
 
 
 @dataclass
@@ -155,7 +155,7 @@ class Verifier:
         The checks are at the placement's own peak hours and at `also_hours` (a naive placement is checked
         at the plan's hours too). With `moves`, a passing placement whose trimming has ended then tries the
         hardware moves (plan/moves.py: a site to cheaper hardware) and trims again after each one kept, within
-        MOVE_TRIALS runs of the checks."""
+        verify.move_trials runs of the checks."""
         budget = max_rounds or self.demand.verify.max_rounds
         checks = self.checks(placement, site_load, also_hours)
         current = placement
@@ -165,7 +165,7 @@ class Verifier:
         no_trim: set[str] = set()
         one_at_a_time = False
         rounds = 0
-        trials = MOVE_TRIALS if moves else 0  # the hardware moves' runs of the checks left
+        trials = self.demand.verify.move_trials if moves else 0  # the hardware moves' runs of the checks left
         moved_sites: set[str] = set()
         after_move: int | None = None  # the round the latest accepted move ended at
         while True:
