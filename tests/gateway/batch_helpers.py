@@ -77,11 +77,11 @@ def enforced(spec: GridSpec) -> GridSpec:
 
 
 @asynccontextmanager
-async def keyed_batches(tmp: Path) -> AsyncIterator[tuple[Gateway, dict[str, Gated]]]:
-    """The batch grid (batch_spec) with keys enforced, started on Gated engines; after, every gate opened and the
-    gateway stopped."""
+async def keyed_batches(tmp: Path, **batch: Any) -> AsyncIterator[tuple[Gateway, dict[str, Gated]]]:
+    """The batch grid (batch_spec, with `batch`'s gateway.batch settings) with keys enforced, started on Gated engines;
+    after, every gate opened and the gateway stopped."""
     engines = engines_for(tmp)
-    gw = await started(enforced(batch_spec(tmp)), engines)
+    gw = await started(enforced(batch_spec(tmp, **batch)), engines)
     try:
         yield gw, engines
     finally:

@@ -26,15 +26,22 @@ SECRET = "batch-models-secret-0123456789ab"
 TOKYO = {"x-aigrid-client-location": "Tokyo"}
 
 
-@pytest.fixture
-async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Gateway, dict[str, str]]]:
-    """Keys enforced; tenant default with an unrestricted key, one narrowed to the grid's model and one to another."""
+def _keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Tenant default's keys, saved where the enforced grid reads them: an unrestricted key, one narrowed to the
+    grid's model and one to another."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
     ring = KeyRing(SECRET.encode())
     keys = {"full": ring.issue("default").api_key,
             "same": ring.issue("default", Scopes(models=frozenset({MODEL}))).api_key,
             "other": ring.issue("default", Scopes(models=frozenset({"other-model"}))).api_key}
     ring.save(tmp_path / "keys.json")
+    return keys
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Gateway, dict[str, str]]]:
+    """Keys enforced (_keys)."""
+    keys = _keys(tmp_path, monkeypatch)
     async with keyed_batches(tmp_path) as (gw, _engines):
         yield gw, keys
 
@@ -60,6 +67,33 @@ async def test_a_key_narrowed_to_other_models_cannot_download_a_batchs_answers(k
     for key in ("full", "same"):  # a key its model may serve reads them
         assert orjson.loads((await oai(gw, keys[key]).files.content(out)).content)["custom_id"] == "a"
     assert (await other.files.content(f.id)).content  # an upload holds no model's answer
+
+
+async def test_the_output_of_a_batch_no_longer_kept_is_no_narrowed_keys(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant keeps gateway.batch.max_batches batches: past it a create drops its oldest ended one, whose files stay
+    the tenant's. Its output file then names no creator, so its answers may be any grid model's: a key that not every
+    grid model may serve may not download them (until review RV2 of the thirty-fifth session, any key of the tenant
+    could once its batch was dropped); one every grid model may serve still does."""
+    keys = _keys(tmp_path, monkeypatch)
+    async with keyed_batches(tmp_path, max_batches=1) as (gw, _engines):
+        full = oai(gw, keys["full"])
+        outs = []
+        for _ in range(2):  # the second create drops the first batch (ended)
+            f = await full.files.create(file=("in.jsonl", jsonl(line("a", "secret question"))), purpose="batch")
+            done = await until(full, (await full.batches.create(input_file_id=f.id, endpoint=CHAT,
+                                                                completion_window="24h")).id, "completed")
+            assert done.output_file_id is not None
+            outs.append((done.id, done.output_file_id))
+        dropped, out = outs[0]
+        with pytest.raises(openai.NotFoundError):
+            await full.batches.retrieve(dropped)
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await oai(gw, keys["other"]).files.content(out)
+        body = caught.value.body
+        assert isinstance(body, dict) and (body["code"], body["param"]) == ("model_not_allowed", "file_id"), body
+        for key in ("full", "same"):  # every grid model (this grid's one) may serve them
+            assert orjson.loads((await oai(gw, keys[key]).files.content(out)).content)["custom_id"] == "a"
 
 
 async def test_a_key_narrowed_to_other_models_cannot_read_a_message_batchs_results(keyed: Any) -> None:

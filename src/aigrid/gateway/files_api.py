@@ -260,10 +260,12 @@ class FilesApi:
     async def content(self, request: Request, ex: Exchange) -> Response:
         """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
         found, _, caller = await self._found(request, ex, heavy=True)
-        if found.purpose == "batch_output" and (maker := await self.batches.maker_of_output(found.tenant, found.id)):
+        if found.purpose == "batch_output":
             # the answers of the models that may serve its batch's creator: a key narrowed to other models may not
-            # read them (check_produced_by, as a stored response's); since the thirty-fifth session
-            creator = Scopes.from_dict(dict(maker.get("scopes") or {}))
+            # read them (check_produced_by, as a stored response's); since the thirty-fifth session. A batch no longer
+            # kept (dropped past gateway.batch.max_batches, its files kept) names no creator: any grid model's
+            maker = await self.batches.maker_of_output(found.tenant, found.id)
+            creator = Scopes.from_dict(dict(maker.get("scopes") or {})) if maker is not None else Scopes()
             check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
                               "file_id", f"file {found.id!r} (a batch's results)")
         # opened once, here, and sent from that handle: a DELETE between the lookup and the read (its row, then its
