@@ -17,6 +17,7 @@ import pytest
 from aigrid.gateway.app import build_app
 from aigrid.gateway.one_call import first_call_only
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.relay import EventPipe
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import scripted_gateway
 from tests.gateway.sdk_clients import anthropic_client, openai_client
@@ -161,7 +162,7 @@ def test_interleaved_pieces_keep_the_first_call_each_choice_opened(redacts: bool
     """Calls whose pieces an engine interleaves (one piece holding two calls), in two choices (`n`): each choice
     keeps the first call index it opened, under a redaction too; a piece left with no call loses its `tool_calls`."""
     out = OutputFilter(redacts=redacts, strip_usage=False, tools=frozenset({"f", "g"}), one_call=True)
-    assert out.reads_events
+    assert out.reads(b'"tool_calls"') and out.reads(b'"\\u0041"') and out.reads(b"x") is redacts
     stream = [_chunk(0, [_piece(1, "", "g")]), _chunk(1, [_piece(0, '{"a": 1}', "f")]),
               _chunk(0, [_piece(0, '{"b": ', "f")]), _chunk(0, [_piece(1, '{"c"'), _piece(0, "")]),
               _chunk(1, [_piece(1, "{}", "g"), _piece(0, "")]), _chunk(0, [_piece(0, "2}"), _piece(1, ": 3}")])]
@@ -177,7 +178,23 @@ def test_interleaved_pieces_keep_the_first_call_each_choice_opened(redacts: bool
     if not redacts:  # (a redaction holds back the end of each text until the choice ends)
         assert kept == {0: [(1, ""), (1, '{"c"'), (1, ": 3}")], 1: [(0, '{"a": 1}'), (0, "")]}
     assert sum("only the first is sent" in r.message for r in caplog.records) == 1
-    assert not OutputFilter(redacts=False, strip_usage=True).reads_events  # an ordinary stream stays on the lean path
+    assert not OutputFilter(redacts=False, strip_usage=True).reads(b'"tool_calls"')  # an ordinary stream: lean path
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_a_stream_that_asks_parses_only_the_reads_that_may_hold_a_call(track: bool) -> None:
+    """A text token's read goes out as the engine's bytes (the relay's lean path, nothing parsed); a read holding a
+    call is read, a later call's piece left out, its key written with an escape too."""
+    pipe = EventPipe(OutputFilter(False, strip_usage=False, one_call=True), sse=True, track=track)
+    text = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    assert pipe.feed(text) is text
+    first = b"data: " + orjson.dumps(_chunk(0, [_piece(0, "{}", "f")])) + b"\n\n"
+    later = b"data: " + orjson.dumps(_chunk(0, [_piece(1, "{}", "g")])) + b"\n\n"
+    escaped = later.replace(b"tool_calls", b"tool\\u005fcalls")
+    out = pipe.feed(first) + pipe.feed(later) + pipe.feed(escaped) + pipe.feed(text)
+    assert b'"f"' in out and b'"g"' not in out and out.endswith(text)
+    if track:  # what a continuation reads of it: the engine's text as delivered
+        assert pipe.delivered.sent_text() == "HiHi" and pipe.delivered.tool_calls
 
 
 def test_a_whole_answer_keeps_each_choices_first_call_and_passes_others_as_the_engine_wrote_them() -> None:

@@ -9,7 +9,7 @@ and answers two (sgl-project/sglang#9696), so the same request's answer depended
 choice keeps its first call (the first call index its stream opened; a whole answer's first call) and every piece
 of a later one is left out; its finish_reason (`tool_calls`) and usage (what the engine decoded, charged as it
 counted) stay as the engine wrote them. Only a request that asked pays for it: an ordinary stream keeps the relay's
-lean path (no event parsed)."""
+lean path (no event parsed), and one that asks has only the reads that may hold a call parsed (may_call)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ log = logging.getLogger("aigrid.proxy")
 def asks_one_call(body: Mapping[str, Any]) -> bool:
     """Does a chat body allow at most one tool call (`parallel_tool_calls: false`)?"""
     return body.get("parallel_tool_calls") is False
+
+
+def may_call(data: bytes) -> bool:
+    """Whether an engine's read (or one event's data) may hold a piece of a tool call: the key `tool_calls` written
+    plainly, or any JSON escape (one may spell the key: `"tool\\u005fcalls"`). Any other read of a stream that asks for
+    one call goes out on the relay's lean path, unparsed (an answer's text tokens)."""
+    return b"tool_calls" in data or b"\\u" in data
 
 
 class OneCall:

@@ -31,7 +31,7 @@ from aigrid.agents.loop import Step
 from aigrid.engines.answer_shape import TEXTS, choice_fault
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.one_call import OneCall
+from aigrid.gateway.one_call import OneCall, may_call
 from aigrid.json_depth import MAX_DEPTH
 from aigrid.security.firewall.pipeline import Action, Firewall, Verdict, output_verdicts, read_output
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -431,10 +431,11 @@ class OutputFilter:
         """True when every chunk's text is checked (and so every event is re-framed)."""
         return self._redacts
 
-    @property
-    def reads_events(self) -> bool:
-        """True when every event is read (parsed, passed through `event`): redacted, or kept to one tool call."""
-        return self._redacts or self._one is not None
+    def reads(self, data: bytes) -> bool:
+        """Must the events of an engine's read (or one event's data) be parsed and passed through `event`? Every one
+        where answers are redacted; where the request allows one tool call, each that may hold a call's piece
+        (one_call.may_call); else none (the usage chunk aside, which the relay reads for itself)."""
+        return self._redacts or (self._one is not None and may_call(data))
 
     @property
     def keeps_comments(self) -> bool:

@@ -9,7 +9,7 @@ Per engine read (EventPipe.feed, synchronous):
                     reads what was delivered: a break, a continuation, a steer; an answer that ends never does)
      always         usage: the engine's token count, for quotas, the audit log and metrics
      [filter]       OutputFilter: drop the usage chunk the gateway asked for; redact personal data; keep
-                    one tool call where the request allows one (every event read then: one_call.py)
+                    one tool call where the request allows one (each read that may hold a call: one_call.py)
   -> the engine's own bytes when no event changed (the common case: nothing is re-encoded), else the
      read's events re-framed.
 StreamRelay (the async iterator the response sends from) pulls the reads, and on a mid-stream failure asks
@@ -173,7 +173,7 @@ class EventPipe:
     def _defers(self) -> bool:
         """Tracked events may be kept unparsed: nothing changes them (a rewriter's and a redaction's reads change the
         parsed event, so those are observed as they pass, after what was kept)."""
-        return self._rewriter is None and (self._filter is None or not self._filter.reads_events)
+        return self._rewriter is None and (self._filter is None or not self._filter.redacts)
 
     def continuation(self, sse: bool, isolated: bool = False) -> None:
         """The next reads come from a continuation's engine: its quiet time (quiet_s) is its own (the last one's
@@ -211,7 +211,7 @@ class EventPipe:
         if self._read > self._most_bytes:  # past the byte bound, or the time bound (expire)
             self._cut(self._over_time() if self._expired
                       else f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
-        if (self._rewriter is None and (self._filter is None or not self._filter.reads_events)
+        if (self._rewriter is None and (self._filter is None or not self._filter.reads(raw))
                 and _USAGE not in raw and not (_ESCAPE in raw and _key_escape(raw))
                 and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
@@ -230,7 +230,7 @@ class EventPipe:
         if not events:
             return b""
         complete = self._decoder.complete
-        if (self._rewriter is None and (self._filter is None or not self._filter.reads_events)
+        if (self._rewriter is None and (self._filter is None or not self._filter.reads(complete))
                 and _USAGE not in complete and not (_ESCAPE in complete and _key_escape(complete))
                 and DONE not in complete and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
@@ -297,7 +297,7 @@ class EventPipe:
         or nothing where the filter cannot read it (passed as they were, its text reached the client unredacted)."""
         tail = self._decoder.pending if self._sse else b""
         last = self._decoder.flush()
-        if not tail or self._filter is None or not self._filter.reads_events:
+        if not tail or self._filter is None or not self._filter.reads(tail):
             return self._named(tail)
         if last is None:
             return b""
@@ -334,7 +334,7 @@ class EventPipe:
         if defers and self.track:  # kept unparsed, in order with the lean path's (`delivered`)
             self._unread.append(data)
             self._unread_bytes += len(data)
-        if defers and not wants_usage:  # nothing to read in it here
+        if defers and not wants_usage and (filt is None or not filt.reads(data)):  # nothing to read in it here
             return None
         try:
             obj = orjson.loads(data)
@@ -360,7 +360,7 @@ class EventPipe:
                 obj, changed = {k: v for k, v in obj.items() if k != "usage"}, True
         if usage is not None and (told := cache_counts_out(obj, self.isolated)) is not None:  # the usage chunk only
             obj, changed = told, True  # (llama-server's `timings` ride on it): no other event read (docs/security.md)
-        if filt is not None and (filt.reads_events or (usage is not None and filt.strip_usage)):
+        if filt is not None and (filt.reads(data) or (usage is not None and filt.strip_usage)):
             try:
                 obj, changed = filt.event(obj), True
             except SseError as e:  # past output_filter.MAX_TEXTS: the engine's own answer, not continued elsewhere
