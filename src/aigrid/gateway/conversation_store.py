@@ -92,7 +92,7 @@ class ConversationStore:
     # --- the operations (in-process) ------------------------------------------------------------------------
     def create(self, conv: StoredConversation) -> StoredConversation:
         conv.items = _unique_ids(conv.items, set())
-        conv.size = RECORD + _size(conv.items) + _size(conv.metadata)
+        conv.size = RECORD + _size(conv.items) + _size(conv.metadata) + _size(conv.models)
         self._all.put(conv.tenant, conv.id, conv, conv.size)
         return conv
 
@@ -133,6 +133,7 @@ class ConversationStore:
         conv.items.extend(added)
         if model is not None and model not in conv.models:
             conv.models.append(model)
+            grown += _size(model) + 8  # the name and its slot in conv.models
         if conv.jurisdiction is None and bind is not None:
             conv.jurisdiction = bind
         elif bind is not None and bind != conv.jurisdiction:  # two first turns at once, served apart

@@ -138,7 +138,8 @@ class ResponseStore:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
         if not may_store(record, allowed):
             return False
-        record.size = RECORD + footprint(record.turn) + footprint(record.response) + footprint(record.inputs)
+        record.size = (RECORD + footprint(record.turn) + footprint(record.response) + footprint(record.inputs)
+                       + footprint(record.models))
         part = self._partitions.get(record.jurisdiction)
         if part is None:
             part = self._partitions[record.jurisdiction] = FairLru(self._max)
