@@ -39,8 +39,10 @@ class Fake:
 
     name = "fake"
 
-    def __init__(self, fails: Callable[[dict[str, Any], int], bool], base_seed: int) -> None:
-        self.fails, self.base_seed = fails, base_seed
+    def __init__(self, fails: Callable[[dict[str, Any], int], bool], base_seed: int,
+                 when: Callable[[dict[str, Any]], bool] = lambda check: True) -> None:
+        """`when(check)`: on which checks (the job's hour, failed site, label) the sites may miss at all."""
+        self.fails, self.base_seed, self.when = fails, base_seed, when
         self.scenarios: list[dict[str, Any]] = []
 
     def map(self, jobs: list[Job], done: Callable[[], None] | None = None) -> list[Outcome]:
@@ -49,7 +51,7 @@ class Fake:
             sc = j["scenario"]
             self.scenarios.append(sc)
             sample = (sc["seed"] - self.base_seed) // SAMPLE_SEED_STEP
-            bad = any(self.fails(s, sample) for s in sc["sites"])
+            bad = self.when(j["check"]) and any(self.fails(s, sample) for s in sc["sites"])
             share = 0.5 if bad else 1.0
             out.append({"check": j["check"], "requests": 100, "within": int(100 * share), "rejected": 0,
                         "residency_violations": 0, "ttft_p99_ms": 500.0, "tpot_p99_ms": 50.0, "tpot_max_ms": 60.0,
@@ -129,6 +131,33 @@ def test_the_moves_stay_within_their_trials_and_the_progress_bar_counts_every_ru
     fake = Fake(lambda site, sample: site["hardware"] == "l40s", d.seed)
     assert Verifier(d, t, fake).refine(PLACEMENT, {}, moves=True).placement.key() == PLACEMENT.key()
     assert all(s["hardware"] == "h100" for sc in fake.scenarios for s in sc["sites"])  # 0: no move tried
+
+
+def test_a_check_that_failed_a_candidate_runs_first_and_alone_for_the_next() -> None:
+    """A candidate's checks run in batches, stopping at the first that fails: the check that failed earlier
+    candidates runs first and alone (it ran in the third batch, after the checks closest to failing, whatever
+    had failed before)."""
+    d, t = small(rtx=True)
+    v = Verifier(d, t, Fake(lambda site, sample: False, d.seed))
+    last = v.checks(PLACEMENT, {})[-1]  # every check passes at 100%: the order is the checks', this one last
+    assert len(v.checks(PLACEMENT, {})) == 3 and last.failed is not None
+    fake = Fake(lambda site, sample: site["hardware"] != "h100", d.seed, when=lambda c: c["failed"] == last.failed)
+    v = Verifier(d, t, fake)
+    out = v.refine(PLACEMENT, {}, moves=True)
+    assert out.placement.key() == PLACEMENT.key()  # every candidate fails that one check: none kept
+    moved = [sc for sc in fake.scenarios if any(s["hardware"] != "h100" for s in sc["sites"])]
+    tried = {tuple(s["hardware"] for s in sc["sites"]) for sc in moved}
+    assert len(tried) == 4  # each site on the RTX PRO 6000 and the L40S
+    # the first candidate: the first check (passes), then the other two (one fails); each next one: that one
+    assert len(moved) == 3 + 1 + 1 + 1, [sc["name"] for sc in moved]
+    # with more checks (three hours: nine), a candidate failing the first check stops after that one run
+    checks = Verifier(d, t, fake).checks(PLACEMENT, {}, (4, 10))
+    assert len(checks) == 9
+    fake = Fake(lambda site, sample: site["hardware"] != "h100", d.seed,
+                when=lambda c: (c["hour"], c["failed"]) == (checks[0].hour, checks[0].failed))
+    Verifier(d, t, fake).refine(PLACEMENT, {}, also_hours=(4, 10), moves=True)
+    moved = [sc for sc in fake.scenarios if any(s["hardware"] != "h100" for s in sc["sites"])]
+    assert len(moved) == 4, [sc["name"] for sc in moved]  # was 4 x 3 (the first third of the nine together)
 
 
 @pytest.mark.parametrize("trials", [0, 1, 3])

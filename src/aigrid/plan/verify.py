@@ -16,8 +16,10 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
 - then, for the proposals only (refine(moves=True); the naive shapes keep the rules above), the hardware
   move (plan/moves.py): each site, the dearest first, on each cheaper offered hardware option, the cheapest
   candidate first; the first that passes every check on every sample is kept and trimming runs again
-  (TRIMS_AFTER_MOVE rounds), all within verify.move_trials runs of the checks per placement. A candidate runs the
-  third of the checks that were closest to failing first and stops there if one fails.
+  (TRIMS_AFTER_MOVE rounds), all within verify.move_trials runs of the checks per placement. A candidate runs
+  in three batches and stops at the first that fails: the one check most likely to fail (the one that failed
+  the most earlier candidates of this placement, else the one closest to failing before), then the rest of
+  the third of the checks in that order, then the others.
 With verify.samples = N every check runs on N arrival samples (checks.scenario_for) and stands for the worst
 of them (worst_sample): it passes only if every sample passes, and refinement reads the worst sample's
 misses and, per site, the highest utilisation of any sample.
@@ -28,6 +30,7 @@ allowed) cannot be fixed by sizes: the verdict says so.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -167,6 +170,7 @@ class Verifier:
         rounds = 0
         trials = self.demand.verify.move_trials if moves else 0  # the hardware moves' runs of the checks left
         moved_sites: set[str] = set()
+        failed_trials: Counter[int] = Counter()  # per check: the hardware-move candidates it failed
         after_move: int | None = None  # the round the latest accepted move ended at
         while True:
             while rounds < budget:
@@ -218,7 +222,7 @@ class Verifier:
                 trials -= rounds - after_move  # the trims after a move count as its trials
             if best is None or trials <= 0:
                 break
-            moved, used = self._move(best, checks, trials, moved_sites, history)
+            moved, used = self._move(best, checks, trials, moved_sites, history, failed_trials)
             rounds += used
             trials -= used
             if moved is None:
@@ -235,7 +239,7 @@ class Verifier:
                        rounds=rounds, history=history)
 
     def _move(self, best: Verdict, checks: list[Check], trials: int, moved_sites: set[str],
-              history: list[tuple[float, bool]]) -> tuple[Verdict | None, int]:
+              history: list[tuple[float, bool]], failed_trials: Counter[int]) -> tuple[Verdict | None, int]:
         """The first candidate of plan/moves.py (sites dearest first, each site's cheapest option first) that
         passes every check, within `trials` runs of the checks; (verdict or None, trials used). A site whose
         candidates all failed, or whose move was kept, is not tried again."""
@@ -251,7 +255,7 @@ class Verifier:
                 site = candidate.site(sid)
                 self.note(f"{placement.label}: try {sid} on {site.devices} x {site.hardware} "
                           f"(${candidate.usd_per_hour:.2f}/h, was ${placement.usd_per_hour:.2f}/h)")
-                outcomes = self._trial(candidate, checks, best.outcomes)
+                outcomes = self._trial(candidate, checks, best.outcomes, failed_trials)
                 history.append((candidate.usd_per_hour, outcomes is not None))
                 if outcomes is not None:
                     moved_sites.add(sid)
@@ -259,19 +263,24 @@ class Verifier:
             moved_sites.add(sid)
         return None, used
 
-    def _trial(self, candidate: Placement, checks: list[Check], before: list[Outcome]) -> list[Outcome] | None:
-        """Every check of `candidate` (aligned with `checks`), or None at the first failing one: the checks that
-        were closest to failing before (the worst tenant's lowest share) run first, a third of them, then the
-        rest, so a candidate that fails costs about a third of the runs."""
-        order = sorted(range(len(checks)), key=lambda i: (_worst_tenant(before[i]), i))
-        first = order[:max(1, len(order) // 3)]
+    def _trial(self, candidate: Placement, checks: list[Check], before: list[Outcome],
+               failed_trials: Counter[int]) -> list[Outcome] | None:
+        """Every check of `candidate` (aligned with `checks`), or None at the first failing batch. The checks
+        most likely to fail run first: those that failed the most earlier candidates (`failed_trials`, counted
+        here), then those closest to failing before (the worst tenant's lowest share). Batches: that one check
+        alone, then the rest of the first third, then the others; a candidate that fails its first check costs
+        one check's runs, one that fails within the third about a third of them."""
+        order = sorted(range(len(checks)), key=lambda i: (-failed_trials[i], _worst_tenant(before[i]), i))
+        third = max(1, len(order) // 3)
         got: dict[int, Outcome] = {}
-        for stage in (first, order[len(first):]):
+        for stage in (order[:1], order[1:third], order[third:]):
             if not stage:
                 continue
             outcomes = self.run(candidate, [checks[i] for i in stage])
             got.update(zip(stage, outcomes, strict=True))
-            if not all(passes(o, self.attainment) for o in outcomes):
+            failed = [i for i, o in zip(stage, outcomes, strict=True) if not passes(o, self.attainment)]
+            if failed:
+                failed_trials.update(failed)
                 return None
         return [got[i] for i in range(len(checks))]
 
