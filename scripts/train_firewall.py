@@ -214,6 +214,10 @@ def main() -> None:
                              "document of its own (firewall_heads.every_attack), besides the 1,500 drawn (add) or "
                              "instead of them with their total weight (same-weight)")
     args = parser.parse_args()
+    if not 0.0 <= args.doc_source_cap <= 1.0:
+        parser.error(f"--doc-source-cap: {args.doc_source_cap} is not a share in [0, 1]")
+    if args.doc_rule == "strictest" and "--doc-source-cap" in " ".join(sys.argv):
+        parser.error("--doc-source-cap is read only with --doc-rule pooled or balanced")
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data

@@ -4,6 +4,7 @@ score; pooled and balanced (docs/security.md, "Tried and not shipped") do not, w
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def test_no_point_below_one_half_and_an_unknown_rule_is_refused() -> None:
     assert document_threshold(low, 0.005, "balanced") == 0.5
     with pytest.raises(ValueError, match="unknown document rule 'loosest'"):
         document_threshold(low, 0.005, "loosest")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--doc-source-cap", "-1"], "--doc-source-cap: -1.0 is not a share in [0, 1]"),
+    (["--doc-rule", "pooled", "--doc-source-cap", "1.5"], "is not a share in [0, 1]"),
+    (["--doc-source-cap", "0.1"], "--doc-source-cap is read only with --doc-rule pooled or balanced"),
+])
+def test_a_document_cap_the_rule_cannot_read_is_refused_naming_it(args: list[str], says: str) -> None:
+    # the options are read before any data: none is needed
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_firewall.py"), "--garak", "g", "--agentdojo",
+                        "a", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
