@@ -18,7 +18,8 @@ reasoning, coding: "closed"). `--variants` adds other routers made from the same
 refit): `head` (the trees alone), `near` (the neighbours alone), `ngram` (the n-gram logit alone), and blends
 `rank:b` / `rank:b:K`, `shape:b_choices:b_open[:K]` (one blend weight for multiple-choice prompts, another for
 the rest); with `--scaled` the trees are also fitted on each benchmark's gain over its standard deviation
-(`scaled-head`, `scaled-rank:b`). The out-of-fold parts are cached in `--cache` (a rerun with the same arguments only
+(`scaled-head`, `scaled-rank:b`); with `--large-head` the large model's quality head too, whose rank `cap:bn:bl`
+blends in (weight bl) beside the neighbours' (bn). The out-of-fold parts are cached in `--cache` (a rerun with the same arguments only
 reports). Needs the `train` extra. On this shared 2-core machine about 3 minutes per repeat (nice -n 10).
   python scripts/cv_right_size_levels.py [--data ../shared/data/model-routing] [--repeats 5] [--variants ...]
 """
@@ -90,11 +91,13 @@ def load(folder: Path, turn_context: bool = False) -> tuple[RoutingData, np.ndar
     return data, np.array(sources), kinds
 
 
-def compute(data: RoutingData, source: np.ndarray, repeats: int, scaled: bool = False) -> dict[str, np.ndarray]:
+def compute(data: RoutingData, source: np.ndarray, repeats: int, scaled: bool = False,
+            large_head: bool = False) -> dict[str, np.ndarray]:
     """Per repeat: the out-of-fold gain head, n-gram logit, and neighbour win share for each K. With `scaled`,
     also `head_scaled`: the same trees fitted on each benchmark's gain divided by its standard deviation (on
     the fold's training rows), so MT-Bench's judge-score gains (sd 0.2) weigh in the squared error as much
-    as MMLU's 0/1 ones (sd 0.45)."""
+    as MMLU's 0/1 ones (sd 0.45). With `large_head`, also `head_large`: the large model's expected quality (the
+    shipped estimate's `large` head), for the `cap` variant."""
     embedding = StaticEmbedding.load()
     t = time.perf_counter()
     base = np.stack([np.concatenate([embedding.vector(p), dense_features(p)]) for p in data.prompts])
@@ -108,6 +111,8 @@ def compute(data: RoutingData, source: np.ndarray, repeats: int, scaled: bool = 
            "ngram": np.zeros((repeats, len(data))), **{f"near{k}": np.zeros((repeats, len(data))) for k in KS}}
     if scaled:
         out["head_scaled"] = np.zeros((repeats, len(data)))
+    if large_head:
+        out["head_large"] = np.zeros((repeats, len(data)))
     for r in range(repeats):
         key = "cv" if r == 0 else f"cv{r}"
         fold = np.array([zlib.crc32(f"{key}:{s}:{g or p}".encode()) % FOLDS
@@ -125,6 +130,9 @@ def compute(data: RoutingData, source: np.ndarray, repeats: int, scaled: bool = 
                 unit = np.array([sd[n] for n in source])
                 model = booster(ROUNDS).fit(np.column_stack([base, col])[tr], (gain / unit)[tr], sample_weight=w[tr])
                 out["head_scaled"][r, te] = model.predict(np.column_stack([base, col])[te])
+            if large_head:
+                model = booster(ROUNDS).fit(np.column_stack([base, col])[tr], data.large[tr], sample_weight=w[tr])
+                out["head_large"][r, te] = model.predict(np.column_stack([base, col])[te])
             for k in KS:
                 out[f"near{k}"][r, te] = NeighbourScore(quantize(vectors[tr]), won[tr], k).scores(vectors[te])
             print(f"repeat {r} fold {f}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
@@ -150,8 +158,14 @@ def router(parts: dict[str, np.ndarray], r: int, variant: str) -> np.ndarray:
     elif how == "shape":  # shape:b_choices:b_open[:K]: one weight for multiple-choice prompts, one for the rest
         b = np.where(parts["choices"] > 0, float(rest[0]), float(rest[1]))
         k = rest[2:]
+    elif how == "cap":  # cap:b_near:b_large[:K]: also the rank of the large model's expected quality
+        b, bl, k = np.full(fold.shape, float(rest[0])), float(rest[1]), rest[2:]
+        near = 2 * parts[f"near{k[0] if k else 200}"][r] - 1
+        return ((1 - b - bl) * fold_ranks(head, fold) + b * fold_ranks(near, fold)
+                + bl * fold_ranks(parts["head_large"][r], fold))
     else:
-        raise SystemExit(f"unknown variant {variant!r}: head, ngram, near[K], rank:b[:K], shape:b_mc:b_open[:K]")
+        raise SystemExit(f"unknown variant {variant!r}: head, ngram, near[K], rank:b[:K], shape:b_mc:b_open[:K], "
+                         "cap:b_near:b_large[:K]")
     near = 2 * parts[f"near{k[0] if k else 200}"][r] - 1
     return (1 - b) * fold_ranks(head, fold) + b * fold_ranks(near, fold)
 
@@ -228,6 +242,9 @@ def main() -> None:
                     "questions, drawn from the training questions, read for the first variant (0: not)")
     ap.add_argument("--scaled", action="store_true", help="also fit the gain head on per-benchmark standardised "
                     "gains (variants scaled-head, scaled-rank:b[:K])")
+    ap.add_argument("--large-head", action="store_true", help="also fit the large model's quality head (variant "
+                    "cap:b_near:b_large[:K]: its rank blended in, so prompts the large model is expected to fail too "
+                    "rank lower)")
     ap.add_argument("--turn-context", action="store_true", help="read MT-Bench's second turns after their first, "
                     "as the trainer's --turn-context (use another --cache)")
     ap.add_argument("--cache", type=Path, default=Path("out/cv_right_size_levels.npz"))
@@ -238,8 +255,9 @@ def main() -> None:
     if args.cache.exists():
         with np.load(args.cache) as z:
             parts = {k: z[k] for k in z.files}
-    if not args.cache.exists() or parts["fold"].shape[0] < args.repeats or (args.scaled and "head_scaled" not in parts):
-        parts = compute(data, source, args.repeats, args.scaled)
+    if (not args.cache.exists() or parts["fold"].shape[0] < args.repeats or (args.scaled and "head_scaled" not in parts)
+            or (args.large_head and "head_large" not in parts)):
+        parts = compute(data, source, args.repeats, args.scaled, args.large_head)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = parts
         np.savez_compressed(args.cache, **arrays)

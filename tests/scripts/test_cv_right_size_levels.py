@@ -45,7 +45,8 @@ def test_routers_from_the_cached_parts() -> None:
     fold = np.arange(n) % 5
     head, near = rng.normal(size=n), rng.uniform(size=n)
     parts = {"fold": fold[None, :], "head": head[None, :], "head_scaled": -head[None, :], "ngram": near[None, :],
-             "near200": near[None, :], "near50": 1 - near[None, :], "choices": np.where(np.arange(n) < 10, 0.5, 0.0)}
+             "near200": near[None, :], "near50": 1 - near[None, :], "choices": np.where(np.arange(n) < 10, 0.5, 0.0),
+             "head_large": near[None, :] ** 2}
     assert np.array_equal(cv.router(parts, 0, "head"), head)
     assert np.array_equal(cv.router(parts, 0, "scaled-head"), -head)
     hr, nr = cv.fold_ranks(head, fold), cv.fold_ranks(2 * near - 1, fold)
@@ -55,5 +56,8 @@ def test_routers_from_the_cached_parts() -> None:
     # shape: the first weight for prompts with multiple-choice options, the second for the rest
     got = cv.router(parts, 0, "shape:0.2:0.8")
     assert np.allclose(got[:10], 0.8 * hr[:10] + 0.2 * nr[:10]) and np.allclose(got[10:], 0.2 * hr[10:] + 0.8 * nr[10:])
+    # cap: the large model's quality head's rank blended in beside the neighbours'
+    lr = cv.fold_ranks(near**2, fold)
+    assert np.allclose(cv.router(parts, 0, "cap:0.4:0.2"), 0.4 * hr + 0.4 * nr + 0.2 * lr)
     with pytest.raises(SystemExit, match="unknown variant"):
         cv.router(parts, 0, "value:0.5")
