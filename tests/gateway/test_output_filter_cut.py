@@ -199,7 +199,7 @@ async def test_the_held_chunk_carries_the_streams_id_model_and_created_to_the_op
         assert text == f"Sure. Mail {placeholder('email')} or ", text
         assert len(chunks) >= 2 and (chunks[-1].choices[0].delta.content or "").endswith("or ")  # the held chunk
         assert {(c.id, c.model, c.created, c.object) for c in chunks} == {
-            ("chatcmpl-h", "m", 1, "chat.completion.chunk")}, chunks
+            ("chatcmpl-h", T.M, 1, "chat.completion.chunk")}, chunks  # the grid's model, not the engine's "m"
 
 
 async def test_a_completions_held_chunk_carries_the_streams_cmpl_id(tmp_path) -> None:
@@ -218,7 +218,7 @@ async def test_a_completions_held_chunk_carries_the_streams_cmpl_id(tmp_path) ->
         chunks = events[:-1]
         assert "".join(c["choices"][0]["text"] for c in chunks) == f"Sure. Mail {placeholder('email')} or ", r.text
         assert {(c.get("id"), c.get("model"), c.get("created"), c.get("object")) for c in chunks} == {
-            ("cmpl-x", "m", 7, "text_completion")}, r.text
+            ("cmpl-x", T.M, 7, "text_completion")}, r.text  # the grid's model, not the engine's "m"
 
 
 def test_a_flushed_or_cut_chunk_carries_the_fields_of_the_streams_chunks() -> None:
