@@ -64,6 +64,8 @@ async def test_a_key_narrowed_to_other_models_cannot_download_a_batchs_answers(k
         await other.files.content(out)
     body = caught.value.body
     assert isinstance(body, dict) and (body["code"], body["param"]) == ("model_not_allowed", "file_id"), body
+    with pytest.raises(openai.PermissionDeniedError):  # nor deletes them (since review RV2)
+        await other.files.delete(out)
     for key in ("full", "same"):  # a key its model may serve reads them
         assert orjson.loads((await oai(gw, keys[key]).files.content(out)).content)["custom_id"] == "a"
     assert (await other.files.content(f.id)).content  # an upload holds no model's answer
@@ -110,6 +112,8 @@ async def test_a_key_narrowed_to_other_models_cannot_read_a_message_batchs_resul
         body = caught.value.body
         assert isinstance(body, dict) and body["error"]["type"] == "permission_error", body
         assert "model" in body["error"]["message"] and "secret" not in str(body)
+        with pytest.raises(anthropic.PermissionDeniedError):  # nor deletes them (since review RV2)
+            await other.messages.batches.delete(created.id)
         for client in (full, same):
             assert (await results(client, created.id))["a"].result.type == "succeeded"
     finally:

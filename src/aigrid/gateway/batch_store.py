@@ -205,14 +205,16 @@ class BatchStore:
 
         return await self.db.write(remove)
 
-    async def maker_of_output(self, tenant: str, fid: str) -> dict[str, Any] | None:
-        """Who created the tenant's batch whose output file is `fid` (its stored principal: tenant, key id, method,
-        scopes), if any: the models that may have answered in it are those that may serve its creator. (An error
-        file holds refusals, no model's answer.)"""
-        def find(db: sqlite3.Connection) -> dict[str, Any] | None:
-            r = db.execute("SELECT principal FROM batches WHERE tenant = ? AND json_extract(object, "
-                           "'$.output_file_id') = ?", (tenant, fid)).fetchone()
-            return None if r is None else dict(orjson.loads(r[0]))
+    async def maker_of_results(self, tenant: str, fid: str) -> tuple[dict[str, Any], bool] | None:
+        """Who created the tenant's batch whose output or error file is `fid` (its stored principal: tenant, key id,
+        method, scopes), and whether `fid` is its output file, if there is such a batch: the models that may have
+        answered in its output are those that may serve its creator (an error file holds refusals, no model's
+        answer)."""
+        def find(db: sqlite3.Connection) -> tuple[dict[str, Any], bool] | None:
+            r = db.execute("SELECT principal, json_extract(object, '$.output_file_id') = ? FROM batches WHERE tenant = ? "
+                           "AND ? IN (json_extract(object, '$.output_file_id'), json_extract(object, '$.error_file_id'))",
+                           (fid, tenant, fid)).fetchone()
+            return None if r is None else (dict(orjson.loads(r[0])), bool(r[1]))
 
         return await self.db.read(find)
 

@@ -260,14 +260,7 @@ class FilesApi:
     async def content(self, request: Request, ex: Exchange) -> Response:
         """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
         found, _, caller = await self._found(request, ex, heavy=True)
-        if found.purpose == "batch_output":
-            # the answers of the models that may serve its batch's creator: a key narrowed to other models may not
-            # read them (check_produced_by, as a stored response's); since the thirty-fifth session. A batch no longer
-            # kept (dropped past gateway.batch.max_batches, its files kept) names no creator: any grid model's
-            maker = await self.batches.maker_of_output(found.tenant, found.id)
-            creator = Scopes.from_dict(dict(maker.get("scopes") or {})) if maker is not None else Scopes()
-            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
-                              "file_id", f"file {found.id!r} (a batch's results)")
+        await self._check_answers(caller, found)
         # opened once, here, and sent from that handle: a DELETE between the lookup and the read (its row, then its
         # bytes) is the 404 of a file not there, never a 500 when the response opens a path that just went
         try:
@@ -279,8 +272,23 @@ class FilesApi:
         saved = PurePosixPath(found.filename.replace("\\", "/")).name
         return OpenFileResponse(f, saved if saved not in ("", ".", "..") else "file")
 
+    async def _check_answers(self, caller: Principal, found: StoredFile) -> None:
+        """A batch's output file holds the answers of the models that may serve its batch's creator: a key narrowed to
+        other models may not read or delete it (check_produced_by, as a stored response; since the thirty-fifth
+        session, its delete since review RV2); its error file (refusals) any key reads. A file whose batch is no
+        longer kept (dropped past gateway.batch.max_batches, its files kept) names no creator: any grid model's."""
+        if found.purpose != "batch_output":
+            return
+        made = await self.batches.maker_of_results(found.tenant, found.id)
+        if made is not None and not made[1]:
+            return
+        creator = Scopes.from_dict(dict(made[0].get("scopes") or {})) if made is not None else Scopes()
+        check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
+                          "file_id", f"file {found.id!r} (a batch's results)")
+
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        found, allowed, _ = await self._found(request, ex)
+        found, allowed, caller = await self._found(request, ex)
+        await self._check_answers(caller, found)
         user = await self.batches.uses_file(found.tenant, found.id)
         if user is not None:
             # the batch named only to a key that may see it (an unrestricted key may run one on a narrowed key's file)

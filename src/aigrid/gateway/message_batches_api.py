@@ -369,10 +369,22 @@ class MessageBatchesApi:
                                  "canceled", param="message_batch_id")
         return json_response(message_batch(obj, self._base(request)))
 
+    async def _check_answers(self, caller: Principal, bid: str) -> None:
+        """The caller's tenant's batch `bid` (found) holds the answers of the models that may serve its creator: a key
+        narrowed to other models may not read or delete them (check_produced_by, as a stored response; since the
+        thirty-fifth session, its delete since review RV2)."""
+        made = await self.store.row(bid)
+        if made is not None and made.tenant == caller.tenant:
+            creator = Scopes.from_dict(dict(made.principal.get("scopes") or {}))
+            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
+                              "message_batch_id", f"message batch {bid!r}")
+
     async def delete(self, request: Request, ex: Exchange) -> Response:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
         caller, bid = await self._named(request, ex)
         tenant = caller.tenant
+        if await self.store.get(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions) is not None:
+            await self._check_answers(caller, bid)  # one it may not see is the 404 below
         obj = await self.store.delete(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
@@ -393,12 +405,7 @@ class MessageBatchesApi:
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")
-        made = await self.store.row(obj["id"])
-        if made is not None:  # the answers of the models that may serve its creator (check_produced_by: a key
-            # narrowed to other models may not read them, as a stored response's; since the thirty-fifth session)
-            creator = Scopes.from_dict(dict(made.principal.get("scopes") or {}))
-            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
-                              "message_batch_id", f"message batch {obj['id']!r}")
+        await self._check_answers(caller, obj["id"])
         rest = _unended(obj)
         # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
         # is the 404 of the batch, not a 200 cut short after its headers
