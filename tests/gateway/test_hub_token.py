@@ -6,10 +6,13 @@ the hub's socket and post decisions, quota charges and releases, telemetry or au
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from aigrid.errors import ConfigError
@@ -18,6 +21,12 @@ from aigrid.gateway.hub_client import HubClient, HubError
 from aigrid.gateway.hub_protocol import HELLO, frame
 from aigrid.gateway.workers import HUB_TOKEN_FD, hub_token, token_pipe
 from tests.gateway.started_hub import started_hub
+from tests.gateway.workers_helpers import (
+    one_connection_per_worker,
+    serving_workers,
+    two_workers,
+    worker_processes,
+)
 
 FORGED = {"id": "forged", "tenant": "default", "outcome": "ok"}
 
@@ -76,3 +85,38 @@ def test_a_worker_reads_its_token_from_the_inherited_pipe_once(monkeypatch: pyte
         os.fstat(fd)  # the pipe is closed once read
     with pytest.raises(ConfigError, match=HUB_TOKEN_FD):
         hub_token()  # started without one
+
+
+def test_a_worker_started_again_after_a_crash_gets_the_token_and_serves(tmp_path: Path) -> None:
+    """The parent hands every start of a worker a new pipe holding the token, a restart after a crash too: the
+    worker started again serves a request, whose decision (posted to the hub on the new worker's connection) the
+    other worker reads back from the hub (review RV2 of the thirty-fifth session: the restart test of test_workers
+    counts processes only, which a worker failing at every start also passes)."""
+    with two_workers(tmp_path, decode_ms=1) as grid:
+        parent, (dead, alive) = grid.gateway.pid, grid.workers
+        os.kill(dead, 9)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(worker_processes(parent)) - {dead, alive}:
+            time.sleep(0.2)
+        workers = serving_workers(parent, grid.port)  # the new one accepts only once it serves
+        (new,) = set(workers) - {alive}
+        conns: list[http.client.HTTPConnection] = []
+        try:
+            by_worker = one_connection_per_worker(grid.port, workers, conns)
+            by_worker[new].request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
+                                   body=orjson.dumps({"model": "emulated", "max_tokens": 4,
+                                                      "messages": [{"role": "user", "content": "hi"}]}))
+            answer = by_worker[new].getresponse()
+            answer.read()
+            assert answer.status == 200
+            status, deadline = 0, time.monotonic() + 30  # posted to the hub once the answer has ended, not waited on
+            while status != 200 and time.monotonic() < deadline:
+                by_worker[alive].request("GET", f"/v1/decisions/{answer.getheader('x-aigrid-decision')}")
+                reply = by_worker[alive].getresponse()
+                reply.read()
+                status = reply.status
+                time.sleep(0.05)
+            assert status == 200, "the other worker never found the new worker's decision in the hub"
+        finally:
+            for conn in conns:
+                conn.close()
