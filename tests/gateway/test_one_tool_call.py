@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 from aigrid.gateway.app import build_app
 from aigrid.gateway.one_call import first_call_only
@@ -160,7 +162,8 @@ def _piece(k: int, arguments: str, name: str | None = None) -> dict[str, Any]:
 def test_interleaved_pieces_keep_the_first_call_each_choice_opened(redacts: bool,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """Calls whose pieces an engine interleaves (one piece holding two calls), in two choices (`n`): each choice
-    keeps the first call index it opened, under a redaction too; a piece left with no call loses its `tool_calls`."""
+    keeps the first call index it opened (sent as index 0), under a redaction too; a piece left with no call loses its
+    `tool_calls`."""
     out = OutputFilter(redacts=redacts, strip_usage=False, tools=frozenset({"f", "g"}), one_call=True)
     assert out.reads(b'"tool_calls"') and out.reads(b'"\\u0041"') and out.reads(b"x") is redacts
     stream = [_chunk(0, [_piece(1, "", "g")]), _chunk(1, [_piece(0, '{"a": 1}', "f")]),
@@ -174,9 +177,9 @@ def test_interleaved_pieces_keep_the_first_call_each_choice_opened(redacts: bool
             for choice in got["choices"]:
                 kept[choice["index"]] += [(c["index"], c["function"].get("arguments", ""))
                                           for c in choice.get("delta", {}).get("tool_calls", ())]
-    assert {k: {i for i, _ in pieces} for k, pieces in kept.items()} == {0: {1}, 1: {0}}
+    assert {k: {i for i, _ in pieces} for k, pieces in kept.items()} == {0: {0}, 1: {0}}  # (its one call: index 0)
     if not redacts:  # (a redaction holds back the end of each text until the choice ends)
-        assert kept == {0: [(1, ""), (1, '{"c"'), (1, ": 3}")], 1: [(0, '{"a": 1}'), (0, "")]}
+        assert kept == {0: [(0, ""), (0, '{"c"'), (0, ": 3}")], 1: [(0, '{"a": 1}'), (0, "")]}  # choice 0: call 1's
     assert sum("only the first is sent" in r.message for r in caplog.records) == 1
     assert not OutputFilter(redacts=False, strip_usage=True).reads(b'"tool_calls"')  # an ordinary stream: lean path
 
@@ -195,6 +198,27 @@ def test_a_stream_that_asks_parses_only_the_reads_that_may_hold_a_call(track: bo
     assert b'"f"' in out and b'"g"' not in out and out.endswith(text)
     if track:  # what a continuation reads of it: the engine's text as delivered
         assert pipe.delivered.sent_text() == "HiHi" and pipe.delivered.tool_calls
+
+
+@pytest.mark.parametrize("redacts", [False, True])
+def test_a_stream_that_opens_call_1_first_sends_its_one_call_as_index_0(redacts: bool) -> None:
+    """An engine that opens call index 1 before call 0: the client's one call is that first one, at index 0, so the
+    openai SDK's stream helper accumulates it (with index 1 alone it raised an IndexError)."""
+    pipe = EventPipe(OutputFilter(redacts, strip_usage=False, tools=frozenset({"f", "g"}), one_call=True),
+                     sse=True, track=False)
+    end = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {},
+                                                                      "finish_reason": "tool_calls"}]}
+    stream = [_chunk(0, [_piece(1, "", "g")]), _chunk(0, [_piece(0, "", "f")]), _chunk(0, [_piece(1, '{"c": 3}')]),
+              _chunk(0, [_piece(0, "{}")]), end]
+    out = b"".join(pipe.feed(b"data: " + orjson.dumps(c) + b"\n\n") for c in stream) + pipe.feed(b"data: [DONE]\n\n")
+    state = ChatCompletionStreamState()
+    for line in out.split(b"\n\n"):
+        if line.startswith(b"data: {"):
+            state.handle_chunk(ChatCompletionChunk.model_validate({"created": 1, "model": MODEL,
+                                                                   **orjson.loads(line[6:])}))
+    calls = state.get_final_completion().choices[0].message.tool_calls or []
+    assert [(c.index, c.id, c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[attr-defined]
+        (0, "call_g", "g", '{"c": 3}')]
 
 
 def test_a_whole_answer_keeps_each_choices_first_call_and_passes_others_as_the_engine_wrote_them() -> None:

@@ -36,7 +36,9 @@ def may_call(data: bytes) -> bool:
 
 class OneCall:
     """One stream's choices, each kept to the first tool call it opened (by the call's `index`, else its place in
-    the piece): a later call's pieces never reach the client."""
+    the piece): a later call's pieces never reach the client. The call kept goes out as `index` 0, whichever index the
+    engine opened first: an engine that opened call 1 before call 0 sent the client one call at index 1, on which
+    the openai SDK's stream helper (ChatCompletionStreamState) fails with an IndexError (review RV3)."""
 
     def __init__(self) -> None:
         self._first: dict[int, int] = {}  # choice index -> the call index kept
@@ -65,6 +67,8 @@ class OneCall:
                 if first is None:
                     first = self._first[index] = k
                 if k == first:
+                    if k and isinstance(call, dict) and "index" in call:  # the answer's one call: index 0, as the
+                        call["index"] = 0  # SDKs' accumulators read it (the openai helper's list; an IndexError)
                     kept.append(call)
             if len(kept) == len(calls):
                 continue
