@@ -119,3 +119,32 @@ async def test_a_key_narrowed_to_other_models_cannot_read_a_message_batchs_resul
     finally:
         for client in (full, same, other):
             await client.close()
+
+
+async def test_a_key_narrowed_to_other_models_cannot_cancel_a_batch(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nor cancel one in progress, in either door (a stored response's cancel is refused it as well); its creator
+    does (until review RV2 of the thirty-fifth session any key of the tenant did)."""
+    keys = _keys(tmp_path, monkeypatch)
+    async with keyed_batches(tmp_path) as (gw, engines):
+        for engine in engines.values():  # each line waits at its engine: the batches stay in progress
+            engine.gate.clear()
+        full, other = oai(gw, keys["full"]), oai(gw, keys["other"])
+        f = await full.files.create(file=("in.jsonl", jsonl(line("a", "SLOW secret question"))), purpose="batch")
+        batch = await full.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")  # type: ignore[arg-type]
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await other.batches.cancel(batch.id)
+        body = caught.value.body
+        assert isinstance(body, dict) and (body["code"], body["param"]) == ("model_not_allowed", "batch_id"), body
+        assert (await full.batches.cancel(batch.id)).status in ("cancelling", "cancelled")
+        app = build_app(gw)
+        owner, stranger = (anthropic_client(app).with_options(api_key=keys[k], default_headers=TOKYO)
+                           for k in ("full", "other"))
+        try:
+            created = await owner.messages.batches.create(requests=[req("a", "SLOW secret question")])
+            with pytest.raises(anthropic.PermissionDeniedError):
+                await stranger.messages.batches.cancel(created.id)
+            assert (await owner.messages.batches.cancel(created.id)).processing_status in ("canceling", "ended")
+        finally:
+            for client in (owner, stranger):
+                await client.close()

@@ -48,6 +48,7 @@ from aigrid.gateway.routes import (
     authenticate,
     json_response,
 )
+from aigrid.security.authorize import check_made_for
 from aigrid.security.principal import Principal, Scopes
 
 log = logging.getLogger("aigrid.batches")
@@ -156,6 +157,13 @@ class BatchesApi:
         """validating or in_progress -> cancelling (the running lines finish, then cancelled); cancelling or
         cancelled: returned as it is; any other status is a 400 naming batch_id."""
         caller, bid = await self._found(request, ex)
+        made = await self.store.row(bid)
+        if made is not None and made.tenant == caller.tenant and await self.store.get(
+                caller.tenant, bid, allowed=caller.scopes.jurisdictions) is not None:
+            # its answers are those of the models that may serve its creator: a key narrowed to other models may not
+            # cancel them (check_made_for, as a stored response's cancel; since review RV2 of the thirty-fifth session)
+            check_made_for(caller, made.principal.get("scopes") or {}, self.gw.spec.models, "batch_id",
+                           f"batch {bid!r}")
         obj = await self.runner.cancel(bid, caller.tenant, prefix=OPENAI_PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"no batch {bid!r}", param="batch_id")

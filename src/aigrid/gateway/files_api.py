@@ -50,7 +50,7 @@ from aigrid.gateway.open_off_loop import open_off_loop
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, body_too_large, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
-from aigrid.security.authorize import check_produced_by, model_may_serve
+from aigrid.security.authorize import check_made_for
 from aigrid.security.principal import Principal, Scopes
 
 FILES_PATH = "/v1/files"
@@ -282,9 +282,8 @@ class FilesApi:
         made = await self.batches.maker_of_results(found.tenant, found.id)
         if made is not None and not made[1]:
             return
-        creator = Scopes.from_dict(dict(made[0].get("scopes") or {})) if made is not None else Scopes()
-        check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
-                          "file_id", f"file {found.id!r} (a batch's results)")
+        check_made_for(caller, None if made is None else made[0].get("scopes") or {}, self.gw.spec.models, "file_id",
+                       f"file {found.id!r} (a batch's results)")
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         found, allowed, caller = await self._found(request, ex)

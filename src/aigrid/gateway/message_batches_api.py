@@ -67,8 +67,8 @@ from aigrid.gateway.routes import (
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.slow_clients import body_deadline_s
-from aigrid.security.authorize import check_produced_by, model_may_serve
-from aigrid.security.principal import Principal, Scopes
+from aigrid.security.authorize import check_made_for
+from aigrid.security.principal import Principal
 
 log = logging.getLogger("aigrid.batches")
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
@@ -361,6 +361,7 @@ class MessageBatchesApi:
         """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
         canceled: returned as it is; a batch that ended otherwise: 400."""
         caller, found = await self._found(request, ex)
+        await self._check_answers(caller, found["id"])
         obj = await self.runner.cancel(found["id"], caller.tenant, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
@@ -371,13 +372,12 @@ class MessageBatchesApi:
 
     async def _check_answers(self, caller: Principal, bid: str) -> None:
         """The caller's tenant's batch `bid` (found) holds the answers of the models that may serve its creator: a key
-        narrowed to other models may not read or delete them (check_produced_by, as a stored response; since the
-        thirty-fifth session, its delete since review RV2)."""
+        narrowed to other models may not read, cancel or delete them (check_made_for, as a stored response; since the
+        thirty-fifth session, cancel and delete since review RV2)."""
         made = await self.store.row(bid)
         if made is not None and made.tenant == caller.tenant:
-            creator = Scopes.from_dict(dict(made.principal.get("scopes") or {}))
-            check_produced_by(caller, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
-                              "message_batch_id", f"message batch {bid!r}")
+            check_made_for(caller, made.principal.get("scopes") or {}, self.gw.spec.models, "message_batch_id",
+                           f"message batch {bid!r}")
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""

@@ -134,7 +134,7 @@ from aigrid.gateway.routes import (
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.gateway.urgency import body_urgency
-from aigrid.security.authorize import authorize, check_produced_by, model_may_serve
+from aigrid.security.authorize import authorize, check_made_for, check_produced_by
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
 
@@ -980,9 +980,8 @@ class ResponsesApi:
         known before it is stored). A placeholder written before its creator's scopes were kept: not judged."""
         if pending.scopes is None:
             return
-        creator = Scopes.from_dict(pending.scopes)
-        check_produced_by(principal, [m for m in sorted(self.gw.spec.models) if model_may_serve(creator, m)],
-                          "response_id", f"response {pending.id!r} (to {doing})")
+        check_made_for(principal, pending.scopes, self.gw.spec.models, "response_id",
+                       f"response {pending.id!r} (to {doing})")
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """Cancel a background response: queued or in progress, it ends cancelled (its run stopped, its quota

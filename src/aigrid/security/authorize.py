@@ -86,6 +86,15 @@ def check_produced_by(principal: Principal, models: Iterable[str], param: str, w
                                f"{principal.key_id} may not use", param=param, code="model_not_allowed")
 
 
+def check_made_for(principal: Principal, creator: dict[str, Any] | None, models: Iterable[str], param: str,
+                   what: str) -> None:
+    """check_produced_by for what was answered for a creator whose answering models are not kept (a batch's answers, a
+    background response not yet stored): every grid model of `models` that may serve the creator, whose stored scopes
+    (Scopes.to_dict) are `creator`; None, a creator not known (a batch no longer kept): any of them."""
+    scopes = Scopes.from_dict(dict(creator)) if creator is not None else Scopes()
+    check_produced_by(principal, [m for m in sorted(models) if model_may_serve(scopes, m)], param, what)
+
+
 def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:
     """Whether an endpoint of `model` at `site` in `jurisdiction` may serve a caller of these scopes: what
     scope_request's hard filters let the routing choose (the grid a narrowed key reads is this part of it)."""
