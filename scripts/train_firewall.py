@@ -204,9 +204,9 @@ def main() -> None:
     parser.add_argument("--doc-rule", choices=DOC_RULES, default="strictest",
                         help="document head: how the operating points read the clean validation documents by source "
                              "(train_firewall.document_threshold); not shipped: pooled, balanced")
-    parser.add_argument("--doc-source-cap", type=float, default=0.05,
+    parser.add_argument("--doc-source-cap", type=float, default=None,
                         help="document head, --doc-rule pooled or balanced: at most this share of any one source's "
-                             "clean validation documents at or above either point")
+                             "clean validation documents at or above either point (default 0.05)")
     parser.add_argument("--more-prose", type=int, default=0,
                         help="document head, not shipped: this many more clean spans of the train split's prose")
     parser.add_argument("--all-attacks", choices=("add", "same-weight"), default=None,
@@ -214,10 +214,13 @@ def main() -> None:
                              "document of its own (firewall_heads.every_attack), besides the 1,500 drawn (add) or "
                              "instead of them with their total weight (same-weight)")
     args = parser.parse_args()
-    if not 0.0 <= args.doc_source_cap <= 1.0:
-        parser.error(f"--doc-source-cap: {args.doc_source_cap} is not a share in [0, 1]")
-    if args.doc_rule == "strictest" and "--doc-source-cap" in " ".join(sys.argv):
-        parser.error("--doc-source-cap is read only with --doc-rule pooled or balanced")
+    if args.doc_source_cap is not None:  # given (argparse also takes an abbreviation: `--doc-source 0.1`)
+        if not 0.0 <= args.doc_source_cap <= 1.0:
+            parser.error(f"--doc-source-cap: {args.doc_source_cap} is not a share in [0, 1]")
+        if args.doc_rule == "strictest":
+            parser.error("--doc-source-cap is read only with --doc-rule pooled or balanced")
+    else:
+        args.doc_source_cap = 0.05
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data

@@ -63,6 +63,7 @@ def test_no_point_below_one_half_and_an_unknown_rule_is_refused() -> None:
     (["--doc-source-cap", "-1"], "--doc-source-cap: -1.0 is not a share in [0, 1]"),
     (["--doc-rule", "pooled", "--doc-source-cap", "1.5"], "is not a share in [0, 1]"),
     (["--doc-source-cap", "0.1"], "--doc-source-cap is read only with --doc-rule pooled or balanced"),
+    (["--doc-source", "0.1"], "--doc-source-cap is read only with --doc-rule pooled or balanced"),  # abbreviated
 ])
 def test_a_document_cap_the_rule_cannot_read_is_refused_naming_it(args: list[str], says: str) -> None:
     # the options are read before any data: none is needed
