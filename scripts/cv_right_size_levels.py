@@ -231,6 +231,19 @@ def subsamples(parts: dict[str, np.ndarray], data: RoutingData, source: np.ndarr
           f"{np.mean(np.sum(below, axis=1) >= 4):.0%}")
 
 
+def stale(parts: dict[str, np.ndarray], repeats: int, prompts: int, scaled: bool, large_head: bool,
+          turn_context: bool) -> bool:
+    """Must the cached out-of-fold parts be computed again? Too few repeats, another number of prompts (other
+    --data), a head asked for that is not there, or another reading of MT-Bench's second turns (--turn-context:
+    a cache of the other reading was read as this one's, its figures reported for it; a cache of before this check
+    is of the plain reading)."""
+    if not parts:
+        return True
+    return (parts["fold"].shape[0] < repeats or parts["fold"].shape[1] != prompts
+            or (scaled and "head_scaled" not in parts) or (large_head and "head_large" not in parts)
+            or bool(parts.get("turn_context", False)) != turn_context)
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -246,22 +259,22 @@ def main() -> None:
                     "cap:b_near:b_large[:K]: its rank blended in, so prompts the large model is expected to fail too "
                     "rank lower)")
     ap.add_argument("--turn-context", action="store_true", help="read MT-Bench's second turns after their first, "
-                    "as the trainer's --turn-context (use another --cache)")
+                    "as the trainer's --turn-context (a cache of the other reading is computed again: keep both with --cache)")
     ap.add_argument("--cache", type=Path, default=Path("out/cv_right_size_levels.npz"))
     args = ap.parse_args()
     data, source, kinds = load(args.data, args.turn_context)
     print("training data (test split not read): " + ", ".join(f"{n} {np.sum(source == n)}" for n in FILES),
           file=sys.stderr)
+    parts: dict[str, np.ndarray] = {}
     if args.cache.exists():
         with np.load(args.cache) as z:
             parts = {k: z[k] for k in z.files}
-    if (not args.cache.exists() or parts["fold"].shape[0] < args.repeats or (args.scaled and "head_scaled" not in parts)
-            or (args.large_head and "head_large" not in parts)):
+    if stale(parts, args.repeats, len(data), args.scaled, args.large_head, args.turn_context):
         parts = compute(data, source, args.repeats, args.scaled, args.large_head)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, Any] = parts
+        arrays: dict[str, Any] = {**parts, "turn_context": np.array(args.turn_context)}
         np.savez_compressed(args.cache, **arrays)
-    parts = {k: v[:args.repeats] for k, v in parts.items()}
+    parts = {k: v[:args.repeats] for k, v in parts.items() if k != "turn_context"}
     parts["choices"] = np.array([dense_features(p)[DENSE_NAMES.index("choices")] for p in data.prompts])
     report(parts, data, source, kinds, args.variants.split(","))
     if args.questions:

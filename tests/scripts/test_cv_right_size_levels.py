@@ -61,3 +61,16 @@ def test_routers_from_the_cached_parts() -> None:
     assert np.allclose(cv.router(parts, 0, "cap:0.4:0.2"), 0.4 * hr + 0.4 * nr + 0.2 * lr)
     with pytest.raises(SystemExit, match="unknown variant"):
         cv.router(parts, 0, "value:0.5")
+
+
+def test_cached_parts_of_another_reading_or_data_are_computed_again() -> None:
+    """--turn-context reads MT-Bench's second turns otherwise: a cache of the plain reading is not reused for it
+    (its figures were reported as the turn-context ones), nor one of another number of prompts."""
+    parts = {"fold": np.zeros((6, 50), np.int64), "head": np.zeros((6, 50))}
+    assert not cv.stale(parts, 6, 50, False, False, False)  # a cache of before the flag was kept: the plain reading
+    assert cv.stale(parts, 6, 50, False, False, True)
+    assert not cv.stale({**parts, "turn_context": np.array(True)}, 6, 50, False, False, True)
+    assert cv.stale({**parts, "turn_context": np.array(True)}, 6, 50, False, False, False)
+    assert cv.stale(parts, 7, 50, False, False, False) and cv.stale(parts, 6, 51, False, False, False)
+    assert cv.stale(parts, 6, 50, True, False, False) and cv.stale(parts, 6, 50, False, True, False)
+    assert cv.stale({}, 1, 50, False, False, False)
