@@ -160,6 +160,21 @@ def test_a_check_that_failed_a_candidate_runs_first_and_alone_for_the_next() -> 
     assert len(moved) == 4, [sc["name"] for sc in moved]  # was 4 x 3 (the first third of the nine together)
 
 
+def test_by_default_every_site_is_tried_on_each_cheaper_option() -> None:
+    """verify.move_trials' default (16) covers a proposal of up to six sites with two cheaper options each, as
+    the global example's: 6 stopped after three sites (docs/planning.md, "Every site tried")."""
+    d, t = small(rtx=True)
+    four = Placement("t", PLACEMENT.sites + (
+        PlannedSite("cdg", "Paris", 48.86, 2.35, "FR", "EU", "h100", 1, 2.5, ((MODEL, 1),)),
+        PlannedSite("ord", "Chicago", 41.85, -87.65, "US", "US", "h100", 1, 2.5, ((MODEL, 1),))))
+    fake = Fake(lambda site, sample: site["hardware"] != "h100", d.seed)  # every move fails
+    out = Verifier(d, t, fake).refine(four, {}, moves=True)
+    assert out.placement.key() == four.key()
+    tried = {tuple((s["id"], s["hardware"]) for s in sc["sites"]) for sc in fake.scenarios
+             if any(s["hardware"] != "h100" for s in sc["sites"])}
+    assert len(tried) == 4 * 2  # each site on the RTX PRO 6000 and on the L40S
+
+
 @pytest.mark.parametrize("trials", [0, 1, 3])
 def test_move_trials_option_reaches_the_moves(trials: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`aigrid plan --move-trials N` is the cap of the hardware moves (it was a constant of plan/moves.py, 6):

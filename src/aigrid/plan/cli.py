@@ -99,7 +99,7 @@ def plan_command(
     move_trials: Annotated[int | None, typer.Option(min=0, max=MAX_MOVE_TRIALS, show_default=False,
                                                     help="hardware-move candidates tried per proposal, each a "
                                                          "run of the checks on every sample; 0: no moves "
-                                                         "(default: the demand's verify.move_trials, 6)")] = None,
+                                                         "(default: the demand's verify.move_trials, 16)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or tables")] = False,
 ) -> None:
     """Plan where inference capacity should go: cheapest sites, hardware and replicas meeting the SLO at the

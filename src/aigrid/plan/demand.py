@@ -218,7 +218,7 @@ class Verify(Strict):
     proposals: int = Field(default=3, ge=1, le=12, description="screened placements verified in full")
     samples: int = Field(default=1, ge=1, le=MAX_SAMPLES, description="arrival samples per check (seeds seed + hour "
                          "+ 1000 x k); a check passes only if every sample does (`aigrid plan --samples`)")
-    move_trials: int = Field(default=6, ge=0, le=MAX_MOVE_TRIALS,
+    move_trials: int = Field(default=16, ge=0, le=MAX_MOVE_TRIALS,
                              description="hardware-move candidates (each a run of the checks on every sample) "
                              "tried per proposal, the trims after a kept move included; 0: no moves "
                              "(`aigrid plan --move-trials`)")
