@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,9 +18,11 @@ from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand, DemandError, load_demand, parse_demand
 from aigrid.plan.gridspec import grid_spec
 from aigrid.plan.moves import site_moves
-from aigrid.plan.placement import Placement, PlannedSite
+from aigrid.plan.placement import Placement, PlannedSite, from_sizing
 from aigrid.plan.planner import plan
 from aigrid.plan.runs import Job, Outcome
+from aigrid.plan.screen import Sizing
+from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import Traffic, build_traffic
 from aigrid.plan.verify import Verifier
 from aigrid.sim.geography import load_cities
@@ -40,9 +43,9 @@ class Fake:
     name = "fake"
 
     def __init__(self, fails: Callable[[dict[str, Any], int], bool], base_seed: int,
-                 when: Callable[[dict[str, Any]], bool] = lambda check: True) -> None:
+                 when: Callable[[dict[str, Any]], bool] = lambda check: True, utilization: float = 0.9) -> None:
         """`when(check)`: on which checks (the job's hour, failed site, label) the sites may miss at all."""
-        self.fails, self.base_seed, self.when = fails, base_seed, when
+        self.fails, self.base_seed, self.when, self.utilization = fails, base_seed, when, utilization
         self.scenarios: list[dict[str, Any]] = []
 
     def map(self, jobs: list[Job], done: Callable[[], None] | None = None) -> list[Outcome]:
@@ -58,7 +61,7 @@ class Fake:
                         "tenants": {t["name"].split("/")[0]: {"requests": 10, "within": int(10 * share),
                                                               "attainment": share} for t in sc["tenants"]},
                         "sites": {s["id"]: {"served": 10, "bad": 10 if bad else 0, "slow_ttft": 10 if bad else 0,
-                                            "slow_tpot": 0, "utilization": 0.9} for s in sc["sites"]}})
+                                            "slow_tpot": 0, "utilization": self.utilization} for s in sc["sites"]}})
             if done is not None:
                 done()
         return out
@@ -67,11 +70,13 @@ class Fake:
         pass
 
 
-def small(rtx: bool = False, samples: int = 1, **verify: int) -> tuple[Demand, Traffic]:
+def small(rtx: bool = False, samples: int = 1, supply: dict[str, Any] | None = None,
+          **verify: int) -> tuple[Demand, Traffic]:
     raw = read_yaml(SMALL, DemandError, "demand file")
     assert isinstance(raw, dict)
     if rtx:
         raw["supply"]["hardware"]["rtx-pro-6000"] = {"usd_per_hour": 1.40}
+    raw["supply"].update(supply or {})
     raw["verify"] = {**raw["verify"], "samples": samples, **verify}
     d = parse_demand(raw, str(SMALL), base=SMALL.parent)
     return d, build_traffic(d, load_cities(), d.verify.window_s)
@@ -206,7 +211,7 @@ def test_move_trials_out_of_range_name_the_field_and_the_option(tmp_path: Path) 
 
 
 def test_candidates_keep_throughput_when_that_is_cheaper_else_buy_what_the_saving_allows() -> None:
-    d, t = small(rtx=True)
+    d, t = small(rtx=True, supply={"max_gpus_per_site": 16})
     two = PLACEMENT.scaled("fra", 3)  # 4 H100 at fra, $10.00/h
     moves = site_moves(d, t, two, "fra")
     assert [m.site("fra").hardware for m in moves] == ["rtx-pro-6000", "l40s"]  # cheapest candidate first
@@ -214,5 +219,110 @@ def test_candidates_keep_throughput_when_that_is_cheaper_else_buy_what_the_savin
     # an RTX PRO 6000 serves about half an H100's requests: 8 keep the throughput but cost $11.20, so 7 ($9.80)
     assert rtx.replicas == ((MODEL, 7),) and rtx.usd_per_hour == pytest.approx(9.80)
     assert l40s.replicas == ((MODEL, 11),) and l40s.chunk_tokens == chunk_for(d, "l40s")
+    # small.yaml's own max_gpus_per_site (8) holds the 7 RTX PRO 6000, not the 11 L40S (a hand-written site:
+    # the supply's cap alone)
+    d, t = small(rtx=True)
+    assert [m.site("fra").devices for m in site_moves(d, t, two, "fra")] == [7]
     assert site_moves(d, t, PLACEMENT, "fra")[0].site("fra").replicas == ((MODEL, 1),)
     assert load_demand(SMALL).supply.hardware.keys() == {"h100", "l40s"}  # the example itself is not edited
+
+
+def candidate_placement(d: Demand, sites: dict[str, tuple[str, int]]) -> Placement:
+    """Candidate site id -> (hardware, replicas of MODEL), made as the planner makes a proposal (from_sizing: each
+    site carries its candidate's limits)."""
+    cands = candidate_sites(d, load_cities())
+    idx = [cands.index(sid) for sid in sites]
+    z = Sizing(tuple(idx), tuple(hw for hw, _ in sites.values()), tuple({MODEL: n} for _, n in sites.values()), 0.0,
+               0.0, np.zeros((len(idx), 24)), 0.0, 0.0)
+    return from_sizing("t", d, cands, z)
+
+
+FRA, IAD = "frankfurt-am-main-de", "ashburn-us"
+
+
+def devices_at(scenario: dict[str, Any], site: str) -> int:
+    return sum(s["replicas"] * s["gpus_per_replica"] for s in scenario["sites"] if s["id"].startswith(site))
+
+
+def test_a_move_keeps_the_sites_device_limit_and_runs_no_candidate_past_it() -> None:
+    """RV3's case: small.yaml with the RTX PRO 6000 at $1.40 and Frankfurt limited to 2 GPUs. Frankfurt's 2 H100
+    moved to 3 RTX PRO 6000 or 5 L40S, where the site holds 2: the screen sizes within the limit, the move did not."""
+    free, t = small(rtx=True)
+    p = candidate_placement(free, {FRA: ("h100", 2), IAD: ("h100", 1)})
+    moved = {m.site(FRA).hardware: m.site(FRA).devices for m in site_moves(free, t, p, FRA)}
+    assert moved == {"rtx-pro-6000": 3, "l40s": 5}  # no limit: the two candidates
+    d, t = small(rtx=True, supply={"limits": {"Frankfurt am Main": {"max_gpus": 2}}})
+    p = candidate_placement(d, {FRA: ("h100", 2), IAD: ("h100", 1)})
+    assert dict(p.site(FRA).max_devices) == {"h100": 2, "l40s": 2, "rtx-pro-6000": 2}
+    assert site_moves(d, t, p, FRA) == []  # both past the limit: not candidates
+    d, t = small(rtx=True, supply={"limits": {"Frankfurt am Main": {"max_gpus": 3}}})
+    p = candidate_placement(d, {FRA: ("h100", 2), IAD: ("h100", 1)})
+    assert {m.site(FRA).hardware: m.site(FRA).devices for m in site_moves(d, t, p, FRA)} == {"rtx-pro-6000": 3}
+    # the refinement never simulates a placement past the limit (every move would pass here)
+    d, t = small(rtx=True, supply={"limits": {"Frankfurt am Main": {"max_gpus": 2}}})
+    p = candidate_placement(d, {FRA: ("h100", 2), IAD: ("h100", 1)})
+    fake = Fake(lambda site, sample: False, d.seed)
+    out = Verifier(d, t, fake).refine(p, {}, moves=True)
+    assert out.passed and max(devices_at(sc, FRA) for sc in fake.scenarios) == 2
+    assert any(s["hardware"] != "h100" for sc in fake.scenarios for s in sc["sites"])  # Ashburn's moves were tried
+
+
+def test_a_move_keeps_the_sites_power_limit_with_each_hardwares_peak_power() -> None:
+    """max_power_kw counts each option's peak power (sim/hardware.py: H100 700 W, RTX PRO 6000 600 W, L40S 350 W):
+    1.75 kW holds 5 L40S (1,750 W) but not 3 RTX PRO 6000 (1,800 W)."""
+    d, t = small(rtx=True, supply={"limits": {"Frankfurt am Main": {"max_power_kw": 1.75}}})
+    p = candidate_placement(d, {FRA: ("h100", 2), IAD: ("h100", 1)})
+    assert dict(p.site(FRA).max_devices) == {"h100": 2, "l40s": 5, "rtx-pro-6000": 2}
+    assert {m.site(FRA).hardware: m.site(FRA).devices for m in site_moves(d, t, p, FRA)} == {"l40s": 5}
+
+
+def test_growing_stops_at_the_sites_limit_and_the_proposal_fails_as_infeasible_there() -> None:
+    """Frankfurt (4 H100, limit 5) misses every check: it grows by half (2), but only to its limit of 5, then it
+    cannot grow and the proposal fails, its reason naming the site (plan.json, compare.md, the CLI)."""
+    d, t = small(supply={"limits": {"Frankfurt am Main": {"max_gpus": 5}}})
+    p = candidate_placement(d, {FRA: ("h100", 4), IAD: ("h100", 1)})
+    fake = Fake(lambda site, sample: site["id"].startswith(FRA), d.seed)
+    notes: list[str] = []
+    out = Verifier(d, t, fake, note=notes.append).refine(p, {}, max_rounds=6)
+    assert not out.passed
+    assert [devices_at(sc, FRA) for sc in fake.scenarios][::3] == [4, 5]  # three checks a round; then stopped
+    assert out.reason.startswith(f"infeasible at its limits: {FRA} cannot grow past 5 x h100: the site may hold 5")
+    assert any("cannot grow past 5 x h100" in n for n in notes)
+
+
+def test_growing_to_faster_hardware_keeps_the_power_limit() -> None:
+    """A lightly used site that misses moves to faster hardware, unless its replicas would pass the site's limit
+    there: 4 L40S (1,400 W) at a 1.4 kW limit do not become 4 H100 (2,800 W); it grows where it is, and fails
+    at its limit."""
+    d, t = small(supply={"limits": {"Frankfurt am Main": {"max_power_kw": 1.4}}})
+    p = candidate_placement(d, {FRA: ("l40s", 4), IAD: ("h100", 1)})
+    fake = Fake(lambda site, sample: site["id"].startswith(FRA), d.seed, utilization=0.1)
+    out = Verifier(d, t, fake).refine(p, {}, max_rounds=6)
+    assert not out.passed and "cannot grow past 4 x l40s" in out.reason
+    assert all(s["hardware"] == "l40s" for sc in fake.scenarios for s in sc["sites"] if s["id"].startswith(FRA))
+    # without the limit it moves to the H100, as before
+    d, t = small()
+    fake = Fake(lambda site, sample: site["id"].startswith(FRA), d.seed, utilization=0.1)
+    Verifier(d, t, fake).refine(candidate_placement(d, {FRA: ("l40s", 4), IAD: ("h100", 1)}), {}, max_rounds=2)
+    assert any(s["hardware"] == "h100" for sc in fake.scenarios for s in sc["sites"] if s["id"].startswith(FRA))
+
+
+def test_the_global_examples_limits_allow_every_move_its_plans_tried() -> None:
+    """examples/plan/global.yaml has max_gpus_per_site 32 and no site limits: every candidate the PLN4 runs tried
+    (docs/planning.md, "Every site tried": each of the six one-H100 sites on 1 RTX PRO 6000 and 2 L40S; the second
+    proposal's Tel Aviv on 5 RTX PRO 6000; Hong Kong's 3 RTX PRO 6000 at three samples) is still a candidate, so
+    its plans do not change."""
+    d = load_demand(ROOT / "examples" / "plan" / "global.yaml")
+    t = build_traffic(d, load_cities(), d.verify.window_s)
+    six = ("mx-central-1", "eu-central-1", "eu-north-1", "eu-south-2", "ap-south-1", "ap-east-1")
+    p = candidate_placement(d, {s: ("h100", 1) for s in six})
+    assert all(dict(s.max_devices) == {"h100": 32, "l40s": 32, "rtx-pro-6000": 32} for s in p.sites)
+    for sid in six:
+        got = {m.site(sid).hardware: m.site(sid).devices for m in site_moves(d, t, p, sid)}
+        assert got == {"rtx-pro-6000": 1, "l40s": 2}, sid
+    second = candidate_placement(d, {"eu-west-1": ("h100", 2), "eu-west-3": ("h100", 3), "il-central-1": ("h100", 3)})
+    assert [m.site("il-central-1").devices for m in site_moves(d, t, second, "il-central-1")
+            if m.site("il-central-1").hardware == "rtx-pro-6000"] == [5]
+    three = candidate_placement(d, {"ap-east-1": ("h100", 2)})
+    assert [m.site("ap-east-1").devices for m in site_moves(d, t, three, "ap-east-1")
+            if m.site("ap-east-1").hardware == "rtx-pro-6000"] == [3]

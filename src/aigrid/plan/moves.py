@@ -9,6 +9,8 @@ candidate first:
   the site keeps its throughput, when that many replicas cost less than the site does now;
 - otherwise with as many replicas as cost less than the site does now (the most throughput the saving
   buys: one H100 at $2.50 becomes one RTX PRO 6000 at $1.40, about half its capacity).
+A candidate with more devices than the site may hold of that hardware (supply.device_cap: max_gpus_per_site,
+the site's max_gpus and max_power_kw, the limits the screen sized it within) is not tried.
 One hardware per site: all of a site's replicas move together, each with the option's price and chunk, which
 the emitted grid.yaml, emulators and check scenarios carry (plan/gridspec.py). The simulator judges each
 candidate on every check and every arrival sample; verify.py keeps the first (cheapest) that passes at a
@@ -25,7 +27,7 @@ import numpy as np
 
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
-from aigrid.plan.placement import Placement, PlannedSite, chunk_of, price_of
+from aigrid.plan.placement import Placement, PlannedSite, cap_of, chunk_of, price_of
 from aigrid.plan.traffic import Traffic
 from aigrid.sim.hardware import engine_perf
 
@@ -71,8 +73,8 @@ def site_moves(demand: Demand, traffic: Traffic, placement: Placement, site_id: 
                                          / replica_rps(demand, traffic, hw, gpus, chunk, model) - 1e-9)))
                 for model, n in site.replicas]
         replicas = _sized(site, keep, price * gpus)
-        if not replicas:
-            continue
+        if not replicas or sum(n for _, n in replicas) * gpus > cap_of(demand, site, hw):
+            continue  # nothing cheaper, or more devices than the site may hold of `hw`: not tried
         moved = replace(site, hardware=hw, usd_per_device_hour=price, gpus_per_replica=gpus, chunk_tokens=chunk,
                         replicas=replicas)
         p = replace(placement, sites=tuple(moved if s.id == site_id else s for s in placement.sites))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from aigrid.plan.chunks import DEFAULT_CHUNK, chunk_for
 from aigrid.plan.demand import Demand
 from aigrid.plan.screen import Sizing
-from aigrid.plan.supply import Candidates
+from aigrid.plan.supply import Candidates, device_cap
 from aigrid.sim.hardware import HARDWARE
 
 HOURS_PER_MONTH = 730.0
@@ -28,6 +28,11 @@ class PlannedSite:
     """(model, replicas) pairs."""
     chunk_tokens: int = DEFAULT_CHUNK
     """The prefill chunk its engines run with (plan/chunks.py)."""
+    max_devices: tuple[tuple[str, int], ...] = ()
+    """(hardware option, the most devices the site may hold of it): its candidate's row of
+    Candidates.max_devices (supply.device_cap), the limits the screen sized it within, carried so that
+    refinement keeps them; () for a site not made from a candidate (written by hand): then
+    supply.max_gpus_per_site alone."""
 
     @property
     def devices(self) -> int:
@@ -82,6 +87,13 @@ def price_of(demand: Demand, hardware: str) -> tuple[float, int]:
     return (opt.usd_per_hour or HARDWARE[hardware].usd_per_hour), opt.gpus_per_replica
 
 
+def cap_of(demand: Demand, site: PlannedSite, hardware: str) -> int:
+    """The most devices of `hardware` `site` may hold: what its candidate carried, else supply.device_cap
+    without a site limit."""
+    caps = dict(site.max_devices)
+    return caps[hardware] if hardware in caps else device_cap(demand.supply, None, hardware)
+
+
 def chunk_of(demand: Demand, hardware: str) -> int:
     """The prefill chunk the plan gives `hardware`'s engines (the simulator's default where none holds TPOT)."""
     return chunk_for(demand, hardware) or DEFAULT_CHUNK
@@ -93,5 +105,6 @@ def from_sizing(label: str, demand: Demand, cands: Candidates, sizing: Sizing) -
         price, gpus = price_of(demand, hw)
         sites.append(PlannedSite(cands.id[s], cands.city[s], float(cands.lat[s]), float(cands.lon[s]),
                                  cands.country[s], cands.jurisdiction[s], hw, gpus, price, tuple(sorted(reps.items())),
-                                 chunk_of(demand, hw)))
+                                 chunk_of(demand, hw),
+                                 tuple((h, int(n)) for h, n in zip(cands.hardware, cands.max_devices[s], strict=True))))
     return Placement(label, tuple(sites))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aigrid.plan.demand import Demand, DemandError
+from aigrid.plan.demand import Demand, DemandError, SiteLimit, Supply
 from aigrid.plan.providers import PROVIDERS
 from aigrid.sim.geography import Cities, jurisdiction_of
 from aigrid.sim.hardware import HARDWARE
@@ -38,6 +38,18 @@ class Candidates:
 
     def index(self, site_id: str) -> int:
         return self.id.index(site_id)
+
+
+def device_cap(supply: Supply, limit: SiteLimit | None, hardware: str) -> int:
+    """The most devices of `hardware` a site may hold: supply.max_gpus_per_site, and the site's limit (by site id
+    or city) of max_gpus and of max_power_kw over the profile's peak power (sim/hardware.py). The one rule: the
+    screen sizes within it (Candidates.max_devices), and so do refinement's steps (PlannedSite.max_devices)."""
+    cap = supply.max_gpus_per_site
+    if limit is not None and limit.max_gpus is not None:
+        cap = min(cap, limit.max_gpus)
+    if limit is not None and limit.max_power_kw is not None:
+        cap = min(cap, int(limit.max_power_kw * 1000 // HARDWARE[hardware].peak_w))
+    return cap
 
 
 def slug(name: str) -> str:
@@ -78,16 +90,8 @@ def candidate_sites(demand: Demand, cities: Cities, source: str = "<demand>") ->
     unknown = sorted(set(limits) - known)
     if unknown:
         raise DemandError(source, [f"supply.limits: {unknown} are neither candidate site ids nor their cities"])
-    max_dev = np.full((len(rows), len(hw)), demand.supply.max_gpus_per_site, dtype=np.int64)
-    for k, (rid, i) in enumerate(rows):
-        lim = limits.get(rid) or limits.get(cities.name[i])
-        if lim is None:
-            continue
-        for j, h in enumerate(hw):
-            if lim.max_gpus is not None:
-                max_dev[k, j] = min(max_dev[k, j], lim.max_gpus)
-            if lim.max_power_kw is not None:
-                max_dev[k, j] = min(max_dev[k, j], int(lim.max_power_kw * 1000 // HARDWARE[h].peak_w))
+    max_dev = np.array([[device_cap(demand.supply, limits.get(rid) or limits.get(cities.name[i]), h) for h in hw]
+                        for rid, i in rows], dtype=np.int64).reshape(len(rows), len(hw))
     ii = [i for _, i in rows]
     return Candidates(
         id=tuple(r for r, _ in rows), city=tuple(cities.name[i] for i in ii),

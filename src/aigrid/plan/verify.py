@@ -7,15 +7,19 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
   (utilisation under LATENCY_UTIL), the problem is prefill time, not capacity, and it moves to the next
   faster hardware offered instead; when misses are spread too thin for any site to cross that share, the
   site with the most misses grows. Only the failing checks run again, until they pass; then the others
-  are confirmed on the final sizes (adding capacity can still move traffic);
+  are confirmed on the final sizes (adding capacity can still move traffic). Growth keeps each site's
+  limit, the one the screen sized it within (supply.device_cap, carried as PlannedSite.max_devices): a
+  site grows at most to it, does not move to faster hardware its replicas would not fit on, and a site
+  that must grow while at its limit ends refinement: the placement fails as infeasible there (the
+  verdict's reason and the progress log name the site);
 - a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
   loses one, and all checks run again; if trimming them together breaks a check, or no site is that idle,
   every site is tried one at a time from then on (the least used first, whatever its utilisation), and a
   site whose own trim breaks a check is never trimmed again. So each placement, the plan's and the naive
   ones alike, ends at a size where no single replica can go without failing a check;
 - then, for the proposals only (refine(moves=True); the naive shapes keep the rules above), the hardware
-  move (plan/moves.py): each site, the dearest first, on each cheaper offered hardware option, the cheapest
-  candidate first; the first that passes every check on every sample is kept and trimming runs again
+  move (plan/moves.py): each site, the dearest first, on each cheaper offered hardware option within its
+  limit, the cheapest candidate first; the first that passes every check on every sample is kept and trimming runs again
   (TRIMS_AFTER_MOVE rounds), all within verify.move_trials runs of the checks per placement. A candidate runs
   in three batches and stops at the first that fails: the one check most likely to fail (the one that failed
   the most earlier candidates of this placement, else the one closest to failing before), then the rest of
@@ -40,7 +44,7 @@ from aigrid.plan.checks import Check, checks_for, scenario_for
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
 from aigrid.plan.moves import dearest_first, site_moves
-from aigrid.plan.placement import Placement, chunk_of, price_of
+from aigrid.plan.placement import Placement, cap_of, chunk_of, price_of
 from aigrid.plan.runs import Backend, Outcome
 from aigrid.plan.traffic import Traffic
 from aigrid.sim.hardware import HARDWARE
@@ -172,6 +176,7 @@ class Verifier:
         moved_sites: set[str] = set()
         failed_trials: Counter[int] = Counter()  # per check: the hardware-move candidates it failed
         after_move: int | None = None  # the round the latest accepted move ended at
+        stop = ""  # why growing stopped: a site that must grow is at its limit
         while True:
             while rounds < budget:
                 key = current.key()
@@ -215,7 +220,10 @@ class Verifier:
                 if ok:
                     continue  # every check passes, some on smaller sizes: confirm them on these
                 grown = self._grow(current, [o for _, o in latest.values()])
-                if grown is None:
+                if isinstance(grown, str):
+                    if grown:
+                        stop = grown
+                        self.note(f"{current.label}: {grown}")
                     break
                 current = grown
             if after_move is not None:
@@ -235,8 +243,9 @@ class Verifier:
             best.history = history
             return best
         outcomes = [o for _, o in latest.values()]
-        return Verdict(current, outcomes, False, _why(outcomes, self.attainment) or "no site explains the misses",
-                       rounds=rounds, history=history)
+        why = _why(outcomes, self.attainment)
+        reason = f"{stop} ({why})" if stop and why else stop or why or "no site explains the misses"
+        return Verdict(current, outcomes, False, reason, rounds=rounds, history=history)
 
     def _move(self, best: Verdict, checks: list[Check], trials: int, moved_sites: set[str],
               history: list[tuple[float, bool]], failed_trials: Counter[int]) -> tuple[Verdict | None, int]:
@@ -284,7 +293,11 @@ class Verifier:
                 return None
         return [got[i] for i in range(len(checks))]
 
-    def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
+    def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | str:
+        """The next sizes (module docstring), each site within its limit (PlannedSite.max_devices, the screen's):
+        a site grows at most to it, and one that must grow but is there already makes the placement infeasible;
+        a faster hardware the site's replicas do not fit on is not taken (it grows where it is). Else why it
+        cannot grow (str)."""
         culprits = _culprits(outcomes, self.attainment)
         if not culprits:  # misses spread thin: grow the site with the most of them, if any site has some
             counts: dict[str, tuple[int, float]] = {}
@@ -295,18 +308,30 @@ class Verifier:
                     if sid != o["check"]["failed"] and st["bad"] > counts.get(sid, (0, 0.0))[0]:
                         counts[sid] = (st["bad"], st["utilization"])
             if not counts:
-                return None
+                return ""
             sid = max(counts, key=lambda k: counts[k][0])
             culprits = {sid: (counts[sid][1], 0.2)}
+        full: list[str] = []
         for sid, (util, bad) in culprits.items():
             site = current.site(sid)
             faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
             if faster is not None:
                 price, gpus = price_of(self.demand, faster)
-                current = current.rehoused(sid, faster, price, gpus, chunk_of(self.demand, faster))
-            else:
-                n = max(r for _, r in site.replicas)
-                current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))
+                if sum(n for _, n in site.replicas) * gpus <= cap_of(self.demand, site, faster):
+                    current = current.rehoused(sid, faster, price, gpus, chunk_of(self.demand, faster))
+                    continue
+            n = max(r for _, r in site.replicas)
+            # every model of the site gets `step` more replicas, as far as the site's limit allows (the screen's)
+            cap = cap_of(self.demand, site, site.hardware)
+            room = (cap // site.gpus_per_replica - sum(r for _, r in site.replicas)) // len(site.replicas)
+            step = min(max(1, math.ceil(n * min(0.5, max(0.2, bad)))), room)
+            if step <= 0:
+                full.append(f"{sid} cannot grow past {site.devices} x {site.hardware}: the site may hold {cap} "
+                            "(supply.max_gpus_per_site and supply.limits)")
+                continue
+            current = current.scaled(sid, step)
+        if full:  # a site that must grow is at its limit: no size of this placement passes
+            return "infeasible at its limits: " + "; ".join(full)
         return current
 
     def _trim(self, current: Placement, outcomes: list[Outcome], no_trim: set[str],
