@@ -7,6 +7,7 @@ whatever models it was narrowed to (issue 12, ATK3 item 4)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,26 @@ async def test_a_key_narrowed_to_other_models_cannot_cancel_a_batch(tmp_path: Pa
         finally:
             for client in (owner, stranger):
                 await client.close()
+
+
+async def test_a_message_batch_that_wrote_no_answer_is_read_by_its_owner_whose_tenant_was_narrowed(
+        keyed: Any) -> None:
+    """Its tenant narrowed to other models after it was created, a message batch's requests are refused (403 in its
+    results) and it writes no answer (no output file): its owner reads those refusals, as an OpenAI batch's error
+    file (test_batches::test_lines_run_as_their_creator_checked_again_for_each_line). Until review F1 of the
+    thirty-fifth session the results were the 403 "holds answers of" the grid's model, which they did not hold."""
+    gw, keys = keyed
+    owner = anthropic_client(build_app(gw)).with_options(api_key=keys["full"], default_headers=TOKYO)
+    try:
+        assert gw.batches is not None
+        await gw.batches.stop()  # created while the tenant may use the model; narrowed before its request runs
+        created = await owner.messages.batches.create(requests=[req("a", "hi")])  # type: ignore[list-item]
+        tenant = gw.guard.tenants["default"]
+        gw.guard.tenants["default"] = replace(tenant, scopes=Scopes(models=frozenset({"other-model"})))
+        await gw.batches.start()
+        done = await until_ended(owner, created.id)
+        assert (done.request_counts.succeeded, done.request_counts.errored) == (0, 1)
+        refused = (await results(owner, created.id))["a"].result
+        assert refused.type == "errored" and refused.error.error.type == "permission_error", refused
+    finally:
+        await owner.close()

@@ -361,7 +361,7 @@ class MessageBatchesApi:
         """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
         canceled: returned as it is; a batch that ended otherwise: 400."""
         caller, found = await self._found(request, ex)
-        await self._check_answers(caller, found["id"])
+        await self._check_answers(caller, found)
         obj = await self.runner.cancel(found["id"], caller.tenant, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
@@ -370,10 +370,16 @@ class MessageBatchesApi:
                                  "canceled", param="message_batch_id")
         return json_response(message_batch(obj, self._base(request)))
 
-    async def _check_answers(self, caller: Principal, bid: str) -> None:
-        """The caller's tenant's batch `bid` (found) holds the answers of the models that may serve its creator: a key
+    async def _check_answers(self, caller: Principal, found: dict[str, Any]) -> None:
+        """The caller's tenant's batch `found` holds the answers of the models that may serve its creator: a key
         narrowed to other models may not read, cancel or delete them (check_made_for, as a stored response; since the
-        thirty-fifth session, cancel and delete since review RV2)."""
+        thirty-fifth session, cancel and delete since review RV2). One that ended without an answer (no output file:
+        each request errored, was canceled or expired) holds none: any key of the tenant reads its refusals, as an
+        OpenAI batch's error file (its owner whose tenant was narrowed after creating it was refused them until
+        review F1)."""
+        if found["status"] in FINAL and found.get("output_file_id") is None:
+            return
+        bid = found["id"]
         made = await self.store.row(bid)
         if made is not None and made.tenant == caller.tenant:
             check_made_for(caller, made.principal.get("scopes") or {}, self.gw.spec.models, "message_batch_id",
@@ -383,8 +389,8 @@ class MessageBatchesApi:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
         caller, bid = await self._named(request, ex)
         tenant = caller.tenant
-        if await self.store.get(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions) is not None:
-            await self._check_answers(caller, bid)  # one it may not see is the 404 below
+        if (seen := await self.store.get(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions)) is not None:
+            await self._check_answers(caller, seen)  # one it may not see is the 404 below
         obj = await self.store.delete(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
@@ -405,7 +411,7 @@ class MessageBatchesApi:
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")
-        await self._check_answers(caller, obj["id"])
+        await self._check_answers(caller, obj)
         rest = _unended(obj)
         # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
         # is the 404 of the batch, not a 200 cut short after its headers
