@@ -211,7 +211,7 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
         took = time.monotonic() - stopped
         print(f"{workers} worker(s), {signals} SIGTERM: the gateway exited {took:.1f} s after the first")  # (-s)
         assert code == 0, code
-        # how the gateway stopped, by what its processes said: a second signal cut each one's grace short (and
+        # how the gateway stopped, by what its processes said: a second signal cut the graces still running short (and
         # skipped the batch lines' drain); one signal, none was hurried and the grace ran out with requests still
         # running (in one worker at least: a worker whose only client was the socket, which the grace's end closes
         # itself, may have none left to cut); the parent of workers killed none of them (each ended its own stop
@@ -219,7 +219,9 @@ def test_a_stop_under_load_ends_every_client_readably_and_audits_each_request_on
         said = stopped_gw.log_path.read_text(errors="replace")
         hurried, graced = said.count(HURRIED), said.count(GRACE_OVER)
         if signals == 2:
-            assert hurried == workers, (hurried, graced, stopped_gw.log_tail(30))
+            # at least one worker was hurried; not each: a worker whose clients all ended within the half second
+            # before the second signal has stopped already (a fresh clone under load: 1 of 2, exit 1.2 s after the first)
+            assert 1 <= hurried <= workers, (hurried, graced, stopped_gw.log_tail(30))
         else:
             assert hurried == 0 and graced >= 1, (hurried, graced, stopped_gw.log_tail(30))
         assert KILLED not in said, stopped_gw.log_tail(30)
