@@ -120,3 +120,22 @@ def test_a_worker_started_again_after_a_crash_gets_the_token_and_serves(tmp_path
         finally:
             for conn in conns:
                 conn.close()
+
+
+async def test_a_connection_cancelled_before_its_hello_is_closed_and_forgotten(hub: Hub) -> None:
+    """A connection's serving cancelled while the hub still serves and the peer has said nothing (no hello yet) is
+    closed and dropped from the hub's connections, like every other end of a connection (review RV2: the cancel
+    was re-raised with the writer left open and the task kept in `_conns`)."""
+    reader, writer = await asyncio.open_unix_connection(str(hub.path))
+    try:
+        deadline = time.monotonic() + 5
+        while not hub._conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        (task,) = hub._conns
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert hub._conns == set()
+        assert await asyncio.wait_for(reader.read(65536), 5) == b""  # the hub closed its end
+    finally:
+        writer.close()

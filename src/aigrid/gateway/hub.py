@@ -158,9 +158,14 @@ class Hub:
         assert task is not None
         self._conns.add(task)
         pid = _peer_pid(writer)
-        if not await self._said_hello(reader, pid):
-            self._conns.discard(task)
-            writer.close()
+        said = False
+        try:
+            said = await self._said_hello(reader, pid)
+        finally:
+            if not said:  # refused, or cancelled while it said nothing: closed and forgotten on every exit
+                self._conns.discard(task)
+                writer.close()
+        if not said:
             return
         frames = FrameWriter(writer)
         _peer.set(pid)
