@@ -99,6 +99,28 @@ async def test_the_output_of_a_batch_no_longer_kept_is_no_narrowed_keys(tmp_path
             assert orjson.loads((await oai(gw, keys[key]).files.content(out)).content)["custom_id"] == "a"
 
 
+async def test_an_error_file_is_read_by_a_narrowed_key_whether_its_batch_is_kept_or_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error file holds refusals and failures, no model's answer: a key narrowed to other models reads it, its
+    batch kept or dropped past gateway.batch.max_batches (until review F1 of the thirty-fifth session a dropped
+    batch's error file was judged as any grid model's answers: 403 to that key, where the kept batch's was read)."""
+    keys = _keys(tmp_path, monkeypatch)
+    async with keyed_batches(tmp_path, max_batches=1) as (gw, _engines):
+        full, other = oai(gw, keys["full"]), oai(gw, keys["other"])
+        errors = []
+        for _ in range(2):  # the second create drops the first batch (ended)
+            f = await full.files.create(file=("in.jsonl", jsonl(line("a", "FAIL question"))), purpose="batch")
+            done = await until(full, (await full.batches.create(input_file_id=f.id, endpoint=CHAT,  # type: ignore[arg-type]
+                                                                completion_window="24h")).id, "completed")
+            assert done.error_file_id is not None and done.output_file_id is None
+            errors.append((done.id, done.error_file_id))
+        (dropped, dropped_errors), (_kept, kept_errors) = errors
+        with pytest.raises(openai.NotFoundError):
+            await full.batches.retrieve(dropped)
+        for fid in (kept_errors, dropped_errors):
+            assert orjson.loads((await other.files.content(fid)).content)["custom_id"] == "a", fid
+
+
 async def test_a_key_narrowed_to_other_models_cannot_read_a_message_batchs_results(keyed: Any) -> None:
     gw, keys = keyed
     app = build_app(gw)

@@ -57,6 +57,9 @@ FILES_PATH = "/v1/files"
 PURPOSES = ("batch",)
 FORM_SLACK = 64 * 1024
 """What a multipart body may hold besides the file (boundaries, part headers, the other fields)."""
+_ERROR_FILE = "_error.jsonl"
+"""How a batch's error file is named (batch_output.BatchOutput.errors); a `batch_output` file is made by the batch
+runner only (an upload is `batch`), so no other file has such a name."""
 _FIELDS = ("file", "purpose", "expires_after[anchor]", "expires_after[seconds]")
 MAX_LIST = 10_000
 CHUNK_BYTES = 1 << 16
@@ -275,11 +278,16 @@ class FilesApi:
     async def _check_answers(self, caller: Principal, found: StoredFile) -> None:
         """A batch's output file holds the answers of the models that may serve its batch's creator: a key narrowed to
         other models may not read or delete it (check_produced_by, as a stored response; since the thirty-fifth
-        session, its delete since review RV2); its error file (refusals) any key reads. A file whose batch is no
-        longer kept (dropped past gateway.batch.max_batches, its files kept) names no creator: any grid model's."""
+        session, its delete since review RV2); its error file (refusals) any key reads, its batch kept or not. An
+        output file whose batch is no longer kept (dropped past gateway.batch.max_batches, its files kept) names no
+        creator: any grid model's. Which file it is, once its batch is dropped, its name says (batch_output.BatchOutput:
+        `{batch_id}_error.jsonl`; until review F1 of the thirty-fifth session a dropped batch's error file was judged
+        as any grid model's answers, where a kept batch's was read by any key)."""
         if found.purpose != "batch_output":
             return
         made = await self.batches.maker_of_results(found.tenant, found.id)
+        if made is None and PurePosixPath(found.path).name.endswith(_ERROR_FILE):
+            return
         if made is not None and not made[1]:
             return
         check_made_for(caller, None if made is None else made[0].get("scopes") or {}, self.gw.spec.models, "file_id",
