@@ -289,10 +289,17 @@ async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == f"response.{status}" and events[-1]["response"]["status"] == status
     assert [o["type"] for o in events[-1]["response"]["output"]] == types
+    ran = "failed" if "failed" in case else "completed"  # a tool run that failed is `failed` (since review RV2)
+    streamed = [e["item"] for e in events if e["type"].startswith("response.output_item.")]
+    stored = []
     for rid in (whole["id"], events[-1]["response"]["id"]):
-        strict(Response, (await client.responses.with_raw_response.retrieve(rid)).http_response.json())
+        kept = (await client.responses.with_raw_response.retrieve(rid)).http_response.json()
+        strict(Response, kept)
+        stored += kept["output"]
         for item in (await client.responses.input_items.with_raw_response.list(rid)).http_response.json()["data"]:
             strict(ResponseItem, item)
+    for item in whole["output"] + streamed + events[-1]["response"]["output"] + stored:
+        assert item["type"] != "mcp_call" or item["status"] == ran, item
     await client.close()
 
 
@@ -322,6 +329,14 @@ async def test_a_failed_grid_tool_run_is_an_mcp_call_error_object_and_its_replay
         history: list[Any] = [{"role": "user", "content": "1/0?"}, replayed, {"role": "user", "content": "Why?"}]
         await client.responses.create(model=MODEL, input=history, tools=[CALCULATOR_FN], store=False)
         assert said in orjson.dumps(engine.received[-1]["messages"]).decode()
+    # a text block of null (a client's own item) is read as empty, not as the text "None" (since review RV2)
+    engine.replies[:] = _turns("constrained", ("text", "Nothing."))
+    nothing: Any = {**ran.model_dump(exclude_none=True),
+               "error": {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": None}]}}
+    await client.responses.create(model=MODEL, input=[{"role": "user", "content": "1/0?"}, nothing],
+                                  tools=[CALCULATOR_FN], store=False)
+    tool_said = [m for m in engine.received[-1]["messages"] if "calculator result" in str(m.get("content"))]
+    assert tool_said and "None" not in orjson.dumps(tool_said).decode(), tool_said
     await client.close()
 
 

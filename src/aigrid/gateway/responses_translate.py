@@ -293,12 +293,14 @@ def function_call_item(call_id: str, name: str, arguments: str, item_id: str,
 def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
     """A tool run of the loop (an `aigrid_steps` entry) as OpenAI's `mcp_call` item: its result is `output`, or, where
     it failed, `error`, OpenAI's McpToolCallError object (an `mcp_tool_execution_error` holding the text the model
-    read). Until the thirty-fifth session `error` was that text, a string the openai SDK's own type refuses."""
+    read), and its `status` is `failed` (McpCall's status; OpenAI's `response.mcp_call.failed` names such an item).
+    Until the thirty-fifth session `error` was that text, a string the openai SDK's own type refuses; until its review
+    RV2 a failed run's status was `completed`."""
     ok = bool(step.get("ok"))
     result = str(step.get("result", ""))
     return {"type": "mcp_call", "id": f"mcp_{step.get('call_id') or uuid.uuid4().hex[:24]}",
             "server_label": SERVER_LABEL, "name": str(step.get("tool", "")),
-            "arguments": orjson.dumps(step.get("arguments")).decode(), "status": "completed",
+            "arguments": orjson.dumps(step.get("arguments")).decode(), "status": "completed" if ok else "failed",
             "output": result if ok else None,
             "error": None if ok else {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": result}]}}
 
@@ -306,7 +308,8 @@ def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
 def _mcp_result(item: dict[str, Any]) -> str:
     """What a replayed `mcp_call` item's tool run said, as the model reads it: its `output`, else its `error` (the
     object mcp_call_item writes, another of OpenAI's error objects, or a string, as older SDKs typed it), else
-    nothing. Until the thirty-fifth session a failed run came back as an empty result."""
+    nothing; a text block without text (null) says nothing (until review RV2 of the thirty-fifth session, "None").
+    Until the thirty-fifth session a failed run came back as an empty result."""
     if item.get("output") is not None or not item.get("error"):
         return str(item.get("output") or "")
     error = item["error"]
@@ -314,7 +317,7 @@ def _mcp_result(item: dict[str, Any]) -> str:
         return str(error)
     blocks = error.get("content")
     if isinstance(blocks, list):
-        return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+        return "\n".join(str(b.get("text") or "") for b in blocks if isinstance(b, dict))
     return str(error.get("message") or orjson.dumps(error).decode())
 
 
