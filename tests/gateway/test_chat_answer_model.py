@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.relay import model_named
+from aigrid.gateway.relay import EventPipe, model_named
 from aigrid.spec.load import load_spec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
@@ -61,3 +61,24 @@ def test_only_a_model_key_is_renamed() -> None:
         named = orjson.loads(model_named(answer, orjson.dumps('gr"id'), served))
         assert named["model"] == 'gr"id' and named["nested"]["model"] == 'gr"id'
         assert named["choices"][0]["message"] == orjson.loads(text)
+
+
+def _chunk(model: str, text: str) -> bytes:
+    return b"data: " + orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                                     "model": model, "choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+
+
+def _models(out: bytes) -> list[str]:
+    return [orjson.loads(line[6:])["model"] for line in out.splitlines() if line.startswith(b"data: {")]
+
+
+def test_a_stream_is_renamed_until_its_engine_writes_the_grids_name_and_again_after_a_continuation() -> None:
+    """EventPipe stops reading an engine's events for `model` once that engine wrote the grid's own name (sent it, it
+    echoes it: model_named's work on every later chunk skipped); an engine that writes another name is renamed in
+    every read; a continuation's engine is read afresh, so a spare writing its GGUF path is renamed too."""
+    pathed = EventPipe(None, sse=True, track=False, model="small-1b", served=PATH)
+    assert [_models(pathed.feed(_chunk(PATH, t))) for t in ("a", "b")] == [["small-1b"], ["small-1b"]]
+    echoing = EventPipe(None, sse=True, track=False, model="small-1b", served="small-1b")
+    assert _models(echoing.feed(_chunk("small-1b", "a"))) == ["small-1b"]
+    echoing.continuation(sse=True)
+    assert _models(echoing.feed(_chunk(PATH, "b"))) == ["small-1b"]

@@ -111,7 +111,9 @@ class EventPipe:
         the byte bound is (a stream of empty data events, `data: {}`, was bounded only by its bytes: days).
         `isolated`: the engine keeps each tenant's prefix cache apart (Proxy.isolates): the usage chunk's cached-token
         count is passed on (usage.cache_counts_out)."""
-        self._model = None if model is None else orjson.dumps(model)
+        self._grid = None if model is None else orjson.dumps(model)
+        self._model = self._grid
+        """The name written over the engine's, None once the engine wrote the grid's own (model_named's work skipped)."""
         self._served = orjson.dumps(served) if served else b""
         self.isolated = isolated
         """Whether the serving engine keeps each tenant's prefix cache apart (set again by `continuation`)."""
@@ -180,6 +182,7 @@ class EventPipe:
         silence, up to the read timeout, is not held against it); the byte bound stays the whole answer's. `isolated`:
         that engine's (its usage chunk's cached count is its own to pass on or not)."""
         self.isolated = isolated
+        self._model = self._grid  # that engine may write another name than the one before it
         self._rewriter = Rewriter(self.delivered)  # (every event relayed read first: `delivered`)
         self._decoder = SseDecoder()
         self._recent = (b"", b"")
@@ -200,7 +203,12 @@ class EventPipe:
         """The client's bytes of the engine's read `raw` (whole events: the decoder holds back the start of one),
         each event's `model` the grid's (model_named)."""
         out = self._feed(raw)
-        return out if self._model is None or not self._sse else model_named(out, self._model, self._served)
+        if self._model is None or not self._sse:
+            return out
+        named = model_named(out, self._model, self._served)
+        if named == out and _MODEL_KEY in out:  # this engine writes the grid's own name (sent it, it echoes it): its
+            self._model = None  # later events go out as they come, not read again (0.9 us a chunk; a continuation's
+        return named  # engine is read afresh)
 
     def _feed(self, raw: bytes) -> bytes:
         if not self._sse:
