@@ -6,7 +6,9 @@
 Reads PLAN_DIR/plan.json (written by `aigrid plan`), removes the --drop sites, adds DELTA replicas to each
 --scale site (negative to remove), moves each --hardware site to another hardware option of the demand and
 opens each --add candidate site (an id of the demand's candidates) with one replica of HW; hardware gets
-the demand's price and the prefill chunk the planner would give it (plan/chunks.py); --chunk then sets the
+the demand's price and the prefill chunk the planner would give it (plan/chunks.py). An edit that puts more
+devices at a site than its limits allow (max_gpus_per_site, and its supply.limits entry's max_gpus and
+max_power_kw: supply.device_cap, the planner's one rule) is refused naming the site; --chunk then sets the
 prefill chunk (vLLM's max_num_batched_tokens) of every site of HW in the edited placement, chunks the planner
 would not choose included (the simulator judges the TPOT the streams see). Then it runs the same checks as the planner (plan/verify.py: the plan's peak
 hours, every site up and each remaining site down) in the simulator and prints each check's verdict. For
@@ -25,7 +27,7 @@ from pathlib import Path
 from aigrid.plan.checks import Check
 from aigrid.plan.chunks import DEFAULT_CHUNK
 from aigrid.plan.demand import Demand, load_demand
-from aigrid.plan.placement import Placement, PlannedSite, chunk_of, price_of
+from aigrid.plan.placement import Placement, PlannedSite, cap_of, chunk_of, price_of
 from aigrid.plan.runs import LocalBackend
 from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import build_traffic
@@ -76,16 +78,23 @@ def edited(a: argparse.Namespace, demand: Demand, doc: dict) -> Placement:
             hw = moves[site.id]
             sites[k] = replace(site, hardware=hw, usd_per_device_hour=price_of(demand, hw)[0],
                                gpus_per_replica=price_of(demand, hw)[1], chunk_tokens=chunk_of(demand, hw))
-    if adds:
-        cands = candidate_sites(demand, load_cities(), a.demand)
-        model = demand.models[0].name
-        for cid, hw in adds.items():
-            if cid not in cands.id or cid in known:
-                raise SystemExit(f"--add {cid}: not a candidate site of the demand, or already in the plan")
-            i = cands.index(cid)
-            price, gpus = price_of(demand, hw)
-            sites.append(PlannedSite(cid, cands.city[i], float(cands.lat[i]), float(cands.lon[i]), cands.country[i],
-                                     cands.jurisdiction[i], hw, gpus, price, ((model, 1),), chunk_of(demand, hw)))
+    cands = candidate_sites(demand, load_cities(), a.demand)
+    model = demand.models[0].name
+    for cid, hw in adds.items():
+        if cid not in cands.id or cid in known:
+            raise SystemExit(f"--add {cid}: not a candidate site of the demand, or already in the plan")
+        i = cands.index(cid)
+        price, gpus = price_of(demand, hw)
+        sites.append(PlannedSite(cid, cands.city[i], float(cands.lat[i]), float(cands.lon[i]), cands.country[i],
+                                 cands.jurisdiction[i], hw, gpus, price, ((model, 1),), chunk_of(demand, hw)))
+    # each site keeps its candidate's limits (a site of no candidate, written by hand: max_gpus_per_site alone)
+    sites = [replace(s, max_devices=tuple((h, int(n)) for h, n in zip(cands.hardware, cands.max_devices[
+        cands.index(s.id)], strict=True))) if s.id in cands.id else s for s in sites]
+    over = [f"{s.id} ({s.devices} x {s.hardware}, its limit {cap_of(demand, s, s.hardware)})" for s in sites
+            if s.devices > cap_of(demand, s, s.hardware)]
+    if over:
+        raise SystemExit(f"more devices than the site's limit (supply.max_gpus_per_site, supply.limits): "
+                         f"{', '.join(over)}")
     sites = [replace(s, chunk_tokens=int(chunks[s.hardware])) if s.hardware in chunks else s for s in sites]
     return Placement("edited", tuple(sites))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigrid.plan.demand import load_demand
+from aigrid.plan.demand import SiteLimit, load_demand
 from tests.scripts.plan_scripts import DEMAND, SITES, plan_doc, script
 
 without = script("plan_without", "plan_without_under_test")
@@ -35,3 +35,27 @@ def test_every_site_of_the_hardware_gets_the_chunk_moved_and_added_ones_too() ->
 def test_a_chunk_that_cannot_be_run_is_refused_naming_it(arg: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         chunks(["--chunk", arg])
+
+
+def limited(**limits):  # type: ignore[no-untyped-def]
+    d = load_demand(DEMAND)
+    return d.model_copy(update={"supply": d.supply.model_copy(update={"limits": {
+        k: SiteLimit(**v) for k, v in limits.items()}})})
+
+
+def edit(demand, args: list[str]):  # type: ignore[no-untyped-def]
+    return without.edited(without.parse_args([str(DEMAND), "unused", *args]), demand, plan_doc())
+
+
+def test_an_edit_past_a_sites_limits_is_refused_naming_the_site_as_the_planner_would() -> None:
+    d = limited(**{"eu-north-1": {"max_gpus": 1}, "Mumbai": {"max_power_kw": 1.0}})  # by id, and by city
+    assert edit(d, ["--scale", "eu-central-1=1"]).site("eu-central-1").devices == 2  # no limit there: allowed
+    with pytest.raises(SystemExit, match=r"eu-north-1 \(2 x h100, its limit 1\)"):
+        edit(d, ["--scale", "eu-north-1=1"])
+    # 1 kW holds one H100 (700 W) or two L40S (350 W), not two H100
+    assert edit(d, ["--hardware", "ap-south-1=l40s", "--scale", "ap-south-1=1"]).site("ap-south-1").devices == 2
+    with pytest.raises(SystemExit, match=r"ap-south-1 \(2 x h100, its limit 1\)"):
+        edit(d, ["--scale", "ap-south-1=1"])
+    tight = d.model_copy(update={"supply": d.supply.model_copy(update={"max_gpus_per_site": 1})})
+    with pytest.raises(SystemExit, match=r"mx-central-1 \(2 x h100, its limit 1\)"):
+        edit(tight, ["--scale", "mx-central-1=1"])
