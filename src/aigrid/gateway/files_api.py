@@ -47,6 +47,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.open_off_loop import open_off_loop
+from aigrid.gateway.request_coding import check_plain
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, body_too_large, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
@@ -136,6 +137,7 @@ class FilesApi:
         declared = plain_int(request.headers.get("content-length", ""))
         if declared is not None and declared > limit:
             raise self._too_large()
+        check_plain(request.headers)  # before any room is held or a byte read
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InvalidRequest("POST /v1/files takes a multipart/form-data body with the fields file and purpose",
                                  param="file")

@@ -76,6 +76,7 @@ from aigrid.gateway.output_filter import (
 )
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
+from aigrid.gateway.request_coding import check_plain
 from aigrid.gateway.request_info import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -333,7 +334,9 @@ async def read_body(request: Request, limit: int, too_large: str, timeout_s: flo
 async def receive_body(request: Request, limit: int, refuse: Callable[[], ApiError],
                        write: Callable[[bytes], Awaitable[object]], timeout_s: float) -> int:
     """The request's body handed to `write` as it arrives, and its size: `refuse()` raised as soon as more than
-    `limit` bytes came, 408 request_timeout unless all of it came within `timeout_s`."""
+    `limit` bytes came, 408 request_timeout unless all of it came within `timeout_s`; a body that says it is
+    compressed, before any of it is read (request_coding: 400 unsupported_content_encoding)."""
+    check_plain(request.headers)
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
