@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import httpx2
 import pytest
 from openai import OpenAI
 
@@ -143,20 +144,34 @@ def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
     # same gateway) recorded between the kill and nrt's first failed scrape, not timed, so a loaded machine that
     # runs the gateway's loops late slows both alike (a timed 4 s bound failed in CI; a 30 s one checked nothing)
     assert len(control) <= 2, (control, down_at)
-    # /healthz leaves nrt out too, unless `aigrid up` has started it again meanwhile (after RESTART_BACKOFF_S[0]: a
-    # loaded machine's watch and answer above can take that long, and then this waited for what could not come).
-    # nrt in a reading asked before the backoff is the fault itself (/healthz reads the state /v1/grid read down)
-    asked = time.monotonic()
-    healthy = healthy_endpoints(grid, lambda h: "nrt-smollm2" not in h or time.monotonic() - killed > RESTART_BACKOFF_S[0],
-                                timeout_s=5)
-    assert len(set(healthy) - {"nrt-smollm2"}) == 3, healthy
-    assert "nrt-smollm2" not in healthy or asked - killed > RESTART_BACKOFF_S[0], (healthy, asked - killed)
-    # `aigrid up` waits RESTART_BACKOFF_S[0] (5 s) before it starts a dead engine again: a request decided while the
-    # gateway still has nrt down must reject it for its health. Whether it was so is read, not timed: nrt still down
-    # in a reading taken after the answer (it was down before the request) means no scrape found it back in between
-    site, decision, _ = stream_from(grid, "Tokyo")
-    still_down = "nrt-smollm2" not in httpx.get(grid["base"] + "/healthz").json()["healthy"]
-    d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
+    # Each of `aigrid up`'s gateway workers (one a core) scrapes the engines itself (gateway/workers.py), a scrape
+    # interval apart at most: what follows reads one worker's state, over one kept-alive connection (`pinned`; the
+    # kernel hands a connection to one worker for its life). Read over a new connection each (before the thirty-sixth
+    # session), /healthz and the request could reach two workers, one of which had not scraped nrt down yet: the
+    # decision had nrt among its candidates while /healthz, read after it on another worker, left nrt out.
+    with pinned() as client:
+        seen: list[object] = []
+        # /healthz leaves nrt out too, unless `aigrid up` has started it again meanwhile (after RESTART_BACKOFF_S[0]:
+        # a loaded machine's watch and answer above can take that long, and then this waited for what could not
+        # come). nrt in a reading asked before the backoff is the fault itself (/healthz reads the state /v1/grid
+        # read down: the worker's that then reads it down, as the watch stops at the first worker that does)
+        asked = time.monotonic()
+        healthy = healthy_endpoints(
+            grid, lambda h: "nrt-smollm2" not in h or time.monotonic() - killed > RESTART_BACKOFF_S[0], timeout_s=5,
+            client=client, seen=seen)
+        assert len(set(healthy) - {"nrt-smollm2"}) == 3, healthy
+        assert "nrt-smollm2" not in healthy or asked - killed > RESTART_BACKOFF_S[0], (healthy, asked - killed)
+        # `aigrid up` waits RESTART_BACKOFF_S[0] (5 s) before it starts a dead engine again: a request decided while
+        # the worker still has nrt down must reject it for its health. Whether it was so is read, not timed: nrt still
+        # down in that worker's reading taken after the answer (it was down before the request) means no scrape of
+        # that worker found it back in between
+        site, decision, connection = stream_over(client, grid, "Tokyo")
+        seen.append(connection)
+        after = client.get(grid["base"] + "/healthz")
+        seen.append(connection_of(after))
+        still_down = "nrt-smollm2" not in after.json()["healthy"]
+        assert len(set(seen[-3:])) == 1, seen  # the readings before and after the request and the request: one worker's
+    d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()  # any worker's: decisions are the hub's
     health_rejected = any(r["endpoint"] == "nrt-smollm2" and r["filter"] == "health" for r in d["rejected"])
     if still_down:
         assert site != "nrt" and health_rejected, d
@@ -181,12 +196,18 @@ def scrapes_until_down(grid: dict, endpoint: str, control: str, since: float,
     """Reads /v1/grid until `endpoint` is reported down: the times (this process's monotonic clock) of the scrapes
     of `control` recorded after `since` and before `endpoint`'s failed one, and that one's time. A scrape's time is
     the reading's minus its telemetry_age_s, placed within half the reading's round trip: a reading slower than
-    POLL_SLACK_S places nothing (a loaded machine's readings count fewer scrapes, never more)."""
+    POLL_SLACK_S places nothing (a loaded machine's readings count fewer scrapes, never more). Read over one
+    connection (`pinned`): one gateway worker's scrapes, as each worker scrapes on its own clock."""
+    with pinned() as client:
+        return _scrapes_until_down(grid, client, endpoint, control, since, time.monotonic() + timeout_s)
+
+
+def _scrapes_until_down(grid: dict, client: httpx2.Client, endpoint: str, control: str, since: float,
+                        deadline: float) -> tuple[list[float], float]:
     seen: list[float] = []
-    deadline = time.monotonic() + timeout_s
     while True:
         before = time.monotonic()
-        state = {e["id"]: e for e in httpx.get(grid["base"] + "/v1/grid", timeout=30).json()["endpoints"]}
+        state = {e["id"]: e for e in client.get(grid["base"] + "/v1/grid").json()["endpoints"]}
         after = time.monotonic()
         now, slack = (before + after) / 2, (after - before) / 2
         if not state[endpoint]["healthy"]:
@@ -204,10 +225,42 @@ POLL_SLACK_S = 0.1
 """How far a reading's round trip may place a scrape (half of it) for that reading to count one."""
 
 
-def healthy_endpoints(grid: dict, check: Callable[[list[str]], bool], timeout_s: float) -> list[str]:
+def pinned() -> httpx2.Client:
+    """A client of one connection, kept alive between its requests: each of them is answered by the same gateway
+    worker (`connection_of` tells)."""
+    return httpx2.Client(limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1), timeout=30)
+
+
+def stream_over(client: httpx2.Client, grid: dict, city: str) -> tuple[str, str, object]:
+    """stream_from's request over `client` (`pinned`), read to its end: its site, its decision and its connection
+    (connection_of). Not through the SDK, which stops reading at [DONE] and closes the connection (the chunked body's
+    end unread), so that a reading after it came over a new connection, to any worker."""
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Name a river."}], "stream": True,
+            "max_tokens": 16}
+    with client.stream("POST", grid["base"] + "/v1/chat/completions", json=body,
+                       headers={"x-aigrid-client-location": city}) as r:
+        events = r.read().decode()
+    assert r.status_code == 200 and events.rstrip().endswith("data: [DONE]"), events
+    return r.headers["x-aigrid-site"], r.headers["x-aigrid-decision"], connection_of(r)
+
+
+def connection_of(response: httpx2.Response) -> object:
+    """The local address of the connection that carried `response`: one address, one TCP connection, one worker."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def healthy_endpoints(grid: dict, check: Callable[[list[str]], bool], timeout_s: float,
+                      client: httpx2.Client | None = None, seen: list[object] | None = None) -> list[str]:
+    """`client`: read over it (`pinned`), each reading's connection appended to `seen`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        healthy = httpx.get(grid["base"] + "/healthz").json()["healthy"]
+        if client is None:
+            healthy = httpx.get(grid["base"] + "/healthz").json()["healthy"]
+        else:
+            r = client.get(grid["base"] + "/healthz")
+            if seen is not None:
+                seen.append(connection_of(r))
+            healthy = r.json()["healthy"]
         if check(healthy):
             return healthy
         assert time.monotonic() < deadline, healthy
