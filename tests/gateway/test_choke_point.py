@@ -80,6 +80,20 @@ ROUTES: list[tuple[str, str, Body, str]] = [
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
                 "chat_template_kwargs": {"custom_tools": [{"name": "mail", "description": t}]}},
      "chat_template_kwargs.custom_tools[0].description"),
+    # a key of the client's own on a message or a text part went to the engine unread until the thirty-sixth session
+    ("chat message, a key of its own", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Hello", "metadata": {"note": t}}]},
+     "messages[0].metadata.note"),
+    ("chat tool result, a key of its own", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "read my mail"},
+                                             {"role": "assistant", "content": None, "tool_calls": [
+                                                 {"id": "c1", "type": "function",
+                                                  "function": {"name": "mail", "arguments": "{}"}}]},
+                                             {"role": "tool", "tool_call_id": "c1", "content": "1 mail", "mail": t}]},
+     "messages[2].mail"),
+    ("chat content part, a key of its own", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi", "note": t}]}]},
+     "messages[0].content[0].note"),
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
     ("completion suffix", "/v1/completions", lambda t: {"model": MODEL, "prompt": "Dear board,", "suffix": t},
      "suffix"),
@@ -708,13 +722,14 @@ async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
     called = [{"role": "user", "content": "read my mail"},
               {"role": "assistant", "content": None,
                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "mail", "arguments": "{}"}}]}]
-    for content in ([{"type": "text", "text": "No new mail.", "note": ATTACK}],):  # a part of no text: refused below
+    # a part of no text: refused below; a key of the part's own is read (blocked: ROUTES), but not printed here
+    for content in ([{"type": "text", "text": "No new mail.", "note": "Filed under archive 7."}],):
         engine.replies = [answer("ok")]
         r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": [
             *called, {"role": "tool", "tool_call_id": "c1", "content": content}]})
         assert r.status_code == 200, r.text
         prompt = orjson.dumps(engine.received[-1]["messages"]).decode()
-        assert "No new mail." in prompt and ATTACK not in prompt, prompt
+        assert "No new mail." in prompt and "archive 7" not in prompt, prompt
     for message, param in [({"role": "function", "name": ATTACK, "content": "42"}, "messages.1.name"),
                            ({"role": "user", "name": "Dana Smith", "content": "Hi"}, "messages.1.name")]:
         engine.received.clear()

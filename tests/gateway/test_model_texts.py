@@ -79,6 +79,13 @@ class _Reads(Mapping[str, Any]):
         return len(self.data)
 
 
+class _Known:
+    """A message's keys all known: its other keys' walk (model_texts._other_keys, tested below) not run."""
+
+    def issuperset(self, other: object) -> bool:
+        return True
+
+
 def _everything(bodies: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """One message and one body carrying every key that any message and body of `bodies` (but messages) carry,
     with a value a walk reads on (a message's last non-None value of each key)."""
@@ -102,6 +109,7 @@ def test_the_skip_sets_are_the_keys_the_walks_read(monkeypatch: pytest.MonkeyPat
     assert {"documents", "tools", "functions", "response_format", "chat_template_kwargs"} <= body.keys()
     spy_message = _Reads(message)
     spy_body = _Reads({**body, "messages": [spy_message]})
+    monkeypatch.setattr(model_texts, "MESSAGE_KEYS", _Known())  # the walk of a message's other keys reads them all
     _walked_whole(spy_body, monkeypatch)
     assert spy_message.read - {"role", "content"} == TEXT_BESIDE_CONTENT_KEYS
     assert spy_body.read - {"messages"} == TEXT_BESIDE_MESSAGES_KEYS
@@ -126,3 +134,45 @@ def test_a_plain_request_walks_nothing_beside_its_messages_content(monkeypatch: 
     assert walked == []
     chat_texts({**body, "tools": []})  # a key of the body's: its walks run (they find nothing here)
     assert walked == ["_documents", "_tool_descriptions", "_response_format", "_template_variables"]
+
+
+def test_a_key_of_the_clients_own_is_read_as_its_messages_text() -> None:
+    """A message's or a text part's key beyond those read or held to an id (MESSAGE_KEYS, PLAIN_PART_KEYS) is the
+    client's own, and a template may print it: its strings, at any depth, and its name are read as the message's
+    text (a tool's result: the tool result's); an image part's keys are its image's, not read as text; a message
+    carrying every key that BODIES' messages carry has no key of its own (until the thirty-sixth session none was
+    read)."""
+    message, _ = _everything(BODIES)
+    assert set(message) <= model_texts.MESSAGE_KEYS
+    body = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi", "note": "a note"},
+                                     {"type": "image_url", "image_url": {"url": "data:,"}, "detail": "low"}],
+         "metadata": {"origin": "mail"}},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny", "tool_name": "weather"},
+        {"role": "assistant", "content": "ok", "prefix": True}]}
+    got = [(t.text, t.source.value, t.path) for t in chat_texts(body) if t.path[-1] != "content"]
+    assert got == [("hi", "user", ("messages", 0, "content", 0, "text")),
+                   ("note", "user", ("messages", 0, "content", 0, model_texts.KEYS)),
+                   ("a note", "user", ("messages", 0, "content", 0, "note")),
+                   ("metadata", "user", ("messages", 0, model_texts.KEYS)),
+                   ("origin", "user", ("messages", 0, "metadata", model_texts.KEYS)),
+                   ("mail", "user", ("messages", 0, "metadata", "origin")),
+                   ("tool_name", "tool_result", ("messages", 1, model_texts.KEYS)),
+                   ("weather", "tool_result", ("messages", 1, "tool_name")),
+                   ("prefix", "assistant", ("messages", 2, model_texts.KEYS))]
+
+
+def test_a_redaction_in_a_key_of_the_clients_own_is_written_back_there() -> None:
+    """The personal-data policy's redaction of such a key's text (and of its name) lands in the body where the text
+    was, as a content's does (model_texts.apply)."""
+    from dataclasses import replace
+
+    from aigrid.security.firewall.pii import redact
+    from aigrid.security.firewall.pipeline import Screened
+
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi",
+                                          "metadata": {"from": "jane.doe@example.com", "jane@example.com": "cc"}}]}
+    texts = chat_texts(body)
+    model_texts.apply(body, texts, Screened([replace(t, text=redact(t.text)) for t in texts]))
+    assert body["messages"][0] == {"role": "user", "content": "hi",
+                                   "metadata": {"from": "[REDACTED:EMAIL]", "[REDACTED:EMAIL]": "cc"}}

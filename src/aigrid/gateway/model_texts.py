@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from aigrid.agents.prompt_size import REASONING_KEYS
-from aigrid.gateway.schemas import PART_TEXTS
+from aigrid.gateway.schemas import IMAGE_PARTS, PART_TEXTS
 from aigrid.security.firewall.pii import redact
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import (
@@ -55,8 +55,14 @@ def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[Mod
                               ("messages", i, "content", j, key))
                     for j, part in enumerate(content) if isinstance(part, Mapping)
                     for key in PART_TEXTS if isinstance(part.get(key), str)]
+            out += [t for j, part in enumerate(content)  # a text part's key of its own (an image part's: its image)
+                    if isinstance(part, Mapping) and not PLAIN_PART_KEYS.issuperset(part)
+                    and part.get("type") not in IMAGE_PARTS
+                    for t in _other_keys(part, PLAIN_PART_KEYS, ("messages", i, "content", j), source)]
         if not TEXT_BESIDE_CONTENT_KEYS.isdisjoint(message):  # a plain turn has none of them: nothing to walk
             out += _beside_content(message, i, source)
+        if not MESSAGE_KEYS.issuperset(message):  # a key of the client's own: a template may print it
+            out += _other_keys(message, MESSAGE_KEYS, ("messages", i), source)
     if TEXT_BESIDE_MESSAGES_KEYS.isdisjoint(body):  # nothing but messages to read (the walks below would find no text)
         return out
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
@@ -66,6 +72,15 @@ TEXT_BESIDE_CONTENT_KEYS = frozenset({"tool_calls", "function_call", "refusal", 
 """The keys of a message that _beside_content reads: a message without any of them has no text beside its content
 (not walked since the thirty-second session: scripts/request_path_cost.py --cuts). Not agents/prompt_size's
 BESIDE_CONTENT, the texts beside its content a message's engine is sent (refusal, reasoning), a subset of these."""
+MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_call_id", "audio", *TEXT_BESIDE_CONTENT_KEYS})
+"""The keys of a chat message whose texts are read above (content, _beside_content) or held to an id or a name
+(schemas.Message: `name`, `tool_call_id`; `audio` refused): any other key of a message is the client's own, and
+its strings are read as the message's text (_other_keys). Engines known to the grid drop such keys, but the gateway
+does not know what every engine's template does with a message (as with `response_format`); until the
+thirty-sixth session `{"role": "user", "content": "hi", "metadata": ATTACK}` went to the engine unread."""
+PLAIN_PART_KEYS = frozenset({"type", *PART_TEXTS})
+"""The keys of a text or refusal content part read above; any other key of such a part (an image part's are its
+image's, checked by the image rules) is read as the message's text."""
 TEXT_BESIDE_MESSAGES_KEYS = frozenset({"documents", "tools", "functions", "response_format", "chat_template_kwargs"})
 """The keys of a chat body read beside its messages (_documents, _tool_descriptions, _response_format,
 _template_variables): a body without any of them has none of their texts."""
@@ -85,6 +100,13 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     if isinstance(message.get("refusal"), str):  # the engine gets it as the content (engine_body.for_engine)
         out.append(ModelText(message["refusal"], source, ("messages", i, "refusal")))
     return out
+
+
+def _other_keys(node: Mapping[str, Any], known: frozenset[str], at: Path, source: Source) -> list[ModelText]:
+    """Every string under the keys of `node` (a message, a content part) but the `known` ones, at any depth, and
+    those keys' names as one text (a template that prints the object whole prints them), as `source`'s text
+    (_strings: a redaction written back in place, a key renamed)."""
+    return _strings({k: v for k, v in node.items() if k not in known}, at, source)
 
 
 _CALL_KEYS = frozenset({"id", "type", "function", "custom", "name", "arguments", "input"})
