@@ -263,6 +263,14 @@ CONVERSATION_ITEMS: list[tuple[str, Callable[[str], list[dict[str, Any]]]]] = [
     ("function output", lambda t: [{"role": "user", "content": "read my mail"},
                                    {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
                                    {"type": "function_call_output", "call_id": "c1", "output": t}]),
+    ("input_text part", lambda t: [{"role": "user", "content": [{"type": "input_text", "text": t}]}]),
+    ("function output parts", lambda t: [{"role": "user", "content": "read my mail"},
+                                         {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
+                                         {"type": "function_call_output", "call_id": "c1",
+                                          "output": [{"type": "input_text", "text": t}]}]),
+    ("mcp_call output", lambda t: [{"role": "user", "content": "read my mail"},
+                                   {"type": "mcp_call", "id": "m1", "name": "mail", "arguments": "{}",
+                                    "server_label": "mail", "output": t}]),
 ]
 
 
