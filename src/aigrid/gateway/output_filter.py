@@ -321,6 +321,9 @@ def joined_name(so_far: str, piece: str) -> str:
 
 _SHORT_KEPT = 256
 """The most strings of a stream's other fields OutputFilter._read_short keeps read (past it, it begins again)."""
+MAX_WAITING = 64
+"""The most pieces of a choice's tool calls that wait behind a call whose name is held back (OutputFilter._call_names):
+past it the names held go out as they are (an engine that interleaves more than this within one name)."""
 
 
 class OutputReads:
@@ -416,6 +419,7 @@ class OutputFilter:
         self._calls = CallNames(tools, self._reads)
         self._names: dict[tuple[int, int], str] = {}  # (choice, call): the name sent
         self._held: dict[tuple[int, int], dict[str, Any]] = {}  # (choice, call): the call held until its name ends
+        self._waiting: dict[int, list[Any]] = {}  # choice: its calls' pieces behind a held one, in order (_call_names)
         self._short: dict[str, str] = {}
         self._steps = steps
         self._redactors: dict[Key, StreamingRedactor] = {}
@@ -462,92 +466,128 @@ class OutputFilter:
         """Each streamed tool call's id and name (CallNames); `argued`: the calls whose arguments this piece began or
         went on with. A name is read whole: a call's first piece whose name is not complete for sure (no arguments
         with it, and not one of the offered names that is no other's beginning) is held back, the call's id and type
-        with it, and goes out whole, its pieces joined, with the call's next piece that holds no more of it (its
-        arguments, another call, the choice's end: _release). Gemini's OpenAI-compatible endpoint sends a name in
-        pieces ("edit_ex", "isting_file"), as OpenAI's chat streams may; the grid's own engines (vLLM, SGLang,
-        llama.cpp, Ollama, TGI) send it whole. A piece of a name already sent that is not that name again (an engine
-        that repeats it whole each time) is refused: what went out cannot be taken back."""
+        with it, and goes out whole, its pieces joined, with the call's first piece of arguments (else at the choice's
+        end: _release_all). Gemini's OpenAI-compatible endpoint sends a name in pieces ("edit_ex", "isting_file"), as
+        OpenAI's chat streams may; the grid's own engines (vLLM, SGLang, llama.cpp, Ollama, TGI) send it whole. A
+        piece of a name already sent that is not that name again (an engine that repeats it whole each time) is
+        refused: what went out cannot be taken back.
+        The pieces of the choice's other calls that come while a name is held wait behind it (_waiting), in the order
+        they came, and go out after it: a client joins a stream's calls by their first pieces' order (openai-python's
+        accumulator puts a call's first piece at its `index` in the list so far: call 1's before call 0's became the
+        list's first, and call 0's pieces were then joined into it). Until the thirty-sixth session another call's
+        piece released a held name as if whole, and the name's next piece then cut the stream."""
         given = delta.get("tool_calls")
         calls: list[Any] = given if isinstance(given, list) else []
-        pieces: dict[int, dict[str, Any]] = {}
+        waiting = self._waiting.setdefault(index, [])
         for place, call in enumerate(calls):
             if not isinstance(call, dict):
+                waiting.append(call)
                 continue
             if isinstance(call.get("id"), str) and call["id"]:
                 call["id"] = self._calls.id(call["id"])
-            fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]:
-                pieces.setdefault(call["index"] if isinstance(call.get("index"), int) else place, call)
-        for key in [key for key in self._held if key[0] == index and key[1] not in pieces]:
-            self._release(key, delta)
-        for k, call in pieces.items():
-            key, name = (index, k), call["function"]["name"]
+            k = call["index"] if isinstance(call.get("index"), int) else place
+            key, fn = (index, k), call.get("function")
+            given_name = fn.get("name") if isinstance(fn, dict) else None
+            name: str = given_name if isinstance(given_name, str) else ""
+            named = bool(name)
             held = self._held.get(key)
-            if held is not None:  # the name's next piece (or the same name again)
-                held["function"]["name"] = joined_name(held["function"]["name"], name)
+            if held is not None:  # the name's next piece (or the same name again), or its arguments
+                if named:
+                    held["function"]["name"] = joined_name(held["function"]["name"], name)
                 held.update((field, call[field]) for field in ("id", "type") if field in call)
                 if k in argued:  # its arguments began: the name is whole
-                    self._release(key, delta)
-                else:
-                    calls.remove(call)
+                    self._release(key, call)
                 continue
-            sent = self._names.get(key)
-            if sent is None:
-                name = joined_name("", name)  # its first piece, bounded as the joined ones are
-                if len(self._names) + len(self._held) >= MAX_TEXTS:
-                    raise SseError(f"the engine's answer opened more than {MAX_TEXTS} tool calls: not an answer the "
-                                   "grid asked for")
-                if k not in argued and not self._complete(name):
-                    self._held[key] = {field: call[field] for field in ("id", "type") if field in call} | {
-                        "index": k, "function": {"name": name}}
-                    calls.remove(call)
-                    continue
-                sent = self._names[key] = name
-            elif sent != name:
-                raise SseError("the engine's answer sent more of a tool call's name after the name went out, which "
-                               "the redaction cannot take back")
-            call["function"]["name"] = self._calls.name(name)
-        if pieces and not delta.get("tool_calls"):
-            delta.pop("tool_calls", None)  # each of its calls held back
+            if named:
+                sent = self._names.get(key)
+                if sent is None:
+                    name = joined_name("", name)  # its first piece, bounded as the joined ones are
+                    if len(self._names) + len(self._held) >= MAX_TEXTS:
+                        raise SseError(f"the engine's answer opened more than {MAX_TEXTS} tool calls: not an answer "
+                                       "the grid asked for")
+                    if k not in argued and not self._complete(name):
+                        held = self._held[key] = {field: call[field] for field in ("id", "type") if field in call} | {
+                            "index": k, "function": {"name": name}}
+                        waiting.append(held)
+                        continue
+                    sent = self._names[key] = name
+                elif sent != name:
+                    raise SseError("the engine's answer sent more of a tool call's name after the name went out, "
+                                   "which the redaction cannot take back")
+                call["function"]["name"] = self._calls.name(name)
+            waiting.append(call)
+        if len(waiting) > MAX_WAITING:  # bounded: the names held are taken as whole (as every other call's piece
+            log.warning("%d tool call pieces came while a call's name was held back: the names held go out as they "
+                        "are", len(waiting))  # did until the thirty-sixth session); more of one then cuts the stream
+            for key in [key for key in self._held if key[0] == index]:
+                self._release(key)
+        out = self._ready(index)
+        if out or calls:
+            delta["tool_calls"] = out
+        if calls and not out:
+            delta.pop("tool_calls", None)  # each of its calls held back, or waiting
+
+    def _ready(self, index: int) -> list[Any]:
+        """The choice's waiting pieces that may go out now, in the order they came: those before the first call whose
+        name is still held."""
+        waiting = self._waiting.get(index)
+        if not waiting:
+            return []
+        for n, piece in enumerate(waiting):
+            if isinstance(piece, dict) and self._held.get((index, piece.get("index"))) is piece:  # type: ignore[arg-type]
+                ready, waiting[:] = waiting[:n], waiting[n:]
+                return ready
+        ready = list(waiting)
+        waiting.clear()
+        return ready
 
     def _complete(self, name: str) -> bool:
         """Whether a call's first piece holds its whole name for sure: one of the offered names, and no other
         offered name begins with it."""
         return name in self._calls.offered and not any(o != name and o.startswith(name) for o in self._calls.offered)
 
-    def _release(self, key: tuple[int, int], delta: dict[str, Any]) -> None:
-        """A held call's id, type and whole name (read: CallNames) into `delta`: into the call's piece there (its
-        arguments), else as a piece of its own before the others."""
+    def _release(self, key: tuple[int, int], piece: dict[str, Any] | None = None) -> None:
+        """A held call's whole name, read (CallNames), and its id and type: into `piece` (its first piece of
+        arguments), which takes the held call's place among the choice's waiting pieces; without one, the held call
+        itself goes out there, as a piece of its own."""
         held = self._held.pop(key)
         name = self._names[key] = held["function"]["name"]
         held["function"]["name"] = self._calls.name(name)
-        calls = delta.get("tool_calls")
-        if not isinstance(calls, list):
-            calls = delta["tool_calls"] = []
-        for call in calls:
-            if isinstance(call, dict) and call.get("index") == key[1]:
-                if not isinstance(call.get("function"), dict):
-                    call["function"] = {}
-                call["function"]["name"] = held["function"]["name"]
-                for field in ("id", "type"):
-                    if field in held and field not in call:
-                        call[field] = held[field]
-                return
-        calls.insert(0, held)
+        if piece is None:
+            return
+        if not isinstance(piece.get("function"), dict):
+            piece["function"] = {}
+        piece["function"]["name"] = held["function"]["name"]
+        for field in ("id", "type"):
+            if field in held and field not in piece:
+                piece[field] = held[field]
+        waiting = self._waiting[key[0]]
+        waiting[next(n for n, p in enumerate(waiting) if p is held)] = piece
 
     def _release_all(self, index: int, choice: dict[str, Any]) -> None:
-        """Each call of the choice still held back, into its last chunk (`choice`)."""
+        """Each call of the choice still held back, and every piece waiting behind one, into its last chunk
+        (`choice`)."""
         for key in [key for key in self._held if key[0] == index]:
-            if not isinstance(choice.get("delta"), dict):
-                choice["delta"] = {}
-            self._release(key, choice["delta"])
+            self._release(key)
+        self._send_waiting(index, choice)
 
-    def _drop_held(self, index: int) -> None:
-        """At a cut: each call of the choice still held back (its name perhaps unfinished) left out, logged."""
+    def _send_waiting(self, index: int, choice: dict[str, Any]) -> None:
+        if not (ready := self._ready(index)):
+            return
+        if not isinstance(choice.get("delta"), dict):
+            choice["delta"] = {}
+        calls = choice["delta"].get("tool_calls")
+        choice["delta"]["tool_calls"] = (calls if isinstance(calls, list) else []) + ready
+
+    def _drop_held(self, index: int, choice: dict[str, Any]) -> None:
+        """At a cut: each call of the choice still held back (its name perhaps unfinished) left out, logged; the
+        pieces of other calls waiting behind one go out (into `choice`)."""
         for key in [key for key in self._held if key[0] == index]:
             held = self._held.pop(key)
             log.warning("a stream cut while a tool call's name may have gone on (%d characters of it): the call is "
                         "left out, not sent as if whole", len(held["function"]["name"]))
+            self._waiting[index] = [p for p in self._waiting.get(index, ()) if p is not held]
+        self._send_waiting(index, choice)
 
     def event(self, obj: Any) -> Any | None:
         """One chunk as the client must see it; None to drop it."""
@@ -665,7 +705,7 @@ class OutputFilter:
                 {"index": index, "delta": {}, "finish_reason": None}
             if broken:  # a call held back is one whose name may go on (_call_names): at a cut its rest never comes,
                 # so it is left out, never sent (until the thirtieth session released whole: "get_wea" as a name)
-                self._drop_held(index)
+                self._drop_held(index, choice)
             else:
                 self._release_all(index, choice)
             self._end(choice, index, completion=completion, broken=broken)
@@ -808,7 +848,7 @@ def _put_arguments(delta: dict[str, Any], k: int, rest: str) -> None:
     calls = delta.get("tool_calls")
     if not isinstance(calls, list):
         calls = delta["tool_calls"] = []
-    for call in calls:
+    for call in reversed(calls):  # its last piece there (pieces that waited behind a held name may be several)
         if isinstance(call, dict) and call.get("index") == k and isinstance(call.get("function"), dict):
             call["function"]["arguments"] = (call["function"].get("arguments") or "") + rest
             return
