@@ -83,7 +83,12 @@ class AuditLog:
         self.retry_s = retry_s
         self.linger_s = linger_s
         """How long the writer lets a batch gather after its first record (one transaction and one thread
-        hand-off per batch, not per record; the request never waits for it)."""
+        hand-off per batch, not per record; the request never waits for it, nor does a flush() or stop(): a
+        waiter cuts the linger short, as everything it waits for is queued already)."""
+        self._waiters = 0
+        """flush() and stop() calls waiting for the queue to be written (the writer does not linger for them)."""
+        self._hurry = asyncio.Event()
+        """Set while _waiters > 0: wakes a lingering writer."""
         self.stop_wait_s = stop_wait_s
         self.lost = 0
         """Records given up by stop() when the disk would not take them within stop_wait_s (logged)."""
@@ -168,7 +173,18 @@ class AuditLog:
     async def flush(self) -> None:
         """Wait until every record appended so far is on disk."""
         if self._queue is not None:
-            await self._queue.join()
+            await self._written(self._queue)
+
+    async def _written(self, queue: asyncio.Queue[tuple[float, str]]) -> None:
+        """Wait for `queue` to be written, the writer not lingering for more meanwhile."""
+        self._waiters += 1
+        self._hurry.set()
+        try:
+            await queue.join()
+        finally:
+            self._waiters -= 1
+            if not self._waiters:
+                self._hurry.clear()
 
     async def stop(self) -> None:
         """Drain the queue, sign a final checkpoint and close. A writer that cannot drain it within
@@ -192,7 +208,7 @@ class AuditLog:
         assert self._queue is not None
         try:
             async with asyncio.timeout(self.stop_wait_s):
-                await self._queue.join()
+                await self._written(self._queue)
         except TimeoutError:
             unwritten = len(self._pending) + self._queue.qsize()
             self.lost += unwritten
@@ -248,8 +264,10 @@ class AuditLog:
                     await self._checkpoint()
                     continue
                 self._pending = [first]
-                if self.linger_s > 0 and queue.qsize() < self.batch_max - 1:
-                    await asyncio.sleep(self.linger_s)
+                if self.linger_s > 0 and queue.qsize() < self.batch_max - 1 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):  # the linger, cut short by a flush() or stop()
+                        async with asyncio.timeout(self.linger_s):
+                            await self._hurry.wait()
                 while len(self._pending) < self.batch_max and not queue.empty():
                     self._pending.append(queue.get_nowait())
             await self._write(self._pending)
