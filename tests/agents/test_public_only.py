@@ -140,6 +140,39 @@ async def test_through_the_real_transport_to_a_loopback_server() -> None:
     assert len(heard) == 1 and f"host: localhost:{port}".encode() in heard[0].lower()
 
 
+async def test_the_real_transport_and_its_tls_context_are_made_at_the_first_request_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway builds one PublicOnlyTransport per start and most never fetch: httpx's transport (its TLS context,
+    the CA bundle read: ~20 ms of CPU) is made at the first request, once, and closing one never used is fine."""
+    made: list[httpx.AsyncHTTPTransport] = []
+    real = httpx.AsyncHTTPTransport
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a: object, **k: object) -> None:
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(httpx, "AsyncHTTPTransport", Counted)
+    unused = PublicOnlyTransport()
+    await unused.aclose()
+    assert made == []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, httpx.AsyncClient(transport=PublicOnlyTransport(private=("127.0.0.0/8",)),
+                                         trust_env=False) as client:
+        assert made == []
+        for _ in range(2):
+            assert (await client.get(f"http://127.0.0.1:{port}/")).text == "hi"
+    assert len(made) == 1
+
+
 async def test_each_checked_address_is_tried_in_turn() -> None:
     """A name with two addresses, the first not answering: the second is connected to (never an address that
     was not checked)."""

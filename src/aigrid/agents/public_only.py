@@ -281,13 +281,20 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
         """`literals`: an address written in the URL is reached as written (http_fetch: the operator's allow-list
         named it); False: it is judged as a name's addresses are (a URL the client wrote). `hint`: what the
         refusal tells the reader to do."""
-        # no connection kept: the pool knows a connection by address, and a TLS one made for one name must not
-        # carry a request for another name on the same address (its certificate was not checked for it)
-        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+        self._inner = inner
+        """None until the first request (_transport()): a gateway builds one per start and most never fetch, and
+        its TLS context alone (the CA bundle read) costs ~20 ms of CPU."""
         self._private = tuple(ipaddress.ip_network(n, strict=False) for n in private)
         self._resolve = resolver
         self._literals = literals
         self._hint = hint
+
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        if self._inner is None:
+            # no connection kept: the pool knows a connection by address, and a TLS one made for one name must not
+            # carry a request for another name on the same address (its certificate was not checked for it)
+            self._inner = httpx.AsyncHTTPTransport(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+        return self._inner
 
     def _allowed(self, address: Address) -> bool:
         return is_public(address) or self._in_private(address)
@@ -328,11 +335,12 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
             for address in found[:-1]:  # each checked address in turn, as a client tries a name's (no bytes sent)
                 request.url = request.url.copy_with(host=str(address))
                 try:
-                    return await self._inner.handle_async_request(request)
+                    return await self._transport().handle_async_request(request)
                 except httpx.ConnectError:
                     continue
             request.url = request.url.copy_with(host=str(found[-1]))
-        return await self._inner.handle_async_request(request)
+        return await self._transport().handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()
