@@ -34,6 +34,7 @@ with the field not sent to the engine (a translation that drops it)."""
 Body = Callable[[str], dict[str, Any]]
 CHAT, COMPLETIONS, RESPONSES, MESSAGES = "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"
 CALLED = {"id": "c1", "type": "function", "function": {"name": "mail", "arguments": "{}"}}
+PNG = "data:image/png;base64,iVBORw0KGgo="
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "description": "A city."}}}
 
 
@@ -89,6 +90,9 @@ FIELDS: list[tuple[str, str, Body, str]] = [
     ("chat text part", CHAT, lambda t: _chat(_user([_text(t)])), BLOCKED),
     ("chat input_text part", CHAT, lambda t: _chat(_user([{"type": "input_text", "text": t}])), BLOCKED),
     ("chat text part, a key of its own", CHAT, lambda t: _chat(_user([{**_text("Hi"), "note": t}])), BLOCKED),
+    ("chat image part, a key of its own", CHAT,
+     lambda t: _chat(_user([_text("What is this?"), {"type": "image_url", "image_url": {"url": PNG}, "alt": t}])),
+     BLOCKED),
     ("chat message, a key of its own", CHAT, lambda t: _chat(_user("Hi", metadata=t)), BLOCKED),
     ("chat message, a nested key of its own", CHAT, lambda t: _chat(_user("Hi", metadata={"notes": [t]})), BLOCKED),
     ("chat tool result", CHAT, lambda t: _chat_tool(t), BLOCKED),
@@ -260,8 +264,10 @@ FIELDS: list[tuple[str, str, Body, str]] = [
 
 @pytest.fixture
 async def doors(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, ScriptedEngine, list[ModelText]]]:
-    """A gateway over one scripted engine, and the texts its firewall is asked to read (every `Screen.check`)."""
+    """A gateway over one scripted engine whose models read images too (an image part is served, not refused), and
+    the texts its firewall is asked to read (every `Screen.check`)."""
     spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"models": {n: m.model_copy(update={"vision": True}) for n, m in spec.models.items()}})
     engine = ScriptedEngine([])
     gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(2), sleep=_no_sleep)
     read: list[ModelText] = []

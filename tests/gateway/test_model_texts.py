@@ -139,14 +139,15 @@ def test_a_plain_request_walks_nothing_beside_its_messages_content(monkeypatch: 
 def test_a_key_of_the_clients_own_is_read_as_its_messages_text() -> None:
     """A message's or a text part's key beyond those read or held to an id (MESSAGE_KEYS, PLAIN_PART_KEYS) is the
     client's own, and a template may print it: its strings, at any depth, and its name are read as the message's
-    text (a tool's result: the tool result's); an image part's keys are its image's, not read as text; a message
-    carrying every key that BODIES' messages carry has no key of its own (until the thirty-sixth session none was
-    read)."""
+    text (a tool's result: the tool result's), an image part's beside those of its image (its URL, `detail`); a
+    message carrying every key that BODIES' messages carry has no key of its own (until the thirty-sixth session
+    none was read)."""
     message, _ = _everything(BODIES)
     assert set(message) <= model_texts.MESSAGE_KEYS
     body = {"messages": [
         {"role": "user", "content": [{"type": "text", "text": "hi", "note": "a note"},
-                                     {"type": "image_url", "image_url": {"url": "data:,"}, "detail": "low"}],
+                                     {"type": "image_url", "image_url": {"url": "data:,"}, "detail": "low",
+                                      "alt": "a chart"}],
          "metadata": {"origin": "mail"}},
         {"role": "tool", "tool_call_id": "c1", "content": "sunny", "tool_name": "weather"},
         {"role": "assistant", "content": "ok", "prefix": True}]}
@@ -154,6 +155,8 @@ def test_a_key_of_the_clients_own_is_read_as_its_messages_text() -> None:
     assert got == [("hi", "user", ("messages", 0, "content", 0, "text")),
                    ("note", "user", ("messages", 0, "content", 0, model_texts.KEYS)),
                    ("a note", "user", ("messages", 0, "content", 0, "note")),
+                   ("alt", "user", ("messages", 0, "content", 1, model_texts.KEYS)),
+                   ("a chart", "user", ("messages", 0, "content", 1, "alt")),
                    ("metadata", "user", ("messages", 0, model_texts.KEYS)),
                    ("origin", "user", ("messages", 0, "metadata", model_texts.KEYS)),
                    ("mail", "user", ("messages", 0, "metadata", "origin")),

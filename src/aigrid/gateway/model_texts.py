@@ -55,10 +55,10 @@ def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[Mod
                               ("messages", i, "content", j, key))
                     for j, part in enumerate(content) if isinstance(part, Mapping)
                     for key in PART_TEXTS if isinstance(part.get(key), str)]
-            out += [t for j, part in enumerate(content)  # a text part's key of its own (an image part's: its image)
+            out += [t for j, part in enumerate(content)  # a part's key of its own
                     if isinstance(part, Mapping) and not PLAIN_PART_KEYS.issuperset(part)
-                    and part.get("type") not in IMAGE_PARTS
-                    for t in _other_keys(part, PLAIN_PART_KEYS, ("messages", i, "content", j), source)]
+                    for t in _other_keys(part, IMAGE_PART_KEYS if part.get("type") in IMAGE_PARTS else PLAIN_PART_KEYS,
+                                         ("messages", i, "content", j), source)]
         if not TEXT_BESIDE_CONTENT_KEYS.isdisjoint(message):  # a plain turn has none of them: nothing to walk
             out += _beside_content(message, i, source)
         if not MESSAGE_KEYS.issuperset(message):  # a key of the client's own: a template may print it
@@ -79,8 +79,12 @@ its strings are read as the message's text (_other_keys). Engines known to the g
 does not know what every engine's template does with a message (as with `response_format`); until the
 thirty-sixth session `{"role": "user", "content": "hi", "metadata": ATTACK}` went to the engine unread."""
 PLAIN_PART_KEYS = frozenset({"type", *PART_TEXTS})
-"""The keys of a text or refusal content part read above; any other key of such a part (an image part's are its
-image's, checked by the image rules) is read as the message's text."""
+"""The keys of a text or refusal content part read above; any other key of such a part is read as the message's
+text."""
+IMAGE_PART_KEYS = frozenset({"type", "image_url", "source", "detail", "file_id", "uuid"})
+"""The keys of an image part that hold its image (image_urls.py, schemas.Message: OpenAI's `image_url` and
+`detail`, the Responses API's `file_id`, Anthropic's `source`, vLLM's `uuid`, refused): any other key of an image
+part is read as the message's text."""
 TEXT_BESIDE_MESSAGES_KEYS = frozenset({"documents", "tools", "functions", "response_format", "chat_template_kwargs"})
 """The keys of a chat body read beside its messages (_documents, _tool_descriptions, _response_format,
 _template_variables): a body without any of them has none of their texts."""
