@@ -141,6 +141,16 @@ FIELDS: list[tuple[str, str, Body, str]] = [
     ("completion suffix", COMPLETIONS, lambda t: {"model": MODEL, "prompt": "Dear board,", "suffix": t}, BLOCKED),
     ("completion prompt list", COMPLETIONS, lambda t: {"model": MODEL, "prompt": ["Hello", t], "stream": False},
      BLOCKED),
+    ("completion documents (engine extension)", COMPLETIONS,
+     lambda t: {"model": MODEL, "prompt": "Summary:", "documents": [{"title": "mail", "text": t}]}, BLOCKED),
+    ("completion template variables (engine extension)", COMPLETIONS,
+     lambda t: {"model": MODEL, "prompt": "Hello", "chat_template_kwargs": {"custom_instructions": t}}, BLOCKED),
+    ("completion response_format schema", COMPLETIONS,
+     lambda t: {"model": MODEL, "prompt": "Weather:", "response_format": {"type": "json_schema", "json_schema": {
+         "name": "weather", "schema": _with_description(t)}}}, FLAGGED),
+    ("completion tools", COMPLETIONS,
+     lambda t: {"model": MODEL, "prompt": "Weather:", "tools": [{"type": "function", "function": {
+         "name": "weather", "description": t, "parameters": SCHEMA}}]}, FLAGGED),
     # Responses
     ("responses input string", RESPONSES, lambda t: {"model": MODEL, "input": t}, BLOCKED),
     ("responses message string", RESPONSES, lambda t: _responses(_user(t)), BLOCKED),

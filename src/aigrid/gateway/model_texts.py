@@ -231,7 +231,10 @@ def _response_format(body: Mapping[str, Any]) -> list[ModelText]:
 
 
 def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
-    """OpenAI completion prompt (a string or a list of strings) and its `suffix`."""
+    """OpenAI completion prompt (a string or a list of strings) and its `suffix`; and a chat body's fields beside
+    its messages, where a completion body has them (`documents`, `tools`, `functions`, `response_format`,
+    `chat_template_kwargs`), read as on chat: the gateway passes them on, and does not know what an engine does with
+    them (vLLM and llama.cpp read a completion's `response_format`; until the thirty-sixth session none was read)."""
     prompt = body.get("prompt")
     out: list[ModelText] = []
     if isinstance(prompt, str):
@@ -241,7 +244,9 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
     suffix = body.get("suffix")  # the text after the insertion (OpenAI's insert mode): the model reads it too
     if isinstance(suffix, str):
         out.append(ModelText(suffix, Source.PROMPT, ("suffix",)))
-    return out
+    if TEXT_BESIDE_MESSAGES_KEYS.isdisjoint(body):
+        return out
+    return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
 
 def beside_messages(texts: list[ModelText]) -> int:
