@@ -44,6 +44,7 @@ from aigrid.gateway.batch_line import caller_record, kept_headers, line_bound
 from aigrid.gateway.batch_runner import RESULT_LOST, BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
 from aigrid.gateway.batches_api import batch_object
+from aigrid.gateway.body_values import check_values
 from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
@@ -271,7 +272,7 @@ class MessageBatchesApi:
         once written: what is held at once is the parsed JSON, not also the bytes, a validated copy and the
         file."""
         src.seek(0)
-        body = json_object(src.read())
+        body = json_object(src.read(), counted=False)  # its requests are counted each, as a request's body
         validate(MessageBatchShape, body)
         requests: list[Any] = body["requests"]
         spec = self.gw.spec.gateway
@@ -282,6 +283,9 @@ class MessageBatchesApi:
         for i, item in enumerate(requests):
             requests[i] = None  # freed once written
             at = f"requests.{i}"
+            params = item.get("params") if isinstance(item, dict) else None
+            if isinstance(params, dict):  # before its schema walks it
+                check_values(params, where=f"{at}.params.")
             req = _request(item, at)
             if req.custom_id in seen:
                 raise InvalidRequest(f"{at}.custom_id: {req.custom_id!r} is the custom_id of an earlier request; "

@@ -52,6 +52,7 @@ from aigrid.errors import (
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
+from aigrid.gateway.body_values import check_values
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, refuse_too_long
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
 from aigrid.gateway.engine_body import check_legacy_functions
@@ -350,8 +351,10 @@ async def receive_body(request: Request, limit: int, refuse: Callable[[], ApiErr
     return size
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON body that must be an object (400 invalid_json otherwise)."""
+def json_object(raw: bytes, *, counted: bool = True) -> dict[str, Any]:
+    """A JSON body that must be an object (400 invalid_json otherwise), nested no deeper than json_depth allows
+    and, where `counted` (a request's body; not a message batch's, whose requests are counted each), holding no
+    more values than one request may (body_values: 400 naming the field)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -361,6 +364,8 @@ def json_object(raw: bytes) -> dict[str, Any]:
     deep = too_deep_raw(raw, body)
     if deep is not None:  # it would parse here and fail when written for the engine (json_depth.py)
         raise InvalidRequest(depth_message(deep), param=deep or None)
+    if counted:
+        check_values(body, raw)
     return body
 
 

@@ -1,0 +1,71 @@
+"""A request holds at most body_values.MAX_VALUES JSON values, counted before any of it is validated or read: a body
+of many tiny values (`[[], [], ...]` in a tool's schema, template variables, a response format's schema) held the
+event loop 6-8.7 s on a live gateway and was served (ATK4)."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.gateway.body_values import MAX_VALUES, crowded_field
+
+PAST = [[]] * (MAX_VALUES + 1)
+"""More tiny values than a request may hold, 300 KB of JSON."""
+CHAT = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+CHAT_TOOL = {"type": "function", "function": {"name": "f", "parameters": {
+    "type": "object", "properties": {"a": {"enum": PAST}}}}}
+
+
+def test_the_count_names_the_crowded_field() -> None:
+    assert crowded_field({**CHAT, "tools": [CHAT_TOOL]}) == "tools"
+    assert crowded_field({**CHAT, "chat_template_kwargs": {"k": PAST}}) == "chat_template_kwargs"
+    assert crowded_field({**CHAT, "metadata": {f"k{i}": 0 for i in range(MAX_VALUES)}}) == "metadata"  # keys count
+    assert crowded_field({**CHAT, "x": [0] * MAX_VALUES}) == "x"  # numbers count
+    assert crowded_field({"model": "m", "prompt": ["a"] * MAX_VALUES}) == "prompt"
+    # the body, its 4 keys and their values (9), the messages' list item and its keys and values (5): 14 besides x
+    assert crowded_field({**CHAT, "x": [0] * (MAX_VALUES - 14)}) is None  # at the bound: served
+    assert crowded_field({**CHAT, "x": [0] * (MAX_VALUES - 13)}) == "x"
+    small = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    raw = orjson.dumps({**CHAT, "tools": [small] * 3})
+    assert crowded_field(orjson.loads(raw), raw) is None  # the raw count lets a small body through unwalked
+    # a large ordinary request is far below the bound: 10,000 text parts (schemas.MAX_PARTS) in 1,000 messages
+    parts = [{"role": "user", "content": [{"type": "text", "text": "12 "}] * 10}] * 1000
+    assert crowded_field({**CHAT, "messages": parts}) is None
+
+
+def _anthropic_400(r: httpx.Response) -> str:
+    assert r.status_code == 400 and r.json()["type"] == "error", r.text
+    return str(r.json()["error"]["message"])
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", {**CHAT, "tools": [CHAT_TOOL]}, "tools"),
+    ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"k": PAST}}, "chat_template_kwargs"),
+    ("/v1/chat/completions", {**CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"enum": PAST}}}}}}, "response_format"),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4, "logit_bias": {"1": PAST}},
+     "logit_bias"),
+    ("/v1/responses", {"model": "smollm2-135m", "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"enum": PAST}}}}]},
+     "tools"),
+    ("/v1/messages", {**MESSAGES, "tools": [{"name": "f", "input_schema": {
+        "type": "object", "properties": {"a": {"enum": PAST}}}}]}, "tools"),
+    ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": {**MESSAGES, "tools": [
+        {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"enum": PAST}}}}]}}]},
+     "requests.0.params.tools"),
+])
+async def test_a_body_of_more_values_than_a_request_holds_is_the_clients_400_naming_the_field(
+        client: httpx.AsyncClient, fakes: dict, path: str, body: dict, field: str) -> None:
+    r = await client.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
+    if path.startswith("/v1/messages"):
+        message = _anthropic_400(r)
+    else:
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == field and err["code"] == "invalid_request", err
+        message = err["message"]
+    assert message.startswith(f"{field}: ") and f"more than {MAX_VALUES:,} JSON values" in message, message
+    assert not any(f.received for f in fakes.values())  # no engine was asked
+
