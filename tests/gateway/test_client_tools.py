@@ -234,3 +234,26 @@ async def test_logprobs_with_the_clients_tools_on_a_native_model_still_reach_its
     finally:
         await oai.close()
     assert reply.choices[0].message.content == "Sunny." and engine.received[-1]["logprobs"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_forced_by_a_named_tool_choice_finishes_with_stop_as_openai_and_vllm(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], stream: bool) -> None:
+    """OpenAI ends a call forced by a named tool_choice with finish_reason "stop" (its function-calling guide), as
+    vLLM does (vllm-project/vllm#49496: "Named calls now return stop, while auto and required calls continue to
+    return tool_calls"). Until the thirty-sixth session the loop said "tool_calls"; the SDK's stream helper
+    accumulates the same call either way."""
+    oai, engine = scripted
+    engine.replies.append({"content": '{"tool": "get_weather", "arguments": {"city": "Paris"}}'})
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    if stream:
+        async with oai.chat.completions.stream(model="smollm2-135m", messages=ASK, tools=[WEATHER],
+                                               tool_choice=named) as s:
+            reply = await s.get_final_completion()
+    else:
+        reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER],
+                                                  tool_choice=named)  # type: ignore[arg-type]
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.tool_calls[0].function.name == "get_weather"  # type: ignore[index, union-attr]
+    assert orjson.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Paris"}  # type: ignore[index, union-attr]

@@ -228,22 +228,39 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
                              "tools", param="tool_choice")
 
 
+class UnansweredToolCalls(InvalidRequest):
+    """An assistant turn's tool calls that no `tool` message after it answers (OpenAI's wording, naming the chat
+    field; each front door says it in its API's own words from `index` and `ids`)."""
+
+    def __init__(self, index: int, ids: Sequence[str]) -> None:
+        self.index, self.ids = index, tuple(ids)
+        super().__init__("An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                         "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                         f"{', '.join(self.ids)}", param=f"messages[{index}].tool_calls")
+
+
 def check_tool_results(messages: Any) -> None:
     """The 400 for a `tool` message that answers no tool call of the assistant turn before it (its results
-    follow it, in any order): the engine would read a result of nothing. OpenAI, Anthropic and the Responses
-    API refuse those; the chat route checks every chat request's messages, so the Messages and Responses front
-    doors' translations (Anthropic's tool_result blocks, function_call_output items) too."""
+    follow it, in any order): the engine would read a result of nothing; and, since the thirty-sixth session, the
+    400 for an assistant turn's tool call that no `tool` message right after it answers (UnansweredToolCalls: it was
+    accepted, and the engine read a call without its result). OpenAI, Anthropic and the Responses API refuse
+    both; the chat route checks every chat request's messages, so the Messages and Responses front doors'
+    translations (Anthropic's tool_use and tool_result blocks, function_call and function_call_output items) too."""
     if not isinstance(messages, list):
         return  # the chat schema has already refused it
-    calls: set[str] | None = None  # the call ids of the assistant turn the messages since answer
+    calls: dict[str, int] | None = None  # the call ids of the assistant turn the messages since answer, each its
+    answered: set[str] = set()          # assistant message's index; and those answered so far
     previous = None
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, Mapping) else None
         if role == "assistant":  # consecutive assistant turns are one (the Messages API merges them)
+            if previous != "assistant":
+                _all_answered(calls, answered)
+                calls, answered = None, set()
             listed = m.get("tool_calls")
-            ids = ({c["id"] for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
-                   if isinstance(listed, list) else set())
-            calls = ids | calls if previous == "assistant" and calls else ids
+            ids = ({c["id"]: i for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
+                   if isinstance(listed, list) else {})
+            calls = {**calls, **{c: at for c, at in ids.items() if c not in calls}} if previous == "assistant" and calls else ids
         elif role == "tool":
             called = m.get("tool_call_id")
             if called is not None and not isinstance(called, str):
@@ -256,9 +273,22 @@ def check_tool_results(messages: Any) -> None:
                 raise InvalidRequest(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
                                      f"(its calls: {', '.join(sorted(map(str, calls)))})",
                                      param=f"messages[{i}].tool_call_id")
+            if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered
+                called = next((c for c in calls if c not in answered), None)
+            if called is not None:
+                answered.add(called)
         elif role is not None:
-            calls = None
+            _all_answered(calls, answered)
+            calls, answered = None, set()
         previous = role
+    _all_answered(calls, answered)
+
+
+def _all_answered(calls: Mapping[str, int] | None, answered: set[str]) -> None:
+    """UnansweredToolCalls for the calls of an assistant turn that `answered` lacks, naming the first one's message."""
+    missing = {c: at for c, at in (calls or {}).items() if c not in answered}
+    if missing:
+        raise UnansweredToolCalls(min(missing.values()), list(missing))
 
 
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
@@ -604,7 +634,11 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             messages.append({"role": "tool", "tool_call_id": call.id, "content": step.result})
             yield step
         if client_calls:  # constrained: the turn's text is the call's own JSON, not words for the client
-            yield Finished("" if constrained else turn.content, "tool_calls", "client_tool", tuple(steps),
+            # a call forced by a named tool_choice ends with finish_reason "stop", as OpenAI's and vLLM's do (vLLM's
+            # serving_chat, vllm-project/vllm#49496); "required" and "auto" calls with "tool_calls". Until the
+            # thirty-sixth session the loop said "tool_calls" for both
+            reason = "stop" if model_calls == 1 and _named_client_call(body, client_names) else "tool_calls"
+            yield Finished("" if constrained else turn.content, reason, "client_tool", tuple(steps),
                            tuple(_openai_call(c) for c in client_calls), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
@@ -704,6 +738,12 @@ def _cap_output(payload: dict[str, Any], granted: int) -> bool:
 
 def _has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:
     return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
+
+
+def _named_client_call(body: Mapping[str, Any], client_names: set[str]) -> bool:
+    """Whether the request's tool_choice names one of the client's own tools (a first turn's call is forced to it)."""
+    choice = body.get("tool_choice")
+    return isinstance(choice, Mapping) and _function_name(choice) in client_names
 
 
 def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.agents.loop import check_tool_results
+from aigrid.agents.loop import UnansweredToolCalls, check_tool_results
 from aigrid.errors import ApiError, InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
@@ -186,12 +186,24 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
         out.extend(_turn(m, f"messages.{i}", parts))
         if documents is not None:  # a turn's documents are parts of its last message, its user message
             documents.update({(len(out) - 1, part): field for part, field in parts})
-    try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it
-        check_tool_results([m for m, _ in out])
+    try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it, and
+        check_tool_results([m for m, _ in out])  # for a tool_use block no tool_result of the next turn answers
+    except UnansweredToolCalls as e:
+        raise _unanswered(out[e.index][1], e.ids) from e
     except InvalidRequest as e:
         name_own_field(e, [where for _, where in out])
         raise
     return out
+
+
+def _unanswered(where: str, ids: Sequence[str]) -> InvalidRequest:
+    """Anthropic's 400 (its words) for the tool_use blocks of the assistant turn at `where` (`messages.3.content`)
+    that no tool_result block of the next turn answers, naming that turn (`messages.3`) and their ids. Until the
+    thirty-sixth session they were sent to the engine: calls without their results."""
+    turn = where.removesuffix(".content")
+    return InvalidRequest(f"{turn}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                          f"{', '.join(ids)}. Each `tool_use` block must have a corresponding `tool_result` block in "
+                          "the next message.", param=turn)
 
 
 def _nonempty(m: MessageParam, where: str) -> None:

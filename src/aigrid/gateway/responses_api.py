@@ -46,7 +46,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.agents.loop import check_tool_results, wants_server_tools
+from aigrid.agents.loop import UnansweredToolCalls, check_tool_results, wants_server_tools
 from aigrid.errors import (
     ApiError,
     InvalidRequest,
@@ -316,8 +316,10 @@ class ResponsesApi:
         turn.history = history
         summaries = self._open_compactions(turn, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
-        try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it
-            check_tool_results(turn.chat["messages"])
+        try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it, and for a
+            check_tool_results(turn.chat["messages"])  # function_call that no function_call_output answers
+        except UnansweredToolCalls as e:
+            raise _no_output(req, e.ids) from e
         except ApiError as e:
             _own_error(e, turn)
             raise
@@ -1035,6 +1037,18 @@ class ResponsesApi:
                                      " cancel it first (POST /v1/responses/{id}/cancel)", param="response_id")
         await self.book.events_delete(tenant, rid)  # a streamed one's event log goes with it
         return json_response({"id": rid, "object": "response", "deleted": True})
+
+
+def _no_output(req: ResponsesRequest, ids: Sequence[str]) -> InvalidRequest:
+    """OpenAI's 400 (its words) for function calls that no function_call_output answers, naming the input item of the
+    first (param `input` where the call is the stored response's, previous_response_id's, as OpenAI names it). Until
+    the thirty-sixth session the call went to the engine without its result."""
+    items = req.input if isinstance(req.input, list) else []
+    at = next((k for k, item in enumerate(items) if item.get("type") == "function_call"
+               and item.get("call_id") == ids[0]), None)
+    more = f" (nor for {', '.join(ids[1:])})" if len(ids) > 1 else ""
+    return InvalidRequest(f"No tool output found for function call {ids[0]}.{more}",
+                          param="input" if at is None else f"input.{at}")
 
 
 def _own_error(e: ApiError, turn: _Turn) -> None:

@@ -1,0 +1,116 @@
+"""An assistant turn's tool call with no result after it is each door's own 400, naming the call and its field,
+before any engine reads the conversation (thirty-sixth session: it was accepted on all three doors, and the engine
+read a call without its result). OpenAI's chat answers "An assistant message with 'tool_calls' must be followed by
+tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: ...",
+Anthropic's Messages API "messages.N: `tool_use` ids were found without `tool_result` blocks immediately after:
+...", the Responses API "No tool output found for function call ...". The official SDKs are the clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from aigrid.gateway.app import build_app
+from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.conftest import scripted_gateway
+from tests.gateway.sdk_clients import anthropic_client, openai_client
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+ASK = {"role": "user", "content": "Weather in Paris and Rome?"}
+
+
+def _call(cid: str) -> dict:
+    return {"id": cid, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+async def test_chat_refuses_a_tool_call_without_its_tool_message(tmp_path: Path) -> None:
+    engine = ScriptedEngine([])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
+    calls = {"role": "assistant", "content": None, "tool_calls": [_call("c1"), _call("c2")]}
+    cases = [  # (messages, param, the ids named)
+        ([ASK, calls, {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}, {"role": "user", "content": "?"}],
+         "messages[1].tool_calls", "c2"),
+        ([ASK, calls], "messages[1].tool_calls", "c1, c2"),  # the conversation ends with the calls
+        ([ASK, calls, {"role": "user", "content": "never mind"}], "messages[1].tool_calls", "c1, c2"),
+    ]
+    for messages, param, ids in cases:
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
+        body = info.value.body
+        assert body["param"] == param, body  # type: ignore[index]
+        assert body["message"].endswith(f"did not have response messages: {ids}"), body  # type: ignore[index]
+        assert body["message"].startswith("An assistant message with 'tool_calls' must be followed")  # type: ignore[index]
+    assert engine.received == []
+    engine.replies.append({"content": "Sunny in both."})  # the control: both answered, in either order
+    ok = await oai.chat.completions.create(model="smollm2-135m", tools=[WEATHER], extra_body={"stream": False},
+                                           messages=[ASK, calls, {"role": "tool", "tool_call_id": "c2", "content": "a"},
+                                                     {"role": "tool", "tool_call_id": "c1", "content": "b"}])
+    assert ok.choices[0].message.content == "Sunny in both."
+    await oai.close()
+
+
+async def test_messages_refuses_a_tool_use_without_its_tool_result(tmp_path: Path) -> None:
+    engine = ScriptedEngine([])
+    claude = anthropic_client(build_app(await scripted_gateway(tmp_path, engine)))
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    use = {"role": "assistant", "content": [{"type": "text", "text": "Let me look."},
+                                            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                             "input": {"city": "Paris"}},
+                                            {"type": "tool_use", "id": "toolu_2", "name": "get_weather",
+                                             "input": {"city": "Rome"}}]}
+    one = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny."}]}
+    cases = [  # (messages, the ids named)
+        ([ASK, use, one], "toolu_2"),
+        ([ASK, use, {"role": "user", "content": "never mind"}], "toolu_1, toolu_2"),
+        ([ASK, use], "toolu_1, toolu_2"),  # a final assistant turn is no prefill of a call
+    ]
+    for messages, ids in cases:
+        for count in (False, True):  # count_tokens reads the same conversation
+            with pytest.raises(anthropic.BadRequestError) as info:
+                if count:
+                    await claude.messages.count_tokens(model="smollm2-135m", tools=[tool], messages=messages)
+                else:
+                    await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=messages)
+            error = info.value.body["error"]  # type: ignore[index]
+            assert error["type"] == "invalid_request_error"
+            assert error["message"] == (f"messages.1: `tool_use` ids were found without `tool_result` blocks immediately "
+                                        f"after: {ids}. Each `tool_use` block must have a corresponding `tool_result` "
+                                        "block in the next message."), error
+    assert engine.received == []
+    engine.replies.append({"content": "Sunny in both."})
+    both = {"role": "user", "content": [*one["content"], {"type": "tool_result", "tool_use_id": "toolu_2",  # type: ignore[list-item]
+                                                          "content": "Rainy."}]}
+    ok = await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=[ASK, use, both])
+    assert ok.content[0].text == "Sunny in both."  # type: ignore[union-attr]
+    await claude.close()
+
+
+async def test_responses_refuses_a_function_call_without_its_output(tmp_path: Path) -> None:
+    engine = ScriptedEngine([])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, "native")))
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    call = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    for input_ in ([ASK, call], [ASK, call, {"role": "user", "content": "never mind"}]):
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.responses.create(model="smollm2-135m", input=input_, tools=[tool])  # type: ignore[arg-type]
+        assert info.value.body == {"message": "No tool output found for function call call_1.",  # type: ignore[comparison-overlap]
+                                   "type": "invalid_request_error", "param": "input.1", "code": "invalid_request"}
+    # a stored response that ended in a call, continued without its output: the call is the stored one
+    engine.replies.append({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]})  # its id: call_0
+    first = await oai.responses.create(model="smollm2-135m", input=[ASK], tools=[tool])  # type: ignore[arg-type, list-item]
+    assert [i.type for i in first.output] == ["function_call"]
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.responses.create(model="smollm2-135m", previous_response_id=first.id, input="And Rome?",
+                                   tools=[tool])  # type: ignore[list-item]
+    assert info.value.body["param"] == "input"  # type: ignore[index]
+    assert info.value.body["message"] == "No tool output found for function call call_0."  # type: ignore[index]
+    assert len(engine.received) == 1
+    engine.replies.append({"content": "Sunny."})  # the control: with its output
+    ok = await oai.responses.create(model="smollm2-135m", previous_response_id=first.id, tools=[tool],  # type: ignore[list-item]
+                                    input=[{"type": "function_call_output", "call_id": "call_0", "output": "Sunny."}])
+    assert ok.output_text == "Sunny."
+    await oai.close()
