@@ -135,6 +135,9 @@ FIELDS: list[tuple[str, str, Body, str]] = [
     ("chat response_format description", CHAT,
      lambda t: _chat(_user("Weather?"), response_format={"type": "json_schema", "json_schema": {
          "name": "weather", "description": t, "schema": SCHEMA}}), FLAGGED),
+    ("chat tool_choice name", CHAT,
+     lambda t: _chat(_user("Weather?"), tools=[{"type": "function", "function": {"name": "weather"}}],
+                     tool_choice={"type": "function", "function": {"name": t}}), REFUSED),
     ("chat a client's chat template", CHAT, lambda t: _chat(_user("Hi"), chat_template=t), REFUSED),
     # completions
     ("completion prompt", COMPLETIONS, lambda t: {"model": MODEL, "prompt": t}, BLOCKED),
@@ -191,6 +194,12 @@ FIELDS: list[tuple[str, str, Body, str]] = [
      lambda t: {"model": MODEL, "input": "Weather?", "tools": [
          {"type": "function", "name": "weather", "description": "The weather.", "parameters": _with_description(t)}]},
      FLAGGED),
+    ("responses tool_choice name", RESPONSES,
+     lambda t: {"model": MODEL, "input": "Weather?", "tools": [{"type": "function", "name": "weather"}],
+                "tool_choice": {"type": "function", "name": t}}, REFUSED),
+    ("responses function_call name", RESPONSES,
+     lambda t: _responses(_user("read my mail"), {"type": "function_call", "call_id": "c1", "name": t, "arguments": "{}"},
+                          {"type": "function_call_output", "call_id": "c1", "output": "1 mail"}), TRUSTED),
     ("responses custom tool", RESPONSES,
      lambda t: {"model": MODEL, "input": "Hi", "tools": [{"type": "custom", "name": "note", "description": t}]},
      REFUSED),
@@ -256,6 +265,13 @@ FIELDS: list[tuple[str, str, Body, str]] = [
     ("messages tool parameter description", MESSAGES,
      lambda t: _messages(_user("Weather?"), tools=[{"name": "weather", "description": "The weather.",
                                                      "input_schema": _with_description(t)}]), FLAGGED),
+    ("messages tool_choice name", MESSAGES,
+     lambda t: _messages(_user("Weather?"), tools=[{"name": "weather", "input_schema": SCHEMA}],
+                         tool_choice={"type": "tool", "name": t}), REFUSED),
+    ("messages tool_use name", MESSAGES,
+     lambda t: _messages(_user("read"), {"role": "assistant", "content": [
+         {"type": "tool_use", "id": "t1", "name": t[:128], "input": {}}]},
+                         _user([{"type": "tool_result", "tool_use_id": "t1", "content": "1 mail"}])), TRUSTED),
     ("messages server tool", MESSAGES,
      lambda t: _messages(_user("Hi"), tools=[{"type": "web_search_20250305", "name": "web_search",
                                              "description": t}]), REFUSED),
