@@ -8,7 +8,12 @@ import httpx
 import orjson
 import pytest
 
+from aigrid.gateway.app import Gateway
 from aigrid.gateway.body_values import MAX_VALUES, crowded_field
+from tests.gateway import batch_helpers
+from tests.gateway.batch_helpers import Gated, clients, jsonl, line, received, submit
+
+engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 
 PAST = [[]] * (MAX_VALUES + 1)
 """More tiny values than a request may hold, 300 KB of JSON."""
@@ -69,3 +74,14 @@ async def test_a_body_of_more_values_than_a_request_holds_is_the_clients_400_nam
     assert message.startswith(f"{field}: ") and f"more than {MAX_VALUES:,} JSON values" in message, message
     assert not any(f.received for f in fakes.values())  # no engine was asked
 
+
+
+async def test_a_batch_line_of_more_values_than_a_request_holds_fails_validation_naming_it(
+        gw: Gateway, engines: dict[str, Gated]) -> None:
+    oai, _ = clients(gw)
+    created = await submit(oai, jsonl(line("a", "hi"), line("b", "hi", chat_template_kwargs={"k": PAST})))
+    assert created.status == "failed" and created.errors is not None, created
+    first = created.errors.data[0]
+    assert (first.code, first.line, first.param) == ("invalid_request", 2, "body.chat_template_kwargs"), first
+    assert f"more than {MAX_VALUES:,} JSON values" in (first.message or "")
+    assert received(engines) == []
