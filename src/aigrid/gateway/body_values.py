@@ -21,10 +21,12 @@ from typing import Any
 
 from aigrid.errors import InvalidRequest
 
-MAX_VALUES = 100_000
-"""The most JSON values a request may hold. The largest requests other bounds allow stay below it: `schemas.MAX_PARTS` (10,000) text parts in their messages are about 60,000 values, OpenAI's 128
-tools with schemas of a hundred values about 13,000. A body at the bound is walked in under 0.5 s by all the
-gateway's readers together (a few microseconds a value), and this count stops at the bound: at most 100,000 steps."""
+MAX_VALUES = 200_000
+"""The most JSON values a request may hold. The largest requests other bounds allow stay below it: a Responses
+history at `schemas.MAX_PARTS` (10,000 items) of function calls and their outputs, each with its id and status, is
+about 130,000 values, 10,000 text parts in their messages about 60,000, OpenAI's 128 tools with schemas of a hundred
+values about 13,000. This count stops at the bound (at most 200,000 steps); a body at the bound, walked by all the
+gateway's readers (a few microseconds a value), is measured in docs/security.md's row."""
 
 
 def _few_at_most(raw: bytes, limit: int) -> bool:
