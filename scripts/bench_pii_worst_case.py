@@ -1,5 +1,6 @@
 """The personal-data detector's cost on long runs of digit groups, its worst case (docs/security.md, "Limits"):
-one `find_pii` call on N characters of each repeated unit and of random digit groups (seed 5), in ms.
+one `find_pii` call on N characters of each repeated unit, of random digit groups and of random IBAN-like words
+(seed 5), in ms (wall, and this process's CPU).
 
     .venv/bin/python scripts/bench_pii_worst_case.py [N]          # N characters (default 300,000)
 
@@ -8,6 +9,7 @@ Before/after a change: run it with PYTHONPATH set to a `git archive REV src` of 
 from __future__ import annotations
 
 import random
+import string
 import sys
 import time
 
@@ -15,7 +17,7 @@ from aigrid.security.firewall.pii import find_pii
 
 UNITS = ("12 ", "1 2 ", "123 4567 ", "+1 415 555 0100 ", "AB00 ")
 """Runs of like groups; "AB00 ": an IBAN candidate at every fifth character, each refused whole and read again up to
-each space in it (pii._shorter_iban, thirty-fifth session)."""
+each space in it (pii._iban_end, thirty-fifth session; each candidate once a reading since the thirty-sixth)."""
 
 
 def random_groups(n: int, rng: random.Random) -> str:
@@ -29,10 +31,24 @@ def random_groups(n: int, rng: random.Random) -> str:
     return "".join(out)[:n]
 
 
+def random_iban_words(n: int, rng: random.Random) -> str:
+    """n characters of words of two capitals and two digits, each followed by a space: an IBAN candidate at every
+    word, each unlike the others (none worked out once for many, as in "AB00 " * N)."""
+    out: list[str] = []
+    size = 0
+    while size < n:
+        word = "".join(rng.choice(string.ascii_uppercase) for _ in range(2)) + f"{rng.randint(0, 99):02d} "
+        out.append(word)
+        size += len(word)
+    return "".join(out)[:n]
+
+
 def timed(name: str, text: str) -> None:
-    started = time.perf_counter()
+    """One find_pii's wall time, and its CPU time (this process's: on a shared machine less of the others' load)."""
+    started, cpu = time.perf_counter(), time.process_time()
     items = find_pii(text)
-    print(f"{name!r:22} {len(text):>9,} chars {(time.perf_counter() - started) * 1000:8.0f} ms  items={len(items)}")
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(f"{name!r:22} {len(text):>9,} chars {wall * 1000:8.0f} ms  cpu {cpu * 1000:6.0f} ms  items={len(items)}")
 
 
 def main() -> None:
@@ -40,6 +56,7 @@ def main() -> None:
     for unit in UNITS:
         timed(unit, unit * (n // len(unit)))
     timed("random groups", random_groups(n, random.Random(5)))
+    timed("random 'XX99 ' words", random_iban_words(n, random.Random(5)))
 
 
 if __name__ == "__main__":

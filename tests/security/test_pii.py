@@ -539,7 +539,7 @@ def test_an_iban_is_found_whole_before_short_words_its_pattern_takes(country: st
                                                                     words: list[str]) -> None:
     """A valid IBAN, in groups of four or not, followed by words of 1-4 capitals or digits that the pattern's last
     groups take (the candidate its checksum refuses): the IBAN is read up to a space inside the candidate
-    (pii._shorter_iban, FIX6; its cuts read by one translate since RV1), exactly the IBAN, wherever the candidate
+    (pii._iban_end, FIX6; its cuts read by one translate since RV1), exactly the IBAN, wherever the candidate
     may be cut. Where a cut after a word is an IBAN too, the longest is read."""
     iban = _iban(country, bban)
     written = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)) if grouped else iban
@@ -548,6 +548,29 @@ def test_an_iban_is_found_whole_before_short_words_its_pattern_takes(country: st
     assert ibans and ibans[0].start == 4 and ibans[0].end >= 4 + len(written), (text, ibans)
     cut = text[4:ibans[0].end]
     assert iban_ok(cut) and (cut == written or cut.startswith(written + " ")), (text, cut)
+
+
+def test_a_run_of_like_iban_candidates_is_worked_out_once_a_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"AB00 " * N: an IBAN candidate at every word, each refused whole and read again up to each space in it. Each
+    candidate's checksums were worked out afresh (300,000 characters: ~1.2-1.6 s against 598 ms before 21e6e0c7); a
+    candidate is now read in one pass (pii._iban_in) once a reading (pii._Kept): a few for the run here, and an IBAN in
+    such a run is still read up to its end. Counted, not timed (scripts/bench_pii_worst_case.py gives the times)."""
+    from aigrid.security.firewall import pii
+
+    calls: list[str] = []
+    work = pii._iban_in
+
+    def counted(candidate: str, kinds: frozenset[str] | None = None) -> int | None:
+        calls.append(candidate)
+        return work(candidate, kinds)
+
+    monkeypatch.setattr(pii, "_iban_in", counted)
+    # one a candidate: the run's (nine words), then each shorter one at its end (2,000 calls before)
+    assert find_pii("AB00 " * 2000) == [] and len(set(calls)) == len(calls) <= 9, len(calls)
+    calls.clear()
+    text = "AB00 " * 50 + "pay BE68 5390 0754 7034 OK " + "AB00 " * 50
+    assert [(m.kind, text[m.start:m.end]) for m in find_pii(text)] == [("iban", "BE68 5390 0754 7034")]
+    assert len(set(calls)) == len(calls), calls
 
 
 def test_a_long_run_of_numbers_one_after_the_other_is_read_straight(monkeypatch: pytest.MonkeyPatch) -> None:

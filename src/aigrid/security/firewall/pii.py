@@ -283,10 +283,10 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
         while (m := pattern.search(text, pos, stop)) is not None:
             # after a rejected candidate, retry one character later (not after it), so a valid item
             # overlapping a rejected one is still found wherever the text happens to be cut
-            if valid is None or valid(m.group()):
+            if kind == "iban":  # whole, or, where its last groups are the next word's, the IBAN before them
+                items = [(kind, m.start(), e) for e in (_iban_end(text, m.start(), m.end(), kept),) if e]
+            elif valid is None or valid(m.group()):
                 items = [(kind, m.start(), m.end())]
-            elif kind == "iban":  # its last groups may be the next word's: the IBAN before them
-                items = [(kind, m.start(), e) for e in (_shorter_iban(text, m.start(), m.end()),) if e]
             else:  # a run of digit groups too long for one item may be several, one after the other
                 items = _split(text, m.start(), stop, kinds, kept) if kind in _NUMBERS else []
             # the earlier items starting before one ends: the last may overlap it
@@ -300,24 +300,36 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
     return _settled(text, taken, kinds, start, stop, prune, kept) if settle and taken else taken
 
 
-def _shorter_iban(text: str, start: int, end: int) -> int | None:
-    """Where the longest IBAN ends that begins at `start` and stops at a space inside the candidate text[start:end],
-    which its checksum refuses, or None. The pattern's last groups take any short word of capitals or digits that
-    follows: "BE68 5390 0754 7034 OK" was read as one candidate, refused, and the IBAN in it passed (and redact left
-    "AB00411100444111" before "[REDACTED:UK_NINO]" of "AB00411100444111 AB 12 34 56 C", which find_pii then found:
-    thirty-fifth session, FIX6). A space follows each end tried, so the pattern's look-ahead holds in the text too."""
-    pattern = _DETECTOR["iban"][0]
-    rest = text[start + 4:end]  # after its country and check digits (no space in them)
-    digits, head = rest.translate(_BASE36), text[start:start + 4].translate(_BASE36)
-    cut, at, spaces = len(rest), len(digits), rest.count(" ")
-    # each space in `rest`, the last first, `at` the same space in `digits` (each character is read alone): the cut's
-    # length and checksum first (iban_ok of the cut), then the pattern. Until RV1 (thirty-fifth session) iban_ok and
-    # the pattern read each cut afresh: 262,144 characters of "AB00 " took find_pii 6.0 s, 375 ms before 21e6e0c7
+def _iban_end(text: str, start: int, end: int, kept: _Kept) -> int | None:
+    """Where the longest IBAN ends that begins at `start` within the IBAN pattern's candidate text[start:end]: the
+    candidate's end if it is one (iban_ok), else the longest cut at a space inside it that is one, or None. The
+    pattern's last groups take any short word of capitals or digits that follows: "BE68 5390 0754 7034 OK" was read as
+    one candidate, refused, and the IBAN in it passed (and redact left "AB00411100444111" before "[REDACTED:UK_NINO]"
+    of "AB00411100444111 AB 12 34 56 C", which find_pii then found: thirty-fifth session, FIX6). Worked out once a
+    candidate in a reading (`kept`: in a run of like words each candidate is one seen before), by _iban_in."""
+    found = kept.of(_iban_in, text[start:end], None)
+    return None if found is None else start + found
+
+
+def _iban_in(candidate: str, kinds: frozenset[str] | None = None) -> int | None:
+    """_iban_end of a candidate alone (its length, a cut's, or None; a space follows each cut in the text, so the
+    pattern's look-ahead holds there too). Its capitals are read in base 36 by one translate, for the candidate whole
+    (iban_ok's checksum) and for each cut at a space, the last first: the cut's length and checksum, then the pattern.
+    Until RV1 (thirty-fifth session) iban_ok and the pattern read each cut afresh: 262,144 characters of "AB00 " took
+    find_pii 6.0 s, 375 ms before 21e6e0c7; until the thirty-sixth session every candidate was worked out (the whole
+    one by iban_ok, its cuts after it), ~1.2-1.6 s for 300,000 characters of "AB00 " (scripts/bench_pii_worst_case.py)."""
+    rest = candidate[4:]  # after its country and check digits (no space in them)
+    digits, head = rest.translate(_BASE36), candidate[:4].translate(_BASE36)
+    spaces = rest.count(" ")
+    if 11 <= len(rest) - spaces <= 30 and _remainder_one(digits.replace(" ", "") + head):
+        return len(candidate)  # whole: iban_ok (the pattern's candidate holds capitals, digits and spaces only)
+    cut, at = len(rest), len(digits)
+    # each space in `rest`, the last first, `at` the same space in `digits` (each character is read alone)
     while spaces:
         cut, at, spaces = rest.rfind(" ", 0, cut), digits.rfind(" ", 0, at), spaces - 1
         if 11 <= cut - spaces <= 30 and _remainder_one(digits[:at].replace(" ", "") + head) \
-                and pattern.fullmatch(text, start, start + 4 + cut) is not None:
-            return start + 4 + cut
+                and _DETECTOR["iban"][0].fullmatch(candidate, 0, 4 + cut) is not None:
+            return 4 + cut
     return None
 
 
@@ -848,10 +860,11 @@ def _beginning_at(text: str, seam: int, cuts: Sequence[int], k: int, digits: Seq
         skip = _skipped(ahead[first:])
         for kind, pattern, valid in _DETECTORS:
             if (kinds is None or kind in kinds) and kind not in skip and (m := pattern.match(ahead, first)) is not None:
-                if valid is None or valid(m.group()):
+                if kind == "iban":  # whole, or the IBAN before a word its last groups took
+                    if e := _iban_end(ahead, first, m.end(), kept):
+                        out.append((kind, seam + first, seam + e, False))
+                elif valid is None or valid(m.group()):
                     out.append((kind, seam + first, seam + m.end(), False))
-                elif kind == "iban" and (e := _shorter_iban(ahead, first, m.end())):
-                    out.append((kind, seam + first, seam + e, False))
                 elif kind in _NUMBERS and (cut := _split(ahead, first, len(ahead), kinds, kept)):
                     out += [(cut_kind, seam + a, seam + b, False) for cut_kind, a, b in cut]
         # 24 digits in a row are no item read on (_skipped), but up to a break they may hold one: not skipped there
