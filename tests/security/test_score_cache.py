@@ -55,6 +55,27 @@ def test_bounded_least_recently_used_out() -> None:
         ScoreCache(scorer, size=-1)
 
 
+def test_one_tenants_texts_cannot_push_another_tenants_scores_out() -> None:
+    """Past the size the tenant holding the most forgets its oldest (fair_lru's rule, as the decision log's): with
+    the oldest of all out, one request of 4,000 tiny texts (`screen.MAX_TOGETHER`) pushed every tenant's kept
+    scores out, and each later turn of their conversations was read again whole on the firewall's one thread
+    (ATK4)."""
+    scorer = Counting()
+    cache = ScoreCache(scorer, size=8)
+    cache.score("victim", "The victim's conversation so far.", False)
+    cache.score("victim", "Its system prompt.", False)
+    for i in range(100):
+        cache.score("prober", f"tiny {i}", False)
+    assert len(cache) == 8
+    assert cache.known("victim", "The victim's conversation so far.", False)
+    assert cache.known("victim", "Its system prompt.", False)
+    assert cache.known("prober", "tiny 99", False) and not cache.known("prober", "tiny 93", False)
+    for i in range(8):  # past its share a tenant loses its own oldest: each keeps half
+        cache.score("victim", f"turn {i}", False)
+    assert len(cache) == 8 and cache.known("prober", "tiny 96", False) and not cache.known("prober", "tiny 95", False)
+    assert cache.known("victim", "turn 4", False) and not cache.known("victim", "turn 3", False)
+
+
 def test_size_zero_keeps_nothing() -> None:
     scorer = Counting()
     cache = ScoreCache(scorer, size=0)

@@ -5,8 +5,11 @@ conversation so far on every turn of a chat or an agent loop (tool results inclu
 the text, so without memory an n-turn conversation costs O(n^2) characters read; with it, each turn costs
 only its new messages. A score depends only on the text and the head, so a hit is exact. Keys are a
 128-bit BLAKE2b digest of the text (no text is kept), per tenant, so one tenant's hits cannot reveal by
-their timing what another tenant sent. Bounded (least recently used out) and safe to call from the
-firewall's worker thread and the event loop at once.
+their timing what another tenant sent. Bounded: past the size the tenant holding the most forgets its least
+recently used (fair_lru's rule, as the decision log's), so one tenant's texts cannot push the others' scores out
+(until the thirty-sixth session the least recently used of all went: one request of 4,000 tiny texts emptied every
+tenant's kept scores, and their conversations were read again whole on the firewall's one thread, ATK4). Safe to
+call from the firewall's worker thread and the event loop at once.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ class ScoreCache:
             raise ValueError("score cache size must be >= 0")
         self._score = score
         self.size = size
-        self._entries: OrderedDict[tuple[str, bool, bytes], InjectionScore] = OrderedDict()
+        self._of_tenant: dict[str, OrderedDict[tuple[bool, bytes], InjectionScore]] = {}
+        self._count = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -36,30 +40,38 @@ class ScoreCache:
     def known(self, tenant: str, text: str, document: bool) -> bool:
         """Whether the score of `text` is kept (nothing is counted or reordered)."""
         with self._lock:
-            return self.size > 0 and _key(tenant, text, document) in self._entries
+            return self.size > 0 and _key(text, document) in self._of_tenant.get(tenant, {})
 
     def score(self, tenant: str, text: str, document: bool) -> InjectionScore:
         if not self.size:
             return self._score(text, document)
-        key = _key(tenant, text, document)
+        key = _key(text, document)
         with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
+            entries = self._of_tenant.get(tenant)
+            if entries is not None and (found := entries.get(key)) is not None:
+                entries.move_to_end(key)
                 self.hits += 1
                 return found
             self.misses += 1
         result = self._score(text, document)  # outside the lock: a 4 MiB text must not hold up short ones
         with self._lock:
-            self._entries[key] = result
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            entries = self._of_tenant.setdefault(tenant, OrderedDict())
+            self._count += key not in entries
+            entries[key] = result
+            entries.move_to_end(key)
+            while self._count > self.size:
+                most = max(self._of_tenant, key=lambda t: len(self._of_tenant[t]))
+                held = self._of_tenant[most]
+                held.popitem(last=False)
+                self._count -= 1
+                if not held:
+                    del self._of_tenant[most]
         return result
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
 
-def _key(tenant: str, text: str, document: bool) -> tuple[str, bool, bytes]:
-    return tenant, document, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _key(text: str, document: bool) -> tuple[bool, bytes]:
+    """A text's key within its tenant's entries."""
+    return document, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
