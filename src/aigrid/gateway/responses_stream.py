@@ -4,7 +4,10 @@
     per output item: response.output_item.added, then for a message response.content_part.added,
     response.output_text.delta*, response.output_text.done, response.content_part.done; for a function call
     response.function_call_arguments.delta*, response.function_call_arguments.done; response.output_item.done
-    (a server-side tool run is one mcp_call item, added and done at once), and
+    (a server-side tool run, an mcp_call item, once it has run: response.output_item.added in_progress,
+    response.mcp_call.in_progress, response.mcp_call_arguments.delta and .done, response.mcp_call.completed or
+    .failed, response.output_item.done, as OpenAI streams a remote MCP call; until the thirty-sixth session only
+    the item's added and done), and
     response.completed (or response.incomplete / response.failed) with the whole Response.
 
 An answer cut (its finish: max_output_tokens, a steer, an engine's content filter; or a failure mid-stream) closes the
@@ -185,11 +188,21 @@ class _Output:
                 + self.ev("response.compaction.compacting", item_id=item["id"], output_index=index)
                 + self.ev("response.output_item.done", output_index=index, item=item))
 
-    def whole(self, item: dict[str, Any]) -> bytes:
+    def mcp_call(self, item: dict[str, Any]) -> bytes:
+        """A server-side tool run (mcp_call_item), after it ran: its item added in progress (no output yet), its
+        events in OpenAI's order, each naming its item and output_index, and the item done as it ended (`failed`
+        with its error, responses_translate.mcp_call_item)."""
         out = self.close_all()
         index = len(self.items)
         self.items.append(item)
-        return (out + self.ev("response.output_item.added", output_index=index, item=item)
+        at = {"item_id": item["id"], "output_index": index}
+        begun = {**item, "arguments": "", "status": "in_progress", "output": None, "error": None}
+        ended = "response.mcp_call.failed" if item["status"] == "failed" else "response.mcp_call.completed"
+        return (out + self.ev("response.output_item.added", output_index=index, item=begun)
+                + self.ev("response.mcp_call.in_progress", **at)
+                + self.ev("response.mcp_call_arguments.delta", **at, delta=item["arguments"])
+                + self.ev("response.mcp_call_arguments.done", **at, arguments=item["arguments"])
+                + self.ev(ended, **at)
                 + self.ev("response.output_item.done", output_index=index, item=item))
 
 
@@ -233,7 +246,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
                 key = str(step.get("call_id") or step.get("index"))
                 if key not in steps_seen:
                     steps_seen.add(key)
-                    yield out.whole(mcp_call_item(step))
+                    yield out.mcp_call(mcp_call_item(step))
         elif isinstance(e, Finish):
             finish, loop_stop = e.reason, e.loop_stop
         elif isinstance(e, Usage):
