@@ -19,12 +19,24 @@ from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.fake_engine import FakeEngine
+from tests.injection_model_once import Loaded, install
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+@pytest.fixture(scope="session")
+def injection_models_read() -> Loaded:
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def _injection_model_read_once(injection_models_read: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every gateway built reads the injection model: from disk once per session (tests/injection_model_once.py)."""
+    install(monkeypatch, injection_models_read)
 
 
 @pytest.fixture
