@@ -114,3 +114,32 @@ async def test_responses_refuses_a_function_call_without_its_output(tmp_path: Pa
                                     input=[{"type": "function_call_output", "call_id": "call_0", "output": "Sunny."}])
     assert ok.output_text == "Sunny."
     await oai.close()
+
+
+async def test_a_result_that_answers_no_call_is_said_in_each_apis_own_words(tmp_path: Path) -> None:
+    """The other way round: a result whose call is not in the turn before it. Anthropic answers "messages.N.content.M:
+    unexpected `tool_use_id` found in `tool_result` blocks: ...", naming the block; the Responses API "No tool call
+    found for function call output with call_id ...". Until the thirty-sixth session both doors said the chat door's
+    words ("Invalid parameter: no tool call ... (at messages.2.content.0.content)")."""
+    engine = ScriptedEngine([])
+    app = build_app(await scripted_gateway(tmp_path, engine))
+    claude, oai = anthropic_client(app), openai_client(app)
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    use = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                             "input": {"city": "Paris"}}]}
+    stray = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny."},
+                                         {"type": "tool_result", "tool_use_id": "toolu_9", "content": "Rainy."}]}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=[ASK, use, stray])
+    assert info.value.body["error"]["message"] == (  # type: ignore[index]
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_9. Each `tool_result` "
+        "block must have a corresponding `tool_use` block in the previous message.")
+    fn = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", tools=[fn], input=[  # type: ignore[list-item]
+            ASK, {"type": "function_call_output", "call_id": "call_nope", "output": "Sunny."}])
+    assert bad.value.body == {"message": "No tool call found for function call output with call_id call_nope.",  # type: ignore[comparison-overlap]
+                              "type": "invalid_request_error", "param": "input.1", "code": "invalid_request"}
+    assert engine.received == []
+    await claude.close()
+    await oai.close()

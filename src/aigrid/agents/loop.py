@@ -239,6 +239,15 @@ class UnansweredToolCalls(InvalidRequest):
                          f"{', '.join(self.ids)}", param=f"messages[{index}].tool_calls")
 
 
+class OrphanToolResult(InvalidRequest):
+    """A `tool` message (at `index`) that answers no tool call of the assistant turn before it, naming `call_id`
+    (OpenAI's chat door says it so; the Messages and Responses doors in their APIs' own words)."""
+
+    def __init__(self, message: str, param: str, index: int, call_id: str | None) -> None:
+        self.index, self.call_id = index, call_id
+        super().__init__(message, param=param)
+
+
 def check_tool_results(messages: Any) -> None:
     """The 400 for a `tool` message that answers no tool call of the assistant turn before it (its results
     follow it, in any order): the engine would read a result of nothing; and, since the thirty-sixth session, the
@@ -267,12 +276,12 @@ def check_tool_results(messages: Any) -> None:
                 raise InvalidRequest(f"Invalid type for 'messages[{i}].tool_call_id': expected a string",
                                      param=f"messages[{i}].tool_call_id")
             if not calls:
-                raise InvalidRequest(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
-                                     "of the assistant turn before it, and there is none", param=f"messages[{i}]")
+                raise OrphanToolResult(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
+                                       "of the assistant turn before it, and there is none", f"messages[{i}]", i, called)
             if called is not None and called not in calls:
-                raise InvalidRequest(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
-                                     f"(its calls: {', '.join(sorted(map(str, calls)))})",
-                                     param=f"messages[{i}].tool_call_id")
+                raise OrphanToolResult(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
+                                       f"(its calls: {', '.join(sorted(map(str, calls)))})",
+                                       f"messages[{i}].tool_call_id", i, called)
             if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered
                 called = next((c for c in calls if c not in answered), None)
             if called is not None:

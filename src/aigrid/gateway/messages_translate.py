@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.agents.loop import UnansweredToolCalls, check_tool_results
+from aigrid.agents.loop import OrphanToolResult, UnansweredToolCalls, check_tool_results
 from aigrid.errors import ApiError, InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
@@ -190,6 +190,8 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
         check_tool_results([m for m, _ in out])  # for a tool_use block no tool_result of the next turn answers
     except UnansweredToolCalls as e:
         raise _unanswered(out[e.index][1], e.ids) from e
+    except OrphanToolResult as e:
+        raise _unexpected(out[e.index][1], e.call_id) from e
     except InvalidRequest as e:
         name_own_field(e, [where for _, where in out])
         raise
@@ -204,6 +206,16 @@ def _unanswered(where: str, ids: Sequence[str]) -> InvalidRequest:
     return InvalidRequest(f"{turn}: `tool_use` ids were found without `tool_result` blocks immediately after: "
                           f"{', '.join(ids)}. Each `tool_use` block must have a corresponding `tool_result` block in "
                           "the next message.", param=turn)
+
+
+def _unexpected(where: str, tool_use_id: str | None) -> InvalidRequest:
+    """Anthropic's 400 (its words) for the tool_result block at `where` (`messages.2.content.0.content`, its content)
+    that answers no tool_use block of the assistant turn before it, naming the block (`messages.2.content.0`). Until
+    the thirty-sixth session the chat door's words named its content."""
+    block = where.removesuffix(".content")
+    return InvalidRequest(f"{block}: unexpected `tool_use_id` found in `tool_result` blocks: {tool_use_id}. Each "
+                          "`tool_result` block must have a corresponding `tool_use` block in the previous message.",
+                          param=block)
 
 
 def _nonempty(m: MessageParam, where: str) -> None:

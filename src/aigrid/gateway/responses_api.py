@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.agents.loop import UnansweredToolCalls, check_tool_results, wants_server_tools
+from aigrid.agents.loop import OrphanToolResult, UnansweredToolCalls, check_tool_results, wants_server_tools
 from aigrid.errors import (
     ApiError,
     InvalidRequest,
@@ -320,6 +320,10 @@ class ResponsesApi:
             check_tool_results(turn.chat["messages"])  # function_call that no function_call_output answers
         except UnansweredToolCalls as e:
             raise _no_output(req, e.ids) from e
+        except OrphanToolResult as e:  # OpenAI's words, naming the item (`input.3`; its `output` until the 36th session)
+            item = turn.origins[e.index].removesuffix(".output") if e.index < len(turn.origins) else "input"
+            raise InvalidRequest(f"No tool call found for function call output with call_id {e.call_id}.",
+                                 param=item) from e
         except ApiError as e:
             _own_error(e, turn)
             raise
