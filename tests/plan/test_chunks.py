@@ -30,14 +30,30 @@ def global_demand():  # type: ignore[no-untyped-def]
 def test_the_largest_chunk_whose_step_fits_the_tpot_slo() -> None:
     d = global_demand()
     got = {h: chunk_for(d, h) for h in d.supply.hardware}
-    assert got == {"h100": 2048, "rtx-pro-6000": 1024, "l40s": 512}
+    assert got == {"h100": 3072, "rtx-pro-6000": 1024, "l40s": 512}
     budget = d.slo.tpot_ms * TPOT_SHARE
     for h, c in got.items():
         assert c is not None and chunk_step_ms(d, h, 1, c) <= budget
         larger = [x for x in CHUNK_CHOICES if x > c]
         assert all(chunk_step_ms(d, h, 1, x) > budget for x in larger), h
-    tight = d.model_copy(update={"slo": d.slo.model_copy(update={"tpot_ms": 50.0})})  # 40 ms per chunk step
+    tight = d.model_copy(update={"slo": d.slo.model_copy(update={"tpot_ms": 45.0})})  # 41.85 ms per chunk step
     assert {h: chunk_for(tight, h) for h in d.supply.hardware} == {"h100": 1024, "rtx-pro-6000": None, "l40s": None}
+
+
+def test_the_h100_gets_3072_tokens_where_its_step_fits_the_measured_share_and_2048_where_it_does_not() -> None:
+    d = global_demand()
+    step = chunk_step_ms(d, "h100", 1, 3072)
+    assert 3072 in CHUNK_CHOICES and 92.0 < step < 92.5  # the engine model's step: 92.2 ms
+    assert chunk_step_ms(d, "h100", 1, 4096) > d.slo.tpot_ms  # the next size up would miss TPOT on its own
+    assert chunk_for(d, "h100") == 3072
+    # a TPOT SLO whose share no longer holds the 3,072-token step: the planner falls back to 2,048
+    short = d.model_copy(update={"slo": d.slo.model_copy(update={"tpot_ms": (step - 0.1) / TPOT_SHARE})})
+    assert chunk_for(short, "h100") == 2048
+    # an operator's fixed chunk is taken as it is, 3,072 included
+    hw = dict(d.supply.hardware)
+    hw["h100"] = hw["h100"].model_copy(update={"chunk_tokens": 3072})
+    fixed = d.model_copy(update={"supply": d.supply.model_copy(update={"hardware": hw})})
+    assert chunk_for(fixed, "h100") == 3072
 
 
 def test_a_chunk_fixed_by_the_demand_is_kept_or_the_option_dropped() -> None:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from aigrid.cli import app
 from aigrid.engines.llama_server import free_ports
+from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import load_demand
 from aigrid.spec.load import load_spec, policies
 from tests.plan.resimulate import resimulate
@@ -74,6 +75,26 @@ def test_every_slo_claim_holds_in_the_simulator(planned: Path) -> None:
         assert rerun.violations == 0, path.name
         assert set(got) == {"chat", "code", "eu-bank"}
         assert min(got.values()) >= target, (path.name, got)
+
+
+def test_the_chunk_the_planner_chose_reaches_the_emitted_spec_and_the_naive_shapes(planned: Path) -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "small.yaml")
+    chosen = {h: chunk_for(d, h) for h in d.supply.hardware}
+    assert chosen == {"h100": 3072, "l40s": 512}  # 3,072 holds TPOT by the screen's rule (plan/chunks.py)
+    doc = json.loads((planned / "plan.json").read_text())
+    sites = doc["plan"]["sites"]
+    assert all(s["chunk_tokens"] == chosen[s["hardware"]] for s in sites), sites
+    head = [x for x in (planned / "grid.yaml").read_text().split("\n") if x.startswith("# ")]
+    for s in sites:
+        c = chosen[s["hardware"]]
+        assert any(x.startswith(f"# {s['id']} ({s['hardware']}): prefill chunk {c} tokens") for x in head), head
+    flags = re.findall(r"--chunk-tokens (\d+)", (planned / "run-emulated.sh").read_text())
+    assert flags and {int(f) for f in flags} == {chosen[s["hardware"]] for s in sites}
+    for path in sorted((planned / "checks").glob("*.yaml")):
+        assert set(re.findall(r"chunk_tokens: (\d+)", path.read_text())) == {str(chosen[s["hardware"]]) for s in sites}
+    # the naive shapes are sized with the same options and chunks: each of their sites names its chunk
+    wheres = [w for r in doc["compare"][1:] for w in r["where"]]
+    assert wheres and all(f"{chosen[w.split('(')[1].split(' ')[0]]:,}-token prefill chunks" in w for w in wheres), wheres
 
 
 def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ a slower GPU's TTFT goes.
 
 The rule: the largest chunk among the option's choices (the demand's `chunk_tokens` for that hardware, else
 CHUNK_CHOICES) whose step alone, an empty batch plus a full chunk, fits in TPOT_SHARE of the TPOT SLO for
-every model; an option where none fits is not offered. The largest one that fits prefills fastest, so an
-H100 keeps the simulator's 2,048 tokens. The screen's rule only; the simulator, which runs the engines with
-the chosen chunk, judges the TPOT the streams actually see.
+every model; an option where none fits is not offered. The largest one that fits prefills fastest: for the
+8B model at TPOT 100 ms an H100 gets 3,072 tokens (a 92.2 ms step), an RTX PRO 6000 1,024 (69.5 ms) and an
+L40S 512 (65.5 ms). The screen's rule only; the simulator, which runs the engines with the chosen chunk,
+judges the TPOT the streams actually see (docs/planning.md, "The H100's prefill chunk": at the global
+example's peaks the worst stream's TPOT was the full-chunk step plus 6-9 ms, 99 ms at 3,072).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS, EnginePerf
 from aigrid.plan.demand import Demand
 from aigrid.sim.hardware import engine_perf
 
-CHUNK_CHOICES = (2048, 1024, 512)
+CHUNK_CHOICES = (3072, 2048, 1024, 512)
 """Prefill chunks (tokens) the planner chooses among when the demand does not fix one for a hardware."""
 DEFAULT_CHUNK = DEFAULT_CHUNK_TOKENS
 """The simulator's and the engine emulator's default chunk (Scenario.chunk_tokens)."""
-TPOT_SHARE = 0.8
-"""A chunk is offered only if a step carrying a full chunk fits in this share of the TPOT SLO."""
+TPOT_SHARE = 0.93
+"""A chunk is offered only if a step carrying a full chunk fits in this share of the TPOT SLO. Measured, not
+wished: a stream's TPOT (its mean over its answer, as the SLO judges it) at the global example's peaks was at
+most the full-chunk step alone plus 6-9 ms (the batch's own decode), 99 ms at 3,072 tokens (a 92.2 ms step,
+0.93 of it) and 126 ms at 4,096 (119.9 ms); docs/planning.md, "The H100's prefill chunk"."""
 
 
 def chunk_step_ms(demand: Demand, hardware: str, gpus: int, chunk: int, models: Iterable[str] | None = None) -> float:
