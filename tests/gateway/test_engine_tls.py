@@ -277,6 +277,24 @@ async def test_an_ipv6_engine_with_its_own_authority_streams(tmp_path: Path) -> 
     assert text.count(" tok") == 5
 
 
+async def test_the_public_authorities_are_read_once_per_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLS context reads the whole CA bundle (~20 ms of CPU, at every gateway start): the public https transport
+    and the client's own default transport, which no request reaches (both schemes are mounted), share one."""
+    made: list[ssl.SSLContext] = []
+    real = ssl.create_default_context
+
+    def counted(*a: object, **k: object) -> ssl.SSLContext:
+        made.append(real(*a, **k))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    up = upstream()
+    try:
+        assert len(made) == 1
+    finally:
+        await up.aclose()
+
+
 async def test_an_origin_on_the_default_port_does_not_claim_the_hosts_other_ports() -> None:
     """httpx's mount pattern for https://host:443 matched the host at every port: an endpoint at
     https://h:8443 with nothing set went through the 443 endpoint's authority and proxy."""
