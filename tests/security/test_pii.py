@@ -283,6 +283,22 @@ def test_an_item_ending_one_separator_before_a_break_is_redacted() -> None:
     assert together(["call +44 ", "56", "0100555 ", "3704x"]) == ["call [REDACTED:PHONE]", "", "", "x"]
 
 
+def test_a_number_ending_a_separator_and_a_digit_before_a_break_is_redacted() -> None:
+    """Breaks before the second piece and after the fourth: between them a model reads "15 9170060 805" and, after it
+    (as redaction lays it bare), "49333493538-069", the break ending it before " 6" (a digit alone is no group of a
+    number); the pieces joined read on into "1-2" and find no such end. Its "8-069" was left until the thirty-sixth
+    session (read_together read a number ending at a break, or one separator before it, only: pii._ending_at)."""
+    from aigrid.security.firewall.pii import read_together
+
+    pieces = [" 5 093", "15 9170060 80", "5-4933349353", "8-069 6", "1-2"]
+    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces) + 1)]
+    found = read_together(pieces, [find_pii(p) for p in pieces])
+    gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
+    between = "".join(pieces[1:4])  # what a model reads between the two breaks
+    items = [(starts[1] + m.start, starts[1] + m.end) for m in find_pii(between)]
+    assert items == [(6, 36)] and all(i in gone for i in range(6, 36)), sorted(gone)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=3, max_size=6))
 # an item across a seam, always among the examples: the check below runs only for such items
