@@ -49,6 +49,8 @@ def _past(value: Any, limit: int) -> int:
         else:
             count += len(node)
             children = node
+        if count > limit:  # past it: one list of a million items is not walked (at most `limit` steps)
+            break
         for child in children:
             if isinstance(child, (dict, list)):
                 push(child)
