@@ -111,9 +111,14 @@ def main() -> None:
     hours = sorted({int(c["check"][:2]) for c in doc["checks"]})  # labels: "HH:00 UTC, ..."
     checks = [Check(h, None) for h in hours] + [Check(h, s.id) for h in hours for s in sites]
     traffic = build_traffic(demand, cities, demand.verify.window_s)
-    verifier = Verifier(demand, traffic, LocalBackend(workers=a.workers), note=print)
+    backend = LocalBackend(workers=a.workers)
+    verifier = Verifier(demand, traffic, backend, note=print)
     t0 = time.perf_counter()
-    for o in verifier.run(placement, checks):
+    try:
+        outcomes = verifier.run(placement, checks)
+    finally:  # the worker processes end here, not in the interpreter's exit (which printed "Bad file descriptor")
+        backend.close()
+    for o in outcomes:
         tenant, t = min(o["tenants"].items(), key=lambda kv: kv[1]["attainment"])
         print(f"{o['check']['label']}: {'meets' if passes(o, verifier.attainment) else 'FAILS'}; worst tenant "
               f"{tenant} {t['attainment']:.2%} within the SLO; TTFT p99 {o['ttft_p99_ms']:.0f} ms; "
