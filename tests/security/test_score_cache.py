@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -74,6 +76,35 @@ def test_one_tenants_texts_cannot_push_another_tenants_scores_out() -> None:
         cache.score("victim", f"turn {i}", False)
     assert len(cache) == 8 and cache.known("prober", "tiny 96", False) and not cache.known("prober", "tiny 95", False)
     assert cache.known("victim", "turn 4", False) and not cache.known("victim", "turn 3", False)
+
+
+class _Walked(dict[str, object]):
+    """A cache's entries by tenant that count each walk of every tenant."""
+    walks = 0
+
+    def __iter__(self) -> Iterator[str]:
+        _Walked.walks += 1
+        return super().__iter__()
+
+
+def test_the_tenant_holding_the_most_is_found_without_a_walk_of_every_tenant() -> None:
+    """Each text past the size forgets one entry of the tenant holding the most: found by a walk of every tenant
+    (ATK4's first rule), a full cache of 4,096 tenants cost 0.95 ms a missed text under the lock (review RV1)."""
+    cache = ScoreCache(Counting(), size=64)
+    for i in range(64):
+        cache.score(f"t{i % 16}", f"fill {i}", False)
+    cache._of_tenant = _Walked(cache._of_tenant)  # type: ignore[assignment]
+    _Walked.walks = 0
+    rng = random.Random(7)
+    for i in range(500):
+        tenant = f"t{rng.randrange(20)}"
+        before = {t: len(e) for t, e in cache._of_tenant.items()}
+        cache.score(tenant, f"text {i}", False)
+        after = {t: len(e) for t, e in cache._of_tenant.items()}
+        gone = [t for t in before if after.get(t, 0) < before[t] + (t == tenant)]
+        assert len(gone) == 1 and len(cache) == 64, (before, after)  # one entry forgotten: the most's
+        assert before[gone[0]] + (gone[0] == tenant) == max([*before.values(), before.get(tenant, 0) + 1])
+    assert _Walked.walks == 0
 
 
 def test_size_zero_keeps_nothing() -> None:
