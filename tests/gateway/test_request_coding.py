@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 
+import anthropic
 import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_app
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.sdk_clients import anthropic_client
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 BODIES = {
@@ -71,3 +73,14 @@ async def test_identity_is_read_as_plain_and_a_second_coding_header_is_not_misse
                           headers=[("content-type", "application/json"), ("content-encoding", "identity"),
                                    ("content-encoding", "gzip")])
     _refused(r, False, "identity, gzip")
+
+
+async def test_the_anthropic_sdk_reads_the_refusal_as_its_own_encoding_error(gateway: Gateway) -> None:
+    """Anthropic's API says a `Content-Encoding` it does not read with `details.error_code`
+    `request_body_encoding_unsupported`, by which the SDK raises its RequestBodyEncodingUnsupportedError; the
+    Messages door said a bare invalid_request_error (the SDK's BadRequestError) until review RV1."""
+    sdk = anthropic_client(build_app(gateway))
+    with pytest.raises(anthropic.RequestBodyEncodingUnsupportedError) as raised:
+        await sdk.messages.create(model="smollm2-135m", max_tokens=4, messages=[{"role": "user", "content": "hi"}],
+                                  extra_headers={"content-encoding": "br"})
+    assert raised.value.status_code == 400 and "content-encoding 'br'" in raised.value.message

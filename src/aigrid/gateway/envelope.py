@@ -141,9 +141,11 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
 
 
-ANTHROPIC_ERROR_CODES = frozenset({"thread_not_found"})
-"""Codes of ours that are Anthropic's own `error.details.error_code` (the SDKs pick an error class, and the
-tool runner its recovery, by it)."""
+ANTHROPIC_ERROR_CODES = {"thread_not_found": "thread_not_found",
+                         "unsupported_content_encoding": "request_body_encoding_unsupported"}
+"""Codes of ours and the `error.details.error_code` Anthropic's API says for the same fault (the SDKs pick an error
+class, and the tool runner its recovery, by it: `anthropic.RequestBodyEncodingUnsupportedError` for a body's
+`Content-Encoding` the API does not read)."""
 
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None,
@@ -165,7 +167,7 @@ def anthropic_error_response(err: ApiError, request_id: str | None = None) -> Re
     status = 413 if err.code == "request_too_large" else _ANTHROPIC_STATUS.get(err.status, err.status)
     message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
     return anthropic_error(status, message, err.response_headers(),
-                           err.code if err.code in ANTHROPIC_ERROR_CODES else None, request_id)
+                           ANTHROPIC_ERROR_CODES.get(err.code or ""), request_id)
 
 
 async def api_error_handler(request: Request, exc: Exception, request_id: str | None = None) -> Response:
