@@ -42,6 +42,15 @@ def test_the_count_names_the_crowded_field() -> None:
     assert crowded_field({**CHAT, "messages": parts}) is None
 
 
+def test_the_field_named_is_the_one_of_the_most_values_not_the_last_counted() -> None:
+    """The field holding most of a crowded body's values is named, whatever the order of its keys: 199,000 values of
+    a tool's schema before 500 text parts named `messages`, the field the count passed in (review RV1)."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"enum": [[]] * 199_000}}}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x"}] * 500}]
+    assert crowded_field({"model": "m", "tools": tools, "messages": messages}) == "tools"
+    assert crowded_field({"model": "m", "messages": messages, "tools": tools}) == "tools"
+
+
 class _Unread(list[object]):
     """A list whose items must not be walked: its length alone passes the bound."""
 
