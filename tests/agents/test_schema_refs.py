@@ -261,3 +261,47 @@ async def test_only_schema_keywords_are_read_for_refs() -> None:
     assert props["a"] == tool["properties"]["a"], props  # extensions as written
     assert props["b"] == {"if": {"$ref": "#/$defs/t0-P"}, "then": {"not": {"$ref": "#/$defs/t0-P"}},
                           "prefixItems": [{"$ref": "#/$defs/t0-P"}]}, props
+
+
+class _CountedNames(dict[str, Any]):
+    """A root `$defs` that counts how often a name is looked up in it."""
+
+    looked_up = 0
+
+    def __contains__(self, name: object) -> bool:
+        self.looked_up += 1
+        return super().__contains__(name)
+
+
+def test_names_made_alike_get_their_suffixes_in_a_number_of_steps_that_grows_with_them_not_their_square() -> None:
+    """(7 Dec 2026, thirty-sixth session, ATK5) Definitions whose names are made alike (`xĀ`, `xā`, ... are all
+    `x_`) got their `-2`, `-3`, ... suffix by trying every suffix from `-2` again for each: quadratic. 8,000 of them,
+    120 KB of a chat request's `response_format` beside one tool, held a live gateway's event loop 5.6 s (its
+    `/healthz` waited as long); 60,000 (about 540 KB, within the body and value bounds) would hold it minutes. Each
+    name already taken is now looked at once for its base: the suffix is tried on from the last one given."""
+    n = 1_000
+    alike = {"x" + chr(0x100 + i): {"const": i} for i in range(n)}
+    root = _CountedNames()
+    first = embedded({"type": "object", "$defs": alike}, "t0-", root)
+    assert first == {"type": "object"}
+    assert list(root) == ["t0-x_"] + [f"t0-x_-{k}" for k in range(2, n + 1)]
+    assert [root[name]["const"] for name in root] == list(range(n))
+    # the same names again under the same root: each of the n taken there is looked up once, not once per name
+    root.looked_up = 0
+    refs = {"p": {"$ref": "#/$defs/x%C4%80"}, "q": {"$ref": f"#/$defs/x{chr(0x100 + n - 1)}"}}
+    second = embedded({"type": "object", "$defs": alike, "properties": refs}, "t0-", root)
+    assert second["properties"] == {"p": {"$ref": f"#/$defs/t0-x_-{n + 1}"}, "q": {"$ref": f"#/$defs/t0-x_-{2 * n}"}}
+    assert len(root) == 2 * n and root[f"t0-x_-{2 * n}"] == {"const": n - 1}
+    assert root.looked_up <= 3 * n, root.looked_up  # the quadratic way: about n * n (1,000,000)
+
+
+def test_a_name_that_already_looks_like_a_suffixed_one_is_skipped_not_overwritten() -> None:
+    """The suffix tried on from the last one given (above) still skips a name that is taken: a definition literally
+    named `x_-2` beside two that are made `x_`."""
+    defs: dict[str, Any] = {}
+    tool = {"$defs": {"x!": {"const": 1}, "x_-2": {"const": 2}, "x?": {"const": 3}, "x#": {"const": 4}},
+            "type": "object", "properties": {k: {"$ref": f"#/$defs/{k}"} for k in ("x!", "x_-2", "x?", "x#")}}
+    out = embedded(tool, "t0-", defs)
+    assert [ref["$ref"] for ref in out["properties"].values()] == [
+        "#/$defs/t0-x_", "#/$defs/t0-x_-2", "#/$defs/t0-x_-3", "#/$defs/t0-x_-4"]
+    assert [defs[name]["const"] for name in ("t0-x_", "t0-x_-2", "t0-x_-3", "t0-x_-4")] == [1, 2, 3, 4]
