@@ -31,7 +31,11 @@ gateway's readers (a few microseconds a value), is measured in docs/security.md'
 
 def _few_at_most(raw: bytes, limit: int) -> bool:
     """Can `raw` hold no more than `limit` values? Each value but the first of an array or object follows a comma,
-    each key is one more: two counts in C, where every ordinary body stops."""
+    each key is one more: three counts in C, where every ordinary body stops; none for a body of fewer than
+    `limit` / 2 bytes (each of those characters is one byte: ~100 KB at MAX_VALUES), which cannot hold more (the
+    counts cost about 1 us a KB on every request: 15 us for a 16 KB chat body, its orjson.loads 11 us; review RV1)."""
+    if 2 * len(raw) + 1 <= limit:
+        return True
     return 2 * (raw.count(b",") + raw.count(b"{") + raw.count(b"[")) + 1 <= limit
 
 
