@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import httpx2
 import pytest
 from openai import OpenAI
 
@@ -202,7 +201,7 @@ def scrapes_until_down(grid: dict, endpoint: str, control: str, since: float,
         return _scrapes_until_down(grid, client, endpoint, control, since, time.monotonic() + timeout_s)
 
 
-def _scrapes_until_down(grid: dict, client: httpx2.Client, endpoint: str, control: str, since: float,
+def _scrapes_until_down(grid: dict, client: httpx.Client, endpoint: str, control: str, since: float,
                         deadline: float) -> tuple[list[float], float]:
     seen: list[float] = []
     while True:
@@ -225,13 +224,13 @@ POLL_SLACK_S = 0.1
 """How far a reading's round trip may place a scrape (half of it) for that reading to count one."""
 
 
-def pinned() -> httpx2.Client:
+def pinned() -> httpx.Client:
     """A client of one connection, kept alive between its requests: each of them is answered by the same gateway
     worker (`connection_of` tells)."""
-    return httpx2.Client(limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1), timeout=30)
+    return httpx.Client(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), timeout=30)
 
 
-def stream_over(client: httpx2.Client, grid: dict, city: str) -> tuple[str, str, object]:
+def stream_over(client: httpx.Client, grid: dict, city: str) -> tuple[str, str, object]:
     """stream_from's request over `client` (`pinned`), read to its end: its site, its decision and its connection
     (connection_of). Not through the SDK, which stops reading at [DONE] and closes the connection (the chunked body's
     end unread), so that a reading after it came over a new connection, to any worker."""
@@ -244,13 +243,13 @@ def stream_over(client: httpx2.Client, grid: dict, city: str) -> tuple[str, str,
     return r.headers["x-aigrid-site"], r.headers["x-aigrid-decision"], connection_of(r)
 
 
-def connection_of(response: httpx2.Response) -> object:
+def connection_of(response: httpx.Response) -> object:
     """The local address of the connection that carried `response`: one address, one TCP connection, one worker."""
     return response.extensions["network_stream"].get_extra_info("client_addr")
 
 
 def healthy_endpoints(grid: dict, check: Callable[[list[str]], bool], timeout_s: float,
-                      client: httpx2.Client | None = None, seen: list[object] | None = None) -> list[str]:
+                      client: httpx.Client | None = None, seen: list[object] | None = None) -> list[str]:
     """`client`: read over it (`pinned`), each reading's connection appended to `seen`."""
     deadline = time.monotonic() + timeout_s
     while True:
