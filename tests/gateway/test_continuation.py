@@ -46,3 +46,21 @@ def test_a_continuation_of_a_body_with_both_limits_sends_the_rest_in_both() -> N
     body = {**CHAT, "max_tokens": 1000, "max_completion_tokens": 500}
     sent = continuation_body(body, Delivered(text=["x"] * 100, chunks=100, chars=100), "vllm")
     assert sent["max_completion_tokens"] == 400 and sent["max_tokens"] == 400, sent
+
+
+def test_the_tokens_delivered_count_reasoning_and_tool_calls_too() -> None:
+    """What a client that hung up is charged for its output where the engine's count never came (Delivered.tokens):
+    one token a chunk of generated output, at least its characters over 4; a reasoning model's thinking and a tool
+    call's arguments are output too (its text alone counted, a hang-up mid-thinking would be charged the prompt
+    only)."""
+    d = Delivered(keep_text=False)
+    d.observe({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    d.observe({"choices": [{"index": 0, "delta": {"reasoning_content": "Let me think"}}]})
+    d.observe({"choices": [{"index": 0, "delta": {"reasoning": "x" * 40}}]})
+    d.observe({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 1}'}}]}}]})
+    d.observe({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
+    assert (d.chunks, d.text) == (1, [])  # the text's count (a continuation's budget) is the text's alone
+    assert d.tokens() == (12 + 40 + 8 + 2) // 4  # 15: more than its 4 chunks
+    few = Delivered()
+    few.observe({"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"reasoning": "b"}}]})
+    assert few.tokens() == 2  # one a chunk where they are short

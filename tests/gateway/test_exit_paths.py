@@ -6,6 +6,7 @@ failing quota store, a request finishing after the audit log stopped, a body fie
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from aigrid.gateway.guard import Guard
 from aigrid.gateway.routes import CHAT_PATH, Audited, Routes, close_exchange, own_exchange
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
-from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
+from aigrid.spec.models import AuditSpec, GridSpec, QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.metered_gateway import TENANT, balance, inflight, metered_gateway, the_one_record
@@ -157,15 +158,16 @@ def _scope(path: str) -> dict[str, Any]:
 
 
 async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool,
-                       path: str = "/v1/chat/completions", body: dict[str, Any] | None = None) -> None:
-    """Start a long streamed answer; after its first chunks, either hang up (leave) or cancel the task
-    serving it, as a gateway shutdown does."""
+                       path: str = "/v1/chat/completions", body: dict[str, Any] | None = None) -> bytes:
+    """Start a long streamed answer; after its first words, either hang up (leave) or cancel the task
+    serving it, as a gateway shutdown does. Returns the bytes its client received."""
     for f in fakes.values():
         f.words = tuple(f" w{i}" for i in range(200))
         f.word_delay_s = 0.01
     app = build_app(gw)
     got_chunk, hung_up = asyncio.Event(), asyncio.Event()
     sent_body = False
+    received: list[bytes] = []
 
     async def receive() -> Message:
         nonlocal sent_body
@@ -178,7 +180,9 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
 
     async def send(message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
-            got_chunk.set()
+            received.append(message["body"])
+            if b'" w' in message["body"]:  # a word of the answer, not only its opening (the role chunk)
+                got_chunk.set()
 
     task = asyncio.create_task(app(_scope(path), receive, send))
     await asyncio.wait_for(got_chunk.wait(), 30)
@@ -189,19 +193,60 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    return b"".join(received)
+
+
+def _charged_what_was_delivered(gw: Gateway, row: dict[str, Any]) -> int:
+    """The record's charge is the prompt (the gateway's estimate) and the output tokens delivered, far below the
+    reservation (max_tokens 300): until the thirty-sixth session a client that hung up after one chunk paid all 300.
+    Returns the delivered tokens."""
+    record = gw.decisions.recent(1)[0]
+    delivered = record.delivered_tokens
+    assert delivered is not None and delivered >= 1, delivered
+    assert row["extra"]["charged_from"] == "delivered"
+    assert row["extra"]["charged_tokens"] == record.prompt_tokens + delivered < 300
+    return delivered
 
 
 async def test_client_gone_mid_stream(metered: Gateway, fakes: dict[str, FakeEngine]) -> None:
-    await _stream_then(metered, fakes, leave=True)
+    got = await _stream_then(metered, fakes, leave=True)
     row = await the_one_record(metered)
     assert row["outcome"] == "client_closed"
-    assert await balance(metered) > 300  # the answer was under way, its count unknown: the reservation stays
+    delivered = _charged_what_was_delivered(metered, row)
+    chunks = got.count(b'"content":" w')  # one word a chunk (FakeEngine): one token each
+    assert chunks <= delivered <= chunks + 1  # (one relayed as the hang-up landed may not have reached it)
+    assert await balance(metered) == row["extra"]["charged_tokens"]  # the quota settled to it
     assert inflight(metered) == 0
     charged, prompt = row["extra"]["charged_tokens"], metered.decisions.recent(1)[0].prompt_tokens
     served = next(e for e in metered.spec.endpoints if e.id == row["decision"]["chosen"]["endpoint"])
-    assert charged > 300 and 0 < prompt < charged  # its cost: the prompt in, the reservation's rest out
+    assert 0 < prompt < charged  # its cost: the prompt in, what was delivered out
     assert row["extra"]["cost_usd"] == pytest.approx(
         (prompt * served.price_in_per_mtok + (charged - prompt) * served.price_out_per_mtok) / 1e6)
+
+
+async def test_client_gone_mid_stream_settles_what_was_delivered_on_redis_too(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """The quota counters in Redis (`security.quotas_redis_url`, RedisQuotaBackend's Lua scripts): the hang-up's
+    settlement takes the reservation back down to the prompt and the words delivered there as in process."""
+    from tests.security.redis_server import redis_server
+
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port:
+        raw = spec_in(tmp_path).model_dump(mode="json", exclude_unset=True)
+        raw["security"].update(quotas_redis_url=f"redis://127.0.0.1:{port}/0")
+        raw.setdefault("tenants", {})["metered"] = {"quotas": {"requests_per_min": 1000, "tokens_per_min": 1_000_000}}
+        gw = build_gateway(GridSpec.model_validate(raw), fakes, rng=random.Random(5), sleep=_no_sleep)
+        gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+        await gw.scraper.scrape_once()
+        await gw.guard.start()
+        try:
+            await _stream_then(gw, fakes, leave=True)
+            row = await the_one_record(gw)
+            assert row["outcome"] == "client_closed"
+            _charged_what_was_delivered(gw, row)
+            assert await balance(gw) == row["extra"]["charged_tokens"] and inflight(gw) == 0
+        finally:
+            await gw.guard.stop()
 
 
 @pytest.mark.parametrize(("path", "body"), [
@@ -214,14 +259,16 @@ async def test_client_gone_mid_stream_on_the_other_front_doors(metered: Gateway,
     await _stream_then(metered, fakes, leave=True, path=path, body=body)
     row = await the_one_record(metered)
     assert row["outcome"] == "client_closed"
-    assert await balance(metered) > 300 and inflight(metered) == 0
+    _charged_what_was_delivered(metered, row)
+    assert await balance(metered) == row["extra"]["charged_tokens"] and inflight(metered) == 0
 
 
 async def test_gateway_shutdown_mid_stream(metered: Gateway, fakes: dict[str, FakeEngine]) -> None:
     await _stream_then(metered, fakes, leave=False)
     row = await the_one_record(metered)
     assert row["outcome"] == "cancelled"
-    assert await balance(metered) > 300 and inflight(metered) == 0
+    _charged_what_was_delivered(metered, row)  # the grid's cut: nothing beyond what was delivered
+    assert await balance(metered) == row["extra"]["charged_tokens"] and inflight(metered) == 0
 
 
 async def test_embeddings_go_through_quota_abuse_and_audit(client: httpx.AsyncClient, metered: Gateway) -> None:

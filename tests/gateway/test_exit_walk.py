@@ -194,10 +194,14 @@ async def test_every_engine_dying_mid_stream(tmp_path: Path) -> None:
                 raw = b"".join([c async for c in r.aiter_raw()])
         assert r.status_code == 200 and b"[DONE]" not in raw
         assert b'"code":"stream_interrupted"' in raw
-        # the engines answered, none said its count: charged at the reservation (the prompt's estimate and
-        # max_tokens), as a client that left mid-stream
-        rows = await settled(gw, None, "interrupted")
+        # the engines answered, none said its count: charged the prompt's estimate and the words delivered, as a
+        # client that left mid-stream (the grid's failure: nothing beyond what was delivered); until the thirty-sixth
+        # session the reservation (the prompt's estimate and max_tokens)
+        record = gw.decisions.recent(1)[0]
+        assert record.delivered_tokens is not None and 1 <= record.delivered_tokens < 8  # CHAT's max_tokens
+        rows = await settled(gw, record.prompt_tokens + record.delivered_tokens, "interrupted")
         assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (0, 0)
+        assert rows[0]["extra"]["charged_from"] == "delivered"
     finally:
         await gw.guard.stop()
 
@@ -325,6 +329,46 @@ async def test_a_cancelled_background_response(client: httpx.AsyncClient, metere
     routes = [r["extra"]["route"] for r in rows]
     assert routes[1] == BACKGROUND_ROUTE and rows[1]["extra"]["response_id"] == rid, routes
     assert rows[1]["extra"]["charged_tokens"] == prompt[0] and rows[1]["prompt_tokens"] == 0  # no engine count
+
+
+async def test_a_streamed_background_response_cancelled_mid_answer_is_charged_what_it_streamed(
+        client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine]) -> None:
+    """A client's cancel of its streamed background response after its engine streamed some words: charged the prompt
+    and the words streamed (one token each, `charged_from: delivered`), not its reservation; until the thirty-sixth
+    session the whole reservation (prompt and max_output_tokens: 400 and more), its engine's count never coming."""
+    streamed = 0
+
+    def counted(f: FakeEngine) -> Any:
+        words = f._sse
+
+        async def sse(req: dict[str, Any]) -> AsyncIterator[bytes]:
+            nonlocal streamed
+            async for chunk in words(req):
+                streamed += 1
+                yield chunk
+        return sse
+
+    for f in fakes.values():
+        f.words, f.word_delay_s = tuple(f" w{i}" for i in range(400)), 0.01
+        f._sse = counted(f)  # type: ignore[method-assign]
+    body = {"model": "smollm2-135m", "input": "Count", "background": True, "stream": True, "max_output_tokens": 400}
+    create = asyncio.create_task(client.post("/v1/responses", json=body, headers=TENANT))
+    for _ in range(3000):  # up to 30 s: its opening and four words relayed (each read once the one before it was)
+        if streamed >= 5:
+            break
+        await asyncio.sleep(0.01)
+    assert streamed >= 5, "the run streamed nothing: the cancel would test nothing"
+    (rid,) = metered.background._tasks  # its id (the create's stream, which names it, ends with the run)
+    cancelled = await client.post(f"/v1/responses/{rid}/cancel", headers=TENANT)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    await asyncio.wait_for(create, 30)
+    record = metered.decisions.recent(1)[0]
+    delivered = record.delivered_tokens
+    assert delivered is not None and 3 <= delivered < 400, delivered
+    charged = record.prompt_tokens + delivered
+    rows = await settled(metered, charged, "cancelled", "ok", "ok")  # prompt and words, once (the create's stream
+    assert rows[0]["extra"]["route"] == BACKGROUND_ROUTE and rows[0]["extra"]["response_id"] == rid  # ends last)
+    assert (rows[0]["extra"]["charged_tokens"], rows[0]["extra"]["charged_from"]) == (charged, "delivered")
 
 
 async def test_the_tool_loop_at_its_step_limit(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.engines.fan_out import prompts_of
+from aigrid.gateway.request_info import CHARS_PER_TOKEN
 from aigrid.gateway.schemas import output_limit
 
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
@@ -50,6 +51,10 @@ class Delivered:
     tool_calls: bool = False
     finished: bool = False
     done: bool = False
+    other_chunks: int = 0
+    """Chunks of generated output that are not the answer's text: reasoning (`reasoning_content`, `reasoning`) and
+    tool calls (their arguments); with `other_chars`, counted for the charge only (tokens())."""
+    other_chars: int = 0
 
     def observe(self, obj: Any) -> None:
         """One decoded chunk (a data payload's JSON) delivered to the client."""
@@ -67,6 +72,10 @@ class Delivered:
                 piece = delta.get("content")
                 if delta.get("tool_calls") or delta.get("function_call"):
                     self.tool_calls = True
+                other = _other_chars(delta)
+                if other:
+                    self.other_chunks += 1
+                    self.other_chars += other
             else:
                 piece = choice.get("text")
             if piece and isinstance(piece, str):
@@ -79,6 +88,28 @@ class Delivered:
 
     def sent_text(self) -> str:
         return "".join(self.text)
+
+    def tokens(self) -> int:
+        """The output tokens delivered, as charged where the engine's own count never came (a client that hung up or
+        cancelled, a steer, an engine that died: Exchange.used_tokens): one token per chunk of generated output (the
+        text, reasoning, a tool call's arguments), at least its characters' estimate (CHARS_PER_TOKEN, as the
+        prompt's: an engine may stream several tokens a chunk)."""
+        return max(self.chunks + self.other_chunks, (self.chars + self.other_chars) // CHARS_PER_TOKEN)
+
+
+def _other_chars(delta: dict[str, Any]) -> int:
+    """The characters of a chunk's generated output besides its text: reasoning, tool calls' names and arguments."""
+    n = 0
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            n += len(value)
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else (delta.get("function_call"),):
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            n += sum(len(v) for k in ("name", "arguments") if isinstance(v := fn.get(k), str))
+    return n
 
 
 def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | None:

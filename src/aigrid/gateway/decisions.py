@@ -123,6 +123,10 @@ class DecisionRecord:
     status: str = "routing"
     usage: dict[str, Any] | None = None
     """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
+    delivered_tokens: int | None = None
+    """The output tokens a streamed answer that ended before its end (its client gone or its cancel, its engine
+    failed) had delivered to its client (relay.StreamRelay, continuation.Delivered.tokens): charged with the prompt
+    where the engine's count never came (Exchange.used_tokens); None where no stream counted them."""
     left_at: str | None = None
     """The endpoint that held the request when its client left or cancelled it (its background response), before any
     answer (proxy._CHARGED_CUTS): the engine read (part of) the prompt, which is charged (Exchange.used_tokens) at

@@ -153,22 +153,41 @@ class Exchange:
         return int(code) if code != outcome and code.isdigit() else None
 
     def used_tokens(self) -> int:
-        """What to charge: the engine's count when it sent one (a tool loop's client gone during a later model
-        turn: its finished turns' counts and that turn's prompt); the reservation when an engine answered but
-        its count is unknown (a client that left mid-stream); the prompt (the gateway's estimate) when the
-        client left while an engine held the request, before any answer (its prefill was asked for: without
-        this a client could have long prompts read for nothing by hanging up); nothing when no engine had it."""
+        """What to charge (`charged_from` says which count): the engine's count when it sent one (a tool loop's
+        client gone during a later model turn: its finished turns' counts and that turn's prompt); when an engine
+        answered but its count never came, the prompt (the gateway's estimate) and the output tokens its stream
+        delivered (a client that hung up or cancelled mid-stream, an engine that died: DecisionRecord.
+        delivered_tokens; until the thirty-sixth session the reservation, prompt and max_tokens, 224 tokens for 24
+        delivered), or the reservation where no stream counted them (a whole answer without a count, counts that
+        cannot be charged), never more than the reservation; the prompt when the client left while an engine held
+        the request, before any answer (its prefill was asked for: without this a client could have long prompts
+        read for nothing by hanging up); nothing when no engine had it."""
+        return self._charge()[0]
+
+    def charged_from(self) -> str:
+        """Which count `used_tokens` charges: `engine` (the engine's usage), `tool_loop` (a tool loop's finished turns),
+        `delivered` (the prompt and the output its stream delivered), `reservation`, `prompt` (held unanswered) or
+        `nothing`; the audit record's `extra.charged_from` where it is not the engine's (Guard._record)."""
+        return self._charge()[1]
+
+    def _charge(self) -> tuple[int, str]:
         usage = self.final_usage()
         if usage:
-            held = self.loop_holding if usage is self.loop_usage else 0  # a later loop turn cut at its engine
-            return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) + held
+            loop = usage is self.loop_usage
+            held = self.loop_holding if loop else 0  # a later loop turn cut at its engine
+            used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) + held
+            return used, "tool_loop" if loop else "engine"
         if self.reservation is None or self.record is None:
-            return 0
+            return 0, "nothing"
+        reserved = self.reservation.reserved_tokens
         if self.record.served_by is not None:
-            return self.reservation.reserved_tokens
+            delivered = self.record.delivered_tokens
+            if delivered is None:
+                return reserved, "reservation"
+            return min(self.record.prompt_tokens + delivered, reserved), "delivered"
         if self.record.left_at is not None:
-            return min(self.record.prompt_tokens, self.reservation.reserved_tokens)
-        return 0
+            return min(self.record.prompt_tokens, reserved), "prompt"
+        return 0, "nothing"
 
     @property
     def request_id(self) -> str:

@@ -732,6 +732,7 @@ class Guard:
         prompt_in, out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         if ex.reservation is not None and (charged := ex.used_tokens()) != prompt_in + out:
             extra["charged_tokens"] = charged  # not (only) the engines' count: what the quota was charged
+            extra["charged_from"] = ex.charged_from()  # which count: delivered, reservation, prompt, tool_loop
             if usage:  # a tool loop's finished turns and the prompt of the turn its engine held
                 prompt_in = charged - out
             else:  # the prompt an engine held; the reservation's rest when an engine answered without a count

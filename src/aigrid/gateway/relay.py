@@ -47,7 +47,6 @@ from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import CUT, STEER, STEERED
-from aigrid.gateway.request_info import CHARS_PER_TOKEN
 from aigrid.gateway.usage import cache_counts_out
 
 if TYPE_CHECKING:
@@ -94,7 +93,8 @@ at the start of the next read: the bound of that store, past one read's bytes.""
 class EventPipe:
     """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
 
-    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None,
+    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, counts: bool = False,
+                 most_tokens: int | None = None,
                  most_bytes: int | None = None, quiet_s: float | None = None, max_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic, isolated: bool = False,
                  model: str | None = None, served: str | None = None) -> None:
@@ -129,7 +129,12 @@ class EventPipe:
         within them."""
         self._sse = sse
         self.track = track
-        """Keep the delivered text and chunk count (a continuation is possible for this request)."""
+        """Keep the delivered text and chunk count (a continuation is possible for this request), and read the answer's
+        end from them (`ended`)."""
+        self.counts = counts
+        """Count the delivered chunks (Delivered.tokens), tracked or not: what a client that left mid-stream is charged
+        where the engine's count never came (StreamRelay._book_unfinished). Their end is not read from them untracked:
+        a fan-out's first choice to finish is not the answer's end."""
         self._delivered = Delivered()
         self._unread: list[bytes] = []
         """Tracked events' data payloads relayed but not yet read into `_delivered` (`delivered` reads them, in order;
@@ -194,7 +199,7 @@ class EventPipe:
         the unterminated tail), whether or not the pipe tracked the text."""
         if self._delivered.done:  # the usual end: no kept event needs reading for it
             return True
-        if self.delivered.finished:
+        if self.track and self.delivered.finished:
             return True
         last = self._recent[0] + self._recent[1] + tail
         return _DONE_LINE.search(last) is not None or _FINISHED.search(last) is not None
@@ -226,7 +231,7 @@ class EventPipe:
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 self._silence.since = None
                 self._recent = (self._recent[1], raw)
-                if self.track:  # kept unparsed (`delivered` reads them when asked)
+                if self.track or self.counts:  # kept unparsed (`delivered` reads them when asked)
                     self._unread.extend(datas)
                     self._unread_bytes += len(raw)
                 return raw
@@ -242,7 +247,7 @@ class EventPipe:
                 and _USAGE not in complete and not (_ESCAPE in complete and _key_escape(complete))
                 and DONE not in complete and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
-            if self.track:  # ... and the text a continuation would need is kept, unparsed
+            if self.track or self.counts:  # ... and the text a continuation would need is kept, unparsed
                 self._unread.extend(ev.data for ev in events if ev.data is not None)
                 self._unread_bytes += len(complete)
             self._recent = (self._recent[1], complete)
@@ -339,7 +344,7 @@ class EventPipe:
             return None
         wants_usage = _USAGE in data or (_ESCAPE in data and _key_escape(data))
         defers = self._defers()
-        if defers and self.track:  # kept unparsed, in order with the lean path's (`delivered`)
+        if defers and (self.track or self.counts):  # kept unparsed, in order with the lean path's (`delivered`)
             self._unread.append(data)
             self._unread_bytes += len(data)
         if defers and not wants_usage and (filt is None or not filt.reads(data)):  # nothing to read in it here
@@ -355,7 +360,7 @@ class EventPipe:
             obj, changed = self._rewriter.rewrite(obj), True
             if obj is None:
                 return b""
-        if self.track and not defers:  # a rewriter's or a redaction's read: observed as it passes (none kept then)
+        if (self.track or self.counts) and not defers:  # a rewriter's or a redaction's read: observed as it passes (none kept then)
             self._delivered.observe(obj)
         usage = obj.get("usage") if wants_usage and isinstance(obj, dict) else None
         if isinstance(usage, dict):
@@ -448,17 +453,22 @@ class StreamRelay:
         """`direct`: the engine's own stream (no tool loop, fan-out or other wrapper between): only such an
         answer is stopped for a steer (`steer`), the part streamed being all that was generated."""
         self._proxy, self._path, self._body, self._spare, self._record = proxy, path, body, spare, record
-        track = bool(spare) and why_not_continuable(body, Delivered()) is None
-        self._continuable = track
+        self._continuable = bool(spare) and why_not_continuable(body, Delivered()) is None
         self._direct = direct
         self._steered: dict[str, int] | None = None
         """The usage of an answer stopped for a steer (`steer`), booked when it is closed."""
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
-        self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
+        # every answer's chunks are counted (`counts`): the charge where the engine's count never comes
+        # (_book_unfinished; until the thirty-sixth session a client that hung up was charged the whole reservation);
+        # its text is kept only where a continuation may need it. Its events are kept unparsed, each read at most once
+        # (EventPipe._unread: an answer that ends whole with its count reads none of them)
+        self.pipe = pipe(output, sse=_is_sse(opened), track=self._continuable, counts=True,
+                         most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
                          quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
                          max_s=proxy.stream_max_s, isolated=proxy.isolates(opened.cand), model=opened.cand.model,
                          served=proxy.served_name(opened.cand))
+        self.pipe.delivered.keep_text = self._continuable
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(proxy.stream_max_s,
                                                                                        self._at_ceiling)
         """The answer's ceiling (gateway.stream_max_s) from its first byte, a wrapper's too, cancelled when it ends."""
@@ -483,10 +493,8 @@ class StreamRelay:
         if cut is not None:  # the response sending this answer: a hang-up closes the engine at once (Cut)
             cut.engage(self)
         steer = STEER.get()
-        if steer is not None and self._direct:  # a socket's response a steer may stop: its chunks are counted
-            if not self.pipe.track:  # for the steer alone (no continuation): the text's length, not the text
-                self.pipe.delivered.keep_text = False
-            self.pipe.track = True
+        if steer is not None and self._direct:  # a socket's response a steer may stop: its end read from its chunks
+            self.pipe.track = True  # (its text kept only where a continuation may need it: keep_text)
             steer.engage(self)
         return self
 
@@ -659,8 +667,8 @@ class StreamRelay:
                 record.usage = proxy.finish(cur.cand, record, cur.upstream.status, self.pipe.usage)
             return b""
         await proxy.abandon(cur, record, f"stream broke: {e}")
-        record.usage = self.pipe.usage
-        if delivered.done or delivered.finished:
+        self._book_unfinished()
+        if delivered.done or (self.pipe.track and delivered.finished):
             return b""
         # not continued: what the redaction holds back goes out before the error event (held_at_cut)
         if self.pipe.past is not None:  # the engine's own answer is the fault: no other engine continues it
@@ -686,16 +694,15 @@ class StreamRelay:
         """Stop here for a steer (relay_response.SteerCut): nothing more is read; when the response closes the relay,
         its engine request is closed and the answer booked `steered` (its own outcome, not a client's hang-up),
         with the usage returned now: the prompt (the gateway's count, as a client that leaves early is charged it)
-        and what the engine streamed: one token per text chunk (Delivered.chunks), at least the text's estimate
-        (CHARS_PER_TOKEN, as the prompt's: an engine may stream several tokens a chunk, and one token a chunk had
-        a steered answer charged next to nothing), not the reservation. None where it cannot stop (the answer has
-        ended; not the engine's own stream)."""
+        and what the engine streamed (Delivered.tokens: one token a chunk, at least the text's estimate; one token a
+        chunk had a steered answer charged next to nothing), not the reservation. None where it cannot stop (the
+        answer has ended; not the engine's own stream)."""
         delivered = self.pipe.delivered
         if (not self.live or self._current is None or not self._direct or not self.pipe.track
                 or delivered.finished or delivered.done):  # its end is read already: it ends as it is
             return None
         prompt = self._record.prompt_tokens
-        done = max(delivered.chunks, delivered.chars // CHARS_PER_TOKEN)
+        done = delivered.tokens()
         self._steered = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         return self._steered
 
@@ -716,7 +723,7 @@ class StreamRelay:
         elif cur is not None and self._engine_failure is not None:
             await self._proxy.abandon(cur, self._record, f"stream broke: {self._engine_failure}")
             self._record.status = "interrupted"
-            self._record.usage = self.pipe.usage
+            self._book_unfinished()
         elif cur is not None:  # the client went away (or the gateway stops): release the engine
             cut: BaseException | None = None
             try:
@@ -726,7 +733,14 @@ class StreamRelay:
                 raise
             finally:  # booked even when a cancel cuts the close short
                 self._proxy.book_cut(cur.cand, self._record, cut)
-                self._record.usage = self.pipe.usage
+                self._book_unfinished()
+
+    def _book_unfinished(self) -> None:
+        """An answer that ended before its end (its client gone, a cancel, its engine failed): the engine's count
+        where it sent one, else the output tokens its client received (DecisionRecord.delivered_tokens), which
+        Exchange.used_tokens charges with the prompt instead of the reservation."""
+        self._record.usage = self.pipe.usage
+        self._record.delivered_tokens = self.pipe.delivered.tokens()
 
 
 def _is_sse(opened: Opened) -> bool:
