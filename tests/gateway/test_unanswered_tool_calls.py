@@ -143,3 +143,31 @@ async def test_a_result_that_answers_no_call_is_said_in_each_apis_own_words(tmp_
     assert engine.received == []
     await claude.close()
     await oai.close()
+
+
+async def test_a_tool_result_after_a_turn_without_tool_use_is_said_as_anthropic_says_it(tmp_path: Path) -> None:
+    """Anthropic has two words for a result whose call is not in the turn before it: "messages.N.content.M: unexpected
+    `tool_use_id` found in `tool_result` blocks: ..." where that turn made other calls, and "messages.N: `tool_result`
+    block(s) provided when previous message does not contain any `tool_use` blocks" where it made none, naming the
+    user turn (as quoted in langchain-ai/langchain's trim_messages issue and many clients' logs). Until RV2 of the
+    thirty-sixth session the Messages door said the first for both."""
+    engine = ScriptedEngine([])
+    claude = anthropic_client(build_app(await scripted_gateway(tmp_path, engine)))
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny."}]}
+    cases = [  # (messages, the error's message)
+        ([result], "messages.0: `tool_result` block(s) provided when previous message does not contain any `tool_use` "
+                   "blocks"),
+        ([ASK, {"role": "assistant", "content": "Let me look."}, result],
+         "messages.2: `tool_result` block(s) provided when previous message does not contain any `tool_use` blocks"),
+    ]
+    for messages, said in cases:
+        for count in (False, True):
+            with pytest.raises(anthropic.BadRequestError) as info:
+                if count:
+                    await claude.messages.count_tokens(model="smollm2-135m", tools=[tool], messages=messages)
+                else:
+                    await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=messages)
+            assert info.value.body["error"]["message"] == said, info.value.body  # type: ignore[index]
+    assert engine.received == []
+    await claude.close()

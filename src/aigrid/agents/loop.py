@@ -241,10 +241,11 @@ class UnansweredToolCalls(InvalidRequest):
 
 class OrphanToolResult(InvalidRequest):
     """A `tool` message (at `index`) that answers no tool call of the assistant turn before it, naming `call_id`
-    (OpenAI's chat door says it so; the Messages and Responses doors in their APIs' own words)."""
+    (OpenAI's chat door says it so; the Messages and Responses doors in their APIs' own words). `called`: whether the
+    message before it made any tool call (Anthropic words the two cases apart)."""
 
-    def __init__(self, message: str, param: str, index: int, call_id: str | None) -> None:
-        self.index, self.call_id = index, call_id
+    def __init__(self, message: str, param: str, index: int, call_id: str | None, called: bool) -> None:
+        self.index, self.call_id, self.called = index, call_id, called
         super().__init__(message, param=param)
 
 
@@ -277,11 +278,12 @@ def check_tool_results(messages: Any) -> None:
                                      param=f"messages[{i}].tool_call_id")
             if not calls:
                 raise OrphanToolResult(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
-                                       "of the assistant turn before it, and there is none", f"messages[{i}]", i, called)
+                                       "of the assistant turn before it, and there is none", f"messages[{i}]", i, called,
+                                       False)
             if called is not None and called not in calls:
                 raise OrphanToolResult(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
                                        f"(its calls: {', '.join(sorted(map(str, calls)))})",
-                                       f"messages[{i}].tool_call_id", i, called)
+                                       f"messages[{i}].tool_call_id", i, called, True)
             if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered
                 called = next((c for c in calls if c not in answered), None)
             if called is not None:

@@ -191,7 +191,7 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
     except UnansweredToolCalls as e:
         raise _unanswered(out[e.index][1], e.ids) from e
     except OrphanToolResult as e:
-        raise _unexpected(out[e.index][1], e.call_id) from e
+        raise _unexpected(out[e.index][1], e.call_id, e.called) from e
     except InvalidRequest as e:
         name_own_field(e, [where for _, where in out])
         raise
@@ -208,11 +208,16 @@ def _unanswered(where: str, ids: Sequence[str]) -> InvalidRequest:
                           "the next message.", param=turn)
 
 
-def _unexpected(where: str, tool_use_id: str | None) -> InvalidRequest:
+def _unexpected(where: str, tool_use_id: str | None, called: bool) -> InvalidRequest:
     """Anthropic's 400 (its words) for the tool_result block at `where` (`messages.2.content.0.content`, its content)
-    that answers no tool_use block of the assistant turn before it, naming the block (`messages.2.content.0`). Until
-    the thirty-sixth session the chat door's words named its content."""
+    that answers no tool_use block of the assistant turn before it, naming the block (`messages.2.content.0`); where
+    the message before it has no tool_use block at all (`called` False), Anthropic's other words, naming the user turn
+    (`messages.2`). Until the thirty-sixth session the chat door's words named its content."""
     block = where.removesuffix(".content")
+    if not called:
+        turn = block.rsplit(".content.", 1)[0]
+        return InvalidRequest(f"{turn}: `tool_result` block(s) provided when previous message does not contain any "
+                              "`tool_use` blocks", param=turn)
     return InvalidRequest(f"{block}: unexpected `tool_use_id` found in `tool_result` blocks: {tool_use_id}. Each "
                           "`tool_result` block must have a corresponding `tool_use` block in the previous message.",
                           param=block)
