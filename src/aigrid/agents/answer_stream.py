@@ -28,6 +28,10 @@ _WRITTEN = {ord('"'): '\\"', ord("\\"): "\\\\", **{c: f"\\u{c:04x}" for c in ran
 _FIRST_KEY = re.compile(r'\s*\{\s*"([^"]*)"')
 _NOT_OBJECT = re.compile(r'\s*(?:[^\s{]|\{\s*[^\s"])')
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+MAX_HEAD = 1_000
+"""The most characters before an answer's text that are read for its head (`{"answer": "`, with any spaces): past them
+it is no answer streamed. A head is read again from its start at each fragment, so a head without end (spaces, a key
+that never closes) was read over and over as it grew."""
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -46,7 +50,14 @@ class AnswerStream:
         """A JSON value's text as streamed, once its last bracket closed (None: not a value, or not closed yet)."""
 
     def feed(self, fragment: str) -> str:
-        """The answer characters completed by `fragment` ('' when none or when it is not an answer)."""
+        """The answer characters completed by `fragment` ('' when none or when it is not an answer). Only what is not
+        read yet is kept (an escape cut in two, the head before it is known): the whole text was kept and each
+        fragment added to it, a copy of all before it each time, so an engine sending its answer a character an event
+        cost time quadratic in the events (600,000: 28 s of the gateway's CPU, with the loop's own copies). A head
+        that says nothing within MAX_HEAD characters (whitespace, a first key that never ends) is no answer streamed
+        (the turn's answer is still read whole at its end: steps.parse_turn)."""
+        if self.is_answer is False or self._closed:
+            return ""
         self._text += fragment
         if self.is_answer is None:
             m = _ANSWER_HEAD.match(self._text)
@@ -55,13 +66,18 @@ class AnswerStream:
                 self.is_answer, self._pos = True, m.end()
             elif v:
                 self.is_answer, self._pos, self._depth = True, v.end(), 0
-            elif _NOT_OBJECT.match(self._text) or ((k := _FIRST_KEY.match(self._text)) and k.group(1) != "answer"):
+            elif _NOT_OBJECT.match(self._text) or ((k := _FIRST_KEY.match(self._text)) and k.group(1) != "answer") \
+                    or len(self._text) > MAX_HEAD:
                 self.is_answer = False
-        if not self.is_answer or self._closed or self._pos is None:
+        if not self.is_answer or self._pos is None:
             return ""
-        if self._depth is not None:
-            return self._value()
-        out, i, text = [], self._pos, self._text
+        out = self._value() if self._depth is not None else self._string()
+        self._text, self._pos = self._text[self._pos:], 0  # what is read is not kept
+        return out
+
+    def _string(self) -> str:
+        """The answer string's characters completed by the last fragment, up to its closing quote."""
+        out, i, text = [], self._pos or 0, self._text
         while i < len(text):
             c = text[i]
             if c == '"':
