@@ -458,11 +458,12 @@ class StreamRelay:
         self._steered: dict[str, int] | None = None
         """The usage of an answer stopped for a steer (`steer`), booked when it is closed."""
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
-        # every answer's chunks are counted (`counts`): the charge where the engine's count never comes
+        # the engine's own stream has its chunks counted (`counts`): the charge where the engine's count never comes
         # (_book_unfinished; until the thirty-sixth session a client that hung up was charged the whole reservation);
         # its text is kept only where a continuation may need it. Its events are kept unparsed, each read at most once
-        # (EventPipe._unread: an answer that ends whole with its count reads none of them)
-        self.pipe = pipe(output, sse=_is_sse(opened), track=self._continuable, counts=True,
+        # (EventPipe._unread: an answer that ends whole with its count reads none of them). Not a wrapper's: a tool
+        # loop's model turns are not what it streams (its count unknown, it is charged its reservation)
+        self.pipe = pipe(output, sse=_is_sse(opened), track=self._continuable, counts=direct,
                          most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
                          quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
@@ -737,10 +738,12 @@ class StreamRelay:
 
     def _book_unfinished(self) -> None:
         """An answer that ended before its end (its client gone, a cancel, its engine failed): the engine's count
-        where it sent one, else the output tokens its client received (DecisionRecord.delivered_tokens), which
+        where it sent one, and the output tokens its client received where the stream is the engine's own
+        (`direct`; DecisionRecord.delivered_tokens), which
         Exchange.used_tokens charges with the prompt instead of the reservation."""
         self._record.usage = self.pipe.usage
-        self._record.delivered_tokens = self.pipe.delivered.tokens()
+        if self.pipe.counts:  # the engine's own stream: what it generated is what it streamed
+            self._record.delivered_tokens = self.pipe.delivered.tokens()
 
 
 def _is_sse(opened: Opened) -> bool:
