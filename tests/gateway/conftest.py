@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -80,11 +81,21 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 @asynccontextmanager
 async def serving(spec: GridSpec, engines: dict[str, Any], seed: int = 7) -> AsyncIterator[
         tuple[httpx.AsyncClient, Gateway]]:
-    """The gateway of `spec` on `engines`, scraped once and its guard started, with a client of its app."""
-    gw = build_gateway(spec, engines, rng=random.Random(seed), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    async with started(gw) as c:
-        yield c, gw
+    """The gateway of `spec` on `engines`, scraped once and its guard started, with a client of its app. A spec whose
+    audit log lies at a relative path (the default, .aigrid/audit.db: the working directory's) gets a folder of its
+    own for it, removed at the end: tests run from a checkout must not share (and lock) the checkout's log."""
+    with tempfile.TemporaryDirectory(prefix="aigrid-audit-") as own:
+        audit = spec.security.audit
+        if audit is not None and not Path(audit.path).is_absolute():
+            moved = {"path": str(Path(own) / "audit.db")}
+            if audit.signing_key is not None and not Path(audit.signing_key).is_absolute():
+                moved["signing_key"] = str(Path(own) / "audit.pem")
+            spec = spec.model_copy(update={"security": spec.security.model_copy(update={"audit": audit.model_copy(
+                update=moved)})})
+        gw = build_gateway(spec, engines, rng=random.Random(seed), sleep=_no_sleep)
+        await gw.scraper.scrape_once()
+        async with started(gw) as c:
+            yield c, gw
 
 
 @asynccontextmanager
