@@ -171,3 +171,23 @@ async def test_a_tool_result_after_a_turn_without_tool_use_is_said_as_anthropic_
             assert info.value.body["error"]["message"] == said, info.value.body  # type: ignore[index]
     assert engine.received == []
     await claude.close()
+
+
+async def test_chat_refuses_a_tool_call_without_an_id(tmp_path: Path) -> None:
+    """OpenAI requires each assistant tool call's `id` (its 400 "Missing required parameter"). Without one no `tool`
+    message can answer it: until RV2 of the thirty-sixth session such a call passed the unanswered-call check (it
+    listed only calls with an id) and reached the engine without its result, and a `tool` message after it was
+    refused as answering "no call" ("the tool result for None ... and there is none")."""
+    engine = ScriptedEngine([])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
+    nameless = {"role": "assistant", "content": None, "tool_calls": [_call("c1"), {
+        "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}
+    answers = [{"role": "tool", "tool_call_id": "c1", "content": "Sunny."}, {"role": "tool", "content": "Rainy."}]
+    for messages in ([ASK, nameless], [ASK, nameless, *answers]):
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
+        assert info.value.body == {  # type: ignore[comparison-overlap]
+            "message": "Missing required parameter: 'messages[1].tool_calls[1].id'.", "type": "invalid_request_error",
+            "param": "messages[1].tool_calls[1].id", "code": "invalid_request"}
+    assert engine.received == []
+    await oai.close()
