@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
 
 from aigrid.agents import Finished, Step, TextDelta, builtin_tools, run_tool_loop
 from aigrid.agents.loop import _apply_event
 from aigrid.agents.steps import Turn
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.errors import EngineStreamBroken, EngineUnavailable
 from tests.agents.copied_text import Copied
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
@@ -66,3 +71,48 @@ async def test_a_long_answer_in_small_pieces_is_whole() -> None:
     evs = [ev async for ev in run_tool_loop(native, {**body, "aigrid_tool_mode": "native"}, REGISTRY)]
     steps = [ev for ev in evs if isinstance(ev, Step)]
     assert steps and steps[0].arguments == {"expression": "1+" * 5_000 + "1"}
+
+
+class _RawEngine(ScriptedEngine):
+    """Answers each call with the next raw body of `bodies` (SSE events, or a whole JSON answer) as written."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        super().__init__([])
+        self.bodies = list(bodies)
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.received.append(orjson.loads(body))
+        raw = self.bodies.pop(0)
+        kind = "text/event-stream" if raw.startswith(b"data:") else "application/json"
+        yield UpstreamResponse(200, {"content-type": kind}, _one(raw))
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+CALC_TURN = (b'data: {"choices":[{"delta":{"content":"{\\"tool\\": \\"calculator\\", \\"arguments\\": '
+             b'{\\"expression\\": \\"1+1\\"}}"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+NOT_CHUNKS = [b'{"choices": ["x"]}', b'{"choices": {"a": 1}}', b'{"choices": [{"delta": "x"}]}',
+              b'{"choices": [{"delta": {"tool_calls": "abc"}}]}',
+              b'{"choices": [{"delta": {"tool_calls": [{"index": "z", "function": {"arguments": "{}"}}]}}]}',
+              b'{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": 5}}]}}]}',
+              b'{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]}']
+NOT_ANSWERS = [b'{"choices": [{"message": {"content": ["x"]}}]}', b'{"choices": "x"}',
+               b'{"choices": [{"message": {"tool_calls": [{"function": {"name": 5}}]}}]}']
+
+
+@pytest.mark.parametrize("garbage", [b"data: " + c + b"\n\ndata: [DONE]\n\n" for c in NOT_CHUNKS] + NOT_ANSWERS)
+async def test_an_engine_answer_not_of_a_chunks_shape_is_the_engines_failure_not_a_crash(garbage: bytes) -> None:
+    """(7 Dec 2026, thirty-sixth session, ATK5) A part of an engine's event not of its shape raised AttributeError or
+    TypeError out of the loop. Live on 127.0.0.1 (a scratch engine answering `{"choices": ["x"]}` to the loop's
+    second turn, after a calculator step): streamed, uvicorn's "Exception in ASGI application" and a stream cut with
+    no error event; whole, "unexpected" to the proxy, which tries the next candidate from the loop's start (its tools
+    run again). Now it is the engine's failure: EngineUnavailable on a first turn (the next candidate may answer),
+    EngineStreamBroken on a later one (no rerun)."""
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "q"}], "tools": [CALC]}
+    with pytest.raises(EngineUnavailable, match="not a chat completion"):
+        [ev async for ev in run_tool_loop(_RawEngine([garbage]), body, REGISTRY)]
+    with pytest.raises(EngineStreamBroken, match="not a chat completion"):
+        [ev async for ev in run_tool_loop(_RawEngine([CALC_TURN, garbage]), body, REGISTRY)]

@@ -843,7 +843,12 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
                         event = orjson.loads(ev.data)
                     except orjson.JSONDecodeError:
                         continue  # an event we cannot read is skipped, as OpenAI clients do
-                    for delta in _apply_event(event, turn, native, most):
+                    try:
+                        deltas = _apply_event(event, turn, native, most)
+                    except NotAChunk as e:  # the engine's failure (a later turn's: the stream broke, no rerun)
+                        raise EngineUnavailable(f"the engine sent an event that is not a chat completion chunk: {e}"
+                                                ) from e
+                    for delta in deltas:
                         texts.append(delta)
                         text = answer.feed(delta) if constrained else ("" if native else delta)
                         if text and not quiet:
@@ -859,7 +864,11 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     turn.content = "".join(texts)
     raw = b"".join(parts)
     if not turn.content and not native and raw.lstrip().startswith(b"{"):
-        _apply_json(raw, turn, native, most)  # an engine that answered a plain chat.completion
+        try:
+            _apply_json(raw, turn, native, most)  # an engine that answered a plain chat.completion
+        except NotAChunk as e:
+            why = f"the engine's answer is not a chat completion: {e}"
+            raise (EngineUnavailable(why) if first else EngineStreamBroken(why)) from e
     calls = [{"id": c.get("id"), "name": c.get("name"), "arguments": _joined(c.get("arguments"))}
              for _, c in sorted(native.items())]
     turn = parse_turn(turn, calls, constrained)
@@ -891,26 +900,75 @@ def turn_counts(usage: Any, most: int | None = None) -> dict[str, int]:
     return {k: v for k, v in usage.items() if type(v) is int}
 
 
+class NotAChunk(ValueError):
+    """An engine's event (or whole answer) whose parts are not of a chat completion's shape: the engine's failure
+    (_model_turn). Until the thirty-sixth session such a part (`{"choices": ["x"]}`, `"tool_calls": "abc"`, an `index`
+    that is no number) raised AttributeError or TypeError out of the loop: a streamed loop's later turn ended in
+    uvicorn's "Exception in ASGI application" (a traceback, the client's stream cut with no error event), and a
+    whole one's was "unexpected" to the proxy, which tried the next candidate: the loop from its start, its tools
+    run again (EngineStreamBroken is what keeps them from running twice)."""
+
+
+def _listed(value: Any, what: str) -> list[Any]:
+    """`value` when it is a list (None or empty: []); NotAChunk naming `what` otherwise."""
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise NotAChunk(f"{what} is not a list")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """`value` when it is an object (None or empty: {}); NotAChunk naming `what` otherwise."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise NotAChunk(f"{what} is not an object")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    """`value` when it is a string (None: ""); NotAChunk naming `what` otherwise."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise NotAChunk(f"{what} is not a string")
+    return value
+
+
+def _call_parts(tc: Any, native: dict[int, dict[str, Any]]) -> tuple[int, str, str, str]:
+    """A tool call's (index, id, name, arguments) as a chunk or a whole answer gives them; NotAChunk when one is not of
+    its type."""
+    call = _object(tc, "a tool call")
+    index = call.get("index", len(native))
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise NotAChunk("a tool call's index is not an integer")
+    fn = _object(call.get("function"), "a tool call's function")
+    return (index, _text(call.get("id"), "a tool call's id"), _text(fn.get("name"), "a tool call's name"),
+            _text(fn.get("arguments"), "a tool call's arguments"))
+
+
 def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, Any]], most: int | None = None) -> list[str]:
     """Merge one chat.completion.chunk into the turn; return its content fragments, which the caller keeps (the turn's
     content is their join, made once: _model_turn). A call's argument pieces are kept as a list, joined once
     (`_joined`). Each was added to a string as it came, a copy of all before it each time: an engine sending an
-    answer a character an event (600,000 events, 28 MB) cost 28 s of the gateway's CPU, quadratic in the events."""
+    answer a character an event (600,000 events, 28 MB) cost 28 s of the gateway's CPU, quadratic in the events.
+    NotAChunk for a part not of its shape (a JSON event that is not an object is skipped, as one that is not JSON)."""
     out: list[str] = []
     if not isinstance(event, dict):
         return out
     if isinstance(event.get("usage"), dict):
         turn.usage = turn_counts(event["usage"], most)
-    for choice in event.get("choices") or []:
-        delta = choice.get("delta") or {}
+    for choice in _listed(event.get("choices"), "choices"):
+        delta = _object(_object(choice, "a choice").get("delta"), "a choice's delta")
         if isinstance(delta.get("content"), str) and delta["content"]:
             out.append(delta["content"])
-        for tc in delta.get("tool_calls") or []:
-            slot = native.setdefault(int(tc.get("index", len(native))), {"id": "", "name": "", "arguments": []})
-            fn = tc.get("function") or {}
-            slot["id"] = tc.get("id") or slot["id"]
-            slot["name"] = slot["name"] or fn.get("name") or ""
-            slot["arguments"].append(fn.get("arguments") or "")
+        for tc in _listed(delta.get("tool_calls"), "a delta's tool_calls"):
+            index, call_id, name, arguments = _call_parts(tc, native)
+            slot = native.setdefault(index, {"id": "", "name": "", "arguments": []})
+            slot["id"] = call_id or slot["id"]
+            slot["name"] = slot["name"] or name
+            slot["arguments"].append(arguments)
         if choice.get("finish_reason"):
             turn.finish_reason = choice["finish_reason"]
     return out
@@ -926,14 +984,16 @@ def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, Any]], most:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return
-    choice = (obj.get("choices") or [{}])[0] if isinstance(obj, dict) else {}
-    message = choice.get("message") or {}
-    turn.content = message.get("content") or ""
+    answer = _object(obj, "the answer")  # NotAChunk for a part not of a chat completion's shape (_apply_event)
+    choices = _listed(answer.get("choices"), "choices")
+    choice = _object(choices[0], "a choice") if choices else {}
+    message = _object(choice.get("message"), "a choice's message")
+    turn.content = _text(message.get("content"), "a message's content")
     turn.finish_reason = choice.get("finish_reason")
-    turn.usage = turn_counts(obj.get("usage"), most)
-    for i, tc in enumerate(message.get("tool_calls") or []):
-        fn = tc.get("function") or {}
-        native[i] = {"id": tc.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or ""}
+    turn.usage = turn_counts(answer.get("usage"), most)
+    for i, tc in enumerate(_listed(message.get("tool_calls"), "a message's tool_calls")):
+        _, call_id, name, arguments = _call_parts({**_object(tc, "a tool call"), "index": i}, native)
+        native[i] = {"id": call_id, "name": name, "arguments": arguments}
 
 
 async def _screened(step: Step, registry: ToolRegistry, screen: ScreenTexts) -> Step:
