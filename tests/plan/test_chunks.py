@@ -56,6 +56,28 @@ def test_the_h100_gets_3072_tokens_where_its_step_fits_the_measured_share_and_20
     assert chunk_for(fixed, "h100") == 3072
 
 
+MEASURED_TPOT_MAX_MS = {2048: 73.0, 2560: 85.0, 3072: 99.0, 4096: 127.0, 8192: 238.0}
+"""The worst stream's TPOT the simulator showed at the global example's peaks with the H100 at each chunk (the
+largest TPOT max over the variants of docs/planning.md, Results, "The H100's prefill chunk", 7 Dec 2026)."""
+
+
+def test_the_rule_admits_no_chunk_whose_measured_worst_tpot_is_over_the_slo() -> None:
+    """TPOT_SHARE is read off that measurement (the full-chunk step over the worst TPOT at 3,072); at the SLO it
+    was measured against (100 ms), a chunk the screen offers must be one whose worst stream held the SLO there."""
+    d = global_demand()
+    steps = {c: round(chunk_step_ms(d, "h100", 1, c), 1) for c in MEASURED_TPOT_MAX_MS}
+    assert steps == {2048: 64.5, 2560: 78.4, 3072: 92.2, 4096: 119.9, 8192: 230.8}  # the docs' engine model
+    offered = {}
+    for c in MEASURED_TPOT_MAX_MS:  # each chunk as an operator's fixed chunk_tokens, so the rule judges it alone
+        hw = dict(d.supply.hardware)
+        hw["h100"] = hw["h100"].model_copy(update={"chunk_tokens": c})
+        offered[c] = chunk_for(d.model_copy(update={"supply": d.supply.model_copy(update={"hardware": hw})}),
+                               "h100") == c
+    over = [c for c, ok in offered.items() if ok and MEASURED_TPOT_MAX_MS[c] > d.slo.tpot_ms]
+    assert over == [], (over, TPOT_SHARE)
+    assert offered == {2048: True, 2560: True, 3072: True, 4096: False, 8192: False}
+
+
 def test_a_chunk_fixed_by_the_demand_is_kept_or_the_option_dropped() -> None:
     d = global_demand()
     hw = dict(d.supply.hardware)
