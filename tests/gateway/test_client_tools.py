@@ -150,10 +150,13 @@ async def test_a_chat_tool_message_that_answers_no_call_is_the_clients_400(
         [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
          {"role": "tool", "tool_call_id": "c9", "content": "Sunny."}],
     ]
-    for messages, param in zip(orphans, ("messages[1]", "messages[2].tool_call_id"), strict=True):
+    said = ("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with "
+            "'tool_calls'.", "Invalid parameter: 'tool_call_id' of 'c9' not found in 'tool_calls' of previous message.")
+    for messages, param, words in zip(orphans, ("messages[1].role", "messages[2].tool_call_id"), said, strict=True):
         with pytest.raises(openai.BadRequestError) as info:
             await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
         assert info.value.body["param"] == param, info.value.body  # type: ignore[index]
+        assert info.value.body["message"] == words, info.value.body  # type: ignore[index]  (OpenAI's own words)
     assert engine.received == []
     engine.replies.append({"content": "Sunny, 21 C."})
     ok = await oai.chat.completions.create(

@@ -281,13 +281,12 @@ def check_tool_results(messages: Any) -> None:
                 raise InvalidRequest(f"Invalid type for 'messages[{i}].tool_call_id': expected a string",
                                      param=f"messages[{i}].tool_call_id")
             if not calls:
-                raise OrphanToolResult(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
-                                       "of the assistant turn before it, and there is none", f"messages[{i}]", i, called,
-                                       False)
+                # OpenAI's words (its param reads "messages.[N].role"; ours keeps the bracket form of every other)
+                raise OrphanToolResult("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                                       "message with 'tool_calls'.", f"messages[{i}].role", i, called, False)
             if called is not None and called not in calls:
-                raise OrphanToolResult(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
-                                       f"(its calls: {', '.join(sorted(map(str, calls)))})",
-                                       f"messages[{i}].tool_call_id", i, called, True)
+                raise OrphanToolResult(f"Invalid parameter: 'tool_call_id' of '{called}' not found in 'tool_calls' of "
+                                       "previous message.", f"messages[{i}].tool_call_id", i, called, True)
             if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered
                 called = next((c for c in calls if c not in answered), None)
             if called is not None:
