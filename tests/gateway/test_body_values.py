@@ -11,16 +11,17 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway
-from aigrid.gateway.body_values import MAX_VALUES, crowded_field
+from aigrid.gateway.body_values import MAX_OPTION_VALUES, MAX_VALUES, crowded_field, crowding
 from tests.gateway import batch_helpers
 from tests.gateway.batch_helpers import Gated, clients, jsonl, line, received, submit
 
 engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 
-PAST = [[]] * (MAX_VALUES + 1)
+PAST: list[list[object]] = [[]] * (MAX_VALUES + 1)
 """More tiny values than a request may hold, 300 KB of JSON."""
 CHAT = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+CHAT_TOOL_SMALL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 CHAT_TOOL = {"type": "function", "function": {"name": "f", "parameters": {
     "type": "object", "properties": {"a": {"enum": PAST}}}}}
 
@@ -31,9 +32,9 @@ def test_the_count_names_the_crowded_field() -> None:
     assert crowded_field({**CHAT, "metadata": {f"k{i}": 0 for i in range(MAX_VALUES)}}) == "metadata"  # keys count
     assert crowded_field({**CHAT, "x": [0] * MAX_VALUES}) == "x"  # numbers count
     assert crowded_field({"model": "m", "prompt": ["a"] * MAX_VALUES}) == "prompt"
-    # the body, its 4 keys and their values (9), the messages' list item and its keys and values (5): 14 besides x
-    assert crowded_field({**CHAT, "x": [0] * (MAX_VALUES - 14)}) is None  # at the bound: served
-    assert crowded_field({**CHAT, "x": [0] * (MAX_VALUES - 13)}) == "x"
+    # the body, its 2 keys and their values (5) besides the input's items
+    assert crowded_field({"model": "m", "input": [0] * (MAX_VALUES - 5)}) is None  # at the bound: served
+    assert crowded_field({"model": "m", "input": [0] * (MAX_VALUES - 4)}) == "input"
     small = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
     raw = orjson.dumps({**CHAT, "tools": [small] * 3})
     assert crowded_field(orjson.loads(raw), raw) is None  # the raw count lets a small body through unwalked
@@ -59,12 +60,12 @@ class _Uncounted(bytes):
 
 
 def test_a_body_too_short_to_pass_the_bound_is_neither_scanned_nor_walked() -> None:
-    """Fewer than MAX_VALUES / 2 bytes cannot hold more than MAX_VALUES values (each value but the first follows a
-    comma or opens with a bracket, a key follows one too): such a body (every ordinary one) costs no scan of its bytes,
-    which cost ~1 us a KB on every request (review RV1)."""
-    body = {**CHAT, "messages": [{"role": "user", "content": "a, b, c " * 1000}] * 10}
+    """Fewer than MAX_OPTION_VALUES / 2 bytes cannot hold more than MAX_OPTION_VALUES values (each value but the first
+    follows a comma or opens with a bracket, a key follows one too): such a body costs no scan of its bytes, which cost
+    ~1 us a KB (review RV1)."""
+    body = {**CHAT, "messages": [{"role": "user", "content": "a, b, c " * 100}] * 10}
     raw = orjson.dumps(body)
-    assert len(raw) > 80_000 and 2 * len(raw) < MAX_VALUES
+    assert len(raw) > 8_000 and 2 * len(raw) < MAX_OPTION_VALUES
     assert crowded_field(orjson.loads(raw), _Uncounted(raw)) is None
     past = orjson.dumps({**CHAT, "x": [0] * MAX_VALUES})  # past it: counted, then walked
     assert crowded_field(orjson.loads(past), past) == "x"
@@ -88,24 +89,25 @@ def _anthropic_400(r: httpx.Response) -> str:
     return str(r.json()["error"]["message"])
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/chat/completions", {**CHAT, "tools": [CHAT_TOOL]}, "tools"),
-    ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"k": PAST}}, "chat_template_kwargs"),
+@pytest.mark.parametrize(("path", "body", "field", "bound"), [
+    ("/v1/chat/completions", {**CHAT, "tools": [CHAT_TOOL]}, "tools", MAX_OPTION_VALUES),
+    ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"k": PAST}}, "chat_template_kwargs", MAX_OPTION_VALUES),
     ("/v1/chat/completions", {**CHAT, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "x", "schema": {"type": "object", "properties": {"a": {"enum": PAST}}}}}}, "response_format"),
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"enum": PAST}}}}}}, "response_format", MAX_OPTION_VALUES),
     ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4, "logit_bias": {"1": PAST}},
-     "logit_bias"),
+     "logit_bias", MAX_OPTION_VALUES),
     ("/v1/responses", {"model": "smollm2-135m", "input": "hi", "tools": [
         {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"enum": PAST}}}}]},
-     "tools"),
+     "tools", MAX_OPTION_VALUES),
     ("/v1/messages", {**MESSAGES, "tools": [{"name": "f", "input_schema": {
-        "type": "object", "properties": {"a": {"enum": PAST}}}}]}, "tools"),
+        "type": "object", "properties": {"a": {"enum": PAST}}}}]}, "tools", MAX_OPTION_VALUES),
     ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": {**MESSAGES, "tools": [
         {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"enum": PAST}}}}]}}]},
-     "requests.0.params.tools"),
+     "requests.0.params.tools", MAX_OPTION_VALUES),
+    ("/v1/responses", {"model": "smollm2-135m", "input": PAST}, "input", MAX_VALUES),
 ])
 async def test_a_body_of_more_values_than_a_request_holds_is_the_clients_400_naming_the_field(
-        client: httpx.AsyncClient, fakes: dict, path: str, body: dict, field: str) -> None:
+        client: httpx.AsyncClient, fakes: dict, path: str, body: dict, field: str, bound: int) -> None:
     r = await client.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
     if path.startswith("/v1/messages"):
         message = _anthropic_400(r)
@@ -114,7 +116,7 @@ async def test_a_body_of_more_values_than_a_request_holds_is_the_clients_400_nam
         err = r.json()["error"]
         assert err["param"] == field and err["code"] == "invalid_request", err
         message = err["message"]
-    assert message.startswith(f"{field}: ") and f"more than {MAX_VALUES:,} JSON values" in message, message
+    assert message.startswith(f"{field}: ") and f"more than {bound:,} JSON values" in message, message
     assert not any(f.received for f in fakes.values())  # no engine was asked
 
 
@@ -126,5 +128,76 @@ async def test_a_batch_line_of_more_values_than_a_request_holds_fails_validation
     assert created.status == "failed" and created.errors is not None, created
     first = created.errors.data[0]
     assert (first.code, first.line, first.param) == ("invalid_request", 2, "body.chat_template_kwargs"), first
-    assert f"more than {MAX_VALUES:,} JSON values" in (first.message or "")
+    assert f"more than {MAX_OPTION_VALUES:,} JSON values" in (first.message or "")
     assert received(engines) == []
+
+
+def test_the_fields_outside_the_conversation_hold_a_tenth_of_the_bound_together() -> None:
+    """A request's tools, schemas, template variables and options are walked value by value on the event loop by
+    several readers: at MAX_VALUES one tool's schema held it 1.2-1.7 s (review RV1). They hold MAX_OPTION_VALUES
+    together, the conversation's fields MAX_VALUES."""
+    assert crowding({**CHAT, "x": [0] * MAX_OPTION_VALUES}) is None  # at the bound: served
+    assert crowding({**CHAT, "x": [0] * (MAX_OPTION_VALUES + 1)}) == ("x", MAX_OPTION_VALUES)
+    half: list[list[object]] = [[]] * (MAX_OPTION_VALUES // 2 + 1)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"enum": half + [[]]}}}]
+    both = {**CHAT, "tools": tools, "chat_template_kwargs": {"k": half}}
+    assert crowding(both) == ("tools", MAX_OPTION_VALUES)  # together past it: the field of the most named
+    raw = orjson.dumps(both)
+    assert crowding(orjson.loads(raw), raw) == ("tools", MAX_OPTION_VALUES)  # the raw counts let it through to the walk
+    history = {**CHAT, "tools": [CHAT_TOOL_SMALL], "messages": [{"role": "user", "content": [{"type": "text",
+                                                                                               "text": "x"}] * 9000}]}
+    raw = orjson.dumps(history)
+    assert crowding(orjson.loads(raw), raw) is None  # 36,000 values in the messages: served
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"enum": [[]] * MAX_OPTION_VALUES}}}}}]}, "tools"),
+    ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"k": [[]] * MAX_OPTION_VALUES}}, "chat_template_kwargs"),
+    ("/v1/messages", {**MESSAGES, "tools": [{"name": f"f{i}", "input_schema": {"type": "object"}}
+                                            for i in range(MAX_OPTION_VALUES // 6)]}, "tools"),
+])
+async def test_a_body_of_more_option_values_than_a_request_holds_is_the_clients_400(
+        client: httpx.AsyncClient, fakes: dict, path: str, body: dict, field: str) -> None:
+    """Past MAX_OPTION_VALUES outside the conversation, well under MAX_VALUES: served before (review RV1)."""
+    r = await client.post(path, content=orjson.dumps(body), headers={"content-type": "application/json"})
+    if path.startswith("/v1/messages"):
+        message = _anthropic_400(r)
+    else:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == field, r.text
+        message = r.json()["error"]["message"]
+    assert message.startswith(f"{field}: ") and f"more than {MAX_OPTION_VALUES:,} JSON values" in message, message
+    assert not any(f.received for f in fakes.values())  # no engine was asked
+
+
+def _called(arguments: str) -> dict:
+    return {**CHAT, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                              "function": {"name": "f", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]}
+
+
+async def test_a_tool_calls_arguments_count_with_the_options_string_or_object(
+        client: httpx.AsyncClient, fakes: dict) -> None:
+    """A tool call's arguments are walked by the firewall and the tool loop as the tools are, parsed first where they
+    are a JSON text (OpenAI's form): their values count against MAX_OPTION_VALUES, in a string as in an Anthropic
+    `tool_use` block's `input` (a string of 200,000 empty arrays was one value, served after holding the loop 3 s;
+    review RV1 follow-up)."""
+    many: list[list[object]] = [[]] * MAX_OPTION_VALUES
+    body = _called(orjson.dumps({"k": many}).decode())
+    assert crowding(body) == ("messages", MAX_OPTION_VALUES)
+    r = await client.post("/v1/chat/completions", content=orjson.dumps(body),
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
+    assert f"more than {MAX_OPTION_VALUES:,} JSON values" in r.json()["error"]["message"]
+    assert not any(f.received for f in fakes.values())
+    assert crowding(_called(orjson.dumps({"k": many[:-10]}).decode())) is None  # within: served
+    assert crowding(_called("[" + "[]," * MAX_VALUES)) is None  # not JSON: a text as any other
+    used = {**MESSAGES, "messages": [{"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "f", "input": {"k": many}}]}]}
+    assert crowding(used) == ("messages", MAX_OPTION_VALUES)
+    tools = {**CHAT, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"enum": many[:15_000]}}}]}
+    assert crowding({**tools, "messages": _called(orjson.dumps({"k": many[:6_000]}).decode())["messages"]}) == (
+        "tools", MAX_OPTION_VALUES)  # tools and arguments together: the field of the most named

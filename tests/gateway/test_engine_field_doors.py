@@ -98,7 +98,8 @@ MAX_SAMPLERS = 16
 
 
 @pytest.mark.parametrize("route,body", ROUTES)
-@pytest.mark.parametrize("value", [["temperature"] * 100_000, "t" * 100_000, ["top_k"] * (MAX_SAMPLERS + 1)])
+# 15,000 names: within body_values.MAX_OPTION_VALUES, past which a body is refused first (thirty-sixth session)
+@pytest.mark.parametrize("value", [["temperature"] * 15_000, "t" * 100_000, ["top_k"] * (MAX_SAMPLERS + 1)])
 async def test_a_sampler_chain_longer_than_llama_servers_kinds_is_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, value: object) -> None:
     """(7 Dec 2026, thirty-fourth session) llama-server's `samplers` (its sampler chain, a list of names or a string of
@@ -133,7 +134,8 @@ MAX_DRY_BREAKERS = 8
 
 
 @pytest.mark.parametrize("route,body", ROUTES)
-@pytest.mark.parametrize("count", [100_000, MAX_DRY_BREAKERS + 1])
+# 15,000: within body_values.MAX_OPTION_VALUES, past which a body is refused first (thirty-sixth session)
+@pytest.mark.parametrize("count", [15_000, MAX_DRY_BREAKERS + 1])
 async def test_dry_sequence_breakers_past_a_few_are_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, count: int) -> None:
     """(7 Dec 2026, thirty-fourth session) llama-server's `dry_sequence_breakers` went to the engine as sent, bounded
@@ -170,8 +172,8 @@ MAX_STEP_ENTRIES = 1024
 
 
 @pytest.mark.parametrize("route,body", ROUTES)
-# 150,000: within body_values.MAX_VALUES (200,000), past which any body is refused first (thirty-sixth session)
-@pytest.mark.parametrize("count", [150_000, MAX_STEP_ENTRIES + 1])
+# 15,000: within body_values.MAX_OPTION_VALUES (20,000), past which a body is refused first (thirty-sixth session)
+@pytest.mark.parametrize("count", [15_000, MAX_STEP_ENTRIES + 1])
 async def test_stop_token_ids_past_what_an_engine_checks_each_step_are_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, count: int) -> None:
     """(7 Dec 2026, thirty-fourth session) vLLM's and SGLang's `stop_token_ids` went to the engine as sent, bounded only
@@ -347,7 +349,8 @@ def test_the_api_document_does_not_offer_the_fields_refused_here() -> None:
 
 @pytest.mark.parametrize("route,body", ROUTES)
 @pytest.mark.parametrize("field,inner", [("guided_choice", None), ("structured_outputs", "choice")])
-@pytest.mark.parametrize("choices", [[f"answer {i}" for i in range(100_000)], ["x" * (256 * 1024 + 1)]])
+# 15,000 choices (330,000 characters): within body_values.MAX_OPTION_VALUES, past which a body is refused first
+@pytest.mark.parametrize("choices", [[f"answer number {i:08d}" for i in range(15_000)], ["x" * (256 * 1024 + 1)]])
 async def test_choices_past_a_grammars_length_are_refused_and_audited(
         tmp_path: Path, fakes: dict[str, FakeEngine], route: str, body: dict, field: str, inner: str | None,
         choices: list[str]) -> None:

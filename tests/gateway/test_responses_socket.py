@@ -501,9 +501,10 @@ def test_a_queued_create_is_held_as_the_bytes_it_is_counted_as(tmp_path: Path) -
     a body of many small values parsed is held as 15 to 25 times its bytes (a socket's 1 MiB of `[{}, ...]`
     queued held 24 MiB; at the default 4 MiB, 256 sockets of a tenant about 24 GiB). (nineteenth session)"""
     limit = 1 << 20
-    # as many as one request may hold (body_values.MAX_VALUES; a socket of 1 MiB held 349,000 until ATK4)
-    filler = b'{"type":"response.create","model":"' + MODEL.encode() + b'","input":"hi","metadata":{"a":[' + \
-        b",".join([b"{}"] * (MAX_VALUES - 100)) + b"]}}"
+    # as many as one request may hold (body_values.MAX_VALUES, in its input: the other fields hold a tenth; a socket
+    # of 1 MiB held 349,000 until ATK4)
+    filler = b'{"type":"response.create","model":"' + MODEL.encode() + b'","input":[' + \
+        b",".join([b"{}"] * (MAX_VALUES - 100)) + b"]}"
     assert len(filler) < limit
     with served(tmp_path, words=("w",) * 100, delay_s=0.1, max_body_bytes=limit) as grid:
         with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses", additional_headers=TENANT,

@@ -429,8 +429,8 @@ async def test_a_logit_bias_of_more_tokens_than_openai_takes_is_refused_naming_i
     from aigrid.gateway import schemas
     assert schemas.MAX_LOGIT_BIAS == MAX_LOGIT_BIAS
     async with serving(spec_in(tmp_path), fakes) as (client, gw):
-        # 90,000: within body_values.MAX_VALUES (its keys and values 180,000), past which any body is refused first
-        for count in (90_000, MAX_LOGIT_BIAS + 1):
+        # 9,000: within body_values.MAX_OPTION_VALUES (its keys and values 18,000), past which a body is refused first
+        for count in (9_000, MAX_LOGIT_BIAS + 1):
             r = await client.post(route, json={**body, "logit_bias": {str(t): -1 for t in range(count)}})
             assert r.status_code == 400, r.text[:300]
             err = r.json()["error"]
@@ -486,7 +486,8 @@ async def test_stop_sequences_and_bad_words_past_what_an_engine_checks_each_step
     from aigrid.gateway import schemas
     assert schemas.MAX_STEP_ENTRIES == MAX_LOGIT_BIAS
     async with serving(spec_in(tmp_path), fakes) as (client, gw):
-        for count in (100_000, MAX_LOGIT_BIAS + 1):
+        # 15,000: within body_values.MAX_OPTION_VALUES, past which a body is refused first (thirty-sixth session)
+        for count in (15_000, MAX_LOGIT_BIAS + 1):
             r = await client.post(route, json={**body, field: [f"w{i}" for i in range(count)]})
             assert r.status_code == 400, r.text[:300]
             err = r.json()["error"]

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import orjson
 
-from aigrid.gateway.body_values import crowded_field, values_message
+from aigrid.gateway.body_values import crowding, values_message
 from aigrid.gateway.request_info import usable_models
 from aigrid.json_depth import depth_message, too_deep_raw
 
@@ -331,9 +331,10 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         where = f"body.{deep}" if deep else "body"
         out.fail("invalid_request", depth_message(where), number, where)
         return None
-    crowded = crowded_field(body, text)
+    crowded = crowding(body, text)
     if crowded is not None:  # walked value by value on the event loop when the line runs (body_values.py)
-        out.fail("invalid_request", values_message(f"body.{crowded}"), number, f"body.{crowded}")
+        field, bound = crowded
+        out.fail("invalid_request", values_message(f"body.{field}", bound), number, f"body.{field}")
         return None
     model = body.get("model")
     if not isinstance(model, str) or not model:

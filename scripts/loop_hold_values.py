@@ -1,0 +1,96 @@
+"""How long one request of many tiny JSON values holds the gateway's event loop: the worst `/livez` answer time (another
+client polling it every 20 ms) while each body below is posted once, on a gateway on FAKE engines served by uvicorn
+(tests/gateway/socket_grid), one process. Each body is `--values` empty arrays in one field (default: as many as
+body_values allows there: MAX_OPTION_VALUES in tools, schemas, options and tool calls' arguments, MAX_VALUES in
+the rest of the conversation), so it is served.
+
+    .venv/bin/python scripts/loop_hold_values.py [--values N]
+
+Review RV1 (thirty-sixth session): at MAX_VALUES (199,800 in one tool's schema) such a body held the loop 1.2-1.7 s;
+the fields outside the conversation now hold MAX_OPTION_VALUES together (docs/security.md's row)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from aigrid.gateway.body_values import MAX_OPTION_VALUES, MAX_VALUES  # noqa: E402
+from tests.gateway.socket_grid import MODEL, TENANT, served  # noqa: E402
+
+CHAT = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def bodies(options: int, whole: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each body's path and JSON: `options` empty arrays in a field outside the conversation, `whole` in it."""
+    few: list[list[object]] = [[]] * (options - 30)  # the rest of the field's values: its objects, keys, names
+    return {
+        "chat tool schema": ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {"a": {"enum": few}}}}}]}),
+        "chat_template_kwargs": ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"k": few}}),
+        "response_format schema": ("/v1/chat/completions", {**CHAT, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
+                "a": {"enum": few}}}}}}),
+        "anthropic tool schema": ("/v1/messages", {**CHAT, "tools": [{"name": "f", "input_schema": {
+            "type": "object", "properties": {"a": {"enum": few}}}}]}),
+        "chat tool call arguments (a string)": ("/v1/chat/completions", {**CHAT, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "f", "arguments": orjson.dumps({"k": few}).decode()}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
+        "anthropic tool_use input (messages)": ("/v1/messages", {**CHAT, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
+                                               "input": {"k": few}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
+        "chat message's own key (messages)": ("/v1/chat/completions", {**CHAT, "messages": [
+            {"role": "user", "content": "hi", "note": [[]] * (whole - 60)}]}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--values", type=int, default=0, help="values in each body's field (default: the bounds)")
+    args = parser.parse_args()
+    with served(Path(tempfile.mkdtemp())) as grid:
+        worst, stop = [0.0], threading.Event()
+
+        def poll() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}") as c:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    c.get("/livez")
+                    worst[0] = max(worst[0], time.perf_counter() - t)
+                    time.sleep(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        time.sleep(0.5)
+        print(f"/livez worst idle {worst[0] * 1000:.0f} ms")
+        sent = bodies(args.values or MAX_OPTION_VALUES, args.values or MAX_VALUES)
+        with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}", headers=TENANT, timeout=60) as c:
+            for name, (path, body) in sent.items():
+                raw = orjson.dumps(body)
+                time.sleep(0.3)
+                worst[0] = 0.0
+                r = c.post(path, content=raw, headers={"content-type": "application/json"})
+                time.sleep(0.1)
+                said = "" if r.status_code == 200 else f" ({r.text[:160]})"
+                print(f"{name}: {len(raw) / 1e6:.2f} MB, answered {r.status_code}{said}; /livez worst "
+                      f"{worst[0] * 1000:.0f} ms during it")
+        stop.set()
+        poller.join(5)
+
+
+if __name__ == "__main__":
+    main()
