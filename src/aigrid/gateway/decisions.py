@@ -17,6 +17,7 @@ from aigrid.first_token import first_token_ms  # (observe.py reads it here too)
 from aigrid.gateway.request_info import OutputBound
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.gateway.urgency import Deadline
+from aigrid.most_held import MostHeld
 from aigrid.telemetry.store import bounded_reason
 
 ERROR_CHARS = 500
@@ -192,6 +193,7 @@ class Latest(Generic[T]):
         self._capacity = capacity
         self._items: OrderedDict[str, tuple[str, T]] = OrderedDict()
         self._of_tenant: dict[str, OrderedDict[str, None]] = {}
+        self._most = MostHeld()  # which tenant holds the most items
 
     def add(self, key: str, tenant: str, item: T) -> None:
         """`item` as the newest (one with the same key replaced). Past the capacity the tenant holding the most
@@ -199,10 +201,13 @@ class Latest(Generic[T]):
         tenant's decisions out of `GET /v1/decisions` and `aigrid explain`; a tenant within its share keeps its own."""
         self._forget(key)
         self._items[key] = (tenant, item)
-        self._of_tenant.setdefault(tenant, OrderedDict())[key] = None
-        while len(self._items) > self._capacity:
-            most = max(self._of_tenant.values(), key=len)
-            self._forget(next(iter(most)))
+        keys = self._of_tenant.setdefault(tenant, OrderedDict())
+        keys[key] = None
+        self._most.moved(tenant, len(keys) - 1, len(keys))
+        while len(self._items) > self._capacity:  # most_held.MostHeld: O(1), not a walk of every tenant
+            most = self._most.most()
+            assert most is not None  # over the capacity: some tenant holds items
+            self._forget(next(iter(self._of_tenant[most])))
 
     def _forget(self, key: str) -> None:
         found = self._items.pop(key, None)
@@ -210,6 +215,7 @@ class Latest(Generic[T]):
             return
         keys = self._of_tenant[found[0]]
         del keys[key]
+        self._most.moved(found[0], len(keys) + 1, len(keys))
         if not keys:
             del self._of_tenant[found[0]]
 
