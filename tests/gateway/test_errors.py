@@ -250,13 +250,15 @@ def test_a_response_format_type_of_an_engines_own_passes() -> None:
 
 @pytest.mark.parametrize("route,body,param,code", [
     # texts read apart (documents, template variables, tool definitions) count a fifth of one read together:
-    # screen.MAX_OTHERS (20,000) of them (10,000 until the thirtieth session's review RV1 had them count as much)
-    ("/v1/chat/completions", {**CHAT, "documents": ["n"] * 20_001}, "documents", "too_many_texts"),
+    # screen.MAX_OTHERS (20,000) of them (10,000 until the thirtieth session's review RV1 had them count as much);
+    # since the thirty-sixth session's RV1 these fields hold body_values.MAX_OPTION_VALUES (20,000) values together,
+    # refused first (invalid_request), before any text is read
+    ("/v1/chat/completions", {**CHAT, "documents": ["n"] * 20_001}, "documents", "invalid_request"),
     # 4,001 one-character parts read together: under schemas.MAX_PARTS (10,000), over screen.MAX_TOGETHER (4,000)
     ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "1"}] * 4_001}]},
      "messages[0]", "too_many_texts"),
     ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"notes": ["n"] * 20_001}}, "chat_template_kwargs",
-     "too_many_texts"),
+     "invalid_request"),
     # a list of prompts is one engine request per prompt, at most 32 (engines/fan_out.py): refused before that
     ("/v1/completions", {"model": "smollm2-135m", "prompt": [f"p{i}" for i in range(10_001)]}, "prompt",
      "invalid_request"),
@@ -294,8 +296,7 @@ async def test_more_texts_than_the_firewall_reads_in_one_request_are_refused_unr
     ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 8, "messages": [
         {"role": "user", "content": "1"}, {"role": "assistant", "content": "ok"}] * 4_000 + [
         {"role": "user", "content": "1"}]}, "messages.6666.content"),
-    ("/v1/chat/completions", {**CHAT, "documents": ["n"] * 20_001}, "documents"),
-], ids=["chat messages", "responses input", "messages messages", "chat documents"])
+], ids=["chat messages", "responses input", "messages messages"])  # documents: body_values refuses them first
 async def test_too_many_texts_names_the_doors_own_field(client: httpx.AsyncClient, route: str, body: dict,
                                                         field: str) -> None:
     """The refusal of more texts than the firewall reads in one request names the field the bound is passed at, in
