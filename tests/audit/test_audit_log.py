@@ -153,6 +153,29 @@ async def test_a_flush_or_a_stop_does_not_wait_out_the_writers_linger(tmp_path: 
     assert report.ok and report.records == 2
 
 
+
+def test_a_log_started_again_under_another_event_loop_lingers_without_a_writer_restart(tmp_path: Path) -> None:
+    """start() after stop() under a new event loop (a gateway's lifespan run twice, each under its own loop) works
+    as the first: the event that cuts the linger short belongs to the loop of the start, as the queue does (one
+    made once was bound to the first loop: the next linger raised, the writer restarted after retry_s, logged)."""
+    log = AuditLog(tmp_path / "audit.db", KEY, linger_s=3600, retry_s=3600)
+
+    async def one_run(i: int) -> None:
+        await log.start()
+        await log.append(record(i))
+        for _ in range(3000):  # the writer takes the record, then lingers for more (or fails and restarts)
+            if log._pending or log.restarts:
+                break
+            await asyncio.sleep(0.01)
+        assert log._pending and log.restarts == 0
+        async with asyncio.timeout(60):
+            await log.stop()
+
+    for i in range(2):
+        asyncio.run(one_run(i))
+    report = verify(tmp_path / "audit.db", KEY.public_key())
+    assert report.ok and report.records == 2
+
 async def test_appends_do_not_block_the_event_loop(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.db", KEY, checkpoint_every=50)
     await log.start()

@@ -88,7 +88,8 @@ class AuditLog:
         self._waiters = 0
         """flush() and stop() calls waiting for the queue to be written (the writer does not linger for them)."""
         self._hurry = asyncio.Event()
-        """Set while _waiters > 0: wakes a lingering writer."""
+        """Set while _waiters > 0: wakes a lingering writer. Made again by each start(), as the queue is: an event
+        waited on belongs to that loop, and a log started again under another loop found it bound to the first."""
         self.stop_wait_s = stop_wait_s
         self.lost = 0
         """Records given up by stop() when the disk would not take them within stop_wait_s (logged)."""
@@ -111,6 +112,7 @@ class AuditLog:
             self._thread.close()
             raise
         self._queue = asyncio.Queue(self._queue_max)
+        self._hurry = asyncio.Event()
         if self.store.found_unsigned is not None:
             self._queue.put_nowait(self._found_unsigned(*self.store.found_unsigned,
                                                         self.store.unchecked_checkpoints))
