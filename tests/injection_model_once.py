@@ -10,6 +10,7 @@ rather than change another test's model. A file that does not load (a bad format
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def install(monkeypatch: pytest.MonkeyPatch, loaded: Loaded) -> None:
             base = real(path)
             for head in (base.prompt, base.document):
                 head.weights.flags.writeable = False
+                if head.weights.base is not None:  # the array it is a view of (load reads both heads as one)
+                    head.weights.base.flags.writeable = False
             loaded[key] = base
-        return InjectionModel(base.prompt, base.document, base.dim, dict(base.meta))
+        return InjectionModel(base.prompt, base.document, base.dim, copy.deepcopy(base.meta))
 
     monkeypatch.setattr(InjectionModel, "load", staticmethod(load))
