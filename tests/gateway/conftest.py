@@ -82,14 +82,15 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 async def serving(spec: GridSpec, engines: dict[str, Any], seed: int = 7) -> AsyncIterator[
         tuple[httpx.AsyncClient, Gateway]]:
     """The gateway of `spec` on `engines`, scraped once and its guard started, with a client of its app. A spec whose
-    audit log lies at a relative path (the default, .aigrid/audit.db: the working directory's) gets a folder of its
-    own for it, removed at the end: tests run from a checkout must not share (and lock) the checkout's log."""
+    audit log or signing key lies at a relative path (the defaults, .aigrid/audit.db and .aigrid/audit-signing.pem: the
+    working directory's) gets a folder of its own for them, removed at the end: tests run from a checkout must not
+    share (and lock) the checkout's log."""
     with tempfile.TemporaryDirectory(prefix="aigrid-audit-") as own:
         audit = spec.security.audit
-        if audit is not None and not Path(audit.path).is_absolute():
-            moved = {"path": str(Path(own) / "audit.db")}
-            if audit.signing_key is not None and not Path(audit.signing_key).is_absolute():
-                moved["signing_key"] = str(Path(own) / "audit.pem")
+        moved = {} if audit is None else {key: str(Path(own) / name) for key, name, at in (
+            ("path", "audit.db", audit.path), ("signing_key", "audit.pem", audit.signing_key))
+            if at is not None and not Path(at).is_absolute()}
+        if audit is not None and moved:
             spec = spec.model_copy(update={"security": spec.security.model_copy(update={"audit": audit.model_copy(
                 update=moved)})})
         gw = build_gateway(spec, engines, rng=random.Random(seed), sleep=_no_sleep)
