@@ -45,3 +45,24 @@ def test_it_agrees_with_a_walk_of_every_tenant() -> None:
 def test_a_count_that_jumps_is_refused() -> None:
     with pytest.raises(ValueError, match="moves by one"):
         MostHeld().moved("a", 0, 2)
+
+
+def test_holdings_of_any_size_agree_with_a_walk_of_every_tenant() -> None:
+    """By any amount (fair_lru's bytes): the tenant named holds as much as the most any holds, ties to the first to
+    come to it."""
+    rng = random.Random(11)
+    most, held = MostHeld(by_one=False), dict.fromkeys("abcdefgh", 0)
+    for _ in range(5000):
+        tenant = rng.choice(list(held))
+        now = max(0, held[tenant] + rng.randint(-300, 400))
+        most.moved(tenant, held[tenant], now)
+        held[tenant] = now
+        named = most.most()
+        top = max(held.values())
+        assert (named is None) if top == 0 else (named is not None and held[named] == top)
+    most = MostHeld(by_one=False)
+    most.moved("a", 0, 500)
+    most.moved("b", 0, 500)
+    most.moved("c", 0, 900)
+    most.moved("c", 900, 100)
+    assert most.most() == "a"

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from aigrid.most_held import MostHeld
+
 V = TypeVar("V")
 
 
@@ -27,6 +29,7 @@ class FairLru(Generic[V]):
         self._tenants: dict[str, OrderedDict[str, tuple[V, int]]] = {}
         self._held: dict[str, int] = {}  # per tenant: the sizes of its records
         self._count = 0
+        self._most = MostHeld(by_one=False)  # which tenant's records are the largest
 
     def __len__(self) -> int:
         return self._count
@@ -80,17 +83,24 @@ class FairLru(Generic[V]):
 
     def _add(self, tenant: str, delta: int) -> None:
         self.size += delta
-        self._held[tenant] = self._held.get(tenant, 0) + delta
+        was = self._held.get(tenant, 0)
+        self._held[tenant] = was + delta
+        self._most.moved(tenant, was, was + delta)
 
     def _evict(self, tenant: str, rid: str) -> None:
-        """While over budget: the oldest record of the tenant holding the most goes (never `rid` itself while
-        another record can go)."""
+        """While over budget: the oldest record of the tenant holding the most goes (most_held.MostHeld, not a sort of
+        every tenant each time), never `rid` itself while another record can go: where it is its tenant's one record
+        and that tenant holds the most, the oldest of the next goes."""
         while self.size > self.max_size and self._count > 1:
-            heaviest = sorted(self._held, key=self._held.__getitem__, reverse=True)
-            for t in heaviest:  # `rid` is its tenant's newest: its oldest only when it is alone
+            t = self._most.most()
+            assert t is not None  # over budget: some tenant holds records
+            oldest = next(iter(self._tenants[t]))
+            if (t, oldest) == (tenant, rid):  # alone: set aside while the next is found
+                held = self._held[t]
+                self._most.moved(t, held, 0)
+                t = self._most.most()
+                self._most.moved(tenant, 0, held)
+                if t is None:
+                    return
                 oldest = next(iter(self._tenants[t]))
-                if (t, oldest) != (tenant, rid):
-                    break
-            else:
-                return
             self.pop(t, oldest)
