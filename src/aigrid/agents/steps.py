@@ -160,7 +160,8 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
     system = [system_prompt(tools, "A JSON OBJECT in the requested format" if structured(client_format) else "TEXT")]
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
-    results: dict[str, Any] | None = None  # the user message of the results that follow the last calls (and text)
+    results: list[str] | None = None  # the texts of the user message of the results that follow the last calls
+    joined: list[tuple[dict[str, Any], list[str]]] = []  # each such message and its texts, joined once at the end
     many = False
     for m in messages:
         role = m.get("role")
@@ -168,13 +169,14 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
             name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
             shown = tool_result_message(name, _text_of(m.get("content")))
             if results is None:
-                results = shown
-                out.append(results)
+                results = [shown["content"]]
+                joined.append((shown, results))
+                out.append(shown)
             else:
-                results["content"] += "\n\n" + shown["content"]
+                results.append(shown["content"])
             continue
         if role == "user" and results is not None and _only_text(m.get("content")):
-            results["content"] += "\n\n" + _text_of(m.get("content"))  # the user's words after the results
+            results.append(_text_of(m.get("content")))  # the user's words after the results
             continue
         results = None
         if role in ("system", "developer"):
@@ -191,6 +193,8 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
             out.append({"role": "assistant", "content": "\n".join([text, *steps] if text else steps)})
         else:
             out.append(dict(m))
+    for message, texts in joined:  # (added to as they came, `+=`, each result copied all before it again: quadratic)
+        message["content"] = "\n\n".join(texts)
     if many:
         system.insert(1, MANY_CALLS)
     return [{"role": "system", "content": "\n\n".join(s for s in system if s)}, *out]
