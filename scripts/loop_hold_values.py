@@ -1,8 +1,8 @@
 """How long one request of many tiny JSON values holds the gateway's event loop: the worst `/livez` answer time (another
 client polling it every 20 ms) while each body below is posted once, on a gateway on FAKE engines served by uvicorn
 (tests/gateway/socket_grid), one process. Each body is `--values` empty arrays in one field (default: as many as
-body_values allows there: MAX_OPTION_VALUES in tools, schemas, options and tool calls' arguments, MAX_VALUES in
-the rest of the conversation), so it is served.
+body_values allows there: MAX_OPTION_VALUES in tools, schemas and options, MAX_ARGUMENT_VALUES in tool calls'
+arguments, MAX_VALUES in the rest of the conversation), so it is served.
 
     .venv/bin/python scripts/loop_hold_values.py [--values N]
 
@@ -23,15 +23,17 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aigrid.gateway.body_values import MAX_OPTION_VALUES, MAX_VALUES  # noqa: E402
+from aigrid.gateway.body_values import MAX_ARGUMENT_VALUES, MAX_OPTION_VALUES, MAX_VALUES  # noqa: E402
 from tests.gateway.socket_grid import MODEL, TENANT, served  # noqa: E402
 
 CHAT = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def bodies(options: int, whole: int) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Each body's path and JSON: `options` empty arrays in a field outside the conversation, `whole` in it."""
+def bodies(options: int, arguments: int, whole: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each body's path and JSON: `options` empty arrays in a field outside the conversation, `arguments` in a tool
+    call's arguments, `whole` in a message's own key."""
     few: list[list[object]] = [[]] * (options - 30)  # the rest of the field's values: its objects, keys, names
+    argued: list[list[object]] = [[]] * (arguments - 30)
     return {
         "chat tool schema": ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function", "function": {
             "name": "f", "parameters": {"type": "object", "properties": {"a": {"enum": few}}}}}]}),
@@ -44,13 +46,13 @@ def bodies(options: int, whole: int) -> dict[str, tuple[str, dict[str, Any]]]:
         "chat tool call arguments (a string)": ("/v1/chat/completions", {**CHAT, "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
-                "name": "f", "arguments": orjson.dumps({"k": few}).decode()}}]},
+                "name": "f", "arguments": orjson.dumps({"k": argued}).decode()}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "ok"}],
             "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}),
         "anthropic tool_use input (messages)": ("/v1/messages", {**CHAT, "messages": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
-                                               "input": {"k": few}}]},
+                                               "input": {"k": argued}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}],
             "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
         "chat message's own key (messages)": ("/v1/chat/completions", {**CHAT, "messages": [
@@ -77,7 +79,7 @@ def main() -> None:
         poller.start()
         time.sleep(0.5)
         print(f"/livez worst idle {worst[0] * 1000:.0f} ms")
-        sent = bodies(args.values or MAX_OPTION_VALUES, args.values or MAX_VALUES)
+        sent = bodies(args.values or MAX_OPTION_VALUES, args.values or MAX_ARGUMENT_VALUES, args.values or MAX_VALUES)
         with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}", headers=TENANT, timeout=60) as c:
             for name, (path, body) in sent.items():
                 raw = orjson.dumps(body)

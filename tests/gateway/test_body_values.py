@@ -11,7 +11,13 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway
-from aigrid.gateway.body_values import MAX_OPTION_VALUES, MAX_VALUES, crowded_field, crowding
+from aigrid.gateway.body_values import (
+    MAX_ARGUMENT_VALUES,
+    MAX_OPTION_VALUES,
+    MAX_VALUES,
+    crowded_field,
+    crowding,
+)
 from tests.gateway import batch_helpers
 from tests.gateway.batch_helpers import Gated, clients, jsonl, line, received, submit
 
@@ -179,25 +185,29 @@ def _called(arguments: str) -> dict:
         {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]}
 
 
-async def test_a_tool_calls_arguments_count_with_the_options_string_or_object(
+async def test_a_tool_calls_arguments_count_as_the_values_they_hold_string_or_object(
         client: httpx.AsyncClient, fakes: dict) -> None:
     """A tool call's arguments are walked by the firewall and the tool loop as the tools are, parsed first where they
-    are a JSON text (OpenAI's form): their values count against MAX_OPTION_VALUES, in a string as in an Anthropic
-    `tool_use` block's `input` (a string of 200,000 empty arrays was one value, served after holding the loop 3 s;
-    review RV1 follow-up)."""
-    many: list[list[object]] = [[]] * MAX_OPTION_VALUES
+    are a JSON text (OpenAI's form): their values count, against MAX_ARGUMENT_VALUES together, in a string as in an
+    Anthropic `tool_use` block's `input` (a string of 200,000 empty arrays was one value, served after holding the
+    loop 3 s; review RV1 follow-up). A long history of ordinary calls is within."""
+    many: list[list[object]] = [[]] * MAX_ARGUMENT_VALUES
     body = _called(orjson.dumps({"k": many}).decode())
-    assert crowding(body) == ("messages", MAX_OPTION_VALUES)
+    assert crowding(body) == ("messages", MAX_ARGUMENT_VALUES)
     r = await client.post("/v1/chat/completions", content=orjson.dumps(body),
                           headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
-    assert f"more than {MAX_OPTION_VALUES:,} JSON values" in r.json()["error"]["message"]
+    assert f"more than {MAX_ARGUMENT_VALUES:,} JSON values" in r.json()["error"]["message"]
     assert not any(f.received for f in fakes.values())
     assert crowding(_called(orjson.dumps({"k": many[:-10]}).decode())) is None  # within: served
     assert crowding(_called("[" + "[]," * MAX_VALUES)) is None  # not JSON: a text as any other
     used = {**MESSAGES, "messages": [{"role": "assistant", "content": [
         {"type": "tool_use", "id": "t", "name": "f", "input": {"k": many}}]}]}
-    assert crowding(used) == ("messages", MAX_OPTION_VALUES)
-    tools = {**CHAT, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"enum": many[:15_000]}}}]}
-    assert crowding({**tools, "messages": _called(orjson.dumps({"k": many[:6_000]}).decode())["messages"]}) == (
-        "tools", MAX_OPTION_VALUES)  # tools and arguments together: the field of the most named
+    assert crowding(used) == ("messages", MAX_ARGUMENT_VALUES)
+    calls = [{"type": "function_call", "id": f"fc_{i}", "call_id": f"c{i}", "name": "f", "status": "completed",
+              "arguments": '{"a": 1, "b": "x", "c": [1, 2], "d": {"e": true}}'} for i in range(5000)]
+    outputs = [{"type": "function_call_output", "id": f"fco_{i}", "call_id": f"c{i}", "output": "ok"}
+               for i in range(5000)]
+    history = {"model": "m", "input": [x for pair in zip(calls, outputs, strict=True) for x in pair]}
+    raw = orjson.dumps(history)
+    assert crowding(orjson.loads(raw), raw) is None  # 5,000 calls of 11 values of arguments each

@@ -45,6 +45,13 @@ format's schema or template variables are a few hundred. A body at this bound ho
 (docs/security.md's row, `scripts/loop_hold_values.py`)."""
 
 
+MAX_ARGUMENT_VALUES = 60_000
+"""The most JSON values the tool calls' arguments of a request's conversation may hold together (a JSON text parsed,
+`_call_arguments`): walked like the tools (the firewall's texts, the tool loop), so bounded apart from the rest of the
+conversation, but a history is long: 5,000 calls and their outputs (schemas.MAX_PARTS items) of a dozen values of
+arguments each fit (review RV1 follow-up)."""
+
+
 def _few_at_most(raw: bytes, limit: int) -> bool:
     """Can `raw` hold no more than `limit` values? Each value but the first of an array or object follows a comma,
     each key is one more: three counts in C, where every ordinary body stops; none for a body of fewer than
@@ -116,8 +123,8 @@ _TOOL_USES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 
 def crowding(body: dict[str, Any], raw: bytes | None = None) -> tuple[str, int] | None:
     """Where `body` (parsed from `raw`, when given) holds more values than a request may, the top-level field to name
-    and the bound passed: MAX_OPTION_VALUES, in the fields outside CONVERSATION and its tool calls' arguments
-    together (the field holding the most of them is named), or MAX_VALUES, in the whole (the field of the most values
+    and the bound passed: MAX_OPTION_VALUES, in the fields outside CONVERSATION together (the one holding the most
+    is named), MAX_ARGUMENT_VALUES, in the conversation's tool calls' arguments together, or MAX_VALUES, in the whole (the field of the most values
     among those counted until the count passed it, whatever came before it: a body's tools sent before its messages
     named `messages`, review RV1). None where it holds no more. A body whose raw counts say it cannot hold more than
     MAX_OPTION_VALUES is not walked."""
@@ -125,18 +132,22 @@ def crowding(body: dict[str, Any], raw: bytes | None = None) -> tuple[str, int] 
         return None
     count = 1 + 2 * len(body)  # the body, its keys and their values
     options = 0
+    calls = [0, MAX_ARGUMENT_VALUES]  # the values of the conversation's tool calls' arguments, and their bound
     held: dict[str, int] = {}
     optional: dict[str, int] = {}  # each field's values counted against MAX_OPTION_VALUES
+    argued: dict[str, int] = {}  # each conversation field's values of arguments
     for key, value in body.items():
         if key in CONVERSATION:
-            calls = [options, MAX_OPTION_VALUES]
+            before = calls[0]
             held[key] = _past(value, MAX_VALUES - count, calls)
-            optional[key] = calls[0] - options
+            argued[key] = calls[0] - before
+            if calls[0] > MAX_ARGUMENT_VALUES:
+                return max(argued, key=argued.__getitem__), MAX_ARGUMENT_VALUES
         else:
             held[key] = optional[key] = _past(value, min(MAX_OPTION_VALUES - options, MAX_VALUES - count))
-        options += optional[key]
-        if options > MAX_OPTION_VALUES:
-            return max(optional, key=optional.__getitem__), MAX_OPTION_VALUES
+            options += held[key]
+            if options > MAX_OPTION_VALUES:
+                return max(optional, key=optional.__getitem__), MAX_OPTION_VALUES
         count += held[key]
         if count > MAX_VALUES:
             return max(held, key=held.__getitem__), MAX_VALUES
@@ -160,7 +171,12 @@ def check_values(body: dict[str, Any], raw: bytes | None = None, where: str = ""
 def values_message(field: str, bound: int) -> str:
     if bound == MAX_OPTION_VALUES:
         return (f"{field}: the request holds more than {MAX_OPTION_VALUES:,} JSON values (objects, arrays, keys, "
-                "strings and numbers) in its tools, schemas, options and tool calls' arguments, the most these may "
-                "hold together; send fewer or smaller tools, schemas, variables or arguments")
+                "strings and numbers) in its tools, schemas and options (every field but "
+                f"{', '.join(sorted(CONVERSATION))}), the most these may hold together; send fewer or smaller tools, "
+                "schemas or variables")
+    if bound == MAX_ARGUMENT_VALUES:
+        return (f"{field}: the request's tool calls' arguments hold more than {MAX_ARGUMENT_VALUES:,} JSON values "
+                "(objects, arrays, keys, strings and numbers) together, the most they may; send fewer or smaller "
+                "arguments")
     return (f"{field}: the request holds more than {MAX_VALUES:,} JSON values (objects, arrays, keys, strings and "
             "numbers), the most one request may hold; send fewer or smaller tools, schemas or variables")
