@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
+from aigrid.gateway.continuation import Delivered, EchoStrip, continuation_body, why_not_continuable
+from tests.agents.copied_text import Copied, Counted
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -64,3 +65,28 @@ def test_the_tokens_delivered_count_reasoning_and_tool_calls_too() -> None:
     few = Delivered()
     few.observe({"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"reasoning": "b"}}]})
     assert few.tokens() == 2  # one a chunk where they are short
+
+
+def test_an_echo_a_character_a_piece_is_not_cut_off_the_prefill_at_every_piece() -> None:
+    """(7 Dec 2026, thirty-sixth session, brief QUAD) An engine that echoes a long prefill (a client's final assistant
+    turn on the Messages door, the text delivered before a continuation) a piece at a time had the rest of it cut off
+    as a new string at every piece: a copy of all the rest each time, quadratic in the prefill. Now it is read in
+    place; what the client gets is unchanged (each character once)."""
+    n = 20_000
+    copied = Copied()
+    strip = EchoStrip(Counted("a" * n, copied))
+    assert [strip("a") for _ in range(n - 1)] == [""] * (n - 1)
+    assert strip("ab") == "b" and strip("c") == "c"
+    assert copied.chars <= n, copied.chars  # whole: n * n / 2 (2 x 10^8)
+
+
+@pytest.mark.parametrize(("prefill", "pieces", "sent"), [
+    ("Hello", ["Hel", "lo", " world"], ["", "", " world"]),
+    ("Hello", ["Hello world", "!"], [" world", "!"]),
+    ("Hello", ["He", "y"], ["", "y"]),  # not an echo after all: new text from there (what was dropped stays dropped)
+    ("Hello", ["Bye", "Hello"], ["Bye", "Hello"]),
+    ("", ["Hello"], ["Hello"]),
+])
+def test_the_echo_of_a_prefill_is_dropped_once(prefill: str, pieces: list[str], sent: list[str]) -> None:
+    strip = EchoStrip(prefill)
+    assert [strip(p) for p in pieces] == sent

@@ -155,20 +155,25 @@ def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: s
 class EchoStrip:
     """Drops an engine's echo of a prefilled assistant message from the start of its answer, piece by piece:
     llama.cpp repeats the prefill before continuing it, vLLM (continue_final_message) does not. Text that does
-    not repeat the prefill ends the check (the engine did not echo: its first text is new text)."""
+    not repeat the prefill ends the check (the engine did not echo: its first text is new text). The prefill is read
+    from `_at` (what was echoed so far) on, never cut: until the thirty-sixth session (brief QUAD) each piece echoed
+    cut the rest of it off as a new string, a copy of all that rest at every piece, quadratic in a long prefill (a
+    client's final assistant turn, a continuation's text delivered) that the engine echoes a token a piece."""
 
-    __slots__ = ("_echo",)
+    __slots__ = ("_echo", "_at")
 
     def __init__(self, prefill: str) -> None:
         self._echo = prefill
+        self._at = 0
 
     def __call__(self, piece: str) -> str:
         if not self._echo or not piece:
             return piece
-        if piece.startswith(self._echo):
-            piece, self._echo = piece[len(self._echo):], ""
-        elif self._echo.startswith(piece):
-            piece, self._echo = "", self._echo[len(piece):]
+        rest = len(self._echo) - self._at
+        if len(piece) >= rest and self._echo.startswith(piece[:rest], self._at):  # the echo's end, then new text
+            piece, self._echo = piece[rest:], ""
+        elif self._echo.startswith(piece, self._at):
+            piece, self._at = "", self._at + len(piece)
         else:
             self._echo = ""
         return piece
