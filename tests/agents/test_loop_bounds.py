@@ -116,3 +116,29 @@ async def test_an_engine_answer_not_of_a_chunks_shape_is_the_engines_failure_not
         [ev async for ev in run_tool_loop(_RawEngine([garbage]), body, REGISTRY)]
     with pytest.raises(EngineStreamBroken, match="not a chat completion"):
         [ev async for ev in run_tool_loop(_RawEngine([CALC_TURN, garbage]), body, REGISTRY)]
+
+
+def test_a_replayed_calls_wide_shallow_arguments_are_not_walked_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed call's arguments with many brackets but little depth (`[[0], [0], ...]`: 40,000 arrays two levels
+    deep) are judged by orjson's write (json_depth.too_deep_raw, C speed), not by a walk of every value on the event
+    loop (LOOP, thirty-sixth session: the walk was part of the ~1 s such arguments held the loop); arguments too
+    deep are still refused, naming where."""
+    import aigrid.json_depth as json_depth
+    from aigrid.agents import loop
+    from aigrid.errors import InvalidRequest
+
+    walked: list[int] = []
+    real = json_depth.too_deep
+
+    def counted(value: Any, limit: int = json_depth.MAX_DEPTH) -> str | None:
+        walked.append(1)
+        return real(value, limit)
+
+    monkeypatch.setattr(json_depth, "too_deep", counted)
+    monkeypatch.setattr(loop, "too_deep", counted, raising=False)  # where the loop imported it by name (before)
+    loop._shallow_arguments(orjson.dumps([[0]] * 40_000).decode(), "messages[1].tool_calls[0].function.arguments")
+    assert walked == []
+    deep = "[" * 300 + "]" * 300
+    with pytest.raises(InvalidRequest) as info:
+        loop._shallow_arguments(deep, "messages[1].tool_calls[0].function.arguments")
+    assert info.value.param == "messages[1].tool_calls[0].function.arguments" and walked == [1]

@@ -57,7 +57,7 @@ from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
 from aigrid.engines.token_counts import MOST_COUNT, count_fault
 from aigrid.engines.wrapped import read_whole
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
-from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
+from aigrid.json_depth import depth_message, few_brackets, too_deep_raw
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
 
@@ -429,13 +429,14 @@ def _check_tool_calls(messages: Any) -> None:
 def _shallow_arguments(arguments: str, where: str) -> None:
     """A replayed call's arguments nested too deep for the JSON a constrained turn shows the model (json_depth.py):
     a 400 naming them, not a failure of every engine."""
-    if arguments.count("{") + arguments.count("[") <= MAX_DEPTH:
+    raw = arguments.encode()
+    if few_brackets(raw):
         return
     try:
-        value = orjson.loads(arguments)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return  # not JSON: read as no arguments, as before
-    deep = too_deep(value)
+    deep = too_deep_raw(raw, value)  # orjson's write decides (C speed); the walk runs only for a value too deep
     if deep is not None:
         raise InvalidRequest(depth_message(where if not deep else f"{where} at {deep}"), param=where)
 
