@@ -5,6 +5,8 @@ stay flat as N doubles. Brief QUAD (thirty-sixth session): through a live gatewa
 
     .venv/bin/python scripts/bench_stream_doors.py [N ...]      # default 100000 200000 400000
     .venv/bin/python scripts/bench_stream_doors.py --calls N ...  # one tool call's arguments a character an event
+    .venv/bin/python scripts/bench_stream_doors.py --waiting      # the Messages door's flush of 256-1,024 calls
+                                                                  # waiting behind an open one, 8 KiB of arguments each
 
 Prints figures (no pass/fail).
 """
@@ -20,7 +22,7 @@ from typing import Any
 import orjson
 
 from aigrid.gateway.chat_events import ChatEvent, chat_events
-from aigrid.gateway.messages_stream import anthropic_stream
+from aigrid.gateway.messages_stream import _Blocks, anthropic_stream
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 
@@ -73,8 +75,27 @@ async def run(reads: list[bytes], name: str) -> tuple[float, int]:
     return time.process_time() - t, size
 
 
+def waiting() -> None:
+    """Calls 1..N-1 begun while call 0's arguments are not whole: their blocks wait (_Blocks), then all start at once."""
+    piece = "x" * (8 * 1024 - 16)
+    for calls in (256, 512, 1024):
+        blocks = _Blocks()
+        blocks.tool(0, {"type": "tool_use", "id": "call_0", "name": "f", "input": {}})
+        blocks.tool_args(0, '{"a": "', False)
+        for i in range(1, calls):
+            blocks.tool(i, {"type": "tool_use", "id": f"call_{i}", "name": "f", "input": {}})
+            blocks.tool_args(i, '{"k": "' + piece + '"}', True)
+        t = time.process_time()
+        out = blocks.flush()
+        print(f"messages  {calls:>5,} calls waiting, {len(out) / 2**20:.1f} MiB of blocks: "
+              f"{(time.process_time() - t) * 1000:.1f} ms CPU", flush=True)
+
+
 def main() -> None:
     args = sys.argv[1:]
+    if args == ["--waiting"]:
+        waiting()
+        return
     calls = "--calls" in args
     sizes = [int(a) for a in args if a != "--calls"] or [100_000, 200_000, 400_000]
     for n in sizes:
