@@ -260,6 +260,8 @@ def check_tool_results(messages: Any) -> None:
         return  # the chat schema has already refused it
     calls: dict[str, int] | None = None  # the call ids of the assistant turn the messages since answer, each its
     answered: set[str] = set()          # assistant message's index; and those answered so far
+    order: list[str] = []  # the turn's call ids in order, from `first` on those a result naming none may answer
+    first = 0
     previous = None
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, Mapping) else None
@@ -274,7 +276,12 @@ def check_tool_results(messages: Any) -> None:
                                          param=f"messages[{i}].tool_calls[{k}].id")
             ids = ({c["id"]: i for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
                    if isinstance(listed, list) else {})
-            calls = {**calls, **{c: at for c, at in ids.items() if c not in calls}} if previous == "assistant" and calls else ids
+            if previous == "assistant" and calls:  # (the turn's dict grown in place: until the thirty-sixth session
+                for c, at in ids.items():          # (brief QUAD) copied whole at each message, quadratic in them)
+                    calls.setdefault(c, at)
+            else:
+                calls = ids
+            order, first = [], 0
         elif role == "tool":
             called = m.get("tool_call_id")
             if called is not None and not isinstance(called, str):
@@ -287,8 +294,11 @@ def check_tool_results(messages: Any) -> None:
             if called is not None and called not in calls:
                 raise OrphanToolResult(f"Invalid parameter: 'tool_call_id' of '{called}' not found in 'tool_calls' of "
                                        "previous message.", f"messages[{i}].tool_call_id", i, called, True)
-            if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered
-                called = next((c for c in calls if c not in answered), None)
+            if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered,
+                order = order or list(calls)  # read on from the last one found (those before it stay answered):
+                while first < len(order) and order[first] in answered:  # until the thirty-sixth session (brief
+                    first += 1                # QUAD) from the first call each time, quadratic in such results
+                called = order[first] if first < len(order) else None
             if called is not None:
                 answered.add(called)
         elif role is not None:
