@@ -5,12 +5,15 @@ tests/security/test_firewall_pipeline.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
-from aigrid.gateway import model_texts
+from aigrid.gateway import model_texts, routes
 from aigrid.gateway.model_texts import TEXT_BESIDE_CONTENT_KEYS, TEXT_BESIDE_MESSAGES_KEYS, chat_texts
 
 
@@ -179,3 +182,31 @@ def test_a_redaction_in_a_key_of_the_clients_own_is_written_back_there() -> None
     model_texts.apply(body, texts, Screened([replace(t, text=redact(t.text)) for t in texts]))
     assert body["messages"][0] == {"role": "user", "content": "hi",
                                    "metadata": {"from": "[REDACTED:EMAIL]", "[REDACTED:EMAIL]": "cc"}}
+
+
+async def test_a_long_bodys_texts_are_collected_off_the_event_loop(client: httpx.AsyncClient,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structural, not timed: a body past OFF_LOOP_BYTES (a message's own key of 20,000 empty arrays, 60 KB: read by
+    the firewall, walked value by value) has its texts collected on a thread other than the event loop's, and is
+    served; an ordinary body's are collected in place. Until the thirty-sixth session every body's were collected on
+    the loop: at body_values' bounds (a message's own key of 199,800 values, a tool call's arguments of 60,000) the
+    walk held it 0.4-1.2 s (scripts/loop_hold_values.py)."""
+    threads: list[int] = []
+    collect = routes.chat_texts
+
+    def watched(body: Mapping[str, Any], documents: model_texts.DocumentsAt = ()) -> list[model_texts.ModelText]:
+        threads.append(threading.get_ident())
+        return collect(body, documents)
+
+    monkeypatch.setattr(routes, "chat_texts", watched)
+    loop_thread = threading.get_ident()  # ASGI in process: the app runs on this test's loop
+    chat = {"model": "smollm2-135m", "max_tokens": 4}
+    small = await client.post("/v1/chat/completions", json={**chat, "messages": [{"role": "user", "content": "hi"}]})
+    note: list[list[object]] = [[] for _ in range(20_000)]
+    long = {**chat, "messages": [{"role": "user", "content": "hi", "note": note}]}
+    assert len(orjson.dumps(long)) > model_texts.OFF_LOOP_BYTES
+    big = await client.post("/v1/chat/completions", json=long)
+    assert (small.status_code, big.status_code) == (200, 200), (small.text[:300], big.text[:300])
+    assert len(threads) == 2, threads
+    assert threads[0] == loop_thread, "an ordinary body's texts were collected off the loop (a thread's hop each)"
+    assert threads[1] != loop_thread, "the long body's texts were collected on the event loop's thread"

@@ -6,7 +6,8 @@ screened texts back with `apply`. A new request shape adds one function here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, MutableMapping
+import asyncio
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -247,6 +248,28 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
     if TEXT_BESIDE_MESSAGES_KEYS.isdisjoint(body):
         return out
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
+
+
+OFF_LOOP_BYTES = 32 * 1024
+"""A body whose JSON is longer has its texts collected on a thread (`collected`), not on the event loop. Collecting
+walks every value of the fields the firewall reads (a message's own keys, a tool call's arguments, documents,
+template variables) at a few microseconds a value, and a value costs a client 2 or 3 bytes: at the bounds of
+body_values (a message's own key of 199,800 empty arrays, arguments of 60,000) the walk held the loop 0.4-1.2 s
+(thirty-sixth session, scripts/loop_hold_values.py). A body this short holds at most about 16,000 values, a walk of
+a few tens of milliseconds at most; an ordinary chat body (a few KB) stays on the loop, spared a thread's hop."""
+
+
+async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelText]]) -> list[ModelText]:
+    """`collect()` (chat_texts or completion_texts of `body`), run in place for a body whose JSON is at most
+    OFF_LOOP_BYTES long (its length from orjson's write, in C: about a microsecond a KB), on a thread otherwise
+    (asyncio.to_thread: the walk holds the interpreter's lock only between the loop's turns, which it yields every
+    switch interval). The body is this request's own, not changed by anyone while its texts are collected. A body
+    orjson cannot write (it came from orjson's parse: never seen) is collected on a thread too."""
+    try:
+        small = len(orjson.dumps(body)) <= OFF_LOOP_BYTES
+    except orjson.JSONEncodeError:
+        small = False
+    return collect() if small else await asyncio.to_thread(collect)
 
 
 def beside_messages(texts: list[ModelText]) -> int:

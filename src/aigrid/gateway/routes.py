@@ -63,7 +63,7 @@ from aigrid.gateway.front_door import pipeline_headers, with_api_key
 from aigrid.gateway.guard import MIN_TURN_OUTPUT
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list, model_page
-from aigrid.gateway.model_texts import DocumentsAt, beside_messages, chat_texts, completion_texts
+from aigrid.gateway.model_texts import DocumentsAt, beside_messages, chat_texts, collected, completion_texts
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.one_call import asks_one_call, first_call_only
@@ -502,7 +502,9 @@ class Routes:
             # and has no image fetched
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
             prompt = parsed.prompt_text()
-            texts = chat_texts(body, documents) if path == CHAT_PATH else completion_texts(body)
+            # a long body's texts are collected on a thread (a walk of every value the firewall reads)
+            texts = await collected(body, lambda: chat_texts(body, documents) if path == CHAT_PATH
+                                    else completion_texts(body))
             images = False
             if path == CHAT_PATH:
                 images = check_images(parsed.model, body, gw.spec.models)
