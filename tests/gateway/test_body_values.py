@@ -4,17 +4,21 @@ event loop 6-8.7 s on a live gateway and was served (ATK4)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from aigrid.gateway import routes
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.body_values import (
     MAX_ARGUMENT_VALUES,
     MAX_OPTION_VALUES,
     MAX_VALUES,
+    OFF_LOOP_BYTES,
     crowded_field,
     crowding,
 )
@@ -211,3 +215,29 @@ async def test_a_tool_calls_arguments_count_as_the_values_they_hold_string_or_ob
     history = {"model": "m", "input": [x for pair in zip(calls, outputs, strict=True) for x in pair]}
     raw = orjson.dumps(history)
     assert crowding(orjson.loads(raw), raw) is None  # 5,000 calls of 11 values of arguments each
+
+
+async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: httpx.AsyncClient,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structural, not timed: a body longer than OFF_LOOP_BYTES is parsed, depth-checked and counted
+    (routes.json_object) on a thread other than the event loop's, served or refused as before (the 400 naming the
+    field); an ordinary body on the loop. Until the thirty-sixth session (LOOP2) every body was, on the loop: a
+    message's own key of 199,800 empty arrays held it about a second with the firewall's walk of it."""
+    threads: list[int] = []
+    parse = routes.json_object
+
+    def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return parse(raw, **kw)
+
+    monkeypatch.setattr(routes, "json_object", watched)
+    loop_thread = threading.get_ident()  # ASGI in process: the app runs on this test's loop
+    long = {**CHAT, "messages": [{"role": "user", "content": "hi", "note": [[] for _ in range(20_000)]}]}
+    assert len(orjson.dumps(CHAT)) <= OFF_LOOP_BYTES < len(orjson.dumps(long))
+    answers = [await client.post("/v1/chat/completions", json=body) for body in (CHAT, long, {**CHAT, "tools": [
+        CHAT_TOOL]})]
+    assert [r.status_code for r in answers] == [200, 200, 400], [r.text[:200] for r in answers]
+    assert answers[2].json()["error"]["param"] == "tools", answers[2].text[:300]
+    assert len(threads) == 3, threads
+    assert threads[0] == loop_thread, "an ordinary body was parsed off the loop (a thread's hop each)"
+    assert threads[1] != loop_thread and threads[2] != loop_thread, "a long body was parsed on the event loop's thread"

@@ -52,6 +52,15 @@ conversation, but a history is long: 5,000 calls and their outputs (schemas.MAX_
 arguments each fit (review RV1 follow-up)."""
 
 
+OFF_LOOP_BYTES = 32 * 1024
+"""A body whose JSON is longer is parsed, depth-checked and counted (`routes.read_json`: json_object) and has the
+firewall's texts collected (`model_texts.collected`) on a thread, not on the event loop: each is a walk of its values
+in Python, or a parse whose many containers set off the garbage collector, and at the bounds above (a message's own
+key of 199,800 empty arrays, tool calls' arguments of 60,000) they held the loop 0.4-1.2 s, served (thirty-sixth
+session, LOOP2: scripts/loop_hold_values.py). A body this short holds at most about 16,000 values, a few tens of
+milliseconds of walking; an ordinary chat body (a few KB) stays on the loop, spared a thread's hop."""
+
+
 def _few_at_most(raw: bytes, limit: int) -> bool:
     """Can `raw` hold no more than `limit` values? Each value but the first of an array or object follows a comma,
     each key is one more: three counts in C, where every ordinary body stops; none for a body of fewer than

@@ -52,7 +52,7 @@ from aigrid.errors import (
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
-from aigrid.gateway.body_values import check_values
+from aigrid.gateway.body_values import OFF_LOOP_BYTES, check_values
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, refuse_too_long
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
 from aigrid.gateway.engine_body import check_legacy_functions
@@ -457,7 +457,9 @@ class Routes:
 
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
-        return json_object(await read_body(request, limit, body_too_large("request body", limit)))
+        raw = await read_body(request, limit, body_too_large("request body", limit))
+        # a long body is parsed, depth-checked and counted on a thread (body_values.OFF_LOOP_BYTES)
+        return json_object(raw) if len(raw) <= OFF_LOOP_BYTES else await asyncio.to_thread(json_object, raw)
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
