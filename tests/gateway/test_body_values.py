@@ -4,15 +4,18 @@ event loop 6-8.7 s on a live gateway and was served (ATK4)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import websockets.sync.client
 
-from aigrid.gateway import routes
+from aigrid.gateway import responses_socket, routes
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.body_values import (
     MAX_ARGUMENT_VALUES,
@@ -24,6 +27,7 @@ from aigrid.gateway.body_values import (
 )
 from tests.gateway import batch_helpers
 from tests.gateway.batch_helpers import Gated, clients, jsonl, line, received, submit
+from tests.gateway.socket_grid import MODEL, TENANT, served
 
 engines, gw = batch_helpers.engines, batch_helpers.gw  # its fixtures
 
@@ -241,3 +245,36 @@ async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: http
     assert len(threads) == 3, threads
     assert threads[0] == loop_thread, "an ordinary body was parsed off the loop (a thread's hop each)"
     assert threads[1] != loop_thread and threads[2] != loop_thread, "a long body was parsed on the event loop's thread"
+
+
+async def _thread() -> int:
+    return threading.get_ident()
+
+
+def test_a_long_socket_create_is_parsed_and_counted_off_the_event_loop(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Responses WebSocket's message as an HTTP body: a create longer than OFF_LOOP_BYTES is parsed and counted
+    on a thread other than the gateway's loop, and answered; a short one on the loop (structural, not timed; fails
+    before LOOP2: every message on the loop)."""
+    threads: list[int] = []
+    parse = responses_socket.json_object
+
+    def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return parse(raw, **kw)
+
+    monkeypatch.setattr(responses_socket, "json_object", watched)
+    short = {"type": "response.create", "model": MODEL, "input": "Say hello", "max_output_tokens": 8}
+    long = {**short, "input": "Say hello. " * 4_000}
+    assert len(orjson.dumps(short)) <= OFF_LOOP_BYTES < len(orjson.dumps(long))
+    with served(tmp_path) as grid, websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses",
+                                                                  additional_headers=TENANT) as ws:
+        loop_thread = grid.call(_thread())
+        for create in (short, long):
+            ws.send(json.dumps(create))
+            while (event := json.loads(ws.recv(timeout=30)))["type"] not in ("response.completed", "error"):
+                pass
+            assert event["type"] == "response.completed", event
+    assert len(threads) == 2, threads
+    assert threads[0] == loop_thread, "a short message was parsed off the loop (a thread's hop each)"
+    assert threads[1] != loop_thread, "a long message was parsed on the event loop's thread"

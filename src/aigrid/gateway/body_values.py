@@ -53,7 +53,7 @@ arguments each fit (review RV1 follow-up)."""
 
 
 OFF_LOOP_BYTES = 32 * 1024
-"""A body whose JSON is longer is parsed, depth-checked and counted (`routes.read_json`: json_object) and has the
+"""A body whose JSON is longer is parsed, depth-checked and counted (`routes.read_json`, the Responses WebSocket's message: json_object) and has the
 firewall's texts collected (`model_texts.collected`) on a thread, not on the event loop: each is a walk of its values
 in Python, or a parse whose many containers set off the garbage collector, and at the bounds above (a message's own
 key of 199,800 empty arrays, tool calls' arguments of 60,000) they held the loop 0.4-1.2 s, served (thirty-sixth

@@ -65,6 +65,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aigrid.engines.sse import Event, SseDecoder
 from aigrid.errors import ApiError, InvalidRequest, Overloaded, ShuttingDown
+from aigrid.gateway.body_values import OFF_LOOP_BYTES
 from aigrid.gateway.browsers import check_origin
 from aigrid.gateway.envelope import bounded_error, error_response
 from aigrid.gateway.exchange import Exchange
@@ -476,7 +477,8 @@ class _Connection:
         try:
             if len(data) > self.limit:
                 raise InvalidRequest(body_too_large("message", self.limit), code="request_too_large")
-            event = json_object(data)  # as an HTTP body is read: 400 invalid_json, or nested too deep
+            # as an HTTP body is read: 400 invalid_json, or nested too deep; a long one on a thread (routes.read_json)
+            event = json_object(data) if len(data) <= OFF_LOOP_BYTES else await asyncio.to_thread(json_object, data)
             kind = event.get("type")
             if kind == "response.steer":
                 await self._steer(event, data)
