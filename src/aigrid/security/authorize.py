@@ -106,10 +106,15 @@ def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:
 def _tenants_own(tenant: str, key: str | None) -> str | None:
     """An affinity key (a prefix's hash, a session) in the tenant's own space of the affinity map: another tenant's
     same system prompt or session id is another key. Shared, a tenant's decision scored warm the endpoint that last
-    served another tenant's prompt (an oracle of what others send), and its session id steered theirs."""
+    served another tenant's prompt (an oracle of what others send), and its session id steered theirs.
+    `{tag}.{digest}`: the tag (a short hash of the tenant alone) before the first "." tells the affinity map whose
+    the key is (telemetry/store.py: the tenant holding the most entries loses its oldest), and travels with the key
+    to the other gateways (a (key, endpoint) pair, as before)."""
     if key is None:
         return None
-    return hashlib.blake2b(f"{tenant}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    tag = hashlib.blake2b(tenant.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    digest = hashlib.blake2b(f"{tenant}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+    return f"{tag}.{digest}"
 
 
 def _narrow(asked: frozenset[str] | None, allowed: frozenset[str] | None) -> frozenset[str] | None:

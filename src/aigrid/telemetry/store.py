@@ -19,6 +19,7 @@ from aigrid.core.calibration import Calibration, observe
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Prediction, Site
 from aigrid.engines.protocol import EngineStats
 from aigrid.logs import fields
+from aigrid.most_held import MostHeld
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
 from aigrid.telemetry.prefill_book import Pending, PrefillBook, Report, latest, merge_reports, queue_of
@@ -29,6 +30,11 @@ log = logging.getLogger("aigrid.telemetry")
 
 EWMA_ALPHA = 0.3
 AFFINITY_ENTRIES = 10_000
+"""The most entries of the affinity map, every tenant's together: past it, the tenant holding the most loses its
+oldest (most_held.MostHeld), so a tenant within its share keeps its own whatever another sends. A key's tenant is
+its tag, what comes before its first "." (security/authorize._tenants_own writes `{tag}.{digest}`); keys without
+one (an older gateway's, the tests') are one tenant's. Until the thirty-sixth session the least recently used of
+all went: one tenant's 10,000 sessions pushed out every other tenant's warm routing."""
 CALIBRATION_ENTRIES = 4096
 """Calibration observations waiting for the next exchange, at most (the oldest are dropped first): at the
 default 0.1 s interval that is 40,000 served streams a second, and a fit with ~50 requests of memory needs
@@ -219,7 +225,11 @@ class TelemetryStore:
         self._book = PrefillBook()
         """This gateway's pending prompts placed in time (telemetry/prefill_book.py), for the predictor."""
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
-        self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._affinity: dict[str, str] = {}
+        """Key -> the endpoint that last served it: the core's `prefix_owner`."""
+        self._affinity_held: dict[str, OrderedDict[str, None]] = {}
+        """Per tag (a tenant: _affinity_tag): its keys of `_affinity`, least recently set first."""
+        self._affinity_most = MostHeld()
         self._shares = shares
         self._affinity_pending: list[tuple[str, str]] = []
         """Affinity entries for the other gateways, taken by local_report(); kept only when this gateway shares
@@ -403,10 +413,30 @@ class TelemetryStore:
                     self._affinity_pending.append((key, endpoint_id))
 
     def _set_affinity(self, key: str, endpoint_id: str) -> None:
+        """`key` last served by `endpoint_id`; past AFFINITY_ENTRIES, the tenant holding the most forgets its
+        oldest (its own least recently set)."""
         self._affinity[key] = endpoint_id
-        self._affinity.move_to_end(key)
-        while len(self._affinity) > AFFINITY_ENTRIES:
-            self._affinity.popitem(last=False)
+        tag = key[: key.find(".") + 1]  # the tenant's tag with its ".": "" without one
+        held = self._affinity_held.get(tag)
+        if held is None:
+            held = self._affinity_held[tag] = OrderedDict()
+        elif key in held:
+            held.move_to_end(key)
+            return
+        held[key] = None
+        self._affinity_most.moved(tag, len(held) - 1, len(held))
+        if len(self._affinity) > AFFINITY_ENTRIES:
+            self._forget_affinity()
+
+    def _forget_affinity(self) -> None:
+        """The oldest entry of the tenant holding the most, gone."""
+        tag = self._affinity_most.most()
+        assert tag is not None  # the map holds more than AFFINITY_ENTRIES
+        held = self._affinity_held[tag]
+        del self._affinity[held.popitem(last=False)[0]]
+        self._affinity_most.moved(tag, len(held) + 1, len(held))
+        if not held:
+            del self._affinity_held[tag]
 
     # sharing with other gateways (telemetry/sync.py) ---------------------------------------------------
     def local_report(self, gateway_id: str, wall: Callable[[], float]) -> LocalReport:
