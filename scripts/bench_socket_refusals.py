@@ -19,12 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.gateway.socket_grid import TENANT, served  # noqa: E402
+from tests.gateway.socket_grid import TENANT, served, watching  # noqa: E402
 
 
 def flood(port: int, messages: int) -> tuple[int, float, str]:
@@ -57,25 +56,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     args = parser.parse_args()
     with served(Path(tempfile.mkdtemp())) as grid:
-        worst, stop = [0.0], threading.Event()
-
-        def poll() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}") as c:
-                while not stop.is_set():
-                    t = time.perf_counter()
-                    c.get("/livez")
-                    worst[0] = max(worst[0], time.perf_counter() - t)
-                    time.sleep(0.01)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        time.sleep(0.5)
-        idle_worst, worst[0] = worst[0], 0.0
-        refused, took, end = flood(grid.port, args.messages)
-        stop.set()
-        poller.join(5)
+        with watching(grid.port, every_s=0.01) as watch:
+            idle_worst = watch.reset()
+            refused, took, end = flood(grid.port, args.messages)
+        worst = watch.worst
         print(f"{args.messages} bad messages on one socket: {refused} refused in {took:.2f} s "
-              f"({refused / took:,.0f}/s), {end}; /livez worst {worst[0] * 1000:.0f} ms during it "
+              f"({refused / took:,.0f}/s), {end}; /livez worst {worst * 1000:.0f} ms during it "
               f"({idle_worst * 1000:.0f} ms idle)")
 
 

@@ -18,9 +18,9 @@ model_texts.OFF_LOOP_BYTES are collected on a thread."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aigrid.gateway.body_values import MAX_ARGUMENT_VALUES, MAX_OPTION_VALUES, MAX_VALUES  # noqa: E402
 from aigrid.gateway.heap import settle  # noqa: E402
-from tests.gateway.socket_grid import MODEL, TENANT, served  # noqa: E402
+from tests.gateway.socket_grid import MODEL, TENANT, served, watching  # noqa: E402
 
 CHAT = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -72,22 +72,11 @@ def main() -> None:
     parser.add_argument("--values", type=int, default=0, help="values in each body's field (default: the bounds)")
     parser.add_argument("--rounds", type=int, default=1, help="times each body is posted")
     args = parser.parse_args()
-    with served(Path(tempfile.mkdtemp())) as grid:
+    with contextlib.ExitStack() as stack:
+        grid = stack.enter_context(served(Path(tempfile.mkdtemp())))
         settle()  # as a served gateway's heap (gateway/heap.settle_when_started)
-        worst, stop = [0.0], threading.Event()
-
-        def poll() -> None:
-            with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}") as c:
-                while not stop.is_set():
-                    t = time.perf_counter()
-                    c.get("/livez")
-                    worst[0] = max(worst[0], time.perf_counter() - t)
-                    time.sleep(0.02)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        time.sleep(0.5)
-        print(f"/livez worst idle {worst[0] * 1000:.0f} ms")
+        watch = stack.enter_context(watching(grid.port, every_s=0.02))
+        print(f"/livez worst idle {watch.worst * 1000:.0f} ms")
         sent = bodies(args.values or MAX_OPTION_VALUES, args.values or MAX_ARGUMENT_VALUES, args.values or MAX_VALUES)
         with httpx.Client(base_url=f"http://127.0.0.1:{grid.port}", headers=TENANT, timeout=60) as c:
             for name, (path, body) in sent.items():
@@ -95,15 +84,13 @@ def main() -> None:
                 figures, answers = [], set()
                 for _ in range(args.rounds):
                     time.sleep(0.3)
-                    worst[0] = 0.0
+                    watch.reset()
                     r = c.post(path, content=raw, headers={"content-type": "application/json"})
                     time.sleep(0.1)
-                    figures.append(f"{worst[0] * 1000:.0f}")
+                    figures.append(f"{watch.worst * 1000:.0f}")
                     answers.add(r.status_code if r.status_code == 200 else f"{r.status_code} ({r.text[:160]})")
                 print(f"{name}: {len(raw) / 1e6:.2f} MB, answered {', '.join(map(str, sorted(answers, key=str)))}; "
                       f"/livez worst {' '.join(figures)} ms during it")
-        stop.set()
-        poller.join(5)
 
 
 if __name__ == "__main__":

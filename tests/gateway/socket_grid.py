@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -142,3 +143,40 @@ def until_done(events: Iterator[Any]) -> list[Any]:
 
 def text_of(events: list[Any]) -> str:
     return "".join(e.delta for e in events if e.type == "response.output_text.delta")
+
+
+class LivezWatch:
+    """The longest `/livez` round trip of a gateway on 127.0.0.1:`port`, read every `every_s` by a thread while the
+    block runs (`watching`): how long the gateway's event loop was held meanwhile. `worst` (s); `reset()` starts a
+    new reading."""
+
+    def __init__(self, port: int, every_s: float) -> None:
+        self.port, self.every_s, self.worst = port, every_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def reset(self) -> float:
+        """The reading so far, and a new one started."""
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    def _poll(self) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}") as c:
+            while not self._stop.is_set():
+                t = time.perf_counter()
+                c.get("/livez")
+                self.worst = max(self.worst, time.perf_counter() - t)
+                time.sleep(self.every_s)
+
+
+@contextlib.contextmanager
+def watching(port: int, every_s: float) -> Iterator[LivezWatch]:
+    """A LivezWatch of the gateway on `port`, polling from the block's start (after a settling half second) to its end."""
+    watch = LivezWatch(port, every_s)
+    watch._thread.start()
+    time.sleep(0.5)
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        watch._thread.join(5)
