@@ -551,19 +551,25 @@ def _iban(country: str, bban: str) -> str:
 @settings(max_examples=400, deadline=None)
 @given(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=2, max_size=2), st.text(_ALNUM, min_size=11, max_size=26),
        st.booleans(), st.lists(st.text(_ALNUM, min_size=1, max_size=4), min_size=1, max_size=3))
+@example(country="AA", bban="00000000000", grouped=False, words=["0000", "0001"])
 def test_an_iban_is_found_whole_before_short_words_its_pattern_takes(country: str, bban: str, grouped: bool,
                                                                     words: list[str]) -> None:
     """A valid IBAN, in groups of four or not, followed by words of 1-4 capitals or digits that the pattern's last
     groups take (the candidate its checksum refuses): the IBAN is read up to a space inside the candidate
     (pii._iban_end, FIX6; its cuts read by one translate since RV1), exactly the IBAN, wherever the candidate
-    may be cut. Where a cut after a word is an IBAN too, the longest is read."""
+    may be cut. Where a cut after a word is an IBAN too, the longest is read. Where the words after it are an item
+    of their own once the IBAN is redacted ("AA7500000000000 0000 0001": "0000 0001" is a phone number after
+    "[REDACTED:IBAN] "), the two are one item, as _settled makes them (the example, found by a fresh clone's run of
+    this test in the thirty-sixth session: the assertion was stricter than the rule)."""
     iban = _iban(country, bban)
     written = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4)) if grouped else iban
     text = f"pay {written} {' '.join(words)}."
     ibans = [m for m in find_pii(text) if m.kind == "iban"]
     assert ibans and ibans[0].start == 4 and ibans[0].end >= 4 + len(written), (text, ibans)
     cut = text[4:ibans[0].end]
-    assert iban_ok(cut) and (cut == written or cut.startswith(written + " ")), (text, cut)
+    assert cut == written or cut.startswith(written + " "), (text, cut)
+    after = f"[REDACTED:IBAN] {cut[len(written):].lstrip()}"  # what redaction leaves of the words it took
+    assert iban_ok(cut) or any(m.start == 16 and m.end == len(after) for m in find_pii(after)), (text, cut)
 
 
 def test_a_run_of_like_iban_candidates_is_worked_out_once_a_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
