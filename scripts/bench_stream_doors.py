@@ -17,14 +17,18 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from aigrid.gateway.chat_events import ChatEvent, chat_events
-from aigrid.gateway.messages_stream import _Blocks, anthropic_stream
+from aigrid.gateway.messages_stream import anthropic_stream
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.gateway.waiting_calls import waiting_calls  # noqa: E402
 
 
 def text_chunk(i: int) -> bytes:
@@ -79,12 +83,7 @@ def waiting() -> None:
     """Calls 1..N-1 begun while call 0's arguments are not whole: their blocks wait (_Blocks), then all start at once."""
     piece = "x" * (8 * 1024 - 16)
     for calls in (256, 512, 1024):
-        blocks = _Blocks()
-        blocks.tool(0, {"type": "tool_use", "id": "call_0", "name": "f", "input": {}})
-        blocks.tool_args(0, '{"a": "', False)
-        for i in range(1, calls):
-            blocks.tool(i, {"type": "tool_use", "id": f"call_{i}", "name": "f", "input": {}})
-            blocks.tool_args(i, '{"k": "' + piece + '"}', True)
+        blocks = waiting_calls(calls, piece)
         t = time.process_time()
         out = blocks.flush()
         print(f"messages  {calls:>5,} calls waiting, {len(out) / 2**20:.1f} MiB of blocks: "

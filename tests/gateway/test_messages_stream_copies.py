@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from aigrid.gateway import messages_stream
-from aigrid.gateway.messages_stream import _Blocks
+from tests.gateway.waiting_calls import waiting_calls
 
 
 class _Counted(bytes):
@@ -40,12 +40,7 @@ def test_the_blocks_of_many_calls_waiting_are_joined_once(monkeypatch: pytest.Mo
     monkeypatch.setattr(messages_stream, "sse", counted)
     _Counted.made[0] = 0
     calls, piece = 300, "x" * 1_000
-    blocks = _Blocks()
-    blocks.tool(0, {"type": "tool_use", "id": "call_0", "name": "f", "input": {}})
-    blocks.tool_args(0, '{"a": "', False)
-    for i in range(1, calls):
-        blocks.tool(i, {"type": "tool_use", "id": f"call_{i}", "name": "f", "input": {}})
-        blocks.tool_args(i, '{"k": "' + piece + '"}', True)
+    blocks = waiting_calls(calls, piece)
     made = _Counted.made[0]
     out = blocks.flush() if how == "flush" else blocks.tool_args(0, '"}', True)
     assert out.count(b"event: content_block_start") == calls - 1
