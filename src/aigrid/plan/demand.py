@@ -222,6 +222,10 @@ class Verify(Strict):
                              description="hardware-move candidates (each a run of the checks on every sample) "
                              "tried per proposal, the trims after a kept move included; 0: no moves "
                              "(`aigrid plan --move-trials`)")
+    pair_trials: int = Field(default=8, ge=0, le=MAX_MOVE_TRIALS,
+                             description="two-site-move candidates (each a run of the checks on every sample, "
+                             "stopping at the first failing batch) simulated per proposal once every single-site "
+                             "move has failed, the trims after a kept one included; 0: none")
 
     @model_validator(mode="after")
     def _policy(self) -> Verify:

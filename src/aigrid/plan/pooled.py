@@ -163,13 +163,19 @@ class PooledModel:
             if k == last:
                 return best
 
-    def _size(self, at: _Open, hw: np.ndarray, rho: float, jr: int) -> Sizing:
-        """Sizes the open sites with option hw[k] at site k; work is in replica-seconds of option jr."""
+    def _groups(self, at: _Open, hw: np.ndarray, jr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                                np.ndarray, float, float, float]:
+        """The open sites of `at` with option hw[k] at site k, its atoms grouped by (reach mask, nearest site,
+        model): each group's mask, nearest site, model, requests/s and work (replica-seconds of option jr) per
+        hour; then the peak demand that reaches no site, the peak that reaches only one, and the peak x RTT
+        sum to the nearest site. A site whose option is not worth sizing with (no flow prefills in time on it,
+        or it misses TPOT) is reached by nobody."""
         screen, S = self.screen, at.S
         n, H, M = len(S), screen.traffic.rate.shape[2], len(screen.models)
         mask = np.zeros(len(at.model), dtype=np.int64)  # [atom] the open sites it reaches, one bit each
         for j in np.unique(hw).tolist():
-            mask |= at.mask[j] & int(at.bits[hw == j].sum())
+            if j in at.mask:
+                mask |= at.mask[j] & int(at.bits[hw == j].sum())
         live = mask != 0
         # each atom's nearest site in reach: the first in its RTT order whose bit is set
         pos = np.argmax((mask[:, None] >> at.order) & 1, axis=1)
@@ -186,6 +192,46 @@ class PooledModel:
         gk = ks[starts]
         g_model, g_first = gk % M, (gk // M) % 64
         g_mask = gk // M // 64 if masks is None else masks[gk // M // 64]
+        return g_mask, g_first, g_model, rate, work, uncovered, unprotected, rtt_sum
+
+    def utilisation(self, sites: list[int], hardware: list[int], replicas: list[dict[str, int]]) -> float:
+        """How hot a pool of these sizes runs by this model (candidate indices, option indices of screen.hw,
+        {model: replicas} per site): the largest, over every hour with every site up and with each one down
+        and over the sets of sites the sizing constrains (_constraints), of the work that must go to a set
+        over the capacity of its replicas still up, i.e. the lowest pool utilisation `rho` at which these
+        replicas meet every constraint _size sizes to. inf when some demand reaches no site or only one
+        (losing it loses them), or a set must carry work with no replica up."""
+        order = np.argsort(sites, kind="stable")
+        S = np.array([sites[k] for k in order], dtype=np.int64)
+        if len(S) == 0 or len(S) > MAX_SITES or len(set(S.tolist())) < len(S):
+            return float("inf")
+        hw = np.array([hardware[k] for k in order], dtype=np.int64)
+        reps = [replicas[k] for k in order]
+        used = [j for j in hw.tolist() if j in self.options]
+        if not used:
+            return float("inf")
+        jr = max(set(used), key=lambda j: (used.count(j), -j))  # the most common useful option: the unit of work
+        g_mask, g_first, g_model, _, work, uncovered, unprotected, _ = self._groups(_Open(self, S), hw, jr)
+        if uncovered > 0 or unprotected > 0:
+            return float("inf")
+        worst = 0.0
+        for mi in np.unique(g_model).tolist():
+            sel = g_model == mi
+            A, w = _constraints(g_mask[sel], g_first[sel], work[sel], len(S))
+            if len(w) == 0:
+                continue
+            n_reps = np.array([r.get(self.screen.models[mi], 0) for r in reps], dtype=float)
+            capacity = A.astype(float) @ (n_reps * self._unit[jr][mi, hw])
+            if (capacity <= 0).any():
+                return float("inf")
+            worst = max(worst, float((w / capacity).max()))
+        return worst
+
+    def _size(self, at: _Open, hw: np.ndarray, rho: float, jr: int) -> Sizing:
+        """Sizes the open sites with option hw[k] at site k; work is in replica-seconds of option jr."""
+        screen, S = self.screen, at.S
+        n, H = len(S), screen.traffic.rate.shape[2]
+        g_mask, g_first, g_model, rate, work, uncovered, unprotected, rtt_sum = self._groups(at, hw, jr)
         load = _onehot(g_first, n).T @ rate  # requests/s each site serves with every site up
         price = screen.price[hw]
         cap = screen.cands.max_devices[S, hw] // screen.gpus[hw].astype(np.int64)
@@ -301,19 +347,18 @@ def _cover(groups: dict[tuple[int, int], np.ndarray], n: int, rho: float, cap: n
                        np.array([groups[k] for k in keys]), n, rho, cap, unit, price)
 
 
-def _cover_rows(masks: np.ndarray, first: np.ndarray, demand: np.ndarray, n: int, rho: float, cap: np.ndarray,
-                unit: np.ndarray | None = None, price: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Replicas per site (0 where no group reaches it) meeting every pooled constraint, and the shortfall
-    (work units) that the sites' limits leave uncovered. Group g reaches the sites in masks[g], its nearest
-    is first[g], its work per hour demand[g] is in units of which a replica at site k holds unit[k] (default
-    1) and costs price[k] (default the same everywhere)."""
+def _constraints(masks: np.ndarray, first: np.ndarray, demand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled constraints of groups (reach mask, nearest site, work per hour): (A, work), one row each with
+    A[row, k] when site k is in the row's set U still up, and the busiest hour's work that must go to U, for
+    every failure (none, then each site) and every set U among the groups' reach sets and all sites in use; the
+    replicas x capacity of U's sites must hold work / rho."""
     nearest = np.int64(1) << first.astype(np.int64)
     used = int(np.bitwise_or.reduce(masks)) if len(masks) else 0
     sets = np.unique(np.append(masks, used))  # the groups' reach sets and all sites in use
     site_bits = np.int64(1) << np.arange(n, dtype=np.int64)
     downs = np.append(np.int64(0), site_bits)  # every site up, then each one down
     step = max(1, CONSTRAINT_CELLS // max(len(sets) * len(masks), 1))
-    A_parts, b_parts = [], []
+    A_parts, w_parts = [], []
     for i in range(0, len(downs), step):
         down = downs[i:i + step, None, None]
         up = sets[None, :, None] & ~down  # [failure, set, 1]: U without the failed site
@@ -321,11 +366,23 @@ def _cover_rows(masks: np.ndarray, first: np.ndarray, demand: np.ndarray, n: int
         # nothing else are unprotected), and those whose nearest site is in U
         inside = ((masks & ~(sets[None, :, None] | down)) == 0) & ((masks & ~down) != 0)
         inside |= (nearest & up) != 0
-        w = (inside.astype(float) @ demand).max(axis=2).ravel() / rho  # the busiest hour's work in U
+        w = (inside.astype(float) @ demand).max(axis=2).ravel()  # the busiest hour's work in U
         ok = (up.ravel() != 0) & (w > 0)
         A_parts.append((up.ravel()[ok, None] & site_bits) != 0)
-        b_parts.append(w[ok])
-    A, b = np.concatenate(A_parts).astype(float), np.concatenate(b_parts)
+        w_parts.append(w[ok])
+    return np.concatenate(A_parts), np.concatenate(w_parts)
+
+
+def _cover_rows(masks: np.ndarray, first: np.ndarray, demand: np.ndarray, n: int, rho: float, cap: np.ndarray,
+                unit: np.ndarray | None = None, price: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Replicas per site (0 where no group reaches it) meeting every pooled constraint, and the shortfall
+    (work units) that the sites' limits leave uncovered. Group g reaches the sites in masks[g], its nearest
+    is first[g], its work per hour demand[g] is in units of which a replica at site k holds unit[k] (default
+    1) and costs price[k] (default the same everywhere)."""
+    A, work = _constraints(masks, first, demand, n)
+    A, b = A.astype(float), work / rho
+    used = int(np.bitwise_or.reduce(masks)) if len(masks) else 0
+    site_bits = np.int64(1) << np.arange(n, dtype=np.int64)
     reps = np.where((used & site_bits) != 0, 1, 0).astype(np.int64)
     reps = np.minimum(reps, np.maximum(cap, 0))
     if len(b) == 0:

@@ -23,7 +23,11 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
   (TRIMS_AFTER_MOVE rounds), all within verify.move_trials runs of the checks per placement. A candidate runs
   in three batches and stops at the first that fails: the one check most likely to fail (the one that failed
   the most earlier candidates of this placement, else the one closest to failing before), then the rest of
-  the third of the checks in that order, then the others.
+  the third of the checks in that order, then the others. When every single-site move has been tried and
+  failed, the two-site moves follow (moves.pair_moves, screened by the pooled model: moves.screened), within
+  verify.pair_trials candidates per placement; a kept one is trimmed again (TRIMS_AFTER_MOVE rounds, counted
+  against verify.pair_trials) and the next two-site move is tried. A candidate that drops a site is checked
+  at the same hours with every site up and each of its own sites down.
 With verify.samples = N every check runs on N arrival samples (checks.scenario_for) and stands for the worst
 of them (worst_sample): it passes only if every sample passes, and refinement reads the worst sample's
 misses and, per site, the highest utilisation of any sample.
@@ -43,7 +47,7 @@ import numpy as np
 from aigrid.plan.checks import Check, checks_for, scenario_for
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
-from aigrid.plan.moves import dearest_first, site_moves
+from aigrid.plan.moves import dearest_first, pair_moves, screened, site_moves
 from aigrid.plan.placement import Placement, cap_of, chunk_of, price_of
 from aigrid.plan.runs import Backend, Outcome
 from aigrid.plan.traffic import Traffic
@@ -121,8 +125,12 @@ def _why(outcomes: list[Outcome], attainment: float) -> str:
 class Verifier:
     def __init__(self, demand: Demand, traffic: Traffic, backend: Backend,
                  on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None,
-                 note: Callable[[str], None] | None = None) -> None:
+                 note: Callable[[str], None] | None = None,
+                 utilisation: Callable[[Placement], float | None] | None = None) -> None:
+        """`utilisation`: the analytical screen of two-site moves (moves.pool_utilisation with the planner's
+        pooled model); None: every two-site candidate may run, the cheapest first."""
         self.demand, self.traffic, self.backend = demand, traffic, backend
+        self.utilisation = utilisation
         self.on_run, self.on_plan = on_run, on_plan
         self.note = note or (lambda line: None)
         self.attainment = demand.slo.attainment
@@ -173,9 +181,12 @@ class Verifier:
         one_at_a_time = False
         rounds = 0
         trials = self.demand.verify.move_trials if moves else 0  # the hardware moves' runs of the checks left
+        pairs = self.demand.verify.pair_trials if trials > 0 else 0  # the two-site moves' runs of the checks left
         moved_sites: set[str] = set()
-        failed_trials: Counter[int] = Counter()  # per check: the hardware-move candidates it failed
+        tried: set[object] = set()  # the two-site candidates simulated (placement keys)
+        failed_trials: Counter[Check] = Counter()  # per check: the move candidates it failed
         after_move: int | None = None  # the round the latest accepted move ended at
+        by_pair = False  # the latest accepted move was a two-site one (its trims count against `pairs`)
         stop = ""  # why growing stopped: a site that must grow is at its limit
         while True:
             while rounds < budget:
@@ -226,19 +237,31 @@ class Verifier:
                         self.note(f"{current.label}: {grown}")
                     break
                 current = grown
-            if after_move is not None:
-                trials -= rounds - after_move  # the trims after a move count as its trials
-            if best is None or trials <= 0:
+            if after_move is not None:  # the trims after a move count as its trials
+                if by_pair:
+                    pairs -= rounds - after_move
+                else:
+                    trials -= rounds - after_move
+            if best is None or (trials <= 0 and pairs <= 0):
                 break
-            moved, used = self._move(best, checks, trials, moved_sites, history, failed_trials)
-            rounds += used
-            trials -= used
+            moved, used = None, 0
+            if trials > 0:
+                moved, used = self._move(best, checks, trials, moved_sites, history, failed_trials)
+                rounds += used
+                trials -= used
+            by_pair = False
+            if moved is None and pairs > 0 and all(s.id in moved_sites for s in best.placement.sites):
+                # every single-site move was tried and failed: two sites at once
+                moved, used, checks = self._pair_move(best, checks, pairs, tried, history, failed_trials)
+                rounds += used
+                pairs -= used
+                by_pair = True
             if moved is None:
                 break
             best, current = moved, moved.placement  # then trim again, within what is left of the trials
             latest = {i: (current.key(), o) for i, o in enumerate(moved.outcomes)}
             no_trim, one_at_a_time = set(), False
-            after_move, budget = rounds, rounds + min(TRIMS_AFTER_MOVE, trials)
+            after_move, budget = rounds, rounds + min(TRIMS_AFTER_MOVE, pairs if by_pair else trials)
         if best is not None:
             best.history = history
             return best
@@ -248,7 +271,7 @@ class Verifier:
         return Verdict(current, outcomes, False, reason, rounds=rounds, history=history)
 
     def _move(self, best: Verdict, checks: list[Check], trials: int, moved_sites: set[str],
-              history: list[tuple[float, bool]], failed_trials: Counter[int]) -> tuple[Verdict | None, int]:
+              history: list[tuple[float, bool]], failed_trials: Counter[Check]) -> tuple[Verdict | None, int]:
         """The first candidate of plan/moves.py (sites dearest first, each site's cheapest option first) that
         passes every check, within `trials` runs of the checks; (verdict or None, trials used). A site whose
         candidates all failed, or whose move was kept, is not tried again."""
@@ -272,14 +295,45 @@ class Verifier:
             moved_sites.add(sid)
         return None, used
 
+    def _pair_move(self, best: Verdict, checks: list[Check], pairs: int, tried: set[object],
+                   history: list[tuple[float, bool]],
+                   failed_trials: Counter[Check]) -> tuple[Verdict | None, int, list[Check]]:
+        """The first two-site move (plan/moves.py, pair_moves) that the analytical screen lets through
+        (moves.screened: the pooled model's utilisation at most moves.POOL_LIMIT, the coolest first) and that
+        passes every check on every sample, within `pairs` runs of the checks; (verdict or None, candidates
+        simulated, the checks of the verdict's placement). A candidate's checks are `checks` at the same hours,
+        every site up and each of its own sites down (a dropped site's failure checks go with it); each runs in
+        _trial's batches, so one that fails its first check costs that check's runs (one per sample)."""
+        placement = best.placement
+        before = dict(zip(checks, best.outcomes, strict=True))
+        found = pair_moves(self.demand, self.traffic, placement)
+        order = [c for c in screened(found, self.utilisation) if c[1].key() not in tried]
+        self.note(f"{placement.label}: every single-site move failed; {len(found)} two-site moves cost less, "
+                  f"{len(order)} pass the screen, at most {pairs} simulated")
+        used = 0
+        for what, candidate, util in order:
+            if used >= pairs:
+                break
+            used += 1
+            tried.add(candidate.key())
+            ids = {s.id for s in candidate.sites}
+            mine = [c for c in checks if c.failed is None or c.failed in ids]
+            self.note(f"{placement.label}: try {what} (${candidate.usd_per_hour:.2f}/h, was "
+                      f"${placement.usd_per_hour:.2f}/h{'' if util is None else f'; pool utilisation {util:.2f}'})")
+            outcomes = self._trial(candidate, mine, [before[c] for c in mine], failed_trials)
+            history.append((candidate.usd_per_hour, outcomes is not None))
+            if outcomes is not None:
+                return Verdict(candidate, outcomes, True, rounds=best.rounds + used), used, mine
+        return None, used, checks
+
     def _trial(self, candidate: Placement, checks: list[Check], before: list[Outcome],
-               failed_trials: Counter[int]) -> list[Outcome] | None:
+               failed_trials: Counter[Check]) -> list[Outcome] | None:
         """Every check of `candidate` (aligned with `checks`), or None at the first failing batch. The checks
         most likely to fail run first: those that failed the most earlier candidates (`failed_trials`, counted
         here), then those closest to failing before (the worst tenant's lowest share). Batches: that one check
         alone, then the rest of the first third, then the others; a candidate that fails its first check costs
         one check's runs, one that fails within the third about a third of them."""
-        order = sorted(range(len(checks)), key=lambda i: (-failed_trials[i], _worst_tenant(before[i]), i))
+        order = sorted(range(len(checks)), key=lambda i: (-failed_trials[checks[i]], _worst_tenant(before[i]), i))
         third = max(1, len(order) // 3)
         got: dict[int, Outcome] = {}
         for stage in (order[:1], order[1:third], order[third:]):
@@ -287,7 +341,7 @@ class Verifier:
                 continue
             outcomes = self.run(candidate, [checks[i] for i in stage])
             got.update(zip(stage, outcomes, strict=True))
-            failed = [i for i, o in zip(stage, outcomes, strict=True) if not passes(o, self.attainment)]
+            failed = [checks[i] for i, o in zip(stage, outcomes, strict=True) if not passes(o, self.attainment)]
             if failed:
                 failed_trials.update(failed)
                 return None
