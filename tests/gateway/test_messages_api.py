@@ -701,17 +701,16 @@ async def test_an_image_in_a_tool_result_is_said_to_the_model_not_dropped(tmp_pa
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
     messages = [{"role": "user", "content": "Take a screenshot."},
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
-                {"role": "user", "content": [{"type": "text", "text": "Here:"}, {"type": "tool_result",
-                                              "tool_use_id": "toolu_1", "content": [
-                                                  {"type": "text", "text": "the screen"}, image]}]}]
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                    {"type": "text", "text": "the screen"}, image]}, {"type": "text", "text": "Here it is."}]}]
     try:
         await client.messages.create(model="smollm2-135m", max_tokens=8, messages=messages, extra_headers=FRANKFURT)
         sent = fakes["fra-smollm2"].received[-1]["messages"]
         assert [m["content"] for m in sent if m["role"] == "tool"] == [f"the screen\n{IMAGE_IN_TOOL_RESULT}"]
         counted = await client.messages.count_tokens(model="smollm2-135m", messages=messages)
         plain = await client.messages.count_tokens(model="smollm2-135m", messages=[*messages[:2], {
-            "role": "user", "content": [{"type": "text", "text": "Here:"}, {"type": "tool_result",
-                                        "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "the screen"}]}]}])
+            "role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                {"type": "text", "text": "the screen"}]}, {"type": "text", "text": "Here it is."}]}])
         assert counted.input_tokens > plain.input_tokens
     finally:
         await client.close()

@@ -8,6 +8,7 @@ Anthropic's Messages API "messages.N: `tool_use` ids were found without `tool_re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -31,11 +32,13 @@ async def test_chat_refuses_a_tool_call_without_its_tool_message(tmp_path: Path)
     engine = ScriptedEngine([])
     oai = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
     calls = {"role": "assistant", "content": None, "tool_calls": [_call("c1"), _call("c2")]}
-    cases = [  # (messages, param, the ids named)
+    cases = [  # (messages, param, the ids named): OpenAI's param is the role of the message that came instead of a
+        # tool message ("messages.[5].role" where messages[4] made the calls, as quoted in many clients' logs), or
+        # `messages` where the conversation ends (until the thirty-seventh session ours, `messages[1].tool_calls`)
         ([ASK, calls, {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}, {"role": "user", "content": "?"}],
-         "messages[1].tool_calls", "c2"),
-        ([ASK, calls], "messages[1].tool_calls", "c1, c2"),  # the conversation ends with the calls
-        ([ASK, calls, {"role": "user", "content": "never mind"}], "messages[1].tool_calls", "c1, c2"),
+         "messages[3].role", "c2"),
+        ([ASK, calls], "messages", "c1, c2"),  # the conversation ends with the calls
+        ([ASK, calls, {"role": "user", "content": "never mind"}], "messages[2].role", "c1, c2"),
     ]
     for messages, param, ids in cases:
         with pytest.raises(openai.BadRequestError) as info:
@@ -94,8 +97,10 @@ async def test_responses_refuses_a_function_call_without_its_output(tmp_path: Pa
     oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, "native")))
     tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}  # type: ignore[index]
     call = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
-    for input_ in ([ASK, call], [ASK, call, {"role": "user", "content": "never mind"}]):
-        with pytest.raises(openai.BadRequestError) as info:
+    other = {**call, "call_id": "call_2", "arguments": '{"city": "Rome"}'}
+    for input_ in ([ASK, call], [ASK, call, {"role": "user", "content": "never mind"}], [ASK, call, other]):
+        with pytest.raises(openai.BadRequestError) as info:  # OpenAI names one call, the first (until the
+            # thirty-seventh session the message went on: "(nor for call_2)")
             await oai.responses.create(model="smollm2-135m", input=input_, tools=[tool])  # type: ignore[arg-type]
         assert info.value.body == {"message": "No tool output found for function call call_1.",  # type: ignore[comparison-overlap]
                                    "type": "invalid_request_error", "param": "input.1", "code": "invalid_request"}
@@ -191,3 +196,50 @@ async def test_chat_refuses_a_tool_call_without_an_id(tmp_path: Path) -> None:
             "param": "messages[1].tool_calls[1].id", "code": "invalid_request"}
     assert engine.received == []
     await oai.close()
+
+
+async def test_a_tool_result_after_other_content_of_its_turn_is_refused(tmp_path: Path) -> None:
+    """Anthropic's API requires a user turn's tool_result blocks to come first in its content ("In the user message
+    containing tool results, the tool_result blocks must come FIRST in the content array. Any text must come AFTER
+    all tool results", its tool-use docs), and refuses a call whose result comes after text as unanswered ("messages.N:
+    `tool_use` ids were found without `tool_result` blocks immediately after", as clients' logs quote it). Until the
+    thirty-seventh session the Messages door moved every result to the front and accepted the turn."""
+    engine = ScriptedEngine([])
+    claude = anthropic_client(build_app(await scripted_gateway(tmp_path, engine)))
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    use = {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}}]}
+    text = {"type": "text", "text": "Here are the results:"}
+
+    def result(tid: str) -> dict:
+        return {"type": "tool_result", "tool_use_id": tid, "content": "Sunny."}
+
+    cases = [  # (the user turn's blocks, the error's message)
+        ([text, result("toolu_1"), result("toolu_2")],
+         "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1, toolu_2. Each "
+         "`tool_use` block must have a corresponding `tool_result` block in the next message."),
+        ([result("toolu_1"), text, result("toolu_2")],
+         "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_2. Each "
+         "`tool_use` block must have a corresponding `tool_result` block in the next message."),
+        ([result("toolu_1"), result("toolu_2"), text, result("toolu_2")],  # each answered first: one out of place
+         "messages.2.content.3: `tool_result` blocks must come first in the content of a user message, before any "
+         "other block"),
+    ]
+    for blocks, said in cases:
+        for count in (False, True):  # count_tokens reads the same conversation
+            messages: Any = [ASK, use, {"role": "user", "content": blocks}]
+            with pytest.raises(anthropic.BadRequestError) as info:
+                if count:
+                    await claude.messages.count_tokens(model="smollm2-135m", tools=[tool], messages=messages)  # type: ignore[list-item]
+                else:
+                    await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool],  # type: ignore[list-item]
+                                                 messages=messages)
+            error = info.value.body["error"]  # type: ignore[index]
+            assert (error["type"], error["message"]) == ("invalid_request_error", said), error
+    assert engine.received == []
+    engine.replies.append({"content": "Sunny in both."})  # the control: the results first, the text after them
+    control: Any = [ASK, use, {"role": "user", "content": [result("toolu_1"), result("toolu_2"), text]}]
+    ok = await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=control)  # type: ignore[list-item]
+    assert ok.content[0].text == "Sunny in both."  # type: ignore[union-attr]
+    await claude.close()

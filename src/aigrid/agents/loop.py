@@ -229,14 +229,18 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
 
 
 class UnansweredToolCalls(InvalidRequest):
-    """An assistant turn's tool calls that no `tool` message after it answers (OpenAI's wording, naming the chat
-    field; each front door says it in its API's own words from `index` and `ids`)."""
+    """An assistant turn's tool calls that no `tool` message after it answers (OpenAI's wording; each front door
+    says it in its API's own words from `index`, the assistant message's, and `ids`). Its param is OpenAI's: the
+    `role` of the message at `after`, the first after the turn's tool messages, which should have been a `tool`
+    message ("messages.[5].role" in OpenAI's dotted form, the bracket form here as in every other param), or
+    `messages` where the conversation ends there. Until the thirty-seventh session it was ours,
+    `messages[N].tool_calls` of the assistant message."""
 
-    def __init__(self, index: int, ids: Sequence[str]) -> None:
+    def __init__(self, index: int, ids: Sequence[str], after: int | None = None) -> None:
         self.index, self.ids = index, tuple(ids)
         super().__init__("An assistant message with 'tool_calls' must be followed by tool messages responding to "
                          "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
-                         f"{', '.join(self.ids)}", param=f"messages[{index}].tool_calls")
+                         f"{', '.join(self.ids)}", param="messages" if after is None else f"messages[{after}].role")
 
 
 class OrphanToolResult(InvalidRequest):
@@ -267,7 +271,7 @@ def check_tool_results(messages: Any) -> None:
         role = m.get("role") if isinstance(m, Mapping) else None
         if role == "assistant":  # consecutive assistant turns are one (the Messages API merges them)
             if previous != "assistant":
-                _all_answered(calls, answered)
+                _all_answered(calls, answered, i)
                 calls, answered = None, set()
             listed = m.get("tool_calls")
             for k, c in enumerate(listed if isinstance(listed, list) else ()):
@@ -302,17 +306,18 @@ def check_tool_results(messages: Any) -> None:
             if called is not None:
                 answered.add(called)
         elif role is not None:
-            _all_answered(calls, answered)
+            _all_answered(calls, answered, i)
             calls, answered = None, set()
         previous = role
-    _all_answered(calls, answered)
+    _all_answered(calls, answered, None)
 
 
-def _all_answered(calls: Mapping[str, int] | None, answered: set[str]) -> None:
-    """UnansweredToolCalls for the calls of an assistant turn that `answered` lacks, naming the first one's message."""
+def _all_answered(calls: Mapping[str, int] | None, answered: set[str], after: int | None) -> None:
+    """UnansweredToolCalls for the calls of an assistant turn that `answered` lacks, naming the first one's message
+    and the message at `after` (None: the conversation ends), which came instead of their results."""
     missing = {c: at for c, at in (calls or {}).items() if c not in answered}
     if missing:
-        raise UnansweredToolCalls(min(missing.values()), list(missing))
+        raise UnansweredToolCalls(min(missing.values()), list(missing), after)
 
 
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:

@@ -142,17 +142,23 @@ field it came from (`messages.0.content.1.source`)."""
 
 
 def _user(blocks: list[Any], where: str, documents: list[tuple[int, str]]) -> list[Placed]:
-    """A user turn: its tool results as `tool` messages first, then one user message of its other blocks in
-    order; a document block is a text part of it, its index and field added to `documents`. Until 6 Dec 2026
+    """A user turn: its leading tool results as `tool` messages first, then one user message of its other blocks
+    in order; a document block is a text part of it, its index and field added to `documents`. Until 6 Dec 2026
     each document was a user message of its own before the turn's text: consecutive user messages, which chat
-    templates that require alternating roles refuse."""
+    templates that require alternating roles refuse. A tool result after another block is a `tool` message after
+    the user message, which check_tool_results refuses: Anthropic's API requires a turn's tool_result blocks to
+    come first in its content ("In the user message containing tool results, the tool_result blocks must come
+    FIRST in the content array", its tool-use docs) and refuses a call whose result comes later as unanswered
+    ("`tool_use` ids were found without `tool_result` blocks immediately after"). Until the thirty-seventh session
+    every result was moved to the front, and such a turn was accepted."""
     tools: list[Placed] = []
+    late: list[Placed] = []
     parts: list[dict[str, Any]] = []
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
-            tools.append(({"role": "tool", "tool_call_id": b.tool_use_id,
-                           "content": _tool_result_text(b, f"{where}.content.{j}")},
-                          f"{where}.content.{j}.content"))
+            (late if parts else tools).append(({"role": "tool", "tool_call_id": b.tool_use_id,
+                                                "content": _tool_result_text(b, f"{where}.content.{j}")},
+                                               f"{where}.content.{j}.content"))
         elif isinstance(b, DocumentBlock):
             documents.append((len(parts), f"{where}.content.{j}{DOCUMENT_FIELD}"))
             parts.append({"type": "text", "text": _document_text(b, f"{where}.content.{j}")})
@@ -164,7 +170,7 @@ def _user(blocks: list[Any], where: str, documents: list[tuple[int, str]]) -> li
             raise InvalidRequest(f"{where}.content.{j}: tool_use blocks belong to assistant turns",
                                  param=f"{where}.content.{j}.type")
     content = parts if documents else _content(parts)  # a document stays a part of its own, read as a document
-    return tools + ([({"role": "user", "content": content}, f"{where}.content")] if parts else [])
+    return tools + ([({"role": "user", "content": content}, f"{where}.content")] if parts else []) + late
 
 
 def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = None) -> list[Placed]:
@@ -175,6 +181,7 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
         system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
         out.append(({"role": "system", "content": system}, "system"))
     last = len(req.messages) - 1
+    late: set[int] = set()  # the tool results that came after another block of their turn (_user)
     for i, m in enumerate(req.messages):
         if not (i == last and m.role == "assistant"):  # only a final assistant turn (a prefill) may be empty
             _nonempty(m, f"messages.{i}")
@@ -183,14 +190,23 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
                 break  # an empty final assistant turn is no prefill: not sent (llama.cpp would continue it)
             _no_trailing_whitespace(m, f"messages.{i}")
         parts: list[tuple[int, str]] = []
-        out.extend(_turn(m, f"messages.{i}", parts))
-        if documents is not None:  # a turn's documents are parts of its last message, its user message
-            documents.update({(len(out) - 1, part): field for part, field in parts})
+        placed = _turn(m, f"messages.{i}", parts)
+        at_user = next((k for k, (_, at) in enumerate(placed) if at == f"messages.{i}.content"), None)
+        user = len(out) + (at_user or 0)
+        if at_user is not None and m.role == "user":
+            late.update(range(user + 1, len(out) + len(placed)))
+        out.extend(placed)
+        if documents is not None:  # a turn's documents are parts of its user message
+            documents.update({(user, part): field for part, field in parts})
     try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it, and
         check_tool_results([m for m, _ in out])  # for a tool_use block no tool_result of the next turn answers
     except UnansweredToolCalls as e:
         raise _unanswered(out[e.index][1], e.ids) from e
     except OrphanToolResult as e:
+        if e.index in late:  # the turn's calls are answered before it: a result after its text is out of place
+            block = out[e.index][1].removesuffix(".content")
+            raise InvalidRequest(f"{block}: `tool_result` blocks must come first in the content of a user message, "
+                                 "before any other block", param=block) from e
         raise _unexpected(out[e.index][1], e.call_id, e.called) from e
     except InvalidRequest as e:
         name_own_field(e, [where for _, where in out])

@@ -1044,14 +1044,14 @@ class ResponsesApi:
 
 
 def _no_output(req: ResponsesRequest, ids: Sequence[str]) -> InvalidRequest:
-    """OpenAI's 400 (its words) for function calls that no function_call_output answers, naming the input item of the
-    first (param `input` where the call is the stored response's, previous_response_id's, as OpenAI names it). Until
-    the thirty-sixth session the call went to the engine without its result."""
+    """OpenAI's 400 (its words) for function calls that no function_call_output answers, naming the first and its
+    input item (param `input` where the call is the stored response's, previous_response_id's, as OpenAI names it).
+    Until the thirty-sixth session the call went to the engine without its result; until the thirty-seventh the
+    message went on to name the other calls ("(nor for call_...)"), which OpenAI's does not."""
     items = req.input if isinstance(req.input, list) else []
     at = next((k for k, item in enumerate(items) if item.get("type") == "function_call"
                and item.get("call_id") == ids[0]), None)
-    more = f" (nor for {', '.join(ids[1:])})" if len(ids) > 1 else ""
-    return InvalidRequest(f"No tool output found for function call {ids[0]}.{more}",
+    return InvalidRequest(f"No tool output found for function call {ids[0]}.",
                           param="input" if at is None else f"input.{at}")
 
 
