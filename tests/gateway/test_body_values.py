@@ -15,7 +15,7 @@ import orjson
 import pytest
 import websockets.sync.client
 
-from aigrid.gateway import responses_socket, routes
+from aigrid.gateway import parse_pool, responses_socket, routes
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.body_values import (
     MAX_ARGUMENT_VALUES,
@@ -226,12 +226,16 @@ async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: http
     """Structural, not timed: a body longer than OFF_LOOP_BYTES is parsed, depth-checked and counted
     (routes.json_object) on a thread other than the event loop's, served or refused as before (the 400 naming the
     field); an ordinary body on the loop. Until the thirty-sixth session (LOOP2) every body was, on the loop: a
-    message's own key of 199,800 empty arrays held it about a second with the firewall's walk of it."""
+    message's own key of 199,800 empty arrays held it about a second with the firewall's walk of it. The thread is
+    one of the gateway's parse threads (Gateway.parses), not asyncio's default pool's, the Files and Batch APIs'
+    (until the thirty-seventh session, brief FIX9: a flood of long bodies delayed their disk work)."""
     threads: list[int] = []
+    names: list[str] = []
     parse = routes.json_object
 
     def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
         threads.append(threading.get_ident())
+        names.append(threading.current_thread().name)
         return parse(raw, **kw)
 
     monkeypatch.setattr(routes, "json_object", watched)
@@ -245,6 +249,7 @@ async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: http
     assert len(threads) == 3, threads
     assert threads[0] == loop_thread, "an ordinary body was parsed off the loop (a thread's hop each)"
     assert threads[1] != loop_thread and threads[2] != loop_thread, "a long body was parsed on the event loop's thread"
+    assert all(name.startswith(parse_pool.THREAD_NAME) for name in names[1:]), names
 
 
 async def _thread() -> int:
@@ -255,12 +260,16 @@ def test_a_long_socket_create_is_parsed_and_counted_off_the_event_loop(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The Responses WebSocket's message as an HTTP body: a create longer than OFF_LOOP_BYTES is parsed and counted
     on a thread other than the gateway's loop, and answered; a short one on the loop (structural, not timed; fails
-    before LOOP2: every message on the loop)."""
+    before LOOP2: every message on the loop). The thread is one of the gateway's parse threads (Gateway.parses), and
+    the gateway's stop joins them: none is left (fails before FIX9, thirty-seventh session: asyncio's default pool,
+    shared with the Files and Batch APIs, which nothing stopped)."""
     threads: list[int] = []
+    names: list[str] = []
     parse = responses_socket.json_object
 
     def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
         threads.append(threading.get_ident())
+        names.append(threading.current_thread().name)
         return parse(raw, **kw)
 
     monkeypatch.setattr(responses_socket, "json_object", watched)
@@ -278,3 +287,5 @@ def test_a_long_socket_create_is_parsed_and_counted_off_the_event_loop(tmp_path:
     assert len(threads) == 2, threads
     assert threads[0] == loop_thread, "a short message was parsed off the loop (a thread's hop each)"
     assert threads[1] != loop_thread, "a long message was parsed on the event loop's thread"
+    assert names[1].startswith(parse_pool.THREAD_NAME), names
+    assert not [t for t in threading.enumerate() if t.ident == threads[1]], "a parse thread outlived its gateway"

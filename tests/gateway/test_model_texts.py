@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.gateway import model_texts, routes
+from aigrid.gateway import model_texts, parse_pool, routes
 from aigrid.gateway.model_texts import TEXT_BESIDE_CONTENT_KEYS, TEXT_BESIDE_MESSAGES_KEYS, chat_texts
 
 
@@ -190,12 +190,15 @@ async def test_a_long_bodys_texts_are_collected_off_the_event_loop(client: httpx
     the firewall, walked value by value) has its texts collected on a thread other than the event loop's, and is
     served; an ordinary body's are collected in place. Until the thirty-sixth session every body's were collected on
     the loop: at body_values' bounds (a message's own key of 199,800 values, a tool call's arguments of 60,000) the
-    walk held it 0.4-1.2 s (scripts/loop_hold_values.py)."""
+    walk held it 0.4-1.2 s (scripts/loop_hold_values.py). The thread is one of the gateway's parse threads
+    (Gateway.parses), not asyncio's default pool's (until the thirty-seventh session, brief FIX9)."""
     threads: list[int] = []
+    names: list[str] = []
     collect = routes.chat_texts
 
     def watched(body: Mapping[str, Any], documents: model_texts.DocumentsAt = ()) -> list[model_texts.ModelText]:
         threads.append(threading.get_ident())
+        names.append(threading.current_thread().name)
         return collect(body, documents)
 
     monkeypatch.setattr(routes, "chat_texts", watched)
@@ -210,3 +213,4 @@ async def test_a_long_bodys_texts_are_collected_off_the_event_loop(client: httpx
     assert len(threads) == 2, threads
     assert threads[0] == loop_thread, "an ordinary body's texts were collected off the loop (a thread's hop each)"
     assert threads[1] != loop_thread, "the long body's texts were collected on the event loop's thread"
+    assert names[1].startswith(parse_pool.THREAD_NAME), names

@@ -307,13 +307,14 @@ async def test_a_sockets_close_is_the_servers_only_when_the_stop_closed_it(
     """Who ended a Responses WebSocket is read from the close itself: uvicorn's 1012 while the gateway stops is the
     server's (its running response `cancelled`); a client's own close (1000, or its connection lost: 1006) during
     a stop is the client's. Before, any close during a stop was recorded `server`."""
+    from aigrid.gateway.parse_pool import ParsePool
     from aigrid.gateway.responses_socket import _Connection, _Waiting
 
     class Ws:
         async def receive(self) -> dict[str, Any]:
             return {"type": "websocket.disconnect", "code": code}
 
-    conn = _Connection(Ws(), None, {}, 1000, _Waiting(10_000), lambda: stopping)  # type: ignore[arg-type]
+    conn = _Connection(Ws(), None, {}, 1000, _Waiting(10_000), ParsePool(), lambda: stopping)  # type: ignore[arg-type]
     await conn.run()
     assert conn.closed_by == closed_by
 

@@ -46,6 +46,7 @@ from aigrid.gateway.image_urls import ImageUrls
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.observe import MetricsWrites
+from aigrid.gateway.parse_pool import ParsePool
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
@@ -106,6 +107,9 @@ class Gateway:
     """The Files and Batch APIs and this process's batch runner (batches.py); built by build_app."""
     images: ImageUrls = field(default_factory=ImageUrls)
     """Image parts given by URL: fetched from public addresses and sent inline (image_urls.py)."""
+    parses: ParsePool = field(default_factory=ParsePool)
+    """The threads that parse long request bodies and collect their texts (parse_pool.py), apart from asyncio's
+    default pool (the Files and Batch APIs' disk work); joined by the lifespan, last."""
     right_sizer: RightSizer | None = None
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
@@ -348,6 +352,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             await gateway.images.aclose()
             await gateway.guard.stop()
             gateway.tracing.shutdown()
+            gateway.parses.close()  # last: every request has been read
 
     app = Starlette(
         routes=[

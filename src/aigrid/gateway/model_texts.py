@@ -6,7 +6,6 @@ screened texts back with `apply`. A new request shape adds one function here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
@@ -14,6 +13,7 @@ import orjson
 
 from aigrid.agents.prompt_size import REASONING_KEYS
 from aigrid.gateway.body_values import OFF_LOOP_BYTES
+from aigrid.gateway.parse_pool import ParsePool
 from aigrid.gateway.schemas import IMAGE_PARTS, PART_TEXTS
 from aigrid.security.firewall.pii import redact
 from aigrid.security.firewall.pipeline import Screened
@@ -251,11 +251,12 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
 
-async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelText]]) -> list[ModelText]:
+async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelText]],
+                    parses: ParsePool) -> list[ModelText]:
     """`collect()` (chat_texts or completion_texts of `body`), run in place for a body whose JSON is at most
     body_values.OFF_LOOP_BYTES long (its length from orjson's write, in C: 0.5 us for a 1.5 KB chat body, 0.13 ms for
-    a 4 MiB prompt), on a thread otherwise (asyncio.to_thread: the walk yields the interpreter's lock to the loop every
-    switch interval). Collecting walks every value of the fields the firewall reads (a message's own keys, a tool
+    a 4 MiB prompt), on one of the gateway's parse threads otherwise (`parses`, Gateway.parses, apart from asyncio's
+    default pool: the walk yields the interpreter's lock to the loop every switch interval). Collecting walks every value of the fields the firewall reads (a message's own keys, a tool
     call's arguments, documents, template variables) at a few microseconds a value: at body_values' bounds (a
     message's own key of 199,800 empty arrays, arguments of 60,000) the walk held the loop 0.4-1.2 s (thirty-sixth
     session, scripts/loop_hold_values.py). The body is this request's own, not changed by anyone while its texts are
@@ -264,7 +265,7 @@ async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelTex
         small = len(orjson.dumps(body)) <= OFF_LOOP_BYTES
     except orjson.JSONEncodeError:
         small = False
-    return collect() if small else await asyncio.to_thread(collect)
+    return collect() if small else await parses.run(collect)
 
 
 def beside_messages(texts: list[ModelText]) -> int:

@@ -70,6 +70,7 @@ from aigrid.gateway.browsers import check_origin
 from aigrid.gateway.envelope import bounded_error, error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.parse_pool import ParsePool
 from aigrid.gateway.relay_response import STEER, SteerCut
 from aigrid.gateway.responses_steer import (
     MAX_STEERS,
@@ -196,7 +197,7 @@ class ResponsesSocket:
             self.gw.proxy.written(ROUTE, self.gw.metrics.responses_sockets.inc)
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
-                               self.gw.spec.gateway.max_body_bytes, self.pool, lambda: self.gw.stopping,
+                               self.gw.spec.gateway.max_body_bytes, self.pool, self.gw.parses, lambda: self.gw.stopping,
                                scope.get("extensions", {}).get(STOP_NOTICE))
             try:
                 await conn.run()
@@ -317,8 +318,11 @@ class _Connection:
     """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
 
     def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int,
-                 pool: _Waiting, stopping: Callable[[], bool] = lambda: False, notice: StopNotice | None = None) -> None:
+                 pool: _Waiting, parses: ParsePool, stopping: Callable[[], bool] = lambda: False,
+                 notice: StopNotice | None = None) -> None:
         self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
+        self.parses = parses
+        """The gateway's parse threads (Gateway.parses): a long message is parsed there."""
         self.stopping = stopping
         """Whether the gateway is stopping (Gateway.stopping): a close then with uvicorn's 1012 is the server's."""
         self.notice = notice
@@ -477,8 +481,9 @@ class _Connection:
         try:
             if len(data) > self.limit:
                 raise InvalidRequest(body_too_large("message", self.limit), code="request_too_large")
-            # as an HTTP body is read: 400 invalid_json, or nested too deep; a long one on a thread (routes.read_json)
-            event = json_object(data) if len(data) <= OFF_LOOP_BYTES else await asyncio.to_thread(json_object, data)
+            # as an HTTP body is read: 400 invalid_json, or nested too deep; a long one on the gateway's parse threads
+            # (routes.read_json)
+            event = json_object(data) if len(data) <= OFF_LOOP_BYTES else await self.parses.run(json_object, data)
             kind = event.get("type")
             if kind == "response.steer":
                 await self._steer(event, data)

@@ -458,8 +458,8 @@ class Routes:
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
         raw = await read_body(request, limit, body_too_large("request body", limit))
-        # a long body is parsed, depth-checked and counted on a thread (body_values.OFF_LOOP_BYTES)
-        return json_object(raw) if len(raw) <= OFF_LOOP_BYTES else await asyncio.to_thread(json_object, raw)
+        # a long body is parsed, depth-checked and counted on the gateway's parse threads (body_values.OFF_LOOP_BYTES)
+        return json_object(raw) if len(raw) <= OFF_LOOP_BYTES else await self.gw.parses.run(json_object, raw)
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
@@ -504,9 +504,9 @@ class Routes:
             # and has no image fetched
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
             prompt = parsed.prompt_text()
-            # a long body's texts are collected on a thread (a walk of every value the firewall reads)
+            # a long body's texts are collected on the parse threads (a walk of every value the firewall reads)
             texts = await collected(body, lambda: chat_texts(body, documents) if path == CHAT_PATH
-                                    else completion_texts(body))
+                                    else completion_texts(body), gw.parses)
             images = False
             if path == CHAT_PATH:
                 images = check_images(parsed.model, body, gw.spec.models)
