@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of the gateway's CPU per streamed request: a fixed closed-loop workload (N requests, C streams, 24 output
 # tokens) against each variant in turn, ROUNDS times, the gateway pinned to core 1, the emulator and the client
-# to core 0; gateway CPU from /proc (utime + stime). CPU seconds per request are far less sensitive to other
+# to core 0; gateway CPU from /proc (utime + stime), the event loop's thread's beside it (the rest is the audit
+# store's and other threads'). CPU seconds per request are far less sensitive to other
 # load on the machine than latencies are (see docs/benchmarks.md).
 #   scripts/bench_ab.sh OUT NAME=SRC:SPEC[:ARGS] [NAME=SRC:SPEC[:ARGS] ...]
 #   e.g. scripts/bench_ab.sh /tmp/ab new=$PWD/src:aigrid.yaml old=/tmp/old/src:aigrid.yaml
@@ -31,6 +32,11 @@ cpu() { env PYTHONPATH="$here/src" "$PY" -c "from aigrid.bench.procs import cpu_
 # the gateway process's write(2)-family system calls (/proc/PID/io syscw: its socket writes, the audit log's; with
 # WORKERS, the parent's only, so not printed there)
 writes() { awk '/^syscw:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
+# the CPU seconds of the gateway's main thread alone (the event loop's; /proc/PID/task/PID/stat utime + stime): the
+# rest of the process's is its threads' (the audit store's, the firewall's screen); with WORKERS, not printed
+tck=$(getconf CLK_TCK)
+loop_cpu() { awk -v tck="$tck" '{ sub(/^.*\) /, ""); split($0, f, " "); print (f[12] + f[13]) / tck }' \
+  "/proc/$1/task/$1/stat" 2>/dev/null || echo 0; }
 bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
   --output-tokens "${TOKENS:-24}" $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
@@ -50,10 +56,11 @@ for r in $(seq 1 "$ROUNDS"); do
       echo "$name round $r: the gateway did not start, see $out/gw-$name.log" | tee -a "$out/ab.txt"; continue
     fi
     bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up
-    t0=$(cpu "$gw"); w0=$(writes "$gw")
+    t0=$(cpu "$gw"); w0=$(writes "$gw"); l0=$(loop_cpu "$gw")
     bench --concurrency "$C" -n "$N" --out "$out/$name-$r" > "$out/bench-$name-$r.log" 2>&1
-    t1=$(cpu "$gw"); w1=$(writes "$gw")
-    syscalls=""; [ "${WORKERS:-0}" -gt 0 ] || syscalls=", $(echo "scale=2; ($w1 - $w0) / $N" | bc) write calls/request"
+    t1=$(cpu "$gw"); w1=$(writes "$gw"); l1=$(loop_cpu "$gw")
+    syscalls=""; [ "${WORKERS:-0}" -gt 0 ] || syscalls=" (event loop's thread $(echo "scale=3; 1000 * ($l1 - $l0) / $N" | bc)),\
+ $(echo "scale=2; ($w1 - $w0) / $N" | bc) write calls/request"
     echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $N" | bc) ms/request$syscalls," \
          "$(grep -o '[0-9.]* req/s' "$out/bench-$name-$r.log" | head -1), load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out/ab.txt"
     kill -INT $gw; wait $gw 2>/dev/null
