@@ -464,23 +464,46 @@ class Guard:
         None when a token limit has no room for that (nothing charged: the loop ends with what it has) or the quota
         store cannot be asked (logged: the turn is not run unreserved). An exchange with no reservation (not
         admitted: a test's) has nothing to grow."""
-        reservation = ex.reservation
-        if reservation is None:
+        if ex.reservation is None:
             return output_tokens
         counts = ex.loop_usage
         # the loop's finished turns' count; {}: a turn came without one (unknown): this turn is charged in full
         used = None if counts == {} else sum(int((counts or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
-        give = max(0, output_tokens - MIN_TURN_OUTPUT)
+        grown = await self._grow(ex, prompt_tokens + output_tokens, used, max(0, output_tokens - MIN_TURN_OUTPUT),
+                                 "reserve a further model turn of %s %s; the loop ends there")
+        return None if grown is None else output_tokens - grown
+
+    async def widen(self, ex: Exchange, tokens: int) -> int:
+        """Reserve up to `tokens` more output of an admitted request that set no output limit of its own, on top of
+        what admission reserved for it (request_info.DEFAULT_OUTPUT_TOKENS a choice): as much as its token limits
+        have room for, down to none. Returns how many were reserved (the reservation grown on the exchange, settled
+        once by finish): the engine is sent no larger a max_tokens than the request reserved (routes.route). Until
+        the thirty-seventh session (brief ATK6) the engine got the grid's limit (4,096) while the request reserved
+        256: seven such requests at once of a tenant allowed 2,000 tokens a minute were served 28,336. A request
+        without token limits, or without a reservation, is given all of `tokens` (nothing to charge); a store that
+        fails is logged and gives none (the request runs within what admission reserved)."""
+        reservation = ex.reservation
+        if tokens <= 0 or reservation is None or not reservation.token_counters:
+            return max(0, tokens)
+        short = await self._grow(ex, tokens, None, tokens, "reserve the output of %s %s past its default; sent that")
+        return 0 if short is None else tokens - short
+
+    async def _grow(self, ex: Exchange, tokens: int, used: int | None, give: int, failed: str) -> int | None:
+        """Quotas.extend of the exchange's reservation by `tokens` (`used`, `give`: as there), the grown reservation
+        kept on the exchange even where a hang-up cuts the call short: how many of `tokens` were left out, or None
+        (nothing charged: no room for `tokens` less `give`, or the store failed: logged as `failed` says, with the
+        exchange's route and request id)."""
+        reservation = ex.reservation
+        assert reservation is not None
         hangup = ex.hangup
         if hangup is not None:  # as in admit: a charge on Redis or the hub cut mid-reply would stay charged
             hangup.hold()
 
         async def grow() -> tuple[Reservation, int] | None:
             try:
-                return await self.quotas.extend(reservation, prompt_tokens + output_tokens, used=used, give=give)
-            except Exception:  # whatever the store raised: the turn is not run without its reservation
-                log.exception("quota store failed to reserve a further model turn of %s %s; the loop ends there",
-                              ex.route, ex.request_id)
+                return await self.quotas.extend(reservation, tokens, used=used, give=give)
+            except Exception:  # whatever the store raised: nothing is run without its reservation
+                log.exception("quota store failed to " + failed, ex.route, ex.request_id)
                 return None
 
         def keep(grown: tuple[Reservation, int] | None) -> None:
@@ -493,7 +516,7 @@ class Guard:
         finally:
             if hangup is not None:
                 hangup.resume()  # the client left meanwhile: cancelled here
-        return None if grown is None else output_tokens - grown[1]
+        return None if grown is None else grown[1]
 
     def authorize(self, ex: Exchange, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
         """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403; 400 for

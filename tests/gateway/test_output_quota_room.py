@@ -1,0 +1,129 @@
+"""A request with no output limit of its own reserves DEFAULT_OUTPUT_TOKENS a choice at admission, and its engine may
+decode no more than its tenant's token limits then give it room for, up to the grid's limit (Guard.widen, routes.route;
+brief ATK6, thirty-seventh session). Until then the engine was sent the grid's limit (4,096) while the request held
+256 of the quota: on a live gateway of emulated vLLM engines, seven such requests at once of a tenant allowed 2,000
+tokens a minute (`ignore_eos`, no max_tokens) were served 28,336 tokens in that minute."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.gateway.app import Gateway
+from aigrid.gateway.request_info import DEFAULT_OUTPUT_TOKENS
+from aigrid.spec.models import QuotaSpec, TenantSpec
+from tests.gateway.conftest import serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+MODEL = "smollm2-135m"
+LIMIT = 1_000
+TENANT = {"x-aigrid-tenant": "metered"}
+ASK = [{"role": "user", "content": "Write a long story."}]
+DOORS = [
+    ("/v1/chat/completions", {"model": MODEL, "messages": ASK, "ignore_eos": True}),
+    ("/v1/chat/completions", {"model": MODEL, "messages": ASK, "stream": True}),
+    ("/v1/completions", {"model": MODEL, "prompt": "Once upon a time", "ignore_eos": True}),
+    ("/v1/responses", {"model": MODEL, "input": "Write a long story."}),
+]
+
+
+class Gated(FakeEngine):
+    """A fake engine of a grid whose first request (to any of its engines, `opened` shared) is held until `go` is
+    set (an answer still being decoded)."""
+
+    def __init__(self, name: str, go: asyncio.Event, opened: list[str]) -> None:
+        super().__init__(name)
+        self.go, self.opened = go, opened
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        first = not self.opened
+        self.opened.append(self.name)
+        async with super().open(path, body) as upstream:
+            if first:
+                await self.go.wait()
+            yield upstream
+
+
+@asynccontextmanager
+async def metered(tmp: Path, quotas: QuotaSpec | None) -> AsyncIterator[tuple[Any, Gateway, dict[str, Gated]]]:
+    spec = spec_in(tmp)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "metered": TenantSpec(quotas=quotas)}})
+    go, opened = asyncio.Event(), list[str]()
+    go.set()
+    engines = {e.id: Gated(e.id, go, opened) for e in spec.endpoints}
+    async with serving(spec, engines) as (client, gw):
+        yield client, gw, engines
+
+
+def sent(engines: dict[str, Gated]) -> list[dict[str, Any]]:
+    return [r for e in engines.values() for r in e.received]
+
+
+async def minute_spent(gw: Gateway) -> int:
+    quotas = gw.guard.quotas
+    index = math.floor(quotas.clock() / 60.0)
+    return await quotas.backend.value(f"{quotas.prefix}:{{metered}}:tenant:metered:tpm:{index}")
+
+
+@pytest.mark.parametrize("path, body", DOORS)
+async def test_a_request_without_max_tokens_is_sent_no_more_than_its_tokens_per_minute_leave(
+        tmp_path: Path, path: str, body: dict[str, Any]) -> None:
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, gw, engines):
+        r = await client.post(path, json=body, headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        # more than admission's default (the room was there), never past what the minute had left
+        assert DEFAULT_OUTPUT_TOKENS < req["max_tokens"] < LIMIT
+        # settled to what the engine counted, not held at the widened reservation
+        assert await minute_spent(gw) < DEFAULT_OUTPUT_TOKENS
+
+
+async def test_a_token_budget_bounds_it_as_well(tmp_path: Path) -> None:
+    async with metered(tmp_path, QuotaSpec(token_budget=600)) as (client, _, engines):
+        r = await client.post(DOORS[0][0], json=DOORS[0][1], headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        assert DEFAULT_OUTPUT_TOKENS < req["max_tokens"] < 600
+
+
+async def test_without_token_limits_the_engine_gets_the_grids_limit(tmp_path: Path) -> None:
+    async with metered(tmp_path, QuotaSpec(requests_per_min=100)) as (client, gw, engines):
+        r = await client.post(DOORS[0][0], json=DOORS[0][1], headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        assert req["max_tokens"] == gw.spec.gateway.max_output_tokens
+
+
+async def test_a_client_limit_is_sent_as_it_was_and_not_widened(tmp_path: Path) -> None:
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, gw, engines):
+        r = await client.post(DOORS[0][0], json={"model": MODEL, "messages": ASK, "max_tokens": 50}, headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        assert req["max_tokens"] == 50
+
+
+async def test_requests_at_once_are_sent_no_more_than_the_minute_holds_together(tmp_path: Path) -> None:
+    """The first request is still being answered when the second comes: the minute's room went to the first, so the
+    second is refused (429) rather than both engines being sent the grid's 4,096 as before."""
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, _, engines):
+        go = next(iter(engines.values())).go
+        go.clear()
+        path, body = DOORS[0]
+        first = asyncio.create_task(client.post(path, json=body, headers=TENANT))
+        for _ in range(200):
+            if sent(engines):
+                break
+            await asyncio.sleep(0.01)
+        second = await asyncio.wait_for(client.post(path, json=body, headers=TENANT), 30)
+        go.set()
+        assert (await asyncio.wait_for(first, 30)).status_code == 200
+        assert second.status_code == 429, second.text
+        assert sum(r["max_tokens"] for r in sent(engines)) < LIMIT
