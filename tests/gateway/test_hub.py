@@ -501,6 +501,24 @@ def test_one_worker_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_p
     assert [now + 9, 70] in arrivals and len(arrivals) <= 4096  # before: 10,001 (the receiver kept the first 4,096)
 
 
+def test_one_tenants_affinity_flood_leaves_the_others_entries_in_a_new_workers_replay(tmp_path: Path) -> None:
+    """(7 Dec 2026, thirty-seventh session, brief FIX9) The hub relays the affinity entries the workers learn and a
+    new worker replays them all at its first exchange; past `affinity_max` the oldest of all went, so one tenant's
+    flood of sessions pushed every other tenant's entries out of the replay. Now the tenant holding the most
+    (shared.affinity_tag) loses its oldest: the quiet tenant's entries stay, the noisy one's newest are kept."""
+    hub = Hub(tmp_path / "hub.sock", None, affinity_max=10)
+    quiet = [[f"quiet.k{i}", "fra-a"] for i in range(3)]
+    noisy = [[f"noisy.k{i}", "iad-b"] for i in range(50)]
+    for report in (quiet, noisy):
+        hub.exchange({"gateway": "w1", "inflight": {}, "circuits": {}, "affinity": report})
+    replay = hub.exchange({"gateway": "new", "inflight": {}, "circuits": {}, "affinity": []})["affinity"]
+    assert replay == quiet + noisy[-7:], replay  # before: the noisy tenant's newest 10, the quiet one's none
+    assert hub.exchange({"gateway": "new", "inflight": {}, "circuits": {}, "affinity": []})["affinity"] == []
+    hub.exchange({"gateway": "w1", "inflight": {}, "circuits": {}, "affinity": [["quiet.k3", "fra-a"]]})
+    assert hub.exchange({"gateway": "new", "inflight": {}, "circuits": {}, "affinity": []})["affinity"] == [
+        ["quiet.k3", "fra-a"]]  # read from where it left off, as before
+
+
 @pytest.mark.parametrize("applied", [True, False])
 async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_again_and_applied_once(
         work: Path, applied: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

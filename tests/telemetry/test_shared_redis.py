@@ -326,3 +326,32 @@ async def test_a_value_no_gateway_writes_fails_no_exchange(tmp_path: Path) -> No
         finally:
             await raw.aclose()
             await me.aclose()
+
+
+async def test_one_tenants_affinity_flood_leaves_the_others_entries_in_a_new_gateways_replay(tmp_path: Path) -> None:
+    """(7 Dec 2026, thirty-seventh session, brief FIX9) The shared affinity stream is what a new gateway replays at
+    its first exchange; it was trimmed oldest first (XADD MAXLEN), so one tenant's flood of sessions pushed every other
+    tenant's entries out. Now the tenant holding the most (shared.affinity_tag) loses its oldest: the quiet tenant's
+    entries stay, the noisy one's newest are kept, and the stream stays within its cap."""
+    quiet = tuple((f"quiet.k{i}", "fra-smollm2") for i in range(3))
+    noisy = tuple((f"noisy.k{i}", "iad-smollm2") for i in range(2_000))
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        writer = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=100)
+        late = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=100)
+        raw = aioredis.Redis.from_url(url)
+        try:
+            await writer.exchange(LocalReport("gw-a", {}, {}, quiet))
+            for i in range(0, len(noisy), 70):  # in several exchanges, as a sync interval's reports come
+                await writer.exchange(LocalReport("gw-a", {}, {}, noisy[i:i + 70]))
+            replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
+            assert set(quiet) <= set(replay), replay[:5]  # before: none of them (trimmed with the oldest 1,900)
+            assert replay == quiet + noisy[-97:], replay[:5]
+            assert await raw.xlen("aigrid:test:affinity") == 100
+            assert (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity == ()
+            await writer.exchange(LocalReport("gw-a", {}, {}, (("quiet.k3", "fra-smollm2"),)))
+            assert (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity == (("quiet.k3", "fra-smollm2"),)
+        finally:
+            for closing in (writer, late):
+                await closing.aclose()
+            await raw.aclose()

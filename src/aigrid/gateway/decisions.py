@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -225,8 +225,12 @@ class Latest(Generic[T]):
 
     def recent(self, limit: int, tenant: str | None = None) -> list[T]:
         """The newest `limit`, newest first: every tenant's (`tenant` None) or `tenant`'s."""
+        return list(itertools.islice(self.newest(tenant), max(0, limit)))
+
+    def newest(self, tenant: str | None = None) -> Iterator[T]:
+        """Every item, newest first, read as it is walked (not copied): every tenant's or `tenant`'s."""
         keys = reversed(self._items) if tenant is None else reversed(self._of_tenant.get(tenant, {}))
-        return [self._items[k][1] for k in itertools.islice(keys, max(0, limit))]
+        return (self._items[k][1] for k in keys)
 
 
 class DecisionLog:

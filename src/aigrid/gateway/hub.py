@@ -57,6 +57,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -79,6 +80,7 @@ from aigrid.security.firewall.abuse_shared import (
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, Released
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
+from aigrid.telemetry.shared import affinity_tag
 from aigrid.telemetry.store import merge_peer_reports
 
 if TYPE_CHECKING:  # redis only where a spec names it (guard.abuse_relay)
@@ -112,7 +114,10 @@ class Hub:
         self._tenants: dict[str, dict[str, int]] = {}  # worker -> its requests in flight per tenant (admission)
         self._queues: dict[str, Report] = {}  # worker -> its pending prompts in time (telemetry/prefill_book.py)
         self._circuits: dict[str, float] = {}
-        self._affinity: deque[tuple[int, str, str, str]] = deque(maxlen=affinity_max)  # seq, key, endpoint, worker
+        self._affinity: Latest[tuple[int, str, str, str]] = Latest(affinity_max)  # seq, key, endpoint, worker
+        """The affinity entries a new worker replays (by sequence number, per tenant: shared.affinity_tag): past
+        `affinity_max` the tenant holding the most loses its oldest. Until the thirty-seventh session the oldest of
+        all went, and one tenant's 10,000 sessions pushed every other tenant's out of a new worker's replay."""
         self._observations: deque[tuple[int, list[Any], str]] = deque(maxlen=calibration_max)  # seq, obs, worker
         self._seq = 0
         self._cursor: dict[str, int] = {}
@@ -382,7 +387,7 @@ class Hub:
         self._circuits.update(report["circuits"])
         for key, endpoint in report["affinity"]:
             self._seq += 1
-            self._affinity.append((self._seq, key, endpoint, me))
+            self._affinity.add(str(self._seq), affinity_tag(key), (self._seq, key, endpoint, me))
         for observation in report.get("calibration") or ():
             self._seq += 1
             self._observations.append((self._seq, observation, me))
@@ -404,8 +409,8 @@ class Hub:
         since = self._cursor.get(me, 0)
         self._cursor[me] = self._seq
         # the entries since this worker's last exchange, read back from the newest (not the whole queue)
-        affinity = [[k, e] for _, k, e, w in _since(self._affinity, since) if w != me]
-        calibration = [o for _, o, w in _since(self._observations, since) if w != me]
+        affinity = [[k, e] for _, k, e, w in _since(self._affinity.newest(), since) if w != me]
+        calibration = [o for _, o, w in _since(reversed(self._observations), since) if w != me]
         queues = merge_peer_reports([q for worker, q in self._queues.items() if worker != me], now)
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
                 "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
@@ -528,9 +533,10 @@ def _asdict(found: Pending | None) -> dict[str, Any] | None:
     return None if found is None else dataclasses.asdict(found)
 
 
-def _since(entries: deque[_Entry], since: int) -> list[_Entry]:
-    """The entries with a sequence number above `since`, oldest first (the queue is in sequence order)."""
-    newer = list(itertools.takewhile(lambda entry: entry[0] > since, reversed(entries)))
+def _since(newest_first: Iterable[_Entry], since: int) -> list[_Entry]:
+    """The entries with a sequence number above `since`, oldest first (`newest_first`: in sequence order, newest
+    first)."""
+    newer = list(itertools.takewhile(lambda entry: entry[0] > since, newest_first))
     newer.reverse()
     return newer
 

@@ -11,8 +11,13 @@ Keys, all under `aigrid:<grid>:`
   with one HGETALL; a gateway that stopped exchanging stops counting once it leaves `gateways` (within
   `ttl_s`), and the next exchange deletes its field;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
-- `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
-  reads from where it left off, so affinity learned anywhere is known everywhere within one interval;
+- `affinity`: a stream of (key, endpoint) entries, capped at `affinity_max` entries; each gateway
+  reads from where it left off, so affinity learned anywhere is known everywhere within one interval, and a new
+  gateway replays it whole. Past the cap the tenant holding the most (shared.affinity_tag) loses its oldest, as in
+  the affinity map itself: `affinity:held`, a sorted set tenant -> its entries, and `affinity:ids:<tag>`, a list of
+  each tenant's entry ids, oldest first, kept by the script that adds them (_ADD_AFFINITY). Until the
+  thirty-seventh session the stream was trimmed oldest first (XADD MAXLEN): one tenant's flood of sessions pushed
+  every other tenant's entries out of a new gateway's start-up replay;
 - `calibration`: a stream of the outcomes each gateway's TTFT calibration learned from (endpoint, modelled
   wait ahead, modelled own prefill, observed engine ms), capped at about `calibration_max` entries and read
   the same way: each gateway folds the others' into its own calibrations (core.calibration.observe).
@@ -30,7 +35,7 @@ from redis.exceptions import RedisError
 from aigrid.errors import SharedStateUnavailable
 from aigrid.redis_client import connect
 from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
-from aigrid.telemetry.shared import LocalReport, Observation, SharedView
+from aigrid.telemetry.shared import LocalReport, Observation, SharedView, affinity_tag
 from aigrid.telemetry.store import merge_peer_reports
 
 
@@ -46,6 +51,36 @@ def _ledger(raw: bytes, part: str) -> dict[str, object]:
     return got if isinstance(got, dict) else {}
 
 
+_ADD_AFFINITY = """
+local stream, held, ids = KEYS[1], KEYS[2], ARGV[1]
+local cap, gateway = tonumber(ARGV[2]), ARGV[3]
+for i = 4, #ARGV, 3 do
+  local id = redis.call('XADD', stream, '*', 'k', ARGV[i + 1], 'e', ARGV[i + 2], 'g', gateway)
+  redis.call('RPUSH', ids .. ARGV[i], id)
+  redis.call('ZINCRBY', held, 1, ARGV[i])
+end
+while redis.call('XLEN', stream) > cap do
+  local most = redis.call('ZREVRANGE', held, 0, 0)[1]
+  if not most then
+    redis.call('XTRIM', stream, 'MAXLEN', cap)
+    break
+  end
+  local oldest = redis.call('LPOP', ids .. most)
+  if not oldest or tonumber(redis.call('ZINCRBY', held, -1, most)) <= 0 then
+    redis.call('ZREM', held, most)
+  end
+  if oldest then
+    redis.call('XDEL', stream, oldest)
+  end
+end
+return redis.call('XLEN', stream)
+"""
+"""The affinity entries of one exchange (ARGV: the ids' list prefix, the cap, the gateway, then each entry's
+tag, key and endpoint) added to the stream; past the cap the tenant holding the most loses its oldest (ties: the
+greatest tag, the sorted set's order). Entries the script did not add (an older gateway's) are counted by no
+tenant: once only they are left, the stream is trimmed oldest first."""
+
+
 class RedisSharedState:
     def __init__(self, client: aioredis.Redis, grid: str, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
                  calibration_max: int = 4096) -> None:
@@ -53,6 +88,7 @@ class RedisSharedState:
         self._p = f"aigrid:{grid}:"
         self._ttl_ms = int(ttl_s * 1000)
         self._affinity_max = affinity_max
+        self._add_affinity = client.register_script(_ADD_AFFINITY)
         self._affinity_cursor = "0-0"  # a new gateway replays the (capped) affinity history once
         self._calibration_max = calibration_max
         self._calibration_cursor = "0-0"  # and the (capped) calibration observations
@@ -78,9 +114,11 @@ class RedisSharedState:
             pipe.zrange(f"{p}gateways", 0, -1)
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
-            for prefix, endpoint in report.affinity:
-                pipe.xadd(f"{p}affinity", {"k": prefix, "e": endpoint, "g": report.gateway_id},
-                          maxlen=self._affinity_max, approximate=True)
+            if report.affinity:
+                entries = [x for key, endpoint in report.affinity for x in (affinity_tag(key), key, endpoint)]
+                await self._add_affinity(keys=[f"{p}affinity", f"{p}affinity:held"], client=pipe,
+                                         args=[f"{p}affinity:ids:", self._affinity_max, report.gateway_id,
+                                               *entries])
             for endpoint, ahead_ms, own_ms, observed_ms in report.calibration:
                 pipe.xadd(f"{p}calibration", {"e": endpoint, "a": repr(ahead_ms), "o": repr(own_ms),
                                               "y": repr(observed_ms), "g": report.gateway_id},

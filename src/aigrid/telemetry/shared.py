@@ -28,6 +28,14 @@ Observation = tuple[str, float, float, float]
 observed engine ms), the arguments of core.calibration.observe."""
 
 
+def affinity_tag(key: str) -> str:
+    """The tenant of an affinity key: its tag with its ".", what comes before its first "." (security/authorize
+    ._tenants_own writes `{tag}.{digest}`); "" for a key without one (an older gateway's, the tests'): one tenant's.
+    The affinity map (store.py) and the shared relays of its entries (gateway/hub.py, redis_shared.py) keep each
+    tenant's apart by it: past their bound the tenant holding the most loses its oldest (most_held.MostHeld)."""
+    return key[: key.find(".") + 1]
+
+
 @dataclass(frozen=True, slots=True)
 class LocalReport:
     """What this gateway tells the others, once per sync interval."""

@@ -23,7 +23,7 @@ from aigrid.most_held import MostHeld
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
 from aigrid.telemetry.prefill_book import Pending, PrefillBook, Report, latest, merge_reports, queue_of
-from aigrid.telemetry.shared import LocalReport, Observation, SharedView
+from aigrid.telemetry.shared import LocalReport, Observation, SharedView, affinity_tag
 from aigrid.telemetry.window import DeltaMean
 
 log = logging.getLogger("aigrid.telemetry")
@@ -416,7 +416,7 @@ class TelemetryStore:
         """`key` last served by `endpoint_id`; past AFFINITY_ENTRIES, the tenant holding the most forgets its
         oldest (its own least recently set)."""
         self._affinity[key] = endpoint_id
-        tag = key[: key.find(".") + 1]  # the tenant's tag with its ".": "" without one
+        tag = affinity_tag(key)  # the tenant's tag with its ".": "" without one
         held = self._affinity_held.get(tag)
         if held is None:
             held = self._affinity_held[tag] = OrderedDict()
