@@ -299,6 +299,29 @@ def test_a_number_ending_a_separator_and_a_digit_before_a_break_is_redacted() ->
     assert items == [(6, 36)] and all(i in gone for i in range(6, 36)), sorted(gone)
 
 
+@pytest.mark.parametrize(("pieces", "run"), [
+    (["00440", "x9", "0044 3", "", "02", "01003704 4", "", "0@--"], (2, 6)),
+    (["0", "37045", "@07850100", "0100078", "078 ", "a.iox", "5", "000000", "-", "05320044-3", "2+44078555 "], (6, 10)),
+])
+def test_a_number_from_a_break_to_a_separator_and_a_digit_before_a_later_break_is_redacted(
+        pieces: list[str], run: tuple[int, int]) -> None:
+    """(7 Dec 2026, thirty-seventh session, brief FIX9; scripts/firewall_pii_fuzz.py 20000 3, its two misses) Between
+    the breaks around `run` a model reads "0044 30201003704 4" ("5000000-05320044-3"), a phone number ending a
+    separator and one digit before the later break (a digit alone is no group); the text before the first break
+    refuses its start and the pieces joined read on past its end. read_together redacted a shorter number read from
+    a later seam and left "0044 3" ("5"): the reading from a break up to a later one (pii._to_break) tried no stop past
+    the number's most+1-th digit, and the break lies after one more."""
+    from aigrid.security.firewall.pii import read_together
+
+    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces) + 1)]
+    found = read_together(pieces, [find_pii(p) for p in pieces])
+    gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
+    a, b = run
+    items = [(starts[a] + m.start, starts[a] + m.end) for m in find_pii("".join(pieces[a:b]))]
+    assert items and items[0][0] == starts[a], items
+    assert all(i in gone for s, e in items for i in range(s, e)), (items, sorted(gone))
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=3, max_size=6))
 # an item across a seam, always among the examples: the check below runs only for such items

@@ -913,12 +913,15 @@ def _to_break(ahead: str, first: int, cuts: Sequence[int], k: int, seam: int, di
         else:
             at = bisect_left(digits, seam + first)  # the text's digits from here, as positions in `ahead`
             fewest, most = _DIGITS_IN[kind]
-            marks = [d - seam for d in digits[at:at + most + 1]]
+            marks = [d - seam for d in digits[at:at + most + 2]]
         if len(marks) < fewest:
             continue
         # the stops after its fewest-th digit (and past the item found), at most one separator past its run and not
-        # past its most+1-th digit: found by bisection, so a seam's cost does not grow with the pieces in reach
-        last = min(run + 1, len(ahead), marks[most] if len(marks) > most else len(ahead))
+        # past its most+2-th digit (a number may end a separator and one digit before the break: "x" | "0044 3" |
+        # "02" | "01003704 4" | "0@", breaks before the second piece and after the fourth, read "0044 30201003704"
+        # and left "0044 3" until the thirty-seventh session, the stops not past its most+1-th digit): found by
+        # bisection, so a seam's cost does not grow with the pieces in reach
+        last = min(run + 1, len(ahead), marks[most + 1] if len(marks) > most + 1 else len(ahead))
         low = max(k, bisect_right(cuts, seam + max(marks[fewest - 1], furthest)))
         for i in range(bisect_right(cuts, seam + last) - 1, low - 1, -1):  # the furthest first
             if (m := pattern.match(ahead, first, cuts[i] - seam)) is not None and (valid is None or valid(m.group())):
