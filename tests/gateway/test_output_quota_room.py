@@ -127,3 +127,20 @@ async def test_requests_at_once_are_sent_no_more_than_the_minute_holds_together(
         assert (await asyncio.wait_for(first, 30)).status_code == 200
         assert second.status_code == 429, second.text
         assert sum(r["max_tokens"] for r in sent(engines)) < LIMIT
+
+
+async def test_min_tokens_past_the_default_is_reserved_or_refused(tmp_path: Path) -> None:
+    """vLLM's `min_tokens` with no max_tokens: the answer has at least that many tokens, so the request reserves them
+    (the engine is sent a max_tokens no lower), or is the quota's 429 naming min_tokens where its limits have no room
+    (nothing sent). Before, it reserved 256 and its engine decoded at least min_tokens."""
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, gw, engines):
+        path = "/v1/chat/completions"
+        body = {"model": MODEL, "messages": ASK, "ignore_eos": True}
+        r = await client.post(path, json={**body, "min_tokens": 700}, headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        assert 700 <= req["max_tokens"] < LIMIT
+        r = await client.post(path, json={**body, "min_tokens": LIMIT}, headers=TENANT)
+        assert r.status_code == 429 and "min_tokens" in r.json()["error"]["message"], r.text
+        assert len(sent(engines)) == 1
+        assert await minute_spent(gw) < 700  # the refused one's admission given back, the first settled

@@ -46,6 +46,7 @@ from aigrid.gateway.browsers import BrowserGuard
 from aigrid.gateway.envelope import bounded_message
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply
+from aigrid.gateway.request_info import DEFAULT_OUTPUT_TOKENS
 from aigrid.logs import shortened
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import RESIDENCY_HEADER, authorize
@@ -62,7 +63,7 @@ from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
+from aigrid.security.quotas import QuotaExceeded, QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
 if TYPE_CHECKING:  # redis (about 12 MB of each process's memory) is imported only where a spec names it
@@ -473,7 +474,7 @@ class Guard:
                                  "reserve a further model turn of %s %s; the loop ends there")
         return None if grown is None else output_tokens - grown
 
-    async def widen(self, ex: Exchange, tokens: int) -> int:
+    async def widen(self, ex: Exchange, tokens: int, floor: int = 0) -> int:
         """Reserve up to `tokens` more output of an admitted request that set no output limit of its own, on top of
         what admission reserved for it (request_info.DEFAULT_OUTPUT_TOKENS a choice): as much as its token limits
         have room for, down to none. Returns how many were reserved (the reservation grown on the exchange, settled
@@ -481,11 +482,20 @@ class Guard:
         the thirty-seventh session (brief ATK6) the engine got the grid's limit (4,096) while the request reserved
         256: seven such requests at once of a tenant allowed 2,000 tokens a minute were served 28,336. A request
         without token limits, or without a reservation, is given all of `tokens` (nothing to charge); a store that
-        fails is logged and gives none (the request runs within what admission reserved)."""
+        fails is logged and gives none (the request runs within what admission reserved). `floor`: of `tokens`, how
+        many it must have (a vLLM `min_tokens` past the default: the engine refuses a max_tokens below it, and decodes
+        at least that many): where the limits have no room for them, nothing is charged and the request is the quota's
+        429 naming min_tokens."""
         reservation = ex.reservation
         if tokens <= 0 or reservation is None or not reservation.token_counters:
             return max(0, tokens)
-        short = await self._grow(ex, tokens, None, tokens, "reserve the output of %s %s past its default; sent that")
+        floor = min(max(0, floor), tokens)
+        short = await self._grow(ex, tokens, None, tokens - floor,
+                                 "reserve the output of %s %s past its default; sent that")
+        if short is None and floor:
+            raise QuotaExceeded(f"rate limit reached: the token limits have no room now for the min_tokens this "
+                                f"request asks for ({floor:,} past the {DEFAULT_OUTPUT_TOKENS:,} reserved); retry "
+                                "later or ask for fewer", ())
         return 0 if short is None else tokens - short
 
     async def _grow(self, ex: Exchange, tokens: int, used: int | None, give: int, failed: str) -> int | None:

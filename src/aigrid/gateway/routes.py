@@ -557,7 +557,9 @@ class Routes:
             if bound is not None and output_limit(body) is None and bound.grid_limit > info.max_output_tokens:
                 # no limit of its own: admission reserved DEFAULT_OUTPUT_TOKENS a choice; each engine request may
                 # decode no more than what its token limits give it room for, up to the grid's limit (Guard.widen)
-                more = await gw.guard.widen(ex, choices * (bound.grid_limit - info.max_output_tokens))
+                least = body.get("min_tokens")  # validated: an int, or None
+                more = await gw.guard.widen(ex, choices * (bound.grid_limit - info.max_output_tokens),
+                                            choices * max(0, (least or 0) - info.max_output_tokens))
                 bound = replace(bound, grid_limit=info.max_output_tokens + more // choices)
             if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
                 # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
