@@ -180,7 +180,8 @@ FIELDS: list[tuple[str, str, Body, str]] = [
                                                                           "content": [_text(t)]}}), BLOCKED),
     ("responses mcp_list_tools", RESPONSES,
      lambda t: _responses(_user("Hi"), {"type": "mcp_list_tools", "server_label": "mail",
-                                        "tools": [{"name": "read", "description": t, "input_schema": {}}]}), REFUSED),
+                                        "tools": [{"name": "read", "description": t, "input_schema": {}}]}),
+     UNSENT),  # read and dropped, as a reasoning item (a Response's output replayed; refused until the 37th session)
     ("responses reasoning item", RESPONSES,
      lambda t: _responses(_user("Hi"), {"type": "reasoning", "summary": [{"type": "summary_text", "text": t}]}),
      UNSENT),

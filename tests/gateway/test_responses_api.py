@@ -185,7 +185,8 @@ async def test_an_unknown_item_or_part_lists_every_one_served(oai: openai.AsyncO
         await oai.responses.create(model="smollm2-135m", input=[{"type": "item_reference", "id": "msg_1"}])
     assert item.value.body["param"] == "input.0.type"
     assert item.value.body["message"].endswith(
-        "use message, function_call, function_call_output, mcp_call, reasoning or compaction items"), item.value.body
+        "use message, function_call, function_call_output, mcp_call, mcp_list_tools, reasoning or compaction items"
+    ), item.value.body
     with pytest.raises(openai.BadRequestError) as part:
         await oai.responses.create(model="smollm2-135m", input=[{"role": "user", "content": [{"type": "input_file"}]}])
     assert part.value.body["param"] == "input.0.content.0.type"
@@ -195,6 +196,7 @@ async def test_an_unknown_item_or_part_lists_every_one_served(oai: openai.AsyncO
     # and each one listed is served
     await oai.responses.create(model="smollm2-135m", input=[
         {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "aigrid", "tools": []},
         {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}, {"type": "output_text", "text": "."}]},
         {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "text", "text": "b"}]}])
 

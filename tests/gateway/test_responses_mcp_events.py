@@ -80,3 +80,49 @@ async def test_the_sdk_stream_helper_over_a_client_tool_call_is_the_whole_answer
     shown = _shown(final.output)
     assert shown == _shown(whole.output) and [i["type"] for i in shown] == ["function_call"], shown
     assert orjson.loads(shown[0]["arguments"]) == {"city": "Paris"} and shown[0]["status"] == "completed"
+
+
+async def test_the_grid_tools_are_listed_in_an_mcp_list_tools_item_before_the_first_run(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """OpenAI's Response lists an MCP server's tools in an `mcp_list_tools` item before its first `mcp_call`
+    (openai SDK: McpListTools), streamed as output_item.added without its tools, response.mcp_list_tools.in_progress
+    and .completed, then output_item.done with them. The grid's tool runs (server_label "aigrid") get one too, listing
+    the grid's tools the request offered, and every later item's output_index is one more. The SDK's stream helper
+    accumulates the same output as the non-streamed answer. Until the thirty-seventh session there was none."""
+    oai, engine = scripted
+    _script(engine)
+    async with oai.responses.stream(model="smollm2-135m", input="1234*5678?", tools=TOOLS) as stream:
+        events = [e async for e in stream]
+        final = await stream.get_final_response()
+    assert [i.type for i in final.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"], final.output
+    listed = final.output[0]
+    assert listed.server_label == "aigrid" == final.output[1].server_label  # type: ignore[union-attr]
+    assert [t.name for t in listed.tools] == ["calculator"]  # type: ignore[union-attr]
+    assert listed.tools[0].description and listed.tools[0].input_schema["type"] == "object"  # type: ignore[union-attr,index]
+    mine = [e for e in events if getattr(e, "output_index", None) == 0]
+    assert [e.type for e in mine] == ["response.output_item.added", "response.mcp_list_tools.in_progress",
+                                      "response.mcp_list_tools.completed", "response.output_item.done"], mine
+    assert mine[0].item.tools == [] and mine[-1].item == listed  # type: ignore[union-attr]
+    assert all(e.item_id == listed.id for e in mine[1:3])  # type: ignore[union-attr]
+    assert [getattr(e, "output_index", None) for e in events if e.type == "response.mcp_call.in_progress"] == [1, 2]
+    _script(engine)
+    whole = await oai.responses.create(model="smollm2-135m", input="1234*5678?", tools=TOOLS)
+    assert _shown(final.output) == _shown(whole.output)
+    # the output sent back as input (as agents replay it) is read: the list adds nothing the model reads
+    engine.replies.append(answer("Done."))
+    again = await oai.responses.create(model="smollm2-135m", tools=TOOLS, input=[  # type: ignore[arg-type]
+        {"role": "user", "content": "1234*5678?"}, *[i.model_dump(exclude_none=True) for i in whole.output],
+        {"role": "user", "content": "Thanks."}])
+    assert again.output_text == "Done."
+    assert "mcp_list_tools" not in orjson.dumps(engine.received[-1]["messages"]).decode()
+
+
+async def test_an_answer_without_a_tool_run_lists_no_tools(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """No tool ran: no mcp_list_tools item (the list comes with the first run), streamed or not."""
+    oai, engine = scripted
+    engine.replies += [answer("Hello."), answer("Hello.")]
+    whole = await oai.responses.create(model="smollm2-135m", input="Hi", tools=TOOLS)
+    async with oai.responses.stream(model="smollm2-135m", input="Hi", tools=TOOLS) as stream:
+        final = await stream.get_final_response()
+    assert [i.type for i in whole.output] == [i.type for i in final.output] == ["message"]

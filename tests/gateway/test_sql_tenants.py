@@ -80,7 +80,7 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
             r = await c.post("/v1/responses", headers={"x-aigrid-tenant": tenant}, json={
                 "model": MODEL, "input": "Look it up.", "tools": [{"type": "function", "name": "sql"}]})
             assert r.status_code == 200, r.text
-            item = r.json()["output"][0]
+            item = r.json()["output"][1]  # after the mcp_list_tools item (since the thirty-seventh session)
             assert item["type"] == "mcp_call" and {k: item[k] for k in expected} == expected, item
             if tenant == B:
                 assert "a_ledger" not in orjson.dumps(engine.received[0]).decode()

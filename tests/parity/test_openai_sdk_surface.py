@@ -238,14 +238,16 @@ def _turns(mode: str, *turns: tuple[str, Any]) -> list[dict[str, Any]]:
 RESPONSES_CASES: dict[str, tuple[list[tuple[str, Any]], list[str], str]] = {  # turns, output types, status
     "client call": ([("call", ("get_weather", {"city": "Paris"}))], ["function_call"], "completed"),
     "grid tool, then text": ([("call", ("calculator", {"expression": "2+2"})), ("text", "It is 4.")],
-                             ["mcp_call", "message"], "completed"),
+                             ["mcp_list_tools", "mcp_call", "message"], "completed"),
     "grid tool, then client call": ([("call", ("calculator", {"expression": "2+2"})),
-                                     ("call", ("get_weather", {"city": "Paris"}))], ["mcp_call", "function_call"],
-                                    "completed"),
+                                     ("call", ("get_weather", {"city": "Paris"}))],
+                                    ["mcp_list_tools", "mcp_call", "function_call"], "completed"),
     "cut by max_output_tokens": ([("cut", "Sunny in")], ["message"], "incomplete"),
     "grid tool failed, then text": ([("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot.")],
-                                    ["mcp_call", "message"], "completed"),
+                                    ["mcp_list_tools", "mcp_call", "message"], "completed"),
 }
+"""(A grid tool's run comes after an mcp_list_tools item of the grid's tools offered, as OpenAI lists an MCP server's
+tools before its first call: since the thirty-seventh session.)"""
 
 
 def _needs_mcp_error_objects() -> None:
@@ -292,7 +294,8 @@ async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(
     ran = "failed" if "failed" in case else "completed"  # a tool run that failed is `failed` (since review RV2)
     # an item is added in progress and done as it ended (an mcp_call too, since the thirty-sixth session: it was added
     # and done whole at once, without OpenAI's response.mcp_call.* events between)
-    assert all(e["item"]["status"] == "in_progress" for e in events if e["type"] == "response.output_item.added")
+    assert all(e["item"]["status"] == "in_progress" for e in events if e["type"] == "response.output_item.added"
+               and e["item"]["type"] != "mcp_list_tools")  # (which has no status, as OpenAI's)
     streamed = [e["item"] for e in events if e["type"] == "response.output_item.done"]
     stored = []
     for rid in (whole["id"], events[-1]["response"]["id"]):
@@ -321,7 +324,7 @@ async def test_a_failed_grid_tool_run_is_an_mcp_call_error_object_and_its_replay
     engine.replies[:] = _turns("constrained", ("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot."))
     raw = await client.responses.with_raw_response.create(model=MODEL, input="1/0?", tools=[CALCULATOR_FN])
     strict(Response, raw.http_response.json())
-    ran = raw.parse().output[0]
+    ran = raw.parse().output[1]  # after the mcp_list_tools item (since the thirty-seventh session)
     assert isinstance(ran, McpCall) and ran.output is None and ran.error is not None
     assert ran.error.model_dump() == {"type": "mcp_tool_execution_error",
                                       "content": [{"type": "text", "text": "error: division by zero"}]}

@@ -109,6 +109,7 @@ from aigrid.gateway.responses_translate import (
     chat_body,
     check_include,
     input_items,
+    listed_tools,
     new_id,
     output_history,
     output_items,
@@ -197,6 +198,9 @@ class _Turn:
         output starts with; its turn is stored as a new chain root (its history is the summary)."""
         self.spent: Spent = (0, 0, 0)
         """The compaction pass's (prompt, completion, cached) tokens, added to the Response's usage."""
+        self.listed: list[dict[str, Any]] = []
+        """The grid's server-side tools the request offers, which the mcp_list_tools item before its first tool run
+        lists (responses_translate.listed_tools)."""
         self.chain: list[str] = []
         """The grid models whose answers its previous_response_id chain holds (StoredResponse.produced_by): kept with
         its own answer's in its stored record."""
@@ -275,7 +279,8 @@ class ResponsesApi:
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
             events = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, lead=turn.lead,
-                                                                spent=turn.spent), steps=ex.steps)
+                                                                spent=turn.spent, listed=turn.listed),
+                              steps=ex.steps)
             return RelayResponse(events, 200, {**extra, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -316,6 +321,7 @@ class ResponsesApi:
         turn.history = history
         summaries = self._open_compactions(turn, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
+        turn.listed = listed_tools(turn.chat, self.gw.agents.tools)
         try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it, and for a
             check_tool_results(turn.chat["messages"])  # function_call that no function_call_output answers
         except UnansweredToolCalls as e:
@@ -609,7 +615,7 @@ class ResponsesApi:
             outcome.append(await self._keep_background(turn, final, aigrid_headers(resp), ex))
 
         chunks = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, created=created,
-                                                            seq=writer.next), steps=ex.steps)
+                                                            seq=writer.next, listed=turn.listed), steps=ex.steps)
         try:
             async for chunk in chunks:
                 self.gw.background.check(rid)
@@ -1133,7 +1139,7 @@ def _final(turn: _Turn, body: bytes, rid: str, created: int, steps: bool) -> dic
         chat = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise UpstreamFailed("the engine's answer was not JSON") from e
-    output, finish = output_items(chat, steps)
+    output, finish = output_items(chat, steps, turn.listed)
     usage = chat.get("usage") or {}
     got = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage))
     return response_object(turn.req, rid, created, [*turn.lead, *output], status="completed", finish_reason=finish,

@@ -4,6 +4,9 @@
     per output item: response.output_item.added, then for a message response.content_part.added,
     response.output_text.delta*, response.output_text.done, response.content_part.done; for a function call
     response.function_call_arguments.delta*, response.function_call_arguments.done; response.output_item.done
+    (before the first server-side tool run, an mcp_list_tools item of the tools the request offered:
+    response.output_item.added without its tools, response.mcp_list_tools.in_progress and .completed,
+    response.output_item.done, as OpenAI streams one; since the thirty-seventh session)
     (a server-side tool run, an mcp_call item, once it has run: response.output_item.added in_progress,
     response.mcp_call.in_progress, response.mcp_call_arguments.delta and .done, response.mcp_call.completed or
     .failed, response.output_item.done, as OpenAI streams a remote MCP call; until the thirty-sixth session only
@@ -48,6 +51,7 @@ from aigrid.gateway.responses_translate import (
     incomplete_reason,
     logprobs_of,
     mcp_call_item,
+    mcp_list_tools_item,
     message_item,
     new_id,
     response_object,
@@ -102,8 +106,10 @@ class _Output:
     (chat_events._Calls holds text behind a call not whole, and ends the answer with an error at a piece after a
     call's arguments ended; until the thirty-first session it was dropped here with a log line, the call cut)."""
 
-    def __init__(self, ev: _Events) -> None:
+    def __init__(self, ev: _Events, listed: Sequence[dict[str, Any]] | None = None) -> None:
         self.ev = ev
+        self.listed = listed
+        """The tools an mcp_list_tools item lists before the first tool run (None: no such item, or it is sent)."""
         self.items: list[dict[str, Any]] = []
         self.open: dict[tuple[str, int], _Open] = {}
         self.last_call = ("call", -1)  # the key of the last call begun
@@ -188,11 +194,25 @@ class _Output:
                 + self.ev("response.compaction.compacting", item_id=item["id"], output_index=index)
                 + self.ev("response.output_item.done", output_index=index, item=item))
 
+    def list_tools(self, item: dict[str, Any]) -> bytes:
+        """The mcp_list_tools item before the first tool run, as OpenAI streams one: added without its tools,
+        response.mcp_list_tools.in_progress and .completed, done with them."""
+        index = len(self.items)
+        self.items.append(item)
+        at = {"item_id": item["id"], "output_index": index}
+        return (self.ev("response.output_item.added", output_index=index, item={**item, "tools": []})
+                + self.ev("response.mcp_list_tools.in_progress", **at)
+                + self.ev("response.mcp_list_tools.completed", **at)
+                + self.ev("response.output_item.done", output_index=index, item=item))
+
     def mcp_call(self, item: dict[str, Any]) -> bytes:
         """A server-side tool run (mcp_call_item), after it ran: its item added in progress (no output yet), its
         events in OpenAI's order, each naming its item and output_index, and the item done as it ended (`failed`
         with its error, responses_translate.mcp_call_item)."""
         out = self.close_all()
+        if self.listed is not None:
+            out += self.list_tools(mcp_list_tools_item(self.listed))
+            self.listed = None
         index = len(self.items)
         self.items.append(item)
         at = {"item_id": item["id"], "output_index": index}
@@ -208,17 +228,19 @@ class _Output:
 
 async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesRequest, rid: str,
                            on_done: OnDone, *, created: int | None = None, seq: int = 0,
-                           lead: Sequence[dict[str, Any]] = (), spent: Spent = (0, 0, 0)) -> AsyncIterator[bytes]:
+                           lead: Sequence[dict[str, Any]] = (), spent: Spent = (0, 0, 0),
+                           listed: Sequence[dict[str, Any]] | None = None) -> AsyncIterator[bytes]:
     """`seq`: the first sequence_number; above 0, response.created was sent already (a background response's
     event log: created and queued when it was accepted, responses_api.py). `lead`: compaction items made before
     the answer (automatic compaction), streamed first; `spent`: their pass's (prompt, completion, cached) tokens,
-    added to the Response's usage."""
+    added to the Response's usage. `listed`: the tools an mcp_list_tools item lists before the first tool run
+    (responses_translate.output_items')."""
     ev = _Events(seq)
     created = int(time.time()) if created is None else created
     if seq == 0:
         yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
     yield ev("response.in_progress", response=response_object(req, rid, created, [], status="in_progress"))
-    out = _Output(ev)
+    out = _Output(ev, listed)
     for item in lead:
         yield out.compaction(item)
     finish: str | None = None

@@ -29,7 +29,7 @@ SERVER_LABEL = "aigrid"
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _PARTS = (*_TEXT_PARTS, "refusal", "input_image")
 """The content parts a message item may have: what _parts checks, and what its 400 lists."""
-_ITEMS = ("message", "function_call", "function_call_output", "mcp_call", "reasoning", "compaction")
+_ITEMS = ("message", "function_call", "function_call_output", "mcp_call", "mcp_list_tools", "reasoning", "compaction")
 """The input items served: what input_messages checks, and what its 400 lists."""
 _ROLES = ("user", "system", "developer", "assistant")
 
@@ -134,7 +134,9 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
                                      "(without conversation) and of POST /v1/responses/compact only; a conversation "
                                      "keeps none", param=f"{at}.type")
             out.append(summaries[i])
-        # reasoning items add nothing: they are replayed by agents; no model here reads them back
+        # reasoning and mcp_list_tools items add nothing: they are replayed by agents (a Response's output sent back
+        # as input, a conversation's items); no model here reads them back, and the tools a request offers are its
+        # `tools` (until the thirty-seventh session an mcp_list_tools item was a 400: the gateway wrote none)
         if origins is not None:  # the messages this item added (a merged function_call adds none)
             origins.extend([f"{at}.{_ORIGIN.get(kind, 'arguments')}"] * (len(out) - len(origins)))
     return out
@@ -157,7 +159,7 @@ def input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
-                "reasoning": "rs", "compaction": "cmp"}
+                "mcp_list_tools": "mcpl", "reasoning": "rs", "compaction": "cmp"}
 
 
 def _tools(tools: list[dict[str, Any]], server_tools: Iterable[str]) -> list[dict[str, Any]]:
@@ -305,6 +307,29 @@ def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
             "error": None if ok else {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": result}]}}
 
 
+def listed_tools(chat: Mapping[str, Any], registry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid's server-side tools a request offers (its function tools named like one, agents/), each as OpenAI's
+    McpListToolsTool: the tool's name, description and input schema as the grid registered them."""
+    out: list[dict[str, Any]] = []
+    for tool in chat.get("tools") or ():
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        name = fn.get("name") if isinstance(fn, Mapping) else None
+        if isinstance(name, str) and name in registry and all(t["name"] != name for t in out):
+            found = registry[name]
+            out.append({"name": name, "description": str(found.description), "input_schema": dict(found.parameters),
+                        "annotations": None})
+    return out
+
+
+def mcp_list_tools_item(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """OpenAI's `mcp_list_tools` item for the grid's tools (server_label SERVER_LABEL): OpenAI's Response lists a
+    server's tools in one before its first `mcp_call` (openai SDK: McpListTools), so the grid's Response does before
+    the first of its tool runs (output_items; streamed, responses_stream). Until the thirty-seventh session there was
+    none."""
+    return {"type": "mcp_list_tools", "id": new_id("mcpl"), "server_label": SERVER_LABEL,
+            "tools": [dict(t) for t in tools]}
+
+
 def _mcp_result(item: dict[str, Any]) -> str:
     """What a replayed `mcp_call` item's tool run said, as the model reads it: its `output`, else its `error` (the
     object mcp_call_item writes, another of OpenAI's error objects, or a string, as older SDKs typed it), else
@@ -321,14 +346,17 @@ def _mcp_result(item: dict[str, Any]) -> str:
     return str(error.get("message") or orjson.dumps(error).decode())
 
 
-def output_items(chat: dict[str, Any], steps: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+def output_items(chat: dict[str, Any], steps: bool = False, listed: Sequence[Mapping[str, Any]] | None = None,
+                 ) -> tuple[list[dict[str, Any]], str | None]:
     """A chat completion's output items, and its finish_reason. `steps`: a tool loop answered, so its `aigrid_steps`
     are the gateway's (mcp_call items); an engine's own are left out (shown, they were the grid's tool runs, forged,
-    past the output filter)."""
+    past the output filter). `listed` (listed_tools): the tools an mcp_list_tools item lists before the first."""
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
     ran = chat.get("aigrid_steps") if steps else None
     items = [mcp_call_item(s) for s in ran if isinstance(s, dict)] if isinstance(ran, list) else []
+    if items and listed is not None:
+        items.insert(0, mcp_list_tools_item(listed))
     if msg.get("content"):
         items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(token_logprobs(choice))))
     for call in msg.get("tool_calls") or ():
