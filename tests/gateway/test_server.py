@@ -3,6 +3,7 @@ a problem with the spec names its file."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from io import StringIO
 from pathlib import Path
@@ -35,6 +36,17 @@ def test_ctrl_c_stops_every_engine_only_where_the_gateway_started_them() -> None
     assert all(e.engine != "embedded" for e in external.endpoints)
     text = shown(external)
     assert "every engine" not in text and "Ctrl-C stops the gateway (its engines run elsewhere, and run on)." in text
+
+
+def test_the_try_line_asks_for_a_short_answer() -> None:
+    """The banner's `try:` curl (and README's) sent no max_tokens: the answer may run to gateway.max_output_tokens
+    (4,096), and the demo's 135M model looped there, so a new user's first request took 303 s on 2 busy cores
+    (7 Dec 2026). Now it asks for at most 64 tokens, well under the grid's limit."""
+    demo = load_spec(EXAMPLES / "demo.yaml")
+    line = next(x for x in shown(demo).splitlines() if x.strip().startswith("try:"))
+    words = shlex.split(line.split("try:", 1)[1])
+    body = json.loads(words[words.index("-d") + 1])
+    assert body["stream"] is True and 0 < body["max_tokens"] <= 64 < demo.gateway.max_output_tokens, body
 
 
 def test_ctrl_c_names_only_the_engines_started_where_up_mixes_embedded_and_external() -> None:

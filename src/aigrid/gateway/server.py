@@ -178,7 +178,9 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
     """What `console.print` shows at the start (rich markup: the URL is escaped, an IPv6 host in brackets)."""
     base = escape(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")  # not http://::1:8000
     model = next(iter(spec.models))
-    body = json.dumps({"model": model, "stream": True,
+    # max_tokens: without it the answer may run to gateway.max_output_tokens (4,096); the demo's 135M model
+    # looped there, and the first command a user ran took 5 minutes on 2 busy cores (7 Dec 2026)
+    body = json.dumps({"model": model, "stream": True, "max_tokens": min(64, spec.gateway.max_output_tokens),
                        "messages": [{"role": "user", "content": "Name three rivers in Japan."}]})
     enforce = spec.security.enforce
     # with keys enforced the lines below, as printed, were a 401; explain reads AIGRID_API_KEY itself
