@@ -426,10 +426,11 @@ async def test_the_clients_own_tools_and_the_grids_through_the_js_sdks(tmp_path:
     assert responses["call"] == ["completed", "get_weather", paris, "string"]
     assert responses["helper"] == ["completed", "get_weather", paris, False]
     assert responses["streamed"] == ["response.completed", paris] and responses["next"] == ["completed", said]
-    grid = ok(res, "server_tools")  # calculator runs at the chosen site: an mcp_call item, then the answer
-    for shape in (grid["whole"], grid["streamed"]):
+    grid = ok(res, "server_tools")  # calculator runs at the chosen site: the grid's tools listed (an mcp_list_tools
+    for shape in (grid["whole"], grid["streamed"]):  # item, since the thirty-seventh session), an mcp_call, the answer
         assert shape == {"status": "completed", "text": "The tool said: 7006652", "output": [
-            ["mcp_call", "calculator", "7006652", "aigrid"], ["message", None, None, None]]}
+            ["mcp_list_tools", None, None, "aigrid"], ["mcp_call", "calculator", "7006652", "aigrid"],
+            ["message", None, None, None]]}
     assert grid["chat"] == grid["chatStreamed"] == ["stop", "The tool said: 7006652"]
     if mode == "native":
         two = ok(res, "parallel_tools")  # text, then two calls in one turn: indexes and ids as each SDK expects
