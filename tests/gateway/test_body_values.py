@@ -221,6 +221,21 @@ async def test_a_tool_calls_arguments_count_as_the_values_they_hold_string_or_ob
     assert crowding(orjson.loads(raw), raw) is None  # 5,000 calls of 11 values of arguments each
 
 
+def _parses_watched(monkeypatch: pytest.MonkeyPatch, module: Any) -> tuple[list[int], list[str]]:
+    """`module.json_object` watched: the id and the name of the thread of each parse, in order."""
+    threads: list[int] = []
+    names: list[str] = []
+    parse = module.json_object
+
+    def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        names.append(threading.current_thread().name)
+        return parse(raw, **kw)
+
+    monkeypatch.setattr(module, "json_object", watched)
+    return threads, names
+
+
 async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: httpx.AsyncClient,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Structural, not timed: a body longer than OFF_LOOP_BYTES is parsed, depth-checked and counted
@@ -229,16 +244,7 @@ async def test_a_long_body_is_parsed_and_counted_off_the_event_loop(client: http
     message's own key of 199,800 empty arrays held it about a second with the firewall's walk of it. The thread is
     one of the gateway's parse threads (Gateway.parses), not asyncio's default pool's, the Files and Batch APIs'
     (until the thirty-seventh session, brief FIX9: a flood of long bodies delayed their disk work)."""
-    threads: list[int] = []
-    names: list[str] = []
-    parse = routes.json_object
-
-    def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
-        threads.append(threading.get_ident())
-        names.append(threading.current_thread().name)
-        return parse(raw, **kw)
-
-    monkeypatch.setattr(routes, "json_object", watched)
+    threads, names = _parses_watched(monkeypatch, routes)
     loop_thread = threading.get_ident()  # ASGI in process: the app runs on this test's loop
     long = {**CHAT, "messages": [{"role": "user", "content": "hi", "note": [[] for _ in range(20_000)]}]}
     assert len(orjson.dumps(CHAT)) <= OFF_LOOP_BYTES < len(orjson.dumps(long))
@@ -263,16 +269,7 @@ def test_a_long_socket_create_is_parsed_and_counted_off_the_event_loop(tmp_path:
     before LOOP2: every message on the loop). The thread is one of the gateway's parse threads (Gateway.parses), and
     the gateway's stop joins them: none is left (fails before FIX9, thirty-seventh session: asyncio's default pool,
     shared with the Files and Batch APIs, which nothing stopped)."""
-    threads: list[int] = []
-    names: list[str] = []
-    parse = responses_socket.json_object
-
-    def watched(raw: bytes, **kw: Any) -> dict[str, Any]:
-        threads.append(threading.get_ident())
-        names.append(threading.current_thread().name)
-        return parse(raw, **kw)
-
-    monkeypatch.setattr(responses_socket, "json_object", watched)
+    threads, names = _parses_watched(monkeypatch, responses_socket)
     short = {"type": "response.create", "model": MODEL, "input": "Say hello", "max_output_tokens": 8}
     long = {**short, "input": "Say hello. " * 4_000}
     assert len(orjson.dumps(short)) <= OFF_LOOP_BYTES < len(orjson.dumps(long))
