@@ -219,3 +219,10 @@ def test_the_pooled_utilisation_is_what_the_pooled_sizing_sized_to() -> None:
     assert pool_utilisation(pm, from_sizing("t", d, s.cands, z)) == float("inf")
     assert pool_utilisation(pm, TWO) is None
 
+
+
+def test_pair_trials_out_of_range_name_the_field() -> None:
+    with pytest.raises(DemandError, match=r"verify\.pair_trials: Input should be greater than or equal to 0"):
+        small(pair_trials=-1)
+    with pytest.raises(DemandError, match=r"verify\.pair_trials: Input should be less than or equal to 100"):
+        small(pair_trials=101)
