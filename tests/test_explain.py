@@ -203,3 +203,18 @@ def test_a_whole_answers_first_byte_is_not_set_beside_the_predicted_ttft() -> No
     assert "the p50" not in whole and "observed" not in whole, whole
     for streamed in (_served(True), _served(None)):
         assert "observed 2058 ms (18.38x the p50)" in streamed and "not a TTFT" not in streamed, streamed
+
+
+def test_the_candidates_table_says_the_unit_of_its_time_columns() -> None:
+    """Only "pred. TTFT ms" had a unit: p90, rtt, queue, prefill and gw rtt were bare numbers beside km, and an
+    operator reading `gw rtt 1.9` could not tell ms from s (brief UX2, 7 Dec 2026). The caption names ms."""
+    d = {"id": "d1", "policy": "balanced", "tenant": "t", "model": "m", "status": "ok", "client": None,
+         "served_by": None, "reason": "chosen", "rejected": [], "attempts": [],
+         "candidates": [{"endpoint": "fra-1", "model": "m", "site": "fra", "jurisdiction": "EU",
+                         "scores": dict.fromkeys(AXES, 0.5), "total": 0.5, "predicted_ttft_ms": 120.0,
+                         "predicted_ttft_p90_ms": 180.0, "rtt_ms": 15.0, "queue_ms": 0.0, "prefill_ms": 105.0,
+                         "distance_km": 423, "measured_rtt_ms": 1.9}]}
+    out = io.StringIO()
+    Console(file=out, width=400, no_color=True).print(render_decision(d))
+    caption = next(line for line in out.getvalue().splitlines() if "candidates (best first)" in line)
+    assert "TTFT = rtt + queue + prefill, in ms (p90 and gw rtt too)" in caption, caption

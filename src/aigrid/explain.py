@@ -67,7 +67,10 @@ def render_decision(d: dict[str, Any]) -> Group:
         lines.append(Text(f"predicted TTFT p50 {served['predicted_ttft_ms']:.0f} ms, p90 "
                           f"{served['predicted_ttft_p90_ms']:.0f} ms; observed {first_ms:.0f} ms "
                           f"({first_ms / max(served['predicted_ttft_ms'], 1e-3):.2f}x the p50)"))
-    t = Table(title="candidates (best first): TTFT = rtt + queue + prefill; rtt measured (m) or modelled",
+    # the caption names the unit of the time columns: only "pred. TTFT ms" did, and p90, rtt, queue, prefill and
+    # gw rtt were bare numbers beside km
+    t = Table(title="candidates (best first): TTFT = rtt + queue + prefill, in ms (p90 and gw rtt too); "
+                    "rtt measured (m) or modelled",
               show_lines=False)
     for col in ("#", "endpoint", "model", "site", "juris.", *AXES, "total", "pred. TTFT ms", "p90", "rtt", "queue", "prefill",
                 "km", "gw rtt"):
