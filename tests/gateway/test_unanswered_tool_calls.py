@@ -237,6 +237,13 @@ async def test_a_tool_result_after_other_content_of_its_turn_is_refused(tmp_path
                                                  messages=messages)
             error = info.value.body["error"]  # type: ignore[index]
             assert (error["type"], error["message"]) == ("invalid_request_error", said), error
+    # after a turn that made no call, a late result is a result of nothing, in Anthropic's words for that case
+    plain: Any = [ASK, {"role": "assistant", "content": "Let me look."},
+                  {"role": "user", "content": [text, result("toolu_1")]}]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=plain)  # type: ignore[list-item]
+    assert info.value.body["error"]["message"] == (  # type: ignore[index]
+        "messages.2: `tool_result` block(s) provided when previous message does not contain any `tool_use` blocks")
     assert engine.received == []
     engine.replies.append({"content": "Sunny in both."})  # the control: the results first, the text after them
     control: Any = [ASK, use, {"role": "user", "content": [result("toolu_1"), result("toolu_2"), text]}]

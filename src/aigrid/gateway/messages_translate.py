@@ -193,7 +193,7 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
         placed = _turn(m, f"messages.{i}", parts)
         at_user = next((k for k, (_, at) in enumerate(placed) if at == f"messages.{i}.content"), None)
         user = len(out) + (at_user or 0)
-        if at_user is not None and m.role == "user":
+        if at_user is not None and m.role == "user" and _calls_before(out):
             late.update(range(user + 1, len(out) + len(placed)))
         out.extend(placed)
         if documents is not None:  # a turn's documents are parts of its user message
@@ -212,6 +212,17 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
         name_own_field(e, [where for _, where in out])
         raise
     return out
+
+
+def _calls_before(out: list[Placed]) -> bool:
+    """Whether the assistant turn that `out` ends with (its messages in a row, one turn) made a tool call: a user
+    turn's late tool_result is then out of place; after no call it is a result of nothing, as one first would be."""
+    for m, _ in reversed(out):
+        if m.get("role") != "assistant":
+            return False
+        if m.get("tool_calls"):
+            return True
+    return False
 
 
 def _unanswered(where: str, ids: Sequence[str]) -> InvalidRequest:
