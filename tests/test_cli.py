@@ -1091,6 +1091,17 @@ def test_no_option_shows_two_defaults() -> None:
     assert not both, "\n".join(both)
 
 
+@pytest.mark.parametrize("command", ["up", "gateway"])
+def test_workers_help_shows_its_lower_bound(command: str) -> None:
+    """`aigrid up --help` showed `--workers <int>` where every other bounded count shows `<int range> [x>=1]`,
+    and `--workers 0` was then refused ("must be at least 1"): the help now says the bound it enforces."""
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    line = next(x for x in r.output.splitlines() if "--workers" in x)
+    assert "[x>=1]" in line, line
+    refused = runner.invoke(app, [command, str(ROOT / "examples" / "demo.yaml"), "--workers", "0"])
+    assert refused.exit_code == 2 and "--workers" in refused.output, refused.output
+
+
 def test_spec_check_says_a_variable_is_not_expanded_once(tmp_path: Path) -> None:
     """A url of `http://${HOST}:9100` said "environment variables are not expanded in a grid spec; write the
     value" and then the same words again in parentheses."""

@@ -217,7 +217,7 @@ def _with_log_level(spec: GridSpec, level: str | None) -> GridSpec:
 
 
 WorkersOpt = Annotated[int | None, typer.Option(
-    help="gateway processes sharing the listening socket (default: the cores available to this process)")]
+    min=1, help="gateway processes sharing the listening socket (default: the cores available to this process)")]
 
 
 def _workers(workers: int | None) -> int:
