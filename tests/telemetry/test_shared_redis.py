@@ -355,3 +355,29 @@ async def test_one_tenants_affinity_flood_leaves_the_others_entries_in_a_new_gat
             for closing in (writer, late):
                 await closing.aclose()
             await raw.aclose()
+
+
+async def test_an_upgraded_gateways_affinity_entries_outlast_a_full_stream_of_the_old_layout(tmp_path: Path) -> None:
+    """(7 Dec 2026, thirty-seventh session, brief RV1) A Redis upgraded from the old layout holds a stream full of
+    entries no tenant's count holds (an older gateway's XADD MAXLEN). 3877a705's script trimmed the tenant holding
+    the most while such entries were left: each new entry was deleted as soon as it was added, and no gateway learned
+    another's affinity again. The old layout's entries now go first, oldest first; a new gateway replays the new
+    entries, and the stream stays within its cap."""
+    new = tuple((f"t.k{i}", "fra-smollm2") for i in range(3))
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        raw = aioredis.Redis.from_url(url)
+        writer = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=100)
+        late = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=100)
+        try:
+            for i in range(100):  # what an older gateway wrote: the stream at its cap, no tenant's count
+                await raw.xadd("aigrid:test:affinity", {"k": f"old.k{i}", "e": "iad-smollm2", "g": "gw-old"})
+            await writer.exchange(LocalReport("gw-a", {}, {}, new))
+            replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
+            assert replay[-3:] == new, replay[-5:]  # before: none of them (each deleted as it was added)
+            assert replay[0] == ("old.k3", "iad-smollm2")  # the old layout's oldest three went
+            assert await raw.xlen("aigrid:test:affinity") == 100
+        finally:
+            for closing in (writer, late):
+                await closing.aclose()
+            await raw.aclose()

@@ -15,7 +15,8 @@ Keys, all under `aigrid:<grid>:`
   reads from where it left off, so affinity learned anywhere is known everywhere within one interval, and a new
   gateway replays it whole. Past the cap the tenant holding the most (shared.affinity_tag) loses its oldest, as in
   the affinity map itself: `affinity:held`, a sorted set tenant -> its entries, and `affinity:ids:<tag>`, a list of
-  each tenant's entry ids, oldest first, kept by the script that adds them (_ADD_AFFINITY). Until the
+  each tenant's entry ids, oldest first, kept by the script that adds them (_ADD_AFFINITY; an older gateway's
+  entries, counted by none, go first where they are the oldest). Until the
   thirty-seventh session the stream was trimmed oldest first (XADD MAXLEN): one tenant's flood of sessions pushed
   every other tenant's entries out of a new gateway's start-up replay;
 - `calibration`: a stream of the outcomes each gateway's TTFT calibration learned from (endpoint, modelled
@@ -55,30 +56,40 @@ _ADD_AFFINITY = """
 local stream, held, ids = KEYS[1], KEYS[2], ARGV[1]
 local cap, gateway = tonumber(ARGV[2]), ARGV[3]
 for i = 4, #ARGV, 3 do
-  local id = redis.call('XADD', stream, '*', 'k', ARGV[i + 1], 'e', ARGV[i + 2], 'g', gateway)
+  local id = redis.call('XADD', stream, '*', 'k', ARGV[i + 1], 'e', ARGV[i + 2], 'g', gateway, 't', '1')
   redis.call('RPUSH', ids .. ARGV[i], id)
   redis.call('ZINCRBY', held, 1, ARGV[i])
 end
 while redis.call('XLEN', stream) > cap do
-  local most = redis.call('ZREVRANGE', held, 0, 0)[1]
-  if not most then
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  local counted = false
+  for j = 1, #first[2], 2 do
+    if first[2][j] == 't' then counted = true end
+  end
+  local most = counted and redis.call('ZREVRANGE', held, 0, 0)[1]
+  if not counted then
+    redis.call('XDEL', stream, first[1])
+  elseif not most then
     redis.call('XTRIM', stream, 'MAXLEN', cap)
     break
-  end
-  local oldest = redis.call('LPOP', ids .. most)
-  if not oldest or tonumber(redis.call('ZINCRBY', held, -1, most)) <= 0 then
-    redis.call('ZREM', held, most)
-  end
-  if oldest then
-    redis.call('XDEL', stream, oldest)
+  else
+    local oldest = redis.call('LPOP', ids .. most)
+    if not oldest or tonumber(redis.call('ZINCRBY', held, -1, most)) <= 0 then
+      redis.call('ZREM', held, most)
+    end
+    if oldest then
+      redis.call('XDEL', stream, oldest)
+    end
   end
 end
 return redis.call('XLEN', stream)
 """
 """The affinity entries of one exchange (ARGV: the ids' list prefix, the cap, the gateway, then each entry's
-tag, key and endpoint) added to the stream; past the cap the tenant holding the most loses its oldest (ties: the
-greatest tag, the sorted set's order). Entries the script did not add (an older gateway's) are counted by no
-tenant: once only they are left, the stream is trimmed oldest first."""
+tag, key and endpoint) added to the stream, each marked `t` (counted); past the cap the stream's oldest entry goes
+where it is one the script did not add (an older gateway's, the old layout's: counted by no tenant), else the
+tenant holding the most loses its oldest (ties: the greatest tag, the sorted set's order). Until the thirty-seventh
+session's review (brief RV1) the old layout's entries were trimmed only once no counted one was left: a Redis
+upgraded with a full stream deleted each new entry as it was added, and the gateways shared no affinity again."""
 
 
 class RedisSharedState:
