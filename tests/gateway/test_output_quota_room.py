@@ -144,3 +144,17 @@ async def test_min_tokens_past_the_default_is_reserved_or_refused(tmp_path: Path
         assert r.status_code == 429 and "min_tokens" in r.json()["error"]["message"], r.text
         assert len(sent(engines)) == 1
         assert await minute_spent(gw) < 700  # the refused one's admission given back, the first settled
+
+
+@pytest.mark.parametrize("path, body", DOORS[:2])
+async def test_the_remaining_tokens_header_counts_the_widened_reservation(
+        tmp_path: Path, path: str, body: dict[str, Any]) -> None:
+    """(brief RV1, review of ATK6) x-ratelimit-remaining-tokens is what a client's throttle reads before its next
+    request: it said the room left after admission's 256, not after the widening that sent the engine the rest of
+    the minute, so a client read some 700 tokens free where none were (its next request a 429)."""
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, _, engines):
+        r = await client.post(path, json=body, headers=TENANT)
+        assert r.status_code == 200, r.text
+        [req] = sent(engines)
+        assert req["max_tokens"] > DEFAULT_OUTPUT_TOKENS
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) <= LIMIT - req["max_tokens"], r.headers

@@ -229,3 +229,26 @@ async def test_a_turn_is_reserved_in_one_round_trip_to_the_store(
         assert await inner.value(f"aigrid:q:{{acme}}:tenant:acme:tpm:{MINUTE}") == 900
         assert await q.extend(shortened[0], 100) is None and len(store.calls) == 2  # full: refused, one call
         assert await inner.value(BUDGET) == 900
+
+
+async def test_extend_lowers_the_tokens_headroom_the_rate_limit_headers_say_by_what_it_charged() -> None:
+    """(brief RV1, review of ATK6) The headers' remaining tokens are the room after the request's whole reservation:
+    a loop's later turn, or a widening given less than it asked (`give`), lowers them by what it charged in the
+    same window; a turn in the next minute leaves the admission's window's room as it was. Before, extend() kept
+    admission's headroom: the headers said the room before every turn but the first."""
+    clock = Clock(NOW)
+    q = Quotas(RULES, MemoryQuotaBackend(), clock=clock)
+    r = await q.admit(ALICE, 300)
+    [room] = [h for h in r.headroom if h.kind == "tokens"]
+    assert room.remaining == 500
+    extended = await q.extend(r, 400)
+    assert extended is not None
+    assert [h.remaining for h in extended[0].headroom if h.kind == "tokens"] == [100]
+    assert [h.remaining for h in extended[0].headroom if h.kind == "requests"] == \
+        [h.remaining for h in r.headroom if h.kind == "requests"]
+    widened = await q.extend(extended[0], 1_000, give=1_000)  # 100 of 1,000 fit
+    assert widened is not None and widened[1] == 900
+    assert [h.remaining for h in widened[0].headroom if h.kind == "tokens"] == [0]
+    clock.now = NOW + 60  # the next minute: admission's window's room is not this turn's
+    later = await q.extend(r, 100)
+    assert later is not None and [h.remaining for h in later[0].headroom if h.kind == "tokens"] == [500]
