@@ -14,8 +14,14 @@
 # chunk, what is left at N=1 the cost per request.
 # UNIQUE=1: a unique prompt per request (default: one prompt for all; keep N + 100 under the abuse monitor's
 # 1,500 requests per 5 minutes, or a single client is throttled).
+# Prints, and appends to OUT/ab.txt, one line per variant and round: "NAME round R: gateway CPU X ms/request
+# (event loop's thread Y), Z write calls/request, Q req/s, load L" (L: the 1-minute load average after the
+# run; with WORKERS, no thread or write figures). /proc counts CPU in clock ticks (getconf CLK_TCK, 100 a
+# second here): a CPU figure is good to 1000 / (CLK_TCK x N) ms a request (0.007 ms at N=1500).
 # SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
-# the emulator's ports 9900-9901 and whose gateway port is 9910.
+# the emulator's ports 9900-9901 (the gateway is started with --port 9910 whatever the spec says), e.g. the
+# harness's: .venv/bin/python -c 'from pathlib import Path; from aigrid.bench.compare import aigrid_spec;
+#   aigrid_spec(Path("/tmp/ab.yaml"), [9900, 9901])'
 set -u
 out=$1; shift
 mkdir -p "$out"
