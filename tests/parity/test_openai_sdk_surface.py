@@ -9,6 +9,7 @@ Retries on a 429 and Retry-After: tests/gateway/test_retry_semantics.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import struct
@@ -45,9 +46,12 @@ class VllmLike(FakeEngine):
 
     def __init__(self, name: str) -> None:
         super().__init__(name, WORDS)
+        self.gate: asyncio.Event | None = None  # when set, each request waits for it before it is answered
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        if self.gate is not None:
+            await self.gate.wait()
         req = orjson.loads(body)
         self.received.append(req)
         chat = path == "/v1/chat/completions"
@@ -377,7 +381,8 @@ async def test_models_are_listed_and_retrieved_as_valid_models(oai: openai.Async
 
 async def test_files_and_batches_through_their_whole_lifecycle_are_valid_objects(tmp_path: Path) -> None:
     spec = batch_spec(tmp_path)
-    gw = await started(spec, {e.id: VllmLike(e.id) for e in spec.endpoints})  # type: ignore[misc]
+    engines = {e.id: VllmLike(e.id) for e in spec.endpoints}
+    gw = await started(spec, engines)  # type: ignore[arg-type]
     oai = openai_client(build_app(gw))
     try:
         data = b"".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
@@ -412,11 +417,17 @@ async def test_files_and_batches_through_their_whole_lifecycle_are_valid_objects
         for x in (await oai.batches.with_raw_response.list()).http_response.json()["data"]:
             strict(Batch, x)
 
+        # the second batch's requests wait at the engines until it is cancelled: a batch that completed first could
+        # not be cancelled (a 400), which on a busy machine the test once met
+        gate = asyncio.Event()
+        for engine in engines.values():
+            engine.gate = gate
         second = await oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
         raw_c = await oai.batches.with_raw_response.cancel(second.id)
         strict(Batch, raw_c.http_response.json())
-        assert raw_c.parse().status in ("cancelling", "cancelled", "completed")
-        await until(oai, second.id, "cancelled", "completed")
+        assert raw_c.parse().status in ("cancelling", "cancelled")
+        gate.set()
+        assert (await until(oai, second.id, "cancelled", "completed")).status == "cancelled"
         raw_d = await oai.files.with_raw_response.delete(f.id)
         strict(FileDeleted, raw_d.http_response.json())
         assert (raw_d.parse().id, raw_d.parse().object, raw_d.parse().deleted) == (f.id, "file", True)
