@@ -4,6 +4,7 @@ operator revokes a leaked one) both count."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_list_and_revoke_read_no_secret_and_create_still_needs_it(tmp_path: Path
     assert KeyRing.load(path, SECRET).verify(api_key) is not None
     listed: list[str] = []
     keys_cli.list_keys(path, echo=listed.append)
-    assert len(listed) == 1 and listed[0].startswith(key_id) and "active" in listed[0], listed
+    assert len(listed) == 2 and listed[1].startswith(key_id) and "active" in listed[1], listed
     said: list[str] = []
     assert keys_cli.revoke_key(path, key_id, echo=said.append) and said == [f"revoked {key_id}"]
     assert KeyRing.load(path, SECRET).verify(api_key) is None  # revoked for the gateway, which holds the secret
@@ -149,3 +150,22 @@ def test_list_and_revoke_read_no_secret_and_create_still_needs_it(tmp_path: Path
     for hashing in (lambda: unkeyed.issue("bank"), lambda: unkeyed.verify(api_key)):
         with pytest.raises(ValueError, match="without the server secret"):
             hashing()
+
+
+def test_list_names_its_columns_and_says_when_the_file_holds_no_key(tmp_path: Path) -> None:
+    """`aigrid keys list` printed `bfbedc306a37  eu-bank  active  -  jurisdictions=EU` with no header, so an
+    operator could not tell what the `-` was (the key's --name label), and a key file without a key printed
+    nothing (brief UX2, 7 Dec 2026). A header line names the columns now, and an empty file says so."""
+    path = tmp_path / "keys.json"
+    key_id = keys_cli.create_key(path, "bank", secret=SECRET, name="ci", echo=lambda _: None)
+    listed: list[str] = []
+    keys_cli.list_keys(path, echo=listed.append)
+    assert listed[0].split() == ["id", "tenant", "state", "name", "limits"], listed
+    assert listed[1].split()[:4] == [key_id, "bank", "active", "ci"], listed
+    header, row = listed[0], listed[1]
+    assert row.index("bank") == header.index("tenant") and row.index("ci") == header.index("name"), listed
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**json.loads(path.read_text()), "keys": []}))  # the same file, its key taken out
+    said: list[str] = []
+    keys_cli.list_keys(empty, echo=said.append)
+    assert said == [f"{empty}: no keys"], said

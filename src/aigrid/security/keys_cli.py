@@ -163,9 +163,17 @@ def list_keys(keys_file: Path, *, echo: Callable[[str], None] = print) -> None:
     if not keys_file.is_file():
         raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
     ring = _load(keys_file, None)
-    for r in ring.records():
+    records = list(ring.records())
+    # a header names the columns: `bfbedc306a37  eu-bank  active  -  jurisdictions=EU` left an operator to guess
+    # what the `-` was (the label, --name); and a file without a key printed nothing at all
+    width = max((len(r.key_id) for r in records), default=12)
+    if not records:
+        echo(f"{keys_file}: no keys")
+        return
+    echo(f"{'id':<{width}}  {'tenant':<16} {'state':<8} {'name':<4}  limits")
+    for r in records:
         state = "revoked" if r.revoked else "active"
-        echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name or '-'}  {scopes_text(r.scopes)}")
+        echo(f"{r.key_id:<{width}}  {r.tenant:<16} {state:<8} {r.name or '-':<4}  {scopes_text(r.scopes)}")
 
 
 def scopes_text(scopes: Scopes) -> str:
