@@ -158,3 +158,28 @@ async def test_the_remaining_tokens_header_counts_the_widened_reservation(
         [req] = sent(engines)
         assert req["max_tokens"] > DEFAULT_OUTPUT_TOKENS
         assert int(r.headers["x-ratelimit-remaining-tokens"]) <= LIMIT - req["max_tokens"], r.headers
+
+
+async def test_a_min_tokens_refusal_says_when_to_retry_or_that_no_wait_helps(tmp_path: Path) -> None:
+    """(brief RV1, review of 8093429a) The min_tokens 429 carried no Retry-After and let the SDKs retry a request no
+    minute can hold: a min_tokens past the whole limit is now refused as admission refuses a request larger than
+    a limit (x-should-retry: false), and one the minute has no room for now says Retry-After (the window's end)."""
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, _, engines):
+        path = "/v1/chat/completions"
+        body = {"model": MODEL, "messages": ASK, "ignore_eos": True}
+        r = await client.post(path, json={**body, "min_tokens": LIMIT}, headers=TENANT)  # never fits a minute
+        assert r.status_code == 429 and "min_tokens" in r.json()["error"]["message"], r.text
+        assert r.headers["x-should-retry"] == "false" and "retry-after" not in r.headers, r.headers
+        go = next(iter(engines.values())).go
+        go.clear()  # the first request holds the minute's room while it is answered
+        first = asyncio.create_task(client.post(path, json={**body, "max_tokens": 500}, headers=TENANT))
+        for _ in range(200):
+            if sent(engines):
+                break
+            await asyncio.sleep(0.01)
+        # admitted (its prompt and 256 fit beside the first's 500), its min_tokens not: 600 would fit an empty minute
+        r = await client.post(path, json={**body, "min_tokens": 600}, headers=TENANT)
+        go.set()
+        assert (await asyncio.wait_for(first, 30)).status_code == 200
+        assert r.status_code == 429, r.text
+        assert 1 <= int(r.headers["retry-after"]) <= 60 and r.headers["x-should-retry"] == "true", r.headers

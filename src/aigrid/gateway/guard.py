@@ -63,7 +63,7 @@ from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import DEFAULT_TENANT, Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
-from aigrid.security.quotas import QuotaExceeded, QuotaLimits, QuotaRules, Quotas, Reservation
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
 if TYPE_CHECKING:  # redis (about 12 MB of each process's memory) is imported only where a spec names it
@@ -492,10 +492,9 @@ class Guard:
         floor = min(max(0, floor), tokens)
         short = await self._grow(ex, tokens, None, tokens - floor,
                                  "reserve the output of %s %s past its default; sent that")
-        if short is None and floor:
-            raise QuotaExceeded(f"rate limit reached: the token limits have no room now for the min_tokens this "
-                                f"request asks for ({floor:,} past the {DEFAULT_OUTPUT_TOKENS:,} reserved); retry "
-                                "later or ask for fewer", ())
+        if short is None and floor:  # too large for a limit (no retry), or Retry-After (Quotas.refuse_growth)
+            raise self.quotas.refuse_growth(
+                reservation, floor, f"the min_tokens this request asks for past the {DEFAULT_OUTPUT_TOKENS:,} reserved")
         return 0 if short is None else tokens - short
 
     async def _grow(self, ex: Exchange, tokens: int, used: int | None, give: int, failed: str) -> int | None:

@@ -267,6 +267,27 @@ class Quotas:
         return replace(reservation, token_counters=tuple(kept.values()), headroom=_after(reservation.headroom, grown),
                        reserved_tokens=_grown(held, used, tokens - short)), short
 
+    def refuse_growth(self, reservation: Reservation, tokens: int, what: str) -> QuotaExceeded:
+        """The quota's 429 for `tokens` more (`what` they are, in the message) that extend() found no room for: a
+        request larger than a limit (what it holds in the window now and `tokens`: no wait makes room, retry False,
+        as admit's "request too large"), else Retry-After the time until the earliest of its token limits' current
+        windows ends (the soonest that room may come; which counter was full the store does not say). Until the
+        thirty-seventh session's review (brief RV1) Guard.widen's min_tokens 429 said neither: the SDKs retried a
+        min_tokens no minute holds."""
+        now = self.clock()
+        waits = []
+        for t in reservation.token_limits:
+            index = math.floor(now / t.window_s)
+            held = sum(c.amount for c in reservation.token_counters if c.key == f"{t.key}:{index}")
+            if held + tokens > t.limit:
+                return QuotaExceeded(f"request too large for its token limits: {what} ({tokens:,} tokens) with the "
+                                     f"{held:,} it holds pass the limit of {t.limit:,}; ask for fewer", (),
+                                     retry=False)
+            waits.append((index + 1) * t.window_s - now)
+        retry = max(1, math.ceil(min(waits, default=1.0)))
+        return QuotaExceeded(f"rate limit reached: the token limits have no room now for {what} ({tokens:,} "
+                             f"tokens); retry after {retry} s or ask for fewer", (), headers={"Retry-After": str(retry)})
+
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved token count by the tokens actually used: under each limit, the windows charged
         together end holding `used_tokens`. The engines count a request's usage as one sum, not per window, so each
