@@ -10,7 +10,10 @@ saying what it is (`summary_message`), which the firewall reads as the client's 
 the texts the summary was made of were read as what they were (tool results, documents) when the pass read them,
 and reading the model's notes about them as a document again blocked ordinary summaries (a bulleted "- Task: ...
 - Next: answer the user's next question." scored 0.9994 at the document point, 0.79 flagged at the prompt's). A summary made from a stored history keeps that history's jurisdiction (`Summary.jurisdiction`): a
-request reading it is routed there, as one continuing that history is. See docs/responses-api.md, "Compaction".
+request reading it is routed there, as one continuing that history is. It also keeps the grid models whose answers
+it holds (`Summary.models`: the one that wrote it, those of the chain it summarised, those of the summaries it read),
+and a key narrowed to models sends it only where each of them may serve that key (responses_api._open_compactions,
+authorize.check_produced_by; since the thirty-seventh session). See docs/responses-api.md, "Compaction".
 """
 
 from __future__ import annotations
@@ -75,10 +78,15 @@ class Summary:
 
     text: str
     model: str
-    """The model that wrote it (said, not enforced: any model can read a summary)."""
+    """The model that wrote it."""
     jurisdiction: str | None
     """Where the stored history it summarises is kept; None: made from the client's input alone."""
     created_at: int
+    models: tuple[str, ...] | None = None
+    """The grid models whose answers it holds: the one that wrote it, every model of the previous_response_id chain
+    it summarised and of the summaries it read (a key narrowed to models uses it only where each may serve it:
+    authorize.check_produced_by). None: sealed before the thirty-seventh session, which recorded the writer alone
+    (responses_api._summary_models counts it as the answers of every grid model that may serve its tenant)."""
 
 
 class Sealer:
@@ -90,7 +98,7 @@ class Sealer:
     def seal(self, tenant: str, summary: Summary) -> str:
         nonce = os.urandom(_NONCE)
         data = orjson.dumps({"summary": summary.text, "model": summary.model, "jurisdiction": summary.jurisdiction,
-                             "created_at": summary.created_at})
+                             "created_at": summary.created_at, "models": summary.models})
         sealed = nonce + self._aead.encrypt(nonce, data, _bound(tenant))
         return _PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
@@ -113,8 +121,10 @@ class Sealer:
             if len(sealed) <= _NONCE:
                 raise refused
             data = orjson.loads(self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _bound(tenant)))
-            return Summary(str(data["summary"]), str(data["model"]), data["jurisdiction"], int(data["created_at"]))
-        except (binascii.Error, ValueError, InvalidTag, KeyError, TypeError) as e:
+            models = data.get("models")  # absent from a summary sealed before the thirty-seventh session
+            return Summary(str(data["summary"]), str(data["model"]), data["jurisdiction"], int(data["created_at"]),
+                           None if models is None else tuple(str(m) for m in models))
+        except (binascii.Error, ValueError, InvalidTag, KeyError, TypeError, AttributeError) as e:
             raise refused from e
 
 

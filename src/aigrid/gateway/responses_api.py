@@ -135,7 +135,7 @@ from aigrid.gateway.routes import (
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.gateway.urgency import body_urgency
-from aigrid.security.authorize import authorize, check_made_for, check_produced_by
+from aigrid.security.authorize import authorize, check_made_for, check_produced_by, model_may_serve
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
 
@@ -339,7 +339,8 @@ class ResponsesApi:
         """The chat message of each compaction item of the input, by its index: its sealed summary opened (a 400
         naming its encrypted_content when it is not one this gateway made for this tenant). A summary of a stored
         conversation is used as that conversation is (check_stored_in: the key may use its jurisdiction, the
-        request asks for no other) and routes the request only there."""
+        request asks for no other) and routes the request only there; a summary holds the answers of its models
+        (`_summary_models`), which join the turn's chain (kept with its stored answer, sealed into its compaction)."""
         req, opened = turn.req, dict[int, dict[str, Any]]()
         if isinstance(req.input, str):
             return opened
@@ -355,8 +356,29 @@ class ResponsesApi:
                 check_stored_in(turn.principal, summary.jurisdiction, at, "the conversation this compaction item "
                                 "summarises", headers.get(H_RESIDENCY), writes=True)
                 headers[H_RESIDENCY] = turn.bound = summary.jurisdiction
+            turn.chain = sorted(set(turn.chain) | set(self._summary_models(turn.principal, summary, at)))
             opened[i] = summary_message(summary.text)
         return opened
+
+    def _summary_models(self, principal: Principal, summary: Summary, at: str) -> list[str]:
+        """The grid models whose answers a summary holds, once this caller may use it: a key narrowed to models uses
+        only what models that may serve it produced (check_produced_by, as a stored response; until the
+        thirty-seventh session a key of small-1b sent a summary large-70b wrote to small-1b). A summary sealed
+        before then recorded its writer alone, not the chain it summarised: it counts as the answers of every grid
+        model that may serve its tenant, so a key narrowed to fewer is refused it (403 model_not_allowed naming the
+        item; compact again), and the tenant's other keys use it as before."""
+        if summary.models is not None:
+            check_produced_by(principal, summary.models, at, "the compaction item")
+            return list(summary.models)
+        tenant = self.gw.guard.tenants.get(principal.tenant)
+        scopes = tenant.scopes if tenant is not None else Scopes()
+        models = [m for m in sorted(self.gw.spec.models) if model_may_serve(scopes, m)]
+        if not all(model_may_serve(principal.scopes, m) for m in models):
+            raise PermissionDenied(f"{at}: the compaction item was sealed before this gateway recorded the models "
+                                   f"whose answers a summary holds, and key {principal.key_id} may not use every "
+                                   "model of its tenant; compact the conversation again with this key", param=at,
+                                   code="model_not_allowed")
+        return models
 
     async def compact(self, request: Request, ex: Exchange) -> Response:
         """POST /v1/responses/compact: the conversation (input items, the stored history of previous_response_id)
@@ -388,7 +410,7 @@ class ResponsesApi:
         extra, body = aigrid_headers(resp), await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
             return _refused(resp, body, extra)
-        item, spent = self._sealed(turn, body, ex)
+        item, spent = self._sealed(turn, body, ex, served_model(resp, turn.req.model))
         return Response(orjson.dumps({
             "id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
             "output": [*user_items(turn.history, input_items(turn.req.input)), item],
@@ -402,9 +424,10 @@ class ResponsesApi:
                 "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False,
                 **body_urgency(turn.chat)}
 
-    def _sealed(self, turn: _Turn, body: bytes, ex: Exchange) -> tuple[dict[str, Any], Spent]:
+    def _sealed(self, turn: _Turn, body: bytes, ex: Exchange, writer: str) -> tuple[dict[str, Any], Spent]:
         """The compaction item of the pass's answer (its summary sealed to the tenant, with the jurisdiction of
-        the history it read) and the pass's (prompt, completion, cached) tokens; a 502 when it wrote none."""
+        the history it read and the models whose answers it holds: `writer`, the grid model that served the pass,
+        and the turn's chain) and the pass's (prompt, completion, cached) tokens; a 502 when it wrote none."""
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -413,7 +436,8 @@ class ResponsesApi:
         if text is None:
             raise UpstreamFailed("the model wrote no summary in the compaction pass; try again")
         item_id = new_id("cmp")
-        sealed = self.sealer.seal(turn.principal.tenant, Summary(text, turn.req.model, turn.bound, int(time.time())))
+        sealed = self.sealer.seal(turn.principal.tenant, Summary(text, writer, turn.bound, int(time.time()),
+                                                                 tuple(sorted({writer, *turn.chain}))))
         ex.notes["compaction_item"] = item_id
         usage = chat.get("usage") or {}
         return ({"type": "compaction", "id": item_id, "encrypted_content": sealed},
@@ -455,8 +479,7 @@ class ResponsesApi:
         await self._prepare(answer, raw, headers, caller,
                             req=req.model_copy(update={"input": items, "previous_response_id": None}))
         answer.req = answer.req.model_copy(update={"previous_response_id": req.previous_response_id})  # echoed
-        answer.lead, answer.spent = [item], spent
-        answer.chain = turn.chain  # the summary holds what its chain's models answered (check_produced_by)
+        answer.lead, answer.spent = [item], spent  # its chain: the item's models (_open_compactions)
         return answer
 
     async def _compaction_pass(self, turn: _Turn, headers: dict[str, str], caller: Principal,
@@ -478,7 +501,7 @@ class ResponsesApi:
             if resp.status_code >= 400:
                 raise UpstreamFailed(f"the compaction pass (context_management) failed: the engine answered "
                                      f"{resp.status_code}; the response was not served", headers=retry_headers(resp))
-            return self._sealed(turn, body, ex)
+            return self._sealed(turn, body, ex, served_model(resp, turn.req.model))
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, caller: Principal, arrived: float | None = None) -> Response:
