@@ -14,6 +14,7 @@ import orjson
 
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway import scripted_client
+from tests.parity.sdk_strict import needs_mcp_error_objects
 
 scripted = scripted_client.scripted  # its fixture
 
@@ -42,6 +43,7 @@ def _shown(value: Any) -> Any:
 
 async def test_a_server_side_tool_run_streams_openais_mcp_call_events_and_the_sdk_accumulates_them(
         scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    needs_mcp_error_objects()  # _script's second run fails: its error is an object
     oai, engine = scripted
     _script(engine)
     async with oai.responses.stream(model="smollm2-135m", input="1234*5678?", tools=TOOLS) as stream:
@@ -89,6 +91,7 @@ async def test_the_grid_tools_are_listed_in_an_mcp_list_tools_item_before_the_fi
     and .completed, then output_item.done with them. The grid's tool runs (server_label "aigrid") get one too, listing
     the grid's tools the request offered, and every later item's output_index is one more. The SDK's stream helper
     accumulates the same output as the non-streamed answer. Until the thirty-seventh session there was none."""
+    needs_mcp_error_objects()  # _script's second run fails: its error is an object
     oai, engine = scripted
     _script(engine)
     async with oai.responses.stream(model="smollm2-135m", input="1234*5678?", tools=TOOLS) as stream:

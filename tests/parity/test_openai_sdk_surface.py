@@ -34,7 +34,7 @@ from tests.gateway.batch_helpers import batch_spec, started, stopped, until
 from tests.gateway.conftest import _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
-from tests.parity.sdk_strict import sse_data, strict
+from tests.parity.sdk_strict import needs_mcp_error_objects, sse_data, strict
 
 MODEL = "smollm2-135m"
 ASK = [{"role": "user", "content": "Name a colour."}]
@@ -254,19 +254,6 @@ RESPONSES_CASES: dict[str, tuple[list[tuple[str, Any]], list[str], str]] = {  # 
 tools before its first call: since the thirty-seventh session.)"""
 
 
-def _needs_mcp_error_objects() -> None:
-    """Skip, naming it, where this openai SDK types `mcp_call.error` as a string (majors 1 and 2, run by
-    scripts/sdk_matrix.py): the gateway writes the object the current API and SDK type (McpToolCallError)."""
-    from openai.types.responses.response_output_item import McpCall
-    from pydantic import TypeAdapter, ValidationError
-
-    try:
-        TypeAdapter(McpCall.model_fields["error"].annotation).validate_python(
-            {"type": "mcp_tool_execution_error", "content": []})
-    except ValidationError:  # an older SDK's Optional[str]
-        pytest.skip(f"openai {openai.__version__} types mcp_call.error as a string, not McpToolCallError")
-
-
 @pytest.mark.parametrize("mode", ["native", "constrained"])
 @pytest.mark.parametrize("case", list(RESPONSES_CASES))
 async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(tmp_path: Path, mode: str,
@@ -279,7 +266,7 @@ async def test_responses_of_the_agent_paths_are_valid_whole_streamed_and_stored(
 
     turns, types, status = RESPONSES_CASES[case]
     if "failed" in case:
-        _needs_mcp_error_objects()
+        needs_mcp_error_objects()
     engine = ScriptedEngine([])
     client = openai_client(build_app(await scripted_gateway(tmp_path, engine, mode)))
     ask: dict[str, Any] = {"model": MODEL, "input": "Weather in Paris, and 2+2?", "tools": [WEATHER_FN, CALCULATOR_FN]}
@@ -322,7 +309,7 @@ async def test_a_failed_grid_tool_run_is_an_mcp_call_error_object_and_its_replay
     from openai.types.responses import Response
     from openai.types.responses.response_output_item import McpCall
 
-    _needs_mcp_error_objects()
+    needs_mcp_error_objects()
     engine = ScriptedEngine([])
     client = openai_client(build_app(await scripted_gateway(tmp_path, engine, "constrained")))
     engine.replies[:] = _turns("constrained", ("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot."))
