@@ -39,6 +39,12 @@ async def test_chat_refuses_a_tool_call_without_its_tool_message(tmp_path: Path)
          "messages[3].role", "c2"),
         ([ASK, calls], "messages", "c1, c2"),  # the conversation ends with the calls
         ([ASK, calls, {"role": "user", "content": "never mind"}], "messages[2].role", "c1, c2"),
+        # an assistant message right after the calls' is what came instead of their tool messages, though the grid
+        # reads consecutive assistants as one turn (review RV2: the param was `messages` and `messages[4].role`)
+        ([ASK, calls, {"role": "assistant", "content": "Let me see."}], "messages[2].role", "c1, c2"),
+        ([ASK, calls, {"role": "assistant", "content": None, "tool_calls": [_call("c3")]},
+          {"role": "tool", "tool_call_id": "c3", "content": "Rain."}, {"role": "user", "content": "?"}],
+         "messages[2].role", "c1, c2"),
     ]
     for messages, param, ids in cases:
         with pytest.raises(openai.BadRequestError) as info:

@@ -231,8 +231,8 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
 class UnansweredToolCalls(InvalidRequest):
     """An assistant turn's tool calls that no `tool` message after it answers (OpenAI's wording; each front door
     says it in its API's own words from `index`, the assistant message's, and `ids`). Its param is OpenAI's: the
-    `role` of the message at `after`, the first after the turn's tool messages, which should have been a `tool`
-    message ("messages.[5].role" in OpenAI's dotted form, the bracket form here as in every other param), or
+    `role` of the message at `after`, the first after the calls' message that is no `tool` message, which
+    should have been one ("messages.[5].role" in OpenAI's dotted form, the bracket form here as in every other param), or
     `messages` where the conversation ends there. Until the thirty-seventh session it was ours,
     `messages[N].tool_calls` of the assistant message."""
 
@@ -271,7 +271,7 @@ def check_tool_results(messages: Any) -> None:
         role = m.get("role") if isinstance(m, Mapping) else None
         if role == "assistant":  # consecutive assistant turns are one (the Messages API merges them)
             if previous != "assistant":
-                _all_answered(calls, answered, i)
+                _all_answered(calls, answered, messages)
                 calls, answered = None, set()
             listed = m.get("tool_calls")
             for k, c in enumerate(listed if isinstance(listed, list) else ()):
@@ -306,18 +306,24 @@ def check_tool_results(messages: Any) -> None:
             if called is not None:
                 answered.add(called)
         elif role is not None:
-            _all_answered(calls, answered, i)
+            _all_answered(calls, answered, messages)
             calls, answered = None, set()
         previous = role
-    _all_answered(calls, answered, None)
+    _all_answered(calls, answered, messages)
 
 
-def _all_answered(calls: Mapping[str, int] | None, answered: set[str], after: int | None) -> None:
+def _all_answered(calls: Mapping[str, int] | None, answered: set[str], messages: list[Any]) -> None:
     """UnansweredToolCalls for the calls of an assistant turn that `answered` lacks, naming the first one's message
-    and the message at `after` (None: the conversation ends), which came instead of their results."""
+    and the first message after it that is no `tool` message (None: the conversation ends), which came instead of
+    their results, as OpenAI names it: an assistant message right after the calls' too, though consecutive
+    assistants are one turn here (until review RV2 of the thirty-seventh session the message that ended the turn,
+    or `messages` where none did)."""
     missing = {c: at for c, at in (calls or {}).items() if c not in answered}
     if missing:
-        raise UnansweredToolCalls(min(missing.values()), list(missing), after)
+        at = min(missing.values())
+        after = next((j for j in range(at + 1, len(messages))
+                      if not (isinstance(messages[j], Mapping) and messages[j].get("role") == "tool")), None)
+        raise UnansweredToolCalls(at, list(missing), after)
 
 
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
