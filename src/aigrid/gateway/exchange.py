@@ -34,6 +34,9 @@ LOOP_CUT = ("client_closed", "interrupted", "error:upstream_failed")
 left, its stream broke, or its engine failed after its tools acted (not run again elsewhere)."""
 UNFINISHED = ("routing", "streaming")
 """Record states that mean the answer never ended (the client left or the gateway stopped mid-way)."""
+MODEL_MAX_CHARS = 256
+"""The longest model name the request schemas take (schemas.py, messages_schema.py): what the access line keeps of a
+model a refused request's body named."""
 
 
 @dataclass
@@ -94,6 +97,10 @@ class Exchange:
     (routes._tool_loop): `tool`, `site`, `call_id`, `arguments`, then `ok` and `ms` (a call the model made
     badly stands too, `ok` false: it was not run). A loop is never run again once a call was made
     (EngineFailedAfterActing). Its audit record names them (Guard._record)."""
+    answered: int | None = None
+    """The HTTP status of the answer its client was sent (routes.Audited, as the answer starts: 200 for a stream that
+    started with 200, however it ended); None where no HTTP answer was sent (a batch's line, a background run, a
+    client gone before its answer)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
@@ -151,6 +158,14 @@ class Exchange:
         outcome = self.final_outcome()
         code = outcome.removeprefix("http_")
         return int(code) if code != outcome and code.isdigit() else None
+
+    def asked_model(self) -> str:
+        """The model its client asked for: the one its checks read (`model`), else its body's `model` when that is a
+        name (a request refused before or by its checks), cut to the schemas' 256 characters; "" when none."""
+        if self.model:
+            return self.model
+        asked = self.body.get("model") if isinstance(self.body, Mapping) else None
+        return asked[:MODEL_MAX_CHARS] if isinstance(asked, str) else ""
 
     def used_tokens(self) -> int:
         """What to charge (`charged_from` says which count): the engine's count when it sent one (a tool loop's
@@ -218,9 +233,9 @@ class Exchange:
         return {"route": self.route, "request_id": self.request_id,
                 "decision": self.decision.request_id if self.decision else None,
                 "tenant": self.principal.tenant if self.principal else None,
-                "key": self.principal.key_id if self.principal else None, "model": self.model,
+                "key": self.principal.key_id if self.principal else None, "model": self.asked_model(),
                 "site": site, "endpoint": served or None, "outcome": self.final_outcome(),
-                "status": self.error_status(),
+                "status": self.answered if self.answered is not None else self.error_status(),
                 "ms": round((now - self.started) * 1000, 1),
                 **first_byte_fields(record.to_first_byte() if record is not None else {}),
                 "attempts": len(record.attempts) if record is not None else 0,

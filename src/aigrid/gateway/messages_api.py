@@ -83,7 +83,9 @@ class MessagesApi:
 
         async def read() -> dict[str, Any]:
             nonlocal req, prefill
-            req = validate(MessagesRequest, await read_json())
+            raw = await read_json()
+            ex.body = {"model": raw["model"]} if "model" in raw else {}  # a refusal's access line names it
+            req = validate(MessagesRequest, raw)
             no_thread(req)
             placed = placed_messages(req, documents)
             origins.extend(where for _, where in placed)

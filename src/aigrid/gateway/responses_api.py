@@ -244,6 +244,7 @@ class ResponsesApi:
         except ApiError as e:
             count_rejected(self.gw, ex.route, e.code or "error")
             raise
+        ex.body = {"model": raw["model"]} if "model" in raw else {}  # a refusal's access line names it
         if raw.get("background") is True:
             if ex.hangup is not None:
                 ex.hangup.hold()  # a background response outlives its client: its create is not cut short either

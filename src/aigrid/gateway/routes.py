@@ -228,6 +228,7 @@ class Audited:
                 now = self.gw.guard.quotas.clock()
                 response.raw_headers.extend((k.encode(), v.encode())
                                             for k, v in rate_limit_headers(*ex.reservation.headroom, now=now).items())
+            ex.answered = response.status_code  # the access line's status: what the client is sent
             await response(scope, receive, send)
         except asyncio.CancelledError:
             if hangup is not None and hangup.caught():  # the client hung up before its answer started
