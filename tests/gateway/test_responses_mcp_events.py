@@ -129,3 +129,27 @@ async def test_an_answer_without_a_tool_run_lists_no_tools(
     async with oai.responses.stream(model="smollm2-135m", input="Hi", tools=TOOLS) as stream:
         final = await stream.get_final_response()
     assert [i.type for i in whole.output] == [i.type for i in final.output] == ["message"]
+
+
+async def test_each_response_with_a_run_lists_again_and_previous_response_id_replays_no_list(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """A response continued with previous_response_id whose turn runs a grid tool again gets its own mcp_list_tools
+    item (OpenAI skips it where the conversation holds one; docs/responses-api.md says the grid lists it again), and
+    the stored one, replayed into the engine's history, is dropped there: no list, no duplicate message."""
+    oai, engine = scripted
+    engine.replies += [call("calculator", expression="2 + 2"), answer("4")]
+    first = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS)
+    assert [i.type for i in first.output] == ["mcp_list_tools", "mcp_call", "message"]
+    engine.replies += [call("calculator", expression="3 * 3"), answer("9")]
+    async with oai.responses.stream(model="smollm2-135m", input="3*3?", tools=TOOLS,
+                                    previous_response_id=first.id) as stream:
+        events = [e async for e in stream]
+        second = await stream.get_final_response()
+    assert [i.type for i in second.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added = [e.output_index for e in events if e.type == "response.output_item.added"]  # type: ignore[union-attr]
+    assert added == [0, 1, 2], added
+    history = engine.received[-1]["messages"]
+    assert "mcp_list_tools" not in orjson.dumps(history).decode()
+    said = [m.get("content") for m in history if m.get("role") == "user"]
+    assert said.count("2+2?") == 1 and said.count("3*3?") == 1, history
