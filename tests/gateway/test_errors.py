@@ -213,7 +213,7 @@ def test_a_bad_content_block_is_named_by_its_field_not_its_tag() -> None:
     ({"logprobs": True, "top_logprobs": 30}, "top_logprobs", "less than or equal to 20"),
     ({"response_format": {"type": "json_schema"}}, "response_format", "needs a `json_schema` object"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format.json_schema.name",
-     "Field required"),
+     "Missing required parameter"),
     ({"modalities": ["text", "audio"]}, "modalities", "answer in text only"),
     ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "audio output is not served"),
 ], ids=["top_logprobs without logprobs", "top_logprobs over 20", "json_schema without it",
@@ -499,3 +499,28 @@ def test_the_base_url_hint_echoes_the_clients_host_escaped_and_cut() -> None:
     message = _base_url_hint(Request(scope), 404)
     assert "(the API is under /v1: an OpenAI client's base URL is http://aaaa" in message, message
     assert "(5015 characters)" in message and len(message) < 400, message
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {"model": "smollm2-135m"}, "messages"),
+    ("/v1/completions", {"model": "smollm2-135m"}, "prompt"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "model"),
+])
+async def test_a_missing_field_is_said_missing_in_openais_words(client: httpx.AsyncClient, path: str, body: dict,
+                                                                param: str) -> None:
+    """A required field left out read `invalid value for 'messages': Field required` (a value the client never
+    sent); OpenAI's API says `Missing required parameter: 'messages'.`"""
+    err = assert_envelope(await client.post(path, json=body), 400, "invalid_request")
+    assert (err["message"], err["param"]) == (f"Missing required parameter: '{param}'.", param), err
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ({"model": "smollm2-135m", "max_tokens": 8}, "messages: Field required"),
+    ({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens: Field required"),
+])
+async def test_a_missing_field_on_the_messages_door_is_said_in_anthropics_words(client: httpx.AsyncClient,
+                                                                               body: dict, said: str) -> None:
+    """Anthropic's API says `messages: Field required` (the door's own envelope, its own words)."""
+    r = await client.post("/v1/messages", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"type": "invalid_request_error", "message": said}, r.text

@@ -136,9 +136,17 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
     loc = field_path(first["loc"])
     msg = first["msg"]
+    if first["type"] == "missing" and loc and msg == "Field required":  # pydantic's, no sentence of the grid's own
+        return InvalidRequest(missing_parameter(loc), param=loc)  # OpenAI's words (Messages: anthropic_error_response)
     if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
         msg = msg.removeprefix("Value error, ")
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
+
+
+def missing_parameter(loc: str) -> str:
+    """OpenAI's sentence for a required field left out (until the thirty-seventh session `invalid value for
+    'messages': Field required`, of a value the client never sent)."""
+    return f"Missing required parameter: '{loc}'."
 
 
 ANTHROPIC_ERROR_CODES = {"thread_not_found": "thread_not_found",
@@ -166,6 +174,8 @@ def anthropic_error_response(err: ApiError, request_id: str | None = None) -> Re
     """Anthropic's envelope and status of one of our errors, with its headers and `x-should-retry`."""
     status = 413 if err.code == "request_too_large" else _ANTHROPIC_STATUS.get(err.status, err.status)
     message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
+    if err.param is not None and err.message == missing_parameter(err.param):  # Anthropic's words for it
+        message = f"{err.param}: Field required"
     return anthropic_error(status, message, err.response_headers(),
                            ANTHROPIC_ERROR_CODES.get(err.code or ""), request_id)
 
