@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+from pathlib import Path
 
 import pytest
 
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.parse_pool import THREAD_NAME, ParsePool
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
 
 
 class _Seen(ParsePool):
@@ -60,3 +65,23 @@ async def test_parses_run_on_at_most_its_threads_and_close_joins_them() -> None:
 def test_a_pool_without_threads_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one thread"):
         ParsePool(0)
+
+
+async def test_the_lifespan_joins_the_parse_threads_even_where_a_stop_before_it_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(brief RV1, review of 2de7810b) The lifespan's stops ran one after the other and the parse pool's close came
+    last: a stop before it that raised (the guard's, here) left the pool's threads running after the gateway. The
+    close now runs whatever the stops before it did; the stop's error still ends the lifespan."""
+    gw = build_gateway(spec_in(tmp_path), {e.id: FakeEngine(e.id) for e in spec_in(tmp_path).endpoints},
+                       rng=random.Random(3), sleep=_no_sleep)
+    app = build_app(gw)
+
+    async def failing() -> None:
+        raise RuntimeError("the guard's stop failed")
+
+    with pytest.raises(RuntimeError, match="guard's stop failed"):
+        async with app.app.router.lifespan_context(app.app):
+            assert await gw.parses.run(threading.current_thread) is not None
+            assert [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
+            monkeypatch.setattr(gw.guard, "stop", failing)
+    assert [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME) and t.is_alive()] == []

@@ -342,17 +342,19 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
         try:
             yield
         finally:
-            await gateway.background.stop()  # each run settles and writes its record while the audit log runs
-            await batches.stop()  # likewise every line it stops; the batches resume at the next start
-            await stores.aclose()
-            if gateway.sync is not None:
-                await gateway.sync.stop()
-            await gateway.scraper.stop()
-            await gateway.agents.stop()
-            await gateway.images.aclose()
-            await gateway.guard.stop()
-            gateway.tracing.shutdown()
-            gateway.parses.close()  # last: every request has been read
+            try:
+                await gateway.background.stop()  # each run settles and writes its record while the audit log runs
+                await batches.stop()  # likewise every line it stops; the batches resume at the next start
+                await stores.aclose()
+                if gateway.sync is not None:
+                    await gateway.sync.stop()
+                await gateway.scraper.stop()
+                await gateway.agents.stop()
+                await gateway.images.aclose()
+                await gateway.guard.stop()
+                gateway.tracing.shutdown()
+            finally:  # last, every request read; even where a stop above raised (its threads outlived the gateway)
+                gateway.parses.close()
 
     app = Starlette(
         routes=[
