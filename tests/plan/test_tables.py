@@ -74,3 +74,9 @@ def test_the_map_shows_a_plans_name_as_written(tmp_path: Path) -> None:
     traffic = build_traffic(d, load_cities(), 20.0)
     path = write_map(tmp_path / "map.png", traffic, placement(), "budget$\\foo: plan, $1,234/month")
     assert path.stat().st_size > 10_000
+
+
+def test_cost_markdown_says_the_prefill_chunks_unit(tmp_path: Path) -> None:
+    """The `prefill chunk` column was a bare number (2,048): tokens, said in its head."""
+    head = (written(tmp_path) / "cost.md").read_text().splitlines()[2]
+    assert "| prefill chunk (tokens) |" in head, head

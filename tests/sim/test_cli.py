@@ -98,3 +98,17 @@ def test_a_run_removes_the_reports_of_an_earlier_run_it_does_not_write_and_nothi
     code, said = _sim(str(SMALL), "--out", str(out))  # --no-plots
     assert code == 0, said
     assert {p.name for p in out.iterdir()} == {"summary.json", "details.json", "requests.csv", "notes.txt", "old.png"}
+
+
+def test_workers_0_is_one_per_core_as_aigrid_plan_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid plan --workers 0` is one per core; `aigrid sim --workers 0` was refused (min 1). Both take it now,
+    and both helps say it."""
+    from aigrid.sim import cli as sim_cli
+
+    asked: list[int | None] = []
+    monkeypatch.setattr(sim_cli, "run_scenario", lambda *a, workers=None, **k: asked.append(workers) or {})
+    r = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "o"), "--workers", "0", "--no-plots", "-q"])
+    assert r.exit_code == 0 and asked == [None], r.output  # None: the default, one per core
+    for command in ("sim", "plan"):
+        shown = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output.split())
+        assert "(0, the default: one per core)" in shown, (command, shown)

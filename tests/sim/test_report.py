@@ -114,3 +114,17 @@ def test_aigrid_sim_prints_and_plots_the_names_as_written(tmp_path: Path) -> Non
     assert r.exit_code == 0 and r.exception is None, r.output
     assert f"{printable(f'nearest@{SITE_SET}')}: 100% (" in r.output and f"wrote {out}/summary.json" in r.output
     assert (out / "ttft_cdf.png").stat().st_size > 0 and (out / "sites_utilization.png").stat().st_size > 0
+
+
+def test_each_time_in_the_policies_table_says_its_unit(tmp_path: Path) -> None:
+    """`p90`, `p99` and `E2E p99` were bare numbers beside `TTFT p50`'s and `TPOT p50`'s "ms"."""
+    from aigrid.sim.report import table
+
+    sc: dict[str, Any] = yaml.safe_load(SMALL.read_text())
+    sc.update(requests=20, duration_s=10, faults=[], policies=["balanced"])
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sc))
+    t = table(run_experiment(load_scenario(path), workers=1))
+    times = {str(c.header): list(c.cells) for c in t.columns if str(c.header).split()[-1] in ("p50", "p90", "p99")}
+    assert set(times) == {"TTFT p50", "p90", "p99", "TPOT p50", "E2E p99"}, times
+    assert all(str(v).endswith(" ms") for cells in times.values() for v in cells), times

@@ -81,7 +81,7 @@ def plan_command(
     demand: Annotated[Path, typer.Argument(help="demand YAML, e.g. examples/plan/global.yaml")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the plan")] = Path("plan-out"),
     compare: Annotated[bool, typer.Option(help="also size the naive placements and compare")] = False,
-    workers: Annotated[int, typer.Option(min=0, show_default=False, help="simulator processes (default: one per core)")] = 0,
+    workers: Annotated[int, typer.Option(min=0, show_default=False, help="simulator processes (0, the default: one per core)")] = 0,
     ray: Annotated[str | None, typer.Option("--ray", help="run the simulator on this Ray cluster "
                                                             "(address, or 'local' to start one here)")] = None,
     traffic: Annotated[list[str] | None, typer.Option(help="what-if: PLACE=FACTOR, e.g. AS=1.3 (repeat)")] = None,

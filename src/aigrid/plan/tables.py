@@ -36,7 +36,7 @@ def write_cost_csv(path: Path, p: Placement) -> None:
 
 
 def cost_markdown(p: Placement) -> str:
-    lines = ["| site | city | jurisdiction | hardware | prefill chunk | replicas | devices | $/device-h | $/h | "
+    lines = ["| site | city | jurisdiction | hardware | prefill chunk (tokens) | replicas | devices | $/device-h | $/h | "
              "$/month |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in cost_rows(p):
         site, city, where, hardware, replicas = (markdown_cell(r[k]) for k in ("site", "city", "jurisdiction",

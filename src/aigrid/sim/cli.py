@@ -97,12 +97,12 @@ def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examp
         out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reports")] = Path("sim-out"),
         no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG plots")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False,
-        workers: Annotated[int | None, typer.Option("--workers", "-j", min=1,
+        workers: Annotated[int | None, typer.Option("--workers", "-j", min=0,
                                                     help="processes running policies side by side "
-                                                         "(default: one per core)")] = None) -> None:
+                                                         "(0, the default: one per core)")] = None) -> None:
     """Run SCENARIO and write summary.json, requests.csv and plots into --out."""
-    try:
-        run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers)
+    try:  # --workers 0 is one per core, as `aigrid plan --workers 0` (it was refused here)
+        run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers or None)
     except AigridError as e:  # a grid spec or a demand file given here: said so, not a dozen fields it lacks
         print_error(Console(stderr=True), wrong_kind(scenario, "scenario") or e)
         raise typer.Exit(2) from None

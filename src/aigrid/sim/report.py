@@ -127,8 +127,9 @@ def table(ex: Experiment) -> Table:
     for r in ex.runs:
         m = r.metrics
         style = "bold green" if best is not None and m.ttft_p99_ms == best else None
-        t.add_row(_text(r.label), f"{m.ttft_p50_ms:,.0f} ms", f"{m.ttft_p90_ms:,.0f}", f"{m.ttft_p99_ms:,.0f}",
-                  f"{m.tpot_p50_ms:.1f} ms", f"{m.e2e_p99_ms:,.0f}", f"{m.goodput:.1%}", f"{m.cost_usd:.2f}",
+        # each time with its unit (p90, p99 and E2E p99 were bare numbers beside "ms" ones until the 37th session)
+        t.add_row(_text(r.label), f"{m.ttft_p50_ms:,.0f} ms", f"{m.ttft_p90_ms:,.0f} ms", f"{m.ttft_p99_ms:,.0f} ms",
+                  f"{m.tpot_p50_ms:.1f} ms", f"{m.e2e_p99_ms:,.0f} ms", f"{m.goodput:.1%}", f"{m.cost_usd:.2f}",
                   str(m.residency_violations), f"{m.rejected:,}", f"{m.mean_utilization:.0%}", style=style)
     return t
 
