@@ -183,3 +183,24 @@ async def test_a_min_tokens_refusal_says_when_to_retry_or_that_no_wait_helps(tmp
         assert (await asyncio.wait_for(first, 30)).status_code == 200
         assert r.status_code == 429, r.text
         assert 1 <= int(r.headers["retry-after"]) <= 60 and r.headers["x-should-retry"] == "true", r.headers
+
+
+async def test_a_quota_store_failing_at_a_min_tokens_reservation_is_a_503_not_a_429(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(brief RV1, review of 8093429a) A store that fails as the min_tokens are reserved was read as "no room": the
+    quota's 429, which tells a throttle the tenant is over its limit. It is the 503 quota_unavailable admission answers
+    for a failing store (logged); nothing sent to an engine. A request without min_tokens runs on what admission
+    reserved, as before."""
+    async with metered(tmp_path, QuotaSpec(tokens_per_min=LIMIT)) as (client, gw, engines):
+        async def failing(*_: Any, **__: Any) -> None:
+            raise ConnectionError("the quota store is gone")
+
+        monkeypatch.setattr(gw.guard.quotas, "extend", failing)
+        path = "/v1/chat/completions"
+        body = {"model": MODEL, "messages": ASK, "ignore_eos": True}
+        r = await client.post(path, json={**body, "min_tokens": 600}, headers=TENANT)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "quota_unavailable", r.text
+        assert sent(engines) == []
+        r = await client.post(path, json=body, headers=TENANT)
+        assert r.status_code == 200, r.text
+        assert [q["max_tokens"] for q in sent(engines)] == [DEFAULT_OUTPUT_TOKENS]

@@ -491,17 +491,22 @@ class Guard:
             return max(0, tokens)
         floor = min(max(0, floor), tokens)
         short = await self._grow(ex, tokens, None, tokens - floor,
-                                 "reserve the output of %s %s past its default; sent that")
+                                 "reserve the output of %s %s past its default; " + ("refused (503)" if floor
+                                                                                     else "sent that"),
+                                 must=floor > 0)
         if short is None and floor:  # too large for a limit (no retry), or Retry-After (Quotas.refuse_growth)
             raise self.quotas.refuse_growth(
                 reservation, floor, f"the min_tokens this request asks for past the {DEFAULT_OUTPUT_TOKENS:,} reserved")
         return 0 if short is None else tokens - short
 
-    async def _grow(self, ex: Exchange, tokens: int, used: int | None, give: int, failed: str) -> int | None:
+    async def _grow(self, ex: Exchange, tokens: int, used: int | None, give: int, failed: str,
+                    must: bool = False) -> int | None:
         """Quotas.extend of the exchange's reservation by `tokens` (`used`, `give`: as there), the grown reservation
         kept on the exchange even where a hang-up cuts the call short: how many of `tokens` were left out, or None
         (nothing charged: no room for `tokens` less `give`, or the store failed: logged as `failed` says, with the
-        exchange's route and request id)."""
+        exchange's route and request id). `must`: the request cannot run without them (widen's min_tokens): a store
+        that fails is the 503 quota_unavailable admission answers (it was read as no room, a 429, until the
+        thirty-seventh session's review, brief RV1)."""
         reservation = ex.reservation
         assert reservation is not None
         hangup = ex.hangup
@@ -513,6 +518,9 @@ class Guard:
                 return await self.quotas.extend(reservation, tokens, used=used, give=give)
             except Exception:  # whatever the store raised: nothing is run without its reservation
                 log.exception("quota store failed to " + failed, ex.route, ex.request_id)
+                if must:
+                    raise QuotaUnavailable("the quota store did not answer; the request was not served, try again",
+                                           headers={"retry-after": "1"}) from None
                 return None
 
         def keep(grown: tuple[Reservation, int] | None) -> None:
