@@ -117,8 +117,10 @@ def engine_output_limit(prompt_tokens: int, context: int | None, grid_limit: int
     end), which may run past the grid's limit (docs/security.md). Until the thirty-fourth session any room below the grid's limit
     sent none (with the room at 2 characters a token, every prompt past about 8,200 characters on an 8,192 context,
     free to decode to the context's end: review RV1), and until the thirty-third session every such request reached
-    the engine with no limit (issue 12). This bounds the engine only: the quota reserves, and the router costs, the
-    request's max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded;
+    the engine with no limit (issue 12). This bounds the engine only: the router costs, and admission reserves, the
+    request's max_output_tokens (the client's limit, else DEFAULT_OUTPUT_TOKENS), settled to what the engine decoded
+    (a tenant with token limits: its reservation is then widened to their room and `grid_limit` lowered to it,
+    Guard.widen, thirty-seventh session);
     reserving the grid's limit instead (39b802d6, same session) refused every such request of a tenant whose
     tokens_per_min is below it and priced it 16x in `aigrid explain`."""
     if kind in CONTEXT_STOPPED_KINDS or context is None or context - prompt_tokens >= grid_limit:
