@@ -15,7 +15,7 @@ import pytest
 from aigrid.plan.demand import Demand, DemandError, parse_demand
 from aigrid.plan.moves import POOL_LIMIT, pair_moves, pool_utilisation, screened
 from aigrid.plan.placement import Placement, PlannedSite, from_sizing
-from aigrid.plan.planner import POOLED_RHOS
+from aigrid.plan.planner import POOLED_RHOS, plan
 from aigrid.plan.pooled import PooledModel
 from aigrid.plan.runs import Job, Outcome
 from aigrid.plan.screen import Screen, Sizing
@@ -36,6 +36,7 @@ def site(sid: str, hardware: str = "h100", n: int = 1) -> PlannedSite:
 
 
 TWO = Placement("t", (site("fra"), site("iad")))
+
 
 class Fake:
     """Every tenant 100% within the SLO and each site 90% used, except where `fails(hardware, check)` says the
@@ -220,9 +221,36 @@ def test_the_pooled_utilisation_is_what_the_pooled_sizing_sized_to() -> None:
     assert pool_utilisation(pm, TWO) is None
 
 
-
 def test_pair_trials_out_of_range_name_the_field() -> None:
     with pytest.raises(DemandError, match=r"verify\.pair_trials: Input should be greater than or equal to 0"):
         small(pair_trials=-1)
     with pytest.raises(DemandError, match=r"verify\.pair_trials: Input should be less than or equal to 100"):
         small(pair_trials=101)
+
+
+def test_the_planner_screens_the_two_site_moves_with_its_pooled_model() -> None:
+    """plan() hands the verifier the pooled model's screen: where every move of small.yaml's proposal fails,
+    the two-site candidates simulated are exactly those the pooled model puts at most POOL_LIMIT utilised, and
+    some are left out (here all 12 are; without the screen all would run: pair_trials 20 is more than there are)."""
+    d, t = small(pair_trials=20)
+    sites_at_first: list[int] = []
+
+    def fails(sites: list[dict[str, Any]], check: dict[str, Any]) -> bool:
+        """Anything off H100, or with a site dropped, misses."""
+        if not sites_at_first:
+            sites_at_first.append(len(sites))
+        return hw_count(sites, "h100") < sum(s["replicas"] for s in sites) or len(sites) < sites_at_first[0]
+
+    fake = Fake(fails)
+    base = plan(d, backend=fake).proposals[0].placement
+    pm = PooledModel(Screen(d, t, candidate_sites(d, load_cities())), mix=d.supply.mix_hardware)
+    found = [p for _, p in pair_moves(d, t, base)]
+
+    def key(sites: list[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:
+        return tuple(sorted(sites))
+
+    by_key = {key([(s.id, s.hardware, sum(n for _, n in s.replicas)) for s in p.sites]): p for p in found}
+    ran = {key([(s["id"], s["hardware"], s["replicas"]) for s in sc["sites"]]) for sc in fake.scenarios}
+    simulated = {k for k in by_key if k in ran}
+    within = {k for k, p in by_key.items() if (u := pool_utilisation(pm, p)) is not None and u <= POOL_LIMIT}
+    assert found and simulated == within and len(within) < len(found)
