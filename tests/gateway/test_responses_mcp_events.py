@@ -153,3 +153,25 @@ async def test_each_response_with_a_run_lists_again_and_previous_response_id_rep
     assert "mcp_list_tools" not in orjson.dumps(history).decode()
     said = [m.get("content") for m in history if m.get("role") == "user"]
     assert said.count("2+2?") == 1 and said.count("3*3?") == 1, history
+
+
+async def test_aigrid_max_steps_bounds_the_tool_runs_at_the_responses_door(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """The loop's `aigrid_max_steps` (docs/agents.md) is read at the Responses door as on chat: past it the answer
+    is `incomplete`, `aigrid_stop` `step_limit` (docs/responses-api.md), and a value out of range is the 400 naming
+    it. Until review RV2 of the thirty-seventh session the door left it out of the chat body: every run ran."""
+    oai, engine = scripted
+    engine.replies += [call("calculator", expression="1 + 1"), call("calculator", expression="2 + 2"), answer("4")]
+    capped = await oai.responses.create(model="smollm2-135m", input="q", tools=TOOLS,
+                                        extra_body={"aigrid_max_steps": 1})
+    assert [i.type for i in capped.output if i.type == "mcp_call"] == ["mcp_call"], capped.output
+    assert capped.status == "incomplete" and capped.incomplete_details is not None
+    assert capped.incomplete_details.model_dump().get("aigrid_stop") == "step_limit", capped.incomplete_details
+    engine.replies.clear()
+    try:
+        await oai.responses.create(model="smollm2-135m", input="q", tools=TOOLS, extra_body={"aigrid_max_steps": 0})
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "aigrid_max_steps", e.body  # type: ignore[index]
+    else:
+        raise AssertionError("aigrid_max_steps 0 was accepted")
+    assert len(engine.received) == 2  # the two turns of the capped answer; the refused request reached no engine

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.agents.loop import EXTENSIONS
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import token_logprobs
 from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
@@ -229,6 +230,9 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
                 "user": req.user, "parallel_tool_calls": req.parallel_tool_calls}
     body.update({k: v for k, v in optional.items() if v is not None})
     body.update(body_urgency(req.model_extra))  # the gateway's `priority`, `deadline_ms`: read as on chat
+    extra = req.model_extra or {}  # the tool loop's `aigrid_max_steps`, `aigrid_tool_mode` (docs/agents.md), read
+    body.update({k: extra[k] for k in EXTENSIONS if k in extra})  # as on chat (until review RV2 of the
+    # thirty-seventh session left out here: the default steps ran whatever the request asked)
     if wants_logprobs(req):
         body["logprobs"], body["top_logprobs"] = True, req.top_logprobs or 0
     return body
