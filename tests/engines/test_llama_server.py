@@ -114,6 +114,24 @@ async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
         os.kill(pid, 0)  # gone, and reaped
 
 
+async def test_stop_says_whether_the_engine_stopped_in_time(tmp_path: Path) -> None:
+    """stop() is False for an engine it had to kill (what `aigrid up` names as it stops), True for one that stopped
+    on SIGTERM, and for one not running."""
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text("import http.server, signal, sys\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SERVE_OK)
+    polite = tmp_path / "polite.py"
+    polite.write_text("import http.server, sys\n" + SERVE_OK)
+    said = []
+    for name, script in (("a", stubborn), ("b", polite)):
+        (tmp_path / name).mkdir()
+        binary = fake_engine(tmp_path / name, f'exec {sys.executable} {script} "$@"')
+        server = LlamaServerProcess(config(tmp_path / name, binary), stop_grace_s=0.3)
+        await server.start()
+        said.append(await server.stop())
+        said.append(await server.stop())  # stopped already
+    assert said == [False, True, True, True]
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for a slow reaper counts as dead)."""
     try:

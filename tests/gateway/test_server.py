@@ -3,10 +3,12 @@ a problem with the spec names its file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -105,3 +107,67 @@ def test_a_spec_problem_found_at_start_names_the_file() -> None:
     ids = ", ".join(e.id for e in load_spec(path).endpoints if e.engine == "embedded")
     assert f"endpoints {ids} are embedded" in " ".join(result.output.split()), result.output
     assert "[" not in result.output.split("endpoints", 1)[1].split("are embedded")[0], result.output
+
+
+class _Engine:
+    """Stands for an embedded engine (LlamaServerProcess): started at once, stopped in time unless its id says
+    `stubborn` (then killed: stop() False)."""
+    stopped: list[str] = []
+
+    def __init__(self, cfg: Any) -> None:
+        self.config, self.base_url, self.pid = cfg, "http://127.0.0.1:9", 1
+
+    async def start(self) -> None:
+        pass
+
+    async def supervise(self, ep_id: str) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> bool:
+        self.stopped.append(self.config.log_path.stem)
+        return "stubborn" not in self.config.log_path.stem
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_ctrl_c_on_up_says_what_stopped_and_which_engine_did_not_in_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """Ctrl-C on `aigrid up` printed `stopping engines...` and never said they had: now one line once every engine
+    has stopped, naming the one that had to be killed."""
+    from aigrid.engines.llama_server import free_port
+    from aigrid.gateway import server
+
+    class Served:  # uvicorn's serve() as Ctrl-C ends it
+        should_exit = True
+
+        async def serve(self) -> None:
+            pass
+
+    async def workers_served(*args: object, **kwargs: object) -> None:
+        pass
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(server, "LlamaServerProcess", _Engine)
+    monkeypatch.setattr(server, "gateway_server", lambda *a, **k: Served())
+    monkeypatch.setattr(server, "run_workers", workers_served)
+    monkeypatch.setattr(_Engine, "stopped", [])
+    spec = load_spec(EXAMPLES / "demo.yaml")
+    ids = [e.id for e in spec.endpoints if e.engine == "embedded"]
+    spec.endpoints[0] = spec.endpoints[0].model_copy(update={"id": "tokyo-stubborn"})
+    out = StringIO()
+    await server._serve_grid(spec, Console(file=out, width=400), "127.0.0.1", free_port(), True, None, workers, {},
+                             "demo.yaml", lambda: None)
+    lines = out.getvalue().splitlines()
+    assert sorted(_Engine.stopped) == sorted(["tokyo-stubborn", *ids[1:]]), _Engine.stopped
+    assert lines[-2:] == ["stopping engines...", f"stopped the gateway{f' ({workers} worker processes)' if workers > 1 else ''}"
+                          f" and {len(ids)} engines (tokyo-stubborn did not stop in time after SIGTERM: killed; its log "
+                          f"under .aigrid/logs)"], lines
+
+
+def test_the_stopped_line_counts_what_stopped() -> None:
+    from aigrid.gateway.server import stopped_line
+
+    assert stopped_line({}) == "stopped the gateway"
+    assert stopped_line({"a": True}) == "stopped the gateway and 1 engine"
+    assert stopped_line({"a": False, "b": False, "c": True}, 4) == (
+        "stopped the gateway (4 worker processes) and 3 engines (a, b did not stop in time after SIGTERM: killed; "
+        "their logs under .aigrid/logs)")

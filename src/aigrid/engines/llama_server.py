@@ -346,20 +346,24 @@ class LlamaServerProcess:
                             self.port, self.restarts)
                 break
 
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after stop_grace_s. Safe to call twice or after a failed start."""
+    async def stop(self) -> bool:
+        """SIGTERM, then SIGKILL after stop_grace_s. Safe to call twice or after a failed start. False when it had to
+        be killed (it did not stop within stop_grace_s of SIGTERM: what `aigrid up` says as it stops), else True."""
         self._stopping = True
         proc, self._proc = self._proc, None
+        in_time = True
         if proc is not None:
             _send(proc, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=self.stop_grace_s)
             except TimeoutError:
+                in_time = False
                 _send(proc, signal.SIGKILL)
                 await proc.wait()
         if self._log is not None:
             self._log.close()
             self._log = None
+        return in_time
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the log file, for error messages (its last 16 KB only: the log grows for as long

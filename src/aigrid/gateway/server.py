@@ -113,10 +113,13 @@ def secret_variables(spec: GridSpec) -> frozenset[str]:
 
 
 async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console,
-                         net: SiteNetwork | None = None, api_key: str | None = None) -> dict[str, str]:
-    """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes. `api_key`:
-    the key they require of every request but /health (the gateway's, so that nothing else on the machine
-    reaches a model past the firewall, quotas and audit)."""
+                         net: SiteNetwork | None = None, api_key: str | None = None,
+                         stopped: dict[str, bool] | None = None) -> dict[str, str]:
+    """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes, and noted in
+    `stopped` (when given) as it stops: True when it stopped within its grace of SIGTERM, False when it was killed
+    (stopped_line). `api_key`: the key they require of every request but /health (the gateway's, so that nothing
+    else on the machine reaches a model past the firewall, quotas and audit)."""
+    stopped = {} if stopped is None else stopped
     procs: dict[str, LlamaServerProcess] = {}
     per_site: dict[str, int] = {}
     for ep in spec.endpoints:
@@ -129,7 +132,7 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
                 per_site[ep.site] = per_site.get(ep.site, -1) + 1
                 cfg = in_namespace(cfg, net, ep.site, port=SITE_PORT + per_site[ep.site])
             procs[ep.id] = LlamaServerProcess(cfg)
-            stack.push_async_callback(procs[ep.id].stop)
+            stack.push_async_callback(_stop_engine, ep.id, procs[ep.id], stopped)
     if procs:
         with console.status(f"starting {len(procs)} embedded llama.cpp engines (SmolLM2-135M-Instruct)..."):
             await asyncio.gather(*(p.start() for p in procs.values()))
@@ -140,6 +143,22 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
         # an engine that dies is started again on its port (logged on aigrid.engines); stopped before stop()
         stack.push_async_callback(_cancelled, asyncio.create_task(p.supervise(ep_id), name=f"supervise {ep_id}"))
     return {ep_id: p.base_url for ep_id, p in procs.items()}
+
+
+async def _stop_engine(ep_id: str, process: LlamaServerProcess, stopped: dict[str, bool]) -> None:
+    stopped[ep_id] = await process.stop()
+
+
+def stopped_line(stopped: Mapping[str, bool], workers: int = 1) -> str:
+    """What `aigrid up` says once Ctrl-C (or SIGTERM) has stopped it: the gateway and how many engines stopped,
+    and which engines did not stop in time (killed). Until the thirty-seventh session it said `stopping
+    engines...` and nothing after."""
+    gateway = "the gateway" if workers <= 1 else f"the gateway ({workers} worker processes)"
+    engines = f" and {len(stopped)} engine{'s' if len(stopped) != 1 else ''}" if stopped else ""
+    late = [ep_id for ep_id, in_time in stopped.items() if not in_time]
+    killed = (f" ({', '.join(late)} did not stop in time after SIGTERM: killed; "
+              f"{'their logs' if len(late) > 1 else 'its log'} under {LOG_DIR})") if late else ""
+    return f"stopped {gateway}{engines}{killed}"
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -350,9 +369,17 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
     https_origins(spec)  # and a CA file that cannot be read, a proxy's credentials missing
     # one random key per run for the embedded engines: only this gateway (and its workers) can reach them
     key = secrets.token_urlsafe(32) if embedded else None
+    stopped: dict[str, bool] = {}  # each engine as it stops: in time, or killed
+    served = False  # the gateway served and stopped (a start that failed says its error instead)
+
+    def say_stopped() -> None:
+        if served:
+            console.print(stopped_line(stopped, workers), highlight=False, soft_wrap=True)
+
     async with AsyncExitStack() as stack:
+        stack.callback(say_stopped)  # pushed first, run last: once every engine (and netns's namespaces) stopped
         net = await site_network(spec, stack, console) if start_engines else None
-        urls = await start_embedded(spec, stack, console, net, key)
+        urls = await start_embedded(spec, stack, console, net, key, stopped)
         if workers > 1:
             def started() -> None:
                 console.print(banner(spec, host, port) + f"  {workers} worker processes on one socket.\n",
@@ -362,6 +389,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
                               embedded_key=key)
             if embedded:
                 console.print("stopping engines...")
+            served = True
             return
         up = upstream(spec)
         stack.push_async_callback(up.aclose)
@@ -391,6 +419,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
             announcer.cancel()
         if embedded:
             console.print("stopping engines...")
+        served = True
 
 
 async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str, context: int,
