@@ -145,6 +145,15 @@ async def test_a_residency_no_site_is_in_is_a_400_naming_the_header(client: http
     assert r.status_code == 200 and r.headers["x-aigrid-jurisdiction"] == "EU", r.text  # one it has: served there
 
 
+async def test_a_residency_name_with_control_characters_comes_back_escaped(client: httpx.AsyncClient) -> None:
+    """A jurisdiction named with a terminal's escape (CSI, 0x9b) came back raw in the 400's message (ATK7,
+    thirty-seventh session); it is shown as repr, as the other headers' errors show theirs."""
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-residency": b"\x9b2J"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "\x9b" not in message and "no site of this grid is in '\\x9b2J'" in message, message
+
+
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/decisions/dec-nope"), 404, "not_found")
 

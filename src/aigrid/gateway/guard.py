@@ -549,7 +549,10 @@ class Guard:
         lines will be sent with: batch_line.kept_headers); `kept`: what a storing call keeps (authorize)."""
         if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
             # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
-            named = ", ".join(sorted(jurisdictions)) or "the jurisdictions it names (none)"
+            # a name that is not printable (an escape sequence, a C1 control) is shown as repr, as the other headers'
+            # errors show theirs (ATK7, thirty-seventh session: it came back raw in the message)
+            named = ", ".join(j if j.isprintable() else repr(j) for j in sorted(jurisdictions)) or \
+                "the jurisdictions it names (none)"
             raise InvalidRequest(f"{RESIDENCY_HEADER}: no site of this grid is in {named}; its jurisdictions: "
                                  f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
         authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None,
