@@ -56,7 +56,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
 from aigrid.engines.token_counts import MOST_COUNT, count_fault
 from aigrid.engines.wrapped import read_whole
-from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
+from aigrid.errors import AuthenticationError, EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.json_depth import depth_message, few_brackets, too_deep_raw
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
@@ -147,7 +147,8 @@ class Finished:
     finish_reason: str
     stop: str
     """Why the loop ended: answer | step_limit | context_limit | token_budget (the quota refused a model turn's
-    reservation: `before_turn`; or a turn it gave fewer output tokens than asked was cut off by them) | client_tool
+    reservation: `before_turn`; or a turn it gave fewer output tokens than asked was cut off by them) | revoked (its
+    caller's key was revoked, or its tenant removed, while it ran: `before_turn` raised AuthenticationError) | client_tool
     | max_tokens | tool_choice_none (the engine asked for a tool under `tool_choice: "none"`: not run, the reply
     ends empty)."""
     steps: tuple[Step, ...]
@@ -185,7 +186,8 @@ TurnGate = Callable[[Mapping[str, Any]], Awaitable[int | None]]
 reserves the turn's estimated tokens on the request's quota (Guard.extend; admission reserved the first turn's prompt
 and the fewest output tokens a turn is sent with, guard.MIN_TURN_OUTPUT): its own max_tokens, or fewer where the quota has room for fewer (the turn is sent with them; cut
 off by them, the loop ends with stop "token_budget"); None (the quota is spent) ends the loop there with what it has
-(finish_reason "length", stop "token_budget")."""
+(finish_reason "length", stop "token_budget"). AuthenticationError: the caller may no longer ask (its key revoked
+while the loop ran): the loop ends there too, stop "revoked"."""
 
 ToolReport = Callable[[Call, Step | None], None]
 """Told of each server-side tool call as it starts (None) and as it ends (its Step, after the firewall read
@@ -531,7 +533,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
     payload (its prompt is read there even if the loop is stopped before an answer comes). `on_tool` is told of
     each server-side call as it starts and as it ends (ToolReport). `before_turn` is awaited before each model
-    turn (TurnGate): refused, the loop ends there (stop "token_budget"), no further turn sent.
+    turn (TurnGate): refused, the loop ends there (stop "token_budget"; "revoked" where it raised
+    AuthenticationError: the caller's credentials no longer hold), no further turn sent.
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -578,11 +581,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             cut = "context_limit"
         elif before_turn is not None:
-            granted = await before_turn(payload)
-            if granted is None:
-                cut = "token_budget"  # the request's quota has no room for the turn's reservation
-            else:
+            try:
+                granted = await before_turn(payload)
+            except AuthenticationError:  # the caller may no longer ask (its key revoked while the loop ran)
+                granted, cut = None, "revoked"
+            if granted is not None:
                 capped = _cap_output(payload, granted)
+            elif cut is None:
+                cut = "token_budget"  # the request's quota has no room for the turn's reservation
         if cut is not None:
             yield Finished("", "length", cut, tuple(steps), (), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)

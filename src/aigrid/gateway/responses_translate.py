@@ -424,7 +424,7 @@ def cut_last(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return output
 
 
-_LOOP_CUTS = frozenset({"token_budget", "context_limit", "step_limit"})
+_LOOP_CUTS = frozenset({"token_budget", "context_limit", "step_limit", "revoked"})
 """A tool loop's stops (aigrid_loop.stop) that end its answer `length` though no max_output_tokens cut it: the
 Response says which in `incomplete_details.aigrid_stop` (OpenAI's `reason` has no name for them)."""
 
@@ -435,7 +435,7 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
     """`finish_reason`: the chat answer's; `length` makes it `incomplete` (`max_output_tokens`), as do `steered`
     (stopped for a steer on its socket, relay_response.SteerCut) and `content_filter` (an engine's filter stopped it),
     its last item (the one cut) `incomplete` too. `loop_stop`: the tool loop's stop (the chat
-    answer's aigrid_loop.stop): `token_budget` (the tenant's token quota), `context_limit` or `step_limit` are named
+    answer's aigrid_loop.stop): `token_budget` (the tenant's token quota), `context_limit`, `step_limit` or `revoked` are named
     beside OpenAI's reason, as `incomplete_details.aigrid_stop`."""
     reason = incomplete_reason(finish_reason) if status == "completed" else None
     details: dict[str, Any] | None = {"reason": reason} if reason else None

@@ -638,7 +638,8 @@ class Routes:
         holds is charged with them if it stops there."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
-        tenant = ex.principal.tenant
+        caller = ex.principal
+        tenant = caller.tenant
 
         async def screen_tool_output(texts: Sequence[ModelText]) -> Screened:
             screened = await screen.check(tenant, texts)
@@ -652,6 +653,11 @@ class Routes:
         async def reserve(payload: Mapping[str, Any]) -> int | None:  # each turn reserves its own estimate (its
             # prompt and max_tokens, fewer where the quota has room for fewer: the turn's max_tokens) before it runs,
             # past what the reservation holds unused (admission's, for the first); no room ends the loop there
+            # first its caller is asked again, as a batch's next line (Authenticator.again): a key revoked (its tenant
+            # removed) while the loop runs raises AuthenticationError, and the loop ends there, stop "revoked"
+            # (before the thirty-seventh session, brief ATK8, a background Response ran on to aigrid_max_steps)
+            self.gw.guard.authenticator.again(caller.tenant, caller.method, caller.key_id, caller.scopes,
+                                              made="this request")
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
             return await self.gw.guard.extend(ex, turn_prompt_tokens(payload), out)
 
