@@ -137,10 +137,15 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     loc = field_path(first["loc"])
     msg = first["msg"]
     if first["type"] == "missing" and loc and msg == "Field required":  # pydantic's, no sentence of the grid's own
-        return InvalidRequest(missing_parameter(loc), param=loc)  # OpenAI's words (Messages: anthropic_error_response)
+        # OpenAI's words and code (Messages: anthropic_error_response); the code was invalid_request until review RV4
+        return InvalidRequest(missing_parameter(loc), param=loc, code=MISSING_PARAMETER)
     if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
         msg = msg.removeprefix("Value error, ")
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
+
+
+MISSING_PARAMETER = "missing_required_parameter"
+"""OpenAI's `code` of a 400 for a required field left out (its API's, and a batch line's: batch_input)."""
 
 
 def missing_parameter(loc: str) -> str:
