@@ -427,6 +427,10 @@ async def test_a_server_side_tool_loop_is_not_cut_short_by_a_hang_up(tmp_path: P
         assert engine.turns == 2 and len(engine.received) == 2  # the tool ran and the model answered
         assert [r["outcome"] for r in await audit_rows(gw)] == ["client_closed"]
         assert await tokens(gw) == 30 and inflight(gw) == 0  # both model turns' usage (2 x 15), once
+        # no client received its answer: the access line's status is null, as for any client gone before its
+        # answer (docs/observability.md); until review RV4 it said 200, the status of the answer sent to nobody
+        assert [(r.aigrid_fields["outcome"], r.aigrid_fields["status"]) for _, r in access.lines] == [  # type: ignore[attr-defined]
+            ("client_closed", None)]
 
 
 class _SlowTool:

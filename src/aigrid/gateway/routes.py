@@ -228,7 +228,9 @@ class Audited:
                 now = self.gw.guard.quotas.clock()
                 response.raw_headers.extend((k.encode(), v.encode())
                                             for k, v in rate_limit_headers(*ex.reservation.headroom, now=now).items())
-            ex.answered = response.status_code  # the access line's status: what the client is sent
+            # the access line's status: what the client is sent; none to a client gone before it (answered whole
+            # while held, to nobody: until review RV4 that logged 200 beside its `client_closed`)
+            ex.answered = None if ex.outcome == "client_closed" else response.status_code
             await response(scope, receive, send)
         except asyncio.CancelledError:
             if hangup is not None and hangup.caught():  # the client hung up before its answer started
