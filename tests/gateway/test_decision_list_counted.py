@@ -41,3 +41,13 @@ async def test_listing_decisions_counts_against_the_requests_per_minute(
         assert [r["outcome"] for r in rows][-2:] == ["error:rate_limit_exceeded", "ok"]
     finally:
         await gw.guard.stop()
+
+
+def test_the_api_document_says_the_list_may_be_a_429() -> None:
+    """/openapi.json listed only the 400 for `GET /v1/decisions` (review RV5 of 9b0c8444): a client generated from it
+    was not told the list is counted, nor either read that a 401 or the audit log's 503 may answer it."""
+    from aigrid.gateway.openapi import openapi_document
+
+    paths = openapi_document("test")["paths"]
+    assert set(paths["/v1/decisions"]["get"]["responses"]) == {"200", "400", "401", "429", "503"}
+    assert set(paths["/v1/decisions/{decision_id}"]["get"]["responses"]) == {"200", "401", "404", "503"}

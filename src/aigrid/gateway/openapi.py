@@ -219,10 +219,11 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/v1/grid": {"get": {"summary": "Live state of every endpoint", "responses": ok}},
             "/v1/decisions": {"get": {"summary": "Recent decisions", "parameters": [
                 {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}],
-                "responses": {**ok, **_errors(400)}}},
+                # 429: counted in requests per minute (a heavy read, since the thirty-seventh session)
+                "responses": {**ok, **_errors(400, 401, 429, 503)}}},
             "/v1/decisions/{decision_id}": {"get": {"summary": "One decision", "parameters": [
                 {"name": "decision_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {**ok, **_errors(404)}}},
+                "responses": {**ok, **_errors(401, 404, 503)}}},
             "/healthz": {"get": {"summary": "Health", "responses": {**ok, "503": {"description": "no healthy endpoint"}}}},
             "/livez": {"get": {"summary": "Liveness (the process serves)", "responses": ok}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
