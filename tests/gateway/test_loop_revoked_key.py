@@ -70,6 +70,12 @@ async def test_a_chat_loop_ends_when_its_key_is_revoked(tmp_path: Path, monkeypa
         assert r.status_code == 200, r.text
         assert turns(engine) == REVOKE_AFTER  # before: 17 (every step to aigrid_max_steps, and the last turn)
         assert '"stop":"revoked"' in r.text.replace(" ", ""), r.text[-600:]
+        # ended as a token_budget cut ends (docs/agents.md): `length`, a clean end of the stream, no error event
+        if stream:
+            assert r.text.rstrip().endswith("data: [DONE]") and '"error":' not in r.text, r.text[-600:]
+            assert '"finish_reason":"length"' in r.text.replace(" ", ""), r.text[-600:]
+        else:
+            assert r.json()["choices"][0]["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] > 0
         records = await audit_rows(gw)
         assert len(records) == 1 and records[0]["outcome"] == "ok"
         again = await client.post("/v1/chat/completions", json=ASK, headers=auth)
