@@ -177,6 +177,12 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+MISSING_PARAMETER = "missing_required_parameter"
+"""OpenAI's `code` of an InvalidRequest for a required field left out: the request schema's (gateway/envelope.py),
+a batch line's (gateway/batch_input.py) and the tool loop's own checks (agents/loop.py; until review RV4 of the
+thirty-seventh session those said `invalid_request`)."""
+
+
 class RequestTimeout(ApiError):
     """The client did not send its request's head or body within the gateway's deadline (gateway/slow_clients.py)."""
     status = 408

@@ -126,6 +126,8 @@ async def test_a_tool_choice_object_that_names_no_function_is_the_clients_400(
         await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice=choice)
     body = info.value.body
     assert body["param"] == param and says in body["message"], body  # type: ignore[index]
+    if says == "Missing required parameter":  # OpenAI's code and full stop (review RV4, thirty-seventh session)
+        assert body["code"] == "missing_required_parameter" and body["message"].endswith("'."), body  # type: ignore[index]
     assert engine.received == []
 
 

@@ -199,7 +199,7 @@ async def test_chat_refuses_a_tool_call_without_an_id(tmp_path: Path) -> None:
             await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
         assert info.value.body == {  # type: ignore[comparison-overlap]
             "message": "Missing required parameter: 'messages[1].tool_calls[1].id'.", "type": "invalid_request_error",
-            "param": "messages[1].tool_calls[1].id", "code": "invalid_request"}
+            "param": "messages[1].tool_calls[1].id", "code": "missing_required_parameter"}
     assert engine.received == []
     await oai.close()
 

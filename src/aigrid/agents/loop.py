@@ -56,7 +56,13 @@ from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
 from aigrid.engines.token_counts import MOST_COUNT, count_fault
 from aigrid.engines.wrapped import read_whole
-from aigrid.errors import AuthenticationError, EngineStreamBroken, EngineUnavailable, InvalidRequest
+from aigrid.errors import (
+    MISSING_PARAMETER,
+    AuthenticationError,
+    EngineStreamBroken,
+    EngineUnavailable,
+    InvalidRequest,
+)
 from aigrid.json_depth import depth_message, few_brackets, too_deep_raw
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
@@ -221,8 +227,8 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
     if isinstance(choice, Mapping) and name is None:  # it went to the loop as "auto": nothing forced or narrowed
         kind = choice.get("type", "function")
         if kind == "function":
-            raise InvalidRequest("Missing required parameter: 'tool_choice.function.name'",
-                                 param="tool_choice.function.name")
+            raise InvalidRequest("Missing required parameter: 'tool_choice.function.name'.",
+                                 param="tool_choice.function.name", code=MISSING_PARAMETER)
         raise InvalidRequest(f"Invalid value for 'tool_choice.type': {kind!r} is not served; use 'auto', 'none', "
                              "'required' or {'type': 'function', 'function': {'name': ...}}", param="tool_choice.type")
     if name is not None and name not in {_function_name(t) for t in tools}:
@@ -279,7 +285,7 @@ def check_tool_results(messages: Any) -> None:
             for k, c in enumerate(listed if isinstance(listed, list) else ()):
                 if isinstance(c, Mapping) and c.get("id") is None:  # OpenAI's 400: no result could answer it
                     raise InvalidRequest(f"Missing required parameter: 'messages[{i}].tool_calls[{k}].id'.",
-                                         param=f"messages[{i}].tool_calls[{k}].id")
+                                         param=f"messages[{i}].tool_calls[{k}].id", code=MISSING_PARAMETER)
             ids = ({c["id"]: i for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
                    if isinstance(listed, list) else {})
             if previous == "assistant" and calls:  # (the turn's dict grown in place: until the thirty-sixth session

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aigrid.errors import ApiError, InvalidRequest
+from aigrid.errors import MISSING_PARAMETER, ApiError, InvalidRequest
 from aigrid.gateway.unknown_path import route_index, shown_path
 
 log = logging.getLogger("aigrid.gateway")
@@ -144,8 +144,6 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
 
 
-MISSING_PARAMETER = "missing_required_parameter"
-"""OpenAI's `code` of a 400 for a required field left out (its API's, and a batch line's: batch_input)."""
 
 
 def missing_parameter(loc: str) -> str:
