@@ -24,11 +24,10 @@ from aigrid.gateway.app import Gateway
 from aigrid.gateway.compaction import KEY_PURPOSE
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from aigrid.spec.load import load_spec
-from aigrid.spec.models import PolicySpec, TenantSpec
+from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.keyed_grid import SECRET, SPEC, enforced
+from tests.gateway.keyed_grid import SECRET, both_models_at_ashburn, enforced, narrowed_keys
 
 ASHBURN = {"x-aigrid-client-location": "Ashburn", "x-aigrid-policy": "exact"}  # each model served as asked
 SECRET_WORD = "SECRETSUMMARY"
@@ -40,18 +39,13 @@ Grid = tuple[httpx.AsyncClient, dict[str, dict[str, str]], Gateway, dict[str, Fa
 @pytest.fixture
 async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Grid]:
     """Tenant default with an unrestricted key, one narrowed to small-1b, one to `auto` alone and one to the US, and
-    tenant `smalls` of small-1b alone with its whole key; both models at Ashburn (a small-1b endpoint added) under a policy without family fallback; every engine writes
-    SECRET_WORD after its own id."""
+    tenant `smalls` of small-1b alone with its whole key; both models at Ashburn (a small-1b endpoint
+    added) under a policy without family fallback; every engine writes SECRET_WORD after its own id."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    spec = load_spec(SPEC)
-    small = next(e for e in spec.endpoints if e.model == "small-1b")
-    spec = spec.model_copy(update={"endpoints": [*spec.endpoints, small.model_copy(update={"id": "iad-small",
-                                                                                           "site": "iad"})],
-                                   "policies": {"exact": PolicySpec(weights={"ttft": 1.0}, allow_family_fallback=False)}})
+    spec = both_models_at_ashburn()
     ring = KeyRing(SECRET.encode())
-    issued = {"full": ring.issue("default"), "small": ring.issue("default", Scopes(models=frozenset({"small-1b"}))),
-              "auto": ring.issue("default", Scopes(models=frozenset({"auto"}))),
-              "us": ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))), "smalls": ring.issue("smalls")}
+    issued = {**narrowed_keys(ring), "us": ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))),
+              "smalls": ring.issue("smalls")}
     spec = enforced(spec, {**spec.tenants, "smalls": TenantSpec(models=["small-1b"])}, ring, tmp_path)
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " wrote", f" {SECRET_WORD}")) for e in spec.endpoints}
     async with serving(spec, fakes) as (c, gw):

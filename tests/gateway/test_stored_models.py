@@ -22,11 +22,9 @@ from aigrid.gateway.event_log import event
 from aigrid.gateway.response_store import Pending
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from aigrid.spec.load import load_spec
-from aigrid.spec.models import PolicySpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.keyed_grid import SECRET, SPEC, enforced
+from tests.gateway.keyed_grid import SECRET, both_models_at_ashburn, enforced, narrowed_keys
 
 ASHBURN = {"x-aigrid-client-location": "Ashburn", "x-aigrid-policy": "exact"}  # each model served as asked
 
@@ -38,14 +36,9 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     Ashburn (a small-1b endpoint added), where every request comes from (a chain stays in one jurisdiction), under a
     policy without family fallback."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    spec = load_spec(SPEC)
-    small = next(e for e in spec.endpoints if e.model == "small-1b")
-    spec = spec.model_copy(update={"endpoints": [*spec.endpoints, small.model_copy(update={"id": "iad-small",
-                                                                                           "site": "iad"})],
-                                   "policies": {"exact": PolicySpec(weights={"ttft": 1.0}, allow_family_fallback=False)}})
+    spec = both_models_at_ashburn()
     ring = KeyRing(SECRET.encode())
-    issued = {"full": ring.issue("default"), "small": ring.issue("default", Scopes(models=frozenset({"small-1b"}))),
-              "auto": ring.issue("default", Scopes(models=frozenset({"auto"})))}
+    issued = narrowed_keys(ring)
     spec = enforced(spec, dict(spec.tenants), ring, tmp_path)
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
     async with serving(spec, fakes) as (c, gw):
