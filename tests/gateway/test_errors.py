@@ -154,6 +154,19 @@ async def test_a_residency_name_with_control_characters_comes_back_escaped(clien
     assert "\x9b" not in message and "no site of this grid is in '\\x9b2J'" in message, message
 
 
+def test_a_conversations_residency_400_shows_a_name_not_printable_escaped() -> None:
+    """A write to a conversation stored in the EU asking `x-aigrid-residency: <CSI>2J` said the name raw in its 400
+    (review RV5 of e87d0273, which escaped it in the guard's 400 only): as repr now, as the other residency errors."""
+    from aigrid.gateway.conversations_api import check_stored_in
+    from aigrid.security.principal import Principal, Scopes
+
+    with pytest.raises(InvalidRequest) as e:
+        check_stored_in(Principal("default", "k", Scopes()), "EU", "conversation", "conversation conv_1",
+                        "\x9b2J", writes=True)
+    assert e.value.code == "conversation_residency"
+    assert "\x9b" not in e.value.message and e.value.message.endswith("asks for '\\x9b2J'"), e.value.message
+
+
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/decisions/dec-nope"), 404, "not_found")
 

@@ -88,6 +88,18 @@ def test_scope_violations_are_403() -> None:
     assert e.value.code == "jurisdiction_not_allowed"
 
 
+def test_a_residency_name_not_printable_comes_back_escaped_in_the_403() -> None:
+    """A key narrowed to EU that sends `x-aigrid-residency: EU,<CSI>2J` passes the 400 (EU is on the grid) and is
+    refused here: the name outside its scopes came back raw in the message (review RV5 of e87d0273, which escaped it
+    in the 400 only); now as repr, as every header's error shows such a value."""
+    auth, key = make_auth()
+    p = auth.authenticate(f"Bearer {key}")
+    with pytest.raises(PermissionDenied) as e:
+        authorize(p, "llama-3-8b", jurisdictions=frozenset({"EU", "\x9b2J"}))
+    assert e.value.code == "jurisdiction_not_allowed"
+    assert "\x9b" not in e.value.message and "may not send requests to '\\x9b2J';" in e.value.message, e.value.message
+
+
 def test_key_scopes_only_narrow_the_tenant() -> None:
     tenant = Scopes(models=frozenset({"llama-*"}), jurisdictions=frozenset({"EU", "CH"}))
     wide = tenant.narrowed_by(Scopes(models=frozenset({"*"}), jurisdictions=frozenset({"EU", "US"})))

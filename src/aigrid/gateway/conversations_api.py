@@ -48,7 +48,7 @@ from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import input_items, input_messages, new_id
 from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
 from aigrid.gateway.stores import ConversationBook
-from aigrid.security.authorize import check_produced_by
+from aigrid.security.authorize import check_produced_by, shown_jurisdictions
 from aigrid.security.principal import Principal
 
 log = logging.getLogger("aigrid.gateway")
@@ -74,7 +74,7 @@ def check_stored_in(principal: Principal, jurisdiction: str | None, param: str, 
     asked = residency(residency_header) if writes else None
     if asked is not None and jurisdiction not in asked:
         raise InvalidRequest(f"{param}: {what} is stored in {jurisdiction} and can only be used there, but "
-                             f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param=param,
+                             f"{H_RESIDENCY} asks for {shown_jurisdictions(asked)}", param=param,
                              code="conversation_residency")
 
 

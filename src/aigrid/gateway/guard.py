@@ -49,7 +49,7 @@ from aigrid.gateway.model_texts import apply
 from aigrid.gateway.request_info import DEFAULT_OUTPUT_TOKENS
 from aigrid.logs import shortened
 from aigrid.security.authenticate import Authenticator
-from aigrid.security.authorize import RESIDENCY_HEADER, authorize
+from aigrid.security.authorize import RESIDENCY_HEADER, authorize, shown_jurisdictions
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.cascade import load_cascade
@@ -549,10 +549,8 @@ class Guard:
         lines will be sent with: batch_line.kept_headers); `kept`: what a storing call keeps (authorize)."""
         if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
             # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
-            # a name that is not printable (an escape sequence, a C1 control) is shown as repr, as the other headers'
-            # errors show theirs (ATK7, thirty-seventh session: it came back raw in the message)
-            named = ", ".join(j if j.isprintable() else repr(j) for j in sorted(jurisdictions)) or \
-                "the jurisdictions it names (none)"
+            # a name that is not printable is shown as repr (ATK7, thirty-seventh session: it came back raw)
+            named = shown_jurisdictions(jurisdictions) or "the jurisdictions it names (none)"
             raise InvalidRequest(f"{RESIDENCY_HEADER}: no site of this grid is in {named}; its jurisdictions: "
                                  f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
         authorize(principal, model, jurisdictions=jurisdictions, policy=policy if principal.scopes.policy else None,

@@ -24,6 +24,14 @@ RESIDENCY_HEADER = "x-aigrid-residency"
 request_info.H_RESIDENCY)."""
 
 
+def shown_jurisdictions(names: Iterable[str]) -> str:
+    """Jurisdiction names a request gave (its residency header), sorted and joined for an error's message: a name that
+    is not printable (a terminal's escape, a C1 control) shown as repr, as the other headers' errors show theirs. The
+    one rule of both residency refusals (Guard.check's 400, authorize's 403: until review RV5 of e87d0273 the 403
+    said such a name raw, beside a name the key may use)."""
+    return ", ".join(j if j.isprintable() else repr(j) for j in sorted(names))
+
+
 def authorize(principal: Principal, model: str | None, *, jurisdictions: frozenset[str] | None = None,
               policy: str | None = None, kept: str | None = None) -> None:
     """`model` None: a call that names none (a batch's create checks its headers; its lines' models each checked).
@@ -36,7 +44,7 @@ def authorize(principal: Principal, model: str | None, *, jurisdictions: frozens
         raise PermissionDenied(f"key {principal.key_id} may not use model '{model}'", param="model",
                                code="model_not_allowed")
     if jurisdictions is not None and scopes.jurisdictions is not None and not jurisdictions <= scopes.jurisdictions:
-        outside = ", ".join(sorted(jurisdictions - scopes.jurisdictions))
+        outside = shown_jurisdictions(jurisdictions - scopes.jurisdictions)
         done = "send requests to" if kept is None else f"keep {kept} in"
         raise PermissionDenied(f"{RESIDENCY_HEADER}: tenant {principal.tenant!r} (key {principal.key_id}) may not "
                                f"{done} {outside}; it may use {', '.join(sorted(scopes.jurisdictions))}",
