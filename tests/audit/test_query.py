@@ -368,3 +368,32 @@ def test_one_unreadable_record_is_noted_in_the_singular(log: Path, seqs: str, sa
     for command in ("query", "summary"):
         code, _, err = cli("audit", command, str(log), "--unverified")
         assert code == 0 and says in " ".join(err.split()), err
+
+
+def test_a_loops_stop_is_kept_in_the_chain_shown_grouped_and_absent_from_older_records(tmp_path: Path) -> None:
+    """`extra.loop_stop` (brief AUDSTOP, thirty-seventh session): why a tool loop ended, an `ok` loop cut short told
+    from one that answered. `query` shows it, `summary --by loop_stop` groups by it, a record written before it (none)
+    still verifies and reads "", and changing it breaks the chain."""
+    written = [rec(0, "bank", "fra-smollm2", "EU"),  # as written before the field
+               dataclasses.replace(rec(1, "bank", "fra-smollm2", "EU"),
+                                   extra={"route": "/v1/chat/completions", "loop_stop": "revoked"}),
+               dataclasses.replace(rec(2, "shop", "iad-smollm2", "US"),
+                                   extra={"route": "/v1/responses", "loop_stop": "answer"})]
+    log = write_log(tmp_path / "stops.db", written, checkpoint_every=2)
+    key = str(log.parent / "audit.pub.pem")
+    code, out, err = cli("audit", "verify", str(log), "--public-key", key)
+    assert code == 0, out + err
+    code, out, err = cli("audit", "query", str(log), "--public-key", key, "--format", "csv")
+    assert code == 0, err
+    assert [(r["seq"], r["outcome"], r["loop_stop"]) for r in csv.DictReader(io.StringIO(out))] == [
+        ("1", "ok", ""), ("2", "ok", "revoked"), ("3", "ok", "answer")]
+    code, out, _ = cli("audit", "summary", str(log), "--public-key", key, "--by", "loop_stop", "--format", "csv")
+    assert code == 0
+    assert {(r["loop_stop"], r["requests"]) for r in csv.DictReader(io.StringIO(out))} == {
+        ("", "1"), ("revoked", "1"), ("answer", "1")}
+    body = json.dumps({**json.loads(written[1].body()), "extra": {"route": "/v1/chat/completions",
+                                                                  "loop_stop": "answer"}},
+                      sort_keys=True, separators=(",", ":"))
+    tamper(log, f"UPDATE audit_records SET body = '{body}' WHERE seq = 2")  # a cut loop passed off as answered
+    code, out, err = cli("audit", "verify", str(log), "--public-key", key)
+    assert code != 0 and "2" in out + err, out + err

@@ -78,6 +78,7 @@ async def test_a_chat_loop_ends_when_its_key_is_revoked(tmp_path: Path, monkeypa
             assert r.json()["choices"][0]["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] > 0
         records = await audit_rows(gw)
         assert len(records) == 1 and records[0]["outcome"] == "ok"
+        assert records[0]["extra"]["loop_stop"] == "revoked"  # told from a loop that answered (brief AUDSTOP)
         again = await client.post("/v1/chat/completions", json=ASK, headers=auth)
         assert again.status_code == 401
 
@@ -101,6 +102,7 @@ async def test_a_background_response_ends_when_its_key_is_revoked(tmp_path: Path
         (record,) = records
         assert (record["tenant"], record["model"], record["decision"]["chosen"]["site"]) == ("default", "small-1b", "fra")
         assert record["prompt_tokens"] + record["completion_tokens"] == REVOKE_AFTER * USAGE["total_tokens"]
+        assert (record["outcome"], record["extra"]["loop_stop"]) == ("ok", "revoked")
         stored = gw.responses.get("default", r.json()["id"])
         assert stored is not None and stored.response["status"] == "incomplete"
         assert stored.response["incomplete_details"] == {"reason": "max_output_tokens", "aigrid_stop": "revoked"}

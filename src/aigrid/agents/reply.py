@@ -54,6 +54,11 @@ ShowStep = Callable[[Step], Step]
 output policy applied to its arguments and result); what the model reads is not changed by it."""
 
 
+StopReport = Callable[[str], None]
+"""Told why the loop ended (Finished.stop: answer, step_limit, token_budget, revoked...) as its answer is made: the
+gateway's audit record and access line name it (Exchange.loop_stop)."""
+
+
 def _as_is(step: Step) -> Step:
     return step
 
@@ -93,7 +98,8 @@ def step_comment(step: Step) -> bytes:
 
 
 async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage: bool, created: int,
-                     response_id: str, show: ShowStep = _as_is) -> AsyncIterator[bytes]:
+                     response_id: str, show: ShowStep = _as_is,
+                     on_stop: StopReport | None = None) -> AsyncIterator[bytes]:
     out = _Chunks(model, created, response_id)
     first = await anext(events, None)
     # the opening chunk's content as OpenAI's: "" when the answer opens with text, null otherwise (a turn that ends in
@@ -114,6 +120,8 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
                              "param": None, "code": "tool_loop_step_rejected"}}
             yield encode(orjson.dumps(err))
         elif isinstance(ev, Finished):
+            if on_stop is not None:
+                on_stop(ev.stop)
             if ev.content.startswith(streamed) and len(ev.content) > len(streamed):
                 yield out.event({"content": ev.content[len(streamed):]})  # text the engine did not stream
             if ev.tool_calls:
@@ -152,6 +160,7 @@ class ToolLoopEngine(WrappedEngine):
     `on_tool`: told of each server-side tool call as it starts and ends (ToolReport, run_tool_loop).
     `before_turn`: asked before each model turn how many output tokens it may write, None: it may not run
     (TurnGate, run_tool_loop: the gateway reserves the turn's tokens on the request's quota).
+    `on_stop`: told why the loop ended (StopReport), whole or streamed.
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
@@ -159,7 +168,8 @@ class ToolLoopEngine(WrappedEngine):
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
                  watch: ClientWatch | None = None,
                  on_usage: UsageReport | None = None, show: ShowStep | None = None,
-                 on_tool: ToolReport | None = None, before_turn: TurnGate | None = None) -> None:
+                 on_tool: ToolReport | None = None, before_turn: TurnGate | None = None,
+                 on_stop: StopReport | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context
@@ -172,6 +182,7 @@ class ToolLoopEngine(WrappedEngine):
         self.show = show or _as_is
         self.on_tool = on_tool
         self.before_turn = before_turn
+        self.on_stop = on_stop
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -205,6 +216,8 @@ class ToolLoopEngine(WrappedEngine):
                         raise EngineFailedAfterActing(f"{e} (after {acted} server-side tool call{'s' * (acted > 1)})") from e
                     raise
                 assert finished is not None
+                if self.on_stop is not None:
+                    self.on_stop(finished.stop)
                 doc = completion(finished, model, created=created, response_id=rid, show=self.show)
                 yield UpstreamResponse(200, JSON_TYPE, once(orjson.dumps(doc)))
                 return
@@ -214,7 +227,7 @@ class ToolLoopEngine(WrappedEngine):
                 return
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             stream = sse_stream(_prepend(first, events), model, include_usage=include_usage,
-                                created=created, response_id=rid, show=self.show)
+                                created=created, response_id=rid, show=self.show, on_stop=self.on_stop)
             yield UpstreamResponse(200, SSE_TYPE, _guarded(stream, self.watch))
         finally:
             await events.aclose()

@@ -27,7 +27,7 @@ from aigrid.audit.record import is_error
 from aigrid.audit.store import check_format
 from aigrid.audit.verify import NotAnAuditLog, check_path
 
-GROUPS = ("tenant", "key", "model", "site", "endpoint", "jurisdiction", "outcome", "route", "day", "hour")
+GROUPS = ("tenant", "key", "model", "site", "endpoint", "jurisdiction", "outcome", "route", "loop_stop", "day", "hour")
 """What `summary --by` can group on."""
 FIREWALL_ACTIONS = ("blocked", "flagged", "redacted", "any")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -173,6 +173,14 @@ class Record:
         return route if isinstance(route, str) else ""
 
     @property
+    def loop_stop(self) -> str:
+        """Why its tool loop ended (`extra.loop_stop`: answer, step_limit, token_budget, revoked...): a loop cut short
+        is `ok` as one that answered; "" where no loop ran, and in records written before the thirty-seventh session."""
+        extra = self.body.get("extra")
+        stop = extra.get("loop_stop") if isinstance(extra, Mapping) else None
+        return stop if isinstance(stop, str) else ""
+
+    @property
     def cost_usd(self) -> float | None:
         """What the gateway recorded the answer cost (records written before it did: None)."""
         extra = self.body.get("extra")
@@ -203,7 +211,7 @@ class Record:
             return "" if when is None else when.strftime("%Y-%m-%d" if by == "day" else "%Y-%m-%dT%H:00Z")
         return {"tenant": self.tenant, "key": self.key_id, "model": self.model, "site": self.site,
                 "endpoint": self.endpoint, "jurisdiction": self.jurisdiction, "outcome": self.outcome,
-                "route": self.route}[by]
+                "route": self.route, "loop_stop": self.loop_stop}[by]
 
 
 @dataclass
@@ -325,8 +333,8 @@ def summarise(found: Iterator[Record], by: Sequence[str],
     return groups, total
 
 
-FLAT_COLUMNS = ("seq", "time", "request_id", "tenant", "key_id", "model", "route", "outcome", "endpoint", "site",
-                "jurisdiction", "prompt_tokens", "completion_tokens", "firewall")
+FLAT_COLUMNS = ("seq", "time", "request_id", "tenant", "key_id", "model", "route", "outcome", "loop_stop", "endpoint",
+                "site", "jurisdiction", "prompt_tokens", "completion_tokens", "firewall")
 
 
 def flat(rec: Record) -> dict[str, object]:
@@ -334,6 +342,6 @@ def flat(rec: Record) -> dict[str, object]:
     when = rec.time
     return {"seq": rec.seq, "time": "" if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z",
             "request_id": rec.request_id, "tenant": rec.tenant, "key_id": rec.key_id, "model": rec.model,
-            "route": rec.route, "outcome": rec.outcome, "endpoint": rec.endpoint, "site": rec.site,
+            "route": rec.route, "outcome": rec.outcome, "loop_stop": rec.loop_stop, "endpoint": rec.endpoint, "site": rec.site,
             "jurisdiction": rec.jurisdiction, "prompt_tokens": rec.prompt_tokens,
             "completion_tokens": rec.completion_tokens, "firewall": ",".join(sorted(rec.firewall_actions))}

@@ -87,6 +87,12 @@ class Exchange:
     loop_holding: int = 0
     """The prompt tokens (the gateway's estimate) of the tool loop's later model turn an engine holds now: charged
     with `loop_usage` when the client leaves during that turn (its engine read the prompt)."""
+    loop_stop: str | None = None
+    """Why its tool loop ended (agents/loop.py Finished.stop: answer, step_limit, context_limit, token_budget,
+    revoked, client_tool, max_tokens, tool_choice_none), told as its answer is made (routes._tool_loop); None where no
+    loop ended (none ran, or its client left first). Its audit record's `extra.loop_stop` and its access line's
+    `loop_stop`: a loop cut short answers 200, its outcome `ok`, and until the thirty-seventh session (brief AUDSTOP)
+    neither told a loop cut for a revoked key, a step limit or a token budget from one that answered."""
     steps: bool = False
     """A tool loop with server-side tools answers it (routes.Routes._forward decides, once): only then are an
     answer's steps (`aigrid_steps`, `: aigrid-step` comments) the gateway's own. A front door that reads steps
@@ -241,6 +247,7 @@ class Exchange:
                 "attempts": len(record.attempts) if record is not None else 0,
                 "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
                 "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None,
+                **({"loop_stop": self.loop_stop} if self.loop_stop is not None else {}),
                 **({"urgency": self.ticket.to_dict()} if self.ticket is not None else {})}
 
     def all_verdicts(self) -> list[Verdict]:

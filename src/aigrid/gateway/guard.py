@@ -765,6 +765,8 @@ class Guard:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
             extra["quota"] = "unsettled"
+        if ex.loop_stop is not None:  # why its tool loop ended: an `ok` loop cut short is told from one that answered
+            extra["loop_stop"] = ex.loop_stop
         if ex.tool_runs:  # which server-side tools acted for it (a query, a fetch, an MCP tool), with what arguments
             keep = p is not None and self.stores_prompts(p.tenant)  # in clear where its prompts are kept, else keyed
             extra["tools"] = [{**{k: v for k, v in run.items() if k != "arguments"}, "ok": run.get("ok"),

@@ -663,6 +663,9 @@ class Routes:
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
             return await self.gw.guard.extend(ex, turn_prompt_tokens(payload), out)
 
+        def stopped(stop: str) -> None:  # why the loop ended, into its audit record and access line (Exchange.loop_stop)
+            ex.loop_stop = stop
+
         registry = agents.tools if loop.server_tools else _NO_SERVER_TOOLS
         allows_tool = ex.principal.scopes.allows_tool
         watch = ex.hangup if stream else None
@@ -697,7 +700,7 @@ class Routes:
             return ToolLoopEngine(engine, registry.scoped(allows_tool, context), context=context,
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
                                   watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None,
-                                  on_tool=ran, before_turn=reserve)
+                                  on_tool=ran, before_turn=reserve, on_stop=stopped)
 
         return wrap
 
