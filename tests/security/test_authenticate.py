@@ -465,3 +465,24 @@ def test_scope_request_changes_other_fields_in_the_same_copy() -> None:
     assert both == replace(scope_request(p, asked), priority=9, deadline_ms=250.0)
     assert both.priority == 9 and both.deadline_ms == 250.0 and both.tenant == "bank"
     assert both.allowed_jurisdictions == frozenset({"EU"}) and both.prefix_hash not in (None, "abc")
+
+
+def test_a_live_callers_own_token_is_verified_again_its_exp_read() -> None:
+    """Authenticator.again with the request's own Authorization header (a live tool loop's turn, routes._tool_loop):
+    the token is verified again, so one past its `exp` is a 401 `token_expired` (without the header, as for a
+    background run, a token cannot be read again); a token of another caller is refused; a valid one's claims are
+    the scopes it holds now. Before (thirty-seventh session, brief AUDSTOP) an expired token's caller passed."""
+    auth = jwt_auth()
+    kept = Scopes(jurisdictions=frozenset({"CH"}))
+    expired = f"Bearer {token(exp=int(time.time()) - 3600)}"
+    with pytest.raises(AuthenticationError) as e:
+        auth.again("bank", "jwt", "jwt:bank/svc-1", kept, made="this request", authorization=expired)
+    assert e.value.code == "token_expired"
+    assert auth.again("bank", "jwt", "jwt:bank/svc-1", kept, made="this request").scopes == TENANTS["bank"].scopes \
+        .narrowed_by(kept)  # no header: judged on what was kept, as before
+    with pytest.raises(AuthenticationError, match="no longer names its caller"):
+        auth.again("bank", "jwt", "jwt:bank/svc-1", kept, made="this request",
+                   authorization=f"Bearer {token(sub='svc-2')}")
+    fresh = auth.again("bank", "jwt", "jwt:bank/svc-1", kept, made="this request",
+                       authorization=f"Bearer {token(jurisdictions=['EU'])}")
+    assert fresh.scopes.jurisdictions == frozenset({"EU"})

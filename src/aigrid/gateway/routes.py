@@ -611,7 +611,10 @@ class Routes:
             raise NoEligibleEndpoint(f"{decision.reason}." + (f" {details}" if details else ""),
                                      headers={"x-aigrid-decision": decision_id},
                                      retry=False if hard else None)
-        return await self._forward(path, body, parsed, ex, hedge, loop)
+        # a live request's own Authorization header, re-verified before each of its tool loop's model turns (a
+        # token's exp); a background run's and a batch line's (no client: no hangup) keep no token that is read again
+        live = headers.get("authorization") if ex.hangup is not None else None
+        return await self._forward(path, body, parsed, ex, hedge, loop, live)
 
     def _keep(self, ex: Exchange, decision: Decision, model: str, info: RequestInfo, policy_name: str) -> DecisionRecord:
         """The decision onto the exchange and into the decision log (explain, the dashboard)."""
@@ -629,7 +632,8 @@ class Routes:
         if self.gw.hub is not None:  # `aigrid explain` may ask any worker: shared with its outcome, or if it runs long
             self.gw.hub.decision_made(record)
 
-    def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool, json_answer: bool = False) -> Wrap:
+    def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool, json_answer: bool = False,
+                   authorization: str | None = None) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/) (on a native model with the
         client's tools only, when `json_answer`: the client's JSON response_format beside them); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
@@ -637,7 +641,8 @@ class Routes:
         model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: sent with
         a lower max_tokens where the quota has room for fewer; the loop ends, stop "token_budget", when it has no room); a streamed loop's client is watched through
         its whole answer (a hang-up stops the loop at once), and the prompt of a later model turn its engine
-        holds is charged with them if it stops there."""
+        holds is charged with them if it stops there. `authorization`: a live request's own header, verified again
+        before each model turn (Authenticator.again: a bearer token's exp; None for a background run, a batch line)."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
         caller = ex.principal
@@ -658,8 +663,10 @@ class Routes:
             # first its caller is asked again, as a batch's next line (Authenticator.again): a key revoked (its tenant
             # removed) while the loop runs raises AuthenticationError, and the loop ends there, stop "revoked"
             # (before the thirty-seventh session, brief ATK8, a background Response ran on to aigrid_max_steps)
+            # a live request's bearer token is verified again too, its exp read: expired, the loop ends the same way
+            # (until the thirty-seventh session, brief AUDSTOP, a live loop of a token ran on past its exp)
             self.gw.guard.authenticator.again(caller.tenant, caller.method, caller.key_id, caller.scopes,
-                                              made="this request")
+                                              made="this request", authorization=authorization)
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
             return await self.gw.guard.extend(ex, turn_prompt_tokens(payload), out)
 
@@ -705,7 +712,8 @@ class Routes:
         return wrap
 
     async def _forward(self, path: str, body: dict[str, Any], parsed: ChatRequest | CompletionRequest,
-                       ex: Exchange, hedge: HedgePolicy | None, loop: LoopConfig | None = None) -> Response:
+                       ex: Exchange, hedge: HedgePolicy | None, loop: LoopConfig | None = None,
+                       authorization: str | None = None) -> Response:
         """Proxy with the tenant's output checks; their verdicts go on the exchange."""
         fw = self.gw.guard.firewall
         assert ex.principal is not None and ex.decision is not None and ex.record is not None
@@ -731,7 +739,7 @@ class Routes:
             ex.verdicts.extend(verdicts)
             return redacted
 
-        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
+        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer, authorization)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):

@@ -63,14 +63,20 @@ class Authenticator:
         tenant = self._known_tenant(record.tenant)
         return Principal(tenant.id, record.key_id, tenant.scopes.narrowed_by(record.scopes))
 
-    def again(self, tenant_id: str, method: str, key_id: str, scopes: Scopes, *, made: str) -> Principal:
+    def again(self, tenant_id: str, method: str, key_id: str, scopes: Scopes, *, made: str,
+              authorization: str | None = None) -> Principal:
         """A caller authenticated earlier, kept without its secret (a batch's creator: batch_line.caller_record), as
         it may ask now, by `authenticate`'s rules: its tenant still on the grid; an API key still in the ring, of
         that tenant, not revoked, with its scopes now; a token's `scopes` (its claims as narrowed then: it cannot
         be verified again) only while tokens are accepted and may name its tenant; either narrowed by the tenant's
         scopes now; without a key (enforcement off then) only while keys are not enforced. 401 otherwise. `made`:
         what the caller made, as the errors name it ("this batch"). Before, the batch runner judged a stored caller
-        itself, so a token's batch ran its lines on after the grid stopped accepting tokens naming its tenant."""
+        itself, so a token's batch ran its lines on after the grid stopped accepting tokens naming its tenant.
+
+        `authorization`: the caller's own Authorization header, where it is still at hand (a live request's tool loop,
+        routes._tool_loop): a token's is verified again, its `exp` and signature read now (401 `token_expired` once it
+        has expired), its claims' scopes those it holds; it must be the same caller's. Until the thirty-seventh
+        session (brief AUDSTOP) a live loop of a token ran on past its `exp`: a token cannot be read from `scopes`."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
             raise AuthenticationError(f"the tenant {tenant_id!r} that created {made} is no longer on this grid")
@@ -83,6 +89,12 @@ class Authenticator:
             if self.jwt is None:
                 raise AuthenticationError(f"{made} was created with a bearer token, and this grid no longer accepts "
                                           "tokens (security.jwt)", code="invalid_token")
+            if authorization is not None:  # the live request's own token: verified again, exp included
+                identity = verify_jwt(_bearer(authorization) or "", self.jwt)
+                if jwt_key_id(identity.tenant, identity.subject) != key_id:
+                    raise AuthenticationError(f"the bearer token of {made} no longer names its caller",
+                                              code="invalid_token")
+                scopes = identity.scopes
             check_token_tenant(tenant.id, self.jwt)
             return Principal(tenant.id, key_id, tenant.scopes.narrowed_by(scopes), method)
         if self.enforce:
