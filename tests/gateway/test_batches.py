@@ -1542,3 +1542,16 @@ async def test_a_file_opened_after_its_download_was_cancelled_is_closed(
                                                   lambda path: uploaded.id in str(path), monkeypatch)
     assert handles and handles[0].closed  # before: open, left to the garbage collector
 
+
+
+async def test_a_lines_schema_error_names_the_field_as_openai_does(gw: Gateway, engines: dict[str, Gated]) -> None:
+    """A batch line's 400 follows its door: `messages[0].role`, OpenAI's form (until the thirty-seventh session the
+    chat schema's `messages.0.role` in a line's error while the firewall's block said `messages[0].content`)."""
+    oai, _ = clients(gw)
+    wrong = line("wrong", "hi")
+    wrong["body"]["messages"][0]["role"] = "wizard"
+    done = await until(oai, (await submit(oai, jsonl(line("fine", "Name a river."), wrong))).id, "completed")
+    errors = {x["custom_id"]: x for x in await lines_of(oai, done.error_file_id)}
+    refused = errors["wrong"]["response"]
+    assert refused["status_code"] == 400 and refused["body"]["error"]["param"] == "messages[0].role", refused
+    assert "'messages[0].role'" in refused["body"]["error"]["message"], refused

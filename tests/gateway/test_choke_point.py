@@ -103,10 +103,10 @@ ROUTES: list[tuple[str, str, Body, str]] = [
      "prompt[1]"),
     ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
     ("responses function output", "/v1/responses", lambda t: {"model": MODEL, "input": _mail_read(t)},
-     "input.2.output"),
+     "input[2].output"),
     ("responses compact input", "/v1/responses/compact", lambda t: {"model": MODEL, "input": t}, "input"),
     ("responses compact function output", "/v1/responses/compact", lambda t: {"model": MODEL, "input": _mail_read(t)},
-     "input.2.output"),
+     "input[2].output"),
     ("anthropic user message", "/v1/messages",
      lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}, "messages.0.content"),
     ("anthropic tool_result block", "/v1/messages",
@@ -320,7 +320,7 @@ async def test_a_compaction_items_summary_is_screened_where_it_is_restored(
     for path in ("/v1/responses", "/v1/responses/compact"):
         for text in (ATTACK, EMAIL):
             r = await c.post(path, json=body(text))
-            assert blocked_at(r) == (400, "firewall_blocked", "input.1.encrypted_content"), (path, r.text)
+            assert blocked_at(r) == (400, "firewall_blocked", "input[1].encrypted_content"), (path, r.text)
             record = await last_audit(gw)
             assert [(v["action"], v["source"]) for v in record["firewall"]] == [("blocked", "user")], record
         assert engine.received == []
@@ -510,7 +510,7 @@ TOOL_ROUTES: list[tuple[str, str, Body, str]] = [
                                                             "parameters": _schema_with(t)}}]}, "tools[1].function"),
     ("responses tool description", "/v1/responses",
      lambda t: {"model": MODEL, "input": "Weather in Lisbon?",
-                "tools": [{"type": "function", "name": "weather", "description": t, "parameters": WEATHER}]}, "tools.0"),
+                "tools": [{"type": "function", "name": "weather", "description": t, "parameters": WEATHER}]}, "tools[0]"),
     ("chat tool, a description that is an object", "/v1/chat/completions",
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
                 "tools": [{"type": "function", "function": {"name": "weather", "description": "The weather.",
@@ -588,7 +588,7 @@ async def test_a_client_tool_whose_name_is_not_a_name_is_refused(
                                   "tools": [{"type": "function", "function": {"name": ATTACK, "parameters": WEATHER}}]},
          "tools[0].function.name"),
         ("/v1/responses", {"model": MODEL, "input": "Weather?",
-                           "tools": [{"type": "function", "name": ATTACK, "parameters": WEATHER}]}, "tools.0.name")]:
+                           "tools": [{"type": "function", "name": ATTACK, "parameters": WEATHER}]}, "tools[0].name")]:
         r = await c.post(path, json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     assert engine.received == []
@@ -599,14 +599,14 @@ CALLED = {"id": "c1", "type": "function", "function": {"name": "mail", "argument
 ID_ROUTES: list[tuple[str, str, dict[str, Any], str]] = [
     ("chat tool_call_id", "/v1/chat/completions", {"model": MODEL, "messages": [
         {"role": "user", "content": "read my mail"}, {"role": "assistant", "tool_calls": [CALLED]},
-        {"role": "tool", "tool_call_id": SENTENCE_ID, "content": "No new mail."}]}, "messages.2.tool_call_id"),
+        {"role": "tool", "tool_call_id": SENTENCE_ID, "content": "No new mail."}]}, "messages[2].tool_call_id"),
     ("chat tool_calls id", "/v1/chat/completions", {"model": MODEL, "messages": [
         {"role": "user", "content": "read my mail"}, {"role": "assistant", "tool_calls": [{**CALLED, "id": SENTENCE_ID}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "No new mail."}]}, "messages.1.tool_calls"),
+        {"role": "tool", "tool_call_id": "c1", "content": "No new mail."}]}, "messages[1].tool_calls"),
     ("responses call_id", "/v1/responses", {"model": MODEL, "input": [
         {"role": "user", "content": "read my mail"},
         {"type": "function_call", "call_id": SENTENCE_ID, "name": "mail", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": SENTENCE_ID, "output": "No new mail."}]}, "input.1"),
+        {"type": "function_call_output", "call_id": SENTENCE_ID, "output": "No new mail."}]}, "input[1]"),
     ("anthropic tool_use id", "/v1/messages", {"model": MODEL, "max_tokens": 16, "messages": [
         {"role": "user", "content": "read my mail"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": SENTENCE_ID, "name": "mail", "input": {}}]},
@@ -639,7 +639,7 @@ async def test_a_tool_call_is_an_object_of_a_known_type(walk: tuple[httpx.AsyncC
             {"role": "user", "content": "read my mail"}, {"role": "assistant", "tool_calls": calls},
             {"role": "tool", "tool_call_id": "c1", "content": "No new mail."}]})
         status, _, field = blocked_at(r)
-        assert status == 400 and field is not None and field.startswith("messages.1.tool_calls"), (calls, r.text)
+        assert status == 400 and field is not None and field.startswith("messages[1].tool_calls"), (calls, r.text)
     assert engine.received == []
     custom = {"id": "c1", "type": "custom", "custom": {"name": "mail", "input": "inbox"}}
     engine.replies = [answer("ok")]
@@ -706,7 +706,7 @@ async def test_a_content_part_the_firewall_cannot_read_is_refused(
                       {"role": "tool", "tool_call_id": "c1", "content": [part]}]):
         r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": messages})
         err = r.json()["error"]
-        assert r.status_code == 400 and err["param"] == f"messages.{len(messages) - 1}.content", r.text
+        assert r.status_code == 400 and err["param"] == f"messages[{len(messages) - 1}].content", r.text
         assert "cannot read" in err["message"] and "content[" in err["message"], err
         assert (await last_audit(gw))["outcome"] == "error:invalid_request"
     assert engine.received == []
@@ -738,8 +738,8 @@ async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
         assert r.status_code == 200, r.text
         prompt = orjson.dumps(engine.received[-1]["messages"]).decode()
         assert "No new mail." in prompt and "archive 7" not in prompt, prompt
-    for message, param in [({"role": "function", "name": ATTACK, "content": "42"}, "messages.1.name"),
-                           ({"role": "user", "name": "Dana Smith", "content": "Hi"}, "messages.1.name")]:
+    for message, param in [({"role": "function", "name": ATTACK, "content": "42"}, "messages[1].name"),
+                           ({"role": "user", "name": "Dana Smith", "content": "Hi"}, "messages[1].name")]:
         engine.received.clear()
         r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": [
             {"role": "user", "content": "What is 6 times 7?"}, message]})

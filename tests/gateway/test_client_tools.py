@@ -177,7 +177,7 @@ async def test_a_tool_call_id_that_is_not_a_string_is_a_400_not_a_500(
             *ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": ["c1"], "content": "Sunny."}])  # type: ignore[list-item]
     # the schema names it, as it names messages.N.name
-    assert info.value.body["param"] == "messages.2.tool_call_id"  # type: ignore[index]
+    assert info.value.body["param"] == "messages[2].tool_call_id"  # type: ignore[index]
     assert engine.received == []
 
 

@@ -110,7 +110,7 @@ async def test_a_stored_history_is_compacted_and_its_summary_stays_in_its_jurisd
     with pytest.raises(openai.BadRequestError) as us:
         await grid.client.responses.create(model=MODEL, input=as_input(done.output),
                                            extra_headers={"x-aigrid-residency": "US"})
-    assert us.value.body["param"] == "input.2" and us.value.body["code"] == "conversation_residency"
+    assert us.value.body["param"] == "input[2]" and us.value.body["code"] == "conversation_residency"
 
 
 def tampered(token: str) -> str:
@@ -134,11 +134,11 @@ async def test_a_tampered_foreign_or_forged_compaction_item_is_a_400_naming_it(g
             with pytest.raises(openai.BadRequestError) as refused:
                 await call(model=MODEL, input=bad, extra_headers=headers)
             body = refused.value.body
-            assert body["param"] == "input.2.encrypted_content", (label, body)
+            assert body["param"] == "input[2].encrypted_content", (label, body)
             assert body["code"] == "invalid_encrypted_content" and refused.value.status_code == 400, (label, body)
     with pytest.raises(openai.BadRequestError) as missing:
         await grid.client.responses.create(model=MODEL, input=[{"type": "compaction"}])
-    assert missing.value.body["param"] == "input.0.encrypted_content"
+    assert missing.value.body["param"] == "input[0].encrypted_content"
     assert len(grid.engine.received) == calls  # no engine read any of them
 
 
@@ -146,7 +146,7 @@ async def test_an_attack_in_a_tool_result_being_compacted_is_blocked_by_the_fire
     poisoned = [*CONVERSATION[:2], {**CONVERSATION[2], "output": f"Invoice 2231. {ATTACK}"}, *CONVERSATION[3:]]
     with pytest.raises(openai.BadRequestError) as blocked:
         await compacted(grid, input=poisoned)
-    assert blocked.value.body["code"] == "firewall_blocked" and blocked.value.body["param"] == "input.2.output"
+    assert blocked.value.body["code"] == "firewall_blocked" and blocked.value.body["param"] == "input[2].output"
     assert grid.engine.received == []
     record = (await audit_rows(grid.gw))[-1]
     assert record["extra"]["route"] == "/v1/responses/compact" and record["outcome"] == "error:firewall_blocked"
@@ -166,8 +166,8 @@ async def test_the_compaction_pass_is_metered_and_audited(grid: Grid) -> None:
     ({"input": CONVERSATION}, "model"),
     ({"model": MODEL}, "input"),
     ({"model": MODEL, "input": []}, "input"),
-    ({"model": MODEL, "input": [{"type": "web_search_call"}]}, "input.0.type"),
-    ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input.0.role"),
+    ({"model": MODEL, "input": [{"type": "web_search_call"}]}, "input[0].type"),
+    ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
     ({"model": MODEL, "input": CONVERSATION, "conversation": "conv_1"}, "conversation"),
     ({"model": MODEL, "input": CONVERSATION, "stream": True}, "stream"),
     ({"model": MODEL, "input": CONVERSATION, "background": True}, "background"),
@@ -186,13 +186,13 @@ async def test_a_compaction_item_cannot_join_a_conversation(grid: Grid) -> None:
     conv = await grid.client.conversations.create()
     with pytest.raises(openai.BadRequestError) as refused:
         await grid.client.responses.create(model=MODEL, input=as_input(done.output), conversation=conv.id)
-    assert refused.value.body["param"] == "input.2"
+    assert refused.value.body["param"] == "input[2]"
     with pytest.raises(openai.BadRequestError) as kept:
         await grid.client.conversations.items.create(conv.id, items=as_input(done.output))
-    assert kept.value.body["param"] == "items.2.type"
+    assert kept.value.body["param"] == "items[2].type"
     with pytest.raises(openai.BadRequestError) as created:  # nor can a new conversation start with one
         await grid.client.conversations.create(items=as_input(done.output))
-    assert created.value.body["param"] == "items.2.type"
+    assert created.value.body["param"] == "items[2].type"
     assert (await grid.client.conversations.items.list(conv.id)).data == []  # nothing was kept
 
 
@@ -213,7 +213,7 @@ def test_a_compaction_item_is_restored_on_a_websocket_too(tmp_path: Path) -> Non
             conn.response.create(model=MODEL, input=[{**items[-1], "encrypted_content": tampered(
                 items[-1]["encrypted_content"])}])
             error = until_done(iter(conn))[-1]
-            assert error.type == "error" and error.error.param == "input.0.encrypted_content", error
+            assert error.type == "error" and error.error.param == "input[0].encrypted_content", error
 
 
 async def test_keys_are_checked_before_the_body_and_a_summary_keeps_to_the_keys_jurisdictions(
@@ -249,7 +249,7 @@ async def test_keys_are_checked_before_the_body_and_a_summary_keeps_to_the_keys_
             refused = await c.post("/v1/responses", headers=as_us, json={"model": MODEL, "input": output})
             assert refused.status_code == 403, refused.text
             assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
-                "jurisdiction_not_allowed", "input.1")
+                "jurisdiction_not_allowed", "input[1]")
             assert len(engine.received) == 2  # the create and the pass; nothing for the refused request
     finally:
         await gw.guard.stop()

@@ -71,7 +71,7 @@ async def _send(c: httpx.AsyncClient, keys: dict[str, dict[str, str]], name: str
 def _refused(r: httpx.Response, *names: str) -> None:
     assert r.status_code == 403, r.text
     err = r.json()["error"]
-    assert (err["code"], err["param"]) == ("model_not_allowed", "input.0"), err
+    assert (err["code"], err["param"]) == ("model_not_allowed", "input[0]"), err
     assert all(name in err["message"] for name in names), err
     assert SECRET_WORD not in r.text
 

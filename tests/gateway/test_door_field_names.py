@@ -1,7 +1,7 @@
 """A pipeline error about a chat field that a front door set from a field of its own names the field as the client
 wrote it at that door (issue 12): the Messages API's `stop_sequences` (chat `stop`), `output_format.schema` /
 `output_config.format.schema` (chat `response_format.json_schema.schema`) and a tool's `input_schema` (chat
-`function.parameters`); the Responses API's flat function tool (`tools.0.parameters`) and `text.format`."""
+`function.parameters`); the Responses API's flat function tool (`tools[0].parameters`) and `text.format`."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def test_the_messages_door_names_its_own_field(tmp_path: Path, body: dict[
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"tools": [{"type": "function", "name": "f", "parameters": SCHEMA}]}, "tools.0.parameters.properties.a.pattern"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": SCHEMA}]}, "tools[0].parameters.properties.a.pattern"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": SCHEMA}}},
      "text.format.schema.properties.a.pattern"),
 ])

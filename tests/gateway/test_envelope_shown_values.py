@@ -31,7 +31,7 @@ MESSAGES: dict[str, Any] = {"model": MODEL, "messages": HI, "max_tokens": 8}
     ("/v1/chat/completions", {"model": MODEL, "messages": HI, "temperature": BIG}, "temperature"),
     ("/v1/chat/completions", {"model": MODEL, "messages": HI, "service_tier": BIG}, "service_tier"),
     ("/v1/chat/completions", {"model": MODEL, "messages": [
-        {"role": "assistant", "tool_calls": [{"id": "a", "type": BIG}]}]}, "messages.0.tool_calls"),
+        {"role": "assistant", "tool_calls": [{"id": "a", "type": BIG}]}]}, "messages[0].tool_calls"),
     ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": BIG}, "max_tokens"),
     ("/v1/responses", {"model": MODEL, "input": "hi", "service_tier": BIG}, "service_tier"),
     ("/v1/responses", {"model": MODEL, "input": "hi", "temperature": BIG}, "temperature"),

@@ -24,7 +24,7 @@ ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
 @pytest.mark.parametrize("headers", [{}, ANTHROPIC], ids=["openai", "anthropic"])
 @pytest.mark.parametrize(("method", "path", "body", "field"), [
-    ("POST", "/v1/responses", {"model": MODEL, "input": "hi", "include": [BIG]}, "include.0"),
+    ("POST", "/v1/responses", {"model": MODEL, "input": "hi", "include": [BIG]}, "include[0]"),
     ("GET", "/v1/responses/" + BIG[:60_000], None, None),  # httpx sends a URL of at most 65,536
 ], ids=["include", "url-id"])
 async def test_a_clients_long_value_is_cut_in_every_envelope(
@@ -59,11 +59,11 @@ def test_the_sockets_error_event_is_cut(tmp_path: Path, event: dict[str, Any]) -
     assert len(raw) < 2_000, len(raw)
     message = error["error"]["message"]
     assert CUT in message and "x" * (SHOWN_CHARS + 1) not in message, message
-    assert ("include.0" if "include" in event else "type") in message, message
+    assert ("include[0]" if "include" in event else "type") in message, message
 
 
 def test_a_short_message_is_the_same_object_and_a_long_one_unquoted_is_cut_whole() -> None:
-    short = "include.0: invalid value 'x'; supported values are 'a', 'b'"
+    short = "include[0]: invalid value 'x'; supported values are 'a', 'b'"
     assert bounded_message(short) is short
     long = "response " + "y" * 10_000 + " not found"
     shown = bounded_message(long)

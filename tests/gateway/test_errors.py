@@ -29,7 +29,7 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, body: bytes) -> 
 
 @pytest.mark.parametrize(("patch", "param"), [
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"temperature": 9}, "temperature"),
     ({"model": None}, "model"),
@@ -226,7 +226,8 @@ def test_a_bad_content_block_is_named_by_its_field_not_its_tag() -> None:
              ([{"type": "bogus"}], "messages.0.content.0")]
     for content, param in cases:
         with pytest.raises(ApiError) as info:
-            validate(MessagesRequest, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
+            validate(MessagesRequest, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]},
+                     dotted=True)
         assert info.value.param == param and f"'{param}'" in info.value.message, info.value.message
 
 
@@ -313,7 +314,7 @@ async def test_more_texts_than_the_firewall_reads_in_one_request_are_refused_unr
 @pytest.mark.parametrize("route,body,field", [
     ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "1"}] * 4_001}, "messages[4000]"),
     ("/v1/responses", {"model": "smollm2-135m", "input": [{"role": "user", "content": "1"}] * 4_001},
-     "input.4000.content"),
+     "input[4000].content"),
     # a user turn and the model's: 2,000 + 400 (screen.PART_CHARS, TEXT_CHARS), past the bound at the 3,334th pair
     ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 8, "messages": [
         {"role": "user", "content": "1"}, {"role": "assistant", "content": "ok"}] * 4_000 + [
@@ -462,7 +463,7 @@ async def test_prompt_logprobs_are_bounded_as_top_logprobs(client: httpx.AsyncCl
     ("/v1/chat/completions", {"seed": 1.5}, "seed"),
     ("/v1/completions", {"seed": 2**64}, "seed"),
     ("/v1/chat/completions", {"stop": 5}, "stop"),
-    ("/v1/chat/completions", {"stop": [1]}, "stop.0"),
+    ("/v1/chat/completions", {"stop": [1]}, "stop[0]"),
     ("/v1/chat/completions", {"stop": ""}, "stop"),
     ("/v1/chat/completions", {"stop": ["END", ""]}, "stop"),
     ("/v1/completions", {"stop": [""]}, "stop"),

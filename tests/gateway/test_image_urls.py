@@ -424,7 +424,7 @@ async def test_an_image_parts_uuid_is_refused_and_audited(
             r = await c.post("/v1/chat/completions", json=body)
             assert r.status_code == 400, r.text
             err = r.json()["error"]
-            assert err["param"] == "messages.0.content" and err["type"] == "invalid_request_error", err
+            assert err["param"] == "messages[0].content" and err["type"] == "invalid_request_error", err
             assert "content[1].uuid is not served" in err["message"], err
             assert all(not f.received for f in fakes.values())
             rows = [row for row in await audit_rows(gw) if row["extra"]["route"] == "/v1/chat/completions"]

@@ -139,7 +139,7 @@ async def test_an_attack_in_a_tool_result_being_compacted_is_blocked(grid: Grid)
     scripted(grid)
     with pytest.raises(openai.BadRequestError) as blocked:
         await grid.client.responses.create(model=MODEL, input=poisoned, context_management=LOW)
-    assert blocked.value.body["code"] == "firewall_blocked" and blocked.value.body["param"] == "input.2.output"
+    assert blocked.value.body["code"] == "firewall_blocked" and blocked.value.body["param"] == "input[2].output"
     assert grid.engine.received == []
     rows = await audit_rows(grid.gw)
     assert [(r["extra"]["route"], r["outcome"]) for r in rows[-2:]] == [
@@ -169,11 +169,11 @@ async def test_a_failed_pass_fails_the_response(grid: Grid) -> None:
 
 
 @pytest.mark.parametrize("value,param", [
-    ([{"type": "truncation"}], "context_management.0.type"),
-    ([{"type": "compaction", "compact_threshold": -5}], "context_management.0.compact_threshold"),
-    ([{"type": "compaction", "compact_threshold": 0}], "context_management.0.compact_threshold"),
-    ([{"type": "compaction", "compact_threshold": 2000.5}], "context_management.0.compact_threshold"),
-    ([{"type": "compaction", "compact_threshold": "2000"}], "context_management.0.compact_threshold"),
+    ([{"type": "truncation"}], "context_management[0].type"),
+    ([{"type": "compaction", "compact_threshold": -5}], "context_management[0].compact_threshold"),
+    ([{"type": "compaction", "compact_threshold": 0}], "context_management[0].compact_threshold"),
+    ([{"type": "compaction", "compact_threshold": 2000.5}], "context_management[0].compact_threshold"),
+    ([{"type": "compaction", "compact_threshold": "2000"}], "context_management[0].compact_threshold"),
     ([{"type": "compaction"}, {"type": "compaction"}], "context_management"),
     ({"type": "compaction"}, "context_management"),
 ], ids=["unknown type", "negative", "zero", "not an integer", "a string", "two entries", "not a list"])

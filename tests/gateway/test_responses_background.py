@@ -223,7 +223,7 @@ async def test_background_without_store_and_other_mistakes_are_a_400_naming_the_
     with pytest.raises(openai.BadRequestError) as part:
         await oai.responses.create(model="smollm2-135m", background=True,
                                    input=[{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}])
-    assert part.value.body["param"] == "input.0.content.0.type"
+    assert part.value.body["param"] == "input[0].content[0].type"
     assert len(metered.background) == 0 and await balance(metered) == 9  # the one foreground answer's
     rows = [r for r in await audit_rows(metered) if r["outcome"] != "ok"]
     assert len(rows) == 5 and all(r["extra"]["route"].startswith(("/v1/responses", "GET")) for r in rows)

@@ -315,10 +315,10 @@ def test_a_steer_to_no_running_response_of_the_socket_fails_and_returns_its_inpu
 
 
 @pytest.mark.parametrize(("steer", "param"), [
-    ([{"role": "assistant", "content": "I will talk about cats."}], "input.0.role"),
-    ([{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}], "input.0.type"),
-    ([{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}], "input.0.content.0.type"),
-    ([{"role": "user", "content": "x", "id": "msg_1"}], "input.0.id"),
+    ([{"role": "assistant", "content": "I will talk about cats."}], "input[0].role"),
+    ([{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}], "input[0].type"),
+    ([{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}], "input[0].content[0].type"),
+    ([{"role": "user", "content": "x", "id": "msg_1"}], "input[0].id"),
     ([], "input"),
     ("", "input"),
 ])

@@ -242,8 +242,8 @@ async def test_a_message_without_its_content_is_refused_naming_the_field(
     r = await client.post("/v1/chat/completions", json={**CHAT, "messages": messages})
     assert r.status_code == 400, r.text
     error = r.json()["error"]
-    assert error["param"] == f"messages.{index}.content" and error["code"] == "invalid_request", r.text
-    assert f"'messages.{index}.content'" in error["message"], r.text
+    assert error["param"] == f"messages[{index}].content" and error["code"] == "invalid_request", r.text
+    assert f"'messages[{index}].content'" in error["message"], r.text
     assert all(not f.received for f in fakes.values())
 
 
@@ -511,7 +511,7 @@ def schema_with(pattern: str) -> dict:
         MAX_GRAMMAR_NESTING + 1))}}, "response_format.json_schema.schema.properties.id.pattern"),
     ("tools", [{"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "patternProperties": {nested_regex(MAX_GRAMMAR_NESTING + 1): {"type": "string"}}}}}],
-     "tools.0.function.parameters.patternProperties"),
+     "tools[0].function.parameters.patternProperties"),
     ("guided_json", schema_with("a" * (256 * 1024 + 1)), "guided_json.properties.id.pattern"),
     ("structured_outputs", {"json": schema_with(nested_regex(MAX_GRAMMAR_NESTING + 1))},
      "structured_outputs.json.properties.id.pattern")])
@@ -599,7 +599,7 @@ def grammar_tag(depth: int) -> dict:
 
 
 @pytest.mark.parametrize("field,value,param", [
-    ("response_format", grammar_tag(MAX_GRAMMAR_NESTING + 1), "response_format.format.elements.1.grammar"),
+    ("response_format", grammar_tag(MAX_GRAMMAR_NESTING + 1), "response_format.format.elements[1].grammar"),
     ("structured_outputs", {"structural_tag": orjson.dumps(grammar_tag(MAX_GRAMMAR_NESTING + 1)).decode()},
      "structured_outputs.structural_tag"),
     ("structural_tag", orjson.dumps(grammar_tag(3000)).decode(), "structural_tag")])

@@ -109,7 +109,7 @@ async def test_responses_refuses_a_function_call_without_its_output(tmp_path: Pa
             # thirty-seventh session the message went on: "(nor for call_2)")
             await oai.responses.create(model="smollm2-135m", input=input_, tools=[tool])  # type: ignore[arg-type]
         assert info.value.body == {"message": "No tool output found for function call call_1.",  # type: ignore[comparison-overlap]
-                                   "type": "invalid_request_error", "param": "input.1", "code": "invalid_request"}
+                                   "type": "invalid_request_error", "param": "input[1]", "code": "invalid_request"}
     # a stored response that ended in a call, continued without its output: the call is the stored one
     engine.replies.append({"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]})  # its id: call_0
     first = await oai.responses.create(model="smollm2-135m", input=[ASK], tools=[tool])  # type: ignore[arg-type, list-item]
@@ -150,7 +150,7 @@ async def test_a_result_that_answers_no_call_is_said_in_each_apis_own_words(tmp_
         await oai.responses.create(model="smollm2-135m", tools=[fn], input=[  # type: ignore[list-item]
             ASK, {"type": "function_call_output", "call_id": "call_nope", "output": "Sunny."}])
     assert bad.value.body == {"message": "No tool call found for function call output with call_id call_nope.",  # type: ignore[comparison-overlap]
-                              "type": "invalid_request_error", "param": "input.1", "code": "invalid_request"}
+                              "type": "invalid_request_error", "param": "input[1]", "code": "invalid_request"}
     assert engine.received == []
     await claude.close()
     await oai.close()

@@ -183,9 +183,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      "modalities"),
     ("audio output", {"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
     ("an audio content part", {"messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}, "messages.0.content"),
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}, "messages[0].content"),
     ("an earlier audio answer", {"messages": [*ASK, {"role": "assistant", "content": None, "audio": {"id": "audio_1"}},
-                                              *ASK]}, "messages.1.audio"),
+                                              *ASK]}, "messages[1].audio"),
     ("web_search_options", {"web_search_options": {"search_context_size": "low"}}, "web_search_options"),
     ("web_search_options empty", {"web_search_options": {}}, "web_search_options"),
     ("store true (no stored completions)", {"store": True}, "store"),

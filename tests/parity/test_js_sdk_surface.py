@@ -268,7 +268,7 @@ def test_chat_completions_embeddings_models_and_errors_through_the_openai_js_sdk
     openai_error(errors["badField"], "BadRequestError", 400, "invalid_request", "invalid_request_error",
                  "temperature")
     openai_error(errors["badRole"], "BadRequestError", 400, "invalid_request", "invalid_request_error",
-                 "messages.0.role")
+                 "messages[0].role")
     openai_error(errors["unknownEmbedder"], "NotFoundError", 404, "model_not_found", "invalid_request_error", "model")
     openai_error(errors["retrieveUnknown"], "NotFoundError", 404, "model_not_found", "invalid_request_error", "model")
     openai_error(errors["notServed"], "NotFoundError", 404, "not_found", "invalid_request_error")

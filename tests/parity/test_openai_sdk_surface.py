@@ -435,7 +435,7 @@ CASES = [
     ("chat, field out of range", lambda c: c.chat.completions.create(model=MODEL, messages=ASK, temperature=3),
      openai.BadRequestError, 400, "invalid_request", "invalid_request_error", "temperature"),
     ("chat, bad message role", lambda c: c.chat.completions.create(model=MODEL, messages=[{"role": "x", "content": "y"}]),
-     openai.BadRequestError, 400, "invalid_request", "invalid_request_error", "messages.0.role"),
+     openai.BadRequestError, 400, "invalid_request", "invalid_request_error", "messages[0].role"),
     ("embeddings, unknown model", lambda c: c.embeddings.create(model="nope", input="x"),
      openai.NotFoundError, 404, "model_not_found", "invalid_request_error", "model"),
     ("embeddings, token arrays", lambda c: c.embeddings.create(model="fixed-embedder", input=[[1, 2]]),

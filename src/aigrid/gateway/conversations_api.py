@@ -84,9 +84,9 @@ def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         input_messages(raw)
     except InvalidRequest as e:
-        if e.param is not None and e.param.startswith("input."):
-            e.param = "items." + e.param.removeprefix("input.")
-            e.message = e.message.replace("input.", "items.", 1)
+        if e.param is not None and e.param.startswith("input["):  # field_name's OpenAI form: input[2].type
+            e.param = "items" + e.param.removeprefix("input")
+            e.message = e.message.replace("input[", "items[", 1)
         raise
     return input_items(raw)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 
 import orjson
 from pydantic import ValidationError
@@ -64,11 +65,26 @@ def _is_union_label(part: object) -> bool:
     return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
 
 
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """A validation error's location as the client's field path: without the union branches pydantic names
-    ('str', 'list[...]'), and without the tag it names after an item of a list of tagged unions
-    (`messages.0.content.0.text.text` is the field `messages.0.content.0.text`, of a `text` block)."""
-    out: list[str] = []
+def field_name(parts: Sequence[int | str], *, dotted: bool = False) -> str:
+    """A field's path as its door's official API names it: OpenAI's (chat, completions, Responses, embeddings,
+    their batches) a list's index in brackets and a key after a dot (`messages[0].content[1].text`, as OpenAI's
+    "Invalid type for 'messages[0].content'"); Anthropic's (`dotted`: the Messages door, its batches) every part
+    after a dot (`messages.0.content.1.text`, as its "messages.0: all messages must have non-empty content").
+    Until the thirty-seventh session a schema's 400 said the dotted form on every door, while the grid's own checks
+    on the OpenAI doors said brackets. The one place a field's path is written from its parts."""
+    if dotted:
+        return ".".join(map(str, parts))
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def field_path(loc: tuple[int | str, ...], *, dotted: bool = False) -> str:
+    """A validation error's location as the client's field path (field_name): without the union branches pydantic
+    names ('str', 'list[...]'), and without the tag it names after an item of a list of tagged unions
+    (`messages.0.content.0.text.text` is the field `messages[0].content[0].text`, of a `text` block)."""
+    out: list[int | str] = []
     tag_next = False
     for part in loc:
         if _is_union_label(part):
@@ -77,8 +93,8 @@ def field_path(loc: tuple[int | str, ...]) -> str:
         if tag_next and isinstance(part, str):  # the branch's tag, after the list index
             tag_next = False
             continue
-        out.append(str(part))
-    return ".".join(out)
+        out.append(part)
+    return field_name(out, dotted=dotted)
 
 
 SHOWN_CHARS = 200
@@ -127,14 +143,15 @@ def bounded_message(message: str) -> str:
     return shown
 
 
-def from_validation(e: ValidationError) -> InvalidRequest:
+def from_validation(e: ValidationError, *, dotted: bool = False) -> InvalidRequest:
     """The client's 400 of a request that failed its schema, on every door that has one (chat, completions,
-    Messages, Responses, a batch's lines): the deepest error's field and sentence. The client's values in them (a
+    Messages, Responses, a batch's lines): the deepest error's field, named as the door's API names it (field_name:
+    `dotted` on the Messages door), and sentence. The client's values in them (a
     value a validator's sentence quotes, a dict's key in the field's path: metadata.KEY) are cut where every error
     is rendered (bounded_message, bounded_error), not here."""
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
-    loc = field_path(first["loc"])
+    loc = field_path(first["loc"], dotted=dotted)
     msg = first["msg"]
     if first["type"] == "missing" and loc and msg == "Field required":  # pydantic's, no sentence of the grid's own
         # OpenAI's words and code (Messages: anthropic_error_response); the code was invalid_request until review RV4

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from aigrid.errors import ApiError
 from aigrid.gateway.chat_events import ChatEvent, chat_events
-from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.envelope import field_name, from_validation
 from aigrid.gateway.relay_response import RelayResponse, aclose_body
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,11 +53,13 @@ def with_api_key(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def validate(schema: type[M], body: dict[str, Any]) -> M:
+def validate(schema: type[M], body: dict[str, Any], *, dotted: bool = False) -> M:
+    """`body` read by `schema`, else the client's 400 naming the field as the door's API does (`dotted`: Anthropic's
+    Messages door; envelope.field_name)."""
     try:
         return schema.model_validate(body)
     except ValidationError as e:
-        raise from_validation(e) from e
+        raise from_validation(e, dotted=dotted) from e
 
 
 def aigrid_headers(resp: Response) -> dict[str, str]:
@@ -117,18 +119,21 @@ _OWN_FIELD = {"logprobs": "include"}
 ["message.output_text.logprobs"]` asks for chat's `logprobs` (the Messages API has none)."""
 
 
-def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
+def name_own_field(err: ApiError, origins: Sequence[str], *, dotted: bool = False) -> None:
     """An error of the pipeline that names a message of the translated conversation (a firewall block at
     `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
-    `origins[i]` is where chat message i came from."""
+    `origins[i]` is where chat message i came from, a tool's field named in the door's form (envelope.field_name:
+    `dotted` on the Messages door)."""
     if err.param in _OWN_FIELD:
         err.param = own_field = _OWN_FIELD[err.param]
         err.message = f"{err.message} (at {own_field})"
         return
     tool = _CHAT_TOOL.match(err.param or "")
     if tool is not None:  # both front doors keep the client's tools in order, their fields at the tool's top
-        own = f"tools.{tool.group(1)}" + re.sub(r"\[(\d+)\]", r".\1", tool.group(2))  # tools[2].function.name
-        err.message = f"{err.message} (at {own})"                                      # -> tools.2.name
+        rest = [int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", tool.group(2))]
+        own = field_name(["tools", int(tool.group(1)), *rest], dotted=dotted)  # tools[2].function.name -> tools.2.name
+        said = f"'{err.param}'"  # a schema's sentence quotes the chat field: the client's own instead
+        err.message = err.message.replace(said, f"'{own}'") if said in err.message else f"{err.message} (at {own})"
         err.param = own
         return
     found = _CHAT_MESSAGE.match(err.param or "")

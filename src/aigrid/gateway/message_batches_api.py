@@ -273,7 +273,7 @@ class MessageBatchesApi:
         file."""
         src.seek(0)
         body = json_object(src.read(), counted=False)  # its requests are counted each, as a request's body
-        validate(MessageBatchShape, body)
+        validate(MessageBatchShape, body, dotted=True)
         requests: list[Any] = body["requests"]
         spec = self.gw.spec.gateway
         if len(requests) > spec.batch.max_lines:
@@ -319,7 +319,7 @@ class MessageBatchesApi:
             except ValidationError as e:
                 raise from_validation(e) from e
         except ApiError as e:
-            name_own_field(e, origins)
+            name_own_field(e, origins, dotted=True)
             field = f"{at}.params.{e.param}" if e.param else f"{at}.params"
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 
@@ -478,7 +478,7 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
     try:
         return MessageBatchRequest.model_validate(item)
     except ValidationError as e:
-        err = from_validation(e)
+        err = from_validation(e, dotted=True)
         field = f"{at}.{err.param}" if err.param else at
         raise InvalidRequest(err.message.replace(f"'{err.param or ''}'", f"'{field}'", 1), param=field) from e
 

@@ -85,7 +85,7 @@ class MessagesApi:
             nonlocal req, prefill
             raw = await read_json()
             ex.body = {"model": raw["model"]} if "model" in raw else {}  # a refusal's access line names it
-            req = validate(MessagesRequest, raw)
+            req = validate(MessagesRequest, raw, dotted=True)
             no_thread(req)
             placed = placed_messages(req, documents)
             origins.extend(where for _, where in placed)
@@ -98,7 +98,7 @@ class MessagesApi:
                                              documents=documents, caller=caller)
         except ApiError as e:
             if not _name_document(e, documents):
-                name_own_field(e, origins)
+                name_own_field(e, origins, dotted=True)
                 name_messages_field(e, req)
             over_quota_limits(e)
             raise
@@ -143,14 +143,14 @@ class MessagesApi:
             raise
         raw = await self.pipeline.read_json(request)
         ex.body = {"model": raw["model"]} if "model" in raw else {}
-        req = validate(CountTokensRequest, raw)
+        req = validate(CountTokensRequest, raw, dotted=True)
         ex.model = req.model
         no_thread(req)  # a thread's continue counts the new turn alone: the SDK replays the whole conversation
         authorize(principal, req.model)
         if req.model != "auto" and req.model not in gw.known_models:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
-        chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
+        chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools}, dotted=True)
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON,
                         headers=anthropic_rate_limits(ex.reservation))
 

@@ -209,7 +209,7 @@ def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = N
                                  "before any other block", param=block) from e
         raise _unexpected(out[e.index][1], e.call_id, e.called) from e
     except InvalidRequest as e:
-        name_own_field(e, [where for _, where in out])
+        name_own_field(e, [where for _, where in out], dotted=True)
         raise
     return out
 

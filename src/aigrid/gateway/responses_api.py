@@ -87,6 +87,7 @@ from aigrid.gateway.compaction import (
 from aigrid.gateway.context_window import check_context, smallest_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
+from aigrid.gateway.envelope import field_name
 from aigrid.gateway.event_log import FOLLOW_POLL_S, TERMINAL, LogWriter, event, kind_of, split
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -149,9 +150,6 @@ _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 _FORMAT = re.compile(r"^response_format(?:\.json_schema)?")
 """A chat `response_format` field's prefix, whose Responses field is under `text.format` (flattened)."""
-_TOOL_FIELD = re.compile(r"^tools\.(\d+)\.function\.")
-"""A chat function tool's field as the chat schema names it (`tools.0.function.parameters...`), whose Responses field
-is at the tool's top (`tools.0.parameters...`): front_door.name_own_field names the firewall's `tools[0].function...`."""
 
 
 class PreviousResponseNotFound(InvalidRequest):
@@ -348,7 +346,7 @@ class ResponsesApi:
         for i, item in enumerate(req.input):
             if item.get("type") != "compaction":
                 continue
-            at = f"input.{i}"
+            at = field_name(("input", i))
             if req.conversation is not None:  # its turn would be kept there, and a conversation keeps none
                 raise InvalidRequest(f"{at}: a compaction item cannot be added to a conversation; send it with "
                                      "previous_response_id, or alone, instead of conversation", param=at)
@@ -1082,7 +1080,7 @@ def _no_output(req: ResponsesRequest, ids: Sequence[str]) -> InvalidRequest:
     at = next((k for k, item in enumerate(items) if item.get("type") == "function_call"
                and item.get("call_id") == ids[0]), None)
     return InvalidRequest(f"No tool output found for function call {ids[0]}.",
-                          param="input" if at is None else f"input.{at}")
+                          param="input" if at is None else field_name(("input", at)))
 
 
 def _own_error(e: ApiError, turn: _Turn) -> None:
@@ -1094,12 +1092,6 @@ def _own_error(e: ApiError, turn: _Turn) -> None:
     elif e.param is not None and e.param.split(".", 1)[0] == "response_format":
         # text.format became response_format (its json_schema's fields one level down): name the client's own
         own = _FORMAT.sub("text.format", e.param)
-        e.message = e.message.replace(e.param, own)
-        e.param = own
-    elif e.param is not None and _TOOL_FIELD.match(e.param):
-        # until the thirty-third session a tool schema's pattern past its bound was refused naming
-        # `tools.0.function.parameters...`, a field this door's flat function tool does not have (issue 12)
-        own = _TOOL_FIELD.sub(r"tools.\1.", e.param)
         e.message = e.message.replace(e.param, own)
         e.param = own
 

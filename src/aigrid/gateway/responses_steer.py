@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.envelope import bounded_message
+from aigrid.gateway.envelope import bounded_message, field_name
 from aigrid.gateway.responses_translate import input_messages
 
 MAX_STEERS = 16
@@ -74,7 +74,7 @@ def steer_items(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     if isinstance(value, str) and value:
         items = [{"type": "message", "role": "user", "content": value}]
     elif isinstance(value, list) and value:
-        items = [_message(item, f"input.{i}") for i, item in enumerate(value)]
+        items = [_message(item, field_name(("input", i))) for i, item in enumerate(value)]
     else:
         raise InvalidRequest("input: a non-empty string or a non-empty list of user messages is required",
                              param="input")
@@ -99,8 +99,8 @@ def _message(item: Any, at: str) -> dict[str, Any]:
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in PARTS:
-                raise InvalidRequest(f"{at}.content.{j}.type: {kind!r}; steering takes {', '.join(PARTS)} parts",
-                                     param=f"{at}.content.{j}.type")
+                raise InvalidRequest(f"{at}.content[{j}].type: {kind!r}; steering takes {', '.join(PARTS)} parts",
+                                     param=f"{at}.content[{j}].type")
     elif not isinstance(content, str) or not content:
         raise InvalidRequest(f"{at}.content: a non-empty string or list of content parts is required",
                              param=f"{at}.content")

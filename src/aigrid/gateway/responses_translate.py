@@ -21,6 +21,7 @@ import orjson
 from aigrid.agents.loop import EXTENSIONS
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import token_logprobs
+from aigrid.gateway.envelope import field_name
 from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.urgency import body_urgency
@@ -56,7 +57,7 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
         raise InvalidRequest(f"{where}: must be a string or a list of content parts", param=where)
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        at = f"{where}.{j}"
+        at = f"{where}[{j}]"  # where: field_name's OpenAI form (`input[0].content`)
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in _PARTS:
             raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_PARTS)}", param=f"{at}.type")
@@ -104,7 +105,7 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
         return [{"role": "user", "content": items}]
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        at = f"input.{i}"
+        at = field_name(("input", i))
         kind = item.get("type", "message")
         if kind not in _ITEMS:
             raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_ITEMS)} items",
@@ -168,9 +169,10 @@ def _tools(tools: list[dict[str, Any]], server_tools: Iterable[str]) -> list[dic
     for i, tool in enumerate(tools):
         if tool.get("type") != "function":
             known = ", ".join(sorted(server_tools))
-            raise InvalidRequest(f"tools.{i}.type: {tool.get('type')!r} is not served by this grid; its "
-                                 f"server-side tools are function tools by name: {known}", param=f"tools.{i}.type")
-        fn: dict[str, Any] = {"name": _text(tool.get("name"), f"tools.{i}.name")}
+            at = field_name(("tools", i, "type"))
+            raise InvalidRequest(f"{at}: {tool.get('type')!r} is not served by this grid; its "
+                                 f"server-side tools are function tools by name: {known}", param=at)
+        fn: dict[str, Any] = {"name": _text(tool.get("name"), field_name(("tools", i, "name")))}
         for key in ("description", "parameters", "strict"):
             if tool.get(key) is not None:
                 fn[key] = tool[key]
@@ -252,8 +254,9 @@ def check_include(include: list[str] | None) -> None:
     any string was accepted and ignored, so a misspelt `message.output_text.logprob` silently gave no logprobs)."""
     for i, value in enumerate(include or ()):
         if value not in INCLUDABLE:
-            raise InvalidRequest(f"include.{i}: invalid value {value!r}; supported values are "
-                                 f"{', '.join(repr(v) for v in INCLUDABLE)}", param=f"include.{i}",
+            at = field_name(("include", i))
+            raise InvalidRequest(f"{at}: invalid value {value!r}; supported values are "
+                                 f"{', '.join(repr(v) for v in INCLUDABLE)}", param=at,
                                  code="invalid_value")
 
 

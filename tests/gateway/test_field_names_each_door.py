@@ -1,0 +1,61 @@
+"""Each door names a field of the request as its official API does (review RV4 of the thirty-seventh session): the
+OpenAI doors a list's index in brackets (`messages[0].role`, as OpenAI's "Invalid type for 'messages[0].content'"),
+the Messages door every part after a dot (`messages.0.content.0.text`, as Anthropic's "messages.0: ..."). Until the
+thirty-seventh session a schema's 400 said the dotted form on every door, while the grid's own checks on the OpenAI
+doors said brackets: one client saw both from one door."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.gateway.envelope import field_name
+from tests.gateway.conftest import serving, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+MODEL = "smollm2-135m"
+
+
+def test_field_name_writes_each_apis_form() -> None:
+    parts = ("messages", 0, "content", 12, "text")
+    assert field_name(parts) == "messages[0].content[12].text"
+    assert field_name(parts, dotted=True) == "messages.0.content.12.text"
+    assert field_name(("metadata", "0")) == "metadata.0"  # a key that reads as a number is a key, not an index
+    assert field_name(("input", 3)) == "input[3]" and field_name(()) == ""
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x", "name": "n" * 65}]}, "messages[0].name"),
+    ("/v1/completions", {"prompt": "hi", "stop": ["a", 1]}, "stop[1]"),
+    ("/v1/responses", {"input": "hi", "context_management": [{"type": "truncation"}]}, "context_management[0].type"),
+    ("/v1/responses", {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+     "input[0].content[0].type"),
+    ("/v1/responses", {"input": "hi", "tools": [{"type": "calculator"}]}, "tools[0].type"),
+], ids=["chat role", "chat name", "completions stop", "responses context_management", "responses input part",
+        "responses tool"])
+async def test_an_openai_door_names_a_field_with_brackets(tmp_path: Path, path: str, body: dict[str, Any],
+                                                         param: str) -> None:
+    spec = spec_in(tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and param in error["message"], error
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+     "messages.0.content.0.text"),
+    ("/v1/messages/count_tokens", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+     "messages.0.content.0.text"),
+], ids=["messages", "count_tokens"])
+async def test_the_messages_door_keeps_anthropics_dotted_form(tmp_path: Path, path: str, body: dict[str, Any],
+                                                              field: str) -> None:
+    spec = spec_in(tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body}, headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error" and f"'{field}'" in r.json()["error"]["message"], r.text
