@@ -148,7 +148,7 @@ async def test_a_background_response_naming_a_tool_the_tenant_may_not_have_is_re
                                                     "tools": [{"type": "function", "name": "shortest_path"}]})
         assert r.status_code == 403, r.text
         err = r.json()["error"]
-        assert (err["code"], err["param"]) == ("tool_not_allowed", "tools.0") and "shortest_path" in err["message"]
+        assert (err["code"], err["param"]) == ("tool_not_allowed", "tools[0]") and "shortest_path" in err["message"]
         assert engine.received == []
     finally:
         await gw.guard.stop()
