@@ -211,7 +211,7 @@ async def test_a_failing_rejected_count_leaves_a_client_error_its_own_status(
     for name in ADMISSION:
         monkeypatch.setattr(broken.metrics, name, FullDisk())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(broken)), base_url="http://gw") as c:
-        calls = (("/v1/chat/completions", {"model": "smollm2-135m"}, 400, "invalid_request"),  # no messages
+        calls = (("/v1/chat/completions", {"model": "smollm2-135m"}, 400, "missing_required_parameter"),  # no messages
                  ("/v1/embeddings", {"model": "x" * 300, "input": "hi"}, 400, "invalid_request"),
                  # refused by the admission queue (its count too) before any engine: a 503, not a 500
                  ("/v1/chat/completions", {**CHAT, "deadline_ms": 0.5}, 503, "deadline_unmeetable"))
@@ -219,7 +219,7 @@ async def test_a_failing_rejected_count_leaves_a_client_error_its_own_status(
             r = await c.post(path, json=body, headers=TENANT)
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     assert [r["outcome"] for r in await audit_rows(broken)] == [
-        "error:invalid_request", "error:invalid_request", "error:deadline_unmeetable"]
+        "error:missing_required_parameter", "error:invalid_request", "error:deadline_unmeetable"]
     assert inflight(broken) == 0
     assert [m for m in (r.getMessage() for r in caplog.records) if "were not written" in m]
 

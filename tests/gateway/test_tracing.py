@@ -238,4 +238,4 @@ async def test_genai_metrics_count_what_the_routing_refused_not_what_was_refused
     assert durations == ['gen_ai_client_operation_duration_seconds_count{error_type="error:no_eligible_endpoint",'
                          'gen_ai_operation_name="chat",gen_ai_request_model="smollm2-135m"} 1.0'], durations
     assert 'aigrid_requests_rejected_total{code="no_eligible_endpoint"} 1.0' in text
-    assert 'aigrid_requests_rejected_total{code="invalid_request"} 1.0' in text
+    assert 'aigrid_requests_rejected_total{code="missing_required_parameter"} 1.0' in text  # no messages: OpenAI's code
