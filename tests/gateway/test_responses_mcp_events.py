@@ -41,14 +41,22 @@ def _shown(value: Any) -> Any:
     return [_shown(v) for v in value] if isinstance(value, list) else value
 
 
-async def test_a_server_side_tool_run_streams_openais_mcp_call_events_and_the_sdk_accumulates_them(
-        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
-    needs_mcp_error_objects()  # _script's second run fails: its error is an object
+async def _scripted_stream(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> tuple[list[Any], Any]:
+    """_script's two grid tool runs (the second fails: its error an object, needs_mcp_error_objects) streamed through
+    the SDK's helper: its events and the response it accumulates."""
+    needs_mcp_error_objects()
     oai, engine = scripted
     _script(engine)
     async with oai.responses.stream(model="smollm2-135m", input="1234*5678?", tools=TOOLS) as stream:
         events = [e async for e in stream]
         final = await stream.get_final_response()
+    return events, final
+
+
+async def test_a_server_side_tool_run_streams_openais_mcp_call_events_and_the_sdk_accumulates_them(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    oai, engine = scripted
+    events, final = await _scripted_stream(scripted)
     assert [e.sequence_number for e in events] == list(range(len(events)))
     runs = [item for item in final.output if item.type == "mcp_call"]
     assert [(r.status, r.output) for r in runs] == [("completed", "7006652"), ("failed", None)], runs
@@ -91,12 +99,8 @@ async def test_the_grid_tools_are_listed_in_an_mcp_list_tools_item_before_the_fi
     and .completed, then output_item.done with them. The grid's tool runs (server_label "aigrid") get one too, listing
     the grid's tools the request offered, and every later item's output_index is one more. The SDK's stream helper
     accumulates the same output as the non-streamed answer. Until the thirty-seventh session there was none."""
-    needs_mcp_error_objects()  # _script's second run fails: its error is an object
     oai, engine = scripted
-    _script(engine)
-    async with oai.responses.stream(model="smollm2-135m", input="1234*5678?", tools=TOOLS) as stream:
-        events = [e async for e in stream]
-        final = await stream.get_final_response()
+    events, final = await _scripted_stream(scripted)
     assert [i.type for i in final.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"], final.output
     listed = final.output[0]
     assert listed.server_label == "aigrid" == final.output[1].server_label  # type: ignore[union-attr]
