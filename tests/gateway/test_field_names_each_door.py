@@ -59,3 +59,40 @@ async def test_the_messages_door_keeps_anthropics_dotted_form(tmp_path: Path, pa
         r = await client.post(path, json={"model": MODEL, **body}, headers={"anthropic-version": "2023-06-01"})
     assert r.status_code == 400, r.text
     assert r.json()["type"] == "error" and f"'{field}'" in r.json()["error"]["message"], r.text
+
+
+OK = {"type": "input_text", "text": "hi"}
+
+
+@pytest.mark.parametrize("items, param", [
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": [OK, OK, {"type": "input_file"}]}],
+     "input[1].content[2].type"),
+    ([{"role": "user", "content": [OK, {"type": "input_text", "text": 5}]}], "input[0].content[1].text"),
+    ([{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}], "input[0].content[0].image_url"),
+    ([{"role": "user", "content": "a"}] * 3 + [{"type": "function_call_output", "call_id": "c", "output": [
+        OK, {"type": "input_file"}]}], "input[3].output[1].type"),
+    ([{"role": "user", "content": 5}], "input[0].content"),
+], ids=["message part", "part text", "image part", "function_call_output part", "content"])
+def test_a_responses_input_part_is_named_from_its_parts(items: list[Any], param: str) -> None:
+    """responses_translate names a content part's field with field_name from the item's parts (until the
+    thirty-eighth session it appended `[j]` to a string already in OpenAI's form): the same names as before."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.gateway.responses_translate import input_messages
+    with pytest.raises(InvalidRequest) as refused:
+        input_messages(items)
+    said = param.removesuffix(".image_url")  # "input[0].content[0]: only input_image with an image_url ..."
+    assert refused.value.param == param and refused.value.message.startswith(f"{said}: "), refused.value.message
+
+
+@pytest.mark.parametrize("steer, param", [
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": [OK, {"type": "input_file"}]}],
+     "input[1].content[1].type"),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b", "id": "m"}], "input[1].id"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "input[1].role"),
+], ids=["part", "extra key", "role"])
+def test_a_steers_field_is_named_from_its_parts(steer: list[Any], param: str) -> None:
+    from aigrid.errors import InvalidRequest
+    from aigrid.gateway.responses_steer import steer_items
+    with pytest.raises(InvalidRequest) as refused:
+        steer_items({"type": "response.steer", "previous_response_id": "resp_1", "input": steer})
+    assert refused.value.param == param and refused.value.message.startswith(f"{param}: "), refused.value.message

@@ -74,7 +74,7 @@ def steer_items(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     if isinstance(value, str) and value:
         items = [{"type": "message", "role": "user", "content": value}]
     elif isinstance(value, list) and value:
-        items = [_message(item, field_name(("input", i))) for i, item in enumerate(value)]
+        items = [_message(item, ("input", i)) for i, item in enumerate(value)]
     else:
         raise InvalidRequest("input: a non-empty string or a non-empty list of user messages is required",
                              param="input")
@@ -82,7 +82,8 @@ def steer_items(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _message(item: Any, at: str) -> dict[str, Any]:
+def _message(item: Any, where: tuple[int | str, ...]) -> dict[str, Any]:
+    at = field_name(where)
     kind = item.get("type", "message") if isinstance(item, dict) else None
     if kind != "message":
         raise InvalidRequest(f"{at}.type: steering takes user messages only, not {kind!r} items (a tool's "
@@ -99,8 +100,8 @@ def _message(item: Any, at: str) -> dict[str, Any]:
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in PARTS:
-                raise InvalidRequest(f"{at}.content[{j}].type: {kind!r}; steering takes {', '.join(PARTS)} parts",
-                                     param=f"{at}.content[{j}].type")
+                field = field_name((*where, "content", j, "type"))
+                raise InvalidRequest(f"{field}: {kind!r}; steering takes {', '.join(PARTS)} parts", param=field)
     elif not isinstance(content, str) or not content:
         raise InvalidRequest(f"{at}.content: a non-empty string or list of content parts is required",
                              param=f"{at}.content")

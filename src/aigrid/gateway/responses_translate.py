@@ -50,14 +50,16 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+def _parts(content: Any, where: tuple[int | str, ...]) -> str | list[dict[str, Any]]:
+    """`content` (at the field whose parts are `where`, e.g. ("input", 0, "content")) as chat content."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where}: must be a string or a list of content parts", param=where)
+        field = field_name(where)
+        raise InvalidRequest(f"{field}: must be a string or a list of content parts", param=field)
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        at = f"{where}[{j}]"  # where: field_name's OpenAI form (`input[0].content`)
+        at = field_name((*where, j))
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in _PARTS:
             raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_PARTS)}", param=f"{at}.type")
@@ -114,13 +116,13 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
             role = item.get("role")
             if role not in _ROLES:
                 raise InvalidRequest(f"{at}.role: must be one of {', '.join(_ROLES)}", param=f"{at}.role")
-            out.append({"role": role, "content": _parts(item.get("content"), f"{at}.content")})
+            out.append({"role": role, "content": _parts(item.get("content"), ("input", i, "content"))})
         elif kind == "function_call":
             _append_call(out, _call(_text(item.get("call_id"), f"{at}.call_id"), _text(item.get("name"), f"{at}.name"),
                                     _text(item.get("arguments", ""), f"{at}.arguments")))
         elif kind == "function_call_output":
             output = item.get("output")
-            text = _parts(output, f"{at}.output") if isinstance(output, list) else _text(output, f"{at}.output")
+            text = _parts(output, ("input", i, "output")) if isinstance(output, list) else _text(output, f"{at}.output")
             if not isinstance(text, str):  # a chat tool message carries text only: an image is said, in its place
                 # (its data URL written out as JSON reached the model as text, past the vision and image-URL checks)
                 text = "\n".join(p["text"] if p["type"] == "text" else IMAGE_IN_TOOL_RESULT for p in text)
