@@ -256,3 +256,39 @@ async def test_a_tool_result_after_other_content_of_its_turn_is_refused(tmp_path
     ok = await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=control)  # type: ignore[list-item]
     assert ok.content[0].text == "Sunny in both."  # type: ignore[union-attr]
     await claude.close()
+
+
+async def test_chat_refuses_an_assistant_message_between_the_calls_and_their_results(tmp_path: Path) -> None:
+    """OpenAI requires a call's tool messages right after the assistant message that made it: [assistant(tool_calls),
+    assistant, tool] is its 400 "An assistant message with 'tool_calls' must be followed by tool messages responding
+    to each 'tool_call_id'. (insufficient tool messages following tool_calls message)" (invalid_request_error, as
+    quoted from OpenAI's API in github.com/agno-agi/agno/issues/1784). Until the thirty-eighth session the chat door
+    read the two assistants as one turn (as the Messages API merges them) and sent the engine the conversation. The
+    Messages door still merges them, as Anthropic's API does."""
+    engine = ScriptedEngine([])
+    app = build_app(await scripted_gateway(tmp_path, engine))
+    oai, claude = openai_client(app), anthropic_client(app)
+    calls = {"role": "assistant", "content": None, "tool_calls": [_call("c1")]}
+    between = {"role": "assistant", "content": "Let me see."}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}
+    for messages in ([ASK, calls, between, result], [ASK, calls, between, result, {"role": "user", "content": "?"}]):
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
+        body = info.value.body
+        assert body["param"] == "messages[2].role", body  # type: ignore[index]
+        assert body["message"].startswith("An assistant message with 'tool_calls' must be followed"), body  # type: ignore[index]
+        assert body["message"].endswith("did not have response messages: c1"), body  # type: ignore[index]
+    assert engine.received == []
+    engine.replies.extend([{"content": "Sunny."}, {"content": "Sunny too."}])  # the controls: the result right after
+    ok = await oai.chat.completions.create(model="smollm2-135m", tools=[WEATHER], extra_body={"stream": False},
+                                           messages=[ASK, calls, result, between])
+    assert ok.choices[0].message.content == "Sunny."
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}  # type: ignore[index]
+    use = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                             "input": {"city": "Paris"}}]}
+    merged = await claude.messages.create(model="smollm2-135m", max_tokens=8, tools=[tool], messages=[
+        ASK, use, {"role": "assistant", "content": "Let me see."},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny."}]}])
+    assert merged.content[0].text == "Sunny too."  # type: ignore[union-attr]
+    await oai.close()
+    await claude.close()

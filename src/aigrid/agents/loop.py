@@ -261,13 +261,20 @@ class OrphanToolResult(InvalidRequest):
         super().__init__(message, param=param)
 
 
-def check_tool_results(messages: Any) -> None:
+def check_tool_results(messages: Any, *, assistants_merge: bool = True) -> None:
     """The 400 for a `tool` message that answers no tool call of the assistant turn before it (its results
     follow it, in any order): the engine would read a result of nothing; and, since the thirty-sixth session, the
     400 for an assistant turn's tool call that no `tool` message right after it answers (UnansweredToolCalls: it was
     accepted, and the engine read a call without its result). OpenAI, Anthropic and the Responses API refuse
     both; the chat route checks every chat request's messages, so the Messages and Responses front doors'
-    translations (Anthropic's tool_use and tool_result blocks, function_call and function_call_output items) too."""
+    translations (Anthropic's tool_use and tool_result blocks, function_call and function_call_output items) too.
+    `assistants_merge`: consecutive assistant messages are one turn (Anthropic's Messages API merges them), so
+    results after them answer the calls of either; False on OpenAI's chat door (since the thirty-eighth session):
+    OpenAI requires a call's tool messages right after the message that made it, and refuses
+    [assistant(tool_calls), assistant, tool] ("An assistant message with 'tool_calls' must be followed by tool
+    messages responding to each 'tool_call_id'. (insufficient tool messages following tool_calls message)",
+    invalid_request_error, as quoted from OpenAI's API in e.g. github.com/agno-agi/agno/issues/1784) where the grid
+    accepted it."""
     if not isinstance(messages, list):
         return  # the chat schema has already refused it
     calls: dict[str, int] | None = None  # the call ids of the assistant turn the messages since answer, each its
@@ -278,7 +285,7 @@ def check_tool_results(messages: Any) -> None:
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, Mapping) else None
         if role == "assistant":  # consecutive assistant turns are one (the Messages API merges them)
-            if previous != "assistant":
+            if previous != "assistant" or not assistants_merge:
                 _all_answered(calls, answered, messages)
                 calls, answered = None, set()
             listed = m.get("tool_calls")
@@ -288,7 +295,7 @@ def check_tool_results(messages: Any) -> None:
                                          param=f"messages[{i}].tool_calls[{k}].id", code=MISSING_PARAMETER)
             ids = ({c["id"]: i for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
                    if isinstance(listed, list) else {})
-            if previous == "assistant" and calls:  # (the turn's dict grown in place: until the thirty-sixth session
+            if previous == "assistant" and calls and assistants_merge:  # (the turn's dict grown in place: until the thirty-sixth session
                 for c, at in ids.items():          # (brief QUAD) copied whole at each message, quadratic in them)
                     calls.setdefault(c, at)
             else:

@@ -459,6 +459,9 @@ class Routes:
                                 lambda: self.read_json(request), ex)
 
     async def read_json(self, request: Request) -> dict[str, Any]:
+        ex: Exchange | None = request.scope.get(EXCHANGE)
+        if ex is not None and ex.principal is not None:  # a caller whose requests per minute admit found full is
+            self.gw.guard.quotas.refuse_spent(ex.principal)  # refused before its body costs a read and a parse
         limit = self.gw.spec.gateway.max_body_bytes
         raw = await read_body(request, limit, body_too_large("request body", limit))
         # a long body is parsed, depth-checked and counted on the gateway's parse threads (body_values.OFF_LOOP_BYTES)
@@ -514,7 +517,8 @@ class Routes:
             if path == CHAT_PATH:
                 images = check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
-                check_tool_results(body.get("messages"))
+                # OpenAI's chat (its door, an OpenAI batch's line) reads no consecutive assistants as one turn
+                check_tool_results(body.get("messages"), assistants_merge=not _openai_chat(ex.route))
                 check_legacy_functions(parsed.model, body, gw.serving_kinds)  # a 400 unless hosted engines serve them
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
@@ -1034,6 +1038,16 @@ class Routes:
         # drained since the last request; each series its own write (a failed one tried again at the next scrape)
         written("GET /metrics", gw.metrics.set_audit_backlog, gw.guard.audit, written, "GET /metrics")
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+OPENAI_BATCH_LINES = "/v1/batches (line) "
+"""How an OpenAI batch's line's route begins (batch_line.BATCH_LINE_ROUTE, which imports this module)."""
+
+
+def _openai_chat(route: str) -> bool:
+    """A chat request OpenAI's chat door would read (its own route, an OpenAI batch's line), not one the Messages
+    or Responses doors translated: those read consecutive assistant turns as one (agents/loop.check_tool_results)."""
+    return route == CHAT_PATH or route.startswith(OPENAI_BATCH_LINES)
 
 
 def _spent(info: RequestInfo, spent_s: float) -> RequestInfo:
