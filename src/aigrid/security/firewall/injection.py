@@ -41,6 +41,7 @@ from aigrid.security.firewall.features import (
     latin_reading,
     read,
     scale,
+    window_bounds,
 )
 
 if TYPE_CHECKING:
@@ -122,6 +123,11 @@ class InjectionModel:
         sentence unlike the rest of its document counts more, a document of requests less); 0 (an artefact
         without the key): the highest window alone. Tried and not shipped (docs/security.md); the cascades read
         the n-gram probabilities without it."""
+        self.segment_offset = float(meta.get("segment_offset", 0.0))  # type: ignore[arg-type]
+        """D, logits added to each sentence or line the document head reads on its own (features.spans' segments),
+        not to its fixed windows: the two readings calibrated apart (D < 0: a short sentence must score that much
+        higher than a window to count as much); 0 (an artefact without the key): none. Tried and not shipped
+        (docs/security.md, "Tried and not shipped"); the cascades read the n-gram probabilities without it."""
         self.cascade: Cascade | None = None
         """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
         self.prompt_cascade: Cascade | None = None
@@ -228,7 +234,7 @@ class InjectionModel:
     def _document(self, text: str) -> InjectionScore:
         if self.cascade is None:
             return self._score(text, self.document, self.document_window, self.document_step, self.segments,
-                               self.segment_min, self.addressed_weight, self.context_weight)
+                               self.segment_min, self.addressed_weight, self.context_weight, self.segment_offset)
         score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
         return self.cascade.rescore(score, suspects)
 
@@ -255,18 +261,26 @@ class InjectionModel:
         return score, [(p, -i, w) for p, i, w in sorted(top, reverse=True)]
 
     def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
-               segment_min: int = SEGMENT_MIN, addressed: float = 0.0, context: float = 0.0) -> InjectionScore:
+               segment_min: int = SEGMENT_MIN, addressed: float = 0.0, context: float = 0.0,
+               offset: float = 0.0) -> InjectionScore:
         """The highest window; with `addressed`, each window's logit raised by that much per kind of cue it holds
         (addressed.Cues, found once over the whole normalised text); with `context`, the highest logit moved
-        by `context` times its distance above the median window's (context_weight)."""
+        by `context` times its distance above the median window's (context_weight); with `offset`, each
+        sentence read on its own (the spans after the fixed windows: features.spans) moved by that much
+        (segment_offset)."""
         best, where = -math.inf, 0
         found: Cues | None = None
         logits: list[float] = []
+        fixed = -1  # how many fixed windows come first (read only with an offset)
         for i, (normal, start, end, b) in enumerate(read(text, self.dim, size, step, head.openers, segments,
                                                          segment_min)):
             if addressed and found is None:
                 found = Cues(normal)
             bonus = addressed * found.count(start, end) if found else 0.0
+            if offset:
+                if fixed < 0:
+                    fixed = len(window_bounds(len(normal), size, step))
+                bonus += offset if i >= fixed else 0.0
             z = max(-60.0, min(60.0, head.logit(b, self.min_norm, bonus)))
             if context:
                 logits.append(z)
