@@ -70,6 +70,8 @@ COMBINES = ("raw", "rank")
 FOLDS = 5
 NGRAM_C = 0.03
 """The n-gram regression's regularisation: the value the earlier n-gram-only estimate chose on validation."""
+GATE_C = 1.0
+"""The judged prior's gate regularisation (not tuned)."""
 
 
 def ngram_matrix(prompts: list[str]) -> sparse.csr_matrix:
@@ -141,6 +143,13 @@ def source_weights(source: np.ndarray, alpha: float) -> np.ndarray:
     names, counts = np.unique(source, return_counts=True)
     per = {n: (counts.max() / c) ** alpha for n, c in zip(names, counts, strict=True)}
     return np.array([per[s] for s in source])
+
+
+def fit_gate(features: np.ndarray, is_mt: np.ndarray) -> tuple[np.ndarray, float]:
+    """The judged prior's gate (judged_prior.py): a class-balanced logistic regression of MT-Bench-or-not on the
+    static vector and the text statistics; (weights, bias)."""
+    model = LogisticRegression(C=GATE_C, max_iter=3000, class_weight="balanced").fit(features, is_mt)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
 def fold_ranks(values: np.ndarray, fold: np.ndarray) -> np.ndarray:
