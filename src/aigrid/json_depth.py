@@ -21,10 +21,16 @@ a body of 128 levels leaves over 120 for what the gateway wraps around it)."""
 SHOWN = 6
 """How many keys of a too-deep value's path an error names (the whole path would be over MAX_DEPTH long)."""
 
+Path = tuple[int | str, ...]
+"""A value's path inside the body: an object's keys (str) and an array's indices (int), which each door writes in
+its own API's form (gateway/envelope.field_name: OpenAI's `messages[0].content`, Anthropic's `messages.0.content`)."""
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
-    """The path (`a.0.b`, its first SHOWN keys, "" for the value itself) of a value nested deeper than `limit`
-    levels of objects and arrays, or None. Walked with a stack: no recursion, whatever the depth."""
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> Path | None:
+    """The path (its first SHOWN keys and indices, () for the value itself) of a value nested deeper than `limit`
+    levels of objects and arrays, or None. Walked with a stack: no recursion, whatever the depth. Parts, not a
+    string: until the thirty-eighth session it was joined with dots (`messages.0.content`) on every door, where the
+    OpenAI doors name a field `messages[0].content`."""
     if not isinstance(value, (dict, list)):
         return None
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -40,7 +46,7 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
     return None
 
 
-def too_deep_raw(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> str | None:
+def too_deep_raw(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> Path | None:
     """too_deep of `value`, the JSON `raw` parsed: `deeper_than` first (C speed), and the walk only for a value it
     finds too deep, for the path the error names (the walk has the last word: None for a value orjson could not
     write for another reason)."""
@@ -98,19 +104,21 @@ def _written_within(value: Any, limit: int) -> bytes | None:
         return None
 
 
-def _path_to(value: Any, limit: int) -> str:
+def _path_to(value: Any, limit: int) -> Path:
     """The path of the first value found deeper than `limit` (found again, now keeping paths: only on refusal)."""
-    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 1, ())]
+    stack: list[tuple[Any, int, Path]] = [(value, 1, ())]
     while stack:
         node, depth, path = stack.pop()
         if depth > limit:
-            return ".".join(path[:SHOWN])
-        items = node.items() if isinstance(node, dict) else enumerate(node)
+            return path[:SHOWN]
+        items: Any = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in items:
             if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1, path + (str(key),) if len(path) < SHOWN else path))
-    return ""
+                stack.append((child, depth + 1, (*path, key) if len(path) < SHOWN else path))
+    return ()
 
 
 def depth_message(where: str, limit: int = MAX_DEPTH) -> str:
+    """The 400's sentence for a value nested too deep at the field `where` (written in the door's form; "" for the
+    body itself)."""
     return f"{where or 'the body'}: nested deeper than {limit} levels of objects and arrays"

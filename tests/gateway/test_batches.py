@@ -160,6 +160,8 @@ BAD_FILES = [
     ("empty", b"\n\n", "empty_file", None, None),
     ("nested too deep", jsonl(json.dumps(line("a", "hi", x=nested(300))).encode()), "invalid_request", 1,
      "body.x.a.a.a.a.a"),
+    ("arrays nested too deep", jsonl(json.dumps(line("a", "hi", x=json.loads("[" * 300 + "]" * 300))).encode()),
+     "invalid_request", 1, "body.x[0][0][0][0][0]"),  # OpenAI's form (until the thirty-eighth session body.x.0.0)
 ]
 
 

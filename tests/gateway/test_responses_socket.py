@@ -247,6 +247,20 @@ def test_bad_json_unknown_events_background_and_steer_are_answered_and_the_socke
         assert grid.until_records("WS /v1/responses", 1)[0]["extra"]["refused_events"] == 5
 
 
+def test_a_create_nested_too_deep_names_the_field_in_openais_form(tmp_path: Path) -> None:
+    """The socket's events are depth-checked as an HTTP body (json_depth) and the field named as the Responses API
+    names it, `input[0].content[0]` (until the thirty-eighth session `input.0.content.0`)."""
+    deep = json.loads("[" * 300 + "]" * 300)
+    with served(tmp_path) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.send_raw(json.dumps({"type": "response.create", "model": MODEL, "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "hi", "x": deep}]}]}))
+            answer = json.loads(conn.recv_bytes())
+    assert (answer["type"], answer["status"]) == ("error", 400), answer
+    assert answer["error"]["param"] == "input[0].content[0].x[0]", answer
+    assert answer["error"]["message"].startswith("input[0].content[0].x[0]: nested deeper than"), answer
+
+
 def test_a_silent_socket_is_closed_and_a_tenants_sockets_are_bounded(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # the second socket is refused while the first is open: within IDLE_S of its opening (it was 0.3 s, spent by a

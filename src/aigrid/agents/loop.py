@@ -474,7 +474,8 @@ def _shallow_arguments(arguments: str, where: str) -> None:
         return  # not JSON: read as no arguments, as before
     deep = too_deep_raw(raw, value)  # orjson's write decides (C speed); the walk runs only for a value too deep
     if deep is not None:
-        raise InvalidRequest(depth_message(where if not deep else f"{where} at {deep}"), param=where)
+        inside = ".".join(map(str, deep))  # a path inside the arguments' JSON string, not a field of the request
+        raise InvalidRequest(depth_message(where if not inside else f"{where} at {inside}"), param=where)
 
 
 def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:

@@ -177,7 +177,7 @@ def schema_fault(schema: Mapping[str, Any]) -> str | None:
     schemas reached the engine unread."""
     deep = too_deep(dict(schema))
     if deep is not None:
-        return f"its input schema is nested deeper than {MAX_DEPTH} levels (at {deep or 'its root'})"
+        return f"its input schema is nested deeper than {MAX_DEPTH} levels (at {'.'.join(map(str, deep)) or 'its root'})"
     for path, text in schema_patterns(dict(schema)):
         fault = constraint_fault(path, text)
         if fault is not None:

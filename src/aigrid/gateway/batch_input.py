@@ -29,6 +29,7 @@ from typing import IO, Any
 import orjson
 
 from aigrid.gateway.body_values import crowding, values_message
+from aigrid.gateway.envelope import field_name
 from aigrid.gateway.request_info import usable_models
 from aigrid.json_depth import depth_message, too_deep_raw
 
@@ -328,7 +329,7 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         return None
     deep = too_deep_raw(text, body)
     if deep is not None:  # it would fail when written for the engine (json_depth.py)
-        where = f"body.{deep}" if deep else "body"
+        where = field_name(("body", *deep))  # OpenAI's form: body.messages[0].content
         out.fail("invalid_request", depth_message(where), number, where)
         return None
     crowded = crowding(body, text)

@@ -272,7 +272,7 @@ class MessageBatchesApi:
         once written: what is held at once is the parsed JSON, not also the bytes, a validated copy and the
         file."""
         src.seek(0)
-        body = json_object(src.read(), counted=False)  # its requests are counted each, as a request's body
+        body = json_object(src.read(), counted=False, dotted=True)  # its requests counted each, as a body
         validate(MessageBatchShape, body, dotted=True)
         requests: list[Any] = body["requests"]
         spec = self.gw.spec.gateway

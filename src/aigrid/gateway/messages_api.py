@@ -69,7 +69,7 @@ class MessagesApi:
         return [audited_route(self.pipeline.gw, "POST", MESSAGES_PATH + "/count_tokens", self.count_tokens)]
 
     async def create(self, request: Request, ex: Exchange) -> Response:
-        return await self.answer(pipeline_headers(request), lambda: self.pipeline.read_json(request), ex)
+        return await self.answer(pipeline_headers(request), lambda: self.pipeline.read_json(request, dotted=True), ex)
 
     async def answer(self, headers: Mapping[str, str], read_json: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, *, caller: Principal | None = None) -> Response:
@@ -141,7 +141,7 @@ class MessagesApi:
         except ApiError as e:
             over_quota_limits(e)
             raise
-        raw = await self.pipeline.read_json(request)
+        raw = await self.pipeline.read_json(request, dotted=True)
         ex.body = {"model": raw["model"]} if "model" in raw else {}
         req = validate(CountTokensRequest, raw, dotted=True)
         ex.model = req.model

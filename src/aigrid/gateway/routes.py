@@ -56,7 +56,7 @@ from aigrid.gateway.body_values import OFF_LOOP_BYTES, check_values
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context, refuse_too_long
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
 from aigrid.gateway.engine_body import check_legacy_functions
-from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
+from aigrid.gateway.envelope import api_error_handler, field_name, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers, with_api_key
@@ -354,10 +354,11 @@ async def receive_body(request: Request, limit: int, refuse: Callable[[], ApiErr
     return size
 
 
-def json_object(raw: bytes, *, counted: bool = True) -> dict[str, Any]:
+def json_object(raw: bytes, *, counted: bool = True, dotted: bool = False) -> dict[str, Any]:
     """A JSON body that must be an object (400 invalid_json otherwise), nested no deeper than json_depth allows
-    and, where `counted` (a request's body; not a message batch's, whose requests are counted each), holding no
-    more values than one request may (body_values: 400 naming the field)."""
+    (400 naming the field in the door's form: `dotted` on the Messages door, envelope.field_name) and, where
+    `counted` (a request's body; not a message batch's, whose requests are counted each), holding no more values
+    than one request may (body_values: 400 naming the field)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -366,7 +367,8 @@ def json_object(raw: bytes, *, counted: bool = True) -> dict[str, Any]:
         raise InvalidRequest("the JSON body must be an object", code="invalid_json")
     deep = too_deep_raw(raw, body)
     if deep is not None:  # it would parse here and fail when written for the engine (json_depth.py)
-        raise InvalidRequest(depth_message(deep), param=deep or None)
+        field = field_name(deep, dotted=dotted)
+        raise InvalidRequest(depth_message(field), param=field or None)
     if counted:
         check_values(body, raw)
     return body
@@ -458,14 +460,17 @@ class Routes:
         return await self.route(COMPLETIONS_PATH, CompletionRequest, header_dict(request),
                                 lambda: self.read_json(request), ex)
 
-    async def read_json(self, request: Request) -> dict[str, Any]:
+    async def read_json(self, request: Request, *, dotted: bool = False) -> dict[str, Any]:
+        """The request's JSON object (json_object; `dotted`: the Messages door's field names)."""
         ex: Exchange | None = request.scope.get(EXCHANGE)
         if ex is not None and ex.principal is not None:  # a caller whose requests per minute admit found full is
             self.gw.guard.quotas.refuse_spent(ex.principal)  # refused before its body costs a read and a parse
         limit = self.gw.spec.gateway.max_body_bytes
         raw = await read_body(request, limit, body_too_large("request body", limit))
         # a long body is parsed, depth-checked and counted on the gateway's parse threads (body_values.OFF_LOOP_BYTES)
-        return json_object(raw) if len(raw) <= OFF_LOOP_BYTES else await self.gw.parses.run(json_object, raw)
+        if len(raw) <= OFF_LOOP_BYTES:
+            return json_object(raw, dotted=dotted)
+        return await self.gw.parses.run(lambda: json_object(raw, dotted=dotted))
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
