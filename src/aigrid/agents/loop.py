@@ -72,7 +72,10 @@ log = logging.getLogger(__name__)
 ToolMode = Literal["constrained", "native"]
 CHAT_PATH = "/v1/chat/completions"
 MAX_STEPS_LIMIT = 16
-EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode")
+MAX_TOOL_CALLS = "aigrid_max_tool_calls"
+"""The most server-side tool runs the request allows, 0 up (the Responses API's `max_tool_calls`, which its door
+writes here): the loop's step limit is the lower of it and `aigrid_max_steps` (or the grid's default)."""
+EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode", MAX_TOOL_CALLS)
 _OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens")
 WITHHELD = "error: the AI firewall withheld this tool result (prompt injection suspected)"
 
@@ -482,11 +485,17 @@ def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
     """`base` with the request's extensions applied (400 naming the field when they are bad)."""
     steps, mode = body.get("aigrid_max_steps", base.max_steps), body.get("aigrid_tool_mode", base.mode)
     limit = base.max_steps_limit
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
+    if "aigrid_max_steps" in body and (isinstance(steps, bool) or not isinstance(steps, int)
+                                       or not 1 <= steps <= limit):  # (base's own may be 0: MAX_TOOL_CALLS)
         raise InvalidRequest(f"aigrid_max_steps must be an integer from 1 to {limit} (this grid's "
                              "agents.max_steps_limit)", param="aigrid_max_steps")
     if mode not in ("constrained", "native"):
         raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
+    calls = body.get(MAX_TOOL_CALLS)
+    if calls is not None:
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise InvalidRequest(f"{MAX_TOOL_CALLS} must be an integer of 0 or more", param=MAX_TOOL_CALLS)
+        steps = min(steps, calls)  # at 0 no tool is offered: the model answers at once
     return dataclasses.replace(base, max_steps=steps, mode=mode)
 
 

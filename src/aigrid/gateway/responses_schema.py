@@ -56,7 +56,7 @@ class ResponsesRequest(BaseModel):
     as OpenAI's API takes it ("Invalid type for 'stream': expected a boolean, but got a string instead"):
     `"stream": "true"` was a stream, `"store": "false"` not stored, until the twenty-eighth session."""
     _null_is_the_default = null_is_default("stream", "store")
-    _typed = number_fields("max_output_tokens", "temperature", "top_p", "top_logprobs")
+    _typed = number_fields("max_output_tokens", "temperature", "top_p", "top_logprobs", "max_tool_calls")
     """Numbers, as OpenAI's API takes them ("Invalid type for 'max_output_tokens': expected an integer, but got a
     string instead"): `"temperature": "0"`, `"max_output_tokens": "8"` were served until the twenty-eighth session."""
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -67,6 +67,11 @@ class ResponsesRequest(BaseModel):
     characters, string values of at most 512."""
     user: str | None = Field(default=None, max_length=256)
     parallel_tool_calls: bool | None = Field(default=None, strict=True)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    """OpenAI's "maximum number of total calls to built-in tools that can be processed in a response ... Any further
+    attempts to call a tool by the model will be ignored": here the grid's server-side tools the tool loop runs
+    (agents/loop.py, `aigrid_max_tool_calls`); at the limit the model answers with what it has, as at the loop's
+    step limit. Until the thirty-eighth session it was accepted and ignored as any unlisted field."""
     text: TextConfig | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include: list[str] | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.agents.loop import EXTENSIONS
+from aigrid.agents.loop import EXTENSIONS, MAX_TOOL_CALLS
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import token_logprobs
 from aigrid.gateway.envelope import field_name
@@ -237,6 +237,8 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
     extra = req.model_extra or {}  # the tool loop's `aigrid_max_steps`, `aigrid_tool_mode` (docs/agents.md), read
     body.update({k: extra[k] for k in EXTENSIONS if k in extra})  # as on chat (until review RV2 of the
     # thirty-seventh session left out here: the default steps ran whatever the request asked)
+    if req.max_tool_calls is not None:  # the grid's tools the loop may run (until the thirty-eighth session ignored)
+        body[MAX_TOOL_CALLS] = req.max_tool_calls
     if wants_logprobs(req):
         body["logprobs"], body["top_logprobs"] = True, req.top_logprobs or 0
     return body
@@ -393,7 +395,8 @@ def settings(req: ResponsesRequest) -> dict[str, Any]:
     never instructions, input, tools, metadata or a named tool): a background placeholder keeps them
     (response_store.Pending.settings), so that its queued Response echoes them as the final one does."""
     echoed: dict[str, Any] = {"max_output_tokens": req.max_output_tokens, "temperature": req.temperature,
-                              "top_p": req.top_p, "parallel_tool_calls": req.parallel_tool_calls is not False}
+                              "top_p": req.top_p, "parallel_tool_calls": req.parallel_tool_calls is not False,
+                              "max_tool_calls": req.max_tool_calls}
     if isinstance(req.tool_choice, str) and req.tool_choice in TOOL_CHOICE_MODES:
         echoed["tool_choice"] = req.tool_choice
     return echoed
@@ -471,7 +474,7 @@ def pending_object(rid: str, model: str, created: int, status: str, error: dict[
     return {
         "id": rid, "object": "response", "created_at": created, "background": True, "status": status,
         "error": error, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
-        "model": model, "output": [], "parallel_tool_calls": True, "previous_response_id": None,
+        "model": model, "output": [], "parallel_tool_calls": True, "max_tool_calls": None, "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": None, "top_p": None,
         "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "truncation": "disabled",
         "usage": None, "user": None, "metadata": {}, **(echoed or {}),

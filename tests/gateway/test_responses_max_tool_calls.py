@@ -1,0 +1,64 @@
+"""The Responses API's `max_tool_calls`, OpenAI's "maximum number of total calls to built-in tools that can be processed
+in a response ... Any further attempts to call a tool by the model will be ignored": here the grid's server-side tools
+the tool loop runs. At the limit the model is offered no tool and answers with what it has, as at the loop's step limit
+(agents/loop.py). Until the thirty-eighth session the field was accepted and ignored as any unlisted one. The openai
+SDK is the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
+from tests.gateway import scripted_client
+
+scripted = scripted_client.scripted  # its fixture
+
+TOOLS: Any = [{"type": "function", "name": "calculator"}]
+
+
+def _offers_a_tool(payload: dict[str, Any]) -> bool:
+    """Does a constrained model turn's grammar let the model call a tool (not only answer)?"""
+    return '"tool"' in str(payload.get("response_format")).replace("'", '"')
+
+
+async def test_max_tool_calls_stops_the_grid_tools_at_the_limit_and_the_model_answers(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    oai, engine = scripted
+    engine.replies += [call("calculator", expression="2 + 2"), answer("4")]
+    one = await oai.responses.create(model="smollm2-135m", input="2+2, then 3+3?", tools=TOOLS, max_tool_calls=1)
+    assert [i.type for i in one.output] == ["mcp_list_tools", "mcp_call", "message"], one.output
+    assert one.status == "completed" and one.output_text == "4" and one.max_tool_calls == 1
+    assert [_offers_a_tool(p) for p in engine.received] == [True, False]  # the second turn may only answer
+    engine.received.clear()
+    engine.replies += [answer("I may not compute.")]
+    none = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS, max_tool_calls=0)
+    assert [i.type for i in none.output] == ["message"] and none.max_tool_calls == 0
+    assert [_offers_a_tool(p) for p in engine.received] == [False]
+    engine.received.clear()
+    engine.replies += [call("calculator", expression="2 + 2"), answer("4")]  # the control: no limit asked
+    free = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS)
+    assert [_offers_a_tool(p) for p in engine.received][0] and free.max_tool_calls is None
+
+
+async def test_a_call_past_the_limit_is_not_run(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """A model that asks for a tool once no more may run (an engine that ignores the answer-only grammar) has its call
+    ignored: nothing runs, and the answer ends there, incomplete (aigrid_stop step_limit), as at the step limit."""
+    oai, engine = scripted
+    engine.replies += [call("calculator", expression="2 + 2"), call("calculator", expression="3 + 3")]
+    r = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS, max_tool_calls=1)
+    assert [i.type for i in r.output] == ["mcp_list_tools", "mcp_call"], r.output
+    assert r.status == "incomplete" and r.incomplete_details is not None
+    assert r.incomplete_details.model_dump().get("aigrid_stop") == "step_limit"
+
+
+@pytest.mark.parametrize("bad", [-1, "2", True, 1.5])
+async def test_a_bad_max_tool_calls_is_a_400_naming_it(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine],
+                                                       bad: Any) -> None:
+    oai, engine = scripted
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS, extra_body={"max_tool_calls": bad})
+    assert info.value.body["param"] == "max_tool_calls", info.value.body  # type: ignore[index]
+    assert engine.received == []
