@@ -9,7 +9,9 @@ the large model adds. Optionally a neighbour score (sw_ranking.NeighbourScore: t
 among the most similar labelled training prompts, shipped as an int8 vector table) is one more input of the
 trees and/or blended into the gain, both estimates of the same expected gain: either their values, gain =
 (1 - blend) x the gain head + blend x (2 x win share - 1), or (`RankBlend`) their ranks among the training
-prompts' out-of-fold values, mapped back to the gain scale. The gain is the router's score. Inference is a WordPiece split, one
+prompts' out-of-fold values, mapped back to the gain scale. Optionally (`judged`, judged_prior.py) the gain of
+an MT-Bench-like prompt then moves toward the mean gain of its nearest MT-Bench training prompts. The gain is the
+router's score. Inference is a WordPiece split, one
 gather, a sparse dot product, a product with the neighbour table and three tree walks: no torch, no
 scikit-learn, about a millisecond per prompt on one core (scripts/bench_quality_estimate.py).
 """
@@ -28,6 +30,7 @@ import numpy.typing as npt
 
 from aigrid.errors import AigridError
 from aigrid.rightsize.features import prompt_features
+from aigrid.rightsize.judged_prior import JudgedPrior
 from aigrid.rightsize.ngram_score import NgramScore
 from aigrid.rightsize.static_embedding import StaticEmbedding
 from aigrid.rightsize.sw_ranking import NeighbourScore
@@ -155,7 +158,7 @@ class QualityEstimator:
     def __init__(self, embedding: StaticEmbedding, ngram: NgramScore, heads: dict[str, TreeEnsemble],
                  meta: dict[str, str], table: OperatingTable | None = None,
                  neighbours: NeighbourScore | None = None, neighbour_feature: bool = False,
-                 blend: float = 0.0, rank: RankBlend | None = None) -> None:
+                 blend: float = 0.0, rank: RankBlend | None = None, judged: JudgedPrior | None = None) -> None:
         missing = [h for h in HEADS if h not in heads]
         if missing:
             raise AigridError(f"quality estimator lacks heads {missing}")
@@ -175,6 +178,8 @@ class QualityEstimator:
         if rank is not None and neighbours is None:
             raise AigridError("quality estimator blends ranks but has no neighbour table")
         self.rank = rank
+        self.judged = judged
+        """The prior of MT-Bench-like prompts, applied to the gain last."""
 
     @classmethod
     def load(cls, path: Path | None = None, embedding: StaticEmbedding | None = None) -> QualityEstimator:
@@ -190,8 +195,9 @@ class QualityEstimator:
                                          int(z["neighbour_k"])) if nb else None)
             feature, blend = (bool(z["neighbour_feature"]), float(z["neighbour_blend"])) if nb else (False, 0.0)
             rank = RankBlend.from_arrays(z) if "rank_out_x" in z.files else None
+            judged = JudgedPrior.from_arrays(z)
         return cls(embedding if embedding is not None else StaticEmbedding.load(), ngram, heads, meta, table,
-                   neighbours, feature, blend, rank)
+                   neighbours, feature, blend, rank, judged)
 
     def save(self, path: Path) -> None:
         keys = sorted(self.meta)
@@ -204,10 +210,11 @@ class QualityEstimator:
                                              "neighbour_feature": np.bool_(self.neighbour_feature),
                                              "neighbour_blend": np.float64(self.blend)})
         rank: dict[str, Any] = {} if self.rank is None else self.rank.arrays()
+        judged: dict[str, Any] = {} if self.judged is None else self.judged.arrays()
         arrays: dict[str, Any] = {
             "meta_keys": np.array(keys), "meta_values": np.array([self.meta[k] for k in keys]),
             "ngram_weights": self.ngram.weights.astype(np.float16), "ngram_dense": self.ngram.dense_weights,
-            "ngram_bias": np.float64(self.ngram.bias), **table, **trees, **neighbours, **rank}
+            "ngram_bias": np.float64(self.ngram.bias), **table, **trees, **neighbours, **rank, **judged}
         np.savez_compressed(path, **arrays)
 
     def estimate(self, text: str) -> QualityEstimate:
@@ -222,5 +229,7 @@ class QualityEstimator:
             gain = self.rank(gain, 2.0 * near - 1.0, self.blend)
         else:
             gain = (1.0 - self.blend) * gain + self.blend * (2.0 * near - 1.0)
+        if self.judged is not None:
+            gain = self.judged.adjust_one(gain, x, self.embedding.dimensions)
         clamp = lambda v, lo, hi: float(min(max(v, lo), hi))  # noqa: E731
         return QualityEstimate(clamp(small, 0.0, 1.0), clamp(large, 0.0, 1.0), clamp((1.0 + gain) / 2, 0.0, 1.0))
