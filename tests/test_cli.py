@@ -968,9 +968,9 @@ def _spec_check_of_edited(tmp_path: Path, example: str, was: str, now: str) -> t
      "tenant 'chat' asks for unknown model 'llama3.1-8b' (did you mean llama-3.1-8b?)"),
     ("sim/small.yaml", "nearest,", "neerest,", "unknown policy 'neerest' (did you mean nearest?)"),
     ("plan/small.yaml", "Chicago, San Jose", "Chicgo, San Jose", "no city named 'Chicgo' in GeoNames (close: Chicago"),
-    ("plan/small.yaml", "l40s: {", "l40x: {", "unknown profiles l40x (did you mean l40s?) (known: cpu, h100,"),
+    ("plan/small.yaml", "l40s: {", "l40x: {", "supply.hardware: unknown profile 'l40x' (did you mean l40s?) (known: cpu, h100,"),
     ("plan/small.yaml", "continents: [EU], jurisdictions", "continents: [EUR], jurisdictions",
-     "unknown continents EUR (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+     "tenants[2].continents: unknown continent 'EUR' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
     ("plan/small.yaml", "model: llama-3.1-8b, continents: [EU],", "model: llama-8b, continents: [EU],",
      "unknown model 'llama-8b' (did you mean llama-3.1-8b?) (models: llama-3.1-8b)")])
 def test_a_mistyped_value_of_a_scenario_or_demand_names_the_nearest_known_one(

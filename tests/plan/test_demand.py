@@ -34,18 +34,18 @@ def test_examples_load(name: str) -> None:
 @pytest.mark.parametrize(("edit", "field"), [
     (lambda r: r["tenants"][1].update(share=0), "tenants[1].share"),
     (lambda r: r["tenants"][0].update(model="nope"), "tenants[0].model"),
-    (lambda r: r["tenants"][0].update(continents=["XX"]), "tenants[0]"),
+    (lambda r: r["tenants"][0].update(continents=["XX"]), "tenants[0].continents"),
     (lambda r: r["traffic"].update(peak_rps=-1), "traffic.peak_rps"),
-    (lambda r: r["supply"]["hardware"].update(b200={}), "supply"),
+    (lambda r: r["supply"]["hardware"].update(b200={}), "supply.hardware: unknown profile 'b200'"),
     (lambda r: r["supply"]["candidates"].update(top=5), "supply.candidates"),
-    (lambda r: r["verify"].update(policy="fastest"), "verify"),
+    (lambda r: r["verify"].update(policy="fastest"), "verify.policy: unknown policy 'fastest'"),
     (lambda r: r.update(colour="blue"), "colour"),
     # each validated, then was a traceback from `aigrid plan` (OverflowError, ZeroDivisionError, numpy's seed
     # error, pydantic's from the scenario the planner built) or NaN through the traffic model
     (lambda r: r.update(seed=-1), "seed: Input should be greater than or equal to 0"),
     (lambda r: r["models"][0].update(params_b=1e300), "models[0].params_b: Input should be less than or equal to"),
     (lambda r: [t.update(share=1e308) for t in r["tenants"]], "tenants[0].share: Input should be less than or equal"),
-    (lambda r: r["traffic"].update(by_place={"EU": 1e308}), "traffic: by_place: factors must be from 0 to 1000"),
+    (lambda r: r["traffic"].update(by_place={"EU": 1e308}), "traffic.by_place: factors must be from 0 to 1000 (EU: 1e+308)"),
     (lambda r: r["supply"]["hardware"]["h100"].update(usd_per_hour=1e308), "supply.hardware.h100.usd_per_hour"),
     (lambda r: r["traffic"].update(peak_rps=1e12), "traffic.peak_rps: 1e+12 rps with its growth and by_place "
      "factors is about 40,000,000,000,000 requests in a verify window of 40 s, more than the 10,000,000"),
@@ -62,6 +62,19 @@ def test_examples_load(name: str) -> None:
     (lambda r: r["tenants"][0].update(max_prompt_tokens=10**30), "tenants[0].max_prompt_tokens: Input should be less"),
     # a model given twice: the last replaced the first (its size), silently
     (lambda r: r["models"].append(dict(r["models"][0], params_b=70)), "models: 'llama-3.1-8b' given more than once"),
+    # each said by the whole mapping it is in (`tenants[0]: unknown continents EUR`, `supply: hardware: unknown
+    # profiles b200`, `tenants[0]: countries: no GeoNames city in ['XX']`), not by its own field (thirty-eighth session)
+    (lambda r: r["tenants"][0].update(continents=["EU", "Europe"]), "tenants[0].continents: unknown continent "
+     "'Europe' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+    (lambda r: r["tenants"][0].update(continents=None, countries=["DE", "XX"]), "tenants[0].countries: no GeoNames "
+     "city in 'XX' (ISO country codes"),
+    (lambda r: r["tenants"][2].update(jurisdictions=["DE"]), "tenants[2].jurisdictions: unknown jurisdiction 'DE' "
+     "(its sites are in jurisdiction EU: use EU)"),
+    (lambda r: r["traffic"].update(by_place={"Asia": 1.3}), "traffic.by_place: unknown place 'Asia' (did you mean "
+     "AS?)"),
+    (lambda r: r["supply"]["hardware"].update(h10={}), "supply.hardware: unknown profile 'h10' (did you mean h100?)"),
+    (lambda r: r["verify"].update(policy="balance"), "verify.policy: unknown policy 'balance' (did you mean "
+     "balanced?)"),
     # a typo names the field it is nearly
     (lambda r: r["traffic"].update(peak_rsp=3), "traffic.peak_rsp: Extra inputs are not permitted (did you mean "
      "peak_rps?)"),

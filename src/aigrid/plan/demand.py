@@ -32,6 +32,9 @@ from aigrid.spec.near import did_you_mean
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
+CONTINENT_NAMES = {"africa": "AF", "asia": "AS", "europe": "EU", "north america": "NA", "oceania": "OC",
+                   "australia": "OC", "south america": "SA"}
+"""A continent written out, to the code meant: difflib offered `SA` for `Asia` (both two letters of four)."""
 MAX_FLOWS = 600
 """The most flows (a tenant's users on one continent, or in one by_place country) the traffic model may hold,
 counted as tenants x (continents + by_place places): each is a rate per demand point and hour, 600 KB; 200
@@ -56,12 +59,18 @@ class DemandError(SpecError):
         self.args = ("\n".join(f"{path}: {p}" for p in listed(problems)),)
 
 
+def continent_hint(given: str) -> str:
+    """` (did you mean EU?)` for a continent code mistyped (`EUR`) or written out (`Europe`), else ""."""
+    code = CONTINENT_NAMES.get(" ".join(given.casefold().replace("_", " ").replace("-", " ").split()))
+    return f" (did you mean {code}?)" if code else did_you_mean(given, CONTINENTS)
+
+
 def place_problems(places: Iterable[str]) -> list[str]:
     """Each of `places` that is neither a continent code nor the country code of a GeoNames city."""
     countries = set(load_cities().country)
     bad = sorted(p for p in set(places) if p not in CONTINENTS and p not in countries)
-    return [f"unknown place {p!r} (a continent, {', '.join(CONTINENTS)}, or an ISO country code, e.g. DE, US)"
-            for p in bad]
+    return [f"unknown place {p!r}{continent_hint(p)} (a continent, {', '.join(CONTINENTS)}, or an ISO "
+            "country code, e.g. DE, US)" for p in bad]
 
 
 def jurisdiction_problems(jurisdictions: Iterable[str]) -> list[str]:
@@ -106,19 +115,38 @@ class Tenant(Strict):
     def _trace(cls, v: str, info: ValidationInfo) -> str:
         return trace_source(v, info)
 
+    # each under its own field (`tenants[0].continents: unknown continent 'EUR'`): a check of the whole tenant
+    # said `tenants[0]: unknown continents EUR` and `tenants[0]: countries: no GeoNames city in ['XX']`
+    @field_validator("continents")
+    @classmethod
+    def _continents(cls, v: list[str] | None) -> list[str] | None:
+        unknown = [c for c in dict.fromkeys(v or ()) if c not in CONTINENTS]
+        if unknown:
+            raise ValueError(f"unknown continent{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}{continent_hint(unknown[0])} "
+                             f"(known: {', '.join(CONTINENTS)})")
+        return v
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, v: list[str] | None) -> list[str] | None:
+        known = set(load_cities().country)
+        unknown = [c for c in dict.fromkeys(v or ()) if c not in known]
+        if unknown:
+            raise ValueError(f"no GeoNames city in {', '.join(map(repr, unknown))} (ISO country codes, e.g. DE, US"
+                             f"{'; a continent goes under continents' if unknown[0] in CONTINENTS else ''})")
+        return v
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _jurisdictions(cls, v: list[str] | None) -> list[str] | None:
+        problems = jurisdiction_problems(v or ())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
     @model_validator(mode="after")
     def _places(self) -> Tenant:
-        unknown = sorted(set(self.continents or ()) - set(CONTINENTS))
-        if unknown:
-            raise ValueError(f"unknown continents {', '.join(unknown)}{did_you_mean(unknown[0], CONTINENTS)} "
-                             f"(known: {', '.join(CONTINENTS)})")
-        countries = set(load_cities().country)
-        unknown = sorted(set(self.countries or ()) - countries)
-        if unknown:
-            raise ValueError(f"countries: no GeoNames city in {unknown} (ISO country codes, e.g. DE, US)")
-        problems = jurisdiction_problems(self.jurisdictions or ())
-        if problems:
-            raise ValueError("jurisdictions: " + "; ".join(problems))
         if self.cities is not None:
             if self.continents is not None or self.countries is not None:
                 raise ValueError("give cities, or continents and countries, not both")
@@ -138,15 +166,17 @@ class Traffic(Strict):
     by_place: dict[str, float] = Field(default_factory=dict, description="multiplier per continent or country "
                                        "code on top of the population model, e.g. {AS: 1.3}")
 
-    @model_validator(mode="after")
-    def _factors(self) -> Traffic:
-        bad = [k for k, v in self.by_place.items() if not 0 <= v <= MAX_FACTOR]
+    @field_validator("by_place")
+    @classmethod
+    def _factors(cls, v: dict[str, float]) -> dict[str, float]:
+        # under its field (`traffic.by_place: ...`), not `traffic: by_place: ...`
+        bad = [k for k, f in v.items() if not 0 <= f <= MAX_FACTOR]
         if bad:
-            raise ValueError(f"by_place: factors must be from 0 to {MAX_FACTOR:g} ({bad})")
-        problems = place_problems(self.by_place)
+            raise ValueError(f"factors must be from 0 to {MAX_FACTOR:g} ({', '.join(f'{k}: {v[k]:g}' for k in bad)})")
+        problems = place_problems(v)
         if problems:
-            raise ValueError("by_place: " + "; ".join(problems))
-        return self
+            raise ValueError("; ".join(problems))
+        return v
 
 
 class Slo(Strict):
@@ -195,15 +225,17 @@ class Supply(Strict):
                                "(off: on the global example its mixed proposals refined to dearer plans, "
                                "docs/planning.md)")
 
-    @model_validator(mode="after")
-    def _known(self) -> Supply:
-        unknown = sorted(set(self.hardware) - set(HARDWARE))
+    @field_validator("hardware")
+    @classmethod
+    def _known(cls, v: dict[str, HardwareOption]) -> dict[str, HardwareOption]:
+        # under its field (`supply.hardware: unknown profile 'h10'`), not `supply: hardware: unknown profiles h10`
+        unknown = [h for h in v if h not in HARDWARE]
         if unknown:
-            raise ValueError(f"hardware: unknown profiles {', '.join(unknown)}{did_you_mean(unknown[0], HARDWARE)} "
-                             f"(known: {', '.join(sorted(HARDWARE))})")
-        if not self.hardware:
-            raise ValueError("hardware: give at least one profile")
-        return self
+            raise ValueError(f"unknown profile{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                             f"{did_you_mean(unknown[0], HARDWARE)} (known: {', '.join(sorted(HARDWARE))})")
+        if not v:
+            raise ValueError("give at least one profile")
+        return v
 
 
 class Verify(Strict):
@@ -227,11 +259,12 @@ class Verify(Strict):
                              "stopping at the first failing batch) simulated per proposal once every single-site "
                              "move has failed, the trims after a kept one included; 0: none")
 
-    @model_validator(mode="after")
-    def _policy(self) -> Verify:
-        if self.policy not in KNOWN:
-            raise ValueError(f"policy: unknown {self.policy!r} (known: {', '.join(KNOWN)})")
-        return self
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:  # `verify.policy: unknown policy 'fastest'`, not `verify: policy: unknown ...`
+        if v not in KNOWN:
+            raise ValueError(f"unknown policy {v!r}{did_you_mean(v, KNOWN)} (known: {', '.join(KNOWN)})")
+        return v
 
 
 class Demand(Strict):
