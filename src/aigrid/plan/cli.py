@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from aigrid.cli_error import print_error, wrong_kind
-from aigrid.errors import AigridError
+from aigrid.errors import AigridError, ConfigError
 from aigrid.outdir import prepare_dir, write_whole
 from aigrid.plan.checks import Check
 from aigrid.plan.demand import MAX_MOVE_TRIALS, MAX_SAMPLES, load_demand
@@ -58,6 +58,8 @@ def write_outputs(result: PlanResult, out: Path, *, emulator_port: int = 9100, p
 
 
 def _previous_sites(path: Path) -> list[str]:
+    """The site ids of the plan in `path` (an earlier --out); ConfigError, said as one `error:` line, for anything
+    else (it was typer's boxed `Invalid value`, and came after --out had been made: an empty folder left)."""
     try:
         doc = json.loads((path / "plan.json").read_text())
     except (OSError, ValueError) as e:  # said "cannot read plan.json ([Errno 20] Not a directory: 'x.yaml/plan.json')"
@@ -66,14 +68,14 @@ def _previous_sites(path: Path) -> list[str]:
             "no such folder" if isinstance(e, FileNotFoundError) else \
             f"cannot read its plan.json ({e.strerror or e})" if isinstance(e, OSError) else \
             f"its plan.json is not JSON ({e})"
-        raise typer.BadParameter(f"--from {path}: {said}; give the --out folder of an earlier `aigrid plan` (it "
-                                 "holds plan.json)") from None
+        raise ConfigError(f"--from {path}: {said}; give the --out folder of an earlier `aigrid plan` (it holds "
+                          "plan.json)") from None
     plan_part = doc.get("plan") if isinstance(doc, dict) else []  # null: a plan that placed nothing
     sites = (plan_part or {}).get("sites", []) if isinstance(plan_part, dict | None) else None
     if not isinstance(sites, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in sites):
         # another file named plan.json, or one edited by hand: it was a traceback (AttributeError, KeyError)
-        raise typer.BadParameter(f"--from {path}: plan.json is not a plan's (`aigrid plan --out DIR` writes one "
-                                 "with plan.sites, each with an id)")
+        raise ConfigError(f"--from {path}: plan.json is not a plan's (`aigrid plan --out DIR` writes one with "
+                          "plan.sites, each with an id)")
     return [s["id"] for s in sites]
 
 
@@ -111,12 +113,16 @@ def plan_command(
         given = {k: v for k, v in (("samples", samples), ("move_trials", move_trials)) if v is not None}
         if given:
             d = d.model_copy(update={"verify": d.verify.model_copy(update=given)})
-        prepare_dir(out)  # before the planning, not after it
-        backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
     except AigridError as e:  # a grid spec or a scenario given here: said so, not a dozen fields it lacks
         print_error(console, wrong_kind(demand, "demand") or e)
         raise typer.Exit(2) from None
-    previous = _previous_sites(start) if start else None
+    try:
+        previous = _previous_sites(start) if start else None  # before --out is made: a bad --from leaves nothing
+        prepare_dir(out)  # before the planning, not after it
+        backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
+    except AigridError as e:
+        print_error(console, e)
+        raise typer.Exit(2) from None
     plain = not quiet and not console.is_terminal  # no live bar: a line per phase and per 10 runs
     try:  # piped, the bars' last picture is not printed too (transient): each phase's line was there twice
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -158,11 +164,13 @@ def plan_command(
         # Markdown as written: a row wider than the console was cut into two (no longer a table's row), and a
         # tenant or a city with `[...]` in its name was read as rich markup
         show = Console(width=max(Console().width, 140), soft_wrap=True, markup=False, highlight=False)
+        # a blank line after each table: the cost table ran straight into the checks' and that into the comparison's,
+        # one table to a Markdown reader of the pasted output (its header line read as a row)
         if result.best is not None:
-            show.print(cost_markdown(result.best.placement))
-            show.print(slo_markdown(result.best.outcomes, d.slo.attainment))
+            show.print(cost_markdown(result.best.placement) + "\n")
+            show.print(slo_markdown(result.best.outcomes, d.slo.attainment) + "\n")
         if result.naive:
-            show.print(compare_markdown(result))
+            show.print(compare_markdown(result).rstrip("\n") + "\n")
         # one line, as sim's: piped to a log it was cut at 80 columns (`backend` / `local)` on two lines)
         console.print(f"wrote {escape(str(out))} ({result.runs} simulator runs, screen {result.screen_s:.1f} s, "
                       f"verify {result.verify_s:.1f} s, backend {escape(result.backend)})", soft_wrap=True)

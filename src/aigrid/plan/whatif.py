@@ -24,6 +24,7 @@ from aigrid.plan.demand import (
     place_problems,
 )
 from aigrid.sim.hardware import HARDWARE
+from aigrid.spec.near import did_you_mean
 
 
 def _pairs(flag: str, values: Sequence[str]) -> list[tuple[str, str]]:
@@ -66,7 +67,9 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
     names = [x.name for x in tenants]
     for key, val in _pairs("--residency", residency):
         if key not in names:
-            raise DemandError("--residency", [f"{key}: no tenant {key!r} (tenants: {names})"])
+            # the names as a list, not Python's `['chat', 'code']`; a near one named (`chatt` for chat)
+            raise DemandError("--residency", [f"{key}: no tenant {key!r}{did_you_mean(key, names)} "
+                                              f"(tenants: {', '.join(names)})"])
         i = names.index(key)
         jur = None if val == "*" else [j.strip() for j in val.split(",") if j.strip()]
         problems = jurisdiction_problems(jur or ())
@@ -77,7 +80,9 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
     hardware = dict(demand.supply.hardware)
     for key, val in _pairs("--price", price):
         if key not in hardware:
-            raise DemandError("--price", [f"{key}: not among the supply's hardware {sorted(hardware)}"])
+            raise DemandError("--price", [f"{key}: not among the supply's hardware{did_you_mean(key, hardware)} "
+                                          f"({', '.join(sorted(hardware))}; supply.hardware lists what may be "
+                                          "priced)"])
         opt = hardware[key]
         base = opt.usd_per_hour if opt.usd_per_hour is not None else HARDWARE[key].usd_per_hour
         hardware[key] = opt.model_copy(update={"usd_per_hour": base * _factor("--price", key, val)})
