@@ -34,6 +34,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aigrid.errors import ConfigError
 
+
+def key_prefix(grid: str) -> str:
+    """Every key's start, `aigrid:<grid>:`: the grid as it is, unless it holds `{` or begins with `~`; then `~` and
+    its UTF-8 bytes in hex (as stores_redis.tag writes a tenant; no plain name begins with `~`: no two grids share
+    keys). A key's hash tag (Redis Cluster) is between its first `{` and the next `}`: grid `g{` made the tag of
+    `aigrid:g{:resp:EU:{t}:r1` `:resp:EU:{t`, so a tenant's keys fell in different slots and every script that
+    touches several (each write and its ledger) was refused; `{x}` put every tenant in one slot. A `}` before the
+    first `{` ends no tag: such a name is kept. The keys of the stores (gateway/stores_redis.py) and of the shared
+    state (telemetry/redis_shared.py) begin so."""
+    if "{" in grid or grid.startswith("~"):
+        grid = "~" + grid.encode().hex()
+    return f"aigrid:{grid}:"
+
+
 PASSWORD_FIELD = "gateway.redis_password_env"
 URL_FIELDS = "gateway.shared_state_url, gateway.stores or security.quotas_redis_url"
 TLS_HINT = "is the server TLS-only? use rediss:// (docs/deploy.md, Redis over TLS)"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import math
 import random
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -202,7 +206,7 @@ async def test_a_peer_s_absurd_numbers_are_bounded_before_the_core_reads_them(
             await raw.hset("aigrid:test:circuits", mapping={"nrt-smollm2": "1e308", "iad-smollm2": "nan"})
             for a, o, y in (("1e308", "1", "1"), ("nan", "1", "1"), ("-1", "1", "1"), ("10", "100", "1e308")):
                 await raw.xadd("aigrid:test:calibration", {"e": "fra-smollm2", "a": a, "o": o, "y": y, "g": "evil"})
-            await raw.xadd("aigrid:test:affinity", {"k": huge, "e": "iad-smollm2", "g": "evil"})
+            await raw.xadd("aigrid:test:{affinity}", {"k": huge, "e": "iad-smollm2", "g": "evil"})
             assert await b.sync.sync_once()
             view = b.store.snapshot()
             fra, iad = view.state("fra-smollm2"), view.state("iad-smollm2")
@@ -315,9 +319,9 @@ async def test_a_value_no_gateway_writes_fails_no_exchange(tmp_path: Path) -> No
                 b"\xfe": "{}"})
             await raw.zadd("aigrid:test:gateways", {"good": now, "deep": now, "huge": now, b"\xfe": now})
             await raw.hset("aigrid:test:circuits", mapping={"x": "abc", b"\xff": "1", "fra": repr(now - 1)})
-            await raw.xadd("aigrid:test:affinity", {"e": "fra", "g": "evil"})
-            await raw.xadd("aigrid:test:affinity", {"k": b"\xff", "e": "fra", "g": "evil"})
-            await raw.xadd("aigrid:test:affinity", {"k": "p", "e": "fra", "g": "good"})
+            await raw.xadd("aigrid:test:{affinity}", {"e": "fra", "g": "evil"})
+            await raw.xadd("aigrid:test:{affinity}", {"k": b"\xff", "e": "fra", "g": "evil"})
+            await raw.xadd("aigrid:test:{affinity}", {"k": "p", "e": "fra", "g": "good"})
             view = await me.exchange(LocalReport("me", {}, {}, ()))  # before: raised (each value alone too)
             assert view.inflight == {"fra": (3, 100, 1)} and view.peers == 4
             assert view.circuits_opened["fra"] == now - 1 and "x" not in view.circuits_opened
@@ -347,7 +351,7 @@ async def test_one_tenants_affinity_flood_leaves_the_others_entries_in_a_new_gat
             replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
             assert set(quiet) <= set(replay), replay[:5]  # before: none of them (trimmed with the oldest 1,900)
             assert replay == quiet + noisy[-97:], replay[:5]
-            assert await raw.xlen("aigrid:test:affinity") == 100
+            assert await raw.xlen("aigrid:test:{affinity}") == 100
             assert (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity == ()
             await writer.exchange(LocalReport("gw-a", {}, {}, (("quiet.k3", "fra-smollm2"),)))
             assert (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity == (("quiet.k3", "fra-smollm2"),)
@@ -371,12 +375,93 @@ async def test_an_upgraded_gateways_affinity_entries_outlast_a_full_stream_of_th
         late = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=100)
         try:
             for i in range(100):  # what an older gateway wrote: the stream at its cap, no tenant's count
-                await raw.xadd("aigrid:test:affinity", {"k": f"old.k{i}", "e": "iad-smollm2", "g": "gw-old"})
+                await raw.xadd("aigrid:test:{affinity}", {"k": f"old.k{i}", "e": "iad-smollm2", "g": "gw-old"})
             await writer.exchange(LocalReport("gw-a", {}, {}, new))
             replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
             assert replay[-3:] == new, replay[-5:]  # before: none of them (each deleted as it was added)
             assert replay[0] == ("old.k3", "iad-smollm2")  # the old layout's oldest three went
-            assert await raw.xlen("aigrid:test:affinity") == 100
+            assert await raw.xlen("aigrid:test:{affinity}") == 100
+        finally:
+            for closing in (writer, late):
+                await closing.aclose()
+            await raw.aclose()
+
+
+def _monitored(line: bytes) -> tuple[str, list[bytes]]:
+    """A MONITOR line (`+1.2 [0 lua] "ZADD" "k" ...`) as who ran it (`lua`, or the client's address) and its words."""
+    who = line.split(b"[", 1)[1].split(b"]", 1)[0].split(b" ", 1)[1].decode()
+    words = [codecs.escape_decode(w)[0] for w in re.findall(rb'"((?:[^"\\]|\\.)*)"', line)]
+    return who, words
+
+
+async def test_the_affinity_script_touches_only_the_keys_it_declares(tmp_path: Path) -> None:
+    """(7 Dec 2026, thirty-eighth session, brief FIX10) A script must name every key it touches in KEYS (Redis's rule;
+    Redis Cluster refuses a key of another slot, and routes a script by its KEYS): the affinity script pushed each
+    entry's id onto a list per tenant (`affinity:ids:<tag>`) and popped the most-holding tenant's, neither declared.
+    Every command the script runs, watched with MONITOR while a flood trims the stream, touches only its KEYS
+    (COMMAND GETKEYS names each command's keys)."""
+    quiet = tuple((f"quiet.k{i}", "fra-smollm2") for i in range(3))
+    noisy = tuple((f"noisy.k{i}", "iad-smollm2") for i in range(30))
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        writer = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=10)
+        raw = aioredis.Redis.from_url(url)
+        watch = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            watch.sendall(b"MONITOR\r\n")
+            assert watch.recv(5) == b"+OK\r\n"
+            await writer.exchange(LocalReport("gw-a", {}, {}, quiet))
+            await writer.exchange(LocalReport("gw-a", {}, {}, noisy))
+            await raw.echo("the end")
+            seen = b""
+            while b'"the end"' not in seen:
+                seen += watch.recv(65536)
+            declared: set[bytes] = set()
+            touched: list[tuple[bytes, set[bytes]]] = []
+            for line in seen.split(b"\r\n"):
+                if not line.startswith(b"+") or b"[" not in line:
+                    continue
+                who, words = _monitored(line)
+                if who != "lua" and words[0].upper() in (b"EVALSHA", b"EVAL"):
+                    declared |= set(words[3:3 + int(words[2])])
+                elif who == "lua":
+                    touched.append((words[0], {k if isinstance(k, bytes) else k.encode() for k in await raw.command_getkeys(*words)}))
+            assert [(c, keys) for c, keys in touched if not keys <= declared] == [], declared
+            assert {c.upper() for c, _ in touched} >= {b"XADD", b"XDEL"}, touched  # the flood trimmed the stream
+            assert await raw.xlen("aigrid:test:{affinity}") == 10
+        finally:
+            watch.close()
+            await writer.aclose()
+            await raw.aclose()
+
+
+async def test_the_gateways_share_affinity_through_a_redis_cluster(tmp_path: Path) -> None:
+    """(7 Dec 2026, thirty-eighth session, brief FIX10) On a Redis Cluster (here one node serving every slot) a
+    script's keys must share a slot: the affinity stream and its tenants' counts (`affinity`, `affinity:held`) did
+    not (CROSSSLOT: every exchange that carried affinity failed, and the gateways stopped sharing their state). Their
+    hash tag `{affinity}` puts them in one; a flood still trims the noisy tenant's oldest entries."""
+    quiet = tuple((f"quiet.k{i}", "fra-smollm2") for i in range(3))
+    noisy = tuple((f"noisy.k{i}", "iad-smollm2") for i in range(200))
+    with socket.socket() as bus:  # the cluster's bus port (by default the port + 10,000: past 65,535 for most)
+        bus.bind(("127.0.0.1", 0))
+        bus_port = bus.getsockname()[1]
+    clustered = ["--cluster-enabled", "yes", "--cluster-port", str(bus_port)]
+    with redis_server(tmp_path, args=lambda p: ["--port", str(p), *clustered]) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        raw = aioredis.Redis.from_url(url)
+        writer = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=50)
+        late = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=50)
+        try:
+            await raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            for _ in range(100):
+                if b"cluster_state:ok" in await raw.execute_command("CLUSTER", "INFO"):
+                    break
+                await asyncio.sleep(0.05)
+            await writer.exchange(LocalReport("gw-a", {}, {}, quiet))
+            for i in range(0, len(noisy), 70):
+                await writer.exchange(LocalReport("gw-a", {}, {}, noisy[i:i + 70]))
+            replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
+            assert replay == quiet + noisy[-47:], replay[:5]
         finally:
             for closing in (writer, late):
                 await closing.aclose()

@@ -71,7 +71,7 @@ from aigrid.gateway.response_store import (
     StoredResponse,
     may_store,
 )
-from aigrid.redis_client import connect
+from aigrid.redis_client import connect, key_prefix
 from aigrid.spec.models import UNBOUND_STORE
 
 log = logging.getLogger("aigrid.gateway")
@@ -281,18 +281,6 @@ def tag(tenant: str) -> str:
     if "{" in tenant or "}" in tenant or "~" in tenant:
         return "~" + tenant.encode().hex()
     return tenant
-
-
-def key_prefix(grid: str) -> str:
-    """Every key's start, `aigrid:<grid>:`: the grid as it is, unless it holds `{` or begins with `~`; then `~` and
-    its UTF-8 bytes in hex (as `tag` writes a tenant; no plain name begins with `~`, so no two grids share keys). A
-    key's hash tag (Redis Cluster) is between its first `{` and the next `}`: grid `g{` made the tag of
-    `aigrid:g{:resp:EU:{t}:r1` `:resp:EU:{t`, so a tenant's keys fell in different slots and every script that
-    touches several (each write and its ledger) was refused; `{x}` put every tenant in one slot. A `}` before the
-    first `{` ends no tag: such a name is kept."""
-    if "{" in grid or grid.startswith("~"):
-        grid = "~" + grid.encode().hex()
-    return f"aigrid:{grid}:"
 
 
 class _Ledger:

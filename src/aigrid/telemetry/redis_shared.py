@@ -1,7 +1,8 @@
 """SharedState in Redis: one round trip (a pipeline) per sync interval per gateway, so the interval can be
 short (`gateway.shared_sync_interval_s`, 20 ms by default; its cost: scripts/bench_shared_sync.py).
 
-Keys, all under `aigrid:<grid>:`
+Keys, all under `aigrid:<grid>:` (redis_client.key_prefix: a grid whose name holds `{` or begins with `~`, `~` and
+its name in hex, so that no grid's name makes a hash tag)
 - `gateways`: sorted set gateway -> wall time of its last exchange: the gateways alive within `ttl_s`, whose
   ledgers count and whose number weighs the others' calibration observations (telemetry/store.py);
 - `ledgers`: hash gateway -> its ledger, packed as JSON: `{"i": {endpoint: [requests pending a first token,
@@ -11,14 +12,18 @@ Keys, all under `aigrid:<grid>:`
   with one HGETALL; a gateway that stopped exchanging stops counting once it leaves `gateways` (within
   `ttl_s`), and the next exchange deletes its field;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
-- `affinity`: a stream of (key, endpoint) entries, capped at `affinity_max` entries; each gateway
+- `{affinity}`: a stream of (key, endpoint) entries, capped at `affinity_max` entries; each gateway
   reads from where it left off, so affinity learned anywhere is known everywhere within one interval, and a new
   gateway replays it whole. Past the cap the tenant holding the most (shared.affinity_tag) loses its oldest, as in
-  the affinity map itself: `affinity:held`, a sorted set tenant -> its entries, and `affinity:ids:<tag>`, a list of
-  each tenant's entry ids, oldest first, kept by the script that adds them (_ADD_AFFINITY; an older gateway's
-  entries, counted by none, go first where they are the oldest). Until the
-  thirty-seventh session the stream was trimmed oldest first (XADD MAXLEN): one tenant's flood of sessions pushed
-  every other tenant's entries out of a new gateway's start-up replay;
+  the affinity map itself: `{affinity}:held`, a sorted set tenant (its tag in hex) -> its entries, and
+  `{affinity}:ids`, a sorted set of every tenant's entry ids by name (`<tag in hex>:<id, each number 20 digits>`:
+  a tenant's oldest is the first of its range), kept by the script that adds them (_ADD_AFFINITY; an entry counted
+  by none goes first where it is the oldest). The three keys share a hash tag, `{affinity}`: one Redis Cluster
+  slot, and the script declares each (KEYS). Until the thirty-seventh session the stream was trimmed oldest first
+  (XADD MAXLEN): one tenant's flood of sessions pushed every other tenant's entries out of a new gateway's start-up
+  replay; until the thirty-eighth, the script touched a list per tenant (`affinity:ids:<tag>`) it did not declare,
+  which Redis Cluster refuses, and the stream and its sorted set (`affinity`, `affinity:held`) hashed to different
+  slots;
 - `calibration`: a stream of the outcomes each gateway's TTFT calibration learned from (endpoint, modelled
   wait ahead, modelled own prefill, observed engine ms), capped at about `calibration_max` entries and read
   the same way: each gateway folds the others' into its own calibrations (core.calibration.observe).
@@ -34,7 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
-from aigrid.redis_client import connect
+from aigrid.redis_client import connect, key_prefix
 from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView, affinity_tag
 from aigrid.telemetry.store import merge_peer_reports
@@ -53,11 +58,13 @@ def _ledger(raw: bytes, part: str) -> dict[str, object]:
 
 
 _ADD_AFFINITY = """
-local stream, held, ids = KEYS[1], KEYS[2], ARGV[1]
-local cap, gateway = tonumber(ARGV[2]), ARGV[3]
-for i = 4, #ARGV, 3 do
+local stream, held, ids = KEYS[1], KEYS[2], KEYS[3]
+local cap, gateway = tonumber(ARGV[1]), ARGV[2]
+local function pad(n) return string.rep('0', 20 - #n) .. n end
+for i = 3, #ARGV, 3 do
   local id = redis.call('XADD', stream, '*', 'k', ARGV[i + 1], 'e', ARGV[i + 2], 'g', gateway, 't', '1')
-  redis.call('RPUSH', ids .. ARGV[i], id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  redis.call('ZADD', ids, 0, ARGV[i] .. ':' .. pad(ms) .. '-' .. pad(seq))
   redis.call('ZINCRBY', held, 1, ARGV[i])
 end
 while redis.call('XLEN', stream) > cap do
@@ -73,21 +80,27 @@ while redis.call('XLEN', stream) > cap do
     redis.call('XTRIM', stream, 'MAXLEN', cap)
     break
   else
-    local oldest = redis.call('LPOP', ids .. most)
+    local oldest = redis.call('ZRANGEBYLEX', ids, '[' .. most .. ':', '(' .. most .. ';', 'LIMIT', 0, 1)[1]
+    if oldest then
+      redis.call('ZREM', ids, oldest)
+    end
     if not oldest or tonumber(redis.call('ZINCRBY', held, -1, most)) <= 0 then
       redis.call('ZREM', held, most)
     end
     if oldest then
-      redis.call('XDEL', stream, oldest)
+      local ms, seq = string.match(oldest, ':0*(%d+)%-0*(%d+)$')
+      redis.call('XDEL', stream, ms .. '-' .. seq)
     end
   end
 end
 return redis.call('XLEN', stream)
 """
-"""The affinity entries of one exchange (ARGV: the ids' list prefix, the cap, the gateway, then each entry's
-tag, key and endpoint) added to the stream, each marked `t` (counted); past the cap the stream's oldest entry goes
-where it is one the script did not add (an older gateway's, the old layout's: counted by no tenant), else the
-tenant holding the most loses its oldest (ties: the greatest tag, the sorted set's order). Until the thirty-seventh
+"""The affinity entries of one exchange (KEYS: the stream, its tenants' counts, their entries' ids; ARGV: the cap,
+the gateway, then each entry's tag in hex, key and endpoint) added to the stream, each marked `t` (counted); past
+the cap the stream's oldest entry goes where it is one the script did not add (counted by no tenant), else the
+tenant holding the most loses its oldest (ties: the greatest tag, the sorted set's order). Every key it touches is
+one of KEYS, in one slot (`{affinity}`); a tag in hex holds no `:`, so one tenant's ids are exactly the names from
+`<tag>:` to `<tag>;`, and an id's numbers padded to 20 digits sort as the stream orders them. Until the thirty-seventh
 session's review (brief RV1) the old layout's entries were trimmed only once no counted one was left: a Redis
 upgraded with a full stream deleted each new entry as it was added, and the gateways shared no affinity again."""
 
@@ -96,7 +109,9 @@ class RedisSharedState:
     def __init__(self, client: aioredis.Redis, grid: str, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
                  calibration_max: int = 4096) -> None:
         self._r = client
-        self._p = f"aigrid:{grid}:"
+        self._p = key_prefix(grid)
+        affinity = f"{self._p}{{affinity}}"  # the stream and the script's keys: one hash tag, one Cluster slot
+        self._affinity_keys = [affinity, f"{affinity}:held", f"{affinity}:ids"]
         self._ttl_ms = int(ttl_s * 1000)
         self._affinity_max = affinity_max
         self._add_affinity = client.register_script(_ADD_AFFINITY)
@@ -126,16 +141,16 @@ class RedisSharedState:
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
             if report.affinity:
-                entries = [x for key, endpoint in report.affinity for x in (affinity_tag(key), key, endpoint)]
-                await self._add_affinity(keys=[f"{p}affinity", f"{p}affinity:held"], client=pipe,
-                                         args=[f"{p}affinity:ids:", self._affinity_max, report.gateway_id,
-                                               *entries])
+                entries = [x for key, endpoint in report.affinity
+                           for x in (affinity_tag(key).encode().hex(), key, endpoint)]
+                await self._add_affinity(keys=self._affinity_keys, client=pipe,
+                                         args=[self._affinity_max, report.gateway_id, *entries])
             for endpoint, ahead_ms, own_ms, observed_ms in report.calibration:
                 pipe.xadd(f"{p}calibration", {"e": endpoint, "a": repr(ahead_ms), "o": repr(own_ms),
                                               "y": repr(observed_ms), "g": report.gateway_id},
                           maxlen=self._calibration_max, approximate=True)
             pipe.hgetall(f"{p}circuits")
-            pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
+            pipe.xread({self._affinity_keys[0]: self._affinity_cursor}, count=self._affinity_max)
             pipe.xread({f"{p}calibration": self._calibration_cursor}, count=self._calibration_max)
             results = await pipe.execute()
             ledgers: dict[bytes, bytes] = results[3]
