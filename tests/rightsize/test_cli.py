@@ -1,6 +1,7 @@
 import csv
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from aigrid.cli import app
@@ -80,3 +81,25 @@ def test_models_eval_plot_into_a_new_folder_and_into_a_file(tmp_path):
 def test_models_eval_names_split_when_it_is_not_a_split(tmp_path):
     r = runner.invoke(app, ["models", "eval", "--data", str(_write(tmp_path / "s.csv")), "--split", "bogus"])
     assert r.exit_code == 2 and "--split bogus: must be one of train, validation, test" in r.output, r.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--split", "tset"], "--split tset: must be one of train, validation, test (did you mean test?)"),
+    (["--small", "small_model"], "quality column 'small_model' is not in the data (did you mean small_model_correct?)"),
+    (["--large", "large_model_corect"], "quality column 'large_model_corect' is not in the data (did you mean "
+     "large_model_correct?)"),
+])
+def test_models_eval_names_the_split_or_column_meant(tmp_path, args, says):
+    """A mistyped --split or model column listed the known ones only; the one meant is named, as a spec's typo is
+    (thirty-eighth session)."""
+    r = runner.invoke(app, ["models", "eval", "--data", str(_write(tmp_path / "s.csv")), "--no-baseline", *args])
+    assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output
+
+
+def test_models_eval_names_the_column_meant_for_prompt(tmp_path):
+    """`promt,a_correct,b_correct` said only what it found; the column that is nearly `prompt` is named."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("promt,a_correct,b_correct\nhi,1,0\n")
+    r = runner.invoke(app, ["models", "eval", "--data", str(bad)])
+    assert r.exit_code == 2 and "(is 'promt' the 'prompt' column? rename it prompt)" in " ".join(r.output.split()), \
+        r.output

@@ -27,6 +27,7 @@ from aigrid.rightsize.evaluation import (
     write_plot,
 )
 from aigrid.rightsize.routing_data import SPLITS, RoutingData, concat, read_routing_csv, split_mask
+from aigrid.spec.near import did_you_mean
 
 app = typer.Typer(no_args_is_help=True, help="Right-sized models: the per-prompt quality estimate.")
 console = Console(soft_wrap=True)
@@ -54,7 +55,8 @@ def eval_command(
     """Print quality vs share of large-model calls, APGR and the calls needed for 50% / 80% of the gap."""
     try:
         if split is not None and split not in SPLITS:  # before reading any file; it said "split must be ..."
-            raise InvalidRequest(f"--split {split}: must be one of {', '.join(SPLITS)}", param="split")
+            raise InvalidRequest(f"--split {split}: must be one of {', '.join(SPLITS)}{did_you_mean(split, SPLITS)}",
+                                 param="split")
         if plot is not None:
             plot = _plot_path(plot)  # before the evaluation, not after it
         estimator = QualityEstimator.load()

@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from aigrid.errors import InvalidRequest
 from aigrid.spec.load import read_bounded
+from aigrid.spec.near import nearest
 
 SPLITS = ("train", "validation", "test")
 MAX_BYTES = 256 * 1024 * 1024
@@ -123,7 +124,11 @@ def _pick(path: Path, names: list[str], means: dict[str, float], small: str | No
           what: str) -> tuple[str, str]:
     for given in (small, large):
         if given is not None and given not in names:
-            raise InvalidRequest(f"{path}: {what} {given!r} is not in the data (found: {', '.join(names) or 'none'})",
+            # the one meant named: the one column it begins (`small`, `smal` for small_correct), or a near name
+            begun = [n for n in names if n.casefold().startswith(given.casefold())]
+            meant = begun[0] if len(begun) == 1 else nearest(given, names)
+            raise InvalidRequest(f"{path}: {what} {given!r} is not in the data"
+                                 f"{f' (did you mean {meant}?)' if meant else ''} (found: {', '.join(names) or 'none'})",
                                  param="small" if given == small else "large")
     if small is not None and small == large:
         raise InvalidRequest(f"{path}: --small and --large name the same {what}, {small!r}", param="large")
@@ -212,6 +217,9 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         return _long(path, rows, lines, cols, small, large)
     hint = next((f" (only commas separate columns; this header has {name})" for sep, name in
                  ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if len(cols) == 1 and sep in cols[0]), "")
+    if not hint:  # `promt` for prompt: the column meant, named (the header's names are matched in any case already)
+        near = [(c, nearest(c, ("prompt", "model", "turn_prompt"))) for c in cols]
+        hint = "".join(f" (is {c!r} the {n!r} column? rename it {n})" for c, n in near[:50] if n)[:400]
     raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
                          f"'turn_prompt' columns (one row per model); found {', '.join(cols)}{hint}", param="data")
 
