@@ -35,7 +35,7 @@ async def test_max_tool_calls_stops_the_grid_tools_at_the_limit_and_the_model_an
     engine.received.clear()
     engine.replies += [answer("I may not compute.")]
     none = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS, max_tool_calls=0)
-    assert [i.type for i in none.output] == ["message"] and none.max_tool_calls == 0
+    assert [i.type for i in none.output] == ["mcp_list_tools", "message"] and none.max_tool_calls == 0
     assert [_offers_a_tool(p) for p in engine.received] == [False]
     engine.received.clear()
     engine.replies += [call("calculator", expression="2 + 2"), answer("4")]  # the control: no limit asked

@@ -124,22 +124,35 @@ async def test_the_grid_tools_are_listed_in_an_mcp_list_tools_item_before_the_fi
     assert "mcp_list_tools" not in orjson.dumps(engine.received[-1]["messages"]).decode()
 
 
-async def test_an_answer_without_a_tool_run_lists_no_tools(
+async def test_the_grid_tools_are_listed_when_first_given_whether_or_not_one_runs(
         scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
-    """No tool ran: no mcp_list_tools item (the list comes with the first run), streamed or not."""
+    """OpenAI's Response lists an MCP server's tools when the tool is first given, before the model's output, whether
+    or not the model then calls one ("When you specify a remote MCP server in the tools parameter, the API will
+    attempt to get a list of tools from the server", its remote MCP guide). Until the thirty-eighth session no tool
+    run meant no mcp_list_tools item. Streamed or not; a request offering only its own function tools lists none."""
     oai, engine = scripted
-    engine.replies += [answer("Hello."), answer("Hello.")]
+    engine.replies += [answer("Hello."), answer("Hello."), answer("Hello.")]
     whole = await oai.responses.create(model="smollm2-135m", input="Hi", tools=TOOLS)
     async with oai.responses.stream(model="smollm2-135m", input="Hi", tools=TOOLS) as stream:
+        events = [e async for e in stream]
         final = await stream.get_final_response()
-    assert [i.type for i in whole.output] == [i.type for i in final.output] == ["message"]
+    assert [i.type for i in whole.output] == [i.type for i in final.output] == ["mcp_list_tools", "message"]
+    assert [t.name for t in whole.output[0].tools] == ["calculator"]  # type: ignore[union-attr]
+    assert [e.type for e in events][2:6] == ["response.output_item.added", "response.mcp_list_tools.in_progress",
+                                             "response.mcp_list_tools.completed", "response.output_item.done"]
+    own: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    mine = await oai.responses.create(model="smollm2-135m", input="Hi", tools=own)
+    assert [i.type for i in mine.output] == ["message"]
 
 
-async def test_each_response_with_a_run_lists_again_and_previous_response_id_replays_no_list(
+async def test_a_conversation_that_holds_the_list_gets_none_again(
         scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
-    """A response continued with previous_response_id whose turn runs a grid tool again gets its own mcp_list_tools
-    item (OpenAI skips it where the conversation holds one; docs/responses-api.md says the grid lists it again), and
-    the stored one, replayed into the engine's history, is dropped there: no list, no duplicate message."""
+    """OpenAI lists a server's tools no more in a later response whose context holds its mcp_list_tools item ("As long
+    as the mcp_list_tools item is present in the context of an API request, the API will not fetch a list of tools
+    from the MCP server again", its remote MCP guide): a previous_response_id chain (the turn before, or one further
+    back), a conversation's items, or the output replayed as input. A tool not listed yet (regex here) lists the
+    offered tools again. Until the thirty-eighth session every response that ran a grid tool listed them again. The
+    stored list, replayed into the engine's history, is dropped there: no list, no duplicate message."""
     oai, engine = scripted
     engine.replies += [call("calculator", expression="2 + 2"), answer("4")]
     first = await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS)
@@ -149,14 +162,35 @@ async def test_each_response_with_a_run_lists_again_and_previous_response_id_rep
                                     previous_response_id=first.id) as stream:
         events = [e async for e in stream]
         second = await stream.get_final_response()
-    assert [i.type for i in second.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert [i.type for i in second.output] == ["mcp_call", "message"]
+    assert not [e for e in events if e.type.startswith("response.mcp_list_tools")]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     added = [e.output_index for e in events if e.type == "response.output_item.added"]  # type: ignore[union-attr]
-    assert added == [0, 1, 2], added
+    assert added == [0, 1], added
     history = engine.received[-1]["messages"]
     assert "mcp_list_tools" not in orjson.dumps(history).decode()
     said = [m.get("content") for m in history if m.get("role") == "user"]
     assert said.count("2+2?") == 1 and said.count("3*3?") == 1, history
+    engine.replies += [answer("Fine."), answer("Fine.")]
+    third = await oai.responses.create(model="smollm2-135m", input="And?", tools=TOOLS, previous_response_id=second.id)
+    assert [i.type for i in third.output] == ["message"]  # the list two turns back is still in the context
+    both: Any = [*TOOLS, {"type": "function", "name": "regex"}]
+    more = await oai.responses.create(model="smollm2-135m", input="And?", tools=both, previous_response_id=third.id)
+    assert [i.type for i in more.output] == ["mcp_list_tools", "message"]
+    assert [t.name for t in more.output[0].tools] == ["calculator", "regex"]  # type: ignore[union-attr]
+
+    conv = await oai.conversations.create()
+    engine.replies += [answer("Hi."), answer("Hi again.")]
+    opened = await oai.responses.create(model="smollm2-135m", input="Hi", tools=TOOLS, conversation=conv.id)
+    again = await oai.responses.create(model="smollm2-135m", input="Hi", tools=TOOLS, conversation=conv.id)
+    assert [i.type for i in opened.output] == ["mcp_list_tools", "message"]
+    assert [i.type for i in again.output] == ["message"]
+
+    engine.replies += [answer("Replayed.")]  # a client that keeps the context itself, sending the output back
+    replayed: Any = [{"role": "user", "content": "Hi"}, *[i.model_dump(exclude_none=True) for i in opened.output],
+                     {"role": "user", "content": "More?"}]
+    kept = await oai.responses.create(model="smollm2-135m", input=replayed, tools=TOOLS, store=False)
+    assert [i.type for i in kept.output] == ["message"]
 
 
 async def test_aigrid_max_steps_bounds_the_tool_runs_at_the_responses_door(

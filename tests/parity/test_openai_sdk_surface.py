@@ -240,18 +240,19 @@ def _turns(mode: str, *turns: tuple[str, Any]) -> list[dict[str, Any]]:
 
 
 RESPONSES_CASES: dict[str, tuple[list[tuple[str, Any]], list[str], str]] = {  # turns, output types, status
-    "client call": ([("call", ("get_weather", {"city": "Paris"}))], ["function_call"], "completed"),
+    "client call": ([("call", ("get_weather", {"city": "Paris"}))], ["mcp_list_tools", "function_call"], "completed"),
     "grid tool, then text": ([("call", ("calculator", {"expression": "2+2"})), ("text", "It is 4.")],
                              ["mcp_list_tools", "mcp_call", "message"], "completed"),
     "grid tool, then client call": ([("call", ("calculator", {"expression": "2+2"})),
                                      ("call", ("get_weather", {"city": "Paris"}))],
                                     ["mcp_list_tools", "mcp_call", "function_call"], "completed"),
-    "cut by max_output_tokens": ([("cut", "Sunny in")], ["message"], "incomplete"),
+    "cut by max_output_tokens": ([("cut", "Sunny in")], ["mcp_list_tools", "message"], "incomplete"),
     "grid tool failed, then text": ([("call", ("calculator", {"expression": "1/0"})), ("text", "Cannot.")],
                                     ["mcp_list_tools", "mcp_call", "message"], "completed"),
 }
-"""(A grid tool's run comes after an mcp_list_tools item of the grid's tools offered, as OpenAI lists an MCP server's
-tools before its first call: since the thirty-seventh session.)"""
+"""(The output starts with an mcp_list_tools item of the grid's tools offered, as OpenAI lists an MCP server's tools
+when it is first given, whether or not one is called: since the thirty-eighth session; from the thirty-seventh only
+before a grid tool's first run.)"""
 
 
 @pytest.mark.parametrize("mode", ["native", "constrained"])

@@ -45,7 +45,7 @@ from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import validate
 from aigrid.gateway.request_info import H_RESIDENCY, residency
-from aigrid.gateway.responses_translate import input_items, input_messages, new_id
+from aigrid.gateway.responses_translate import held_tools, input_items, input_messages, new_id
 from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
 from aigrid.gateway.stores import ConversationBook
 from aigrid.security.authorize import check_produced_by, shown_jurisdictions
@@ -101,10 +101,12 @@ class Conversations:
     async def call(self, op: str, *arg: Any) -> Any:
         return await self.book.call(op, list(arg))
 
-    async def history(self, principal: Principal, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async def history(self, principal: Principal, cid: str, headers: dict[str, str],
+                      held: set[str] | None = None) -> list[dict[str, Any]]:
         """The conversation's items as chat messages (the history before a Responses request's input); narrows
         the request's residency to the conversation's jurisdiction when it is bound. Its items are read once the
-        conversation may be used (its head: where it is bound, its size), never for a refusal."""
+        conversation may be used (its head: where it is bound, its size), never for a refusal. `held`: filled with
+        the grid tools its mcp_list_tools items list (responses_translate.held_tools)."""
         missing = NotFound(f"conversation: no conversation {cid!r} for this tenant on this gateway",
                            param="conversation")
         found = await self.call("head", principal.tenant, cid)
@@ -127,6 +129,8 @@ class Conversations:
                             writes=True)
         if bound is not None:
             headers[H_RESIDENCY] = bound  # read by the pipeline after this body: route only there
+        if held is not None:
+            held.update(held_tools(whole["items"]))
         try:
             return input_messages(whole["items"])
         except InvalidRequest as e:  # every item was checked when it was added; kept for safety

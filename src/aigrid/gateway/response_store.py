@@ -68,6 +68,10 @@ class StoredResponse:
     models: list[str] = field(default_factory=list)
     """The grid models whose answers it holds: its own and every earlier turn's of its previous_response_id chain
     (produced_by); empty in a record written before the thirty-fifth session."""
+    listed: list[str] = field(default_factory=list)
+    """The grid tools an `mcp_list_tools` item of it or of its previous_response_id chain lists (their names): a
+    continuation that offers no other lists them no more, as OpenAI's (responses_translate.held_tools); empty in a
+    record written before the thirty-eighth session."""
 
     def produced_by(self) -> list[str]:
         """The grid models whose answers this record and its history hold (a record of before `models`: its own)."""
@@ -139,7 +143,7 @@ class ResponseStore:
         if not may_store(record, allowed):
             return False
         record.size = (RECORD + footprint(record.turn) + footprint(record.response) + footprint(record.inputs)
-                       + footprint(record.models))
+                       + footprint(record.models) + footprint(record.listed))
         part = self._partitions.get(record.jurisdiction)
         if part is None:
             part = self._partitions[record.jurisdiction] = FairLru(self._max)

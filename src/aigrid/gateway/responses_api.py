@@ -109,6 +109,7 @@ from aigrid.gateway.responses_stream import Spent, added, responses_stream
 from aigrid.gateway.responses_translate import (
     chat_body,
     check_include,
+    held_tools,
     input_items,
     listed_tools,
     new_id,
@@ -117,6 +118,7 @@ from aigrid.gateway.responses_translate import (
     pending_object,
     response_object,
     settings,
+    to_list,
     usage_block,
 )
 from aigrid.gateway.routes import (
@@ -197,8 +199,11 @@ class _Turn:
         self.spent: Spent = (0, 0, 0)
         """The compaction pass's (prompt, completion, cached) tokens, added to the Response's usage."""
         self.listed: list[dict[str, Any]] = []
-        """The grid's server-side tools the request offers, which the mcp_list_tools item before its first tool run
-        lists (responses_translate.listed_tools)."""
+        """The grid's server-side tools the request offers where the conversation's context lists them not yet, which
+        the mcp_list_tools item before the model's output lists (responses_translate.to_list; empty: no item)."""
+        self.held: set[str] = set()
+        """The grid tools the conversation's context lists already: mcp_list_tools items of its input, of its
+        `conversation`'s items, of its previous_response_id chain (StoredResponse.listed)."""
         self.chain: list[str] = []
         """The grid models whose answers its previous_response_id chain holds (StoredResponse.produced_by): kept with
         its own answer's in its stored record."""
@@ -313,14 +318,15 @@ class ResponsesApi:
             if req.previous_response_id is not None:
                 raise InvalidRequest("conversation: cannot be used together with previous_response_id",
                                      param="conversation")
-            history = await self.conversations.history(turn.principal, req.conversation, headers)
+            history = await self.conversations.history(turn.principal, req.conversation, headers, turn.held)
         elif req.previous_response_id is not None:
-            history, turn.chain = await self._continue(turn.principal, req.previous_response_id, headers)
+            history, turn.chain = await self._continue(turn.principal, req.previous_response_id, headers, turn.held)
             turn.bound = headers[H_RESIDENCY]
         turn.history = history
         summaries = self._open_compactions(turn, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
-        turn.listed = listed_tools(turn.chat, self.gw.agents.tools)
+        turn.held |= held_tools(req.input)
+        turn.listed = to_list(listed_tools(turn.chat, self.gw.agents.tools), turn.held)
         try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it, and for a
             check_tool_results(turn.chat["messages"])  # function_call that no function_call_output answers
         except UnansweredToolCalls as e:
@@ -856,11 +862,11 @@ class ResponsesApi:
                                               input_items(turn.req.input) + final["output"],
                                               headers.get("x-aigrid-jurisdiction"), final.get("model"))
 
-    async def _continue(self, principal: Principal, previous: str, headers: dict[str, str],
+    async def _continue(self, principal: Principal, previous: str, headers: dict[str, str], held: set[str],
                         ) -> tuple[list[dict[str, Any]], list[str]]:
         """The stored history of `previous` and the models whose answers it holds (check_produced_by: a key narrowed
         to models continues only what models that may serve it produced); narrows this request's residency to where
-        it is stored."""
+        it is stored. `held`: filled with the grid tools its chain lists (StoredResponse.listed)."""
         prev = await self._look(principal.tenant, previous)
         if prev is None:
             raise PreviousResponseNotFound(previous, "no stored response of this id for this tenant on this gateway")
@@ -883,6 +889,8 @@ class ResponsesApi:
             raise PreviousResponseNotFound(previous, f"an earlier turn ({e.args[0]}) is no longer stored, so its "
                                            "history cannot be rebuilt") from e
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
+        held.update(prev.listed)  # (a record of before the thirty-eighth session has none: its own output's list)
+        held.update(held_tools(prev.response.get("output")))
         return history, prev.produced_by()
 
     async def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str], *,
@@ -902,7 +910,8 @@ class ResponsesApi:
         record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
                                 previous=None if turn.lead else turn.req.previous_response_id,
                                 inputs=input_items(turn.req.input),
-                                models=sorted(set(own) | set(turn.chain)))
+                                models=sorted(set(own) | set(turn.chain)),
+                                listed=sorted(turn.held | held_tools(final["output"])))
         allowed = turn.principal.scopes.jurisdictions
         if background:
             return await self.book.complete(record, allowed)

@@ -4,9 +4,10 @@
     per output item: response.output_item.added, then for a message response.content_part.added,
     response.output_text.delta*, response.output_text.done, response.content_part.done; for a function call
     response.function_call_arguments.delta*, response.function_call_arguments.done; response.output_item.done
-    (before the first server-side tool run, an mcp_list_tools item of the tools the request offered:
-    response.output_item.added without its tools, response.mcp_list_tools.in_progress and .completed,
-    response.output_item.done, as OpenAI streams one; since the thirty-seventh session)
+    (first, where the request offers the grid's tools and the conversation's context lists them not yet, an
+    mcp_list_tools item of them: response.output_item.added without its tools, response.mcp_list_tools.in_progress
+    and .completed, response.output_item.done, as OpenAI streams one; since the thirty-eighth session, from the
+    thirty-seventh before the first server-side tool run of every response that ran one)
     (a server-side tool run, an mcp_call item, once it has run: response.output_item.added in_progress,
     response.mcp_call.in_progress, response.mcp_call_arguments.delta and .done, response.mcp_call.completed or
     .failed, response.output_item.done, as OpenAI streams a remote MCP call; until the thirty-sixth session only
@@ -106,10 +107,8 @@ class _Output:
     (chat_events._Calls holds text behind a call not whole, and ends the answer with an error at a piece after a
     call's arguments ended; until the thirty-first session it was dropped here with a log line, the call cut)."""
 
-    def __init__(self, ev: _Events, listed: Sequence[dict[str, Any]] | None = None) -> None:
+    def __init__(self, ev: _Events) -> None:
         self.ev = ev
-        self.listed = listed
-        """The tools an mcp_list_tools item lists before the first tool run (None: no such item, or it is sent)."""
         self.items: list[dict[str, Any]] = []
         self.open: dict[tuple[str, int], _Open] = {}
         self.last_call = ("call", -1)  # the key of the last call begun
@@ -195,7 +194,7 @@ class _Output:
                 + self.ev("response.output_item.done", output_index=index, item=item))
 
     def list_tools(self, item: dict[str, Any]) -> bytes:
-        """The mcp_list_tools item before the first tool run, as OpenAI streams one: added without its tools,
+        """The mcp_list_tools item before the model's output, as OpenAI streams one: added without its tools,
         response.mcp_list_tools.in_progress and .completed, done with them."""
         index = len(self.items)
         self.items.append(item)
@@ -210,9 +209,6 @@ class _Output:
         events in OpenAI's order, each naming its item and output_index, and the item done as it ended (`failed`
         with its error, responses_translate.mcp_call_item)."""
         out = self.close_all()
-        if self.listed is not None:
-            out += self.list_tools(mcp_list_tools_item(self.listed))
-            self.listed = None
         index = len(self.items)
         self.items.append(item)
         at = {"item_id": item["id"], "output_index": index}
@@ -233,16 +229,18 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
     """`seq`: the first sequence_number; above 0, response.created was sent already (a background response's
     event log: created and queued when it was accepted, responses_api.py). `lead`: compaction items made before
     the answer (automatic compaction), streamed first; `spent`: their pass's (prompt, completion, cached) tokens,
-    added to the Response's usage. `listed`: the tools an mcp_list_tools item lists before the first tool run
-    (responses_translate.output_items')."""
+    added to the Response's usage. `listed`: the tools an mcp_list_tools item lists after them, before the model's
+    output (responses_translate.to_list; none: no item), as output_items' whole Response."""
     ev = _Events(seq)
     created = int(time.time()) if created is None else created
     if seq == 0:
         yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
     yield ev("response.in_progress", response=response_object(req, rid, created, [], status="in_progress"))
-    out = _Output(ev, listed)
+    out = _Output(ev)
     for item in lead:
         yield out.compaction(item)
+    if listed:
+        yield out.list_tools(mcp_list_tools_item(listed))
     finish: str | None = None
     loop_stop: str | None = None
     usage: Usage | None = None

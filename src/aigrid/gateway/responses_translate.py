@@ -332,11 +332,31 @@ def listed_tools(chat: Mapping[str, Any], registry: Mapping[str, Any]) -> list[d
     return out
 
 
+def held_tools(items: Any) -> set[str]:
+    """The names of the grid's tools that the `mcp_list_tools` items (server_label SERVER_LABEL) among `items` (a
+    request's input, a conversation's items, a stored Response's output) list: tools already in the conversation's
+    context, which OpenAI lists no more ("As long as the mcp_list_tools item is present in the context of an API
+    request, the API will not fetch a list of tools from the MCP server again", its remote MCP guide)."""
+    held: set[str] = set()
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, Mapping) and item.get("type") == "mcp_list_tools" and item.get("server_label") == SERVER_LABEL:
+            held.update(str(t["name"]) for t in item.get("tools") or () if isinstance(t, Mapping) and "name" in t)
+    return held
+
+
+def to_list(offered: Sequence[Mapping[str, Any]], held: set[str]) -> list[dict[str, Any]]:
+    """The tools a Response's mcp_list_tools item lists (listed_tools' `offered`): all those offered, unless the
+    conversation's context lists every one already (`held`: held_tools), then none."""
+    return [] if all(t["name"] in held for t in offered) else [dict(t) for t in offered]
+
+
 def mcp_list_tools_item(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """OpenAI's `mcp_list_tools` item for the grid's tools (server_label SERVER_LABEL): OpenAI's Response lists a
-    server's tools in one before its first `mcp_call` (openai SDK: McpListTools), so the grid's Response does before
-    the first of its tool runs (output_items; streamed, responses_stream). Until the thirty-seventh session there was
-    none."""
+    """OpenAI's `mcp_list_tools` item for the grid's tools (server_label SERVER_LABEL): OpenAI's Response lists an MCP
+    server's tools in one when the tool is first given, before the model's output, whether or not a tool then runs,
+    and not again in a later response of the conversation that holds it (openai SDK: McpListTools). The grid's
+    Response lists the grid tools it offers so (output_items; streamed, responses_stream) since the thirty-eighth
+    session; from the thirty-seventh it listed them before its first tool run, in every response that ran one, and
+    before that there was none."""
     return {"type": "mcp_list_tools", "id": new_id("mcpl"), "server_label": SERVER_LABEL,
             "tools": [dict(t) for t in tools]}
 
@@ -361,12 +381,12 @@ def output_items(chat: dict[str, Any], steps: bool = False, listed: Sequence[Map
                  ) -> tuple[list[dict[str, Any]], str | None]:
     """A chat completion's output items, and its finish_reason. `steps`: a tool loop answered, so its `aigrid_steps`
     are the gateway's (mcp_call items); an engine's own are left out (shown, they were the grid's tool runs, forged,
-    past the output filter). `listed` (listed_tools): the tools an mcp_list_tools item lists before the first."""
+    past the output filter). `listed` (to_list): the tools an mcp_list_tools item lists first (none: no item)."""
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
     ran = chat.get("aigrid_steps") if steps else None
     items = [mcp_call_item(s) for s in ran if isinstance(s, dict)] if isinstance(ran, list) else []
-    if items and listed is not None:
+    if listed:
         items.insert(0, mcp_list_tools_item(listed))
     if msg.get("content"):
         items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(token_logprobs(choice))))
