@@ -935,8 +935,9 @@ def test_spec_check_of_a_scenario_or_demand_with_a_typo_in_a_field_names_the_typ
     ("sim/small.yaml", "jurisdictions: [EU]", "jurisdictions: [EUR]",
      "tenants[1].jurisdictions: no site of tenant 'eu-bank' is in EUR"),
     ("sim/small.yaml", "continents: [EU], jurisdictions", "continents: [XX], jurisdictions",
-     "tenant 'eu-bank': no cities in its continents/countries"),
-    ("sim/small.yaml", "sites: [eu-west]", "sites: [eu-wst]", "faults[0].sites: no site 'eu-wst'"),
+     "tenants[1].continents: unknown continent 'XX' (known: AF, AS, EU, NA, OC, SA)"),
+    ("sim/small.yaml", "sites: [eu-west]", "sites: [eu-wst]", "faults[0].sites: no site 'eu-wst' (did you mean "
+     "eu-west?) (sites: ap-tokyo, eu-west, us-east)"),
     ("plan/small.yaml", "Chicago, San Jose", "Chicgo, San Jose",
      "supply.candidates.cities: no city named 'Chicgo' in GeoNames")])
 def test_spec_check_of_a_scenario_or_demand_refuses_what_its_run_would_refuse(
@@ -971,6 +972,21 @@ def _spec_check_of_edited(tmp_path: Path, example: str, was: str, now: str) -> t
     ("plan/small.yaml", "l40s: {", "l40x: {", "supply.hardware: unknown profile 'l40x' (did you mean l40s?) (known: cpu, h100,"),
     ("plan/small.yaml", "continents: [EU], jurisdictions", "continents: [EUR], jurisdictions",
      "tenants[2].continents: unknown continent 'EUR' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+    # a continent or a country no city is on: `tenant 'eu-bank': no cities in its continents/countries`, no field and
+    # no code meant (a fault's or a generated site set's continents were not checked); a city a name begins:
+    # `Frankfurt` offered only Frankfort (thirty-eighth session)
+    ("sim/small.yaml", "continents: [EU], jurisdictions", "continents: [EUR], jurisdictions",
+     "tenants[1].continents: unknown continent 'EUR' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+    ("sim/small.yaml", "continents: [EU], jurisdictions", "countries: [XX], jurisdictions",
+     "tenants[1].countries: no GeoNames city in 'XX' (ISO country codes, e.g. DE, US)"),
+    ("sim/small.yaml", "sites: [eu-west]", "continents: [Europe]",
+     "faults[0].continents: unknown continent 'Europe' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
+    ("sim/right-size.yaml", "count: 60\n", "count: 60\n  continents: [EU, Eur]\n",
+     "generate_sites.continents: unknown continent 'Eur' (did you mean EU?)"),
+    ("sim/small.yaml", "city: Frankfurt am Main", "city: Frankfurt",
+     "no city named 'Frankfurt' in GeoNames (close: Frankfurt am Main, Frankfurt (Oder), Frankfort)"),
+    ("plan/small.yaml", "Chicago, San Jose, Frankfurt am Main", "Chicago, San Jose, Frankfurt",
+     "supply.candidates.cities: no city named 'Frankfurt' in GeoNames (close: Frankfurt am Main,"),
     ("plan/small.yaml", "model: llama-3.1-8b, continents: [EU],", "model: llama-8b, continents: [EU],",
      "unknown model 'llama-8b' (did you mean llama-3.1-8b?) (models: llama-3.1-8b)")])
 def test_a_mistyped_value_of_a_scenario_or_demand_names_the_nearest_known_one(

@@ -21,7 +21,14 @@ from pydantic import (
 )
 
 from aigrid.errors import MAX_LISTED, SpecError, listed
-from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
+from aigrid.sim.geography import (
+    CONTINENTS,
+    EU27,
+    continent_hint,
+    jurisdiction_of,
+    load_cities,
+    unknown_continents,
+)
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twice, trace_source
@@ -30,11 +37,6 @@ from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import MAX_TOKENS
 from aigrid.spec.near import did_you_mean
 
-CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
-"""GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
-CONTINENT_NAMES = {"africa": "AF", "asia": "AS", "europe": "EU", "north america": "NA", "oceania": "OC",
-                   "australia": "OC", "south america": "SA"}
-"""A continent written out, to the code meant: difflib offered `SA` for `Asia` (both two letters of four)."""
 MAX_FLOWS = 600
 """The most flows (a tenant's users on one continent, or in one by_place country) the traffic model may hold,
 counted as tenants x (continents + by_place places): each is a rate per demand point and hour, 600 KB; 200
@@ -57,12 +59,6 @@ class DemandError(SpecError):
     def __init__(self, path: str, problems: list[str]) -> None:
         super().__init__(path, problems)
         self.args = ("\n".join(f"{path}: {p}" for p in listed(problems)),)
-
-
-def continent_hint(given: str) -> str:
-    """` (did you mean EU?)` for a continent code mistyped (`EUR`) or written out (`Europe`), else ""."""
-    code = CONTINENT_NAMES.get(" ".join(given.casefold().replace("_", " ").replace("-", " ").split()))
-    return f" (did you mean {code}?)" if code else did_you_mean(given, CONTINENTS)
 
 
 def place_problems(places: Iterable[str]) -> list[str]:
@@ -120,11 +116,9 @@ class Tenant(Strict):
     @field_validator("continents")
     @classmethod
     def _continents(cls, v: list[str] | None) -> list[str] | None:
-        unknown = [c for c in dict.fromkeys(v or ()) if c not in CONTINENTS]
-        if unknown:
-            raise ValueError(f"unknown continent{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(map(repr, unknown))}{continent_hint(unknown[0])} "
-                             f"(known: {', '.join(CONTINENTS)})")
+        problem = unknown_continents(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("countries")

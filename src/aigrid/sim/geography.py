@@ -15,9 +15,34 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from aigrid.spec.near import did_you_mean
+
 EU27 = frozenset(
     "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
 )
+
+
+CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
+"""GeoNames continent codes users and sites can be on (EU here is the continent Europe, not the jurisdiction)."""
+CONTINENT_NAMES = {"africa": "AF", "asia": "AS", "europe": "EU", "north america": "NA", "oceania": "OC",
+                   "australia": "OC", "south america": "SA"}
+"""A continent written out, to the code meant: difflib offered `SA` for `Asia` (both two letters of four)."""
+
+
+def continent_hint(given: str) -> str:
+    """` (did you mean EU?)` for a continent code mistyped (`EUR`) or written out (`Europe`), else ""."""
+    code = CONTINENT_NAMES.get(" ".join(given.casefold().replace("_", " ").replace("-", " ").split()))
+    return f" (did you mean {code}?)" if code else did_you_mean(given, CONTINENTS)
+
+
+def unknown_continents(given: list[str] | None) -> str | None:
+    """`unknown continent 'EUR' (did you mean EU?) (known: AF, ...)` for a list with codes not in CONTINENTS (the
+    check of a tenant's, a generated site set's or a fault's `continents`), else None."""
+    unknown = [c for c in dict.fromkeys(given or ()) if c not in CONTINENTS]
+    if not unknown:
+        return None
+    return (f"unknown continent{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            f"{continent_hint(unknown[0])} (known: {', '.join(CONTINENTS)})")
 
 
 def jurisdiction_of(country: str) -> str:
@@ -60,11 +85,17 @@ class Cities:
         return best
 
     def close_hint(self, name: str) -> str:
-        """` (close: Toki, Topki, Tokyo)`: up to three city names spelt nearly as `name` (any case or accent), or ""
-        when none is. A difflib pass over every name (about 1 s for the shipped 34,000 cities): asked only of a
-        name that was not found, for its error."""
-        close = difflib.get_close_matches(fold(name), list(self.by_name), n=3, cutoff=0.8)
-        return f" (close: {', '.join(self.name[self.by_name[c][0]] for c in close)})" if close else ""
+        """` (close: Toki, Topki, Tokyo)`: up to four city names, those that begin with `name` and a space
+        (`Frankfurt am Main` for Frankfurt) and those spelt nearly as it (any case or accent), or "" when none is.
+        A difflib pass over every name (about 1 s for the shipped 34,000 cities): asked only of a name that was not
+        found, for its error."""
+        folded = fold(name)
+        # the names it begins first, most populous first (`Frankfurt` for Frankfurt am Main: difflib offered only
+        # Frankfort, Kentucky), then the ones spelt nearly so
+        begun = [k for k in self.by_name if k.startswith(folded + " ")][:3]
+        close = begun + [c for c in difflib.get_close_matches(folded, list(self.by_name), n=3, cutoff=0.8)
+                         if c not in begun]
+        return f" (close: {', '.join(self.name[self.by_name[c][0]] for c in close[:4])})" if close else ""
 
     @cached_property
     def by_name(self) -> dict[str, tuple[int, ...]]:

@@ -15,6 +15,7 @@ from aigrid.engines.step_cost import EnginePerf
 from aigrid.sim.geography import Cities, jurisdiction_of
 from aigrid.sim.hardware import HARDWARE, engine_perf
 from aigrid.sim.scenario import GeneratedSites, ModelDef, Scenario, ScenarioProblem, SiteDef
+from aigrid.spec.near import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def check_references(scenario: Scenario, grids: list[Grid]) -> None:
     for i, f in enumerate(scenario.faults):
         unknown = [s for s in f.sites or () if s not in ids]
         if unknown:
-            raise ScenarioProblem(f"faults[{i}].sites: no site {', '.join(map(repr, unknown))} (sites: {', '.join(ids)})")
+            raise ScenarioProblem(f"faults[{i}].sites: no site {', '.join(map(repr, unknown))}"
+                                  f"{did_you_mean(unknown[0], ids)} (sites: {', '.join(ids)})")
     for i, t in enumerate(scenario.tenants):
         if t.jurisdictions and not set(t.jurisdictions) & set(jurisdictions):
             raise ScenarioProblem(f"tenants[{i}].jurisdictions: no site of tenant {t.name!r} is in "

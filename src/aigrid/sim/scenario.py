@@ -22,7 +22,7 @@ from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
 from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
 from aigrid.errors import MAX_LISTED, SpecError, listed
-from aigrid.sim.geography import load_cities
+from aigrid.sim.geography import load_cities, unknown_continents
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCities, user_places
@@ -128,6 +128,16 @@ class SiteDef(Strict):
         return self
 
 
+def known_continents(given: list[str] | None) -> list[str] | None:
+    """A `continents` list whose every code is a continent's (geography.CONTINENTS), else ValueError naming the one
+    meant: `[EUR]` was `tenant 'x': no cities in its continents/countries` with no field, or a generated site set of
+    no sites, or a fault on nothing."""
+    problem = unknown_continents(given)
+    if problem:
+        raise ValueError(problem)
+    return given
+
+
 class GeneratedSites(Strict):
     """`count` sites at the most populous cities of the chosen continents, hardware drawn by share."""
 
@@ -137,6 +147,11 @@ class GeneratedSites(Strict):
     models: list[str] = Field(min_length=1)
     gpus_per_replica: int = Field(default=1, ge=1, le=16)  # a site's own bounds (SiteDef): past them, a traceback
     replicas: int = Field(default=1, ge=1, le=10_000)
+
+    @field_validator("continents")
+    @classmethod
+    def _continents(cls, v: list[str] | None) -> list[str] | None:
+        return known_continents(v)
 
 
 class AgentDef(Strict):
@@ -205,6 +220,20 @@ class Tenant(Strict):
     @classmethod
     def _trace(cls, v: str, info: ValidationInfo) -> str:
         return trace_source(v, info)
+
+    @field_validator("continents")
+    @classmethod
+    def _continents(cls, v: list[str] | None) -> list[str] | None:
+        return known_continents(v)
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, v: list[str] | None) -> list[str] | None:
+        known = set(load_cities().country)
+        unknown = [c for c in dict.fromkeys(v or ()) if c not in known]
+        if unknown:  # was `tenant 'x': no cities in its continents/countries` once the run began, no field named
+            raise ValueError(f"no GeoNames city in {', '.join(map(repr, unknown))} (ISO country codes, e.g. DE, US)")
+        return v
 
     @field_validator("priority")
     @classmethod
@@ -282,6 +311,11 @@ class Fault(Strict):
     jurisdictions: list[str] | None = None
     continents: list[str] | None = None
     factor: float = Field(default=3.0, gt=0, le=1000, description="load multiplier of a spike")
+
+    @field_validator("continents")
+    @classmethod
+    def _continents(cls, v: list[str] | None) -> list[str] | None:
+        return known_continents(v)
 
     @model_validator(mode="after")
     def _target(self) -> Fault:
