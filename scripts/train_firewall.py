@@ -26,7 +26,8 @@ Two heads over the same hashed features (scripts/firewall_heads.py says what eac
   shipped (docs/security.md, "Tried and not shipped"): --addressed-weight W raises each window's logit by W per
   kind of cue of an instruction addressed to the model (aigrid.security.firewall.addressed), in choosing those
   points and at request time (the artefact keeps W); --segment-offset D adds D to each sentence's logit (not to
-  the fixed windows'), calibrating the two readings apart (InjectionModel.segment_offset); --context-weight B moves a document's highest window logit by B
+  the fixed windows'), calibrating the two readings apart (InjectionModel.segment_offset); --address-contrast W raises each window by W
+  times how much more it addresses its reader than its document does (address_contrast.py); --context-weight B moves a document's highest window logit by B
   times its distance above the document's median window (InjectionModel.context_weight), the same way;
   --doc-rule pooled | balanced chooses both document points on all the clean validation documents together
   (pooled) or on the mean of the sources' rates (balanced), each with at most --doc-source-cap of any one source's
@@ -205,6 +206,10 @@ def main() -> None:
     parser.add_argument("--segment-offset", type=float, default=0.0,
                         help="document head, not shipped: logits added to each sentence or line read on its own (not "
                              "to the fixed windows), before the operating points are chosen (0: none)")
+    parser.add_argument("--address-contrast", type=float, default=0.0,
+                        help="document head, not shipped: logits added to a window per unit of how much more it "
+                             "addresses its reader than its document does (address_contrast.py), before the "
+                             "operating points are chosen (0: none)")
     parser.add_argument("--doc-rule", choices=DOC_RULES, default="strictest",
                         help="document head: how the operating points read the clean validation documents by source "
                              "(train_firewall.document_threshold); not shipped: pooled, balanced")
@@ -247,6 +252,8 @@ def main() -> None:
         meta["context_weight"] = args.context_weight
     if args.segment_offset:  # nor this one
         meta["segment_offset"] = args.segment_offset
+    if args.address_contrast:  # nor this one
+        meta["address_contrast"] = args.address_contrast
     if args.doc_rule != "strictest":  # nor these (a record of how the document points were chosen)
         meta.update(document_rule=args.doc_rule, document_source_cap=args.doc_source_cap)
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from aigrid.security.firewall.address_contrast import AddressDensity
 from aigrid.security.firewall.addressed import Cues
 from aigrid.security.firewall.encoded import decoded_parts
 from aigrid.security.firewall.features import (
@@ -128,6 +129,10 @@ class InjectionModel:
         not to its fixed windows: the two readings calibrated apart (D < 0: a short sentence must score that much
         higher than a window to count as much); 0 (an artefact without the key): none. Tried and not shipped
         (docs/security.md, "Tried and not shipped"); the cascades read the n-gram probabilities without it."""
+        self.address_contrast = float(meta.get("address_contrast", 0.0))  # type: ignore[arg-type]
+        """W, logits the document head adds to a window per unit of how much more it addresses its reader than
+        its whole document does (address_contrast.AddressDensity); 0 (an artefact without the key): none. Tried
+        and not shipped (docs/security.md); the cascades read the n-gram probabilities without it."""
         self.cascade: Cascade | None = None
         """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
         self.prompt_cascade: Cascade | None = None
@@ -234,7 +239,8 @@ class InjectionModel:
     def _document(self, text: str) -> InjectionScore:
         if self.cascade is None:
             return self._score(text, self.document, self.document_window, self.document_step, self.segments,
-                               self.segment_min, self.addressed_weight, self.context_weight, self.segment_offset)
+                               self.segment_min, self.addressed_weight, self.context_weight, self.segment_offset,
+                               self.address_contrast)
         score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
         return self.cascade.rescore(score, suspects)
 
@@ -262,16 +268,18 @@ class InjectionModel:
 
     def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
                segment_min: int = SEGMENT_MIN, addressed: float = 0.0, context: float = 0.0,
-               offset: float = 0.0) -> InjectionScore:
+               offset: float = 0.0, contrast: float = 0.0) -> InjectionScore:
         """The highest window; with `addressed`, each window's logit raised by that much per kind of cue it holds
         (addressed.Cues, found once over the whole normalised text); with `context`, the highest logit moved
         by `context` times its distance above the median window's (context_weight); with `offset`, each
         sentence read on its own (the spans after the fixed windows: features.spans) moved by that much
-        (segment_offset)."""
+        (segment_offset); with `contrast`, each window raised by that much per unit of its address contrast
+        (address_contrast)."""
         best, where = -math.inf, 0
         found: Cues | None = None
         logits: list[float] = []
         fixed = -1  # how many fixed windows come first (read only with an offset)
+        density: AddressDensity | None = None
         for i, (normal, start, end, b) in enumerate(read(text, self.dim, size, step, head.openers, segments,
                                                          segment_min)):
             if addressed and found is None:
@@ -281,6 +289,10 @@ class InjectionModel:
                 if fixed < 0:
                     fixed = len(window_bounds(len(normal), size, step))
                 bonus += offset if i >= fixed else 0.0
+            if contrast:
+                if density is None:
+                    density = AddressDensity(normal)
+                bonus += contrast * density.contrast(start, end)
             z = max(-60.0, min(60.0, head.logit(b, self.min_norm, bonus)))
             if context:
                 logits.append(z)
