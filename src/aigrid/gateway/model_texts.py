@@ -252,7 +252,7 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
 
 
 async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelText]],
-                    parses: ParsePool) -> list[ModelText]:
+                    parses: ParsePool, owner: str = "") -> list[ModelText]:
     """`collect()` (chat_texts or completion_texts of `body`), run in place for a body whose JSON is at most
     body_values.OFF_LOOP_BYTES long (its length from orjson's write, in C: 0.5 us for a 1.5 KB chat body, 0.13 ms for
     a 4 MiB prompt), on one of the gateway's parse threads otherwise (`parses`, Gateway.parses, apart from asyncio's
@@ -260,12 +260,13 @@ async def collected(body: Mapping[str, Any], collect: Callable[[], list[ModelTex
     call's arguments, documents, template variables) at a few microseconds a value: at body_values' bounds (a
     message's own key of 199,800 empty arrays, arguments of 60,000) the walk held the loop 0.4-1.2 s (thirty-sixth
     session, scripts/loop_hold_values.py). The body is this request's own, not changed by anyone while its texts are
-    collected. A body orjson cannot write (it came from orjson's parse: never seen) is collected on a thread too."""
+    collected. A body orjson cannot write (it came from orjson's parse: never seen) is collected on a thread too.
+    `owner`: whose turn on the threads it waits for (the request's tenant: ParsePool.run)."""
     try:
         small = len(orjson.dumps(body)) <= OFF_LOOP_BYTES
     except orjson.JSONEncodeError:
         small = False
-    return collect() if small else await parses.run(collect)
+    return collect() if small else await parses.run(collect, owner=owner)
 
 
 def beside_messages(texts: list[ModelText]) -> int:

@@ -470,7 +470,8 @@ class Routes:
         # a long body is parsed, depth-checked and counted on the gateway's parse threads (body_values.OFF_LOOP_BYTES)
         if len(raw) <= OFF_LOOP_BYTES:
             return json_object(raw, dotted=dotted)
-        return await self.gw.parses.run(lambda: json_object(raw, dotted=dotted))
+        return await self.gw.parses.run(lambda: json_object(raw, dotted=dotted),
+                                        owner=ex.principal.tenant if ex is not None and ex.principal else "")
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
@@ -517,7 +518,7 @@ class Routes:
             prompt = parsed.prompt_text()
             # a long body's texts are collected on the parse threads (a walk of every value the firewall reads)
             texts = await collected(body, lambda: chat_texts(body, documents) if path == CHAT_PATH
-                                    else completion_texts(body), gw.parses)
+                                    else completion_texts(body), gw.parses, principal.tenant)
             images = False
             if path == CHAT_PATH:
                 images = check_images(parsed.model, body, gw.spec.models)
