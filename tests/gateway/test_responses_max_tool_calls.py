@@ -6,13 +6,17 @@ SDK is the client."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from aigrid.gateway.app import build_app
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway import scripted_client
+from tests.gateway.conftest import scripted_gateway
+from tests.gateway.sdk_clients import openai_client
 
 scripted = scripted_client.scripted  # its fixture
 
@@ -62,3 +66,16 @@ async def test_a_bad_max_tool_calls_is_a_400_naming_it(scripted: tuple[openai.As
         await oai.responses.create(model="smollm2-135m", input="2+2?", tools=TOOLS, extra_body={"max_tool_calls": bad})
     assert info.value.body["param"] == "max_tool_calls", info.value.body  # type: ignore[index]
     assert engine.received == []
+
+
+async def test_max_tool_calls_is_not_sent_to_an_engine_where_no_grid_tool_is_offered(tmp_path: Path) -> None:
+    """It counts the grid's tools only: a request offering none, which a native model's engine answers as written (no
+    tool loop), is sent to it without the loop's extension, which an engine that refuses unknown fields would
+    refuse."""
+    engine = ScriptedEngine([{"content": "Hi."}])
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, "native")))
+    own: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    r = await oai.responses.create(model="smollm2-135m", input="Hi", tools=own, max_tool_calls=2)
+    assert r.max_tool_calls == 2
+    assert not any("max_tool_calls" in k for p in engine.received for k in p), engine.received
+    await oai.close()

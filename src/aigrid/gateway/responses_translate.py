@@ -237,7 +237,9 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
     extra = req.model_extra or {}  # the tool loop's `aigrid_max_steps`, `aigrid_tool_mode` (docs/agents.md), read
     body.update({k: extra[k] for k in EXTENSIONS if k in extra})  # as on chat (until review RV2 of the
     # thirty-seventh session left out here: the default steps ran whatever the request asked)
-    if req.max_tool_calls is not None:  # the grid's tools the loop may run (until the thirty-eighth session ignored)
+    # the grid's tools the loop may run (until the thirty-eighth session ignored); written only where the request
+    # offers one: it counts no other tool, and a body the loop does not serve goes to its engine as written
+    if req.max_tool_calls is not None and set(server_tools) & {t["function"]["name"] for t in body.get("tools", ())}:
         body[MAX_TOOL_CALLS] = req.max_tool_calls
     if wants_logprobs(req):
         body["logprobs"], body["top_logprobs"] = True, req.top_logprobs or 0
