@@ -40,6 +40,7 @@ a wait an SDK call can sit through (docs/quickstart.md, "Errors and retries").
 
 from __future__ import annotations
 
+from aigrid.field_names import Field, field_name
 from aigrid.userinfo import without_userinfo
 
 
@@ -128,10 +129,17 @@ class ApiError(AigridError):
     """Whether the SDKs should send the request again by themselves; None: as the status and Retry-After say
     (should_retry)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+    field: Field | None = None
+    """The field `param` names, as its parts, where the check that raised it gave them (a front door writes it in
+    its own form: gateway/front_door.name_own_field); `param` itself is OpenAI's form of them."""
+
+    def __init__(self, message: str, *, param: str | Field | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None, retry: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if isinstance(param, tuple):  # the field's parts: kept, and named in OpenAI's form
+            self.field = param
+            param = field_name(param)
         self.param = param
         if code is not None:
             self.code = code

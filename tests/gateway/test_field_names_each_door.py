@@ -96,3 +96,48 @@ def test_a_steers_field_is_named_from_its_parts(steer: list[Any], param: str) ->
     with pytest.raises(InvalidRequest) as refused:
         steer_items({"type": "response.steer", "previous_response_id": "resp_1", "input": steer})
     assert refused.value.param == param and refused.value.message.startswith(f"{param}: "), refused.value.message
+
+
+def test_a_front_door_names_a_chat_field_from_its_parts() -> None:
+    """front_door.name_own_field reads the field's parts the chat checks give (ApiError.field), not the param string
+    (until the thirty-eighth session it parsed `messages[3].content` and `tools[2].function...` again): a tool's
+    nested field in the door's form, a message's in the field it came from."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.gateway.front_door import name_own_field
+    tool = ("tools", 1, "function", "parameters", "properties", "a", "anyOf", 2, "pattern")
+    for dotted, own in ((False, "tools[1].parameters.properties.a.anyOf[2].pattern"),
+                        (True, "tools.1.parameters.properties.a.anyOf.2.pattern")):
+        err = InvalidRequest(f"invalid value for '{field_name(tool)}': too many groups", param=tool)
+        assert err.param == "tools[1].function.parameters.properties.a.anyOf[2].pattern" and err.field == tool
+        name_own_field(err, [], dotted=dotted)
+        assert (err.param, err.message) == (own, f"invalid value for '{own}': too many groups")
+    err = InvalidRequest("a tool call needs an id", param=("messages", 2, "tool_calls", 0))
+    name_own_field(err, ["input[0]", "input[1]", "input[3]"])
+    assert (err.param, err.message) == ("input[3]", "a tool call needs an id (at input[3])")
+    said = InvalidRequest("messages[1].content: not ours", param="messages[1].content")  # a string: no chat field's
+    name_own_field(said, ["input[0]", "input[1]"])
+    assert said.param == "messages[1].content"
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {
+    "type": "string", "pattern": "(" * 1001 + ")" * 1001}]}}}
+
+
+@pytest.mark.parametrize("path, body, headers, field", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}]}, {},
+     "tools[0].function.parameters.properties.a.anyOf[1].pattern"),
+    ("/v1/responses", {"input": "hi", "tools": [{"type": "function", "name": "f", "parameters": SCHEMA}]}, {},
+     "tools[0].parameters.properties.a.anyOf[1].pattern"),
+    ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "f", "input_schema": SCHEMA}]}, {"anthropic-version": "2023-06-01"},
+     "tools.0.input_schema.properties.a.anyOf.1.pattern"),
+], ids=["chat", "responses", "messages"])
+async def test_a_nested_tool_field_is_named_in_each_doors_form(tmp_path: Path, path: str, body: dict[str, Any],
+                                                               headers: dict[str, str], field: str) -> None:
+    spec = spec_in(tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body}, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert f"'{field}'" in error["message"] and error.get("param", field) == field, error

@@ -63,6 +63,7 @@ from aigrid.errors import (
     EngineUnavailable,
     InvalidRequest,
 )
+from aigrid.field_names import Field, field_name
 from aigrid.json_depth import depth_message, few_brackets, too_deep_raw
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
@@ -251,7 +252,7 @@ class UnansweredToolCalls(InvalidRequest):
         self.index, self.ids = index, tuple(ids)
         super().__init__("An assistant message with 'tool_calls' must be followed by tool messages responding to "
                          "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
-                         f"{', '.join(self.ids)}", param="messages" if after is None else f"messages[{after}].role")
+                         f"{', '.join(self.ids)}", param=("messages",) if after is None else ("messages", after, "role"))
 
 
 class OrphanToolResult(InvalidRequest):
@@ -259,7 +260,7 @@ class OrphanToolResult(InvalidRequest):
     (OpenAI's chat door says it so; the Messages and Responses doors in their APIs' own words). `called`: whether the
     message before it made any tool call (Anthropic words the two cases apart)."""
 
-    def __init__(self, message: str, param: str, index: int, call_id: str | None, called: bool) -> None:
+    def __init__(self, message: str, param: Field, index: int, call_id: str | None, called: bool) -> None:
         self.index, self.call_id, self.called = index, call_id, called
         super().__init__(message, param=param)
 
@@ -295,7 +296,7 @@ def check_tool_results(messages: Any, *, assistants_merge: bool = True) -> None:
             for k, c in enumerate(listed if isinstance(listed, list) else ()):
                 if isinstance(c, Mapping) and c.get("id") is None:  # OpenAI's 400: no result could answer it
                     raise InvalidRequest(f"Missing required parameter: 'messages[{i}].tool_calls[{k}].id'.",
-                                         param=f"messages[{i}].tool_calls[{k}].id", code=MISSING_PARAMETER)
+                                         param=("messages", i, "tool_calls", k, "id"), code=MISSING_PARAMETER)
             ids = ({c["id"]: i for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
                    if isinstance(listed, list) else {})
             if previous == "assistant" and calls and assistants_merge:  # (the turn's dict grown in place: until the thirty-sixth session
@@ -308,14 +309,14 @@ def check_tool_results(messages: Any, *, assistants_merge: bool = True) -> None:
             called = m.get("tool_call_id")
             if called is not None and not isinstance(called, str):
                 raise InvalidRequest(f"Invalid type for 'messages[{i}].tool_call_id': expected a string",
-                                     param=f"messages[{i}].tool_call_id")
+                                     param=("messages", i, "tool_call_id"))
             if not calls:
                 # OpenAI's words (its param reads "messages.[N].role"; ours keeps the bracket form of every other)
                 raise OrphanToolResult("Invalid parameter: messages with role 'tool' must be a response to a preceeding "
-                                       "message with 'tool_calls'.", f"messages[{i}].role", i, called, False)
+                                       "message with 'tool_calls'.", ("messages", i, "role"), i, called, False)
             if called is not None and called not in calls:
                 raise OrphanToolResult(f"Invalid parameter: 'tool_call_id' of '{called}' not found in 'tool_calls' of "
-                                       "previous message.", f"messages[{i}].tool_call_id", i, called, True)
+                                       "previous message.", ("messages", i, "tool_call_id"), i, called, True)
             if called is None:  # a result naming no call (the chat schema lets it) answers the first unanswered,
                 order = order or list(calls)  # read on from the last one found (those before it stay answered):
                 while first < len(order) and order[first] in answered:  # until the thirty-sixth session (brief
@@ -369,21 +370,21 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
         if name is None and isinstance(t, Mapping) and t.get("type") == "custom":
             raise InvalidRequest("custom tools are not served by this grid: its tool loop and engines take function "
                                  "tools, whose input is JSON under a schema, not a custom tool's free-form or grammar "
-                                 "input; offer a function tool", param=f"tools[{i}].type")
+                                 "input; offer a function tool", param=("tools", i, "type"))
         if name is None:
-            raise InvalidRequest("tools must be function tools with a name", param=f"tools[{i}]")
+            raise InvalidRequest("tools must be function tools with a name", param=("tools", i))
         if name in registry:
             tool = registry[name]
             specs.append(ToolSpec(name, tool.description, tool.parameters, server=True))
         else:
             fn = t["function"]
-            check_tool_definition(fn, f"tools[{i}].function")
+            check_tool_definition(fn, ("tools", i, "function"))
             specs.append(ToolSpec(name, str(fn.get("description") or ""),
                                   fn.get("parameters") or {"type": "object"}, server=False, strict=fn.get("strict")))
     return specs
 
 
-def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
+def check_tool_definition(fn: Mapping[str, Any], where: Field) -> None:
     """A client tool's definition is rendered into the model's prompt and grammar: a description that is
     not text or parameters that are not a JSON Schema object are the client's mistake (400), not an engine
     failure. Its name as OpenAI's rule has it (the loop prints it into the prompt). An MCP server's tools are held
@@ -391,26 +392,26 @@ def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
     name = fn.get("name")
     if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
         raise InvalidRequest("a tool's name must be 1-64 letters, digits, underscores or dashes",
-                             param=f"{where}.name")
+                             param=(*where, "name"))
     if fn.get("description") is not None and not isinstance(fn["description"], str):
-        raise InvalidRequest("a tool's description must be a string", param=f"{where}.description")
+        raise InvalidRequest("a tool's description must be a string", param=(*where, "description"))
     if fn.get("strict") is not None and not isinstance(fn["strict"], bool):
-        raise InvalidRequest("a tool's strict must be a boolean", param=f"{where}.strict")
+        raise InvalidRequest("a tool's strict must be a boolean", param=(*where, "strict"))
     params = fn.get("parameters")
     if params is None:
         return
     if not isinstance(params, Mapping):
-        raise InvalidRequest("a tool's parameters must be a JSON Schema object", param=f"{where}.parameters")
+        raise InvalidRequest("a tool's parameters must be a JSON Schema object", param=(*where, "parameters"))
     props = params.get("properties")
     if props is not None and not isinstance(props, Mapping):
         raise InvalidRequest("parameters.properties must be an object of JSON Schemas",
-                             param=f"{where}.parameters.properties")
+                             param=(*where, "parameters", "properties"))
     for key, prop in (props or {}).items():
         if not isinstance(prop, Mapping | bool):
-            raise InvalidRequest("each property must be a JSON Schema", param=f"{where}.parameters.properties.{key}")
+            raise InvalidRequest("each property must be a JSON Schema", param=(*where, "parameters", "properties", key))
 
 
-def refuse_outside_ref(parameters: Any, where: str) -> None:
+def refuse_outside_ref(parameters: Any, where: Field) -> None:
     """The client's 400 naming a `$ref` of a tool's `parameters` that is no pointer from its own root (a URL, another
     document, an anchor: schema_refs.outside_ref), for a tool whose schema goes into a grammar."""
     outside = outside_ref(parameters) if isinstance(parameters, Mapping) else None
@@ -420,7 +421,7 @@ def refuse_outside_ref(parameters: Any, where: str) -> None:
                              "a grammar (this model's constrained tool calls, or a forced tool_choice): the grid "
                              "fetches no schema, nor does any engine (llama-server refuses it, \"unsupported $ref\"); "
                              "put the schema in the tool's $defs and refer to it as #/$defs/Name",
-                             param=f"{where}.parameters.{'.'.join(map(str, path))}")
+                             param=(*where, "parameters", *map(str, path)))  # the schema's path: keys, dotted
 
 
 def check_grammar_refs(body: Mapping[str, Any], registry: Mapping[str, Any], mode: ToolMode) -> None:
@@ -439,7 +440,7 @@ def check_grammar_refs(body: Mapping[str, Any], registry: Mapping[str, Any], mod
         name = _function_name(t)
         if name is None or name in registry or (mode == "native" and forced is not None and name != forced):
             continue
-        refuse_outside_ref(t["function"].get("parameters"), f"tools[{i}].function")
+        refuse_outside_ref(t["function"].get("parameters"), ("tools", i, "function"))
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -455,17 +456,17 @@ def _check_tool_calls(messages: Any) -> None:
         if calls is None:
             continue
         if not isinstance(calls, list):
-            raise InvalidRequest("tool_calls must be a list", param=f"messages[{i}].tool_calls")
+            raise InvalidRequest("tool_calls must be a list", param=("messages", i, "tool_calls"))
         for j, call in enumerate(calls):
             fn = call.get("function") if isinstance(call, Mapping) else None
             if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not isinstance(
                     fn.get("arguments", ""), str) or not isinstance(call.get("id", ""), str):
                 raise InvalidRequest("a tool call needs an id, function.name and function.arguments (a JSON string)",
-                                     param=f"messages[{i}].tool_calls[{j}]")
-            _shallow_arguments(fn.get("arguments", ""), f"messages[{i}].tool_calls[{j}].function.arguments")
+                                     param=("messages", i, "tool_calls", j))
+            _shallow_arguments(fn.get("arguments", ""), ("messages", i, "tool_calls", j, "function", "arguments"))
 
 
-def _shallow_arguments(arguments: str, where: str) -> None:
+def _shallow_arguments(arguments: str, where: Field) -> None:
     """A replayed call's arguments nested too deep for the JSON a constrained turn shows the model (json_depth.py):
     a 400 naming them, not a failure of every engine."""
     raw = arguments.encode()
@@ -478,7 +479,8 @@ def _shallow_arguments(arguments: str, where: str) -> None:
     deep = too_deep_raw(raw, value)  # orjson's write decides (C speed); the walk runs only for a value too deep
     if deep is not None:
         inside = ".".join(map(str, deep))  # a path inside the arguments' JSON string, not a field of the request
-        raise InvalidRequest(depth_message(where if not inside else f"{where} at {inside}"), param=where)
+        field = field_name(where)
+        raise InvalidRequest(depth_message(field if not inside else f"{field} at {inside}"), param=where)
 
 
 def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:

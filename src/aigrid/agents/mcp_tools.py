@@ -247,8 +247,8 @@ class McpServer:
             tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
                            t.input_schema or {"type": "object"}, t.name)
             try:
-                check_tool_definition({"name": tool.name, "parameters": tool.parameters}, "tool")
-                refuse_outside_ref(tool.parameters, "tool")  # any model's constrained turn may offer it
+                check_tool_definition({"name": tool.name, "parameters": tool.parameters}, ("tool",))
+                refuse_outside_ref(tool.parameters, ("tool",))  # any model's constrained turn may offer it
                 if tool.name in names:
                     raise InvalidRequest("the server lists two tools of this name")
                 if len(text := tool.model_text()) > MAX_TOOL_TEXT:

@@ -214,7 +214,7 @@ def _check_legacy_history(messages: Any) -> None:
             if not called:
                 raise InvalidRequest(f"Invalid parameter: the `function` message messages[{i}] must answer the "
                                      "`function_call` of the assistant turn right before it, and there is none",
-                                     param=f"messages[{i}]")
+                                     param=("messages", i))
             called = False
             continue
         fc = m.get("function_call")
@@ -225,4 +225,4 @@ def _check_legacy_history(messages: Any) -> None:
                 or not isinstance(fc.get("arguments", ""), str):
             raise InvalidRequest(f"Invalid value for 'messages[{i}].function_call': an assistant's call is "
                                  "{\"name\": \"...\", \"arguments\": \"<JSON text>\"}",
-                                 param=f"messages[{i}].function_call")
+                                 param=("messages", i, "function_call"))

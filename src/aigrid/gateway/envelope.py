@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
 
 import orjson
 from pydantic import ValidationError
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigrid.errors import MISSING_PARAMETER, ApiError, InvalidRequest
+from aigrid.field_names import field_name
 from aigrid.gateway.unknown_path import route_index, shown_path
 
 log = logging.getLogger("aigrid.gateway")
@@ -65,24 +65,14 @@ def _is_union_label(part: object) -> bool:
     return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
 
 
-def field_name(parts: Sequence[int | str], *, dotted: bool = False) -> str:
-    """A field's path as its door's official API names it: OpenAI's (chat, completions, Responses, embeddings,
-    their batches) a list's index in brackets and a key after a dot (`messages[0].content[1].text`, as OpenAI's
-    "Invalid type for 'messages[0].content'"); Anthropic's (`dotted`: the Messages door, its batches) every part
-    after a dot (`messages.0.content.1.text`, as its "messages.0: all messages must have non-empty content").
-    Until the thirty-seventh session a schema's 400 said the dotted form on every door, while the grid's own checks
-    on the OpenAI doors said brackets. The one place a field's path is written from its parts."""
-    if dotted:
-        return ".".join(map(str, parts))
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 def field_path(loc: tuple[int | str, ...], *, dotted: bool = False) -> str:
-    """A validation error's location as the client's field path (field_name): without the union branches pydantic
-    names ('str', 'list[...]'), and without the tag it names after an item of a list of tagged unions
+    """A validation error's location as the client's field path (field_name of field_parts)."""
+    return field_name(field_parts(loc), dotted=dotted)
+
+
+def field_parts(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """A validation error's location as the client's field's parts: without the union branches pydantic names
+    ('str', 'list[...]'), and without the tag it names after an item of a list of tagged unions
     (`messages.0.content.0.text.text` is the field `messages[0].content[0].text`, of a `text` block)."""
     out: list[int | str] = []
     tag_next = False
@@ -94,7 +84,7 @@ def field_path(loc: tuple[int | str, ...], *, dotted: bool = False) -> str:
             tag_next = False
             continue
         out.append(part)
-    return field_name(out, dotted=dotted)
+    return tuple(out)
 
 
 SHOWN_CHARS = 200
@@ -151,14 +141,18 @@ def from_validation(e: ValidationError, *, dotted: bool = False) -> InvalidReque
     is rendered (bounded_message, bounded_error), not here."""
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
-    loc = field_path(first["loc"], dotted=dotted)
+    parts = field_parts(first["loc"])
+    loc = field_name(parts, dotted=dotted)
     msg = first["msg"]
     if first["type"] == "missing" and loc and msg == "Field required":  # pydantic's, no sentence of the grid's own
         # OpenAI's words and code (Messages: anthropic_error_response); the code was invalid_request until review RV4
-        return InvalidRequest(missing_parameter(loc), param=loc, code=MISSING_PARAMETER)
-    if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
-        msg = msg.removeprefix("Value error, ")
-    return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
+        err = InvalidRequest(missing_parameter(loc), param=loc, code=MISSING_PARAMETER)
+    else:
+        if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
+            msg = msg.removeprefix("Value error, ")
+        err = InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
+    err.field = parts or None  # a front door names the field in its own form from these (front_door.name_own_field)
+    return err
 
 
 

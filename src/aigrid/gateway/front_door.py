@@ -8,7 +8,6 @@ a front door translates either, and closes the relay when its own stream ends so
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,9 +29,6 @@ result in every later turn, and a refusal would end its session for good."""
 DOCUMENT_IN_TOOL_RESULT = ("[a document the tool returned: not shown, this grid reads documents as text (a PDF or a "
                            "file is not read)]")
 """The same for a document in an Anthropic tool_result that is not text (a PDF, a file)."""
-_CHAT_MESSAGE = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+)(?=\.|$))")
-"""A chat message's field as the firewall names it (`messages[3].content`) or the chat schema (`messages.3.tool_calls`)."""
-_CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
 
 
 def pipeline_headers(request: HTTPConnection) -> dict[str, str]:
@@ -123,22 +119,25 @@ def name_own_field(err: ApiError, origins: Sequence[str], *, dotted: bool = Fals
     """An error of the pipeline that names a message of the translated conversation (a firewall block at
     `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
     `origins[i]` is where chat message i came from, a tool's field named in the door's form (envelope.field_name:
-    `dotted` on the Messages door)."""
+    `dotted` on the Messages door). Read from the field's parts (ApiError.field, which the chat schema, the tool
+    loop, the firewall and the pipeline's other checks give): until the thirty-eighth session the chat param string
+    was parsed again here."""
     if err.param in _OWN_FIELD:
         err.param = own_field = _OWN_FIELD[err.param]
         err.message = f"{err.message} (at {own_field})"
         return
-    tool = _CHAT_TOOL.match(err.param or "")
-    if tool is not None:  # both front doors keep the client's tools in order, their fields at the tool's top
-        rest = [int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", tool.group(2))]
-        own = field_name(["tools", int(tool.group(1)), *rest], dotted=dotted)  # tools[2].function.name -> tools.2.name
+    field = err.field
+    if field is None or len(field) < 2 or not isinstance(field[1], int):
+        return
+    if field[0] == "tools":  # both front doors keep the client's tools in order, their fields at the tool's top
+        rest = field[3:] if field[2:3] == ("function",) else field[2:]
+        own = field_name(("tools", field[1], *rest), dotted=dotted)  # tools[2].function.name -> tools.2.name
         said = f"'{err.param}'"  # a schema's sentence quotes the chat field: the client's own instead
         err.message = err.message.replace(said, f"'{own}'") if said in err.message else f"{err.message} (at {own})"
-        err.param = own
+        err.param, err.field = own, None
         return
-    found = _CHAT_MESSAGE.match(err.param or "")
-    index = None if found is None else int(found.group(1) or found.group(2))
-    if index is None or index >= len(origins):
+    index = field[1]
+    if field[0] != "messages" or index >= len(origins):
         return
     own = origins[index]
     chat_field = f"{err.param}: "
@@ -146,4 +145,4 @@ def name_own_field(err: ApiError, origins: Sequence[str], *, dotted: bool = Fals
         err.message = f"{own}: {err.message.removeprefix(chat_field)}"  # ...") opens with the client's own field
     else:
         err.message = f"{err.message} (at {own})"
-    err.param = own
+    err.param, err.field = own, None

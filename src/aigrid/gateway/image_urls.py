@@ -33,6 +33,7 @@ from aigrid.agents.fetch import ACCEPT_ENCODING, cookieless, raw_body
 from aigrid.agents.public_only import PublicOnlyTransport, lookups_at_once
 from aigrid.agents.tool import ToolError
 from aigrid.errors import InvalidRequest
+from aigrid.field_names import Field, field_name
 from aigrid.gateway.schemas import IMAGE_PARTS
 
 ImageUrlMode = Literal["fetch", "pass", "refuse"]
@@ -58,22 +59,23 @@ PUBLIC_ONLY = ("the gateway fetches images from public addresses only; send the 
                "security.image_urls: pass to have the engine fetch it")
 
 
-def image_urls(messages: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(where, holder, key) of each image part's URL that is not inline: holder[key] is the URL."""
+def image_urls(messages: Any) -> Iterator[tuple[Field, dict[str, Any], str]]:
+    """(where, holder, key) of each image part's URL that is not inline: holder[key] is the URL, `where` its
+    field's parts."""
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         content = message.get("content") if isinstance(message, dict) else None
         for j, part in enumerate(content if isinstance(content, list) else ()):
             if not isinstance(part, dict) or part.get("type") not in IMAGE_PARTS:
                 continue
-            where = f"messages[{i}].content[{j}]"
+            where: Field = ("messages", i, "content", j)
             image = part.get("image_url")
             source = part.get("source")
             if isinstance(image, dict) and isinstance(image.get("url"), str):
-                holder, key, where = image, "url", where + ".image_url.url"
+                holder, key, where = image, "url", (*where, "image_url", "url")
             elif isinstance(image, str):
-                holder, key, where = part, "image_url", where + ".image_url"
+                holder, key, where = part, "image_url", (*where, "image_url")
             elif isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-                holder, key, where = source, "url", where + ".source.url"
+                holder, key, where = source, "url", (*where, "source", "url")
             else:
                 continue
             if not holder[key].startswith("data:"):
@@ -102,22 +104,22 @@ class ImageUrls:
         found = list(image_urls(body.get("messages")))
         for where, holder, key in found:
             if not holder[key].lower().startswith(WEB):
-                raise InvalidRequest(f"{where}: an image is given as an http(s) URL or a data: URL, not "
+                raise InvalidRequest(f"{field_name(where)}: an image is given as an http(s) URL or a data: URL, not "
                                      f"{holder[key][:40]!r}", param=where, code="invalid_image_url")
             if self.mode == "refuse":
-                raise InvalidRequest(f"{where}: this grid takes images inline only (a data: URL with the image in "
+                raise InvalidRequest(f"{field_name(where)}: this grid takes images inline only (a data: URL with the image in "
                                      "base64), not by URL", param=where, code="image_url_not_allowed")
         if self.mode != "fetch" or not found:
             return
         if len(found) > MAX_IMAGE_URLS:
             where = found[MAX_IMAGE_URLS][0]
-            raise InvalidRequest(f"{where}: a request gives at most {MAX_IMAGE_URLS} images by URL ({len(found)} "
+            raise InvalidRequest(f"{field_name(where)}: a request gives at most {MAX_IMAGE_URLS} images by URL ({len(found)} "
                                  "given); send the others inline as data: URLs", param=where,
                                  code="too_many_image_urls")
         budget = [MAX_REQUEST_BYTES]  # what the request's images may still take together, as their bytes arrive
         gate = asyncio.Semaphore(FETCHES_AT_ONCE)
 
-        async def fetch(where: str, url: str) -> tuple[str, bytes]:
+        async def fetch(where: Field, url: str) -> tuple[str, bytes]:
             async with gate:
                 return await self._fetch(where, url, budget)
         try:
@@ -134,11 +136,12 @@ class ImageUrls:
             kind, data = task.result()
             holder[key] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
-    async def _fetch(self, where: str, url: str, budget: list[int]) -> tuple[str, bytes]:
+    async def _fetch(self, where: Field, url: str, budget: list[int]) -> tuple[str, bytes]:
         """(content type, bytes) of one image; InvalidRequest naming `where` when it cannot be had. `budget`: the
         bytes the request's images may still take, shared by its fetches."""
         def refused(why: str, code: str = "image_fetch_failed") -> InvalidRequest:
-            return InvalidRequest(f"{where}: the image at {url[:200]!r} could not be fetched: {why}", param=where,
+            return InvalidRequest(f"{field_name(where)}: the image at {url[:200]!r} could not be fetched: {why}",
+                                  param=where,
                                   code=code)
 
         try:

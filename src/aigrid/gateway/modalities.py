@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigrid.errors import InvalidRequest
+from aigrid.field_names import Field, field_name
 from aigrid.gateway.schemas import IMAGE_PARTS
 from aigrid.spec.models import ModelSpec
 
@@ -23,14 +24,14 @@ def takes_images(model: str, models: Mapping[str, ModelSpec]) -> bool:
     return any(m.vision for m in models.values() if model == "auto" or m.family == model)
 
 
-def first_image(messages: Any) -> str | None:
-    """The path of the first image part of a chat body's messages, if any."""
+def first_image(messages: Any) -> Field | None:
+    """The field (its parts) of the first image part of a chat body's messages, if any."""
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         content = message.get("content") if isinstance(message, dict) else None
         for j, part in enumerate(content if isinstance(content, list) else ()):
             kind = part.get("type") if isinstance(part, dict) else None
             if isinstance(kind, str) and kind in IMAGE_PARTS:
-                return f"messages[{i}].content[{j}]"
+                return ("messages", i, "content", j)
     return None
 
 
@@ -40,7 +41,7 @@ def check_images(model: str, body: Mapping[str, Any], models: Mapping[str, Model
     if where is None:
         return False
     if not takes_images(model, models):
-        raise InvalidRequest(f"{where}: the model '{model}' does not take image input on this grid (no model "
+        raise InvalidRequest(f"{field_name(where)}: the model '{model}' does not take image input on this grid (no model "
                              "it can route to has `vision: true` in the grid spec)", param=where,
                              code="image_input_not_supported")
     return True

@@ -1076,7 +1076,7 @@ def refuse_unallowed_tools(body: Mapping[str, Any], registry: ToolRegistry, prin
     if refused is not None:
         raise PermissionDenied(f"tools[{refused[0]}]: tenant {principal.tenant!r} may not have the server-side tool "
                                f"{refused[1]!r} run (tenants.{principal.tenant}.tools)",
-                               param=f"tools[{refused[0]}]", code="tool_not_allowed")
+                               param=("tools", refused[0]), code="tool_not_allowed")
 
 
 def first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,

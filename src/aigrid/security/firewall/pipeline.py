@@ -67,6 +67,9 @@ class Verdict:
     where: str | None = None
     """The text it is about: a body field ("messages[1].content", "prompt") or a tool ("tool retrieve")."""
     source: str | None = None
+    field: tuple[int | str, ...] | None = None
+    """`where`'s field as its parts (ModelText.field), which a front door names in its own form; None for a text
+    that is no field's value."""
 
     def to_dict(self) -> dict[str, object]:
         return {"check": self.check, "action": self.action, "detail": self.detail, "score": self.score,
@@ -87,7 +90,7 @@ class Screened:
         verdict = self.blocked
         if verdict is not None:
             raise InvalidRequest(f"request blocked by the AI firewall: {verdict.detail}", code="firewall_blocked",
-                                 param=verdict.where)
+                                 param=verdict.field or verdict.where)
 
 
 class Firewall:
@@ -211,7 +214,7 @@ class Firewall:
             out.append(Verdict("injection", "blocked" if block else "flagged",
                                f"prompt injection suspected in {spanned[0].where} to {spanned[-1].where} "
                                f"({spanned[0].source}, read together)", round(score.probability, 4),
-                               spanned[0].where, spanned[0].source))
+                               spanned[0].where, spanned[0].source, spanned[0].field))
             seen.update(t.where for t in spanned)
             if block:
                 return True
@@ -232,7 +235,7 @@ class Firewall:
              if score.encoded else "")
         out.append(Verdict("injection", "blocked" if block else "flagged",
                            f"prompt injection suspected in {text.where} ({text.source}{part})",
-                           round(score.probability, 4), text.where, text.source))
+                           round(score.probability, 4), text.where, text.source, text.field))
 
     def _pii_input(self, policy: FirewallPolicy, texts: Sequence[ModelText], i: int, found: list[PiiMatch],
                    out: list[Verdict]) -> ModelText:
@@ -241,11 +244,12 @@ class Firewall:
         if policy.pii_input == Action.BLOCK:  # once a request: the first block ends the checks
             together = sorted({j for m in found for j in m.pieces} - {i})
             where = f"{text.where} to {texts[together[-1]].where} (read together)" if together else text.where
-            out.append(Verdict("pii", "blocked", f"personal data ({kinds}) in {where}", None, text.where, text.source))
+            out.append(Verdict("pii", "blocked", f"personal data ({kinds}) in {where}", None, text.where, text.source,
+                               text.field))
             return text
         action = "redacted" if policy.pii_input == Action.REDACT else "flagged"
         out.append(Verdict("pii", action, f"personal data: {kinds}{_read_with(texts, i, found)}", None, text.where,
-                           text.source))
+                           text.source, text.field))
         if policy.pii_input == Action.REDACT:
             return ModelText(redact(text.text, found), text.source, text.path, text.label)
         return text

@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aigrid.errors import InvalidRequest
+from aigrid.field_names import field_name
 from aigrid.security.firewall.pipeline import (
     Action,
     Firewall,
@@ -56,7 +57,7 @@ from aigrid.security.firewall.pipeline import (
     pii_runs,
     read_across,
 )
-from aigrid.security.firewall.texts import ModelText, Source, render
+from aigrid.security.firewall.texts import Mark, ModelText, Source
 
 INLINE_CHARS = 2_000
 INLINE_TEXTS = 16
@@ -141,13 +142,15 @@ def check_count(policy: FirewallPolicy, texts: Sequence[ModelText], runs: list[l
         if total > bound:
             together = sum(1 for w in weighed if w == PART_CHARS)
             path = texts[i].path
-            where = render(path[:2] if path[:1] == ("messages",) and len(path) > 1 else path[:1]) or None
+            field = tuple(p for p in (path[:2] if path[:1] == ("messages",) and len(path) > 1 else path[:1])
+                          if not isinstance(p, Mark))
+            where = field_name(field) or None
             raise InvalidRequest(f"{f'{where}: ' if where else ''}this request holds {len(texts):,} separate texts "
                                  f"for the model to read, {together:,} of them read together across their seams (a "
                                  "user's text parts and turns, and the system prompt and tool results among them); at "
                                  f"most {MAX_TOGETHER:,} such texts, or {MAX_OTHERS:,} others (a tool's definition "
                                  "counts as two), or a mix in that proportion, are read per request: join them, or "
-                                 "send fewer", param=where, code="too_many_texts")
+                                 "send fewer", param=field or None, code="too_many_texts")
     return weighed
 
 

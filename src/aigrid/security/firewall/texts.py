@@ -93,6 +93,15 @@ class ModelText:
     def where(self) -> str:
         return render(self.path) if self.path else (self.label or self.source.value)
 
+    @property
+    def field(self) -> tuple[int | str, ...] | None:
+        """The request's field the text is, as its parts (`where`'s: the marks of a JSON document inside a string
+        left out), for an error a front door names in its own form; None for a text that is no field's value (a
+        tool result, an object's keys)."""
+        if not self.path or KEYS in self.path:
+            return None
+        return tuple(p for p in self.path if not isinstance(p, Mark))
+
 
 def tool_text(definition: Any) -> str:
     """What a model reads of a tool in its tool list: every text of its definition (name, description, input
@@ -164,7 +173,8 @@ def _change(body: MutableMapping[str, Any], path: Path, change: Callable[[Any, s
     if isinstance(target, MutableMapping) or (path[-1] is not KEYS and isinstance(target, MutableSequence)):
         change(target, path[-1])
     else:
-        raise InvalidRequest(f"{render(path)} is not a text field", param=render(path))
+        field = ModelText("", Source.USER, path).field  # its parts, for a front door to name in its own form
+        raise InvalidRequest(f"{render(path)} is not a text field", param=field or render(path))
 
 
 def _get(body: Any, path: Path) -> Any:
