@@ -1557,3 +1557,25 @@ async def test_a_lines_schema_error_names_the_field_as_openai_does(gw: Gateway, 
     refused = errors["wrong"]["response"]
     assert refused["status_code"] == 400 and refused["body"]["error"]["param"] == "messages[0].role", refused
     assert "'messages[0].role'" in refused["body"]["error"]["message"], refused
+
+
+async def test_a_line_with_an_assistant_between_tool_calls_and_their_results_is_refused_as_chat_is(
+        gw: Gateway, engines: dict[str, Gated]) -> None:
+    """An OpenAI batch's chat line is read as OpenAI's chat door reads it (thirty-eighth session): an assistant message
+    between an assistant's tool_calls and their tool messages is OpenAI's 400 "An assistant message with 'tool_calls'
+    must be followed by tool messages ...", `param` that assistant's role; it was run, the two read as one turn."""
+    oai, _ = clients(gw)
+    calls = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}
+    between = {"role": "assistant", "content": "Let me see."}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}
+    ask = {"role": "user", "content": "Weather?"}
+    mixed, fine = line("mixed", "x"), line("fine", "x")
+    mixed["body"]["messages"] = [ask, calls, between, result]
+    fine["body"]["messages"] = [ask, calls, result, between]
+    done = await until(oai, (await submit(oai, jsonl(mixed, fine))).id, "completed")
+    assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["fine"]
+    [refused] = await lines_of(oai, done.error_file_id)
+    error = refused["response"]["body"]["error"]
+    assert refused["custom_id"] == "mixed" and refused["response"]["status_code"] == 400, refused
+    assert error["param"] == "messages[2].role" and error["message"].endswith("did not have response messages: c1")
