@@ -928,6 +928,29 @@ def test_spec_check_of_a_scenario_or_demand_with_a_typo_in_a_field_names_the_typ
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and f"{typo}: Extra inputs are not permitted (did you mean {field}?)" in out, out
     assert "endpoints" not in out and "Traceback" not in out, out
+    # one line: the required field the typo meant was a second one, `requests: Field required` (thirty-eighth session)
+    assert "Field required" not in out, out
+
+
+@pytest.mark.parametrize(("example", "was", "typo", "says"), [
+    ("plan/small.yaml", "peak_rps: 12", "peak_rp", "traffic.peak_rp: Extra inputs are not permitted (did you mean "
+     "peak_rps?)"),
+    ("plan/small.yaml", "{name: chat, share: 0.6", "shares", "tenants[0].shares: Extra inputs are not permitted (did "
+     "you mean share?)"),
+    ("sim/small.yaml", "{id: us-east, city:", "ids", "sites[0].ids: Extra inputs are not permitted (did you mean id?)"),
+    ("demo.yaml", "    family: smollm2", "famly", "models.smollm2-135m.famly: Extra inputs are not permitted (did you "
+     "mean family?)"),
+])
+def test_a_mistyped_required_key_is_one_error_line(tmp_path: Path, example: str, was: str, typo: str,
+                                                   says: str) -> None:
+    """A required key mistyped was two errors, `traffic.peak_rps: Field required` and `traffic.peak_rp: Extra inputs
+    are not permitted (did you mean peak_rps?)`: the second names both, so it is the one said (thirty-eighth
+    session); a required field left out with no typo beside it is still `Field required`."""
+    key = says.split(" (did you mean ")[1].split("?")[0]
+    code, out = _spec_check_of_edited(tmp_path, example, was, was.replace(key, typo))
+    assert code == 2 and says in out and "Field required" not in out and "Traceback" not in out, out
+    code, out = _spec_check_of_edited(tmp_path, example, was, was.replace(key, "zzzzzzzz"))
+    assert code == 2 and f"{says.split(typo)[0]}{key}: Field required" in out, out
 
 
 @pytest.mark.parametrize(("example", "was", "now", "says"), [

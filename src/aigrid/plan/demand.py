@@ -33,7 +33,7 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, given_twice, trace_source
 from aigrid.sim.user_cities import UserCities, user_places
-from aigrid.spec.load import describe, read_yaml
+from aigrid.spec.load import describe, read_yaml, without_typos_missing
 from aigrid.spec.models import MAX_TOKENS
 from aigrid.spec.near import did_you_mean
 
@@ -330,7 +330,7 @@ def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None
         return Demand.model_validate(raw, context={"base": str(base) if base is not None else None})
     except ValidationError as e:
         lines = []
-        for k, err in enumerate(e.errors()):
+        for k, err in enumerate(without_typos_missing(e.errors(), Demand)):  # `peak_rp`: one line, not two
             if err["loc"]:  # the path as a grid spec's and a scenario's errors write it (`tenants[0].share`)
                 lines.append(describe(err, Demand if k < MAX_LISTED else None))  # hints for the errors listed only
             else:  # checks across fields already name theirs, "; "-separated

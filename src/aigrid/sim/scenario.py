@@ -26,7 +26,7 @@ from aigrid.sim.geography import load_cities, unknown_continents
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCities, user_places
-from aigrid.spec.load import describe, read_yaml
+from aigrid.spec.load import describe, read_yaml, without_typos_missing
 from aigrid.spec.models import (
     DEFAULT_QUALITY_TARGET,
     MAX_PARAMS_B,
@@ -466,4 +466,5 @@ def load_scenario(path: str | Path) -> Scenario:
         return Scenario.model_validate(raw, context={"base": str(path.parent)})
     except ValidationError as e:
         raise ScenarioError(str(path), [describe(err, Scenario if k < MAX_LISTED else None)  # hints: listed only
-                                        for k, err in enumerate(e.errors())]) from None
+                                        for k, err in enumerate(without_typos_missing(e.errors(), Scenario))]) \
+            from None

@@ -23,7 +23,7 @@ from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
 from aigrid.errors import MAX_LISTED, SpecError
 from aigrid.spec.models import GridSpec, SpecProblems
-from aigrid.spec.near import did_you_mean
+from aigrid.spec.near import did_you_mean, nearest
 
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
@@ -201,8 +201,8 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     except ValidationError as e:
         commas = decimal_commas(raw)
         # the nearest field named for the errors listed only: 200,000 unknown keys took ~20 s of difflib
-        lines = [line for k, err in enumerate(e.errors()) if tuple(err["loc"]) not in commas
-                 for line in _lines(err, GridSpec if k < MAX_LISTED else None)]
+        lines = [line for k, err in enumerate(without_typos_missing(e.errors(), GridSpec))
+                 if tuple(err["loc"]) not in commas for line in _lines(err, GridSpec if k < MAX_LISTED else None)]
         raise SpecError(source, list(dict.fromkeys(commas.values())) + lines) from e
     problems = _unknown_policies(spec)
     if spec.gateway.location is not None and parse_point(spec.gateway.location, cities(spec)) is None:
@@ -345,6 +345,26 @@ def _lines(err: object, model: type[BaseModel] | None) -> list[str]:
     """The lines of one pydantic error: the spec's cross-checks each name their own field."""
     found = dict(err).get("ctx", {}).get("error")  # type: ignore[call-overload]
     return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, model)]
+
+
+def without_typos_missing(errors: list[typing.Any], model: type[BaseModel] | None) -> list[typing.Any]:
+    """Pydantic's errors less each `Field required` of a field that an unknown key beside it is nearly spelt as: a
+    required key mistyped (`peak_rp: 6`) was two lines, `traffic.peak_rps: Field required` and `traffic.peak_rp:
+    Extra inputs are not permitted (did you mean peak_rps?)`; the second says it all. Only the first MAX_LISTED
+    errors are looked at (a difflib pass each), as describe's hints are."""
+    missing = {tuple(e.get("loc", ())) for e in errors if e.get("type") == "missing"}
+    parents = {loc[:-1] for loc in missing if loc}
+    if model is None or not parents:  # no difflib pass where nothing is missing (2,000 unknown keys: none)
+        return errors
+    meant: set[tuple[object, ...]] = set()
+    for err in errors[:MAX_LISTED]:
+        loc = tuple(err.get("loc", ()))
+        typo = err.get("type") == "extra_forbidden" and loc and loc[:-1] in parents
+        holder = _model_at(model, loc[:-1]) if typo else None
+        near = nearest(loc[-1], holder.model_fields) if holder is not None else None
+        if near is not None:
+            meant.add((*loc[:-1], near))
+    return [e for e in errors if not (e.get("type") == "missing" and tuple(e.get("loc", ())) in meant & missing)]
 
 
 def unknown_key_hint(model: type[BaseModel], loc: tuple[object, ...]) -> str:
