@@ -54,6 +54,7 @@ from aigrid.rightsize.estimator import (
     RankBlend,
 )
 from aigrid.rightsize.features import DENSE_NAMES, HASH_BITS, dense_features, hashed_ngrams
+from aigrid.rightsize.judged_prior import JudgedPrior
 from aigrid.rightsize.ngram_score import NgramScore
 from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask, with_earlier_turns
 from aigrid.rightsize.static_embedding import StaticEmbedding
@@ -70,6 +71,9 @@ COMBINES = ("raw", "rank")
 FOLDS = 5
 NGRAM_C = 0.03
 """The n-gram regression's regularisation: the value the earlier n-gram-only estimate chose on validation."""
+JUDGED_PRIOR = "0.5:5:0.9"
+"""The prior of MT-Bench-like prompts: share, k nearest MT-Bench training prompts, gate threshold
+(scripts/cv_mt_bench_splits.py's rule chose it over 200 held-out question draws; docs/models.md)."""
 GATE_C = 1.0
 """The judged prior's gate regularisation (not tuned)."""
 
@@ -152,6 +156,27 @@ def fit_gate(features: np.ndarray, is_mt: np.ndarray) -> tuple[np.ndarray, float
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
+def judged_prior(gains: np.ndarray, data: RoutingData, base: np.ndarray, vectors: np.ndarray, source: np.ndarray,
+                 fold: np.ndarray, share: float, k: int, threshold: float
+                 ) -> tuple[np.ndarray, dict[str, float], JudgedPrior]:
+    """The out-of-fold router gains with the prior of MT-Bench-like prompts (gate and MT-Bench table fitted on
+    the other folds), their APGR per benchmark, and the prior fitted on all the training rows."""
+    is_mt = source == "mt_bench"
+    gain = data.large - data.small
+    width = vectors.shape[1] + len(DENSE_NAMES)
+
+    def fit(rows: np.ndarray) -> JudgedPrior:
+        w, b = fit_gate(base[rows, :width], is_mt[rows].astype(int))
+        table = rows & is_mt
+        return JudgedPrior(w, b, threshold, quantize(vectors[table]), gain[table].astype(np.float32), k, share)
+
+    out = gains.copy()
+    for f in range(FOLDS):
+        te = fold == f
+        out[te] = fit(~te).adjust(gains[te], base[te], vectors[te])
+    return out, per_benchmark_apgr(out, data, source), fit(np.ones(len(gain), bool))
+
+
 def fold_ranks(values: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Each row's rank (a midrank share, as RankBlend's) among the out-of-fold values of the other folds."""
     out = np.zeros(len(values))
@@ -208,6 +233,8 @@ def main() -> None:
     ap.add_argument("--blends", default=",".join(map(str, BLENDS)), help="blend weights b tried")
     ap.add_argument("--combines", default=",".join(COMBINES), help="how the blend combines the two estimates: raw "
                     "(their values), rank (their ranks among the training prompts' out-of-fold values)")
+    ap.add_argument("--judged-prior", default=JUDGED_PRIOR, help="share:k:threshold of the prior of MT-Bench-like "
+                    "prompts (judged_prior.py; chosen by scripts/cv_mt_bench_splits.py), or none")
     ap.add_argument("--turn-context", action="store_true", help="read MT-Bench's second turns after their first "
                     "(the user turns of the conversation so far, as the gateway reads a conversation)")
     args = ap.parse_args()
@@ -311,6 +338,11 @@ def main() -> None:
         else:
             oof_best = (1 - blend) * oof_best + blend * (2 * near - 1)
     best = (mean, variant, alpha, rounds)
+    judged = None
+    if args.judged_prior != "none":
+        share, jk, threshold = (float(v) for v in args.judged_prior.split(":"))
+        oof_best, apgr, judged = judged_prior(oof_best, data, base, vectors, source, fold, share, int(jk), threshold)
+        print(f"judged prior {args.judged_prior}: out-of-fold APGR {describe(apgr)}", flush=True)
     table = operating_table(oof_best, data, source)
     w = source_weights(source, alpha)
     ngram = ngram_fit(xs, gain)
@@ -330,7 +362,9 @@ def main() -> None:
             "cv_apgr_mean": f"{best[0]:.4f}",
             "trained_on": "model-routing MMLU+GSM8K+MT-Bench train+validation splits",
             "small_reference": data.small_name, "large_reference": data.large_name}
-    QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend, ranks).save(args.out)
+    meta["judged_prior"] = args.judged_prior
+    QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend, ranks,
+                     judged).save(args.out)
     print(f"chose {variant}, alpha={alpha}, {rounds} rounds, blend {blend} ({combine}) with K={blend_k} "
           f"(cross-validated "
           f"APGR {describe(apgr)}); wrote {args.out} "
