@@ -187,11 +187,12 @@ def no_thread(req: CountTokensRequest) -> None:
 
 def _name_document(err: ApiError, documents: DocumentParts) -> bool:
     """An error of the pipeline about a document's part of a user message (a firewall block at
-    `messages[1].content[1].text`) names the document block's own field (`messages.0.content.1.source`)."""
+    `messages[1].content[1].text`) names the document block's own field (`messages.0.content.1.source`), read from
+    the error's field's parts (ApiError.field; until the thirty-eighth session from its param string)."""
+    at = (err.field or ())[:4]
     for (i, j), field in documents.items():
-        part = f"messages[{i}].content[{j}]"
-        if err.param == part or (err.param or "").startswith((f"{part}.", f"{part}[")):
+        if at == ("messages", i, "content", j):
             err.message = f"{err.message} (at {field})"
-            err.param = field
+            err.param, err.field = field, None
             return True
     return False
