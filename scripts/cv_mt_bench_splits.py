@@ -13,7 +13,8 @@ the paired difference against the shipped router; and the out-of-fold APGR on MM
 prompts (mean over repeats; priors and the gate from the other folds), paired against the shipped router.
 
 Variants (the router's gain g, on the shipped gain scale: the rank blend quantile-matched to the value blend):
-  shipped             the shipped rank blend, 0.5 x rank(head) + 0.5 x rank(200 nearest)
+  shipped             the rank blend, 0.5 x rank(head) + 0.5 x rank(200 nearest), as shipped until the judged
+                      prior (the cached out-of-fold parts hold no prior: `knn:0.5:5:0.9` is today's artefact)
   knn:s:k[:t]         g + s x gate x (mean gain of the k nearest MT-Bench training prompts - g)
   cent:s[:t]          the same toward the mean gain of the nearest MT-Bench category centroid (8 categories)
   mean:s[:t]          the same toward the mean gain of all MT-Bench training prompts
@@ -160,7 +161,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--splits", type=int, default=200)
     ap.add_argument("--held-out", type=int, default=22)
-    ap.add_argument("--variants", default="shipped,knn:0.5:10,cent:0.5,cat:0.5,turn1:0.5")
+    ap.add_argument("--variants", default="shipped,knn:0.5:5:0.9,knn:0.5:10,cent:0.5,cat:0.5,turn1:0.5")
     ap.add_argument("--cache", type=Path, default=Path("out/cv_right_size_levels.npz"))
     args = ap.parse_args()
     data, source, kinds = load(args.data)
