@@ -6,6 +6,7 @@ import asyncio
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,34 @@ async def test_parses_waiting_take_their_turns_one_owner_after_another() -> None
         await gone
     assert ran == ["a0", "a1", "b1", "a2", "b2", "a3"]  # first come first served: a0, a1, a2, a3, b1, b2
     pool.close()
+
+
+def test_every_long_body_waits_in_its_tenants_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(brief ATK9) Each long body's parse and texts' walk, HTTP and the Responses WebSocket's message alike, waits
+    for a thread as its tenant's: a WebSocket's waited as one owner for every tenant's sockets."""
+    import json
+
+    import websockets.sync.client
+
+    from tests.gateway.socket_grid import MODEL, TENANT, served
+
+    owners: list[str] = []
+    run = ParsePool.run
+
+    async def noted(self: ParsePool, fn: Any, *args: object, owner: str = "") -> Any:
+        owners.append(owner)
+        return await run(self, fn, *args, owner=owner)
+
+    monkeypatch.setattr(ParsePool, "run", noted)
+    create = {"type": "response.create", "model": MODEL, "input": "Say hello. " * 4_000, "max_output_tokens": 8}
+    with served(tmp_path) as grid:
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses",
+                                            additional_headers=TENANT) as ws:
+            ws.send(json.dumps(create))
+            while (event := json.loads(ws.recv(timeout=30)))["type"] not in ("response.completed", "error"):
+                pass
+        assert event["type"] == "response.completed", event
+        with grid.sync_client() as client:
+            client.chat.completions.create(model=MODEL, max_tokens=8,
+                                           messages=[{"role": "user", "content": "Say hello. " * 4_000}])
+    assert owners and set(owners) == {"metered"}, owners  # the socket's message, its create's body, the chat's

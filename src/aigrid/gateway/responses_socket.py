@@ -198,7 +198,7 @@ class ResponsesSocket:
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
                                self.gw.spec.gateway.max_body_bytes, self.pool, self.gw.parses, lambda: self.gw.stopping,
-                               scope.get("extensions", {}).get(STOP_NOTICE))
+                               scope.get("extensions", {}).get(STOP_NOTICE), owner=principal.tenant)
             try:
                 await conn.run()
             finally:
@@ -319,10 +319,12 @@ class _Connection:
 
     def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int,
                  pool: _Waiting, parses: ParsePool, stopping: Callable[[], bool] = lambda: False,
-                 notice: StopNotice | None = None) -> None:
+                 notice: StopNotice | None = None, owner: str = "") -> None:
         self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
         self.parses = parses
-        """The gateway's parse threads (Gateway.parses): a long message is parsed there."""
+        """The gateway's parse threads (Gateway.parses): a long message is parsed there, in its tenant's turn (`owner`,
+        ParsePool.run: since the thirty-eighth session, brief ATK9; before, every socket's parses waited as one)."""
+        self.owner = owner
         self.stopping = stopping
         """Whether the gateway is stopping (Gateway.stopping): a close then with uvicorn's 1012 is the server's."""
         self.notice = notice
@@ -483,7 +485,8 @@ class _Connection:
                 raise InvalidRequest(body_too_large("message", self.limit), code="request_too_large")
             # as an HTTP body is read: 400 invalid_json, or nested too deep; a long one on the gateway's parse threads
             # (routes.read_json)
-            event = json_object(data) if len(data) <= OFF_LOOP_BYTES else await self.parses.run(json_object, data)
+            event = (json_object(data) if len(data) <= OFF_LOOP_BYTES
+                     else await self.parses.run(json_object, data, owner=self.owner))
             kind = event.get("type")
             if kind == "response.steer":
                 await self._steer(event, data)
