@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aigrid.rightsize.estimator import QualityEstimator
+from aigrid.rightsize.features import prompt_features
 from aigrid.rightsize.routing_data import read_routing_csv
 from aigrid.rightsize.static_embedding import clip
 
@@ -65,6 +66,16 @@ def main() -> None:
             est.neighbours.score(v)
         print(f"of which the neighbour score ({len(est.neighbours.won):,} labelled vectors, k = {est.neighbours.k}): "
               f"CPU {(time.thread_time_ns() - c) / 1e6 / len(vectors):.3f} ms")
+    if est.judged is not None:  # the prior of MT-Bench-like prompts: the gate on every prompt, the prior on gated ones
+        mt = read_routing_csv(args.data / "mt_bench_mixtral_vs_gpt4.csv").prompts
+        for name, group in (("the sample", sample), ("MT-Bench", mt)):
+            xs = [prompt_features(p, est.embedding, est.ngram) for p in group]
+            gated = int(sum(est.judged.gated(x[None, :])[0] for x in xs))
+            c = time.thread_time_ns()
+            for x in xs:
+                est.judged.adjust_one(0.0, x, est.embedding.dimensions)
+            print(f"of which the judged prior on {name} ({gated} of {len(xs)} gated, table of "
+                  f"{len(est.judged.gains)}, k = {est.judged.k}): CPU {(time.thread_time_ns() - c) / 1e3 / len(xs):.1f} us")
     against_tokenizers(est, [clip(p) for p in sample])
 
 
