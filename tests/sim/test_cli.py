@@ -48,6 +48,8 @@ def test_progress_goes_to_a_log_as_lines_when_it_is_not_a_terminal(tmp_path: Pat
     r = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "a"), "-j", "1", "--no-plots"])
     assert r.exit_code == 0, r.output
     assert all(f"{policy}: 100% (" in r.output for policy in ("balanced", "nearest", "least-loaded")), r.output
+    # the closing line names every report it wrote, not summary.json alone (thirty-eighth session)
+    assert f"wrote {tmp_path / 'a'}/summary.json, details.json, requests.csv (" in r.output, r.output
     quiet = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "b"), "-j", "1", "--no-plots", "-q"])
     assert quiet.exit_code == 0 and "% (" not in quiet.output, quiet.output
 

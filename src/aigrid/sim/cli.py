@@ -59,11 +59,14 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
                                         idle=_import_plots if plots else None)
         except ScenarioProblem as e:
             raise ScenarioError(str(path), [str(e)]) from None
-    _write_whole(experiment, out, plots)
+    written = _write_whole(experiment, out, plots)
     if not quiet:
         print_table(experiment, Console(width=max(Console().width, 132)))
-        console.print(f"wrote {printable(str(out))}/summary.json ({experiment.events:,} events in "
-                      f"{experiment.wall_s:.1f} s)", markup=False, soft_wrap=True)
+        # every report named (it said `wrote OUT/summary.json` only: the CSV and the plots went unmentioned)
+        others = sorted((str(p.relative_to(out)) for p in written if p.name != "summary.json"),
+                        key=lambda n: REPORTS.index(n) if n in REPORTS else len(REPORTS))
+        console.print(f"wrote {printable(str(out))}/summary.json{''.join(f', {n}' for n in others)} "
+                      f"({experiment.events:,} events in {experiment.wall_s:.1f} s)", markup=False, soft_wrap=True)
     return summary(experiment)
 
 
@@ -73,14 +76,14 @@ REPORTS = ("summary.json", "details.json", "requests.csv", "ttft_cdf.png", "site
 and this one does not (--no-plots, write_requests_csv: false) is removed, not left beside the new reports."""
 
 
-def _write_whole(experiment: Experiment, out: Path, plots: bool) -> None:
+def _write_whole(experiment: Experiment, out: Path, plots: bool) -> list[Path]:
     """The reports written whole (outdir.write_whole): a run stopped while writing them (Ctrl-C, a full disk)
     leaves `out` as it was, never a new summary.json beside a requests.csv cut short or an earlier run's."""
     def write(folder: Path) -> list[Path]:
         written = write_outputs(experiment, folder)
         return written + _import_plots().write_plots(experiment, folder) if plots else written
 
-    write_whole(out, write, last="summary.json", owned=REPORTS)
+    return write_whole(out, write, last="summary.json", owned=REPORTS)
 
 
 def _import_plots() -> ModuleType:
