@@ -134,7 +134,7 @@ def name_own_field(err: ApiError, origins: Sequence[str], *, dotted: bool = Fals
         own = field_name(("tools", field[1], *rest), dotted=dotted)  # tools[2].function.name -> tools.2.name
         said = f"'{err.param}'"  # a schema's sentence quotes the chat field: the client's own instead
         err.message = err.message.replace(said, f"'{own}'") if said in err.message else f"{err.message} (at {own})"
-        err.param, err.field = own, None
+        err.param, err.field = own, ("tools", field[1], *rest)  # the door's own field, for what names it further
         return
     index = field[1]
     if field[0] != "messages" or index >= len(origins):

@@ -11,7 +11,6 @@ answer becomes a Message (errors become Anthropic's shape in envelope.py).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ import orjson
 
 from aigrid.agents.loop import OrphanToolResult, UnansweredToolCalls, check_tool_results
 from aigrid.errors import ApiError, InvalidRequest
+from aigrid.field_names import field_name
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.front_door import DOCUMENT_IN_TOOL_RESULT, IMAGE_IN_TOOL_RESULT, name_own_field
@@ -352,36 +352,32 @@ def json_output(req: MessagesRequest) -> dict[str, Any]:
                                 "json_schema": {"name": "output", "schema": fmt.json_schema, "strict": True}}}
 
 
-_CHAT_FIELD = re.compile(r"^(?:(stop)|(response_format)(?:\.json_schema\.schema)?"
-                         r"|tools(?:\[(\d+)\]|\.(\d+))(?:\.function)?\.parameters)(?=[.\[]|$)")
-"""A chat field chat_body set from a Messages field of another name (after front_door.name_own_field, which names a
-tool's other fields): `stop`, the `response_format` (and its schema) of json_output, a tool's `parameters`."""
-
-
 def name_messages_field(err: ApiError, req: MessagesRequest | None) -> None:
     """A pipeline error naming a chat field that chat_body set from a field of the Messages API's own names the
     client's field instead, in its param and in its message: `stop` -> `stop_sequences`, `response_format`'s schema
     -> `output_format.schema` (or `output_config.format.schema`, as the client sent it), a tool's
     `function.parameters` -> its `input_schema`. Until the thirty-third session a `stop_sequences` list past its
     bound was refused as `stop`, a schema's pattern past its bound as `response_format.json_schema.schema...` or
-    `tools.0.function.parameters...`: fields the client never sent (issue 12)."""
-    found = _CHAT_FIELD.match(err.param or "")
-    if found is None:
-        return
-    stop, response_format, bracket, dot = found.groups()
-    if stop:
-        own = "stop_sequences"
-    elif response_format:
+    `tools.0.function.parameters...`: fields the client never sent (issue 12). Read from the error's field's parts
+    (ApiError.field: a tool's as front_door.name_own_field left them, `tools`, N, `parameters`, ...); until the
+    thirty-eighth session from its param string, parsed again."""
+    field = err.field or ()
+    if field[:1] == ("stop",):
+        own_parts: tuple[int | str, ...] = ("stop_sequences", *field[1:])
+    elif field[:1] == ("response_format",):
         given = req is not None and req.output_config is not None and req.output_config.format is not None
-        own = ("output_config.format" if given else "output_format") + (".schema" if found.group(0) != "response_format"
-                                                                           else "")
+        base = ("output_config", "format") if given else ("output_format",)
+        schema = field[1:3] == ("json_schema", "schema")
+        own_parts = (*base, "schema", *field[3:]) if schema else (*base, *field[1:])
+    elif len(field) > 2 and field[0] == "tools" and isinstance(field[1], int) and \
+            (rest := field[3:] if field[2] == "function" else field[2:])[:1] == ("parameters",):
+        own_parts = ("tools", field[1], "input_schema", *rest[1:])
     else:
-        own = f"tools.{bracket or dot}.input_schema"
-    param = str(err.param)
-    own += re.sub(r"\[(\d+)\]", r".\1", param[found.end():])
+        return
+    param, own = str(err.param), field_name(own_parts, dotted=True)
     for said in (f"'{param}'", f"({param})", f"(at {param})", f"{param}: ", f"{param} holds "):  # where a message
         err.message = err.message.replace(said, said.replace(param, own))  # names the field (envelope, schemas)
-    err.param = own
+    err.param, err.field = own, own_parts
 
 
 def tool_input(arguments: str) -> dict[str, Any]:
