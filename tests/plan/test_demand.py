@@ -75,6 +75,7 @@ def test_examples_load(name: str) -> None:
     (lambda r: r["supply"]["hardware"].update(h10={}), "supply.hardware: unknown profile 'h10' (did you mean h100?)"),
     (lambda r: r["verify"].update(policy="balance"), "verify.policy: unknown policy 'balance' (did you mean "
      "balanced?)"),
+    (lambda r: r["supply"]["hardware"].update(h100=2.5), "supply.hardware.h100: Input should be a mapping (got 2.5)"),
     # a typo names the field it is nearly
     (lambda r: r["traffic"].update(peak_rsp=3), "traffic.peak_rsp: Extra inputs are not permitted (did you mean "
      "peak_rps?)"),

@@ -56,6 +56,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["tenants"]["default"].update(policy="nope"), "tenants.default.policy: unknown policy 'nope'"),
     (lambda r: r["endpoints"].append(dict(r["endpoints"][0])), "duplicate endpoint id 'fra-smollm2'"),
     (lambda r: r.pop("sites"), "sites: Field required"),
+    # a value where a section goes said `Input should be a valid dictionary or instance of SiteSpec`: a class name
+    # the file never shows (thirty-eighth session)
+    (lambda r: r["sites"].update(fra="Frankfurt"), "sites.fra: Input should be a mapping (got a text)"),
+    (lambda r: r["gateway"].update(admission=3), "gateway.admission: Input should be a mapping (got 3)"),
     (lambda r: r["tenants"]["default"].update(priority={"max": "urgent"}),
      "tenants.default.priority.max: 'urgent' is not a priority: use interactive, standard, batch"),
     (lambda r: r["tenants"]["default"].update(priority={"default": 9, "max": "standard"}),

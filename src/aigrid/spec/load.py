@@ -275,6 +275,10 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
         msg += got(given)  # `lat: north`: "Input should be a valid number" said not what was there
     elif d.get("type") in TYPES:  # `slots: [8]`; a text is not quoted: `otel.headers: "Authorization=Bearer ..."`
         msg += got(given, quote=False)
+    elif d.get("type") == "model_type":  # `h100: 2.50` where a mapping goes said `Input should be a valid dictionary
+        # or instance of HardwareOption`: a class name the file never shows
+        msg = "Input should be a mapping" + (got(given, quote=False) or
+                                             (f" (got {given!r})" if isinstance(given, int | float) else ""))
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = field_path(path[:-2])
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
