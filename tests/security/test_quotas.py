@@ -160,3 +160,31 @@ def test_openais_headers_without_now_are_refused_at_type_check_time() -> None:
             assert params["now"].kind is inspect.Parameter.KEYWORD_ONLY
         else:
             assert family.default is inspect.Parameter.empty, params  # Anthropic's is named, never the default
+
+
+async def test_a_full_requests_per_minute_is_refused_unread_only_where_admit_found_it_full() -> None:
+    """(brief ATK9) refuse_spent answers admit's 429 for a principal whose requests-per-minute counter admit found
+    full in this window: not before admit found it, not another key's (a key's own limit), not once the window ends,
+    not where the limit was raised since; a token limit found full is not kept (a settlement gives tokens back)."""
+    clock = Clock(1_000_040.0)  # 20 s into a minute window
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=1, tokens_per_min=100)), clock=clock)
+    await q.admit(ALICE, 10)
+    q.refuse_spent(ALICE)  # full, but admit has not refused it yet: read as before
+    with pytest.raises(QuotaExceeded):
+        await q.admit(ALICE, 10)
+    with pytest.raises(QuotaExceeded) as e:
+        q.refuse_spent(ALICE)
+    assert e.value.headers["Retry-After"] == "40" and "key requests per minute (1)" in e.value.message
+    assert e.value.headroom[0].kind == "requests" and e.value.headroom[0].remaining == 0
+    q.refuse_spent(BOB)  # another key: its own counter
+    q.rules = QuotaRules(default_key=QuotaLimits(requests_per_min=5, tokens_per_min=100))
+    q.refuse_spent(ALICE)  # the limit raised since: admit asked again
+    clock.t += 40
+    q.rules = QuotaRules(default_key=QuotaLimits(requests_per_min=1, tokens_per_min=100))
+    q.refuse_spent(ALICE)  # the next window
+    await q.admit(ALICE, 10)
+    tokens = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=5, tokens_per_min=100)), clock=clock)
+    await tokens.admit(BOB, 95)
+    with pytest.raises(QuotaExceeded, match="tokens per minute"):
+        await tokens.admit(BOB, 95)
+    tokens.refuse_spent(BOB)  # a full token limit: the next request is read and asked again
