@@ -79,3 +79,25 @@ async def test_max_tool_calls_is_not_sent_to_an_engine_where_no_grid_tool_is_off
     assert r.max_tool_calls == 2
     assert not any("max_tool_calls" in k for p in engine.received for k in p), engine.received
     await oai.close()
+
+
+@pytest.mark.parametrize("tool_calls", ["native", "constrained"])
+async def test_the_loop_extensions_are_not_sent_to_an_engine_where_no_loop_runs(tmp_path: Path, tool_calls: str) -> None:
+    """The tool loop's extensions (`aigrid_max_steps`, `aigrid_tool_mode`) are the gateway's, "removed before the body
+    reaches the engine" (docs/agents.md): where no tool loop runs (no tool offered; on a native model, the client's
+    own tools alone) they reached the engine as written, which an engine that refuses unknown fields would refuse
+    (until review RV1 of the thirty-eighth session). Where the loop runs they still hold: the control, a constrained
+    model's loop of the client's tool in the native mode the request asks for (the turn sent the tool's definition)."""
+    engine = ScriptedEngine([{"content": "Hi."}] * 3)
+    oai = openai_client(build_app(await scripted_gateway(tmp_path, engine, tool_calls)))
+    own: Any = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    asked = {"aigrid_max_steps": 3, "aigrid_tool_mode": "native"}
+    await oai.responses.create(model="smollm2-135m", input="Hi", extra_body=asked)
+    await oai.responses.create(model="smollm2-135m", input="Hi", tools=own, extra_body=asked)
+    await oai.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}],
+                                      extra_body=asked)
+    assert len(engine.received) == 3
+    assert not [k for p in engine.received for k in p if k.startswith("aigrid_")], engine.received
+    assert [p.get("tools") is not None for p in engine.received] == [False, True, False]  # the native turn's tools
+    assert "response_format" not in engine.received[1]  # a constrained turn's grammar: the asked mode was not held
+    await oai.close()

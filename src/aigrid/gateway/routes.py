@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from aigrid import __version__
 from aigrid.agents.embeddings import create_embeddings, embedding_inputs
 from aigrid.agents.loop import (
+    EXTENSIONS,
     LoopConfig,
     Step,
     ToolMode,
@@ -643,7 +644,7 @@ class Routes:
             self.gw.hub.decision_made(record)
 
     def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool, json_answer: bool = False,
-                   authorization: str | None = None) -> Wrap:
+                   authorization: str | None = None, asked_mode: ToolMode | None = None) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/) (on a native model with the
         client's tools only, when `json_answer`: the client's JSON response_format beside them); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
@@ -652,7 +653,10 @@ class Routes:
         a lower max_tokens where the quota has room for fewer; the loop ends, stop "token_budget", when it has no room); a streamed loop's client is watched through
         its whole answer (a hang-up stops the loop at once), and the prompt of a later model turn its engine
         holds is charged with them if it stops there. `authorization`: a live request's own header, verified again
-        before each model turn (Authenticator.again: a bearer token's exp; None for a background run, a batch line)."""
+        before each model turn (Authenticator.again: a bearer token's exp; None for a background run, a batch line).
+        `asked_mode`: the request's `aigrid_tool_mode`, taken out of the body with the other extensions (_forward): a
+        loop runs in it whatever its model's own mode (a native model's request of the client's tools alone runs no
+        loop: it is sent to the engine as the client wrote it)."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
         caller = ex.principal
@@ -715,7 +719,7 @@ class Routes:
             # tool as the request's tenant sees it at its site (the sql tool: its own databases described too)
             context = ToolContext(cand.site_id, tenant)
             return ToolLoopEngine(engine, registry.scoped(allows_tool, context), context=context,
-                                  config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
+                                  config=dataclasses.replace(loop, mode=asked_mode or mode), screen=screen_tool_output,
                                   watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None,
                                   on_tool=ran, before_turn=reserve, on_stop=stopped)
 
@@ -749,7 +753,14 @@ class Routes:
             ex.verdicts.extend(verdicts)
             return redacted
 
-        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer, authorization)
+        # the loop's extensions are the gateway's, never an engine's (docs/agents.md): read by now into `loop`
+        # (validate_tool_request), the asked tool mode apart, which the loop is given; until review RV1 of the
+        # thirty-eighth session they reached the engine where no loop ran (no tool; a native model's client tools)
+        asked_mode = body.get("aigrid_tool_mode") if loop is not None else None
+        for name in EXTENSIONS:
+            body.pop(name, None)
+        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer, authorization,
+                                                         asked_mode)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
