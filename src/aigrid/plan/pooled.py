@@ -62,6 +62,8 @@ MAX_SITES = 62
 sized by this model."""
 CONSTRAINT_CELLS = 1 << 20
 """(failures x sets x groups) handled at once when writing the pooled constraints (memory, not results)."""
+CHECK_SUBSET_SITES = 10
+"""check_loads enumerates every set of sites still up to this many sites (1,023 sets), the reach sets beyond."""
 RTT_TIE_USD_PER_MS = 1e-4
 """$/h added per ms of demand-weighted RTT: among placements of equal cost, the one nearer its users."""
 
@@ -226,6 +228,56 @@ class PooledModel:
                 return float("inf")
             worst = max(worst, float((w / capacity).max()))
         return worst
+
+    def check_loads(self, sites: list[int], hardware: list[int], replicas: list[dict[str, int]],
+                    checks: list[tuple[int, int | None]]) -> list[float]:
+        """Per check (UTC hour, index into `sites` of the site down or None): how hot these sizes run at that hour
+        with that site down if requests went wherever they reach in time (a fluid): the largest, over the sets U
+        of sites still up (every subset up to CHECK_SUBSET_SITES sites, else the groups' reach sets and all), of
+        the work of the groups that reach only sites in U over the capacity of U's replicas (Hall's condition;
+        the least pool utilisation any routing could give). Unlike utilisation(), one figure per check, and no
+        "nearest site" term: the calibration (plan/calibrate.py) sets each check's bar from the simulator's
+        verdicts. inf where some demand reaches no site still up."""
+        order = np.argsort(sites, kind="stable")
+        S = np.array([sites[k] for k in order], dtype=np.int64)
+        if len(S) == 0 or len(S) > MAX_SITES or len(set(S.tolist())) < len(S):
+            return [float("inf")] * len(checks)
+        where = {int(k): i for i, k in enumerate(order)}  # caller's index -> sorted position
+        hw = np.array([hardware[k] for k in order], dtype=np.int64)
+        reps = [replicas[k] for k in order]
+        used = [j for j in hw.tolist() if j in self.options]
+        if not used:
+            return [float("inf")] * len(checks)
+        jr = max(set(used), key=lambda j: (used.count(j), -j))
+        g_mask, _, g_model, _, work, uncovered, _, _ = self._groups(_Open(self, S), hw, jr)
+        n = len(S)
+        everyone = (1 << n) - 1
+        out = []
+        for hour, down in checks:
+            up = everyone & ~(0 if down is None else 1 << where[down])
+            if uncovered > 0 or ((g_mask & up) == 0).any():
+                out.append(float("inf"))
+                continue
+            if n <= CHECK_SUBSET_SITES:
+                sets = np.array([u for u in range(1, everyone + 1) if u & ~up == 0], dtype=np.int64)
+            else:
+                sets = np.unique(np.append(g_mask & up, up))
+            bits = np.int64(1) << np.arange(n, dtype=np.int64)
+            worst = 0.0
+            for mi in np.unique(g_model).tolist():
+                sel = g_model == mi
+                inside = ((g_mask[sel][None, :] & up) & ~sets[:, None]) == 0  # [set, group] reaches only U
+                w = inside.astype(float) @ work[sel][:, hour]
+                n_reps = np.array([r.get(self.screen.models[mi], 0) for r in reps], dtype=float)
+                cap = ((sets[:, None] & bits) != 0).astype(float) @ (n_reps * self._unit[jr][mi, hw])
+                live = w > 0
+                if (cap[live] <= 0).any():
+                    worst = float("inf")
+                    break
+                if live.any():
+                    worst = max(worst, float((w[live] / cap[live]).max()))
+            out.append(worst)
+        return out
 
     def _size(self, at: _Open, hw: np.ndarray, rho: float, jr: int) -> Sizing:
         """Sizes the open sites with option hw[k] at site k; work is in replica-seconds of option jr."""
