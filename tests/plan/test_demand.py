@@ -125,6 +125,20 @@ def test_unknown_candidate_city_and_limit_are_named() -> None:
     r["supply"]["limits"] = {"Gotham": {"max_gpus": 1}}
     with pytest.raises(DemandError, match="supply.limits"):
         candidate_sites(parse_demand(r), load_cities())
+    # by its key, the city meant named, the candidates listed as names (it said `supply.limits: ['Pariss'] are
+    # neither candidate site ids nor their cities`; thirty-eighth session)
+    r["supply"]["limits"] = {"Pariss": {"max_gpus": 1}}
+    with pytest.raises(DemandError) as e:
+        candidate_sites(parse_demand(r), load_cities())
+    assert e.value.problems == ["supply.limits.Pariss: neither a candidate site id nor a candidate's city (did you "
+                                "mean Paris?) (candidates: Ashburn, Chicago, Frankfurt am Main, London, Paris, San "
+                                "Jose, ashburn-us, chicago-us, frankfurt-am-main-de, london-gb, paris-fr, "
+                                "san-jose-us)"], e.value.problems
+    r = raw()
+    r["supply"]["candidates"]["cities"].append("Paris")  # a Python list before: `duplicate candidate sites ['paris-fr']`
+    with pytest.raises(DemandError) as e:
+        candidate_sites(parse_demand(r), load_cities())
+    assert e.value.problems == ["supply.candidates: duplicate candidate sites paris-fr"], e.value.problems
 
 
 def test_limits_cap_devices_by_count_and_power() -> None:

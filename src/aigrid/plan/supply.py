@@ -15,6 +15,7 @@ from aigrid.plan.demand import Demand, DemandError, SiteLimit, Supply
 from aigrid.plan.providers import PROVIDERS
 from aigrid.sim.geography import Cities, jurisdiction_of
 from aigrid.sim.hardware import HARDWARE
+from aigrid.spec.near import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,18 @@ def candidate_sites(demand: Demand, cities: Cities, source: str = "<demand>") ->
     seen: set[str] = set()
     dup = [r for r, _ in rows if r in seen or seen.add(r)]  # type: ignore[func-returns-value]
     if dup:
-        raise DemandError(source, [f"supply.candidates: duplicate candidate sites {sorted(set(dup))}"])
+        raise DemandError(source, [f"supply.candidates: duplicate candidate sites {', '.join(sorted(set(dup)))}"])
     if not rows:
         raise DemandError(source, ["supply.candidates: no candidate site"])
     hw = tuple(sorted(demand.supply.hardware))
     limits = demand.supply.limits
     known = {r for r, _ in rows} | {cities.name[i] for _, i in rows}
     unknown = sorted(set(limits) - known)
-    if unknown:
-        raise DemandError(source, [f"supply.limits: {unknown} are neither candidate site ids nor their cities"])
+    if unknown:  # each by its key, the nearest named (it said `supply.limits: ['Pariss'] are neither ...`)
+        listed = f" (candidates: {', '.join(sorted(known))})" if len(known) <= 24 else ""
+        raise DemandError(source, [f"supply.limits.{u}: neither a candidate site id nor a candidate's city"
+                                   f"{did_you_mean(u, known) if k == 0 else ''}{listed}"
+                                   for k, u in enumerate(unknown)])
     max_dev = np.array([[device_cap(demand.supply, limits.get(rid) or limits.get(cities.name[i]), h) for h in hw]
                         for rid, i in rows], dtype=np.int64).reshape(len(rows), len(hw))
     ii = [i for _, i in rows]
