@@ -84,6 +84,31 @@ def test_a_responses_input_part_is_named_from_its_parts(items: list[Any], param:
     assert refused.value.param == param and refused.value.message.startswith(f"{said}: "), refused.value.message
 
 
+@pytest.mark.parametrize("items, field", [
+    ([{"role": "user", "content": "a"}, {"type": "item_reference", "id": "m"}], ("items", 1, "type")),
+    ([{"role": "robot", "content": "a"}], ("items", 0, "role")),
+    ([{"role": "user", "content": [OK, {"type": "input_file"}]}], ("items", 0, "content", 1, "type")),
+    ([{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}], ("items", 0, "content", 0, "image_url")),
+    ([{"type": "function_call", "call_id": 5, "name": "f"}], ("items", 0, "call_id")),
+    ([{"type": "function_call_output", "call_id": "c", "output": [OK, {"type": "input_file"}]}],
+     ("items", 0, "output", 1, "type")),
+    ([{"type": "compaction", "encrypted_content": "x"}], ("items", 0, "type")),
+], ids=["item type", "role", "part", "image part", "call_id", "output part", "compaction"])
+def test_a_conversations_item_is_named_under_items_from_its_parts(items: list[Any], field: tuple[Any, ...]) -> None:
+    """A conversation's items are checked as a Responses `input` is (conversations_api.conversation_items) and named
+    `items[...]`: input_messages writes its fields under the root it is given, from their parts, which the error
+    keeps (ApiError.field). Until the thirty-eighth session's review (RV3) the param string and the message said
+    `input[...]` and were renamed by replacing `input[` (the same names; no parts were kept)."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.gateway.conversations_api import conversation_items
+    with pytest.raises(InvalidRequest) as refused:
+        conversation_items(items)
+    err, param = refused.value, field_name(field)
+    assert (err.param, err.field) == (param, field)
+    said = param.removesuffix(".image_url")  # "items[0].content[0]: only input_image with an image_url ..."
+    assert err.message.startswith(f"{said}: ") and "input[" not in err.message, err.message
+
+
 @pytest.mark.parametrize("steer, param", [
     ([{"role": "user", "content": "a"}, {"role": "user", "content": [OK, {"type": "input_file"}]}],
      "input[1].content[1].type"),

@@ -81,13 +81,7 @@ def check_stored_in(principal: Principal, jurisdiction: str | None, param: str, 
 def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The client's items as stored: each one a Responses input item the gateway serves (the same check as
     a Responses `input`, so that the conversation can always be replayed), with ids."""
-    try:
-        input_messages(raw)
-    except InvalidRequest as e:
-        if e.param is not None and e.param.startswith("input["):  # field_name's OpenAI form: input[2].type
-            e.param = "items" + e.param.removeprefix("input")
-            e.message = e.message.replace("input[", "items[", 1)
-        raise
+    input_messages(raw, root="items")  # its 400 names `items[2].type`, written from the field's parts
     return input_items(raw)
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from aigrid.agents.loop import EXTENSIONS, MAX_TOOL_CALLS
 from aigrid.errors import InvalidRequest
+from aigrid.field_names import Field
 from aigrid.gateway.chat_events import token_logprobs
 from aigrid.gateway.envelope import field_name
 from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
@@ -44,33 +45,34 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
-def _text(value: Any, where: str) -> str:
+def _text(value: Any, where: str | Field) -> str:
+    """`value`, a string, else the 400 naming the field `where` (its parts where given: ApiError.field)."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"{where}: must be a string", param=where)
+        raise InvalidRequest(f"{where if isinstance(where, str) else field_name(where)}: must be a string", param=where)
     return value
 
 
-def _parts(content: Any, where: tuple[int | str, ...]) -> str | list[dict[str, Any]]:
+def _parts(content: Any, where: Field) -> str | list[dict[str, Any]]:
     """`content` (at the field whose parts are `where`, e.g. ("input", 0, "content")) as chat content."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        field = field_name(where)
-        raise InvalidRequest(f"{field}: must be a string or a list of content parts", param=field)
+        raise InvalidRequest(f"{field_name(where)}: must be a string or a list of content parts", param=where)
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        at = field_name((*where, j))
+        at = (*where, j)
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in _PARTS:
-            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_PARTS)}", param=f"{at}.type")
+            raise InvalidRequest(f"{field_name((*at, 'type'))}: {kind!r} is not served; use {_listed(_PARTS)}",
+                                 param=(*at, "type"))
         if kind in _TEXT_PARTS:
-            parts.append({"type": "text", "text": _text(part.get("text"), f"{at}.text")})
+            parts.append({"type": "text", "text": _text(part.get("text"), (*at, "text"))})
         elif kind == "refusal":
-            parts.append({"type": "text", "text": _text(part.get("refusal"), f"{at}.refusal")})
+            parts.append({"type": "text", "text": _text(part.get("refusal"), (*at, "refusal"))})
         else:  # input_image
             if not isinstance(part.get("image_url"), str):
-                raise InvalidRequest(f"{at}: only input_image with an image_url is served (no file_id)",
-                                     param=f"{at}.image_url")
+                raise InvalidRequest(f"{field_name(at)}: only input_image with an image_url is served (no file_id)",
+                                     param=(*at, "image_url"))
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
@@ -97,46 +99,50 @@ _ORIGIN = {"message": "content", "function_call_output": "output", "mcp_call": "
 
 
 def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None = None,
-                   summaries: Mapping[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                   summaries: Mapping[int, dict[str, Any]] | None = None, *, root: str = "input") -> list[dict[str, Any]]:
     """The input as chat messages; `origins` (if given) receives the input field each message came from.
     `summaries`: the chat message of each compaction item, by its index in `items` (opened by the caller,
-    compaction.py); without one, a compaction item is a 400 (a conversation keeps none)."""
+    compaction.py); without one, a compaction item is a 400 (a conversation keeps none). `root`: the field the
+    items are, which a 400 names (`input[2].type`; a conversation's `items[2].type`), its parts kept
+    (ApiError.field). Until the thirty-eighth session's review (RV3) conversations renamed `input[` in the param
+    string and the message."""
     if isinstance(items, str):
         if origins is not None:
-            origins.append("input")
+            origins.append(root)
         return [{"role": "user", "content": items}]
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        at = field_name(("input", i))
+        at = field_name((root, i))
         kind = item.get("type", "message")
         if kind not in _ITEMS:
             raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_ITEMS)} items",
-                                 param=f"{at}.type")
+                                 param=(root, i, "type"))
         if kind == "message":
             role = item.get("role")
             if role not in _ROLES:
-                raise InvalidRequest(f"{at}.role: must be one of {', '.join(_ROLES)}", param=f"{at}.role")
-            out.append({"role": role, "content": _parts(item.get("content"), ("input", i, "content"))})
+                raise InvalidRequest(f"{at}.role: must be one of {', '.join(_ROLES)}", param=(root, i, "role"))
+            out.append({"role": role, "content": _parts(item.get("content"), (root, i, "content"))})
         elif kind == "function_call":
-            _append_call(out, _call(_text(item.get("call_id"), f"{at}.call_id"), _text(item.get("name"), f"{at}.name"),
-                                    _text(item.get("arguments", ""), f"{at}.arguments")))
+            _append_call(out, _call(_text(item.get("call_id"), (root, i, "call_id")),
+                                    _text(item.get("name"), (root, i, "name")),
+                                    _text(item.get("arguments", ""), (root, i, "arguments"))))
         elif kind == "function_call_output":
             output = item.get("output")
-            text = _parts(output, ("input", i, "output")) if isinstance(output, list) else _text(output, f"{at}.output")
+            text = _parts(output, (root, i, "output")) if isinstance(output, list) else _text(output, (root, i, "output"))
             if not isinstance(text, str):  # a chat tool message carries text only: an image is said, in its place
                 # (its data URL written out as JSON reached the model as text, past the vision and image-URL checks)
                 text = "\n".join(p["text"] if p["type"] == "text" else IMAGE_IN_TOOL_RESULT for p in text)
-            out.append({"role": "tool", "tool_call_id": _text(item.get("call_id"), f"{at}.call_id"),
+            out.append({"role": "tool", "tool_call_id": _text(item.get("call_id"), (root, i, "call_id")),
                         "content": text})
         elif kind == "mcp_call":  # a server-side tool run replayed by the client: the call and its result
             call_id = str(item.get("id") or new_id("mcp"))
-            _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
+            _append_call(out, _call(call_id, _text(item.get("name"), (root, i, "name")), str(item.get("arguments", ""))))
             out.append({"role": "tool", "tool_call_id": call_id, "content": _mcp_result(item)})
         elif kind == "compaction":
             if summaries is None or i not in summaries:
                 raise InvalidRequest(f"{at}.type: a compaction item is read in the input of POST /v1/responses "
                                      "(without conversation) and of POST /v1/responses/compact only; a conversation "
-                                     "keeps none", param=f"{at}.type")
+                                     "keeps none", param=(root, i, "type"))
             out.append(summaries[i])
         # reasoning and mcp_list_tools items add nothing: they are replayed by agents (a Response's output sent back
         # as input, a conversation's items); no model here reads them back, and the tools a request offers are its
