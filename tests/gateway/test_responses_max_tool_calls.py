@@ -101,3 +101,26 @@ async def test_the_loop_extensions_are_not_sent_to_an_engine_where_no_loop_runs(
     assert [p.get("tools") is not None for p in engine.received] == [False, True, False]  # the native turn's tools
     assert "response_format" not in engine.received[1]  # a constrained turn's grammar: the asked mode was not held
     await oai.close()
+
+
+async def test_the_clients_own_tools_are_offered_past_the_limit(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """OpenAI's `max_tool_calls` counts "calls to built-in tools" (the grid's tools here), not the client's function
+    tools, whose calls come back to the client: past the limit the model may still call one (until review RV1 of the
+    thirty-eighth session the limit withheld every tool, and the call ended the Response incomplete, step_limit)."""
+    oai, engine = scripted
+    weather: Any = {"type": "function", "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    engine.replies += [call("get_weather", city="Paris")]
+    r = await oai.responses.create(model="smollm2-135m", input="Weather?", tools=[*TOOLS, weather], max_tool_calls=0)
+    assert [i.type for i in r.output] == ["mcp_list_tools", "function_call"], r.output
+    assert r.status == "completed"
+    offered = str(engine.received[0].get("response_format"))
+    assert "get_weather" in offered and "calculator" not in offered, offered
+    engine.received.clear()
+    engine.replies += [call("calculator", expression="2 + 2"), call("get_weather", city="Paris")]
+    r = await oai.responses.create(model="smollm2-135m", input="2+2, then weather?", tools=[*TOOLS, weather],
+                                   max_tool_calls=1)
+    assert [i.type for i in r.output] == ["mcp_list_tools", "mcp_call", "function_call"], r.output
+    offered = str(engine.received[1].get("response_format"))
+    assert "get_weather" in offered and "calculator" not in offered, offered

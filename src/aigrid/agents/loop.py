@@ -75,7 +75,8 @@ CHAT_PATH = "/v1/chat/completions"
 MAX_STEPS_LIMIT = 16
 MAX_TOOL_CALLS = "aigrid_max_tool_calls"
 """The most server-side tool runs the request allows, 0 up (the Responses API's `max_tool_calls`, which its door
-writes here): the loop's step limit is the lower of it and `aigrid_max_steps` (or the grid's default)."""
+writes here): past the lower of it and `aigrid_max_steps` (or the grid's default) no server-side tool is offered;
+the client's own tools still are (LoopConfig.max_tool_calls)."""
 EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode", MAX_TOOL_CALLS)
 _OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens")
 WITHHELD = "error: the AI firewall withheld this tool result (prompt injection suspected)"
@@ -88,6 +89,12 @@ ScreenTexts = Callable[[Sequence[ModelText]], Awaitable[Screened]]
 class LoopConfig:
     max_steps: int = 6
     """Tool runs per request; when reached the model must answer with what it has."""
+    max_tool_calls: int | None = None
+    """The server-side tool runs the request allows (`aigrid_max_tool_calls`, the Responses API's `max_tool_calls`:
+    OpenAI's "total calls to built-in tools"); past them (or max_steps) no server-side tool is offered, but the
+    client's own tools still are, whose calls go back to the client; a server-side call made anyway is not run and
+    the answer ends there (stop "step_limit"). None: max_steps alone. (Until review RV1 of the thirty-eighth session
+    it lowered max_steps, and past it the client's tools were withheld too.)"""
     max_steps_limit: int = MAX_STEPS_LIMIT
     """The most tool runs a request may ask for (`aigrid_max_steps`; the spec's `agents.max_steps_limit`)."""
     mode: ToolMode = "constrained"
@@ -488,17 +495,15 @@ def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
     steps, mode = body.get("aigrid_max_steps", base.max_steps), body.get("aigrid_tool_mode", base.mode)
     limit = base.max_steps_limit
     if "aigrid_max_steps" in body and (isinstance(steps, bool) or not isinstance(steps, int)
-                                       or not 1 <= steps <= limit):  # (base's own may be 0: MAX_TOOL_CALLS)
+                                       or not 1 <= steps <= limit):
         raise InvalidRequest(f"aigrid_max_steps must be an integer from 1 to {limit} (this grid's "
                              "agents.max_steps_limit)", param="aigrid_max_steps")
     if mode not in ("constrained", "native"):
         raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
-    calls = body.get(MAX_TOOL_CALLS)
-    if calls is not None:
-        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
-            raise InvalidRequest(f"{MAX_TOOL_CALLS} must be an integer of 0 or more", param=MAX_TOOL_CALLS)
-        steps = min(steps, calls)  # at 0 no tool is offered: the model answers at once
-    return dataclasses.replace(base, max_steps=steps, mode=mode)
+    calls = body.get(MAX_TOOL_CALLS, base.max_tool_calls)
+    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 0):
+        raise InvalidRequest(f"{MAX_TOOL_CALLS} must be an integer of 0 or more", param=MAX_TOOL_CALLS)
+    return dataclasses.replace(base, max_steps=steps, mode=mode, max_tool_calls=calls)
 
 
 def refuse_logprobs(body: Mapping[str, Any]) -> None:
@@ -592,12 +597,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     fmt = _client_format(body)
     reformat = False
     one_call = body.get("parallel_tool_calls") is False
+    runs = config.max_steps if config.max_tool_calls is None else min(config.max_steps, config.max_tool_calls)
 
     while True:
         at_limit = len(steps) >= config.max_steps
+        ran_out = len(steps) >= runs  # no more server-side runs (max_tool_calls): the client's tools are offered still
         none = body.get("tool_choice") == "none"  # OpenAI's: the model answers and calls nothing
-        offer = [] if at_limit or none or reformat else [s for s in specs
-                                                        if reuse or not (s.server and s.name in spent)]
+        offer = [] if at_limit or none or reformat else [
+            s for s in specs if not (s.server and (ran_out or (not reuse and s.name in spent)))]
         payload, turn_constrained, offer = _turn_payload(body, base, messages, offer, constrained,
                                                          first=model_calls == 0, fmt=fmt)
         quiet = fmt is not None and not turn_constrained and bool(offer)  # its answer is asked again: not streamed
@@ -660,13 +667,15 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         if quiet and not turn.calls and turn.finish_reason != "length":
             reformat = True  # answered in prose beside the tools: the answer is asked for again, under the format
             continue
+        if ran_out and turn.calls and not any(c.name in client_names for c in turn.calls):
+            at_limit = True  # a server-side call past max_tool_calls (an engine that ignored the offer): not run
         if not turn.calls or at_limit or none:
             # At the limit no more tools run, even if an engine ignored the answer-only turn and asked for
             # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).
             # Nor under `tool_choice: "none"`, where no tool was offered (an engine that ignores the grammar and
             # imitates the calls in the history, or a prompt that talks it into one, ran server-side tools before)
             reason = "length" if turn.finish_reason == "length" or turn.calls else "stop"
-            stop = ("step_limit" if at_limit else "tool_choice_none" if turn.calls
+            stop = ("step_limit" if at_limit or ran_out else "tool_choice_none" if turn.calls
                     else "token_budget" if capped and reason == "length" else "answer")
             content = "" if turn.calls else turn.content
             yield Finished(content, reason, stop, tuple(steps), (), _known(usage, counted), model_calls, model_ms,
@@ -674,7 +683,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             return
 
         server_calls = [c for c in turn.calls if c.name not in client_names]
-        room = config.max_steps - len(steps)
+        room = runs - len(steps)
         if len(server_calls) > room:
             # one turn may ask for many calls at once (native tool_calls, in either mode): no more run than the steps
             # left; the rest are left out of the turn as the model reads it back, so no call goes unanswered
