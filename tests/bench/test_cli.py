@@ -33,10 +33,14 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--mode", "poisson", "--rate", "1e-300"], "--rate 1e-300: the 100 requests would be sent over"),
     (["--mode", "trace", "--speedup", "1e-9"], "--speedup 1e-09: the 100 requests would be sent over"),
     (["--mode", "trace", "--max-output-tokens", "0"], "--max-output-tokens"),
+    # a trace file given without --mode trace was ignored: a Poisson run of made-up prompts (thirty-eighth session)
+    (["--trace", "t.csv"], "--trace t.csv: a trace is replayed only with --mode trace (this run is --mode poisson); "
+     "add --mode trace"),
+    (["--mode", "closed", "--trace", "t.csv"], "(this run is --mode closed)"),
 ])
 def test_bad_arguments_are_refused_before_the_run(args: list[str], named: str) -> None:
     r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", *args])
-    assert r.exit_code == 2 and named in r.output, r.output
+    assert r.exit_code == 2 and named in " ".join(r.output.split()), r.output
     assert "ok," not in r.output  # no table: nothing ran
 
 

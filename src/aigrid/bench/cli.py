@@ -155,6 +155,9 @@ def bench_command(
             except ValueError as e:  # named as given but for a user:password@'s password (user:***@)
                 shown = url_without_password(u)
                 raise ValueError(str(e) if repr(shown) in str(e) else f"{shown!r}: {e}") from None
+        if trace_file is not None and mode is not Mode.trace:  # it was ignored without a word: a run of --mode's
+            raise ValueError(f"--trace {trace_file}: a trace is replayed only with --mode trace (this run is --mode "
+                             f"{mode.value}); add --mode trace")
         # the flag named, before the workload's own check ("rate must be a positive number" named none)
         for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
             if used and not 0 < value < math.inf:
