@@ -1,7 +1,7 @@
 """Would a plan still pass without some of its sites or replicas? Re-run the plan's checks on an edited placement.
 
     python scripts/plan_without.py DEMAND.yaml PLAN_DIR [--drop SITE ...] [--scale SITE=DELTA ...]
-        [--hardware SITE=HW ...] [--add CANDIDATE=HW ...] [--chunk HW=TOKENS ...] [--workers N] [--detail]
+        [--hardware SITE=HW ...] [--add CANDIDATE=HW ...] [--chunk HW=TOKENS ...] [--workers N] [--detail] [--loads]
 
 Reads PLAN_DIR/plan.json (written by `aigrid plan`), removes the --drop sites, adds DELTA replicas to each
 --scale site (negative to remove), moves each --hardware site to another hardware option of the demand and
@@ -13,7 +13,9 @@ prefill chunk (vLLM's max_num_batched_tokens) of every site of HW in the edited 
 would not choose included (the simulator judges the TPOT the streams see). Then it runs the same checks as the planner (plan/verify.py: the plan's peak
 hours, every site up and each remaining site down) in the simulator and prints each check's verdict. For
 questions the planner's own refinement does not ask (it trims replicas, never whole sites), e.g. "is the
-sixth site needed?" (docs/planning.md).
+sixth site needed?" (docs/planning.md). --loads prints beside each verdict the screen's prediction for that check:
+the pooled model's fluid load of the placement at the check's hour with its site down (PooledModel.check_loads;
+"-" where a site is not one of the demand's candidates or its hardware not one the screen sizes with).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from aigrid.plan.checks import Check
 from aigrid.plan.chunks import DEFAULT_CHUNK
 from aigrid.plan.demand import Demand, load_demand
 from aigrid.plan.placement import Placement, PlannedSite, cap_of, chunk_of, price_of
+from aigrid.plan.pooled import PooledModel
 from aigrid.plan.runs import LocalBackend
+from aigrid.plan.screen import Screen
 from aigrid.plan.supply import candidate_sites
-from aigrid.plan.traffic import build_traffic
+from aigrid.plan.traffic import Traffic, build_traffic
 from aigrid.plan.verify import Verifier, passes
 from aigrid.sim.geography import load_cities
 
@@ -47,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="the prefill chunk of every site of HW (after the other edits)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--detail", action="store_true", help="per site figures of each failing check")
+    ap.add_argument("--loads", action="store_true", help="each check's load by the pooled model (the screen's figure)")
     return ap.parse_args(argv)
 
 
@@ -99,6 +104,23 @@ def edited(a: argparse.Namespace, demand: Demand, doc: dict) -> Placement:
     return Placement("edited", tuple(sites))
 
 
+def check_loads(demand: Demand, traffic: Traffic, placement: Placement, checks: list[Check],
+                source: str) -> list[float | None]:
+    """Each check's load of `placement` by the pooled model (PooledModel.check_loads), None for every check where a
+    site is not a candidate of the demand or its hardware not an option the screen sizes with."""
+    cands = candidate_sites(demand, load_cities(), source)
+    screen = Screen(demand, traffic, cands)
+    hw = list(screen.hw)
+    sites = placement.sites
+    if any(s.id not in cands.id or s.hardware not in hw for s in sites):
+        return [None] * len(checks)
+    ids = [s.id for s in sites]
+    got = PooledModel(screen).check_loads([cands.index(s.id) for s in sites], [hw.index(s.hardware) for s in sites],
+                                          [dict(s.replicas) for s in sites],
+                                          [(c.hour, None if c.failed is None else ids.index(c.failed)) for c in checks])
+    return list(got)
+
+
 def main() -> None:
     a = parse_args()
     demand = load_demand(a.demand)
@@ -118,8 +140,11 @@ def main() -> None:
         outcomes = verifier.run(placement, checks)
     finally:  # the worker processes end here, not in the interpreter's exit (which printed "Bad file descriptor")
         backend.close()
-    for o in outcomes:
+    loads = check_loads(demand, traffic, placement, checks, a.demand) if a.loads else None
+    for k, o in enumerate(outcomes):
         tenant, t = min(o["tenants"].items(), key=lambda kv: kv[1]["attainment"])
+        if loads is not None:
+            print(f"screen load {'-' if loads[k] is None else f'{loads[k]:.3f}'}; ", end="")
         print(f"{o['check']['label']}: {'meets' if passes(o, verifier.attainment) else 'FAILS'}; worst tenant "
               f"{tenant} {t['attainment']:.2%} within the SLO; TTFT p99 {o['ttft_p99_ms']:.0f} ms; "
               f"{o['rejected']} not served; TPOT p99 {o['tpot_p99_ms'] or 0:.0f} ms, max {o['tpot_max_ms'] or 0:.0f} ms")

@@ -210,3 +210,27 @@ def test_hardware_per_site_is_off_unless_asked_for() -> None:
     sites = list(range(len(s.cands)))
     assert not s.demand.supply.mix_hardware and not PooledModel(s).mix
     assert set(PooledModel(s)(sites, 0.5).hardware) == {"h100"}
+
+
+def test_check_loads_are_the_pooled_load_at_each_hour_and_failure() -> None:
+    """PooledModel.check_loads (scripts/plan_without.py --loads): two EU sites of one H100 each: with one down the
+    other carries everything, twice the load of both up; the busiest check's load is the pooled utilisation; the
+    hour matters, more replicas lower it, and a lone site's failure leaves its users nowhere (inf)."""
+    s = screen()
+    pm = PooledModel(s)
+    fra, par = s.cands.index("frankfurt-am-main-de"), s.cands.index("paris-fr")
+    h100 = s.hw.index("h100")
+    model = s.models[0]
+    reps = [{model: 1}, {model: 1}]
+    checks: list[tuple[int, int | None]] = [(h, k) for h in range(24) for k in (None, 0, 1)]
+    loads = pm.check_loads([fra, par], [h100, h100], reps, checks)
+    by = dict(zip(checks, loads, strict=True))
+    busiest = max(range(24), key=lambda h: by[(h, None)])
+    assert by[(busiest, None)] > 0
+    assert by[(busiest, 0)] == pytest.approx(2 * by[(busiest, None)]) == pytest.approx(by[(busiest, 1)])
+    assert max(loads) == pytest.approx(pm.utilisation([fra, par], [h100, h100], reps))
+    assert min(by[(h, None)] for h in range(24)) < by[(busiest, None)]
+    assert pm.check_loads([fra, par], [h100, h100], [{model: 2}, {model: 1}], [(busiest, 1)])[0] < by[(busiest, 1)]
+    assert pm.check_loads([fra], [h100], [{model: 1}], [(busiest, None), (busiest, 0)])[1] == float("inf")
+    # the caller's site order is kept: the same sites listed the other way round give the same loads per site
+    assert pm.check_loads([par, fra], [h100, h100], reps, [(busiest, 1)]) == pytest.approx([by[(busiest, 0)]])

@@ -3,9 +3,15 @@ chunk given, chunks the planner would not choose included (issue #16, the H100's
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from aigrid.plan.checks import Check
 from aigrid.plan.demand import SiteLimit, load_demand
+from aigrid.plan.placement import Placement
+from aigrid.plan.traffic import build_traffic
+from aigrid.sim.geography import load_cities
 from tests.scripts.plan_scripts import DEMAND, SITES, plan_doc, script
 
 without = script("plan_without", "plan_without_under_test")
@@ -59,3 +65,16 @@ def test_an_edit_past_a_sites_limits_is_refused_naming_the_site_as_the_planner_w
     tight = d.model_copy(update={"supply": d.supply.model_copy(update={"max_gpus_per_site": 1})})
     with pytest.raises(SystemExit, match=r"mx-central-1 \(2 x h100, its limit 1\)"):
         edit(tight, ["--scale", "mx-central-1=1"])
+
+
+def test_loads_are_the_screens_figure_for_each_check_and_none_where_it_cannot_judge() -> None:
+    """--loads: each check's load by the pooled model (PooledModel.check_loads), higher with a site down than with
+    every site up; a site that is not a candidate of the demand cannot be judged ("-")."""
+    d = load_demand(DEMAND)
+    p = without.edited(without.parse_args([str(DEMAND), "unused"]), d, plan_doc())
+    traffic = build_traffic(d, load_cities(), d.verify.window_s)
+    checks = [Check(7, None), Check(7, SITES[0])]
+    up, down = without.check_loads(d, traffic, p, checks, str(DEMAND))
+    assert up is not None and down is not None and 0 < up < down < float("inf")
+    by_hand = Placement("t", (replace(p.sites[0], id="nowhere"), *p.sites[1:]))
+    assert without.check_loads(d, traffic, by_hand, checks[:1], str(DEMAND)) == [None]

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aigrid.plan.calibrate import Calibration, check_loads
 from aigrid.plan.demand import Demand, DemandError
-from aigrid.plan.moves import POOL_LIMIT, pool_utilisation
+from aigrid.plan.moves import pool_utilisation
 from aigrid.plan.naive import naive_shapes, structural_problem
 from aigrid.plan.placement import Placement, from_sizing
 from aigrid.plan.pooled import PooledModel
@@ -125,8 +124,7 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
     t1 = time.perf_counter()
     ev.phase("simulator runs (peak + every single-site failure)", 0)
     verifier = Verifier(demand, traffic, backend, on_run=ev.step, on_plan=ev.more, note=ev.note,
-                        utilisation=lambda p: pool_utilisation(pooled, p),  # the two-site moves' screen
-                        calibration=Calibration(lambda p, cs: check_loads(pooled, p, cs), POOL_LIMIT))
+                        utilisation=lambda p: pool_utilisation(pooled, p))  # the two-site moves' screen
     proposals = []
     for k, z in enumerate(ranked):
         p = from_sizing(f"plan-{k + 1}", demand, cands, z)

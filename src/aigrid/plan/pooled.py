@@ -236,8 +236,10 @@ class PooledModel:
         of sites still up (every subset up to CHECK_SUBSET_SITES sites, else the groups' reach sets and all), of
         the work of the groups that reach only sites in U over the capacity of U's replicas (Hall's condition;
         the least pool utilisation any routing could give). Unlike utilisation(), one figure per check, and no
-        "nearest site" term: the calibration (plan/calibrate.py) sets each check's bar from the simulator's
-        verdicts. inf where some demand reaches no site still up."""
+        "nearest site" term. The planner does not use it: a screen of the two-site moves that ordered them by these
+        loads against bars learnt from the simulator's verdicts did not plan better (docs/planning.md, "A
+        calibrated screen"); scripts/plan_without.py --loads prints it beside each check's verdict. inf where some
+        demand reaches no site still up."""
         order = np.argsort(sites, kind="stable")
         S = np.array([sites[k] for k in order], dtype=np.int64)
         if len(S) == 0 or len(S) > MAX_SITES or len(set(S.tolist())) < len(S):

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aigrid.plan.calibrate import Calibration
 from aigrid.plan.checks import Check, checks_for, scenario_for
 from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
@@ -127,15 +126,11 @@ class Verifier:
     def __init__(self, demand: Demand, traffic: Traffic, backend: Backend,
                  on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None,
                  note: Callable[[str], None] | None = None,
-                 utilisation: Callable[[Placement], float | None] | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 utilisation: Callable[[Placement], float | None] | None = None) -> None:
         """`utilisation`: the analytical screen of two-site moves (moves.pool_utilisation with the planner's
-        pooled model); None: every two-site candidate may run, the cheapest first. `calibration`
-        (plan/calibrate.py): learns each check's bar from every run here and orders the screened two-site
-        candidates by it; None: the coolest first."""
+        pooled model); None: every two-site candidate may run, the cheapest first."""
         self.demand, self.traffic, self.backend = demand, traffic, backend
         self.utilisation = utilisation
-        self.calibration = calibration
         self.on_run, self.on_plan = on_run, on_plan
         self.note = note or (lambda line: None)
         self.attainment = demand.slo.attainment
@@ -156,8 +151,6 @@ class Verifier:
         self.runs += len(jobs)
         runs = self.backend.map(jobs, self.on_run)
         out = [worst_sample(runs[i:i + n], self.attainment) for i in range(0, len(runs), n)]
-        if self.calibration is not None:
-            self.calibration.record(placement, checks, [passes(o, self.attainment) for o in out])
         bad = sum(not passes(o, self.attainment) for o in out)
         self.note(f"{placement.label}: {len(placement.sites)} sites, {placement.devices} devices, "
                   f"${placement.usd_per_hour:.2f}/h: {len(out) - bad} of {len(out)} checks pass"
@@ -314,26 +307,19 @@ class Verifier:
         placement = best.placement
         before = dict(zip(checks, best.outcomes, strict=True))
         found = pair_moves(self.demand, self.traffic, placement)
-        def mine_of(p: Placement) -> list[Check]:
-            ids = {s.id for s in p.sites}
-            return [c for c in checks if c.failed is None or c.failed in ids]
-
-        rows = [c for c in screened(found, self.utilisation) if c[1].key() not in tried]
-        order = (self.calibration.order(rows, mine_of) if self.calibration is not None
-                 else [(w, p, u, None) for w, p, u in rows])
+        order = [c for c in screened(found, self.utilisation) if c[1].key() not in tried]
         self.note(f"{placement.label}: every single-site move failed; {len(found)} two-site moves cost less, "
-                  f"{len(order)} pass the screen, at most {pairs} simulated"
-                  f"{'' if self.calibration is None else ', likeliest to pass first (calibrated)'}")
+                  f"{len(order)} pass the screen, at most {pairs} simulated")
         used = 0
-        for what, candidate, util, margin in order:
+        for what, candidate, util in order:
             if used >= pairs:
                 break
             used += 1
             tried.add(candidate.key())
-            mine = mine_of(candidate)
+            ids = {s.id for s in candidate.sites}
+            mine = [c for c in checks if c.failed is None or c.failed in ids]
             self.note(f"{placement.label}: try {what} (${candidate.usd_per_hour:.2f}/h, was "
-                      f"${placement.usd_per_hour:.2f}/h{'' if util is None else f'; pool utilisation {util:.2f}'}"
-                      f"{'' if margin is None else f'; margin {margin:+.2f}'})")
+                      f"${placement.usd_per_hour:.2f}/h{'' if util is None else f'; pool utilisation {util:.2f}'})")
             outcomes = self._trial(candidate, mine, [before[c] for c in mine], failed_trials)
             history.append((candidate.usd_per_hour, outcomes is not None))
             if outcomes is not None:
