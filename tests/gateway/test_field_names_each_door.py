@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from aigrid.gateway.envelope import field_name
+from aigrid.gateway.schemas import MAX_STEP_ENTRIES
 from tests.gateway.conftest import serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -157,7 +158,10 @@ SCHEMA = {"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {
     ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "tools": [
         {"name": "f", "input_schema": SCHEMA}]}, {"anthropic-version": "2023-06-01"},
      "tools.0.input_schema.properties.a.anyOf.1.pattern"),
-], ids=["chat", "responses", "messages"])
+    ("/v1/messages/count_tokens", {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "f", "input_schema": SCHEMA}]}, {"anthropic-version": "2023-06-01"},
+     "tools.0.input_schema.properties.a.anyOf.1.pattern"),  # chat's tools.0.function.parameters... until RV3
+], ids=["chat", "responses", "messages", "count_tokens"])
 async def test_a_nested_tool_field_is_named_in_each_doors_form(tmp_path: Path, path: str, body: dict[str, Any],
                                                                headers: dict[str, str], field: str) -> None:
     spec = spec_in(tmp_path)
@@ -166,3 +170,24 @@ async def test_a_nested_tool_field_is_named_in_each_doors_form(tmp_path: Path, p
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert f"'{field}'" in error["message"] and error.get("param", field) == field, error
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"tools": [{"name": "f", "input_schema": SCHEMA}]}, "tools.0.input_schema.properties.a.anyOf.1.pattern"),
+    ({"stop_sequences": ["x"] * (MAX_STEP_ENTRIES + 1)}, "stop_sequences"),
+], ids=["tool", "stop_sequences"])
+async def test_a_message_batchs_request_names_its_field_as_the_messages_door_does(
+        tmp_path: Path, params: dict[str, Any], field: str) -> None:
+    """A message batch's request is checked at creation as the chat request it becomes (message_batches_api), and
+    named as POST /v1/messages names it (messages_translate.name_messages_field): until the thirty-eighth session's
+    review (RV3) `requests.0.params.tools.0.parameters...` and `requests.0.params.stop`, fields the client never
+    sent."""
+    spec = spec_in(tmp_path)
+    request = {"custom_id": "a", "params": {"model": MODEL, "max_tokens": 8, "messages": [
+        {"role": "user", "content": "hi"}], **params}}
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post("/v1/messages/batches", json={"requests": [request]},
+                              headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"requests.0.params.{field}: ") and f"'{field}'" in message, message

@@ -53,7 +53,7 @@ from aigrid.gateway.front_door import name_own_field, validate
 from aigrid.gateway.message_batches_schema import MessageBatchRequest, MessageBatchShape
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
-from aigrid.gateway.messages_translate import chat_body, placed_messages
+from aigrid.gateway.messages_translate import chat_body, name_messages_field, placed_messages
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.open_off_loop import open_off_loop
 from aigrid.gateway.routes import (
@@ -320,6 +320,8 @@ class MessageBatchesApi:
                 raise from_validation(e) from e
         except ApiError as e:
             name_own_field(e, origins, dotted=True)
+            # `stop_sequences`, a tool's `input_schema`, as POST /v1/messages names them (until the thirty-eighth
+            name_messages_field(e, params)  # session's review, RV3: chat's `stop`, `tools.0.parameters`)
             field = f"{at}.params.{e.param}" if e.param else f"{at}.params"
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 

@@ -40,7 +40,6 @@ from aigrid.gateway.messages_translate import (
     DocumentParts,
     anthropic_message,
     chat_body,
-    chat_messages,
     chat_tools,
     message_id,
     name_messages_field,
@@ -150,7 +149,13 @@ class MessagesApi:
         if req.model != "auto" and req.model not in gw.known_models:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
-        chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools}, dotted=True)
+        placed = placed_messages(req)
+        try:
+            chat = validate(ChatRequest, {"model": req.model, "messages": [m for m, _ in placed], **tools}, dotted=True)
+        except ApiError as e:  # the client's field, as POST /v1/messages names it: a tool's `input_schema` (it named
+            name_own_field(e, [where for _, where in placed], dotted=True)  # chat's `tools.0.function.parameters`
+            name_messages_field(e, None)  # until the thirty-eighth session's review, RV3), a message's own field
+            raise
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}), media_type=_JSON,
                         headers=anthropic_rate_limits(ex.reservation))
 
