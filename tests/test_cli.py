@@ -29,6 +29,24 @@ def test_spec_check_ok_and_bad(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "sites.fra.lat" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize(("made", "says"), [(None, "cannot read file: No such file or directory"),
+                                            ("folder", "cannot read file: Is a directory"),
+                                            ("", "the file is empty: a grid spec is a YAML mapping"),
+                                            ("a: [\n", "not valid YAML at line 2")])
+def test_spec_check_of_a_file_it_cannot_read_is_one_line(tmp_path: Path, made: str | None, says: str) -> None:
+    """`aigrid spec check nope.yaml` said `invalid grid spec nope.yaml:` and a list of one: a file not read is no
+    grid spec yet (spec check takes scenarios and demand files too); one line, as `aigrid sim` and `plan` say it
+    (thirty-eighth session)."""
+    given = tmp_path / "given.yaml"
+    if made == "folder":
+        given.mkdir()
+    elif made is not None:
+        given.write_text(made)
+    r = runner.invoke(app, ["spec", "check", str(given)])
+    assert r.exit_code == 2 and r.output.startswith(f"error: {given}: {says}"), r.output
+    assert "invalid grid spec" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
 def test_spec_check_says_the_kv_cache_the_embedded_engines_allocate(tmp_path: Path) -> None:
     """Each slot of an embedded engine holds its model's context, its KV cache allocated at start: a context typed
     with a zero too many took gigabytes at `aigrid up` with no word before. The demo: 4 engines x 2 slots x 8192

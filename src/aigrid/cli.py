@@ -20,7 +20,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from aigrid.cli_error import input_kind, print_error
-from aigrid.errors import AigridError, ConfigError
+from aigrid.errors import AigridError, ConfigError, SpecError
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -382,6 +382,9 @@ def spec_check(spec: SpecArg) -> None:
 
     try:  # read once: a spec given as a pipe (`<(...)`) reads as empty the second time, a FIFO waits for a writer
         raw = read_yaml(spec)
+    except SpecError as e:  # a file not read is not yet any kind: `nope.yaml: cannot read file: No such file ...`
+        # on one line, as `aigrid sim` and `aigrid plan` say it (it was `invalid grid spec nope.yaml:` and a list)
+        raise _fail(ConfigError("\n".join(f"{e.path}: {p}" for p in e.problems))) from None
     except AigridError as e:
         raise _fail(e) from None
     try:
@@ -392,8 +395,6 @@ def spec_check(spec: SpecArg) -> None:
         return
     missing = _missing_files(s, spec.parent)
     if missing:
-        from aigrid.errors import SpecError
-
         raise _fail(SpecError(str(spec), missing))
     _bases_given_with_v1(s, raw)
     counts = ", ".join(_count(n, what) for n, what in (
