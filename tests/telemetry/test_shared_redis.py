@@ -435,11 +435,14 @@ async def test_the_affinity_script_touches_only_the_keys_it_declares(tmp_path: P
             await raw.aclose()
 
 
-async def test_the_gateways_share_affinity_through_a_redis_cluster(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grid, stream", [("test", "aigrid:test:{affinity}"), ("g{", "aigrid:~677b:{affinity}")])
+async def test_the_gateways_share_affinity_through_a_redis_cluster(tmp_path: Path, grid: str, stream: str) -> None:
     """(7 Dec 2026, thirty-eighth session, brief FIX10) On a Redis Cluster (here one node serving every slot) a
     script's keys must share a slot: the affinity stream and its tenants' counts (`affinity`, `affinity:held`) did
     not (CROSSSLOT: every exchange that carried affinity failed, and the gateways stopped sharing their state). Their
-    hash tag `{affinity}` puts them in one; a flood still trims the noisy tenant's oldest entries."""
+    hash tag `{affinity}` puts them in one; a flood still trims the noisy tenant's oldest entries. The keys are those
+    docs/reliability.md names, under redis_client.key_prefix (a grid named with `{`: `~` and its name in hex; review
+    RV3)."""
     quiet = tuple((f"quiet.k{i}", "fra-smollm2") for i in range(3))
     noisy = tuple((f"noisy.k{i}", "iad-smollm2") for i in range(200))
     with socket.socket() as bus:  # the cluster's bus port (by default the port + 10,000: past 65,535 for most)
@@ -449,8 +452,8 @@ async def test_the_gateways_share_affinity_through_a_redis_cluster(tmp_path: Pat
     with redis_server(tmp_path, args=lambda p: ["--port", str(p), *clustered]) as port:
         url = f"redis://127.0.0.1:{port}/0"
         raw = aioredis.Redis.from_url(url)
-        writer = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=50)
-        late = RedisSharedState(aioredis.Redis.from_url(url), "test", affinity_max=50)
+        writer = RedisSharedState(aioredis.Redis.from_url(url), grid, affinity_max=50)
+        late = RedisSharedState(aioredis.Redis.from_url(url), grid, affinity_max=50)
         try:
             await raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
             for _ in range(100):
@@ -462,6 +465,7 @@ async def test_the_gateways_share_affinity_through_a_redis_cluster(tmp_path: Pat
                 await writer.exchange(LocalReport("gw-a", {}, {}, noisy[i:i + 70]))
             replay = (await late.exchange(LocalReport("gw-new", {}, {}, ()))).affinity
             assert replay == quiet + noisy[-47:], replay[:5]
+            assert await raw.xlen(stream) == 50 and await raw.exists(f"{stream}:held", f"{stream}:ids") == 2
         finally:
             for closing in (writer, late):
                 await closing.aclose()
