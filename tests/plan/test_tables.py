@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 
 from aigrid.plan.placement import Placement, PlannedSite
 from aigrid.plan.tables import write_tables
@@ -74,6 +75,25 @@ def test_the_map_shows_a_plans_name_as_written(tmp_path: Path) -> None:
     traffic = build_traffic(d, load_cities(), 20.0)
     path = write_map(tmp_path / "map.png", traffic, placement(), "budget$\\foo: plan, $1,234/month")
     assert path.stat().st_size > 10_000
+
+
+def test_the_maps_axes_and_sites_say_their_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The axes were `longitude` and `latitude` with no unit, and the legend's `plan: h100` said nothing of what a
+    marker's size is (thirty-eighth session)."""
+    from aigrid.plan import worldmap
+    from aigrid.plan.demand import load_demand
+    from aigrid.plan.traffic import build_traffic
+    from aigrid.sim.geography import load_cities
+
+    d = load_demand(Path(__file__).resolve().parents[2] / "examples" / "plan" / "small.yaml")
+    drawn: list[Any] = []
+    monkeypatch.setattr(worldmap.plt, "close", drawn.append)
+    worldmap.write_map(tmp_path / "map.png", build_traffic(d, load_cities(), 20.0), placement(), "small: plan")
+    monkeypatch.undo()
+    (ax,) = drawn[0].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("longitude (degrees)", "latitude (degrees)")
+    assert any("size ~ devices" in t.get_text() for t in ax.get_legend().get_texts())
+    worldmap.plt.close(drawn[0])
 
 
 def test_cost_markdown_says_the_prefill_chunks_unit(tmp_path: Path) -> None:

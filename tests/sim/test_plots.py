@@ -63,5 +63,8 @@ def test_a_count_of_one_reads_in_the_singular(tmp_path: Path, monkeypatch: pytes
     monkeypatch.undo()
     titles = [ax.get_title() for fig in drawn for ax in fig.axes]
     assert any(": 1 site under policy balanced" in t for t in titles), titles
+    # the map's axes say their unit (they were `longitude` and `latitude`; thirty-eighth session)
+    assert ("longitude (degrees)", "latitude (degrees)") in [(ax.get_xlabel(), ax.get_ylabel()) for fig in drawn
+                                                             for ax in fig.axes]
     for fig in drawn:
         plt.close(fig)

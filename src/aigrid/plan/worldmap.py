@@ -32,14 +32,15 @@ def write_map(path: Path, traffic: Traffic, placement: Placement, title: str,
     for hw in sorted({s.hardware for s in placement.sites}):
         mine = [s for s in placement.sites if s.hardware == hw]
         ax.scatter([s.lon for s in mine], [s.lat for s in mine], s=[60 + 25 * s.devices for s in mine],
-                   c=COLOURS.get(hw, "#9467bd"), edgecolors="k", linewidths=0.6, label=f"plan: {hw}", zorder=3)
+                   c=COLOURS.get(hw, "#9467bd"), edgecolors="k", linewidths=0.6, zorder=3,
+                   label=f"plan: {hw} (size ~ devices, the number beside each site)")
     for s in placement.sites:
         ax.annotate(f"{s.id} ({s.devices})", (s.lon, s.lat), xytext=(5, 5), textcoords="offset points",
                     fontsize=8, zorder=4, parse_math=False)
     ax.set_xlim(-180, 180)
     ax.set_ylim(-60, 80)
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
+    ax.set_xlabel("longitude (degrees)")  # the unit said, as every other axis of aigrid's plots says its own
+    ax.set_ylabel("latitude (degrees)")
     ax.set_title(title, parse_math=False)  # the demand's name as written: two '$' were mathtext (a traceback)
     ax.legend(loc="lower left", fontsize=8, markerscale=0.6)
     fig.tight_layout()

@@ -113,8 +113,8 @@ def _map(ex: Experiment, path: Path) -> Path:
     fig.colorbar(sc, ax=ax, label="utilisation (served work / capacity)")
     ax.set_xlim(-180, 180)
     ax.set_ylim(-60, 80)
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
+    ax.set_xlabel("longitude (degrees)")  # the unit said, as every other axis of aigrid's plots says its own
+    ax.set_ylabel("latitude (degrees)")
     ax.set_title(f"{ex.scenario.name}: {counted(len(lat), 'site', grouped=True)} under policy {run.label} "
                  "(grey: GeoNames cities, CC-BY)", parse_math=False)
     fig.tight_layout()
