@@ -38,3 +38,24 @@ def test_only_auto_requests_of_right_sizing_tenants_get_estimates():
     assert est.table is not None and rs2.thresholds["t"] == est.table.threshold_for(0.05)
     # nobody right-sizes: the artefact is not even loaded
     assert RightSizer({}, {"1b": 1.0}).estimator is None
+
+
+def test_the_model_cards_explain_example_shows_the_shipped_estimates():
+    """docs/models.md opens with `aigrid explain` on a one-line multiple-choice prompt and quotes a GSM8K problem's
+    estimates: they are the shipped artefact's (the judged prior gates the one-line prompt: 0.95, not 0.92)."""
+    from pathlib import Path
+
+    from aigrid.core.right_size import estimate_text
+
+    card = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text(encoding="utf-8")
+    est = QualityEstimator.load()
+    mammal = ladder_quality(["small-1b", "large-70b"], est.estimate(
+        "Which of these is a mammal? A. Shark B. Dolphin C. Trout D. Octopus"))
+    natalia = ladder_quality(["small-1b", "large-70b"], est.estimate(
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many "
+        "clips did Natalia sell altogether in April and May?"))
+    shown = {m: estimate_text(q) for m, q in mammal.items()}
+    assert f"model small-1b: estimated quality {shown['small-1b']} vs large-70b {shown['large-70b']}" in card
+    assert f"estimated quality small-1b {shown['small-1b']}, large-70b {shown['large-70b']}" in card
+    assert (f"the Natalia problem of GSM8K: small-1b {estimate_text(natalia['small-1b'])}, large-70b "
+            f"{estimate_text(natalia['large-70b'])}") in card
