@@ -191,3 +191,23 @@ async def test_a_message_batchs_request_names_its_field_as_the_messages_door_doe
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert message.startswith(f"requests.0.params.{field}: ") and f"'{field}'" in message, message
+
+
+async def test_a_replayed_calls_arguments_too_deep_are_named_as_the_responses_door_names_them(tmp_path: Path) -> None:
+    """The tool loop refuses a replayed call's arguments nested too deep (agents/loop._shallow_arguments) naming the
+    chat field and the path inside the arguments ("messages[1].tool_calls[0].function.arguments at a.a..."); the
+    Responses door says its own item instead (front_door.name_own_field). Until the thirty-eighth session's review
+    (RV3) its message opened with the chat field and ended "(at input[1].arguments)"."""
+    deep = '{"a":' * 130 + "1" + "}" * 130
+    body = {"input": [{"role": "user", "content": "hi"},
+                      {"type": "function_call", "call_id": "c1", "name": "f", "arguments": deep},
+                      {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+            "tools": [{"type": "function", "name": "calculator"}]}  # a server-side tool: the loop's checks run
+    spec = spec_in(tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post("/v1/responses", json={"model": MODEL, **body})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "input[1].arguments", error
+    assert error["message"].startswith("input[1].arguments at a.a.a.a.a.a: nested deeper than 128 levels"), error
+    assert "messages[" not in error["message"], error

@@ -140,9 +140,12 @@ def name_own_field(err: ApiError, origins: Sequence[str], *, dotted: bool = Fals
     if field[0] != "messages" or index >= len(origins):
         return
     own = origins[index]
-    chat_field = f"{err.param}: "
-    if err.message.startswith(chat_field):  # a message that opens with the chat path ("messages[3].content[1]:
-        err.message = f"{own}: {err.message.removeprefix(chat_field)}"  # ...") opens with the client's own field
+    chat_field = str(err.param)
+    # a message that opens with the chat path ("messages[3].content[1]: ...", a replayed call's arguments too deep:
+    # "messages[1].tool_calls[0].function.arguments at a.b: ...") opens with the client's own field (the second
+    # said the chat path, then "(at input[1].arguments)", until the thirty-eighth session's review, RV3)
+    if err.message.startswith((f"{chat_field}: ", f"{chat_field} at ")):
+        err.message = own + err.message.removeprefix(chat_field)
     else:
         err.message = f"{err.message} (at {own})"
     err.param, err.field = own, None
