@@ -130,15 +130,18 @@ def test_a_replayed_calls_wide_shallow_arguments_are_not_walked_in_python(monkey
     walked: list[int] = []
     real = json_depth.too_deep
 
-    def counted(value: Any, limit: int = json_depth.MAX_DEPTH) -> str | None:
+    def counted(value: Any, limit: int = json_depth.MAX_DEPTH) -> json_depth.Path | None:
         walked.append(1)
         return real(value, limit)
 
     monkeypatch.setattr(json_depth, "too_deep", counted)
     monkeypatch.setattr(loop, "too_deep", counted, raising=False)  # where the loop imported it by name (before)
-    loop._shallow_arguments(orjson.dumps([[0]] * 40_000).decode(), "messages[1].tool_calls[0].function.arguments")
+    where = ("messages", 1, "tool_calls", 0, "function", "arguments")  # the field's parts (FIX10; a string before)
+    loop._shallow_arguments(orjson.dumps([[0]] * 40_000).decode(), where)
     assert walked == []
     deep = "[" * 300 + "]" * 300
     with pytest.raises(InvalidRequest) as info:
-        loop._shallow_arguments(deep, "messages[1].tool_calls[0].function.arguments")
-    assert info.value.param == "messages[1].tool_calls[0].function.arguments" and walked == [1]
+        loop._shallow_arguments(deep, where)
+    assert info.value.param == "messages[1].tool_calls[0].function.arguments" and info.value.field == where
+    assert info.value.message.startswith("messages[1].tool_calls[0].function.arguments at 0.0.0.0.0.0: nested deeper")
+    assert walked == [1]
