@@ -6,12 +6,14 @@ import asyncio
 import inspect
 import time
 import typing
+from collections.abc import Sequence
 from unittest.mock import patch
 
 import pytest
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend
 from aigrid.security.quotas import QuotaExceeded, QuotaLimits, QuotaRules, Quotas, rate_limit_headers
 
 ALICE = Principal("acme", "k-alice", Scopes())
@@ -169,22 +171,80 @@ async def test_a_full_requests_per_minute_is_refused_unread_only_where_admit_fou
     clock = Clock(1_000_040.0)  # 20 s into a minute window
     q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=1, tokens_per_min=100)), clock=clock)
     await q.admit(ALICE, 10)
-    q.refuse_spent(ALICE)  # full, but admit has not refused it yet: read as before
+    await q.refuse_spent(ALICE)  # full, but admit has not refused it yet: read as before
     with pytest.raises(QuotaExceeded):
         await q.admit(ALICE, 10)
     with pytest.raises(QuotaExceeded) as e:
-        q.refuse_spent(ALICE)
+        await q.refuse_spent(ALICE)
     assert e.value.headers["Retry-After"] == "40" and "key requests per minute (1)" in e.value.message
     assert e.value.headroom[0].kind == "requests" and e.value.headroom[0].remaining == 0
-    q.refuse_spent(BOB)  # another key: its own counter
+    await q.refuse_spent(BOB)  # another key: its own counter
     q.rules = QuotaRules(default_key=QuotaLimits(requests_per_min=5, tokens_per_min=100))
-    q.refuse_spent(ALICE)  # the limit raised since: admit asked again
+    await q.refuse_spent(ALICE)  # the limit raised since: admit asked again
     clock.t += 40
     q.rules = QuotaRules(default_key=QuotaLimits(requests_per_min=1, tokens_per_min=100))
-    q.refuse_spent(ALICE)  # the next window
+    await q.refuse_spent(ALICE)  # the next window
     await q.admit(ALICE, 10)
     tokens = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=5, tokens_per_min=100)), clock=clock)
     await tokens.admit(BOB, 95)
     with pytest.raises(QuotaExceeded, match="tokens per minute"):
         await tokens.admit(BOB, 95)
-    tokens.refuse_spent(BOB)  # a full token limit: the next request is read and asked again
+    await tokens.refuse_spent(BOB)  # a full token limit: the next request is read and asked again
+
+
+
+class _ReplyLost(MemoryQuotaBackend):
+    """A store that pauses (Redis, the workers' hub: its calls named by an op) whose reply to a charge waits for
+    `reply` when one is set: a charge applied whose caller then hears an error (a timeout) in its place."""
+
+    pauses = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply: asyncio.Future[BaseException | None] | None = None
+
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
+        got = await super().consume(counters, op)
+        if self.reply is not None:
+            error = await self.reply
+            if error is not None:
+                raise error
+        return got
+
+
+async def test_a_full_requests_per_minute_given_back_is_read_again() -> None:
+    """(review RV4 of brief ATK9) A count found full does not always stay full to its window's end: a charge whose
+    reply was lost is released (Quotas._charging; the workers' hub takes back what a worker that died held too).
+    refuse_spent asks the store: the 429 unread while the count is full, the request read and admitted once the
+    count has room again. Before, the memory of admit's refusal refused it unread to the end of the minute."""
+    store = _ReplyLost()
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=1)), store, clock=Clock(1_000_040.0))
+    reply = store.reply = asyncio.get_running_loop().create_future()
+    first = asyncio.create_task(q.admit(ALICE, 10))
+    await asyncio.sleep(0)  # charged: the minute's one request, its reply not yet heard
+    store.reply = None
+    with pytest.raises(QuotaExceeded):
+        await q.admit(ALICE, 10)
+    with pytest.raises(QuotaExceeded, match="key requests per minute"):  # full in the store: refused unread
+        await q.refuse_spent(ALICE)
+    reply.set_result(TimeoutError("the store's reply was lost"))
+    with pytest.raises(TimeoutError):
+        await first  # released: the minute has room again
+    assert await store.value(next(iter(q._spent))) == 0
+    await q.refuse_spent(ALICE)  # read, as admit serves it
+    await q.admit(ALICE, 10)
+
+
+async def test_spent_windows_are_forgotten_as_they_end() -> None:
+    """(review RV4) What refuse_spent keeps of the windows found full ends with them: before, each stayed until
+    SPENT_KEPT (10,000) were kept."""
+    clock = Clock(1_000_040.0)
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=1)), clock=clock)
+    for who in (ALICE, BOB):
+        await q.admit(who, 10)
+        with pytest.raises(QuotaExceeded):
+            await q.admit(who, 10)
+    assert len(q._spent) == 2
+    clock.t += 40  # the next minute
+    await q.refuse_spent(Principal("acme", "k-carol", Scopes()))
+    assert q._spent == {}

@@ -465,7 +465,7 @@ class Routes:
         """The request's JSON object (json_object; `dotted`: the Messages door's field names)."""
         ex: Exchange | None = request.scope.get(EXCHANGE)
         if ex is not None and ex.principal is not None:  # a caller whose requests per minute admit found full is
-            self.gw.guard.quotas.refuse_spent(ex.principal)  # refused before its body costs a read and a parse
+            await self.gw.guard.quotas.refuse_spent(ex.principal)  # refused before its body costs a read and a parse
         limit = self.gw.spec.gateway.max_body_bytes
         raw = await read_body(request, limit, body_too_large("request body", limit))
         # a long body is parsed, depth-checked and counted on the gateway's parse threads (body_values.OFF_LOOP_BYTES)

@@ -106,8 +106,8 @@ RELEASE_RETRY_PAUSE_S = 0.25
 RELEASE_RETRY_PAUSE_MAX_S."""
 RELEASE_RETRY_PAUSE_MAX_S = 4.0
 SPENT_KEPT = 10_000
-"""The most requests-per-minute windows found full that a gateway keeps (Quotas.refuse_spent); past it the expired
-go, then the oldest."""
+"""The most requests-per-minute windows found full that a gateway keeps (Quotas.refuse_spent): each is forgotten as
+its window ends, and past this many the oldest go."""
 
 
 class Quotas:
@@ -190,34 +190,51 @@ class Quotas:
                 tightest[kind] = room
         return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits), op or "")
 
-    def refuse_spent(self, principal: Principal) -> None:
+    async def refuse_spent(self, principal: Principal) -> None:
         """admit's 429 at once where admit already found one of the principal's requests-per-minute limits (the
-        tenant's, the key's) full in the current window on this gateway: called before a request's body is read. A
-        full count stays full to its window's end (no settlement takes a request back), so nothing that admit would
-        serve is refused here. Until the thirty-eighth session (brief ATK9) such a tenant's every request was read,
-        parsed, validated and its texts walked before admit's 429: a tenant of 2 requests a minute, spent, posting
-        570 KB bodies from 8 clients took another tenant's 60 KB chat requests from a median of 176 ms to 4.7 s."""
+        tenant's, the key's) full in the current window on this gateway and the store still holds it full: called
+        before a request's body is read. The store is asked (a read, nothing charged): a count found full does not
+        always stay full to its window's end, a charge whose reply failed is released (_charging) and the workers'
+        hub takes back what a worker that died held (hub.Reservations); until the thirty-eighth session's review
+        (brief RV4) the memory alone refused, for the rest of the minute, requests admit would then serve. The store
+        not answering: the request is read, and admit answers. Until the thirty-eighth session (brief ATK9) such a
+        tenant's every request was read, parsed, validated and its texts walked before admit's 429: a tenant of 2
+        requests a minute, spent, posting 570 KB bodies from 8 clients took another tenant's 60 KB chat requests
+        from a median of 176 ms to 4.7 s."""
         if not self._spent:
             return
         now = self.clock()
+        self._forget_ended(now)
         for scope, ident, limits in self._scopes(principal):
             if limits.requests_per_min is None:
                 continue
             key = _counter(f"{self.prefix}:{_tagged(principal.tenant)}:{scope}:{ident}:rpm", 1,
                            limits.requests_per_min, 60.0, now).key
             spent = self._spent.get(key)
-            if spent is not None and spent[0] == limits.requests_per_min and spent[2] > now:
+            if spent is None or spent[0] != limits.requests_per_min or spent[2] <= now:
+                continue
+            try:
+                full = await self.backend.value(key) >= spent[0]
+            except Exception as e:  # noqa: BLE001 (whatever the store raised: admit asks it again, and answers)
+                log.info("quota store did not say whether %s is still full (%r): the request is read", key, e)
+                return
+            if full:
                 raise _refusal(spent[0], spent[1], "requests", spent[2], now)
+            self._spent.pop(key, None)  # room again (a request taken back): admit decides
 
     def _keep_spent(self, counter: Counter, what: str) -> None:
         spent = self._spent
         spent[counter.key] = (counter.limit, what, counter.expires_at)
-        if len(spent) > SPENT_KEPT:
-            now = self.clock()
-            for key in [k for k, v in spent.items() if v[2] <= now]:
-                del spent[key]
-            while len(spent) > SPENT_KEPT:
-                del spent[next(iter(spent))]
+        self._forget_ended(self.clock())
+        while len(spent) > SPENT_KEPT:
+            del spent[next(iter(spent))]
+
+    def _forget_ended(self, now: float) -> None:
+        """The spent windows that ended, forgotten: kept in the order they were found full, which is the order their
+        minute windows end (each window's end is on the minute), so the ended ones are first."""
+        spent = self._spent
+        while spent and next(iter(spent.values()))[2] <= now:
+            del spent[next(iter(spent))]
 
     async def _charging(self, op: str | None, counters: list[Counter], call: Awaitable[T]) -> T:
         """A charge under `op`; where the store fails (a timeout, which may come after it applied the charge), the
