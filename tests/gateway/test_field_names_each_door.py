@@ -211,3 +211,33 @@ async def test_a_replayed_calls_arguments_too_deep_are_named_as_the_responses_do
     assert error["param"] == "input[1].arguments", error
     assert error["message"].startswith("input[1].arguments at a.a.a.a.a.a: nested deeper than 128 levels"), error
     assert "messages[" not in error["message"], error
+
+
+OUTSIDE = {"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {"$ref": "https://example.com/s.json"}]}}}
+
+
+@pytest.mark.parametrize("path, body, headers, field", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": OUTSIDE}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}}}, {},
+     "tools[0].function.parameters.properties.a.anyOf[1].$ref"),
+    ("/v1/responses", {"input": "hi", "tools": [{"type": "function", "name": "f", "parameters": OUTSIDE}],
+                       "tool_choice": {"type": "function", "name": "f"}}, {},
+     "tools[0].parameters.properties.a.anyOf[1].$ref"),
+    ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "f", "input_schema": OUTSIDE}], "tool_choice": {"type": "tool", "name": "f"}},
+     {"anthropic-version": "2023-06-01"}, "tools.0.input_schema.properties.a.anyOf.1.$ref"),
+], ids=["chat", "responses", "messages"])
+async def test_an_outside_ref_inside_a_list_is_named_in_each_doors_form(
+        tmp_path: Path, path: str, body: dict[str, Any], headers: dict[str, str], field: str) -> None:
+    """A tool's `$ref` outside its schema, refused where the tool call is decoded under a grammar (a forced
+    tool_choice: agents/loop.refuse_outside_ref), is named with the schema's list indices in the door's form, as a
+    pattern in the same place is (above): until the thirty-eighth session's review (RV3) the schema's path was
+    written with dots on every door (`anyOf.1.$ref` on chat and Responses)."""
+    spec = spec_in(tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (client, _):
+        r = await client.post(path, json={"model": MODEL, **body}, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    said = error["param"] if "param" in error else error["message"].rsplit(" (at ", 1)[-1].removesuffix(")")
+    assert said == field and "example.com/s.json" in error["message"], error  # Anthropic's error has no param

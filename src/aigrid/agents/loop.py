@@ -428,7 +428,7 @@ def refuse_outside_ref(parameters: Any, where: Field) -> None:
                              "a grammar (this model's constrained tool calls, or a forced tool_choice): the grid "
                              "fetches no schema, nor does any engine (llama-server refuses it, \"unsupported $ref\"); "
                              "put the schema in the tool's $defs and refer to it as #/$defs/Name",
-                             param=(*where, "parameters", *map(str, path)))  # the schema's path: keys, dotted
+                             param=(*where, "parameters", *path))  # a schema's list index as each door writes one
 
 
 def check_grammar_refs(body: Mapping[str, Any], registry: Mapping[str, Any], mode: ToolMode) -> None:
