@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from aigrid.plan.placement import Placement, PlannedSite
-from aigrid.plan.planner import Naive, _cheaper_naive
+from aigrid.plan.planner import Naive, _cheaper_naive, _floor_problem
 from aigrid.plan.verify import Verdict
 
 MODEL = "llama-3.1-8b"
@@ -23,3 +23,9 @@ def test_a_naive_placement_that_passed_for_less_becomes_the_plan() -> None:
     assert _cheaper_naive([dear, failed, Naive("d", None, "structural")], plan) is None
     assert _cheaper_naive([dear, cheap], plan) is cheap.verdict
     assert _cheaper_naive([dear], None) is dear.verdict
+
+
+def test_a_naive_floor_equal_to_the_cheapest_is_not_said_to_cost_more() -> None:
+    cheapest = Placement("one-region", SITES)  # 2 x $2.50/h
+    assert "as much as one-region at $5.00/h" in _floor_problem("continents", 5.0, cheapest)
+    assert "more than one-region at $5.00/h" in _floor_problem("continents", 7.5, cheapest)

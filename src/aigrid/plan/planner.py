@@ -148,8 +148,7 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
             problem = structural_problem(z, label)
             floor = sum(s.usd_per_device_hour * s.gpus_per_replica * len(s.replicas) for s in p.sites)
             if problem is None and cheapest is not None and floor >= cheapest.usd_per_hour:
-                problem = (f"{label}: not simulated: one replica per site already costs ${floor:.2f}/h, more than "
-                           f"{cheapest.label} at ${cheapest.usd_per_hour:.2f}/h, which meets the SLO")
+                problem = _floor_problem(label, floor, cheapest)
             if problem is not None:
                 naive.append(Naive(label, None, problem))
                 continue
@@ -164,6 +163,14 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
         ev.note(f"plan: {adopted.placement.label} passed every check for less than the proposals")
     return PlanResult(demand, traffic, cands, best, proposals, naive, screen_s, time.perf_counter() - t1,
                       verifier.runs, backend.name, adopted.placement.label if adopted is not None else None)
+
+
+def _floor_problem(label: str, floor: float, cheapest: Placement) -> str:
+    """Why a naive shape whose floor (one replica at each of its sites) is not below the cheapest naive shape that
+    met the SLO is not simulated: it cannot be the cheapest naive placement."""
+    than = "more than" if floor > cheapest.usd_per_hour else "as much as"
+    return (f"{label}: not simulated: one replica per site already costs ${floor:.2f}/h, {than} "
+            f"{cheapest.label} at ${cheapest.usd_per_hour:.2f}/h, which meets the SLO")
 
 
 def _cheaper_naive(naive: list[Naive], best: Verdict | None) -> Verdict | None:
