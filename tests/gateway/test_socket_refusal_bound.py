@@ -7,6 +7,7 @@ steer accepted) starts the count again, so a client that mends its mistakes is n
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
 
 from aigrid.gateway.responses_socket import CLOSE_POLICY, MAX_REFUSED_RUN
+from aigrid.security.quotas import QuotaLimits
 from tests.gateway.socket_grid import MODEL, TENANT, served
 
 BAD = [json.dumps({"type": "response.nothing"}), "not json", json.dumps({"type": "response.create", "model": MODEL,
@@ -92,3 +94,29 @@ def test_creates_the_endpoint_refuses_do_not_start_the_count_again(tmp_path: Pat
         (row,) = grid.until_records("WS /v1/responses", 1)
         assert row["extra"]["closed"] == "refused", row
         assert all(not e.received for e in grid.engines.values())  # nothing ran
+
+
+def test_creates_the_quota_refuses_count_toward_the_bound(tmp_path: Path) -> None:
+    """(review RV4 of brief ATK9) The endpoint's 429 did not count: a tenant past its requests per minute looped
+    response.create on one socket without end, each refused (since ATK9 before its body is read, as cheap as RV3's
+    404) and charged nothing, the socket never closed. Now a 429 counts as every refusal does: MAX_REFUSED_RUN in a
+    row close the socket 1008."""
+    with served(tmp_path) as grid, _connect(grid.port) as ws:
+        quotas = grid.gw.guard.quotas
+        quotas.rules = replace(quotas.rules, tenants={**quotas.rules.tenants,
+                                                      "metered": QuotaLimits(requests_per_min=1)})
+        ws.send(CREATE)  # the minute's one request: served, the count starts again
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "error"):
+            events.append(json.loads(ws.recv(timeout=30)))
+        assert events[-1]["type"] == "response.completed", events[-1]
+        statuses = []
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(MAX_REFUSED_RUN + 1):
+                ws.send(CREATE)
+                event = json.loads(ws.recv(timeout=30))
+                statuses.append((event["type"], event["status"]))
+        assert statuses == [("error", 429)] * MAX_REFUSED_RUN, statuses
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_POLICY, closed.value
+        (row,) = grid.until_records("WS /v1/responses", 1)
+        assert row["extra"]["closed"] == "refused", row
