@@ -72,6 +72,14 @@ def test_examples_load(name: str) -> None:
      "(its sites are in jurisdiction EU: use EU)"),
     (lambda r: r["traffic"].update(by_place={"Asia": 1.3}), "traffic.by_place: unknown place 'Asia' (did you mean "
      "AS?)"),
+    # a country's three-letter code is not offered a continent it spells part of: `USA` was `(did you mean SA?)`,
+    # `NAM` (Namibia) NA, `AUS` AS; Australia begins Oceania's name (review RV5, thirty-eighth session)
+    (lambda r: r["traffic"].update(by_place={"USA": 1.3}), "traffic.by_place: unknown place 'USA' (a continent, "),
+    (lambda r: r["tenants"][0].update(continents=["NAM"]), "tenants[0].continents: unknown continent 'NAM' (known:"),
+    (lambda r: r["tenants"][0].update(continents=["AUS"]), "tenants[0].continents: unknown continent 'AUS' (did you "
+     "mean OC?)"),
+    (lambda r: r["tenants"][0].update(continents=["America"]), "tenants[0].continents: unknown continent 'America' "
+     "(known:"),  # north or south: not guessed (difflib's nearest name was africa)
     (lambda r: r["supply"]["hardware"].update(h10={}), "supply.hardware: unknown profile 'h10' (did you mean h100?)"),
     (lambda r: r["verify"].update(policy="balance"), "verify.policy: unknown policy 'balance' (did you mean "
      "balanced?)"),

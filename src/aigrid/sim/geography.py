@@ -15,8 +15,6 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from aigrid.spec.near import did_you_mean
-
 EU27 = frozenset(
     "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
 )
@@ -30,9 +28,19 @@ CONTINENT_NAMES = {"africa": "AF", "asia": "AS", "europe": "EU", "north america"
 
 
 def continent_hint(given: str) -> str:
-    """` (did you mean EU?)` for a continent code mistyped (`EUR`) or written out (`Europe`), else ""."""
-    code = CONTINENT_NAMES.get(" ".join(given.casefold().replace("_", " ").replace("-", " ").split()))
-    return f" (did you mean {code}?)" if code else did_you_mean(given, CONTINENTS)
+    """` (did you mean EU?)` for a continent code in another case (`eu`), a continent written out (`Europe`), begun
+    (`EUR`, `Aus`) or misspelt (`Eruope`), else "". Matched against the names, not the two-letter codes: difflib
+    over the codes offered SA for `USA`, AS for `AUS`, NA for Namibia's `NAM` and EU for Ecuador's `ECU`; a
+    misspelling is near a name at 0.8 or more (`America` is 0.77 of africa, 0.7 of north and of south america)."""
+    folded = " ".join(given.casefold().replace("_", " ").replace("-", " ").split())
+    code = CONTINENT_NAMES.get(folded) or (folded.upper() if folded.upper() in CONTINENTS else None)
+    if code is None and len(folded) >= 3:
+        begun = {c for name, c in CONTINENT_NAMES.items() if name.startswith(folded)}
+        ranked = sorted(((difflib.SequenceMatcher(None, folded, name).ratio(), c) for name, c in CONTINENT_NAMES.items()),
+                        reverse=True)
+        meant = begun or {c for r, c in ranked if r >= 0.8 and r == ranked[0][0]}
+        code = next(iter(meant)) if len(meant) == 1 else None  # `America`: north or south, not guessed
+    return f" (did you mean {code}?)" if code else ""
 
 
 def unknown_continents(given: list[str] | None) -> str | None:
