@@ -43,6 +43,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from aigrid.rightsize.curve import router_curve
 from aigrid.rightsize.estimator import (
@@ -76,6 +77,11 @@ JUDGED_PRIOR = "0.5:5:0.9"
 (scripts/cv_mt_bench_splits.py's rule chose it over 200 held-out question draws; docs/models.md)."""
 GATE_C = 1.0
 """The judged prior's gate regularisation (not tuned)."""
+BLAS_THREADS = 1
+"""The trainer's BLAS products and the logistic regressions (n-gram score, gate; also where other scripts fit them)
+run on one BLAS thread: their results differ in the last bits with the number of threads that sum a product (the
+gate's weights by up to 2e-4, the operating table's shares by 1e-15, on this 2-core machine), so on another machine,
+or with another OMP_NUM_THREADS, the same command would not rebuild the shipped artefact array for array."""
 
 
 def ngram_matrix(prompts: list[str]) -> sparse.csr_matrix:
@@ -94,9 +100,10 @@ def ngram_fit(xs: sparse.csr_matrix, gain: np.ndarray) -> NgramScore:
     """Logistic regression on soft labels (1 + gain) / 2: each row twice, weighted by the label and its
     complement; weights rounded to float16 as they are shipped."""
     soft = (1 + gain) / 2
-    model = LogisticRegression(C=NGRAM_C, max_iter=2000).fit(
-        sparse.vstack([xs, xs]).tocsr(), np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
-        sample_weight=np.concatenate([soft, 1 - soft]))
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        model = LogisticRegression(C=NGRAM_C, max_iter=2000).fit(
+            sparse.vstack([xs, xs]).tocsr(), np.concatenate([np.ones(len(soft)), np.zeros(len(soft))]),
+            sample_weight=np.concatenate([soft, 1 - soft]))
     coef = model.coef_[0].astype(np.float16).astype(np.float32)
     width = 1 << HASH_BITS
     return NgramScore(coef[:width], coef[width:], float(model.intercept_[0]))
@@ -152,7 +159,8 @@ def source_weights(source: np.ndarray, alpha: float) -> np.ndarray:
 def fit_gate(features: np.ndarray, is_mt: np.ndarray) -> tuple[np.ndarray, float]:
     """The judged prior's gate (judged_prior.py): a class-balanced logistic regression of MT-Bench-or-not on the
     static vector and the text statistics; (weights, bias)."""
-    model = LogisticRegression(C=GATE_C, max_iter=3000, class_weight="balanced").fit(features, is_mt)
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        model = LogisticRegression(C=GATE_C, max_iter=3000, class_weight="balanced").fit(features, is_mt)
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
@@ -175,6 +183,16 @@ def judged_prior(gains: np.ndarray, data: RoutingData, base: np.ndarray, vectors
         te = fold == f
         out[te] = fit(~te).adjust(gains[te], base[te], vectors[te])
     return out, per_benchmark_apgr(out, data, source), fit(np.ones(len(gain), bool))
+
+
+def cv_meta(before_prior: float, apgr: dict[str, float], judged: str) -> dict[str, str]:
+    """The artefact's cross-validation entries: `cv_apgr_mean`, the mean over the benchmarks of the shipped router's
+    out-of-fold APGR (with the judged prior when it ships one, `apgr`), and then `cv_apgr_mean_before_judged_prior`,
+    the trees and blend alone (`before_prior`), the figure the choice of trees and blend maximised."""
+    if judged == "none":
+        return {"cv_apgr_mean": f"{before_prior:.4f}", "judged_prior": judged}
+    return {"cv_apgr_mean": f"{np.mean(list(apgr.values())):.4f}",
+            "cv_apgr_mean_before_judged_prior": f"{before_prior:.4f}", "judged_prior": judged}
 
 
 def fold_ranks(values: np.ndarray, fold: np.ndarray) -> np.ndarray:
@@ -359,10 +377,9 @@ def main() -> None:
             "combine": combine,
             "alpha": str(alpha), "rounds": str(rounds), "rows": str(len(data)),
             "turn_context": str(args.turn_context),
-            "cv_apgr_mean": f"{best[0]:.4f}",
             "trained_on": "model-routing MMLU+GSM8K+MT-Bench train+validation splits",
             "small_reference": data.small_name, "large_reference": data.large_name}
-    meta["judged_prior"] = args.judged_prior
+    meta.update(cv_meta(best[0], apgr, args.judged_prior))
     QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend, ranks,
                      judged).save(args.out)
     print(f"chose {variant}, alpha={alpha}, {rounds} rounds, blend {blend} ({combine}) with K={blend_k} "
@@ -372,4 +389,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):  # every product too (the operating table's shares)
+        main()
