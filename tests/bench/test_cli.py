@@ -33,10 +33,13 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--mode", "poisson", "--rate", "1e-300"], "--rate 1e-300: the 100 requests would be sent over"),
     (["--mode", "trace", "--speedup", "1e-9"], "--speedup 1e-09: the 100 requests would be sent over"),
     (["--mode", "trace", "--max-output-tokens", "0"], "--max-output-tokens"),
-    # a trace file given without --mode trace was ignored: a Poisson run of made-up prompts (thirty-eighth session)
-    (["--trace", "t.csv"], "--trace t.csv: a trace is replayed only with --mode trace (this run is --mode poisson); "
-     "add --mode trace"),
-    (["--mode", "closed", "--trace", "t.csv"], "(this run is --mode closed)"),
+    # a trace file given with another --mode was ignored: a run of made-up prompts (thirty-eighth session)
+    (["--mode", "poisson", "--trace", "t.csv"], "--trace t.csv: a trace is replayed only with --mode trace, not "
+     "--mode poisson; leave --mode out or give --mode trace"),
+    (["--mode", "closed", "--trace", "t.csv"], "not --mode closed;"),
+    # with no --mode, --trace is the run's workload: the file is read (it was a Poisson run, then refused; review
+    # RV5 of UX4)
+    (["--trace", "t.csv"], "error: t.csv: cannot read: No such file or directory"),
 ])
 def test_bad_arguments_are_refused_before_the_run(args: list[str], named: str) -> None:
     r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", *args])
@@ -60,6 +63,18 @@ def test_the_default_trace_is_found_from_any_directory(tmp_path: Path, monkeypat
                             "--speedup", "1000", "--timeout", "2"])
     assert "cannot read" not in r.output and "not found" not in r.output, r.output
     assert r.exit_code == 1 and "0/2 ok, 2 failed" in r.output, r.output  # replayed (nothing listens there)
+
+
+def test_a_trace_file_without_mode_is_replayed(tmp_path: Path) -> None:
+    """`--trace FILE` with no --mode replays the file, as `--mode trace --trace FILE` does: it ran --mode poisson's
+    made-up prompts without a word, then UX4 refused it; a user who gives a trace means it replayed (review RV5)."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+                     "2023-11-16 18:15:50.9951690,396,109\n")
+    r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", "--trace", str(trace), "-n", "2",
+                            "--speedup", "1000", "--timeout", "2"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "aigrid bench: trace against" in out and "0/2 ok, 2 failed" in out, r.output
 
 
 @pytest.mark.parametrize(("status", "says"), [(404, "ends in /v1"), (401, "--api-key"), (500, "--model")])

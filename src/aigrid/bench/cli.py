@@ -112,8 +112,9 @@ def run_bench(urls: list[str], plans: list[workload.Plan], config: RunConfig, *,
 def bench_command(
     url: Annotated[list[str], typer.Argument(help="base URL(s), e.g. http://127.0.0.1:8080/v1; several are "
                                                    "used round-robin")],
-    mode: Annotated[Mode, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of a "
-                                             "trace file; closed: --concurrency workers back to back")] = Mode.poisson,
+    mode: Annotated[Mode | None, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of a "
+                                                    "trace file; closed: --concurrency workers back to back "
+                                                    "(default: trace with --trace, else poisson)")] = None,
     requests: Annotated[int, typer.Option("--requests", "-n", min=1, help="number of requests")] = 100,
     rate: Annotated[float, typer.Option(help="poisson: mean requests per second")] = 10.0,
     concurrency: Annotated[int, typer.Option(min=1, help="closed: concurrent streams")] = 16,
@@ -155,9 +156,12 @@ def bench_command(
             except ValueError as e:  # named as given but for a user:password@'s password (user:***@)
                 shown = url_without_password(u)
                 raise ValueError(str(e) if repr(shown) in str(e) else f"{shown!r}: {e}") from None
-        if trace_file is not None and mode is not Mode.trace:  # it was ignored without a word: a run of --mode's
-            raise ValueError(f"--trace {trace_file}: a trace is replayed only with --mode trace (this run is --mode "
-                             f"{mode.value}); add --mode trace")
+        if trace_file is not None and mode not in (None, Mode.trace):  # it was ignored without a word: a run of
+            # --mode's made-up prompts
+            raise ValueError(f"--trace {trace_file}: a trace is replayed only with --mode trace, not --mode "
+                             f"{mode.value}; leave --mode out or give --mode trace")
+        if mode is None:  # a trace file given is the run's workload: `--trace FILE` alone replays it
+            mode = Mode.trace if trace_file is not None else Mode.poisson
         # the flag named, before the workload's own check ("rate must be a positive number" named none)
         for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
             if used and not 0 < value < math.inf:
