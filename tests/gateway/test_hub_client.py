@@ -5,7 +5,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.response_store import Pending, StoredResponse
+from aigrid.gateway.stores import HubResponses
 
 
 def test_a_hub_that_answers_cancels_as_a_list_of_ids_is_read_as_cancels(tmp_path: Path) -> None:
@@ -24,3 +29,56 @@ def test_a_hub_that_answers_cancels_as_a_list_of_ids_is_read_as_cancels(tmp_path
 
     assert asyncio.run(ask("old")) == {"r1": "cancelled", "r2": "cancelled"}
     assert asyncio.run(ask("new")) == {"r1": "cancelled", "r2": "failed"}
+
+
+NEWER = {"kept_by_a_newer_aigrid": [1]}
+"""A field a newer aigrid adds to a record (this session's `listed` was one): an older reader did Record(**d)."""
+STORED = {"id": "resp_1", "tenant": "t", "jurisdiction": "EU", "site": "fra", "response": {"id": "resp_1"},
+          "turn": [{"role": "user", "content": "hi"}]}
+PENDING = {"id": "resp_2", "tenant": "t", "model": "m", "created_at": 1, "status": "in_progress"}
+
+
+def test_records_a_newer_hub_answers_are_read_their_new_fields_ignored(tmp_path: Path) -> None:
+    """Before (review RV1 of the thirty-eighth session), a TypeError out of every such read: a 500."""
+    client = HubClient(tmp_path / "hub.sock")
+    answers: dict[str, Any] = {"response_get": {**STORED, **NEWER},
+                               "response_lookup": {"pending": {**PENDING, **NEWER}},
+                               "response_mark": {**PENDING, **NEWER, "status": "cancelled"},
+                               "response_pending_delete": {**PENDING, **NEWER},
+                               "response_abandon": {**PENDING, **NEWER, "status": "failed"}}
+
+    async def call(op: str, arg: Any, timeout: float = 0) -> Any:
+        return answers[op]
+
+    client.call = call  # type: ignore[method-assign]
+
+    async def read() -> None:
+        assert await client.response_get("t", "resp_1") == StoredResponse(**STORED)
+        assert await client.response_lookup("t", "resp_2") == Pending(**PENDING)
+        answers["response_lookup"] = {"stored": {**STORED, **NEWER}}
+        assert await client.response_lookup("t", "resp_1") == StoredResponse(**STORED)
+        assert (await client.response_mark("t", "resp_2", "cancelled")) == Pending(**{**PENDING, "status": "cancelled"})
+        assert await client.response_pending_delete("t", "resp_2") == Pending(**PENDING)
+        found = await HubResponses(client).abandon(Pending(**PENDING), {"code": "server_error", "message": "lost"})
+        assert found is not None and found.status == "failed"
+        answers["response_get"] = {**STORED, "turn": "not a list"}  # unreadable: absent (logged), never a 500
+        assert await client.response_get("t", "resp_1") is None
+
+    asyncio.run(read())
+
+
+def test_records_a_newer_worker_sends_are_read_by_its_hub(tmp_path: Path) -> None:
+    """A worker started again after an upgrade on disk sends its records to the running parent's hub."""
+    hub = Hub(tmp_path / "hub.sock", None)
+
+    async def send() -> None:
+        assert await hub.handle("response_put", [{**STORED, **NEWER}, None]) is True
+        assert (await hub.handle("response_lookup", ["t", "resp_1"]))["stored"]["turn"] == STORED["turn"]
+        await hub.handle("response_pending_add", {**PENDING, **NEWER})
+        assert (await hub.handle("response_lookup", ["t", "resp_2"]))["pending"]["status"] == "in_progress"
+        created = await hub.handle("conversation_create", [{"id": "conv_1", "tenant": "t", "created_at": 0, **NEWER}])
+        assert created["id"] == "conv_1"
+        with pytest.raises(ValueError, match="unreadable StoredResponse"):  # answered to that worker as a failure
+            await hub.handle("response_put", [{**STORED, "response": []}, None])
+
+    asyncio.run(send())

@@ -251,6 +251,76 @@ async def test_a_background_run_on_one_gateway_is_polled_and_cancelled_from_anot
         await b.oai.responses.retrieve(done.id, extra_headers=EU_BANK)
 
 
+# --- records of another version (a rolling upgrade, a rollback: gateways of two versions on one Redis) ----------
+def newer(raw: bytes, **fields: Any) -> bytes:
+    """A record as a newer aigrid writes it: with fields this one does not know."""
+    return orjson.dumps({**orjson.loads(raw), **fields})
+
+
+async def test_records_a_newer_aigrid_wrote_are_read_its_fields_ignored_and_logged_once(
+        two: tuple[Side, Side, redis.Redis, redis.Redis], caplog: pytest.LogCaptureFixture) -> None:
+    """Before (review RV1 of the thirty-eighth session) a reader rebuilt them with StoredResponse(**d): a field it did
+    not know (`listed`, added this session) made every read of the record a 500 on an older gateway."""
+    caplog.set_level(logging.INFO, "aigrid.gateway")
+    a, b, r0, r1 = two
+    first = await a.oai.responses.create(model=MODEL, input="My name is Ada.", extra_headers=IN_EU)
+    key = resp_key("EU", first.id)
+    r0.hset(key, "r", newer(r0.hget(key, "r"), kept_by_a_newer_aigrid={"x": [1]}))
+    assert (await b.oai.responses.retrieve(first.id)).output_text == ANSWER
+    await b.oai.responses.create(model=MODEL, input="What is my name?", previous_response_id=first.id)
+    assert b.received("fra-smollm2")[-1]["messages"] == [
+        {"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "What is my name?"}]
+    # a conversation: read, listed, and written to (the unknown field is not this version's to keep)
+    conv = await a.oai.conversations.create(items=[{"role": "user", "content": "My name is Ada."}],
+                                            metadata={"app": "demo"})
+    r1.set(conv_key(conv.id), newer(r1.get(conv_key(conv.id)), kept_by_a_newer_aigrid=True), keepttl=True)
+    assert (await b.oai.conversations.retrieve(conv.id)).metadata == {"app": "demo"}
+    await b.oai.conversations.items.create(conv.id, items=[{"role": "user", "content": "Thanks"}])
+    listed = [i async for i in b.oai.conversations.items.list(conv.id, order="asc")]
+    assert [i.content[0].text for i in listed] == ["My name is Ada.", "Thanks"]
+    # a background placeholder: a hash field of its own
+    await stalled(a.engines)
+    created = await a.oai.responses.create(model=MODEL, input="Say hello", background=True)
+    await reached_an_engine(a.engines)
+    r1.hset(pending_key(created.id), "kept_by_a_newer_aigrid", "1")
+    assert (await b.oai.responses.retrieve(created.id)).status in ("queued", "in_progress")
+    assert (await b.oai.responses.cancel(created.id)).status == "cancelled"
+    told = sorted(r.getMessage().split(" record")[0] for r in caplog.records
+                  if "'kept_by_a_newer_aigrid'" in r.getMessage() and r.levelno == logging.INFO)
+    assert told == ["a Pending", "a StoredConversation", "a StoredResponse"]  # once each, though read again
+
+
+async def test_a_record_no_aigrid_wrote_is_absent_and_logged_never_a_500(
+        two: tuple[Side, Side, redis.Redis, redis.Redis], caplog: pytest.LogCaptureFixture) -> None:
+    a, b, r0, r1 = two
+    first = await a.oai.responses.create(model=MODEL, input="My name is Ada.", extra_headers=IN_EU)
+    key = resp_key("EU", first.id)
+    r0.hset(key, "r", newer(r0.hget(key, "r"), response="not an object"))
+    with pytest.raises(openai.NotFoundError):
+        await b.oai.responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError) as follow:
+        await b.oai.responses.create(model=MODEL, input="x", previous_response_id=first.id)
+    assert follow.value.body["param"] == "previous_response_id"
+    conv = await a.oai.conversations.create(items=[{"role": "user", "content": "My name is Ada."}])
+    r1.set(conv_key(conv.id), b"{not json", keepttl=True)
+    with pytest.raises(openai.NotFoundError):
+        await b.oai.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        await b.oai.conversations.items.create(conv.id, items=[{"role": "user", "content": "Thanks"}])
+    await stalled(a.engines)
+    created = await a.oai.responses.create(model=MODEL, input="Say hello", background=True)
+    await reached_an_engine(a.engines)
+    r1.hset(pending_key(created.id), "created_at", "yesterday")
+    with pytest.raises(openai.NotFoundError):
+        await b.oai.responses.retrieve(created.id)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"a stored response in Redis ({first.id}) is unreadable (field 'response': expected dict[str, Any]"
+               in m for m in said), said
+    assert any("a conversation in Redis is unreadable (not JSON" in m for m in said), said
+    assert any("a background placeholder in Redis is unreadable (ValueError" in m for m in said), said
+
+
 # --- residency and TTL --------------------------------------------------------------------------------------
 async def test_only_the_jurisdictions_given_a_redis_are_kept_there(tmp_path: Path, port: int) -> None:
     """EU in Redis, every other jurisdiction (and the placeholders) in the gateway's memory."""

@@ -30,6 +30,7 @@ from typing import Any
 from aigrid.gateway.cursor_list import page_after
 from aigrid.gateway.fair_lru import FairLru
 from aigrid.gateway.footprint import RECORD, footprint
+from aigrid.gateway.record_fields import read_record
 
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
@@ -174,8 +175,11 @@ class ConversationStore:
     def apply(self, op: str, arg: list[Any]) -> Any:
         """One operation, JSON in and out: what `Conversations` (conversations_api.py) sends, in-process or
         through the hub (hub.py, op `conversation_<op>`)."""
-        if op == "create":
-            return self.create(StoredConversation(**arg[0])).public()
+        if op == "create":  # fields a newer aigrid added left out (a worker newer than its hub: record_fields.py)
+            conv = read_record(StoredConversation, arg[0], "a conversation to create")
+            if conv is None:
+                raise ValueError("unreadable conversation record")
+            return self.create(conv).public()
         tenant, cid, *rest = arg
         if op == "get":
             found = self.get(tenant, cid)

@@ -44,6 +44,7 @@ from aigrid.gateway.conversations_schema import (
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import validate
+from aigrid.gateway.record_fields import read_record
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import held_tools, input_items, input_messages, new_id
 from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
@@ -227,7 +228,9 @@ class ConversationsApi:
 
     async def retrieve(self, request: Request, ex: Exchange) -> Response:
         principal, cid = await self._access(request, ex)
-        conv = StoredConversation(**await self._found(request, principal, cid))
+        conv = read_record(StoredConversation, await self._found(request, principal, cid), "a conversation's head")
+        if conv is None:  # unreadable (logged): as absent
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         return _with_jurisdiction(conv.public(), conv.jurisdiction)
 
     async def update(self, request: Request, ex: Exchange) -> Response:

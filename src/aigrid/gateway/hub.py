@@ -68,6 +68,7 @@ from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.decisions import Latest
 from aigrid.gateway.guard import start_audit
 from aigrid.gateway.hub_protocol import BATCH, HELLO_S, FrameTooLarge, FrameWriter, read_frame, read_hello
+from aigrid.gateway.record_fields import read_record
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_shared import (
@@ -91,6 +92,7 @@ WORKER_LOST = "audit:worker_lost"
 """The outcome of the record a hub writes when a worker exits with requests in flight (Hub.worker_lost)."""
 AUDIT_NOTE_WAIT_S = 5.0
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])
+R = TypeVar("R")
 AUDIT_WAIT_S = 5.0
 HELD_PASS = 10_000
 """How many unsettled reservations the hub keeps by worker (Reservations) before it looks for those whose windows all
@@ -300,12 +302,14 @@ class Hub:
     def _responses(self, op: str, arg: Any) -> Any:
         if op == "response_put":
             record, allowed = arg
-            return self.responses.put(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+            return self.responses.put(_from_worker(StoredResponse, record),
+                                      None if allowed is None else frozenset(allowed))
         if op == "response_complete":
             record, allowed = arg
-            return self.responses.complete(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+            return self.responses.complete(_from_worker(StoredResponse, record),
+                                           None if allowed is None else frozenset(allowed))
         if op == "response_pending_add":
-            self.responses.add_pending(Pending(**arg))
+            self.responses.add_pending(_from_worker(Pending, arg))
             return None
         if op == "response_cancelled":
             return self.responses.cancelled([(str(t), str(r)) for t, r in arg])
@@ -322,7 +326,7 @@ class Hub:
             return None
         if op == "response_abandon":
             pending, error = arg
-            return _asdict(self.responses.abandon(Pending(**pending), error))
+            return _asdict(self.responses.abandon(_from_worker(Pending, pending), error))
         if op == "response_events_next":
             tenant, rid = arg
             next_ = self.responses.events.next(str(tenant), str(rid))
@@ -527,6 +531,15 @@ def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
     except OSError:
         return None
     return int(pid) if pid > 0 else None
+
+
+def _from_worker(cls: type[R], data: object) -> R:
+    """A record a worker sent, fields a newer aigrid added left out (a worker started again after an upgrade on disk,
+    its hub the running parent: record_fields.py); ValueError, answered to that worker, for one unreadable."""
+    found = read_record(cls, data, f"a {cls.__name__} record from a worker")
+    if found is None:
+        raise ValueError(f"unreadable {cls.__name__} record")
+    return found
 
 
 def _asdict(found: Pending | None) -> dict[str, Any] | None:

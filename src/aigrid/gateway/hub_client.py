@@ -47,6 +47,7 @@ from aigrid.gateway.hub_protocol import (
     frame,
     read_frame,
 )
+from aigrid.gateway.record_fields import read_record
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Consumed, Counter, Released
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from aigrid.gateway.decisions import DecisionRecord
 
 log = logging.getLogger("aigrid.hub")
+_FROM_HUB = "a record from the workers' hub"
 CALL_TIMEOUT_S = 5.0
 ABUSE_TIMEOUT_S = 1.0
 """An abuse batch not answered within this is given up (the worker's own verdicts stand meanwhile)."""
@@ -245,7 +247,7 @@ class HubClient:
 
     async def response_get(self, tenant: str, response_id: str) -> StoredResponse | None:
         found = await self.call("response_get", [tenant, response_id])
-        return None if found is None else StoredResponse(**found)
+        return None if found is None else read_record(StoredResponse, found, _FROM_HUB)
 
     async def response_history(self, record: StoredResponse) -> list[dict[str, Any]]:
         """Raises BrokenHistory like ResponseStore.history."""
@@ -261,7 +263,9 @@ class HubClient:
         found = await self.call("response_lookup", [tenant, response_id])
         if found is None:
             return None
-        return Pending(**found["pending"]) if "pending" in found else StoredResponse(**found["stored"])
+        if "pending" in found:
+            return read_record(Pending, found["pending"], _FROM_HUB)
+        return read_record(StoredResponse, found.get("stored"), _FROM_HUB)
 
     async def response_pending_add(self, pending: Pending) -> None:
         await self.call("response_pending_add", dataclasses.asdict(pending))
@@ -269,7 +273,7 @@ class HubClient:
     async def response_mark(self, tenant: str, response_id: str, status: str,
                             error: dict[str, Any] | None = None) -> Pending | None:
         found = await self.call("response_mark", [tenant, response_id, status, error])
-        return None if found is None else Pending(**found)
+        return None if found is None else read_record(Pending, found, _FROM_HUB)
 
     async def response_complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]
@@ -284,7 +288,7 @@ class HubClient:
 
     async def response_pending_delete(self, tenant: str, response_id: str) -> Pending | None:
         found = await self.call("response_pending_delete", [tenant, response_id])
-        return None if found is None else Pending(**found)
+        return None if found is None else read_record(Pending, found, _FROM_HUB)
 
     async def aclose(self) -> None:
         """Close the connection after writing every frame still gathered (none is lost on a worker's exit;

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.event_log import READ_MAX
+from aigrid.gateway.record_fields import read_record
 from aigrid.gateway.response_store import REFUSED, UNKEPT, Pending, ResponseStore, StoredResponse
 from aigrid.spec.models import UNBOUND_STORE
 
@@ -221,7 +222,7 @@ class HubResponses:
 
     async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
         found = await _hub(self.hub.call("response_abandon", [dataclasses.asdict(pending), error]))
-        return None if found is None else Pending(**found)
+        return None if found is None else read_record(Pending, found, "a background placeholder from the hub")
 
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         await _hub(self.hub.call("response_events_append", [tenant, rid, first, events, ended]))

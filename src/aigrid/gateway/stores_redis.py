@@ -43,6 +43,10 @@ one step: marking a placeholder (only while it has not ended), storing an answer
 
 A Redis that does not answer (connection refused, 1 s timeout) refuses the request that needs it with a 503
 (StoreUnavailable), logged once per outage and once when it answers again.
+
+Gateways of two versions may share one Redis (a rolling upgrade, a rollback): a record is read with
+record_fields.read_record, so a field a newer aigrid added is ignored (logged once) and a record unreadable (a known
+field of the wrong type, not JSON) is logged and read as absent (a 404), never a 500.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from redis.exceptions import NoScriptError, RedisError, WatchError
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
 from aigrid.gateway.event_log import READ_MAX
+from aigrid.gateway.record_fields import read_json_record, read_record
 from aigrid.gateway.response_store import (
     FINAL,
     REFUSED,
@@ -368,18 +373,39 @@ def _record_fields(record: StoredResponse) -> dict[str, bytes | str]:
     return {"r": orjson.dumps(rest), "t": orjson.dumps(turn), "p": record.previous or ""}
 
 
-def _record(raw: dict[bytes, bytes]) -> StoredResponse:
-    return StoredResponse(**orjson.loads(raw[b"r"]), turn=orjson.loads(raw[b"t"]))
+def _record(raw: dict[bytes, bytes]) -> StoredResponse | None:
+    """The stored response of hash `raw`; None (logged) for one unreadable, fields a newer aigrid added left out
+    (record_fields.py)."""
+    what = "a stored response in Redis"
+    try:
+        turn = orjson.loads(raw[b"t"])
+    except (KeyError, orjson.JSONDecodeError) as e:
+        log.error("%s is unreadable (its turn: %s): read as absent", what, e)
+        return None
+    return read_json_record(StoredResponse, raw.get(b"r", b""), what, turn=turn)
 
 
-def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
+_PENDING_JSON = ("error", "settings", "scopes")
+"""Pending's fields its hash keeps as JSON ("": none, its default)."""
+
+
+def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending | None:
+    """The placeholder of hash `raw`; None (logged) for one unreadable, fields a newer aigrid added left out."""
     if isinstance(raw, list):  # a script's HGETALL: field, value, field, value...
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    got = {k.decode(): v.decode() for k, v in raw.items()}
-    return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
-                   orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""),
-                   got.get("key_id", ""), orjson.loads(got["settings"]) if got.get("settings") else {},
-                   orjson.loads(got["scopes"]) if got.get("scopes") else None)
+    what = "a background placeholder in Redis"
+    try:
+        got: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        got["created_at"] = int(got["created_at"])
+        for name in _PENDING_JSON:
+            if got.get(name):
+                got[name] = orjson.loads(got[name])
+            else:
+                got.pop(name, None)
+    except (KeyError, ValueError) as e:  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        log.error("%s is unreadable (%s: %s): read as absent", what, type(e).__name__, e)
+        return None
+    return read_record(Pending, got, what)
 
 
 class RedisResponses:
@@ -414,8 +440,9 @@ class RedisResponses:
 
         got = await self._g(read())
         for raw in got[: len(self._js)]:
-            if raw:
-                return _record(raw)
+            found = _record(raw) if raw else None
+            if found is not None:
+                return found
         return _pending(got[-1]) if self._holds_pending and got[-1] else None
 
     async def history(self, record: StoredResponse) -> list[dict[str, Any]]:
@@ -570,7 +597,8 @@ class RedisConversations:
             return await self._ledger.delete(tenant, [key])
         if op in ("get", "head", "page", "item"):
             raw = await self._r.get(key)
-            return None if raw is None else _one(raw).apply(op, arg)
+            found = None if raw is None else _one(raw)
+            return None if found is None else found.apply(op, arg)
         for _ in range(WRITE_TRIES):  # update, append, delete_item: read, change, write back unless changed meanwhile
             async with self._r.pipeline(transaction=True) as pipe:
                 try:
@@ -578,11 +606,13 @@ class RedisConversations:
                     raw = await pipe.get(key)
                     if raw is None:
                         return None
-                    one = _one(raw)
-                    result = one.apply(op, arg)
+                    found = _one(raw)
+                    if found is None:  # unreadable (logged): absent
+                        return None
+                    result = found.apply(op, arg)
                     if result is False or (isinstance(result, dict) and {"full", "bound_elsewhere"} & result.keys()):
                         return result  # nothing changed (an append refused: too large, or bound elsewhere)
-                    conv = one.get(tenant, cid)
+                    conv = found.get(tenant, cid)
                     assert conv is not None
                     keys, args = self._ledger.set_call(tenant, key, _dump(conv))
                     pipe.multi()  # the write and its hold (`_SET`) in the transaction: one script, one round trip
@@ -598,10 +628,14 @@ class RedisConversations:
         raise WatchError(f"conversation {cid} was changed by others {WRITE_TRIES} times while this change was made")
 
 
-def _one(raw: bytes | str) -> ConversationStore:
-    """A store holding just this conversation, to run ConversationStore's operations on it."""
+def _one(raw: bytes | str) -> ConversationStore | None:
+    """A store holding just this conversation, to run ConversationStore's operations on it; None (logged) for one
+    unreadable, fields a newer aigrid added left out (record_fields.py)."""
+    conv = read_json_record(StoredConversation, raw, "a conversation in Redis")
+    if conv is None:
+        return None
     one = ConversationStore()
-    one.create(StoredConversation(**orjson.loads(raw)))
+    one.create(conv)
     return one
 
 
