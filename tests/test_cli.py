@@ -47,6 +47,20 @@ def test_spec_check_of_a_file_it_cannot_read_is_one_line(tmp_path: Path, made: s
     assert "invalid grid spec" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
+@pytest.mark.parametrize("command", ["up", "gateway"])
+@pytest.mark.parametrize(("made", "says"), [(None, "cannot read file: No such file or directory"),
+                                            ("folder", "cannot read file: Is a directory")])
+def test_up_of_a_spec_it_cannot_read_is_one_line(tmp_path: Path, command: str, made: str | None, says: str) -> None:
+    """`aigrid up nope.yaml` said `invalid grid spec nope.yaml:` and `  - cannot read file: ...` after `spec check`,
+    `sim` and `plan` said it on one line (review RV5 of UX4's e9e6c5a5)."""
+    given = tmp_path / "given.yaml"
+    if made == "folder":
+        given.mkdir()
+    r = runner.invoke(app, [command, str(given)])
+    assert r.exit_code == 2 and r.output.startswith(f"error: {given}: {says}"), r.output
+    assert "invalid grid spec" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
 def test_spec_check_says_the_kv_cache_the_embedded_engines_allocate(tmp_path: Path) -> None:
     """Each slot of an embedded engine holds its model's context, its KV cache allocated at start: a context typed
     with a zero too many took gigabytes at `aigrid up` with no word before. The demo: 4 engines x 2 slots x 8192

@@ -190,7 +190,12 @@ def _as_grid(e: AigridError, spec: Path | None) -> AigridError:
     from aigrid.cli_error import wrong_kind
     from aigrid.errors import SpecError
 
-    if spec is None or not isinstance(e, SpecError) or e.path != str(spec) or not spec.is_file():
+    if spec is None or not isinstance(e, SpecError) or e.path != str(spec):
+        return e
+    if not spec.exists() or spec.is_dir():  # not read: `nope.yaml: cannot read file: ...` on one line, as `spec
+        # check`, `sim` and `plan` say it, not `invalid grid spec nope.yaml:` and a list of one (review RV5)
+        return ConfigError("\n".join(f"{e.path}: {p}" for p in e.problems))
+    if not spec.is_file():
         return e
     other = wrong_kind(spec, "grid")
     return e if other is None else ConfigError(other)
