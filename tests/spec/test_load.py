@@ -60,6 +60,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     # the file never shows (thirty-eighth session)
     (lambda r: r["sites"].update(fra="Frankfurt"), "sites.fra: Input should be a mapping (got a text)"),
     (lambda r: r["gateway"].update(admission=3), "gateway.admission: Input should be a mapping (got 3)"),
+    # a key with no value (its fields mis-indented below it) said only that; YAML's `yes` was `(got True)` (review RV5)
+    (lambda r: r["sites"].update(fra=None), "sites.fra: Input should be a mapping (got nothing: the key has no value)"),
+    (lambda r: r["gateway"].update(admission=True), "gateway.admission: Input should be a mapping (got the boolean "
+     "true)"),
     (lambda r: r["tenants"]["default"].update(priority={"max": "urgent"}),
      "tenants.default.priority.max: 'urgent' is not a priority: use interactive, standard, batch"),
     (lambda r: r["tenants"]["default"].update(priority={"default": 9, "max": "standard"}),

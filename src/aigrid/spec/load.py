@@ -277,8 +277,11 @@ def describe(err: object, model: type[BaseModel] | None = None) -> str:
         msg += got(given, quote=False)
     elif d.get("type") == "model_type":  # `h100: 2.50` where a mapping goes said `Input should be a valid dictionary
         # or instance of HardwareOption`: a class name the file never shows
-        msg = "Input should be a mapping" + (got(given, quote=False) or
-                                             (f" (got {given!r})" if isinstance(given, int | float) else ""))
+        # a key with no value (`fra:` above mis-indented fields) said nothing of what was there; YAML's `yes` was `True`
+        msg = "Input should be a mapping" + (got(given, quote=False) or (
+            " (got nothing: the key has no value)" if given is None else
+            f" (got the boolean {str(given).lower()})" if isinstance(given, bool) else
+            f" (got {given!r})" if isinstance(given, int | float) else ""))
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = field_path(path[:-2])
         return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
