@@ -19,6 +19,7 @@ import functools
 import logging
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar, Union
 
 import orjson
@@ -43,29 +44,52 @@ def _hints(cls: type) -> dict[str, Any]:
     return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
 
 
-def _fits(value: object, hint: Any) -> bool:
-    """Whether a JSON value is one of type `hint` (the types a record's fields have: classes, unions, lists and
-    dicts of them, Any); a bool is no int."""
-    if hint is Any:
-        return True
+def _plain(hint: Any) -> type | None:
+    """The class a value of type `hint` need only be an instance of: a class but int and float (a bool is neither
+    here), or a list or dict of anything (`dict[str, Any]`: the keys of a JSON object are strings); else None."""
+    if hint in (int, float) or hint is type(None):
+        return None
     origin = typing.get_origin(hint)
-    if origin is Union or origin is types.UnionType:
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
     if origin is None:
-        if hint is type(None):
-            return value is None
-        if hint is float:
-            return isinstance(value, int | float) and not isinstance(value, bool)
-        if hint is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        return isinstance(hint, type) and isinstance(value, hint)
+        return hint if isinstance(hint, type) else None
     args = typing.get_args(hint)
+    if origin is list and (not args or args[0] is Any):
+        return list
+    if origin is dict and (not args or args[1] is Any):
+        return dict
+    return None
+
+
+@functools.cache
+def _check(hint: Any) -> Callable[[object], bool]:
+    """Whether a JSON value is one of type `hint` (the types a record's fields have: classes, unions, lists and
+    dicts of them, Any); a bool is no int. Built once per type: a record's items are checked at about the cost of
+    an isinstance each (a conversation of 1,000 items read twice as slowly as orjson parsed it when each value
+    went through a generic check)."""
+    if hint is Any:
+        return lambda v: True
+    plain = _plain(hint)
+    if plain is not None:
+        return lambda v: isinstance(v, plain)
+    if hint is type(None):
+        return lambda v: v is None
+    if hint is int:
+        return lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        parts = [_check(arg) for arg in args]
+        return lambda v: any(part(v) for part in parts)
     if origin is list:
-        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
+        each_plain, each = _plain(args[0]), _check(args[0])
+        if each_plain is not None:
+            return lambda v: isinstance(v, list) and all(isinstance(x, each_plain) for x in v)
+        return lambda v: isinstance(v, list) and all(each(x) for x in v)
     if origin is dict:
-        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1])
-                                                            for k, v in value.items()))
-    return isinstance(origin, type) and isinstance(value, origin)
+        value = _check(args[1])
+        return lambda v: isinstance(v, dict) and all(value(x) for x in v.values())
+    return lambda v: isinstance(origin, type) and isinstance(v, origin)
 
 
 def _shown(hint: Any) -> str:
@@ -84,7 +108,7 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
         hint = hints.get(name)
         if hint is None:
             _tell(cls.__name__, name)
-        elif not _fits(value, hint):
+        elif not _check(hint)(value):
             raise Unreadable(f"field {name!r}: expected {_shown(hint)}, got {type(value).__name__}")
         else:
             known[name] = value
