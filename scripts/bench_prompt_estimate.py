@@ -2,7 +2,8 @@
 admission and quota reservations and its hang-up charge, and turn_prompt_tokens, a tool loop's later turn) costs per
 request, on three validated chat requests: a 60-turn conversation of text (~20 KB), an agent's history of 40 tool
 calls with their results (~59 KB, most of it the calls' arguments), and one short message. Also the validation of the
-same bodies (pydantic), for scale.
+same bodies (pydantic), for scale. Then the count of one text (request_info.prompt_units, a token weight a byte class
+since the thirty-eighth session; len() before) on prompts of 1 KB and 100 KB, English and emoji.
 
     .venv/bin/python scripts/bench_prompt_estimate.py
 
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 from _bestof import best_us
 
-from aigrid.gateway.request_info import estimate_prompt_tokens, turn_prompt_tokens
+from aigrid.gateway.request_info import estimate_prompt_tokens, prompt_units, turn_prompt_tokens
 from aigrid.gateway.schemas import ChatRequest
 
 CALLS, RUNS = 200, 7
@@ -48,6 +49,11 @@ def main() -> None:
               f"(bytes/4 {size // 4:,}); estimate_prompt_tokens {best_us(lambda c=chat: estimate_prompt_tokens(c), CALLS, RUNS):.1f} us, "
               f"turn_prompt_tokens {best_us(lambda b=body: turn_prompt_tokens(b), CALLS, RUNS):.1f} us, "
               f"validation {best_us(lambda b=body: ChatRequest.model_validate(b), 20, RUNS):.1f} us")
+    for kind, unit in (("English", "The quick brown fox jumps over the lazy dog. "), ("emoji", "\U0001F600")):
+        for size in (1_000, 100_000):
+            text = unit * (size // len(unit.encode()))
+            print(f"prompt_units, {kind}, {len(text.encode()):,} bytes: {best_us(lambda t=text: prompt_units(t), CALLS, RUNS):.1f} us "
+                  f"(len: {best_us(lambda t=text: len(t), CALLS, RUNS):.2f} us)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Requests: the Azure LLM inference traces of 2023 (traces/azure_llm_2023_{conv,co
 read only; $AIGRID_DATA overrides): each row's ContextTokens (the prompt, as the engine counted it) and GeneratedTokens
 (the answer's natural length). The gateway sees characters, not tokens: a prompt is taken to be --chars-per-token (4)
 characters a token, which the gateway estimates as request_info does (estimate_prompt_tokens at CHARS_PER_TOKEN, the
-room at ROOM_CHARS_PER_TOKEN: longest_prompt_tokens), so the room is context - 2 x ContextTokens at the defaults.
+room with ROOM_MARGIN_TOKENS: longest_prompt_tokens; at ROOM_CHARS_PER_TOKEN, 2, until the thirty-eighth session).
 
     .venv/bin/python scripts/output_bound_cost.py [--chars-per-token 4] [--limit 4096] [--contexts 2048,8192,...]
 

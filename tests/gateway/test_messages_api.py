@@ -478,7 +478,7 @@ async def test_count_tokens_counts_a_history_of_tool_calls(claude: anthropic.Asy
     messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
     for i in range(20):
         messages += [{"role": "assistant", "content": [{"type": "tool_use", "id": f"toolu_{i}", "name": "write_file",
-                                                        "input": {"text": "x" * 1988}}]},
+                                                        "input": {"text": "a" * 1988}}]},  # a quarter token a letter
                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "ok"}]}]
     counted = await claude.messages.count_tokens(model="smollm2-135m", messages=messages)  # type: ignore[arg-type]
     assert 20 * 2000 // 4 <= counted.input_tokens <= 20 * 2000 // 4 * 1.05 + 8 * (len(messages) + 2)

@@ -19,6 +19,7 @@ from aigrid.gateway.request_info import (
     CONTEXT_STOPPED_KINDS,
     DEFAULT_OUTPUT_TOKENS,
     MIN_OUTPUT_ROOM,
+    ROOM_MARGIN_TOKENS,
     engine_output_limit,
 )
 from aigrid.gateway.wiring import build_engines, upstream
@@ -60,22 +61,23 @@ async def test_a_request_with_no_max_tokens_reaches_the_engine_with_the_grids_li
     assert sent["max_tokens"] == 100 and "max_completion_tokens" not in sent
 
 
-@pytest.mark.parametrize("path, template", [("/v1/completions", 0), ("/v1/chat/completions", 48)])
+@pytest.mark.parametrize("path, template", [("/v1/completions", 0), ("/v1/chat/completions", 24)])
 async def test_a_prompt_whose_context_leaves_less_than_the_grids_limit_gets_the_room_it_leaves(
         tmp_path: Path, path: str, template: int) -> None:
-    """12,000 characters of prose on an 8,192 context: 6,000 tokens at 2 characters a token (and twice the template's
-    estimate, 2 x 8 x 3, for a chat of one message) leave fewer than the grid's 4,096, and the engine is sent what they
+    """20,000 characters of prose on an 8,192 context: 5,000 tokens (a letter or space a quarter token, the template's
+    8 x 3 for a chat of one message, and ROOM_MARGIN_TOKENS) leave fewer than the grid's 4,096, and the engine is sent
+    what they
     leave, within vLLM's `prompt + max_tokens <= max_model_len` and the grid's limit. Until the thirty-fourth session
     (review RV1) it was sent none: free to decode to the context's end, about 2,000 tokens past the grid's limit."""
     spec, fakes = _grid(tmp_path, 4096)
     assert spec.models[MODEL].context == 8192
-    prompt = "word " * 2400
+    prompt = "area " * 4000  # as many vowels as consonants: a character a unit (request_info.prompt_units)
     body: dict[str, Any] = ({"prompt": prompt} if path == "/v1/completions"
                             else {"messages": [{"role": "user", "content": prompt}]})
     async with serving(spec, fakes) as (client, _):
         r = await client.post(path, json={"model": MODEL, **body})
         assert r.status_code == 200, r.text
-    assert _sent(fakes).get("max_tokens") == 8192 - 6000 - template
+    assert _sent(fakes).get("max_tokens") == 8192 - 5000 - template - ROOM_MARGIN_TOKENS
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
@@ -183,16 +185,18 @@ CODE = "".join(f"def scale_{i}(xs: list[float], k: float) -> list[float]:\n    r
                "\n\n\n" for i in range(400))[:14_000]
 """14,000 characters of Python: 5,904 tokens as a chat prompt to SmolLM2 (2.4 characters a token; the real
 llama-server's /apply-template and /tokenize, as scripts/measure_token_estimate.py counts), 3,524 by the gateway's
-estimate (4 characters a token), 7,048 by the room's (ROOM_CHARS_PER_TOKEN)."""
+estimate at 4 characters a token (until the thirty-eighth session), 7,058 by prompt_units (its marks a token each),
+7,090 by the room's (ROOM_MARGIN_TOKENS)."""
 
 
-@pytest.mark.parametrize("path, room", [("/v1/completions", 8192 - 7000), ("/v1/chat/completions", 8192 - 7048)])
+@pytest.mark.parametrize("path, room", [("/v1/completions", 8192 - 7066), ("/v1/chat/completions", 8192 - 7090)])
 async def test_a_long_code_prompt_is_sent_only_the_max_tokens_its_real_count_leaves_room_for(
         tmp_path: Path, path: str, room: int) -> None:
     """At 4 characters a token CODE left the grid's 4,096 on an 8,192 context, and the engine was sent max_tokens
     4,096: 10,000 tokens by the real count, past the context, vLLM's 400 (its `prompt + max_tokens > max_model_len`
-    check). The room is estimated at ROOM_CHARS_PER_TOKEN (2): the engine gets what that leaves (the chat: 1,144),
-    within the context with the real count (5,904 + 1,144 = 7,048)."""
+    check). The room is the estimate (prompt_units) and ROOM_MARGIN_TOKENS: the engine gets what that leaves (the
+    chat: 1,102), within the context with the real count (5,904 + 1,102 = 7,006). At 2 characters a token
+    (ROOM_CHARS_PER_TOKEN, until the thirty-eighth session) of prompt_units' count it would have had none."""
     spec, fakes = _grid(tmp_path, 4096)
     assert spec.models[MODEL].context == 8192
     prompt = CODE
@@ -205,12 +209,11 @@ async def test_a_long_code_prompt_is_sent_only_the_max_tokens_its_real_count_lea
     assert 5904 + room <= 8192
 
 
-def test_the_room_is_estimated_at_two_characters_a_token() -> None:
-    from aigrid.gateway.request_info import ROOM_CHARS_PER_TOKEN, longest_prompt_tokens
+def test_the_room_is_the_estimate_and_a_margin() -> None:
+    from aigrid.gateway.request_info import longest_prompt_tokens
     from aigrid.gateway.schemas import CompletionRequest
 
-    one = CompletionRequest.model_validate({"model": MODEL, "prompt": "x" * 8000})
-    assert ROOM_CHARS_PER_TOKEN == 2
-    assert longest_prompt_tokens(one, 8000 // CHARS_PER_TOKEN) == 4000
-    several = CompletionRequest.model_validate({"model": MODEL, "prompt": ["x" * 8000, "x" * 100]})
-    assert longest_prompt_tokens(several, 2025) == 4000
+    one = CompletionRequest.model_validate({"model": MODEL, "prompt": "a" * 8000})
+    assert longest_prompt_tokens(one, 8000 // CHARS_PER_TOKEN) == 2000 + ROOM_MARGIN_TOKENS
+    several = CompletionRequest.model_validate({"model": MODEL, "prompt": ["a" * 8000, "a" * 100]})
+    assert longest_prompt_tokens(several, 2025) == 2000 + ROOM_MARGIN_TOKENS

@@ -1,7 +1,8 @@
 """scripts/output_bound_cost.py, whose figures docs/security.md cites (the share of the traces' answers the engine's
 output bound cuts), counts as request_info bounds: on three requests of its own, at 4 characters a token and an
-8,192 context, one is sent the grid's limit, one the room (8,192 - 2 x 3,000) and cut by it, one none (the room, 12,
-below the floor)."""
+8,192 context, one is sent the grid's limit, one the room (8,192 - 5,000 - ROOM_MARGIN_TOKENS, 32: 3,160;
+2 x 3,000 at 2 characters a token until the thirty-eighth session) and cut by it, one none (the room below the
+floor)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_the_output_bound_cost_script_counts_the_answers_the_room_cuts(tmp_path:
     (tmp_path / "traces").mkdir()
     for name in ("conv", "code"):
         (tmp_path / "traces" / f"azure_llm_2023_{name}.csv").write_text(
-            "TIMESTAMP,ContextTokens,GeneratedTokens\nt,100,50\nt,3000,3000\nt,4090,10\n", encoding="utf-8")
+            "TIMESTAMP,ContextTokens,GeneratedTokens\nt,100,50\nt,5000,3170\nt,8150,10\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "AIGRID_DATA": str(tmp_path)}
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "output_bound_cost.py"), "--contexts", "8192"],
                          capture_output=True, text=True, env=env, timeout=120, check=False)

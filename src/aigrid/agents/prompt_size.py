@@ -16,7 +16,7 @@ Cheap: no JSON is written but the tools' and a tool call's of a form other than 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -54,9 +54,15 @@ class ValidatedChat(Protocol):
     def messages(self) -> Sequence[ValidatedMessage]: ...
 
 
-def message_chars(message: Mapping[str, Any] | ValidatedMessage) -> int:
+Size = Callable[[str | bytes], int]
+"""How a text is counted: its characters (len, the default), or the gateway's token weight
+(gateway.request_info.prompt_units: a quarter token a letter, a token a digit, mark or non-ASCII byte)."""
+
+
+def message_chars(message: Mapping[str, Any] | ValidatedMessage, size: Size = len) -> int:
     """The characters of one chat message, a JSON object or a validated message: its `content`, its `tool_calls`, and
-    its refusal, reasoning and legacy function call (a JSON object's keys; a validated message's extra fields)."""
+    its refusal, reasoning and legacy function call (a JSON object's keys; a validated message's extra fields), each
+    text counted by `size`."""
     beside: Mapping[str, Any] | None
     if isinstance(message, Mapping):
         content, tool_calls, beside = message.get("content"), message.get("tool_calls"), message
@@ -64,21 +70,21 @@ def message_chars(message: Mapping[str, Any] | ValidatedMessage) -> int:
         content, tool_calls, beside = message.content, message.tool_calls, message.model_extra
     total = 0
     if isinstance(content, str):
-        total += len(content)
+        total += size(content)
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, Mapping):
-                total += sum(len(text) for key in PART_TEXTS if isinstance(text := part.get(key), str))
+                total += sum(size(text) for key in PART_TEXTS if isinstance(text := part.get(key), str))
     if tool_calls:
-        total += sum(map(call_chars, tool_calls))
+        total += sum(call_chars(c, size) for c in tool_calls)
     if beside:  # a validated message's extra fields: most often none
         for key in BESIDE_CONTENT:
             text = beside.get(key)
             if isinstance(text, str):
-                total += len(text)
+                total += size(text)
         call = beside.get("function_call")
         if call is not None:
-            total += call_chars(call)
+            total += call_chars(call, size)
     return total
 
 
@@ -86,7 +92,7 @@ _CALL_KEYS = frozenset({"id", "type", "function"})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
 
 
-def call_chars(call: Any) -> int:
+def call_chars(call: Any, size: Size = len) -> int:
     """A tool call's characters: OpenAI's form (an id, a type, and a `function` of a string `name` and `arguments`,
     nothing else) its id, name and arguments, which templates print as they are (the arguments' JSON, not that JSON
     written again as a string); any other form (a custom tool's call, an object as arguments, keys of the client's
@@ -96,16 +102,16 @@ def call_chars(call: Any) -> int:
         if isinstance(function, Mapping) and function.keys() <= _FUNCTION_KEYS:
             name, arguments, cid = function.get("name"), function.get("arguments"), call.get("id")
             if isinstance(name, str) and isinstance(arguments, str) and (cid is None or isinstance(cid, str)):
-                return len(name) + len(arguments) + len(cid or "")
-    return len(orjson.dumps(call))
+                return size(name) + size(arguments) + size(cid or "")
+    return size(orjson.dumps(call))
 
 
-def tools_chars(tools: Any) -> int:
+def tools_chars(tools: Any, size: Size = len) -> int:
     """Characters of the tools a chat body offers (each one's JSON, which templates print into the system turn)."""
-    return sum(len(orjson.dumps(t)) for t in tools) if tools else 0
+    return sum(size(orjson.dumps(t)) for t in tools) if tools else 0
 
 
-def prompt_chars(body: Mapping[str, Any] | ValidatedChat) -> int:
+def prompt_chars(body: Mapping[str, Any] | ValidatedChat, size: Size = len) -> int:
     """Characters of a chat body's messages (message_chars) and the tools it offers natively (tools_chars): the one
     count of a prompt, for a body as JSON (a tool loop's turn) and as the gateway validated it (a request's estimate:
     gateway/request_info.estimate_prompt_tokens)."""
@@ -113,4 +119,4 @@ def prompt_chars(body: Mapping[str, Any] | ValidatedChat) -> int:
         tools, messages = body.get("tools"), body.get("messages") or ()
     else:
         tools, messages = body.tools, body.messages
-    return tools_chars(tools) + sum(map(message_chars, messages))
+    return tools_chars(tools, size) + sum(message_chars(m, size) for m in messages)

@@ -86,6 +86,7 @@ from aigrid.gateway.request_info import (
     OutputBound,
     build_request_info,
     longest_prompt_tokens,
+    prompt_units,
     turn_prompt_tokens,
 )
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest, drop_unserved, output_limit
@@ -805,8 +806,8 @@ class Routes:
                                      param="model")
             ex.model = model
             texts = embedding_inputs(body)
-            chars = sum(len(t) for t in texts)
-            await gw.guard.admit(ex, body, "\n".join(texts), max(1, chars // CHARS_PER_TOKEN))
+            units = sum(prompt_units(t) for t in texts)  # a token weight (request_info.prompt_units)
+            await gw.guard.admit(ex, body, "\n".join(texts), max(1, units // CHARS_PER_TOKEN))
         except ApiError as e:
             count_rejected(gw, ex.route, e.code or "error")
             raise
