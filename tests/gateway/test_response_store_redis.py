@@ -303,6 +303,13 @@ async def test_a_record_no_aigrid_wrote_is_absent_and_logged_never_a_500(
     with pytest.raises(openai.BadRequestError) as follow:
         await b.oai.responses.create(model=MODEL, input="x", previous_response_id=first.id)
     assert follow.value.body["param"] == "previous_response_id"
+    # an earlier turn of a chain unreadable: the chain is broken there (a 400 naming it), as where a turn is gone
+    second = await a.oai.responses.create(model=MODEL, input="Hi", extra_headers=IN_EU)
+    third = await a.oai.responses.create(model=MODEL, input="Again", previous_response_id=second.id)
+    r0.hset(resp_key("EU", second.id), "t", orjson.dumps({"role": "user"}))
+    with pytest.raises(openai.BadRequestError) as broken:
+        await b.oai.responses.create(model=MODEL, input="x", previous_response_id=third.id)
+    assert broken.value.body["param"] == "previous_response_id" and second.id in broken.value.body["message"]
     conv = await a.oai.conversations.create(items=[{"role": "user", "content": "My name is Ada."}])
     r1.set(conv_key(conv.id), b"{not json", keepttl=True)
     with pytest.raises(openai.NotFoundError):
@@ -317,6 +324,8 @@ async def test_a_record_no_aigrid_wrote_is_absent_and_logged_never_a_500(
         await b.oai.responses.retrieve(created.id)
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(f"a stored response in Redis ({first.id}) is unreadable (field 'response': expected dict[str, Any]"
+               in m for m in said), said
+    assert any(f"the turn of stored response {second.id} in Redis is unreadable (not a list of objects but dict)"
                in m for m in said), said
     assert any("a conversation in Redis is unreadable (not JSON" in m for m in said), said
     assert any("a background placeholder in Redis is unreadable (ValueError" in m for m in said), said

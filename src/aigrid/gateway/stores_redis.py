@@ -101,16 +101,17 @@ small records were 0.76 s of every tenant's calls); a tenant still past its boun
 _FINAL_LUA = "local final = {" + ", ".join(f"{s} = true" for s in sorted(FINAL)) + "}\n"
 
 _HISTORY = """
-local turns, id, left = {}, ARGV[1], tonumber(ARGV[2])
+local turns, ids, id, left = {}, {}, ARGV[1], tonumber(ARGV[2])
 while id ~= '' do
   if left == 0 then return {0, id} end
   left = left - 1
   local v = redis.call('HMGET', KEYS[1] .. id, 't', 'p')
   if not v[1] then return {0, id} end
   turns[#turns + 1] = v[1]
+  ids[#ids + 1] = id
   id = v[2] or ''
 end
-return {1, turns}
+return {1, turns, ids}
 """
 
 _LEDGER = """
@@ -385,6 +386,20 @@ def _record(raw: dict[bytes, bytes]) -> StoredResponse | None:
     return read_json_record(StoredResponse, raw.get(b"r", b""), what, turn=turn)
 
 
+def _turn(raw: bytes, rid: str) -> list[dict[str, Any]] | None:
+    """A stored response's turn (its `t`: chat messages) as the history read finds it; None, logged, for one
+    unreadable (not JSON, not a list of objects)."""
+    try:
+        turn = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        turn = e
+    if isinstance(turn, list) and all(isinstance(m, dict) for m in turn):
+        return turn
+    log.error("the turn of stored response %s in Redis is unreadable (%s): a history through it is broken there", rid,
+              turn if isinstance(turn, Exception) else f"not a list of objects but {type(turn).__name__}")
+    return None
+
+
 _PENDING_JSON = ("error", "settings", "scopes")
 """Pending's fields its hash keeps as JSON ("": none, its default)."""
 
@@ -446,11 +461,16 @@ class RedisResponses:
         return _pending(got[-1]) if self._holds_pending and got[-1] else None
 
     async def history(self, record: StoredResponse) -> list[dict[str, Any]]:
-        ok, found = await self._g(self._history(keys=[self.record_key(record.jurisdiction, record.tenant, "")],
-                                                args=[record.previous or "", MAX_CHAIN]))
+        ok, found, *ids = await self._g(self._history(keys=[self.record_key(record.jurisdiction, record.tenant, "")],
+                                                      args=[record.previous or "", MAX_CHAIN]))
         if not ok:
             raise BrokenHistory(found.decode())
-        turns = [record.turn, *(orjson.loads(t) for t in found)]
+        turns = [record.turn]
+        for raw, rid in zip(found, ids[0], strict=True):
+            turn = _turn(raw, rid.decode())
+            if turn is None:  # unreadable (logged): that turn is as gone
+                raise BrokenHistory(rid.decode())
+            turns.append(turn)
         return [message for turn in reversed(turns) for message in turn]
 
     async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
