@@ -1034,6 +1034,8 @@ def _spec_check_of_edited(tmp_path: Path, example: str, was: str, now: str) -> t
      "tenants[1].continents: unknown continent 'EUR' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
     ("sim/small.yaml", "continents: [EU], jurisdictions", "countries: [XX], jurisdictions",
      "tenants[1].countries: no GeoNames city in 'XX' (ISO country codes, e.g. DE, US)"),
+    ("sim/small.yaml", "continents: [EU], jurisdictions", "countries: [de], jurisdictions",
+     "tenants[1].countries: no GeoNames city in 'de' (did you mean DE?) (ISO country codes, e.g. DE, US)"),
     ("sim/small.yaml", "sites: [eu-west]", "continents: [Europe]",
      "faults[0].continents: unknown continent 'Europe' (did you mean EU?) (known: AF, AS, EU, NA, OC, SA)"),
     ("sim/right-size.yaml", "count: 60\n", "count: 60\n  continents: [EU, Eur]\n",

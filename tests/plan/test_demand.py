@@ -80,6 +80,14 @@ def test_examples_load(name: str) -> None:
      "mean OC?)"),
     (lambda r: r["tenants"][0].update(continents=["America"]), "tenants[0].continents: unknown continent 'America' "
      "(known:"),  # north or south: not guessed (difflib's nearest name was africa)
+    # a country code in lower case, the UK's as written, a country under continents: named, not only refused
+    (lambda r: r["tenants"][0].update(continents=None, countries=["de"]), "tenants[0].countries: no GeoNames city "
+     "in 'de' (did you mean DE?) (ISO country codes"),
+    (lambda r: r["tenants"][0].update(continents=None, countries=["UK"]), "tenants[0].countries: no GeoNames city "
+     "in 'UK' (did you mean GB?)"),
+    (lambda r: r["tenants"][0].update(continents=["DE"]), "tenants[0].continents: unknown continent 'DE' (DE is a "
+     "country: it goes under countries) (known:"),
+    (lambda r: r["traffic"].update(by_place={"de": 1.3}), "traffic.by_place: unknown place 'de' (did you mean DE?)"),
     (lambda r: r["supply"]["hardware"].update(h10={}), "supply.hardware: unknown profile 'h10' (did you mean h100?)"),
     (lambda r: r["verify"].update(policy="balance"), "verify.policy: unknown policy 'balance' (did you mean "
      "balanced?)"),

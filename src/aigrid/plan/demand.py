@@ -25,9 +25,11 @@ from aigrid.sim.geography import (
     CONTINENTS,
     EU27,
     continent_hint,
+    country_hint,
     jurisdiction_of,
     load_cities,
     unknown_continents,
+    unknown_countries,
 )
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -65,7 +67,7 @@ def place_problems(places: Iterable[str]) -> list[str]:
     """Each of `places` that is neither a continent code nor the country code of a GeoNames city."""
     countries = set(load_cities().country)
     bad = sorted(p for p in set(places) if p not in CONTINENTS and p not in countries)
-    return [f"unknown place {p!r}{continent_hint(p)} (a continent, {', '.join(CONTINENTS)}, or an ISO "
+    return [f"unknown place {p!r}{continent_hint(p) or country_hint(p)} (a continent, {', '.join(CONTINENTS)}, or an ISO "
             "country code, e.g. DE, US)" for p in bad]
 
 
@@ -124,11 +126,9 @@ class Tenant(Strict):
     @field_validator("countries")
     @classmethod
     def _countries(cls, v: list[str] | None) -> list[str] | None:
-        known = set(load_cities().country)
-        unknown = [c for c in dict.fromkeys(v or ()) if c not in known]
-        if unknown:
-            raise ValueError(f"no GeoNames city in {', '.join(map(repr, unknown))} (ISO country codes, e.g. DE, US"
-                             f"{'; a continent goes under continents' if unknown[0] in CONTINENTS else ''})")
+        problem = unknown_countries(v)  # the scenario's check: `de` names DE, a continent says where it goes
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("jurisdictions")

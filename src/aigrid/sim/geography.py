@@ -43,14 +43,42 @@ def continent_hint(given: str) -> str:
     return f" (did you mean {code}?)" if code else ""
 
 
+COUNTRY_ALIASES = {"UK": "GB", "EL": "GR"}
+"""Codes written for a country that ISO 3166 gives another: the United Kingdom is GB, Greece GR (EL is the EU's)."""
+
+
+def country_hint(given: str) -> str:
+    """` (did you mean DE?)` for a GeoNames country code in another case (`de`), or GB for `UK`; else "". No
+    spelling guess: two-letter codes are all near one another, and three-letter ones (`AUT`, `CHN`) begin other
+    countries' (AU, CH)."""
+    code = given.strip().upper()
+    meant = COUNTRY_ALIASES.get(code) or code
+    return f" (did you mean {meant}?)" if meant != given and meant in set(load_cities().country) else ""
+
+
 def unknown_continents(given: list[str] | None) -> str | None:
     """`unknown continent 'EUR' (did you mean EU?) (known: AF, ...)` for a list with codes not in CONTINENTS (the
-    check of a tenant's, a generated site set's or a fault's `continents`), else None."""
+    check of a tenant's, a generated site set's or a fault's `continents`), else None. A country's code there is
+    said to go under `countries`."""
     unknown = [c for c in dict.fromkeys(given or ()) if c not in CONTINENTS]
     if not unknown:
         return None
-    return (f"unknown continent{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-            f"{continent_hint(unknown[0])} (known: {', '.join(CONTINENTS)})")
+    hint = continent_hint(unknown[0])
+    if not hint and unknown[0].strip().upper() in set(load_cities().country):
+        hint = f" ({unknown[0]} is a country: it goes under countries)"
+    return (f"unknown continent{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}{hint} "
+            f"(known: {', '.join(CONTINENTS)})")
+
+
+def unknown_countries(given: list[str] | None) -> str | None:
+    """`no GeoNames city in 'de' (did you mean DE?) (ISO country codes, e.g. DE, US)` for a `countries` list with a
+    code no GeoNames city has (a scenario's tenant, a demand file's), else None."""
+    known = set(load_cities().country)
+    unknown = [c for c in dict.fromkeys(given or ()) if c not in known]
+    if not unknown:
+        return None
+    return (f"no GeoNames city in {', '.join(map(repr, unknown))}{country_hint(unknown[0])} (ISO country codes, "
+            f"e.g. DE, US{'; a continent goes under continents' if unknown[0] in CONTINENTS else ''})")
 
 
 def jurisdiction_of(country: str) -> str:

@@ -22,7 +22,7 @@ from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
 from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
 from aigrid.errors import MAX_LISTED, SpecError, listed
-from aigrid.sim.geography import load_cities, unknown_continents
+from aigrid.sim.geography import load_cities, unknown_continents, unknown_countries
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCities, user_places
@@ -229,10 +229,9 @@ class Tenant(Strict):
     @field_validator("countries")
     @classmethod
     def _countries(cls, v: list[str] | None) -> list[str] | None:
-        known = set(load_cities().country)
-        unknown = [c for c in dict.fromkeys(v or ()) if c not in known]
-        if unknown:  # was `tenant 'x': no cities in its continents/countries` once the run began, no field named
-            raise ValueError(f"no GeoNames city in {', '.join(map(repr, unknown))} (ISO country codes, e.g. DE, US)")
+        problem = unknown_countries(v)  # was `tenant 'x': no cities in its continents/countries` once the run began
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("priority")
