@@ -8,7 +8,7 @@ hex>:`, `key_prefix`, so that no grid's name makes a hash tag), each expiring `t
 - `resp:<jurisdiction>:{<tenant>}:<id>`: a stored response, a hash: `r` the record without its turn (JSON of
   StoredResponse's other fields), `t` its turn (JSON chat messages), `p` the id it continued ("" none). A
   follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
-  (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
+  (expired, evicted by Redis's maxmemory policy, deleted) or unreadable (logged) breaks the chain: BrokenHistory, a 404.
 - `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
   (`error`, `settings` and `scopes` as JSON, "" none; `owner` the gateway process that runs it); only in the store named
   `unbound`.
