@@ -248,3 +248,48 @@ async def test_spent_windows_are_forgotten_as_they_end() -> None:
     clock.t += 40  # the next minute
     await q.refuse_spent(Principal("acme", "k-carol", Scopes()))
     assert q._spent == {}
+
+
+async def test_usage_past_what_was_reserved_is_carried_into_the_next_windows() -> None:
+    """Brief TOKEST (ATK9): a burst at a minute's start of prompts estimated at a tenth of their tokens (100 reserved,
+    1,000 used each) was admitted to the limit and settled in that minute only: the excess dropped with the window,
+    and the next minute's limit was whole again (ten times the tokens per minute, every minute). Now the excess past
+    the window's limit is carried into the next windows, each filled up to its limit: the tenant's next nine minutes
+    are spent; the tenth has what is left."""
+    clock = Clock(6_000_000.0)  # a window's start
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(tokens_per_min=1000)), clock=clock)
+    burst = [await q.admit(ALICE, 100) for _ in range(10)]
+    for r in burst:
+        await q.settle(r, 1000)  # 10,000 used on 1,000 reserved
+    assert await q.tokens_this_minute(ALICE) == 1000
+    for minute in range(1, 10):
+        clock.t = 6_000_000.0 + 60 * minute + 1
+        assert await q.tokens_this_minute(ALICE) == 1000, minute
+        with pytest.raises(QuotaExceeded):
+            await q.admit(ALICE, 1)
+    clock.t = 6_000_000.0 + 600 + 1  # 10,000 used: the tenth minute after is the first with room
+    assert await q.tokens_this_minute(ALICE) == 0
+    await q.admit(ALICE, 1000)
+
+
+async def test_a_settlement_after_its_window_ended_charges_the_excess_now() -> None:
+    """A request reserved in one minute and settled in a later one (a long answer): what it used past its
+    reservation was added to its ended window, which no admission reads again; it is charged to the current one."""
+    clock = Clock(6_000_000.0)
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(tokens_per_min=1000)), clock=clock)
+    r = await q.admit(ALICE, 100)
+    clock.t += 90  # the next minute, 30 s in
+    await q.settle(r, 700)
+    assert await q.tokens_this_minute(ALICE) == 600
+    with pytest.raises(QuotaExceeded):
+        await q.admit(ALICE, 500)
+
+
+async def test_a_settlement_within_its_reservation_carries_nothing() -> None:
+    clock = Clock(6_000_000.0)
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(tokens_per_min=1000)), clock=clock)
+    r = await q.admit(ALICE, 900)
+    await q.settle(r, 950)  # 50 past what was reserved, within the limit: charged in its window, nothing carried
+    assert await q.tokens_this_minute(ALICE) == 950
+    clock.t += 60
+    assert await q.tokens_this_minute(ALICE) == 0
