@@ -2,13 +2,15 @@
 running parent's hub)."""
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aigrid.gateway.hub import Hub
-from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.hub_client import HubClient, HubError
+from aigrid.gateway.hub_protocol import read_frame, read_hello
 from aigrid.gateway.response_store import Pending, StoredResponse
 from aigrid.gateway.stores import HubResponses
 
@@ -82,3 +84,34 @@ def test_records_a_newer_worker_sends_are_read_by_its_hub(tmp_path: Path) -> Non
             await hub.handle("response_put", [{**STORED, "response": []}, None])
 
     asyncio.run(send())
+
+
+@pytest.mark.parametrize("answer", [b"\x00\x00\x00\x05nope!", b""], ids=["unreadable", "closed"])
+def test_a_connection_broken_under_waiting_calls_is_logged_with_why(tmp_path: Path, answer: bytes,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """(review RV4) A worker's calls failed "the connection to the workers' hub broke" and nothing said why: a frame
+    it could not read (a ValueError) and the hub closing the connection were passed over unlogged. Once in 6 runs of
+    test_workers_state.py with test_responses_socket.py on a loaded host both workers' POST /v1/conversations got that
+    503, and the worker's log could not tell which. Now the worker logs it, with the calls it failed."""
+    path = tmp_path / "hub.sock"
+
+    async def main() -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_hello(reader)
+            await read_frame(reader)  # the call: answered with a frame that is not JSON, or the connection closed
+            writer.write(answer)
+            writer.close()
+
+        server = await asyncio.start_unix_server(serve, str(path))
+        client = HubClient(path, "token")
+        try:
+            with pytest.raises(HubError, match="broke"):
+                await client.call("value", "k", timeout=5)
+        finally:
+            await client.aclose()
+            server.close()
+        return caplog.text
+
+    with caplog.at_level(logging.WARNING, logger="aigrid.hub"):
+        said = asyncio.run(main())
+    assert "the connection to the workers' hub broke" in said and "1 call" in said, said

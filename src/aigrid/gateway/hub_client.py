@@ -104,6 +104,8 @@ class HubClient:
         self._young: dict[str, DecisionRecord] = {}  # decisions made since the last tick, by id
         self._old: dict[str, DecisionRecord] = {}  # made before the last tick and still running
         self._tick: asyncio.TimerHandle | None = None
+        self._closed = False
+        """aclose() began: the connection's end is this worker's own, not logged as broken."""
         self.closing: list[Callable[[], None]] = []
         """Called first in aclose() (HubQuotaBackend: its settlements still waiting to be sent again are lost)."""
 
@@ -118,6 +120,7 @@ class HubClient:
                     reader, self._writer = await asyncio.open_unix_connection(str(self.path))
                 except OSError as e:
                     raise Unreachable(f"cannot reach the workers' hub at {self.path}: {e}") from e
+                self._closed = False
                 self._writer.write(frame([0, HELLO, self._token]))  # before any other frame
                 self._frames = FrameWriter(self._writer)
                 self._reader_task = asyncio.create_task(self._read(reader), name="aigrid-hub-reader")
@@ -125,6 +128,7 @@ class HubClient:
         return self._frames
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        why: BaseException | None = None
         try:
             while True:
                 req_id, ok, result = await read_frame(reader)
@@ -137,9 +141,15 @@ class HubClient:
                 batch = self._batches.pop(req_id, None)
                 if batch is not None:
                     batch.answered(result if ok else [[i, str(result)] for i, _ in batch.done])
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
+            why = e
         finally:
+            waiting = sum(not fut.done() for fut in self._waiting.values())
+            if why is not None and not self._closed and (waiting or self._batches):  # said with why (review RV4)
+                log.warning("the connection to the workers' hub broke (%s): %d call(s) and %d posted batch(es) "
+                            "waiting failed; the next call opens it again",
+                            "the hub closed it" if isinstance(why, asyncio.IncompleteReadError) else repr(why),
+                            waiting, len(self._batches))
             for fut in self._waiting.values():
                 if not fut.done():
                     fut.set_exception(HubError("the connection to the workers' hub broke"))
@@ -293,6 +303,7 @@ class HubClient:
     async def aclose(self) -> None:
         """Close the connection after writing every frame still gathered (none is lost on a worker's exit;
         HubAuditLog.stop waited for the acknowledgement of the audit records before)."""
+        self._closed = True
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
