@@ -95,3 +95,22 @@ async def test_the_other_doors_answer_it_in_their_own_envelope(tmp_path: Path, r
     assert error["message"].startswith(envelope.pop("starts")), error
     assert {k: error.get(k) for k in envelope} == envelope
     assert fakes[SMALL_AT].received == [] and fakes[LARGE_AT].received == []
+
+
+async def test_a_prompt_of_long_whitespace_runs_that_fits_is_not_refused(tmp_path: Path) -> None:
+    """A run of whitespace is read in a few tokens (SmolLM2: `a`, 1,500 spaces, `b` are 27), so the bound counts a
+    run as one character: 20,000 spaces between two words (at 8 characters a token 2,500 tokens, past the small
+    model's 2,048) fit it; refused with the context 400 before review RV6. Where the text alone is past the context,
+    the runs collapsed, it is still refused."""
+    spec, fakes = two_contexts(tmp_path)
+    spaced = "a" + " " * 10_000 + "\n" * 10_000 + "b"
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions",
+                              json={"model": "smollm2-135m", "messages": [{"role": "user", "content": spaced}]})
+        assert r.status_code == 200, r.text
+        long = await client.post("/v1/chat/completions",
+                                 json={"model": "smollm2-135m", "messages": [{"role": "user", "content": LONG + spaced}]})
+    assert long.status_code == 400, long.text
+    assert long.json()["error"]["message"].startswith("This model's maximum context length is 2048 tokens. However, "
+                                                      "your prompt has at least 2500 tokens")
+    assert len(fakes[SMALL_AT].received) == 1

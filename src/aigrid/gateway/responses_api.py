@@ -536,7 +536,7 @@ class ResponsesApi:
             # refused now, not told its context length, nor answered a queued response that fails when it runs
             gw.guard.authorize(ex, headers.get(H_POLICY) or caller.scopes.policy, asked.allowed_jurisdictions)
             prompt = parsed.prompt_text()
-            check_context(parsed.model, len(prompt), gw.spec.models, "messages")
+            check_context(parsed.model, len(prompt), gw.spec.models, "messages", prompt)
             gw.background.check_room(turn.principal.tenant)
             # admitted now, as OpenAI does (a 429 to the create, never a queued response that fails): the request
             # counted and its tokens reserved; the reservation goes to the run, which settles it (routes.route

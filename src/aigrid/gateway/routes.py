@@ -532,7 +532,7 @@ class Routes:
             # variables): checked before the firewall reads any of it
             prompt_chars = len(prompt) + beside_messages(texts)
             prompt_param = "messages" if path == CHAT_PATH else "prompt"
-            at_least = check_context(parsed.model, prompt_chars, gw.spec.models, prompt_param)
+            at_least = check_context(parsed.model, prompt_chars, gw.spec.models, prompt_param, prompt)
             refuse_unredacted_logprobs(bool(parsed.logprobs) if isinstance(parsed, ChatRequest) else parsed.logprobs is not None,
                                        gw.guard.firewall.redacts_output(principal.tenant), "logprobs")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
