@@ -116,7 +116,7 @@ async def test_each_tenant_s_embeddings_requests_take_turns_with_the_others_tena
 
 
 async def test_a_caller_cancelled_waiting_or_as_its_turn_came_passes_the_turn_on() -> None:
-    from aigrid.agents.embeddings import Turns
+    from aigrid.turns import Turns
 
     turns, served = Turns(), []
 
@@ -134,7 +134,7 @@ async def test_a_caller_cancelled_waiting_or_as_its_turn_came_passes_the_turn_on
     handed.cancel()  # its turn was handed to it as the holder left, and it had not run yet
     await asyncio.gather(gone, handed, last, return_exceptions=True)
     assert served == ["last"] and gone.cancelled() and handed.cancelled()
-    assert not turns._busy and not turns._waiting
+    assert turns.held == 0 and turns.waiting == 0
     await asyncio.wait_for(take("again", "a"), 30)  # at once; a turn left held would never come
 
 

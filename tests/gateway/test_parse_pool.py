@@ -110,7 +110,7 @@ async def test_parses_waiting_take_their_turns_one_owner_after_another() -> None
         return name
 
     first = asyncio.ensure_future(pool.run(parse, "a0", owner="flood"))
-    while pool._running < 1:  # the one thread taken
+    while pool.running < 1:  # the one thread taken
         await asyncio.sleep(0.01)
     waiting = [asyncio.ensure_future(pool.run(parse, f"a{i}", owner="flood")) for i in range(1, 4)]
     gone = asyncio.ensure_future(pool.run(parse, "b0", owner="other"))

@@ -13,8 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ import numpy.typing as npt
 from aigrid.encoders.minilm import MiniLM, missing_packages
 from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
+from aigrid.turns import Turns
 
 Vectors = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
@@ -53,58 +53,6 @@ def for_tenant(tenant: str | None) -> Iterator[None]:
         yield
     finally:
         _TENANT.reset(token)
-
-
-class Turns:
-    """One holder at a time. The callers waiting are served one tenant after another (a turn each, round-robin,
-    in the order the tenants came), and each tenant's callers first come, first served: a tenant's many callers
-    (a flood of /v1/embeddings requests) wait on each other, and another tenant waits for the turn under way and
-    one turn of each tenant before it, not one of each of those callers."""
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiting: OrderedDict[str | None, deque[asyncio.Future[None]]] = OrderedDict()
-
-    @contextlib.asynccontextmanager
-    async def turn(self, tenant: str | None) -> AsyncIterator[None]:
-        await self.take(tenant)
-        try:
-            yield
-        finally:
-            self.hand_on()
-
-    async def take(self, tenant: str | None) -> None:
-        """The turn, once every tenant before this one has had one; `hand_on` gives it up."""
-        if not self._busy and not self._waiting:
-            self._busy = True
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(tenant, deque()).append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():  # handed the turn as it was cancelled: it goes on to the next
-                self.hand_on()
-            else:
-                waiting = self._waiting.get(tenant)
-                if waiting is not None and turn in waiting:
-                    waiting.remove(turn)
-                    if not waiting:
-                        del self._waiting[tenant]
-            raise
-
-    def hand_on(self) -> None:
-        while self._waiting:
-            tenant, waiting = next(iter(self._waiting.items()))
-            turn = waiting.popleft()
-            if waiting:
-                self._waiting.move_to_end(tenant)  # its next caller after every other tenant's
-            else:
-                del self._waiting[tenant]
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self._busy = False
 
 
 class MiniLMEmbedder:

@@ -21,10 +21,11 @@ import asyncio
 import contextvars
 import functools
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
+
+from aigrid.turns import Turns
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ THREAD_NAME = "aigrid-parse"
 
 class ParsePool:
     """At most `threads` parses at once, on threads of this pool's own; those waiting are taken one owner at a time,
-    round the owners waiting (each owner's oldest first)."""
+    round the owners waiting (each owner's oldest first: aigrid.turns.Turns, as the shared embedder's batches)."""
 
     def __init__(self, threads: int = PARSE_THREADS) -> None:
         if threads < 1:
@@ -46,12 +47,9 @@ class ParsePool:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._running = 0
-        """Parses given a thread and not yet done (the event loop's count: no lock)."""
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
-        """Each owner's parses waiting for a thread, the owners in the order of their next turn."""
-        self._generation = 0
-        """Bumped by close(): a parse of a closed pool that ends later frees no thread of the pool made again."""
+        self._turns = Turns(threads)
+        """A turn a thread; made again by close(), so a parse of a closed pool that ends later frees no thread of
+        the pool made again (it hands on the turns it took)."""
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -63,58 +61,28 @@ class ParsePool:
         """`fn(*args)` on one of this pool's threads, with the caller's context (as asyncio.to_thread), once its
         `owner`'s turn comes (called on the event loop)."""
         loop = asyncio.get_running_loop()
-        await self._turn(loop, owner)
-        generation = self._generation
+        turns = self._turns
+        await turns.take(owner)
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         try:
             done: Future[T] = self._executor().submit(call)
         except BaseException:
-            self._done(generation)
+            turns.hand_on()
             raise
 
         def ended(_: Future[T]) -> None:  # on the parse's thread, or where it was cancelled before it ran
             try:
-                loop.call_soon_threadsafe(self._done, generation)
+                loop.call_soon_threadsafe(turns.hand_on)
             except RuntimeError:  # the loop closed meanwhile: nothing left to hand the thread to
                 pass
 
         done.add_done_callback(ended)
         return await asyncio.wrap_future(done)  # cancelled while it waits for its thread: it never runs
 
-    async def _turn(self, loop: asyncio.AbstractEventLoop, owner: str) -> None:
-        if self._running < self.threads and not self._waiting:
-            self._running += 1
-            return
-        turn: asyncio.Future[None] = loop.create_future()
-        self._waiting.setdefault(owner, deque()).append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():  # given a thread as it was cancelled: handed on
-                self._done(self._generation)
-            else:
-                line = self._waiting.get(owner)
-                if line is not None and turn in line:
-                    line.remove(turn)
-                    if not line:
-                        del self._waiting[owner]
-            raise
-
-    def _done(self, generation: int) -> None:
-        """A parse's thread free: the next owner's oldest parse waiting takes it."""
-        if generation != self._generation:
-            return
-        self._running = max(0, self._running - 1)
-        while self._running < self.threads and self._waiting:
-            owner, line = next(iter(self._waiting.items()))
-            turn = line.popleft()
-            if line:
-                self._waiting.move_to_end(owner)  # its next parse after every other owner's
-            else:
-                del self._waiting[owner]
-            if not turn.done():
-                turn.set_result(None)
-                self._running += 1
+    @property
+    def running(self) -> int:
+        """Parses given a thread and not yet done."""
+        return self._turns.held
 
     def close(self) -> None:
         """Every thread joined (the parses still queued are cancelled: by then no request is being read)."""
@@ -122,9 +90,5 @@ class ParsePool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        self._generation += 1
-        self._running = 0
-        for line in self._waiting.values():
-            for turn in line:
-                turn.cancel()
-        self._waiting.clear()
+        turns, self._turns = self._turns, Turns(self.threads)
+        turns.cancel_waiting()
