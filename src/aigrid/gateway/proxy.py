@@ -636,7 +636,7 @@ class Proxy:
         continue_stream), else it gets the max_tokens this endpoint's model's context leaves (_bounded)."""
         attempt_start = self._clock()
         stack = Held()
-        got_first = sent = False
+        got_first = sent = undue = False
         request = record.decision.request_id
         # the emulated network (demo only): half the round trip there, the prompt arriving at its end (where the
         # predictor places a request's arrival: a prompt sent a moment before the next is ahead of it), the other
@@ -664,12 +664,15 @@ class Proxy:
                 if isinstance(engine, WrappedEngine):  # what it reads of the engine whole, within a whole answer's bound
                     engine.bound(self.most_bytes(cand, record))
             # a tool loop answers after whole model turns and tool runs: only the whole answer's ceiling applies
+            expected_s = 0.0  # the predicted wait for the first byte (none known for a tool loop)
             if wrap is not None:
                 limit = self._deadline.whole_max_s
             elif body.get("stream") is True:
-                limit = self._deadline.seconds(cand)
+                limit, expected_s = self._deadline.seconds(cand), cand.prediction.ttft_ms / 1000.0
             else:  # an engine sends a non-streamed answer's first byte once the answer is whole
-                limit = self._deadline.whole(cand, output_limit(body) or self._contexts.get(cand.endpoint_id))
+                tokens = output_limit(body) or self._contexts.get(cand.endpoint_id)
+                limit = self._deadline.whole(cand, tokens)
+                expected_s = cand.prediction.ttft_ms / 1000.0 + (tokens or 0) * tpot_s(cand)
             try:
                 async with asyncio.timeout(limit):
                     sent = True
@@ -683,7 +686,12 @@ class Proxy:
                     got_first = True
                     engine_first_at = self._clock()
             except TimeoutError as e:
-                raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
+                # a deadline its ceiling (max_s, whole_max_s) held under the request's own predicted wait (a long
+                # prompt's prefill behind a queue): the miss is the request's size, not the engine's failure, so it
+                # opens no circuit for the others (review RV6: a few long but legal prompts opened it)
+                undue = limit < expected_s
+                raise EngineUnavailable(f"no first byte within {limit:.1f} s" + (
+                    f", under the {expected_s:.1f} s predicted for this request" if undue else "")) from e
             if self._emulate:  # the time actually slept counts as the way back, an oversleep included
                 await self._sleep(half)
         except BaseException as e:  # every way out before the first byte frees the slot (until review RV5 of the
@@ -695,7 +703,7 @@ class Proxy:
                           cand.endpoint_id, type(e).__name__)  # its traceback where it ends (as book_cut's)
                 entry.update(error=attempt_error(f"cut: {type(e).__name__}"), ms=round(elapsed * 1000, 1))
             elif isinstance(e, EngineError):
-                self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
+                self._fail(cand, entry, str(e) or type(e).__name__, elapsed, counts=not undue)
             elif isinstance(e, asyncio.CancelledError):
                 why = _why(e, "another attempt answered first")
                 entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
@@ -726,10 +734,13 @@ class Proxy:
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
         return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers, engine_first_at)
 
-    def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
+    def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float, *, counts: bool = True) -> None:
+        """An attempt failed before its first byte: logged, counted, and (`counts`) a failure toward the endpoint's
+        circuit; not where its first-byte deadline was under the request's own predicted wait (_attempt)."""
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
                     extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
-        self._store.record_failure(cand.endpoint_id, reason)
+        if counts:
+            self._store.record_failure(cand.endpoint_id, reason)
         self._count_failed(cand)  # each write guarded: one raising here left the attempt in flight
         entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
