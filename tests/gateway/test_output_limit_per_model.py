@@ -61,15 +61,16 @@ async def test_a_prompt_only_the_large_model_takes_passes_the_gateways_context_c
                               json={"model": "auto", "messages": [{"role": "user", "content": "word " * 4000}]})
         assert r.status_code == 200, r.text
     [sent] = fakes["fra-smollm2"].received
-    assert sent.get("max_tokens") is None  # 10,000 tokens at 2 characters a token leave 8,192 none
+    assert sent.get("max_tokens") is None  # 9,256 tokens by the estimate and its margin leave 8,192 none
 
 
 
-@pytest.mark.parametrize("kind,expected", [("llamacpp", 4096), ("vllm", 500)])
+@pytest.mark.parametrize("kind,expected", [("llamacpp", 4096), ("vllm", 612)])
 async def test_a_llama_server_engine_gets_the_grids_limit_where_a_validating_one_gets_the_room(
         tmp_path: Path, kind: str, expected: int) -> None:
-    """3,000 characters (1,548 tokens at 2 characters a token, the template's twice) to the small model (2,048): a vLLM
-    engine is sent the room, 500 (it refuses prompt + max_tokens past its context); a llama-server engine the grid's
+    """3,000 characters (600 words: 1,404 tokens by the estimate, request_info.prompt_units, and ROOM_MARGIN_TOKENS'
+    32; SmolLM2 reads about 610) to the small model (2,048): a vLLM
+    engine is sent the room, 612 (it refuses prompt + max_tokens past its context); a llama-server engine the grid's
     4,096, which it never refuses (it stops at its context's end). Until the thirty-fourth session both got 500, and
     answers past it were cut early (6.78% of the conversation traces at 2,048: scripts/output_bound_cost.py)."""
     spec, fakes = two_models(tmp_path)
@@ -88,13 +89,13 @@ async def test_a_llama_server_engine_gets_the_grids_limit_where_a_validating_one
     # validating engine is sent no max_tokens, as before the bound was per candidate (review RV1 of a19baf06)
     pytest.param(1200, "Frankfurt", "fake", 4096, None, id="no-room-large-first"),
     pytest.param(1200, "Ashburn", "fake", None, None, id="no-room-small-first"),
-    # 3,000 characters leave the small context 500 and the large one the grid's 4,096: the smaller, less the 2 chunks
+    # 3,000 characters leave the small context 612 and the large one the grid's 4,096: the smaller, less the 2 chunks
     # delivered, whichever engine broke
-    pytest.param(600, "Frankfurt", "fake", 4096, 498, id="room-large-first"),
-    pytest.param(600, "Ashburn", "fake", 500, 498, id="room-small-first"),
+    pytest.param(600, "Frankfurt", "fake", 4096, 610, id="room-large-first"),
+    pytest.param(600, "Ashburn", "fake", 612, 610, id="room-small-first"),
     # the large model's engine a llama-server (the spare's kind decides): the first engine's bound less what was
     # delivered, else (no room, sent none) the grid's limit less 2
-    pytest.param(600, "Ashburn", "llamacpp", 500, 498, id="room-llama-spare"),
+    pytest.param(600, "Ashburn", "llamacpp", 612, 610, id="room-llama-spare"),
     pytest.param(1200, "Ashburn", "llamacpp", None, 4094, id="no-room-llama-spare"),
 ])
 async def test_a_continuation_is_bounded_by_both_models_contexts_less_what_was_delivered(
@@ -102,8 +103,9 @@ async def test_a_continuation_is_bounded_by_both_models_contexts_less_what_was_d
         resumed_with: int | None) -> None:
     """A stream broken after 2 chunks ("Hello from") on one model's engine (the client's location picks which: the
     large model's at fra-smollm2 from Frankfurt, the small one's at iad-smollm2 from Ashburn) and continued on the
-    other's. 3,000 characters are 1,548 tokens at 2 characters a token (the template's twice), which leave the small
-    model's 2,048 context 500 and the large one's 8,192 the grid's 4,096; 6,000 characters leave the small one none.
+    other's. 3,000 characters are 1,436 tokens by the estimate and ROOM_MARGIN_TOKENS (brief TOKEST), which leave the
+    small model's 2,048 context 612 and the large one's 8,192 the grid's 4,096; 6,000 characters leave the small one
+    none.
     The continuation is never sent past the small model's context nor more than the first engine was sent. After
     a19baf06 the large model's 4,096 went, less what was delivered, to the small model's engine (4,094: past its
     context with the prompt, vLLM's 400 where a continuation had been served), and a continuation of the small model's
