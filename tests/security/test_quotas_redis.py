@@ -146,3 +146,31 @@ async def test_an_admitted_request_s_op_records_are_small(redis_port: int) -> No
         assert sum(len(k) + len(v) for k, v in records) <= 101, records
     finally:
         await client.aclose()
+
+
+async def test_usage_past_the_reservation_is_carried_on_redis_and_refused_next_minute(redis_port: int) -> None:
+    """Review RV6 of brief TOKEST: the excess a settlement carries (Quotas._carry, one store grow a window) lands in
+    Redis's counters of the next windows, shared by both gateways, each key with a TTL, and the next minute's
+    admission on the other gateway is refused while its window holds the debt."""
+    rules = QuotaRules(default_key=QuotaLimits(tokens_per_min=1_000))
+    clients = [client_for(redis_port) for _ in range(2)]
+    now = [7_200_000.0]  # a window's start
+    gateways = [Quotas(rules, RedisQuotaBackend(c), clock=lambda: now[0], prefix="t9") for c in clients]
+    try:
+        burst = [await gateways[i % 2].admit(P, 100) for i in range(10)]
+        for i, r in enumerate(burst):
+            await gateways[i % 2].settle(r, 250)  # 2,500 used on 1,000 reserved: 1,500 carried
+        key, minute = "t9:{acme}:key:k-1:tpm", int(now[0] // 60)
+        values = [await gateways[0].backend.value(f"{key}:{minute + i}") for i in range(4)]
+        assert values == [1000, 1000, 500, 0]
+        assert await clients[1].ttl(f"{key}:{minute + 2}") > 120
+        now[0] += 61  # the next minute: full of the debt, on either gateway
+        with pytest.raises(RateLimited):
+            await gateways[1].admit(P, 1)
+        now[0] += 60  # the one after: 500 of room
+        await gateways[0].admit(P, 500)
+        with pytest.raises(RateLimited):
+            await gateways[1].admit(P, 1)
+    finally:
+        for c in clients:
+            await c.aclose()
