@@ -1,8 +1,8 @@
 """A tenant past its requests per minute had each later request's body read, parsed, validated and its texts walked
 before admission's 429 (thirty-eighth session, brief ATK9): on 127.0.0.1, a tenant of 2 requests a minute, spent,
-posting 570 KB bodies from 8 clients (all 429) took another tenant's 60 KB chat requests from a median of 176 ms to
-4.7 s. Once admission finds a requests-per-minute limit full, the caller's requests are refused before their body is
-read until the window ends (Quotas.refuse_spent): here a body that is not JSON, answered 400 invalid_json before, is
+posting 570 KB bodies from 8 clients (all 429) took another tenant's 60 KB chat requests from a median of 382 ms to
+5.9 s (one run on a loaded host: docs/security.md). Once admission finds a requests-per-minute limit full, the
+caller's requests are refused before their body is read until the window ends (Quotas.refuse_spent): here a body that is not JSON, answered 400 invalid_json before, is
 the quota's 429 at once, on each door that reads a body."""
 
 from __future__ import annotations
